@@ -1,0 +1,91 @@
+//! Assembling the server's parts into one shared state: the store, the bus,
+//! the hub, auth and chat. Also the first-run bootstrap (demo site and admin).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::auth::{Auth, HashPool, passwords};
+use crate::bus::{Bus, BusSink, local::LocalBus};
+use crate::chat::hub::Hub;
+use crate::chat::service::Chat;
+use crate::config::Config;
+use crate::error::Result;
+use crate::store::{NewAgent, Role, Store, sqlite::SqliteStore};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<Auth>,
+    pub chat: Arc<Chat>,
+    pub metrics: PrometheusHandle,
+    pub started: Instant,
+}
+
+/// What the first start on an empty data dir created, to show the operator.
+pub struct FirstRun {
+    pub site_name: String,
+    pub widget_key: String,
+    pub admin_email: String,
+    pub admin_password: String,
+}
+
+impl AppState {
+    /// Open the store in `config.data_dir` and wire everything up. Returns
+    /// the first-run details when the data dir was empty.
+    pub async fn build(config: Config) -> Result<(AppState, Option<FirstRun>)> {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).await?);
+        let first_run = bootstrap(store.as_ref()).await?;
+        let secret = store.meta_init("token_key", &hex::encode(rand::random::<[u8; 32]>())).await?;
+        let hashes = HashPool::new(config.hash_threads, config.hash_queue, config.hash_deadline);
+        let auth = Arc::new(Auth::new(store.clone(), secret.as_bytes(), hashes, config.auth.clone())?);
+        let hub = Arc::new(Hub::new(config.presence_grace));
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
+        bus.attach(hub.clone() as Arc<dyn BusSink>);
+        let chat = Arc::new(Chat::new(store.clone(), bus, hub));
+        let state = AppState {
+            config: Arc::new(config),
+            store,
+            auth,
+            chat,
+            metrics: crate::telemetry::metrics(),
+            started: Instant::now(),
+        };
+        Ok((state, first_run))
+    }
+}
+
+/// On an empty store: a demo site and an admin with a generated password.
+async fn bootstrap(store: &dyn Store) -> Result<Option<FirstRun>> {
+    if !store.sites().await?.is_empty() {
+        return Ok(None);
+    }
+    let site = store.create_site("Demo site").await?;
+    let password = generate_password();
+    let hash = passwords::hash_now(&password)?;
+    let email = "admin@holdfast.local".to_owned();
+    store
+        .create_agent(NewAgent {
+            site_id: &site.id,
+            email: &email,
+            name: "Admin",
+            role: Role::Admin,
+            password_hash: &hash,
+            chat_limit: 5,
+        })
+        .await?;
+    Ok(Some(FirstRun {
+        site_name: site.name,
+        widget_key: site.widget_key,
+        admin_email: email,
+        admin_password: password,
+    }))
+}
+
+/// 20 characters from an unambiguous alphabet (~100 bits).
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    (0..20).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+}

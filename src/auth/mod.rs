@@ -1,0 +1,184 @@
+//! Agent login, sessions and tokens.
+//!
+//! Login is the only place a password is hashed. It creates a session (a
+//! refresh credential whose hash is stored) and returns a short-lived
+//! access token. Everything after — API calls, socket connects, resumes —
+//! verifies the access token in memory; refreshing it costs one indexed
+//! read and no hash. Sessions end only by logout, revocation or their
+//! absolute lifetime, never because infrastructure hiccupped.
+
+pub mod passwords;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::store::{Agent, Store, now_ms};
+pub use passwords::HashPool;
+pub use tokens::{AgentClaims, Tokens, VisitorClaims};
+
+/// Lifetimes of credentials.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Access tokens: short, so a revoked session stops working soon even
+    /// on nodes that missed the revocation.
+    pub access_ttl: Duration,
+    /// Absolute lifetime of a session; renewal never extends it.
+    pub session_ttl: Duration,
+    /// Visitor tokens.
+    pub visitor_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            access_ttl: Duration::from_secs(15 * 60),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            visitor_ttl: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Credentials {
+    pub access_token: String,
+    /// Only on login: the refresh credential. Keep it secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub agent: Agent,
+}
+
+pub struct Auth {
+    store: Arc<dyn Store>,
+    pub tokens: Tokens,
+    pub hashes: HashPool,
+    cfg: AuthConfig,
+    /// Verified against on unknown emails, so a login for an unknown email
+    /// costs the same time as one for a known email.
+    dummy_hash: String,
+}
+
+/// Longest accepted password, in bytes (argon2 accepts more; nobody needs it).
+pub const MAX_PASSWORD: usize = 1024;
+
+impl Auth {
+    pub fn new(store: Arc<dyn Store>, secret: &[u8], hashes: HashPool, cfg: AuthConfig) -> Result<Self> {
+        let dummy_hash = passwords::hash_now("holdfast-dummy-password")?;
+        Ok(Auth { store, tokens: Tokens::new(secret), hashes, cfg, dummy_hash })
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<Credentials> {
+        let started = std::time::Instant::now();
+        let result = self.check_password(email, password).await;
+        metrics::histogram!("holdfast_login_seconds").record(started.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Error::Unauthorized(_)) => "denied",
+            Err(_) => "error",
+        };
+        metrics::counter!("holdfast_logins_total", "result" => outcome).increment(1);
+        let agent = result?;
+        let (secret, hash) = tokens::new_refresh_secret();
+        let expires_at = now_ms() + self.cfg.session_ttl.as_millis() as i64;
+        let session = self.store.create_session(&agent.id, &hash, expires_at).await?;
+        let access = self.issue_access(&agent, &session.id)?;
+        Ok(Credentials {
+            access_token: access,
+            refresh_token: Some(secret),
+            expires_in: self.cfg.access_ttl.as_secs(),
+            agent,
+        })
+    }
+
+    async fn check_password(&self, email: &str, password: &str) -> Result<Agent> {
+        if password.len() > MAX_PASSWORD || email.len() > 254 {
+            return Err(Error::unauthorized("wrong email or password"));
+        }
+        let agent = self.store.agent_by_email(&normalize_email(email)).await?;
+        let hash = agent.as_ref().map_or(self.dummy_hash.as_str(), |a| a.password_hash.as_str());
+        let ok = self.hashes.verify(password, hash).await?;
+        match agent {
+            Some(agent) if ok && agent.active => Ok(agent),
+            _ => Err(Error::unauthorized("wrong email or password")),
+        }
+    }
+
+    fn issue_access(&self, agent: &Agent, session_id: &str) -> Result<String> {
+        self.tokens.issue_agent(&agent.id, &agent.site_id, session_id, agent.role, self.cfg.access_ttl.as_secs())
+    }
+
+    /// A new access token for a refresh credential. No password hash.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Credentials> {
+        if refresh_token.len() > 256 {
+            return Err(Error::unauthorized("invalid refresh token"));
+        }
+        let hash = tokens::hash_secret(refresh_token);
+        let session = self
+            .store
+            .session_by_secret_hash(&hash)
+            .await?
+            .ok_or_else(|| Error::unauthorized("invalid refresh token"))?;
+        let now = now_ms();
+        if session.revoked_at.is_some() {
+            return Err(Error::unauthorized("session ended"));
+        }
+        if session.expires_at <= now {
+            return Err(Error::unauthorized("session expired"));
+        }
+        let agent = self
+            .store
+            .agent(&session.agent_id)
+            .await?
+            .filter(|a| a.active)
+            .ok_or_else(|| Error::unauthorized("session ended"))?;
+        // Rolling renewal is bookkeeping: if the write fails the session
+        // still works (infrastructure never logs anyone out).
+        if let Err(err) = self.store.touch_session(&session.id, now).await {
+            tracing::warn!(error = %err, "could not record session use; continuing");
+        }
+        Ok(Credentials {
+            access_token: self.issue_access(&agent, &session.id)?,
+            refresh_token: None,
+            expires_in: self.cfg.access_ttl.as_secs(),
+            agent,
+        })
+    }
+
+    pub async fn logout(&self, session_id: &str) -> Result<()> {
+        self.store.revoke_session(session_id, now_ms()).await
+    }
+
+    pub fn verify_agent(&self, token: &str) -> Result<AgentClaims> {
+        self.tokens.verify_agent(token)
+    }
+
+    pub fn verify_visitor(&self, token: &str) -> Result<VisitorClaims> {
+        self.tokens.verify_visitor(token)
+    }
+
+    pub fn issue_visitor(&self, visitor_id: &str, site_id: &str) -> Result<String> {
+        self.tokens.issue_visitor(visitor_id, site_id, self.cfg.visitor_ttl.as_secs())
+    }
+
+    pub fn access_ttl(&self) -> Duration {
+        self.cfg.access_ttl
+    }
+}
+
+/// Emails compare case-insensitively and without surrounding space.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// A plausible email: something@something.tld, no spaces, at most 254 bytes.
+pub fn valid_email(email: &str) -> bool {
+    let email = email.trim();
+    email.len() <= 254
+        && !email.contains(char::is_whitespace)
+        && email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+}

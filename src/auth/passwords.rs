@@ -1,0 +1,194 @@
+//! Password hashing in a bounded pool of dedicated threads, never on the
+//! async workers. Argon2id is deliberately slow (~12 ms a hash here), so a
+//! login storm must queue for it without starving anything else; the queue
+//! is bounded, and a job whose caller has given up (timed out, hung up) is
+//! dropped when it reaches a worker instead of being hashed for nobody.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+
+enum Work {
+    Hash(String),
+    Verify { password: String, hash: String },
+}
+
+struct Job {
+    work: Work,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Outcome>>,
+}
+
+enum Outcome {
+    Hashed(String),
+    Verified(bool),
+}
+
+pub struct HashPool {
+    jobs: std_mpsc::SyncSender<Job>,
+    /// Hashes (and verifications) actually computed, for metrics and the
+    /// storm rehearsal's `password_hashes` count.
+    computed: Arc<AtomicU64>,
+    /// Jobs dropped because their caller had given up.
+    abandoned: Arc<AtomicU64>,
+    deadline: Duration,
+}
+
+impl HashPool {
+    /// `threads` workers, at most `queue` waiting jobs, each job given up
+    /// after `deadline`.
+    pub fn new(threads: usize, queue: usize, deadline: Duration) -> Self {
+        let (tx, rx) = std_mpsc::sync_channel::<Job>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        let computed = Arc::new(AtomicU64::new(0));
+        let abandoned = Arc::new(AtomicU64::new(0));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let computed = computed.clone();
+            let abandoned = abandoned.clone();
+            std::thread::Builder::new()
+                .name(format!("hash-{i}"))
+                .spawn(move || worker(rx, computed, abandoned))
+                .expect("spawn hash worker");
+        }
+        HashPool { jobs: tx, computed, abandoned, deadline }
+    }
+
+    pub fn computed(&self) -> u64 {
+        self.computed.load(Ordering::Relaxed)
+    }
+
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    async fn run(&self, work: Work) -> Result<Outcome> {
+        let (reply, rx) = oneshot::channel();
+        let deadline = Instant::now() + self.deadline;
+        self.jobs.try_send(Job { work, deadline, reply }).map_err(|e| match e {
+            std_mpsc::TrySendError::Full(_) => {
+                metrics::counter!("holdfast_hash_pool_rejected_total").increment(1);
+                Error::Unavailable(1)
+            }
+            std_mpsc::TrySendError::Disconnected(_) => Error::internal(anyhow::anyhow!("hash pool stopped")),
+        })?;
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) | Err(_) => Err(Error::Unavailable(1)),
+        }
+    }
+
+    pub async fn hash(&self, password: &str) -> Result<String> {
+        match self.run(Work::Hash(password.to_owned())).await? {
+            Outcome::Hashed(h) => Ok(h),
+            Outcome::Verified(_) => Err(Error::internal(anyhow::anyhow!("hash pool mixed up a job"))),
+        }
+    }
+
+    pub async fn verify(&self, password: &str, hash: &str) -> Result<bool> {
+        match self.run(Work::Verify { password: password.to_owned(), hash: hash.to_owned() }).await? {
+            Outcome::Verified(ok) => Ok(ok),
+            Outcome::Hashed(_) => Err(Error::internal(anyhow::anyhow!("hash pool mixed up a job"))),
+        }
+    }
+}
+
+fn worker(rx: Arc<Mutex<std_mpsc::Receiver<Job>>>, computed: Arc<AtomicU64>, abandoned: Arc<AtomicU64>) {
+    loop {
+        let job = {
+            let Ok(rx) = rx.lock() else { return };
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        if job.reply.is_closed() || Instant::now() >= job.deadline {
+            abandoned.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("holdfast_hash_pool_abandoned_total").increment(1);
+            continue;
+        }
+        let outcome = match job.work {
+            Work::Hash(password) => hash_now(&password).map(Outcome::Hashed),
+            Work::Verify { password, hash } => Ok(Outcome::Verified(verify_now(&password, &hash))),
+        };
+        computed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("holdfast_password_hashes_total").increment(1);
+        let _ = job.reply.send(outcome);
+    }
+}
+
+/// Argon2id with the crate's defaults (19 MiB, t=2, p=1: OWASP's minimum).
+/// Synchronous; call only from the pool or from tools outside the server.
+pub fn hash_now(password: &str) -> Result<String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| Error::internal(anyhow::anyhow!("hashing failed: {e}")))
+}
+
+fn verify_now(password: &str, hash: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_and_verifies() {
+        let pool = HashPool::new(1, 4, Duration::from_secs(10));
+        let h = pool.hash("correct horse").await.unwrap();
+        assert!(pool.verify("correct horse", &h).await.unwrap());
+        assert!(!pool.verify("wrong horse", &h).await.unwrap());
+        assert!(!pool.verify("x", "not a phc string").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_instead_of_waiting() {
+        let pool = HashPool::new(1, 1, Duration::from_secs(10));
+        let h = hash_now("pw").unwrap();
+        let mut pending = Vec::new();
+        let pool = Arc::new(pool);
+        for _ in 0..6 {
+            let pool = pool.clone();
+            let h = h.clone();
+            pending.push(tokio::spawn(async move { pool.verify("pw", &h).await }));
+        }
+        let mut refused = 0;
+        for p in pending {
+            if matches!(p.await.unwrap(), Err(Error::Unavailable(_))) {
+                refused += 1;
+            }
+        }
+        assert!(refused >= 1, "with one worker and a queue of one, six at once cannot all fit");
+    }
+
+    #[tokio::test]
+    async fn jobs_past_their_deadline_are_dropped_not_hashed() {
+        // One worker kept busy; the queued jobs expire before it is free.
+        let pool = Arc::new(HashPool::new(1, 16, Duration::from_millis(1)));
+        let h = hash_now("pw").unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let pool = pool.clone();
+            let h = h.clone();
+            tasks.push(tokio::spawn(async move { pool.verify("pw", &h).await }));
+        }
+        for t in tasks {
+            let _ = t.await.unwrap();
+        }
+        // Give the worker time to reach (and drop) the expired jobs.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(pool.abandoned() >= 1, "expired jobs are skipped");
+        assert!(pool.computed() + pool.abandoned() <= 8);
+    }
+}

@@ -1,0 +1,81 @@
+//! Event fan-out between the code that changes state and the sockets that
+//! must hear of it. In one process the [`local::LocalBus`] hands each
+//! envelope straight to the hub; across nodes a broker-backed bus carries
+//! the same envelopes. The bus is a wake-up and delivery path, never the
+//! record: every durable event is in the store first, so a lost envelope
+//! costs latency (the socket fills the gap from the store), not data.
+
+pub mod local;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Who an envelope is for. Resolved to sockets by each node's hub.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "snake_case")]
+pub enum Audience {
+    /// The visitor of a conversation and the listed agents (its current
+    /// agent, and on a reassignment the previous one too).
+    Conversation {
+        visitor_id: String,
+        agent_ids: Vec<String>,
+    },
+    /// Every agent connected for the site.
+    SiteAgents,
+    /// Every visitor connected for the site.
+    SiteVisitors,
+    Agent {
+        agent_id: String,
+    },
+    Visitor {
+        visitor_id: String,
+    },
+    /// Every socket opened with one agent session (used to end them on logout).
+    Session {
+        session_id: String,
+    },
+}
+
+/// What to do with the sockets of the audience.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Payload {
+    /// Send this JSON text frame (encoded once, shared by every socket).
+    Frame { text: Bytes },
+    /// Close the sockets with this error code (e.g. the session was revoked).
+    Disconnect { code: String },
+}
+
+/// A durable event's place in its conversation, so sockets can drop
+/// duplicates and fill gaps.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Seq(pub i64);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub site_id: String,
+    pub audience: Audience,
+    /// Set for durable conversation events: (conversation id, seq).
+    pub event: Option<(String, i64)>,
+    pub payload: Payload,
+}
+
+/// Where a bus delivers what it receives (the hub).
+pub trait BusSink: Send + Sync + 'static {
+    fn deliver(&self, envelope: Arc<Envelope>);
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Send an envelope to every node's sink (this node's included).
+    async fn publish(&self, envelope: Envelope);
+    /// Set the sink this node delivers to. Called once at start.
+    fn attach(&self, sink: Arc<dyn BusSink>);
+    /// Whether the bus is connected, for `/readyz`.
+    fn healthy(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,267 @@
+//! The hub: which sockets are connected to this node, and delivery of
+//! envelopes to them. It never blocks on a socket: each connection has a
+//! small bounded queue, and a connection too slow to drain it is told to
+//! go (it resumes from its cursor and loses nothing).
+//!
+//! It also knows agent presence on this node: an agent counts as present
+//! while connected and for a grace period after the last socket closed, so
+//! a network blip does not make routing think the agent has left.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::bus::{Audience, BusSink, Envelope};
+
+/// Frames a connection may have waiting before it counts as too slow.
+pub const CONNECTION_QUEUE: usize = 256;
+
+pub type ConnId = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Agent { agent_id: String, session_id: String },
+    Visitor { visitor_id: String },
+}
+
+struct Conn {
+    site_id: String,
+    principal: Principal,
+    tx: mpsc::Sender<Arc<Envelope>>,
+    /// Woken when the connection must close (too slow, or told to go).
+    kick: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Index {
+    conns: HashMap<ConnId, Conn>,
+    by_agent: HashMap<String, Vec<ConnId>>,
+    by_visitor: HashMap<String, Vec<ConnId>>,
+    by_session: HashMap<String, Vec<ConnId>>,
+    site_agents: HashMap<String, Vec<ConnId>>,
+    site_visitors: HashMap<String, Vec<ConnId>>,
+    /// When each agent's last socket on this node closed.
+    agent_left_at: HashMap<String, Instant>,
+}
+
+/// A registered connection: the receiving end of its queue and its kick.
+pub struct Registration {
+    pub id: ConnId,
+    pub rx: mpsc::Receiver<Arc<Envelope>>,
+    pub kick: Arc<Notify>,
+}
+
+pub struct Hub {
+    index: RwLock<Index>,
+    next_id: AtomicU64,
+    presence_grace: Duration,
+    /// Set when the node is shutting down: kicked sockets are told to
+    /// reconnect elsewhere rather than that they were too slow.
+    draining: AtomicBool,
+}
+
+fn push(map: &mut HashMap<String, Vec<ConnId>>, key: &str, id: ConnId) {
+    map.entry(key.to_owned()).or_default().push(id);
+}
+
+fn remove(map: &mut HashMap<String, Vec<ConnId>>, key: &str, id: ConnId) -> bool {
+    let mut now_empty = false;
+    if let Some(ids) = map.get_mut(key) {
+        ids.retain(|c| *c != id);
+        now_empty = ids.is_empty();
+    }
+    if now_empty {
+        map.remove(key);
+    }
+    now_empty
+}
+
+impl Hub {
+    pub fn new(presence_grace: Duration) -> Self {
+        Hub {
+            index: RwLock::new(Index::default()),
+            next_id: AtomicU64::new(1),
+            presence_grace,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn register(&self, site_id: &str, principal: Principal) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+        let kick = Arc::new(Notify::new());
+        let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+        match &principal {
+            Principal::Agent { agent_id, session_id } => {
+                push(&mut ix.by_agent, agent_id, id);
+                push(&mut ix.by_session, session_id, id);
+                push(&mut ix.site_agents, site_id, id);
+                ix.agent_left_at.remove(agent_id);
+                metrics::gauge!("holdfast_connections", "kind" => "agent").increment(1.0);
+            }
+            Principal::Visitor { visitor_id } => {
+                push(&mut ix.by_visitor, visitor_id, id);
+                push(&mut ix.site_visitors, site_id, id);
+                metrics::gauge!("holdfast_connections", "kind" => "visitor").increment(1.0);
+            }
+        }
+        ix.conns.insert(id, Conn { site_id: site_id.to_owned(), principal, tx, kick: kick.clone() });
+        Registration { id, rx, kick }
+    }
+
+    pub fn unregister(&self, id: ConnId) {
+        let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let Some(conn) = ix.conns.remove(&id) else { return };
+        match &conn.principal {
+            Principal::Agent { agent_id, session_id } => {
+                if remove(&mut ix.by_agent, agent_id, id) {
+                    ix.agent_left_at.insert(agent_id.clone(), Instant::now());
+                }
+                remove(&mut ix.by_session, session_id, id);
+                remove(&mut ix.site_agents, &conn.site_id, id);
+                metrics::gauge!("holdfast_connections", "kind" => "agent").decrement(1.0);
+            }
+            Principal::Visitor { visitor_id } => {
+                remove(&mut ix.by_visitor, visitor_id, id);
+                remove(&mut ix.site_visitors, &conn.site_id, id);
+                metrics::gauge!("holdfast_connections", "kind" => "visitor").decrement(1.0);
+            }
+        }
+    }
+
+    /// Connected here, or gone for less than the grace period.
+    pub fn agent_present(&self, agent_id: &str) -> bool {
+        let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
+        ix.by_agent.contains_key(agent_id)
+            || ix.agent_left_at.get(agent_id).is_some_and(|t| t.elapsed() < self.presence_grace)
+    }
+
+    pub fn agent_connected(&self, agent_id: &str) -> bool {
+        let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
+        ix.by_agent.contains_key(agent_id)
+    }
+
+    /// Number of open sockets (agents, visitors).
+    pub fn counts(&self) -> (usize, usize) {
+        let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let agents = ix.by_session.values().map(Vec::len).sum();
+        (agents, ix.conns.len() - agents)
+    }
+
+    pub fn presence_grace(&self) -> Duration {
+        self.presence_grace
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Tell every connection to reconnect elsewhere (the node is stopping).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
+        for conn in ix.conns.values() {
+            conn.kick.notify_one();
+        }
+    }
+
+    fn targets(ix: &Index, site_id: &str, audience: &Audience) -> Vec<ConnId> {
+        let mut out = Vec::new();
+        let mut add = |map: &HashMap<String, Vec<ConnId>>, key: &str| {
+            if let Some(ids) = map.get(key) {
+                out.extend_from_slice(ids);
+            }
+        };
+        match audience {
+            Audience::Conversation { visitor_id, agent_ids } => {
+                add(&ix.by_visitor, visitor_id);
+                for a in agent_ids {
+                    add(&ix.by_agent, a);
+                }
+            }
+            Audience::SiteAgents => add(&ix.site_agents, site_id),
+            Audience::SiteVisitors => add(&ix.site_visitors, site_id),
+            Audience::Agent { agent_id } => add(&ix.by_agent, agent_id),
+            Audience::Visitor { visitor_id } => add(&ix.by_visitor, visitor_id),
+            Audience::Session { session_id } => add(&ix.by_session, session_id),
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+impl BusSink for Hub {
+    fn deliver(&self, envelope: Arc<Envelope>) {
+        let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
+        for id in Self::targets(&ix, &envelope.site_id, &envelope.audience) {
+            let Some(conn) = ix.conns.get(&id) else { continue };
+            // Tenancy guard: an envelope never crosses to another site's socket.
+            if conn.site_id != envelope.site_id {
+                continue;
+            }
+            if conn.tx.try_send(envelope.clone()).is_err() {
+                metrics::counter!("holdfast_slow_consumers_total").increment(1);
+                conn.kick.notify_one();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Payload;
+
+    fn frame(site: &str, audience: Audience) -> Arc<Envelope> {
+        Arc::new(Envelope {
+            site_id: site.into(),
+            audience,
+            event: None,
+            payload: Payload::Frame { text: "{}".into() },
+        })
+    }
+
+    #[tokio::test]
+    async fn delivers_only_to_the_audience_of_the_same_site() {
+        let hub = Hub::new(Duration::from_secs(1));
+        let mut a = hub.register("s1", Principal::Agent { agent_id: "a".into(), session_id: "x".into() });
+        let mut v = hub.register("s1", Principal::Visitor { visitor_id: "v".into() });
+        let mut other = hub.register("s2", Principal::Agent { agent_id: "b".into(), session_id: "y".into() });
+
+        hub.deliver(frame("s1", Audience::Conversation { visitor_id: "v".into(), agent_ids: vec!["a".into()] }));
+        hub.deliver(frame("s1", Audience::SiteAgents));
+        // Addressed to an agent of s2 but stamped s1: must not cross.
+        hub.deliver(frame("s1", Audience::Agent { agent_id: "b".into() }));
+
+        assert_eq!(a.rx.try_recv().is_ok() as u8 + a.rx.try_recv().is_ok() as u8, 2);
+        assert!(v.rx.try_recv().is_ok());
+        assert!(v.rx.try_recv().is_err());
+        assert!(other.rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_kicks_the_slow_connection() {
+        let hub = Hub::new(Duration::from_secs(1));
+        let reg = hub.register("s", Principal::Visitor { visitor_id: "v".into() });
+        for _ in 0..CONNECTION_QUEUE + 1 {
+            hub.deliver(frame("s", Audience::Visitor { visitor_id: "v".into() }));
+        }
+        tokio::time::timeout(Duration::from_millis(100), reg.kick.notified()).await.expect("kicked");
+    }
+
+    #[tokio::test]
+    async fn presence_outlives_a_disconnect_for_the_grace_period() {
+        let hub = Hub::new(Duration::from_millis(50));
+        let reg = hub.register("s", Principal::Agent { agent_id: "a".into(), session_id: "x".into() });
+        assert!(hub.agent_present("a"));
+        hub.unregister(reg.id);
+        assert!(hub.agent_present("a"), "still present within grace");
+        assert!(!hub.agent_connected("a"));
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(!hub.agent_present("a"), "gone after grace");
+    }
+}

@@ -1,0 +1,9 @@
+//! Live chat: the wire protocol, socket sessions, the hub that delivers to
+//! connected sockets, routing, and the chat actions themselves. No axum
+//! here; transports adapt to `session::run`.
+
+pub mod hub;
+pub mod protocol;
+pub mod routing;
+pub mod service;
+pub mod session;

@@ -1,0 +1,549 @@
+//! What chat participants can do, independent of how they are connected:
+//! every action checks authority (site, ownership, role), changes state
+//! through the store, then publishes what others must see on the bus.
+//! The order is always persist, then publish: a crash in between loses no
+//! data, because sockets fill any gap from the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::hub::Hub;
+use super::protocol::{AgentView, AuthorView, EventView, MAX_BODY_CHARS, MAX_CLIENT_ID, QueueEntry, ServerFrame};
+use super::routing;
+use crate::bus::{Audience, Bus, Envelope, Payload};
+use crate::error::{Error, Result};
+use crate::store::{
+    Applied, Author, Availability, Change, Conversation, ConversationFilter, ConversationStatus, Role, Store,
+    VisitorUpdate,
+};
+
+/// An authenticated agent, as the access token says.
+#[derive(Debug, Clone)]
+pub struct AgentCtx {
+    pub agent_id: String,
+    pub site_id: String,
+    pub session_id: String,
+    pub role: Role,
+}
+
+/// An authenticated visitor, as the visitor token says.
+#[derive(Debug, Clone)]
+pub struct VisitorCtx {
+    pub visitor_id: String,
+    pub site_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Peer {
+    Agent(AgentCtx),
+    Visitor(VisitorCtx),
+}
+
+impl Peer {
+    pub fn site_id(&self) -> &str {
+        match self {
+            Peer::Agent(a) => &a.site_id,
+            Peer::Visitor(v) => &v.site_id,
+        }
+    }
+
+    pub fn author(&self) -> Author {
+        match self {
+            Peer::Agent(a) => Author::agent(&a.agent_id),
+            Peer::Visitor(v) => Author::visitor(&v.visitor_id),
+        }
+    }
+}
+
+/// How long "is an agent online for this site" may be served from memory.
+const ONLINE_CACHE_TTL: Duration = Duration::from_secs(2);
+
+pub struct Chat {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub hub: Arc<Hub>,
+    /// Serialises routing per site on this node, so queue drains do not
+    /// stampede; correctness does not depend on it (the store re-checks).
+    routing_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    online_cache: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+pub fn check_client_id(client_id: &str) -> Result<()> {
+    if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID {
+        return Err(Error::bad_request(format!("client_id must be 1 to {MAX_CLIENT_ID} bytes")));
+    }
+    Ok(())
+}
+
+pub fn check_body(body: &str) -> Result<()> {
+    if body.trim().is_empty() {
+        return Err(Error::bad_request("the message is empty"));
+    }
+    if body.chars().count() > MAX_BODY_CHARS {
+        return Err(Error::bad_request(format!("the message is longer than {MAX_BODY_CHARS} characters")));
+    }
+    Ok(())
+}
+
+/// Optional short text field (name, email, URL): bounded, trimmed, empty → None.
+pub fn clean_field(value: Option<String>, max: usize, what: &str) -> Result<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(v) => {
+            let v = v.trim();
+            if v.len() > max {
+                return Err(Error::bad_request(format!("{what} is longer than {max} bytes")));
+            }
+            Ok((!v.is_empty()).then(|| v.to_owned()))
+        }
+    }
+}
+
+pub fn encode(frame: &impl serde::Serialize) -> Bytes {
+    Bytes::from(serde_json::to_vec(frame).unwrap_or_else(|_| b"{\"type\":\"error\"}".to_vec()))
+}
+
+impl Chat {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, hub: Arc<Hub>) -> Self {
+        Chat { store, bus, hub, routing_locks: Mutex::default(), online_cache: Mutex::default() }
+    }
+
+    // ----- publishing -------------------------------------------------------
+
+    async fn publish_applied(&self, applied: &Applied) {
+        let conv = &applied.conversation;
+        let mut agent_ids: Vec<String> = conv.agent_id.iter().cloned().collect();
+        if let Some(prev) = &applied.previous_agent
+            && conv.agent_id.as_ref() != Some(prev)
+        {
+            agent_ids.push(prev.clone());
+        }
+        let text = encode(&EventView::from(&applied.event));
+        self.bus
+            .publish(Envelope {
+                site_id: conv.site_id.clone(),
+                audience: Audience::Conversation { visitor_id: conv.visitor_id.clone(), agent_ids },
+                event: Some((conv.id.clone(), applied.event.seq)),
+                payload: Payload::Frame { text },
+            })
+            .await;
+    }
+
+    pub async fn publish_frame(&self, site_id: &str, audience: Audience, frame: &ServerFrame) {
+        self.bus
+            .publish(Envelope {
+                site_id: site_id.to_owned(),
+                audience,
+                event: None,
+                payload: Payload::Frame { text: encode(frame) },
+            })
+            .await;
+    }
+
+    async fn apply(&self, conv_id: &str, change: Change) -> Result<Applied> {
+        let applied = self.store.apply(conv_id, change).await?;
+        if !applied.duplicate {
+            self.publish_applied(&applied).await;
+        }
+        Ok(applied)
+    }
+
+    // ----- lookups with authority ------------------------------------------
+
+    /// The conversation if `peer` may see it: same site, and for a visitor
+    /// their own. Anything else is "not found" (never reveal other tenants).
+    pub async fn conversation_for(&self, peer: &Peer, conv_id: &str) -> Result<Conversation> {
+        if conv_id.len() > 64 {
+            return Err(Error::NotFound("conversation"));
+        }
+        let conv = self.store.conversation(conv_id).await?.ok_or(Error::NotFound("conversation"))?;
+        let visible = match peer {
+            Peer::Agent(a) => conv.site_id == a.site_id,
+            Peer::Visitor(v) => conv.site_id == v.site_id && conv.visitor_id == v.visitor_id,
+        };
+        if visible { Ok(conv) } else { Err(Error::NotFound("conversation")) }
+    }
+
+    /// Open conversations of a visitor, newest first.
+    pub async fn visitor_open_conversations(&self, v: &VisitorCtx) -> Result<Vec<Conversation>> {
+        let all = self
+            .store
+            .conversations(
+                &v.site_id,
+                ConversationFilter { visitor_id: Some(v.visitor_id.clone()), limit: 20, ..Default::default() },
+            )
+            .await?;
+        Ok(all.into_iter().filter(|c| c.status.is_open()).collect())
+    }
+
+    pub async fn agent_open_conversations(&self, a: &AgentCtx) -> Result<Vec<Conversation>> {
+        self.store
+            .conversations(
+                &a.site_id,
+                ConversationFilter {
+                    agent_id: Some(a.agent_id.clone()),
+                    status: Some(ConversationStatus::Active),
+                    limit: 500,
+                    ..Default::default()
+                },
+            )
+            .await
+    }
+
+    // ----- messages --------------------------------------------------------
+
+    /// A visitor's message: to the given conversation, to their open one,
+    /// or to a new one that is then routed.
+    pub async fn visitor_send(
+        &self,
+        v: &VisitorCtx,
+        conv_id: Option<&str>,
+        client_id: &str,
+        body: &str,
+    ) -> Result<Applied> {
+        check_client_id(client_id)?;
+        check_body(body)?;
+        let peer = Peer::Visitor(v.clone());
+        let (conv, is_new) = match conv_id {
+            Some(id) => (self.conversation_for(&peer, id).await?, false),
+            None => match self.visitor_open_conversations(v).await?.into_iter().next() {
+                Some(c) => (c, false),
+                None => (self.start_conversation(v, ConversationStatus::Queued).await?, true),
+            },
+        };
+        let applied = self
+            .apply(&conv.id, Change::Message { author: peer.author(), client_id: client_id.into(), body: body.into() })
+            .await?;
+        metrics::counter!("holdfast_messages_total", "from" => "visitor").increment(u64::from(!applied.duplicate));
+        if is_new {
+            self.route(&applied.conversation).await?;
+        }
+        Ok(applied)
+    }
+
+    async fn start_conversation(&self, v: &VisitorCtx, status: ConversationStatus) -> Result<Conversation> {
+        let groups = self.store.groups(&v.site_id).await?;
+        let group = groups
+            .iter()
+            .find(|g| g.is_default)
+            .or(groups.first())
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("site {} has no group", v.site_id)))?;
+        self.store.create_conversation(&v.site_id, &v.visitor_id, &group.id, status).await
+    }
+
+    /// An offline message: its own conversation, seen by agents later.
+    pub async fn leave_message(
+        &self,
+        v: &VisitorCtx,
+        client_id: &str,
+        name: Option<String>,
+        email: Option<String>,
+        body: &str,
+    ) -> Result<Applied> {
+        check_client_id(client_id)?;
+        check_body(body)?;
+        let name = clean_field(name, 200, "name")?;
+        let email = clean_field(email, 254, "email")?;
+        if let Some(e) = &email
+            && !crate::auth::valid_email(e)
+        {
+            return Err(Error::bad_request("email is not a valid address"));
+        }
+        // A retry after a lost ack must not create a second conversation.
+        let existing = self
+            .store
+            .conversations(
+                &v.site_id,
+                ConversationFilter {
+                    visitor_id: Some(v.visitor_id.clone()),
+                    status: Some(ConversationStatus::Offline),
+                    limit: 20,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        for c in &existing {
+            let first = self.store.events_after(&c.id, 0, 1).await?;
+            if first.first().and_then(|e| e.client_id.as_deref()) == Some(client_id) {
+                let event = first.into_iter().next().expect("checked above");
+                return Ok(Applied { event, conversation: c.clone(), previous_agent: None, duplicate: true });
+            }
+        }
+        if name.is_some() || email.is_some() {
+            self.store.update_visitor(&v.visitor_id, VisitorUpdate { name, email, ..Default::default() }).await?;
+        }
+        let conv = self.start_conversation(v, ConversationStatus::Offline).await?;
+        let author = Author::visitor(&v.visitor_id);
+        let applied =
+            self.apply(&conv.id, Change::Message { author, client_id: client_id.into(), body: body.into() }).await?;
+        // Agents see offline messages as a conversation in their lists; tell
+        // the connected ones now.
+        let view = super::protocol::ConversationView::from(&applied.conversation);
+        self.bus
+            .publish(Envelope {
+                site_id: v.site_id.clone(),
+                audience: Audience::SiteAgents,
+                event: None,
+                payload: Payload::Frame {
+                    text: encode(&serde_json::json!({"type": "offline_message", "conversation": view,
+                        "body": body})),
+                },
+            })
+            .await;
+        Ok(applied)
+    }
+
+    /// An agent's message, only to a conversation assigned to them.
+    pub async fn agent_send(&self, a: &AgentCtx, conv_id: &str, client_id: &str, body: &str) -> Result<Applied> {
+        check_client_id(client_id)?;
+        check_body(body)?;
+        let peer = Peer::Agent(a.clone());
+        let conv = self.conversation_for(&peer, conv_id).await?;
+        if conv.agent_id.as_deref() != Some(&a.agent_id) {
+            // A retry whose original was stored before a transfer is refused
+            // here too; the client still sees its message (by client_id) in
+            // the replay of the conversation.
+            return Err(Error::forbidden("claim the conversation before replying"));
+        }
+        let applied = self
+            .apply(&conv.id, Change::Message { author: peer.author(), client_id: client_id.into(), body: body.into() })
+            .await?;
+        metrics::counter!("holdfast_messages_total", "from" => "agent").increment(u64::from(!applied.duplicate));
+        Ok(applied)
+    }
+
+    pub async fn read(&self, peer: &Peer, conv_id: &str, up_to: i64) -> Result<Applied> {
+        let conv = self.conversation_for(peer, conv_id).await?;
+        self.apply(&conv.id, Change::Read { reader: peer.author(), up_to }).await
+    }
+
+    pub async fn typing(&self, peer: &Peer, conv_id: &str, on: bool) -> Result<()> {
+        let conv = self.conversation_for(peer, conv_id).await?;
+        let author = peer.author();
+        let frame =
+            ServerFrame::Typing { conv: conv.id.clone(), from: AuthorView { kind: author.kind, id: author.id }, on };
+        let audience = Audience::Conversation {
+            visitor_id: conv.visitor_id.clone(),
+            agent_ids: conv.agent_id.into_iter().collect(),
+        };
+        self.publish_frame(&conv.site_id, audience, &frame).await;
+        Ok(())
+    }
+
+    // ----- conversation lifecycle ------------------------------------------
+
+    pub async fn claim(&self, a: &AgentCtx, conv_id: &str) -> Result<Applied> {
+        let conv = self.conversation_for(&Peer::Agent(a.clone()), conv_id).await?;
+        let agent = self.store.agent(&a.agent_id).await?.ok_or_else(|| Error::unauthorized("agent not found"))?;
+        let applied = self
+            .apply(
+                &conv.id,
+                Change::Assign {
+                    agent_id: agent.id.clone(),
+                    agent_name: agent.name.clone(),
+                    by: Author::agent(&a.agent_id),
+                    limit: None,
+                    only_if_unassigned: false,
+                },
+            )
+            .await?;
+        self.after_queue_change(&conv.site_id).await;
+        Ok(applied)
+    }
+
+    /// To a named agent of the same site, or back to a group's queue.
+    pub async fn transfer(
+        &self,
+        a: &AgentCtx,
+        conv_id: &str,
+        to_agent: Option<&str>,
+        to_group: Option<&str>,
+    ) -> Result<Applied> {
+        let conv = self.conversation_for(&Peer::Agent(a.clone()), conv_id).await?;
+        if conv.agent_id.as_deref() != Some(&a.agent_id) && a.role != Role::Admin {
+            return Err(Error::forbidden("only the assigned agent or an admin can transfer"));
+        }
+        let by = Author::agent(&a.agent_id);
+        let applied = match (to_agent, to_group) {
+            (Some(target), None) => {
+                let agent = self
+                    .store
+                    .agent(target)
+                    .await?
+                    .filter(|t| t.site_id == conv.site_id && t.active)
+                    .ok_or(Error::NotFound("agent"))?;
+                let change = Change::Assign {
+                    agent_id: agent.id.clone(),
+                    agent_name: agent.name.clone(),
+                    by,
+                    limit: None,
+                    only_if_unassigned: false,
+                };
+                self.apply(&conv.id, change).await?
+            }
+            (None, Some(group_id)) => {
+                let group = self
+                    .store
+                    .group(group_id)
+                    .await?
+                    .filter(|g| g.site_id == conv.site_id)
+                    .ok_or(Error::NotFound("group"))?;
+                let applied = self
+                    .apply(&conv.id, Change::TransferToGroup { group_id: group.id, group_name: group.name, by })
+                    .await?;
+                self.route(&applied.conversation).await?;
+                applied
+            }
+            _ => return Err(Error::bad_request("give exactly one of to_agent and to_group")),
+        };
+        self.after_queue_change(&conv.site_id).await;
+        Ok(applied)
+    }
+
+    pub async fn close(&self, peer: &Peer, conv_id: &str) -> Result<Applied> {
+        let conv = self.conversation_for(peer, conv_id).await?;
+        if let Peer::Agent(a) = peer
+            && conv.agent_id.as_deref() != Some(&a.agent_id)
+            && a.role != Role::Admin
+            && conv.status == ConversationStatus::Active
+        {
+            return Err(Error::forbidden("only the assigned agent or an admin can close"));
+        }
+        let applied = self.apply(&conv.id, Change::Close { by: peer.author() }).await?;
+        self.after_queue_change(&conv.site_id).await;
+        Ok(applied)
+    }
+
+    pub async fn set_availability(&self, a: &AgentCtx, availability: Availability) -> Result<()> {
+        let agent = self.store.agent(&a.agent_id).await?.ok_or_else(|| Error::unauthorized("agent not found"))?;
+        self.store.set_availability(&a.agent_id, availability).await?;
+        let frame = ServerFrame::Availability { agent: AgentView { id: agent.id, name: agent.name, availability } };
+        self.publish_frame(&a.site_id, Audience::SiteAgents, &frame).await;
+        self.presence_changed(&a.site_id).await;
+        Ok(())
+    }
+
+    /// An agent connected or left, or changed availability: visitors may
+    /// need to know, and queued chats may now be routable.
+    pub async fn presence_changed(&self, site_id: &str) {
+        let before = self.online_cache.lock().unwrap_or_else(|p| p.into_inner()).remove(site_id).map(|(_, on)| on);
+        match self.agents_online(site_id).await {
+            Ok(now) if Some(now) != before => {
+                self.publish_frame(site_id, Audience::SiteVisitors, &ServerFrame::AgentsOnline { online: now }).await;
+            }
+            _ => {}
+        }
+        self.after_queue_change(site_id).await;
+    }
+
+    // ----- routing ---------------------------------------------------------
+
+    /// Whether any agent of the site is online and present. Cached briefly:
+    /// every visitor connect asks.
+    pub async fn agents_online(&self, site_id: &str) -> Result<bool> {
+        if let Some((at, on)) = self.online_cache.lock().unwrap_or_else(|p| p.into_inner()).get(site_id)
+            && at.elapsed() < ONLINE_CACHE_TTL
+        {
+            return Ok(*on);
+        }
+        let agents = self.store.agents(site_id).await?;
+        let on =
+            agents.iter().any(|a| a.active && a.availability == Availability::Online && self.hub.agent_present(&a.id));
+        self.online_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(site_id.to_owned(), (Instant::now(), on));
+        Ok(on)
+    }
+
+    fn routing_lock(&self, site_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.routing_locks.lock().unwrap_or_else(|p| p.into_inner()).entry(site_id.to_owned()).or_default().clone()
+    }
+
+    /// Try to give a queued conversation to an agent; if nobody can take
+    /// it, it stays queued (first come, first served) and the queue is
+    /// announced.
+    pub async fn route(&self, conv: &Conversation) -> Result<()> {
+        self.drain_queue(&conv.site_id).await
+    }
+
+    /// Returns whether the conversation was assigned.
+    async fn try_assign(&self, conv: &Conversation) -> Result<bool> {
+        for _attempt in 0..3 {
+            let candidates = self.store.routing_candidates(&conv.group_id).await?;
+            let Some(pick) = routing::pick_agent(&candidates, |id| self.hub.agent_present(id)) else {
+                return Ok(false);
+            };
+            let change = Change::Assign {
+                agent_id: pick.agent_id.clone(),
+                agent_name: pick.name.clone(),
+                by: Author::system(),
+                limit: Some(pick.chat_limit),
+                only_if_unassigned: true,
+            };
+            match self.apply(&conv.id, change).await {
+                Ok(_) => {
+                    metrics::counter!("holdfast_routed_total").increment(1);
+                    return Ok(true);
+                }
+                // Someone else took the agent's last slot, or the
+                // conversation: look again.
+                Err(Error::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Route what can be routed from the site's queue, then tell agents the
+    /// queue and each waiting visitor their position.
+    pub async fn after_queue_change(&self, site_id: &str) {
+        if let Err(err) = self.drain_queue(site_id).await {
+            tracing::warn!(error = %err, site_id, "queue drain failed");
+        }
+    }
+
+    async fn drain_queue(&self, site_id: &str) -> Result<()> {
+        let lock = self.routing_lock(site_id);
+        let _guard = lock.lock().await;
+        let queue = self.store.queue(site_id).await?;
+        let mut waiting = Vec::with_capacity(queue.len());
+        for conv in queue {
+            if !self.try_assign(&conv).await? {
+                waiting.push(conv);
+            }
+        }
+        let entries = queue_entries(&waiting);
+        for e in &entries {
+            let frame = ServerFrame::QueuePosition { conv: e.conv.clone(), position: e.position };
+            self.publish_frame(site_id, Audience::Visitor { visitor_id: e.visitor_id.clone() }, &frame).await;
+        }
+        self.publish_frame(site_id, Audience::SiteAgents, &ServerFrame::Queue { queue: entries }).await;
+        Ok(())
+    }
+
+    /// The site's queue as agents see it (for `welcome`).
+    pub async fn queue_snapshot(&self, site_id: &str) -> Result<Vec<QueueEntry>> {
+        Ok(queue_entries(&self.store.queue(site_id).await?))
+    }
+}
+
+/// Queue entries in order, each with its position within its own group
+/// (1 = next to be served).
+fn queue_entries(waiting: &[Conversation]) -> Vec<QueueEntry> {
+    let mut per_group: HashMap<&str, usize> = HashMap::new();
+    waiting
+        .iter()
+        .map(|c| {
+            let position = per_group.entry(c.group_id.as_str()).or_default();
+            *position += 1;
+            QueueEntry {
+                conv: c.id.clone(),
+                visitor_id: c.visitor_id.clone(),
+                group_id: c.group_id.clone(),
+                position: *position,
+                waiting_since: c.created_at,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,465 @@
+//! One socket's life: authenticate with `hello`, replay what the client
+//! missed, then relay live events and handle client frames until it ends.
+//!
+//! Written over plain `Stream`/`Sink`s of text so it can be driven by a real
+//! WebSocket (in `http/`) or by channels in tests. The ordering rule that
+//! makes resume exact: register with the hub *before* reading the backlog
+//! from the store, then drop any live event at or below the cursor already
+//! sent and fill any gap above it from the store. So nothing slips between
+//! replay and live, nothing is sent twice, and order is per-conversation seq.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+
+use super::hub::Principal;
+use super::protocol::{
+    AgentView, CLIENT_FRAME_TYPES, ClientFrame, ConversationView, EventView, MAX_CURSORS, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION, ServerFrame,
+};
+use super::service::{AgentCtx, Chat, Peer, VisitorCtx, clean_field, encode};
+use crate::auth::Auth;
+use crate::bus::{Envelope, Payload};
+use crate::error::{Error, Result};
+use crate::store::{Applied, VisitorUpdate};
+
+/// What a transport hands the session.
+#[derive(Debug)]
+pub enum Inbound {
+    Text(String),
+    /// A frame the protocol does not use (binary); refused with an error.
+    Other,
+}
+
+/// What the session hands the transport.
+#[derive(Debug)]
+pub enum Outbound {
+    Text(Bytes),
+    /// Close the connection with a reason.
+    Close(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Agent,
+    Visitor,
+}
+
+/// Timeouts of a session.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Time allowed between connect and `hello`.
+    pub hello_timeout: Duration,
+    /// Silence after which the connection is considered dead (clients ping).
+    pub idle_timeout: Duration,
+    /// Longest a single write may take before the client counts as gone.
+    pub write_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            hello_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Events fetched from the store per read when replaying.
+const REPLAY_PAGE: i64 = 500;
+
+fn error_frame(err: &Error, reference: Option<String>) -> Bytes {
+    let message = if err.is_server_fault() { "internal error, please retry".to_owned() } else { err.to_string() };
+    let code = match err {
+        Error::Unauthorized(m) if m == "token expired" => "token_expired",
+        e => e.code(),
+    };
+    encode(&ServerFrame::Error { code, message, reference })
+}
+
+struct Session<O> {
+    chat: Arc<Chat>,
+    peer: Peer,
+    out: O,
+    /// Highest seq sent on this socket, per conversation.
+    cursors: HashMap<String, i64>,
+    write_timeout: Duration,
+}
+
+/// Drive one socket to its end.
+pub async fn run<I, O>(chat: Arc<Chat>, auth: Arc<Auth>, side: Side, limits: SessionLimits, mut input: I, out: O)
+where
+    I: Stream<Item = Inbound> + Unpin + Send,
+    O: Sink<Outbound> + Unpin + Send,
+{
+    let mut out = out;
+    let hello = match tokio::time::timeout(limits.hello_timeout, input.next()).await {
+        Ok(Some(Inbound::Text(text))) => parse_frame(&text),
+        Ok(Some(Inbound::Other)) => Err(Error::bad_request("frames must be JSON text")),
+        Ok(None) => return,
+        Err(_) => Err(Error::bad_request("no hello within the time allowed")),
+    };
+    let (peer, cursors) = match hello.and_then(|f| authenticate(&auth, side, f)) {
+        Ok(ok) => ok,
+        Err(err) => {
+            let _ = out.send(Outbound::Text(error_frame(&err, None))).await;
+            let _ = out.send(Outbound::Close("hello refused")).await;
+            return;
+        }
+    };
+    let principal = match &peer {
+        Peer::Agent(a) => Principal::Agent { agent_id: a.agent_id.clone(), session_id: a.session_id.clone() },
+        Peer::Visitor(v) => Principal::Visitor { visitor_id: v.visitor_id.clone() },
+    };
+    // Register before reading the backlog, so nothing slips in between.
+    let mut reg = chat.hub.register(peer.site_id(), principal);
+    let mut session =
+        Session { chat: chat.clone(), peer, out, cursors: HashMap::new(), write_timeout: limits.write_timeout };
+    let site_id = session.peer.site_id().to_owned();
+    if let Peer::Agent(_) = session.peer {
+        chat.presence_changed(&site_id).await;
+    }
+    let outcome = match session.welcome(cursors).await {
+        Ok(()) => session.serve(&mut input, &mut reg, &limits).await,
+        Err(err) => {
+            let _ = session.send(error_frame(&err, None)).await;
+            Err(err)
+        }
+    };
+    chat.hub.unregister(reg.id);
+    if let Peer::Agent(_) = session.peer {
+        // Presence lingers for the grace period; re-check queue then.
+        let chat = chat.clone();
+        let grace = chat.hub.presence_grace();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            chat.presence_changed(&site_id).await;
+        });
+    }
+    let reason = outcome.unwrap_or("error");
+    let _ = session.out.send(Outbound::Close(reason)).await;
+}
+
+fn parse_frame(text: &str) -> Result<ClientFrame> {
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(Error::TooLarge(format!("frames are limited to {MAX_FRAME_BYTES} bytes").into()));
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| Error::bad_request(format!("malformed JSON: {e}")))?;
+    let Some(kind) = value.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
+        return Err(Error::bad_request("a frame needs a string \"type\""));
+    };
+    if !CLIENT_FRAME_TYPES.contains(&kind.as_str()) {
+        return Err(Error::bad_request(format!("unknown frame type {kind:?}")));
+    }
+    serde_json::from_value(value).map_err(|e| Error::bad_request(format!("invalid {kind} frame: {e}")))
+}
+
+fn authenticate(auth: &Auth, side: Side, frame: ClientFrame) -> Result<(Peer, HashMap<String, i64>)> {
+    let ClientFrame::Hello { v, token, cursors } = frame else {
+        return Err(Error::bad_request("the first frame must be hello"));
+    };
+    if v != PROTOCOL_VERSION {
+        return Err(Error::bad_request(format!(
+            "unsupported protocol version {v}; this server speaks {PROTOCOL_VERSION}"
+        )));
+    }
+    if cursors.len() > MAX_CURSORS {
+        return Err(Error::bad_request(format!("at most {MAX_CURSORS} cursors")));
+    }
+    if cursors.values().any(|s| *s < 0) {
+        return Err(Error::bad_request("cursors must be >= 0"));
+    }
+    let peer = match side {
+        Side::Agent => {
+            let c = auth.verify_agent(&token)?;
+            Peer::Agent(AgentCtx { agent_id: c.sub, site_id: c.site, session_id: c.sid, role: c.role })
+        }
+        Side::Visitor => {
+            let c = auth.verify_visitor(&token)?;
+            Peer::Visitor(VisitorCtx { visitor_id: c.sub, site_id: c.site })
+        }
+    };
+    Ok((peer, cursors))
+}
+
+fn frame_ref(frame: &ClientFrame) -> Option<String> {
+    match frame {
+        ClientFrame::Send { client_id, .. } | ClientFrame::LeaveMessage { client_id, .. } => Some(client_id.clone()),
+        ClientFrame::Typing { conv, .. }
+        | ClientFrame::Read { conv, .. }
+        | ClientFrame::Claim { conv }
+        | ClientFrame::Transfer { conv, .. }
+        | ClientFrame::Close { conv } => Some(conv.clone()),
+        _ => None,
+    }
+}
+
+impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
+    async fn send(&mut self, text: Bytes) -> Result<()> {
+        match tokio::time::timeout(self.write_timeout, self.out.send(Outbound::Text(text))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Error::internal(anyhow::anyhow!("client write failed"))),
+        }
+    }
+
+    /// The snapshot, then everything missed since the client's cursors.
+    async fn welcome(&mut self, client_cursors: HashMap<String, i64>) -> Result<()> {
+        let chat = self.chat.clone();
+        let site_id = self.peer.site_id().to_owned();
+        let agents_online = chat.agents_online(&site_id).await?;
+        let (frame, open) = match &self.peer {
+            Peer::Agent(a) => {
+                let agent = chat
+                    .store
+                    .agent(&a.agent_id)
+                    .await?
+                    .filter(|x| x.active)
+                    .ok_or_else(|| Error::unauthorized("agent deactivated"))?;
+                let open = chat.agent_open_conversations(a).await?;
+                let agents = chat
+                    .store
+                    .agents(&site_id)
+                    .await?
+                    .into_iter()
+                    .filter(|x| x.active)
+                    .map(|x| AgentView { id: x.id, name: x.name, availability: x.availability })
+                    .collect();
+                let frame = ServerFrame::Welcome {
+                    v: PROTOCOL_VERSION,
+                    role: agent.role.as_str(),
+                    id: agent.id.clone(),
+                    site_id: site_id.clone(),
+                    availability: Some(agent.availability),
+                    conversations: open.iter().map(ConversationView::from).collect(),
+                    queue: Some(chat.queue_snapshot(&site_id).await?),
+                    agents: Some(agents),
+                    agents_online,
+                };
+                (frame, open)
+            }
+            Peer::Visitor(v) => {
+                let open = chat.visitor_open_conversations(v).await?;
+                let frame = ServerFrame::Welcome {
+                    v: PROTOCOL_VERSION,
+                    role: "visitor",
+                    id: v.visitor_id.clone(),
+                    site_id: site_id.clone(),
+                    availability: None,
+                    conversations: open.iter().map(ConversationView::from).collect(),
+                    queue: None,
+                    agents: None,
+                    agents_online,
+                };
+                (frame, open)
+            }
+        };
+        self.send(encode(&frame)).await?;
+        // Replay: every open conversation from the client's cursor (or from
+        // the start), plus any other conversation it has a cursor for and may
+        // see (e.g. one transferred or closed while it was away).
+        let mut targets: Vec<(String, i64)> =
+            open.iter().map(|c| (c.id.clone(), client_cursors.get(&c.id).copied().unwrap_or(0))).collect();
+        for (conv, after) in &client_cursors {
+            if targets.iter().any(|(c, _)| c == conv) {
+                continue;
+            }
+            match chat.conversation_for(&self.peer, conv).await {
+                Ok(c) => targets.push((c.id, *after)),
+                Err(Error::NotFound(_)) => {
+                    let err = Error::NotFound("conversation");
+                    self.send(error_frame(&err, Some(conv.clone()))).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for (conv, after) in targets {
+            self.cursors.insert(conv.clone(), after);
+            self.catch_up(&conv, i64::MAX).await?;
+        }
+        Ok(())
+    }
+
+    /// Send stored events of `conv` after this socket's cursor, up to `upto`.
+    async fn catch_up(&mut self, conv: &str, upto: i64) -> Result<()> {
+        loop {
+            let after = self.cursors.get(conv).copied().unwrap_or(0);
+            if after >= upto {
+                return Ok(());
+            }
+            let page = self.chat.store.events_after(conv, after, REPLAY_PAGE).await?;
+            let done = (page.len() as i64) < REPLAY_PAGE;
+            for event in page {
+                if event.seq > upto {
+                    return Ok(());
+                }
+                self.send(encode(&EventView::from(&event))).await?;
+                self.cursors.insert(conv.to_owned(), event.seq);
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn deliver(&mut self, envelope: &Envelope) -> Result<Option<&'static str>> {
+        match &envelope.payload {
+            Payload::Disconnect { code } => {
+                let err = Error::unauthorized(code.clone());
+                self.send(error_frame(&err, None)).await?;
+                Ok(Some("session ended"))
+            }
+            Payload::Frame { text } => {
+                if let Some((conv, seq)) = &envelope.event {
+                    let last = self.cursors.get(conv).copied().unwrap_or(0);
+                    if *seq <= last {
+                        return Ok(None); // already sent (replay or gap fill)
+                    }
+                    if *seq > last + 1 {
+                        self.catch_up(conv, *seq).await?;
+                        return Ok(None);
+                    }
+                    self.cursors.insert(conv.clone(), *seq);
+                }
+                self.send(text.clone()).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Relay until the client goes, is kicked, or the socket fails.
+    async fn serve<I>(
+        &mut self,
+        input: &mut I,
+        reg: &mut super::hub::Registration,
+        limits: &SessionLimits,
+    ) -> Result<&'static str>
+    where
+        I: Stream<Item = Inbound> + Unpin + Send,
+    {
+        loop {
+            tokio::select! {
+                biased;
+                _ = reg.kick.notified() => {
+                    let frame = if self.chat.hub.is_draining() {
+                        // Spread the reconnects of a whole node over 5 s.
+                        ServerFrame::Reconnect { after_ms: rand::random_range(0..5000), reason: "draining" }
+                    } else {
+                        ServerFrame::Reconnect { after_ms: 0, reason: "slow_consumer" }
+                    };
+                    let _ = self.send(encode(&frame)).await;
+                    return Ok("reconnect");
+                }
+                envelope = reg.rx.recv() => {
+                    let Some(envelope) = envelope else { return Ok("hub closed") };
+                    if let Some(reason) = self.deliver(&envelope).await? {
+                        return Ok(reason);
+                    }
+                }
+                inbound = tokio::time::timeout(limits.idle_timeout, input.next()) => {
+                    match inbound {
+                        Err(_) => return Ok("idle"),
+                        Ok(None) => return Ok("client closed"),
+                        Ok(Some(Inbound::Other)) => {
+                            let err = Error::bad_request("frames must be JSON text");
+                            self.send(error_frame(&err, None)).await?;
+                        }
+                        Ok(Some(Inbound::Text(text))) => self.handle_text(&text).await?,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_text(&mut self, text: &str) -> Result<()> {
+        let frame = match parse_frame(text) {
+            Ok(f) => f,
+            Err(err) => return self.send(error_frame(&err, None)).await,
+        };
+        let reference = frame_ref(&frame);
+        match self.handle(frame).await {
+            Ok(Some(reply)) => self.send(reply).await,
+            Ok(None) => Ok(()),
+            Err(err) => {
+                if err.is_server_fault() {
+                    tracing::error!(error = ?err, "socket frame failed");
+                }
+                self.send(error_frame(&err, reference)).await
+            }
+        }
+    }
+
+    async fn handle(&mut self, frame: ClientFrame) -> Result<Option<Bytes>> {
+        let chat = self.chat.clone();
+        let ack = |a: Applied| {
+            Some(encode(&ServerFrame::Ack {
+                client_id: a.event.client_id.clone().unwrap_or_default(),
+                conv: a.event.conversation_id.clone(),
+                seq: a.event.seq,
+                id: a.event.id.clone(),
+                duplicate: a.duplicate,
+            }))
+        };
+        match (&self.peer, frame) {
+            (_, ClientFrame::Ping) => Ok(Some(encode(&ServerFrame::Pong))),
+            (_, ClientFrame::Hello { .. }) => Err(Error::bad_request("already said hello")),
+            (Peer::Visitor(v), ClientFrame::Send { conv, client_id, body }) => {
+                let v = v.clone();
+                Ok(ack(chat.visitor_send(&v, conv.as_deref(), &client_id, &body).await?))
+            }
+            (Peer::Agent(a), ClientFrame::Send { conv: Some(conv), client_id, body }) => {
+                let a = a.clone();
+                Ok(ack(chat.agent_send(&a, &conv, &client_id, &body).await?))
+            }
+            (Peer::Agent(_), ClientFrame::Send { conv: None, .. }) => Err(Error::bad_request("agents must name conv")),
+            (peer, ClientFrame::Typing { conv, on }) => {
+                let peer = peer.clone();
+                chat.typing(&peer, &conv, on).await.map(|_| None)
+            }
+            (peer, ClientFrame::Read { conv, seq }) => {
+                let peer = peer.clone();
+                chat.read(&peer, &conv, seq).await.map(|_| None)
+            }
+            (peer, ClientFrame::Close { conv }) => {
+                let peer = peer.clone();
+                chat.close(&peer, &conv).await.map(|_| None)
+            }
+            (Peer::Agent(a), ClientFrame::SetAvailability { availability }) => {
+                let a = a.clone();
+                chat.set_availability(&a, availability).await.map(|_| None)
+            }
+            (Peer::Agent(a), ClientFrame::Claim { conv }) => {
+                let a = a.clone();
+                chat.claim(&a, &conv).await.map(|_| None)
+            }
+            (Peer::Agent(a), ClientFrame::Transfer { conv, to_agent, to_group }) => {
+                let a = a.clone();
+                chat.transfer(&a, &conv, to_agent.as_deref(), to_group.as_deref()).await.map(|_| None)
+            }
+            (Peer::Visitor(v), ClientFrame::LeaveMessage { client_id, name, email, body }) => {
+                let v = v.clone();
+                Ok(ack(chat.leave_message(&v, &client_id, name, email, &body).await?))
+            }
+            (Peer::Visitor(v), ClientFrame::Identify { name, email, page_url }) => {
+                let update = VisitorUpdate {
+                    name: clean_field(name, 200, "name")?,
+                    email: clean_field(email, 254, "email")?,
+                    page_url: clean_field(page_url, 2048, "page_url")?,
+                    ..Default::default()
+                };
+                if let Some(e) = &update.email
+                    && !crate::auth::valid_email(e)
+                {
+                    return Err(Error::bad_request("email is not a valid address"));
+                }
+                chat.store.update_visitor(&v.visitor_id, update).await.map(|_| None)
+            }
+            (Peer::Agent(_), _) => Err(Error::forbidden("visitors only")),
+            (Peer::Visitor(_), _) => Err(Error::forbidden("agents only")),
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The `holdfast` command line. Every flag can also come from the
+//! environment (`HOLDFAST_*`). Errors print one line and exit non-zero.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::AppState;
+use crate::auth::{normalize_email, passwords, valid_email};
+use crate::config::Config;
+use crate::store::{NewAgent, Role, Store, sqlite::SqliteStore};
+use crate::telemetry::{LogFormat, init_logs};
+
+#[derive(Parser, Debug)]
+#[command(name = "holdfast", version, about = "Self-hosted live chat that survives the storm")]
+pub struct Cli {
+    /// Log format: text for a terminal, json for collectors.
+    #[arg(long, global = true, env = "HOLDFAST_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DataArg {
+    /// Data directory (SQLite database).
+    #[arg(long = "data", env = "HOLDFAST_DATA", default_value = "./holdfast-data")]
+    pub dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "HOLDFAST_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Manage sites.
+    Site {
+        #[command(subcommand)]
+        command: SiteCommand,
+    },
+    /// Manage agents.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SiteCommand {
+    /// Create a site; prints its id and widget key.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// List sites.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Create an agent; the password is read from standard input.
+    Create {
+        /// Site id.
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["admin", "agent"], default_value = "agent")]
+        role: String,
+        /// Most chats routing gives this agent at once.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100))]
+        chat_limit: i64,
+        /// Read the password from standard input (one line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// List a site's agents.
+    List {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+/// Run the parsed command; `Err` is printed as one line by `main`.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    init_logs(cli.log_format);
+    match cli.command {
+        Command::Serve { listen, data } => serve(listen, &data.dir).await,
+        Command::Site { command } => site(command).await,
+        Command::Agent { command } => agent(command).await,
+    }
+}
+
+async fn serve(listen: SocketAddr, dir: &Path) -> anyhow::Result<()> {
+    check_dir(dir)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow!("cannot listen on {listen}: the address is already in use"),
+        std::io::ErrorKind::PermissionDenied => anyhow!("cannot listen on {listen}: permission denied"),
+        _ => anyhow!("cannot listen on {listen}: {e}"),
+    })?;
+    let addr = listener.local_addr()?;
+    let (state, first_run) = AppState::build(Config::new(addr, dir.to_owned()))
+        .await
+        .map_err(|e| anyhow!("cannot start: {}", detail(&e)))?;
+    let base = format!("http://{addr}");
+    println!("Holdfast listening on {base}");
+    println!("  agent console: {base}/demo");
+    println!("  demo page:     {base}/demo");
+    if let Some(first) = first_run {
+        println!("First start: created site {:?} (widget key {})", first.site_name, first.widget_key);
+        println!("  admin login: {}", first.admin_email);
+        println!("  password:    {}   (shown once; keep it safe)", first.admin_password);
+    }
+    tracing::info!(%addr, data = %dir.display(), "serving");
+    crate::server::run(listener, state, crate::server::signal()).await.context("server failed")?;
+    Ok(())
+}
+
+/// The error chain as one line (the store hides detail from HTTP users; an
+/// operator at the terminal needs it).
+fn detail(err: &crate::error::Error) -> String {
+    use std::error::Error as _;
+    let mut s = err.to_string();
+    let mut src = err.source();
+    while let Some(e) = src {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        src = e.source();
+    }
+    s
+}
+
+/// A data dir that exists must be a writable directory; one that does not
+/// is created.
+fn check_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        if !dir.is_dir() {
+            bail!("data dir {} is not a directory", dir.display());
+        }
+        let probe = dir.join(".holdfast-write-test");
+        std::fs::write(&probe, b"").map_err(|e| anyhow!("data dir {} is not writable: {e}", dir.display()))?;
+        let _ = std::fs::remove_file(probe);
+    } else {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow!("cannot create data dir {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+async fn open_store(dir: &Path) -> anyhow::Result<SqliteStore> {
+    check_dir(dir)?;
+    SqliteStore::open(dir).await.map_err(|e| anyhow!("cannot open the data dir {}: {}", dir.display(), detail(&e)))
+}
+
+async fn site(command: SiteCommand) -> anyhow::Result<()> {
+    match command {
+        SiteCommand::Create { name, json, data } => {
+            let name = name.trim();
+            if name.is_empty() || name.len() > 200 {
+                bail!("--name must be 1 to 200 characters");
+            }
+            let store = open_store(&data.dir).await?;
+            let site = store.create_site(name).await.map_err(|e| anyhow!("{}", detail(&e)))?;
+            if json {
+                println!("{}", serde_json::json!({"id": site.id, "name": site.name, "widget_key": site.widget_key}));
+            } else {
+                println!("site created: {}", site.name);
+                println!("  id:         {}", site.id);
+                println!("  widget key: {}", site.widget_key);
+            }
+            store.close().await;
+        }
+        SiteCommand::List { json, data } => {
+            let store = open_store(&data.dir).await?;
+            let sites = store.sites().await.map_err(|e| anyhow!("{}", detail(&e)))?;
+            if json {
+                println!("{}", serde_json::to_string(&sites)?);
+            } else {
+                for s in sites {
+                    println!("{}  {}  {}", s.id, s.widget_key, s.name);
+                }
+            }
+            store.close().await;
+        }
+    }
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("password (one line): ");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line).context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    if password.chars().count() < 8 {
+        bail!("the password on standard input is too short (at least 8 characters)");
+    }
+    if password.len() > crate::auth::MAX_PASSWORD {
+        bail!("the password on standard input is too long (at most {} bytes)", crate::auth::MAX_PASSWORD);
+    }
+    Ok(password.to_owned())
+}
+
+async fn agent(command: AgentCommand) -> anyhow::Result<()> {
+    match command {
+        AgentCommand::Create { site, email, name, role, chat_limit, password_stdin: _, json, data } => {
+            let email = normalize_email(&email);
+            if !valid_email(&email) {
+                bail!("--email {email:?} is not a valid email address");
+            }
+            let name = name.trim().to_owned();
+            if name.is_empty() || name.len() > 200 {
+                bail!("--name must be 1 to 200 characters");
+            }
+            let role = Role::parse(&role).ok_or_else(|| anyhow!("--role must be admin or agent"))?;
+            let password = read_password()?;
+            let store = open_store(&data.dir).await?;
+            store
+                .site(&site)
+                .await
+                .map_err(|e| anyhow!("{}", detail(&e)))?
+                .ok_or_else(|| anyhow!("no site with id {site}"))?;
+            let hash = tokio::task::spawn_blocking(move || passwords::hash_now(&password))
+                .await?
+                .map_err(|e| anyhow!("{}", detail(&e)))?;
+            let agent = store
+                .create_agent(NewAgent {
+                    site_id: &site,
+                    email: &email,
+                    name: &name,
+                    role,
+                    password_hash: &hash,
+                    chat_limit,
+                })
+                .await
+                .map_err(|e| anyhow!("{}", detail(&e)))?;
+            if json {
+                println!("{}", serde_json::to_string(&agent)?);
+            } else {
+                println!("agent created: {} <{}> ({}), id {}", agent.name, agent.email, agent.role.as_str(), agent.id);
+            }
+            store.close().await;
+        }
+        AgentCommand::List { site, json, data } => {
+            let store = open_store(&data.dir).await?;
+            store
+                .site(&site)
+                .await
+                .map_err(|e| anyhow!("{}", detail(&e)))?
+                .ok_or_else(|| anyhow!("no site with id {site}"))?;
+            let agents = store.agents(&site).await.map_err(|e| anyhow!("{}", detail(&e)))?;
+            if json {
+                println!("{}", serde_json::to_string(&agents)?);
+            } else {
+                for a in agents {
+                    println!(
+                        "{}  {:<6} {:<8} {} <{}>",
+                        a.id,
+                        a.role.as_str(),
+                        a.availability.as_str(),
+                        a.name,
+                        a.email
+                    );
+                }
+            }
+            store.close().await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! Server configuration: built from flags and environment by the CLI, or
+//! directly by tests. Every field says why it exists.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::auth::AuthConfig;
+use crate::chat::session::SessionLimits;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the SQLite database (and nothing else yet) lives.
+    pub data_dir: PathBuf,
+    /// Token and session lifetimes.
+    pub auth: AuthConfig,
+    /// Socket timeouts.
+    pub sessions: SessionLimits,
+    /// How long a disconnected agent still counts as present for routing,
+    /// so a network blip does not reshuffle their chats.
+    pub presence_grace: Duration,
+    /// Password hashing threads; defaults to the number of cores.
+    pub hash_threads: usize,
+    /// Logins that may wait for a hashing thread before new ones are refused.
+    pub hash_queue: usize,
+    /// A login waiting longer than this for its hash is answered 503.
+    pub hash_deadline: Duration,
+    /// Largest HTTP request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Print the first-run credentials (off in tests).
+    pub announce: bool,
+}
+
+impl Config {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Config {
+            listen,
+            data_dir,
+            auth: AuthConfig::default(),
+            sessions: SessionLimits::default(),
+            presence_grace: Duration::from_secs(60),
+            hash_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            hash_queue: 4096,
+            hash_deadline: Duration::from_secs(30),
+            max_body_bytes: 64 * 1024,
+            announce: true,
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! One error type for the whole server, with its mapping to an HTTP status
+//! and a stable machine-readable code in exactly one place. The text shown
+//! to a user is kept apart from the detail that is only logged.
+
+use std::borrow::Cow;
+
+/// What went wrong, as callers (HTTP handlers, socket sessions, the CLI) need
+/// to tell it apart.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input is malformed or out of bounds; the message says which field.
+    #[error("{0}")]
+    BadRequest(Cow<'static, str>),
+    /// No valid credential, or a credential that has expired or was revoked.
+    #[error("{0}")]
+    Unauthorized(Cow<'static, str>),
+    /// The caller is known but may not do this (wrong role).
+    #[error("{0}")]
+    Forbidden(Cow<'static, str>),
+    /// The thing does not exist, or belongs to another site (never tell which).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with current state (e.g. the email is taken).
+    #[error("{0}")]
+    Conflict(Cow<'static, str>),
+    /// The body or frame is larger than allowed.
+    #[error("{0}")]
+    TooLarge(Cow<'static, str>),
+    /// Too many attempts; retry after the given number of seconds.
+    #[error("too many requests, retry in {0} s")]
+    RateLimited(u64),
+    /// The server is shedding load or a dependency is unavailable; the
+    /// client should retry after the given number of seconds.
+    #[error("temporarily unavailable, retry in {0} s")]
+    Unavailable(u64),
+    /// A storage failure. The detail is logged, never shown.
+    #[error("storage error")]
+    Store(#[source] anyhow::Error),
+    /// Anything else unexpected. The detail is logged, never shown.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn bad_request(msg: impl Into<Cow<'static, str>>) -> Self {
+        Error::BadRequest(msg.into())
+    }
+
+    pub fn unauthorized(msg: impl Into<Cow<'static, str>>) -> Self {
+        Error::Unauthorized(msg.into())
+    }
+
+    pub fn forbidden(msg: impl Into<Cow<'static, str>>) -> Self {
+        Error::Forbidden(msg.into())
+    }
+
+    pub fn conflict(msg: impl Into<Cow<'static, str>>) -> Self {
+        Error::Conflict(msg.into())
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Error::Internal(err.into())
+    }
+
+    /// The stable code clients switch on (also used in socket error frames).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) => "bad_request",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::TooLarge(_) => "too_large",
+            Error::RateLimited(_) => "rate_limited",
+            Error::Unavailable(_) => "unavailable",
+            Error::Store(_) | Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status for this error: the one mapping in the code base.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::BadRequest(_) => 400,
+            Error::Unauthorized(_) => 401,
+            Error::Forbidden(_) => 403,
+            Error::NotFound(_) => 404,
+            Error::Conflict(_) => 409,
+            Error::TooLarge(_) => 413,
+            Error::RateLimited(_) => 429,
+            Error::Unavailable(_) => 503,
+            Error::Store(_) | Error::Internal(_) => 500,
+        }
+    }
+
+    /// Seconds the client should wait before retrying, when that is known.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::RateLimited(s) | Error::Unavailable(s) => Some(*s),
+            Error::Store(_) => Some(1),
+            _ => None,
+        }
+    }
+
+    /// True for failures whose detail must be logged (the user sees only the
+    /// generic text).
+    pub fn is_server_fault(&self) -> bool {
+        matches!(self, Error::Store(_) | Error::Internal(_))
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        Error::Store(err.into())
+    }
+}

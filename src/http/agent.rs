@@ -1,0 +1,135 @@
+//! The REST side of the console: lists, history, search. Everything is
+//! scoped to the caller's site; ids of another site answer 404.
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::extract::{AgentAuth, ApiQuery, VisitorAuth};
+use crate::app::AppState;
+use crate::chat::protocol::{ConversationView, EventView};
+use crate::chat::service::Peer;
+use crate::error::{Error, Result};
+use crate::store::{Agent, ConversationFilter, ConversationStatus, SearchHit, Visitor};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/agents", get(agents))
+        .route("/api/v1/conversations", get(conversations))
+        .route("/api/v1/conversations/{id}/events", get(events))
+        .route("/api/v1/visitors/{id}", get(visitor))
+        .route("/api/v1/search", get(search))
+}
+
+/// Either an agent or a visitor, whichever the bearer token is.
+pub struct PeerAuth(pub Peer);
+
+impl FromRequestParts<AppState> for PeerAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match AgentAuth::from_request_parts(parts, state).await {
+            Ok(AgentAuth(a)) => Ok(PeerAuth(Peer::Agent(a))),
+            Err(agent_err) => match VisitorAuth::from_request_parts(parts, state).await {
+                Ok(VisitorAuth(v)) => Ok(PeerAuth(Peer::Visitor(v))),
+                Err(_) => Err(agent_err),
+            },
+        }
+    }
+}
+
+async fn agents(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<Agent>>> {
+    Ok(Json(state.store.agents(&me.site_id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    mine: Option<bool>,
+    #[serde(default)]
+    visitor: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+async fn conversations(
+    State(state): State<AppState>,
+    AgentAuth(me): AgentAuth,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<ConversationView>>> {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            ConversationStatus::parse(s)
+                .ok_or_else(|| Error::bad_request("status must be queued, active, closed or offline"))?,
+        ),
+    };
+    let filter = ConversationFilter {
+        status,
+        agent_id: q.mine.unwrap_or(false).then(|| me.agent_id.clone()),
+        visitor_id: q.visitor.filter(|v| v.len() <= 64),
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    let list = state.store.conversations(&me.site_id, filter).await?;
+    Ok(Json(list.iter().map(ConversationView::from).collect()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// A conversation's events after a cursor (the transcript, paged).
+async fn events(
+    State(state): State<AppState>,
+    PeerAuth(peer): PeerAuth,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Json<Vec<EventView>>> {
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(Error::bad_request("after must be >= 0"));
+    }
+    let conv = state.chat.conversation_for(&peer, &id).await?;
+    let events = state.store.events_after(&conv.id, after, q.limit.unwrap_or(500).clamp(1, 1000)).await?;
+    Ok(Json(events.iter().map(EventView::from).collect()))
+}
+
+async fn visitor(
+    State(state): State<AppState>,
+    AgentAuth(me): AgentAuth,
+    Path(id): Path<String>,
+) -> Result<Json<Visitor>> {
+    let v = state.store.visitor(&id).await?.filter(|v| v.site_id == me.site_id).ok_or(Error::NotFound("visitor"))?;
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    q: String,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// Transcript search over the site's messages.
+async fn search(
+    State(state): State<AppState>,
+    AgentAuth(me): AgentAuth,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> Result<Json<Vec<SearchHit>>> {
+    let text = q.q.trim();
+    if text.is_empty() || text.len() > 200 {
+        return Err(Error::bad_request("q must be 1 to 200 bytes"));
+    }
+    Ok(Json(state.store.search_messages(&me.site_id, text, q.limit.unwrap_or(50)).await?))
+}

@@ -1,0 +1,64 @@
+//! Agent login, refresh and logout.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::extract::{AgentAuth, ApiJson};
+use crate::app::AppState;
+use crate::auth::Credentials;
+use crate::bus::{Audience, Envelope, Payload};
+use crate::error::{Error, Result};
+use crate::store::Agent;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/me", get(me))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+async fn login(State(state): State<AppState>, ApiJson(req): ApiJson<LoginRequest>) -> Result<Json<Credentials>> {
+    Ok(Json(state.auth.login(&req.email, &req.password).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+async fn refresh(State(state): State<AppState>, ApiJson(req): ApiJson<RefreshRequest>) -> Result<Json<Credentials>> {
+    Ok(Json(state.auth.refresh(&req.refresh_token).await?))
+}
+
+/// Ends the session of the access token, and closes its sockets everywhere.
+async fn logout(State(state): State<AppState>, AgentAuth(agent): AgentAuth) -> Result<StatusCode> {
+    state.auth.logout(&agent.session_id).await?;
+    state
+        .chat
+        .bus
+        .publish(Envelope {
+            site_id: agent.site_id.clone(),
+            audience: Audience::Session { session_id: agent.session_id.clone() },
+            event: None,
+            payload: Payload::Disconnect { code: "session ended".into() },
+        })
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(State(state): State<AppState>, AgentAuth(agent): AgentAuth) -> Result<Json<Agent>> {
+    let me = state.store.agent(&agent.agent_id).await?.ok_or_else(|| Error::unauthorized("agent not found"))?;
+    Ok(Json(me))
+}

@@ -1,0 +1,102 @@
+//! Extractors that turn bad input into our error shape, not axum's default
+//! plain-text rejections: JSON bodies, bearer tokens for agents and visitors.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use serde::de::DeserializeOwned;
+
+use crate::app::AppState;
+use crate::chat::service::{AgentCtx, VisitorCtx};
+use crate::error::Error;
+use crate::store::Role;
+
+/// A JSON body; malformed, wrongly typed or oversize bodies become a 400 or
+/// 413 in our error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_error(rejection)),
+        }
+    }
+}
+
+fn json_error(rejection: JsonRejection) -> Error {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return Error::TooLarge("the request body is too large".into());
+    }
+    Error::bad_request(rejection.body_text())
+}
+
+fn bearer(parts: &Parts) -> Result<&str, Error> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| Error::unauthorized("missing bearer token"))
+}
+
+/// An agent authenticated by access token (verified in memory).
+pub struct AgentAuth(pub AgentCtx);
+
+impl FromRequestParts<AppState> for AgentAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let claims = state.auth.verify_agent(bearer(parts)?)?;
+        Ok(AgentAuth(AgentCtx {
+            agent_id: claims.sub,
+            site_id: claims.site,
+            session_id: claims.sid,
+            role: claims.role,
+        }))
+    }
+}
+
+/// An agent with the admin role; the role is checked here, on the server.
+pub struct AdminAuth(pub AgentCtx);
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let AgentAuth(agent) = AgentAuth::from_request_parts(parts, state).await?;
+        if agent.role != Role::Admin {
+            return Err(Error::forbidden("admins only"));
+        }
+        Ok(AdminAuth(agent))
+    }
+}
+
+/// A visitor authenticated by visitor token.
+pub struct VisitorAuth(pub VisitorCtx);
+
+impl FromRequestParts<AppState> for VisitorAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let claims = state.auth.verify_visitor(bearer(parts)?)?;
+        Ok(VisitorAuth(VisitorCtx { visitor_id: claims.sub, site_id: claims.site }))
+    }
+}
+
+/// A query string; bad parameters become a 400 in our error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(rejection) => Err(Error::bad_request(rejection.body_text())),
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Health and metrics. `/livez` depends on nothing outside the process;
+//! `/readyz` checks only what serving needs (the store) with a short
+//! timeout, and reports each dependency.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::app::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/livez", get(livez)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+}
+
+async fn livez() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let started = std::time::Instant::now();
+    let store = match tokio::time::timeout(Duration::from_millis(500), state.store.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(_)) => "down",
+        Err(_) => "timeout",
+    };
+    let bus = if state.chat.bus.healthy() { "ok" } else { "degraded" };
+    let ready = store == "ok";
+    let (agents, visitors) = state.chat.hub.counts();
+    let body = serde_json::json!({
+        "ready": ready,
+        "checks": {
+            "store": {"status": store, "latency_ms": started.elapsed().as_secs_f64() * 1000.0},
+            "bus": {"status": bus},
+        },
+        "connections": {"agents": agents, "visitors": visitors},
+        "uptime_s": state.started.elapsed().as_secs(),
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.run_upkeep();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}

@@ -1,0 +1,37 @@
+//! The only module that knows axum: routes, extractors, the socket adapter,
+//! the error-to-response mapping and embedded pages.
+
+mod agent;
+mod auth;
+mod demo;
+mod error;
+pub mod extract;
+mod health;
+mod socket;
+mod visitor;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::app::AppState;
+use crate::error::Error;
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .merge(health::routes())
+        .merge(auth::routes())
+        .merge(visitor::routes())
+        .merge(agent::routes())
+        .merge(socket::routes())
+        .merge(demo::routes())
+        .fallback(|| async { Error::NotFound("route") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .with_state(state)
+}

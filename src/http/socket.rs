@@ -1,0 +1,72 @@
+//! WebSocket endpoints: adapt axum's socket to the transport-free session
+//! in `chat::session`. Buffers are kept small: an idle socket should cost
+//! kilobytes, not tungstenite's default 128 KiB read buffer.
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt, future};
+
+use crate::app::AppState;
+use crate::chat::protocol::MAX_FRAME_BYTES;
+use crate::chat::session::{self, Inbound, Outbound, Side};
+
+/// Frames above this size are refused by the WebSocket layer itself (the
+/// connection closes with 1009); between `MAX_FRAME_BYTES` and this, the
+/// session answers with an error frame and the connection stays up.
+const TRANSPORT_MAX_MESSAGE: usize = 4 * MAX_FRAME_BYTES;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/agent/socket", get(agent_socket)).route("/api/v1/visitor/socket", get(visitor_socket))
+}
+
+async fn agent_socket(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    upgrade(state, ws, Side::Agent)
+}
+
+async fn visitor_socket(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    upgrade(state, ws, Side::Visitor)
+}
+
+fn upgrade(state: AppState, ws: WebSocketUpgrade, side: Side) -> Response {
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(TRANSPORT_MAX_MESSAGE)
+        .max_frame_size(TRANSPORT_MAX_MESSAGE)
+        .on_upgrade(move |socket| serve(state, socket, side))
+}
+
+async fn serve(state: AppState, socket: WebSocket, side: Side) {
+    let (sink, stream) = socket.split();
+    let input = stream
+        .take_while(|m| future::ready(matches!(m, Ok(msg) if !matches!(msg, Message::Close(_)))))
+        .filter_map(|m| {
+            future::ready(match m {
+                Ok(Message::Text(t)) => Some(Inbound::Text(t.as_str().to_owned())),
+                Ok(Message::Binary(_)) => Some(Inbound::Other),
+                _ => None, // pings are answered by the transport
+            })
+        });
+    let output = sink.with(|o: Outbound| {
+        future::ready(Ok::<_, axum::Error>(match o {
+            Outbound::Text(bytes) => {
+                Message::Text(Utf8Bytes::try_from(bytes).unwrap_or_else(|_| Utf8Bytes::from("{}")))
+            }
+            Outbound::Close(reason) => Message::Close(Some(axum::extract::ws::CloseFrame {
+                code: axum::extract::ws::close_code::NORMAL,
+                reason: Utf8Bytes::from_static(reason),
+            })),
+        }))
+    });
+    session::run(
+        state.chat.clone(),
+        state.auth.clone(),
+        side,
+        state.config.sessions.clone(),
+        Box::pin(input),
+        Box::pin(output),
+    )
+    .await;
+}

@@ -1,0 +1,29 @@
+//! Holdfast: self-hosted live chat for websites that keeps agents logged in
+//! and chats flowing through reconnect storms, node loss and overloaded
+//! side services.
+//!
+//! Layout (see `docs/architecture.md` for how a request flows):
+//!
+//! - `cli`       — the `holdfast` command line: serve, site and agent admin.
+//! - `config`    — server configuration, one documented field each.
+//! - `app`       — wiring the parts into `AppState`; first-run bootstrap.
+//! - `server`    — bind, serve, drain on shutdown.
+//! - `http`      — the only module that knows axum: routes, extractors, sockets.
+//! - `chat`      — protocol frames, socket sessions, hub, routing, chat actions.
+//! - `auth`      — password hashing pool, tokens, sessions.
+//! - `store`     — the `Store` trait and its SQLite implementation; the only SQL.
+//! - `bus`       — the `Bus` trait (event fan-out) and its in-process implementation.
+//! - `error`     — one error type and its mapping to HTTP status codes.
+//! - `telemetry` — logs and Prometheus metrics.
+
+pub mod app;
+pub mod auth;
+pub mod bus;
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,21 @@
+//! `holdfast`: parse flags, run the command, print any error as one line.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = holdfast::cli::Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("holdfast: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(holdfast::cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holdfast: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

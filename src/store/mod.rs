@@ -1,0 +1,412 @@
+//! Durable state behind one small interface. `store/` is the only module
+//! that knows SQL; chat and auth logic see the [`Store`] trait and the plain
+//! records below. The SQLite implementation ([`sqlite::SqliteStore`]) is the
+//! default; a PostgreSQL one plugs in behind the same trait.
+//!
+//! State changes that clients must see in order (a message, an assignment,
+//! a transfer, a close, a read receipt) go through [`Store::apply`], which
+//! changes the conversation and appends its event under the conversation's
+//! next sequence number in one transaction.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Milliseconds since the Unix epoch, the store's one time format.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A new UUID v7, as text: time-ordered, so indexes stay append-mostly.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Site {
+    pub id: String,
+    pub name: String,
+    /// Public key the widget embeds; identifies the site, grants nothing else.
+    pub widget_key: String,
+    /// Widget appearance and behaviour, free-form JSON owned by the admin UI.
+    pub settings: serde_json::Value,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "agent" => Some(Role::Agent),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    Online,
+    Away,
+    Offline,
+}
+
+impl Availability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Online => "online",
+            Availability::Away => "away",
+            Availability::Offline => "offline",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Availability> {
+        match s {
+            "online" => Some(Availability::Online),
+            "away" => Some(Availability::Away),
+            "offline" => Some(Availability::Offline),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Agent {
+    pub id: String,
+    pub site_id: String,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    #[serde(skip)]
+    pub password_hash: String,
+    /// How many active conversations routing may give this agent at once.
+    pub chat_limit: i64,
+    /// What the agent chose; routing also needs them to be connected.
+    pub availability: Availability,
+    /// Deactivated agents cannot log in and are never routed to.
+    pub active: bool,
+    pub created_at: i64,
+}
+
+pub struct NewAgent<'a> {
+    pub site_id: &'a str,
+    pub email: &'a str,
+    pub name: &'a str,
+    pub role: Role,
+    pub password_hash: &'a str,
+    pub chat_limit: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub id: String,
+    pub site_id: String,
+    pub name: String,
+    /// New conversations without a requested group land here.
+    pub is_default: bool,
+}
+
+/// An agent as routing sees it: who, how loaded, when last given a chat.
+#[derive(Debug, Clone)]
+pub struct RoutingCandidate {
+    pub agent_id: String,
+    pub name: String,
+    pub availability: Availability,
+    pub active_chats: i64,
+    pub chat_limit: i64,
+    /// Used to break ties round robin: the least recently assigned wins.
+    pub last_assigned_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub agent_id: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    /// Absolute end of the session; renewal never moves it.
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Visitor {
+    pub id: String,
+    pub site_id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub page_url: Option<String>,
+    pub referrer: Option<String>,
+    pub user_agent: Option<String>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// Visitor fields a page load or the pre-chat form may update; `None`
+/// leaves the stored value alone.
+#[derive(Debug, Clone, Default)]
+pub struct VisitorUpdate {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub page_url: Option<String>,
+    pub referrer: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationStatus {
+    /// Waiting for an agent.
+    Queued,
+    /// Assigned to an agent.
+    Active,
+    Closed,
+    /// Left as an offline message while no agent was online.
+    Offline,
+}
+
+impl ConversationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationStatus::Queued => "queued",
+            ConversationStatus::Active => "active",
+            ConversationStatus::Closed => "closed",
+            ConversationStatus::Offline => "offline",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ConversationStatus> {
+        match s {
+            "queued" => Some(ConversationStatus::Queued),
+            "active" => Some(ConversationStatus::Active),
+            "closed" => Some(ConversationStatus::Closed),
+            "offline" => Some(ConversationStatus::Offline),
+            _ => None,
+        }
+    }
+
+    pub fn is_open(self) -> bool {
+        matches!(self, ConversationStatus::Queued | ConversationStatus::Active)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Conversation {
+    pub id: String,
+    pub site_id: String,
+    pub visitor_id: String,
+    pub group_id: String,
+    pub agent_id: Option<String>,
+    pub status: ConversationStatus,
+    /// Sequence number of the newest event; the next one gets `last_seq + 1`.
+    pub last_seq: i64,
+    pub created_at: i64,
+    pub assigned_at: Option<i64>,
+    pub closed_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorKind {
+    Visitor,
+    Agent,
+    System,
+}
+
+impl AuthorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorKind::Visitor => "visitor",
+            AuthorKind::Agent => "agent",
+            AuthorKind::System => "system",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AuthorKind> {
+        match s {
+            "visitor" => Some(AuthorKind::Visitor),
+            "agent" => Some(AuthorKind::Agent),
+            "system" => Some(AuthorKind::System),
+            _ => None,
+        }
+    }
+}
+
+/// Who did something: a visitor, an agent, or Holdfast itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Author {
+    pub kind: AuthorKind,
+    pub id: Option<String>,
+}
+
+impl Author {
+    pub fn agent(id: &str) -> Self {
+        Author { kind: AuthorKind::Agent, id: Some(id.to_owned()) }
+    }
+    pub fn visitor(id: &str) -> Self {
+        Author { kind: AuthorKind::Visitor, id: Some(id.to_owned()) }
+    }
+    pub fn system() -> Self {
+        Author { kind: AuthorKind::System, id: None }
+    }
+}
+
+/// One durable event of a conversation, as stored.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub conversation_id: String,
+    pub seq: i64,
+    pub id: String,
+    /// `message`, `assigned`, `transferred`, `closed`, `read`.
+    pub kind: String,
+    pub author: Author,
+    pub client_id: Option<String>,
+    pub body: Option<String>,
+    /// Kind-specific detail (e.g. the agent assigned), as JSON.
+    pub data: serde_json::Value,
+    pub created_at: i64,
+}
+
+/// A state change of a conversation together with the event that records
+/// it. Applied atomically: the change and the event commit together or not
+/// at all.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Append a message. Idempotent on (author, client_id): a retry returns
+    /// the original event.
+    Message {
+        author: Author,
+        client_id: String,
+        body: String,
+    },
+    /// Give a conversation to an agent. With `limit`, only if the agent has
+    /// fewer active conversations than that (routing); without, always
+    /// (a claim or a transfer to a named agent). Fails with `Conflict` if
+    /// the conversation is not open, or already has this agent.
+    Assign {
+        agent_id: String,
+        agent_name: String,
+        by: Author,
+        limit: Option<i64>,
+        only_if_unassigned: bool,
+    },
+    /// Put a conversation back in the queue of a group.
+    TransferToGroup {
+        group_id: String,
+        group_name: String,
+        by: Author,
+    },
+    Close {
+        by: Author,
+    },
+    /// A read receipt: `reader` has seen everything up to `up_to`.
+    Read {
+        reader: Author,
+        up_to: i64,
+    },
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub event: StoredEvent,
+    /// The conversation after the change.
+    pub conversation: Conversation,
+    /// For an assignment or transfer: the agent the conversation had before.
+    pub previous_agent: Option<String>,
+    /// True when this was a retry of an already stored message.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    pub status: Option<ConversationStatus>,
+    pub agent_id: Option<String>,
+    pub visitor_id: Option<String>,
+    pub limit: i64,
+}
+
+/// A message found by transcript search.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchHit {
+    pub conversation_id: String,
+    pub seq: i64,
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// The durable store. Every method is scoped by the ids it is given; callers
+/// check tenancy (site) before acting on what comes back.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip used by `/readyz`.
+    async fn ping(&self) -> Result<()>;
+
+    async fn meta_get(&self, key: &str) -> Result<Option<String>>;
+    /// Set `key` to `value` unless it is already set; returns the stored value.
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String>;
+
+    async fn create_site(&self, name: &str) -> Result<Site>;
+    async fn site(&self, id: &str) -> Result<Option<Site>>;
+    async fn site_by_widget_key(&self, key: &str) -> Result<Option<Site>>;
+    async fn sites(&self) -> Result<Vec<Site>>;
+
+    async fn create_group(&self, site_id: &str, name: &str, is_default: bool) -> Result<Group>;
+    async fn groups(&self, site_id: &str) -> Result<Vec<Group>>;
+    async fn group(&self, id: &str) -> Result<Option<Group>>;
+    async fn add_agent_to_group(&self, agent_id: &str, group_id: &str) -> Result<()>;
+
+    async fn create_agent(&self, new: NewAgent<'_>) -> Result<Agent>;
+    async fn agent(&self, id: &str) -> Result<Option<Agent>>;
+    async fn agent_by_email(&self, email: &str) -> Result<Option<Agent>>;
+    async fn agents(&self, site_id: &str) -> Result<Vec<Agent>>;
+    async fn set_availability(&self, agent_id: &str, availability: Availability) -> Result<()>;
+    /// Members of a group with their current load, for routing.
+    async fn routing_candidates(&self, group_id: &str) -> Result<Vec<RoutingCandidate>>;
+
+    async fn create_session(&self, agent_id: &str, secret_hash: &str, expires_at: i64) -> Result<Session>;
+    async fn session_by_secret_hash(&self, secret_hash: &str) -> Result<Option<Session>>;
+    async fn session(&self, id: &str) -> Result<Option<Session>>;
+    async fn touch_session(&self, id: &str, at: i64) -> Result<()>;
+    async fn revoke_session(&self, id: &str, at: i64) -> Result<()>;
+
+    async fn create_visitor(&self, site_id: &str, update: VisitorUpdate) -> Result<Visitor>;
+    async fn visitor(&self, id: &str) -> Result<Option<Visitor>>;
+    async fn update_visitor(&self, id: &str, update: VisitorUpdate) -> Result<()>;
+
+    async fn create_conversation(
+        &self,
+        site_id: &str,
+        visitor_id: &str,
+        group_id: &str,
+        status: ConversationStatus,
+    ) -> Result<Conversation>;
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>>;
+    async fn conversations(&self, site_id: &str, filter: ConversationFilter) -> Result<Vec<Conversation>>;
+    /// Queued conversations of a site, oldest first (the queue order).
+    async fn queue(&self, site_id: &str) -> Result<Vec<Conversation>>;
+
+    /// Apply a change to a conversation and record its event, atomically.
+    async fn apply(&self, conversation_id: &str, change: Change) -> Result<Applied>;
+    /// Events with `seq > after`, in order, at most `limit`.
+    async fn events_after(&self, conversation_id: &str, after: i64, limit: i64) -> Result<Vec<StoredEvent>>;
+    /// Messages of a site whose body contains `text` (case-insensitive).
+    async fn search_messages(&self, site_id: &str, text: &str, limit: i64) -> Result<Vec<SearchHit>>;
+}

@@ -1,0 +1,870 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Reads go through a small pool; all writes go through a pool of exactly one
+//! connection, because SQLite has one writer anyway and queuing in the pool
+//! is cheaper than retrying on `SQLITE_BUSY`. Conversation changes
+//! ([`Store::apply`]) are funnelled through a group-commit task: it takes
+//! every change waiting, applies them in one `fsync`ed transaction, and only
+//! then answers each caller — so a message is durable before it is
+//! acknowledged, at the cost of one `fsync` per batch instead of per message.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::error::{Error, Result};
+
+/// Most changes one group commit takes; bounds the latency of a batch.
+const MAX_BATCH: usize = 512;
+
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+    /// Queue into the group-commit task.
+    changes: mpsc::Sender<PendingChange>,
+}
+
+struct PendingChange {
+    conversation_id: String,
+    change: Change,
+    reply: oneshot::Sender<Result<Applied>>,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) `holdfast.db` in `dir` and apply migrations.
+    pub async fn open(dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::internal(anyhow::anyhow!("cannot create data dir {}: {e}", dir.display())))?;
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(Error::internal)?
+            .filename(dir.join("holdfast.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: the WAL is fsync'ed at every commit, so an acknowledged
+            // message survives power loss, not only a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| Error::Store(anyhow::anyhow!("cannot open database in {}: {e}", dir.display())))?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&write)
+            .await
+            .map_err(|e| Error::Store(anyhow::anyhow!("migration failed: {e}")))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.read_only(true))
+            .await?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(group_commit(write.clone(), rx));
+        Ok(SqliteStore { read, write, changes: tx })
+    }
+
+    /// Close both pools, waiting for queued writes to finish.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+async fn group_commit(pool: SqlitePool, mut rx: mpsc::Receiver<PendingChange>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut conn = match pool.acquire().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                let msg = format!("{err}");
+                for p in batch.drain(..) {
+                    let _ = p.reply.send(Err(Error::Store(anyhow::anyhow!("{msg}"))));
+                }
+                continue;
+            }
+        };
+        match apply_batch(&mut conn, &batch).await {
+            Ok(results) => {
+                metrics::histogram!("holdfast_store_batch_size").record(batch.len() as f64);
+                for (p, r) in batch.drain(..).zip(results) {
+                    let _ = p.reply.send(r);
+                }
+            }
+            Err(err) => {
+                // The batch failed as a whole (I/O, disk full...): retry each
+                // change on its own so one bad change cannot fail the others.
+                tracing::warn!(error = %err, size = batch.len(), "group commit failed, retrying one by one");
+                for p in batch.drain(..) {
+                    let single = std::slice::from_ref(&p);
+                    let r = match apply_batch(&mut conn, single).await {
+                        Ok(mut rs) => rs.pop().unwrap_or_else(|| Err(Error::internal(anyhow::anyhow!("no result")))),
+                        Err(e) => Err(e),
+                    };
+                    let _ = p.reply.send(r);
+                }
+            }
+        }
+    }
+}
+
+/// Apply every change in one transaction. Logical refusals (a closed
+/// conversation, an agent at their limit) are per-change results and write
+/// nothing; an SQL error aborts the whole batch.
+async fn apply_batch(conn: &mut SqliteConnection, batch: &[PendingChange]) -> Result<Vec<Result<Applied>>> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let mut results = Vec::with_capacity(batch.len());
+    let now = now_ms();
+    for p in batch {
+        match apply_one(conn, &p.conversation_id, &p.change, now).await {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(e);
+            }
+        }
+    }
+    if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        return Err(e.into());
+    }
+    Ok(results)
+}
+
+/// Outer `Result`: SQL failure (aborts the batch). Inner: the change's own
+/// outcome.
+async fn apply_one(
+    conn: &mut SqliteConnection,
+    conversation_id: &str,
+    change: &Change,
+    now: i64,
+) -> Result<Result<Applied>> {
+    let Some(conv) = sqlx::query("SELECT * FROM conversations WHERE id = ?")
+        .bind(conversation_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| conversation_from_row(&r))
+        .transpose()?
+    else {
+        return Ok(Err(Error::NotFound("conversation")));
+    };
+    let mut next = conv.clone();
+    let mut previous_agent = None;
+    let (kind, author, client_id, body, data) = match change {
+        Change::Message { author, client_id, body } => {
+            let existing = sqlx::query(
+                "SELECT * FROM events WHERE conversation_id = ? AND author_kind = ? AND author_id IS ? AND client_id = ?",
+            )
+            .bind(conversation_id)
+            .bind(author.kind.as_str())
+            .bind(author.id.as_deref())
+            .bind(client_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(row) = existing {
+                return Ok(Ok(Applied {
+                    event: event_from_row(&row)?,
+                    conversation: conv,
+                    previous_agent: None,
+                    duplicate: true,
+                }));
+            }
+            // An offline conversation takes exactly its one first message.
+            let first_offline = conv.status == ConversationStatus::Offline && conv.last_seq == 0;
+            if !(conv.status.is_open() || first_offline) {
+                return Ok(Err(Error::conflict("the conversation is closed")));
+            }
+            ("message", author.clone(), Some(client_id.clone()), Some(body.clone()), serde_json::json!({}))
+        }
+        Change::Assign { agent_id, agent_name, by, limit, only_if_unassigned } => {
+            if !conv.status.is_open() {
+                return Ok(Err(Error::conflict("the conversation is not open")));
+            }
+            if conv.agent_id.as_deref() == Some(agent_id.as_str()) {
+                return Ok(Err(Error::conflict("the conversation is already assigned to this agent")));
+            }
+            if *only_if_unassigned && conv.agent_id.is_some() {
+                return Ok(Err(Error::conflict("the conversation is already assigned")));
+            }
+            if let Some(limit) = limit {
+                let active: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM conversations WHERE agent_id = ? AND status = 'active'")
+                        .bind(agent_id)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                if active >= *limit {
+                    return Ok(Err(Error::conflict("the agent is at their chat limit")));
+                }
+            }
+            previous_agent = conv.agent_id.clone();
+            next.agent_id = Some(agent_id.clone());
+            next.status = ConversationStatus::Active;
+            next.assigned_at = Some(now);
+            sqlx::query("UPDATE agents SET last_assigned_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(agent_id)
+                .execute(&mut *conn)
+                .await?;
+            let data = serde_json::json!({
+                "agent": {"id": agent_id, "name": agent_name},
+                "previous_agent": previous_agent,
+            });
+            ("assigned", by.clone(), None, None, data)
+        }
+        Change::TransferToGroup { group_id, group_name, by } => {
+            if !conv.status.is_open() {
+                return Ok(Err(Error::conflict("the conversation is not open")));
+            }
+            previous_agent = conv.agent_id.clone();
+            next.agent_id = None;
+            next.group_id = group_id.clone();
+            next.status = ConversationStatus::Queued;
+            next.assigned_at = None;
+            let data = serde_json::json!({
+                "group": {"id": group_id, "name": group_name},
+                "previous_agent": previous_agent,
+            });
+            ("transferred", by.clone(), None, None, data)
+        }
+        Change::Close { by } => {
+            if conv.status == ConversationStatus::Closed {
+                return Ok(Err(Error::conflict("the conversation is already closed")));
+            }
+            next.status = ConversationStatus::Closed;
+            next.closed_at = Some(now);
+            ("closed", by.clone(), None, None, serde_json::json!({}))
+        }
+        Change::Read { reader, up_to } => {
+            if *up_to < 0 || *up_to > conv.last_seq {
+                return Ok(Err(Error::bad_request("read receipt beyond the conversation's last event")));
+            }
+            ("read", reader.clone(), None, None, serde_json::json!({"up_to": up_to}))
+        }
+    };
+    next.last_seq = conv.last_seq + 1;
+    sqlx::query(
+        "UPDATE conversations SET agent_id = ?, group_id = ?, status = ?, last_seq = ?, assigned_at = ?, closed_at = ? \
+         WHERE id = ?",
+    )
+    .bind(next.agent_id.as_deref())
+    .bind(&next.group_id)
+    .bind(next.status.as_str())
+    .bind(next.last_seq)
+    .bind(next.assigned_at)
+    .bind(next.closed_at)
+    .bind(conversation_id)
+    .execute(&mut *conn)
+    .await?;
+    let event = StoredEvent {
+        conversation_id: conversation_id.to_owned(),
+        seq: next.last_seq,
+        id: new_id(),
+        kind: kind.to_owned(),
+        author,
+        client_id,
+        body,
+        data,
+        created_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&event.conversation_id)
+    .bind(event.seq)
+    .bind(&event.id)
+    .bind(&event.kind)
+    .bind(event.author.kind.as_str())
+    .bind(event.author.id.as_deref())
+    .bind(event.client_id.as_deref())
+    .bind(event.body.as_deref())
+    .bind(event.data.to_string())
+    .bind(event.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Ok(Applied { event, conversation: next, previous_agent, duplicate: false }))
+}
+
+fn bad_row(what: &str, value: &str) -> Error {
+    Error::Store(anyhow::anyhow!("unexpected {what} in database: {value:?}"))
+}
+
+fn site_from_row(r: &SqliteRow) -> Result<Site> {
+    let settings: String = r.try_get("settings")?;
+    Ok(Site {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        widget_key: r.try_get("widget_key")?,
+        settings: serde_json::from_str(&settings).unwrap_or_else(|_| serde_json::json!({})),
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn agent_from_row(r: &SqliteRow) -> Result<Agent> {
+    let role: String = r.try_get("role")?;
+    let availability: String = r.try_get("availability")?;
+    Ok(Agent {
+        id: r.try_get("id")?,
+        site_id: r.try_get("site_id")?,
+        email: r.try_get("email")?,
+        name: r.try_get("name")?,
+        role: Role::parse(&role).ok_or_else(|| bad_row("role", &role))?,
+        password_hash: r.try_get("password_hash")?,
+        chat_limit: r.try_get("chat_limit")?,
+        availability: Availability::parse(&availability).ok_or_else(|| bad_row("availability", &availability))?,
+        active: r.try_get::<i64, _>("active")? != 0,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn group_from_row(r: &SqliteRow) -> Result<Group> {
+    Ok(Group {
+        id: r.try_get("id")?,
+        site_id: r.try_get("site_id")?,
+        name: r.try_get("name")?,
+        is_default: r.try_get::<i64, _>("is_default")? != 0,
+    })
+}
+
+fn session_from_row(r: &SqliteRow) -> Result<Session> {
+    Ok(Session {
+        id: r.try_get("id")?,
+        agent_id: r.try_get("agent_id")?,
+        created_at: r.try_get("created_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+fn visitor_from_row(r: &SqliteRow) -> Result<Visitor> {
+    Ok(Visitor {
+        id: r.try_get("id")?,
+        site_id: r.try_get("site_id")?,
+        name: r.try_get("name")?,
+        email: r.try_get("email")?,
+        page_url: r.try_get("page_url")?,
+        referrer: r.try_get("referrer")?,
+        user_agent: r.try_get("user_agent")?,
+        first_seen: r.try_get("first_seen")?,
+        last_seen: r.try_get("last_seen")?,
+    })
+}
+
+fn conversation_from_row(r: &SqliteRow) -> Result<Conversation> {
+    let status: String = r.try_get("status")?;
+    Ok(Conversation {
+        id: r.try_get("id")?,
+        site_id: r.try_get("site_id")?,
+        visitor_id: r.try_get("visitor_id")?,
+        group_id: r.try_get("group_id")?,
+        agent_id: r.try_get("agent_id")?,
+        status: ConversationStatus::parse(&status).ok_or_else(|| bad_row("status", &status))?,
+        last_seq: r.try_get("last_seq")?,
+        created_at: r.try_get("created_at")?,
+        assigned_at: r.try_get("assigned_at")?,
+        closed_at: r.try_get("closed_at")?,
+    })
+}
+
+fn event_from_row(r: &SqliteRow) -> Result<StoredEvent> {
+    let author_kind: String = r.try_get("author_kind")?;
+    let data: String = r.try_get("data")?;
+    Ok(StoredEvent {
+        conversation_id: r.try_get("conversation_id")?,
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        author: Author {
+            kind: AuthorKind::parse(&author_kind).ok_or_else(|| bad_row("author kind", &author_kind))?,
+            id: r.try_get("author_id")?,
+        },
+        client_id: r.try_get("client_id")?,
+        body: r.try_get("body")?,
+        data: serde_json::from_str(&data).unwrap_or_else(|_| serde_json::json!({})),
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// A widget key: public, unguessable enough not to be enumerated.
+fn new_widget_key() -> String {
+    let bytes: [u8; 12] = rand::random();
+    format!("wk_{}", hex::encode(bytes))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    async fn meta_get(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_optional(&self.read).await?)
+    }
+
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
+        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)")
+            .bind(key)
+            .bind(value)
+            .execute(&self.write)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_one(&self.write).await?)
+    }
+
+    async fn create_site(&self, name: &str) -> Result<Site> {
+        let site = Site {
+            id: new_id(),
+            name: name.to_owned(),
+            widget_key: new_widget_key(),
+            settings: serde_json::json!({}),
+            created_at: now_ms(),
+        };
+        let mut tx = self.write.begin().await?;
+        sqlx::query("INSERT INTO sites (id, name, widget_key, settings, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&site.id)
+            .bind(&site.name)
+            .bind(&site.widget_key)
+            .bind(site.settings.to_string())
+            .bind(site.created_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO groups (id, site_id, name, is_default, created_at) VALUES (?, ?, 'General', 1, ?)")
+            .bind(new_id())
+            .bind(&site.id)
+            .bind(site.created_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(site)
+    }
+
+    async fn site(&self, id: &str) -> Result<Option<Site>> {
+        sqlx::query("SELECT * FROM sites WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|r| site_from_row(&r))
+            .transpose()
+    }
+
+    async fn site_by_widget_key(&self, key: &str) -> Result<Option<Site>> {
+        sqlx::query("SELECT * FROM sites WHERE widget_key = ?")
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|r| site_from_row(&r))
+            .transpose()
+    }
+
+    async fn sites(&self) -> Result<Vec<Site>> {
+        sqlx::query("SELECT * FROM sites ORDER BY created_at")
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(site_from_row)
+            .collect()
+    }
+
+    async fn create_group(&self, site_id: &str, name: &str, is_default: bool) -> Result<Group> {
+        let group = Group { id: new_id(), site_id: site_id.to_owned(), name: name.to_owned(), is_default };
+        sqlx::query("INSERT INTO groups (id, site_id, name, is_default, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&group.id)
+            .bind(site_id)
+            .bind(name)
+            .bind(is_default as i64)
+            .bind(now_ms())
+            .execute(&self.write)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => Error::conflict("a group with that name exists"),
+                e => e.into(),
+            })?;
+        Ok(group)
+    }
+
+    async fn groups(&self, site_id: &str) -> Result<Vec<Group>> {
+        sqlx::query("SELECT * FROM groups WHERE site_id = ? ORDER BY is_default DESC, name")
+            .bind(site_id)
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(group_from_row)
+            .collect()
+    }
+
+    async fn group(&self, id: &str) -> Result<Option<Group>> {
+        sqlx::query("SELECT * FROM groups WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|r| group_from_row(&r))
+            .transpose()
+    }
+
+    async fn add_agent_to_group(&self, agent_id: &str, group_id: &str) -> Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO agent_groups (agent_id, group_id) VALUES (?, ?)")
+            .bind(agent_id)
+            .bind(group_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_agent(&self, new: NewAgent<'_>) -> Result<Agent> {
+        let agent = Agent {
+            id: new_id(),
+            site_id: new.site_id.to_owned(),
+            email: new.email.to_owned(),
+            name: new.name.to_owned(),
+            role: new.role,
+            password_hash: new.password_hash.to_owned(),
+            chat_limit: new.chat_limit,
+            availability: Availability::Offline,
+            active: true,
+            created_at: now_ms(),
+        };
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO agents (id, site_id, email, name, role, password_hash, chat_limit, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&agent.id)
+        .bind(&agent.site_id)
+        .bind(&agent.email)
+        .bind(&agent.name)
+        .bind(agent.role.as_str())
+        .bind(&agent.password_hash)
+        .bind(agent.chat_limit)
+        .bind(agent.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => Error::conflict("an agent with that email exists"),
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => Error::NotFound("site"),
+            e => e.into(),
+        })?;
+        // Every agent starts in the site's default group.
+        sqlx::query(
+            "INSERT INTO agent_groups (agent_id, group_id) SELECT ?, id FROM groups WHERE site_id = ? AND is_default = 1",
+        )
+        .bind(&agent.id)
+        .bind(&agent.site_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(agent)
+    }
+
+    async fn agent(&self, id: &str) -> Result<Option<Agent>> {
+        sqlx::query("SELECT * FROM agents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|r| agent_from_row(&r))
+            .transpose()
+    }
+
+    async fn agent_by_email(&self, email: &str) -> Result<Option<Agent>> {
+        sqlx::query("SELECT * FROM agents WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|r| agent_from_row(&r))
+            .transpose()
+    }
+
+    async fn agents(&self, site_id: &str) -> Result<Vec<Agent>> {
+        sqlx::query("SELECT * FROM agents WHERE site_id = ? ORDER BY name, email")
+            .bind(site_id)
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(agent_from_row)
+            .collect()
+    }
+
+    async fn set_availability(&self, agent_id: &str, availability: Availability) -> Result<()> {
+        sqlx::query("UPDATE agents SET availability = ? WHERE id = ?")
+            .bind(availability.as_str())
+            .bind(agent_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn routing_candidates(&self, group_id: &str) -> Result<Vec<RoutingCandidate>> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.name, a.availability, a.chat_limit, a.last_assigned_at, \
+               (SELECT count(*) FROM conversations c WHERE c.agent_id = a.id AND c.status = 'active') AS active_chats \
+             FROM agents a JOIN agent_groups g ON g.agent_id = a.id \
+             WHERE g.group_id = ? AND a.active = 1",
+        )
+        .bind(group_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let availability: String = r.try_get("availability")?;
+                Ok(RoutingCandidate {
+                    agent_id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    availability: Availability::parse(&availability)
+                        .ok_or_else(|| bad_row("availability", &availability))?,
+                    active_chats: r.try_get("active_chats")?,
+                    chat_limit: r.try_get("chat_limit")?,
+                    last_assigned_at: r.try_get("last_assigned_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_session(&self, agent_id: &str, secret_hash: &str, expires_at: i64) -> Result<Session> {
+        let now = now_ms();
+        let session = Session {
+            id: new_id(),
+            agent_id: agent_id.to_owned(),
+            created_at: now,
+            last_used_at: now,
+            expires_at,
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO sessions (id, agent_id, secret_hash, created_at, last_used_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&session.id)
+        .bind(agent_id)
+        .bind(secret_hash)
+        .bind(now)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.write)
+        .await?;
+        Ok(session)
+    }
+
+    async fn session_by_secret_hash(&self, secret_hash: &str) -> Result<Option<Session>> {
+        sqlx::query("SELECT * FROM sessions WHERE secret_hash = ?")
+            .bind(secret_hash)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|r| session_from_row(&r))
+            .transpose()
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<Session>> {
+        sqlx::query("SELECT * FROM sessions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|r| session_from_row(&r))
+            .transpose()
+    }
+
+    async fn touch_session(&self, id: &str, at: i64) -> Result<()> {
+        sqlx::query("UPDATE sessions SET last_used_at = max(last_used_at, ?) WHERE id = ?")
+            .bind(at)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_session(&self, id: &str, at: i64) -> Result<()> {
+        sqlx::query("UPDATE sessions SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?")
+            .bind(at)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_visitor(&self, site_id: &str, update: VisitorUpdate) -> Result<Visitor> {
+        let now = now_ms();
+        let visitor = Visitor {
+            id: new_id(),
+            site_id: site_id.to_owned(),
+            name: update.name,
+            email: update.email,
+            page_url: update.page_url,
+            referrer: update.referrer,
+            user_agent: update.user_agent,
+            first_seen: now,
+            last_seen: now,
+        };
+        sqlx::query(
+            "INSERT INTO visitors (id, site_id, name, email, page_url, referrer, user_agent, first_seen, last_seen) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&visitor.id)
+        .bind(site_id)
+        .bind(&visitor.name)
+        .bind(&visitor.email)
+        .bind(&visitor.page_url)
+        .bind(&visitor.referrer)
+        .bind(&visitor.user_agent)
+        .bind(now)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(visitor)
+    }
+
+    async fn visitor(&self, id: &str) -> Result<Option<Visitor>> {
+        sqlx::query("SELECT * FROM visitors WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|r| visitor_from_row(&r))
+            .transpose()
+    }
+
+    async fn update_visitor(&self, id: &str, update: VisitorUpdate) -> Result<()> {
+        sqlx::query(
+            "UPDATE visitors SET name = coalesce(?, name), email = coalesce(?, email), \
+             page_url = coalesce(?, page_url), referrer = coalesce(?, referrer), \
+             user_agent = coalesce(?, user_agent), last_seen = ? WHERE id = ?",
+        )
+        .bind(update.name)
+        .bind(update.email)
+        .bind(update.page_url)
+        .bind(update.referrer)
+        .bind(update.user_agent)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_conversation(
+        &self,
+        site_id: &str,
+        visitor_id: &str,
+        group_id: &str,
+        status: ConversationStatus,
+    ) -> Result<Conversation> {
+        let conv = Conversation {
+            id: new_id(),
+            site_id: site_id.to_owned(),
+            visitor_id: visitor_id.to_owned(),
+            group_id: group_id.to_owned(),
+            agent_id: None,
+            status,
+            last_seq: 0,
+            created_at: now_ms(),
+            assigned_at: None,
+            closed_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&conv.id)
+        .bind(site_id)
+        .bind(visitor_id)
+        .bind(group_id)
+        .bind(status.as_str())
+        .bind(conv.created_at)
+        .execute(&self.write)
+        .await?;
+        Ok(conv)
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
+        sqlx::query("SELECT * FROM conversations WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|r| conversation_from_row(&r))
+            .transpose()
+    }
+
+    async fn conversations(&self, site_id: &str, filter: ConversationFilter) -> Result<Vec<Conversation>> {
+        let limit = if filter.limit <= 0 { 100 } else { filter.limit.min(1000) };
+        sqlx::query(
+            "SELECT * FROM conversations WHERE site_id = ? AND (? IS NULL OR status = ?) \
+             AND (? IS NULL OR agent_id = ?) AND (? IS NULL OR visitor_id = ?) \
+             ORDER BY created_at DESC LIMIT ?",
+        )
+        .bind(site_id)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.agent_id.as_deref())
+        .bind(filter.agent_id.as_deref())
+        .bind(filter.visitor_id.as_deref())
+        .bind(filter.visitor_id.as_deref())
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(conversation_from_row)
+        .collect()
+    }
+
+    async fn queue(&self, site_id: &str) -> Result<Vec<Conversation>> {
+        sqlx::query("SELECT * FROM conversations WHERE site_id = ? AND status = 'queued' ORDER BY created_at, id")
+            .bind(site_id)
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(conversation_from_row)
+            .collect()
+    }
+
+    async fn apply(&self, conversation_id: &str, change: Change) -> Result<Applied> {
+        let (reply, rx) = oneshot::channel();
+        self.changes
+            .send(PendingChange { conversation_id: conversation_id.to_owned(), change, reply })
+            .await
+            .map_err(|_| Error::Unavailable(1))?;
+        rx.await.map_err(|_| Error::Unavailable(1))?
+    }
+
+    async fn events_after(&self, conversation_id: &str, after: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+        sqlx::query("SELECT * FROM events WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?")
+            .bind(conversation_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+
+    async fn search_messages(&self, site_id: &str, text: &str, limit: i64) -> Result<Vec<SearchHit>> {
+        let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let rows = sqlx::query(
+            "SELECT e.conversation_id, e.seq, e.body, e.created_at FROM events e \
+             JOIN conversations c ON c.id = e.conversation_id \
+             WHERE c.site_id = ? AND e.kind = 'message' AND e.body LIKE ? ESCAPE '\\' \
+             ORDER BY e.created_at DESC LIMIT ?",
+        )
+        .bind(site_id)
+        .bind(pattern)
+        .bind(limit.clamp(1, 200))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SearchHit {
+                    conversation_id: r.try_get("conversation_id")?,
+                    seq: r.try_get("seq")?,
+                    body: r.try_get("body")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+}

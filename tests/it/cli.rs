@@ -1,0 +1,181 @@
+//! The command line, run as a user would: the real binary in a subprocess.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn holdfast(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn sites_and_agents_are_managed_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_str().unwrap();
+
+    let out = holdfast(&["site", "create", "--name", "Acme", "--json", "--data", data], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let site: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let site_id = site["id"].as_str().unwrap();
+    assert!(site["widget_key"].as_str().unwrap().starts_with("wk_"));
+
+    let out = holdfast(
+        &[
+            "agent",
+            "create",
+            "--site",
+            site_id,
+            "--email",
+            "Eve@Acme.example",
+            "--name",
+            "Eve",
+            "--role",
+            "admin",
+            "--password-stdin",
+            "--data",
+            data,
+        ],
+        Some("a long enough password\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = holdfast(&["agent", "list", "--site", site_id, "--json", "--data", data], None);
+    assert!(out.status.success());
+    let agents: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(agents[0]["email"], "eve@acme.example", "emails are normalised");
+    assert_eq!(agents[0]["role"], "admin");
+    assert!(agents[0].get("password_hash").is_none());
+
+    // The same email twice is a clear conflict.
+    let out = holdfast(
+        &[
+            "agent",
+            "create",
+            "--site",
+            site_id,
+            "--email",
+            "eve@acme.example",
+            "--name",
+            "Eve",
+            "--password-stdin",
+            "--data",
+            data,
+        ],
+        Some("another password\n"),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("exists"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn mistakes_get_one_line_errors_and_a_non_zero_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_str().unwrap();
+    let cases: Vec<(Vec<&str>, Option<&str>, &str)> = vec![
+        (vec!["serve", "--listen", "not-an-address"], None, "invalid value"),
+        (vec!["site", "create", "--data", data], None, "--name"),
+        (
+            vec![
+                "agent",
+                "create",
+                "--site",
+                "nope",
+                "--email",
+                "a@b.example",
+                "--name",
+                "A",
+                "--password-stdin",
+                "--data",
+                data,
+            ],
+            Some(""),
+            "no password",
+        ),
+        (
+            vec![
+                "agent",
+                "create",
+                "--site",
+                "nope",
+                "--email",
+                "a@b.example",
+                "--name",
+                "A",
+                "--password-stdin",
+                "--data",
+                data,
+            ],
+            Some("short\n"),
+            "too short",
+        ),
+        (
+            vec![
+                "agent",
+                "create",
+                "--site",
+                "nope",
+                "--email",
+                "a@b.example",
+                "--name",
+                "A",
+                "--password-stdin",
+                "--data",
+                data,
+            ],
+            Some("long enough password\n"),
+            "no site",
+        ),
+        (
+            vec![
+                "agent",
+                "create",
+                "--site",
+                "x",
+                "--email",
+                "not-an-email",
+                "--name",
+                "A",
+                "--password-stdin",
+                "--data",
+                data,
+            ],
+            Some("long enough password\n"),
+            "valid email",
+        ),
+        (vec!["site", "list", "--data", "/proc/version"], None, "not a directory"),
+    ];
+    for (args, stdin, expected) in cases {
+        let out = holdfast(&args, stdin);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(err.contains(expected), "{args:?}: expected {expected:?} in {err:?}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = holdfast(&["serve", "--listen", &addr, "--data", tmp.path().to_str().unwrap()], None);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("already in use"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}

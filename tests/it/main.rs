@@ -1,0 +1,13 @@
+//! One integration binary (faster to link than one per file). Every test
+//! starts a real server on 127.0.0.1:0 over a real SQLite file and talks to
+//! it over real HTTP and WebSocket connections.
+
+mod architecture;
+mod bad_input;
+mod chat;
+mod cli;
+mod health;
+mod restart;
+mod resume;
+mod routing;
+mod support;

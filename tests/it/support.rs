@@ -1,0 +1,279 @@
+//! The harness: a real server in-process, HTTP and WebSocket clients, and
+//! waiting for a frame that matches a predicate (always with a timeout).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use holdfast::app::AppState;
+use holdfast::auth::passwords;
+use holdfast::config::Config;
+use holdfast::store::{Agent, NewAgent, Role, Site};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub base: String,
+    pub ws_base: String,
+    pub state: AppState,
+    pub dir: PathBuf,
+    /// Keeps the temporary directory alive for the test's duration.
+    _tmp: Option<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let mut s = Self::start_in(&dir, |_| {}).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    pub async fn start_in(dir: &Path, tune: impl FnOnce(&mut Config)) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let mut config = Config::new(addr, dir.to_owned());
+        config.announce = false;
+        config.presence_grace = Duration::from_millis(300);
+        tune(&mut config);
+        let (state, _first) = AppState::build(config).await.expect("server state");
+        let (tx, rx) = oneshot::channel::<()>();
+        let serve_state = state.clone();
+        let task = tokio::spawn(async move {
+            holdfast::server::run(listener, serve_state, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server");
+        });
+        TestServer {
+            base: format!("http://{addr}"),
+            ws_base: format!("ws://{addr}"),
+            state,
+            dir: dir.to_owned(),
+            _tmp: None,
+            shutdown: Some(tx),
+            task: Some(task),
+            http: reqwest::Client::builder().user_agent("holdfast-tests/1").build().unwrap(),
+        }
+    }
+
+    /// Stop serving (drain) and wait for the server task to end.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(WAIT, task).await;
+        }
+        self._tmp.take()
+    }
+
+    pub async fn site(&self) -> Site {
+        self.state.store.sites().await.unwrap().remove(0)
+    }
+
+    pub async fn new_site(&self, name: &str) -> Site {
+        self.state.store.create_site(name).await.unwrap()
+    }
+
+    /// Arrange an agent directly in the store (the CLI test covers creation
+    /// through the public interface).
+    pub async fn agent(&self, site: &Site, email: &str, limit: i64) -> Agent {
+        let hash = passwords::hash_now("password123").unwrap();
+        self.state
+            .store
+            .create_agent(NewAgent {
+                site_id: &site.id,
+                email,
+                name: email.split('@').next().unwrap(),
+                role: Role::Agent,
+                password_hash: &hash,
+                chat_limit: limit,
+            })
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.request(self.http.post(format!("{}{path}", self.base)).json(&body), token).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.request(self.http.get(format!("{}{path}", self.base)), token).await
+    }
+
+    async fn request(&self, mut req: reqwest::RequestBuilder, token: Option<&str>) -> (u16, Value) {
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.expect("http");
+        let status = res.status().as_u16();
+        let body = res.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Log in; returns (access token, refresh token).
+    pub async fn login(&self, email: &str, password: &str) -> (String, String) {
+        let (status, body) = self.post("/api/v1/auth/login", None, json!({"email": email, "password": password})).await;
+        assert_eq!(status, 200, "login failed: {body}");
+        (body["access_token"].as_str().unwrap().into(), body["refresh_token"].as_str().unwrap().into())
+    }
+
+    /// A new visitor of the site; returns (visitor id, visitor token).
+    pub async fn visitor(&self, site: &Site) -> (String, String) {
+        let (status, body) = self
+            .post(
+                "/api/v1/visitor/session",
+                None,
+                json!({"widget_key": site.widget_key, "page_url": "https://shop.example/p/1"}),
+            )
+            .await;
+        assert_eq!(status, 200, "visitor session failed: {body}");
+        (body["visitor_id"].as_str().unwrap().into(), body["visitor_token"].as_str().unwrap().into())
+    }
+
+    /// An agent logged in, connected and online.
+    pub async fn online_agent(&self, email: &str) -> (Client, String) {
+        let (access, _) = self.login(email, "password123").await;
+        let mut c = Client::connect(self, "/api/v1/agent/socket", &access, HashMap::new()).await;
+        c.send(json!({"type": "set_availability", "availability": "online"})).await;
+        c.wait_for(|f| f["type"] == "availability" && f["agent"]["availability"] == "online").await;
+        (c, access)
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A protocol client that keeps cursors and every durable event it received.
+pub struct Client {
+    ws: Ws,
+    pub welcome: Value,
+    pub cursors: HashMap<String, i64>,
+    /// Durable events (those with conv + seq) in arrival order.
+    pub events: Vec<Value>,
+    /// Frames received but not yet consumed by `wait_for`.
+    pending: Vec<Value>,
+}
+
+impl Client {
+    pub async fn connect(server: &TestServer, path: &str, token: &str, cursors: HashMap<String, i64>) -> Client {
+        Self::try_connect(&server.ws_base, path, token, cursors).await.expect("welcome")
+    }
+
+    /// Connect and say hello; `Err(frame)` if the server answered with an error.
+    pub async fn try_connect(
+        ws_base: &str,
+        path: &str,
+        token: &str,
+        cursors: HashMap<String, i64>,
+    ) -> Result<Client, Value> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("{ws_base}{path}")).await.expect("ws connect");
+        let mut c = Client { ws, welcome: Value::Null, cursors, events: Vec::new(), pending: Vec::new() };
+        let cursors = c.cursors.clone();
+        c.send(json!({"type": "hello", "v": 1, "token": token, "cursors": cursors})).await;
+        let first = c.next().await.expect("first frame");
+        if first["type"] == "welcome" {
+            c.welcome = first;
+            Ok(c)
+        } else {
+            Err(first)
+        }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.ws.send(Message::Text(frame.to_string().into())).await.expect("ws send");
+    }
+
+    pub async fn send_raw(&mut self, text: String) {
+        self.ws.send(Message::Text(text.into())).await.expect("ws send");
+    }
+
+    /// The next frame from the socket (None when it closed), recording
+    /// durable events and cursors.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for a frame")?;
+            match msg {
+                Ok(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t).expect("server sent JSON");
+                    if let (Some(conv), Some(seq)) = (v["conv"].as_str(), v["seq"].as_i64()) {
+                        self.cursors.insert(conv.to_owned(), seq);
+                        self.events.push(v.clone());
+                    }
+                    return Some(v);
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Wait for a frame matching `pred`; other frames are kept for later.
+    pub async fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.pending.iter().position(&pred) {
+            return self.pending.remove(i);
+        }
+        loop {
+            let f = self.next().await.expect("socket closed while waiting");
+            if pred(&f) {
+                return f;
+            }
+            self.pending.push(f);
+        }
+    }
+
+    /// Send a message and wait for its ack.
+    pub async fn say(&mut self, conv: Option<&str>, client_id: &str, body: &str) -> Value {
+        let mut frame = json!({"type": "send", "client_id": client_id, "body": body});
+        if let Some(c) = conv {
+            frame["conv"] = json!(c);
+        }
+        self.send(frame).await;
+        let cid = client_id.to_owned();
+        self.wait_for(move |f| {
+            (f["type"] == "ack" || f["type"] == "error") && (f["client_id"] == cid || f["ref"] == cid)
+        })
+        .await
+    }
+
+    /// Messages received (durable `message` events), as (conv, seq, body).
+    pub fn messages(&self) -> Vec<(String, i64, String)> {
+        self.events
+            .iter()
+            .filter(|e| e["type"] == "message")
+            .map(|e| {
+                (
+                    e["conv"].as_str().unwrap().to_owned(),
+                    e["seq"].as_i64().unwrap(),
+                    e["body"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Drop the connection without a close handshake (as a network cut would).
+    pub fn cut(self) {
+        drop(self.ws);
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// Assert a frame is an error with `code`.
+pub fn assert_error(frame: &Value, code: &str) {
+    assert_eq!(frame["type"], "error", "expected an error frame, got {frame}");
+    assert_eq!(frame["code"], code, "wrong error code in {frame}");
+}
