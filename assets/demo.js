@@ -18,7 +18,7 @@ function connect(path, token, onFrame, setStatus) {
     ws.onopen = () => { attempt = 0; ws.send(JSON.stringify({ type: "hello", v: 1, token: token(), cursors })); };
     ws.onmessage = (m) => {
       const f = JSON.parse(m.data);
-      if (f.conv && f.seq) cursors[f.conv] = f.seq;
+      if (f.conv && f.seq && f.type !== "ack") cursors[f.conv] = Math.max(cursors[f.conv] || 0, f.seq);
       if (f.type === "welcome") setStatus("connected");
       onFrame(f);
     };

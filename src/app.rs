@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::admission::Admission;
+use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::{Auth, HashPool, passwords};
+use crate::side::plan::PlanService;
 use crate::bus::{Bus, BusSink, local::LocalBus};
 use crate::chat::hub::Hub;
 use crate::chat::service::Chat;
@@ -20,6 +23,11 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub auth: Arc<Auth>,
     pub chat: Arc<Chat>,
+    pub admission: Arc<Admission>,
+    pub login_limiter: Arc<LoginLimiter>,
+    pub plan: Arc<PlanService>,
+    /// The socket cap in force (from config or the open-file limit).
+    pub max_sockets: usize,
     pub metrics: PrometheusHandle,
     pub started: Instant,
 }
@@ -44,17 +52,45 @@ impl AppState {
         let hub = Arc::new(Hub::new(config.presence_grace));
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
         bus.attach(hub.clone() as Arc<dyn BusSink>);
-        let chat = Arc::new(Chat::new(store.clone(), bus, hub));
+        let admission = Arc::new(Admission::new(&config.admission));
+        let chat = Arc::new(Chat::new(store.clone(), bus, hub, admission.clone()));
+        let login_limiter = Arc::new(LoginLimiter::new(config.login_limits));
+        let plan = PlanService::new(config.plan.clone());
+        plan.spawn();
+        let max_sockets = config.max_sockets.unwrap_or_else(socket_cap_from_fd_limit);
+        spawn_housekeeping(login_limiter.clone());
         let state = AppState {
             config: Arc::new(config),
             store,
             auth,
             chat,
+            admission,
+            login_limiter,
+            plan,
+            max_sockets,
             metrics: crate::telemetry::metrics(),
             started: Instant::now(),
         };
         Ok((state, first_run))
     }
+}
+
+/// Raise the soft open-file limit to the hard one, and keep headroom below
+/// it for the store, listeners and outgoing calls.
+fn socket_cap_from_fd_limit() -> usize {
+    const HEADROOM: u64 = 256;
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    limit.saturating_sub(HEADROOM).max(16) as usize
+}
+
+fn spawn_housekeeping(limiter: Arc<LoginLimiter>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limiter.prune();
+        }
+    });
 }
 
 /// On an empty store: a demo site and an admin with a generated password.

@@ -40,6 +40,8 @@ pub enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         data: DataArg,
+        #[command(flatten)]
+        opts: ServeOpts,
     },
     /// Manage sites.
     Site {
@@ -51,6 +53,32 @@ pub enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeOpts {
+    /// URL of the plan/subscription service whose banners the console shows
+    /// (polled in the background; its failure never affects login or chat).
+    #[arg(long, env = "HOLDFAST_PLAN_URL")]
+    pub plan_url: Option<String>,
+    /// Seconds between plan service refreshes.
+    #[arg(long, env = "HOLDFAST_PLAN_INTERVAL", default_value_t = 30)]
+    pub plan_interval: u64,
+    /// Most sockets this node holds (default: from the open-file limit).
+    #[arg(long, env = "HOLDFAST_MAX_SOCKETS")]
+    pub max_sockets: Option<usize>,
+    /// Enable /api/v1/ops/faults for rehearsals (never in production).
+    #[arg(long, env = "HOLDFAST_FAULT_INJECTION", hide = true)]
+    pub fault_injection: bool,
+}
+
+impl ServeOpts {
+    pub fn apply(&self, config: &mut Config) {
+        config.plan.url = self.plan_url.clone();
+        config.plan.interval = std::time::Duration::from_secs(self.plan_interval.max(1));
+        config.max_sockets = self.max_sockets;
+        config.fault_injection = self.fault_injection;
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,13 +141,13 @@ pub enum AgentCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     init_logs(cli.log_format);
     match cli.command {
-        Command::Serve { listen, data } => serve(listen, &data.dir).await,
+        Command::Serve { listen, data, opts } => serve(listen, &data.dir, &opts).await,
         Command::Site { command } => site(command).await,
         Command::Agent { command } => agent(command).await,
     }
 }
 
-async fn serve(listen: SocketAddr, dir: &Path) -> anyhow::Result<()> {
+async fn serve(listen: SocketAddr, dir: &Path, opts: &ServeOpts) -> anyhow::Result<()> {
     check_dir(dir)?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow!("cannot listen on {listen}: the address is already in use"),
@@ -127,9 +155,9 @@ async fn serve(listen: SocketAddr, dir: &Path) -> anyhow::Result<()> {
         _ => anyhow!("cannot listen on {listen}: {e}"),
     })?;
     let addr = listener.local_addr()?;
-    let (state, first_run) = AppState::build(Config::new(addr, dir.to_owned()))
-        .await
-        .map_err(|e| anyhow!("cannot start: {}", detail(&e)))?;
+    let mut config = Config::new(addr, dir.to_owned());
+    opts.apply(&mut config);
+    let (state, first_run) = AppState::build(config).await.map_err(|e| anyhow!("cannot start: {}", detail(&e)))?;
     let base = format!("http://{addr}");
     println!("Holdfast listening on {base}");
     println!("  agent console: {base}/demo");

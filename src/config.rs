@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::admission::AdmissionConfig;
 use crate::auth::AuthConfig;
+use crate::auth::ratelimit::LoginLimits;
+use crate::side::plan::PlanConfig;
 use crate::chat::session::SessionLimits;
 
 #[derive(Debug, Clone)]
@@ -31,6 +34,19 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Print the first-run credentials (off in tests).
     pub announce: bool,
+    /// Capacity of each priority lane.
+    pub admission: AdmissionConfig,
+    /// Login attempts per account and per address.
+    pub login_limits: LoginLimits,
+    /// The plan/banner side service.
+    pub plan: PlanConfig,
+    /// Most sockets this node holds at once; new ones beyond are refused
+    /// with 503 so the process never runs out of file descriptors. Set from
+    /// the open-file limit at start when `None`.
+    pub max_sockets: Option<usize>,
+    /// Allow `/api/v1/ops/faults` (admins only): store failures and socket
+    /// cuts for rehearsals. Never on in production.
+    pub fault_injection: bool,
 }
 
 impl Config {
@@ -46,6 +62,11 @@ impl Config {
             hash_deadline: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
             announce: true,
+            admission: AdmissionConfig::default(),
+            login_limits: LoginLimits::default(),
+            plan: PlanConfig::default(),
+            max_sockets: None,
+            fault_injection: false,
         }
     }
 }

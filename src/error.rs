@@ -14,6 +14,9 @@ pub enum Error {
     /// No valid credential, or a credential that has expired or was revoked.
     #[error("{0}")]
     Unauthorized(Cow<'static, str>),
+    /// The access token has expired: refresh it (no password needed).
+    #[error("token expired")]
+    TokenExpired,
     /// The caller is known but may not do this (wrong role).
     #[error("{0}")]
     Forbidden(Cow<'static, str>),
@@ -69,6 +72,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => "bad_request",
             Error::Unauthorized(_) => "unauthorized",
+            Error::TokenExpired => "token_expired",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
@@ -83,7 +87,7 @@ impl Error {
     pub fn http_status(&self) -> u16 {
         match self {
             Error::BadRequest(_) => 400,
-            Error::Unauthorized(_) => 401,
+            Error::Unauthorized(_) | Error::TokenExpired => 401,
             Error::Forbidden(_) => 403,
             Error::NotFound(_) => 404,
             Error::Conflict(_) => 409,

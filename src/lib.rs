@@ -10,12 +10,15 @@
 //! - `server`    — bind, serve, drain on shutdown.
 //! - `http`      — the only module that knows axum: routes, extractors, sockets.
 //! - `chat`      — protocol frames, socket sessions, hub, routing, chat actions.
-//! - `auth`      — password hashing pool, tokens, sessions.
+//! - `auth`      — password hashing pool, tokens, sessions, login rate limits.
+//! - `admission` — priority lanes with their own capacity; shedding with 503.
+//! - `side`      — side services (plan banners) behind timeouts, breakers, caches.
 //! - `store`     — the `Store` trait and its SQLite implementation; the only SQL.
 //! - `bus`       — the `Bus` trait (event fan-out) and its in-process implementation.
 //! - `error`     — one error type and its mapping to HTTP status codes.
 //! - `telemetry` — logs and Prometheus metrics.
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod bus;
@@ -25,5 +28,6 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod server;
+pub mod side;
 pub mod store;
 pub mod telemetry;

@@ -8,6 +8,7 @@
 //! absolute lifetime, never because infrastructure hiccupped.
 
 pub mod passwords;
+pub mod ratelimit;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -58,6 +59,10 @@ pub struct Auth {
     pub tokens: Tokens,
     pub hashes: HashPool,
     cfg: AuthConfig,
+    /// Sessions ended on this node, with when their last access token
+    /// expires: access tokens are checked in memory, so a logout must be
+    /// remembered here until its tokens could no longer be valid anyway.
+    revoked: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Verified against on unknown emails, so a login for an unknown email
     /// costs the same time as one for a known email.
     dummy_hash: String,
@@ -69,7 +74,7 @@ pub const MAX_PASSWORD: usize = 1024;
 impl Auth {
     pub fn new(store: Arc<dyn Store>, secret: &[u8], hashes: HashPool, cfg: AuthConfig) -> Result<Self> {
         let dummy_hash = passwords::hash_now("holdfast-dummy-password")?;
-        Ok(Auth { store, tokens: Tokens::new(secret), hashes, cfg, dummy_hash })
+        Ok(Auth { store, tokens: Tokens::new(secret), hashes, cfg, revoked: Default::default(), dummy_hash })
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Result<Credentials> {
@@ -150,11 +155,55 @@ impl Auth {
     }
 
     pub async fn logout(&self, session_id: &str) -> Result<()> {
+        self.forget_session(session_id);
         self.store.revoke_session(session_id, now_ms()).await
     }
 
+    /// Refuse the session's access tokens from now on (on this node).
+    pub fn forget_session(&self, session_id: &str) {
+        let now = now_ms();
+        let until = now + self.cfg.access_ttl.as_millis() as i64 + 10_000;
+        let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        revoked.retain(|_, exp| *exp > now);
+        revoked.insert(session_id.to_owned(), until);
+    }
+
     pub fn verify_agent(&self, token: &str) -> Result<AgentClaims> {
-        self.tokens.verify_agent(token)
+        let claims = self.tokens.verify_agent(token)?;
+        let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        if revoked.contains_key(&claims.sid) {
+            return Err(Error::unauthorized("session ended"));
+        }
+        Ok(claims)
+    }
+
+    /// An expired access token may still resume or be renewed while its
+    /// session is alive — asked of the store in one indexed read — or, if
+    /// the store cannot answer, within `grace` of expiry: infrastructure
+    /// trouble never logs an agent out.
+    pub async fn verify_agent_lenient(&self, token: &str, grace: Duration) -> Result<AgentClaims> {
+        match self.verify_agent(token) {
+            Err(Error::TokenExpired) => {}
+            other => return other,
+        }
+        let claims = self.tokens.verify_agent_expired(token, grace.as_secs())?;
+        if self.revoked.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&claims.sid) {
+            return Err(Error::unauthorized("session ended"));
+        }
+        match tokio::time::timeout(Duration::from_secs(1), self.store.session(&claims.sid)).await {
+            Ok(Ok(Some(s))) if s.revoked_at.is_none() && s.expires_at > now_ms() => Ok(claims),
+            Ok(Ok(_)) => Err(Error::TokenExpired),
+            Ok(Err(_)) | Err(_) => {
+                metrics::counter!("holdfast_lenient_renewals_total").increment(1);
+                tracing::warn!("store unavailable: accepting an expired token within its grace period");
+                Ok(claims)
+            }
+        }
+    }
+
+    /// A new access token for the claims of a (possibly expired) one.
+    pub fn reissue(&self, claims: &AgentClaims) -> Result<String> {
+        self.tokens.issue_agent(&claims.sub, &claims.site, &claims.sid, claims.role, self.cfg.access_ttl.as_secs())
     }
 
     pub fn verify_visitor(&self, token: &str) -> Result<VisitorClaims> {

@@ -95,6 +95,20 @@ impl Tokens {
         Ok(claims)
     }
 
+    /// The claims of a correctly signed agent token that expired less than
+    /// `grace_s` ago (for lenient renewal); any other token is refused.
+    pub fn verify_agent_expired(&self, token: &str, grace_s: u64) -> Result<AgentClaims> {
+        let mut lenient = self.validation.clone();
+        lenient.validate_exp = false;
+        let claims = jsonwebtoken::decode::<AgentClaims>(token, &self.decoding, &lenient)
+            .map(|d| d.claims)
+            .map_err(|_| Error::unauthorized("invalid token"))?;
+        if claims.typ != "agent" || claims.exp + grace_s < now_s() {
+            return Err(Error::TokenExpired);
+        }
+        Ok(claims)
+    }
+
     pub fn verify_visitor(&self, token: &str) -> Result<VisitorClaims> {
         let claims: VisitorClaims = self.decode(token)?;
         if claims.typ != "visitor" {
@@ -109,7 +123,7 @@ impl Tokens {
         }
         jsonwebtoken::decode::<T>(token, &self.decoding, &self.validation).map(|d| d.claims).map_err(|e| {
             match e.kind() {
-                ErrorKind::ExpiredSignature => Error::unauthorized("token expired"),
+                ErrorKind::ExpiredSignature => Error::TokenExpired,
                 _ => Error::unauthorized("invalid token"),
             }
         })

@@ -8,7 +8,7 @@
 //! a network blip does not make routing think the agent has left.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,41 @@ struct Conn {
     principal: Principal,
     tx: mpsc::Sender<Arc<Envelope>>,
     /// Woken when the connection must close (too slow, or told to go).
-    kick: Arc<Notify>,
+    kick: Arc<Kick>,
+}
+
+/// Why a connection is told to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KickReason {
+    /// Its queue overflowed: reconnect now and resume.
+    SlowConsumer = 1,
+    /// The node is shutting down: reconnect (elsewhere) after a jittered delay.
+    Drain = 2,
+    /// Fault injection: drop the socket without a word, as a network blip would.
+    Cut = 3,
+}
+
+/// A wake-up with a reason; the first reason set wins.
+#[derive(Default)]
+pub struct Kick {
+    notify: Notify,
+    reason: AtomicU8,
+}
+
+impl Kick {
+    fn kick(&self, reason: KickReason) {
+        let _ = self.reason.compare_exchange(0, reason as u8, Ordering::Relaxed, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    pub async fn kicked(&self) -> KickReason {
+        self.notify.notified().await;
+        match self.reason.load(Ordering::Relaxed) {
+            2 => KickReason::Drain,
+            3 => KickReason::Cut,
+            _ => KickReason::SlowConsumer,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -51,7 +85,7 @@ struct Index {
 pub struct Registration {
     pub id: ConnId,
     pub rx: mpsc::Receiver<Arc<Envelope>>,
-    pub kick: Arc<Notify>,
+    pub kick: Arc<Kick>,
 }
 
 pub struct Hub {
@@ -92,7 +126,7 @@ impl Hub {
     pub fn register(&self, site_id: &str, principal: Principal) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
-        let kick = Arc::new(Notify::new());
+        let kick = Arc::new(Kick::default());
         let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
         match &principal {
             Principal::Agent { agent_id, session_id } => {
@@ -162,10 +196,20 @@ impl Hub {
     /// Tell every connection to reconnect elsewhere (the node is stopping).
     pub fn drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
+        self.kick_all(KickReason::Drain);
+    }
+
+    /// Drop every connection abruptly (fault injection: a network blip).
+    pub fn cut_all(&self) -> usize {
+        self.kick_all(KickReason::Cut)
+    }
+
+    fn kick_all(&self, reason: KickReason) -> usize {
         let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
         for conn in ix.conns.values() {
-            conn.kick.notify_one();
+            conn.kick.kick(reason);
         }
+        ix.conns.len()
     }
 
     fn targets(ix: &Index, site_id: &str, audience: &Audience) -> Vec<ConnId> {
@@ -205,7 +249,7 @@ impl BusSink for Hub {
             }
             if conn.tx.try_send(envelope.clone()).is_err() {
                 metrics::counter!("holdfast_slow_consumers_total").increment(1);
-                conn.kick.notify_one();
+                conn.kick.kick(KickReason::SlowConsumer);
             }
         }
     }
@@ -250,7 +294,8 @@ mod tests {
         for _ in 0..CONNECTION_QUEUE + 1 {
             hub.deliver(frame("s", Audience::Visitor { visitor_id: "v".into() }));
         }
-        tokio::time::timeout(Duration::from_millis(100), reg.kick.notified()).await.expect("kicked");
+        let reason = tokio::time::timeout(Duration::from_millis(100), reg.kick.kicked()).await.expect("kicked");
+        assert_eq!(reason, KickReason::SlowConsumer);
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use super::hub::Hub;
 use super::protocol::{AgentView, AuthorView, EventView, MAX_BODY_CHARS, MAX_CLIENT_ID, QueueEntry, ServerFrame};
 use super::routing;
+use crate::admission::Admission;
 use crate::bus::{Audience, Bus, Envelope, Payload};
 use crate::error::{Error, Result};
 use crate::store::{
@@ -65,6 +66,8 @@ pub struct Chat {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub hub: Arc<Hub>,
+    /// Socket frames are admitted by lane like HTTP requests.
+    pub admission: Arc<Admission>,
     /// Serialises routing per site on this node, so queue drains do not
     /// stampede; correctness does not depend on it (the store re-checks).
     routing_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -107,8 +110,8 @@ pub fn encode(frame: &impl serde::Serialize) -> Bytes {
 }
 
 impl Chat {
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, hub: Arc<Hub>) -> Self {
-        Chat { store, bus, hub, routing_locks: Mutex::default(), online_cache: Mutex::default() }
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, hub: Arc<Hub>, admission: Arc<Admission>) -> Self {
+        Chat { store, bus, hub, admission, routing_locks: Mutex::default(), online_cache: Mutex::default() }
     }
 
     // ----- publishing -------------------------------------------------------

@@ -15,12 +15,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 
-use super::hub::Principal;
+use super::hub::{KickReason, Principal};
 use super::protocol::{
     AgentView, CLIENT_FRAME_TYPES, ClientFrame, ConversationView, EventView, MAX_CURSORS, MAX_FRAME_BYTES,
     PROTOCOL_VERSION, ServerFrame,
 };
 use super::service::{AgentCtx, Chat, Peer, VisitorCtx, clean_field, encode};
+use crate::admission::Lane;
 use crate::auth::Auth;
 use crate::bus::{Envelope, Payload};
 use crate::error::{Error, Result};
@@ -57,6 +58,9 @@ pub struct SessionLimits {
     pub idle_timeout: Duration,
     /// Longest a single write may take before the client counts as gone.
     pub write_timeout: Duration,
+    /// How long past its expiry an access token may still resume a socket
+    /// or be renewed when the store cannot be asked (lenient renewal).
+    pub renewal_grace: Duration,
 }
 
 impl Default for SessionLimits {
@@ -65,20 +69,20 @@ impl Default for SessionLimits {
             hello_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             write_timeout: Duration::from_secs(10),
+            renewal_grace: Duration::from_secs(3600),
         }
     }
 }
+
+/// Close reason of a socket cut by fault injection (no close frame is sent).
+const CUT: &str = "cut";
 
 /// Events fetched from the store per read when replaying.
 const REPLAY_PAGE: i64 = 500;
 
 fn error_frame(err: &Error, reference: Option<String>) -> Bytes {
     let message = if err.is_server_fault() { "internal error, please retry".to_owned() } else { err.to_string() };
-    let code = match err {
-        Error::Unauthorized(m) if m == "token expired" => "token_expired",
-        e => e.code(),
-    };
-    encode(&ServerFrame::Error { code, message, reference })
+    encode(&ServerFrame::Error { code: err.code(), message, reference })
 }
 
 struct Session<O> {
@@ -103,7 +107,11 @@ where
         Ok(None) => return,
         Err(_) => Err(Error::bad_request("no hello within the time allowed")),
     };
-    let (peer, cursors) = match hello.and_then(|f| authenticate(&auth, side, f)) {
+    let authenticated = match hello {
+        Ok(frame) => authenticate(&chat, &auth, side, limits.renewal_grace, frame).await,
+        Err(e) => Err(e),
+    };
+    let (peer, cursors) = match authenticated {
         Ok(ok) => ok,
         Err(err) => {
             let _ = out.send(Outbound::Text(error_frame(&err, None))).await;
@@ -141,7 +149,9 @@ where
         });
     }
     let reason = outcome.unwrap_or("error");
-    let _ = session.out.send(Outbound::Close(reason)).await;
+    if reason != CUT {
+        let _ = session.out.send(Outbound::Close(reason)).await;
+    }
 }
 
 fn parse_frame(text: &str) -> Result<ClientFrame> {
@@ -159,7 +169,13 @@ fn parse_frame(text: &str) -> Result<ClientFrame> {
     serde_json::from_value(value).map_err(|e| Error::bad_request(format!("invalid {kind} frame: {e}")))
 }
 
-fn authenticate(auth: &Auth, side: Side, frame: ClientFrame) -> Result<(Peer, HashMap<String, i64>)> {
+async fn authenticate(
+    chat: &Chat,
+    auth: &Auth,
+    side: Side,
+    grace: Duration,
+    frame: ClientFrame,
+) -> Result<(Peer, HashMap<String, i64>)> {
     let ClientFrame::Hello { v, token, cursors } = frame else {
         return Err(Error::bad_request("the first frame must be hello"));
     };
@@ -174,9 +190,11 @@ fn authenticate(auth: &Auth, side: Side, frame: ClientFrame) -> Result<(Peer, Ha
     if cursors.values().any(|s| *s < 0) {
         return Err(Error::bad_request("cursors must be >= 0"));
     }
+    // A resume is critical work: it gets the reserved lane.
+    let _admitted = chat.admission.enter(Lane::Critical).await?;
     let peer = match side {
         Side::Agent => {
-            let c = auth.verify_agent(&token)?;
+            let c = auth.verify_agent_lenient(&token, grace).await?;
             Peer::Agent(AgentCtx { agent_id: c.sub, site_id: c.site, session_id: c.sid, role: c.role })
         }
         Side::Visitor => {
@@ -262,14 +280,16 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         // Replay: every open conversation from the client's cursor (or from
         // the start), plus any other conversation it has a cursor for and may
         // see (e.g. one transferred or closed while it was away).
-        let mut targets: Vec<(String, i64)> =
-            open.iter().map(|c| (c.id.clone(), client_cursors.get(&c.id).copied().unwrap_or(0))).collect();
+        // A cursor beyond the conversation's end is clamped, so live events
+        // are not silently dropped as "already seen".
+        let cursor_for = |c: &crate::store::Conversation| client_cursors.get(&c.id).copied().unwrap_or(0).min(c.last_seq);
+        let mut targets: Vec<(String, i64)> = open.iter().map(|c| (c.id.clone(), cursor_for(c))).collect();
         for (conv, after) in &client_cursors {
             if targets.iter().any(|(c, _)| c == conv) {
                 continue;
             }
             match chat.conversation_for(&self.peer, conv).await {
-                Ok(c) => targets.push((c.id, *after)),
+                Ok(c) => targets.push((c.id.clone(), (*after).min(c.last_seq))),
                 Err(Error::NotFound(_)) => {
                     let err = Error::NotFound("conversation");
                     self.send(error_frame(&err, Some(conv.clone()))).await?;
@@ -280,6 +300,17 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         for (conv, after) in targets {
             self.cursors.insert(conv.clone(), after);
             self.catch_up(&conv, i64::MAX).await?;
+        }
+        // A queued visitor learns their place again at once.
+        if let Peer::Visitor(v) = &self.peer
+            && open.iter().any(|c| c.status == crate::store::ConversationStatus::Queued)
+        {
+            let visitor_id = v.visitor_id.clone();
+            let queue = chat.queue_snapshot(&site_id).await?;
+            for entry in queue.iter().filter(|e| e.visitor_id == visitor_id) {
+                let frame = ServerFrame::QueuePosition { conv: entry.conv.clone(), position: entry.position };
+                self.send(encode(&frame)).await?;
+            }
         }
         Ok(())
     }
@@ -341,15 +372,22 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
     where
         I: Stream<Item = Inbound> + Unpin + Send,
     {
+        // Idle means nothing *from the client* (it pings); server traffic
+        // does not keep a dead client alive.
+        let mut last_heard = tokio::time::Instant::now();
         loop {
+            let idle_deadline = last_heard + limits.idle_timeout;
             tokio::select! {
                 biased;
-                _ = reg.kick.notified() => {
-                    let frame = if self.chat.hub.is_draining() {
+                reason = reg.kick.kicked() => {
+                    let frame = match reason {
+                        // Say nothing: the socket just dies, as in a network blip.
+                        KickReason::Cut => return Ok(CUT),
                         // Spread the reconnects of a whole node over 5 s.
-                        ServerFrame::Reconnect { after_ms: rand::random_range(0..5000), reason: "draining" }
-                    } else {
-                        ServerFrame::Reconnect { after_ms: 0, reason: "slow_consumer" }
+                        KickReason::Drain => {
+                            ServerFrame::Reconnect { after_ms: rand::random_range(0..5000), reason: "draining" }
+                        }
+                        KickReason::SlowConsumer => ServerFrame::Reconnect { after_ms: 0, reason: "slow_consumer" },
                     };
                     let _ = self.send(encode(&frame)).await;
                     return Ok("reconnect");
@@ -360,15 +398,16 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                         return Ok(reason);
                     }
                 }
-                inbound = tokio::time::timeout(limits.idle_timeout, input.next()) => {
+                _ = tokio::time::sleep_until(idle_deadline) => return Ok("idle"),
+                inbound = input.next() => {
+                    last_heard = tokio::time::Instant::now();
                     match inbound {
-                        Err(_) => return Ok("idle"),
-                        Ok(None) => return Ok("client closed"),
-                        Ok(Some(Inbound::Other)) => {
+                        None => return Ok("client closed"),
+                        Some(Inbound::Other) => {
                             let err = Error::bad_request("frames must be JSON text");
                             self.send(error_frame(&err, None)).await?;
                         }
-                        Ok(Some(Inbound::Text(text))) => self.handle_text(&text).await?,
+                        Some(Inbound::Text(text)) => self.handle_text(&text).await?,
                     }
                 }
             }
@@ -381,7 +420,16 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             Err(err) => return self.send(error_frame(&err, None)).await,
         };
         let reference = frame_ref(&frame);
-        match self.handle(frame).await {
+        let admitted = match frame {
+            ClientFrame::Ping => None,
+            _ => match self.chat.admission.enter(Lane::Chat).await {
+                Ok(permit) => Some(permit),
+                Err(err) => return self.send(error_frame(&err, reference)).await,
+            },
+        };
+        let outcome = self.handle(frame).await;
+        drop(admitted);
+        match outcome {
             Ok(Some(reply)) => self.send(reply).await,
             Ok(None) => Ok(()),
             Err(err) => {

@@ -1,6 +1,8 @@
 //! Agent login, refresh and logout.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -8,7 +10,7 @@ use serde::Deserialize;
 
 use super::extract::{AgentAuth, ApiJson};
 use crate::app::AppState;
-use crate::auth::Credentials;
+use crate::auth::{Credentials, normalize_email};
 use crate::bus::{Audience, Envelope, Payload};
 use crate::error::{Error, Result};
 use crate::store::Agent;
@@ -28,7 +30,12 @@ struct LoginRequest {
     password: String,
 }
 
-async fn login(State(state): State<AppState>, ApiJson(req): ApiJson<LoginRequest>) -> Result<Json<Credentials>> {
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Json<Credentials>> {
+    state.login_limiter.check(&normalize_email(&req.email), Some(peer.ip()))?;
     Ok(Json(state.auth.login(&req.email, &req.password).await?))
 }
 
@@ -36,10 +43,31 @@ async fn login(State(state): State<AppState>, ApiJson(req): ApiJson<LoginRequest
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
     refresh_token: String,
+    /// The access token being replaced: if the store cannot be asked, it is
+    /// renewed from its own claims within the grace period.
+    #[serde(default)]
+    access_token: Option<String>,
 }
 
-async fn refresh(State(state): State<AppState>, ApiJson(req): ApiJson<RefreshRequest>) -> Result<Json<Credentials>> {
-    Ok(Json(state.auth.refresh(&req.refresh_token).await?))
+async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> Result<Json<serde_json::Value>> {
+    match state.auth.refresh(&req.refresh_token).await {
+        Ok(creds) => Ok(Json(serde_json::to_value(creds).map_err(Error::internal)?)),
+        Err(err @ (Error::Store(_) | Error::Unavailable(_))) => {
+            // Lenient renewal: infrastructure trouble never logs anyone out.
+            let grace = state.config.sessions.renewal_grace;
+            let Some(old) = req.access_token.as_deref() else { return Err(err) };
+            let claims = state.auth.verify_agent_lenient(old, grace).await.map_err(|_| err)?;
+            Ok(Json(serde_json::json!({
+                "access_token": state.auth.reissue(&claims)?,
+                "expires_in": state.auth.access_ttl().as_secs(),
+                "degraded": true,
+            })))
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Ends the session of the access token, and closes its sockets everywhere.

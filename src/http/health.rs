@@ -30,13 +30,16 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let bus = if state.chat.bus.healthy() { "ok" } else { "degraded" };
     let ready = store == "ok";
     let (agents, visitors) = state.chat.hub.counts();
+    // Side services show as degraded, never as not-ready.
     let body = serde_json::json!({
         "ready": ready,
         "checks": {
             "store": {"status": store, "latency_ms": started.elapsed().as_secs_f64() * 1000.0},
             "bus": {"status": bus},
+            "plan": state.plan.health(),
         },
-        "connections": {"agents": agents, "visitors": visitors},
+        "lanes": state.admission.stats(),
+        "connections": {"agents": agents, "visitors": visitors, "max": state.max_sockets},
         "uptime_s": state.started.elapsed().as_secs(),
     });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -44,6 +47,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.admission.export_metrics();
+    let (agents, visitors) = state.chat.hub.counts();
+    metrics::gauge!("holdfast_sockets", "kind" => "agent").set(agents as f64);
+    metrics::gauge!("holdfast_sockets", "kind" => "visitor").set(visitors as f64);
     state.metrics.run_upkeep();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

@@ -7,6 +7,8 @@ mod demo;
 mod error;
 pub mod extract;
 mod health;
+mod lanes;
+mod ops;
 mod socket;
 mod visitor;
 
@@ -27,8 +29,10 @@ pub fn router(state: AppState) -> Router {
         .merge(agent::routes())
         .merge(socket::routes())
         .merge(demo::routes())
+        .merge(ops::routes())
         .fallback(|| async { Error::NotFound("route") })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), lanes::admit))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

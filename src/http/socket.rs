@@ -5,13 +5,14 @@
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt, future};
 
 use crate::app::AppState;
 use crate::chat::protocol::MAX_FRAME_BYTES;
 use crate::chat::session::{self, Inbound, Outbound, Side};
+use crate::error::Error;
 
 /// Frames above this size are refused by the WebSocket layer itself (the
 /// connection closes with 1009); between `MAX_FRAME_BYTES` and this, the
@@ -31,6 +32,12 @@ async fn visitor_socket(State(state): State<AppState>, ws: WebSocketUpgrade) -> 
 }
 
 fn upgrade(state: AppState, ws: WebSocketUpgrade, side: Side) -> Response {
+    // Refuse cleanly before the process runs out of file descriptors.
+    let (agents, visitors) = state.chat.hub.counts();
+    if agents + visitors >= state.max_sockets {
+        metrics::counter!("holdfast_sockets_refused_total").increment(1);
+        return Error::Unavailable(rand::random_range(1..=5)).into_response();
+    }
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
         .max_message_size(TRANSPORT_MAX_MESSAGE)

@@ -15,6 +15,51 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+/// A switch that makes a store fail or hang on purpose, so rehearsals and
+/// tests can show what happens when the database is down or slow. Off
+/// unless the server was started with fault injection enabled.
+#[derive(Debug, Default)]
+pub struct Faults {
+    mode: std::sync::atomic::AtomicU8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultMode {
+    /// Work normally.
+    Ok,
+    /// Every call fails at once, as with a lost connection.
+    Fail,
+    /// Every call waits 30 s and then fails, as with an overloaded database.
+    Hang,
+}
+
+impl Faults {
+    pub fn set(&self, mode: FaultMode) {
+        self.mode.store(mode as u8, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn mode(&self) -> FaultMode {
+        match self.mode.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => FaultMode::Fail,
+            2 => FaultMode::Hang,
+            _ => FaultMode::Ok,
+        }
+    }
+
+    /// Called by a store before each operation.
+    pub async fn check(&self) -> Result<()> {
+        match self.mode() {
+            FaultMode::Ok => Ok(()),
+            FaultMode::Fail => Err(crate::error::Error::Store(anyhow::anyhow!("injected fault: store down"))),
+            FaultMode::Hang => {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                Err(crate::error::Error::Store(anyhow::anyhow!("injected fault: store hung")))
+            }
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch, the store's one time format.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -358,6 +403,8 @@ pub struct SearchHit {
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip used by `/readyz`.
     async fn ping(&self) -> Result<()>;
+    /// The store's fault-injection switch.
+    fn faults(&self) -> std::sync::Arc<Faults>;
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>>;
     /// Set `key` to `value` unless it is already set; returns the stored value.

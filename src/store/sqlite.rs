@@ -9,6 +9,7 @@
 //! acknowledged, at the cost of one `fsync` per batch instead of per message.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ const MAX_BATCH: usize = 512;
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    /// Injected failures, for rehearsals and tests of "the store is down".
+    faults: Arc<Faults>,
     /// Queue into the group-commit task.
     changes: mpsc::Sender<PendingChange>,
 }
@@ -71,7 +74,22 @@ impl SqliteStore {
             .await?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(group_commit(write.clone(), rx));
-        Ok(SqliteStore { read, write, changes: tx })
+        Ok(SqliteStore { read, write, faults: Arc::new(Faults::default()), changes: tx })
+    }
+
+    /// The fault switch of this store (see [`Faults`]).
+    pub fn faults(&self) -> Arc<Faults> {
+        self.faults.clone()
+    }
+
+    async fn r(&self) -> Result<&SqlitePool> {
+        self.faults.check().await?;
+        Ok(&self.read)
+    }
+
+    async fn w(&self) -> Result<&SqlitePool> {
+        self.faults.check().await?;
+        Ok(&self.write)
     }
 
     /// Close both pools, waiting for queued writes to finish.
@@ -248,6 +266,24 @@ async fn apply_one(
             if *up_to < 0 || *up_to > conv.last_seq {
                 return Ok(Err(Error::bad_request("read receipt beyond the conversation's last event")));
             }
+            // Only a receipt that moves the reader forward is recorded, so
+            // clients acknowledging each other's receipts cannot loop.
+            let last = sqlx::query(
+                "SELECT * FROM events WHERE conversation_id = ? AND kind = 'read' AND author_kind = ? \
+                 AND author_id IS ? ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(conversation_id)
+            .bind(reader.kind.as_str())
+            .bind(reader.id.as_deref())
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| event_from_row(&r))
+            .transpose()?;
+            if let Some(last) = last
+                && last.data.get("up_to").and_then(|v| v.as_i64()).unwrap_or(0) >= *up_to
+            {
+                return Ok(Ok(Applied { event: last, conversation: conv, previous_agent: None, duplicate: true }));
+            }
             ("read", reader.clone(), None, None, serde_json::json!({"up_to": up_to}))
         }
     };
@@ -404,22 +440,26 @@ fn new_widget_key() -> String {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn faults(&self) -> Arc<Faults> {
+        SqliteStore::faults(self)
+    }
+
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.read).await?;
+        sqlx::query("SELECT 1").execute(self.r().await?).await?;
         Ok(())
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_optional(&self.read).await?)
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_optional(self.r().await?).await?)
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
         sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)")
             .bind(key)
             .bind(value)
-            .execute(&self.write)
+            .execute(self.w().await?)
             .await?;
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_one(&self.write).await?)
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_one(self.w().await?).await?)
     }
 
     async fn create_site(&self, name: &str) -> Result<Site> {
@@ -430,7 +470,7 @@ impl Store for SqliteStore {
             settings: serde_json::json!({}),
             created_at: now_ms(),
         };
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.w().await?.begin().await?;
         sqlx::query("INSERT INTO sites (id, name, widget_key, settings, created_at) VALUES (?, ?, ?, ?, ?)")
             .bind(&site.id)
             .bind(&site.name)
@@ -452,7 +492,7 @@ impl Store for SqliteStore {
     async fn site(&self, id: &str) -> Result<Option<Site>> {
         sqlx::query("SELECT * FROM sites WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_optional(self.r().await?)
             .await?
             .map(|r| site_from_row(&r))
             .transpose()
@@ -461,7 +501,7 @@ impl Store for SqliteStore {
     async fn site_by_widget_key(&self, key: &str) -> Result<Option<Site>> {
         sqlx::query("SELECT * FROM sites WHERE widget_key = ?")
             .bind(key)
-            .fetch_optional(&self.read)
+            .fetch_optional(self.r().await?)
             .await?
             .map(|r| site_from_row(&r))
             .transpose()
@@ -469,7 +509,7 @@ impl Store for SqliteStore {
 
     async fn sites(&self) -> Result<Vec<Site>> {
         sqlx::query("SELECT * FROM sites ORDER BY created_at")
-            .fetch_all(&self.read)
+            .fetch_all(self.r().await?)
             .await?
             .iter()
             .map(site_from_row)
@@ -484,7 +524,7 @@ impl Store for SqliteStore {
             .bind(name)
             .bind(is_default as i64)
             .bind(now_ms())
-            .execute(&self.write)
+            .execute(self.w().await?)
             .await
             .map_err(|e| match e {
                 sqlx::Error::Database(d) if d.is_unique_violation() => Error::conflict("a group with that name exists"),
@@ -496,7 +536,7 @@ impl Store for SqliteStore {
     async fn groups(&self, site_id: &str) -> Result<Vec<Group>> {
         sqlx::query("SELECT * FROM groups WHERE site_id = ? ORDER BY is_default DESC, name")
             .bind(site_id)
-            .fetch_all(&self.read)
+            .fetch_all(self.r().await?)
             .await?
             .iter()
             .map(group_from_row)
@@ -506,7 +546,7 @@ impl Store for SqliteStore {
     async fn group(&self, id: &str) -> Result<Option<Group>> {
         sqlx::query("SELECT * FROM groups WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_optional(self.r().await?)
             .await?
             .map(|r| group_from_row(&r))
             .transpose()
@@ -516,7 +556,7 @@ impl Store for SqliteStore {
         sqlx::query("INSERT OR IGNORE INTO agent_groups (agent_id, group_id) VALUES (?, ?)")
             .bind(agent_id)
             .bind(group_id)
-            .execute(&self.write)
+            .execute(self.w().await?)
             .await?;
         Ok(())
     }
@@ -534,7 +574,7 @@ impl Store for SqliteStore {
             active: true,
             created_at: now_ms(),
         };
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.w().await?.begin().await?;
         sqlx::query(
             "INSERT INTO agents (id, site_id, email, name, role, password_hash, chat_limit, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -569,7 +609,7 @@ impl Store for SqliteStore {
     async fn agent(&self, id: &str) -> Result<Option<Agent>> {
         sqlx::query("SELECT * FROM agents WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_optional(self.r().await?)
             .await?
             .map(|r| agent_from_row(&r))
             .transpose()
@@ -578,7 +618,7 @@ impl Store for SqliteStore {
     async fn agent_by_email(&self, email: &str) -> Result<Option<Agent>> {
         sqlx::query("SELECT * FROM agents WHERE email = ?")
             .bind(email)
-            .fetch_optional(&self.read)
+            .fetch_optional(self.r().await?)
             .await?
             .map(|r| agent_from_row(&r))
             .transpose()
@@ -587,7 +627,7 @@ impl Store for SqliteStore {
     async fn agents(&self, site_id: &str) -> Result<Vec<Agent>> {
         sqlx::query("SELECT * FROM agents WHERE site_id = ? ORDER BY name, email")
             .bind(site_id)
-            .fetch_all(&self.read)
+            .fetch_all(self.r().await?)
             .await?
             .iter()
             .map(agent_from_row)
@@ -598,7 +638,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE agents SET availability = ? WHERE id = ?")
             .bind(availability.as_str())
             .bind(agent_id)
-            .execute(&self.write)
+            .execute(self.w().await?)
             .await?;
         Ok(())
     }
@@ -611,7 +651,7 @@ impl Store for SqliteStore {
              WHERE g.group_id = ? AND a.active = 1",
         )
         .bind(group_id)
-        .fetch_all(&self.read)
+        .fetch_all(self.r().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -649,7 +689,7 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(now)
         .bind(expires_at)
-        .execute(&self.write)
+        .execute(self.w().await?)
         .await?;
         Ok(session)
     }
@@ -657,7 +697,7 @@ impl Store for SqliteStore {
     async fn session_by_secret_hash(&self, secret_hash: &str) -> Result<Option<Session>> {
         sqlx::query("SELECT * FROM sessions WHERE secret_hash = ?")
             .bind(secret_hash)
-            .fetch_optional(&self.read)
+            .fetch_optional(self.r().await?)
             .await?
             .map(|r| session_from_row(&r))
             .transpose()
@@ -666,7 +706,7 @@ impl Store for SqliteStore {
     async fn session(&self, id: &str) -> Result<Option<Session>> {
         sqlx::query("SELECT * FROM sessions WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_optional(self.r().await?)
             .await?
             .map(|r| session_from_row(&r))
             .transpose()
@@ -676,7 +716,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE sessions SET last_used_at = max(last_used_at, ?) WHERE id = ?")
             .bind(at)
             .bind(id)
-            .execute(&self.write)
+            .execute(self.w().await?)
             .await?;
         Ok(())
     }
@@ -685,7 +725,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE sessions SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?")
             .bind(at)
             .bind(id)
-            .execute(&self.write)
+            .execute(self.w().await?)
             .await?;
         Ok(())
     }
@@ -716,7 +756,7 @@ impl Store for SqliteStore {
         .bind(&visitor.user_agent)
         .bind(now)
         .bind(now)
-        .execute(&self.write)
+        .execute(self.w().await?)
         .await?;
         Ok(visitor)
     }
@@ -724,7 +764,7 @@ impl Store for SqliteStore {
     async fn visitor(&self, id: &str) -> Result<Option<Visitor>> {
         sqlx::query("SELECT * FROM visitors WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_optional(self.r().await?)
             .await?
             .map(|r| visitor_from_row(&r))
             .transpose()
@@ -743,7 +783,7 @@ impl Store for SqliteStore {
         .bind(update.user_agent)
         .bind(now_ms())
         .bind(id)
-        .execute(&self.write)
+        .execute(self.w().await?)
         .await?;
         Ok(())
     }
@@ -776,7 +816,7 @@ impl Store for SqliteStore {
         .bind(group_id)
         .bind(status.as_str())
         .bind(conv.created_at)
-        .execute(&self.write)
+        .execute(self.w().await?)
         .await?;
         Ok(conv)
     }
@@ -784,7 +824,7 @@ impl Store for SqliteStore {
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
         sqlx::query("SELECT * FROM conversations WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_optional(self.r().await?)
             .await?
             .map(|r| conversation_from_row(&r))
             .transpose()
@@ -805,7 +845,7 @@ impl Store for SqliteStore {
         .bind(filter.visitor_id.as_deref())
         .bind(filter.visitor_id.as_deref())
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(self.r().await?)
         .await?
         .iter()
         .map(conversation_from_row)
@@ -815,7 +855,7 @@ impl Store for SqliteStore {
     async fn queue(&self, site_id: &str) -> Result<Vec<Conversation>> {
         sqlx::query("SELECT * FROM conversations WHERE site_id = ? AND status = 'queued' ORDER BY created_at, id")
             .bind(site_id)
-            .fetch_all(&self.read)
+            .fetch_all(self.r().await?)
             .await?
             .iter()
             .map(conversation_from_row)
@@ -823,6 +863,7 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, conversation_id: &str, change: Change) -> Result<Applied> {
+        self.faults.check().await?;
         let (reply, rx) = oneshot::channel();
         self.changes
             .send(PendingChange { conversation_id: conversation_id.to_owned(), change, reply })
@@ -836,7 +877,7 @@ impl Store for SqliteStore {
             .bind(conversation_id)
             .bind(after)
             .bind(limit)
-            .fetch_all(&self.read)
+            .fetch_all(self.r().await?)
             .await?
             .iter()
             .map(event_from_row)
@@ -854,7 +895,7 @@ impl Store for SqliteStore {
         .bind(site_id)
         .bind(pattern)
         .bind(limit.clamp(1, 200))
-        .fetch_all(&self.read)
+        .fetch_all(self.r().await?)
         .await?;
         rows.iter()
             .map(|r| {

@@ -90,7 +90,7 @@ async fn hello_is_checked_before_anything_else() {
     assert_error(&e, "token_expired");
     let (status, body) = server.get("/api/v1/me", Some(&expired)).await;
     assert_eq!(status, 401);
-    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_eq!(body["error"]["code"], "token_expired", "the client knows to refresh, not to log in again");
 
     let (mut raw, _) = tokio_tungstenite::connect_async(format!("{ws}/api/v1/visitor/socket")).await.unwrap();
     use futures_util::{SinkExt, StreamExt};

@@ -1,0 +1,54 @@
+//! Which lane each route belongs to, and the middleware that admits a
+//! request into its lane or sheds it with 503 + Retry-After.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::admission::Lane;
+use crate::app::AppState;
+
+/// The lane of a request path. Login, refresh, resume and health are
+/// critical; chat traffic is next; console lists, search and banners are
+/// dashboard; the rest is background.
+pub fn lane_for(path: &str) -> Lane {
+    match path {
+        "/livez" | "/readyz" | "/api/v1/agent/socket" => Lane::Critical,
+        p if p.starts_with("/api/v1/auth/") => Lane::Critical,
+        "/api/v1/visitor/session" | "/api/v1/visitor/socket" => Lane::Chat,
+        p if p.starts_with("/api/v1/conversations/") && p.ends_with("/events") => Lane::Chat,
+        "/api/v1/conversations" | "/api/v1/search" | "/api/v1/agents" | "/api/v1/me" | "/api/v1/banners" => {
+            Lane::Dashboard
+        }
+        p if p.starts_with("/api/v1/visitors/") => Lane::Dashboard,
+        _ => Lane::Background,
+    }
+}
+
+pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let lane = lane_for(req.uri().path());
+    match state.admission.enter(lane).await {
+        // The permit is held until the response is produced (for a socket,
+        // until the upgrade; the socket's frames are admitted one by one).
+        Ok(_permit) => next.run(req).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_and_resume_are_critical_and_banners_are_not() {
+        assert_eq!(lane_for("/api/v1/auth/login"), Lane::Critical);
+        assert_eq!(lane_for("/api/v1/auth/refresh"), Lane::Critical);
+        assert_eq!(lane_for("/api/v1/agent/socket"), Lane::Critical);
+        assert_eq!(lane_for("/livez"), Lane::Critical);
+        assert_eq!(lane_for("/api/v1/visitor/socket"), Lane::Chat);
+        assert_eq!(lane_for("/api/v1/conversations/abc/events"), Lane::Chat);
+        assert_eq!(lane_for("/api/v1/banners"), Lane::Dashboard);
+        assert_eq!(lane_for("/api/v1/search"), Lane::Dashboard);
+        assert_eq!(lane_for("/metrics"), Lane::Background);
+    }
+}
