@@ -9,12 +9,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::admission::Admission;
 use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::{Auth, HashPool, passwords};
-use crate::side::plan::PlanService;
 use crate::bus::{Bus, BusSink, local::LocalBus};
 use crate::chat::hub::Hub;
 use crate::chat::service::Chat;
 use crate::config::Config;
 use crate::error::Result;
+use crate::side::plan::PlanService;
 use crate::store::{NewAgent, Role, Store, sqlite::SqliteStore};
 
 #[derive(Clone)]
@@ -28,6 +28,8 @@ pub struct AppState {
     pub plan: Arc<PlanService>,
     /// The socket cap in force (from config or the open-file limit).
     pub max_sockets: usize,
+    /// WebSockets open on this node, counted from the upgrade (before hello).
+    pub open_sockets: Arc<std::sync::atomic::AtomicUsize>,
     pub metrics: PrometheusHandle,
     pub started: Instant,
 }
@@ -68,6 +70,7 @@ impl AppState {
             login_limiter,
             plan,
             max_sockets,
+            open_sockets: Arc::default(),
             metrics: crate::telemetry::metrics(),
             started: Instant::now(),
         };

@@ -53,6 +53,14 @@ pub enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// Rehearse the outages Holdfast is built to survive.
+    Storm {
+        #[command(subcommand)]
+        command: crate::storm::StormCommand,
+    },
+    /// Internal: one process of a storm's clients (JSON lines on stdio).
+    #[command(hide = true)]
+    StormWorker,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -144,6 +152,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { listen, data, opts } => serve(listen, &data.dir, &opts).await,
         Command::Site { command } => site(command).await,
         Command::Agent { command } => agent(command).await,
+        Command::Storm { command } => crate::storm::run(command).await,
+        Command::StormWorker => crate::storm::worker::run().await,
     }
 }
 

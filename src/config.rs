@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::admission::AdmissionConfig;
 use crate::auth::AuthConfig;
 use crate::auth::ratelimit::LoginLimits;
-use crate::side::plan::PlanConfig;
 use crate::chat::session::SessionLimits;
+use crate::side::plan::PlanConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {

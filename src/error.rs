@@ -78,8 +78,9 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::TooLarge(_) => "too_large",
             Error::RateLimited(_) => "rate_limited",
-            Error::Unavailable(_) => "unavailable",
-            Error::Store(_) | Error::Internal(_) => "internal",
+            // A store failure is temporary from the client's view: retry.
+            Error::Unavailable(_) | Error::Store(_) => "unavailable",
+            Error::Internal(_) => "internal",
         }
     }
 
@@ -93,8 +94,8 @@ impl Error {
             Error::Conflict(_) => 409,
             Error::TooLarge(_) => 413,
             Error::RateLimited(_) => 429,
-            Error::Unavailable(_) => 503,
-            Error::Store(_) | Error::Internal(_) => 500,
+            Error::Unavailable(_) | Error::Store(_) => 503,
+            Error::Internal(_) => 500,
         }
     }
 

@@ -15,6 +15,7 @@
 //! - `side`      — side services (plan banners) behind timeouts, breakers, caches.
 //! - `store`     — the `Store` trait and its SQLite implementation; the only SQL.
 //! - `bus`       — the `Bus` trait (event fan-out) and its in-process implementation.
+//! - `storm`     — `holdfast storm`: rehearsals of the May 2018 outages.
 //! - `error`     — one error type and its mapping to HTTP status codes.
 //! - `telemetry` — logs and Prometheus metrics.
 
@@ -30,4 +31,5 @@ pub mod http;
 pub mod server;
 pub mod side;
 pub mod store;
+pub mod storm;
 pub mod telemetry;

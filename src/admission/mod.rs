@@ -244,8 +244,7 @@ mod tests {
     #[test]
     fn retry_after_is_jittered_within_bounds() {
         let adm = Admission::new(&tiny());
-        let secs: Vec<u64> =
-            (0..50).map(|_| adm.shed(Lane::Background).retry_after().expect("retry after")).collect();
+        let secs: Vec<u64> = (0..50).map(|_| adm.shed(Lane::Background).retry_after().expect("retry after")).collect();
         assert!(secs.iter().all(|s| (1..=5).contains(s)));
         assert!(secs.iter().any(|s| *s != secs[0]), "not all the same");
     }

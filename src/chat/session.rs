@@ -282,7 +282,8 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         // see (e.g. one transferred or closed while it was away).
         // A cursor beyond the conversation's end is clamped, so live events
         // are not silently dropped as "already seen".
-        let cursor_for = |c: &crate::store::Conversation| client_cursors.get(&c.id).copied().unwrap_or(0).min(c.last_seq);
+        let cursor_for =
+            |c: &crate::store::Conversation| client_cursors.get(&c.id).copied().unwrap_or(0).min(c.last_seq);
         let mut targets: Vec<(String, i64)> = open.iter().map(|c| (c.id.clone(), cursor_for(c))).collect();
         for (conv, after) in &client_cursors {
             if targets.iter().any(|(c, _)| c == conv) {

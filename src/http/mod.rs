@@ -9,6 +9,7 @@ pub mod extract;
 mod health;
 mod lanes;
 mod ops;
+pub mod rehearsal;
 mod socket;
 mod visitor;
 

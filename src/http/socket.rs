@@ -2,6 +2,9 @@
 //! in `chat::session`. Buffers are kept small: an idle socket should cost
 //! kilobytes, not tungstenite's default 128 KiB read buffer.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -33,8 +36,7 @@ async fn visitor_socket(State(state): State<AppState>, ws: WebSocketUpgrade) -> 
 
 fn upgrade(state: AppState, ws: WebSocketUpgrade, side: Side) -> Response {
     // Refuse cleanly before the process runs out of file descriptors.
-    let (agents, visitors) = state.chat.hub.counts();
-    if agents + visitors >= state.max_sockets {
+    if state.open_sockets.load(Ordering::Relaxed) >= state.max_sockets {
         metrics::counter!("holdfast_sockets_refused_total").increment(1);
         return Error::Unavailable(rand::random_range(1..=5)).into_response();
     }
@@ -46,6 +48,14 @@ fn upgrade(state: AppState, ws: WebSocketUpgrade, side: Side) -> Response {
 }
 
 async fn serve(state: AppState, socket: WebSocket, side: Side) {
+    struct Open(Arc<AtomicUsize>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    state.open_sockets.fetch_add(1, Ordering::Relaxed);
+    let _open = Open(state.open_sockets.clone());
     let (sink, stream) = socket.split();
     let input = stream
         .take_while(|m| future::ready(matches!(m, Ok(msg) if !matches!(msg, Message::Close(_)))))

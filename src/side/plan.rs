@@ -107,7 +107,8 @@ impl PlanService {
         match tokio::time::timeout(self.config.timeout, fetched).await {
             Ok(Ok(banners)) => {
                 self.breaker.on_success();
-                *self.cache.write().unwrap_or_else(|p| p.into_inner()) = Some(Cached { banners, fetched: Instant::now() });
+                *self.cache.write().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Cached { banners, fetched: Instant::now() });
             }
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "plan service failed");

@@ -9,8 +9,8 @@
 //! acknowledged, at the cost of one `fsync` per batch instead of per message.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;

@@ -39,6 +39,14 @@ impl TestServer {
         s
     }
 
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let mut s = Self::start_in(&dir, tune).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
     pub async fn start_in(dir: &Path, tune: impl FnOnce(&mut Config)) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();

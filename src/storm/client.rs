@@ -1,0 +1,297 @@
+//! A protocol client for rehearsals and benchmarks: one agent or visitor
+//! that connects, resumes with cursors after any drop (exponential backoff
+//! with full jitter, honouring `reconnect.after_ms`), resends unacknowledged
+//! messages with their original client ids, and records what it saw so the
+//! orchestrator can count lost and doubled messages. It deliberately does
+//! not de-duplicate: a duplicate delivered by the server is counted.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::store::now_ms;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Open a WebSocket from a chosen loopback source address (so thousands of
+/// clients do not run out of ephemeral ports), with small buffers.
+pub async fn connect_ws(server: SocketAddr, source: IpAddr, path: &str) -> anyhow::Result<Ws> {
+    let socket = if server.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(server)).await??;
+    stream.set_nodelay(true)?;
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0).max_write_buffer_size(1 << 20);
+    let url = format!("ws://{server}{path}");
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async_with_config(url, stream, Some(config)),
+    )
+    .await??;
+    Ok(ws)
+}
+
+/// Full-jitter exponential backoff: a random delay in [0, min(cap, base·2^n)).
+pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
+    Duration::from_millis(rand::random_range(0..=ceiling.as_millis().max(1) as u64))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Agent,
+    Visitor,
+}
+
+/// Switches the orchestrator flips for all clients of a worker.
+#[derive(Default)]
+pub struct Controls {
+    /// Visitors send new messages while this is set.
+    pub sending: AtomicBool,
+    /// Clients currently past `welcome`.
+    pub connected: AtomicUsize,
+    /// Everything stops.
+    pub stop: AtomicBool,
+}
+
+/// What one client saw, for the orchestrator's accounting.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ClientReport {
+    /// (conv, seq) of this client's messages the server acknowledged.
+    pub acked: Vec<(String, i64)>,
+    /// (conv, seq) of messages from the other side received (first time).
+    pub received: Vec<(String, i64)>,
+    /// Message events received again after their seq had been seen.
+    pub duplicated: u64,
+    /// (sent_at_ms, latency_ms) of messages from the other side.
+    pub latencies: Vec<(i64, f64)>,
+    /// Times the server refused the credential (a forced re-login).
+    pub logouts: u64,
+    /// Connections that dropped and were resumed.
+    pub resumes: u64,
+    /// When the last resume completed (Unix ms), if any.
+    pub last_resume_at: Option<i64>,
+    /// Whether the client is connected at report time.
+    pub connected: bool,
+}
+
+pub struct ClientSpec {
+    pub kind: Kind,
+    pub server: SocketAddr,
+    pub source: IpAddr,
+    pub token: String,
+    /// Visitors: time between messages.
+    pub interval: Duration,
+}
+
+struct State {
+    cursors: HashMap<String, i64>,
+    conv: Option<String>,
+    /// client_id → frame, until acknowledged.
+    outbox: Vec<(String, Value)>,
+    next_id: u64,
+    report: ClientReport,
+}
+
+/// Run one client until `controls.stop`; returns its report.
+pub async fn run_client(spec: ClientSpec, controls: Arc<Controls>) -> ClientReport {
+    let mut st =
+        State { cursors: HashMap::new(), conv: None, outbox: Vec::new(), next_id: 0, report: Default::default() };
+    let path = match spec.kind {
+        Kind::Agent => "/api/v1/agent/socket",
+        Kind::Visitor => "/api/v1/visitor/socket",
+    };
+    let mut attempt = 0u32;
+    let mut first = true;
+    while !controls.stop.load(Ordering::Relaxed) {
+        let ws = match connect_ws(spec.server, spec.source, path).await {
+            Ok(ws) => ws,
+            Err(_) => {
+                tokio::time::sleep(backoff(attempt, Duration::from_millis(100), Duration::from_secs(5))).await;
+                attempt += 1;
+                continue;
+            }
+        };
+        match session(&spec, &controls, &mut st, ws, first).await {
+            Outcome::Refused => {
+                st.report.logouts += 1;
+                break;
+            }
+            Outcome::Unavailable => {
+                tokio::time::sleep(backoff(attempt, Duration::from_millis(250), Duration::from_secs(5))).await;
+                attempt += 1;
+            }
+            Outcome::Dropped { welcomed, wait } => {
+                if welcomed {
+                    first = false;
+                    attempt = 0;
+                }
+                // A whole crowd drops at once: spread the reconnects.
+                let delay =
+                    wait.unwrap_or_else(|| backoff(attempt, Duration::from_millis(200), Duration::from_secs(5)));
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Outcome::Stopped => break,
+        }
+    }
+    st.report
+}
+
+enum Outcome {
+    Refused,
+    Unavailable,
+    Dropped { welcomed: bool, wait: Option<Duration> },
+    Stopped,
+}
+
+fn client_frame(st: &mut State, conv: Option<&str>) -> (String, Value) {
+    st.next_id += 1;
+    let client_id = format!("m{}", st.next_id);
+    let mut frame = json!({"type": "send", "client_id": client_id, "body": format!("t={}", now_ms())});
+    if let Some(c) = conv {
+        frame["conv"] = json!(c);
+    }
+    (client_id, frame)
+}
+
+async fn session(spec: &ClientSpec, controls: &Controls, st: &mut State, mut ws: Ws, first: bool) -> Outcome {
+    let hello = json!({"type": "hello", "v": 1, "token": spec.token, "cursors": st.cursors});
+    if ws.send(Message::Text(hello.to_string().into())).await.is_err() {
+        return Outcome::Dropped { welcomed: false, wait: None };
+    }
+    // The first frame decides: welcome, or a refusal.
+    let welcome = match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<Value>(&t).unwrap_or(Value::Null),
+        _ => return Outcome::Dropped { welcomed: false, wait: None },
+    };
+    if welcome["type"] != "welcome" {
+        return match welcome["code"].as_str() {
+            Some("unauthorized") | Some("token_expired") => Outcome::Refused,
+            _ => Outcome::Unavailable,
+        };
+    }
+    controls.connected.fetch_add(1, Ordering::Relaxed);
+    struct Connected<'a>(&'a AtomicUsize);
+    impl Drop for Connected<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _connected = Connected(&controls.connected);
+    if !first {
+        st.report.resumes += 1;
+        st.report.last_resume_at = Some(now_ms());
+    }
+    if spec.kind == Kind::Agent {
+        let online = json!({"type": "set_availability", "availability": "online"});
+        if ws.send(Message::Text(online.to_string().into())).await.is_err() {
+            return Outcome::Dropped { welcomed: true, wait: None };
+        }
+    }
+    // Resend what was never acknowledged, with the same client ids.
+    for (_, frame) in st.outbox.clone() {
+        if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
+            return Outcome::Dropped { welcomed: true, wait: None };
+        }
+    }
+    let jitter = Duration::from_millis(rand::random_range(0..=spec.interval.as_millis().max(1) as u64));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + jitter, spec.interval);
+    let mut stop_check = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            msg = ws.next() => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(_)) => continue,
+                    _ => return Outcome::Dropped { welcomed: true, wait: None },
+                };
+                let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+                match frame["type"].as_str() {
+                    Some("reconnect") => {
+                        let wait = Duration::from_millis(frame["after_ms"].as_u64().unwrap_or(0));
+                        return Outcome::Dropped { welcomed: true, wait: Some(wait) };
+                    }
+                    Some("error") if matches!(frame["code"].as_str(), Some("unauthorized")) => return Outcome::Refused,
+                    Some("ack") => {
+                        let id = frame["client_id"].as_str().unwrap_or_default();
+                        if let Some(i) = st.outbox.iter().position(|(c, _)| c == id) {
+                            st.outbox.remove(i);
+                            let conv = frame["conv"].as_str().unwrap_or_default().to_owned();
+                            st.report.acked.push((conv.clone(), frame["seq"].as_i64().unwrap_or(0)));
+                            if st.conv.is_none() {
+                                st.conv = Some(conv);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                if let (Some(conv), Some(seq)) = (frame["conv"].as_str(), frame["seq"].as_i64())
+                    && frame["type"] != "ack"
+                {
+                    let last = st.cursors.get(conv).copied().unwrap_or(0);
+                    let is_message = frame["type"] == "message";
+                    if seq <= last {
+                        if is_message {
+                            st.report.duplicated += 1;
+                        }
+                        continue;
+                    }
+                    st.cursors.insert(conv.to_owned(), seq);
+                    let from_other_side = is_message && frame["author"]["kind"].as_str() != Some(kind_str(spec.kind));
+                    if from_other_side {
+                        st.report.received.push((conv.to_owned(), seq));
+                        if let Some(sent) = frame["body"].as_str().and_then(|b| b.strip_prefix("t=")).and_then(|t| t.parse::<i64>().ok()) {
+                            st.report.latencies.push((sent, (now_ms() - sent) as f64));
+                        }
+                        if spec.kind == Kind::Agent {
+                            // Answer every visitor message (idempotent id per message).
+                            let client_id = format!("r-{conv}-{seq}");
+                            let reply = json!({"type": "send", "conv": conv, "client_id": client_id,
+                                "body": format!("t={}", now_ms())});
+                            st.outbox.push((client_id, reply.clone()));
+                            if ws.send(Message::Text(reply.to_string().into())).await.is_err() {
+                                return Outcome::Dropped { welcomed: true, wait: None };
+                            }
+                        }
+                    }
+                }
+            }
+            _ = tick.tick(), if spec.kind == Kind::Visitor => {
+                if !controls.sending.load(Ordering::Relaxed) || st.outbox.len() > 4 {
+                    continue;
+                }
+                let conv = st.conv.clone();
+                let (id, frame) = client_frame(st, conv.as_deref());
+                st.outbox.push((id, frame.clone()));
+                if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
+                    return Outcome::Dropped { welcomed: true, wait: None };
+                }
+            }
+            _ = stop_check.tick() => {
+                if controls.stop.load(Ordering::Relaxed) {
+                    st.report.connected = true;
+                    let _ = ws.close(None).await;
+                    return Outcome::Stopped;
+                }
+            }
+        }
+    }
+}
+
+fn kind_str(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Agent => "agent",
+        Kind::Visitor => "visitor",
+    }
+}

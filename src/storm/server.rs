@@ -1,0 +1,161 @@
+//! The server a rehearsal runs against: provisioned and started as a child
+//! process on a temporary data dir, or a `--target` already running.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+
+use crate::auth::passwords;
+use crate::store::{NewAgent, Role, Site, Store, sqlite::SqliteStore};
+
+pub const STORM_PASSWORD: &str = "storm-password-1";
+
+/// Create a site, an admin and `agents` agents (one shared password hash:
+/// provisioning is not what is being measured).
+pub async fn provision(dir: &Path, agents: usize) -> anyhow::Result<Site> {
+    let store = SqliteStore::open(dir).await.map_err(|e| anyhow!("cannot open {}: {e}", dir.display()))?;
+    let site = store.create_site("Storm").await.map_err(|e| anyhow!("{e}"))?;
+    let hash = passwords::hash_now(STORM_PASSWORD).map_err(|e| anyhow!("{e}"))?;
+    store
+        .create_agent(NewAgent {
+            site_id: &site.id,
+            email: "storm-admin@storm.test",
+            name: "Storm admin",
+            role: Role::Admin,
+            password_hash: &hash,
+            chat_limit: 1,
+        })
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    for i in 0..agents {
+        let email = super::worker::agent_email(i);
+        store
+            .create_agent(NewAgent {
+                site_id: &site.id,
+                email: &email,
+                name: &format!("Agent {i}"),
+                role: Role::Agent,
+                password_hash: &hash,
+                chat_limit: 100,
+            })
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    store.close().await;
+    Ok(site)
+}
+
+pub struct Target {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub widget_key: String,
+    pub admin_token: String,
+    pub http: reqwest::Client,
+    child: Option<Child>,
+    /// Keeps the temporary data dir until the rehearsal ends.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Target {
+    /// Start `holdfast serve` on a fresh data dir with `agents` agents.
+    pub async fn start(agents: usize, extra: &[&str], common: &super::Common) -> anyhow::Result<Target> {
+        if let Some(base) = &common.target {
+            return Self::existing(base, common).await;
+        }
+        let dir = tempfile::tempdir()?;
+        let site = provision(dir.path(), agents).await?;
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--fault-injection", "--data"])
+            .arg(dir.path())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start the server")?;
+        let mut lines = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?).lines();
+        let banner = lines.next().ok_or_else(|| anyhow!("the server exited at start"))??;
+        std::thread::spawn(move || for _ in lines {});
+        let base = banner.rsplit(' ').next().unwrap_or_default().to_owned();
+        let addr: SocketAddr = base.trim_start_matches("http://").parse().context("server banner")?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+        let mut target = Target {
+            base,
+            addr,
+            widget_key: site.widget_key,
+            admin_token: String::new(),
+            http,
+            child: Some(child),
+            _dir: Some(dir),
+        };
+        target.admin_token = target.login("storm-admin@storm.test", STORM_PASSWORD).await?;
+        Ok(target)
+    }
+
+    async fn existing(base: &str, common: &super::Common) -> anyhow::Result<Target> {
+        let base = base.trim_end_matches('/').to_owned();
+        let addr: SocketAddr = base.trim_start_matches("http://").parse().context("--target must be http://IP:PORT")?;
+        anyhow::ensure!(addr.ip().is_loopback(), "rehearsals target loopback addresses only");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+        let widget_key = common.widget_key.clone().ok_or_else(|| anyhow!("--target needs --widget-key"))?;
+        let mut target = Target { base, addr, widget_key, admin_token: String::new(), http, child: None, _dir: None };
+        target.admin_token = target.login(&common.admin_email, &common.admin_password).await?;
+        Ok(target)
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
+        let res = self
+            .http
+            .post(format!("{}/api/v1/auth/login", self.base))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await?;
+        let status = res.status();
+        let body: serde_json::Value = res.json().await.unwrap_or_default();
+        body["access_token"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("login failed ({status}): {body}"))
+    }
+
+    /// A counter or gauge from `/metrics` (summed over labels).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self.http.get(format!("{}/metrics", self.base)).send().await?.text().await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    pub async fn fault(&self, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let res = self
+            .http
+            .post(format!("{}/api/v1/ops/faults", self.base))
+            .bearer_auth(&self.admin_token)
+            .json(&body)
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "fault injection refused: {}", res.status());
+        Ok(res.json().await?)
+    }
+
+    /// The server process's resident memory in MiB (own process only).
+    pub fn rss_mb(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+}

@@ -1,0 +1,167 @@
+//! A storm worker: one process driving a slice of the clients (the open-file
+//! limit is per process, so big rehearsals split their clients over several
+//! workers). It speaks JSON lines: a job on the first stdin line, then
+//! commands (`send_on`, `send_off`, `report`); on stdout it prints progress
+//! events and, last, its report.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::client::{ClientReport, ClientSpec, Controls, Kind, run_client};
+use crate::store::now_ms;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub kind: Kind,
+    pub server: SocketAddr,
+    /// Loopback source address for this worker's connections.
+    pub source: IpAddr,
+    /// Agents: indexes into the provisioned agents; visitors: how many.
+    pub first: usize,
+    pub count: usize,
+    pub password: String,
+    pub widget_key: String,
+    /// Visitors: time between messages.
+    pub interval_ms: u64,
+}
+
+pub fn agent_email(i: usize) -> String {
+    format!("storm-agent-{i}@storm.test")
+}
+
+fn emit(value: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}
+
+/// Get a credential for every client over HTTP, with bounded concurrency.
+async fn credentials(job: &Job) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::builder().local_address(job.source).timeout(Duration::from_secs(120)).build()?;
+    let base = format!("http://{}", job.server);
+    let tokens = futures_util::stream::iter(0..job.count)
+        .map(|i| {
+            let http = http.clone();
+            let base = base.clone();
+            let job = job.clone();
+            async move {
+                for attempt in 0..20u32 {
+                    let res = match job.kind {
+                        Kind::Agent => {
+                            http.post(format!("{base}/api/v1/auth/login"))
+                                .json(
+                                    &serde_json::json!({"email": agent_email(job.first + i), "password": job.password}),
+                                )
+                                .send()
+                                .await
+                        }
+                        Kind::Visitor => {
+                            http.post(format!("{base}/api/v1/visitor/session"))
+                                .json(&serde_json::json!({"widget_key": job.widget_key}))
+                                .send()
+                                .await
+                        }
+                    };
+                    if let Ok(res) = res
+                        && res.status().is_success()
+                        && let Ok(body) = res.json::<serde_json::Value>().await
+                    {
+                        let key = if job.kind == Kind::Agent { "access_token" } else { "visitor_token" };
+                        if let Some(t) = body[key].as_str() {
+                            return Ok(t.to_owned());
+                        }
+                    }
+                    tokio::time::sleep(super::client::backoff(
+                        attempt,
+                        Duration::from_millis(200),
+                        Duration::from_secs(3),
+                    ))
+                    .await;
+                }
+                Err(anyhow::anyhow!("could not get a credential"))
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    tokens.into_iter().collect()
+}
+
+use futures_util::StreamExt;
+
+/// The worker process's main.
+pub async fn run() -> anyhow::Result<()> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let job: Job = serde_json::from_str(&lines.next_line().await?.ok_or_else(|| anyhow::anyhow!("no job"))?)?;
+    let tokens = credentials(&job).await?;
+    let controls = Arc::new(Controls::default());
+    let mut tasks = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        let spec = ClientSpec {
+            kind: job.kind,
+            server: job.server,
+            source: job.source,
+            token,
+            interval: Duration::from_millis(job.interval_ms.max(10)),
+        };
+        tasks.push(tokio::spawn(run_client(spec, controls.clone())));
+        // Pace the initial connects a little; the rehearsal measures
+        // reconnect storms, not the first wave.
+        if tasks.len() % 200 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Progress: every time the connected count changes, and whenever all are
+    // connected again after a drop.
+    let progress = {
+        let controls = controls.clone();
+        let total = job.count;
+        tokio::spawn(async move {
+            let mut last = usize::MAX;
+            loop {
+                let n = controls.connected.load(Ordering::Relaxed);
+                if n != last {
+                    emit(serde_json::json!({"event": "connected", "n": n, "total": total, "at": now_ms()}));
+                    last = n;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    while let Some(line) = lines.next_line().await? {
+        match line.trim() {
+            "send_on" => controls.sending.store(true, Ordering::Relaxed),
+            "send_off" => controls.sending.store(false, Ordering::Relaxed),
+            "report" => break,
+            _ => {}
+        }
+    }
+    controls.stop.store(true, Ordering::Relaxed);
+    progress.abort();
+    let mut merged = ClientReport::default();
+    let mut connected = 0u64;
+    let mut resumed_clients = 0u64;
+    for t in tasks {
+        if let Ok(r) = t.await {
+            connected += u64::from(r.connected);
+            resumed_clients += u64::from(r.resumes > 0 && r.connected);
+            merged.acked.extend(r.acked);
+            merged.received.extend(r.received);
+            merged.duplicated += r.duplicated;
+            merged.latencies.extend(r.latencies);
+            merged.logouts += r.logouts;
+            merged.resumes += r.resumes;
+            merged.last_resume_at = merged.last_resume_at.max(r.last_resume_at);
+        }
+    }
+    emit(serde_json::json!({"event": "report", "connected_at_end": connected, "resumed_clients": resumed_clients,
+        "report": merged}));
+    Ok(())
+}

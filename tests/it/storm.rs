@@ -1,0 +1,42 @@
+//! The `holdfast storm` rehearsals at small scale, run as a user would run
+//! them. Timing figures are printed, not asserted (a noisy 2-core machine);
+//! the zero counts and 100% rates are.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+fn storm(args: &[&str]) -> HashMap<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast")).arg("storm").args(args).output().expect("run storm");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "storm {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let last = stdout.lines().last().expect("a final line");
+    println!("{last}");
+    last.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+#[test]
+fn blip_everyone_resumes_with_nothing_lost_doubled_or_rehashed() {
+    let r = storm(&["blip", "--agents", "50", "--visitors", "200", "--phase-s", "2"]);
+    assert_eq!(r["scenario"], "blip");
+    assert_eq!(r["resumed_pct"], "100.0", "{r:?}");
+    assert_eq!(r["password_hashes"], "0", "{r:?}");
+    assert_eq!(r["logouts"], "0", "{r:?}");
+    assert_eq!(r["lost"], "0", "{r:?}");
+    assert_eq!(r["duplicated"], "0", "{r:?}");
+    assert!(r["recovery_s"].parse::<f64>().unwrap() >= 0.0);
+}
+
+#[test]
+fn login_flood_every_agent_gets_in_while_the_dashboard_is_shed() {
+    let r = storm(&["login-flood", "--agents", "50", "--overload", "10"]);
+    assert_eq!(r["login_success_pct"], "100.0", "{r:?}");
+    assert!(r["shed_dashboard"].parse::<f64>().unwrap() > 0.0, "the dashboard lane was shed: {r:?}");
+    assert!(r["hash_pool_ms"].parse::<f64>().unwrap() > 0.0);
+}
+
+#[test]
+fn side_service_failure_opens_the_breaker_and_never_makes_the_node_unready() {
+    let r = storm(&["side-service", "--phase-s", "2"]);
+    assert_eq!(r["always_ready"], "true", "{r:?}");
+    assert!(r["breaker_opened"].parse::<f64>().unwrap() >= 1.0, "{r:?}");
+}
