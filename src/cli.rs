@@ -58,6 +58,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::storm::StormCommand,
     },
+    /// Measure relay throughput, latency and memory per socket.
+    Bench {
+        #[command(subcommand)]
+        command: crate::bench::BenchCommand,
+    },
     /// Internal: one process of a storm's clients (JSON lines on stdio).
     #[command(hide = true)]
     StormWorker,
@@ -153,6 +158,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Site { command } => site(command).await,
         Command::Agent { command } => agent(command).await,
         Command::Storm { command } => crate::storm::run(command).await,
+        Command::Bench { command } => crate::bench::run(command).await,
         Command::StormWorker => crate::storm::worker::run().await,
     }
 }

@@ -15,6 +15,7 @@
 //! - `side`      — side services (plan banners) behind timeouts, breakers, caches.
 //! - `store`     — the `Store` trait and its SQLite implementation; the only SQL.
 //! - `bus`       — the `Bus` trait (event fan-out) and its in-process implementation.
+//! - `bench`     — `holdfast bench`: relay throughput and idle socket memory.
 //! - `storm`     — `holdfast storm`: rehearsals of the May 2018 outages.
 //! - `error`     — one error type and its mapping to HTTP status codes.
 //! - `telemetry` — logs and Prometheus metrics.
@@ -22,6 +23,7 @@
 pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod bus;
 pub mod chat;
 pub mod cli;

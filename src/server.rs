@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::app::AppState;
@@ -17,6 +18,10 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let hub = state.chat.hub.clone();
     let app = crate::http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // Chat frames are small and latency-bound: never wait for Nagle.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

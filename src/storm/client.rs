@@ -92,6 +92,8 @@ pub struct ClientSpec {
     pub token: String,
     /// Visitors: time between messages.
     pub interval: Duration,
+    /// Visitors: send again as soon as the last message is acknowledged.
+    pub closed_loop: bool,
 }
 
 struct State {
@@ -232,6 +234,15 @@ async fn session(spec: &ClientSpec, controls: &Controls, st: &mut State, mut ws:
                             if st.conv.is_none() {
                                 st.conv = Some(conv);
                             }
+                            let own = spec.kind == Kind::Visitor && !id.starts_with("r-");
+                            if own && spec.closed_loop && st.outbox.is_empty() && controls.sending.load(Ordering::Relaxed) {
+                                let conv = st.conv.clone();
+                                let (id, next) = client_frame(st, conv.as_deref());
+                                st.outbox.push((id, next.clone()));
+                                if ws.send(Message::Text(next.to_string().into())).await.is_err() {
+                                    return Outcome::Dropped { welcomed: true, wait: None };
+                                }
+                            }
                         }
                     }
                     _ => {}
@@ -268,7 +279,9 @@ async fn session(spec: &ClientSpec, controls: &Controls, st: &mut State, mut ws:
                 }
             }
             _ = tick.tick(), if spec.kind == Kind::Visitor => {
-                if !controls.sending.load(Ordering::Relaxed) || st.outbox.len() > 4 {
+                // In closed loop the tick only (re)starts an idle sender.
+                let busy = if spec.closed_loop { !st.outbox.is_empty() } else { st.outbox.len() > 4 };
+                if !controls.sending.load(Ordering::Relaxed) || busy {
                     continue;
                 }
                 let conv = st.conv.clone();

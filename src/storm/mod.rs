@@ -5,7 +5,7 @@
 //! stderr, a table, and one final `key=value` line for scripts.
 
 pub mod client;
-mod scenarios;
+pub(crate) mod scenarios;
 pub mod server;
 pub mod worker;
 

@@ -23,9 +23,9 @@ use crate::http::rehearsal::{PlanMode, PlanSwitch, serve_plan_service};
 use crate::store::now_ms;
 
 /// Clients per worker process (well under the 20,000 open-file limit).
-const PER_WORKER: usize = 4000;
+pub(crate) const PER_WORKER: usize = 4000;
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[2K{msg}");
     } else {
@@ -33,7 +33,7 @@ fn progress(msg: &str) {
     }
 }
 
-struct Worker {
+pub(crate) struct Worker {
     stdin: tokio::process::ChildStdin,
     events: mpsc::UnboundedReceiver<Value>,
     child: tokio::process::Child,
@@ -42,10 +42,12 @@ struct Worker {
     /// Saw the count fall below total since the last mark.
     dropped: bool,
     report: Option<Value>,
+    /// All its credentials are obtained (it waits for `connect`).
+    pub(crate) ready_to_connect: bool,
 }
 
 impl Worker {
-    async fn spawn(job: Job) -> anyhow::Result<Worker> {
+    async fn spawn(job: Job, connect_now: bool) -> anyhow::Result<Worker> {
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .arg("storm-worker")
             .stdin(Stdio::piped())
@@ -56,6 +58,9 @@ impl Worker {
             .context("cannot start a storm worker")?;
         let mut stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
         stdin.write_all(format!("{}\n", serde_json::to_string(&job)?).as_bytes()).await?;
+        if connect_now {
+            stdin.write_all(b"connect\n").await?;
+        }
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let (tx, events) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -66,15 +71,24 @@ impl Worker {
                 }
             }
         });
-        Ok(Worker { stdin, events, child, total: job.count, connected: 0, dropped: false, report: None })
+        Ok(Worker {
+            stdin,
+            events,
+            child,
+            total: job.count,
+            connected: 0,
+            dropped: false,
+            report: None,
+            ready_to_connect: false,
+        })
     }
 
-    async fn command(&mut self, cmd: &str) -> anyhow::Result<()> {
+    pub(crate) async fn command(&mut self, cmd: &str) -> anyhow::Result<()> {
         self.stdin.write_all(format!("{cmd}\n").as_bytes()).await?;
         Ok(self.stdin.flush().await?)
     }
 
-    fn poll(&mut self) {
+    pub(crate) fn poll(&mut self) {
         while let Ok(ev) = self.events.try_recv() {
             match ev["event"].as_str() {
                 Some("connected") => {
@@ -84,6 +98,7 @@ impl Worker {
                     }
                 }
                 Some("report") => self.report = Some(ev),
+                Some("credentials") => self.ready_to_connect = true,
                 _ => {}
             }
         }
@@ -91,12 +106,14 @@ impl Worker {
 }
 
 /// Spawn workers for `count` clients of `kind`, each on its own source address.
-async fn spawn_workers(
+pub(crate) async fn spawn_workers(
     target: &Target,
     kind: Kind,
     count: usize,
     next_source: &mut u8,
     interval_ms: u64,
+    closed_loop: bool,
+    connect_now: bool,
 ) -> anyhow::Result<Vec<Worker>> {
     let mut workers = Vec::new();
     let mut first = 0;
@@ -111,9 +128,10 @@ async fn spawn_workers(
             password: STORM_PASSWORD.into(),
             widget_key: target.widget_key.clone(),
             interval_ms,
+            closed_loop,
         };
         *next_source = next_source.wrapping_add(1).max(2);
-        workers.push(Worker::spawn(job).await?);
+        workers.push(Worker::spawn(job, connect_now).await?);
         first += n;
     }
     Ok(workers)
@@ -121,7 +139,7 @@ async fn spawn_workers(
 
 /// Wait until every worker has all its clients connected (after a drop, if
 /// `after_drop`), printing progress; gives up after `limit`.
-async fn wait_connected(workers: &mut [Worker], what: &str, limit: Duration, after_drop: bool) -> bool {
+pub(crate) async fn wait_connected(workers: &mut [Worker], what: &str, limit: Duration, after_drop: bool) -> bool {
     let start = Instant::now();
     loop {
         let (mut n, mut total, mut done) = (0, 0, true);
@@ -144,7 +162,7 @@ async fn wait_connected(workers: &mut [Worker], what: &str, limit: Duration, aft
     }
 }
 
-async fn collect_reports(workers: &mut [Worker]) -> anyhow::Result<Vec<Value>> {
+pub(crate) async fn collect_reports(workers: &mut [Worker]) -> anyhow::Result<Vec<Value>> {
     for w in workers.iter_mut() {
         w.command("report").await?;
     }
@@ -161,7 +179,7 @@ async fn collect_reports(workers: &mut [Worker]) -> anyhow::Result<Vec<Value>> {
     Ok(out)
 }
 
-fn reports(values: &[Value]) -> Vec<ClientReport> {
+pub(crate) fn reports(values: &[Value]) -> Vec<ClientReport> {
     values.iter().filter_map(|v| serde_json::from_value(v["report"].clone()).ok()).collect()
 }
 
@@ -172,13 +190,13 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
     eprintln!("storm blip: {agents} agents, {visitors} visitors");
     let target = Target::start(agents, &[], common).await?;
     let mut source = 2u8;
-    let mut agent_workers = spawn_workers(&target, Kind::Agent, agents, &mut source, 0).await?;
+    let mut agent_workers = spawn_workers(&target, Kind::Agent, agents, &mut source, 0, false, true).await?;
     anyhow::ensure!(
         wait_connected(&mut agent_workers, "agents logging in", Duration::from_secs(600), false).await,
         "agents did not all connect"
     );
     // A visitor writes every 2-4 s; each agent answers every message.
-    let mut visitor_workers = spawn_workers(&target, Kind::Visitor, visitors, &mut source, 3000).await?;
+    let mut visitor_workers = spawn_workers(&target, Kind::Visitor, visitors, &mut source, 3000, false, true).await?;
     anyhow::ensure!(
         wait_connected(&mut visitor_workers, "visitors connecting", Duration::from_secs(600), false).await,
         "visitors did not all connect"
@@ -248,7 +266,7 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
 }
 
 /// Messages `senders` had acknowledged that no receiver ever got.
-fn lost_between(senders: &[ClientReport], receivers: &[ClientReport]) -> usize {
+pub(crate) fn lost_between(senders: &[ClientReport], receivers: &[ClientReport]) -> usize {
     let got: HashSet<(&str, i64)> =
         receivers.iter().flat_map(|r| r.received.iter().map(|(c, s)| (c.as_str(), *s))).collect();
     senders.iter().flat_map(|r| r.acked.iter()).filter(|(c, s)| !got.contains(&(c.as_str(), *s))).count()

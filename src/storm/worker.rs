@@ -29,6 +29,9 @@ pub struct Job {
     pub widget_key: String,
     /// Visitors: time between messages.
     pub interval_ms: u64,
+    /// Visitors: send the next message as soon as the last is acknowledged
+    /// (a relay benchmark) instead of on a timer.
+    pub closed_loop: bool,
 }
 
 pub fn agent_email(i: usize) -> String {
@@ -101,6 +104,13 @@ pub async fn run() -> anyhow::Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let job: Job = serde_json::from_str(&lines.next_line().await?.ok_or_else(|| anyhow::anyhow!("no job"))?)?;
     let tokens = credentials(&job).await?;
+    emit(serde_json::json!({"event": "credentials", "n": tokens.len(), "at": now_ms()}));
+    // Connect only when told, so connects can be timed apart from logins.
+    while let Some(line) = lines.next_line().await? {
+        if line.trim() == "connect" {
+            break;
+        }
+    }
     let controls = Arc::new(Controls::default());
     let mut tasks = Vec::with_capacity(tokens.len());
     for token in tokens {
@@ -109,7 +119,8 @@ pub async fn run() -> anyhow::Result<()> {
             server: job.server,
             source: job.source,
             token,
-            interval: Duration::from_millis(job.interval_ms.max(10)),
+            interval: Duration::from_millis(job.interval_ms.max(1)),
+            closed_loop: job.closed_loop,
         };
         tasks.push(tokio::spawn(run_client(spec, controls.clone())));
         // Pace the initial connects a little; the rehearsal measures

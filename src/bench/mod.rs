@@ -1,0 +1,182 @@
+//! `holdfast bench`: speed and memory, measured over the real protocol
+//! against a server in its own process (figures are the server's own:
+//! its RSS comes from `/proc/<pid>/status`). See `docs/benchmarks.md`.
+//!
+//! - `bench relay`: visitor–agent pairs exchange messages as fast as
+//!   acknowledgements allow (or at a fixed offered `--rate`); every message
+//!   is persisted before it is acknowledged. A message counts when its
+//!   recipient has it; latency is send to receipt.
+//! - `bench idle`: visitor sockets connect and sit idle; memory per socket.
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+
+use crate::storm::client::Kind;
+use crate::storm::scenarios::{
+    collect_reports, lost_between, progress, reports, spawn_workers, wait_connected,
+};
+use crate::storm::server::Target;
+use crate::storm::{Common, finish, percentile};
+use crate::store::now_ms;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Message relay throughput and latency.
+    Relay {
+        #[arg(long, default_value_t = 500)]
+        pairs: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Offered rate in messages per second (both directions together);
+        /// without it, as fast as acknowledgements allow.
+        #[arg(long)]
+        rate: Option<u64>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Memory per idle visitor socket.
+    Idle {
+        #[arg(long, default_value_t = 15000)]
+        sockets: usize,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// Use a running Holdfast (provisioned with `holdfast storm provision`).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The provisioned site's widget key (`--target` only).
+    #[arg(long)]
+    pub widget_key: Option<String>,
+}
+
+impl TargetArgs {
+    fn common(&self) -> Common {
+        Common {
+            target: self.target.clone(),
+            admin_email: "storm-admin@storm.test".into(),
+            admin_password: crate::storm::server::STORM_PASSWORD.into(),
+            widget_key: self.widget_key.clone(),
+            phase_s: 0,
+        }
+    }
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Relay { pairs, seconds, rate, target } => relay(pairs, seconds, rate, &target.common()).await,
+        BenchCommand::Idle { sockets, target } => idle(sockets, &target.common()).await,
+    }
+}
+
+async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -> anyhow::Result<()> {
+    anyhow::ensure!(pairs > 0 && seconds > 0, "--pairs and --seconds must be positive");
+    // Ten conversations per agent: routing spreads them evenly.
+    let agents = pairs.div_ceil(10);
+    eprintln!("bench relay: {pairs} pairs ({agents} agents), {seconds} s, rate {}", rate.map_or("max".into(), |r| r.to_string()));
+    let target = Target::start(agents, &[], common).await?;
+    let mut source = 2u8;
+    let mut workers = spawn_workers(&target, Kind::Agent, agents, &mut source, 0, false, true).await?;
+    anyhow::ensure!(wait_connected(&mut workers, "agents", Duration::from_secs(300), false).await, "agents did not connect");
+    // At a fixed rate each visitor sends every 2·pairs/rate seconds (each
+    // message is answered, so the total is twice the visitors' rate).
+    let (interval_ms, closed_loop) = match rate {
+        Some(r) => ((2 * pairs as u64 * 1000 / r.max(1)).max(1), false),
+        None => (100, true),
+    };
+    let mut visitors = spawn_workers(&target, Kind::Visitor, pairs, &mut source, interval_ms, closed_loop, true).await?;
+    anyhow::ensure!(wait_connected(&mut visitors, "visitors", Duration::from_secs(300), false).await, "visitors did not connect");
+    let n_agent_workers = workers.len();
+    workers.extend(visitors);
+    for w in workers.iter_mut() {
+        w.command("send_on").await?;
+    }
+    // Warm up (conversations get routed, caches fill), then measure.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from = now_ms();
+    let started = Instant::now();
+    let mut peak_rss = 0.0f64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peak_rss = peak_rss.max(target.rss_mb().unwrap_or(0.0));
+        progress(&format!("relay: {:.0}/{seconds} s", started.elapsed().as_secs_f64()));
+    }
+    eprintln!();
+    let to = now_ms();
+    for w in workers.iter_mut() {
+        w.command("send_off").await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let raw = collect_reports(&mut workers).await?;
+    let (agent_raw, visitor_raw) = raw.split_at(n_agent_workers);
+    let (agent_reports, visitor_reports) = (reports(agent_raw), reports(visitor_raw));
+    let mut window: Vec<f64> = agent_reports
+        .iter()
+        .chain(&visitor_reports)
+        .flat_map(|r| r.latencies.iter())
+        .filter(|(sent, _)| (from..to).contains(sent))
+        .map(|(_, ms)| *ms)
+        .collect();
+    let secs = (to - from) as f64 / 1000.0;
+    let lost = lost_between(&visitor_reports, &agent_reports) + lost_between(&agent_reports, &visitor_reports);
+    let duplicated: u64 = agent_reports.iter().chain(&visitor_reports).map(|r| r.duplicated).sum();
+    let mut rows = vec![
+        ("scenario", "relay".to_owned()),
+        ("pairs", pairs.to_string()),
+        ("seconds", seconds.to_string()),
+    ];
+    if let Some(r) = rate {
+        rows.push(("rate", r.to_string()));
+    }
+    rows.extend([
+        ("msgs_per_s", format!("{:.0}", window.len() as f64 / secs)),
+        ("p50_ms", format!("{:.2}", percentile(&mut window, 50.0))),
+        ("p99_ms", format!("{:.2}", percentile(&mut window, 99.0))),
+        ("server_rss_mb", format!("{peak_rss:.1}")),
+        ("lost", lost.to_string()),
+        ("duplicated", duplicated.to_string()),
+    ]);
+    finish(&rows);
+    Ok(())
+}
+
+async fn idle(sockets: usize, common: &Common) -> anyhow::Result<()> {
+    anyhow::ensure!(sockets > 0, "--sockets must be positive");
+    eprintln!("bench idle: {sockets} visitor sockets");
+    let target = Target::start(1, &[], common).await?;
+    // Credentials first (HTTP), so that only socket connects are timed.
+    let mut source = 2u8;
+    let mut workers = spawn_workers(&target, Kind::Visitor, sockets, &mut source, 3_600_000, false, false).await?;
+    let waiting = Instant::now();
+    while !workers.iter_mut().all(|w| {
+        w.poll();
+        w.ready_to_connect
+    }) {
+        anyhow::ensure!(waiting.elapsed() < Duration::from_secs(600), "visitor sessions were not created in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = target.rss_mb().unwrap_or(0.0);
+    let started = Instant::now();
+    for w in workers.iter_mut() {
+        w.command("connect").await?;
+    }
+    anyhow::ensure!(wait_connected(&mut workers, "connecting", Duration::from_secs(600), false).await, "sockets did not connect");
+    let connect_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = target.rss_mb().unwrap_or(0.0);
+    let _ = collect_reports(&mut workers).await?;
+    finish(&[
+        ("scenario", "idle".into()),
+        ("sockets", sockets.to_string()),
+        ("rss_per_socket_kib", format!("{:.1}", (rss_after - rss_before) * 1024.0 / sockets as f64)),
+        ("server_rss_idle_mb", format!("{rss_before:.1}")),
+        ("server_rss_mb", format!("{rss_after:.1}")),
+        ("connect_per_s", format!("{:.0}", sockets as f64 / connect_s)),
+    ]);
+    Ok(())
+}
