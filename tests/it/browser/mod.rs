@@ -5,13 +5,14 @@
 
 mod webdriver;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use holdfast::auth::passwords;
+use holdfast::store::{NewAgent, Role, Site};
+use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::support::{Client, TestServer};
+use crate::support::TestServer;
 use webdriver::{Browser, Driver, screenshot_path};
 
 /// One Chromium at a time: the machine has two cores.
@@ -101,8 +102,6 @@ async fn a_visitor_chats_from_the_widget_on_another_origin() {
     assert_eq!(title, "wa", "the header shows the agent's name");
 
     // The visitor's pre-chat name reached the server.
-    let (_, visitor) = server.get(&format!("/api/v1/visitors/{}", msg["author"]["id"].as_str().unwrap()), None).await;
-    let _ = visitor;
     let v = server.state.store.visitor(msg["author"]["id"].as_str().unwrap()).await.unwrap().unwrap();
     assert_eq!(v.name.as_deref(), Some("Vera Visitor"));
     assert!(v.page_url.unwrap().starts_with("http://localhost:"), "the page URL is the host page");
@@ -123,7 +122,147 @@ async fn a_visitor_chats_from_the_widget_on_another_origin() {
     assert_eq!(texts.iter().filter(|t| *t == "Hello from the shop").count(), 1, "{texts:?}");
     b.close().await;
     agent.close().await;
-    let _ = HashMap::<String, i64>::new();
-    let _: Option<Client> = None;
-    let _ = Value::Null;
+}
+
+// ----- the console ---------------------------------------------------------
+
+async fn console_login(b: &Browser, server: &TestServer, email: &str, password: &str) {
+    b.goto(&format!("{}/console", server.base)).await;
+    let email_input = b.el("document.querySelector('#login:not([hidden]) #email')").await;
+    b.type_text(&email_input, email).await;
+    let pw = b.el("document.querySelector('#password')").await;
+    b.type_text(&pw, &format!("{password}\u{E007}")).await;
+    b.wait_for("return !document.querySelector('#app').hidden && !document.querySelector('#conn').textContent", LONG)
+        .await;
+}
+
+async fn console_go_online(b: &Browser) {
+    let online = b.el("document.querySelector('#availability option[value=online]')").await;
+    b.click(&online).await;
+}
+
+/// Texts of the console's conversation log (messages without the author line).
+async fn console_messages(b: &Browser) -> Vec<String> {
+    let v = b
+        .exec(
+            "return [...document.querySelectorAll('#log .msg')].map(e => [...e.childNodes].slice(1).map(n => n.textContent).join(''))",
+            vec![],
+        )
+        .await;
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+}
+
+async fn wait_console_text(b: &Browser, text: &str) {
+    let script = format!(
+        "return [...document.querySelectorAll('#log .msg')].some(e => [...e.childNodes].slice(1).map(n => n.textContent).join('') === {})",
+        json!(text)
+    );
+    b.wait_for(&script, LONG).await;
+}
+
+async fn admin(server: &TestServer, site: &Site, email: &str) {
+    let hash = passwords::hash_now("password123").unwrap();
+    server
+        .state
+        .store
+        .create_agent(NewAgent {
+            site_id: &site.id,
+            email,
+            name: "Ada Admin",
+            role: Role::Admin,
+            password_hash: &hash,
+            chat_limit: 5,
+        })
+        .await
+        .unwrap();
+}
+
+const XSS: &str = "<img src=x onerror=\"window.pwned=1\"> javascript:window.pwned=2 https://example.com/help";
+
+#[tokio::test]
+async fn visitor_and_agent_chat_in_browsers_across_a_server_restart() {
+    let _one = ONE_BROWSER_TEST.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(tmp.path(), |_| {}).await;
+    let site = server.site().await;
+    server.agent(&site, "ana@example.com", 5).await;
+    let page = host_page(&server, &site.widget_key).await;
+    let driver = Driver::start().await;
+    let console = driver.browser(1280, 900).await;
+    let visitor = driver.phone(360, 740).await;
+
+    console_login(&console, &server, "ana@example.com", "password123").await;
+    console_go_online(&console).await;
+    visitor.goto(&page.url).await;
+    open_widget(&visitor).await;
+    b_skip_prechat(&visitor).await;
+    widget_say(&visitor, XSS).await;
+
+    // Routed to the only online agent: it shows in "My chats"; open it.
+    let mine = console.el("document.querySelector('#mine button')").await;
+    console.click(&mine).await;
+    wait_console_text(&console, XSS).await;
+    let reply = console.el("document.querySelector('#reply')").await;
+    console.type_text(&reply, "Thanks! See https://example.com/docs\u{E007}").await;
+    wait_widget_text(&visitor, "Thanks! See https://example.com/docs").await;
+
+    // Chat text is text on both sides: no element from it, no script ran,
+    // only the http(s) link is clickable and it opens with noopener.
+    for (b, scope) in [(&console, "document.querySelector('#log')".to_owned()), (&visitor, format!("{W}.querySelector('.log')"))] {
+        let found = b
+            .exec(
+                &format!(
+                    "const s = {scope}; return {{img: s.querySelectorAll('img').length, pwned: window.pwned || 0, \
+                     links: [...s.querySelectorAll('a')].map(a => [a.getAttribute('href'), a.rel])}}"
+                ),
+                vec![],
+            )
+            .await;
+        assert_eq!(found["img"], 0, "{found}");
+        assert_eq!(found["pwned"], 0, "{found}");
+        for l in found["links"].as_array().unwrap() {
+            let href = l[0].as_str().unwrap();
+            assert!(href.starts_with("https://example.com/"), "only http(s) links: {found}");
+            assert!(l[1].as_str().unwrap().contains("noopener"), "{found}");
+        }
+        assert!(!found["links"].as_array().unwrap().is_empty(), "the https link is clickable: {found}");
+    }
+    // The visitor's details are there.
+    console.wait_for("return document.querySelector('#details dl') && document.querySelector('#details').textContent.includes('localhost')", LONG).await;
+    console.screenshot(&screenshot_path("console.png")).await;
+    visitor.screenshot(&screenshot_path("widget-360px.png")).await;
+
+    // The server goes away: both sides say "reconnecting…" quietly.
+    let addr = server.state.config.listen;
+    server.stop().await;
+    console.wait_for("return document.querySelector('#conn').textContent.includes('Reconnecting')", LONG).await;
+    visitor.wait_for(&format!("return {W}.querySelector('.sub').textContent.includes('Reconnecting')"), LONG).await;
+
+    // It comes back on the same address and data: both carry on, no login.
+    let server = TestServer::start_at(addr, tmp.path(), |_| {}).await;
+    console.wait_for("return document.querySelector('#conn').textContent === ''", LONG).await;
+    visitor.wait_for(&format!("return {W}.querySelector('.sub').textContent === ''"), LONG).await;
+    widget_say(&visitor, "Still there?").await;
+    wait_console_text(&console, "Still there?").await;
+    let reply = console.el("document.querySelector('#reply')").await;
+    console.type_text(&reply, "Yes, still here.\u{E007}").await;
+    wait_widget_text(&visitor, "Yes, still here.").await;
+    let login_shown = console.exec("return !document.querySelector('#login').hidden", vec![]).await;
+    assert_eq!(login_shown, false, "the agent was never sent back to the login page");
+
+    // Nothing lost, nothing twice, on either side.
+    let expected = [XSS, "Thanks! See https://example.com/docs", "Still there?", "Yes, still here."];
+    let seen = console_messages(&console).await;
+    assert_eq!(seen, expected, "console transcript");
+    let seen: Vec<String> = widget_messages(&visitor).await.into_iter().filter(|m| m != "Hi! How can we help?").collect();
+    assert_eq!(seen, expected, "widget transcript");
+    console.close().await;
+    visitor.close().await;
+    server.stop().await;
+}
+
+/// Skip the (optional) pre-chat form by starting the chat without details.
+async fn b_skip_prechat(b: &Browser) {
+    let start = b.el(&format!("{W}.querySelector('.prechat button')")).await;
+    b.click(&start).await;
 }

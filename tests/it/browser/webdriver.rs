@@ -70,8 +70,19 @@ impl Driver {
         d
     }
 
-    /// A fresh browser (own profile, so own cookies and storage).
+    /// A fresh desktop browser (own profile, so own cookies and storage).
     pub async fn browser(&self, width: u32, height: u32) -> Browser {
+        self.session(width, height, None).await
+    }
+
+    /// A fresh browser emulating a phone screen `width` CSS pixels wide
+    /// (desktop windows cannot be made that narrow).
+    pub async fn phone(&self, width: u32, height: u32) -> Browser {
+        let metrics = json!({"deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0, "touch": true}});
+        self.session(width.max(500), height, Some(metrics)).await
+    }
+
+    async fn session(&self, width: u32, height: u32, mobile: Option<Value>) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let args = vec![
             "--headless=new".to_owned(),
@@ -91,6 +102,10 @@ impl Driver {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": chromium_path(), "args": args},
         }}});
+        let mut caps = caps;
+        if let Some(m) = mobile {
+            caps["capabilities"]["alwaysMatch"]["goog:chromeOptions"]["mobileEmulation"] = m;
+        }
         let res = self.http.post(format!("{}/session", self.url)).json(&caps).send().await.expect("new session");
         let body: Value = res.json().await.unwrap();
         let id = body["value"]["sessionId"]
