@@ -288,8 +288,7 @@ pub async fn add_to_group(store: &dyn Store, admin: &AgentCtx, group_id: &str, a
     if group_id.len() > 64 {
         return Err(Error::NotFound("group"));
     }
-    let group =
-        store.group(group_id).await?.filter(|g| g.site_id == admin.site_id).ok_or(Error::NotFound("group"))?;
+    let group = store.group(group_id).await?.filter(|g| g.site_id == admin.site_id).ok_or(Error::NotFound("group"))?;
     store.add_agent_to_group(&agent.id, &group.id).await
 }
 

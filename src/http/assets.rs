@@ -82,11 +82,8 @@ async fn named(Path(name): Path<String>, ApiQuery(version): ApiQuery<Version>, h
     let Some(a) = find(&name) else {
         return Error::NotFound("asset").into_response();
     };
-    let cache = if version.v.as_deref() == Some(a.hash.as_str()) {
-        "public, max-age=31536000, immutable"
-    } else {
-        "no-cache"
-    };
+    let cache =
+        if version.v.as_deref() == Some(a.hash.as_str()) { "public, max-age=31536000, immutable" } else { "no-cache" };
     serve(a, &headers, cache)
 }
 

@@ -85,10 +85,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
 fn set_cookie(headers: &HeaderMap, value: &str, max_age_s: u64) -> HeaderValue {
     // Holdfast speaks plain HTTP behind a TLS proxy: the page's origin says
     // whether the browser sees https, and then the cookie is Secure too.
-    let secure = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|o| o.starts_with("https://"));
+    let secure = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_some_and(|o| o.starts_with("https://"));
     let cookie = format!(
         "{SESSION_COOKIE}={value}; Path={COOKIE_PATH}; Max-Age={max_age_s}; HttpOnly; SameSite=Strict{}",
         if secure { "; Secure" } else { "" }

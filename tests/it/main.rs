@@ -14,3 +14,4 @@ mod resume;
 mod routing;
 mod storm;
 mod support;
+mod web;

@@ -186,6 +186,7 @@ async fn visitor_and_agent_chat_in_browsers_across_a_server_restart() {
     let server = TestServer::start_in(tmp.path(), |_| {}).await;
     let site = server.site().await;
     server.agent(&site, "ana@example.com", 5).await;
+    server.state.store.create_canned_response(&site.id, "wait", "Thank you for waiting!").await.unwrap();
     let page = host_page(&server, &site.widget_key).await;
     let driver = Driver::start().await;
     let console = driver.browser(1280, 900).await;
@@ -199,16 +200,25 @@ async fn visitor_and_agent_chat_in_browsers_across_a_server_restart() {
     widget_say(&visitor, XSS).await;
 
     // Routed to the only online agent: it shows in "My chats"; open it.
-    let mine = console.el("document.querySelector('#mine button')").await;
-    console.click(&mine).await;
+    console.click_on("document.querySelector('#mine button')").await;
     wait_console_text(&console, XSS).await;
     let reply = console.el("document.querySelector('#reply')").await;
     console.type_text(&reply, "Thanks! See https://example.com/docs\u{E007}").await;
     wait_widget_text(&visitor, "Thanks! See https://example.com/docs").await;
+    // A canned response by its shortcut: "/wa", Tab completes, Enter sends.
+    console.type_text(&reply, "/wa").await;
+    console.wait_for("return !document.querySelector('#suggest').hidden", LONG).await;
+    console.type_text(&reply, "\u{E004}").await;
+    let value = console.exec("return document.querySelector('#reply').value", vec![]).await;
+    assert_eq!(value, "Thank you for waiting!");
+    console.type_text(&reply, "\u{E007}").await;
+    wait_widget_text(&visitor, "Thank you for waiting!").await;
 
     // Chat text is text on both sides: no element from it, no script ran,
     // only the http(s) link is clickable and it opens with noopener.
-    for (b, scope) in [(&console, "document.querySelector('#log')".to_owned()), (&visitor, format!("{W}.querySelector('.log')"))] {
+    for (b, scope) in
+        [(&console, "document.querySelector('#log')".to_owned()), (&visitor, format!("{W}.querySelector('.log')"))]
+    {
         let found = b
             .exec(
                 &format!(
@@ -251,10 +261,12 @@ async fn visitor_and_agent_chat_in_browsers_across_a_server_restart() {
     assert_eq!(login_shown, false, "the agent was never sent back to the login page");
 
     // Nothing lost, nothing twice, on either side.
-    let expected = [XSS, "Thanks! See https://example.com/docs", "Still there?", "Yes, still here."];
+    let expected =
+        [XSS, "Thanks! See https://example.com/docs", "Thank you for waiting!", "Still there?", "Yes, still here."];
     let seen = console_messages(&console).await;
     assert_eq!(seen, expected, "console transcript");
-    let seen: Vec<String> = widget_messages(&visitor).await.into_iter().filter(|m| m != "Hi! How can we help?").collect();
+    let seen: Vec<String> =
+        widget_messages(&visitor).await.into_iter().filter(|m| m != "Hi! How can we help?").collect();
     assert_eq!(seen, expected, "widget transcript");
     console.close().await;
     visitor.close().await;
@@ -265,4 +277,89 @@ async fn visitor_and_agent_chat_in_browsers_across_a_server_restart() {
 async fn b_skip_prechat(b: &Browser) {
     let start = b.el(&format!("{W}.querySelector('.prechat button')")).await;
     b.click(&start).await;
+}
+
+#[tokio::test]
+async fn the_offline_form_reaches_the_agents() {
+    let _one = ONE_BROWSER_TEST.lock().await;
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    server.agent(&site, "off@example.com", 5).await;
+    let page = host_page(&server, &site.widget_key).await;
+    let driver = Driver::start().await;
+    let visitor = driver.browser(1280, 900).await;
+
+    // No agent online: the widget offers to leave a message.
+    visitor.goto(&page.url).await;
+    open_widget(&visitor).await;
+    let form = format!("{W}.querySelector('.offline')");
+    visitor.wait_for(&format!("return !{form}.hidden && {W}.querySelector('.composer').hidden"), LONG).await;
+    let name = visitor.el(&format!("{form}.querySelector('input[name=name]')")).await;
+    visitor.type_text(&name, "Olga").await;
+    let email = visitor.el(&format!("{form}.querySelector('input[name=email]')")).await;
+    visitor.type_text(&email, "olga@example.com").await;
+    let body = visitor.el(&format!("{form}.querySelector('textarea')")).await;
+    visitor.type_text(&body, "Please call me back about my order").await;
+    let submit = visitor.el(&format!("{form}.querySelector('button')")).await;
+    visitor.click(&submit).await;
+    visitor.wait_for(&format!("return !{W}.querySelector('.thanks').hidden"), LONG).await;
+    visitor.screenshot(&screenshot_path("widget-offline.png")).await;
+
+    // An agent logging in later finds it under "Offline messages".
+    let console = driver.browser(1280, 900).await;
+    console_login(&console, &server, "off@example.com", "password123").await;
+    console.click_on("document.querySelector('#offline button')").await;
+    wait_console_text(&console, "Please call me back about my order").await;
+    console.wait_for("return document.querySelector('#details').textContent.includes('olga@example.com')", LONG).await;
+    visitor.close().await;
+    console.close().await;
+}
+
+#[tokio::test]
+async fn an_admin_creates_an_agent_who_then_logs_in() {
+    let _one = ONE_BROWSER_TEST.lock().await;
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    admin(&server, &site, "ada@example.com").await;
+    let driver = Driver::start().await;
+    let b = driver.browser(1280, 900).await;
+    console_login(&b, &server, "ada@example.com", "password123").await;
+    let tab = b.el("document.querySelector('#admin-tab')").await;
+    b.click(&tab).await;
+    b.wait_for("return document.querySelector('#widget-key').textContent.startsWith('wk_')", LONG).await;
+    let snippet = b.exec("return document.querySelector('#snippet').value", vec![]).await;
+    assert!(snippet.as_str().unwrap().contains(&format!("data-site=\"{}\"", site.widget_key)), "{snippet}");
+
+    for (id, text) in
+        [("#n-name", "Bob <b>Builder</b>"), ("#n-email", "bob@example.com"), ("#n-password", "bob-secret-1")]
+    {
+        let input = b.el(&format!("document.querySelector('{id}')")).await;
+        b.type_text(&input, text).await;
+    }
+    let create = b.el("document.querySelector('#agent-form button')").await;
+    b.click(&create).await;
+    b.wait_for("return document.querySelector('#agents tr[data-email=\"bob@example.com\"]')", LONG).await;
+    // The name is text, not markup.
+    let bold = b.exec("return document.querySelectorAll('#agents b').length", vec![]).await;
+    assert_eq!(bold, 0);
+
+    // A canned response, then its /shortcut completes in the composer.
+    let shortcut = b.el("document.querySelector('#c-shortcut')").await;
+    b.type_text(&shortcut, "hours").await;
+    let text = b.el("document.querySelector('#c-body')").await;
+    b.type_text(&text, "We are open 9 to 5.").await;
+    let add = b.el("document.querySelector('#canned-form button')").await;
+    b.click(&add).await;
+    b.wait_for("return document.querySelector('#canned').textContent.includes('/hours')", LONG).await;
+    b.screenshot(&screenshot_path("console-admin.png")).await;
+
+    // Bob logs in with the password the admin set.
+    let bob = driver.browser(1280, 900).await;
+    console_login(&bob, &server, "bob@example.com", "bob-secret-1").await;
+    let me = bob.exec("return document.querySelector('#me').textContent", vec![]).await;
+    assert_eq!(me, "Bob <b>Builder</b> (agent)");
+    let admin_tab = bob.exec("return document.querySelector('#admin-tab').hidden", vec![]).await;
+    assert_eq!(admin_tab, true, "agents get no admin pages");
+    b.close().await;
+    bob.close().await;
 }

@@ -164,6 +164,20 @@ impl Browser {
         self.call(reqwest::Method::POST, &format!("/element/{}/click", e.0), Some(json!({}))).await;
     }
 
+    /// Find the element a script returns and click it, finding it again if
+    /// the page re-rendered it in between (a stale reference).
+    pub async fn click_on(&self, expr: &str) {
+        let started = Instant::now();
+        loop {
+            let e = self.el(expr).await;
+            match self.try_call(reqwest::Method::POST, &format!("/element/{}/click", e.0), Some(json!({}))).await {
+                Ok(_) => return,
+                Err(err) if err.contains("stale") && started.elapsed() < Duration::from_secs(15) => continue,
+                Err(err) => panic!("clicking {expr}: {err}"),
+            }
+        }
+    }
+
     /// Type like a user, key by key ("\u{E007}" is Enter).
     pub async fn type_text(&self, e: &Element, text: &str) {
         self.call(reqwest::Method::POST, &format!("/element/{}/value", e.0), Some(json!({"text": text}))).await;
