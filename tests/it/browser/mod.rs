@@ -247,11 +247,14 @@ async fn visitor_and_agent_chat_in_browsers_across_a_server_restart() {
     server.stop().await;
     console.wait_for("return document.querySelector('#conn').textContent.includes('Reconnecting')", LONG).await;
     visitor.wait_for(&format!("return {W}.querySelector('.sub').textContent.includes('Reconnecting')"), LONG).await;
+    // Written while the server is away: kept, and sent once it is back.
+    widget_say(&visitor, "Typed while you were away").await;
 
     // It comes back on the same address and data: both carry on, no login.
     let server = TestServer::start_at(addr, tmp.path(), |_| {}).await;
     console.wait_for("return document.querySelector('#conn').textContent === ''", LONG).await;
     visitor.wait_for(&format!("return {W}.querySelector('.sub').textContent === ''"), LONG).await;
+    wait_console_text(&console, "Typed while you were away").await;
     widget_say(&visitor, "Still there?").await;
     wait_console_text(&console, "Still there?").await;
     let reply = console.el("document.querySelector('#reply')").await;
@@ -261,8 +264,14 @@ async fn visitor_and_agent_chat_in_browsers_across_a_server_restart() {
     assert_eq!(login_shown, false, "the agent was never sent back to the login page");
 
     // Nothing lost, nothing twice, on either side.
-    let expected =
-        [XSS, "Thanks! See https://example.com/docs", "Thank you for waiting!", "Still there?", "Yes, still here."];
+    let expected = [
+        XSS,
+        "Thanks! See https://example.com/docs",
+        "Thank you for waiting!",
+        "Typed while you were away",
+        "Still there?",
+        "Yes, still here.",
+    ];
     let seen = console_messages(&console).await;
     assert_eq!(seen, expected, "console transcript");
     let seen: Vec<String> =
