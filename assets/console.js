@@ -82,7 +82,10 @@ let token = null, me = null, renewTimer = 0;
 /** 'ok', 'ended' (really logged out) or 'offline' (try again later). */
 async function refresh() {
   try {
-    const r = await fetch("/api/v1/console/refresh", { method: "POST", headers: CSRF });
+    // The access token we hold lets the server renew it even when its
+    // store is down (lenient renewal); the cookie is the credential.
+    const headers = token ? { ...CSRF, authorization: "Bearer " + token } : CSRF;
+    const r = await fetch("/api/v1/console/refresh", { method: "POST", headers });
     if (r.ok) { setCreds(await r.json()); return "ok"; }
     return r.status === 401 ? "ended" : "offline";
   } catch {
@@ -92,7 +95,7 @@ async function refresh() {
 
 function setCreds(c) {
   token = c.access_token;
-  me = c.agent;
+  if (c.agent) me = c.agent; // a degraded renewal carries only the token
   clearTimeout(renewTimer);
   renewTimer = setTimeout(renew, c.expires_in * 800);
 }

@@ -219,7 +219,13 @@ pub struct AgentChange {
 
 /// Change an agent of the admin's site. Deactivating ends the agent's
 /// sessions and closes their sockets everywhere.
-pub async fn update_agent(chat: &Chat, admin: &AgentCtx, agent_id: &str, change: AgentChange) -> Result<Agent> {
+pub async fn update_agent(
+    auth: &Auth,
+    chat: &Chat,
+    admin: &AgentCtx,
+    agent_id: &str,
+    change: AgentChange,
+) -> Result<Agent> {
     require_admin(admin)?;
     let store = chat.store.as_ref();
     let target = agent_of_site(store, &admin.site_id, agent_id).await?;
@@ -237,6 +243,7 @@ pub async fn update_agent(chat: &Chat, admin: &AgentCtx, agent_id: &str, change:
         // A role lives in the access token: end the sessions so the next
         // token carries the new one (deactivated agents cannot refresh).
         for session_id in store.revoke_agent_sessions(&target.id, now_ms()).await? {
+            auth.forget_session(&session_id);
             chat.bus
                 .publish(Envelope {
                     site_id: admin.site_id.clone(),

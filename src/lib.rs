@@ -20,8 +20,8 @@
 //! - `error`     — one error type and its mapping to HTTP status codes.
 //! - `telemetry` — logs and Prometheus metrics.
 
-pub mod admission;
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod bus;

@@ -74,7 +74,7 @@ async fn update_agent(
     Path(id): Path<String>,
     ApiJson(change): ApiJson<AgentChange>,
 ) -> Result<Json<Agent>> {
-    Ok(Json(admin::update_agent(&state.chat, &me, &id, change).await?))
+    Ok(Json(admin::update_agent(&state.auth, &state.chat, &me, &id, change).await?))
 }
 
 async fn groups(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<GroupView>>> {

@@ -8,7 +8,9 @@
 //! Those endpoints also demand an `X-Holdfast-Csrf` header (which a
 //! cross-site form cannot send) and a same-origin `Origin` when one is sent.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +20,7 @@ use serde::Deserialize;
 use super::assets::versioned_url;
 use super::extract::ApiJson;
 use crate::app::AppState;
-use crate::auth::Credentials;
+use crate::auth::{Credentials, normalize_email};
 use crate::bus::{Audience, Envelope, Payload};
 use crate::error::{Error, Result};
 
@@ -102,10 +104,13 @@ struct LoginRequest {
 
 async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response> {
     check_same_origin(&headers)?;
+    // The same per-account and per-address limits as the API login.
+    state.login_limiter.check(&normalize_email(&req.email), Some(peer.ip()))?;
     let mut creds: Credentials = state.auth.login(&req.email, &req.password).await?;
     let secret = creds.refresh_token.take().ok_or_else(|| Error::internal(anyhow::anyhow!("no refresh token")))?;
     let max_age = state.config.auth.session_ttl.as_secs();
@@ -114,11 +119,31 @@ async fn login(
     Ok(response)
 }
 
-/// A new access token for the cookie's session; no password hash.
-async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Credentials>> {
+/// A new access token for the cookie's session; no password hash. Like
+/// `/api/v1/auth/refresh`, if the store cannot answer, the access token the
+/// page still holds (sent as a bearer token) is renewed from its own claims
+/// within the grace period: infrastructure trouble never logs anyone out.
+async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>> {
     check_same_origin(&headers)?;
     let secret = session_cookie(&headers).ok_or_else(|| Error::unauthorized("not logged in"))?;
-    Ok(Json(state.auth.refresh(&secret).await?))
+    match state.auth.refresh(&secret).await {
+        Ok(creds) => Ok(Json(serde_json::to_value(creds).map_err(Error::internal)?)),
+        Err(err @ (Error::Store(_) | Error::Unavailable(_))) => {
+            let old = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            let Some(old) = old else { return Err(err) };
+            let grace = state.config.sessions.renewal_grace;
+            let claims = state.auth.verify_agent_lenient(old.trim(), grace).await.map_err(|_| err)?;
+            Ok(Json(serde_json::json!({
+                "access_token": state.auth.reissue(&claims)?,
+                "expires_in": state.auth.access_ttl().as_secs(),
+                "degraded": true,
+            })))
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Ends the cookie's session, closes its sockets and clears the cookie.
