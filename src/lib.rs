@@ -6,6 +6,7 @@
 //!
 //! - `cli`       — the `holdfast` command line: serve, site and agent admin.
 //! - `config`    — server configuration, one documented field each.
+//! - `admin`     — what admins change: widget settings, agents, groups, canned responses.
 //! - `app`       — wiring the parts into `AppState`; first-run bootstrap.
 //! - `server`    — bind, serve, drain on shutdown.
 //! - `http`      — the only module that knows axum: routes, extractors, sockets.
@@ -20,6 +21,7 @@
 //! - `error`     — one error type and its mapping to HTTP status codes.
 //! - `telemetry` — logs and Prometheus metrics.
 
+pub mod admin;
 pub mod admission;
 pub mod app;
 pub mod auth;

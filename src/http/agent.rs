@@ -18,6 +18,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/conversations", get(conversations))
+        .route("/api/v1/conversations/{id}", get(conversation))
         .route("/api/v1/conversations/{id}/events", get(events))
         .route("/api/v1/visitors/{id}", get(visitor))
         .route("/api/v1/search", get(search))
@@ -77,6 +78,15 @@ async fn conversations(
     };
     let list = state.store.conversations(&me.site_id, filter).await?;
     Ok(Json(list.iter().map(ConversationView::from).collect()))
+}
+
+/// One conversation's state (the console learns of some by their events).
+async fn conversation(
+    State(state): State<AppState>,
+    PeerAuth(peer): PeerAuth,
+    Path(id): Path<String>,
+) -> Result<Json<ConversationView>> {
+    Ok(Json(ConversationView::from(&state.chat.conversation_for(&peer, &id).await?)))
 }
 
 #[derive(Deserialize)]

@@ -15,12 +15,18 @@ pub fn lane_for(path: &str) -> Lane {
     match path {
         "/livez" | "/readyz" | "/api/v1/agent/socket" => Lane::Critical,
         p if p.starts_with("/api/v1/auth/") => Lane::Critical,
+        // The console's login page, its files and its cookie login/refresh.
+        "/console" | "/console/" => Lane::Critical,
+        p if p.starts_with("/api/v1/console/") || p.starts_with("/assets/") => Lane::Critical,
+        "/widget.js" => Lane::Chat,
+        "/api/v1/canned" => Lane::Dashboard,
+        p if p.starts_with("/api/v1/admin/") => Lane::Dashboard,
         "/api/v1/visitor/session" | "/api/v1/visitor/socket" => Lane::Chat,
         p if p.starts_with("/api/v1/conversations/") && p.ends_with("/events") => Lane::Chat,
         "/api/v1/conversations" | "/api/v1/search" | "/api/v1/agents" | "/api/v1/me" | "/api/v1/banners" => {
             Lane::Dashboard
         }
-        p if p.starts_with("/api/v1/visitors/") => Lane::Dashboard,
+        p if p.starts_with("/api/v1/visitors/") || p.starts_with("/api/v1/conversations/") => Lane::Dashboard,
         _ => Lane::Background,
     }
 }

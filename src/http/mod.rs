@@ -1,8 +1,11 @@
 //! The only module that knows axum: routes, extractors, the socket adapter,
 //! the error-to-response mapping and embedded pages.
 
+mod admin;
 mod agent;
+mod assets;
 mod auth;
+mod console;
 mod demo;
 mod error;
 pub mod extract;
@@ -31,6 +34,9 @@ pub fn router(state: AppState) -> Router {
         .merge(socket::routes())
         .merge(demo::routes())
         .merge(ops::routes())
+        .merge(assets::routes())
+        .merge(console::routes())
+        .merge(admin::routes())
         .fallback(|| async { Error::NotFound("route") })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), lanes::admit))

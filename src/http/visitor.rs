@@ -1,20 +1,51 @@
 //! Visitor sessions: the widget exchanges its site's widget key (and the
 //! visitor token it kept, if any) for a visitor token.
+//!
+//! The widget runs on customers' pages, so this endpoint answers CORS for
+//! any origin (it uses no cookies); a site with allowed origins refuses
+//! pages of other origins here, with a clear error.
 
-use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::extract::ApiJson;
+use crate::admin::WidgetSettings;
 use crate::app::AppState;
 use crate::chat::service::clean_field;
 use crate::error::{Error, Result};
 use crate::store::VisitorUpdate;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/visitor/session", post(session))
+    Router::new().route("/api/v1/visitor/session", post(session)).layer(middleware::from_fn(cors))
+}
+
+/// Let pages of any origin call this endpoint and read its answers
+/// (including errors and `Retry-After`); which origins may really start a
+/// session is the site's setting, checked in `session`.
+async fn cors(req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut response = if req.method() == Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        r
+    } else {
+        next.run(req).await
+    };
+    if let Some(origin) = origin {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
+        h.insert(header::VARY, HeaderValue::from_static("origin"));
+    }
+    response
 }
 
 #[derive(Deserialize)]
@@ -42,7 +73,7 @@ struct SessionResponse {
 struct SiteInfo {
     id: String,
     name: String,
-    settings: serde_json::Value,
+    settings: WidgetSettings,
 }
 
 async fn session(
@@ -54,6 +85,10 @@ async fn session(
         return Err(Error::NotFound("site"));
     }
     let site = state.store.site_by_widget_key(&req.widget_key).await?.ok_or(Error::NotFound("site"))?;
+    let mut settings = WidgetSettings::from_stored(&site.settings);
+    settings.check_origin(headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()))?;
+    // The widget needs its look, not the list of origins.
+    settings.allowed_origins.clear();
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.to_owned());
     let update = VisitorUpdate {
         page_url: clean_field(req.page_url, 2048, "page_url")?,
@@ -81,7 +116,7 @@ async fn session(
     Ok(Json(SessionResponse {
         visitor_id,
         visitor_token,
-        site: SiteInfo { id: site.id, name: site.name, settings: site.settings },
+        site: SiteInfo { id: site.id, name: site.name, settings },
         agents_online,
     }))
 }

@@ -397,6 +397,26 @@ pub struct SearchHit {
     pub created_at: i64,
 }
 
+/// A reply an agent inserts by typing `/shortcut` in the console.
+#[derive(Debug, Clone, Serialize)]
+pub struct CannedResponse {
+    pub id: String,
+    pub site_id: String,
+    /// Typed after a `/`; lower-case letters, digits, `-` and `_`.
+    pub shortcut: String,
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// Agent fields an admin may change; `None` leaves the stored value alone.
+#[derive(Debug, Clone, Default)]
+pub struct AgentUpdate {
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub active: Option<bool>,
+    pub chat_limit: Option<i64>,
+}
+
 /// The durable store. Every method is scoped by the ids it is given; callers
 /// check tenancy (site) before acting on what comes back.
 #[async_trait]
@@ -456,4 +476,18 @@ pub trait Store: Send + Sync + 'static {
     async fn events_after(&self, conversation_id: &str, after: i64, limit: i64) -> Result<Vec<StoredEvent>>;
     /// Messages of a site whose body contains `text` (case-insensitive).
     async fn search_messages(&self, site_id: &str, text: &str, limit: i64) -> Result<Vec<SearchHit>>;
+
+    // ----- admin (the web console) -----------------------------------------
+
+    /// Replace a site's widget settings (validated by the caller).
+    async fn set_site_settings(&self, site_id: &str, settings: &serde_json::Value) -> Result<()>;
+    async fn update_agent(&self, agent_id: &str, update: AgentUpdate) -> Result<()>;
+    /// Revoke every live session of an agent; returns the revoked session ids.
+    async fn revoke_agent_sessions(&self, agent_id: &str, at: i64) -> Result<Vec<String>>;
+    /// Agent ids in a group.
+    async fn group_members(&self, group_id: &str) -> Result<Vec<String>>;
+    async fn canned_responses(&self, site_id: &str) -> Result<Vec<CannedResponse>>;
+    async fn create_canned_response(&self, site_id: &str, shortcut: &str, body: &str) -> Result<CannedResponse>;
+    /// Returns whether a response of that site with that id existed.
+    async fn delete_canned_response(&self, site_id: &str, id: &str) -> Result<bool>;
 }

@@ -908,4 +908,96 @@ impl Store for SqliteStore {
             })
             .collect()
     }
+
+    async fn set_site_settings(&self, site_id: &str, settings: &serde_json::Value) -> Result<()> {
+        sqlx::query("UPDATE sites SET settings = ? WHERE id = ?")
+            .bind(settings.to_string())
+            .bind(site_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn update_agent(&self, agent_id: &str, update: AgentUpdate) -> Result<()> {
+        sqlx::query(
+            "UPDATE agents SET name = coalesce(?, name), role = coalesce(?, role), \
+             active = coalesce(?, active), chat_limit = coalesce(?, chat_limit) WHERE id = ?",
+        )
+        .bind(update.name)
+        .bind(update.role.map(Role::as_str))
+        .bind(update.active.map(i64::from))
+        .bind(update.chat_limit)
+        .bind(agent_id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_agent_sessions(&self, agent_id: &str, at: i64) -> Result<Vec<String>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(at)
+        .bind(agent_id)
+        .fetch_all(&self.write)
+        .await?;
+        Ok(ids)
+    }
+
+    async fn group_members(&self, group_id: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT agent_id FROM agent_groups WHERE group_id = ? ORDER BY agent_id")
+            .bind(group_id)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    async fn canned_responses(&self, site_id: &str) -> Result<Vec<CannedResponse>> {
+        let rows = sqlx::query("SELECT * FROM canned_responses WHERE site_id = ? ORDER BY shortcut")
+            .bind(site_id)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CannedResponse {
+                    id: r.try_get("id")?,
+                    site_id: r.try_get("site_id")?,
+                    shortcut: r.try_get("shortcut")?,
+                    body: r.try_get("body")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_canned_response(&self, site_id: &str, shortcut: &str, body: &str) -> Result<CannedResponse> {
+        let canned = CannedResponse {
+            id: new_id(),
+            site_id: site_id.to_owned(),
+            shortcut: shortcut.to_owned(),
+            body: body.to_owned(),
+            created_at: now_ms(),
+        };
+        sqlx::query("INSERT INTO canned_responses (id, site_id, shortcut, body, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&canned.id)
+            .bind(site_id)
+            .bind(shortcut)
+            .bind(body)
+            .bind(canned.created_at)
+            .execute(&self.write)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => Error::conflict("that shortcut exists"),
+                e => e.into(),
+            })?;
+        Ok(canned)
+    }
+
+    async fn delete_canned_response(&self, site_id: &str, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM canned_responses WHERE id = ? AND site_id = ?")
+            .bind(id)
+            .bind(site_id)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
 }

@@ -4,6 +4,7 @@
 
 mod architecture;
 mod bad_input;
+mod browser;
 mod chat;
 mod cli;
 mod health;
@@ -13,3 +14,4 @@ mod resume;
 mod routing;
 mod storm;
 mod support;
+mod web;

@@ -49,6 +49,25 @@ impl TestServer {
 
     pub async fn start_in(dir: &Path, tune: impl FnOnce(&mut Config)) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::serve(listener, dir, tune).await
+    }
+
+    /// Start on a given address (e.g. the one a stopped server had, so
+    /// clients that know only that address can reconnect), waiting for the
+    /// port to be free.
+    pub async fn start_at(addr: std::net::SocketAddr, dir: &Path, tune: impl FnOnce(&mut Config)) -> TestServer {
+        let started = std::time::Instant::now();
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(_) if started.elapsed() < WAIT => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("cannot bind {addr} again: {e}"),
+            }
+        };
+        Self::serve(listener, dir, tune).await
+    }
+
+    async fn serve(listener: tokio::net::TcpListener, dir: &Path, tune: impl FnOnce(&mut Config)) -> TestServer {
         let addr = listener.local_addr().unwrap();
         let mut config = Config::new(addr, dir.to_owned());
         config.announce = false;

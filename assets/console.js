@@ -1,0 +1,699 @@
+// Holdfast agent console (and, for admins, the admin pages).
+//
+// The session lives in an HttpOnly cookie this script cannot read; the
+// script holds only a short-lived access token in memory and renews it
+// through /api/v1/console/refresh. A dropped socket shows "reconnecting…"
+// and resumes with cursors; only a session that is really ended (logout,
+// revocation, expiry) brings the login page back. Everything that came
+// from a visitor or an agent is set as text, never as HTML.
+
+const $ = (id) => document.getElementById(id);
+const CSRF = { "x-holdfast-csrf": "1" };
+
+// ----- DOM helpers (text only) ----------------------------------------------
+function h(tag, props = {}, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v == null) continue;
+    if (k === "class") el.className = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k in el && typeof v !== "string") el[k] = v;
+    else el.setAttribute(k, v);
+  }
+  el.append(...kids.filter((x) => x != null));
+  return el;
+}
+
+/** Text with http(s) links made clickable (rel=noopener); the rest stays text. */
+function rich(el, text) {
+  const re = /\bhttps?:\/\/[^\s<>"']+/gi;
+  let last = 0, m;
+  while ((m = re.exec(text))) {
+    const url = m[0].replace(/[.,;:!?)\]]+$/, "");
+    el.append(text.slice(last, m.index));
+    el.append(link(url));
+    last = m.index + url.length;
+    re.lastIndex = last;
+  }
+  el.append(text.slice(last));
+  return el;
+}
+
+/** A link if `url` is http(s), else plain text. */
+function link(url) {
+  let u = null;
+  try { u = new URL(url); } catch { /* not a URL */ }
+  if (u && (u.protocol === "http:" || u.protocol === "https:")) {
+    return h("a", { href: u.href, target: "_blank", rel: "noopener noreferrer" }, url);
+  }
+  return document.createTextNode(url);
+}
+
+const ago = (ms) => {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.round(s / 60)} min`;
+  if (s < 86400) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
+};
+const when = (ms) => new Date(ms).toLocaleString();
+const newId = () => crypto.randomUUID();
+
+function browserName(ua) {
+  if (!ua) return "unknown";
+  const b = /Edg\//.test(ua) ? "Edge" : /Firefox\//.test(ua) ? "Firefox" : /Chrom(e|ium)\//.test(ua) ? "Chrome"
+    : /Safari\//.test(ua) ? "Safari" : "Other";
+  const os = /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Windows/.test(ua) ? "Windows"
+    : /Mac OS/.test(ua) ? "macOS" : /Linux/.test(ua) ? "Linux" : "";
+  return os ? `${b} on ${os}` : b;
+}
+
+function toast(text) {
+  const t = $("toast");
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (t.hidden = true), 6000);
+}
+
+// ----- session: access token in memory, refresh credential in a cookie ------
+let token = null, me = null, renewTimer = 0;
+
+/** 'ok', 'ended' (really logged out) or 'offline' (try again later). */
+async function refresh() {
+  try {
+    // The access token we hold lets the server renew it even when its
+    // store is down (lenient renewal); the cookie is the credential.
+    const headers = token ? { ...CSRF, authorization: "Bearer " + token } : CSRF;
+    const r = await fetch("/api/v1/console/refresh", { method: "POST", headers });
+    if (r.ok) { setCreds(await r.json()); return "ok"; }
+    return r.status === 401 ? "ended" : "offline";
+  } catch {
+    return "offline";
+  }
+}
+
+function setCreds(c) {
+  token = c.access_token;
+  if (c.agent) me = c.agent; // a degraded renewal carries only the token
+  clearTimeout(renewTimer);
+  renewTimer = setTimeout(renew, c.expires_in * 800);
+}
+
+async function renew() {
+  const r = await refresh();
+  if (r === "ended") return sessionEnded();
+  if (r === "offline") renewTimer = setTimeout(renew, 3000 + Math.random() * 5000);
+}
+
+function sessionEnded() {
+  token = null;
+  if (sock) { const s = sock; sock = null; s.close(); }
+  clearTimeout(timer);
+  $("app").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = "Your session ended. Please log in again.";
+}
+
+async function api(path, opts = {}) {
+  for (let attempt = 0; ; attempt++) {
+    const headers = { authorization: "Bearer " + token };
+    if (opts.body) headers["content-type"] = "application/json";
+    const r = await fetch(path, { ...opts, headers });
+    if (r.status === 401 && attempt === 0) {
+      const s = await refresh();
+      if (s === "ended") { sessionEnded(); throw new Error("session ended"); }
+      continue;
+    }
+    const body = r.status === 204 ? null : await r.json().catch(() => null);
+    if (!r.ok) throw new Error((body && body.error && body.error.message) || `HTTP ${r.status}`);
+    return body;
+  }
+}
+const post = (path, body, method = "POST") => api(path, { method, body: JSON.stringify(body) });
+
+// ----- state -------------------------------------------------------------------
+const convs = new Map(); // id -> {id, status, visitor_id, group_id, agent_id, events, unread, live}
+const cursors = {}; // conv -> last seq seen live
+const visitors = new Map(); // id -> visitor record (or a pending promise)
+const outbox = new Map(); // client_id -> frame, until acknowledged
+let queue = [], agents = [], canned = [], selected = null, sock = null, welcomed = false;
+let attempt = 0, timer = 0, laterMs = null, pinger = 0, typingOff = 0, myTyping = false, audio = null;
+
+function conv(id, patch = {}) {
+  let c = convs.get(id);
+  if (!c) { c = { id, events: [], unread: 0, live: false }; convs.set(id, c); }
+  Object.assign(c, patch);
+  return c;
+}
+
+function visitorLabel(id) {
+  if (!id) return "Visitor";
+  const v = visitors.get(id);
+  if (v && v.id) return v.name || v.email || `Visitor ${id.slice(-4)}`;
+  if (!v) {
+    visitors.set(id, api(`/api/v1/visitors/${id}`).then((x) => { visitors.set(id, x); renderLists(); if (selected) renderHead(); })
+      .catch(() => visitors.delete(id)));
+  }
+  return `Visitor ${id.slice(-4)}`;
+}
+
+// ----- the socket --------------------------------------------------------------
+function connect() {
+  clearTimeout(timer);
+  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/v1/agent/socket");
+  let refusedCode = null;
+  sock = ws;
+  welcomed = false;
+  ws.onopen = () => {
+    // Resume the conversations still ours (at most a few hundred).
+    const mine = {};
+    for (const c of convs.values()) {
+      if (c.live && cursors[c.id] && c.status !== "closed" && Object.keys(mine).length < 400) mine[c.id] = cursors[c.id];
+    }
+    ws.send(JSON.stringify({ type: "hello", v: 1, token, cursors: mine }));
+  };
+  ws.onmessage = (m) => {
+    let f;
+    try { f = JSON.parse(m.data); } catch { return; }
+    if (f.type === "error" && !welcomed) refusedCode = f.code;
+    onFrame(f);
+  };
+  ws.onclose = async () => {
+    if (sock !== ws) return;
+    sock = null;
+    welcomed = false;
+    clearInterval(pinger);
+    connState(false);
+    if (refusedCode === "token_expired" || refusedCode === "unauthorized") {
+      const r = await refresh();
+      if (r === "ended") return sessionEnded();
+    }
+    // Full jitter over a capped exponential step, or the server's own delay.
+    const delay = laterMs != null ? laterMs : Math.random() * Math.min(30000, 500 * 2 ** attempt++);
+    laterMs = null;
+    timer = setTimeout(connect, delay);
+  };
+}
+
+function send(frame) {
+  if (sock && welcomed && sock.readyState === 1) { sock.send(JSON.stringify(frame)); return true; }
+  return false;
+}
+
+let downSince = 0;
+function connState(up) {
+  if (up) { downSince = 0; $("conn").textContent = ""; return; }
+  if (!downSince) downSince = Date.now();
+  setTimeout(() => { if (downSince) $("conn").textContent = "Reconnecting…"; }, 800);
+}
+
+function onFrame(f) {
+  if (f.conv && f.seq && f.author) return onEvent(f);
+  switch (f.type) {
+    case "welcome":
+      welcomed = true;
+      attempt = 0;
+      connState(true);
+      $("availability").value = f.availability;
+      agents = f.agents || [];
+      setQueue(f.queue || [], false);
+      for (const c of f.conversations) {
+        const known = convs.get(c.id);
+        // A transcript read over REST is replaced by the live replay.
+        conv(c.id, known && known.live ? c : { ...c, live: true, events: [] });
+      }
+      for (const c of convs.values()) {
+        if (c.live && c.status === "active" && !f.conversations.some((x) => x.id === c.id)) c.status = "closed";
+      }
+      clearInterval(pinger);
+      pinger = setInterval(() => send({ type: "ping" }), 25000);
+      for (const frame of outbox.values()) send(frame);
+      renderLists();
+      if (selected) renderConversation();
+      break;
+    case "queue":
+      setQueue(f.queue, true);
+      break;
+    case "availability": {
+      const i = agents.findIndex((a) => a.id === f.agent.id);
+      if (i >= 0) agents[i] = f.agent; else agents.push(f.agent);
+      if (me && f.agent.id === me.id) $("availability").value = f.agent.availability;
+      renderActions();
+      break;
+    }
+    case "typing":
+      if (f.conv === selected && f.from.kind === "visitor") {
+        $("typing").textContent = f.on ? "Visitor is typing…" : "";
+        clearTimeout(typingOff);
+        if (f.on) typingOff = setTimeout(() => ($("typing").textContent = ""), 8000);
+      }
+      break;
+    case "offline_message":
+      loadOffline();
+      alert_("New offline message", f.body);
+      break;
+    case "ack":
+      outbox.delete(f.client_id);
+      break;
+    case "error":
+      if (f.ref && outbox.has(f.ref) && f.code !== "internal" && f.code !== "unavailable") outbox.delete(f.ref);
+      if (welcomed) toast(f.message);
+      break;
+    case "reconnect":
+      laterMs = f.after_ms;
+      break;
+  }
+}
+
+function setQueue(list, announce) {
+  const before = new Set(queue.map((q) => q.conv));
+  queue = list;
+  for (const q of list) conv(q.conv, { status: "queued", visitor_id: q.visitor_id, group_id: q.group_id });
+  if (announce && list.some((q) => !before.has(q.conv))) alert_("New chat waiting", "A visitor is waiting in the queue");
+  renderLists();
+  if (selected) renderActions();
+}
+
+function onEvent(f) {
+  if (f.seq <= (cursors[f.conv] || 0)) return; // already seen
+  cursors[f.conv] = f.seq;
+  const c = conv(f.conv);
+  if (!c.visitor_id && f.author.kind === "visitor") c.visitor_id = f.author.id;
+  if (!c.group_id && !c.meta) {
+    // Known only by its events so far: fetch what they do not say.
+    c.meta = api(`/api/v1/conversations/${c.id}`).then((m) => {
+      c.visitor_id = c.visitor_id || m.visitor_id;
+      c.group_id = m.group_id;
+      renderLists();
+      if (selected === c.id) renderActions();
+    }, () => (c.meta = null));
+  }
+  if (!c.live) {
+    // First live event (a claim or an assignment): the server replays the
+    // whole conversation, so drop the transcript read over REST.
+    c.live = true;
+    c.events = [];
+    if (selected === c.id) $("log").replaceChildren();
+  }
+  c.events.push(f);
+  if (f.type === "message") {
+    if (f.author.kind === "visitor") {
+      if (selected !== c.id || document.hidden) { c.unread++; alert_("New message", f.body); }
+      $("typing").textContent = "";
+    }
+  } else if (f.type === "assigned") {
+    c.agent_id = f.agent.id;
+    c.status = "active";
+    if (me && f.agent.id === me.id) alert_("New chat", "A conversation was assigned to you");
+  } else if (f.type === "transferred") {
+    c.agent_id = null;
+    c.status = "queued";
+  } else if (f.type === "closed") {
+    c.status = "closed";
+  }
+  renderLists();
+  if (selected === c.id) { appendEvent(f); renderActions(); }
+}
+
+// ----- notifications and sound ------------------------------------------------
+function beep() {
+  try {
+    audio = audio || new AudioContext();
+    const o = audio.createOscillator(), g = audio.createGain();
+    o.frequency.value = 660;
+    g.gain.value = 0.06;
+    o.connect(g).connect(audio.destination);
+    o.start();
+    o.stop(audio.currentTime + 0.2);
+  } catch { /* no sound */ }
+}
+function alert_(title, body) {
+  beep();
+  if (window.Notification && Notification.permission === "granted" && (document.hidden || !document.hasFocus())) {
+    try { new Notification(title, { body: String(body || "").slice(0, 140), tag: "holdfast" }); } catch { /* ignore */ }
+  }
+}
+
+// ----- rendering ------------------------------------------------------------------
+function renderLists() {
+  $("queue-count").textContent = queue.length ? String(queue.length) : "";
+  $("queue").replaceChildren(...queue.map((q) => item(q.conv, visitorLabel(q.visitor_id), `#${q.position} · ${ago(q.waiting_since)}`)));
+  const mine = [...convs.values()].filter((c) => me && c.agent_id === me.id && c.status === "active");
+  $("mine").replaceChildren(...mine.map((c) => item(c.id, visitorLabel(c.visitor_id), null, c.unread)));
+}
+
+function item(id, label, sub, unread = 0) {
+  const b = h("button", { type: "button", "aria-current": String(selected === id), onclick: () => select(id) },
+    h("span", {}, label), sub ? h("span", { class: "sub" }, sub) : null,
+    unread ? h("span", { class: "unread", "aria-label": `${unread} unread` }, String(unread)) : null);
+  b.dataset.conv = id;
+  return h("li", {}, b);
+}
+
+async function select(id) {
+  selected = id;
+  const c = conv(id);
+  c.unread = 0;
+  $("typing").textContent = "";
+  renderLists();
+  renderConversation();
+  if (!c.live || !c.visitor_id) {
+    // Not one of ours live: read its transcript (and state) over REST.
+    try {
+      const events = await api(`/api/v1/conversations/${id}/events?limit=1000`);
+      if (selected !== id) return;
+      if (!c.live) c.events = events;
+      if (!c.visitor_id) {
+        const v = events.find((e) => e.author.kind === "visitor");
+        if (v) c.visitor_id = v.author.id;
+      }
+      renderConversation();
+    } catch (e) { toast(e.message); }
+  }
+  renderDetails(c);
+}
+
+function renderHead() {
+  const c = convs.get(selected);
+  $("conv-title").textContent = c ? `${c.visitor_id ? visitorLabel(c.visitor_id) : "Conversation"} · ${c.status || ""}` : "No conversation selected";
+}
+
+function renderConversation() {
+  const c = convs.get(selected);
+  $("log").replaceChildren();
+  if (!c) return;
+  renderHead();
+  for (const e of c.events) appendEvent(e);
+  for (const f of outbox.values()) if (f.conv === c.id) pendingBubble(f);
+  renderActions();
+}
+
+function agentName(id) {
+  const a = agents.find((x) => x.id === id);
+  return a ? a.name : "an agent";
+}
+
+function appendEvent(e) {
+  const log = $("log");
+  let el;
+  if (e.type === "message") {
+    const mine = me && e.author.kind === "agent" && e.author.id === me.id;
+    const pending = e.client_id && log.querySelector(`[data-client-id="${CSS.escape(e.client_id)}"]`);
+    if (pending) pending.remove();
+    const who = e.author.kind === "visitor" ? visitorLabel(e.author.id) : mine ? "You" : agentName(e.author.id);
+    el = h("div", { class: mine ? "msg me" : "msg" }, h("span", { class: "who" }, who));
+    rich(el, e.body || "");
+  } else if (e.type === "assigned") {
+    el = h("div", { class: "sys" }, `Assigned to ${e.agent.name}`);
+  } else if (e.type === "transferred") {
+    el = h("div", { class: "sys" }, `Back to the ${e.group ? e.group.name : ""} queue`);
+  } else if (e.type === "closed") {
+    el = h("div", { class: "sys" }, "Conversation closed");
+  } else return;
+  log.insertBefore(el, log.querySelector(".pending"));
+  log.scrollTop = log.scrollHeight;
+}
+
+function pendingBubble(f) {
+  const el = h("div", { class: "msg me pending", "data-client-id": f.client_id }, h("span", { class: "who" }, "You · sending"));
+  rich(el, f.body);
+  $("log").append(el);
+  $("log").scrollTop = $("log").scrollHeight;
+}
+
+function renderActions() {
+  const c = convs.get(selected);
+  const mineActive = c && me && c.agent_id === me.id && c.status === "active";
+  const open = c && (c.status === "queued" || c.status === "active");
+  $("claim").hidden = !open || mineActive;
+  $("close").hidden = !open || !(mineActive || (me && me.role === "admin") || c.status === "queued");
+  $("composer").hidden = !mineActive;
+  const canTransfer = mineActive || (open && me && me.role === "admin" && c.agent_id);
+  $("transfer-wrap").hidden = !canTransfer;
+  $("transfer-go").hidden = !canTransfer;
+  if (canTransfer) {
+    const opts = agents.filter((a) => a.id !== c.agent_id).map((a) => h("option", { value: "agent:" + a.id }, `${a.name} (${a.availability})`));
+    opts.push(h("option", { value: "group:" + c.group_id }, "Back to the queue"));
+    $("transfer").replaceChildren(...opts);
+  }
+  renderHead();
+}
+
+async function renderDetails(c) {
+  const box = $("details");
+  box.replaceChildren(h("h2", {}, "Visitor"));
+  if (!c.visitor_id) return;
+  try {
+    const [v, past] = await Promise.all([
+      api(`/api/v1/visitors/${c.visitor_id}`),
+      api(`/api/v1/conversations?visitor=${encodeURIComponent(c.visitor_id)}&limit=20`),
+    ]);
+    if (selected !== c.id) return;
+    visitors.set(v.id, v);
+    const row = (k, val) => [h("dt", {}, k), h("dd", {}, val == null || val === "" ? "—" : val)];
+    box.append(h("dl", {},
+      ...row("Name", v.name), ...row("Email", v.email),
+      ...row("Page", v.page_url ? link(v.page_url) : null),
+      ...row("Referrer", v.referrer ? link(v.referrer) : null),
+      ...row("Browser", browserName(v.user_agent)),
+      ...row("Time on site", `${ago(v.first_seen)} (since ${when(v.first_seen)})`),
+      ...row("Last seen", `${ago(v.last_seen)} ago`)));
+    box.append(h("h2", {}, "Past conversations"));
+    box.append(h("ul", { class: "list" }, ...past.filter((p) => p.id !== c.id).map((p) => {
+      const known = convs.get(p.id);
+      if (!known || !known.live) conv(p.id, { ...p, live: false });
+      return item(p.id, when(p.created_at), p.status);
+    })));
+  } catch (e) { box.append(h("p", {}, e.message)); }
+}
+
+// ----- composing, with canned responses ------------------------------------------
+let suggestions = [], suggestAt = -1;
+
+function onReplyInput() {
+  const v = $("reply").value;
+  const m = /^\/([\w-]*)$/.exec(v);
+  suggestions = m ? canned.filter((c) => c.shortcut.startsWith(m[1].toLowerCase())) : [];
+  suggestAt = suggestions.length ? 0 : -1;
+  renderSuggest();
+  if (selected && !myTyping && v) { myTyping = true; send({ type: "typing", conv: selected, on: true }); }
+  clearTimeout(onReplyInput.t);
+  onReplyInput.t = setTimeout(() => { if (myTyping) { myTyping = false; send({ type: "typing", conv: selected, on: false }); } }, 3000);
+}
+
+function renderSuggest() {
+  const list = $("suggest");
+  list.hidden = !suggestions.length;
+  list.replaceChildren(...suggestions.map((c, i) => h("li", { role: "option", "aria-selected": String(i === suggestAt), onmousedown: (e) => { e.preventDefault(); pick(i); } },
+    h("strong", {}, "/" + c.shortcut), " " + c.body.slice(0, 80))));
+}
+
+function pick(i) {
+  $("reply").value = suggestions[i].body;
+  suggestions = [];
+  renderSuggest();
+  $("reply").focus();
+}
+
+function onReplyKey(e) {
+  if (suggestions.length) {
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      e.preventDefault();
+      suggestAt = (suggestAt + (e.key === "ArrowDown" ? 1 : suggestions.length - 1)) % suggestions.length;
+      return renderSuggest();
+    }
+    if (e.key === "Enter" || e.key === "Tab") { e.preventDefault(); return pick(suggestAt); }
+    if (e.key === "Escape") { suggestions = []; return renderSuggest(); }
+  }
+  if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("composer").requestSubmit(); }
+}
+
+function onSend(e) {
+  e.preventDefault();
+  const body = $("reply").value;
+  if (!body.trim() || !selected) return;
+  const frame = { type: "send", conv: selected, client_id: newId(), body };
+  outbox.set(frame.client_id, frame);
+  $("reply").value = "";
+  myTyping = false;
+  send({ type: "typing", conv: selected, on: false });
+  pendingBubble(frame);
+  send(frame);
+}
+
+// ----- lists over REST ----------------------------------------------------------------
+async function loadOffline() {
+  try {
+    const list = await api("/api/v1/conversations?status=offline&limit=50");
+    for (const c of list) conv(c.id, { ...c, live: convs.get(c.id)?.live || false });
+    $("offline").replaceChildren(...list.map((c) => item(c.id, visitorLabel(c.visitor_id), ago(c.created_at))));
+  } catch (e) { toast(e.message); }
+}
+
+async function search(e) {
+  e.preventDefault();
+  const q = $("search").value.trim();
+  $("results-title").hidden = !q;
+  if (!q) return $("results").replaceChildren();
+  try {
+    const hits = await api(`/api/v1/search?q=${encodeURIComponent(q)}&limit=50`);
+    $("results").replaceChildren(...hits.map((hit) => {
+      conv(hit.conversation_id);
+      return item(hit.conversation_id, hit.body.slice(0, 60), when(hit.created_at));
+    }));
+    if (!hits.length) $("results").replaceChildren(h("li", { class: "sys" }, "Nothing found"));
+  } catch (err) { toast(err.message); }
+}
+
+// ----- admin ---------------------------------------------------------------------------
+async function loadAdmin() {
+  try {
+    const [site, list, groups] = await Promise.all([api("/api/v1/admin/site"), api("/api/v1/admin/agents"), api("/api/v1/admin/groups")]);
+    $("widget-key").textContent = site.widget_key;
+    $("snippet").value = `<script async src="${location.origin}/widget.js" data-site="${site.widget_key}"></script>`;
+    const s = site.settings;
+    $("s-color").value = s.color;
+    $("s-position").value = s.position;
+    $("s-greeting").value = s.greeting;
+    $("s-name").value = s.prechat.name;
+    $("s-email").value = s.prechat.email;
+    $("s-origins").value = s.allowed_origins.join("\n");
+    $("agents").replaceChildren(...list.map(agentRow));
+    $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
+    await loadCanned();
+  } catch (e) { toast(e.message); }
+}
+
+function agentRow(a) {
+  const role = h("select", { "aria-label": `Role of ${a.name}`, disabled: me && a.id === me.id, onchange: (e) => patchAgent(a.id, { role: e.target.value }) },
+    h("option", { value: "agent" }, "Agent"), h("option", { value: "admin" }, "Admin"));
+  role.value = a.role;
+  const toggle = h("button", { type: "button", disabled: me && a.id === me.id, onclick: () => patchAgent(a.id, { active: !a.active }) }, a.active ? "Deactivate" : "Reactivate");
+  const tr = h("tr", {}, h("td", {}, a.name), h("td", {}, a.email), h("td", {}, role), h("td", {}, a.active ? a.availability : "deactivated"), h("td", {}, toggle));
+  tr.dataset.email = a.email;
+  return tr;
+}
+
+async function patchAgent(id, change) {
+  try { await post(`/api/v1/admin/agents/${id}`, change, "PATCH"); toast("Saved"); } catch (e) { toast(e.message); }
+  loadAdmin();
+}
+
+function groupRow(g, list) {
+  const names = g.members.map((id) => (list.find((a) => a.id === id) || {}).name || id).join(", ");
+  const pickAgent = h("select", { "aria-label": `Agent to add to ${g.name}` }, ...list.filter((a) => !g.members.includes(a.id)).map((a) => h("option", { value: a.id }, a.name)));
+  const add = h("button", { type: "button", onclick: async () => {
+    if (!pickAgent.value) return;
+    try { await post(`/api/v1/admin/groups/${g.id}/members`, { agent_id: pickAgent.value }); loadAdmin(); } catch (e) { toast(e.message); }
+  } }, "Add");
+  return h("li", {}, h("strong", {}, g.name), g.is_default ? " (default)" : "", `: ${names || "no one"} `, pickAgent, " ", add);
+}
+
+async function loadCanned() {
+  try { canned = await api("/api/v1/canned"); } catch { return; }
+  $("canned").replaceChildren(...canned.map((c) => h("li", {}, h("strong", {}, "/" + c.shortcut), " " + c.body + " ",
+    me && me.role === "admin" ? h("button", { type: "button", "aria-label": `Delete /${c.shortcut}`, onclick: async () => {
+      try { await api(`/api/v1/admin/canned/${c.id}`, { method: "DELETE" }); loadCanned(); } catch (e) { toast(e.message); }
+    } }, "Delete") : null)));
+}
+
+function wireAdmin() {
+  $("admin-tab").onclick = () => { $("chat-view").hidden = true; $("admin-view").hidden = false; $("admin-tab").hidden = true; $("chats-tab").hidden = false; loadAdmin(); };
+  $("chats-tab").onclick = () => { $("chat-view").hidden = false; $("admin-view").hidden = true; $("admin-tab").hidden = false; $("chats-tab").hidden = true; };
+  $("copy-snippet").onclick = () => navigator.clipboard && navigator.clipboard.writeText($("snippet").value).then(() => toast("Copied"), () => {});
+  $("settings-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const body = {
+      color: $("s-color").value, position: $("s-position").value, greeting: $("s-greeting").value,
+      prechat: { name: $("s-name").value, email: $("s-email").value },
+      allowed_origins: $("s-origins").value.split("\n").map((x) => x.trim()).filter(Boolean),
+    };
+    try { await post("/api/v1/admin/site/settings", body, "PUT"); $("settings-status").textContent = "Saved"; } catch (err) { $("settings-status").textContent = err.message; }
+  };
+  $("agent-form").onsubmit = async (e) => {
+    e.preventDefault();
+    try {
+      await post("/api/v1/admin/agents", { name: $("n-name").value, email: $("n-email").value, password: $("n-password").value, role: $("n-role").value });
+      e.target.reset();
+      toast("Agent created");
+      loadAdmin();
+    } catch (err) { toast(err.message); }
+  };
+  $("group-form").onsubmit = async (e) => {
+    e.preventDefault();
+    try { await post("/api/v1/admin/groups", { name: $("g-name").value }); e.target.reset(); loadAdmin(); } catch (err) { toast(err.message); }
+  };
+  $("canned-form").onsubmit = async (e) => {
+    e.preventDefault();
+    try { await post("/api/v1/admin/canned", { shortcut: $("c-shortcut").value, body: $("c-body").value }); e.target.reset(); loadCanned(); } catch (err) { toast(err.message); }
+  };
+}
+
+// ----- start ---------------------------------------------------------------------------------
+function startApp() {
+  $("booting").hidden = true;
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("me").textContent = `${me.name} (${me.role})`;
+  $("admin-tab").hidden = me.role !== "admin";
+  connect();
+  loadOffline();
+  loadCanned();
+}
+
+function wire() {
+  $("login-form").onsubmit = async (e) => {
+    e.preventDefault();
+    $("login-error").textContent = "";
+    try {
+      const r = await fetch("/api/v1/console/login", {
+        method: "POST",
+        headers: { ...CSRF, "content-type": "application/json" },
+        body: JSON.stringify({ email: $("email").value, password: $("password").value }),
+      });
+      const body = await r.json().catch(() => null);
+      if (!r.ok) { $("login-error").textContent = (body && body.error && body.error.message) || `HTTP ${r.status}`; return; }
+      $("password").value = "";
+      setCreds(body);
+      startApp();
+    } catch {
+      $("login-error").textContent = "Cannot reach the server; try again in a moment.";
+    }
+  };
+  $("logout").onclick = async () => {
+    try { await fetch("/api/v1/console/logout", { method: "POST", headers: CSRF }); } catch { /* ignore */ }
+    location.reload();
+  };
+  $("availability").onchange = (e) => send({ type: "set_availability", availability: e.target.value });
+  $("notify").onclick = () => window.Notification && Notification.requestPermission().then((p) => { $("notify").hidden = p === "granted"; });
+  if (window.Notification && Notification.permission === "granted") $("notify").hidden = true;
+  $("search-form").onsubmit = search;
+  $("claim").onclick = () => selected && send({ type: "claim", conv: selected });
+  $("close").onclick = () => selected && send({ type: "close", conv: selected });
+  $("transfer-go").onclick = () => {
+    const [kind, id] = $("transfer").value.split(":");
+    if (selected && id) send({ type: "transfer", conv: selected, [kind === "agent" ? "to_agent" : "to_group"]: id });
+  };
+  $("composer").onsubmit = onSend;
+  $("reply").addEventListener("input", onReplyInput);
+  $("reply").addEventListener("keydown", onReplyKey);
+  wireAdmin();
+}
+
+async function boot() {
+  wire();
+  for (let i = 0; ; i++) {
+    const r = await refresh();
+    if (r === "ok") return startApp();
+    if (r === "ended") break;
+    // The server is unreachable: keep the session, wait, try again.
+    $("booting").textContent = "Reconnecting…";
+    await new Promise((ok) => setTimeout(ok, Math.random() * Math.min(30000, 500 * 2 ** i)));
+  }
+  $("booting").hidden = true;
+  $("login").hidden = false;
+  $("email").focus();
+}
+
+boot();

@@ -1,0 +1,439 @@
+// Holdfast visitor widget. Embed with one tag:
+//   <script async src="https://HOST/widget.js" data-site="WIDGET_KEY"></script>
+// Everything lives in one shadow root (no CSS leaks either way) and one
+// global, `Holdfast`. Chat text is only ever set as text, never as HTML.
+// The connection resumes by cursor, resends unacknowledged messages with
+// their client ids, and backs off with full jitter (docs/protocol.md).
+(() => {
+  "use strict";
+  const me = document.currentScript;
+  if (!me || window.Holdfast) return;
+  const key = me.dataset.site;
+  const base = new URL(me.src, location.href).origin;
+  const wsBase = base.replace(/^http/, "ws");
+  const storeKey = "holdfast:" + key;
+  const load = () => {
+    try { return JSON.parse(localStorage.getItem(storeKey)) || {}; } catch { return {}; }
+  };
+  const saved = load();
+  saved.outbox = Array.isArray(saved.outbox) ? saved.outbox : [];
+  const save = () => { try { localStorage.setItem(storeKey, JSON.stringify(saved)); } catch { /* private mode */ } };
+
+  let site = null, agentsOnline = true, conv = null, agentName = "", sock = null, welcomed = false;
+  let attempt = 0, timer = 0, pinger = 0, laterMs = null, open = false, unread = 0, typingTimer = 0;
+  let myTyping = false, myTypingTimer = 0, audio = null, downSince = 0;
+  const cursors = {};
+  const pending = new Map(); // client_id -> message element
+
+  // ----- DOM helpers (text only) ------------------------------------------
+  const h = (tag, props = {}, ...kids) => {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(props)) {
+      if (k === "class") el.className = v;
+      else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+      else if (k in el && typeof v !== "string") el[k] = v;
+      else el.setAttribute(k, v);
+    }
+    el.append(...kids);
+    return el;
+  };
+  // Text with http(s) links made clickable; everything else stays text.
+  const rich = (el, text) => {
+    const re = /\bhttps?:\/\/[^\s<>"']+/gi;
+    let last = 0, m;
+    while ((m = re.exec(text))) {
+      const url = m[0].replace(/[.,;:!?)\]]+$/, "");
+      el.append(text.slice(last, m.index));
+      let u = null;
+      try { u = new URL(url); } catch { /* not a URL */ }
+      if (u && (u.protocol === "http:" || u.protocol === "https:")) {
+        el.append(h("a", { href: u.href, target: "_blank", rel: "noopener noreferrer" }, url));
+      } else el.append(url);
+      last = m.index + url.length;
+      re.lastIndex = last;
+    }
+    el.append(text.slice(last));
+    return el;
+  };
+
+  const css = `
+:host{all:initial}
+*{box-sizing:border-box;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:14px;line-height:1.4}
+.launcher{position:fixed;bottom:16px;right:16px;width:56px;height:56px;border-radius:50%;border:0;background:var(--a);color:#fff;cursor:pointer;box-shadow:0 4px 12px rgba(0,0,0,.25);z-index:2147483000;display:grid;place-items:center}
+:host(.left) .launcher,:host(.left) .panel{right:auto;left:16px}
+.badge{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;padding:0 5px;border-radius:10px;background:#dc2626;color:#fff;font-size:12px;line-height:20px}
+.panel{position:fixed;bottom:84px;right:16px;width:min(360px,calc(100vw - 16px));height:min(540px,calc(100vh - 100px));display:flex;flex-direction:column;background:#fff;color:#111;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.3);overflow:hidden;z-index:2147483000;animation:pop .15s ease-out}
+@keyframes pop{from{opacity:0;transform:translateY(8px)}}
+@media (max-width:400px){.panel,:host(.left) .panel{left:8px;right:8px;width:auto;bottom:80px}}
+[hidden]{display:none!important}
+header{background:var(--a);color:#fff;padding:10px 12px;display:flex;align-items:center;gap:10px}
+.avatar{flex:none;width:32px;height:32px;border-radius:50%;background:rgba(255,255,255,.25);display:grid;place-items:center;font-weight:600}
+.title{font-weight:600}.sub{font-size:12px;opacity:.9}
+.x{margin-left:auto;background:none;border:0;color:#fff;font-size:22px;cursor:pointer;width:36px;height:36px}
+.log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:6px;background:#f8fafc}
+.msg{max-width:80%;padding:8px 10px;border-radius:12px;white-space:pre-wrap;overflow-wrap:anywhere}
+.them{background:#e2e8f0;align-self:flex-start}
+.me{background:var(--a);color:#fff;align-self:flex-end}
+.me a{color:#fff}
+.pending{opacity:.6}.failed{outline:2px solid #dc2626}
+.sys{align-self:center;font-size:12px;color:#475569;text-align:center}
+.typing{font-size:12px;color:#475569;padding:0 12px;min-height:18px}
+form{padding:10px;border-top:1px solid #e2e8f0;display:flex;flex-direction:column;gap:6px;background:#fff}
+form.row{flex-direction:row;align-items:flex-end}
+label{font-size:12px;color:#334155;display:flex;flex-direction:column;gap:2px}
+input,textarea{font:inherit;padding:8px;border:1px solid #94a3b8;border-radius:8px;width:100%;color:#111;background:#fff}
+textarea{resize:none}
+.send{background:var(--a);color:#fff;border:0;border-radius:8px;padding:8px 14px;cursor:pointer;font-weight:600}
+:focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
+@media (prefers-reduced-motion:reduce){*{transition:none!important;animation:none!important}}`;
+
+  // ----- the UI ------------------------------------------------------------
+  const host = h("div", { id: "holdfast-chat" });
+  const root = host.attachShadow({ mode: "open" });
+  const badge = h("span", { class: "badge", hidden: true });
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", "28");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("d", "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z");
+  path.setAttribute("fill", "currentColor");
+  svg.append(path);
+  const launcher = h("button", { class: "launcher", type: "button", "aria-label": "Open chat", "aria-expanded": "false", "aria-controls": "hf-panel", onclick: () => toggle(!open) }, svg, badge);
+  const avatar = h("span", { class: "avatar", "aria-hidden": "true" });
+  const title = h("div", { class: "title" });
+  const sub = h("div", { class: "sub", role: "status" });
+  const log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": "Messages" });
+  const typing = h("div", { class: "typing", "aria-live": "polite" });
+  const field = (label, props) => h("label", {}, label, h(props.rows ? "textarea" : "input", props));
+  const prechat = h("form", { class: "prechat", "aria-label": "Before we start", onsubmit: onPrechat },
+    h("div", { class: "sys" }, "Tell us who you are, then start the chat."));
+  const preName = field("Your name", { name: "name", autocomplete: "name", maxLength: 200 });
+  const preEmail = field("Your email", { name: "email", type: "email", autocomplete: "email", maxLength: 254 });
+  prechat.append(preName, preEmail, h("button", { class: "send", type: "submit" }, "Start chat"));
+  const offline = h("form", { class: "offline", "aria-label": "Leave a message", onsubmit: onLeave },
+    h("div", { class: "sys" }, "We're away right now. Leave a message and we'll get back to you by email."),
+    field("Your name", { name: "name", autocomplete: "name", maxLength: 200 }),
+    field("Your email", { name: "email", type: "email", autocomplete: "email", required: true, maxLength: 254 }),
+    field("Message", { name: "body", rows: 3, required: true, maxLength: 5000 }),
+    h("button", { class: "send", type: "submit" }, "Leave a message"));
+  const thanks = h("div", { class: "sys thanks", hidden: true }, "Thanks! Your message was sent; we'll reply by email.");
+  const input = h("textarea", { rows: 2, "aria-label": "Message", placeholder: "Type a message…", maxLength: 5000, onkeydown: onKey, oninput: onTyping });
+  const composer = h("form", { class: "row composer", onsubmit: onSend }, input, h("button", { class: "send", type: "submit" }, "Send"));
+  const panel = h("section", { class: "panel", id: "hf-panel", role: "dialog", "aria-label": "Chat", hidden: true, onkeydown: (e) => e.key === "Escape" && toggle(false) },
+    h("header", {}, avatar, h("div", {}, title, sub), h("button", { class: "x", type: "button", "aria-label": "Close chat", onclick: () => toggle(false) }, "×")),
+    log, typing, prechat, offline, thanks, composer);
+
+  function mount() {
+    const sheet = new CSSStyleSheet();
+    if (sheet.replaceSync && root.adoptedStyleSheets) {
+      sheet.replaceSync(css);
+      root.adoptedStyleSheets = [sheet];
+    } else root.append(h("style", {}, css));
+    root.append(launcher, panel);
+    const s = site.settings || {};
+    host.style.setProperty("--a", /^#[0-9a-f]{6}$/i.test(s.color || "") ? s.color : "#2563eb");
+    if (s.position === "left") host.classList.add("left");
+    (document.body || document.documentElement).append(host);
+    if (s.greeting) log.append(h("div", { class: "msg them greeting" }, s.greeting));
+    header();
+    view();
+  }
+
+  function header() {
+    title.textContent = agentName || (site && site.name) || "Chat";
+    avatar.textContent = (agentName || (site && site.name) || "?").trim().charAt(0).toUpperCase();
+  }
+  function status(text) { sub.textContent = text; }
+
+  // Which form the visitor sees: chat, pre-chat details, or leave a message.
+  function view() {
+    const p = (site && site.settings && site.settings.prechat) || {};
+    const needPrechat = !conv && !saved.prechat && (p.name !== "off" || p.email !== "off");
+    const isOffline = !conv && !agentsOnline && !saved.outbox.some((o) => o.type === "send");
+    offline.hidden = !isOffline || !!saved.left;
+    thanks.hidden = !isOffline || !saved.left;
+    prechat.hidden = isOffline || !needPrechat;
+    composer.hidden = isOffline || needPrechat;
+    preName.hidden = p.name === "off";
+    preEmail.hidden = p.email === "off";
+    preName.lastChild.required = p.name === "required";
+    preEmail.lastChild.required = p.email === "required";
+  }
+
+  function toggle(show) {
+    open = show;
+    panel.hidden = !show;
+    launcher.setAttribute("aria-expanded", String(show));
+    launcher.setAttribute("aria-label", show ? "Close chat" : "Open chat");
+    if (show) {
+      unread = 0;
+      badge.hidden = true;
+      const f = [composer, prechat, offline].find((x) => !x.hidden);
+      const target = f && f.querySelector("input:not([hidden]),textarea");
+      if (target) target.focus();
+      log.scrollTop = log.scrollHeight;
+    } else launcher.focus();
+  }
+
+  function line(cls, text) {
+    const el = rich(h("div", { class: cls }), text);
+    // Messages still being sent stay last, after what the server confirmed.
+    log.insertBefore(el, cls.includes("pending") ? null : log.querySelector(".pending"));
+    log.scrollTop = log.scrollHeight;
+    return el;
+  }
+
+  function beep() {
+    try {
+      audio = audio || new AudioContext();
+      const o = audio.createOscillator(), g = audio.createGain();
+      o.frequency.value = 880;
+      g.gain.value = 0.05;
+      o.connect(g).connect(audio.destination);
+      o.start();
+      o.stop(audio.currentTime + 0.15);
+    } catch { /* no sound, no harm */ }
+  }
+
+  // ----- forms -------------------------------------------------------------
+  function onPrechat(e) {
+    e.preventDefault();
+    const name = preName.lastChild.value.trim(), email = preEmail.lastChild.value.trim();
+    saved.prechat = { name, email };
+    save();
+    frame({ type: "identify", name: name || null, email: email || null, page_url: location.href });
+    view();
+    input.focus();
+  }
+  function onLeave(e) {
+    e.preventDefault();
+    const d = new FormData(offline);
+    const item = { type: "leave_message", client_id: newId(), name: d.get("name").trim() || null, email: d.get("email").trim() || null, body: d.get("body") };
+    saved.outbox.push(item);
+    saved.left = true;
+    save();
+    offline.reset();
+    view();
+    flush();
+  }
+  function onKey(e) {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); composer.requestSubmit(); }
+  }
+  function onSend(e) {
+    e.preventDefault();
+    const body = input.value;
+    if (!body.trim()) return;
+    input.value = "";
+    setTyping(false);
+    const item = { type: "send", client_id: newId(), body };
+    saved.outbox.push(item);
+    save();
+    showPending(item);
+    view();
+    flush();
+  }
+  function onTyping() {
+    if (!conv) return;
+    if (!myTyping) setTyping(true);
+    clearTimeout(myTypingTimer);
+    myTypingTimer = setTimeout(() => setTyping(false), 3000);
+  }
+  function setTyping(on) {
+    if (myTyping === on || !conv) return;
+    myTyping = on;
+    frame({ type: "typing", conv, on });
+  }
+  const newId = () => (crypto.randomUUID ? crypto.randomUUID() : Date.now() + "-" + Math.random().toString(36).slice(2));
+
+  function showPending(item) {
+    if (pending.has(item.client_id)) return;
+    const el = line("msg me pending", item.body);
+    el.setAttribute("aria-label", "Sending: " + item.body);
+    pending.set(item.client_id, el);
+  }
+
+  // ----- the connection ----------------------------------------------------
+  function frame(f) {
+    if (sock && welcomed && sock.readyState === 1) sock.send(JSON.stringify(f));
+  }
+  function flush() {
+    for (const item of saved.outbox) frame(item);
+  }
+  function schedule(fn, minMs) {
+    clearTimeout(timer);
+    // Full jitter: anywhere between 0 and the capped exponential step.
+    const jitter = Math.random() * Math.min(30000, 500 * 2 ** attempt++);
+    const delay = laterMs != null ? laterMs : Math.max(minMs || 0, jitter);
+    laterMs = null;
+    timer = setTimeout(fn, delay);
+  }
+  function down() {
+    if (!downSince) downSince = Date.now();
+    // Quiet: say nothing for a blip, then a calm note instead of an error.
+    setTimeout(() => { if (downSince && Date.now() - downSince >= 900) status("Reconnecting…"); }, 1000);
+  }
+
+  async function start() {
+    try {
+      const res = await fetch(base + "/api/v1/visitor/session", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ widget_key: key, visitor_token: saved.token || null, page_url: location.href.slice(0, 2048), referrer: document.referrer.slice(0, 2048) || null }),
+      });
+      const body = await res.json().catch(() => null);
+      if (!res.ok) {
+        const message = (body && body.error && body.error.message) || "HTTP " + res.status;
+        if (res.status === 403 || res.status === 404 || res.status === 400) {
+          console.warn("Holdfast chat is not available here: " + message);
+          return;
+        }
+        return schedule(start, (+res.headers.get("retry-after") || 0) * 1000);
+      }
+      saved.token = body.visitor_token;
+      save();
+      agentsOnline = body.agents_online;
+      if (!site) { site = body.site; mount(); }
+      connect();
+    } catch {
+      down();
+      schedule(start);
+    }
+  }
+
+  function connect() {
+    clearTimeout(timer);
+    const ws = new WebSocket(wsBase + "/api/v1/visitor/socket");
+    let refused = false;
+    sock = ws;
+    welcomed = false;
+    ws.onopen = () => ws.send(JSON.stringify({ type: "hello", v: 1, token: saved.token, cursors }));
+    ws.onmessage = (m) => {
+      let f;
+      try { f = JSON.parse(m.data); } catch { return; }
+      if (f.type === "error" && !welcomed) refused = true;
+      onFrame(f);
+    };
+    ws.onclose = () => {
+      if (sock !== ws) return;
+      sock = null;
+      welcomed = false;
+      clearInterval(pinger);
+      down();
+      if (refused) { saved.token = null; save(); schedule(start); } else schedule(connect);
+    };
+  }
+
+  function onFrame(f) {
+    // Durable events (they have an author; an ack has none) advance cursors.
+    if (f.conv && f.seq && f.author) {
+      if (f.seq <= (cursors[f.conv] || 0)) return; // already shown
+      cursors[f.conv] = f.seq;
+    }
+    switch (f.type) {
+      case "welcome": {
+        welcomed = true;
+        attempt = 0;
+        downSince = 0;
+        status("");
+        agentsOnline = f.agents_online;
+        const c = f.conversations[0];
+        conv = c ? c.id : null;
+        clearInterval(pinger);
+        pinger = setInterval(() => frame({ type: "ping" }), 25000);
+        for (const item of saved.outbox) if (item.type === "send") showPending(item);
+        if (saved.prechat) frame({ type: "identify", name: saved.prechat.name || null, email: saved.prechat.email || null, page_url: location.href.slice(0, 2048) });
+        view();
+        flush();
+        break;
+      }
+      case "message": {
+        const mine = f.author.kind === "visitor";
+        if (mine && f.client_id && pending.has(f.client_id)) {
+          const el = pending.get(f.client_id);
+          pending.delete(f.client_id);
+          el.classList.remove("pending");
+          el.removeAttribute("aria-label");
+          log.insertBefore(el, log.querySelector(".pending")); // server order
+        } else line(mine ? "msg me" : "msg them", f.body);
+        if (f.author.kind === "agent") {
+          typing.textContent = "";
+          if (!open) {
+            unread++;
+            badge.textContent = String(unread);
+            badge.hidden = false;
+            launcher.setAttribute("aria-label", `Open chat, ${unread} unread`);
+            beep();
+          }
+        }
+        if (mine && !conv) conv = f.conv;
+        break;
+      }
+      case "assigned":
+        agentName = (f.agent && f.agent.name) || "";
+        header();
+        status("");
+        line("sys", `${agentName || "An agent"} joined the chat`);
+        break;
+      case "transferred":
+        line("sys", "You're being transferred to another agent…");
+        break;
+      case "closed":
+        line("sys", "The chat has ended. Write again any time.");
+        if (conv === f.conv) conv = null;
+        agentName = "";
+        header();
+        view();
+        break;
+      case "queue_position":
+        status(`You are number ${f.position} in the queue`);
+        break;
+      case "typing":
+        if (f.from.kind === "agent") {
+          typing.textContent = f.on ? `${agentName || "Agent"} is typing…` : "";
+          clearTimeout(typingTimer);
+          if (f.on) typingTimer = setTimeout(() => (typing.textContent = ""), 8000);
+        }
+        break;
+      case "agents_online":
+        agentsOnline = f.online;
+        view();
+        break;
+      case "ack": {
+        const i = saved.outbox.findIndex((o) => o.client_id === f.client_id);
+        if (i >= 0) {
+          if (saved.outbox[i].type === "send") conv = f.conv;
+          saved.outbox.splice(i, 1);
+          save();
+        }
+        view();
+        break;
+      }
+      case "error": {
+        const i = saved.outbox.findIndex((o) => o.client_id === f.ref);
+        if (i >= 0 && f.code !== "internal" && f.code !== "unavailable") {
+          // Refused for good (too long, empty…): stop resending it.
+          saved.outbox.splice(i, 1);
+          save();
+          const el = pending.get(f.ref);
+          if (el) { el.classList.replace("pending", "failed"); el.title = f.message; }
+          line("sys", "Not sent: " + f.message);
+        }
+        break;
+      }
+      case "reconnect":
+        laterMs = f.after_ms;
+        break;
+    }
+  }
+
+  window.addEventListener("storage", (e) => {
+    if (e.key !== storeKey) return;
+    const other = load();
+    saved.prechat = other.prechat;
+    saved.left = other.left;
+    if (site) view();
+  });
+  window.Holdfast = Object.freeze({ open: () => site && toggle(true), close: () => site && toggle(false) });
+  start();
+})();

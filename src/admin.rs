@@ -1,0 +1,359 @@
+//! What an admin can change about their site, independent of HTTP: widget
+//! settings (appearance, greeting, pre-chat fields, allowed origins),
+//! agents, groups and canned responses. Every function takes the admin's
+//! context and checks that what it touches belongs to the admin's site;
+//! anything of another site is "not found". The role itself is checked by
+//! the caller's extractor (`http::extract::AdminAuth`) and again here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Auth, MAX_PASSWORD, normalize_email, valid_email};
+use crate::bus::{Audience, Envelope, Payload};
+use crate::chat::service::{AgentCtx, Chat};
+use crate::error::{Error, Result};
+use crate::store::{Agent, AgentUpdate, CannedResponse, Group, NewAgent, Role, Store, now_ms};
+
+/// Whether a pre-chat field is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldMode {
+    Off,
+    #[default]
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    Left,
+    #[default]
+    Right,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Prechat {
+    pub name: FieldMode,
+    pub email: FieldMode,
+}
+
+/// A site's widget settings, as stored in `sites.settings` and sent to the
+/// widget. Unknown fields are refused on input; missing ones get defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WidgetSettings {
+    /// Accent colour, `#rrggbb`.
+    pub color: String,
+    /// First line the visitor reads when opening the panel.
+    pub greeting: String,
+    /// Which bottom corner the launcher sits in.
+    pub position: Position,
+    pub prechat: Prechat,
+    /// Page origins (`https://shop.example`) allowed to open visitor
+    /// sessions; empty means any origin.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for WidgetSettings {
+    fn default() -> Self {
+        WidgetSettings {
+            color: "#2563eb".into(),
+            greeting: "Hi! How can we help?".into(),
+            position: Position::Right,
+            prechat: Prechat::default(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+const MAX_GREETING: usize = 500;
+const MAX_ORIGINS: usize = 50;
+
+impl WidgetSettings {
+    /// The settings stored for a site; a stored value that no longer
+    /// parses falls back to the defaults rather than breaking the widget.
+    pub fn from_stored(value: &serde_json::Value) -> WidgetSettings {
+        serde_json::from_value(value.clone()).unwrap_or_default()
+    }
+
+    /// Check and normalise settings an admin sent.
+    pub fn validated(mut self) -> Result<WidgetSettings> {
+        let c = self.color.trim().to_ascii_lowercase();
+        if c.len() != 7 || !c.starts_with('#') || !c[1..].chars().all(|ch| ch.is_ascii_hexdigit()) {
+            return Err(Error::bad_request("color must look like #1a2b3c"));
+        }
+        self.color = c;
+        self.greeting = self.greeting.trim().to_owned();
+        if self.greeting.chars().count() > MAX_GREETING {
+            return Err(Error::bad_request(format!("greeting is longer than {MAX_GREETING} characters")));
+        }
+        if self.allowed_origins.len() > MAX_ORIGINS {
+            return Err(Error::bad_request(format!("at most {MAX_ORIGINS} allowed origins")));
+        }
+        let mut origins = Vec::with_capacity(self.allowed_origins.len());
+        for o in &self.allowed_origins {
+            let o = normalize_origin(o)
+                .ok_or_else(|| Error::bad_request(format!("{o:?} is not an origin like https://shop.example")))?;
+            if !origins.contains(&o) {
+                origins.push(o);
+            }
+        }
+        self.allowed_origins = origins;
+        Ok(self)
+    }
+
+    /// Refuse a page whose origin is not in a non-empty allow list.
+    pub fn check_origin(&self, origin: Option<&str>) -> Result<()> {
+        if self.allowed_origins.is_empty() {
+            return Ok(());
+        }
+        match origin.and_then(normalize_origin) {
+            Some(o) if self.allowed_origins.contains(&o) => Ok(()),
+            Some(o) => Err(Error::forbidden(format!("this site's chat is not enabled on pages of {o}"))),
+            None => Err(Error::forbidden("this site's chat only runs on its allowed origins; the page sent none")),
+        }
+    }
+}
+
+/// `scheme://host[:port]`, lower-cased, without a path; None if it is not
+/// an http(s) origin.
+pub fn normalize_origin(origin: &str) -> Option<String> {
+    let o = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let rest = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"))?;
+    let valid = !rest.is_empty()
+        && rest.len() <= 253
+        && rest.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    valid.then_some(o)
+}
+
+fn require_admin(admin: &AgentCtx) -> Result<()> {
+    if admin.role != Role::Admin {
+        return Err(Error::forbidden("admins only"));
+    }
+    Ok(())
+}
+
+pub async fn set_settings(store: &dyn Store, admin: &AgentCtx, settings: WidgetSettings) -> Result<WidgetSettings> {
+    require_admin(admin)?;
+    let settings = settings.validated()?;
+    let value = serde_json::to_value(&settings).map_err(Error::internal)?;
+    store.set_site_settings(&admin.site_id, &value).await?;
+    Ok(settings)
+}
+
+/// A new agent as an admin asks for it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgentRequest {
+    pub email: String,
+    pub name: String,
+    #[serde(default = "default_role")]
+    pub role: Role,
+    pub password: String,
+    #[serde(default = "default_chat_limit")]
+    pub chat_limit: i64,
+}
+
+fn default_role() -> Role {
+    Role::Agent
+}
+
+fn default_chat_limit() -> i64 {
+    5
+}
+
+fn check_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(Error::bad_request("name must be 1 to 200 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_chat_limit(limit: i64) -> Result<i64> {
+    if !(1..=100).contains(&limit) {
+        return Err(Error::bad_request("chat_limit must be 1 to 100"));
+    }
+    Ok(limit)
+}
+
+pub async fn create_agent(auth: &Auth, store: &dyn Store, admin: &AgentCtx, req: NewAgentRequest) -> Result<Agent> {
+    require_admin(admin)?;
+    let email = normalize_email(&req.email);
+    if !valid_email(&email) {
+        return Err(Error::bad_request("email is not a valid address"));
+    }
+    let name = check_name(&req.name)?;
+    if req.password.chars().count() < 8 || req.password.len() > MAX_PASSWORD {
+        return Err(Error::bad_request(format!("password must be 8 characters to {MAX_PASSWORD} bytes")));
+    }
+    let chat_limit = check_chat_limit(req.chat_limit)?;
+    // The bounded pool: an admin creating agents competes fairly with logins.
+    let hash = auth.hashes.hash(&req.password).await?;
+    store
+        .create_agent(NewAgent {
+            site_id: &admin.site_id,
+            email: &email,
+            name: &name,
+            role: req.role,
+            password_hash: &hash,
+            chat_limit,
+        })
+        .await
+}
+
+/// Changes an admin may make to an agent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentChange {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub active: Option<bool>,
+    #[serde(default)]
+    pub chat_limit: Option<i64>,
+}
+
+/// Change an agent of the admin's site. Deactivating ends the agent's
+/// sessions and closes their sockets everywhere.
+pub async fn update_agent(
+    auth: &Auth,
+    chat: &Chat,
+    admin: &AgentCtx,
+    agent_id: &str,
+    change: AgentChange,
+) -> Result<Agent> {
+    require_admin(admin)?;
+    let store = chat.store.as_ref();
+    let target = agent_of_site(store, &admin.site_id, agent_id).await?;
+    if target.id == admin.agent_id && (change.active == Some(false) || change.role == Some(Role::Agent)) {
+        return Err(Error::conflict("you cannot deactivate or demote yourself"));
+    }
+    let update = AgentUpdate {
+        name: change.name.as_deref().map(check_name).transpose()?,
+        role: change.role,
+        active: change.active,
+        chat_limit: change.chat_limit.map(check_chat_limit).transpose()?,
+    };
+    store.update_agent(&target.id, update).await?;
+    if change.active == Some(false) || change.role.is_some_and(|r| r != target.role) {
+        // A role lives in the access token: end the sessions so the next
+        // token carries the new one (deactivated agents cannot refresh).
+        for session_id in store.revoke_agent_sessions(&target.id, now_ms()).await? {
+            auth.forget_session(&session_id);
+            chat.bus
+                .publish(Envelope {
+                    site_id: admin.site_id.clone(),
+                    audience: Audience::Session { session_id },
+                    event: None,
+                    payload: Payload::Disconnect { code: "session ended".into() },
+                })
+                .await;
+        }
+        chat.presence_changed(&admin.site_id).await;
+    }
+    agent_of_site(store, &admin.site_id, agent_id).await
+}
+
+async fn agent_of_site(store: &dyn Store, site_id: &str, agent_id: &str) -> Result<Agent> {
+    if agent_id.len() > 64 {
+        return Err(Error::NotFound("agent"));
+    }
+    store.agent(agent_id).await?.filter(|a| a.site_id == site_id).ok_or(Error::NotFound("agent"))
+}
+
+/// A group with its members, for the admin page.
+#[derive(Debug, Serialize)]
+pub struct GroupView {
+    #[serde(flatten)]
+    pub group: Group,
+    pub members: Vec<String>,
+}
+
+pub async fn groups(store: &dyn Store, admin: &AgentCtx) -> Result<Vec<GroupView>> {
+    require_admin(admin)?;
+    let mut out = Vec::new();
+    for group in store.groups(&admin.site_id).await? {
+        let members = store.group_members(&group.id).await?;
+        out.push(GroupView { group, members });
+    }
+    Ok(out)
+}
+
+pub async fn create_group(store: &dyn Store, admin: &AgentCtx, name: &str) -> Result<Group> {
+    require_admin(admin)?;
+    let name = check_name(name)?;
+    store.create_group(&admin.site_id, &name, false).await
+}
+
+pub async fn add_to_group(store: &dyn Store, admin: &AgentCtx, group_id: &str, agent_id: &str) -> Result<()> {
+    require_admin(admin)?;
+    let agent = agent_of_site(store, &admin.site_id, agent_id).await?;
+    if group_id.len() > 64 {
+        return Err(Error::NotFound("group"));
+    }
+    let group = store.group(group_id).await?.filter(|g| g.site_id == admin.site_id).ok_or(Error::NotFound("group"))?;
+    store.add_agent_to_group(&agent.id, &group.id).await
+}
+
+/// Longest canned response body, in characters (a message's limit).
+const MAX_CANNED_BODY: usize = crate::chat::protocol::MAX_BODY_CHARS;
+
+pub async fn create_canned(store: &dyn Store, admin: &AgentCtx, shortcut: &str, body: &str) -> Result<CannedResponse> {
+    require_admin(admin)?;
+    let shortcut = shortcut.trim().trim_start_matches('/').to_ascii_lowercase();
+    let valid = !shortcut.is_empty()
+        && shortcut.len() <= 32
+        && shortcut.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        return Err(Error::bad_request("shortcut must be 1 to 32 letters, digits, - or _"));
+    }
+    let body = body.trim();
+    if body.is_empty() || body.chars().count() > MAX_CANNED_BODY {
+        return Err(Error::bad_request(format!("body must be 1 to {MAX_CANNED_BODY} characters")));
+    }
+    store.create_canned_response(&admin.site_id, &shortcut, body).await
+}
+
+pub async fn delete_canned(store: &dyn Store, admin: &AgentCtx, id: &str) -> Result<()> {
+    require_admin(admin)?;
+    if id.len() > 64 || !store.delete_canned_response(&admin.site_id, id).await? {
+        return Err(Error::NotFound("canned response"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_normalised_and_checked() {
+        let s = WidgetSettings {
+            color: " #AABBCC ".into(),
+            allowed_origins: vec!["HTTPS://Shop.Example/".into(), "https://shop.example".into()],
+            ..Default::default()
+        };
+        let s = s.validated().unwrap();
+        assert_eq!(s.color, "#aabbcc");
+        assert_eq!(s.allowed_origins, vec!["https://shop.example".to_owned()]);
+        let bad = WidgetSettings { color: "red;}".into(), ..Default::default() };
+        assert!(bad.validated().is_err());
+        let bad = WidgetSettings { allowed_origins: vec!["javascript:alert(1)".into()], ..Default::default() };
+        assert!(bad.validated().is_err());
+    }
+
+    #[test]
+    fn origins_are_checked_only_when_listed() {
+        let open = WidgetSettings::default();
+        assert!(open.check_origin(None).is_ok());
+        let closed = WidgetSettings { allowed_origins: vec!["https://a.example".into()], ..Default::default() };
+        assert!(closed.check_origin(Some("https://a.example")).is_ok());
+        assert!(closed.check_origin(Some("https://b.example")).is_err());
+        assert!(closed.check_origin(None).is_err());
+        assert!(closed.check_origin(Some("null")).is_err());
+    }
+}

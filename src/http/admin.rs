@@ -1,0 +1,142 @@
+//! Admin API behind the console's admin pages. Every route takes
+//! `AdminAuth`, so the role is checked on the server for every action, and
+//! everything is scoped to the admin's own site (`admin` re-checks both).
+//! Canned responses are also readable by every agent, for `/shortcut`
+//! completion.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, patch, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{AdminAuth, AgentAuth, ApiJson};
+use crate::admin::{self, AgentChange, GroupView, NewAgentRequest, WidgetSettings};
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::store::{Agent, CannedResponse, Group};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/admin/site", get(site))
+        .route("/api/v1/admin/site/settings", put(set_settings))
+        .route("/api/v1/admin/agents", get(agents).post(create_agent))
+        .route("/api/v1/admin/agents/{id}", patch(update_agent))
+        .route("/api/v1/admin/groups", get(groups).post(create_group))
+        .route("/api/v1/admin/groups/{id}/members", post(add_member))
+        .route("/api/v1/admin/canned", post(create_canned))
+        .route("/api/v1/admin/canned/{id}", delete(delete_canned))
+        .route("/api/v1/canned", get(canned))
+}
+
+#[derive(Serialize)]
+struct SiteView {
+    id: String,
+    name: String,
+    widget_key: String,
+    settings: WidgetSettings,
+}
+
+async fn site(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<SiteView>> {
+    let site = state.store.site(&me.site_id).await?.ok_or(Error::NotFound("site"))?;
+    Ok(Json(SiteView {
+        settings: WidgetSettings::from_stored(&site.settings),
+        id: site.id,
+        name: site.name,
+        widget_key: site.widget_key,
+    }))
+}
+
+async fn set_settings(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiJson(settings): ApiJson<WidgetSettings>,
+) -> Result<Json<WidgetSettings>> {
+    Ok(Json(admin::set_settings(state.store.as_ref(), &me, settings).await?))
+}
+
+async fn agents(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<Agent>>> {
+    Ok(Json(state.store.agents(&me.site_id).await?))
+}
+
+async fn create_agent(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiJson(req): ApiJson<NewAgentRequest>,
+) -> Result<(StatusCode, Json<Agent>)> {
+    let agent = admin::create_agent(&state.auth, state.store.as_ref(), &me, req).await?;
+    Ok((StatusCode::CREATED, Json(agent)))
+}
+
+async fn update_agent(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+    ApiJson(change): ApiJson<AgentChange>,
+) -> Result<Json<Agent>> {
+    Ok(Json(admin::update_agent(&state.auth, &state.chat, &me, &id, change).await?))
+}
+
+async fn groups(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<GroupView>>> {
+    Ok(Json(admin::groups(state.store.as_ref(), &me).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGroup {
+    name: String,
+}
+
+async fn create_group(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiJson(req): ApiJson<NewGroup>,
+) -> Result<(StatusCode, Json<Group>)> {
+    Ok((StatusCode::CREATED, Json(admin::create_group(state.store.as_ref(), &me, &req.name).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    agent_id: String,
+}
+
+async fn add_member(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<NewMember>,
+) -> Result<StatusCode> {
+    admin::add_to_group(state.store.as_ref(), &me, &id, &req.agent_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCanned {
+    shortcut: String,
+    body: String,
+}
+
+async fn create_canned(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiJson(req): ApiJson<NewCanned>,
+) -> Result<(StatusCode, Json<CannedResponse>)> {
+    let canned = admin::create_canned(state.store.as_ref(), &me, &req.shortcut, &req.body).await?;
+    Ok((StatusCode::CREATED, Json(canned)))
+}
+
+async fn delete_canned(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    admin::delete_canned(state.store.as_ref(), &me, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every agent of the site may read the canned responses.
+async fn canned(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<CannedResponse>>> {
+    Ok(Json(state.store.canned_responses(&me.site_id).await?))
+}

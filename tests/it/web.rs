@@ -1,0 +1,312 @@
+//! The web faces over plain HTTP: embedded assets (types, caching, gzip,
+//! size budgets), the console's session cookie and CSRF defence, the
+//! admin API's role and tenant checks, and allowed origins.
+
+use holdfast::auth::passwords;
+use holdfast::store::{NewAgent, Role, Site};
+use reqwest::header;
+use serde_json::{Value, json};
+
+use crate::support::TestServer;
+
+const WIDGET_BUDGET: usize = 20 * 1024;
+const CONSOLE_BUDGET: usize = 100 * 1024;
+
+/// GET with `Accept-Encoding: gzip`; returns (status, headers, raw body bytes).
+async fn get_gzip(server: &TestServer, path: &str) -> (u16, header::HeaderMap, Vec<u8>) {
+    let res =
+        server.http.get(format!("{}{path}", server.base)).header(header::ACCEPT_ENCODING, "gzip").send().await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    (status, headers, res.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn widget_js_is_gzipped_cached_and_within_its_budget() {
+    let server = TestServer::start().await;
+    let (status, headers, body) = get_gzip(&server, "/widget.js").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+    assert_eq!(headers[header::CONTENT_ENCODING], "gzip");
+    assert!(headers[header::CACHE_CONTROL].to_str().unwrap().contains("max-age"));
+    println!("widget.js: {} bytes gzipped", body.len());
+    assert!(body.len() <= WIDGET_BUDGET, "widget.js is {} bytes gzipped, budget {WIDGET_BUDGET}", body.len());
+
+    // Revalidation by ETag answers 304 without a body.
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    let res = server
+        .http
+        .get(format!("{}/widget.js", server.base))
+        .header(header::IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 304);
+
+    let (status, body) = server.get("/assets/nope.js", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn the_console_is_small_and_sends_a_strict_csp() {
+    let server = TestServer::start().await;
+    let (status, headers, html) = get_gzip(&server, "/console").await;
+    assert_eq!(status, 200);
+    let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    let mut total = html.len();
+    // The first screen: the page and the assets it names (versioned URLs).
+    let page = String::from_utf8(
+        server.http.get(format!("{}/console", server.base)).send().await.unwrap().bytes().await.unwrap().to_vec(),
+    )
+    .unwrap();
+    let assets: Vec<&str> = page.split('"').filter(|s| s.starts_with("/assets/") && s.contains("?v=")).collect();
+    assert_eq!(assets.len(), 2, "console.js and console.css: {assets:?}");
+    assert!(!page.contains("<script>"), "no inline script");
+    for url in assets {
+        let (status, headers, body) = get_gzip(&server, url).await;
+        assert_eq!(status, 200, "{url}");
+        assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=31536000, immutable", "{url}");
+        total += body.len();
+    }
+    println!("console first screen: {total} bytes gzipped");
+    assert!(total < CONSOLE_BUDGET, "console first screen is {total} bytes gzipped");
+}
+
+/// Log in through the console endpoint; returns (access token, cookie pair).
+async fn console_login(server: &TestServer, email: &str) -> (String, String) {
+    let res = server
+        .http
+        .post(format!("{}/api/v1/console/login", server.base))
+        .header("x-holdfast-csrf", "1")
+        .json(&json!({"email": email, "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let cookie = res.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/api/v1/console"] {
+        assert!(cookie.contains(attr), "{attr} missing in {cookie}");
+    }
+    let body: Value = res.json().await.unwrap();
+    assert!(body.get("refresh_token").is_none(), "the refresh credential stays in the cookie: {body}");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    (body["access_token"].as_str().unwrap().to_owned(), pair)
+}
+
+async fn console_post(server: &TestServer, path: &str, cookie: Option<&str>, csrf: bool, origin: Option<&str>) -> u16 {
+    let mut req = server.http.post(format!("{}{path}", server.base));
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    if csrf {
+        req = req.header("x-holdfast-csrf", "1");
+    }
+    if let Some(o) = origin {
+        req = req.header(header::ORIGIN, o);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn the_console_session_lives_in_a_cookie_guarded_against_csrf() {
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    server.agent(&site, "ck@example.com", 5).await;
+    let (_, cookie) = console_login(&server, "ck@example.com").await;
+
+    let refresh = "/api/v1/console/refresh";
+    assert_eq!(console_post(&server, refresh, Some(&cookie), false, None).await, 403, "no CSRF header");
+    assert_eq!(
+        console_post(&server, refresh, Some(&cookie), true, Some("https://evil.example")).await,
+        403,
+        "another origin"
+    );
+    assert_eq!(console_post(&server, refresh, None, true, None).await, 401, "no cookie");
+    let own = server.base.clone();
+    assert_eq!(console_post(&server, refresh, Some(&cookie), true, Some(&own)).await, 200);
+
+    assert_eq!(console_post(&server, "/api/v1/console/logout", Some(&cookie), true, None).await, 204);
+    assert_eq!(console_post(&server, refresh, Some(&cookie), true, None).await, 401, "logged out for good");
+}
+
+async fn make_admin(server: &TestServer, site: &Site, email: &str) -> String {
+    let hash = passwords::hash_now("password123").unwrap();
+    server
+        .state
+        .store
+        .create_agent(NewAgent {
+            site_id: &site.id,
+            email,
+            name: "Admin",
+            role: Role::Admin,
+            password_hash: &hash,
+            chat_limit: 5,
+        })
+        .await
+        .unwrap();
+    server.login(email, "password123").await.0
+}
+
+async fn send(server: &TestServer, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = server.http.request(method.parse().unwrap(), format!("{}{path}", server.base)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn admin_actions_check_the_role_on_the_server_and_stay_in_their_site() {
+    let server = TestServer::start().await;
+    let site_a = server.site().await;
+    let site_b = server.new_site("Other").await;
+    let admin_a = make_admin(&server, &site_a, "a-admin@example.com").await;
+    server.agent(&site_a, "a-agent@example.com", 5).await;
+    let (agent_a, _) = server.login("a-agent@example.com", "password123").await;
+    let b_agent = server.agent(&site_b, "b-agent@example.com", 5).await;
+
+    // A plain agent is refused every admin action, whatever the UI shows.
+    for (method, path, body) in [
+        ("GET", "/api/v1/admin/site", None),
+        ("PUT", "/api/v1/admin/site/settings", Some(json!({}))),
+        ("GET", "/api/v1/admin/agents", None),
+        ("POST", "/api/v1/admin/agents", Some(json!({"email": "x@example.com", "name": "X", "password": "12345678"}))),
+        ("PATCH", &format!("/api/v1/admin/agents/{}", b_agent.id), Some(json!({"active": false}))),
+        ("POST", "/api/v1/admin/groups", Some(json!({"name": "Sales"}))),
+        ("POST", "/api/v1/admin/canned", Some(json!({"shortcut": "hi", "body": "Hello"}))),
+    ] {
+        let (status, body) = send(&server, method, path, &agent_a, body).await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden");
+    }
+
+    // Site A's admin cannot touch site B.
+    let path = format!("/api/v1/admin/agents/{}", b_agent.id);
+    let (status, _) = send(&server, "PATCH", &path, &admin_a, Some(json!({"active": false}))).await;
+    assert_eq!(status, 404);
+    assert!(server.state.store.agent(&b_agent.id).await.unwrap().unwrap().active);
+    let (_, groups) = send(&server, "GET", "/api/v1/admin/groups", &admin_a, None).await;
+    let group_a = groups[0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/admin/groups/{group_a}/members");
+    let (status, _) = send(&server, "POST", &path, &admin_a, Some(json!({"agent_id": b_agent.id}))).await;
+    assert_eq!(status, 404);
+    let (_, agents) = send(&server, "GET", "/api/v1/admin/agents", &admin_a, None).await;
+    assert!(agents.as_array().unwrap().iter().all(|a| a["site_id"] == site_a.id.as_str()));
+
+    // Bad input: clear JSON errors, never a panic.
+    for body in [
+        json!({"color": "red;}"}),
+        json!({"allowed_origins": ["javascript:alert(1)"]}),
+        json!({"position": "middle"}),
+        json!({"launch": true}),
+    ] {
+        let (status, err) = send(&server, "PUT", "/api/v1/admin/site/settings", &admin_a, Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert_eq!(err["error"]["code"], "bad_request");
+    }
+    let (status, err) = send(
+        &server,
+        "POST",
+        "/api/v1/admin/agents",
+        &admin_a,
+        Some(json!({"email": "not-an-email", "name": "X", "password": "12345678"})),
+    )
+    .await;
+    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("bad_request")));
+    let (status, _) = send(
+        &server,
+        "POST",
+        "/api/v1/admin/canned",
+        &admin_a,
+        Some(json!({"shortcut": "no spaces please", "body": "x"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_deactivated_agent_is_logged_out_and_an_admin_cannot_lock_themself_out() {
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    let admin = make_admin(&server, &site, "boss@example.com").await;
+    let (status, created) = send(
+        &server,
+        "POST",
+        "/api/v1/admin/agents",
+        &admin,
+        Some(json!({"email": "New@Example.com", "name": "Newbie", "password": "long-enough"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["email"], "new@example.com");
+    let (_, refresh) = server.login("new@example.com", "long-enough").await;
+
+    let path = format!("/api/v1/admin/agents/{}", created["id"].as_str().unwrap());
+    let (status, updated) = send(&server, "PATCH", &path, &admin, Some(json!({"active": false}))).await;
+    assert_eq!((status, updated["active"].as_bool()), (200, Some(false)));
+    let (status, _) = server.post("/api/v1/auth/refresh", None, json!({"refresh_token": refresh})).await;
+    assert_eq!(status, 401, "the deactivated agent's session ended");
+    let (status, _) =
+        server.post("/api/v1/auth/login", None, json!({"email": "new@example.com", "password": "long-enough"})).await;
+    assert_eq!(status, 401);
+
+    let me = server.state.store.agent_by_email("boss@example.com").await.unwrap().unwrap();
+    let path = format!("/api/v1/admin/agents/{}", me.id);
+    let (status, _) = send(&server, "PATCH", &path, &admin, Some(json!({"role": "agent"}))).await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn allowed_origins_refuse_pages_of_other_origins_clearly() {
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    let admin = make_admin(&server, &site, "origins@example.com").await;
+    let settings = json!({"allowed_origins": ["https://shop.example"], "greeting": "Hello!", "color": "#112233"});
+    let (status, saved) = send(&server, "PUT", "/api/v1/admin/site/settings", &admin, Some(settings)).await;
+    assert_eq!(status, 200, "{saved}");
+
+    let session = |origin: Option<&'static str>| {
+        let mut req = server
+            .http
+            .post(format!("{}/api/v1/visitor/session", server.base))
+            .json(&json!({"widget_key": site.widget_key}));
+        if let Some(o) = origin {
+            req = req.header(header::ORIGIN, o);
+        }
+        req.send()
+    };
+    let res = session(Some("https://evil.example")).await.unwrap();
+    assert_eq!(res.status().as_u16(), 403);
+    assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://evil.example", "readable by the widget");
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("not enabled on pages of https://evil.example"),
+        "{body}"
+    );
+    assert_eq!(session(None).await.unwrap().status().as_u16(), 403);
+
+    let res = session(Some("https://shop.example")).await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["site"]["settings"]["greeting"], "Hello!");
+    assert_eq!(body["site"]["settings"]["color"], "#112233");
+    assert_eq!(body["site"]["settings"]["allowed_origins"], json!([]), "the list is not shown to visitors");
+
+    // The CORS preflight the widget's fetch needs.
+    let res = server
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/api/v1/visitor/session", server.base))
+        .header(header::ORIGIN, "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://shop.example");
+}
