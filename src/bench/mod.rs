@@ -12,13 +12,11 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
+use crate::store::now_ms;
 use crate::storm::client::Kind;
-use crate::storm::scenarios::{
-    collect_reports, lost_between, progress, reports, spawn_workers, wait_connected,
-};
+use crate::storm::scenarios::{collect_reports, lost_between, progress, reports, spawn_workers, wait_connected};
 use crate::storm::server::Target;
 use crate::storm::{Common, finish, percentile};
-use crate::store::now_ms;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -77,19 +75,29 @@ async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -
     anyhow::ensure!(pairs > 0 && seconds > 0, "--pairs and --seconds must be positive");
     // Ten conversations per agent: routing spreads them evenly.
     let agents = pairs.div_ceil(10);
-    eprintln!("bench relay: {pairs} pairs ({agents} agents), {seconds} s, rate {}", rate.map_or("max".into(), |r| r.to_string()));
+    eprintln!(
+        "bench relay: {pairs} pairs ({agents} agents), {seconds} s, rate {}",
+        rate.map_or("max".into(), |r| r.to_string())
+    );
     let target = Target::start(agents, &[], common).await?;
     let mut source = 2u8;
     let mut workers = spawn_workers(&target, Kind::Agent, agents, &mut source, 0, false, true).await?;
-    anyhow::ensure!(wait_connected(&mut workers, "agents", Duration::from_secs(300), false).await, "agents did not connect");
+    anyhow::ensure!(
+        wait_connected(&mut workers, "agents", Duration::from_secs(300), false).await,
+        "agents did not connect"
+    );
     // At a fixed rate each visitor sends every 2·pairs/rate seconds (each
     // message is answered, so the total is twice the visitors' rate).
     let (interval_ms, closed_loop) = match rate {
         Some(r) => ((2 * pairs as u64 * 1000 / r.max(1)).max(1), false),
         None => (100, true),
     };
-    let mut visitors = spawn_workers(&target, Kind::Visitor, pairs, &mut source, interval_ms, closed_loop, true).await?;
-    anyhow::ensure!(wait_connected(&mut visitors, "visitors", Duration::from_secs(300), false).await, "visitors did not connect");
+    let mut visitors =
+        spawn_workers(&target, Kind::Visitor, pairs, &mut source, interval_ms, closed_loop, true).await?;
+    anyhow::ensure!(
+        wait_connected(&mut visitors, "visitors", Duration::from_secs(300), false).await,
+        "visitors did not connect"
+    );
     let n_agent_workers = workers.len();
     workers.extend(visitors);
     for w in workers.iter_mut() {
@@ -124,11 +132,8 @@ async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -
     let secs = (to - from) as f64 / 1000.0;
     let lost = lost_between(&visitor_reports, &agent_reports) + lost_between(&agent_reports, &visitor_reports);
     let duplicated: u64 = agent_reports.iter().chain(&visitor_reports).map(|r| r.duplicated).sum();
-    let mut rows = vec![
-        ("scenario", "relay".to_owned()),
-        ("pairs", pairs.to_string()),
-        ("seconds", seconds.to_string()),
-    ];
+    let mut rows =
+        vec![("scenario", "relay".to_owned()), ("pairs", pairs.to_string()), ("seconds", seconds.to_string())];
     if let Some(r) = rate {
         rows.push(("rate", r.to_string()));
     }
@@ -165,7 +170,10 @@ async fn idle(sockets: usize, common: &Common) -> anyhow::Result<()> {
     for w in workers.iter_mut() {
         w.command("connect").await?;
     }
-    anyhow::ensure!(wait_connected(&mut workers, "connecting", Duration::from_secs(600), false).await, "sockets did not connect");
+    anyhow::ensure!(
+        wait_connected(&mut workers, "connecting", Duration::from_secs(600), false).await,
+        "sockets did not connect"
+    );
     let connect_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = target.rss_mb().unwrap_or(0.0);

@@ -21,6 +21,7 @@ async fn a_restart_keeps_messages_and_sessions() {
     let ack = visitor.say(None, "m1", "before restart").await;
     let conv = ack["conv"].as_str().unwrap().to_owned();
     agent.wait_for(|f| f["body"] == "before restart").await;
+    visitor.wait_for(|f| f["type"] == "message" && f["body"] == "before restart").await;
     let agent_cursors = agent.cursors.clone();
     let visitor_cursors = visitor.cursors.clone();
 

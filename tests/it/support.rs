@@ -234,7 +234,9 @@ impl Client {
             match msg {
                 Ok(Message::Text(t)) => {
                     let v: Value = serde_json::from_str(&t).expect("server sent JSON");
-                    if let (Some(conv), Some(seq)) = (v["conv"].as_str(), v["seq"].as_i64()) {
+                    // Durable events carry conv + seq; an ack does too, but is not one.
+                    if let (Some(conv), Some(seq), false) = (v["conv"].as_str(), v["seq"].as_i64(), v["type"] == "ack")
+                    {
                         self.cursors.insert(conv.to_owned(), seq);
                         self.events.push(v.clone());
                     }
