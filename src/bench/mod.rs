@@ -73,8 +73,9 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
 
 async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -> anyhow::Result<()> {
     anyhow::ensure!(pairs > 0 && seconds > 0, "--pairs and --seconds must be positive");
-    // Ten conversations per agent: routing spreads them evenly.
-    let agents = pairs.div_ceil(10);
+    // A pair is one visitor and one agent: routing (least busy first)
+    // gives each agent exactly one of the conversations.
+    let agents = pairs;
     eprintln!(
         "bench relay: {pairs} pairs ({agents} agents), {seconds} s, rate {}",
         rate.map_or("max".into(), |r| r.to_string())

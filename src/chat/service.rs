@@ -17,7 +17,7 @@ use crate::admission::Admission;
 use crate::bus::{Audience, Bus, Envelope, Payload};
 use crate::error::{Error, Result};
 use crate::store::{
-    Applied, Author, Availability, Change, Conversation, ConversationFilter, ConversationStatus, Role, Store,
+    Applied, Author, Availability, Change, Conversation, ConversationFilter, ConversationStatus, Guard, Role, Store,
     VisitorUpdate,
 };
 
@@ -209,22 +209,36 @@ impl Chat {
     ) -> Result<Applied> {
         check_client_id(client_id)?;
         check_body(body)?;
-        let peer = Peer::Visitor(v.clone());
-        let (conv, is_new) = match conv_id {
-            Some(id) => (self.conversation_for(&peer, id).await?, false),
-            None => match self.visitor_open_conversations(v).await?.into_iter().next() {
-                Some(c) => (c, false),
-                None => (self.start_conversation(v, ConversationStatus::Queued).await?, true),
-            },
+        let author = Author::visitor(&v.visitor_id);
+        let message = Change::Message { author, client_id: client_id.into(), body: body.into() };
+        if let Some(id) = conv_id {
+            // The ownership check happens inside the store's transaction:
+            // no separate read on the hot path.
+            if id.len() > 64 {
+                return Err(Error::NotFound("conversation"));
+            }
+            let guard = Guard::Visitor { site_id: v.site_id.clone(), visitor_id: v.visitor_id.clone() };
+            let applied = self.store.apply_guarded(id, guard, message).await?;
+            return Ok(self.sent(applied, "visitor").await);
+        }
+        let (conv, is_new) = match self.visitor_open_conversations(v).await?.into_iter().next() {
+            Some(c) => (c, false),
+            None => (self.start_conversation(v, ConversationStatus::Queued).await?, true),
         };
-        let applied = self
-            .apply(&conv.id, Change::Message { author: peer.author(), client_id: client_id.into(), body: body.into() })
-            .await?;
-        metrics::counter!("holdfast_messages_total", "from" => "visitor").increment(u64::from(!applied.duplicate));
+        let applied = self.sent(self.store.apply(&conv.id, message).await?, "visitor").await;
         if is_new {
             self.route(&applied.conversation).await?;
         }
         Ok(applied)
+    }
+
+    /// Publish a stored message (not a retry's duplicate) and count it.
+    async fn sent(&self, applied: Applied, from: &'static str) -> Applied {
+        if !applied.duplicate {
+            self.publish_applied(&applied).await;
+            metrics::counter!("holdfast_messages_total", "from" => from).increment(1);
+        }
+        applied
     }
 
     async fn start_conversation(&self, v: &VisitorCtx, status: ConversationStatus) -> Result<Conversation> {
@@ -303,19 +317,17 @@ impl Chat {
     pub async fn agent_send(&self, a: &AgentCtx, conv_id: &str, client_id: &str, body: &str) -> Result<Applied> {
         check_client_id(client_id)?;
         check_body(body)?;
-        let peer = Peer::Agent(a.clone());
-        let conv = self.conversation_for(&peer, conv_id).await?;
-        if conv.agent_id.as_deref() != Some(&a.agent_id) {
-            // A retry whose original was stored before a transfer is refused
-            // here too; the client still sees its message (by client_id) in
-            // the replay of the conversation.
-            return Err(Error::forbidden("claim the conversation before replying"));
+        if conv_id.len() > 64 {
+            return Err(Error::NotFound("conversation"));
         }
-        let applied = self
-            .apply(&conv.id, Change::Message { author: peer.author(), client_id: client_id.into(), body: body.into() })
-            .await?;
-        metrics::counter!("holdfast_messages_total", "from" => "agent").increment(u64::from(!applied.duplicate));
-        Ok(applied)
+        // Same site and assigned to this agent, checked in the transaction.
+        // A retry whose original was stored before a transfer is refused
+        // too; the client still sees its message (by client_id) in the replay.
+        let guard = Guard::AssignedAgent { site_id: a.site_id.clone(), agent_id: a.agent_id.clone() };
+        let message =
+            Change::Message { author: Author::agent(&a.agent_id), client_id: client_id.into(), body: body.into() };
+        let applied = self.store.apply_guarded(conv_id, guard, message).await?;
+        Ok(self.sent(applied, "agent").await)
     }
 
     pub async fn read(&self, peer: &Peer, conv_id: &str, up_to: i64) -> Result<Applied> {

@@ -9,6 +9,7 @@
 //! next sequence number in one transaction.
 
 pub mod sqlite;
+mod sqlite_writer;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -368,6 +369,36 @@ pub enum Change {
     },
 }
 
+/// A condition on the conversation that must hold when a change is applied
+/// (checked in the same transaction where the store can), so an authority
+/// check costs no separate read and cannot race a transfer.
+#[derive(Debug, Clone)]
+pub enum Guard {
+    /// The conversation belongs to this visitor of this site.
+    Visitor { site_id: String, visitor_id: String },
+    /// The conversation is of this site and assigned to this agent.
+    AssignedAgent { site_id: String, agent_id: String },
+}
+
+impl Guard {
+    pub fn check(&self, conv: &Conversation) -> Result<()> {
+        match self {
+            Guard::Visitor { site_id, visitor_id } if conv.site_id == *site_id && conv.visitor_id == *visitor_id => {
+                Ok(())
+            }
+            Guard::AssignedAgent { site_id, agent_id } if conv.site_id == *site_id => {
+                if conv.agent_id.as_deref() == Some(agent_id) {
+                    Ok(())
+                } else {
+                    Err(crate::error::Error::forbidden("claim the conversation before replying"))
+                }
+            }
+            // Another site's or visitor's conversation: never reveal it exists.
+            _ => Err(crate::error::Error::NotFound("conversation")),
+        }
+    }
+}
+
 /// What [`Store::apply`] did.
 #[derive(Debug, Clone)]
 pub struct Applied {
@@ -472,6 +503,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Apply a change to a conversation and record its event, atomically.
     async fn apply(&self, conversation_id: &str, change: Change) -> Result<Applied>;
+    /// `apply` only if `guard` holds. The default checks with a read first;
+    /// stores that can check inside the transaction override it.
+    async fn apply_guarded(&self, conversation_id: &str, guard: Guard, change: Change) -> Result<Applied> {
+        let conv = self.conversation(conversation_id).await?.ok_or(crate::error::Error::NotFound("conversation"))?;
+        guard.check(&conv)?;
+        self.apply(conversation_id, change).await
+    }
     /// Events with `seq > after`, in order, at most `limit`.
     async fn events_after(&self, conversation_id: &str, after: i64, limit: i64) -> Result<Vec<StoredEvent>>;
     /// Messages of a site whose body contains `text` (case-insensitive).

@@ -3,10 +3,8 @@
 //! Reads go through a small pool; all writes go through a pool of exactly one
 //! connection, because SQLite has one writer anyway and queuing in the pool
 //! is cheaper than retrying on `SQLITE_BUSY`. Conversation changes
-//! ([`Store::apply`]) are funnelled through a group-commit task: it takes
-//! every change waiting, applies them in one `fsync`ed transaction, and only
-//! then answers each caller — so a message is durable before it is
-//! acknowledged, at the cost of one `fsync` per batch instead of per message.
+//! ([`Store::apply`]) are funnelled through the group-commit writer in
+//! `sqlite_writer.rs`.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -14,17 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+use super::sqlite_writer::PendingChange;
 use super::*;
 use crate::error::{Error, Result};
-
-/// Most changes one group commit takes; bounds the latency of a batch.
-const MAX_BATCH: usize = 512;
 
 pub struct SqliteStore {
     read: SqlitePool,
@@ -33,12 +27,6 @@ pub struct SqliteStore {
     faults: Arc<Faults>,
     /// Queue into the group-commit task.
     changes: mpsc::Sender<PendingChange>,
-}
-
-struct PendingChange {
-    conversation_id: String,
-    change: Change,
-    reply: oneshot::Sender<Result<Applied>>,
 }
 
 impl SqliteStore {
@@ -72,9 +60,17 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.read_only(true))
             .await?;
-        let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(group_commit(write.clone(), rx));
+        let tx = super::sqlite_writer::spawn(&dir.join("holdfast.db"))?;
         Ok(SqliteStore { read, write, faults: Arc::new(Faults::default()), changes: tx })
+    }
+
+    /// Hand a change to the group-commit writer and wait for its outcome.
+    async fn send_change(&self, conversation_id: &str, guard: Option<Guard>, change: Change) -> Result<Applied> {
+        self.faults.check().await?;
+        let (reply, rx) = oneshot::channel();
+        let pending = PendingChange { conversation_id: conversation_id.to_owned(), guard, change, reply };
+        self.changes.send(pending).await.map_err(|_| Error::Unavailable(1))?;
+        rx.await.map_err(|_| Error::Unavailable(1))?
     }
 
     /// The fault switch of this store (see [`Faults`]).
@@ -97,238 +93,6 @@ impl SqliteStore {
         self.write.close().await;
         self.read.close().await;
     }
-}
-
-async fn group_commit(pool: SqlitePool, mut rx: mpsc::Receiver<PendingChange>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut conn = match pool.acquire().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                let msg = format!("{err}");
-                for p in batch.drain(..) {
-                    let _ = p.reply.send(Err(Error::Store(anyhow::anyhow!("{msg}"))));
-                }
-                continue;
-            }
-        };
-        match apply_batch(&mut conn, &batch).await {
-            Ok(results) => {
-                metrics::histogram!("holdfast_store_batch_size").record(batch.len() as f64);
-                for (p, r) in batch.drain(..).zip(results) {
-                    let _ = p.reply.send(r);
-                }
-            }
-            Err(err) => {
-                // The batch failed as a whole (I/O, disk full...): retry each
-                // change on its own so one bad change cannot fail the others.
-                tracing::warn!(error = %err, size = batch.len(), "group commit failed, retrying one by one");
-                for p in batch.drain(..) {
-                    let single = std::slice::from_ref(&p);
-                    let r = match apply_batch(&mut conn, single).await {
-                        Ok(mut rs) => rs.pop().unwrap_or_else(|| Err(Error::internal(anyhow::anyhow!("no result")))),
-                        Err(e) => Err(e),
-                    };
-                    let _ = p.reply.send(r);
-                }
-            }
-        }
-    }
-}
-
-/// Apply every change in one transaction. Logical refusals (a closed
-/// conversation, an agent at their limit) are per-change results and write
-/// nothing; an SQL error aborts the whole batch.
-async fn apply_batch(conn: &mut SqliteConnection, batch: &[PendingChange]) -> Result<Vec<Result<Applied>>> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let mut results = Vec::with_capacity(batch.len());
-    let now = now_ms();
-    for p in batch {
-        match apply_one(conn, &p.conversation_id, &p.change, now).await {
-            Ok(r) => results.push(r),
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                return Err(e);
-            }
-        }
-    }
-    if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        return Err(e.into());
-    }
-    Ok(results)
-}
-
-/// Outer `Result`: SQL failure (aborts the batch). Inner: the change's own
-/// outcome.
-async fn apply_one(
-    conn: &mut SqliteConnection,
-    conversation_id: &str,
-    change: &Change,
-    now: i64,
-) -> Result<Result<Applied>> {
-    let Some(conv) = sqlx::query("SELECT * FROM conversations WHERE id = ?")
-        .bind(conversation_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|r| conversation_from_row(&r))
-        .transpose()?
-    else {
-        return Ok(Err(Error::NotFound("conversation")));
-    };
-    let mut next = conv.clone();
-    let mut previous_agent = None;
-    let (kind, author, client_id, body, data) = match change {
-        Change::Message { author, client_id, body } => {
-            let existing = sqlx::query(
-                "SELECT * FROM events WHERE conversation_id = ? AND author_kind = ? AND author_id IS ? AND client_id = ?",
-            )
-            .bind(conversation_id)
-            .bind(author.kind.as_str())
-            .bind(author.id.as_deref())
-            .bind(client_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(row) = existing {
-                return Ok(Ok(Applied {
-                    event: event_from_row(&row)?,
-                    conversation: conv,
-                    previous_agent: None,
-                    duplicate: true,
-                }));
-            }
-            // An offline conversation takes exactly its one first message.
-            let first_offline = conv.status == ConversationStatus::Offline && conv.last_seq == 0;
-            if !(conv.status.is_open() || first_offline) {
-                return Ok(Err(Error::conflict("the conversation is closed")));
-            }
-            ("message", author.clone(), Some(client_id.clone()), Some(body.clone()), serde_json::json!({}))
-        }
-        Change::Assign { agent_id, agent_name, by, limit, only_if_unassigned } => {
-            if !conv.status.is_open() {
-                return Ok(Err(Error::conflict("the conversation is not open")));
-            }
-            if conv.agent_id.as_deref() == Some(agent_id.as_str()) {
-                return Ok(Err(Error::conflict("the conversation is already assigned to this agent")));
-            }
-            if *only_if_unassigned && conv.agent_id.is_some() {
-                return Ok(Err(Error::conflict("the conversation is already assigned")));
-            }
-            if let Some(limit) = limit {
-                let active: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM conversations WHERE agent_id = ? AND status = 'active'")
-                        .bind(agent_id)
-                        .fetch_one(&mut *conn)
-                        .await?;
-                if active >= *limit {
-                    return Ok(Err(Error::conflict("the agent is at their chat limit")));
-                }
-            }
-            previous_agent = conv.agent_id.clone();
-            next.agent_id = Some(agent_id.clone());
-            next.status = ConversationStatus::Active;
-            next.assigned_at = Some(now);
-            sqlx::query("UPDATE agents SET last_assigned_at = ? WHERE id = ?")
-                .bind(now)
-                .bind(agent_id)
-                .execute(&mut *conn)
-                .await?;
-            let data = serde_json::json!({
-                "agent": {"id": agent_id, "name": agent_name},
-                "previous_agent": previous_agent,
-            });
-            ("assigned", by.clone(), None, None, data)
-        }
-        Change::TransferToGroup { group_id, group_name, by } => {
-            if !conv.status.is_open() {
-                return Ok(Err(Error::conflict("the conversation is not open")));
-            }
-            previous_agent = conv.agent_id.clone();
-            next.agent_id = None;
-            next.group_id = group_id.clone();
-            next.status = ConversationStatus::Queued;
-            next.assigned_at = None;
-            let data = serde_json::json!({
-                "group": {"id": group_id, "name": group_name},
-                "previous_agent": previous_agent,
-            });
-            ("transferred", by.clone(), None, None, data)
-        }
-        Change::Close { by } => {
-            if conv.status == ConversationStatus::Closed {
-                return Ok(Err(Error::conflict("the conversation is already closed")));
-            }
-            next.status = ConversationStatus::Closed;
-            next.closed_at = Some(now);
-            ("closed", by.clone(), None, None, serde_json::json!({}))
-        }
-        Change::Read { reader, up_to } => {
-            if *up_to < 0 || *up_to > conv.last_seq {
-                return Ok(Err(Error::bad_request("read receipt beyond the conversation's last event")));
-            }
-            // Only a receipt that moves the reader forward is recorded, so
-            // clients acknowledging each other's receipts cannot loop.
-            let last = sqlx::query(
-                "SELECT * FROM events WHERE conversation_id = ? AND kind = 'read' AND author_kind = ? \
-                 AND author_id IS ? ORDER BY seq DESC LIMIT 1",
-            )
-            .bind(conversation_id)
-            .bind(reader.kind.as_str())
-            .bind(reader.id.as_deref())
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|r| event_from_row(&r))
-            .transpose()?;
-            if let Some(last) = last
-                && last.data.get("up_to").and_then(|v| v.as_i64()).unwrap_or(0) >= *up_to
-            {
-                return Ok(Ok(Applied { event: last, conversation: conv, previous_agent: None, duplicate: true }));
-            }
-            ("read", reader.clone(), None, None, serde_json::json!({"up_to": up_to}))
-        }
-    };
-    next.last_seq = conv.last_seq + 1;
-    sqlx::query(
-        "UPDATE conversations SET agent_id = ?, group_id = ?, status = ?, last_seq = ?, assigned_at = ?, closed_at = ? \
-         WHERE id = ?",
-    )
-    .bind(next.agent_id.as_deref())
-    .bind(&next.group_id)
-    .bind(next.status.as_str())
-    .bind(next.last_seq)
-    .bind(next.assigned_at)
-    .bind(next.closed_at)
-    .bind(conversation_id)
-    .execute(&mut *conn)
-    .await?;
-    let event = StoredEvent {
-        conversation_id: conversation_id.to_owned(),
-        seq: next.last_seq,
-        id: new_id(),
-        kind: kind.to_owned(),
-        author,
-        client_id,
-        body,
-        data,
-        created_at: now,
-    };
-    sqlx::query(
-        "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&event.conversation_id)
-    .bind(event.seq)
-    .bind(&event.id)
-    .bind(&event.kind)
-    .bind(event.author.kind.as_str())
-    .bind(event.author.id.as_deref())
-    .bind(event.client_id.as_deref())
-    .bind(event.body.as_deref())
-    .bind(event.data.to_string())
-    .bind(event.created_at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(Ok(Applied { event, conversation: next, previous_agent, duplicate: false }))
 }
 
 fn bad_row(what: &str, value: &str) -> Error {
@@ -863,13 +627,11 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, conversation_id: &str, change: Change) -> Result<Applied> {
-        self.faults.check().await?;
-        let (reply, rx) = oneshot::channel();
-        self.changes
-            .send(PendingChange { conversation_id: conversation_id.to_owned(), change, reply })
-            .await
-            .map_err(|_| Error::Unavailable(1))?;
-        rx.await.map_err(|_| Error::Unavailable(1))?
+        self.send_change(conversation_id, None, change).await
+    }
+
+    async fn apply_guarded(&self, conversation_id: &str, guard: Guard, change: Change) -> Result<Applied> {
+        self.send_change(conversation_id, Some(guard), change).await
     }
 
     async fn events_after(&self, conversation_id: &str, after: i64, limit: i64) -> Result<Vec<StoredEvent>> {
