@@ -9,6 +9,7 @@
 //! next sequence number in one transaction.
 
 pub mod sqlite;
+pub mod status;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -27,8 +27,8 @@ use crate::error::{Error, Result};
 const MAX_BATCH: usize = 512;
 
 pub struct SqliteStore {
-    read: SqlitePool,
-    write: SqlitePool,
+    pub(super) read: SqlitePool,
+    pub(super) write: SqlitePool,
     /// Injected failures, for rehearsals and tests of "the store is down".
     faults: Arc<Faults>,
     /// Queue into the group-commit task.
