@@ -1,0 +1,286 @@
+//! Monitors: operator-defined HTTP and TCP checks plus built-in probes of
+//! Holdfast itself, made over the network as a visitor would (a fresh
+//! connection per check, so a hung process is seen as down, not silent).
+//!
+//! A component fails only after `fail_after` consecutive failed checks of
+//! one of its monitors. A failing component opens an incident by itself
+//! (`investigating`, component in `major_outage`, subscribers notified);
+//! once every check has passed for `quiet_period` the incident moves to
+//! `monitoring` and the component back to operational; an operator
+//! resolves it, or it resolves itself after `auto_resolve_after`. The loop
+//! runs in its own task with its own HTTP client: chat load cannot queue
+//! it behind chat's work.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{IncidentInput, Status};
+use crate::error::{Error, Result};
+use crate::store::now_ms;
+use crate::store::status::{ComponentStatus, IncidentKind, IncidentStatus, Monitor};
+
+/// The built-in probe of the chat node's readiness, and the component it
+/// speaks for.
+pub const READINESS_PROBE: &str = "Holdfast readiness";
+pub const READINESS_COMPONENT: &str = "Chat widget";
+
+/// Check a monitor target: `http://host[:port]/path` or `tcp://host:port`.
+pub fn check_target(target: &str) -> Result<String> {
+    let target = target.trim();
+    if target.len() > 2048 {
+        return Err(Error::bad_request("url is too long (at most 2048 characters)"));
+    }
+    let url = reqwest::Url::parse(target).map_err(|e| Error::bad_request(format!("url is not a URL: {e}")))?;
+    if url.host_str().is_none() {
+        return Err(Error::bad_request("url has no host"));
+    }
+    match url.scheme() {
+        "http" => Ok(url.to_string()),
+        "tcp" if url.port().is_some() => {
+            Ok(format!("tcp://{}:{}", url.host_str().unwrap_or(""), url.port().unwrap_or(0)))
+        }
+        "tcp" => Err(Error::bad_request("a tcp:// url needs a port")),
+        "https" => Err(Error::bad_request("url: this build checks http:// and tcp:// only")),
+        _ => Err(Error::bad_request("url must be http://… or tcp://host:port")),
+    }
+}
+
+/// One check; `Err` says why it failed.
+async fn check(http: &reqwest::Client, target: &str, timeout: Duration) -> Result<(), String> {
+    if let Some(addr) = target.strip_prefix("tcp://") {
+        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("connect failed: {e}")),
+            Err(_) => Err("connect timed out".into()),
+        };
+    }
+    match http.get(target).timeout(timeout).send().await {
+        Ok(res) if res.status().as_u16() < 400 => Ok(()),
+        Ok(res) => Err(format!("answered {}", res.status())),
+        Err(e) if e.is_timeout() => Err("timed out".into()),
+        Err(e) => Err(format!("request failed: {e}")),
+    }
+}
+
+/// What the loop remembers about one monitor.
+struct Watch {
+    next_due: Instant,
+    failures: u32,
+    last_error: String,
+}
+
+/// What the loop remembers about one component.
+#[derive(Default)]
+struct ComponentWatch {
+    /// The incident this loop opened and still follows.
+    incident: Option<String>,
+    /// Last failed check of any of its monitors.
+    last_failure: Option<Instant>,
+    /// When the incident moved to monitoring.
+    monitoring_since: Option<Instant>,
+}
+
+/// Make sure the built-in probes exist and point at `probe_base`.
+pub async fn install_builtin(status: &Status, probe_base: &str) -> Result<()> {
+    if !status.config.self_probe {
+        return Ok(());
+    }
+    let component = status.find_component(READINESS_COMPONENT).await;
+    let Ok(component) = component else {
+        tracing::info!("no {READINESS_COMPONENT:?} component: the readiness probe is off");
+        return Ok(());
+    };
+    status
+        .store
+        .create_monitor(
+            READINESS_PROBE,
+            &component.id,
+            &format!("{}/readyz", probe_base.trim_end_matches('/')),
+            status.config.self_probe_interval.as_millis() as i64,
+            true,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Run the monitors until the task is dropped.
+pub async fn run(status: Arc<Status>) {
+    let http = match reqwest::Client::builder()
+        // A fresh connection per check: a reused one would hide a listener
+        // that no longer accepts.
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent("Holdfast-Monitor/1")
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "monitors disabled: no HTTP client");
+            return;
+        }
+    };
+    let mut watches: HashMap<String, Watch> = HashMap::new();
+    let mut components: HashMap<String, ComponentWatch> = HashMap::new();
+    // Follow incidents this loop opened before a restart.
+    if let Ok(open) = status.store.incidents(IncidentKind::Incident, true, 100).await {
+        for i in open.into_iter().filter(|i| i.auto) {
+            for c in &i.components {
+                let w = components.entry(c.clone()).or_default();
+                w.incident = Some(i.id.clone());
+                if i.status == IncidentStatus::Monitoring {
+                    w.monitoring_since = Some(Instant::now());
+                }
+            }
+        }
+    }
+    loop {
+        tokio::time::sleep(status.config.monitor_tick).await;
+        let monitors = match status.store.monitors().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read monitors");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let due: Vec<&Monitor> =
+            monitors.iter().filter(|m| watches.get(&m.id).is_none_or(|w| w.next_due <= now)).collect();
+        let timeout = status.config.check_timeout;
+        let results =
+            futures_util::future::join_all(due.iter().map(|m| async { (*m, check(&http, &m.target, timeout).await) }))
+                .await;
+        let at = now_ms();
+        for (monitor, result) in results {
+            let interval = Duration::from_millis(monitor.interval_ms.max(1) as u64);
+            let watch = watches.entry(monitor.id.clone()).or_insert(Watch {
+                next_due: now,
+                failures: 0,
+                last_error: String::new(),
+            });
+            watch.next_due = Instant::now() + interval;
+            metrics::counter!("holdfast_status_checks_total", "ok" => if result.is_ok() { "true" } else { "false" })
+                .increment(1);
+            if let Err(e) = status.store.record_probe(&monitor.component_id, at, result.is_ok()).await {
+                tracing::warn!(error = %e, "cannot record a probe result");
+            }
+            match result {
+                Ok(()) => watch.failures = 0,
+                Err(error) => {
+                    watch.failures += 1;
+                    watch.last_error = error;
+                    components.entry(monitor.component_id.clone()).or_default().last_failure = Some(Instant::now());
+                }
+            }
+        }
+        watches.retain(|id, _| monitors.iter().any(|m| &m.id == id));
+        let watched: HashSet<&str> = monitors.iter().map(|m| m.component_id.as_str()).collect();
+        for component_id in watched {
+            let failing = monitors
+                .iter()
+                .filter(|m| m.component_id == component_id)
+                .filter_map(|m| watches.get(&m.id).map(|w| (m, w)))
+                .find(|(_, w)| w.failures >= status.config.fail_after);
+            let watch = components.entry(component_id.to_owned()).or_default();
+            if let Err(e) = evaluate(&status, component_id, failing, watch).await {
+                tracing::warn!(error = %e, component = component_id, "cannot update the status page from monitors");
+            }
+        }
+    }
+}
+
+/// Move a component's auto-opened incident along, given whether one of its
+/// monitors is failing now.
+async fn evaluate(
+    status: &Status,
+    component_id: &str,
+    failing: Option<(&Monitor, &Watch)>,
+    watch: &mut ComponentWatch,
+) -> Result<()> {
+    // An operator may have resolved it meanwhile: then it is no longer ours.
+    let open = match &watch.incident {
+        Some(id) => status.store.incident(id).await?.filter(|i| !i.status.is_closed()),
+        None => None,
+    };
+    if open.is_none() {
+        watch.incident = None;
+        watch.monitoring_since = None;
+    }
+    match (failing, open) {
+        (Some((monitor, w)), None) => {
+            let component = status.store.component(component_id).await?.ok_or(Error::NotFound("component"))?;
+            let incident = status
+                .open_incident(
+                    IncidentInput {
+                        name: Some(format!("{} is not responding", component.name)),
+                        status: Some(IncidentStatus::Investigating),
+                        impact: None,
+                        message: Some(format!(
+                            "Holdfast's monitor \"{}\" failed {} checks in a row ({}). We are investigating.",
+                            monitor.name, w.failures, w.last_error
+                        )),
+                        components: vec![(component_id.to_owned(), ComponentStatus::MajorOutage)],
+                        ..Default::default()
+                    },
+                    true,
+                )
+                .await?;
+            tracing::warn!(incident = %incident.id, component = %component.name, "incident opened by a monitor");
+            watch.incident = Some(incident.id);
+        }
+        (Some((monitor, w)), Some(incident)) if incident.status == IncidentStatus::Monitoring => {
+            status
+                .update_incident(
+                    &incident.id,
+                    IncidentInput {
+                        status: Some(IncidentStatus::Investigating),
+                        message: Some(format!(
+                            "The problem is back: monitor \"{}\" failed again ({}).",
+                            monitor.name, w.last_error
+                        )),
+                        components: vec![(component_id.to_owned(), ComponentStatus::MajorOutage)],
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            watch.monitoring_since = None;
+        }
+        (None, Some(incident)) if incident.status == IncidentStatus::Investigating => {
+            let quiet = watch.last_failure.is_none_or(|t| t.elapsed() >= status.config.quiet_period);
+            if quiet {
+                status
+                    .update_incident(
+                        &incident.id,
+                        IncidentInput {
+                            status: Some(IncidentStatus::Monitoring),
+                            message: Some(format!(
+                                "Checks have passed for {} s. We are monitoring the results.",
+                                status.config.quiet_period.as_secs_f64()
+                            )),
+                            components: vec![(component_id.to_owned(), ComponentStatus::Operational)],
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                watch.monitoring_since = Some(Instant::now());
+            }
+        }
+        (None, Some(incident)) if incident.status == IncidentStatus::Monitoring => {
+            let since = *watch.monitoring_since.get_or_insert_with(Instant::now);
+            if let Some(after) = status.config.auto_resolve_after
+                && since.elapsed() >= after
+            {
+                status
+                    .resolve_incident(
+                        &incident.id,
+                        Some("Checks have kept passing; this incident has been resolved.".into()),
+                    )
+                    .await?;
+                watch.incident = None;
+                watch.monitoring_since = None;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
