@@ -500,11 +500,11 @@ impl Drop for Jobs {
     }
 }
 
-/// Start the monitors (with the built-in probes pointed at `probe_base`)
-/// and the delivery task.
-pub async fn start(status: Arc<Status>, probe_base: &str) -> Jobs {
+/// Start the monitors (with the built-in probes pointed at `probe_base`,
+/// visiting as a visitor of the site with `widget_key`) and the delivery task.
+pub async fn start(status: Arc<Status>, probe_base: &str, widget_key: Option<&str>) -> Jobs {
     let base = status.config.probe_base.clone().unwrap_or_else(|| probe_base.to_owned());
-    if let Err(e) = monitor::install_builtin(&status, &base).await {
+    if let Err(e) = monitor::install_builtin(&status, &base, widget_key).await {
         tracing::warn!(error = %e, "cannot install the built-in probes");
     }
     Jobs(vec![tokio::spawn(monitor::run(status.clone())), tokio::spawn(notify::run(status))])

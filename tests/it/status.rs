@@ -1021,7 +1021,7 @@ async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_
 }
 
 #[tokio::test]
-async fn the_built_in_probe_checks_readyz_over_the_network() {
+async fn built_in_probes_check_readyz_and_a_visitor_socket_over_the_network() {
     let (server, _tmp) = server_with(|c| {
         c.status.self_probe = true;
         c.status.self_probe_interval = Duration::from_millis(50);
@@ -1029,17 +1029,26 @@ async fn the_built_in_probe_checks_readyz_over_the_network() {
     })
     .await;
     let chat = server.state.status.find_component("Chat widget").await.unwrap();
-    let probe = eventually("the built-in probe", || async {
-        server.state.status.store.monitors().await.unwrap().into_iter().find(|m| m.builtin)
+    let console = server.state.status.find_component("Agent console").await.unwrap();
+    let probes = eventually("the built-in probes", || async {
+        let builtin: Vec<_> =
+            server.state.status.store.monitors().await.unwrap().into_iter().filter(|m| m.builtin).collect();
+        (builtin.len() == 2).then_some(builtin)
     })
     .await;
-    assert_eq!(probe.target, format!("{}/readyz", server.base));
-    assert_eq!(probe.component_id, chat.id);
-    eventually("passing self-probes", || async {
-        let days = server.state.status.store.uptime(0).await.unwrap();
-        days.iter().any(|d| d.component_id == chat.id && d.ok >= 2 && d.ok == d.total).then_some(())
-    })
-    .await;
+    let readyz = probes.iter().find(|m| m.target.ends_with("/readyz")).unwrap();
+    assert_eq!(readyz.target, format!("{}/readyz", server.base));
+    assert_eq!(readyz.component_id, console.id);
+    let visitor = probes.iter().find(|m| m.target.starts_with("visitor+")).unwrap();
+    assert_eq!(visitor.component_id, chat.id);
+    for component in [&chat.id, &console.id] {
+        eventually("passing self-probes", || async {
+            let days = server.state.status.store.uptime(0).await.unwrap();
+            days.iter().any(|d| &d.component_id == component && d.ok >= 3 && d.ok == d.total).then_some(())
+        })
+        .await;
+    }
+
     server.stop().await;
 }
 
