@@ -15,6 +15,7 @@ use crate::chat::service::Chat;
 use crate::config::Config;
 use crate::error::Result;
 use crate::side::plan::PlanService;
+use crate::status::Status;
 use crate::store::{NewAgent, Role, Store, sqlite::SqliteStore};
 
 #[derive(Clone)]
@@ -30,6 +31,8 @@ pub struct AppState {
     pub max_sockets: usize,
     /// WebSockets open on this node, counted from the upgrade (before hello).
     pub open_sockets: Arc<std::sync::atomic::AtomicUsize>,
+    /// The status page (its own store view, lane and side tasks).
+    pub status: Arc<Status>,
     pub metrics: PrometheusHandle,
     pub started: Instant,
 }
@@ -46,7 +49,8 @@ impl AppState {
     /// Open the store in `config.data_dir` and wire everything up. Returns
     /// the first-run details when the data dir was empty.
     pub async fn build(config: Config) -> Result<(AppState, Option<FirstRun>)> {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).await?);
+        let sqlite = Arc::new(SqliteStore::open(&config.data_dir).await?);
+        let store: Arc<dyn Store> = sqlite.clone();
         let first_run = bootstrap(store.as_ref()).await?;
         let secret = store.meta_init("token_key", &hex::encode(rand::random::<[u8; 32]>())).await?;
         let hashes = HashPool::new(config.hash_threads, config.hash_queue, config.hash_deadline);
@@ -61,6 +65,8 @@ impl AppState {
         plan.spawn();
         let max_sockets = config.max_sockets.unwrap_or_else(socket_cap_from_fd_limit);
         spawn_housekeeping(login_limiter.clone());
+        let status_url = format!("http://{}", config.listen);
+        let status = Arc::new(Status::open(sqlite, config.status.clone(), &status_url).await?);
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -71,6 +77,7 @@ impl AppState {
             plan,
             max_sockets,
             open_sockets: Arc::default(),
+            status,
             metrics: crate::telemetry::metrics(),
             started: Instant::now(),
         };

@@ -14,6 +14,9 @@ use crate::config::Config;
 use crate::store::{NewAgent, Role, Store, sqlite::SqliteStore};
 use crate::telemetry::{LogFormat, init_logs};
 
+mod status_commands;
+use status_commands::{IncidentCommand, MonitorCommand, StatusCommand};
+
 #[derive(Parser, Debug)]
 #[command(name = "holdfast", version, about = "Self-hosted live chat that survives the storm")]
 pub struct Cli {
@@ -42,6 +45,8 @@ pub enum Command {
         data: DataArg,
         #[command(flatten)]
         opts: ServeOpts,
+        #[command(flatten)]
+        status: status_commands::StatusServeArgs,
     },
     /// Manage sites.
     Site {
@@ -66,6 +71,21 @@ pub enum Command {
     /// Internal: one process of a storm's clients (JSON lines on stdio).
     #[command(hide = true)]
     StormWorker,
+    /// Status page incidents.
+    Incident {
+        #[command(subcommand)]
+        command: IncidentCommand,
+    },
+    /// Status page monitors (HTTP and TCP checks).
+    Monitor {
+        #[command(subcommand)]
+        command: MonitorCommand,
+    },
+    /// The status page.
+    Status {
+        #[command(subcommand)]
+        command: StatusCommand,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -154,16 +174,24 @@ pub enum AgentCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     init_logs(cli.log_format);
     match cli.command {
-        Command::Serve { listen, data, opts } => serve(listen, &data.dir, &opts).await,
+        Command::Serve { listen, data, opts, status } => serve(listen, &data.dir, &opts, status).await,
         Command::Site { command } => site(command).await,
         Command::Agent { command } => agent(command).await,
         Command::Storm { command } => crate::storm::run(command).await,
         Command::Bench { command } => crate::bench::run(command).await,
         Command::StormWorker => crate::storm::worker::run().await,
+        Command::Incident { command } => status_commands::incident(command).await,
+        Command::Monitor { command } => status_commands::monitor(command).await,
+        Command::Status { command } => status_commands::status(command).await,
     }
 }
 
-async fn serve(listen: SocketAddr, dir: &Path, opts: &ServeOpts) -> anyhow::Result<()> {
+async fn serve(
+    listen: SocketAddr,
+    dir: &Path,
+    opts: &ServeOpts,
+    status: status_commands::StatusServeArgs,
+) -> anyhow::Result<()> {
     check_dir(dir)?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow!("cannot listen on {listen}: the address is already in use"),
@@ -173,11 +201,16 @@ async fn serve(listen: SocketAddr, dir: &Path, opts: &ServeOpts) -> anyhow::Resu
     let addr = listener.local_addr()?;
     let mut config = Config::new(addr, dir.to_owned());
     opts.apply(&mut config);
+    status.apply(&mut config.status)?;
+    let only_status = config.status.only;
     let (state, first_run) = AppState::build(config).await.map_err(|e| anyhow!("cannot start: {}", detail(&e)))?;
     let base = format!("http://{addr}");
     println!("Holdfast listening on {base}");
-    println!("  agent console: {base}/demo");
-    println!("  demo page:     {base}/demo");
+    if !only_status {
+        println!("  agent console: {base}/demo");
+        println!("  demo page:     {base}/demo");
+    }
+    println!("  status page:   {base}/status");
     if let Some(first) = first_run {
         println!("First start: created site {:?} (widget key {})", first.site_name, first.widget_key);
         println!("  admin login: {}", first.admin_email);

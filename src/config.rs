@@ -47,6 +47,8 @@ pub struct Config {
     /// Allow `/api/v1/ops/faults` (admins only): store failures and socket
     /// cuts for rehearsals. Never on in production.
     pub fault_injection: bool,
+    /// The status page, its monitors and notifications.
+    pub status: crate::status::StatusConfig,
 }
 
 impl Config {
@@ -67,6 +69,7 @@ impl Config {
             plan: PlanConfig::default(),
             max_sockets: None,
             fault_injection: false,
+            status: crate::status::StatusConfig::default(),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - `auth`      — password hashing pool, tokens, sessions, login rate limits.
 //! - `admission` — priority lanes with their own capacity; shedding with 503.
 //! - `side`      — side services (plan banners) behind timeouts, breakers, caches.
+//! - `status`    — status page, incidents, subscribers, self-monitoring.
 //! - `store`     — the `Store` trait and its SQLite implementation; the only SQL.
 //! - `bus`       — the `Bus` trait (event fan-out) and its in-process implementation.
 //! - `bench`     — `holdfast bench`: relay throughput and idle socket memory.
@@ -34,6 +35,7 @@ pub mod error;
 pub mod http;
 pub mod server;
 pub mod side;
+pub mod status;
 pub mod store;
 pub mod storm;
 pub mod telemetry;

@@ -14,6 +14,7 @@ mod lanes;
 mod ops;
 pub mod rehearsal;
 mod socket;
+mod status;
 mod visitor;
 
 use axum::Router;
@@ -26,8 +27,7 @@ use crate::error::Error;
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
-    Router::new()
-        .merge(health::routes())
+    let chat = Router::new()
         .merge(auth::routes())
         .merge(visitor::routes())
         .merge(agent::routes())
@@ -36,10 +36,20 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(assets::routes())
         .merge(console::routes())
-        .merge(admin::routes())
+        .merge(admin::routes());
+    // `serve --only status`: the status page runs apart from chat.
+    let chat = if state.config.status.only { Router::new() } else { chat };
+    // Chat and health are admitted by priority lane; the status page has a
+    // lane of its own (see `status::routes`), so it is never shed with them.
+    let laned = Router::new()
+        .merge(health::routes())
+        .merge(chat)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), lanes::admit));
+    Router::new()
+        .merge(laned)
+        .merge(status::routes(state.config.status.max_concurrent))
         .fallback(|| async { Error::NotFound("route") })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), lanes::admit))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

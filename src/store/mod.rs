@@ -10,6 +10,7 @@
 
 pub mod sqlite;
 mod sqlite_writer;
+pub mod status;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

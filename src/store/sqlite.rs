@@ -21,8 +21,8 @@ use super::*;
 use crate::error::{Error, Result};
 
 pub struct SqliteStore {
-    read: SqlitePool,
-    write: SqlitePool,
+    pub(super) read: SqlitePool,
+    pub(super) write: SqlitePool,
     /// Injected failures, for rehearsals and tests of "the store is down".
     faults: Arc<Faults>,
     /// Queue into the group-commit task.

@@ -464,7 +464,10 @@ impl Pair {
 
 /// Scenario 3: the plan service answers, hangs, fails and recovers.
 pub async fn side_service(common: &Common) -> anyhow::Result<()> {
-    const LOGIN_AGENTS: usize = 40;
+    // Each login uses a fresh account, so the per-account rate limit (a
+    // burst of 10, then one per 6 s) never enters the figures.
+    const LOGINS_PER_PHASE: usize = 100;
+    const LOGIN_AGENTS: usize = 1 + 4 * LOGINS_PER_PHASE;
     eprintln!("storm side-service: plan service ok → hang → 500s → recovered");
     let (plan_url, switch) = plan_stub(PlanMode::Ok).await?;
     let target = Target::start(LOGIN_AGENTS, &["--plan-url", &plan_url, "--plan-interval", "1"], common).await?;
@@ -480,10 +483,12 @@ pub async fn side_service(common: &Common) -> anyhow::Result<()> {
         let started = Instant::now();
         let (mut logins, mut messages) = (Vec::new(), Vec::new());
         while started.elapsed() < phase_len {
-            let t = Instant::now();
-            target.login(&agent_email(next_agent), STORM_PASSWORD).await?;
-            logins.push(t.elapsed().as_secs_f64() * 1000.0);
-            next_agent = 1 + next_agent % (LOGIN_AGENTS - 1);
+            if logins.len() < LOGINS_PER_PHASE {
+                let t = Instant::now();
+                target.login(&agent_email(next_agent), STORM_PASSWORD).await?;
+                logins.push(t.elapsed().as_secs_f64() * 1000.0);
+                next_agent += 1;
+            }
             for _ in 0..5 {
                 messages.push(pair.round().await?);
             }

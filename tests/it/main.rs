@@ -12,6 +12,7 @@ mod resilience;
 mod restart;
 mod resume;
 mod routing;
+mod status;
 mod storm;
 mod support;
 mod web;

@@ -1,0 +1,349 @@
+//! `holdfast incident …`, `holdfast monitor …` and `holdfast status export`:
+//! the status page from the command line, acting on `--data DIR` like the
+//! other admin commands (and safe while a server runs on it: notifications
+//! are queued in the store and delivered by the running server).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use clap::{Args, Subcommand};
+
+use super::{DataArg, detail, open_store};
+use crate::status::{IncidentInput, SmtpConfig, Status, StatusConfig, export, monitor};
+use crate::store::status::{ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus};
+
+/// `serve`'s status page flags.
+#[derive(Args, Debug, Clone)]
+pub struct StatusServeArgs {
+    /// Serve only this part: `status` runs the status page, its API and
+    /// monitors apart from chat (another process or machine, same store).
+    #[arg(long, value_parser = ["status"])]
+    only: Option<String>,
+    /// Public base URL of the status page (links in feeds and email).
+    #[arg(long, env = "HOLDFAST_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Where the built-in probes reach chat (default: this server).
+    #[arg(long, env = "HOLDFAST_PROBE_BASE")]
+    probe_base: Option<String>,
+    /// SMTP relay for subscriber email, HOST:PORT (plain SMTP; enables
+    /// email subscriptions).
+    #[arg(long, env = "HOLDFAST_SMTP")]
+    smtp: Option<String>,
+    /// The From address of subscriber email.
+    #[arg(long, env = "HOLDFAST_SMTP_FROM", default_value = "status@holdfast.local")]
+    smtp_from: String,
+    /// Consecutive failed checks before a component counts as down.
+    #[arg(long, env = "HOLDFAST_STATUS_FAIL_AFTER", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    status_fail_after: u32,
+    /// Seconds of passing checks before an auto-opened incident moves to monitoring.
+    #[arg(long, env = "HOLDFAST_STATUS_QUIET_SECS", default_value_t = 300)]
+    status_quiet_secs: u64,
+    /// Seconds in monitoring after which an auto-opened incident resolves itself
+    /// (default: an operator resolves it).
+    #[arg(long, env = "HOLDFAST_STATUS_AUTO_RESOLVE_SECS")]
+    status_auto_resolve_secs: Option<u64>,
+    /// Accept webhook subscribers on private or loopback addresses.
+    #[arg(long, env = "HOLDFAST_ALLOW_PRIVATE_WEBHOOKS")]
+    allow_private_webhooks: bool,
+}
+
+impl StatusServeArgs {
+    pub fn apply(self, config: &mut StatusConfig) -> anyhow::Result<()> {
+        config.only = self.only.as_deref() == Some("status");
+        config.public_url = self.public_url;
+        config.probe_base = self.probe_base;
+        config.fail_after = self.status_fail_after;
+        config.quiet_period = Duration::from_secs(self.status_quiet_secs);
+        config.auto_resolve_after = self.status_auto_resolve_secs.map(Duration::from_secs);
+        config.allow_private_webhooks = self.allow_private_webhooks;
+        if let Some(smtp) = self.smtp {
+            let (host, port) = smtp.rsplit_once(':').ok_or_else(|| anyhow!("--smtp must be HOST:PORT"))?;
+            let port = port.parse().map_err(|_| anyhow!("--smtp must be HOST:PORT"))?;
+            if !crate::auth::valid_email(&self.smtp_from) {
+                bail!("--smtp-from {:?} is not a valid email address", self.smtp_from);
+            }
+            config.smtp = Some(SmtpConfig { host: host.to_owned(), port, from: self.smtp_from });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IncidentCommand {
+    /// Open an incident; prints its id.
+    Open {
+        #[arg(long)]
+        name: String,
+        /// investigating, identified, monitoring or resolved.
+        #[arg(long, default_value = "investigating")]
+        status: String,
+        /// none, minor, major or critical (default: from the components).
+        #[arg(long)]
+        impact: Option<String>,
+        /// An affected component, by name or id, optionally with its state:
+        /// `"Agent login=major_outage"` (default major_outage). Repeatable.
+        #[arg(long)]
+        component: Vec<String>,
+        #[arg(long)]
+        message: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Post an update to an incident.
+    Update {
+        id: String,
+        #[arg(long)]
+        status: String,
+        #[arg(long)]
+        message: Option<String>,
+        /// A component's new state: `"Agent login=operational"`. Repeatable.
+        #[arg(long)]
+        component: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// List incidents, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MonitorCommand {
+    /// Add an HTTP (`http://…`) or TCP (`tcp://host:port`) check for a component.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// The component (name or id) this check speaks for.
+        #[arg(long)]
+        component: String,
+        #[arg(long)]
+        url: String,
+        /// Seconds between checks.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(5..=86_400))]
+        interval: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// List monitors.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StatusCommand {
+    /// Write a static copy of the status page, feeds and JSON API to DIR.
+    Export {
+        /// Where to write the copy.
+        out: PathBuf,
+        /// Keep running and rewrite the copy on every change.
+        #[arg(long)]
+        watch: bool,
+        /// Public base URL the copy is served from (links in feeds and JSON).
+        #[arg(long, env = "HOLDFAST_PUBLIC_URL")]
+        public_url: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+async fn open_status(dir: &Path, public_url: Option<String>) -> anyhow::Result<Status> {
+    let store = Arc::new(open_store(dir).await?);
+    let config = StatusConfig { public_url, ..StatusConfig::default() };
+    Status::open(store, config, "http://127.0.0.1:8080").await.map_err(|e| anyhow!("{}", detail(&e)))
+}
+
+fn err(e: crate::error::Error) -> anyhow::Error {
+    anyhow!("{}", detail(&e))
+}
+
+/// `NAME[=STATE]` → (component id, state).
+async fn component_arg(
+    status: &Status,
+    arg: &str,
+    default: Option<ComponentStatus>,
+) -> anyhow::Result<(String, ComponentStatus)> {
+    let (name, state) = match arg.rsplit_once('=') {
+        Some((n, s)) => {
+            let s = ComponentStatus::parse(s.trim()).ok_or_else(|| {
+                anyhow!("--component {arg:?}: the state must be one of {}", ComponentStatus::choices())
+            })?;
+            (n, s)
+        }
+        None => (arg, default.ok_or_else(|| anyhow!("--component {arg:?}: give a state, as NAME=STATE"))?),
+    };
+    let component = status.find_component(name).await.map_err(|_| anyhow!("no component named {name:?}"))?;
+    Ok((component.id, state))
+}
+
+fn parse_status(s: &str, kind: Option<IncidentKind>) -> anyhow::Result<IncidentStatus> {
+    let status =
+        IncidentStatus::parse(s).ok_or_else(|| anyhow!("--status must be one of {}", IncidentStatus::choices()))?;
+    if kind.is_some_and(|k| status.kind() != k) {
+        bail!("--status {s} does not apply to an incident");
+    }
+    Ok(status)
+}
+
+fn print_incident(incident: &Incident, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(incident)?);
+    } else {
+        println!("{}  {:<13} {:<8} {}", incident.id, incident.status.as_str(), incident.impact.as_str(), incident.name);
+    }
+    Ok(())
+}
+
+pub async fn incident(command: IncidentCommand) -> anyhow::Result<()> {
+    match command {
+        IncidentCommand::Open { name, status, impact, component, message, json, data } => {
+            let status_value = parse_status(&status, Some(IncidentKind::Incident))?;
+            let impact = impact
+                .map(|i| Impact::parse(&i).ok_or_else(|| anyhow!("--impact must be none, minor, major or critical")))
+                .transpose()?;
+            let page = open_status(&data.dir, None).await?;
+            let mut components = Vec::new();
+            for c in &component {
+                components.push(component_arg(&page, c, Some(ComponentStatus::MajorOutage)).await?);
+            }
+            let input = IncidentInput {
+                name: Some(name),
+                status: Some(status_value),
+                impact,
+                message,
+                components,
+                ..Default::default()
+            };
+            let incident = page.open_incident(input, false).await.map_err(err)?;
+            print_incident(&incident, json)?;
+        }
+        IncidentCommand::Update { id, status, message, component, json, data } => {
+            let status_value = IncidentStatus::parse(&status)
+                .ok_or_else(|| anyhow!("--status must be one of {}", IncidentStatus::choices()))?;
+            let page = open_status(&data.dir, None).await?;
+            let mut components = Vec::new();
+            for c in &component {
+                components.push(component_arg(&page, c, None).await?);
+            }
+            let incident = if status_value == IncidentStatus::Resolved && components.is_empty() {
+                page.resolve_incident(&id, message).await
+            } else {
+                let input = IncidentInput { status: Some(status_value), message, components, ..Default::default() };
+                page.update_incident(&id, input).await
+            }
+            .map_err(|e| match e {
+                crate::error::Error::NotFound(_) => anyhow!("no incident with id {id}"),
+                e => err(e),
+            })?;
+            print_incident(&incident, json)?;
+        }
+        IncidentCommand::List { json, data } => {
+            let page = open_status(&data.dir, None).await?;
+            let mut all = page.store.incidents(IncidentKind::Incident, false, 1000).await.map_err(err)?;
+            all.extend(page.store.incidents(IncidentKind::Maintenance, false, 1000).await.map_err(err)?);
+            all.sort_by_key(|i| std::cmp::Reverse(i.created_at));
+            if json {
+                println!("{}", serde_json::to_string(&all)?);
+            } else {
+                for i in &all {
+                    print_incident(i, false)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn monitor(command: MonitorCommand) -> anyhow::Result<()> {
+    match command {
+        MonitorCommand::Add { name, component, url, interval, json, data } => {
+            let target = monitor::check_target(&url).map_err(err)?;
+            let page = open_status(&data.dir, None).await?;
+            let m =
+                page.add_monitor(&name, &component, &target, interval as i64 * 1000).await.map_err(|e| match e {
+                    crate::error::Error::NotFound(_) => anyhow!("no component named {component:?}"),
+                    e => err(e),
+                })?;
+            if json {
+                println!("{}", serde_json::to_string(&m)?);
+            } else {
+                println!("monitor added: {} → {} every {} s, id {}", m.name, m.target, m.interval_ms / 1000, m.id);
+            }
+        }
+        MonitorCommand::List { json, data } => {
+            let page = open_status(&data.dir, None).await?;
+            let monitors = page.store.monitors().await.map_err(err)?;
+            if json {
+                println!("{}", serde_json::to_string(&monitors)?);
+            } else {
+                for m in monitors {
+                    println!("{}  {:<30} {:>6} s  {}", m.id, m.name, m.interval_ms / 1000, m.target);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn status(command: StatusCommand) -> anyhow::Result<()> {
+    match command {
+        StatusCommand::Export { out: dir, watch, public_url, data } => {
+            let page = open_status(&data.dir, public_url).await?;
+            std::fs::create_dir_all(&dir).map_err(|e| anyhow!("cannot create {}: {e}", dir.display()))?;
+            let mut version = page.store.status_version().await.map_err(err)?;
+            let files = export::export(&page, &dir).await.map_err(err)?;
+            println!("exported {files} files to {}", dir.display());
+            if !watch {
+                return Ok(());
+            }
+            // Poll the store: another process (the server, this CLI) changes it.
+            let stop = crate::server::signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = &mut stop => return Ok(()),
+                }
+                let now = match page.store.status_version().await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(error = %detail(&e), "cannot read the store");
+                        continue;
+                    }
+                };
+                if now != version {
+                    version = now;
+                    match export::export(&page, &dir).await {
+                        Ok(n) => println!("exported {n} files to {}", dir.display()),
+                        Err(e) => tracing::warn!(error = %detail(&e), "export failed"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        crate::cli::Cli::command().debug_assert();
+    }
+}

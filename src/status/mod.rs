@@ -1,0 +1,511 @@
+//! The status page: components, incidents, maintenances, subscribers and
+//! the monitors that open incidents by themselves. No HTTP here: `http/status`
+//! adapts it, the CLI drives it directly, `export` writes it to files.
+//!
+//! - `api`     — the objects of the compatible status page API v2 (JSON).
+//! - `page`    — the server-rendered HTML page and per-incident pages.
+//! - `feed`    — Atom and RSS feeds of incident history.
+//! - `notify`  — the delivery side task: signed webhooks and email.
+//! - `monitor` — HTTP/TCP checks and built-in probes; auto-opened incidents.
+//! - `export`  — a static copy of page, feeds and JSON.
+//! - `time`    — the time formats shown.
+
+pub mod api;
+pub mod export;
+pub mod feed;
+pub mod monitor;
+pub mod notify;
+pub mod page;
+pub mod time;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::store::status::{
+    Component, ComponentFields, ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus, IncidentWrite,
+    StatusStore, Subscriber, SubscriberKind,
+};
+
+/// The components a fresh install shows.
+pub const DEFAULT_COMPONENTS: &[&str] = &["Chat widget", "Agent login", "Agent console", "Website"];
+
+/// How the status page and its monitors behave; every field says why.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// The page's name in titles, feeds and notifications.
+    pub page_name: String,
+    /// Public base URL of the page (links in feeds, emails and the API's
+    /// `url`/`shortlink`); defaults to the listen address.
+    pub public_url: Option<String>,
+    /// `serve --only status`: serve the status page, its API and monitors
+    /// but not chat (another process or machine, same store).
+    pub only: bool,
+    /// Requests the status lane serves at once; more wait their turn there,
+    /// never in chat's lanes.
+    pub max_concurrent: usize,
+    /// Consecutive failed checks before a component counts as down (no
+    /// flapping on one lost packet).
+    pub fail_after: u32,
+    /// Passing checks for this long move an auto-opened incident to
+    /// `monitoring`.
+    pub quiet_period: Duration,
+    /// An auto-opened incident in `monitoring` resolves itself after this
+    /// long; `None` leaves that to an operator.
+    pub auto_resolve_after: Option<Duration>,
+    /// The shortest interval a monitor may have.
+    pub min_interval: Duration,
+    /// How often the monitor loop looks for due checks.
+    pub monitor_tick: Duration,
+    /// A check slower than this failed.
+    pub check_timeout: Duration,
+    /// Probe Holdfast itself (`/readyz`, a visitor session) over the network.
+    pub self_probe: bool,
+    /// How often the built-in probes run.
+    pub self_probe_interval: Duration,
+    /// Where the built-in probes reach chat; defaults to the listen address
+    /// (set it when running `--only status` apart from chat).
+    pub probe_base: Option<String>,
+    /// How often the delivery task looks for due notifications (it is also
+    /// woken on every new one).
+    pub delivery_tick: Duration,
+    /// First retry delay of a failed delivery; doubles per attempt.
+    pub retry_base: Duration,
+    /// Attempts before a delivery is given up.
+    pub max_attempts: u32,
+    /// Outgoing mail; `None` disables email subscriptions.
+    pub smtp: Option<SmtpConfig>,
+    /// Accept webhook URLs on loopback or private networks (tests, intranets).
+    /// Off by default: the subscribe form is public.
+    pub allow_private_webhooks: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    /// The From address of every message.
+    pub from: String,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            page_name: "Holdfast".into(),
+            public_url: None,
+            only: false,
+            max_concurrent: 256,
+            fail_after: 3,
+            quiet_period: Duration::from_secs(300),
+            auto_resolve_after: None,
+            min_interval: Duration::from_secs(5),
+            monitor_tick: Duration::from_secs(1),
+            check_timeout: Duration::from_secs(5),
+            self_probe: true,
+            self_probe_interval: Duration::from_secs(30),
+            probe_base: None,
+            delivery_tick: Duration::from_secs(1),
+            retry_base: Duration::from_secs(2),
+            max_attempts: 8,
+            smtp: None,
+            allow_private_webhooks: false,
+        }
+    }
+}
+
+/// The status page's actions, each validated here, then stored, then
+/// notified (queued, never delivered on the caller's path).
+pub struct Status {
+    pub store: Arc<dyn StatusStore>,
+    pub config: StatusConfig,
+    /// Public base URL, without a trailing slash.
+    pub base_url: String,
+    pub page_id: String,
+    /// Wakes the delivery task when something was queued.
+    pub wake: Arc<Notify>,
+}
+
+/// What an operator or a monitor says when opening or updating an incident.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentInput {
+    pub name: Option<String>,
+    pub status: Option<IncidentStatus>,
+    pub impact: Option<Impact>,
+    pub message: Option<String>,
+    pub components: Vec<(String, ComponentStatus)>,
+    pub scheduled_for: Option<i64>,
+    pub scheduled_until: Option<i64>,
+}
+
+const MAX_NAME: usize = 200;
+const MAX_BODY: usize = 20_000;
+const MAX_POSTMORTEM: usize = 100_000;
+
+fn clean_text(value: &str, max: usize, what: &str) -> Result<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(Error::bad_request(format!("{what} must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(Error::bad_request(format!("{what} is too long (at most {max} characters)")));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+        return Err(Error::bad_request(format!("{what} contains control characters")));
+    }
+    Ok(value.to_owned())
+}
+
+/// The message shown when an operator gives none.
+fn default_message(status: IncidentStatus) -> &'static str {
+    match status {
+        IncidentStatus::Investigating => "We are investigating this issue.",
+        IncidentStatus::Identified => "The issue has been identified and a fix is being implemented.",
+        IncidentStatus::Monitoring => "A fix has been implemented and we are monitoring the results.",
+        IncidentStatus::Resolved => "This incident has been resolved.",
+        IncidentStatus::Postmortem => "A postmortem has been published.",
+        IncidentStatus::Scheduled => "This maintenance is scheduled.",
+        IncidentStatus::InProgress => "This maintenance is in progress.",
+        IncidentStatus::Verifying => "The maintenance is done; we are verifying the results.",
+        IncidentStatus::Completed => "The scheduled maintenance has been completed.",
+    }
+}
+
+/// The impact an incident gets from its components when none is given.
+fn impact_of(components: &[(String, ComponentStatus)]) -> Impact {
+    components.iter().fold(Impact::None, |worst, (_, s)| {
+        let i = match s {
+            ComponentStatus::MajorOutage => Impact::Critical,
+            ComponentStatus::PartialOutage => Impact::Major,
+            ComponentStatus::DegradedPerformance => Impact::Minor,
+            _ => Impact::None,
+        };
+        if rank(i) > rank(worst) { i } else { worst }
+    })
+}
+
+fn rank(i: Impact) -> u8 {
+    match i {
+        Impact::None | Impact::Maintenance => 0,
+        Impact::Minor => 1,
+        Impact::Major => 2,
+        Impact::Critical => 3,
+    }
+}
+
+impl Status {
+    /// Seed the default components on first start and learn the page id.
+    pub async fn open(store: Arc<dyn StatusStore>, config: StatusConfig, listen_url: &str) -> Result<Status> {
+        store.seed_components(DEFAULT_COMPONENTS).await?;
+        let page_id = store.page_id().await?;
+        let base_url = config.public_url.clone().unwrap_or_else(|| listen_url.to_owned()).trim_end_matches('/').into();
+        Ok(Status { store, config, base_url, page_id, wake: Arc::new(Notify::new()) })
+    }
+
+    /// A component by id or by (case-insensitive) name.
+    pub async fn find_component(&self, id_or_name: &str) -> Result<Component> {
+        let all = self.store.components().await?;
+        all.into_iter()
+            .find(|c| c.id == id_or_name || c.name.eq_ignore_ascii_case(id_or_name.trim()))
+            .ok_or(Error::NotFound("component"))
+    }
+
+    pub async fn create_component(&self, name: &str, mut fields: ComponentFields) -> Result<Component> {
+        let name = clean_text(name, MAX_NAME, "name")?;
+        self.check_component_fields(&mut fields)?;
+        let c = self.store.create_component(&name, fields).await?;
+        self.wake.notify_one();
+        Ok(c)
+    }
+
+    pub async fn update_component(&self, id: &str, mut fields: ComponentFields) -> Result<Component> {
+        if let Some(name) = &fields.name {
+            fields.name = Some(clean_text(name, MAX_NAME, "name")?);
+        }
+        self.check_component_fields(&mut fields)?;
+        self.store.update_component(id, fields).await
+    }
+
+    fn check_component_fields(&self, fields: &mut ComponentFields) -> Result<()> {
+        if let Some(Some(d)) = &fields.description {
+            fields.description = Some(Some(clean_text(d, 1000, "description")?));
+        }
+        if let Some(Some(g)) = &fields.group {
+            fields.group = Some(Some(clean_text(g, MAX_NAME, "group")?));
+        }
+        if let Some(p) = fields.position
+            && !(0..=10_000).contains(&p)
+        {
+            return Err(Error::bad_request("position must be 0 to 10000"));
+        }
+        Ok(())
+    }
+
+    /// Set a component's state outside an incident, and notify.
+    pub async fn set_component_status(&self, id: &str, status: ComponentStatus) -> Result<Component> {
+        let (component, old) = self.store.set_component_status(id, status).await?;
+        if old != status {
+            let summary = api::Summary::load(self).await?;
+            let payload = api::component_notification(self, &summary, &component, old);
+            let email = notify::EmailBody {
+                subject: format!("[{}] {} is {}", self.config.page_name, component.name, api::status_words(status)),
+                text: format!("{} changed from {} to {}.", component.name, old.as_str(), status.as_str()),
+            };
+            self.enqueue(&payload, &email).await;
+        }
+        Ok(component)
+    }
+
+    /// Open an incident (or, with a maintenance status, schedule a
+    /// maintenance).
+    pub async fn open_incident(&self, input: IncidentInput, auto: bool) -> Result<Incident> {
+        let name = clean_text(input.name.as_deref().unwrap_or(""), MAX_NAME, "name")?;
+        let status = input.status.unwrap_or(IncidentStatus::Investigating);
+        let kind = status.kind();
+        if kind == IncidentKind::Maintenance {
+            let (from, until) = (input.scheduled_for, input.scheduled_until);
+            match (from, until) {
+                (Some(f), Some(u)) if f < u => {}
+                (Some(_), Some(_)) => return Err(Error::bad_request("scheduled_until must be after scheduled_for")),
+                _ => return Err(Error::bad_request("a maintenance needs scheduled_for and scheduled_until")),
+            }
+        }
+        let message = match input.message.as_deref() {
+            Some(m) => clean_text(m, MAX_BODY, "message")?,
+            None => default_message(status).to_owned(),
+        };
+        let impact = match (kind, input.impact) {
+            (IncidentKind::Maintenance, _) => Some(Impact::Maintenance),
+            (_, Some(Impact::Maintenance)) => return Err(Error::bad_request("impact maintenance is for maintenances")),
+            (_, Some(i)) => Some(i),
+            (_, None) => Some(impact_of(&input.components)),
+        };
+        let incident = self
+            .store
+            .write_incident(IncidentWrite {
+                incident_id: None,
+                kind,
+                name: Some(name),
+                status,
+                impact,
+                body: message,
+                components: input.components,
+                scheduled_for: input.scheduled_for,
+                scheduled_until: input.scheduled_until,
+                auto,
+            })
+            .await?;
+        self.notify_incident(&incident).await?;
+        Ok(incident)
+    }
+
+    /// Post an update: a new status and message, optionally new component
+    /// states. A maintenance moving to `in_progress` puts its components
+    /// under maintenance, and `completed` makes them operational, unless
+    /// states are given.
+    pub async fn update_incident(&self, id: &str, input: IncidentInput) -> Result<Incident> {
+        let current = self.store.incident(id).await?.ok_or(Error::NotFound("incident"))?;
+        let status = input.status.unwrap_or(current.status);
+        if status.kind() != current.kind {
+            return Err(Error::bad_request(format!(
+                "status {} does not apply to a {}",
+                status.as_str(),
+                current.kind.as_str()
+            )));
+        }
+        if status == IncidentStatus::Postmortem {
+            return Err(Error::bad_request("publish a postmortem to move an incident to postmortem"));
+        }
+        let message = match input.message.as_deref() {
+            Some(m) => clean_text(m, MAX_BODY, "message")?,
+            None => default_message(status).to_owned(),
+        };
+        let mut components = input.components;
+        if components.is_empty() {
+            let fill = match status {
+                IncidentStatus::InProgress => Some(ComponentStatus::UnderMaintenance),
+                IncidentStatus::Completed => Some(ComponentStatus::Operational),
+                _ => None,
+            };
+            if let Some(s) = fill {
+                components = current.components.iter().map(|c| (c.clone(), s)).collect();
+            }
+        }
+        if input.impact == Some(Impact::Maintenance) && current.kind == IncidentKind::Incident {
+            return Err(Error::bad_request("impact maintenance is for maintenances"));
+        }
+        let incident = self
+            .store
+            .write_incident(IncidentWrite {
+                incident_id: Some(id.to_owned()),
+                kind: current.kind,
+                name: None,
+                status,
+                impact: input.impact,
+                body: message,
+                components,
+                scheduled_for: input.scheduled_for,
+                scheduled_until: input.scheduled_until,
+                auto: false,
+            })
+            .await?;
+        self.notify_incident(&incident).await?;
+        Ok(incident)
+    }
+
+    /// Resolve an incident: every affected component back to operational.
+    pub async fn resolve_incident(&self, id: &str, message: Option<String>) -> Result<Incident> {
+        let current = self.store.incident(id).await?.ok_or(Error::NotFound("incident"))?;
+        let status = if current.kind == IncidentKind::Maintenance {
+            IncidentStatus::Completed
+        } else {
+            IncidentStatus::Resolved
+        };
+        let components = current.components.iter().map(|c| (c.clone(), ComponentStatus::Operational)).collect();
+        self.update_incident(id, IncidentInput { status: Some(status), message, components, ..Default::default() })
+            .await
+    }
+
+    /// Publish (or replace) the postmortem: Markdown, shown sanitized.
+    pub async fn set_postmortem(&self, id: &str, markdown: &str) -> Result<Incident> {
+        let body = clean_text(markdown, MAX_POSTMORTEM, "postmortem")?;
+        let current = self.store.incident(id).await?.ok_or(Error::NotFound("incident"))?;
+        if current.kind != IncidentKind::Incident {
+            return Err(Error::bad_request("only incidents have postmortems"));
+        }
+        if !current.status.is_closed() {
+            return Err(Error::conflict("resolve the incident before publishing its postmortem"));
+        }
+        let incident = self.store.set_postmortem(id, &body).await?;
+        self.notify_incident(&incident).await?;
+        Ok(incident)
+    }
+
+    async fn notify_incident(&self, incident: &Incident) -> Result<()> {
+        let summary = api::Summary::load(self).await?;
+        let payload = api::incident_notification(self, &summary, incident);
+        let latest = incident.updates.last().map(|u| u.body.as_str()).unwrap_or("");
+        let email = notify::EmailBody {
+            subject: format!("[{}] {}: {}", self.config.page_name, incident.status.as_str(), incident.name),
+            text: format!(
+                "{}\n\n{}: {}\n\nDetails: {}/status/incidents/{}\n",
+                incident.name,
+                incident.status.as_str(),
+                latest,
+                self.base_url,
+                incident.id
+            ),
+        };
+        self.enqueue(&payload, &email).await;
+        Ok(())
+    }
+
+    /// Queue a notification for every subscriber. A failure to queue is
+    /// logged, not returned: the incident itself is already recorded.
+    async fn enqueue(&self, webhook: &serde_json::Value, email: &notify::EmailBody) {
+        let email = serde_json::to_string(email).unwrap_or_default();
+        match self.store.enqueue_notification(&webhook.to_string(), &email).await {
+            Ok(n) => {
+                if n > 0 {
+                    self.wake.notify_one();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not queue status notifications"),
+        }
+    }
+
+    /// Subscribe an email address: stored unconfirmed, and a confirmation
+    /// link is mailed (double opt-in).
+    pub async fn subscribe_email(&self, email: &str) -> Result<Subscriber> {
+        if self.config.smtp.is_none() {
+            return Err(Error::bad_request("email subscriptions are not enabled on this page"));
+        }
+        let email = crate::auth::normalize_email(email);
+        if !crate::auth::valid_email(&email) {
+            return Err(Error::bad_request("email is not a valid email address"));
+        }
+        let sub = self.store.add_subscriber(SubscriberKind::Email, &email, None, false).await?;
+        if sub.confirmed_at.is_none() {
+            let body = notify::EmailBody {
+                subject: format!("Confirm your subscription to {}", self.config.page_name),
+                text: format!(
+                    "Someone (hopefully you) asked to receive {} status updates at this address.\n\n\
+                     Confirm: {}/status/subscribers/confirm?token={}\n\n\
+                     If it was not you, ignore this message.\n",
+                    self.config.page_name, self.base_url, sub.token
+                ),
+            };
+            self.store.enqueue_delivery(&sub.id, &serde_json::to_string(&body).map_err(Error::internal)?).await?;
+            self.wake.notify_one();
+        }
+        Ok(sub)
+    }
+
+    /// Subscribe a webhook; returns the subscriber and its signing secret.
+    pub async fn subscribe_webhook(&self, url: &str) -> Result<(Subscriber, String)> {
+        let url = notify::check_webhook_url(url, self.config.allow_private_webhooks)?;
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        let sub = self.store.add_subscriber(SubscriberKind::Webhook, &url, Some(&secret), true).await?;
+        // An existing subscriber keeps its secret; it is never shown again.
+        let shown = if sub.secret.as_deref() == Some(secret.as_str()) { secret } else { String::new() };
+        if shown.is_empty() {
+            return Err(Error::conflict("this webhook is already subscribed"));
+        }
+        Ok((sub, shown))
+    }
+
+    /// Add an operator-defined check of `target` (already checked by
+    /// `monitor::check_target`) that speaks for a component.
+    pub async fn add_monitor(
+        &self,
+        name: &str,
+        component: &str,
+        target: &str,
+        interval_ms: i64,
+    ) -> Result<crate::store::status::Monitor> {
+        let name = clean_text(name, MAX_NAME, "name")?;
+        let component = self.find_component(component).await?;
+        let min = self.config.min_interval.as_millis() as i64;
+        if !(min..=86_400_000).contains(&interval_ms) {
+            return Err(Error::bad_request(format!("interval must be {} ms to 1 day", min)));
+        }
+        self.store.create_monitor(&name, &component.id, target, interval_ms, false).await
+    }
+
+    pub async fn confirm(&self, token: &str) -> Result<Subscriber> {
+        if token.len() > 64 {
+            return Err(Error::NotFound("subscription"));
+        }
+        self.store.confirm_subscriber(token).await?.ok_or(Error::NotFound("subscription"))
+    }
+
+    pub async fn unsubscribe(&self, token: &str) -> Result<()> {
+        if token.len() > 64 || !self.store.remove_subscriber(token).await? {
+            return Err(Error::NotFound("subscription"));
+        }
+        Ok(())
+    }
+}
+
+/// The status page's side tasks (monitors, notification delivery); they
+/// stop when this is dropped.
+pub struct Jobs(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        for job in &self.0 {
+            job.abort();
+        }
+    }
+}
+
+/// Start the monitors (with the built-in probes pointed at `probe_base`,
+/// visiting as a visitor of the site with `widget_key`) and the delivery task.
+pub async fn start(status: Arc<Status>, probe_base: &str, widget_key: Option<&str>) -> Jobs {
+    let base = status.config.probe_base.clone().unwrap_or_else(|| probe_base.to_owned());
+    if let Err(e) = monitor::install_builtin(&status, &base, widget_key).await {
+        tracing::warn!(error = %e, "cannot install the built-in probes");
+    }
+    Jobs(vec![tokio::spawn(monitor::run(status.clone())), tokio::spawn(notify::run(status))])
+}

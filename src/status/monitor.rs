@@ -1,0 +1,347 @@
+//! Monitors: operator-defined HTTP and TCP checks plus built-in probes of
+//! Holdfast itself, made over the network as a visitor would (a fresh
+//! connection per check, so a hung process is seen as down, not silent).
+//!
+//! A component fails only after `fail_after` consecutive failed checks of
+//! one of its monitors. A failing component opens an incident by itself
+//! (`investigating`, component in `major_outage`, subscribers notified);
+//! once every check has passed for `quiet_period` the incident moves to
+//! `monitoring` and the component back to operational; an operator
+//! resolves it, or it resolves itself after `auto_resolve_after`. The loop
+//! runs in its own task with its own HTTP client: chat load cannot queue
+//! it behind chat's work.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{IncidentInput, Status};
+use crate::error::{Error, Result};
+use crate::store::now_ms;
+use crate::store::status::{ComponentStatus, IncidentKind, IncidentStatus, Monitor};
+
+/// The built-in probe of the chat node's readiness, and the component it
+/// speaks for.
+pub const READINESS_PROBE: &str = "Holdfast readiness";
+pub const READINESS_COMPONENT: &str = "Agent console";
+/// The built-in probe that does what a visitor's widget does: get a visitor
+/// session, open the visitor socket, say hello and wait for `welcome`.
+pub const VISITOR_PROBE: &str = "Holdfast visitor socket";
+pub const VISITOR_COMPONENT: &str = "Chat widget";
+/// Targets of the visitor probe: `visitor+http://host:port/?widget_key=…`.
+const VISITOR_SCHEME: &str = "visitor+";
+
+/// Visitor tokens the visitor probe keeps between checks, so it reuses one
+/// visitor instead of making a new one every time.
+type ProbeTokens = tokio::sync::Mutex<HashMap<String, String>>;
+
+/// Check a monitor target: `http://host[:port]/path` or `tcp://host:port`.
+pub fn check_target(target: &str) -> Result<String> {
+    let target = target.trim();
+    if target.len() > 2048 {
+        return Err(Error::bad_request("url is too long (at most 2048 characters)"));
+    }
+    let url = reqwest::Url::parse(target).map_err(|e| Error::bad_request(format!("url is not a URL: {e}")))?;
+    if url.host_str().is_none() {
+        return Err(Error::bad_request("url has no host"));
+    }
+    match url.scheme() {
+        "http" => Ok(url.to_string()),
+        "tcp" if url.port().is_some() => {
+            Ok(format!("tcp://{}:{}", url.host_str().unwrap_or(""), url.port().unwrap_or(0)))
+        }
+        "tcp" => Err(Error::bad_request("a tcp:// url needs a port")),
+        "https" => Err(Error::bad_request("url: this build checks http:// and tcp:// only")),
+        _ => Err(Error::bad_request("url must be http://… or tcp://host:port")),
+    }
+}
+
+/// One check; `Err` says why it failed.
+async fn check(http: &reqwest::Client, tokens: &ProbeTokens, target: &str, timeout: Duration) -> Result<(), String> {
+    if let Some(url) = target.strip_prefix(VISITOR_SCHEME) {
+        return match tokio::time::timeout(timeout, visitor_round_trip(http, tokens, url)).await {
+            Ok(r) => r,
+            Err(_) => Err("visitor round trip timed out".into()),
+        };
+    }
+    if let Some(addr) = target.strip_prefix("tcp://") {
+        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("connect failed: {e}")),
+            Err(_) => Err("connect timed out".into()),
+        };
+    }
+    match http.get(target).timeout(timeout).send().await {
+        Ok(res) if res.status().as_u16() < 400 => Ok(()),
+        Ok(res) => Err(format!("answered {}", res.status())),
+        Err(e) if e.is_timeout() => Err("timed out".into()),
+        Err(e) => Err(format!("request failed: {e}")),
+    }
+}
+
+/// A visitor's round trip over the network: session, socket, hello, welcome.
+async fn visitor_round_trip(http: &reqwest::Client, tokens: &ProbeTokens, url: &str) -> Result<(), String> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    let key = parsed.query_pairs().find(|(k, _)| k == "widget_key").map(|(_, v)| v.into_owned()).unwrap_or_default();
+    let base = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or(""));
+    let base = match parsed.port() {
+        Some(p) => format!("{base}:{p}"),
+        None => base,
+    };
+    let kept = tokens.lock().await.get(url).cloned();
+    let res = http
+        .post(format!("{base}/api/v1/visitor/session"))
+        .json(&serde_json::json!({"widget_key": key, "visitor_token": kept, "page_url": "holdfast:probe"}))
+        .send()
+        .await
+        .map_err(|e| format!("visitor session failed: {e}"))?;
+    if !res.status().is_success() {
+        return Err(format!("visitor session answered {}", res.status()));
+    }
+    let session: serde_json::Value = res.json().await.map_err(|e| format!("visitor session: {e}"))?;
+    let token = session["visitor_token"].as_str().ok_or("visitor session without a token")?.to_owned();
+    tokens.lock().await.insert(url.to_owned(), token.clone());
+    let ws_url = format!("ws{}/api/v1/visitor/socket", base.strip_prefix("http").unwrap_or(&base));
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(ws_url).await.map_err(|e| format!("visitor socket failed: {e}"))?;
+    let hello = serde_json::json!({"type": "hello", "v": 1, "token": token, "cursors": {}});
+    ws.send(Message::Text(hello.to_string().into())).await.map_err(|e| format!("visitor socket: {e}"))?;
+    let answer = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => break t,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(format!("visitor socket: {e}")),
+            None => return Err("visitor socket closed before welcome".into()),
+        }
+    };
+    let _ = ws.close(None).await;
+    let frame: serde_json::Value = serde_json::from_str(&answer).map_err(|e| format!("visitor socket: {e}"))?;
+    if frame["type"] == "welcome" { Ok(()) } else { Err(format!("visitor socket answered {}", frame["type"])) }
+}
+
+/// What the loop remembers about one monitor.
+struct Watch {
+    next_due: Instant,
+    failures: u32,
+    last_error: String,
+}
+
+/// What the loop remembers about one component.
+#[derive(Default)]
+struct ComponentWatch {
+    /// The incident this loop opened and still follows.
+    incident: Option<String>,
+    /// Last failed check of any of its monitors.
+    last_failure: Option<Instant>,
+    /// When the incident moved to monitoring.
+    monitoring_since: Option<Instant>,
+}
+
+/// Make sure the built-in probes exist and point at `probe_base` (the
+/// visitor probe only when a site's widget key is known).
+pub async fn install_builtin(status: &Status, probe_base: &str, widget_key: Option<&str>) -> Result<()> {
+    if !status.config.self_probe {
+        return Ok(());
+    }
+    let base = probe_base.trim_end_matches('/');
+    let mut probes = vec![(READINESS_PROBE, READINESS_COMPONENT, format!("{base}/readyz"))];
+    if let Some(key) = widget_key {
+        let key: String = key.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        probes.push((VISITOR_PROBE, VISITOR_COMPONENT, format!("{VISITOR_SCHEME}{base}/?widget_key={key}")));
+    }
+    for (name, component, target) in probes {
+        let Ok(component) = status.find_component(component).await else {
+            tracing::info!("no {component:?} component: the {name:?} probe is off");
+            continue;
+        };
+        let interval = status.config.self_probe_interval.as_millis() as i64;
+        status.store.create_monitor(name, &component.id, &target, interval, true).await?;
+    }
+    Ok(())
+}
+
+/// Run the monitors until the task is dropped.
+pub async fn run(status: Arc<Status>) {
+    let http = match reqwest::Client::builder()
+        // A fresh connection per check: a reused one would hide a listener
+        // that no longer accepts.
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent("Holdfast-Monitor/1")
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "monitors disabled: no HTTP client");
+            return;
+        }
+    };
+    let tokens = ProbeTokens::default();
+    let mut watches: HashMap<String, Watch> = HashMap::new();
+    let mut components: HashMap<String, ComponentWatch> = HashMap::new();
+    // Follow incidents this loop opened before a restart.
+    if let Ok(open) = status.store.incidents(IncidentKind::Incident, true, 100).await {
+        for i in open.into_iter().filter(|i| i.auto) {
+            for c in &i.components {
+                let w = components.entry(c.clone()).or_default();
+                w.incident = Some(i.id.clone());
+                if i.status == IncidentStatus::Monitoring {
+                    w.monitoring_since = Some(Instant::now());
+                }
+            }
+        }
+    }
+    loop {
+        tokio::time::sleep(status.config.monitor_tick).await;
+        let monitors = match status.store.monitors().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read monitors");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let due: Vec<&Monitor> =
+            monitors.iter().filter(|m| watches.get(&m.id).is_none_or(|w| w.next_due <= now)).collect();
+        let timeout = status.config.check_timeout;
+        let results = futures_util::future::join_all(
+            due.iter().map(|m| async { (*m, check(&http, &tokens, &m.target, timeout).await) }),
+        )
+        .await;
+        let at = now_ms();
+        for (monitor, result) in results {
+            let interval = Duration::from_millis(monitor.interval_ms.max(1) as u64);
+            let watch = watches.entry(monitor.id.clone()).or_insert(Watch {
+                next_due: now,
+                failures: 0,
+                last_error: String::new(),
+            });
+            watch.next_due = Instant::now() + interval;
+            metrics::counter!("holdfast_status_checks_total", "ok" => if result.is_ok() { "true" } else { "false" })
+                .increment(1);
+            if let Err(e) = status.store.record_probe(&monitor.component_id, at, result.is_ok()).await {
+                tracing::warn!(error = %e, "cannot record a probe result");
+            }
+            match result {
+                Ok(()) => watch.failures = 0,
+                Err(error) => {
+                    watch.failures += 1;
+                    watch.last_error = error;
+                    components.entry(monitor.component_id.clone()).or_default().last_failure = Some(Instant::now());
+                }
+            }
+        }
+        watches.retain(|id, _| monitors.iter().any(|m| &m.id == id));
+        let watched: HashSet<&str> = monitors.iter().map(|m| m.component_id.as_str()).collect();
+        for component_id in watched {
+            let failing = monitors
+                .iter()
+                .filter(|m| m.component_id == component_id)
+                .filter_map(|m| watches.get(&m.id).map(|w| (m, w)))
+                .find(|(_, w)| w.failures >= status.config.fail_after);
+            let watch = components.entry(component_id.to_owned()).or_default();
+            if let Err(e) = evaluate(&status, component_id, failing, watch).await {
+                tracing::warn!(error = %e, component = component_id, "cannot update the status page from monitors");
+            }
+        }
+    }
+}
+
+/// Move a component's auto-opened incident along, given whether one of its
+/// monitors is failing now.
+async fn evaluate(
+    status: &Status,
+    component_id: &str,
+    failing: Option<(&Monitor, &Watch)>,
+    watch: &mut ComponentWatch,
+) -> Result<()> {
+    // An operator may have resolved it meanwhile: then it is no longer ours.
+    let open = match &watch.incident {
+        Some(id) => status.store.incident(id).await?.filter(|i| !i.status.is_closed()),
+        None => None,
+    };
+    if open.is_none() {
+        watch.incident = None;
+        watch.monitoring_since = None;
+    }
+    match (failing, open) {
+        (Some((monitor, w)), None) => {
+            let component = status.store.component(component_id).await?.ok_or(Error::NotFound("component"))?;
+            let incident = status
+                .open_incident(
+                    IncidentInput {
+                        name: Some(format!("{} is not responding", component.name)),
+                        status: Some(IncidentStatus::Investigating),
+                        impact: None,
+                        message: Some(format!(
+                            "Holdfast's monitor \"{}\" failed {} checks in a row ({}). We are investigating.",
+                            monitor.name, w.failures, w.last_error
+                        )),
+                        components: vec![(component_id.to_owned(), ComponentStatus::MajorOutage)],
+                        ..Default::default()
+                    },
+                    true,
+                )
+                .await?;
+            tracing::warn!(incident = %incident.id, component = %component.name, "incident opened by a monitor");
+            watch.incident = Some(incident.id);
+        }
+        (Some((monitor, w)), Some(incident)) if incident.status == IncidentStatus::Monitoring => {
+            status
+                .update_incident(
+                    &incident.id,
+                    IncidentInput {
+                        status: Some(IncidentStatus::Investigating),
+                        message: Some(format!(
+                            "The problem is back: monitor \"{}\" failed again ({}).",
+                            monitor.name, w.last_error
+                        )),
+                        components: vec![(component_id.to_owned(), ComponentStatus::MajorOutage)],
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            watch.monitoring_since = None;
+        }
+        (None, Some(incident)) if incident.status == IncidentStatus::Investigating => {
+            let quiet = watch.last_failure.is_none_or(|t| t.elapsed() >= status.config.quiet_period);
+            if quiet {
+                status
+                    .update_incident(
+                        &incident.id,
+                        IncidentInput {
+                            status: Some(IncidentStatus::Monitoring),
+                            message: Some(format!(
+                                "Checks have passed for {} s. We are monitoring the results.",
+                                status.config.quiet_period.as_secs_f64()
+                            )),
+                            components: vec![(component_id.to_owned(), ComponentStatus::Operational)],
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                watch.monitoring_since = Some(Instant::now());
+            }
+        }
+        (None, Some(incident)) if incident.status == IncidentStatus::Monitoring => {
+            let since = *watch.monitoring_since.get_or_insert_with(Instant::now);
+            if let Some(after) = status.config.auto_resolve_after
+                && since.elapsed() >= after
+            {
+                status
+                    .resolve_incident(
+                        &incident.id,
+                        Some("Checks have kept passing; this incident has been resolved.".into()),
+                    )
+                    .await?;
+                watch.incident = None;
+                watch.monitoring_since = None;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! Delivering notifications to subscribers: a side task that drains the
+//! store's outbox, off every request's path. Webhooks are signed with
+//! HMAC-SHA256 over `"{timestamp}.{raw body}"` (so a captured request cannot
+//! be replayed later with a new timestamp); email goes out over SMTP. A
+//! failed delivery is retried with exponential backoff, then given up.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use lettre::message::header::ContentType;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::Status;
+use crate::error::{Error, Result};
+use crate::store::now_ms;
+use crate::store::status::{Delivery, SubscriberKind};
+
+/// Header with the Unix time (seconds) the webhook was signed at.
+pub const TIMESTAMP_HEADER: &str = "X-Holdfast-Timestamp";
+/// Header with `sha256=` and the hex HMAC of `"{timestamp}.{body}"`.
+pub const SIGNATURE_HEADER: &str = "X-Holdfast-Signature";
+
+/// Deliveries taken from the outbox per round.
+const BATCH: i64 = 32;
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// An email as queued: subject and plain text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmailBody {
+    pub subject: String,
+    pub text: String,
+}
+
+/// The signature a receiver recomputes to check a webhook.
+pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A receiver's URL, checked before it is stored: plain `http` (this build
+/// has no TLS client), no credentials, and no loopback or private address
+/// unless allowed (the subscribe form is public).
+pub fn check_webhook_url(url: &str, allow_private: bool) -> Result<String> {
+    let url = url.trim();
+    if url.len() > 2048 {
+        return Err(Error::bad_request("endpoint is too long (at most 2048 characters)"));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| Error::bad_request(format!("endpoint is not a URL: {e}")))?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" => return Err(Error::bad_request("endpoint: this build delivers webhooks over http only")),
+        _ => return Err(Error::bad_request("endpoint must be an http URL")),
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(Error::bad_request("endpoint must not contain credentials"));
+    }
+    let host = parsed.host_str().ok_or_else(|| Error::bad_request("endpoint has no host"))?;
+    if !allow_private && is_private_host(host) {
+        return Err(Error::bad_request("endpoint must be a public address"));
+    }
+    Ok(parsed.to_string())
+}
+
+fn is_private_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost") || host.ends_with(".local") {
+        return true;
+    }
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => {
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast()
+        }
+        Ok(IpAddr::V6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => false,
+    }
+}
+
+/// Drain the outbox until the task is dropped: woken by every queued
+/// notification, and at least every `delivery_tick`.
+pub async fn run(status: Arc<Status>) {
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("Holdfast-Status/1")
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "status notifications disabled: no HTTP client");
+            return;
+        }
+    };
+    let mailer = status.config.smtp.as_ref().map(|smtp| {
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
+            .port(smtp.port)
+            .timeout(Some(Duration::from_secs(10)))
+            .build()
+    });
+    loop {
+        let due = match status.store.due_deliveries(now_ms(), BATCH).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the notification outbox");
+                Vec::new()
+            }
+        };
+        let full = due.len() as i64 == BATCH;
+        let attempts = due.into_iter().map(|d| deliver(&status, &http, mailer.as_ref(), d));
+        futures_util::future::join_all(attempts).await;
+        if !full {
+            tokio::select! {
+                _ = status.wake.notified() => {}
+                _ = tokio::time::sleep(status.config.delivery_tick) => {}
+            }
+        }
+    }
+}
+
+async fn deliver(
+    status: &Status,
+    http: &reqwest::Client,
+    mailer: Option<&AsyncSmtpTransport<Tokio1Executor>>,
+    delivery: Delivery,
+) {
+    let unsubscribe = format!("{}/status/subscribers/unsubscribe?token={}", status.base_url, delivery.subscriber.token);
+    let outcome = match delivery.subscriber.kind {
+        SubscriberKind::Webhook => send_webhook(http, &delivery, &unsubscribe).await,
+        SubscriberKind::Email => match (mailer, &status.config.smtp) {
+            (Some(mailer), Some(smtp)) => send_email(mailer, &smtp.from, &delivery, &unsubscribe).await,
+            _ => Err("email is not configured".to_owned()),
+        },
+    };
+    let recorded = match outcome {
+        Ok(()) => {
+            metrics::counter!("holdfast_status_deliveries_total", "outcome" => "delivered").increment(1);
+            status.store.delivery_done(&delivery.id, now_ms()).await
+        }
+        Err(error) => {
+            metrics::counter!("holdfast_status_deliveries_total", "outcome" => "failed").increment(1);
+            let attempt = delivery.attempts as u32 + 1;
+            let next = (attempt < status.config.max_attempts).then(|| {
+                let backoff = status.config.retry_base.saturating_mul(1 << attempt.min(20) >> 1).min(MAX_BACKOFF);
+                now_ms() + backoff.as_millis() as i64
+            });
+            tracing::info!(delivery = %delivery.id, attempt, %error, gave_up = next.is_none(), "notification not delivered");
+            status.store.delivery_failed(&delivery.id, &error, next).await
+        }
+    };
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e, "cannot record a delivery outcome");
+    }
+}
+
+async fn send_webhook(http: &reqwest::Client, delivery: &Delivery, unsubscribe: &str) -> Result<(), String> {
+    let mut body: serde_json::Value = serde_json::from_str(&delivery.payload).map_err(|e| e.to_string())?;
+    if let Some(meta) = body.get_mut("meta") {
+        meta["unsubscribe"] = serde_json::Value::String(unsubscribe.to_owned());
+    }
+    let body = body.to_string();
+    let timestamp = now_ms() / 1000;
+    let secret = delivery.subscriber.secret.as_deref().unwrap_or("");
+    let res = http
+        .post(&delivery.subscriber.target)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(TIMESTAMP_HEADER, timestamp.to_string())
+        .header(SIGNATURE_HEADER, sign(secret, timestamp, &body))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    if res.status().is_success() { Ok(()) } else { Err(format!("receiver answered {}", res.status())) }
+}
+
+async fn send_email(
+    mailer: &AsyncSmtpTransport<Tokio1Executor>,
+    from: &str,
+    delivery: &Delivery,
+    unsubscribe: &str,
+) -> Result<(), String> {
+    let email: EmailBody = serde_json::from_str(&delivery.payload).map_err(|e| e.to_string())?;
+    let message = Message::builder()
+        .from(from.parse().map_err(|e| format!("bad From address: {e}"))?)
+        .to(delivery.subscriber.target.parse().map_err(|e| format!("bad address: {e}"))?)
+        .subject(email.subject)
+        .header(ContentType::TEXT_PLAIN)
+        .body(format!("{}\n--\nUnsubscribe: {unsubscribe}\n", email.text))
+        .map_err(|e| e.to_string())?;
+    mailer.send(message).await.map(|_| ()).map_err(|e| format!("SMTP: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_covers_timestamp_and_body() {
+        let a = sign("k", 1, "{}");
+        assert!(a.starts_with("sha256=") && a.len() == 7 + 64);
+        assert_ne!(a, sign("k", 2, "{}"));
+        assert_ne!(a, sign("k", 1, "{ }"));
+        assert_ne!(a, sign("other", 1, "{}"));
+    }
+
+    #[test]
+    fn webhook_urls_are_checked() {
+        assert!(check_webhook_url("http://hooks.example.com/x", false).is_ok());
+        for bad in [
+            "ftp://x.example",
+            "not a url",
+            "http://user:pw@x.example/",
+            "http://127.0.0.1/",
+            "http://localhost:8080/",
+            "http://10.1.2.3/",
+            "http://[::1]/",
+            "http://169.254.169.254/latest",
+        ] {
+            assert!(check_webhook_url(bad, false).is_err(), "{bad}");
+        }
+        assert!(check_webhook_url("http://127.0.0.1:9/", true).is_ok());
+    }
+}

@@ -1,0 +1,1358 @@
+//! The status page, driven as its users do: the public JSON API and HTML
+//! page over HTTP, admins over the admin API and the real `holdfast`
+//! binary, a real HTTP receiver for webhooks, a real SMTP listener for
+//! email, a real TCP port for a monitor, and headless Chromium.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use holdfast::auth::passwords;
+use holdfast::config::Config;
+use holdfast::store::{NewAgent, Role};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::support::{TestServer, WAIT};
+
+/// A server in a fresh data dir, tuned for the status page's tests.
+async fn server_with(tune: impl FnOnce(&mut Config)) -> (TestServer, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(tmp.path(), |c| {
+        c.status.self_probe = false;
+        tune(c)
+    })
+    .await;
+    (server, tmp)
+}
+
+/// An admin's access token.
+async fn admin(server: &TestServer) -> String {
+    let site = server.site().await;
+    let hash = passwords::hash_now("password123").unwrap();
+    let email = format!("boss-{}@acme.example", rand_suffix());
+    server
+        .state
+        .store
+        .create_agent(NewAgent {
+            site_id: &site.id,
+            email: &email,
+            name: "Boss",
+            role: Role::Admin,
+            password_hash: &hash,
+            chat_limit: 5,
+        })
+        .await
+        .unwrap();
+    server.login(&email, "password123").await.0
+}
+
+fn rand_suffix() -> String {
+    holdfast::store::new_id()
+}
+
+async fn send(server: &TestServer, method: reqwest::Method, path: &str, token: &str, body: Value) -> (u16, Value) {
+    let res = server
+        .http
+        .request(method, format!("{}{path}", server.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// Wait (bounded) until `probe` returns `Some`.
+async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---- shape checks for the compatible API ----
+
+fn keys(v: &Value) -> BTreeSet<&str> {
+    v.as_object().unwrap_or_else(|| panic!("not an object: {v}")).keys().map(String::as_str).collect()
+}
+
+fn assert_keys(v: &Value, expected: &[&str], what: &str) {
+    let want: BTreeSet<&str> = expected.iter().copied().collect();
+    assert_eq!(keys(v), want, "{what} fields in {v}");
+}
+
+/// `2018-05-04T16:57:00.000+00:00` (ISO-8601 with an explicit offset).
+fn assert_time(v: &Value, what: &str) {
+    let s = v.as_str().unwrap_or_else(|| panic!("{what} is not a string: {v}"));
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    let ok = s.len() == 29
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b[19] == b'.'
+        && digits(20..23)
+        && (b[23] == b'+' || b[23] == b'-')
+        && digits(24..26)
+        && b[26] == b':'
+        && digits(27..29);
+    assert!(ok, "{what} is not ISO-8601 with offset: {s:?}");
+}
+
+fn assert_time_or_null(v: &Value, what: &str) {
+    if !v.is_null() {
+        assert_time(v, what);
+    }
+}
+
+fn assert_one_of(v: &Value, allowed: &[&str], what: &str) {
+    let s = v.as_str().unwrap_or_else(|| panic!("{what} is not a string: {v}"));
+    assert!(allowed.contains(&s), "{what} = {s:?} is not one of {allowed:?}");
+}
+
+const COMPONENT_STATES: &[&str] =
+    &["operational", "degraded_performance", "partial_outage", "major_outage", "under_maintenance"];
+
+fn check_page(v: &Value) {
+    assert_keys(v, &["id", "name", "url", "time_zone", "updated_at"], "page");
+    assert_time(&v["updated_at"], "page.updated_at");
+    assert!(v["url"].as_str().unwrap().ends_with("/status"));
+}
+
+fn check_status(v: &Value) {
+    assert_keys(v, &["indicator", "description"], "status");
+    assert_one_of(&v["indicator"], &["none", "minor", "major", "critical"], "status.indicator");
+}
+
+fn check_component(v: &Value) {
+    assert_keys(
+        v,
+        &[
+            "id",
+            "name",
+            "status",
+            "created_at",
+            "updated_at",
+            "position",
+            "description",
+            "showcase",
+            "start_date",
+            "group_id",
+            "page_id",
+            "group",
+            "only_show_if_degraded",
+        ],
+        "component",
+    );
+    assert_one_of(&v["status"], COMPONENT_STATES, "component.status");
+    assert_time(&v["created_at"], "component.created_at");
+    assert_time(&v["updated_at"], "component.updated_at");
+    assert!(v["position"].is_i64() && v["showcase"].is_boolean() && v["group"].is_boolean());
+}
+
+fn check_incident(v: &Value, maintenance: bool) {
+    let mut fields = vec![
+        "id",
+        "name",
+        "status",
+        "impact",
+        "created_at",
+        "updated_at",
+        "monitoring_at",
+        "resolved_at",
+        "started_at",
+        "shortlink",
+        "page_id",
+        "incident_updates",
+        "components",
+    ];
+    if maintenance {
+        fields.extend(["scheduled_for", "scheduled_until"]);
+        assert_one_of(&v["status"], &["scheduled", "in_progress", "verifying", "completed"], "maintenance.status");
+        assert_time(&v["scheduled_for"], "scheduled_for");
+        assert_time(&v["scheduled_until"], "scheduled_until");
+    } else {
+        assert_one_of(
+            &v["status"],
+            &["investigating", "identified", "monitoring", "resolved", "postmortem"],
+            "incident.status",
+        );
+    }
+    assert_keys(v, &fields, "incident");
+    assert_one_of(&v["impact"], &["none", "minor", "major", "critical", "maintenance"], "impact");
+    for t in ["created_at", "updated_at", "started_at"] {
+        assert_time(&v[t], t);
+    }
+    assert_time_or_null(&v["monitoring_at"], "monitoring_at");
+    assert_time_or_null(&v["resolved_at"], "resolved_at");
+    for c in v["components"].as_array().unwrap() {
+        check_component(c);
+    }
+    let updates = v["incident_updates"].as_array().unwrap();
+    assert!(!updates.is_empty());
+    for u in updates {
+        assert_keys(
+            u,
+            &[
+                "id",
+                "status",
+                "body",
+                "incident_id",
+                "created_at",
+                "updated_at",
+                "display_at",
+                "affected_components",
+                "deliver_notifications",
+            ],
+            "incident update",
+        );
+        assert_eq!(u["incident_id"], v["id"]);
+        for t in ["created_at", "updated_at", "display_at"] {
+            assert_time(&u[t], t);
+        }
+        for a in u["affected_components"].as_array().unwrap() {
+            assert_keys(a, &["code", "name", "old_status", "new_status"], "affected component");
+            assert_one_of(&a["old_status"], COMPONENT_STATES, "old_status");
+            assert_one_of(&a["new_status"], COMPONENT_STATES, "new_status");
+        }
+    }
+    // Updates are listed newest first.
+    let times: Vec<&str> = updates.iter().map(|u| u["created_at"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "updates not newest first: {times:?}");
+}
+
+#[tokio::test]
+async fn every_api_v2_path_has_the_compatible_shape() {
+    let (server, _tmp) = server_with(|_| {}).await;
+    let token = admin(&server).await;
+    let post = |path: &'static str, body: Value| send(&server, reqwest::Method::POST, path, &token, body);
+
+    let (s, _) = post("/api/v1/status/components", json!({"name": "Store", "group": "Backend"})).await;
+    assert_eq!(s, 201);
+    let (s, open) = post(
+        "/api/v1/status/incidents",
+        json!({"name": "Logins fail", "components": {"Agent login": "major_outage"}, "message": "Looking"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{open}");
+    let (s, old) = post("/api/v1/status/incidents", json!({"name": "Old blip", "status": "identified"})).await;
+    assert_eq!(s, 201);
+    let old_id = old["incident"]["id"].as_str().unwrap();
+    let (s, _) =
+        send(&server, reqwest::Method::POST, &format!("/api/v1/status/incidents/{old_id}/resolve"), &token, json!({}))
+            .await;
+    assert_eq!(s, 200);
+    let (s, _) = post(
+        "/api/v1/status/maintenances",
+        json!({"name": "Database upgrade", "scheduled_for": "2099-01-01T02:00:00Z",
+               "scheduled_until": "2099-01-01T03:00:00+00:00", "components": {"Store": "operational"}}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, active) = post(
+        "/api/v1/status/maintenances",
+        json!({"name": "Node replacement", "scheduled_for": "2020-01-01T02:00:00Z",
+               "scheduled_until": "2099-01-01T03:00:00Z", "components": {"Website": "operational"}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{active}");
+    let active_id = active["incident"]["id"].as_str().unwrap();
+    let (s, started) = send(
+        &server,
+        reqwest::Method::POST,
+        &format!("/api/v1/status/incidents/{active_id}/updates"),
+        &token,
+        json!({"status": "in_progress"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{started}");
+
+    let get = |path: &'static str| {
+        let http = server.http.clone();
+        let url = format!("{}{path}", server.base);
+        async move {
+            let res = http.get(url).header("Origin", "https://widgets.example").send().await.unwrap();
+            assert_eq!(res.status(), 200, "{path}");
+            let h = res.headers().clone();
+            assert_eq!(h["access-control-allow-origin"], "*", "{path}");
+            assert!(h["cache-control"].to_str().unwrap().contains("max-age="), "{path}");
+            assert!(h["content-type"].to_str().unwrap().starts_with("application/json"), "{path}");
+            res.json::<Value>().await.unwrap()
+        }
+    };
+
+    let summary = get("/api/v2/summary.json").await;
+    assert_keys(&summary, &["page", "components", "incidents", "scheduled_maintenances", "status"], "summary");
+    check_page(&summary["page"]);
+    check_status(&summary["status"]);
+    assert_eq!(summary["status"]["indicator"], "critical", "a major outage is critical");
+    let components = summary["components"].as_array().unwrap();
+    components.iter().for_each(check_component);
+    let names: Vec<&str> = components.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    for n in ["Chat widget", "Agent login", "Agent console", "Website", "Backend", "Store"] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+    let group = components.iter().find(|c| c["name"] == "Backend").unwrap();
+    let store = components.iter().find(|c| c["name"] == "Store").unwrap();
+    assert_eq!(group["group"], true);
+    assert_eq!(store["group_id"], group["id"]);
+    let incidents = summary["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1, "only unresolved incidents");
+    incidents.iter().for_each(|i| check_incident(i, false));
+    let affected = &incidents[0]["incident_updates"][0]["affected_components"][0];
+    assert_eq!(affected["name"], "Agent login");
+    assert_eq!(affected["old_status"], "operational");
+    assert_eq!(affected["new_status"], "major_outage");
+    let maintenances = summary["scheduled_maintenances"].as_array().unwrap();
+    assert_eq!(maintenances.len(), 2, "upcoming and active");
+    maintenances.iter().for_each(|m| check_incident(m, true));
+
+    let status = get("/api/v2/status.json").await;
+    assert_keys(&status, &["page", "status"], "status.json");
+    check_page(&status["page"]);
+    check_status(&status["status"]);
+
+    let components = get("/api/v2/components.json").await;
+    assert_keys(&components, &["page", "components"], "components.json");
+    components["components"].as_array().unwrap().iter().for_each(check_component);
+
+    let all = get("/api/v2/incidents.json").await;
+    assert_keys(&all, &["page", "incidents"], "incidents.json");
+    let all = all["incidents"].as_array().unwrap();
+    assert_eq!(all.len(), 2);
+    all.iter().for_each(|i| check_incident(i, false));
+    let resolved = all.iter().find(|i| i["name"] == "Old blip").unwrap();
+    assert_eq!(resolved["status"], "resolved");
+    assert_time(&resolved["resolved_at"], "resolved_at");
+    assert!(all.iter().any(|i| i["resolved_at"].is_null()), "null, not missing");
+
+    let unresolved = get("/api/v2/incidents/unresolved.json").await;
+    assert_keys(&unresolved, &["page", "incidents"], "unresolved.json");
+    assert_eq!(unresolved["incidents"].as_array().unwrap().len(), 1);
+
+    for (path, expected) in [
+        ("/api/v2/scheduled-maintenances.json", vec!["Database upgrade", "Node replacement"]),
+        ("/api/v2/scheduled-maintenances/upcoming.json", vec!["Database upgrade"]),
+        ("/api/v2/scheduled-maintenances/active.json", vec!["Node replacement"]),
+    ] {
+        let v = get(path).await;
+        assert_keys(&v, &["page", "scheduled_maintenances"], path);
+        let list = v["scheduled_maintenances"].as_array().unwrap();
+        list.iter().for_each(|m| check_incident(m, true));
+        let mut names: Vec<&str> = list.iter().map(|m| m["name"].as_str().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, expected, "{path}");
+    }
+    let active = get("/api/v2/scheduled-maintenances/active.json").await;
+    let website = &active["scheduled_maintenances"][0]["components"][0];
+    assert_eq!(website["status"], "under_maintenance", "in progress puts its components under maintenance");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admins_run_an_incident_from_open_to_postmortem_over_http() {
+    let (server, _tmp) = server_with(|_| {}).await;
+    let token = admin(&server).await;
+    let site = server.site().await;
+    server.agent(&site, "agent@acme.example", 3).await;
+    let (agent_token, _) = server.login("agent@acme.example", "password123").await;
+    let post = |path: String, body: Value| send(&server, reqwest::Method::POST, path.leak(), &token, body);
+
+    // Only admins, checked on the server.
+    let body = json!({"name": "x"});
+    let (s, e) = send(&server, reqwest::Method::POST, "/api/v1/status/incidents", &agent_token, body.clone()).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (403, Some("forbidden")));
+    let res = server.http.post(format!("{}/api/v1/status/incidents", server.base)).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+
+    // Bad input gets a clear JSON error.
+    for (body, code, needle) in [
+        (json!({"name": "x", "status": "exploded"}), 400, "status must be one of"),
+        (json!({"name": "x", "impact": "apocalyptic"}), 400, "impact must be one of"),
+        (json!({"status": "investigating"}), 400, "name"),
+        (json!({"name": "  "}), 400, "name"),
+        (json!({"name": "x", "components": {"Nope": "major_outage"}}), 404, "component"),
+        (json!({"name": "x", "components": {"Website": "on_fire"}}), 400, "components.Website"),
+        (json!({"name": "x", "status": "scheduled"}), 400, "status must be"),
+        (json!({"name": "x", "color": "red"}), 400, "unknown field"),
+        (json!({"name": "x".repeat(500)}), 400, "too long"),
+    ] {
+        let (s, e) = post("/api/v1/status/incidents".into(), body.clone()).await;
+        assert_eq!(s, code, "{body} → {e}");
+        let msg = e["error"]["message"].as_str().unwrap_or_else(|| panic!("no JSON error for {body}: {e}"));
+        assert!(msg.contains(needle), "{body}: {msg:?} lacks {needle:?}");
+    }
+    let res = server
+        .http
+        .post(format!("{}/api/v1/status/incidents", server.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "bad_request");
+    let (s, _) = post(
+        "/api/v1/status/maintenances".into(),
+        json!({"name": "m", "scheduled_for": "tomorrow", "scheduled_until": "2099-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(s, 400);
+
+    // Open.
+    let (s, opened) = post(
+        "/api/v1/status/incidents".into(),
+        json!({"name": "Agents cannot log in", "components": {"Agent login": "major_outage"},
+               "message": "We've detected an issue and are working to resolve this quickly."}),
+    )
+    .await;
+    assert_eq!(s, 201, "{opened}");
+    let id = opened["incident"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(opened["incident"]["status"], "investigating");
+    assert_eq!(opened["incident"]["impact"], "critical");
+    let login_state = |v: &Value| {
+        v["components"].as_array().unwrap().iter().find(|c| c["name"] == "Agent login").unwrap()["status"].clone()
+    };
+    let (_, comps) = server.get("/api/v2/components.json", None).await;
+    assert_eq!(login_state(&comps), "major_outage");
+
+    // Postmortems wait for the incident to be resolved.
+    let (s, _) = send(
+        &server,
+        reqwest::Method::PUT,
+        &format!("/api/v1/status/incidents/{id}/postmortem"),
+        &token,
+        json!({"body": "x"}),
+    )
+    .await;
+    assert_eq!(s, 409);
+
+    // Update: identified, then monitoring with the component partly back.
+    let (s, _) =
+        post(format!("/api/v1/status/incidents/{id}/updates"), json!({"status": "identified", "message": "Found it."}))
+            .await;
+    assert_eq!(s, 200);
+    let (s, monitoring) = post(
+        format!("/api/v1/status/incidents/{id}/updates"),
+        json!({"status": "monitoring", "message": "Recovering.", "components": {"Agent login": "degraded_performance"}}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let latest = &monitoring["incident"]["incident_updates"][0];
+    assert_eq!(latest["status"], "monitoring");
+    assert_eq!(latest["affected_components"][0]["old_status"], "major_outage");
+    assert_eq!(latest["affected_components"][0]["new_status"], "degraded_performance");
+    assert!(monitoring["incident"]["monitoring_at"].is_string());
+    let (s, e) = post(format!("/api/v1/status/incidents/{id}/updates"), json!({"status": "completed"})).await;
+    assert_eq!(s, 400, "a maintenance status on an incident: {e}");
+
+    // Resolve: the component is operational again.
+    let (s, resolved) = post(format!("/api/v1/status/incidents/{id}/resolve"), json!({})).await;
+    assert_eq!(s, 200);
+    assert_eq!(resolved["incident"]["status"], "resolved");
+    let (_, comps) = server.get("/api/v2/components.json", None).await;
+    assert_eq!(login_state(&comps), "operational");
+    let (_, unresolved) = server.get("/api/v2/incidents/unresolved.json", None).await;
+    assert_eq!(unresolved["incidents"], json!([]));
+    let (_, status) = server.get("/api/v2/status.json", None).await;
+    assert_eq!(status["status"]["description"], "All Systems Operational");
+
+    // Postmortem.
+    let (s, pm) = send(
+        &server,
+        reqwest::Method::PUT,
+        &format!("/api/v1/status/incidents/{id}/postmortem"),
+        &token,
+        json!({"body": "## Summary of incidents\n\nA network blip, then a **login storm**."}),
+    )
+    .await;
+    assert_eq!(s, 200, "{pm}");
+    assert_eq!(pm["incident"]["status"], "postmortem");
+
+    // The incident page reads like the seed report.
+    let html =
+        server.http.get(format!("{}/status/incidents/{id}", server.base)).send().await.unwrap().text().await.unwrap();
+    let at = |needle: &str| html.find(needle).unwrap_or_else(|| panic!("{needle:?} missing from the incident page"));
+    assert!(at("Incident Report for Holdfast") < at("<h2>Postmortem</h2>"));
+    assert!(at("<strong>login storm</strong>") < at("<h3>Resolved</h3>"));
+    assert!(at("<h3>Resolved</h3>") < at("<h3>Monitoring</h3>"));
+    assert!(at("<h3>Monitoring</h3>") < at("<h3>Identified</h3>"));
+    assert!(at("<h3>Identified</h3>") < at("<h3>Investigating</h3>"));
+    assert!(at("<h3>Investigating</h3>") < at("This incident affected: Agent login."));
+
+    let (s, list) = server.get("/api/v1/status/incidents", Some(&token)).await;
+    assert_eq!(s, 200);
+    assert_eq!(list["incidents"][0]["incident_updates"].as_array().unwrap().len(), 4);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn postmortem_markdown_cannot_inject_script() {
+    let (server, _tmp) = server_with(|_| {}).await;
+    let token = admin(&server).await;
+    let (_, opened) = send(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/status/incidents",
+        &token,
+        json!({"name": "<script>alert('name')</script>", "message": "<img src=x onerror=alert(2)>", "status": "resolved"}),
+    )
+    .await;
+    let id = opened["incident"]["id"].as_str().unwrap().to_owned();
+    let payload = "# Root cause\n\n<script>alert(1)</script>\n\n<img src=x onerror=alert(3)>\n\n\
+                   [click me](javascript:alert(4))\n\n<a href=\"javascript:alert(5)\">x</a>\n\n\
+                   <iframe src=\"https://evil.example\"></iframe>\n\n<svg onload=alert(6)></svg>\n\n\
+                   <p style=\"background:url(javascript:alert(7))\">styled</p>\n\nStill **here**.";
+    let (s, _) = send(
+        &server,
+        reqwest::Method::PUT,
+        &format!("/api/v1/status/incidents/{id}/postmortem"),
+        &token,
+        json!({"body": payload}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    for path in [format!("/status/incidents/{id}"), "/status".to_owned()] {
+        let res = server.http.get(format!("{}{path}", server.base)).send().await.unwrap();
+        let csp = res.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        let html = res.text().await.unwrap();
+        let lower = html.to_lowercase();
+        // Escaped text may mention them; no tag or attribute may carry them.
+        for bad in [
+            "<script>alert",
+            "<img src=x onerror",
+            "<svg onload",
+            "href=\"javascript:",
+            "<iframe",
+            "style=\"background",
+        ] {
+            assert!(!lower.contains(bad), "{path} contains {bad:?}");
+        }
+        assert!(html.contains("&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;"), "the name is shown, escaped");
+    }
+    let html =
+        server.http.get(format!("{}/status/incidents/{id}", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        html.contains("<h1>Root cause</h1>") && html.contains("Still <strong>here</strong>."),
+        "Markdown still renders"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_public_page_and_feeds_show_components_uptime_and_history() {
+    let (server, _tmp) = server_with(|_| {}).await;
+    let token = admin(&server).await;
+    let (_, opened) = send(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/status/incidents",
+        &token,
+        json!({"name": "Slow & <odd> chat", "components": {"Chat widget": "degraded_performance"}, "message": "Slow."}),
+    )
+    .await;
+    let id = opened["incident"]["id"].as_str().unwrap().to_owned();
+    let website = server.state.status.find_component("Website").await.unwrap();
+    let now = holdfast::store::now_ms();
+    for ok in [true, true, true, false] {
+        server.state.status.store.record_probe(&website.id, now, ok).await.unwrap();
+    }
+    server.state.status.store.record_probe(&website.id, now - 86_400_000 * 3, true).await.unwrap();
+
+    let res = server.http.get(format!("{}/status", server.base)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = res.text().await.unwrap();
+    for needle in
+        ["Minor Service Outage", "Chat widget", "Agent login", "Agent console", "Website", "Degraded Performance"]
+    {
+        assert!(html.contains(needle), "{needle:?} missing");
+    }
+    assert!(html.contains("Slow &amp; &lt;odd&gt; chat"), "names are escaped");
+    assert_eq!(html.matches("class=\"bar ").count(), 90 * 4, "90 daily bars per component");
+    assert!(html.contains("75.00% of 4 checks passed"), "today's bar tells its ratio");
+    assert!(html.contains("80.00% uptime"), "uptime over the days with checks");
+    assert!(html.contains(&format!("href=\"/status/incidents/{id}\"")));
+    assert!(html.contains("action=\"/status/subscribe\""), "a subscribe form");
+
+    let atom = server.http.get(format!("{}/status/history.atom", server.base)).send().await.unwrap();
+    assert!(atom.headers()["content-type"].to_str().unwrap().starts_with("application/atom+xml"));
+    assert_eq!(atom.headers()["access-control-allow-origin"], "*");
+    let atom = atom.text().await.unwrap();
+    assert!(atom.starts_with("<?xml") && atom.contains("<feed xmlns=\"http://www.w3.org/2005/Atom\""));
+    assert_eq!(atom.matches("<entry>").count(), 1);
+    assert!(atom.contains("<title>Slow &amp; &lt;odd&gt; chat</title>"));
+    let rss =
+        server.http.get(format!("{}/status/history.rss", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(rss.contains("<rss version=\"2.0\">") && rss.contains("<pubDate>") && rss.matches("<item>").count() == 1);
+
+    let css = server.http.get(format!("{}/status/status.css", server.base)).send().await.unwrap();
+    assert!(css.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+    let (s, _) = server.get("/status/incidents/nope", None).await;
+    assert_eq!(s, 404);
+    server.stop().await;
+}
+
+// ---- subscribers ----
+
+/// One HTTP request as a receiver saw it.
+struct Received {
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> &str {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).unwrap_or("")
+    }
+}
+
+/// A real HTTP receiver: answers the first `fail_first` requests with 500,
+/// then 200, and reports every request.
+async fn webhook_receiver(fail_first: usize) -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut seen = 0;
+        while let Ok((stream, _)) = listener.accept().await {
+            let mut reader = BufReader::new(stream);
+            let mut headers = Vec::new();
+            let mut line = String::new();
+            reader.read_line(&mut line).await.unwrap();
+            loop {
+                line.clear();
+                reader.read_line(&mut line).await.unwrap();
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':') {
+                    headers.push((k.trim().to_owned(), v.trim().to_owned()));
+                }
+            }
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).await.unwrap();
+            seen += 1;
+            let status = if seen <= fail_first { "500 Internal Server Error" } else { "200 OK" };
+            let mut stream = reader.into_inner();
+            let _ = stream
+                .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+                .await;
+            let _ = tx.send(Received { headers, body: String::from_utf8(body).unwrap() });
+        }
+    });
+    (addr, rx)
+}
+
+/// An `application/x-www-form-urlencoded` body, as a browser's form sends.
+fn form(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b' ' => "+".to_owned(),
+                b => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+}
+
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
+    tokio::time::timeout(WAIT, rx.recv()).await.unwrap_or_else(|_| panic!("timed out waiting for {what}")).unwrap()
+}
+
+#[tokio::test]
+async fn a_webhook_subscriber_gets_a_signed_notification_retried_until_accepted() {
+    let (server, _tmp) = server_with(|c| {
+        c.status.allow_private_webhooks = true;
+        c.status.retry_base = Duration::from_millis(100);
+    })
+    .await;
+    let token = admin(&server).await;
+    let (addr, mut inbox) = webhook_receiver(1).await;
+
+    for bad in [
+        json!({"endpoint": "ftp://x.example/"}),
+        json!({"endpoint": "not a url"}),
+        json!({}),
+        json!({"email": "a@b.example", "endpoint": "http://x.example/"}),
+    ] {
+        let (s, e) = server.post("/api/v2/subscribers.json", None, bad.clone()).await;
+        assert_eq!(s, 400, "{bad}: {e}");
+        assert_eq!(e["error"]["code"], "bad_request");
+    }
+    let (s, sub) =
+        server.post("/api/v2/subscribers.json", None, json!({"endpoint": format!("http://{addr}/hook")})).await;
+    assert_eq!(s, 201, "{sub}");
+    let secret = sub["secret"].as_str().unwrap().to_owned();
+    assert_eq!(secret.len(), 64);
+
+    let started = holdfast::store::now_ms() / 1000;
+    let (s, _) = send(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/status/incidents",
+        &token,
+        json!({"name": "Chat is down", "components": {"Chat widget": "major_outage"}, "message": "Investigating."}),
+    )
+    .await;
+    assert_eq!(s, 201);
+
+    let first = next(&mut inbox, "the first delivery").await;
+    let second = next(&mut inbox, "the retry after a 500").await;
+    for r in [&first, &second] {
+        let ts: i64 = r.header("x-holdfast-timestamp").parse().expect("a timestamp header");
+        assert!((started - 1..=started + 30).contains(&ts), "a fresh timestamp");
+        assert_eq!(r.header("x-holdfast-signature"), holdfast::status::notify::sign(&secret, ts, &r.body), "signed");
+        assert_ne!(r.header("x-holdfast-signature"), holdfast::status::notify::sign("wrong", ts, &r.body));
+        assert!(r.header("content-type").starts_with("application/json"));
+    }
+    let body: Value = serde_json::from_str(&second.body).unwrap();
+    assert_keys(&body, &["meta", "page", "incident"], "notification");
+    assert_keys(&body["meta"], &["unsubscribe", "documentation", "generated_at"], "meta");
+    assert!(body["meta"]["unsubscribe"].as_str().unwrap().contains("/status/subscribers/unsubscribe?token="));
+    assert_time(&body["meta"]["generated_at"], "generated_at");
+    assert_keys(&body["page"], &["id", "status_indicator", "status_description"], "page");
+    assert_eq!(body["page"]["status_indicator"], "critical");
+    check_incident(&body["incident"], false);
+    assert_eq!(body["incident"]["name"], "Chat is down");
+
+    // A component change outside an incident is a component_update.
+    let chat = server.state.status.find_component("Chat widget").await.unwrap();
+    let (s, _) = send(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/api/v1/status/components/{}", chat.id),
+        &token,
+        json!({"status": "partial_outage"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let third = next(&mut inbox, "the component update").await;
+    let body: Value = serde_json::from_str(&third.body).unwrap();
+    assert_keys(&body, &["meta", "page", "component_update", "component"], "component notification");
+    assert_keys(
+        &body["component_update"],
+        &["created_at", "new_status", "old_status", "id", "component_id"],
+        "component_update",
+    );
+    assert_eq!(body["component_update"]["old_status"], "major_outage");
+    assert_eq!(body["component_update"]["new_status"], "partial_outage");
+    check_component(&body["component"]);
+    server.stop().await;
+}
+
+/// A real SMTP listener that accepts every message and reports its text.
+async fn smtp_listener() -> (u16, mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 smtp.test ESMTP\r\n").await.unwrap();
+                let mut data: Option<String> = None;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(message) = data.as_mut() {
+                        if line == "." {
+                            let _ = tx.send(data.take().unwrap());
+                            write.write_all(b"250 2.0.0 queued\r\n").await.unwrap();
+                        } else {
+                            message.push_str(line.strip_prefix('.').unwrap_or(&line));
+                            message.push('\n');
+                        }
+                        continue;
+                    }
+                    let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-smtp.test\r\n250 8BITMIME\r\n",
+                        "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 OK\r\n",
+                        "DATA" => {
+                            data = Some(String::new());
+                            b"354 end with .\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            break;
+                        }
+                        _ => b"502 not implemented\r\n",
+                    };
+                    write.write_all(reply).await.unwrap();
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// Undo quoted-printable, as a mail client would.
+fn decode_quoted_printable(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'=' && b.get(i + 1) == Some(&b'\n') {
+            i += 2;
+        } else if b[i] == b'=' && i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() {
+            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn an_email_subscriber_confirms_by_link_gets_mail_and_unsubscribes() {
+    let (port, mut mail) = smtp_listener().await;
+    let (server, _tmp) = server_with(|c| {
+        c.status.smtp =
+            Some(holdfast::status::SmtpConfig { host: "127.0.0.1".into(), port, from: "status@holdfast.test".into() });
+    })
+    .await;
+    let token = admin(&server).await;
+
+    let (s, e) = server.post("/api/v2/subscribers.json", None, json!({"email": "not-an-email"})).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (400, Some("bad_request")));
+    let (s, sub) = server.post("/api/v2/subscribers.json", None, json!({"email": "Reader@Example.com"})).await;
+    assert_eq!(s, 201, "{sub}");
+    assert_eq!(sub["subscriber"]["confirmed"], false);
+
+    // Unconfirmed subscribers get nothing but the confirmation.
+    let confirmation = decode_quoted_printable(&next(&mut mail, "the confirmation mail").await);
+    assert!(confirmation.contains("To: reader@example.com"), "{confirmation}");
+    let link = confirmation
+        .lines()
+        .find_map(|l| l.strip_prefix("Confirm: "))
+        .unwrap_or_else(|| panic!("no confirm link in {confirmation}"))
+        .trim()
+        .to_owned();
+    let path = link.strip_prefix(&server.base).unwrap_or_else(|| panic!("{link:?} does not point at this page"));
+    let res = server.http.get(format!("{}{path}", server.base)).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{confirmation}");
+    assert!(res.text().await.unwrap().contains("Subscription confirmed"));
+    let res = server.http.get(format!("{}/status/subscribers/confirm?token=forged", server.base)).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+
+    let (s, _) = send(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/status/incidents",
+        &token,
+        json!({"name": "Agents logged out", "components": {"Agent login": "major_outage"}, "message": "We are on it."}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let notice = decode_quoted_printable(&next(&mut mail, "the incident mail").await);
+    assert!(notice.contains("Subject: [Holdfast] investigating: Agents logged out"), "{notice}");
+    assert!(notice.contains("We are on it."), "{notice}");
+    let unsubscribe = notice
+        .lines()
+        .find_map(|l| l.strip_prefix("Unsubscribe: "))
+        .unwrap_or_else(|| panic!("no unsubscribe link in {notice}"))
+        .trim()
+        .to_owned();
+    let token_param = unsubscribe.split("token=").nth(1).unwrap().to_owned();
+    let page = server.http.get(&unsubscribe).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<form method=\"post\""), "unsubscribing takes a click, not a prefetch");
+    let res = server
+        .http
+        .post(format!("{}/status/subscribers/unsubscribe", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", token_param.as_str())]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(server.state.status.store.subscribers().await.unwrap().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_subscribe_form_works_without_javascript() {
+    let (server, _tmp) = server_with(|c| c.status.allow_private_webhooks = true).await;
+    let res = server
+        .http
+        .post(format!("{}/status/subscribe", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("endpoint", "http://127.0.0.1:9/hook"), ("email", "")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("signed with this secret"));
+    let res = server
+        .http
+        .post(format!("{}/status/subscribe", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("email", "a@b.example")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "email is off without SMTP");
+    assert!(res.text().await.unwrap().contains("not enabled"));
+    server.stop().await;
+}
+
+// ---- monitors ----
+
+#[tokio::test]
+async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_to_monitoring() {
+    let (server, _tmp) = server_with(|c| {
+        c.status.fail_after = 2;
+        c.status.quiet_period = Duration::from_millis(400);
+        c.status.monitor_tick = Duration::from_millis(20);
+        c.status.min_interval = Duration::from_millis(10);
+        c.status.check_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let token = admin(&server).await;
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = upstream.local_addr().unwrap();
+    let answering = tokio::spawn(async move {
+        while let Ok((s, _)) = upstream.accept().await {
+            drop(s);
+        }
+    });
+    let (s, e) = send(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/status/monitors",
+        &token,
+        json!({"name": "Website TCP", "component": "Website", "url": "https://x.example/", "interval_ms": 50}),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    let (s, m) = send(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/status/monitors",
+        &token,
+        json!({"name": "Website TCP", "component": "Website", "url": format!("tcp://{addr}"), "interval_ms": 50}),
+    )
+    .await;
+    assert_eq!(s, 201, "{m}");
+    let website = server.state.status.find_component("Website").await.unwrap();
+
+    // Passing checks are recorded and open nothing.
+    eventually("passing checks", || async {
+        let days = server.state.status.store.uptime(0).await.unwrap();
+        days.iter().any(|d| d.component_id == website.id && d.ok >= 3).then_some(())
+    })
+    .await;
+    let (_, unresolved) = server.get("/api/v2/incidents/unresolved.json", None).await;
+    assert_eq!(unresolved["incidents"], json!([]));
+
+    // The port stops answering: an incident opens by itself.
+    answering.abort();
+    let _ = answering.await;
+    let incident = eventually("an auto-opened incident", || async {
+        let (_, v) = server.get("/api/v2/incidents/unresolved.json", None).await;
+        v["incidents"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(incident["name"], "Website is not responding");
+    assert_eq!(incident["status"], "investigating");
+    assert_eq!(incident["impact"], "critical");
+    assert_eq!(incident["components"][0]["name"], "Website");
+    assert_eq!(incident["components"][0]["status"], "major_outage");
+    assert!(incident["incident_updates"][0]["body"].as_str().unwrap().contains("Website TCP"));
+    let id = incident["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = server.get("/api/v2/incidents.json", None).await;
+    assert_eq!(v["incidents"].as_array().unwrap().len(), 1, "one incident, not one per failed check");
+
+    // The port answers again: after a quiet period, monitoring.
+    let upstream = TcpListener::bind(addr).await.expect("rebind the same port");
+    let _answering = tokio::spawn(async move {
+        while let Ok((s, _)) = upstream.accept().await {
+            drop(s);
+        }
+    });
+    let incident = eventually("monitoring", || async {
+        let (_, v) = server.get("/api/v2/incidents/unresolved.json", None).await;
+        v["incidents"].as_array().unwrap().first().filter(|i| i["status"] == "monitoring").cloned()
+    })
+    .await;
+    assert_eq!(incident["id"], id.as_str());
+    assert_eq!(incident["components"][0]["status"], "operational");
+    assert!(incident["monitoring_at"].is_string());
+    let updates = incident["incident_updates"].as_array().unwrap();
+    assert_eq!(updates.len(), 2);
+    assert_eq!(updates[0]["affected_components"][0]["old_status"], "major_outage");
+    assert_eq!(updates[0]["affected_components"][0]["new_status"], "operational");
+    let days = server.state.status.store.uptime(0).await.unwrap();
+    let today = days.iter().find(|d| d.component_id == website.id).unwrap();
+    assert!(today.ok < today.total, "failed checks count against uptime");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn built_in_probes_check_readyz_and_a_visitor_socket_over_the_network() {
+    let (server, _tmp) = server_with(|c| {
+        c.status.self_probe = true;
+        c.status.self_probe_interval = Duration::from_millis(50);
+        c.status.monitor_tick = Duration::from_millis(20);
+    })
+    .await;
+    let chat = server.state.status.find_component("Chat widget").await.unwrap();
+    let console = server.state.status.find_component("Agent console").await.unwrap();
+    let probes = eventually("the built-in probes", || async {
+        let builtin: Vec<_> =
+            server.state.status.store.monitors().await.unwrap().into_iter().filter(|m| m.builtin).collect();
+        (builtin.len() == 2).then_some(builtin)
+    })
+    .await;
+    let readyz = probes.iter().find(|m| m.target.ends_with("/readyz")).unwrap();
+    assert_eq!(readyz.target, format!("{}/readyz", server.base));
+    assert_eq!(readyz.component_id, console.id);
+    let visitor = probes.iter().find(|m| m.target.starts_with("visitor+")).unwrap();
+    assert_eq!(visitor.component_id, chat.id);
+    for component in [&chat.id, &console.id] {
+        eventually("passing self-probes", || async {
+            let days = server.state.status.store.uptime(0).await.unwrap();
+            days.iter().any(|d| &d.component_id == component && d.ok >= 3 && d.ok == d.total).then_some(())
+        })
+        .await;
+    }
+
+    server.stop().await;
+}
+
+// ---- the command line ----
+
+fn holdfast(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let _ = child.stdin.take().map(|mut s| s.flush());
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok_json(args: &[&str]) -> Value {
+    let out = holdfast(args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out.stdout)))
+}
+
+#[tokio::test]
+async fn operators_run_an_incident_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_str().unwrap();
+    let opened = ok_json(&[
+        "incident",
+        "open",
+        "--name",
+        "Agent login down",
+        "--status",
+        "investigating",
+        "--component",
+        "Agent login",
+        "--message",
+        "We've detected an issue.",
+        "--json",
+        "--data",
+        data,
+    ]);
+    let id = opened["id"].as_str().unwrap().to_owned();
+    assert_eq!(opened["status"], "investigating");
+    assert_eq!(opened["updates"][0]["affected"][0]["new_status"], "major_outage");
+    ok_json(&[
+        "incident",
+        "update",
+        &id,
+        "--status",
+        "identified",
+        "--message",
+        "A health check.",
+        "--json",
+        "--data",
+        data,
+    ]);
+    ok_json(&[
+        "incident",
+        "update",
+        &id,
+        "--status",
+        "monitoring",
+        "--component",
+        "Agent login=operational",
+        "--message",
+        "We've recovered.",
+        "--json",
+        "--data",
+        data,
+    ]);
+    let resolved = ok_json(&["incident", "update", &id, "--status", "resolved", "--json", "--data", data]);
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["updates"].as_array().unwrap().len(), 4);
+    let out = holdfast(&["incident", "list", "--data", data]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains(&format!("{id}  resolved")), "{}", text(&out.stdout));
+
+    for (args, expected) in [
+        (vec!["incident", "open", "--name", "x", "--status", "exploded", "--data", data], "--status must be one of"),
+        (vec!["incident", "open", "--name", "x", "--status", "scheduled", "--data", data], "does not apply"),
+        (vec!["incident", "open", "--name", "x", "--component", "Nope", "--data", data], "no component named"),
+        (
+            vec!["incident", "open", "--name", "x", "--component", "Website=on_fire", "--data", data],
+            "the state must be",
+        ),
+        (vec!["incident", "update", "nope", "--status", "resolved", "--data", data], "no incident with id nope"),
+        (
+            vec!["monitor", "add", "--name", "m", "--component", "Website", "--url", "gopher://x", "--data", data],
+            "http://",
+        ),
+        (
+            vec!["monitor", "add", "--name", "m", "--component", "Nope", "--url", "tcp://127.0.0.1:9", "--data", data],
+            "no component",
+        ),
+        (
+            vec![
+                "monitor",
+                "add",
+                "--name",
+                "m",
+                "--component",
+                "Website",
+                "--url",
+                "tcp://127.0.0.1:9",
+                "--interval",
+                "1",
+                "--data",
+                data,
+            ],
+            "5..=86400",
+        ),
+    ] {
+        let out = holdfast(&args);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(err.contains(expected), "{args:?}: expected {expected:?} in {err:?}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+    let m = ok_json(&[
+        "monitor",
+        "add",
+        "--name",
+        "Site",
+        "--component",
+        "website",
+        "--url",
+        "http://127.0.0.1:9/health",
+        "--interval",
+        "60",
+        "--json",
+        "--data",
+        data,
+    ]);
+    assert_eq!(m["interval_ms"], 60_000);
+    let list = ok_json(&["monitor", "list", "--json", "--data", data]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // A server on the same data dir shows what the CLI did.
+    let server = TestServer::start_in(tmp.path(), |c| c.status.self_probe = false).await;
+    let (_, all) = server.get("/api/v2/incidents.json", None).await;
+    assert_eq!(all["incidents"][0]["id"], id.as_str());
+    assert_eq!(all["incidents"][0]["incident_updates"][0]["status"], "resolved");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn status_export_writes_a_static_copy_and_refreshes_it_with_watch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data = data.to_str().unwrap();
+    let out_dir = tmp.path().join("site");
+    let opened =
+        ok_json(&["incident", "open", "--name", "Exported outage", "--component", "Website", "--json", "--data", data]);
+    let id = opened["id"].as_str().unwrap().to_owned();
+    let out = holdfast(&[
+        "status",
+        "export",
+        out_dir.to_str().unwrap(),
+        "--public-url",
+        "https://status.acme.example",
+        "--data",
+        data,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for f in [
+        "status/index.html",
+        "status/status.css",
+        "status/history.atom",
+        "status/history.rss",
+        "api/v2/summary.json",
+        "api/v2/status.json",
+        "api/v2/components.json",
+        "api/v2/incidents.json",
+        "api/v2/incidents/unresolved.json",
+        "api/v2/scheduled-maintenances.json",
+        "api/v2/scheduled-maintenances/upcoming.json",
+        "api/v2/scheduled-maintenances/active.json",
+    ] {
+        assert!(out_dir.join(f).is_file(), "{f} missing");
+    }
+    let page = std::fs::read_to_string(out_dir.join(format!("status/incidents/{id}/index.html"))).unwrap();
+    assert!(page.contains("This incident affected: Website."));
+    let read = |p: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(out_dir.join(p)).unwrap()).unwrap() };
+    let summary = read("api/v2/summary.json");
+    assert_eq!(summary["page"]["url"], "https://status.acme.example/status");
+    assert_eq!(summary["incidents"][0]["status"], "investigating");
+
+    // --watch rewrites the copy when the store changes.
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["status", "export", out_dir.to_str().unwrap(), "--watch", "--data", data])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    ok_json(&["incident", "update", &id, "--status", "resolved", "--json", "--data", data]);
+    let refreshed = eventually("the watched export to refresh", || async {
+        let s = std::fs::read_to_string(out_dir.join("api/v2/incidents/unresolved.json")).ok()?;
+        let v: Value = serde_json::from_str(&s).ok()?;
+        v["incidents"].as_array()?.is_empty().then_some(v)
+    })
+    .await;
+    assert_eq!(refreshed["incidents"], json!([]));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
+
+#[tokio::test]
+async fn serve_only_status_serves_the_page_apart_from_chat() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--only", "status", "--data", tmp.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let base = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        lines.next().unwrap().unwrap().strip_prefix("Holdfast listening on ").unwrap().to_owned()
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let get = |p: &str| http.get(format!("{base}{p}")).send();
+    assert_eq!(get("/status").await.unwrap().status(), 200);
+    assert_eq!(get("/api/v2/summary.json").await.unwrap().status(), 200);
+    assert_eq!(get("/livez").await.unwrap().status(), 200);
+    assert_eq!(get("/demo").await.unwrap().status(), 404, "no chat here");
+    let login = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": "a@b.c", "password": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 404, "no login here");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+// ---- the page in a real browser ----
+
+fn chromium() -> std::path::PathBuf {
+    let path = std::env::var_os("HOLDFAST_CHROMIUM").map(Into::into).unwrap_or_else(|| "/usr/bin/chromium".into());
+    assert!(Path::new(&path).exists(), "headless Chromium is needed at {path:?} (or set HOLDFAST_CHROMIUM)");
+    path
+}
+
+#[tokio::test]
+async fn the_status_page_renders_in_headless_chromium() {
+    let (server, _tmp) = server_with(|_| {}).await;
+    let token = admin(&server).await;
+    let (_, opened) = send(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/status/incidents",
+        &token,
+        json!({"name": "Login storm after a network blip", "components": {"Agent login": "partial_outage"},
+               "message": "Agents are reconnecting; logins are slow."}),
+    )
+    .await;
+    assert!(opened["incident"]["id"].is_string());
+    let website = server.state.status.find_component("Website").await.unwrap();
+    let now = holdfast::store::now_ms();
+    for day in 0..60 {
+        for i in 0..20 {
+            let ok = !((day == 7 && i < 6) || (day == 30 && i == 0));
+            server.state.status.store.record_probe(&website.id, now - day * 86_400_000, ok).await.unwrap();
+        }
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("status.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("{}/status", server.base);
+    let browser = chromium();
+    let args = vec![
+        "--headless".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--disable-background-networking".to_owned(),
+        "--hide-scrollbars".to_owned(),
+        format!("--user-data-dir={}", profile.path().display()),
+        "--window-size=1200,1400".to_owned(),
+        format!("--screenshot={}", shot.display()),
+        url,
+    ];
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(browser).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).output(),
+    )
+    .await
+    .expect("chromium finished in time")
+    .unwrap();
+    assert!(shot.is_file(), "no screenshot; chromium said: {}", text(&out.stderr));
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    assert!(png.len() > 20_000, "a rendered page, not a blank one ({} bytes)", png.len());
+    server.stop().await;
+}
