@@ -63,9 +63,6 @@ pub struct Auth {
     /// expires: access tokens are checked in memory, so a logout must be
     /// remembered here until its tokens could no longer be valid anyway.
     revoked: std::sync::Mutex<std::collections::HashMap<String, i64>>,
-    /// Verified against on unknown emails, so a login for an unknown email
-    /// costs the same time as one for a known email.
-    dummy_hash: String,
 }
 
 /// Longest accepted password, in bytes (argon2 accepts more; nobody needs it).
@@ -73,8 +70,7 @@ pub const MAX_PASSWORD: usize = 1024;
 
 impl Auth {
     pub fn new(store: Arc<dyn Store>, secret: &[u8], hashes: HashPool, cfg: AuthConfig) -> Result<Self> {
-        let dummy_hash = passwords::hash_now("holdfast-dummy-password")?;
-        Ok(Auth { store, tokens: Tokens::new(secret), hashes, cfg, revoked: Default::default(), dummy_hash })
+        Ok(Auth { store, tokens: Tokens::new(secret), hashes, cfg, revoked: Default::default() })
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Result<Credentials> {
@@ -105,8 +101,12 @@ impl Auth {
             return Err(Error::unauthorized("wrong email or password"));
         }
         let agent = self.store.agent_by_email(&normalize_email(email)).await?;
-        let hash = agent.as_ref().map_or(self.dummy_hash.as_str(), |a| a.password_hash.as_str());
-        let ok = self.hashes.verify(password, hash).await?;
+        let ok = match &agent {
+            Some(a) => self.hashes.verify(password, &a.password_hash).await?,
+            // An unknown email costs one hash too, so timing does not tell
+            // which emails exist (and no dummy hash is computed at start).
+            None => self.hashes.hash(password).await.map(|_| false)?,
+        };
         match agent {
             Some(agent) if ok && agent.active => Ok(agent),
             _ => Err(Error::unauthorized("wrong email or password")),

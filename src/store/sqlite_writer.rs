@@ -188,22 +188,38 @@ fn apply_one(
     let mut previous_agent = None;
     let (kind, author, client_id, body, data) = match &p.change {
         Change::Message { author, client_id, body } => {
-            let existing = conn
-                .prepare_cached(
-                    "SELECT * FROM events WHERE conversation_id = ?1 AND author_kind = ?2 AND author_id IS ?3 \
-                     AND client_id = ?4",
-                )?
-                .query_row(params![id, author.kind.as_str(), author.id, client_id], event_row)
-                .optional()?;
-            if let Some(event) = existing {
-                return Ok(Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }));
-            }
             // An offline conversation takes exactly its one first message.
             let first_offline = conv.status == ConversationStatus::Offline && conv.last_seq == 0;
             if !(conv.status.is_open() || first_offline) {
-                return Ok(Err(Error::conflict("the conversation is closed")));
+                // Unless this is a retry of a message stored before the close.
+                return Ok(match existing_message(conn, id, author, client_id)? {
+                    Some(event) => Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }),
+                    None => Err(Error::conflict("the conversation is closed")),
+                });
             }
-            ("message", author.clone(), Some(client_id.clone()), Some(body.clone()), serde_json::json!({}))
+            // The hot path: one insert (ignored if the client id was stored
+            // before) and one update of the sequence.
+            let event = StoredEvent {
+                conversation_id: id.to_owned(),
+                seq: conv.last_seq + 1,
+                id: new_id(),
+                kind: "message".into(),
+                author: author.clone(),
+                client_id: Some(client_id.clone()),
+                body: Some(body.clone()),
+                data: serde_json::json!({}),
+                created_at: now,
+            };
+            if insert_event(conn, &event, true)? == 0 {
+                let event =
+                    existing_message(conn, id, author, client_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                return Ok(Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }));
+            }
+            next.last_seq = event.seq;
+            conn.prepare_cached("UPDATE conversations SET last_seq = ?1 WHERE id = ?2")?
+                .execute(params![next.last_seq, id])?;
+            cache.insert(id.to_owned(), next.clone());
+            return Ok(Ok(Applied { event, conversation: next, previous_agent: None, duplicate: false }));
         }
         Change::Assign { agent_id, agent_name, by, limit, only_if_unassigned } => {
             if !conv.status.is_open() {
@@ -304,11 +320,36 @@ fn apply_one(
         data,
         created_at: now,
     };
+    insert_event(conn, &event, false)?;
+    cache.insert(id.to_owned(), next.clone());
+    Ok(Ok(Applied { event, conversation: next, previous_agent, duplicate: false }))
+}
+
+/// The stored message with this author and client id, if any.
+fn existing_message(
+    conn: &Connection,
+    conversation_id: &str,
+    author: &Author,
+    client_id: &str,
+) -> rusqlite::Result<Option<StoredEvent>> {
     conn.prepare_cached(
-        "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "SELECT * FROM events WHERE conversation_id = ?1 AND author_kind = ?2 AND author_id IS ?3 AND client_id = ?4",
     )?
-    .execute(params![
+    .query_row(params![conversation_id, author.kind.as_str(), author.id, client_id], event_row)
+    .optional()
+}
+
+/// Insert an event; with `or_ignore`, a client id already stored is not an
+/// error. Returns the rows inserted (0 or 1).
+fn insert_event(conn: &Connection, event: &StoredEvent, or_ignore: bool) -> rusqlite::Result<usize> {
+    let sql = if or_ignore {
+        "INSERT OR IGNORE INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, \
+         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    } else {
+        "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    };
+    conn.prepare_cached(sql)?.execute(params![
         event.conversation_id,
         event.seq,
         event.id,
@@ -319,7 +360,5 @@ fn apply_one(
         event.body,
         event.data.to_string(),
         event.created_at
-    ])?;
-    cache.insert(id.to_owned(), next.clone());
-    Ok(Ok(Applied { event, conversation: next, previous_agent, duplicate: false }))
+    ])
 }
