@@ -33,6 +33,12 @@ pub enum BenchCommand {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Time from process start to a ready `/readyz` on an existing data dir.
+    Startup {
+        /// Starts to measure (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Memory per idle visitor socket.
     Idle {
         #[arg(long, default_value_t = 15000)]
@@ -68,6 +74,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Relay { pairs, seconds, rate, target } => relay(pairs, seconds, rate, &target.common()).await,
         BenchCommand::Idle { sockets, target } => idle(sockets, &target.common()).await,
+        BenchCommand::Startup { runs } => startup(runs).await,
     }
 }
 
@@ -186,6 +193,51 @@ async fn idle(sockets: usize, common: &Common) -> anyhow::Result<()> {
         ("server_rss_idle_mb", format!("{rss_before:.1}")),
         ("server_rss_mb", format!("{rss_after:.1}")),
         ("connect_per_s", format!("{:.0}", sockets as f64 / connect_s)),
+    ]);
+    Ok(())
+}
+
+/// Start `holdfast serve` on a provisioned data dir `runs` times and time
+/// each start until `/readyz` answers 200.
+async fn startup(runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    crate::storm::server::provision(dir.path(), 50).await?;
+    let exe = std::env::current_exe()?;
+    let http = reqwest::Client::builder().timeout(Duration::from_millis(200)).build()?;
+    let mut times = Vec::new();
+    for run in 0..runs.max(1) {
+        // A fixed free port, so the poller knows where to look at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(&exe)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        loop {
+            if let Ok(res) = http.get(&url).send().await
+                && res.status().is_success()
+            {
+                break;
+            }
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "the server did not become ready");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        progress(&format!("start {}: ready in {ms:.1} ms", run + 1));
+        times.push(ms);
+        child.kill().await?;
+    }
+    eprintln!();
+    let mut sorted = times.clone();
+    finish(&[
+        ("scenario", "startup".into()),
+        ("runs", times.len().to_string()),
+        ("ready_p50_ms", format!("{:.1}", percentile(&mut sorted, 50.0))),
+        ("ready_max_ms", format!("{:.1}", times.iter().cloned().fold(0.0, f64::max))),
     ]);
     Ok(())
 }

@@ -84,6 +84,10 @@ struct Index {
 /// A registered connection: the receiving end of its queue and its kick.
 pub struct Registration {
     pub id: ConnId,
+    /// For an agent: whether they were already present (connected on this
+    /// node, or gone for less than the grace period). A resume after a blip
+    /// changes nobody's presence.
+    pub was_present: bool,
     pub rx: mpsc::Receiver<Arc<Envelope>>,
     pub kick: Arc<Kick>,
 }
@@ -128,8 +132,11 @@ impl Hub {
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
         let kick = Arc::new(Kick::default());
         let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let mut was_present = false;
         match &principal {
             Principal::Agent { agent_id, session_id } => {
+                was_present = ix.by_agent.contains_key(agent_id)
+                    || ix.agent_left_at.get(agent_id).is_some_and(|t| t.elapsed() < self.presence_grace);
                 push(&mut ix.by_agent, agent_id, id);
                 push(&mut ix.by_session, session_id, id);
                 push(&mut ix.site_agents, site_id, id);
@@ -143,7 +150,7 @@ impl Hub {
             }
         }
         ix.conns.insert(id, Conn { site_id: site_id.to_owned(), principal, tx, kick: kick.clone() });
-        Registration { id, rx, kick }
+        Registration { id, was_present, rx, kick }
     }
 
     pub fn unregister(&self, id: ConnId) {

@@ -5,6 +5,7 @@
 //! data, because sockets fill any gap from the store.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,7 +71,7 @@ pub struct Chat {
     pub admission: Arc<Admission>,
     /// Serialises routing per site on this node, so queue drains do not
     /// stampede; correctness does not depend on it (the store re-checks).
-    routing_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    routing: Mutex<HashMap<String, Arc<SiteRouting>>>,
     online_cache: Mutex<HashMap<String, (Instant, bool)>>,
 }
 
@@ -111,7 +112,7 @@ pub fn encode(frame: &impl serde::Serialize) -> Bytes {
 
 impl Chat {
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, hub: Arc<Hub>, admission: Arc<Admission>) -> Self {
-        Chat { store, bus, hub, admission, routing_locks: Mutex::default(), online_cache: Mutex::default() }
+        Chat { store, bus, hub, admission, routing: Mutex::default(), online_cache: Mutex::default() }
     }
 
     // ----- publishing -------------------------------------------------------
@@ -441,9 +442,16 @@ impl Chat {
         Ok(())
     }
 
-    /// An agent connected or left, or changed availability: visitors may
-    /// need to know, and queued chats may now be routable.
+    /// An agent came, went (past the grace period) or changed availability:
+    /// visitors may need to know, and queued chats may now be routable.
+    /// Coalesced like queue drains: a thousand agents connecting at once
+    /// cause a few refreshes, not a thousand.
     pub async fn presence_changed(&self, site_id: &str) {
+        self.site_routing(site_id).presence_dirty.store(true, Ordering::Relaxed);
+        self.after_queue_change(site_id).await;
+    }
+
+    async fn refresh_presence(&self, site_id: &str) {
         let before = self.online_cache.lock().unwrap_or_else(|p| p.into_inner()).remove(site_id).map(|(_, on)| on);
         match self.agents_online(site_id).await {
             Ok(now) if Some(now) != before => {
@@ -451,7 +459,6 @@ impl Chat {
             }
             _ => {}
         }
-        self.after_queue_change(site_id).await;
     }
 
     // ----- routing ---------------------------------------------------------
@@ -471,15 +478,16 @@ impl Chat {
         Ok(on)
     }
 
-    fn routing_lock(&self, site_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.routing_locks.lock().unwrap_or_else(|p| p.into_inner()).entry(site_id.to_owned()).or_default().clone()
+    fn site_routing(&self, site_id: &str) -> Arc<SiteRouting> {
+        self.routing.lock().unwrap_or_else(|p| p.into_inner()).entry(site_id.to_owned()).or_default().clone()
     }
 
     /// Try to give a queued conversation to an agent; if nobody can take
     /// it, it stays queued (first come, first served) and the queue is
     /// announced.
     pub async fn route(&self, conv: &Conversation) -> Result<()> {
-        self.drain_queue(&conv.site_id).await
+        self.after_queue_change(&conv.site_id).await;
+        Ok(())
     }
 
     /// Returns whether the conversation was assigned.
@@ -511,16 +519,32 @@ impl Chat {
     }
 
     /// Route what can be routed from the site's queue, then tell agents the
-    /// queue and each waiting visitor their position.
+    /// queue and each waiting visitor their position. Coalesced per site: if
+    /// a drain is running, it is told to go round once more instead of a
+    /// second drain queuing behind it.
     pub async fn after_queue_change(&self, site_id: &str) {
-        if let Err(err) = self.drain_queue(site_id).await {
-            tracing::warn!(error = %err, site_id, "queue drain failed");
+        let site = self.site_routing(site_id);
+        site.dirty.store(true, Ordering::Release);
+        loop {
+            {
+                let Ok(_draining) = site.lock.try_lock() else { return };
+                while site.dirty.swap(false, Ordering::AcqRel) {
+                    if site.presence_dirty.swap(false, Ordering::AcqRel) {
+                        self.refresh_presence(site_id).await;
+                    }
+                    if let Err(err) = self.drain_queue(site_id, &site).await {
+                        tracing::warn!(error = %err, site_id, "queue drain failed");
+                    }
+                }
+            }
+            // A change that arrived as the lock was released must not be lost.
+            if !site.dirty.load(Ordering::Acquire) {
+                return;
+            }
         }
     }
 
-    async fn drain_queue(&self, site_id: &str) -> Result<()> {
-        let lock = self.routing_lock(site_id);
-        let _guard = lock.lock().await;
+    async fn drain_queue(&self, site_id: &str, site: &SiteRouting) -> Result<()> {
         let queue = self.store.queue(site_id).await?;
         let mut waiting = Vec::with_capacity(queue.len());
         for conv in queue {
@@ -529,6 +553,16 @@ impl Chat {
             }
         }
         let entries = queue_entries(&waiting);
+        // Announce only a queue that changed: a reconnect storm must not
+        // become a broadcast storm.
+        let shape: Vec<(String, usize)> = entries.iter().map(|e| (e.conv.clone(), e.position)).collect();
+        {
+            let mut last = site.last_queue.lock().unwrap_or_else(|p| p.into_inner());
+            if *last == shape {
+                return Ok(());
+            }
+            *last = shape;
+        }
         for e in &entries {
             let frame = ServerFrame::QueuePosition { conv: e.conv.clone(), position: e.position };
             self.publish_frame(site_id, Audience::Visitor { visitor_id: e.visitor_id.clone() }, &frame).await;
@@ -541,6 +575,19 @@ impl Chat {
     pub async fn queue_snapshot(&self, site_id: &str) -> Result<Vec<QueueEntry>> {
         Ok(queue_entries(&self.store.queue(site_id).await?))
     }
+}
+
+/// Routing state of one site on this node.
+#[derive(Default)]
+struct SiteRouting {
+    /// Held by the one task draining the site's queue.
+    lock: tokio::sync::Mutex<()>,
+    /// Something changed since the last drain began.
+    dirty: AtomicBool,
+    /// Agent presence changed: recompute `agents_online` on the next drain.
+    presence_dirty: AtomicBool,
+    /// The queue last announced, to skip announcing an unchanged one.
+    last_queue: Mutex<Vec<(String, usize)>>,
 }
 
 /// Queue entries in order, each with its position within its own group

@@ -128,8 +128,10 @@ where
     let mut session =
         Session { chat: chat.clone(), peer, out, cursors: HashMap::new(), write_timeout: limits.write_timeout };
     let site_id = session.peer.site_id().to_owned();
-    if let Peer::Agent(_) = session.peer {
-        chat.presence_changed(&site_id).await;
+    if matches!(session.peer, Peer::Agent(_)) && !reg.was_present {
+        // Off the resume's path: the welcome does not wait for routing.
+        let (chat, site_id) = (chat.clone(), site_id.clone());
+        tokio::spawn(async move { chat.presence_changed(&site_id).await });
     }
     let outcome = match session.welcome(cursors).await {
         Ok(()) => session.serve(&mut input, &mut reg, &limits).await,
@@ -139,13 +141,16 @@ where
         }
     };
     chat.hub.unregister(reg.id);
-    if let Peer::Agent(_) = session.peer {
-        // Presence lingers for the grace period; re-check queue then.
-        let chat = chat.clone();
+    if let Peer::Agent(a) = &session.peer {
+        // Presence lingers for the grace period; if the agent has not come
+        // back by then, they are gone: re-check the site.
+        let (chat, agent_id) = (chat.clone(), a.agent_id.clone());
         let grace = chat.hub.presence_grace();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            chat.presence_changed(&site_id).await;
+            if !chat.hub.agent_connected(&agent_id) {
+                chat.presence_changed(&site_id).await;
+            }
         });
     }
     let reason = outcome.unwrap_or("error");

@@ -1266,8 +1266,9 @@ async fn serve_only_status_serves_the_page_apart_from_chat() {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
         .args(["serve", "--listen", "127.0.0.1:0", "--only", "status", "--data", tmp.path().to_str().unwrap()])
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
