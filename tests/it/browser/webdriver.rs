@@ -1,7 +1,8 @@
-//! A small WebDriver client over the `reqwest` the tests already use:
-//! enough to drive headless Chromium through `chromedriver` (sessions,
-//! navigation, scripts, clicks, typing, screenshots). Elements inside the
-//! widget's shadow root are reached by returning them from a script.
+//! Headless Chromium through `chromedriver`, spoken to with `fantoccini`
+//! (the WebDriver protocol is the crate's; this file only starts the driver,
+//! picks the browser's flags and keeps the tests' short vocabulary).
+//! Elements inside the widget's shadow root are reached by returning them
+//! from a script.
 //!
 //! There is no skipping: if Chromium or its driver cannot start, the test
 //! fails with a message saying what to install.
@@ -11,10 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use fantoccini::elements::ElementRef;
+use fantoccini::error::CmdError;
+use fantoccini::{Client, ClientBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
-/// The W3C key under which an element reference travels.
+pub use fantoccini::elements::Element;
+
+/// The W3C key under which a script's returned element travels.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn chromedriver_path() -> PathBuf {
@@ -29,7 +35,6 @@ fn chromium_path() -> PathBuf {
 pub struct Driver {
     child: Child,
     url: String,
-    http: reqwest::Client,
 }
 
 impl Drop for Driver {
@@ -56,14 +61,10 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver.display()));
-        let d = Driver { child, url: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
+        let d = Driver { child, url: format!("http://127.0.0.1:{port}") };
+        // Up once it listens; a session asked for too early would fail to connect.
         let started = Instant::now();
-        loop {
-            if let Ok(r) = d.http.get(format!("{}/status", d.url)).send().await
-                && r.status().is_success()
-            {
-                break;
-            }
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
             assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not come up on port {port}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -84,7 +85,7 @@ impl Driver {
 
     async fn session(&self, width: u32, height: u32, mobile: Option<Value>) -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let args = vec![
+        let args = [
             "--headless=new".to_owned(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -98,70 +99,48 @@ impl Driver {
             format!("--window-size={width},{height}"),
             format!("--user-data-dir={}", profile.path().display()),
         ];
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": chromium_path(), "args": args},
-        }}});
-        let mut caps = caps;
+        let mut chrome = json!({"binary": chromium_path(), "args": args});
         if let Some(m) = mobile {
-            caps["capabilities"]["alwaysMatch"]["goog:chromeOptions"]["mobileEmulation"] = m;
+            chrome["mobileEmulation"] = m;
         }
-        let res = self.http.post(format!("{}/session", self.url)).json(&caps).send().await.expect("new session");
-        let body: Value = res.json().await.unwrap();
-        let id = body["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("Chromium did not start a session: {body}"))
-            .to_owned();
-        Browser { http: self.http.clone(), url: format!("{}/session/{id}", self.url), _profile: profile }
+        let mut caps = fantoccini::wd::Capabilities::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert("goog:chromeOptions".into(), chrome);
+        // chromedriver is on loopback http: a plain connector, no TLS.
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("Chromium did not start a session: {e}"));
+        Browser { client, _profile: profile }
     }
 }
 
 /// One browser session.
 pub struct Browser {
-    http: reqwest::Client,
-    url: String,
+    client: Client,
     _profile: tempfile::TempDir,
 }
 
-#[derive(Clone, Debug)]
-pub struct Element(String);
-
 impl Browser {
-    async fn try_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
-        let mut req = self.http.request(method, format!("{}{path}", self.url));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.map_err(|e| format!("webdriver request {path}: {e}"))?;
-        let status = res.status();
-        let v: Value = res.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(format!("webdriver {path} failed ({status}): {}", v["value"]["message"]));
-        }
-        Ok(v["value"].clone())
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        self.try_call(method, path, body).await.unwrap_or_else(|e| panic!("{e}"))
-    }
-
     pub async fn goto(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+        self.client.goto(url).await.unwrap_or_else(|e| panic!("going to {url}: {e}"));
     }
 
     /// Run a script (its body; use `return`) with arguments.
     pub async fn exec(&self, script: &str, args: Vec<Value>) -> Value {
-        self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": args}))).await
+        self.client.execute(script, args).await.unwrap_or_else(|e| panic!("script {script}: {e}"))
     }
 
     /// The element a script returns (for instance one inside a shadow root).
     pub async fn el(&self, expr: &str) -> Element {
         let v = self.wait_value(&format!("return {expr};")).await;
-        Element(v[ELEMENT].as_str().unwrap_or_else(|| panic!("{expr} is not an element: {v}")).to_owned())
+        let id = v[ELEMENT].as_str().unwrap_or_else(|| panic!("{expr} is not an element: {v}"));
+        Element::from_element_id(self.client.clone(), ElementRef::from(id.to_owned()))
     }
 
     pub async fn click(&self, e: &Element) {
-        self.call(reqwest::Method::POST, &format!("/element/{}/click", e.0), Some(json!({}))).await;
+        e.click().await.unwrap_or_else(|err| panic!("clicking {}: {err}", e.element_id()));
     }
 
     /// Find the element a script returns and click it, finding it again if
@@ -169,10 +148,9 @@ impl Browser {
     pub async fn click_on(&self, expr: &str) {
         let started = Instant::now();
         loop {
-            let e = self.el(expr).await;
-            match self.try_call(reqwest::Method::POST, &format!("/element/{}/click", e.0), Some(json!({}))).await {
-                Ok(_) => return,
-                Err(err) if err.contains("stale") && started.elapsed() < Duration::from_secs(15) => continue,
+            match self.el(expr).await.click().await {
+                Ok(()) => return,
+                Err(err) if err.is_stale_element_reference() && started.elapsed() < Duration::from_secs(15) => continue,
                 Err(err) => panic!("clicking {expr}: {err}"),
             }
         }
@@ -180,7 +158,7 @@ impl Browser {
 
     /// Type like a user, key by key ("\u{E007}" is Enter).
     pub async fn type_text(&self, e: &Element, text: &str) {
-        self.call(reqwest::Method::POST, &format!("/element/{}/value", e.0), Some(json!({"text": text}))).await;
+        e.send_keys(text).await.unwrap_or_else(|err| panic!("typing into {}: {err}", e.element_id()));
     }
 
     /// Poll a script until it returns something truthy (not null, false,
@@ -188,15 +166,14 @@ impl Browser {
     pub async fn wait_for(&self, script: &str, timeout: Duration) -> Value {
         let started = Instant::now();
         loop {
-            let body = json!({"script": script, "args": []});
             // A script error (the element is not there yet) counts as "not yet".
-            let v = match self.try_call(reqwest::Method::POST, "/execute/sync", Some(body)).await {
+            let v = match self.client.execute(script, vec![]).await {
                 Ok(v) => v,
-                Err(e) if started.elapsed() < timeout => {
-                    let _ = e;
-                    Value::Null
+                Err(e) if started.elapsed() >= timeout => {
+                    panic!("timed out after {timeout:?} waiting for: {script}: {e}")
                 }
-                Err(e) => panic!("timed out after {timeout:?} waiting for: {script}: {e}"),
+                Err(CmdError::Standard(_)) => Value::Null,
+                Err(e) => panic!("waiting for {script}: {e}"),
             };
             let truthy = match &v {
                 Value::Null => false,
@@ -218,8 +195,7 @@ impl Browser {
     }
 
     pub async fn screenshot(&self, path: &Path) {
-        let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
-        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
+        let png = self.client.screenshot().await.unwrap_or_else(|e| panic!("screenshot {}: {e}", path.display()));
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).unwrap();
         }
@@ -227,7 +203,7 @@ impl Browser {
     }
 
     pub async fn close(self) {
-        let _ = self.http.delete(&self.url).send().await;
+        let _ = self.client.close().await;
     }
 }
 
