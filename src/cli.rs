@@ -205,16 +205,26 @@ async fn serve(
     let only_status = config.status.only;
     let (state, first_run) = AppState::build(config).await.map_err(|e| anyhow!("cannot start: {}", detail(&e)))?;
     let base = format!("http://{addr}");
-    println!("Holdfast listening on {base}");
+    // The banner goes to whoever started us; if they stopped reading
+    // (a closed pipe), the server must keep serving, not panic.
+    let mut banner = vec![format!("Holdfast listening on {base}")];
     if !only_status {
-        println!("  agent console: {base}/demo");
-        println!("  demo page:     {base}/demo");
+        banner.push(format!("  agent console: {base}/console"));
+        banner.push(format!("  demo page:     {base}/demo"));
     }
-    println!("  status page:   {base}/status");
+    banner.push(format!("  status page:   {base}/status"));
     if let Some(first) = first_run {
-        println!("First start: created site {:?} (widget key {})", first.site_name, first.widget_key);
-        println!("  admin login: {}", first.admin_email);
-        println!("  password:    {}   (shown once; keep it safe)", first.admin_password);
+        banner.push(format!("First start: created site {:?} (widget key {})", first.site_name, first.widget_key));
+        banner.push(format!("  admin login: {}", first.admin_email));
+        banner.push(format!("  password:    {}   (shown once; keep it safe)", first.admin_password));
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        for line in banner {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
     }
     tracing::info!(%addr, data = %dir.display(), "serving");
     crate::server::run(listener, state, crate::server::signal()).await.context("server failed")?;

@@ -18,8 +18,8 @@ use crate::admission::Admission;
 use crate::bus::{Audience, Bus, Envelope, Payload};
 use crate::error::{Error, Result};
 use crate::store::{
-    Applied, Author, Availability, Change, Conversation, ConversationFilter, ConversationStatus, Guard, Role, Store,
-    VisitorUpdate,
+    Applied, Author, Availability, Change, Conversation, ConversationFilter, ConversationStatus, Guard, Role,
+    RoutingCandidate, Store, VisitorUpdate,
 };
 
 /// An authenticated agent, as the access token says.
@@ -490,34 +490,6 @@ impl Chat {
         Ok(())
     }
 
-    /// Returns whether the conversation was assigned.
-    async fn try_assign(&self, conv: &Conversation) -> Result<bool> {
-        for _attempt in 0..3 {
-            let candidates = self.store.routing_candidates(&conv.group_id).await?;
-            let Some(pick) = routing::pick_agent(&candidates, |id| self.hub.agent_present(id)) else {
-                return Ok(false);
-            };
-            let change = Change::Assign {
-                agent_id: pick.agent_id.clone(),
-                agent_name: pick.name.clone(),
-                by: Author::system(),
-                limit: Some(pick.chat_limit),
-                only_if_unassigned: true,
-            };
-            match self.apply(&conv.id, change).await {
-                Ok(_) => {
-                    metrics::counter!("holdfast_routed_total").increment(1);
-                    return Ok(true);
-                }
-                // Someone else took the agent's last slot, or the
-                // conversation: look again.
-                Err(Error::Conflict(_)) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(false)
-    }
-
     /// Route what can be routed from the site's queue, then tell agents the
     /// queue and each waiting visitor their position. Coalesced per site: if
     /// a drain is running, it is told to go round once more instead of a
@@ -546,12 +518,53 @@ impl Chat {
 
     async fn drain_queue(&self, site_id: &str, site: &SiteRouting) -> Result<()> {
         let queue = self.store.queue(site_id).await?;
+        // Plan the whole queue against one read of each group's agents,
+        // updating the local picture as chats are handed out, then apply the
+        // assignments together so they share group commits. The store
+        // re-checks every agent's limit in its transaction; a plan that lost
+        // a race is simply routed again on the next round.
+        let mut candidates: HashMap<String, Vec<RoutingCandidate>> = HashMap::new();
+        let mut plan = Vec::new();
         let mut waiting = Vec::with_capacity(queue.len());
+        let now = crate::store::now_ms();
         for conv in queue {
-            if !self.try_assign(&conv).await? {
-                waiting.push(conv);
+            if !candidates.contains_key(&conv.group_id) {
+                let group = self.store.routing_candidates(&conv.group_id).await?;
+                candidates.insert(conv.group_id.clone(), group);
+            }
+            let group = candidates.get_mut(&conv.group_id).expect("inserted above");
+            match routing::pick_agent(group, |id| self.hub.agent_present(id)).map(|p| p.agent_id.clone()) {
+                Some(agent_id) => {
+                    let pick = group.iter_mut().find(|c| c.agent_id == agent_id).expect("picked from the group");
+                    pick.active_chats += 1;
+                    pick.last_assigned_at = now;
+                    let change = Change::Assign {
+                        agent_id: pick.agent_id.clone(),
+                        agent_name: pick.name.clone(),
+                        by: Author::system(),
+                        limit: Some(pick.chat_limit),
+                        only_if_unassigned: true,
+                    };
+                    plan.push((conv, change));
+                }
+                None => waiting.push(conv),
             }
         }
+        let outcomes =
+            futures_util::future::join_all(plan.iter().map(|(conv, change)| self.apply(&conv.id, change.clone())))
+                .await;
+        for ((conv, _), outcome) in plan.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(_) => metrics::counter!("holdfast_routed_total").increment(1),
+                Err(Error::Conflict(_)) => {
+                    // Raced with another router: look again next round.
+                    site.dirty.store(true, Ordering::Release);
+                    waiting.push(conv);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        waiting.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         let entries = queue_entries(&waiting);
         // Announce only a queue that changed: a reconnect storm must not
         // become a broadcast storm.

@@ -1275,7 +1275,10 @@ async fn serve_only_status_serves_the_page_apart_from_chat() {
     let base = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         let mut lines = std::io::BufReader::new(stdout).lines();
-        lines.next().unwrap().unwrap().strip_prefix("Holdfast listening on ").unwrap().to_owned()
+        let base = lines.next().unwrap().unwrap().strip_prefix("Holdfast listening on ").unwrap().to_owned();
+        // Keep reading, so the server never writes into a closed pipe.
+        std::thread::spawn(move || for _ in lines {});
+        base
     })
     .await
     .unwrap();
