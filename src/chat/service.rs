@@ -73,6 +73,7 @@ pub struct Chat {
     /// stampede; correctness does not depend on it (the store re-checks).
     routing: Mutex<HashMap<String, Arc<SiteRouting>>>,
     online_cache: Mutex<HashMap<String, (Instant, bool)>>,
+    agents_cache: Mutex<HashMap<String, (Instant, Arc<Vec<AgentView>>)>>,
 }
 
 pub fn check_client_id(client_id: &str) -> Result<()> {
@@ -112,7 +113,15 @@ pub fn encode(frame: &impl serde::Serialize) -> Bytes {
 
 impl Chat {
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, hub: Arc<Hub>, admission: Arc<Admission>) -> Self {
-        Chat { store, bus, hub, admission, routing: Mutex::default(), online_cache: Mutex::default() }
+        Chat {
+            store,
+            bus,
+            hub,
+            admission,
+            routing: Mutex::default(),
+            online_cache: Mutex::default(),
+            agents_cache: Mutex::default(),
+        }
     }
 
     // ----- publishing -------------------------------------------------------
@@ -435,11 +444,44 @@ impl Chat {
 
     pub async fn set_availability(&self, a: &AgentCtx, availability: Availability) -> Result<()> {
         let agent = self.store.agent(&a.agent_id).await?.ok_or_else(|| Error::unauthorized("agent not found"))?;
+        let frame =
+            ServerFrame::Availability { agent: AgentView { id: agent.id.clone(), name: agent.name, availability } };
+        if agent.availability == availability {
+            // Nothing changed (a client re-asserting after a resume): answer
+            // the agent's own sockets only; no write, no site-wide broadcast.
+            self.publish_frame(&a.site_id, Audience::Agent { agent_id: agent.id }, &frame).await;
+            return Ok(());
+        }
         self.store.set_availability(&a.agent_id, availability).await?;
-        let frame = ServerFrame::Availability { agent: AgentView { id: agent.id, name: agent.name, availability } };
+        self.agents_cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&a.site_id);
         self.publish_frame(&a.site_id, Audience::SiteAgents, &frame).await;
         self.presence_changed(&a.site_id).await;
         Ok(())
+    }
+
+    /// The site's active agents with their availability, cached briefly:
+    /// every agent's welcome carries the list, and a reconnect storm must
+    /// not read it thousands of times.
+    pub async fn site_agents(&self, site_id: &str) -> Result<Arc<Vec<AgentView>>> {
+        if let Some((at, list)) = self.agents_cache.lock().unwrap_or_else(|p| p.into_inner()).get(site_id)
+            && at.elapsed() < ONLINE_CACHE_TTL
+        {
+            return Ok(list.clone());
+        }
+        let list: Arc<Vec<AgentView>> = Arc::new(
+            self.store
+                .agents(site_id)
+                .await?
+                .into_iter()
+                .filter(|x| x.active)
+                .map(|x| AgentView { id: x.id, name: x.name, availability: x.availability })
+                .collect(),
+        );
+        self.agents_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(site_id.to_owned(), (Instant::now(), list.clone()));
+        Ok(list)
     }
 
     /// An agent came, went (past the grace period) or changed availability:
@@ -471,9 +513,8 @@ impl Chat {
         {
             return Ok(*on);
         }
-        let agents = self.store.agents(site_id).await?;
-        let on =
-            agents.iter().any(|a| a.active && a.availability == Availability::Online && self.hub.agent_present(&a.id));
+        let agents = self.site_agents(site_id).await?;
+        let on = agents.iter().any(|a| a.availability == Availability::Online && self.hub.agent_present(&a.id));
         self.online_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(site_id.to_owned(), (Instant::now(), on));
         Ok(on)
     }

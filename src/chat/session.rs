@@ -17,8 +17,8 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 
 use super::hub::{KickReason, Principal};
 use super::protocol::{
-    AgentView, CLIENT_FRAME_TYPES, ClientFrame, ConversationView, EventView, MAX_CURSORS, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION, ServerFrame,
+    CLIENT_FRAME_TYPES, ClientFrame, ConversationView, EventView, MAX_CURSORS, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    ServerFrame,
 };
 use super::service::{AgentCtx, Chat, Peer, VisitorCtx, clean_field, encode};
 use crate::admission::Lane;
@@ -244,14 +244,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                     .filter(|x| x.active)
                     .ok_or_else(|| Error::unauthorized("agent deactivated"))?;
                 let open = chat.agent_open_conversations(a).await?;
-                let agents = chat
-                    .store
-                    .agents(&site_id)
-                    .await?
-                    .into_iter()
-                    .filter(|x| x.active)
-                    .map(|x| AgentView { id: x.id, name: x.name, availability: x.availability })
-                    .collect();
+                let agents = chat.site_agents(&site_id).await?.as_ref().clone();
                 let frame = ServerFrame::Welcome {
                     v: PROTOCOL_VERSION,
                     role: agent.role.as_str(),

@@ -195,7 +195,7 @@ async fn session(spec: &ClientSpec, controls: &Controls, st: &mut State, mut ws:
         st.report.resumes += 1;
         st.report.last_resume_at = Some(now_ms());
     }
-    if spec.kind == Kind::Agent {
+    if spec.kind == Kind::Agent && welcome["availability"] != "online" {
         let online = json!({"type": "set_availability", "availability": "online"});
         if ws.send(Message::Text(online.to_string().into())).await.is_err() {
             return Outcome::Dropped { welcomed: true, wait: None };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 
 use crate::auth::passwords;
-use crate::store::{NewAgent, Role, Site, Store, sqlite::SqliteStore};
+use crate::store::{Availability, NewAgent, Role, Site, Store, sqlite::SqliteStore};
 
 pub const STORM_PASSWORD: &str = "storm-password-1";
 
@@ -31,9 +31,11 @@ pub async fn provision(dir: &Path, agents: usize) -> anyhow::Result<Site> {
         })
         .await
         .map_err(|e| anyhow!("{e}"))?;
+    // Agents start online (as after a blip, they were online before), so the
+    // rehearsal does not open with thousands of availability broadcasts.
     for i in 0..agents {
         let email = super::worker::agent_email(i);
-        store
+        let agent = store
             .create_agent(NewAgent {
                 site_id: &site.id,
                 email: &email,
@@ -44,6 +46,7 @@ pub async fn provision(dir: &Path, agents: usize) -> anyhow::Result<Site> {
             })
             .await
             .map_err(|e| anyhow!("{e}"))?;
+        store.set_availability(&agent.id, Availability::Online).await.map_err(|e| anyhow!("{e}"))?;
     }
     store.close().await;
     Ok(site)

@@ -1,0 +1,38 @@
+//! `holdfast bench` at small scale, run as a user would. Figures are
+//! printed, not asserted (a noisy 2-core machine); the lost and doubled
+//! counts are.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+fn bench(args: &[&str]) -> HashMap<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast")).arg("bench").args(args).output().expect("run bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let last = stdout.lines().last().expect("a final line");
+    println!("{last}");
+    last.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+#[test]
+fn relay_moves_messages_both_ways_with_nothing_lost_or_doubled() {
+    let r = bench(&["relay", "--pairs", "20", "--seconds", "3"]);
+    assert_eq!(r["scenario"], "relay");
+    assert!(r["msgs_per_s"].parse::<f64>().unwrap() > 0.0, "{r:?}");
+    assert_eq!(r["lost"], "0", "{r:?}");
+    assert_eq!(r["duplicated"], "0", "{r:?}");
+    let r = bench(&["relay", "--pairs", "10", "--seconds", "3", "--rate", "100"]);
+    assert_eq!(r["rate"], "100");
+    assert_eq!(r["lost"], "0", "{r:?}");
+    assert_eq!(r["duplicated"], "0", "{r:?}");
+}
+
+#[test]
+fn idle_sockets_and_startup_are_measured() {
+    let r = bench(&["idle", "--sockets", "200"]);
+    assert_eq!(r["sockets"], "200");
+    assert!(r["rss_per_socket_kib"].parse::<f64>().is_ok(), "{r:?}");
+    assert!(r["server_rss_idle_mb"].parse::<f64>().unwrap() > 0.0, "{r:?}");
+    let r = bench(&["startup", "--runs", "2"]);
+    assert!(r["ready_p50_ms"].parse::<f64>().unwrap() > 0.0, "{r:?}");
+}
