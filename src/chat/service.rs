@@ -60,6 +60,9 @@ impl Peer {
     }
 }
 
+/// A site's active agents, shared by every welcome that needs them.
+pub type SiteAgents = Arc<Vec<AgentView>>;
+
 /// How long "is an agent online for this site" may be served from memory.
 const ONLINE_CACHE_TTL: Duration = Duration::from_secs(2);
 
@@ -73,7 +76,7 @@ pub struct Chat {
     /// stampede; correctness does not depend on it (the store re-checks).
     routing: Mutex<HashMap<String, Arc<SiteRouting>>>,
     online_cache: Mutex<HashMap<String, (Instant, bool)>>,
-    agents_cache: Mutex<HashMap<String, (Instant, Arc<Vec<AgentView>>)>>,
+    agents_cache: Mutex<HashMap<String, (Instant, SiteAgents)>>,
 }
 
 pub fn check_client_id(client_id: &str) -> Result<()> {
@@ -462,13 +465,13 @@ impl Chat {
     /// The site's active agents with their availability, cached briefly:
     /// every agent's welcome carries the list, and a reconnect storm must
     /// not read it thousands of times.
-    pub async fn site_agents(&self, site_id: &str) -> Result<Arc<Vec<AgentView>>> {
+    pub async fn site_agents(&self, site_id: &str) -> Result<SiteAgents> {
         if let Some((at, list)) = self.agents_cache.lock().unwrap_or_else(|p| p.into_inner()).get(site_id)
             && at.elapsed() < ONLINE_CACHE_TTL
         {
             return Ok(list.clone());
         }
-        let list: Arc<Vec<AgentView>> = Arc::new(
+        let list: SiteAgents = Arc::new(
             self.store
                 .agents(site_id)
                 .await?
