@@ -55,9 +55,11 @@ impl SqliteStore {
             .run(&write)
             .await
             .map_err(|e| Error::Store(anyhow::anyhow!("migration failed: {e}")))?;
+        // WAL readers do not block each other or the writer; a resume storm
+        // is many small indexed reads at once.
         let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(5))
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.read_only(true))
             .await?;
         let tx = super::sqlite_writer::spawn(&dir.join("holdfast.db"))?;

@@ -195,8 +195,9 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
         wait_connected(&mut agent_workers, "agents logging in", Duration::from_secs(600), false).await,
         "agents did not all connect"
     );
-    // A visitor writes every 2-4 s; each agent answers every message.
-    let mut visitor_workers = spawn_workers(&target, Kind::Visitor, visitors, &mut source, 3000, false, true).await?;
+    // A visitor writes every ~15 s (a brisk live chat); each agent answers
+    // every message. 15,000 visitors make ~2,000 messages/s both ways.
+    let mut visitor_workers = spawn_workers(&target, Kind::Visitor, visitors, &mut source, 15_000, false, true).await?;
     anyhow::ensure!(
         wait_connected(&mut visitor_workers, "visitors connecting", Duration::from_secs(600), false).await,
         "visitors did not all connect"
