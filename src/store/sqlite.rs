@@ -208,6 +208,10 @@ impl Store for SqliteStore {
         SqliteStore::faults(self)
     }
 
+    async fn close(&self) {
+        SqliteStore::close(self).await
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(self.r().await?).await?;
         Ok(())
