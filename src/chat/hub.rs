@@ -228,13 +228,20 @@ impl Hub {
         ix.by_agent.keys().chain(ix.agent_left_at.keys()).cloned().collect()
     }
 
-    /// Another node's heartbeat.
+    /// Another node's heartbeat. A node heard again after it was counted
+    /// as lost (its bus link was cut, not the node) may have committed
+    /// events the others never heard of: sockets re-read the store.
     pub fn note_remote_presence(&self, node_id: &str, agents: Vec<String>) {
         let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
-        remote.insert(
+        let previous = remote.insert(
             node_id.to_owned(),
             RemoteNode { heard_at: Instant::now(), agents: agents.into_iter().collect(), lost: false },
         );
+        drop(remote);
+        if previous.is_some_and(|n| n.lost) {
+            tracing::info!(node_id, "a lost node is back: sockets re-read their conversations");
+            self.request_resync();
+        }
     }
 
     /// Set how long another node may be silent before it counts as lost.
@@ -242,12 +249,13 @@ impl Hub {
         self.remote_ttl = ttl;
     }
 
-    /// Nodes that fell silent since the last call (each reported once);
-    /// forgets nodes silent for longer than the grace period as well.
+    /// Nodes that fell silent since the last call (each reported once).
+    /// Lost nodes are remembered for a while (their agents no longer count
+    /// after the grace period), so their return can be noticed.
     pub fn lost_nodes(&self) -> Vec<String> {
+        const REMEMBER_LOST: Duration = Duration::from_secs(3600);
         let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
-        let forget = self.remote_ttl + self.presence_grace;
-        remote.retain(|_, n| n.heard_at.elapsed() < forget);
+        remote.retain(|_, n| n.heard_at.elapsed() < REMEMBER_LOST);
         let mut lost = Vec::new();
         for (id, n) in remote.iter_mut() {
             if !n.lost && n.heard_at.elapsed() >= self.remote_ttl {
@@ -440,5 +448,9 @@ mod tests {
         assert!(resync.has_changed().unwrap());
         std::thread::sleep(Duration::from_millis(50));
         assert!(!hub.agent_present("b"), "gone after ttl + grace");
+        resync.mark_unchanged();
+        hub.note_remote_presence("n2", vec!["b".into()]);
+        assert!(resync.has_changed().unwrap(), "a lost node's return asks sockets to re-read");
+        assert!(hub.agent_present("b"));
     }
 }

@@ -1,6 +1,7 @@
 //! One integration binary (faster to link than one per file). Every test
-//! starts a real server on 127.0.0.1:0 over a real SQLite file and talks to
-//! it over real HTTP and WebSocket connections.
+//! starts a real server on 127.0.0.1:0 over a real SQLite file (or, for the
+//! cluster tests, the machine's PostgreSQL and NATS) and talks to it over
+//! real HTTP and WebSocket connections.
 
 mod architecture;
 mod bad_input;
@@ -13,7 +14,9 @@ mod resilience;
 mod restart;
 mod resume;
 mod routing;
+mod services;
 mod status;
 mod storm;
+mod store;
 mod support;
 mod web;
