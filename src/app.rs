@@ -150,6 +150,10 @@ fn spawn_heartbeat(chat: Arc<Chat>, node_id: String, beat: std::time::Duration) 
                 _ = tokio::time::sleep(beat) => {}
                 // Coalesce a burst of connects into one beat.
                 _ = chat.hub.presence_dirty.notified() => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                _ = chat.hub.remote_presence_changed.notified() => {
+                    remote_presence_changed(&chat).await;
+                    continue;
+                }
             }
             let agents = chat.hub.present_agents();
             let payload = Payload::Presence { node_id: node_id.clone(), agents };
@@ -172,6 +176,25 @@ fn spawn_heartbeat(chat: Arc<Chat>, node_id: String, beat: std::time::Duration) 
             }
         }
     });
+}
+
+/// Agents came or went on another node: their sites' queues may route now
+/// (a chat that arrived here before the agent's heartbeat did), and this
+/// node's visitors may need to hear whether anyone is online.
+async fn remote_presence_changed(chat: &Chat) {
+    let mut sites = std::collections::HashSet::new();
+    for agent_id in chat.hub.take_remote_changes() {
+        match chat.store.agent(&agent_id).await {
+            Ok(Some(agent)) => {
+                sites.insert(agent.site_id);
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "presence: cannot look up an agent"),
+        }
+    }
+    for site_id in sites {
+        chat.presence_changed(&site_id).await;
+    }
 }
 
 /// On an empty store: a demo site and an admin with a generated password.

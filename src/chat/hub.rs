@@ -117,6 +117,11 @@ pub struct Hub {
     /// Woken when this node's set of present agents changed, so the
     /// heartbeat goes out now rather than at the next tick.
     pub presence_dirty: Notify,
+    /// Agents whose presence on another node began or ended, not yet acted
+    /// on (their queues may now route; visitors may need telling).
+    remote_changes: std::sync::Mutex<Vec<String>>,
+    /// Woken when `remote_changes` gets entries.
+    pub remote_presence_changed: Notify,
     next_id: AtomicU64,
     presence_grace: Duration,
     /// Set when the node is shutting down: kicked sockets are told to
@@ -148,6 +153,8 @@ impl Hub {
             remote_ttl: Duration::from_secs(3),
             resync: watch::channel(0).0,
             presence_dirty: Notify::new(),
+            remote_changes: Default::default(),
+            remote_presence_changed: Notify::new(),
             next_id: AtomicU64::new(1),
             presence_grace,
             draining: AtomicBool::new(false),
@@ -232,12 +239,18 @@ impl Hub {
     /// as lost (its bus link was cut, not the node) may have committed
     /// events the others never heard of: sockets re-read the store.
     pub fn note_remote_presence(&self, node_id: &str, agents: Vec<String>) {
+        let agents: HashSet<String> = agents.into_iter().collect();
         let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
-        let previous = remote.insert(
-            node_id.to_owned(),
-            RemoteNode { heard_at: Instant::now(), agents: agents.into_iter().collect(), lost: false },
-        );
+        let changed: Vec<String> = match remote.get(node_id) {
+            Some(before) => before.agents.symmetric_difference(&agents).cloned().collect(),
+            None => agents.iter().cloned().collect(),
+        };
+        let previous = remote.insert(node_id.to_owned(), RemoteNode { heard_at: Instant::now(), agents, lost: false });
         drop(remote);
+        if !changed.is_empty() {
+            self.remote_changes.lock().unwrap_or_else(|p| p.into_inner()).extend(changed);
+            self.remote_presence_changed.notify_one();
+        }
         if previous.is_some_and(|n| n.lost) {
             tracing::info!(node_id, "a lost node is back: sockets re-read their conversations");
             self.request_resync();
@@ -273,6 +286,11 @@ impl Hub {
         for n in remote.values_mut().filter(|n| !n.lost) {
             n.heard_at = Instant::now();
         }
+    }
+
+    /// Agents whose presence elsewhere changed since the last call.
+    pub fn take_remote_changes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.remote_changes.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Ask every socket to re-read its conversations from the store.

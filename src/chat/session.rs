@@ -359,7 +359,8 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             // An agent keeps following a conversation only while it is
             // theirs (closed ones included), as live delivery would.
             if let Some(me) = &agent_id {
-                let still_mine = self.chat.store.conversation(conv).await?.is_some_and(|c| c.agent_id.as_ref() == Some(me));
+                let still_mine =
+                    self.chat.store.conversation(conv).await?.is_some_and(|c| c.agent_id.as_ref() == Some(me));
                 if !still_mine {
                     continue;
                 }

@@ -104,7 +104,9 @@ pub async fn create_database(url: &str, name: &str) -> Result<String> {
 pub async fn drop_database(url: &str, name: &str) -> Result<()> {
     check_database_name(name)?;
     let mut conn = connect_options(url)?.connect().await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&mut conn)
+        .await?;
     let _ = conn.close().await;
     Ok(())
 }
@@ -466,7 +468,10 @@ impl Store for PostgresStore {
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(self.p().await?).await?)
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(self.p().await?)
+            .await?)
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
@@ -495,12 +500,14 @@ impl Store for PostgresStore {
             .bind(site.created_at)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO groups (id, site_id, name, is_default, created_at) VALUES ($1, $2, 'General', TRUE, $3)")
-            .bind(new_id())
-            .bind(&site.id)
-            .bind(site.created_at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO groups (id, site_id, name, is_default, created_at) VALUES ($1, $2, 'General', TRUE, $3)",
+        )
+        .bind(new_id())
+        .bind(&site.id)
+        .bind(site.created_at)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(site)
     }
@@ -994,18 +1001,20 @@ impl Store for PostgresStore {
             body: body.to_owned(),
             created_at: now_ms(),
         };
-        sqlx::query("INSERT INTO canned_responses (id, site_id, shortcut, body, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&canned.id)
-            .bind(site_id)
-            .bind(shortcut)
-            .bind(body)
-            .bind(canned.created_at)
-            .execute(self.p().await?)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => Error::conflict("that shortcut exists"),
-                e => e.into(),
-            })?;
+        sqlx::query(
+            "INSERT INTO canned_responses (id, site_id, shortcut, body, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&canned.id)
+        .bind(site_id)
+        .bind(shortcut)
+        .bind(body)
+        .bind(canned.created_at)
+        .execute(self.p().await?)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => Error::conflict("that shortcut exists"),
+            e => e.into(),
+        })?;
         Ok(canned)
     }
 

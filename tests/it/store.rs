@@ -202,9 +202,8 @@ async fn concurrent_routing_assigns_each_conversation_once_within_limits(s: Back
         assert!(assigned <= 1, "one assigned event per conversation");
     }
     for agent in &agents {
-        let active = s
-            .b
-            .conversations(
+        let active =
+            s.b.conversations(
                 &site.id,
                 ConversationFilter {
                     agent_id: Some(agent.clone()),
@@ -306,11 +305,8 @@ async fn sessions_agents_visitors_and_admin_data_round_trip(s: Backend) {
     assert_eq!(s.b.session(&session.id).await.unwrap().unwrap().revoked_at, Some(5), "first revocation stands");
     assert_eq!(s.b.revoke_agent_sessions(&agent.id, 7).await.unwrap(), vec![other.id]);
 
-    let visitor = s
-        .a
-        .create_visitor(&site.id, VisitorUpdate { name: Some("Ann".into()), ..Default::default() })
-        .await
-        .unwrap();
+    let visitor =
+        s.a.create_visitor(&site.id, VisitorUpdate { name: Some("Ann".into()), ..Default::default() }).await.unwrap();
     s.b.update_visitor(&visitor.id, VisitorUpdate { email: Some("ann@example.com".into()), ..Default::default() })
         .await
         .unwrap();
@@ -340,9 +336,12 @@ async fn search_queue_and_filters(s: Backend) {
     let first = queued_conversation(s.a.as_ref(), &site).await;
     let second = queued_conversation(s.b.as_ref(), &site).await;
     let v = Author::visitor(&first.visitor_id);
-    s.a.apply(&first.id, Change::Message { author: v.clone(), client_id: "1".into(), body: "Where is my ORDER?".into() })
-        .await
-        .unwrap();
+    s.a.apply(
+        &first.id,
+        Change::Message { author: v.clone(), client_id: "1".into(), body: "Where is my ORDER?".into() },
+    )
+    .await
+    .unwrap();
     s.a.apply(&first.id, Change::Message { author: v, client_id: "2".into(), body: "100% sure_of_it".into() })
         .await
         .unwrap();
@@ -354,18 +353,16 @@ async fn search_queue_and_filters(s: Backend) {
     assert!(s.b.search_messages("other", "order", 10).await.unwrap().is_empty());
     let queue: Vec<String> = s.b.queue(&site.id).await.unwrap().into_iter().map(|c| c.id).collect();
     assert_eq!(queue, vec![first.id.clone(), second.id.clone()], "oldest first");
-    let mine = s
-        .a
-        .conversations(
+    let mine =
+        s.a.conversations(
             &site.id,
             ConversationFilter { visitor_id: Some(second.visitor_id.clone()), limit: 10, ..Default::default() },
         )
         .await
         .unwrap();
     assert_eq!(mine.len(), 1);
-    let closed = s
-        .a
-        .conversations(
+    let closed =
+        s.a.conversations(
             &site.id,
             ConversationFilter { status: Some(ConversationStatus::Closed), limit: 10, ..Default::default() },
         )
