@@ -357,8 +357,7 @@ async fn node_loss_on(
     let lost_node = doomed.addr.to_string();
     let (mut moved, mut resumed) = (0u64, 0u64);
     for r in &raw {
-        if let Some((n, ok)) = r["by_first_node"].get(&lost_node).and_then(|v| Some((v[0].as_u64()?, v[1].as_u64()?)))
-        {
+        if let Some((n, ok)) = r["by_first_node"].get(&lost_node).and_then(|v| Some((v[0].as_u64()?, v[1].as_u64()?))) {
             moved += n;
             resumed += ok;
         }

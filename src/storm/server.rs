@@ -173,8 +173,16 @@ impl Target {
         anyhow::ensure!(addr.ip().is_loopback(), "rehearsals target loopback addresses only");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
         let widget_key = common.widget_key.clone().ok_or_else(|| anyhow!("--target needs --widget-key"))?;
-        let mut target =
-            Target { base, addr, nodes: Vec::new(), widget_key, admin_token: String::new(), http, child: None, _dir: None };
+        let mut target = Target {
+            base,
+            addr,
+            nodes: Vec::new(),
+            widget_key,
+            admin_token: String::new(),
+            http,
+            child: None,
+            _dir: None,
+        };
         target.admin_token = target.login(&common.admin_email, &common.admin_password).await?;
         Ok(target)
     }
