@@ -403,3 +403,30 @@ async fn kill_9_of_a_node_moves_its_clients_to_the_other_with_nothing_lost_or_do
     assert_eq!(bodies(&agent_y, "y says"), ["y says 4"], "agent y's resumed socket: only what it had missed");
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_applies_the_schema_and_serve_refuses_a_newer_one() {
+    let db = TestDb::create().await;
+    let holdfast = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_holdfast")).args(args).output().expect("run");
+    let first = holdfast(&["migrate", "--database-url", &db.url]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("schema created"));
+    let again = holdfast(&["migrate", "--database-url", &db.url]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
+
+    // A newer holdfast migrated this database: this one must not serve it.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', TRUE, '\\x00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let refused = holdfast(&["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("version 9999, newer than this holdfast knows"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    let _ = sqlx::Connection::close(conn).await;
+}
