@@ -140,9 +140,9 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
-    async fn apply_once(&self, conversation_id: &str, change: &Change) -> Result<Applied> {
+    async fn apply_once(&self, conversation_id: &str, guard: Option<&Guard>, change: &Change) -> Result<Applied> {
         let mut tx = self.pool.begin().await?;
-        match apply_one(&mut tx, conversation_id, change, now_ms()).await? {
+        match apply_one(&mut tx, conversation_id, guard, change, now_ms()).await? {
             Ok(applied) => {
                 tx.commit().await?;
                 Ok(applied)
@@ -150,6 +150,19 @@ impl PostgresStore {
             Err(refused) => {
                 tx.rollback().await?;
                 Err(refused)
+            }
+        }
+    }
+}
+
+impl PostgresStore {
+    async fn apply_with(&self, conversation_id: &str, guard: Option<&Guard>, change: Change) -> Result<Applied> {
+        self.faults.check().await?;
+        let mut attempt = 1;
+        loop {
+            match self.apply_once(conversation_id, guard, &change).await {
+                Err(e) if attempt < APPLY_ATTEMPTS && is_retryable(&e) => attempt += 1,
+                other => return other,
             }
         }
     }
@@ -164,11 +177,12 @@ fn is_retryable(err: &Error) -> bool {
         .is_some_and(|c| c == "40P01" || c == "40001")
 }
 
-/// Outer `Result`: SQL failure (aborts the batch). Inner: the change's own
-/// outcome.
+/// Outer `Result`: SQL failure (the transaction is rolled back). Inner:
+/// the change's own outcome, a refusal writing nothing.
 async fn apply_one(
     conn: &mut PgConnection,
     conversation_id: &str,
+    guard: Option<&Guard>,
     change: &Change,
     now: i64,
 ) -> Result<Result<Applied>> {
@@ -181,6 +195,12 @@ async fn apply_one(
     else {
         return Ok(Err(Error::NotFound("conversation")));
     };
+    // Checked on the locked row: a transfer cannot slip in between.
+    if let Some(guard) = guard
+        && let Err(refused) = guard.check(&conv)
+    {
+        return Ok(Err(refused));
+    }
     let mut next = conv.clone();
     let mut previous_agent = None;
     let (kind, author, client_id, body, data) = match change {
@@ -886,14 +906,11 @@ impl Store for PostgresStore {
     }
 
     async fn apply(&self, conversation_id: &str, change: Change) -> Result<Applied> {
-        self.faults.check().await?;
-        let mut attempt = 1;
-        loop {
-            match self.apply_once(conversation_id, &change).await {
-                Err(e) if attempt < APPLY_ATTEMPTS && is_retryable(&e) => attempt += 1,
-                other => return other,
-            }
-        }
+        self.apply_with(conversation_id, None, change).await
+    }
+
+    async fn apply_guarded(&self, conversation_id: &str, guard: Guard, change: Change) -> Result<Applied> {
+        self.apply_with(conversation_id, Some(&guard), change).await
     }
 
     async fn events_after(&self, conversation_id: &str, after: i64, limit: i64) -> Result<Vec<StoredEvent>> {

@@ -108,7 +108,12 @@ impl Target {
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             let node_id = format!("storm-node-{i}");
+            // Each node's own data dir (the status page keeps its state there).
+            let dir = tempfile::tempdir()?;
+            let data = dir.path().to_string_lossy().into_owned();
             let args = [
+                "--data",
+                &data,
                 "--database-url",
                 database_url,
                 "--nats-url",
@@ -118,7 +123,9 @@ impl Target {
                 "--node-id",
                 &node_id,
             ];
-            nodes.push(Self::spawn(&args, widget_key.to_owned()).await?);
+            let mut node = Self::spawn(&args, widget_key.to_owned()).await?;
+            node._dir = Some(dir);
+            nodes.push(node);
         }
         let addrs: Vec<SocketAddr> = nodes.iter().map(|t| t.addr).collect();
         for node in &mut nodes {

@@ -283,6 +283,8 @@ struct Node {
     child: Child,
     base: String,
     ws_base: String,
+    /// The node's own data dir (the status page keeps its state there).
+    _dir: tempfile::TempDir,
 }
 
 impl Drop for Node {
@@ -293,8 +295,11 @@ impl Drop for Node {
 }
 
 fn spawn_node(db: &str, prefix: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
         .args(["serve", "--listen", "127.0.0.1:0", "--database-pool", "6", "--nats-prefix", prefix])
+        .arg("--data")
+        .arg(dir.path())
         .args(["--database-url", db, "--nats-url", &nats_url()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -306,7 +311,7 @@ fn spawn_node(db: &str, prefix: &str) -> Node {
     std::thread::spawn(move || for _ in lines {});
     let base = banner.rsplit(' ').next().unwrap().to_owned();
     let ws_base = base.replace("http://", "ws://");
-    Node { child, base, ws_base }
+    Node { child, base, ws_base, _dir: dir }
 }
 
 async fn post(base: &str, path: &str, body: Value) -> Value {
@@ -423,7 +428,9 @@ async fn migrate_applies_the_schema_and_serve_refuses_a_newer_one() {
     .execute(&mut conn)
     .await
     .unwrap();
-    let refused = holdfast(&["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_string_lossy().into_owned();
+    let refused = holdfast(&["serve", "--listen", "127.0.0.1:0", "--data", &data, "--database-url", &db.url]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("version 9999, newer than this holdfast knows"), "{stderr}");

@@ -11,8 +11,8 @@ use holdfast::error::Error;
 use holdfast::store::postgres::PostgresStore;
 use holdfast::store::sqlite::SqliteStore;
 use holdfast::store::{
-    Author, Availability, Change, ConversationFilter, ConversationStatus, FaultMode, NewAgent, Role, Site, Store,
-    VisitorUpdate,
+    Author, Availability, Change, ConversationFilter, ConversationStatus, FaultMode, Guard, NewAgent, Role, Site,
+    Store, VisitorUpdate,
 };
 
 use crate::services::TestDb;
@@ -237,6 +237,14 @@ async fn conversation_rules_refuse_what_they_should(s: Backend) {
     assert!(matches!(s.b.apply(&conv.id, assign(&agents[0], false)).await, Err(Error::Conflict(_))));
     let moved = s.b.apply(&conv.id, assign(&agents[1], false)).await.unwrap();
     assert_eq!(moved.previous_agent.as_deref(), Some(agents[0].as_str()));
+    // Guards: the old agent may no longer write, the new one may; another
+    // site never learns the conversation exists.
+    let as_agent = |i: usize| Guard::AssignedAgent { site_id: site.id.clone(), agent_id: agents[i].clone() };
+    let reply = |id: &str| message(Author::agent(id), "guarded");
+    assert!(matches!(s.a.apply_guarded(&conv.id, as_agent(0), reply(&agents[0])).await, Err(Error::Forbidden(_))));
+    s.a.apply_guarded(&conv.id, as_agent(1), reply(&agents[1])).await.unwrap();
+    let stranger = Guard::Visitor { site_id: "other-site".into(), visitor_id: conv.visitor_id.clone() };
+    assert!(matches!(s.b.apply_guarded(&conv.id, stranger, reply("x")).await, Err(Error::NotFound(_))));
     assert!(matches!(s.a.apply(&conv.id, assign("no-such-agent", false)).await, Err(Error::NotFound(_))));
     // Read receipts: only forward, never beyond the end.
     let read = s.a.apply(&conv.id, Change::Read { reader: visitor.clone(), up_to: 2 }).await.unwrap();
