@@ -9,14 +9,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::admission::Admission;
 use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::{Auth, HashPool, passwords};
-use crate::bus::{Bus, BusSink, local::LocalBus};
+use crate::bus::{Audience, Bus, BusSink, Envelope, Payload, local::LocalBus, nats::NatsBus};
 use crate::chat::hub::Hub;
 use crate::chat::service::Chat;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::side::plan::PlanService;
 use crate::status::Status;
-use crate::store::{NewAgent, Role, Store, sqlite::SqliteStore};
+use crate::store::{NewAgent, Role, Store, postgres::PostgresStore, sqlite::SqliteStore};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -49,17 +49,35 @@ impl AppState {
     /// Open the store in `config.data_dir` and wire everything up. Returns
     /// the first-run details when the data dir was empty.
     pub async fn build(config: Config) -> Result<(AppState, Option<FirstRun>)> {
+        if config.nats_url.is_some() && config.database_url.is_none() {
+            return Err(Error::bad_request("--nats-url needs --database-url: the nodes of a cluster share one store"));
+        }
+        // The status page has no PostgreSQL store yet: in a cluster each node
+        // keeps it in its own data dir (SQLite), like a single node.
         let sqlite = Arc::new(SqliteStore::open(&config.data_dir).await?);
-        let store: Arc<dyn Store> = sqlite.clone();
-        let first_run = bootstrap(store.as_ref()).await?;
+        let store: Arc<dyn Store> = match &config.database_url {
+            Some(url) => Arc::new(PostgresStore::connect(url, config.database_max_connections).await?),
+            None => sqlite.clone(),
+        };
+        let first_run = bootstrap(store.as_ref(), &config.node_id).await?;
+        // Shared by every node (it is in the store), so a token issued by
+        // one node resumes on any other.
         let secret = store.meta_init("token_key", &hex::encode(rand::random::<[u8; 32]>())).await?;
         let hashes = HashPool::new(config.hash_threads, config.hash_queue, config.hash_deadline);
         let auth = Arc::new(Auth::new(store.clone(), secret.as_bytes(), hashes, config.auth.clone())?);
-        let hub = Arc::new(Hub::new(config.presence_grace));
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
-        bus.attach(hub.clone() as Arc<dyn BusSink>);
+        let mut hub = Hub::new(config.presence_grace);
+        hub.set_remote_ttl(config.presence_beat * 3);
+        let hub = Arc::new(hub);
+        let bus: Arc<dyn Bus> = match &config.nats_url {
+            Some(url) => Arc::new(NatsBus::connect(url, &config.nats_prefix, &config.node_id).await?),
+            None => Arc::new(LocalBus::new()),
+        };
+        bus.attach(Arc::new(NodeSink { hub: hub.clone(), auth: auth.clone() }));
         let admission = Arc::new(Admission::new(&config.admission));
         let chat = Arc::new(Chat::new(store.clone(), bus, hub, admission.clone()));
+        if config.nats_url.is_some() {
+            spawn_heartbeat(chat.clone(), config.node_id.clone(), config.presence_beat);
+        }
         let login_limiter = Arc::new(LoginLimiter::new(config.login_limits));
         let plan = PlanService::new(config.plan.clone());
         plan.spawn();
@@ -103,9 +121,90 @@ fn spawn_housekeeping(limiter: Arc<LoginLimiter>) {
     });
 }
 
+/// What a node's bus hands it: a revoked session is refused by this node's
+/// `Auth` too (a logout on another node reaches every node), heartbeats go
+/// to the hub's presence, everything else to sockets.
+struct NodeSink {
+    hub: Arc<Hub>,
+    auth: Arc<Auth>,
+}
+
+impl BusSink for NodeSink {
+    fn deliver(&self, envelope: Arc<Envelope>) {
+        if let (Audience::Session { session_id }, Payload::Disconnect { .. }) = (&envelope.audience, &envelope.payload)
+        {
+            self.auth.forget_session(session_id);
+        }
+        self.hub.deliver(envelope);
+    }
+}
+
+/// Cluster mode: tell the other nodes which agents are present here, every
+/// beat and as soon as that changes; notice lost nodes and a bus that came
+/// back, and have sockets re-read the store then. Ends when the node drains.
+fn spawn_heartbeat(chat: Arc<Chat>, node_id: String, beat: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut bus_was_down = false;
+        while !chat.hub.is_draining() {
+            tokio::select! {
+                _ = tokio::time::sleep(beat) => {}
+                // Coalesce a burst of connects into one beat.
+                _ = chat.hub.presence_dirty.notified() => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                _ = chat.hub.remote_presence_changed.notified() => {
+                    remote_presence_changed(&chat).await;
+                    continue;
+                }
+            }
+            let agents = chat.hub.present_agents();
+            let payload = Payload::Presence { node_id: node_id.clone(), agents };
+            let beat = Envelope { site_id: String::new(), audience: Audience::SiteAgents, event: None, payload };
+            chat.bus.publish(beat).await;
+            if !chat.bus.healthy() {
+                chat.hub.keep_remote_presence();
+                bus_was_down = true;
+                continue;
+            }
+            if std::mem::take(&mut bus_was_down) {
+                tracing::info!("bus back: sockets re-read their conversations");
+                chat.hub.request_resync();
+            }
+            let lost = chat.hub.lost_nodes();
+            if !lost.is_empty() {
+                tracing::warn!(?lost, "node(s) fell silent: sockets re-read their conversations");
+                metrics::counter!("holdfast_nodes_lost_total").increment(lost.len() as u64);
+                chat.hub.request_resync();
+            }
+        }
+    });
+}
+
+/// Agents came or went on another node: their sites' queues may route now
+/// (a chat that arrived here before the agent's heartbeat did), and this
+/// node's visitors may need to hear whether anyone is online.
+async fn remote_presence_changed(chat: &Chat) {
+    let mut sites = std::collections::HashSet::new();
+    for agent_id in chat.hub.take_remote_changes() {
+        match chat.store.agent(&agent_id).await {
+            Ok(Some(agent)) => {
+                sites.insert(agent.site_id);
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "presence: cannot look up an agent"),
+        }
+    }
+    for site_id in sites {
+        chat.presence_changed(&site_id).await;
+    }
+}
+
 /// On an empty store: a demo site and an admin with a generated password.
-async fn bootstrap(store: &dyn Store) -> Result<Option<FirstRun>> {
+/// Nodes of a cluster starting together race for it; the store decides
+/// which one bootstraps (the first to claim the `bootstrap` meta key).
+async fn bootstrap(store: &dyn Store, node_id: &str) -> Result<Option<FirstRun>> {
     if !store.sites().await?.is_empty() {
+        return Ok(None);
+    }
+    if store.meta_init("bootstrap", node_id).await? != node_id {
         return Ok(None);
     }
     let site = store.create_site("Demo site").await?;

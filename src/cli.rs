@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::app::AppState;
 use crate::auth::{normalize_email, passwords, valid_email};
 use crate::config::Config;
-use crate::store::{NewAgent, Role, Store, sqlite::SqliteStore};
+use crate::store::{NewAgent, Role, Store, postgres::PostgresStore, sqlite::SqliteStore};
 use crate::telemetry::{LogFormat, init_logs};
 
 mod status_commands;
@@ -29,9 +29,13 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct DataArg {
-    /// Data directory (SQLite database).
+    /// Data directory (SQLite database), when no --database-url is given.
     #[arg(long = "data", env = "HOLDFAST_DATA", default_value = "./holdfast-data")]
     pub dir: PathBuf,
+    /// PostgreSQL URL (postgres://user@host/db): the store shared by the
+    /// nodes of a cluster, instead of SQLite in --data.
+    #[arg(long, env = "HOLDFAST_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,6 +51,13 @@ pub enum Command {
         opts: ServeOpts,
         #[command(flatten)]
         status: status_commands::StatusServeArgs,
+    },
+    /// Apply the database schema (PostgreSQL with --database-url, else the
+    /// SQLite file in --data). `serve` also applies it, and refuses a
+    /// schema newer than it knows.
+    Migrate {
+        #[command(flatten)]
+        data: DataArg,
     },
     /// Manage sites.
     Site {
@@ -100,6 +111,19 @@ pub struct ServeOpts {
     /// Most sockets this node holds (default: from the open-file limit).
     #[arg(long, env = "HOLDFAST_MAX_SOCKETS")]
     pub max_sockets: Option<usize>,
+    /// NATS URL (nats://host:4222): events between the nodes of a cluster.
+    /// Needs --database-url.
+    #[arg(long, env = "HOLDFAST_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// NATS subject prefix; one per cluster sharing a NATS server.
+    #[arg(long, env = "HOLDFAST_NATS_PREFIX", default_value = "holdfast")]
+    pub nats_prefix: String,
+    /// This node's name in the cluster (default: a new id at each start).
+    #[arg(long, env = "HOLDFAST_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Most PostgreSQL connections this node opens.
+    #[arg(long, env = "HOLDFAST_DATABASE_POOL", default_value_t = 16)]
+    pub database_pool: u32,
     /// Enable /api/v1/ops/faults for rehearsals (never in production).
     #[arg(long, env = "HOLDFAST_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
@@ -111,6 +135,12 @@ impl ServeOpts {
         config.plan.interval = std::time::Duration::from_secs(self.plan_interval.max(1));
         config.max_sockets = self.max_sockets;
         config.fault_injection = self.fault_injection;
+        config.nats_url = self.nats_url.clone();
+        config.nats_prefix = self.nats_prefix.clone();
+        if let Some(id) = &self.node_id {
+            config.node_id = id.clone();
+        }
+        config.database_max_connections = self.database_pool;
     }
 }
 
@@ -174,7 +204,8 @@ pub enum AgentCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     init_logs(cli.log_format);
     match cli.command {
-        Command::Serve { listen, data, opts, status } => serve(listen, &data.dir, &opts, status).await,
+        Command::Serve { listen, data, opts, status } => serve(listen, &data, &opts, status).await,
+        Command::Migrate { data } => migrate(&data).await,
         Command::Site { command } => site(command).await,
         Command::Agent { command } => agent(command).await,
         Command::Storm { command } => crate::storm::run(command).await,
@@ -188,10 +219,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(
     listen: SocketAddr,
-    dir: &Path,
+    data: &DataArg,
     opts: &ServeOpts,
     status: status_commands::StatusServeArgs,
 ) -> anyhow::Result<()> {
+    let dir = &data.dir;
+    // Also in a cluster: the status page keeps its state in the data dir.
     check_dir(dir)?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow!("cannot listen on {listen}: the address is already in use"),
@@ -200,6 +233,7 @@ async fn serve(
     })?;
     let addr = listener.local_addr()?;
     let mut config = Config::new(addr, dir.to_owned());
+    config.database_url = data.database_url.clone();
     opts.apply(&mut config);
     status.apply(&mut config.status)?;
     let only_status = config.status.only;
@@ -226,8 +260,40 @@ async fn serve(
         }
         let _ = out.flush();
     }
+    match (&config_summary(data, opts), opts.nats_url.is_some()) {
+        (store, true) => println!("  cluster node: store {store}, events over NATS"),
+        (store, false) => tracing::debug!(store, "single node"),
+    }
     tracing::info!(%addr, data = %dir.display(), "serving");
     crate::server::run(listener, state, crate::server::signal()).await.context("server failed")?;
+    Ok(())
+}
+
+/// Where the store is, for the operator (never the URL: it may hold a password).
+fn config_summary(data: &DataArg, _opts: &ServeOpts) -> String {
+    match &data.database_url {
+        Some(_) => "PostgreSQL".into(),
+        None => format!("SQLite in {}", data.dir.display()),
+    }
+}
+
+async fn migrate(data: &DataArg) -> anyhow::Result<()> {
+    match &data.database_url {
+        Some(url) => {
+            let (before, after) =
+                crate::store::postgres::migrate(url).await.map_err(|e| anyhow!("cannot migrate: {}", detail(&e)))?;
+            match before {
+                Some(v) if v == after => println!("PostgreSQL schema is up to date (version {after})"),
+                Some(v) => println!("PostgreSQL schema migrated from version {v} to {after}"),
+                None => println!("PostgreSQL schema created (version {after})"),
+            }
+        }
+        None => {
+            let store = open_sqlite(&data.dir).await?;
+            store.close().await;
+            println!("SQLite schema in {} is up to date", data.dir.display());
+        }
+    }
     Ok(())
 }
 
@@ -261,9 +327,19 @@ fn check_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn open_store(dir: &Path) -> anyhow::Result<SqliteStore> {
+pub(crate) async fn open_sqlite(dir: &Path) -> anyhow::Result<SqliteStore> {
     check_dir(dir)?;
     SqliteStore::open(dir).await.map_err(|e| anyhow!("cannot open the data dir {}: {}", dir.display(), detail(&e)))
+}
+
+/// The store the command names: PostgreSQL with --database-url, else SQLite.
+async fn open_store(data: &DataArg) -> anyhow::Result<Box<dyn Store>> {
+    match &data.database_url {
+        Some(url) => Ok(Box::new(
+            PostgresStore::connect(url, 2).await.map_err(|e| anyhow!("cannot open the database: {}", detail(&e)))?,
+        )),
+        None => Ok(Box::new(open_sqlite(&data.dir).await?)),
+    }
 }
 
 async fn site(command: SiteCommand) -> anyhow::Result<()> {
@@ -273,7 +349,7 @@ async fn site(command: SiteCommand) -> anyhow::Result<()> {
             if name.is_empty() || name.len() > 200 {
                 bail!("--name must be 1 to 200 characters");
             }
-            let store = open_store(&data.dir).await?;
+            let store = open_store(&data).await?;
             let site = store.create_site(name).await.map_err(|e| anyhow!("{}", detail(&e)))?;
             if json {
                 println!("{}", serde_json::json!({"id": site.id, "name": site.name, "widget_key": site.widget_key}));
@@ -285,7 +361,7 @@ async fn site(command: SiteCommand) -> anyhow::Result<()> {
             store.close().await;
         }
         SiteCommand::List { json, data } => {
-            let store = open_store(&data.dir).await?;
+            let store = open_store(&data).await?;
             let sites = store.sites().await.map_err(|e| anyhow!("{}", detail(&e)))?;
             if json {
                 println!("{}", serde_json::to_string(&sites)?);
@@ -333,7 +409,7 @@ async fn agent(command: AgentCommand) -> anyhow::Result<()> {
             }
             let role = Role::parse(&role).ok_or_else(|| anyhow!("--role must be admin or agent"))?;
             let password = read_password()?;
-            let store = open_store(&data.dir).await?;
+            let store = open_store(&data).await?;
             store
                 .site(&site)
                 .await
@@ -361,7 +437,7 @@ async fn agent(command: AgentCommand) -> anyhow::Result<()> {
             store.close().await;
         }
         AgentCommand::List { site, json, data } => {
-            let store = open_store(&data.dir).await?;
+            let store = open_store(&data).await?;
             store
                 .site(&site)
                 .await

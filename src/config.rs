@@ -44,6 +44,22 @@ pub struct Config {
     /// with 503 so the process never runs out of file descriptors. Set from
     /// the open-file limit at start when `None`.
     pub max_sockets: Option<usize>,
+    /// PostgreSQL URL. When set, the store is PostgreSQL, shared by every
+    /// node of a cluster, instead of SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Most connections this node opens to PostgreSQL.
+    pub database_max_connections: u32,
+    /// NATS URL. When set, events reach the sockets of every node through
+    /// NATS instead of only this process's (needs `database_url`).
+    pub nats_url: Option<String>,
+    /// NATS subject prefix: the nodes of one cluster share it, two clusters
+    /// on one NATS server must not.
+    pub nats_prefix: String,
+    /// This node's id in the cluster (heartbeats, dropping its own echo).
+    pub node_id: String,
+    /// How often a node tells the others which agents are present on it;
+    /// three missed beats and the node counts as lost.
+    pub presence_beat: Duration,
     /// Allow `/api/v1/ops/faults` (admins only): store failures and socket
     /// cuts for rehearsals. Never on in production.
     pub fault_injection: bool,
@@ -70,6 +86,12 @@ impl Config {
             max_sockets: None,
             fault_injection: false,
             status: crate::status::StatusConfig::default(),
+            database_url: None,
+            database_max_connections: 16,
+            nats_url: None,
+            nats_prefix: "holdfast".into(),
+            node_id: crate::store::new_id(),
+            presence_beat: Duration::from_secs(1),
         }
     }
 }

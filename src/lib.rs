@@ -4,7 +4,7 @@
 //!
 //! Layout (see `docs/architecture.md` for how a request flows):
 //!
-//! - `cli`       — the `holdfast` command line: serve, site and agent admin.
+//! - `cli`       — the `holdfast` command line: serve, migrate, site and agent admin.
 //! - `config`    — server configuration, one documented field each.
 //! - `admin`     — what admins change: widget settings, agents, groups, canned responses.
 //! - `app`       — wiring the parts into `AppState`; first-run bootstrap.
@@ -15,10 +15,10 @@
 //! - `admission` — priority lanes with their own capacity; shedding with 503.
 //! - `side`      — side services (plan banners) behind timeouts, breakers, caches.
 //! - `status`    — status page, incidents, subscribers, self-monitoring.
-//! - `store`     — the `Store` trait and its SQLite implementation; the only SQL.
-//! - `bus`       — the `Bus` trait (event fan-out) and its in-process implementation.
+//! - `store`     — the `Store` trait, SQLite and PostgreSQL implementations; the only SQL.
+//! - `bus`       — the `Bus` trait (event fan-out): in-process, and NATS between nodes.
 //! - `bench`     — `holdfast bench`: relay throughput and idle socket memory.
-//! - `storm`     — `holdfast storm`: rehearsals of the May 2018 outages.
+//! - `storm`     — `holdfast storm`: rehearsals of the May 2018 outages and of node loss.
 //! - `error`     — one error type and its mapping to HTTP status codes.
 //! - `telemetry` — logs and Prometheus metrics.
 

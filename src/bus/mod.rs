@@ -1,11 +1,12 @@
 //! Event fan-out between the code that changes state and the sockets that
 //! must hear of it. In one process the [`local::LocalBus`] hands each
 //! envelope straight to the hub; across nodes a broker-backed bus carries
-//! the same envelopes. The bus is a wake-up and delivery path, never the
+//! the same envelopes ([`nats::NatsBus`]). The bus is a wake-up and delivery path, never the
 //! record: every durable event is in the store first, so a lost envelope
 //! costs latency (the socket fills the gap from the store), not data.
 
 pub mod local;
+pub mod nats;
 
 use std::sync::Arc;
 
@@ -47,6 +48,10 @@ pub enum Payload {
     Frame { text: Bytes },
     /// Close the sockets with this error code (e.g. the session was revoked).
     Disconnect { code: String },
+    /// A node's heartbeat: the agents present on it (connected, or gone for
+    /// less than the presence grace). For hubs, not for sockets; only sent
+    /// between nodes of a cluster.
+    Presence { node_id: String, agents: Vec<String> },
 }
 
 /// A durable event's place in its conversation, so sockets can drop

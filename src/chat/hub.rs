@@ -3,16 +3,22 @@
 //! small bounded queue, and a connection too slow to drain it is told to
 //! go (it resumes from its cursor and loses nothing).
 //!
-//! It also knows agent presence on this node: an agent counts as present
-//! while connected and for a grace period after the last socket closed, so
-//! a network blip does not make routing think the agent has left.
+//! It also knows agent presence: an agent counts as present while
+//! connected and for a grace period after the last socket closed, so a
+//! network blip does not make routing think the agent has left. In a
+//! cluster, each node's heartbeat on the bus lists the agents present there
+//! ([`Hub::note_remote_presence`]); a node whose heartbeats stop counts as
+//! lost, its agents linger for the grace period like any disconnect, and
+//! every local socket is asked to re-read its conversations from the store
+//! ([`Hub::request_resync`]) in case the lost node committed events it
+//! never got to publish.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::bus::{Audience, BusSink, Envelope};
 
@@ -92,8 +98,30 @@ pub struct Registration {
     pub kick: Arc<Kick>,
 }
 
+/// What one other node last said about its agents.
+struct RemoteNode {
+    heard_at: Instant,
+    agents: HashSet<String>,
+    /// Its silence was already reported as a loss.
+    lost: bool,
+}
+
 pub struct Hub {
     index: RwLock<Index>,
+    /// Other nodes' heartbeats, by node id.
+    remote: RwLock<HashMap<String, RemoteNode>>,
+    /// Silence after which another node counts as lost (a few heartbeats).
+    remote_ttl: Duration,
+    /// Bumped when sockets must re-read their conversations from the store.
+    resync: watch::Sender<u64>,
+    /// Woken when this node's set of present agents changed, so the
+    /// heartbeat goes out now rather than at the next tick.
+    pub presence_dirty: Notify,
+    /// Agents whose presence on another node began or ended, not yet acted
+    /// on (their queues may now route; visitors may need telling).
+    remote_changes: std::sync::Mutex<Vec<String>>,
+    /// Woken when `remote_changes` gets entries.
+    pub remote_presence_changed: Notify,
     next_id: AtomicU64,
     presence_grace: Duration,
     /// Set when the node is shutting down: kicked sockets are told to
@@ -121,6 +149,12 @@ impl Hub {
     pub fn new(presence_grace: Duration) -> Self {
         Hub {
             index: RwLock::new(Index::default()),
+            remote: RwLock::default(),
+            remote_ttl: Duration::from_secs(3),
+            resync: watch::channel(0).0,
+            presence_dirty: Notify::new(),
+            remote_changes: Default::default(),
+            remote_presence_changed: Notify::new(),
             next_id: AtomicU64::new(1),
             presence_grace,
             draining: AtomicBool::new(false),
@@ -137,6 +171,10 @@ impl Hub {
             Principal::Agent { agent_id, session_id } => {
                 was_present = ix.by_agent.contains_key(agent_id)
                     || ix.agent_left_at.get(agent_id).is_some_and(|t| t.elapsed() < self.presence_grace);
+                if !was_present {
+                    // The heartbeat tells the other nodes now, not at the next tick.
+                    self.presence_dirty.notify_one();
+                }
                 push(&mut ix.by_agent, agent_id, id);
                 push(&mut ix.by_session, session_id, id);
                 push(&mut ix.site_agents, site_id, id);
@@ -173,11 +211,96 @@ impl Hub {
         }
     }
 
-    /// Connected here, or gone for less than the grace period.
+    /// Connected here or on another live node, or gone for less than the
+    /// grace period.
     pub fn agent_present(&self, agent_id: &str) -> bool {
-        let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
-        ix.by_agent.contains_key(agent_id)
-            || ix.agent_left_at.get(agent_id).is_some_and(|t| t.elapsed() < self.presence_grace)
+        let here = {
+            let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
+            ix.by_agent.contains_key(agent_id)
+                || ix.agent_left_at.get(agent_id).is_some_and(|t| t.elapsed() < self.presence_grace)
+        };
+        here || {
+            let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
+            let fresh = self.remote_ttl + self.presence_grace;
+            remote.values().any(|n| n.heard_at.elapsed() < fresh && n.agents.contains(agent_id))
+        }
+    }
+
+    /// Agents present on this node (connected, or within the grace period),
+    /// for the heartbeat. Forgets those whose grace has run out.
+    pub fn present_agents(&self) -> Vec<String> {
+        let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let grace = self.presence_grace;
+        ix.agent_left_at.retain(|_, t| t.elapsed() < grace);
+        ix.by_agent.keys().chain(ix.agent_left_at.keys()).cloned().collect()
+    }
+
+    /// Another node's heartbeat. A node heard again after it was counted
+    /// as lost (its bus link was cut, not the node) may have committed
+    /// events the others never heard of: sockets re-read the store.
+    pub fn note_remote_presence(&self, node_id: &str, agents: Vec<String>) {
+        let agents: HashSet<String> = agents.into_iter().collect();
+        let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
+        let changed: Vec<String> = match remote.get(node_id) {
+            Some(before) => before.agents.symmetric_difference(&agents).cloned().collect(),
+            None => agents.iter().cloned().collect(),
+        };
+        let previous = remote.insert(node_id.to_owned(), RemoteNode { heard_at: Instant::now(), agents, lost: false });
+        drop(remote);
+        if !changed.is_empty() {
+            self.remote_changes.lock().unwrap_or_else(|p| p.into_inner()).extend(changed);
+            self.remote_presence_changed.notify_one();
+        }
+        if previous.is_some_and(|n| n.lost) {
+            tracing::info!(node_id, "a lost node is back: sockets re-read their conversations");
+            self.request_resync();
+        }
+    }
+
+    /// Set how long another node may be silent before it counts as lost.
+    pub fn set_remote_ttl(&mut self, ttl: Duration) {
+        self.remote_ttl = ttl;
+    }
+
+    /// Nodes that fell silent since the last call (each reported once).
+    /// Lost nodes are remembered for a while (their agents no longer count
+    /// after the grace period), so their return can be noticed.
+    pub fn lost_nodes(&self) -> Vec<String> {
+        const REMEMBER_LOST: Duration = Duration::from_secs(3600);
+        let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
+        remote.retain(|_, n| n.heard_at.elapsed() < REMEMBER_LOST);
+        let mut lost = Vec::new();
+        for (id, n) in remote.iter_mut() {
+            if !n.lost && n.heard_at.elapsed() >= self.remote_ttl {
+                n.lost = true;
+                lost.push(id.clone());
+            }
+        }
+        lost
+    }
+
+    /// While this node cannot hear the bus, keep what the others last said
+    /// (last known good) instead of declaring every other node lost.
+    pub fn keep_remote_presence(&self) {
+        let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
+        for n in remote.values_mut().filter(|n| !n.lost) {
+            n.heard_at = Instant::now();
+        }
+    }
+
+    /// Agents whose presence elsewhere changed since the last call.
+    pub fn take_remote_changes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.remote_changes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Ask every socket to re-read its conversations from the store.
+    pub fn request_resync(&self) {
+        self.resync.send_modify(|n| *n += 1);
+    }
+
+    /// Changes when sockets must re-read their conversations.
+    pub fn resync_requests(&self) -> watch::Receiver<u64> {
+        self.resync.subscribe()
     }
 
     pub fn agent_connected(&self, agent_id: &str) -> bool {
@@ -247,6 +370,10 @@ impl Hub {
 
 impl BusSink for Hub {
     fn deliver(&self, envelope: Arc<Envelope>) {
+        if let crate::bus::Payload::Presence { node_id, agents } = &envelope.payload {
+            self.note_remote_presence(node_id, agents.clone());
+            return;
+        }
         let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
         for id in Self::targets(&ix, &envelope.site_id, &envelope.audience) {
             let Some(conn) = ix.conns.get(&id) else { continue };
@@ -315,5 +442,33 @@ mod tests {
         assert!(!hub.agent_connected("a"));
         std::thread::sleep(Duration::from_millis(80));
         assert!(!hub.agent_present("a"), "gone after grace");
+    }
+
+    #[tokio::test]
+    async fn another_nodes_agents_are_present_until_it_falls_silent() {
+        let mut hub = Hub::new(Duration::from_millis(50));
+        hub.set_remote_ttl(Duration::from_millis(60));
+        let mut resync = hub.resync_requests();
+        hub.deliver(Arc::new(Envelope {
+            site_id: String::new(),
+            audience: Audience::SiteAgents,
+            event: None,
+            payload: crate::bus::Payload::Presence { node_id: "n2".into(), agents: vec!["b".into()] },
+        }));
+        assert!(hub.agent_present("b"));
+        assert!(!hub.agent_present("c"));
+        assert!(hub.lost_nodes().is_empty());
+        std::thread::sleep(Duration::from_millis(70));
+        assert!(hub.agent_present("b"), "lingers for the grace period after the node's silence");
+        assert_eq!(hub.lost_nodes(), vec!["n2".to_owned()]);
+        assert!(hub.lost_nodes().is_empty(), "a loss is reported once");
+        hub.request_resync();
+        assert!(resync.has_changed().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!hub.agent_present("b"), "gone after ttl + grace");
+        resync.mark_unchanged();
+        hub.note_remote_presence("n2", vec!["b".into()]);
+        assert!(resync.has_changed().unwrap(), "a lost node's return asks sockets to re-read");
+        assert!(hub.agent_present("b"));
     }
 }

@@ -77,6 +77,12 @@ impl Default for SessionLimits {
 /// Close reason of a socket cut by fault injection (no close frame is sent).
 const CUT: &str = "cut";
 
+/// How often a socket checks the bus, and reads the store while it is down.
+const BUS_DOWN_POLL: Duration = Duration::from_secs(2);
+
+/// Sockets asked to resync at once spread their store reads over this.
+const RESYNC_SPREAD_MS: u64 = 2000;
+
 /// Events fetched from the store per read when replaying.
 const REPLAY_PAGE: i64 = 500;
 
@@ -336,6 +342,37 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         }
     }
 
+    /// Re-read this socket's conversations from the store: the open ones
+    /// (an agent may have been given one while events could not reach this
+    /// node) and every one it has a cursor for. Sends only what is new.
+    async fn resync(&mut self) -> Result<()> {
+        metrics::counter!("holdfast_socket_resyncs_total").increment(1);
+        let (open, agent_id) = match &self.peer {
+            Peer::Agent(a) => (self.chat.agent_open_conversations(a).await?, Some(a.agent_id.clone())),
+            Peer::Visitor(v) => (self.chat.visitor_open_conversations(v).await?, None),
+        };
+        let mut convs: Vec<String> = open.iter().map(|c| c.id.clone()).collect();
+        for conv in self.cursors.keys() {
+            if convs.contains(conv) {
+                continue;
+            }
+            // An agent keeps following a conversation only while it is
+            // theirs (closed ones included), as live delivery would.
+            if let Some(me) = &agent_id {
+                let still_mine =
+                    self.chat.store.conversation(conv).await?.is_some_and(|c| c.agent_id.as_ref() == Some(me));
+                if !still_mine {
+                    continue;
+                }
+            }
+            convs.push(conv.clone());
+        }
+        for conv in convs {
+            self.catch_up(&conv, i64::MAX).await?;
+        }
+        Ok(())
+    }
+
     async fn deliver(&mut self, envelope: &Envelope) -> Result<Option<&'static str>> {
         match &envelope.payload {
             Payload::Disconnect { code } => {
@@ -343,6 +380,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                 self.send(error_frame(&err, None)).await?;
                 Ok(Some("session ended"))
             }
+            Payload::Presence { .. } => Ok(None),
             Payload::Frame { text } => {
                 if let Some((conv, seq)) = &envelope.event {
                     let last = self.cursors.get(conv).copied().unwrap_or(0);
@@ -374,8 +412,14 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         // Idle means nothing *from the client* (it pings); server traffic
         // does not keep a dead client alive.
         let mut last_heard = tokio::time::Instant::now();
+        let mut resync_requests = self.chat.hub.resync_requests();
+        // A whole node's sockets asked at once spread their reads.
+        let mut resync_at: Option<tokio::time::Instant> = None;
+        let mut bus_check = tokio::time::interval(BUS_DOWN_POLL);
+        bus_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let idle_deadline = last_heard + limits.idle_timeout;
+            let resync_deadline = resync_at.unwrap_or_else(|| idle_deadline + limits.idle_timeout);
             tokio::select! {
                 biased;
                 reason = reg.kick.kicked() => {
@@ -398,6 +442,21 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                     }
                 }
                 _ = tokio::time::sleep_until(idle_deadline) => return Ok("idle"),
+                Ok(()) = resync_requests.changed() => {
+                    let jitter = Duration::from_millis(rand::random_range(0..RESYNC_SPREAD_MS));
+                    resync_at.get_or_insert(tokio::time::Instant::now() + jitter);
+                }
+                _ = tokio::time::sleep_until(resync_deadline), if resync_at.is_some() => {
+                    resync_at = None;
+                    self.resync().await?;
+                }
+                // Without the bus nothing live arrives from other nodes:
+                // read the store instead, so no one waits for NATS to return.
+                _ = bus_check.tick() => {
+                    if !self.chat.bus.healthy() {
+                        self.resync().await?;
+                    }
+                }
                 inbound = input.next() => {
                     last_heard = tokio::time::Instant::now();
                     match inbound {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
 
-use super::{DataArg, detail, open_store};
+use super::{DataArg, detail, open_sqlite};
 use crate::status::{IncidentInput, SmtpConfig, Status, StatusConfig, export, monitor};
 use crate::store::status::{ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus};
 
@@ -164,7 +164,7 @@ pub enum StatusCommand {
 }
 
 async fn open_status(dir: &Path, public_url: Option<String>) -> anyhow::Result<Status> {
-    let store = Arc::new(open_store(dir).await?);
+    let store = Arc::new(open_sqlite(dir).await?);
     let config = StatusConfig { public_url, ..StatusConfig::default() };
     Status::open(store, config, "http://127.0.0.1:8080").await.map_err(|e| anyhow!("{}", detail(&e)))
 }

@@ -1,6 +1,8 @@
 //! Health and metrics. `/livez` depends on nothing outside the process;
 //! `/readyz` checks only what serving needs (the store) with a short
-//! timeout, and reports each dependency.
+//! timeout, and reports each dependency: a node whose bus (NATS) is down is
+//! still ready — its sockets stay open and read the store — but shows
+//! `"bus": {"status": "degraded"}` here and `holdfast_bus_up 0` in metrics.
 
 use std::time::Duration;
 
@@ -33,6 +35,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     // Side services show as degraded, never as not-ready.
     let body = serde_json::json!({
         "ready": ready,
+        "node_id": state.config.node_id,
+        "cluster": state.config.nats_url.is_some(),
         "checks": {
             "store": {"status": store, "latency_ms": started.elapsed().as_secs_f64() * 1000.0},
             "bus": {"status": bus},
@@ -48,6 +52,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.admission.export_metrics();
+    // Dependencies as 1 (up) or 0 (down): a degraded node shows here too.
+    let store_up = matches!(tokio::time::timeout(Duration::from_millis(300), state.store.ping()).await, Ok(Ok(())));
+    metrics::gauge!("holdfast_store_up").set(f64::from(u8::from(store_up)));
+    metrics::gauge!("holdfast_bus_up").set(f64::from(u8::from(state.chat.bus.healthy())));
     let (agents, visitors) = state.chat.hub.counts();
     metrics::gauge!("holdfast_sockets", "kind" => "agent").set(agents as f64);
     metrics::gauge!("holdfast_sockets", "kind" => "visitor").set(visitors as f64);

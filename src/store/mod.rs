@@ -1,13 +1,14 @@
 //! Durable state behind one small interface. `store/` is the only module
 //! that knows SQL; chat and auth logic see the [`Store`] trait and the plain
 //! records below. The SQLite implementation ([`sqlite::SqliteStore`]) is the
-//! default; a PostgreSQL one plugs in behind the same trait.
+//! default; [`postgres::PostgresStore`] is the store of a cluster.
 //!
 //! State changes that clients must see in order (a message, an assignment,
 //! a transfer, a close, a read receipt) go through [`Store::apply`], which
 //! changes the conversation and appends its event under the conversation's
 //! next sequence number in one transaction.
 
+pub mod postgres;
 pub mod sqlite;
 mod sqlite_writer;
 pub mod status;
@@ -457,6 +458,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// The store's fault-injection switch.
     fn faults(&self) -> std::sync::Arc<Faults>;
+    /// Finish queued writes and close connections (command-line tools).
+    async fn close(&self) {}
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>>;
     /// Set `key` to `value` unless it is already set; returns the stored value.

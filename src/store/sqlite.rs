@@ -210,6 +210,10 @@ impl Store for SqliteStore {
         SqliteStore::faults(self)
     }
 
+    async fn close(&self) {
+        SqliteStore::close(self).await
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(self.r().await?).await?;
         Ok(())
@@ -677,7 +681,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE sites SET settings = ? WHERE id = ?")
             .bind(settings.to_string())
             .bind(site_id)
-            .execute(&self.write)
+            .execute(self.w().await?)
             .await?;
         Ok(())
     }
@@ -692,7 +696,7 @@ impl Store for SqliteStore {
         .bind(update.active.map(i64::from))
         .bind(update.chat_limit)
         .bind(agent_id)
-        .execute(&self.write)
+        .execute(self.w().await?)
         .await?;
         Ok(())
     }
@@ -703,7 +707,7 @@ impl Store for SqliteStore {
         )
         .bind(at)
         .bind(agent_id)
-        .fetch_all(&self.write)
+        .fetch_all(self.w().await?)
         .await?;
         Ok(ids)
     }
@@ -711,14 +715,14 @@ impl Store for SqliteStore {
     async fn group_members(&self, group_id: &str) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT agent_id FROM agent_groups WHERE group_id = ? ORDER BY agent_id")
             .bind(group_id)
-            .fetch_all(&self.read)
+            .fetch_all(self.r().await?)
             .await?)
     }
 
     async fn canned_responses(&self, site_id: &str) -> Result<Vec<CannedResponse>> {
         let rows = sqlx::query("SELECT * FROM canned_responses WHERE site_id = ? ORDER BY shortcut")
             .bind(site_id)
-            .fetch_all(&self.read)
+            .fetch_all(self.r().await?)
             .await?;
         rows.iter()
             .map(|r| {
@@ -747,7 +751,7 @@ impl Store for SqliteStore {
             .bind(shortcut)
             .bind(body)
             .bind(canned.created_at)
-            .execute(&self.write)
+            .execute(self.w().await?)
             .await
             .map_err(|e| match e {
                 sqlx::Error::Database(d) if d.is_unique_violation() => Error::conflict("that shortcut exists"),
@@ -760,7 +764,7 @@ impl Store for SqliteStore {
         let done = sqlx::query("DELETE FROM canned_responses WHERE id = ? AND site_id = ?")
             .bind(id)
             .bind(site_id)
-            .execute(&self.write)
+            .execute(self.w().await?)
             .await?;
         Ok(done.rows_affected() > 0)
     }

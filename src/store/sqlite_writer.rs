@@ -238,6 +238,13 @@ fn apply_one(
             if *only_if_unassigned && conv.agent_id.is_some() {
                 return Ok(Err(Error::conflict("the conversation is already assigned")));
             }
+            let agent_exists: Option<String> = conn
+                .prepare_cached("SELECT id FROM agents WHERE id = ?1")?
+                .query_row([agent_id], |r| r.get(0))
+                .optional()?;
+            if agent_exists.is_none() {
+                return Ok(Err(Error::NotFound("agent")));
+            }
             if let Some(limit) = limit {
                 let active: i64 = conn
                     .prepare_cached("SELECT count(*) FROM conversations WHERE agent_id = ?1 AND status = 'active'")?

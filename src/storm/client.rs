@@ -87,7 +87,9 @@ pub struct ClientReport {
 
 pub struct ClientSpec {
     pub kind: Kind,
-    pub server: SocketAddr,
+    /// The nodes to use, in order of preference: the first at start, the
+    /// next whenever a connect fails (a node lost).
+    pub servers: Vec<SocketAddr>,
     pub source: IpAddr,
     pub token: String,
     /// Visitors: time between messages.
@@ -115,10 +117,14 @@ pub async fn run_client(spec: ClientSpec, controls: Arc<Controls>) -> ClientRepo
     };
     let mut attempt = 0u32;
     let mut first = true;
+    let mut node = 0;
     while !controls.stop.load(Ordering::Relaxed) {
-        let ws = match connect_ws(spec.server, spec.source, path).await {
+        let Some(server) = spec.servers.get(node % spec.servers.len().max(1)).copied() else { break };
+        let ws = match connect_ws(server, spec.source, path).await {
             Ok(ws) => ws,
             Err(_) => {
+                // That node is gone (or not there yet): fail over to the next.
+                node += 1;
                 tokio::time::sleep(backoff(attempt, Duration::from_millis(100), Duration::from_secs(5))).await;
                 attempt += 1;
                 continue;

@@ -1,5 +1,6 @@
-//! `holdfast storm`: rehearsals of the three May 2018 outages against a real
-//! Holdfast over real sockets (see `docs/resilience.md`). Each scenario
+//! `holdfast storm`: rehearsals of the three May 2018 outages, and of the
+//! loss of a cluster node, against a real Holdfast over real sockets (see
+//! `docs/resilience.md`). Each scenario
 //! starts a server itself on a temporary data dir (or uses `--target`),
 //! drives clients from several worker processes, prints live progress on
 //! stderr, a table, and one final `key=value` line for scripts.
@@ -41,6 +42,26 @@ pub enum StormCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// A cluster loses a node: starts `--nodes` nodes on a fresh database,
+    /// spreads the clients over them, `kill -9`s one mid-chat; its clients
+    /// resume on the others.
+    NodeLoss {
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=8))]
+        nodes: u16,
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        #[arg(long, default_value_t = 5000)]
+        visitors: usize,
+        /// PostgreSQL server to create the rehearsal's database on (it is
+        /// dropped at the end); the URL's own database is only connected to.
+        #[arg(long, env = "HOLDFAST_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[arg(long, env = "HOLDFAST_NATS_URL")]
+        nats_url: String,
+        /// Seconds of steady chat before the kill and after recovery.
+        #[arg(long, default_value_t = 5)]
+        phase_s: u64,
+    },
     /// Create the storm's agents in a data dir, for `--target` runs.
     Provision {
         #[arg(long, default_value_t = 3000)]
@@ -74,6 +95,9 @@ pub async fn run(command: StormCommand) -> anyhow::Result<()> {
         StormCommand::Blip { agents, visitors, common } => blip(agents, visitors, &common).await,
         StormCommand::LoginFlood { agents, overload, common } => login_flood(agents, overload, &common).await,
         StormCommand::SideService { common } => side_service(&common).await,
+        StormCommand::NodeLoss { nodes, agents, visitors, database_url, nats_url, phase_s } => {
+            scenarios::node_loss(nodes.into(), agents, visitors, &database_url, &nats_url, phase_s).await
+        }
         StormCommand::Provision { agents, data } => {
             let site = server::provision(&data, agents).await?;
             println!("provisioned {agents} agents; widget key {}", site.widget_key);

@@ -1,4 +1,4 @@
-//! The three rehearsals of May 2018.
+//! The three rehearsals of May 2018, and the loss of a cluster node.
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -122,6 +122,7 @@ pub(crate) async fn spawn_workers(
         let job = Job {
             kind,
             server: target.addr,
+            servers: target.nodes.clone(),
             source: IpAddr::V4(Ipv4Addr::new(127, 0, 0, *next_source)),
             first,
             count: n,
@@ -262,6 +263,129 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
         ("duplicated", duplicated.to_string()),
         ("p99_before_ms", format!("{:.1}", percentile(&mut before, 99.0))),
         ("p99_after_ms", format!("{:.1}", percentile(&mut after, 99.0))),
+    ]);
+    Ok(())
+}
+
+/// Scenario 4: a cluster of `nodes` loses one to `kill -9` mid-chat; its
+/// clients move to the others with their credentials and cursors.
+pub async fn node_loss(
+    nodes: usize,
+    agents: usize,
+    visitors: usize,
+    database_url: &str,
+    nats_url: &str,
+    phase_s: u64,
+) -> anyhow::Result<()> {
+    use crate::store::postgres;
+    anyhow::ensure!(agents > 0 && visitors > 0, "--agents and --visitors must be positive");
+    anyhow::ensure!(visitors <= agents * 100, "at most 100 visitors per agent");
+    eprintln!("storm node-loss: {nodes} nodes, {agents} agents, {visitors} visitors");
+    let db_name = format!("holdfast_storm_{}", crate::store::new_id().replace('-', ""));
+    let db_url = postgres::create_database(database_url, &db_name)
+        .await
+        .map_err(|e| anyhow!("cannot create the rehearsal's database on {database_url}: {e:?}"))?;
+    let outcome = node_loss_on(nodes, agents, visitors, &db_url, nats_url, phase_s).await;
+    if let Err(e) = postgres::drop_database(database_url, &db_name).await {
+        eprintln!("warning: could not drop the rehearsal's database {db_name}: {e:?}");
+    }
+    outcome
+}
+
+async fn node_loss_on(
+    nodes: usize,
+    agents: usize,
+    visitors: usize,
+    db_url: &str,
+    nats_url: &str,
+    phase_s: u64,
+) -> anyhow::Result<()> {
+    let store = crate::store::postgres::PostgresStore::connect(db_url, 4)
+        .await
+        .map_err(|e| anyhow!("cannot prepare the rehearsal's database: {e:?}"))?;
+    let site = super::server::provision_store(&store, agents).await?;
+    let mut cluster = Target::start_cluster(nodes, db_url, nats_url, &site.widget_key).await?;
+    eprintln!("nodes: {}", cluster.iter().map(|t| t.base.as_str()).collect::<Vec<_>>().join(" "));
+    let mut source = 2u8;
+    let mut agent_workers = spawn_workers(&cluster[0], Kind::Agent, agents, &mut source, 0, false, true).await?;
+    anyhow::ensure!(
+        wait_connected(&mut agent_workers, "agents logging in", Duration::from_secs(600), false).await,
+        "agents did not all connect"
+    );
+    let mut visitor_workers =
+        spawn_workers(&cluster[0], Kind::Visitor, visitors, &mut source, 3000, false, true).await?;
+    anyhow::ensure!(
+        wait_connected(&mut visitor_workers, "visitors connecting", Duration::from_secs(600), false).await,
+        "visitors did not all connect"
+    );
+    let mut all: Vec<Worker> = agent_workers.into_iter().chain(visitor_workers).collect();
+    for w in all.iter_mut() {
+        w.command("send_on").await?;
+        w.dropped = false;
+    }
+    eprintln!("chatting for {phase_s} s before the node is lost");
+    tokio::time::sleep(Duration::from_secs(phase_s)).await;
+
+    let mut survivors = cluster.split_off(1);
+    let mut doomed = cluster.pop().ok_or_else(|| anyhow!("no node to kill"))?;
+    let mut hashes_before = 0.0;
+    for t in &survivors {
+        hashes_before += t.metric("holdfast_password_hashes_total").await?;
+    }
+    let killed_at = now_ms();
+    doomed.kill9()?;
+    eprintln!("kill -9 of {} ({} nodes left)", doomed.base, survivors.len());
+    // Every worker has clients on every node, so every worker sees a drop.
+    let recovered = wait_connected(&mut all, "moving to the surviving nodes", Duration::from_secs(120), true).await;
+    eprintln!("chatting for {phase_s} s after recovery");
+    tokio::time::sleep(Duration::from_secs(phase_s)).await;
+    for w in all.iter_mut() {
+        w.command("send_off").await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let raw = collect_reports(&mut all).await?;
+    let mut hashes_after = 0.0;
+    for t in &mut survivors {
+        hashes_after += t.metric("holdfast_password_hashes_total").await?;
+    }
+    let n_agent_workers = agents.div_ceil(PER_WORKER);
+    let (agent_raw, visitor_raw) = raw.split_at(n_agent_workers);
+    let agent_reports = reports(agent_raw);
+    let visitor_reports = reports(visitor_raw);
+
+    // Resumed: of the clients that started on the lost node, those that
+    // resumed elsewhere and were connected at the end.
+    let lost_node = doomed.addr.to_string();
+    let (mut moved, mut resumed) = (0u64, 0u64);
+    for r in &raw {
+        if let Some((n, ok)) = r["by_first_node"].get(&lost_node).and_then(|v| Some((v[0].as_u64()?, v[1].as_u64()?))) {
+            moved += n;
+            resumed += ok;
+        }
+    }
+    let recovery_at = agent_reports.iter().chain(&visitor_reports).filter_map(|r| r.last_resume_at).max();
+    let recovery_s = recovery_at.map_or(f64::NAN, |t| (t - killed_at) as f64 / 1000.0);
+    let lost = lost_between(&visitor_reports, &agent_reports) + lost_between(&agent_reports, &visitor_reports);
+    let duplicated: u64 = agent_reports.iter().chain(&visitor_reports).map(|r| r.duplicated).sum();
+    let logouts: u64 = agent_reports.iter().chain(&visitor_reports).map(|r| r.logouts).sum();
+    let messages: usize = agent_reports.iter().chain(&visitor_reports).map(|r| r.acked.len()).sum();
+    eprintln!("{messages} messages acknowledged; {moved} clients had started on the lost node");
+    if !recovered {
+        eprintln!("warning: not every client was back within 120 s");
+    }
+    drop(survivors);
+    store.close().await;
+    finish(&[
+        ("scenario", "node-loss".into()),
+        ("nodes", nodes.to_string()),
+        ("agents", agents.to_string()),
+        ("visitors", visitors.to_string()),
+        ("resumed_pct", format!("{:.1}", 100.0 * resumed as f64 / (moved.max(1)) as f64)),
+        ("recovery_s", format!("{recovery_s:.2}")),
+        ("password_hashes", format!("{}", (hashes_after - hashes_before).round())),
+        ("logouts", logouts.to_string()),
+        ("lost", lost.to_string()),
+        ("duplicated", duplicated.to_string()),
     ]);
     Ok(())
 }

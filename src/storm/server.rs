@@ -14,10 +14,15 @@ use crate::store::{Availability, NewAgent, Role, Site, Store, sqlite::SqliteStor
 
 pub const STORM_PASSWORD: &str = "storm-password-1";
 
-/// Create a site, an admin and `agents` agents (one shared password hash:
-/// provisioning is not what is being measured).
+/// Create a site, an admin and `agents` agents in the SQLite data dir `dir`.
 pub async fn provision(dir: &Path, agents: usize) -> anyhow::Result<Site> {
     let store = SqliteStore::open(dir).await.map_err(|e| anyhow!("cannot open {}: {e}", dir.display()))?;
+    provision_store(&store, agents).await
+}
+
+/// Create a site, an admin and `agents` agents (one shared password hash:
+/// provisioning is not what is being measured), then close the store.
+pub async fn provision_store(store: &dyn Store, agents: usize) -> anyhow::Result<Site> {
     let site = store.create_site("Storm").await.map_err(|e| anyhow!("{e}"))?;
     let hash = passwords::hash_now(STORM_PASSWORD).map_err(|e| anyhow!("{e}"))?;
     store
@@ -55,6 +60,9 @@ pub async fn provision(dir: &Path, agents: usize) -> anyhow::Result<Site> {
 pub struct Target {
     pub base: String,
     pub addr: SocketAddr,
+    /// Cluster rehearsals: every node's address (clients spread over them
+    /// and fail over in turn); empty for one node.
+    pub nodes: Vec<SocketAddr>,
     pub widget_key: String,
     pub admin_token: String,
     pub http: reqwest::Client,
@@ -80,11 +88,59 @@ impl Target {
         }
         let dir = tempfile::tempdir()?;
         let site = provision(dir.path(), agents).await?;
+        let data = dir.path().to_string_lossy().into_owned();
+        let mut args = vec!["--data", data.as_str()];
+        args.extend_from_slice(extra);
+        let mut target = Self::spawn(&args, site.widget_key).await?;
+        target._dir = Some(dir);
+        Ok(target)
+    }
+
+    /// `n` nodes of a cluster on the database at `database_url` (already
+    /// provisioned) and NATS at `nats_url`, under a subject prefix of their own.
+    pub async fn start_cluster(
+        n: usize,
+        database_url: &str,
+        nats_url: &str,
+        widget_key: &str,
+    ) -> anyhow::Result<Vec<Target>> {
+        let prefix = format!("storm_{}", crate::store::new_id().replace('-', ""));
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let node_id = format!("storm-node-{i}");
+            // Each node's own data dir (the status page keeps its state there).
+            let dir = tempfile::tempdir()?;
+            let data = dir.path().to_string_lossy().into_owned();
+            let args = [
+                "--data",
+                &data,
+                "--database-url",
+                database_url,
+                "--nats-url",
+                nats_url,
+                "--nats-prefix",
+                &prefix,
+                "--node-id",
+                &node_id,
+            ];
+            let mut node = Self::spawn(&args, widget_key.to_owned()).await?;
+            node._dir = Some(dir);
+            nodes.push(node);
+        }
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|t| t.addr).collect();
+        for node in &mut nodes {
+            node.nodes = addrs.clone();
+        }
+        Ok(nodes)
+    }
+
+    /// Start `holdfast serve` with fault injection and `args`, and log in
+    /// as the storm admin.
+    async fn spawn(args: &[&str], widget_key: String) -> anyhow::Result<Target> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--fault-injection", "--data"])
-            .arg(dir.path())
-            .args(extra)
+            .args(["serve", "--listen", "127.0.0.1:0", "--fault-injection"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -99,14 +155,23 @@ impl Target {
         let mut target = Target {
             base,
             addr,
-            widget_key: site.widget_key,
+            nodes: Vec::new(),
+            widget_key,
             admin_token: String::new(),
             http,
             child: Some(child),
-            _dir: Some(dir),
+            _dir: None,
         };
         target.admin_token = target.login("storm-admin@storm.test", STORM_PASSWORD).await?;
         Ok(target)
+    }
+
+    /// `kill -9` the node (SIGKILL: no drain, no goodbye to its sockets).
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        let child = self.child.as_mut().ok_or_else(|| anyhow!("not a node this rehearsal started"))?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
     }
 
     async fn existing(base: &str, common: &super::Common) -> anyhow::Result<Target> {
@@ -115,7 +180,16 @@ impl Target {
         anyhow::ensure!(addr.ip().is_loopback(), "rehearsals target loopback addresses only");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
         let widget_key = common.widget_key.clone().ok_or_else(|| anyhow!("--target needs --widget-key"))?;
-        let mut target = Target { base, addr, widget_key, admin_token: String::new(), http, child: None, _dir: None };
+        let mut target = Target {
+            base,
+            addr,
+            nodes: Vec::new(),
+            widget_key,
+            admin_token: String::new(),
+            http,
+            child: None,
+            _dir: None,
+        };
         target.admin_token = target.login(&common.admin_email, &common.admin_password).await?;
         Ok(target)
     }

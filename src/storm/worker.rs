@@ -20,6 +20,10 @@ use crate::store::now_ms;
 pub struct Job {
     pub kind: Kind,
     pub server: SocketAddr,
+    /// Cluster rehearsals: every node. Client `i` starts on node
+    /// `(first + i) % len` and fails over to the next ones in turn.
+    #[serde(default)]
+    pub servers: Vec<SocketAddr>,
     /// Loopback source address for this worker's connections.
     pub source: IpAddr,
     /// Agents: indexes into the provisioned agents; visitors: how many.
@@ -44,14 +48,25 @@ fn emit(value: serde_json::Value) {
     let _ = out.flush();
 }
 
-/// Get a credential for every client over HTTP, with bounded concurrency.
+impl Job {
+    /// Client `i`'s nodes, its own first.
+    fn servers_for(&self, i: usize) -> Vec<SocketAddr> {
+        if self.servers.is_empty() {
+            return vec![self.server];
+        }
+        let n = self.servers.len();
+        (0..n).map(|k| self.servers[(self.first + i + k) % n]).collect()
+    }
+}
+
+/// Get a credential for every client over HTTP (each from its own first
+/// node), with bounded concurrency.
 async fn credentials(job: &Job) -> anyhow::Result<Vec<String>> {
     let http = reqwest::Client::builder().local_address(job.source).timeout(Duration::from_secs(120)).build()?;
-    let base = format!("http://{}", job.server);
     let tokens = futures_util::stream::iter(0..job.count)
         .map(|i| {
             let http = http.clone();
-            let base = base.clone();
+            let base = format!("http://{}", job.servers_for(i)[0]);
             let job = job.clone();
             async move {
                 for attempt in 0..20u32 {
@@ -113,10 +128,13 @@ pub async fn run() -> anyhow::Result<()> {
     }
     let controls = Arc::new(Controls::default());
     let mut tasks = Vec::with_capacity(tokens.len());
-    for token in tokens {
+    let mut first_node = Vec::with_capacity(tokens.len());
+    for (i, token) in tokens.into_iter().enumerate() {
+        let servers = job.servers_for(i);
+        first_node.push(servers[0]);
         let spec = ClientSpec {
             kind: job.kind,
-            server: job.server,
+            servers,
             source: job.source,
             token,
             interval: Duration::from_millis(job.interval_ms.max(1)),
@@ -159,10 +177,15 @@ pub async fn run() -> anyhow::Result<()> {
     let mut merged = ClientReport::default();
     let mut connected = 0u64;
     let mut resumed_clients = 0u64;
-    for t in tasks {
+    // Per first node: (clients, of which resumed and connected at the end).
+    let mut by_node: std::collections::HashMap<String, (u64, u64)> = Default::default();
+    for (t, node) in tasks.into_iter().zip(first_node) {
         if let Ok(r) = t.await {
             connected += u64::from(r.connected);
             resumed_clients += u64::from(r.resumes > 0 && r.connected);
+            let entry = by_node.entry(node.to_string()).or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(r.resumes > 0 && r.connected);
             merged.acked.extend(r.acked);
             merged.received.extend(r.received);
             merged.duplicated += r.duplicated;
@@ -173,6 +196,6 @@ pub async fn run() -> anyhow::Result<()> {
         }
     }
     emit(serde_json::json!({"event": "report", "connected_at_end": connected, "resumed_clients": resumed_clients,
-        "report": merged}));
+        "by_first_node": by_node, "report": merged}));
     Ok(())
 }

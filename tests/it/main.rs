@@ -1,19 +1,24 @@
 //! One integration binary (faster to link than one per file). Every test
-//! starts a real server on 127.0.0.1:0 over a real SQLite file and talks to
-//! it over real HTTP and WebSocket connections.
+//! starts a real server on 127.0.0.1:0 over a real SQLite file (or, for the
+//! cluster tests, the machine's PostgreSQL and NATS) and talks to it over
+//! real HTTP and WebSocket connections.
 
 mod architecture;
 mod bad_input;
 mod bench;
 mod browser;
+mod bus;
 mod chat;
 mod cli;
+mod cluster;
 mod health;
 mod resilience;
 mod restart;
 mod resume;
 mod routing;
+mod services;
 mod status;
+mod store;
 mod storm;
 mod support;
 mod web;

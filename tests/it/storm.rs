@@ -1,4 +1,5 @@
-//! The `holdfast storm` rehearsals at small scale, run as a user would run
+//! The `holdfast storm` rehearsals (node-loss against the machine's
+//! PostgreSQL and NATS) at small scale, run as a user would run
 //! them. Timing figures are printed, not asserted (a noisy 2-core machine);
 //! the zero counts and 100% rates are.
 
@@ -39,4 +40,31 @@ fn side_service_failure_opens_the_breaker_and_never_makes_the_node_unready() {
     let r = storm(&["side-service", "--phase-s", "2"]);
     assert_eq!(r["always_ready"], "true", "{r:?}");
     assert!(r["breaker_opened"].parse::<f64>().unwrap() >= 1.0, "{r:?}");
+}
+
+#[test]
+fn node_loss_every_client_of_the_killed_node_resumes_on_the_other() {
+    let (db, nats) = (crate::services::postgres_url(), crate::services::nats_url());
+    let r = storm(&[
+        "node-loss",
+        "--nodes",
+        "2",
+        "--agents",
+        "20",
+        "--visitors",
+        "100",
+        "--phase-s",
+        "2",
+        "--database-url",
+        &db,
+        "--nats-url",
+        &nats,
+    ]);
+    assert_eq!((r["scenario"].as_str(), r["nodes"].as_str()), ("node-loss", "2"));
+    assert_eq!(r["resumed_pct"], "100.0", "{r:?}");
+    assert_eq!(r["password_hashes"], "0", "{r:?}");
+    assert_eq!(r["logouts"], "0", "{r:?}");
+    assert_eq!(r["lost"], "0", "{r:?}");
+    assert_eq!(r["duplicated"], "0", "{r:?}");
+    assert!(r["recovery_s"].parse::<f64>().unwrap() >= 0.0);
 }

@@ -1,0 +1,439 @@
+//! Cluster mode: two real nodes on loopback sharing the machine's
+//! PostgreSQL (a fresh database per test) and NATS (a subject prefix per
+//! test). In-process nodes for the behaviours; the real binary, twice, for
+//! `kill -9`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use holdfast::config::Config;
+use holdfast::store::{ConversationFilter, ConversationStatus, NewAgent, Role, Store, postgres::PostgresStore};
+use serde_json::{Value, json};
+
+use crate::services::{TestDb, nats_prefix, nats_url};
+use crate::support::{Client, TestServer, WAIT};
+
+struct Cluster {
+    a: TestServer,
+    b: TestServer,
+    _db: TestDb,
+}
+
+fn cluster_config(c: &mut Config, db: &str, prefix: &str) {
+    c.database_url = Some(db.to_owned());
+    c.nats_url = Some(nats_url());
+    c.nats_prefix = prefix.to_owned();
+    c.database_max_connections = 6;
+    c.presence_beat = Duration::from_millis(200);
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < WAIT, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn cluster() -> Cluster {
+    let db = TestDb::create().await;
+    let prefix = nats_prefix();
+    let a = TestServer::start_with(|c| cluster_config(c, &db.url, &prefix)).await;
+    let b = TestServer::start_with(|c| cluster_config(c, &db.url, &prefix)).await;
+    eventually("both nodes are on NATS", async || a.state.chat.bus.healthy() && b.state.chat.bus.healthy()).await;
+    Cluster { a, b, _db: db }
+}
+
+/// Wait until `node` sees the agent as present (heartbeats crossed).
+async fn sees_agent(node: &TestServer, agent_id: &str) {
+    eventually("the other node sees the agent", async || node.state.chat.hub.agent_present(agent_id)).await;
+}
+
+async fn visitor_on(node: &TestServer, site: &holdfast::store::Site) -> (Client, String) {
+    let (_, token) = node.visitor(site).await;
+    (Client::connect(node, "/api/v1/visitor/socket", &token, HashMap::new()).await, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_on_one_node_chats_with_an_agent_on_the_other() {
+    let c = cluster().await;
+    let site = c.a.site().await;
+    let agent = c.b.agent(&site, "bee@example.com", 5).await;
+    let (mut agent_sock, _) = c.b.online_agent("bee@example.com").await;
+    sees_agent(&c.a, &agent.id).await;
+
+    let (mut visitor, _) = visitor_on(&c.a, &site).await;
+    assert_eq!(visitor.welcome["agents_online"], true, "node A knows an agent is online on node B");
+    let ack = visitor.say(None, "v1", "hello from node A").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let conv = ack["conv"].as_str().unwrap().to_owned();
+    let assigned = visitor.wait_for(|f| f["type"] == "assigned").await;
+    assert_eq!(assigned["agent"]["id"], agent.id.as_str());
+    agent_sock.wait_for(|f| f["type"] == "message" && f["body"] == "hello from node A").await;
+
+    // Typing both ways.
+    agent_sock.send(json!({"type": "typing", "conv": conv, "on": true})).await;
+    let typing = visitor.wait_for(|f| f["type"] == "typing").await;
+    assert_eq!((typing["on"].as_bool(), typing["from"]["kind"].as_str()), (Some(true), Some("agent")));
+    visitor.send(json!({"type": "typing", "conv": conv, "on": true})).await;
+    agent_sock.wait_for(|f| f["type"] == "typing" && f["from"]["kind"] == "visitor").await;
+
+    // A reply, then a read receipt back.
+    let reply = agent_sock.say(Some(&conv), "a1", "hello from node B").await;
+    assert_eq!(reply["type"], "ack");
+    let got = visitor.wait_for(|f| f["type"] == "message" && f["body"] == "hello from node B").await;
+    visitor.send(json!({"type": "read", "conv": conv, "seq": got["seq"]})).await;
+    let read = agent_sock.wait_for(|f| f["type"] == "read").await;
+    assert_eq!(read["up_to"], got["seq"]);
+
+    // Availability crosses too: the agent steps away, the visitor on A hears
+    // that nobody is online.
+    agent_sock.send(json!({"type": "set_availability", "availability": "away"})).await;
+    visitor.wait_for(|f| f["type"] == "agents_online" && f["online"] == false).await;
+
+    let seqs: Vec<i64> =
+        visitor.events.iter().filter(|e| e["conv"] == conv.as_str()).map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "in order, nothing twice: {seqs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_and_positions_span_both_nodes() {
+    let c = cluster().await;
+    let site = c.a.site().await;
+    let agent = c.b.agent(&site, "solo@example.com", 1).await;
+    let (mut agent_sock, _) = c.b.online_agent("solo@example.com").await;
+    sees_agent(&c.a, &agent.id).await;
+
+    let (mut v1, _) = visitor_on(&c.a, &site).await;
+    let conv1 = v1.say(None, "1", "first").await["conv"].as_str().unwrap().to_owned();
+    v1.wait_for(|f| f["type"] == "assigned").await;
+    let (mut v2, _) = visitor_on(&c.a, &site).await;
+    let conv2 = v2.say(None, "2", "second").await["conv"].as_str().unwrap().to_owned();
+    assert_eq!(v2.wait_for(|f| f["type"] == "queue_position").await["position"], 1);
+    let (mut v3, _) = visitor_on(&c.b, &site).await;
+    v3.say(None, "3", "third").await;
+    assert_eq!(v3.wait_for(|f| f["type"] == "queue_position").await["position"], 2);
+    let queue = agent_sock.wait_for(|f| f["type"] == "queue" && f["queue"].as_array().unwrap().len() == 2).await;
+    assert_eq!(queue["queue"][0]["conv"], conv2.as_str());
+
+    // The agent on B closes the first chat: the head of the queue (a
+    // visitor on A) is routed to them, and the one behind moves up.
+    agent_sock.send(json!({"type": "close", "conv": conv1})).await;
+    let assigned = v2.wait_for(|f| f["type"] == "assigned").await;
+    assert_eq!(assigned["agent"]["id"], agent.id.as_str());
+    v3.wait_for(|f| f["type"] == "queue_position" && f["position"] == 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_routing_from_both_nodes_assigns_each_chat_once_within_limits() {
+    const LIMIT: i64 = 3;
+    let c = cluster().await;
+    let site = c.a.site().await;
+    let mut agents = Vec::new();
+    let mut sockets = Vec::new();
+    for i in 0..4 {
+        let node = if i % 2 == 0 { &c.a } else { &c.b };
+        let email = format!("race{i}@example.com");
+        agents.push(node.agent(&site, &email, LIMIT).await.id);
+        sockets.push(node.online_agent(&email).await.0);
+    }
+    for id in &agents {
+        sees_agent(&c.a, id).await;
+        sees_agent(&c.b, id).await;
+    }
+    // 30 visitors, half on each node, all start a chat at once.
+    let mut visitors = Vec::new();
+    for i in 0..30 {
+        let node = if i % 2 == 0 { &c.a } else { &c.b };
+        visitors.push(visitor_on(node, &site).await.0);
+    }
+    let starts = visitors.into_iter().enumerate().map(|(i, mut v)| {
+        tokio::spawn(async move {
+            let ack = v.say(None, &format!("start-{i}"), "hello").await;
+            assert_eq!(ack["type"], "ack", "{ack}");
+            v
+        })
+    });
+    let mut visitors = Vec::new();
+    for s in starts {
+        visitors.push(s.await.unwrap());
+    }
+    let store = c.a.state.store.clone();
+    let active = async || {
+        let filter = ConversationFilter { status: Some(ConversationStatus::Active), limit: 100, ..Default::default() };
+        store.conversations(&site.id, filter).await.unwrap()
+    };
+    eventually("every free slot is taken", async || active().await.len() == 4 * LIMIT as usize).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // let any late double-routing show
+    let active = active().await;
+    assert_eq!(active.len(), 12, "no more than the slots there are");
+    for id in &agents {
+        assert_eq!(active.iter().filter(|c| c.agent_id.as_deref() == Some(id)).count() as i64, LIMIT);
+    }
+    let all = store.conversations(&site.id, ConversationFilter { limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(all.len(), 30);
+    for conv in &all {
+        let assigned =
+            store.events_after(&conv.id, 0, 100).await.unwrap().iter().filter(|e| e.kind == "assigned").count();
+        assert!(assigned <= 1, "conversation {} assigned {assigned} times", conv.id);
+    }
+    assert_eq!(store.queue(&site.id).await.unwrap().len(), 18);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_resume_on_the_other_node_with_exactly_what_they_missed() {
+    let c = cluster().await;
+    let site = c.a.site().await;
+    let agent = c.b.agent(&site, "res@example.com", 5).await;
+    let (mut agent_sock, access) = c.b.online_agent("res@example.com").await;
+    sees_agent(&c.a, &agent.id).await;
+    let (mut visitor, vtoken) = visitor_on(&c.a, &site).await;
+    let conv = visitor.say(None, "v0", "hi").await["conv"].as_str().unwrap().to_owned();
+    visitor.wait_for(|f| f["type"] == "assigned").await;
+    agent_sock.wait_for(|f| f["body"] == "hi").await;
+    let hashes = (c.a.state.auth.hashes.computed(), c.b.state.auth.hashes.computed());
+
+    // The visitor drops from A and comes back on B.
+    let cursors = visitor.cursors.clone();
+    let last = cursors[&conv];
+    visitor.cut();
+    for i in 0..5 {
+        assert_eq!(agent_sock.say(Some(&conv), &format!("a{i}"), &format!("missed {i}")).await["type"], "ack");
+    }
+    let mut visitor = Client::connect(&c.b, "/api/v1/visitor/socket", &vtoken, cursors).await;
+    visitor.wait_for(|f| f["body"] == "missed 4").await;
+    let replayed: Vec<i64> = visitor.events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(replayed, ((last + 1)..=(last + 5)).collect::<Vec<_>>(), "exactly the missed ones, in order");
+
+    // The agent drops from B and comes back on A with the same access token
+    // (cursors taken once its own last message has come back to it).
+    agent_sock.wait_for(|f| f["type"] == "message" && f["body"] == "missed 4").await;
+    let cursors = agent_sock.cursors.clone();
+    agent_sock.cut();
+    for i in 0..3 {
+        assert_eq!(visitor.say(Some(&conv), &format!("v{}", i + 1), &format!("there? {i}")).await["type"], "ack");
+    }
+    let mut agent_sock = Client::connect(&c.a, "/api/v1/agent/socket", &access, cursors).await;
+    agent_sock.wait_for(|f| f["body"] == "there? 2").await;
+    let got: Vec<String> = agent_sock.messages().into_iter().map(|m| m.2).collect();
+    assert_eq!(got, ["there? 0", "there? 1", "there? 2"]);
+    assert_eq!(agent_sock.say(Some(&conv), "back", "back, on node A").await["type"], "ack");
+    visitor.wait_for(|f| f["body"] == "back, on node A").await;
+    assert_eq!(
+        (c.a.state.auth.hashes.computed(), c.b.state.auth.hashes.computed()),
+        hashes,
+        "no password hash on either node"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_node_ends_the_session_on_every_node() {
+    let c = cluster().await;
+    let site = c.a.site().await;
+    c.a.agent(&site, "out@example.com", 5).await;
+    let (access, _) = c.a.login("out@example.com", "password123").await;
+    let mut on_b = Client::connect(&c.b, "/api/v1/agent/socket", &access, HashMap::new()).await;
+    let (status, _) = c.a.post("/api/v1/auth/logout", Some(&access), json!({})).await;
+    assert_eq!(status, 204);
+    let ended = on_b.wait_for(|f| f["type"] == "error").await;
+    assert_eq!(ended["code"], "unauthorized");
+    assert!(on_b.next().await.is_none(), "the socket on B is closed");
+    eventually("node B refuses the token", async || c.b.get("/api/v1/me", Some(&access)).await.0 == 401).await;
+    let refused = Client::try_connect(&c.b.ws_base, "/api/v1/agent/socket", &access, HashMap::new()).await;
+    assert!(refused.is_err(), "a new socket on B is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_nats_stays_ready_degraded_and_serves_its_sockets_from_the_store() {
+    let db = TestDb::create().await;
+    let prefix = nats_prefix();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let a = TestServer::start_with(|c| {
+        cluster_config(c, &db.url, &prefix);
+        c.nats_url = Some(format!("nats://127.0.0.1:{dead_port}"));
+    })
+    .await;
+    let b = TestServer::start_with(|c| cluster_config(c, &db.url, &prefix)).await;
+    let (status, ready) = a.get("/readyz", None).await;
+    assert_eq!(status, 200, "still ready: {ready}");
+    assert_eq!(ready["checks"]["bus"]["status"], "degraded");
+    let metrics = a.http.get(format!("{}/metrics", a.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "holdfast_bus_up 0"), "{metrics}");
+
+    let site = a.site().await;
+    b.agent(&site, "far@example.com", 5).await;
+    let (mut agent_sock, _) = b.online_agent("far@example.com").await;
+    let (mut visitor, _) = visitor_on(&a, &site).await;
+    let conv = visitor.say(None, "v1", "anyone?").await["conv"].as_str().unwrap().to_owned();
+    // Node A cannot hear node B's agent: the chat waits in the queue, and
+    // the agent on B claims it by id.
+    agent_sock.send(json!({"type": "claim", "conv": conv})).await;
+    agent_sock.wait_for(|f| f["type"] == "assigned").await;
+    agent_sock.say(Some(&conv), "a1", "here, from B").await;
+    // Nothing crosses the bus to A; the visitor's socket reads the store.
+    visitor.wait_for(|f| f["type"] == "assigned").await;
+    visitor.wait_for(|f| f["body"] == "here, from B").await;
+}
+
+// ----- the real binary, killed ---------------------------------------------
+
+struct Node {
+    child: Child,
+    base: String,
+    ws_base: String,
+    /// The node's own data dir (the status page keeps its state there).
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_node(db: &str, prefix: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-pool", "6", "--nats-prefix", prefix])
+        .arg("--data")
+        .arg(dir.path())
+        .args(["--database-url", db, "--nats-url", &nats_url()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start holdfast");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = lines.next().expect("a banner").expect("stdout");
+    std::thread::spawn(move || for _ in lines {});
+    let base = banner.rsplit(' ').next().unwrap().to_owned();
+    let ws_base = base.replace("http://", "ws://");
+    Node { child, base, ws_base, _dir: dir }
+}
+
+async fn post(base: &str, path: &str, body: Value) -> Value {
+    let res = reqwest::Client::new().post(format!("{base}{path}")).json(&body).send().await.expect("http");
+    assert!(res.status().is_success(), "{path}: {}", res.status());
+    res.json().await.unwrap()
+}
+
+async fn online_on(node: &Node, email: &str) -> (Client, String) {
+    let login = post(&node.base, "/api/v1/auth/login", json!({"email": email, "password": "password123"})).await;
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    let mut c = Client::try_connect(&node.ws_base, "/api/v1/agent/socket", &access, HashMap::new()).await.unwrap();
+    c.send(json!({"type": "set_availability", "availability": "online"})).await;
+    c.wait_for(|f| f["type"] == "availability" && f["agent"]["availability"] == "online").await;
+    (c, access)
+}
+
+async fn visitor_at(node: &Node, widget_key: &str) -> (Client, String) {
+    let s = post(&node.base, "/api/v1/visitor/session", json!({"widget_key": widget_key})).await;
+    let token = s["visitor_token"].as_str().unwrap().to_owned();
+    (Client::try_connect(&node.ws_base, "/api/v1/visitor/socket", &token, HashMap::new()).await.unwrap(), token)
+}
+
+/// Message bodies a client received that start with `prefix`, checking on
+/// the way that no durable event reached it twice.
+fn bodies(c: &Client, prefix: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    for e in &c.events {
+        assert!(seen.insert((e["conv"].to_string(), e["seq"].as_i64())), "event delivered twice: {e}");
+    }
+    c.messages().into_iter().map(|m| m.2).filter(|b| b.starts_with(prefix)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_node_moves_its_clients_to_the_other_with_nothing_lost_or_doubled() {
+    let db = TestDb::create().await;
+    let prefix = nats_prefix();
+    let doomed = spawn_node(&db.url, &prefix);
+    let survivor = spawn_node(&db.url, &prefix);
+    let store = PostgresStore::connect(&db.url, 2).await.unwrap();
+    let site = store.sites().await.unwrap().remove(0);
+    let hash = holdfast::auth::passwords::hash_now("password123").unwrap();
+    for email in ["x@example.com", "y@example.com"] {
+        let new =
+            NewAgent { site_id: &site.id, email, name: email, role: Role::Agent, password_hash: &hash, chat_limit: 1 };
+        store.create_agent(new).await.unwrap();
+    }
+
+    // Pair X: visitor on the doomed node, agent on the survivor.
+    // Pair Y: agent on the doomed node, visitor on the survivor.
+    let (mut agent_x, _) = online_on(&survivor, "x@example.com").await;
+    let (mut visitor_x, vtoken_x) = visitor_at(&doomed, &site.widget_key).await;
+    let conv_x = visitor_x.say(None, "x0", "x says 0").await["conv"].as_str().unwrap().to_owned();
+    visitor_x.wait_for(|f| f["type"] == "assigned").await;
+    let (mut agent_y, access_y) = online_on(&doomed, "y@example.com").await;
+    let (mut visitor_y, _) = visitor_at(&survivor, &site.widget_key).await;
+    let conv_y = visitor_y.say(None, "y0", "y says 0").await["conv"].as_str().unwrap().to_owned();
+    agent_y.wait_for(|f| f["body"] == "y says 0").await;
+    for i in 1..4 {
+        assert_eq!(visitor_x.say(Some(&conv_x), &format!("x{i}"), &format!("x says {i}")).await["type"], "ack");
+        assert_eq!(agent_y.say(Some(&conv_y), &format!("ay{i}"), &format!("agent y says {i}")).await["type"], "ack");
+    }
+    agent_x.wait_for(|f| f["body"] == "x says 3").await;
+    visitor_y.wait_for(|f| f["body"] == "agent y says 3").await;
+
+    // kill -9, mid-chat.
+    let (cursors_x, cursors_y) = (visitor_x.cursors.clone(), agent_y.cursors.clone());
+    drop(doomed);
+    // The doomed node's sockets end (after what was already in flight).
+    while visitor_x.next().await.is_some() {}
+    while agent_y.next().await.is_some() {}
+    // Meanwhile the survivor's clients keep talking.
+    assert_eq!(agent_x.say(Some(&conv_x), "ax1", "agent x while you moved").await["type"], "ack");
+    assert_eq!(visitor_y.say(Some(&conv_y), "y4", "y says 4").await["type"], "ack");
+
+    // The doomed node's clients resume on the survivor: same credential, their cursors.
+    let mut visitor_x = Client::try_connect(&survivor.ws_base, "/api/v1/visitor/socket", &vtoken_x, cursors_x)
+        .await
+        .expect("visitor resumes on the survivor");
+    let mut agent_y = Client::try_connect(&survivor.ws_base, "/api/v1/agent/socket", &access_y, cursors_y)
+        .await
+        .expect("agent resumes on the survivor without logging in");
+    visitor_x.wait_for(|f| f["body"] == "agent x while you moved").await;
+    agent_y.wait_for(|f| f["body"] == "y says 4").await;
+    assert_eq!(visitor_x.say(Some(&conv_x), "x4", "x says 4").await["type"], "ack");
+    assert_eq!(agent_y.say(Some(&conv_y), "ay4", "agent y says 4").await["type"], "ack");
+    agent_x.wait_for(|f| f["body"] == "x says 4").await;
+    visitor_y.wait_for(|f| f["body"] == "agent y says 4").await;
+
+    let x_said: Vec<String> = (0..5).map(|i| format!("x says {i}")).collect();
+    assert_eq!(bodies(&agent_x, "x says"), x_said, "agent x got every visitor message once, in order");
+    let y_heard: Vec<String> = (1..5).map(|i| format!("agent y says {i}")).collect();
+    assert_eq!(bodies(&visitor_y, "agent y says"), y_heard, "visitor y got every agent message once, in order");
+    assert_eq!(bodies(&agent_y, "y says"), ["y says 4"], "agent y's resumed socket: only what it had missed");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_applies_the_schema_and_serve_refuses_a_newer_one() {
+    let db = TestDb::create().await;
+    let holdfast = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_holdfast")).args(args).output().expect("run");
+    let first = holdfast(&["migrate", "--database-url", &db.url]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("schema created"));
+    let again = holdfast(&["migrate", "--database-url", &db.url]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
+
+    // A newer holdfast migrated this database: this one must not serve it.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', TRUE, '\\x00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_string_lossy().into_owned();
+    let refused = holdfast(&["serve", "--listen", "127.0.0.1:0", "--data", &data, "--database-url", &db.url]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("version 9999, newer than this holdfast knows"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    let _ = sqlx::Connection::close(conn).await;
+}

@@ -1,0 +1,393 @@
+//! The store's behaviour, one test body per case run against both stores:
+//! SQLite in a temporary directory and PostgreSQL in a fresh database.
+//! Concurrency cases open two PostgreSQL stores (two pools, as two nodes
+//! would) on the same database.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use holdfast::auth::passwords;
+use holdfast::error::Error;
+use holdfast::store::postgres::PostgresStore;
+use holdfast::store::sqlite::SqliteStore;
+use holdfast::store::{
+    Author, Availability, Change, ConversationFilter, ConversationStatus, FaultMode, Guard, NewAgent, Role, Site,
+    Store, VisitorUpdate,
+};
+
+use crate::services::TestDb;
+
+/// Two handles on one store: the same one for SQLite, two connection pools
+/// (two "nodes") for PostgreSQL.
+struct Backend {
+    a: Arc<dyn Store>,
+    b: Arc<dyn Store>,
+    _keep: Keep,
+}
+
+#[allow(dead_code)]
+enum Keep {
+    Dir(tempfile::TempDir),
+    Db(TestDb),
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    Backend { a: store.clone(), b: store, _keep: Keep::Dir(dir) }
+}
+
+async fn postgres() -> Backend {
+    let db = TestDb::create().await;
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url, 8).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url, 8).await.unwrap());
+    Backend { a, b, _keep: Keep::Db(db) }
+}
+
+/// `case` runs once per backend, as two tests.
+macro_rules! both_stores {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$case(super::sqlite().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$case(super::postgres().await).await;
+            }
+        }
+    )*};
+}
+
+both_stores!(
+    seq_is_gap_free_and_ordered_with_concurrent_writers,
+    a_retried_message_returns_the_original_event,
+    concurrent_routing_assigns_each_conversation_once_within_limits,
+    conversation_rules_refuse_what_they_should,
+    meta_init_keeps_the_first_value,
+    sessions_agents_visitors_and_admin_data_round_trip,
+    search_queue_and_filters,
+    injected_faults_fail_every_call_until_cleared,
+);
+
+async fn site_with_agents(store: &dyn Store, n: usize, limit: i64) -> (Site, Vec<String>) {
+    let site = store.create_site("Shop").await.unwrap();
+    let hash = passwords::hash_now("password123").unwrap();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let agent = store
+            .create_agent(NewAgent {
+                site_id: &site.id,
+                email: &format!("agent{i}-{}@example.com", site.id),
+                name: &format!("Agent {i}"),
+                role: Role::Agent,
+                password_hash: &hash,
+                chat_limit: limit,
+            })
+            .await
+            .unwrap();
+        store.set_availability(&agent.id, Availability::Online).await.unwrap();
+        ids.push(agent.id);
+    }
+    (site, ids)
+}
+
+async fn queued_conversation(store: &dyn Store, site: &Site) -> holdfast::store::Conversation {
+    let visitor = store.create_visitor(&site.id, VisitorUpdate::default()).await.unwrap();
+    let group = store.groups(&site.id).await.unwrap().remove(0);
+    store.create_conversation(&site.id, &visitor.id, &group.id, ConversationStatus::Queued).await.unwrap()
+}
+
+fn message(author: Author, client_id: &str) -> Change {
+    Change::Message { author, client_id: client_id.into(), body: format!("body of {client_id}") }
+}
+
+async fn seq_is_gap_free_and_ordered_with_concurrent_writers(s: Backend) {
+    let (site, _) = site_with_agents(s.a.as_ref(), 0, 1).await;
+    let conv = queued_conversation(s.a.as_ref(), &site).await;
+    let mut tasks = Vec::new();
+    for writer in 0..8 {
+        let store = if writer % 2 == 0 { s.a.clone() } else { s.b.clone() };
+        let conv = conv.id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..25 {
+                let author = Author::visitor(&format!("writer-{writer}"));
+                let applied = store.apply(&conv, message(author, &format!("m{i}"))).await.unwrap();
+                seqs.push(applied.event.seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let seqs = t.await.unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "one writer's seqs rise: {seqs:?}");
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=200).collect::<Vec<i64>>(), "every seq once, no gap");
+    let events = s.b.events_after(&conv.id, 0, 1000).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=200).collect::<Vec<i64>>());
+    assert_eq!(s.a.conversation(&conv.id).await.unwrap().unwrap().last_seq, 200);
+    // "After N" at its edges.
+    assert_eq!(s.a.events_after(&conv.id, 199, 10).await.unwrap().len(), 1);
+    assert!(s.a.events_after(&conv.id, 200, 10).await.unwrap().is_empty());
+    assert_eq!(s.a.events_after(&conv.id, 0, 3).await.unwrap().last().unwrap().seq, 3);
+}
+
+async fn a_retried_message_returns_the_original_event(s: Backend) {
+    let (site, _) = site_with_agents(s.a.as_ref(), 0, 1).await;
+    let conv = queued_conversation(s.a.as_ref(), &site).await;
+    let author = Author::visitor(&conv.visitor_id);
+    let first = s.a.apply(&conv.id, message(author.clone(), "c1")).await.unwrap();
+    let again = s.b.apply(&conv.id, message(author.clone(), "c1")).await.unwrap();
+    assert!(!first.duplicate);
+    assert!(again.duplicate);
+    assert_eq!((again.event.seq, again.event.id), (first.event.seq, first.event.id));
+    // The same client id from someone else is a different message.
+    let other = s.a.apply(&conv.id, message(Author::system(), "c1")).await.unwrap();
+    assert!(!other.duplicate);
+    assert_eq!(other.event.seq, 2);
+}
+
+async fn concurrent_routing_assigns_each_conversation_once_within_limits(s: Backend) {
+    const AGENTS: usize = 4;
+    const LIMIT: i64 = 3;
+    const CONVS: usize = 30;
+    let (site, agents) = site_with_agents(s.a.as_ref(), AGENTS, LIMIT).await;
+    let mut convs = Vec::new();
+    for _ in 0..CONVS {
+        convs.push(queued_conversation(s.a.as_ref(), &site).await.id);
+    }
+    // Every conversation is offered to every agent, from both "nodes", at once.
+    let mut tasks = Vec::new();
+    for conv in &convs {
+        for (i, agent) in agents.iter().enumerate() {
+            for store in [s.a.clone(), s.b.clone()] {
+                let (conv, agent) = (conv.clone(), agent.clone());
+                tasks.push(tokio::spawn(async move {
+                    let change = Change::Assign {
+                        agent_id: agent.clone(),
+                        agent_name: format!("Agent {i}"),
+                        by: Author::system(),
+                        limit: Some(LIMIT),
+                        only_if_unassigned: true,
+                    };
+                    match store.apply(&conv, change).await {
+                        Ok(_) => Some((conv, agent)),
+                        Err(Error::Conflict(_)) => None,
+                        Err(e) => panic!("unexpected error: {e:?}"),
+                    }
+                }));
+            }
+        }
+    }
+    let mut won: Vec<(String, String)> = Vec::new();
+    for t in tasks {
+        won.extend(t.await.unwrap());
+    }
+    let mut per_conv: HashMap<&str, usize> = HashMap::new();
+    let mut per_agent: HashMap<&str, i64> = HashMap::new();
+    for (conv, agent) in &won {
+        *per_conv.entry(conv).or_default() += 1;
+        *per_agent.entry(agent).or_default() += 1;
+    }
+    assert!(per_conv.values().all(|n| *n == 1), "no conversation assigned twice: {per_conv:?}");
+    assert!(per_agent.values().all(|n| *n <= LIMIT), "limits respected: {per_agent:?}");
+    assert_eq!(won.len(), AGENTS * LIMIT as usize, "every free slot was used");
+    for conv in &convs {
+        let assigned = s.a.events_after(conv, 0, 100).await.unwrap().iter().filter(|e| e.kind == "assigned").count();
+        assert!(assigned <= 1, "one assigned event per conversation");
+    }
+    for agent in &agents {
+        let active =
+            s.b.conversations(
+                &site.id,
+                ConversationFilter {
+                    agent_id: Some(agent.clone()),
+                    status: Some(ConversationStatus::Active),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(active.len() as i64, LIMIT);
+    }
+    let candidates = s.a.routing_candidates(&s.a.groups(&site.id).await.unwrap()[0].id).await.unwrap();
+    assert!(candidates.iter().all(|c| c.active_chats == LIMIT));
+}
+
+async fn conversation_rules_refuse_what_they_should(s: Backend) {
+    let (site, agents) = site_with_agents(s.a.as_ref(), 2, 5).await;
+    let conv = queued_conversation(s.a.as_ref(), &site).await;
+    let visitor = Author::visitor(&conv.visitor_id);
+    s.a.apply(&conv.id, message(visitor.clone(), "m1")).await.unwrap();
+    let assign = |agent: &str, only: bool| Change::Assign {
+        agent_id: agent.into(),
+        agent_name: "A".into(),
+        by: Author::system(),
+        limit: None,
+        only_if_unassigned: only,
+    };
+    let applied = s.a.apply(&conv.id, assign(&agents[0], true)).await.unwrap();
+    assert_eq!(applied.conversation.status, ConversationStatus::Active);
+    assert!(matches!(s.b.apply(&conv.id, assign(&agents[1], true)).await, Err(Error::Conflict(_))));
+    assert!(matches!(s.b.apply(&conv.id, assign(&agents[0], false)).await, Err(Error::Conflict(_))));
+    let moved = s.b.apply(&conv.id, assign(&agents[1], false)).await.unwrap();
+    assert_eq!(moved.previous_agent.as_deref(), Some(agents[0].as_str()));
+    // Guards: the old agent may no longer write, the new one may; another
+    // site never learns the conversation exists.
+    let as_agent = |i: usize| Guard::AssignedAgent { site_id: site.id.clone(), agent_id: agents[i].clone() };
+    let reply = |id: &str| message(Author::agent(id), "guarded");
+    assert!(matches!(s.a.apply_guarded(&conv.id, as_agent(0), reply(&agents[0])).await, Err(Error::Forbidden(_))));
+    s.a.apply_guarded(&conv.id, as_agent(1), reply(&agents[1])).await.unwrap();
+    let stranger = Guard::Visitor { site_id: "other-site".into(), visitor_id: conv.visitor_id.clone() };
+    assert!(matches!(s.b.apply_guarded(&conv.id, stranger, reply("x")).await, Err(Error::NotFound(_))));
+    assert!(matches!(s.a.apply(&conv.id, assign("no-such-agent", false)).await, Err(Error::NotFound(_))));
+    // Read receipts: only forward, never beyond the end.
+    let read = s.a.apply(&conv.id, Change::Read { reader: visitor.clone(), up_to: 2 }).await.unwrap();
+    assert!(!read.duplicate);
+    assert!(s.a.apply(&conv.id, Change::Read { reader: visitor.clone(), up_to: 1 }).await.unwrap().duplicate);
+    assert!(matches!(
+        s.a.apply(&conv.id, Change::Read { reader: visitor.clone(), up_to: 99 }).await,
+        Err(Error::BadRequest(_))
+    ));
+    // Group transfer puts it back in the queue without an agent.
+    let group = s.a.groups(&site.id).await.unwrap().remove(0);
+    let back = s
+        .a
+        .apply(&conv.id, Change::TransferToGroup { group_id: group.id, group_name: group.name, by: Author::system() })
+        .await
+        .unwrap();
+    assert_eq!((back.conversation.status, back.conversation.agent_id), (ConversationStatus::Queued, None));
+    s.b.apply(&conv.id, Change::Close { by: Author::system() }).await.unwrap();
+    assert!(matches!(s.a.apply(&conv.id, message(visitor.clone(), "late")).await, Err(Error::Conflict(_))));
+    assert!(matches!(s.a.apply(&conv.id, Change::Close { by: Author::system() }).await, Err(Error::Conflict(_))));
+    assert!(matches!(s.a.apply("no-such-conv", message(visitor, "x")).await, Err(Error::NotFound(_))));
+    let seqs: Vec<i64> = s.a.events_after(&conv.id, 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "refusals leave no gap");
+}
+
+async fn meta_init_keeps_the_first_value(s: Backend) {
+    let (x, y) = tokio::join!(s.a.meta_init("token_key", "from-a"), s.b.meta_init("token_key", "from-b"));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x, y, "both nodes end up with one key");
+    assert_eq!(s.a.meta_get("token_key").await.unwrap(), Some(x));
+    assert_eq!(s.a.meta_get("missing").await.unwrap(), None);
+}
+
+async fn sessions_agents_visitors_and_admin_data_round_trip(s: Backend) {
+    let (site, agents) = site_with_agents(s.a.as_ref(), 1, 5).await;
+    let agent = s.b.agent(&agents[0]).await.unwrap().unwrap();
+    assert_eq!((agent.availability, agent.active, agent.role), (Availability::Online, true, Role::Agent));
+    assert_eq!(s.b.agent_by_email(&agent.email).await.unwrap().unwrap().id, agent.id);
+    let dup = s.a.create_agent(NewAgent {
+        site_id: &site.id,
+        email: &agent.email,
+        name: "Twin",
+        role: Role::Agent,
+        password_hash: "x",
+        chat_limit: 1,
+    });
+    assert!(matches!(dup.await, Err(Error::Conflict(_))));
+    s.a.update_agent(
+        &agent.id,
+        holdfast::store::AgentUpdate { name: Some("Renamed".into()), active: Some(false), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    let agent = s.b.agent(&agent.id).await.unwrap().unwrap();
+    assert_eq!((agent.name.as_str(), agent.active), ("Renamed", false));
+    assert_eq!(s.a.agents(&site.id).await.unwrap().len(), 1);
+
+    let session = s.a.create_session(&agent.id, "hash-1", i64::MAX / 2).await.unwrap();
+    assert_eq!(s.b.session_by_secret_hash("hash-1").await.unwrap().unwrap().id, session.id);
+    s.b.touch_session(&session.id, session.last_used_at + 1000).await.unwrap();
+    s.b.touch_session(&session.id, 1).await.unwrap();
+    assert_eq!(s.a.session(&session.id).await.unwrap().unwrap().last_used_at, session.last_used_at + 1000);
+    let other = s.a.create_session(&agent.id, "hash-2", i64::MAX / 2).await.unwrap();
+    s.a.revoke_session(&session.id, 5).await.unwrap();
+    s.a.revoke_session(&session.id, 9).await.unwrap();
+    assert_eq!(s.b.session(&session.id).await.unwrap().unwrap().revoked_at, Some(5), "first revocation stands");
+    assert_eq!(s.b.revoke_agent_sessions(&agent.id, 7).await.unwrap(), vec![other.id]);
+
+    let visitor =
+        s.a.create_visitor(&site.id, VisitorUpdate { name: Some("Ann".into()), ..Default::default() }).await.unwrap();
+    s.b.update_visitor(&visitor.id, VisitorUpdate { email: Some("ann@example.com".into()), ..Default::default() })
+        .await
+        .unwrap();
+    let visitor = s.a.visitor(&visitor.id).await.unwrap().unwrap();
+    assert_eq!((visitor.name.as_deref(), visitor.email.as_deref()), (Some("Ann"), Some("ann@example.com")));
+
+    let group = s.a.create_group(&site.id, "Sales", false).await.unwrap();
+    s.a.add_agent_to_group(&agent.id, &group.id).await.unwrap();
+    s.b.add_agent_to_group(&agent.id, &group.id).await.unwrap();
+    assert_eq!(s.b.group_members(&group.id).await.unwrap(), vec![agent.id.clone()]);
+    assert!(s.b.groups(&site.id).await.unwrap()[0].is_default, "the default group first");
+    assert_eq!(s.a.group(&group.id).await.unwrap().unwrap().name, "Sales");
+
+    s.a.set_site_settings(&site.id, &serde_json::json!({"color": "#123456"})).await.unwrap();
+    assert_eq!(s.b.site(&site.id).await.unwrap().unwrap().settings["color"], "#123456");
+    assert_eq!(s.b.site_by_widget_key(&site.widget_key).await.unwrap().unwrap().id, site.id);
+    let canned = s.a.create_canned_response(&site.id, "hi", "Hello!").await.unwrap();
+    assert!(matches!(s.b.create_canned_response(&site.id, "hi", "Again").await, Err(Error::Conflict(_))));
+    assert_eq!(s.b.canned_responses(&site.id).await.unwrap().len(), 1);
+    assert!(!s.a.delete_canned_response("other-site", &canned.id).await.unwrap());
+    assert!(s.a.delete_canned_response(&site.id, &canned.id).await.unwrap());
+    assert!(s.b.canned_responses(&site.id).await.unwrap().is_empty());
+}
+
+async fn search_queue_and_filters(s: Backend) {
+    let (site, _) = site_with_agents(s.a.as_ref(), 0, 1).await;
+    let first = queued_conversation(s.a.as_ref(), &site).await;
+    let second = queued_conversation(s.b.as_ref(), &site).await;
+    let v = Author::visitor(&first.visitor_id);
+    s.a.apply(
+        &first.id,
+        Change::Message { author: v.clone(), client_id: "1".into(), body: "Where is my ORDER?".into() },
+    )
+    .await
+    .unwrap();
+    s.a.apply(&first.id, Change::Message { author: v, client_id: "2".into(), body: "100% sure_of_it".into() })
+        .await
+        .unwrap();
+    let hits = s.b.search_messages(&site.id, "order", 10).await.unwrap();
+    assert_eq!(hits.len(), 1, "case-insensitive");
+    assert_eq!(hits[0].conversation_id, first.id);
+    assert_eq!(s.b.search_messages(&site.id, "100%", 10).await.unwrap().len(), 1);
+    assert!(s.b.search_messages(&site.id, "0_%s", 10).await.unwrap().is_empty(), "wildcards are literal");
+    assert!(s.b.search_messages("other", "order", 10).await.unwrap().is_empty());
+    let queue: Vec<String> = s.b.queue(&site.id).await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(queue, vec![first.id.clone(), second.id.clone()], "oldest first");
+    let mine =
+        s.a.conversations(
+            &site.id,
+            ConversationFilter { visitor_id: Some(second.visitor_id.clone()), limit: 10, ..Default::default() },
+        )
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+    let closed =
+        s.a.conversations(
+            &site.id,
+            ConversationFilter { status: Some(ConversationStatus::Closed), limit: 10, ..Default::default() },
+        )
+        .await
+        .unwrap();
+    assert!(closed.is_empty());
+}
+
+async fn injected_faults_fail_every_call_until_cleared(s: Backend) {
+    let (site, _) = site_with_agents(s.a.as_ref(), 0, 1).await;
+    let conv = queued_conversation(s.a.as_ref(), &site).await;
+    s.a.faults().set(FaultMode::Fail);
+    assert!(matches!(s.a.ping().await, Err(Error::Store(_))));
+    assert!(matches!(s.a.sites().await, Err(Error::Store(_))));
+    assert!(matches!(s.a.apply(&conv.id, message(Author::system(), "x")).await, Err(Error::Store(_))));
+    assert!(matches!(s.a.canned_responses(&site.id).await, Err(Error::Store(_))));
+    s.a.faults().set(FaultMode::Ok);
+    s.a.ping().await.unwrap();
+    assert_eq!(s.a.apply(&conv.id, message(Author::system(), "x")).await.unwrap().event.seq, 1);
+}
