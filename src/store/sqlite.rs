@@ -39,9 +39,13 @@ impl SqliteStore {
             .filename(dir.join("holdfast.db"))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: the WAL is fsync'ed at every commit, so an acknowledged
-            // message survives power loss, not only a process crash.
-            .synchronous(SqliteSynchronous::Full)
+            // NORMAL for the pools (visitors, conversations, sessions, admin
+            // data): survives a process crash, and a power loss keeps all
+            // but the last moments. Messages and every conversation change
+            // go through the group-commit writer, which commits with FULL:
+            // its fsync of the WAL also makes every earlier commit durable,
+            // so an acknowledged message never depends on a lost row.
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let write = SqlitePoolOptions::new()
