@@ -226,7 +226,7 @@ async fn serve(
     let dir = &data.dir;
     // Also in a cluster: the status page keeps its state in the data dir.
     check_dir(dir)?;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| match e.kind() {
+    let listener = crate::server::bind(listen).map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow!("cannot listen on {listen}: the address is already in use"),
         std::io::ErrorKind::PermissionDenied => anyhow!("cannot listen on {listen}: permission denied"),
         _ => anyhow!("cannot listen on {listen}: {e}"),

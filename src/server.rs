@@ -34,6 +34,18 @@ pub async fn run(
         .await
 }
 
+/// Bind the listening socket with a deep accept backlog. A reconnect storm
+/// is thousands of connects in the same second: with tokio's default of
+/// 1,024 the kernel dropped their SYNs (`ListenOverflows` in the rehearsal)
+/// and clients waited for SYN retransmits of 1, 3, 7 s. The kernel caps the
+/// value at `net.core.somaxconn`.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(65_535)
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn signal() {
     let ctrl_c = async {

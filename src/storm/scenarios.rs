@@ -239,8 +239,10 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
     let logouts: u64 = agent_reports.iter().chain(&visitor_reports).map(|r| r.logouts).sum();
     let (mut before, mut after) = (Vec::new(), Vec::new());
     let recovered_at = recovery_at.unwrap_or(i64::MAX);
+    // Before: sent and delivered before the cut (a message caught in the
+    // blip belongs to neither phase); after: sent once everyone was back.
     for (sent, ms) in agent_reports.iter().chain(&visitor_reports).flat_map(|r| r.latencies.iter()) {
-        if *sent < cut_at {
+        if (*sent as f64 + ms) < cut_at as f64 {
             before.push(*ms);
         } else if *sent > recovered_at {
             after.push(*ms);
