@@ -23,11 +23,12 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/me", get(me))
 }
 
+/// The login body, shared with the console's cookie login.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LoginRequest {
-    email: String,
-    password: String,
+pub(super) struct LoginRequest {
+    pub(super) email: String,
+    pub(super) password: String,
 }
 
 async fn login(

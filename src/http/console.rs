@@ -15,9 +15,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 
 use super::assets::versioned_url;
+use super::auth::LoginRequest;
 use super::extract::ApiJson;
 use crate::app::AppState;
 use crate::auth::{Credentials, normalize_email};
@@ -93,13 +93,6 @@ fn set_cookie(headers: &HeaderMap, value: &str, max_age_s: u64) -> HeaderValue {
         if secure { "; Secure" } else { "" }
     );
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("hf_session=; Max-Age=0"))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginRequest {
-    email: String,
-    password: String,
 }
 
 async fn login(
