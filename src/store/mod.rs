@@ -9,6 +9,7 @@
 //! next sequence number in one transaction.
 
 pub mod postgres;
+mod rules;
 pub mod sqlite;
 mod sqlite_writer;
 pub mod status;

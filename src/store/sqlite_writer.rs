@@ -22,6 +22,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::rules;
 use super::*;
 use crate::error::{Error, Result};
 
@@ -195,13 +196,11 @@ fn apply_one(
     let mut previous_agent = None;
     let (kind, author, client_id, body, data) = match &p.change {
         Change::Message { author, client_id, body } => {
-            // An offline conversation takes exactly its one first message.
-            let first_offline = conv.status == ConversationStatus::Offline && conv.last_seq == 0;
-            if !(conv.status.is_open() || first_offline) {
+            if let Err(refused) = rules::check_message(&conv) {
                 // Unless this is a retry of a message stored before the close.
                 return Ok(match existing_message(conn, id, author, client_id)? {
                     Some(event) => Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }),
-                    None => Err(Error::conflict("the conversation is closed")),
+                    None => Err(refused),
                 });
             }
             // The hot path: one insert (ignored if the client id was stored
@@ -229,14 +228,8 @@ fn apply_one(
             return Ok(Ok(Applied { event, conversation: next, previous_agent: None, duplicate: false }));
         }
         Change::Assign { agent_id, agent_name, by, limit, only_if_unassigned } => {
-            if !conv.status.is_open() {
-                return Ok(Err(Error::conflict("the conversation is not open")));
-            }
-            if conv.agent_id.as_deref() == Some(agent_id.as_str()) {
-                return Ok(Err(Error::conflict("the conversation is already assigned to this agent")));
-            }
-            if *only_if_unassigned && conv.agent_id.is_some() {
-                return Ok(Err(Error::conflict("the conversation is already assigned")));
+            if let Err(e) = rules::check_assign(&conv, agent_id, *only_if_unassigned) {
+                return Ok(Err(e));
             }
             let agent_exists: Option<String> = conn
                 .prepare_cached("SELECT id FROM agents WHERE id = ?1")?
@@ -253,44 +246,31 @@ fn apply_one(
                     return Ok(Err(Error::conflict("the agent is at their chat limit")));
                 }
             }
-            previous_agent = conv.agent_id.clone();
-            next.agent_id = Some(agent_id.clone());
-            next.status = ConversationStatus::Active;
-            next.assigned_at = Some(now);
+            let (assigned, previous, parts) = rules::assign(&conv, agent_id, agent_name, by, now);
+            (next, previous_agent) = (assigned, previous);
             conn.prepare_cached("UPDATE agents SET last_assigned_at = ?1 WHERE id = ?2")?
                 .execute(params![now, agent_id])?;
-            let data = serde_json::json!({
-                "agent": {"id": agent_id, "name": agent_name},
-                "previous_agent": previous_agent,
-            });
-            ("assigned", by.clone(), None, None, data)
+            parts
         }
         Change::TransferToGroup { group_id, group_name, by } => {
-            if !conv.status.is_open() {
-                return Ok(Err(Error::conflict("the conversation is not open")));
+            match rules::transfer_to_group(&conv, group_id, group_name, by) {
+                Ok((moved, previous, parts)) => {
+                    (next, previous_agent) = (moved, previous);
+                    parts
+                }
+                Err(e) => return Ok(Err(e)),
             }
-            previous_agent = conv.agent_id.clone();
-            next.agent_id = None;
-            next.group_id = group_id.clone();
-            next.status = ConversationStatus::Queued;
-            next.assigned_at = None;
-            let data = serde_json::json!({
-                "group": {"id": group_id, "name": group_name},
-                "previous_agent": previous_agent,
-            });
-            ("transferred", by.clone(), None, None, data)
         }
-        Change::Close { by } => {
-            if conv.status == ConversationStatus::Closed {
-                return Ok(Err(Error::conflict("the conversation is already closed")));
+        Change::Close { by } => match rules::close(&conv, by, now) {
+            Ok((closed, parts)) => {
+                next = closed;
+                parts
             }
-            next.status = ConversationStatus::Closed;
-            next.closed_at = Some(now);
-            ("closed", by.clone(), None, None, serde_json::json!({}))
-        }
+            Err(e) => return Ok(Err(e)),
+        },
         Change::Read { reader, up_to } => {
-            if *up_to < 0 || *up_to > conv.last_seq {
-                return Ok(Err(Error::bad_request("read receipt beyond the conversation's last event")));
+            if let Err(e) = rules::check_read(&conv, *up_to) {
+                return Ok(Err(e));
             }
             // Only a receipt that moves the reader forward is recorded, so
             // clients acknowledging each other's receipts cannot loop.
@@ -306,7 +286,7 @@ fn apply_one(
             {
                 return Ok(Ok(Applied { event: last, conversation: conv, previous_agent: None, duplicate: true }));
             }
-            ("read", reader.clone(), None, None, serde_json::json!({"up_to": up_to}))
+            rules::read(reader, *up_to)
         }
     };
     next.last_seq = conv.last_seq + 1;
