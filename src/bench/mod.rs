@@ -115,6 +115,7 @@ async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -
     tokio::time::sleep(Duration::from_secs(2)).await;
     let from = now_ms();
     let started = Instant::now();
+    let cpu_from = target.cpu_s();
     let mut peak_rss = 0.0f64;
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -123,6 +124,7 @@ async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -
     }
     eprintln!();
     let to = now_ms();
+    let cpu_used = cpu_from.zip(target.cpu_s()).map(|(a, b)| b - a);
     for w in workers.iter_mut() {
         w.command("send_off").await?;
     }
@@ -150,6 +152,12 @@ async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -
         ("p50_ms", format!("{:.2}", percentile(&mut window, 50.0))),
         ("p99_ms", format!("{:.2}", percentile(&mut window, 99.0))),
         ("server_rss_mb", format!("{peak_rss:.1}")),
+        // Server CPU per delivered message: a figure the other processes
+        // sharing the cores disturb far less than the rate.
+        (
+            "server_cpu_us_per_msg",
+            cpu_used.map_or("n/a".into(), |c| format!("{:.0}", c * 1e6 / window.len().max(1) as f64)),
+        ),
         ("lost", lost.to_string()),
         ("duplicated", duplicated.to_string()),
     ]);

@@ -4,6 +4,7 @@
 
 pub mod hub;
 pub mod protocol;
+mod reorder;
 pub mod routing;
 pub mod service;
 pub mod session;

@@ -5,7 +5,8 @@
 //! WebSocket (in `http/`) or by channels in tests. The ordering rule that
 //! makes resume exact: register with the hub *before* reading the backlog
 //! from the store, then drop any live event at or below the cursor already
-//! sent and fill any gap above it from the store. So nothing slips between
+//! sent, hold one that arrives ahead of its turn for a moment (`reorder`),
+//! and fill a gap that stays open from the store. So nothing slips between
 //! replay and live, nothing is sent twice, and order is per-conversation seq.
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use super::protocol::{
     CLIENT_FRAME_TYPES, ClientFrame, ConversationView, EventView, MAX_CURSORS, MAX_FRAME_BYTES, PROTOCOL_VERSION,
     ServerFrame,
 };
+use super::reorder::{MAX_HELD, Reorder};
 use super::service::{AgentCtx, Chat, Peer, VisitorCtx, clean_field, encode};
 use crate::admission::Lane;
 use crate::auth::Auth;
@@ -97,6 +99,8 @@ struct Session<O> {
     out: O,
     /// Highest seq sent on this socket, per conversation.
     cursors: HashMap<String, i64>,
+    /// Live events that arrived ahead of their turn.
+    early: Reorder,
     write_timeout: Duration,
 }
 
@@ -131,8 +135,14 @@ where
     };
     // Register before reading the backlog, so nothing slips in between.
     let mut reg = chat.hub.register(peer.site_id(), principal);
-    let mut session =
-        Session { chat: chat.clone(), peer, out, cursors: HashMap::new(), write_timeout: limits.write_timeout };
+    let mut session = Session {
+        chat: chat.clone(),
+        peer,
+        out,
+        cursors: HashMap::new(),
+        early: Reorder::default(),
+        write_timeout: limits.write_timeout,
+    };
     let site_id = session.peer.site_id().to_owned();
     if matches!(session.peer, Peer::Agent(_)) && !reg.was_present {
         // Off the resume's path: the welcome does not wait for routing.
@@ -288,13 +298,17 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         // are not silently dropped as "already seen".
         let cursor_for =
             |c: &crate::store::Conversation| client_cursors.get(&c.id).copied().unwrap_or(0).min(c.last_seq);
-        let mut targets: Vec<(String, i64)> = open.iter().map(|c| (c.id.clone(), cursor_for(c))).collect();
+        // Replay runs up to each conversation's end as read above; anything
+        // later arrives live (the hub registration came first). A client
+        // that missed nothing therefore costs no read of events.
+        let mut targets: Vec<(String, i64, i64)> =
+            open.iter().map(|c| (c.id.clone(), cursor_for(c), c.last_seq)).collect();
         for (conv, after) in &client_cursors {
-            if targets.iter().any(|(c, _)| c == conv) {
+            if targets.iter().any(|(c, _, _)| c == conv) {
                 continue;
             }
             match chat.conversation_for(&self.peer, conv).await {
-                Ok(c) => targets.push((c.id.clone(), (*after).min(c.last_seq))),
+                Ok(c) => targets.push((c.id.clone(), (*after).min(c.last_seq), c.last_seq)),
                 Err(Error::NotFound(_)) => {
                     let err = Error::NotFound("conversation");
                     self.send(error_frame(&err, Some(conv.clone()))).await?;
@@ -302,9 +316,9 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                 Err(e) => return Err(e),
             }
         }
-        for (conv, after) in targets {
+        for (conv, after, upto) in targets {
             self.cursors.insert(conv.clone(), after);
-            self.catch_up(&conv, i64::MAX).await?;
+            self.catch_up(&conv, upto).await?;
         }
         // A queued visitor learns their place again at once.
         if let Peer::Visitor(v) = &self.peer
@@ -320,13 +334,20 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         Ok(())
     }
 
-    /// Send stored events of `conv` after this socket's cursor, up to `upto`.
+    /// Send stored events of `conv` after this socket's cursor, up to
+    /// `upto`, then any early live events that now follow without a gap.
     async fn catch_up(&mut self, conv: &str, upto: i64) -> Result<()> {
+        self.read_up_to(conv, upto).await?;
+        self.send_ready(conv).await
+    }
+
+    async fn read_up_to(&mut self, conv: &str, upto: i64) -> Result<()> {
         loop {
             let after = self.cursors.get(conv).copied().unwrap_or(0);
             if after >= upto {
                 return Ok(());
             }
+            metrics::counter!("holdfast_socket_replay_reads_total").increment(1);
             let page = self.chat.store.events_after(conv, after, REPLAY_PAGE).await?;
             let done = (page.len() as i64) < REPLAY_PAGE;
             for event in page {
@@ -340,6 +361,25 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                 return Ok(());
             }
         }
+    }
+
+    /// Send the held early events of `conv` that follow its cursor.
+    async fn send_ready(&mut self, conv: &str) -> Result<()> {
+        let cursor = self.cursors.get(conv).copied().unwrap_or(0);
+        for (seq, text) in self.early.take_ready(conv, cursor) {
+            self.send(text).await?;
+            self.cursors.insert(conv.to_owned(), seq);
+        }
+        Ok(())
+    }
+
+    /// Early events whose predecessors never came live: read the gap.
+    async fn fill_expired_gaps(&mut self) -> Result<()> {
+        for (conv, upto) in self.early.expired() {
+            metrics::counter!("holdfast_socket_gap_fills_total").increment(1);
+            self.catch_up(&conv, upto).await?;
+        }
+        Ok(())
     }
 
     /// Re-read this socket's conversations from the store: the open ones
@@ -388,10 +428,18 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                         return Ok(None); // already sent (replay or gap fill)
                     }
                     if *seq > last + 1 {
-                        self.catch_up(conv, *seq).await?;
+                        // Ahead of its turn: wait briefly for the ones before.
+                        let now = tokio::time::Instant::now();
+                        if self.early.hold(conv, *seq, text.clone(), now) > MAX_HELD {
+                            metrics::counter!("holdfast_socket_gap_fills_total").increment(1);
+                            self.catch_up(conv, *seq).await?;
+                        }
                         return Ok(None);
                     }
                     self.cursors.insert(conv.clone(), *seq);
+                    self.send(text.clone()).await?;
+                    self.send_ready(conv).await?;
+                    return Ok(None);
                 }
                 self.send(text.clone()).await?;
                 Ok(None)
@@ -420,6 +468,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         loop {
             let idle_deadline = last_heard + limits.idle_timeout;
             let resync_deadline = resync_at.unwrap_or_else(|| idle_deadline + limits.idle_timeout);
+            let gap_deadline = self.early.deadline();
             tokio::select! {
                 biased;
                 reason = reg.kick.kicked() => {
@@ -445,6 +494,9 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                 Ok(()) = resync_requests.changed() => {
                     let jitter = Duration::from_millis(rand::random_range(0..RESYNC_SPREAD_MS));
                     resync_at.get_or_insert(tokio::time::Instant::now() + jitter);
+                }
+                _ = tokio::time::sleep_until(gap_deadline.unwrap_or(idle_deadline)), if gap_deadline.is_some() => {
+                    self.fill_expired_gaps().await?;
                 }
                 _ = tokio::time::sleep_until(resync_deadline), if resync_at.is_some() => {
                     resync_at = None;
