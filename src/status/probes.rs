@@ -488,6 +488,16 @@ mod tests {
     }
 
     #[test]
+    fn a_password_login_hands_back_the_session_it_replaces_for_logout() {
+        let mut probe = LoginProbe::default();
+        assert!(probe.logged_in(session()).is_none());
+        probe.refreshed("a2".into());
+        let old = probe.logged_in(ProbeSession { access: "b".into(), refresh: "r2".into() }).unwrap();
+        assert_eq!((old.access.as_str(), old.refresh.as_str()), ("a2", "r"), "with its newest access token");
+        assert_eq!(probe.since_login, 0);
+    }
+
+    #[test]
     fn only_the_built_in_schemes_are_built_in() {
         assert!(is_builtin("visitor+http://127.0.0.1:1/?widget_key=k"));
         assert!(is_builtin("agent+http://127.0.0.1:1/"));

@@ -1082,7 +1082,7 @@ async fn incident_on(server: &TestServer, component: &str, status: &str) -> Valu
 
 #[tokio::test]
 async fn built_in_probes_check_readyz_a_visitor_an_agent_login_and_the_store() {
-    let (server, _tmp) = probe_server(|_| {}).await;
+    let (server, _tmp) = probe_server(|c| c.status.login_probe_every = 2).await;
     let chat = server.state.status.find_component("Chat widget").await.unwrap();
     let console = server.state.status.find_component("Agent console").await.unwrap();
     let login = server.state.status.find_component("Agent login").await.unwrap();
@@ -1115,6 +1115,13 @@ async fn built_in_probes_check_readyz_a_visitor_an_agent_login_and_the_store() {
     }
     let (_, unresolved) = server.get("/api/v2/incidents/unresolved.json", None).await;
     assert_eq!(unresolved["incidents"], json!([]));
+    // A password login every other check, and each ends the session before
+    // it: after a dozen checks the probe has one live session (two while a
+    // check is between its login and that logout), not six.
+    passing_checks(&server, "Agent login", 12).await;
+    let probe = server.state.store.agent_by_email(&account.email).await.unwrap().unwrap();
+    let live = server.state.store.revoke_agent_sessions(&probe.id, holdfast::store::now_ms()).await.unwrap();
+    assert!((1..=2).contains(&live.len()), "{} live probe sessions", live.len());
     server.stop().await;
 }
 
