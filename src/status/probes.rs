@@ -214,26 +214,35 @@ impl Probes {
     async fn login_round_trip(&self, url: &str, state: &mut LoginProbe) -> Result<(), String> {
         let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
         let base = origin(&parsed);
+        let checked = self.log_in_and_connect(&base, state).await;
+        // Sessions that password logins replaced end now, after a failed
+        // check too, so the probe keeps one live session rather than one
+        // per login. Not timed; one that cannot be ended is tried again.
+        let mut retired = std::mem::take(&mut state.retired);
+        for session in retired.drain(..) {
+            let ended = self.http.post(format!("{base}/api/v1/auth/logout")).bearer_auth(&session.access).send().await;
+            if ended.is_err() {
+                state.retired.push(session);
+            }
+        }
+        checked
+    }
+
+    async fn log_in_and_connect(&self, base: &str, state: &mut LoginProbe) -> Result<(), String> {
         let started = Instant::now();
         let step = state.next_step(self.config.login_probe_every);
         // Failed until this check passes: a timeout drops this future midway.
         state.failed = true;
         let refreshed = match (step, &state.session) {
-            (LoginStep::Refresh, Some(session)) => self.refresh(&base, session).await?,
+            (LoginStep::Refresh, Some(session)) => self.refresh(base, session).await?,
             _ => None,
         };
-        let mut replaced = None;
         let access = match refreshed {
             Some(access) => state.refreshed(access),
             // Time for a password login, or the session was refused.
-            None => {
-                let session = self.password_login(&base).await?;
-                let access = session.access.clone();
-                replaced = state.logged_in(session);
-                access
-            }
+            None => state.logged_in(self.password_login(base).await?),
         };
-        let welcome = socket_welcome(&base, "/api/v1/agent/socket", &access, "agent").await?;
+        let welcome = socket_welcome(base, "/api/v1/agent/socket", &access, "agent").await?;
         if welcome["role"] != "probe" {
             return Err(format!("the agent socket welcomed a {} instead of the probe", welcome["role"]));
         }
@@ -243,11 +252,6 @@ impl Probes {
             return Err(format!("login took {} ms (the limit is {} ms)", took.as_millis(), limit.as_millis()));
         }
         state.failed = false;
-        // The session a password login replaced ends now, so the probe keeps
-        // one live session, not one per login. Not timed; failure is harmless.
-        if let Some(old) = replaced {
-            let _ = self.http.post(format!("{base}/api/v1/auth/logout")).bearer_auth(&old.access).send().await;
-        }
         Ok(())
     }
 
@@ -366,11 +370,16 @@ struct ProbeSession {
 #[derive(Default)]
 struct LoginProbe {
     session: Option<ProbeSession>,
+    /// Sessions replaced by a password login, still to be logged out.
+    retired: Vec<ProbeSession>,
     /// Checks since the last password login.
     since_login: u32,
     /// The last check failed.
     failed: bool,
 }
+
+/// Sessions kept for logging out while the server cannot be reached.
+const MAX_RETIRED: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LoginStep {
@@ -381,10 +390,18 @@ enum LoginStep {
 }
 
 impl LoginProbe {
-    /// A password login succeeded; returns the session it replaces.
-    fn logged_in(&mut self, session: ProbeSession) -> Option<ProbeSession> {
+    /// A password login succeeded: its session replaces the one before,
+    /// which is to be logged out. Returns the new access token.
+    fn logged_in(&mut self, session: ProbeSession) -> String {
         self.since_login = 0;
-        self.session.replace(session)
+        let access = session.access.clone();
+        if let Some(old) = self.session.replace(session) {
+            if self.retired.len() >= MAX_RETIRED {
+                self.retired.remove(0);
+            }
+            self.retired.push(old);
+        }
+        access
     }
 
     /// The session was refreshed; returns the new access token.
@@ -488,13 +505,20 @@ mod tests {
     }
 
     #[test]
-    fn a_password_login_hands_back_the_session_it_replaces_for_logout() {
+    fn a_password_login_retires_the_session_it_replaces_for_logout() {
         let mut probe = LoginProbe::default();
-        assert!(probe.logged_in(session()).is_none());
+        assert_eq!(probe.logged_in(session()), "a");
+        assert!(probe.retired.is_empty());
         probe.refreshed("a2".into());
-        let old = probe.logged_in(ProbeSession { access: "b".into(), refresh: "r2".into() }).unwrap();
-        assert_eq!((old.access.as_str(), old.refresh.as_str()), ("a2", "r"), "with its newest access token");
+        assert_eq!(probe.logged_in(ProbeSession { access: "b".into(), refresh: "r2".into() }), "b");
+        let old: Vec<_> = probe.retired.iter().map(|s| (s.access.as_str(), s.refresh.as_str())).collect();
+        assert_eq!(old, [("a2", "r")], "with its newest access token");
         assert_eq!(probe.since_login, 0);
+        // While logouts cannot reach the server, the oldest are let go.
+        for _ in 0..2 * MAX_RETIRED {
+            probe.logged_in(session());
+        }
+        assert_eq!(probe.retired.len(), MAX_RETIRED);
     }
 
     #[test]

@@ -1289,6 +1289,18 @@ async fn a_login_or_store_round_trip_slower_than_its_limit_fails() {
     let (_, chat) = server.get("/api/v2/components.json", None).await;
     let widget = chat["components"].as_array().unwrap().iter().find(|c| c["name"] == "Chat widget").cloned().unwrap();
     assert_eq!(widget["status"], "operational", "only the probes with a limit failed");
+    // Every failed check logged in with the password; each ended the
+    // session before it all the same.
+    let login_id = server.state.status.find_component("Agent login").await.unwrap().id;
+    eventually("eight failed login checks", || async {
+        let days = server.state.status.store.uptime(0).await.unwrap();
+        days.iter().any(|d| d.component_id == login_id && d.total - d.ok >= 8).then_some(())
+    })
+    .await;
+    let account = probe_account(&server).await;
+    let probe = server.state.store.agent_by_email(&account.email).await.unwrap().unwrap();
+    let live = server.state.store.revoke_agent_sessions(&probe.id, holdfast::store::now_ms()).await.unwrap();
+    assert!((1..=2).contains(&live.len()), "{} live probe sessions", live.len());
     server.stop().await;
 }
 
