@@ -178,8 +178,18 @@ fn check_chat_limit(limit: i64) -> Result<i64> {
     Ok(limit)
 }
 
+/// Admins give people the roles admin and agent; the probe role is
+/// Holdfast's own (the status page's login probe).
+fn check_role(role: Role) -> Result<Role> {
+    match role {
+        Role::Admin | Role::Agent => Ok(role),
+        Role::Probe => Err(Error::bad_request("role must be admin or agent")),
+    }
+}
+
 pub async fn create_agent(auth: &Auth, store: &dyn Store, admin: &AgentCtx, req: NewAgentRequest) -> Result<Agent> {
     require_admin(admin)?;
+    check_role(req.role)?;
     let email = normalize_email(&req.email);
     if !valid_email(&email) {
         return Err(Error::bad_request("email is not a valid address"));
@@ -234,7 +244,7 @@ pub async fn update_agent(
     }
     let update = AgentUpdate {
         name: change.name.as_deref().map(check_name).transpose()?,
-        role: change.role,
+        role: change.role.map(check_role).transpose()?,
         active: change.active,
         chat_limit: change.chat_limit.map(check_chat_limit).transpose()?,
     };
@@ -262,7 +272,12 @@ async fn agent_of_site(store: &dyn Store, site_id: &str, agent_id: &str) -> Resu
     if agent_id.len() > 64 {
         return Err(Error::NotFound("agent"));
     }
-    store.agent(agent_id).await?.filter(|a| a.site_id == site_id).ok_or(Error::NotFound("agent"))
+    // The status probe is not the admin's to see or change.
+    store
+        .agent(agent_id)
+        .await?
+        .filter(|a| a.site_id == site_id && a.role != Role::Probe)
+        .ok_or(Error::NotFound("agent"))
 }
 
 /// A group with its members, for the admin page.

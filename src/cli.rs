@@ -49,8 +49,9 @@ pub enum Command {
         data: DataArg,
         #[command(flatten)]
         opts: ServeOpts,
+        // Boxed: the largest set of flags (clippy: large_enum_variant).
         #[command(flatten)]
-        status: status_commands::StatusServeArgs,
+        status: Box<status_commands::StatusServeArgs>,
     },
     /// Apply the database schema (PostgreSQL with --database-url, else the
     /// SQLite file in --data). `serve` also applies it, and refuses a
@@ -204,7 +205,7 @@ pub enum AgentCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     init_logs(cli.log_format);
     match cli.command {
-        Command::Serve { listen, data, opts, status } => serve(listen, &data, &opts, status).await,
+        Command::Serve { listen, data, opts, status } => serve(listen, &data, &opts, *status).await,
         Command::Migrate { data } => migrate(&data).await,
         Command::Site { command } => site(command).await,
         Command::Agent { command } => agent(command).await,

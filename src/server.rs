@@ -17,9 +17,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let hub = state.chat.hub.clone();
-    let probe_key = state.store.sites().await.ok().and_then(|s| s.into_iter().next()).map(|s| s.widget_key);
+    let probe_site = state.store.sites().await.ok().and_then(|s| s.into_iter().next());
     let probe_base = format!("http://{}", listener.local_addr()?);
-    let _status_jobs = crate::status::start(state.status.clone(), &probe_base, probe_key.as_deref()).await;
+    let _status_jobs = crate::status::start(state.status.clone(), state.store.clone(), &probe_base, probe_site);
     let app = crate::http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     // Chat frames are small and latency-bound: never wait for Nagle.
     let listener = listener.tap_io(|tcp| {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::store::{Agent, Store, now_ms};
+use crate::store::{Agent, Role, Store, now_ms};
 pub use passwords::HashPool;
 pub use tokens::{AgentClaims, Tokens, VisitorClaims};
 
@@ -73,9 +73,25 @@ impl Auth {
         Ok(Auth { store, tokens: Tokens::new(secret), hashes, cfg, revoked: Default::default() })
     }
 
+    /// Log in with a password: the API login, which the status page's
+    /// login probe uses too.
     pub async fn login(&self, email: &str, password: &str) -> Result<Credentials> {
+        self.login_as(email, password, true).await
+    }
+
+    /// The console's login: people only, never the status probe account.
+    pub async fn console_login(&self, email: &str, password: &str) -> Result<Credentials> {
+        self.login_as(email, password, false).await
+    }
+
+    async fn login_as(&self, email: &str, password: &str, probe_allowed: bool) -> Result<Credentials> {
         let started = std::time::Instant::now();
-        let result = self.check_password(email, password).await;
+        let result = self.check_password(email, password).await.and_then(|agent| {
+            if agent.role == Role::Probe && !probe_allowed {
+                return Err(Error::forbidden("the status probe account cannot use the console"));
+            }
+            Ok(agent)
+        });
         metrics::histogram!("holdfast_login_seconds").record(started.elapsed().as_secs_f64());
         let outcome = match &result {
             Ok(_) => "ok",

@@ -401,7 +401,8 @@ impl Chat {
                     .store
                     .agent(target)
                     .await?
-                    .filter(|t| t.site_id == conv.site_id && t.active)
+                    // The status probe takes no chats.
+                    .filter(|t| t.site_id == conv.site_id && t.active && t.role != Role::Probe)
                     .ok_or(Error::NotFound("agent"))?;
                 let change = Change::Assign {
                     agent_id: agent.id.clone(),

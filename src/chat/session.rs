@@ -27,7 +27,7 @@ use crate::admission::Lane;
 use crate::auth::Auth;
 use crate::bus::{Envelope, Payload};
 use crate::error::{Error, Result};
-use crate::store::{Applied, VisitorUpdate};
+use crate::store::{Applied, Role, VisitorUpdate};
 
 /// What a transport hands the session.
 #[derive(Debug)]
@@ -129,6 +129,11 @@ where
             return;
         }
     };
+    if let Peer::Agent(a) = &peer
+        && a.role == Role::Probe
+    {
+        return probe_welcome(chat, peer, cursors, limits.write_timeout, out).await;
+    }
     let principal = match &peer {
         Peer::Agent(a) => Principal::Agent { agent_id: a.agent_id.clone(), session_id: a.session_id.clone() },
         Peer::Visitor(v) => Principal::Visitor { visitor_id: v.visitor_id.clone() },
@@ -173,6 +178,21 @@ where
     if reason != CUT {
         let _ = session.out.send(Outbound::Close(reason)).await;
     }
+}
+
+/// The status page's login probe: the welcome an agent gets, from the same
+/// store reads, and then the socket is closed. It never registers with the
+/// hub, so it is never present: never routed to, never counted online,
+/// never in another node's heartbeat.
+async fn probe_welcome<O>(chat: Arc<Chat>, peer: Peer, cursors: HashMap<String, i64>, write_timeout: Duration, out: O)
+where
+    O: Sink<Outbound> + Unpin + Send,
+{
+    let mut session = Session { chat, peer, out, cursors: HashMap::new(), write_timeout };
+    if let Err(err) = session.welcome(cursors).await {
+        let _ = session.send(error_frame(&err, None)).await;
+    }
+    let _ = session.out.send(Outbound::Close("probe done")).await;
 }
 
 fn parse_frame(text: &str) -> Result<ClientFrame> {

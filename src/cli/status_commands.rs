@@ -45,6 +45,21 @@ pub struct StatusServeArgs {
     /// (default: an operator resolves it).
     #[arg(long, env = "HOLDFAST_STATUS_AUTO_RESOLVE_SECS")]
     status_auto_resolve_secs: Option<u64>,
+    /// The login probe logs in with its password on every this many checks
+    /// (and after every failed one); the others refresh its session.
+    #[arg(long, env = "HOLDFAST_STATUS_LOGIN_PROBE_EVERY", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    status_login_probe_every: u32,
+    /// Milliseconds after which a login probe (login, then the agent
+    /// socket's welcome) counts as failed.
+    #[arg(long, env = "HOLDFAST_STATUS_LOGIN_PROBE_SLOW_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    status_login_probe_slow_ms: u64,
+    /// Milliseconds after which a store probe (one write and one read of the
+    /// chat store) counts as failed.
+    #[arg(long, env = "HOLDFAST_STATUS_STORE_PROBE_SLOW_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    status_store_probe_slow_ms: u64,
     /// Accept webhook subscribers on private or loopback addresses.
     #[arg(long, env = "HOLDFAST_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
@@ -58,6 +73,9 @@ impl StatusServeArgs {
         config.fail_after = self.status_fail_after;
         config.quiet_period = Duration::from_secs(self.status_quiet_secs);
         config.auto_resolve_after = self.status_auto_resolve_secs.map(Duration::from_secs);
+        config.login_probe_every = self.status_login_probe_every;
+        config.login_probe_slow = Duration::from_millis(self.status_login_probe_slow_ms);
+        config.store_probe_slow = Duration::from_millis(self.status_store_probe_slow_ms);
         config.allow_private_webhooks = self.allow_private_webhooks;
         if let Some(smtp) = self.smtp {
             let (host, port) = smtp.rsplit_once(':').ok_or_else(|| anyhow!("--smtp must be HOST:PORT"))?;

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::extract::{AgentAuth, ApiJson};
+use super::extract::{ApiJson, SessionAuth};
 use crate::app::AppState;
 use crate::auth::{Credentials, normalize_email};
 use crate::bus::{Audience, Envelope, Payload};
@@ -72,7 +72,7 @@ async fn refresh(
 }
 
 /// Ends the session of the access token, and closes its sockets everywhere.
-async fn logout(State(state): State<AppState>, AgentAuth(agent): AgentAuth) -> Result<StatusCode> {
+async fn logout(State(state): State<AppState>, SessionAuth(agent): SessionAuth) -> Result<StatusCode> {
     state.auth.logout(&agent.session_id).await?;
     state
         .chat
@@ -87,7 +87,7 @@ async fn logout(State(state): State<AppState>, AgentAuth(agent): AgentAuth) -> R
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn me(State(state): State<AppState>, AgentAuth(agent): AgentAuth) -> Result<Json<Agent>> {
+async fn me(State(state): State<AppState>, SessionAuth(agent): SessionAuth) -> Result<Json<Agent>> {
     let me = state.store.agent(&agent.agent_id).await?.ok_or_else(|| Error::unauthorized("agent not found"))?;
     Ok(Json(me))
 }

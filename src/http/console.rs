@@ -104,7 +104,7 @@ async fn login(
     check_same_origin(&headers)?;
     // The same per-account and per-address limits as the API login.
     state.login_limiter.check(&normalize_email(&req.email), Some(peer.ip()))?;
-    let mut creds: Credentials = state.auth.login(&req.email, &req.password).await?;
+    let mut creds: Credentials = state.auth.console_login(&req.email, &req.password).await?;
     let secret = creds.refresh_token.take().ok_or_else(|| Error::internal(anyhow::anyhow!("no refresh token")))?;
     let max_age = state.config.auth.session_ttl.as_secs();
     let mut response = Json(creds).into_response();

@@ -43,20 +43,38 @@ fn bearer(parts: &Parts) -> Result<&str, Error> {
         .ok_or_else(|| Error::unauthorized("missing bearer token"))
 }
 
-/// An agent authenticated by access token (verified in memory).
+/// Any signed-in session, the status probe's included (verified in
+/// memory). Only for what touches nothing but the caller's own session:
+/// `me` and logout. Everything else takes `AgentAuth`.
+pub struct SessionAuth(pub AgentCtx);
+
+impl FromRequestParts<AppState> for SessionAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let claims = state.auth.verify_agent(bearer(parts)?)?;
+        Ok(SessionAuth(AgentCtx {
+            agent_id: claims.sub,
+            site_id: claims.site,
+            session_id: claims.sid,
+            role: claims.role,
+        }))
+    }
+}
+
+/// An agent (or admin) authenticated by access token; the status probe's
+/// token is refused here, so it can read or change nothing.
 pub struct AgentAuth(pub AgentCtx);
 
 impl FromRequestParts<AppState> for AgentAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let claims = state.auth.verify_agent(bearer(parts)?)?;
-        Ok(AgentAuth(AgentCtx {
-            agent_id: claims.sub,
-            site_id: claims.site,
-            session_id: claims.sid,
-            role: claims.role,
-        }))
+        let SessionAuth(agent) = SessionAuth::from_request_parts(parts, state).await?;
+        if agent.role == Role::Probe {
+            return Err(Error::forbidden("the status probe account only logs in and connects"));
+        }
+        Ok(AgentAuth(agent))
     }
 }
 

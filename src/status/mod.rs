@@ -6,7 +6,8 @@
 //! - `page`    — the server-rendered HTML page and per-incident pages.
 //! - `feed`    — Atom and RSS feeds of incident history.
 //! - `notify`  — the delivery side task: signed webhooks and email.
-//! - `monitor` — HTTP/TCP checks and built-in probes; auto-opened incidents.
+//! - `monitor` — the check loop (HTTP/TCP and built-in); auto-opened incidents.
+//! - `probes`  — the built-in probes: readiness, visitor, agent login, store.
 //! - `export`  — a static copy of page, feeds and JSON.
 //! - `time`    — the time formats shown.
 
@@ -16,6 +17,7 @@ pub mod feed;
 pub mod monitor;
 pub mod notify;
 pub mod page;
+pub mod probes;
 pub mod time;
 
 use std::sync::Arc;
@@ -28,9 +30,10 @@ use crate::store::status::{
     Component, ComponentFields, ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus, IncidentWrite,
     StatusStore, Subscriber, SubscriberKind,
 };
+use crate::store::{Site, Store};
 
 /// The components a fresh install shows.
-pub const DEFAULT_COMPONENTS: &[&str] = &["Chat widget", "Agent login", "Agent console", "Website"];
+pub const DEFAULT_COMPONENTS: &[&str] = &["Chat widget", "Agent login", "Agent console", "Website", "Message delivery"];
 
 /// How the status page and its monitors behave; every field says why.
 #[derive(Debug, Clone)]
@@ -61,10 +64,21 @@ pub struct StatusConfig {
     pub monitor_tick: Duration,
     /// A check slower than this failed.
     pub check_timeout: Duration,
-    /// Probe Holdfast itself (`/readyz`, a visitor session) over the network.
+    /// Probe Holdfast itself (`/readyz`, a visitor session, an agent login,
+    /// the store's latency).
     pub self_probe: bool,
     /// How often the built-in probes run.
     pub self_probe_interval: Duration,
+    /// The login probe logs in with its password on every this many checks
+    /// (and after every failed one); the checks between refresh its session
+    /// instead, sparing a password hash.
+    pub login_probe_every: u32,
+    /// A login probe slower than this (login or refresh, then the agent
+    /// socket's welcome) failed: agents would call it broken.
+    pub login_probe_slow: Duration,
+    /// A store probe (one small write and read) slower than this failed:
+    /// every message waits for such a write before it is delivered.
+    pub store_probe_slow: Duration,
     /// Where the built-in probes reach chat; defaults to the listen address
     /// (set it when running `--only status` apart from chat).
     pub probe_base: Option<String>,
@@ -105,6 +119,9 @@ impl Default for StatusConfig {
             check_timeout: Duration::from_secs(5),
             self_probe: true,
             self_probe_interval: Duration::from_secs(30),
+            login_probe_every: 5,
+            login_probe_slow: Duration::from_secs(2),
+            store_probe_slow: Duration::from_secs(1),
             probe_base: None,
             delivery_tick: Duration::from_secs(1),
             retry_base: Duration::from_secs(2),
@@ -501,11 +518,20 @@ impl Drop for Jobs {
 }
 
 /// Start the monitors (with the built-in probes pointed at `probe_base`,
-/// visiting as a visitor of the site with `widget_key`) and the delivery task.
-pub async fn start(status: Arc<Status>, probe_base: &str, widget_key: Option<&str>) -> Jobs {
+/// visiting as a visitor of `site` and logging in as the probe agent made
+/// there, in the chat `store`) and the delivery task. The probes are
+/// installed in the monitors' task, so serving never waits for them (the
+/// first start hashes the probe account's password).
+pub fn start(status: Arc<Status>, store: Arc<dyn Store>, probe_base: &str, site: Option<Site>) -> Jobs {
     let base = status.config.probe_base.clone().unwrap_or_else(|| probe_base.to_owned());
-    if let Err(e) = monitor::install_builtin(&status, &base, widget_key).await {
-        tracing::warn!(error = %e, "cannot install the built-in probes");
-    }
-    Jobs(vec![tokio::spawn(monitor::run(status.clone())), tokio::spawn(notify::run(status))])
+    let monitors = {
+        let status = status.clone();
+        async move {
+            if let Err(e) = probes::install_builtin(&status, store.as_ref(), &base, site.as_ref()).await {
+                tracing::warn!(error = %e, "cannot install the built-in probes");
+            }
+            monitor::run(status, store).await
+        }
+    };
+    Jobs(vec![tokio::spawn(monitors), tokio::spawn(notify::run(status))])
 }

@@ -1,6 +1,7 @@
-//! Monitors: operator-defined HTTP and TCP checks plus built-in probes of
-//! Holdfast itself, made over the network as a visitor would (a fresh
-//! connection per check, so a hung process is seen as down, not silent).
+//! Monitors: operator-defined HTTP and TCP checks plus the built-in probes
+//! of Holdfast itself (`probes`), made over the network as a visitor or an
+//! agent would (a fresh connection per check, so a hung process is seen as
+//! down, not silent).
 //!
 //! A component fails only after `fail_after` consecutive failed checks of
 //! one of its monitors. A failing component opens an incident by itself
@@ -15,25 +16,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::probes::{self, Probes};
 use super::{IncidentInput, Status};
 use crate::error::{Error, Result};
-use crate::store::now_ms;
 use crate::store::status::{ComponentStatus, IncidentKind, IncidentStatus, Monitor};
-
-/// The built-in probe of the chat node's readiness, and the component it
-/// speaks for.
-pub const READINESS_PROBE: &str = "Holdfast readiness";
-pub const READINESS_COMPONENT: &str = "Agent console";
-/// The built-in probe that does what a visitor's widget does: get a visitor
-/// session, open the visitor socket, say hello and wait for `welcome`.
-pub const VISITOR_PROBE: &str = "Holdfast visitor socket";
-pub const VISITOR_COMPONENT: &str = "Chat widget";
-/// Targets of the visitor probe: `visitor+http://host:port/?widget_key=…`.
-const VISITOR_SCHEME: &str = "visitor+";
-
-/// Visitor tokens the visitor probe keeps between checks, so it reuses one
-/// visitor instead of making a new one every time.
-type ProbeTokens = tokio::sync::Mutex<HashMap<String, String>>;
+use crate::store::{Store, now_ms};
 
 /// Check a monitor target: `http://host[:port]/path` or `tcp://host:port`.
 pub fn check_target(target: &str) -> Result<String> {
@@ -57,12 +44,9 @@ pub fn check_target(target: &str) -> Result<String> {
 }
 
 /// One check; `Err` says why it failed.
-async fn check(http: &reqwest::Client, tokens: &ProbeTokens, target: &str, timeout: Duration) -> Result<(), String> {
-    if let Some(url) = target.strip_prefix(VISITOR_SCHEME) {
-        return match tokio::time::timeout(timeout, visitor_round_trip(http, tokens, url)).await {
-            Ok(r) => r,
-            Err(_) => Err("visitor round trip timed out".into()),
-        };
+async fn check(http: &reqwest::Client, probes: &Probes, target: &str, timeout: Duration) -> Result<(), String> {
+    if probes::is_builtin(target) {
+        return probes.check(target, timeout).await;
     }
     if let Some(addr) = target.strip_prefix("tcp://") {
         return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
@@ -77,49 +61,6 @@ async fn check(http: &reqwest::Client, tokens: &ProbeTokens, target: &str, timeo
         Err(e) if e.is_timeout() => Err("timed out".into()),
         Err(e) => Err(format!("request failed: {e}")),
     }
-}
-
-/// A visitor's round trip over the network: session, socket, hello, welcome.
-async fn visitor_round_trip(http: &reqwest::Client, tokens: &ProbeTokens, url: &str) -> Result<(), String> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-
-    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
-    let key = parsed.query_pairs().find(|(k, _)| k == "widget_key").map(|(_, v)| v.into_owned()).unwrap_or_default();
-    let base = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or(""));
-    let base = match parsed.port() {
-        Some(p) => format!("{base}:{p}"),
-        None => base,
-    };
-    let kept = tokens.lock().await.get(url).cloned();
-    let res = http
-        .post(format!("{base}/api/v1/visitor/session"))
-        .json(&serde_json::json!({"widget_key": key, "visitor_token": kept, "page_url": "holdfast:probe"}))
-        .send()
-        .await
-        .map_err(|e| format!("visitor session failed: {e}"))?;
-    if !res.status().is_success() {
-        return Err(format!("visitor session answered {}", res.status()));
-    }
-    let session: serde_json::Value = res.json().await.map_err(|e| format!("visitor session: {e}"))?;
-    let token = session["visitor_token"].as_str().ok_or("visitor session without a token")?.to_owned();
-    tokens.lock().await.insert(url.to_owned(), token.clone());
-    let ws_url = format!("ws{}/api/v1/visitor/socket", base.strip_prefix("http").unwrap_or(&base));
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(ws_url).await.map_err(|e| format!("visitor socket failed: {e}"))?;
-    let hello = serde_json::json!({"type": "hello", "v": 1, "token": token, "cursors": {}});
-    ws.send(Message::Text(hello.to_string().into())).await.map_err(|e| format!("visitor socket: {e}"))?;
-    let answer = loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => break t,
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(format!("visitor socket: {e}")),
-            None => return Err("visitor socket closed before welcome".into()),
-        }
-    };
-    let _ = ws.close(None).await;
-    let frame: serde_json::Value = serde_json::from_str(&answer).map_err(|e| format!("visitor socket: {e}"))?;
-    if frame["type"] == "welcome" { Ok(()) } else { Err(format!("visitor socket answered {}", frame["type"])) }
 }
 
 /// What the loop remembers about one monitor.
@@ -140,31 +81,9 @@ struct ComponentWatch {
     monitoring_since: Option<Instant>,
 }
 
-/// Make sure the built-in probes exist and point at `probe_base` (the
-/// visitor probe only when a site's widget key is known).
-pub async fn install_builtin(status: &Status, probe_base: &str, widget_key: Option<&str>) -> Result<()> {
-    if !status.config.self_probe {
-        return Ok(());
-    }
-    let base = probe_base.trim_end_matches('/');
-    let mut probes = vec![(READINESS_PROBE, READINESS_COMPONENT, format!("{base}/readyz"))];
-    if let Some(key) = widget_key {
-        let key: String = key.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-        probes.push((VISITOR_PROBE, VISITOR_COMPONENT, format!("{VISITOR_SCHEME}{base}/?widget_key={key}")));
-    }
-    for (name, component, target) in probes {
-        let Ok(component) = status.find_component(component).await else {
-            tracing::info!("no {component:?} component: the {name:?} probe is off");
-            continue;
-        };
-        let interval = status.config.self_probe_interval.as_millis() as i64;
-        status.store.create_monitor(name, &component.id, &target, interval, true).await?;
-    }
-    Ok(())
-}
-
-/// Run the monitors until the task is dropped.
-pub async fn run(status: Arc<Status>) {
+/// Run the monitors until the task is dropped; the built-in probes reach
+/// the chat store through `store`.
+pub async fn run(status: Arc<Status>, store: Arc<dyn Store>) {
     let http = match reqwest::Client::builder()
         // A fresh connection per check: a reused one would hide a listener
         // that no longer accepts.
@@ -179,7 +98,7 @@ pub async fn run(status: Arc<Status>) {
             return;
         }
     };
-    let tokens = ProbeTokens::default();
+    let probes = Probes::new(http.clone(), store, &status);
     let mut watches: HashMap<String, Watch> = HashMap::new();
     let mut components: HashMap<String, ComponentWatch> = HashMap::new();
     // Follow incidents this loop opened before a restart.
@@ -208,7 +127,7 @@ pub async fn run(status: Arc<Status>) {
             monitors.iter().filter(|m| watches.get(&m.id).is_none_or(|w| w.next_due <= now)).collect();
         let timeout = status.config.check_timeout;
         let results = futures_util::future::join_all(
-            due.iter().map(|m| async { (*m, check(&http, &tokens, &m.target, timeout).await) }),
+            due.iter().map(|m| async { (*m, check(&http, &probes, &m.target, timeout).await) }),
         )
         .await;
         let at = now_ms();

@@ -90,6 +90,11 @@ pub struct Site {
 pub enum Role {
     Admin,
     Agent,
+    /// The status page's login probe: it logs in and opens the agent socket
+    /// like an agent, and can do nothing else. Never listed, never routed
+    /// to, never given to a person (Holdfast creates the one probe account
+    /// itself; admins cannot create, see or change it).
+    Probe,
 }
 
 impl Role {
@@ -97,6 +102,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Agent => "agent",
+            Role::Probe => "probe",
         }
     }
 
@@ -104,6 +110,7 @@ impl Role {
         match s {
             "admin" => Some(Role::Admin),
             "agent" => Some(Role::Agent),
+            "probe" => Some(Role::Probe),
             _ => None,
         }
     }
@@ -465,6 +472,8 @@ pub trait Store: Send + Sync + 'static {
     async fn meta_get(&self, key: &str) -> Result<Option<String>>;
     /// Set `key` to `value` unless it is already set; returns the stored value.
     async fn meta_init(&self, key: &str, value: &str) -> Result<String>;
+    /// Set `key` to `value`, replacing any value it had.
+    async fn meta_set(&self, key: &str, value: &str) -> Result<()>;
 
     async fn create_site(&self, name: &str) -> Result<Site>;
     async fn site(&self, id: &str) -> Result<Option<Site>>;
@@ -476,12 +485,15 @@ pub trait Store: Send + Sync + 'static {
     async fn group(&self, id: &str) -> Result<Option<Group>>;
     async fn add_agent_to_group(&self, agent_id: &str, group_id: &str) -> Result<()>;
 
+    /// A new agent, in the site's default group (the status probe in none).
     async fn create_agent(&self, new: NewAgent<'_>) -> Result<Agent>;
     async fn agent(&self, id: &str) -> Result<Option<Agent>>;
     async fn agent_by_email(&self, email: &str) -> Result<Option<Agent>>;
+    /// The site's people: every agent and admin, never the status probe.
     async fn agents(&self, site_id: &str) -> Result<Vec<Agent>>;
     async fn set_availability(&self, agent_id: &str, availability: Availability) -> Result<()>;
-    /// Members of a group with their current load, for routing.
+    /// Members of a group with their current load, for routing (never the
+    /// status probe, even if it were put in a group).
     async fn routing_candidates(&self, group_id: &str) -> Result<Vec<RoutingCandidate>>;
 
     async fn create_session(&self, agent_id: &str, secret_hash: &str, expires_at: i64) -> Result<Session>;

@@ -483,6 +483,17 @@ impl Store for PostgresStore {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1").bind(key).fetch_one(self.p().await?).await?)
     }
 
+    async fn meta_set(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(self.p().await?)
+        .await?;
+        Ok(())
+    }
+
     async fn create_site(&self, name: &str) -> Result<Site> {
         let site = Site {
             id: new_id(),
@@ -617,14 +628,17 @@ impl Store for PostgresStore {
             sqlx::Error::Database(d) if d.is_foreign_key_violation() => Error::NotFound("site"),
             e => e.into(),
         })?;
-        // Every agent starts in the site's default group.
-        sqlx::query(
-            "INSERT INTO agent_groups (agent_id, group_id) SELECT $1, id FROM groups WHERE site_id = $2 AND is_default",
-        )
-        .bind(&agent.id)
-        .bind(&agent.site_id)
-        .execute(&mut *tx)
-        .await?;
+        // Every agent starts in the site's default group; the status probe
+        // in none, so routing never sees it.
+        if agent.role != Role::Probe {
+            sqlx::query(
+                "INSERT INTO agent_groups (agent_id, group_id) SELECT $1, id FROM groups WHERE site_id = $2 AND is_default",
+            )
+            .bind(&agent.id)
+            .bind(&agent.site_id)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(agent)
     }
@@ -648,7 +662,7 @@ impl Store for PostgresStore {
     }
 
     async fn agents(&self, site_id: &str) -> Result<Vec<Agent>> {
-        sqlx::query("SELECT * FROM agents WHERE site_id = $1 ORDER BY name, email")
+        sqlx::query("SELECT * FROM agents WHERE site_id = $1 AND role <> 'probe' ORDER BY name, email")
             .bind(site_id)
             .fetch_all(self.p().await?)
             .await?
@@ -671,7 +685,7 @@ impl Store for PostgresStore {
             "SELECT a.id, a.name, a.availability, a.chat_limit, a.last_assigned_at, \
                (SELECT count(*) FROM conversations c WHERE c.agent_id = a.id AND c.status = 'active') AS active_chats \
              FROM agents a JOIN agent_groups g ON g.agent_id = a.id \
-             WHERE g.group_id = $1 AND a.active",
+             WHERE g.group_id = $1 AND a.active AND a.role <> 'probe'",
         )
         .bind(group_id)
         .fetch_all(self.p().await?)

@@ -236,6 +236,17 @@ impl Store for SqliteStore {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_one(self.w().await?).await?)
     }
 
+    async fn meta_set(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(self.w().await?)
+        .await?;
+        Ok(())
+    }
+
     async fn create_site(&self, name: &str) -> Result<Site> {
         let site = Site {
             id: new_id(),
@@ -368,14 +379,17 @@ impl Store for SqliteStore {
             sqlx::Error::Database(d) if d.is_foreign_key_violation() => Error::NotFound("site"),
             e => e.into(),
         })?;
-        // Every agent starts in the site's default group.
-        sqlx::query(
-            "INSERT INTO agent_groups (agent_id, group_id) SELECT ?, id FROM groups WHERE site_id = ? AND is_default = 1",
-        )
-        .bind(&agent.id)
-        .bind(&agent.site_id)
-        .execute(&mut *tx)
-        .await?;
+        // Every agent starts in the site's default group; the status probe
+        // in none, so routing never sees it.
+        if agent.role != Role::Probe {
+            sqlx::query(
+                "INSERT INTO agent_groups (agent_id, group_id) SELECT ?, id FROM groups WHERE site_id = ? AND is_default = 1",
+            )
+            .bind(&agent.id)
+            .bind(&agent.site_id)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(agent)
     }
@@ -399,7 +413,7 @@ impl Store for SqliteStore {
     }
 
     async fn agents(&self, site_id: &str) -> Result<Vec<Agent>> {
-        sqlx::query("SELECT * FROM agents WHERE site_id = ? ORDER BY name, email")
+        sqlx::query("SELECT * FROM agents WHERE site_id = ? AND role <> 'probe' ORDER BY name, email")
             .bind(site_id)
             .fetch_all(self.r().await?)
             .await?
@@ -422,7 +436,7 @@ impl Store for SqliteStore {
             "SELECT a.id, a.name, a.availability, a.chat_limit, a.last_assigned_at, \
                (SELECT count(*) FROM conversations c WHERE c.agent_id = a.id AND c.status = 'active') AS active_chats \
              FROM agents a JOIN agent_groups g ON g.agent_id = a.id \
-             WHERE g.group_id = ? AND a.active = 1",
+             WHERE g.group_id = ? AND a.active = 1 AND a.role <> 'probe'",
         )
         .bind(group_id)
         .fetch_all(self.r().await?)

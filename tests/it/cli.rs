@@ -157,6 +157,26 @@ fn mistakes_get_one_line_errors_and_a_non_zero_exit() {
             Some("long enough password\n"),
             "valid email",
         ),
+        (
+            vec![
+                "agent",
+                "create",
+                "--site",
+                "x",
+                "--email",
+                "p@b.example",
+                "--name",
+                "P",
+                "--role",
+                "probe",
+                "--password-stdin",
+                "--data",
+                data,
+            ],
+            // The role is refused before stdin is read.
+            None,
+            "invalid value 'probe'",
+        ),
         (vec!["site", "list", "--data", "/proc/version"], None, "not a directory"),
     ];
     for (args, stdin, expected) in cases {

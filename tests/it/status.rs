@@ -3,7 +3,7 @@
 //! binary, a real HTTP receiver for webhooks, a real SMTP listener for
 //! email, a real TCP port for a monitor, and headless Chromium.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use holdfast::auth::passwords;
 use holdfast::config::Config;
-use holdfast::store::{NewAgent, Role};
+use holdfast::status::probes::{PROBE_ACCOUNT_KEY, ProbeAccount};
+use holdfast::store::{Availability, NewAgent, Role};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::support::{TestServer, WAIT};
+use crate::support::{Client, TestServer, WAIT};
 
 /// A server in a fresh data dir, tuned for the status page's tests.
 async fn server_with(tune: impl FnOnce(&mut Config)) -> (TestServer, tempfile::TempDir) {
@@ -590,7 +591,7 @@ async fn the_public_page_and_feeds_show_components_uptime_and_history() {
         assert!(html.contains(needle), "{needle:?} missing");
     }
     assert!(html.contains("Slow &amp; &lt;odd&gt; chat"), "names are escaped");
-    assert_eq!(html.matches("class=\"bar ").count(), 90 * 4, "90 daily bars per component");
+    assert_eq!(html.matches("class=\"bar ").count(), 90 * 5, "90 daily bars per component");
     assert!(html.contains("75.00% of 4 checks passed"), "today's bar tells its ratio");
     assert!(html.contains("80.00% uptime"), "uptime over the days with checks");
     assert!(html.contains(&format!("href=\"/status/incidents/{id}\"")));
@@ -1020,20 +1021,76 @@ async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_
     server.stop().await;
 }
 
-#[tokio::test]
-async fn built_in_probes_check_readyz_and_a_visitor_socket_over_the_network() {
-    let (server, _tmp) = server_with(|c| {
+// ---- the built-in probes ----
+
+/// A server whose built-in probes run every 50 ms. Logins are not rate
+/// limited here: the login probe logs in many times a second.
+async fn probe_server(tune: impl FnOnce(&mut Config)) -> (TestServer, tempfile::TempDir) {
+    server_with(|c| {
         c.status.self_probe = true;
         c.status.self_probe_interval = Duration::from_millis(50);
         c.status.monitor_tick = Duration::from_millis(20);
+        // Generous: this machine is shared, and a password hash is slow in a
+        // debug build; the tests of the limits set their own.
+        c.status.login_probe_slow = Duration::from_secs(8);
+        c.status.store_probe_slow = Duration::from_secs(8);
+        c.status.check_timeout = Duration::from_secs(9);
+        c.login_limits.account_burst = 100_000;
+        tune(c)
+    })
+    .await
+}
+
+/// The login probe's account, once the probe has made it.
+async fn probe_account(server: &TestServer) -> ProbeAccount {
+    let stored =
+        eventually("the probe account", || async { server.state.store.meta_get(PROBE_ACCOUNT_KEY).await.unwrap() })
+            .await;
+    let account: ProbeAccount = serde_json::from_str(&stored).unwrap();
+    eventually("the probe agent", || async { server.state.store.agent_by_email(&account.email).await.unwrap() }).await;
+    account
+}
+
+async fn set_probe_account(server: &TestServer, account: &ProbeAccount) {
+    let value = serde_json::to_string(account).unwrap();
+    server.state.store.meta_set(PROBE_ACCOUNT_KEY, &value).await.unwrap();
+}
+
+/// Wait until `component` has at least `n` probe results today, all passed.
+async fn passing_checks(server: &TestServer, component: &str, n: i64) {
+    let id = server.state.status.find_component(component).await.unwrap().id;
+    eventually(&format!("{n} passing checks of {component}"), || async {
+        let days = server.state.status.store.uptime(0).await.unwrap();
+        days.iter().any(|d| d.component_id == id && d.ok >= n && d.ok == d.total).then_some(())
     })
     .await;
+}
+
+/// Wait for an unresolved incident on `component` in `status`.
+async fn incident_on(server: &TestServer, component: &str, status: &str) -> Value {
+    eventually(&format!("a {status} incident on {component}"), || async {
+        let (_, v) = server.get("/api/v2/incidents/unresolved.json", None).await;
+        v["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["status"] == status && i["components"][0]["name"] == component)
+            .cloned()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn built_in_probes_check_readyz_a_visitor_an_agent_login_and_the_store() {
+    let (server, _tmp) = probe_server(|c| c.status.login_probe_every = 2).await;
     let chat = server.state.status.find_component("Chat widget").await.unwrap();
     let console = server.state.status.find_component("Agent console").await.unwrap();
+    let login = server.state.status.find_component("Agent login").await.unwrap();
+    let delivery = server.state.status.find_component("Message delivery").await.unwrap();
     let probes = eventually("the built-in probes", || async {
         let builtin: Vec<_> =
             server.state.status.store.monitors().await.unwrap().into_iter().filter(|m| m.builtin).collect();
-        (builtin.len() == 2).then_some(builtin)
+        (builtin.len() == 4).then_some(builtin)
     })
     .await;
     let readyz = probes.iter().find(|m| m.target.ends_with("/readyz")).unwrap();
@@ -1041,14 +1098,209 @@ async fn built_in_probes_check_readyz_and_a_visitor_socket_over_the_network() {
     assert_eq!(readyz.component_id, console.id);
     let visitor = probes.iter().find(|m| m.target.starts_with("visitor+")).unwrap();
     assert_eq!(visitor.component_id, chat.id);
-    for component in [&chat.id, &console.id] {
-        eventually("passing self-probes", || async {
-            let days = server.state.status.store.uptime(0).await.unwrap();
-            days.iter().any(|d| &d.component_id == component && d.ok >= 3 && d.ok == d.total).then_some(())
-        })
-        .await;
+    let agent = probes.iter().find(|m| m.target.starts_with("agent+")).unwrap();
+    assert_eq!(agent.target, format!("agent+{}/", server.base));
+    assert_eq!(agent.component_id, login.id);
+    let store = probes.iter().find(|m| m.target == "store://chat").unwrap();
+    assert_eq!(store.component_id, delivery.id);
+    // The probe account is never written where admins read monitors.
+    let account = probe_account(&server).await;
+    let token = admin(&server).await;
+    let (status, listed) = server.get("/api/v1/status/monitors", Some(&token)).await;
+    assert_eq!(status, 200);
+    let listed = listed.to_string();
+    assert!(!listed.contains(&account.email) && !listed.contains(&account.password), "{listed}");
+    for component in ["Chat widget", "Agent console", "Agent login", "Message delivery"] {
+        passing_checks(&server, component, 3).await;
     }
+    let (_, unresolved) = server.get("/api/v2/incidents/unresolved.json", None).await;
+    assert_eq!(unresolved["incidents"], json!([]));
+    // A password login every other check, and each ends the session before
+    // it: after a dozen checks the probe has one live session (two while a
+    // check is between its login and that logout), not six.
+    passing_checks(&server, "Agent login", 12).await;
+    let probe = server.state.store.agent_by_email(&account.email).await.unwrap().unwrap();
+    let live = server.state.store.revoke_agent_sessions(&probe.id, holdfast::store::now_ms()).await.unwrap();
+    assert!((1..=2).contains(&live.len()), "{} live probe sessions", live.len());
+    server.stop().await;
+}
 
+#[tokio::test]
+async fn the_login_probe_account_is_hidden_from_people_and_never_given_a_chat() {
+    let (server, _tmp) = probe_server(|_| {}).await;
+    let site = server.site().await;
+    let account = probe_account(&server).await;
+    let probe = server.state.store.agent_by_email(&account.email).await.unwrap().unwrap();
+    assert_eq!(probe.role, Role::Probe);
+    assert_eq!(probe.site_id, site.id);
+
+    // Admins do not see it, cannot change it, cannot make another.
+    let token = admin(&server).await;
+    let (status, agents) = server.get("/api/v1/admin/agents", Some(&token)).await;
+    assert_eq!(status, 200);
+    let agents = agents.as_array().unwrap();
+    assert!(!agents.is_empty());
+    assert!(agents.iter().all(|a| a["id"] != probe.id.as_str() && a["role"] != "probe"), "{agents:?}");
+    let path = format!("/api/v1/admin/agents/{}", probe.id);
+    let (status, _) = send(&server, reqwest::Method::PATCH, &path, &token, json!({"role": "admin"})).await;
+    assert_eq!(status, 404);
+    assert_eq!(server.state.store.agent(&probe.id).await.unwrap().unwrap().role, Role::Probe);
+    let (status, body) = send(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/admin/agents",
+        &token,
+        json!({"email": "fake-probe@acme.example", "name": "P", "password": "12345678", "role": "probe"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("admin or agent"), "{body}");
+
+    // Its credentials log in and open its own welcome, and nothing else.
+    let (access, _) = server.login(&account.email, &account.password).await;
+    let (status, me) = server.get("/api/v1/me", Some(&access)).await;
+    assert_eq!((status, me["role"].as_str()), (200, Some("probe")));
+    for path in ["/api/v1/agents", "/api/v1/conversations", "/api/v1/canned"] {
+        let (status, body) = server.get(path, Some(&access)).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    let res = server
+        .http
+        .post(format!("{}/api/v1/console/login", server.base))
+        .header("x-holdfast-csrf", "1")
+        .json(&json!({"email": account.email, "password": account.password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "the console is for people");
+    let mut sock = Client::connect(&server, "/api/v1/agent/socket", &access, HashMap::new()).await;
+    assert_eq!(sock.welcome["role"], "probe");
+    assert!(sock.next().await.is_none(), "the probe's socket closes after its welcome");
+
+    // Never given a chat: even in the default group and online (which no
+    // interface allows) and connecting while a visitor writes.
+    let groups = server.state.store.groups(&site.id).await.unwrap();
+    let general = groups.iter().find(|g| g.is_default).unwrap();
+    server.state.store.add_agent_to_group(&probe.id, &general.id).await.unwrap();
+    server.state.store.set_availability(&probe.id, Availability::Online).await.unwrap();
+    server.agent(&site, "human@acme.example", 5).await;
+    let (_, visitor_token) = server.visitor(&site).await;
+    let mut visitor = Client::connect(&server, "/api/v1/visitor/socket", &visitor_token, HashMap::new()).await;
+    assert_eq!(visitor.welcome["agents_online"], false, "the probe is nobody to chat with");
+    let _probe_again = Client::connect(&server, "/api/v1/agent/socket", &access, HashMap::new()).await;
+    let ack = visitor.say(None, "c1", "Anyone there?").await;
+    let conv = ack["conv"].as_str().unwrap().to_owned();
+    visitor.wait_for(|f| f["type"] == "queue_position").await;
+    let waiting = server.state.store.conversation(&conv).await.unwrap().unwrap();
+    assert_eq!(waiting.agent_id, None, "queued, not given to the probe");
+
+    // A person comes online: the chat is theirs, and the probe is not in
+    // their list of colleagues nor someone to transfer to.
+    let (mut human, _) = server.online_agent("human@acme.example").await;
+    let colleagues = human.welcome["agents"].as_array().unwrap();
+    assert!(colleagues.iter().all(|a| a["id"] != probe.id.as_str()), "{colleagues:?}");
+    let assigned = visitor.wait_for(|f| f["type"] == "assigned").await;
+    assert_eq!(assigned["agent"]["name"], "human");
+    human.send(json!({"type": "transfer", "conv": conv, "to_agent": probe.id})).await;
+    let refused = human.wait_for(|f| f["type"] == "error").await;
+    assert_eq!(refused["code"], "not_found", "{refused}");
+    let conversation = server.state.store.conversation(&conv).await.unwrap().unwrap();
+    assert_ne!(conversation.agent_id.as_deref(), Some(probe.id.as_str()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_probe_password_takes_agent_login_down_and_the_right_one_brings_it_back() {
+    let (server, _tmp) = probe_server(|c| {
+        c.status.fail_after = 2;
+        c.status.quiet_period = Duration::from_millis(300);
+        c.status.login_probe_every = 3;
+    })
+    .await;
+    let account = probe_account(&server).await;
+    passing_checks(&server, "Agent login", 4).await;
+
+    // Refreshes keep passing, but a password login comes within three
+    // checks, fails, and every check after it logs in again.
+    set_probe_account(&server, &ProbeAccount { password: "not-the-password".into(), ..account.clone() }).await;
+    let incident = incident_on(&server, "Agent login", "investigating").await;
+    assert_eq!(incident["name"], "Agent login is not responding");
+    assert_eq!(incident["impact"], "critical");
+    assert_eq!(incident["components"][0]["status"], "major_outage");
+    let body = incident["incident_updates"][0]["body"].as_str().unwrap();
+    assert!(body.contains("Holdfast agent login") && body.contains("401"), "{body}");
+    let (_, unresolved) = server.get("/api/v2/incidents/unresolved.json", None).await;
+    assert_eq!(unresolved["incidents"].as_array().unwrap().len(), 1, "only agent login is down: {unresolved}");
+
+    set_probe_account(&server, &account).await;
+    let recovered = incident_on(&server, "Agent login", "monitoring").await;
+    assert_eq!(recovered["id"], incident["id"]);
+    assert_eq!(recovered["components"][0]["status"], "operational");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_store_down_agent_login_and_message_delivery_go_down_and_recover() {
+    let (server, _tmp) = probe_server(|c| {
+        c.fault_injection = true;
+        c.status.fail_after = 2;
+        c.status.quiet_period = Duration::from_millis(300);
+    })
+    .await;
+    let token = admin(&server).await;
+    passing_checks(&server, "Agent login", 2).await;
+    passing_checks(&server, "Message delivery", 2).await;
+
+    let (status, _) =
+        send(&server, reqwest::Method::POST, "/api/v1/ops/faults", &token, json!({"store": "fail"})).await;
+    assert_eq!(status, 200);
+    let login = incident_on(&server, "Agent login", "investigating").await;
+    let body = login["incident_updates"][0]["body"].as_str().unwrap();
+    assert!(body.contains("Holdfast agent login"), "{body}");
+    let delivery = incident_on(&server, "Message delivery", "investigating").await;
+    let body = delivery["incident_updates"][0]["body"].as_str().unwrap();
+    assert!(body.contains("Holdfast store latency") && body.contains("the store write failed"), "{body}");
+    assert!(!body.contains("injected"), "the detail is logged, not published: {body}");
+
+    let (status, _) = send(&server, reqwest::Method::POST, "/api/v1/ops/faults", &token, json!({"store": "ok"})).await;
+    assert_eq!(status, 200);
+    for (component, opened) in [("Agent login", &login), ("Message delivery", &delivery)] {
+        let recovered = incident_on(&server, component, "monitoring").await;
+        assert_eq!(recovered["id"], opened["id"]);
+        assert_eq!(recovered["components"][0]["status"], "operational");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_login_or_store_round_trip_slower_than_its_limit_fails() {
+    let (server, _tmp) = probe_server(|c| {
+        c.status.fail_after = 2;
+        c.status.login_probe_slow = Duration::from_nanos(1);
+        c.status.store_probe_slow = Duration::from_nanos(1);
+    })
+    .await;
+    let login = incident_on(&server, "Agent login", "investigating").await;
+    let body = login["incident_updates"][0]["body"].as_str().unwrap();
+    assert!(body.contains("login took") && body.contains("the limit is"), "{body}");
+    let delivery = incident_on(&server, "Message delivery", "investigating").await;
+    let body = delivery["incident_updates"][0]["body"].as_str().unwrap();
+    assert!(body.contains("a write and a read took"), "{body}");
+    let (_, chat) = server.get("/api/v2/components.json", None).await;
+    let widget = chat["components"].as_array().unwrap().iter().find(|c| c["name"] == "Chat widget").cloned().unwrap();
+    assert_eq!(widget["status"], "operational", "only the probes with a limit failed");
+    // Every failed check logged in with the password; each ended the
+    // session before it all the same.
+    let login_id = server.state.status.find_component("Agent login").await.unwrap().id;
+    eventually("eight failed login checks", || async {
+        let days = server.state.status.store.uptime(0).await.unwrap();
+        days.iter().any(|d| d.component_id == login_id && d.total - d.ok >= 8).then_some(())
+    })
+    .await;
+    let account = probe_account(&server).await;
+    let probe = server.state.store.agent_by_email(&account.email).await.unwrap().unwrap();
+    let live = server.state.store.revoke_agent_sessions(&probe.id, holdfast::store::now_ms()).await.unwrap();
+    assert!((1..=2).contains(&live.len()), "{} live probe sessions", live.len());
     server.stop().await;
 }
 

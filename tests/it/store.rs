@@ -66,6 +66,8 @@ both_stores!(
     concurrent_routing_assigns_each_conversation_once_within_limits,
     conversation_rules_refuse_what_they_should,
     meta_init_keeps_the_first_value,
+    meta_set_replaces_the_value,
+    the_status_probe_is_never_listed_grouped_or_routed,
     sessions_agents_visitors_and_admin_data_round_trip,
     search_queue_and_filters,
     injected_faults_fail_every_call_until_cleared,
@@ -278,6 +280,40 @@ async fn meta_init_keeps_the_first_value(s: Backend) {
     assert_eq!(s.a.meta_get("missing").await.unwrap(), None);
 }
 
+async fn meta_set_replaces_the_value(s: Backend) {
+    s.a.meta_set("probe", "one").await.unwrap();
+    s.b.meta_set("probe", "two").await.unwrap();
+    assert_eq!(s.a.meta_get("probe").await.unwrap().as_deref(), Some("two"));
+    assert_eq!(s.b.meta_init("probe", "three").await.unwrap(), "two", "meta_init keeps a set value");
+}
+
+async fn the_status_probe_is_never_listed_grouped_or_routed(s: Backend) {
+    let (site, people) = site_with_agents(s.a.as_ref(), 1, 5).await;
+    let probe =
+        s.a.create_agent(NewAgent {
+            site_id: &site.id,
+            email: &format!("status-probe-{}@holdfast.invalid", site.id),
+            name: "Status probe",
+            role: Role::Probe,
+            password_hash: "x",
+            chat_limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.b.agent(&probe.id).await.unwrap().unwrap().role, Role::Probe, "the schema takes the role");
+    assert_eq!(s.b.agent_by_email(&probe.email).await.unwrap().unwrap().id, probe.id, "it can log in");
+    let listed: Vec<String> = s.b.agents(&site.id).await.unwrap().into_iter().map(|a| a.id).collect();
+    assert_eq!(listed, people, "people only");
+    let group = s.a.groups(&site.id).await.unwrap().into_iter().find(|g| g.is_default).unwrap();
+    assert_eq!(s.b.group_members(&group.id).await.unwrap(), people, "not put in the default group");
+    // Even put in a group and online, routing never sees it.
+    s.a.add_agent_to_group(&probe.id, &group.id).await.unwrap();
+    s.a.set_availability(&probe.id, Availability::Online).await.unwrap();
+    let candidates: Vec<String> =
+        s.b.routing_candidates(&group.id).await.unwrap().into_iter().map(|c| c.agent_id).collect();
+    assert_eq!(candidates, people);
+}
+
 async fn sessions_agents_visitors_and_admin_data_round_trip(s: Backend) {
     let (site, agents) = site_with_agents(s.a.as_ref(), 1, 5).await;
     let agent = s.b.agent(&agents[0]).await.unwrap().unwrap();
@@ -387,7 +423,66 @@ async fn injected_faults_fail_every_call_until_cleared(s: Backend) {
     assert!(matches!(s.a.sites().await, Err(Error::Store(_))));
     assert!(matches!(s.a.apply(&conv.id, message(Author::system(), "x")).await, Err(Error::Store(_))));
     assert!(matches!(s.a.canned_responses(&site.id).await, Err(Error::Store(_))));
+    assert!(matches!(s.a.meta_set("probe", "x").await, Err(Error::Store(_))));
     s.a.faults().set(FaultMode::Ok);
     s.a.ping().await.unwrap();
     assert_eq!(s.a.apply(&conv.id, message(Author::system(), "x")).await.unwrap().event.seq, 1);
+}
+
+/// A plain connection to the SQLite file of a data dir.
+async fn raw_sqlite(dir: &std::path::Path) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.join("holdfast.db"));
+    sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap()
+}
+
+/// Migration 0004 rebuilds SQLite's `agents` table (to allow the probe
+/// role) with foreign keys off: run it again over a data dir with agents,
+/// sessions and an assigned chat, as an upgrade would, and every row and
+/// reference is still there.
+#[tokio::test]
+async fn the_sqlite_probe_role_migration_keeps_agents_and_what_refers_to_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let (site, agents) = site_with_agents(&store, 2, 5).await;
+    let session = store.create_session(&agents[0], "hash-1", i64::MAX / 2).await.unwrap();
+    let conv = queued_conversation(&store, &site).await;
+    let by = Author::system();
+    let assign = Change::Assign {
+        agent_id: agents[0].clone(),
+        agent_name: "A".into(),
+        by,
+        limit: None,
+        only_if_unassigned: true,
+    };
+    store.apply(&conv.id, assign).await.unwrap();
+    store.close().await;
+
+    let db = raw_sqlite(dir.path()).await;
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 4").execute(&db).await.unwrap();
+    db.close().await;
+
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let listed: Vec<String> = store.agents(&site.id).await.unwrap().into_iter().map(|a| a.id).collect();
+    assert_eq!(listed, agents);
+    assert_eq!(store.session(&session.id).await.unwrap().unwrap().agent_id, agents[0]);
+    assert_eq!(store.conversation(&conv.id).await.unwrap().unwrap().agent_id.as_deref(), Some(agents[0].as_str()));
+    let group = store.groups(&site.id).await.unwrap().remove(0);
+    assert_eq!(store.group_members(&group.id).await.unwrap().len(), 2);
+    // The writer connection that ran the migration enforces foreign keys again.
+    let orphan = store
+        .create_agent(NewAgent {
+            site_id: "no-such-site",
+            email: "orphan@example.com",
+            name: "Orphan",
+            role: Role::Agent,
+            password_hash: "x",
+            chat_limit: 1,
+        })
+        .await;
+    assert!(matches!(orphan, Err(Error::NotFound("site"))), "{orphan:?}");
+    store.close().await;
+    let db = raw_sqlite(dir.path()).await;
+    let dangling = sqlx::query("PRAGMA foreign_key_check").fetch_all(&db).await.unwrap();
+    assert!(dangling.is_empty(), "{} rows refer to nothing", dangling.len());
+    db.close().await;
 }
