@@ -237,7 +237,7 @@ async fn serve(
     opts.apply(&mut config);
     status.apply(&mut config.status)?;
     let only_status = config.status.only;
-    let (state, first_run) = AppState::build(config).await.map_err(|e| anyhow!("cannot start: {}", detail(&e)))?;
+    let (state, first_run) = AppState::build(config).await.map_err(|e| store_error("cannot start", &e))?;
     let base = format!("http://{addr}");
     // The banner goes to whoever started us; if they stopped reading
     // (a closed pipe), the server must keep serving, not panic.
@@ -311,6 +311,15 @@ fn detail(err: &crate::error::Error) -> String {
     s
 }
 
+/// A store error for the operator, after `context`; a store written by a
+/// newer Holdfast is said alone, in one line that names it.
+fn store_error(context: &str, err: &crate::error::Error) -> anyhow::Error {
+    match err {
+        crate::error::Error::NewerSchema(message) => anyhow!("{message}"),
+        err => anyhow!("{context}: {}", detail(err)),
+    }
+}
+
 /// A data dir that exists must be a writable directory; one that does not
 /// is created.
 fn check_dir(dir: &Path) -> anyhow::Result<()> {
@@ -329,7 +338,7 @@ fn check_dir(dir: &Path) -> anyhow::Result<()> {
 
 pub(crate) async fn open_sqlite(dir: &Path) -> anyhow::Result<SqliteStore> {
     check_dir(dir)?;
-    SqliteStore::open(dir).await.map_err(|e| anyhow!("cannot open the data dir {}: {}", dir.display(), detail(&e)))
+    SqliteStore::open(dir).await.map_err(|e| store_error(&format!("cannot open the data dir {}", dir.display()), &e))
 }
 
 /// The store the command names: PostgreSQL with --database-url, else SQLite.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +20,30 @@ use tokio::sync::{mpsc, oneshot};
 use super::sqlite_writer::PendingChange;
 use super::*;
 use crate::error::{Error, Result};
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Refuse a data dir whose schema is newer than this build knows: an older
+/// binary must not write to tables it does not understand.
+async fn check_not_newer(pool: &SqlitePool, dir: &Path) -> Result<()> {
+    let migrated: Option<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
+            .fetch_optional(pool)
+            .await?;
+    if migrated.is_none() {
+        return Ok(());
+    }
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?;
+    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    match applied {
+        Some(schema) if schema > known => Err(Error::NewerSchema(format!(
+            "data dir {} was written by a newer Holdfast (schema {schema}, this binary knows {known})",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
 
 pub struct SqliteStore {
     pub(super) read: SqlitePool,
@@ -55,10 +80,8 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| Error::Store(anyhow::anyhow!("cannot open database in {}: {e}", dir.display())))?;
-        sqlx::migrate!("migrations/sqlite")
-            .run(&write)
-            .await
-            .map_err(|e| Error::Store(anyhow::anyhow!("migration failed: {e}")))?;
+        check_not_newer(&write, dir).await?;
+        MIGRATOR.run(&write).await.map_err(|e| Error::Store(anyhow::anyhow!("migration failed: {e}")))?;
         // WAL readers do not block each other or the writer; a resume storm
         // is many small indexed reads at once.
         let read = SqlitePoolOptions::new()
