@@ -6,7 +6,7 @@
 //! ([`Store::apply`]) are funnelled through the group-commit writer in
 //! `sqlite_writer.rs`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +46,8 @@ async fn check_not_newer(pool: &SqlitePool, dir: &Path) -> Result<()> {
 }
 
 pub struct SqliteStore {
+    /// The data dir (the status page's runner lock lives there too).
+    dir: PathBuf,
     pub(super) read: SqlitePool,
     pub(super) write: SqlitePool,
     /// Injected failures, for rehearsals and tests of "the store is down".
@@ -90,7 +92,7 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         let tx = super::sqlite_writer::spawn(&dir.join("holdfast.db"))?;
-        Ok(SqliteStore { read, write, faults: Arc::new(Faults::default()), changes: tx })
+        Ok(SqliteStore { dir: dir.to_owned(), read, write, faults: Arc::new(Faults::default()), changes: tx })
     }
 
     /// Hand a change to the group-commit writer and wait for its outcome.
@@ -100,6 +102,10 @@ impl SqliteStore {
         let pending = PendingChange { conversation_id: conversation_id.to_owned(), guard, change, reply };
         self.changes.send(pending).await.map_err(|_| Error::Unavailable(1))?;
         rx.await.map_err(|_| Error::Unavailable(1))?
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The fault switch of this store (see [`Faults`]).
