@@ -7,6 +7,7 @@
 //! - `feed`    — Atom and RSS feeds of incident history.
 //! - `notify`  — the delivery side task: signed webhooks and email.
 //! - `monitor` — HTTP/TCP checks and built-in probes; auto-opened incidents.
+//! - `runner`  — which process runs those two (one per store, with failover).
 //! - `export`  — a static copy of page, feeds and JSON.
 //! - `time`    — the time formats shown.
 
@@ -16,9 +17,11 @@ pub mod feed;
 pub mod monitor;
 pub mod notify;
 pub mod page;
+pub mod runner;
 pub mod time;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -80,6 +83,10 @@ pub struct StatusConfig {
     /// Accept webhook URLs on loopback or private networks (tests, intranets).
     /// Off by default: the subscribe form is public.
     pub allow_private_webhooks: bool,
+    /// How often the process running monitors and deliveries checks it
+    /// still holds the lead, and the others try to take it: the longest a
+    /// cluster goes without a runner after the runner dies.
+    pub lead_check: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +118,7 @@ impl Default for StatusConfig {
             max_attempts: 8,
             smtp: None,
             allow_private_webhooks: false,
+            lead_check: Duration::from_secs(2),
         }
     }
 }
@@ -125,6 +133,8 @@ pub struct Status {
     pub page_id: String,
     /// Wakes the delivery task when something was queued.
     pub wake: Arc<Notify>,
+    /// Whether this process runs the monitors and deliveries now (`runner`).
+    leading: AtomicBool,
 }
 
 /// What an operator or a monitor says when opening or updating an incident.
@@ -200,7 +210,13 @@ impl Status {
         store.seed_components(DEFAULT_COMPONENTS).await?;
         let page_id = store.page_id().await?;
         let base_url = config.public_url.clone().unwrap_or_else(|| listen_url.to_owned()).trim_end_matches('/').into();
-        Ok(Status { store, config, base_url, page_id, wake: Arc::new(Notify::new()) })
+        Ok(Status { store, config, base_url, page_id, wake: Arc::new(Notify::new()), leading: AtomicBool::new(false) })
+    }
+
+    /// Whether this process runs the monitors and delivers notifications
+    /// now (one process per store does; see `runner`).
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
     }
 
     /// A component by id or by (case-insensitive) name.
@@ -501,11 +517,9 @@ impl Drop for Jobs {
 }
 
 /// Start the monitors (with the built-in probes pointed at `probe_base`,
-/// visiting as a visitor of the site with `widget_key`) and the delivery task.
+/// visiting as a visitor of the site with `widget_key`) and the delivery
+/// task, whenever this process holds the store's lead (`runner`).
 pub async fn start(status: Arc<Status>, probe_base: &str, widget_key: Option<&str>) -> Jobs {
     let base = status.config.probe_base.clone().unwrap_or_else(|| probe_base.to_owned());
-    if let Err(e) = monitor::install_builtin(&status, &base, widget_key).await {
-        tracing::warn!(error = %e, "cannot install the built-in probes");
-    }
-    Jobs(vec![tokio::spawn(monitor::run(status.clone())), tokio::spawn(notify::run(status))])
+    Jobs(vec![tokio::spawn(runner::run(status, base, widget_key.map(str::to_owned)))])
 }
