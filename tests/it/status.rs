@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use holdfast::auth::passwords;
 use holdfast::config::Config;
+use holdfast::store::status::StatusStore;
 use holdfast::store::{NewAgent, Role};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -1049,6 +1050,83 @@ async fn built_in_probes_check_readyz_and_a_visitor_socket_over_the_network() {
         .await;
     }
 
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_server_goes_on_from_its_monitors_last_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tune = |c: &mut Config| {
+        c.status.self_probe = false;
+        c.status.fail_after = 3;
+        c.status.quiet_period = Duration::from_secs(3);
+        c.status.monitor_tick = Duration::from_millis(20);
+        c.status.min_interval = Duration::from_millis(10);
+        c.status.lead_check = Duration::from_millis(50);
+    };
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let server = TestServer::start_in(tmp.path(), tune).await;
+    let token = admin(&server).await;
+    let monitor =
+        json!({"name": "Website TCP", "component": "Website", "url": format!("tcp://{addr}"), "interval_ms": 100});
+    let (s, _) = send(&server, reqwest::Method::POST, "/api/v1/status/monitors", &token, monitor).await;
+    assert_eq!(s, 201);
+    let failures = |server: &TestServer| {
+        let store = server.state.status.store.clone();
+        async move { store.monitors().await.unwrap().into_iter().find(|m| m.name == "Website TCP").unwrap() }
+    };
+    let incident = eventually("an auto-opened incident", || async {
+        let (_, v) = server.get("/api/v2/incidents/unresolved.json", None).await;
+        v["incidents"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    let id = incident["id"].as_str().unwrap().to_owned();
+    server.stop().await;
+    let stopped = holdfast::store::sqlite::SqliteStore::open(tmp.path()).await.unwrap();
+    let counted = stopped.monitors().await.unwrap().remove(0);
+    stopped.close().await;
+    assert!(counted.failures >= 3, "{counted:?}");
+
+    // Restarted while the port is still dead: the count goes on.
+    let server = TestServer::start_in(tmp.path(), tune).await;
+    let next = eventually("a check after the restart", || async {
+        let m = failures(&server).await;
+        (m.last_check_at != counted.last_check_at).then_some(m)
+    })
+    .await;
+    assert_eq!(next.failures, counted.failures + 1, "counting went on");
+    server.stop().await;
+
+    // Restarted once the port answers: the quiet period still counts from
+    // the last failure before the restart, not from the restart.
+    let upstream = TcpListener::bind(addr).await.expect("rebind the port");
+    let _answering = tokio::spawn(async move {
+        while let Ok((s, _)) = upstream.accept().await {
+            drop(s);
+        }
+    });
+    let server = TestServer::start_in(tmp.path(), tune).await;
+    eventually("a passing check after the restart", || async { (failures(&server).await.failures == 0).then_some(()) })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = server.get("/api/v2/incidents.json", None).await;
+    assert_eq!(v["incidents"][0]["status"], "investigating", "not quiet for 3 s yet");
+    let monitoring = eventually("monitoring after the quiet period", || async {
+        let (_, v) = server.get("/api/v2/incidents.json", None).await;
+        v["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id.as_str() && i["status"] == "monitoring")
+            .cloned()
+    })
+    .await;
+    let last_failure = failures(&server).await.last_failure_at.unwrap();
+    let since =
+        holdfast::status::time::parse_iso8601(monitoring["monitoring_at"].as_str().unwrap()).unwrap() - last_failure;
+    assert!(since >= 3000, "monitoring {since} ms after the last failure");
     server.stop().await;
 }
 
