@@ -224,8 +224,10 @@ async fn serve(
     status: status_commands::StatusServeArgs,
 ) -> anyhow::Result<()> {
     let dir = &data.dir;
-    // Also in a cluster: the status page keeps its state in the data dir.
-    check_dir(dir)?;
+    // In a cluster everything, the status page included, is in PostgreSQL.
+    if data.database_url.is_none() {
+        check_dir(dir)?;
+    }
     let listener = crate::server::bind(listen).map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow!("cannot listen on {listen}: the address is already in use"),
         std::io::ErrorKind::PermissionDenied => anyhow!("cannot listen on {listen}: permission denied"),
@@ -344,11 +346,14 @@ pub(crate) async fn open_sqlite(dir: &Path) -> anyhow::Result<SqliteStore> {
 /// The store the command names: PostgreSQL with --database-url, else SQLite.
 async fn open_store(data: &DataArg) -> anyhow::Result<Box<dyn Store>> {
     match &data.database_url {
-        Some(url) => Ok(Box::new(
-            PostgresStore::connect(url, 2).await.map_err(|e| anyhow!("cannot open the database: {}", detail(&e)))?,
-        )),
+        Some(url) => Ok(Box::new(open_postgres(url).await?)),
         None => Ok(Box::new(open_sqlite(&data.dir).await?)),
     }
+}
+
+/// The cluster's store, with the few connections a command needs.
+pub(crate) async fn open_postgres(url: &str) -> anyhow::Result<PostgresStore> {
+    PostgresStore::connect(url, 2).await.map_err(|e| anyhow!("cannot open the database: {}", detail(&e)))
 }
 
 async fn site(command: SiteCommand) -> anyhow::Result<()> {

@@ -19,21 +19,54 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::services::{TestDb, both_stores};
 use crate::support::{TestServer, WAIT};
 
 /// A server in a fresh data dir, tuned for the status page's tests.
-async fn server_with(tune: impl FnOnce(&mut Config)) -> (TestServer, tempfile::TempDir) {
+async fn server_with(tune: impl FnOnce(&mut Config)) -> (TestServer, (tempfile::TempDir, Store)) {
+    server_on(Store::Sqlite, tune).await
+}
+
+/// Where a test's server keeps the status page: the behaviours below marked
+/// with `both_stores!` run on each.
+enum Store {
+    Sqlite,
+    Postgres(TestDb),
+}
+
+async fn sqlite() -> Store {
+    Store::Sqlite
+}
+
+async fn postgres() -> Store {
+    Store::Postgres(TestDb::create().await)
+}
+
+/// A server on `store` (its data dir unused on PostgreSQL), tuned for the
+/// status page's tests; keep the returned values for the test's duration.
+async fn server_on(store: Store, tune: impl FnOnce(&mut Config)) -> (TestServer, (tempfile::TempDir, Store)) {
     let tmp = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(tmp.path(), |c| {
         c.status.self_probe = false;
+        if let Store::Postgres(db) = &store {
+            c.database_url = Some(db.url.clone());
+        }
         tune(c)
     })
     .await;
-    (server, tmp)
+    (server, (tmp, store))
 }
 
+both_stores!(
+    every_api_v2_path_has_the_compatible_shape,
+    admins_run_an_incident_from_open_to_postmortem_over_http,
+    the_public_page_and_feeds_show_components_uptime_and_history,
+    a_webhook_subscriber_gets_a_signed_notification_retried_until_accepted,
+    a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_to_monitoring,
+);
+
 /// An admin's access token.
-async fn admin(server: &TestServer) -> String {
+pub(crate) async fn admin(server: &TestServer) -> String {
     let site = server.site().await;
     let hash = passwords::hash_now("password123").unwrap();
     let email = format!("boss-{}@acme.example", rand_suffix());
@@ -57,7 +90,13 @@ fn rand_suffix() -> String {
     holdfast::store::new_id()
 }
 
-async fn send(server: &TestServer, method: reqwest::Method, path: &str, token: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn send(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (u16, Value) {
     let res = server
         .http
         .request(method, format!("{}{path}", server.base))
@@ -241,9 +280,8 @@ fn check_incident(v: &Value, maintenance: bool) {
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "updates not newest first: {times:?}");
 }
 
-#[tokio::test]
-async fn every_api_v2_path_has_the_compatible_shape() {
-    let (server, _tmp) = server_with(|_| {}).await;
+async fn every_api_v2_path_has_the_compatible_shape(store: Store) {
+    let (server, _tmp) = server_on(store, |_| {}).await;
     let token = admin(&server).await;
     let post = |path: &'static str, body: Value| send(&server, reqwest::Method::POST, path, &token, body);
 
@@ -369,9 +407,8 @@ async fn every_api_v2_path_has_the_compatible_shape() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn admins_run_an_incident_from_open_to_postmortem_over_http() {
-    let (server, _tmp) = server_with(|_| {}).await;
+async fn admins_run_an_incident_from_open_to_postmortem_over_http(store: Store) {
+    let (server, _tmp) = server_on(store, |_| {}).await;
     let token = admin(&server).await;
     let site = server.site().await;
     server.agent(&site, "agent@acme.example", 3).await;
@@ -561,9 +598,8 @@ async fn postmortem_markdown_cannot_inject_script() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn the_public_page_and_feeds_show_components_uptime_and_history() {
-    let (server, _tmp) = server_with(|_| {}).await;
+async fn the_public_page_and_feeds_show_components_uptime_and_history(store: Store) {
+    let (server, _tmp) = server_on(store, |_| {}).await;
     let token = admin(&server).await;
     let (_, opened) = send(
         &server,
@@ -618,9 +654,9 @@ async fn the_public_page_and_feeds_show_components_uptime_and_history() {
 // ---- subscribers ----
 
 /// One HTTP request as a receiver saw it.
-struct Received {
+pub(crate) struct Received {
     headers: Vec<(String, String)>,
-    body: String,
+    pub body: String,
 }
 
 impl Received {
@@ -631,7 +667,7 @@ impl Received {
 
 /// A real HTTP receiver: answers the first `fail_first` requests with 500,
 /// then 200, and reports every request.
-async fn webhook_receiver(fail_first: usize) -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
+pub(crate) async fn webhook_receiver(fail_first: usize) -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -686,13 +722,12 @@ fn form(pairs: &[(&str, &str)]) -> String {
     pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
 }
 
-async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
+pub(crate) async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
     tokio::time::timeout(WAIT, rx.recv()).await.unwrap_or_else(|_| panic!("timed out waiting for {what}")).unwrap()
 }
 
-#[tokio::test]
-async fn a_webhook_subscriber_gets_a_signed_notification_retried_until_accepted() {
-    let (server, _tmp) = server_with(|c| {
+async fn a_webhook_subscriber_gets_a_signed_notification_retried_until_accepted(store: Store) {
+    let (server, _tmp) = server_on(store, |c| {
         c.status.allow_private_webhooks = true;
         c.status.retry_base = Duration::from_millis(100);
     })
@@ -930,9 +965,8 @@ async fn the_subscribe_form_works_without_javascript() {
 
 // ---- monitors ----
 
-#[tokio::test]
-async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_to_monitoring() {
-    let (server, _tmp) = server_with(|c| {
+async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_to_monitoring(store: Store) {
+    let (server, _tmp) = server_on(store, |c| {
         c.status.fail_after = 2;
         c.status.quiet_period = Duration::from_millis(400);
         c.status.monitor_tick = Duration::from_millis(20);
