@@ -16,7 +16,12 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::side::plan::PlanService;
 use crate::status::Status;
+use crate::store::status::StatusStore;
 use crate::store::{NewAgent, Role, Store, postgres::PostgresStore, sqlite::SqliteStore};
+
+/// PostgreSQL connections of the status page on each node (besides the
+/// chat pool, `--database-pool`, and the runner's one lead connection).
+pub const STATUS_POOL: u32 = 4;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -52,12 +57,19 @@ impl AppState {
         if config.nats_url.is_some() && config.database_url.is_none() {
             return Err(Error::bad_request("--nats-url needs --database-url: the nodes of a cluster share one store"));
         }
-        // The status page has no PostgreSQL store yet: in a cluster each node
-        // keeps it in its own data dir (SQLite), like a single node.
-        let sqlite = Arc::new(SqliteStore::open(&config.data_dir).await?);
-        let store: Arc<dyn Store> = match &config.database_url {
-            Some(url) => Arc::new(PostgresStore::connect(url, config.database_max_connections).await?),
-            None => sqlite.clone(),
+        // The status page is in the same store as chat, so every node of a
+        // cluster shows one page. On PostgreSQL it has a small pool of its
+        // own: a chat storm that takes every chat connection cannot make
+        // the status page wait for one.
+        let (store, status_store): (Arc<dyn Store>, Arc<dyn StatusStore>) = match &config.database_url {
+            Some(url) => (
+                Arc::new(PostgresStore::connect(url, config.database_max_connections).await?),
+                Arc::new(PostgresStore::connect(url, STATUS_POOL).await?),
+            ),
+            None => {
+                let sqlite = Arc::new(SqliteStore::open(&config.data_dir).await?);
+                (sqlite.clone(), sqlite)
+            }
         };
         let first_run = bootstrap(store.as_ref(), &config.node_id).await?;
         // Shared by every node (it is in the store), so a token issued by
@@ -84,7 +96,7 @@ impl AppState {
         let max_sockets = config.max_sockets.unwrap_or_else(socket_cap_from_fd_limit);
         spawn_housekeeping(login_limiter.clone());
         let status_url = format!("http://{}", config.listen);
-        let status = Arc::new(Status::open(sqlite, config.status.clone(), &status_url).await?);
+        let status = Arc::new(Status::open(status_store, config.status.clone(), &status_url).await?);
         let state = AppState {
             config: Arc::new(config),
             store,

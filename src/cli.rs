@@ -225,8 +225,10 @@ async fn serve(
     status: status_commands::StatusServeArgs,
 ) -> anyhow::Result<()> {
     let dir = &data.dir;
-    // Also in a cluster: the status page keeps its state in the data dir.
-    check_dir(dir)?;
+    // In a cluster everything, the status page included, is in PostgreSQL.
+    if data.database_url.is_none() {
+        check_dir(dir)?;
+    }
     let listener = crate::server::bind(listen).map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow!("cannot listen on {listen}: the address is already in use"),
         std::io::ErrorKind::PermissionDenied => anyhow!("cannot listen on {listen}: permission denied"),
@@ -238,7 +240,7 @@ async fn serve(
     opts.apply(&mut config);
     status.apply(&mut config.status)?;
     let only_status = config.status.only;
-    let (state, first_run) = AppState::build(config).await.map_err(|e| anyhow!("cannot start: {}", detail(&e)))?;
+    let (state, first_run) = AppState::build(config).await.map_err(|e| store_error("cannot start", &e))?;
     let base = format!("http://{addr}");
     // The banner goes to whoever started us; if they stopped reading
     // (a closed pipe), the server must keep serving, not panic.
@@ -312,6 +314,15 @@ fn detail(err: &crate::error::Error) -> String {
     s
 }
 
+/// A store error for the operator, after `context`; a store written by a
+/// newer Holdfast is said alone, in one line that names it.
+fn store_error(context: &str, err: &crate::error::Error) -> anyhow::Error {
+    match err {
+        crate::error::Error::NewerSchema(message) => anyhow!("{message}"),
+        err => anyhow!("{context}: {}", detail(err)),
+    }
+}
+
 /// A data dir that exists must be a writable directory; one that does not
 /// is created.
 fn check_dir(dir: &Path) -> anyhow::Result<()> {
@@ -330,17 +341,20 @@ fn check_dir(dir: &Path) -> anyhow::Result<()> {
 
 pub(crate) async fn open_sqlite(dir: &Path) -> anyhow::Result<SqliteStore> {
     check_dir(dir)?;
-    SqliteStore::open(dir).await.map_err(|e| anyhow!("cannot open the data dir {}: {}", dir.display(), detail(&e)))
+    SqliteStore::open(dir).await.map_err(|e| store_error(&format!("cannot open the data dir {}", dir.display()), &e))
 }
 
 /// The store the command names: PostgreSQL with --database-url, else SQLite.
 async fn open_store(data: &DataArg) -> anyhow::Result<Box<dyn Store>> {
     match &data.database_url {
-        Some(url) => Ok(Box::new(
-            PostgresStore::connect(url, 2).await.map_err(|e| anyhow!("cannot open the database: {}", detail(&e)))?,
-        )),
+        Some(url) => Ok(Box::new(open_postgres(url).await?)),
         None => Ok(Box::new(open_sqlite(&data.dir).await?)),
     }
+}
+
+/// The cluster's store, with the few connections a command needs.
+pub(crate) async fn open_postgres(url: &str) -> anyhow::Result<PostgresStore> {
+    PostgresStore::connect(url, 2).await.map_err(|e| anyhow!("cannot open the database: {}", detail(&e)))
 }
 
 async fn site(command: SiteCommand) -> anyhow::Result<()> {

@@ -39,6 +39,10 @@ pub enum Error {
     /// A storage failure. The detail is logged, never shown.
     #[error("storage error")]
     Store(#[source] anyhow::Error),
+    /// The store was written by a newer Holdfast: this binary must not
+    /// touch it. The message names the store and both schema versions.
+    #[error("{0}")]
+    NewerSchema(String),
     /// Anything else unexpected. The detail is logged, never shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -80,7 +84,7 @@ impl Error {
             Error::RateLimited(_) => "rate_limited",
             // A store failure is temporary from the client's view: retry.
             Error::Unavailable(_) | Error::Store(_) => "unavailable",
-            Error::Internal(_) => "internal",
+            Error::Internal(_) | Error::NewerSchema(_) => "internal",
         }
     }
 
@@ -95,7 +99,7 @@ impl Error {
             Error::TooLarge(_) => 413,
             Error::RateLimited(_) => 429,
             Error::Unavailable(_) | Error::Store(_) => 503,
-            Error::Internal(_) => 500,
+            Error::Internal(_) | Error::NewerSchema(_) => 500,
         }
     }
 
@@ -111,7 +115,7 @@ impl Error {
     /// True for failures whose detail must be logged (the user sees only the
     /// generic text).
     pub fn is_server_fault(&self) -> bool {
-        matches!(self, Error::Store(_) | Error::Internal(_))
+        matches!(self, Error::Store(_) | Error::Internal(_) | Error::NewerSchema(_))
     }
 }
 

@@ -188,7 +188,7 @@ async fn probe_welcome<O>(chat: Arc<Chat>, peer: Peer, cursors: HashMap<String, 
 where
     O: Sink<Outbound> + Unpin + Send,
 {
-    let mut session = Session { chat, peer, out, cursors: HashMap::new(), write_timeout };
+    let mut session = Session { chat, peer, out, cursors: HashMap::new(), early: Reorder::default(), write_timeout };
     if let Err(err) = session.welcome(cursors).await {
         let _ = session.send(error_frame(&err, None)).await;
     }
@@ -443,12 +443,19 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             Payload::Presence { .. } => Ok(None),
             Payload::Frame { text } => {
                 if let Some((conv, seq)) = &envelope.event {
-                    let last = self.cursors.get(conv).copied().unwrap_or(0);
+                    let known = self.cursors.get(conv).copied();
+                    let last = known.unwrap_or(0);
                     if *seq <= last {
                         return Ok(None); // already sent (replay or gap fill)
                     }
                     if *seq > last + 1 {
-                        // Ahead of its turn: wait briefly for the ones before.
+                        // New to this socket (e.g. just assigned): its history
+                        // is read now. Otherwise ahead of its turn: wait a
+                        // moment for the ones before.
+                        if known.is_none() {
+                            self.catch_up(conv, *seq).await?;
+                            return Ok(None);
+                        }
                         let now = tokio::time::Instant::now();
                         if self.early.hold(conv, *seq, text.clone(), now) > MAX_HELD {
                             metrics::counter!("holdfast_socket_gap_fills_total").increment(1);

@@ -1,18 +1,19 @@
 //! `holdfast incident …`, `holdfast monitor …` and `holdfast status export`:
-//! the status page from the command line, acting on `--data DIR` like the
-//! other admin commands (and safe while a server runs on it: notifications
-//! are queued in the store and delivered by the running server).
+//! the status page from the command line, acting on `--data DIR` (or a
+//! cluster's `--database-url`) like the other admin commands, and safe
+//! while servers run on it: notifications are queued in the store and
+//! delivered by the server that runs the status page's side tasks.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
 
-use super::{DataArg, detail, open_sqlite};
+use super::{DataArg, detail, open_postgres, open_sqlite};
 use crate::status::{IncidentInput, SmtpConfig, Status, StatusConfig, export, monitor};
-use crate::store::status::{ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus};
+use crate::store::status::{ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus, StatusStore};
 
 /// `serve`'s status page flags.
 #[derive(Args, Debug, Clone)]
@@ -181,8 +182,11 @@ pub enum StatusCommand {
     },
 }
 
-async fn open_status(dir: &Path, public_url: Option<String>) -> anyhow::Result<Status> {
-    let store = Arc::new(open_sqlite(dir).await?);
+async fn open_status(data: &DataArg, public_url: Option<String>) -> anyhow::Result<Status> {
+    let store: Arc<dyn StatusStore> = match &data.database_url {
+        Some(url) => Arc::new(open_postgres(url).await?),
+        None => Arc::new(open_sqlite(&data.dir).await?),
+    };
     let config = StatusConfig { public_url, ..StatusConfig::default() };
     Status::open(store, config, "http://127.0.0.1:8080").await.map_err(|e| anyhow!("{}", detail(&e)))
 }
@@ -235,7 +239,7 @@ pub async fn incident(command: IncidentCommand) -> anyhow::Result<()> {
             let impact = impact
                 .map(|i| Impact::parse(&i).ok_or_else(|| anyhow!("--impact must be none, minor, major or critical")))
                 .transpose()?;
-            let page = open_status(&data.dir, None).await?;
+            let page = open_status(&data, None).await?;
             let mut components = Vec::new();
             for c in &component {
                 components.push(component_arg(&page, c, Some(ComponentStatus::MajorOutage)).await?);
@@ -254,7 +258,7 @@ pub async fn incident(command: IncidentCommand) -> anyhow::Result<()> {
         IncidentCommand::Update { id, status, message, component, json, data } => {
             let status_value = IncidentStatus::parse(&status)
                 .ok_or_else(|| anyhow!("--status must be one of {}", IncidentStatus::choices()))?;
-            let page = open_status(&data.dir, None).await?;
+            let page = open_status(&data, None).await?;
             let mut components = Vec::new();
             for c in &component {
                 components.push(component_arg(&page, c, None).await?);
@@ -272,7 +276,7 @@ pub async fn incident(command: IncidentCommand) -> anyhow::Result<()> {
             print_incident(&incident, json)?;
         }
         IncidentCommand::List { json, data } => {
-            let page = open_status(&data.dir, None).await?;
+            let page = open_status(&data, None).await?;
             let mut all = page.store.incidents(IncidentKind::Incident, false, 1000).await.map_err(err)?;
             all.extend(page.store.incidents(IncidentKind::Maintenance, false, 1000).await.map_err(err)?);
             all.sort_by_key(|i| std::cmp::Reverse(i.created_at));
@@ -292,7 +296,7 @@ pub async fn monitor(command: MonitorCommand) -> anyhow::Result<()> {
     match command {
         MonitorCommand::Add { name, component, url, interval, json, data } => {
             let target = monitor::check_target(&url).map_err(err)?;
-            let page = open_status(&data.dir, None).await?;
+            let page = open_status(&data, None).await?;
             let m =
                 page.add_monitor(&name, &component, &target, interval as i64 * 1000).await.map_err(|e| match e {
                     crate::error::Error::NotFound(_) => anyhow!("no component named {component:?}"),
@@ -305,7 +309,7 @@ pub async fn monitor(command: MonitorCommand) -> anyhow::Result<()> {
             }
         }
         MonitorCommand::List { json, data } => {
-            let page = open_status(&data.dir, None).await?;
+            let page = open_status(&data, None).await?;
             let monitors = page.store.monitors().await.map_err(err)?;
             if json {
                 println!("{}", serde_json::to_string(&monitors)?);
@@ -322,7 +326,7 @@ pub async fn monitor(command: MonitorCommand) -> anyhow::Result<()> {
 pub async fn status(command: StatusCommand) -> anyhow::Result<()> {
     match command {
         StatusCommand::Export { out: dir, watch, public_url, data } => {
-            let page = open_status(&data.dir, public_url).await?;
+            let page = open_status(&data, public_url).await?;
             std::fs::create_dir_all(&dir).map_err(|e| anyhow!("cannot create {}: {e}", dir.display()))?;
             let mut version = page.store.status_version().await.map_err(err)?;
             let files = export::export(&page, &dir).await.map_err(err)?;

@@ -8,6 +8,7 @@
 //! - `notify`  — the delivery side task: signed webhooks and email.
 //! - `monitor` — the check loop (HTTP/TCP and built-in); auto-opened incidents.
 //! - `probes`  — the built-in probes: readiness, visitor, agent login, store.
+//! - `runner`  — which process runs monitors and notify (one per store, with failover).
 //! - `export`  — a static copy of page, feeds and JSON.
 //! - `time`    — the time formats shown.
 
@@ -18,9 +19,11 @@ pub mod monitor;
 pub mod notify;
 pub mod page;
 pub mod probes;
+pub mod runner;
 pub mod time;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -94,6 +97,10 @@ pub struct StatusConfig {
     /// Accept webhook URLs on loopback or private networks (tests, intranets).
     /// Off by default: the subscribe form is public.
     pub allow_private_webhooks: bool,
+    /// How often the process running monitors and deliveries checks it
+    /// still holds the lead, and the others try to take it: the longest a
+    /// cluster goes without a runner after the runner dies.
+    pub lead_check: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +135,7 @@ impl Default for StatusConfig {
             max_attempts: 8,
             smtp: None,
             allow_private_webhooks: false,
+            lead_check: Duration::from_secs(2),
         }
     }
 }
@@ -142,6 +150,8 @@ pub struct Status {
     pub page_id: String,
     /// Wakes the delivery task when something was queued.
     pub wake: Arc<Notify>,
+    /// Whether this process runs the monitors and deliveries now (`runner`).
+    leading: AtomicBool,
 }
 
 /// What an operator or a monitor says when opening or updating an incident.
@@ -217,7 +227,13 @@ impl Status {
         store.seed_components(DEFAULT_COMPONENTS).await?;
         let page_id = store.page_id().await?;
         let base_url = config.public_url.clone().unwrap_or_else(|| listen_url.to_owned()).trim_end_matches('/').into();
-        Ok(Status { store, config, base_url, page_id, wake: Arc::new(Notify::new()) })
+        Ok(Status { store, config, base_url, page_id, wake: Arc::new(Notify::new()), leading: AtomicBool::new(false) })
+    }
+
+    /// Whether this process runs the monitors and delivers notifications
+    /// now (one process per store does; see `runner`).
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
     }
 
     /// A component by id or by (case-insensitive) name.
@@ -519,19 +535,10 @@ impl Drop for Jobs {
 
 /// Start the monitors (with the built-in probes pointed at `probe_base`,
 /// visiting as a visitor of `site` and logging in as the probe agent made
-/// there, in the chat `store`) and the delivery task. The probes are
-/// installed in the monitors' task, so serving never waits for them (the
+/// there, in the chat `store`) and the delivery task, whenever this process
+/// holds the store's lead (`runner`). Serving never waits for them (the
 /// first start hashes the probe account's password).
 pub fn start(status: Arc<Status>, store: Arc<dyn Store>, probe_base: &str, site: Option<Site>) -> Jobs {
     let base = status.config.probe_base.clone().unwrap_or_else(|| probe_base.to_owned());
-    let monitors = {
-        let status = status.clone();
-        async move {
-            if let Err(e) = probes::install_builtin(&status, store.as_ref(), &base, site.as_ref()).await {
-                tracing::warn!(error = %e, "cannot install the built-in probes");
-            }
-            monitor::run(status, store).await
-        }
-    };
-    Jobs(vec![tokio::spawn(monitors), tokio::spawn(notify::run(status))])
+    Jobs(vec![tokio::spawn(runner::run(status, store, base, site))])
 }

@@ -108,7 +108,7 @@ pub async fn run(status: Arc<Status>, store: Arc<dyn Store>) {
                 let w = components.entry(c.clone()).or_default();
                 w.incident = Some(i.id.clone());
                 if i.status == IncidentStatus::Monitoring {
-                    w.monitoring_since = Some(Instant::now());
+                    w.monitoring_since = Some(instant_of(i.monitoring_at.unwrap_or_else(now_ms)));
                 }
             }
         }
@@ -122,6 +122,9 @@ pub async fn run(status: Arc<Status>, store: Arc<dyn Store>) {
                 continue;
             }
         };
+        for m in &monitors {
+            watches.entry(m.id.clone()).or_insert_with(|| resume_watch(m, &mut components));
+        }
         let now = Instant::now();
         let due: Vec<&Monitor> =
             monitors.iter().filter(|m| watches.get(&m.id).is_none_or(|w| w.next_due <= now)).collect();
@@ -133,24 +136,25 @@ pub async fn run(status: Arc<Status>, store: Arc<dyn Store>) {
         let at = now_ms();
         for (monitor, result) in results {
             let interval = Duration::from_millis(monitor.interval_ms.max(1) as u64);
-            let watch = watches.entry(monitor.id.clone()).or_insert(Watch {
-                next_due: now,
-                failures: 0,
-                last_error: String::new(),
-            });
+            let Some(watch) = watches.get_mut(&monitor.id) else { continue };
             watch.next_due = Instant::now() + interval;
             metrics::counter!("holdfast_status_checks_total", "ok" => if result.is_ok() { "true" } else { "false" })
                 .increment(1);
             if let Err(e) = status.store.record_probe(&monitor.component_id, at, result.is_ok()).await {
                 tracing::warn!(error = %e, "cannot record a probe result");
             }
-            match result {
-                Ok(()) => watch.failures = 0,
-                Err(error) => {
+            let error = result.err();
+            match &error {
+                None => watch.failures = 0,
+                Some(error) => {
                     watch.failures += 1;
-                    watch.last_error = error;
+                    watch.last_error = error.clone();
                     components.entry(monitor.component_id.clone()).or_default().last_failure = Some(Instant::now());
                 }
+            }
+            let failures = i64::from(watch.failures);
+            if let Err(e) = status.store.record_check(&monitor.id, at, failures, error.as_deref()).await {
+                tracing::warn!(error = %e, "cannot record a monitor's check");
             }
         }
         watches.retain(|id, _| monitors.iter().any(|m| &m.id == id));
@@ -263,4 +267,28 @@ async fn evaluate(
         _ => {}
     }
     Ok(())
+}
+
+/// A monitor's watch as the store left it (a restart, or another node
+/// taking the checks over): its failure count goes on, its next check is
+/// due an interval after the last one, and its component's quiet period
+/// counts from its last failure.
+fn resume_watch(monitor: &Monitor, components: &mut HashMap<String, ComponentWatch>) -> Watch {
+    if let Some(failed) = monitor.last_failure_at.map(instant_of) {
+        let last = &mut components.entry(monitor.component_id.clone()).or_default().last_failure;
+        *last = Some(last.map_or(failed, |t| t.max(failed)));
+    }
+    Watch {
+        next_due: monitor.last_check_at.map_or_else(Instant::now, |at| instant_of(at + monitor.interval_ms.max(1))),
+        failures: monitor.failures.clamp(0, i64::from(u32::MAX)) as u32,
+        last_error: monitor.last_error.clone().unwrap_or_default(),
+    }
+}
+
+/// The loop's (monotonic) time of a stored wall-clock time in Unix ms.
+fn instant_of(at_ms: i64) -> Instant {
+    let now = Instant::now();
+    let ahead = at_ms - now_ms();
+    let by = Duration::from_millis(ahead.unsigned_abs());
+    if ahead >= 0 { now + by } else { now.checked_sub(by).unwrap_or(now) }
 }

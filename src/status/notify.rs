@@ -3,6 +3,9 @@
 //! HMAC-SHA256 over `"{timestamp}.{raw body}"` (so a captured request cannot
 //! be replayed later with a new timestamp); email goes out over SMTP. A
 //! failed delivery is retried with exponential backoff, then given up.
+//! Only the process holding the status page's lead runs this (`runner`),
+//! and each round first claims its deliveries in the store, so a
+//! subscriber hears each notification once however many nodes run.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -28,6 +31,10 @@ pub const SIGNATURE_HEADER: &str = "X-Holdfast-Signature";
 const BATCH: i64 = 32;
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// How long a claimed delivery stays hidden from other claims: longer than
+/// a round of attempts takes (each is bounded by a 10 s timeout), so it is
+/// tried again only if its runner died before recording the outcome.
+const CLAIM_LEASE: Duration = Duration::from_secs(60);
 
 /// An email as queued: subject and plain text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,7 +117,8 @@ pub async fn run(status: Arc<Status>) {
             .build()
     });
     loop {
-        let due = match status.store.due_deliveries(now_ms(), BATCH).await {
+        let now = now_ms();
+        let due = match status.store.claim_deliveries(now, now + CLAIM_LEASE.as_millis() as i64, BATCH).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the notification outbox");

@@ -13,6 +13,7 @@ mod rules;
 pub mod sqlite;
 mod sqlite_writer;
 pub mod status;
+mod status_postgres;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -33,7 +33,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 const APPLY_ATTEMPTS: usize = 3;
 
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// Injected failures, for rehearsals and tests of "the store is down".
     faults: Arc<Faults>,
 }

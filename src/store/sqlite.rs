@@ -6,12 +6,13 @@
 //! ([`Store::apply`]) are funnelled through the group-commit writer in
 //! `sqlite_writer.rs`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -20,7 +21,33 @@ use super::sqlite_writer::PendingChange;
 use super::*;
 use crate::error::{Error, Result};
 
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Refuse a data dir whose schema is newer than this build knows: an older
+/// binary must not write to tables it does not understand.
+async fn check_not_newer(pool: &SqlitePool, dir: &Path) -> Result<()> {
+    let migrated: Option<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
+            .fetch_optional(pool)
+            .await?;
+    if migrated.is_none() {
+        return Ok(());
+    }
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?;
+    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    match applied {
+        Some(schema) if schema > known => Err(Error::NewerSchema(format!(
+            "data dir {} was written by a newer Holdfast (schema {schema}, this binary knows {known})",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub struct SqliteStore {
+    /// The data dir (the status page's runner lock lives there too).
+    dir: PathBuf,
     pub(super) read: SqlitePool,
     pub(super) write: SqlitePool,
     /// Injected failures, for rehearsals and tests of "the store is down".
@@ -55,10 +82,8 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| Error::Store(anyhow::anyhow!("cannot open database in {}: {e}", dir.display())))?;
-        sqlx::migrate!("migrations/sqlite")
-            .run(&write)
-            .await
-            .map_err(|e| Error::Store(anyhow::anyhow!("migration failed: {e}")))?;
+        check_not_newer(&write, dir).await?;
+        MIGRATOR.run(&write).await.map_err(|e| Error::Store(anyhow::anyhow!("migration failed: {e}")))?;
         // WAL readers do not block each other or the writer; a resume storm
         // is many small indexed reads at once.
         let read = SqlitePoolOptions::new()
@@ -67,7 +92,7 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         let tx = super::sqlite_writer::spawn(&dir.join("holdfast.db"))?;
-        Ok(SqliteStore { read, write, faults: Arc::new(Faults::default()), changes: tx })
+        Ok(SqliteStore { dir: dir.to_owned(), read, write, faults: Arc::new(Faults::default()), changes: tx })
     }
 
     /// Hand a change to the group-commit writer and wait for its outcome.
@@ -77,6 +102,10 @@ impl SqliteStore {
         let pending = PendingChange { conversation_id: conversation_id.to_owned(), guard, change, reply };
         self.changes.send(pending).await.map_err(|_| Error::Unavailable(1))?;
         rx.await.map_err(|_| Error::Unavailable(1))?
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The fault switch of this store (see [`Faults`]).

@@ -1,11 +1,15 @@
 //! The status page's durable state: components, incidents and maintenances
 //! with their updates, subscribers and their delivery outbox, monitors and
-//! the uptime roll-up. [`StatusStore`] is the interface `status/` sees;
-//! the SQLite implementation is below, the only SQL for it.
+//! the uptime roll-up. [`StatusStore`] is the interface `status/` sees; the
+//! SQLite implementation is below, the PostgreSQL one in `status_postgres`.
+//! Both map rows to records with the same functions ([`Columns`]).
+
+use std::path::Path;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
+use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
 use super::sqlite::SqliteStore;
@@ -201,6 +205,39 @@ pub struct IncidentWrite {
     pub auto: bool,
 }
 
+/// The columns of a new incident row that follow from an [`IncidentWrite`].
+pub(super) struct NewIncident<'a> {
+    pub name: &'a str,
+    pub impact: Impact,
+    pub started_at: i64,
+    pub monitoring_at: Option<i64>,
+    pub resolved_at: Option<i64>,
+}
+
+impl IncidentWrite {
+    /// An update's status must belong to the stored incident's kind.
+    pub(super) fn check_applies_to(&self, stored_kind: &str) -> Result<()> {
+        if IncidentKind::parse(stored_kind) == Some(self.status.kind()) {
+            Ok(())
+        } else {
+            Err(Error::bad_request(format!("status {} does not apply to a {stored_kind}", self.status.as_str())))
+        }
+    }
+
+    /// A new incident's name, impact and the times its first status sets.
+    pub(super) fn new_incident(&self, now: i64) -> Result<NewIncident<'_>> {
+        let name = self.name.as_deref().ok_or_else(|| Error::bad_request("a new incident needs a name"))?;
+        let default_impact = if self.kind == IncidentKind::Maintenance { Impact::Maintenance } else { Impact::None };
+        Ok(NewIncident {
+            name,
+            impact: self.impact.unwrap_or(default_impact),
+            started_at: self.scheduled_for.unwrap_or(now),
+            monitoring_at: (self.status == IncidentStatus::Monitoring).then_some(now),
+            resolved_at: self.status.is_closed().then_some(now),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Subscriber {
     pub id: String,
@@ -236,6 +273,16 @@ pub struct Monitor {
     pub interval_ms: i64,
     pub builtin: bool,
     pub created_at: i64,
+    /// Consecutive failed checks up to the last one. Kept in the store (with
+    /// the three below) so a restart, or another node taking the checks
+    /// over, goes on counting instead of starting from zero.
+    pub failures: i64,
+    /// Why the last failed check failed.
+    pub last_error: Option<String>,
+    /// When it was last checked: the next check is due an interval later.
+    pub last_check_at: Option<i64>,
+    /// When a check last failed: the quiet period counts from it.
+    pub last_failure_at: Option<i64>,
 }
 
 /// Probe results of one component on one UTC day.
@@ -286,7 +333,11 @@ pub trait StatusStore: Send + Sync + 'static {
     async fn enqueue_notification(&self, webhook_payload: &str, email_payload: &str) -> Result<usize>;
     /// Queue one message for one subscriber (e.g. the confirmation email).
     async fn enqueue_delivery(&self, subscriber_id: &str, payload: &str) -> Result<()>;
-    async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<Delivery>>;
+    /// Take up to `limit` deliveries due at `now` for an attempt. Each one
+    /// taken is hidden from other claims until `lease_until` (or until its
+    /// outcome is recorded), so two runners never send the same one, and one
+    /// whose runner died mid-attempt is tried again when the lease ends.
+    async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Delivery>>;
     async fn delivery_done(&self, id: &str, at: i64) -> Result<()>;
     /// Record a failed attempt; `next_at: None` gives up for good.
     async fn delivery_failed(&self, id: &str, error: &str, next_at: Option<i64>) -> Result<()>;
@@ -300,98 +351,177 @@ pub trait StatusStore: Send + Sync + 'static {
         builtin: bool,
     ) -> Result<Monitor>;
     async fn monitors(&self) -> Result<Vec<Monitor>>;
+    /// Remember a monitor's check at `at`: its consecutive failures so far
+    /// and, when it failed, why.
+    async fn record_check(&self, monitor_id: &str, at: i64, failures: i64, error: Option<&str>) -> Result<()>;
     async fn record_probe(&self, component_id: &str, at: i64, ok: bool) -> Result<()>;
     async fn uptime(&self, since_day: i64) -> Result<Vec<UptimeDay>>;
+
+    /// Try to become the one process, among all sharing this store, that
+    /// runs the monitors and delivers notifications. `None`: another holds
+    /// it now. The lead is held until the returned value is dropped or its
+    /// holder dies (kill -9 included); see each backend for how.
+    async fn try_lead(&self) -> Result<Option<Box<dyn Lead>>>;
 }
 
-fn bad_row(what: &str, value: &str) -> Error {
+/// The lead of the status page's side tasks, held by one process at a time.
+#[async_trait]
+pub trait Lead: Send + Sync {
+    /// Whether this process still holds it. `false` is final: stop the side
+    /// tasks, drop this, and try to lead again later.
+    async fn still_held(&mut self) -> bool;
+}
+
+/// Reading a column of a row of either backend, so each record is mapped
+/// from a row once, for both. Flags decode as `bool` from SQLite's 0/1
+/// integers and PostgreSQL's booleans alike.
+pub(super) trait Columns {
+    fn text(&self, column: &str) -> Result<String>;
+    fn text_opt(&self, column: &str) -> Result<Option<String>>;
+    fn int(&self, column: &str) -> Result<i64>;
+    fn int_opt(&self, column: &str) -> Result<Option<i64>>;
+    fn flag(&self, column: &str) -> Result<bool>;
+}
+
+macro_rules! columns_of {
+    ($($row:ty),+) => {$(
+        impl Columns for $row {
+            fn text(&self, column: &str) -> Result<String> {
+                Ok(self.try_get(column)?)
+            }
+            fn text_opt(&self, column: &str) -> Result<Option<String>> {
+                Ok(self.try_get(column)?)
+            }
+            fn int(&self, column: &str) -> Result<i64> {
+                Ok(self.try_get(column)?)
+            }
+            fn int_opt(&self, column: &str) -> Result<Option<i64>> {
+                Ok(self.try_get(column)?)
+            }
+            fn flag(&self, column: &str) -> Result<bool> {
+                Ok(self.try_get(column)?)
+            }
+        }
+    )+};
+}
+
+columns_of!(SqliteRow, PgRow);
+
+pub(super) fn bad_row(what: &str, value: &str) -> Error {
     Error::Store(anyhow::anyhow!("unexpected {what} in database: {value:?}"))
 }
 
-fn unique_violation(e: &sqlx::Error) -> bool {
+pub(super) fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-fn component_from_row(r: &SqliteRow) -> Result<Component> {
-    let status: String = r.try_get("status")?;
+pub(super) fn component_status(text: &str) -> Result<ComponentStatus> {
+    ComponentStatus::parse(text).ok_or_else(|| bad_row("component status", text))
+}
+
+pub(super) fn component_from_row(r: &impl Columns) -> Result<Component> {
     Ok(Component {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
-        group: r.try_get("group_name")?,
-        position: r.try_get("position")?,
-        status: ComponentStatus::parse(&status).ok_or_else(|| bad_row("component status", &status))?,
-        only_show_if_degraded: r.try_get::<i64, _>("only_show_if_degraded")? != 0,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        id: r.text("id")?,
+        name: r.text("name")?,
+        description: r.text_opt("description")?,
+        group: r.text_opt("group_name")?,
+        position: r.int("position")?,
+        status: component_status(&r.text("status")?)?,
+        only_show_if_degraded: r.flag("only_show_if_degraded")?,
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
     })
 }
 
-fn incident_from_row(r: &SqliteRow) -> Result<Incident> {
-    let kind: String = r.try_get("kind")?;
-    let status: String = r.try_get("status")?;
-    let impact: String = r.try_get("impact")?;
+pub(super) fn incident_from_row(r: &impl Columns) -> Result<Incident> {
+    let kind = r.text("kind")?;
+    let status = r.text("status")?;
+    let impact = r.text("impact")?;
     Ok(Incident {
-        id: r.try_get("id")?,
+        id: r.text("id")?,
         kind: IncidentKind::parse(&kind).ok_or_else(|| bad_row("incident kind", &kind))?,
-        name: r.try_get("name")?,
+        name: r.text("name")?,
         status: IncidentStatus::parse(&status).ok_or_else(|| bad_row("incident status", &status))?,
         impact: Impact::parse(&impact).ok_or_else(|| bad_row("impact", &impact))?,
-        postmortem: r.try_get("postmortem")?,
-        postmortem_at: r.try_get("postmortem_at")?,
-        auto: r.try_get::<i64, _>("auto")? != 0,
-        scheduled_for: r.try_get("scheduled_for")?,
-        scheduled_until: r.try_get("scheduled_until")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        started_at: r.try_get("started_at")?,
-        monitoring_at: r.try_get("monitoring_at")?,
-        resolved_at: r.try_get("resolved_at")?,
+        postmortem: r.text_opt("postmortem")?,
+        postmortem_at: r.int_opt("postmortem_at")?,
+        auto: r.flag("auto")?,
+        scheduled_for: r.int_opt("scheduled_for")?,
+        scheduled_until: r.int_opt("scheduled_until")?,
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
+        started_at: r.int("started_at")?,
+        monitoring_at: r.int_opt("monitoring_at")?,
+        resolved_at: r.int_opt("resolved_at")?,
         components: Vec::new(),
         updates: Vec::new(),
     })
 }
 
-fn update_from_row(r: &SqliteRow) -> Result<IncidentUpdate> {
-    let status: String = r.try_get("status")?;
-    let affected: String = r.try_get("affected")?;
+pub(super) fn update_from_row(r: &impl Columns) -> Result<IncidentUpdate> {
+    let status = r.text("status")?;
+    let affected = r.text("affected")?;
     Ok(IncidentUpdate {
-        id: r.try_get("id")?,
-        incident_id: r.try_get("incident_id")?,
+        id: r.text("id")?,
+        incident_id: r.text("incident_id")?,
         status: IncidentStatus::parse(&status).ok_or_else(|| bad_row("update status", &status))?,
-        body: r.try_get("body")?,
+        body: r.text("body")?,
         affected: serde_json::from_str(&affected).map_err(|_| bad_row("affected components", &affected))?,
-        created_at: r.try_get("created_at")?,
+        created_at: r.int("created_at")?,
     })
 }
 
-fn subscriber_from_row(r: &SqliteRow) -> Result<Subscriber> {
-    let kind: String = r.try_get("kind")?;
+pub(super) fn subscriber_from_row(r: &impl Columns) -> Result<Subscriber> {
+    let kind = r.text("kind")?;
     Ok(Subscriber {
-        id: r.try_get("id")?,
+        id: r.text("id")?,
         kind: SubscriberKind::parse(&kind).ok_or_else(|| bad_row("subscriber kind", &kind))?,
-        target: r.try_get("target")?,
-        token: r.try_get("token")?,
-        secret: r.try_get("secret")?,
-        confirmed_at: r.try_get("confirmed_at")?,
-        created_at: r.try_get("created_at")?,
+        target: r.text("target")?,
+        token: r.text("token")?,
+        secret: r.text_opt("secret")?,
+        confirmed_at: r.int_opt("confirmed_at")?,
+        created_at: r.int("created_at")?,
     })
 }
 
-fn monitor_from_row(r: &SqliteRow) -> Result<Monitor> {
+/// A delivery joined with its subscriber (`d.id AS delivery_id, d.payload,
+/// d.attempts, s.*`).
+pub(super) fn delivery_from_row(r: &impl Columns) -> Result<Delivery> {
+    Ok(Delivery {
+        id: r.text("delivery_id")?,
+        subscriber: subscriber_from_row(r)?,
+        payload: r.text("payload")?,
+        attempts: r.int("attempts")?,
+    })
+}
+
+pub(super) fn monitor_from_row(r: &impl Columns) -> Result<Monitor> {
     Ok(Monitor {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        component_id: r.try_get("component_id")?,
-        target: r.try_get("target")?,
-        interval_ms: r.try_get("interval_ms")?,
-        builtin: r.try_get::<i64, _>("builtin")? != 0,
-        created_at: r.try_get("created_at")?,
+        id: r.text("id")?,
+        name: r.text("name")?,
+        component_id: r.text("component_id")?,
+        target: r.text("target")?,
+        interval_ms: r.int("interval_ms")?,
+        builtin: r.flag("builtin")?,
+        created_at: r.int("created_at")?,
+        failures: r.int("failures")?,
+        last_error: r.text_opt("last_error")?,
+        last_check_at: r.int_opt("last_check_at")?,
+        last_failure_at: r.int_opt("last_failure_at")?,
+    })
+}
+
+pub(super) fn uptime_from_row(r: &impl Columns) -> Result<UptimeDay> {
+    Ok(UptimeDay {
+        component_id: r.text("component_id")?,
+        day: r.int("day")?,
+        ok: r.int("ok")?,
+        total: r.int("total")?,
     })
 }
 
 /// A URL-safe random token (confirm and unsubscribe links).
-fn new_token() -> String {
+pub(super) fn new_token() -> String {
     hex::encode(rand::random::<[u8; 24]>())
 }
 
@@ -532,8 +662,7 @@ impl StatusStore for SqliteStore {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-        let old = old.ok_or(Error::NotFound("component"))?;
-        let old = ComponentStatus::parse(&old).ok_or_else(|| bad_row("component status", &old))?;
+        let old = component_status(&old.ok_or(Error::NotFound("component"))?)?;
         sqlx::query("UPDATE status_components SET status = ?, updated_at = ? WHERE id = ?")
             .bind(status.as_str())
             .bind(now_ms())
@@ -554,13 +683,7 @@ impl StatusStore for SqliteStore {
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
-                let kind = kind.ok_or(Error::NotFound("incident"))?;
-                if IncidentKind::parse(&kind) != Some(write.status.kind()) {
-                    return Err(Error::bad_request(format!(
-                        "status {} does not apply to a {kind}",
-                        write.status.as_str()
-                    )));
-                }
+                write.check_applies_to(&kind.ok_or(Error::NotFound("incident"))?)?;
                 sqlx::query(
                     "UPDATE status_incidents SET status = ?, impact = coalesce(?, impact), updated_at = ?,
                      monitoring_at = CASE WHEN ? = 'monitoring' THEN coalesce(monitoring_at, ?) ELSE monitoring_at END,
@@ -584,11 +707,7 @@ impl StatusStore for SqliteStore {
             }
             None => {
                 let id = new_id();
-                let name = write.name.as_deref().ok_or_else(|| Error::bad_request("a new incident needs a name"))?;
-                let default_impact =
-                    if write.kind == IncidentKind::Maintenance { Impact::Maintenance } else { Impact::None };
-                let monitoring_at = (write.status == IncidentStatus::Monitoring).then_some(now);
-                let resolved_at = write.status.is_closed().then_some(now);
+                let new = write.new_incident(now)?;
                 sqlx::query(
                     "INSERT INTO status_incidents (id, kind, name, status, impact, auto, scheduled_for,
                      scheduled_until, created_at, updated_at, started_at, monitoring_at, resolved_at)
@@ -596,17 +715,17 @@ impl StatusStore for SqliteStore {
                 )
                 .bind(&id)
                 .bind(write.kind.as_str())
-                .bind(name)
+                .bind(new.name)
                 .bind(write.status.as_str())
-                .bind(write.impact.unwrap_or(default_impact).as_str())
-                .bind(write.auto as i64)
+                .bind(new.impact.as_str())
+                .bind(write.auto)
                 .bind(write.scheduled_for)
                 .bind(write.scheduled_until)
                 .bind(now)
                 .bind(now)
-                .bind(write.scheduled_for.unwrap_or(now))
-                .bind(monitoring_at)
-                .bind(resolved_at)
+                .bind(new.started_at)
+                .bind(new.monitoring_at)
+                .bind(new.resolved_at)
                 .execute(&mut *tx)
                 .await?;
                 id
@@ -619,11 +738,10 @@ impl StatusStore for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?
                 .ok_or(Error::NotFound("component"))?;
-            let old: String = row.try_get("status")?;
             affected.push(AffectedComponent {
                 code: component_id.clone(),
-                name: row.try_get("name")?,
-                old_status: ComponentStatus::parse(&old).ok_or_else(|| bad_row("component status", &old))?,
+                name: row.text("name")?,
+                old_status: component_status(&row.text("status")?)?,
                 new_status: *new_status,
             });
             sqlx::query("UPDATE status_components SET status = ?, updated_at = ? WHERE id = ?")
@@ -816,27 +934,35 @@ impl StatusStore for SqliteStore {
         Ok(())
     }
 
-    async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<Delivery>> {
-        let rows = sqlx::query(
-            "SELECT d.id AS delivery_id, d.payload, d.attempts, s.* FROM status_deliveries d
-             JOIN status_subscribers s ON s.id = d.subscriber_id
-             WHERE d.delivered_at IS NULL AND d.failed_at IS NULL AND d.next_at <= ?
-             ORDER BY d.next_at LIMIT ?",
+    async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Delivery>> {
+        // One statement claims (SQLite has one writer at a time), then the
+        // claimed rows are read with their subscribers.
+        let claimed: Vec<String> = sqlx::query_scalar(
+            "UPDATE status_deliveries SET next_at = ? WHERE id IN (
+                SELECT id FROM status_deliveries
+                WHERE delivered_at IS NULL AND failed_at IS NULL AND next_at <= ?
+                ORDER BY next_at LIMIT ?)
+             RETURNING id",
         )
+        .bind(lease_until)
         .bind(now)
         .bind(limit)
         .fetch_all(&self.write)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Delivery {
-                    id: r.try_get("delivery_id")?,
-                    subscriber: subscriber_from_row(r)?,
-                    payload: r.try_get("payload")?,
-                    attempts: r.try_get("attempts")?,
-                })
-            })
-            .collect()
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query(
+            "SELECT d.id AS delivery_id, d.payload, d.attempts, s.* FROM status_deliveries d
+             JOIN status_subscribers s ON s.id = d.subscriber_id
+             WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.created_at, d.id",
+        )
+        .bind(serde_json::to_string(&claimed).map_err(Error::internal)?)
+        .fetch_all(&self.write)
+        .await?
+        .iter()
+        .map(delivery_from_row)
+        .collect()
     }
 
     async fn delivery_done(&self, id: &str, at: i64) -> Result<()> {
@@ -935,20 +1061,62 @@ impl StatusStore for SqliteStore {
         Ok(())
     }
 
+    async fn record_check(&self, monitor_id: &str, at: i64, failures: i64, error: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "UPDATE status_monitors SET last_check_at = ?, failures = ?, last_error = coalesce(?, last_error),
+             last_failure_at = CASE WHEN ? IS NULL THEN last_failure_at ELSE ? END WHERE id = ?",
+        )
+        .bind(at)
+        .bind(failures)
+        .bind(error)
+        .bind(error)
+        .bind(at)
+        .bind(monitor_id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
     async fn uptime(&self, since_day: i64) -> Result<Vec<UptimeDay>> {
         sqlx::query("SELECT * FROM status_probe_days WHERE day >= ? ORDER BY component_id, day")
             .bind(since_day)
             .fetch_all(&self.read)
             .await?
             .iter()
-            .map(|r| {
-                Ok(UptimeDay {
-                    component_id: r.try_get("component_id")?,
-                    day: r.try_get("day")?,
-                    ok: r.try_get("ok")?,
-                    total: r.try_get("total")?,
-                })
-            })
+            .map(uptime_from_row)
             .collect()
+    }
+
+    /// An exclusive lock on `status-runner.lock` in the data dir: processes
+    /// sharing the data dir (`serve` and `serve --only status`) run the side
+    /// tasks once. The kernel releases it when the process ends, however.
+    async fn try_lead(&self) -> Result<Option<Box<dyn Lead>>> {
+        Ok(FileLead::try_take(&self.dir().join("status-runner.lock"))?.map(|l| Box::new(l) as Box<dyn Lead>))
+    }
+}
+
+/// The lead of a SQLite data dir: an exclusive lock on a file, held while
+/// the file stays open.
+struct FileLead {
+    _locked: std::fs::File,
+}
+
+impl FileLead {
+    fn try_take(path: &Path) -> Result<Option<FileLead>> {
+        let cannot = |e: std::io::Error| Error::Store(anyhow::anyhow!("cannot lock {}: {e}", path.display()));
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(cannot)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(FileLead { _locked: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(cannot(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Lead for FileLead {
+    async fn still_held(&mut self) -> bool {
+        // A lock on an open file cannot be taken away.
+        true
     }
 }

@@ -199,3 +199,36 @@ fn a_port_in_use_is_a_clear_error() {
     assert!(err.contains("already in use"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
+
+#[tokio::test]
+async fn a_data_dir_from_a_newer_holdfast_is_refused_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_str().unwrap();
+    let out = holdfast(&["migrate", "--data", data], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A newer holdfast migrated this data dir further than this one knows.
+    let db = format!("sqlite://{data}/holdfast.db");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', TRUE, x'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::Connection::close(conn).await.unwrap();
+
+    for args in [
+        vec!["serve", "--listen", "127.0.0.1:0", "--data", data],
+        vec!["site", "list", "--data", data],
+        vec!["incident", "list", "--data", data],
+    ] {
+        let out = holdfast(&args, None);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must refuse it");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: one line: {stderr}");
+        let expected = format!("data dir {data} was written by a newer Holdfast (schema 9999, this binary knows ");
+        assert!(stderr.contains(&expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("migration"), "{args:?}: {stderr}");
+    }
+}

@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use holdfast::config::Config;
+use holdfast::store::status::StatusStore;
 use holdfast::store::{ConversationFilter, ConversationStatus, NewAgent, Role, Store, postgres::PostgresStore};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::services::{TestDb, nats_prefix, nats_url};
@@ -38,10 +40,22 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 }
 
 async fn cluster() -> Cluster {
+    cluster_with(|_| {}).await
+}
+
+async fn cluster_with(tune: impl Fn(&mut Config)) -> Cluster {
     let db = TestDb::create().await;
     let prefix = nats_prefix();
-    let a = TestServer::start_with(|c| cluster_config(c, &db.url, &prefix)).await;
-    let b = TestServer::start_with(|c| cluster_config(c, &db.url, &prefix)).await;
+    let a = TestServer::start_with(|c| {
+        cluster_config(c, &db.url, &prefix);
+        tune(c)
+    })
+    .await;
+    let b = TestServer::start_with(|c| {
+        cluster_config(c, &db.url, &prefix);
+        tune(c)
+    })
+    .await;
     eventually("both nodes are on NATS", async || a.state.chat.bus.healthy() && b.state.chat.bus.healthy()).await;
     Cluster { a, b, _db: db }
 }
@@ -277,13 +291,131 @@ async fn a_node_without_nats_stays_ready_degraded_and_serves_its_sockets_from_th
     visitor.wait_for(|f| f["body"] == "here, from B").await;
 }
 
+// ----- the status page ------------------------------------------------------
+
+/// Status page settings for the cluster tests: webhooks to loopback, quick
+/// rounds, and no self-probes (their incidents would be noise here).
+fn status_quick(c: &mut Config) {
+    c.status.self_probe = false;
+    c.status.allow_private_webhooks = true;
+    c.status.delivery_tick = Duration::from_millis(100);
+    c.status.lead_check = Duration::from_millis(200);
+}
+
+/// Open an incident through `node`'s admin API; returns its id.
+async fn open_incident(node: &TestServer, token: &str, body: Value) -> String {
+    let (status, opened) = crate::status::send(node, Method::POST, "/api/v1/status/incidents", token, body).await;
+    assert_eq!(status, 201, "{opened}");
+    opened["incident"]["id"].as_str().unwrap().to_owned()
+}
+
+/// The one node of `nodes` that runs the status page's side tasks.
+async fn status_runner(nodes: [&TestServer; 2]) -> &TestServer {
+    eventually("one node runs the status page's side tasks", async || {
+        nodes.iter().filter(|n| n.state.status.is_leading()).count() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leading: Vec<_> = nodes.into_iter().filter(|n| n.state.status.is_leading()).collect();
+    assert_eq!(leading.len(), 1, "exactly one runner, and it stays");
+    leading[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_shows_one_status_page() {
+    let c = cluster_with(status_quick).await;
+    let token = crate::status::admin(&c.a).await;
+    let opened = json!({"name": "Chat is slow", "components": {"Chat widget": "degraded_performance"}});
+    let id = open_incident(&c.a, &token, opened).await;
+
+    // Node B shows what was done through node A: the API, the page, the feed.
+    let (_, unresolved) = c.b.get("/api/v2/incidents/unresolved.json", None).await;
+    assert_eq!(unresolved["incidents"][0]["id"], id.as_str(), "{unresolved}");
+    let (_, components) = c.b.get("/api/v2/components.json", None).await;
+    let chat = components["components"].as_array().unwrap().iter().find(|c| c["name"] == "Chat widget").unwrap();
+    assert_eq!(chat["status"], "degraded_performance");
+    let page = c.b.http.get(format!("{}/status", c.b.base)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Chat is slow"), "the page on B lists the incident");
+    let (_, on_a) = c.a.get("/api/v2/summary.json", None).await;
+    let (_, on_b) = c.b.get("/api/v2/summary.json", None).await;
+    assert_eq!(on_a["page"]["id"], on_b["page"]["id"], "one page");
+    assert_eq!(on_a["components"], on_b["components"], "the same components in the same states");
+
+    // And the other way round: resolved through B, resolved on A.
+    let (s, _) =
+        crate::status::send(&c.b, Method::POST, &format!("/api/v1/status/incidents/{id}/resolve"), &token, json!({}))
+            .await;
+    assert_eq!(s, 200);
+    let (_, unresolved) = c.a.get("/api/v2/incidents/unresolved.json", None).await;
+    assert_eq!(unresolved["incidents"], json!([]));
+    let (_, status) = c.a.get("/api/v2/status.json", None).await;
+    assert_eq!(status["status"]["description"], "All Systems Operational");
+    status_runner([&c.a, &c.b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_subscriber_hears_each_notification_once_from_two_nodes() {
+    let c = cluster_with(status_quick).await;
+    let runner = status_runner([&c.a, &c.b]).await;
+    let token = crate::status::admin(&c.a).await;
+    let (addr, mut inbox) = crate::status::webhook_receiver(0).await;
+    let (s, sub) = c.b.post("/api/v2/subscribers.json", None, json!({"endpoint": format!("http://{addr}/hook")})).await;
+    assert_eq!(s, 201, "{sub}");
+
+    // Notifications queued through either node, the runner and the other.
+    let id = open_incident(&c.a, &token, json!({"name": "Logins fail", "components": {"Agent login": "major_outage"}}))
+        .await;
+    let heard = |r: crate::status::Received| -> Value { serde_json::from_str(&r.body).unwrap() };
+    let first = heard(crate::status::next(&mut inbox, "the incident's notification").await);
+    assert_eq!(first["incident"]["status"], "investigating");
+    let updates = format!("/api/v1/status/incidents/{id}/updates");
+    let (s, _) = crate::status::send(&c.b, Method::POST, &updates, &token, json!({"status": "identified"})).await;
+    assert_eq!(s, 200);
+    let second = heard(crate::status::next(&mut inbox, "the update's notification").await);
+    assert_eq!(second["incident"]["status"], "identified");
+    let login = c.b.state.status.find_component("Agent login").await.unwrap();
+    let (s, _) = crate::status::send(
+        &c.b,
+        Method::PATCH,
+        &format!("/api/v1/status/components/{}", login.id),
+        &token,
+        json!({"status": "partial_outage"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let third = heard(crate::status::next(&mut inbox, "the component's notification").await);
+    assert_eq!(third["component_update"]["new_status"], "partial_outage");
+
+    // Many delivery rounds and lead checks later: nothing twice.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(inbox.try_recv().is_err(), "a notification was delivered twice");
+    assert!(runner.state.status.is_leading(), "the runner kept the lead");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_commands_act_on_the_cluster_database() {
+    let c = cluster_with(status_quick).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["incident", "open", "--name", "Opened from a shell", "--component", "Website", "--json"])
+        .args(["--database-url", &c._db.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let opened: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for node in [&c.a, &c.b] {
+        let (_, unresolved) = node.get("/api/v2/incidents/unresolved.json", None).await;
+        assert_eq!(unresolved["incidents"][0]["id"], opened["id"], "{unresolved}");
+    }
+}
+
 // ----- the real binary, killed ---------------------------------------------
 
 struct Node {
     child: Child,
     base: String,
     ws_base: String,
-    /// The node's own data dir (the status page keeps its state there).
+    /// The node's own data dir (unused in a cluster: everything, the status
+    /// page included, is in PostgreSQL).
     _dir: tempfile::TempDir,
 }
 
@@ -295,12 +427,17 @@ impl Drop for Node {
 }
 
 fn spawn_node(db: &str, prefix: &str) -> Node {
+    spawn_node_with(db, prefix, &[])
+}
+
+fn spawn_node_with(db: &str, prefix: &str, extra: &[&str]) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
         .args(["serve", "--listen", "127.0.0.1:0", "--database-pool", "6", "--nats-prefix", prefix])
         .arg("--data")
         .arg(dir.path())
         .args(["--database-url", db, "--nats-url", &nats_url()])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -436,4 +573,95 @@ async fn migrate_applies_the_schema_and_serve_refuses_a_newer_one() {
     assert!(stderr.contains("version 9999, newer than this holdfast knows"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     let _ = sqlx::Connection::close(conn).await;
+}
+
+/// The value of a metric on a node's `/metrics`, if it shows it.
+async fn metric(node: &Node, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", node.base)).await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Wait (up to `within`) until `check` holds.
+async fn within(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < within, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_status_runner_hands_monitors_and_deliveries_to_the_other_node() {
+    let db = TestDb::create().await;
+    let prefix = nats_prefix();
+    let flags = ["--allow-private-webhooks", "--status-fail-after", "100"];
+    let mut nodes = vec![spawn_node_with(&db.url, &prefix, &flags), spawn_node_with(&db.url, &prefix, &flags)];
+    let store = PostgresStore::connect(&db.url, 2).await.unwrap();
+    let site = store.sites().await.unwrap().remove(0);
+    let hash = holdfast::auth::passwords::hash_now("password123").unwrap();
+    let email = "ops@example.com";
+    let new =
+        NewAgent { site_id: &site.id, email, name: "Ops", role: Role::Admin, password_hash: &hash, chat_limit: 1 };
+    store.create_agent(new).await.unwrap();
+    let login = post(&nodes[0].base, "/api/v1/auth/login", json!({"email": email, "password": "password123"})).await;
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let admin = |node: &Node, path: &str, body: Value| {
+        let request = reqwest::Client::new().post(format!("{}{path}", node.base)).bearer_auth(&token).json(&body);
+        let path = path.to_owned();
+        async move {
+            let res = request.send().await.expect("http");
+            assert!(res.status().is_success(), "{path}: {}", res.status());
+            res.json::<Value>().await.unwrap()
+        }
+    };
+
+    // One runner between the two.
+    within("one node runs the status page", WAIT, async || {
+        let mut runs = Vec::new();
+        for node in &nodes {
+            runs.push(metric(node, "holdfast_status_runner").await);
+        }
+        runs.iter().filter(|r| **r == Some(1.0)).count() == 1 && runs.iter().all(|r| r.is_some())
+    })
+    .await;
+    let runner = if metric(&nodes[0], "holdfast_status_runner").await == Some(1.0) { 0 } else { 1 };
+    let other = 1 - runner;
+    let (addr, mut inbox) = crate::status::webhook_receiver(0).await;
+    admin(&nodes[other], "/api/v2/subscribers.json", json!({"endpoint": format!("http://{addr}/hook")})).await;
+
+    // A monitor of a port that never answers, checked every 5 s.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let monitor = json!({"name": "Dead port", "component": "Website", "url": format!("tcp://127.0.0.1:{dead_port}"),
+                         "interval_ms": 5000});
+    admin(&nodes[other], "/api/v1/status/monitors", monitor).await;
+    let failures = async || {
+        let monitors = StatusStore::monitors(&store).await.unwrap();
+        monitors.into_iter().find(|m| m.name == "Dead port").map_or(0, |m| m.failures)
+    };
+    within("the runner counts two failed checks", Duration::from_secs(20), async || failures().await >= 2).await;
+    let counted = failures().await;
+
+    // kill -9 of the runner.
+    drop(nodes.remove(runner));
+    let survivor = nodes.remove(0);
+    let killed = Instant::now();
+    within("the survivor takes the lead", Duration::from_secs(15), async || {
+        metric(&survivor, "holdfast_status_runner").await == Some(1.0)
+    })
+    .await;
+    let takeover = killed.elapsed();
+
+    // Its checks go on counting from the store; they do not start over.
+    within("the survivor checks the monitor", Duration::from_secs(20), async || failures().await != counted).await;
+    assert_eq!(failures().await, counted + 1, "the count went on from {counted}");
+
+    // And it delivers: one notification, once.
+    let opened = admin(&survivor, "/api/v1/status/incidents", json!({"name": "After the failover"})).await;
+    let heard = crate::status::next(&mut inbox, "the notification from the survivor").await;
+    let body: Value = serde_json::from_str(&heard.body).unwrap();
+    assert_eq!(body["incident"]["id"], opened["incident"]["id"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(inbox.try_recv().is_err(), "delivered once");
+    eprintln!("status runner failover after kill -9: {takeover:?}");
+    store.close().await;
 }

@@ -18,6 +18,7 @@ mod resume;
 mod routing;
 mod services;
 mod status;
+mod status_store;
 mod store;
 mod storm;
 mod support;

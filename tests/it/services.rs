@@ -50,3 +50,30 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// What keeps a test's store alive: its SQLite data dir or its database.
+#[allow(dead_code)]
+pub enum Keep {
+    Dir(tempfile::TempDir),
+    Db(TestDb),
+}
+
+/// Each `case` runs once per backend, as two tests (`case::sqlite`,
+/// `case::postgres`): `case(super::sqlite().await)` and
+/// `case(super::postgres().await)`, with the calling module's `sqlite` and
+/// `postgres` making its backend.
+macro_rules! both_stores {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$case(super::sqlite().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$case(super::postgres().await).await;
+            }
+        }
+    )*};
+}
+pub(crate) use both_stores;

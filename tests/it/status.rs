@@ -13,27 +13,61 @@ use std::time::Duration;
 use holdfast::auth::passwords;
 use holdfast::config::Config;
 use holdfast::status::probes::{PROBE_ACCOUNT_KEY, ProbeAccount};
+use holdfast::store::status::StatusStore;
 use holdfast::store::{Availability, NewAgent, Role};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::services::{TestDb, both_stores};
 use crate::support::{Client, TestServer, WAIT};
 
 /// A server in a fresh data dir, tuned for the status page's tests.
-async fn server_with(tune: impl FnOnce(&mut Config)) -> (TestServer, tempfile::TempDir) {
+async fn server_with(tune: impl FnOnce(&mut Config)) -> (TestServer, (tempfile::TempDir, Store)) {
+    server_on(Store::Sqlite, tune).await
+}
+
+/// Where a test's server keeps the status page: the behaviours below marked
+/// with `both_stores!` run on each.
+enum Store {
+    Sqlite,
+    Postgres(TestDb),
+}
+
+async fn sqlite() -> Store {
+    Store::Sqlite
+}
+
+async fn postgres() -> Store {
+    Store::Postgres(TestDb::create().await)
+}
+
+/// A server on `store` (its data dir unused on PostgreSQL), tuned for the
+/// status page's tests; keep the returned values for the test's duration.
+async fn server_on(store: Store, tune: impl FnOnce(&mut Config)) -> (TestServer, (tempfile::TempDir, Store)) {
     let tmp = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(tmp.path(), |c| {
         c.status.self_probe = false;
+        if let Store::Postgres(db) = &store {
+            c.database_url = Some(db.url.clone());
+        }
         tune(c)
     })
     .await;
-    (server, tmp)
+    (server, (tmp, store))
 }
 
+both_stores!(
+    every_api_v2_path_has_the_compatible_shape,
+    admins_run_an_incident_from_open_to_postmortem_over_http,
+    the_public_page_and_feeds_show_components_uptime_and_history,
+    a_webhook_subscriber_gets_a_signed_notification_retried_until_accepted,
+    a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_to_monitoring,
+);
+
 /// An admin's access token.
-async fn admin(server: &TestServer) -> String {
+pub(crate) async fn admin(server: &TestServer) -> String {
     let site = server.site().await;
     let hash = passwords::hash_now("password123").unwrap();
     let email = format!("boss-{}@acme.example", rand_suffix());
@@ -57,7 +91,13 @@ fn rand_suffix() -> String {
     holdfast::store::new_id()
 }
 
-async fn send(server: &TestServer, method: reqwest::Method, path: &str, token: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn send(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (u16, Value) {
     let res = server
         .http
         .request(method, format!("{}{path}", server.base))
@@ -241,9 +281,8 @@ fn check_incident(v: &Value, maintenance: bool) {
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "updates not newest first: {times:?}");
 }
 
-#[tokio::test]
-async fn every_api_v2_path_has_the_compatible_shape() {
-    let (server, _tmp) = server_with(|_| {}).await;
+async fn every_api_v2_path_has_the_compatible_shape(store: Store) {
+    let (server, _tmp) = server_on(store, |_| {}).await;
     let token = admin(&server).await;
     let post = |path: &'static str, body: Value| send(&server, reqwest::Method::POST, path, &token, body);
 
@@ -369,9 +408,8 @@ async fn every_api_v2_path_has_the_compatible_shape() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn admins_run_an_incident_from_open_to_postmortem_over_http() {
-    let (server, _tmp) = server_with(|_| {}).await;
+async fn admins_run_an_incident_from_open_to_postmortem_over_http(store: Store) {
+    let (server, _tmp) = server_on(store, |_| {}).await;
     let token = admin(&server).await;
     let site = server.site().await;
     server.agent(&site, "agent@acme.example", 3).await;
@@ -561,9 +599,8 @@ async fn postmortem_markdown_cannot_inject_script() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn the_public_page_and_feeds_show_components_uptime_and_history() {
-    let (server, _tmp) = server_with(|_| {}).await;
+async fn the_public_page_and_feeds_show_components_uptime_and_history(store: Store) {
+    let (server, _tmp) = server_on(store, |_| {}).await;
     let token = admin(&server).await;
     let (_, opened) = send(
         &server,
@@ -618,9 +655,9 @@ async fn the_public_page_and_feeds_show_components_uptime_and_history() {
 // ---- subscribers ----
 
 /// One HTTP request as a receiver saw it.
-struct Received {
+pub(crate) struct Received {
     headers: Vec<(String, String)>,
-    body: String,
+    pub body: String,
 }
 
 impl Received {
@@ -631,7 +668,7 @@ impl Received {
 
 /// A real HTTP receiver: answers the first `fail_first` requests with 500,
 /// then 200, and reports every request.
-async fn webhook_receiver(fail_first: usize) -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
+pub(crate) async fn webhook_receiver(fail_first: usize) -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -686,13 +723,12 @@ fn form(pairs: &[(&str, &str)]) -> String {
     pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
 }
 
-async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
+pub(crate) async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
     tokio::time::timeout(WAIT, rx.recv()).await.unwrap_or_else(|_| panic!("timed out waiting for {what}")).unwrap()
 }
 
-#[tokio::test]
-async fn a_webhook_subscriber_gets_a_signed_notification_retried_until_accepted() {
-    let (server, _tmp) = server_with(|c| {
+async fn a_webhook_subscriber_gets_a_signed_notification_retried_until_accepted(store: Store) {
+    let (server, _tmp) = server_on(store, |c| {
         c.status.allow_private_webhooks = true;
         c.status.retry_base = Duration::from_millis(100);
     })
@@ -930,9 +966,8 @@ async fn the_subscribe_form_works_without_javascript() {
 
 // ---- monitors ----
 
-#[tokio::test]
-async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_to_monitoring() {
-    let (server, _tmp) = server_with(|c| {
+async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_to_monitoring(store: Store) {
+    let (server, _tmp) = server_on(store, |c| {
         c.status.fail_after = 2;
         c.status.quiet_period = Duration::from_millis(400);
         c.status.monitor_tick = Duration::from_millis(20);
@@ -941,7 +976,9 @@ async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_
     })
     .await;
     let token = admin(&server).await;
-    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // An address of the loopback net nothing else here listens on, so once
+    // the port is freed no other test's server can take it and answer.
+    let upstream = TcpListener::bind("127.1.2.3:0").await.unwrap();
     let addr = upstream.local_addr().unwrap();
     let answering = tokio::spawn(async move {
         while let Ok((s, _)) = upstream.accept().await {
@@ -1025,7 +1062,7 @@ async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_
 
 /// A server whose built-in probes run every 50 ms. Logins are not rate
 /// limited here: the login probe logs in many times a second.
-async fn probe_server(tune: impl FnOnce(&mut Config)) -> (TestServer, tempfile::TempDir) {
+async fn probe_server(tune: impl FnOnce(&mut Config)) -> (TestServer, (tempfile::TempDir, Store)) {
     server_with(|c| {
         c.status.self_probe = true;
         c.status.self_probe_interval = Duration::from_millis(50);
@@ -1301,6 +1338,83 @@ async fn a_login_or_store_round_trip_slower_than_its_limit_fails() {
     let probe = server.state.store.agent_by_email(&account.email).await.unwrap().unwrap();
     let live = server.state.store.revoke_agent_sessions(&probe.id, holdfast::store::now_ms()).await.unwrap();
     assert!((1..=2).contains(&live.len()), "{} live probe sessions", live.len());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_server_goes_on_from_its_monitors_last_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tune = |c: &mut Config| {
+        c.status.self_probe = false;
+        c.status.fail_after = 3;
+        c.status.quiet_period = Duration::from_secs(3);
+        c.status.monitor_tick = Duration::from_millis(20);
+        c.status.min_interval = Duration::from_millis(10);
+        c.status.lead_check = Duration::from_millis(50);
+    };
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let server = TestServer::start_in(tmp.path(), tune).await;
+    let token = admin(&server).await;
+    let monitor =
+        json!({"name": "Website TCP", "component": "Website", "url": format!("tcp://{addr}"), "interval_ms": 100});
+    let (s, _) = send(&server, reqwest::Method::POST, "/api/v1/status/monitors", &token, monitor).await;
+    assert_eq!(s, 201);
+    let failures = |server: &TestServer| {
+        let store = server.state.status.store.clone();
+        async move { store.monitors().await.unwrap().into_iter().find(|m| m.name == "Website TCP").unwrap() }
+    };
+    let incident = eventually("an auto-opened incident", || async {
+        let (_, v) = server.get("/api/v2/incidents/unresolved.json", None).await;
+        v["incidents"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    let id = incident["id"].as_str().unwrap().to_owned();
+    server.stop().await;
+    let stopped = holdfast::store::sqlite::SqliteStore::open(tmp.path()).await.unwrap();
+    let counted = stopped.monitors().await.unwrap().remove(0);
+    stopped.close().await;
+    assert!(counted.failures >= 3, "{counted:?}");
+
+    // Restarted while the port is still dead: the count goes on.
+    let server = TestServer::start_in(tmp.path(), tune).await;
+    let next = eventually("a check after the restart", || async {
+        let m = failures(&server).await;
+        (m.last_check_at != counted.last_check_at).then_some(m)
+    })
+    .await;
+    assert_eq!(next.failures, counted.failures + 1, "counting went on");
+    server.stop().await;
+
+    // Restarted once the port answers: the quiet period still counts from
+    // the last failure before the restart, not from the restart.
+    let upstream = TcpListener::bind(addr).await.expect("rebind the port");
+    let _answering = tokio::spawn(async move {
+        while let Ok((s, _)) = upstream.accept().await {
+            drop(s);
+        }
+    });
+    let server = TestServer::start_in(tmp.path(), tune).await;
+    eventually("a passing check after the restart", || async { (failures(&server).await.failures == 0).then_some(()) })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = server.get("/api/v2/incidents.json", None).await;
+    assert_eq!(v["incidents"][0]["status"], "investigating", "not quiet for 3 s yet");
+    let monitoring = eventually("monitoring after the quiet period", || async {
+        let (_, v) = server.get("/api/v2/incidents.json", None).await;
+        v["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id.as_str() && i["status"] == "monitoring")
+            .cloned()
+    })
+    .await;
+    let last_failure = failures(&server).await.last_failure_at.unwrap();
+    let since =
+        holdfast::status::time::parse_iso8601(monitoring["monitoring_at"].as_str().unwrap()).unwrap() - last_failure;
+    assert!(since >= 3000, "monitoring {since} ms after the last failure");
     server.stop().await;
 }
 

@@ -15,7 +15,7 @@ use holdfast::store::{
     Store, VisitorUpdate,
 };
 
-use crate::services::TestDb;
+use crate::services::{Keep, TestDb, both_stores};
 
 /// Two handles on one store: the same one for SQLite, two connection pools
 /// (two "nodes") for PostgreSQL.
@@ -23,12 +23,6 @@ struct Backend {
     a: Arc<dyn Store>,
     b: Arc<dyn Store>,
     _keep: Keep,
-}
-
-#[allow(dead_code)]
-enum Keep {
-    Dir(tempfile::TempDir),
-    Db(TestDb),
 }
 
 async fn sqlite() -> Backend {
@@ -42,22 +36,6 @@ async fn postgres() -> Backend {
     let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url, 8).await.unwrap());
     let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url, 8).await.unwrap());
     Backend { a, b, _keep: Keep::Db(db) }
-}
-
-/// `case` runs once per backend, as two tests.
-macro_rules! both_stores {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$case(super::sqlite().await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$case(super::postgres().await).await;
-            }
-        }
-    )*};
 }
 
 both_stores!(

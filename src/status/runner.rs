@@ -1,0 +1,55 @@
+//! Which process runs the status page's side tasks (monitor checks and
+//! notification delivery). Every server process sharing a store tries to
+//! take the store's lead ([`StatusStore::try_lead`]); the one that holds it
+//! points the built-in probes at itself and runs both tasks, the others
+//! wait and try again every `lead_check`. So a cluster checks each monitor
+//! once and notifies each subscriber once, and when the runner dies
+//! (kill -9 included) another process takes over within a few seconds,
+//! going on from the failure counts and claimed deliveries in the store.
+//!
+//! [`StatusStore::try_lead`]: crate::store::status::StatusStore::try_lead
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{Jobs, Status, monitor, notify, probes};
+use crate::store::{Site, Store};
+
+/// Take the lead whenever it is free and run the side tasks while it is
+/// held; stop them at once when it is lost. Runs until dropped.
+pub async fn run(status: Arc<Status>, store: Arc<dyn Store>, probe_base: String, site: Option<Site>) {
+    metrics::gauge!("holdfast_status_runner").set(0.0);
+    loop {
+        match status.store.try_lead().await {
+            Ok(Some(mut lead)) => {
+                tracing::info!("this process runs the status page's monitors and notifications");
+                status.leading.store(true, Ordering::Relaxed);
+                metrics::gauge!("holdfast_status_runner").set(1.0);
+                if let Err(e) = probes::install_builtin(&status, store.as_ref(), &probe_base, site.as_ref()).await {
+                    tracing::warn!(error = %e, "cannot install the built-in probes");
+                }
+                let jobs = Jobs(vec![
+                    tokio::spawn(monitor::run(status.clone(), store.clone())),
+                    tokio::spawn(notify::run(status.clone())),
+                ]);
+                loop {
+                    tokio::time::sleep(status.config.lead_check).await;
+                    if !lead.still_held().await {
+                        break;
+                    }
+                }
+                // Stop working before letting go, so two never overlap here.
+                drop(jobs);
+                drop(lead);
+                status.leading.store(false, Ordering::Relaxed);
+                metrics::gauge!("holdfast_status_runner").set(0.0);
+                tracing::warn!(
+                    "lost the status page's lead (store unreachable?): monitors and notifications stop here"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot try to take the status page's lead"),
+        }
+        tokio::time::sleep(status.config.lead_check).await;
+    }
+}
