@@ -2,6 +2,7 @@
 //! connected sockets, routing, and the chat actions themselves. No axum
 //! here; transports adapt to `session::run`.
 
+mod coalesce;
 pub mod hub;
 pub mod protocol;
 mod reorder;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::coalesce::Coalesced;
 use super::hub::Hub;
 use super::protocol::{AgentView, AuthorView, EventView, MAX_BODY_CHARS, MAX_CLIENT_ID, QueueEntry, ServerFrame};
 use super::routing;
@@ -76,7 +77,9 @@ pub struct Chat {
     /// stampede; correctness does not depend on it (the store re-checks).
     routing: Mutex<HashMap<String, Arc<SiteRouting>>>,
     online_cache: Mutex<HashMap<String, (Instant, bool)>>,
-    agents_cache: Mutex<HashMap<String, (Instant, SiteAgents)>>,
+    /// Per-site reads a reconnect storm would otherwise repeat per socket.
+    agents_cache: Coalesced<SiteAgents>,
+    queue_cache: Coalesced<Vec<QueueEntry>>,
 }
 
 pub fn check_client_id(client_id: &str) -> Result<()> {
@@ -123,7 +126,8 @@ impl Chat {
             admission,
             routing: Mutex::default(),
             online_cache: Mutex::default(),
-            agents_cache: Mutex::default(),
+            agents_cache: Coalesced::default(),
+            queue_cache: Coalesced::default(),
         }
     }
 
@@ -457,7 +461,7 @@ impl Chat {
             return Ok(());
         }
         self.store.set_availability(&a.agent_id, availability).await?;
-        self.agents_cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&a.site_id);
+        self.agents_cache.invalidate(&a.site_id);
         self.publish_frame(&a.site_id, Audience::SiteAgents, &frame).await;
         self.presence_changed(&a.site_id).await;
         Ok(())
@@ -467,25 +471,19 @@ impl Chat {
     /// every agent's welcome carries the list, and a reconnect storm must
     /// not read it thousands of times.
     pub async fn site_agents(&self, site_id: &str) -> Result<SiteAgents> {
-        if let Some((at, list)) = self.agents_cache.lock().unwrap_or_else(|p| p.into_inner()).get(site_id)
-            && at.elapsed() < ONLINE_CACHE_TTL
-        {
-            return Ok(list.clone());
-        }
-        let list: SiteAgents = Arc::new(
-            self.store
-                .agents(site_id)
-                .await?
-                .into_iter()
-                .filter(|x| x.active)
-                .map(|x| AgentView { id: x.id, name: x.name, availability: x.availability })
-                .collect(),
-        );
+        let fresh_from =
+            tokio::time::Instant::now().checked_sub(ONLINE_CACHE_TTL).unwrap_or_else(tokio::time::Instant::now);
         self.agents_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(site_id.to_owned(), (Instant::now(), list.clone()));
-        Ok(list)
+            .get(site_id, fresh_from, || async {
+                let agents = self.store.agents(site_id).await?;
+                let views = agents.into_iter().filter(|x| x.active).map(|x| AgentView {
+                    id: x.id,
+                    name: x.name,
+                    availability: x.availability,
+                });
+                Ok(Arc::new(views.collect()))
+            })
+            .await
     }
 
     /// An agent came, went (past the grace period) or changed availability:
@@ -629,9 +627,15 @@ impl Chat {
         Ok(())
     }
 
-    /// The site's queue as agents see it (for `welcome`).
-    pub async fn queue_snapshot(&self, site_id: &str) -> Result<Vec<QueueEntry>> {
-        Ok(queue_entries(&self.store.queue(site_id).await?))
+    /// The site's queue as agents see it (for `welcome`), from a read that
+    /// began at or after `fresh_from`: a socket passes the moment it
+    /// registered with the hub, so any later change reaches it live and the
+    /// snapshot is never older than what it will hear. A storm of welcomes
+    /// shares one read per site at a time.
+    pub async fn queue_snapshot(&self, site_id: &str, fresh_from: tokio::time::Instant) -> Result<Vec<QueueEntry>> {
+        self.queue_cache
+            .get(site_id, fresh_from, || async { Ok(queue_entries(&self.store.queue(site_id).await?)) })
+            .await
     }
 }
 

@@ -101,6 +101,8 @@ struct Session<O> {
     cursors: HashMap<String, i64>,
     /// Live events that arrived ahead of their turn.
     early: Reorder,
+    /// When this socket joined the hub: snapshots must be read after it.
+    registered_at: tokio::time::Instant,
     write_timeout: Duration,
 }
 
@@ -140,14 +142,7 @@ where
     };
     // Register before reading the backlog, so nothing slips in between.
     let mut reg = chat.hub.register(peer.site_id(), principal);
-    let mut session = Session {
-        chat: chat.clone(),
-        peer,
-        out,
-        cursors: HashMap::new(),
-        early: Reorder::default(),
-        write_timeout: limits.write_timeout,
-    };
+    let mut session = Session::new(chat.clone(), peer, out, limits.write_timeout);
     let site_id = session.peer.site_id().to_owned();
     if matches!(session.peer, Peer::Agent(_)) && !reg.was_present {
         // Off the resume's path: the welcome does not wait for routing.
@@ -188,7 +183,7 @@ async fn probe_welcome<O>(chat: Arc<Chat>, peer: Peer, cursors: HashMap<String, 
 where
     O: Sink<Outbound> + Unpin + Send,
 {
-    let mut session = Session { chat, peer, out, cursors: HashMap::new(), early: Reorder::default(), write_timeout };
+    let mut session = Session::new(chat, peer, out, write_timeout);
     if let Err(err) = session.welcome(cursors).await {
         let _ = session.send(error_frame(&err, None)).await;
     }
@@ -259,6 +254,19 @@ fn frame_ref(frame: &ClientFrame) -> Option<String> {
 }
 
 impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
+    /// A session of a socket registered with the hub just now.
+    fn new(chat: Arc<Chat>, peer: Peer, out: O, write_timeout: Duration) -> Self {
+        Session {
+            chat,
+            peer,
+            out,
+            cursors: HashMap::new(),
+            early: Reorder::default(),
+            registered_at: tokio::time::Instant::now(),
+            write_timeout,
+        }
+    }
+
     async fn send(&mut self, text: Bytes) -> Result<()> {
         match tokio::time::timeout(self.write_timeout, self.out.send(Outbound::Text(text))).await {
             Ok(Ok(())) => Ok(()),
@@ -288,7 +296,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                     site_id: site_id.clone(),
                     availability: Some(agent.availability),
                     conversations: open.iter().map(ConversationView::from).collect(),
-                    queue: Some(chat.queue_snapshot(&site_id).await?),
+                    queue: Some(chat.queue_snapshot(&site_id, self.registered_at).await?),
                     agents: Some(agents),
                     agents_online,
                 };
@@ -345,7 +353,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             && open.iter().any(|c| c.status == crate::store::ConversationStatus::Queued)
         {
             let visitor_id = v.visitor_id.clone();
-            let queue = chat.queue_snapshot(&site_id).await?;
+            let queue = chat.queue_snapshot(&site_id, self.registered_at).await?;
             for entry in queue.iter().filter(|e| e.visitor_id == visitor_id) {
                 let frame = ServerFrame::QueuePosition { conv: entry.conv.clone(), position: entry.position };
                 self.send(encode(&frame)).await?;
