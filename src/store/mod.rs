@@ -430,6 +430,42 @@ pub struct ConversationFilter {
     pub limit: i64,
 }
 
+impl ConversationFilter {
+    /// Whether the filter names one visitor or one agent (a resume's read,
+    /// served by that person's index).
+    pub fn one_person(&self) -> bool {
+        self.visitor_id.is_some() || self.agent_id.is_some()
+    }
+
+    /// The query with only the conditions given, so the planner can use the
+    /// visitor's or the agent's index (a generic `(? IS NULL OR …)` query
+    /// walked every conversation of the site for each resume). `site_term`
+    /// is the site column as written: SQLite's `+site_id` keeps the check
+    /// but out of the index choice.
+    pub(crate) fn query<'a, DB>(&'a self, site_id: &'a str, site_term: &str) -> sqlx::QueryBuilder<DB>
+    where
+        DB: sqlx::Database,
+        <DB as sqlx::Database>::Arguments: Default,
+        &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    {
+        let limit = if self.limit <= 0 { 100 } else { self.limit.min(1000) };
+        let mut q = sqlx::QueryBuilder::new(format!("SELECT * FROM conversations WHERE {site_term} = "));
+        q.push_bind(site_id);
+        if let Some(status) = self.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(agent_id) = &self.agent_id {
+            q.push(" AND agent_id = ").push_bind(agent_id.as_str());
+        }
+        if let Some(visitor_id) = &self.visitor_id {
+            q.push(" AND visitor_id = ").push_bind(visitor_id.as_str());
+        }
+        q.push(" ORDER BY created_at DESC LIMIT ").push_bind(limit);
+        q
+    }
+}
+
 /// A message found by transcript search.
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchHit {

@@ -868,25 +868,8 @@ impl Store for PostgresStore {
     }
 
     async fn conversations(&self, site_id: &str, filter: ConversationFilter) -> Result<Vec<Conversation>> {
-        let limit = if filter.limit <= 0 { 100 } else { filter.limit.min(1000) };
-        sqlx::query(
-            "SELECT * FROM conversations WHERE site_id = $1 AND ($2::text IS NULL OR status = $3) \
-             AND ($4::text IS NULL OR agent_id = $5) AND ($6::text IS NULL OR visitor_id = $7) \
-             ORDER BY created_at DESC LIMIT $8",
-        )
-        .bind(site_id)
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.agent_id.as_deref())
-        .bind(filter.agent_id.as_deref())
-        .bind(filter.visitor_id.as_deref())
-        .bind(filter.visitor_id.as_deref())
-        .bind(limit)
-        .fetch_all(self.p().await?)
-        .await?
-        .iter()
-        .map(conversation_from_row)
-        .collect()
+        let rows = filter.query(site_id, "site_id").build().fetch_all(self.p().await?).await?;
+        rows.iter().map(conversation_from_row).collect()
     }
 
     async fn queue(&self, site_id: &str) -> Result<Vec<Conversation>> {

@@ -49,6 +49,11 @@ pub struct SqliteStore {
     /// The data dir (the status page's runner lock lives there too).
     dir: PathBuf,
     pub(super) read: SqlitePool,
+    /// Readers kept for the critical lane (a resume's reads, session
+    /// refresh, `/readyz`), so site-wide routing and dashboard reads that
+    /// fill `read` during a storm never make a reconnect or a health
+    /// check wait for a connection.
+    critical: SqlitePool,
     pub(super) write: SqlitePool,
     /// Injected failures, for rehearsals and tests of "the store is down".
     faults: Arc<Faults>,
@@ -86,13 +91,20 @@ impl SqliteStore {
         MIGRATOR.run(&write).await.map_err(|e| Error::Store(anyhow::anyhow!("migration failed: {e}")))?;
         // WAL readers do not block each other or the writer; a resume storm
         // is many small indexed reads at once.
+        let read_only = options.read_only(true);
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.read_only(true))
+            .connect_with(read_only.clone())
+            .await?;
+        let critical = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(read_only)
             .await?;
         let tx = super::sqlite_writer::spawn(&dir.join("holdfast.db"))?;
-        Ok(SqliteStore { dir: dir.to_owned(), read, write, faults: Arc::new(Faults::default()), changes: tx })
+        let faults = Arc::new(Faults::default());
+        Ok(SqliteStore { dir: dir.to_owned(), read, critical, write, faults, changes: tx })
     }
 
     /// Hand a change to the group-commit writer and wait for its outcome.
@@ -118,6 +130,12 @@ impl SqliteStore {
         Ok(&self.read)
     }
 
+    /// The critical lane's readers (see `critical`).
+    async fn rc(&self) -> Result<&SqlitePool> {
+        self.faults.check().await?;
+        Ok(&self.critical)
+    }
+
     async fn w(&self) -> Result<&SqlitePool> {
         self.faults.check().await?;
         Ok(&self.write)
@@ -127,6 +145,7 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+        self.critical.close().await;
     }
 }
 
@@ -248,7 +267,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(self.r().await?).await?;
+        sqlx::query("SELECT 1").execute(self.rc().await?).await?;
         Ok(())
     }
 
@@ -426,7 +445,7 @@ impl Store for SqliteStore {
     async fn agent(&self, id: &str) -> Result<Option<Agent>> {
         sqlx::query("SELECT * FROM agents WHERE id = ?")
             .bind(id)
-            .fetch_optional(self.r().await?)
+            .fetch_optional(self.rc().await?)
             .await?
             .map(|r| agent_from_row(&r))
             .transpose()
@@ -514,7 +533,7 @@ impl Store for SqliteStore {
     async fn session_by_secret_hash(&self, secret_hash: &str) -> Result<Option<Session>> {
         sqlx::query("SELECT * FROM sessions WHERE secret_hash = ?")
             .bind(secret_hash)
-            .fetch_optional(self.r().await?)
+            .fetch_optional(self.rc().await?)
             .await?
             .map(|r| session_from_row(&r))
             .transpose()
@@ -523,7 +542,7 @@ impl Store for SqliteStore {
     async fn session(&self, id: &str) -> Result<Option<Session>> {
         sqlx::query("SELECT * FROM sessions WHERE id = ?")
             .bind(id)
-            .fetch_optional(self.r().await?)
+            .fetch_optional(self.rc().await?)
             .await?
             .map(|r| session_from_row(&r))
             .transpose()
@@ -641,32 +660,17 @@ impl Store for SqliteStore {
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
         sqlx::query("SELECT * FROM conversations WHERE id = ?")
             .bind(id)
-            .fetch_optional(self.r().await?)
+            .fetch_optional(self.rc().await?)
             .await?
             .map(|r| conversation_from_row(&r))
             .transpose()
     }
 
     async fn conversations(&self, site_id: &str, filter: ConversationFilter) -> Result<Vec<Conversation>> {
-        let limit = if filter.limit <= 0 { 100 } else { filter.limit.min(1000) };
-        sqlx::query(
-            "SELECT * FROM conversations WHERE site_id = ? AND (? IS NULL OR status = ?) \
-             AND (? IS NULL OR agent_id = ?) AND (? IS NULL OR visitor_id = ?) \
-             ORDER BY created_at DESC LIMIT ?",
-        )
-        .bind(site_id)
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.agent_id.as_deref())
-        .bind(filter.agent_id.as_deref())
-        .bind(filter.visitor_id.as_deref())
-        .bind(filter.visitor_id.as_deref())
-        .bind(limit)
-        .fetch_all(self.r().await?)
-        .await?
-        .iter()
-        .map(conversation_from_row)
-        .collect()
+        let (site_term, pool) =
+            if filter.one_person() { ("+site_id", self.rc().await?) } else { ("site_id", self.r().await?) };
+        let rows = filter.query(site_id, site_term).build().fetch_all(pool).await?;
+        rows.iter().map(conversation_from_row).collect()
     }
 
     async fn queue(&self, site_id: &str) -> Result<Vec<Conversation>> {
@@ -692,7 +696,7 @@ impl Store for SqliteStore {
             .bind(conversation_id)
             .bind(after)
             .bind(limit)
-            .fetch_all(self.r().await?)
+            .fetch_all(self.rc().await?)
             .await?
             .iter()
             .map(event_from_row)
