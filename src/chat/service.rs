@@ -382,6 +382,7 @@ impl Chat {
                 },
             )
             .await?;
+        self.site_routing(&conv.site_id).forget_candidates(None);
         self.after_queue_change(&conv.site_id).await;
         Ok(applied)
     }
@@ -432,6 +433,7 @@ impl Chat {
             }
             _ => return Err(Error::bad_request("give exactly one of to_agent and to_group")),
         };
+        self.site_routing(&conv.site_id).forget_candidates(None);
         self.after_queue_change(&conv.site_id).await;
         Ok(applied)
     }
@@ -446,6 +448,7 @@ impl Chat {
             return Err(Error::forbidden("only the assigned agent or an admin can close"));
         }
         let applied = self.apply(&conv.id, Change::Close { by: peer.author() }).await?;
+        self.site_routing(&conv.site_id).forget_candidates(None);
         self.after_queue_change(&conv.site_id).await;
         Ok(applied)
     }
@@ -462,6 +465,7 @@ impl Chat {
         }
         self.store.set_availability(&a.agent_id, availability).await?;
         self.agents_cache.invalidate(&a.site_id);
+        self.site_routing(&a.site_id).forget_candidates(None);
         self.publish_frame(&a.site_id, Audience::SiteAgents, &frame).await;
         self.presence_changed(&a.site_id).await;
         Ok(())
@@ -566,16 +570,21 @@ impl Chat {
         // assignments together so they share group commits. The store
         // re-checks every agent's limit in its transaction; a plan that lost
         // a race is simply routed again on the next round.
-        let mut candidates: HashMap<String, Vec<RoutingCandidate>> = HashMap::new();
+        let generation = site.candidates_gen.load(Ordering::Acquire);
+        let mut candidates: HashMap<String, (Instant, Vec<RoutingCandidate>)> = HashMap::new();
         let mut plan = Vec::new();
         let mut waiting = Vec::with_capacity(queue.len());
         let now = crate::store::now_ms();
         for conv in queue {
             if !candidates.contains_key(&conv.group_id) {
-                let group = self.store.routing_candidates(&conv.group_id).await?;
-                candidates.insert(conv.group_id.clone(), group);
+                let cached = site.candidates.lock().unwrap_or_else(|p| p.into_inner()).get(&conv.group_id).cloned();
+                let (read_at, group) = match cached {
+                    Some((at, group)) if at.elapsed() < CANDIDATES_TTL => (at, group),
+                    _ => (Instant::now(), self.store.routing_candidates(&conv.group_id).await?),
+                };
+                candidates.insert(conv.group_id.clone(), (read_at, group));
             }
-            let group = candidates.get_mut(&conv.group_id).expect("inserted above");
+            let (_, group) = candidates.get_mut(&conv.group_id).expect("inserted above");
             match routing::pick_agent(group, |id| self.hub.agent_present(id)).map(|p| p.agent_id.clone()) {
                 Some(agent_id) => {
                     let pick = group.iter_mut().find(|c| c.agent_id == agent_id).expect("picked from the group");
@@ -593,6 +602,14 @@ impl Chat {
                 None => waiting.push(conv),
             }
         }
+        {
+            // The picture as planned (this node's assignments counted) serves
+            // the next drains; a refusal below forgets it.
+            let mut cached = site.candidates.lock().unwrap_or_else(|p| p.into_inner());
+            if site.candidates_gen.load(Ordering::Acquire) == generation {
+                cached.extend(candidates);
+            }
+        }
         let outcomes =
             futures_util::future::join_all(plan.iter().map(|(conv, change)| self.apply(&conv.id, change.clone())))
                 .await;
@@ -601,6 +618,7 @@ impl Chat {
                 Ok(_) => metrics::counter!("holdfast_routed_total").increment(1),
                 Err(Error::Conflict(_)) => {
                     // Raced with another router: look again next round.
+                    site.forget_candidates(Some(&conv.group_id));
                     site.dirty.store(true, Ordering::Release);
                     waiting.push(conv);
                 }
@@ -650,6 +668,29 @@ struct SiteRouting {
     presence_dirty: AtomicBool,
     /// The queue last announced, to skip announcing an unchanged one.
     last_queue: Mutex<Vec<(String, usize)>>,
+    /// Each group's routing candidates as last read, kept up to date with
+    /// this node's own assignments for up to `CANDIDATES_TTL`: routing a
+    /// new chat must not read every agent of a 3,000-agent group. Forgotten
+    /// when capacity frees up here (close, transfer, claim, availability)
+    /// and when the store refuses a plan (another node filled an agent).
+    candidates: Mutex<HashMap<String, (Instant, Vec<RoutingCandidate>)>>,
+    /// Bumped by every forget, so a drain that read before it does not put
+    /// its older picture back.
+    candidates_gen: std::sync::atomic::AtomicU64,
+}
+
+/// How long a group's routing candidates may be planned against.
+const CANDIDATES_TTL: Duration = Duration::from_secs(1);
+
+impl SiteRouting {
+    fn forget_candidates(&self, group_id: Option<&str>) {
+        let mut cached = self.candidates.lock().unwrap_or_else(|p| p.into_inner());
+        self.candidates_gen.fetch_add(1, Ordering::AcqRel);
+        match group_id {
+            Some(g) => drop(cached.remove(g)),
+            None => cached.clear(),
+        }
+    }
 }
 
 /// Queue entries in order, each with its position within its own group

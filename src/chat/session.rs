@@ -126,6 +126,8 @@ where
     let (peer, cursors) = match authenticated {
         Ok(ok) => ok,
         Err(err) => {
+            metrics::counter!("holdfast_socket_ends_total", "reason" => "hello refused", "code" => err.code())
+                .increment(1);
             let _ = out.send(Outbound::Text(error_frame(&err, None))).await;
             let _ = out.send(Outbound::Close("hello refused")).await;
             return;
@@ -149,9 +151,13 @@ where
         let (chat, site_id) = (chat.clone(), site_id.clone());
         tokio::spawn(async move { chat.presence_changed(&site_id).await });
     }
-    let outcome = match session.welcome(cursors).await {
+    let welcome = session.welcome(cursors).await;
+    let welcomed = welcome.is_ok();
+    let outcome = match welcome {
         Ok(()) => session.serve(&mut input, &mut reg, &limits).await,
         Err(err) => {
+            metrics::counter!("holdfast_socket_ends_total", "reason" => "welcome failed", "code" => err.code())
+                .increment(1);
             let _ = session.send(error_frame(&err, None)).await;
             Err(err)
         }
@@ -170,6 +176,10 @@ where
         });
     }
     let reason = outcome.unwrap_or("error");
+    if welcomed {
+        // Why sockets end, for an operator reading a storm (`cut` is injected).
+        metrics::counter!("holdfast_socket_ends_total", "reason" => reason, "code" => "").increment(1);
+    }
     if reason != CUT {
         let _ = session.out.send(Outbound::Close(reason)).await;
     }

@@ -62,6 +62,16 @@ pub struct Controls {
     pub connected: AtomicUsize,
     /// Everything stops.
     pub stop: AtomicBool,
+    /// Wakes every client when `stop` is set (no client polls for it:
+    /// 18,000 clients polling would be load the server does not cause).
+    pub stopped: tokio::sync::Notify,
+}
+
+impl Controls {
+    pub fn stop_all(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.stopped.notify_waiters();
+    }
 }
 
 /// What one client saw, for the orchestrator's accounting.
@@ -215,8 +225,14 @@ async fn session(spec: &ClientSpec, controls: &Controls, st: &mut State, mut ws:
     }
     let jitter = Duration::from_millis(rand::random_range(0..=spec.interval.as_millis().max(1) as u64));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + jitter, spec.interval);
-    let mut stop_check = tokio::time::interval(Duration::from_millis(200));
     loop {
+        // Made before the flag is read, so a stop in between still wakes it.
+        let stopped = controls.stopped.notified();
+        if controls.stop.load(Ordering::Relaxed) {
+            st.report.connected = true;
+            let _ = ws.close(None).await;
+            return Outcome::Stopped;
+        }
         tokio::select! {
             msg = ws.next() => {
                 let text = match msg {
@@ -297,13 +313,7 @@ async fn session(spec: &ClientSpec, controls: &Controls, st: &mut State, mut ws:
                     return Outcome::Dropped { welcomed: true, wait: None };
                 }
             }
-            _ = stop_check.tick() => {
-                if controls.stop.load(Ordering::Relaxed) {
-                    st.report.connected = true;
-                    let _ = ws.close(None).await;
-                    return Outcome::Stopped;
-                }
-            }
+            _ = stopped => continue,
         }
     }
 }

@@ -172,7 +172,7 @@ pub async fn run() -> anyhow::Result<()> {
             _ => {}
         }
     }
-    controls.stop.store(true, Ordering::Relaxed);
+    controls.stop_all();
     progress.abort();
     let mut merged = ClientReport::default();
     let mut connected = 0u64;
