@@ -211,7 +211,7 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
     eprintln!("chatting for {} s before the blip", common.phase_s);
     tokio::time::sleep(Duration::from_secs(common.phase_s)).await;
 
-    let hashes_before = target.metric("holdfast_password_hashes_total").await?;
+    let hashes_before = target.people_hashes().await?;
     let cut_at = now_ms();
     let cut = target.fault(json!({"cut_sockets": true})).await?;
     eprintln!("blip: the server cut {} sockets", cut["cut"]);
@@ -224,7 +224,7 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
     // Let the last messages land before counting.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let raw = collect_reports(&mut all).await?;
-    let hashes_after = target.metric("holdfast_password_hashes_total").await?;
+    let hashes_after = target.people_hashes().await?;
     let n_agent_workers = agents.div_ceil(PER_WORKER);
     let (agent_raw, visitor_raw) = raw.split_at(n_agent_workers);
     let agent_reports = reports(agent_raw);
@@ -332,7 +332,7 @@ async fn node_loss_on(
     let mut doomed = cluster.pop().ok_or_else(|| anyhow!("no node to kill"))?;
     let mut hashes_before = 0.0;
     for t in &survivors {
-        hashes_before += t.metric("holdfast_password_hashes_total").await?;
+        hashes_before += t.people_hashes().await?;
     }
     let killed_at = now_ms();
     doomed.kill9()?;
@@ -350,7 +350,7 @@ async fn node_loss_on(
     let raw = collect_reports(&mut all).await?;
     let mut hashes_after = 0.0;
     for t in &mut survivors {
-        hashes_after += t.metric("holdfast_password_hashes_total").await?;
+        hashes_after += t.people_hashes().await?;
     }
     let n_agent_workers = agents.div_ceil(PER_WORKER);
     let (agent_raw, visitor_raw) = raw.split_at(n_agent_workers);

@@ -216,6 +216,13 @@ impl Target {
             .sum())
     }
 
+    /// Password hashes the server ran for people (not for the status
+    /// page's login probe).
+    pub async fn people_hashes(&self) -> anyhow::Result<f64> {
+        let all = self.metric("holdfast_password_hashes_total").await?;
+        Ok(all - self.metric("holdfast_probe_password_hashes_total").await?)
+    }
+
     pub async fn fault(&self, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
         let res = self
             .http
