@@ -33,6 +33,19 @@ pub enum BenchCommand {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// The relay on one node and then on two (PostgreSQL + NATS), same run.
+    RelayCluster {
+        #[arg(long, default_value_t = 200)]
+        pairs: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// PostgreSQL server to create each run's database on (dropped at
+        /// the end); the URL's own database is only connected to.
+        #[arg(long, env = "HOLDFAST_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[arg(long, env = "HOLDFAST_NATS_URL")]
+        nats_url: String,
+    },
     /// Time from process start to a ready `/readyz` on an existing data dir.
     Startup {
         /// Starts to measure (the median is reported).
@@ -73,6 +86,9 @@ impl TargetArgs {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Relay { pairs, seconds, rate, target } => relay(pairs, seconds, rate, &target.common()).await,
+        BenchCommand::RelayCluster { pairs, seconds, database_url, nats_url } => {
+            relay_cluster(pairs, seconds, &database_url, &nats_url).await
+        }
         BenchCommand::Idle { sockets, target } => idle(sockets, &target.common()).await,
         BenchCommand::Startup { runs } => startup(runs).await,
     }
@@ -80,16 +96,56 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
 
 async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -> anyhow::Result<()> {
     anyhow::ensure!(pairs > 0 && seconds > 0, "--pairs and --seconds must be positive");
-    // A pair is one visitor and one agent: routing (least busy first)
-    // gives each agent exactly one of the conversations.
-    let agents = pairs;
     eprintln!(
-        "bench relay: {pairs} pairs ({agents} agents), {seconds} s, rate {}",
+        "bench relay: {pairs} pairs ({pairs} agents), {seconds} s, rate {}",
         rate.map_or("max".into(), |r| r.to_string())
     );
-    let target = Target::start(agents, &[], common).await?;
+    let target = Target::start(pairs, &[], common).await?;
+    let f = measure_relay(std::slice::from_ref(&target), pairs, seconds, rate).await?;
+    let mut rows =
+        vec![("scenario", "relay".to_owned()), ("pairs", pairs.to_string()), ("seconds", seconds.to_string())];
+    if let Some(r) = rate {
+        rows.push(("rate", r.to_string()));
+    }
+    rows.extend([
+        ("msgs_per_s", format!("{:.0}", f.msgs_per_s)),
+        ("p50_ms", format!("{:.2}", f.p50_ms)),
+        ("p99_ms", format!("{:.2}", f.p99_ms)),
+        ("server_rss_mb", format!("{:.1}", f.rss_mb)),
+        // Server CPU per delivered message: a figure the other processes
+        // sharing the cores disturb far less than the rate.
+        ("server_cpu_us_per_msg", f.cpu_us_per_msg.map_or("n/a".into(), |c| format!("{c:.0}"))),
+        ("lost", f.lost.to_string()),
+        ("duplicated", f.duplicated.to_string()),
+    ]);
+    finish(&rows);
+    Ok(())
+}
+
+/// One relay measurement's figures (servers summed over the nodes).
+struct RelayFigures {
+    msgs_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    rss_mb: f64,
+    cpu_us_per_msg: Option<f64>,
+    lost: usize,
+    duplicated: u64,
+}
+
+/// `pairs` visitor–agent pairs chat through `nodes` (clients spread over
+/// them) for `seconds`; the servers' figures are summed over the nodes.
+async fn measure_relay(
+    nodes: &[Target],
+    pairs: usize,
+    seconds: u64,
+    rate: Option<u64>,
+) -> anyhow::Result<RelayFigures> {
+    // A pair is one visitor and one agent: routing (least busy first)
+    // gives each agent exactly one of the conversations.
+    let first = &nodes[0];
     let mut source = 2u8;
-    let mut workers = spawn_workers(&target, Kind::Agent, agents, &mut source, 0, false, true).await?;
+    let mut workers = spawn_workers(first, Kind::Agent, pairs, &mut source, 0, false, true).await?;
     anyhow::ensure!(
         wait_connected(&mut workers, "agents", Duration::from_secs(300), false).await,
         "agents did not connect"
@@ -100,8 +156,7 @@ async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -
         Some(r) => ((2 * pairs as u64 * 1000 / r.max(1)).max(1), false),
         None => (100, true),
     };
-    let mut visitors =
-        spawn_workers(&target, Kind::Visitor, pairs, &mut source, interval_ms, closed_loop, true).await?;
+    let mut visitors = spawn_workers(first, Kind::Visitor, pairs, &mut source, interval_ms, closed_loop, true).await?;
     anyhow::ensure!(
         wait_connected(&mut visitors, "visitors", Duration::from_secs(300), false).await,
         "visitors did not connect"
@@ -113,18 +168,19 @@ async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -
     }
     // Warm up (conversations get routed, caches fill), then measure.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = || nodes.iter().map(|t| t.cpu_s()).sum::<Option<f64>>();
     let from = now_ms();
     let started = Instant::now();
-    let cpu_from = target.cpu_s();
+    let cpu_from = cpu();
     let mut peak_rss = 0.0f64;
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        peak_rss = peak_rss.max(target.rss_mb().unwrap_or(0.0));
+        peak_rss = peak_rss.max(nodes.iter().map(|t| t.rss_mb().unwrap_or(0.0)).sum());
         progress(&format!("relay: {:.0}/{seconds} s", started.elapsed().as_secs_f64()));
     }
     eprintln!();
     let to = now_ms();
-    let cpu_used = cpu_from.zip(target.cpu_s()).map(|(a, b)| b - a);
+    let cpu_used = cpu_from.zip(cpu()).map(|(a, b)| b - a);
     for w in workers.iter_mut() {
         w.command("send_off").await?;
     }
@@ -140,28 +196,57 @@ async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -
         .map(|(_, ms)| *ms)
         .collect();
     let secs = (to - from) as f64 / 1000.0;
-    let lost = lost_between(&visitor_reports, &agent_reports) + lost_between(&agent_reports, &visitor_reports);
-    let duplicated: u64 = agent_reports.iter().chain(&visitor_reports).map(|r| r.duplicated).sum();
-    let mut rows =
-        vec![("scenario", "relay".to_owned()), ("pairs", pairs.to_string()), ("seconds", seconds.to_string())];
-    if let Some(r) = rate {
-        rows.push(("rate", r.to_string()));
+    let delivered = window.len().max(1) as f64;
+    Ok(RelayFigures {
+        msgs_per_s: window.len() as f64 / secs,
+        p50_ms: percentile(&mut window, 50.0),
+        p99_ms: percentile(&mut window, 99.0),
+        rss_mb: peak_rss,
+        cpu_us_per_msg: cpu_used.map(|c| c * 1e6 / delivered),
+        lost: lost_between(&visitor_reports, &agent_reports) + lost_between(&agent_reports, &visitor_reports),
+        duplicated: agent_reports.iter().chain(&visitor_reports).map(|r| r.duplicated).sum(),
+    })
+}
+
+/// The relay on a one-node and then a two-node cluster (PostgreSQL + NATS),
+/// in the same run: what a second node buys.
+async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url: &str) -> anyhow::Result<()> {
+    use crate::store::postgres;
+    anyhow::ensure!(pairs > 0 && seconds > 0, "--pairs and --seconds must be positive");
+    let mut figures = Vec::new();
+    for n in [1usize, 2] {
+        eprintln!("bench relay-cluster: {pairs} pairs on {n} node(s), {seconds} s");
+        let db_name = format!("holdfast_bench_{}", crate::store::new_id().replace('-', ""));
+        let db_url = postgres::create_database(database_url, &db_name)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the benchmark's database on {database_url}: {e:?}"))?;
+        let outcome = async {
+            let store = postgres::PostgresStore::connect(&db_url, 4)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot prepare the benchmark's database: {e:?}"))?;
+            let site = crate::storm::server::provision_store(&store, pairs).await?;
+            let nodes = Target::start_cluster(n, &db_url, nats_url, &site.widget_key).await?;
+            measure_relay(&nodes, pairs, seconds, None).await
+        }
+        .await;
+        if let Err(e) = postgres::drop_database(database_url, &db_name).await {
+            eprintln!("warning: could not drop the benchmark's database {db_name}: {e:?}");
+        }
+        figures.push(outcome?);
     }
-    rows.extend([
-        ("msgs_per_s", format!("{:.0}", window.len() as f64 / secs)),
-        ("p50_ms", format!("{:.2}", percentile(&mut window, 50.0))),
-        ("p99_ms", format!("{:.2}", percentile(&mut window, 99.0))),
-        ("server_rss_mb", format!("{peak_rss:.1}")),
-        // Server CPU per delivered message: a figure the other processes
-        // sharing the cores disturb far less than the rate.
-        (
-            "server_cpu_us_per_msg",
-            cpu_used.map_or("n/a".into(), |c| format!("{:.0}", c * 1e6 / window.len().max(1) as f64)),
-        ),
-        ("lost", lost.to_string()),
-        ("duplicated", duplicated.to_string()),
+    let (one, two) = (&figures[0], &figures[1]);
+    finish(&[
+        ("scenario", "relay-cluster".into()),
+        ("pairs", pairs.to_string()),
+        ("seconds", seconds.to_string()),
+        ("one_node_msgs_per_s", format!("{:.0}", one.msgs_per_s)),
+        ("two_nodes_msgs_per_s", format!("{:.0}", two.msgs_per_s)),
+        ("ratio", format!("{:.2}", two.msgs_per_s / one.msgs_per_s.max(1.0))),
+        ("one_node_p99_ms", format!("{:.2}", one.p99_ms)),
+        ("two_nodes_p99_ms", format!("{:.2}", two.p99_ms)),
+        ("lost", (one.lost + two.lost).to_string()),
+        ("duplicated", (one.duplicated + two.duplicated).to_string()),
     ]);
-    finish(&rows);
     Ok(())
 }
 

@@ -36,3 +36,15 @@ fn idle_sockets_and_startup_are_measured() {
     let r = bench(&["startup", "--runs", "2"]);
     assert!(r["ready_p50_ms"].parse::<f64>().unwrap() > 0.0, "{r:?}");
 }
+
+#[test]
+fn relay_on_one_node_and_on_two_is_measured_in_one_run() {
+    let (db, nats) = (crate::services::postgres_url(), crate::services::nats_url());
+    let r = bench(&["relay-cluster", "--pairs", "10", "--seconds", "2", "--database-url", &db, "--nats-url", &nats]);
+    assert_eq!(r["scenario"], "relay-cluster");
+    assert!(r["one_node_msgs_per_s"].parse::<f64>().unwrap() > 0.0, "{r:?}");
+    assert!(r["two_nodes_msgs_per_s"].parse::<f64>().unwrap() > 0.0, "{r:?}");
+    assert!(r["ratio"].parse::<f64>().is_ok(), "{r:?}");
+    assert_eq!(r["lost"], "0", "{r:?}");
+    assert_eq!(r["duplicated"], "0", "{r:?}");
+}
