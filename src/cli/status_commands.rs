@@ -14,6 +14,7 @@ use clap::{Args, Subcommand};
 use super::{DataArg, detail, open_postgres, open_sqlite};
 use crate::status::{IncidentInput, SmtpConfig, Status, StatusConfig, export, monitor};
 use crate::store::status::{ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus, StatusStore};
+use crate::tls::ExtraRoots;
 
 /// `serve`'s status page flags.
 #[derive(Args, Debug, Clone)]
@@ -64,6 +65,10 @@ pub struct StatusServeArgs {
     /// Accept webhook subscribers on private or loopback addresses.
     #[arg(long, env = "HOLDFAST_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
+    /// A PEM file of CA certificates that webhooks, HTTPS monitors and SMTP
+    /// over TLS trust besides the system's roots (a private CA).
+    #[arg(long, env = "HOLDFAST_STATUS_EXTRA_CA", value_name = "FILE")]
+    status_extra_ca: Option<PathBuf>,
 }
 
 impl StatusServeArgs {
@@ -78,6 +83,9 @@ impl StatusServeArgs {
         config.login_probe_slow = Duration::from_millis(self.status_login_probe_slow_ms);
         config.store_probe_slow = Duration::from_millis(self.status_store_probe_slow_ms);
         config.allow_private_webhooks = self.allow_private_webhooks;
+        if let Some(path) = &self.status_extra_ca {
+            config.extra_roots = ExtraRoots::load(path).map_err(|e| anyhow!("--status-extra-ca {e}"))?;
+        }
         if let Some(smtp) = self.smtp {
             let (host, port) = smtp.rsplit_once(':').ok_or_else(|| anyhow!("--smtp must be HOST:PORT"))?;
             let port = port.parse().map_err(|_| anyhow!("--smtp must be HOST:PORT"))?;
@@ -139,7 +147,8 @@ pub enum IncidentCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum MonitorCommand {
-    /// Add an HTTP (`http://…`) or TCP (`tcp://host:port`) check for a component.
+    /// Add an HTTP (`https://…`, `http://…`) or TCP (`tcp://host:port`) check
+    /// for a component.
     Add {
         #[arg(long)]
         name: String,

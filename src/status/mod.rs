@@ -34,6 +34,7 @@ use crate::store::status::{
     StatusStore, Subscriber, SubscriberKind,
 };
 use crate::store::{Site, Store};
+use crate::tls::ExtraRoots;
 
 /// The components a fresh install shows.
 pub const DEFAULT_COMPONENTS: &[&str] = &["Chat widget", "Agent login", "Agent console", "Website", "Message delivery"];
@@ -94,6 +95,10 @@ pub struct StatusConfig {
     pub max_attempts: u32,
     /// Outgoing mail; `None` disables email subscriptions.
     pub smtp: Option<SmtpConfig>,
+    /// CA certificates that webhooks, HTTPS monitors and SMTP over TLS trust
+    /// besides the system's roots: for receivers and relays behind a
+    /// private CA, without ever accepting an unverified certificate.
+    pub extra_roots: ExtraRoots,
     /// Accept webhook URLs on loopback or private networks (tests, intranets).
     /// Off by default: the subscribe form is public.
     pub allow_private_webhooks: bool,
@@ -134,6 +139,7 @@ impl Default for StatusConfig {
             retry_base: Duration::from_secs(2),
             max_attempts: 8,
             smtp: None,
+            extra_roots: ExtraRoots::default(),
             allow_private_webhooks: false,
             lead_check: Duration::from_secs(2),
         }

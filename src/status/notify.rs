@@ -21,6 +21,7 @@ use super::Status;
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 use crate::store::status::{Delivery, SubscriberKind};
+use crate::tls;
 
 /// Header with the Unix time (seconds) the webhook was signed at.
 pub const TIMESTAMP_HEADER: &str = "X-Holdfast-Timestamp";
@@ -52,19 +53,17 @@ pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// A receiver's URL, checked before it is stored: plain `http` (this build
-/// has no TLS client), no credentials, and no loopback or private address
-/// unless allowed (the subscribe form is public).
+/// A receiver's URL, checked before it is stored: `https` (or `http`), no
+/// credentials, and no loopback or private address unless allowed (the
+/// subscribe form is public).
 pub fn check_webhook_url(url: &str, allow_private: bool) -> Result<String> {
     let url = url.trim();
     if url.len() > 2048 {
         return Err(Error::bad_request("endpoint is too long (at most 2048 characters)"));
     }
     let parsed = reqwest::Url::parse(url).map_err(|e| Error::bad_request(format!("endpoint is not a URL: {e}")))?;
-    match parsed.scheme() {
-        "http" => {}
-        "https" => return Err(Error::bad_request("endpoint: this build delivers webhooks over http only")),
-        _ => return Err(Error::bad_request("endpoint must be an http URL")),
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(Error::bad_request("endpoint must be an https:// or http:// URL"));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(Error::bad_request("endpoint must not contain credentials"));
@@ -98,12 +97,13 @@ fn is_private_host(host: &str) -> bool {
 /// Drain the outbox until the task is dropped: woken by every queued
 /// notification, and at least every `delivery_tick`.
 pub async fn run(status: Arc<Status>) {
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent("Holdfast-Status/1")
-        .build()
-    {
+    let builder = || {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("Holdfast-Status/1")
+    };
+    let http = match tls::http_client(builder, &status.config.extra_roots) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "status notifications disabled: no HTTP client");
@@ -188,7 +188,7 @@ async fn send_webhook(http: &reqwest::Client, delivery: &Delivery, unsubscribe: 
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(|e| tls::request_failure(&e))?;
     if res.status().is_success() { Ok(()) } else { Err(format!("receiver answered {}", res.status())) }
 }
 
@@ -225,6 +225,7 @@ mod tests {
     #[test]
     fn webhook_urls_are_checked() {
         assert!(check_webhook_url("http://hooks.example.com/x", false).is_ok());
+        assert!(check_webhook_url("https://hooks.example.com/x", false).is_ok());
         for bad in [
             "ftp://x.example",
             "not a url",
@@ -234,6 +235,7 @@ mod tests {
             "http://10.1.2.3/",
             "http://[::1]/",
             "http://169.254.169.254/latest",
+            "https://127.0.0.1/",
         ] {
             assert!(check_webhook_url(bad, false).is_err(), "{bad}");
         }

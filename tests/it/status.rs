@@ -16,9 +16,10 @@ use holdfast::status::probes::{PROBE_ACCOUNT_KEY, ProbeAccount};
 use holdfast::store::status::StatusStore;
 use holdfast::store::{Availability, NewAgent, Role};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 
 use crate::services::{TestDb, both_stores};
 use crate::support::{Client, TestServer, WAIT};
@@ -111,7 +112,7 @@ pub(crate) async fn send(
 }
 
 /// Wait (bounded) until `probe` returns `Some`.
-async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
+pub(crate) async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Some(v) = probe().await {
@@ -661,7 +662,7 @@ pub(crate) struct Received {
 }
 
 impl Received {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).unwrap_or("")
     }
 }
@@ -669,44 +670,74 @@ impl Received {
 /// A real HTTP receiver: answers the first `fail_first` requests with 500,
 /// then 200, and reports every request.
 pub(crate) async fn webhook_receiver(fail_first: usize) -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
+    let (addr, rx, _) = receiver_over(None, fail_first).await;
+    (addr, rx)
+}
+
+/// An HTTP receiver as `webhook_receiver`, over TLS when given an acceptor;
+/// also reports every connection whose TLS handshake failed (the client
+/// refused our certificate).
+pub(crate) async fn receiver_over(
+    tls: Option<TlsAcceptor>,
+    fail_first: usize,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Received>, mpsc::UnboundedReceiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
+    let (refused_tx, refused) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut seen = 0;
         while let Ok((stream, _)) = listener.accept().await {
-            let mut reader = BufReader::new(stream);
-            let mut headers = Vec::new();
-            let mut line = String::new();
-            reader.read_line(&mut line).await.unwrap();
-            loop {
-                line.clear();
-                reader.read_line(&mut line).await.unwrap();
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = l.split_once(':') {
-                    headers.push((k.trim().to_owned(), v.trim().to_owned()));
-                }
+            let status = if seen < fail_first { "500 Internal Server Error" } else { "200 OK" };
+            let received = match &tls {
+                None => answer_request(stream, status).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => answer_request(stream, status).await,
+                    Err(_) => {
+                        let _ = refused_tx.send(());
+                        continue;
+                    }
+                },
+            };
+            if let Some(received) = received {
+                seen += 1;
+                let _ = tx.send(received);
             }
-            let len: usize = headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).await.unwrap();
-            seen += 1;
-            let status = if seen <= fail_first { "500 Internal Server Error" } else { "200 OK" };
-            let mut stream = reader.into_inner();
-            let _ = stream
-                .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
-                .await;
-            let _ = tx.send(Received { headers, body: String::from_utf8(body).unwrap() });
         }
     });
-    (addr, rx)
+    (addr, rx, refused)
+}
+
+/// Read one HTTP request from `stream` and answer it with `status`.
+async fn answer_request(stream: impl AsyncRead + AsyncWrite + Unpin, status: &str) -> Option<Received> {
+    let mut reader = BufReader::new(stream);
+    let mut headers = Vec::new();
+    let mut line = String::new();
+    reader.read_line(&mut line).await.ok()?;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).await.ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).await.ok()?;
+    let mut stream = reader.into_inner();
+    let _ = stream
+        .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+        .await;
+    let _ = stream.shutdown().await;
+    Some(Received { headers, body: String::from_utf8(body).unwrap() })
 }
 
 /// An `application/x-www-form-urlencoded` body, as a browser's form sends.
@@ -990,7 +1021,7 @@ async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_
         reqwest::Method::POST,
         "/api/v1/status/monitors",
         &token,
-        json!({"name": "Website TCP", "component": "Website", "url": "https://x.example/", "interval_ms": 50}),
+        json!({"name": "Website TCP", "component": "Website", "url": "ftp://x.example/", "interval_ms": 50}),
     )
     .await;
     assert_eq!(s, 400, "{e}");
@@ -1627,27 +1658,30 @@ async fn status_export_writes_a_static_copy_and_refreshes_it_with_watch() {
     let _ = watcher.wait();
 }
 
-#[tokio::test]
-async fn serve_only_status_serves_the_page_apart_from_chat() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--only", "status", "--data", tmp.path().to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+/// Start `holdfast serve` as `command` says; returns the process and the
+/// base URL its banner names.
+pub(crate) async fn serve_process(command: &mut Command) -> (std::process::Child, String) {
+    let mut child = command.env("RUST_LOG", "warn").stdout(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let base = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         let mut lines = std::io::BufReader::new(stdout).lines();
-        let base = lines.next().unwrap().unwrap().strip_prefix("Holdfast listening on ").unwrap().to_owned();
+        let banner = lines.next().and_then(Result::ok).unwrap_or_default();
         // Keep reading, so the server never writes into a closed pipe.
         std::thread::spawn(move || for _ in lines {});
-        base
+        banner.strip_prefix("Holdfast listening on ").map(str::to_owned)
     })
     .await
     .unwrap();
+    (child, base.expect("serve did not start"))
+}
+
+#[tokio::test]
+async fn serve_only_status_serves_the_page_apart_from_chat() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+    serve.args(["serve", "--listen", "127.0.0.1:0", "--only", "status", "--data", tmp.path().to_str().unwrap()]);
+    let (mut child, base) = serve_process(serve.stderr(Stdio::inherit())).await;
     let http = reqwest::Client::new();
     let get = |p: &str| http.get(format!("{base}{p}")).send();
     assert_eq!(get("/status").await.unwrap().status(), 200);
