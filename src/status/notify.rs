@@ -1,8 +1,9 @@
 //! Delivering notifications to subscribers: a side task that drains the
 //! store's outbox, off every request's path. Webhooks are signed with
 //! HMAC-SHA256 over `"{timestamp}.{raw body}"` (so a captured request cannot
-//! be replayed later with a new timestamp); email goes out over SMTP. A
-//! failed delivery is retried with exponential backoff, then given up.
+//! be replayed later with a new timestamp); email goes out over SMTP
+//! (STARTTLS or implicit TLS, with a login, as configured). A failed
+//! delivery is retried with exponential backoff, then given up.
 //! Only the process holding the status page's lead runs this (`runner`),
 //! and each round first claims its deliveries in the store, so a
 //! subscriber hears each notification once however many nodes run.
@@ -13,15 +14,17 @@ use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::Status;
+use super::{SmtpConfig, SmtpTls, Status};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 use crate::store::status::{Delivery, SubscriberKind};
-use crate::tls;
+use crate::tls::{self, ExtraRoots};
 
 /// Header with the Unix time (seconds) the webhook was signed at.
 pub const TIMESTAMP_HEADER: &str = "X-Holdfast-Timestamp";
@@ -110,12 +113,14 @@ pub async fn run(status: Arc<Status>) {
             return;
         }
     };
-    let mailer = status.config.smtp.as_ref().map(|smtp| {
-        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
-            .port(smtp.port)
-            .timeout(Some(Duration::from_secs(10)))
-            .build()
-    });
+    let mailer = match status.config.smtp.as_ref().map(|smtp| mailer(smtp, &status.config.extra_roots)) {
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "status email disabled");
+            None
+        }
+        Some(Ok(mailer)) => Some(mailer),
+        None => None,
+    };
     loop {
         let now = now_ms();
         let due = match status.store.claim_deliveries(now, now + CLAIM_LEASE.as_millis() as i64, BATCH).await {
@@ -135,6 +140,34 @@ pub async fn run(status: Arc<Status>) {
             }
         }
     }
+}
+
+/// The SMTP transport `smtp` describes, trusting the system's roots and
+/// `extra` for TLS. Fails only on settings TLS cannot work with (the CLI
+/// calls it at start, so they are refused there).
+pub fn mailer(smtp: &SmtpConfig, extra: &ExtraRoots) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let parameters = || {
+        let mut builder = TlsParameters::builder(smtp.host.clone());
+        for der in extra.der() {
+            builder = builder.add_root_certificate(Certificate::from_der(der.to_vec()).map_err(|e| e.to_string())?);
+        }
+        builder.build_rustls().map_err(|e| format!("TLS to {}: {e}", smtp.host))
+    };
+    let tls = match smtp.tls {
+        SmtpTls::None => Tls::None,
+        SmtpTls::Opportunistic => Tls::Opportunistic(parameters()?),
+        SmtpTls::StartTls => Tls::Required(parameters()?),
+        SmtpTls::Implicit => Tls::Wrapper(parameters()?),
+    };
+    // "dangerous" is lettre's name for a builder without TLS preset: `tls` is set here.
+    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
+        .port(smtp.port)
+        .timeout(Some(Duration::from_secs(10)))
+        .tls(tls);
+    if let Some(login) = &smtp.login {
+        transport = transport.credentials(Credentials::new(login.user.clone(), login.password.clone()));
+    }
+    Ok(transport.build())
 }
 
 async fn deliver(
@@ -206,7 +239,11 @@ async fn send_email(
         .header(ContentType::TEXT_PLAIN)
         .body(format!("{}\n--\nUnsubscribe: {unsubscribe}\n", email.text))
         .map_err(|e| e.to_string())?;
-    mailer.send(message).await.map(|_| ()).map_err(|e| format!("SMTP: {e}"))
+    mailer
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("SMTP: {}", tls::tls_failure(&e).unwrap_or(e.to_string())))
 }
 
 #[cfg(test)]

@@ -1,11 +1,15 @@
 //! The status page's outgoing TLS, all on loopback: a throwaway CA made in
 //! the test, HTTPS webhook receivers and monitor targets presenting its
-//! certificates, and the real `holdfast` binary refusing bad TLS settings.
+//! certificates, an SMTP relay speaking STARTTLS or implicit TLS that
+//! demands a login, and the real `holdfast` binary refusing bad settings.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
+use holdfast::config::Config;
+use holdfast::status::{SmtpConfig, SmtpLogin, SmtpTls};
 use holdfast::tls::ExtraRoots;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::{Value, json};
@@ -13,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::status::{admin, eventually, next, receiver_over, send, serve_process};
+use crate::status::{Relay, admin, eventually, next, receiver_over, send, serve_process, smtp_relay};
 use crate::support::TestServer;
 
 /// A certificate authority made for one test, as an operator's private CA.
@@ -83,17 +87,17 @@ impl TestCa {
 
 const UNTRUSTED: &str = "TLS: the certificate is not signed by a trusted authority";
 
-/// A server for these tests: status page only in the sense that its
-/// built-in probes are off, with fast retries and checks.
-async fn tls_server(extra: Option<ExtraRoots>) -> TestServer {
+/// A server for these tests: built-in probes off, fast retries and checks,
+/// private webhooks allowed; `tune` adds the TLS settings under test.
+async fn tls_server(tune: impl FnOnce(&mut Config)) -> TestServer {
     TestServer::start_with(|c| {
         c.status.self_probe = false;
         c.status.allow_private_webhooks = true;
-        c.status.retry_base = std::time::Duration::from_millis(100);
+        c.status.retry_base = Duration::from_millis(100);
         c.status.fail_after = 1;
-        c.status.monitor_tick = std::time::Duration::from_millis(20);
-        c.status.min_interval = std::time::Duration::from_millis(10);
-        c.status.extra_roots = extra.unwrap_or_default();
+        c.status.monitor_tick = Duration::from_millis(20);
+        c.status.min_interval = Duration::from_millis(10);
+        tune(c)
     })
     .await
 }
@@ -136,7 +140,7 @@ async fn an_https_webhook_is_delivered_signed_when_its_ca_is_trusted_and_retried
     let url = format!("https://{addr}/hook");
 
     // The operator trusts the private CA: the notification arrives, signed.
-    let trusting = tls_server(Some(ca.roots())).await;
+    let trusting = tls_server(|c| c.status.extra_roots = ca.roots()).await;
     let token = admin(&trusting).await;
     let secret = subscribe_webhook(&trusting, &url).await;
     open_incident(&trusting, &token).await;
@@ -152,7 +156,7 @@ async fn an_https_webhook_is_delivered_signed_when_its_ca_is_trusted_and_retried
     // Another page that does not trust it refuses the certificate, retries,
     // and tells its admin why.
     let (addr, mut inbox, mut refused) = receiver_over(Some(ca.acceptor(Cert::For(&["127.0.0.1"]))), 0).await;
-    let doubting = tls_server(None).await;
+    let doubting = tls_server(|_| {}).await;
     let token = admin(&doubting).await;
     subscribe_webhook(&doubting, &format!("https://{addr}/hook")).await;
     open_incident(&doubting, &token).await;
@@ -180,7 +184,7 @@ async fn an_https_monitor_passes_with_the_ca_and_fails_with_a_clear_reason_witho
         ("Agent console", format!("https://{expired}/health"), Some("TLS: the certificate has expired")),
     ];
 
-    let trusting = tls_server(Some(ca.roots())).await;
+    let trusting = tls_server(|c| c.status.extra_roots = ca.roots()).await;
     let token = admin(&trusting).await;
     for (component, url, _) in &targets {
         add_monitor(&trusting, &token, component, url).await;
@@ -201,7 +205,7 @@ async fn an_https_monitor_passes_with_the_ca_and_fails_with_a_clear_reason_witho
 
     // Without the CA the same healthy target fails, and the public page says
     // why in words that name no address.
-    let doubting = tls_server(None).await;
+    let doubting = tls_server(|_| {}).await;
     let token = admin(&doubting).await;
     add_monitor(&doubting, &token, "Website", &format!("https://{good}/health")).await;
     let incident = eventually("the incident", || async {
@@ -226,8 +230,9 @@ fn holdfast(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("spawn")
 }
 
-/// `serve` with `args` must refuse to start with one line naming `expected`.
-fn refused_at_start(args: &[&str], env: &[(&str, &str)], expected: &str) {
+/// `serve` with `args` must refuse to start with one line naming
+/// `expected`; returns that line.
+fn refused_at_start(args: &[&str], env: &[(&str, &str)], expected: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--data", tmp.path().to_str().unwrap()];
     all.extend_from_slice(args);
@@ -237,6 +242,7 @@ fn refused_at_start(args: &[&str], env: &[(&str, &str)], expected: &str) {
     assert!(err.contains(expected), "{args:?}: expected {expected:?} in {err:?}");
     assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
     assert!(!err.contains("panicked"), "{args:?}: {err}");
+    err.into_owned()
 }
 
 #[test]
@@ -306,4 +312,98 @@ async fn a_host_without_system_certificates_starts_and_trusts_the_extra_ca_bundl
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains("no system CA certificates"), "the log says why https may fail: {err}");
+}
+
+// ---- email ----
+
+const RELAY_USER: &str = "status-page";
+const RELAY_PASSWORD: &str = "correct horse battery staple";
+
+fn relay_login() -> Option<(String, String)> {
+    Some((RELAY_USER.into(), RELAY_PASSWORD.into()))
+}
+
+/// SMTP settings for a relay on loopback `port`, logging in as the relay wants.
+fn smtp_to(port: u16, tls: SmtpTls) -> SmtpConfig {
+    let login = SmtpLogin { user: RELAY_USER.into(), password: RELAY_PASSWORD.into() };
+    SmtpConfig { tls, login: Some(login), ..SmtpConfig::new("127.0.0.1", port, "status@holdfast.test") }
+}
+
+async fn subscribe_email(server: &TestServer) {
+    let (s, sub) = server.post("/api/v2/subscribers.json", None, json!({"email": "reader@example.com"})).await;
+    assert_eq!(s, 201, "{sub}");
+}
+
+#[tokio::test]
+async fn mail_goes_out_over_starttls_or_implicit_tls_after_logging_in() {
+    let ca = TestCa::new("Acme private CA");
+    for (tls, implicit) in [(SmtpTls::StartTls, false), (SmtpTls::Implicit, true)] {
+        let tls_side = Some(ca.acceptor(Cert::For(&["127.0.0.1"])));
+        let (port, mut mail) = smtp_relay(Relay { tls: tls_side, implicit, login: relay_login() }).await;
+        let server = tls_server(|c| {
+            c.status.smtp = Some(smtp_to(port, tls));
+            c.status.extra_roots = ca.roots();
+        })
+        .await;
+        subscribe_email(&server).await;
+        let got = next(&mut mail, "the confirmation mail").await;
+        assert!(got.over_tls, "{tls:?}: sent over TLS");
+        assert_eq!(got.user.as_deref(), Some(RELAY_USER), "{tls:?}: after logging in");
+        assert!(got.text.contains("To: reader@example.com"), "{}", got.text);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn mail_waits_with_a_reason_when_the_relay_is_not_trusted_or_offers_no_starttls() {
+    let stranger = TestCa::new("Someone else");
+    let untrusted =
+        Relay { tls: Some(stranger.acceptor(Cert::For(&["127.0.0.1"]))), implicit: false, login: relay_login() };
+    let plain = Relay { tls: None, implicit: false, login: None };
+    let cases = [
+        (untrusted, "SMTP: TLS: the certificate is not signed by a trusted authority"),
+        (plain, "STARTTLS is not supported"),
+    ];
+    for (relay, reason) in cases {
+        let (port, mut mail) = smtp_relay(relay).await;
+        let server = tls_server(|c| c.status.smtp = Some(smtp_to(port, SmtpTls::StartTls))).await;
+        let token = admin(&server).await;
+        subscribe_email(&server).await;
+        let listed = eventually("the delivery's error", || async {
+            let v = listing(&server, &token, "/api/v1/status/subscribers").await;
+            Some(v["subscribers"][0].clone()).filter(|s| !s["delivery_error"].is_null())
+        })
+        .await;
+        let error = listed["delivery_error"].as_str().unwrap();
+        assert!(error.contains(reason), "expected {reason:?} in {error:?}");
+        assert!(!error.contains(RELAY_PASSWORD));
+        assert!(mail.try_recv().is_err(), "nothing was sent: {reason}");
+        server.stop().await;
+    }
+}
+
+#[test]
+fn bad_smtp_settings_are_refused_at_start_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let (empty, missing) = (empty.to_str().unwrap(), tmp.path().join("missing").to_str().unwrap().to_owned());
+    let relay = ["--smtp", "127.0.0.1:587"];
+    // (flags, whether HOLDFAST_SMTP_PASSWORD is set, the error)
+    let cases = [
+        (vec!["--smtp-tls", "sometimes"], false, "must be one of none, opportunistic, starttls or implicit"),
+        (vec!["--smtp-user", "me"], false, "needs a password"),
+        (vec![], true, "needs --smtp-user"),
+        (vec!["--smtp-user", "me", "--smtp-tls", "none"], true, "sent unencrypted"),
+        (vec!["--smtp-user", "me", "--smtp-tls", "opportunistic"], true, "sent unencrypted"),
+        (vec!["--smtp-user", "me", "--smtp-password-file", &missing], false, "cannot read --smtp-password-file"),
+        (vec!["--smtp-user", "me", "--smtp-password-file", empty], false, "is empty"),
+        (vec!["--smtp-user", "me", "--smtp-password-file", empty], true, "not both"),
+    ];
+    for (args, password, expected) in cases {
+        let env: &[(&str, &str)] = if password { &[("HOLDFAST_SMTP_PASSWORD", RELAY_PASSWORD)] } else { &[] };
+        let err = refused_at_start(&[&relay[..], &args].concat(), env, expected);
+        assert!(!err.contains(RELAY_PASSWORD), "the password is never shown: {err}");
+    }
+    refused_at_start(&["--smtp-user", "me"], &[], "need --smtp HOST:PORT");
 }
