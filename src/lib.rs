@@ -20,6 +20,7 @@
 //! - `bench`     — `holdfast bench`: relay throughput and idle socket memory.
 //! - `storm`     — `holdfast storm`: rehearsals of the May 2018 outages and of node loss.
 //! - `error`     — one error type and its mapping to HTTP status codes.
+//! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons.
 //! - `telemetry` — logs and Prometheus metrics.
 
 pub mod admin;
@@ -39,3 +40,4 @@ pub mod status;
 pub mod store;
 pub mod storm;
 pub mod telemetry;
+pub mod tls;

@@ -12,8 +12,9 @@ use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
 
 use super::{DataArg, detail, open_postgres, open_sqlite};
-use crate::status::{IncidentInput, SmtpConfig, Status, StatusConfig, export, monitor};
+use crate::status::{IncidentInput, SmtpConfig, SmtpLogin, SmtpTls, Status, StatusConfig, export, monitor, notify};
 use crate::store::status::{ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus, StatusStore};
+use crate::tls::ExtraRoots;
 
 /// `serve`'s status page flags.
 #[derive(Args, Debug, Clone)]
@@ -28,13 +29,8 @@ pub struct StatusServeArgs {
     /// Where the built-in probes reach chat (default: this server).
     #[arg(long, env = "HOLDFAST_PROBE_BASE")]
     probe_base: Option<String>,
-    /// SMTP relay for subscriber email, HOST:PORT (plain SMTP; enables
-    /// email subscriptions).
-    #[arg(long, env = "HOLDFAST_SMTP")]
-    smtp: Option<String>,
-    /// The From address of subscriber email.
-    #[arg(long, env = "HOLDFAST_SMTP_FROM", default_value = "status@holdfast.local")]
-    smtp_from: String,
+    #[command(flatten)]
+    email: SmtpArgs,
     /// Consecutive failed checks before a component counts as down.
     #[arg(long, env = "HOLDFAST_STATUS_FAIL_AFTER", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -64,6 +60,10 @@ pub struct StatusServeArgs {
     /// Accept webhook subscribers on private or loopback addresses.
     #[arg(long, env = "HOLDFAST_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
+    /// A PEM file of CA certificates that webhooks, HTTPS monitors and SMTP
+    /// over TLS trust besides the system's roots (a private CA).
+    #[arg(long, env = "HOLDFAST_STATUS_EXTRA_CA", value_name = "FILE")]
+    status_extra_ca: Option<PathBuf>,
 }
 
 impl StatusServeArgs {
@@ -78,16 +78,111 @@ impl StatusServeArgs {
         config.login_probe_slow = Duration::from_millis(self.status_login_probe_slow_ms);
         config.store_probe_slow = Duration::from_millis(self.status_store_probe_slow_ms);
         config.allow_private_webhooks = self.allow_private_webhooks;
-        if let Some(smtp) = self.smtp {
-            let (host, port) = smtp.rsplit_once(':').ok_or_else(|| anyhow!("--smtp must be HOST:PORT"))?;
-            let port = port.parse().map_err(|_| anyhow!("--smtp must be HOST:PORT"))?;
-            if !crate::auth::valid_email(&self.smtp_from) {
-                bail!("--smtp-from {:?} is not a valid email address", self.smtp_from);
-            }
-            config.smtp = Some(SmtpConfig { host: host.to_owned(), port, from: self.smtp_from });
+        if let Some(path) = &self.status_extra_ca {
+            config.extra_roots = ExtraRoots::load(path).map_err(|e| anyhow!("--status-extra-ca {e}"))?;
+        }
+        config.smtp = self.email.config()?;
+        if let Some(smtp) = &config.smtp {
+            notify::mailer(smtp, &config.extra_roots).map_err(|e| anyhow!("--smtp: {e}"))?;
         }
         Ok(())
     }
+}
+
+/// `serve`'s flags for subscriber email.
+#[derive(Args, Debug, Clone)]
+struct SmtpArgs {
+    /// SMTP relay for subscriber email, HOST:PORT (enables email
+    /// subscriptions).
+    #[arg(long, env = "HOLDFAST_SMTP")]
+    smtp: Option<String>,
+    /// The From address of subscriber email.
+    #[arg(long, env = "HOLDFAST_SMTP_FROM", default_value = "status@holdfast.local")]
+    smtp_from: String,
+    /// How the connection to the relay is secured: none, opportunistic
+    /// (STARTTLS when offered), starttls (required) or implicit (TLS from the
+    /// start, port 465). Default: implicit on port 465, starttls with a
+    /// login, else opportunistic.
+    #[arg(long, env = "HOLDFAST_SMTP_TLS", value_name = "MODE")]
+    smtp_tls: Option<String>,
+    /// Log in to the relay as this user; the password comes from the
+    /// environment (HOLDFAST_SMTP_PASSWORD) or --smtp-password-file.
+    #[arg(long, env = "HOLDFAST_SMTP_USER")]
+    smtp_user: Option<String>,
+    /// A file holding the relay's password (one line).
+    #[arg(long, env = "HOLDFAST_SMTP_PASSWORD_FILE", value_name = "FILE")]
+    smtp_password_file: Option<PathBuf>,
+    /// HOLDFAST_SMTP_PASSWORD: from the environment only, never a flag (the
+    /// command line is visible to every user of the machine).
+    #[arg(skip = std::env::var("HOLDFAST_SMTP_PASSWORD").ok().map(Password))]
+    smtp_password: Option<Password>,
+}
+
+impl SmtpArgs {
+    /// The SMTP settings, checked: a password only with a user, only over a
+    /// connection that is always encrypted, from one place.
+    fn config(self) -> anyhow::Result<Option<SmtpConfig>> {
+        let Some(smtp) = self.smtp else {
+            if self.smtp_tls.is_some() || self.smtp_user.is_some() || self.smtp_password_file.is_some() {
+                bail!("--smtp-tls, --smtp-user and --smtp-password-file need --smtp HOST:PORT");
+            }
+            return Ok(None);
+        };
+        let (host, port) = smtp.rsplit_once(':').ok_or_else(|| anyhow!("--smtp must be HOST:PORT"))?;
+        let port = port.parse().map_err(|_| anyhow!("--smtp must be HOST:PORT"))?;
+        if !crate::auth::valid_email(&self.smtp_from) {
+            bail!("--smtp-from {:?} is not a valid email address", self.smtp_from);
+        }
+        let password = match (self.smtp_password, &self.smtp_password_file) {
+            (Some(_), Some(_)) => {
+                bail!("give the SMTP password in HOLDFAST_SMTP_PASSWORD or --smtp-password-file, not both")
+            }
+            (Some(Password(p)), None) => Some(p),
+            (None, Some(path)) => Some(read_password(path)?),
+            (None, None) => None,
+        };
+        let login = match (self.smtp_user, password) {
+            (Some(user), Some(password)) => Some(SmtpLogin { user, password }),
+            (None, None) => None,
+            (Some(_), None) => bail!("--smtp-user needs a password: HOLDFAST_SMTP_PASSWORD or --smtp-password-file"),
+            (None, Some(_)) => bail!("an SMTP password needs --smtp-user"),
+        };
+        let tls = match self.smtp_tls.as_deref() {
+            Some(mode) => SmtpTls::parse(mode)
+                .ok_or_else(|| anyhow!("--smtp-tls {mode:?}: the mode must be one of {}", SmtpTls::CHOICES))?,
+            None if port == 465 => SmtpTls::Implicit,
+            None if login.is_some() => SmtpTls::StartTls,
+            None => SmtpTls::Opportunistic,
+        };
+        if login.is_some() && !tls.always_encrypted() {
+            bail!(
+                "--smtp-tls {}: the password would be sent unencrypted; use starttls or implicit",
+                self.smtp_tls.unwrap_or_default()
+            );
+        }
+        Ok(Some(SmtpConfig { tls, login, ..SmtpConfig::new(host, port, self.smtp_from) }))
+    }
+}
+
+/// A password from the environment; its `Debug` never shows it.
+#[derive(Clone)]
+struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<hidden>)")
+    }
+}
+
+/// The first line of a password file (a trailing newline is not part of it).
+fn read_password(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("cannot read --smtp-password-file {}: {e}", path.display()))?;
+    let password = text.lines().next().unwrap_or("");
+    if password.is_empty() {
+        bail!("--smtp-password-file {} is empty", path.display());
+    }
+    Ok(password.to_owned())
 }
 
 #[derive(Subcommand, Debug)]
@@ -139,7 +234,8 @@ pub enum IncidentCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum MonitorCommand {
-    /// Add an HTTP (`http://…`) or TCP (`tcp://host:port`) check for a component.
+    /// Add an HTTP (`https://…`, `http://…`) or TCP (`tcp://host:port`) check
+    /// for a component.
     Add {
         #[arg(long)]
         name: String,
@@ -363,9 +459,41 @@ pub async fn status(command: StatusCommand) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         crate::cli::Cli::command().debug_assert();
+    }
+
+    fn smtp(relay: &str, tls: Option<&str>, login: bool) -> anyhow::Result<SmtpConfig> {
+        let args = SmtpArgs {
+            smtp: Some(relay.into()),
+            smtp_from: "status@holdfast.test".into(),
+            smtp_tls: tls.map(str::to_owned),
+            smtp_user: login.then(|| "me".into()),
+            smtp_password: login.then(|| Password("hunter2-secret".into())),
+            smtp_password_file: None,
+        };
+        Ok(args.config()?.expect("configured"))
+    }
+
+    #[test]
+    fn smtp_tls_defaults_to_implicit_on_465_and_to_starttls_with_a_login() {
+        assert_eq!(smtp("mail.example:465", None, true).unwrap().tls, SmtpTls::Implicit);
+        assert_eq!(smtp("mail.example:587", None, true).unwrap().tls, SmtpTls::StartTls);
+        assert_eq!(smtp("127.0.0.1:25", None, false).unwrap().tls, SmtpTls::Opportunistic);
+        assert_eq!(smtp("127.0.0.1:25", Some("None"), false).unwrap().tls, SmtpTls::None);
+        assert_eq!(smtp("mail.example:2525", Some("implicit"), true).unwrap().tls, SmtpTls::Implicit);
+        assert!(smtp("mail.example:587", Some("opportunistic"), true).is_err());
+    }
+
+    #[test]
+    fn the_smtp_password_never_shows_in_debug_output() {
+        let config = smtp("mail.example:587", None, true).unwrap();
+        assert_eq!(config.login.as_ref().map(|l| l.password.as_str()), Some("hunter2-secret"));
+        assert!(!format!("{config:?}").contains("hunter2"), "{config:?}");
+        assert!(!format!("{:?}", Password("hunter2".into())).contains("hunter2"));
     }
 }

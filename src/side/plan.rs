@@ -74,7 +74,8 @@ impl PlanService {
         let watch = BreakerWatch::new("plan");
         let policy = failure_policy::consecutive_failures(config.failures_to_open, backoff::constant(config.open_for));
         let breaker = failsafe::Config::new().failure_policy(policy).instrument(watch.clone()).build();
-        let client = reqwest::Client::builder().timeout(config.timeout).build().unwrap_or_default();
+        let builder = || reqwest::Client::builder().timeout(config.timeout);
+        let client = crate::tls::http_client(builder, &Default::default()).unwrap_or_default();
         Arc::new(PlanService { config, client, breaker, watch, cache: RwLock::new(None) })
     }
 

@@ -34,6 +34,7 @@ use crate::store::status::{
     StatusStore, Subscriber, SubscriberKind,
 };
 use crate::store::{Site, Store};
+use crate::tls::ExtraRoots;
 
 /// The components a fresh install shows.
 pub const DEFAULT_COMPONENTS: &[&str] = &["Chat widget", "Agent login", "Agent console", "Website", "Message delivery"];
@@ -94,6 +95,10 @@ pub struct StatusConfig {
     pub max_attempts: u32,
     /// Outgoing mail; `None` disables email subscriptions.
     pub smtp: Option<SmtpConfig>,
+    /// CA certificates that webhooks, HTTPS monitors and SMTP over TLS trust
+    /// besides the system's roots: for receivers and relays behind a
+    /// private CA, without ever accepting an unverified certificate.
+    pub extra_roots: ExtraRoots,
     /// Accept webhook URLs on loopback or private networks (tests, intranets).
     /// Off by default: the subscribe form is public.
     pub allow_private_webhooks: bool,
@@ -103,12 +108,72 @@ pub struct StatusConfig {
     pub lead_check: Duration,
 }
 
+/// Outgoing mail: the relay, how the connection to it is secured, and the
+/// login it wants.
 #[derive(Debug, Clone)]
 pub struct SmtpConfig {
     pub host: String,
     pub port: u16,
     /// The From address of every message.
     pub from: String,
+    /// How the connection is secured; certificates are checked against the
+    /// system's roots and `StatusConfig::extra_roots`.
+    pub tls: SmtpTls,
+    /// The relay's login, if it wants one: sent only over TLS.
+    pub login: Option<SmtpLogin>,
+}
+
+impl SmtpConfig {
+    /// A relay without a login, upgraded with STARTTLS when it offers it.
+    pub fn new(host: impl Into<String>, port: u16, from: impl Into<String>) -> SmtpConfig {
+        SmtpConfig { host: host.into(), port, from: from.into(), tls: SmtpTls::Opportunistic, login: None }
+    }
+}
+
+/// How the connection to the SMTP relay is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain SMTP (a relay on this machine).
+    None,
+    /// STARTTLS when the relay offers it, plain SMTP when it does not.
+    Opportunistic,
+    /// STARTTLS or nothing: a relay that does not offer it gets no mail.
+    StartTls,
+    /// TLS from the first byte ("SMTPS", port 465).
+    Implicit,
+}
+
+impl SmtpTls {
+    /// The names an operator gives (`--smtp-tls`).
+    pub const CHOICES: &str = "none, opportunistic, starttls or implicit";
+
+    pub fn parse(name: &str) -> Option<SmtpTls> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "none" => Some(SmtpTls::None),
+            "opportunistic" => Some(SmtpTls::Opportunistic),
+            "starttls" => Some(SmtpTls::StartTls),
+            "implicit" => Some(SmtpTls::Implicit),
+            _ => None,
+        }
+    }
+
+    /// Whether nothing is ever sent before TLS is up (so a password may be).
+    pub fn always_encrypted(self) -> bool {
+        matches!(self, SmtpTls::StartTls | SmtpTls::Implicit)
+    }
+}
+
+/// A login at the SMTP relay. Its `Debug` never shows the password.
+#[derive(Clone)]
+pub struct SmtpLogin {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for SmtpLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpLogin").field("user", &self.user).field("password", &"<hidden>").finish()
+    }
 }
 
 impl Default for StatusConfig {
@@ -134,6 +199,7 @@ impl Default for StatusConfig {
             retry_base: Duration::from_secs(2),
             max_attempts: 8,
             smtp: None,
+            extra_roots: ExtraRoots::default(),
             allow_private_webhooks: false,
             lead_check: Duration::from_secs(2),
         }

@@ -21,8 +21,9 @@ use super::{IncidentInput, Status};
 use crate::error::{Error, Result};
 use crate::store::status::{ComponentStatus, IncidentKind, IncidentStatus, Monitor};
 use crate::store::{Store, now_ms};
+use crate::tls;
 
-/// Check a monitor target: `http://host[:port]/path` or `tcp://host:port`.
+/// Check a monitor target: `http[s]://host[:port]/path` or `tcp://host:port`.
 pub fn check_target(target: &str) -> Result<String> {
     let target = target.trim();
     if target.len() > 2048 {
@@ -33,13 +34,12 @@ pub fn check_target(target: &str) -> Result<String> {
         return Err(Error::bad_request("url has no host"));
     }
     match url.scheme() {
-        "http" => Ok(url.to_string()),
+        "http" | "https" => Ok(url.to_string()),
         "tcp" if url.port().is_some() => {
             Ok(format!("tcp://{}:{}", url.host_str().unwrap_or(""), url.port().unwrap_or(0)))
         }
         "tcp" => Err(Error::bad_request("a tcp:// url needs a port")),
-        "https" => Err(Error::bad_request("url: this build checks http:// and tcp:// only")),
-        _ => Err(Error::bad_request("url must be http://… or tcp://host:port")),
+        _ => Err(Error::bad_request("url must be http://…, https://… or tcp://host:port")),
     }
 }
 
@@ -58,8 +58,7 @@ async fn check(http: &reqwest::Client, probes: &Probes, target: &str, timeout: D
     match http.get(target).timeout(timeout).send().await {
         Ok(res) if res.status().as_u16() < 400 => Ok(()),
         Ok(res) => Err(format!("answered {}", res.status())),
-        Err(e) if e.is_timeout() => Err("timed out".into()),
-        Err(e) => Err(format!("request failed: {e}")),
+        Err(e) => Err(tls::request_failure(&e)),
     }
 }
 
@@ -84,14 +83,15 @@ struct ComponentWatch {
 /// Run the monitors until the task is dropped; the built-in probes reach
 /// the chat store through `store`.
 pub async fn run(status: Arc<Status>, store: Arc<dyn Store>) {
-    let http = match reqwest::Client::builder()
-        // A fresh connection per check: a reused one would hide a listener
-        // that no longer accepts.
-        .pool_max_idle_per_host(0)
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .user_agent("Holdfast-Monitor/1")
-        .build()
-    {
+    let builder = || {
+        reqwest::Client::builder()
+            // A fresh connection per check: a reused one would hide a
+            // listener that no longer accepts, or a certificate replaced.
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent("Holdfast-Monitor/1")
+    };
+    let http = match tls::http_client(builder, &status.config.extra_roots) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "monitors disabled: no HTTP client");

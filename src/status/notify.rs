@@ -1,8 +1,9 @@
 //! Delivering notifications to subscribers: a side task that drains the
 //! store's outbox, off every request's path. Webhooks are signed with
 //! HMAC-SHA256 over `"{timestamp}.{raw body}"` (so a captured request cannot
-//! be replayed later with a new timestamp); email goes out over SMTP. A
-//! failed delivery is retried with exponential backoff, then given up.
+//! be replayed later with a new timestamp); email goes out over SMTP
+//! (STARTTLS or implicit TLS, with a login, as configured). A failed
+//! delivery is retried with exponential backoff, then given up.
 //! Only the process holding the status page's lead runs this (`runner`),
 //! and each round first claims its deliveries in the store, so a
 //! subscriber hears each notification once however many nodes run.
@@ -13,14 +14,17 @@ use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::Status;
+use super::{SmtpConfig, SmtpTls, Status};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 use crate::store::status::{Delivery, SubscriberKind};
+use crate::tls::{self, ExtraRoots};
 
 /// Header with the Unix time (seconds) the webhook was signed at.
 pub const TIMESTAMP_HEADER: &str = "X-Holdfast-Timestamp";
@@ -52,19 +56,17 @@ pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// A receiver's URL, checked before it is stored: plain `http` (this build
-/// has no TLS client), no credentials, and no loopback or private address
-/// unless allowed (the subscribe form is public).
+/// A receiver's URL, checked before it is stored: `https` (or `http`), no
+/// credentials, and no loopback or private address unless allowed (the
+/// subscribe form is public).
 pub fn check_webhook_url(url: &str, allow_private: bool) -> Result<String> {
     let url = url.trim();
     if url.len() > 2048 {
         return Err(Error::bad_request("endpoint is too long (at most 2048 characters)"));
     }
     let parsed = reqwest::Url::parse(url).map_err(|e| Error::bad_request(format!("endpoint is not a URL: {e}")))?;
-    match parsed.scheme() {
-        "http" => {}
-        "https" => return Err(Error::bad_request("endpoint: this build delivers webhooks over http only")),
-        _ => return Err(Error::bad_request("endpoint must be an http URL")),
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(Error::bad_request("endpoint must be an https:// or http:// URL"));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(Error::bad_request("endpoint must not contain credentials"));
@@ -98,24 +100,27 @@ fn is_private_host(host: &str) -> bool {
 /// Drain the outbox until the task is dropped: woken by every queued
 /// notification, and at least every `delivery_tick`.
 pub async fn run(status: Arc<Status>) {
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent("Holdfast-Status/1")
-        .build()
-    {
+    let builder = || {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("Holdfast-Status/1")
+    };
+    let http = match tls::http_client(builder, &status.config.extra_roots) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "status notifications disabled: no HTTP client");
             return;
         }
     };
-    let mailer = status.config.smtp.as_ref().map(|smtp| {
-        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
-            .port(smtp.port)
-            .timeout(Some(Duration::from_secs(10)))
-            .build()
-    });
+    let mailer = match status.config.smtp.as_ref().map(|smtp| mailer(smtp, &status.config.extra_roots)) {
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "status email disabled");
+            None
+        }
+        Some(Ok(mailer)) => Some(mailer),
+        None => None,
+    };
     loop {
         let now = now_ms();
         let due = match status.store.claim_deliveries(now, now + CLAIM_LEASE.as_millis() as i64, BATCH).await {
@@ -135,6 +140,34 @@ pub async fn run(status: Arc<Status>) {
             }
         }
     }
+}
+
+/// The SMTP transport `smtp` describes, trusting the system's roots and
+/// `extra` for TLS. Fails only on settings TLS cannot work with (the CLI
+/// calls it at start, so they are refused there).
+pub fn mailer(smtp: &SmtpConfig, extra: &ExtraRoots) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let parameters = || {
+        let mut builder = TlsParameters::builder(smtp.host.clone());
+        for der in extra.der() {
+            builder = builder.add_root_certificate(Certificate::from_der(der.to_vec()).map_err(|e| e.to_string())?);
+        }
+        builder.build_rustls().map_err(|e| format!("TLS to {}: {e}", smtp.host))
+    };
+    let tls = match smtp.tls {
+        SmtpTls::None => Tls::None,
+        SmtpTls::Opportunistic => Tls::Opportunistic(parameters()?),
+        SmtpTls::StartTls => Tls::Required(parameters()?),
+        SmtpTls::Implicit => Tls::Wrapper(parameters()?),
+    };
+    // "dangerous" is lettre's name for a builder without TLS preset: `tls` is set here.
+    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
+        .port(smtp.port)
+        .timeout(Some(Duration::from_secs(10)))
+        .tls(tls);
+    if let Some(login) = &smtp.login {
+        transport = transport.credentials(Credentials::new(login.user.clone(), login.password.clone()));
+    }
+    Ok(transport.build())
 }
 
 async fn deliver(
@@ -188,7 +221,7 @@ async fn send_webhook(http: &reqwest::Client, delivery: &Delivery, unsubscribe: 
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(|e| tls::request_failure(&e))?;
     if res.status().is_success() { Ok(()) } else { Err(format!("receiver answered {}", res.status())) }
 }
 
@@ -206,7 +239,11 @@ async fn send_email(
         .header(ContentType::TEXT_PLAIN)
         .body(format!("{}\n--\nUnsubscribe: {unsubscribe}\n", email.text))
         .map_err(|e| e.to_string())?;
-    mailer.send(message).await.map(|_| ()).map_err(|e| format!("SMTP: {e}"))
+    mailer
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("SMTP: {}", tls::tls_failure(&e).unwrap_or(e.to_string())))
 }
 
 #[cfg(test)]
@@ -225,6 +262,7 @@ mod tests {
     #[test]
     fn webhook_urls_are_checked() {
         assert!(check_webhook_url("http://hooks.example.com/x", false).is_ok());
+        assert!(check_webhook_url("https://hooks.example.com/x", false).is_ok());
         for bad in [
             "ftp://x.example",
             "not a url",
@@ -234,6 +272,7 @@ mod tests {
             "http://10.1.2.3/",
             "http://[::1]/",
             "http://169.254.169.254/latest",
+            "https://127.0.0.1/",
         ] {
             assert!(check_webhook_url(bad, false).is_err(), "{bad}");
         }

@@ -249,7 +249,7 @@ fn subscribe_form(out: &mut String, status: &Status) {
         );
     }
     out.push_str(
-        "<label>Webhook URL <input type=\"url\" name=\"endpoint\" maxlength=\"2048\" placeholder=\"http://…\"></label>\
+        "<label>Webhook URL <input type=\"url\" name=\"endpoint\" maxlength=\"2048\" placeholder=\"https://…\"></label>\
          <button type=\"submit\">Subscribe</button></form></section>",
     );
 }

@@ -130,7 +130,7 @@ pub async fn install_builtin(status: &Status, store: &dyn Store, probe_base: &st
 }
 
 /// Whether a monitor target is one of the built-in probes (operators cannot
-/// make these: `monitor::check_target` accepts `http://` and `tcp://` only).
+/// make these: `monitor::check_target` accepts `http[s]://` and `tcp://` only).
 pub fn is_builtin(target: &str) -> bool {
     target.starts_with(VISITOR_SCHEME) || target.starts_with(LOGIN_SCHEME) || target == STORE_TARGET
 }

@@ -252,6 +252,10 @@ pub struct Subscriber {
     pub secret: Option<String>,
     pub confirmed_at: Option<i64>,
     pub created_at: i64,
+    /// Why the newest notification not yet delivered to it failed (an
+    /// unreachable receiver, a certificate not trusted…), so an admin can
+    /// tell; `None` once it is delivered. Filled by `subscribers()` only.
+    pub delivery_error: Option<String>,
 }
 
 /// A notification waiting for (another) delivery attempt.
@@ -268,7 +272,7 @@ pub struct Monitor {
     pub id: String,
     pub name: String,
     pub component_id: String,
-    /// `http://…` or `tcp://host:port`.
+    /// `https://…`, `http://…` or `tcp://host:port`.
     pub target: String,
     pub interval_ms: i64,
     pub builtin: bool,
@@ -481,7 +485,24 @@ pub(super) fn subscriber_from_row(r: &impl Columns) -> Result<Subscriber> {
         secret: r.text_opt("secret")?,
         confirmed_at: r.int_opt("confirmed_at")?,
         created_at: r.int("created_at")?,
+        delivery_error: None,
     })
+}
+
+/// Every subscriber, oldest first, with `delivery_error`: the last error of
+/// its newest failed delivery that is not delivered yet (one pass over the
+/// undelivered ones, whatever the number of subscribers).
+pub(super) const SUBSCRIBERS_WITH_DELIVERY_ERRORS: &str = "SELECT s.*, e.last_error AS delivery_error
+     FROM status_subscribers s
+     LEFT JOIN (SELECT subscriber_id, last_error,
+                       ROW_NUMBER() OVER (PARTITION BY subscriber_id ORDER BY created_at DESC) AS newest
+                FROM status_deliveries WHERE delivered_at IS NULL AND last_error IS NOT NULL) e
+       ON e.subscriber_id = s.id AND e.newest = 1
+     ORDER BY s.created_at";
+
+/// A row of `SUBSCRIBERS_WITH_DELIVERY_ERRORS`.
+pub(super) fn subscriber_with_error_from_row(r: &impl Columns) -> Result<Subscriber> {
+    Ok(Subscriber { delivery_error: r.text_opt("delivery_error")?, ..subscriber_from_row(r)? })
 }
 
 /// A delivery joined with its subscriber (`d.id AS delivery_id, d.payload,
@@ -887,11 +908,11 @@ impl StatusStore for SqliteStore {
     }
 
     async fn subscribers(&self) -> Result<Vec<Subscriber>> {
-        sqlx::query("SELECT * FROM status_subscribers ORDER BY created_at")
+        sqlx::query(SUBSCRIBERS_WITH_DELIVERY_ERRORS)
             .fetch_all(&self.read)
             .await?
             .iter()
-            .map(subscriber_from_row)
+            .map(subscriber_with_error_from_row)
             .collect()
     }
 

@@ -25,9 +25,9 @@ use sqlx::postgres::PgConnection;
 use super::postgres::PostgresStore;
 use super::status::{
     AffectedComponent, Columns, Component, ComponentFields, ComponentStatus, Delivery, Impact, Incident, IncidentKind,
-    IncidentWrite, Lead, Monitor, StatusStore, Subscriber, SubscriberKind, UptimeDay, component_from_row,
-    component_status, delivery_from_row, incident_from_row, monitor_from_row, new_token, subscriber_from_row,
-    unique_violation, update_from_row, uptime_from_row,
+    IncidentWrite, Lead, Monitor, SUBSCRIBERS_WITH_DELIVERY_ERRORS, StatusStore, Subscriber, SubscriberKind, UptimeDay,
+    component_from_row, component_status, delivery_from_row, incident_from_row, monitor_from_row, new_token,
+    subscriber_from_row, subscriber_with_error_from_row, unique_violation, update_from_row, uptime_from_row,
 };
 use super::{new_id, now_ms};
 use crate::error::{Error, Result};
@@ -416,11 +416,11 @@ impl StatusStore for PostgresStore {
     }
 
     async fn subscribers(&self) -> Result<Vec<Subscriber>> {
-        sqlx::query("SELECT * FROM status_subscribers ORDER BY created_at")
+        sqlx::query(SUBSCRIBERS_WITH_DELIVERY_ERRORS)
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(subscriber_from_row)
+            .map(subscriber_with_error_from_row)
             .collect()
     }
 

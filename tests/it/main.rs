@@ -19,6 +19,7 @@ mod routing;
 mod services;
 mod status;
 mod status_store;
+mod status_tls;
 mod store;
 mod storm;
 mod support;

@@ -16,9 +16,10 @@ use holdfast::status::probes::{PROBE_ACCOUNT_KEY, ProbeAccount};
 use holdfast::store::status::StatusStore;
 use holdfast::store::{Availability, NewAgent, Role};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 
 use crate::services::{TestDb, both_stores};
 use crate::support::{Client, TestServer, WAIT};
@@ -111,7 +112,7 @@ pub(crate) async fn send(
 }
 
 /// Wait (bounded) until `probe` returns `Some`.
-async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
+pub(crate) async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Some(v) = probe().await {
@@ -661,7 +662,7 @@ pub(crate) struct Received {
 }
 
 impl Received {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).unwrap_or("")
     }
 }
@@ -669,44 +670,74 @@ impl Received {
 /// A real HTTP receiver: answers the first `fail_first` requests with 500,
 /// then 200, and reports every request.
 pub(crate) async fn webhook_receiver(fail_first: usize) -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
+    let (addr, rx, _) = receiver_over(None, fail_first).await;
+    (addr, rx)
+}
+
+/// An HTTP receiver as `webhook_receiver`, over TLS when given an acceptor;
+/// also reports every connection whose TLS handshake failed (the client
+/// refused our certificate).
+pub(crate) async fn receiver_over(
+    tls: Option<TlsAcceptor>,
+    fail_first: usize,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Received>, mpsc::UnboundedReceiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
+    let (refused_tx, refused) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut seen = 0;
         while let Ok((stream, _)) = listener.accept().await {
-            let mut reader = BufReader::new(stream);
-            let mut headers = Vec::new();
-            let mut line = String::new();
-            reader.read_line(&mut line).await.unwrap();
-            loop {
-                line.clear();
-                reader.read_line(&mut line).await.unwrap();
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = l.split_once(':') {
-                    headers.push((k.trim().to_owned(), v.trim().to_owned()));
-                }
+            let status = if seen < fail_first { "500 Internal Server Error" } else { "200 OK" };
+            let received = match &tls {
+                None => answer_request(stream, status).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => answer_request(stream, status).await,
+                    Err(_) => {
+                        let _ = refused_tx.send(());
+                        continue;
+                    }
+                },
+            };
+            if let Some(received) = received {
+                seen += 1;
+                let _ = tx.send(received);
             }
-            let len: usize = headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).await.unwrap();
-            seen += 1;
-            let status = if seen <= fail_first { "500 Internal Server Error" } else { "200 OK" };
-            let mut stream = reader.into_inner();
-            let _ = stream
-                .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
-                .await;
-            let _ = tx.send(Received { headers, body: String::from_utf8(body).unwrap() });
         }
     });
-    (addr, rx)
+    (addr, rx, refused)
+}
+
+/// Read one HTTP request from `stream` and answer it with `status`.
+async fn answer_request(stream: impl AsyncRead + AsyncWrite + Unpin, status: &str) -> Option<Received> {
+    let mut reader = BufReader::new(stream);
+    let mut headers = Vec::new();
+    let mut line = String::new();
+    reader.read_line(&mut line).await.ok()?;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).await.ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).await.ok()?;
+    let mut stream = reader.into_inner();
+    let _ = stream
+        .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+        .await;
+    let _ = stream.shutdown().await;
+    Some(Received { headers, body: String::from_utf8(body).unwrap() })
 }
 
 /// An `application/x-www-form-urlencoded` body, as a browser's form sends.
@@ -808,49 +839,135 @@ async fn a_webhook_subscriber_gets_a_signed_notification_retried_until_accepted(
 }
 
 /// A real SMTP listener that accepts every message and reports its text.
-async fn smtp_listener() -> (u16, mpsc::UnboundedReceiver<String>) {
+async fn smtp_listener() -> (u16, mpsc::UnboundedReceiver<Mail>) {
+    smtp_relay(Relay::default()).await
+}
+
+/// How a test SMTP relay secures its connections and whom it lets send.
+#[derive(Clone, Default)]
+pub(crate) struct Relay {
+    /// Offer STARTTLS with this (or, with `implicit`, speak TLS at once).
+    pub tls: Option<TlsAcceptor>,
+    pub implicit: bool,
+    /// Demand `AUTH PLAIN` with this user and password (offered over TLS only).
+    pub login: Option<(String, String)>,
+}
+
+/// A message as the relay received it.
+pub(crate) struct Mail {
+    pub text: String,
+    /// It came over TLS (STARTTLS or implicit).
+    pub over_tls: bool,
+    /// Who logged in to send it.
+    pub user: Option<String>,
+}
+
+/// A real SMTP relay on loopback that accepts every message (from a
+/// logged-in user, when it demands a login) and reports it.
+pub(crate) async fn smtp_relay(relay: Relay) -> (u16, mpsc::UnboundedReceiver<Mail>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let tx = tx.clone();
+            let (tx, relay) = (tx.clone(), relay.clone());
             tokio::spawn(async move {
-                let (read, mut write) = stream.into_split();
-                let mut lines = BufReader::new(read).lines();
-                write.write_all(b"220 smtp.test ESMTP\r\n").await.unwrap();
-                let mut data: Option<String> = None;
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(message) = data.as_mut() {
-                        if line == "." {
-                            let _ = tx.send(data.take().unwrap());
-                            write.write_all(b"250 2.0.0 queued\r\n").await.unwrap();
-                        } else {
-                            message.push_str(line.strip_prefix('.').unwrap_or(&line));
-                            message.push('\n');
-                        }
-                        continue;
+                match (&relay.tls, relay.implicit) {
+                    (Some(tls), true) => {
+                        let Ok(stream) = tls.accept(stream).await else { return };
+                        smtp_session(BufReader::new(stream), &relay, true, &tx).await;
                     }
-                    let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-smtp.test\r\n250 8BITMIME\r\n",
-                        "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 OK\r\n",
-                        "DATA" => {
-                            data = Some(String::new());
-                            b"354 end with .\r\n"
+                    _ => {
+                        let upgrade = smtp_session(BufReader::new(stream), &relay, false, &tx).await;
+                        if let (Some(stream), Some(tls)) = (upgrade, &relay.tls)
+                            && let Ok(stream) = tls.accept(stream).await
+                        {
+                            smtp_session(BufReader::new(stream), &relay, true, &tx).await;
                         }
-                        "QUIT" => {
-                            let _ = write.write_all(b"221 bye\r\n").await;
-                            break;
-                        }
-                        _ => b"502 not implemented\r\n",
-                    };
-                    write.write_all(reply).await.unwrap();
+                    }
                 }
             });
         }
     });
     (port, rx)
+}
+
+/// One SMTP conversation; returns the stream when the client asked for
+/// STARTTLS (the conversation goes on over TLS, greeted by the client).
+async fn smtp_session<S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: BufReader<S>,
+    relay: &Relay,
+    over_tls: bool,
+    tx: &mpsc::UnboundedSender<Mail>,
+) -> Option<S> {
+    use base64::Engine;
+    if !over_tls || relay.implicit {
+        conn.get_mut().write_all(b"220 smtp.test ESMTP\r\n").await.ok()?;
+    }
+    let mut data: Option<String> = None;
+    let mut user = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if conn.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if let Some(message) = data.as_mut() {
+            if line == "." {
+                let text = data.take().unwrap();
+                let _ = tx.send(Mail { text, over_tls, user: user.clone() });
+                conn.get_mut().write_all(b"250 2.0.0 queued\r\n").await.ok()?;
+            } else {
+                message.push_str(line.strip_prefix('.').unwrap_or(line));
+                message.push('\n');
+            }
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let verb = words.next().unwrap_or("").to_ascii_uppercase();
+        let reply = match verb.as_str() {
+            "EHLO" => {
+                let mut ehlo = String::from("250-smtp.test\r\n");
+                if relay.tls.is_some() && !over_tls {
+                    ehlo.push_str("250-STARTTLS\r\n");
+                }
+                if relay.login.is_some() && over_tls {
+                    ehlo.push_str("250-AUTH PLAIN\r\n");
+                }
+                ehlo + "250 8BITMIME\r\n"
+            }
+            "STARTTLS" if relay.tls.is_some() && !over_tls => {
+                conn.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await.ok()?;
+                return Some(conn.into_inner());
+            }
+            "AUTH" if over_tls && words.next().is_some_and(|m| m.eq_ignore_ascii_case("PLAIN")) => {
+                let decoded = base64::engine::general_purpose::STANDARD.decode(words.next().unwrap_or("")).ok()?;
+                let fields: Vec<String> =
+                    decoded.split(|b| *b == 0).map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+                match (&relay.login, fields.as_slice()) {
+                    (Some((u, p)), [_, given_user, given_password]) if given_user == u && given_password == p => {
+                        user = Some(u.clone());
+                        "235 2.7.0 accepted\r\n".into()
+                    }
+                    _ => "535 5.7.8 bad credentials\r\n".into(),
+                }
+            }
+            "MAIL" if relay.login.is_some() && user.is_none() => "530 5.7.0 log in first\r\n".into(),
+            "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => "250 OK\r\n".into(),
+            "DATA" => {
+                data = Some(String::new());
+                "354 end with .\r\n".into()
+            }
+            "QUIT" => {
+                let _ = conn.get_mut().write_all(b"221 bye\r\n").await;
+                let _ = conn.get_mut().shutdown().await;
+                return None;
+            }
+            _ => "502 not implemented\r\n".to_owned(),
+        };
+        conn.get_mut().write_all(reply.as_bytes()).await.ok()?;
+    }
 }
 
 /// Undo quoted-printable, as a mail client would.
@@ -876,8 +993,7 @@ fn decode_quoted_printable(text: &str) -> String {
 async fn an_email_subscriber_confirms_by_link_gets_mail_and_unsubscribes() {
     let (port, mut mail) = smtp_listener().await;
     let (server, _tmp) = server_with(|c| {
-        c.status.smtp =
-            Some(holdfast::status::SmtpConfig { host: "127.0.0.1".into(), port, from: "status@holdfast.test".into() });
+        c.status.smtp = Some(holdfast::status::SmtpConfig::new("127.0.0.1", port, "status@holdfast.test"));
     })
     .await;
     let token = admin(&server).await;
@@ -889,7 +1005,7 @@ async fn an_email_subscriber_confirms_by_link_gets_mail_and_unsubscribes() {
     assert_eq!(sub["subscriber"]["confirmed"], false);
 
     // Unconfirmed subscribers get nothing but the confirmation.
-    let confirmation = decode_quoted_printable(&next(&mut mail, "the confirmation mail").await);
+    let confirmation = decode_quoted_printable(&next(&mut mail, "the confirmation mail").await.text);
     assert!(confirmation.contains("To: reader@example.com"), "{confirmation}");
     let link = confirmation
         .lines()
@@ -913,7 +1029,7 @@ async fn an_email_subscriber_confirms_by_link_gets_mail_and_unsubscribes() {
     )
     .await;
     assert_eq!(s, 201);
-    let notice = decode_quoted_printable(&next(&mut mail, "the incident mail").await);
+    let notice = decode_quoted_printable(&next(&mut mail, "the incident mail").await.text);
     assert!(notice.contains("Subject: [Holdfast] investigating: Agents logged out"), "{notice}");
     assert!(notice.contains("We are on it."), "{notice}");
     let unsubscribe = notice
@@ -990,7 +1106,7 @@ async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_
         reqwest::Method::POST,
         "/api/v1/status/monitors",
         &token,
-        json!({"name": "Website TCP", "component": "Website", "url": "https://x.example/", "interval_ms": 50}),
+        json!({"name": "Website TCP", "component": "Website", "url": "ftp://x.example/", "interval_ms": 50}),
     )
     .await;
     assert_eq!(s, 400, "{e}");
@@ -1627,27 +1743,30 @@ async fn status_export_writes_a_static_copy_and_refreshes_it_with_watch() {
     let _ = watcher.wait();
 }
 
-#[tokio::test]
-async fn serve_only_status_serves_the_page_apart_from_chat() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--only", "status", "--data", tmp.path().to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+/// Start `holdfast serve` as `command` says; returns the process and the
+/// base URL its banner names.
+pub(crate) async fn serve_process(command: &mut Command) -> (std::process::Child, String) {
+    let mut child = command.env("RUST_LOG", "warn").stdout(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let base = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         let mut lines = std::io::BufReader::new(stdout).lines();
-        let base = lines.next().unwrap().unwrap().strip_prefix("Holdfast listening on ").unwrap().to_owned();
+        let banner = lines.next().and_then(Result::ok).unwrap_or_default();
         // Keep reading, so the server never writes into a closed pipe.
         std::thread::spawn(move || for _ in lines {});
-        base
+        banner.strip_prefix("Holdfast listening on ").map(str::to_owned)
     })
     .await
     .unwrap();
+    (child, base.expect("serve did not start"))
+}
+
+#[tokio::test]
+async fn serve_only_status_serves_the_page_apart_from_chat() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+    serve.args(["serve", "--listen", "127.0.0.1:0", "--only", "status", "--data", tmp.path().to_str().unwrap()]);
+    let (mut child, base) = serve_process(serve.stderr(Stdio::inherit())).await;
     let http = reqwest::Client::new();
     let get = |p: &str| http.get(format!("{base}{p}")).send();
     assert_eq!(get("/status").await.unwrap().status(), 200);
