@@ -211,28 +211,15 @@ async fn measure_relay(
 /// The relay on a one-node and then a two-node cluster (PostgreSQL + NATS),
 /// in the same run: what a second node buys.
 async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url: &str) -> anyhow::Result<()> {
-    use crate::store::postgres;
     anyhow::ensure!(pairs > 0 && seconds > 0, "--pairs and --seconds must be positive");
     let mut figures = Vec::new();
     for n in [1usize, 2] {
         eprintln!("bench relay-cluster: {pairs} pairs on {n} node(s), {seconds} s");
-        let db_name = format!("holdfast_bench_{}", crate::store::new_id().replace('-', ""));
-        let db_url = postgres::create_database(database_url, &db_name)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot create the benchmark's database on {database_url}: {e:?}"))?;
-        let outcome = async {
-            let store = postgres::PostgresStore::connect(&db_url, 4)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot prepare the benchmark's database: {e:?}"))?;
-            let site = crate::storm::server::provision_store(&store, pairs).await?;
-            let nodes = Target::start_cluster(n, &db_url, nats_url, &site.widget_key).await?;
+        let measured = crate::storm::server::with_cluster(database_url, nats_url, n, pairs, |nodes| async move {
             measure_relay(&nodes, pairs, seconds, None).await
-        }
-        .await;
-        if let Err(e) = postgres::drop_database(database_url, &db_name).await {
-            eprintln!("warning: could not drop the benchmark's database {db_name}: {e:?}");
-        }
-        figures.push(outcome?);
+        })
+        .await?;
+        figures.push(measured);
     }
     let (one, two) = (&figures[0], &figures[1]);
     finish(&[

@@ -382,8 +382,7 @@ impl Chat {
                 },
             )
             .await?;
-        self.site_routing(&conv.site_id).forget_candidates(None);
-        self.after_queue_change(&conv.site_id).await;
+        self.capacity_changed(&conv.site_id).await;
         Ok(applied)
     }
 
@@ -425,16 +424,12 @@ impl Chat {
                     .await?
                     .filter(|g| g.site_id == conv.site_id)
                     .ok_or(Error::NotFound("group"))?;
-                let applied = self
-                    .apply(&conv.id, Change::TransferToGroup { group_id: group.id, group_name: group.name, by })
-                    .await?;
-                self.route(&applied.conversation).await?;
-                applied
+                // Routed by the drain below, like any queued chat.
+                self.apply(&conv.id, Change::TransferToGroup { group_id: group.id, group_name: group.name, by }).await?
             }
             _ => return Err(Error::bad_request("give exactly one of to_agent and to_group")),
         };
-        self.site_routing(&conv.site_id).forget_candidates(None);
-        self.after_queue_change(&conv.site_id).await;
+        self.capacity_changed(&conv.site_id).await;
         Ok(applied)
     }
 
@@ -448,8 +443,7 @@ impl Chat {
             return Err(Error::forbidden("only the assigned agent or an admin can close"));
         }
         let applied = self.apply(&conv.id, Change::Close { by: peer.author() }).await?;
-        self.site_routing(&conv.site_id).forget_candidates(None);
-        self.after_queue_change(&conv.site_id).await;
+        self.capacity_changed(&conv.site_id).await;
         Ok(applied)
     }
 
@@ -541,6 +535,14 @@ impl Chat {
     /// queue and each waiting visitor their position. Coalesced per site: if
     /// a drain is running, it is told to go round once more instead of a
     /// second drain queuing behind it.
+    /// A chat left an agent or was handed to one by a person (close,
+    /// transfer, claim): the planned candidates are stale, and queued chats
+    /// may now fit somewhere.
+    async fn capacity_changed(&self, site_id: &str) {
+        self.site_routing(site_id).forget_candidates(None);
+        self.after_queue_change(site_id).await;
+    }
+
     pub async fn after_queue_change(&self, site_id: &str) {
         let site = self.site_routing(site_id);
         site.dirty.store(true, Ordering::Release);

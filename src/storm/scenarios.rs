@@ -279,34 +279,17 @@ pub async fn node_loss(
     nats_url: &str,
     phase_s: u64,
 ) -> anyhow::Result<()> {
-    use crate::store::postgres;
     anyhow::ensure!(agents > 0 && visitors > 0, "--agents and --visitors must be positive");
     anyhow::ensure!(visitors <= agents * 100, "at most 100 visitors per agent");
     eprintln!("storm node-loss: {nodes} nodes, {agents} agents, {visitors} visitors");
-    let db_name = format!("holdfast_storm_{}", crate::store::new_id().replace('-', ""));
-    let db_url = postgres::create_database(database_url, &db_name)
-        .await
-        .map_err(|e| anyhow!("cannot create the rehearsal's database on {database_url}: {e:?}"))?;
-    let outcome = node_loss_on(nodes, agents, visitors, &db_url, nats_url, phase_s).await;
-    if let Err(e) = postgres::drop_database(database_url, &db_name).await {
-        eprintln!("warning: could not drop the rehearsal's database {db_name}: {e:?}");
-    }
-    outcome
+    super::server::with_cluster(database_url, nats_url, nodes, agents, |cluster| {
+        node_loss_on(cluster, agents, visitors, phase_s)
+    })
+    .await
 }
 
-async fn node_loss_on(
-    nodes: usize,
-    agents: usize,
-    visitors: usize,
-    db_url: &str,
-    nats_url: &str,
-    phase_s: u64,
-) -> anyhow::Result<()> {
-    let store = crate::store::postgres::PostgresStore::connect(db_url, 4)
-        .await
-        .map_err(|e| anyhow!("cannot prepare the rehearsal's database: {e:?}"))?;
-    let site = super::server::provision_store(&store, agents).await?;
-    let mut cluster = Target::start_cluster(nodes, db_url, nats_url, &site.widget_key).await?;
+async fn node_loss_on(mut cluster: Vec<Target>, agents: usize, visitors: usize, phase_s: u64) -> anyhow::Result<()> {
+    let nodes = cluster.len();
     eprintln!("nodes: {}", cluster.iter().map(|t| t.base.as_str()).collect::<Vec<_>>().join(" "));
     let mut source = 2u8;
     let mut agent_workers = spawn_workers(&cluster[0], Kind::Agent, agents, &mut source, 0, false, true).await?;
@@ -378,7 +361,6 @@ async fn node_loss_on(
         eprintln!("warning: not every client was back within 120 s");
     }
     drop(survivors);
-    store.close().await;
     finish(&[
         ("scenario", "node-loss".into()),
         ("nodes", nodes.to_string()),

@@ -22,6 +22,41 @@ pub async fn provision(dir: &Path, agents: usize) -> anyhow::Result<Site> {
 
 /// Create a site, an admin and `agents` agents (one shared password hash:
 /// provisioning is not what is being measured), then close the store.
+/// Run `body` on a cluster of `nodes` nodes over a fresh database made on
+/// the PostgreSQL server at `server_url`, with `agents` agents provisioned.
+/// The database is dropped afterwards, whatever the outcome.
+pub async fn with_cluster<T, F, Fut>(
+    server_url: &str,
+    nats_url: &str,
+    nodes: usize,
+    agents: usize,
+    body: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce(Vec<Target>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    use crate::store::postgres;
+    let db_name = format!("holdfast_storm_{}", crate::store::new_id().replace('-', ""));
+    let db_url = postgres::create_database(server_url, &db_name)
+        .await
+        .map_err(|e| anyhow!("cannot create a database on {server_url}: {e:?}"))?;
+    let outcome = async {
+        let store = postgres::PostgresStore::connect(&db_url, 4)
+            .await
+            .map_err(|e| anyhow!("cannot prepare the database {db_name}: {e:?}"))?;
+        let site = provision_store(&store, agents).await;
+        store.close().await;
+        let site = site?;
+        body(Target::start_cluster(nodes, &db_url, nats_url, &site.widget_key).await?).await
+    }
+    .await;
+    if let Err(e) = postgres::drop_database(server_url, &db_name).await {
+        eprintln!("warning: could not drop the database {db_name}: {e:?}");
+    }
+    outcome
+}
+
 pub async fn provision_store(store: &dyn Store, agents: usize) -> anyhow::Result<Site> {
     let site = store.create_site("Storm").await.map_err(|e| anyhow!("{e}"))?;
     let hash = passwords::hash_now(STORM_PASSWORD).map_err(|e| anyhow!("{e}"))?;
