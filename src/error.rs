@@ -124,3 +124,9 @@ impl From<sqlx::Error> for Error {
         Error::Store(err.into())
     }
 }
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        Error::Store(err.into())
+    }
+}

@@ -11,6 +11,7 @@
 pub mod postgres;
 mod rules;
 pub mod sqlite;
+mod sqlite_readers;
 mod sqlite_writer;
 pub mod status;
 mod status_postgres;
@@ -441,29 +442,40 @@ impl ConversationFilter {
     /// visitor's or the agent's index (a generic `(? IS NULL OR …)` query
     /// walked every conversation of the site for each resume). `site_term`
     /// is the site column as written: SQLite's `+site_id` keeps the check
-    /// but out of the index choice.
-    pub(crate) fn query<'a, DB>(&'a self, site_id: &'a str, site_term: &str) -> sqlx::QueryBuilder<DB>
-    where
-        DB: sqlx::Database,
-        <DB as sqlx::Database>::Arguments: Default,
-        &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-        i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    {
+    /// but out of the index choice. The site is the first parameter; the
+    /// others follow in `args` order. `mark` is the backend's placeholder.
+    pub(crate) fn sql(&self, site_term: &str, mark: &str) -> (String, Vec<FilterArg>) {
         let limit = if self.limit <= 0 { 100 } else { self.limit.min(1000) };
-        let mut q = sqlx::QueryBuilder::new(format!("SELECT * FROM conversations WHERE {site_term} = "));
-        q.push_bind(site_id);
+        let mut n = 1;
+        let mut next = || {
+            n += 1;
+            if mark == "$" { format!("${n}") } else { format!("?{n}") }
+        };
+        let mut sql =
+            format!("SELECT * FROM conversations WHERE {site_term} = {}", if mark == "$" { "$1" } else { "?1" });
+        let mut args = Vec::new();
         if let Some(status) = self.status {
-            q.push(" AND status = ").push_bind(status.as_str());
+            sql += &format!(" AND status = {}", next());
+            args.push(FilterArg::Text(status.as_str().to_owned()));
         }
         if let Some(agent_id) = &self.agent_id {
-            q.push(" AND agent_id = ").push_bind(agent_id.as_str());
+            sql += &format!(" AND agent_id = {}", next());
+            args.push(FilterArg::Text(agent_id.clone()));
         }
         if let Some(visitor_id) = &self.visitor_id {
-            q.push(" AND visitor_id = ").push_bind(visitor_id.as_str());
+            sql += &format!(" AND visitor_id = {}", next());
+            args.push(FilterArg::Text(visitor_id.clone()));
         }
-        q.push(" ORDER BY created_at DESC LIMIT ").push_bind(limit);
-        q
+        sql += &format!(" ORDER BY created_at DESC LIMIT {}", next());
+        args.push(FilterArg::Int(limit));
+        (sql, args)
     }
+}
+
+/// A parameter of [`ConversationFilter::sql`].
+pub(crate) enum FilterArg {
+    Text(String),
+    Int(i64),
 }
 
 /// A message found by transcript search.

@@ -868,7 +868,16 @@ impl Store for PostgresStore {
     }
 
     async fn conversations(&self, site_id: &str, filter: ConversationFilter) -> Result<Vec<Conversation>> {
-        let rows = filter.query(site_id, "site_id").build().fetch_all(self.p().await?).await?;
+        let (sql, args) = filter.sql("site_id", "$");
+        // Built from fixed fragments only; every value is a parameter.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(site_id);
+        for arg in args {
+            query = match arg {
+                FilterArg::Text(t) => query.bind(t),
+                FilterArg::Int(i) => query.bind(i),
+            };
+        }
+        let rows = query.fetch_all(self.p().await?).await?;
         rows.iter().map(conversation_from_row).collect()
     }
 

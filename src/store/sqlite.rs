@@ -1,10 +1,13 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
-//! Reads go through a small pool; all writes go through a pool of exactly one
-//! connection, because SQLite has one writer anyway and queuing in the pool
-//! is cheaper than retrying on `SQLITE_BUSY`. Conversation changes
-//! ([`Store::apply`]) are funnelled through the group-commit writer in
-//! `sqlite_writer.rs`.
+//! Every write of the chat store goes through one thread, the group-commit
+//! writer (`sqlite_writer.rs`): conversation changes and every other write
+//! share its fsync'd transactions, so nothing ever waits on SQLite's write
+//! lock (two writers on one file sleep in SQLite's busy handler, up to
+//! 100 ms at a time). Reads run on reader threads (`sqlite_readers.rs`),
+//! some kept for the critical lane. Both use rusqlite with cached prepared
+//! statements. sqlx stays for the migrations and for the status page's
+//! store, which is off every hot path.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -12,16 +15,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sqlite_writer::PendingChange;
+use super::sqlite_readers::Readers;
+use super::sqlite_writer::{Exec, Job, PendingChange, Reply};
 use super::*;
 use crate::error::{Error, Result};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Reader threads for everything but the critical lane.
+const READERS: usize = 2;
+/// Reader threads kept for the critical lane: login, a resume's reads,
+/// session refresh, `/readyz`.
+const CRITICAL_READERS: usize = 2;
 
 /// Refuse a data dir whose schema is newer than this build knows: an older
 /// binary must not write to tables it does not understand.
@@ -45,20 +56,30 @@ async fn check_not_newer(pool: &SqlitePool, dir: &Path) -> Result<()> {
     }
 }
 
+pub(super) fn sql(e: rusqlite::Error) -> Error {
+    Error::Store(e.into())
+}
+
+/// A constraint of kind `code` (e.g. `SQLITE_CONSTRAINT_UNIQUE`) refused it.
+fn violates(e: &rusqlite::Error, code: std::ffi::c_int) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == code)
+}
+
 pub struct SqliteStore {
     /// The data dir (the status page's runner lock lives there too).
     dir: PathBuf,
+    /// sqlx pools of the status page's store (`store/status.rs`).
     pub(super) read: SqlitePool,
-    /// Readers kept for the critical lane (login, a resume's reads,
-    /// session refresh, `/readyz`), so site-wide routing and dashboard reads that
-    /// fill `read` during a storm never make a reconnect or a health
-    /// check wait for a connection.
-    critical: SqlitePool,
     pub(super) write: SqlitePool,
+    readers: Readers,
+    /// Readers kept for the critical lane, so site-wide routing and
+    /// dashboard reads that fill `readers` during a storm never make a
+    /// reconnect or a health check wait.
+    critical: Readers,
     /// Injected failures, for rehearsals and tests of "the store is down".
     faults: Arc<Faults>,
-    /// Queue into the group-commit task.
-    changes: mpsc::Sender<PendingChange>,
+    /// Queue into the group-commit writer.
+    writer: mpsc::Sender<Job>,
 }
 
 impl SqliteStore {
@@ -71,12 +92,6 @@ impl SqliteStore {
             .filename(dir.join("holdfast.db"))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL for the pools (visitors, conversations, sessions, admin
-            // data): survives a process crash, and a power loss keeps all
-            // but the last moments. Messages and every conversation change
-            // go through the group-commit writer, which commits with FULL:
-            // its fsync of the WAL also makes every earlier commit durable,
-            // so an acknowledged message never depends on a lost row.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
@@ -90,26 +105,22 @@ impl SqliteStore {
             .map_err(|e| Error::Store(anyhow::anyhow!("cannot open database in {}: {e}", dir.display())))?;
         check_not_newer(&write, dir).await?;
         MIGRATOR.run(&write).await.map_err(|e| Error::Store(anyhow::anyhow!("migration failed: {e}")))?;
-        // WAL readers do not block each other or the writer; a resume storm
-        // is many small indexed reads at once.
-        let read_only = options.read_only(true);
         let read = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(2)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(read_only.clone())
+            .connect_with(options.read_only(true))
             .await?;
-        // Each pool warns of a slow acquire at its own threshold, so the
-        // log names the pool that ran short (critical 1.5 s, read 2 s,
-        // write 2.5 s).
-        let critical = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_slow_threshold(Duration::from_millis(1500))
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(read_only)
-            .await?;
-        let tx = super::sqlite_writer::spawn(&dir.join("holdfast.db"))?;
+        let db = dir.join("holdfast.db");
+        let writer = super::sqlite_writer::spawn(&db)?;
+        let readers = Readers::spawn(&db, READERS, "sqlite-read")?;
+        let critical = Readers::spawn(&db, CRITICAL_READERS, "sqlite-critical")?;
         let faults = Arc::new(Faults::default());
-        Ok(SqliteStore { dir: dir.to_owned(), read, critical, write, faults, changes: tx })
+        Ok(SqliteStore { dir: dir.to_owned(), read, write, readers, critical, faults, writer })
+    }
+
+    /// Hand a job to the group-commit writer.
+    async fn to_writer(&self, job: Job) -> Result<()> {
+        self.writer.send(job).await.map_err(|_| Error::Unavailable(1))
     }
 
     /// Hand a change to the group-commit writer and wait for its outcome.
@@ -117,8 +128,48 @@ impl SqliteStore {
         self.faults.check().await?;
         let (reply, rx) = oneshot::channel();
         let pending = PendingChange { conversation_id: conversation_id.to_owned(), guard, change, reply };
-        self.changes.send(pending).await.map_err(|_| Error::Unavailable(1))?;
+        self.to_writer(Job::Change(pending)).await?;
         rx.await.map_err(|_| Error::Unavailable(1))?
+    }
+
+    /// Run `write` in the writer's next group commit; its answer comes once
+    /// that commit is durable.
+    async fn write<T, F>(&self, write: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.faults.check().await?;
+        let (tx, rx) = oneshot::channel();
+        let exec: Exec = Box::new(move |conn| {
+            let out = write(conn);
+            let ok = out.is_ok();
+            let reply: Reply = Box::new(move |committed| {
+                let _ = tx.send(committed.map_err(|e| Error::Store(anyhow::anyhow!(e))).and(out));
+            });
+            (ok, reply)
+        });
+        self.to_writer(Job::Exec(exec)).await?;
+        rx.await.map_err(|_| Error::Unavailable(1))?
+    }
+
+    async fn read<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.faults.check().await?;
+        self.readers.run(read).await
+    }
+
+    /// A read of the critical lane, on its own readers.
+    async fn read_critical<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.faults.check().await?;
+        self.critical.run(read).await
     }
 
     pub fn dir(&self) -> &Path {
@@ -130,129 +181,144 @@ impl SqliteStore {
         self.faults.clone()
     }
 
-    async fn r(&self) -> Result<&SqlitePool> {
-        self.faults.check().await?;
-        Ok(&self.read)
-    }
-
-    /// The critical lane's readers (see `critical`).
-    async fn rc(&self) -> Result<&SqlitePool> {
-        self.faults.check().await?;
-        Ok(&self.critical)
-    }
-
-    async fn w(&self) -> Result<&SqlitePool> {
-        self.faults.check().await?;
-        Ok(&self.write)
-    }
-
-    /// Close both pools, waiting for queued writes to finish.
+    /// Close the pools, after every write handed to the writer is done.
     pub async fn close(&self) {
+        let _ = self.write(|_| Ok(())).await;
         self.write.close().await;
         self.read.close().await;
-        self.critical.close().await;
     }
 }
 
-fn bad_row(what: &str, value: &str) -> Error {
-    Error::Store(anyhow::anyhow!("unexpected {what} in database: {value:?}"))
+/// A column holding one of a fixed set of words.
+fn parsed<T>(r: &Row, column: &str, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = r.get(column)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unexpected {column} in database: {text:?}").into(),
+        )
+    })
 }
 
-fn site_from_row(r: &SqliteRow) -> Result<Site> {
-    let settings: String = r.try_get("settings")?;
+fn json_column(r: &Row, column: &str) -> rusqlite::Result<serde_json::Value> {
+    let text: String = r.get(column)?;
+    Ok(serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({})))
+}
+
+fn site_row(r: &Row) -> rusqlite::Result<Site> {
     Ok(Site {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        widget_key: r.try_get("widget_key")?,
-        settings: serde_json::from_str(&settings).unwrap_or_else(|_| serde_json::json!({})),
-        created_at: r.try_get("created_at")?,
+        id: r.get("id")?,
+        name: r.get("name")?,
+        widget_key: r.get("widget_key")?,
+        settings: json_column(r, "settings")?,
+        created_at: r.get("created_at")?,
     })
 }
 
-fn agent_from_row(r: &SqliteRow) -> Result<Agent> {
-    let role: String = r.try_get("role")?;
-    let availability: String = r.try_get("availability")?;
+fn agent_row(r: &Row) -> rusqlite::Result<Agent> {
     Ok(Agent {
-        id: r.try_get("id")?,
-        site_id: r.try_get("site_id")?,
-        email: r.try_get("email")?,
-        name: r.try_get("name")?,
-        role: Role::parse(&role).ok_or_else(|| bad_row("role", &role))?,
-        password_hash: r.try_get("password_hash")?,
-        chat_limit: r.try_get("chat_limit")?,
-        availability: Availability::parse(&availability).ok_or_else(|| bad_row("availability", &availability))?,
-        active: r.try_get::<i64, _>("active")? != 0,
-        created_at: r.try_get("created_at")?,
+        id: r.get("id")?,
+        site_id: r.get("site_id")?,
+        email: r.get("email")?,
+        name: r.get("name")?,
+        role: parsed(r, "role", Role::parse)?,
+        password_hash: r.get("password_hash")?,
+        chat_limit: r.get("chat_limit")?,
+        availability: parsed(r, "availability", Availability::parse)?,
+        active: r.get::<_, i64>("active")? != 0,
+        created_at: r.get("created_at")?,
     })
 }
 
-fn group_from_row(r: &SqliteRow) -> Result<Group> {
+fn group_row(r: &Row) -> rusqlite::Result<Group> {
     Ok(Group {
-        id: r.try_get("id")?,
-        site_id: r.try_get("site_id")?,
-        name: r.try_get("name")?,
-        is_default: r.try_get::<i64, _>("is_default")? != 0,
+        id: r.get("id")?,
+        site_id: r.get("site_id")?,
+        name: r.get("name")?,
+        is_default: r.get::<_, i64>("is_default")? != 0,
     })
 }
 
-fn session_from_row(r: &SqliteRow) -> Result<Session> {
+fn session_row(r: &Row) -> rusqlite::Result<Session> {
     Ok(Session {
-        id: r.try_get("id")?,
-        agent_id: r.try_get("agent_id")?,
-        created_at: r.try_get("created_at")?,
-        last_used_at: r.try_get("last_used_at")?,
-        expires_at: r.try_get("expires_at")?,
-        revoked_at: r.try_get("revoked_at")?,
+        id: r.get("id")?,
+        agent_id: r.get("agent_id")?,
+        created_at: r.get("created_at")?,
+        last_used_at: r.get("last_used_at")?,
+        expires_at: r.get("expires_at")?,
+        revoked_at: r.get("revoked_at")?,
     })
 }
 
-fn visitor_from_row(r: &SqliteRow) -> Result<Visitor> {
+fn visitor_row(r: &Row) -> rusqlite::Result<Visitor> {
     Ok(Visitor {
-        id: r.try_get("id")?,
-        site_id: r.try_get("site_id")?,
-        name: r.try_get("name")?,
-        email: r.try_get("email")?,
-        page_url: r.try_get("page_url")?,
-        referrer: r.try_get("referrer")?,
-        user_agent: r.try_get("user_agent")?,
-        first_seen: r.try_get("first_seen")?,
-        last_seen: r.try_get("last_seen")?,
+        id: r.get("id")?,
+        site_id: r.get("site_id")?,
+        name: r.get("name")?,
+        email: r.get("email")?,
+        page_url: r.get("page_url")?,
+        referrer: r.get("referrer")?,
+        user_agent: r.get("user_agent")?,
+        first_seen: r.get("first_seen")?,
+        last_seen: r.get("last_seen")?,
     })
 }
 
-fn conversation_from_row(r: &SqliteRow) -> Result<Conversation> {
-    let status: String = r.try_get("status")?;
+pub(super) fn conversation_row(r: &Row) -> rusqlite::Result<Conversation> {
     Ok(Conversation {
-        id: r.try_get("id")?,
-        site_id: r.try_get("site_id")?,
-        visitor_id: r.try_get("visitor_id")?,
-        group_id: r.try_get("group_id")?,
-        agent_id: r.try_get("agent_id")?,
-        status: ConversationStatus::parse(&status).ok_or_else(|| bad_row("status", &status))?,
-        last_seq: r.try_get("last_seq")?,
-        created_at: r.try_get("created_at")?,
-        assigned_at: r.try_get("assigned_at")?,
-        closed_at: r.try_get("closed_at")?,
+        id: r.get("id")?,
+        site_id: r.get("site_id")?,
+        visitor_id: r.get("visitor_id")?,
+        group_id: r.get("group_id")?,
+        agent_id: r.get("agent_id")?,
+        status: parsed(r, "status", ConversationStatus::parse)?,
+        last_seq: r.get("last_seq")?,
+        created_at: r.get("created_at")?,
+        assigned_at: r.get("assigned_at")?,
+        closed_at: r.get("closed_at")?,
     })
 }
 
-fn event_from_row(r: &SqliteRow) -> Result<StoredEvent> {
-    let author_kind: String = r.try_get("author_kind")?;
-    let data: String = r.try_get("data")?;
+pub(super) fn event_row(r: &Row) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
-        conversation_id: r.try_get("conversation_id")?,
-        seq: r.try_get("seq")?,
-        id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
-        author: Author {
-            kind: AuthorKind::parse(&author_kind).ok_or_else(|| bad_row("author kind", &author_kind))?,
-            id: r.try_get("author_id")?,
-        },
-        client_id: r.try_get("client_id")?,
-        body: r.try_get("body")?,
-        data: serde_json::from_str(&data).unwrap_or_else(|_| serde_json::json!({})),
-        created_at: r.try_get("created_at")?,
+        conversation_id: r.get("conversation_id")?,
+        seq: r.get("seq")?,
+        id: r.get("id")?,
+        kind: r.get("kind")?,
+        author: Author { kind: parsed(r, "author_kind", AuthorKind::parse)?, id: r.get("author_id")? },
+        client_id: r.get("client_id")?,
+        body: r.get("body")?,
+        data: json_column(r, "data")?,
+        created_at: r.get("created_at")?,
     })
+}
+
+/// Every row `sql` returns for `args`, mapped by `row`.
+fn all<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    args: P,
+    row: fn(&Row) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<T>>>()?)
+}
+
+/// The row `sql` returns for `args`, if any.
+fn one<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    args: P,
+    row: fn(&Row) -> rusqlite::Result<T>,
+) -> Result<Option<T>> {
+    Ok(conn.prepare_cached(sql)?.query_row(args, row).optional()?)
+}
+
+/// Run one statement; the rows it changed.
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, args: P) -> Result<usize> {
+    Ok(conn.prepare_cached(sql)?.execute(args)?)
 }
 
 /// A widget key: public, unguessable enough not to be enumerated.
@@ -272,32 +338,35 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(self.rc().await?).await?;
+        self.read_critical(|c| Ok(c.prepare_cached("SELECT 1")?.query_row([], |r| r.get::<_, i64>(0))?)).await?;
         Ok(())
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_optional(self.r().await?).await?)
+        let key = key.to_owned();
+        self.read(move |c| one(c, "SELECT value FROM meta WHERE key = ?1", [&key], |r| r.get(0))).await
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
-        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)")
-            .bind(key)
-            .bind(value)
-            .execute(self.w().await?)
-            .await?;
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_one(self.w().await?).await?)
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write(move |c| {
+            exec(c, "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", [&key, &value])?;
+            Ok(c.prepare_cached("SELECT value FROM meta WHERE key = ?1")?.query_row([&key], |r| r.get(0))?)
+        })
+        .await
     }
 
     async fn meta_set(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(key)
-        .bind(value)
-        .execute(self.w().await?)
-        .await?;
-        Ok(())
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write(move |c| {
+            exec(
+                c,
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [&key, &value],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn create_site(&self, name: &str) -> Result<Site> {
@@ -308,95 +377,78 @@ impl Store for SqliteStore {
             settings: serde_json::json!({}),
             created_at: now_ms(),
         };
-        let mut tx = self.w().await?.begin().await?;
-        sqlx::query("INSERT INTO sites (id, name, widget_key, settings, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&site.id)
-            .bind(&site.name)
-            .bind(&site.widget_key)
-            .bind(site.settings.to_string())
-            .bind(site.created_at)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO groups (id, site_id, name, is_default, created_at) VALUES (?, ?, 'General', 1, ?)")
-            .bind(new_id())
-            .bind(&site.id)
-            .bind(site.created_at)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let s = site.clone();
+        self.write(move |c| {
+            exec(
+                c,
+                "INSERT INTO sites (id, name, widget_key, settings, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![s.id, s.name, s.widget_key, s.settings.to_string(), s.created_at],
+            )?;
+            exec(
+                c,
+                "INSERT INTO groups (id, site_id, name, is_default, created_at) VALUES (?1, ?2, 'General', 1, ?3)",
+                params![new_id(), s.id, s.created_at],
+            )?;
+            Ok(())
+        })
+        .await?;
         Ok(site)
     }
 
     async fn site(&self, id: &str) -> Result<Option<Site>> {
-        sqlx::query("SELECT * FROM sites WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.r().await?)
-            .await?
-            .map(|r| site_from_row(&r))
-            .transpose()
+        let id = id.to_owned();
+        self.read(move |c| one(c, "SELECT * FROM sites WHERE id = ?1", [&id], site_row)).await
     }
 
     async fn site_by_widget_key(&self, key: &str) -> Result<Option<Site>> {
-        sqlx::query("SELECT * FROM sites WHERE widget_key = ?")
-            .bind(key)
-            .fetch_optional(self.r().await?)
-            .await?
-            .map(|r| site_from_row(&r))
-            .transpose()
+        let key = key.to_owned();
+        self.read(move |c| one(c, "SELECT * FROM sites WHERE widget_key = ?1", [&key], site_row)).await
     }
 
     async fn sites(&self) -> Result<Vec<Site>> {
-        sqlx::query("SELECT * FROM sites ORDER BY created_at")
-            .fetch_all(self.r().await?)
-            .await?
-            .iter()
-            .map(site_from_row)
-            .collect()
+        self.read(|c| all(c, "SELECT * FROM sites ORDER BY created_at", [], site_row)).await
     }
 
     async fn create_group(&self, site_id: &str, name: &str, is_default: bool) -> Result<Group> {
         let group = Group { id: new_id(), site_id: site_id.to_owned(), name: name.to_owned(), is_default };
-        sqlx::query("INSERT INTO groups (id, site_id, name, is_default, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&group.id)
-            .bind(site_id)
-            .bind(name)
-            .bind(is_default as i64)
-            .bind(now_ms())
-            .execute(self.w().await?)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => Error::conflict("a group with that name exists"),
-                e => e.into(),
-            })?;
+        let g = group.clone();
+        self.write(move |c| {
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO groups (id, site_id, name, is_default, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![g.id, g.site_id, g.name, g.is_default as i64, now_ms()]);
+            match inserted {
+                Err(e) if violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE) => {
+                    Err(Error::conflict("a group with that name exists"))
+                }
+                other => Ok(other.map(|_| ())?),
+            }
+        })
+        .await?;
         Ok(group)
     }
 
     async fn groups(&self, site_id: &str) -> Result<Vec<Group>> {
-        sqlx::query("SELECT * FROM groups WHERE site_id = ? ORDER BY is_default DESC, name")
-            .bind(site_id)
-            .fetch_all(self.r().await?)
-            .await?
-            .iter()
-            .map(group_from_row)
-            .collect()
+        let site_id = site_id.to_owned();
+        self.read(move |c| {
+            all(c, "SELECT * FROM groups WHERE site_id = ?1 ORDER BY is_default DESC, name", [&site_id], group_row)
+        })
+        .await
     }
 
     async fn group(&self, id: &str) -> Result<Option<Group>> {
-        sqlx::query("SELECT * FROM groups WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.r().await?)
-            .await?
-            .map(|r| group_from_row(&r))
-            .transpose()
+        let id = id.to_owned();
+        self.read(move |c| one(c, "SELECT * FROM groups WHERE id = ?1", [&id], group_row)).await
     }
 
     async fn add_agent_to_group(&self, agent_id: &str, group_id: &str) -> Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO agent_groups (agent_id, group_id) VALUES (?, ?)")
-            .bind(agent_id)
-            .bind(group_id)
-            .execute(self.w().await?)
-            .await?;
-        Ok(())
+        let (agent_id, group_id) = (agent_id.to_owned(), group_id.to_owned());
+        self.write(move |c| {
+            exec(c, "INSERT OR IGNORE INTO agent_groups (agent_id, group_id) VALUES (?1, ?2)", [&agent_id, &group_id])?;
+            Ok(())
+        })
+        .await
     }
 
     async fn create_agent(&self, new: NewAgent<'_>) -> Result<Agent> {
@@ -412,102 +464,104 @@ impl Store for SqliteStore {
             active: true,
             created_at: now_ms(),
         };
-        let mut tx = self.w().await?.begin().await?;
-        sqlx::query(
-            "INSERT INTO agents (id, site_id, email, name, role, password_hash, chat_limit, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&agent.id)
-        .bind(&agent.site_id)
-        .bind(&agent.email)
-        .bind(&agent.name)
-        .bind(agent.role.as_str())
-        .bind(&agent.password_hash)
-        .bind(agent.chat_limit)
-        .bind(agent.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => Error::conflict("an agent with that email exists"),
-            sqlx::Error::Database(d) if d.is_foreign_key_violation() => Error::NotFound("site"),
-            e => e.into(),
-        })?;
-        // Every agent starts in the site's default group; the status probe
-        // in none, so routing never sees it.
-        if agent.role != Role::Probe {
-            sqlx::query(
-                "INSERT INTO agent_groups (agent_id, group_id) SELECT ?, id FROM groups WHERE site_id = ? AND is_default = 1",
-            )
-            .bind(&agent.id)
-            .bind(&agent.site_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        let a = agent.clone();
+        self.write(move |c| {
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO agents (id, site_id, email, name, role, password_hash, chat_limit, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    a.id,
+                    a.site_id,
+                    a.email,
+                    a.name,
+                    a.role.as_str(),
+                    a.password_hash,
+                    a.chat_limit,
+                    a.created_at
+                ]);
+            match inserted {
+                Err(e) if violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE) => {
+                    return Err(Error::conflict("an agent with that email exists"));
+                }
+                Err(e) if violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
+                    return Err(Error::NotFound("site"));
+                }
+                other => other?,
+            };
+            // Every agent starts in the site's default group; the status
+            // probe in none, so routing never sees it.
+            if a.role != Role::Probe {
+                exec(
+                    c,
+                    "INSERT INTO agent_groups (agent_id, group_id) \
+                     SELECT ?1, id FROM groups WHERE site_id = ?2 AND is_default = 1",
+                    [&a.id, &a.site_id],
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
         Ok(agent)
     }
 
     async fn agent(&self, id: &str) -> Result<Option<Agent>> {
-        sqlx::query("SELECT * FROM agents WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.rc().await?)
-            .await?
-            .map(|r| agent_from_row(&r))
-            .transpose()
+        let id = id.to_owned();
+        self.read_critical(move |c| one(c, "SELECT * FROM agents WHERE id = ?1", [&id], agent_row)).await
     }
 
     async fn agent_by_email(&self, email: &str) -> Result<Option<Agent>> {
-        sqlx::query("SELECT * FROM agents WHERE email = ?")
-            .bind(email)
-            .fetch_optional(self.rc().await?)
-            .await?
-            .map(|r| agent_from_row(&r))
-            .transpose()
+        let email = email.to_owned();
+        self.read_critical(move |c| one(c, "SELECT * FROM agents WHERE email = ?1", [&email], agent_row)).await
     }
 
     async fn agents(&self, site_id: &str) -> Result<Vec<Agent>> {
-        sqlx::query("SELECT * FROM agents WHERE site_id = ? AND role <> 'probe' ORDER BY name, email")
-            .bind(site_id)
-            .fetch_all(self.r().await?)
-            .await?
-            .iter()
-            .map(agent_from_row)
-            .collect()
+        let site_id = site_id.to_owned();
+        self.read(move |c| {
+            all(
+                c,
+                "SELECT * FROM agents WHERE site_id = ?1 AND role <> 'probe' ORDER BY name, email",
+                [&site_id],
+                agent_row,
+            )
+        })
+        .await
     }
 
     async fn set_availability(&self, agent_id: &str, availability: Availability) -> Result<()> {
-        sqlx::query("UPDATE agents SET availability = ? WHERE id = ?")
-            .bind(availability.as_str())
-            .bind(agent_id)
-            .execute(self.w().await?)
-            .await?;
-        Ok(())
+        let agent_id = agent_id.to_owned();
+        self.write(move |c| {
+            exec(c, "UPDATE agents SET availability = ?1 WHERE id = ?2", [availability.as_str(), &agent_id])?;
+            Ok(())
+        })
+        .await
     }
 
     async fn routing_candidates(&self, group_id: &str) -> Result<Vec<RoutingCandidate>> {
-        let rows = sqlx::query(
-            "SELECT a.id, a.name, a.availability, a.chat_limit, a.last_assigned_at, \
-               (SELECT count(*) FROM conversations c WHERE c.agent_id = a.id AND c.status = 'active') AS active_chats \
-             FROM agents a JOIN agent_groups g ON g.agent_id = a.id \
-             WHERE g.group_id = ? AND a.active = 1 AND a.role <> 'probe'",
-        )
-        .bind(group_id)
-        .fetch_all(self.r().await?)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let availability: String = r.try_get("availability")?;
-                Ok(RoutingCandidate {
-                    agent_id: r.try_get("id")?,
-                    name: r.try_get("name")?,
-                    availability: Availability::parse(&availability)
-                        .ok_or_else(|| bad_row("availability", &availability))?,
-                    active_chats: r.try_get("active_chats")?,
-                    chat_limit: r.try_get("chat_limit")?,
-                    last_assigned_at: r.try_get("last_assigned_at")?,
-                })
-            })
-            .collect()
+        let group_id = group_id.to_owned();
+        self.read(move |c| {
+            all(
+                c,
+                "SELECT a.id, a.name, a.availability, a.chat_limit, a.last_assigned_at, \
+                   (SELECT count(*) FROM conversations c WHERE c.agent_id = a.id AND c.status = 'active') \
+                   AS active_chats \
+                 FROM agents a JOIN agent_groups g ON g.agent_id = a.id \
+                 WHERE g.group_id = ?1 AND a.active = 1 AND a.role <> 'probe'",
+                [&group_id],
+                |r| {
+                    Ok(RoutingCandidate {
+                        agent_id: r.get("id")?,
+                        name: r.get("name")?,
+                        availability: parsed(r, "availability", Availability::parse)?,
+                        active_chats: r.get("active_chats")?,
+                        chat_limit: r.get("chat_limit")?,
+                        last_assigned_at: r.get("last_assigned_at")?,
+                    })
+                },
+            )
+        })
+        .await
     }
 
     async fn create_session(&self, agent_id: &str, secret_hash: &str, expires_at: i64) -> Result<Session> {
@@ -520,55 +574,49 @@ impl Store for SqliteStore {
             expires_at,
             revoked_at: None,
         };
-        sqlx::query(
-            "INSERT INTO sessions (id, agent_id, secret_hash, created_at, last_used_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&session.id)
-        .bind(agent_id)
-        .bind(secret_hash)
-        .bind(now)
-        .bind(now)
-        .bind(expires_at)
-        .execute(self.w().await?)
+        let (s, secret_hash) = (session.clone(), secret_hash.to_owned());
+        self.write(move |c| {
+            exec(
+                c,
+                "INSERT INTO sessions (id, agent_id, secret_hash, created_at, last_used_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![s.id, s.agent_id, secret_hash, s.created_at, s.last_used_at, s.expires_at],
+            )?;
+            Ok(())
+        })
         .await?;
         Ok(session)
     }
 
     async fn session_by_secret_hash(&self, secret_hash: &str) -> Result<Option<Session>> {
-        sqlx::query("SELECT * FROM sessions WHERE secret_hash = ?")
-            .bind(secret_hash)
-            .fetch_optional(self.rc().await?)
-            .await?
-            .map(|r| session_from_row(&r))
-            .transpose()
+        let secret_hash = secret_hash.to_owned();
+        self.read_critical(move |c| {
+            one(c, "SELECT * FROM sessions WHERE secret_hash = ?1", [&secret_hash], session_row)
+        })
+        .await
     }
 
     async fn session(&self, id: &str) -> Result<Option<Session>> {
-        sqlx::query("SELECT * FROM sessions WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.rc().await?)
-            .await?
-            .map(|r| session_from_row(&r))
-            .transpose()
+        let id = id.to_owned();
+        self.read_critical(move |c| one(c, "SELECT * FROM sessions WHERE id = ?1", [&id], session_row)).await
     }
 
     async fn touch_session(&self, id: &str, at: i64) -> Result<()> {
-        sqlx::query("UPDATE sessions SET last_used_at = max(last_used_at, ?) WHERE id = ?")
-            .bind(at)
-            .bind(id)
-            .execute(self.w().await?)
-            .await?;
-        Ok(())
+        let id = id.to_owned();
+        self.write(move |c| {
+            exec(c, "UPDATE sessions SET last_used_at = max(last_used_at, ?1) WHERE id = ?2", params![at, id])?;
+            Ok(())
+        })
+        .await
     }
 
     async fn revoke_session(&self, id: &str, at: i64) -> Result<()> {
-        sqlx::query("UPDATE sessions SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?")
-            .bind(at)
-            .bind(id)
-            .execute(self.w().await?)
-            .await?;
-        Ok(())
+        let id = id.to_owned();
+        self.write(move |c| {
+            exec(c, "UPDATE sessions SET revoked_at = coalesce(revoked_at, ?1) WHERE id = ?2", params![at, id])?;
+            Ok(())
+        })
+        .await
     }
 
     async fn create_visitor(&self, site_id: &str, update: VisitorUpdate) -> Result<Visitor> {
@@ -584,49 +632,38 @@ impl Store for SqliteStore {
             first_seen: now,
             last_seen: now,
         };
-        sqlx::query(
-            "INSERT INTO visitors (id, site_id, name, email, page_url, referrer, user_agent, first_seen, last_seen) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&visitor.id)
-        .bind(site_id)
-        .bind(&visitor.name)
-        .bind(&visitor.email)
-        .bind(&visitor.page_url)
-        .bind(&visitor.referrer)
-        .bind(&visitor.user_agent)
-        .bind(now)
-        .bind(now)
-        .execute(self.w().await?)
+        let v = visitor.clone();
+        self.write(move |c| {
+            exec(
+                c,
+                "INSERT INTO visitors (id, site_id, name, email, page_url, referrer, user_agent, first_seen, \
+                 last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![v.id, v.site_id, v.name, v.email, v.page_url, v.referrer, v.user_agent, now, now],
+            )?;
+            Ok(())
+        })
         .await?;
         Ok(visitor)
     }
 
     async fn visitor(&self, id: &str) -> Result<Option<Visitor>> {
-        sqlx::query("SELECT * FROM visitors WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.r().await?)
-            .await?
-            .map(|r| visitor_from_row(&r))
-            .transpose()
+        let id = id.to_owned();
+        self.read(move |c| one(c, "SELECT * FROM visitors WHERE id = ?1", [&id], visitor_row)).await
     }
 
     async fn update_visitor(&self, id: &str, update: VisitorUpdate) -> Result<()> {
-        sqlx::query(
-            "UPDATE visitors SET name = coalesce(?, name), email = coalesce(?, email), \
-             page_url = coalesce(?, page_url), referrer = coalesce(?, referrer), \
-             user_agent = coalesce(?, user_agent), last_seen = ? WHERE id = ?",
-        )
-        .bind(update.name)
-        .bind(update.email)
-        .bind(update.page_url)
-        .bind(update.referrer)
-        .bind(update.user_agent)
-        .bind(now_ms())
-        .bind(id)
-        .execute(self.w().await?)
-        .await?;
-        Ok(())
+        let id = id.to_owned();
+        self.write(move |c| {
+            exec(
+                c,
+                "UPDATE visitors SET name = coalesce(?1, name), email = coalesce(?2, email), \
+                 page_url = coalesce(?3, page_url), referrer = coalesce(?4, referrer), \
+                 user_agent = coalesce(?5, user_agent), last_seen = ?6 WHERE id = ?7",
+                params![update.name, update.email, update.page_url, update.referrer, update.user_agent, now_ms(), id],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn create_conversation(
@@ -648,44 +685,51 @@ impl Store for SqliteStore {
             assigned_at: None,
             closed_at: None,
         };
-        sqlx::query(
-            "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&conv.id)
-        .bind(site_id)
-        .bind(visitor_id)
-        .bind(group_id)
-        .bind(status.as_str())
-        .bind(conv.created_at)
-        .execute(self.w().await?)
+        let k = conv.clone();
+        self.write(move |c| {
+            exec(
+                c,
+                "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![k.id, k.site_id, k.visitor_id, k.group_id, k.status.as_str(), k.created_at],
+            )?;
+            Ok(())
+        })
         .await?;
         Ok(conv)
     }
 
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
-        sqlx::query("SELECT * FROM conversations WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.rc().await?)
-            .await?
-            .map(|r| conversation_from_row(&r))
-            .transpose()
+        let id = id.to_owned();
+        self.read_critical(move |c| one(c, "SELECT * FROM conversations WHERE id = ?1", [&id], conversation_row)).await
     }
 
     async fn conversations(&self, site_id: &str, filter: ConversationFilter) -> Result<Vec<Conversation>> {
-        let (site_term, pool) =
-            if filter.one_person() { ("+site_id", self.rc().await?) } else { ("site_id", self.r().await?) };
-        let rows = filter.query(site_id, site_term).build().fetch_all(pool).await?;
-        rows.iter().map(conversation_from_row).collect()
+        // One person's conversations are a resume's read: the critical
+        // readers, and SQLite's `+site_id` keeps the site check out of the
+        // index choice so the person's own index is used.
+        let site_term = if filter.one_person() { "+site_id" } else { "site_id" };
+        let (sql, args) = filter.sql(site_term, "?");
+        let mut values: Vec<rusqlite::types::Value> = vec![site_id.to_owned().into()];
+        values.extend(args.into_iter().map(|a| match a {
+            FilterArg::Text(t) => rusqlite::types::Value::from(t),
+            FilterArg::Int(i) => rusqlite::types::Value::from(i),
+        }));
+        let read = move |c: &Connection| all(c, &sql, rusqlite::params_from_iter(values), conversation_row);
+        if filter.one_person() { self.read_critical(read).await } else { self.read(read).await }
     }
 
     async fn queue(&self, site_id: &str) -> Result<Vec<Conversation>> {
-        sqlx::query("SELECT * FROM conversations WHERE site_id = ? AND status = 'queued' ORDER BY created_at, id")
-            .bind(site_id)
-            .fetch_all(self.r().await?)
-            .await?
-            .iter()
-            .map(conversation_from_row)
-            .collect()
+        let site_id = site_id.to_owned();
+        self.read(move |c| {
+            all(
+                c,
+                "SELECT * FROM conversations WHERE site_id = ?1 AND status = 'queued' ORDER BY created_at, id",
+                [&site_id],
+                conversation_row,
+            )
+        })
+        .await
     }
 
     async fn apply(&self, conversation_id: &str, change: Change) -> Result<Applied> {
@@ -697,100 +741,106 @@ impl Store for SqliteStore {
     }
 
     async fn events_after(&self, conversation_id: &str, after: i64, limit: i64) -> Result<Vec<StoredEvent>> {
-        sqlx::query("SELECT * FROM events WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?")
-            .bind(conversation_id)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(self.rc().await?)
-            .await?
-            .iter()
-            .map(event_from_row)
-            .collect()
+        let conversation_id = conversation_id.to_owned();
+        self.read_critical(move |c| {
+            all(
+                c,
+                "SELECT * FROM events WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                params![conversation_id, after, limit],
+                event_row,
+            )
+        })
+        .await
     }
 
     async fn search_messages(&self, site_id: &str, text: &str, limit: i64) -> Result<Vec<SearchHit>> {
         let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-        let rows = sqlx::query(
-            "SELECT e.conversation_id, e.seq, e.body, e.created_at FROM events e \
-             JOIN conversations c ON c.id = e.conversation_id \
-             WHERE c.site_id = ? AND e.kind = 'message' AND e.body LIKE ? ESCAPE '\\' \
-             ORDER BY e.created_at DESC LIMIT ?",
-        )
-        .bind(site_id)
-        .bind(pattern)
-        .bind(limit.clamp(1, 200))
-        .fetch_all(self.r().await?)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SearchHit {
-                    conversation_id: r.try_get("conversation_id")?,
-                    seq: r.try_get("seq")?,
-                    body: r.try_get("body")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        let site_id = site_id.to_owned();
+        self.read(move |c| {
+            all(
+                c,
+                "SELECT e.conversation_id, e.seq, e.body, e.created_at FROM events e \
+                 JOIN conversations c ON c.id = e.conversation_id \
+                 WHERE c.site_id = ?1 AND e.kind = 'message' AND e.body LIKE ?2 ESCAPE '\\' \
+                 ORDER BY e.created_at DESC LIMIT ?3",
+                params![site_id, pattern, limit.clamp(1, 200)],
+                |r| {
+                    Ok(SearchHit {
+                        conversation_id: r.get("conversation_id")?,
+                        seq: r.get("seq")?,
+                        body: r.get("body")?,
+                        created_at: r.get("created_at")?,
+                    })
+                },
+            )
+        })
+        .await
     }
 
     async fn set_site_settings(&self, site_id: &str, settings: &serde_json::Value) -> Result<()> {
-        sqlx::query("UPDATE sites SET settings = ? WHERE id = ?")
-            .bind(settings.to_string())
-            .bind(site_id)
-            .execute(self.w().await?)
-            .await?;
-        Ok(())
+        let (site_id, settings) = (site_id.to_owned(), settings.to_string());
+        self.write(move |c| {
+            exec(c, "UPDATE sites SET settings = ?1 WHERE id = ?2", [&settings, &site_id])?;
+            Ok(())
+        })
+        .await
     }
 
     async fn update_agent(&self, agent_id: &str, update: AgentUpdate) -> Result<()> {
-        sqlx::query(
-            "UPDATE agents SET name = coalesce(?, name), role = coalesce(?, role), \
-             active = coalesce(?, active), chat_limit = coalesce(?, chat_limit) WHERE id = ?",
-        )
-        .bind(update.name)
-        .bind(update.role.map(Role::as_str))
-        .bind(update.active.map(i64::from))
-        .bind(update.chat_limit)
-        .bind(agent_id)
-        .execute(self.w().await?)
-        .await?;
-        Ok(())
+        let agent_id = agent_id.to_owned();
+        self.write(move |c| {
+            exec(
+                c,
+                "UPDATE agents SET name = coalesce(?1, name), role = coalesce(?2, role), \
+                 active = coalesce(?3, active), chat_limit = coalesce(?4, chat_limit) WHERE id = ?5",
+                params![
+                    update.name,
+                    update.role.map(Role::as_str),
+                    update.active.map(i64::from),
+                    update.chat_limit,
+                    agent_id
+                ],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn revoke_agent_sessions(&self, agent_id: &str, at: i64) -> Result<Vec<String>> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE sessions SET revoked_at = ? WHERE agent_id = ? AND revoked_at IS NULL RETURNING id",
-        )
-        .bind(at)
-        .bind(agent_id)
-        .fetch_all(self.w().await?)
-        .await?;
-        Ok(ids)
+        let agent_id = agent_id.to_owned();
+        self.write(move |c| {
+            all(
+                c,
+                "UPDATE sessions SET revoked_at = ?1 WHERE agent_id = ?2 AND revoked_at IS NULL RETURNING id",
+                params![at, agent_id],
+                |r| r.get(0),
+            )
+        })
+        .await
     }
 
     async fn group_members(&self, group_id: &str) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT agent_id FROM agent_groups WHERE group_id = ? ORDER BY agent_id")
-            .bind(group_id)
-            .fetch_all(self.r().await?)
-            .await?)
+        let group_id = group_id.to_owned();
+        self.read(move |c| {
+            all(c, "SELECT agent_id FROM agent_groups WHERE group_id = ?1 ORDER BY agent_id", [&group_id], |r| r.get(0))
+        })
+        .await
     }
 
     async fn canned_responses(&self, site_id: &str) -> Result<Vec<CannedResponse>> {
-        let rows = sqlx::query("SELECT * FROM canned_responses WHERE site_id = ? ORDER BY shortcut")
-            .bind(site_id)
-            .fetch_all(self.r().await?)
-            .await?;
-        rows.iter()
-            .map(|r| {
+        let site_id = site_id.to_owned();
+        self.read(move |c| {
+            all(c, "SELECT * FROM canned_responses WHERE site_id = ?1 ORDER BY shortcut", [&site_id], |r| {
                 Ok(CannedResponse {
-                    id: r.try_get("id")?,
-                    site_id: r.try_get("site_id")?,
-                    shortcut: r.try_get("shortcut")?,
-                    body: r.try_get("body")?,
-                    created_at: r.try_get("created_at")?,
+                    id: r.get("id")?,
+                    site_id: r.get("site_id")?,
+                    shortcut: r.get("shortcut")?,
+                    body: r.get("body")?,
+                    created_at: r.get("created_at")?,
                 })
             })
-            .collect()
+        })
+        .await
     }
 
     async fn create_canned_response(&self, site_id: &str, shortcut: &str, body: &str) -> Result<CannedResponse> {
@@ -801,27 +851,29 @@ impl Store for SqliteStore {
             body: body.to_owned(),
             created_at: now_ms(),
         };
-        sqlx::query("INSERT INTO canned_responses (id, site_id, shortcut, body, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&canned.id)
-            .bind(site_id)
-            .bind(shortcut)
-            .bind(body)
-            .bind(canned.created_at)
-            .execute(self.w().await?)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => Error::conflict("that shortcut exists"),
-                e => e.into(),
-            })?;
+        let k = canned.clone();
+        self.write(move |c| {
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO canned_responses (id, site_id, shortcut, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![k.id, k.site_id, k.shortcut, k.body, k.created_at]);
+            match inserted {
+                Err(e) if violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE) => {
+                    Err(Error::conflict("that shortcut exists"))
+                }
+                other => Ok(other.map(|_| ())?),
+            }
+        })
+        .await?;
         Ok(canned)
     }
 
     async fn delete_canned_response(&self, site_id: &str, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM canned_responses WHERE id = ? AND site_id = ?")
-            .bind(id)
-            .bind(site_id)
-            .execute(self.w().await?)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let (site_id, id) = (site_id.to_owned(), id.to_owned());
+        self.write(move |c| {
+            Ok(exec(c, "DELETE FROM canned_responses WHERE id = ?1 AND site_id = ?2", [&id, &site_id])? > 0)
+        })
+        .await
     }
 }

@@ -19,14 +19,15 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rules;
+use super::sqlite::{conversation_row, event_row, sql};
 use super::*;
 use crate::error::{Error, Result};
 
-/// Most changes one group commit takes; bounds the latency of a batch.
+/// Most jobs one group commit takes; bounds the latency of a batch.
 const MAX_BATCH: usize = 1024;
 /// Conversations kept in the writer's cache before it is emptied.
 const MAX_CACHED: usize = 200_000;
@@ -38,8 +39,31 @@ pub(super) struct PendingChange {
     pub reply: oneshot::Sender<Result<Applied>>,
 }
 
+/// Any other write of the store, run inside the group commit in a savepoint
+/// of its own (its SQL error rolls back only itself). It must not change
+/// conversation rows: those go through [`PendingChange`] and the cache.
+/// Returns whether it succeeded and what to tell its caller once the batch
+/// is over (`Ok` when it committed).
+pub(super) type Exec = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+pub(super) type Reply = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+
+pub(super) enum Job {
+    Change(PendingChange),
+    Exec(Exec),
+    /// An `Exec` already run in this batch (its reply waits in the outcomes).
+    Ran,
+}
+
+// One per job of a batch, moved once: boxing the large variant would cost
+// an allocation per message.
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    Change(Result<Applied>),
+    Exec(Reply),
+}
+
 /// Open the writer's connection and start its thread.
-pub(super) fn spawn(db: &Path) -> Result<mpsc::Sender<PendingChange>> {
+pub(super) fn spawn(db: &Path) -> Result<mpsc::Sender<Job>> {
     let conn = Connection::open(db).map_err(|e| Error::Store(anyhow::anyhow!("cannot open the writer: {e}")))?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
     // A batch touches a few hundred pages spread over the events tree and
@@ -51,7 +75,7 @@ pub(super) fn spawn(db: &Path) -> Result<mpsc::Sender<PendingChange>> {
          PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 10000;",
     )
     .map_err(sql)?;
-    conn.set_prepared_statement_cache_capacity(32);
+    conn.set_prepared_statement_cache_capacity(64);
     let (tx, rx) = mpsc::channel(8192);
     std::thread::Builder::new()
         .name("sqlite-writer".into())
@@ -60,11 +84,7 @@ pub(super) fn spawn(db: &Path) -> Result<mpsc::Sender<PendingChange>> {
     Ok(tx)
 }
 
-fn sql(e: rusqlite::Error) -> Error {
-    Error::Store(e.into())
-}
-
-fn run(conn: Connection, mut rx: mpsc::Receiver<PendingChange>) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
     let mut cache: HashMap<String, Conversation> = HashMap::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -78,88 +98,109 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<PendingChange>) {
         if cache.len() > MAX_CACHED {
             cache.clear();
         }
-        match apply_batch(&conn, &mut cache, &batch) {
-            Ok(results) => {
+        match apply_batch(&conn, &mut cache, &mut batch) {
+            Ok(outcomes) => {
                 metrics::histogram!("holdfast_store_batch_size").record(batch.len() as f64);
-                for (p, r) in batch.drain(..).zip(results) {
-                    let _ = p.reply.send(r);
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    answer(job, outcome, Ok(()));
                 }
             }
-            Err(err) => {
-                // The batch failed as a whole (I/O, disk full...): retry each
-                // change on its own so one bad change cannot fail the others.
+            Err((err, outcomes)) => {
+                // The batch failed as a whole (I/O, disk full...): what ran
+                // is rolled back. Changes and writes not run yet are retried
+                // each on its own, so one bad job cannot fail the others.
                 tracing::warn!(error = %err, size = batch.len(), "group commit failed, retrying one by one");
-                for p in batch.drain(..) {
-                    let r = match apply_batch(&conn, &mut cache, std::slice::from_ref(&p)) {
-                        Ok(mut rs) => rs.pop().unwrap_or_else(|| Err(Error::internal(anyhow::anyhow!("no result")))),
-                        Err(e) => Err(sql(e)),
-                    };
-                    let _ = p.reply.send(r);
+                let mut outcomes = outcomes.into_iter();
+                for job in batch.drain(..) {
+                    match (job, outcomes.next()) {
+                        (Job::Ran, Some(Outcome::Exec(reply))) => reply(Err(err.to_string())),
+                        (job, _) => {
+                            let mut alone = vec![job];
+                            match apply_batch(&conn, &mut cache, &mut alone) {
+                                Ok(mut o) => match o.pop() {
+                                    Some(outcome) => answer(alone.remove(0), outcome, Ok(())),
+                                    None => fail(alone.remove(0), "no result".into()),
+                                },
+                                Err((e, mut o)) => match (alone.remove(0), o.pop()) {
+                                    (_, Some(Outcome::Exec(reply))) => reply(Err(e.to_string())),
+                                    (job, _) => fail(job, e.to_string()),
+                                },
+                            }
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-/// Apply every change in one transaction. Logical refusals (a closed
+/// Tell a job's caller how it went, once its batch is over.
+fn answer(job: Job, outcome: Outcome, committed: std::result::Result<(), String>) {
+    match (job, outcome) {
+        (Job::Change(p), Outcome::Change(r)) => {
+            let _ = p.reply.send(committed.map_err(|e| Error::Store(anyhow::anyhow!(e))).and(r));
+        }
+        (_, Outcome::Exec(reply)) => reply(committed),
+        (job, _) => fail(job, "job and outcome out of step".into()),
+    }
+}
+
+fn fail(job: Job, err: String) {
+    if let Job::Change(p) = job {
+        let _ = p.reply.send(Err(Error::Store(anyhow::anyhow!(err))));
+    }
+}
+
+/// Apply every job in one transaction. Logical refusals (a closed
 /// conversation, an agent at their limit, a failed guard) are per-change
-/// results and write nothing; an SQL error aborts the whole batch.
+/// results and write nothing; an `Exec`'s SQL error rolls back its own
+/// savepoint; any other SQL error aborts the whole batch, returned with the
+/// outcomes of the jobs that ran.
 fn apply_batch(
     conn: &Connection,
     cache: &mut HashMap<String, Conversation>,
-    batch: &[PendingChange],
-) -> rusqlite::Result<Vec<Result<Applied>>> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    batch: &mut [Job],
+) -> std::result::Result<Vec<Outcome>, (rusqlite::Error, Vec<Outcome>)> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        return Err((e, outcomes));
+    }
     let now = now_ms();
-    let mut results = Vec::with_capacity(batch.len());
-    for p in batch {
-        match apply_one(conn, cache, p, now) {
-            Ok(r) => results.push(r),
+    for job in batch.iter_mut() {
+        let ran = match std::mem::replace(job, Job::Ran) {
+            Job::Change(p) => {
+                let applied = apply_one(conn, cache, &p, now).map(Outcome::Change);
+                *job = Job::Change(p);
+                applied
+            }
+            Job::Exec(exec) => run_exec(conn, exec),
+            Job::Ran => Err(rusqlite::Error::InvalidQuery),
+        };
+        match ran {
+            Ok(outcome) => outcomes.push(outcome),
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
                 cache.clear(); // it may hold rows of the rolled-back changes
-                return Err(e);
+                return Err((e, outcomes));
             }
         }
     }
     if let Err(e) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
         cache.clear();
-        return Err(e);
+        return Err((e, outcomes));
     }
-    Ok(results)
+    Ok(outcomes)
 }
 
-fn conversation_row(r: &Row) -> rusqlite::Result<Conversation> {
-    let status: String = r.get("status")?;
-    Ok(Conversation {
-        id: r.get("id")?,
-        site_id: r.get("site_id")?,
-        visitor_id: r.get("visitor_id")?,
-        group_id: r.get("group_id")?,
-        agent_id: r.get("agent_id")?,
-        status: ConversationStatus::parse(&status).unwrap_or(ConversationStatus::Closed),
-        last_seq: r.get("last_seq")?,
-        created_at: r.get("created_at")?,
-        assigned_at: r.get("assigned_at")?,
-        closed_at: r.get("closed_at")?,
-    })
-}
-
-fn event_row(r: &Row) -> rusqlite::Result<StoredEvent> {
-    let author_kind: String = r.get("author_kind")?;
-    let data: String = r.get("data")?;
-    Ok(StoredEvent {
-        conversation_id: r.get("conversation_id")?,
-        seq: r.get("seq")?,
-        id: r.get("id")?,
-        kind: r.get("kind")?,
-        author: Author { kind: AuthorKind::parse(&author_kind).unwrap_or(AuthorKind::System), id: r.get("author_id")? },
-        client_id: r.get("client_id")?,
-        body: r.get("body")?,
-        data: serde_json::from_str(&data).unwrap_or_else(|_| serde_json::json!({})),
-        created_at: r.get("created_at")?,
-    })
+fn run_exec(conn: &Connection, exec: Exec) -> rusqlite::Result<Outcome> {
+    conn.prepare_cached("SAVEPOINT exec")?.execute([])?;
+    let (ok, reply) = exec(conn);
+    if !ok {
+        conn.prepare_cached("ROLLBACK TO exec")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE exec")?.execute([])?;
+    Ok(Outcome::Exec(reply))
 }
 
 /// Outer `Result`: SQL failure (aborts the batch). Inner: the change's own
