@@ -214,16 +214,21 @@ impl Hub {
     /// Connected here or on another live node, or gone for less than the
     /// grace period.
     pub fn agent_present(&self, agent_id: &str) -> bool {
-        let here = {
-            let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
+        self.with_presence(|present| present(agent_id))
+    }
+
+    /// Run `f` with a presence test that holds the hub's locks once, for
+    /// questions about many agents at a time (a site's "anyone online?",
+    /// a routing plan over a group of thousands).
+    pub fn with_presence<R>(&self, f: impl FnOnce(&dyn Fn(&str) -> bool) -> R) -> R {
+        let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
+        let fresh = self.remote_ttl + self.presence_grace;
+        f(&|agent_id: &str| {
             ix.by_agent.contains_key(agent_id)
                 || ix.agent_left_at.get(agent_id).is_some_and(|t| t.elapsed() < self.presence_grace)
-        };
-        here || {
-            let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
-            let fresh = self.remote_ttl + self.presence_grace;
-            remote.values().any(|n| n.heard_at.elapsed() < fresh && n.agents.contains(agent_id))
-        }
+                || remote.values().any(|n| n.heard_at.elapsed() < fresh && n.agents.contains(agent_id))
+        })
     }
 
     /// Agents present on this node (connected, or within the grace period),

@@ -8,8 +8,10 @@
 //! and is re-sent as a fresh snapshot in `welcome` instead.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::store::{AuthorKind, Availability, StoredEvent};
 
@@ -207,10 +209,11 @@ pub enum ServerFrame {
         conversations: Vec<ConversationView>,
         /// Agents: the site's queue.
         #[serde(skip_serializing_if = "Option::is_none")]
-        queue: Option<Vec<QueueEntry>>,
-        /// Agents: every agent of the site with availability.
+        queue: Option<Arc<Vec<QueueEntry>>>,
+        /// Agents: every agent of the site with availability (an array of
+        /// `AgentView`, encoded once per site for every welcome).
         #[serde(skip_serializing_if = "Option::is_none")]
-        agents: Option<Vec<AgentView>>,
+        agents: Option<Arc<RawValue>>,
         /// Whether an agent is online to take a new chat.
         agents_online: bool,
     },

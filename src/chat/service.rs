@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 
 use super::coalesce::Coalesced;
 use super::hub::Hub;
@@ -62,7 +63,15 @@ impl Peer {
 }
 
 /// A site's active agents, shared by every welcome that needs them.
-pub type SiteAgents = Arc<Vec<AgentView>>;
+#[derive(Clone)]
+pub struct SiteAgents {
+    pub list: Arc<Vec<AgentView>>,
+    /// The list as JSON, encoded once per read: every agent's welcome
+    /// carries it, and a storm of 3,000 agent welcomes must not clone and
+    /// serialize a 3,000-entry list each (that was most of the server's
+    /// CPU in a full-scale blip).
+    pub json: Arc<RawValue>,
+}
 
 /// How long "is an agent online for this site" may be served from memory.
 const ONLINE_CACHE_TTL: Duration = Duration::from_secs(2);
@@ -76,10 +85,13 @@ pub struct Chat {
     /// Serialises routing per site on this node, so queue drains do not
     /// stampede; correctness does not depend on it (the store re-checks).
     routing: Mutex<HashMap<String, Arc<SiteRouting>>>,
-    online_cache: Mutex<HashMap<String, (Instant, bool)>>,
+    /// Whether an agent is online, per site: every visitor connect asks.
+    online_cache: Coalesced<bool>,
+    /// What visitors were last told of it, per site.
+    online_announced: Mutex<HashMap<String, bool>>,
     /// Per-site reads a reconnect storm would otherwise repeat per socket.
     agents_cache: Coalesced<SiteAgents>,
-    queue_cache: Coalesced<Vec<QueueEntry>>,
+    queue_cache: Coalesced<Arc<Vec<QueueEntry>>>,
 }
 
 pub fn check_client_id(client_id: &str) -> Result<()> {
@@ -125,7 +137,8 @@ impl Chat {
             hub,
             admission,
             routing: Mutex::default(),
-            online_cache: Mutex::default(),
+            online_cache: Coalesced::default(),
+            online_announced: Mutex::default(),
             agents_cache: Coalesced::default(),
             queue_cache: Coalesced::default(),
         }
@@ -479,7 +492,9 @@ impl Chat {
                     name: x.name,
                     availability: x.availability,
                 });
-                Ok(Arc::new(views.collect()))
+                let list: Vec<AgentView> = views.collect();
+                let json = serde_json::value::to_raw_value(&list).map_err(Error::internal)?;
+                Ok(SiteAgents { list: Arc::new(list), json: Arc::from(json) })
             })
             .await
     }
@@ -494,29 +509,31 @@ impl Chat {
     }
 
     async fn refresh_presence(&self, site_id: &str) {
-        let before = self.online_cache.lock().unwrap_or_else(|p| p.into_inner()).remove(site_id).map(|(_, on)| on);
-        match self.agents_online(site_id).await {
-            Ok(now) if Some(now) != before => {
+        self.online_cache.invalidate(site_id);
+        if let Ok(now) = self.agents_online(site_id).await {
+            let before =
+                self.online_announced.lock().unwrap_or_else(|p| p.into_inner()).insert(site_id.to_owned(), now);
+            if before != Some(now) {
                 self.publish_frame(site_id, Audience::SiteVisitors, &ServerFrame::AgentsOnline { online: now }).await;
             }
-            _ => {}
         }
     }
 
     // ----- routing ---------------------------------------------------------
 
-    /// Whether any agent of the site is online and present. Cached briefly:
-    /// every visitor connect asks.
+    /// Whether any agent of the site is online and present. Cached briefly
+    /// and computed once at a time per site: every visitor connect asks,
+    /// and a reconnect storm must not walk a 3,000-agent list per socket.
     pub async fn agents_online(&self, site_id: &str) -> Result<bool> {
-        if let Some((at, on)) = self.online_cache.lock().unwrap_or_else(|p| p.into_inner()).get(site_id)
-            && at.elapsed() < ONLINE_CACHE_TTL
-        {
-            return Ok(*on);
-        }
-        let agents = self.site_agents(site_id).await?;
-        let on = agents.iter().any(|a| a.availability == Availability::Online && self.hub.agent_present(&a.id));
-        self.online_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(site_id.to_owned(), (Instant::now(), on));
-        Ok(on)
+        let fresh_from =
+            tokio::time::Instant::now().checked_sub(ONLINE_CACHE_TTL).unwrap_or_else(tokio::time::Instant::now);
+        self.online_cache
+            .get(site_id, fresh_from, || async {
+                let agents = self.site_agents(site_id).await?;
+                let online = agents.list.iter().filter(|a| a.availability == Availability::Online);
+                Ok(self.hub.with_presence(|present| online.into_iter().any(|a| present(&a.id))))
+            })
+            .await
     }
 
     fn site_routing(&self, site_id: &str) -> Arc<SiteRouting> {
@@ -573,7 +590,7 @@ impl Chat {
         // re-checks every agent's limit in its transaction; a plan that lost
         // a race is simply routed again on the next round.
         let generation = site.candidates_gen.load(Ordering::Acquire);
-        let mut candidates: HashMap<String, (Instant, Vec<RoutingCandidate>)> = HashMap::new();
+        let mut candidates: HashMap<String, (Instant, Vec<RoutingCandidate>, routing::Planner)> = HashMap::new();
         let mut plan = Vec::new();
         let mut waiting = Vec::with_capacity(queue.len());
         let now = crate::store::now_ms();
@@ -584,14 +601,16 @@ impl Chat {
                     Some((at, group)) if at.elapsed() < CANDIDATES_TTL => (at, group),
                     _ => (Instant::now(), self.store.routing_candidates(&conv.group_id).await?),
                 };
-                candidates.insert(conv.group_id.clone(), (read_at, group));
+                let planner = self.hub.with_presence(|present| routing::Planner::new(&group, present));
+                candidates.insert(conv.group_id.clone(), (read_at, group, planner));
             }
-            let (_, group) = candidates.get_mut(&conv.group_id).expect("inserted above");
-            match routing::pick_agent(group, |id| self.hub.agent_present(id)).map(|p| p.agent_id.clone()) {
-                Some(agent_id) => {
-                    let pick = group.iter_mut().find(|c| c.agent_id == agent_id).expect("picked from the group");
-                    pick.active_chats += 1;
-                    pick.last_assigned_at = now;
+            let Some((_, group, planner)) = candidates.get_mut(&conv.group_id) else {
+                waiting.push(conv);
+                continue;
+            };
+            match planner.pick(group, now) {
+                Some(i) => {
+                    let pick = &group[i];
                     let change = Change::Assign {
                         agent_id: pick.agent_id.clone(),
                         agent_name: pick.name.clone(),
@@ -609,7 +628,7 @@ impl Chat {
             // the next drains; a refusal below forgets it.
             let mut cached = site.candidates.lock().unwrap_or_else(|p| p.into_inner());
             if site.candidates_gen.load(Ordering::Acquire) == generation {
-                cached.extend(candidates);
+                cached.extend(candidates.into_iter().map(|(g, (at, group, _))| (g, (at, group))));
             }
         }
         let outcomes =
@@ -631,15 +650,18 @@ impl Chat {
         let entries = queue_entries(&waiting);
         // Announce only a queue that changed: a reconnect storm must not
         // become a broadcast storm.
+        metrics::gauge!("holdfast_queue_waiting").set(entries.len() as f64);
         let shape: Vec<(String, usize)> = entries.iter().map(|e| (e.conv.clone(), e.position)).collect();
-        {
+        let before = {
             let mut last = site.last_queue.lock().unwrap_or_else(|p| p.into_inner());
             if *last == shape {
                 return Ok(());
             }
-            *last = shape;
-        }
-        for e in &entries {
+            std::mem::replace(&mut *last, shape)
+        };
+        // Each waiting visitor hears of their place only when it changed.
+        let before: HashMap<String, usize> = before.into_iter().collect();
+        for e in entries.iter().filter(|e| before.get(&e.conv) != Some(&e.position)) {
             let frame = ServerFrame::QueuePosition { conv: e.conv.clone(), position: e.position };
             self.publish_frame(site_id, Audience::Visitor { visitor_id: e.visitor_id.clone() }, &frame).await;
         }
@@ -652,9 +674,13 @@ impl Chat {
     /// registered with the hub, so any later change reaches it live and the
     /// snapshot is never older than what it will hear. A storm of welcomes
     /// shares one read per site at a time.
-    pub async fn queue_snapshot(&self, site_id: &str, fresh_from: tokio::time::Instant) -> Result<Vec<QueueEntry>> {
+    pub async fn queue_snapshot(
+        &self,
+        site_id: &str,
+        fresh_from: tokio::time::Instant,
+    ) -> Result<Arc<Vec<QueueEntry>>> {
         self.queue_cache
-            .get(site_id, fresh_from, || async { Ok(queue_entries(&self.store.queue(site_id).await?)) })
+            .get(site_id, fresh_from, || async { Ok(Arc::new(queue_entries(&self.store.queue(site_id).await?))) })
             .await
     }
 }

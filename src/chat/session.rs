@@ -298,7 +298,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                     .filter(|x| x.active)
                     .ok_or_else(|| Error::unauthorized("agent deactivated"))?;
                 let open = chat.agent_open_conversations(a).await?;
-                let agents = chat.site_agents(&site_id).await?.as_ref().clone();
+                let agents = chat.site_agents(&site_id).await?.json;
                 let frame = ServerFrame::Welcome {
                     v: PROTOCOL_VERSION,
                     role: agent.role.as_str(),
