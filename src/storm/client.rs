@@ -91,6 +91,11 @@ pub struct ClientReport {
     pub resumes: u64,
     /// When the last resume completed (Unix ms), if any.
     pub last_resume_at: Option<i64>,
+    /// Per resume: (ms from the drop to the welcome, ms of the attempt that
+    /// got it from connect to welcome, attempts it took), to tell a slow
+    /// server from clients backing off after refusals.
+    #[serde(default)]
+    pub resume_timings: Vec<(f64, f64, u32)>,
     /// Whether the client is connected at report time.
     pub connected: bool,
 }
@@ -128,8 +133,13 @@ pub async fn run_client(spec: ClientSpec, controls: Arc<Controls>) -> ClientRepo
     let mut attempt = 0u32;
     let mut first = true;
     let mut node = 0;
+    // Since the last drop: when it happened and the attempts made since.
+    let mut dropped_at = std::time::Instant::now();
+    let mut tries = 0u32;
     while !controls.stop.load(Ordering::Relaxed) {
         let Some(server) = spec.servers.get(node % spec.servers.len().max(1)).copied() else { break };
+        tries += 1;
+        let try_started = std::time::Instant::now();
         let ws = match connect_ws(server, spec.source, path).await {
             Ok(ws) => ws,
             Err(_) => {
@@ -140,7 +150,8 @@ pub async fn run_client(spec: ClientSpec, controls: Arc<Controls>) -> ClientRepo
                 continue;
             }
         };
-        match session(&spec, &controls, &mut st, ws, first).await {
+        let timing = Timing { dropped_at, try_started, tries };
+        match session(&spec, &controls, &mut st, ws, first, timing).await {
             Outcome::Refused => {
                 st.report.logouts += 1;
                 break;
@@ -153,6 +164,8 @@ pub async fn run_client(spec: ClientSpec, controls: Arc<Controls>) -> ClientRepo
                 if welcomed {
                     first = false;
                     attempt = 0;
+                    dropped_at = std::time::Instant::now();
+                    tries = 0;
                 }
                 // A whole crowd drops at once: spread the reconnects.
                 let delay =
@@ -183,18 +196,32 @@ fn client_frame(st: &mut State, conv: Option<&str>) -> (String, Value) {
     (client_id, frame)
 }
 
-async fn session(spec: &ClientSpec, controls: &Controls, st: &mut State, mut ws: Ws, first: bool) -> Outcome {
+/// When a connection attempt began, for the resume's timings.
+struct Timing {
+    dropped_at: std::time::Instant,
+    try_started: std::time::Instant,
+    tries: u32,
+}
+
+async fn session(
+    spec: &ClientSpec,
+    controls: &Controls,
+    st: &mut State,
+    mut ws: Ws,
+    first: bool,
+    timing: Timing,
+) -> Outcome {
     let hello = json!({"type": "hello", "v": 1, "token": spec.token, "cursors": st.cursors});
     if ws.send(Message::Text(hello.to_string().into())).await.is_err() {
         return Outcome::Dropped { welcomed: false, wait: None };
     }
     // The first frame decides: welcome, or a refusal.
     let welcome = match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<Value>(&t).unwrap_or(Value::Null),
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<Frame>(&t).unwrap_or_default(),
         _ => return Outcome::Dropped { welcomed: false, wait: None },
     };
-    if welcome["type"] != "welcome" {
-        return match welcome["code"].as_str() {
+    if welcome.kind != "welcome" {
+        return match welcome.code.as_deref() {
             Some("unauthorized") | Some("token_expired") => Outcome::Refused,
             _ => Outcome::Unavailable,
         };
@@ -210,8 +237,10 @@ async fn session(spec: &ClientSpec, controls: &Controls, st: &mut State, mut ws:
     if !first {
         st.report.resumes += 1;
         st.report.last_resume_at = Some(now_ms());
+        let ms = |since: std::time::Instant| since.elapsed().as_secs_f64() * 1000.0;
+        st.report.resume_timings.push((ms(timing.dropped_at), ms(timing.try_started), timing.tries));
     }
-    if spec.kind == Kind::Agent && welcome["availability"] != "online" {
+    if spec.kind == Kind::Agent && welcome.availability.as_deref() != Some("online") {
         let online = json!({"type": "set_availability", "availability": "online"});
         if ws.send(Message::Text(online.to_string().into())).await.is_err() {
             return Outcome::Dropped { welcomed: true, wait: None };
@@ -240,19 +269,19 @@ async fn session(spec: &ClientSpec, controls: &Controls, st: &mut State, mut ws:
                     Some(Ok(_)) => continue,
                     _ => return Outcome::Dropped { welcomed: true, wait: None },
                 };
-                let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
-                match frame["type"].as_str() {
-                    Some("reconnect") => {
-                        let wait = Duration::from_millis(frame["after_ms"].as_u64().unwrap_or(0));
+                let Ok(frame) = serde_json::from_str::<Frame>(&text) else { continue };
+                match frame.kind.as_str() {
+                    "reconnect" => {
+                        let wait = Duration::from_millis(frame.after_ms.unwrap_or(0));
                         return Outcome::Dropped { welcomed: true, wait: Some(wait) };
                     }
-                    Some("error") if matches!(frame["code"].as_str(), Some("unauthorized")) => return Outcome::Refused,
-                    Some("ack") => {
-                        let id = frame["client_id"].as_str().unwrap_or_default();
+                    "error" if frame.code.as_deref() == Some("unauthorized") => return Outcome::Refused,
+                    "ack" => {
+                        let id = frame.client_id.as_deref().unwrap_or_default();
                         if let Some(i) = st.outbox.iter().position(|(c, _)| c == id) {
                             st.outbox.remove(i);
-                            let conv = frame["conv"].as_str().unwrap_or_default().to_owned();
-                            st.report.acked.push((conv.clone(), frame["seq"].as_i64().unwrap_or(0)));
+                            let conv = frame.conv.clone().unwrap_or_default();
+                            st.report.acked.push((conv.clone(), frame.seq.unwrap_or(0)));
                             if st.conv.is_none() {
                                 st.conv = Some(conv);
                             }
@@ -266,14 +295,13 @@ async fn session(spec: &ClientSpec, controls: &Controls, st: &mut State, mut ws:
                                 }
                             }
                         }
+                        continue;
                     }
                     _ => {}
                 }
-                if let (Some(conv), Some(seq)) = (frame["conv"].as_str(), frame["seq"].as_i64())
-                    && frame["type"] != "ack"
-                {
+                if let (Some(conv), Some(seq)) = (frame.conv.as_deref(), frame.seq) {
                     let last = st.cursors.get(conv).copied().unwrap_or(0);
-                    let is_message = frame["type"] == "message";
+                    let is_message = frame.kind == "message";
                     if seq <= last {
                         if is_message {
                             st.report.duplicated += 1;
@@ -281,10 +309,10 @@ async fn session(spec: &ClientSpec, controls: &Controls, st: &mut State, mut ws:
                         continue;
                     }
                     st.cursors.insert(conv.to_owned(), seq);
-                    let from_other_side = is_message && frame["author"]["kind"].as_str() != Some(kind_str(spec.kind));
+                    let from_other_side = is_message && frame.author.as_ref().map(|a| a.kind.as_str()) != Some(kind_str(spec.kind));
                     if from_other_side {
                         st.report.received.push((conv.to_owned(), seq));
-                        if let Some(sent) = frame["body"].as_str().and_then(|b| b.strip_prefix("t=")).and_then(|t| t.parse::<i64>().ok()) {
+                        if let Some(sent) = frame.body.as_deref().and_then(|b| b.strip_prefix("t=")).and_then(|t| t.parse::<i64>().ok()) {
                             st.report.latencies.push((sent, (now_ms() - sent) as f64));
                         }
                         if spec.kind == Kind::Agent {
@@ -316,6 +344,28 @@ async fn session(spec: &ClientSpec, controls: &Controls, st: &mut State, mut ws:
             _ = stopped => continue,
         }
     }
+}
+
+/// The fields of a server frame this client reads. Everything else (a
+/// welcome's agent list, say) is skipped while parsing, never built: the
+/// load client should cost what a real one does, not a JSON tree per frame.
+#[derive(Debug, Default, Deserialize)]
+struct Frame {
+    #[serde(rename = "type")]
+    kind: String,
+    code: Option<String>,
+    after_ms: Option<u64>,
+    availability: Option<String>,
+    client_id: Option<String>,
+    conv: Option<String>,
+    seq: Option<i64>,
+    author: Option<FrameAuthor>,
+    body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FrameAuthor {
+    kind: String,
 }
 
 fn kind_str(kind: Kind) -> &'static str {

@@ -250,6 +250,7 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
     }
     let messages: usize = agent_reports.iter().chain(&visitor_reports).map(|r| r.acked.len()).sum();
     eprintln!("{messages} messages acknowledged; {} before / {} after samples", before.len(), after.len());
+    print_resume_timings(agent_reports.iter().chain(&visitor_reports));
     if !recovered {
         eprintln!("warning: not every client resumed within 120 s");
     }
@@ -377,6 +378,29 @@ async fn node_loss_on(mut cluster: Vec<Target>, agents: usize, visitors: usize, 
 }
 
 /// Messages `senders` had acknowledged that no receiver ever got.
+/// What the resumes cost the clients: time from the drop to the welcome,
+/// time of the attempt that got it, and attempts (refusals and timeouts
+/// before it). Diagnostics for the table, not part of the final line.
+fn print_resume_timings<'a>(reports: impl Iterator<Item = &'a ClientReport>) {
+    let timings: Vec<(f64, f64, u32)> = reports.flat_map(|r| r.resume_timings.iter().copied()).collect();
+    if timings.is_empty() {
+        return;
+    }
+    let (mut total, mut last): (Vec<f64>, Vec<f64>) = timings.iter().map(|(t, l, _)| (*t, *l)).unzip();
+    let retried = timings.iter().filter(|(_, _, n)| *n > 1).count();
+    let most = timings.iter().map(|(_, _, n)| *n).max().unwrap_or(0);
+    eprintln!(
+        "resumes: drop to welcome p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; last attempt p50 {:.0} ms, p99 {:.0} ms, \
+         max {:.0} ms; {retried} took more than one attempt (at most {most})",
+        percentile(&mut total, 50.0),
+        percentile(&mut total, 99.0),
+        total.iter().cloned().fold(0.0, f64::max),
+        percentile(&mut last, 50.0),
+        percentile(&mut last, 99.0),
+        last.iter().cloned().fold(0.0, f64::max),
+    );
+}
+
 pub(crate) fn lost_between(senders: &[ClientReport], receivers: &[ClientReport]) -> usize {
     let got: HashSet<(&str, i64)> =
         receivers.iter().flat_map(|r| r.received.iter().map(|(c, s)| (c.as_str(), *s))).collect();

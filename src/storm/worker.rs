@@ -193,6 +193,7 @@ pub async fn run() -> anyhow::Result<()> {
             merged.logouts += r.logouts;
             merged.resumes += r.resumes;
             merged.last_resume_at = merged.last_resume_at.max(r.last_resume_at);
+            merged.resume_timings.extend(r.resume_timings);
         }
     }
     emit(serde_json::json!({"event": "report", "connected_at_end": connected, "resumed_clients": resumed_clients,
