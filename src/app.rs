@@ -76,6 +76,8 @@ impl AppState {
         // one node resumes on any other.
         let secret = store.meta_init("token_key", &hex::encode(rand::random::<[u8; 32]>())).await?;
         let hashes = HashPool::new(config.hash_threads, config.hash_queue, config.hash_deadline);
+        // While logins wait for the hash pool, the lower lanes shrink.
+        let admission = Arc::new(Admission::new(&config.admission).yield_to(hashes.backlog()));
         let auth = Arc::new(Auth::new(store.clone(), secret.as_bytes(), hashes, config.auth.clone())?);
         let mut hub = Hub::new(config.presence_grace);
         hub.set_remote_ttl(config.presence_beat * 3);
@@ -85,7 +87,6 @@ impl AppState {
             None => Arc::new(LocalBus::new()),
         };
         bus.attach(Arc::new(NodeSink { hub: hub.clone(), auth: auth.clone() }));
-        let admission = Arc::new(Admission::new(&config.admission));
         let chat = Arc::new(Chat::new(store.clone(), bus, hub, admission.clone()));
         if config.nats_url.is_some() {
             spawn_heartbeat(chat.clone(), config.node_id.clone(), config.presence_beat);

@@ -9,7 +9,9 @@
 //! work is ever done for nobody.
 //!
 //! The lowest lanes have the smallest capacity, so under overload they are
-//! shed first.
+//! shed first. And while logins wait for the password-hash pool (the top
+//! lane's CPU), the dashboard and background lanes run one request at a
+//! time: the CPU they would use is the logins'.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -118,7 +120,13 @@ pub struct LaneStats {
 
 pub struct Admission {
     lanes: [LaneState; 4],
+    /// Work of the top lane waiting for CPU (the hash pool's backlog).
+    top_backlog: Arc<AtomicUsize>,
 }
+
+/// Requests the dashboard and background lanes run at once while the top
+/// lane has a backlog.
+const UNDER_PRESSURE: usize = 1;
 
 impl Admission {
     pub fn new(config: &AdmissionConfig) -> Self {
@@ -132,15 +140,33 @@ impl Admission {
                 shed: AtomicU64::new(0),
             }
         };
-        Admission { lanes: Lane::ALL.map(lane) }
+        Admission { lanes: Lane::ALL.map(lane), top_backlog: Arc::default() }
+    }
+
+    /// Shrink the lower lanes while `backlog` (the hash pool's) is above zero.
+    pub fn yield_to(mut self, backlog: Arc<AtomicUsize>) -> Self {
+        self.top_backlog = backlog;
+        self
+    }
+
+    /// A permit of a lower lane is kept only if the top lane is idle or the
+    /// lane is within its reduced size.
+    fn keep(&self, lane: Lane, permit: OwnedSemaphorePermit) -> Option<Admitted> {
+        let state = &self.lanes[lane.index()];
+        let lower = matches!(lane, Lane::Dashboard | Lane::Background);
+        let in_flight = state.limits.concurrency - state.permits.available_permits();
+        if lower && in_flight > UNDER_PRESSURE && self.top_backlog.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        state.admitted.fetch_add(1, Ordering::Relaxed);
+        Some(Admitted { _permit: permit })
     }
 
     /// Wait for a permit in `lane`, or be shed with `Error::Unavailable`.
     pub async fn enter(&self, lane: Lane) -> Result<Admitted, Error> {
         let state = &self.lanes[lane.index()];
         if let Ok(permit) = state.permits.clone().try_acquire_owned() {
-            state.admitted.fetch_add(1, Ordering::Relaxed);
-            return Ok(Admitted { _permit: permit });
+            return self.keep(lane, permit).ok_or_else(|| self.shed(lane));
         }
         // Count ourselves in the queue; the guard un-counts on every exit,
         // including the caller dropping this future.
@@ -156,10 +182,7 @@ impl Admission {
         }
         let _waiting = Waiting(&state.waiting);
         match tokio::time::timeout(state.limits.max_wait, state.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => {
-                state.admitted.fetch_add(1, Ordering::Relaxed);
-                Ok(Admitted { _permit: permit })
-            }
+            Ok(Ok(permit)) => self.keep(lane, permit).ok_or_else(|| self.shed(lane)),
             _ => Err(self.shed(lane)),
         }
     }
@@ -239,6 +262,24 @@ mod tests {
         drop(held);
         // Its place was not kept: the next caller is admitted at once.
         assert!(adm.enter(Lane::Chat).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn lower_lanes_shrink_while_logins_wait_for_the_hash_pool() {
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let adm = Admission::new(&AdmissionConfig::default()).yield_to(backlog.clone());
+        let _first = adm.enter(Lane::Dashboard).await.unwrap();
+        let second = adm.enter(Lane::Dashboard).await.unwrap();
+        // Logins queue for the pool: one dashboard request at a time.
+        backlog.store(3, Ordering::Relaxed);
+        assert!(matches!(adm.enter(Lane::Dashboard).await, Err(Error::Unavailable(_))));
+        assert!(matches!(adm.enter(Lane::Background).await, Ok(_)), "the background lane's one");
+        assert!(adm.enter(Lane::Chat).await.is_ok(), "chat is not a lower lane");
+        drop(second);
+        assert!(matches!(adm.enter(Lane::Dashboard).await, Err(Error::Unavailable(_))), "still one running");
+        // The pool caught up: full size again.
+        backlog.store(0, Ordering::Relaxed);
+        assert!(adm.enter(Lane::Dashboard).await.is_ok());
     }
 
     #[test]

@@ -444,26 +444,42 @@ pub async fn login_flood(agents: usize, overload: usize, common: &Common) -> any
     eprintln!("hash pool alone: {agents} hashes in {hash_pool_ms:.0} ms");
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // Dashboard flood: overload × the lane's concurrency, looping.
+    // Dashboard flood: overload × the lane's concurrency, looping. It runs
+    // on a runtime of its own, and the liveness probe on another, so the
+    // flood's clients queueing in this process are not counted as the
+    // server's latency.
     let dashboard_clients = overload * crate::admission::AdmissionConfig::default().dashboard.concurrency;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(1024).build()?;
-    let mut flood = Vec::new();
-    for i in 0..dashboard_clients {
-        let (http, stop, base, token) = (http.clone(), stop.clone(), target.base.clone(), target.admin_token.clone());
-        flood.push(tokio::spawn(async move {
-            let path = if i % 2 == 0 { "/api/v1/search?q=storm" } else { "/api/v1/banners" };
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = http.get(format!("{base}{path}")).bearer_auth(&token).send().await;
-                n += 1;
+    let flood = {
+        let (stop, base, token) = (stop.clone(), target.base.clone(), target.admin_token.clone());
+        on_own_runtime("dashboard-flood", 1, async move {
+            let http =
+                reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(1024).build()?;
+            let clients: Vec<_> = (0..dashboard_clients)
+                .map(|i| {
+                    let (http, stop, base, token) = (http.clone(), stop.clone(), base.clone(), token.clone());
+                    tokio::spawn(async move {
+                        let path = if i % 2 == 0 { "/api/v1/search?q=storm" } else { "/api/v1/banners" };
+                        let mut n = 0u64;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            let _ = http.get(format!("{base}{path}")).bearer_auth(&token).send().await;
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            let mut sent = 0;
+            for c in clients {
+                sent += c.await.unwrap_or(0);
             }
-            n
-        }));
-    }
+            Ok(sent)
+        })
+    };
     // Liveness probe every 20 ms throughout.
     let livez = {
-        let (http, stop, base) = (http.clone(), stop.clone(), target.base.clone());
-        tokio::spawn(async move {
+        let (stop, base) = (stop.clone(), target.base.clone());
+        on_own_runtime("livez-probe", 1, async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
             let mut lat = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let t = Instant::now();
@@ -472,7 +488,7 @@ pub async fn login_flood(agents: usize, overload: usize, common: &Common) -> any
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            lat
+            Ok(lat)
         })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -514,11 +530,8 @@ pub async fn login_flood(agents: usize, overload: usize, common: &Common) -> any
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut dashboard_requests = 0;
-    for f in flood {
-        dashboard_requests += f.await.unwrap_or(0);
-    }
-    let mut livez_ms = livez.await.unwrap_or_default();
+    let dashboard_requests = flood.await??;
+    let mut livez_ms = livez.await??;
     let shed = target.metric("holdfast_lane_shed_total{lane=\"dashboard\"}").await?;
     eprintln!("{dashboard_requests} dashboard requests sent; {} livez probes", livez_ms.len());
     let ok = login_ms.len();
@@ -534,6 +547,27 @@ pub async fn login_flood(agents: usize, overload: usize, common: &Common) -> any
         ("shed_dashboard", format!("{shed}")),
     ]);
     Ok(())
+}
+
+/// Run `work` on a runtime of `threads` workers in threads of its own, so
+/// load it generates does not queue behind (or delay) this process's other
+/// clients.
+fn on_own_runtime<T: Send + 'static>(
+    name: &str,
+    threads: usize,
+    work: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<anyhow::Result<T>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let name = name.to_owned();
+    std::thread::spawn(move || {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(threads).thread_name(name).enable_all().build();
+        let _ = tx.send(match runtime {
+            Ok(rt) => rt.block_on(work),
+            Err(e) => Err(e.into()),
+        });
+    });
+    rx
 }
 
 /// One agent and one visitor in a conversation, for timing messages.
