@@ -138,6 +138,8 @@ const cursors = {}; // conv -> last seq seen live
 const visitors = new Map(); // id -> visitor record (or a pending promise)
 const outbox = new Map(); // client_id -> frame, until acknowledged
 let queue = [], agents = [], canned = [], selected = null, sock = null, welcomed = false;
+// Names the agent list held; a resume's welcome leaves out an unchanged one.
+let agentsVersion = null;
 let attempt = 0, timer = 0, laterMs = null, pinger = 0, typingOff = 0, myTyping = false, audio = null;
 
 function conv(id, patch = {}) {
@@ -171,7 +173,9 @@ function connect() {
     for (const c of convs.values()) {
       if (c.live && cursors[c.id] && c.status !== "closed" && Object.keys(mine).length < 400) mine[c.id] = cursors[c.id];
     }
-    ws.send(JSON.stringify({ type: "hello", v: 1, token, cursors: mine }));
+    const hello = { type: "hello", v: 1, token, cursors: mine };
+    if (agentsVersion) hello.agents_version = agentsVersion;
+    ws.send(JSON.stringify(hello));
   };
   ws.onmessage = (m) => {
     let f;
@@ -216,7 +220,8 @@ function onFrame(f) {
       attempt = 0;
       connState(true);
       $("availability").value = f.availability;
-      agents = f.agents || [];
+      if (f.agents) agents = f.agents;
+      agentsVersion = f.agents_version || null;
       setQueue(f.queue || [], false);
       for (const c of f.conversations) {
         const known = convs.get(c.id);

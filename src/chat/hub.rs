@@ -81,8 +81,11 @@ struct Index {
     by_agent: HashMap<String, Vec<ConnId>>,
     by_visitor: HashMap<String, Vec<ConnId>>,
     by_session: HashMap<String, Vec<ConnId>>,
-    site_agents: HashMap<String, Vec<ConnId>>,
-    site_visitors: HashMap<String, Vec<ConnId>>,
+    /// Every socket of a site, as sets: a site holds thousands, and
+    /// removing one from a list was a walk of the whole site under the
+    /// write lock (a blip's 18,000 closes took seconds).
+    site_agents: HashMap<String, HashSet<ConnId>>,
+    site_visitors: HashMap<String, HashSet<ConnId>>,
     /// When each agent's last socket on this node closed.
     agent_left_at: HashMap<String, Instant>,
 }
@@ -133,6 +136,19 @@ fn push(map: &mut HashMap<String, Vec<ConnId>>, key: &str, id: ConnId) {
     map.entry(key.to_owned()).or_default().push(id);
 }
 
+fn join_site(map: &mut HashMap<String, HashSet<ConnId>>, key: &str, id: ConnId) {
+    map.entry(key.to_owned()).or_default().insert(id);
+}
+
+fn leave_site(map: &mut HashMap<String, HashSet<ConnId>>, key: &str, id: ConnId) {
+    if let Some(ids) = map.get_mut(key)
+        && ids.remove(&id)
+        && ids.is_empty()
+    {
+        map.remove(key);
+    }
+}
+
 fn remove(map: &mut HashMap<String, Vec<ConnId>>, key: &str, id: ConnId) -> bool {
     let mut now_empty = false;
     if let Some(ids) = map.get_mut(key) {
@@ -177,13 +193,13 @@ impl Hub {
                 }
                 push(&mut ix.by_agent, agent_id, id);
                 push(&mut ix.by_session, session_id, id);
-                push(&mut ix.site_agents, site_id, id);
+                join_site(&mut ix.site_agents, site_id, id);
                 ix.agent_left_at.remove(agent_id);
                 metrics::gauge!("holdfast_connections", "kind" => "agent").increment(1.0);
             }
             Principal::Visitor { visitor_id } => {
                 push(&mut ix.by_visitor, visitor_id, id);
-                push(&mut ix.site_visitors, site_id, id);
+                join_site(&mut ix.site_visitors, site_id, id);
                 metrics::gauge!("holdfast_connections", "kind" => "visitor").increment(1.0);
             }
         }
@@ -200,12 +216,12 @@ impl Hub {
                     ix.agent_left_at.insert(agent_id.clone(), Instant::now());
                 }
                 remove(&mut ix.by_session, session_id, id);
-                remove(&mut ix.site_agents, &conn.site_id, id);
+                leave_site(&mut ix.site_agents, &conn.site_id, id);
                 metrics::gauge!("holdfast_connections", "kind" => "agent").decrement(1.0);
             }
             Principal::Visitor { visitor_id } => {
                 remove(&mut ix.by_visitor, visitor_id, id);
-                remove(&mut ix.site_visitors, &conn.site_id, id);
+                leave_site(&mut ix.site_visitors, &conn.site_id, id);
                 metrics::gauge!("holdfast_connections", "kind" => "visitor").decrement(1.0);
             }
         }
@@ -354,6 +370,7 @@ impl Hub {
                 out.extend_from_slice(ids);
             }
         };
+        let site = |map: &HashMap<String, HashSet<ConnId>>| map.get(site_id).map(|ids| ids.iter().copied().collect());
         match audience {
             Audience::Conversation { visitor_id, agent_ids } => {
                 add(&ix.by_visitor, visitor_id);
@@ -361,8 +378,8 @@ impl Hub {
                     add(&ix.by_agent, a);
                 }
             }
-            Audience::SiteAgents => add(&ix.site_agents, site_id),
-            Audience::SiteVisitors => add(&ix.site_visitors, site_id),
+            Audience::SiteAgents => return site(&ix.site_agents).unwrap_or_default(),
+            Audience::SiteVisitors => return site(&ix.site_visitors).unwrap_or_default(),
             Audience::Agent { agent_id } => add(&ix.by_agent, agent_id),
             Audience::Visitor { visitor_id } => add(&ix.by_visitor, visitor_id),
             Audience::Session { session_id } => add(&ix.by_session, session_id),

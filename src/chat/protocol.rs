@@ -36,6 +36,10 @@ pub enum ClientFrame {
         token: String,
         #[serde(default)]
         cursors: HashMap<String, i64>,
+        /// Agents: the `agents_version` of the agent list the client holds;
+        /// the welcome leaves the list out if it has not changed.
+        #[serde(default)]
+        agents_version: Option<String>,
     },
     /// A chat message. Visitors may omit `conv`: the message goes to their
     /// open conversation, or starts one.
@@ -211,9 +215,13 @@ pub enum ServerFrame {
         #[serde(skip_serializing_if = "Option::is_none")]
         queue: Option<Arc<Vec<QueueEntry>>>,
         /// Agents: every agent of the site with availability (an array of
-        /// `AgentView`, encoded once per site for every welcome).
+        /// `AgentView`, encoded once per site for every welcome). Left out
+        /// when the hello named the current `agents_version`.
         #[serde(skip_serializing_if = "Option::is_none")]
         agents: Option<Arc<RawValue>>,
+        /// Agents: names this agent list, for the next hello.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        agents_version: Option<Arc<str>>,
         /// Whether an agent is online to take a new chat.
         agents_online: bool,
     },

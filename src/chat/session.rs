@@ -123,7 +123,7 @@ where
         Ok(frame) => authenticate(&chat, &auth, side, limits.renewal_grace, frame).await,
         Err(e) => Err(e),
     };
-    let (peer, cursors) = match authenticated {
+    let (peer, resume) = match authenticated {
         Ok(ok) => ok,
         Err(err) => {
             metrics::counter!("holdfast_socket_ends_total", "reason" => "hello refused", "code" => err.code())
@@ -136,7 +136,7 @@ where
     if let Peer::Agent(a) = &peer
         && a.role == Role::Probe
     {
-        return probe_welcome(chat, peer, cursors, limits.write_timeout, out).await;
+        return probe_welcome(chat, peer, resume, limits.write_timeout, out).await;
     }
     let principal = match &peer {
         Peer::Agent(a) => Principal::Agent { agent_id: a.agent_id.clone(), session_id: a.session_id.clone() },
@@ -151,10 +151,24 @@ where
         let (chat, site_id) = (chat.clone(), site_id.clone());
         tokio::spawn(async move { chat.presence_changed(&site_id).await });
     }
-    let welcome = session.welcome(cursors).await;
+    let welcome = session.welcome(resume).await;
     let welcomed = welcome.is_ok();
     let outcome = match welcome {
-        Ok(()) => session.serve(&mut input, &mut reg, &limits).await,
+        Ok(()) => {
+            // A kick ends the socket at once, whatever it is waiting for (a
+            // write to a slow client, a store read): a cut that waited for
+            // them left a client connected seconds after a blip.
+            let kick = reg.kick.clone();
+            let served = tokio::select! {
+                biased;
+                reason = kick.kicked() => Err(reason),
+                outcome = session.serve(&mut input, &mut reg, &limits) => Ok(outcome),
+            };
+            match served {
+                Ok(outcome) => outcome,
+                Err(reason) => Ok(session.kicked(reason).await),
+            }
+        }
         Err(err) => {
             metrics::counter!("holdfast_socket_ends_total", "reason" => "welcome failed", "code" => err.code())
                 .increment(1);
@@ -189,12 +203,12 @@ where
 /// store reads, and then the socket is closed. It never registers with the
 /// hub, so it is never present: never routed to, never counted online,
 /// never in another node's heartbeat.
-async fn probe_welcome<O>(chat: Arc<Chat>, peer: Peer, cursors: HashMap<String, i64>, write_timeout: Duration, out: O)
+async fn probe_welcome<O>(chat: Arc<Chat>, peer: Peer, resume: Resume, write_timeout: Duration, out: O)
 where
     O: Sink<Outbound> + Unpin + Send,
 {
     let mut session = Session::new(chat, peer, out, write_timeout);
-    if let Err(err) = session.welcome(cursors).await {
+    if let Err(err) = session.welcome(resume).await {
         let _ = session.send(error_frame(&err, None)).await;
     }
     let _ = session.out.send(Outbound::Close("probe done")).await;
@@ -203,6 +217,11 @@ where
 fn parse_frame(text: &str) -> Result<ClientFrame> {
     if text.len() > MAX_FRAME_BYTES {
         return Err(Error::TooLarge(format!("frames are limited to {MAX_FRAME_BYTES} bytes").into()));
+    }
+    // A valid frame is parsed once; only a refused one goes through the
+    // slower path below that says exactly what is wrong with it.
+    if let Ok(frame) = serde_json::from_str::<ClientFrame>(text) {
+        return Ok(frame);
     }
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| Error::bad_request(format!("malformed JSON: {e}")))?;
@@ -215,14 +234,20 @@ fn parse_frame(text: &str) -> Result<ClientFrame> {
     serde_json::from_value(value).map_err(|e| Error::bad_request(format!("invalid {kind} frame: {e}")))
 }
 
+/// What a hello says the client already has.
+struct Resume {
+    cursors: HashMap<String, i64>,
+    agents_version: Option<String>,
+}
+
 async fn authenticate(
     chat: &Chat,
     auth: &Auth,
     side: Side,
     grace: Duration,
     frame: ClientFrame,
-) -> Result<(Peer, HashMap<String, i64>)> {
-    let ClientFrame::Hello { v, token, cursors } = frame else {
+) -> Result<(Peer, Resume)> {
+    let ClientFrame::Hello { v, token, cursors, agents_version } = frame else {
         return Err(Error::bad_request("the first frame must be hello"));
     };
     if v != PROTOCOL_VERSION {
@@ -248,7 +273,7 @@ async fn authenticate(
             Peer::Visitor(VisitorCtx { visitor_id: c.sub, site_id: c.site })
         }
     };
-    Ok((peer, cursors))
+    Ok((peer, Resume { cursors, agents_version }))
 }
 
 fn frame_ref(frame: &ClientFrame) -> Option<String> {
@@ -285,7 +310,8 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
     }
 
     /// The snapshot, then everything missed since the client's cursors.
-    async fn welcome(&mut self, client_cursors: HashMap<String, i64>) -> Result<()> {
+    async fn welcome(&mut self, resume: Resume) -> Result<()> {
+        let Resume { cursors: client_cursors, agents_version } = resume;
         let chat = self.chat.clone();
         let site_id = self.peer.site_id().to_owned();
         let agents_online = chat.agents_online(&site_id).await?;
@@ -298,7 +324,8 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                     .filter(|x| x.active)
                     .ok_or_else(|| Error::unauthorized("agent deactivated"))?;
                 let open = chat.agent_open_conversations(a).await?;
-                let agents = chat.site_agents(&site_id).await?.json;
+                let agents = chat.site_agents(&site_id).await?;
+                let unchanged = agents_version.as_deref() == Some(&*agents.version);
                 let frame = ServerFrame::Welcome {
                     v: PROTOCOL_VERSION,
                     role: agent.role.as_str(),
@@ -307,7 +334,8 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                     availability: Some(agent.availability),
                     conversations: open.iter().map(ConversationView::from).collect(),
                     queue: Some(chat.queue_snapshot(&site_id, self.registered_at).await?),
-                    agents: Some(agents),
+                    agents: (!unchanged).then_some(agents.json),
+                    agents_version: Some(agents.version),
                     agents_online,
                 };
                 (frame, open)
@@ -323,6 +351,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                     conversations: open.iter().map(ConversationView::from).collect(),
                     queue: None,
                     agents: None,
+                    agents_version: None,
                     agents_online,
                 };
                 (frame, open)
@@ -492,7 +521,21 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         }
     }
 
-    /// Relay until the client goes, is kicked, or the socket fails.
+    /// The hub kicked this socket: say why (unless it is a cut) and end.
+    async fn kicked(&mut self, reason: KickReason) -> &'static str {
+        let frame = match reason {
+            // Say nothing: the socket just dies, as in a network blip.
+            KickReason::Cut => return CUT,
+            // Spread the reconnects of a whole node over 5 s.
+            KickReason::Drain => ServerFrame::Reconnect { after_ms: rand::random_range(0..5000), reason: "draining" },
+            KickReason::SlowConsumer => ServerFrame::Reconnect { after_ms: 0, reason: "slow_consumer" },
+        };
+        let _ = self.send(encode(&frame)).await;
+        "reconnect"
+    }
+
+    /// Relay until the client goes, the socket fails, or (in `run`) the hub
+    /// kicks it.
     async fn serve<I>(
         &mut self,
         input: &mut I,
@@ -516,19 +559,6 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             let gap_deadline = self.early.deadline();
             tokio::select! {
                 biased;
-                reason = reg.kick.kicked() => {
-                    let frame = match reason {
-                        // Say nothing: the socket just dies, as in a network blip.
-                        KickReason::Cut => return Ok(CUT),
-                        // Spread the reconnects of a whole node over 5 s.
-                        KickReason::Drain => {
-                            ServerFrame::Reconnect { after_ms: rand::random_range(0..5000), reason: "draining" }
-                        }
-                        KickReason::SlowConsumer => ServerFrame::Reconnect { after_ms: 0, reason: "slow_consumer" },
-                    };
-                    let _ = self.send(encode(&frame)).await;
-                    return Ok("reconnect");
-                }
                 envelope = reg.rx.recv() => {
                     let Some(envelope) = envelope else { return Ok("hub closed") };
                     if let Some(reason) = self.deliver(&envelope).await? {

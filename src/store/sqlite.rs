@@ -60,6 +60,15 @@ pub(super) fn sql(e: rusqlite::Error) -> Error {
     Error::Store(e.into())
 }
 
+/// Keep each cached statement's plan. Without this, a statement with a
+/// bound `LIMIT` (or LIKE pattern) is compiled again on every run, because
+/// SQLite re-plans for each new value: in a reconnect storm the readers
+/// spent more time in the SQL compiler than in the reads.
+pub(super) fn plan_once(conn: &Connection) -> Result<()> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
+}
+
 /// A constraint of kind `code` (e.g. `SQLITE_CONSTRAINT_UNIQUE`) refused it.
 fn violates(e: &rusqlite::Error, code: std::ffi::c_int) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == code)

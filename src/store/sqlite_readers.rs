@@ -38,7 +38,13 @@ impl Readers {
             )
             .map_err(|e| Error::Store(anyhow::anyhow!("cannot open a reader: {e}")))?;
             conn.busy_timeout(Duration::from_secs(5)).map_err(super::sqlite::sql)?;
+            // Every commit of the writer empties a reader's page cache (WAL
+            // mode), so under a steady write load each read starts cold:
+            // mapping the database file serves those pages without a
+            // syscall and a copy each.
+            conn.pragma_update(None, "mmap_size", 256i64 * 1024 * 1024).map_err(super::sqlite::sql)?;
             conn.set_prepared_statement_cache_capacity(64);
+            super::sqlite::plan_once(&conn)?;
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))

@@ -76,6 +76,7 @@ pub(super) fn spawn(db: &Path) -> Result<mpsc::Sender<Job>> {
     )
     .map_err(sql)?;
     conn.set_prepared_statement_cache_capacity(64);
+    super::sqlite::plan_once(&conn)?;
     let (tx, rx) = mpsc::channel(8192);
     std::thread::Builder::new()
         .name("sqlite-writer".into())

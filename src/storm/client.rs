@@ -91,13 +91,24 @@ pub struct ClientReport {
     pub resumes: u64,
     /// When the last resume completed (Unix ms), if any.
     pub last_resume_at: Option<i64>,
-    /// Per resume: (ms from the drop to the welcome, ms of the attempt that
-    /// got it from connect to welcome, attempts it took), to tell a slow
-    /// server from clients backing off after refusals.
+    /// Per resume, to tell a slow server from clients backing off after
+    /// refusals, and a slow cut from a slow reconnect.
     #[serde(default)]
-    pub resume_timings: Vec<(f64, f64, u32)>,
+    pub resume_timings: Vec<ResumeTiming>,
     /// Whether the client is connected at report time.
     pub connected: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ResumeTiming {
+    /// When the client saw its connection drop (Unix ms).
+    pub dropped_at: i64,
+    /// From the drop to the welcome.
+    pub to_welcome_ms: f64,
+    /// The successful attempt alone, from connect to welcome.
+    pub attempt_ms: f64,
+    /// Attempts it took.
+    pub attempts: u32,
 }
 
 pub struct ClientSpec {
@@ -115,6 +126,8 @@ pub struct ClientSpec {
 
 struct State {
     cursors: HashMap<String, i64>,
+    /// The agent list's version from the last welcome (agents).
+    agents_version: Option<String>,
     conv: Option<String>,
     /// client_id → frame, until acknowledged.
     outbox: Vec<(String, Value)>,
@@ -124,8 +137,14 @@ struct State {
 
 /// Run one client until `controls.stop`; returns its report.
 pub async fn run_client(spec: ClientSpec, controls: Arc<Controls>) -> ClientReport {
-    let mut st =
-        State { cursors: HashMap::new(), conv: None, outbox: Vec::new(), next_id: 0, report: Default::default() };
+    let mut st = State {
+        cursors: HashMap::new(),
+        agents_version: None,
+        conv: None,
+        outbox: Vec::new(),
+        next_id: 0,
+        report: Default::default(),
+    };
     let path = match spec.kind {
         Kind::Agent => "/api/v1/agent/socket",
         Kind::Visitor => "/api/v1/visitor/socket",
@@ -134,7 +153,7 @@ pub async fn run_client(spec: ClientSpec, controls: Arc<Controls>) -> ClientRepo
     let mut first = true;
     let mut node = 0;
     // Since the last drop: when it happened and the attempts made since.
-    let mut dropped_at = std::time::Instant::now();
+    let mut dropped_at = (std::time::Instant::now(), now_ms());
     let mut tries = 0u32;
     while !controls.stop.load(Ordering::Relaxed) {
         let Some(server) = spec.servers.get(node % spec.servers.len().max(1)).copied() else { break };
@@ -164,7 +183,7 @@ pub async fn run_client(spec: ClientSpec, controls: Arc<Controls>) -> ClientRepo
                 if welcomed {
                     first = false;
                     attempt = 0;
-                    dropped_at = std::time::Instant::now();
+                    dropped_at = (std::time::Instant::now(), now_ms());
                     tries = 0;
                 }
                 // A whole crowd drops at once: spread the reconnects.
@@ -198,7 +217,7 @@ fn client_frame(st: &mut State, conv: Option<&str>) -> (String, Value) {
 
 /// When a connection attempt began, for the resume's timings.
 struct Timing {
-    dropped_at: std::time::Instant,
+    dropped_at: (std::time::Instant, i64),
     try_started: std::time::Instant,
     tries: u32,
 }
@@ -211,7 +230,10 @@ async fn session(
     first: bool,
     timing: Timing,
 ) -> Outcome {
-    let hello = json!({"type": "hello", "v": 1, "token": spec.token, "cursors": st.cursors});
+    let mut hello = json!({"type": "hello", "v": 1, "token": spec.token, "cursors": st.cursors});
+    if let Some(version) = &st.agents_version {
+        hello["agents_version"] = json!(version);
+    }
     if ws.send(Message::Text(hello.to_string().into())).await.is_err() {
         return Outcome::Dropped { welcomed: false, wait: None };
     }
@@ -226,6 +248,9 @@ async fn session(
             _ => Outcome::Unavailable,
         };
     }
+    if welcome.agents_version.is_some() {
+        st.agents_version = welcome.agents_version.clone();
+    }
     controls.connected.fetch_add(1, Ordering::Relaxed);
     struct Connected<'a>(&'a AtomicUsize);
     impl Drop for Connected<'_> {
@@ -238,7 +263,12 @@ async fn session(
         st.report.resumes += 1;
         st.report.last_resume_at = Some(now_ms());
         let ms = |since: std::time::Instant| since.elapsed().as_secs_f64() * 1000.0;
-        st.report.resume_timings.push((ms(timing.dropped_at), ms(timing.try_started), timing.tries));
+        st.report.resume_timings.push(ResumeTiming {
+            dropped_at: timing.dropped_at.1,
+            to_welcome_ms: ms(timing.dropped_at.0),
+            attempt_ms: ms(timing.try_started),
+            attempts: timing.tries,
+        });
     }
     if spec.kind == Kind::Agent && welcome.availability.as_deref() != Some("online") {
         let online = json!({"type": "set_availability", "availability": "online"});
@@ -356,6 +386,7 @@ struct Frame {
     code: Option<String>,
     after_ms: Option<u64>,
     availability: Option<String>,
+    agents_version: Option<String>,
     client_id: Option<String>,
     conv: Option<String>,
     seq: Option<i64>,

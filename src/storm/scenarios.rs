@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::client::{ClientReport, Kind, connect_ws};
+use super::client::{ClientReport, Kind, ResumeTiming, connect_ws};
 use super::server::{STORM_PASSWORD, Target};
 use super::worker::{Job, agent_email};
 use super::{Common, finish, percentile};
@@ -212,10 +212,20 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
     tokio::time::sleep(Duration::from_secs(common.phase_s)).await;
 
     let hashes_before = target.people_hashes().await?;
+    let (server_cpu, machine) = (target.cpu_s(), machine_cpu());
     let cut_at = now_ms();
     let cut = target.fault(json!({"cut_sockets": true})).await?;
     eprintln!("blip: the server cut {} sockets", cut["cut"]);
     let recovered = wait_connected(&mut all, "resuming", Duration::from_secs(120), true).await;
+    if let (Some(before), Some(after), Some(m0), Some(m1)) = (server_cpu, target.cpu_s(), machine, machine_cpu()) {
+        let secs = (now_ms() - cut_at) as f64 / 1000.0;
+        eprintln!(
+            "recovery: {secs:.1} s; the server used {:.1} CPU s ({:.2} cores), the whole machine was busy {:.0}%",
+            after - before,
+            (after - before) / secs,
+            100.0 * (m1.0 - m0.0) / (m1.1 - m0.1).max(1e-9),
+        );
+    }
     eprintln!("chatting for {} s after recovery", common.phase_s);
     tokio::time::sleep(Duration::from_secs(common.phase_s)).await;
     for w in all.iter_mut() {
@@ -250,7 +260,7 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
     }
     let messages: usize = agent_reports.iter().chain(&visitor_reports).map(|r| r.acked.len()).sum();
     eprintln!("{messages} messages acknowledged; {} before / {} after samples", before.len(), after.len());
-    print_resume_timings(agent_reports.iter().chain(&visitor_reports));
+    print_resume_timings(agent_reports.iter().chain(&visitor_reports), cut_at);
     if !recovered {
         eprintln!("warning: not every client resumed within 120 s");
     }
@@ -378,26 +388,41 @@ async fn node_loss_on(mut cluster: Vec<Target>, agents: usize, visitors: usize, 
 }
 
 /// Messages `senders` had acknowledged that no receiver ever got.
+/// (busy, total) CPU time of the whole machine so far, from `/proc/stat`.
+fn machine_cpu() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+    let total: f64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((total - idle, total))
+}
+
 /// What the resumes cost the clients: time from the drop to the welcome,
 /// time of the attempt that got it, and attempts (refusals and timeouts
 /// before it). Diagnostics for the table, not part of the final line.
-fn print_resume_timings<'a>(reports: impl Iterator<Item = &'a ClientReport>) {
-    let timings: Vec<(f64, f64, u32)> = reports.flat_map(|r| r.resume_timings.iter().copied()).collect();
+fn print_resume_timings<'a>(reports: impl Iterator<Item = &'a ClientReport>, cut_at: i64) {
+    let timings: Vec<ResumeTiming> = reports.flat_map(|r| r.resume_timings.iter().copied()).collect();
     if timings.is_empty() {
         return;
     }
-    let (mut total, mut last): (Vec<f64>, Vec<f64>) = timings.iter().map(|(t, l, _)| (*t, *l)).unzip();
-    let retried = timings.iter().filter(|(_, _, n)| *n > 1).count();
-    let most = timings.iter().map(|(_, _, n)| *n).max().unwrap_or(0);
+    let mut seen: Vec<f64> = timings.iter().map(|t| (t.dropped_at - cut_at) as f64).collect();
+    let mut total: Vec<f64> = timings.iter().map(|t| t.to_welcome_ms).collect();
+    let mut last: Vec<f64> = timings.iter().map(|t| t.attempt_ms).collect();
+    let retried = timings.iter().filter(|t| t.attempts > 1).count();
+    let most = timings.iter().map(|t| t.attempts).max().unwrap_or(0);
+    let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
     eprintln!(
-        "resumes: drop to welcome p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; last attempt p50 {:.0} ms, p99 {:.0} ms, \
-         max {:.0} ms; {retried} took more than one attempt (at most {most})",
+        "resumes: drop seen after the cut p50 {:.0} ms, max {:.0} ms; drop to welcome p50 {:.0} ms, p99 {:.0} ms, \
+         max {:.0} ms; last attempt p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {retried} took more than one attempt \
+         (at most {most})",
+        percentile(&mut seen, 50.0),
+        max(&seen),
         percentile(&mut total, 50.0),
         percentile(&mut total, 99.0),
-        total.iter().cloned().fold(0.0, f64::max),
+        max(&total),
         percentile(&mut last, 50.0),
         percentile(&mut last, 99.0),
-        last.iter().cloned().fold(0.0, f64::max),
+        max(&last),
     );
 }
 

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use serde_json::json;
+
 use crate::support::{Client, TestServer};
 
 /// An agent and a visitor in a live conversation.
@@ -106,5 +108,44 @@ async fn a_new_socket_without_cursors_gets_the_whole_open_conversation() {
     let mut tab = Client::connect(&server, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await;
     tab.wait_for(|f| f["body"] == "reply").await;
     assert_eq!(seqs(&tab, &conv)[0], 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_reconnecting_console_is_not_sent_an_unchanged_agent_list() {
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    server.agent(&site, "list-a@example.com", 5).await;
+    server.agent(&site, "list-b@example.com", 5).await;
+    let (first, access) = server.online_agent("list-a@example.com").await;
+    first.cut();
+    let hello = |version: Option<&str>| {
+        let mut h = json!({"type": "hello", "v": 1, "token": access});
+        if let Some(v) = version {
+            h["agents_version"] = json!(v);
+        }
+        h
+    };
+    let path = "/api/v1/agent/socket";
+    // A console without a list gets it, and its version.
+    let fresh = Client::try_hello(&server.ws_base, path, hello(None)).await.expect("welcome");
+    let version = fresh.welcome["agents_version"].as_str().expect("a version").to_owned();
+    let listed = fresh.welcome["agents"].as_array().expect("the list").clone();
+    assert!(listed.iter().any(|a| a["availability"] == "online"), "{listed:?}");
+    fresh.cut();
+    // Back with that version and nothing changed: no list, same version.
+    let resumed = Client::try_hello(&server.ws_base, path, hello(Some(&version))).await.expect("welcome");
+    assert!(resumed.welcome.get("agents").is_none(), "{}", resumed.welcome);
+    assert_eq!(resumed.welcome["agents_version"], version.as_str());
+    resumed.cut();
+    // Another agent comes online: the list changed, so it comes again.
+    let (_other, _) = server.online_agent("list-b@example.com").await;
+    let changed = Client::try_hello(&server.ws_base, path, hello(Some(&version))).await.expect("welcome");
+    let now_listed = changed.welcome["agents"].as_array().expect("the new list");
+    assert_eq!(now_listed.iter().filter(|a| a["availability"] == "online").count(), 2);
+    assert_ne!(changed.welcome["agents_version"], version.as_str());
+    // A version the server never gave is just a miss.
+    let unknown = Client::try_hello(&server.ws_base, path, hello(Some("nonsense"))).await.expect("welcome");
+    assert!(unknown.welcome["agents"].is_array());
     server.stop().await;
 }

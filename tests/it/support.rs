@@ -205,10 +205,17 @@ impl Client {
         token: &str,
         cursors: HashMap<String, i64>,
     ) -> Result<Client, Value> {
+        let hello = json!({"type": "hello", "v": 1, "token": token, "cursors": cursors});
+        Self::try_hello(ws_base, path, hello).await
+    }
+
+    /// Connect and send this `hello`; `Err(frame)` if the server answered
+    /// with an error.
+    pub async fn try_hello(ws_base: &str, path: &str, hello: Value) -> Result<Client, Value> {
         let (ws, _) = tokio_tungstenite::connect_async(format!("{ws_base}{path}")).await.expect("ws connect");
+        let cursors = serde_json::from_value(hello["cursors"].clone()).unwrap_or_default();
         let mut c = Client { ws, welcome: Value::Null, cursors, events: Vec::new(), pending: Vec::new() };
-        let cursors = c.cursors.clone();
-        c.send(json!({"type": "hello", "v": 1, "token": token, "cursors": cursors})).await;
+        c.send(hello).await;
         let first = c.next().await.expect("first frame");
         if first["type"] == "welcome" {
             c.welcome = first;
