@@ -464,3 +464,41 @@ async fn the_sqlite_probe_role_migration_keeps_agents_and_what_refers_to_them() 
     assert!(dangling.is_empty(), "{} rows refer to nothing", dangling.len());
     db.close().await;
 }
+
+/// The SQLite WAL is copied back into the database file beside the writer
+/// (the checkpointer thread), long before the writer's own checkpoint, which
+/// waits for ~40 MiB of WAL, would run: about 2 MB of messages reach the
+/// database file while the store stays open.
+#[tokio::test]
+async fn the_sqlite_wal_is_checkpointed_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let (site, _) = site_with_agents(store.as_ref(), 0, 1).await;
+    let conv = queued_conversation(store.as_ref(), &site).await;
+    let db = dir.path().join("holdfast.db");
+    let before = std::fs::metadata(&db).unwrap().len();
+    for chunk in 0..10 {
+        let writes = (0..200).map(|i| {
+            let (store, conv) = (store.clone(), conv.id.clone());
+            let change = Change::Message {
+                author: Author::visitor("v"),
+                client_id: format!("c{chunk}-{i}"),
+                body: "x".repeat(1000),
+            };
+            async move { store.apply(&conv, change).await }
+        });
+        for applied in futures_util::future::join_all(writes).await {
+            applied.unwrap();
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let grown = std::fs::metadata(&db).unwrap().len() - before;
+        if grown >= 1_900_000 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the database file grew by only {grown} bytes");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    store.close().await;
+}
