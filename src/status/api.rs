@@ -161,9 +161,14 @@ fn group_id(name: &str) -> String {
 
 impl Summary {
     pub async fn load(status: &Status) -> Result<Summary> {
-        let components = status.store.components().await?;
+        // Incidents first: an incident and its components' new states are
+        // written in one transaction, so components read after it are at
+        // least as new, and an open incident never shows its components'
+        // states from before it (one test saw "operational" beside a fresh
+        // outage when components were read first).
         let incidents = status.store.incidents(IncidentKind::Incident, true, 100).await?;
         let mut maintenances = status.store.incidents(IncidentKind::Maintenance, true, 100).await?;
+        let components = status.store.components().await?;
         maintenances.sort_by_key(|m| m.scheduled_for.unwrap_or(m.created_at));
         let updated = components
             .iter()
