@@ -676,11 +676,12 @@ impl Pair {
 pub async fn side_service(common: &Common) -> anyhow::Result<()> {
     // Each login uses a fresh account, so the per-account rate limit (a
     // burst of 10, then one per 6 s) never enters the figures.
-    const LOGINS_PER_PHASE: usize = 100;
+    // 200 logins and about 4,000 messages per 10 s phase: each p99 rests on
+    // a few samples (logins) and some forty (messages), not on the single
+    // worst one.
+    const LOGINS_PER_PHASE: usize = 200;
     const LOGIN_AGENTS: usize = 1 + 4 * LOGINS_PER_PHASE;
-    // Messages between two logins: about 2,000 per phase, so each phase's
-    // p99 rests on some twenty samples.
-    const ROUNDS_PER_LOGIN: usize = 20;
+    const ROUNDS_PER_LOGIN: usize = 10;
     eprintln!("storm side-service: plan service ok → hang → 500s → recovered");
     let (plan_url, switch) = plan_stub(PlanMode::Ok).await?;
     let target = Target::start(LOGIN_AGENTS, &["--plan-url", &plan_url, "--plan-interval", "1"], common).await?;
