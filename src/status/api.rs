@@ -161,14 +161,23 @@ fn group_id(name: &str) -> String {
 
 impl Summary {
     pub async fn load(status: &Status) -> Result<Summary> {
-        // Incidents first: an incident and its components' new states are
+        // The reads are separate queries, so a change can land between them
+        // (one test saw a fresh outage beside its component "operational").
+        // Incidents come first: an incident and its components' states are
         // written in one transaction, so components read after it are at
-        // least as new, and an open incident never shows its components'
-        // states from before it (one test saw "operational" beside a fresh
-        // outage when components were read first).
-        let incidents = status.store.incidents(IncidentKind::Incident, true, 100).await?;
-        let mut maintenances = status.store.incidents(IncidentKind::Maintenance, true, 100).await?;
-        let components = status.store.components().await?;
+        // least as new. And the page's version before and after tells of a
+        // change in between (a resolution), which reads again.
+        let mut attempts = 0;
+        let (incidents, mut maintenances, components) = loop {
+            attempts += 1;
+            let before = status.store.status_version().await?;
+            let incidents = status.store.incidents(IncidentKind::Incident, true, 100).await?;
+            let maintenances = status.store.incidents(IncidentKind::Maintenance, true, 100).await?;
+            let components = status.store.components().await?;
+            if attempts >= 3 || status.store.status_version().await? == before {
+                break (incidents, maintenances, components);
+            }
+        };
         maintenances.sort_by_key(|m| m.scheduled_for.unwrap_or(m.created_at));
         let updated = components
             .iter()
