@@ -38,10 +38,8 @@ struct Counts {
     computed: AtomicU64,
     /// Jobs dropped because their caller had given up.
     abandoned: AtomicU64,
-    /// Jobs handed over and not yet taken by a worker.
-    queued: AtomicUsize,
-    /// Workers in the middle of a job.
-    busy: AtomicUsize,
+    /// Jobs handed over and not yet finished by a worker.
+    outstanding: AtomicUsize,
     /// Times the freed memory was handed back.
     trims: AtomicU64,
 }
@@ -98,9 +96,9 @@ impl HashPool {
         let _pending = Pending(&self.backlog);
         let (reply, rx) = oneshot::channel();
         let deadline = Instant::now() + self.deadline;
-        self.counts.queued.fetch_add(1, Ordering::SeqCst);
+        self.counts.outstanding.fetch_add(1, Ordering::SeqCst);
         self.jobs.try_send(Job { work, deadline, reply }).map_err(|e| {
-            self.counts.queued.fetch_sub(1, Ordering::SeqCst);
+            self.counts.outstanding.fetch_sub(1, Ordering::SeqCst);
             match e {
                 std_mpsc::TrySendError::Full(_) => {
                     metrics::counter!("holdfast_hash_pool_rejected_total").increment(1);
@@ -159,12 +157,10 @@ fn worker(rx: Arc<Mutex<std_mpsc::Receiver<Job>>>, counts: Arc<Counts>) {
                 Err(_) => return,
             }
         };
-        counts.busy.fetch_add(1, Ordering::SeqCst);
-        counts.queued.fetch_sub(1, Ordering::SeqCst);
         run_job(job, &counts);
-        // The last job of a spell hands the memory back; during a flood the
-        // queue is never empty and it stays warm.
-        if counts.busy.fetch_sub(1, Ordering::SeqCst) == 1 && counts.queued.load(Ordering::SeqCst) == 0 {
+        // The last job of a spell hands the memory back; during a flood
+        // another is always waiting or running and it stays warm.
+        if counts.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
             release_freed_memory();
             counts.trims.fetch_add(1, Ordering::Relaxed);
         }

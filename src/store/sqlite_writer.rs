@@ -67,13 +67,11 @@ pub(super) fn spawn(db: &Path) -> Result<mpsc::Sender<Job>> {
     let conn = Connection::open(db).map_err(|e| Error::Store(anyhow::anyhow!("cannot open the writer: {e}")))?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
     // A batch touches a few hundred pages spread over the events tree and
-    // its indexes: keep them cached (64 MiB) instead of re-reading them, and
-    // checkpoint every ~40 MiB of WAL instead of every 4 MiB, so a page
-    // rewritten by many batches is copied back to the database once.
-    // The checkpointer thread copies the WAL back beside it, so the
-    // checkpoint the writer still runs every ~40 MiB (only a writer's own
-    // checkpoint lets the WAL start over under a steady load) finds nearly
-    // every frame copied already and does not stall a batch for long.
+    // its indexes: keep them cached (64 MiB) instead of re-reading them.
+    // The checkpointer thread copies the WAL back beside the writer; the
+    // writer still checkpoints every ~40 MiB (only its own checkpoint lets
+    // the WAL start over under a steady load), and finds nearly every frame
+    // copied already, so that does not stall a batch for long.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
          PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 10000; \

@@ -153,7 +153,7 @@ pub async fn run_client(spec: ClientSpec, controls: Arc<Controls>) -> ClientRepo
     let mut first = true;
     let mut node = 0;
     // Since the last drop: when it happened and the attempts made since.
-    let mut dropped_at = (std::time::Instant::now(), now_ms());
+    let mut dropped_at = std::time::Instant::now();
     let mut tries = 0u32;
     while !controls.stop.load(Ordering::Relaxed) {
         let Some(server) = spec.servers.get(node % spec.servers.len().max(1)).copied() else { break };
@@ -183,7 +183,7 @@ pub async fn run_client(spec: ClientSpec, controls: Arc<Controls>) -> ClientRepo
                 if welcomed {
                     first = false;
                     attempt = 0;
-                    dropped_at = (std::time::Instant::now(), now_ms());
+                    dropped_at = std::time::Instant::now();
                     tries = 0;
                 }
                 // A whole crowd drops at once: spread the reconnects.
@@ -217,7 +217,7 @@ fn client_frame(st: &mut State, conv: Option<&str>) -> (String, Value) {
 
 /// When a connection attempt began, for the resume's timings.
 struct Timing {
-    dropped_at: (std::time::Instant, i64),
+    dropped_at: std::time::Instant,
     try_started: std::time::Instant,
     tries: u32,
 }
@@ -263,9 +263,10 @@ async fn session(
         st.report.resumes += 1;
         st.report.last_resume_at = Some(now_ms());
         let ms = |since: std::time::Instant| since.elapsed().as_secs_f64() * 1000.0;
+        let to_welcome_ms = ms(timing.dropped_at);
         st.report.resume_timings.push(ResumeTiming {
-            dropped_at: timing.dropped_at.1,
-            to_welcome_ms: ms(timing.dropped_at.0),
+            dropped_at: now_ms() - to_welcome_ms as i64,
+            to_welcome_ms,
             attempt_ms: ms(timing.try_started),
             attempts: timing.tries,
         });
