@@ -85,6 +85,9 @@ const BUS_DOWN_POLL: Duration = Duration::from_secs(2);
 /// Sockets asked to resync at once spread their store reads over this.
 const RESYNC_SPREAD_MS: u64 = 2000;
 
+/// Most waiting hub events sent in one write with a frame's answer.
+const MAX_COALESCED: usize = 32;
+
 /// Events fetched from the store per read when replaying.
 const REPLAY_PAGE: i64 = 500;
 
@@ -104,6 +107,9 @@ struct Session<O> {
     /// When this socket joined the hub: snapshots must be read after it.
     registered_at: tokio::time::Instant,
     write_timeout: Duration,
+    /// While set, frames are buffered and leave in one write at `uncork`:
+    /// the relay loop sends an ack and the events ready behind it together.
+    corked: bool,
 }
 
 /// Drive one socket to its end.
@@ -164,6 +170,8 @@ where
                 reason = kick.kicked() => Err(reason),
                 outcome = session.serve(&mut input, &mut reg, &limits) => Ok(outcome),
             };
+            // Whatever the relay loop held back goes out with what follows.
+            session.corked = false;
             match served {
                 Ok(outcome) => outcome,
                 Err(reason) => Ok(session.kicked(reason).await),
@@ -299,11 +307,27 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             early: Reorder::default(),
             registered_at: tokio::time::Instant::now(),
             write_timeout,
+            corked: false,
         }
     }
 
     async fn send(&mut self, text: Bytes) -> Result<()> {
-        match tokio::time::timeout(self.write_timeout, self.out.send(Outbound::Text(text))).await {
+        let frame = Outbound::Text(text);
+        let written = if self.corked {
+            tokio::time::timeout(self.write_timeout, self.out.feed(frame)).await
+        } else {
+            tokio::time::timeout(self.write_timeout, self.out.send(frame)).await
+        };
+        match written {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Error::internal(anyhow::anyhow!("client write failed"))),
+        }
+    }
+
+    /// Send what `corked` held back, in one write.
+    async fn uncork(&mut self) -> Result<()> {
+        self.corked = false;
+        match tokio::time::timeout(self.write_timeout, self.out.flush()).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(Error::internal(anyhow::anyhow!("client write failed"))),
         }
@@ -557,6 +581,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             let idle_deadline = last_heard + limits.idle_timeout;
             let resync_deadline = resync_at.unwrap_or_else(|| idle_deadline + limits.idle_timeout);
             let gap_deadline = self.early.deadline();
+            self.corked = true;
             tokio::select! {
                 biased;
                 envelope = reg.rx.recv() => {
@@ -596,6 +621,15 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                     }
                 }
             }
+            // Events already waiting leave in the same write as what was
+            // just sent (under load: an ack and the sender's own message).
+            for _ in 0..MAX_COALESCED {
+                let Ok(envelope) = reg.rx.try_recv() else { break };
+                if let Some(reason) = self.deliver(&envelope).await? {
+                    return Ok(reason);
+                }
+            }
+            self.uncork().await?;
         }
     }
 
