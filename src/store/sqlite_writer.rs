@@ -11,11 +11,13 @@
 //! switches) dominating the server's CPU. Everything off the hot path stays
 //! on sqlx.
 //!
-//! This thread is the only writer of conversation rows in the process, so
-//! it keeps them cached: a message costs an idempotency probe, an insert and
-//! an update, and no read of the conversation.
+//! This thread is the only writer of conversations and events in the
+//! process, so it keeps them cached ([`Cache`]): a message costs an insert
+//! and an update, and no read.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,6 +33,69 @@ use crate::error::{Error, Result};
 const MAX_BATCH: usize = 1024;
 /// Conversations kept in the writer's cache before it is emptied.
 const MAX_CACHED: usize = 200_000;
+/// Message keys (8 bytes each) kept in the cache before it is emptied.
+const MAX_KEYS: usize = 1_000_000;
+
+/// The conversations the writer has touched, as it last wrote them, each
+/// with a hash of every one of its messages' (author, client id). A new
+/// message is thereby proven new without an index on client ids: that index
+/// gave each conversation a leaf of its own, rewritten whole into the WAL by
+/// every group commit that carried one of its messages. A hash seen before
+/// is looked up in the table (a retry, or a collision).
+struct Cache {
+    conversations: HashMap<String, Cached>,
+    keys: usize,
+    hasher: RandomState,
+}
+
+struct Cached {
+    conversation: Conversation,
+    messages: HashSet<u64>,
+}
+
+impl Cache {
+    fn new() -> Self {
+        Cache { conversations: HashMap::new(), keys: 0, hasher: RandomState::new() }
+    }
+
+    fn clear(&mut self) {
+        self.conversations.clear();
+        self.keys = 0;
+    }
+
+    fn too_big(&self) -> bool {
+        self.conversations.len() > MAX_CACHED || self.keys > MAX_KEYS
+    }
+
+    fn key(&self, author: &Author, client_id: &str) -> u64 {
+        self.hasher.hash_one((author.kind.as_str(), author.id.as_deref(), client_id))
+    }
+
+    /// The conversation, read with its messages' keys on first use.
+    fn load(&mut self, conn: &Connection, id: &str) -> rusqlite::Result<Option<&mut Cached>> {
+        if !self.conversations.contains_key(id) {
+            let found = conn
+                .prepare_cached("SELECT * FROM conversations WHERE id = ?1")?
+                .query_row([id], conversation_row)
+                .optional()?;
+            let Some(conversation) = found else { return Ok(None) };
+            let mut messages = HashSet::new();
+            let mut sent = conn.prepare_cached(
+                "SELECT author_kind, author_id, client_id FROM events WHERE conversation_id = ?1 \
+                 AND client_id IS NOT NULL",
+            )?;
+            let mut rows = sent.query([id])?;
+            while let Some(row) = rows.next()? {
+                let (kind, author_id, client_id): (String, Option<String>, String) =
+                    (row.get(0)?, row.get(1)?, row.get(2)?);
+                messages.insert(self.hasher.hash_one((kind.as_str(), author_id.as_deref(), client_id.as_str())));
+            }
+            self.keys += messages.len();
+            self.conversations.insert(id.to_owned(), Cached { conversation, messages });
+        }
+        Ok(self.conversations.get_mut(id))
+    }
+}
 
 pub(super) struct PendingChange {
     pub conversation_id: String,
@@ -127,7 +192,7 @@ fn spawn_checkpointer(db: &Path) -> Result<std::sync::mpsc::Sender<()>> {
 }
 
 fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
-    let mut cache: HashMap<String, Conversation> = HashMap::new();
+    let mut cache = Cache::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -137,7 +202,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if cache.len() > MAX_CACHED {
+        if cache.too_big() {
             cache.clear();
         }
         match apply_batch(&conn, &mut cache, &mut batch) {
@@ -200,7 +265,7 @@ fn fail(job: Job, err: String) {
 /// outcomes of the jobs that ran.
 fn apply_batch(
     conn: &Connection,
-    cache: &mut HashMap<String, Conversation>,
+    cache: &mut Cache,
     batch: &mut [Job],
 ) -> std::result::Result<Vec<Outcome>, (rusqlite::Error, Vec<Outcome>)> {
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -247,29 +312,14 @@ fn run_exec(conn: &Connection, exec: Exec) -> rusqlite::Result<Outcome> {
 
 /// Outer `Result`: SQL failure (aborts the batch). Inner: the change's own
 /// outcome.
-fn apply_one(
-    conn: &Connection,
-    cache: &mut HashMap<String, Conversation>,
-    p: &PendingChange,
-    now: i64,
-) -> rusqlite::Result<Result<Applied>> {
+fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) -> rusqlite::Result<Result<Applied>> {
     let id = p.conversation_id.as_str();
-    let conv = match cache.get(id) {
-        Some(c) => c.clone(),
-        None => {
-            let found = conn
-                .prepare_cached("SELECT * FROM conversations WHERE id = ?1")?
-                .query_row([id], conversation_row)
-                .optional()?;
-            match found {
-                Some(c) => {
-                    cache.insert(id.to_owned(), c.clone());
-                    c
-                }
-                None => return Ok(Err(Error::NotFound("conversation"))),
-            }
-        }
+    let key = match &p.change {
+        Change::Message { author, client_id, .. } => cache.key(author, client_id),
+        _ => 0,
     };
+    let Some(cached) = cache.load(conn, id)? else { return Ok(Err(Error::NotFound("conversation"))) };
+    let conv = cached.conversation.clone();
     if let Some(guard) = &p.guard
         && let Err(e) = guard.check(&conv)
     {
@@ -286,8 +336,13 @@ fn apply_one(
                     None => Err(refused),
                 });
             }
-            // The hot path: one insert (ignored if the client id was stored
-            // before) and one update of the sequence.
+            // A key seen before: a retry, unless two keys share a hash.
+            if cached.messages.contains(&key)
+                && let Some(event) = existing_message(conn, id, author, client_id)?
+            {
+                return Ok(Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }));
+            }
+            // The hot path: one insert and one update of the sequence.
             let event = StoredEvent {
                 conversation_id: id.to_owned(),
                 seq: conv.last_seq + 1,
@@ -299,15 +354,14 @@ fn apply_one(
                 data: serde_json::json!({}),
                 created_at: now,
             };
-            if insert_event(conn, &event, true)? == 0 {
-                let event =
-                    existing_message(conn, id, author, client_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-                return Ok(Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }));
-            }
+            insert_event(conn, &event)?;
             next.last_seq = event.seq;
             conn.prepare_cached("UPDATE conversations SET last_seq = ?1 WHERE id = ?2")?
                 .execute(params![next.last_seq, id])?;
-            cache.insert(id.to_owned(), next.clone());
+            cached.conversation = next.clone();
+            if cached.messages.insert(key) {
+                cache.keys += 1;
+            }
             return Ok(Ok(Applied { event, conversation: next, previous_agent: None, duplicate: false }));
         }
         Change::Assign { agent_id, agent_name, by, limit, only_if_unassigned } => {
@@ -397,8 +451,8 @@ fn apply_one(
         data,
         created_at: now,
     };
-    insert_event(conn, &event, false)?;
-    cache.insert(id.to_owned(), next.clone());
+    insert_event(conn, &event)?;
+    cached.conversation = next.clone();
     Ok(Ok(Applied { event, conversation: next, previous_agent, duplicate: false }))
 }
 
@@ -416,17 +470,12 @@ fn existing_message(
     .optional()
 }
 
-/// Insert an event; with `or_ignore`, a client id already stored is not an
-/// error. Returns the rows inserted (0 or 1).
-fn insert_event(conn: &Connection, event: &StoredEvent, or_ignore: bool) -> rusqlite::Result<usize> {
-    let sql = if or_ignore {
-        "INSERT OR IGNORE INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, \
-         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-    } else {
+fn insert_event(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
         "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-    };
-    conn.prepare_cached(sql)?.execute(params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
         event.conversation_id,
         event.seq,
         event.id,

@@ -20,6 +20,7 @@ async fn a_restart_keeps_messages_and_sessions() {
     let mut visitor = Client::connect(&server, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await;
     let ack = visitor.say(None, "m1", "before restart").await;
     let conv = ack["conv"].as_str().unwrap().to_owned();
+    let first_seq = ack["seq"].clone();
     agent.wait_for(|f| f["body"] == "before restart").await;
     visitor.wait_for(|f| f["type"] == "message" && f["body"] == "before restart").await;
     let agent_cursors = agent.cursors.clone();
@@ -33,8 +34,16 @@ async fn a_restart_keeps_messages_and_sessions() {
     let mut agent = Client::connect(&server, "/api/v1/agent/socket", &access, agent_cursors).await;
     let mut visitor = Client::connect(&server, "/api/v1/visitor/socket", &vtoken, visitor_cursors).await;
     assert_eq!(visitor.welcome["conversations"][0]["id"], conv.as_str());
+    // A retry of a message sent before the restart is known to the new
+    // process's writer, which has not seen the conversation yet.
+    let again = visitor.say(Some(&conv), "m1", "before restart").await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(again["seq"], first_seq, "{again}");
     let ack = agent.say(Some(&conv), "m2", "after restart").await;
     assert_eq!(ack["type"], "ack", "{ack}");
+    let (_, events) = server.get(&format!("/api/v1/conversations/{conv}/events"), Some(&vtoken)).await;
+    let m1 = events.as_array().unwrap().iter().filter(|e| e["client_id"] == "m1").count();
+    assert_eq!(m1, 1, "the retry stored nothing: {events}");
     visitor.wait_for(|f| f["body"] == "after restart").await;
     assert!(visitor.messages().iter().all(|m| m.2 != "before restart"), "nothing replayed twice");
     let (status, _) = server.post("/api/v1/auth/refresh", None, json!({"refresh_token": refresh})).await;
