@@ -319,50 +319,24 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
         _ => 0,
     };
     let Some(cached) = cache.load(conn, id)? else { return Ok(Err(Error::NotFound("conversation"))) };
-    let conv = cached.conversation.clone();
     if let Some(guard) = &p.guard
-        && let Err(e) = guard.check(&conv)
+        && let Err(e) = guard.check(&cached.conversation)
     {
         return Ok(Err(e));
     }
+    if let Change::Message { author, client_id, body } = &p.change {
+        let known = cached.messages.len();
+        let applied = append_message(conn, cached, key, author, client_id, body, now)?;
+        let added = cached.messages.len() - known;
+        cache.keys += added;
+        return Ok(applied);
+    }
+    let conv = cached.conversation.clone();
     let mut next = conv.clone();
     let mut previous_agent = None;
     let (kind, author, client_id, body, data) = match &p.change {
-        Change::Message { author, client_id, body } => {
-            if let Err(refused) = rules::check_message(&conv) {
-                // Unless this is a retry of a message stored before the close.
-                return Ok(match existing_message(conn, id, author, client_id)? {
-                    Some(event) => Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }),
-                    None => Err(refused),
-                });
-            }
-            // A key seen before: a retry, unless two keys share a hash.
-            if cached.messages.contains(&key)
-                && let Some(event) = existing_message(conn, id, author, client_id)?
-            {
-                return Ok(Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }));
-            }
-            // The hot path: one insert and one update of the sequence.
-            let event = StoredEvent {
-                conversation_id: id.to_owned(),
-                seq: conv.last_seq + 1,
-                id: new_id(),
-                kind: "message".into(),
-                author: author.clone(),
-                client_id: Some(client_id.clone()),
-                body: Some(body.clone()),
-                data: serde_json::json!({}),
-                created_at: now,
-            };
-            insert_event(conn, &event)?;
-            next.last_seq = event.seq;
-            conn.prepare_cached("UPDATE conversations SET last_seq = ?1 WHERE id = ?2")?
-                .execute(params![next.last_seq, id])?;
-            cached.conversation = next.clone();
-            if cached.messages.insert(key) {
-                cache.keys += 1;
-            }
-            return Ok(Ok(Applied { event, conversation: next, previous_agent: None, duplicate: false }));
+        Change::Message { .. } => {
+            return Ok(Err(Error::internal(anyhow::anyhow!("a message reached the general path"))));
         }
         Change::Assign { agent_id, agent_name, by, limit, only_if_unassigned } => {
             if let Err(e) = rules::check_assign(&conv, agent_id, *only_if_unassigned) {
@@ -454,6 +428,48 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
     insert_event(conn, &event)?;
     cached.conversation = next.clone();
     Ok(Ok(Applied { event, conversation: next, previous_agent, duplicate: false }))
+}
+
+/// The hot path: one insert and one update of the sequence, and the
+/// conversation cloned once, for the caller.
+fn append_message(
+    conn: &Connection,
+    cached: &mut Cached,
+    key: u64,
+    author: &Author,
+    client_id: &str,
+    body: &str,
+    now: i64,
+) -> rusqlite::Result<Result<Applied>> {
+    let conv = &cached.conversation;
+    let id = conv.id.as_str();
+    let duplicate = |event| Applied { event, conversation: conv.clone(), previous_agent: None, duplicate: true };
+    if let Err(refused) = rules::check_message(conv) {
+        // Unless this is a retry of a message stored before the close.
+        return Ok(existing_message(conn, id, author, client_id)?.map(duplicate).ok_or(refused));
+    }
+    // A key seen before: a retry, unless two keys share a hash.
+    if cached.messages.contains(&key)
+        && let Some(event) = existing_message(conn, id, author, client_id)?
+    {
+        return Ok(Ok(duplicate(event)));
+    }
+    let event = StoredEvent {
+        conversation_id: id.to_owned(),
+        seq: conv.last_seq + 1,
+        id: new_id(),
+        kind: "message".into(),
+        author: author.clone(),
+        client_id: Some(client_id.to_owned()),
+        body: Some(body.to_owned()),
+        data: serde_json::json!({}),
+        created_at: now,
+    };
+    insert_event(conn, &event)?;
+    conn.prepare_cached("UPDATE conversations SET last_seq = ?1 WHERE id = ?2")?.execute(params![event.seq, id])?;
+    cached.conversation.last_seq = event.seq;
+    cached.messages.insert(key);
+    Ok(Ok(Applied { event, conversation: cached.conversation.clone(), previous_agent: None, duplicate: false }))
 }
 
 /// The stored message with this author and client id, if any.
