@@ -504,3 +504,78 @@ fn insert_event(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<usiz
         event.created_at
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIGRATIONS: [&str; 7] = [
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+        include_str!("../../migrations/sqlite/0002_status.sql"),
+        include_str!("../../migrations/sqlite/0003_web.sql"),
+        include_str!("../../migrations/sqlite/0004_probe_role.sql"),
+        include_str!("../../migrations/sqlite/0005_monitor_state.sql"),
+        include_str!("../../migrations/sqlite/0006_conversation_order.sql"),
+        include_str!("../../migrations/sqlite/0007_drop_events_client_id.sql"),
+    ];
+
+    /// A database with one active conversation, `c1` (foreign keys off: the
+    /// site, visitor and group it names do not exist).
+    fn database() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in MIGRATIONS {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        conn.execute(
+            "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at) \
+             VALUES ('c1', 's', 'v', 'g', 'active', 0)",
+            [],
+        )
+        .unwrap();
+        conn
+    }
+
+    fn send(conn: &Connection, cache: &mut Cache, author: &Author, client_id: &str) -> Applied {
+        let change = Change::Message { author: author.clone(), client_id: client_id.into(), body: "hi".into() };
+        let p = PendingChange { conversation_id: "c1".into(), guard: None, change, reply: oneshot::channel().0 };
+        apply_one(conn, cache, &p, 1).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_message_whose_key_collides_is_stored_and_a_retry_is_not() {
+        let conn = database();
+        let mut cache = Cache::new();
+        let visitor = Author::visitor("v");
+        // Another message with the same hash, as far as the cache can tell.
+        let key = cache.key(&visitor, "new");
+        cache.load(&conn, "c1").unwrap().unwrap().messages.insert(key);
+        let first = send(&conn, &mut cache, &visitor, "new");
+        assert!(!first.duplicate, "the table has no such message: it is new");
+        assert_eq!(first.event.seq, 1);
+        let again = send(&conn, &mut cache, &visitor, "new");
+        assert!(again.duplicate);
+        assert_eq!((again.event.seq, again.event.id), (1, first.event.id.clone()));
+        // The same client id from the other side is another message.
+        let agent = send(&conn, &mut cache, &Author::agent("a"), "new");
+        assert_eq!((agent.duplicate, agent.event.seq), (false, 2));
+        // "new" shares the planted hash; the agent's message adds one.
+        assert_eq!(cache.conversations["c1"].messages.len(), 2);
+        assert_eq!(cache.keys, 1, "only keys the writer added are counted");
+    }
+
+    #[test]
+    fn a_cold_cache_reads_the_keys_back_from_the_table() {
+        let conn = database();
+        let visitor = Author::visitor("v");
+        let first = send(&conn, &mut Cache::new(), &visitor, "m1");
+        let mut cold = Cache::new();
+        let again = send(&conn, &mut cold, &visitor, "m1");
+        assert!(again.duplicate);
+        assert_eq!(again.event.id, first.event.id);
+        assert_eq!(cold.keys, 1);
+        let next = send(&conn, &mut cold, &visitor, "m2");
+        assert_eq!((next.duplicate, next.event.seq), (false, 2));
+        assert_eq!(cold.conversations["c1"].conversation.last_seq, 2);
+    }
+}
