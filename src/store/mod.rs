@@ -443,16 +443,16 @@ impl ConversationFilter {
     /// walked every conversation of the site for each resume). `site_term`
     /// is the site column as written: SQLite's `+site_id` keeps the check
     /// but out of the index choice. The site is the first parameter; the
-    /// others follow in `args` order. `mark` is the backend's placeholder.
-    pub(crate) fn sql(&self, site_term: &str, mark: &str) -> (String, Vec<FilterArg>) {
+    /// others follow in `args` order. `mark` is the backend's placeholder;
+    /// `from`, the table or view the backend reads conversations from.
+    pub(crate) fn sql(&self, from: &str, site_term: &str, mark: &str) -> (String, Vec<FilterArg>) {
         let limit = if self.limit <= 0 { 100 } else { self.limit.min(1000) };
         let mut n = 1;
         let mut next = || {
             n += 1;
             if mark == "$" { format!("${n}") } else { format!("?{n}") }
         };
-        let mut sql =
-            format!("SELECT * FROM conversations WHERE {site_term} = {}", if mark == "$" { "$1" } else { "?1" });
+        let mut sql = format!("SELECT * FROM {from} WHERE {site_term} = {}", if mark == "$" { "$1" } else { "?1" });
         let mut args = Vec::new();
         if let Some(status) = self.status {
             sql += &format!(" AND status = {}", next());

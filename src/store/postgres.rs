@@ -868,7 +868,7 @@ impl Store for PostgresStore {
     }
 
     async fn conversations(&self, site_id: &str, filter: ConversationFilter) -> Result<Vec<Conversation>> {
-        let (sql, args) = filter.sql("site_id", "$");
+        let (sql, args) = filter.sql("conversations", "site_id", "$");
         // Built from fixed fragments only; every value is a parameter.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(site_id);
         for arg in args {

@@ -710,7 +710,10 @@ impl Store for SqliteStore {
 
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
         let id = id.to_owned();
-        self.read_critical(move |c| one(c, "SELECT * FROM conversations WHERE id = ?1", [&id], conversation_row)).await
+        self.read_critical(move |c| {
+            one(c, "SELECT * FROM conversations_with_seq WHERE id = ?1", [&id], conversation_row)
+        })
+        .await
     }
 
     async fn conversations(&self, site_id: &str, filter: ConversationFilter) -> Result<Vec<Conversation>> {
@@ -718,7 +721,7 @@ impl Store for SqliteStore {
         // readers, and SQLite's `+site_id` keeps the site check out of the
         // index choice so the person's own index is used.
         let site_term = if filter.one_person() { "+site_id" } else { "site_id" };
-        let (sql, args) = filter.sql(site_term, "?");
+        let (sql, args) = filter.sql("conversations_with_seq", site_term, "?");
         let mut values: Vec<rusqlite::types::Value> = vec![site_id.to_owned().into()];
         values.extend(args.into_iter().map(|a| match a {
             FilterArg::Text(t) => rusqlite::types::Value::from(t),
@@ -733,7 +736,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             all(
                 c,
-                "SELECT * FROM conversations WHERE site_id = ?1 AND status = 'queued' ORDER BY created_at, id",
+                "SELECT * FROM conversations_with_seq WHERE site_id = ?1 AND status = 'queued' ORDER BY created_at, id",
                 [&site_id],
                 conversation_row,
             )

@@ -13,7 +13,7 @@
 //!
 //! This thread is the only writer of conversations and events in the
 //! process, so it keeps them cached ([`Cache`]): a message costs an insert
-//! and an update, and no read.
+//! and no read.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
@@ -75,7 +75,7 @@ impl Cache {
     fn load(&mut self, conn: &Connection, id: &str) -> rusqlite::Result<Option<&mut Cached>> {
         if !self.conversations.contains_key(id) {
             let found = conn
-                .prepare_cached("SELECT * FROM conversations WHERE id = ?1")?
+                .prepare_cached("SELECT * FROM conversations_with_seq WHERE id = ?1")?
                 .query_row([id], conversation_row)
                 .optional()?;
             let Some(conversation) = found else { return Ok(None) };
@@ -402,18 +402,10 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
     };
     next.last_seq = conv.last_seq + 1;
     conn.prepare_cached(
-        "UPDATE conversations SET agent_id = ?1, group_id = ?2, status = ?3, last_seq = ?4, assigned_at = ?5, \
-         closed_at = ?6 WHERE id = ?7",
+        "UPDATE conversations SET agent_id = ?1, group_id = ?2, status = ?3, assigned_at = ?4, closed_at = ?5 \
+         WHERE id = ?6",
     )?
-    .execute(params![
-        next.agent_id,
-        next.group_id,
-        next.status.as_str(),
-        next.last_seq,
-        next.assigned_at,
-        next.closed_at,
-        id
-    ])?;
+    .execute(params![next.agent_id, next.group_id, next.status.as_str(), next.assigned_at, next.closed_at, id])?;
     let event = StoredEvent {
         conversation_id: id.to_owned(),
         seq: next.last_seq,
@@ -430,8 +422,9 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
     Ok(Ok(Applied { event, conversation: next, previous_agent, duplicate: false }))
 }
 
-/// The hot path: one insert and one update of the sequence, and the
-/// conversation cloned once, for the caller.
+/// The hot path: one insert (the conversation's `last_seq` is its newest
+/// event's, migration 0008), and the conversation cloned once, for the
+/// caller.
 fn append_message(
     conn: &Connection,
     cached: &mut Cached,
@@ -466,7 +459,6 @@ fn append_message(
         created_at: now,
     };
     insert_event(conn, &event)?;
-    conn.prepare_cached("UPDATE conversations SET last_seq = ?1 WHERE id = ?2")?.execute(params![event.seq, id])?;
     cached.conversation.last_seq = event.seq;
     cached.messages.insert(key);
     Ok(Ok(Applied { event, conversation: cached.conversation.clone(), previous_agent: None, duplicate: false }))
@@ -509,7 +501,7 @@ fn insert_event(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<usiz
 mod tests {
     use super::*;
 
-    const MIGRATIONS: [&str; 7] = [
+    const MIGRATIONS: [&str; 8] = [
         include_str!("../../migrations/sqlite/0001_init.sql"),
         include_str!("../../migrations/sqlite/0002_status.sql"),
         include_str!("../../migrations/sqlite/0003_web.sql"),
@@ -517,6 +509,7 @@ mod tests {
         include_str!("../../migrations/sqlite/0005_monitor_state.sql"),
         include_str!("../../migrations/sqlite/0006_conversation_order.sql"),
         include_str!("../../migrations/sqlite/0007_drop_events_client_id.sql"),
+        include_str!("../../migrations/sqlite/0008_last_seq_from_events.sql"),
     ];
 
     /// A database with one active conversation, `c1` (foreign keys off: the
