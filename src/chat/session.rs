@@ -91,6 +91,14 @@ const MAX_COALESCED: usize = 32;
 /// Events fetched from the store per read when replaying.
 const REPLAY_PAGE: i64 = 500;
 
+/// A write that timed out or failed means the client is gone.
+fn written<E>(outcome: std::result::Result<std::result::Result<(), E>, tokio::time::error::Elapsed>) -> Result<()> {
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Error::internal(anyhow::anyhow!("client write failed"))),
+    }
+}
+
 fn error_frame(err: &Error, reference: Option<String>) -> Bytes {
     let message = if err.is_server_fault() { "internal error, please retry".to_owned() } else { err.to_string() };
     encode(&ServerFrame::Error { code: err.code(), message, reference })
@@ -313,24 +321,18 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
 
     async fn send(&mut self, text: Bytes) -> Result<()> {
         let frame = Outbound::Text(text);
-        let written = if self.corked {
-            tokio::time::timeout(self.write_timeout, self.out.feed(frame)).await
+        let limit = self.write_timeout;
+        if self.corked {
+            written(tokio::time::timeout(limit, self.out.feed(frame)).await)
         } else {
-            tokio::time::timeout(self.write_timeout, self.out.send(frame)).await
-        };
-        match written {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(Error::internal(anyhow::anyhow!("client write failed"))),
+            written(tokio::time::timeout(limit, self.out.send(frame)).await)
         }
     }
 
     /// Send what `corked` held back, in one write.
     async fn uncork(&mut self) -> Result<()> {
         self.corked = false;
-        match tokio::time::timeout(self.write_timeout, self.out.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(Error::internal(anyhow::anyhow!("client write failed"))),
-        }
+        written(tokio::time::timeout(self.write_timeout, self.out.flush()).await)
     }
 
     /// The snapshot, then everything missed since the client's cursors.

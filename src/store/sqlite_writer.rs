@@ -68,7 +68,13 @@ impl Cache {
     }
 
     fn key(&self, author: &Author, client_id: &str) -> u64 {
-        self.hasher.hash_one((author.kind.as_str(), author.id.as_deref(), client_id))
+        self.hash(author.kind.as_str(), author.id.as_deref(), client_id)
+    }
+
+    /// A message's key from its stored columns: author kind, author id,
+    /// client id.
+    fn hash(&self, kind: &str, author_id: Option<&str>, client_id: &str) -> u64 {
+        self.hasher.hash_one((kind, author_id, client_id))
     }
 
     /// The conversation, read with its messages' keys on first use.
@@ -88,7 +94,7 @@ impl Cache {
             while let Some(row) = rows.next()? {
                 let (kind, author_id, client_id): (String, Option<String>, String) =
                     (row.get(0)?, row.get(1)?, row.get(2)?);
-                messages.insert(self.hasher.hash_one((kind.as_str(), author_id.as_deref(), client_id.as_str())));
+                messages.insert(self.hash(&kind, author_id.as_deref(), &client_id));
             }
             self.keys += messages.len();
             self.conversations.insert(id.to_owned(), Cached { conversation, messages });
@@ -330,22 +336,18 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
     {
         return Ok(Err(e));
     }
-    if let Change::Message { author, client_id, body } = &p.change {
-        let known = cached.messages.len();
-        let applied = append_message(conn, cached, key, author, client_id, body, now)?;
-        let added = cached.messages.len() - known;
-        cache.keys += added;
-        return Ok(applied);
-    }
-    let conv = cached.conversation.clone();
-    let mut next = conv.clone();
+    let conv = &cached.conversation;
     let mut previous_agent = None;
-    let (kind, author, client_id, body, data) = match &p.change {
-        Change::Message { .. } => {
-            return Ok(Err(Error::internal(anyhow::anyhow!("a message reached the general path"))));
+    let (mut next, (kind, author, client_id, body, data)) = match &p.change {
+        Change::Message { author, client_id, body } => {
+            let known = cached.messages.len();
+            let applied = append_message(conn, cached, key, author, client_id, body, now)?;
+            let added = cached.messages.len() - known;
+            cache.keys += added;
+            return Ok(applied);
         }
         Change::Assign { agent_id, agent_name, by, limit, only_if_unassigned } => {
-            if let Err(e) = rules::check_assign(&conv, agent_id, *only_if_unassigned) {
+            if let Err(e) = rules::check_assign(conv, agent_id, *only_if_unassigned) {
                 return Ok(Err(e));
             }
             let agent_exists: Option<String> = conn
@@ -363,30 +365,27 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
                     return Ok(Err(Error::conflict("the agent is at their chat limit")));
                 }
             }
-            let (assigned, previous, parts) = rules::assign(&conv, agent_id, agent_name, by, now);
-            (next, previous_agent) = (assigned, previous);
+            let (assigned, previous, parts) = rules::assign(conv, agent_id, agent_name, by, now);
+            previous_agent = previous;
             conn.prepare_cached("UPDATE agents SET last_assigned_at = ?1 WHERE id = ?2")?
                 .execute(params![now, agent_id])?;
-            parts
+            (assigned, parts)
         }
         Change::TransferToGroup { group_id, group_name, by } => {
-            match rules::transfer_to_group(&conv, group_id, group_name, by) {
+            match rules::transfer_to_group(conv, group_id, group_name, by) {
                 Ok((moved, previous, parts)) => {
-                    (next, previous_agent) = (moved, previous);
-                    parts
+                    previous_agent = previous;
+                    (moved, parts)
                 }
                 Err(e) => return Ok(Err(e)),
             }
         }
-        Change::Close { by } => match rules::close(&conv, by, now) {
-            Ok((closed, parts)) => {
-                next = closed;
-                parts
-            }
+        Change::Close { by } => match rules::close(conv, by, now) {
+            Ok((closed, parts)) => (closed, parts),
             Err(e) => return Ok(Err(e)),
         },
         Change::Read { reader, up_to } => {
-            if let Err(e) = rules::check_read(&conv, *up_to) {
+            if let Err(e) = rules::check_read(conv, *up_to) {
                 return Ok(Err(e));
             }
             // Only a receipt that moves the reader forward is recorded, so
@@ -401,9 +400,14 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
             if let Some(last) = last
                 && last.data.get("up_to").and_then(|v| v.as_i64()).unwrap_or(0) >= *up_to
             {
-                return Ok(Ok(Applied { event: last, conversation: conv, previous_agent: None, duplicate: true }));
+                return Ok(Ok(Applied {
+                    event: last,
+                    conversation: conv.clone(),
+                    previous_agent: None,
+                    duplicate: true,
+                }));
             }
-            rules::read(reader, *up_to)
+            (conv.clone(), rules::read(reader, *up_to))
         }
     };
     next.last_seq = conv.last_seq + 1;
@@ -484,7 +488,7 @@ fn existing_message(
     .optional()
 }
 
-fn insert_event(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<usize> {
+fn insert_event(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -500,7 +504,8 @@ fn insert_event(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<usiz
         event.body,
         event.data.to_string(),
         event.created_at
-    ])
+    ])?;
+    Ok(())
 }
 
 #[cfg(test)]
