@@ -14,7 +14,9 @@ use clap::{Args, Subcommand};
 
 use crate::store::now_ms;
 use crate::storm::client::Kind;
-use crate::storm::scenarios::{collect_reports, lost_between, progress, reports, spawn_workers, wait_connected};
+use crate::storm::scenarios::{
+    Worker, collect_reports, lost_between, progress, reports, spawn_workers, wait_connected,
+};
 use crate::storm::server::Target;
 use crate::storm::{Common, finish, percentile};
 
@@ -115,6 +117,7 @@ async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -
         // Server CPU per delivered message: a figure the other processes
         // sharing the cores disturb far less than the rate.
         ("server_cpu_us_per_msg", f.cpu_us_per_msg.map_or("n/a".into(), |c| format!("{c:.0}"))),
+        ("client_cpu_us_per_msg", f.client_cpu_us_per_msg.map_or("n/a".into(), |c| format!("{c:.0}"))),
         ("lost", f.lost.to_string()),
         ("duplicated", f.duplicated.to_string()),
     ]);
@@ -129,6 +132,8 @@ struct RelayFigures {
     p99_ms: f64,
     rss_mb: f64,
     cpu_us_per_msg: Option<f64>,
+    /// The same for the load clients' processes together.
+    client_cpu_us_per_msg: Option<f64>,
     lost: usize,
     duplicated: u64,
 }
@@ -169,9 +174,11 @@ async fn measure_relay(
     // Warm up (conversations get routed, caches fill), then measure.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu = || nodes.iter().map(|t| t.cpu_s()).sum::<Option<f64>>();
+    let client_cpu = |workers: &[Worker]| workers.iter().map(|w| w.cpu_s()).sum::<Option<f64>>();
     let from = now_ms();
     let started = Instant::now();
     let cpu_from = cpu();
+    let client_cpu_from = client_cpu(&workers);
     let mut peak_rss = 0.0f64;
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -181,6 +188,7 @@ async fn measure_relay(
     eprintln!();
     let to = now_ms();
     let cpu_used = cpu_from.zip(cpu()).map(|(a, b)| b - a);
+    let client_cpu_used = client_cpu_from.zip(client_cpu(&workers)).map(|(a, b)| b - a);
     for w in workers.iter_mut() {
         w.command("send_off").await?;
     }
@@ -203,6 +211,7 @@ async fn measure_relay(
         p99_ms: percentile(&mut window, 99.0),
         rss_mb: peak_rss,
         cpu_us_per_msg: cpu_used.map(|c| c * 1e6 / delivered),
+        client_cpu_us_per_msg: client_cpu_used.map(|c| c * 1e6 / delivered),
         lost: lost_between(&visitor_reports, &agent_reports) + lost_between(&agent_reports, &visitor_reports),
         duplicated: agent_reports.iter().chain(&visitor_reports).map(|r| r.duplicated).sum(),
     })

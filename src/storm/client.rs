@@ -5,6 +5,7 @@
 //! orchestrator can count lost and doubled messages. It deliberately does
 //! not de-duplicate: a duplicate delivered by the server is counted.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -129,8 +130,8 @@ struct State {
     /// The agent list's version from the last welcome (agents).
     agents_version: Option<String>,
     conv: Option<String>,
-    /// client_id → frame, until acknowledged.
-    outbox: Vec<(String, Value)>,
+    /// client_id → frame text, until acknowledged.
+    outbox: Vec<(String, String)>,
     next_id: u64,
     report: ClientReport,
 }
@@ -205,14 +206,27 @@ enum Outcome {
     Stopped,
 }
 
-fn client_frame(st: &mut State, conv: Option<&str>) -> (String, Value) {
+fn client_frame(st: &mut State, conv: Option<&str>) -> (String, String) {
     st.next_id += 1;
     let client_id = format!("m{}", st.next_id);
-    let mut frame = json!({"type": "send", "client_id": client_id, "body": format!("t={}", now_ms())});
-    if let Some(c) = conv {
-        frame["conv"] = json!(c);
-    }
+    let frame = send_frame(conv, &client_id);
     (client_id, frame)
+}
+
+/// A `send` frame's text, serialized straight from borrowed fields (no JSON
+/// tree: the load client should cost what a real one does).
+fn send_frame(conv: Option<&str>, client_id: &str) -> String {
+    #[derive(Serialize)]
+    struct Send<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        conv: Option<&'a str>,
+        client_id: &'a str,
+        body: &'a str,
+    }
+    let body = format!("t={}", now_ms());
+    serde_json::to_string(&Send { kind: "send", conv, client_id, body: &body }).unwrap_or_default()
 }
 
 /// When a connection attempt began, for the resume's timings.
@@ -238,10 +252,11 @@ async fn session(
         return Outcome::Dropped { welcomed: false, wait: None };
     }
     // The first frame decides: welcome, or a refusal.
-    let welcome = match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<Frame>(&t).unwrap_or_default(),
+    let text = match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => t,
         _ => return Outcome::Dropped { welcomed: false, wait: None },
     };
+    let welcome = serde_json::from_str::<Frame>(&text).unwrap_or_default();
     if welcome.kind != "welcome" {
         return match welcome.code.as_deref() {
             Some("unauthorized") | Some("token_expired") => Outcome::Refused,
@@ -279,7 +294,7 @@ async fn session(
     }
     // Resend what was never acknowledged, with the same client ids.
     for (_, frame) in st.outbox.clone() {
-        if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
+        if ws.send(Message::Text(frame.into())).await.is_err() {
             return Outcome::Dropped { welcomed: true, wait: None };
         }
     }
@@ -301,7 +316,8 @@ async fn session(
                     _ => return Outcome::Dropped { welcomed: true, wait: None },
                 };
                 let Ok(frame) = serde_json::from_str::<Frame>(&text) else { continue };
-                match frame.kind.as_str() {
+                let conv = frame.conv.as_deref();
+                match &*frame.kind {
                     "reconnect" => {
                         let wait = Duration::from_millis(frame.after_ms.unwrap_or(0));
                         return Outcome::Dropped { welcomed: true, wait: Some(wait) };
@@ -311,17 +327,17 @@ async fn session(
                         let id = frame.client_id.as_deref().unwrap_or_default();
                         if let Some(i) = st.outbox.iter().position(|(c, _)| c == id) {
                             st.outbox.remove(i);
-                            let conv = frame.conv.clone().unwrap_or_default();
-                            st.report.acked.push((conv.clone(), frame.seq.unwrap_or(0)));
+                            let conv = conv.unwrap_or_default();
+                            st.report.acked.push((conv.to_owned(), frame.seq.unwrap_or(0)));
                             if st.conv.is_none() {
-                                st.conv = Some(conv);
+                                st.conv = Some(conv.to_owned());
                             }
                             let own = spec.kind == Kind::Visitor && !id.starts_with("r-");
                             if own && spec.closed_loop && st.outbox.is_empty() && controls.sending.load(Ordering::Relaxed) {
                                 let conv = st.conv.clone();
                                 let (id, next) = client_frame(st, conv.as_deref());
                                 st.outbox.push((id, next.clone()));
-                                if ws.send(Message::Text(next.to_string().into())).await.is_err() {
+                                if ws.send(Message::Text(next.into())).await.is_err() {
                                     return Outcome::Dropped { welcomed: true, wait: None };
                                 }
                             }
@@ -330,17 +346,20 @@ async fn session(
                     }
                     _ => {}
                 }
-                if let (Some(conv), Some(seq)) = (frame.conv.as_deref(), frame.seq) {
-                    let last = st.cursors.get(conv).copied().unwrap_or(0);
+                if let (Some(conv), Some(seq)) = (conv, frame.seq) {
                     let is_message = frame.kind == "message";
-                    if seq <= last {
+                    let cursor = match st.cursors.get_mut(conv) {
+                        Some(cursor) => cursor,
+                        None => st.cursors.entry(conv.to_owned()).or_insert(0),
+                    };
+                    if seq <= *cursor {
                         if is_message {
                             st.report.duplicated += 1;
                         }
                         continue;
                     }
-                    st.cursors.insert(conv.to_owned(), seq);
-                    let from_other_side = is_message && frame.author.as_ref().map(|a| a.kind.as_str()) != Some(kind_str(spec.kind));
+                    *cursor = seq;
+                    let from_other_side = is_message && frame.author.as_ref().map(|a| &*a.kind) != Some(kind_str(spec.kind));
                     if from_other_side {
                         st.report.received.push((conv.to_owned(), seq));
                         if let Some(sent) = frame.body.as_deref().and_then(|b| b.strip_prefix("t=")).and_then(|t| t.parse::<i64>().ok()) {
@@ -349,10 +368,9 @@ async fn session(
                         if spec.kind == Kind::Agent {
                             // Answer every visitor message (idempotent id per message).
                             let client_id = format!("r-{conv}-{seq}");
-                            let reply = json!({"type": "send", "conv": conv, "client_id": client_id,
-                                "body": format!("t={}", now_ms())});
+                            let reply = send_frame(Some(conv), &client_id);
                             st.outbox.push((client_id, reply.clone()));
-                            if ws.send(Message::Text(reply.to_string().into())).await.is_err() {
+                            if ws.send(Message::Text(reply.into())).await.is_err() {
                                 return Outcome::Dropped { welcomed: true, wait: None };
                             }
                         }
@@ -368,7 +386,7 @@ async fn session(
                 let conv = st.conv.clone();
                 let (id, frame) = client_frame(st, conv.as_deref());
                 st.outbox.push((id, frame.clone()));
-                if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
+                if ws.send(Message::Text(frame.into())).await.is_err() {
                     return Outcome::Dropped { welcomed: true, wait: None };
                 }
             }
@@ -378,26 +396,34 @@ async fn session(
 }
 
 /// The fields of a server frame this client reads. Everything else (a
-/// welcome's agent list, say) is skipped while parsing, never built: the
-/// load client should cost what a real one does, not a JSON tree per frame.
+/// welcome's agent list, say) is skipped while parsing, never built, and
+/// strings borrow from the frame unless they hold escapes: the load client
+/// should cost what a real one does, not a JSON tree per frame.
 #[derive(Debug, Default, Deserialize)]
-struct Frame {
-    #[serde(rename = "type")]
-    kind: String,
-    code: Option<String>,
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    code: Option<Cow<'a, str>>,
     after_ms: Option<u64>,
-    availability: Option<String>,
+    #[serde(borrow)]
+    availability: Option<Cow<'a, str>>,
     agents_version: Option<String>,
-    client_id: Option<String>,
-    conv: Option<String>,
+    #[serde(borrow)]
+    client_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    conv: Option<Cow<'a, str>>,
     seq: Option<i64>,
-    author: Option<FrameAuthor>,
-    body: Option<String>,
+    #[serde(borrow)]
+    author: Option<FrameAuthor<'a>>,
+    #[serde(borrow)]
+    body: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct FrameAuthor {
-    kind: String,
+struct FrameAuthor<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
 }
 
 fn kind_str(kind: Kind) -> &'static str {

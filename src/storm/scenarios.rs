@@ -88,6 +88,11 @@ impl Worker {
         Ok(self.stdin.flush().await?)
     }
 
+    /// CPU seconds (user + system) the worker process has used so far.
+    pub(crate) fn cpu_s(&self) -> Option<f64> {
+        super::server::process_cpu_s(self.child.id()?)
+    }
+
     pub(crate) fn poll(&mut self) {
         while let Ok(ev) = self.events.try_recv() {
             match ev["event"].as_str() {

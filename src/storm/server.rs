@@ -280,14 +280,18 @@ impl Target {
 
     /// CPU seconds (user + system) the server process has used so far.
     pub fn cpu_s(&self) -> Option<f64> {
-        let pid = self.child.as_ref()?.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the parenthesised command name; utime and stime are
-        // the 14th and 15th of the line, in USER_HZ (100 on Linux).
-        let rest = stat.rsplit_once(')')?.1;
-        let mut fields = rest.split_whitespace().skip(11);
-        let utime: f64 = fields.next()?.parse().ok()?;
-        let stime: f64 = fields.next()?.parse().ok()?;
-        Some((utime + stime) / 100.0)
+        process_cpu_s(self.child.as_ref()?.id())
     }
+}
+
+/// CPU seconds (user + system) process `pid` has used so far.
+pub fn process_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are
+    // the 14th and 15th of the line, in USER_HZ (100 on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }

@@ -19,6 +19,9 @@ fn relay_moves_messages_both_ways_with_nothing_lost_or_doubled() {
     let r = bench(&["relay", "--pairs", "20", "--seconds", "3"]);
     assert_eq!(r["scenario"], "relay");
     assert!(r["msgs_per_s"].parse::<f64>().unwrap() > 0.0, "{r:?}");
+    for figure in ["server_cpu_us_per_msg", "client_cpu_us_per_msg"] {
+        assert!(r[figure].parse::<f64>().is_ok_and(|us| us > 0.0), "{figure}: {r:?}");
+    }
     assert_eq!(r["lost"], "0", "{r:?}");
     assert_eq!(r["duplicated"], "0", "{r:?}");
     let r = bench(&["relay", "--pairs", "10", "--seconds", "3", "--rate", "100"]);
