@@ -512,7 +512,7 @@ fn insert_event(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> 
 mod tests {
     use super::*;
 
-    const MIGRATIONS: [&str; 8] = [
+    const MIGRATIONS: [&str; 9] = [
         include_str!("../../migrations/sqlite/0001_init.sql"),
         include_str!("../../migrations/sqlite/0002_status.sql"),
         include_str!("../../migrations/sqlite/0003_web.sql"),
@@ -521,6 +521,7 @@ mod tests {
         include_str!("../../migrations/sqlite/0006_conversation_order.sql"),
         include_str!("../../migrations/sqlite/0007_drop_events_client_id.sql"),
         include_str!("../../migrations/sqlite/0008_last_seq_from_events.sql"),
+        include_str!("../../migrations/sqlite/0009_events_in_arrival_order.sql"),
     ];
 
     /// A database with one active conversation, `c1` (foreign keys off: the
@@ -538,6 +539,59 @@ mod tests {
         )
         .unwrap();
         conn
+    }
+
+    #[test]
+    fn moving_events_into_arrival_order_keeps_every_event_and_each_seq_unique() {
+        let conn = Connection::open_in_memory().unwrap();
+        let (before, last) = MIGRATIONS.split_at(MIGRATIONS.len() - 1);
+        for sql in before {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        for c in ["c1", "c2"] {
+            conn.execute(
+                "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at) \
+                 VALUES (?1, 's', 'v', 'g', 'active', 0)",
+                [c],
+            )
+            .unwrap();
+        }
+        // Two conversations' messages interleaved in time, as a relay writes them.
+        for (at, (c, seq)) in [("c1", 1), ("c2", 1), ("c1", 2), ("c2", 2), ("c2", 3)].into_iter().enumerate() {
+            conn.execute(
+                "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, created_at) \
+                 VALUES (?1, ?2, ?3, 'message', 'visitor', 'v', ?3, 'hi', ?4)",
+                params![c, seq, format!("{c}-{seq}"), at as i64],
+            )
+            .unwrap();
+        }
+        let events = |conn: &Connection| -> Vec<(String, i64, String)> {
+            let mut st =
+                conn.prepare("SELECT conversation_id, seq, id FROM events ORDER BY conversation_id, seq").unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(|r| r.unwrap()).collect()
+        };
+        let stored = events(&conn);
+        conn.execute_batch(last[0]).unwrap();
+        assert_eq!(events(&conn), stored, "every event moved, unchanged");
+        let seq = |c: &str| -> i64 {
+            conn.query_row("SELECT last_seq FROM conversations_with_seq WHERE id = ?1", [c], |r| r.get(0)).unwrap()
+        };
+        assert_eq!((seq("c1"), seq("c2")), (2, 3));
+        let arrival: Vec<String> = conn
+            .prepare("SELECT id FROM events ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(arrival, ["c1-1", "c2-1", "c1-2", "c2-2", "c2-3"]);
+        let again = conn.execute(
+            "INSERT INTO events (conversation_id, seq, id, kind, author_kind, created_at) \
+             VALUES ('c2', 3, 'x', 'message', 'agent', 9)",
+            [],
+        );
+        assert!(again.is_err(), "a second event with the same (conversation, seq) is refused");
     }
 
     fn send(conn: &Connection, cache: &mut Cache, author: &Author, client_id: &str) -> Applied {
