@@ -117,21 +117,22 @@ fn measure(layout: Layout, load: &Load) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_secs_f64() * 1e6 / rows as f64)
 }
 
-fn flag(args: &[String], name: &str, default: usize) -> anyhow::Result<usize> {
-    match args.iter().position(|a| a == name) {
-        Some(i) => {
-            let value = args.get(i + 1).ok_or_else(|| anyhow::anyhow!("{name} needs a value"))?;
-            value.parse().map_err(|_| anyhow::anyhow!("{name} must be a positive number, not {value:?}"))
-        }
-        None => Ok(default),
-    }
+/// The relay's write pattern, by default as `bench relay --pairs 500` writes it.
+#[derive(clap::Parser)]
+struct Args {
+    /// Fsync'd commits per layout and round.
+    #[arg(long, default_value_t = 1000)]
+    commits: usize,
+    /// Messages per commit, each to a different conversation.
+    #[arg(long, default_value_t = 130)]
+    per_commit: usize,
+    /// Live conversations.
+    #[arg(long, default_value_t = 500)]
+    conversations: usize,
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let commits = flag(&args, "--commits", 1000)?;
-    let per_commit = flag(&args, "--per-commit", 130)?;
-    let conversations = flag(&args, "--conversations", 500)?;
+    let Args { commits, per_commit, conversations } = clap::Parser::parse();
     anyhow::ensure!(
         commits > 0 && per_commit > 0 && per_commit <= conversations,
         "need --commits > 0 and 0 < --per-commit <= --conversations"

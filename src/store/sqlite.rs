@@ -26,7 +26,7 @@ use super::sqlite_writer::{Exec, Job, PendingChange, Reply};
 use super::*;
 use crate::error::{Error, Result};
 
-static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Reader threads for everything but the critical lane.
 const READERS: usize = 2;

@@ -512,23 +512,20 @@ fn insert_event(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> 
 mod tests {
     use super::*;
 
-    const MIGRATIONS: [&str; 9] = [
-        include_str!("../../migrations/sqlite/0001_init.sql"),
-        include_str!("../../migrations/sqlite/0002_status.sql"),
-        include_str!("../../migrations/sqlite/0003_web.sql"),
-        include_str!("../../migrations/sqlite/0004_probe_role.sql"),
-        include_str!("../../migrations/sqlite/0005_monitor_state.sql"),
-        include_str!("../../migrations/sqlite/0006_conversation_order.sql"),
-        include_str!("../../migrations/sqlite/0007_drop_events_client_id.sql"),
-        include_str!("../../migrations/sqlite/0008_last_seq_from_events.sql"),
-        include_str!("../../migrations/sqlite/0009_events_in_arrival_order.sql"),
-    ];
+    /// The store's own migrations, in order (`sqlite::MIGRATOR`).
+    fn migrations() -> impl Iterator<Item = &'static str> {
+        migrations_where(|_| true)
+    }
+
+    fn migrations_where(version: impl Fn(i64) -> bool) -> impl Iterator<Item = &'static str> {
+        super::super::sqlite::MIGRATOR.iter().filter(move |m| version(m.version)).map(|m| m.sql.as_str())
+    }
 
     /// A database with one active conversation, `c1` (foreign keys off: the
     /// site, visitor and group it names do not exist).
     fn database() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        for sql in MIGRATIONS {
+        for sql in migrations() {
             conn.execute_batch(sql).unwrap();
         }
         conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
@@ -544,8 +541,7 @@ mod tests {
     #[test]
     fn moving_events_into_arrival_order_keeps_every_event_and_each_seq_unique() {
         let conn = Connection::open_in_memory().unwrap();
-        let (before, last) = MIGRATIONS.split_at(MIGRATIONS.len() - 1);
-        for sql in before {
+        for sql in migrations_where(|v| v < 9) {
             conn.execute_batch(sql).unwrap();
         }
         conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
@@ -572,7 +568,9 @@ mod tests {
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(|r| r.unwrap()).collect()
         };
         let stored = events(&conn);
-        conn.execute_batch(last[0]).unwrap();
+        for sql in migrations_where(|v| v == 9) {
+            conn.execute_batch(sql).unwrap();
+        }
         assert_eq!(events(&conn), stored, "every event moved, unchanged");
         let seq = |c: &str| -> i64 {
             conn.query_row("SELECT last_seq FROM conversations_with_seq WHERE id = ?1", [c], |r| r.get(0)).unwrap()
