@@ -35,6 +35,21 @@ pub struct VisitorClaims {
     pub exp: u64,
 }
 
+/// A device that logged in to an account before: its failures are counted
+/// apart from unknown devices' (`ratelimit`), so guesses from elsewhere
+/// never lock the agent's own browser out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceClaims {
+    /// The account's normalised email.
+    pub sub: String,
+    /// This device's id.
+    pub jti: String,
+    /// Always "device".
+    pub typ: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
 pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -85,6 +100,21 @@ impl Tokens {
             exp: iat + ttl_s,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(Error::internal)
+    }
+
+    /// A device token for `account` (a normalised email), keeping `device_id`
+    /// when the device already had one.
+    pub fn issue_device(&self, account: &str, device_id: Option<&str>, ttl_s: u64) -> Result<String> {
+        let iat = now_s();
+        let jti = device_id.map(str::to_owned).unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+        let claims = DeviceClaims { sub: account.to_owned(), jti, typ: "device".into(), iat, exp: iat + ttl_s };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(Error::internal)
+    }
+
+    /// The device id of a valid device token issued for `account`, if it is one.
+    pub fn verify_device(&self, token: &str, account: &str) -> Option<String> {
+        let claims: DeviceClaims = self.decode(token).ok()?;
+        (claims.typ == "device" && claims.sub == account).then_some(claims.jti)
     }
 
     pub fn verify_agent(&self, token: &str) -> Result<AgentClaims> {
@@ -164,6 +194,21 @@ mod tests {
         let a = Tokens::new(b"one").issue_agent("a", "s", "x", Role::Admin, 60).unwrap();
         assert!(Tokens::new(b"two").verify_agent(&a).is_err());
         assert!(Tokens::new(b"one").verify_agent("garbage").is_err());
+    }
+
+    #[test]
+    fn a_device_token_vouches_for_its_own_account_only() {
+        let t = Tokens::new(b"k");
+        let d = t.issue_device("a@x.example", None, 60).unwrap();
+        let id = t.verify_device(&d, "a@x.example").expect("valid for its account");
+        assert!(t.verify_device(&d, "b@x.example").is_none());
+        assert!(Tokens::new(b"other").verify_device(&d, "a@x.example").is_none());
+        // An agent token is not a device token.
+        let a = t.issue_agent("a1", "s1", "sess", Role::Agent, 60).unwrap();
+        assert!(t.verify_device(&a, "a1").is_none());
+        // Renewal keeps the device's id.
+        let renewed = t.issue_device("a@x.example", Some(&id), 60).unwrap();
+        assert_eq!(t.verify_device(&renewed, "a@x.example"), Some(id));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::extract::{ApiJson, SessionAuth};
 use crate::app::AppState;
+use crate::auth::ratelimit::Attempt;
 use crate::auth::{Credentials, normalize_email};
 use crate::bus::{Audience, Envelope, Payload};
 use crate::error::{Error, Result};
@@ -29,6 +30,45 @@ pub fn routes() -> Router<AppState> {
 pub(super) struct LoginRequest {
     pub(super) email: String,
     pub(super) password: String,
+    /// The device token an earlier login of this account returned: its
+    /// holder is not slowed by guesses from unknown devices.
+    #[serde(default)]
+    pub(super) device_token: Option<String>,
+}
+
+/// How long a device stays known after its last login.
+const DEVICE_TTL_S: u64 = 90 * 24 * 3600;
+
+/// A login through the rate limits: refused before any hash when the
+/// address or this source's failures are over their limits; a wrong
+/// password counts against this source only. Returns the credentials and a
+/// renewed device token.
+pub(super) async fn limited_login(
+    state: &AppState,
+    peer: SocketAddr,
+    req: &LoginRequest,
+    console: bool,
+) -> Result<(Credentials, String)> {
+    let account = normalize_email(&req.email);
+    let device = req.device_token.as_deref().and_then(|t| state.auth.tokens.verify_device(t, &account));
+    let attempt = Attempt { account: &account, address: peer.ip(), known_device: device.as_deref() };
+    state.login_limiter.admit(&attempt)?;
+    let result = match console {
+        true => state.auth.console_login(&req.email, &req.password).await,
+        false => state.auth.login(&req.email, &req.password).await,
+    };
+    match result {
+        Ok(creds) => {
+            let device_token = state.auth.tokens.issue_device(&account, device.as_deref(), DEVICE_TTL_S)?;
+            Ok((creds, device_token))
+        }
+        Err(err) => {
+            if matches!(err, Error::Unauthorized(_)) {
+                state.login_limiter.failed(&attempt);
+            }
+            Err(err)
+        }
+    }
 }
 
 async fn login(
@@ -36,8 +76,9 @@ async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<Credentials>> {
-    state.login_limiter.check(&normalize_email(&req.email), Some(peer.ip()))?;
-    Ok(Json(state.auth.login(&req.email, &req.password).await?))
+    let (mut creds, device_token) = limited_login(&state, peer, &req, false).await?;
+    creds.device_token = Some(device_token);
+    Ok(Json(creds))
 }
 
 #[derive(Deserialize)]

@@ -17,10 +17,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::assets::versioned_url;
-use super::auth::LoginRequest;
+use super::auth::{LoginRequest, limited_login};
 use super::extract::ApiJson;
 use crate::app::AppState;
-use crate::auth::{Credentials, normalize_email};
+use crate::auth::Credentials;
 use crate::bus::{Audience, Envelope, Payload};
 use crate::error::{Error, Result};
 
@@ -28,6 +28,11 @@ const CONSOLE_HTML: &str = include_str!("../../assets/console.html");
 
 /// Name of the cookie holding the refresh credential.
 pub const SESSION_COOKIE: &str = "hf_session";
+/// Name of the cookie marking a browser that logged in before (a device
+/// token, see `auth::ratelimit`). It outlives sessions: logging out does not
+/// make the browser a stranger.
+pub const DEVICE_COOKIE: &str = "hf_device";
+const DEVICE_COOKIE_MAX_AGE_S: u64 = 90 * 24 * 3600;
 const COOKIE_PATH: &str = "/api/v1/console";
 pub const CSRF_HEADER: &str = "x-holdfast-csrf";
 
@@ -73,23 +78,31 @@ fn check_same_origin(headers: &HeaderMap) -> Result<()> {
     Ok(())
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_owned())
 }
 
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
 fn set_cookie(headers: &HeaderMap, value: &str, max_age_s: u64) -> HeaderValue {
+    named_cookie(headers, SESSION_COOKIE, value, max_age_s)
+}
+
+fn named_cookie(headers: &HeaderMap, name: &str, value: &str, max_age_s: u64) -> HeaderValue {
     // Holdfast speaks plain HTTP behind a TLS proxy: the page's origin says
     // whether the browser sees https, and then the cookie is Secure too.
     let secure = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_some_and(|o| o.starts_with("https://"));
     let cookie = format!(
-        "{SESSION_COOKIE}={value}; Path={COOKIE_PATH}; Max-Age={max_age_s}; HttpOnly; SameSite=Strict{}",
+        "{name}={value}; Path={COOKIE_PATH}; Max-Age={max_age_s}; HttpOnly; SameSite=Strict{}",
         if secure { "; Secure" } else { "" }
     );
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("hf_session=; Max-Age=0"))
@@ -99,16 +112,19 @@ async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<LoginRequest>,
+    ApiJson(mut req): ApiJson<LoginRequest>,
 ) -> Result<Response> {
     check_same_origin(&headers)?;
-    // The same per-account and per-address limits as the API login.
-    state.login_limiter.check(&normalize_email(&req.email), Some(peer.ip()))?;
-    let mut creds: Credentials = state.auth.console_login(&req.email, &req.password).await?;
+    // The same limits as the API login; this browser's device token rides
+    // in its own cookie.
+    req.device_token = cookie(&headers, DEVICE_COOKIE).or(req.device_token);
+    let (mut creds, device_token): (Credentials, String) = limited_login(&state, peer, &req, true).await?;
     let secret = creds.refresh_token.take().ok_or_else(|| Error::internal(anyhow::anyhow!("no refresh token")))?;
     let max_age = state.config.auth.session_ttl.as_secs();
     let mut response = Json(creds).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, set_cookie(&headers, &secret, max_age));
+    let h = response.headers_mut();
+    h.append(header::SET_COOKIE, set_cookie(&headers, &secret, max_age));
+    h.append(header::SET_COOKIE, named_cookie(&headers, DEVICE_COOKIE, &device_token, DEVICE_COOKIE_MAX_AGE_S));
     Ok(response)
 }
 
