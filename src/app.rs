@@ -78,7 +78,12 @@ impl AppState {
         let hashes = HashPool::new(config.hash_threads, config.hash_queue, config.hash_deadline);
         // While logins wait for the hash pool, the lower lanes shrink.
         let admission = Arc::new(Admission::new(&config.admission).yield_to(hashes.backlog()));
-        let auth = Arc::new(Auth::new(store.clone(), secret.as_bytes(), hashes, config.auth.clone())?);
+        let mut auth_config = config.auth.clone();
+        auth_config.renewal_grace = config.sessions.renewal_grace;
+        let auth = Arc::new(Auth::new(store.clone(), secret.as_bytes(), hashes, auth_config)?);
+        // Revocations outlive restarts: read the ones whose tokens could
+        // still be valid before serving anything.
+        auth.sync_revocations().await?;
         let mut hub = Hub::new(config.presence_grace);
         hub.set_remote_ttl(config.presence_beat * 3);
         let hub = Arc::new(hub);
@@ -95,7 +100,7 @@ impl AppState {
         let plan = PlanService::new(config.plan.clone());
         plan.spawn();
         let max_sockets = config.max_sockets.unwrap_or_else(socket_cap_from_fd_limit);
-        spawn_housekeeping(login_limiter.clone());
+        spawn_housekeeping(login_limiter.clone(), auth.clone());
         let status_url = format!("http://{}", config.listen);
         let status = Arc::new(Status::open(status_store, config.status.clone(), &status_url).await?);
         let state = AppState {
@@ -124,12 +129,36 @@ fn socket_cap_from_fd_limit() -> usize {
     limit.saturating_sub(HEADROOM).max(16) as usize
 }
 
-fn spawn_housekeeping(limiter: Arc<LoginLimiter>) {
+/// How often a node reads the sessions revoked lately. The bus tells every
+/// node of a logout at once; this catches what a node missed (it was
+/// partitioned, or its bus was down) within a few seconds.
+const REVOCATION_SYNC: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn spawn_housekeeping(limiter: Arc<LoginLimiter>, auth: Arc<Auth>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
             limiter.prune();
+        }
+    });
+    // Holds the auth (and through it the store) only while it reads, so the
+    // task ends when the server's state is gone.
+    let auth = Arc::downgrade(&auth);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REVOCATION_SYNC);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let Some(auth) = auth.upgrade() else { return };
+            match auth.sync_revocations().await {
+                Ok(_) => failing = false,
+                // Said once per outage, not every two seconds.
+                Err(err) if !std::mem::replace(&mut failing, true) => {
+                    tracing::warn!(error = %err, "cannot read revoked sessions; the bus still carries them")
+                }
+                Err(_) => {}
+            }
         }
     });
 }

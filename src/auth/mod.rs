@@ -31,6 +31,10 @@ pub struct AuthConfig {
     pub session_ttl: Duration,
     /// Visitor tokens.
     pub visitor_ttl: Duration,
+    /// How long past its expiry an access token may still be renewed when
+    /// the store cannot be asked (the sessions' `renewal_grace`); a
+    /// revocation is remembered for `access_ttl` plus this.
+    pub renewal_grace: Duration,
 }
 
 impl Default for AuthConfig {
@@ -39,6 +43,7 @@ impl Default for AuthConfig {
             access_ttl: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             visitor_ttl: Duration::from_secs(365 * 24 * 3600),
+            renewal_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -52,6 +57,10 @@ pub struct Credentials {
     /// Seconds until the access token expires.
     pub expires_in: u64,
     pub agent: Agent,
+    /// Only on the API login: send it with the next login from this device
+    /// (`ratelimit`: a known device is not slowed by others' guesses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_token: Option<String>,
 }
 
 pub struct Auth {
@@ -59,11 +68,26 @@ pub struct Auth {
     pub tokens: Tokens,
     pub hashes: HashPool,
     cfg: AuthConfig,
-    /// Sessions ended on this node, with when their last access token
-    /// expires: access tokens are checked in memory, so a logout must be
-    /// remembered here until its tokens could no longer be valid anyway.
-    revoked: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Ended sessions, with when their last access token (renewed
+    /// leniently at most) stops being valid anyway: access tokens are
+    /// checked in memory, so a revocation must be remembered until then.
+    /// Filled on this node by logout and deactivation, from other nodes by
+    /// the bus, and from the store at start and every few seconds
+    /// (`sync_revocations`), so neither a restart nor a missed bus message
+    /// brings a revoked token back.
+    revoked: std::sync::Mutex<Revoked>,
 }
+
+#[derive(Default)]
+struct Revoked {
+    until: std::collections::HashMap<String, i64>,
+    /// When the last read of the store's revocations started.
+    last_read: Option<i64>,
+}
+
+/// Revocations are read again this far behind the last read, so one
+/// committed late, or stamped by a node whose clock lags, is not missed.
+const REVOCATION_OVERLAP_MS: i64 = 60_000;
 
 /// Longest accepted password, in bytes (argon2 accepts more; nobody needs it).
 pub const MAX_PASSWORD: usize = 1024;
@@ -109,6 +133,7 @@ impl Auth {
             refresh_token: Some(secret),
             expires_in: self.cfg.access_ttl.as_secs(),
             agent,
+            device_token: None,
         })
     }
 
@@ -174,6 +199,7 @@ impl Auth {
             refresh_token: None,
             expires_in: self.cfg.access_ttl.as_secs(),
             agent,
+            device_token: None,
         })
     }
 
@@ -184,17 +210,48 @@ impl Auth {
 
     /// Refuse the session's access tokens from now on (on this node).
     pub fn forget_session(&self, session_id: &str) {
+        self.remember_revoked(&[(session_id.to_owned(), now_ms())]);
+    }
+
+    fn revocation_memory_ms(&self) -> i64 {
+        (self.cfg.access_ttl + self.cfg.renewal_grace).as_millis() as i64 + 10_000
+    }
+
+    fn remember_revoked(&self, sessions: &[(String, i64)]) {
         let now = now_ms();
-        let until = now + self.cfg.access_ttl.as_millis() as i64 + 10_000;
+        let memory = self.revocation_memory_ms();
         let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
-        revoked.retain(|_, exp| *exp > now);
-        revoked.insert(session_id.to_owned(), until);
+        revoked.until.retain(|_, until| *until > now);
+        for (session_id, at) in sessions {
+            if at + memory > now {
+                revoked.until.insert(session_id.clone(), at + memory);
+            }
+        }
+    }
+
+    fn is_revoked(&self, session_id: &str) -> bool {
+        self.revoked.lock().unwrap_or_else(|p| p.into_inner()).until.contains_key(session_id)
+    }
+
+    /// Read the sessions revoked since the last read (at start: every one
+    /// whose tokens could still be valid) and refuse their tokens. One
+    /// indexed read, never per request; returns how many were read.
+    pub async fn sync_revocations(&self) -> Result<usize> {
+        let started = now_ms();
+        let last_read = self.revoked.lock().unwrap_or_else(|p| p.into_inner()).last_read;
+        let since = match last_read {
+            Some(at) => at - REVOCATION_OVERLAP_MS,
+            None => started - self.revocation_memory_ms(),
+        };
+        let sessions = self.store.sessions_revoked_since(since).await?;
+        self.remember_revoked(&sessions);
+        self.revoked.lock().unwrap_or_else(|p| p.into_inner()).last_read = Some(started);
+        Ok(sessions.len())
     }
 
     pub fn verify_agent(&self, token: &str) -> Result<AgentClaims> {
         let claims = self.tokens.verify_agent(token)?;
-        let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
-        if revoked.contains_key(&claims.sid) {
+        if self.is_revoked(&claims.sid) {
             return Err(Error::unauthorized("session ended"));
         }
         Ok(claims)
@@ -210,7 +267,7 @@ impl Auth {
             other => return other,
         }
         let claims = self.tokens.verify_agent_expired(token, grace.as_secs())?;
-        if self.revoked.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&claims.sid) {
+        if self.is_revoked(&claims.sid) {
             return Err(Error::unauthorized("session ended"));
         }
         match tokio::time::timeout(Duration::from_secs(1), self.store.session(&claims.sid)).await {

@@ -550,6 +550,9 @@ pub trait Store: Send + Sync + 'static {
     async fn session(&self, id: &str) -> Result<Option<Session>>;
     async fn touch_session(&self, id: &str, at: i64) -> Result<()>;
     async fn revoke_session(&self, id: &str, at: i64) -> Result<()>;
+    /// Sessions revoked at or after `since` (ms), with when: every node
+    /// refuses their access tokens, after a restart too.
+    async fn sessions_revoked_since(&self, since: i64) -> Result<Vec<(String, i64)>>;
 
     async fn create_visitor(&self, site_id: &str, update: VisitorUpdate) -> Result<Visitor>;
     async fn visitor(&self, id: &str) -> Result<Option<Visitor>>;

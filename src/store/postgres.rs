@@ -758,6 +758,14 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn sessions_revoked_since(&self, since: i64) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1")
+            .bind(since)
+            .fetch_all(self.p().await?)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("revoked_at")?))).collect()
+    }
+
     async fn revoke_session(&self, id: &str, at: i64) -> Result<()> {
         sqlx::query("UPDATE sessions SET revoked_at = coalesce(revoked_at, $1) WHERE id = $2")
             .bind(at)

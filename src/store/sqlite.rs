@@ -619,6 +619,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn sessions_revoked_since(&self, since: i64) -> Result<Vec<(String, i64)>> {
+        self.read(move |c| {
+            all(c, "SELECT id, revoked_at FROM sessions WHERE revoked_at >= ?1", [since], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+        .await
+    }
+
     async fn revoke_session(&self, id: &str, at: i64) -> Result<()> {
         let id = id.to_owned();
         self.write(move |c| {
