@@ -20,6 +20,7 @@
 //! - `bench`     — `holdfast bench`: relay throughput and idle socket memory.
 //! - `storm`     — `holdfast storm`: rehearsals of the May 2018 outages and of node loss.
 //! - `error`     — one error type and its mapping to HTTP status codes.
+//! - `json`      — strict JSON: a repeated key is refused.
 //! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons.
 //! - `telemetry` — logs and Prometheus metrics.
 
@@ -34,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod json;
 pub mod server;
 pub mod side;
 pub mod status;

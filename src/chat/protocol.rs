@@ -95,7 +95,9 @@ pub enum ClientFrame {
         #[serde(default)]
         page_url: Option<String>,
     },
-    Ping,
+    /// A struct variant, not a unit one, so that unknown fields are refused
+    /// here too (serde ignores them on a unit variant of a tagged enum).
+    Ping {},
 }
 
 /// Every client frame type, to tell "unknown type" from "malformed".

@@ -234,7 +234,11 @@ fn parse_frame(text: &str) -> Result<ClientFrame> {
     if text.len() > MAX_FRAME_BYTES {
         return Err(Error::TooLarge(format!("frames are limited to {MAX_FRAME_BYTES} bytes").into()));
     }
-    // A valid frame is parsed once; only a refused one goes through the
+    // A repeated key could mean one frame to us and another to a proxy or
+    // log reader (`{"type":"ping","type":"send",…}`): refused, as is
+    // anything that is not JSON.
+    crate::json::refuse_duplicate_keys(text).map_err(|e| Error::bad_request(format!("malformed JSON: {e}")))?;
+    // A valid frame is parsed once more; only a refused one goes through the
     // slower path below that says exactly what is wrong with it.
     if let Ok(frame) = serde_json::from_str::<ClientFrame>(text) {
         return Ok(frame);
@@ -642,7 +646,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         };
         let reference = frame_ref(&frame);
         let admitted = match frame {
-            ClientFrame::Ping => None,
+            ClientFrame::Ping {} => None,
             _ => match self.chat.admission.enter(Lane::Chat).await {
                 Ok(permit) => Some(permit),
                 Err(err) => return self.send(error_frame(&err, reference)).await,
@@ -674,7 +678,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             }))
         };
         match (&self.peer, frame) {
-            (_, ClientFrame::Ping) => Ok(Some(encode(&ServerFrame::Pong))),
+            (_, ClientFrame::Ping {}) => Ok(Some(encode(&ServerFrame::Pong))),
             (_, ClientFrame::Hello { .. }) => Err(Error::bad_request("already said hello")),
             (Peer::Visitor(v), ClientFrame::Send { conv, client_id, body }) => {
                 let v = v.clone();

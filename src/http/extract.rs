@@ -19,10 +19,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_error(rejection)),
-        }
+        // Read as raw JSON first (content type, size and syntax checked by
+        // axum), refuse a repeated key, then decode.
+        let raw = match axum::Json::<Box<serde_json::value::RawValue>>::from_request(req, state).await {
+            Ok(axum::Json(raw)) => raw,
+            Err(rejection) => return Err(json_error(rejection)),
+        };
+        crate::json::refuse_duplicate_keys(raw.get()).map_err(|e| Error::bad_request(format!("invalid JSON: {e}")))?;
+        serde_json::from_str(raw.get())
+            .map(ApiJson)
+            .map_err(|e| Error::bad_request(format!("Failed to deserialize the JSON body into the target type: {e}")))
     }
 }
 

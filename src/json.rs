@@ -1,0 +1,104 @@
+//! Strict JSON: an object that names a key twice is refused.
+//!
+//! JSON parsers disagree on a repeated key (serde keeps the last, others
+//! the first), so a frame such as `{"type":"ping","type":"send",…}` could
+//! mean one thing to a proxy or log reader and another to the server. Every
+//! client frame and REST body is checked here before it is decoded.
+
+use std::fmt;
+
+use serde::Deserializer;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+/// `Err` with the repeated key (or the syntax error) when `text` is not
+/// JSON or holds an object with a repeated key, at any depth.
+pub fn refuse_duplicate_keys(text: &str) -> Result<(), String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    Strict.deserialize(&mut de).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())
+}
+
+/// Walks a JSON value like `serde::de::IgnoredAny`, but keeps the keys of
+/// the object it is in to compare them.
+#[derive(Clone, Copy)]
+struct Strict;
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Strict)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Frames and bodies have a handful of keys: a vector beats a set.
+        let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if seen.contains(&key) {
+                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+            }
+            map.next_value_seed(Strict)?;
+            seen.push(key);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_key_is_refused_at_any_depth() {
+        assert!(refuse_duplicate_keys(r#"{"type":"ping","type":"send"}"#).unwrap_err().contains("\"type\""));
+        assert!(refuse_duplicate_keys(r#"{"a":[{"b":1,"b":2}]}"#).is_err());
+        assert!(refuse_duplicate_keys(r#"{"cursors":{"c1":1,"c1":2}}"#).is_err());
+        // Escapes are compared as the keys they spell.
+        assert!(refuse_duplicate_keys(r#"{"type":1,"typ\u0065":2}"#).is_err());
+    }
+
+    #[test]
+    fn ordinary_json_passes() {
+        assert!(refuse_duplicate_keys(r#"{"type":"send","body":"{\"x\":1,\"x\":2}","n":[1,2,{"a":null}]}"#).is_ok());
+        assert!(refuse_duplicate_keys(r#"{"a":{"b":1},"b":{"a":1}}"#).is_ok());
+        assert!(refuse_duplicate_keys("[]").is_ok());
+    }
+
+    #[test]
+    fn malformed_json_is_refused() {
+        assert!(refuse_duplicate_keys("{").is_err());
+        assert!(refuse_duplicate_keys(r#"{"a":1} trailing"#).is_err());
+    }
+}
