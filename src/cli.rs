@@ -125,6 +125,10 @@ pub struct ServeOpts {
     /// Most PostgreSQL connections this node opens.
     #[arg(long, env = "HOLDFAST_DATABASE_POOL", default_value_t = 16)]
     pub database_pool: u32,
+    /// Serve /demo: a page to try the chat as the first site's visitor and
+    /// as an agent (off by default; for trying Holdfast out).
+    #[arg(long, env = "HOLDFAST_DEMO")]
+    pub demo: bool,
     /// Enable /api/v1/ops/faults for rehearsals (never in production).
     #[arg(long, env = "HOLDFAST_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
@@ -136,6 +140,7 @@ impl ServeOpts {
         config.plan.interval = std::time::Duration::from_secs(self.plan_interval.max(1));
         config.max_sockets = self.max_sockets;
         config.fault_injection = self.fault_injection;
+        config.demo = self.demo;
         config.nats_url = self.nats_url.clone();
         config.nats_prefix = self.nats_prefix.clone();
         if let Some(id) = &self.node_id {
@@ -247,7 +252,9 @@ async fn serve(
     let mut banner = vec![format!("Holdfast listening on {base}")];
     if !only_status {
         banner.push(format!("  agent console: {base}/console"));
-        banner.push(format!("  demo page:     {base}/demo"));
+        if opts.demo {
+            banner.push(format!("  demo page:     {base}/demo"));
+        }
     }
     banner.push(format!("  status page:   {base}/status"));
     if let Some(first) = first_run {

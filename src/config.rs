@@ -65,6 +65,9 @@ pub struct Config {
     pub fault_injection: bool,
     /// The status page, its monitors and notifications.
     pub status: crate::status::StatusConfig,
+    /// Serve `/demo`, a page that chats as the first site's visitor with
+    /// its widget key: for trying Holdfast out, off unless asked for.
+    pub demo: bool,
 }
 
 impl Config {
@@ -92,6 +95,7 @@ impl Config {
             nats_prefix: "holdfast".into(),
             node_id: crate::store::new_id(),
             presence_beat: Duration::from_secs(1),
+            demo: false,
         }
     }
 }

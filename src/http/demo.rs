@@ -1,5 +1,6 @@
 //! `/demo`: a plain page to try chat by hand (a visitor pane and an agent
 //! pane on one page). The real widget and console are separate assets.
+//! Served only with `--demo`, and never inside another site's frame.
 
 use axum::Router;
 use axum::extract::State;
@@ -22,7 +23,13 @@ async fn page(State(state): State<AppState>) -> Result<impl IntoResponse> {
     // The key is [a-z0-9_] only, so it is safe in an attribute.
     let key: String = key.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
     Ok((
-        [(header::CONTENT_SECURITY_POLICY, "default-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'")],
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
         Html(DEMO_HTML.replace("{{WIDGET_KEY}}", &key)),
     ))
 }

@@ -32,11 +32,12 @@ pub fn router(state: AppState) -> Router {
         .merge(visitor::routes())
         .merge(agent::routes())
         .merge(socket::routes())
-        .merge(demo::routes())
         .merge(ops::routes())
         .merge(assets::routes())
         .merge(console::routes())
         .merge(admin::routes());
+    // `/demo` only where the operator asked for it (`--demo`).
+    let chat = if state.config.demo { chat.merge(demo::routes()) } else { chat };
     // `serve --only status`: the status page runs apart from chat.
     let chat = if state.config.status.only { Router::new() } else { chat };
     // Chat and health are admitted by priority lane; the status page has a
