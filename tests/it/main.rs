@@ -16,6 +16,7 @@ mod resilience;
 mod restart;
 mod resume;
 mod routing;
+mod security;
 mod services;
 mod status;
 mod status_store;
