@@ -1,18 +1,48 @@
-//! The machine's PostgreSQL and NATS for the cluster tests: a fresh database
-//! per test (dropped afterwards) and a NATS subject prefix per test, so
-//! tests running at once never see each other. `.ci/run` checks both are
-//! reachable first and says how to start them; a test here fails (never
-//! skips) when they are not.
+//! PostgreSQL and NATS for the cluster tests: a fresh database per test
+//! (dropped afterwards) and a NATS subject prefix per test, so tests running
+//! at once never see each other. They are the machine's (127.0.0.1:5432 and
+//! :4222) unless `HOLDFAST_TEST_DATABASE_URL` and `HOLDFAST_TEST_NATS_URL`
+//! say otherwise; `scripts/test` starts throwaway ones when none answers and
+//! points those variables at them. A test here fails (never skips) when a
+//! service does not answer, and names `scripts/test`.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use holdfast::store::new_id;
 
+/// What a test says when a service is missing: the one command that sets
+/// everything up.
+const SET_UP: &str = "run scripts/test, which starts one when none answers";
+
 /// Server URL the test databases are created on.
 pub fn postgres_url() -> String {
-    std::env::var("HOLDFAST_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    let url = std::env::var("HOLDFAST_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    static ANSWERED: OnceLock<()> = OnceLock::new();
+    ANSWERED.get_or_init(|| must_answer("PostgreSQL", "HOLDFAST_TEST_DATABASE_URL", &url, 5432));
+    url
 }
 
 pub fn nats_url() -> String {
-    std::env::var("HOLDFAST_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    let url = std::env::var("HOLDFAST_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    static ANSWERED: OnceLock<()> = OnceLock::new();
+    ANSWERED.get_or_init(|| must_answer("NATS", "HOLDFAST_TEST_NATS_URL", &url, 4222));
+    url
+}
+
+/// Fails the test, saying how to set things up, when nothing listens at
+/// the URL's host and port (checked once per test run).
+fn must_answer(service: &str, var: &str, url: &str, default_port: u16) {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = authority.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let host_port = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:{default_port}") };
+    let answers = host_port
+        .to_socket_addrs()
+        .is_ok_and(|mut addrs| addrs.any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()));
+    assert!(answers, "{service} at {url} is not reachable: {SET_UP} (or point {var} at one)");
 }
 
 /// A subject prefix of one test's cluster.
@@ -31,7 +61,7 @@ impl TestDb {
         let name = format!("holdfast_t_{}", new_id().replace('-', ""));
         let url = holdfast::store::postgres::create_database(&postgres_url(), &name)
             .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed for this test: {e:?}", postgres_url()));
+            .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed for this test ({SET_UP}): {e:?}", postgres_url()));
         TestDb { url, name }
     }
 }

@@ -1,7 +1,8 @@
 //! Browser tests: headless Chromium, driven through chromedriver, against
 //! a real server. The widget runs on a host page of another origin; the
 //! console runs in a second browser with its own cookies and storage.
-//! They never skip: without a browser they fail and say what to install.
+//! They never skip: without a browser they fail and name `scripts/test`,
+//! which installs one.
 
 mod webdriver;
 

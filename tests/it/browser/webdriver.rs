@@ -4,8 +4,8 @@
 //! Elements inside the widget's shadow root are reached by returning them
 //! from a script.
 //!
-//! There is no skipping: if Chromium or its driver cannot start, the test
-//! fails with a message saying what to install.
+//! There is no skipping: if Chromium or its driver is missing, the test
+//! fails and names `scripts/test`, which installs them.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -49,8 +49,8 @@ impl Driver {
         let driver = chromedriver_path();
         assert!(
             driver.exists() && chromium_path().exists(),
-            "browser tests need Chromium and its driver at {} and {} \
-             (apt-get install chromium chromium-driver; `.ci/run` does this)",
+            "browser tests need Chromium and its driver at {} and {}: run scripts/test, which installs \
+             them (Debian's chromium and chromium-driver; or set HOLDFAST_CHROMIUM and HOLDFAST_CHROMEDRIVER)",
             chromium_path().display(),
             driver.display()
         );
