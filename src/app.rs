@@ -14,6 +14,7 @@ use crate::chat::hub::Hub;
 use crate::chat::service::Chat;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::server::{Connections, connection_cap_from_fd_limit};
 use crate::side::plan::PlanService;
 use crate::status::Status;
 use crate::store::status::StatusStore;
@@ -32,8 +33,12 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     pub login_limiter: Arc<LoginLimiter>,
     pub plan: Arc<PlanService>,
-    /// The socket cap in force (from config or the open-file limit).
+    /// The socket cap in force (from config, else the connections' soft
+    /// limit, so sockets never take the reserve kept for health and login).
     pub max_sockets: usize,
+    /// Every client connection: counts per address and in total, and the
+    /// idle ones a full server evicts (`server::run` admits through it).
+    pub connections: Arc<Connections>,
     /// WebSockets open on this node, counted from the upgrade (before hello).
     pub open_sockets: Arc<std::sync::atomic::AtomicUsize>,
     /// The status page (its own store view, lane and side tasks).
@@ -99,7 +104,8 @@ impl AppState {
         let login_limiter = Arc::new(LoginLimiter::new(config.login_limits));
         let plan = PlanService::new(config.plan.clone());
         plan.spawn();
-        let max_sockets = config.max_sockets.unwrap_or_else(socket_cap_from_fd_limit);
+        let connections = Arc::new(Connections::new(config.connections.clone(), connection_cap_from_fd_limit));
+        let max_sockets = config.max_sockets.unwrap_or_else(|| connections.soft_limit());
         spawn_housekeeping(login_limiter.clone(), auth.clone());
         let status_url = format!("http://{}", config.listen);
         let status = Arc::new(Status::open(status_store, config.status.clone(), &status_url).await?);
@@ -112,6 +118,7 @@ impl AppState {
             login_limiter,
             plan,
             max_sockets,
+            connections,
             open_sockets: Arc::default(),
             status,
             metrics: crate::telemetry::metrics(),
@@ -119,14 +126,6 @@ impl AppState {
         };
         Ok((state, first_run))
     }
-}
-
-/// Raise the soft open-file limit to the hard one, and keep headroom below
-/// it for the store, listeners and outgoing calls.
-fn socket_cap_from_fd_limit() -> usize {
-    const HEADROOM: u64 = 256;
-    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    limit.saturating_sub(HEADROOM).max(16) as usize
 }
 
 /// How often a node reads the sessions revoked lately. The bus tells every

@@ -109,9 +109,36 @@ pub struct ServeOpts {
     /// Seconds between plan service refreshes.
     #[arg(long, env = "HOLDFAST_PLAN_INTERVAL", default_value_t = 30)]
     pub plan_interval: u64,
-    /// Most sockets this node holds (default: from the open-file limit).
+    /// Most sockets this node holds (default: the connections' soft limit,
+    /// below the reserve).
     #[arg(long, env = "HOLDFAST_MAX_SOCKETS")]
     pub max_sockets: Option<usize>,
+    /// Seconds a new connection has to send a complete request head (and a
+    /// keep-alive connection to finish one it began); slower ones are closed.
+    #[arg(long, env = "HOLDFAST_HEADER_TIMEOUT", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Seconds a keep-alive connection may wait for its next request; keep
+    /// it above your proxy's upstream keep-alive (nginx: 60 s).
+    #[arg(long, env = "HOLDFAST_KEEPALIVE_TIMEOUT", default_value_t = 75,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub keepalive_timeout: u64,
+    /// Most client connections open at once (default: the open-file limit
+    /// minus 256).
+    #[arg(long, env = "HOLDFAST_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(2..))]
+    pub max_connections: Option<u64>,
+    /// Connections kept for /livez, /readyz and login when the rest are
+    /// full (default: an eighth of --max-connections, 8 to 256).
+    #[arg(long, env = "HOLDFAST_CONNECTION_RESERVE", value_parser = clap::value_parser!(u64).range(1..))]
+    pub connection_reserve: Option<u64>,
+    /// Most connections one client address holds (an IPv6 /64 counts as
+    /// one address); 0 for no cap.
+    #[arg(long, env = "HOLDFAST_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 1000)]
+    pub max_connections_per_address: usize,
+    /// Addresses exempt from --max-connections-per-address, comma-separated:
+    /// your reverse proxies and load balancers.
+    #[arg(long, env = "HOLDFAST_PER_ADDRESS_EXEMPT", value_delimiter = ',', default_value = "127.0.0.1,::1")]
+    pub per_address_exempt: Vec<std::net::IpAddr>,
     /// NATS URL (nats://host:4222): events between the nodes of a cluster.
     /// Needs --database-url.
     #[arg(long, env = "HOLDFAST_NATS_URL")]
@@ -139,6 +166,13 @@ impl ServeOpts {
         config.plan.url = self.plan_url.clone();
         config.plan.interval = std::time::Duration::from_secs(self.plan_interval.max(1));
         config.max_sockets = self.max_sockets;
+        let connections = &mut config.connections;
+        connections.header_timeout = std::time::Duration::from_secs(self.header_timeout);
+        connections.keepalive_timeout = std::time::Duration::from_secs(self.keepalive_timeout);
+        connections.max = self.max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        connections.reserve = self.connection_reserve.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        connections.per_address = self.max_connections_per_address;
+        connections.per_address_exempt = self.per_address_exempt.clone();
         config.fault_injection = self.fault_injection;
         config.demo = self.demo;
         config.nats_url = self.nats_url.clone();

@@ -9,6 +9,7 @@ use crate::admission::AdmissionConfig;
 use crate::auth::AuthConfig;
 use crate::auth::ratelimit::LoginLimits;
 use crate::chat::session::SessionLimits;
+use crate::server::ConnectionLimits;
 use crate::side::plan::PlanConfig;
 
 #[derive(Debug, Clone)]
@@ -41,9 +42,12 @@ pub struct Config {
     /// The plan/banner side service.
     pub plan: PlanConfig,
     /// Most sockets this node holds at once; new ones beyond are refused
-    /// with 503 so the process never runs out of file descriptors. Set from
-    /// the open-file limit at start when `None`.
+    /// with 503 so the process never runs out of file descriptors. When
+    /// `None`, the connections' soft limit (from the open-file limit).
     pub max_sockets: Option<usize>,
+    /// Client connections: header and keep-alive timeouts, the cap per
+    /// address, the node's limit and the reserve kept for health and login.
+    pub connections: ConnectionLimits,
     /// PostgreSQL URL. When set, the store is PostgreSQL, shared by every
     /// node of a cluster, instead of SQLite in `data_dir`.
     pub database_url: Option<String>,
@@ -87,6 +91,7 @@ impl Config {
             login_limits: LoginLimits::default(),
             plan: PlanConfig::default(),
             max_sockets: None,
+            connections: ConnectionLimits::default(),
             fault_injection: false,
             status: crate::status::StatusConfig::default(),
             database_url: None,

@@ -8,7 +8,7 @@
 //! - `config`    — server configuration, one documented field each.
 //! - `admin`     — what admins change: widget settings, agents, groups, canned responses.
 //! - `app`       — wiring the parts into `AppState`; first-run bootstrap.
-//! - `server`    — bind, serve, drain on shutdown.
+//! - `server`    — bind, accept, serve, drain; connection caps, timeouts and the reserve.
 //! - `http`      — the only module that knows axum: routes, extractors, sockets.
 //! - `chat`      — protocol frames, socket sessions, hub, routing, chat actions.
 //! - `auth`      — password hashing pool, tokens, sessions, login rate limits.

@@ -31,6 +31,14 @@ pub fn lane_for(path: &str) -> Lane {
     }
 }
 
+/// What a connection let into the reserve (the node is full) is served:
+/// the critical lane's requests, which must answer while the rest is full
+/// (health, login, refresh, the console's login page), but not its socket,
+/// which would hold a reserve slot for hours.
+pub fn served_from_reserve(path: &str) -> bool {
+    lane_for(path) == Lane::Critical && path != "/api/v1/agent/socket"
+}
+
 pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let lane = lane_for(req.uri().path());
     match state.admission.enter(lane).await {
@@ -56,5 +64,15 @@ mod tests {
         assert_eq!(lane_for("/api/v1/banners"), Lane::Dashboard);
         assert_eq!(lane_for("/api/v1/search"), Lane::Dashboard);
         assert_eq!(lane_for("/metrics"), Lane::Background);
+    }
+
+    #[test]
+    fn the_reserve_serves_health_and_login_but_no_socket() {
+        for path in ["/livez", "/readyz", "/api/v1/auth/login", "/api/v1/console/login", "/console"] {
+            assert!(served_from_reserve(path), "{path}");
+        }
+        for path in ["/api/v1/agent/socket", "/api/v1/visitor/socket", "/api/v1/banners", "/metrics", "/status"] {
+            assert!(!served_from_reserve(path), "{path}");
+        }
     }
 }

@@ -25,6 +25,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::app::AppState;
 use crate::error::Error;
 
+pub use lanes::served_from_reserve;
+
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let chat = Router::new()

@@ -175,6 +175,9 @@ impl Target {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--fault-injection"])
+            // A rehearsal's worker holds up to 15,000 clients on one
+            // 127.0.0.x address: no cap per address.
+            .args(["--max-connections-per-address", "0"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -11,6 +11,7 @@ mod bus;
 mod chat;
 mod cli;
 mod cluster;
+mod connections;
 mod health;
 mod resilience;
 mod restart;
