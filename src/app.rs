@@ -95,9 +95,9 @@ impl AppState {
         let plan = PlanService::new(config.plan.clone());
         plan.spawn();
         let max_sockets = config.max_sockets.unwrap_or_else(socket_cap_from_fd_limit);
-        spawn_housekeeping(login_limiter.clone());
         let status_url = format!("http://{}", config.listen);
         let status = Arc::new(Status::open(status_store, config.status.clone(), &status_url).await?);
+        spawn_housekeeping(login_limiter.clone(), status.clone());
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -124,12 +124,13 @@ fn socket_cap_from_fd_limit() -> usize {
     limit.saturating_sub(HEADROOM).max(16) as usize
 }
 
-fn spawn_housekeeping(limiter: Arc<LoginLimiter>) {
+fn spawn_housekeeping(limiter: Arc<LoginLimiter>, status: Arc<Status>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
             limiter.prune();
+            status.subscribe_limit.prune();
         }
     });
 }

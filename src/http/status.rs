@@ -9,7 +9,9 @@
 //! `/api/v1/status/`.
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
@@ -23,7 +25,6 @@ use super::extract::{AdminAuth, ApiJson};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::status::api::{self, Summary};
-use crate::status::monitor::check_target;
 use crate::status::page::{self, UPTIME_DAYS, escape};
 use crate::status::time::parse_iso8601;
 use crate::status::{IncidentInput, feed};
@@ -218,9 +219,11 @@ fn subscription(req: SubscribeRequest) -> Result<Subscription> {
 
 async fn subscribe_form(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     form: Result<Form<SubscribeRequest>, FormRejection>,
 ) -> Response {
     let outcome = async {
+        state.status.subscribe_limit.check(client.ip())?;
         let Form(req) = form.map_err(|e| Error::bad_request(e.body_text()))?;
         match subscription(req)? {
             Subscription::Email(e) => {
@@ -243,12 +246,21 @@ async fn subscribe_form(
             let code = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
             let text =
                 if e.is_server_fault() { "Something went wrong; please retry.".to_owned() } else { e.to_string() };
-            message_page(code, "Could not subscribe", &text, "")
+            let mut page = message_page(code, "Could not subscribe", &text, "");
+            if let Some(secs) = e.retry_after() {
+                page.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            page
         }
     }
 }
 
-async fn subscribe_api(State(state): State<AppState>, ApiJson(req): ApiJson<SubscribeRequest>) -> Result<Response> {
+async fn subscribe_api(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<SubscribeRequest>,
+) -> Result<Response> {
+    state.status.subscribe_limit.check(client.ip())?;
     let body = match subscription(req)? {
         Subscription::Email(e) => {
             let s = state.status.subscribe_email(&e).await?;
@@ -547,10 +559,8 @@ async fn add_monitor(
     _admin: AdminAuth,
     ApiJson(req): ApiJson<MonitorRequest>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let monitor = state
-        .status
-        .add_monitor(&req.name, &req.component, &check_target(&req.url)?, req.interval_ms.unwrap_or(30_000))
-        .await?;
+    let monitor =
+        state.status.add_monitor(&req.name, &req.component, &req.url, req.interval_ms.unwrap_or(30_000)).await?;
     Ok((StatusCode::CREATED, Json(json!({"monitor": monitor}))))
 }
 

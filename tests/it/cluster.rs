@@ -594,7 +594,7 @@ async fn within(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bo
 async fn kill_9_of_the_status_runner_hands_monitors_and_deliveries_to_the_other_node() {
     let db = TestDb::create().await;
     let prefix = nats_prefix();
-    let flags = ["--allow-private-webhooks", "--status-fail-after", "100"];
+    let flags = ["--allow-private-webhooks", "--allow-private-monitors", "--status-fail-after", "100"];
     let mut nodes = vec![spawn_node_with(&db.url, &prefix, &flags), spawn_node_with(&db.url, &prefix, &flags)];
     let store = PostgresStore::connect(&db.url, 2).await.unwrap();
     let site = store.sites().await.unwrap().remove(0);

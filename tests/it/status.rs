@@ -1084,6 +1084,7 @@ async fn the_subscribe_form_works_without_javascript() {
 
 async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_to_monitoring(store: Store) {
     let (server, _tmp) = server_on(store, |c| {
+        c.status.allow_private_monitors = true;
         c.status.fail_after = 2;
         c.status.quiet_period = Duration::from_millis(400);
         c.status.monitor_tick = Duration::from_millis(20);
@@ -1462,6 +1463,7 @@ async fn a_restarted_server_goes_on_from_its_monitors_last_checks() {
     let tmp = tempfile::tempdir().unwrap();
     let tune = |c: &mut Config| {
         c.status.self_probe = false;
+        c.status.allow_private_monitors = true;
         c.status.fail_after = 3;
         c.status.quiet_period = Duration::from_secs(3);
         c.status.monitor_tick = Duration::from_millis(20);
@@ -1627,8 +1629,34 @@ async fn operators_run_an_incident_from_the_command_line() {
             "http://",
         ),
         (
-            vec!["monitor", "add", "--name", "m", "--component", "Nope", "--url", "tcp://127.0.0.1:9", "--data", data],
+            vec![
+                "monitor",
+                "add",
+                "--name",
+                "m",
+                "--component",
+                "Nope",
+                "--url",
+                "tcp://db.example.com:5432",
+                "--data",
+                data,
+            ],
             "no component",
+        ),
+        (
+            vec![
+                "monitor",
+                "add",
+                "--name",
+                "m",
+                "--component",
+                "Website",
+                "--url",
+                "tcp://127.0.0.1:9",
+                "--data",
+                data,
+            ],
+            "must be a public address",
         ),
         (
             vec![
@@ -1665,6 +1693,7 @@ async fn operators_run_an_incident_from_the_command_line() {
         "http://127.0.0.1:9/health",
         "--interval",
         "60",
+        "--allow-private-monitors",
         "--json",
         "--data",
         data,

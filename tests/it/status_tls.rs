@@ -93,6 +93,7 @@ async fn tls_server(tune: impl FnOnce(&mut Config)) -> TestServer {
     TestServer::start_with(|c| {
         c.status.self_probe = false;
         c.status.allow_private_webhooks = true;
+        c.status.allow_private_monitors = true;
         c.status.retry_base = Duration::from_millis(100);
         c.status.fail_after = 1;
         c.status.monitor_tick = Duration::from_millis(20);
@@ -281,7 +282,8 @@ async fn a_host_without_system_certificates_starts_and_trusts_the_extra_ca_bundl
     std::fs::create_dir(&no_dir).unwrap();
 
     let mut serve = Command::new(env!("CARGO_BIN_EXE_holdfast"));
-    serve.args(["serve", "--listen", "127.0.0.1:0", "--data", &data]).arg("--status-extra-ca").arg(&bundle);
+    serve.args(["serve", "--listen", "127.0.0.1:0", "--data", &data, "--allow-private-monitors"]);
+    serve.arg("--status-extra-ca").arg(&bundle);
     serve.env("SSL_CERT_FILE", &no_file).env("SSL_CERT_DIR", &no_dir);
     let (mut child, _) = serve_process(serve.stderr(Stdio::piped())).await;
 
@@ -293,7 +295,8 @@ async fn a_host_without_system_certificates_starts_and_trusts_the_extra_ca_bundl
     for (name, addr) in [("Trusted", trusted), ("Untrusted", untrusted)] {
         let url = format!("https://{addr}/health");
         let add = ["monitor", "add", "--name", name, "--component", "Website", "--url", &url, "--data", &data];
-        let out = cli(add.map(String::from).to_vec()).await.unwrap();
+        let add = add.into_iter().chain(["--allow-private-monitors"]).map(String::from).collect();
+        let out = cli(add).await.unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let list = ["monitor", "list", "--json", "--data", &data].map(String::from).to_vec();
