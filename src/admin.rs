@@ -128,7 +128,7 @@ pub fn normalize_origin(origin: &str) -> Option<String> {
 }
 
 fn require_admin(admin: &AgentCtx) -> Result<()> {
-    if admin.role != Role::Admin {
+    if !admin.role.is_admin() {
         return Err(Error::forbidden("admins only"));
     }
     Ok(())
@@ -178,18 +178,21 @@ fn check_chat_limit(limit: i64) -> Result<i64> {
     Ok(limit)
 }
 
-/// Admins give people the roles admin and agent; the probe role is
-/// Holdfast's own (the status page's login probe).
-fn check_role(role: Role) -> Result<Role> {
+/// Admins give people the roles admin and agent; only an operator (or the
+/// CLI) gives the operator role, which owns the whole installation; the
+/// probe role is Holdfast's own (the status page's login probe).
+fn check_role(role: Role, by: &AgentCtx) -> Result<Role> {
     match role {
         Role::Admin | Role::Agent => Ok(role),
+        Role::Operator if by.role == Role::Operator => Ok(role),
+        Role::Operator => Err(Error::forbidden("only an operator can make an operator")),
         Role::Probe => Err(Error::bad_request("role must be admin or agent")),
     }
 }
 
 pub async fn create_agent(auth: &Auth, store: &dyn Store, admin: &AgentCtx, req: NewAgentRequest) -> Result<Agent> {
     require_admin(admin)?;
-    check_role(req.role)?;
+    check_role(req.role, admin)?;
     let email = normalize_email(&req.email);
     if !valid_email(&email) {
         return Err(Error::bad_request("email is not a valid address"));
@@ -239,12 +242,17 @@ pub async fn update_agent(
     require_admin(admin)?;
     let store = chat.store.as_ref();
     let target = agent_of_site(store, &admin.site_id, agent_id).await?;
-    if target.id == admin.agent_id && (change.active == Some(false) || change.role == Some(Role::Agent)) {
+    let role = change.role.map(|r| check_role(r, admin)).transpose()?;
+    // A site's admin cannot demote or lock out the installation's operator.
+    if target.role == Role::Operator && admin.role != Role::Operator {
+        return Err(Error::forbidden("only an operator can change an operator"));
+    }
+    if target.id == admin.agent_id && (change.active == Some(false) || role.is_some_and(|r| r != target.role)) {
         return Err(Error::conflict("you cannot deactivate or demote yourself"));
     }
     let update = AgentUpdate {
         name: change.name.as_deref().map(check_name).transpose()?,
-        role: change.role.map(check_role).transpose()?,
+        role,
         active: change.active,
         chat_limit: change.chat_limit.map(check_chat_limit).transpose()?,
     };

@@ -1,5 +1,6 @@
 //! Assembling the server's parts into one shared state: the store, the bus,
-//! the hub, auth and chat. Also the first-run bootstrap (demo site and admin).
+//! the hub, auth and chat. Also the first-run bootstrap (demo site and its
+//! admin, the installation's operator).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -211,8 +212,9 @@ async fn remote_presence_changed(chat: &Chat) {
     }
 }
 
-/// On an empty store: a demo site and an admin with a generated password.
-/// Nodes of a cluster starting together race for it; the store decides
+/// On an empty store: a demo site and its admin, with a generated
+/// password, who is also the installation's operator (role `operator`:
+/// the status page and the other sites are theirs). Nodes of a cluster starting together race for it; the store decides
 /// which one bootstraps (the first to claim the `bootstrap` meta key).
 async fn bootstrap(store: &dyn Store, node_id: &str) -> Result<Option<FirstRun>> {
     if !store.sites().await?.is_empty() {
@@ -230,7 +232,7 @@ async fn bootstrap(store: &dyn Store, node_id: &str) -> Result<Option<FirstRun>>
             site_id: &site.id,
             email: &email,
             name: "Admin",
-            role: Role::Admin,
+            role: Role::Operator,
             password_hash: &hash,
             chat_limit: 5,
         })

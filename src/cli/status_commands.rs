@@ -269,6 +269,13 @@ pub enum MonitorCommand {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Delete a monitor (not a built-in probe).
+    Delete {
+        /// The monitor's id (`holdfast monitor list`).
+        id: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -424,6 +431,14 @@ pub async fn monitor(command: MonitorCommand) -> anyhow::Result<()> {
                     println!("{}  {:<30} {:>6} s  {}", m.id, m.name, m.interval_ms / 1000, m.target);
                 }
             }
+        }
+        MonitorCommand::Delete { id, data } => {
+            let page = open_status(&data, None).await?;
+            page.delete_monitor(&id).await.map_err(|e| match e {
+                crate::error::Error::NotFound(_) => anyhow!("no monitor with id {id}"),
+                e => err(e),
+            })?;
+            println!("monitor deleted: {id}");
         }
     }
     Ok(())

@@ -604,6 +604,20 @@ impl Status {
         self.store.create_monitor(&name, &component.id, target, interval_ms, false).await
     }
 
+    /// Delete an operator's monitor; the built-in probes are Holdfast's own
+    /// (turned off with `self_probe`, not deleted).
+    pub async fn delete_monitor(&self, id: &str) -> Result<()> {
+        let monitor =
+            self.store.monitors().await?.into_iter().find(|m| m.id == id).ok_or(Error::NotFound("monitor"))?;
+        if monitor.builtin {
+            return Err(Error::conflict("a built-in probe cannot be deleted"));
+        }
+        if !self.store.delete_monitor(&monitor.id).await? {
+            return Err(Error::NotFound("monitor"));
+        }
+        Ok(())
+    }
+
     pub async fn confirm(&self, token: &str) -> Result<Subscriber> {
         if token.len() > 64 {
             return Err(Error::NotFound("subscription"));

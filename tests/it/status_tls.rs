@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::status::{Relay, admin, eventually, next, receiver_over, send, serve_process, smtp_relay};
+use crate::status::{Relay, eventually, next, operator, receiver_over, send, serve_process, smtp_relay};
 use crate::support::TestServer;
 
 /// A certificate authority made for one test, as an operator's private CA.
@@ -142,7 +142,7 @@ async fn an_https_webhook_is_delivered_signed_when_its_ca_is_trusted_and_retried
 
     // The operator trusts the private CA: the notification arrives, signed.
     let trusting = tls_server(|c| c.status.extra_roots = ca.roots()).await;
-    let token = admin(&trusting).await;
+    let token = operator(&trusting).await;
     let secret = subscribe_webhook(&trusting, &url).await;
     open_incident(&trusting, &token).await;
     let got = next(&mut inbox, "the notification over https").await;
@@ -158,7 +158,7 @@ async fn an_https_webhook_is_delivered_signed_when_its_ca_is_trusted_and_retried
     // and tells its admin why.
     let (addr, mut inbox, mut refused) = receiver_over(Some(ca.acceptor(Cert::For(&["127.0.0.1"]))), 0).await;
     let doubting = tls_server(|_| {}).await;
-    let token = admin(&doubting).await;
+    let token = operator(&doubting).await;
     subscribe_webhook(&doubting, &format!("https://{addr}/hook")).await;
     open_incident(&doubting, &token).await;
     next(&mut refused, "the first attempt, refused").await;
@@ -186,7 +186,7 @@ async fn an_https_monitor_passes_with_the_ca_and_fails_with_a_clear_reason_witho
     ];
 
     let trusting = tls_server(|c| c.status.extra_roots = ca.roots()).await;
-    let token = admin(&trusting).await;
+    let token = operator(&trusting).await;
     for (component, url, _) in &targets {
         add_monitor(&trusting, &token, component, url).await;
     }
@@ -207,7 +207,7 @@ async fn an_https_monitor_passes_with_the_ca_and_fails_with_a_clear_reason_witho
     // Without the CA the same healthy target fails, and the public page says
     // why in words that name no address.
     let doubting = tls_server(|_| {}).await;
-    let token = admin(&doubting).await;
+    let token = operator(&doubting).await;
     add_monitor(&doubting, &token, "Website", &format!("https://{good}/health")).await;
     let incident = eventually("the incident", || async {
         let (_, v) = doubting.get("/api/v2/incidents/unresolved.json", None).await;
@@ -370,7 +370,7 @@ async fn mail_waits_with_a_reason_when_the_relay_is_not_trusted_or_offers_no_sta
     for (relay, reason) in cases {
         let (port, mut mail) = smtp_relay(relay).await;
         let server = tls_server(|c| c.status.smtp = Some(smtp_to(port, SmtpTls::StartTls))).await;
-        let token = admin(&server).await;
+        let token = operator(&server).await;
         subscribe_email(&server).await;
         let listed = eventually("the delivery's error", || async {
             let v = listing(&server, &token, "/api/v1/status/subscribers").await;
