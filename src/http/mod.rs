@@ -11,6 +11,7 @@ mod error;
 pub mod extract;
 mod health;
 mod lanes;
+mod operator;
 mod ops;
 pub mod rehearsal;
 mod socket;
@@ -36,7 +37,8 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(assets::routes())
         .merge(console::routes())
-        .merge(admin::routes());
+        .merge(admin::routes())
+        .merge(operator::routes());
     // `serve --only status`: the status page runs apart from chat.
     let chat = if state.config.status.only { Router::new() } else { chat };
     // Chat and health are admitted by priority lane; the status page has a
