@@ -18,6 +18,7 @@ mod resume;
 mod routing;
 mod services;
 mod status;
+mod status_guard;
 mod status_store;
 mod status_tls;
 mod store;
