@@ -57,6 +57,9 @@ const ago = (ms) => {
   return `${Math.round(s / 86400)} d`;
 };
 const when = (ms) => new Date(ms).toLocaleString();
+/** Admins and the installation's operator administer their site. */
+const isAdmin = () => !!me && (me.role === "admin" || me.role === "operator");
+const isOperator = () => !!me && me.role === "operator";
 const newId = () => crypto.randomUUID();
 
 function browserName(ua) {
@@ -432,9 +435,9 @@ function renderActions() {
   const mineActive = c && me && c.agent_id === me.id && c.status === "active";
   const open = c && (c.status === "queued" || c.status === "active");
   $("claim").hidden = !open || mineActive;
-  $("close").hidden = !open || !(mineActive || (me && me.role === "admin") || c.status === "queued");
+  $("close").hidden = !open || !(mineActive || isAdmin() || c.status === "queued");
   $("composer").hidden = !mineActive;
-  const canTransfer = mineActive || (open && me && me.role === "admin" && c.agent_id);
+  const canTransfer = mineActive || (open && isAdmin() && c.agent_id);
   $("transfer-wrap").hidden = !canTransfer;
   $("transfer-go").hidden = !canTransfer;
   if (canTransfer) {
@@ -567,14 +570,18 @@ async function loadAdmin() {
     $("agents").replaceChildren(...list.map(agentRow));
     $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
     await loadCanned();
+    if (isOperator()) await loadSites();
   } catch (e) { toast(e.message); }
 }
 
 function agentRow(a) {
-  const role = h("select", { "aria-label": `Role of ${a.name}`, disabled: me && a.id === me.id, onchange: (e) => patchAgent(a.id, { role: e.target.value }) },
-    h("option", { value: "agent" }, "Agent"), h("option", { value: "admin" }, "Admin"));
+  // Only an operator gives or changes the operator role (the server checks it too).
+  const locked = (me && a.id === me.id) || (a.role === "operator" && !isOperator());
+  const role = h("select", { "aria-label": `Role of ${a.name}`, disabled: locked, onchange: (e) => patchAgent(a.id, { role: e.target.value }) },
+    h("option", { value: "agent" }, "Agent"), h("option", { value: "admin" }, "Admin"),
+    isOperator() || a.role === "operator" ? h("option", { value: "operator" }, "Operator") : null);
   role.value = a.role;
-  const toggle = h("button", { type: "button", disabled: me && a.id === me.id, onclick: () => patchAgent(a.id, { active: !a.active }) }, a.active ? "Deactivate" : "Reactivate");
+  const toggle = h("button", { type: "button", disabled: locked, onclick: () => patchAgent(a.id, { active: !a.active }) }, a.active ? "Deactivate" : "Reactivate");
   const tr = h("tr", {}, h("td", {}, a.name), h("td", {}, a.email), h("td", {}, role), h("td", {}, a.active ? a.availability : "deactivated"), h("td", {}, toggle));
   tr.dataset.email = a.email;
   return tr;
@@ -598,9 +605,19 @@ function groupRow(g, list) {
 async function loadCanned() {
   try { canned = await api("/api/v1/canned"); } catch { return; }
   $("canned").replaceChildren(...canned.map((c) => h("li", {}, h("strong", {}, "/" + c.shortcut), " " + c.body + " ",
-    me && me.role === "admin" ? h("button", { type: "button", "aria-label": `Delete /${c.shortcut}`, onclick: async () => {
+    isAdmin() ? h("button", { type: "button", "aria-label": `Delete /${c.shortcut}`, onclick: async () => {
       try { await api(`/api/v1/admin/canned/${c.id}`, { method: "DELETE" }); loadCanned(); } catch (e) { toast(e.message); }
     } }, "Delete") : null)));
+}
+
+// Sites of the installation: the operator's only (the server checks it).
+async function loadSites() {
+  const sites = await api("/api/v1/operator/sites");
+  $("sites").replaceChildren(...sites.map((s) => {
+    const tr = h("tr", {}, h("td", {}, s.name), h("td", {}, h("code", {}, s.widget_key)), h("td", {}, when(s.created_at)));
+    tr.dataset.site = s.id;
+    return tr;
+  }));
 }
 
 function wireAdmin() {
@@ -625,6 +642,11 @@ function wireAdmin() {
       loadAdmin();
     } catch (err) { toast(err.message); }
   };
+  $("site-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const body = { name: $("site-name").value, admin: { name: $("site-admin-name").value, email: $("site-admin-email").value, password: $("site-admin-password").value } };
+    try { await post("/api/v1/operator/sites", body); e.target.reset(); toast("Site created"); loadSites().catch((err) => toast(err.message)); } catch (err) { toast(err.message); }
+  };
   $("group-form").onsubmit = async (e) => {
     e.preventDefault();
     try { await post("/api/v1/admin/groups", { name: $("g-name").value }); e.target.reset(); loadAdmin(); } catch (err) { toast(err.message); }
@@ -641,7 +663,11 @@ function startApp() {
   $("login").hidden = true;
   $("app").hidden = false;
   $("me").textContent = `${me.name} (${me.role})`;
-  $("admin-tab").hidden = me.role !== "admin";
+  $("admin-tab").hidden = !isAdmin();
+  $("sites-section").hidden = !isOperator();
+  if (isOperator() && !$("n-role").querySelector("option[value=operator]")) {
+    $("n-role").append(h("option", { value: "operator" }, "Operator"));
+  }
   connect();
   loadOffline();
   loadCanned();

@@ -3,7 +3,10 @@
 //! agents, groups and canned responses. Every function takes the admin's
 //! context and checks that what it touches belongs to the admin's site;
 //! anything of another site is "not found". The role itself is checked by
-//! the caller's extractor (`http::extract::AdminAuth`) and again here.
+//! the caller's extractor (`http::extract::AdminAuth`) and again here. An
+//! operator is an admin of their site here too; only an operator makes or
+//! changes an operator, and only an operator lists and makes sites (the
+//! installation's, not a site's; `http::extract::OperatorAuth`).
 
 use serde::{Deserialize, Serialize};
 
@@ -128,7 +131,7 @@ pub fn normalize_origin(origin: &str) -> Option<String> {
 }
 
 fn require_admin(admin: &AgentCtx) -> Result<()> {
-    if admin.role != Role::Admin {
+    if !admin.role.is_admin() {
         return Err(Error::forbidden("admins only"));
     }
     Ok(())
@@ -178,18 +181,21 @@ fn check_chat_limit(limit: i64) -> Result<i64> {
     Ok(limit)
 }
 
-/// Admins give people the roles admin and agent; the probe role is
-/// Holdfast's own (the status page's login probe).
-fn check_role(role: Role) -> Result<Role> {
+/// Admins give people the roles admin and agent; only an operator (or the
+/// CLI) gives the operator role, which owns the whole installation; the
+/// probe role is Holdfast's own (the status page's login probe).
+fn check_role(role: Role, by: &AgentCtx) -> Result<Role> {
     match role {
         Role::Admin | Role::Agent => Ok(role),
+        Role::Operator if by.role == Role::Operator => Ok(role),
+        Role::Operator => Err(Error::forbidden("only an operator can make an operator")),
         Role::Probe => Err(Error::bad_request("role must be admin or agent")),
     }
 }
 
 pub async fn create_agent(auth: &Auth, store: &dyn Store, admin: &AgentCtx, req: NewAgentRequest) -> Result<Agent> {
     require_admin(admin)?;
-    check_role(req.role)?;
+    check_role(req.role, admin)?;
     let email = normalize_email(&req.email);
     if !valid_email(&email) {
         return Err(Error::bad_request("email is not a valid address"));
@@ -239,12 +245,17 @@ pub async fn update_agent(
     require_admin(admin)?;
     let store = chat.store.as_ref();
     let target = agent_of_site(store, &admin.site_id, agent_id).await?;
-    if target.id == admin.agent_id && (change.active == Some(false) || change.role == Some(Role::Agent)) {
+    let role = change.role.map(|r| check_role(r, admin)).transpose()?;
+    // A site's admin cannot demote or lock out the installation's operator.
+    if target.role == Role::Operator && admin.role != Role::Operator {
+        return Err(Error::forbidden("only an operator can change an operator"));
+    }
+    if target.id == admin.agent_id && (change.active == Some(false) || role.is_some_and(|r| r != target.role)) {
         return Err(Error::conflict("you cannot deactivate or demote yourself"));
     }
     let update = AgentUpdate {
         name: change.name.as_deref().map(check_name).transpose()?,
-        role: change.role.map(check_role).transpose()?,
+        role,
         active: change.active,
         chat_limit: change.chat_limit.map(check_chat_limit).transpose()?,
     };
@@ -339,6 +350,98 @@ pub async fn delete_canned(store: &dyn Store, admin: &AgentCtx, id: &str) -> Res
         return Err(Error::NotFound("canned response"));
     }
     Ok(())
+}
+
+// ----- the installation's operator -------------------------------------------
+
+fn require_operator(operator: &AgentCtx) -> Result<()> {
+    if operator.role != Role::Operator {
+        return Err(Error::forbidden("the installation's operator only"));
+    }
+    Ok(())
+}
+
+/// A site as the operator's list shows it.
+#[derive(Debug, Serialize)]
+pub struct SiteSummary {
+    pub id: String,
+    pub name: String,
+    pub widget_key: String,
+    pub created_at: i64,
+}
+
+/// Every site of the installation, oldest first.
+pub async fn sites(store: &dyn Store, operator: &AgentCtx) -> Result<Vec<SiteSummary>> {
+    require_operator(operator)?;
+    let sites = store.sites().await?;
+    Ok(sites
+        .into_iter()
+        .map(|s| SiteSummary { id: s.id, name: s.name, widget_key: s.widget_key, created_at: s.created_at })
+        .collect())
+}
+
+/// A new site and its first admin, as the operator asks for them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSiteRequest {
+    pub name: String,
+    pub admin: NewSiteAdmin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSiteAdmin {
+    pub email: String,
+    pub name: String,
+    pub password: String,
+}
+
+/// Make a site with its first admin (role `admin`: it runs that site and
+/// nothing else). Everything is checked, and the password hashed, before
+/// anything is written; should the admin's email be taken between the
+/// check and the write, the site stays without an admin and the error says
+/// so (the CLI or this API can then give it one).
+pub async fn create_site(
+    auth: &Auth,
+    store: &dyn Store,
+    operator: &AgentCtx,
+    req: NewSiteRequest,
+) -> Result<(SiteSummary, Agent)> {
+    require_operator(operator)?;
+    let site_name = check_name(&req.name)?;
+    if site_name.chars().any(char::is_control) {
+        return Err(Error::bad_request("name must not contain control characters"));
+    }
+    let email = normalize_email(&req.admin.email);
+    if !valid_email(&email) {
+        return Err(Error::bad_request("admin.email is not a valid address"));
+    }
+    let admin_name = check_name(&req.admin.name)?;
+    if req.admin.password.chars().count() < 8 || req.admin.password.len() > MAX_PASSWORD {
+        return Err(Error::bad_request(format!("admin.password must be 8 characters to {MAX_PASSWORD} bytes")));
+    }
+    if store.agent_by_email(&email).await?.is_some() {
+        return Err(Error::conflict("an agent with that email exists"));
+    }
+    let hash = auth.hashes.hash(&req.admin.password).await?;
+    let site = store.create_site(&site_name).await?;
+    let admin = store
+        .create_agent(NewAgent {
+            site_id: &site.id,
+            email: &email,
+            name: &admin_name,
+            role: Role::Admin,
+            password_hash: &hash,
+            chat_limit: default_chat_limit(),
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Conflict(_) => Error::conflict("the site was made, but its admin's email was taken meanwhile"),
+            e => e,
+        })?;
+    let summary =
+        SiteSummary { id: site.id, name: site.name, widget_key: site.widget_key, created_at: site.created_at };
+    Ok((summary, admin))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Assembling the server's parts into one shared state: the store, the bus,
-//! the hub, auth and chat. Also the first-run bootstrap (demo site and admin).
+//! the hub, auth and chat. Also the first-run bootstrap (demo site and its
+//! admin, the installation's operator).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -106,9 +107,9 @@ impl AppState {
         plan.spawn();
         let connections = Arc::new(Connections::new(config.connections.clone(), connection_cap_from_fd_limit));
         let max_sockets = config.max_sockets.unwrap_or_else(|| connections.soft_limit());
-        spawn_housekeeping(login_limiter.clone(), auth.clone());
         let status_url = format!("http://{}", config.listen);
         let status = Arc::new(Status::open(status_store, config.status.clone(), &status_url).await?);
+        spawn_housekeeping(login_limiter.clone(), auth.clone(), &status);
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -133,12 +134,17 @@ impl AppState {
 /// partitioned, or its bus was down) within a few seconds.
 const REVOCATION_SYNC: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn spawn_housekeeping(limiter: Arc<LoginLimiter>, auth: Arc<Auth>) {
+fn spawn_housekeeping(limiter: Arc<LoginLimiter>, auth: Arc<Auth>, status: &Arc<Status>) {
+    // Holds the status page only while it prunes, so the task ends when the
+    // server's state is gone.
+    let status = Arc::downgrade(status);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
+            let Some(status) = status.upgrade() else { return };
             limiter.prune();
+            status.subscribe_limit.prune();
         }
     });
     // Holds the auth (and through it the store) only while it reads, so the
@@ -238,8 +244,9 @@ async fn remote_presence_changed(chat: &Chat) {
     }
 }
 
-/// On an empty store: a demo site and an admin with a generated password.
-/// Nodes of a cluster starting together race for it; the store decides
+/// On an empty store: a demo site and its admin, with a generated
+/// password, who is also the installation's operator (role `operator`:
+/// the status page and the other sites are theirs). Nodes of a cluster starting together race for it; the store decides
 /// which one bootstraps (the first to claim the `bootstrap` meta key).
 async fn bootstrap(store: &dyn Store, node_id: &str) -> Result<Option<FirstRun>> {
     if !store.sites().await?.is_empty() {
@@ -257,7 +264,7 @@ async fn bootstrap(store: &dyn Store, node_id: &str) -> Result<Option<FirstRun>>
             site_id: &site.id,
             email: &email,
             name: "Admin",
-            role: Role::Admin,
+            role: Role::Operator,
             password_hash: &hash,
             chat_limit: 5,
         })

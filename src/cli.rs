@@ -216,7 +216,9 @@ pub enum AgentCommand {
         email: String,
         #[arg(long)]
         name: String,
-        #[arg(long, value_parser = ["admin", "agent"], default_value = "agent")]
+        /// `operator` runs the installation (status page, sites) and is an
+        /// admin of this site.
+        #[arg(long, value_parser = ["admin", "agent", "operator"], default_value = "agent")]
         role: String,
         /// Most chats routing gives this agent at once.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100))]
@@ -233,6 +235,20 @@ pub enum AgentCommand {
     List {
         #[arg(long)]
         site: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Give an agent another role, e.g. make an admin the installation's
+    /// operator. A running server's tokens carry the new role from their
+    /// next renewal (within the access token's lifetime).
+    Role {
+        /// The agent's email.
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = ["admin", "agent", "operator"])]
+        role: String,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -293,7 +309,7 @@ async fn serve(
     banner.push(format!("  status page:   {base}/status"));
     if let Some(first) = first_run {
         banner.push(format!("First start: created site {:?} (widget key {})", first.site_name, first.widget_key));
-        banner.push(format!("  admin login: {}", first.admin_email));
+        banner.push(format!("  admin login: {}   (the installation's operator)", first.admin_email));
         banner.push(format!("  password:    {}   (shown once; keep it safe)", first.admin_password));
     }
     {
@@ -463,7 +479,7 @@ async fn agent(command: AgentCommand) -> anyhow::Result<()> {
             if name.is_empty() || name.len() > 200 {
                 bail!("--name must be 1 to 200 characters");
             }
-            let role = Role::parse(&role).ok_or_else(|| anyhow!("--role must be admin or agent"))?;
+            let role = Role::parse(&role).ok_or_else(|| anyhow!("--role must be admin, agent or operator"))?;
             let password = read_password()?;
             let store = open_store(&data).await?;
             store
@@ -505,7 +521,7 @@ async fn agent(command: AgentCommand) -> anyhow::Result<()> {
             } else {
                 for a in agents {
                     println!(
-                        "{}  {:<6} {:<8} {} <{}>",
+                        "{}  {:<8} {:<8} {} <{}>",
                         a.id,
                         a.role.as_str(),
                         a.availability.as_str(),
@@ -513,6 +529,30 @@ async fn agent(command: AgentCommand) -> anyhow::Result<()> {
                         a.email
                     );
                 }
+            }
+            store.close().await;
+        }
+        AgentCommand::Role { email, role, json, data } => {
+            let role = Role::parse(&role).ok_or_else(|| anyhow!("--role must be admin, agent or operator"))?;
+            let store = open_store(&data).await?;
+            let agent = store
+                .agent_by_email(&normalize_email(&email))
+                .await
+                .map_err(|e| anyhow!("{}", detail(&e)))?
+                // The status probe's account is Holdfast's own.
+                .filter(|a| a.role != Role::Probe)
+                .ok_or_else(|| anyhow!("no agent with email {email}"))?;
+            let update = crate::store::AgentUpdate { role: Some(role), ..Default::default() };
+            store.update_agent(&agent.id, update).await.map_err(|e| anyhow!("{}", detail(&e)))?;
+            let agent = store
+                .agent(&agent.id)
+                .await
+                .map_err(|e| anyhow!("{}", detail(&e)))?
+                .ok_or_else(|| anyhow!("no agent with email {email}"))?;
+            if json {
+                println!("{}", serde_json::to_string(&agent)?);
+            } else {
+                println!("{} <{}> is now {}", agent.name, agent.email, agent.role.as_str());
             }
             store.close().await;
         }

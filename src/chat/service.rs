@@ -412,7 +412,7 @@ impl Chat {
         to_group: Option<&str>,
     ) -> Result<Applied> {
         let conv = self.conversation_for(&Peer::Agent(a.clone()), conv_id).await?;
-        if conv.agent_id.as_deref() != Some(&a.agent_id) && a.role != Role::Admin {
+        if conv.agent_id.as_deref() != Some(&a.agent_id) && !a.role.is_admin() {
             return Err(Error::forbidden("only the assigned agent or an admin can transfer"));
         }
         let by = Author::agent(&a.agent_id);
@@ -454,7 +454,7 @@ impl Chat {
         let conv = self.conversation_for(peer, conv_id).await?;
         if let Peer::Agent(a) = peer
             && conv.agent_id.as_deref() != Some(&a.agent_id)
-            && a.role != Role::Admin
+            && !a.role.is_admin()
             && conv.status == ConversationStatus::Active
         {
             return Err(Error::forbidden("only the assigned agent or an admin can close"));

@@ -57,9 +57,14 @@ pub struct StatusServeArgs {
     #[arg(long, env = "HOLDFAST_STATUS_STORE_PROBE_SLOW_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     status_store_probe_slow_ms: u64,
-    /// Accept webhook subscribers on private or loopback addresses.
+    /// Accept webhook subscribers on private or loopback addresses, and
+    /// deliver to them (by default only public addresses are reached).
     #[arg(long, env = "HOLDFAST_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
+    /// Let monitors check private or loopback addresses (by default only
+    /// public ones; the built-in probes of this server always run).
+    #[arg(long, env = "HOLDFAST_ALLOW_PRIVATE_MONITORS")]
+    allow_private_monitors: bool,
     /// A PEM file of CA certificates that webhooks, HTTPS monitors and SMTP
     /// over TLS trust besides the system's roots (a private CA).
     #[arg(long, env = "HOLDFAST_STATUS_EXTRA_CA", value_name = "FILE")]
@@ -78,6 +83,7 @@ impl StatusServeArgs {
         config.login_probe_slow = Duration::from_millis(self.status_login_probe_slow_ms);
         config.store_probe_slow = Duration::from_millis(self.status_store_probe_slow_ms);
         config.allow_private_webhooks = self.allow_private_webhooks;
+        config.allow_private_monitors = self.allow_private_monitors;
         if let Some(path) = &self.status_extra_ca {
             config.extra_roots = ExtraRoots::load(path).map_err(|e| anyhow!("--status-extra-ca {e}"))?;
         }
@@ -247,6 +253,10 @@ pub enum MonitorCommand {
         /// Seconds between checks.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(5..=86_400))]
         interval: u64,
+        /// Accept a private or loopback target (the server checks it only
+        /// when it runs with --allow-private-monitors too).
+        #[arg(long, env = "HOLDFAST_ALLOW_PRIVATE_MONITORS")]
+        allow_private_monitors: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -256,6 +266,13 @@ pub enum MonitorCommand {
     List {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Delete a monitor (not a built-in probe).
+    Delete {
+        /// The monitor's id (`holdfast monitor list`).
+        id: String,
         #[command(flatten)]
         data: DataArg,
     },
@@ -390,14 +407,14 @@ pub async fn incident(command: IncidentCommand) -> anyhow::Result<()> {
 
 pub async fn monitor(command: MonitorCommand) -> anyhow::Result<()> {
     match command {
-        MonitorCommand::Add { name, component, url, interval, json, data } => {
-            let target = monitor::check_target(&url).map_err(err)?;
-            let page = open_status(&data, None).await?;
-            let m =
-                page.add_monitor(&name, &component, &target, interval as i64 * 1000).await.map_err(|e| match e {
-                    crate::error::Error::NotFound(_) => anyhow!("no component named {component:?}"),
-                    e => err(e),
-                })?;
+        MonitorCommand::Add { name, component, url, interval, allow_private_monitors, json, data } => {
+            monitor::check_target(&url, allow_private_monitors).map_err(err)?;
+            let mut page = open_status(&data, None).await?;
+            page.config.allow_private_monitors = allow_private_monitors;
+            let m = page.add_monitor(&name, &component, &url, interval as i64 * 1000).await.map_err(|e| match e {
+                crate::error::Error::NotFound(_) => anyhow!("no component named {component:?}"),
+                e => err(e),
+            })?;
             if json {
                 println!("{}", serde_json::to_string(&m)?);
             } else {
@@ -414,6 +431,14 @@ pub async fn monitor(command: MonitorCommand) -> anyhow::Result<()> {
                     println!("{}  {:<30} {:>6} s  {}", m.id, m.name, m.interval_ms / 1000, m.target);
                 }
             }
+        }
+        MonitorCommand::Delete { id, data } => {
+            let page = open_status(&data, None).await?;
+            page.delete_monitor(&id).await.map_err(|e| match e {
+                crate::error::Error::NotFound(_) => anyhow!("no monitor with id {id}"),
+                e => err(e),
+            })?;
+            println!("monitor deleted: {id}");
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! Extractors that turn bad input into our error shape, not axum's default
-//! plain-text rejections: JSON bodies, bearer tokens for agents and visitors.
+//! plain-text rejections: JSON bodies, bearer tokens for agents, admins,
+//! the operator and visitors.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -84,7 +85,8 @@ impl FromRequestParts<AppState> for AgentAuth {
     }
 }
 
-/// An agent with the admin role; the role is checked here, on the server.
+/// An admin of their site (role `admin` or `operator`); the role is
+/// checked here, on the server.
 pub struct AdminAuth(pub AgentCtx);
 
 impl FromRequestParts<AppState> for AdminAuth {
@@ -92,10 +94,26 @@ impl FromRequestParts<AppState> for AdminAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let AgentAuth(agent) = AgentAuth::from_request_parts(parts, state).await?;
-        if agent.role != Role::Admin {
+        if !agent.role.is_admin() {
             return Err(Error::forbidden("admins only"));
         }
         Ok(AdminAuth(agent))
+    }
+}
+
+/// The installation's operator (role `operator`): the status page's admin
+/// routes and the sites API. A site's admin is refused here.
+pub struct OperatorAuth(pub AgentCtx);
+
+impl FromRequestParts<AppState> for OperatorAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let AgentAuth(agent) = AgentAuth::from_request_parts(parts, state).await?;
+        if agent.role != Role::Operator {
+            return Err(Error::forbidden("the installation's operator only"));
+        }
+        Ok(OperatorAuth(agent))
     }
 }
 

@@ -20,7 +20,7 @@ pub fn lane_for(path: &str) -> Lane {
         p if p.starts_with("/api/v1/console/") || p.starts_with("/assets/") => Lane::Critical,
         "/widget.js" => Lane::Chat,
         "/api/v1/canned" => Lane::Dashboard,
-        p if p.starts_with("/api/v1/admin/") => Lane::Dashboard,
+        p if p.starts_with("/api/v1/admin/") || p.starts_with("/api/v1/operator/") => Lane::Dashboard,
         "/api/v1/visitor/session" | "/api/v1/visitor/socket" => Lane::Chat,
         p if p.starts_with("/api/v1/conversations/") && p.ends_with("/events") => Lane::Chat,
         "/api/v1/conversations" | "/api/v1/search" | "/api/v1/agents" | "/api/v1/me" | "/api/v1/banners" => {

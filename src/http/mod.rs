@@ -11,6 +11,7 @@ mod error;
 pub mod extract;
 mod health;
 mod lanes;
+mod operator;
 mod ops;
 pub mod rehearsal;
 mod socket;
@@ -37,7 +38,8 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(assets::routes())
         .merge(console::routes())
-        .merge(admin::routes());
+        .merge(admin::routes())
+        .merge(operator::routes());
     // `/demo` only where the operator asked for it (`--demo`).
     let chat = if state.config.demo { chat.merge(demo::routes()) } else { chat };
     // `serve --only status`: the status page runs apart from chat.

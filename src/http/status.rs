@@ -4,26 +4,29 @@
 //!
 //! Public: `/status` (HTML), incident pages, Atom/RSS feeds, the compatible
 //! read-only API under `/api/v2/` (any origin may read it; short public
-//! caching keeps an incident-time spike cheap), subscribing. Admins:
-//! components, incidents, maintenances, postmortems and monitors under
+//! caching keeps an incident-time spike cheap), subscribing (limited per
+//! client address). The installation's operator (never a site's admin: the
+//! page belongs to whoever runs the installation): components, incidents,
+//! maintenances, postmortems, monitors and subscribers under
 //! `/api/v1/status/`.
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, patch, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::extract::{AdminAuth, ApiJson};
+use super::extract::{ApiJson, OperatorAuth};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::status::api::{self, Summary};
-use crate::status::monitor::check_target;
 use crate::status::page::{self, UPTIME_DAYS, escape};
 use crate::status::time::parse_iso8601;
 use crate::status::{IncidentInput, feed};
@@ -75,6 +78,7 @@ pub fn routes(max_concurrent: usize) -> Router<AppState> {
         .route("/api/v1/status/incidents/{id}/postmortem", put(postmortem))
         .route("/api/v1/status/maintenances", post(schedule_maintenance))
         .route("/api/v1/status/monitors", get(monitors).post(add_monitor))
+        .route("/api/v1/status/monitors/{id}", delete(delete_monitor))
         .route("/api/v1/status/subscribers", get(subscribers))
         .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
     Router::new()
@@ -218,9 +222,11 @@ fn subscription(req: SubscribeRequest) -> Result<Subscription> {
 
 async fn subscribe_form(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     form: Result<Form<SubscribeRequest>, FormRejection>,
 ) -> Response {
     let outcome = async {
+        state.status.subscribe_limit.check(client.ip())?;
         let Form(req) = form.map_err(|e| Error::bad_request(e.body_text()))?;
         match subscription(req)? {
             Subscription::Email(e) => {
@@ -243,12 +249,21 @@ async fn subscribe_form(
             let code = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
             let text =
                 if e.is_server_fault() { "Something went wrong; please retry.".to_owned() } else { e.to_string() };
-            message_page(code, "Could not subscribe", &text, "")
+            let mut page = message_page(code, "Could not subscribe", &text, "");
+            if let Some(secs) = e.retry_after() {
+                page.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            page
         }
     }
 }
 
-async fn subscribe_api(State(state): State<AppState>, ApiJson(req): ApiJson<SubscribeRequest>) -> Result<Response> {
+async fn subscribe_api(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<SubscribeRequest>,
+) -> Result<Response> {
+    state.status.subscribe_limit.check(client.ip())?;
     let body = match subscription(req)? {
         Subscription::Email(e) => {
             let s = state.status.subscribe_email(&e).await?;
@@ -353,13 +368,13 @@ impl ComponentRequest {
     }
 }
 
-async fn admin_components(State(state): State<AppState>, _admin: AdminAuth) -> Result<Json<Value>> {
+async fn admin_components(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<Value>> {
     Ok(Json(json!({"components": state.status.store.components().await?})))
 }
 
 async fn create_component(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    _operator: OperatorAuth,
     ApiJson(req): ApiJson<ComponentRequest>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let status = parse_enum(req.status.as_deref(), ComponentStatus::parse, "status", ComponentStatus::choices())?;
@@ -373,7 +388,7 @@ async fn create_component(
 
 async fn update_component(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    _operator: OperatorAuth,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ComponentRequest>,
 ) -> Result<Json<Value>> {
@@ -435,7 +450,7 @@ async fn incident_json(state: &AppState, incident: &crate::store::status::Incide
     Ok(json!({"incident": s.incident_view(&state.status, incident), "postmortem": incident.postmortem}))
 }
 
-async fn admin_incidents(State(state): State<AppState>, _admin: AdminAuth) -> Result<Json<Value>> {
+async fn admin_incidents(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<Value>> {
     let s = Summary::load(&state.status).await?;
     let incidents = state.status.store.incidents(IncidentKind::Incident, false, 200).await?;
     let maintenances = state.status.store.incidents(IncidentKind::Maintenance, false, 200).await?;
@@ -446,7 +461,7 @@ async fn admin_incidents(State(state): State<AppState>, _admin: AdminAuth) -> Re
 
 async fn admin_incident(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    _operator: OperatorAuth,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
     let incident = state.status.store.incident(&id).await?.ok_or(Error::NotFound("incident"))?;
@@ -455,7 +470,7 @@ async fn admin_incident(
 
 async fn open_incident(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    _operator: OperatorAuth,
     ApiJson(req): ApiJson<IncidentRequest>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let input = req.input(&state).await?;
@@ -468,7 +483,7 @@ async fn open_incident(
 
 async fn schedule_maintenance(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    _operator: OperatorAuth,
     ApiJson(req): ApiJson<IncidentRequest>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let mut input = req.input(&state).await?;
@@ -483,7 +498,7 @@ async fn schedule_maintenance(
 
 async fn update_incident(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    _operator: OperatorAuth,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<IncidentRequest>,
 ) -> Result<Json<Value>> {
@@ -504,7 +519,7 @@ struct ResolveRequest {
 
 async fn resolve_incident(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    _operator: OperatorAuth,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ResolveRequest>,
 ) -> Result<Json<Value>> {
@@ -520,7 +535,7 @@ struct PostmortemRequest {
 
 async fn postmortem(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    _operator: OperatorAuth,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<PostmortemRequest>,
 ) -> Result<Json<Value>> {
@@ -538,22 +553,32 @@ struct MonitorRequest {
     interval_ms: Option<i64>,
 }
 
-async fn monitors(State(state): State<AppState>, _admin: AdminAuth) -> Result<Json<Value>> {
+async fn monitors(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<Value>> {
     Ok(Json(json!({"monitors": state.status.store.monitors().await?})))
 }
 
 async fn add_monitor(
     State(state): State<AppState>,
-    _admin: AdminAuth,
+    _operator: OperatorAuth,
     ApiJson(req): ApiJson<MonitorRequest>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    let monitor = state
-        .status
-        .add_monitor(&req.name, &req.component, &check_target(&req.url)?, req.interval_ms.unwrap_or(30_000))
-        .await?;
+    let monitor =
+        state.status.add_monitor(&req.name, &req.component, &req.url, req.interval_ms.unwrap_or(30_000)).await?;
     Ok((StatusCode::CREATED, Json(json!({"monitor": monitor}))))
 }
 
-async fn subscribers(State(state): State<AppState>, _admin: AdminAuth) -> Result<Json<Value>> {
+async fn delete_monitor(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    if id.len() > 64 {
+        return Err(Error::NotFound("monitor"));
+    }
+    state.status.delete_monitor(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn subscribers(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<Value>> {
     Ok(Json(json!({"subscribers": state.status.store.subscribers().await?})))
 }

@@ -6,6 +6,8 @@
 //! - `page`    — the server-rendered HTML page and per-incident pages.
 //! - `feed`    — Atom and RSS feeds of incident history.
 //! - `notify`  — the delivery side task: signed webhooks and email.
+//! - `egress`  — which addresses webhooks and monitors may reach (public ones).
+//! - `ratelimit` — how many subscriptions one client address may ask for.
 //! - `monitor` — the check loop (HTTP/TCP and built-in); auto-opened incidents.
 //! - `probes`  — the built-in probes: readiness, visitor, agent login, store.
 //! - `runner`  — which process runs monitors and notify (one per store, with failover).
@@ -13,12 +15,14 @@
 //! - `time`    — the time formats shown.
 
 pub mod api;
+pub mod egress;
 pub mod export;
 pub mod feed;
 pub mod monitor;
 pub mod notify;
 pub mod page;
 pub mod probes;
+pub mod ratelimit;
 pub mod runner;
 pub mod time;
 
@@ -99,9 +103,21 @@ pub struct StatusConfig {
     /// besides the system's roots: for receivers and relays behind a
     /// private CA, without ever accepting an unverified certificate.
     pub extra_roots: ExtraRoots,
-    /// Accept webhook URLs on loopback or private networks (tests, intranets).
-    /// Off by default: the subscribe form is public.
+    /// Accept webhook URLs on loopback or private networks (tests, intranets),
+    /// and deliver to them. Off by default: the subscribe form is public,
+    /// and only public addresses are connected to (`egress`).
     pub allow_private_webhooks: bool,
+    /// Let operators' monitors check loopback and private addresses (an
+    /// intranet's services). Off by default: a monitor's `last_error`
+    /// tells an open port from a closed one. The built-in probes of this
+    /// server are not operators' monitors and always run.
+    pub allow_private_monitors: bool,
+    /// Subscriptions one client address (an IPv6 /64) may ask for at once
+    /// on the public form and API…
+    pub subscribe_burst: u32,
+    /// …then one more every this long: each subscriber costs a request or
+    /// an email per notification.
+    pub subscribe_every: Duration,
     /// How often the process running monitors and deliveries checks it
     /// still holds the lead, and the others try to take it: the longest a
     /// cluster goes without a runner after the runner dies.
@@ -201,6 +217,9 @@ impl Default for StatusConfig {
             smtp: None,
             extra_roots: ExtraRoots::default(),
             allow_private_webhooks: false,
+            allow_private_monitors: false,
+            subscribe_burst: 10,
+            subscribe_every: Duration::from_secs(60),
             lead_check: Duration::from_secs(2),
         }
     }
@@ -218,6 +237,8 @@ pub struct Status {
     pub wake: Arc<Notify>,
     /// Whether this process runs the monitors and deliveries now (`runner`).
     leading: AtomicBool,
+    /// Subscriptions per client address on the public form and API.
+    pub subscribe_limit: ratelimit::SubscribeLimiter,
 }
 
 /// What an operator or a monitor says when opening or updating an incident.
@@ -293,7 +314,16 @@ impl Status {
         store.seed_components(DEFAULT_COMPONENTS).await?;
         let page_id = store.page_id().await?;
         let base_url = config.public_url.clone().unwrap_or_else(|| listen_url.to_owned()).trim_end_matches('/').into();
-        Ok(Status { store, config, base_url, page_id, wake: Arc::new(Notify::new()), leading: AtomicBool::new(false) })
+        let subscribe_limit = ratelimit::SubscribeLimiter::new(config.subscribe_burst, config.subscribe_every);
+        Ok(Status {
+            store,
+            config,
+            base_url,
+            page_id,
+            wake: Arc::new(Notify::new()),
+            leading: AtomicBool::new(false),
+            subscribe_limit,
+        })
     }
 
     /// Whether this process runs the monitors and delivers notifications
@@ -554,8 +584,8 @@ impl Status {
         Ok((sub, shown))
     }
 
-    /// Add an operator-defined check of `target` (already checked by
-    /// `monitor::check_target`) that speaks for a component.
+    /// Add an operator-defined check of `target` that speaks for a
+    /// component; the target is checked here (`monitor::check_target`).
     pub async fn add_monitor(
         &self,
         name: &str,
@@ -563,6 +593,8 @@ impl Status {
         target: &str,
         interval_ms: i64,
     ) -> Result<crate::store::status::Monitor> {
+        let target = monitor::check_target(target, self.config.allow_private_monitors)?;
+        let target = target.as_str();
         let name = clean_text(name, MAX_NAME, "name")?;
         let component = self.find_component(component).await?;
         let min = self.config.min_interval.as_millis() as i64;
@@ -570,6 +602,20 @@ impl Status {
             return Err(Error::bad_request(format!("interval must be {} ms to 1 day", min)));
         }
         self.store.create_monitor(&name, &component.id, target, interval_ms, false).await
+    }
+
+    /// Delete an operator's monitor; the built-in probes are Holdfast's own
+    /// (turned off with `self_probe`, not deleted).
+    pub async fn delete_monitor(&self, id: &str) -> Result<()> {
+        let monitor =
+            self.store.monitors().await?.into_iter().find(|m| m.id == id).ok_or(Error::NotFound("monitor"))?;
+        if monitor.builtin {
+            return Err(Error::conflict("a built-in probe cannot be deleted"));
+        }
+        if !self.store.delete_monitor(&monitor.id).await? {
+            return Err(Error::NotFound("monitor"));
+        }
+        Ok(())
     }
 
     pub async fn confirm(&self, token: &str) -> Result<Subscriber> {

@@ -1,7 +1,10 @@
 //! Monitors: operator-defined HTTP and TCP checks plus the built-in probes
 //! of Holdfast itself (`probes`), made over the network as a visitor or an
 //! agent would (a fresh connection per check, so a hung process is seen as
-//! down, not silent).
+//! down, not silent). An operator's check reaches public addresses only
+//! (`egress`), unless the installation allows private targets
+//! (`--allow-private-monitors`); the built-in probes reach this server
+//! wherever it listens.
 //!
 //! A component fails only after `fail_after` consecutive failed checks of
 //! one of its monitors. A failing component opens an incident by itself
@@ -17,21 +20,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::probes::{self, Probes};
-use super::{IncidentInput, Status};
+use super::{IncidentInput, Status, egress};
 use crate::error::{Error, Result};
 use crate::store::status::{ComponentStatus, IncidentKind, IncidentStatus, Monitor};
 use crate::store::{Store, now_ms};
 use crate::tls;
 
-/// Check a monitor target: `http[s]://host[:port]/path` or `tcp://host:port`.
-pub fn check_target(target: &str) -> Result<String> {
+/// Check a monitor target: `http[s]://host[:port]/path` or `tcp://host:port`,
+/// with no special address written in it unless `allow_private` (a name is
+/// judged by its addresses at every check, `egress`).
+pub fn check_target(target: &str, allow_private: bool) -> Result<String> {
     let target = target.trim();
     if target.len() > 2048 {
         return Err(Error::bad_request("url is too long (at most 2048 characters)"));
     }
     let url = reqwest::Url::parse(target).map_err(|e| Error::bad_request(format!("url is not a URL: {e}")))?;
-    if url.host_str().is_none() {
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
         return Err(Error::bad_request("url has no host"));
+    };
+    if !allow_private {
+        // `tcp:` hosts are kept as written: read them as an http host is
+        // (`0x7f.1` is 127.0.0.1) before judging them.
+        let as_http = reqwest::Url::parse(&format!("http://{host}/"));
+        let private =
+            egress::check_written_url(&url).is_err() || as_http.is_ok_and(|u| egress::check_written_url(&u).is_err());
+        if private {
+            return Err(Error::bad_request(
+                "url must be a public address (the operator can allow private ones: --allow-private-monitors)",
+            ));
+        }
     }
     match url.scheme() {
         "http" | "https" => Ok(url.to_string()),
@@ -43,18 +60,47 @@ pub fn check_target(target: &str) -> Result<String> {
     }
 }
 
-/// One check; `Err` says why it failed.
-async fn check(http: &reqwest::Client, probes: &Probes, target: &str, timeout: Duration) -> Result<(), String> {
-    if probes::is_builtin(target) {
-        return probes.check(target, timeout).await;
+/// The monitor loop's HTTP clients.
+struct Clients {
+    /// For the built-in probes of this server itself (which may well be on
+    /// loopback or a private network), never for an operator's target.
+    own: reqwest::Client,
+    /// For operators' monitors: public addresses only (unless
+    /// `allow_private_monitors`), redirects included.
+    operators: reqwest::Client,
+}
+
+/// One check; `Err` says why it failed (words fit for the public page).
+async fn check(
+    clients: &Clients,
+    probes: &Probes,
+    monitor: &Monitor,
+    allow_private: bool,
+    timeout: Duration,
+) -> Result<(), String> {
+    let target = monitor.target.as_str();
+    if monitor.builtin {
+        if probes::is_builtin(target) {
+            return probes.check(target, timeout).await;
+        }
+        return http_check(&clients.own, target, timeout).await;
     }
-    if let Some(addr) = target.strip_prefix("tcp://") {
-        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+    let url = reqwest::Url::parse(target).map_err(|e| format!("bad url: {e}"))?;
+    if !allow_private && let Err(why) = egress::check_url(&url) {
+        return Err(format!("connect failed: {why}"));
+    }
+    if url.scheme() == "tcp" {
+        let (host, port) = (url.host_str().unwrap_or(""), url.port().unwrap_or(0));
+        return match tokio::time::timeout(timeout, egress::tcp_connect(host, port, allow_private)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("connect failed: {e}")),
             Err(_) => Err("connect timed out".into()),
         };
     }
+    http_check(&clients.operators, target, timeout).await
+}
+
+async fn http_check(http: &reqwest::Client, target: &str, timeout: Duration) -> Result<(), String> {
     match http.get(target).timeout(timeout).send().await {
         Ok(res) if res.status().as_u16() < 400 => Ok(()),
         Ok(res) => Err(format!("answered {}", res.status())),
@@ -83,22 +129,29 @@ struct ComponentWatch {
 /// Run the monitors until the task is dropped; the built-in probes reach
 /// the chat store through `store`.
 pub async fn run(status: Arc<Status>, store: Arc<dyn Store>) {
-    let builder = || {
-        reqwest::Client::builder()
+    let allow_private = status.config.allow_private_monitors;
+    let builder = |guarded: bool| {
+        let builder = reqwest::Client::builder()
             // A fresh connection per check: a reused one would hide a
             // listener that no longer accepts, or a certificate replaced.
             .pool_max_idle_per_host(0)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent("Holdfast-Monitor/1")
+            .user_agent("Holdfast-Monitor/1");
+        if guarded {
+            egress::guard(builder).redirect(egress::redirects(3, false))
+        } else {
+            builder.redirect(reqwest::redirect::Policy::limited(3))
+        }
     };
-    let http = match tls::http_client(builder, &status.config.extra_roots) {
-        Ok(c) => c,
-        Err(e) => {
+    let own = tls::http_client(|| builder(false), &status.config.extra_roots);
+    let operators = tls::http_client(|| builder(!allow_private), &status.config.extra_roots);
+    let clients = match (own, operators) {
+        (Ok(own), Ok(operators)) => Clients { own, operators },
+        (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, "monitors disabled: no HTTP client");
             return;
         }
     };
-    let probes = Probes::new(http.clone(), store, &status);
+    let probes = Probes::new(clients.own.clone(), store, &status);
     let mut watches: HashMap<String, Watch> = HashMap::new();
     let mut components: HashMap<String, ComponentWatch> = HashMap::new();
     // Follow incidents this loop opened before a restart.
@@ -130,7 +183,7 @@ pub async fn run(status: Arc<Status>, store: Arc<dyn Store>) {
             monitors.iter().filter(|m| watches.get(&m.id).is_none_or(|w| w.next_due <= now)).collect();
         let timeout = status.config.check_timeout;
         let results = futures_util::future::join_all(
-            due.iter().map(|m| async { (*m, check(&http, &probes, &m.target, timeout).await) }),
+            due.iter().map(|m| async { (*m, check(&clients, &probes, m, allow_private, timeout).await) }),
         )
         .await;
         let at = now_ms();

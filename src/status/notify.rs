@@ -8,7 +8,6 @@
 //! and each round first claims its deliveries in the store, so a
 //! subscriber hears each notification once however many nodes run.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::{SmtpConfig, SmtpTls, Status};
+use super::{SmtpConfig, SmtpTls, Status, egress};
 use crate::error::{Error, Result};
 use crate::store::now_ms;
 use crate::store::status::{Delivery, SubscriberKind};
@@ -57,8 +56,9 @@ pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
 }
 
 /// A receiver's URL, checked before it is stored: `https` (or `http`), no
-/// credentials, and no loopback or private address unless allowed (the
-/// subscribe form is public).
+/// credentials, and no special address written in it unless allowed (the
+/// subscribe form is public). A name is judged again by its addresses at
+/// every delivery (`egress`).
 pub fn check_webhook_url(url: &str, allow_private: bool) -> Result<String> {
     let url = url.trim();
     if url.len() > 2048 {
@@ -71,40 +71,25 @@ pub fn check_webhook_url(url: &str, allow_private: bool) -> Result<String> {
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(Error::bad_request("endpoint must not contain credentials"));
     }
-    let host = parsed.host_str().ok_or_else(|| Error::bad_request("endpoint has no host"))?;
-    if !allow_private && is_private_host(host) {
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(Error::bad_request("endpoint has no host"));
+    }
+    if !allow_private && egress::check_written_url(&parsed).is_err() {
         return Err(Error::bad_request("endpoint must be a public address"));
     }
     Ok(parsed.to_string())
 }
 
-fn is_private_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost") || host.ends_with(".local") {
-        return true;
-    }
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => {
-            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast()
-        }
-        Ok(IpAddr::V6(ip)) => {
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || (ip.segments()[0] & 0xfe00) == 0xfc00
-                || (ip.segments()[0] & 0xffc0) == 0xfe80
-        }
-        Err(_) => false,
-    }
-}
-
 /// Drain the outbox until the task is dropped: woken by every queued
 /// notification, and at least every `delivery_tick`.
 pub async fn run(status: Arc<Status>) {
+    let allow_private = status.config.allow_private_webhooks;
     let builder = || {
-        reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent("Holdfast-Status/1")
+            .user_agent("Holdfast-Status/1");
+        if allow_private { builder } else { egress::guard(builder) }
     };
     let http = match tls::http_client(builder, &status.config.extra_roots) {
         Ok(c) => c,
@@ -178,7 +163,9 @@ async fn deliver(
 ) {
     let unsubscribe = format!("{}/status/subscribers/unsubscribe?token={}", status.base_url, delivery.subscriber.token);
     let outcome = match delivery.subscriber.kind {
-        SubscriberKind::Webhook => send_webhook(http, &delivery, &unsubscribe).await,
+        SubscriberKind::Webhook => {
+            send_webhook(http, &delivery, &unsubscribe, status.config.allow_private_webhooks).await
+        }
         SubscriberKind::Email => match (mailer, &status.config.smtp) {
             (Some(mailer), Some(smtp)) => send_email(mailer, &smtp.from, &delivery, &unsubscribe).await,
             _ => Err("email is not configured".to_owned()),
@@ -205,7 +192,18 @@ async fn deliver(
     }
 }
 
-async fn send_webhook(http: &reqwest::Client, delivery: &Delivery, unsubscribe: &str) -> Result<(), String> {
+async fn send_webhook(
+    http: &reqwest::Client,
+    delivery: &Delivery,
+    unsubscribe: &str,
+    allow_private: bool,
+) -> Result<(), String> {
+    let url = reqwest::Url::parse(&delivery.subscriber.target).map_err(|e| format!("bad endpoint: {e}"))?;
+    // An address literal skips the guarded client's resolver: check it here
+    // (a subscriber stored before this check existed is refused too).
+    if !allow_private && let Err(why) = egress::check_url(&url) {
+        return Err(format!("connect failed: {why}"));
+    }
     let mut body: serde_json::Value = serde_json::from_str(&delivery.payload).map_err(|e| e.to_string())?;
     if let Some(meta) = body.get_mut("meta") {
         meta["unsubscribe"] = serde_json::Value::String(unsubscribe.to_owned());
@@ -214,7 +212,7 @@ async fn send_webhook(http: &reqwest::Client, delivery: &Delivery, unsubscribe: 
     let timestamp = now_ms() / 1000;
     let secret = delivery.subscriber.secret.as_deref().unwrap_or("");
     let res = http
-        .post(&delivery.subscriber.target)
+        .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(TIMESTAMP_HEADER, timestamp.to_string())
         .header(SIGNATURE_HEADER, sign(secret, timestamp, &body))
@@ -273,6 +271,13 @@ mod tests {
             "http://[::1]/",
             "http://169.254.169.254/latest",
             "https://127.0.0.1/",
+            "http://[::ffff:127.0.0.1]:8080/x",
+            "http://[0:0:0:0:0:ffff:127.0.0.1]/",
+            "http://100.64.0.1/",
+            "http://[::ffff:169.254.169.254]/",
+            "http://[64:ff9b::10.0.0.1]/",
+            "http://[2002:7f00:1::1]/",
+            "http://0x7f000001/",
         ] {
             assert!(check_webhook_url(bad, false).is_err(), "{bad}");
         }

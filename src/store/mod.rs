@@ -87,11 +87,18 @@ pub struct Site {
     pub created_at: i64,
 }
 
+/// What an agent may do. `admin` and `operator` are both admins of their
+/// site; the operator also runs the installation (the status page, sites).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
     Agent,
+    /// Whoever runs the installation: an admin of their own site who also
+    /// owns the status page (incidents, monitors, subscribers) and makes
+    /// sites. The first-run admin is one; more are made by the CLI or by
+    /// an operator, never by a site's admin.
+    Operator,
     /// The status page's login probe: it logs in and opens the agent socket
     /// like an agent, and can do nothing else. Never listed, never routed
     /// to, never given to a person (Holdfast creates the one probe account
@@ -104,14 +111,21 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Agent => "agent",
+            Role::Operator => "operator",
             Role::Probe => "probe",
         }
+    }
+
+    /// Whether this role administers its site (admins and operators).
+    pub fn is_admin(self) -> bool {
+        matches!(self, Role::Admin | Role::Operator)
     }
 
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "admin" => Some(Role::Admin),
             "agent" => Some(Role::Agent),
+            "operator" => Some(Role::Operator),
             "probe" => Some(Role::Probe),
             _ => None,
         }

@@ -355,6 +355,9 @@ pub trait StatusStore: Send + Sync + 'static {
         builtin: bool,
     ) -> Result<Monitor>;
     async fn monitors(&self) -> Result<Vec<Monitor>>;
+    /// Delete an operator's monitor (never a built-in probe); whether there
+    /// was one.
+    async fn delete_monitor(&self, id: &str) -> Result<bool>;
     /// Remember a monitor's check at `at`: its consecutive failures so far
     /// and, when it failed, why.
     async fn record_check(&self, monitor_id: &str, at: i64, failures: i64, error: Option<&str>) -> Result<()>;
@@ -1067,6 +1070,14 @@ impl StatusStore for SqliteStore {
             .iter()
             .map(monitor_from_row)
             .collect()
+    }
+
+    async fn delete_monitor(&self, id: &str) -> Result<bool> {
+        let gone = sqlx::query("DELETE FROM status_monitors WHERE id = ? AND builtin = 0")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(gone.rows_affected() > 0)
     }
 
     async fn record_probe(&self, component_id: &str, at: i64, ok: bool) -> Result<()> {

@@ -571,6 +571,14 @@ impl StatusStore for PostgresStore {
             .collect()
     }
 
+    async fn delete_monitor(&self, id: &str) -> Result<bool> {
+        let gone = sqlx::query("DELETE FROM status_monitors WHERE id = $1 AND NOT builtin")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(gone.rows_affected() > 0)
+    }
+
     async fn record_check(&self, monitor_id: &str, at: i64, failures: i64, error: Option<&str>) -> Result<()> {
         sqlx::query(
             "UPDATE status_monitors SET last_check_at = $1, failures = $2, last_error = coalesce($3, last_error),

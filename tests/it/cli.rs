@@ -61,6 +61,19 @@ fn sites_and_agents_are_managed_from_the_command_line() {
     assert_eq!(agents[0]["role"], "admin");
     assert!(agents[0].get("password_hash").is_none());
 
+    // Eve is made the installation's operator, and back.
+    let out = holdfast(&["agent", "role", "--email", "EVE@acme.example", "--role", "operator", "--data", data], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "Eve <eve@acme.example> is now operator");
+    let out = holdfast(&["agent", "list", "--site", site_id, "--json", "--data", data], None);
+    let agents: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(agents[0]["role"], "operator");
+    let out = holdfast(&["agent", "role", "--email", "nobody@acme.example", "--role", "admin", "--data", data], None);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no agent with email nobody@acme.example"), "{}", text(&out.stderr));
+    let out = holdfast(&["agent", "role", "--email", "eve@acme.example", "--role", "probe", "--data", data], None);
+    assert!(text(&out.stderr).contains("invalid value 'probe'"), "{}", text(&out.stderr));
+
     // The same email twice is a clear conflict.
     let out = holdfast(
         &[

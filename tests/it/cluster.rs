@@ -324,7 +324,7 @@ async fn status_runner(nodes: [&TestServer; 2]) -> &TestServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_shows_one_status_page() {
     let c = cluster_with(status_quick).await;
-    let token = crate::status::admin(&c.a).await;
+    let token = crate::status::operator(&c.a).await;
     let opened = json!({"name": "Chat is slow", "components": {"Chat widget": "degraded_performance"}});
     let id = open_incident(&c.a, &token, opened).await;
 
@@ -357,7 +357,7 @@ async fn every_node_shows_one_status_page() {
 async fn a_webhook_subscriber_hears_each_notification_once_from_two_nodes() {
     let c = cluster_with(status_quick).await;
     let runner = status_runner([&c.a, &c.b]).await;
-    let token = crate::status::admin(&c.a).await;
+    let token = crate::status::operator(&c.a).await;
     let (addr, mut inbox) = crate::status::webhook_receiver(0).await;
     let (s, sub) = c.b.post("/api/v2/subscribers.json", None, json!({"endpoint": format!("http://{addr}/hook")})).await;
     assert_eq!(s, 201, "{sub}");
@@ -594,14 +594,14 @@ async fn within(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bo
 async fn kill_9_of_the_status_runner_hands_monitors_and_deliveries_to_the_other_node() {
     let db = TestDb::create().await;
     let prefix = nats_prefix();
-    let flags = ["--allow-private-webhooks", "--status-fail-after", "100"];
+    let flags = ["--allow-private-webhooks", "--allow-private-monitors", "--status-fail-after", "100"];
     let mut nodes = vec![spawn_node_with(&db.url, &prefix, &flags), spawn_node_with(&db.url, &prefix, &flags)];
     let store = PostgresStore::connect(&db.url, 2).await.unwrap();
     let site = store.sites().await.unwrap().remove(0);
     let hash = holdfast::auth::passwords::hash_now("password123").unwrap();
     let email = "ops@example.com";
     let new =
-        NewAgent { site_id: &site.id, email, name: "Ops", role: Role::Admin, password_hash: &hash, chat_limit: 1 };
+        NewAgent { site_id: &site.id, email, name: "Ops", role: Role::Operator, password_hash: &hash, chat_limit: 1 };
     store.create_agent(new).await.unwrap();
     let login = post(&nodes[0].base, "/api/v1/auth/login", json!({"email": email, "password": "password123"})).await;
     let token = login["access_token"].as_str().unwrap().to_owned();

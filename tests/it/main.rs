@@ -20,6 +20,7 @@ mod routing;
 mod security;
 mod services;
 mod status;
+mod status_guard;
 mod status_store;
 mod status_tls;
 mod store;

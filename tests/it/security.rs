@@ -167,7 +167,7 @@ async fn guesses_from_many_addresses_slow_new_devices_but_not_the_agents_own() {
 async fn logout_and_deactivation_survive_a_restart() {
     let server = TestServer::start().await;
     let site = server.site().await;
-    let admin = crate::status::admin(&server).await;
+    let admin = crate::status::operator(&server).await;
     server.agent(&site, "leaver@example.com", 5).await;
     let (logged_out, _) = server.login("leaver@example.com", "password123").await;
     let gone = server.agent(&site, "gone@example.com", 5).await;

@@ -67,8 +67,9 @@ both_stores!(
     a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_to_monitoring,
 );
 
-/// An admin's access token.
-pub(crate) async fn admin(server: &TestServer) -> String {
+/// The access token of an operator of the installation (the status page's
+/// admin), in the first site.
+pub(crate) async fn operator(server: &TestServer) -> String {
     let site = server.site().await;
     let hash = passwords::hash_now("password123").unwrap();
     let email = format!("boss-{}@acme.example", rand_suffix());
@@ -79,7 +80,7 @@ pub(crate) async fn admin(server: &TestServer) -> String {
             site_id: &site.id,
             email: &email,
             name: "Boss",
-            role: Role::Admin,
+            role: Role::Operator,
             password_hash: &hash,
             chat_limit: 5,
         })
@@ -284,7 +285,7 @@ fn check_incident(v: &Value, maintenance: bool) {
 
 async fn every_api_v2_path_has_the_compatible_shape(store: Store) {
     let (server, _tmp) = server_on(store, |_| {}).await;
-    let token = admin(&server).await;
+    let token = operator(&server).await;
     let post = |path: &'static str, body: Value| send(&server, reqwest::Method::POST, path, &token, body);
 
     let (s, _) = post("/api/v1/status/components", json!({"name": "Store", "group": "Backend"})).await;
@@ -411,7 +412,7 @@ async fn every_api_v2_path_has_the_compatible_shape(store: Store) {
 
 async fn admins_run_an_incident_from_open_to_postmortem_over_http(store: Store) {
     let (server, _tmp) = server_on(store, |_| {}).await;
-    let token = admin(&server).await;
+    let token = operator(&server).await;
     let site = server.site().await;
     server.agent(&site, "agent@acme.example", 3).await;
     let (agent_token, _) = server.login("agent@acme.example", "password123").await;
@@ -549,7 +550,7 @@ async fn admins_run_an_incident_from_open_to_postmortem_over_http(store: Store) 
 #[tokio::test]
 async fn postmortem_markdown_cannot_inject_script() {
     let (server, _tmp) = server_with(|_| {}).await;
-    let token = admin(&server).await;
+    let token = operator(&server).await;
     let (_, opened) = send(
         &server,
         reqwest::Method::POST,
@@ -602,7 +603,7 @@ async fn postmortem_markdown_cannot_inject_script() {
 
 async fn the_public_page_and_feeds_show_components_uptime_and_history(store: Store) {
     let (server, _tmp) = server_on(store, |_| {}).await;
-    let token = admin(&server).await;
+    let token = operator(&server).await;
     let (_, opened) = send(
         &server,
         reqwest::Method::POST,
@@ -764,7 +765,7 @@ async fn a_webhook_subscriber_gets_a_signed_notification_retried_until_accepted(
         c.status.retry_base = Duration::from_millis(100);
     })
     .await;
-    let token = admin(&server).await;
+    let token = operator(&server).await;
     let (addr, mut inbox) = webhook_receiver(1).await;
 
     for bad in [
@@ -996,7 +997,7 @@ async fn an_email_subscriber_confirms_by_link_gets_mail_and_unsubscribes() {
         c.status.smtp = Some(holdfast::status::SmtpConfig::new("127.0.0.1", port, "status@holdfast.test"));
     })
     .await;
-    let token = admin(&server).await;
+    let token = operator(&server).await;
 
     let (s, e) = server.post("/api/v2/subscribers.json", None, json!({"email": "not-an-email"})).await;
     assert_eq!((s, e["error"]["code"].as_str()), (400, Some("bad_request")));
@@ -1084,6 +1085,7 @@ async fn the_subscribe_form_works_without_javascript() {
 
 async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_to_monitoring(store: Store) {
     let (server, _tmp) = server_on(store, |c| {
+        c.status.allow_private_monitors = true;
         c.status.fail_after = 2;
         c.status.quiet_period = Duration::from_millis(400);
         c.status.monitor_tick = Duration::from_millis(20);
@@ -1091,7 +1093,7 @@ async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_
         c.status.check_timeout = Duration::from_millis(500);
     })
     .await;
-    let token = admin(&server).await;
+    let token = operator(&server).await;
     // An address of the loopback net nothing else here listens on, so once
     // the port is freed no other test's server can take it and answer.
     let upstream = TcpListener::bind("127.1.2.3:0").await.unwrap();
@@ -1258,7 +1260,7 @@ async fn built_in_probes_check_readyz_a_visitor_an_agent_login_and_the_store() {
     assert_eq!(store.component_id, delivery.id);
     // The probe account is never written where admins read monitors.
     let account = probe_account(&server).await;
-    let token = admin(&server).await;
+    let token = operator(&server).await;
     let (status, listed) = server.get("/api/v1/status/monitors", Some(&token)).await;
     assert_eq!(status, 200);
     let listed = listed.to_string();
@@ -1288,7 +1290,7 @@ async fn the_login_probe_account_is_hidden_from_people_and_never_given_a_chat() 
     assert_eq!(probe.site_id, site.id);
 
     // Admins do not see it, cannot change it, cannot make another.
-    let token = admin(&server).await;
+    let token = operator(&server).await;
     let (status, agents) = server.get("/api/v1/admin/agents", Some(&token)).await;
     assert_eq!(status, 200);
     let agents = agents.as_array().unwrap();
@@ -1400,7 +1402,7 @@ async fn with_the_store_down_agent_login_and_message_delivery_go_down_and_recove
         c.status.quiet_period = Duration::from_millis(300);
     })
     .await;
-    let token = admin(&server).await;
+    let token = operator(&server).await;
     passing_checks(&server, "Agent login", 2).await;
     passing_checks(&server, "Message delivery", 2).await;
 
@@ -1462,6 +1464,7 @@ async fn a_restarted_server_goes_on_from_its_monitors_last_checks() {
     let tmp = tempfile::tempdir().unwrap();
     let tune = |c: &mut Config| {
         c.status.self_probe = false;
+        c.status.allow_private_monitors = true;
         c.status.fail_after = 3;
         c.status.quiet_period = Duration::from_secs(3);
         c.status.monitor_tick = Duration::from_millis(20);
@@ -1472,7 +1475,7 @@ async fn a_restarted_server_goes_on_from_its_monitors_last_checks() {
     let addr = dead.local_addr().unwrap();
     drop(dead);
     let server = TestServer::start_in(tmp.path(), tune).await;
-    let token = admin(&server).await;
+    let token = operator(&server).await;
     let monitor =
         json!({"name": "Website TCP", "component": "Website", "url": format!("tcp://{addr}"), "interval_ms": 100});
     let (s, _) = send(&server, reqwest::Method::POST, "/api/v1/status/monitors", &token, monitor).await;
@@ -1627,9 +1630,36 @@ async fn operators_run_an_incident_from_the_command_line() {
             "http://",
         ),
         (
-            vec!["monitor", "add", "--name", "m", "--component", "Nope", "--url", "tcp://127.0.0.1:9", "--data", data],
+            vec![
+                "monitor",
+                "add",
+                "--name",
+                "m",
+                "--component",
+                "Nope",
+                "--url",
+                "tcp://db.example.com:5432",
+                "--data",
+                data,
+            ],
             "no component",
         ),
+        (
+            vec![
+                "monitor",
+                "add",
+                "--name",
+                "m",
+                "--component",
+                "Website",
+                "--url",
+                "tcp://127.0.0.1:9",
+                "--data",
+                data,
+            ],
+            "must be a public address",
+        ),
+        (vec!["monitor", "delete", "nope", "--data", data], "no monitor with id nope"),
         (
             vec![
                 "monitor",
@@ -1665,13 +1695,31 @@ async fn operators_run_an_incident_from_the_command_line() {
         "http://127.0.0.1:9/health",
         "--interval",
         "60",
+        "--allow-private-monitors",
         "--json",
         "--data",
         data,
     ]);
     assert_eq!(m["interval_ms"], 60_000);
+    let public = ok_json(&[
+        "monitor",
+        "add",
+        "--name",
+        "Public site",
+        "--component",
+        "website",
+        "--url",
+        "https://www.example.com/",
+        "--json",
+        "--data",
+        data,
+    ]);
     let list = ok_json(&["monitor", "list", "--json", "--data", data]);
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let out = holdfast(&["monitor", "delete", public["id"].as_str().unwrap(), "--data", data]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = ok_json(&["monitor", "list", "--json", "--data", data]);
+    assert_eq!(list.as_array().unwrap().iter().map(|m| &m["name"]).collect::<Vec<_>>(), ["Site"]);
 
     // A server on the same data dir shows what the CLI did.
     let server = TestServer::start_in(tmp.path(), |c| c.status.self_probe = false).await;
@@ -1795,7 +1843,7 @@ fn chromium() -> std::path::PathBuf {
 #[tokio::test]
 async fn the_status_page_renders_in_headless_chromium() {
     let (server, _tmp) = server_with(|_| {}).await;
-    let token = admin(&server).await;
+    let token = operator(&server).await;
     let (_, opened) = send(
         &server,
         reqwest::Method::POST,

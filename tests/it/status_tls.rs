@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::status::{Relay, admin, eventually, next, receiver_over, send, serve_process, smtp_relay};
+use crate::status::{Relay, eventually, next, operator, receiver_over, send, serve_process, smtp_relay};
 use crate::support::TestServer;
 
 /// A certificate authority made for one test, as an operator's private CA.
@@ -93,6 +93,7 @@ async fn tls_server(tune: impl FnOnce(&mut Config)) -> TestServer {
     TestServer::start_with(|c| {
         c.status.self_probe = false;
         c.status.allow_private_webhooks = true;
+        c.status.allow_private_monitors = true;
         c.status.retry_base = Duration::from_millis(100);
         c.status.fail_after = 1;
         c.status.monitor_tick = Duration::from_millis(20);
@@ -141,7 +142,7 @@ async fn an_https_webhook_is_delivered_signed_when_its_ca_is_trusted_and_retried
 
     // The operator trusts the private CA: the notification arrives, signed.
     let trusting = tls_server(|c| c.status.extra_roots = ca.roots()).await;
-    let token = admin(&trusting).await;
+    let token = operator(&trusting).await;
     let secret = subscribe_webhook(&trusting, &url).await;
     open_incident(&trusting, &token).await;
     let got = next(&mut inbox, "the notification over https").await;
@@ -157,7 +158,7 @@ async fn an_https_webhook_is_delivered_signed_when_its_ca_is_trusted_and_retried
     // and tells its admin why.
     let (addr, mut inbox, mut refused) = receiver_over(Some(ca.acceptor(Cert::For(&["127.0.0.1"]))), 0).await;
     let doubting = tls_server(|_| {}).await;
-    let token = admin(&doubting).await;
+    let token = operator(&doubting).await;
     subscribe_webhook(&doubting, &format!("https://{addr}/hook")).await;
     open_incident(&doubting, &token).await;
     next(&mut refused, "the first attempt, refused").await;
@@ -185,7 +186,7 @@ async fn an_https_monitor_passes_with_the_ca_and_fails_with_a_clear_reason_witho
     ];
 
     let trusting = tls_server(|c| c.status.extra_roots = ca.roots()).await;
-    let token = admin(&trusting).await;
+    let token = operator(&trusting).await;
     for (component, url, _) in &targets {
         add_monitor(&trusting, &token, component, url).await;
     }
@@ -206,7 +207,7 @@ async fn an_https_monitor_passes_with_the_ca_and_fails_with_a_clear_reason_witho
     // Without the CA the same healthy target fails, and the public page says
     // why in words that name no address.
     let doubting = tls_server(|_| {}).await;
-    let token = admin(&doubting).await;
+    let token = operator(&doubting).await;
     add_monitor(&doubting, &token, "Website", &format!("https://{good}/health")).await;
     let incident = eventually("the incident", || async {
         let (_, v) = doubting.get("/api/v2/incidents/unresolved.json", None).await;
@@ -281,7 +282,8 @@ async fn a_host_without_system_certificates_starts_and_trusts_the_extra_ca_bundl
     std::fs::create_dir(&no_dir).unwrap();
 
     let mut serve = Command::new(env!("CARGO_BIN_EXE_holdfast"));
-    serve.args(["serve", "--listen", "127.0.0.1:0", "--data", &data]).arg("--status-extra-ca").arg(&bundle);
+    serve.args(["serve", "--listen", "127.0.0.1:0", "--data", &data, "--allow-private-monitors"]);
+    serve.arg("--status-extra-ca").arg(&bundle);
     serve.env("SSL_CERT_FILE", &no_file).env("SSL_CERT_DIR", &no_dir);
     let (mut child, _) = serve_process(serve.stderr(Stdio::piped())).await;
 
@@ -293,7 +295,8 @@ async fn a_host_without_system_certificates_starts_and_trusts_the_extra_ca_bundl
     for (name, addr) in [("Trusted", trusted), ("Untrusted", untrusted)] {
         let url = format!("https://{addr}/health");
         let add = ["monitor", "add", "--name", name, "--component", "Website", "--url", &url, "--data", &data];
-        let out = cli(add.map(String::from).to_vec()).await.unwrap();
+        let add = add.into_iter().chain(["--allow-private-monitors"]).map(String::from).collect();
+        let out = cli(add).await.unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let list = ["monitor", "list", "--json", "--data", &data].map(String::from).to_vec();
@@ -367,7 +370,7 @@ async fn mail_waits_with_a_reason_when_the_relay_is_not_trusted_or_offers_no_sta
     for (relay, reason) in cases {
         let (port, mut mail) = smtp_relay(relay).await;
         let server = tls_server(|c| c.status.smtp = Some(smtp_to(port, SmtpTls::StartTls))).await;
-        let token = admin(&server).await;
+        let token = operator(&server).await;
         subscribe_email(&server).await;
         let listed = eventually("the delivery's error", || async {
             let v = listing(&server, &token, "/api/v1/status/subscribers").await;

@@ -46,6 +46,7 @@ both_stores!(
     meta_init_keeps_the_first_value,
     meta_set_replaces_the_value,
     the_status_probe_is_never_listed_grouped_or_routed,
+    an_operator_is_stored_listed_grouped_and_routed_like_an_admin,
     sessions_agents_visitors_and_admin_data_round_trip,
     search_queue_and_filters,
     injected_faults_fail_every_call_until_cleared,
@@ -292,6 +293,37 @@ async fn the_status_probe_is_never_listed_grouped_or_routed(s: Backend) {
     assert_eq!(candidates, people);
 }
 
+async fn an_operator_is_stored_listed_grouped_and_routed_like_an_admin(s: Backend) {
+    let (site, mut people) = site_with_agents(s.a.as_ref(), 1, 5).await;
+    let operator =
+        s.a.create_agent(NewAgent {
+            site_id: &site.id,
+            email: &format!("ops-{}@example.com", site.id),
+            name: "Ops",
+            role: Role::Operator,
+            password_hash: "x",
+            chat_limit: 5,
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.b.agent(&operator.id).await.unwrap().unwrap().role, Role::Operator, "the schema takes the role");
+    people.push(operator.id.clone());
+    let mut listed: Vec<String> = s.b.agents(&site.id).await.unwrap().into_iter().map(|a| a.id).collect();
+    listed.sort();
+    people.sort();
+    assert_eq!(listed, people, "one of the site's people");
+    let group = s.a.groups(&site.id).await.unwrap().into_iter().find(|g| g.is_default).unwrap();
+    assert!(s.b.group_members(&group.id).await.unwrap().contains(&operator.id), "in the default group");
+    s.a.set_availability(&operator.id, Availability::Online).await.unwrap();
+    let candidates: Vec<String> =
+        s.b.routing_candidates(&group.id).await.unwrap().into_iter().map(|c| c.agent_id).collect();
+    assert!(candidates.contains(&operator.id), "routed to like an admin");
+    // And back: the role is an ordinary column value.
+    let demote = holdfast::store::AgentUpdate { role: Some(Role::Admin), ..Default::default() };
+    s.a.update_agent(&operator.id, demote).await.unwrap();
+    assert_eq!(s.b.agent(&operator.id).await.unwrap().unwrap().role, Role::Admin);
+}
+
 async fn sessions_agents_visitors_and_admin_data_round_trip(s: Backend) {
     let (site, agents) = site_with_agents(s.a.as_ref(), 1, 5).await;
     let agent = s.b.agent(&agents[0]).await.unwrap().unwrap();
@@ -458,6 +490,47 @@ async fn the_sqlite_probe_role_migration_keeps_agents_and_what_refers_to_them() 
         })
         .await;
     assert!(matches!(orphan, Err(Error::NotFound("site"))), "{orphan:?}");
+    store.close().await;
+    let db = raw_sqlite(dir.path()).await;
+    let dangling = sqlx::query("PRAGMA foreign_key_check").fetch_all(&db).await.unwrap();
+    assert!(dangling.is_empty(), "{} rows refer to nothing", dangling.len());
+    db.close().await;
+}
+
+/// Migration 0011 rebuilds SQLite's `agents` table again (to allow the
+/// operator role) and makes the first start's admin the operator: run it
+/// again over a data dir as an upgrade would, and the rows and what refers
+/// to them are kept, the first-run admin runs the installation and no
+/// other admin does.
+#[tokio::test]
+async fn the_sqlite_operator_migration_keeps_agents_and_promotes_the_first_run_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let (site, agents) = site_with_agents(&store, 1, 5).await;
+    let admin = |email: &'static str| NewAgent {
+        site_id: &site.id,
+        email,
+        name: "Admin",
+        role: Role::Admin,
+        password_hash: "x",
+        chat_limit: 5,
+    };
+    let first_run = store.create_agent(admin("admin@holdfast.local")).await.unwrap();
+    let other = store.create_agent(admin("boss@example.com")).await.unwrap();
+    let session = store.create_session(&first_run.id, "hash-1", i64::MAX / 2).await.unwrap();
+    store.close().await;
+
+    let db = raw_sqlite(dir.path()).await;
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 11").execute(&db).await.unwrap();
+    db.close().await;
+
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    assert_eq!(store.agent(&first_run.id).await.unwrap().unwrap().role, Role::Operator);
+    assert_eq!(store.agent(&other.id).await.unwrap().unwrap().role, Role::Admin);
+    assert_eq!(store.agent(&agents[0]).await.unwrap().unwrap().role, Role::Agent);
+    assert_eq!(store.session(&session.id).await.unwrap().unwrap().agent_id, first_run.id);
+    let group = store.groups(&site.id).await.unwrap().remove(0);
+    assert_eq!(store.group_members(&group.id).await.unwrap().len(), 3);
     store.close().await;
     let db = raw_sqlite(dir.path()).await;
     let dangling = sqlx::query("PRAGMA foreign_key_check").fetch_all(&db).await.unwrap();

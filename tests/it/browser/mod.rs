@@ -161,7 +161,7 @@ async fn wait_console_text(b: &Browser, text: &str) {
     b.wait_for(&script, LONG).await;
 }
 
-async fn admin(server: &TestServer, site: &Site, email: &str) {
+async fn admin(server: &TestServer, site: &Site, email: &str, role: Role) {
     let hash = passwords::hash_now("password123").unwrap();
     server
         .state
@@ -170,7 +170,7 @@ async fn admin(server: &TestServer, site: &Site, email: &str) {
             site_id: &site.id,
             email,
             name: "Ada Admin",
-            role: Role::Admin,
+            role,
             password_hash: &hash,
             chat_limit: 5,
         })
@@ -325,12 +325,15 @@ async fn the_offline_form_reaches_the_agents() {
     console.close().await;
 }
 
+/// A hostile site name: markup and a script URL that must stay text.
+const HOSTILE_SITE: &str = "<img src=x onerror=\"window.pwned=3\"> Acme & <b>Co</b> javascript:window.pwned=4";
+
 #[tokio::test]
-async fn an_admin_creates_an_agent_who_then_logs_in() {
+async fn an_operator_creates_an_agent_and_a_site_whose_people_then_log_in() {
     let _one = ONE_BROWSER_TEST.lock().await;
     let server = TestServer::start().await;
     let site = server.site().await;
-    admin(&server, &site, "ada@example.com").await;
+    admin(&server, &site, "ada@example.com", Role::Operator).await;
     let driver = Driver::start().await;
     let b = driver.browser(1280, 900).await;
     console_login(&b, &server, "ada@example.com", "password123").await;
@@ -361,6 +364,29 @@ async fn an_admin_creates_an_agent_who_then_logs_in() {
     let add = b.el("document.querySelector('#canned-form button')").await;
     b.click(&add).await;
     b.wait_for("return document.querySelector('#canned').textContent.includes('/hours')", LONG).await;
+
+    // The operator's Sites section: a new site with its first admin; the
+    // site's name is text however hostile.
+    b.wait_for("return !document.querySelector('#sites-section').hidden && document.querySelectorAll('#sites tr').length === 1", LONG).await;
+    for (id, text) in [
+        ("#site-name", HOSTILE_SITE),
+        ("#site-admin-name", "Sally Site"),
+        ("#site-admin-email", "sally@example.com"),
+        ("#site-admin-password", "sally-secret-1"),
+    ] {
+        let input = b.el(&format!("document.querySelector('{id}')")).await;
+        b.type_text(&input, text).await;
+    }
+    let create = b.el("document.querySelector('#site-form button')").await;
+    b.click(&create).await;
+    b.wait_for("return document.querySelectorAll('#sites tr').length === 2", LONG).await;
+    let shown = b
+        .exec(
+            "const s = document.querySelector('#sites'); return {name: s.querySelectorAll('tr')[1].cells[0].textContent,              markup: s.querySelectorAll('img, b, a').length, pwned: window.pwned || 0}",
+            vec![],
+        )
+        .await;
+    assert_eq!(shown, json!({"name": HOSTILE_SITE, "markup": 0, "pwned": 0}), "the name is text");
     b.screenshot(&screenshot_path("console-admin.png")).await;
 
     // Bob logs in with the password the admin set.
@@ -370,6 +396,15 @@ async fn an_admin_creates_an_agent_who_then_logs_in() {
     assert_eq!(me, "Bob <b>Builder</b> (agent)");
     let admin_tab = bob.exec("return document.querySelector('#admin-tab').hidden", vec![]).await;
     assert_eq!(admin_tab, true, "agents get no admin pages");
+
+    // Sally runs her new site, and only it: no Sites section for her.
+    let sally = driver.browser(1280, 900).await;
+    console_login(&sally, &server, "sally@example.com", "sally-secret-1").await;
+    sally.click_on("document.querySelector('#admin-tab')").await;
+    sally.wait_for("return document.querySelector('#widget-key').textContent.startsWith('wk_')", LONG).await;
+    let sites = sally.exec("return document.querySelector('#sites-section').hidden", vec![]).await;
+    assert_eq!(sites, true, "a site's admin gets no Sites section");
     b.close().await;
     bob.close().await;
+    sally.close().await;
 }
