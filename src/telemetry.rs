@@ -38,7 +38,102 @@ pub fn metrics() -> PrometheusHandle {
             // Fails only if another recorder was installed first; then our
             // handle renders nothing, which is visible and harmless.
             let _ = metrics::set_global_recorder(recorder);
+            describe_metrics();
             handle
         })
         .clone()
+}
+
+/// What a family counts, for its `# HELP` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric family Holdfast exports, with its help text: one place, so
+/// `/metrics` passes `promtool check metrics` and a family without a help
+/// text cannot be added unnoticed (`tests/it/architecture.rs` checks that
+/// every family named in the code is here).
+pub const METRICS: &[(&str, Kind, &str)] = &[
+    (
+        "holdfast_accept_errors_total",
+        Kind::Counter,
+        "Failed accepts of TCP connections (e.g. out of file descriptors).",
+    ),
+    ("holdfast_breaker_opened_total", Kind::Counter, "Times a side service's circuit breaker opened."),
+    ("holdfast_breaker_rejected_total", Kind::Counter, "Calls to a side service refused by its open breaker."),
+    ("holdfast_breaker_state", Kind::Gauge, "A side service's breaker: 0 closed, 1 open."),
+    ("holdfast_bus_dropped_total", Kind::Counter, "Events not sent to the other nodes (bus down or its outbox full)."),
+    ("holdfast_bus_malformed_total", Kind::Counter, "Bus messages from other nodes that could not be decoded."),
+    ("holdfast_bus_received_total", Kind::Counter, "Bus messages received from other nodes."),
+    ("holdfast_bus_up", Kind::Gauge, "Whether this node's event bus is connected (1) or not (0)."),
+    ("holdfast_connections", Kind::Gauge, "Sockets registered with this node's hub, by kind."),
+    ("holdfast_hash_pool_abandoned_total", Kind::Counter, "Password hashes dropped because their caller had given up."),
+    ("holdfast_hash_pool_rejected_total", Kind::Counter, "Logins refused at once because the hash queue was full."),
+    ("holdfast_lane_in_flight", Kind::Gauge, "Requests being served, by priority lane."),
+    ("holdfast_lane_shed_total", Kind::Counter, "Requests shed with 503, by priority lane."),
+    ("holdfast_lane_waiting", Kind::Gauge, "Requests waiting to be admitted, by priority lane."),
+    (
+        "holdfast_lenient_renewals_total",
+        Kind::Counter,
+        "Expired access tokens renewed within grace while the store could not answer.",
+    ),
+    ("holdfast_login_rate_limited_total", Kind::Counter, "Login attempts refused by a rate limit, by which limit."),
+    ("holdfast_login_seconds", Kind::Histogram, "Time to check a password at login, in seconds."),
+    ("holdfast_logins_total", Kind::Counter, "Password logins, by result."),
+    ("holdfast_messages_total", Kind::Counter, "Chat messages stored, by author kind."),
+    ("holdfast_nodes_lost_total", Kind::Counter, "Other nodes of the cluster that fell silent."),
+    ("holdfast_password_hashes_total", Kind::Counter, "Password hashes computed."),
+    (
+        "holdfast_probe_password_hashes_total",
+        Kind::Counter,
+        "Password hashes computed for the status page's login probe.",
+    ),
+    ("holdfast_queue_waiting", Kind::Gauge, "Conversations waiting in a site's queue."),
+    ("holdfast_routed_total", Kind::Counter, "Conversations assigned by routing, by outcome."),
+    ("holdfast_slow_consumers_total", Kind::Counter, "Sockets disconnected because their queue filled."),
+    ("holdfast_socket_ends_total", Kind::Counter, "Sockets that ended, by reason."),
+    ("holdfast_socket_gap_fills_total", Kind::Counter, "Gaps in a socket's events filled from the store."),
+    ("holdfast_socket_replay_reads_total", Kind::Counter, "Store reads to replay events to a resuming socket."),
+    (
+        "holdfast_socket_resyncs_total",
+        Kind::Counter,
+        "Times sockets re-read their conversations after a node or bus loss.",
+    ),
+    ("holdfast_sockets", Kind::Gauge, "Open sockets on this node, by kind."),
+    ("holdfast_sockets_refused_total", Kind::Counter, "Socket upgrades refused because the node holds its maximum."),
+    ("holdfast_status_checks_total", Kind::Counter, "Status page monitor checks, by result."),
+    (
+        "holdfast_status_deliveries_total",
+        Kind::Counter,
+        "Status notifications delivered or failed, by channel and result.",
+    ),
+    (
+        "holdfast_status_runner",
+        Kind::Gauge,
+        "Whether this process runs the status page's monitors and deliveries (1) or not (0).",
+    ),
+    (
+        "holdfast_status_subscribe_rate_limited_total",
+        Kind::Counter,
+        "Status subscriptions refused by the per-address limit.",
+    ),
+    ("holdfast_store_batch_size", Kind::Histogram, "Changes committed together in one SQLite transaction."),
+    ("holdfast_store_up", Kind::Gauge, "Whether the store answered a ping within 300 ms (1) or not (0)."),
+    ("holdfast_store_wal_frames", Kind::Gauge, "Frames in the SQLite write-ahead log."),
+    ("holdfast_tcp_connections_closed_total", Kind::Counter, "TCP connections closed by the server, by reason."),
+    ("holdfast_tcp_connections_max", Kind::Gauge, "The node's TCP connection limit."),
+    ("holdfast_tcp_connections_open", Kind::Gauge, "TCP connections open on this node."),
+];
+
+fn describe_metrics() {
+    for &(name, kind, help) in METRICS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
 }

@@ -30,3 +30,32 @@ fn only_http_knows_axum_and_only_store_knows_sql() {
         }
     }
 }
+
+/// Every metric family the code names has a help text in
+/// `telemetry::METRICS` (so `/metrics` passes `promtool check metrics`),
+/// and the table names no family the code does not use.
+#[test]
+fn every_metric_family_has_a_help_text() {
+    let mut files = Vec::new();
+    sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    let mut named = std::collections::BTreeSet::new();
+    for (_, text) in &files {
+        for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+            for (at, _) in text.match_indices(macro_name) {
+                let rest = text[at + macro_name.len()..].trim_start();
+                if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next())
+                    && name.starts_with("holdfast_")
+                {
+                    named.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    assert!(named.len() > 30, "found only {} families", named.len());
+    let described: std::collections::BTreeSet<String> =
+        holdfast::telemetry::METRICS.iter().map(|(name, _, _)| (*name).to_owned()).collect();
+    let missing: Vec<_> = named.difference(&described).collect();
+    assert!(missing.is_empty(), "families without a help text in telemetry::METRICS: {missing:?}");
+    let unused: Vec<_> = described.difference(&named).collect();
+    assert!(unused.is_empty(), "telemetry::METRICS describes families the code never names: {unused:?}");
+}
