@@ -19,7 +19,7 @@ use crate::support::{Client, TestServer, WAIT, assert_error};
 /// server on 127.0.0.1), so the server sees a different address.
 fn client_from(ip: &str) -> reqwest::Client {
     let ip: IpAddr = ip.parse().unwrap();
-    reqwest::Client::builder().local_address(ip).build().unwrap()
+    crate::support::http_builder().local_address(ip).build().unwrap()
 }
 
 async fn login_from(server: &TestServer, http: &reqwest::Client, body: Value) -> (u16, Value) {
