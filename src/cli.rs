@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::AppState;
-use crate::auth::{normalize_email, passwords, valid_email};
+use crate::auth::{AgentProfile, normalize_email, passwords, valid_email};
 use crate::config::Config;
 use crate::store::{NewAgent, Role, Store, postgres::PostgresStore, sqlite::SqliteStore};
 use crate::telemetry::{LogFormat, init_logs};
@@ -502,7 +502,7 @@ async fn agent(command: AgentCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow!("{}", detail(&e)))?;
             if json {
-                println!("{}", serde_json::to_string(&agent)?);
+                println!("{}", serde_json::to_string(&AgentProfile::from(agent))?);
             } else {
                 println!("agent created: {} <{}> ({}), id {}", agent.name, agent.email, agent.role.as_str(), agent.id);
             }
@@ -517,6 +517,7 @@ async fn agent(command: AgentCommand) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow!("no site with id {site}"))?;
             let agents = store.agents(&site).await.map_err(|e| anyhow!("{}", detail(&e)))?;
             if json {
+                let agents: Vec<AgentProfile> = agents.into_iter().map(Into::into).collect();
                 println!("{}", serde_json::to_string(&agents)?);
             } else {
                 for a in agents {
@@ -550,7 +551,7 @@ async fn agent(command: AgentCommand) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("{}", detail(&e)))?
                 .ok_or_else(|| anyhow!("no agent with email {email}"))?;
             if json {
-                println!("{}", serde_json::to_string(&agent)?);
+                println!("{}", serde_json::to_string(&AgentProfile::from(agent))?);
             } else {
                 println!("{} <{}> is now {}", agent.name, agent.email, agent.role.as_str());
             }

@@ -4,6 +4,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = holdfast::cli::Cli::parse();
+    // Before any TLS client exists (reqwest, lettre, the storm tools).
+    holdfast::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

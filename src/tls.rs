@@ -4,6 +4,11 @@
 //! OpenSSL), plus the CAs an operator adds with an extra PEM bundle for a
 //! private CA. Nothing here accepts a certificate it cannot verify.
 //!
+//! One crypto provider, *ring* (which the NATS client needs anyway), serves
+//! every TLS connection: `install_crypto_provider` makes it rustls's
+//! process-wide default, which reqwest (built without a provider of its
+//! own) and lettre then use.
+//!
 //! Why a TLS connection failed is said in words fit for the public status
 //! page: which check the certificate failed, never an address or a name.
 
@@ -65,6 +70,15 @@ impl ExtraRoots {
     }
 }
 
+/// Make *ring* the process's default rustls crypto provider. The binary
+/// calls it at start and `http_client` before every client it builds, so a
+/// test that builds `AppState` directly gets it too; a second call (or a
+/// provider installed before) changes nothing.
+pub fn install_crypto_provider() {
+    // Err only when a default is already installed: that one stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// An HTTP client (made by `builder`) that trusts the system's roots and
 /// `extra`. On a host with no CA certificates at all (a bare container) the
 /// system's verifier cannot start; the client then trusts `extra` alone, so
@@ -74,6 +88,7 @@ pub fn http_client(
     builder: impl Fn() -> reqwest::ClientBuilder,
     extra: &ExtraRoots,
 ) -> reqwest::Result<reqwest::Client> {
+    install_crypto_provider();
     match builder().tls_certs_merge(extra.for_reqwest()).build() {
         Ok(client) => Ok(client),
         Err(e) => {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::store::{Agent, Role, Store, now_ms};
+use crate::store::{Agent, Availability, Role, Store, now_ms};
 pub use passwords::HashPool;
 pub use tokens::{AgentClaims, Tokens, VisitorClaims};
 
@@ -56,11 +56,36 @@ pub struct Credentials {
     pub refresh_token: Option<String>,
     /// Seconds until the access token expires.
     pub expires_in: u64,
-    pub agent: Agent,
+    pub agent: AgentProfile,
     /// Only on the API login: send it with the next login from this device
     /// (`ratelimit`: a known device is not slowed by others' guesses).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_token: Option<String>,
+}
+
+/// An agent as the API shows them (login, refresh, `me`, the agent lists):
+/// the store's `Agent` without its password hash. `Agent` is not
+/// `Serialize` at all, so the hash cannot reach JSON by a forgotten
+/// attribute; a field added here is a field every client sees.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentProfile {
+    pub id: String,
+    pub site_id: String,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub chat_limit: i64,
+    pub availability: Availability,
+    pub active: bool,
+    pub created_at: i64,
+}
+
+impl From<Agent> for AgentProfile {
+    fn from(agent: Agent) -> AgentProfile {
+        let Agent { id, site_id, email, name, role, password_hash: _, chat_limit, availability, active, created_at } =
+            agent;
+        AgentProfile { id, site_id, email, name, role, chat_limit, availability, active, created_at }
+    }
 }
 
 pub struct Auth {
@@ -132,7 +157,7 @@ impl Auth {
             access_token: access,
             refresh_token: Some(secret),
             expires_in: self.cfg.access_ttl.as_secs(),
-            agent,
+            agent: agent.into(),
             device_token: None,
         })
     }
@@ -198,7 +223,7 @@ impl Auth {
             access_token: self.issue_access(&agent, &session.id)?,
             refresh_token: None,
             expires_in: self.cfg.access_ttl.as_secs(),
-            agent,
+            agent: agent.into(),
             device_token: None,
         })
     }

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::extract::{AdminAuth, AgentAuth, ApiJson};
 use crate::admin::{self, AgentChange, GroupView, NewAgentRequest, WidgetSettings};
 use crate::app::AppState;
+use crate::auth::AgentProfile;
 use crate::error::{Error, Result};
-use crate::store::{Agent, CannedResponse, Group};
+use crate::store::{CannedResponse, Group};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -55,17 +56,17 @@ async fn set_settings(
     Ok(Json(admin::set_settings(state.store.as_ref(), &me, settings).await?))
 }
 
-async fn agents(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<Agent>>> {
-    Ok(Json(state.store.agents(&me.site_id).await?))
+async fn agents(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<AgentProfile>>> {
+    Ok(Json(state.store.agents(&me.site_id).await?.into_iter().map(Into::into).collect()))
 }
 
 async fn create_agent(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
     ApiJson(req): ApiJson<NewAgentRequest>,
-) -> Result<(StatusCode, Json<Agent>)> {
+) -> Result<(StatusCode, Json<AgentProfile>)> {
     let agent = admin::create_agent(&state.auth, state.store.as_ref(), &me, req).await?;
-    Ok((StatusCode::CREATED, Json(agent)))
+    Ok((StatusCode::CREATED, Json(agent.into())))
 }
 
 async fn update_agent(
@@ -73,8 +74,8 @@ async fn update_agent(
     AdminAuth(me): AdminAuth,
     Path(id): Path<String>,
     ApiJson(change): ApiJson<AgentChange>,
-) -> Result<Json<Agent>> {
-    Ok(Json(admin::update_agent(&state.auth, &state.chat, &me, &id, change).await?))
+) -> Result<Json<AgentProfile>> {
+    Ok(Json(admin::update_agent(&state.auth, &state.chat, &me, &id, change).await?.into()))
 }
 
 async fn groups(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<GroupView>>> {

@@ -9,10 +9,11 @@ use serde::Deserialize;
 
 use super::extract::{AgentAuth, ApiQuery, VisitorAuth};
 use crate::app::AppState;
+use crate::auth::AgentProfile;
 use crate::chat::protocol::{ConversationView, EventView};
 use crate::chat::service::Peer;
 use crate::error::{Error, Result};
-use crate::store::{Agent, ConversationFilter, ConversationStatus, SearchHit, Visitor};
+use crate::store::{ConversationFilter, ConversationStatus, SearchHit, Visitor};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -41,8 +42,8 @@ impl FromRequestParts<AppState> for PeerAuth {
     }
 }
 
-async fn agents(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<Agent>>> {
-    Ok(Json(state.store.agents(&me.site_id).await?))
+async fn agents(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<AgentProfile>>> {
+    Ok(Json(state.store.agents(&me.site_id).await?.into_iter().map(Into::into).collect()))
 }
 
 #[derive(Deserialize)]

@@ -11,10 +11,9 @@ use serde::Deserialize;
 use super::extract::{ApiJson, SessionAuth};
 use crate::app::AppState;
 use crate::auth::ratelimit::Attempt;
-use crate::auth::{Credentials, normalize_email};
+use crate::auth::{AgentProfile, Credentials, normalize_email};
 use crate::bus::{Audience, Envelope, Payload};
 use crate::error::{Error, Result};
-use crate::store::Agent;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -128,7 +127,7 @@ async fn logout(State(state): State<AppState>, SessionAuth(agent): SessionAuth) 
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn me(State(state): State<AppState>, SessionAuth(agent): SessionAuth) -> Result<Json<Agent>> {
+async fn me(State(state): State<AppState>, SessionAuth(agent): SessionAuth) -> Result<Json<AgentProfile>> {
     let me = state.store.agent(&agent.agent_id).await?.ok_or_else(|| Error::unauthorized("agent not found"))?;
-    Ok(Json(me))
+    Ok(Json(me.into()))
 }

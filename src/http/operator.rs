@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::extract::{ApiJson, OperatorAuth};
 use crate::admin::{self, NewSiteRequest, SiteSummary};
 use crate::app::AppState;
+use crate::auth::AgentProfile;
 use crate::error::Result;
 
 pub fn routes() -> Router<AppState> {
@@ -27,5 +28,5 @@ async fn create_site(
     ApiJson(req): ApiJson<NewSiteRequest>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let (site, admin) = admin::create_site(&state.auth, state.store.as_ref(), &me, req).await?;
-    Ok((StatusCode::CREATED, Json(json!({"site": site, "admin": admin}))))
+    Ok((StatusCode::CREATED, Json(json!({"site": site, "admin": AgentProfile::from(admin)}))))
 }

@@ -26,7 +26,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use super::extract::{ApiJson, OperatorAuth};
 use crate::app::AppState;
 use crate::error::{Error, Result};
-use crate::status::api::{self, Summary};
+use crate::status::api::{self, SubscriberView, Summary};
 use crate::status::page::{self, UPTIME_DAYS, escape};
 use crate::status::time::parse_iso8601;
 use crate::status::{IncidentInput, feed};
@@ -580,5 +580,7 @@ async fn delete_monitor(
 }
 
 async fn subscribers(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<Value>> {
-    Ok(Json(json!({"subscribers": state.status.store.subscribers().await?})))
+    let subscribers: Vec<SubscriberView> =
+        state.status.store.subscribers().await?.into_iter().map(Into::into).collect();
+    Ok(Json(json!({ "subscribers": subscribers })))
 }

@@ -14,8 +14,30 @@ use super::time::{date, iso8601};
 use crate::error::Result;
 use crate::store::now_ms;
 use crate::store::status::{
-    Component, ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus, IncidentUpdate,
+    Component, ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus, IncidentUpdate, Subscriber,
+    SubscriberKind,
 };
+
+/// A subscriber in the operator's listing: the stored record without its
+/// link token and webhook secret, which are not here to leak.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriberView {
+    pub id: String,
+    pub kind: SubscriberKind,
+    /// Email address or webhook URL.
+    pub target: String,
+    pub confirmed_at: Option<i64>,
+    pub created_at: i64,
+    /// Why the newest notification not yet delivered to it failed.
+    pub delivery_error: Option<String>,
+}
+
+impl From<Subscriber> for SubscriberView {
+    fn from(s: Subscriber) -> SubscriberView {
+        let Subscriber { id, kind, target, token: _, secret: _, confirmed_at, created_at, delivery_error } = s;
+        SubscriberView { id, kind, target, confirmed_at, created_at, delivery_error }
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PageView {

@@ -159,14 +159,15 @@ impl Availability {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// An agent's account as stored, password hash included: never sent as it
+/// is (not `Serialize`); the API shows `auth::AgentProfile`.
+#[derive(Debug, Clone)]
 pub struct Agent {
     pub id: String,
     pub site_id: String,
     pub email: String,
     pub name: String,
     pub role: Role,
-    #[serde(skip)]
     pub password_hash: String,
     /// How many active conversations routing may give this agent at once.
     pub chat_limit: i64,

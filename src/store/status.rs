@@ -238,17 +238,17 @@ impl IncidentWrite {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A subscriber as stored, with its secrets: not `Serialize`; admins see
+/// `status::api::SubscriberView`.
+#[derive(Debug, Clone)]
 pub struct Subscriber {
     pub id: String,
     pub kind: SubscriberKind,
     /// Email address or webhook URL.
     pub target: String,
     /// Secret in the confirm and unsubscribe links.
-    #[serde(skip)]
     pub token: String,
     /// Webhooks: the HMAC key.
-    #[serde(skip)]
     pub secret: Option<String>,
     pub confirmed_at: Option<i64>,
     pub created_at: i64,

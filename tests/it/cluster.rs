@@ -452,7 +452,7 @@ fn spawn_node_with(db: &str, prefix: &str, extra: &[&str]) -> Node {
 }
 
 async fn post(base: &str, path: &str, body: Value) -> Value {
-    let res = reqwest::Client::new().post(format!("{base}{path}")).json(&body).send().await.expect("http");
+    let res = crate::support::http().post(format!("{base}{path}")).json(&body).send().await.expect("http");
     assert!(res.status().is_success(), "{path}: {}", res.status());
     res.json().await.unwrap()
 }
@@ -606,7 +606,7 @@ async fn kill_9_of_the_status_runner_hands_monitors_and_deliveries_to_the_other_
     let login = post(&nodes[0].base, "/api/v1/auth/login", json!({"email": email, "password": "password123"})).await;
     let token = login["access_token"].as_str().unwrap().to_owned();
     let admin = |node: &Node, path: &str, body: Value| {
-        let request = reqwest::Client::new().post(format!("{}{path}", node.base)).bearer_auth(&token).json(&body);
+        let request = crate::support::http().post(format!("{}{path}", node.base)).bearer_auth(&token).json(&body);
         let path = path.to_owned();
         async move {
             let res = request.send().await.expect("http");

@@ -229,7 +229,7 @@ async fn near_the_open_file_limit_new_sockets_are_refused_and_the_server_lives()
     let base = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_owned();
     std::thread::spawn(move || for _ in lines {});
     let ws_base = base.replace("http://", "ws://");
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let _ = site;
     let mut open = Vec::new();
     let mut refused = 0;

@@ -89,7 +89,7 @@ async fn kill_9_loses_no_acknowledged_message() {
     arrange.stop().await;
 
     let (proc1, base) = spawn_binary(tmp.path());
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let login: serde_json::Value = http
         .post(format!("{base}/api/v1/auth/login"))
         .json(&json!({"email": "k9@example.com", "password": "password123"}))

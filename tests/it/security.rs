@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use holdfast::auth::ratelimit::LoginLimits;
+use holdfast::store::status::SubscriberKind;
 use reqwest::header;
 use serde_json::{Value, json};
 
@@ -19,7 +20,7 @@ use crate::support::{Client, TestServer, WAIT, assert_error};
 /// server on 127.0.0.1), so the server sees a different address.
 fn client_from(ip: &str) -> reqwest::Client {
     let ip: IpAddr = ip.parse().unwrap();
-    reqwest::Client::builder().local_address(ip).build().unwrap()
+    crate::support::http_builder().local_address(ip).build().unwrap()
 }
 
 async fn login_from(server: &TestServer, http: &reqwest::Client, body: Value) -> (u16, Value) {
@@ -287,4 +288,118 @@ async fn the_demo_page_is_served_only_when_asked_for_and_never_framed() {
     let csp = res.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().to_owned();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(res.headers()[header::X_FRAME_OPTIONS], "DENY");
+}
+
+/// Every key an agent has in JSON; a new one must be added here on purpose.
+const AGENT_KEYS: [&str; 9] =
+    ["active", "availability", "chat_limit", "created_at", "email", "id", "name", "role", "site_id"];
+
+/// The keys of `v` and of every object inside it.
+fn all_keys(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, inner) in map {
+                out.push(k.clone());
+                all_keys(inner, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| all_keys(i, out)),
+        _ => {}
+    }
+}
+
+/// `body` (what `what` answered) shows no password hash and no secret of a
+/// stored record: no such key anywhere, none of the stored values.
+fn assert_no_secret(what: &str, body: &Value, stored: &[String]) {
+    let mut keys = Vec::new();
+    all_keys(body, &mut keys);
+    for key in ["password_hash", "password", "secret", "token"] {
+        assert!(!keys.iter().any(|k| k == key), "{what} has a `{key}` key: {body}");
+    }
+    let text = body.to_string();
+    assert!(!text.contains("$argon2"), "{what} shows a password hash: {text}");
+    for value in stored {
+        assert!(!text.contains(value.as_str()), "{what} shows a stored secret: {text}");
+    }
+}
+
+#[tokio::test]
+async fn no_answer_shows_a_password_hash_or_a_subscribers_secrets() {
+    let server = TestServer::start_with(|c| {
+        c.status.self_probe = false;
+        c.status.allow_private_webhooks = true;
+    })
+    .await;
+    let site = server.site().await;
+    let agent = server.agent(&site, "plain@example.com", 5).await;
+    let operator = crate::status::operator(&server).await;
+    let stored_hash = server.state.store.agent(&agent.id).await.unwrap().unwrap().password_hash;
+    let get = |path: &'static str, token: String| {
+        let server = &server;
+        async move {
+            let (status, body) = server.get(path, Some(&token)).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            body
+        }
+    };
+
+    // Everything that shows an agent: login, refresh, me, both agent lists,
+    // and what the admin API and the operator API answer when they make one.
+    let (status, login) =
+        server.post("/api/v1/auth/login", None, json!({"email": "plain@example.com", "password": "password123"})).await;
+    assert_eq!(status, 200, "{login}");
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let refresh = json!({"refresh_token": login["refresh_token"]});
+    let (status, refreshed) = server.post("/api/v1/auth/refresh", None, refresh).await;
+    assert_eq!(status, 200, "{refreshed}");
+    let me = get("/api/v1/me", token.clone()).await;
+    let agents = get("/api/v1/agents", token).await;
+    let admin_agents = get("/api/v1/admin/agents", operator.clone()).await;
+    let new = json!({"email": "new@example.com", "name": "New", "password": "password123"});
+    let (status, created) = server.post("/api/v1/admin/agents", Some(&operator), new).await;
+    assert_eq!(status, 201, "{created}");
+    let new_site =
+        json!({"name": "Other", "admin": {"name": "O", "email": "o@other.example", "password": "password123"}});
+    let (status, made) = server.post("/api/v1/operator/sites", Some(&operator), new_site).await;
+    assert_eq!(status, 201, "{made}");
+
+    let mut shown = vec![&login["agent"], &refreshed["agent"], &me, &created, &made["admin"]];
+    shown.extend(agents.as_array().unwrap());
+    shown.extend(admin_agents.as_array().unwrap());
+    for agent in shown {
+        let mut keys: Vec<&str> = agent.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, AGENT_KEYS, "{agent}");
+    }
+    for (what, body) in [
+        ("login", &login),
+        ("refresh", &refreshed),
+        ("me", &me),
+        ("agents", &agents),
+        ("admin agents", &admin_agents),
+        ("created agent", &created),
+        ("created site", &made),
+    ] {
+        assert_no_secret(what, body, std::slice::from_ref(&stored_hash));
+    }
+
+    // The operator's subscriber list: neither the links' tokens nor the
+    // webhooks' signing keys.
+    let (status, sub) =
+        server.post("/api/v2/subscribers.json", None, json!({"endpoint": "http://127.0.0.1:9/hook"})).await;
+    assert_eq!(status, 201, "{sub}");
+    let email = server.state.status.store.add_subscriber(SubscriberKind::Email, "sub@example.com", None, false).await;
+    email.unwrap();
+    let stored = server.state.status.store.subscribers().await.unwrap();
+    let secrets: Vec<String> =
+        stored.iter().flat_map(|s| [Some(s.token.clone()), s.secret.clone()]).flatten().collect();
+    assert_eq!(secrets.len(), 3, "two link tokens and a webhook secret");
+    let listing = get("/api/v1/status/subscribers", operator).await;
+    for subscriber in listing["subscribers"].as_array().unwrap() {
+        let mut keys: Vec<&str> = subscriber.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["confirmed_at", "created_at", "delivery_error", "id", "kind", "target"], "{subscriber}");
+    }
+    assert_eq!(listing["subscribers"].as_array().unwrap().len(), 2, "{listing}");
+    assert_no_secret("subscribers", &listing, &secrets);
 }

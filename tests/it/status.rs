@@ -1815,7 +1815,7 @@ async fn serve_only_status_serves_the_page_apart_from_chat() {
     let mut serve = Command::new(env!("CARGO_BIN_EXE_holdfast"));
     serve.args(["serve", "--listen", "127.0.0.1:0", "--only", "status", "--data", tmp.path().to_str().unwrap()]);
     let (mut child, base) = serve_process(serve.stderr(Stdio::inherit())).await;
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let get = |p: &str| http.get(format!("{base}{p}")).send();
     assert_eq!(get("/status").await.unwrap().status(), 200);
     assert_eq!(get("/api/v2/summary.json").await.unwrap().status(), 200);

@@ -91,7 +91,7 @@ impl TestServer {
             _tmp: None,
             shutdown: Some(tx),
             task: Some(task),
-            http: reqwest::Client::builder().user_agent("holdfast-tests/1").build().unwrap(),
+            http: http_builder().user_agent("holdfast-tests/1").build().unwrap(),
         }
     }
 
@@ -309,6 +309,19 @@ impl Client {
 }
 
 /// Assert a frame is an error with `code`.
+/// A builder for the tests' own HTTP clients. reqwest has no crypto provider
+/// of its own: install the one the binary installs at start, whether or not
+/// this test built a server in process.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    holdfast::tls::install_crypto_provider();
+    reqwest::Client::builder()
+}
+
+/// A plain HTTP client, as `reqwest::Client::new()` with the provider.
+pub fn http() -> reqwest::Client {
+    http_builder().build().unwrap()
+}
+
 pub fn assert_error(frame: &Value, code: &str) {
     assert_eq!(frame["type"], "error", "expected an error frame, got {frame}");
     assert_eq!(frame["code"], code, "wrong error code in {frame}");
