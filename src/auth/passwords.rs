@@ -322,8 +322,11 @@ mod tests {
         for t in tasks {
             let _ = t.await.unwrap();
         }
-        // Give the worker time to reach (and drop) the expired jobs.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Wait until the worker reaches (and drops) an expired job.
+        let waited = std::time::Instant::now();
+        while pool.abandoned() == 0 && waited.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert!(pool.abandoned() >= 1, "expired jobs are skipped");
         assert!(pool.computed() + pool.abandoned() <= 8);
     }

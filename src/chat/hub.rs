@@ -412,6 +412,21 @@ impl BusSink for Hub {
 }
 
 #[cfg(test)]
+impl Hub {
+    /// As if `by` had passed: every time the hub noted (a disconnect, a
+    /// node's last heartbeat) moves that far into the past. Tests of the
+    /// grace period and a silent node's time to live use it instead of
+    /// sleeping through them.
+    fn rewind(&self, by: Duration) {
+        let earlier = |t: &mut Instant| *t = t.checked_sub(by).expect("the clock goes back that far");
+        let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+        ix.agent_left_at.values_mut().for_each(earlier);
+        let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
+        remote.values_mut().for_each(|n| earlier(&mut n.heard_at));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::bus::Payload;
@@ -462,14 +477,14 @@ mod tests {
         hub.unregister(reg.id);
         assert!(hub.agent_present("a"), "still present within grace");
         assert!(!hub.agent_connected("a"));
-        std::thread::sleep(Duration::from_millis(80));
+        hub.rewind(Duration::from_millis(80));
         assert!(!hub.agent_present("a"), "gone after grace");
     }
 
     #[tokio::test]
     async fn another_nodes_agents_are_present_until_it_falls_silent() {
-        // Wide margins: only "longer than" waits are exact on a busy
-        // machine, so every "still within" check has most of a second.
+        // Time moves by `rewind` (and the test's own microseconds): the
+        // margins hold however busy the machine, and no time is slept.
         let mut hub = Hub::new(Duration::from_millis(1000));
         hub.set_remote_ttl(Duration::from_millis(100));
         let mut resync = hub.resync_requests();
@@ -482,13 +497,13 @@ mod tests {
         assert!(hub.agent_present("b"));
         assert!(!hub.agent_present("c"));
         assert!(hub.lost_nodes().is_empty());
-        std::thread::sleep(Duration::from_millis(150));
+        hub.rewind(Duration::from_millis(150));
         assert!(hub.agent_present("b"), "lingers for the grace period after the node's silence");
         assert_eq!(hub.lost_nodes(), vec!["n2".to_owned()]);
         assert!(hub.lost_nodes().is_empty(), "a loss is reported once");
         hub.request_resync();
         assert!(resync.has_changed().unwrap());
-        std::thread::sleep(Duration::from_millis(1000));
+        hub.rewind(Duration::from_millis(1000));
         assert!(!hub.agent_present("b"), "gone after ttl + grace");
         resync.mark_unchanged();
         hub.note_remote_presence("n2", vec!["b".into()]);

@@ -69,6 +69,11 @@ pub struct StatusServeArgs {
     /// over TLS trust besides the system's roots (a private CA).
     #[arg(long, env = "HOLDFAST_STATUS_EXTRA_CA", value_name = "FILE")]
     status_extra_ca: Option<PathBuf>,
+    /// The shortest monitor interval accepted, in milliseconds (default
+    /// 5 s). Hidden: it is for tests of a cluster of real processes, whose
+    /// monitors must come round in seconds; operators need no less.
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    status_min_interval_ms: Option<u64>,
 }
 
 impl StatusServeArgs {
@@ -84,6 +89,9 @@ impl StatusServeArgs {
         config.store_probe_slow = Duration::from_millis(self.status_store_probe_slow_ms);
         config.allow_private_webhooks = self.allow_private_webhooks;
         config.allow_private_monitors = self.allow_private_monitors;
+        if let Some(ms) = self.status_min_interval_ms {
+            config.min_interval = Duration::from_millis(ms);
+        }
         if let Some(path) = &self.status_extra_ca {
             config.extra_roots = ExtraRoots::load(path).map_err(|e| anyhow!("--status-extra-ca {e}"))?;
         }

@@ -1,6 +1,7 @@
 //! The bus's behaviour against both buses: the in-process one and NATS
 //! (two real connections as two nodes on the machine's NATS server).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,18 +11,36 @@ use holdfast::bus::{Audience, Bus, BusSink, Envelope, Payload};
 
 use crate::services::{nats_prefix, nats_url};
 
+/// The node id of marker heartbeats. A bus keeps a publisher's order, so
+/// once a marker has arrived, everything published before it has too
+/// (extras included): a positive end to "nothing more arrives".
+const MARKER: &str = "marker";
+
 #[derive(Default)]
-struct Recorder(Mutex<Vec<Arc<Envelope>>>);
+struct Recorder {
+    got: Mutex<Vec<Arc<Envelope>>>,
+    /// Markers heard, kept apart from what the test sent.
+    markers: AtomicUsize,
+}
 
 impl BusSink for Recorder {
     fn deliver(&self, envelope: Arc<Envelope>) {
-        self.0.lock().unwrap().push(envelope);
+        match &envelope.payload {
+            Payload::Presence { node_id, .. } if node_id == MARKER => {
+                self.markers.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => self.got.lock().unwrap().push(envelope),
+        }
     }
 }
 
 impl Recorder {
+    fn got(&self) -> Vec<Arc<Envelope>> {
+        self.got.lock().unwrap().clone()
+    }
+
     fn texts(&self) -> Vec<String> {
-        self.0
+        self.got
             .lock()
             .unwrap()
             .iter()
@@ -31,16 +50,37 @@ impl Recorder {
             })
             .collect()
     }
+}
 
-    /// Wait until `n` frames arrived, then a little longer to catch extras.
-    async fn settle(&self, n: usize) -> Vec<String> {
-        let start = Instant::now();
-        while self.texts().len() < n && start.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+/// Publish a marker on `from` until `to` hears one: then `to` has whatever
+/// `from` published before, and whatever reached the bus before `from`
+/// heard it. Republished every 100 ms, for a subscription not yet live.
+async fn mark(from: &dyn Bus, to: &Recorder) {
+    let heard = to.markers.load(Ordering::SeqCst);
+    let start = Instant::now();
+    loop {
+        from.publish(Envelope {
+            site_id: String::new(),
+            audience: Audience::SiteAgents,
+            event: None,
+            payload: Payload::Presence { node_id: MARKER.into(), agents: Vec::new() },
+        })
+        .await;
+        let sent = Instant::now();
+        while sent.elapsed() < Duration::from_millis(100) {
+            if to.markers.load(Ordering::SeqCst) > heard {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        self.texts()
+        assert!(start.elapsed() < Duration::from_secs(5), "no marker arrived within 5 s");
     }
+}
+
+/// Both nodes' subscriptions are live: each has heard the other.
+async fn handshake(a: &NatsBus, sink_a: &Recorder, b: &NatsBus, sink_b: &Recorder) {
+    mark(a, sink_b).await;
+    mark(b, sink_a).await;
 }
 
 fn frame(site: &str, text: &str, event: Option<(&str, i64)>) -> Envelope {
@@ -71,7 +111,8 @@ async fn local_bus_delivers_each_envelope_once_to_its_own_node() {
     for i in 0..3 {
         bus.publish(frame("s1", &format!("{{\"n\":{i}}}"), Some(("c", i)))).await;
     }
-    assert_eq!(sink.settle(3).await, ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"]);
+    mark(&bus, &sink).await;
+    assert_eq!(sink.texts(), ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"]);
 }
 
 #[tokio::test]
@@ -81,15 +122,18 @@ async fn nats_bus_delivers_each_envelope_once_on_every_node_in_order() {
     let (sink_a, sink_b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
     a.attach(sink_a.clone());
     b.attach(sink_b.clone());
-    // The subscriptions are live once a round trip has passed.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    handshake(&a, &sink_a, &b, &sink_b).await;
     let sent: Vec<String> = (0..50).map(|i| format!("{{\"type\":\"message\",\"body\":\"line\\n{i}\"}}")).collect();
     for (i, text) in sent.iter().enumerate() {
         a.publish(frame("site-1", text, Some(("conv", i as i64 + 1)))).await;
     }
-    assert_eq!(sink_a.settle(50).await, sent, "the publishing node: once each, not again from its echo");
-    assert_eq!(sink_b.settle(50).await, sent, "the other node: once each, in order, bytes intact");
-    let got = sink_b.0.lock().unwrap()[7].clone();
+    // B has all 50 once A's later marker is there; A has its own echoes
+    // (if it failed to drop them) once B's marker, sent after, is there.
+    mark(&a, &sink_b).await;
+    mark(&b, &sink_a).await;
+    assert_eq!(sink_a.texts(), sent, "the publishing node: once each, not again from its echo");
+    assert_eq!(sink_b.texts(), sent, "the other node: once each, in order, bytes intact");
+    let got = sink_b.got()[7].clone();
     assert_eq!(got.event, Some(("conv".into(), 8)));
     assert_eq!(got.site_id, "site-1");
 }
@@ -101,7 +145,7 @@ async fn nats_bus_heartbeats_and_disconnects_reach_the_others_only() {
     let (sink_a, sink_b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
     a.attach(sink_a.clone());
     b.attach(sink_b.clone());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    handshake(&a, &sink_a, &b, &sink_b).await;
     a.publish(Envelope {
         site_id: String::new(),
         audience: Audience::SiteAgents,
@@ -116,16 +160,15 @@ async fn nats_bus_heartbeats_and_disconnects_reach_the_others_only() {
         payload: Payload::Disconnect { code: "session ended".into() },
     })
     .await;
-    let start = Instant::now();
-    while sink_b.0.lock().unwrap().len() < 2 && start.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let got_b = sink_b.0.lock().unwrap().clone();
+    mark(&a, &sink_b).await;
+    let got_b = sink_b.got();
     assert!(
         matches!(&got_b[0].payload, Payload::Presence { node_id, agents } if node_id == "node-a" && agents == &["agent-1"])
     );
     assert!(matches!(&got_b[1].audience, Audience::Session { session_id } if session_id == "sess"));
-    let got_a = sink_a.0.lock().unwrap().clone();
+    // A's own heartbeat would have come back before B's marker.
+    mark(&b, &sink_a).await;
+    let got_a = sink_a.got();
     assert_eq!(got_a.len(), 1, "a node does not hear its own heartbeat");
     assert!(matches!(got_a[0].payload, Payload::Disconnect { .. }));
 }
@@ -139,6 +182,7 @@ async fn nats_bus_without_a_server_is_unhealthy_but_still_delivers_locally() {
     bus.attach(sink.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!bus.healthy());
+    // Publishing delivers here before it returns; nothing else can arrive.
     bus.publish(frame("s", "{}", None)).await;
-    assert_eq!(sink.settle(1).await, ["{}"], "this node's sockets still hear this node");
+    assert_eq!(sink.texts(), ["{}"], "this node's sockets still hear this node");
 }

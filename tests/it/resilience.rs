@@ -161,8 +161,14 @@ async fn the_plan_breaker_opens_serves_the_last_good_banners_and_closes_again() 
     assert!(t.elapsed() < Duration::from_millis(50), "an open breaker does not wait on the service");
 
     switch.set(PlanMode::Ok);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    plan.refresh().await; // the half-open trial succeeds
+    // Once the breaker has been open for its 300 ms, a refresh is the
+    // half-open trial, and it succeeds (before that, refreshes are refused
+    // at once, without a call).
+    let t = std::time::Instant::now();
+    while plan.health().breaker != BreakerState::Closed && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        plan.refresh().await;
+    }
     assert_eq!(plan.health().breaker, BreakerState::Closed);
     assert_eq!(plan.times_opened(), 1);
 }
@@ -249,8 +255,14 @@ async fn near_the_open_file_limit_new_sockets_are_refused_and_the_server_lives()
     let live = http.get(format!("{base}/livez")).send().await.unwrap();
     assert_eq!(live.status().as_u16(), 200, "the server is alive and answering");
     drop(open);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(tokio_tungstenite::connect_async(format!("{ws_base}/api/v1/visitor/socket")).await.is_ok(), "room again");
+    // Room again once the server has seen them close.
+    let t = std::time::Instant::now();
+    let mut again = tokio_tungstenite::connect_async(format!("{ws_base}/api/v1/visitor/socket")).await;
+    while again.is_err() && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        again = tokio_tungstenite::connect_async(format!("{ws_base}/api/v1/visitor/socket")).await;
+    }
+    assert!(again.is_ok(), "room again");
     let _ = child.kill();
     let _ = child.wait();
 }

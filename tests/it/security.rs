@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use holdfast::auth::ratelimit::LoginLimits;
@@ -48,14 +50,20 @@ async fn an_attackers_wrong_passwords_do_not_lock_the_agent_out() {
     server.agent(&site, "victim@example.com", 5).await;
 
     // The attack of the review: wrong passwords for the victim, steadily,
-    // from another address, while the victim logs in as usual.
+    // from another address, while the victim logs in as usual. It lasts
+    // until the attacker has been slowed down and the victim has logged in
+    // five times meanwhile (a few seconds; longer on a busy machine, where
+    // each guess takes longer), or gives up after 30 s.
+    let victim_logins = Arc::new(AtomicUsize::new(0));
     let attacker = client_from("127.0.0.2");
     let attack = {
-        let (base, attacker) = (server.base.clone(), attacker.clone());
+        let (base, attacker, victim_logins) = (server.base.clone(), attacker.clone(), victim_logins.clone());
         tokio::spawn(async move {
             let (mut denied, mut limited) = (0, 0);
             let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(4) {
+            while !(limited > 0 && victim_logins.load(Ordering::SeqCst) >= 5)
+                && started.elapsed() < Duration::from_secs(30)
+            {
                 let body = json!({"email": "victim@example.com", "password": "wrong"});
                 let res = attacker.post(format!("{base}/api/v1/auth/login")).json(&body).send().await.unwrap();
                 match res.status().as_u16() {
@@ -69,14 +77,14 @@ async fn an_attackers_wrong_passwords_do_not_lock_the_agent_out() {
         })
     };
     let victim = client_from("127.0.0.1");
-    let mut victim_logins = 0;
     while !attack.is_finished() {
         let (status, body) =
             login_from(&server, &victim, json!({"email": "victim@example.com", "password": "password123"})).await;
         assert_eq!(status, 200, "the victim's correct login during the attack: {body}");
-        victim_logins += 1;
+        victim_logins.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let victim_logins = victim_logins.load(Ordering::SeqCst);
     let (denied, limited) = attack.await.unwrap();
     assert!(limited > 0, "the attacker was slowed down ({denied} wrong passwords checked)");
     assert!(denied <= 13, "about the burst was hashed for the attacker, not every guess: {denied}");

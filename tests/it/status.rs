@@ -1147,7 +1147,13 @@ async fn a_monitor_opens_an_incident_when_its_port_stops_answering_and_moves_it_
     assert_eq!(incident["components"][0]["status"], "major_outage");
     assert!(incident["incident_updates"][0]["body"].as_str().unwrap().contains("Website TCP"));
     let id = incident["id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Three more failed checks later, still the one incident.
+    let failures = || async {
+        let monitors = server.state.status.store.monitors().await.unwrap();
+        monitors.into_iter().find(|m| m.name == "Website TCP").unwrap().failures
+    };
+    let opened_at = failures().await;
+    eventually("three more failed checks", || async { (failures().await >= opened_at + 3).then_some(()) }).await;
     let (_, v) = server.get("/api/v2/incidents.json", None).await;
     assert_eq!(v["incidents"].as_array().unwrap().len(), 1, "one incident, not one per failed check");
 
@@ -1515,9 +1521,13 @@ async fn a_restarted_server_goes_on_from_its_monitors_last_checks() {
         }
     });
     let server = TestServer::start_in(tmp.path(), tune).await;
-    eventually("a passing check after the restart", || async { (failures(&server).await.failures == 0).then_some(()) })
-        .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let passed = eventually("a passing check after the restart", || async {
+        let m = failures(&server).await;
+        (m.failures == 0).then_some(m.last_check_at)
+    })
+    .await;
+    // The check after it: the loop has weighed a passing check by then.
+    eventually("another check", || async { (failures(&server).await.last_check_at > passed).then_some(()) }).await;
     let (_, v) = server.get("/api/v2/incidents.json", None).await;
     assert_eq!(v["incidents"][0]["status"], "investigating", "not quiet for 3 s yet");
     let monitoring = eventually("monitoring after the quiet period", || async {
@@ -1774,11 +1784,25 @@ async fn status_export_writes_a_static_copy_and_refreshes_it_with_watch() {
     // --watch rewrites the copy when the store changes.
     let mut watcher = Command::new(env!("CARGO_BIN_EXE_holdfast"))
         .args(["status", "export", out_dir.to_str().unwrap(), "--watch", "--data", data])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Its first export says it has read the store: a change from then on
+    // is one it must notice.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watcher.stdout.take().unwrap()));
+    let first = tokio::time::timeout(
+        WAIT,
+        tokio::task::spawn_blocking(move || {
+            let first = lines.next();
+            std::thread::spawn(move || for _ in lines {});
+            first
+        }),
+    )
+    .await
+    .expect("the watcher's first export")
+    .unwrap();
+    assert!(first.as_ref().is_some_and(|l| l.as_ref().is_ok_and(|l| l.starts_with("exported "))), "{first:?}");
     ok_json(&["incident", "update", &id, "--status", "resolved", "--json", "--data", data]);
     let refreshed = eventually("the watched export to refresh", || async {
         let s = std::fs::read_to_string(out_dir.join("api/v2/incidents/unresolved.json")).ok()?;

@@ -1,7 +1,7 @@
 //! The `holdfast storm` rehearsals (node-loss against the machine's
 //! PostgreSQL and NATS) at small scale, run as a user would run
-//! them. Timing figures are printed, not asserted (a noisy 2-core machine);
-//! the zero counts and 100% rates are.
+//! them. Timing figures are printed, and asserted only within generous
+//! bounds (a noisy 2-core machine); the zero counts and 100% rates exactly.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -15,6 +15,13 @@ fn storm(args: &[&str]) -> HashMap<String, String> {
     last.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
 }
 
+/// The last client was back after the cut, and well within the two minutes
+/// the rehearsal waits for them (NaN, when nobody resumed, fails too).
+fn recovered_in_time(r: &HashMap<String, String>) {
+    let recovery_s = r["recovery_s"].parse::<f64>().unwrap();
+    assert!(recovery_s > 0.0 && recovery_s < 60.0, "recovery_s: {r:?}");
+}
+
 #[test]
 fn blip_everyone_resumes_with_nothing_lost_doubled_or_rehashed() {
     let r = storm(&["blip", "--agents", "50", "--visitors", "200", "--phase-s", "2"]);
@@ -24,7 +31,7 @@ fn blip_everyone_resumes_with_nothing_lost_doubled_or_rehashed() {
     assert_eq!(r["logouts"], "0", "{r:?}");
     assert_eq!(r["lost"], "0", "{r:?}");
     assert_eq!(r["duplicated"], "0", "{r:?}");
-    assert!(r["recovery_s"].parse::<f64>().unwrap() >= 0.0);
+    recovered_in_time(&r);
 }
 
 #[test]
@@ -66,5 +73,5 @@ fn node_loss_every_client_of_the_killed_node_resumes_on_the_other() {
     assert_eq!(r["logouts"], "0", "{r:?}");
     assert_eq!(r["lost"], "0", "{r:?}");
     assert_eq!(r["duplicated"], "0", "{r:?}");
-    assert!(r["recovery_s"].parse::<f64>().unwrap() >= 0.0);
+    recovered_in_time(&r);
 }
