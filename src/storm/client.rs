@@ -360,6 +360,15 @@ async fn session(
                     }
                     *cursor = seq;
                     let from_other_side = is_message && frame.author.as_ref().map(|a| &*a.kind) != Some(kind_str(spec.kind));
+                    // One of ours, stored, whose ack was lost with a
+                    // connection: it leaves the outbox (docs/protocol.md
+                    // §9.4), never to be resent once out of the window.
+                    if is_message && !from_other_side
+                        && let Some(i) = frame.client_id.as_deref().and_then(|id| st.outbox.iter().position(|(c, _)| c == id))
+                    {
+                        st.outbox.remove(i);
+                        st.report.acked.push((conv.to_owned(), seq));
+                    }
                     if from_other_side {
                         st.report.received.push((conv.to_owned(), seq));
                         if let Some(sent) = frame.body.as_deref().and_then(|b| b.strip_prefix("t=")).and_then(|t| t.parse::<i64>().ok()) {
