@@ -139,7 +139,14 @@ const post = (path, body, method = "POST") => api(path, { method, body: JSON.str
 const convs = new Map(); // id -> {id, status, visitor_id, group_id, agent_id, events, unread, live}
 const cursors = {}; // conv -> last seq seen live
 const visitors = new Map(); // id -> visitor record (or a pending promise)
-const outbox = new Map(); // client_id -> frame, until acknowledged
+// client_id -> { frame, at }, until acknowledged or seen stored. Resent
+// after each welcome once the replay has shown what was stored, and never
+// past the server's idempotency window (docs/protocol.md §5).
+const outbox = new Map();
+const RESEND_WITHIN_MS = 24 * 60 * 60 * 1000;
+// conv -> the welcome's last_seq: that conversation's outbox waits for its
+// replay to reach it, so a message stored before the cut is seen, not resent.
+const replaying = new Map();
 let queue = [], agents = [], canned = [], selected = null, sock = null, welcomed = false;
 // Names the agent list held; a resume's welcome leaves out an unchanged one.
 let agentsVersion = null;
@@ -203,6 +210,19 @@ function connect() {
   };
 }
 
+/** Resend the outbox of the conversations `which` accepts; drop (as not
+ * sent) what is older than the server remembers client ids. */
+function resend(which) {
+  for (const [id, { frame, at }] of outbox) {
+    if (!which(frame.conv)) continue;
+    if (Date.now() - at > RESEND_WITHIN_MS) {
+      outbox.delete(id);
+      document.querySelector(`[data-client-id="${CSS.escape(id)}"]`)?.remove();
+      toast("A reply was not sent: it waited too long");
+    } else send(frame);
+  }
+}
+
 function send(frame) {
   if (sock && welcomed && sock.readyState === 1) { sock.send(JSON.stringify(frame)); return true; }
   return false;
@@ -236,7 +256,9 @@ function onFrame(f) {
       }
       clearInterval(pinger);
       pinger = setInterval(() => send({ type: "ping" }), 25000);
-      for (const frame of outbox.values()) send(frame);
+      replaying.clear();
+      for (const c of f.conversations) if ((cursors[c.id] || 0) < c.last_seq) replaying.set(c.id, c.last_seq);
+      resend((conv) => !replaying.has(conv));
       renderLists();
       if (selected) renderConversation();
       break;
@@ -286,6 +308,12 @@ function setQueue(list, announce) {
 function onEvent(f) {
   if (f.seq <= (cursors[f.conv] || 0)) return; // already seen
   cursors[f.conv] = f.seq;
+  // Ours, stored, its ack lost with a connection: never resend it.
+  if (f.type === "message" && f.client_id && me && f.author.kind === "agent" && f.author.id === me.id) outbox.delete(f.client_id);
+  if (replaying.has(f.conv) && f.seq >= replaying.get(f.conv)) {
+    replaying.delete(f.conv);
+    resend((conv) => conv === f.conv);
+  }
   const c = conv(f.conv);
   if (!c.visitor_id && f.author.kind === "visitor") c.visitor_id = f.author.id;
   if (!c.group_id && !c.meta) {
@@ -393,7 +421,7 @@ function renderConversation() {
   if (!c) return;
   renderHead();
   for (const e of c.events) appendEvent(e);
-  for (const f of outbox.values()) if (f.conv === c.id) pendingBubble(f);
+  for (const { frame } of outbox.values()) if (frame.conv === c.id) pendingBubble(frame);
   renderActions();
 }
 
@@ -522,12 +550,12 @@ function onSend(e) {
   const body = $("reply").value;
   if (!body.trim() || !selected) return;
   const frame = { type: "send", conv: selected, client_id: newId(), body };
-  outbox.set(frame.client_id, frame);
+  outbox.set(frame.client_id, { frame, at: Date.now() });
   $("reply").value = "";
   myTyping = false;
   send({ type: "typing", conv: selected, on: false });
   pendingBubble(frame);
-  send(frame);
+  if (!replaying.has(selected)) send(frame);
 }
 
 // ----- lists over REST ----------------------------------------------------------------

@@ -22,6 +22,12 @@
   let site = null, agentsOnline = true, conv = null, agentName = "", sock = null, welcomed = false;
   let attempt = 0, timer = 0, pinger = 0, laterMs = null, open = false, unread = 0, typingTimer = 0;
   let myTyping = false, myTypingTimer = 0, audio = null, downSince = 0;
+  // After a welcome, the outbox waits until the replay of the open
+  // conversation reaches this { conv, seq }: a message stored before the
+  // cut shows up there and leaves the outbox instead of being resent.
+  let replayTo = null;
+  // Never resend past the server's idempotency window (docs/protocol.md §5).
+  const RESEND_WITHIN_MS = 24 * 60 * 60 * 1000;
   const cursors = {};
   const pending = new Map(); // client_id -> message element
 
@@ -209,7 +215,7 @@ textarea{resize:none}
   function onLeave(e) {
     e.preventDefault();
     const d = new FormData(offline);
-    const item = { type: "leave_message", client_id: newId(), name: d.get("name").trim() || null, email: d.get("email").trim() || null, body: d.get("body") };
+    const item = { type: "leave_message", client_id: newId(), name: d.get("name").trim() || null, email: d.get("email").trim() || null, body: d.get("body"), at: Date.now() };
     saved.outbox.push(item);
     saved.left = true;
     save();
@@ -226,7 +232,7 @@ textarea{resize:none}
     if (!body.trim()) return;
     input.value = "";
     setTyping(false);
-    const item = { type: "send", client_id: newId(), body };
+    const item = { type: "send", client_id: newId(), body, at: Date.now() };
     saved.outbox.push(item);
     save();
     showPending(item);
@@ -258,7 +264,21 @@ textarea{resize:none}
     if (sock && welcomed && sock.readyState === 1) sock.send(JSON.stringify(f));
   }
   function flush() {
-    for (const item of saved.outbox) frame(item);
+    if (replayTo) return;
+    const expired = saved.outbox.filter((o) => o.at && Date.now() - o.at > RESEND_WITHIN_MS);
+    for (const item of expired) failed(item.client_id, "it waited too long");
+    // `at` is ours, not the protocol's: the server refuses unknown fields.
+    for (const item of saved.outbox) frame({ ...item, at: undefined });
+  }
+  /** Take a frame out of the outbox and show it as not sent. */
+  function failed(clientId, why) {
+    const i = saved.outbox.findIndex((o) => o.client_id === clientId);
+    if (i < 0) return;
+    saved.outbox.splice(i, 1);
+    save();
+    const el = pending.get(clientId);
+    if (el) { el.classList.replace("pending", "failed"); el.title = why; }
+    line("sys", "Not sent: " + why);
   }
   function schedule(fn, minMs) {
     clearTimeout(timer);
@@ -329,6 +349,15 @@ textarea{resize:none}
     if (f.conv && f.seq && f.author) {
       if (f.seq <= (cursors[f.conv] || 0)) return; // already shown
       cursors[f.conv] = f.seq;
+      if (f.type === "message" && f.author.kind === "visitor" && f.client_id) {
+        // Stored, its ack lost with a connection: never resend it.
+        const i = saved.outbox.findIndex((o) => o.client_id === f.client_id);
+        if (i >= 0) { saved.outbox.splice(i, 1); save(); }
+      }
+      if (replayTo && f.conv === replayTo.conv && f.seq >= replayTo.seq) {
+        replayTo = null;
+        setTimeout(flush); // after this event is shown
+      }
     }
     switch (f.type) {
       case "welcome": {
@@ -339,6 +368,7 @@ textarea{resize:none}
         agentsOnline = f.agents_online;
         const c = f.conversations[0];
         conv = c ? c.id : null;
+        replayTo = c && (cursors[c.id] || 0) < c.last_seq ? { conv: c.id, seq: c.last_seq } : null;
         clearInterval(pinger);
         pinger = setInterval(() => frame({ type: "ping" }), 25000);
         for (const item of saved.outbox) if (item.type === "send") showPending(item);
@@ -410,15 +440,8 @@ textarea{resize:none}
         break;
       }
       case "error": {
-        const i = saved.outbox.findIndex((o) => o.client_id === f.ref);
-        if (i >= 0 && f.code !== "internal" && f.code !== "unavailable") {
-          // Refused for good (too long, empty…): stop resending it.
-          saved.outbox.splice(i, 1);
-          save();
-          const el = pending.get(f.ref);
-          if (el) { el.classList.replace("pending", "failed"); el.title = f.message; }
-          line("sys", "Not sent: " + f.message);
-        }
+        // Refused for good (too long, empty…): stop resending it.
+        if (f.code !== "internal" && f.code !== "unavailable") failed(f.ref, f.message);
         break;
       }
       case "reconnect":

@@ -7,6 +7,12 @@
 //!   is persisted before it is acknowledged. A message counts when its
 //!   recipient has it; latency is send to receipt.
 //! - `bench idle`: visitor sockets connect and sit idle; memory per socket.
+//! - `bench soak` (`soak.rs`): the relay for minutes, a row per interval.
+//! - `bench first-send` (`first_send.rs`): the first message into a long
+//!   conversation after a restart, and retries across `kill -9`.
+
+mod first_send;
+mod soak;
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +21,7 @@ use clap::{Args, Subcommand};
 use crate::store::now_ms;
 use crate::storm::client::Kind;
 use crate::storm::scenarios::{
-    Worker, collect_reports, lost_between, progress, reports, spawn_workers, wait_connected,
+    Pace, Worker, collect_reports, lost_between, progress, reports, spawn_workers, wait_connected,
 };
 use crate::storm::server::Target;
 use crate::storm::{Common, finish, percentile};
@@ -34,6 +40,30 @@ pub enum BenchCommand {
         rate: Option<u64>,
         #[command(flatten)]
         target: TargetArgs,
+    },
+    /// The relay held for minutes, with a row per interval (rate, latency,
+    /// server memory and CPU, lost and doubled messages, log warnings,
+    /// status checks) and the last interval against the first.
+    Soak {
+        #[arg(long, default_value_t = 200)]
+        pairs: usize,
+        /// Length of the run (whole intervals).
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Length of one row.
+        #[arg(long, default_value_t = 60)]
+        interval_s: u64,
+        /// Offered rate in messages per second; without it, as fast as
+        /// acknowledgements allow.
+        #[arg(long)]
+        rate: Option<u64>,
+    },
+    /// The first send into a conversation of `--messages` after a restart,
+    /// and retries within and beyond the idempotency window and across
+    /// `kill -9`.
+    FirstSend {
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
     },
     /// The relay on one node and then on two (PostgreSQL + NATS), same run.
     RelayCluster {
@@ -91,6 +121,8 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::RelayCluster { pairs, seconds, database_url, nats_url } => {
             relay_cluster(pairs, seconds, &database_url, &nats_url).await
         }
+        BenchCommand::Soak { pairs, seconds, interval_s, rate } => soak::soak(pairs, seconds, interval_s, rate).await,
+        BenchCommand::FirstSend { messages } => first_send::first_send(messages).await,
         BenchCommand::Idle { sockets, target } => idle(sockets, &target.common()).await,
         BenchCommand::Startup { runs } => startup(runs).await,
     }
@@ -150,7 +182,7 @@ async fn measure_relay(
     // gives each agent exactly one of the conversations.
     let first = &nodes[0];
     let mut source = 2u8;
-    let mut workers = spawn_workers(first, Kind::Agent, pairs, &mut source, 0, false, true).await?;
+    let mut workers = spawn_workers(first, Kind::Agent, pairs, &mut source, Pace::every(0), true).await?;
     anyhow::ensure!(
         wait_connected(&mut workers, "agents", Duration::from_secs(300), false).await,
         "agents did not connect"
@@ -161,7 +193,9 @@ async fn measure_relay(
         Some(r) => ((2 * pairs as u64 * 1000 / r.max(1)).max(1), false),
         None => (100, true),
     };
-    let mut visitors = spawn_workers(first, Kind::Visitor, pairs, &mut source, interval_ms, closed_loop, true).await?;
+    let mut visitors =
+        spawn_workers(first, Kind::Visitor, pairs, &mut source, Pace { interval_ms, closed_loop, tally: false }, true)
+            .await?;
     anyhow::ensure!(
         wait_connected(&mut visitors, "visitors", Duration::from_secs(300), false).await,
         "visitors did not connect"
@@ -252,7 +286,8 @@ async fn idle(sockets: usize, common: &Common) -> anyhow::Result<()> {
     let target = Target::start(1, &[], common).await?;
     // Credentials first (HTTP), so that only socket connects are timed.
     let mut source = 2u8;
-    let mut workers = spawn_workers(&target, Kind::Visitor, sockets, &mut source, 3_600_000, false, false).await?;
+    let mut workers =
+        spawn_workers(&target, Kind::Visitor, sockets, &mut source, Pace::every(3_600_000), false).await?;
     let waiting = Instant::now();
     while !workers.iter_mut().all(|w| {
         w.poll();

@@ -66,6 +66,19 @@ impl Faults {
     }
 }
 
+/// How long a message's `client_id` is remembered (docs/protocol.md §5): a
+/// retry is answered with the original event while that message is one of
+/// its conversation's `REMEMBERED_MESSAGES` most recent messages and was
+/// stored less than [`REMEMBERED_FOR_MS`] ago. Later, the SQLite store takes
+/// it for a new message; PostgreSQL, which keeps a unique index on the
+/// key, still finds it. A bound on the count keeps what a message costs
+/// the SQLite writer from growing with the conversation's history (a cold
+/// conversation reads back this many keys, however long it is); a bound
+/// on time is one a client can check with its own clock.
+pub const REMEMBERED_MESSAGES: usize = 1000;
+/// See [`REMEMBERED_MESSAGES`]: 24 hours.
+pub const REMEMBERED_FOR_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// Milliseconds since the Unix epoch, the store's one time format.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -362,8 +375,9 @@ pub struct StoredEvent {
 /// at all.
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// Append a message. Idempotent on (author, client_id): a retry returns
-    /// the original event.
+    /// Append a message. Idempotent on (author, client_id) within the
+    /// window ([`REMEMBERED_MESSAGES`], [`REMEMBERED_FOR_MS`]): a retry
+    /// returns the original event.
     Message {
         author: Author,
         client_id: String,

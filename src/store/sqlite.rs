@@ -10,7 +10,6 @@
 //! store, which is off every hot path.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +26,15 @@ use super::*;
 use crate::error::{Error, Result};
 
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+/// The status page's file, `DATA/status.sqlite`.
+static STATUS_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite-status");
+/// The last chat migration with the status page's tables in the chat file:
+/// an older data dir is migrated up to it, its status rows are copied to
+/// the status file, and only then are they dropped (0010).
+const LAST_WITH_STATUS_TABLES: i64 = 9;
+/// The chat file and the status page's file, in the data dir.
+const CHAT_FILE: &str = "holdfast.db";
+pub const STATUS_FILE: &str = "status.sqlite";
 
 /// Reader threads for everything but the critical lane.
 const READERS: usize = 2;
@@ -34,9 +42,10 @@ const READERS: usize = 2;
 /// session refresh, `/readyz`.
 const CRITICAL_READERS: usize = 2;
 
-/// Refuse a data dir whose schema is newer than this build knows: an older
+/// Refuse a file whose schema is newer than `migrator` knows: an older
 /// binary must not write to tables it does not understand.
-async fn check_not_newer(pool: &SqlitePool, dir: &Path) -> Result<()> {
+/// `what` names it for the operator.
+async fn check_not_newer(pool: &SqlitePool, migrator: &Migrator, what: &str) -> Result<()> {
     let migrated: Option<String> =
         sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
             .fetch_optional(pool)
@@ -46,11 +55,10 @@ async fn check_not_newer(pool: &SqlitePool, dir: &Path) -> Result<()> {
     }
     let applied: Option<i64> =
         sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?;
-    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
     match applied {
         Some(schema) if schema > known => Err(Error::NewerSchema(format!(
-            "data dir {} was written by a newer Holdfast (schema {schema}, this binary knows {known})",
-            dir.display()
+            "{what} was written by a newer Holdfast (schema {schema}, this binary knows {known})"
         ))),
         _ => Ok(()),
     }
@@ -77,9 +85,12 @@ fn violates(e: &rusqlite::Error, code: std::ffi::c_int) -> bool {
 pub struct SqliteStore {
     /// The data dir (the status page's runner lock lives there too).
     dir: PathBuf,
-    /// sqlx pools of the status page's store (`store/status.rs`).
-    pub(super) read: SqlitePool,
-    pub(super) write: SqlitePool,
+    /// sqlx pools of the status page's store (`store/status.rs`), on its
+    /// own file (`STATUS_FILE`): its writes never wait for the chat
+    /// writer's lock, which the group commits hold nearly all the time
+    /// under load.
+    pub(super) status_read: SqlitePool,
+    pub(super) status_write: SqlitePool,
     readers: Readers,
     /// Readers kept for the critical lane, so site-wide routing and
     /// dashboard reads that fill `readers` during a storm never make a
@@ -92,39 +103,36 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Open (creating if needed) `holdfast.db` in `dir` and apply migrations.
+    /// Open (creating if needed) the chat file `holdfast.db` and the status
+    /// page's `status.sqlite` in `dir`, and apply migrations; on the first
+    /// start of a data dir that kept the status page in the chat file, its
+    /// rows move to the status file.
     pub async fn open(dir: &Path) -> Result<SqliteStore> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::internal(anyhow::anyhow!("cannot create data dir {}: {e}", dir.display())))?;
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(Error::internal)?
-            .filename(dir.join("holdfast.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_slow_threshold(Duration::from_millis(2500))
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await
-            .map_err(|e| Error::Store(anyhow::anyhow!("cannot open database in {}: {e}", dir.display())))?;
-        check_not_newer(&write, dir).await?;
-        MIGRATOR.run(&write).await.map_err(|e| Error::Store(anyhow::anyhow!("migration failed: {e}")))?;
-        let read = SqlitePoolOptions::new()
+        let db = dir.join(CHAT_FILE);
+        // sqlx only migrates the chat file; the writer and readers use it.
+        let chat = single_connection(&db, dir).await?;
+        check_not_newer(&chat, &MIGRATOR, &format!("data dir {}", dir.display())).await?;
+        let status_file = dir.join(STATUS_FILE);
+        let status_write = single_connection(&status_file, dir).await?;
+        check_not_newer(&status_write, &STATUS_MIGRATOR, &format!("{}", status_file.display())).await?;
+        let migration_failed = |e: sqlx::migrate::MigrateError| Error::Store(anyhow::anyhow!("migration failed: {e}"));
+        STATUS_MIGRATOR.run(&status_write).await.map_err(migration_failed)?;
+        MIGRATOR.run_to(LAST_WITH_STATUS_TABLES, &chat).await.map_err(migration_failed)?;
+        import_status(&status_write, &db).await?;
+        MIGRATOR.run(&chat).await.map_err(migration_failed)?;
+        chat.close().await;
+        let status_read = SqlitePoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.read_only(true))
+            .connect_with(connect_options(&status_file).read_only(true))
             .await?;
-        let db = dir.join("holdfast.db");
         let writer = super::sqlite_writer::spawn(&db)?;
         let readers = Readers::spawn(&db, READERS, "sqlite-read")?;
         let critical = Readers::spawn(&db, CRITICAL_READERS, "sqlite-critical")?;
         let faults = Arc::new(Faults::default());
-        Ok(SqliteStore { dir: dir.to_owned(), read, write, readers, critical, faults, writer })
+        Ok(SqliteStore { dir: dir.to_owned(), status_read, status_write, readers, critical, faults, writer })
     }
 
     /// Hand a job to the group-commit writer.
@@ -193,9 +201,102 @@ impl SqliteStore {
     /// Close the pools, after every write handed to the writer is done.
     pub async fn close(&self) {
         let _ = self.write(|_| Ok(())).await;
-        self.write.close().await;
-        self.read.close().await;
+        self.status_write.close().await;
+        self.status_read.close().await;
     }
+}
+
+/// How sqlx opens a file of the data dir.
+fn connect_options(file: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(file)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true)
+}
+
+/// A pool of one connection: the one writer sqlx keeps on `file`.
+async fn single_connection(file: &Path, dir: &Path) -> Result<SqlitePool> {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .acquire_slow_threshold(Duration::from_millis(2500))
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(connect_options(file))
+        .await
+        .map_err(|e| Error::Store(anyhow::anyhow!("cannot open database in {}: {e}", dir.display())))
+}
+
+/// The status page's tables and what they hold, as the chat file had them.
+const STATUS_TABLES: &[&str] = &[
+    "status_components",
+    "status_incidents",
+    "status_incident_components",
+    "status_incident_updates",
+    "status_subscribers",
+    "status_deliveries",
+    "status_monitors",
+    "status_probe_days",
+];
+
+/// Copy the status page's rows from the chat file `chat_db` (a data dir
+/// from before `status.sqlite`) into the status file, once: in one
+/// transaction with the `imported_from_chat` mark, so a crash leaves
+/// either everything or nothing copied, and a second start (or a second
+/// process starting at once) copies nothing twice. The chat file is then
+/// migrated past 0010, which drops them there.
+async fn import_status(status: &SqlitePool, chat_db: &Path) -> Result<()> {
+    let mut conn = status.acquire().await?;
+    let done: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'imported_from_chat'")
+        .fetch_optional(&mut *conn)
+        .await?;
+    if done.is_some() {
+        return Ok(());
+    }
+    sqlx::query("ATTACH DATABASE ? AS chat").bind(chat_db.to_string_lossy().into_owned()).execute(&mut *conn).await?;
+    let copied = async {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let in_chat: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM chat.sqlite_master WHERE type = 'table'").fetch_all(&mut *tx).await?;
+        let mut rows = 0;
+        for table in STATUS_TABLES.iter().filter(|t| in_chat.iter().any(|c| c == *t)) {
+            // Columns by name, as the two files created them in another order.
+            let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?, 'chat')")
+                .bind(table)
+                .fetch_all(&mut *tx)
+                .await?;
+            let columns = columns.join(", ");
+            // Names from this binary's list and the file's own schema.
+            rows += sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT OR IGNORE INTO main.{table} ({columns}) SELECT {columns} FROM chat.{table}"
+            )))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        sqlx::query(
+            "INSERT OR IGNORE INTO main.meta (key, value) SELECT key, value FROM chat.meta \
+             WHERE key IN ('status_page_id', 'status_components_seeded')",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT OR IGNORE INTO main.meta (key, value) VALUES ('imported_from_chat', ?)")
+            .bind(now_ms().to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok::<u64, sqlx::Error>(rows)
+    }
+    .await;
+    let detached = sqlx::query("DETACH DATABASE chat").execute(&mut *conn).await;
+    let rows = copied?;
+    detached?;
+    if rows > 0 {
+        tracing::info!(rows, file = STATUS_FILE, "the status page's rows moved to a file of their own");
+    }
+    Ok(())
 }
 
 /// A column holding one of a fixed set of words.

@@ -16,7 +16,7 @@
 //! and no read.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::path::Path;
 use std::time::Duration;
@@ -31,31 +31,133 @@ use crate::error::{Error, Result};
 
 /// Most jobs one group commit takes; bounds the latency of a batch.
 const MAX_BATCH: usize = 1024;
-/// Conversations kept in the writer's cache before it is emptied.
+/// Conversations the writer keeps cached; past this, it evicts the least
+/// recently used.
 const MAX_CACHED: usize = 200_000;
-/// Message keys (8 bytes each) kept in the cache before it is emptied.
-const MAX_KEYS: usize = 1_000_000;
+/// Message keys (12 bytes each, with their seqs) the writer keeps cached
+/// over all conversations; past this, it evicts the least recently used
+/// conversations. 48 MiB at most: room for the full windows of 4,000
+/// conversations that all chat at once (2,000 in the soak benchmark).
+const MAX_KEYS: usize = 4_000_000;
+
+/// What the cache remembers, and how much of it.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Messages per conversation whose keys are remembered (the window).
+    window: usize,
+    /// How long a key is remembered, in ms.
+    remember_for_ms: i64,
+    /// Keys over all conversations before the least recently used are evicted.
+    max_keys: usize,
+    /// Conversations before the least recently used are evicted.
+    max_conversations: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            window: REMEMBERED_MESSAGES,
+            remember_for_ms: REMEMBERED_FOR_MS,
+            max_keys: MAX_KEYS,
+            max_conversations: MAX_CACHED,
+        }
+    }
+}
 
 /// The conversations the writer has touched, as it last wrote them, each
-/// with a hash of every one of its messages' (author, client id). A new
-/// message is thereby proven new without an index on client ids: that index
-/// gave each conversation a leaf of its own, rewritten whole into the WAL by
-/// every group commit that carried one of its messages. A hash seen before
-/// is looked up in the table (a retry, or a collision).
+/// with a hash of the (author, client id) of its most recent messages (the
+/// idempotency window, [`REMEMBERED_MESSAGES`]). A new message is thereby
+/// proven new without an index on client ids: that index gave each
+/// conversation a leaf of its own, rewritten whole into the WAL by every
+/// group commit that carried one of its messages. A key found in the window
+/// is looked up by its seq (a retry, or a collision).
+///
+/// What a message costs does not grow with history: a conversation not
+/// cached reads back the keys of its window only, from the end of its range
+/// in the `(conversation_id, seq)` index, and under the key budget the
+/// least recently used conversations are evicted whole. The window is the
+/// same whether a conversation was cached or read back, so an answer never
+/// depends on the cache (nor on a restart).
 struct Cache {
     conversations: HashMap<String, Cached>,
+    /// Keys held, over all conversations.
     keys: usize,
+    /// Batches started: a conversation's `used` is the last that touched it.
+    batch: u64,
+    limits: Limits,
     hasher: RandomState,
 }
 
 struct Cached {
     conversation: Conversation,
-    messages: HashSet<u64>,
+    /// The window, oldest first: its messages' keys, and their seqs.
+    recent: Window,
+    /// The batch that last used it (least recently used are evicted first).
+    used: u64,
+}
+
+/// A conversation's window: keys and seqs of its most recent messages,
+/// oldest first, in two rings kept in step. The keys have a ring of their
+/// own because every message scans it: 4 KiB at most, read in chunks the
+/// compiler turns into vector compares, 32-bit ones being the widest plain
+/// x86-64 has (a profile of the soak showed a scan of (u64 key, seq) pairs
+/// as the writer's hottest loop; this one is ten times faster). 32 bits
+/// are enough: a key found is checked against the stored row anyway, and
+/// two keys share one in a window of 1,000 about once in four million
+/// messages.
+#[derive(Debug, Default)]
+struct Window {
+    keys: VecDeque<u32>,
+    seqs: VecDeque<i64>,
+}
+
+impl Window {
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether some message in the window has this key.
+    fn holds(&self, key: u32) -> bool {
+        let (older, newer) = self.keys.as_slices();
+        [older, newer].into_iter().any(|keys| {
+            let chunks = keys.chunks_exact(32);
+            let rest = chunks.remainder();
+            // No early exit within a chunk: that is what lets it vectorize.
+            chunks.into_iter().any(|chunk| chunk.iter().fold(false, |hit, k| hit | (*k == key))) || rest.contains(&key)
+        })
+    }
+
+    /// Seqs of the messages with this key, newest first.
+    fn seqs_of(&self, key: u32) -> impl Iterator<Item = i64> + '_ {
+        // The common case, a new key, ends with the vectorized scan.
+        let look = if self.holds(key) { self.keys.len() } else { 0 };
+        self.keys.iter().zip(&self.seqs).rev().take(look).filter(move |(k, _)| **k == key).map(|(_, seq)| *seq)
+    }
+
+    /// Add a message, forgetting what leaves the window.
+    fn remember(&mut self, key: u32, seq: i64, window: usize) {
+        self.keys.push_back(key);
+        self.seqs.push_back(seq);
+        while self.keys.len() > window {
+            self.keys.pop_front();
+            self.seqs.pop_front();
+        }
+    }
+
+    /// Add an older message in front (reading a window back, newest first).
+    fn remember_older(&mut self, key: u32, seq: i64) {
+        self.keys.push_front(key);
+        self.seqs.push_front(seq);
+    }
 }
 
 impl Cache {
     fn new() -> Self {
-        Cache { conversations: HashMap::new(), keys: 0, hasher: RandomState::new() }
+        Self::with_limits(Limits::default())
+    }
+
+    fn with_limits(limits: Limits) -> Self {
+        Cache { conversations: HashMap::new(), keys: 0, batch: 0, limits, hasher: RandomState::new() }
     }
 
     fn clear(&mut self) {
@@ -63,21 +165,47 @@ impl Cache {
         self.keys = 0;
     }
 
-    fn too_big(&self) -> bool {
-        self.conversations.len() > MAX_CACHED || self.keys > MAX_KEYS
+    /// Called before each batch: count it, and evict what is over budget.
+    fn start_batch(&mut self) {
+        self.batch += 1;
+        self.evict_least_recently_used();
     }
 
-    fn key(&self, author: &Author, client_id: &str) -> u64 {
+    /// Over either budget, evict the least recently used conversations until
+    /// both are down to three quarters (so that eviction is rare, not a cost
+    /// of every batch). An evicted conversation is read back when next used.
+    fn evict_least_recently_used(&mut self) {
+        let Limits { max_keys, max_conversations, .. } = self.limits;
+        if self.keys <= max_keys && self.conversations.len() <= max_conversations {
+            return;
+        }
+        let (keys_goal, conversations_goal) = (max_keys / 4 * 3, max_conversations / 4 * 3);
+        let mut by_use: Vec<(u64, String)> = self.conversations.iter().map(|(id, c)| (c.used, id.clone())).collect();
+        by_use.sort_unstable();
+        let mut evicted = 0u64;
+        for (_, id) in by_use {
+            if self.keys <= keys_goal && self.conversations.len() <= conversations_goal {
+                break;
+            }
+            if let Some(gone) = self.conversations.remove(&id) {
+                self.keys -= gone.recent.len();
+                evicted += 1;
+            }
+        }
+        metrics::counter!("holdfast_store_writer_evicted_total").increment(evicted);
+    }
+
+    fn key(&self, author: &Author, client_id: &str) -> u32 {
         self.hash(author.kind.as_str(), author.id.as_deref(), client_id)
     }
 
     /// A message's key from its stored columns: author kind, author id,
-    /// client id.
-    fn hash(&self, kind: &str, author_id: Option<&str>, client_id: &str) -> u64 {
-        self.hasher.hash_one((kind, author_id, client_id))
+    /// client id (32 bits of a keyed hash, see [`Window`]).
+    fn hash(&self, kind: &str, author_id: Option<&str>, client_id: &str) -> u32 {
+        (self.hasher.hash_one((kind, author_id, client_id)) >> 32) as u32
     }
 
-    /// The conversation, read with its messages' keys on first use.
+    /// The conversation, read with its window's keys if it is not cached.
     fn load(&mut self, conn: &Connection, id: &str) -> rusqlite::Result<Option<&mut Cached>> {
         if !self.conversations.contains_key(id) {
             let found = conn
@@ -85,23 +213,38 @@ impl Cache {
                 .query_row([id], conversation_row)
                 .optional()?;
             let Some(conversation) = found else { return Ok(None) };
-            let mut messages = HashSet::new();
-            let mut sent = conn.prepare_cached(
-                "SELECT author_kind, author_id, client_id FROM events WHERE conversation_id = ?1 \
-                 AND client_id IS NOT NULL",
-            )?;
-            let mut rows = sent.query([id])?;
-            while let Some(row) = rows.next()? {
-                let (kind, author_id, client_id): (String, Option<String>, String) =
-                    (row.get(0)?, row.get(1)?, row.get(2)?);
-                messages.insert(self.hash(&kind, author_id.as_deref(), &client_id));
-            }
-            self.keys += messages.len();
-            self.conversations.insert(id.to_owned(), Cached { conversation, messages });
+            let recent = self.read_window(conn, id)?;
+            self.keys += recent.len();
+            metrics::counter!("holdfast_store_writer_cold_loads_total").increment(1);
+            self.conversations.insert(id.to_owned(), Cached { conversation, recent, used: self.batch });
         }
-        Ok(self.conversations.get_mut(id))
+        let cached = self.conversations.get_mut(id);
+        if let Some(cached) = cached {
+            cached.used = self.batch;
+            return Ok(Some(cached));
+        }
+        Ok(None)
+    }
+
+    /// The keys of a conversation's most recent messages, oldest first: a
+    /// walk back from the end of its range in the `(conversation_id, seq)`
+    /// index that stops after `window` messages.
+    fn read_window(&self, conn: &Connection, id: &str) -> rusqlite::Result<Window> {
+        let mut recent = Window::default();
+        let mut newest_first = conn.prepare_cached(READ_WINDOW)?;
+        let mut rows = newest_first.query(params![id, self.limits.window as i64])?;
+        while let Some(row) = rows.next()? {
+            let (seq, kind, author_id, client_id): (i64, String, Option<String>, String) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            recent.remember_older(self.hash(&kind, author_id.as_deref(), &client_id), seq);
+        }
+        Ok(recent)
     }
 }
+
+/// A conversation's window of message keys, newest first (`?2` messages).
+const READ_WINDOW: &str = "SELECT seq, author_kind, author_id, client_id FROM events \
+     WHERE conversation_id = ?1 AND client_id IS NOT NULL ORDER BY seq DESC LIMIT ?2";
 
 pub(super) struct PendingChange {
     pub conversation_id: String,
@@ -211,9 +354,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if cache.too_big() {
-            cache.clear();
-        }
+        cache.start_batch();
         match apply_batch(&conn, &mut cache, &mut batch, std::mem::take(&mut spare)) {
             Ok(mut outcomes) => {
                 metrics::histogram!("holdfast_store_batch_size").record(batch.len() as f64);
@@ -330,6 +471,7 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
         Change::Message { author, client_id, .. } => cache.key(author, client_id),
         _ => 0,
     };
+    let limits = cache.limits;
     let Some(cached) = cache.load(conn, id)? else { return Ok(Err(Error::NotFound("conversation"))) };
     if let Some(guard) = &p.guard
         && let Err(e) = guard.check(&cached.conversation)
@@ -340,10 +482,10 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
     let mut previous_agent = None;
     let (mut next, (kind, author, client_id, body, data)) = match &p.change {
         Change::Message { author, client_id, body } => {
-            let known = cached.messages.len();
-            let applied = append_message(conn, cached, key, author, client_id, body, now)?;
-            let added = cached.messages.len() - known;
-            cache.keys += added;
+            let known = cached.recent.len();
+            let applied = append_message(conn, cached, limits, key, author, client_id, body, now)?;
+            let held = cached.recent.len();
+            cache.keys = cache.keys + held - known;
             return Ok(applied);
         }
         Change::Assign { agent_id, agent_name, by, limit, only_if_unassigned } => {
@@ -434,31 +576,28 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
 
 /// The hot path: one insert (the conversation's `last_seq` is its newest
 /// event's, migration 0008), and the conversation cloned once, for the
-/// caller.
+/// caller. The window is searched first, so a retry into a conversation
+/// closed since still gets its original back (as on PostgreSQL).
+#[allow(clippy::too_many_arguments)]
 fn append_message(
     conn: &Connection,
     cached: &mut Cached,
-    key: u64,
+    limits: Limits,
+    key: u32,
     author: &Author,
     client_id: &str,
     body: &str,
     now: i64,
 ) -> rusqlite::Result<Result<Applied>> {
     let conv = &cached.conversation;
-    let id = conv.id.as_str();
-    let duplicate = |event| Applied { event, conversation: conv.clone(), previous_agent: None, duplicate: true };
-    if let Err(refused) = rules::check_message(conv) {
-        // Unless this is a retry of a message stored before the close.
-        return Ok(existing_message(conn, id, author, client_id)?.map(duplicate).ok_or(refused));
+    if let Some(event) = remembered_message(conn, cached, key, author, client_id, now - limits.remember_for_ms)? {
+        return Ok(Ok(Applied { event, conversation: conv.clone(), previous_agent: None, duplicate: true }));
     }
-    // A key seen before: a retry, unless two keys share a hash.
-    if cached.messages.contains(&key)
-        && let Some(event) = existing_message(conn, id, author, client_id)?
-    {
-        return Ok(Ok(duplicate(event)));
+    if let Err(refused) = rules::check_message(conv) {
+        return Ok(Err(refused));
     }
     let event = StoredEvent {
-        conversation_id: id.to_owned(),
+        conversation_id: conv.id.clone(),
         seq: conv.last_seq + 1,
         id: new_id(),
         kind: "message".into(),
@@ -470,22 +609,35 @@ fn append_message(
     };
     insert_event(conn, &event)?;
     cached.conversation.last_seq = event.seq;
-    cached.messages.insert(key);
+    cached.recent.remember(key, event.seq, limits.window);
     Ok(Ok(Applied { event, conversation: cached.conversation.clone(), previous_agent: None, duplicate: false }))
 }
 
-/// The stored message with this author and client id, if any.
-fn existing_message(
+/// The message this one repeats, if its key is in the conversation's window
+/// and it was stored after `since` (ms): each seq with the key is read by
+/// the `(conversation_id, seq)` index, as a hash seen before may be another
+/// key's (a collision).
+fn remembered_message(
     conn: &Connection,
-    conversation_id: &str,
+    cached: &Cached,
+    key: u32,
     author: &Author,
     client_id: &str,
+    since: i64,
 ) -> rusqlite::Result<Option<StoredEvent>> {
-    conn.prepare_cached(
-        "SELECT * FROM events WHERE conversation_id = ?1 AND author_kind = ?2 AND author_id IS ?3 AND client_id = ?4",
-    )?
-    .query_row(params![conversation_id, author.kind.as_str(), author.id, client_id], event_row)
-    .optional()
+    for seq in cached.recent.seqs_of(key) {
+        let stored = conn
+            .prepare_cached("SELECT * FROM events WHERE conversation_id = ?1 AND seq = ?2")?
+            .query_row(params![cached.conversation.id, seq], event_row)
+            .optional()?;
+        if let Some(event) = stored
+            && event.author == *author
+            && event.client_id.as_deref() == Some(client_id)
+        {
+            return Ok((event.created_at > since).then_some(event));
+        }
+    }
+    Ok(None)
 }
 
 fn insert_event(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
@@ -592,10 +744,41 @@ mod tests {
         assert!(again.is_err(), "a second event with the same (conversation, seq) is refused");
     }
 
-    fn send(conn: &Connection, cache: &mut Cache, author: &Author, client_id: &str) -> Applied {
+    /// Another active conversation, `id`.
+    fn add_conversation(conn: &Connection, id: &str) {
+        conn.execute(
+            "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at) \
+             VALUES (?1, 's', 'v', 'g', 'active', 0)",
+            [id],
+        )
+        .unwrap();
+    }
+
+    /// A message of `author` with `client_id` into `conv`, applied at `now`.
+    fn send_to(
+        conn: &Connection,
+        cache: &mut Cache,
+        conv: &str,
+        author: &Author,
+        client_id: &str,
+        now: i64,
+    ) -> Applied {
         let change = Change::Message { author: author.clone(), client_id: client_id.into(), body: "hi".into() };
-        let p = PendingChange { conversation_id: "c1".into(), guard: None, change, reply: oneshot::channel().0 };
-        apply_one(conn, cache, &p, 1).unwrap().unwrap()
+        let p = PendingChange { conversation_id: conv.into(), guard: None, change, reply: oneshot::channel().0 };
+        apply_one(conn, cache, &p, now).unwrap().unwrap()
+    }
+
+    fn send(conn: &Connection, cache: &mut Cache, author: &Author, client_id: &str) -> Applied {
+        send_to(conn, cache, "c1", author, client_id, 1)
+    }
+
+    /// A cache that remembers `window` messages per conversation for `for_ms`.
+    fn remembering(window: usize, for_ms: i64) -> Cache {
+        Cache::with_limits(Limits { window, remember_for_ms: for_ms, ..Limits::default() })
+    }
+
+    fn window_seqs(cache: &Cache, conv: &str) -> Vec<i64> {
+        cache.conversations[conv].recent.seqs.iter().copied().collect()
     }
 
     #[test]
@@ -603,35 +786,136 @@ mod tests {
         let conn = database();
         let mut cache = Cache::new();
         let visitor = Author::visitor("v");
+        let other = send(&conn, &mut cache, &visitor, "other");
         // Another message with the same hash, as far as the cache can tell.
         let key = cache.key(&visitor, "new");
-        cache.load(&conn, "c1").unwrap().unwrap().messages.insert(key);
+        cache.load(&conn, "c1").unwrap().unwrap().recent.remember(key, other.event.seq, 1000);
         let first = send(&conn, &mut cache, &visitor, "new");
         assert!(!first.duplicate, "the table has no such message: it is new");
-        assert_eq!(first.event.seq, 1);
+        assert_eq!(first.event.seq, 2);
         let again = send(&conn, &mut cache, &visitor, "new");
         assert!(again.duplicate);
-        assert_eq!((again.event.seq, again.event.id), (1, first.event.id.clone()));
+        assert_eq!((again.event.seq, again.event.id), (2, first.event.id.clone()));
         // The same client id from the other side is another message.
         let agent = send(&conn, &mut cache, &Author::agent("a"), "new");
-        assert_eq!((agent.duplicate, agent.event.seq), (false, 2));
-        // "new" shares the planted hash; the agent's message adds one.
-        assert_eq!(cache.conversations["c1"].messages.len(), 2);
-        assert_eq!(cache.keys, 1, "only keys the writer added are counted");
+        assert_eq!((agent.duplicate, agent.event.seq), (false, 3));
     }
 
     #[test]
-    fn a_cold_cache_reads_the_keys_back_from_the_table() {
+    fn a_window_finds_each_key_it_holds_across_its_rings_wrap_and_no_other() {
+        let mut window = Window::default();
+        for seq in 1..=100 {
+            window.remember(seq as u32 * 7, seq, 37);
+        }
+        assert_eq!(window.len(), 37);
+        for seq in 1..=100 {
+            let held = seq > 63;
+            assert_eq!(window.holds(seq as u32 * 7), held, "seq {seq}");
+            assert_eq!(window.seqs_of(seq as u32 * 7).collect::<Vec<_>>(), if held { vec![seq] } else { vec![] });
+        }
+        window.remember(98 * 7, 101, 37);
+        assert_eq!(window.seqs_of(98 * 7).collect::<Vec<_>>(), [101, 98], "newest first");
+    }
+
+    #[test]
+    fn a_client_id_is_remembered_for_the_conversations_last_messages_of_anyone() {
         let conn = database();
+        let mut cache = remembering(3, REMEMBERED_FOR_MS);
+        let (visitor, agent) = (Author::visitor("v"), Author::agent("a"));
+        for m in ["m1", "m2", "m3", "m4"] {
+            send(&conn, &mut cache, &visitor, m);
+        }
+        let retry = send(&conn, &mut cache, &visitor, "m2");
+        assert_eq!((retry.duplicate, retry.event.seq), (true, 2), "m2 is among the last three");
+        let late = send(&conn, &mut cache, &visitor, "m1");
+        assert_eq!((late.duplicate, late.event.seq), (false, 5), "m1 left the window: a new message");
+        // The other side's messages move the window too.
+        send(&conn, &mut cache, &agent, "a1");
+        let late = send(&conn, &mut cache, &visitor, "m3");
+        assert_eq!((late.duplicate, late.event.seq), (false, 7));
+        assert_eq!(window_seqs(&cache, "c1"), [5, 6, 7]);
+        assert_eq!(cache.keys, 3, "a full window holds as many keys as it is long");
+        let again = send(&conn, &mut cache, &visitor, "m1");
+        assert_eq!((again.duplicate, again.event.seq), (true, 5), "the newest m1 is the one remembered");
+    }
+
+    #[test]
+    fn a_client_id_is_forgotten_once_its_message_is_older_than_the_window() {
+        let conn = database();
+        let mut cache = remembering(1000, 60_000);
         let visitor = Author::visitor("v");
-        let first = send(&conn, &mut Cache::new(), &visitor, "m1");
-        let mut cold = Cache::new();
-        let again = send(&conn, &mut cold, &visitor, "m1");
-        assert!(again.duplicate);
-        assert_eq!(again.event.id, first.event.id);
-        assert_eq!(cold.keys, 1);
-        let next = send(&conn, &mut cold, &visitor, "m2");
-        assert_eq!((next.duplicate, next.event.seq), (false, 2));
-        assert_eq!(cold.conversations["c1"].conversation.last_seq, 2);
+        let first = send_to(&conn, &mut cache, "c1", &visitor, "m1", 1_000);
+        let retry = send_to(&conn, &mut cache, "c1", &visitor, "m1", 60_999);
+        assert_eq!((retry.duplicate, retry.event.id), (true, first.event.id), "59.999 s later: remembered");
+        let late = send_to(&conn, &mut cache, "c1", &visitor, "m1", 61_000);
+        assert_eq!((late.duplicate, late.event.seq), (false, 2), "60 s later: a new message");
+        let again = send_to(&conn, &mut cache, "c1", &visitor, "m1", 61_001);
+        assert_eq!((again.duplicate, again.event.seq), (true, 2));
+    }
+
+    #[test]
+    fn a_cold_conversation_reads_back_its_window_and_nothing_older() {
+        let conn = database();
+        let mut warm = remembering(10, REMEMBERED_FOR_MS);
+        let visitor = Author::visitor("v");
+        for i in 1..=50 {
+            send(&conn, &mut warm, &visitor, &format!("m{i}"));
+        }
+        // A receipt between messages is not one of them.
+        conn.execute(
+            "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, data, created_at) \
+             VALUES ('c1', 51, 'r', 'read', 'agent', 'a', '{\"up_to\":50}', 1)",
+            [],
+        )
+        .unwrap();
+        warm.conversations.get_mut("c1").unwrap().conversation.last_seq = 51;
+        let mut cold = remembering(10, REMEMBERED_FOR_MS);
+        cold.load(&conn, "c1").unwrap().unwrap();
+        assert_eq!(window_seqs(&cold, "c1"), window_seqs(&warm, "c1"), "the same window, cached or read back");
+        assert_eq!(window_seqs(&cold, "c1"), (41..=50).collect::<Vec<_>>());
+        assert_eq!(cold.keys, 10);
+        assert_eq!(cold.conversations["c1"].conversation.last_seq, 51);
+        let retry = send(&conn, &mut cold, &visitor, "m45");
+        assert_eq!((retry.duplicate, retry.event.seq), (true, 45));
+        let late = send(&conn, &mut cold, &visitor, "m5");
+        assert_eq!((late.duplicate, late.event.seq), (false, 52));
+    }
+
+    #[test]
+    fn over_the_key_budget_the_least_recently_used_conversations_are_evicted_whole() {
+        let conn = database();
+        add_conversation(&conn, "c2");
+        add_conversation(&conn, "c3");
+        let mut cache = Cache::with_limits(Limits { window: 5, max_keys: 8, ..Limits::default() });
+        let visitor = Author::visitor("v");
+        for conv in ["c1", "c2", "c3"] {
+            cache.start_batch();
+            for m in ["m1", "m2", "m3"] {
+                send_to(&conn, &mut cache, conv, &visitor, m, 1);
+            }
+        }
+        assert_eq!(cache.keys, 9);
+        cache.start_batch();
+        assert!(!cache.conversations.contains_key("c1"), "c1 was used longest ago");
+        assert!(cache.conversations.contains_key("c2") && cache.conversations.contains_key("c3"));
+        assert_eq!(cache.keys, 6, "down to three quarters of the budget");
+        let retry = send_to(&conn, &mut cache, "c1", &visitor, "m1", 1);
+        assert_eq!((retry.duplicate, retry.event.seq), (true, 1), "read back, still remembered");
+        assert_eq!(cache.keys, 9);
+    }
+
+    #[test]
+    fn the_window_is_read_from_the_end_of_the_conversations_index_range() {
+        let conn = database();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {READ_WINDOW}"))
+            .unwrap()
+            .query_map(params!["c1", 1000], |r| r.get(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let plan = plan.join("; ");
+        assert!(plan.contains("USING INDEX events_conversation_seq (conversation_id=?)"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "no sort of the conversation's events: {plan}");
     }
 }

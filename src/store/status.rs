@@ -558,12 +558,12 @@ impl SqliteStore {
              WHERE ic.incident_id = ? ORDER BY c.position, c.name",
         )
         .bind(&incident.id)
-        .fetch_all(&self.read)
+        .fetch_all(&self.status_read)
         .await?;
         incident.updates =
             sqlx::query("SELECT * FROM status_incident_updates WHERE incident_id = ? ORDER BY created_at, id")
                 .bind(&incident.id)
-                .fetch_all(&self.read)
+                .fetch_all(&self.status_read)
                 .await?
                 .iter()
                 .map(update_from_row)
@@ -575,7 +575,7 @@ impl SqliteStore {
 #[async_trait]
 impl StatusStore for SqliteStore {
     async fn seed_components(&self, names: &[&str]) -> Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.status_write.begin().await?;
         let seeded = sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('status_components_seeded', '1')")
             .execute(&mut *tx)
             .await?
@@ -604,14 +604,16 @@ impl StatusStore for SqliteStore {
     async fn page_id(&self) -> Result<String> {
         sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('status_page_id', ?)")
             .bind(hex::encode(rand::random::<[u8; 6]>()))
-            .execute(&self.write)
+            .execute(&self.status_write)
             .await?;
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = 'status_page_id'").fetch_one(&self.write).await?)
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = 'status_page_id'")
+            .fetch_one(&self.status_write)
+            .await?)
     }
 
     async fn components(&self) -> Result<Vec<Component>> {
         sqlx::query("SELECT * FROM status_components ORDER BY position, name")
-            .fetch_all(&self.read)
+            .fetch_all(&self.status_read)
             .await?
             .iter()
             .map(component_from_row)
@@ -621,7 +623,7 @@ impl StatusStore for SqliteStore {
     async fn component(&self, id: &str) -> Result<Option<Component>> {
         sqlx::query("SELECT * FROM status_components WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.read)
+            .fetch_optional(&self.status_read)
             .await?
             .map(|r| component_from_row(&r))
             .transpose()
@@ -634,7 +636,7 @@ impl StatusStore for SqliteStore {
             Some(p) => p,
             None => {
                 sqlx::query_scalar::<_, i64>("SELECT coalesce(max(position), 0) + 1 FROM status_components")
-                    .fetch_one(&self.write)
+                    .fetch_one(&self.status_write)
                     .await?
             }
         };
@@ -651,7 +653,7 @@ impl StatusStore for SqliteStore {
         .bind(fields.only_show_if_degraded.unwrap_or(false) as i64)
         .bind(now)
         .bind(now)
-        .execute(&self.write)
+        .execute(&self.status_write)
         .await
         .map_err(|e| {
             if unique_violation(&e) { Error::conflict("a component with that name exists") } else { e.into() }
@@ -672,7 +674,7 @@ impl StatusStore for SqliteStore {
         .bind(fields.only_show_if_degraded.unwrap_or(current.only_show_if_degraded) as i64)
         .bind(now_ms())
         .bind(id)
-        .execute(&self.write)
+        .execute(&self.status_write)
         .await
         .map_err(|e| {
             if unique_violation(&e) { Error::conflict("a component with that name exists") } else { e.into() }
@@ -681,7 +683,7 @@ impl StatusStore for SqliteStore {
     }
 
     async fn set_component_status(&self, id: &str, status: ComponentStatus) -> Result<(Component, ComponentStatus)> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.status_write.begin().await?;
         let old: Option<String> = sqlx::query_scalar("SELECT status FROM status_components WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -700,7 +702,7 @@ impl StatusStore for SqliteStore {
 
     async fn write_incident(&self, write: IncidentWrite) -> Result<Incident> {
         let now = now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.status_write.begin().await?;
         let id = match &write.incident_id {
             Some(id) => {
                 let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM status_incidents WHERE id = ?")
@@ -797,8 +799,10 @@ impl StatusStore for SqliteStore {
     }
 
     async fn incident(&self, id: &str) -> Result<Option<Incident>> {
-        let row =
-            sqlx::query("SELECT * FROM status_incidents WHERE id = ?").bind(id).fetch_optional(&self.read).await?;
+        let row = sqlx::query("SELECT * FROM status_incidents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.status_read)
+            .await?;
         match row {
             Some(r) => Ok(Some(self.complete_incident(incident_from_row(&r)?).await?)),
             None => Ok(None),
@@ -814,7 +818,7 @@ impl StatusStore for SqliteStore {
         .bind(kind.as_str())
         .bind(open_only as i64)
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&self.status_read)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -834,7 +838,7 @@ impl StatusStore for SqliteStore {
         .bind(now)
         .bind(now)
         .bind(id)
-        .execute(&self.write)
+        .execute(&self.status_write)
         .await?;
         if done.rows_affected() == 0 {
             return Err(Error::NotFound("incident"));
@@ -849,7 +853,7 @@ impl StatusStore for SqliteStore {
                 UNION ALL SELECT max(updated_at) FROM status_incidents
                 UNION ALL SELECT count(*) FROM status_components)",
         )
-        .fetch_one(&self.read)
+        .fetch_one(&self.status_read)
         .await?)
     }
 
@@ -872,12 +876,12 @@ impl StatusStore for SqliteStore {
         .bind(secret)
         .bind(confirmed.then_some(now))
         .bind(now)
-        .execute(&self.write)
+        .execute(&self.status_write)
         .await?;
         sqlx::query("SELECT * FROM status_subscribers WHERE kind = ? AND target = ?")
             .bind(kind.as_str())
             .bind(target)
-            .fetch_one(&self.write)
+            .fetch_one(&self.status_write)
             .await
             .map_err(Error::from)
             .and_then(|r| subscriber_from_row(&r))
@@ -887,18 +891,18 @@ impl StatusStore for SqliteStore {
         sqlx::query("UPDATE status_subscribers SET confirmed_at = coalesce(confirmed_at, ?) WHERE token = ?")
             .bind(now_ms())
             .bind(token)
-            .execute(&self.write)
+            .execute(&self.status_write)
             .await?;
         sqlx::query("SELECT * FROM status_subscribers WHERE token = ?")
             .bind(token)
-            .fetch_optional(&self.write)
+            .fetch_optional(&self.status_write)
             .await?
             .map(|r| subscriber_from_row(&r))
             .transpose()
     }
 
     async fn remove_subscriber(&self, token: &str) -> Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.status_write.begin().await?;
         sqlx::query(
             "DELETE FROM status_deliveries WHERE subscriber_id IN (SELECT id FROM status_subscribers WHERE token = ?)",
         )
@@ -912,7 +916,7 @@ impl StatusStore for SqliteStore {
 
     async fn subscribers(&self) -> Result<Vec<Subscriber>> {
         sqlx::query(SUBSCRIBERS_WITH_DELIVERY_ERRORS)
-            .fetch_all(&self.read)
+            .fetch_all(&self.status_read)
             .await?
             .iter()
             .map(subscriber_with_error_from_row)
@@ -921,7 +925,7 @@ impl StatusStore for SqliteStore {
 
     async fn enqueue_notification(&self, webhook_payload: &str, email_payload: &str) -> Result<usize> {
         let now = now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.status_write.begin().await?;
         let ids: Vec<(String, String)> =
             sqlx::query_as("SELECT id, kind FROM status_subscribers WHERE confirmed_at IS NOT NULL")
                 .fetch_all(&mut *tx)
@@ -953,7 +957,7 @@ impl StatusStore for SqliteStore {
         .bind(payload)
         .bind(now)
         .bind(now)
-        .execute(&self.write)
+        .execute(&self.status_write)
         .await?;
         Ok(())
     }
@@ -971,7 +975,7 @@ impl StatusStore for SqliteStore {
         .bind(lease_until)
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.write)
+        .fetch_all(&self.status_write)
         .await?;
         if claimed.is_empty() {
             return Ok(Vec::new());
@@ -982,7 +986,7 @@ impl StatusStore for SqliteStore {
              WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.created_at, d.id",
         )
         .bind(serde_json::to_string(&claimed).map_err(Error::internal)?)
-        .fetch_all(&self.write)
+        .fetch_all(&self.status_write)
         .await?
         .iter()
         .map(delivery_from_row)
@@ -993,7 +997,7 @@ impl StatusStore for SqliteStore {
         sqlx::query("UPDATE status_deliveries SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?")
             .bind(at)
             .bind(id)
-            .execute(&self.write)
+            .execute(&self.status_write)
             .await?;
         Ok(())
     }
@@ -1008,7 +1012,7 @@ impl StatusStore for SqliteStore {
         .bind(next_at)
         .bind(now_ms())
         .bind(id)
-        .execute(&self.write)
+        .execute(&self.status_write)
         .await?;
         Ok(())
     }
@@ -1036,7 +1040,7 @@ impl StatusStore for SqliteStore {
             .bind(target)
             .bind(interval_ms)
             .bind(now_ms())
-            .execute(&self.write)
+            .execute(&self.status_write)
             .await?;
         } else {
             sqlx::query(
@@ -1049,7 +1053,7 @@ impl StatusStore for SqliteStore {
             .bind(target)
             .bind(interval_ms)
             .bind(now_ms())
-            .execute(&self.write)
+            .execute(&self.status_write)
             .await
             .map_err(|e| {
                 if unique_violation(&e) { Error::conflict("a monitor with that name exists") } else { e.into() }
@@ -1057,7 +1061,7 @@ impl StatusStore for SqliteStore {
         }
         sqlx::query("SELECT * FROM status_monitors WHERE name = ?")
             .bind(name)
-            .fetch_one(&self.write)
+            .fetch_one(&self.status_write)
             .await
             .map_err(Error::from)
             .and_then(|r| monitor_from_row(&r))
@@ -1065,7 +1069,7 @@ impl StatusStore for SqliteStore {
 
     async fn monitors(&self) -> Result<Vec<Monitor>> {
         sqlx::query("SELECT * FROM status_monitors ORDER BY builtin DESC, name")
-            .fetch_all(&self.read)
+            .fetch_all(&self.status_read)
             .await?
             .iter()
             .map(monitor_from_row)
@@ -1088,7 +1092,7 @@ impl StatusStore for SqliteStore {
         .bind(component_id)
         .bind(at.div_euclid(86_400_000))
         .bind(ok as i64)
-        .execute(&self.write)
+        .execute(&self.status_write)
         .await?;
         Ok(())
     }
@@ -1104,7 +1108,7 @@ impl StatusStore for SqliteStore {
         .bind(error)
         .bind(at)
         .bind(monitor_id)
-        .execute(&self.write)
+        .execute(&self.status_write)
         .await?;
         Ok(())
     }
@@ -1112,7 +1116,7 @@ impl StatusStore for SqliteStore {
     async fn uptime(&self, since_day: i64) -> Result<Vec<UptimeDay>> {
         sqlx::query("SELECT * FROM status_probe_days WHERE day >= ? ORDER BY component_id, day")
             .bind(since_day)
-            .fetch_all(&self.read)
+            .fetch_all(&self.status_read)
             .await?
             .iter()
             .map(uptime_from_row)

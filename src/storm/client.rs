@@ -112,6 +112,138 @@ pub struct ResumeTiming {
     pub attempts: u32,
 }
 
+/// A soak's running totals for all the clients of one worker: what a row
+/// per interval needs, in memory that does not grow with the run (a
+/// [`ClientReport`] lists every message, too much for minutes at full
+/// rate). Shared by the worker's clients; a lock per message is cheap
+/// beside a socket write.
+#[derive(Default)]
+pub struct Tally {
+    inner: std::sync::Mutex<TallyInner>,
+}
+
+#[derive(Default)]
+struct TallyInner {
+    interval: IntervalTally,
+    /// Per conversation: seqs of this side's messages acknowledged, and of
+    /// the other side's received.
+    acked: HashMap<String, SeqSet>,
+    received: HashMap<String, SeqSet>,
+}
+
+/// What one worker's clients saw in one interval.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct IntervalTally {
+    /// Messages from the other side received for the first time.
+    pub received: u64,
+    /// Message events received again after their seq had been seen.
+    pub duplicated: u64,
+    /// Latency of the messages received, ms → count.
+    pub latency_ms: HashMap<u64, u64>,
+    /// Per conversation, the highest seq of this side's messages
+    /// acknowledged since the run began (a lost message is counted in the
+    /// first interval whose mark reaches it).
+    pub acked_up_to: HashMap<String, i64>,
+}
+
+/// What one worker's clients saw over a whole soak: per conversation,
+/// the seqs acknowledged to this side and received from the other, as hex
+/// bitmaps (bit n = seq n).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct TallySeqs {
+    pub acked: HashMap<String, String>,
+    pub received: HashMap<String, String>,
+}
+
+/// A set of seqs, one bit each.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SeqSet(Vec<u64>);
+
+impl SeqSet {
+    pub fn insert(&mut self, seq: i64) {
+        let Ok(n) = usize::try_from(seq) else { return };
+        if self.0.len() <= n / 64 {
+            self.0.resize(n / 64 + 1, 0);
+        }
+        self.0[n / 64] |= 1 << (n % 64);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+
+    pub fn contains(&self, seq: i64) -> bool {
+        usize::try_from(seq).is_ok_and(|n| self.0.get(n / 64).is_some_and(|w| w & (1 << (n % 64)) != 0))
+    }
+
+    /// Seqs in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = i64> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .flat_map(|(i, w)| (0..64).filter(move |b| w & (1 << b) != 0).map(move |b| (i * 64 + b) as i64))
+    }
+
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|w| format!("{w:016x}")).collect()
+    }
+
+    pub fn from_hex(text: &str) -> Option<SeqSet> {
+        let words = text.as_bytes().chunks(16).map(|c| u64::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok());
+        words.collect::<Option<Vec<u64>>>().map(SeqSet)
+    }
+}
+
+impl Tally {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TallyInner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn acked(&self, conv: &str, seq: i64) {
+        let mut t = self.lock();
+        match t.acked.get_mut(conv) {
+            Some(set) => set.insert(seq),
+            None => t.acked.entry(conv.to_owned()).or_default().insert(seq),
+        }
+        let mark = t.interval.acked_up_to.entry(conv.to_owned()).or_insert(0);
+        *mark = (*mark).max(seq);
+    }
+
+    fn received(&self, conv: &str, seq: i64, latency_ms: Option<u64>) {
+        let mut t = self.lock();
+        match t.received.get_mut(conv) {
+            Some(set) => set.insert(seq),
+            None => t.received.entry(conv.to_owned()).or_default().insert(seq),
+        }
+        t.interval.received += 1;
+        if let Some(ms) = latency_ms {
+            *t.interval.latency_ms.entry(ms).or_default() += 1;
+        }
+    }
+
+    fn duplicated(&self) {
+        self.lock().interval.duplicated += 1;
+    }
+
+    /// The interval's figures; the next interval starts from zero (but for
+    /// the acknowledged marks, which run on).
+    pub fn take_interval(&self) -> IntervalTally {
+        let mut t = self.lock();
+        let marks = t.interval.acked_up_to.clone();
+        std::mem::replace(&mut t.interval, IntervalTally { acked_up_to: marks, ..Default::default() })
+    }
+
+    pub fn seqs(&self) -> TallySeqs {
+        let t = self.lock();
+        let hex = |m: &HashMap<String, SeqSet>| m.iter().map(|(c, s)| (c.clone(), s.to_hex())).collect();
+        TallySeqs { acked: hex(&t.acked), received: hex(&t.received) }
+    }
+}
+
 pub struct ClientSpec {
     pub kind: Kind,
     /// The nodes to use, in order of preference: the first at start, the
@@ -123,6 +255,9 @@ pub struct ClientSpec {
     pub interval: Duration,
     /// Visitors: send again as soon as the last message is acknowledged.
     pub closed_loop: bool,
+    /// A soak: count into this instead of listing every message in the
+    /// report.
+    pub tally: Option<Arc<Tally>>,
 }
 
 struct State {
@@ -328,7 +463,10 @@ async fn session(
                         if let Some(i) = st.outbox.iter().position(|(c, _)| c == id) {
                             st.outbox.remove(i);
                             let conv = conv.unwrap_or_default();
-                            st.report.acked.push((conv.to_owned(), frame.seq.unwrap_or(0)));
+                            match &spec.tally {
+                                Some(tally) => tally.acked(conv, frame.seq.unwrap_or(0)),
+                                None => st.report.acked.push((conv.to_owned(), frame.seq.unwrap_or(0))),
+                            }
                             if st.conv.is_none() {
                                 st.conv = Some(conv.to_owned());
                             }
@@ -355,15 +493,36 @@ async fn session(
                     if seq <= *cursor {
                         if is_message {
                             st.report.duplicated += 1;
+                            if let Some(tally) = &spec.tally {
+                                tally.duplicated();
+                            }
                         }
                         continue;
                     }
                     *cursor = seq;
                     let from_other_side = is_message && frame.author.as_ref().map(|a| &*a.kind) != Some(kind_str(spec.kind));
+                    // One of ours, stored, whose ack was lost with a
+                    // connection: it leaves the outbox (docs/protocol.md
+                    // §9.4), never to be resent once out of the window.
+                    if is_message && !from_other_side
+                        && let Some(i) = frame.client_id.as_deref().and_then(|id| st.outbox.iter().position(|(c, _)| c == id))
+                    {
+                        st.outbox.remove(i);
+                        match &spec.tally {
+                            Some(tally) => tally.acked(conv, seq),
+                            None => st.report.acked.push((conv.to_owned(), seq)),
+                        }
+                    }
                     if from_other_side {
-                        st.report.received.push((conv.to_owned(), seq));
-                        if let Some(sent) = frame.body.as_deref().and_then(|b| b.strip_prefix("t=")).and_then(|t| t.parse::<i64>().ok()) {
-                            st.report.latencies.push((sent, (now_ms() - sent) as f64));
+                        let sent = frame.body.as_deref().and_then(|b| b.strip_prefix("t=")).and_then(|t| t.parse::<i64>().ok());
+                        match &spec.tally {
+                            Some(tally) => tally.received(conv, seq, sent.map(|sent| (now_ms() - sent).max(0) as u64)),
+                            None => {
+                                st.report.received.push((conv.to_owned(), seq));
+                                if let Some(sent) = sent {
+                                    st.report.latencies.push((sent, (now_ms() - sent) as f64));
+                                }
+                            }
                         }
                         if spec.kind == Kind::Agent {
                             // Answer every visitor message (idempotent id per message).

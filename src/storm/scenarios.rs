@@ -42,6 +42,8 @@ pub(crate) struct Worker {
     /// Saw the count fall below total since the last mark.
     dropped: bool,
     report: Option<Value>,
+    /// The last answer to `interval` not yet taken (a soak).
+    interval: Option<Value>,
     /// All its credentials are obtained (it waits for `connect`).
     pub(crate) ready_to_connect: bool,
 }
@@ -79,6 +81,7 @@ impl Worker {
             connected: 0,
             dropped: false,
             report: None,
+            interval: None,
             ready_to_connect: false,
         })
     }
@@ -86,6 +89,21 @@ impl Worker {
     pub(crate) async fn command(&mut self, cmd: &str) -> anyhow::Result<()> {
         self.stdin.write_all(format!("{cmd}\n").as_bytes()).await?;
         Ok(self.stdin.flush().await?)
+    }
+
+    /// Ask for the figures of the interval that ends now and wait for them.
+    pub(crate) async fn interval(&mut self) -> anyhow::Result<Value> {
+        self.interval = None;
+        self.command("interval").await?;
+        let asked = Instant::now();
+        loop {
+            self.poll();
+            if let Some(figures) = self.interval.take() {
+                return Ok(figures);
+            }
+            anyhow::ensure!(asked.elapsed() < Duration::from_secs(30), "a worker did not answer `interval`");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// CPU seconds (user + system) the worker process has used so far.
@@ -103,6 +121,7 @@ impl Worker {
                     }
                 }
                 Some("report") => self.report = Some(ev),
+                Some("interval") => self.interval = Some(ev),
                 Some("credentials") => self.ready_to_connect = true,
                 _ => {}
             }
@@ -111,13 +130,31 @@ impl Worker {
 }
 
 /// Spawn workers for `count` clients of `kind`, each on its own source address.
+/// How a worker's visitors send, and how its clients account for what
+/// they see.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Pace {
+    /// Time between a visitor's messages.
+    pub interval_ms: u64,
+    /// Send the next message as soon as the last is acknowledged.
+    pub closed_loop: bool,
+    /// Count per interval (a soak) instead of listing every message.
+    pub tally: bool,
+}
+
+impl Pace {
+    /// A message every `interval_ms` (agents only answer: any value does).
+    pub(crate) fn every(interval_ms: u64) -> Pace {
+        Pace { interval_ms, ..Pace::default() }
+    }
+}
+
 pub(crate) async fn spawn_workers(
     target: &Target,
     kind: Kind,
     count: usize,
     next_source: &mut u8,
-    interval_ms: u64,
-    closed_loop: bool,
+    pace: Pace,
     connect_now: bool,
 ) -> anyhow::Result<Vec<Worker>> {
     let mut workers = Vec::new();
@@ -133,8 +170,9 @@ pub(crate) async fn spawn_workers(
             count: n,
             password: STORM_PASSWORD.into(),
             widget_key: target.widget_key.clone(),
-            interval_ms,
-            closed_loop,
+            interval_ms: pace.interval_ms,
+            closed_loop: pace.closed_loop,
+            tally: pace.tally,
         };
         *next_source = next_source.wrapping_add(1).max(2);
         workers.push(Worker::spawn(job, connect_now).await?);
@@ -196,14 +234,15 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
     eprintln!("storm blip: {agents} agents, {visitors} visitors");
     let target = Target::start(agents, &[], common).await?;
     let mut source = 2u8;
-    let mut agent_workers = spawn_workers(&target, Kind::Agent, agents, &mut source, 0, false, true).await?;
+    let mut agent_workers = spawn_workers(&target, Kind::Agent, agents, &mut source, Pace::every(0), true).await?;
     anyhow::ensure!(
         wait_connected(&mut agent_workers, "agents logging in", Duration::from_secs(600), false).await,
         "agents did not all connect"
     );
     // A visitor writes every ~15 s (a brisk live chat); each agent answers
     // every message. 15,000 visitors make ~2,000 messages/s both ways.
-    let mut visitor_workers = spawn_workers(&target, Kind::Visitor, visitors, &mut source, 15_000, false, true).await?;
+    let mut visitor_workers =
+        spawn_workers(&target, Kind::Visitor, visitors, &mut source, Pace::every(15_000), true).await?;
     anyhow::ensure!(
         wait_connected(&mut visitor_workers, "visitors connecting", Duration::from_secs(600), false).await,
         "visitors did not all connect"
@@ -308,13 +347,13 @@ async fn node_loss_on(mut cluster: Vec<Target>, agents: usize, visitors: usize, 
     let nodes = cluster.len();
     eprintln!("nodes: {}", cluster.iter().map(|t| t.base.as_str()).collect::<Vec<_>>().join(" "));
     let mut source = 2u8;
-    let mut agent_workers = spawn_workers(&cluster[0], Kind::Agent, agents, &mut source, 0, false, true).await?;
+    let mut agent_workers = spawn_workers(&cluster[0], Kind::Agent, agents, &mut source, Pace::every(0), true).await?;
     anyhow::ensure!(
         wait_connected(&mut agent_workers, "agents logging in", Duration::from_secs(600), false).await,
         "agents did not all connect"
     );
     let mut visitor_workers =
-        spawn_workers(&cluster[0], Kind::Visitor, visitors, &mut source, 3000, false, true).await?;
+        spawn_workers(&cluster[0], Kind::Visitor, visitors, &mut source, Pace::every(3000), true).await?;
     anyhow::ensure!(
         wait_connected(&mut visitor_workers, "visitors connecting", Duration::from_secs(600), false).await,
         "visitors did not all connect"
@@ -608,7 +647,7 @@ struct Pair {
     n: u64,
 }
 
-async fn next_json(ws: &mut super::client::Ws) -> anyhow::Result<Value> {
+pub(crate) async fn next_json(ws: &mut super::client::Ws) -> anyhow::Result<Value> {
     loop {
         match tokio::time::timeout(Duration::from_secs(20), ws.next()).await? {
             Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t)?),

@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -92,6 +94,39 @@ pub async fn provision_store(store: &dyn Store, agents: usize) -> anyhow::Result
     Ok(site)
 }
 
+/// What a started server wrote to its log (stderr, at `RUST_LOG=warn`),
+/// counted as it is passed on to ours: a soak shows, and its test asserts,
+/// that none of it was a storage error or a slow connection pool.
+#[derive(Debug, Default)]
+pub struct ServerLog {
+    /// Lines at WARN or ERROR.
+    pub warnings: AtomicU64,
+    /// Lines naming a storage error (`error=storage error`).
+    pub storage_errors: AtomicU64,
+    /// sqlx's "time to acquire exceeded slow threshold".
+    pub slow_acquires: AtomicU64,
+}
+
+impl ServerLog {
+    fn count(&self, line: &str) {
+        if line.contains("WARN") || line.contains("ERROR") {
+            self.warnings.fetch_add(1, Ordering::Relaxed);
+        }
+        if line.contains("storage error") {
+            self.storage_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if line.contains("exceeded slow threshold") {
+            self.slow_acquires.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// (warnings, storage errors, slow acquires) so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        (get(&self.warnings), get(&self.storage_errors), get(&self.slow_acquires))
+    }
+}
+
 pub struct Target {
     pub base: String,
     pub addr: SocketAddr,
@@ -104,6 +139,10 @@ pub struct Target {
     child: Option<Child>,
     /// Keeps the temporary data dir until the rehearsal ends.
     _dir: Option<tempfile::TempDir>,
+    /// The arguments it was started with, to start it again.
+    args: Vec<String>,
+    /// Its log, counted (servers started here only; shared across restarts).
+    pub log: Arc<ServerLog>,
 }
 
 impl Drop for Target {
@@ -172,6 +211,10 @@ impl Target {
     /// Start `holdfast serve` with fault injection and `args`, and log in
     /// as the storm admin.
     async fn spawn(args: &[&str], widget_key: String) -> anyhow::Result<Target> {
+        Self::spawn_logged(args, widget_key, Arc::default()).await
+    }
+
+    async fn spawn_logged(args: &[&str], widget_key: String, log: Arc<ServerLog>) -> anyhow::Result<Target> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--fault-injection"])
@@ -181,12 +224,20 @@ impl Target {
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .context("cannot start the server")?;
         let mut lines = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?).lines();
         let banner = lines.next().ok_or_else(|| anyhow!("the server exited at start"))??;
         std::thread::spawn(move || for _ in lines {});
+        let errors = BufReader::new(child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?).lines();
+        let counted = log.clone();
+        std::thread::spawn(move || {
+            for line in errors.map_while(std::result::Result::ok) {
+                counted.count(&line);
+                eprintln!("{line}");
+            }
+        });
         let base = banner.rsplit(' ').next().unwrap_or_default().to_owned();
         let addr: SocketAddr = base.trim_start_matches("http://").parse().context("server banner")?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
@@ -199,16 +250,37 @@ impl Target {
             http,
             child: Some(child),
             _dir: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            log,
         };
         target.admin_token = target.login("storm-admin@storm.test", STORM_PASSWORD).await?;
         Ok(target)
     }
 
+    /// `kill -9` the server and start it again on the same data dir (a new
+    /// port: read `base`/`addr` again).
+    pub async fn restart_after_kill9(&mut self) -> anyhow::Result<()> {
+        self.kill9()?;
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut next = Self::spawn_logged(&args, self.widget_key.clone(), self.log.clone()).await?;
+        next._dir = self._dir.take();
+        next.nodes = std::mem::take(&mut self.nodes);
+        *self = next;
+        Ok(())
+    }
+
+    /// The data dir of a server started here on a temporary one.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self._dir.as_ref().map(|d| d.path())
+    }
+
     /// `kill -9` the node (SIGKILL: no drain, no goodbye to its sockets).
     pub fn kill9(&mut self) -> anyhow::Result<()> {
         let child = self.child.as_mut().ok_or_else(|| anyhow!("not a node this rehearsal started"))?;
-        child.kill()?;
-        child.wait()?;
+        if child.try_wait()?.is_none() {
+            child.kill()?;
+            child.wait()?;
+        }
         Ok(())
     }
 
@@ -227,6 +299,8 @@ impl Target {
             http,
             child: None,
             _dir: None,
+            args: Vec::new(),
+            log: Arc::default(),
         };
         target.admin_token = target.login(&common.admin_email, &common.admin_password).await?;
         Ok(target)

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::client::{ClientReport, ClientSpec, Controls, Kind, run_client};
+use super::client::{ClientReport, ClientSpec, Controls, Kind, Tally, run_client};
 use crate::store::now_ms;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +36,10 @@ pub struct Job {
     /// Visitors: send the next message as soon as the last is acknowledged
     /// (a relay benchmark) instead of on a timer.
     pub closed_loop: bool,
+    /// A soak: count into a [`Tally`] (reported per interval on the
+    /// `interval` command) instead of listing every message.
+    #[serde(default)]
+    pub tally: bool,
 }
 
 pub fn agent_email(i: usize) -> String {
@@ -127,6 +131,7 @@ pub async fn run() -> anyhow::Result<()> {
         }
     }
     let controls = Arc::new(Controls::default());
+    let tally = job.tally.then(|| Arc::new(Tally::default()));
     let mut tasks = Vec::with_capacity(tokens.len());
     let mut first_node = Vec::with_capacity(tokens.len());
     for (i, token) in tokens.into_iter().enumerate() {
@@ -139,6 +144,7 @@ pub async fn run() -> anyhow::Result<()> {
             token,
             interval: Duration::from_millis(job.interval_ms.max(1)),
             closed_loop: job.closed_loop,
+            tally: tally.clone(),
         };
         tasks.push(tokio::spawn(run_client(spec, controls.clone())));
         // Pace the initial connects a little; the rehearsal measures
@@ -168,6 +174,10 @@ pub async fn run() -> anyhow::Result<()> {
         match line.trim() {
             "send_on" => controls.sending.store(true, Ordering::Relaxed),
             "send_off" => controls.sending.store(false, Ordering::Relaxed),
+            "interval" => {
+                let figures = tally.as_ref().map(|t| t.take_interval()).unwrap_or_default();
+                emit(serde_json::json!({"event": "interval", "tally": figures, "at": now_ms()}));
+            }
             "report" => break,
             _ => {}
         }
@@ -196,7 +206,8 @@ pub async fn run() -> anyhow::Result<()> {
             merged.resume_timings.extend(r.resume_timings);
         }
     }
+    let seqs = tally.map(|t| t.seqs());
     emit(serde_json::json!({"event": "report", "connected_at_end": connected, "resumed_clients": resumed_clients,
-        "by_first_node": by_node, "report": merged}));
+        "by_first_node": by_node, "report": merged, "seqs": seqs}));
     Ok(())
 }

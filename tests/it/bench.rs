@@ -6,12 +6,59 @@ use std::collections::HashMap;
 use std::process::Command;
 
 fn bench(args: &[&str]) -> HashMap<String, String> {
+    bench_printing(args).0
+}
+
+/// The final line's figures, and everything printed on stdout.
+fn bench_printing(args: &[&str]) -> (HashMap<String, String>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_holdfast")).arg("bench").args(args).output().expect("run bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "bench {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let last = stdout.lines().last().expect("a final line");
     println!("{last}");
-    last.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    let figures = last
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    (figures, stdout)
+}
+
+fn number(r: &HashMap<String, String>, key: &str) -> f64 {
+    r[key].parse().unwrap_or_else(|_| panic!("{key}: {r:?}"))
+}
+
+/// The soak at CI scale: a minute, a row per 20 s, nothing lost or
+/// doubled, no storage error or slow pool in the server's log, and every
+/// status check the server ran recorded in the status page's store.
+#[test]
+fn a_soak_prints_a_row_per_interval_and_loses_nothing() {
+    let (r, stdout) = bench_printing(&["soak", "--pairs", "4", "--seconds", "60", "--interval-s", "20"]);
+    println!("{stdout}");
+    let rows: Vec<&str> =
+        stdout.lines().filter(|l| l.split_whitespace().next().is_some_and(|n| n.parse::<u32>().is_ok())).collect();
+    assert_eq!(rows.len(), 3, "a row per interval:\n{stdout}");
+    assert_eq!(r["intervals"], "3", "{r:?}");
+    assert!(number(&r, "messages") > 0.0 && number(&r, "last_msgs_per_s") > 0.0, "{r:?}");
+    for zero in ["lost", "duplicated", "storage_errors", "slow_acquires"] {
+        assert_eq!(r[zero], "0", "{zero}: {r:?}");
+    }
+    assert!(number(&r, "status_checks") > 0.0, "{r:?}");
+    assert!(number(&r, "status_recorded") >= number(&r, "status_checks"), "a check went unrecorded: {r:?}");
+}
+
+/// A restart, then the first send into a conversation longer than the
+/// idempotency window: acknowledged (its time is printed, not asserted),
+/// a retry within the window is recognised, one beyond it is new, and a
+/// retry after `kill -9` finds the original.
+#[test]
+fn the_first_send_after_a_restart_and_retries_on_both_sides_of_the_window() {
+    let r = bench(&["first-send", "--messages", "1500"]);
+    assert!(number(&r, "first_send_ms") > 0.0, "{r:?}");
+    assert_eq!(r["retry_in_window"], "duplicate", "{r:?}");
+    assert_eq!(r["retry_outside_window"], "new", "{r:?}");
+    assert_eq!(r["retry_after_kill9"], "duplicate", "{r:?}");
+    assert_eq!(r["storage_errors"], "0", "{r:?}");
 }
 
 /// A figure of the final line, as a number.

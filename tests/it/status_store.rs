@@ -316,3 +316,95 @@ async fn one_process_leads_at_a_time(s: Backend) {
     assert!(next.still_held().await);
     assert!(s.a.try_lead().await.unwrap().is_none());
 }
+
+/// A raw connection to a file of a SQLite data dir.
+async fn raw(file: &std::path::Path) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(file).create_if_missing(true);
+    sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap()
+}
+
+async fn tables(file: &std::path::Path) -> Vec<String> {
+    let db = raw(file).await;
+    let names = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'status%'")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    names
+}
+
+/// A data dir from before `status.sqlite` kept the status page in the chat
+/// file: its first start under this version copies every row over once,
+/// and drops the tables from the chat file.
+#[tokio::test]
+async fn an_old_data_dirs_status_page_moves_to_a_file_of_its_own_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat = dir.path().join("holdfast.db");
+    let db = raw(&chat).await;
+    let old = sqlx::migrate::Migrator::new(std::path::Path::new("migrations/sqlite")).await.unwrap();
+    old.run_to(9, &db).await.unwrap();
+    for sql in [
+        "INSERT INTO meta (key, value) VALUES ('status_page_id', 'page-1'), ('status_components_seeded', '1')",
+        "INSERT INTO status_components (id, name, position, status, created_at, updated_at)
+         VALUES ('c1', 'Chat widget', 1, 'partial_outage', 1, 2)",
+        "INSERT INTO status_incidents (id, kind, name, status, impact, created_at, updated_at, started_at)
+         VALUES ('i1', 'incident', 'Slow chat', 'identified', 'minor', 1, 2, 1)",
+        "INSERT INTO status_incident_components (incident_id, component_id) VALUES ('i1', 'c1')",
+        "INSERT INTO status_incident_updates (id, incident_id, status, body, created_at)
+         VALUES ('u1', 'i1', 'identified', 'We know why', 2)",
+        "INSERT INTO status_subscribers (id, kind, target, token, confirmed_at, created_at)
+         VALUES ('s1', 'webhook', 'https://hooks.example/x', 'tok-1', 1, 1)",
+        "INSERT INTO status_deliveries (id, subscriber_id, payload, next_at, created_at) VALUES ('d1', 's1', '{}', 0, 1)",
+        "INSERT INTO status_monitors (id, name, component_id, target, interval_ms, created_at, failures, last_error)
+         VALUES ('m1', 'Shop', 'c1', 'https://shop.example', 60000, 1, 2, 'timed out')",
+        "INSERT INTO status_probe_days (component_id, day, ok, total) VALUES ('c1', 20000, 9, 10)",
+    ] {
+        sqlx::query(sql).execute(&db).await.unwrap();
+    }
+    db.close().await;
+
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    assert!(tables(&chat).await.is_empty(), "no status table is left in the chat file");
+    assert_eq!(store.page_id().await.unwrap(), "page-1");
+    assert!(!store.seed_components(&["Other"]).await.unwrap(), "seeded before the move");
+    let components = store.components().await.unwrap();
+    assert_eq!(components.len(), 1);
+    assert_eq!((components[0].name.as_str(), components[0].status), ("Chat widget", ComponentStatus::PartialOutage));
+    let incident = store.incident("i1").await.unwrap().unwrap();
+    assert_eq!((incident.components, incident.updates.len()), (vec!["c1".to_owned()], 1));
+    assert_eq!(store.subscribers().await.unwrap()[0].target, "https://hooks.example/x");
+    assert_eq!(store.claim_deliveries(now_ms(), now_ms() + 60_000, 10).await.unwrap()[0].id, "d1");
+    let monitor = store.monitors().await.unwrap().remove(0);
+    assert_eq!((monitor.failures, monitor.last_error.as_deref()), (2, Some("timed out")));
+    let days = store.uptime(0).await.unwrap();
+    assert_eq!((days.len(), days[0].ok, days[0].total), (1, 9, 10));
+    store.close().await;
+
+    // Once: a second start copies nothing again (and has nothing to copy).
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    assert_eq!(store.components().await.unwrap().len(), 1);
+    assert_eq!(store.uptime(0).await.unwrap()[0].total, 10);
+    store.close().await;
+}
+
+/// The status page's writes do not wait for the chat file's write lock:
+/// with it held (as the chat writer's group commits hold it nearly all the
+/// time under load), a probe result is recorded at once.
+#[tokio::test]
+async fn status_writes_do_not_wait_while_chat_holds_its_write_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    store.seed_components(&["Chat widget"]).await.unwrap();
+    let component = component_ids(&store).await.remove(0);
+    let chat = raw(&dir.path().join("holdfast.db")).await;
+    let mut busy = chat.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *busy).await.unwrap();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(WAIT, store.record_probe(&component, now_ms(), true)).await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1), "waited {:?}", started.elapsed());
+    sqlx::query("ROLLBACK").execute(&mut *busy).await.unwrap();
+    drop(busy);
+    chat.close().await;
+    assert_eq!(store.uptime(0).await.unwrap()[0].total, 1);
+    store.close().await;
+}
