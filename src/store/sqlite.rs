@@ -30,8 +30,8 @@ pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 static STATUS_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite-status");
 /// The last chat migration with the status page's tables in the chat file:
 /// an older data dir is migrated up to it, its status rows are copied to
-/// the status file, and only then are they dropped (0010).
-const LAST_WITH_STATUS_TABLES: i64 = 9;
+/// the status file, and only then are they dropped (0012).
+const LAST_WITH_STATUS_TABLES: i64 = 11;
 /// The chat file and the status page's file, in the data dir.
 const CHAT_FILE: &str = "holdfast.db";
 pub const STATUS_FILE: &str = "status.sqlite";
@@ -246,7 +246,7 @@ const STATUS_TABLES: &[&str] = &[
 /// transaction with the `imported_from_chat` mark, so a crash leaves
 /// either everything or nothing copied, and a second start (or a second
 /// process starting at once) copies nothing twice. The chat file is then
-/// migrated past 0010, which drops them there.
+/// migrated past 0012, which drops them there.
 async fn import_status(status: &SqlitePool, chat_db: &Path) -> Result<()> {
     let mut conn = status.acquire().await?;
     let done: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'imported_from_chat'")
