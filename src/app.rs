@@ -15,6 +15,7 @@ use crate::chat::hub::Hub;
 use crate::chat::service::Chat;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::outbox::Outbox;
 use crate::server::{Connections, connection_cap_from_fd_limit};
 use crate::side::plan::PlanService;
 use crate::status::Status;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub open_sockets: Arc<std::sync::atomic::AtomicUsize>,
     /// The status page (its own store view, lane and side tasks).
     pub status: Arc<Status>,
+    /// The chat outbox (offline-message emails), delivered by the lead.
+    pub outbox: Arc<Outbox>,
     pub metrics: PrometheusHandle,
     pub started: Instant,
 }
@@ -98,7 +101,9 @@ impl AppState {
             None => Arc::new(LocalBus::new()),
         };
         bus.attach(Arc::new(NodeSink { hub: hub.clone(), auth: auth.clone() }));
-        let chat = Arc::new(Chat::new(store.clone(), bus, hub, admission.clone()));
+        let listen_url = format!("http://{}", config.listen);
+        let outbox = Arc::new(Outbox::new(store.clone(), config.outbox.clone(), &config.status, &listen_url));
+        let chat = Arc::new(Chat::new(store.clone(), bus, hub, admission.clone(), outbox.clone()));
         if config.nats_url.is_some() {
             spawn_heartbeat(chat.clone(), config.node_id.clone(), config.presence_beat);
         }
@@ -107,8 +112,7 @@ impl AppState {
         plan.spawn();
         let connections = Arc::new(Connections::new(config.connections.clone(), connection_cap_from_fd_limit));
         let max_sockets = config.max_sockets.unwrap_or_else(|| connections.soft_limit());
-        let status_url = format!("http://{}", config.listen);
-        let status = Arc::new(Status::open(status_store, config.status.clone(), &status_url).await?);
+        let status = Arc::new(Status::open(status_store, config.status.clone(), &listen_url).await?);
         spawn_housekeeping(login_limiter.clone(), auth.clone(), &status);
         let state = AppState {
             config: Arc::new(config),
@@ -122,6 +126,7 @@ impl AppState {
             connections,
             open_sockets: Arc::default(),
             status,
+            outbox,
             metrics: crate::telemetry::metrics(),
             started: Instant::now(),
         };

@@ -156,6 +156,15 @@ pub struct ServeOpts {
     /// as an agent (off by default; for trying Holdfast out).
     #[arg(long, env = "HOLDFAST_DEMO")]
     pub demo: bool,
+    /// Seconds before the chat outbox tries a failed email again; the wait
+    /// doubles per attempt up to --outbox-retry-max-secs, for 24 hours.
+    #[arg(long, env = "HOLDFAST_OUTBOX_RETRY_MIN_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub outbox_retry_min_secs: u64,
+    /// The longest wait between two attempts of an outbox delivery.
+    #[arg(long, env = "HOLDFAST_OUTBOX_RETRY_MAX_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub outbox_retry_max_secs: u64,
     /// Enable /api/v1/ops/faults for rehearsals (never in production).
     #[arg(long, env = "HOLDFAST_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
@@ -181,6 +190,9 @@ impl ServeOpts {
             config.node_id = id.clone();
         }
         config.database_max_connections = self.database_pool;
+        config.outbox.retry_min = std::time::Duration::from_secs(self.outbox_retry_min_secs.max(1));
+        config.outbox.retry_max =
+            std::time::Duration::from_secs(self.outbox_retry_max_secs.max(self.outbox_retry_min_secs));
     }
 }
 

@@ -69,6 +69,8 @@ pub struct Config {
     pub fault_injection: bool,
     /// The status page, its monitors and notifications.
     pub status: crate::status::StatusConfig,
+    /// How the chat outbox retries deliveries (email over `status.smtp`).
+    pub outbox: crate::outbox::OutboxConfig,
     /// Serve `/demo`, a page that chats as the first site's visitor with
     /// its widget key: for trying Holdfast out, off unless asked for.
     pub demo: bool,
@@ -94,6 +96,7 @@ impl Config {
             connections: ConnectionLimits::default(),
             fault_injection: false,
             status: crate::status::StatusConfig::default(),
+            outbox: crate::outbox::OutboxConfig::default(),
             database_url: None,
             database_max_connections: 16,
             nats_url: None,

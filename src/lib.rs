@@ -21,6 +21,7 @@
 //! - `storm`     — `holdfast storm`: rehearsals of the May 2018 outages and of node loss.
 //! - `error`     — one error type and its mapping to HTTP status codes.
 //! - `json`      — strict JSON: a repeated key is refused.
+//! - `outbox`    — the durable outbox of chat: offline-message emails, the deliverer.
 //! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons.
 //! - `telemetry` — logs and Prometheus metrics.
 
@@ -36,6 +37,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod json;
+pub mod outbox;
 pub mod server;
 pub mod side;
 pub mod status;

@@ -20,6 +20,9 @@ use super::routing;
 use crate::admission::Admission;
 use crate::bus::{Audience, Bus, Envelope, Payload};
 use crate::error::{Error, Result};
+use crate::outbox::Outbox;
+use crate::outbox::mail::OfflinePayload;
+use crate::store::outbox::OfflineMessage;
 use crate::store::{
     Applied, Author, Availability, Change, Conversation, ConversationFilter, ConversationStatus, Guard, Role,
     RoutingCandidate, Store, VisitorUpdate,
@@ -96,6 +99,9 @@ pub struct Chat {
     /// Per-site reads a reconnect storm would otherwise repeat per socket.
     agents_cache: Coalesced<SiteAgents>,
     queue_cache: Coalesced<Arc<Vec<QueueEntry>>>,
+    /// Where the emails an offline message causes are queued, in the
+    /// message's own transaction.
+    pub outbox: Arc<Outbox>,
 }
 
 pub fn check_client_id(client_id: &str) -> Result<()> {
@@ -134,8 +140,15 @@ pub fn encode(frame: &impl serde::Serialize) -> Bytes {
 }
 
 impl Chat {
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, hub: Arc<Hub>, admission: Arc<Admission>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        hub: Arc<Hub>,
+        admission: Arc<Admission>,
+        outbox: Arc<Outbox>,
+    ) -> Self {
         Chat {
+            outbox,
             store,
             bus,
             hub,
@@ -276,13 +289,19 @@ impl Chat {
     }
 
     async fn start_conversation(&self, v: &VisitorCtx, status: ConversationStatus) -> Result<Conversation> {
-        let groups = self.store.groups(&v.site_id).await?;
+        let group_id = self.default_group(&v.site_id).await?;
+        self.store.create_conversation(&v.site_id, &v.visitor_id, &group_id, status).await
+    }
+
+    /// The group a new conversation of the site lands in.
+    async fn default_group(&self, site_id: &str) -> Result<String> {
+        let groups = self.store.groups(site_id).await?;
         let group = groups
             .iter()
             .find(|g| g.is_default)
             .or(groups.first())
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("site {} has no group", v.site_id)))?;
-        self.store.create_conversation(&v.site_id, &v.visitor_id, &group.id, status).await
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("site {site_id} has no group")))?;
+        Ok(group.id.clone())
     }
 
     /// An offline message: its own conversation, seen by agents later.
@@ -324,12 +343,55 @@ impl Chat {
             }
         }
         if name.is_some() || email.is_some() {
-            self.store.update_visitor(&v.visitor_id, VisitorUpdate { name, email, ..Default::default() }).await?;
+            let update = VisitorUpdate { name: name.clone(), email: email.clone(), ..Default::default() };
+            self.store.update_visitor(&v.visitor_id, update).await?;
         }
-        let conv = self.start_conversation(v, ConversationStatus::Offline).await?;
-        let author = Author::visitor(&v.visitor_id);
-        let applied =
-            self.apply(&conv.id, Change::Message { author, client_id: client_id.into(), body: body.into() }).await?;
+        // The conversation, its message and the emails telling the site's
+        // admins commit together or not at all (the outbox).
+        let site = self.store.site(&v.site_id).await?.ok_or(Error::NotFound("site"))?;
+        let visitor = self.store.visitor(&v.visitor_id).await?;
+        let conversation = Conversation {
+            id: crate::store::new_id(),
+            site_id: v.site_id.clone(),
+            visitor_id: v.visitor_id.clone(),
+            group_id: self.default_group(&v.site_id).await?,
+            agent_id: None,
+            status: ConversationStatus::Offline,
+            last_seq: 0,
+            created_at: crate::store::now_ms(),
+            assigned_at: None,
+            closed_at: None,
+        };
+        let deliveries = if self.outbox.mail_enabled() {
+            let payload = OfflinePayload {
+                site_name: site.name.clone(),
+                conversation_id: conversation.id.clone(),
+                visitor_name: name.or_else(|| visitor.as_ref().and_then(|v| v.name.clone())),
+                visitor_email: email.or_else(|| visitor.as_ref().and_then(|v| v.email.clone())),
+                page_url: visitor.as_ref().and_then(|v| v.page_url.clone()),
+                body: body.to_owned(),
+                at: conversation.created_at,
+            };
+            let people = self.store.agents(&v.site_id).await?;
+            self.outbox.offline_message_emails(&site, &conversation, &people, &payload)
+        } else {
+            Vec::new()
+        };
+        let queued = !deliveries.is_empty();
+        let applied = self
+            .store
+            .leave_message(OfflineMessage {
+                conversation,
+                author: Author::visitor(&v.visitor_id),
+                client_id: client_id.into(),
+                body: body.into(),
+                deliveries,
+            })
+            .await?;
+        if queued {
+            self.outbox.queued();
+        }
+        self.publish_applied(&applied).await;
         // Agents see offline messages as a conversation in their lists; tell
         // the connected ones now.
         let view = super::protocol::ConversationView::from(&applied.conversation);

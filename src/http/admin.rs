@@ -10,7 +10,7 @@ use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{AdminAuth, AgentAuth, ApiJson};
+use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiQuery};
 use crate::admin::{self, AgentChange, GroupView, NewAgentRequest, WidgetSettings};
 use crate::app::AppState;
 use crate::auth::AgentProfile;
@@ -28,6 +28,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/canned", post(create_canned))
         .route("/api/v1/admin/canned/{id}", delete(delete_canned))
         .route("/api/v1/canned", get(canned))
+        .route("/api/v1/admin/deliveries", get(deliveries))
+        .route("/api/v1/admin/deliveries/{id}/retry", post(retry_delivery))
 }
 
 #[derive(Serialize)]
@@ -140,4 +142,31 @@ async fn delete_canned(
 /// Every agent of the site may read the canned responses.
 async fn canned(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<CannedResponse>>> {
     Ok(Json(state.store.canned_responses(&me.site_id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveriesQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+/// The outbox of the admin's site: queued, sent and failed deliveries with
+/// their attempts and last error.
+async fn deliveries(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiQuery(q): ApiQuery<DeliveriesQuery>,
+) -> Result<Json<Vec<crate::outbox::DeliveryView>>> {
+    Ok(Json(state.outbox.list(&me, q.status.as_deref(), q.limit.unwrap_or(100)).await?))
+}
+
+/// Send a delivery again, now.
+async fn retry_delivery(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    state.outbox.retry(&me, &id).await?;
+    Ok(StatusCode::ACCEPTED)
 }

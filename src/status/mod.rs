@@ -647,10 +647,17 @@ impl Drop for Jobs {
 
 /// Start the monitors (with the built-in probes pointed at `probe_base`,
 /// visiting as a visitor of `site` and logging in as the probe agent made
-/// there, in the chat `store`) and the delivery task, whenever this process
+/// there, in the chat `store`), the delivery task and the chat `outbox`'s
+/// deliverer, whenever this process
 /// holds the store's lead (`runner`). Serving never waits for them (the
 /// first start hashes the probe account's password).
-pub fn start(status: Arc<Status>, store: Arc<dyn Store>, probe_base: &str, site: Option<Site>) -> Jobs {
+pub fn start(
+    status: Arc<Status>,
+    store: Arc<dyn Store>,
+    outbox: Arc<crate::outbox::Outbox>,
+    probe_base: &str,
+    site: Option<Site>,
+) -> Jobs {
     let base = status.config.probe_base.clone().unwrap_or_else(|| probe_base.to_owned());
-    Jobs(vec![tokio::spawn(runner::run(status, store, base, site))])
+    Jobs(vec![tokio::spawn(runner::run(status, store, outbox, base, site))])
 }

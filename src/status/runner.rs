@@ -1,5 +1,5 @@
 //! Which process runs the status page's side tasks (monitor checks and
-//! notification delivery). Every server process sharing a store tries to
+//! notification delivery) and the chat outbox's deliverer. Every server process sharing a store tries to
 //! take the store's lead ([`StatusStore::try_lead`]); the one that holds it
 //! points the built-in probes at itself and runs both tasks, the others
 //! wait and try again every `lead_check`. So a cluster checks each monitor
@@ -13,11 +13,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Jobs, Status, monitor, notify, probes};
+use crate::outbox::Outbox;
 use crate::store::{Site, Store};
 
 /// Take the lead whenever it is free and run the side tasks while it is
 /// held; stop them at once when it is lost. Runs until dropped.
-pub async fn run(status: Arc<Status>, store: Arc<dyn Store>, probe_base: String, site: Option<Site>) {
+pub async fn run(
+    status: Arc<Status>,
+    store: Arc<dyn Store>,
+    outbox: Arc<Outbox>,
+    probe_base: String,
+    site: Option<Site>,
+) {
     metrics::gauge!("holdfast_status_runner").set(0.0);
     loop {
         match status.store.try_lead().await {
@@ -31,6 +38,7 @@ pub async fn run(status: Arc<Status>, store: Arc<dyn Store>, probe_base: String,
                 let jobs = Jobs(vec![
                     tokio::spawn(monitor::run(status.clone(), store.clone())),
                     tokio::spawn(notify::run(status.clone())),
+                    tokio::spawn(outbox.clone().run()),
                 ]);
                 loop {
                     tokio::time::sleep(status.config.lead_check).await;

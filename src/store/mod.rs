@@ -8,6 +8,7 @@
 //! changes the conversation and appends its event under the conversation's
 //! next sequence number in one transaction.
 
+pub mod outbox;
 pub mod postgres;
 mod rules;
 pub mod sqlite;
@@ -626,4 +627,30 @@ pub trait Store: Send + Sync + 'static {
     async fn create_canned_response(&self, site_id: &str, shortcut: &str, body: &str) -> Result<CannedResponse>;
     /// Returns whether a response of that site with that id existed.
     async fn delete_canned_response(&self, site_id: &str, id: &str) -> Result<bool>;
+
+    // ----- the outbox (`outbox.rs`) ----------------------------------------
+
+    /// A visitor's offline message: a new `offline` conversation, its first
+    /// message and the deliveries announcing it, in one transaction (all
+    /// or nothing).
+    async fn leave_message(&self, message: outbox::OfflineMessage) -> Result<Applied>;
+    /// Queued deliveries due at `now` and not leased, leased until
+    /// `lease_until`, at most `limit`.
+    async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<outbox::Delivery>>;
+    /// Forget every lease: called by a new lead, whose predecessor is gone.
+    async fn release_delivery_leases(&self) -> Result<()>;
+    /// Record an attempt's outcome (and drop the lease).
+    async fn record_attempt(&self, id: &str, attempt: outbox::Attempt) -> Result<()>;
+    /// A site's deliveries, newest first.
+    async fn deliveries(
+        &self,
+        site_id: &str,
+        status: Option<outbox::DeliveryStatus>,
+        limit: i64,
+    ) -> Result<Vec<outbox::Delivery>>;
+    /// Queue a delivery of this site again, due at `now`; false if there is
+    /// none such (or it is being sent right now).
+    async fn retry_delivery(&self, site_id: &str, id: &str, now: i64, give_up_at: i64) -> Result<bool>;
+    /// Deliveries waiting to be sent, every site.
+    async fn queued_deliveries(&self) -> Result<i64>;
 }

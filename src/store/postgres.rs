@@ -132,7 +132,7 @@ impl PostgresStore {
         Ok(PostgresStore { pool, faults: Arc::new(Faults::default()) })
     }
 
-    async fn p(&self) -> Result<&PgPool> {
+    pub(super) async fn p(&self) -> Result<&PgPool> {
         self.faults.check().await?;
         Ok(&self.pool)
     }
@@ -1036,5 +1036,38 @@ impl Store for PostgresStore {
             .execute(self.p().await?)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn leave_message(&self, message: outbox::OfflineMessage) -> Result<Applied> {
+        self.outbox_leave_message(message).await
+    }
+
+    async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<outbox::Delivery>> {
+        self.outbox_claim(now, lease_until, limit).await
+    }
+
+    async fn release_delivery_leases(&self) -> Result<()> {
+        self.outbox_release_leases().await
+    }
+
+    async fn record_attempt(&self, id: &str, attempt: outbox::Attempt) -> Result<()> {
+        self.outbox_record(id, attempt).await
+    }
+
+    async fn deliveries(
+        &self,
+        site_id: &str,
+        status: Option<outbox::DeliveryStatus>,
+        limit: i64,
+    ) -> Result<Vec<outbox::Delivery>> {
+        self.outbox_list(site_id, status, limit).await
+    }
+
+    async fn retry_delivery(&self, site_id: &str, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
+        self.outbox_retry(site_id, id, now, give_up_at).await
+    }
+
+    async fn queued_deliveries(&self) -> Result<i64> {
+        self.outbox_queued().await
     }
 }

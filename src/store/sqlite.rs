@@ -151,7 +151,7 @@ impl SqliteStore {
 
     /// Run `write` in the writer's next group commit; its answer comes once
     /// that commit is durable.
-    async fn write<T, F>(&self, write: F) -> Result<T>
+    pub(super) async fn write<T, F>(&self, write: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -170,7 +170,7 @@ impl SqliteStore {
         rx.await.map_err(|_| Error::Unavailable(1))?
     }
 
-    async fn read<T, F>(&self, read: F) -> Result<T>
+    pub(super) async fn read<T, F>(&self, read: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -997,5 +997,39 @@ impl Store for SqliteStore {
             Ok(exec(c, "DELETE FROM canned_responses WHERE id = ?1 AND site_id = ?2", [&id, &site_id])? > 0)
         })
         .await
+    }
+
+    async fn leave_message(&self, message: outbox::OfflineMessage) -> Result<Applied> {
+        self.faults.check().await?;
+        self.outbox_leave_message(message).await
+    }
+
+    async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<outbox::Delivery>> {
+        self.outbox_claim(now, lease_until, limit).await
+    }
+
+    async fn release_delivery_leases(&self) -> Result<()> {
+        self.outbox_release_leases().await
+    }
+
+    async fn record_attempt(&self, id: &str, attempt: outbox::Attempt) -> Result<()> {
+        self.outbox_record(id, attempt).await
+    }
+
+    async fn deliveries(
+        &self,
+        site_id: &str,
+        status: Option<outbox::DeliveryStatus>,
+        limit: i64,
+    ) -> Result<Vec<outbox::Delivery>> {
+        self.outbox_list(site_id, status, limit).await
+    }
+
+    async fn retry_delivery(&self, site_id: &str, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
+        self.outbox_retry(site_id, id, now, give_up_at).await
+    }
+
+    async fn queued_deliveries(&self) -> Result<i64> {
+        self.outbox_queued().await
     }
 }

@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod connections;
 mod health;
+mod outbox;
 mod resilience;
 mod restart;
 mod resume;

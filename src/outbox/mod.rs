@@ -1,0 +1,342 @@
+//! The durable outbox of chat: every outgoing delivery is a row of the chat
+//! store (`store/outbox.rs`) written in the same transaction as the change
+//! that causes it, and sent later by this module's deliverer, which runs
+//! only in the process holding the store's lead (`status::runner`), so
+//! each delivery is attempted by one process at a time, claimed with a
+//! lease before it is sent.
+//!
+//! Retry policy: a failed attempt is tried again after a backoff that
+//! doubles from `retry_min` up to `retry_max`, for `retry_window` (24 h)
+//! after it was queued; then it is `failed`. Permanent failures end
+//! sooner: an address that does not parse fails at once; a relay that
+//! answers 5xx (a permanent SMTP error) fails after `permanent_attempts`
+//! attempts (a misconfigured relay often answers 5xx until it is fixed).
+//! Anything else (connection refused, timeouts, 4xx) is retried.
+//!
+//! - `mail` — the emails: templates, headers, escaping.
+
+pub mod mail;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::chat::service::AgentCtx;
+use crate::error::{Error, Result};
+use crate::status::{SmtpConfig, StatusConfig};
+use crate::store::outbox::{Attempt, Delivery, DeliveryKind, DeliveryStatus, NewDelivery};
+use crate::store::{Agent, Conversation, Site, Store, new_id, now_ms};
+use crate::tls::{self, ExtraRoots};
+
+/// How deliveries are retried; every field says why.
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    /// The wait after the first failed attempt; doubles per attempt.
+    pub retry_min: Duration,
+    /// The longest wait between two attempts.
+    pub retry_max: Duration,
+    /// How long after queueing (or an admin's "send again") a delivery is
+    /// still tried; at least a day, so a relay down over a night loses
+    /// nothing.
+    pub retry_window: Duration,
+    /// Attempts a relay's permanent refusal (SMTP 5xx) gets before the
+    /// delivery is failed.
+    pub permanent_attempts: i64,
+    /// How often the deliverer looks for due deliveries (it is also woken
+    /// by every new one).
+    pub tick: Duration,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            retry_min: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+            retry_window: Duration::from_secs(24 * 3600),
+            permanent_attempts: 3,
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Deliveries claimed per round.
+const BATCH: i64 = 32;
+/// How long a claimed delivery stays hidden from other claims: longer than
+/// an attempt takes (SMTP times out after 10 s).
+const LEASE: Duration = Duration::from_secs(60);
+
+/// The outbox: what chat queues through, and the deliverer.
+pub struct Outbox {
+    pub store: Arc<dyn Store>,
+    pub config: OutboxConfig,
+    /// The relay (the status page's `--smtp` settings); without one no
+    /// email is queued.
+    smtp: Option<SmtpConfig>,
+    extra_roots: ExtraRoots,
+    /// Base of the console links in emails (`--public-url`, else the
+    /// listen address), without a trailing slash.
+    pub public_url: String,
+    /// Wakes the deliverer when something was queued.
+    wake: Notify,
+}
+
+/// A delivery as an admin sees it.
+#[derive(Debug, Serialize)]
+pub struct DeliveryView {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    /// The email's subject, for the list.
+    pub subject: Option<String>,
+}
+
+impl Outbox {
+    pub fn new(store: Arc<dyn Store>, config: OutboxConfig, status: &StatusConfig, listen_url: &str) -> Outbox {
+        let public_url = status.public_url.clone().unwrap_or_else(|| listen_url.to_owned());
+        Outbox {
+            store,
+            config,
+            smtp: status.smtp.clone(),
+            extra_roots: status.extra_roots.clone(),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Whether email is configured (`--smtp`): without it nothing is queued.
+    pub fn mail_enabled(&self) -> bool {
+        self.smtp.is_some()
+    }
+
+    /// Tell the deliverer something was queued.
+    pub fn queued(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The console's link to a conversation.
+    pub fn console_url(&self, conversation_id: &str) -> String {
+        format!("{}/console#conversation={conversation_id}", self.public_url)
+    }
+
+    /// One email per recipient announcing an offline message, to be stored
+    /// with it. Recipients: the site's active admins (operators included).
+    pub fn offline_message_emails(
+        &self,
+        site: &Site,
+        conversation: &Conversation,
+        people: &[Agent],
+        payload: &mail::OfflinePayload,
+    ) -> Vec<NewDelivery> {
+        if !self.mail_enabled() {
+            return Vec::new();
+        }
+        let now = now_ms();
+        let payload = serde_json::to_string(payload).unwrap_or_default();
+        people
+            .iter()
+            .filter(|a| a.active && a.role.is_admin())
+            .map(|a| NewDelivery {
+                id: new_id(),
+                site_id: site.id.clone(),
+                kind: DeliveryKind::Email,
+                template: "offline_message".into(),
+                recipient: a.email.clone(),
+                payload: payload.clone(),
+                dedupe_key: format!("offline_message:{}:{}", conversation.id, a.email),
+                created_at: now,
+                give_up_at: now + self.config.retry_window.as_millis() as i64,
+            })
+            .collect()
+    }
+
+    /// The admin's site's deliveries, newest first (`status` filters).
+    pub async fn list(&self, admin: &AgentCtx, status: Option<&str>, limit: i64) -> Result<Vec<DeliveryView>> {
+        let status = match status {
+            None | Some("") => None,
+            Some(s) => Some(
+                DeliveryStatus::parse(s).ok_or_else(|| Error::bad_request("status must be queued, sent or failed"))?,
+            ),
+        };
+        let limit = if limit <= 0 { 100 } else { limit.min(1000) };
+        let found = self.store.deliveries(&admin.site_id, status, limit).await?;
+        Ok(found
+            .into_iter()
+            .map(|delivery| {
+                let subject = subject_of(&delivery);
+                DeliveryView { delivery, subject }
+            })
+            .collect())
+    }
+
+    /// Send a delivery of the admin's site again, now, with a new retry
+    /// window.
+    pub async fn retry(&self, admin: &AgentCtx, id: &str) -> Result<()> {
+        if id.len() > 64 {
+            return Err(Error::NotFound("delivery"));
+        }
+        let now = now_ms();
+        let give_up_at = now + self.config.retry_window.as_millis() as i64;
+        if !self.store.retry_delivery(&admin.site_id, id, now, give_up_at).await? {
+            // Another site's, unknown, or being sent this very moment.
+            return Err(Error::NotFound("delivery"));
+        }
+        self.queued();
+        Ok(())
+    }
+
+    /// Deliver until the task is dropped: claim what is due, attempt it,
+    /// record the outcome. The process that took the lead first forgets
+    /// the leases of the one before (it is gone, or it would still lead).
+    pub async fn run(self: Arc<Self>) {
+        let mailer = match self.smtp.as_ref().map(|smtp| crate::status::notify::mailer(smtp, &self.extra_roots)) {
+            Some(Ok(mailer)) => Some(mailer),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "outbox email disabled");
+                None
+            }
+            None => None,
+        };
+        if let Err(e) = self.store.release_delivery_leases().await {
+            tracing::warn!(error = %e, "outbox: cannot release the previous lead's leases");
+        }
+        loop {
+            if let Ok(queued) = self.store.queued_deliveries().await {
+                metrics::gauge!("holdfast_outbox_queued").set(queued as f64);
+            }
+            let now = now_ms();
+            let due = match self.store.claim_deliveries(now, now + LEASE.as_millis() as i64, BATCH).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the outbox");
+                    Vec::new()
+                }
+            };
+            let full = due.len() as i64 == BATCH;
+            let attempts = due.into_iter().map(|d| self.attempt(mailer.as_ref(), d));
+            futures_util::future::join_all(attempts).await;
+            if !full {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.config.tick) => {}
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, mailer: Option<&AsyncSmtpTransport<Tokio1Executor>>, d: Delivery) {
+        let outcome = match (d.kind, mailer, &self.smtp) {
+            (DeliveryKind::Email, Some(mailer), Some(smtp)) => self.send_email(mailer, smtp, &d).await,
+            (DeliveryKind::Email, _, _) => Err(Failure::Transient("email is not configured".into())),
+            (DeliveryKind::Webhook, _, _) => Err(Failure::Permanent("webhooks are not delivered yet".into())),
+        };
+        let kind = d.kind.as_str();
+        let now = now_ms();
+        let attempt = match outcome {
+            Ok(()) => {
+                metrics::counter!("holdfast_outbox_deliveries_total", "kind" => kind, "result" => "sent").increment(1);
+                Attempt::Sent { at: now }
+            }
+            Err(failure) => {
+                let next_at = self.next_attempt(&d, &failure, now);
+                let result = if next_at.is_some() { "retry" } else { "failed" };
+                metrics::counter!("holdfast_outbox_deliveries_total", "kind" => kind, "result" => result).increment(1);
+                let error = failure.text().to_owned();
+                tracing::info!(delivery = %d.id, attempt = d.attempts + 1, %error, gave_up = next_at.is_none(),
+                    "outbox delivery not sent");
+                Attempt::Failed { error, next_at }
+            }
+        };
+        if let Err(e) = self.store.record_attempt(&d.id, attempt).await {
+            tracing::warn!(error = %e, delivery = %d.id, "cannot record a delivery's outcome");
+        }
+    }
+
+    /// When to try again after this failure, or `None` to give up.
+    fn next_attempt(&self, d: &Delivery, failure: &Failure, now: i64) -> Option<i64> {
+        let attempts = d.attempts + 1;
+        match failure {
+            Failure::Invalid(_) => return None,
+            Failure::Permanent(_) if attempts >= self.config.permanent_attempts => return None,
+            _ => {}
+        }
+        if now >= d.give_up_at {
+            return None;
+        }
+        let shift = (attempts - 1).clamp(0, 20) as u32;
+        let backoff = self.config.retry_min.saturating_mul(1 << shift).min(self.config.retry_max);
+        // The last attempt is at the end of the window, not beyond it.
+        Some((now + backoff.as_millis() as i64).min(d.give_up_at))
+    }
+
+    async fn send_email(
+        &self,
+        mailer: &AsyncSmtpTransport<Tokio1Executor>,
+        smtp: &SmtpConfig,
+        d: &Delivery,
+    ) -> std::result::Result<(), Failure> {
+        let (rendered, site_name, reply_to, at) = match d.template.as_str() {
+            "offline_message" => {
+                let p: mail::OfflinePayload =
+                    serde_json::from_str(&d.payload).map_err(|e| Failure::Invalid(format!("bad payload: {e}")))?;
+                let rendered =
+                    mail::render_offline(&p, &self.console_url(&p.conversation_id)).map_err(Failure::Invalid)?;
+                (rendered, p.site_name, p.visitor_email, p.at)
+            }
+            other => return Err(Failure::Invalid(format!("unknown template {other:?}"))),
+        };
+        let host = reqwest::Url::parse(&self.public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "holdfast.local".into());
+        let envelope = mail::Envelope {
+            delivery_id: &d.id,
+            from: &smtp.from,
+            sender_name: &site_name,
+            to: &d.recipient,
+            reply_to: reply_to.as_deref(),
+            id_host: &host,
+            at,
+        };
+        let message = mail::build(&envelope, rendered).map_err(|e| match e {
+            mail::BuildError::BadRecipient(e) => Failure::Invalid(e),
+            mail::BuildError::Other(e) => Failure::Transient(e),
+        })?;
+        match mailer.send(message).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let text = format!("SMTP: {}", tls::tls_failure(&e).unwrap_or(e.to_string()));
+                Err(if e.is_permanent() { Failure::Permanent(text) } else { Failure::Transient(text) })
+            }
+        }
+    }
+}
+
+/// Why an attempt failed, which decides whether it is tried again.
+enum Failure {
+    /// Worth another try (connection refused, timeout, 4xx).
+    Transient(String),
+    /// The receiver refused for good (SMTP 5xx): tried a few times only.
+    Permanent(String),
+    /// Can never succeed (an address that does not parse): failed at once.
+    Invalid(String),
+}
+
+impl Failure {
+    fn text(&self) -> &str {
+        match self {
+            Failure::Transient(t) | Failure::Permanent(t) | Failure::Invalid(t) => t,
+        }
+    }
+}
+
+fn subject_of(d: &Delivery) -> Option<String> {
+    match d.template.as_str() {
+        "offline_message" => {
+            let p: mail::OfflinePayload = serde_json::from_str(&d.payload).ok()?;
+            Some(mail::offline_subject(&p))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,530 @@
+//! The chat store's outbox (migrations `sqlite/0012_outbox.sql`,
+//! `postgres/0007_outbox.sql`): one row per outgoing delivery, written in
+//! the same transaction as the change that causes it, then claimed with a
+//! lease and sent by the process holding the store's lead (`outbox`).
+//! The logic is written once in `outbox/`; this file holds the records and
+//! the SQL of both backends.
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::Serialize;
+use sqlx::Row as _;
+use sqlx::postgres::PgRow;
+
+use super::postgres::PostgresStore;
+use super::sqlite::SqliteStore;
+use super::{Applied, Author, Conversation, StoredEvent, new_id, now_ms};
+use crate::error::{Error, Result};
+
+/// How a delivery travels. Only email is sent yet; chat webhooks will be
+/// rows of the same table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryKind {
+    Email,
+    Webhook,
+}
+
+impl DeliveryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryKind::Email => "email",
+            DeliveryKind::Webhook => "webhook",
+        }
+    }
+
+    fn parse(s: &str) -> Option<DeliveryKind> {
+        match s {
+            "email" => Some(DeliveryKind::Email),
+            "webhook" => Some(DeliveryKind::Webhook),
+            _ => None,
+        }
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt (`next_at`).
+    Queued,
+    /// Accepted by the receiver (the SMTP relay).
+    Sent,
+    /// Given up: a permanent refusal, or no success within the retry window.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        match s {
+            "queued" => Some(DeliveryStatus::Queued),
+            "sent" => Some(DeliveryStatus::Sent),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A delivery to queue.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    /// The site it is of: admins see only their site's deliveries.
+    pub site_id: String,
+    pub kind: DeliveryKind,
+    /// Which message this is (`offline_message`): picks the template.
+    pub template: String,
+    /// An email address (a URL for webhooks).
+    pub recipient: String,
+    /// The data the template renders, as JSON: rendered when sent, so the
+    /// row stays small and a template fix reaches queued mail.
+    pub payload: String,
+    /// Queueing the same key twice stores one delivery.
+    pub dedupe_key: String,
+    pub created_at: i64,
+    /// No attempt after this: the delivery is failed.
+    pub give_up_at: i64,
+}
+
+/// A delivery as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: String,
+    pub site_id: String,
+    pub kind: DeliveryKind,
+    pub template: String,
+    pub recipient: String,
+    #[serde(skip)]
+    pub payload: String,
+    pub dedupe_key: String,
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// When the next attempt is due (while queued).
+    pub next_at: i64,
+    pub give_up_at: i64,
+    /// Until when a deliverer holds it: claimed, being sent.
+    #[serde(skip)]
+    pub lease_until: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+/// A visitor's offline message: its new conversation, the message (its
+/// first event) and the deliveries telling people of it, stored in one
+/// transaction.
+#[derive(Debug, Clone)]
+pub struct OfflineMessage {
+    /// The new conversation (status `offline`, `last_seq` 0).
+    pub conversation: Conversation,
+    pub author: Author,
+    pub client_id: String,
+    pub body: String,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+impl OfflineMessage {
+    /// The first event and the conversation after it.
+    fn applied(&self, now: i64) -> Applied {
+        let mut conversation = self.conversation.clone();
+        conversation.last_seq = 1;
+        let event = StoredEvent {
+            conversation_id: conversation.id.clone(),
+            seq: 1,
+            id: new_id(),
+            kind: "message".into(),
+            author: self.author.clone(),
+            client_id: Some(self.client_id.clone()),
+            body: Some(self.body.clone()),
+            data: serde_json::json!({}),
+            created_at: now,
+        };
+        Applied { event, conversation, previous_agent: None, duplicate: false }
+    }
+}
+
+/// The columns of a delivery; the same names on both backends.
+const COLUMNS: &str = "id, site_id, kind, template, recipient, payload, dedupe_key, status, attempts, next_at, \
+                       give_up_at, lease_until, last_error, created_at, sent_at";
+
+fn bad(what: &str, value: &str) -> Error {
+    Error::Store(anyhow::anyhow!("unexpected {what} in deliveries: {value:?}"))
+}
+
+fn delivery(
+    text: impl Fn(&str) -> Result<String>,
+    int: impl Fn(&str) -> Result<i64>,
+    int_opt: impl Fn(&str) -> Result<Option<i64>>,
+    text_opt: impl Fn(&str) -> Result<Option<String>>,
+) -> Result<Delivery> {
+    let kind = text("kind")?;
+    let status = text("status")?;
+    Ok(Delivery {
+        id: text("id")?,
+        site_id: text("site_id")?,
+        kind: DeliveryKind::parse(&kind).ok_or_else(|| bad("kind", &kind))?,
+        template: text("template")?,
+        recipient: text("recipient")?,
+        payload: text("payload")?,
+        dedupe_key: text("dedupe_key")?,
+        status: DeliveryStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
+        attempts: int("attempts")?,
+        next_at: int("next_at")?,
+        give_up_at: int("give_up_at")?,
+        lease_until: int_opt("lease_until")?,
+        last_error: text_opt("last_error")?,
+        created_at: int("created_at")?,
+        sent_at: int_opt("sent_at")?,
+    })
+}
+
+fn sqlite_row(r: &Row) -> Result<Delivery> {
+    delivery(|c| Ok(r.get(c)?), |c| Ok(r.get(c)?), |c| Ok(r.get(c)?), |c| Ok(r.get(c)?))
+}
+
+fn pg_row(r: &PgRow) -> Result<Delivery> {
+    delivery(|c| Ok(r.try_get(c)?), |c| Ok(r.try_get(c)?), |c| Ok(r.try_get(c)?), |c| Ok(r.try_get(c)?))
+}
+
+fn sqlite_all(conn: &rusqlite::Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Delivery>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(args)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(sqlite_row(row)?);
+    }
+    Ok(out)
+}
+
+/// The outcome of an attempt, as recorded.
+#[derive(Debug, Clone)]
+pub enum Attempt {
+    Sent {
+        at: i64,
+    },
+    /// Failed; retried at `next_at`, or given up when `None`.
+    Failed {
+        error: String,
+        next_at: Option<i64>,
+    },
+}
+
+impl SqliteStore {
+    /// The conversation, its first message and its deliveries, in one
+    /// batch of the group-commit writer. Safe as an `Exec` although it
+    /// writes a conversation: the conversation is new, so the writer's
+    /// cache cannot hold it yet (it reads it from the table on first use).
+    pub(super) async fn outbox_leave_message(&self, m: OfflineMessage) -> Result<Applied> {
+        self.write(move |c| {
+            let applied = m.applied(now_ms());
+            let k = &m.conversation;
+            c.prepare_cached(
+                "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                k.id,
+                k.site_id,
+                k.visitor_id,
+                k.group_id,
+                k.status.as_str(),
+                k.created_at
+            ])?;
+            let e = &applied.event;
+            c.prepare_cached(
+                "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, \
+                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                e.conversation_id,
+                e.seq,
+                e.id,
+                e.kind,
+                e.author.kind.as_str(),
+                e.author.id,
+                e.client_id,
+                e.body,
+                e.data.to_string(),
+                e.created_at
+            ])?;
+            for d in &m.deliveries {
+                c.prepare_cached(
+                    "INSERT INTO deliveries (id, site_id, kind, template, recipient, payload, dedupe_key, next_at, \
+                     give_up_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?8) \
+                     ON CONFLICT (dedupe_key) DO NOTHING",
+                )?
+                .execute(params![
+                    d.id,
+                    d.site_id,
+                    d.kind.as_str(),
+                    d.template,
+                    d.recipient,
+                    d.payload,
+                    d.dedupe_key,
+                    d.created_at,
+                    d.give_up_at
+                ])?;
+            }
+            Ok(applied)
+        })
+        .await
+    }
+
+    pub(super) async fn outbox_claim(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Delivery>> {
+        self.write(move |c| {
+            let due = sqlite_all(
+                c,
+                &format!(
+                    "SELECT {COLUMNS} FROM deliveries WHERE status = 'queued' AND next_at <= ?1 \
+                     AND (lease_until IS NULL OR lease_until <= ?1) ORDER BY next_at LIMIT ?2"
+                ),
+                params![now, limit],
+            )?;
+            for d in &due {
+                c.prepare_cached("UPDATE deliveries SET lease_until = ?1 WHERE id = ?2")?
+                    .execute(params![lease_until, d.id])?;
+            }
+            Ok(due)
+        })
+        .await
+    }
+
+    pub(super) async fn outbox_release_leases(&self) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "UPDATE deliveries SET lease_until = NULL WHERE status = 'queued' AND lease_until IS NOT NULL",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn outbox_record(&self, id: &str, attempt: Attempt) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            match attempt {
+                Attempt::Sent { at } => c
+                    .prepare_cached(
+                        "UPDATE deliveries SET status = 'sent', sent_at = ?1, attempts = attempts + 1, \
+                     lease_until = NULL WHERE id = ?2",
+                    )?
+                    .execute(params![at, id])?,
+                Attempt::Failed { error, next_at } => c
+                    .prepare_cached(
+                        "UPDATE deliveries SET attempts = attempts + 1, last_error = ?1, lease_until = NULL, \
+                     status = CASE WHEN ?2 IS NULL THEN 'failed' ELSE 'queued' END, \
+                     next_at = COALESCE(?2, next_at) WHERE id = ?3",
+                    )?
+                    .execute(params![error, next_at, id])?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn outbox_list(
+        &self,
+        site_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        let site_id = site_id.to_owned();
+        let status = status.map(DeliveryStatus::as_str);
+        self.read(move |c| {
+            sqlite_all(
+                c,
+                &format!(
+                    "SELECT {COLUMNS} FROM deliveries WHERE site_id = ?1 AND (?2 IS NULL OR status = ?2) \
+                     ORDER BY created_at DESC, id DESC LIMIT ?3"
+                ),
+                params![site_id, status, limit],
+            )
+        })
+        .await
+    }
+
+    pub(super) async fn outbox_retry(&self, site_id: &str, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
+        let (site_id, id) = (site_id.to_owned(), id.to_owned());
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'queued', next_at = ?1, give_up_at = ?2, lease_until = NULL \
+                     WHERE id = ?3 AND site_id = ?4 AND (status <> 'queued' OR lease_until IS NULL)",
+                )?
+                .execute(params![now, give_up_at, id, site_id])?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    pub(super) async fn outbox_queued(&self) -> Result<i64> {
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT count(*) FROM deliveries WHERE status = 'queued'")?
+                .query_row([], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+        .await
+    }
+}
+
+impl PostgresStore {
+    /// The conversation, its first message and its deliveries in one
+    /// transaction.
+    pub(super) async fn outbox_leave_message(&self, m: OfflineMessage) -> Result<Applied> {
+        let mut tx = self.p().await?.begin().await?;
+        let applied = m.applied(now_ms());
+        let k = &applied.conversation;
+        sqlx::query(
+            "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, last_seq, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6)",
+        )
+        .bind(&k.id)
+        .bind(&k.site_id)
+        .bind(&k.visitor_id)
+        .bind(&k.group_id)
+        .bind(k.status.as_str())
+        .bind(k.created_at)
+        .execute(&mut *tx)
+        .await?;
+        let e = &applied.event;
+        sqlx::query(
+            "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&e.conversation_id)
+        .bind(e.seq)
+        .bind(&e.id)
+        .bind(&e.kind)
+        .bind(e.author.kind.as_str())
+        .bind(e.author.id.as_deref())
+        .bind(e.client_id.as_deref())
+        .bind(e.body.as_deref())
+        .bind(e.data.to_string())
+        .bind(e.created_at)
+        .execute(&mut *tx)
+        .await?;
+        for d in &m.deliveries {
+            sqlx::query(
+                "INSERT INTO deliveries (id, site_id, kind, template, recipient, payload, dedupe_key, next_at, \
+                 give_up_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8) \
+                 ON CONFLICT (dedupe_key) DO NOTHING",
+            )
+            .bind(&d.id)
+            .bind(&d.site_id)
+            .bind(d.kind.as_str())
+            .bind(&d.template)
+            .bind(&d.recipient)
+            .bind(&d.payload)
+            .bind(&d.dedupe_key)
+            .bind(d.created_at)
+            .bind(d.give_up_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Due deliveries, leased: `SKIP LOCKED` lets two claims (a lead
+    /// handing over) never take the same row.
+    pub(super) async fn outbox_claim(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE deliveries SET lease_until = $2 WHERE id IN (SELECT id FROM deliveries WHERE status = 'queued' \
+             AND next_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_at LIMIT $3 \
+             FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}"
+        )))
+        .bind(now)
+        .bind(lease_until)
+        .bind(limit)
+        .fetch_all(self.p().await?)
+        .await?;
+        let mut due = rows.iter().map(pg_row).collect::<Result<Vec<_>>>()?;
+        due.sort_by_key(|d| d.next_at);
+        Ok(due)
+    }
+
+    pub(super) async fn outbox_release_leases(&self) -> Result<()> {
+        sqlx::query("UPDATE deliveries SET lease_until = NULL WHERE status = 'queued' AND lease_until IS NOT NULL")
+            .execute(self.p().await?)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn outbox_record(&self, id: &str, attempt: Attempt) -> Result<()> {
+        let p = self.p().await?;
+        match attempt {
+            Attempt::Sent { at } => {
+                sqlx::query(
+                    "UPDATE deliveries SET status = 'sent', sent_at = $1, attempts = attempts + 1, \
+                     lease_until = NULL WHERE id = $2",
+                )
+                .bind(at)
+                .bind(id)
+                .execute(p)
+                .await?
+            }
+            Attempt::Failed { error, next_at } => {
+                sqlx::query(
+                    "UPDATE deliveries SET attempts = attempts + 1, last_error = $1, lease_until = NULL, \
+                     status = CASE WHEN $2::BIGINT IS NULL THEN 'failed' ELSE 'queued' END, \
+                     next_at = COALESCE($2::BIGINT, next_at) WHERE id = $3",
+                )
+                .bind(error)
+                .bind(next_at)
+                .bind(id)
+                .execute(p)
+                .await?
+            }
+        };
+        Ok(())
+    }
+
+    pub(super) async fn outbox_list(
+        &self,
+        site_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM deliveries WHERE site_id = $1 AND ($2::TEXT IS NULL OR status = $2) \
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        )))
+        .bind(site_id)
+        .bind(status.map(DeliveryStatus::as_str))
+        .bind(limit)
+        .fetch_all(self.p().await?)
+        .await?;
+        rows.iter().map(pg_row).collect()
+    }
+
+    pub(super) async fn outbox_retry(&self, site_id: &str, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'queued', next_at = $1, give_up_at = $2, lease_until = NULL \
+             WHERE id = $3 AND site_id = $4 AND (status <> 'queued' OR lease_until IS NULL)",
+        )
+        .bind(now)
+        .bind(give_up_at)
+        .bind(id)
+        .bind(site_id)
+        .execute(self.p().await?)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(super) async fn outbox_queued(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'queued'")
+            .fetch_one(self.p().await?)
+            .await?)
+    }
+}

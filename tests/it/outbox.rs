@@ -1,0 +1,521 @@
+//! The chat outbox: an offline message is emailed to the site's admins
+//! through a real SMTP server (Python's aiosmtpd, which `scripts/test`
+//! installs), with both parts, the right headers and hostile input inert;
+//! an SMTP outage and a kill -9 lose no email and send none twice; an
+//! admin sees only their own site's deliveries; the message and its
+//! deliveries commit together on both stores.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use holdfast::auth::passwords;
+use holdfast::status::{SmtpConfig, SmtpTls};
+use holdfast::store::outbox::{Attempt, DeliveryKind, DeliveryStatus, NewDelivery, OfflineMessage};
+use holdfast::store::postgres::PostgresStore;
+use holdfast::store::sqlite::SqliteStore;
+use holdfast::store::{
+    Author, Conversation, ConversationStatus, NewAgent, Role, Site, Store, VisitorUpdate, new_id, now_ms,
+};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::services::{Keep, TestDb, both_stores};
+use crate::support::{Client, TestServer};
+
+// ----- a real SMTP server ---------------------------------------------------
+
+/// aiosmtpd behind a few lines of Python: every message received becomes a
+/// JSON line with its envelope, its headers as sent, and its decoded parts.
+const SMTP_SERVER: &str = r#"
+import email, email.policy, json, sys, threading
+from aiosmtpd.controller import Controller
+
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        plain = msg.get_body(preferencelist=("plain",))
+        html = msg.get_body(preferencelist=("html",))
+        print(json.dumps({
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": envelope.rcpt_tos,
+            "headers": [[k, str(v)] for k, v in msg.raw_items()],
+            "content_type": msg.get_content_type(),
+            "text": plain.get_content() if plain is not None else None,
+            "html": html.get_content() if html is not None else None,
+        }), flush=True)
+        return "250 OK"
+
+controller = Controller(Handler(), hostname="127.0.0.1", port=int(sys.argv[1]))
+controller.start()
+print(json.dumps({"ready": True}), flush=True)
+threading.Event().wait()
+"#;
+
+/// A Python that can import aiosmtpd: on PATH (scripts/test puts its
+/// virtualenv first), else that virtualenv itself.
+fn python_with_aiosmtpd() -> String {
+    let tools = std::env::var("HOLDFAST_TEST_TOOLS_DIR").unwrap_or_else(|_| {
+        let cache = std::env::var("XDG_CACHE_HOME")
+            .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
+        format!("{cache}/holdfast/test-tools")
+    });
+    let candidates = ["python3".to_owned(), "python".to_owned(), format!("{tools}/venv/bin/python")];
+    for python in &candidates {
+        let ok = Command::new(python)
+            .args(["-c", "import aiosmtpd"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return python.clone();
+        }
+    }
+    panic!("no Python with aiosmtpd (tried {candidates:?}): run the tests with scripts/test, which installs it")
+}
+
+struct SmtpServer {
+    child: Child,
+    mail: mpsc::UnboundedReceiver<Value>,
+}
+
+impl SmtpServer {
+    fn start(port: u16) -> SmtpServer {
+        let mut child = Command::new(python_with_aiosmtpd())
+            .args(["-c", SMTP_SERVER, &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines.next().expect("aiosmtpd says it is ready").unwrap();
+        assert!(ready.contains("ready"), "{ready}");
+        let (tx, mail) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(|l| l.ok()) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        SmtpServer { child, mail }
+    }
+
+    /// The next `n` messages, failing after `within`.
+    async fn receive(&mut self, n: usize, within: Duration) -> Vec<Value> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        while got.len() < n {
+            match tokio::time::timeout_at(deadline, self.mail.recv()).await {
+                Ok(Some(m)) => got.push(m),
+                _ => panic!("{} of {n} messages arrived: {got:#?}", got.len()),
+            }
+        }
+        got
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Every value of header `name` (case-insensitive).
+fn header(mail: &Value, name: &str) -> Vec<String> {
+    mail["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        // Unfolded (RFC 5322 §2.2.3): a long value may span lines.
+        .map(|h| h[1].as_str().unwrap().replace("\r\n", "").replace('\n', ""))
+        .collect()
+}
+
+async fn admin(store: &dyn Store, site: &Site, email: &str) {
+    let hash = passwords::hash_now("password123").unwrap();
+    store
+        .create_agent(NewAgent {
+            site_id: &site.id,
+            email,
+            name: "Boss",
+            role: Role::Admin,
+            password_hash: &hash,
+            chat_limit: 5,
+        })
+        .await
+        .unwrap();
+}
+
+const HOSTILE_NAME: &str = "<script>alert(1)</script>\r\nBcc: x@evil.example";
+const HOSTILE_BODY: &str = "<img src=x onerror=alert(1)>\r\nBcc: y@evil.example\r\n\r\nPlease call me back";
+
+// ----- end to end -------------------------------------------------------------
+
+#[tokio::test]
+async fn an_offline_message_is_emailed_to_the_admins_with_hostile_input_inert() {
+    let port = free_port();
+    let mut smtp = SmtpServer::start(port);
+    let server = TestServer::start_with(|c| {
+        let mut relay = SmtpConfig::new("127.0.0.1", port, "chat@shop.example");
+        relay.tls = SmtpTls::None;
+        c.status.smtp = Some(relay);
+        c.status.public_url = Some("https://chat.shop.example/".into());
+    })
+    .await;
+    let site = server.site().await;
+    admin(server.state.store.as_ref(), &site, "boss@shop.example").await;
+    server.agent(&site, "agent@shop.example", 5).await; // an agent is not emailed
+    let (_, vtoken) = server.visitor(&site).await;
+
+    let mut visitor = Client::connect(&server, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await;
+    visitor
+        .send(json!({"type": "leave_message", "client_id": "off-1", "name": HOSTILE_NAME,
+                     "email": "ada@example.com", "body": HOSTILE_BODY}))
+        .await;
+    let ack = visitor.wait_for(|f| f["type"] == "ack").await;
+    let conv = ack["conv"].as_str().unwrap().to_owned();
+
+    let mail = smtp.receive(2, Duration::from_secs(15)).await;
+    let to: HashSet<&str> = mail.iter().map(|m| m["rcpt_tos"][0].as_str().unwrap()).collect();
+    assert_eq!(to, HashSet::from(["admin@holdfast.local", "boss@shop.example"]), "the site's admins, no agent");
+    for m in &mail {
+        assert_eq!(m["content_type"], "multipart/alternative", "{m:#}");
+        assert!(header(m, "Bcc").is_empty(), "no injected header: {m:#}");
+        assert_eq!(header(m, "Reply-To"), ["ada@example.com"], "{m:#}");
+        let from = header(m, "From");
+        assert!(from[0].contains("Demo site") && from[0].contains("<chat@shop.example>"), "{from:?}");
+        assert_eq!(header(m, "Date").len(), 1, "{m:#}");
+        let id = header(m, "Message-ID");
+        assert!(id.len() == 1 && id[0].ends_with("@chat.shop.example>"), "{id:?}");
+        let subject = &header(m, "Subject")[0];
+        assert!(subject.starts_with("New message from ") && subject.ends_with(" on Demo site"), "{subject}");
+        assert!(!subject.contains('\n') && !subject.contains('\r'), "{subject:?}");
+
+        let text = m["text"].as_str().unwrap();
+        assert!(text.contains("Please call me back") && text.contains("ada@example.com"), "{text}");
+        assert!(text.contains("https://shop.example/p/1"), "the page: {text}");
+        let link = format!("https://chat.shop.example/console#conversation={conv}");
+        assert!(text.contains(&link), "{text}");
+
+        let html = m["html"].as_str().unwrap();
+        assert!(!html.contains("<script") && !html.contains("<img"), "nothing the visitor wrote is markup: {html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;"), "{html}");
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{html}");
+        // minijinja also escapes `/` (`&#x2f;`), which a browser reads as `/`.
+        assert!(html.replace("&#x2f;", "/").contains(&format!("href=\"{link}\"")), "{html}");
+    }
+    let ids: HashSet<String> = mail.iter().map(|m| header(m, "Message-ID").remove(0)).collect();
+    assert_eq!(ids.len(), 2, "one Message-ID per email");
+
+    // The admin sees them, sent; and can send one again.
+    let (boss, _) = server.login("boss@shop.example", "password123").await;
+    let (status, list) = server.get("/api/v1/admin/deliveries?status=sent", Some(&boss)).await;
+    assert_eq!(status, 200, "{list}");
+    let list = list.as_array().unwrap().clone();
+    assert_eq!(list.len(), 2, "{list:#?}");
+    assert!(list.iter().all(|d| d["attempts"] == 1 && d["kind"] == "email" && d["last_error"].is_null()));
+    assert!(list[0]["subject"].as_str().unwrap().starts_with("New message from"), "{list:#?}");
+    let (status, queued) = server.get("/api/v1/admin/deliveries?status=queued", Some(&boss)).await;
+    assert_eq!((status, queued), (200, json!([])));
+    let (status, _) = server.get("/api/v1/admin/deliveries?status=lost", Some(&boss)).await;
+    assert_eq!(status, 400);
+    let id = list[0]["id"].as_str().unwrap();
+    let (status, body) = server.post(&format!("/api/v1/admin/deliveries/{id}/retry"), Some(&boss), json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let again = smtp.receive(1, Duration::from_secs(15)).await;
+    assert_eq!(again[0]["rcpt_tos"][0], list[0]["recipient"]);
+
+    // /metrics counts them.
+    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    let sent =
+        metrics.lines().find(|l| l.starts_with("holdfast_outbox_deliveries_total{") && l.contains("result=\"sent\""));
+    assert!(sent.is_some(), "{}", metrics.lines().filter(|l| l.contains("outbox")).collect::<Vec<_>>().join("\n"));
+}
+
+#[tokio::test]
+async fn an_admin_sees_and_retries_only_their_own_sites_deliveries() {
+    let port = free_port(); // nobody listens: every delivery stays queued
+    let server = TestServer::start_with(|c| {
+        let mut relay = SmtpConfig::new("127.0.0.1", port, "chat@shop.example");
+        relay.tls = SmtpTls::None;
+        c.status.smtp = Some(relay);
+    })
+    .await;
+    let shop = server.site().await;
+    admin(server.state.store.as_ref(), &shop, "boss@shop.example").await;
+    let other = server.new_site("Other").await;
+    admin(server.state.store.as_ref(), &other, "boss@other.example").await;
+    server.agent(&shop, "agent@shop.example", 5).await;
+
+    let (_, vtoken) = server.visitor(&shop).await;
+    let mut visitor = Client::connect(&server, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await;
+    visitor.send(json!({"type": "leave_message", "client_id": "o1", "body": "hello"})).await;
+    visitor.wait_for(|f| f["type"] == "ack").await;
+
+    let (boss, _) = server.login("boss@shop.example", "password123").await;
+    let (_, mine) = server.get("/api/v1/admin/deliveries", Some(&boss)).await;
+    assert_eq!(mine.as_array().unwrap().len(), 2, "{mine:#}");
+    let id = mine[0]["id"].as_str().unwrap().to_owned();
+
+    let (stranger, _) = server.login("boss@other.example", "password123").await;
+    let (status, theirs) = server.get("/api/v1/admin/deliveries", Some(&stranger)).await;
+    assert_eq!((status, theirs), (200, json!([])), "another site's admin sees none of them");
+    let (status, _) = server.post(&format!("/api/v1/admin/deliveries/{id}/retry"), Some(&stranger), json!({})).await;
+    assert_eq!(status, 404, "nor can send one again");
+
+    let (agent, _) = server.login("agent@shop.example", "password123").await;
+    let (status, _) = server.get("/api/v1/admin/deliveries", Some(&agent)).await;
+    assert_eq!(status, 403, "agents are not admins");
+}
+
+// ----- an SMTP outage and a kill -9 -----------------------------------------
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real binary on a free port, mailing through 127.0.0.1:`smtp` and
+/// retrying every second or two.
+fn spawn_holdfast(dir: &std::path::Path, smtp: u16) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--smtp", &format!("127.0.0.1:{smtp}"), "--smtp-tls", "none"])
+        .args(["--smtp-from", "chat@shop.example", "--outbox-retry-min-secs", "1", "--outbox-retry-max-secs", "2"])
+        .arg("--data")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn holdfast");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    let base = first.rsplit(' ').next().unwrap().to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "unexpected banner {first:?}");
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), base)
+}
+
+async fn deliveries(http: &reqwest::Client, base: &str, token: &str) -> Vec<Value> {
+    let res = http.get(format!("{base}/api/v1/admin/deliveries?limit=1000")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    res.json::<Value>().await.unwrap().as_array().unwrap().clone()
+}
+
+/// Poll the deliveries API until `done` holds (10 s at most).
+async fn wait_deliveries(http: &reqwest::Client, base: &str, token: &str, done: impl Fn(&[Value]) -> bool) {
+    let started = Instant::now();
+    loop {
+        let list = deliveries(http, base, token).await;
+        if done(&list) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "deliveries never got there: {list:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_smtp_outage_and_a_kill_9_lose_no_email_and_send_none_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let arrange = TestServer::start_in(tmp.path(), |_| {}).await;
+    let site = arrange.site().await;
+    admin(arrange.state.store.as_ref(), &site, "boss@shop.example").await;
+    arrange.stop().await;
+
+    let port = free_port(); // the mail server is down
+    let (proc1, base) = spawn_holdfast(tmp.path(), port);
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": "boss@shop.example", "password": "password123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let boss = login["access_token"].as_str().unwrap().to_owned();
+    let session: Value = http
+        .post(format!("{base}/api/v1/visitor/session"))
+        .json(&json!({"widget_key": site.widget_key}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let vtoken = session["visitor_token"].as_str().unwrap().to_owned();
+    let ws = base.replace("http://", "ws://");
+    let mut visitor = Client::try_connect(&ws, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await.unwrap();
+    for i in 0..20 {
+        visitor
+            .send(json!({"type": "leave_message", "client_id": format!("off-{i}"), "body": format!("message {i}")}))
+            .await;
+        visitor.wait_for(|f| f["type"] == "ack").await;
+    }
+    // 20 messages, two admins: 40 emails, each tried and refused.
+    wait_deliveries(&http, &base, &boss, |list| {
+        list.len() == 40 && list.iter().all(|d| d["status"] == "queued" && d["attempts"].as_i64() >= Some(1))
+    })
+    .await;
+    let list = deliveries(&http, &base, &boss).await;
+    assert!(list[0]["last_error"].as_str().unwrap().starts_with("SMTP"), "{:#}", list[0]);
+
+    let mut p = proc1;
+    p.0.kill().unwrap(); // SIGKILL
+    p.0.wait().unwrap();
+    let mut smtp = SmtpServer::start(port);
+    let (_proc2, base2) = spawn_holdfast(tmp.path(), port);
+
+    let mail = smtp.receive(40, Duration::from_secs(30)).await;
+    wait_deliveries(&http, &base2, &boss, |list| list.iter().all(|d| d["status"] == "sent")).await;
+    let ids: HashSet<String> = mail.iter().map(|m| header(m, "Message-ID").remove(0)).collect();
+    assert_eq!(ids.len(), 40, "each email once");
+    let bodies: HashSet<String> = mail
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().lines().find(|l| l.starts_with("message ")).unwrap().into())
+        .collect();
+    assert_eq!(bodies.len(), 20, "every message");
+    // Everything is recorded as sent: nothing is left to send twice.
+    assert!(smtp.mail.try_recv().is_err(), "no extra email");
+}
+
+// ----- the store, both backends ------------------------------------------------
+
+struct Backend {
+    store: Arc<dyn Store>,
+    _keep: Keep,
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    Backend { store: Arc::new(SqliteStore::open(dir.path()).await.unwrap()), _keep: Keep::Dir(dir) }
+}
+
+async fn postgres() -> Backend {
+    let db = TestDb::create().await;
+    Backend { store: Arc::new(PostgresStore::connect(&db.url, 4).await.unwrap()), _keep: Keep::Db(db) }
+}
+
+both_stores!(an_offline_message_and_its_deliveries_commit_together, deliveries_are_claimed_once_and_recorded);
+
+fn offline(site: &Site, visitor: &str, group: &str, deliveries: Vec<NewDelivery>) -> OfflineMessage {
+    OfflineMessage {
+        conversation: Conversation {
+            id: new_id(),
+            site_id: site.id.clone(),
+            visitor_id: visitor.into(),
+            group_id: group.into(),
+            agent_id: None,
+            status: ConversationStatus::Offline,
+            last_seq: 0,
+            created_at: now_ms(),
+            assigned_at: None,
+            closed_at: None,
+        },
+        author: Author::visitor(visitor),
+        client_id: "c1".into(),
+        body: "hello".into(),
+        deliveries,
+    }
+}
+
+fn delivery(site_id: &str, to: &str, key: &str) -> NewDelivery {
+    NewDelivery {
+        id: new_id(),
+        site_id: site_id.into(),
+        kind: DeliveryKind::Email,
+        template: "offline_message".into(),
+        recipient: to.into(),
+        payload: "{}".into(),
+        dedupe_key: key.into(),
+        created_at: now_ms(),
+        give_up_at: now_ms() + 86_400_000,
+    }
+}
+
+async fn arrange(store: &dyn Store) -> (Site, String, String) {
+    let site = store.create_site("Shop").await.unwrap();
+    let group = store.create_group(&site.id, "Support", true).await.unwrap();
+    let visitor = store.create_visitor(&site.id, VisitorUpdate::default()).await.unwrap();
+    (site, visitor.id, group.id)
+}
+
+async fn an_offline_message_and_its_deliveries_commit_together(b: Backend) {
+    let store = b.store.as_ref();
+    let (site, visitor, group) = arrange(store).await;
+    let deliveries = vec![
+        delivery(&site.id, "a@example.com", "k1"),
+        delivery(&site.id, "b@example.com", "k2"),
+        delivery(&site.id, "a@example.com", "k1"), // the same key again: stored once
+    ];
+    let m = offline(&site, &visitor, &group, deliveries);
+    let applied = store.leave_message(m.clone()).await.unwrap();
+    assert_eq!((applied.event.seq, applied.conversation.last_seq), (1, 1));
+    let conv = store.conversation(&m.conversation.id).await.unwrap().unwrap();
+    assert_eq!((conv.status, conv.last_seq), (ConversationStatus::Offline, 1));
+    assert_eq!(store.events_after(&conv.id, 0, 10).await.unwrap().len(), 1);
+    let stored = store.deliveries(&site.id, Some(DeliveryStatus::Queued), 10).await.unwrap();
+    assert_eq!(stored.len(), 2, "{stored:#?}");
+
+    // A delivery that cannot be stored (an unknown site) takes the
+    // conversation and its message down with it.
+    let broken = offline(&site, &visitor, &group, vec![delivery("no-such-site", "c@example.com", "k3")]);
+    assert!(store.leave_message(broken.clone()).await.is_err());
+    assert!(store.conversation(&broken.conversation.id).await.unwrap().is_none(), "all or nothing");
+    assert_eq!(store.deliveries(&site.id, None, 10).await.unwrap().len(), 2);
+}
+
+async fn deliveries_are_claimed_once_and_recorded(b: Backend) {
+    let store = b.store.as_ref();
+    let (site, visitor, group) = arrange(store).await;
+    let m = offline(
+        &site,
+        &visitor,
+        &group,
+        vec![delivery(&site.id, "a@example.com", "k1"), delivery(&site.id, "b@example.com", "k2")],
+    );
+    store.leave_message(m).await.unwrap();
+    let now = now_ms();
+    let claimed = store.claim_deliveries(now, now + 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(store.claim_deliveries(now, now + 60_000, 10).await.unwrap().is_empty(), "leased: claimed once");
+    assert_eq!(store.queued_deliveries().await.unwrap(), 2);
+
+    store.record_attempt(&claimed[0].id, Attempt::Sent { at: now }).await.unwrap();
+    let error = "SMTP: connection refused".to_owned();
+    store.record_attempt(&claimed[1].id, Attempt::Failed { error, next_at: Some(now + 1000) }).await.unwrap();
+    assert!(store.claim_deliveries(now, now + 60_000, 10).await.unwrap().is_empty(), "not due yet");
+    let due = store.claim_deliveries(now + 1000, now + 61_000, 10).await.unwrap();
+    assert_eq!((due.len(), due[0].attempts), (1, 1));
+    let error = "SMTP: 550 no such user".to_owned();
+    store.record_attempt(&due[0].id, Attempt::Failed { error, next_at: None }).await.unwrap();
+    let failed = store.deliveries(&site.id, Some(DeliveryStatus::Failed), 10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!((failed[0].attempts, failed[0].last_error.as_deref()), (2, Some("SMTP: 550 no such user")));
+
+    // Sending again: only within its own site.
+    let other = store.create_site("Other").await.unwrap();
+    assert!(!store.retry_delivery(&other.id, &failed[0].id, now, now + 1).await.unwrap());
+    assert!(store.retry_delivery(&site.id, &failed[0].id, now + 2000, now + 90_000).await.unwrap());
+    let due = store.claim_deliveries(now + 2000, now + 62_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "queued again and due");
+
+    // A new lead forgets the leases of the one before.
+    store.release_delivery_leases().await.unwrap();
+    assert_eq!(store.claim_deliveries(now + 2000, now + 62_000, 10).await.unwrap().len(), 1);
+}
