@@ -85,6 +85,12 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("holdfast_logins_total", Kind::Counter, "Password logins, by result."),
     ("holdfast_messages_total", Kind::Counter, "Chat messages stored, by author kind."),
     ("holdfast_nodes_lost_total", Kind::Counter, "Other nodes of the cluster that fell silent."),
+    (
+        "holdfast_outbox_deliveries_total",
+        Kind::Counter,
+        "Outbox delivery attempts by kind (email, webhook) and result (sent, retry, failed).",
+    ),
+    ("holdfast_outbox_queued", Kind::Gauge, "Deliveries waiting in the outbox, as the lead last counted them."),
     ("holdfast_password_hashes_total", Kind::Counter, "Password hashes computed."),
     (
         "holdfast_probe_password_hashes_total",

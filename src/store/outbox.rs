@@ -1,4 +1,4 @@
-//! The chat store's outbox (migrations `sqlite/0012_outbox.sql`,
+//! The chat store's outbox (migrations `sqlite/0013_outbox.sql`,
 //! `postgres/0007_outbox.sql`): one row per outgoing delivery, written in
 //! the same transaction as the change that causes it, then claimed with a
 //! lease and sent by the process holding the store's lead (`outbox`).
