@@ -127,6 +127,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Status subscriptions refused by the per-address limit.",
     ),
     ("holdfast_store_batch_size", Kind::Histogram, "Changes committed together in one SQLite transaction."),
+    (
+        "holdfast_store_writer_cold_loads_total",
+        Kind::Counter,
+        "Conversations the SQLite writer read back into its cache (with their idempotency window).",
+    ),
+    (
+        "holdfast_store_writer_evicted_total",
+        Kind::Counter,
+        "Conversations the SQLite writer dropped from its cache, least recently used first.",
+    ),
     ("holdfast_store_up", Kind::Gauge, "Whether the store answered a ping within 300 ms (1) or not (0)."),
     ("holdfast_store_wal_frames", Kind::Gauge, "Frames in the SQLite write-ahead log."),
     ("holdfast_tcp_connections_closed_total", Kind::Counter, "TCP connections closed by the server, by reason."),

@@ -1079,7 +1079,7 @@ impl StatusStore for SqliteStore {
     async fn delete_monitor(&self, id: &str) -> Result<bool> {
         let gone = sqlx::query("DELETE FROM status_monitors WHERE id = ? AND builtin = 0")
             .bind(id)
-            .execute(&self.write)
+            .execute(&self.status_write)
             .await?;
         Ok(gone.rows_affected() > 0)
     }
