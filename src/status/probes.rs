@@ -22,6 +22,7 @@ use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Status, StatusConfig};
+use crate::admin::WidgetSettings;
 use crate::auth::passwords;
 use crate::error::{Error, Result};
 use crate::store::{NewAgent, Role, Site, Store};
@@ -199,7 +200,9 @@ impl Probes {
         let base = origin(&parsed);
         let kept = self.visitor_tokens.lock().await.get(url).cloned();
         let body = serde_json::json!({"widget_key": key, "visitor_token": kept, "page_url": "holdfast:probe"});
-        let (status, session) = self.post_json(&base, "/api/v1/visitor/session", body, "visitor session").await?;
+        let origin = self.page_origin(&key).await?;
+        let (status, session) =
+            self.post_json(&base, "/api/v1/visitor/session", body, origin.as_deref(), "visitor session").await?;
         if !status.is_success() {
             return Err(format!("visitor session answered {status}"));
         }
@@ -279,7 +282,7 @@ impl Probes {
     async fn password_login(&self, base: &str) -> Result<ProbeSession, String> {
         let account = self.account().await?;
         let credentials = serde_json::json!({"email": account.email, "password": account.password});
-        let (status, body) = self.post_json(base, "/api/v1/auth/login", credentials, "login").await?;
+        let (status, body) = self.post_json(base, "/api/v1/auth/login", credentials, None, "login").await?;
         if !status.is_success() {
             return Err(format!("login answered {status}"));
         }
@@ -293,7 +296,7 @@ impl Probes {
     /// session was refused (then only a password login will do).
     async fn refresh(&self, base: &str, session: &ProbeSession) -> Result<Option<String>, String> {
         let tokens = serde_json::json!({"refresh_token": session.refresh, "access_token": session.access});
-        let (status, body) = self.post_json(base, "/api/v1/auth/refresh", tokens, "refresh").await?;
+        let (status, body) = self.post_json(base, "/api/v1/auth/refresh", tokens, None, "refresh").await?;
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Ok(None);
         }
@@ -310,20 +313,28 @@ impl Probes {
 
     /// `POST` JSON to `base` + `path`: the status, and the JSON answer of a
     /// success (`null` otherwise).
+    /// The origin a visitor's page would send: one of the site's allowed
+    /// origins when it has a list (a visitor on the site's own pages gets
+    /// in, and so must the probe, or limiting the origins would report an
+    /// outage while chat works), none otherwise.
+    async fn page_origin(&self, widget_key: &str) -> Result<Option<String>, String> {
+        let site = self.store.site_by_widget_key(widget_key).await.map_err(|e| format!("cannot read the site: {e}"))?;
+        Ok(site.and_then(|site| WidgetSettings::from_stored(&site.settings).allowed_origins.into_iter().next()))
+    }
+
     async fn post_json(
         &self,
         base: &str,
         path: &str,
         body: serde_json::Value,
+        origin: Option<&str>,
         what: &str,
     ) -> Result<(reqwest::StatusCode, serde_json::Value), String> {
-        let res = self
-            .http
-            .post(format!("{base}{path}"))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| format!("{what} failed: {}", e.without_url()))?;
+        let mut request = self.http.post(format!("{base}{path}")).json(&body);
+        if let Some(origin) = origin {
+            request = request.header(reqwest::header::ORIGIN, origin);
+        }
+        let res = request.send().await.map_err(|e| format!("{what} failed: {}", e.without_url()))?;
         let status = res.status();
         if !status.is_success() {
             return Ok((status, serde_json::Value::Null));

@@ -1286,6 +1286,44 @@ async fn built_in_probes_check_readyz_a_visitor_an_agent_login_and_the_store() {
     server.stop().await;
 }
 
+/// Probe results of `component` so far today: (passed, all).
+async fn checks_of(server: &TestServer, component: &str) -> (i64, i64) {
+    let id = server.state.status.find_component(component).await.unwrap().id;
+    let days = server.state.status.store.uptime(0).await.unwrap();
+    days.iter().filter(|d| d.component_id == id).fold((0, 0), |(ok, all), d| (ok + d.ok, all + d.total))
+}
+
+#[tokio::test]
+async fn limiting_the_widget_to_allowed_origins_opens_no_false_outage() {
+    // A monitor opens an incident after its first failed check, so one
+    // refused visitor session would show on the page.
+    let (server, _tmp) = probe_server(|c| c.status.fail_after = 1).await;
+    passing_checks(&server, "Chat widget", 2).await;
+    let token = operator(&server).await;
+    let settings = json!({"allowed_origins": ["https://shop.example"]});
+    let put = server.http.put(format!("{}/api/v1/admin/site/settings", server.base)).bearer_auth(&token);
+    let saved = put.json(&settings).send().await.unwrap();
+    assert_eq!(saved.status().as_u16(), 200);
+    // Visitors' pages elsewhere, or that send no origin, are still refused.
+    let key = server.site().await.widget_key;
+    let refused = server.http.post(format!("{}/api/v1/visitor/session", server.base)).json(&json!({"widget_key": key}));
+    assert_eq!(refused.send().await.unwrap().status().as_u16(), 403);
+
+    // The probe's interval is 50 ms: twenty more checks wait it out many times over.
+    let (_, before) = checks_of(&server, "Chat widget").await;
+    let after = eventually("twenty more checks of the chat widget", || async {
+        let (ok, all) = checks_of(&server, "Chat widget").await;
+        (all >= before + 20).then_some((ok, all))
+    })
+    .await;
+    assert_eq!(after.0, after.1, "every check passed: {after:?}");
+    let (_, unresolved) = server.get("/api/v2/incidents/unresolved.json", None).await;
+    assert_eq!(unresolved["incidents"], json!([]));
+    let (_, summary) = server.get("/api/v2/status.json", None).await;
+    assert_eq!(summary["status"]["indicator"], "none", "{summary}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn the_login_probe_account_is_hidden_from_people_and_never_given_a_chat() {
     let (server, _tmp) = probe_server(|_| {}).await;
