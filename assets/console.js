@@ -638,6 +638,22 @@ async function loadCanned() {
     } }, "Delete") : null)));
 }
 
+/** Show one of the views (chat, admin, status) and the tabs to the others. */
+function showView(name) {
+  for (const view of ["chat", "admin", "status"]) $(`${view}-view`).hidden = view !== name;
+  $("chats-tab").hidden = name === "chat";
+  $("admin-tab").hidden = name === "admin" || !isAdmin();
+  $("status-tab").hidden = name === "status" || !isOperator();
+}
+
+// The status page, run by the operator: its code loads with the tab.
+async function loadStatus() {
+  try {
+    const { renderStatus } = await import("./console-status.js");
+    await renderStatus($("status-view"), { api, post, h, toast });
+  } catch (e) { toast(e.message); }
+}
+
 // Sites of the installation: the operator's only (the server checks it).
 async function loadSites() {
   const sites = await api("/api/v1/operator/sites");
@@ -649,8 +665,9 @@ async function loadSites() {
 }
 
 function wireAdmin() {
-  $("admin-tab").onclick = () => { $("chat-view").hidden = true; $("admin-view").hidden = false; $("admin-tab").hidden = true; $("chats-tab").hidden = false; loadAdmin(); };
-  $("chats-tab").onclick = () => { $("chat-view").hidden = false; $("admin-view").hidden = true; $("admin-tab").hidden = false; $("chats-tab").hidden = true; };
+  $("admin-tab").onclick = () => { showView("admin"); loadAdmin(); };
+  $("chats-tab").onclick = () => showView("chat");
+  $("status-tab").onclick = () => { showView("status"); loadStatus(); };
   $("copy-snippet").onclick = () => navigator.clipboard && navigator.clipboard.writeText($("snippet").value).then(() => toast("Copied"), () => {});
   $("settings-form").onsubmit = async (e) => {
     e.preventDefault();
@@ -691,7 +708,9 @@ function startApp() {
   $("login").hidden = true;
   $("app").hidden = false;
   $("me").textContent = `${me.name} (${me.role})`;
-  $("admin-tab").hidden = !isAdmin();
+  showView("chat");
+  // The operator runs the status page from its tab; others only read it.
+  $("status-link").hidden = isOperator();
   $("sites-section").hidden = !isOperator();
   if (isOperator() && !$("n-role").querySelector("option[value=operator]")) {
     $("n-role").append(h("option", { value: "operator" }, "Operator"));

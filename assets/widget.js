@@ -62,34 +62,43 @@
     return el;
   };
 
+  // Text on the site's colour: white or near-black, whichever contrasts
+  // more (WCAG 2 relative luminance), so a yellow stays readable.
+  function ink(hex) {
+    const lum = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16) / 255)
+      .map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4))
+      .reduce((sum, c, i) => sum + c * [0.2126, 0.7152, 0.0722][i], 0);
+    return (1.05 / (lum + 0.05) >= (lum + 0.05) / (0.0095 + 0.05)) ? "#fff" : "#111827";
+  }
+
   const css = `
 :host{all:initial}
 *{box-sizing:border-box;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:14px;line-height:1.4}
-.launcher{position:fixed;bottom:16px;right:16px;width:56px;height:56px;border-radius:50%;border:0;background:var(--a);color:#fff;cursor:pointer;box-shadow:0 4px 12px rgba(0,0,0,.25);z-index:2147483000;display:grid;place-items:center}
+.launcher{position:fixed;bottom:16px;right:16px;width:56px;height:56px;border-radius:50%;border:0;background:var(--a);color:var(--t);cursor:pointer;box-shadow:0 4px 12px rgba(0,0,0,.25);z-index:2147483000;display:grid;place-items:center}
 :host(.left) .launcher,:host(.left) .panel{right:auto;left:16px}
 .badge{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;padding:0 5px;border-radius:10px;background:#dc2626;color:#fff;font-size:12px;line-height:20px}
 .panel{position:fixed;bottom:84px;right:16px;width:min(360px,calc(100vw - 16px));height:min(540px,calc(100vh - 100px));display:flex;flex-direction:column;background:#fff;color:#111;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.3);overflow:hidden;z-index:2147483000;animation:pop .15s ease-out}
 @keyframes pop{from{opacity:0;transform:translateY(8px)}}
-@media (max-width:400px){.panel,:host(.left) .panel{left:8px;right:8px;width:auto;bottom:80px}}
+@media (max-width:480px){.panel,:host(.left) .panel{inset:0;width:auto;height:auto;border-radius:0;animation:none}:host(.open) .launcher{display:none}}
 [hidden]{display:none!important}
-header{background:var(--a);color:#fff;padding:10px 12px;display:flex;align-items:center;gap:10px}
-.avatar{flex:none;width:32px;height:32px;border-radius:50%;background:rgba(255,255,255,.25);display:grid;place-items:center;font-weight:600}
+header{background:var(--a);color:var(--t);padding:10px 12px;display:flex;align-items:center;gap:10px}
+.avatar{flex:none;width:32px;height:32px;border-radius:50%;background:rgba(127,127,127,.3);display:grid;place-items:center;font-weight:600}
 .title{font-weight:600}.sub{font-size:12px;opacity:.9}
-.x{margin-left:auto;background:none;border:0;color:#fff;font-size:22px;cursor:pointer;width:36px;height:36px}
+.x{margin-left:auto;background:none;border:0;color:var(--t);font-size:22px;cursor:pointer;width:36px;height:36px}
 .log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:6px;background:#f8fafc}
 .msg{max-width:80%;padding:8px 10px;border-radius:12px;white-space:pre-wrap;overflow-wrap:anywhere}
 .them{background:#e2e8f0;align-self:flex-start}
-.me{background:var(--a);color:#fff;align-self:flex-end}
-.me a{color:#fff}
+.me{background:var(--a);color:var(--t);align-self:flex-end}
+.me a{color:var(--t)}
 .pending{opacity:.6}.failed{outline:2px solid #dc2626}
 .sys{align-self:center;font-size:12px;color:#475569;text-align:center}
 .typing{font-size:12px;color:#475569;padding:0 12px;min-height:18px}
 form{padding:10px;border-top:1px solid #e2e8f0;display:flex;flex-direction:column;gap:6px;background:#fff}
 form.row{flex-direction:row;align-items:flex-end}
 label{font-size:12px;color:#334155;display:flex;flex-direction:column;gap:2px}
-input,textarea{font:inherit;padding:8px;border:1px solid #94a3b8;border-radius:8px;width:100%;color:#111;background:#fff}
+input,textarea{font:inherit;font-size:16px;padding:8px;border:1px solid #94a3b8;border-radius:8px;width:100%;color:#111;background:#fff}
 textarea{resize:none}
-.send{background:var(--a);color:#fff;border:0;border-radius:8px;padding:8px 14px;cursor:pointer;font-weight:600}
+.send{background:var(--a);color:var(--t);border:0;border-radius:8px;padding:8px 14px;cursor:pointer;font-weight:600}
 :focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
 @media (prefers-reduced-motion:reduce){*{transition:none!important;animation:none!important}}`;
 
@@ -138,7 +147,9 @@ textarea{resize:none}
     } else root.append(h("style", {}, css));
     root.append(launcher, panel);
     const s = site.settings || {};
-    host.style.setProperty("--a", /^#[0-9a-f]{6}$/i.test(s.color || "") ? s.color : "#2563eb");
+    const accent = /^#[0-9a-f]{6}$/i.test(s.color || "") ? s.color : "#2563eb";
+    host.style.setProperty("--a", accent);
+    host.style.setProperty("--t", ink(accent));
     if (s.position === "left") host.classList.add("left");
     (document.body || document.documentElement).append(host);
     if (s.greeting) log.append(h("div", { class: "msg them greeting" }, s.greeting));
@@ -170,6 +181,7 @@ textarea{resize:none}
   function toggle(show) {
     open = show;
     panel.hidden = !show;
+    host.classList.toggle("open", show);
     launcher.setAttribute("aria-expanded", String(show));
     launcher.setAttribute("aria-label", show ? "Close chat" : "Open chat");
     if (show) {

@@ -1,5 +1,5 @@
 //! Files embedded in the binary: the visitor widget (`/widget.js`) and the
-//! console's script and stylesheet (`/assets/NAME?v=HASH`). Each carries a
+//! console's scripts and stylesheet (`/assets/NAME?v=HASH`). Each carries a
 //! strong ETag (a hash of its bytes, so it changes with every build that
 //! changes the file); a request naming the current hash in `v` may cache
 //! the file for a year, anything else revalidates. Responses are gzipped
@@ -41,6 +41,7 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
         asset("widget.js", JS, include_bytes!("../../assets/widget.js")),
         asset("console.js", JS, include_bytes!("../../assets/console.js")),
         asset("console.css", CSS, include_bytes!("../../assets/console.css")),
+        asset("console-status.js", JS, include_bytes!("../../assets/console-status.js")),
     ]
 });
 

@@ -408,3 +408,230 @@ async fn an_operator_creates_an_agent_and_a_site_whose_people_then_log_in() {
     bob.close().await;
     sally.close().await;
 }
+
+/// The element labelled `label` in the console's Status view.
+fn labelled(label: &str) -> String {
+    format!("document.querySelector('#status-view [aria-label=\"{label}\"]')")
+}
+
+#[tokio::test]
+async fn an_operator_runs_the_status_page_from_the_console() {
+    let _one = ONE_BROWSER_TEST.lock().await;
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    admin(&server, &site, "ops@example.com", Role::Operator).await;
+    admin(&server, &site, "adm@example.com", Role::Admin).await;
+    let driver = Driver::start().await;
+    let b = driver.browser(1280, 900).await;
+    console_login(&b, &server, "ops@example.com", "password123").await;
+    b.click_on("document.querySelector('#status-tab')").await;
+    b.wait_for("return document.querySelectorAll('#s-component-rows tr').length >= 4", LONG).await;
+    // Visitors see nothing of the console's actions but the page they change.
+    let public = |path: &'static str| {
+        let server = &server;
+        async move { server.get(path, None).await.1 }
+    };
+
+    // An incident, named and described with markup meant to run.
+    let name = b.el(&labelled("Incident name")).await;
+    b.type_text(&name, HOSTILE_SITE).await;
+    let message = b.el(&labelled("What visitors are told")).await;
+    b.type_text(&message, XSS).await;
+    b.click_on(&labelled("Incident affects Chat widget")).await;
+    b.click_on("document.querySelector('#s-incident-form button[type=submit]')").await;
+    b.wait_for("return document.querySelectorAll('#s-open li.incident').length === 1", LONG).await;
+    let open = public("/api/v2/incidents/unresolved.json").await;
+    assert_eq!(open["incidents"][0]["name"], HOSTILE_SITE, "{open}");
+    assert_eq!(open["incidents"][0]["status"], "investigating");
+    assert_eq!(open["incidents"][0]["incident_updates"][0]["body"], XSS);
+    let components = public("/api/v2/components.json").await;
+    let widget = components["components"].as_array().unwrap().iter().find(|c| c["name"] == "Chat widget").unwrap();
+    assert_eq!(widget["status"], "partial_outage", "{widget}");
+    let shown = b
+        .exec(
+            "const v = document.querySelector('#status-view'); return {name: v.querySelector('li.incident strong').textContent, \
+             markup: v.querySelectorAll('img, b').length, pwned: window.pwned || 0}",
+            vec![],
+        )
+        .await;
+    assert_eq!(shown, json!({"name": HOSTILE_SITE, "markup": 0, "pwned": 0}), "names and messages are text");
+
+    // An update moves it on; resolving takes it off the page.
+    b.exec("document.querySelector('#s-open select').value = 'identified'; return 1", vec![]).await;
+    let update = b.el("document.querySelector('#s-open form input')").await;
+    b.type_text(&update, "Found it: a bad deploy.\u{E007}").await;
+    b.wait_for("return document.querySelector('#s-open .updates').textContent.includes('bad deploy')", LONG).await;
+    let open = public("/api/v2/incidents/unresolved.json").await;
+    assert_eq!(open["incidents"][0]["status"], "identified", "{open}");
+    b.screenshot(&screenshot_path("console-status.png")).await;
+    b.click_on("document.querySelector('#s-open li.incident button[type=button]')").await;
+    b.wait_for("return !document.querySelector('#s-open')", LONG).await;
+    assert_eq!(public("/api/v2/incidents/unresolved.json").await["incidents"], json!([]));
+    let components = public("/api/v2/components.json").await;
+    let widget = components["components"].as_array().unwrap().iter().find(|c| c["name"] == "Chat widget").unwrap();
+    assert_eq!(widget["status"], "operational", "resolving restores the component: {widget}");
+
+    // A component's state set by hand.
+    b.exec(
+        "const s = document.querySelector('#status-view [aria-label=\"State of Website\"]'); \
+         s.value = 'degraded_performance'; s.dispatchEvent(new Event('change')); return 1",
+        vec![],
+    )
+    .await;
+    b.wait_for(
+        "return document.querySelector('#status-view [aria-label=\"State of Website\"]').value === 'degraded_performance' \
+         && document.querySelector('#toast').textContent === 'Saved'",
+        LONG,
+    )
+    .await;
+    let components = public("/api/v2/components.json").await;
+    let website = components["components"].as_array().unwrap().iter().find(|c| c["name"] == "Website").unwrap();
+    assert_eq!(website["status"], "degraded_performance", "{website}");
+
+    // A maintenance, scheduled in the browser's local time.
+    let maintenance = b.el(&labelled("Maintenance name")).await;
+    b.type_text(&maintenance, "Database upgrade").await;
+    b.exec(
+        "document.querySelector('#status-view [aria-label=\"Starts\"]').value = '2031-01-05T10:00'; \
+         document.querySelector('#status-view [aria-label=\"Ends\"]').value = '2031-01-05T11:30'; return 1",
+        vec![],
+    )
+    .await;
+    let about = b.el(&labelled("What visitors are told about the maintenance")).await;
+    b.type_text(&about, "Chat may pause for a minute.").await;
+    b.click_on(&labelled("Maintenance affects Agent login")).await;
+    b.click_on("document.querySelector('#s-maint-form button[type=submit]')").await;
+    b.wait_for("return document.querySelectorAll('#s-upcoming > li').length === 1", LONG).await;
+    let upcoming = public("/api/v2/scheduled-maintenances/upcoming.json").await;
+    let m = &upcoming["scheduled_maintenances"][0];
+    assert_eq!(m["name"], "Database upgrade", "{upcoming}");
+    assert_eq!(m["components"][0]["name"], "Agent login", "{m}");
+    let (from, until) = (m["scheduled_for"].as_str().unwrap(), m["scheduled_until"].as_str().unwrap());
+    let span =
+        holdfast::status::time::parse_iso8601(until).unwrap() - holdfast::status::time::parse_iso8601(from).unwrap();
+    assert_eq!(span, 90 * 60 * 1000, "{from} to {until}");
+
+    // A monitor added and deleted (after the confirmation).
+    let monitor = b.el(&labelled("Monitor name")).await;
+    b.type_text(&monitor, "Billing <b>API</b>").await;
+    let target = b.el(&labelled("Monitor target")).await;
+    b.type_text(&target, "https://billing.example/health").await;
+    b.click_on("document.querySelector('#s-monitor-form button[type=submit]')").await;
+    b.wait_for("return [...document.querySelectorAll('#s-monitor-rows tr')].some(r => r.cells[0].textContent === 'Billing <b>API</b>')", LONG)
+        .await;
+    let token = crate::status::operator(&server).await;
+    let (_, monitors) = server.get("/api/v1/status/monitors", Some(&token)).await;
+    assert!(monitors["monitors"].as_array().unwrap().iter().any(|m| m["name"] == "Billing <b>API</b>"), "{monitors}");
+    b.exec("window.confirm = () => true; return 1", vec![]).await;
+    b.click_on("document.querySelector('#status-view [aria-label=\"Delete monitor Billing <b>API</b>\"]')").await;
+    b.wait_for("return ![...document.querySelectorAll('#s-monitor-rows tr')].some(r => r.cells[0].textContent.includes('Billing'))", LONG)
+        .await;
+    let (_, monitors) = server.get("/api/v1/status/monitors", Some(&token)).await;
+    assert!(!monitors.to_string().contains("Billing"), "{monitors}");
+    let pwned = b.exec("return window.pwned || 0", vec![]).await;
+    assert_eq!(pwned, 0);
+
+    // A site's admin has no Status tab; the page is the operator's.
+    let adm = driver.browser(1280, 900).await;
+    console_login(&adm, &server, "adm@example.com", "password123").await;
+    let tab = adm.exec("return document.querySelector('#status-tab').hidden", vec![]).await;
+    assert_eq!(tab, true, "a site's admin gets no Status tab");
+    b.close().await;
+    adm.close().await;
+}
+
+/// Page script: the contrast ratio (WCAG 2) of an element's text on its background.
+const CONTRAST: &str = "const lum = (css) => { const [r, g, b] = css.match(/[\\d.]+/g).slice(0, 3).map(Number).map((v) => v / 255)\
+     .map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4)); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };\
+     const ratio = (el) => { const s = getComputedStyle(el); const [a, b] = [lum(s.color), lum(s.backgroundColor)].sort((x, y) => y - x);\
+     return (a + 0.05) / (b + 0.05); };";
+
+/// Rows the visible children of `selector` sit on (their centres, more
+/// than 10 px apart, as a flex row centres its items).
+fn rows_of(selector: &str) -> String {
+    format!(
+        "const mids = [...document.querySelector('{selector}').children].filter((e) => e.offsetParent)\
+         .map((e) => {{ const r = e.getBoundingClientRect(); return (r.top + r.bottom) / 2; }}).sort((a, b) => a - b);\
+         return mids.filter((m, i) => i === 0 || m - mids[i - 1] > 10).length"
+    )
+}
+
+#[tokio::test]
+async fn on_a_phone_the_widget_fills_the_screen_and_the_console_fits_it() {
+    let _one = ONE_BROWSER_TEST.lock().await;
+    let server = TestServer::start_with(|c| c.demo = true).await;
+    let site = server.site().await;
+    admin(&server, &site, "pia@example.com", Role::Admin).await;
+    let (token, _) = server.login("pia@example.com", "password123").await;
+    // A yellow that white text cannot be read on (1.3:1).
+    let settings = json!({"color": "#fde047", "prechat": {"name": "off", "email": "off"}});
+    let put = server.http.put(format!("{}/api/v1/admin/site/settings", server.base)).bearer_auth(&token);
+    assert_eq!(put.json(&settings).send().await.unwrap().status().as_u16(), 200);
+    let page = host_page(&server, &site.widget_key).await;
+    let driver = Driver::start().await;
+    let console = driver.phone(390, 844).await;
+    console_login(&console, &server, "pia@example.com", "password123").await;
+    console_go_online(&console).await;
+
+    let visitor = driver.phone(390, 844).await;
+    visitor.goto(&page.url).await;
+    // The launcher's text (its icon) contrasts with the colour before it opens.
+    let launcher = visitor.exec(&format!("{CONTRAST} return ratio({W}.querySelector('.launcher'))"), vec![]).await;
+    assert!(launcher.as_f64().unwrap() >= 4.5, "launcher contrast {launcher}");
+    open_widget(&visitor).await;
+    let fit = visitor
+        .exec(
+            &format!(
+                "{CONTRAST} const r = {W}.querySelector('.panel').getBoundingClientRect(); \
+                 return {{left: r.left, top: r.top, right: r.right === innerWidth, bottom: r.bottom === innerHeight, \
+                 launcher: getComputedStyle({W}.querySelector('.launcher')).display, \
+                 input: getComputedStyle({W}.querySelector('.composer textarea')).fontSize, \
+                 header: ratio({W}.querySelector('header')) >= 4.5}}"
+            ),
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        fit,
+        json!({"left": 0, "top": 0, "right": true, "bottom": true, "launcher": "none", "input": "16px", "header": true}),
+        "the panel fills the screen, 16 px input, readable header"
+    );
+    widget_say(&visitor, "Hello from my phone").await;
+    let mine = visitor
+        .exec(&format!("{CONTRAST} return ratio([...{W}.querySelectorAll('.msg.me')].pop()) >= 4.5"), vec![])
+        .await;
+    assert_eq!(mine, true, "the visitor's own bubble is readable on yellow");
+    visitor.screenshot(&screenshot_path("widget-phone-yellow.png")).await;
+
+    // The console on the same screen: a header of two rows, the chat's
+    // actions on screen, nothing wider than the screen.
+    console.click_on("document.querySelector('#mine button')").await;
+    wait_console_text(&console, "Hello from my phone").await;
+    let rows = console.exec(&rows_of(".top"), vec![]).await;
+    assert!(rows.as_u64().unwrap() <= 2, "the header takes {rows} rows");
+    let layout = console
+        .exec(
+            "const c = document.querySelector('#close').getBoundingClientRect(); \
+             return {close: c.width > 0 && c.left >= 0 && c.right <= innerWidth, \
+             wide: document.documentElement.scrollWidth <= innerWidth, \
+             reply: getComputedStyle(document.querySelector('#reply')).fontSize}",
+            vec![],
+        )
+        .await;
+    assert_eq!(layout, json!({"close": true, "wide": true, "reply": "16px"}));
+    console.screenshot(&screenshot_path("console-phone.png")).await;
+    console.click_on("document.querySelector('#admin-tab')").await;
+    console.wait_for("return document.querySelector('#widget-key').textContent.startsWith('wk_')", LONG).await;
+    let wide = console.exec("return document.documentElement.scrollWidth <= innerWidth", vec![]).await;
+    assert_eq!(wide, true, "the Admin tab fits the screen");
+
+    // The demo page, too.
+    let demo = driver.phone(390, 844).await;
+    demo.goto(&format!("{}/demo", server.base)).await;
+    demo.wait_for("return document.querySelector('#v-title')", LONG).await;
+    let wide = demo.exec("return document.documentElement.scrollWidth <= innerWidth", vec![]).await;
+    assert_eq!(wide, true, "/demo fits the screen");
+    visitor.close().await;
+    console.close().await;
+    demo.close().await;
+}
