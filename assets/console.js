@@ -57,6 +57,11 @@ const ago = (ms) => {
   return `${Math.round(s / 86400)} d`;
 };
 const when = (ms) => new Date(ms).toLocaleString();
+/** A message's time: the hour today, the date and hour before. */
+const clock = (ms) => {
+  const d = new Date(ms), today = new Date().toDateString() === d.toDateString();
+  return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : d.toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+};
 /** Admins and the installation's operator administer their site. */
 const isAdmin = () => !!me && (me.role === "admin" || me.role === "operator");
 const isOperator = () => !!me && me.role === "operator";
@@ -335,8 +340,19 @@ function onEvent(f) {
   c.events.push(f);
   if (f.type === "message") {
     if (f.author.kind === "visitor") {
-      if (selected !== c.id || document.hidden) { c.unread++; alert_("New message", f.body); }
+      if (f.seq > (c.readUpTo || 0) && (selected !== c.id || document.hidden)) {
+        c.unread++;
+        // A replay after a reload brings old ones back: only new ones ring.
+        if (Date.now() - f.at < 60000) alert_(`${visitorLabel(c.visitor_id)} writes`, f.body);
+      }
       $("typing").textContent = "";
+      markRead(c);
+    }
+  } else if (f.type === "read") {
+    if (me && f.author.kind === "agent" && f.author.id === me.id && f.up_to > (c.readUpTo || 0)) {
+      // Read before a reload, or in another tab.
+      c.readUpTo = f.up_to;
+      c.unread = c.events.filter((e) => e.type === "message" && e.author.kind === "visitor" && e.seq > c.readUpTo).length;
     }
   } else if (f.type === "assigned") {
     c.agent_id = f.agent.id;
@@ -350,6 +366,16 @@ function onEvent(f) {
   }
   renderLists();
   if (selected === c.id) { appendEvent(f); renderActions(); }
+}
+
+/** Tell the server what the open conversation has shown (read receipts
+ *  are durable events, so unread counts survive a reload). */
+function markRead(c) {
+  if (!c || selected !== c.id || document.hidden || !c.live || !sock || !welcomed) return;
+  const newest = c.events.reduce((n, e) => (e.type === "message" && e.author.kind === "visitor" ? Math.max(n, e.seq) : n), 0);
+  if (newest > (c.readUpTo || 0) && newest !== c.readSent) {
+    if (send({ type: "read", conv: c.id, seq: newest })) c.readSent = newest;
+  }
 }
 
 // ----- notifications and sound ------------------------------------------------
@@ -377,6 +403,8 @@ function renderLists() {
   $("queue").replaceChildren(...queue.map((q) => item(q.conv, visitorLabel(q.visitor_id), `#${q.position} · ${ago(q.waiting_since)}`)));
   const mine = [...convs.values()].filter((c) => me && c.agent_id === me.id && c.status === "active");
   $("mine").replaceChildren(...mine.map((c) => item(c.id, visitorLabel(c.visitor_id), null, c.unread)));
+  const unread = mine.reduce((n, c) => n + c.unread, 0);
+  document.title = unread ? `(${unread}) Holdfast console` : "Holdfast console";
 }
 
 function item(id, label, sub, unread = 0) {
@@ -391,6 +419,7 @@ async function select(id) {
   selected = id;
   const c = conv(id);
   c.unread = 0;
+  markRead(c);
   $("typing").textContent = "";
   renderLists();
   renderConversation();
@@ -438,7 +467,10 @@ function appendEvent(e) {
     const pending = e.client_id && log.querySelector(`[data-client-id="${CSS.escape(e.client_id)}"]`);
     if (pending) pending.remove();
     const who = e.author.kind === "visitor" ? visitorLabel(e.author.id) : mine ? "You" : agentName(e.author.id);
-    el = h("div", { class: mine ? "msg me" : "msg" }, h("span", { class: "who" }, who));
+    // A colleague's messages sit on the team's side, marked as theirs.
+    const side = mine ? "msg me" : e.author.kind === "visitor" ? "msg" : "msg colleague";
+    const at = h("time", { datetime: new Date(e.at).toISOString() }, clock(e.at));
+    el = h("div", { class: side }, h("span", { class: "who" }, `${who} · `, at));
     rich(el, e.body || "");
   } else if (e.type === "assigned") {
     el = h("div", { class: "sys" }, `Assigned to ${e.agent.name}`);
@@ -747,6 +779,11 @@ function wire() {
   $("notify").onclick = () => window.Notification && Notification.requestPermission().then((p) => { $("notify").hidden = p === "granted"; });
   if (window.Notification && Notification.permission === "granted") $("notify").hidden = true;
   $("search-form").onsubmit = search;
+  // Back to the tab: what the open conversation shows is read now.
+  document.addEventListener("visibilitychange", () => {
+    const c = !document.hidden && convs.get(selected);
+    if (c) { c.unread = 0; markRead(c); renderLists(); }
+  });
   $("claim").onclick = () => selected && send({ type: "claim", conv: selected });
   $("close").onclick = () => selected && send({ type: "close", conv: selected });
   $("transfer-go").onclick = () => {

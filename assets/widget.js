@@ -22,6 +22,9 @@
   let site = null, agentsOnline = true, conv = null, agentName = "", sock = null, welcomed = false;
   let attempt = 0, timer = 0, pinger = 0, laterMs = null, open = false, unread = 0, typingTimer = 0;
   let myTyping = false, myTypingTimer = 0, audio = null, downSince = 0;
+  // Read receipts: the newest agent message shown, and how far our own
+  // `read` events (replayed after a reload too) say we have read.
+  let lastAgentSeq = 0, readUpTo = 0, unreadSeqs = [];
   // After a welcome, the outbox waits until the replay of the open
   // conversation reaches this { conv, seq }: a message stored before the
   // cut shows up there and leaves the outbox instead of being resent.
@@ -185,8 +188,8 @@ textarea{resize:none}
     launcher.setAttribute("aria-expanded", String(show));
     launcher.setAttribute("aria-label", show ? "Close chat" : "Open chat");
     if (show) {
-      unread = 0;
-      badge.hidden = true;
+      showUnread(0);
+      markRead();
       const f = [composer, prechat, offline].find((x) => !x.hidden);
       const target = f && f.querySelector("input:not([hidden]),textarea");
       if (target) target.focus();
@@ -269,6 +272,18 @@ textarea{resize:none}
     const el = line("msg me pending", item.body);
     el.setAttribute("aria-label", "Sending: " + item.body);
     pending.set(item.client_id, el);
+  }
+
+  function showUnread(n) {
+    unread = n;
+    if (!n) unreadSeqs = [];
+    badge.textContent = String(n);
+    badge.hidden = !n;
+    launcher.setAttribute("aria-label", open ? "Close chat" : n ? `Open chat, ${n} unread` : "Open chat");
+  }
+  /** Tell the server what the open panel has shown, once per new message. */
+  function markRead() {
+    if (open && conv && lastAgentSeq > readUpTo && !document.hidden) frame({ type: "read", conv, seq: lastAgentSeq });
   }
 
   // ----- the connection ----------------------------------------------------
@@ -398,19 +413,28 @@ textarea{resize:none}
           el.removeAttribute("aria-label");
           log.insertBefore(el, log.querySelector(".pending")); // server order
         } else line(mine ? "msg me" : "msg them", f.body);
+        if (mine && !conv) conv = f.conv;
         if (f.author.kind === "agent") {
           typing.textContent = "";
-          if (!open) {
-            unread++;
-            badge.textContent = String(unread);
-            badge.hidden = false;
-            launcher.setAttribute("aria-label", `Open chat, ${unread} unread`);
-            beep();
+          lastAgentSeq = Math.max(lastAgentSeq, f.seq);
+          if (open) markRead();
+          else if (f.seq > readUpTo) {
+            unreadSeqs.push(f.seq);
+            showUnread(unreadSeqs.length);
+            // A replay after a reload brings old ones back: only new ones ring.
+            if (Date.now() - f.at < 60000) beep();
           }
         }
-        if (mine && !conv) conv = f.conv;
         break;
       }
+      case "read":
+        if (f.author.kind === "visitor" && f.up_to > readUpTo) {
+          readUpTo = f.up_to;
+          // Read on another tab or before the reload: not unread here.
+          unreadSeqs = unreadSeqs.filter((seq) => seq > readUpTo);
+          showUnread(unreadSeqs.length);
+        }
+        break;
       case "assigned":
         agentName = (f.agent && f.agent.name) || "";
         header();
@@ -422,7 +446,7 @@ textarea{resize:none}
         break;
       case "closed":
         line("sys", "The chat has ended. Write again any time.");
-        if (conv === f.conv) conv = null;
+        if (conv === f.conv) { conv = null; lastAgentSeq = readUpTo = 0; showUnread(0); }
         agentName = "";
         header();
         view();
@@ -469,6 +493,7 @@ textarea{resize:none}
     saved.left = other.left;
     if (site) view();
   });
+  document.addEventListener("visibilitychange", markRead);
   window.Holdfast = Object.freeze({ open: () => site && toggle(true), close: () => site && toggle(false) });
   start();
 })();

@@ -635,3 +635,117 @@ async fn on_a_phone_the_widget_fills_the_screen_and_the_console_fits_it() {
     console.close().await;
     demo.close().await;
 }
+
+/// The widget's unread badge: its number, or 0 when hidden.
+async fn widget_badge(b: &Browser) -> u64 {
+    let v = b
+        .exec(&format!("const e = {W}.querySelector('.badge'); return e.hidden ? 0 : Number(e.textContent)"), vec![])
+        .await;
+    v.as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn read_state_survives_reloads_in_the_console_and_the_widget() {
+    let _one = ONE_BROWSER_TEST.lock().await;
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    server.agent(&site, "rita@example.com", 5).await;
+    server.agent(&site, "carl@example.com", 5).await;
+    let page = host_page(&server, &site.widget_key).await;
+    let driver = Driver::start().await;
+    let console = driver.browser(1280, 900).await;
+    console_login(&console, &server, "rita@example.com", "password123").await;
+    console_go_online(&console).await;
+    let visitor = driver.browser(1280, 900).await;
+    visitor.goto(&page.url).await;
+    open_widget(&visitor).await;
+    b_skip_prechat(&visitor).await;
+    widget_say(&visitor, "one").await;
+
+    // Unread in the list and the tab's title until the agent opens it.
+    console.wait_for("return document.querySelector('#mine .unread')?.textContent === '1'", LONG).await;
+    console.wait_for("return document.title === '(1) Holdfast console'", LONG).await;
+    console.click_on("document.querySelector('#mine button')").await;
+    wait_console_text(&console, "one").await;
+    console
+        .wait_for("return document.title === 'Holdfast console' && !document.querySelector('#mine .unread')", LONG)
+        .await;
+    // Every message says when; the agent's reply is theirs.
+    let reply = console.el("document.querySelector('#reply')").await;
+    console.type_text(&reply, "Hello there\u{E007}").await;
+    wait_widget_text(&visitor, "Hello there").await;
+    let times = console.exec("return [...document.querySelectorAll('#log .msg .who time')].map(t => !isNaN(Date.parse(t.dateTime))).length", vec![]).await;
+    assert_eq!(times, 2, "both messages carry their time");
+
+    // The read receipt is durable: after a reload nothing is unread.
+    let conv = console.exec("return document.querySelector('#mine button').dataset.conv", vec![]).await;
+    let conv = conv.as_str().unwrap().to_owned();
+    crate::status::eventually("the agent's read receipt, stored", || async {
+        let events = server.state.store.events_after(&conv, 0, 100).await.unwrap();
+        events.iter().any(|e| e.kind == "read" && e.author.kind == holdfast::store::AuthorKind::Agent).then_some(())
+    })
+    .await;
+    console.goto(&format!("{}/console", server.base)).await;
+    console.wait_for("return !!document.querySelector('#mine button')", LONG).await;
+    let state =
+        console.exec("return [document.title, document.querySelectorAll('#mine .unread').length]", vec![]).await;
+    assert_eq!(state, json!(["Holdfast console", 0]), "read before the reload, read after it");
+
+    // A message that arrives while nothing is open stays unread across a reload.
+    widget_say(&visitor, "two").await;
+    console.wait_for("return document.title === '(1) Holdfast console'", LONG).await;
+    console.goto(&format!("{}/console", server.base)).await;
+    console.wait_for("return document.querySelector('#mine .unread')?.textContent === '1'", LONG).await;
+    assert_eq!(console.exec("return document.title", vec![]).await, "(1) Holdfast console");
+
+    // The widget: an agent's message while the panel is closed shows a badge;
+    // opening reads it, and a reload does not bring it back.
+    visitor.click_on(&format!("{W}.querySelector('.x')")).await;
+    console.click_on("document.querySelector('#mine button')").await;
+    let reply = console.el("document.querySelector('#reply')").await;
+    console.type_text(&reply, "Are you there?\u{E007}").await;
+    visitor
+        .wait_for(
+            &format!("return {W}.querySelector('.badge').textContent === '1' && !{W}.querySelector('.badge').hidden"),
+            LONG,
+        )
+        .await;
+    open_widget(&visitor).await;
+    assert_eq!(widget_badge(&visitor).await, 0);
+    wait_widget_text(&visitor, "Are you there?").await;
+    crate::status::eventually("the visitor's read receipt, stored", || async {
+        let events = server.state.store.events_after(&conv, 0, 100).await.unwrap();
+        let asked = events.iter().find(|e| e.body.as_deref() == Some("Are you there?"))?.seq;
+        events
+            .iter()
+            .any(|e| {
+                e.kind == "read" && e.author.kind == holdfast::store::AuthorKind::Visitor && e.data["up_to"] == asked
+            })
+            .then_some(())
+    })
+    .await;
+    visitor.goto(&page.url).await;
+    visitor.wait_for(&format!("return {W} && {W}.querySelector('.launcher')"), LONG).await;
+    // The replay has run once the agent's reply shows in the (closed) log.
+    visitor
+        .wait_for(
+            &format!("return [...{W}.querySelectorAll('.msg')].some(e => e.textContent === 'Are you there?')"),
+            LONG,
+        )
+        .await;
+    assert_eq!(widget_badge(&visitor).await, 0, "read before the reload, read after it");
+    console.type_text(&reply, "Still here?\u{E007}").await;
+    visitor
+        .wait_for(
+            &format!("return {W}.querySelector('.badge').textContent === '1' && !{W}.querySelector('.badge').hidden"),
+            LONG,
+        )
+        .await;
+    visitor.goto(&page.url).await;
+    visitor
+        .wait_for(&format!("return [...{W}.querySelectorAll('.msg')].some(e => e.textContent === 'Still here?')"), LONG)
+        .await;
+    assert_eq!(widget_badge(&visitor).await, 1, "unread before the reload, unread after it");
+    console.close().await;
+    visitor.close().await;
+}
