@@ -152,7 +152,7 @@ const RESEND_WITHIN_MS = 24 * 60 * 60 * 1000;
 // conv -> the welcome's last_seq: that conversation's outbox waits for its
 // replay to reach it, so a message stored before the cut is seen, not resent.
 const replaying = new Map();
-let queue = [], agents = [], canned = [], selected = null, sock = null, welcomed = false;
+let queue = [], agents = [], groups = [], canned = [], selected = null, sock = null, welcomed = false;
 // Names the agent list held; a resume's welcome leaves out an unchanged one.
 let agentsVersion = null;
 let attempt = 0, timer = 0, laterMs = null, pinger = 0, typingOff = 0, myTyping = false, audio = null;
@@ -501,9 +501,11 @@ function renderActions() {
   $("transfer-wrap").hidden = !canTransfer;
   $("transfer-go").hidden = !canTransfer;
   if (canTransfer) {
-    const opts = agents.filter((a) => a.id !== c.agent_id).map((a) => h("option", { value: "agent:" + a.id }, `${a.name} (${a.availability})`));
-    opts.push(h("option", { value: "group:" + c.group_id }, "Back to the queue"));
-    $("transfer").replaceChildren(...opts);
+    const people = agents.filter((a) => a.id !== c.agent_id).map((a) => h("option", { value: "agent:" + a.id }, `${a.name} (${a.availability})`));
+    // Any group's queue; its own is "back to the queue" (never straight back to whoever lets it go).
+    const queues = groups.map((g) => h("option", { value: "group:" + g.id }, g.id === c.group_id ? `Back to the ${g.name} queue` : `${g.name} queue`));
+    if (!groups.some((g) => g.id === c.group_id)) queues.push(h("option", { value: "group:" + c.group_id }, "Back to the queue"));
+    $("transfer").replaceChildren(h("optgroup", { label: "Agents" }, ...people), h("optgroup", { label: "Groups" }, ...queues));
   }
   renderHead();
 }
@@ -750,6 +752,7 @@ function startApp() {
   connect();
   loadOffline();
   loadCanned();
+  api("/api/v1/groups").then((list) => { groups = list; if (selected) renderActions(); }, () => {});
 }
 
 function wire() {

@@ -54,9 +54,23 @@ impl Planner {
     }
 
     /// The index of the next agent to give a chat to, now counted as having
-    /// it (assigned at `now`); `None` when every agent is full.
-    pub fn pick(&mut self, candidates: &mut [RoutingCandidate], now: i64) -> Option<usize> {
-        let Reverse((_, _, rank)) = self.heap.pop()?;
+    /// it (assigned at `now`); `None` when every agent is full. `except`
+    /// is never picked (the agent who just let this chat go), and keeps
+    /// their place for the next chat.
+    pub fn pick(&mut self, candidates: &mut [RoutingCandidate], now: i64, except: Option<&str>) -> Option<usize> {
+        let mut set_aside = None;
+        let picked = loop {
+            let Some(Reverse(entry)) = self.heap.pop() else { break None };
+            if except.is_some_and(|id| candidates[self.by_rank[entry.2]].agent_id == id) {
+                set_aside = Some(entry);
+                continue;
+            }
+            break Some(entry);
+        };
+        if let Some(entry) = set_aside {
+            self.heap.push(Reverse(entry));
+        }
+        let (_, _, rank) = picked?;
         let i = self.by_rank[rank];
         let c = &mut candidates[i];
         c.active_chats += 1;
@@ -142,12 +156,30 @@ mod tests {
         let mut planner = Planner::new(&planned, present);
         let mut got = Vec::new();
         for now in 1000..1020 {
-            let Some(i) = planner.pick(&mut planned, now) else { break };
+            let Some(i) = planner.pick(&mut planned, now, None) else { break };
             got.push(planned[i].agent_id.clone());
         }
         assert_eq!(got, expected);
         assert_eq!(got.len(), 2 + 1 + 3 + 2, "every free slot of the present, online agents, then none");
         assert_eq!(planned.iter().map(|c| c.active_chats).collect::<Vec<_>>(), [3, 2, 4, 1, 0, 0]);
+    }
+
+    #[test]
+    fn the_agent_who_let_a_chat_go_is_skipped_for_it_and_keeps_their_turn() {
+        // "a" is least busy, so first in line, and let this chat go.
+        let mut group = vec![cand("a", 0, 2, 0, ON), cand("b", 1, 2, 0, ON)];
+        let mut planner = Planner::new(&group, |_| true);
+        let i = planner.pick(&mut group, 1000, Some("a")).unwrap();
+        assert_eq!(group[i].agent_id, "b");
+        // The next chat, anyone's: "a" is still first in line.
+        let i = planner.pick(&mut group, 1001, None).unwrap();
+        assert_eq!(group[i].agent_id, "a");
+        // Nobody but the agent who let it go: it waits.
+        let mut alone = vec![cand("a", 0, 2, 0, ON)];
+        let mut planner = Planner::new(&alone, |_| true);
+        assert_eq!(planner.pick(&mut alone, 1000, Some("a")), None);
+        assert_eq!(alone[0].active_chats, 0, "nothing counted against them");
+        assert_eq!(planner.pick(&mut alone, 1001, None), Some(0), "and they stay in line for others");
     }
 
     #[test]

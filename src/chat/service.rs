@@ -503,7 +503,14 @@ impl Chat {
                     .await?
                     .filter(|g| g.site_id == conv.site_id)
                     .ok_or(Error::NotFound("group"))?;
-                // Routed by the drain below, like any queued chat.
+                // Routed by the drain below, like any queued chat, but never
+                // straight back to the agent who let it go.
+                if let Some(agent) = &conv.agent_id {
+                    let site = self.site_routing(&conv.site_id);
+                    let mut released = site.released.lock().unwrap_or_else(|p| p.into_inner());
+                    released.retain(|_, (_, at)| at.elapsed() < RELEASED_FOR);
+                    released.insert(conv.id.clone(), (agent.clone(), Instant::now()));
+                }
                 self.apply(&conv.id, Change::TransferToGroup { group_id: group.id, group_name: group.name, by }).await?
             }
             _ => return Err(Error::bad_request("give exactly one of to_agent and to_group")),
@@ -676,7 +683,7 @@ impl Chat {
                 waiting.push(conv);
                 continue;
             };
-            match planner.pick(group, now) {
+            match planner.pick(group, now, site.released_by(&conv.id).as_deref()) {
                 Some(i) => {
                     let pick = &group[i];
                     let change = Change::Assign {
@@ -704,7 +711,10 @@ impl Chat {
                 .await;
         for ((conv, _), outcome) in plan.into_iter().zip(outcomes) {
             match outcome {
-                Ok(_) => metrics::counter!("holdfast_routed_total").increment(1),
+                Ok(_) => {
+                    metrics::counter!("holdfast_routed_total").increment(1);
+                    site.released.lock().unwrap_or_else(|p| p.into_inner()).remove(&conv.id);
+                }
                 Err(Error::Conflict(_)) => {
                     // Raced with another router: look again next round.
                     site.forget_candidates(Some(&conv.group_id));
@@ -773,12 +783,28 @@ struct SiteRouting {
     /// Bumped by every forget, so a drain that read before it does not put
     /// its older picture back.
     candidates_gen: std::sync::atomic::AtomicU64,
+    /// Chats an agent sent back to a group's queue, by conversation: the
+    /// agent who let it go, and when. Routing skips that agent for that
+    /// chat for `RELEASED_FOR` (kept on this node, where the transfer's own
+    /// drain runs; a later drain elsewhere may hand it back, which by then
+    /// is no longer "straight back").
+    released: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 /// How long a group's routing candidates may be planned against.
 const CANDIDATES_TTL: Duration = Duration::from_secs(1);
+/// How long a chat sent back to the queue is kept from the agent who sent
+/// it: long enough for a colleague to take it; if nobody does, it may come
+/// back to them.
+const RELEASED_FOR: Duration = Duration::from_secs(300);
 
 impl SiteRouting {
+    /// The agent who let `conv_id` go, while that still counts.
+    fn released_by(&self, conv_id: &str) -> Option<String> {
+        let released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        released.get(conv_id).filter(|(_, at)| at.elapsed() < RELEASED_FOR).map(|(agent, _)| agent.clone())
+    }
+
     fn forget_candidates(&self, group_id: Option<&str>) {
         let mut cached = self.candidates.lock().unwrap_or_else(|p| p.into_inner());
         self.candidates_gen.fetch_add(1, Ordering::AcqRel);

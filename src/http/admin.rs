@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/canned", post(create_canned))
         .route("/api/v1/admin/canned/{id}", delete(delete_canned))
         .route("/api/v1/canned", get(canned))
+        .route("/api/v1/groups", get(site_groups))
         .route("/api/v1/admin/deliveries", get(deliveries))
         .route("/api/v1/admin/deliveries/{id}/retry", post(retry_delivery))
 }
@@ -142,6 +143,12 @@ async fn delete_canned(
 /// Every agent of the site may read the canned responses.
 async fn canned(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<CannedResponse>>> {
     Ok(Json(state.store.canned_responses(&me.site_id).await?))
+}
+
+/// The site's groups, for every agent (transfers name them); members are
+/// the admin's business.
+async fn site_groups(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<Group>>> {
+    Ok(Json(state.store.groups(&me.site_id).await?))
 }
 
 #[derive(Deserialize)]

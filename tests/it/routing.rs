@@ -158,3 +158,41 @@ async fn agents_claim_and_transfer() {
     v2.wait_for(|f| f["type"] == "queue_position").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn back_to_the_queue_never_goes_straight_back_to_the_agent_who_let_it_go() {
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    let a = server.agent(&site, "a@example.com", 3).await;
+    let b = server.agent(&site, "b@example.com", 3).await;
+    let group = server.state.store.groups(&site.id).await.unwrap().remove(0);
+    let (mut sock_a, _) = server.online_agent("a@example.com").await;
+
+    // Only A is online: the chat is A's; sent back, it waits rather than
+    // returning to A, although A is the least busy agent online.
+    let (mut v, conv) = visitor_says(&server, &site, "hello").await;
+    assert_eq!(assigned_agent(&mut v).await, a.id);
+    sock_a.send(json!({"type": "transfer", "conv": conv, "to_group": group.id})).await;
+    v.wait_for(|f| f["type"] == "transferred").await;
+    v.wait_for(|f| f["type"] == "queue_position").await;
+    let waiting = server.state.store.conversation(&conv).await.unwrap().unwrap();
+    assert_eq!(waiting.agent_id, None, "queued, not handed back to A");
+
+    // B comes online: B gets it, A still does not.
+    let (_sock_b, _) = server.online_agent("b@example.com").await;
+    assert_eq!(assigned_agent(&mut v).await, b.id);
+    // The visitor heard of the transfer once.
+    let (_, events) = server
+        .get(
+            &format!("/api/v1/conversations/{conv}/events"),
+            Some(&server.login("a@example.com", "password123").await.0),
+        )
+        .await;
+    let transfers = events.as_array().unwrap().iter().filter(|e| e["type"] == "transferred").count();
+    assert_eq!(transfers, 1, "{events}");
+
+    // Another visitor's chat goes to A as usual: A kept their place in line.
+    let (mut v2, _) = visitor_says(&server, &site, "hi").await;
+    assert_eq!(assigned_agent(&mut v2).await, a.id);
+    server.stop().await;
+}

@@ -197,6 +197,13 @@ async fn admin_actions_check_the_role_on_the_server_and_stay_in_their_site() {
     assert_eq!(status, 404);
     let (_, agents) = send(&server, "GET", "/api/v1/admin/agents", &admin_a, None).await;
     assert!(agents.as_array().unwrap().iter().all(|a| a["site_id"] == site_a.id.as_str()));
+    // Every agent reads their own site's groups (to transfer to), only those.
+    server.state.store.create_group(&site_b.id, "B sales", false).await.unwrap();
+    let (status, groups) = send(&server, "GET", "/api/v1/groups", &agent_a, None).await;
+    assert_eq!(status, 200, "{groups}");
+    let groups = groups.as_array().unwrap();
+    assert!(!groups.is_empty() && groups.iter().all(|g| g["site_id"] == site_a.id.as_str()), "{groups:?}");
+    assert!(groups.iter().all(|g| g.get("members").is_none()), "members are for admins: {groups:?}");
 
     // Bad input: clear JSON errors, never a panic.
     for body in [

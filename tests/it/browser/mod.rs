@@ -670,6 +670,26 @@ async fn read_state_survives_reloads_in_the_console_and_the_widget() {
     console
         .wait_for("return document.title === 'Holdfast console' && !document.querySelector('#mine .unread')", LONG)
         .await;
+    // Transfers offer colleagues and the site's groups' queues.
+    server.state.store.create_group(&site.id, "Billing <i>team</i>", false).await.unwrap();
+    console.goto(&format!("{}/console", server.base)).await;
+    console.click_on("document.querySelector('#mine button')").await;
+    let offered = console
+        .wait_for(
+            "const o = [...document.querySelectorAll('#transfer option')].map(o => o.parentElement.label + ': ' + o.textContent); \
+             return o.length === 4 && o",
+            LONG,
+        )
+        .await;
+    assert_eq!(
+        offered,
+        json!([
+            "Agents: Admin (offline)",
+            "Agents: carl (offline)",
+            "Groups: Back to the General queue",
+            "Groups: Billing <i>team</i> queue"
+        ]),
+    );
     // Every message says when; the agent's reply is theirs.
     let reply = console.el("document.querySelector('#reply')").await;
     console.type_text(&reply, "Hello there\u{E007}").await;
