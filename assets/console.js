@@ -620,6 +620,7 @@ async function search(e) {
 async function loadAdmin() {
   try {
     const [site, list, groups] = await Promise.all([api("/api/v1/admin/site"), api("/api/v1/admin/agents"), api("/api/v1/admin/groups")]);
+    $("site-title").value = site.name;
     $("widget-key").textContent = site.widget_key;
     $("snippet").value = `<script async src="${location.origin}/widget.js" data-site="${site.widget_key}"></script>`;
     const s = site.settings;
@@ -630,6 +631,8 @@ async function loadAdmin() {
     $("s-email").value = s.prechat.email;
     $("s-origins").value = s.allowed_origins.join("\n");
     $("agents").replaceChildren(...list.map(agentRow));
+    const others = list.filter((a) => a.active && a.id !== me.id && (a.role !== "operator" || isOperator()));
+    $("reset-agent").replaceChildren(...others.map((a) => h("option", { value: a.id }, `${a.name} (${a.email})`)));
     $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
     await loadCanned();
     if (isOperator()) await loadSites();
@@ -643,8 +646,15 @@ function agentRow(a) {
     h("option", { value: "agent" }, "Agent"), h("option", { value: "admin" }, "Admin"),
     isOperator() || a.role === "operator" ? h("option", { value: "operator" }, "Operator") : null);
   role.value = a.role;
-  const toggle = h("button", { type: "button", disabled: locked, onclick: () => patchAgent(a.id, { active: !a.active }) }, a.active ? "Deactivate" : "Reactivate");
-  const tr = h("tr", {}, h("td", {}, a.name), h("td", {}, a.email), h("td", {}, role), h("td", {}, a.active ? a.availability : "deactivated"), h("td", {}, toggle));
+  const toggle = h("button", { type: "button", disabled: locked, onclick: () => {
+    // Deactivating ends their sessions and takes them off routing: ask first.
+    if (!a.active || confirm(`Deactivate ${a.name}? They are logged out at once and get no new chats.`)) patchAgent(a.id, { active: !a.active });
+  } }, a.active ? "Deactivate" : "Reactivate");
+  const name = h("input", { value: a.name, maxlength: "200", required: true, "aria-label": `Name of ${a.name}`, disabled: a.role === "operator" && !isOperator(),
+    onchange: (e) => patchAgent(a.id, { name: e.target.value }) });
+  const limit = h("input", { type: "number", min: "0", max: "100", value: String(a.chat_limit), "aria-label": `Chats at once for ${a.name}`,
+    disabled: a.role === "operator" && !isOperator(), onchange: (e) => patchAgent(a.id, { chat_limit: Number(e.target.value) }) });
+  const tr = h("tr", {}, h("td", {}, name), h("td", {}, a.email), h("td", {}, role), h("td", {}, limit), h("td", {}, a.active ? a.availability : "deactivated"), h("td", {}, toggle));
   tr.dataset.email = a.email;
   return tr;
 }
@@ -726,6 +736,19 @@ function wireAdmin() {
     const body = { name: $("site-name").value, admin: { name: $("site-admin-name").value, email: $("site-admin-email").value, password: $("site-admin-password").value } };
     try { await post("/api/v1/operator/sites", body); e.target.reset(); toast("Site created"); loadSites().catch((err) => toast(err.message)); } catch (err) { toast(err.message); }
   };
+  $("site-rename").onsubmit = async (e) => {
+    e.preventDefault();
+    try { await post("/api/v1/admin/site", { name: $("site-title").value }, "PATCH"); toast("Site renamed"); } catch (err) { toast(err.message); }
+  };
+  $("reset-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const who = $("reset-agent").selectedOptions[0];
+    try {
+      await post(`/api/v1/admin/agents/${$("reset-agent").value}`, { password: $("reset-password").value }, "PATCH");
+      $("reset-password").value = "";
+      toast(`Password set; ${who ? who.textContent : "they"} must log in with it`);
+    } catch (err) { toast(err.message); }
+  };
   $("group-form").onsubmit = async (e) => {
     e.preventDefault();
     try { await post("/api/v1/admin/groups", { name: $("g-name").value }); e.target.reset(); loadAdmin(); } catch (err) { toast(err.message); }
@@ -777,6 +800,16 @@ function wire() {
   $("logout").onclick = async () => {
     try { await fetch("/api/v1/console/logout", { method: "POST", headers: CSRF }); } catch { /* ignore */ }
     location.reload();
+  };
+  $("password-open").onclick = () => { $("pw-error").textContent = ""; $("password-dialog").showModal(); };
+  $("pw-cancel").onclick = () => $("password-dialog").close();
+  $("password-form").onsubmit = async (e) => {
+    e.preventDefault();
+    try {
+      await post("/api/v1/me/password", { current_password: $("pw-current").value, new_password: $("pw-new").value });
+      // Every session ended, this one too: to the login page.
+      location.reload();
+    } catch (err) { $("pw-error").textContent = err.message; }
   };
   $("availability").onchange = (e) => send({ type: "set_availability", availability: e.target.value });
   $("notify").onclick = () => window.Notification && Notification.requestPermission().then((p) => { $("notify").hidden = p === "granted"; });

@@ -201,9 +201,7 @@ pub async fn create_agent(auth: &Auth, store: &dyn Store, admin: &AgentCtx, req:
         return Err(Error::bad_request("email is not a valid address"));
     }
     let name = check_name(&req.name)?;
-    if req.password.chars().count() < 8 || req.password.len() > MAX_PASSWORD {
-        return Err(Error::bad_request(format!("password must be 8 characters to {MAX_PASSWORD} bytes")));
-    }
+    check_password(&req.password)?;
     let chat_limit = check_chat_limit(req.chat_limit)?;
     // The bounded pool: an admin creating agents competes fairly with logins.
     let hash = auth.hashes.hash(&req.password).await?;
@@ -231,6 +229,17 @@ pub struct AgentChange {
     pub active: Option<bool>,
     #[serde(default)]
     pub chat_limit: Option<i64>,
+    /// A new password set by an admin: the agent's sessions end, and they
+    /// log in with it.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+fn check_password(password: &str) -> Result<&str> {
+    if password.chars().count() < 8 || password.len() > MAX_PASSWORD {
+        return Err(Error::bad_request(format!("password must be 8 characters to {MAX_PASSWORD} bytes")));
+    }
+    Ok(password)
 }
 
 /// Change an agent of the admin's site. Deactivating ends the agent's
@@ -253,30 +262,66 @@ pub async fn update_agent(
     if target.id == admin.agent_id && (change.active == Some(false) || role.is_some_and(|r| r != target.role)) {
         return Err(Error::conflict("you cannot deactivate or demote yourself"));
     }
+    if target.id == admin.agent_id && change.password.is_some() {
+        return Err(Error::conflict("change your own password with your current one (POST /api/v1/me/password)"));
+    }
+    let password_hash = match change.password.as_deref().map(check_password).transpose()? {
+        // The bounded pool: a reset competes fairly with logins.
+        Some(password) => Some(auth.hashes.hash(password).await?),
+        None => None,
+    };
+    let reset = password_hash.is_some();
     let update = AgentUpdate {
         name: change.name.as_deref().map(check_name).transpose()?,
         role,
         active: change.active,
         chat_limit: change.chat_limit.map(check_chat_limit).transpose()?,
+        password_hash,
     };
     store.update_agent(&target.id, update).await?;
-    if change.active == Some(false) || change.role.is_some_and(|r| r != target.role) {
+    if reset || change.active == Some(false) || change.role.is_some_and(|r| r != target.role) {
         // A role lives in the access token: end the sessions so the next
-        // token carries the new one (deactivated agents cannot refresh).
-        for session_id in store.revoke_agent_sessions(&target.id, now_ms()).await? {
-            auth.forget_session(&session_id);
-            chat.bus
-                .publish(Envelope {
-                    site_id: admin.site_id.clone(),
-                    audience: Audience::Session { session_id },
-                    event: None,
-                    payload: Payload::Disconnect { code: "session ended".into() },
-                })
-                .await;
-        }
-        chat.presence_changed(&admin.site_id).await;
+        // token carries the new one (deactivated agents cannot refresh; a
+        // reset password must be the only way in).
+        end_sessions(auth, chat, &admin.site_id, &target.id).await?;
     }
     agent_of_site(store, &admin.site_id, agent_id).await
+}
+
+/// End every session of an agent, on every node, and close their sockets.
+async fn end_sessions(auth: &Auth, chat: &Chat, site_id: &str, agent_id: &str) -> Result<()> {
+    for session_id in chat.store.revoke_agent_sessions(agent_id, now_ms()).await? {
+        auth.forget_session(&session_id);
+        chat.bus
+            .publish(Envelope {
+                site_id: site_id.to_owned(),
+                audience: Audience::Session { session_id },
+                event: None,
+                payload: Payload::Disconnect { code: "session ended".into() },
+            })
+            .await;
+    }
+    chat.presence_changed(site_id).await;
+    Ok(())
+}
+
+/// An agent changes their own password, proving the current one. Every
+/// session ends, this one too: whoever else held one is out, and the agent
+/// logs in again with the new password.
+pub async fn change_own_password(auth: &Auth, chat: &Chat, me: &AgentCtx, current: &str, new: &str) -> Result<()> {
+    let agent = chat.store.agent(&me.agent_id).await?.ok_or_else(|| Error::unauthorized("agent not found"))?;
+    if current.len() > MAX_PASSWORD || !auth.hashes.verify(current, &agent.password_hash).await? {
+        return Err(Error::forbidden("the current password is wrong"));
+    }
+    let hash = auth.hashes.hash(check_password(new)?).await?;
+    chat.store.update_agent(&agent.id, AgentUpdate { password_hash: Some(hash), ..Default::default() }).await?;
+    end_sessions(auth, chat, &me.site_id, &agent.id).await
+}
+
+/// Rename the admin's site (what visitors see in the widget's header).
+pub async fn rename_site(store: &dyn Store, admin: &AgentCtx, name: &str) -> Result<()> {
+    require_admin(admin)?;
+    store.rename_site(&admin.site_id, &check_name(name)?).await
 }
 
 async fn agent_of_site(store: &dyn Store, site_id: &str, agent_id: &str) -> Result<Agent> {

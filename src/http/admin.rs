@@ -19,7 +19,8 @@ use crate::store::{CannedResponse, Group};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/admin/site", get(site))
+        .route("/api/v1/admin/site", get(site).patch(rename_site))
+        .route("/api/v1/me/password", post(change_password))
         .route("/api/v1/admin/site/settings", put(set_settings))
         .route("/api/v1/admin/agents", get(agents).post(create_agent))
         .route("/api/v1/admin/agents/{id}", patch(update_agent))
@@ -49,6 +50,38 @@ async fn site(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result
         name: site.name,
         widget_key: site.widget_key,
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteChange {
+    name: String,
+}
+
+async fn rename_site(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiJson(change): ApiJson<SiteChange>,
+) -> Result<Json<SiteView>> {
+    admin::rename_site(state.store.as_ref(), &me, &change.name).await?;
+    site(State(state), AdminAuth(me)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// `204`, and every session of the agent ends (this one too).
+async fn change_password(
+    State(state): State<AppState>,
+    AgentAuth(me): AgentAuth,
+    ApiJson(change): ApiJson<PasswordChange>,
+) -> Result<StatusCode> {
+    admin::change_own_password(&state.auth, &state.chat, &me, &change.current_password, &change.new_password).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn set_settings(

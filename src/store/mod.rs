@@ -535,6 +535,8 @@ pub struct AgentUpdate {
     pub role: Option<Role>,
     pub active: Option<bool>,
     pub chat_limit: Option<i64>,
+    /// A new password's hash (an admin's reset, or the agent's own change).
+    pub password_hash: Option<String>,
 }
 
 /// The durable store. Every method is scoped by the ids it is given; callers
@@ -618,6 +620,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replace a site's widget settings (validated by the caller).
     async fn set_site_settings(&self, site_id: &str, settings: &serde_json::Value) -> Result<()>;
+    /// Rename a site (validated by the caller).
+    async fn rename_site(&self, site_id: &str, name: &str) -> Result<()>;
     async fn update_agent(&self, agent_id: &str, update: AgentUpdate) -> Result<()>;
     /// Revoke every live session of an agent; returns the revoked session ids.
     async fn revoke_agent_sessions(&self, agent_id: &str, at: i64) -> Result<Vec<String>>;

@@ -953,15 +953,26 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn rename_site(&self, site_id: &str, name: &str) -> Result<()> {
+        sqlx::query("UPDATE sites SET name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(site_id)
+            .execute(self.p().await?)
+            .await?;
+        Ok(())
+    }
+
     async fn update_agent(&self, agent_id: &str, update: AgentUpdate) -> Result<()> {
         sqlx::query(
             "UPDATE agents SET name = coalesce($1, name), role = coalesce($2, role), \
-             active = coalesce($3, active), chat_limit = coalesce($4, chat_limit) WHERE id = $5",
+             active = coalesce($3, active), chat_limit = coalesce($4, chat_limit), \
+             password_hash = coalesce($5, password_hash) WHERE id = $6",
         )
         .bind(update.name)
         .bind(update.role.map(Role::as_str))
         .bind(update.active)
         .bind(update.chat_limit)
+        .bind(update.password_hash)
         .bind(agent_id)
         .execute(self.p().await?)
         .await?;

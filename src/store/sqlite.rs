@@ -908,18 +908,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn rename_site(&self, site_id: &str, name: &str) -> Result<()> {
+        let (site_id, name) = (site_id.to_owned(), name.to_owned());
+        self.write(move |c| {
+            exec(c, "UPDATE sites SET name = ?1 WHERE id = ?2", [&name, &site_id])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn update_agent(&self, agent_id: &str, update: AgentUpdate) -> Result<()> {
         let agent_id = agent_id.to_owned();
         self.write(move |c| {
             exec(
                 c,
                 "UPDATE agents SET name = coalesce(?1, name), role = coalesce(?2, role), \
-                 active = coalesce(?3, active), chat_limit = coalesce(?4, chat_limit) WHERE id = ?5",
+                 active = coalesce(?3, active), chat_limit = coalesce(?4, chat_limit), \
+                 password_hash = coalesce(?5, password_hash) WHERE id = ?6",
                 params![
                     update.name,
                     update.role.map(Role::as_str),
                     update.active.map(i64::from),
                     update.chat_limit,
+                    update.password_hash,
                     agent_id
                 ],
             )?;

@@ -317,3 +317,73 @@ async fn allowed_origins_refuse_pages_of_other_origins_clearly() {
     assert_eq!(res.status().as_u16(), 204);
     assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://shop.example");
 }
+
+/// Whether `email` logs in with `password`.
+async fn logs_in(server: &TestServer, email: &str, password: &str) -> bool {
+    server.post("/api/v1/auth/login", None, json!({"email": email, "password": password})).await.0 == 200
+}
+
+#[tokio::test]
+async fn admins_rename_their_site_and_set_passwords_and_agents_change_their_own() {
+    let server = TestServer::start().await;
+    let site_a = server.site().await;
+    let site_b = server.new_site("Other").await;
+    let admin_a = make_admin(&server, &site_a, "a-admin@example.com").await;
+    let ann = server.agent(&site_a, "ann@example.com", 5).await;
+    let (ann_token, _) = server.login("ann@example.com", "password123").await;
+    let bob = server.agent(&site_b, "bob@example.com", 5).await;
+
+    // The site's name is what visitors see.
+    let (status, site) =
+        send(&server, "PATCH", "/api/v1/admin/site", &admin_a, Some(json!({"name": "Acme <b>Support</b>"}))).await;
+    assert_eq!((status, site["name"].as_str()), (200, Some("Acme <b>Support</b>")), "{site}");
+    let (_, session) = server.post("/api/v1/visitor/session", None, json!({"widget_key": site_a.widget_key})).await;
+    assert_eq!(session["site"]["name"], "Acme <b>Support</b>");
+    assert_eq!(server.state.store.site(&site_b.id).await.unwrap().unwrap().name, "Other", "only their own site");
+    for body in [json!({"name": ""}), json!({"name": "x".repeat(201)}), json!({"name": 7}), json!({"id": site_b.id})] {
+        let (status, err) = send(&server, "PATCH", "/api/v1/admin/site", &admin_a, Some(body.clone())).await;
+        assert_eq!((status, err["error"]["code"].as_str()), (400, Some("bad_request")), "{body}: {err}");
+    }
+    let (status, _) = send(&server, "PATCH", "/api/v1/admin/site", &ann_token, Some(json!({"name": "Mine"}))).await;
+    assert_eq!(status, 403, "agents cannot rename the site");
+
+    // An admin sets Ann's password: her sessions end, the new one works.
+    let path = format!("/api/v1/admin/agents/{}", ann.id);
+    let (status, err) = send(&server, "PATCH", &path, &admin_a, Some(json!({"password": "short"}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("bad_request")));
+    let (status, _) = send(&server, "PATCH", &path, &admin_a, Some(json!({"password": "ann-new-secret"}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.get("/api/v1/me", Some(&ann_token)).await.0, 401, "her old session ended");
+    assert!(!logs_in(&server, "ann@example.com", "password123").await);
+    assert!(logs_in(&server, "ann@example.com", "ann-new-secret").await);
+    // Not across sites, and not their own without the current password.
+    let path_b = format!("/api/v1/admin/agents/{}", bob.id);
+    let (status, _) = send(&server, "PATCH", &path_b, &admin_a, Some(json!({"password": "taken-over-1"}))).await;
+    assert_eq!(status, 404);
+    assert!(logs_in(&server, "bob@example.com", "password123").await);
+    let me = server.state.store.agent_by_email("a-admin@example.com").await.unwrap().unwrap();
+    let path_me = format!("/api/v1/admin/agents/{}", me.id);
+    let (status, _) = send(&server, "PATCH", &path_me, &admin_a, Some(json!({"password": "no-current-1"}))).await;
+    assert_eq!(status, 409);
+
+    // Ann changes her own: the current one is checked, then every session ends.
+    let (ann_token, _) = server.login("ann@example.com", "ann-new-secret").await;
+    let change = |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let (status, err) =
+        send(&server, "POST", "/api/v1/me/password", &ann_token, Some(change("wrong-one-1", "ann-third-1"))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (403, Some("forbidden")));
+    let (status, _) =
+        send(&server, "POST", "/api/v1/me/password", &ann_token, Some(change("ann-new-secret", "ann-third-1"))).await;
+    assert_eq!(status, 204);
+    assert_eq!(server.get("/api/v1/me", Some(&ann_token)).await.0, 401);
+    assert!(!logs_in(&server, "ann@example.com", "ann-new-secret").await);
+    assert!(logs_in(&server, "ann@example.com", "ann-third-1").await);
+    let (ann_token, _) = server.login("ann@example.com", "ann-third-1").await;
+    let (status, err) =
+        send(&server, "POST", "/api/v1/me/password", &ann_token, Some(json!({"new_password": "x"}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("bad_request")), "{err}");
+    let (status, err) =
+        send(&server, "POST", "/api/v1/me/password", &ann_token, Some(change("ann-third-1", "short"))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("bad_request")), "{err}");
+    assert!(logs_in(&server, "ann@example.com", "ann-third-1").await, "a refused change changes nothing");
+}

@@ -575,6 +575,9 @@ async fn on_a_phone_the_widget_fills_the_screen_and_the_console_fits_it() {
 
     let visitor = driver.phone(390, 844).await;
     visitor.goto(&page.url).await;
+    visitor
+        .wait_for(&format!("return document.querySelector('#holdfast-chat') && {W}.querySelector('.launcher')"), LONG)
+        .await;
     // The launcher's text (its icon) contrasts with the colour before it opens.
     let launcher = visitor.exec(&format!("{CONTRAST} return ratio({W}.querySelector('.launcher'))"), vec![]).await;
     assert!(launcher.as_f64().unwrap() >= 4.5, "launcher contrast {launcher}");
@@ -745,7 +748,9 @@ async fn read_state_survives_reloads_in_the_console_and_the_widget() {
     })
     .await;
     visitor.goto(&page.url).await;
-    visitor.wait_for(&format!("return {W} && {W}.querySelector('.launcher')"), LONG).await;
+    visitor
+        .wait_for(&format!("return document.querySelector('#holdfast-chat') && {W}.querySelector('.launcher')"), LONG)
+        .await;
     // The replay has run once the agent's reply shows in the (closed) log.
     visitor
         .wait_for(
@@ -768,4 +773,75 @@ async fn read_state_survives_reloads_in_the_console_and_the_widget() {
     assert_eq!(widget_badge(&visitor).await, 1, "unread before the reload, unread after it");
     console.close().await;
     visitor.close().await;
+}
+
+#[tokio::test]
+async fn an_admin_renames_the_site_edits_agents_and_sets_passwords_in_the_console() {
+    let _one = ONE_BROWSER_TEST.lock().await;
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    admin(&server, &site, "ada@example.com", Role::Admin).await;
+    let bob = server.agent(&site, "bob@example.com", 5).await;
+    let driver = Driver::start().await;
+    let b = driver.browser(1280, 900).await;
+    console_login(&b, &server, "ada@example.com", "password123").await;
+    b.click_on("document.querySelector('#admin-tab')").await;
+    b.wait_for("return document.querySelector('#site-title').value !== ''", LONG).await;
+
+    // The site's name, however hostile, is text for visitors too.
+    b.exec("document.querySelector('#site-title').value = ''; return 1", vec![]).await;
+    let title = b.el("document.querySelector('#site-title')").await;
+    b.type_text(&title, &format!("{HOSTILE_SITE}\u{E007}")).await;
+    crate::status::eventually("the site renamed", || async {
+        let name = server.state.store.site(&site.id).await.unwrap().unwrap().name;
+        (name == HOSTILE_SITE).then_some(())
+    })
+    .await;
+
+    // Bob's limit and name, edited in place.
+    let row = "document.querySelector('#agents tr[data-email=\"bob@example.com\"]')";
+    b.exec(
+        &format!("const i = {row}.querySelector('input[type=number]'); i.value = '2'; i.dispatchEvent(new Event('change')); return 1"),
+        vec![],
+    )
+    .await;
+    crate::status::eventually("Bob's chat limit", || async {
+        (server.state.store.agent(&bob.id).await.unwrap().unwrap().chat_limit == 2).then_some(())
+    })
+    .await;
+    // Deactivating asks first: "no" changes nothing, "yes" does it.
+    b.exec("window.confirm = () => false; return 1", vec![]).await;
+    b.click_on(&format!("{row}.querySelector('button')")).await;
+    // The click's handler ran (synchronously) and asked; nothing was sent.
+    assert!(server.state.store.agent(&bob.id).await.unwrap().unwrap().active, "a 'no' leaves Bob active");
+
+    // Bob's password set by the admin: he logs in with it.
+    b.exec(&format!("document.querySelector('#reset-agent').value = {}; return 1", json!(bob.id)), vec![]).await;
+    let new = b.el("document.querySelector('#reset-password')").await;
+    b.type_text(&new, "bob-new-secret\u{E007}").await;
+    b.wait_for("return document.querySelector('#toast').textContent.startsWith('Password set')", LONG).await;
+    let login = |email: &'static str, password: &'static str| {
+        let server = &server;
+        async move { server.post("/api/v1/auth/login", None, json!({"email": email, "password": password})).await.0 }
+    };
+    assert_eq!(login("bob@example.com", "bob-new-secret").await, 200);
+    b.exec("window.confirm = () => true; return 1", vec![]).await;
+    b.click_on(&format!("{row}.querySelector('button')")).await;
+    crate::status::eventually("Bob deactivated", || async {
+        (!server.state.store.agent(&bob.id).await.unwrap().unwrap().active).then_some(())
+    })
+    .await;
+
+    // Ada changes her own password: back to the login page, and in with the new one.
+    b.click_on("document.querySelector('#password-open')").await;
+    let current = b.el("document.querySelector('#pw-current')").await;
+    b.type_text(&current, "password123").await;
+    let next = b.el("document.querySelector('#pw-new')").await;
+    b.type_text(&next, "ada-new-secret\u{E007}").await;
+    b.wait_for("return !document.querySelector('#login').hidden", LONG).await;
+    assert_eq!(login("ada@example.com", "password123").await, 401);
+    console_login(&b, &server, "ada@example.com", "ada-new-secret").await;
+    let pwned = b.exec("return window.pwned || 0", vec![]).await;
+    assert_eq!(pwned, 0);
+    b.close().await;
 }
