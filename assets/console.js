@@ -380,6 +380,7 @@ function markRead(c) {
 
 // ----- notifications and sound ------------------------------------------------
 function beep() {
+  if (!$("sound").checked) return;
   try {
     audio = audio || new AudioContext();
     const o = audio.createOscillator(), g = audio.createGain();
@@ -810,6 +811,23 @@ function wire() {
       // Every session ended, this one too: to the login page.
       location.reload();
     } catch (err) { $("pw-error").textContent = err.message; }
+  };
+  // Sounds, on unless turned off (kept per browser).
+  $("sound").checked = localStorage.getItem("holdfast:sound") !== "off";
+  $("sound").onchange = (e) => localStorage.setItem("holdfast:sound", e.target.checked ? "on" : "off");
+  // A small emoji picker: inserts at the cursor.
+  const EMOJI = "🙂 😀 😉 😊 🙏 👍 👋 👌 🎉 ❤️ ✅ ❌ ⚠️ 💡 📦 🚚 💳 📧 📞 🕒 😕 😢 😅 🤔".split(" ");
+  $("emoji").replaceChildren(...EMOJI.map((e) => h("button", { type: "button", "aria-label": `Insert ${e}`, onclick: () => {
+    const r = $("reply"), at = r.selectionStart ?? r.value.length;
+    r.value = r.value.slice(0, at) + e + r.value.slice(r.selectionEnd ?? at);
+    r.selectionStart = r.selectionEnd = at + e.length;
+    $("emoji").hidden = true;
+    $("emoji-open").setAttribute("aria-expanded", "false");
+    r.focus();
+  } }, e)));
+  $("emoji-open").onclick = () => {
+    $("emoji").hidden = !$("emoji").hidden;
+    $("emoji-open").setAttribute("aria-expanded", String(!$("emoji").hidden));
   };
   $("availability").onchange = (e) => send({ type: "set_availability", availability: e.target.value });
   $("notify").onclick = () => window.Notification && Notification.requestPermission().then((p) => { $("notify").hidden = p === "granted"; });

@@ -693,13 +693,21 @@ async fn read_state_survives_reloads_in_the_console_and_the_widget() {
             "Groups: Billing <i>team</i> queue"
         ]),
     );
-    // Every message says when; the agent's reply is theirs.
+    // Every message says when; the agent's reply is theirs, with an emoji
+    // from the picker.
     let reply = console.el("document.querySelector('#reply')").await;
-    console.type_text(&reply, "Hello there\u{E007}").await;
-    wait_widget_text(&visitor, "Hello there").await;
-    let times = console.exec("return [...document.querySelectorAll('#log .msg .who time')].map(t => !isNaN(Date.parse(t.dateTime))).length", vec![]).await;
+    console.type_text(&reply, "Hello there ").await;
+    console.click_on("document.querySelector('#emoji-open')").await;
+    console.click_on("document.querySelector('#emoji [aria-label=\"Insert 👋\"]')").await;
+    let hidden = console.exec("return document.querySelector('#emoji').hidden", vec![]).await;
+    assert_eq!(hidden, true, "the picker closes after a pick");
+    console.type_text(&reply, "\u{E007}").await;
+    wait_widget_text(&visitor, "Hello there 👋").await;
+    let times = console.exec("return [...document.querySelectorAll('#log .msg .who time')].filter(t => !isNaN(Date.parse(t.dateTime))).length", vec![]).await;
     assert_eq!(times, 2, "both messages carry their time");
 
+    // Sound off stays off after a reload.
+    console.click_on("document.querySelector('#sound')").await;
     // The read receipt is durable: after a reload nothing is unread.
     let conv = console.exec("return document.querySelector('#mine button').dataset.conv", vec![]).await;
     let conv = conv.as_str().unwrap().to_owned();
@@ -713,6 +721,8 @@ async fn read_state_survives_reloads_in_the_console_and_the_widget() {
     let state =
         console.exec("return [document.title, document.querySelectorAll('#mine .unread').length]", vec![]).await;
     assert_eq!(state, json!(["Holdfast console", 0]), "read before the reload, read after it");
+    let sound = console.exec("return document.querySelector('#sound').checked", vec![]).await;
+    assert_eq!(sound, false, "sound stays off");
 
     // A message that arrives while nothing is open stays unread across a reload.
     widget_say(&visitor, "two").await;
