@@ -248,7 +248,7 @@ function onFrame(f) {
       attempt = 0;
       connState(true);
       $("availability").value = f.availability;
-      if (f.agents) agents = f.agents;
+      if (f.agents) { agents = f.agents; fillAllFilters(); }
       agentsVersion = f.agents_version || null;
       setQueue(f.queue || [], false);
       for (const c of f.conversations) {
@@ -437,6 +437,7 @@ async function select(id) {
       renderConversation();
     } catch (e) { toast(e.message); }
   }
+  follow(c);
   renderDetails(c);
 }
 
@@ -495,7 +496,9 @@ function renderActions() {
   const c = convs.get(selected);
   const mineActive = c && me && c.agent_id === me.id && c.status === "active";
   const open = c && (c.status === "queued" || c.status === "active");
-  $("claim").hidden = !open || mineActive;
+  $("claim").hidden = !open || mineActive || c.status === "active";
+  // An admin joins a colleague's chat by taking it over (a transfer to themself).
+  $("take-over").hidden = !(isAdmin() && c && c.status === "active" && c.agent_id && me && c.agent_id !== me.id);
   $("close").hidden = !open || !(mineActive || isAdmin() || c.status === "queued");
   $("composer").hidden = !mineActive;
   const canTransfer = mineActive || (open && isAdmin() && c.agent_id);
@@ -615,6 +618,53 @@ async function search(e) {
     }));
     if (!hits.length) $("results").replaceChildren(h("li", { class: "sys" }, "Nothing found"));
   } catch (err) { toast(err.message); }
+}
+
+// ----- all chats (admins) -------------------------------------------------------------
+/** The site's conversations by the filters chosen; admins only (the list
+ *  API serves any agent of the site, the view is what admins asked for). */
+async function loadAll() {
+  if (!isAdmin()) return;
+  const q = new URLSearchParams({ limit: "50" });
+  for (const [key, id] of [["status", "all-status"], ["agent", "all-agent"], ["group", "all-group"]]) if ($(id).value) q.set(key, $(id).value);
+  try {
+    const list = await api(`/api/v1/conversations?${q}`);
+    $("all").replaceChildren(...list.map((c) => {
+      conv(c.id, { visitor_id: c.visitor_id, group_id: c.group_id, agent_id: c.agent_id, status: c.status });
+      return item(c.id, visitorLabel(c.visitor_id), `${c.status}${c.agent_id ? " · " + agentName(c.agent_id) : ""}`);
+    }));
+    if (!list.length) $("all").replaceChildren(h("li", { class: "sys" }, "No chats"));
+  } catch (e) { toast(e.message); }
+}
+
+function fillAllFilters() {
+  const keep = (id, options) => { const v = $(id).value; $(id).replaceChildren($(id).options[0], ...options); $(id).value = v; };
+  keep("all-agent", agents.map((a) => h("option", { value: a.id }, a.name)));
+  keep("all-group", groups.map((g) => h("option", { value: g.id }, g.name)));
+}
+
+/** A conversation open on screen that is not ours live: follow it by
+ *  reading its new events every few seconds. */
+let following = 0;
+function follow(c) {
+  clearInterval(following);
+  if (c.live) return;
+  following = setInterval(async () => {
+    if (selected !== c.id || c.live || document.hidden) return;
+    const after = c.events.length ? c.events[c.events.length - 1].seq : 0;
+    try {
+      const events = await api(`/api/v1/conversations/${c.id}/events?after=${after}`);
+      if (selected !== c.id || c.live) return;
+      for (const e of events) {
+        c.events.push(e);
+        appendEvent(e);
+        if (e.type === "assigned") { c.agent_id = e.agent.id; c.status = "active"; }
+        else if (e.type === "transferred") { c.agent_id = null; c.status = "queued"; }
+        else if (e.type === "closed") c.status = "closed";
+      }
+      if (events.length) renderActions();
+    } catch { /* the next round tries again */ }
+  }, 3000);
 }
 
 // ----- admin ---------------------------------------------------------------------------
@@ -776,7 +826,9 @@ function startApp() {
   connect();
   loadOffline();
   loadCanned();
-  api("/api/v1/groups").then((list) => { groups = list; if (selected) renderActions(); }, () => {});
+  api("/api/v1/groups").then((list) => { groups = list; fillAllFilters(); if (selected) renderActions(); }, () => {});
+  $("all-section").hidden = !isAdmin();
+  if (isAdmin()) { loadAll(); setInterval(() => !document.hidden && !$("chat-view").hidden && loadAll(), 10000); }
 }
 
 function wire() {
@@ -839,6 +891,8 @@ function wire() {
     if (c) { c.unread = 0; markRead(c); renderLists(); }
   });
   $("claim").onclick = () => selected && send({ type: "claim", conv: selected });
+  $("take-over").onclick = () => selected && send({ type: "transfer", conv: selected, to_agent: me.id });
+  for (const id of ["all-status", "all-agent", "all-group"]) $(id).onchange = loadAll;
   $("close").onclick = () => selected && send({ type: "close", conv: selected });
   $("transfer-go").onclick = () => {
     const [kind, id] = $("transfer").value.split(":");

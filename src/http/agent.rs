@@ -55,6 +55,12 @@ struct ListQuery {
     mine: Option<bool>,
     #[serde(default)]
     visitor: Option<String>,
+    /// Assigned to this agent (of the site; `mine` wins).
+    #[serde(default)]
+    agent: Option<String>,
+    /// Routed through this group.
+    #[serde(default)]
+    group: Option<String>,
     #[serde(default)]
     limit: Option<i64>,
 }
@@ -73,8 +79,12 @@ async fn conversations(
     };
     let filter = ConversationFilter {
         status,
-        agent_id: q.mine.unwrap_or(false).then(|| me.agent_id.clone()),
+        agent_id: match q.mine {
+            Some(true) => Some(me.agent_id.clone()),
+            _ => q.agent.filter(|a| a.len() <= 64),
+        },
         visitor_id: q.visitor.filter(|v| v.len() <= 64),
+        group_id: q.group.filter(|g| g.len() <= 64),
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
     let list = state.store.conversations(&me.site_id, filter).await?;

@@ -458,6 +458,7 @@ pub struct ConversationFilter {
     pub status: Option<ConversationStatus>,
     pub agent_id: Option<String>,
     pub visitor_id: Option<String>,
+    pub group_id: Option<String>,
     pub limit: i64,
 }
 
@@ -495,6 +496,10 @@ impl ConversationFilter {
         if let Some(visitor_id) = &self.visitor_id {
             sql += &format!(" AND visitor_id = {}", next());
             args.push(FilterArg::Text(visitor_id.clone()));
+        }
+        if let Some(group_id) = &self.group_id {
+            sql += &format!(" AND group_id = {}", next());
+            args.push(FilterArg::Text(group_id.clone()));
         }
         sql += &format!(" ORDER BY created_at DESC LIMIT {}", next());
         args.push(FilterArg::Int(limit));

@@ -197,6 +197,22 @@ async fn admin_actions_check_the_role_on_the_server_and_stay_in_their_site() {
     assert_eq!(status, 404);
     let (_, agents) = send(&server, "GET", "/api/v1/admin/agents", &admin_a, None).await;
     assert!(agents.as_array().unwrap().iter().all(|a| a["site_id"] == site_a.id.as_str()));
+    // The list's agent and group filters stay in the caller's site: B's
+    // chat is found by B's agent, not by A's admin naming B's ids.
+    let (_, b_visitor) = server.visitor(&site_b).await;
+    let mut b_client =
+        crate::support::Client::connect(&server, "/api/v1/visitor/socket", &b_visitor, Default::default()).await;
+    let ack = b_client.say(None, "b-1", "hello B").await;
+    let b_conv = server.state.store.conversation(ack["conv"].as_str().unwrap()).await.unwrap().unwrap();
+    let (b_token, _) = server.login("b-agent@example.com", "password123").await;
+    let by_group = format!("/api/v1/conversations?group={}", b_conv.group_id);
+    let (_, found) = send(&server, "GET", &by_group, &b_token, None).await;
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    let (status, found) = send(&server, "GET", &by_group, &admin_a, None).await;
+    assert_eq!((status, found), (200, json!([])));
+    let by_agent = format!("/api/v1/conversations?agent={}", b_agent.id);
+    let (status, found) = send(&server, "GET", &by_agent, &admin_a, None).await;
+    assert_eq!((status, found), (200, json!([])));
     // Every agent reads their own site's groups (to transfer to), only those.
     server.state.store.create_group(&site_b.id, "B sales", false).await.unwrap();
     let (status, groups) = send(&server, "GET", "/api/v1/groups", &agent_a, None).await;

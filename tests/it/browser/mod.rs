@@ -855,3 +855,69 @@ async fn an_admin_renames_the_site_edits_agents_and_sets_passwords_in_the_consol
     assert_eq!(pwned, 0);
     b.close().await;
 }
+
+#[tokio::test]
+async fn an_admin_sees_every_chat_follows_one_and_takes_it_over() {
+    let _one = ONE_BROWSER_TEST.lock().await;
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    admin(&server, &site, "ada@example.com", Role::Admin).await;
+    let bob = server.agent(&site, "bob@example.com", 5).await;
+    let page = host_page(&server, &site.widget_key).await;
+    let driver = Driver::start().await;
+    let bob_console = driver.browser(1280, 900).await;
+    console_login(&bob_console, &server, "bob@example.com", "password123").await;
+    console_go_online(&bob_console).await;
+    let visitor = driver.browser(1280, 900).await;
+    visitor.goto(&page.url).await;
+    open_widget(&visitor).await;
+    b_skip_prechat(&visitor).await;
+    widget_say(&visitor, "My order is late").await;
+    bob_console.wait_for("return !!document.querySelector('#mine button')", LONG).await;
+
+    // Ada (offline, so routed nothing) finds Bob's chat under All chats.
+    let ada = driver.browser(1280, 900).await;
+    console_login(&ada, &server, "ada@example.com", "password123").await;
+    ada.wait_for("return document.querySelectorAll('#all-agent option').length === 4", LONG).await;
+    ada.exec(
+        &format!(
+            "const s = document.querySelector('#all-agent'); s.value = {}; s.dispatchEvent(new Event('change')); return 1",
+            json!(bob.id)
+        ),
+        vec![],
+    )
+    .await;
+    ada.wait_for("return document.querySelectorAll('#all button').length === 1 && document.querySelector('#all .sub').textContent === 'active · bob'", LONG)
+        .await;
+    ada.click_on("document.querySelector('#all button')").await;
+    wait_console_text(&ada, "My order is late").await;
+    // She follows it as it goes on.
+    widget_say(&visitor, "Order 1234").await;
+    wait_console_text(&ada, "Order 1234").await;
+    let actions = ada
+        .exec("return ['claim', 'take-over', 'composer'].map(id => document.querySelector('#' + id).hidden)", vec![])
+        .await;
+    assert_eq!(actions, json!([true, false, true]), "an admin may take it over; nothing else");
+
+    // Taking over: the chat is hers, the visitor hears of it, she replies.
+    ada.click_on("document.querySelector('#take-over')").await;
+    ada.wait_for("return !document.querySelector('#composer').hidden", LONG).await;
+    wait_widget_text(&visitor, "My order is late").await;
+    let reply = ada.el("document.querySelector('#reply')").await;
+    ada.type_text(&reply, "I have it from here.\u{E007}").await;
+    wait_widget_text(&visitor, "I have it from here.").await;
+    bob_console.wait_for("return !document.querySelector('#mine button')", LONG).await;
+    // Filters that find nothing say so; a group filter keeps to its group.
+    ada.exec(
+        "const s = document.querySelector('#all-status'); s.value = 'offline'; s.dispatchEvent(new Event('change')); return 1",
+        vec![],
+    )
+    .await;
+    ada.wait_for("return document.querySelector('#all').textContent === 'No chats'", LONG).await;
+    // An agent has no All chats.
+    let hidden = bob_console.exec("return document.querySelector('#all-section').hidden", vec![]).await;
+    assert_eq!(hidden, true);
+    for b in [bob_console, visitor, ada] {
+        b.close().await;
+    }
+}
