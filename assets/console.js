@@ -57,6 +57,8 @@ const ago = (ms) => {
   return `${Math.round(s / 86400)} d`;
 };
 const when = (ms) => new Date(ms).toLocaleString();
+/** A duration: "40 s", "3 min". */
+const span = (ms) => (ms < 60000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60000)} min`);
 /** Admins and the installation's operator administer their site. */
 const isAdmin = () => !!me && (me.role === "admin" || me.role === "operator");
 const isOperator = () => !!me && me.role === "operator";
@@ -148,6 +150,7 @@ const RESEND_WITHIN_MS = 24 * 60 * 60 * 1000;
 // replay to reach it, so a message stored before the cut is seen, not resent.
 const replaying = new Map();
 let queue = [], agents = [], canned = [], selected = null, sock = null, welcomed = false;
+let missedList = []; // the site's missed chats, as last listed
 // Names the agent list held; a resume's welcome leaves out an unchanged one.
 let agentsVersion = null;
 let attempt = 0, timer = 0, laterMs = null, pinger = 0, typingOff = 0, myTyping = false, audio = null;
@@ -283,6 +286,10 @@ function onFrame(f) {
       loadOffline();
       alert_("New offline message", f.body);
       break;
+    case "missed_chat":
+      loadMissed();
+      alert_("Missed chat", visitorLabel(f.conversation.visitor_id));
+      break;
     case "ack":
       outbox.delete(f.client_id);
       break;
@@ -377,6 +384,7 @@ function renderLists() {
   $("queue").replaceChildren(...queue.map((q) => item(q.conv, visitorLabel(q.visitor_id), `#${q.position} · ${ago(q.waiting_since)}`)));
   const mine = [...convs.values()].filter((c) => me && c.agent_id === me.id && c.status === "active");
   $("mine").replaceChildren(...mine.map((c) => item(c.id, visitorLabel(c.visitor_id), null, c.unread)));
+  renderMissed();
 }
 
 function item(id, label, sub, unread = 0) {
@@ -495,6 +503,7 @@ async function renderDetails(c) {
       ...row("Browser", browserName(v.user_agent)),
       ...row("Time on site", `${ago(v.first_seen)} (since ${when(v.first_seen)})`),
       ...row("Last seen", `${ago(v.last_seen)} ago`)));
+    box.append(transcriptForm(c.id, v.email));
     box.append(h("h2", {}, "Past conversations"));
     box.append(h("ul", { class: "list" }, ...past.filter((p) => p.id !== c.id).map((p) => {
       const known = convs.get(p.id);
@@ -502,6 +511,18 @@ async function renderDetails(c) {
       return item(p.id, when(p.created_at), p.status);
     })));
   } catch (e) { box.append(h("p", {}, e.message)); }
+}
+
+/** "Email transcript": to the visitor's address unless the agent types another. */
+function transcriptForm(id, email) {
+  const to = h("input", { type: "email", required: true, maxLength: 254, "aria-label": "Email the transcript to", value: email || "" });
+  return h("form", { id: "transcript-form", class: "grid", onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      const r = await post(`/api/v1/conversations/${encodeURIComponent(id)}/transcript`, { to: to.value.trim() });
+      toast(r.queued ? `Transcript queued for ${to.value.trim()}` : "That transcript was queued already (see Admin → Deliveries)");
+    } catch (err) { toast(err.message); }
+  } }, h("label", {}, "Email transcript to", to), h("button", { type: "submit" }, "Email transcript"));
 }
 
 // ----- composing, with canned responses ------------------------------------------
@@ -567,6 +588,24 @@ async function loadOffline() {
   } catch (e) { toast(e.message); }
 }
 
+// Chats whose visitor waited too long for a reply, or left before one.
+async function loadMissed() {
+  try {
+    const list = await api("/api/v1/conversations?status=missed&limit=50");
+    for (const c of list) {
+      const { missed, ...rest } = c;
+      conv(c.id, convs.get(c.id)?.live ? { missed } : { ...rest, missed, live: false });
+    }
+    missedList = list;
+    renderMissed();
+  } catch (e) { toast(e.message); }
+}
+
+function renderMissed() {
+  $("missed").replaceChildren(...missedList.map((c) => item(c.id, visitorLabel(c.visitor_id),
+    `${c.missed.reason === "left" ? "left after" : "waited"} ${span(c.missed.waited_ms)} · ${ago(c.missed.missed_at)}`)));
+}
+
 async function search(e) {
   e.preventDefault();
   const q = $("search").value.trim();
@@ -595,9 +634,12 @@ async function loadAdmin() {
     $("s-name").value = s.prechat.name;
     $("s-email").value = s.prechat.email;
     $("s-origins").value = s.allowed_origins.join("\n");
+    $("s-missed").value = String(s.missed_chat_minutes);
+    $("s-archive").value = s.transcript_archive;
     $("agents").replaceChildren(...list.map(agentRow));
     $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
     await loadCanned();
+    await loadDeliveries();
     if (isOperator()) await loadSites();
   } catch (e) { toast(e.message); }
 }
@@ -638,6 +680,30 @@ async function loadCanned() {
     } }, "Delete") : null)));
 }
 
+// The site's outbox: queued, sent and failed deliveries (every value is text).
+async function loadDeliveries() {
+  const status = $("d-status").value;
+  const list = await api(`/api/v1/admin/deliveries?limit=200${status ? "&status=" + status : ""}`);
+  $("deliveries-empty").hidden = list.length > 0;
+  $("deliveries").replaceChildren(...list.map(deliveryRow));
+}
+
+function deliveryRow(d) {
+  const state = d.status === "queued" && d.attempts > 0 ? `queued, next try ${when(d.next_at)}`
+    : d.status === "sent" && d.sent_at ? `sent ${when(d.sent_at)}` : d.status;
+  const what = h("td", {}, h("div", {}, d.subject || d.template), d.preview ? h("div", { class: "sub" }, d.preview) : null,
+    d.conversation_id ? h("button", { type: "button", class: "linkish", onclick: () => { $("chats-tab").click(); select(d.conversation_id); } }, "Open conversation") : null);
+  const again = h("button", { type: "button", onclick: async () => {
+    try { await api(`/api/v1/admin/deliveries/${encodeURIComponent(d.id)}/retry`, { method: "POST" }); toast("Queued to send again"); } catch (e) { toast(e.message); }
+    loadDeliveries().catch((e) => toast(e.message));
+  } }, "Send again");
+  const tr = h("tr", {}, h("td", {}, when(d.created_at)), h("td", {}, d.recipient), what, h("td", {}, state),
+    h("td", {}, String(d.attempts)), h("td", {}, d.last_error || "—"), h("td", {}, again));
+  tr.dataset.delivery = d.id;
+  tr.dataset.status = d.status;
+  return tr;
+}
+
 // Sites of the installation: the operator's only (the server checks it).
 async function loadSites() {
   const sites = await api("/api/v1/operator/sites");
@@ -651,6 +717,8 @@ async function loadSites() {
 function wireAdmin() {
   $("admin-tab").onclick = () => { $("chat-view").hidden = true; $("admin-view").hidden = false; $("admin-tab").hidden = true; $("chats-tab").hidden = false; loadAdmin(); };
   $("chats-tab").onclick = () => { $("chat-view").hidden = false; $("admin-view").hidden = true; $("admin-tab").hidden = false; $("chats-tab").hidden = true; };
+  $("d-status").onchange = () => loadDeliveries().catch((e) => toast(e.message));
+  $("d-reload").onclick = () => loadDeliveries().catch((e) => toast(e.message));
   $("copy-snippet").onclick = () => navigator.clipboard && navigator.clipboard.writeText($("snippet").value).then(() => toast("Copied"), () => {});
   $("settings-form").onsubmit = async (e) => {
     e.preventDefault();
@@ -658,6 +726,8 @@ function wireAdmin() {
       color: $("s-color").value, position: $("s-position").value, greeting: $("s-greeting").value,
       prechat: { name: $("s-name").value, email: $("s-email").value },
       allowed_origins: $("s-origins").value.split("\n").map((x) => x.trim()).filter(Boolean),
+      missed_chat_minutes: Number($("s-missed").value),
+      transcript_archive: $("s-archive").value.trim(),
     };
     try { await post("/api/v1/admin/site/settings", body, "PUT"); $("settings-status").textContent = "Saved"; } catch (err) { $("settings-status").textContent = err.message; }
   };
@@ -698,6 +768,7 @@ function startApp() {
   }
   connect();
   loadOffline();
+  loadMissed();
   loadCanned();
 }
 
