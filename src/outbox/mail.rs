@@ -51,6 +51,15 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env
 });
 
+/// Both parts of the email `name` (`NAME.txt`, `NAME.html`) with `ctx`.
+fn rendered(subject: String, name: &str, ctx: &minijinja::Value) -> Result<Rendered, String> {
+    let render = |part: &str| {
+        let file = format!("{name}.{part}");
+        TEMPLATES.get_template(&file).and_then(|t| t.render(ctx)).map_err(|e| format!("template {file}: {e}"))
+    };
+    Ok(Rendered { subject, text: render("txt")?, html: render("html")? })
+}
+
 /// Header text from anything: control characters (CR and LF among them)
 /// become spaces, runs of spaces one, at most `max` characters.
 pub fn one_line(value: &str, max: usize) -> String {
@@ -76,14 +85,7 @@ pub fn render_offline(p: &OfflinePayload, console_url: &str) -> Result<Rendered,
         sent_at => time::human(p.at),
         console_url => console_url,
     };
-    let render = |name: &str| {
-        TEMPLATES.get_template(name).and_then(|t| t.render(&ctx)).map_err(|e| format!("template {name}: {e}"))
-    };
-    Ok(Rendered {
-        subject: offline_subject(p),
-        text: render("offline_message.txt")?,
-        html: render("offline_message.html")?,
-    })
+    rendered(offline_subject(p), "offline_message", &ctx)
 }
 
 /// "New message from NAME on SITE", on one line.
@@ -139,10 +141,7 @@ pub fn render_missed(p: &MissedPayload, console_url: &str) -> Result<Rendered, S
         started_at => time::human(p.started_at),
         console_url => console_url,
     };
-    let render = |name: &str| {
-        TEMPLATES.get_template(name).and_then(|t| t.render(&ctx)).map_err(|e| format!("template {name}: {e}"))
-    };
-    Ok(Rendered { subject: missed_subject(p), text: render("missed_chat.txt")?, html: render("missed_chat.html")? })
+    rendered(missed_subject(p), "missed_chat", &ctx)
 }
 
 /// "Missed chat from NAME on SITE", on one line.
@@ -180,14 +179,7 @@ pub fn render_transcript(
         cut => cut,
         console_url => console_url,
     };
-    let render = |name: &str| {
-        TEMPLATES.get_template(name).and_then(|t| t.render(&ctx)).map_err(|e| format!("template {name}: {e}"))
-    };
-    Ok(Rendered {
-        subject: transcript_subject(p, visitor_name),
-        text: render("transcript.txt")?,
-        html: render("transcript.html")?,
-    })
+    rendered(transcript_subject(p, visitor_name), "transcript", &ctx)
 }
 
 /// "Your conversation with SITE" for the visitor, "Transcript: chat with

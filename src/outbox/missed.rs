@@ -23,8 +23,8 @@ use crate::bus::{Audience, Envelope, Payload};
 use crate::chat::protocol::ConversationView;
 use crate::error::Result;
 use crate::store::missed::{ChatWait, Missed, MissedChat, MissedReason};
-use crate::store::outbox::{DeliveryKind, NewDelivery};
-use crate::store::{Agent, ConversationStatus, Site, Visitor, new_id, now_ms};
+use crate::store::outbox::NewDelivery;
+use crate::store::{Agent, ConversationStatus, Site, Visitor, now_ms};
 
 /// The sites' default limit, in minutes.
 pub const DEFAULT_MINUTES: u32 = 2;
@@ -160,22 +160,7 @@ impl Outbox {
             at: missed.missed_at,
         };
         let payload = serde_json::to_string(&payload).unwrap_or_default();
-        let give_up_at = missed.missed_at + self.config.retry_window.as_millis() as i64;
-        people
-            .iter()
-            .filter(|a| a.active && a.role.is_admin())
-            .map(|a| NewDelivery {
-                id: new_id(),
-                site_id: site.id.clone(),
-                kind: DeliveryKind::Email,
-                template: "missed_chat".into(),
-                recipient: a.email.clone(),
-                payload: payload.clone(),
-                dedupe_key: format!("missed_chat:{}:{}", w.conversation.id, a.email),
-                created_at: missed.missed_at,
-                give_up_at,
-            })
-            .collect()
+        self.to_admins(&site.id, &w.conversation.id, people, "missed_chat", &payload, missed.missed_at)
     }
 }
 

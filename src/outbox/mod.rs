@@ -159,19 +159,32 @@ impl Outbox {
         if !self.mail_enabled() {
             return Vec::new();
         }
-        let now = now_ms();
         let payload = serde_json::to_string(payload).unwrap_or_default();
+        self.to_admins(&site.id, &conversation.id, people, "offline_message", &payload, now_ms())
+    }
+
+    /// One email per recipient of a site's news (its active admins,
+    /// operators included), keyed `TEMPLATE:CONVERSATION:ADDRESS`.
+    fn to_admins(
+        &self,
+        site_id: &str,
+        conversation_id: &str,
+        people: &[Agent],
+        template: &str,
+        payload: &str,
+        now: i64,
+    ) -> Vec<NewDelivery> {
         people
             .iter()
             .filter(|a| a.active && a.role.is_admin())
             .map(|a| NewDelivery {
                 id: new_id(),
-                site_id: site.id.clone(),
+                site_id: site_id.to_owned(),
                 kind: DeliveryKind::Email,
-                template: "offline_message".into(),
+                template: template.into(),
                 recipient: a.email.clone(),
-                payload: payload.clone(),
-                dedupe_key: format!("offline_message:{}:{}", conversation.id, a.email),
+                payload: payload.to_owned(),
+                dedupe_key: format!("{template}:{conversation_id}:{}", a.email),
                 created_at: now,
                 give_up_at: now + self.config.retry_window.as_millis() as i64,
             })

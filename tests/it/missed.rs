@@ -10,11 +10,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use holdfast::config::Config;
-use holdfast::status::{SmtpConfig, SmtpTls};
 use holdfast::store::VisitorUpdate;
 use serde_json::{Value, json};
 
-use crate::outbox::{SmtpServer, admin, free_port, header};
+use crate::outbox::{SmtpServer, admin, free_port, header, relay};
 use crate::services::TestDb;
 use crate::support::{Client, TestServer};
 
@@ -22,9 +21,7 @@ const HOSTILE_NAME: &str = "<b>Eve</b>\r\nBcc: x@evil.example";
 const HOSTILE_BODY: &str = "<script>alert(1)</script> is anyone there?";
 
 fn tune(c: &mut Config, smtp: u16) {
-    let mut relay = SmtpConfig::new("127.0.0.1", smtp, "chat@shop.example");
-    relay.tls = SmtpTls::None;
-    c.status.smtp = Some(relay);
+    c.status.smtp = Some(relay(smtp));
     c.outbox.missed_tick = Duration::from_millis(100);
     c.outbox.missed_minute = Duration::from_millis(500);
 }

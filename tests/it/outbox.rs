@@ -146,6 +146,13 @@ impl Drop for SmtpServer {
     }
 }
 
+/// The relay settings of a test: aiosmtpd on `port`, plain SMTP.
+pub(crate) fn relay(port: u16) -> SmtpConfig {
+    let mut relay = SmtpConfig::new("127.0.0.1", port, "chat@shop.example");
+    relay.tls = SmtpTls::None;
+    relay
+}
+
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -187,9 +194,7 @@ async fn an_offline_message_is_emailed_to_the_admins_with_hostile_input_inert() 
     let port = free_port();
     let mut smtp = SmtpServer::start(port);
     let server = TestServer::start_with(|c| {
-        let mut relay = SmtpConfig::new("127.0.0.1", port, "chat@shop.example");
-        relay.tls = SmtpTls::None;
-        c.status.smtp = Some(relay);
+        c.status.smtp = Some(relay(port));
         c.status.public_url = Some("https://chat.shop.example/".into());
     })
     .await;
@@ -272,9 +277,7 @@ async fn an_offline_message_is_emailed_to_the_admins_with_hostile_input_inert() 
 async fn an_admin_sees_and_retries_only_their_own_sites_deliveries() {
     let port = free_port(); // nobody listens: every delivery stays queued
     let server = TestServer::start_with(|c| {
-        let mut relay = SmtpConfig::new("127.0.0.1", port, "chat@shop.example");
-        relay.tls = SmtpTls::None;
-        c.status.smtp = Some(relay);
+        c.status.smtp = Some(relay(port));
     })
     .await;
     let shop = server.site().await;

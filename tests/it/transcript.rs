@@ -8,11 +8,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use holdfast::status::{SmtpConfig, SmtpTls};
 use holdfast::store::VisitorUpdate;
 use serde_json::{Value, json};
 
-use crate::outbox::{SmtpServer, admin, free_port, header};
+use crate::outbox::{SmtpServer, admin, free_port, header, relay};
 use crate::support::{Client, TestServer};
 
 const HOSTILE_NAME: &str = "<b>Eve</b>\r\nBcc: x@evil.example";
@@ -44,9 +43,7 @@ async fn transcripts_reach_the_agent_the_visitor_and_the_archive() {
     let port = free_port();
     let mut smtp = SmtpServer::start(port);
     let server = TestServer::start_with(|c| {
-        let mut relay = SmtpConfig::new("127.0.0.1", port, "chat@shop.example");
-        relay.tls = SmtpTls::None;
-        c.status.smtp = Some(relay);
+        c.status.smtp = Some(relay(port));
         c.status.public_url = Some("https://chat.shop.example".into());
         c.outbox.missed_tick = Duration::from_millis(100);
     })

@@ -7,13 +7,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use holdfast::status::{SmtpConfig, SmtpTls};
 use holdfast::store::Role;
 use serde_json::{Value, json};
 
 use super::webdriver::{Driver, screenshot_path};
 use super::{LONG, ONE_BROWSER_TEST, admin, console_login};
-use crate::outbox::{SmtpServer, free_port};
+use crate::outbox::{SmtpServer, free_port, relay};
 use crate::support::{Client, TestServer};
 
 const HOSTILE_NAME: &str = "<img src=x onerror=\"window.pwned=5\"> Mallory <b>bold</b>";
@@ -42,9 +41,7 @@ async fn an_admin_sees_failed_deliveries_as_text_and_sends_one_again() {
     let port = free_port();
     let refusing = SmtpServer::refusing(port, HOSTILE_REFUSAL);
     let server = TestServer::start_with(|c| {
-        let mut relay = SmtpConfig::new("127.0.0.1", port, "chat@shop.example");
-        relay.tls = SmtpTls::None;
-        c.status.smtp = Some(relay);
+        c.status.smtp = Some(relay(port));
         // A permanent refusal fails the delivery at the first attempt.
         c.outbox.permanent_attempts = 1;
         // A pooled connection to the refusing relay may fail the resend

@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use holdfast::status::{SmtpConfig, SmtpTls};
 use serde_json::json;
 
 use super::webdriver::{Driver, screenshot_path};
 use super::{LONG, ONE_BROWSER_TEST, W, host_page, open_widget, wait_widget_text, widget_say};
-use crate::outbox::{SmtpServer, free_port};
+use crate::outbox::{SmtpServer, free_port, relay};
 use crate::support::TestServer;
 
 #[tokio::test]
@@ -18,9 +17,7 @@ async fn a_visitor_gets_the_transcript_they_ask_for_when_the_chat_ends() {
     let port = free_port();
     let mut smtp = SmtpServer::start(port);
     let server = TestServer::start_with(|c| {
-        let mut relay = SmtpConfig::new("127.0.0.1", port, "chat@shop.example");
-        relay.tls = SmtpTls::None;
-        c.status.smtp = Some(relay);
+        c.status.smtp = Some(relay(port));
     })
     .await;
     let site = server.site().await;
