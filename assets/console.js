@@ -62,6 +62,8 @@ const clock = (ms) => {
   const d = new Date(ms), today = new Date().toDateString() === d.toDateString();
   return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : d.toLocaleString([], { dateStyle: "short", timeStyle: "short" });
 };
+/** A duration: "40 s", "3 min". */
+const span = (ms) => (ms < 60000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60000)} min`);
 /** Admins and the installation's operator administer their site. */
 const isAdmin = () => !!me && (me.role === "admin" || me.role === "operator");
 const isOperator = () => !!me && me.role === "operator";
@@ -153,6 +155,7 @@ const RESEND_WITHIN_MS = 24 * 60 * 60 * 1000;
 // replay to reach it, so a message stored before the cut is seen, not resent.
 const replaying = new Map();
 let queue = [], agents = [], groups = [], canned = [], selected = null, sock = null, welcomed = false;
+let missedList = []; // the site's missed chats, as last listed
 // Names the agent list held; a resume's welcome leaves out an unchanged one.
 let agentsVersion = null;
 let attempt = 0, timer = 0, laterMs = null, pinger = 0, typingOff = 0, myTyping = false, audio = null;
@@ -288,6 +291,10 @@ function onFrame(f) {
       loadOffline();
       alert_("New offline message", f.body);
       break;
+    case "missed_chat":
+      loadMissed();
+      alert_("Missed chat", visitorLabel(f.conversation.visitor_id));
+      break;
     case "ack":
       outbox.delete(f.client_id);
       break;
@@ -406,6 +413,7 @@ function renderLists() {
   $("mine").replaceChildren(...mine.map((c) => item(c.id, visitorLabel(c.visitor_id), null, c.unread)));
   const unread = mine.reduce((n, c) => n + c.unread, 0);
   document.title = unread ? `(${unread}) Holdfast console` : "Holdfast console";
+  renderMissed();
 }
 
 function item(id, label, sub, unread = 0) {
@@ -533,6 +541,7 @@ async function renderDetails(c) {
       ...row("Browser", browserName(v.user_agent)),
       ...row("Time on site", `${ago(v.first_seen)} (since ${when(v.first_seen)})`),
       ...row("Last seen", `${ago(v.last_seen)} ago`)));
+    box.append(transcriptForm(c.id, v.email));
     box.append(h("h2", {}, "Past conversations"));
     box.append(h("ul", { class: "list" }, ...past.filter((p) => p.id !== c.id).map((p) => {
       const known = convs.get(p.id);
@@ -540,6 +549,18 @@ async function renderDetails(c) {
       return item(p.id, when(p.created_at), p.status);
     })));
   } catch (e) { box.append(h("p", {}, e.message)); }
+}
+
+/** "Email transcript": to the visitor's address unless the agent types another. */
+function transcriptForm(id, email) {
+  const to = h("input", { type: "email", required: true, maxLength: 254, "aria-label": "Email the transcript to", value: email || "" });
+  return h("form", { id: "transcript-form", class: "grid", onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      const r = await post(`/api/v1/conversations/${encodeURIComponent(id)}/transcript`, { to: to.value.trim() });
+      toast(r.queued ? `Transcript queued for ${to.value.trim()}` : "That transcript was queued already (see Admin → Deliveries)");
+    } catch (err) { toast(err.message); }
+  } }, h("label", {}, "Email transcript to", to), h("button", { type: "submit" }, "Email transcript"));
 }
 
 // ----- composing, with canned responses ------------------------------------------
@@ -603,6 +624,24 @@ async function loadOffline() {
     for (const c of list) conv(c.id, { ...c, live: convs.get(c.id)?.live || false });
     $("offline").replaceChildren(...list.map((c) => item(c.id, visitorLabel(c.visitor_id), ago(c.created_at))));
   } catch (e) { toast(e.message); }
+}
+
+// Chats whose visitor waited too long for a reply, or left before one.
+async function loadMissed() {
+  try {
+    const list = await api("/api/v1/conversations?status=missed&limit=50");
+    for (const c of list) {
+      const { missed, ...rest } = c;
+      conv(c.id, convs.get(c.id)?.live ? { missed } : { ...rest, missed, live: false });
+    }
+    missedList = list;
+    renderMissed();
+  } catch (e) { toast(e.message); }
+}
+
+function renderMissed() {
+  $("missed").replaceChildren(...missedList.map((c) => item(c.id, visitorLabel(c.visitor_id),
+    `${c.missed.reason === "left" ? "left after" : "waited"} ${span(c.missed.waited_ms)} · ${ago(c.missed.missed_at)}`)));
 }
 
 async function search(e) {
@@ -681,11 +720,14 @@ async function loadAdmin() {
     $("s-name").value = s.prechat.name;
     $("s-email").value = s.prechat.email;
     $("s-origins").value = s.allowed_origins.join("\n");
+    $("s-missed").value = String(s.missed_chat_minutes);
+    $("s-archive").value = s.transcript_archive;
     $("agents").replaceChildren(...list.map(agentRow));
     const others = list.filter((a) => a.active && a.id !== me.id && (a.role !== "operator" || isOperator()));
     $("reset-agent").replaceChildren(...others.map((a) => h("option", { value: a.id }, `${a.name} (${a.email})`)));
     $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
     await loadCanned();
+    await loadDeliveries();
     if (isOperator()) await loadSites();
   } catch (e) { toast(e.message); }
 }
@@ -749,6 +791,30 @@ async function loadStatus() {
   } catch (e) { toast(e.message); }
 }
 
+// The site's outbox: queued, sent and failed deliveries (every value is text).
+async function loadDeliveries() {
+  const status = $("d-status").value;
+  const list = await api(`/api/v1/admin/deliveries?limit=200${status ? "&status=" + status : ""}`);
+  $("deliveries-empty").hidden = list.length > 0;
+  $("deliveries").replaceChildren(...list.map(deliveryRow));
+}
+
+function deliveryRow(d) {
+  const state = d.status === "queued" && d.attempts > 0 ? `queued, next try ${when(d.next_at)}`
+    : d.status === "sent" && d.sent_at ? `sent ${when(d.sent_at)}` : d.status;
+  const what = h("td", {}, h("div", {}, d.subject || d.template), d.preview ? h("div", { class: "sub" }, d.preview) : null,
+    d.conversation_id ? h("button", { type: "button", class: "linkish", onclick: () => { $("chats-tab").click(); select(d.conversation_id); } }, "Open conversation") : null);
+  const again = h("button", { type: "button", onclick: async () => {
+    try { await api(`/api/v1/admin/deliveries/${encodeURIComponent(d.id)}/retry`, { method: "POST" }); toast("Queued to send again"); } catch (e) { toast(e.message); }
+    loadDeliveries().catch((e) => toast(e.message));
+  } }, "Send again");
+  const tr = h("tr", {}, h("td", {}, when(d.created_at)), h("td", {}, d.recipient), what, h("td", {}, state),
+    h("td", {}, String(d.attempts)), h("td", {}, d.last_error || "—"), h("td", {}, again));
+  tr.dataset.delivery = d.id;
+  tr.dataset.status = d.status;
+  return tr;
+}
+
 // Sites of the installation: the operator's only (the server checks it).
 async function loadSites() {
   const sites = await api("/api/v1/operator/sites");
@@ -763,6 +829,8 @@ function wireAdmin() {
   $("admin-tab").onclick = () => { showView("admin"); loadAdmin(); };
   $("chats-tab").onclick = () => showView("chat");
   $("status-tab").onclick = () => { showView("status"); loadStatus(); };
+  $("d-status").onchange = () => loadDeliveries().catch((e) => toast(e.message));
+  $("d-reload").onclick = () => loadDeliveries().catch((e) => toast(e.message));
   $("copy-snippet").onclick = () => navigator.clipboard && navigator.clipboard.writeText($("snippet").value).then(() => toast("Copied"), () => {});
   $("settings-form").onsubmit = async (e) => {
     e.preventDefault();
@@ -770,6 +838,8 @@ function wireAdmin() {
       color: $("s-color").value, position: $("s-position").value, greeting: $("s-greeting").value,
       prechat: { name: $("s-name").value, email: $("s-email").value },
       allowed_origins: $("s-origins").value.split("\n").map((x) => x.trim()).filter(Boolean),
+      missed_chat_minutes: Number($("s-missed").value),
+      transcript_archive: $("s-archive").value.trim(),
     };
     try { await post("/api/v1/admin/site/settings", body, "PUT"); $("settings-status").textContent = "Saved"; } catch (err) { $("settings-status").textContent = err.message; }
   };
@@ -825,6 +895,7 @@ function startApp() {
   }
   connect();
   loadOffline();
+  loadMissed();
   loadCanned();
   api("/api/v1/groups").then((list) => { groups = list; fillAllFilters(); if (selected) renderActions(); }, () => {});
   $("all-section").hidden = !isAdmin();

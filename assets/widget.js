@@ -21,7 +21,7 @@
 
   let site = null, agentsOnline = true, conv = null, agentName = "", sock = null, welcomed = false;
   let attempt = 0, timer = 0, pinger = 0, laterMs = null, open = false, unread = 0, typingTimer = 0;
-  let myTyping = false, myTypingTimer = 0, audio = null, downSince = 0;
+  let myTyping = false, myTypingTimer = 0, audio = null, downSince = 0, transcripts = false;
   // Read receipts: the newest agent message shown, and how far our own
   // `read` events (replayed after a reload too) say we have read.
   let lastAgentSeq = 0, readUpTo = 0, unreadSeqs = [];
@@ -238,6 +238,25 @@ textarea{resize:none}
     view();
     flush();
   }
+  // "Email me this conversation", once a chat has ended (the server
+  // allows one per state of the conversation).
+  function offerTranscript(id) {
+    const to = h("input", { type: "email", name: "email", required: true, maxLength: 254, autocomplete: "email", "aria-label": "Your email" });
+    to.value = (saved.prechat && saved.prechat.email) || "";
+    const note = h("div", { class: "sys", role: "status" });
+    const form = h("form", { class: "row transcript", "aria-label": "Email me this conversation", onsubmit: async (e) => {
+      e.preventDefault();
+      note.textContent = "Sending…";
+      try {
+        const res = await fetch(base + "/api/v1/visitor/transcript", { method: "POST", headers: { "content-type": "application/json", authorization: "Bearer " + saved.token }, body: JSON.stringify({ conv: id, to: to.value.trim() }) });
+        const body = await res.json().catch(() => null);
+        note.textContent = res.ok ? "We'll email this conversation to " + to.value.trim() + "." : (body && body.error && body.error.message) || "HTTP " + res.status;
+        if (res.ok) form.remove();
+      } catch { note.textContent = "Could not reach the server; please try again."; }
+    } }, to, h("button", { class: "send", type: "submit" }, "Email me this conversation"));
+    log.append(form, note);
+    log.scrollTop = log.scrollHeight;
+  }
   function onKey(e) {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); composer.requestSubmit(); }
   }
@@ -340,6 +359,7 @@ textarea{resize:none}
       saved.token = body.visitor_token;
       save();
       agentsOnline = body.agents_online;
+      transcripts = !!body.transcripts;
       if (!site) { site = body.site; mount(); }
       connect();
     } catch {
@@ -446,6 +466,7 @@ textarea{resize:none}
         break;
       case "closed":
         line("sys", "The chat has ended. Write again any time.");
+        if (transcripts) offerTranscript(f.conv);
         if (conv === f.conv) { conv = null; lastAgentSeq = readUpTo = 0; showUnread(0); }
         agentName = "";
         header();

@@ -56,6 +56,13 @@ pub struct WidgetSettings {
     /// Page origins (`https://shop.example`) allowed to open visitor
     /// sessions; empty means any origin.
     pub allowed_origins: Vec<String>,
+    /// Minutes a visitor may wait with no agent reply before the chat
+    /// counts as missed and the site's recipients are emailed
+    /// (`outbox::missed`); 1 to 60.
+    pub missed_chat_minutes: u32,
+    /// An address that gets every closed chat's transcript (empty: none).
+    /// Never sent to the widget.
+    pub transcript_archive: String,
 }
 
 impl Default for WidgetSettings {
@@ -66,12 +73,15 @@ impl Default for WidgetSettings {
             position: Position::Right,
             prechat: Prechat::default(),
             allowed_origins: Vec::new(),
+            missed_chat_minutes: crate::outbox::missed::DEFAULT_MINUTES,
+            transcript_archive: String::new(),
         }
     }
 }
 
 const MAX_GREETING: usize = 500;
 const MAX_ORIGINS: usize = 50;
+const MAX_MISSED_MINUTES: u32 = crate::outbox::missed::MAX_MINUTES;
 
 impl WidgetSettings {
     /// The settings stored for a site; a stored value that no longer
@@ -90,6 +100,13 @@ impl WidgetSettings {
         self.greeting = self.greeting.trim().to_owned();
         if self.greeting.chars().count() > MAX_GREETING {
             return Err(Error::bad_request(format!("greeting is longer than {MAX_GREETING} characters")));
+        }
+        if !(1..=MAX_MISSED_MINUTES).contains(&self.missed_chat_minutes) {
+            return Err(Error::bad_request(format!("missed_chat_minutes must be 1 to {MAX_MISSED_MINUTES}")));
+        }
+        self.transcript_archive = self.transcript_archive.trim().to_owned();
+        if !self.transcript_archive.is_empty() && !valid_email(&self.transcript_archive) {
+            return Err(Error::bad_request("transcript_archive is not a valid email address"));
         }
         if self.allowed_origins.len() > MAX_ORIGINS {
             return Err(Error::bad_request(format!("at most {MAX_ORIGINS} allowed origins")));

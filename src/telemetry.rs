@@ -84,6 +84,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("holdfast_login_seconds", Kind::Histogram, "Time to check a password at login, in seconds."),
     ("holdfast_logins_total", Kind::Counter, "Password logins, by result."),
     ("holdfast_messages_total", Kind::Counter, "Chat messages stored, by author kind."),
+    (
+        "holdfast_missed_chats_total",
+        Kind::Counter,
+        "Chats marked missed, by reason (waited: the site's limit passed with no reply; left: closed before one).",
+    ),
     ("holdfast_nodes_lost_total", Kind::Counter, "Other nodes of the cluster that fell silent."),
     (
         "holdfast_outbox_deliveries_total",

@@ -165,6 +165,10 @@ pub struct ConversationView {
     pub agent_id: Option<String>,
     pub last_seq: i64,
     pub created_at: i64,
+    /// Set on a missed chat (`status=missed` lists, the `missed_chat`
+    /// frame); absent elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missed: Option<crate::store::missed::Missed>,
 }
 
 impl From<&crate::store::Conversation> for ConversationView {
@@ -177,6 +181,7 @@ impl From<&crate::store::Conversation> for ConversationView {
             agent_id: c.agent_id.clone(),
             last_seq: c.last_seq,
             created_at: c.created_at,
+            missed: None,
         }
     }
 }

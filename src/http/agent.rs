@@ -70,11 +70,25 @@ async fn conversations(
     AgentAuth(me): AgentAuth,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<ConversationView>>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    if q.status.as_deref() == Some("missed") {
+        // Missed chats keep their status (a waiting visitor stays queued):
+        // a list of its own, most recently missed first.
+        if q.mine.is_some() || q.visitor.is_some() || q.agent.is_some() || q.group.is_some() {
+            return Err(Error::bad_request("status=missed takes no other filter but limit"));
+        }
+        let list = state.store.missed_chats(&me.site_id, limit).await?;
+        return Ok(Json(
+            list.into_iter()
+                .map(|(c, missed)| ConversationView { missed: Some(missed), ..ConversationView::from(&c) })
+                .collect(),
+        ));
+    }
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(
             ConversationStatus::parse(s)
-                .ok_or_else(|| Error::bad_request("status must be queued, active, closed or offline"))?,
+                .ok_or_else(|| Error::bad_request("status must be queued, active, closed, offline or missed"))?,
         ),
     };
     let filter = ConversationFilter {
@@ -85,7 +99,7 @@ async fn conversations(
         },
         visitor_id: q.visitor.filter(|v| v.len() <= 64),
         group_id: q.group.filter(|g| g.len() <= 64),
-        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+        limit,
     };
     let list = state.store.conversations(&me.site_id, filter).await?;
     Ok(Json(list.iter().map(ConversationView::from).collect()))

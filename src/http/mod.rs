@@ -16,6 +16,7 @@ mod ops;
 pub mod rehearsal;
 mod socket;
 mod status;
+mod transcript;
 mod visitor;
 
 use axum::Router;
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(assets::routes())
         .merge(console::routes())
         .merge(admin::routes())
+        .merge(transcript::routes())
         .merge(operator::routes());
     // `/demo` only where the operator asked for it (`--demo`).
     let chat = if state.config.demo { chat.merge(demo::routes()) } else { chat };

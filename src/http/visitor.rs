@@ -27,13 +27,13 @@ pub fn routes() -> Router<AppState> {
 /// Let pages of any origin call this endpoint and read its answers
 /// (including errors and `Retry-After`); which origins may really start a
 /// session is the site's setting, checked in `session`.
-async fn cors(req: Request, next: Next) -> Response {
+pub(super) async fn cors(req: Request, next: Next) -> Response {
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut response = if req.method() == Method::OPTIONS {
         let mut r = StatusCode::NO_CONTENT.into_response();
         let h = r.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type, authorization"));
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         r
     } else {
@@ -67,6 +67,9 @@ struct SessionResponse {
     visitor_token: String,
     site: SiteInfo,
     agents_online: bool,
+    /// Whether the widget may offer "Email me this conversation" (email
+    /// is configured).
+    transcripts: bool,
 }
 
 #[derive(Serialize)]
@@ -87,8 +90,9 @@ async fn session(
     let site = state.store.site_by_widget_key(&req.widget_key).await?.ok_or(Error::NotFound("site"))?;
     let mut settings = WidgetSettings::from_stored(&site.settings);
     settings.check_origin(headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()))?;
-    // The widget needs its look, not the list of origins.
+    // The widget needs its look, not the list of origins or the archive.
     settings.allowed_origins.clear();
+    settings.transcript_archive.clear();
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.to_owned());
     let update = VisitorUpdate {
         page_url: clean_field(req.page_url, 2048, "page_url")?,
@@ -118,5 +122,6 @@ async fn session(
         visitor_token,
         site: SiteInfo { id: site.id, name: site.name, settings },
         agents_online,
+        transcripts: state.outbox.mail_enabled(),
     }))
 }

@@ -41,11 +41,24 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     for (name, source) in [
         ("offline_message.txt", include_str!("../../assets/mail/offline_message.txt")),
         ("offline_message.html", include_str!("../../assets/mail/offline_message.html")),
+        ("missed_chat.txt", include_str!("../../assets/mail/missed_chat.txt")),
+        ("missed_chat.html", include_str!("../../assets/mail/missed_chat.html")),
+        ("transcript.txt", include_str!("../../assets/mail/transcript.txt")),
+        ("transcript.html", include_str!("../../assets/mail/transcript.html")),
     ] {
         env.add_template(name, source).expect("the built-in mail templates parse");
     }
     env
 });
+
+/// Both parts of the email `name` (`NAME.txt`, `NAME.html`) with `ctx`.
+fn rendered(subject: String, name: &str, ctx: &minijinja::Value) -> Result<Rendered, String> {
+    let render = |part: &str| {
+        let file = format!("{name}.{part}");
+        TEMPLATES.get_template(&file).and_then(|t| t.render(ctx)).map_err(|e| format!("template {file}: {e}"))
+    };
+    Ok(Rendered { subject, text: render("txt")?, html: render("html")? })
+}
 
 /// Header text from anything: control characters (CR and LF among them)
 /// become spaces, runs of spaces one, at most `max` characters.
@@ -72,20 +85,112 @@ pub fn render_offline(p: &OfflinePayload, console_url: &str) -> Result<Rendered,
         sent_at => time::human(p.at),
         console_url => console_url,
     };
-    let render = |name: &str| {
-        TEMPLATES.get_template(name).and_then(|t| t.render(&ctx)).map_err(|e| format!("template {name}: {e}"))
-    };
-    Ok(Rendered {
-        subject: offline_subject(p),
-        text: render("offline_message.txt")?,
-        html: render("offline_message.html")?,
-    })
+    rendered(offline_subject(p), "offline_message", &ctx)
 }
 
 /// "New message from NAME on SITE", on one line.
 pub fn offline_subject(p: &OfflinePayload) -> String {
     let who = p.visitor_name.as_deref().map(|n| one_line(n, 80)).filter(|n| !n.is_empty());
     format!("New message from {} on {}", who.as_deref().unwrap_or("a visitor"), one_line(&p.site_name, 80))
+}
+
+/// What a missed chat's email shows, as queued (`deliveries.payload`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissedPayload {
+    pub site_name: String,
+    pub conversation_id: String,
+    pub visitor_name: Option<String>,
+    pub visitor_email: Option<String>,
+    pub page_url: Option<String>,
+    /// The visitor's first message.
+    pub body: Option<String>,
+    pub reason: crate::store::missed::MissedReason,
+    pub waited_ms: i64,
+    /// The site's limit then, in milliseconds.
+    pub limit_ms: i64,
+    /// When the visitor first wrote (Unix ms).
+    pub started_at: i64,
+    /// When the chat was judged missed: the email's `Date`.
+    pub at: i64,
+}
+
+/// "2 min", "1 h 5 min", "40 s": a wait as a reader says it.
+pub fn duration_words(ms: i64) -> String {
+    let s = (ms.max(0) + 500) / 1000;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        _ if s % 3600 < 60 => format!("{} h", s / 3600),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// The subject and both parts of a missed chat's email (times in UTC).
+pub fn render_missed(p: &MissedPayload, console_url: &str) -> Result<Rendered, String> {
+    let page_link = p.page_url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+    let ctx = minijinja::context! {
+        site_name => p.site_name,
+        visitor_name => p.visitor_name,
+        visitor_email => p.visitor_email,
+        page_url => p.page_url,
+        page_link => page_link,
+        body => p.body,
+        reason => p.reason.as_str(),
+        waited => duration_words(p.waited_ms),
+        limit => duration_words(p.limit_ms),
+        started_at => time::human(p.started_at),
+        console_url => console_url,
+    };
+    rendered(missed_subject(p), "missed_chat", &ctx)
+}
+
+/// "Missed chat from NAME on SITE", on one line.
+pub fn missed_subject(p: &MissedPayload) -> String {
+    let who = p.visitor_name.as_deref().map(|n| one_line(n, 80)).filter(|n| !n.is_empty());
+    format!("Missed chat from {} on {}", who.as_deref().unwrap_or("a visitor"), one_line(&p.site_name, 80))
+}
+
+/// One line of a transcript: a message, or what happened (`is_message`
+/// false: joined, transferred, ended).
+#[derive(Debug, Clone, Serialize)]
+pub struct TranscriptLine {
+    /// `HH:MM`, UTC.
+    pub at: String,
+    pub who: String,
+    pub text: String,
+    pub is_message: bool,
+}
+
+/// The subject and both parts of a transcript's email.
+pub fn render_transcript(
+    p: &super::transcript::TranscriptPayload,
+    visitor_name: Option<&str>,
+    started_at: i64,
+    lines: &[TranscriptLine],
+    cut: bool,
+    console_url: &str,
+) -> Result<Rendered, String> {
+    let ctx = minijinja::context! {
+        site_name => p.site_name,
+        visitor_name => visitor_name,
+        for_visitor => p.requested_by == "visitor",
+        started_at => time::human(started_at),
+        lines => lines,
+        cut => cut,
+        console_url => console_url,
+    };
+    rendered(transcript_subject(p, visitor_name), "transcript", &ctx)
+}
+
+/// "Your conversation with SITE" for the visitor, "Transcript: chat with
+/// NAME on SITE" for the site's people; one line.
+pub fn transcript_subject(p: &super::transcript::TranscriptPayload, visitor_name: Option<&str>) -> String {
+    let site = one_line(&p.site_name, 80);
+    if p.requested_by == "visitor" {
+        return format!("Your conversation with {site}");
+    }
+    let who = visitor_name.map(|n| one_line(n, 80)).filter(|n| !n.is_empty());
+    format!("Transcript: chat with {} on {site}", who.as_deref().unwrap_or("a visitor"))
 }
 
 /// Why a message could not be built: the recipient's address is unusable
@@ -174,6 +279,40 @@ mod tests {
         assert!(headers.contains("Reply-To: ada@example.com"), "{headers}");
         assert!(headers.contains("Message-ID: <d1@x.example>"), "{headers}");
         assert!(headers.contains("Date: Tue, 14 Nov 2023 22:13:20 +0000"), "{headers}");
+    }
+
+    #[test]
+    fn a_missed_chats_email_escapes_and_says_how_long() {
+        let p = MissedPayload {
+            site_name: "Shop".into(),
+            conversation_id: "c1".into(),
+            visitor_name: Some("<b>Eve</b>\r\nBcc: x@evil.example".into()),
+            visitor_email: None,
+            page_url: None,
+            body: Some("<script>alert(1)</script>".into()),
+            reason: crate::store::missed::MissedReason::Left,
+            waited_ms: 75_000,
+            limit_ms: 120_000,
+            started_at: 0,
+            at: 75_000,
+        };
+        let r = render_missed(&p, "https://x.example/console#conversation=c1").unwrap();
+        assert!(!r.html.contains("<script>") && !r.html.contains("<b>"), "{}", r.html);
+        assert!(r.text.contains("left a chat on Shop after 1 min without"), "{}", r.text);
+        assert!(r.text.contains("missed after 2 min"), "{}", r.text);
+        assert!(
+            !r.subject.contains('\n') && r.subject.starts_with("Missed chat from <b>Eve</b> Bcc:"),
+            "{}",
+            r.subject
+        );
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(duration_words(40_000), "40 s");
+        assert_eq!(duration_words(120_000), "2 min");
+        assert_eq!(duration_words(3_600_000), "1 h");
+        assert_eq!(duration_words(3_900_000), "1 h 5 min");
     }
 
     #[test]

@@ -14,8 +14,12 @@
 //! Anything else (connection refused, timeouts, 4xx) is retried.
 //!
 //! - `mail` — the emails: templates, headers, escaping.
+//! - `missed` — the missed-chat rule and its watcher.
+//! - `transcript` — transcripts by email: asked for, archived, rendered.
 
 pub mod mail;
+pub mod missed;
+pub mod transcript;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +28,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::bus::Bus;
 use crate::chat::service::AgentCtx;
 use crate::error::{Error, Result};
 use crate::status::{SmtpConfig, StatusConfig};
@@ -48,6 +53,11 @@ pub struct OutboxConfig {
     /// How often the deliverer looks for due deliveries (it is also woken
     /// by every new one).
     pub tick: Duration,
+    /// How often the lead looks for missed chats (`missed`).
+    pub missed_tick: Duration,
+    /// How long a minute of the sites' `missed_chat_minutes` is: 60 s.
+    /// Only tests shorten it, so a "2 minute" wait takes them a second.
+    pub missed_minute: Duration,
 }
 
 impl Default for OutboxConfig {
@@ -58,6 +68,8 @@ impl Default for OutboxConfig {
             retry_window: Duration::from_secs(24 * 3600),
             permanent_attempts: 3,
             tick: Duration::from_secs(1),
+            missed_tick: Duration::from_secs(5),
+            missed_minute: Duration::from_secs(60),
         }
     }
 }
@@ -81,6 +93,8 @@ pub struct Outbox {
     pub public_url: String,
     /// Wakes the deliverer when something was queued.
     wake: Notify,
+    /// Tells consoles of a missed chat.
+    bus: Arc<dyn Bus>,
 }
 
 /// A delivery as an admin sees it.
@@ -90,10 +104,22 @@ pub struct DeliveryView {
     pub delivery: Delivery,
     /// The email's subject, for the list.
     pub subject: Option<String>,
+    /// The conversation it is about, so the console can open it.
+    pub conversation_id: Option<String>,
+    /// The start of the message it carries (one line, at most 120
+    /// characters): which lead a failed delivery was about, without
+    /// opening the conversation.
+    pub preview: Option<String>,
 }
 
 impl Outbox {
-    pub fn new(store: Arc<dyn Store>, config: OutboxConfig, status: &StatusConfig, listen_url: &str) -> Outbox {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        config: OutboxConfig,
+        status: &StatusConfig,
+        listen_url: &str,
+    ) -> Outbox {
         let public_url = status.public_url.clone().unwrap_or_else(|| listen_url.to_owned());
         Outbox {
             store,
@@ -102,6 +128,7 @@ impl Outbox {
             extra_roots: status.extra_roots.clone(),
             public_url: public_url.trim_end_matches('/').to_owned(),
             wake: Notify::new(),
+            bus,
         }
     }
 
@@ -132,19 +159,32 @@ impl Outbox {
         if !self.mail_enabled() {
             return Vec::new();
         }
-        let now = now_ms();
         let payload = serde_json::to_string(payload).unwrap_or_default();
+        self.to_admins(&site.id, &conversation.id, people, "offline_message", &payload, now_ms())
+    }
+
+    /// One email per recipient of a site's news (its active admins,
+    /// operators included), keyed `TEMPLATE:CONVERSATION:ADDRESS`.
+    fn to_admins(
+        &self,
+        site_id: &str,
+        conversation_id: &str,
+        people: &[Agent],
+        template: &str,
+        payload: &str,
+        now: i64,
+    ) -> Vec<NewDelivery> {
         people
             .iter()
             .filter(|a| a.active && a.role.is_admin())
             .map(|a| NewDelivery {
                 id: new_id(),
-                site_id: site.id.clone(),
+                site_id: site_id.to_owned(),
                 kind: DeliveryKind::Email,
-                template: "offline_message".into(),
+                template: template.into(),
                 recipient: a.email.clone(),
-                payload: payload.clone(),
-                dedupe_key: format!("offline_message:{}:{}", conversation.id, a.email),
+                payload: payload.to_owned(),
+                dedupe_key: format!("{template}:{conversation_id}:{}", a.email),
                 created_at: now,
                 give_up_at: now + self.config.retry_window.as_millis() as i64,
             })
@@ -164,8 +204,13 @@ impl Outbox {
         Ok(found
             .into_iter()
             .map(|delivery| {
-                let subject = subject_of(&delivery);
-                DeliveryView { delivery, subject }
+                let summary = summary_of(&delivery);
+                DeliveryView {
+                    subject: summary.as_ref().map(|s| s.subject.clone()),
+                    conversation_id: summary.as_ref().map(|s| s.conversation_id.clone()),
+                    preview: summary.map(|s| s.preview),
+                    delivery,
+                }
             })
             .collect())
     }
@@ -284,6 +329,22 @@ impl Outbox {
                     mail::render_offline(&p, &self.console_url(&p.conversation_id)).map_err(Failure::Invalid)?;
                 (rendered, p.site_name, p.visitor_email, p.at)
             }
+            "transcript" => {
+                let p: transcript::TranscriptPayload =
+                    serde_json::from_str(&d.payload).map_err(|e| Failure::Invalid(format!("bad payload: {e}")))?;
+                let rendered = self.render_transcript(&p).await.map_err(|e| match e {
+                    Error::NotFound(_) => Failure::Invalid("the conversation is gone".into()),
+                    e => Failure::Transient(format!("cannot read the transcript: {e}")),
+                })?;
+                (rendered, p.site_name, None, p.at)
+            }
+            "missed_chat" => {
+                let p: mail::MissedPayload =
+                    serde_json::from_str(&d.payload).map_err(|e| Failure::Invalid(format!("bad payload: {e}")))?;
+                let rendered =
+                    mail::render_missed(&p, &self.console_url(&p.conversation_id)).map_err(Failure::Invalid)?;
+                (rendered, p.site_name, p.visitor_email, p.at)
+            }
             other => return Err(Failure::Invalid(format!("unknown template {other:?}"))),
         };
         let host = reqwest::Url::parse(&self.public_url)
@@ -331,11 +392,38 @@ impl Failure {
     }
 }
 
-fn subject_of(d: &Delivery) -> Option<String> {
+/// What the admin's list shows of a delivery's payload.
+struct Summary {
+    subject: String,
+    conversation_id: String,
+    preview: String,
+}
+
+fn summary_of(d: &Delivery) -> Option<Summary> {
     match d.template.as_str() {
         "offline_message" => {
             let p: mail::OfflinePayload = serde_json::from_str(&d.payload).ok()?;
-            Some(mail::offline_subject(&p))
+            Some(Summary {
+                subject: mail::offline_subject(&p),
+                preview: mail::one_line(&p.body, 120),
+                conversation_id: p.conversation_id,
+            })
+        }
+        "transcript" => {
+            let p: transcript::TranscriptPayload = serde_json::from_str(&d.payload).ok()?;
+            Some(Summary {
+                subject: mail::transcript_subject(&p, None),
+                preview: format!("Transcript up to event {}, for the {}", p.up_to_seq, p.requested_by),
+                conversation_id: p.conversation_id,
+            })
+        }
+        "missed_chat" => {
+            let p: mail::MissedPayload = serde_json::from_str(&d.payload).ok()?;
+            Some(Summary {
+                subject: mail::missed_subject(&p),
+                preview: mail::one_line(p.body.as_deref().unwrap_or(""), 120),
+                conversation_id: p.conversation_id,
+            })
         }
         _ => None,
     }

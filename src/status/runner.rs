@@ -39,6 +39,7 @@ pub async fn run(
                     tokio::spawn(monitor::run(status.clone(), store.clone())),
                     tokio::spawn(notify::run(status.clone())),
                     tokio::spawn(outbox.clone().run()),
+                    tokio::spawn(outbox.clone().watch_chats()),
                 ]);
                 loop {
                     tokio::time::sleep(status.config.lead_check).await;

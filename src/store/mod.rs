@@ -8,6 +8,7 @@
 //! changes the conversation and appends its event under the conversation's
 //! next sequence number in one transaction.
 
+pub mod missed;
 pub mod outbox;
 pub mod postgres;
 mod rules;
@@ -643,6 +644,10 @@ pub trait Store: Send + Sync + 'static {
     /// message and the deliveries announcing it, in one transaction (all
     /// or nothing).
     async fn leave_message(&self, message: outbox::OfflineMessage) -> Result<Applied>;
+    /// Queue deliveries that no stored change causes (a transcript asked
+    /// for), in one transaction; returns how many were new (a repeated
+    /// `dedupe_key` is not).
+    async fn queue_deliveries(&self, deliveries: Vec<outbox::NewDelivery>) -> Result<usize>;
     /// Queued deliveries due at `now` and not leased, leased until
     /// `lease_until`, at most `limit`.
     async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<outbox::Delivery>>;
@@ -662,4 +667,19 @@ pub trait Store: Send + Sync + 'static {
     async fn retry_delivery(&self, site_id: &str, id: &str, now: i64, give_up_at: i64) -> Result<bool>;
     /// Deliveries waiting to be sent, every site.
     async fn queued_deliveries(&self) -> Result<i64>;
+
+    // ----- missed chats (`missed.rs`) --------------------------------------
+
+    /// Conversations created after `since` that may yet be missed (no agent
+    /// message, not closed by anyone but their visitor, not marked), every
+    /// site, oldest first.
+    async fn missed_candidates(&self, since: i64, limit: i64) -> Result<Vec<missed::ChatWait>>;
+    /// Mark a conversation missed and queue its deliveries, in one
+    /// transaction; false (and nothing queued) if it was marked already.
+    async fn mark_missed(&self, mark: missed::MissedChat) -> Result<bool>;
+    /// Closed chats of a site closed after `since` whose archive transcript
+    /// (`archive:ID` delivery) is not queued, oldest close first.
+    async fn unarchived_closed(&self, site_id: &str, since: i64, limit: i64) -> Result<Vec<Conversation>>;
+    /// A site's missed conversations, most recently missed first.
+    async fn missed_chats(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, missed::Missed)>>;
 }

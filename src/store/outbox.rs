@@ -205,6 +205,48 @@ fn sqlite_all(conn: &rusqlite::Connection, sql: &str, args: impl rusqlite::Param
     Ok(out)
 }
 
+/// Queue a delivery inside the caller's transaction (a writer batch's
+/// savepoint); a second one with the same `dedupe_key` is dropped.
+pub(super) fn sqlite_insert_delivery(c: &rusqlite::Connection, d: &NewDelivery) -> Result<usize> {
+    Ok(c.prepare_cached(
+        "INSERT INTO deliveries (id, site_id, kind, template, recipient, payload, dedupe_key, next_at, \
+         give_up_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?8) \
+         ON CONFLICT (dedupe_key) DO NOTHING",
+    )?
+    .execute(params![
+        d.id,
+        d.site_id,
+        d.kind.as_str(),
+        d.template,
+        d.recipient,
+        d.payload,
+        d.dedupe_key,
+        d.created_at,
+        d.give_up_at
+    ])?)
+}
+
+/// [`sqlite_insert_delivery`] on PostgreSQL, in the caller's transaction.
+pub(super) async fn pg_insert_delivery(tx: &mut sqlx::PgConnection, d: &NewDelivery) -> Result<u64> {
+    Ok(sqlx::query(
+        "INSERT INTO deliveries (id, site_id, kind, template, recipient, payload, dedupe_key, next_at, \
+         give_up_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8) \
+         ON CONFLICT (dedupe_key) DO NOTHING",
+    )
+    .bind(&d.id)
+    .bind(&d.site_id)
+    .bind(d.kind.as_str())
+    .bind(&d.template)
+    .bind(&d.recipient)
+    .bind(&d.payload)
+    .bind(&d.dedupe_key)
+    .bind(d.created_at)
+    .bind(d.give_up_at)
+    .execute(tx)
+    .await?
+    .rows_affected())
+}
+
 /// The outcome of an attempt, as recorded.
 #[derive(Debug, Clone)]
 pub enum Attempt {
@@ -257,24 +299,22 @@ impl SqliteStore {
                 e.created_at
             ])?;
             for d in &m.deliveries {
-                c.prepare_cached(
-                    "INSERT INTO deliveries (id, site_id, kind, template, recipient, payload, dedupe_key, next_at, \
-                     give_up_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?8) \
-                     ON CONFLICT (dedupe_key) DO NOTHING",
-                )?
-                .execute(params![
-                    d.id,
-                    d.site_id,
-                    d.kind.as_str(),
-                    d.template,
-                    d.recipient,
-                    d.payload,
-                    d.dedupe_key,
-                    d.created_at,
-                    d.give_up_at
-                ])?;
+                sqlite_insert_delivery(c, d)?;
             }
             Ok(applied)
+        })
+        .await
+    }
+
+    /// Deliveries on their own (no change causes them: a transcript asked
+    /// for); returns how many were new.
+    pub(super) async fn outbox_queue(&self, deliveries: Vec<NewDelivery>) -> Result<usize> {
+        self.write(move |c| {
+            let mut queued = 0;
+            for d in &deliveries {
+                queued += sqlite_insert_delivery(c, d)?;
+            }
+            Ok(queued)
         })
         .await
     }
@@ -415,25 +455,20 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await?;
         for d in &m.deliveries {
-            sqlx::query(
-                "INSERT INTO deliveries (id, site_id, kind, template, recipient, payload, dedupe_key, next_at, \
-                 give_up_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8) \
-                 ON CONFLICT (dedupe_key) DO NOTHING",
-            )
-            .bind(&d.id)
-            .bind(&d.site_id)
-            .bind(d.kind.as_str())
-            .bind(&d.template)
-            .bind(&d.recipient)
-            .bind(&d.payload)
-            .bind(&d.dedupe_key)
-            .bind(d.created_at)
-            .bind(d.give_up_at)
-            .execute(&mut *tx)
-            .await?;
+            pg_insert_delivery(&mut tx, d).await?;
         }
         tx.commit().await?;
         Ok(applied)
+    }
+
+    pub(super) async fn outbox_queue(&self, deliveries: Vec<NewDelivery>) -> Result<usize> {
+        let mut tx = self.p().await?.begin().await?;
+        let mut queued = 0;
+        for d in &deliveries {
+            queued += pg_insert_delivery(&mut tx, d).await? as usize;
+        }
+        tx.commit().await?;
+        Ok(queued)
     }
 
     /// Due deliveries, leased: `SKIP LOCKED` lets two claims (a lead

@@ -411,7 +411,7 @@ fn visitor_from_row(r: &PgRow) -> Result<Visitor> {
     })
 }
 
-fn conversation_from_row(r: &PgRow) -> Result<Conversation> {
+pub(super) fn conversation_from_row(r: &PgRow) -> Result<Conversation> {
     let status: String = r.try_get("status")?;
     Ok(Conversation {
         id: r.try_get("id")?,
@@ -1080,5 +1080,25 @@ impl Store for PostgresStore {
 
     async fn queued_deliveries(&self) -> Result<i64> {
         self.outbox_queued().await
+    }
+
+    async fn queue_deliveries(&self, deliveries: Vec<outbox::NewDelivery>) -> Result<usize> {
+        self.outbox_queue(deliveries).await
+    }
+
+    async fn missed_candidates(&self, since: i64, limit: i64) -> Result<Vec<missed::ChatWait>> {
+        self.missed_scan(since, limit).await
+    }
+
+    async fn mark_missed(&self, mark: missed::MissedChat) -> Result<bool> {
+        self.missed_mark(mark).await
+    }
+
+    async fn unarchived_closed(&self, site_id: &str, since: i64, limit: i64) -> Result<Vec<Conversation>> {
+        self.archive_scan(site_id, since, limit).await
+    }
+
+    async fn missed_chats(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, missed::Missed)>> {
+        self.missed_list(site_id, limit).await
     }
 }

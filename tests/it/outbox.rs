@@ -29,11 +29,21 @@ use crate::support::{Client, TestServer};
 
 /// aiosmtpd behind a few lines of Python: every message received becomes a
 /// JSON line with its envelope, its headers as sent, and its decoded parts.
+/// Given a second argument, it refuses every recipient with that reply.
 const SMTP_SERVER: &str = r#"
 import email, email.policy, json, sys, threading
 from aiosmtpd.controller import Controller
 
 class Handler:
+    def __init__(self, refusal):
+        self.refusal = refusal
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.refusal:
+            return self.refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         plain = msg.get_body(preferencelist=("plain",))
@@ -48,7 +58,8 @@ class Handler:
         }), flush=True)
         return "250 OK"
 
-controller = Controller(Handler(), hostname="127.0.0.1", port=int(sys.argv[1]))
+refusal = sys.argv[2] if len(sys.argv) > 2 else None
+controller = Controller(Handler(refusal), hostname="127.0.0.1", port=int(sys.argv[1]))
 controller.start()
 print(json.dumps({"ready": True}), flush=True)
 threading.Event().wait()
@@ -77,15 +88,25 @@ fn python_with_aiosmtpd() -> String {
     panic!("no Python with aiosmtpd (tried {candidates:?}): run the tests with scripts/test, which installs it")
 }
 
-struct SmtpServer {
+pub(crate) struct SmtpServer {
     child: Child,
-    mail: mpsc::UnboundedReceiver<Value>,
+    pub(crate) mail: mpsc::UnboundedReceiver<Value>,
 }
 
 impl SmtpServer {
-    fn start(port: u16) -> SmtpServer {
+    pub(crate) fn start(port: u16) -> SmtpServer {
+        SmtpServer::spawn(&[port.to_string()])
+    }
+
+    /// A relay that answers every recipient with `reply` (`550 …`).
+    pub(crate) fn refusing(port: u16, reply: &str) -> SmtpServer {
+        SmtpServer::spawn(&[port.to_string(), reply.to_owned()])
+    }
+
+    fn spawn(args: &[String]) -> SmtpServer {
         let mut child = Command::new(python_with_aiosmtpd())
-            .args(["-c", SMTP_SERVER, &port.to_string()])
+            .args(["-c", SMTP_SERVER])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -105,7 +126,7 @@ impl SmtpServer {
     }
 
     /// The next `n` messages, failing after `within`.
-    async fn receive(&mut self, n: usize, within: Duration) -> Vec<Value> {
+    pub(crate) async fn receive(&mut self, n: usize, within: Duration) -> Vec<Value> {
         let mut got = Vec::new();
         let deadline = tokio::time::Instant::now() + within;
         while got.len() < n {
@@ -125,12 +146,19 @@ impl Drop for SmtpServer {
     }
 }
 
-fn free_port() -> u16 {
+/// The relay settings of a test: aiosmtpd on `port`, plain SMTP.
+pub(crate) fn relay(port: u16) -> SmtpConfig {
+    let mut relay = SmtpConfig::new("127.0.0.1", port, "chat@shop.example");
+    relay.tls = SmtpTls::None;
+    relay
+}
+
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Every value of header `name` (case-insensitive).
-fn header(mail: &Value, name: &str) -> Vec<String> {
+pub(crate) fn header(mail: &Value, name: &str) -> Vec<String> {
     mail["headers"]
         .as_array()
         .unwrap()
@@ -141,7 +169,7 @@ fn header(mail: &Value, name: &str) -> Vec<String> {
         .collect()
 }
 
-async fn admin(store: &dyn Store, site: &Site, email: &str) {
+pub(crate) async fn admin(store: &dyn Store, site: &Site, email: &str) {
     let hash = passwords::hash_now("password123").unwrap();
     store
         .create_agent(NewAgent {
@@ -166,9 +194,7 @@ async fn an_offline_message_is_emailed_to_the_admins_with_hostile_input_inert() 
     let port = free_port();
     let mut smtp = SmtpServer::start(port);
     let server = TestServer::start_with(|c| {
-        let mut relay = SmtpConfig::new("127.0.0.1", port, "chat@shop.example");
-        relay.tls = SmtpTls::None;
-        c.status.smtp = Some(relay);
+        c.status.smtp = Some(relay(port));
         c.status.public_url = Some("https://chat.shop.example/".into());
     })
     .await;
@@ -225,6 +251,11 @@ async fn an_offline_message_is_emailed_to_the_admins_with_hostile_input_inert() 
     assert_eq!(list.len(), 2, "{list:#?}");
     assert!(list.iter().all(|d| d["attempts"] == 1 && d["kind"] == "email" && d["last_error"].is_null()));
     assert!(list[0]["subject"].as_str().unwrap().starts_with("New message from"), "{list:#?}");
+    assert_eq!(list[0]["conversation_id"], conv.as_str(), "the console can open it");
+    assert_eq!(
+        list[0]["preview"], "<img src=x onerror=alert(1)> Bcc: y@evil.example Please call me back",
+        "the message on one line, as written (the console shows it as text)"
+    );
     let (status, queued) = server.get("/api/v1/admin/deliveries?status=queued", Some(&boss)).await;
     assert_eq!((status, queued), (200, json!([])));
     let (status, _) = server.get("/api/v1/admin/deliveries?status=lost", Some(&boss)).await;
@@ -246,9 +277,7 @@ async fn an_offline_message_is_emailed_to_the_admins_with_hostile_input_inert() 
 async fn an_admin_sees_and_retries_only_their_own_sites_deliveries() {
     let port = free_port(); // nobody listens: every delivery stays queued
     let server = TestServer::start_with(|c| {
-        let mut relay = SmtpConfig::new("127.0.0.1", port, "chat@shop.example");
-        relay.tls = SmtpTls::None;
-        c.status.smtp = Some(relay);
+        c.status.smtp = Some(relay(port));
     })
     .await;
     let shop = server.site().await;

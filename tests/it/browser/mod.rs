@@ -4,6 +4,8 @@
 //! They never skip: without a browser they fail and name `scripts/test`,
 //! which installs one.
 
+mod deliveries;
+mod transcript;
 mod webdriver;
 
 use std::time::Duration;

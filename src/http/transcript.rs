@@ -1,0 +1,70 @@
+//! Transcripts by email (`outbox::transcript`): an agent sends one of a
+//! conversation of their site to any address; a visitor asks for their
+//! own conversation's from the widget, on a customer's page (CORS for any
+//! origin, as for visitor sessions; the visitor token is the credential).
+//! Another site's or another visitor's conversation is "not found".
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::{AgentAuth, ApiJson, VisitorAuth};
+use crate::app::AppState;
+use crate::chat::service::Peer;
+use crate::error::{Error, Result};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/conversations/{id}/transcript", post(agent_transcript)).merge(
+        Router::new()
+            .route("/api/v1/visitor/transcript", post(visitor_transcript))
+            .layer(middleware::from_fn(super::visitor::cors)),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentRequest {
+    /// Where to send it.
+    to: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VisitorRequest {
+    /// The visitor's conversation.
+    conv: String,
+    /// Their address.
+    to: String,
+}
+
+async fn send(state: &AppState, peer: Peer, conv_id: &str, to: &str) -> Result<(StatusCode, Json<Value>)> {
+    if to.len() > 254 {
+        return Err(Error::bad_request("to is longer than 254 bytes"));
+    }
+    let conv = state.chat.conversation_for(&peer, conv_id).await?;
+    let queued = state.outbox.request_transcript(&peer, &conv, to).await?;
+    // `queued: false`: the same transcript to the same address was queued
+    // before (an admin can send it again from Deliveries).
+    Ok((StatusCode::ACCEPTED, Json(json!({"queued": queued}))))
+}
+
+async fn agent_transcript(
+    State(state): State<AppState>,
+    AgentAuth(me): AgentAuth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<AgentRequest>,
+) -> Result<(StatusCode, Json<Value>)> {
+    send(&state, Peer::Agent(me), &id, &req.to).await
+}
+
+async fn visitor_transcript(
+    State(state): State<AppState>,
+    VisitorAuth(me): VisitorAuth,
+    ApiJson(req): ApiJson<VisitorRequest>,
+) -> Result<(StatusCode, Json<Value>)> {
+    send(&state, Peer::Visitor(me), &req.conv, &req.to).await
+}

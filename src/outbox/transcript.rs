@@ -1,0 +1,181 @@
+//! Transcripts by email: an agent sends one from the console or the API,
+//! a visitor asks for one when their chat ends ("Email me this
+//! conversation"), and a site may name an archive address that gets every
+//! closed chat's. Each is one outbox delivery whose payload names the
+//! conversation and the last event it covers (`up_to_seq`): the
+//! transcript is read from the store and rendered when it is sent, so the
+//! row stays small and holds exactly the conversation as it was when asked
+//! for. Times are UTC (sites have no time zone setting), and the email
+//! says so.
+//!
+//! Who may send where: an agent of the conversation's site to any valid
+//! address (once per address and state of the conversation; "Send again"
+//! in Deliveries for more); its visitor to the address they type, once per
+//! state of the conversation, so a visitor cannot make Holdfast mail a
+//! stranger more than the chat they themselves wrote in grows.
+
+use serde::{Deserialize, Serialize};
+
+use super::Outbox;
+use super::mail::{self, Rendered};
+use crate::admin::WidgetSettings;
+use crate::chat::service::Peer;
+use crate::error::{Error, Result};
+use crate::store::outbox::{DeliveryKind, NewDelivery};
+use crate::store::{AuthorKind, Conversation, new_id, now_ms};
+
+/// What a transcript's email names, as queued (`deliveries.payload`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TranscriptPayload {
+    pub site_name: String,
+    pub conversation_id: String,
+    /// The last event the transcript holds.
+    pub up_to_seq: i64,
+    /// `agent`, `visitor` or `archive`: who it is for, in the email's words.
+    pub requested_by: String,
+    /// When it was asked for: the email's `Date`.
+    pub at: i64,
+}
+
+/// The most events a transcript reads (its first ones; it says when cut).
+const MAX_EVENTS: i64 = 2000;
+
+impl Outbox {
+    /// Queue a transcript of `conv` (which `peer` may see: the caller
+    /// checked) to `to`. Returns false when the same transcript to the
+    /// same address was queued already.
+    pub async fn request_transcript(&self, peer: &Peer, conv: &Conversation, to: &str) -> Result<bool> {
+        if !self.mail_enabled() {
+            return Err(Error::conflict("email is not configured on this server"));
+        }
+        let to = to.trim();
+        if !crate::auth::valid_email(to) {
+            return Err(Error::bad_request("to is not a valid email address"));
+        }
+        if conv.last_seq == 0 {
+            return Err(Error::bad_request("the conversation is empty"));
+        }
+        let site = self.store.site(&conv.site_id).await?.ok_or(Error::NotFound("conversation"))?;
+        let (requested_by, dedupe_key) = match peer {
+            Peer::Agent(_) => ("agent", format!("transcript:{}:{}:{}", conv.id, conv.last_seq, to.to_lowercase())),
+            Peer::Visitor(_) => ("visitor", format!("transcript:{}:{}:visitor", conv.id, conv.last_seq)),
+        };
+        let delivery = self.transcript_delivery(&site.id, &site.name, conv, to, requested_by, dedupe_key);
+        let queued = self.store.queue_deliveries(vec![delivery]).await? > 0;
+        if queued {
+            self.queued();
+        }
+        Ok(queued)
+    }
+
+    fn transcript_delivery(
+        &self,
+        site_id: &str,
+        site_name: &str,
+        conv: &Conversation,
+        to: &str,
+        requested_by: &str,
+        dedupe_key: String,
+    ) -> NewDelivery {
+        let now = now_ms();
+        let payload = TranscriptPayload {
+            site_name: site_name.to_owned(),
+            conversation_id: conv.id.clone(),
+            up_to_seq: conv.last_seq,
+            requested_by: requested_by.to_owned(),
+            at: now,
+        };
+        NewDelivery {
+            id: new_id(),
+            site_id: site_id.to_owned(),
+            kind: DeliveryKind::Email,
+            template: "transcript".into(),
+            recipient: to.to_owned(),
+            payload: serde_json::to_string(&payload).unwrap_or_default(),
+            dedupe_key,
+            created_at: now,
+            give_up_at: now + self.config.retry_window.as_millis() as i64,
+        }
+    }
+
+    /// Queue the archive copy of every chat closed since `since` of a site
+    /// that names an archive address (`transcript_archive`). Run by the
+    /// lead beside the missed-chat watcher; the `archive:CONV` key makes
+    /// each chat's copy one delivery however often it runs.
+    pub async fn archive_closed(&self, since: i64) -> Result<usize> {
+        let mut queued = 0;
+        for site in self.store.sites().await? {
+            let archive = WidgetSettings::from_stored(&site.settings).transcript_archive;
+            if archive.is_empty() || !crate::auth::valid_email(&archive) {
+                continue;
+            }
+            let closed = self.store.unarchived_closed(&site.id, since, 200).await?;
+            let deliveries: Vec<NewDelivery> = closed
+                .iter()
+                .filter(|c| c.last_seq > 0)
+                .map(|c| {
+                    let key = format!("archive:{}", c.id);
+                    self.transcript_delivery(&site.id, &site.name, c, &archive, "archive", key)
+                })
+                .collect();
+            if !deliveries.is_empty() {
+                queued += self.store.queue_deliveries(deliveries).await?;
+            }
+        }
+        if queued > 0 {
+            self.queued();
+        }
+        Ok(queued)
+    }
+
+    /// The transcript's email, read from the store now.
+    pub(super) async fn render_transcript(&self, p: &TranscriptPayload) -> Result<Rendered> {
+        let conv = self.store.conversation(&p.conversation_id).await?.ok_or(Error::NotFound("conversation"))?;
+        let visitor = self.store.visitor(&conv.visitor_id).await?;
+        let agents = self.store.agents(&conv.site_id).await?;
+        let events = self.store.events_after(&conv.id, 0, p.up_to_seq.clamp(1, MAX_EVENTS)).await?;
+        let visitor_name = visitor.as_ref().and_then(|v| v.name.clone());
+        let agent_name = |id: Option<&str>| {
+            id.and_then(|id| agents.iter().find(|a| a.id == id)).map_or_else(|| "Agent".to_owned(), |a| a.name.clone())
+        };
+        let mut lines = Vec::new();
+        for e in events.iter().filter(|e| e.seq <= p.up_to_seq) {
+            let text = match e.kind.as_str() {
+                "message" => e.body.clone().unwrap_or_default(),
+                "assigned" => format!(
+                    "{} joined the chat",
+                    e.data.get("agent").and_then(|a| a.get("name")).and_then(|n| n.as_str()).unwrap_or("An agent")
+                ),
+                "transferred" => "The chat was transferred".into(),
+                "closed" => "The chat ended".into(),
+                _ => continue,
+            };
+            let who = match (e.kind.as_str(), e.author.kind) {
+                ("message", AuthorKind::Visitor) => visitor_name.clone().unwrap_or_else(|| "Visitor".into()),
+                ("message", AuthorKind::Agent) => agent_name(e.author.id.as_deref()),
+                ("message", AuthorKind::System) => p.site_name.clone(),
+                _ => String::new(),
+            };
+            lines.push(mail::TranscriptLine { at: clock(e.created_at), who, text, is_message: e.kind == "message" });
+        }
+        let cut = p.up_to_seq > MAX_EVENTS;
+        let started = events.first().map(|e| e.created_at).unwrap_or(conv.created_at);
+        mail::render_transcript(p, visitor_name.as_deref(), started, &lines, cut, &self.console_url(&conv.id))
+            .map_err(|e| Error::internal(anyhow::anyhow!(e)))
+    }
+}
+
+/// `HH:MM` in UTC.
+fn clock(ms: i64) -> String {
+    let s = (ms / 1000).rem_euclid(86_400);
+    format!("{:02}:{:02}", s / 3600, s % 3600 / 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_clock_is_utc() {
+        assert_eq!(super::clock(1_700_000_000_000), "22:13");
+        assert_eq!(super::clock(0), "00:00");
+    }
+}
