@@ -73,11 +73,12 @@ impl AppState {
         let (store, status_store): (Arc<dyn Store>, Arc<dyn StatusStore>) = match &config.database_url {
             Some(url) => (
                 Arc::new(PostgresStore::connect(url, config.database_max_connections).await?),
-                Arc::new(PostgresStore::connect(url, STATUS_POOL).await?),
+                Arc::new(PostgresStore::connect(url, STATUS_POOL).await?.status_store()),
             ),
             None => {
-                let sqlite = Arc::new(SqliteStore::open(&config.data_dir).await?);
-                (sqlite.clone(), sqlite)
+                let sqlite = SqliteStore::open(&config.data_dir).await?;
+                let status = Arc::new(sqlite.status_store());
+                (Arc::new(sqlite), status)
             }
         };
         let first_run = bootstrap(store.as_ref(), &config.node_id).await?;

@@ -138,7 +138,7 @@ pub(super) async fn soak(pairs: usize, seconds: u64, interval_s: u64, rate: Opti
     target.kill9()?;
     let dir = target.data_dir().ok_or_else(|| anyhow!("no data dir"))?;
     let store = SqliteStore::open(dir).await.map_err(|e| anyhow!("cannot open {}: {e}", dir.display()))?;
-    let days = store.uptime(0).await.map_err(|e| anyhow!("cannot read the uptime: {e}"))?;
+    let days = store.status_store().uptime(0).await.map_err(|e| anyhow!("cannot read the uptime: {e}"))?;
     store.close().await;
     let (status_ok, status_recorded) = days.iter().fold((0, 0), |(ok, total), d| (ok + d.ok, total + d.total));
 

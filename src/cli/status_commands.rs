@@ -305,8 +305,8 @@ pub enum StatusCommand {
 
 async fn open_status(data: &DataArg, public_url: Option<String>) -> anyhow::Result<Status> {
     let store: Arc<dyn StatusStore> = match &data.database_url {
-        Some(url) => Arc::new(open_postgres(url).await?),
-        None => Arc::new(open_sqlite(&data.dir).await?),
+        Some(url) => Arc::new(open_postgres(url).await?.status_store()),
+        None => Arc::new(open_sqlite(&data.dir).await?.status_store()),
     };
     let config = StatusConfig { public_url, ..StatusConfig::default() };
     Status::open(store, config, "http://127.0.0.1:8080").await.map_err(|e| anyhow!("{}", detail(&e)))

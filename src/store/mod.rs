@@ -15,7 +15,7 @@ pub mod sqlite;
 mod sqlite_readers;
 mod sqlite_writer;
 pub mod status;
-mod status_postgres;
+pub mod status_sql;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -23,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgPool, Row};
 
 use super::rules;
+use super::status_sql::SqlStatusStore;
 use super::*;
 use crate::error::{Error, Result};
 
@@ -130,6 +131,11 @@ impl PostgresStore {
             .await
             .map_err(|e| Error::Store(anyhow::anyhow!("cannot connect to the database: {e}")))?;
         Ok(PostgresStore { pool, faults: Arc::new(Faults::default()) })
+    }
+
+    /// The status page's store, on this store's pool.
+    pub fn status_store(&self) -> SqlStatusStore {
+        SqlStatusStore::postgres(self.pool.clone())
     }
 
     pub(super) async fn p(&self) -> Result<&PgPool> {

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite_readers::Readers;
 use super::sqlite_writer::{Exec, Job, PendingChange, Reply};
+use super::status_sql::SqlStatusStore;
 use super::*;
 use crate::error::{Error, Result};
 
@@ -85,12 +86,12 @@ fn violates(e: &rusqlite::Error, code: std::ffi::c_int) -> bool {
 pub struct SqliteStore {
     /// The data dir (the status page's runner lock lives there too).
     dir: PathBuf,
-    /// sqlx pools of the status page's store (`store/status.rs`), on its
-    /// own file (`STATUS_FILE`): its writes never wait for the chat
+    /// sqlx pools of the status page's store (`store/status_sql.rs`), on
+    /// its own file (`STATUS_FILE`): its writes never wait for the chat
     /// writer's lock, which the group commits hold nearly all the time
     /// under load.
-    pub(super) status_read: SqlitePool,
-    pub(super) status_write: SqlitePool,
+    status_read: SqlitePool,
+    status_write: SqlitePool,
     readers: Readers,
     /// Readers kept for the critical lane, so site-wide routing and
     /// dashboard reads that fill `readers` during a storm never make a
@@ -187,6 +188,11 @@ impl SqliteStore {
     {
         self.faults.check().await?;
         self.critical.run(read).await
+    }
+
+    /// The status page's store, on this data dir's `STATUS_FILE`.
+    pub fn status_store(&self) -> SqlStatusStore {
+        SqlStatusStore::sqlite(self.status_read.clone(), self.status_write.clone(), &self.dir)
     }
 
     pub fn dir(&self) -> &Path {

@@ -649,7 +649,7 @@ async fn kill_9_of_the_status_runner_hands_monitors_and_deliveries_to_the_other_
                          "interval_ms": 1000});
     admin(&nodes[other], "/api/v1/status/monitors", monitor).await;
     let failures = async || {
-        let monitors = StatusStore::monitors(&store).await.unwrap();
+        let monitors = store.status_store().monitors().await.unwrap();
         monitors.into_iter().find(|m| m.name == "Dead port").map_or(0, |m| m.failures)
     };
     within("the runner counts two failed checks", Duration::from_secs(20), async || failures().await >= 2).await;

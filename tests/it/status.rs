@@ -1498,7 +1498,7 @@ async fn a_restarted_server_goes_on_from_its_monitors_last_checks() {
     let id = incident["id"].as_str().unwrap().to_owned();
     server.stop().await;
     let stopped = holdfast::store::sqlite::SqliteStore::open(tmp.path()).await.unwrap();
-    let counted = stopped.monitors().await.unwrap().remove(0);
+    let counted = stopped.status_store().monitors().await.unwrap().remove(0);
     stopped.close().await;
     assert!(counted.failures >= 3, "{counted:?}");
 
