@@ -6,11 +6,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use holdfast::error::Error;
-use holdfast::store::now_ms;
-use holdfast::store::postgres::PostgresStore;
-use holdfast::store::sqlite::SqliteStore;
-use holdfast::store::status::{
+use holdfast_server::error::Error;
+use holdfast_server::store::now_ms;
+use holdfast_server::store::postgres::PostgresStore;
+use holdfast_server::store::sqlite::SqliteStore;
+use holdfast_server::store::status::{
     AffectedComponent, ComponentFields, ComponentStatus, Impact, IncidentKind, IncidentStatus, IncidentWrite,
     StatusStore, SubscriberKind,
 };

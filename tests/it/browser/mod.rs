@@ -8,8 +8,8 @@ mod webdriver;
 
 use std::time::Duration;
 
-use holdfast::auth::passwords;
-use holdfast::store::{NewAgent, Role, Site};
+use holdfast_server::auth::passwords;
+use holdfast_server::store::{NewAgent, Role, Site};
 use serde_json::json;
 use tokio::sync::Mutex;
 
