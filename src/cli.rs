@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::AppState;
-use crate::auth::{AgentProfile, normalize_email, passwords, valid_email};
-use crate::config::Config;
-use crate::store::{NewAgent, Role, Store, postgres::PostgresStore, sqlite::SqliteStore};
-use crate::telemetry::{LogFormat, init_logs};
+use holdfast_server::app::AppState;
+use holdfast_server::auth::{AgentProfile, normalize_email, passwords, valid_email};
+use holdfast_server::config::Config;
+use holdfast_server::store::{NewAgent, Role, Store, postgres::PostgresStore, sqlite::SqliteStore};
+use holdfast_server::telemetry::{LogFormat, init_logs};
 
 mod status_commands;
 use status_commands::{IncidentCommand, MonitorCommand, StatusCommand};
@@ -73,12 +73,12 @@ pub enum Command {
     /// Rehearse the outages Holdfast is built to survive.
     Storm {
         #[command(subcommand)]
-        command: crate::storm::StormCommand,
+        command: holdfast_storm::StormCommand,
     },
     /// Measure relay throughput, latency and memory per socket.
     Bench {
         #[command(subcommand)]
-        command: crate::bench::BenchCommand,
+        command: holdfast_storm::bench::BenchCommand,
     },
     /// Internal: one process of a storm's clients (JSON lines on stdio).
     #[command(hide = true)]
@@ -276,9 +276,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate { data } => migrate(&data).await,
         Command::Site { command } => site(command).await,
         Command::Agent { command } => agent(command).await,
-        Command::Storm { command } => crate::storm::run(command).await,
-        Command::Bench { command } => crate::bench::run(command).await,
-        Command::StormWorker => crate::storm::worker::run().await,
+        Command::Storm { command } => holdfast_storm::run(command).await,
+        Command::Bench { command } => holdfast_storm::bench::run(command).await,
+        Command::StormWorker => holdfast_storm::worker::run().await,
         Command::Incident { command } => status_commands::incident(command).await,
         Command::Monitor { command } => status_commands::monitor(command).await,
         Command::Status { command } => status_commands::status(command).await,
@@ -296,7 +296,7 @@ async fn serve(
     if data.database_url.is_none() {
         check_dir(dir)?;
     }
-    let listener = crate::server::bind(listen).map_err(|e| match e.kind() {
+    let listener = holdfast_server::server::bind(listen).map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow!("cannot listen on {listen}: the address is already in use"),
         std::io::ErrorKind::PermissionDenied => anyhow!("cannot listen on {listen}: permission denied"),
         _ => anyhow!("cannot listen on {listen}: {e}"),
@@ -337,7 +337,7 @@ async fn serve(
         (store, false) => tracing::debug!(store, "single node"),
     }
     tracing::info!(%addr, data = %dir.display(), "serving");
-    crate::server::run(listener, state, crate::server::signal()).await.context("server failed")?;
+    holdfast_server::server::run(listener, state, holdfast_server::server::signal()).await.context("server failed")?;
     Ok(())
 }
 
@@ -352,8 +352,9 @@ fn config_summary(data: &DataArg, _opts: &ServeOpts) -> String {
 async fn migrate(data: &DataArg) -> anyhow::Result<()> {
     match &data.database_url {
         Some(url) => {
-            let (before, after) =
-                crate::store::postgres::migrate(url).await.map_err(|e| anyhow!("cannot migrate: {}", detail(&e)))?;
+            let (before, after) = holdfast_server::store::postgres::migrate(url)
+                .await
+                .map_err(|e| anyhow!("cannot migrate: {}", detail(&e)))?;
             match before {
                 Some(v) if v == after => println!("PostgreSQL schema is up to date (version {after})"),
                 Some(v) => println!("PostgreSQL schema migrated from version {v} to {after}"),
@@ -371,7 +372,7 @@ async fn migrate(data: &DataArg) -> anyhow::Result<()> {
 
 /// The error chain as one line (the store hides detail from HTTP users; an
 /// operator at the terminal needs it).
-fn detail(err: &crate::error::Error) -> String {
+fn detail(err: &holdfast_server::error::Error) -> String {
     use std::error::Error as _;
     let mut s = err.to_string();
     let mut src = err.source();
@@ -385,9 +386,9 @@ fn detail(err: &crate::error::Error) -> String {
 
 /// A store error for the operator, after `context`; a store written by a
 /// newer Holdfast is said alone, in one line that names it.
-fn store_error(context: &str, err: &crate::error::Error) -> anyhow::Error {
+fn store_error(context: &str, err: &holdfast_server::error::Error) -> anyhow::Error {
     match err {
-        crate::error::Error::NewerSchema(message) => anyhow!("{message}"),
+        holdfast_server::error::Error::NewerSchema(message) => anyhow!("{message}"),
         err => anyhow!("{context}: {}", detail(err)),
     }
 }
@@ -474,8 +475,8 @@ fn read_password() -> anyhow::Result<String> {
     if password.chars().count() < 8 {
         bail!("the password on standard input is too short (at least 8 characters)");
     }
-    if password.len() > crate::auth::MAX_PASSWORD {
-        bail!("the password on standard input is too long (at most {} bytes)", crate::auth::MAX_PASSWORD);
+    if password.len() > holdfast_server::auth::MAX_PASSWORD {
+        bail!("the password on standard input is too long (at most {} bytes)", holdfast_server::auth::MAX_PASSWORD);
     }
     Ok(password.to_owned())
 }
@@ -555,7 +556,7 @@ async fn agent(command: AgentCommand) -> anyhow::Result<()> {
                 // The status probe's account is Holdfast's own.
                 .filter(|a| a.role != Role::Probe)
                 .ok_or_else(|| anyhow!("no agent with email {email}"))?;
-            let update = crate::store::AgentUpdate { role: Some(role), ..Default::default() };
+            let update = holdfast_server::store::AgentUpdate { role: Some(role), ..Default::default() };
             store.update_agent(&agent.id, update).await.map_err(|e| anyhow!("{}", detail(&e)))?;
             let agent = store
                 .agent(&agent.id)

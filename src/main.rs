@@ -1,11 +1,13 @@
 //! `holdfast`: parse flags, run the command, print any error as one line.
 
+mod cli;
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = holdfast::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     // Before any TLS client exists (reqwest, lettre, the storm tools).
-    holdfast::tls::install_crypto_provider();
+    holdfast_server::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -13,7 +15,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match runtime.block_on(holdfast::cli::run(cli)) {
+    match runtime.block_on(cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("holdfast: {e:#}");

@@ -12,9 +12,11 @@ use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
 
 use super::{DataArg, detail, open_postgres, open_sqlite};
-use crate::status::{IncidentInput, SmtpConfig, SmtpLogin, SmtpTls, Status, StatusConfig, export, monitor, notify};
-use crate::store::status::{ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus, StatusStore};
-use crate::tls::ExtraRoots;
+use holdfast_server::status::{
+    IncidentInput, SmtpConfig, SmtpLogin, SmtpTls, Status, StatusConfig, export, monitor, notify,
+};
+use holdfast_server::store::status::{ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus, StatusStore};
+use holdfast_server::tls::ExtraRoots;
 
 /// `serve`'s status page flags.
 #[derive(Args, Debug, Clone)]
@@ -144,7 +146,7 @@ impl SmtpArgs {
         };
         let (host, port) = smtp.rsplit_once(':').ok_or_else(|| anyhow!("--smtp must be HOST:PORT"))?;
         let port = port.parse().map_err(|_| anyhow!("--smtp must be HOST:PORT"))?;
-        if !crate::auth::valid_email(&self.smtp_from) {
+        if !holdfast_server::auth::valid_email(&self.smtp_from) {
             bail!("--smtp-from {:?} is not a valid email address", self.smtp_from);
         }
         let password = match (self.smtp_password, &self.smtp_password_file) {
@@ -305,14 +307,14 @@ pub enum StatusCommand {
 
 async fn open_status(data: &DataArg, public_url: Option<String>) -> anyhow::Result<Status> {
     let store: Arc<dyn StatusStore> = match &data.database_url {
-        Some(url) => Arc::new(open_postgres(url).await?),
-        None => Arc::new(open_sqlite(&data.dir).await?),
+        Some(url) => Arc::new(open_postgres(url).await?.status_store()),
+        None => Arc::new(open_sqlite(&data.dir).await?.status_store()),
     };
     let config = StatusConfig { public_url, ..StatusConfig::default() };
     Status::open(store, config, "http://127.0.0.1:8080").await.map_err(|e| anyhow!("{}", detail(&e)))
 }
 
-fn err(e: crate::error::Error) -> anyhow::Error {
+fn err(e: holdfast_server::error::Error) -> anyhow::Error {
     anyhow!("{}", detail(&e))
 }
 
@@ -391,7 +393,7 @@ pub async fn incident(command: IncidentCommand) -> anyhow::Result<()> {
                 page.update_incident(&id, input).await
             }
             .map_err(|e| match e {
-                crate::error::Error::NotFound(_) => anyhow!("no incident with id {id}"),
+                holdfast_server::error::Error::NotFound(_) => anyhow!("no incident with id {id}"),
                 e => err(e),
             })?;
             print_incident(&incident, json)?;
@@ -420,7 +422,7 @@ pub async fn monitor(command: MonitorCommand) -> anyhow::Result<()> {
             let mut page = open_status(&data, None).await?;
             page.config.allow_private_monitors = allow_private_monitors;
             let m = page.add_monitor(&name, &component, &url, interval as i64 * 1000).await.map_err(|e| match e {
-                crate::error::Error::NotFound(_) => anyhow!("no component named {component:?}"),
+                holdfast_server::error::Error::NotFound(_) => anyhow!("no component named {component:?}"),
                 e => err(e),
             })?;
             if json {
@@ -443,7 +445,7 @@ pub async fn monitor(command: MonitorCommand) -> anyhow::Result<()> {
         MonitorCommand::Delete { id, data } => {
             let page = open_status(&data, None).await?;
             page.delete_monitor(&id).await.map_err(|e| match e {
-                crate::error::Error::NotFound(_) => anyhow!("no monitor with id {id}"),
+                holdfast_server::error::Error::NotFound(_) => anyhow!("no monitor with id {id}"),
                 e => err(e),
             })?;
             println!("monitor deleted: {id}");
@@ -464,7 +466,7 @@ pub async fn status(command: StatusCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             // Poll the store: another process (the server, this CLI) changes it.
-            let stop = crate::server::signal();
+            let stop = holdfast_server::server::signal();
             tokio::pin!(stop);
             loop {
                 tokio::select! {

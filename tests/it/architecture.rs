@@ -1,32 +1,98 @@
-//! Architecture invariants that are cheap to guard (see
-//! docs/architecture.md): only `http/` knows axum, only `store/` knows SQL.
+//! Architecture invariants (see docs/architecture.md). Cargo keeps the
+//! layers between crates: a crate cannot import one that is not among its
+//! dependencies, and the dependencies cannot form a cycle. What is left to
+//! check here is what Cargo cannot see: that the crate graph is the one the
+//! document draws, the boundaries between modules inside the server
+//! library (only `http/` knows axum, only `store/` knows SQL), and that
+//! every metric family has a help text.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
-fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_owned()
+}
+
+fn sources(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
             sources(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push((path.display().to_string(), std::fs::read_to_string(&path).unwrap()));
+            let text = std::fs::read_to_string(&path).unwrap();
+            out.push((path, text));
         }
     }
 }
 
+/// The names of a manifest's normal dependencies (its `[dependencies]`).
+fn dependencies(manifest: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(workspace().join(manifest)).unwrap();
+    let mut in_section = false;
+    let mut names = BTreeSet::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_section = line == "[dependencies]";
+        } else if in_section && !line.is_empty() && !line.starts_with('#') {
+            let name = line.split(['.', '=', ' ']).next().unwrap();
+            names.insert(name.to_owned());
+        }
+    }
+    names
+}
+
+/// The crate graph of docs/architecture.md: each crate and the Holdfast
+/// crates it may depend on. The server library never links the rehearsal
+/// tools, nor what only they need.
 #[test]
-fn only_http_knows_axum_and_only_store_knows_sql() {
+fn the_crates_depend_on_each_other_as_documented() {
+    let graph: [(&str, &[&str]); 4] = [
+        ("Cargo.toml", &["holdfast-server", "holdfast-storm"]),
+        ("crates/storm/Cargo.toml", &["holdfast-protocol", "holdfast-server"]),
+        ("crates/server/Cargo.toml", &["holdfast-protocol"]),
+        ("crates/protocol/Cargo.toml", &[]),
+    ];
+    for (manifest, allowed) in graph {
+        let ours: BTreeSet<String> =
+            dependencies(manifest).into_iter().filter(|name| name.starts_with("holdfast")).collect();
+        let allowed: BTreeSet<String> = allowed.iter().map(|name| (*name).to_owned()).collect();
+        assert_eq!(ours, allowed, "{manifest}: its Holdfast dependencies differ from docs/architecture.md");
+    }
+    let server = dependencies("crates/server/Cargo.toml");
+    assert!(!server.contains("tempfile"), "the server library depends on tempfile (a tool's need)");
+    let architecture = std::fs::read_to_string(workspace().join("docs/architecture.md")).unwrap();
+    for name in ["holdfast-protocol", "holdfast-server", "holdfast-storm"] {
+        assert!(architecture.contains(name), "docs/architecture.md does not name {name}");
+    }
+}
+
+/// Inside the server library: `http/` (and `server.rs`, which serves it) is
+/// the only module that knows axum or names `crate::http`; `store/` is the
+/// only one that runs SQL or knows either database driver, but for
+/// `error.rs`, which turns the drivers' errors into ours.
+#[test]
+fn inside_the_server_only_http_knows_axum_and_only_store_knows_sql() {
+    let src = workspace().join("crates/server/src");
     let mut files = Vec::new();
-    sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    sources(&src, &mut files);
     assert!(files.len() > 10);
     for (path, text) in &files {
-        let in_http = path.contains("/src/http/") || path.ends_with("/src/server.rs");
-        let in_store = path.contains("/src/store/");
+        let module = path.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+        let in_http = module.starts_with("http/") || module == "server.rs";
         if !in_http {
-            assert!(!text.contains("axum::") && !text.contains("use axum"), "{path} uses axum");
+            for axum in ["axum::", "use axum", "crate::http"] {
+                assert!(!text.contains(axum), "{module} names {axum}: only http/ knows axum");
+            }
         }
-        if !in_store {
-            assert!(!text.contains("sqlx::query"), "{path} runs SQL");
+        if !module.starts_with("store/") {
+            for sql in ["sqlx::query", "sqlx::raw_sql", "use sqlx", "use rusqlite"] {
+                assert!(!text.contains(sql), "{module} uses {sql}: only store/ knows SQL");
+            }
+            if module != "error.rs" {
+                for driver in ["sqlx::", "rusqlite::"] {
+                    assert!(!text.contains(driver), "{module} names {driver}: only store/ knows the drivers");
+                }
+            }
         }
     }
 }
@@ -37,8 +103,10 @@ fn only_http_knows_axum_and_only_store_knows_sql() {
 #[test]
 fn every_metric_family_has_a_help_text() {
     let mut files = Vec::new();
-    sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
-    let mut named = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(workspace().join("crates")).unwrap() {
+        sources(&entry.unwrap().path().join("src"), &mut files);
+    }
+    let mut named = BTreeSet::new();
     for (_, text) in &files {
         for macro_name in ["counter!(", "gauge!(", "histogram!("] {
             for (at, _) in text.match_indices(macro_name) {
@@ -52,8 +120,8 @@ fn every_metric_family_has_a_help_text() {
         }
     }
     assert!(named.len() > 30, "found only {} families", named.len());
-    let described: std::collections::BTreeSet<String> =
-        holdfast::telemetry::METRICS.iter().map(|(name, _, _)| (*name).to_owned()).collect();
+    let described: BTreeSet<String> =
+        holdfast_server::telemetry::METRICS.iter().map(|(name, _, _)| (*name).to_owned()).collect();
     let missing: Vec<_> = named.difference(&described).collect();
     assert!(missing.is_empty(), "families without a help text in telemetry::METRICS: {missing:?}");
     let unused: Vec<_> = described.difference(&named).collect();

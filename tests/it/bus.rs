@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use holdfast::bus::local::LocalBus;
-use holdfast::bus::nats::NatsBus;
-use holdfast::bus::{Audience, Bus, BusSink, Envelope, Payload};
+use holdfast_server::bus::local::LocalBus;
+use holdfast_server::bus::nats::NatsBus;
+use holdfast_server::bus::{Audience, Bus, BusSink, Envelope, Payload};
 
 use crate::services::{nats_prefix, nats_url};
 

@@ -8,9 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use holdfast::config::Config;
-use holdfast::store::status::StatusStore;
-use holdfast::store::{ConversationFilter, ConversationStatus, NewAgent, Role, Store, postgres::PostgresStore};
+use holdfast_server::config::Config;
+use holdfast_server::store::status::StatusStore;
+use holdfast_server::store::{ConversationFilter, ConversationStatus, NewAgent, Role, Store, postgres::PostgresStore};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -65,7 +65,7 @@ async fn sees_agent(node: &TestServer, agent_id: &str) {
     eventually("the other node sees the agent", async || node.state.chat.hub.agent_present(agent_id)).await;
 }
 
-async fn visitor_on(node: &TestServer, site: &holdfast::store::Site) -> (Client, String) {
+async fn visitor_on(node: &TestServer, site: &holdfast_server::store::Site) -> (Client, String) {
     let (_, token) = node.visitor(site).await;
     (Client::connect(node, "/api/v1/visitor/socket", &token, HashMap::new()).await, token)
 }
@@ -495,7 +495,7 @@ async fn kill_9_of_a_node_moves_its_clients_to_the_other_with_nothing_lost_or_do
     let survivor = spawn_node(&db.url, &prefix);
     let store = PostgresStore::connect(&db.url, 2).await.unwrap();
     let site = store.sites().await.unwrap().remove(0);
-    let hash = holdfast::auth::passwords::hash_now("password123").unwrap();
+    let hash = holdfast_server::auth::passwords::hash_now("password123").unwrap();
     for email in ["x@example.com", "y@example.com"] {
         let new =
             NewAgent { site_id: &site.id, email, name: email, role: Role::Agent, password_hash: &hash, chat_limit: 1 };
@@ -612,7 +612,7 @@ async fn kill_9_of_the_status_runner_hands_monitors_and_deliveries_to_the_other_
     let mut nodes = vec![spawn_node_with(&db.url, &prefix, &flags), spawn_node_with(&db.url, &prefix, &flags)];
     let store = PostgresStore::connect(&db.url, 2).await.unwrap();
     let site = store.sites().await.unwrap().remove(0);
-    let hash = holdfast::auth::passwords::hash_now("password123").unwrap();
+    let hash = holdfast_server::auth::passwords::hash_now("password123").unwrap();
     let email = "ops@example.com";
     let new =
         NewAgent { site_id: &site.id, email, name: "Ops", role: Role::Operator, password_hash: &hash, chat_limit: 1 };
@@ -649,7 +649,7 @@ async fn kill_9_of_the_status_runner_hands_monitors_and_deliveries_to_the_other_
                          "interval_ms": 1000});
     admin(&nodes[other], "/api/v1/status/monitors", monitor).await;
     let failures = async || {
-        let monitors = StatusStore::monitors(&store).await.unwrap();
+        let monitors = store.status_store().monitors().await.unwrap();
         monitors.into_iter().find(|m| m.name == "Dead port").map_or(0, |m| m.failures)
     };
     within("the runner counts two failed checks", Duration::from_secs(20), async || failures().await >= 2).await;

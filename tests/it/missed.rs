@@ -9,8 +9,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use holdfast::config::Config;
-use holdfast::store::VisitorUpdate;
+use holdfast_server::config::Config;
+use holdfast_server::store::VisitorUpdate;
 use serde_json::{Value, json};
 
 use crate::outbox::{SmtpServer, admin, free_port, header, relay};

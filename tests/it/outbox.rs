@@ -11,12 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use holdfast::auth::passwords;
-use holdfast::status::{SmtpConfig, SmtpTls};
-use holdfast::store::outbox::{Attempt, DeliveryKind, DeliveryStatus, NewDelivery, OfflineMessage};
-use holdfast::store::postgres::PostgresStore;
-use holdfast::store::sqlite::SqliteStore;
-use holdfast::store::{
+use holdfast_server::auth::passwords;
+use holdfast_server::status::{SmtpConfig, SmtpTls};
+use holdfast_server::store::outbox::{Attempt, DeliveryKind, DeliveryStatus, NewDelivery, OfflineMessage};
+use holdfast_server::store::postgres::PostgresStore;
+use holdfast_server::store::sqlite::SqliteStore;
+use holdfast_server::store::{
     Author, Conversation, ConversationStatus, NewAgent, Role, Site, Store, VisitorUpdate, new_id, now_ms,
 };
 use serde_json::{Value, json};

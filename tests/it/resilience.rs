@@ -7,10 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use holdfast::admission::LaneLimits;
-use holdfast::http::rehearsal::{PlanMode, PlanSwitch, serve_plan_service};
-use holdfast::side::BreakerState;
-use holdfast::side::plan::{PlanConfig, PlanService};
+use holdfast_server::admission::LaneLimits;
+use holdfast_server::side::BreakerState;
+use holdfast_server::side::plan::{PlanConfig, PlanService};
+use holdfast_storm::rehearsal::{PlanMode, PlanSwitch, serve_plan_service};
 use serde_json::json;
 
 use crate::support::{Client, TestServer};
@@ -102,7 +102,7 @@ async fn with_the_store_down_nobody_is_logged_out() {
     let sock = Client::connect(&server, "/api/v1/agent/socket", &access, HashMap::new()).await;
     sock.cut();
 
-    server.state.store.faults().set(holdfast::store::FaultMode::Fail);
+    server.state.store.faults().set(holdfast_server::store::FaultMode::Fail);
     // Renewal: the store cannot be asked, the old token renews itself.
     let (status, body) =
         server.post("/api/v1/auth/refresh", None, json!({"refresh_token": refresh, "access_token": access})).await;
@@ -122,7 +122,7 @@ async fn with_the_store_down_nobody_is_logged_out() {
     let (_, ready) = server.get("/readyz", None).await;
     assert_eq!(ready["ready"], false);
 
-    server.state.store.faults().set(holdfast::store::FaultMode::Ok);
+    server.state.store.faults().set(holdfast_server::store::FaultMode::Ok);
     // Back: the same credentials work, no password needed.
     let c = Client::connect(&server, "/api/v1/agent/socket", &renewed, HashMap::new()).await;
     assert_eq!(c.welcome["type"], "welcome");

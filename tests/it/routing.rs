@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Client, TestServer};
 
-async fn visitor_says(server: &TestServer, site: &holdfast::store::Site, text: &str) -> (Client, String) {
+async fn visitor_says(server: &TestServer, site: &holdfast_server::store::Site, text: &str) -> (Client, String) {
     let (_, token) = server.visitor(site).await;
     let mut v = Client::connect(server, "/api/v1/visitor/socket", &token, HashMap::new()).await;
     let ack = v.say(None, "first", text).await;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use holdfast::auth::ratelimit::LoginLimits;
-use holdfast::store::status::SubscriberKind;
+use holdfast_server::auth::ratelimit::LoginLimits;
+use holdfast_server::store::status::SubscriberKind;
 use reqwest::header;
 use serde_json::{Value, json};
 

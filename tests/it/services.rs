@@ -10,7 +10,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use holdfast::store::new_id;
+use holdfast_server::store::new_id;
 
 /// What a test says when a service is missing: the one command that sets
 /// everything up.
@@ -59,7 +59,7 @@ pub struct TestDb {
 impl TestDb {
     pub async fn create() -> TestDb {
         let name = format!("holdfast_t_{}", new_id().replace('-', ""));
-        let url = holdfast::store::postgres::create_database(&postgres_url(), &name)
+        let url = holdfast_server::store::postgres::create_database(&postgres_url(), &name)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed for this test ({SET_UP}): {e:?}", postgres_url()));
         TestDb { url, name }
@@ -73,7 +73,7 @@ impl Drop for TestDb {
         // with a runtime of its own, and wait for it.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            if let Err(e) = rt.block_on(holdfast::store::postgres::drop_database(&postgres_url(), &name)) {
+            if let Err(e) = rt.block_on(holdfast_server::store::postgres::drop_database(&postgres_url(), &name)) {
                 eprintln!("could not drop test database {name}: {e:?}");
             }
         })

@@ -10,11 +10,11 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use holdfast::auth::passwords;
-use holdfast::config::Config;
-use holdfast::status::probes::{PROBE_ACCOUNT_KEY, ProbeAccount};
-use holdfast::store::status::StatusStore;
-use holdfast::store::{Availability, NewAgent, Role};
+use holdfast_server::auth::passwords;
+use holdfast_server::config::Config;
+use holdfast_server::status::probes::{PROBE_ACCOUNT_KEY, ProbeAccount};
+use holdfast_server::store::status::StatusStore;
+use holdfast_server::store::{Availability, NewAgent, Role};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -90,7 +90,7 @@ pub(crate) async fn operator(server: &TestServer) -> String {
 }
 
 fn rand_suffix() -> String {
-    holdfast::store::new_id()
+    holdfast_server::store::new_id()
 }
 
 pub(crate) async fn send(
@@ -614,7 +614,7 @@ async fn the_public_page_and_feeds_show_components_uptime_and_history(store: Sto
     .await;
     let id = opened["incident"]["id"].as_str().unwrap().to_owned();
     let website = server.state.status.find_component("Website").await.unwrap();
-    let now = holdfast::store::now_ms();
+    let now = holdfast_server::store::now_ms();
     for ok in [true, true, true, false] {
         server.state.status.store.record_probe(&website.id, now, ok).await.unwrap();
     }
@@ -784,7 +784,7 @@ async fn a_webhook_subscriber_gets_a_signed_notification_retried_until_accepted(
     let secret = sub["secret"].as_str().unwrap().to_owned();
     assert_eq!(secret.len(), 64);
 
-    let started = holdfast::store::now_ms() / 1000;
+    let started = holdfast_server::store::now_ms() / 1000;
     let (s, _) = send(
         &server,
         reqwest::Method::POST,
@@ -800,8 +800,12 @@ async fn a_webhook_subscriber_gets_a_signed_notification_retried_until_accepted(
     for r in [&first, &second] {
         let ts: i64 = r.header("x-holdfast-timestamp").parse().expect("a timestamp header");
         assert!((started - 1..=started + 30).contains(&ts), "a fresh timestamp");
-        assert_eq!(r.header("x-holdfast-signature"), holdfast::status::notify::sign(&secret, ts, &r.body), "signed");
-        assert_ne!(r.header("x-holdfast-signature"), holdfast::status::notify::sign("wrong", ts, &r.body));
+        assert_eq!(
+            r.header("x-holdfast-signature"),
+            holdfast_server::status::notify::sign(&secret, ts, &r.body),
+            "signed"
+        );
+        assert_ne!(r.header("x-holdfast-signature"), holdfast_server::status::notify::sign("wrong", ts, &r.body));
         assert!(r.header("content-type").starts_with("application/json"));
     }
     let body: Value = serde_json::from_str(&second.body).unwrap();
@@ -994,7 +998,7 @@ fn decode_quoted_printable(text: &str) -> String {
 async fn an_email_subscriber_confirms_by_link_gets_mail_and_unsubscribes() {
     let (port, mut mail) = smtp_listener().await;
     let (server, _tmp) = server_with(|c| {
-        c.status.smtp = Some(holdfast::status::SmtpConfig::new("127.0.0.1", port, "status@holdfast.test"));
+        c.status.smtp = Some(holdfast_server::status::SmtpConfig::new("127.0.0.1", port, "status@holdfast.test"));
     })
     .await;
     let token = operator(&server).await;
@@ -1281,7 +1285,7 @@ async fn built_in_probes_check_readyz_a_visitor_an_agent_login_and_the_store() {
     // check is between its login and that logout), not six.
     passing_checks(&server, "Agent login", 12).await;
     let probe = server.state.store.agent_by_email(&account.email).await.unwrap().unwrap();
-    let live = server.state.store.revoke_agent_sessions(&probe.id, holdfast::store::now_ms()).await.unwrap();
+    let live = server.state.store.revoke_agent_sessions(&probe.id, holdfast_server::store::now_ms()).await.unwrap();
     assert!((1..=2).contains(&live.len()), "{} live probe sessions", live.len());
     server.stop().await;
 }
@@ -1498,7 +1502,7 @@ async fn a_login_or_store_round_trip_slower_than_its_limit_fails() {
     .await;
     let account = probe_account(&server).await;
     let probe = server.state.store.agent_by_email(&account.email).await.unwrap().unwrap();
-    let live = server.state.store.revoke_agent_sessions(&probe.id, holdfast::store::now_ms()).await.unwrap();
+    let live = server.state.store.revoke_agent_sessions(&probe.id, holdfast_server::store::now_ms()).await.unwrap();
     assert!((1..=2).contains(&live.len()), "{} live probe sessions", live.len());
     server.stop().await;
 }
@@ -1535,8 +1539,8 @@ async fn a_restarted_server_goes_on_from_its_monitors_last_checks() {
     .await;
     let id = incident["id"].as_str().unwrap().to_owned();
     server.stop().await;
-    let stopped = holdfast::store::sqlite::SqliteStore::open(tmp.path()).await.unwrap();
-    let counted = stopped.monitors().await.unwrap().remove(0);
+    let stopped = holdfast_server::store::sqlite::SqliteStore::open(tmp.path()).await.unwrap();
+    let counted = stopped.status_store().monitors().await.unwrap().remove(0);
     stopped.close().await;
     assert!(counted.failures >= 3, "{counted:?}");
 
@@ -1579,8 +1583,8 @@ async fn a_restarted_server_goes_on_from_its_monitors_last_checks() {
     })
     .await;
     let last_failure = failures(&server).await.last_failure_at.unwrap();
-    let since =
-        holdfast::status::time::parse_iso8601(monitoring["monitoring_at"].as_str().unwrap()).unwrap() - last_failure;
+    let since = holdfast_server::status::time::parse_iso8601(monitoring["monitoring_at"].as_str().unwrap()).unwrap()
+        - last_failure;
     assert!(since >= 3000, "monitoring {since} ms after the last failure");
     server.stop().await;
 }
@@ -1917,7 +1921,7 @@ async fn the_status_page_renders_in_headless_chromium() {
     .await;
     assert!(opened["incident"]["id"].is_string());
     let website = server.state.status.find_component("Website").await.unwrap();
-    let now = holdfast::store::now_ms();
+    let now = holdfast_server::store::now_ms();
     for day in 0..60 {
         for i in 0..20 {
             let ok = !((day == 7 && i < 6) || (day == 30 && i == 0));

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use holdfast::auth::passwords;
-use holdfast::config::Config;
-use holdfast::store::status::SubscriberKind;
-use holdfast::store::{NewAgent, Role, Site};
+use holdfast_server::auth::passwords;
+use holdfast_server::config::Config;
+use holdfast_server::store::status::SubscriberKind;
+use holdfast_server::store::{NewAgent, Role, Site};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;

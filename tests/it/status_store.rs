@@ -6,11 +6,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use holdfast::error::Error;
-use holdfast::store::now_ms;
-use holdfast::store::postgres::PostgresStore;
-use holdfast::store::sqlite::SqliteStore;
-use holdfast::store::status::{
+use holdfast_server::error::Error;
+use holdfast_server::store::now_ms;
+use holdfast_server::store::postgres::PostgresStore;
+use holdfast_server::store::sqlite::SqliteStore;
+use holdfast_server::store::status::{
     AffectedComponent, ComponentFields, ComponentStatus, Impact, IncidentKind, IncidentStatus, IncidentWrite,
     StatusStore, SubscriberKind,
 };
@@ -26,14 +26,14 @@ struct Backend {
 
 async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn StatusStore> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let store: Arc<dyn StatusStore> = Arc::new(SqliteStore::open(dir.path()).await.unwrap().status_store());
     Backend { a: store.clone(), b: store, _keep: Keep::Dir(dir) }
 }
 
 async fn postgres() -> Backend {
     let db = TestDb::create().await;
-    let a: Arc<dyn StatusStore> = Arc::new(PostgresStore::connect(&db.url, 4).await.unwrap());
-    let b: Arc<dyn StatusStore> = Arc::new(PostgresStore::connect(&db.url, 4).await.unwrap());
+    let a: Arc<dyn StatusStore> = Arc::new(PostgresStore::connect(&db.url, 4).await.unwrap().status_store());
+    let b: Arc<dyn StatusStore> = Arc::new(PostgresStore::connect(&db.url, 4).await.unwrap().status_store());
     Backend { a, b, _keep: Keep::Db(db) }
 }
 
@@ -363,7 +363,8 @@ async fn an_old_data_dirs_status_page_moves_to_a_file_of_its_own_once() {
     }
     db.close().await;
 
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let sqlite = SqliteStore::open(dir.path()).await.unwrap();
+    let store = sqlite.status_store();
     assert!(tables(&chat).await.is_empty(), "no status table is left in the chat file");
     assert_eq!(store.page_id().await.unwrap(), "page-1");
     assert!(!store.seed_components(&["Other"]).await.unwrap(), "seeded before the move");
@@ -378,13 +379,14 @@ async fn an_old_data_dirs_status_page_moves_to_a_file_of_its_own_once() {
     assert_eq!((monitor.failures, monitor.last_error.as_deref()), (2, Some("timed out")));
     let days = store.uptime(0).await.unwrap();
     assert_eq!((days.len(), days[0].ok, days[0].total), (1, 9, 10));
-    store.close().await;
+    sqlite.close().await;
 
     // Once: a second start copies nothing again (and has nothing to copy).
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let sqlite = SqliteStore::open(dir.path()).await.unwrap();
+    let store = sqlite.status_store();
     assert_eq!(store.components().await.unwrap().len(), 1);
     assert_eq!(store.uptime(0).await.unwrap()[0].total, 10);
-    store.close().await;
+    sqlite.close().await;
 }
 
 /// The status page's writes do not wait for the chat file's write lock:
@@ -393,7 +395,8 @@ async fn an_old_data_dirs_status_page_moves_to_a_file_of_its_own_once() {
 #[tokio::test]
 async fn status_writes_do_not_wait_while_chat_holds_its_write_lock() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let sqlite = SqliteStore::open(dir.path()).await.unwrap();
+    let store = sqlite.status_store();
     store.seed_components(&["Chat widget"]).await.unwrap();
     let component = component_ids(&store).await.remove(0);
     let chat = raw(&dir.path().join("holdfast.db")).await;
@@ -406,5 +409,5 @@ async fn status_writes_do_not_wait_while_chat_holds_its_write_lock() {
     drop(busy);
     chat.close().await;
     assert_eq!(store.uptime(0).await.unwrap()[0].total, 1);
-    store.close().await;
+    sqlite.close().await;
 }

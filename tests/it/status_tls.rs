@@ -8,9 +8,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use holdfast::config::Config;
-use holdfast::status::{SmtpConfig, SmtpLogin, SmtpTls};
-use holdfast::tls::ExtraRoots;
+use holdfast_server::config::Config;
+use holdfast_server::status::{SmtpConfig, SmtpLogin, SmtpTls};
+use holdfast_server::tls::ExtraRoots;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::{Value, json};
 use tokio_rustls::TlsAcceptor;
@@ -147,7 +147,7 @@ async fn an_https_webhook_is_delivered_signed_when_its_ca_is_trusted_and_retried
     open_incident(&trusting, &token).await;
     let got = next(&mut inbox, "the notification over https").await;
     let ts: i64 = got.header("x-holdfast-timestamp").parse().unwrap();
-    assert_eq!(got.header("x-holdfast-signature"), holdfast::status::notify::sign(&secret, ts, &got.body));
+    assert_eq!(got.header("x-holdfast-signature"), holdfast_server::status::notify::sign(&secret, ts, &got.body));
     let body: Value = serde_json::from_str(&got.body).unwrap();
     assert_eq!(body["incident"]["name"], "Chat is down");
     let listed = listing(&trusting, &token, "/api/v1/status/subscribers").await["subscribers"][0].clone();

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use holdfast::auth::passwords;
-use holdfast::error::Error;
-use holdfast::store::postgres::PostgresStore;
-use holdfast::store::sqlite::SqliteStore;
-use holdfast::store::{
+use holdfast_server::auth::passwords;
+use holdfast_server::error::Error;
+use holdfast_server::store::postgres::PostgresStore;
+use holdfast_server::store::sqlite::SqliteStore;
+use holdfast_server::store::{
     Author, Availability, Change, ConversationFilter, ConversationStatus, FaultMode, Guard, NewAgent, Role, Site,
     Store, VisitorUpdate,
 };
@@ -74,7 +74,7 @@ async fn site_with_agents(store: &dyn Store, n: usize, limit: i64) -> (Site, Vec
     (site, ids)
 }
 
-async fn queued_conversation(store: &dyn Store, site: &Site) -> holdfast::store::Conversation {
+async fn queued_conversation(store: &dyn Store, site: &Site) -> holdfast_server::store::Conversation {
     let visitor = store.create_visitor(&site.id, VisitorUpdate::default()).await.unwrap();
     let group = store.groups(&site.id).await.unwrap().remove(0);
     store.create_conversation(&site.id, &visitor.id, &group.id, ConversationStatus::Queued).await.unwrap()
@@ -319,7 +319,7 @@ async fn an_operator_is_stored_listed_grouped_and_routed_like_an_admin(s: Backen
         s.b.routing_candidates(&group.id).await.unwrap().into_iter().map(|c| c.agent_id).collect();
     assert!(candidates.contains(&operator.id), "routed to like an admin");
     // And back: the role is an ordinary column value.
-    let demote = holdfast::store::AgentUpdate { role: Some(Role::Admin), ..Default::default() };
+    let demote = holdfast_server::store::AgentUpdate { role: Some(Role::Admin), ..Default::default() };
     s.a.update_agent(&operator.id, demote).await.unwrap();
     assert_eq!(s.b.agent(&operator.id).await.unwrap().unwrap().role, Role::Admin);
 }
@@ -340,7 +340,7 @@ async fn sessions_agents_visitors_and_admin_data_round_trip(s: Backend) {
     assert!(matches!(dup.await, Err(Error::Conflict(_))));
     s.a.update_agent(
         &agent.id,
-        holdfast::store::AgentUpdate { name: Some("Renamed".into()), active: Some(false), ..Default::default() },
+        holdfast_server::store::AgentUpdate { name: Some("Renamed".into()), active: Some(false), ..Default::default() },
     )
     .await
     .unwrap();

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use holdfast::app::AppState;
-use holdfast::auth::passwords;
-use holdfast::config::Config;
-use holdfast::store::{Agent, NewAgent, Role, Site};
+use holdfast_server::app::AppState;
+use holdfast_server::auth::passwords;
+use holdfast_server::config::Config;
+use holdfast_server::store::{Agent, NewAgent, Role, Site};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -77,7 +77,7 @@ impl TestServer {
         let (tx, rx) = oneshot::channel::<()>();
         let serve_state = state.clone();
         let task = tokio::spawn(async move {
-            holdfast::server::run(listener, serve_state, async {
+            holdfast_server::server::run(listener, serve_state, async {
                 let _ = rx.await;
             })
             .await
@@ -313,7 +313,7 @@ impl Client {
 /// of its own: install the one the binary installs at start, whether or not
 /// this test built a server in process.
 pub fn http_builder() -> reqwest::ClientBuilder {
-    holdfast::tls::install_crypto_provider();
+    holdfast_server::tls::install_crypto_provider();
     reqwest::Client::builder()
 }
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use holdfast::store::VisitorUpdate;
+use holdfast_server::store::VisitorUpdate;
 use serde_json::{Value, json};
 
 use crate::outbox::{SmtpServer, admin, free_port, header, relay};

@@ -2,8 +2,8 @@
 //! size budgets), the console's session cookie and CSRF defence, the
 //! admin API's role and tenant checks, and allowed origins.
 
-use holdfast::auth::passwords;
-use holdfast::store::{NewAgent, Role, Site};
+use holdfast_server::auth::passwords;
+use holdfast_server::store::{NewAgent, Role, Site};
 use reqwest::header;
 use serde_json::{Value, json};
 

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use holdfast::store::Role;
+use holdfast_server::store::Role;
 use serde_json::{Value, json};
 
 use super::webdriver::{Driver, screenshot_path};

@@ -10,8 +10,8 @@ mod webdriver;
 
 use std::time::Duration;
 
-use holdfast::auth::passwords;
-use holdfast::store::{NewAgent, Role, Site};
+use holdfast_server::auth::passwords;
+use holdfast_server::store::{NewAgent, Role, Site};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -509,8 +509,8 @@ async fn an_operator_runs_the_status_page_from_the_console() {
     assert_eq!(m["name"], "Database upgrade", "{upcoming}");
     assert_eq!(m["components"][0]["name"], "Agent login", "{m}");
     let (from, until) = (m["scheduled_for"].as_str().unwrap(), m["scheduled_until"].as_str().unwrap());
-    let span =
-        holdfast::status::time::parse_iso8601(until).unwrap() - holdfast::status::time::parse_iso8601(from).unwrap();
+    let span = holdfast_server::status::time::parse_iso8601(until).unwrap()
+        - holdfast_server::status::time::parse_iso8601(from).unwrap();
     assert_eq!(span, 90 * 60 * 1000, "{from} to {until}");
 
     // A monitor added and deleted (after the confirmation).
@@ -715,7 +715,10 @@ async fn read_state_survives_reloads_in_the_console_and_the_widget() {
     let conv = conv.as_str().unwrap().to_owned();
     crate::status::eventually("the agent's read receipt, stored", || async {
         let events = server.state.store.events_after(&conv, 0, 100).await.unwrap();
-        events.iter().any(|e| e.kind == "read" && e.author.kind == holdfast::store::AuthorKind::Agent).then_some(())
+        events
+            .iter()
+            .any(|e| e.kind == "read" && e.author.kind == holdfast_server::store::AuthorKind::Agent)
+            .then_some(())
     })
     .await;
     console.goto(&format!("{}/console", server.base)).await;
@@ -754,7 +757,9 @@ async fn read_state_survives_reloads_in_the_console_and_the_widget() {
         events
             .iter()
             .any(|e| {
-                e.kind == "read" && e.author.kind == holdfast::store::AuthorKind::Visitor && e.data["up_to"] == asked
+                e.kind == "read"
+                    && e.author.kind == holdfast_server::store::AuthorKind::Visitor
+                    && e.data["up_to"] == asked
             })
             .then_some(())
     })

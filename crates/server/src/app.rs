@@ -1,0 +1,291 @@
+//! Assembling the server's parts into one shared state: the store, the bus,
+//! the hub, auth and chat. Also the first-run bootstrap (demo site and its
+//! admin, the installation's operator).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::admission::Admission;
+use crate::auth::ratelimit::LoginLimiter;
+use crate::auth::{Auth, HashPool, passwords};
+use crate::bus::{Audience, Bus, BusSink, Envelope, Payload, local::LocalBus, nats::NatsBus};
+use crate::chat::hub::Hub;
+use crate::chat::service::Chat;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::outbox::Outbox;
+use crate::server::{Connections, connection_cap_from_fd_limit};
+use crate::side::plan::PlanService;
+use crate::status::Status;
+use crate::store::status::StatusStore;
+use crate::store::{NewAgent, Role, Store, postgres::PostgresStore, sqlite::SqliteStore};
+
+/// PostgreSQL connections of the status page on each node (besides the
+/// chat pool, `--database-pool`, and the runner's one lead connection).
+pub const STATUS_POOL: u32 = 4;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<Auth>,
+    pub chat: Arc<Chat>,
+    pub admission: Arc<Admission>,
+    pub login_limiter: Arc<LoginLimiter>,
+    pub plan: Arc<PlanService>,
+    /// The socket cap in force (from config, else the connections' soft
+    /// limit, so sockets never take the reserve kept for health and login).
+    pub max_sockets: usize,
+    /// Every client connection: counts per address and in total, and the
+    /// idle ones a full server evicts (`server::run` admits through it).
+    pub connections: Arc<Connections>,
+    /// WebSockets open on this node, counted from the upgrade (before hello).
+    pub open_sockets: Arc<std::sync::atomic::AtomicUsize>,
+    /// The status page (its own store view, lane and side tasks).
+    pub status: Arc<Status>,
+    /// The chat outbox (offline-message emails), delivered by the lead.
+    pub outbox: Arc<Outbox>,
+    pub metrics: PrometheusHandle,
+    pub started: Instant,
+}
+
+/// What the first start on an empty data dir created, to show the operator.
+pub struct FirstRun {
+    pub site_name: String,
+    pub widget_key: String,
+    pub admin_email: String,
+    pub admin_password: String,
+}
+
+impl AppState {
+    /// Open the store in `config.data_dir` and wire everything up. Returns
+    /// the first-run details when the data dir was empty.
+    pub async fn build(config: Config) -> Result<(AppState, Option<FirstRun>)> {
+        if config.nats_url.is_some() && config.database_url.is_none() {
+            return Err(Error::bad_request("--nats-url needs --database-url: the nodes of a cluster share one store"));
+        }
+        // The status page is in the same store as chat, so every node of a
+        // cluster shows one page. On PostgreSQL it has a small pool of its
+        // own: a chat storm that takes every chat connection cannot make
+        // the status page wait for one.
+        let (store, status_store): (Arc<dyn Store>, Arc<dyn StatusStore>) = match &config.database_url {
+            Some(url) => (
+                Arc::new(PostgresStore::connect(url, config.database_max_connections).await?),
+                Arc::new(PostgresStore::connect(url, STATUS_POOL).await?.status_store()),
+            ),
+            None => {
+                let sqlite = SqliteStore::open(&config.data_dir).await?;
+                let status = Arc::new(sqlite.status_store());
+                (Arc::new(sqlite), status)
+            }
+        };
+        let first_run = bootstrap(store.as_ref(), &config.node_id).await?;
+        // Shared by every node (it is in the store), so a token issued by
+        // one node resumes on any other.
+        let secret = store.meta_init("token_key", &hex::encode(rand::random::<[u8; 32]>())).await?;
+        let hashes = HashPool::new(config.hash_threads, config.hash_queue, config.hash_deadline);
+        // While logins wait for the hash pool, the lower lanes shrink.
+        let admission = Arc::new(Admission::new(&config.admission).yield_to(hashes.backlog()));
+        let mut auth_config = config.auth.clone();
+        auth_config.renewal_grace = config.sessions.renewal_grace;
+        let auth = Arc::new(Auth::new(store.clone(), secret.as_bytes(), hashes, auth_config)?);
+        // Revocations outlive restarts: read the ones whose tokens could
+        // still be valid before serving anything.
+        auth.sync_revocations().await?;
+        let mut hub = Hub::new(config.presence_grace);
+        hub.set_remote_ttl(config.presence_beat * 3);
+        let hub = Arc::new(hub);
+        let bus: Arc<dyn Bus> = match &config.nats_url {
+            Some(url) => Arc::new(NatsBus::connect(url, &config.nats_prefix, &config.node_id).await?),
+            None => Arc::new(LocalBus::new()),
+        };
+        bus.attach(Arc::new(NodeSink { hub: hub.clone(), auth: auth.clone() }));
+        let listen_url = format!("http://{}", config.listen);
+        let outbox =
+            Arc::new(Outbox::new(store.clone(), bus.clone(), config.outbox.clone(), &config.status, &listen_url));
+        let chat = Arc::new(Chat::new(store.clone(), bus, hub, admission.clone(), outbox.clone()));
+        if config.nats_url.is_some() {
+            spawn_heartbeat(chat.clone(), config.node_id.clone(), config.presence_beat);
+        }
+        let login_limiter = Arc::new(LoginLimiter::new(config.login_limits));
+        let plan = PlanService::new(config.plan.clone());
+        plan.spawn();
+        let connections = Arc::new(Connections::new(config.connections.clone(), connection_cap_from_fd_limit));
+        let max_sockets = config.max_sockets.unwrap_or_else(|| connections.soft_limit());
+        let status = Arc::new(Status::open(status_store, config.status.clone(), &listen_url).await?);
+        spawn_housekeeping(login_limiter.clone(), auth.clone(), &status);
+        let state = AppState {
+            config: Arc::new(config),
+            store,
+            auth,
+            chat,
+            admission,
+            login_limiter,
+            plan,
+            max_sockets,
+            connections,
+            open_sockets: Arc::default(),
+            status,
+            outbox,
+            metrics: crate::telemetry::metrics(),
+            started: Instant::now(),
+        };
+        Ok((state, first_run))
+    }
+}
+
+/// How often a node reads the sessions revoked lately. The bus tells every
+/// node of a logout at once; this catches what a node missed (it was
+/// partitioned, or its bus was down) within a few seconds.
+const REVOCATION_SYNC: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn spawn_housekeeping(limiter: Arc<LoginLimiter>, auth: Arc<Auth>, status: &Arc<Status>) {
+    // Holds the status page only while it prunes, so the task ends when the
+    // server's state is gone.
+    let status = Arc::downgrade(status);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(status) = status.upgrade() else { return };
+            limiter.prune();
+            status.subscribe_limit.prune();
+        }
+    });
+    // Holds the auth (and through it the store) only while it reads, so the
+    // task ends when the server's state is gone.
+    let auth = Arc::downgrade(&auth);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REVOCATION_SYNC);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let Some(auth) = auth.upgrade() else { return };
+            match auth.sync_revocations().await {
+                Ok(_) => failing = false,
+                // Said once per outage, not every two seconds.
+                Err(err) if !std::mem::replace(&mut failing, true) => {
+                    tracing::warn!(error = %err, "cannot read revoked sessions; the bus still carries them")
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}
+
+/// What a node's bus hands it: a revoked session is refused by this node's
+/// `Auth` too (a logout on another node reaches every node), heartbeats go
+/// to the hub's presence, everything else to sockets.
+struct NodeSink {
+    hub: Arc<Hub>,
+    auth: Arc<Auth>,
+}
+
+impl BusSink for NodeSink {
+    fn deliver(&self, envelope: Arc<Envelope>) {
+        if let (Audience::Session { session_id }, Payload::Disconnect { .. }) = (&envelope.audience, &envelope.payload)
+        {
+            self.auth.forget_session(session_id);
+        }
+        self.hub.deliver(envelope);
+    }
+}
+
+/// Cluster mode: tell the other nodes which agents are present here, every
+/// beat and as soon as that changes; notice lost nodes and a bus that came
+/// back, and have sockets re-read the store then. Ends when the node drains.
+fn spawn_heartbeat(chat: Arc<Chat>, node_id: String, beat: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut bus_was_down = false;
+        while !chat.hub.is_draining() {
+            tokio::select! {
+                _ = tokio::time::sleep(beat) => {}
+                // Coalesce a burst of connects into one beat.
+                _ = chat.hub.presence_dirty.notified() => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                _ = chat.hub.remote_presence_changed.notified() => {
+                    remote_presence_changed(&chat).await;
+                    continue;
+                }
+            }
+            let agents = chat.hub.present_agents();
+            let payload = Payload::Presence { node_id: node_id.clone(), agents };
+            let beat = Envelope { site_id: String::new(), audience: Audience::SiteAgents, event: None, payload };
+            chat.bus.publish(beat).await;
+            if !chat.bus.healthy() {
+                chat.hub.keep_remote_presence();
+                bus_was_down = true;
+                continue;
+            }
+            if std::mem::take(&mut bus_was_down) {
+                tracing::info!("bus back: sockets re-read their conversations");
+                chat.hub.request_resync();
+            }
+            let lost = chat.hub.lost_nodes();
+            if !lost.is_empty() {
+                tracing::warn!(?lost, "node(s) fell silent: sockets re-read their conversations");
+                metrics::counter!("holdfast_nodes_lost_total").increment(lost.len() as u64);
+                chat.hub.request_resync();
+            }
+        }
+    });
+}
+
+/// Agents came or went on another node: their sites' queues may route now
+/// (a chat that arrived here before the agent's heartbeat did), and this
+/// node's visitors may need to hear whether anyone is online.
+async fn remote_presence_changed(chat: &Chat) {
+    let mut sites = std::collections::HashSet::new();
+    for agent_id in chat.hub.take_remote_changes() {
+        match chat.store.agent(&agent_id).await {
+            Ok(Some(agent)) => {
+                sites.insert(agent.site_id);
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "presence: cannot look up an agent"),
+        }
+    }
+    for site_id in sites {
+        chat.presence_changed(&site_id).await;
+    }
+}
+
+/// On an empty store: a demo site and its admin, with a generated
+/// password, who is also the installation's operator (role `operator`:
+/// the status page and the other sites are theirs). Nodes of a cluster starting together race for it; the store decides
+/// which one bootstraps (the first to claim the `bootstrap` meta key).
+async fn bootstrap(store: &dyn Store, node_id: &str) -> Result<Option<FirstRun>> {
+    if !store.sites().await?.is_empty() {
+        return Ok(None);
+    }
+    if store.meta_init("bootstrap", node_id).await? != node_id {
+        return Ok(None);
+    }
+    let site = store.create_site("Demo site").await?;
+    let password = generate_password();
+    let hash = passwords::hash_now(&password)?;
+    let email = "admin@holdfast.local".to_owned();
+    store
+        .create_agent(NewAgent {
+            site_id: &site.id,
+            email: &email,
+            name: "Admin",
+            role: Role::Operator,
+            password_hash: &hash,
+            chat_limit: 5,
+        })
+        .await?;
+    Ok(Some(FirstRun {
+        site_name: site.name,
+        widget_key: site.widget_key,
+        admin_email: email,
+        admin_password: password,
+    }))
+}
+
+/// 20 characters from an unambiguous alphabet (~100 bits).
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    (0..20).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+}

@@ -1,0 +1,41 @@
+//! Holdfast: self-hosted live chat for websites that keeps agents logged in
+//! and chats flowing through reconnect storms, node loss and overloaded
+//! side services.
+//!
+//! Layout (see `docs/architecture.md` for how a request flows):
+//!
+//! - `config`    — server configuration, one documented field each.
+//! - `admin`     — what admins change: widget settings, agents, groups, canned responses.
+//! - `app`       — wiring the parts into `AppState`; first-run bootstrap.
+//! - `server`    — bind, accept, serve, drain; connection caps, timeouts and the reserve.
+//! - `http`      — the only module that knows axum: routes, extractors, sockets.
+//! - `chat`      — protocol frames, socket sessions, hub, routing, chat actions.
+//! - `auth`      — password hashing pool, tokens, sessions, login rate limits.
+//! - `admission` — priority lanes with their own capacity; shedding with 503.
+//! - `side`      — side services (plan banners) behind timeouts, breakers, caches.
+//! - `status`    — status page, incidents, subscribers, self-monitoring.
+//! - `store`     — the `Store` trait, SQLite and PostgreSQL implementations; the only SQL.
+//! - `bus`       — the `Bus` trait (event fan-out): in-process, and NATS between nodes.
+//! - `error`     — one error type and its mapping to HTTP status codes.
+//! - `json`      — strict JSON: a repeated key is refused.
+//! - `outbox`    — the durable outbox of chat: offline-message emails, the deliverer.
+//! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons.
+//! - `telemetry` — logs and Prometheus metrics.
+
+pub mod admin;
+pub mod admission;
+pub mod app;
+pub mod auth;
+pub mod bus;
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod json;
+pub mod outbox;
+pub mod server;
+pub mod side;
+pub mod status;
+pub mod store;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,332 @@
+//! The emails of the outbox: templates (minijinja, HTML-escaped by
+//! default: `.html` templates escape every value), and the message around
+//! them (multipart text + HTML, Date, Message-ID, From, Reply-To). Values
+//! that end up in headers are made one line first, so a visitor's name
+//! holding CR/LF cannot add a header.
+
+use std::sync::LazyLock;
+use std::time::{Duration, UNIX_EPOCH};
+
+use lettre::Message;
+use lettre::message::{Mailbox, MultiPart};
+use minijinja::Environment;
+use serde::{Deserialize, Serialize};
+
+use crate::status::time;
+
+/// What an offline message's email shows, as queued (`deliveries.payload`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OfflinePayload {
+    pub site_name: String,
+    pub conversation_id: String,
+    pub visitor_name: Option<String>,
+    pub visitor_email: Option<String>,
+    pub page_url: Option<String>,
+    pub body: String,
+    /// When the visitor sent it (Unix ms).
+    pub at: i64,
+}
+
+/// An email's subject and its two parts.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    // Auto-escaping follows the name: `.html` escapes, `.txt` does not.
+    for (name, source) in [
+        ("offline_message.txt", include_str!("../../../../assets/mail/offline_message.txt")),
+        ("offline_message.html", include_str!("../../../../assets/mail/offline_message.html")),
+        ("missed_chat.txt", include_str!("../../../../assets/mail/missed_chat.txt")),
+        ("missed_chat.html", include_str!("../../../../assets/mail/missed_chat.html")),
+        ("transcript.txt", include_str!("../../../../assets/mail/transcript.txt")),
+        ("transcript.html", include_str!("../../../../assets/mail/transcript.html")),
+    ] {
+        env.add_template(name, source).expect("the built-in mail templates parse");
+    }
+    env
+});
+
+/// Both parts of the email `name` (`NAME.txt`, `NAME.html`) with `ctx`.
+fn rendered(subject: String, name: &str, ctx: &minijinja::Value) -> Result<Rendered, String> {
+    let render = |part: &str| {
+        let file = format!("{name}.{part}");
+        TEMPLATES.get_template(&file).and_then(|t| t.render(ctx)).map_err(|e| format!("template {file}: {e}"))
+    };
+    Ok(Rendered { subject, text: render("txt")?, html: render("html")? })
+}
+
+/// Header text from anything: control characters (CR and LF among them)
+/// become spaces, runs of spaces one, at most `max` characters.
+pub fn one_line(value: &str, max: usize) -> String {
+    let spaced: String = value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let mut line = spaced.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > max {
+        line = line.chars().take(max.saturating_sub(1)).collect::<String>() + "…";
+    }
+    line
+}
+
+/// The subject and both parts of an offline message's email. Times are
+/// shown in UTC: sites have no time zone setting yet.
+pub fn render_offline(p: &OfflinePayload, console_url: &str) -> Result<Rendered, String> {
+    let page_link = p.page_url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+    let ctx = minijinja::context! {
+        site_name => p.site_name,
+        visitor_name => p.visitor_name,
+        visitor_email => p.visitor_email,
+        page_url => p.page_url,
+        page_link => page_link,
+        body => p.body,
+        sent_at => time::human(p.at),
+        console_url => console_url,
+    };
+    rendered(offline_subject(p), "offline_message", &ctx)
+}
+
+/// "New message from NAME on SITE", on one line.
+pub fn offline_subject(p: &OfflinePayload) -> String {
+    let who = p.visitor_name.as_deref().map(|n| one_line(n, 80)).filter(|n| !n.is_empty());
+    format!("New message from {} on {}", who.as_deref().unwrap_or("a visitor"), one_line(&p.site_name, 80))
+}
+
+/// What a missed chat's email shows, as queued (`deliveries.payload`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissedPayload {
+    pub site_name: String,
+    pub conversation_id: String,
+    pub visitor_name: Option<String>,
+    pub visitor_email: Option<String>,
+    pub page_url: Option<String>,
+    /// The visitor's first message.
+    pub body: Option<String>,
+    pub reason: crate::store::missed::MissedReason,
+    pub waited_ms: i64,
+    /// The site's limit then, in milliseconds.
+    pub limit_ms: i64,
+    /// When the visitor first wrote (Unix ms).
+    pub started_at: i64,
+    /// When the chat was judged missed: the email's `Date`.
+    pub at: i64,
+}
+
+/// "2 min", "1 h 5 min", "40 s": a wait as a reader says it.
+pub fn duration_words(ms: i64) -> String {
+    let s = (ms.max(0) + 500) / 1000;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        _ if s % 3600 < 60 => format!("{} h", s / 3600),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// The subject and both parts of a missed chat's email (times in UTC).
+pub fn render_missed(p: &MissedPayload, console_url: &str) -> Result<Rendered, String> {
+    let page_link = p.page_url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+    let ctx = minijinja::context! {
+        site_name => p.site_name,
+        visitor_name => p.visitor_name,
+        visitor_email => p.visitor_email,
+        page_url => p.page_url,
+        page_link => page_link,
+        body => p.body,
+        reason => p.reason.as_str(),
+        waited => duration_words(p.waited_ms),
+        limit => duration_words(p.limit_ms),
+        started_at => time::human(p.started_at),
+        console_url => console_url,
+    };
+    rendered(missed_subject(p), "missed_chat", &ctx)
+}
+
+/// "Missed chat from NAME on SITE", on one line.
+pub fn missed_subject(p: &MissedPayload) -> String {
+    let who = p.visitor_name.as_deref().map(|n| one_line(n, 80)).filter(|n| !n.is_empty());
+    format!("Missed chat from {} on {}", who.as_deref().unwrap_or("a visitor"), one_line(&p.site_name, 80))
+}
+
+/// One line of a transcript: a message, or what happened (`is_message`
+/// false: joined, transferred, ended).
+#[derive(Debug, Clone, Serialize)]
+pub struct TranscriptLine {
+    /// `HH:MM`, UTC.
+    pub at: String,
+    pub who: String,
+    pub text: String,
+    pub is_message: bool,
+}
+
+/// The subject and both parts of a transcript's email.
+pub fn render_transcript(
+    p: &super::transcript::TranscriptPayload,
+    visitor_name: Option<&str>,
+    started_at: i64,
+    lines: &[TranscriptLine],
+    cut: bool,
+    console_url: &str,
+) -> Result<Rendered, String> {
+    let ctx = minijinja::context! {
+        site_name => p.site_name,
+        visitor_name => visitor_name,
+        for_visitor => p.requested_by == "visitor",
+        started_at => time::human(started_at),
+        lines => lines,
+        cut => cut,
+        console_url => console_url,
+    };
+    rendered(transcript_subject(p, visitor_name), "transcript", &ctx)
+}
+
+/// "Your conversation with SITE" for the visitor, "Transcript: chat with
+/// NAME on SITE" for the site's people; one line.
+pub fn transcript_subject(p: &super::transcript::TranscriptPayload, visitor_name: Option<&str>) -> String {
+    let site = one_line(&p.site_name, 80);
+    if p.requested_by == "visitor" {
+        return format!("Your conversation with {site}");
+    }
+    let who = visitor_name.map(|n| one_line(n, 80)).filter(|n| !n.is_empty());
+    format!("Transcript: chat with {} on {site}", who.as_deref().unwrap_or("a visitor"))
+}
+
+/// Why a message could not be built: the recipient's address is unusable
+/// (permanent), or something else (a bug or bad settings).
+#[derive(Debug)]
+pub enum BuildError {
+    BadRecipient(String),
+    Other(String),
+}
+
+/// The email to `to`: From the configured sender with the site's name as
+/// display name, Reply-To the visitor when their address parses, Date when
+/// the visitor wrote, and a Message-ID made from the delivery's id (so a
+/// resend after a crash can be recognised by the receiver).
+pub struct Envelope<'a> {
+    pub delivery_id: &'a str,
+    pub from: &'a str,
+    pub sender_name: &'a str,
+    pub to: &'a str,
+    pub reply_to: Option<&'a str>,
+    pub id_host: &'a str,
+    pub at: i64,
+}
+
+pub fn build(envelope: &Envelope<'_>, mail: Rendered) -> Result<Message, BuildError> {
+    let to: Mailbox = envelope.to.parse().map_err(|e| BuildError::BadRecipient(format!("invalid address: {e}")))?;
+    let from_address = envelope.from.parse().map_err(|e| BuildError::Other(format!("bad From address: {e}")))?;
+    let name = one_line(envelope.sender_name, 80);
+    let from = Mailbox::new((!name.is_empty()).then_some(name), from_address);
+    let mut builder = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(one_line(&mail.subject, 200))
+        .date(UNIX_EPOCH + Duration::from_millis(envelope.at.max(0) as u64))
+        .message_id(Some(format!("<{}@{}>", envelope.delivery_id, envelope.id_host)));
+    if let Some(reply_to) = envelope.reply_to.filter(|a| crate::auth::valid_email(a)).and_then(|a| a.parse().ok()) {
+        builder = builder.reply_to(reply_to);
+    }
+    builder
+        .multipart(MultiPart::alternative_plain_html(mail.text, mail.html))
+        .map_err(|e| BuildError::Other(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hostile() -> OfflinePayload {
+        OfflinePayload {
+            site_name: "Shop <b>".into(),
+            conversation_id: "c1".into(),
+            visitor_name: Some("<script>alert(1)</script>\r\nBcc: x@evil.example".into()),
+            visitor_email: Some("ada@example.com".into()),
+            page_url: Some("javascript:alert(1)".into()),
+            body: "<img src=x onerror=alert(1)> & more".into(),
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn html_escapes_everything_the_visitor_wrote() {
+        let r = render_offline(&hostile(), "https://chat.example/console#conversation=c1").unwrap();
+        assert!(!r.html.contains("<script>") && r.html.contains("&lt;script&gt;"), "{}", r.html);
+        assert!(!r.html.contains("<img") && !r.html.contains("<b>"), "{}", r.html);
+        assert!(!r.html.contains("href=\"javascript:"), "only http(s) pages become links: {}", r.html);
+        assert!(r.text.contains("<img src=x onerror=alert(1)> & more"), "plain text stays as written");
+        assert!(!r.subject.contains('\r') && !r.subject.contains('\n'), "{:?}", r.subject);
+    }
+
+    #[test]
+    fn a_name_cannot_add_a_header() {
+        let p = hostile();
+        let r = render_offline(&p, "https://x.example/console").unwrap();
+        let envelope = Envelope {
+            delivery_id: "d1",
+            from: "chat@example.com",
+            sender_name: "Shop\r\nBcc: y@evil.example",
+            to: "admin@example.com",
+            reply_to: p.visitor_email.as_deref(),
+            id_host: "x.example",
+            at: 1_700_000_000_000,
+        };
+        let raw = String::from_utf8(build(&envelope, r).unwrap().formatted()).unwrap();
+        let headers = raw.split("\r\n\r\n").next().unwrap();
+        assert!(!headers.lines().any(|l| l.to_ascii_lowercase().starts_with("bcc:")), "{headers}");
+        assert!(headers.contains("Reply-To: ada@example.com"), "{headers}");
+        assert!(headers.contains("Message-ID: <d1@x.example>"), "{headers}");
+        assert!(headers.contains("Date: Tue, 14 Nov 2023 22:13:20 +0000"), "{headers}");
+    }
+
+    #[test]
+    fn a_missed_chats_email_escapes_and_says_how_long() {
+        let p = MissedPayload {
+            site_name: "Shop".into(),
+            conversation_id: "c1".into(),
+            visitor_name: Some("<b>Eve</b>\r\nBcc: x@evil.example".into()),
+            visitor_email: None,
+            page_url: None,
+            body: Some("<script>alert(1)</script>".into()),
+            reason: crate::store::missed::MissedReason::Left,
+            waited_ms: 75_000,
+            limit_ms: 120_000,
+            started_at: 0,
+            at: 75_000,
+        };
+        let r = render_missed(&p, "https://x.example/console#conversation=c1").unwrap();
+        assert!(!r.html.contains("<script>") && !r.html.contains("<b>"), "{}", r.html);
+        assert!(r.text.contains("left a chat on Shop after 1 min without"), "{}", r.text);
+        assert!(r.text.contains("missed after 2 min"), "{}", r.text);
+        assert!(
+            !r.subject.contains('\n') && r.subject.starts_with("Missed chat from <b>Eve</b> Bcc:"),
+            "{}",
+            r.subject
+        );
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(duration_words(40_000), "40 s");
+        assert_eq!(duration_words(120_000), "2 min");
+        assert_eq!(duration_words(3_600_000), "1 h");
+        assert_eq!(duration_words(3_900_000), "1 h 5 min");
+    }
+
+    #[test]
+    fn an_invalid_recipient_is_permanent() {
+        let r = render_offline(&hostile(), "u").unwrap();
+        let envelope = Envelope {
+            delivery_id: "d",
+            from: "a@example.com",
+            sender_name: "",
+            to: "not an address",
+            reply_to: None,
+            id_host: "h",
+            at: 0,
+        };
+        assert!(matches!(build(&envelope, r), Err(BuildError::BadRecipient(_))));
+    }
+}

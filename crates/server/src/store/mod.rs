@@ -1,0 +1,597 @@
+//! Durable state behind one small interface. `store/` is the only module
+//! that knows SQL; chat and auth logic see the [`Store`] trait and the plain
+//! records below. The SQLite implementation ([`sqlite::SqliteStore`]) is the
+//! default; [`postgres::PostgresStore`] is the store of a cluster.
+//!
+//! State changes that clients must see in order (a message, an assignment,
+//! a transfer, a close, a read receipt) go through [`Store::apply`], which
+//! changes the conversation and appends its event under the conversation's
+//! next sequence number in one transaction.
+
+pub mod missed;
+pub mod outbox;
+pub mod postgres;
+mod rules;
+pub mod sqlite;
+mod sqlite_readers;
+mod sqlite_writer;
+pub mod status;
+pub mod status_sql;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Values that are both stored and sent on the wire.
+pub use holdfast_protocol::{AuthorKind, Availability, ConversationStatus};
+
+/// A switch that makes a store fail or hang on purpose, so rehearsals and
+/// tests can show what happens when the database is down or slow. Off
+/// unless the server was started with fault injection enabled.
+#[derive(Debug, Default)]
+pub struct Faults {
+    mode: std::sync::atomic::AtomicU8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultMode {
+    /// Work normally.
+    Ok,
+    /// Every call fails at once, as with a lost connection.
+    Fail,
+    /// Every call waits 30 s and then fails, as with an overloaded database.
+    Hang,
+}
+
+impl Faults {
+    pub fn set(&self, mode: FaultMode) {
+        self.mode.store(mode as u8, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn mode(&self) -> FaultMode {
+        match self.mode.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => FaultMode::Fail,
+            2 => FaultMode::Hang,
+            _ => FaultMode::Ok,
+        }
+    }
+
+    /// Called by a store before each operation.
+    pub async fn check(&self) -> Result<()> {
+        match self.mode() {
+            FaultMode::Ok => Ok(()),
+            FaultMode::Fail => Err(crate::error::Error::Store(anyhow::anyhow!("injected fault: store down"))),
+            FaultMode::Hang => {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                Err(crate::error::Error::Store(anyhow::anyhow!("injected fault: store hung")))
+            }
+        }
+    }
+}
+
+/// How long a message's `client_id` is remembered (docs/protocol.md §5): a
+/// retry is answered with the original event while that message is one of
+/// its conversation's `REMEMBERED_MESSAGES` most recent messages and was
+/// stored less than [`REMEMBERED_FOR_MS`] ago. Later, the SQLite store takes
+/// it for a new message; PostgreSQL, which keeps a unique index on the
+/// key, still finds it. A bound on the count keeps what a message costs
+/// the SQLite writer from growing with the conversation's history (a cold
+/// conversation reads back this many keys, however long it is); a bound
+/// on time is one a client can check with its own clock.
+pub const REMEMBERED_MESSAGES: usize = 1000;
+/// See [`REMEMBERED_MESSAGES`]: 24 hours.
+pub const REMEMBERED_FOR_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Milliseconds since the Unix epoch, the store's one time format.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A new UUID v7, as text: time-ordered, so indexes stay append-mostly.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Site {
+    pub id: String,
+    pub name: String,
+    /// Public key the widget embeds; identifies the site, grants nothing else.
+    pub widget_key: String,
+    /// Widget appearance and behaviour, free-form JSON owned by the admin UI.
+    pub settings: serde_json::Value,
+    pub created_at: i64,
+}
+
+/// What an agent may do. `admin` and `operator` are both admins of their
+/// site; the operator also runs the installation (the status page, sites).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Agent,
+    /// Whoever runs the installation: an admin of their own site who also
+    /// owns the status page (incidents, monitors, subscribers) and makes
+    /// sites. The first-run admin is one; more are made by the CLI or by
+    /// an operator, never by a site's admin.
+    Operator,
+    /// The status page's login probe: it logs in and opens the agent socket
+    /// like an agent, and can do nothing else. Never listed, never routed
+    /// to, never given to a person (Holdfast creates the one probe account
+    /// itself; admins cannot create, see or change it).
+    Probe,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+            Role::Operator => "operator",
+            Role::Probe => "probe",
+        }
+    }
+
+    /// Whether this role administers its site (admins and operators).
+    pub fn is_admin(self) -> bool {
+        matches!(self, Role::Admin | Role::Operator)
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "agent" => Some(Role::Agent),
+            "operator" => Some(Role::Operator),
+            "probe" => Some(Role::Probe),
+            _ => None,
+        }
+    }
+}
+
+/// An agent's account as stored, password hash included: never sent as it
+/// is (not `Serialize`); the API shows `auth::AgentProfile`.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub id: String,
+    pub site_id: String,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub password_hash: String,
+    /// How many active conversations routing may give this agent at once.
+    pub chat_limit: i64,
+    /// What the agent chose; routing also needs them to be connected.
+    pub availability: Availability,
+    /// Deactivated agents cannot log in and are never routed to.
+    pub active: bool,
+    pub created_at: i64,
+}
+
+pub struct NewAgent<'a> {
+    pub site_id: &'a str,
+    pub email: &'a str,
+    pub name: &'a str,
+    pub role: Role,
+    pub password_hash: &'a str,
+    pub chat_limit: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub id: String,
+    pub site_id: String,
+    pub name: String,
+    /// New conversations without a requested group land here.
+    pub is_default: bool,
+}
+
+/// An agent as routing sees it: who, how loaded, when last given a chat.
+#[derive(Debug, Clone)]
+pub struct RoutingCandidate {
+    pub agent_id: String,
+    pub name: String,
+    pub availability: Availability,
+    pub active_chats: i64,
+    pub chat_limit: i64,
+    /// Used to break ties round robin: the least recently assigned wins.
+    pub last_assigned_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub agent_id: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    /// Absolute end of the session; renewal never moves it.
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Visitor {
+    pub id: String,
+    pub site_id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub page_url: Option<String>,
+    pub referrer: Option<String>,
+    pub user_agent: Option<String>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// Visitor fields a page load or the pre-chat form may update; `None`
+/// leaves the stored value alone.
+#[derive(Debug, Clone, Default)]
+pub struct VisitorUpdate {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub page_url: Option<String>,
+    pub referrer: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Conversation {
+    pub id: String,
+    pub site_id: String,
+    pub visitor_id: String,
+    pub group_id: String,
+    pub agent_id: Option<String>,
+    pub status: ConversationStatus,
+    /// Sequence number of the newest event; the next one gets `last_seq + 1`.
+    pub last_seq: i64,
+    pub created_at: i64,
+    pub assigned_at: Option<i64>,
+    pub closed_at: Option<i64>,
+}
+
+/// Who did something: a visitor, an agent, or Holdfast itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Author {
+    pub kind: AuthorKind,
+    pub id: Option<String>,
+}
+
+impl Author {
+    pub fn agent(id: &str) -> Self {
+        Author { kind: AuthorKind::Agent, id: Some(id.to_owned()) }
+    }
+    pub fn visitor(id: &str) -> Self {
+        Author { kind: AuthorKind::Visitor, id: Some(id.to_owned()) }
+    }
+    pub fn system() -> Self {
+        Author { kind: AuthorKind::System, id: None }
+    }
+}
+
+/// One durable event of a conversation, as stored.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub conversation_id: String,
+    pub seq: i64,
+    pub id: String,
+    /// `message`, `assigned`, `transferred`, `closed`, `read`.
+    pub kind: String,
+    pub author: Author,
+    pub client_id: Option<String>,
+    pub body: Option<String>,
+    /// Kind-specific detail (e.g. the agent assigned), as JSON.
+    pub data: serde_json::Value,
+    pub created_at: i64,
+}
+
+/// A state change of a conversation together with the event that records
+/// it. Applied atomically: the change and the event commit together or not
+/// at all.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Append a message. Idempotent on (author, client_id) within the
+    /// window ([`REMEMBERED_MESSAGES`], [`REMEMBERED_FOR_MS`]): a retry
+    /// returns the original event.
+    Message {
+        author: Author,
+        client_id: String,
+        body: String,
+    },
+    /// Give a conversation to an agent. With `limit`, only if the agent has
+    /// fewer active conversations than that (routing); without, always
+    /// (a claim or a transfer to a named agent). Fails with `Conflict` if
+    /// the conversation is not open, or already has this agent.
+    Assign {
+        agent_id: String,
+        agent_name: String,
+        by: Author,
+        limit: Option<i64>,
+        only_if_unassigned: bool,
+    },
+    /// Put a conversation back in the queue of a group.
+    TransferToGroup {
+        group_id: String,
+        group_name: String,
+        by: Author,
+    },
+    Close {
+        by: Author,
+    },
+    /// A read receipt: `reader` has seen everything up to `up_to`.
+    Read {
+        reader: Author,
+        up_to: i64,
+    },
+}
+
+/// A condition on the conversation that must hold when a change is applied
+/// (checked in the same transaction where the store can), so an authority
+/// check costs no separate read and cannot race a transfer.
+#[derive(Debug, Clone)]
+pub enum Guard {
+    /// The conversation belongs to this visitor of this site.
+    Visitor { site_id: String, visitor_id: String },
+    /// The conversation is of this site and assigned to this agent.
+    AssignedAgent { site_id: String, agent_id: String },
+}
+
+impl Guard {
+    pub fn check(&self, conv: &Conversation) -> Result<()> {
+        match self {
+            Guard::Visitor { site_id, visitor_id } if conv.site_id == *site_id && conv.visitor_id == *visitor_id => {
+                Ok(())
+            }
+            Guard::AssignedAgent { site_id, agent_id } if conv.site_id == *site_id => {
+                if conv.agent_id.as_deref() == Some(agent_id) {
+                    Ok(())
+                } else {
+                    Err(crate::error::Error::forbidden("claim the conversation before replying"))
+                }
+            }
+            // Another site's or visitor's conversation: never reveal it exists.
+            _ => Err(crate::error::Error::NotFound("conversation")),
+        }
+    }
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub event: StoredEvent,
+    /// The conversation after the change.
+    pub conversation: Conversation,
+    /// For an assignment or transfer: the agent the conversation had before.
+    pub previous_agent: Option<String>,
+    /// True when this was a retry of an already stored message.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    pub status: Option<ConversationStatus>,
+    pub agent_id: Option<String>,
+    pub visitor_id: Option<String>,
+    pub group_id: Option<String>,
+    pub limit: i64,
+}
+
+impl ConversationFilter {
+    /// Whether the filter names one visitor or one agent (a resume's read,
+    /// served by that person's index).
+    pub fn one_person(&self) -> bool {
+        self.visitor_id.is_some() || self.agent_id.is_some()
+    }
+
+    /// The query with only the conditions given, so the planner can use the
+    /// visitor's or the agent's index (a generic `(? IS NULL OR …)` query
+    /// walked every conversation of the site for each resume). `site_term`
+    /// is the site column as written: SQLite's `+site_id` keeps the check
+    /// but out of the index choice. The site is the first parameter; the
+    /// others follow in `args` order. `mark` is the backend's placeholder;
+    /// `from`, the table or view the backend reads conversations from.
+    pub(crate) fn sql(&self, from: &str, site_term: &str, mark: &str) -> (String, Vec<FilterArg>) {
+        let limit = if self.limit <= 0 { 100 } else { self.limit.min(1000) };
+        let mut n = 1;
+        let mut next = || {
+            n += 1;
+            if mark == "$" { format!("${n}") } else { format!("?{n}") }
+        };
+        let mut sql = format!("SELECT * FROM {from} WHERE {site_term} = {}", if mark == "$" { "$1" } else { "?1" });
+        let mut args = Vec::new();
+        if let Some(status) = self.status {
+            sql += &format!(" AND status = {}", next());
+            args.push(FilterArg::Text(status.as_str().to_owned()));
+        }
+        if let Some(agent_id) = &self.agent_id {
+            sql += &format!(" AND agent_id = {}", next());
+            args.push(FilterArg::Text(agent_id.clone()));
+        }
+        if let Some(visitor_id) = &self.visitor_id {
+            sql += &format!(" AND visitor_id = {}", next());
+            args.push(FilterArg::Text(visitor_id.clone()));
+        }
+        if let Some(group_id) = &self.group_id {
+            sql += &format!(" AND group_id = {}", next());
+            args.push(FilterArg::Text(group_id.clone()));
+        }
+        sql += &format!(" ORDER BY created_at DESC LIMIT {}", next());
+        args.push(FilterArg::Int(limit));
+        (sql, args)
+    }
+}
+
+/// A parameter of [`ConversationFilter::sql`].
+pub(crate) enum FilterArg {
+    Text(String),
+    Int(i64),
+}
+
+/// A message found by transcript search.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchHit {
+    pub conversation_id: String,
+    pub seq: i64,
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// A reply an agent inserts by typing `/shortcut` in the console.
+#[derive(Debug, Clone, Serialize)]
+pub struct CannedResponse {
+    pub id: String,
+    pub site_id: String,
+    /// Typed after a `/`; lower-case letters, digits, `-` and `_`.
+    pub shortcut: String,
+    pub body: String,
+    pub created_at: i64,
+}
+
+/// Agent fields an admin may change; `None` leaves the stored value alone.
+#[derive(Debug, Clone, Default)]
+pub struct AgentUpdate {
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub active: Option<bool>,
+    pub chat_limit: Option<i64>,
+    /// A new password's hash (an admin's reset, or the agent's own change).
+    pub password_hash: Option<String>,
+}
+
+/// The durable store. Every method is scoped by the ids it is given; callers
+/// check tenancy (site) before acting on what comes back.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip used by `/readyz`.
+    async fn ping(&self) -> Result<()>;
+    /// The store's fault-injection switch.
+    fn faults(&self) -> std::sync::Arc<Faults>;
+    /// Finish queued writes and close connections (command-line tools).
+    async fn close(&self) {}
+
+    async fn meta_get(&self, key: &str) -> Result<Option<String>>;
+    /// Set `key` to `value` unless it is already set; returns the stored value.
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String>;
+    /// Set `key` to `value`, replacing any value it had.
+    async fn meta_set(&self, key: &str, value: &str) -> Result<()>;
+
+    async fn create_site(&self, name: &str) -> Result<Site>;
+    async fn site(&self, id: &str) -> Result<Option<Site>>;
+    async fn site_by_widget_key(&self, key: &str) -> Result<Option<Site>>;
+    async fn sites(&self) -> Result<Vec<Site>>;
+
+    async fn create_group(&self, site_id: &str, name: &str, is_default: bool) -> Result<Group>;
+    async fn groups(&self, site_id: &str) -> Result<Vec<Group>>;
+    async fn group(&self, id: &str) -> Result<Option<Group>>;
+    async fn add_agent_to_group(&self, agent_id: &str, group_id: &str) -> Result<()>;
+
+    /// A new agent, in the site's default group (the status probe in none).
+    async fn create_agent(&self, new: NewAgent<'_>) -> Result<Agent>;
+    async fn agent(&self, id: &str) -> Result<Option<Agent>>;
+    async fn agent_by_email(&self, email: &str) -> Result<Option<Agent>>;
+    /// The site's people: every agent and admin, never the status probe.
+    async fn agents(&self, site_id: &str) -> Result<Vec<Agent>>;
+    async fn set_availability(&self, agent_id: &str, availability: Availability) -> Result<()>;
+    /// Members of a group with their current load, for routing (never the
+    /// status probe, even if it were put in a group).
+    async fn routing_candidates(&self, group_id: &str) -> Result<Vec<RoutingCandidate>>;
+
+    async fn create_session(&self, agent_id: &str, secret_hash: &str, expires_at: i64) -> Result<Session>;
+    async fn session_by_secret_hash(&self, secret_hash: &str) -> Result<Option<Session>>;
+    async fn session(&self, id: &str) -> Result<Option<Session>>;
+    async fn touch_session(&self, id: &str, at: i64) -> Result<()>;
+    async fn revoke_session(&self, id: &str, at: i64) -> Result<()>;
+    /// Sessions revoked at or after `since` (ms), with when: every node
+    /// refuses their access tokens, after a restart too.
+    async fn sessions_revoked_since(&self, since: i64) -> Result<Vec<(String, i64)>>;
+
+    async fn create_visitor(&self, site_id: &str, update: VisitorUpdate) -> Result<Visitor>;
+    async fn visitor(&self, id: &str) -> Result<Option<Visitor>>;
+    async fn update_visitor(&self, id: &str, update: VisitorUpdate) -> Result<()>;
+
+    async fn create_conversation(
+        &self,
+        site_id: &str,
+        visitor_id: &str,
+        group_id: &str,
+        status: ConversationStatus,
+    ) -> Result<Conversation>;
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>>;
+    async fn conversations(&self, site_id: &str, filter: ConversationFilter) -> Result<Vec<Conversation>>;
+    /// Queued conversations of a site, oldest first (the queue order).
+    async fn queue(&self, site_id: &str) -> Result<Vec<Conversation>>;
+
+    /// Apply a change to a conversation and record its event, atomically.
+    async fn apply(&self, conversation_id: &str, change: Change) -> Result<Applied>;
+    /// `apply` only if `guard` holds. The default checks with a read first;
+    /// stores that can check inside the transaction override it.
+    async fn apply_guarded(&self, conversation_id: &str, guard: Guard, change: Change) -> Result<Applied> {
+        let conv = self.conversation(conversation_id).await?.ok_or(crate::error::Error::NotFound("conversation"))?;
+        guard.check(&conv)?;
+        self.apply(conversation_id, change).await
+    }
+    /// Events with `seq > after`, in order, at most `limit`.
+    async fn events_after(&self, conversation_id: &str, after: i64, limit: i64) -> Result<Vec<StoredEvent>>;
+    /// Messages of a site whose body contains `text` (case-insensitive).
+    async fn search_messages(&self, site_id: &str, text: &str, limit: i64) -> Result<Vec<SearchHit>>;
+
+    // ----- admin (the web console) -----------------------------------------
+
+    /// Replace a site's widget settings (validated by the caller).
+    async fn set_site_settings(&self, site_id: &str, settings: &serde_json::Value) -> Result<()>;
+    /// Rename a site (validated by the caller).
+    async fn rename_site(&self, site_id: &str, name: &str) -> Result<()>;
+    async fn update_agent(&self, agent_id: &str, update: AgentUpdate) -> Result<()>;
+    /// Revoke every live session of an agent; returns the revoked session ids.
+    async fn revoke_agent_sessions(&self, agent_id: &str, at: i64) -> Result<Vec<String>>;
+    /// Agent ids in a group.
+    async fn group_members(&self, group_id: &str) -> Result<Vec<String>>;
+    async fn canned_responses(&self, site_id: &str) -> Result<Vec<CannedResponse>>;
+    async fn create_canned_response(&self, site_id: &str, shortcut: &str, body: &str) -> Result<CannedResponse>;
+    /// Returns whether a response of that site with that id existed.
+    async fn delete_canned_response(&self, site_id: &str, id: &str) -> Result<bool>;
+
+    // ----- the outbox (`outbox.rs`) ----------------------------------------
+
+    /// A visitor's offline message: a new `offline` conversation, its first
+    /// message and the deliveries announcing it, in one transaction (all
+    /// or nothing).
+    async fn leave_message(&self, message: outbox::OfflineMessage) -> Result<Applied>;
+    /// Queue deliveries that no stored change causes (a transcript asked
+    /// for), in one transaction; returns how many were new (a repeated
+    /// `dedupe_key` is not).
+    async fn queue_deliveries(&self, deliveries: Vec<outbox::NewDelivery>) -> Result<usize>;
+    /// Queued deliveries due at `now` and not leased, leased until
+    /// `lease_until`, at most `limit`.
+    async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<outbox::Delivery>>;
+    /// Forget every lease: called by a new lead, whose predecessor is gone.
+    async fn release_delivery_leases(&self) -> Result<()>;
+    /// Record an attempt's outcome (and drop the lease).
+    async fn record_attempt(&self, id: &str, attempt: outbox::Attempt) -> Result<()>;
+    /// A site's deliveries, newest first.
+    async fn deliveries(
+        &self,
+        site_id: &str,
+        status: Option<outbox::DeliveryStatus>,
+        limit: i64,
+    ) -> Result<Vec<outbox::Delivery>>;
+    /// Queue a delivery of this site again, due at `now`; false if there is
+    /// none such (or it is being sent right now).
+    async fn retry_delivery(&self, site_id: &str, id: &str, now: i64, give_up_at: i64) -> Result<bool>;
+    /// Deliveries waiting to be sent, every site.
+    async fn queued_deliveries(&self) -> Result<i64>;
+
+    // ----- missed chats (`missed.rs`) --------------------------------------
+
+    /// Conversations created after `since` that may yet be missed (no agent
+    /// message, not closed by anyone but their visitor, not marked), every
+    /// site, oldest first.
+    async fn missed_candidates(&self, since: i64, limit: i64) -> Result<Vec<missed::ChatWait>>;
+    /// Mark a conversation missed and queue its deliveries, in one
+    /// transaction; false (and nothing queued) if it was marked already.
+    async fn mark_missed(&self, mark: missed::MissedChat) -> Result<bool>;
+    /// Closed chats of a site closed after `since` whose archive transcript
+    /// (`archive:ID` delivery) is not queued, oldest close first.
+    async fn unarchived_closed(&self, site_id: &str, since: i64, limit: i64) -> Result<Vec<Conversation>>;
+    /// A site's missed conversations, most recently missed first.
+    async fn missed_chats(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, missed::Missed)>>;
+}

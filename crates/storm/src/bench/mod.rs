@@ -1,0 +1,365 @@
+//! `holdfast bench`: speed and memory, measured over the real protocol
+//! against a server in its own process (figures are the server's own:
+//! its RSS comes from `/proc/<pid>/status`). See `docs/benchmarks.md`.
+//!
+//! - `bench relay`: visitor–agent pairs exchange messages as fast as
+//!   acknowledgements allow (or at a fixed offered `--rate`); every message
+//!   is persisted before it is acknowledged. A message counts when its
+//!   recipient has it; latency is send to receipt.
+//! - `bench idle`: visitor sockets connect and sit idle; memory per socket.
+//! - `bench soak` (`soak.rs`): the relay for minutes, a row per interval.
+//! - `bench first-send` (`first_send.rs`): the first message into a long
+//!   conversation after a restart, and retries across `kill -9`.
+
+mod first_send;
+mod soak;
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+
+use crate::client::Kind;
+use crate::scenarios::{Pace, Worker, collect_reports, lost_between, progress, reports, spawn_workers, wait_connected};
+use crate::server::Target;
+use crate::{Common, finish, percentile};
+use holdfast_server::store::now_ms;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Message relay throughput and latency.
+    Relay {
+        #[arg(long, default_value_t = 500)]
+        pairs: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Offered rate in messages per second (both directions together);
+        /// without it, as fast as acknowledgements allow.
+        #[arg(long)]
+        rate: Option<u64>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// The relay held for minutes, with a row per interval (rate, latency,
+    /// server memory and CPU, lost and doubled messages, log warnings,
+    /// status checks) and the last interval against the first.
+    Soak {
+        #[arg(long, default_value_t = 200)]
+        pairs: usize,
+        /// Length of the run (whole intervals).
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Length of one row.
+        #[arg(long, default_value_t = 60)]
+        interval_s: u64,
+        /// Offered rate in messages per second; without it, as fast as
+        /// acknowledgements allow.
+        #[arg(long)]
+        rate: Option<u64>,
+    },
+    /// The first send into a conversation of `--messages` after a restart,
+    /// and retries within and beyond the idempotency window and across
+    /// `kill -9`.
+    FirstSend {
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+    },
+    /// The relay on one node and then on two (PostgreSQL + NATS), same run.
+    RelayCluster {
+        #[arg(long, default_value_t = 200)]
+        pairs: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// PostgreSQL server to create each run's database on (dropped at
+        /// the end); the URL's own database is only connected to.
+        #[arg(long, env = "HOLDFAST_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[arg(long, env = "HOLDFAST_NATS_URL")]
+        nats_url: String,
+    },
+    /// Time from process start to a ready `/readyz` on an existing data dir.
+    Startup {
+        /// Starts to measure (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Memory per idle visitor socket.
+    Idle {
+        #[arg(long, default_value_t = 15000)]
+        sockets: usize,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// Use a running Holdfast (provisioned with `holdfast storm provision`).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The provisioned site's widget key (`--target` only).
+    #[arg(long)]
+    pub widget_key: Option<String>,
+}
+
+impl TargetArgs {
+    fn common(&self) -> Common {
+        Common {
+            target: self.target.clone(),
+            admin_email: "storm-admin@storm.test".into(),
+            admin_password: crate::server::STORM_PASSWORD.into(),
+            widget_key: self.widget_key.clone(),
+            phase_s: 0,
+        }
+    }
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Relay { pairs, seconds, rate, target } => relay(pairs, seconds, rate, &target.common()).await,
+        BenchCommand::RelayCluster { pairs, seconds, database_url, nats_url } => {
+            relay_cluster(pairs, seconds, &database_url, &nats_url).await
+        }
+        BenchCommand::Soak { pairs, seconds, interval_s, rate } => soak::soak(pairs, seconds, interval_s, rate).await,
+        BenchCommand::FirstSend { messages } => first_send::first_send(messages).await,
+        BenchCommand::Idle { sockets, target } => idle(sockets, &target.common()).await,
+        BenchCommand::Startup { runs } => startup(runs).await,
+    }
+}
+
+async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -> anyhow::Result<()> {
+    anyhow::ensure!(pairs > 0 && seconds > 0, "--pairs and --seconds must be positive");
+    eprintln!(
+        "bench relay: {pairs} pairs ({pairs} agents), {seconds} s, rate {}",
+        rate.map_or("max".into(), |r| r.to_string())
+    );
+    let target = Target::start(pairs, &[], common).await?;
+    let f = measure_relay(std::slice::from_ref(&target), pairs, seconds, rate).await?;
+    let mut rows =
+        vec![("scenario", "relay".to_owned()), ("pairs", pairs.to_string()), ("seconds", seconds.to_string())];
+    if let Some(r) = rate {
+        rows.push(("rate", r.to_string()));
+    }
+    rows.extend([
+        ("msgs_per_s", format!("{:.0}", f.msgs_per_s)),
+        ("p50_ms", format!("{:.2}", f.p50_ms)),
+        ("p99_ms", format!("{:.2}", f.p99_ms)),
+        ("server_rss_mb", format!("{:.1}", f.rss_mb)),
+        // Server CPU per delivered message: a figure the other processes
+        // sharing the cores disturb far less than the rate.
+        ("server_cpu_us_per_msg", f.cpu_us_per_msg.map_or("n/a".into(), |c| format!("{c:.0}"))),
+        ("client_cpu_us_per_msg", f.client_cpu_us_per_msg.map_or("n/a".into(), |c| format!("{c:.0}"))),
+        ("lost", f.lost.to_string()),
+        ("duplicated", f.duplicated.to_string()),
+    ]);
+    finish(&rows);
+    Ok(())
+}
+
+/// One relay measurement's figures (servers summed over the nodes).
+struct RelayFigures {
+    msgs_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    rss_mb: f64,
+    cpu_us_per_msg: Option<f64>,
+    /// The same for the load clients' processes together.
+    client_cpu_us_per_msg: Option<f64>,
+    lost: usize,
+    duplicated: u64,
+}
+
+/// `pairs` visitor–agent pairs chat through `nodes` (clients spread over
+/// them) for `seconds`; the servers' figures are summed over the nodes.
+async fn measure_relay(
+    nodes: &[Target],
+    pairs: usize,
+    seconds: u64,
+    rate: Option<u64>,
+) -> anyhow::Result<RelayFigures> {
+    // A pair is one visitor and one agent: routing (least busy first)
+    // gives each agent exactly one of the conversations.
+    let first = &nodes[0];
+    let mut source = 2u8;
+    let mut workers = spawn_workers(first, Kind::Agent, pairs, &mut source, Pace::every(0), true).await?;
+    anyhow::ensure!(
+        wait_connected(&mut workers, "agents", Duration::from_secs(300), false).await,
+        "agents did not connect"
+    );
+    // At a fixed rate each visitor sends every 2·pairs/rate seconds (each
+    // message is answered, so the total is twice the visitors' rate).
+    let (interval_ms, closed_loop) = match rate {
+        Some(r) => ((2 * pairs as u64 * 1000 / r.max(1)).max(1), false),
+        None => (100, true),
+    };
+    let mut visitors =
+        spawn_workers(first, Kind::Visitor, pairs, &mut source, Pace { interval_ms, closed_loop, tally: false }, true)
+            .await?;
+    anyhow::ensure!(
+        wait_connected(&mut visitors, "visitors", Duration::from_secs(300), false).await,
+        "visitors did not connect"
+    );
+    let n_agent_workers = workers.len();
+    workers.extend(visitors);
+    for w in workers.iter_mut() {
+        w.command("send_on").await?;
+    }
+    // Warm up (conversations get routed, caches fill), then measure.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = || nodes.iter().map(|t| t.cpu_s()).sum::<Option<f64>>();
+    let client_cpu = |workers: &[Worker]| workers.iter().map(|w| w.cpu_s()).sum::<Option<f64>>();
+    let from = now_ms();
+    let started = Instant::now();
+    let cpu_from = cpu();
+    let client_cpu_from = client_cpu(&workers);
+    let mut peak_rss = 0.0f64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peak_rss = peak_rss.max(nodes.iter().map(|t| t.rss_mb().unwrap_or(0.0)).sum());
+        progress(&format!("relay: {:.0}/{seconds} s", started.elapsed().as_secs_f64()));
+    }
+    eprintln!();
+    let to = now_ms();
+    let cpu_used = cpu_from.zip(cpu()).map(|(a, b)| b - a);
+    let client_cpu_used = client_cpu_from.zip(client_cpu(&workers)).map(|(a, b)| b - a);
+    for w in workers.iter_mut() {
+        w.command("send_off").await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let raw = collect_reports(&mut workers).await?;
+    let (agent_raw, visitor_raw) = raw.split_at(n_agent_workers);
+    let (agent_reports, visitor_reports) = (reports(agent_raw), reports(visitor_raw));
+    let mut window: Vec<f64> = agent_reports
+        .iter()
+        .chain(&visitor_reports)
+        .flat_map(|r| r.latencies.iter())
+        .filter(|(sent, _)| (from..to).contains(sent))
+        .map(|(_, ms)| *ms)
+        .collect();
+    let secs = (to - from) as f64 / 1000.0;
+    let delivered = window.len().max(1) as f64;
+    Ok(RelayFigures {
+        msgs_per_s: window.len() as f64 / secs,
+        p50_ms: percentile(&mut window, 50.0),
+        p99_ms: percentile(&mut window, 99.0),
+        rss_mb: peak_rss,
+        cpu_us_per_msg: cpu_used.map(|c| c * 1e6 / delivered),
+        client_cpu_us_per_msg: client_cpu_used.map(|c| c * 1e6 / delivered),
+        lost: lost_between(&visitor_reports, &agent_reports) + lost_between(&agent_reports, &visitor_reports),
+        duplicated: agent_reports.iter().chain(&visitor_reports).map(|r| r.duplicated).sum(),
+    })
+}
+
+/// The relay on a one-node and then a two-node cluster (PostgreSQL + NATS),
+/// in the same run: what a second node buys.
+async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(pairs > 0 && seconds > 0, "--pairs and --seconds must be positive");
+    let mut figures = Vec::new();
+    for n in [1usize, 2] {
+        eprintln!("bench relay-cluster: {pairs} pairs on {n} node(s), {seconds} s");
+        let measured = crate::server::with_cluster(database_url, nats_url, n, pairs, |nodes| async move {
+            measure_relay(&nodes, pairs, seconds, None).await
+        })
+        .await?;
+        figures.push(measured);
+    }
+    let (one, two) = (&figures[0], &figures[1]);
+    finish(&[
+        ("scenario", "relay-cluster".into()),
+        ("pairs", pairs.to_string()),
+        ("seconds", seconds.to_string()),
+        ("one_node_msgs_per_s", format!("{:.0}", one.msgs_per_s)),
+        ("two_nodes_msgs_per_s", format!("{:.0}", two.msgs_per_s)),
+        ("ratio", format!("{:.2}", two.msgs_per_s / one.msgs_per_s.max(1.0))),
+        ("one_node_p99_ms", format!("{:.2}", one.p99_ms)),
+        ("two_nodes_p99_ms", format!("{:.2}", two.p99_ms)),
+        ("lost", (one.lost + two.lost).to_string()),
+        ("duplicated", (one.duplicated + two.duplicated).to_string()),
+    ]);
+    Ok(())
+}
+
+async fn idle(sockets: usize, common: &Common) -> anyhow::Result<()> {
+    anyhow::ensure!(sockets > 0, "--sockets must be positive");
+    eprintln!("bench idle: {sockets} visitor sockets");
+    let target = Target::start(1, &[], common).await?;
+    // Credentials first (HTTP), so that only socket connects are timed.
+    let mut source = 2u8;
+    let mut workers =
+        spawn_workers(&target, Kind::Visitor, sockets, &mut source, Pace::every(3_600_000), false).await?;
+    let waiting = Instant::now();
+    while !workers.iter_mut().all(|w| {
+        w.poll();
+        w.ready_to_connect
+    }) {
+        anyhow::ensure!(waiting.elapsed() < Duration::from_secs(600), "visitor sessions were not created in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = target.rss_mb().unwrap_or(0.0);
+    let started = Instant::now();
+    for w in workers.iter_mut() {
+        w.command("connect").await?;
+    }
+    anyhow::ensure!(
+        wait_connected(&mut workers, "connecting", Duration::from_secs(600), false).await,
+        "sockets did not connect"
+    );
+    let connect_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = target.rss_mb().unwrap_or(0.0);
+    let _ = collect_reports(&mut workers).await?;
+    finish(&[
+        ("scenario", "idle".into()),
+        ("sockets", sockets.to_string()),
+        ("rss_per_socket_kib", format!("{:.1}", (rss_after - rss_before) * 1024.0 / sockets as f64)),
+        ("server_rss_idle_mb", format!("{rss_before:.1}")),
+        ("server_rss_mb", format!("{rss_after:.1}")),
+        ("connect_per_s", format!("{:.0}", sockets as f64 / connect_s)),
+    ]);
+    Ok(())
+}
+
+/// Start `holdfast serve` on a provisioned data dir `runs` times and time
+/// each start until `/readyz` answers 200.
+async fn startup(runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    crate::server::provision(dir.path(), 50).await?;
+    let exe = std::env::current_exe()?;
+    let http = reqwest::Client::builder().timeout(Duration::from_millis(200)).build()?;
+    let mut times = Vec::new();
+    for run in 0..runs.max(1) {
+        // A fixed free port, so the poller knows where to look at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(&exe)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        loop {
+            if let Ok(res) = http.get(&url).send().await
+                && res.status().is_success()
+            {
+                break;
+            }
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "the server did not become ready");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        progress(&format!("start {}: ready in {ms:.1} ms", run + 1));
+        times.push(ms);
+        child.kill().await?;
+    }
+    eprintln!();
+    let mut sorted = times.clone();
+    finish(&[
+        ("scenario", "startup".into()),
+        ("runs", times.len().to_string()),
+        ("ready_p50_ms", format!("{:.1}", percentile(&mut sorted, 50.0))),
+        ("ready_max_ms", format!("{:.1}", times.iter().cloned().fold(0.0, f64::max))),
+    ]);
+    Ok(())
+}
