@@ -74,7 +74,7 @@ pub fn one_line(value: &str, max: usize) -> String {
 /// The subject and both parts of an offline message's email. Times are
 /// shown in UTC: sites have no time zone setting yet.
 pub fn render_offline(p: &OfflinePayload, console_url: &str) -> Result<Rendered, String> {
-    let page_link = p.page_url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+    let page_link = web_link(p.page_url.as_deref());
     let ctx = minijinja::context! {
         site_name => p.site_name,
         visitor_name => p.visitor_name,
@@ -88,10 +88,19 @@ pub fn render_offline(p: &OfflinePayload, console_url: &str) -> Result<Rendered,
     rendered(offline_subject(p), "offline_message", &ctx)
 }
 
+/// The page as a link only when it is a web address (never `javascript:`).
+fn web_link(url: Option<&str>) -> Option<&str> {
+    url.filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+}
+
+/// The visitor's name on one line for a subject, or "a visitor".
+fn visitor_words(name: Option<&str>) -> String {
+    name.map(|n| one_line(n, 80)).filter(|n| !n.is_empty()).unwrap_or_else(|| "a visitor".to_owned())
+}
+
 /// "New message from NAME on SITE", on one line.
 pub fn offline_subject(p: &OfflinePayload) -> String {
-    let who = p.visitor_name.as_deref().map(|n| one_line(n, 80)).filter(|n| !n.is_empty());
-    format!("New message from {} on {}", who.as_deref().unwrap_or("a visitor"), one_line(&p.site_name, 80))
+    format!("New message from {} on {}", visitor_words(p.visitor_name.as_deref()), one_line(&p.site_name, 80))
 }
 
 /// What a missed chat's email shows, as queued (`deliveries.payload`).
@@ -127,7 +136,7 @@ pub fn duration_words(ms: i64) -> String {
 
 /// The subject and both parts of a missed chat's email (times in UTC).
 pub fn render_missed(p: &MissedPayload, console_url: &str) -> Result<Rendered, String> {
-    let page_link = p.page_url.as_deref().filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+    let page_link = web_link(p.page_url.as_deref());
     let ctx = minijinja::context! {
         site_name => p.site_name,
         visitor_name => p.visitor_name,
@@ -146,8 +155,7 @@ pub fn render_missed(p: &MissedPayload, console_url: &str) -> Result<Rendered, S
 
 /// "Missed chat from NAME on SITE", on one line.
 pub fn missed_subject(p: &MissedPayload) -> String {
-    let who = p.visitor_name.as_deref().map(|n| one_line(n, 80)).filter(|n| !n.is_empty());
-    format!("Missed chat from {} on {}", who.as_deref().unwrap_or("a visitor"), one_line(&p.site_name, 80))
+    format!("Missed chat from {} on {}", visitor_words(p.visitor_name.as_deref()), one_line(&p.site_name, 80))
 }
 
 /// One line of a transcript: a message, or what happened (`is_message`
@@ -189,8 +197,7 @@ pub fn transcript_subject(p: &super::transcript::TranscriptPayload, visitor_name
     if p.requested_by == "visitor" {
         return format!("Your conversation with {site}");
     }
-    let who = visitor_name.map(|n| one_line(n, 80)).filter(|n| !n.is_empty());
-    format!("Transcript: chat with {} on {site}", who.as_deref().unwrap_or("a visitor"))
+    format!("Transcript: chat with {} on {site}", visitor_words(visitor_name))
 }
 
 /// Why a message could not be built: the recipient's address is unusable
