@@ -20,7 +20,7 @@
   const save = () => { try { localStorage.setItem(storeKey, JSON.stringify(saved)); } catch { /* private mode */ } };
 
   let site = null, agentsOnline = true, conv = null, agentName = "", sock = null, welcomed = false;
-  let attempt = 0, timer = 0, pinger = 0, laterMs = null, open = false, unread = 0, typingTimer = 0;
+  let attempt = 0, timer = 0, pinger = 0, laterMs = null, open = false, typingTimer = 0;
   let myTyping = false, myTypingTimer = 0, audio = null, downSince = 0, transcripts = false;
   // Read receipts: the newest agent message shown, and how far our own
   // `read` events (replayed after a reload too) say we have read.
@@ -188,7 +188,8 @@ textarea{resize:none}
     launcher.setAttribute("aria-expanded", String(show));
     launcher.setAttribute("aria-label", show ? "Close chat" : "Open chat");
     if (show) {
-      showUnread(0);
+      unreadSeqs = [];
+      showUnread();
       markRead();
       const f = [composer, prechat, offline].find((x) => !x.hidden);
       const target = f && f.querySelector("input:not([hidden]),textarea");
@@ -293,9 +294,9 @@ textarea{resize:none}
     pending.set(item.client_id, el);
   }
 
-  function showUnread(n) {
-    unread = n;
-    if (!n) unreadSeqs = [];
+  /** The badge, from the agent messages not yet read (`unreadSeqs`). */
+  function showUnread() {
+    const n = unreadSeqs.length;
     badge.textContent = String(n);
     badge.hidden = !n;
     launcher.setAttribute("aria-label", open ? "Close chat" : n ? `Open chat, ${n} unread` : "Open chat");
@@ -440,7 +441,7 @@ textarea{resize:none}
           if (open) markRead();
           else if (f.seq > readUpTo) {
             unreadSeqs.push(f.seq);
-            showUnread(unreadSeqs.length);
+            showUnread();
             // A replay after a reload brings old ones back: only new ones ring.
             if (Date.now() - f.at < 60000) beep();
           }
@@ -452,7 +453,7 @@ textarea{resize:none}
           readUpTo = f.up_to;
           // Read on another tab or before the reload: not unread here.
           unreadSeqs = unreadSeqs.filter((seq) => seq > readUpTo);
-          showUnread(unreadSeqs.length);
+          showUnread();
         }
         break;
       case "assigned":
@@ -467,7 +468,7 @@ textarea{resize:none}
       case "closed":
         line("sys", "The chat has ended. Write again any time.");
         if (transcripts) offerTranscript(f.conv);
-        if (conv === f.conv) { conv = null; lastAgentSeq = readUpTo = 0; showUnread(0); }
+        if (conv === f.conv) { conv = null; lastAgentSeq = readUpTo = 0; unreadSeqs = []; showUnread(); }
         agentName = "";
         header();
         view();
