@@ -723,6 +723,13 @@ async function loadAdmin() {
     $("s-missed").value = String(s.missed_chat_minutes);
     $("s-archive").value = s.transcript_archive;
     $("agents").replaceChildren(...list.map(agentRow));
+    // Operators may set a password now; everyone else invites by email.
+    $("n-password-label").hidden = !isOperator();
+    $("invite-note").hidden = site.mail_enabled;
+    $("invite-note").textContent = isOperator()
+      ? "No mail relay is configured: set a password to add someone."
+      : "Invitations are sent by email, and no mail relay is configured: ask your operator to add people.";
+    await loadInvitations();
     const others = list.filter((a) => a.active && a.id !== me.id && (a.role !== "operator" || isOperator()));
     $("reset-agent").replaceChildren(...others.map((a) => h("option", { value: a.id }, `${a.name} (${a.email})`)));
     $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
@@ -750,6 +757,21 @@ function agentRow(a) {
   const tr = h("tr", {}, h("td", {}, name), h("td", {}, a.email), h("td", {}, role), h("td", {}, limit), h("td", {}, a.active ? a.availability : "deactivated"), h("td", {}, toggle));
   tr.dataset.email = a.email;
   return tr;
+}
+
+async function loadInvitations() {
+  const list = await api("/api/v1/admin/invitations");
+  $("invitations-table").hidden = list.length === 0;
+  $("invitations").replaceChildren(...list.map((i) => {
+    const revoke = h("button", { type: "button", onclick: async () => {
+      try { await api(`/api/v1/admin/invitations/${encodeURIComponent(i.id)}`, { method: "DELETE" }); toast("Invitation revoked"); } catch (e) { toast(e.message); }
+      loadInvitations().catch((e) => toast(e.message));
+    } }, "Revoke");
+    const until = i.expires_at > Date.now() ? when(i.expires_at) : "expired";
+    const tr = h("tr", {}, h("td", {}, i.name), h("td", {}, i.email), h("td", {}, i.role), h("td", {}, until), h("td", {}, revoke));
+    tr.dataset.invitation = i.email;
+    return tr;
+  }));
 }
 
 async function patchAgent(id, change) {
@@ -846,9 +868,12 @@ function wireAdmin() {
   $("agent-form").onsubmit = async (e) => {
     e.preventDefault();
     try {
-      await post("/api/v1/admin/agents", { name: $("n-name").value, email: $("n-email").value, password: $("n-password").value, role: $("n-role").value });
+      const who = { name: $("n-name").value, email: $("n-email").value, role: $("n-role").value };
+      const password = $("n-password").value;
+      if (password) await post("/api/v1/admin/agents", { ...who, password });
+      else await post("/api/v1/admin/invitations", who);
       e.target.reset();
-      toast("Agent created");
+      toast(password ? "Agent created" : `Invitation sent to ${who.email}`);
       loadAdmin();
     } catch (err) { toast(err.message); }
   };
@@ -902,24 +927,29 @@ function startApp() {
   if (isAdmin()) { loadAll(); setInterval(() => !document.hidden && !$("chat-view").hidden && loadAll(), 10000); }
 }
 
+// A form's POST before there is an access token (login, accepting an
+// invitation): the answer's body, or its error's message shown in `errorId`.
+async function postForm(path, body, errorId) {
+  $(errorId).textContent = "";
+  try {
+    const r = await fetch(path, { method: "POST", headers: { ...CSRF, "content-type": "application/json" }, body: JSON.stringify(body) });
+    const answer = await r.json().catch(() => null);
+    if (r.ok) return answer;
+    $(errorId).textContent = (answer && answer.error && answer.error.message) || `HTTP ${r.status}`;
+  } catch {
+    $(errorId).textContent = "Cannot reach the server; try again in a moment.";
+  }
+  return null;
+}
+
 function wire() {
   $("login-form").onsubmit = async (e) => {
     e.preventDefault();
-    $("login-error").textContent = "";
-    try {
-      const r = await fetch("/api/v1/console/login", {
-        method: "POST",
-        headers: { ...CSRF, "content-type": "application/json" },
-        body: JSON.stringify({ email: $("email").value, password: $("password").value }),
-      });
-      const body = await r.json().catch(() => null);
-      if (!r.ok) { $("login-error").textContent = (body && body.error && body.error.message) || `HTTP ${r.status}`; return; }
-      $("password").value = "";
-      setCreds(body);
-      startApp();
-    } catch {
-      $("login-error").textContent = "Cannot reach the server; try again in a moment.";
-    }
+    const body = await postForm("/api/v1/console/login", { email: $("email").value, password: $("password").value }, "login-error");
+    if (!body) return;
+    $("password").value = "";
+    setCreds(body);
+    startApp();
   };
   $("logout").onclick = async () => {
     try { await fetch("/api/v1/console/logout", { method: "POST", headers: CSRF }); } catch { /* ignore */ }
@@ -975,8 +1005,30 @@ function wire() {
   wireAdmin();
 }
 
+// An invitation's link: #invite=TOKEN (a fragment, so it never reaches a
+// server log). Accepting makes the account; then the console logs in.
+function acceptInvitation(token) {
+  $("booting").hidden = true;
+  $("accept").hidden = false;
+  $("accept-password").focus();
+  $("accept-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const agent = await postForm("/api/v1/invitations/accept", { token, password: $("accept-password").value }, "accept-error");
+    if (!agent) return;
+    history.replaceState(null, "", location.pathname);
+    $("accept").hidden = true;
+    $("login").hidden = false;
+    $("email").value = agent.email;
+    $("password").value = $("accept-password").value;
+    $("accept-password").value = "";
+    $("login-form").requestSubmit();
+  };
+}
+
 async function boot() {
   wire();
+  const invite = /^#invite=([\w.-]+)$/.exec(location.hash);
+  if (invite) return acceptInvitation(invite[1]);
   for (let i = 0; ; i++) {
     const r = await refresh();
     if (r === "ok") return startApp();

@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod connections;
 mod health;
+mod invitations;
 mod missed;
 mod outbox;
 mod resilience;

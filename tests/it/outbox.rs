@@ -425,17 +425,18 @@ async fn an_smtp_outage_and_a_kill_9_lose_no_email_and_send_none_twice() {
 
 // ----- the store, both backends ------------------------------------------------
 
-struct Backend {
-    store: Arc<dyn Store>,
+/// One store of either kind (the invitations' tests use it too).
+pub(crate) struct Backend {
+    pub(crate) store: Arc<dyn Store>,
     _keep: Keep,
 }
 
-async fn sqlite() -> Backend {
+pub(crate) async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().unwrap();
     Backend { store: Arc::new(SqliteStore::open(dir.path()).await.unwrap()), _keep: Keep::Dir(dir) }
 }
 
-async fn postgres() -> Backend {
+pub(crate) async fn postgres() -> Backend {
     let db = TestDb::create().await;
     Backend { store: Arc::new(PostgresStore::connect(&db.url, 4).await.unwrap()), _keep: Keep::Db(db) }
 }

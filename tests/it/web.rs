@@ -176,6 +176,8 @@ async fn admin_actions_check_the_role_on_the_server_and_stay_in_their_site() {
         ("PUT", "/api/v1/admin/site/settings", Some(json!({}))),
         ("GET", "/api/v1/admin/agents", None),
         ("POST", "/api/v1/admin/agents", Some(json!({"email": "x@example.com", "name": "X", "password": "12345678"}))),
+        ("POST", "/api/v1/admin/invitations", Some(json!({"email": "x@example.com", "name": "X"}))),
+        ("GET", "/api/v1/admin/invitations", None),
         ("PATCH", &format!("/api/v1/admin/agents/{}", b_agent.id), Some(json!({"active": false}))),
         ("POST", "/api/v1/admin/groups", Some(json!({"name": "Sales"}))),
         ("POST", "/api/v1/admin/canned", Some(json!({"shortcut": "hi", "body": "Hello"}))),
@@ -235,9 +237,9 @@ async fn admin_actions_check_the_role_on_the_server_and_stay_in_their_site() {
     let (status, err) = send(
         &server,
         "POST",
-        "/api/v1/admin/agents",
+        "/api/v1/admin/invitations",
         &admin_a,
-        Some(json!({"email": "not-an-email", "name": "X", "password": "12345678"})),
+        Some(json!({"email": "not-an-email", "name": "X"})),
     )
     .await;
     assert_eq!((status, err["error"]["code"].as_str()), (400, Some("bad_request")));
@@ -257,11 +259,13 @@ async fn a_deactivated_agent_is_logged_out_and_an_admin_cannot_lock_themself_out
     let server = TestServer::start().await;
     let site = server.site().await;
     let admin = make_admin(&server, &site, "boss@example.com").await;
+    // The operator sets a new person's password (a site's admin invites).
+    let operator = crate::status::operator(&server).await;
     let (status, created) = send(
         &server,
         "POST",
         "/api/v1/admin/agents",
-        &admin,
+        &operator,
         Some(json!({"email": "New@Example.com", "name": "Newbie", "password": "long-enough"})),
     )
     .await;

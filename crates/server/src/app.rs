@@ -103,8 +103,14 @@ impl AppState {
         };
         bus.attach(Arc::new(NodeSink { hub: hub.clone(), auth: auth.clone() }));
         let listen_url = format!("http://{}", config.listen);
-        let outbox =
-            Arc::new(Outbox::new(store.clone(), bus.clone(), config.outbox.clone(), &config.status, &listen_url));
+        let outbox = Arc::new(Outbox::new(
+            store.clone(),
+            bus.clone(),
+            auth.tokens.clone(),
+            config.outbox.clone(),
+            &config.status,
+            &listen_url,
+        ));
         let chat = Arc::new(Chat::new(store.clone(), bus, hub, admission.clone(), outbox.clone()));
         if config.nats_url.is_some() {
             spawn_heartbeat(chat.clone(), config.node_id.clone(), config.presence_beat);

@@ -5,6 +5,7 @@
 //! which installs one.
 
 mod deliveries;
+mod invitations;
 mod transcript;
 mod webdriver;
 

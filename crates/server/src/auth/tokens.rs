@@ -50,6 +50,19 @@ pub struct DeviceClaims {
     pub exp: u64,
 }
 
+/// An invitation's link: names the invitation, signed, so no secret of it
+/// is stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvitationClaims {
+    /// The invitation's id.
+    pub sub: String,
+    /// Always "invitation".
+    pub typ: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+#[derive(Clone)]
 pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -115,6 +128,23 @@ impl Tokens {
     pub fn verify_device(&self, token: &str, account: &str) -> Option<String> {
         let claims: DeviceClaims = self.decode(token).ok()?;
         (claims.typ == "device" && claims.sub == account).then_some(claims.jti)
+    }
+
+    /// The token of an invitation's link, valid until `expires_at_ms`.
+    pub fn issue_invitation(&self, invitation_id: &str, expires_at_ms: i64) -> Result<String> {
+        let claims = InvitationClaims {
+            sub: invitation_id.to_owned(),
+            typ: "invitation".into(),
+            iat: now_s(),
+            exp: (expires_at_ms / 1000).max(0) as u64,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(Error::internal)
+    }
+
+    /// The invitation id of a valid invitation token, if it is one.
+    pub fn verify_invitation(&self, token: &str) -> Option<String> {
+        let claims: InvitationClaims = self.decode(token).ok()?;
+        (claims.typ == "invitation").then_some(claims.sub)
     }
 
     pub fn verify_agent(&self, token: &str) -> Result<AgentClaims> {

@@ -11,10 +11,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiQuery};
+use crate::admin::invitations::{self, AcceptRequest, InviteRequest};
 use crate::admin::{self, AgentChange, GroupView, NewAgentRequest, WidgetSettings};
 use crate::app::AppState;
 use crate::auth::AgentProfile;
 use crate::error::{Error, Result};
+use crate::store::invitations::Invitation;
 use crate::store::{CannedResponse, Group};
 
 pub fn routes() -> Router<AppState> {
@@ -24,6 +26,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/site/settings", put(set_settings))
         .route("/api/v1/admin/agents", get(agents).post(create_agent))
         .route("/api/v1/admin/agents/{id}", patch(update_agent))
+        .route("/api/v1/admin/invitations", get(invitations).post(invite))
+        .route("/api/v1/admin/invitations/{id}", delete(revoke_invitation))
+        .route("/api/v1/invitations/accept", post(accept_invitation))
         .route("/api/v1/admin/groups", get(groups).post(create_group))
         .route("/api/v1/admin/groups/{id}/members", post(add_member))
         .route("/api/v1/admin/canned", post(create_canned))
@@ -40,6 +45,8 @@ struct SiteView {
     name: String,
     widget_key: String,
     settings: WidgetSettings,
+    /// Whether email is configured: invitations need it.
+    mail_enabled: bool,
 }
 
 async fn site(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<SiteView>> {
@@ -49,6 +56,7 @@ async fn site(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result
         id: site.id,
         name: site.name,
         widget_key: site.widget_key,
+        mail_enabled: state.outbox.mail_enabled(),
     }))
 }
 
@@ -102,6 +110,40 @@ async fn create_agent(
     ApiJson(req): ApiJson<NewAgentRequest>,
 ) -> Result<(StatusCode, Json<AgentProfile>)> {
     let agent = admin::create_agent(&state.auth, state.store.as_ref(), &me, req).await?;
+    Ok((StatusCode::CREATED, Json(agent.into())))
+}
+
+/// `202`: the invitation is made and its email queued. The answer is the
+/// same whether or not the address has an account on another site.
+async fn invite(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiJson(req): ApiJson<InviteRequest>,
+) -> Result<(StatusCode, Json<Invitation>)> {
+    let invitation = invitations::invite(state.store.as_ref(), &state.outbox, &me, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(invitation)))
+}
+
+async fn invitations(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<Invitation>>> {
+    Ok(Json(invitations::open(state.store.as_ref(), &me).await?))
+}
+
+async fn revoke_invitation(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    invitations::revoke(state.store.as_ref(), &me, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// No credential but the link's token: `201` and the new agent, who then
+/// logs in with their email and this password.
+async fn accept_invitation(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<AcceptRequest>,
+) -> Result<(StatusCode, Json<AgentProfile>)> {
+    let agent = invitations::accept(&state.auth, state.store.as_ref(), req).await?;
     Ok((StatusCode::CREATED, Json(agent.into())))
 }
 

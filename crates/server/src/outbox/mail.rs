@@ -45,6 +45,8 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("missed_chat.html", include_str!("../../../../assets/mail/missed_chat.html")),
         ("transcript.txt", include_str!("../../../../assets/mail/transcript.txt")),
         ("transcript.html", include_str!("../../../../assets/mail/transcript.html")),
+        ("invitation.txt", include_str!("../../../../assets/mail/invitation.txt")),
+        ("invitation.html", include_str!("../../../../assets/mail/invitation.html")),
     ] {
         env.add_template(name, source).expect("the built-in mail templates parse");
     }
@@ -156,6 +158,44 @@ pub fn render_missed(p: &MissedPayload, console_url: &str) -> Result<Rendered, S
 /// "Missed chat from NAME on SITE", on one line.
 pub fn missed_subject(p: &MissedPayload) -> String {
     format!("Missed chat from {} on {}", visitor_words(p.visitor_name.as_deref()), one_line(&p.site_name, 80))
+}
+
+/// What an invitation's email shows, as queued (`deliveries.payload`,
+/// which admins never see: the delivery list shows the same subject and
+/// preview whether or not the address has an account).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvitationPayload {
+    pub invitation_id: String,
+    pub site_name: String,
+    /// The inviting admin's name.
+    pub invited_by: String,
+    /// The invitee's name, as the admin typed it.
+    pub name: String,
+    pub role: crate::store::Role,
+    pub expires_at: i64,
+    /// The address has an account already: the email says so, with no link.
+    pub account_exists: bool,
+    /// When it was queued: the email's `Date`.
+    pub at: i64,
+}
+
+/// "Join SITE on Holdfast", the same for every invitation of a site.
+pub fn invitation_subject(p: &InvitationPayload) -> String {
+    format!("Join {} on Holdfast", one_line(&p.site_name, 80))
+}
+
+/// The subject and both parts of an invitation's email; `accept_url` is
+/// its link (unused when the address has an account).
+pub fn render_invitation(p: &InvitationPayload, accept_url: &str) -> Result<Rendered, String> {
+    let ctx = minijinja::context! {
+        site_name => p.site_name,
+        invited_by => p.invited_by,
+        role_words => if p.role.is_admin() { "an admin" } else { "an agent" },
+        account_exists => p.account_exists,
+        accept_url => accept_url,
+        expires => time::human(p.expires_at),
+    };
+    rendered(invitation_subject(p), "invitation", &ctx)
 }
 
 /// One line of a transcript: a message, or what happened (`is_message`

@@ -28,6 +28,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::auth::Tokens;
 use crate::bus::Bus;
 use crate::chat::service::AgentCtx;
 use crate::error::{Error, Result};
@@ -95,6 +96,8 @@ pub struct Outbox {
     wake: Notify,
     /// Tells consoles of a missed chat.
     bus: Arc<dyn Bus>,
+    /// Signs invitations' links when their email is sent.
+    tokens: Tokens,
 }
 
 /// A delivery as an admin sees it.
@@ -116,6 +119,7 @@ impl Outbox {
     pub fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
+        tokens: Tokens,
         config: OutboxConfig,
         status: &StatusConfig,
         listen_url: &str,
@@ -129,6 +133,7 @@ impl Outbox {
             public_url: public_url.trim_end_matches('/').to_owned(),
             wake: Notify::new(),
             bus,
+            tokens,
         }
     }
 
@@ -207,7 +212,7 @@ impl Outbox {
                 let summary = summary_of(&delivery);
                 DeliveryView {
                     subject: summary.as_ref().map(|s| s.subject.clone()),
-                    conversation_id: summary.as_ref().map(|s| s.conversation_id.clone()),
+                    conversation_id: summary.as_ref().and_then(|s| s.conversation_id.clone()),
                     preview: summary.map(|s| s.preview),
                     delivery,
                 }
@@ -345,6 +350,24 @@ impl Outbox {
                     mail::render_missed(&p, &self.console_url(&p.conversation_id)).map_err(Failure::Invalid)?;
                 (rendered, p.site_name, p.visitor_email, p.at)
             }
+            "invitation" => {
+                let p: mail::InvitationPayload =
+                    serde_json::from_str(&d.payload).map_err(|e| Failure::Invalid(format!("bad payload: {e}")))?;
+                let open = match self.store.invitation(&p.invitation_id).await {
+                    Ok(found) => found.is_some_and(|i| i.open_at(now_ms())),
+                    Err(e) => return Err(Failure::Transient(format!("cannot read the invitation: {e}"))),
+                };
+                if !open {
+                    return Err(Failure::Invalid("the invitation was revoked or has expired".into()));
+                }
+                let token = self
+                    .tokens
+                    .issue_invitation(&p.invitation_id, p.expires_at)
+                    .map_err(|e| Failure::Transient(format!("cannot sign the link: {e}")))?;
+                let accept_url = format!("{}/console#invite={token}", self.public_url);
+                let rendered = mail::render_invitation(&p, &accept_url).map_err(Failure::Invalid)?;
+                (rendered, p.site_name, None, p.at)
+            }
             other => return Err(Failure::Invalid(format!("unknown template {other:?}"))),
         };
         let host = reqwest::Url::parse(&self.public_url)
@@ -395,7 +418,7 @@ impl Failure {
 /// What the admin's list shows of a delivery's payload.
 struct Summary {
     subject: String,
-    conversation_id: String,
+    conversation_id: Option<String>,
     preview: String,
 }
 
@@ -406,7 +429,7 @@ fn summary_of(d: &Delivery) -> Option<Summary> {
             Some(Summary {
                 subject: mail::offline_subject(&p),
                 preview: mail::one_line(&p.body, 120),
-                conversation_id: p.conversation_id,
+                conversation_id: Some(p.conversation_id),
             })
         }
         "transcript" => {
@@ -414,7 +437,7 @@ fn summary_of(d: &Delivery) -> Option<Summary> {
             Some(Summary {
                 subject: mail::transcript_subject(&p, None),
                 preview: format!("Transcript up to event {}, for the {}", p.up_to_seq, p.requested_by),
-                conversation_id: p.conversation_id,
+                conversation_id: Some(p.conversation_id),
             })
         }
         "missed_chat" => {
@@ -422,7 +445,16 @@ fn summary_of(d: &Delivery) -> Option<Summary> {
             Some(Summary {
                 subject: mail::missed_subject(&p),
                 preview: mail::one_line(p.body.as_deref().unwrap_or(""), 120),
-                conversation_id: p.conversation_id,
+                conversation_id: Some(p.conversation_id),
+            })
+        }
+        "invitation" => {
+            // The same for an address with an account and one without.
+            let p: mail::InvitationPayload = serde_json::from_str(&d.payload).ok()?;
+            Some(Summary {
+                subject: mail::invitation_subject(&p),
+                preview: format!("Invitation for {}", mail::one_line(&p.name, 100)),
+                conversation_id: None,
             })
         }
         _ => None,

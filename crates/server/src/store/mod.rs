@@ -8,6 +8,7 @@
 //! changes the conversation and appends its event under the conversation's
 //! next sequence number in one transaction.
 
+pub mod invitations;
 pub mod missed;
 pub mod outbox;
 pub mod postgres;
@@ -176,6 +177,24 @@ pub struct NewAgent<'a> {
     pub role: Role,
     pub password_hash: &'a str,
     pub chat_limit: i64,
+}
+
+impl NewAgent<'_> {
+    /// The agent as stored: a new id, offline, active.
+    pub fn into_agent(self) -> Agent {
+        Agent {
+            id: new_id(),
+            site_id: self.site_id.to_owned(),
+            email: self.email.to_owned(),
+            name: self.name.to_owned(),
+            role: self.role,
+            password_hash: self.password_hash.to_owned(),
+            chat_limit: self.chat_limit,
+            availability: Availability::Offline,
+            active: true,
+            created_at: now_ms(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -549,6 +568,23 @@ pub trait Store: Send + Sync + 'static {
     async fn create_canned_response(&self, site_id: &str, shortcut: &str, body: &str) -> Result<CannedResponse>;
     /// Returns whether a response of that site with that id existed.
     async fn delete_canned_response(&self, site_id: &str, id: &str) -> Result<bool>;
+
+    // ----- invitations (`invitations.rs`) ----------------------------------
+
+    /// A new invitation and the email carrying it, in one transaction;
+    /// refused when the site has an agent with that email or an open
+    /// invitation for it.
+    async fn create_invitation(&self, invitation: invitations::Invitation, email: outbox::NewDelivery) -> Result<()>;
+    /// The site's invitations neither accepted nor revoked (expired ones
+    /// too), newest first.
+    async fn open_invitations(&self, site_id: &str) -> Result<Vec<invitations::Invitation>>;
+    async fn invitation(&self, id: &str) -> Result<Option<invitations::Invitation>>;
+    /// Revoke an invitation of this site; false if there is none open.
+    async fn revoke_invitation(&self, site_id: &str, id: &str, now: i64) -> Result<bool>;
+    /// Make the invitation's agent and close it, in one transaction;
+    /// `NotFound` unless it is open at `now`, `Conflict` when the address
+    /// has an account by now.
+    async fn accept_invitation(&self, id: &str, password_hash: &str, now: i64) -> Result<Agent>;
 
     // ----- the outbox (`outbox.rs`) ----------------------------------------
 

@@ -366,6 +366,40 @@ fn site_from_row(r: &PgRow) -> Result<Site> {
     })
 }
 
+/// Insert an agent, in the site's default group (the status probe in
+/// none, so routing never sees it).
+pub(super) async fn insert_agent(tx: &mut sqlx::PgConnection, agent: &Agent) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO agents (id, site_id, email, name, role, password_hash, chat_limit, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&agent.id)
+    .bind(&agent.site_id)
+    .bind(&agent.email)
+    .bind(&agent.name)
+    .bind(agent.role.as_str())
+    .bind(&agent.password_hash)
+    .bind(agent.chat_limit)
+    .bind(agent.created_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => Error::conflict("an agent with that email exists"),
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => Error::NotFound("site"),
+        e => e.into(),
+    })?;
+    if agent.role != Role::Probe {
+        sqlx::query(
+            "INSERT INTO agent_groups (agent_id, group_id) SELECT $1, id FROM groups WHERE site_id = $2 AND is_default",
+        )
+        .bind(&agent.id)
+        .bind(&agent.site_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
 fn agent_from_row(r: &PgRow) -> Result<Agent> {
     let role: String = r.try_get("role")?;
     let availability: String = r.try_get("availability")?;
@@ -602,49 +636,9 @@ impl Store for PostgresStore {
     }
 
     async fn create_agent(&self, new: NewAgent<'_>) -> Result<Agent> {
-        let agent = Agent {
-            id: new_id(),
-            site_id: new.site_id.to_owned(),
-            email: new.email.to_owned(),
-            name: new.name.to_owned(),
-            role: new.role,
-            password_hash: new.password_hash.to_owned(),
-            chat_limit: new.chat_limit,
-            availability: Availability::Offline,
-            active: true,
-            created_at: now_ms(),
-        };
+        let agent = new.into_agent();
         let mut tx = self.p().await?.begin().await?;
-        sqlx::query(
-            "INSERT INTO agents (id, site_id, email, name, role, password_hash, chat_limit, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&agent.id)
-        .bind(&agent.site_id)
-        .bind(&agent.email)
-        .bind(&agent.name)
-        .bind(agent.role.as_str())
-        .bind(&agent.password_hash)
-        .bind(agent.chat_limit)
-        .bind(agent.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => Error::conflict("an agent with that email exists"),
-            sqlx::Error::Database(d) if d.is_foreign_key_violation() => Error::NotFound("site"),
-            e => e.into(),
-        })?;
-        // Every agent starts in the site's default group; the status probe
-        // in none, so routing never sees it.
-        if agent.role != Role::Probe {
-            sqlx::query(
-                "INSERT INTO agent_groups (agent_id, group_id) SELECT $1, id FROM groups WHERE site_id = $2 AND is_default",
-            )
-            .bind(&agent.id)
-            .bind(&agent.site_id)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_agent(&mut tx, &agent).await?;
         tx.commit().await?;
         Ok(agent)
     }
@@ -1086,6 +1080,26 @@ impl Store for PostgresStore {
 
     async fn queued_deliveries(&self) -> Result<i64> {
         self.outbox_queued().await
+    }
+
+    async fn create_invitation(&self, invitation: invitations::Invitation, email: outbox::NewDelivery) -> Result<()> {
+        self.invitations_create(invitation, email).await
+    }
+
+    async fn open_invitations(&self, site_id: &str) -> Result<Vec<invitations::Invitation>> {
+        self.invitations_open(site_id).await
+    }
+
+    async fn invitation(&self, id: &str) -> Result<Option<invitations::Invitation>> {
+        self.invitations_get(id).await
+    }
+
+    async fn revoke_invitation(&self, site_id: &str, id: &str, now: i64) -> Result<bool> {
+        self.invitations_revoke(site_id, id, now).await
+    }
+
+    async fn accept_invitation(&self, id: &str, password_hash: &str, now: i64) -> Result<Agent> {
+        self.invitations_accept(id, password_hash, now).await
     }
 
     async fn queue_deliveries(&self, deliveries: Vec<outbox::NewDelivery>) -> Result<usize> {

@@ -432,6 +432,42 @@ fn one<T, P: rusqlite::Params>(
     Ok(conn.prepare_cached(sql)?.query_row(args, row).optional()?)
 }
 
+/// Insert an agent, in the site's default group (the status probe in
+/// none, so routing never sees it).
+pub(super) fn insert_agent(c: &Connection, a: &Agent) -> Result<()> {
+    let inserted = c
+        .prepare_cached(
+            "INSERT INTO agents (id, site_id, email, name, role, password_hash, chat_limit, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            a.id,
+            a.site_id,
+            a.email,
+            a.name,
+            a.role.as_str(),
+            a.password_hash,
+            a.chat_limit,
+            a.created_at
+        ]);
+    match inserted {
+        Err(e) if violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE) => {
+            return Err(Error::conflict("an agent with that email exists"));
+        }
+        Err(e) if violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => return Err(Error::NotFound("site")),
+        other => other?,
+    };
+    if a.role != Role::Probe {
+        exec(
+            c,
+            "INSERT INTO agent_groups (agent_id, group_id) \
+             SELECT ?1, id FROM groups WHERE site_id = ?2 AND is_default = 1",
+            [&a.id, &a.site_id],
+        )?;
+    }
+    Ok(())
+}
+
 /// Run one statement; the rows it changed.
 fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, args: P) -> Result<usize> {
     Ok(conn.prepare_cached(sql)?.execute(args)?)
@@ -568,57 +604,9 @@ impl Store for SqliteStore {
     }
 
     async fn create_agent(&self, new: NewAgent<'_>) -> Result<Agent> {
-        let agent = Agent {
-            id: new_id(),
-            site_id: new.site_id.to_owned(),
-            email: new.email.to_owned(),
-            name: new.name.to_owned(),
-            role: new.role,
-            password_hash: new.password_hash.to_owned(),
-            chat_limit: new.chat_limit,
-            availability: Availability::Offline,
-            active: true,
-            created_at: now_ms(),
-        };
+        let agent = new.into_agent();
         let a = agent.clone();
-        self.write(move |c| {
-            let inserted = c
-                .prepare_cached(
-                    "INSERT INTO agents (id, site_id, email, name, role, password_hash, chat_limit, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    a.id,
-                    a.site_id,
-                    a.email,
-                    a.name,
-                    a.role.as_str(),
-                    a.password_hash,
-                    a.chat_limit,
-                    a.created_at
-                ]);
-            match inserted {
-                Err(e) if violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE) => {
-                    return Err(Error::conflict("an agent with that email exists"));
-                }
-                Err(e) if violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
-                    return Err(Error::NotFound("site"));
-                }
-                other => other?,
-            };
-            // Every agent starts in the site's default group; the status
-            // probe in none, so routing never sees it.
-            if a.role != Role::Probe {
-                exec(
-                    c,
-                    "INSERT INTO agent_groups (agent_id, group_id) \
-                     SELECT ?1, id FROM groups WHERE site_id = ?2 AND is_default = 1",
-                    [&a.id, &a.site_id],
-                )?;
-            }
-            Ok(())
-        })
-        .await?;
+        self.write(move |c| insert_agent(c, &a)).await?;
         Ok(agent)
     }
 
@@ -1048,6 +1036,26 @@ impl Store for SqliteStore {
 
     async fn queued_deliveries(&self) -> Result<i64> {
         self.outbox_queued().await
+    }
+
+    async fn create_invitation(&self, invitation: invitations::Invitation, email: outbox::NewDelivery) -> Result<()> {
+        self.invitations_create(invitation, email).await
+    }
+
+    async fn open_invitations(&self, site_id: &str) -> Result<Vec<invitations::Invitation>> {
+        self.invitations_open(site_id).await
+    }
+
+    async fn invitation(&self, id: &str) -> Result<Option<invitations::Invitation>> {
+        self.invitations_get(id).await
+    }
+
+    async fn revoke_invitation(&self, site_id: &str, id: &str, now: i64) -> Result<bool> {
+        self.invitations_revoke(site_id, id, now).await
+    }
+
+    async fn accept_invitation(&self, id: &str, password_hash: &str, now: i64) -> Result<Agent> {
+        self.invitations_accept(id, password_hash, now).await
     }
 
     async fn queue_deliveries(&self, deliveries: Vec<outbox::NewDelivery>) -> Result<usize> {

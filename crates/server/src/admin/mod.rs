@@ -8,6 +8,8 @@
 //! changes an operator, and only an operator lists and makes sites (the
 //! installation's, not a site's; `http::extract::OperatorAuth`).
 
+pub mod invitations;
+
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, MAX_PASSWORD, normalize_email, valid_email};
@@ -210,8 +212,18 @@ fn check_role(role: Role, by: &AgentCtx) -> Result<Role> {
     }
 }
 
+/// An account made with a password, by an operator: they see every site,
+/// so an address taken elsewhere tells them nothing new. A site's admin
+/// invites instead (`invitations`), and never learns whether another site
+/// knows the address.
 pub async fn create_agent(auth: &Auth, store: &dyn Store, admin: &AgentCtx, req: NewAgentRequest) -> Result<Agent> {
     require_admin(admin)?;
+    if admin.role != Role::Operator {
+        return Err(Error::forbidden(
+            "a site's admin adds people by invitation (POST /api/v1/admin/invitations); \
+             only an operator sets their password",
+        ));
+    }
     check_role(req.role, admin)?;
     let email = normalize_email(&req.email);
     if !valid_email(&email) {
