@@ -480,7 +480,7 @@ function appendEvent(e) {
     // A colleague's messages sit on the team's side, marked as theirs.
     const side = mine ? "msg me" : e.author.kind === "visitor" ? "msg" : "msg colleague";
     const at = h("time", { datetime: new Date(e.at).toISOString() }, clock(e.at));
-    el = h("div", { class: side }, h("span", { class: "who" }, `${who} · `, at));
+    el = h("div", { class: side }, h("span", { class: "who" }, `${who} · `, at, e.by_email ? " · by email" : ""));
     rich(el, e.body || "");
   } else if (e.type === "assigned") {
     el = h("div", { class: "sys" }, `Assigned to ${e.agent.name}`);
@@ -509,6 +509,7 @@ function renderActions() {
   $("take-over").hidden = !(isAdmin() && c && c.status === "active" && c.agent_id && me && c.agent_id !== me.id);
   $("close").hidden = !open || !(mineActive || isAdmin() || c.status === "queued");
   $("composer").hidden = !mineActive;
+  $("email-reply").hidden = !(c && c.status === "offline");
   const canTransfer = mineActive || (open && isAdmin() && c.agent_id);
   $("transfer-wrap").hidden = !canTransfer;
   $("transfer-go").hidden = !canTransfer;
@@ -617,6 +618,25 @@ function onSend(e) {
   if (!replaying.has(selected)) send(frame);
 }
 
+// An offline message answered by email: stored in the conversation, and
+// mailed to the address the visitor left. A retry (same client_id) sends once.
+async function onEmailReply(e) {
+  e.preventDefault();
+  const c = convs.get(selected);
+  const body = $("email-reply-body").value;
+  if (!c || !body.trim()) return;
+  const client_id = $("email-reply").dataset.clientId || newId();
+  $("email-reply").dataset.clientId = client_id;
+  try {
+    const event = await post(`/api/v1/conversations/${encodeURIComponent(c.id)}/reply`, { client_id, body });
+    delete $("email-reply").dataset.clientId;
+    $("email-reply-body").value = "";
+    if (!c.events.some((x) => x.seq === event.seq)) c.events.push(event);
+    if (selected === c.id) appendEvent(event);
+    toast("Answer sent by email");
+  } catch (err) { toast(err.message); }
+}
+
 // ----- lists over REST ----------------------------------------------------------------
 async function loadOffline() {
   try {
@@ -722,6 +742,7 @@ async function loadAdmin() {
     $("s-origins").value = s.allowed_origins.join("\n");
     $("s-missed").value = String(s.missed_chat_minutes);
     $("s-archive").value = s.transcript_archive;
+    $("s-reply-to").value = s.reply_to;
     $("agents").replaceChildren(...list.map(agentRow));
     // Operators may set a password now; everyone else invites by email.
     $("n-password-label").hidden = !isOperator();
@@ -862,6 +883,7 @@ function wireAdmin() {
       allowed_origins: $("s-origins").value.split("\n").map((x) => x.trim()).filter(Boolean),
       missed_chat_minutes: Number($("s-missed").value),
       transcript_archive: $("s-archive").value.trim(),
+      reply_to: $("s-reply-to").value.trim(),
     };
     try { await post("/api/v1/admin/site/settings", body, "PUT"); $("settings-status").textContent = "Saved"; } catch (err) { $("settings-status").textContent = err.message; }
   };
@@ -1000,6 +1022,7 @@ function wire() {
     if (selected && id) send({ type: "transfer", conv: selected, [kind === "agent" ? "to_agent" : "to_group"]: id });
   };
   $("composer").onsubmit = onSend;
+  $("email-reply").onsubmit = onEmailReply;
   $("reply").addEventListener("input", onReplyInput);
   $("reply").addEventListener("keydown", onReplyKey);
   wireAdmin();

@@ -16,6 +16,7 @@ mod health;
 mod invitations;
 mod missed;
 mod outbox;
+mod reply;
 mod resilience;
 mod restart;
 mod resume;

@@ -292,10 +292,15 @@ async fn b_skip_prechat(b: &Browser) {
     b.click(&start).await;
 }
 
+/// With no agent online a visitor leaves a message in the widget: the
+/// admins' email arrives with Reply-To the visitor; an agent answers from
+/// the console, and the visitor's email arrives (issue 18).
 #[tokio::test]
-async fn the_offline_form_reaches_the_agents() {
+async fn the_offline_form_reaches_the_admins_and_the_answer_reaches_the_visitor_by_email() {
     let _one = ONE_BROWSER_TEST.lock().await;
-    let server = TestServer::start().await;
+    let port = crate::outbox::free_port();
+    let mut smtp = crate::outbox::SmtpServer::start(port);
+    let server = TestServer::start_with(|c| c.status.smtp = Some(crate::outbox::relay(port))).await;
     let site = server.site().await;
     server.agent(&site, "off@example.com", 5).await;
     let page = host_page(&server, &site.widget_key).await;
@@ -317,6 +322,10 @@ async fn the_offline_form_reaches_the_agents() {
     visitor.click(&submit).await;
     visitor.wait_for(&format!("return !{W}.querySelector('.thanks').hidden"), LONG).await;
     visitor.screenshot(&screenshot_path("widget-offline.png")).await;
+    let to_admin = smtp.receive(1, Duration::from_secs(15)).await.remove(0);
+    assert_eq!(to_admin["rcpt_tos"], json!(["admin@holdfast.local"]), "the site's admin, not the agent");
+    assert_eq!(crate::outbox::header(&to_admin, "Reply-To"), ["olga@example.com"]);
+    assert!(to_admin["text"].as_str().unwrap().contains("Please call me back about my order"));
 
     // An agent logging in later finds it under "Offline messages".
     let console = driver.browser(1280, 900).await;
@@ -324,6 +333,20 @@ async fn the_offline_form_reaches_the_agents() {
     console.click_on("document.querySelector('#offline button')").await;
     wait_console_text(&console, "Please call me back about my order").await;
     console.wait_for("return document.querySelector('#details').textContent.includes('olga@example.com')", LONG).await;
+
+    // The agent answers by email from the conversation.
+    console.wait_for("return !document.querySelector('#email-reply').hidden", LONG).await;
+    assert_eq!(console.exec("return document.querySelector('#composer').hidden", vec![]).await, json!(true));
+    let answer = console.el("document.querySelector('#email-reply-body')").await;
+    console.type_text(&answer, "We will call you at 3 pm.").await;
+    console.click_on("document.querySelector('#email-reply button')").await;
+    wait_console_text(&console, "We will call you at 3 pm.").await;
+    console.wait_for("return document.querySelector('#log').textContent.includes('by email')", LONG).await;
+    let to_olga = smtp.receive(1, Duration::from_secs(15)).await.remove(0);
+    assert_eq!(to_olga["rcpt_tos"], json!(["olga@example.com"]));
+    assert_eq!(crate::outbox::header(&to_olga, "Reply-To"), ["off@example.com"], "Olga's answer reaches the agent");
+    let text = to_olga["text"].as_str().unwrap();
+    assert!(text.contains("We will call you at 3 pm.") && text.contains("Please call me back"), "{text}");
     visitor.close().await;
     console.close().await;
 }

@@ -65,6 +65,9 @@ pub struct WidgetSettings {
     /// An address that gets every closed chat's transcript (empty: none).
     /// Never sent to the widget.
     pub transcript_archive: String,
+    /// The Reply-To of answers to offline messages (empty: the answering
+    /// agent's address). Never sent to the widget.
+    pub reply_to: String,
 }
 
 impl Default for WidgetSettings {
@@ -77,6 +80,7 @@ impl Default for WidgetSettings {
             allowed_origins: Vec::new(),
             missed_chat_minutes: crate::outbox::missed::DEFAULT_MINUTES,
             transcript_archive: String::new(),
+            reply_to: String::new(),
         }
     }
 }
@@ -109,6 +113,10 @@ impl WidgetSettings {
         self.transcript_archive = self.transcript_archive.trim().to_owned();
         if !self.transcript_archive.is_empty() && !valid_email(&self.transcript_archive) {
             return Err(Error::bad_request("transcript_archive is not a valid email address"));
+        }
+        self.reply_to = self.reply_to.trim().to_owned();
+        if !self.reply_to.is_empty() && !valid_email(&self.reply_to) {
+            return Err(Error::bad_request("reply_to is not a valid email address"));
         }
         if self.allowed_origins.len() > MAX_ORIGINS {
             return Err(Error::bad_request(format!("at most {MAX_ORIGINS} allowed origins")));

@@ -193,7 +193,8 @@ impl Chat {
             .await;
     }
 
-    async fn apply(&self, conv_id: &str, change: Change) -> Result<Applied> {
+    /// Store a change and, unless it is a retry's, publish its event.
+    pub(crate) async fn apply(&self, conv_id: &str, change: Change) -> Result<Applied> {
         let applied = self.store.apply(conv_id, change).await?;
         if !applied.duplicate {
             self.publish_applied(&applied).await;

@@ -2,7 +2,8 @@
 //! conversation of their site to any address; a visitor asks for their
 //! own conversation's from the widget, on a customer's page (CORS for any
 //! origin, as for visitor sessions; the visitor token is the credential).
-//! Another site's or another visitor's conversation is "not found".
+//! Another site's or another visitor's conversation is "not found". Here
+//! too: an offline message answered by email (`outbox::reply`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,15 +15,19 @@ use serde_json::{Value, json};
 
 use super::extract::{AgentAuth, ApiJson, VisitorAuth};
 use crate::app::AppState;
+use crate::chat::protocol::EventView;
 use crate::chat::service::Peer;
 use crate::error::{Error, Result};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/conversations/{id}/transcript", post(agent_transcript)).merge(
-        Router::new()
-            .route("/api/v1/visitor/transcript", post(visitor_transcript))
-            .layer(middleware::from_fn(super::visitor::cors)),
-    )
+    Router::new()
+        .route("/api/v1/conversations/{id}/transcript", post(agent_transcript))
+        .route("/api/v1/conversations/{id}/reply", post(reply_by_email))
+        .merge(
+            Router::new()
+                .route("/api/v1/visitor/transcript", post(visitor_transcript))
+                .layer(middleware::from_fn(super::visitor::cors)),
+        )
 }
 
 #[derive(Deserialize)]
@@ -50,6 +55,26 @@ async fn send(state: &AppState, peer: Peer, conv_id: &str, to: &str) -> Result<(
     // `queued: false`: the same transcript to the same address was queued
     // before (an admin can send it again from Deliveries).
     Ok((StatusCode::ACCEPTED, Json(json!({"queued": queued}))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyRequest {
+    client_id: String,
+    body: String,
+}
+
+/// `201` and the answer's event (`200` for a retry's original): an offline
+/// message answered by email.
+async fn reply_by_email(
+    State(state): State<AppState>,
+    AgentAuth(me): AgentAuth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ReplyRequest>,
+) -> Result<(StatusCode, Json<EventView>)> {
+    let applied = crate::outbox::reply::reply_by_email(&state.chat, &me, &id, &req.client_id, &req.body).await?;
+    let status = if applied.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(EventView::from(&applied.event))))
 }
 
 async fn agent_transcript(

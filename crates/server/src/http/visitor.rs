@@ -90,9 +90,10 @@ async fn session(
     let site = state.store.site_by_widget_key(&req.widget_key).await?.ok_or(Error::NotFound("site"))?;
     let mut settings = WidgetSettings::from_stored(&site.settings);
     settings.check_origin(headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()))?;
-    // The widget needs its look, not the list of origins or the archive.
+    // The widget needs its look, not the list of origins or the addresses.
     settings.allowed_origins.clear();
     settings.transcript_archive.clear();
+    settings.reply_to.clear();
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.to_owned());
     let update = VisitorUpdate {
         page_url: clean_field(req.page_url, 2048, "page_url")?,

@@ -46,6 +46,8 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("transcript.txt", include_str!("../../../../assets/mail/transcript.txt")),
         ("transcript.html", include_str!("../../../../assets/mail/transcript.html")),
         ("invitation.txt", include_str!("../../../../assets/mail/invitation.txt")),
+        ("offline_reply.txt", include_str!("../../../../assets/mail/offline_reply.txt")),
+        ("offline_reply.html", include_str!("../../../../assets/mail/offline_reply.html")),
         ("invitation.html", include_str!("../../../../assets/mail/invitation.html")),
     ] {
         env.add_template(name, source).expect("the built-in mail templates parse");
@@ -54,7 +56,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
 });
 
 /// Both parts of the email `name` (`NAME.txt`, `NAME.html`) with `ctx`.
-fn rendered(subject: String, name: &str, ctx: &minijinja::Value) -> Result<Rendered, String> {
+pub(crate) fn rendered(subject: String, name: &str, ctx: &minijinja::Value) -> Result<Rendered, String> {
     let render = |part: &str| {
         let file = format!("{name}.{part}");
         TEMPLATES.get_template(&file).and_then(|t| t.render(ctx)).map_err(|e| format!("template {file}: {e}"))

@@ -19,6 +19,7 @@
 
 pub mod mail;
 pub mod missed;
+pub mod reply;
 pub mod transcript;
 
 use std::sync::Arc;
@@ -350,6 +351,12 @@ impl Outbox {
                     mail::render_missed(&p, &self.console_url(&p.conversation_id)).map_err(Failure::Invalid)?;
                 (rendered, p.site_name, p.visitor_email, p.at)
             }
+            reply::TEMPLATE => {
+                let p: reply::ReplyPayload =
+                    serde_json::from_str(&d.payload).map_err(|e| Failure::Invalid(format!("bad payload: {e}")))?;
+                let rendered = reply::render(&p).map_err(Failure::Invalid)?;
+                (rendered, p.site_name, Some(p.reply_to), p.at)
+            }
             "invitation" => {
                 let p: mail::InvitationPayload =
                     serde_json::from_str(&d.payload).map_err(|e| Failure::Invalid(format!("bad payload: {e}")))?;
@@ -445,6 +452,14 @@ fn summary_of(d: &Delivery) -> Option<Summary> {
             Some(Summary {
                 subject: mail::missed_subject(&p),
                 preview: mail::one_line(p.body.as_deref().unwrap_or(""), 120),
+                conversation_id: Some(p.conversation_id),
+            })
+        }
+        reply::TEMPLATE => {
+            let p: reply::ReplyPayload = serde_json::from_str(&d.payload).ok()?;
+            Some(Summary {
+                subject: reply::subject(&p),
+                preview: mail::one_line(&p.body, 120),
                 conversation_id: Some(p.conversation_id),
             })
         }

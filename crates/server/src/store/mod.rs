@@ -336,6 +336,16 @@ pub enum Change {
     Close {
         by: Author,
     },
+    /// An agent's answer to an offline message, stored as a message and
+    /// emailed to the visitor (`email`, queued in the same transaction).
+    /// Idempotent on (author, client_id): a retry returns the original and
+    /// queues nothing.
+    Reply {
+        author: Author,
+        client_id: String,
+        body: String,
+        email: Box<outbox::NewDelivery>,
+    },
     /// A read receipt: `reader` has seen everything up to `up_to`.
     Read {
         reader: Author,

@@ -207,8 +207,8 @@ fn sqlite_all(conn: &rusqlite::Connection, sql: &str, args: impl rusqlite::Param
 
 /// Queue a delivery inside the caller's transaction (a writer batch's
 /// savepoint); a second one with the same `dedupe_key` is dropped.
-pub(super) fn sqlite_insert_delivery(c: &rusqlite::Connection, d: &NewDelivery) -> Result<usize> {
-    Ok(c.prepare_cached(
+pub(super) fn sqlite_insert_delivery(c: &rusqlite::Connection, d: &NewDelivery) -> rusqlite::Result<usize> {
+    c.prepare_cached(
         "INSERT INTO deliveries (id, site_id, kind, template, recipient, payload, dedupe_key, next_at, \
          give_up_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?8) \
          ON CONFLICT (dedupe_key) DO NOTHING",
@@ -223,7 +223,7 @@ pub(super) fn sqlite_insert_delivery(c: &rusqlite::Connection, d: &NewDelivery) 
         d.dedupe_key,
         d.created_at,
         d.give_up_at
-    ])?)
+    ])
 }
 
 /// [`sqlite_insert_delivery`] on PostgreSQL, in the caller's transaction.

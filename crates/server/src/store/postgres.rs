@@ -184,6 +184,28 @@ fn is_retryable(err: &Error) -> bool {
         .is_some_and(|c| c == "40P01" || c == "40001")
 }
 
+/// The event an earlier attempt of this message stored, if any (a retry
+/// gets its original back).
+async fn earlier_message(
+    conn: &mut PgConnection,
+    conversation_id: &str,
+    author: &Author,
+    client_id: &str,
+) -> Result<Option<StoredEvent>> {
+    sqlx::query(
+        "SELECT * FROM events WHERE conversation_id = $1 AND author_kind = $2 \
+         AND author_id IS NOT DISTINCT FROM $3 AND client_id = $4",
+    )
+    .bind(conversation_id)
+    .bind(author.kind.as_str())
+    .bind(author.id.as_deref())
+    .bind(client_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|row| event_from_row(&row))
+    .transpose()
+}
+
 /// Outer `Result`: SQL failure (the transaction is rolled back). Inner:
 /// the change's own outcome, a refusal writing nothing.
 async fn apply_one(
@@ -212,22 +234,8 @@ async fn apply_one(
     let mut previous_agent = None;
     let (kind, author, client_id, body, data) = match change {
         Change::Message { author, client_id, body } => {
-            let existing = sqlx::query(
-                "SELECT * FROM events WHERE conversation_id = $1 AND author_kind = $2 AND author_id IS NOT DISTINCT FROM $3 AND client_id = $4",
-            )
-            .bind(conversation_id)
-            .bind(author.kind.as_str())
-            .bind(author.id.as_deref())
-            .bind(client_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(row) = existing {
-                return Ok(Ok(Applied {
-                    event: event_from_row(&row)?,
-                    conversation: conv,
-                    previous_agent: None,
-                    duplicate: true,
-                }));
+            if let Some(event) = earlier_message(conn, conversation_id, author, client_id).await? {
+                return Ok(Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }));
             }
             if let Err(e) = rules::check_message(&conv) {
                 return Ok(Err(e));
@@ -282,6 +290,15 @@ async fn apply_one(
             }
             Err(e) => return Ok(Err(e)),
         },
+        Change::Reply { author, client_id, body, .. } => {
+            if let Some(event) = earlier_message(conn, conversation_id, author, client_id).await? {
+                return Ok(Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }));
+            }
+            if let Err(e) = rules::check_reply(&conv) {
+                return Ok(Err(e));
+            }
+            rules::reply(author, client_id, body)
+        }
         Change::Read { reader, up_to } => {
             if let Err(e) = rules::check_read(&conv, *up_to) {
                 return Ok(Err(e));
@@ -348,6 +365,9 @@ async fn apply_one(
     .bind(event.created_at)
     .execute(&mut *conn)
     .await?;
+    if let Change::Reply { email, .. } = change {
+        outbox::pg_insert_delivery(conn, email).await?;
+    }
     Ok(Ok(Applied { event, conversation: next, previous_agent, duplicate: false }))
 }
 

@@ -90,6 +90,27 @@ pub(crate) fn read(reader: &Author, up_to: i64) -> EventParts {
     ("read", reader.clone(), None, None, serde_json::json!({"up_to": up_to}))
 }
 
+/// Whether an agent's emailed answer may be added: only to an offline
+/// message (a live chat is answered in the chat).
+pub(crate) fn check_reply(conv: &Conversation) -> Result<()> {
+    if conv.status == ConversationStatus::Offline {
+        Ok(())
+    } else {
+        Err(Error::conflict("only an offline message is answered by email; answer a chat in the chat"))
+    }
+}
+
+/// The event of an answer by email: a message, marked as emailed.
+pub(crate) fn reply(author: &Author, client_id: &str, body: &str) -> EventParts {
+    (
+        "message",
+        author.clone(),
+        Some(client_id.to_owned()),
+        Some(body.to_owned()),
+        serde_json::json!({"by_email": true}),
+    )
+}
+
 /// Whether a message may be added: to an open conversation, or as the one
 /// first message of an offline one.
 pub(crate) fn check_message(conv: &Conversation) -> Result<()> {

@@ -24,6 +24,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::outbox::sqlite_insert_delivery;
 use super::rules;
 use super::sqlite::{conversation_row, event_row, sql};
 use super::*;
@@ -526,6 +527,24 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
             Ok((closed, parts)) => (closed, parts),
             Err(e) => return Ok(Err(e)),
         },
+        Change::Reply { author, client_id, body, .. } => {
+            // Rare (a person answering a lead), so the retry is found in
+            // the table rather than the message window.
+            let earlier = conn
+                .prepare_cached(
+                    "SELECT * FROM events WHERE conversation_id = ?1 AND author_kind = ?2 AND author_id IS ?3 \
+                     AND client_id = ?4",
+                )?
+                .query_row(params![id, author.kind.as_str(), author.id, client_id], event_row)
+                .optional()?;
+            if let Some(event) = earlier {
+                return Ok(Ok(Applied { event, conversation: conv.clone(), previous_agent: None, duplicate: true }));
+            }
+            if let Err(e) = rules::check_reply(conv) {
+                return Ok(Err(e));
+            }
+            (conv.clone(), rules::reply(author, client_id, body))
+        }
         Change::Read { reader, up_to } => {
             if let Err(e) = rules::check_read(conv, *up_to) {
                 return Ok(Err(e));
@@ -570,6 +589,9 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
         created_at: now,
     };
     insert_event(conn, &event)?;
+    if let Change::Reply { email, .. } = &p.change {
+        sqlite_insert_delivery(conn, email)?;
+    }
     cached.conversation = next.clone();
     Ok(Ok(Applied { event, conversation: next, previous_agent, duplicate: false }))
 }
