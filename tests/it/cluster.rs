@@ -691,3 +691,58 @@ async fn kill_9_of_the_status_runner_hands_monitors_and_deliveries_to_the_other_
     eprintln!("status runner failover after kill -9: {takeover:?}");
     store.close().await;
 }
+
+/// Issue 18: two nodes on one database, offline messages left through
+/// both, a real SMTP server: every email arrives, each once (one attempt
+/// each in the outbox, and a later marker arrives next, with no repeat
+/// before it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_messages_left_on_both_nodes_are_emailed_once_each() {
+    let port = crate::outbox::free_port();
+    let mut smtp = crate::outbox::SmtpServer::start(port);
+    let c = cluster_with(|c| {
+        status_quick(c);
+        c.status.smtp = Some(crate::outbox::relay(port));
+        c.outbox.tick = Duration::from_millis(100);
+    })
+    .await;
+    status_runner([&c.a, &c.b]).await;
+    let site = c.a.site().await;
+    let leave = async |node: &TestServer, n: usize| -> String {
+        let (mut visitor, _) = visitor_on(node, &site).await;
+        visitor.send(json!({"type": "leave_message", "client_id": format!("m{n}"), "body": format!("lead {n}")})).await;
+        let conv = visitor.wait_for(|f| f["type"] == "ack").await["conv"].as_str().unwrap().to_owned();
+        visitor.close().await;
+        conv
+    };
+    let mut convs = Vec::new();
+    for n in 0..10 {
+        convs.push(leave(if n % 2 == 0 { &c.a } else { &c.b }, n).await);
+    }
+    // One recipient (the site's first admin): one email per lead.
+    let mail = smtp.receive(10, Duration::from_secs(30)).await;
+    let mut leads: Vec<String> = mail
+        .iter()
+        .map(|m| {
+            let text = m["text"].as_str().unwrap();
+            text.lines().find(|l| l.starts_with("lead ")).unwrap().to_owned()
+        })
+        .collect();
+    leads.sort();
+    let mut wanted: Vec<String> = (0..10).map(|n| format!("lead {n}")).collect();
+    wanted.sort();
+    assert_eq!(leads, wanted, "each lead once");
+    let marker = leave(&c.b, 10).await;
+    let next = smtp.receive(1, Duration::from_secs(30)).await.remove(0);
+    assert!(next["text"].as_str().unwrap().contains("lead 10"), "a repeat came before the marker: {next:#}");
+    // The marker's outcome is recorded just after the relay took it.
+    eventually("every delivery's outcome is recorded", async || {
+        let all = c.a.state.store.deliveries(&site.id, None, 100).await.unwrap();
+        all.len() == 11 && all.iter().all(|d| d.sent_at.is_some())
+    })
+    .await;
+    let sent = c.a.state.store.deliveries(&site.id, None, 100).await.unwrap();
+    assert!(sent.iter().all(|d| d.attempts == 1 && d.sent_at.is_some()), "one attempt each: {sent:#?}");
+    convs.push(marker);
+    assert_eq!(convs.iter().collect::<std::collections::HashSet<_>>().len(), 11);
+}
