@@ -807,7 +807,14 @@ function groupRow(g, list) {
     if (!pickAgent.value) return;
     try { await post(`/api/v1/admin/groups/${g.id}/members`, { agent_id: pickAgent.value }); loadAdmin(); } catch (e) { toast(e.message); }
   } }, "Add");
-  return h("li", {}, h("strong", {}, g.name), g.is_default ? " (default)" : "", `: ${names || "no one"} `, pickAgent, " ", add);
+  // The group's own address for its leads (a shared inbox); empty: none.
+  const address = h("input", { type: "email", maxLength: 254, value: g.email || "", placeholder: "leads also to…", "aria-label": `Address for ${g.name}'s leads`,
+    onchange: async (e) => {
+      try { await post(`/api/v1/admin/groups/${g.id}`, { email: e.target.value.trim() }, "PATCH"); toast("Saved"); } catch (err) { toast(err.message); }
+    } });
+  const li = h("li", {}, h("strong", {}, g.name), g.is_default ? " (default)" : "", `: ${names || "no one"} `, pickAgent, " ", add, " ", address);
+  li.dataset.group = g.name;
+  return li;
 }
 
 async function loadCanned() {
@@ -933,6 +940,7 @@ function startApp() {
   $("login").hidden = true;
   $("app").hidden = false;
   $("me").textContent = `${me.name} (${me.role})`;
+  $("lead-emails").checked = !!me.lead_emails;
   showView("chat");
   // The operator runs the status page from its tab; others only read it.
   $("status-link").hidden = isOperator();
@@ -990,6 +998,12 @@ function wire() {
   // Sounds, on unless turned off (kept per browser).
   $("sound").checked = localStorage.getItem("holdfast:sound") !== "off";
   $("sound").onchange = (e) => localStorage.setItem("holdfast:sound", e.target.checked ? "on" : "off");
+  $("lead-emails").onchange = async (e) => {
+    try {
+      me = { ...me, ...(await post("/api/v1/me/lead-emails", { on: e.target.checked }, "PUT")) };
+      toast(me.lead_emails ? "Leads will be emailed to you" : "No more lead emails");
+    } catch (err) { toast(err.message); e.target.checked = !e.target.checked; }
+  };
   // A small emoji picker: inserts at the cursor.
   const EMOJI = "🙂 😀 😉 😊 🙏 👍 👋 👌 🎉 ❤️ ✅ ❌ ⚠️ 💡 📦 🚚 💳 📧 📞 🕒 😕 😢 😅 🤔".split(" ");
   $("emoji").replaceChildren(...EMOJI.map((e) => h("button", { type: "button", "aria-label": `Insert ${e}`, onclick: () => {

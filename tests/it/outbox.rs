@@ -549,3 +549,74 @@ async fn deliveries_are_claimed_once_and_recorded(b: Backend) {
     store.release_delivery_leases().await.unwrap();
     assert_eq!(store.claim_deliveries(now + 2000, now + 62_000, 10).await.unwrap().len(), 1);
 }
+
+/// Who gets a lead's email: admins unless they opt out, agents who opt in,
+/// and the group's own address; each once. Another site's admin cannot
+/// touch the group.
+#[tokio::test]
+async fn leads_are_emailed_to_who_wants_them_and_to_the_groups_address() {
+    let port = free_port();
+    let mut smtp = SmtpServer::start(port);
+    let server = TestServer::start_with(|c| c.status.smtp = Some(relay(port))).await;
+    let site = server.site().await;
+    let store = server.state.store.as_ref();
+    admin(store, &site, "boss@shop.example").await;
+    admin(store, &site, "quiet-boss@shop.example").await;
+    server.agent(&site, "keen@shop.example", 5).await;
+    server.agent(&site, "busy@shop.example", 5).await;
+    let put = async |email: &str, on: bool| -> Value {
+        let (token, _) = server.login(email, "password123").await;
+        let resp = server
+            .http
+            .put(format!("{}/api/v1/me/lead-emails", server.base))
+            .bearer_auth(&token)
+            .json(&json!({"on": on}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    };
+    assert_eq!(put("quiet-boss@shop.example", false).await["lead_emails"], false);
+    assert_eq!(put("keen@shop.example", true).await["lead_emails"], true);
+    let (boss, _) = server.login("boss@shop.example", "password123").await;
+    let (_, me) = server.get("/api/v1/me", Some(&boss)).await;
+    assert_eq!(me["lead_emails"], true, "an admin's default");
+
+    // The default group's own address, set by the site's admin only.
+    let (_, groups) = server.get("/api/v1/admin/groups", Some(&boss)).await;
+    let group = groups[0]["id"].as_str().unwrap().to_owned();
+    let patch = async |token: &str, body: Value| -> (u16, Value) {
+        let req = server.http.patch(format!("{}/api/v1/admin/groups/{group}", server.base)).bearer_auth(token);
+        let resp = req.json(&body).send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    };
+    let other = server.new_site("Other shop").await;
+    admin(store, &other, "olaf@other.example").await;
+    let (olaf, _) = server.login("olaf@other.example", "password123").await;
+    assert_eq!(patch(&olaf, json!({"email": "evil@other.example"})).await.0, 404, "not Olaf's group");
+    let (keen, _) = server.login("keen@shop.example", "password123").await;
+    assert_eq!(patch(&keen, json!({"email": "x@shop.example"})).await.0, 403);
+    for bad in [json!({"email": "nope"}), json!({"name": ""}), json!({"colour": "red"})] {
+        let (status, err) = patch(&boss, bad.clone()).await;
+        assert!(status == 400 || status == 422, "{bad}: {status} {err}");
+    }
+    let (status, saved) = patch(&boss, json!({"email": "Team@Shop.example", "name": "Front desk"})).await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!((saved["email"].as_str(), saved["name"].as_str()), (Some("team@shop.example"), Some("Front desk")));
+
+    let (_, vtoken) = server.visitor(&site).await;
+    let mut visitor = Client::connect(&server, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await;
+    visitor.send(json!({"type": "leave_message", "client_id": "l1", "body": "Call me"})).await;
+    visitor.wait_for(|f| f["type"] == "ack").await;
+    let mail = smtp.receive(4, Duration::from_secs(15)).await;
+    let mut to: Vec<String> = mail.iter().map(|m| m["rcpt_tos"][0].as_str().unwrap().to_owned()).collect();
+    to.sort();
+    assert_eq!(to, ["admin@holdfast.local", "boss@shop.example", "keen@shop.example", "team@shop.example"]);
+    let (_, list) = server.get("/api/v1/admin/deliveries", Some(&boss)).await;
+    assert_eq!(list.as_array().unwrap().len(), 4, "no one else: {list:#}");
+
+    // Cleared, the group's address gets no more.
+    let (status, saved) = patch(&boss, json!({"email": ""})).await;
+    assert_eq!((status, saved["email"].clone()), (200, Value::Null));
+}

@@ -270,6 +270,9 @@ pub struct AgentChange {
     /// log in with it.
     #[serde(default)]
     pub password: Option<String>,
+    /// Whether the site's lead emails go to them.
+    #[serde(default)]
+    pub lead_emails: Option<bool>,
 }
 
 fn check_password(password: &str) -> Result<&str> {
@@ -314,6 +317,7 @@ pub async fn update_agent(
         active: change.active,
         chat_limit: change.chat_limit.map(check_chat_limit).transpose()?,
         password_hash,
+        lead_emails: change.lead_emails,
     };
     store.update_agent(&target.id, update).await?;
     if reset || change.active == Some(false) || change.role.is_some_and(|r| r != target.role) {
@@ -397,13 +401,54 @@ pub async fn create_group(store: &dyn Store, admin: &AgentCtx, name: &str) -> Re
     store.create_group(&admin.site_id, &name, false).await
 }
 
-pub async fn add_to_group(store: &dyn Store, admin: &AgentCtx, group_id: &str, agent_id: &str) -> Result<()> {
+/// Changes an admin may make to a group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupChange {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The group's own address for its leads; `""` clears it.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// Rename a group of the admin's site, or set its address.
+pub async fn update_group(store: &dyn Store, admin: &AgentCtx, group_id: &str, change: GroupChange) -> Result<Group> {
     require_admin(admin)?;
-    let agent = agent_of_site(store, &admin.site_id, agent_id).await?;
+    let group = group_of_site(store, &admin.site_id, group_id).await?;
+    let name = change.name.as_deref().map(check_name).transpose()?;
+    let email = match change.email.as_deref().map(str::trim) {
+        None => None,
+        Some("") => Some(None),
+        Some(e) => {
+            let e = normalize_email(e);
+            if !valid_email(&e) {
+                return Err(Error::bad_request("email is not a valid address"));
+            }
+            Some(Some(e))
+        }
+    };
+    store.update_group(&group.id, name.as_deref(), email.as_ref().map(|e| e.as_deref())).await?;
+    group_of_site(store, &admin.site_id, group_id).await
+}
+
+async fn group_of_site(store: &dyn Store, site_id: &str, group_id: &str) -> Result<Group> {
     if group_id.len() > 64 {
         return Err(Error::NotFound("group"));
     }
-    let group = store.group(group_id).await?.filter(|g| g.site_id == admin.site_id).ok_or(Error::NotFound("group"))?;
+    store.group(group_id).await?.filter(|g| g.site_id == site_id).ok_or(Error::NotFound("group"))
+}
+
+/// An agent's own choice about the site's lead emails.
+pub async fn set_own_lead_emails(store: &dyn Store, me: &AgentCtx, on: bool) -> Result<Agent> {
+    store.update_agent(&me.agent_id, AgentUpdate { lead_emails: Some(on), ..Default::default() }).await?;
+    store.agent(&me.agent_id).await?.ok_or_else(|| Error::unauthorized("agent not found"))
+}
+
+pub async fn add_to_group(store: &dyn Store, admin: &AgentCtx, group_id: &str, agent_id: &str) -> Result<()> {
+    require_admin(admin)?;
+    let agent = agent_of_site(store, &admin.site_id, agent_id).await?;
+    let group = group_of_site(store, &admin.site_id, group_id).await?;
     store.add_agent_to_group(&agent.id, &group.id).await
 }
 

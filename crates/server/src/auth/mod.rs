@@ -78,13 +78,28 @@ pub struct AgentProfile {
     pub availability: Availability,
     pub active: bool,
     pub created_at: i64,
+    /// Whether the site's lead emails (offline messages, missed chats)
+    /// go to them.
+    pub lead_emails: bool,
 }
 
 impl From<Agent> for AgentProfile {
     fn from(agent: Agent) -> AgentProfile {
-        let Agent { id, site_id, email, name, role, password_hash: _, chat_limit, availability, active, created_at } =
-            agent;
-        AgentProfile { id, site_id, email, name, role, chat_limit, availability, active, created_at }
+        let lead_emails = agent.gets_lead_emails();
+        let Agent {
+            id,
+            site_id,
+            email,
+            name,
+            role,
+            password_hash: _,
+            chat_limit,
+            availability,
+            active,
+            created_at,
+            lead_emails: _,
+        } = agent;
+        AgentProfile { id, site_id, email, name, role, chat_limit, availability, active, created_at, lead_emails }
     }
 }
 

@@ -373,8 +373,8 @@ impl Chat {
                 body: body.to_owned(),
                 at: conversation.created_at,
             };
-            let people = self.store.agents(&v.site_id).await?;
-            self.outbox.offline_message_emails(&site, &conversation, &people, &payload)
+            let recipients = self.outbox.lead_recipients(&conversation).await?;
+            self.outbox.offline_message_emails(&site, &conversation, &recipients, &payload)
         } else {
             Vec::new()
         };

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiQuery};
 use crate::admin::invitations::{self, AcceptRequest, InviteRequest};
-use crate::admin::{self, AgentChange, GroupView, NewAgentRequest, WidgetSettings};
+use crate::admin::{self, AgentChange, GroupChange, GroupView, NewAgentRequest, WidgetSettings};
 use crate::app::AppState;
 use crate::auth::AgentProfile;
 use crate::error::{Error, Result};
@@ -30,7 +30,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/invitations/{id}", delete(revoke_invitation))
         .route("/api/v1/invitations/accept", post(accept_invitation))
         .route("/api/v1/admin/groups", get(groups).post(create_group))
+        .route("/api/v1/admin/groups/{id}", patch(update_group))
         .route("/api/v1/admin/groups/{id}/members", post(add_member))
+        .route("/api/v1/me/lead-emails", put(set_lead_emails))
         .route("/api/v1/admin/canned", post(create_canned))
         .route("/api/v1/admin/canned/{id}", delete(delete_canned))
         .route("/api/v1/canned", get(canned))
@@ -145,6 +147,31 @@ async fn accept_invitation(
 ) -> Result<(StatusCode, Json<AgentProfile>)> {
     let agent = invitations::accept(&state.auth, state.store.as_ref(), req).await?;
     Ok((StatusCode::CREATED, Json(agent.into())))
+}
+
+async fn update_group(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+    ApiJson(change): ApiJson<GroupChange>,
+) -> Result<Json<Group>> {
+    Ok(Json(admin::update_group(state.store.as_ref(), &me, &id, change).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeadEmails {
+    on: bool,
+}
+
+/// Any agent: whether the site's lead emails (offline messages, missed
+/// chats) go to them. Answers their profile.
+async fn set_lead_emails(
+    State(state): State<AppState>,
+    AgentAuth(me): AgentAuth,
+    ApiJson(choice): ApiJson<LeadEmails>,
+) -> Result<Json<AgentProfile>> {
+    Ok(Json(admin::set_own_lead_emails(state.store.as_ref(), &me, choice.on).await?.into()))
 }
 
 async fn update_agent(

@@ -24,7 +24,7 @@ use crate::chat::protocol::ConversationView;
 use crate::error::Result;
 use crate::store::missed::{ChatWait, Missed, MissedChat, MissedReason};
 use crate::store::outbox::NewDelivery;
-use crate::store::{Agent, ConversationStatus, Site, Visitor, now_ms};
+use crate::store::{ConversationStatus, Site, Visitor, now_ms};
 
 /// The sites' default limit, in minutes.
 pub const DEFAULT_MINUTES: u32 = 2;
@@ -99,8 +99,8 @@ impl Outbox {
             let missed = Missed { reason, waited_ms, missed_at: now };
             let deliveries = if self.mail_enabled() {
                 let visitor = self.store.visitor(&w.conversation.visitor_id).await?;
-                let people = self.store.agents(&site_id).await?;
-                self.missed_chat_emails(site, &w, visitor.as_ref(), &people, &missed, *limit_ms)
+                let recipients = self.lead_recipients(&w.conversation).await?;
+                self.missed_chat_emails(site, &w, visitor.as_ref(), &recipients, &missed, *limit_ms)
             } else {
                 Vec::new()
             };
@@ -142,7 +142,7 @@ impl Outbox {
         site: &Site,
         w: &ChatWait,
         visitor: Option<&Visitor>,
-        people: &[Agent],
+        recipients: &[String],
         missed: &Missed,
         limit_ms: i64,
     ) -> Vec<NewDelivery> {
@@ -160,7 +160,7 @@ impl Outbox {
             at: missed.missed_at,
         };
         let payload = serde_json::to_string(&payload).unwrap_or_default();
-        self.to_admins(&site.id, &w.conversation.id, people, "missed_chat", &payload, missed.missed_at)
+        self.to_each(&site.id, &w.conversation.id, recipients, "missed_chat", &payload, missed.missed_at)
     }
 }
 

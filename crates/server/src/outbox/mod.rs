@@ -154,43 +154,63 @@ impl Outbox {
     }
 
     /// One email per recipient announcing an offline message, to be stored
-    /// with it. Recipients: the site's active admins (operators included).
+    /// with it (recipients: `lead_recipients`).
     pub fn offline_message_emails(
         &self,
         site: &Site,
         conversation: &Conversation,
-        people: &[Agent],
+        recipients: &[String],
         payload: &mail::OfflinePayload,
     ) -> Vec<NewDelivery> {
         if !self.mail_enabled() {
             return Vec::new();
         }
         let payload = serde_json::to_string(payload).unwrap_or_default();
-        self.to_admins(&site.id, &conversation.id, people, "offline_message", &payload, now_ms())
+        self.to_each(&site.id, &conversation.id, recipients, "offline_message", &payload, now_ms())
     }
 
-    /// One email per recipient of a site's news (its active admins,
-    /// operators included), keyed `TEMPLATE:CONVERSATION:ADDRESS`.
-    fn to_admins(
+    /// Who gets a lead of `conversation` (an offline message, a missed
+    /// chat): the site's people who want them (admins unless they opted
+    /// out, agents who opted in) and the conversation's group's own
+    /// address, each once.
+    pub async fn lead_recipients(&self, conversation: &Conversation) -> Result<Vec<String>> {
+        let mut to: Vec<String> = self
+            .store
+            .agents(&conversation.site_id)
+            .await?
+            .into_iter()
+            .filter(Agent::gets_lead_emails)
+            .map(|a| a.email)
+            .collect();
+        let group = self.store.group(&conversation.group_id).await?;
+        if let Some(address) = group.filter(|g| g.site_id == conversation.site_id).and_then(|g| g.email) {
+            to.push(address);
+        }
+        to.sort();
+        to.dedup();
+        Ok(to)
+    }
+
+    /// One email per recipient, keyed `TEMPLATE:CONVERSATION:ADDRESS`.
+    fn to_each(
         &self,
         site_id: &str,
         conversation_id: &str,
-        people: &[Agent],
+        recipients: &[String],
         template: &str,
         payload: &str,
         now: i64,
     ) -> Vec<NewDelivery> {
-        people
+        recipients
             .iter()
-            .filter(|a| a.active && a.role.is_admin())
-            .map(|a| NewDelivery {
+            .map(|to| NewDelivery {
                 id: new_id(),
                 site_id: site_id.to_owned(),
                 kind: DeliveryKind::Email,
                 template: template.into(),
-                recipient: a.email.clone(),
+                recipient: to.clone(),
                 payload: payload.to_owned(),
-                dedupe_key: format!("{template}:{conversation_id}:{}", a.email),
+                dedupe_key: format!("{template}:{conversation_id}:{to}"),
                 created_at: now,
                 give_up_at: now + self.config.retry_window.as_millis() as i64,
             })

@@ -168,6 +168,16 @@ pub struct Agent {
     /// Deactivated agents cannot log in and are never routed to.
     pub active: bool,
     pub created_at: i64,
+    /// Their choice about lead emails (offline messages, missed chats);
+    /// `None` is the role's default: admins yes, agents no.
+    pub lead_emails: Option<bool>,
+}
+
+impl Agent {
+    /// Whether the site's lead emails go to them.
+    pub fn gets_lead_emails(&self) -> bool {
+        self.active && self.role != Role::Probe && self.lead_emails.unwrap_or(self.role.is_admin())
+    }
 }
 
 pub struct NewAgent<'a> {
@@ -193,6 +203,7 @@ impl NewAgent<'_> {
             availability: Availability::Offline,
             active: true,
             created_at: now_ms(),
+            lead_emails: None,
         }
     }
 }
@@ -204,6 +215,8 @@ pub struct Group {
     pub name: String,
     /// New conversations without a requested group land here.
     pub is_default: bool,
+    /// An address that gets the group's leads too (a shared inbox).
+    pub email: Option<String>,
 }
 
 /// An agent as routing sees it: who, how loaded, when last given a chat.
@@ -484,6 +497,8 @@ pub struct AgentUpdate {
     pub chat_limit: Option<i64>,
     /// A new password's hash (an admin's reset, or the agent's own change).
     pub password_hash: Option<String>,
+    /// Their choice about lead emails.
+    pub lead_emails: Option<bool>,
 }
 
 /// The durable store. Every method is scoped by the ids it is given; callers
@@ -512,6 +527,9 @@ pub trait Store: Send + Sync + 'static {
     async fn groups(&self, site_id: &str) -> Result<Vec<Group>>;
     async fn group(&self, id: &str) -> Result<Option<Group>>;
     async fn add_agent_to_group(&self, agent_id: &str, group_id: &str) -> Result<()>;
+    /// Rename a group and/or set its address (`Some(None)` clears it);
+    /// `Conflict` when the site has a group of that name.
+    async fn update_group(&self, group_id: &str, name: Option<&str>, email: Option<Option<&str>>) -> Result<()>;
 
     /// A new agent, in the site's default group (the status probe in none).
     async fn create_agent(&self, new: NewAgent<'_>) -> Result<Agent>;

@@ -434,6 +434,7 @@ fn agent_from_row(r: &PgRow) -> Result<Agent> {
         availability: Availability::parse(&availability).ok_or_else(|| bad_row("availability", &availability))?,
         active: r.try_get("active")?,
         created_at: r.try_get("created_at")?,
+        lead_emails: r.try_get("lead_emails")?,
     })
 }
 
@@ -443,6 +444,7 @@ fn group_from_row(r: &PgRow) -> Result<Group> {
         site_id: r.try_get("site_id")?,
         name: r.try_get("name")?,
         is_default: r.try_get("is_default")?,
+        email: r.try_get("email")?,
     })
 }
 
@@ -611,7 +613,7 @@ impl Store for PostgresStore {
     }
 
     async fn create_group(&self, site_id: &str, name: &str, is_default: bool) -> Result<Group> {
-        let group = Group { id: new_id(), site_id: site_id.to_owned(), name: name.to_owned(), is_default };
+        let group = Group { id: new_id(), site_id: site_id.to_owned(), name: name.to_owned(), is_default, email: None };
         sqlx::query("INSERT INTO groups (id, site_id, name, is_default, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&group.id)
             .bind(site_id)
@@ -652,6 +654,32 @@ impl Store for PostgresStore {
             .bind(group_id)
             .execute(self.p().await?)
             .await?;
+        Ok(())
+    }
+
+    async fn update_group(&self, group_id: &str, name: Option<&str>, email: Option<Option<&str>>) -> Result<()> {
+        let mut tx = self.p().await?.begin().await?;
+        if let Some(name) = name {
+            sqlx::query("UPDATE groups SET name = $1 WHERE id = $2")
+                .bind(name)
+                .bind(group_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => {
+                        Error::conflict("the site has a group of that name")
+                    }
+                    e => e.into(),
+                })?;
+        }
+        if let Some(email) = email {
+            sqlx::query("UPDATE groups SET email = $1 WHERE id = $2")
+                .bind(email)
+                .bind(group_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -986,13 +1014,14 @@ impl Store for PostgresStore {
         sqlx::query(
             "UPDATE agents SET name = coalesce($1, name), role = coalesce($2, role), \
              active = coalesce($3, active), chat_limit = coalesce($4, chat_limit), \
-             password_hash = coalesce($5, password_hash) WHERE id = $6",
+             password_hash = coalesce($5, password_hash), lead_emails = coalesce($6, lead_emails) WHERE id = $7",
         )
         .bind(update.name)
         .bind(update.role.map(Role::as_str))
         .bind(update.active)
         .bind(update.chat_limit)
         .bind(update.password_hash)
+        .bind(update.lead_emails)
         .bind(agent_id)
         .execute(self.p().await?)
         .await?;

@@ -344,6 +344,7 @@ fn agent_row(r: &Row) -> rusqlite::Result<Agent> {
         availability: parsed(r, "availability", Availability::parse)?,
         active: r.get::<_, i64>("active")? != 0,
         created_at: r.get("created_at")?,
+        lead_emails: r.get::<_, Option<i64>>("lead_emails")?.map(|v| v != 0),
     })
 }
 
@@ -353,6 +354,7 @@ fn group_row(r: &Row) -> rusqlite::Result<Group> {
         site_id: r.get("site_id")?,
         name: r.get("name")?,
         is_default: r.get::<_, i64>("is_default")? != 0,
+        email: r.get("email")?,
     })
 }
 
@@ -562,7 +564,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_group(&self, site_id: &str, name: &str, is_default: bool) -> Result<Group> {
-        let group = Group { id: new_id(), site_id: site_id.to_owned(), name: name.to_owned(), is_default };
+        let group = Group { id: new_id(), site_id: site_id.to_owned(), name: name.to_owned(), is_default, email: None };
         let g = group.clone();
         self.write(move |c| {
             let inserted = c
@@ -598,6 +600,26 @@ impl Store for SqliteStore {
         let (agent_id, group_id) = (agent_id.to_owned(), group_id.to_owned());
         self.write(move |c| {
             exec(c, "INSERT OR IGNORE INTO agent_groups (agent_id, group_id) VALUES (?1, ?2)", [&agent_id, &group_id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_group(&self, group_id: &str, name: Option<&str>, email: Option<Option<&str>>) -> Result<()> {
+        let (group_id, name) = (group_id.to_owned(), name.map(str::to_owned));
+        let email = email.map(|e| e.map(str::to_owned));
+        self.write(move |c| {
+            if let Some(name) = &name {
+                match c.prepare_cached("UPDATE groups SET name = ?1 WHERE id = ?2")?.execute(params![name, group_id]) {
+                    Err(e) if violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE) => {
+                        return Err(Error::conflict("the site has a group of that name"));
+                    }
+                    other => other?,
+                };
+            }
+            if let Some(email) = &email {
+                exec(c, "UPDATE groups SET email = ?1 WHERE id = ?2", params![email, group_id])?;
+            }
             Ok(())
         })
         .await
@@ -918,13 +940,15 @@ impl Store for SqliteStore {
                 c,
                 "UPDATE agents SET name = coalesce(?1, name), role = coalesce(?2, role), \
                  active = coalesce(?3, active), chat_limit = coalesce(?4, chat_limit), \
-                 password_hash = coalesce(?5, password_hash) WHERE id = ?6",
+                 password_hash = coalesce(?5, password_hash), lead_emails = coalesce(?6, lead_emails) \
+                 WHERE id = ?7",
                 params![
                     update.name,
                     update.role.map(Role::as_str),
                     update.active.map(i64::from),
                     update.chat_limit,
                     update.password_hash,
+                    update.lead_emails.map(i64::from),
                     agent_id
                 ],
             )?;
