@@ -370,6 +370,9 @@ function onEvent(f) {
     c.status = "queued";
   } else if (f.type === "closed") {
     c.status = "closed";
+  } else if (f.type === "rating" && Date.now() - f.at < 60000) {
+    toast(ratingText(f, visitorLabel(c.visitor_id)));
+    alert_("Chat rated", f.comment || f.rating);
   }
   renderLists();
   if (selected === c.id) { appendEvent(f); renderActions(); }
@@ -488,9 +491,17 @@ function appendEvent(e) {
     el = h("div", { class: "sys" }, `Back to the ${e.group ? e.group.name : ""} queue`);
   } else if (e.type === "closed") {
     el = h("div", { class: "sys" }, "Conversation closed");
+  } else if (e.type === "rating") {
+    el = h("div", { class: `sys rating ${e.rating === "good" ? "good" : "bad"}` }, ratingText(e, visitorLabel(e.author.id)));
+    if (e.comment) el.append(h("q", { class: "comment" }, e.comment));
   } else return;
   log.insertBefore(el, log.querySelector(".pending"));
   log.scrollTop = log.scrollHeight;
+}
+
+/** "Ada rated the chat 👍 good", as text. */
+function ratingText(e, who) {
+  return `${who} rated the chat ${e.rating === "good" ? "👍 good" : "👎 bad"}`;
 }
 
 function pendingBubble(f) {

@@ -15,6 +15,7 @@ mod connections;
 mod health;
 mod missed;
 mod outbox;
+mod ratings;
 mod resilience;
 mod restart;
 mod resume;

@@ -5,6 +5,7 @@
 //! which installs one.
 
 mod deliveries;
+mod ratings;
 mod transcript;
 mod webdriver;
 

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 
 /// Values that are both stored and sent on the wire.
-pub use holdfast_protocol::{AuthorKind, Availability, ConversationStatus};
+pub use holdfast_protocol::{AuthorKind, Availability, ConversationStatus, Rating};
 
 /// A switch that makes a store fail or hang on purpose, so rehearsals and
 /// tests can show what happens when the database is down or slow. Off
@@ -274,7 +274,7 @@ pub struct StoredEvent {
     pub conversation_id: String,
     pub seq: i64,
     pub id: String,
-    /// `message`, `assigned`, `transferred`, `closed`, `read`.
+    /// `message`, `assigned`, `transferred`, `closed`, `read`, `rating`.
     pub kind: String,
     pub author: Author,
     pub client_id: Option<String>,
@@ -321,6 +321,17 @@ pub enum Change {
     Read {
         reader: Author,
         up_to: i64,
+    },
+    /// The visitor's rating of a closed conversation: at most one per
+    /// conversation, also kept in `ratings` for reports. A retry with the
+    /// same `(by, client_id)` returns the original event; any other second
+    /// rating is a `Conflict`.
+    Rate {
+        by: Author,
+        client_id: String,
+        rating: Rating,
+        /// Trimmed, never empty (the caller makes an empty one `None`).
+        comment: Option<String>,
     },
 }
 
