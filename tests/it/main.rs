@@ -16,6 +16,7 @@ mod health;
 mod missed;
 mod outbox;
 mod ratings;
+mod reports;
 mod resilience;
 mod restart;
 mod resume;

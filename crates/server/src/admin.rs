@@ -63,6 +63,9 @@ pub struct WidgetSettings {
     /// An address that gets every closed chat's transcript (empty: none).
     /// Never sent to the widget.
     pub transcript_archive: String,
+    /// The site's IANA time zone (`Europe/Oslo`): reports count days and
+    /// hours in it, daylight-saving changes included.
+    pub time_zone: String,
 }
 
 impl Default for WidgetSettings {
@@ -75,6 +78,7 @@ impl Default for WidgetSettings {
             allowed_origins: Vec::new(),
             missed_chat_minutes: crate::outbox::missed::DEFAULT_MINUTES,
             transcript_archive: String::new(),
+            time_zone: "UTC".into(),
         }
     }
 }
@@ -107,6 +111,10 @@ impl WidgetSettings {
         self.transcript_archive = self.transcript_archive.trim().to_owned();
         if !self.transcript_archive.is_empty() && !valid_email(&self.transcript_archive) {
             return Err(Error::bad_request("transcript_archive is not a valid email address"));
+        }
+        self.time_zone = self.time_zone.trim().to_owned();
+        if self.time_zone.len() > 64 || jiff::tz::TimeZone::get(&self.time_zone).is_err() {
+            return Err(Error::bad_request("time_zone must be an IANA time zone name like Europe/Oslo"));
         }
         if self.allowed_origins.len() > MAX_ORIGINS {
             return Err(Error::bad_request(format!("at most {MAX_ORIGINS} allowed origins")));

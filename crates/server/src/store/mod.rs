@@ -11,6 +11,7 @@
 pub mod missed;
 pub mod outbox;
 pub mod postgres;
+pub mod reports;
 mod rules;
 pub mod sqlite;
 mod sqlite_readers;
@@ -605,4 +606,10 @@ pub trait Store: Send + Sync + 'static {
     async fn unarchived_closed(&self, site_id: &str, since: i64, limit: i64) -> Result<Vec<Conversation>>;
     /// A site's missed conversations, most recently missed first.
     async fn missed_chats(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, missed::Missed)>>;
+
+    // ----- reports (`reports.rs`) ------------------------------------------
+
+    /// What reports need of each conversation of a site created in
+    /// `[from, to)` (ms), oldest first, at most [`reports::MAX_FACTS`].
+    async fn report_facts(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<reports::ChatFacts>>;
 }
