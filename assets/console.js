@@ -129,12 +129,13 @@ async function api(path, opts = {}) {
   for (let attempt = 0; ; attempt++) {
     const headers = { authorization: "Bearer " + token };
     if (opts.body) headers["content-type"] = "application/json";
-    const r = await fetch(path, { ...opts, headers });
+    const r = await fetch(path, { method: opts.method, body: opts.body, headers });
     if (r.status === 401 && attempt === 0) {
       const s = await refresh();
       if (s === "ended") { sessionEnded(); throw new Error("session ended"); }
       continue;
     }
+    if (opts.raw && r.ok) return r.text();
     const body = r.status === 204 ? null : await r.json().catch(() => null);
     if (!r.ok) throw new Error((body && body.error && body.error.message) || `HTTP ${r.status}`);
     return body;
@@ -733,6 +734,7 @@ async function loadAdmin() {
     $("s-origins").value = s.allowed_origins.join("\n");
     $("s-missed").value = String(s.missed_chat_minutes);
     $("s-archive").value = s.transcript_archive;
+    $("s-tz").value = s.time_zone || "UTC";
     $("agents").replaceChildren(...list.map(agentRow));
     const others = list.filter((a) => a.active && a.id !== me.id && (a.role !== "operator" || isOperator()));
     $("reset-agent").replaceChildren(...others.map((a) => h("option", { value: a.id }, `${a.name} (${a.email})`)));
@@ -786,10 +788,11 @@ async function loadCanned() {
     } }, "Delete") : null)));
 }
 
-/** Show one of the views (chat, admin, status) and the tabs to the others. */
+/** Show one of the views (chat, admin, status, reports) and the tabs to the others. */
 function showView(name) {
-  for (const view of ["chat", "admin", "status"]) $(`${view}-view`).hidden = view !== name;
+  for (const view of ["chat", "admin", "status", "reports"]) $(`${view}-view`).hidden = view !== name;
   $("chats-tab").hidden = name === "chat";
+  $("reports-tab").hidden = name === "reports";
   $("admin-tab").hidden = name === "admin" || !isAdmin();
   $("status-tab").hidden = name === "status" || !isOperator();
 }
@@ -799,6 +802,14 @@ async function loadStatus() {
   try {
     const { renderStatus } = await import("./console-status.js");
     await renderStatus($("status-view"), { api, post, h, toast });
+  } catch (e) { toast(e.message); }
+}
+
+// Reports, with their charts: the code loads with the tab.
+async function loadReports() {
+  try {
+    const { renderReports } = await import("./console-reports.js");
+    await renderReports($("reports-view"), { api, h, toast });
   } catch (e) { toast(e.message); }
 }
 
@@ -840,6 +851,7 @@ function wireAdmin() {
   $("admin-tab").onclick = () => { showView("admin"); loadAdmin(); };
   $("chats-tab").onclick = () => showView("chat");
   $("status-tab").onclick = () => { showView("status"); loadStatus(); };
+  $("reports-tab").onclick = () => { showView("reports"); loadReports(); };
   $("d-status").onchange = () => loadDeliveries().catch((e) => toast(e.message));
   $("d-reload").onclick = () => loadDeliveries().catch((e) => toast(e.message));
   $("copy-snippet").onclick = () => navigator.clipboard && navigator.clipboard.writeText($("snippet").value).then(() => toast("Copied"), () => {});
@@ -851,6 +863,7 @@ function wireAdmin() {
       allowed_origins: $("s-origins").value.split("\n").map((x) => x.trim()).filter(Boolean),
       missed_chat_minutes: Number($("s-missed").value),
       transcript_archive: $("s-archive").value.trim(),
+      time_zone: $("s-tz").value.trim(),
     };
     try { await post("/api/v1/admin/site/settings", body, "PUT"); $("settings-status").textContent = "Saved"; } catch (err) { $("settings-status").textContent = err.message; }
   };

@@ -15,10 +15,10 @@ use sqlx::Connection;
 use crate::services::TestDb;
 use crate::support::TestServer;
 
-const HOSTILE_NAME: &str = "=HYPERLINK(\"http://evil.example\") <img src=x onerror=alert(1)>";
+pub(crate) const HOSTILE_NAME: &str = "=HYPERLINK(\"http://evil.example\") <img src=x onerror=alert(1)>";
 
 /// Unix ms of a UTC wall-clock time.
-fn utc(y: i64, m: i64, d: i64, h: i64, min: i64) -> i64 {
+pub(crate) fn utc(y: i64, m: i64, d: i64, h: i64, min: i64) -> i64 {
     // Days from civil (Howard Hinnant's algorithm).
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -31,20 +31,20 @@ fn utc(y: i64, m: i64, d: i64, h: i64, min: i64) -> i64 {
 }
 
 /// One crafted conversation. Offsets are seconds after `start`.
-struct Crafted<'a> {
-    group: &'a str,
-    agent: Option<&'a str>,
-    start: i64,
+pub(crate) struct Crafted<'a> {
+    pub(crate) group: &'a str,
+    pub(crate) agent: Option<&'a str>,
+    pub(crate) start: i64,
     /// (offset s, kind, author kind)
-    events: &'a [(i64, &'a str, &'a str)],
-    closed: Option<i64>,
-    offline: bool,
-    score: Option<i64>,
-    missed: bool,
+    pub(crate) events: &'a [(i64, &'a str, &'a str)],
+    pub(crate) closed: Option<i64>,
+    pub(crate) offline: bool,
+    pub(crate) score: Option<i64>,
+    pub(crate) missed: bool,
 }
 
 /// The SQL that writes `c` (same text for both stores).
-fn sql_of(n: usize, site: &str, visitor: &str, c: &Crafted) -> String {
+pub(crate) fn sql_of(n: usize, site: &str, visitor: &str, c: &Crafted) -> String {
     let id = format!("crafted-{site}-{n}");
     let q = |v: Option<&str>| v.map_or("NULL".to_owned(), |v| format!("'{v}'"));
     let at = |s: i64| c.start + s * 1000;
@@ -99,7 +99,7 @@ fn sql_of(n: usize, site: &str, visitor: &str, c: &Crafted) -> String {
 }
 
 /// Run SQL on the server's own store (its chat file, or its database).
-async fn write_history(server: &TestServer, db: Option<&TestDb>, sql: &str) {
+pub(crate) async fn write_history(server: &TestServer, db: Option<&TestDb>, sql: &str) {
     match db {
         None => {
             let path = server.dir.join("holdfast.db");

@@ -6,6 +6,7 @@
 
 mod deliveries;
 mod ratings;
+mod reports;
 mod transcript;
 mod webdriver;
 
