@@ -100,22 +100,14 @@ pub(crate) fn sql_of(n: usize, site: &str, visitor: &str, c: &Crafted) -> String
 
 /// Run SQL on the server's own store (its chat file, or its database).
 pub(crate) async fn write_history(server: &TestServer, db: Option<&TestDb>, sql: &str) {
+    let script = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()));
     match db {
         None => {
             let path = server.dir.join("holdfast.db");
             let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-            for statement in sql.lines().filter(|l| !l.is_empty()) {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned())).execute(&mut conn).await.unwrap();
-            }
-            conn.close().await.unwrap();
+            script.execute(&mut conn).await.unwrap();
         }
-        Some(db) => {
-            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            for statement in sql.lines().filter(|l| !l.is_empty()) {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned())).execute(&mut conn).await.unwrap();
-            }
-            conn.close().await.unwrap();
-        }
+        Some(db) => script.execute(&mut sqlx::PgConnection::connect(&db.url).await.unwrap()).await.map(drop).unwrap(),
     }
 }
 
