@@ -129,12 +129,13 @@ async function api(path, opts = {}) {
   for (let attempt = 0; ; attempt++) {
     const headers = { authorization: "Bearer " + token };
     if (opts.body) headers["content-type"] = "application/json";
-    const r = await fetch(path, { ...opts, headers });
+    const r = await fetch(path, { method: opts.method, body: opts.body, headers });
     if (r.status === 401 && attempt === 0) {
       const s = await refresh();
       if (s === "ended") { sessionEnded(); throw new Error("session ended"); }
       continue;
     }
+    if (opts.raw && r.ok) return r.text();
     const body = r.status === 204 ? null : await r.json().catch(() => null);
     if (!r.ok) throw new Error((body && body.error && body.error.message) || `HTTP ${r.status}`);
     return body;
@@ -370,6 +371,9 @@ function onEvent(f) {
     c.status = "queued";
   } else if (f.type === "closed") {
     c.status = "closed";
+  } else if (f.type === "rating" && Date.now() - f.at < 60000) {
+    toast(ratingText(f, visitorLabel(c.visitor_id)));
+    alert_("Chat rated", f.comment || f.rating);
   }
   renderLists();
   if (selected === c.id) { appendEvent(f); renderActions(); }
@@ -488,9 +492,17 @@ function appendEvent(e) {
     el = h("div", { class: "sys" }, `Back to the ${e.group ? e.group.name : ""} queue`);
   } else if (e.type === "closed") {
     el = h("div", { class: "sys" }, "Conversation closed");
+  } else if (e.type === "rating") {
+    el = h("div", { class: `sys rating ${e.rating === "good" ? "good" : "bad"}` }, ratingText(e, visitorLabel(e.author.id)));
+    if (e.comment) el.append(h("q", { class: "comment" }, e.comment));
   } else return;
   log.insertBefore(el, log.querySelector(".pending"));
   log.scrollTop = log.scrollHeight;
+}
+
+/** "Ada rated the chat 👍 good", as text. */
+function ratingText(e, who) {
+  return `${who} rated the chat ${e.rating === "good" ? "👍 good" : "👎 bad"}`;
 }
 
 function pendingBubble(f) {
@@ -743,6 +755,7 @@ async function loadAdmin() {
     $("s-missed").value = String(s.missed_chat_minutes);
     $("s-archive").value = s.transcript_archive;
     $("s-reply-to").value = s.reply_to;
+    $("s-tz").value = s.time_zone || "UTC";
     $("agents").replaceChildren(...list.map(agentRow));
     // Operators may set a password now; everyone else invites by email.
     $("n-password-label").hidden = !isOperator();
@@ -825,10 +838,11 @@ async function loadCanned() {
     } }, "Delete") : null)));
 }
 
-/** Show one of the views (chat, admin, status) and the tabs to the others. */
+/** Show one of the views (chat, admin, status, reports) and the tabs to the others. */
 function showView(name) {
-  for (const view of ["chat", "admin", "status"]) $(`${view}-view`).hidden = view !== name;
+  for (const view of ["chat", "admin", "status", "reports"]) $(`${view}-view`).hidden = view !== name;
   $("chats-tab").hidden = name === "chat";
+  $("reports-tab").hidden = name === "reports";
   $("admin-tab").hidden = name === "admin" || !isAdmin();
   $("status-tab").hidden = name === "status" || !isOperator();
 }
@@ -838,6 +852,14 @@ async function loadStatus() {
   try {
     const { renderStatus } = await import("./console-status.js");
     await renderStatus($("status-view"), { api, post, h, toast });
+  } catch (e) { toast(e.message); }
+}
+
+// Reports, with their charts: the code loads with the tab.
+async function loadReports() {
+  try {
+    const { renderReports } = await import("./console-reports.js");
+    await renderReports($("reports-view"), { api, h, toast });
   } catch (e) { toast(e.message); }
 }
 
@@ -879,6 +901,7 @@ function wireAdmin() {
   $("admin-tab").onclick = () => { showView("admin"); loadAdmin(); };
   $("chats-tab").onclick = () => showView("chat");
   $("status-tab").onclick = () => { showView("status"); loadStatus(); };
+  $("reports-tab").onclick = () => { showView("reports"); loadReports(); };
   $("d-status").onchange = () => loadDeliveries().catch((e) => toast(e.message));
   $("d-reload").onclick = () => loadDeliveries().catch((e) => toast(e.message));
   $("copy-snippet").onclick = () => navigator.clipboard && navigator.clipboard.writeText($("snippet").value).then(() => toast("Copied"), () => {});
@@ -891,6 +914,7 @@ function wireAdmin() {
       missed_chat_minutes: Number($("s-missed").value),
       transcript_archive: $("s-archive").value.trim(),
       reply_to: $("s-reply-to").value.trim(),
+      time_zone: $("s-tz").value.trim(),
     };
     try { await post("/api/v1/admin/site/settings", body, "PUT"); $("settings-status").textContent = "Saved"; } catch (err) { $("settings-status").textContent = err.message; }
   };

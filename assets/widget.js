@@ -33,6 +33,7 @@
   const RESEND_WITHIN_MS = 24 * 60 * 60 * 1000;
   const cursors = {};
   const pending = new Map(); // client_id -> message element
+  const rateForms = {}; // conv -> its rating form, until rated
 
   // ----- DOM helpers (text only) ------------------------------------------
   const h = (tag, props = {}, ...kids) => {
@@ -102,6 +103,7 @@ label{font-size:12px;color:#334155;display:flex;flex-direction:column;gap:2px}
 input,textarea{font:inherit;font-size:16px;padding:8px;border:1px solid #94a3b8;border-radius:8px;width:100%;color:#111;background:#fff}
 textarea{resize:none}
 .send{background:var(--a);color:var(--t);border:0;border-radius:8px;padding:8px 14px;cursor:pointer;font-weight:600}
+.btns{display:flex;gap:6px}.btns .send{flex:1}
 :focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
 @media (prefers-reduced-motion:reduce){*{transition:none!important;animation:none!important}}`;
 
@@ -258,6 +260,28 @@ textarea{resize:none}
     log.append(form, note);
     log.scrollTop = log.scrollHeight;
   }
+  // Olark's two-point scale: one tap on good or bad, after an optional
+  // comment. Sent through the outbox, so a blip loses no rating.
+  function offerRating(id) {
+    const comment = h("textarea", { rows: 2, maxLength: 1000, "aria-label": "Comment (optional)", placeholder: "Anything to add? (optional)" });
+    const rate = (rating) => {
+      const item = { type: "rate", conv: id, client_id: newId(), rating, at: Date.now() };
+      if (comment.value.trim()) item.comment = comment.value.trim();
+      saved.outbox.push(item);
+      save();
+      rated(id);
+      flush();
+    };
+    const b = (rating, text) => h("button", { class: "send", type: "button", onclick: () => rate(rating) }, text);
+    rateForms[id] = h("form", { class: "rate", "aria-label": "Rate this chat", onsubmit: (e) => e.preventDefault() },
+      h("div", { class: "sys" }, "How was this chat?"), comment, h("div", { class: "btns" }, b("good", "👍 Good"), b("bad", "👎 Bad")));
+    log.append(rateForms[id]);
+    log.scrollTop = log.scrollHeight;
+  }
+  function rated(id) {
+    if (rateForms[id]) rateForms[id].replaceWith(h("div", { class: "sys", role: "status" }, "Thanks for your rating!"));
+    delete rateForms[id];
+  }
   function onKey(e) {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); composer.requestSubmit(); }
   }
@@ -397,7 +421,7 @@ textarea{resize:none}
     if (f.conv && f.seq && f.author) {
       if (f.seq <= (cursors[f.conv] || 0)) return; // already shown
       cursors[f.conv] = f.seq;
-      if (f.type === "message" && f.author.kind === "visitor" && f.client_id) {
+      if ((f.type === "message" || f.type === "rating") && f.author.kind === "visitor" && f.client_id) {
         // Stored, its ack lost with a connection: never resend it.
         const i = saved.outbox.findIndex((o) => o.client_id === f.client_id);
         if (i >= 0) { saved.outbox.splice(i, 1); save(); }
@@ -467,11 +491,15 @@ textarea{resize:none}
         break;
       case "closed":
         line("sys", "The chat has ended. Write again any time.");
+        if (agentName) offerRating(f.conv);
         if (transcripts) offerTranscript(f.conv);
         if (conv === f.conv) { conv = null; lastAgentSeq = readUpTo = 0; unreadSeqs = []; showUnread(); }
         agentName = "";
         header();
         view();
+        break;
+      case "rating":
+        rated(f.conv);
         break;
       case "queue_position":
         status(`You are number ${f.position} in the queue`);

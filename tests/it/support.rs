@@ -136,6 +136,10 @@ impl TestServer {
         self.request(self.http.post(format!("{}{path}", self.base)).json(&body), token).await
     }
 
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.request(self.http.put(format!("{}{path}", self.base)).json(&body), token).await
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         self.request(self.http.get(format!("{}{path}", self.base)), token).await
     }

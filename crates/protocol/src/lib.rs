@@ -142,6 +142,37 @@ impl AuthorKind {
     }
 }
 
+/// A visitor's verdict on a closed chat: Olark's two-point scale, good or
+/// bad. Stored as a `score` on a 1–5 scale (bad 1, good 5), so a finer
+/// scale can come later without rewriting what is stored, and reports
+/// count "good" as a score of 4 or more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rating {
+    Good,
+    Bad,
+}
+
+impl Rating {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rating::Good => "good",
+            Rating::Bad => "bad",
+        }
+    }
+
+    /// The rating on the stored 1–5 scale.
+    pub fn score(self) -> i64 {
+        match self {
+            Rating::Good => 5,
+            Rating::Bad => 1,
+        }
+    }
+}
+
+/// Longest rating comment, in characters.
+pub const MAX_COMMENT_CHARS: usize = 1000;
+
 /// Largest frame a client may send, in bytes.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024;
 /// Longest message body, in characters.
@@ -211,6 +242,15 @@ pub enum ClientFrame {
         email: Option<String>,
         body: String,
     },
+    /// Visitors: rate their own closed conversation, once, with an
+    /// optional comment. Idempotent by `client_id`, like `send`.
+    Rate {
+        conv: String,
+        client_id: String,
+        rating: Rating,
+        #[serde(default)]
+        comment: Option<String>,
+    },
     /// Visitors: pre-chat details or a page change.
     Identify {
         #[serde(default)]
@@ -236,6 +276,7 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "transfer",
     "close",
     "leave_message",
+    "rate",
     "identify",
     "ping",
 ];
@@ -260,7 +301,8 @@ pub struct EventView {
     pub client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    /// Kind-specific fields (`agent`, `group`, `previous_agent`, `up_to`).
+    /// Kind-specific fields (`agent`, `group`, `previous_agent`, `up_to`,
+    /// `rating`, `score`, `comment`).
     #[serde(flatten)]
     pub data: serde_json::Map<String, serde_json::Value>,
 }
@@ -326,7 +368,8 @@ pub enum ServerFrame {
         /// Whether an agent is online to take a new chat.
         agents_online: bool,
     },
-    /// A client `send` or `leave_message` was stored (or had been already).
+    /// A client `send`, `leave_message` or `rate` was stored (or had been
+    /// already).
     Ack {
         client_id: String,
         conv: String,

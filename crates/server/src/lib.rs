@@ -19,6 +19,7 @@
 //! - `error`     — one error type and its mapping to HTTP status codes.
 //! - `json`      — strict JSON: a repeated key is refused.
 //! - `outbox`    — the durable outbox of chat: offline-message emails, the deliverer.
+//! - `reports`   — chats, waits, durations, CSAT and the weekday × hour heatmap, in the site's time zone.
 //! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons.
 //! - `telemetry` — logs and Prometheus metrics.
 
@@ -33,6 +34,7 @@ pub mod error;
 pub mod http;
 pub mod json;
 pub mod outbox;
+pub mod reports;
 pub mod server;
 pub mod side;
 pub mod status;

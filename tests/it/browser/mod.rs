@@ -6,6 +6,8 @@
 
 mod deliveries;
 mod invitations;
+mod ratings;
+mod reports;
 mod transcript;
 mod webdriver;
 

@@ -68,6 +68,9 @@ pub struct WidgetSettings {
     /// The Reply-To of answers to offline messages (empty: the answering
     /// agent's address). Never sent to the widget.
     pub reply_to: String,
+    /// The site's IANA time zone (`Europe/Oslo`): reports count days and
+    /// hours in it, daylight-saving changes included.
+    pub time_zone: String,
 }
 
 impl Default for WidgetSettings {
@@ -81,6 +84,7 @@ impl Default for WidgetSettings {
             missed_chat_minutes: crate::outbox::missed::DEFAULT_MINUTES,
             transcript_archive: String::new(),
             reply_to: String::new(),
+            time_zone: "UTC".into(),
         }
     }
 }
@@ -117,6 +121,10 @@ impl WidgetSettings {
         self.reply_to = self.reply_to.trim().to_owned();
         if !self.reply_to.is_empty() && !valid_email(&self.reply_to) {
             return Err(Error::bad_request("reply_to is not a valid email address"));
+        }
+        self.time_zone = self.time_zone.trim().to_owned();
+        if self.time_zone.len() > 64 || jiff::tz::TimeZone::get(&self.time_zone).is_err() {
+            return Err(Error::bad_request("time_zone must be an IANA time zone name like Europe/Oslo"));
         }
         if self.allowed_origins.len() > MAX_ORIGINS {
             return Err(Error::bad_request(format!("at most {MAX_ORIGINS} allowed origins")));

@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 
 use super::coalesce::Coalesced;
 use super::hub::Hub;
-use super::protocol::{AgentView, AuthorView, EventView, MAX_BODY_CHARS, MAX_CLIENT_ID, QueueEntry, ServerFrame};
+use super::protocol::{
+    AgentView, AuthorView, EventView, MAX_BODY_CHARS, MAX_CLIENT_ID, MAX_COMMENT_CHARS, QueueEntry, Rating, ServerFrame,
+};
 use super::routing;
 use crate::admission::Admission;
 use crate::bus::{Audience, Bus, Envelope, Payload};
@@ -425,6 +427,35 @@ impl Chat {
             Change::Message { author: Author::agent(&a.agent_id), client_id: client_id.into(), body: body.into() };
         let applied = self.store.apply_guarded(conv_id, guard, message).await?;
         Ok(self.sent(applied, "agent").await)
+    }
+
+    /// A visitor rates their own closed conversation, once (a retry with
+    /// the same `client_id` gets the original back). The event reaches the
+    /// visitor and the agent who had the chat.
+    pub async fn rate(
+        &self,
+        v: &VisitorCtx,
+        conv_id: &str,
+        client_id: &str,
+        rating: Rating,
+        comment: Option<String>,
+    ) -> Result<Applied> {
+        check_client_id(client_id)?;
+        let comment = comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+        if comment.as_ref().is_some_and(|c| c.chars().count() > MAX_COMMENT_CHARS) {
+            return Err(Error::bad_request(format!("the comment is longer than {MAX_COMMENT_CHARS} characters")));
+        }
+        if conv_id.len() > 64 {
+            return Err(Error::NotFound("conversation"));
+        }
+        let guard = Guard::Visitor { site_id: v.site_id.clone(), visitor_id: v.visitor_id.clone() };
+        let change = Change::Rate { by: Author::visitor(&v.visitor_id), client_id: client_id.into(), rating, comment };
+        let applied = self.store.apply_guarded(conv_id, guard, change).await?;
+        if !applied.duplicate {
+            self.publish_applied(&applied).await;
+            metrics::counter!("holdfast_ratings_total", "rating" => rating.as_str()).increment(1);
+        }
+        Ok(applied)
     }
 
     pub async fn read(&self, peer: &Peer, conv_id: &str, up_to: i64) -> Result<Applied> {

@@ -298,7 +298,9 @@ async fn authenticate(
 
 fn frame_ref(frame: &ClientFrame) -> Option<String> {
     match frame {
-        ClientFrame::Send { client_id, .. } | ClientFrame::LeaveMessage { client_id, .. } => Some(client_id.clone()),
+        ClientFrame::Send { client_id, .. }
+        | ClientFrame::LeaveMessage { client_id, .. }
+        | ClientFrame::Rate { client_id, .. } => Some(client_id.clone()),
         ClientFrame::Typing { conv, .. }
         | ClientFrame::Read { conv, .. }
         | ClientFrame::Claim { conv }
@@ -716,6 +718,10 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             (Peer::Visitor(v), ClientFrame::LeaveMessage { client_id, name, email, body }) => {
                 let v = v.clone();
                 Ok(ack(chat.leave_message(&v, &client_id, name, email, &body).await?))
+            }
+            (Peer::Visitor(v), ClientFrame::Rate { conv, client_id, rating, comment }) => {
+                let v = v.clone();
+                Ok(ack(chat.rate(&v, &conv, &client_id, rating, comment).await?))
             }
             (Peer::Visitor(v), ClientFrame::Identify { name, email, page_url }) => {
                 let update = VisitorUpdate {

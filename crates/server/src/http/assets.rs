@@ -42,6 +42,7 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
         asset("console.js", JS, include_bytes!("../../../../assets/console.js")),
         asset("console.css", CSS, include_bytes!("../../../../assets/console.css")),
         asset("console-status.js", JS, include_bytes!("../../../../assets/console-status.js")),
+        asset("console-reports.js", JS, include_bytes!("../../../../assets/console-reports.js")),
     ]
 });
 

@@ -23,9 +23,12 @@ pub fn lane_for(path: &str) -> Lane {
         p if p.starts_with("/api/v1/admin/") || p.starts_with("/api/v1/operator/") => Lane::Dashboard,
         "/api/v1/visitor/session" | "/api/v1/visitor/socket" => Lane::Chat,
         p if p.starts_with("/api/v1/conversations/") && p.ends_with("/events") => Lane::Chat,
-        "/api/v1/conversations" | "/api/v1/search" | "/api/v1/agents" | "/api/v1/me" | "/api/v1/banners" => {
-            Lane::Dashboard
-        }
+        "/api/v1/conversations"
+        | "/api/v1/search"
+        | "/api/v1/agents"
+        | "/api/v1/me"
+        | "/api/v1/banners"
+        | "/api/v1/reports" => Lane::Dashboard,
         p if p.starts_with("/api/v1/visitors/") || p.starts_with("/api/v1/conversations/") => Lane::Dashboard,
         _ => Lane::Background,
     }
@@ -63,6 +66,7 @@ mod tests {
         assert_eq!(lane_for("/api/v1/conversations/abc/events"), Lane::Chat);
         assert_eq!(lane_for("/api/v1/banners"), Lane::Dashboard);
         assert_eq!(lane_for("/api/v1/search"), Lane::Dashboard);
+        assert_eq!(lane_for("/api/v1/reports"), Lane::Dashboard);
         assert_eq!(lane_for("/metrics"), Lane::Background);
     }
 

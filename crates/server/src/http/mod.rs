@@ -13,6 +13,7 @@ mod health;
 mod lanes;
 mod operator;
 mod ops;
+mod reports;
 mod socket;
 mod status;
 mod transcript;
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(console::routes())
         .merge(admin::routes())
         .merge(transcript::routes())
+        .merge(reports::routes())
         .merge(operator::routes());
     // `/demo` only where the operator asked for it (`--demo`).
     let chat = if state.config.demo { chat.merge(demo::routes()) } else { chat };

@@ -148,6 +148,7 @@ impl Outbox {
                 ),
                 "transferred" => "The chat was transferred".into(),
                 "closed" => "The chat ended".into(),
+                "rating" => rating_line(&e.data),
                 _ => continue,
             };
             let who = match (e.kind.as_str(), e.author.kind) {
@@ -165,6 +166,15 @@ impl Outbox {
     }
 }
 
+/// "Rated good: “comment”", from a rating event's detail.
+fn rating_line(data: &serde_json::Value) -> String {
+    let rating = data.get("rating").and_then(|r| r.as_str()).unwrap_or("?");
+    match data.get("comment").and_then(|c| c.as_str()) {
+        Some(comment) => format!("Rated {rating}: \u{201c}{comment}\u{201d}"),
+        None => format!("Rated {rating}"),
+    }
+}
+
 /// `HH:MM` in UTC.
 fn clock(ms: i64) -> String {
     let s = (ms / 1000).rem_euclid(86_400);
@@ -177,5 +187,12 @@ mod tests {
     fn the_clock_is_utc() {
         assert_eq!(super::clock(1_700_000_000_000), "22:13");
         assert_eq!(super::clock(0), "00:00");
+    }
+
+    #[test]
+    fn a_rating_reads_as_a_line() {
+        let with = serde_json::json!({"rating": "bad", "score": 1, "comment": "too slow"});
+        assert_eq!(super::rating_line(&with), "Rated bad: \u{201c}too slow\u{201d}");
+        assert_eq!(super::rating_line(&serde_json::json!({"rating": "good", "score": 5})), "Rated good");
     }
 }

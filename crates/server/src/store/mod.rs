@@ -12,6 +12,7 @@ pub mod invitations;
 pub mod missed;
 pub mod outbox;
 pub mod postgres;
+pub mod reports;
 mod rules;
 pub mod sqlite;
 mod sqlite_readers;
@@ -25,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 
 /// Values that are both stored and sent on the wire.
-pub use holdfast_protocol::{AuthorKind, Availability, ConversationStatus};
+pub use holdfast_protocol::{AuthorKind, Availability, ConversationStatus, Rating};
 
 /// A switch that makes a store fail or hang on purpose, so rehearsals and
 /// tests can show what happens when the database is down or slow. Off
@@ -306,7 +307,7 @@ pub struct StoredEvent {
     pub conversation_id: String,
     pub seq: i64,
     pub id: String,
-    /// `message`, `assigned`, `transferred`, `closed`, `read`.
+    /// `message`, `assigned`, `transferred`, `closed`, `read`, `rating`.
     pub kind: String,
     pub author: Author,
     pub client_id: Option<String>,
@@ -363,6 +364,17 @@ pub enum Change {
     Read {
         reader: Author,
         up_to: i64,
+    },
+    /// The visitor's rating of a closed conversation: at most one per
+    /// conversation, also kept in `ratings` for reports. A retry with the
+    /// same `(by, client_id)` returns the original event; any other second
+    /// rating is a `Conflict`.
+    Rate {
+        by: Author,
+        client_id: String,
+        rating: Rating,
+        /// Trimmed, never empty (the caller makes an empty one `None`).
+        comment: Option<String>,
     },
 }
 
@@ -658,4 +670,10 @@ pub trait Store: Send + Sync + 'static {
     async fn unarchived_closed(&self, site_id: &str, since: i64, limit: i64) -> Result<Vec<Conversation>>;
     /// A site's missed conversations, most recently missed first.
     async fn missed_chats(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, missed::Missed)>>;
+
+    // ----- reports (`reports.rs`) ------------------------------------------
+
+    /// What reports need of each conversation of a site created in
+    /// `[from, to)` (ms), oldest first, at most [`reports::MAX_FACTS`].
+    async fn report_facts(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<reports::ChatFacts>>;
 }

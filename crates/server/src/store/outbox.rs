@@ -270,8 +270,8 @@ impl SqliteStore {
             let applied = m.applied(now_ms());
             let k = &m.conversation;
             c.prepare_cached(
-                "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at, offline) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
             )?
             .execute(params![
                 k.id,
@@ -426,8 +426,8 @@ impl PostgresStore {
         let applied = m.applied(now_ms());
         let k = &applied.conversation;
         sqlx::query(
-            "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, last_seq, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 1, $6)",
+            "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, last_seq, created_at, offline) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, TRUE)",
         )
         .bind(&k.id)
         .bind(&k.site_id)

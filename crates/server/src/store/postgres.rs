@@ -323,6 +323,40 @@ async fn apply_one(
             }
             rules::read(reader, *up_to)
         }
+        Change::Rate { by, client_id, rating, comment } => {
+            let existing = sqlx::query(
+                "SELECT e.* FROM ratings r JOIN events e ON e.conversation_id = r.conversation_id AND e.seq = r.seq \
+                 WHERE r.conversation_id = $1",
+            )
+            .bind(conversation_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| event_from_row(&r))
+            .transpose()?;
+            match rules::check_rate(&conv, existing, by, client_id) {
+                Ok(Some(event)) => {
+                    return Ok(Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }));
+                }
+                Ok(None) => {}
+                Err(e) => return Ok(Err(e)),
+            }
+            // The unique index on client ids covers every kind: a client id
+            // the visitor already gave a message is refused, not a failure.
+            let taken: Option<i64> = sqlx::query_scalar(
+                "SELECT seq FROM events WHERE conversation_id = $1 AND author_kind = $2 \
+                 AND author_id IS NOT DISTINCT FROM $3 AND client_id = $4",
+            )
+            .bind(conversation_id)
+            .bind(by.kind.as_str())
+            .bind(by.id.as_deref())
+            .bind(client_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if taken.is_some() {
+                return Ok(Err(Error::bad_request("client_id already used in this conversation")));
+            }
+            rules::rate(by, client_id, *rating, comment.as_deref())
+        }
     };
     next.last_seq = conv.last_seq + 1;
     sqlx::query(
@@ -367,6 +401,18 @@ async fn apply_one(
     .await?;
     if let Change::Reply { email, .. } = change {
         outbox::pg_insert_delivery(conn, email).await?;
+    }
+    if let Change::Rate { rating, .. } = change {
+        sqlx::query(
+            "INSERT INTO ratings (conversation_id, site_id, seq, score, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(conversation_id)
+        .bind(&next.site_id)
+        .bind(event.seq)
+        .bind(rating.score())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(Ok(Applied { event, conversation: next, previous_agent, duplicate: false }))
 }
@@ -1169,5 +1215,9 @@ impl Store for PostgresStore {
 
     async fn missed_chats(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, missed::Missed)>> {
         self.missed_list(site_id, limit).await
+    }
+
+    async fn report_facts(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<super::reports::ChatFacts>> {
+        self.report_facts(site_id, from, to).await
     }
 }

@@ -3,7 +3,7 @@
 //! recorded event says. Pure functions; each store keeps only its SQL (the
 //! limit count and the last read receipt are the store's to look up).
 
-use super::{Author, Conversation, ConversationStatus};
+use super::{Author, Conversation, ConversationStatus, Rating, StoredEvent};
 use crate::error::{Error, Result};
 
 /// The event a change records: kind, author, client id, body, detail.
@@ -116,4 +116,39 @@ pub(crate) fn reply(author: &Author, client_id: &str, body: &str) -> EventParts 
 pub(crate) fn check_message(conv: &Conversation) -> Result<()> {
     let first_offline = conv.status == ConversationStatus::Offline && conv.last_seq == 0;
     if conv.status.is_open() || first_offline { Ok(()) } else { Err(Error::conflict("the conversation is closed")) }
+}
+
+/// A rating: of a closed conversation an agent took (not an offline
+/// message, nor a chat its visitor left in the queue), once. `existing` is the conversation's rating
+/// event if it has one: the same rater's retry gets it back (`Ok(Some)`),
+/// anyone else's second rating is refused.
+pub(crate) fn check_rate(
+    conv: &Conversation,
+    existing: Option<StoredEvent>,
+    by: &Author,
+    client_id: &str,
+) -> Result<Option<StoredEvent>> {
+    if let Some(event) = existing {
+        return if event.author == *by && event.client_id.as_deref() == Some(client_id) {
+            Ok(Some(event))
+        } else {
+            Err(Error::conflict("the conversation is already rated"))
+        };
+    }
+    if conv.status != ConversationStatus::Closed {
+        return Err(Error::conflict("only a closed conversation can be rated"));
+    }
+    if conv.agent_id.is_none() {
+        return Err(Error::conflict("only a chat an agent took can be rated"));
+    }
+    Ok(None)
+}
+
+/// The event of a rating.
+pub(crate) fn rate(by: &Author, client_id: &str, rating: Rating, comment: Option<&str>) -> EventParts {
+    let mut data = serde_json::json!({"rating": rating.as_str(), "score": rating.score()});
+    if let Some(comment) = comment {
+        data["comment"] = comment.into();
+    }
+    ("rating", by.clone(), Some(client_id.to_owned()), None, data)
 }

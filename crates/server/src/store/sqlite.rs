@@ -1101,4 +1101,8 @@ impl Store for SqliteStore {
     async fn missed_chats(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, missed::Missed)>> {
         self.missed_list(site_id, limit).await
     }
+
+    async fn report_facts(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<super::reports::ChatFacts>> {
+        self.report_facts(site_id, from, to).await
+    }
 }

@@ -570,6 +570,27 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
             }
             (conv.clone(), rules::read(reader, *up_to))
         }
+        Change::Rate { by, client_id, rating, comment } => {
+            let existing = conn
+                .prepare_cached(
+                    "SELECT e.* FROM ratings r JOIN events e ON e.conversation_id = r.conversation_id AND e.seq = r.seq \
+                     WHERE r.conversation_id = ?1",
+                )?
+                .query_row([id], event_row)
+                .optional()?;
+            match rules::check_rate(conv, existing, by, client_id) {
+                Ok(Some(event)) => {
+                    return Ok(Ok(Applied {
+                        event,
+                        conversation: conv.clone(),
+                        previous_agent: None,
+                        duplicate: true,
+                    }));
+                }
+                Ok(None) => (conv.clone(), rules::rate(by, client_id, *rating, comment.as_deref())),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
     };
     next.last_seq = conv.last_seq + 1;
     conn.prepare_cached(
@@ -591,6 +612,12 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
     insert_event(conn, &event)?;
     if let Change::Reply { email, .. } = &p.change {
         sqlite_insert_delivery(conn, email)?;
+    }
+    if let Change::Rate { rating, .. } = &p.change {
+        conn.prepare_cached(
+            "INSERT INTO ratings (conversation_id, site_id, seq, score, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![id, next.site_id, event.seq, rating.score(), now])?;
     }
     cached.conversation = next.clone();
     Ok(Ok(Applied { event, conversation: next, previous_agent, duplicate: false }))

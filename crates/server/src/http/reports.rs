@@ -1,0 +1,67 @@
+//! `GET /api/v1/reports`: a range of days of the caller's site, as JSON or
+//! as one table in CSV. Admins see the whole site; an agent sees only the
+//! chats they had (their own row, and the groups as their chats make them).
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::extract::{AgentAuth, ApiQuery};
+use crate::admin::WidgetSettings;
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::reports::{self, DayRange};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/reports", get(report))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    /// First day, `YYYY-MM-DD`, in the site's time zone.
+    from: String,
+    /// Last day (included).
+    to: String,
+    /// `json` (default) or `csv`.
+    #[serde(default)]
+    format: Option<String>,
+    /// With `csv`: `summary` (default), `groups`, `agents` or `heatmap`.
+    #[serde(default)]
+    table: Option<String>,
+}
+
+async fn report(
+    State(state): State<AppState>,
+    AgentAuth(me): AgentAuth,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> Result<Response> {
+    let site = state.store.site(&me.site_id).await?.ok_or(Error::NotFound("site"))?;
+    let time_zone = WidgetSettings::from_stored(&site.settings).time_zone;
+    let range = DayRange::parse(&q.from, &q.to, &time_zone)?;
+    let mut facts = state.store.report_facts(&site.id, range.start_ms, range.end_ms).await?;
+    let mut agents = state.store.agents(&site.id).await?;
+    if !me.role.is_admin() {
+        facts.retain(|c| c.agent_id.as_deref() == Some(me.agent_id.as_str()));
+        agents.retain(|a| a.id == me.agent_id);
+    }
+    let groups = state.store.groups(&site.id).await?;
+    let report = reports::build(&range, &facts, &groups, &agents);
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => Ok(Json(report).into_response()),
+        "csv" => {
+            let table = q.table.as_deref().unwrap_or("summary");
+            let body = reports::csv(&report, table)?;
+            let file = format!("attachment; filename=\"holdfast-{table}-{}-{}.csv\"", report.from, report.to);
+            Ok((
+                [(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, file)],
+                body,
+            )
+                .into_response())
+        }
+        _ => Err(Error::bad_request("format must be json or csv")),
+    }
+}

@@ -1,0 +1,131 @@
+//! The facts reports are built from (`crate::reports`): one row per
+//! conversation of a site created in a time range, with what its events
+//! say (first visitor message, first assignment, first agent reply, how
+//! many messages), its rating and whether it was missed. One statement for
+//! both backends: the site's conversations by the `(site_id, created_at)`
+//! index (migrations `sqlite/0017_reports.sql`, `postgres/0011_reports.sql`),
+//! each one's events by the `(conversation_id, seq)` index, the rating
+//! and the missed mark by their primary keys.
+
+use rusqlite::params;
+use sqlx::Row as _;
+
+use super::ConversationStatus;
+use super::postgres::PostgresStore;
+use super::sqlite::SqliteStore;
+use crate::error::{Error, Result};
+
+/// One conversation, as reports see it. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatFacts {
+    pub conversation_id: String,
+    /// The group it is in now (where it was last routed).
+    pub group_id: String,
+    /// The agent who had it last (kept after close).
+    pub agent_id: Option<String>,
+    pub status: ConversationStatus,
+    /// Began as an offline message (`leave_message`), not a chat.
+    pub offline: bool,
+    pub created_at: i64,
+    pub closed_at: Option<i64>,
+    pub first_visitor_at: Option<i64>,
+    pub first_assigned_at: Option<i64>,
+    pub first_agent_at: Option<i64>,
+    /// Messages of anyone.
+    pub messages: i64,
+    /// The rating's score (1–5), if rated.
+    pub score: Option<i64>,
+    pub missed: bool,
+}
+
+/// Most conversations one report reads (a year of a busy site); beyond it
+/// the range must be narrowed.
+pub const MAX_FACTS: i64 = 500_000;
+
+fn facts_sql(site: &str, from: &str, to: &str, limit: &str) -> String {
+    format!(
+        "SELECT c.id, c.group_id, c.agent_id, c.status, c.offline, c.created_at, c.closed_at, \
+         min(CASE WHEN e.kind = 'message' AND e.author_kind = 'visitor' THEN e.created_at END) AS first_visitor_at, \
+         min(CASE WHEN e.kind = 'assigned' THEN e.created_at END) AS first_assigned_at, \
+         min(CASE WHEN e.kind = 'message' AND e.author_kind = 'agent' THEN e.created_at END) AS first_agent_at, \
+         count(CASE WHEN e.kind = 'message' THEN 1 END) AS messages, \
+         max(r.score) AS score, max(m.missed_at) AS missed_at \
+         FROM conversations c \
+         LEFT JOIN events e ON e.conversation_id = c.id \
+         LEFT JOIN ratings r ON r.conversation_id = c.id \
+         LEFT JOIN missed_chats m ON m.conversation_id = c.id \
+         WHERE c.site_id = {site} AND c.created_at >= {from} AND c.created_at < {to} \
+         GROUP BY c.id, c.group_id, c.agent_id, c.status, c.offline, c.created_at, c.closed_at \
+         ORDER BY c.created_at LIMIT {limit}"
+    )
+}
+
+fn status(value: &str) -> Result<ConversationStatus> {
+    ConversationStatus::parse(value)
+        .ok_or_else(|| Error::Store(anyhow::anyhow!("unexpected status in conversations: {value:?}")))
+}
+
+impl SqliteStore {
+    pub(super) async fn report_facts(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<ChatFacts>> {
+        let site_id = site_id.to_owned();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&facts_sql("?1", "?2", "?3", "?4"))?;
+            let mut rows = stmt.query(params![site_id, from, to, MAX_FACTS])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let state: String = r.get("status")?;
+                let missed_at: Option<i64> = r.get("missed_at")?;
+                out.push(ChatFacts {
+                    conversation_id: r.get("id")?,
+                    group_id: r.get("group_id")?,
+                    agent_id: r.get("agent_id")?,
+                    status: status(&state)?,
+                    offline: r.get("offline")?,
+                    created_at: r.get("created_at")?,
+                    closed_at: r.get("closed_at")?,
+                    first_visitor_at: r.get("first_visitor_at")?,
+                    first_assigned_at: r.get("first_assigned_at")?,
+                    first_agent_at: r.get("first_agent_at")?,
+                    messages: r.get("messages")?,
+                    score: r.get("score")?,
+                    missed: missed_at.is_some(),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+impl PostgresStore {
+    pub(super) async fn report_facts(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<ChatFacts>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(facts_sql("$1", "$2", "$3", "$4")))
+            .bind(site_id)
+            .bind(from)
+            .bind(to)
+            .bind(MAX_FACTS)
+            .fetch_all(self.p().await?)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("status")?;
+                let missed_at: Option<i64> = r.try_get("missed_at")?;
+                Ok(ChatFacts {
+                    conversation_id: r.try_get("id")?,
+                    group_id: r.try_get("group_id")?,
+                    agent_id: r.try_get("agent_id")?,
+                    status: status(&state)?,
+                    offline: r.try_get("offline")?,
+                    created_at: r.try_get("created_at")?,
+                    closed_at: r.try_get("closed_at")?,
+                    first_visitor_at: r.try_get("first_visitor_at")?,
+                    first_assigned_at: r.try_get("first_assigned_at")?,
+                    first_agent_at: r.try_get("first_agent_at")?,
+                    messages: r.try_get("messages")?,
+                    score: r.try_get("score")?,
+                    missed: missed_at.is_some(),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,412 @@
+//! Reports through the real server, on SQLite and PostgreSQL: a small
+//! crafted week of history in Europe/Oslo (known waits, a missed chat, an
+//! offline message, ratings of each kind, a chat across midnight, one on
+//! the day daylight saving starts, and chats just outside the week that a
+//! UTC day would wrongly include) gives exact figures. Admins see the
+//! site, an agent only their chats, another site nothing of it; CSV keeps
+//! hostile names as text; bad input gets a clear 400.
+//!
+//! The history is written with SQL straight into the store (its times must
+//! be in the past); everything read goes through `GET /api/v1/reports`.
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use crate::services::TestDb;
+use crate::support::TestServer;
+
+pub(crate) const HOSTILE_NAME: &str = "=HYPERLINK(\"http://evil.example\") <img src=x onerror=alert(1)>";
+
+/// Unix ms of a UTC wall-clock time.
+pub(crate) fn utc(y: i64, m: i64, d: i64, h: i64, min: i64) -> i64 {
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 24 + h) * 60 + min) * 60_000
+}
+
+/// One crafted conversation. Offsets are seconds after `start`.
+pub(crate) struct Crafted<'a> {
+    pub(crate) group: &'a str,
+    pub(crate) agent: Option<&'a str>,
+    pub(crate) start: i64,
+    /// (offset s, kind, author kind)
+    pub(crate) events: &'a [(i64, &'a str, &'a str)],
+    pub(crate) closed: Option<i64>,
+    pub(crate) offline: bool,
+    pub(crate) score: Option<i64>,
+    pub(crate) missed: bool,
+}
+
+/// The SQL that writes `c` (same text for both stores).
+pub(crate) fn sql_of(n: usize, site: &str, visitor: &str, c: &Crafted) -> String {
+    let id = format!("crafted-{site}-{n}");
+    let q = |v: Option<&str>| v.map_or("NULL".to_owned(), |v| format!("'{v}'"));
+    let at = |s: i64| c.start + s * 1000;
+    let status = if c.closed.is_some() { "closed" } else { "active" };
+    let mut sql = format!(
+        "INSERT INTO conversations (id, site_id, visitor_id, group_id, agent_id, status, created_at, assigned_at, closed_at, offline) \
+         VALUES ('{id}', '{site}', '{visitor}', '{}', {}, '{status}', {}, NULL, {}, {});\n",
+        c.group,
+        q(c.agent),
+        c.start,
+        c.closed.map_or("NULL".into(), |s| at(s).to_string()),
+        if c.offline { "TRUE" } else { "FALSE" },
+    );
+    let mut seq = 0;
+    let mut event = |sql: &mut String, offset: i64, kind: &str, author: &str| {
+        seq += 1;
+        let author_id = match author {
+            "visitor" => q(Some(visitor)),
+            "agent" => q(c.agent),
+            _ => "NULL".into(),
+        };
+        let body = if kind == "message" { "'hello'" } else { "NULL" };
+        *sql += &format!(
+            "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
+             VALUES ('{id}', {seq}, '{id}-{seq}', '{kind}', '{author}', {author_id}, NULL, {body}, '{{}}', {});\n",
+            at(offset)
+        );
+        seq
+    };
+    for (offset, kind, author) in c.events {
+        event(&mut sql, *offset, kind, author);
+    }
+    if let Some(closed) = c.closed {
+        let by = if c.missed { "visitor" } else { "agent" };
+        let closed_seq = event(&mut sql, closed, "closed", by);
+        if let Some(score) = c.score {
+            let seq = event(&mut sql, closed + 5, "rating", "visitor");
+            sql += &format!(
+                "INSERT INTO ratings (conversation_id, site_id, seq, score, created_at) VALUES ('{id}', '{site}', {seq}, {score}, {});\n",
+                at(closed + 5)
+            );
+            let _ = closed_seq;
+        }
+    }
+    if c.missed {
+        sql += &format!(
+            "INSERT INTO missed_chats (conversation_id, site_id, reason, waited_ms, missed_at) VALUES ('{id}', '{site}', 'left', 200000, {});\n",
+            at(200)
+        );
+    }
+    sql
+}
+
+/// Run SQL on the server's own store (its chat file, or its database).
+pub(crate) async fn write_history(server: &TestServer, db: Option<&TestDb>, sql: &str) {
+    let script = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()));
+    match db {
+        None => {
+            let path = server.dir.join("holdfast.db");
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+            script.execute(&mut conn).await.unwrap();
+        }
+        Some(db) => script.execute(&mut sqlx::PgConnection::connect(&db.url).await.unwrap()).await.map(drop).unwrap(),
+    }
+}
+
+async fn report(server: &TestServer, token: &str, query: &str) -> Value {
+    let (status, body) = server.get(&format!("/api/v1/reports?{query}"), Some(token)).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn csv(server: &TestServer, token: &str, query: &str) -> (u16, String, String) {
+    let res =
+        server.http.get(format!("{}/api/v1/reports?{query}", server.base)).bearer_auth(token).send().await.unwrap();
+    let status = res.status().as_u16();
+    let kind = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (status, kind, res.text().await.unwrap())
+}
+
+fn figures(v: &Value) -> Value {
+    json!({
+        "chats": v["chats"], "answered": v["answered"], "missed": v["missed"], "offline": v["offline"],
+        "wait": [v["wait"]["median_ms"], v["wait"]["p90_ms"]],
+        "first_response": [v["first_response"]["median_ms"], v["first_response"]["p90_ms"]],
+        "duration": [v["duration"]["median_ms"], v["duration"]["p90_ms"]],
+        "messages_per_chat": v["messages_per_chat"], "rated": v["rated"], "rated_good": v["rated_good"], "csat": v["csat"],
+    })
+}
+
+async fn a_crafted_week_gives_exact_figures(server: TestServer, db: Option<&TestDb>) {
+    let store = server.state.store.clone();
+    let site = server.site().await;
+    crate::outbox::admin(store.as_ref(), &site, "boss@shop.example").await;
+    let ann = server.agent(&site, "ann@shop.example", 5).await;
+    let bob = holdfast_server::store::NewAgent {
+        site_id: &site.id,
+        email: "bob@shop.example",
+        name: HOSTILE_NAME,
+        role: holdfast_server::store::Role::Agent,
+        password_hash: &holdfast_server::auth::passwords::hash_now("password123").unwrap(),
+        chat_limit: 5,
+    };
+    let bob = store.create_agent(bob).await.unwrap();
+    let general = store.groups(&site.id).await.unwrap().into_iter().find(|g| g.is_default).unwrap();
+    let sales = store.create_group(&site.id, "Sales, EMEA", false).await.unwrap();
+    let other = server.new_site("Other").await;
+    let other_group = store.groups(&other.id).await.unwrap().remove(0);
+    crate::outbox::admin(store.as_ref(), &other, "olga@other.example").await;
+    let (visitor, _) = server.visitor(&site).await;
+    let (other_visitor, _) = server.visitor(&other).await;
+
+    let (boss, _) = server.login("boss@shop.example", "password123").await;
+    let (status, body) =
+        server.put("/api/v1/admin/site/settings", Some(&boss), json!({"time_zone": "Europe/Oslo"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["time_zone"], "Europe/Oslo");
+
+    let (g, s) = (general.id.as_str(), sales.id.as_str());
+    let (a, b) = (Some(ann.id.as_str()), Some(bob.id.as_str()));
+    let chat = |first_reply: i64, assigned: i64| {
+        [(0, "message", "visitor"), (assigned, "assigned", "system"), (first_reply, "message", "agent")]
+    };
+    let c1 = [
+        (0, "message", "visitor"),
+        (10, "assigned", "system"),
+        (30, "message", "agent"),
+        (60, "message", "visitor"),
+        (90, "message", "agent"),
+    ];
+    let c2 = chat(120, 60);
+    let c5 = chat(45, 5);
+    let c6 = chat(2100, 60);
+    let c7 = chat(20, 10);
+    let one = [(0, "message", "visitor")];
+    let week = [
+        // Sunday 22 March, 23:59 in Oslo (CET): the day before the week.
+        Crafted {
+            group: g,
+            agent: a,
+            start: utc(2026, 3, 22, 22, 59),
+            events: &c7,
+            closed: Some(100),
+            offline: false,
+            score: Some(1),
+            missed: false,
+        },
+        // Mon 09:00: waits 30 s, first response 20 s, 5 min, rated good.
+        Crafted {
+            group: g,
+            agent: a,
+            start: utc(2026, 3, 23, 8, 0),
+            events: &c1,
+            closed: Some(300),
+            offline: false,
+            score: Some(5),
+            missed: false,
+        },
+        // Tue 14:00, Sales, Bob: waits 2 min, responds in 1 min, rated bad.
+        Crafted {
+            group: s,
+            agent: b,
+            start: utc(2026, 3, 24, 13, 0),
+            events: &c2,
+            closed: Some(600),
+            offline: false,
+            score: Some(1),
+            missed: false,
+        },
+        // Wed 10:00: the visitor gives up after 200 s: missed.
+        Crafted {
+            group: g,
+            agent: None,
+            start: utc(2026, 3, 25, 9, 0),
+            events: &one,
+            closed: Some(200),
+            offline: false,
+            score: None,
+            missed: true,
+        },
+        // Thu 11:00: an offline message, later closed.
+        Crafted {
+            group: g,
+            agent: None,
+            start: utc(2026, 3, 26, 10, 0),
+            events: &one,
+            closed: Some(3600),
+            offline: true,
+            score: None,
+            missed: false,
+        },
+        // Fri 23:50 to Sat 00:20: across midnight, rated good.
+        Crafted {
+            group: g,
+            agent: a,
+            start: utc(2026, 3, 27, 22, 50),
+            events: &c5,
+            closed: Some(1800),
+            offline: false,
+            score: Some(5),
+            missed: false,
+        },
+        // Sun 29 March 01:30 CET; clocks jump 02:00 → 03:00; the reply at
+        // 03:05 CEST is 35 minutes later, the close an hour after the start.
+        Crafted {
+            group: g,
+            agent: b,
+            start: utc(2026, 3, 29, 0, 30),
+            events: &c6,
+            closed: Some(3600),
+            offline: false,
+            score: None,
+            missed: false,
+        },
+        // Sun 23:30 CEST: the week's last half hour.
+        Crafted {
+            group: g,
+            agent: a,
+            start: utc(2026, 3, 29, 21, 30),
+            events: &c7,
+            closed: Some(100),
+            offline: false,
+            score: None,
+            missed: false,
+        },
+        // Mon 30 March 00:10 CEST: the next week (still the 29th in UTC).
+        Crafted {
+            group: g,
+            agent: a,
+            start: utc(2026, 3, 29, 22, 10),
+            events: &c7,
+            closed: Some(100),
+            offline: false,
+            score: Some(1),
+            missed: false,
+        },
+    ];
+    let mut sql = String::new();
+    for (n, c) in week.iter().enumerate() {
+        sql += &sql_of(n, &site.id, &visitor, c);
+    }
+    // Another site's chat in the same week.
+    let theirs = Crafted {
+        group: &other_group.id,
+        agent: None,
+        start: utc(2026, 3, 24, 12, 0),
+        events: &one,
+        closed: Some(10),
+        offline: false,
+        score: None,
+        missed: false,
+    };
+    sql += &sql_of(0, &other.id, &other_visitor, &theirs);
+    write_history(&server, db, &sql).await;
+
+    let week_query = "from=2026-03-23&to=2026-03-29";
+    let r = report(&server, &boss, week_query).await;
+    assert_eq!(r["time_zone"], "Europe/Oslo");
+    assert_eq!(
+        figures(&r["site"]),
+        json!({
+            "chats": 6, "answered": 5, "missed": 1, "offline": 1,
+            "wait": [45_000, 2_100_000], "first_response": [40_000, 2_040_000],
+            "duration": [300_000, 3_600_000], "messages_per_chat": 2.17,
+            "rated": 3, "rated_good": 2, "csat": 0.667,
+        })
+    );
+    let mut heat = vec![vec![0; 24]; 7];
+    for (day, hour) in [(0, 9), (1, 14), (2, 10), (4, 23), (6, 1), (6, 23)] {
+        heat[day][hour] = 1;
+    }
+    assert_eq!(r["heatmap"], json!(heat), "weekday × hour in Oslo");
+
+    let slice = |list: &Value, id: &str| list.as_array().unwrap().iter().find(|s| s["id"] == id).cloned().unwrap();
+    let ann_row = slice(&r["agents"], &ann.id);
+    assert_eq!(
+        figures(&ann_row),
+        json!({
+            "chats": 3, "answered": 3, "missed": 0, "offline": 0,
+            "wait": [30_000, 45_000], "first_response": [20_000, 40_000],
+            "duration": [300_000, 1_800_000], "messages_per_chat": 2.67,
+            "rated": 2, "rated_good": 2, "csat": 1.0,
+        })
+    );
+    let bob_row = slice(&r["agents"], &bob.id);
+    assert_eq!(bob_row["name"], HOSTILE_NAME);
+    assert_eq!(
+        (bob_row["chats"].clone(), bob_row["rated"].clone(), bob_row["csat"].clone()),
+        (json!(2), json!(1), json!(0.0))
+    );
+    let general_row = slice(&r["groups"], &general.id);
+    assert_eq!((general_row["chats"].clone(), general_row["offline"].clone()), (json!(5), json!(1)));
+    assert_eq!(slice(&r["groups"], &sales.id)["chats"], 1);
+
+    // One day: the DST day alone has the 01:30 and 23:30 chats.
+    let sunday = report(&server, &boss, "from=2026-03-29&to=2026-03-29").await;
+    assert_eq!(sunday["site"]["chats"], 2);
+
+    // An agent sees only the chats they had.
+    let (ann_token, _) = server.login("ann@shop.example", "password123").await;
+    let mine = report(&server, &ann_token, week_query).await;
+    assert_eq!(mine["site"]["chats"], 3);
+    let ids: Vec<&Value> = mine["agents"].as_array().unwrap().iter().map(|a| &a["id"]).collect();
+    assert_eq!(ids, [&json!(ann.id)]);
+
+    // Another site's admin sees only their own chat.
+    let (olga, _) = server.login("olga@other.example", "password123").await;
+    let theirs = report(&server, &olga, week_query).await;
+    assert_eq!(theirs["time_zone"], "UTC");
+    assert_eq!(theirs["site"]["chats"], 1);
+    assert!(theirs["agents"].as_array().unwrap().iter().all(|a| a["id"] != ann.id.as_str()));
+
+    // CSV: every table, hostile names kept as text.
+    let (status, kind, text) = csv(&server, &boss, &format!("{week_query}&format=csv")).await;
+    assert_eq!((status, kind.as_str()), (200, "text/csv; charset=utf-8"));
+    assert!(text.starts_with("from,to,time_zone,chats,"), "{text}");
+    assert!(text.contains("2026-03-23,2026-03-29,Europe/Oslo,6,5,1,1,45000,2100000,"), "{text}");
+    let (_, _, agents) = csv(&server, &boss, &format!("{week_query}&format=csv&table=agents")).await;
+    assert!(
+        agents.contains("\"'=HYPERLINK(\"\"http://evil.example\"\") <img src=x onerror=alert(1)>\""),
+        "a formula is neutralised and quoted: {agents}"
+    );
+    let (_, _, groups) = csv(&server, &boss, &format!("{week_query}&format=csv&table=groups")).await;
+    assert!(groups.contains(",\"Sales, EMEA\",1,"), "{groups}");
+    let (_, _, heatmap) = csv(&server, &boss, &format!("{week_query}&format=csv&table=heatmap")).await;
+    assert_eq!(heatmap.lines().count(), 1 + 7 * 24);
+    assert!(heatmap.contains("\r\nFriday,23,1\r\n"), "{heatmap}");
+
+    // Bad input: clear errors.
+    for (query, message) in [
+        ("from=2026-03-29&to=2026-03-23", "before"),
+        ("from=yesterday&to=2026-03-23", "date like"),
+        ("from=2025-01-01&to=2026-03-23", "at most 366 days"),
+        ("from=2026-03-23&to=2026-03-29&format=xml", "format"),
+        ("from=2026-03-23&to=2026-03-29&format=csv&table=people", "table"),
+        ("from=2026-03-23&to=2026-03-29&site=other", "unknown"),
+        ("from=2026-03-23", "to"),
+    ] {
+        let (status, body) = server.get(&format!("/api/v1/reports?{query}"), Some(&boss)).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(message), "{query}: {body}");
+    }
+    let (status, _) = server.get(&format!("/api/v1/reports?{week_query}"), None).await;
+    assert_eq!(status, 401);
+    let (status, body) =
+        server.put("/api/v1/admin/site/settings", Some(&boss), json!({"time_zone": "Europe/Atlantis"})).await;
+    assert_eq!(status, 400, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_on_sqlite() {
+    a_crafted_week_gives_exact_figures(TestServer::start().await, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_on_postgres() {
+    let db = TestDb::create().await;
+    let server = TestServer::start_with(|c| {
+        c.database_url = Some(db.url.clone());
+        c.database_max_connections = 6;
+    })
+    .await;
+    a_crafted_week_gives_exact_figures(server, Some(&db)).await;
+}
