@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::abuse::bans::{self, Bans};
 use crate::admission::Admission;
 use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::{Auth, HashPool, passwords};
@@ -101,11 +102,17 @@ impl AppState {
             Some(url) => Arc::new(NatsBus::connect(url, &config.nats_prefix, &config.node_id).await?),
             None => Arc::new(LocalBus::new()),
         };
-        bus.attach(Arc::new(NodeSink { hub: hub.clone(), auth: auth.clone() }));
+        // The bans in force, loaded before anything is served.
+        let bans: Arc<Bans> = Arc::default();
+        bans.sync(store.as_ref()).await?;
+        bus.attach(Arc::new(NodeSink { hub: hub.clone(), auth: auth.clone(), bans: bans.clone() }));
         let listen_url = format!("http://{}", config.listen);
         let outbox =
             Arc::new(Outbox::new(store.clone(), bus.clone(), config.outbox.clone(), &config.status, &listen_url));
-        let chat = Arc::new(Chat::new(store.clone(), bus, hub, admission.clone(), outbox.clone()));
+        let mut chat = Chat::new(store.clone(), bus, hub, admission.clone(), outbox.clone());
+        chat.bans = bans;
+        let chat = Arc::new(chat);
+        spawn_ban_sync(&chat);
         if config.nats_url.is_some() {
             spawn_heartbeat(chat.clone(), config.node_id.clone(), config.presence_beat);
         }
@@ -175,16 +182,46 @@ fn spawn_housekeeping(limiter: Arc<LoginLimiter>, auth: Arc<Auth>, status: &Arc<
     });
 }
 
+/// Every [`bans::SYNC_EVERY`], read whether bans changed in the store and
+/// reload them if so: what a node that missed the bus catches up by, and
+/// how a ban made by a node without a bus reaches the others.
+fn spawn_ban_sync(chat: &Arc<Chat>) {
+    // Holds the chat (and through it the store) only while it reads, so
+    // the task ends when the server's state is gone.
+    let chat = Arc::downgrade(chat);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(bans::SYNC_EVERY);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let Some(chat) = chat.upgrade() else { return };
+            match chat.bans.sync(chat.store.as_ref()).await {
+                Ok(_) => failing = false,
+                Err(err) if !std::mem::replace(&mut failing, true) => {
+                    tracing::warn!(error = %err, "cannot read bans; the bus still carries them")
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}
+
 /// What a node's bus hands it: a revoked session is refused by this node's
-/// `Auth` too (a logout on another node reaches every node), heartbeats go
-/// to the hub's presence, everything else to sockets.
+/// `Auth` too (a logout on another node reaches every node), a ban made or
+/// lifted anywhere holds here at once, heartbeats go to the hub's
+/// presence, everything else to sockets.
 struct NodeSink {
     hub: Arc<Hub>,
     auth: Arc<Auth>,
+    bans: Arc<Bans>,
 }
 
 impl BusSink for NodeSink {
     fn deliver(&self, envelope: Arc<Envelope>) {
+        if let Payload::Ban { ban } = &envelope.payload {
+            self.bans.apply(ban);
+            return;
+        }
         if let (Audience::Session { session_id }, Payload::Disconnect { .. }) = (&envelope.audience, &envelope.payload)
         {
             self.auth.forget_session(session_id);

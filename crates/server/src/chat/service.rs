@@ -17,6 +17,7 @@ use super::coalesce::Coalesced;
 use super::hub::Hub;
 use super::protocol::{AgentView, AuthorView, EventView, MAX_BODY_CHARS, MAX_CLIENT_ID, QueueEntry, ServerFrame};
 use super::routing;
+use crate::abuse::bans::Bans;
 use crate::admission::Admission;
 use crate::bus::{Audience, Bus, Envelope, Payload};
 use crate::error::{Error, Result};
@@ -42,6 +43,10 @@ pub struct AgentCtx {
 pub struct VisitorCtx {
     pub visitor_id: String,
     pub site_id: String,
+    /// The address the visitor connects from (`abuse::client_ip`), for
+    /// bans and flood limits; `None` where there is no connection (tests
+    /// driving a session over channels).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +107,8 @@ pub struct Chat {
     /// Where the emails an offline message causes are queued, in the
     /// message's own transaction.
     pub outbox: Arc<Outbox>,
+    /// The bans in force, checked before anything a visitor does.
+    pub bans: Arc<Bans>,
 }
 
 pub fn check_client_id(client_id: &str) -> Result<()> {
@@ -158,6 +165,7 @@ impl Chat {
             online_announced: Mutex::default(),
             agents_cache: Coalesced::default(),
             queue_cache: Coalesced::default(),
+            bans: Arc::default(),
         }
     }
 
@@ -256,6 +264,7 @@ impl Chat {
     ) -> Result<Applied> {
         check_client_id(client_id)?;
         check_body(body)?;
+        self.bans.check(&v.site_id, Some(&v.visitor_id), v.ip)?;
         let author = Author::visitor(&v.visitor_id);
         let message = Change::Message { author, client_id: client_id.into(), body: body.into() };
         if let Some(id) = conv_id {
@@ -315,6 +324,7 @@ impl Chat {
     ) -> Result<Applied> {
         check_client_id(client_id)?;
         check_body(body)?;
+        self.bans.check(&v.site_id, Some(&v.visitor_id), v.ip)?;
         let name = clean_field(name, 200, "name")?;
         let email = clean_field(email, 254, "email")?;
         if let Some(e) = &email
@@ -531,6 +541,17 @@ impl Chat {
         let applied = self.apply(&conv.id, Change::Close { by: peer.author() }).await?;
         self.capacity_changed(&conv.site_id).await;
         Ok(applied)
+    }
+
+    /// End every open conversation of a visitor (they were banned), as
+    /// `by`, whoever was assigned.
+    pub async fn end_visitor_chats(&self, site_id: &str, visitor_id: &str, by: Author) -> Result<()> {
+        let v = VisitorCtx { visitor_id: visitor_id.to_owned(), site_id: site_id.to_owned(), ip: None };
+        for conv in self.visitor_open_conversations(&v).await? {
+            self.apply(&conv.id, Change::Close { by: by.clone() }).await?;
+        }
+        self.capacity_changed(site_id).await;
+        Ok(())
     }
 
     pub async fn set_availability(&self, a: &AgentCtx, availability: Availability) -> Result<()> {
