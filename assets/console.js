@@ -724,6 +724,9 @@ function follow(c) {
   }, 3000);
 }
 
+const LIMITS = { "l-sessions-ip": "sessions_per_ip_per_minute", "l-convs-visitor": "conversations_per_visitor_per_hour",
+  "l-convs-ip": "conversations_per_ip_per_hour", "l-msgs-visitor": "messages_per_visitor_per_minute", "l-msgs-ip": "messages_per_ip_per_minute" };
+
 // ----- admin ---------------------------------------------------------------------------
 async function loadAdmin() {
   try {
@@ -740,6 +743,7 @@ async function loadAdmin() {
     $("s-origins").value = s.allowed_origins.join("\n");
     $("s-missed").value = String(s.missed_chat_minutes);
     $("s-archive").value = s.transcript_archive;
+    for (const [id, key] of Object.entries(LIMITS)) $(id).value = String(s.visitor_limits[key]);
     $("agents").replaceChildren(...list.map(agentRow));
     const others = list.filter((a) => a.active && a.id !== me.id && (a.role !== "operator" || isOperator()));
     $("reset-agent").replaceChildren(...others.map((a) => h("option", { value: a.id }, `${a.name} (${a.email})`)));
@@ -879,6 +883,7 @@ function wireAdmin() {
       allowed_origins: $("s-origins").value.split("\n").map((x) => x.trim()).filter(Boolean),
       missed_chat_minutes: Number($("s-missed").value),
       transcript_archive: $("s-archive").value.trim(),
+      visitor_limits: Object.fromEntries(Object.entries(LIMITS).map(([id, key]) => [key, Number($(id).value)])),
     };
     try { await post("/api/v1/admin/site/settings", body, "PUT"); $("settings-status").textContent = "Saved"; } catch (err) { $("settings-status").textContent = err.message; }
   };

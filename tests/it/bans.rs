@@ -5,7 +5,8 @@
 //! an admin lists and lifts the ban. Another site's people can do none of
 //! it. Visitors come "from" addresses through `X-Forwarded-For`, which the
 //! server believes only from a trusted proxy (here: the loopback the tests
-//! connect from) — tested both ways.
+//! connect from) — tested both ways. Flood limits, set per site, refuse
+//! what one visitor or address starts too fast with `rate_limited`.
 
 use holdfast_server::config::Config;
 use holdfast_server::store::Site;
@@ -222,10 +223,92 @@ async fn bad_bans_get_clear_errors(node: Node) {
     assert!(status == 400 || status == 403, "{status}");
 }
 
+async fn put_settings(s: &TestServer, token: &str, settings: &Value) -> (u16, Value) {
+    let url = format!("{}/api/v1/admin/site/settings", s.base);
+    let res = s.http.put(url).bearer_auth(token).json(settings).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+}
+
+/// Flood limits, set per site by its admin: new visitors per address,
+/// chats per visitor, messages per visitor and per address. Over a limit
+/// is `rate_limited` (with `Retry-After` over HTTP); other addresses,
+/// visitors and sites are not affected.
+async fn flood_limits_hold_per_site_visitor_and_address(node: Node) {
+    let s = &node.server;
+    let site = s.site().await;
+    admin(s.state.store.as_ref(), &site, "boss@shop.example").await;
+    let (boss, _) = s.login("boss@shop.example", "password123").await;
+    let other = s.new_site("Other").await;
+    let (_, mut settings) = s.get("/api/v1/admin/site", Some(&boss)).await;
+    let settings = settings["settings"].take();
+    let mut too_high = settings.clone();
+    too_high["visitor_limits"]["messages_per_ip_per_minute"] = json!(100_001);
+    let (status, body) = put_settings(s, &boss, &too_high).await;
+    assert_eq!(status, 400, "{body}");
+    let mut tight = settings.clone();
+    tight["visitor_limits"] = json!({
+        "sessions_per_ip_per_minute": 3, "conversations_per_visitor_per_hour": 1,
+        "conversations_per_ip_per_hour": 0, "messages_per_visitor_per_minute": 5,
+        "messages_per_ip_per_minute": 8,
+    });
+    let (status, body) = put_settings(s, &boss, &tight).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Three new visitors from one address, then it must wait.
+    let (_, a_token) = visitor_from(s, &site, "203.0.113.1").await;
+    visitor_from(s, &site, "203.0.113.1").await;
+    let (_, d_token) = visitor_from(s, &site, "203.0.113.1").await;
+    let res = s
+        .http
+        .post(format!("{}/api/v1/visitor/session", s.base))
+        .header("x-forwarded-for", "203.0.113.1")
+        .json(&json!({"widget_key": site.widget_key}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 429);
+    let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    // A returning visitor is not a new one; another address, or another
+    // site, is not limited by this one.
+    let (status, body) = session_from(s, &site, Some(&a_token), "203.0.113.1").await;
+    assert_eq!(status, 200, "{body}");
+    visitor_from(s, &site, "198.51.100.2").await;
+    for _ in 0..4 {
+        visitor_from(s, &other, "203.0.113.1").await;
+    }
+
+    // Five messages a minute per visitor.
+    let mut a = connect_from(s, &a_token, "203.0.113.1").await.expect("a connects");
+    for i in 0..5 {
+        assert_eq!(a.say(None, &format!("a{i}"), "hi").await["type"], "ack");
+    }
+    assert_error(&a.say(None, "a5", "hi").await, "rate_limited");
+    // Eight per address: d, from the same address, has three left.
+    let mut d = connect_from(s, &d_token, "203.0.113.1").await.expect("d connects");
+    for i in 0..3 {
+        assert_eq!(d.say(None, &format!("d{i}"), "hi").await["type"], "ack");
+    }
+    assert_error(&d.say(None, "d3", "hi").await, "rate_limited");
+
+    // One chat an hour per visitor: closing it and writing again is refused.
+    let (_, b_token) = visitor_from(s, &site, "198.51.100.3").await;
+    let mut b = connect_from(s, &b_token, "198.51.100.3").await.expect("b connects");
+    let conv = b.say(None, "b0", "first chat").await["conv"].as_str().unwrap().to_owned();
+    b.send(json!({"type": "close", "conv": conv})).await;
+    b.wait_for(|f| f["type"] == "closed").await;
+    assert_error(&b.say(None, "b1", "second chat").await, "rate_limited");
+    b.send(json!({"type": "leave_message", "client_id": "b2", "body": "call me"})).await;
+    assert_error(&b.wait_for(|f| f["type"] == "error" && f["ref"] == "b2").await, "rate_limited");
+}
+
 both_stores!(
     a_banned_visitor_and_address_are_refused_everywhere_until_lifted,
     another_sites_people_can_do_none_of_it,
     bad_bans_get_clear_errors,
+    flood_limits_hold_per_site_visitor_and_address,
 );
 
 /// `X-Forwarded-For` names the client only when the request comes from a

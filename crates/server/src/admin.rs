@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::abuse::limits::VisitorLimits;
 use crate::auth::{Auth, MAX_PASSWORD, normalize_email, valid_email};
 use crate::bus::{Audience, Envelope, Payload};
 use crate::chat::service::{AgentCtx, Chat};
@@ -63,6 +64,9 @@ pub struct WidgetSettings {
     /// An address that gets every closed chat's transcript (empty: none).
     /// Never sent to the widget.
     pub transcript_archive: String,
+    /// How fast one visitor or address may start sessions, conversations
+    /// and messages (`abuse::limits`).
+    pub visitor_limits: VisitorLimits,
 }
 
 impl Default for WidgetSettings {
@@ -75,6 +79,7 @@ impl Default for WidgetSettings {
             allowed_origins: Vec::new(),
             missed_chat_minutes: crate::outbox::missed::DEFAULT_MINUTES,
             transcript_archive: String::new(),
+            visitor_limits: VisitorLimits::default(),
         }
     }
 }
@@ -104,6 +109,7 @@ impl WidgetSettings {
         if !(1..=MAX_MISSED_MINUTES).contains(&self.missed_chat_minutes) {
             return Err(Error::bad_request(format!("missed_chat_minutes must be 1 to {MAX_MISSED_MINUTES}")));
         }
+        self.visitor_limits = self.visitor_limits.validated()?;
         self.transcript_archive = self.transcript_archive.trim().to_owned();
         if !self.transcript_archive.is_empty() && !valid_email(&self.transcript_archive) {
             return Err(Error::bad_request("transcript_archive is not a valid email address"));

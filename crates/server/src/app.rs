@@ -8,6 +8,7 @@ use std::time::Instant;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::abuse::bans::{self, Bans};
+use crate::abuse::limits::Floodgate;
 use crate::admission::Admission;
 use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::{Auth, HashPool, passwords};
@@ -111,6 +112,7 @@ impl AppState {
             Arc::new(Outbox::new(store.clone(), bus.clone(), config.outbox.clone(), &config.status, &listen_url));
         let mut chat = Chat::new(store.clone(), bus, hub, admission.clone(), outbox.clone());
         chat.bans = bans;
+        chat.floodgate = Arc::new(Floodgate::new(config.connections.per_address_exempt.clone()));
         let chat = Arc::new(chat);
         spawn_ban_sync(&chat);
         if config.nats_url.is_some() {
@@ -122,7 +124,7 @@ impl AppState {
         let connections = Arc::new(Connections::new(config.connections.clone(), connection_cap_from_fd_limit));
         let max_sockets = config.max_sockets.unwrap_or_else(|| connections.soft_limit());
         let status = Arc::new(Status::open(status_store, config.status.clone(), &listen_url).await?);
-        spawn_housekeeping(login_limiter.clone(), auth.clone(), &status);
+        spawn_housekeeping(login_limiter.clone(), auth.clone(), &status, chat.floodgate.clone());
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -148,7 +150,7 @@ impl AppState {
 /// partitioned, or its bus was down) within a few seconds.
 const REVOCATION_SYNC: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn spawn_housekeeping(limiter: Arc<LoginLimiter>, auth: Arc<Auth>, status: &Arc<Status>) {
+fn spawn_housekeeping(limiter: Arc<LoginLimiter>, auth: Arc<Auth>, status: &Arc<Status>, floodgate: Arc<Floodgate>) {
     // Holds the status page only while it prunes, so the task ends when the
     // server's state is gone.
     let status = Arc::downgrade(status);
@@ -159,6 +161,7 @@ fn spawn_housekeeping(limiter: Arc<LoginLimiter>, auth: Arc<Auth>, status: &Arc<
             let Some(status) = status.upgrade() else { return };
             limiter.prune();
             status.subscribe_limit.prune();
+            floodgate.prune();
         }
     });
     // Holds the auth (and through it the store) only while it reads, so the

@@ -149,6 +149,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("holdfast_tcp_connections_closed_total", Kind::Counter, "TCP connections closed by the server, by reason."),
     ("holdfast_tcp_connections_max", Kind::Gauge, "The node's TCP connection limit."),
     ("holdfast_tcp_connections_open", Kind::Gauge, "TCP connections open on this node."),
+    (
+        "holdfast_visitor_rate_limited_total",
+        Kind::Counter,
+        "Visitor sessions, conversations and messages refused by a site's flood limits.",
+    ),
 ];
 
 fn describe_metrics() {

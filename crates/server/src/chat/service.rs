@@ -18,6 +18,7 @@ use super::hub::Hub;
 use super::protocol::{AgentView, AuthorView, EventView, MAX_BODY_CHARS, MAX_CLIENT_ID, QueueEntry, ServerFrame};
 use super::routing;
 use crate::abuse::bans::Bans;
+use crate::abuse::limits::{Floodgate, Start};
 use crate::admission::Admission;
 use crate::bus::{Audience, Bus, Envelope, Payload};
 use crate::error::{Error, Result};
@@ -109,6 +110,8 @@ pub struct Chat {
     pub outbox: Arc<Outbox>,
     /// The bans in force, checked before anything a visitor does.
     pub bans: Arc<Bans>,
+    /// How fast one visitor or address may start conversations and send.
+    pub floodgate: Arc<Floodgate>,
 }
 
 pub fn check_client_id(client_id: &str) -> Result<()> {
@@ -166,6 +169,7 @@ impl Chat {
             agents_cache: Coalesced::default(),
             queue_cache: Coalesced::default(),
             bans: Arc::default(),
+            floodgate: Arc::default(),
         }
     }
 
@@ -265,6 +269,7 @@ impl Chat {
         check_client_id(client_id)?;
         check_body(body)?;
         self.bans.check(&v.site_id, Some(&v.visitor_id), v.ip)?;
+        self.limit(v, Start::Message).await?;
         let author = Author::visitor(&v.visitor_id);
         let message = Change::Message { author, client_id: client_id.into(), body: body.into() };
         if let Some(id) = conv_id {
@@ -279,13 +284,21 @@ impl Chat {
         }
         let (conv, is_new) = match self.visitor_open_conversations(v).await?.into_iter().next() {
             Some(c) => (c, false),
-            None => (self.start_conversation(v, ConversationStatus::Queued).await?, true),
+            None => {
+                self.limit(v, Start::Conversation).await?;
+                (self.start_conversation(v, ConversationStatus::Queued).await?, true)
+            }
         };
         let applied = self.sent(self.store.apply(&conv.id, message).await?, "visitor").await;
         if is_new {
             self.route(&applied.conversation).await?;
         }
         Ok(applied)
+    }
+
+    /// Count what a visitor starts against the site's flood limits.
+    async fn limit(&self, v: &VisitorCtx, what: Start) -> Result<()> {
+        self.floodgate.admit(self.store.as_ref(), &v.site_id, what, Some(&v.visitor_id), v.ip).await
     }
 
     /// Publish a stored message (not a retry's duplicate) and count it.
@@ -352,6 +365,8 @@ impl Chat {
                 return Ok(Applied { event, conversation: c.clone(), previous_agent: None, duplicate: true });
             }
         }
+        self.limit(v, Start::Message).await?;
+        self.limit(v, Start::Conversation).await?;
         if name.is_some() || email.is_some() {
             let update = VisitorUpdate { name: name.clone(), email: email.clone(), ..Default::default() };
             self.store.update_visitor(&v.visitor_id, update).await?;

@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ClientIp};
+use crate::abuse::limits::Start;
 use crate::admin::WidgetSettings;
 use crate::app::AppState;
 use crate::chat::service::clean_field;
@@ -120,7 +121,11 @@ async fn session(
             state.store.update_visitor(&v.id, update).await?;
             v.id
         }
-        None => state.store.create_visitor(&site.id, update).await?.id,
+        None => {
+            let start = Start::Session;
+            state.chat.floodgate.admit(state.store.as_ref(), &site.id, start, None, Some(ip)).await?;
+            state.store.create_visitor(&site.id, update).await?.id
+        }
     };
     let visitor_token = state.auth.issue_visitor(&visitor_id, &site.id)?;
     let agents_online = state.chat.agents_online(&site.id).await?;
