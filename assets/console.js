@@ -555,6 +555,7 @@ async function renderDetails(c) {
       ...row("Time on site", `${ago(v.first_seen)} (since ${when(v.first_seen)})`),
       ...row("Last seen", `${ago(v.last_seen)} ago`)));
     box.append(transcriptForm(c.id, v.email));
+    box.append(banForm(v.id));
     box.append(h("h2", {}, "Past conversations"));
     box.append(h("ul", { class: "list" }, ...past.filter((p) => p.id !== c.id).map((p) => {
       const known = convs.get(p.id);
@@ -562,6 +563,23 @@ async function renderDetails(c) {
       return item(p.id, when(p.created_at), p.status);
     })));
   } catch (e) { box.append(h("p", {}, e.message)); }
+}
+
+/** "Ban visitor": with a reason, for a while or until lifted, their address too if asked. */
+function banForm(visitorId) {
+  const reason = h("input", { required: true, maxlength: "500", placeholder: "Reason (admins see it)", "aria-label": "Reason for the ban" });
+  const address = h("input", { type: "checkbox" });
+  const length = h("select", { "aria-label": "Ban for" },
+    h("option", { value: "60" }, "1 hour"), h("option", { value: "1440" }, "1 day"), h("option", { value: "10080" }, "7 days"),
+    h("option", { value: "43200" }, "30 days"), h("option", { value: "" }, "Until lifted"));
+  length.value = "1440";
+  return h("form", { class: "ban", onsubmit: async (e) => {
+    e.preventDefault();
+    if (!confirm("Ban this visitor? Their chats end and they cannot start new ones.")) return;
+    const body = { visitor_id: visitorId, reason: reason.value, ip: address.checked };
+    if (length.value) body.expires_in_minutes = Number(length.value);
+    try { await post("/api/v1/bans", body); e.target.reset(); toast("Visitor banned"); } catch (err) { toast(err.message); }
+  } }, h("h2", {}, "Ban"), reason, h("label", {}, address, " their address too"), length, h("button", { type: "submit" }, "Ban visitor"));
 }
 
 /** "Email transcript": to the visitor's address unless the agent types another. */
@@ -738,6 +756,9 @@ function follow(c) {
   }, 3000);
 }
 
+const LIMITS = { "l-sessions-ip": "sessions_per_ip_per_minute", "l-convs-visitor": "conversations_per_visitor_per_hour",
+  "l-convs-ip": "conversations_per_ip_per_hour", "l-msgs-visitor": "messages_per_visitor_per_minute", "l-msgs-ip": "messages_per_ip_per_minute" };
+
 // ----- admin ---------------------------------------------------------------------------
 async function loadAdmin() {
   try {
@@ -756,6 +777,7 @@ async function loadAdmin() {
     $("s-archive").value = s.transcript_archive;
     $("s-reply-to").value = s.reply_to;
     $("s-tz").value = s.time_zone || "UTC";
+    for (const [id, key] of Object.entries(LIMITS)) $(id).value = String(s.visitor_limits[key]);
     $("agents").replaceChildren(...list.map(agentRow));
     // Operators may set a password now; everyone else invites by email.
     $("n-password-label").hidden = !isOperator();
@@ -768,6 +790,7 @@ async function loadAdmin() {
     $("reset-agent").replaceChildren(...others.map((a) => h("option", { value: a.id }, `${a.name} (${a.email})`)));
     $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
     await loadCanned();
+    await loadBans(list);
     await loadDeliveries();
     if (isOperator()) await loadSites();
   } catch (e) { toast(e.message); }
@@ -863,6 +886,25 @@ async function loadReports() {
   } catch (e) { toast(e.message); }
 }
 
+// The site's bans, lifted ones too (every value, the reason above all, is text).
+async function loadBans(people) {
+  const list = await api("/api/v1/admin/bans?limit=200");
+  const name = (id) => (people.find((a) => a.id === id) || {}).name || "—";
+  $("bans-empty").hidden = list.length > 0;
+  $("bans").replaceChildren(...list.map((b) => {
+    const status = b.in_force ? "in force" : b.lifted_at ? `lifted by ${name(b.lifted_by)} ${when(b.lifted_at)}` : "ended";
+    const lift = b.in_force ? h("button", { type: "button", onclick: async () => {
+      try { await api(`/api/v1/admin/bans/${encodeURIComponent(b.id)}/lift`, { method: "POST" }); toast("Ban lifted"); } catch (e) { toast(e.message); }
+      loadAdmin();
+    } }, "Lift") : null;
+    const tr = h("tr", {}, h("td", {}, when(b.created_at)), h("td", {}, b.visitor_id ? visitorLabel(b.visitor_id) : "—"),
+      h("td", {}, b.cidr || "—"), h("td", {}, b.reason), h("td", {}, name(b.created_by)),
+      h("td", {}, b.expires_at ? when(b.expires_at) : "until lifted"), h("td", {}, status), h("td", {}, lift));
+    tr.dataset.ban = b.id;
+    return tr;
+  }));
+}
+
 // The site's outbox: queued, sent and failed deliveries (every value is text).
 async function loadDeliveries() {
   const status = $("d-status").value;
@@ -904,6 +946,7 @@ function wireAdmin() {
   $("reports-tab").onclick = () => { showView("reports"); loadReports(); };
   $("d-status").onchange = () => loadDeliveries().catch((e) => toast(e.message));
   $("d-reload").onclick = () => loadDeliveries().catch((e) => toast(e.message));
+  $("b-reload").onclick = () => loadAdmin();
   $("copy-snippet").onclick = () => navigator.clipboard && navigator.clipboard.writeText($("snippet").value).then(() => toast("Copied"), () => {});
   $("settings-form").onsubmit = async (e) => {
     e.preventDefault();
@@ -915,6 +958,7 @@ function wireAdmin() {
       transcript_archive: $("s-archive").value.trim(),
       reply_to: $("s-reply-to").value.trim(),
       time_zone: $("s-tz").value.trim(),
+      visitor_limits: Object.fromEntries(Object.entries(LIMITS).map(([id, key]) => [key, Number($(id).value)])),
     };
     try { await post("/api/v1/admin/site/settings", body, "PUT"); $("settings-status").textContent = "Saved"; } catch (err) { $("settings-status").textContent = err.message; }
   };

@@ -138,11 +138,14 @@ textarea{resize:none}
     field("Message", { name: "body", rows: 3, required: true, maxLength: 5000 }),
     h("button", { class: "send", type: "submit" }, "Leave a message"));
   const thanks = h("div", { class: "sys thanks", hidden: true }, "Thanks! Your message was sent; we'll reply by email.");
+  // A banned visitor (or address) is told this and nothing more.
+  const unavailable = h("div", { class: "sys unavailable", hidden: true }, "Chat is unavailable.");
+  let banned = false;
   const input = h("textarea", { rows: 2, "aria-label": "Message", placeholder: "Type a message…", maxLength: 5000, onkeydown: onKey, oninput: onTyping });
   const composer = h("form", { class: "row composer", onsubmit: onSend }, input, h("button", { class: "send", type: "submit" }, "Send"));
   const panel = h("section", { class: "panel", id: "hf-panel", role: "dialog", "aria-label": "Chat", hidden: true, onkeydown: (e) => e.key === "Escape" && toggle(false) },
     h("header", {}, avatar, h("div", {}, title, sub), h("button", { class: "x", type: "button", "aria-label": "Close chat", onclick: () => toggle(false) }, "×")),
-    log, typing, prechat, offline, thanks, composer);
+    log, typing, prechat, offline, thanks, unavailable, composer);
 
   function mount() {
     const sheet = new CSSStyleSheet();
@@ -170,6 +173,11 @@ textarea{resize:none}
 
   // Which form the visitor sees: chat, pre-chat details, or leave a message.
   function view() {
+    if (banned) {
+      offline.hidden = thanks.hidden = prechat.hidden = composer.hidden = true;
+      unavailable.hidden = false;
+      return;
+    }
     const p = (site && site.settings && site.settings.prechat) || {};
     const needPrechat = !conv && !saved.prechat && (p.name !== "off" || p.email !== "off");
     const isOffline = !conv && !agentsOnline && !saved.outbox.some((o) => o.type === "send");
@@ -351,6 +359,17 @@ textarea{resize:none}
     if (el) { el.classList.replace("pending", "failed"); el.title = why; }
     line("sys", "Not sent: " + why);
   }
+  /** Refused with `banned`: stop connecting, keep nothing to resend, say so. */
+  function refusedForGood() {
+    banned = true;
+    clearTimeout(timer);
+    clearInterval(pinger);
+    saved.outbox = [];
+    save();
+    if (!site) { site = { name: "Chat", settings: {} }; mount(); }
+    status("");
+    view();
+  }
   function schedule(fn, minMs) {
     clearTimeout(timer);
     // Full jitter: anywhere between 0 and the capped exponential step.
@@ -374,6 +393,7 @@ textarea{resize:none}
       });
       const body = await res.json().catch(() => null);
       if (!res.ok) {
+        if (body && body.error && body.error.code === "banned") return refusedForGood();
         const message = (body && body.error && body.error.message) || "HTTP " + res.status;
         if (res.status === 403 || res.status === 404 || res.status === 400) {
           console.warn("Holdfast chat is not available here: " + message);
@@ -403,6 +423,7 @@ textarea{resize:none}
     ws.onmessage = (m) => {
       let f;
       try { f = JSON.parse(m.data); } catch { return; }
+      if (f.type === "error" && f.code === "banned") { banned = true; sock = null; ws.close(); return refusedForGood(); }
       if (f.type === "error" && !welcomed) refused = true;
       onFrame(f);
     };

@@ -139,6 +139,12 @@ pub struct ServeOpts {
     /// your reverse proxies and load balancers.
     #[arg(long, env = "HOLDFAST_PER_ADDRESS_EXEMPT", value_delimiter = ',', default_value = "127.0.0.1,::1")]
     pub per_address_exempt: Vec<std::net::IpAddr>,
+    /// A reverse proxy or load balancer (an address or a CIDR) whose
+    /// X-Forwarded-For names the client; repeat it, or separate with
+    /// commas. From anyone else the header is ignored.
+    #[arg(long = "trusted-proxy", env = "HOLDFAST_TRUSTED_PROXIES", value_delimiter = ',',
+          value_parser = holdfast_server::abuse::client_ip::parse_proxy)]
+    pub trusted_proxies: Vec<holdfast_server::abuse::client_ip::IpNet>,
     /// NATS URL (nats://host:4222): events between the nodes of a cluster.
     /// Needs --database-url.
     #[arg(long, env = "HOLDFAST_NATS_URL")]
@@ -184,6 +190,7 @@ impl ServeOpts {
         connections.per_address_exempt = self.per_address_exempt.clone();
         config.fault_injection = self.fault_injection;
         config.demo = self.demo;
+        config.trusted_proxies = self.trusted_proxies.clone();
         config.nats_url = self.nats_url.clone();
         config.nats_prefix = self.nats_prefix.clone();
         if let Some(id) = &self.node_id {

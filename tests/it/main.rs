@@ -5,6 +5,7 @@
 
 mod architecture;
 mod bad_input;
+mod bans;
 mod bench;
 mod browser;
 mod bus;

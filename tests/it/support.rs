@@ -216,7 +216,33 @@ impl Client {
     /// Connect and send this `hello`; `Err(frame)` if the server answered
     /// with an error.
     pub async fn try_hello(ws_base: &str, path: &str, hello: Value) -> Result<Client, Value> {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("{ws_base}{path}")).await.expect("ws connect");
+        Self::try_hello_as(ws_base, path, hello, None).await
+    }
+
+    /// As `try_connect`, through a proxy that says the client is
+    /// `forwarded_for` (`X-Forwarded-For`).
+    pub async fn try_connect_from(
+        ws_base: &str,
+        path: &str,
+        token: &str,
+        forwarded_for: &str,
+    ) -> Result<Client, Value> {
+        let hello = json!({"type": "hello", "v": 1, "token": token, "cursors": {}});
+        Self::try_hello_as(ws_base, path, hello, Some(forwarded_for)).await
+    }
+
+    async fn try_hello_as(
+        ws_base: &str,
+        path: &str,
+        hello: Value,
+        forwarded_for: Option<&str>,
+    ) -> Result<Client, Value> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("{ws_base}{path}").into_client_request().expect("ws request");
+        if let Some(xff) = forwarded_for {
+            request.headers_mut().insert("x-forwarded-for", xff.parse().expect("header value"));
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("ws connect");
         let cursors = serde_json::from_value(hello["cursors"].clone()).unwrap_or_default();
         let mut c = Client { ws, welcome: Value::Null, cursors, events: Vec::new(), pending: Vec::new() };
         c.send(hello).await;

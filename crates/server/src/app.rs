@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::abuse::bans::{self, Bans};
+use crate::abuse::limits::Floodgate;
 use crate::admission::Admission;
 use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::{Auth, HashPool, passwords};
@@ -101,7 +103,10 @@ impl AppState {
             Some(url) => Arc::new(NatsBus::connect(url, &config.nats_prefix, &config.node_id).await?),
             None => Arc::new(LocalBus::new()),
         };
-        bus.attach(Arc::new(NodeSink { hub: hub.clone(), auth: auth.clone() }));
+        // The bans in force, loaded before anything is served.
+        let bans: Arc<Bans> = Arc::default();
+        bans.sync(store.as_ref()).await?;
+        bus.attach(Arc::new(NodeSink { hub: hub.clone(), auth: auth.clone(), bans: bans.clone() }));
         let listen_url = format!("http://{}", config.listen);
         let outbox = Arc::new(Outbox::new(
             store.clone(),
@@ -111,7 +116,11 @@ impl AppState {
             &config.status,
             &listen_url,
         ));
-        let chat = Arc::new(Chat::new(store.clone(), bus, hub, admission.clone(), outbox.clone()));
+        let mut chat = Chat::new(store.clone(), bus, hub, admission.clone(), outbox.clone());
+        chat.bans = bans;
+        chat.floodgate = Arc::new(Floodgate::new(config.connections.per_address_exempt.clone()));
+        let chat = Arc::new(chat);
+        spawn_ban_sync(&chat);
         if config.nats_url.is_some() {
             spawn_heartbeat(chat.clone(), config.node_id.clone(), config.presence_beat);
         }
@@ -121,7 +130,7 @@ impl AppState {
         let connections = Arc::new(Connections::new(config.connections.clone(), connection_cap_from_fd_limit));
         let max_sockets = config.max_sockets.unwrap_or_else(|| connections.soft_limit());
         let status = Arc::new(Status::open(status_store, config.status.clone(), &listen_url).await?);
-        spawn_housekeeping(login_limiter.clone(), auth.clone(), &status);
+        spawn_housekeeping(login_limiter.clone(), auth.clone(), &status, chat.floodgate.clone());
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -147,7 +156,7 @@ impl AppState {
 /// partitioned, or its bus was down) within a few seconds.
 const REVOCATION_SYNC: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn spawn_housekeeping(limiter: Arc<LoginLimiter>, auth: Arc<Auth>, status: &Arc<Status>) {
+fn spawn_housekeeping(limiter: Arc<LoginLimiter>, auth: Arc<Auth>, status: &Arc<Status>, floodgate: Arc<Floodgate>) {
     // Holds the status page only while it prunes, so the task ends when the
     // server's state is gone.
     let status = Arc::downgrade(status);
@@ -158,6 +167,7 @@ fn spawn_housekeeping(limiter: Arc<LoginLimiter>, auth: Arc<Auth>, status: &Arc<
             let Some(status) = status.upgrade() else { return };
             limiter.prune();
             status.subscribe_limit.prune();
+            floodgate.prune();
         }
     });
     // Holds the auth (and through it the store) only while it reads, so the
@@ -181,16 +191,46 @@ fn spawn_housekeeping(limiter: Arc<LoginLimiter>, auth: Arc<Auth>, status: &Arc<
     });
 }
 
+/// Every [`bans::SYNC_EVERY`], read whether bans changed in the store and
+/// reload them if so: what a node that missed the bus catches up by, and
+/// how a ban made by a node without a bus reaches the others.
+fn spawn_ban_sync(chat: &Arc<Chat>) {
+    // Holds the chat (and through it the store) only while it reads, so
+    // the task ends when the server's state is gone.
+    let chat = Arc::downgrade(chat);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(bans::SYNC_EVERY);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let Some(chat) = chat.upgrade() else { return };
+            match chat.bans.sync(chat.store.as_ref()).await {
+                Ok(_) => failing = false,
+                Err(err) if !std::mem::replace(&mut failing, true) => {
+                    tracing::warn!(error = %err, "cannot read bans; the bus still carries them")
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}
+
 /// What a node's bus hands it: a revoked session is refused by this node's
-/// `Auth` too (a logout on another node reaches every node), heartbeats go
-/// to the hub's presence, everything else to sockets.
+/// `Auth` too (a logout on another node reaches every node), a ban made or
+/// lifted anywhere holds here at once, heartbeats go to the hub's
+/// presence, everything else to sockets.
 struct NodeSink {
     hub: Arc<Hub>,
     auth: Arc<Auth>,
+    bans: Arc<Bans>,
 }
 
 impl BusSink for NodeSink {
     fn deliver(&self, envelope: Arc<Envelope>) {
+        if let Payload::Ban { ban } = &envelope.payload {
+            self.bans.apply(ban);
+            return;
+        }
         if let (Audience::Session { session_id }, Payload::Disconnect { .. }) = (&envelope.audience, &envelope.payload)
         {
             self.auth.forget_session(session_id);

@@ -74,6 +74,10 @@ pub struct Config {
     /// Serve `/demo`, a page that chats as the first site's visitor with
     /// its widget key: for trying Holdfast out, off unless asked for.
     pub demo: bool,
+    /// Reverse proxies and load balancers whose `X-Forwarded-For` names
+    /// the client (`abuse::client_ip`); from anyone else the header is
+    /// ignored and the socket's address is the client's. Empty: nobody's.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Config {
@@ -104,6 +108,7 @@ impl Config {
             node_id: crate::store::new_id(),
             presence_beat: Duration::from_secs(1),
             demo: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }

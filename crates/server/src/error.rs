@@ -20,6 +20,11 @@ pub enum Error {
     /// The caller is known but may not do this (wrong role).
     #[error("{0}")]
     Forbidden(Cow<'static, str>),
+    /// The visitor, or their address, is banned from the site's chat
+    /// (`abuse::bans`). The text is neutral on purpose: the widget shows
+    /// "chat is unavailable", never why.
+    #[error("chat is unavailable")]
+    Banned,
     /// The thing does not exist, or belongs to another site (never tell which).
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -78,6 +83,7 @@ impl Error {
             Error::Unauthorized(_) => "unauthorized",
             Error::TokenExpired => "token_expired",
             Error::Forbidden(_) => "forbidden",
+            Error::Banned => "banned",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::TooLarge(_) => "too_large",
@@ -93,7 +99,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => 400,
             Error::Unauthorized(_) | Error::TokenExpired => 401,
-            Error::Forbidden(_) => 403,
+            Error::Forbidden(_) | Error::Banned => 403,
             Error::NotFound(_) => 404,
             Error::Conflict(_) => 409,
             Error::TooLarge(_) => 413,

@@ -6,6 +6,7 @@
 //!
 //! - `config`    — server configuration, one documented field each.
 //! - `admin`     — what admins change: widget settings, agents, groups, canned responses.
+//! - `abuse`     — who is refused chat: bans, flood limits, the client's address.
 //! - `app`       — wiring the parts into `AppState`; first-run bootstrap.
 //! - `server`    — bind, accept, serve, drain; connection caps, timeouts and the reserve.
 //! - `http`      — the only module that knows axum: routes, extractors, sockets.
@@ -23,6 +24,7 @@
 //! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons.
 //! - `telemetry` — logs and Prometheus metrics.
 
+pub mod abuse;
 pub mod admin;
 pub mod admission;
 pub mod app;

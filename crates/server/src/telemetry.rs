@@ -62,6 +62,8 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Failed accepts of TCP connections (e.g. out of file descriptors).",
     ),
+    ("holdfast_banned_refusals_total", Kind::Counter, "Visitor requests and frames refused because of a ban."),
+    ("holdfast_bans_total", Kind::Counter, "Bans made by agents."),
     ("holdfast_breaker_opened_total", Kind::Counter, "Times a side service's circuit breaker opened."),
     ("holdfast_breaker_rejected_total", Kind::Counter, "Calls to a side service refused by its open breaker."),
     ("holdfast_breaker_state", Kind::Gauge, "A side service's breaker: 0 closed, 1 open."),
@@ -147,6 +149,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("holdfast_tcp_connections_closed_total", Kind::Counter, "TCP connections closed by the server, by reason."),
     ("holdfast_tcp_connections_max", Kind::Gauge, "The node's TCP connection limit."),
     ("holdfast_tcp_connections_open", Kind::Gauge, "TCP connections open on this node."),
+    (
+        "holdfast_visitor_rate_limited_total",
+        Kind::Counter,
+        "Visitor sessions, conversations and messages refused by a site's flood limits.",
+    ),
 ];
 
 fn describe_metrics() {

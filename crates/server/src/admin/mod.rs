@@ -12,6 +12,7 @@ pub mod invitations;
 
 use serde::{Deserialize, Serialize};
 
+use crate::abuse::limits::VisitorLimits;
 use crate::auth::{Auth, MAX_PASSWORD, normalize_email, valid_email};
 use crate::bus::{Audience, Envelope, Payload};
 use crate::chat::service::{AgentCtx, Chat};
@@ -71,6 +72,9 @@ pub struct WidgetSettings {
     /// The site's IANA time zone (`Europe/Oslo`): reports count days and
     /// hours in it, daylight-saving changes included.
     pub time_zone: String,
+    /// How fast one visitor or address may start sessions, conversations
+    /// and messages (`abuse::limits`).
+    pub visitor_limits: VisitorLimits,
 }
 
 impl Default for WidgetSettings {
@@ -85,6 +89,7 @@ impl Default for WidgetSettings {
             transcript_archive: String::new(),
             reply_to: String::new(),
             time_zone: "UTC".into(),
+            visitor_limits: VisitorLimits::default(),
         }
     }
 }
@@ -114,6 +119,7 @@ impl WidgetSettings {
         if !(1..=MAX_MISSED_MINUTES).contains(&self.missed_chat_minutes) {
             return Err(Error::bad_request(format!("missed_chat_minutes must be 1 to {MAX_MISSED_MINUTES}")));
         }
+        self.visitor_limits = self.visitor_limits.validated()?;
         self.transcript_archive = self.transcript_archive.trim().to_owned();
         if !self.transcript_archive.is_empty() && !valid_email(&self.transcript_archive) {
             return Err(Error::bad_request("transcript_archive is not a valid email address"));

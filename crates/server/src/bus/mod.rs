@@ -52,6 +52,9 @@ pub enum Payload {
     /// less than the presence grace). For hubs, not for sockets; only sent
     /// between nodes of a cluster.
     Presence { node_id: String, agents: Vec<String> },
+    /// A ban made or lifted (`abuse::bans`): every node's `Bans` applies
+    /// it at once. For nodes, not for sockets.
+    Ban { ban: crate::store::bans::Ban },
 }
 
 /// A durable event's place in its conversation, so sockets can drop

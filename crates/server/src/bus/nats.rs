@@ -53,6 +53,7 @@ enum Kind {
     Frame,
     Disconnect { code: String },
     Presence { node_id: String, agents: Vec<String> },
+    Ban { ban: crate::store::bans::Ban },
 }
 
 /// A subject token from an id: NATS tokens cannot hold `.`, `*`, `>` or spaces.
@@ -68,6 +69,7 @@ fn encode(origin: &str, envelope: &Envelope) -> Result<Bytes> {
         Payload::Presence { node_id, agents } => {
             (Kind::Presence { node_id: node_id.clone(), agents: agents.clone() }, None)
         }
+        Payload::Ban { ban } => (Kind::Ban { ban: ban.clone() }, None),
     };
     let meta = Meta {
         origin: origin.to_owned(),
@@ -94,6 +96,7 @@ fn decode(payload: &Bytes) -> Option<(String, Envelope)> {
         Kind::Frame => Payload::Frame { text: payload.slice(split + 1..) },
         Kind::Disconnect { code } => Payload::Disconnect { code },
         Kind::Presence { node_id, agents } => Payload::Presence { node_id, agents },
+        Kind::Ban { ban } => Payload::Ban { ban },
     };
     Some((meta.origin, Envelope { site_id: meta.site_id, audience: meta.audience, event: meta.event, payload }))
 }

@@ -19,6 +19,8 @@ use super::protocol::{
     AgentView, AuthorView, EventView, MAX_BODY_CHARS, MAX_CLIENT_ID, MAX_COMMENT_CHARS, QueueEntry, Rating, ServerFrame,
 };
 use super::routing;
+use crate::abuse::bans::Bans;
+use crate::abuse::limits::{Floodgate, Start};
 use crate::admission::Admission;
 use crate::bus::{Audience, Bus, Envelope, Payload};
 use crate::error::{Error, Result};
@@ -44,6 +46,10 @@ pub struct AgentCtx {
 pub struct VisitorCtx {
     pub visitor_id: String,
     pub site_id: String,
+    /// The address the visitor connects from (`abuse::client_ip`), for
+    /// bans and flood limits; `None` where there is no connection (tests
+    /// driving a session over channels).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +110,10 @@ pub struct Chat {
     /// Where the emails an offline message causes are queued, in the
     /// message's own transaction.
     pub outbox: Arc<Outbox>,
+    /// The bans in force, checked before anything a visitor does.
+    pub bans: Arc<Bans>,
+    /// How fast one visitor or address may start conversations and send.
+    pub floodgate: Arc<Floodgate>,
 }
 
 pub fn check_client_id(client_id: &str) -> Result<()> {
@@ -160,6 +170,8 @@ impl Chat {
             online_announced: Mutex::default(),
             agents_cache: Coalesced::default(),
             queue_cache: Coalesced::default(),
+            bans: Arc::default(),
+            floodgate: Arc::default(),
         }
     }
 
@@ -259,6 +271,8 @@ impl Chat {
     ) -> Result<Applied> {
         check_client_id(client_id)?;
         check_body(body)?;
+        self.bans.check(&v.site_id, Some(&v.visitor_id), v.ip)?;
+        self.limit(v, Start::Message).await?;
         let author = Author::visitor(&v.visitor_id);
         let message = Change::Message { author, client_id: client_id.into(), body: body.into() };
         if let Some(id) = conv_id {
@@ -273,13 +287,21 @@ impl Chat {
         }
         let (conv, is_new) = match self.visitor_open_conversations(v).await?.into_iter().next() {
             Some(c) => (c, false),
-            None => (self.start_conversation(v, ConversationStatus::Queued).await?, true),
+            None => {
+                self.limit(v, Start::Conversation).await?;
+                (self.start_conversation(v, ConversationStatus::Queued).await?, true)
+            }
         };
         let applied = self.sent(self.store.apply(&conv.id, message).await?, "visitor").await;
         if is_new {
             self.route(&applied.conversation).await?;
         }
         Ok(applied)
+    }
+
+    /// Count what a visitor starts against the site's flood limits.
+    async fn limit(&self, v: &VisitorCtx, what: Start) -> Result<()> {
+        self.floodgate.admit(self.store.as_ref(), &v.site_id, what, Some(&v.visitor_id), v.ip).await
     }
 
     /// Publish a stored message (not a retry's duplicate) and count it.
@@ -318,6 +340,7 @@ impl Chat {
     ) -> Result<Applied> {
         check_client_id(client_id)?;
         check_body(body)?;
+        self.bans.check(&v.site_id, Some(&v.visitor_id), v.ip)?;
         let name = clean_field(name, 200, "name")?;
         let email = clean_field(email, 254, "email")?;
         if let Some(e) = &email
@@ -345,6 +368,8 @@ impl Chat {
                 return Ok(Applied { event, conversation: c.clone(), previous_agent: None, duplicate: true });
             }
         }
+        self.limit(v, Start::Message).await?;
+        self.limit(v, Start::Conversation).await?;
         if name.is_some() || email.is_some() {
             let update = VisitorUpdate { name: name.clone(), email: email.clone(), ..Default::default() };
             self.store.update_visitor(&v.visitor_id, update).await?;
@@ -563,6 +588,17 @@ impl Chat {
         let applied = self.apply(&conv.id, Change::Close { by: peer.author() }).await?;
         self.capacity_changed(&conv.site_id).await;
         Ok(applied)
+    }
+
+    /// End every open conversation of a visitor (they were banned), as
+    /// `by`, whoever was assigned.
+    pub async fn end_visitor_chats(&self, site_id: &str, visitor_id: &str, by: Author) -> Result<()> {
+        let v = VisitorCtx { visitor_id: visitor_id.to_owned(), site_id: site_id.to_owned(), ip: None };
+        for conv in self.visitor_open_conversations(&v).await? {
+            self.apply(&conv.id, Change::Close { by: by.clone() }).await?;
+        }
+        self.capacity_changed(site_id).await;
+        Ok(())
     }
 
     pub async fn set_availability(&self, a: &AgentCtx, availability: Availability) -> Result<()> {

@@ -120,9 +120,19 @@ struct Session<O> {
     corked: bool,
 }
 
+/// Where a socket comes from, for the checks of `abuse` (`None` when a
+/// test drives a session over channels).
+pub type PeerAddr = Option<std::net::IpAddr>;
+
 /// Drive one socket to its end.
-pub async fn run<I, O>(chat: Arc<Chat>, auth: Arc<Auth>, side: Side, limits: SessionLimits, mut input: I, out: O)
-where
+pub async fn run<I, O>(
+    chat: Arc<Chat>,
+    auth: Arc<Auth>,
+    (side, ip): (Side, PeerAddr),
+    limits: SessionLimits,
+    mut input: I,
+    out: O,
+) where
     I: Stream<Item = Inbound> + Unpin + Send,
     O: Sink<Outbound> + Unpin + Send,
 {
@@ -134,7 +144,7 @@ where
         Err(_) => Err(Error::bad_request("no hello within the time allowed")),
     };
     let authenticated = match hello {
-        Ok(frame) => authenticate(&chat, &auth, side, limits.renewal_grace, frame).await,
+        Ok(frame) => authenticate(&chat, &auth, (side, ip), limits.renewal_grace, frame).await,
         Err(e) => Err(e),
     };
     let (peer, resume) = match authenticated {
@@ -263,7 +273,7 @@ struct Resume {
 async fn authenticate(
     chat: &Chat,
     auth: &Auth,
-    side: Side,
+    (side, ip): (Side, PeerAddr),
     grace: Duration,
     frame: ClientFrame,
 ) -> Result<(Peer, Resume)> {
@@ -290,7 +300,10 @@ async fn authenticate(
         }
         Side::Visitor => {
             let c = auth.verify_visitor(&token)?;
-            Peer::Visitor(VisitorCtx { visitor_id: c.sub, site_id: c.site })
+            // Checked in memory: a banned visitor is refused before the
+            // hub or the store hear of them.
+            chat.bans.check(&c.site, Some(&c.sub), ip)?;
+            Peer::Visitor(VisitorCtx { visitor_id: c.sub, site_id: c.site, ip })
         }
     };
     Ok((peer, Resume { cursors, agents_version }))
@@ -515,11 +528,11 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
     async fn deliver(&mut self, envelope: &Envelope) -> Result<Option<&'static str>> {
         match &envelope.payload {
             Payload::Disconnect { code } => {
-                let err = Error::unauthorized(code.clone());
+                let err = if code == Error::Banned.code() { Error::Banned } else { Error::unauthorized(code.clone()) };
                 self.send(error_frame(&err, None)).await?;
-                Ok(Some("session ended"))
+                Ok(Some(if matches!(err, Error::Banned) { "banned" } else { "session ended" }))
             }
-            Payload::Presence { .. } => Ok(None),
+            Payload::Presence { .. } | Payload::Ban { .. } => Ok(None),
             Payload::Frame { text } => {
                 if let Some((conv, seq)) = &envelope.event {
                     let known = self.cursors.get(conv).copied();

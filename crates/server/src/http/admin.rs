@@ -99,7 +99,10 @@ async fn set_settings(
     AdminAuth(me): AdminAuth,
     ApiJson(settings): ApiJson<WidgetSettings>,
 ) -> Result<Json<WidgetSettings>> {
-    Ok(Json(admin::set_settings(state.store.as_ref(), &me, settings).await?))
+    let settings = admin::set_settings(state.store.as_ref(), &me, settings).await?;
+    // New flood limits hold on this node at once (elsewhere within 10 s).
+    state.chat.floodgate.forget(&me.site_id);
+    Ok(Json(settings))
 }
 
 async fn agents(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<AgentProfile>>> {

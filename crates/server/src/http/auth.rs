@@ -1,14 +1,14 @@
 //! Agent login, refresh and logout.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::extract::{ApiJson, SessionAuth};
+use super::extract::{ApiJson, ClientIp, SessionAuth};
 use crate::app::AppState;
 use crate::auth::ratelimit::Attempt;
 use crate::auth::{AgentProfile, Credentials, normalize_email};
@@ -44,13 +44,13 @@ const DEVICE_TTL_S: u64 = 90 * 24 * 3600;
 /// renewed device token.
 pub(super) async fn limited_login(
     state: &AppState,
-    peer: SocketAddr,
+    peer: IpAddr,
     req: &LoginRequest,
     console: bool,
 ) -> Result<(Credentials, String)> {
     let account = normalize_email(&req.email);
     let device = req.device_token.as_deref().and_then(|t| state.auth.tokens.verify_device(t, &account));
-    let attempt = Attempt { account: &account, address: peer.ip(), known_device: device.as_deref() };
+    let attempt = Attempt { account: &account, address: peer, known_device: device.as_deref() };
     state.login_limiter.admit(&attempt)?;
     let result = match console {
         true => state.auth.console_login(&req.email, &req.password).await,
@@ -72,7 +72,7 @@ pub(super) async fn limited_login(
 
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(peer): ClientIp,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<Credentials>> {
     let (mut creds, device_token) = limited_login(&state, peer, &req, false).await?;

@@ -8,9 +8,7 @@
 //! Those endpoints also demand an `X-Holdfast-Csrf` header (which a
 //! cross-site form cannot send) and a same-origin `Origin` when one is sent.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +16,7 @@ use axum::{Json, Router};
 
 use super::assets::versioned_url;
 use super::auth::{LoginRequest, limited_login};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ClientIp};
 use crate::app::AppState;
 use crate::auth::Credentials;
 use crate::bus::{Audience, Envelope, Payload};
@@ -110,7 +108,7 @@ fn named_cookie(headers: &HeaderMap, name: &str, value: &str, max_age_s: u64) ->
 
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(peer): ClientIp,
     headers: HeaderMap,
     ApiJson(mut req): ApiJson<LoginRequest>,
 ) -> Result<Response> {

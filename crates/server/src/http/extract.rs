@@ -3,10 +3,13 @@
 //! the operator and visitors.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use serde::de::DeserializeOwned;
 
+use crate::abuse::client_ip::client_ip;
 use crate::app::AppState;
 use crate::chat::service::{AgentCtx, VisitorCtx};
 use crate::error::Error;
@@ -125,9 +128,34 @@ impl FromRequestParts<AppState> for VisitorAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let claims = state.auth.verify_visitor(bearer(parts)?)?;
-        Ok(VisitorAuth(VisitorCtx { visitor_id: claims.sub, site_id: claims.site }))
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        Ok(VisitorAuth(VisitorCtx { visitor_id: claims.sub, site_id: claims.site, ip: Some(ip) }))
     }
 }
+
+/// The client's address (`abuse::client_ip`): the connection's peer, or
+/// what a trusted proxy forwarded in `X-Forwarded-For`.
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("no peer address on the request")))?;
+        let trusted = &state.config.trusted_proxies;
+        // Every X-Forwarded-For line, in order, as one list.
+        let forwarded: Vec<&str> =
+            parts.headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+        let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+        Ok(ClientIp(client_ip(peer, forwarded.as_deref(), trusted)))
+    }
+}
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// A query string; bad parameters become a 400 in our error shape.
 pub struct ApiQuery<T>(pub T);

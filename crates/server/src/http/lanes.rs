@@ -22,6 +22,8 @@ pub fn lane_for(path: &str) -> Lane {
         "/api/v1/canned" => Lane::Dashboard,
         p if p.starts_with("/api/v1/admin/") || p.starts_with("/api/v1/operator/") => Lane::Dashboard,
         "/api/v1/visitor/session" | "/api/v1/visitor/socket" => Lane::Chat,
+        // A ban stops abuse in progress: as urgent as chat itself.
+        "/api/v1/bans" => Lane::Chat,
         p if p.starts_with("/api/v1/conversations/") && p.ends_with("/events") => Lane::Chat,
         "/api/v1/conversations"
         | "/api/v1/search"

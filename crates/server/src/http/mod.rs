@@ -5,6 +5,7 @@ mod admin;
 mod agent;
 mod assets;
 mod auth;
+mod bans;
 mod console;
 mod demo;
 mod error;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(visitor::routes())
         .merge(agent::routes())
+        .merge(bans::routes())
         .merge(socket::routes())
         .merge(ops::routes())
         .merge(assets::routes())

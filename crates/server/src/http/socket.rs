@@ -12,9 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt, future};
 
+use super::extract::ClientIp;
 use crate::app::AppState;
 use crate::chat::protocol::MAX_FRAME_BYTES;
-use crate::chat::session::{self, Inbound, Outbound, Side};
+use crate::chat::session::{self, Inbound, Outbound, PeerAddr, Side};
 use crate::error::Error;
 
 /// Frames above this size are refused by the WebSocket layer itself (the
@@ -26,15 +27,15 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/agent/socket", get(agent_socket)).route("/api/v1/visitor/socket", get(visitor_socket))
 }
 
-async fn agent_socket(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    upgrade(state, ws, Side::Agent)
+async fn agent_socket(State(state): State<AppState>, ClientIp(ip): ClientIp, ws: WebSocketUpgrade) -> Response {
+    upgrade(state, ws, (Side::Agent, Some(ip)))
 }
 
-async fn visitor_socket(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    upgrade(state, ws, Side::Visitor)
+async fn visitor_socket(State(state): State<AppState>, ClientIp(ip): ClientIp, ws: WebSocketUpgrade) -> Response {
+    upgrade(state, ws, (Side::Visitor, Some(ip)))
 }
 
-fn upgrade(state: AppState, ws: WebSocketUpgrade, side: Side) -> Response {
+fn upgrade(state: AppState, ws: WebSocketUpgrade, side: (Side, PeerAddr)) -> Response {
     // Refuse cleanly before the process runs out of file descriptors.
     if state.open_sockets.load(Ordering::Relaxed) >= state.max_sockets {
         metrics::counter!("holdfast_sockets_refused_total").increment(1);
@@ -47,7 +48,7 @@ fn upgrade(state: AppState, ws: WebSocketUpgrade, side: Side) -> Response {
         .on_upgrade(move |socket| serve(state, socket, side))
 }
 
-async fn serve(state: AppState, socket: WebSocket, side: Side) {
+async fn serve(state: AppState, socket: WebSocket, side: (Side, PeerAddr)) {
     struct Open(Arc<AtomicUsize>);
     impl Drop for Open {
         fn drop(&mut self) {

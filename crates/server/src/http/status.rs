@@ -11,9 +11,8 @@
 //! `/api/v1/status/`.
 
 use axum::extract::rejection::FormRejection;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
@@ -23,7 +22,7 @@ use serde_json::{Value, json};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::extract::{ApiJson, OperatorAuth};
+use super::extract::{ApiJson, ClientIp, OperatorAuth};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::status::api::{self, SubscriberView, Summary};
@@ -222,11 +221,11 @@ fn subscription(req: SubscribeRequest) -> Result<Subscription> {
 
 async fn subscribe_form(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     form: Result<Form<SubscribeRequest>, FormRejection>,
 ) -> Response {
     let outcome = async {
-        state.status.subscribe_limit.check(client.ip())?;
+        state.status.subscribe_limit.check(client)?;
         let Form(req) = form.map_err(|e| Error::bad_request(e.body_text()))?;
         match subscription(req)? {
             Subscription::Email(e) => {
@@ -260,10 +259,10 @@ async fn subscribe_form(
 
 async fn subscribe_api(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     ApiJson(req): ApiJson<SubscribeRequest>,
 ) -> Result<Response> {
-    state.status.subscribe_limit.check(client.ip())?;
+    state.status.subscribe_limit.check(client)?;
     let body = match subscription(req)? {
         Subscription::Email(e) => {
             let s = state.status.subscribe_email(&e).await?;

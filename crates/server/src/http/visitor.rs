@@ -13,7 +13,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ClientIp};
+use crate::abuse::limits::Start;
 use crate::admin::WidgetSettings;
 use crate::app::AppState;
 use crate::chat::service::clean_field;
@@ -81,6 +82,7 @@ struct SiteInfo {
 
 async fn session(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     ApiJson(req): ApiJson<SessionRequest>,
 ) -> Result<Json<SessionResponse>> {
@@ -99,22 +101,32 @@ async fn session(
         page_url: clean_field(req.page_url, 2048, "page_url")?,
         referrer: clean_field(req.referrer, 2048, "referrer")?,
         user_agent: clean_field(user_agent.map(|u| u.chars().take(512).collect()), 2048, "user agent")?,
+        ip: Some(ip.to_string()),
         ..Default::default()
     };
     // A kept token is honoured only for the same site and a visitor that
-    // exists; anything else quietly gets a fresh visitor.
-    let known = match req.visitor_token.as_deref().map(|t| state.auth.verify_visitor(t)) {
-        Some(Ok(claims)) if claims.sub.len() <= 64 && claims.site == site.id => {
-            state.store.visitor(&claims.sub).await?.filter(|v| v.site_id == site.id)
-        }
+    // exists; anything else quietly gets a fresh visitor. A banned visitor
+    // (or address) is refused before anything is written; the token is
+    // checked first in memory, so a banned visitor's retries read nothing.
+    let claims = match req.visitor_token.as_deref().map(|t| state.auth.verify_visitor(t)) {
+        Some(Ok(claims)) if claims.sub.len() <= 64 && claims.site == site.id => Some(claims),
         _ => None,
+    };
+    state.chat.bans.check(&site.id, claims.as_ref().map(|c| c.sub.as_str()), Some(ip))?;
+    let known = match claims {
+        Some(claims) => state.store.visitor(&claims.sub).await?.filter(|v| v.site_id == site.id),
+        None => None,
     };
     let visitor_id = match known {
         Some(v) => {
             state.store.update_visitor(&v.id, update).await?;
             v.id
         }
-        None => state.store.create_visitor(&site.id, update).await?.id,
+        None => {
+            let start = Start::Session;
+            state.chat.floodgate.admit(state.store.as_ref(), &site.id, start, None, Some(ip)).await?;
+            state.store.create_visitor(&site.id, update).await?.id
+        }
     };
     let visitor_token = state.auth.issue_visitor(&visitor_id, &site.id)?;
     let agents_online = state.chat.agents_online(&site.id).await?;

@@ -48,7 +48,7 @@ impl SubscribeLimiter {
 
 /// The key a client is counted under: an IPv4 address (also when written
 /// as IPv4-mapped IPv6), or the /64 of an IPv6 address.
-fn client_key(ip: IpAddr) -> IpAddr {
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -8,6 +8,7 @@
 //! changes the conversation and appends its event under the conversation's
 //! next sequence number in one transaction.
 
+pub mod bans;
 pub mod invitations;
 pub mod missed;
 pub mod outbox;
@@ -265,6 +266,10 @@ pub struct VisitorUpdate {
     pub page_url: Option<String>,
     pub referrer: Option<String>,
     pub user_agent: Option<String>,
+    /// The client address the visitor came from (`abuse::client_ip`):
+    /// stored as `visitors.last_ip`, never part of [`Visitor`], so no view
+    /// shows it; only an agent's "ban their address too" reads it.
+    pub ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -676,4 +681,18 @@ pub trait Store: Send + Sync + 'static {
     /// What reports need of each conversation of a site created in
     /// `[from, to)` (ms), oldest first, at most [`reports::MAX_FACTS`].
     async fn report_facts(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<reports::ChatFacts>>;
+    // ----- bans (`bans.rs`) ------------------------------------------------
+
+    async fn create_ban(&self, ban: bans::Ban) -> Result<()>;
+    /// A site's bans, lifted and expired ones too, newest first.
+    async fn bans(&self, site_id: &str, limit: i64) -> Result<Vec<bans::Ban>>;
+    /// Lift a ban of this site (a lifted one stays as it was); the ban as
+    /// it is now, `None` if the site has no such ban.
+    async fn lift_ban(&self, site_id: &str, id: &str, by: &str, at: i64) -> Result<Option<bans::Ban>>;
+    /// Bans in force at `now`, every site (what each node holds in memory).
+    async fn active_bans(&self, now: i64) -> Result<Vec<bans::Ban>>;
+    /// When any ban was last made or lifted: a node reloads when it moves.
+    async fn bans_changed_at(&self) -> Result<Option<i64>>;
+    /// The address a visitor last opened a session from.
+    async fn visitor_ip(&self, visitor_id: &str) -> Result<Option<String>>;
 }

@@ -767,13 +767,13 @@ impl Store for SqliteStore {
             first_seen: now,
             last_seen: now,
         };
-        let v = visitor.clone();
+        let (v, ip) = (visitor.clone(), update.ip);
         self.write(move |c| {
             exec(
                 c,
                 "INSERT INTO visitors (id, site_id, name, email, page_url, referrer, user_agent, first_seen, \
-                 last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![v.id, v.site_id, v.name, v.email, v.page_url, v.referrer, v.user_agent, now, now],
+                 last_seen, last_ip) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![v.id, v.site_id, v.name, v.email, v.page_url, v.referrer, v.user_agent, now, now, ip],
             )?;
             Ok(())
         })
@@ -793,8 +793,18 @@ impl Store for SqliteStore {
                 c,
                 "UPDATE visitors SET name = coalesce(?1, name), email = coalesce(?2, email), \
                  page_url = coalesce(?3, page_url), referrer = coalesce(?4, referrer), \
-                 user_agent = coalesce(?5, user_agent), last_seen = ?6 WHERE id = ?7",
-                params![update.name, update.email, update.page_url, update.referrer, update.user_agent, now_ms(), id],
+                 user_agent = coalesce(?5, user_agent), last_seen = ?6, last_ip = coalesce(?8, last_ip) \
+                 WHERE id = ?7",
+                params![
+                    update.name,
+                    update.email,
+                    update.page_url,
+                    update.referrer,
+                    update.user_agent,
+                    now_ms(),
+                    id,
+                    update.ip
+                ],
             )?;
             Ok(())
         })
@@ -1104,5 +1114,29 @@ impl Store for SqliteStore {
 
     async fn report_facts(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<super::reports::ChatFacts>> {
         self.report_facts(site_id, from, to).await
+    }
+
+    async fn create_ban(&self, ban: bans::Ban) -> Result<()> {
+        self.ban_insert(ban).await
+    }
+
+    async fn bans(&self, site_id: &str, limit: i64) -> Result<Vec<bans::Ban>> {
+        self.ban_list(site_id, limit).await
+    }
+
+    async fn lift_ban(&self, site_id: &str, id: &str, by: &str, at: i64) -> Result<Option<bans::Ban>> {
+        self.ban_lift(site_id, id, by, at).await
+    }
+
+    async fn active_bans(&self, now: i64) -> Result<Vec<bans::Ban>> {
+        self.ban_active(now).await
+    }
+
+    async fn bans_changed_at(&self) -> Result<Option<i64>> {
+        self.ban_changed().await
+    }
+
+    async fn visitor_ip(&self, visitor_id: &str) -> Result<Option<String>> {
+        self.ban_visitor_ip(visitor_id).await
     }
 }

@@ -1,0 +1,69 @@
+//! Bans over HTTP: every agent bans (`POST /api/v1/bans`); the site's
+//! admins list and lift them (`/api/v1/admin/bans`). The rules, and the
+//! scoping to the caller's site, are `abuse::bans`'s.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiQuery};
+use crate::abuse::bans::{self, BanRequest};
+use crate::app::AppState;
+use crate::error::Result;
+use crate::store::bans::Ban;
+use crate::store::now_ms;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/bans", post(ban))
+        .route("/api/v1/admin/bans", get(list))
+        .route("/api/v1/admin/bans/{id}/lift", post(lift))
+}
+
+/// A ban as the API shows it: the stored ban, and whether it holds now.
+#[derive(Serialize)]
+struct BanView {
+    #[serde(flatten)]
+    ban: Ban,
+    in_force: bool,
+}
+
+impl From<Ban> for BanView {
+    fn from(ban: Ban) -> Self {
+        BanView { in_force: ban.in_force(now_ms()), ban }
+    }
+}
+
+async fn ban(
+    State(state): State<AppState>,
+    AgentAuth(me): AgentAuth,
+    ApiJson(req): ApiJson<BanRequest>,
+) -> Result<(StatusCode, Json<BanView>)> {
+    let ban = bans::ban(&state.chat, &me, req).await?;
+    Ok((StatusCode::CREATED, Json(ban.into())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<i64>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<BanView>>> {
+    let list = bans::list(&state.chat, &me, q.limit.unwrap_or(200)).await?;
+    Ok(Json(list.into_iter().map(Into::into).collect()))
+}
+
+async fn lift(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Json<BanView>> {
+    Ok(Json(bans::lift(&state.chat, &me, &id).await?.into()))
+}
