@@ -750,6 +750,7 @@ async function loadAdmin() {
     $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
     await loadCanned();
     await loadBans(list);
+    await loadAudit();
     await loadDeliveries();
     if (isOperator()) await loadSites();
   } catch (e) { toast(e.message); }
@@ -831,6 +832,22 @@ async function loadBans(people) {
     tr.dataset.ban = b.id;
     return tr;
   }));
+}
+
+// The site's audit log, a page at a time (every value is text; values as JSON).
+async function loadAudit(before) {
+  const page = await api(`/api/v1/admin/audit?limit=100${before ? "&before=" + before : ""}`);
+  const value = (v) => (v == null ? "—" : typeof v === "string" ? v : JSON.stringify(v));
+  const rows = page.map((e) => {
+    const tr = h("tr", {}, h("td", {}, when(e.at)), h("td", {}, e.actor_name), h("td", {}, e.action), h("td", {}, e.target || "—"),
+      h("td", { class: "json" }, value(e.before)), h("td", { class: "json" }, value(e.after)));
+    tr.dataset.action = e.action;
+    return tr;
+  });
+  if (before) $("audit").append(...rows); else $("audit").replaceChildren(...rows);
+  const more = $("audit-more");
+  more.hidden = page.length < 100;
+  more.onclick = () => loadAudit(page[page.length - 1].at).catch((e) => toast(e.message));
 }
 
 // The site's outbox: queued, sent and failed deliveries (every value is text).

@@ -8,6 +8,7 @@
 //! - `admin`     — what admins change: widget settings, agents, groups, canned responses.
 //! - `abuse`     — who is refused chat: bans, flood limits, the client's address.
 //! - `app`       — wiring the parts into `AppState`; first-run bootstrap.
+//! - `audit`     — the append-only log of admin actions: who, when, what, before and after.
 //! - `server`    — bind, accept, serve, drain; connection caps, timeouts and the reserve.
 //! - `http`      — the only module that knows axum: routes, extractors, sockets.
 //! - `chat`      — protocol frames, socket sessions, hub, routing, chat actions.
@@ -27,6 +28,7 @@ pub mod abuse;
 pub mod admin;
 pub mod admission;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod chat;

@@ -4,8 +4,11 @@
 //! Canned responses are also readable by every agent, for `/shortcut`
 //! completion.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -14,8 +17,11 @@ use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiQuery};
 use crate::admin::{self, AgentChange, GroupView, NewAgentRequest, WidgetSettings};
 use crate::app::AppState;
 use crate::auth::AgentProfile;
+use crate::chat::service::AgentCtx;
 use crate::error::{Error, Result};
+use crate::store::audit::AuditEntry;
 use crate::store::{CannedResponse, Group};
+use serde_json::{Value, json};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -32,6 +38,67 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/groups", get(site_groups))
         .route("/api/v1/admin/deliveries", get(deliveries))
         .route("/api/v1/admin/deliveries/{id}/retry", post(retry_delivery))
+        .route("/api/v1/admin/audit", get(audit_log))
+}
+
+/// Record an admin action (`audit`).
+pub(super) async fn audit(
+    state: &AppState,
+    me: &AgentCtx,
+    name: &str,
+    target: Option<&str>,
+    before: Option<Value>,
+    after: Option<Value>,
+) {
+    let action = crate::audit::Action { name, target, before, after };
+    crate::audit::record(state.store.as_ref(), me, action).await;
+}
+
+pub(super) fn json_of(value: &impl Serialize) -> Option<Value> {
+    serde_json::to_value(value).ok()
+}
+
+/// The operator's actions (the status page's incidents, components,
+/// maintenances, monitors; sites) are recorded here, around their
+/// handlers: what was asked (the JSON body, secrets redacted) once it
+/// succeeded. Their values before are the status page's own history.
+pub(super) async fn audit_operator(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let operator_route = path.starts_with("/api/v1/status/") || path.starts_with("/api/v1/operator/");
+    if !operator_route || matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let token = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let who = token.and_then(|t| t.strip_prefix("Bearer ")).and_then(|t| state.auth.verify_agent(t.trim()).ok());
+    let Some(claims) = who else { return next.run(req).await };
+    let method = req.method().clone();
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, state.config.max_body_bytes).await else {
+        return Error::TooLarge("the request body is too large".into()).into_response();
+    };
+    let asked: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    if response.status().is_success() {
+        let me = AgentCtx { agent_id: claims.sub, site_id: claims.site, session_id: claims.sid, role: claims.role };
+        audit(&state, &me, &format!("{method} {path}"), Some(&path), None, asked).await;
+    }
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// The site's audit log, newest first (`before`: ms, to page back).
+async fn audit_log(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<Vec<AuditEntry>>> {
+    Ok(Json(crate::audit::page(state.store.as_ref(), &me, q.before, q.limit.unwrap_or(100)).await?))
 }
 
 #[derive(Serialize)]
@@ -63,8 +130,11 @@ async fn rename_site(
     AdminAuth(me): AdminAuth,
     ApiJson(change): ApiJson<SiteChange>,
 ) -> Result<Json<SiteView>> {
+    let before = state.store.site(&me.site_id).await?.map(|s| Value::String(s.name));
     admin::rename_site(state.store.as_ref(), &me, &change.name).await?;
-    site(State(state), AdminAuth(me)).await
+    let view = site(State(state.clone()), AdminAuth(me.clone())).await?;
+    audit(&state, &me, "site.renamed", Some(&me.site_id), before, Some(Value::String(view.name.clone()))).await;
+    Ok(view)
 }
 
 #[derive(Deserialize)]
@@ -81,6 +151,7 @@ async fn change_password(
     ApiJson(change): ApiJson<PasswordChange>,
 ) -> Result<StatusCode> {
     admin::change_own_password(&state.auth, &state.chat, &me, &change.current_password, &change.new_password).await?;
+    audit(&state, &me, "password.changed_own", Some(&me.agent_id), None, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -89,7 +160,10 @@ async fn set_settings(
     AdminAuth(me): AdminAuth,
     ApiJson(settings): ApiJson<WidgetSettings>,
 ) -> Result<Json<WidgetSettings>> {
+    let before = state.store.site(&me.site_id).await?.map(|s| WidgetSettings::from_stored(&s.settings));
     let settings = admin::set_settings(state.store.as_ref(), &me, settings).await?;
+    audit(&state, &me, "settings.changed", Some(&me.site_id), before.as_ref().and_then(json_of), json_of(&settings))
+        .await;
     // New flood limits hold on this node at once (elsewhere within 10 s).
     state.chat.floodgate.forget(&me.site_id);
     Ok(Json(settings))
@@ -104,8 +178,9 @@ async fn create_agent(
     AdminAuth(me): AdminAuth,
     ApiJson(req): ApiJson<NewAgentRequest>,
 ) -> Result<(StatusCode, Json<AgentProfile>)> {
-    let agent = admin::create_agent(&state.auth, state.store.as_ref(), &me, req).await?;
-    Ok((StatusCode::CREATED, Json(agent.into())))
+    let agent: AgentProfile = admin::create_agent(&state.auth, state.store.as_ref(), &me, req).await?.into();
+    audit(&state, &me, "agent.created", Some(&agent.id), None, json_of(&agent)).await;
+    Ok((StatusCode::CREATED, Json(agent)))
 }
 
 async fn update_agent(
@@ -114,7 +189,11 @@ async fn update_agent(
     Path(id): Path<String>,
     ApiJson(change): ApiJson<AgentChange>,
 ) -> Result<Json<AgentProfile>> {
-    Ok(Json(admin::update_agent(&state.auth, &state.chat, &me, &id, change).await?.into()))
+    let before = state.store.agent(&id).await?.filter(|a| a.site_id == me.site_id).map(AgentProfile::from);
+    let name = if change.password.is_some() { "agent.password_reset" } else { "agent.changed" };
+    let after: AgentProfile = admin::update_agent(&state.auth, &state.chat, &me, &id, change).await?.into();
+    audit(&state, &me, name, Some(&id), before.as_ref().and_then(json_of), json_of(&after)).await;
+    Ok(Json(after))
 }
 
 async fn groups(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<GroupView>>> {
@@ -132,7 +211,9 @@ async fn create_group(
     AdminAuth(me): AdminAuth,
     ApiJson(req): ApiJson<NewGroup>,
 ) -> Result<(StatusCode, Json<Group>)> {
-    Ok((StatusCode::CREATED, Json(admin::create_group(state.store.as_ref(), &me, &req.name).await?)))
+    let group = admin::create_group(state.store.as_ref(), &me, &req.name).await?;
+    audit(&state, &me, "group.created", Some(&group.id), None, json_of(&group)).await;
+    Ok((StatusCode::CREATED, Json(group)))
 }
 
 #[derive(Deserialize)]
@@ -148,6 +229,7 @@ async fn add_member(
     ApiJson(req): ApiJson<NewMember>,
 ) -> Result<StatusCode> {
     admin::add_to_group(state.store.as_ref(), &me, &id, &req.agent_id).await?;
+    audit(&state, &me, "group.member_added", Some(&id), None, Some(json!({"agent_id": req.agent_id}))).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -164,6 +246,7 @@ async fn create_canned(
     ApiJson(req): ApiJson<NewCanned>,
 ) -> Result<(StatusCode, Json<CannedResponse>)> {
     let canned = admin::create_canned(state.store.as_ref(), &me, &req.shortcut, &req.body).await?;
+    audit(&state, &me, "canned.created", Some(&canned.id), None, json_of(&canned)).await;
     Ok((StatusCode::CREATED, Json(canned)))
 }
 
@@ -172,7 +255,9 @@ async fn delete_canned(
     AdminAuth(me): AdminAuth,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
+    let before = state.store.canned_responses(&me.site_id).await?.into_iter().find(|c| c.id == id);
     admin::delete_canned(state.store.as_ref(), &me, &id).await?;
+    audit(&state, &me, "canned.deleted", Some(&id), before.as_ref().and_then(json_of), None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -211,5 +296,6 @@ async fn retry_delivery(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     state.outbox.retry(&me, &id).await?;
+    audit(&state, &me, "delivery.retried", Some(&id), None, None).await;
     Ok(StatusCode::ACCEPTED)
 }
