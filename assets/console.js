@@ -543,6 +543,7 @@ async function renderDetails(c) {
       ...row("Last seen", `${ago(v.last_seen)} ago`)));
     box.append(transcriptForm(c.id, v.email));
     box.append(banForm(v.id));
+    if (isAdmin()) box.append(h("button", { type: "button", class: "export", onclick: () => exportVisitor(v.id) }, "Export visitor's data (JSON)"));
     box.append(h("h2", {}, "Past conversations"));
     box.append(h("ul", { class: "list" }, ...past.filter((p) => p.id !== c.id).map((p) => {
       const known = convs.get(p.id);
@@ -550,6 +551,18 @@ async function renderDetails(c) {
       return item(p.id, when(p.created_at), p.status);
     })));
   } catch (e) { box.append(h("p", {}, e.message)); }
+}
+
+/** Download everything kept about a visitor (an admin answering an access request). */
+async function exportVisitor(id) {
+  try {
+    const doc = await api(`/api/v1/admin/visitors/${encodeURIComponent(id)}/export`);
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)], { type: "application/json" }));
+    a.download = `visitor-${id}.json`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  } catch (e) { toast(e.message); }
 }
 
 /** "Ban visitor": with a reason, for a while or until lifted, their address too if asked. */

@@ -17,6 +17,7 @@ mod connections;
 mod health;
 mod missed;
 mod outbox;
+mod privacy;
 mod resilience;
 mod restart;
 mod resume;

@@ -21,6 +21,7 @@
 //! - `error`     — one error type and its mapping to HTTP status codes.
 //! - `json`      — strict JSON: a repeated key is refused.
 //! - `outbox`    — the durable outbox of chat: offline-message emails, the deliverer.
+//! - `privacy`   — a person's data: one visitor's everything, exported as one document.
 //! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons.
 //! - `telemetry` — logs and Prometheus metrics.
 
@@ -37,6 +38,7 @@ pub mod error;
 pub mod http;
 pub mod json;
 pub mod outbox;
+pub mod privacy;
 pub mod server;
 pub mod side;
 pub mod status;

@@ -39,6 +39,31 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/deliveries", get(deliveries))
         .route("/api/v1/admin/deliveries/{id}/retry", post(retry_delivery))
         .route("/api/v1/admin/audit", get(audit_log))
+        .route("/api/v1/admin/visitors/{id}/export", get(export_visitor))
+}
+
+/// Everything kept about one visitor of the admin's site, as one JSON
+/// document to download (`privacy`); recorded in the audit log.
+async fn export_visitor(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let document = crate::privacy::export_visitor(state.store.as_ref(), &me.site_id, &id).await?;
+    audit(&state, &me, "visitor.exported", Some(&id), None, None).await;
+    let file = format!(
+        "attachment; filename=\"visitor-{}.json\"",
+        id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "")
+    );
+    let disposition = header::HeaderValue::from_str(&file).unwrap_or(header::HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, header::HeaderValue::from_static("no-store")),
+        ],
+        Json(document),
+    )
+        .into_response())
 }
 
 /// Record an admin action (`audit`).
