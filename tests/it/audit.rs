@@ -5,30 +5,19 @@
 //! never a password; another site's admin sees none of them; agents may
 //! not read it; and the rows cannot be changed or deleted, even in SQL.
 
-use holdfast_server::store::{NewAgent, Role};
+use holdfast_server::store::Role;
 use serde_json::{Value, json};
 
 use crate::outbox::admin;
-use crate::services::{TestDb, both_stores};
+use crate::services::{Node, both_stores};
 use crate::support::TestServer;
 
-struct Node {
-    server: TestServer,
-    db: Option<TestDb>,
-}
-
 async fn sqlite() -> Node {
-    Node { server: TestServer::start().await, db: None }
+    Node::sqlite(|_| {}).await
 }
 
 async fn postgres() -> Node {
-    let db = TestDb::create().await;
-    let server = TestServer::start_with(|c| {
-        c.database_url = Some(db.url.clone());
-        c.database_max_connections = 6;
-    })
-    .await;
-    Node { server, db: Some(db) }
+    Node::postgres(|_| {}).await
 }
 
 async fn send(s: &TestServer, method: reqwest::Method, path: &str, token: &str, body: Value) -> (u16, Value) {
@@ -60,16 +49,7 @@ async fn admin_actions_are_recorded_append_only(node: Node) {
     let site = s.site().await;
     admin(s.state.store.as_ref(), &site, "boss@shop.example").await;
     let al = s.agent(&site, "al@shop.example", 5).await;
-    let hash = holdfast_server::auth::passwords::hash_now("password123").unwrap();
-    let operator = NewAgent {
-        site_id: &site.id,
-        email: "op@shop.example",
-        name: "Opal",
-        role: Role::Operator,
-        password_hash: &hash,
-        chat_limit: 5,
-    };
-    s.state.store.create_agent(operator).await.unwrap();
+    s.person(&site, "op@shop.example", "Opal", Role::Operator).await;
     let other = s.new_site("Other").await;
     admin(s.state.store.as_ref(), &other, "olga@other.example").await;
     let (boss, _) = s.login("boss@shop.example", "password123").await;

@@ -10,26 +10,15 @@ use holdfast_server::store::VisitorUpdate;
 use serde_json::{Value, json};
 
 use crate::outbox::admin;
-use crate::services::{TestDb, both_stores};
+use crate::services::{Node, both_stores};
 use crate::support::{Client, TestServer};
 
-struct Node {
-    server: TestServer,
-    _db: Option<TestDb>,
-}
-
 async fn sqlite() -> Node {
-    Node { server: TestServer::start().await, _db: None }
+    Node::sqlite(|_| {}).await
 }
 
 async fn postgres() -> Node {
-    let db = TestDb::create().await;
-    let server = TestServer::start_with(|c| {
-        c.database_url = Some(db.url.clone());
-        c.database_max_connections = 6;
-    })
-    .await;
-    Node { server, _db: Some(db) }
+    Node::postgres(|_| {}).await
 }
 
 const HOSTILE_NAME: &str = "<script>alert(1)</script> Eve";
