@@ -556,6 +556,7 @@ async function renderDetails(c) {
       ...row("Last seen", `${ago(v.last_seen)} ago`)));
     box.append(transcriptForm(c.id, v.email));
     box.append(banForm(v.id));
+    if (isAdmin()) box.append(h("button", { type: "button", class: "export", onclick: () => exportVisitor(v.id) }, "Export visitor's data (JSON)"));
     box.append(h("h2", {}, "Past conversations"));
     box.append(h("ul", { class: "list" }, ...past.filter((p) => p.id !== c.id).map((p) => {
       const known = convs.get(p.id);
@@ -563,6 +564,18 @@ async function renderDetails(c) {
       return item(p.id, when(p.created_at), p.status);
     })));
   } catch (e) { box.append(h("p", {}, e.message)); }
+}
+
+/** Download everything kept about a visitor (an admin answering an access request). */
+async function exportVisitor(id) {
+  try {
+    const doc = await api(`/api/v1/admin/visitors/${encodeURIComponent(id)}/export`);
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)], { type: "application/json" }));
+    a.download = `visitor-${id}.json`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  } catch (e) { toast(e.message); }
 }
 
 /** "Ban visitor": with a reason, for a while or until lifted, their address too if asked. */
@@ -791,6 +804,7 @@ async function loadAdmin() {
     $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
     await loadCanned();
     await loadBans(list);
+    await loadAudit();
     await loadDeliveries();
     if (isOperator()) await loadSites();
   } catch (e) { toast(e.message); }
@@ -903,6 +917,22 @@ async function loadBans(people) {
     tr.dataset.ban = b.id;
     return tr;
   }));
+}
+
+// The site's audit log, a page at a time (every value is text; values as JSON).
+async function loadAudit(before) {
+  const page = await api(`/api/v1/admin/audit?limit=100${before ? "&before=" + before : ""}`);
+  const value = (v) => (v == null ? "—" : typeof v === "string" ? v : JSON.stringify(v));
+  const rows = page.map((e) => {
+    const tr = h("tr", {}, h("td", {}, when(e.at)), h("td", {}, e.actor_name), h("td", {}, e.action), h("td", {}, e.target || "—"),
+      h("td", { class: "json" }, value(e.before)), h("td", { class: "json" }, value(e.after)));
+    tr.dataset.action = e.action;
+    return tr;
+  });
+  if (before) $("audit").append(...rows); else $("audit").replaceChildren(...rows);
+  const more = $("audit-more");
+  more.hidden = page.length < 100;
+  more.onclick = () => loadAudit(page[page.length - 1].at).catch((e) => toast(e.message));
 }
 
 // The site's outbox: queued, sent and failed deliveries (every value is text).

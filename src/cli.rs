@@ -70,6 +70,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// A visitor's data (an access request).
+    Visitor {
+        #[command(subcommand)]
+        command: VisitorCommand,
+    },
     /// Rehearse the outages Holdfast is built to survive.
     Storm {
         #[command(subcommand)]
@@ -225,6 +230,21 @@ pub enum SiteCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum VisitorCommand {
+    /// Print everything kept about a visitor as one JSON document: their
+    /// details, conversations with every event, and bans naming them.
+    Export {
+        /// Site id.
+        #[arg(long)]
+        site: String,
+        /// Visitor id.
+        visitor: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum AgentCommand {
     /// Create an agent; the password is read from standard input.
     Create {
@@ -283,6 +303,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate { data } => migrate(&data).await,
         Command::Site { command } => site(command).await,
         Command::Agent { command } => agent(command).await,
+        Command::Visitor { command } => visitor(command).await,
         Command::Storm { command } => holdfast_storm::run(command).await,
         Command::Bench { command } => holdfast_storm::bench::run(command).await,
         Command::StormWorker => holdfast_storm::worker::run().await,
@@ -432,6 +453,19 @@ async fn open_store(data: &DataArg) -> anyhow::Result<Box<dyn Store>> {
 /// The cluster's store, with the few connections a command needs.
 pub(crate) async fn open_postgres(url: &str) -> anyhow::Result<PostgresStore> {
     PostgresStore::connect(url, 2).await.map_err(|e| anyhow!("cannot open the database: {}", detail(&e)))
+}
+
+async fn visitor(command: VisitorCommand) -> anyhow::Result<()> {
+    match command {
+        VisitorCommand::Export { site, visitor, data } => {
+            let store = open_store(&data).await?;
+            let document = holdfast_server::privacy::export_visitor(store.as_ref(), &site, &visitor).await;
+            store.close().await;
+            let document = document.map_err(|e| anyhow!("{}", detail(&e)))?;
+            println!("{}", serde_json::to_string_pretty(&document)?);
+        }
+    }
+    Ok(())
 }
 
 async fn site(command: SiteCommand) -> anyhow::Result<()> {

@@ -13,34 +13,21 @@ use holdfast_server::store::Site;
 use serde_json::{Value, json};
 
 use crate::outbox::admin;
-use crate::services::{TestDb, both_stores};
+use crate::services::{Node, both_stores};
 use crate::support::{Client, TestServer, assert_error};
 
 const VISITOR_SOCKET: &str = "/api/v1/visitor/socket";
-
-/// A server, and what keeps its store alive.
-struct Node {
-    server: TestServer,
-    _db: Option<TestDb>,
-}
 
 fn behind_proxy(c: &mut Config) {
     c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
 }
 
 async fn sqlite() -> Node {
-    Node { server: TestServer::start_with(behind_proxy).await, _db: None }
+    Node::sqlite(behind_proxy).await
 }
 
 async fn postgres() -> Node {
-    let db = TestDb::create().await;
-    let server = TestServer::start_with(|c| {
-        behind_proxy(c);
-        c.database_url = Some(db.url.clone());
-        c.database_max_connections = 6;
-    })
-    .await;
-    Node { server, _db: Some(db) }
+    Node::postgres(behind_proxy).await
 }
 
 /// `POST /api/v1/visitor/session` as a visitor at `from` (through the proxy).

@@ -271,16 +271,7 @@ async fn a_ban_on_one_node_holds_on_the_other_within_two_seconds() {
     let c = cluster().await;
     let site = c.a.site().await;
     c.a.agent(&site, "ann@example.com", 5).await;
-    let hash = holdfast_server::auth::passwords::hash_now("password123").unwrap();
-    let boss = NewAgent {
-        site_id: &site.id,
-        email: "boss@example.com",
-        name: "Boss",
-        role: Role::Admin,
-        password_hash: &hash,
-        chat_limit: 5,
-    };
-    c.a.state.store.create_agent(boss).await.unwrap();
+    c.a.person(&site, "boss@example.com", "Boss", Role::Admin).await;
     let (ann, _) = c.a.login("ann@example.com", "password123").await;
     let (boss, _) = c.b.login("boss@example.com", "password123").await;
     let (eve_id, eve_token) = c.b.visitor(&site).await;

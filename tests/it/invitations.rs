@@ -172,6 +172,13 @@ async fn a_site_admin_invites_by_email_and_learns_nothing_of_other_sites() {
     let (status, _) = server.post("/api/v1/invitations/accept", None, accept(&late_token, "late-secret-1")).await;
     assert_eq!(status, 404);
 
+    // The audit log has each invitation and the revocation, for site A only.
+    let (_, log) = send(&server, reqwest::Method::GET, "/api/v1/admin/audit", &admin_a, None).await;
+    let actions: Vec<&str> = log.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["invitation.revoked", "invitation.sent", "invitation.sent", "invitation.sent"], "{log:#}");
+    let (_, b_log) = send(&server, reqwest::Method::GET, "/api/v1/admin/audit", &admin_b, None).await;
+    assert_eq!(b_log, json!([]));
+
     // Forged and foreign tokens are "not found": another key's, an access
     // token, garbage, an over-long one.
     let forged = holdfast_server::auth::Tokens::new(b"not the server's key")

@@ -4,6 +4,7 @@
 //! real HTTP and WebSocket connections.
 
 mod architecture;
+mod audit;
 mod bad_input;
 mod bans;
 mod bench;
@@ -17,6 +18,7 @@ mod health;
 mod invitations;
 mod missed;
 mod outbox;
+mod privacy;
 mod ratings;
 mod reply;
 mod reports;

@@ -81,6 +81,31 @@ impl Drop for TestDb {
     }
 }
 
+/// A real server on SQLite, or on PostgreSQL with a fresh database: what a
+/// `both_stores!` case of the HTTP tests runs against.
+pub struct Node {
+    pub server: crate::support::TestServer,
+    /// The PostgreSQL database, kept alive as long as the server.
+    pub db: Option<TestDb>,
+}
+
+impl Node {
+    pub async fn sqlite(tune: impl Fn(&mut holdfast_server::config::Config)) -> Node {
+        Node { server: crate::support::TestServer::start_with(tune).await, db: None }
+    }
+
+    pub async fn postgres(tune: impl Fn(&mut holdfast_server::config::Config)) -> Node {
+        let db = TestDb::create().await;
+        let server = crate::support::TestServer::start_with(|c| {
+            tune(c);
+            c.database_url = Some(db.url.clone());
+            c.database_max_connections = 6;
+        })
+        .await;
+        Node { server, db: Some(db) }
+    }
+}
+
 /// What keeps a test's store alive: its SQLite data dir or its database.
 #[allow(dead_code)]
 pub enum Keep {

@@ -117,19 +117,19 @@ impl TestServer {
     /// Arrange an agent directly in the store (the CLI test covers creation
     /// through the public interface).
     pub async fn agent(&self, site: &Site, email: &str, limit: i64) -> Agent {
+        self.member(site, email, email.split('@').next().unwrap(), Role::Agent, limit).await
+    }
+
+    /// Arrange a person of any role (an admin, the operator) the same way;
+    /// their password is `password123`.
+    pub async fn person(&self, site: &Site, email: &str, name: &str, role: Role) -> Agent {
+        self.member(site, email, name, role, 5).await
+    }
+
+    async fn member(&self, site: &Site, email: &str, name: &str, role: Role, chat_limit: i64) -> Agent {
         let hash = passwords::hash_now("password123").unwrap();
-        self.state
-            .store
-            .create_agent(NewAgent {
-                site_id: &site.id,
-                email,
-                name: email.split('@').next().unwrap(),
-                role: Role::Agent,
-                password_hash: &hash,
-                chat_limit: limit,
-            })
-            .await
-            .unwrap()
+        let new = NewAgent { site_id: &site.id, email, name, role, password_hash: &hash, chat_limit };
+        self.state.store.create_agent(new).await.unwrap()
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {

@@ -8,6 +8,7 @@
 //! - `admin`     — what admins change: widget settings, agents, groups, canned responses.
 //! - `abuse`     — who is refused chat: bans, flood limits, the client's address.
 //! - `app`       — wiring the parts into `AppState`; first-run bootstrap.
+//! - `audit`     — the append-only log of admin actions: who, when, what, before and after.
 //! - `server`    — bind, accept, serve, drain; connection caps, timeouts and the reserve.
 //! - `http`      — the only module that knows axum: routes, extractors, sockets.
 //! - `chat`      — protocol frames, socket sessions, hub, routing, chat actions.
@@ -21,6 +22,7 @@
 //! - `json`      — strict JSON: a repeated key is refused.
 //! - `outbox`    — the durable outbox of chat: offline-message emails, the deliverer.
 //! - `reports`   — chats, waits, durations, CSAT and the weekday × hour heatmap, in the site's time zone.
+//! - `privacy`   — a person's data: one visitor's everything, exported as one document.
 //! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons.
 //! - `telemetry` — logs and Prometheus metrics.
 
@@ -28,6 +30,7 @@ pub mod abuse;
 pub mod admin;
 pub mod admission;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod chat;
@@ -36,6 +39,7 @@ pub mod error;
 pub mod http;
 pub mod json;
 pub mod outbox;
+pub mod privacy;
 pub mod reports;
 pub mod server;
 pub mod side;

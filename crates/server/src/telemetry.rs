@@ -62,6 +62,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Failed accepts of TCP connections (e.g. out of file descriptors).",
     ),
+    ("holdfast_audit_failures_total", Kind::Counter, "Admin actions done but not recorded in the audit log."),
     ("holdfast_banned_refusals_total", Kind::Counter, "Visitor requests and frames refused because of a ban."),
     ("holdfast_bans_total", Kind::Counter, "Bans made by agents."),
     ("holdfast_breaker_opened_total", Kind::Counter, "Times a side service's circuit breaker opened."),

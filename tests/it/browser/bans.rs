@@ -2,7 +2,7 @@
 //! from the console's visitor panel, with a hostile reason; the visitor's
 //! widget says only "Chat is unavailable." (after a reload too); the
 //! admin's Bans section shows the reason as text, and lifting the ban lets
-//! the visitor chat again.
+//! the visitor chat again; the audit log shows both, as text.
 
 use holdfast_server::store::{Role, VisitorUpdate};
 
@@ -78,6 +78,20 @@ async fn an_agent_bans_from_the_console_and_the_widget_says_only_that_chat_is_un
     boss.click_on("document.querySelector('#bans tr').cells[7].querySelector('button')").await;
     boss.wait_for("return document.querySelector('#bans tr')?.cells[6].textContent.startsWith('lifted by Ada')", LONG)
         .await;
+    // The audit log shows the ban and its lifting, the reason as text.
+    boss.wait_for("return !!document.querySelector('#audit tr[data-action=\"ban.lifted\"]')", LONG).await;
+    let audit = boss
+        .exec(
+            "const t = document.querySelector('#audit'); \
+             const made = t.querySelector('tr[data-action=\"ban.created\"]'); \
+             return {who: made.cells[1].textContent, after: made.cells[5].textContent, \
+             markup: t.querySelectorAll('img, b, script, a').length, pwned: window.pwned || 0}",
+            vec![],
+        )
+        .await;
+    assert_eq!(audit["who"], "ann", "{audit}");
+    assert!(audit["after"].as_str().unwrap().contains("<img src=x onerror="), "{audit}");
+    assert_eq!((audit["markup"].as_i64(), audit["pwned"].as_i64()), (Some(0), Some(0)), "{audit}");
     let pwned = console.exec("return window.pwned || 0", vec![]).await;
     assert_eq!(pwned, 0, "the agent's console ran nothing either");
 

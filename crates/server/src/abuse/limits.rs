@@ -5,8 +5,8 @@
 //! wait (`Retry-After` over HTTP). An address is counted as
 //! `status::ratelimit::client_key` counts it (an IPv6 /64 is one).
 //!
-//! Requests from an exempt address (`--per-address-exempt`: loopback
-//! unless set) are not limited at all: behind a proxy that is not a
+//! Requests from the machine itself (loopback) or an address exempt from
+//! the connection cap (`--per-address-exempt`) are not limited at all: behind a proxy that is not a
 //! trusted one (`--trusted-proxy`) every visitor has its address.
 //!
 //! The counts are this node's: behind a load balancer that spreads one
@@ -137,10 +137,11 @@ impl Start {
 /// Every site's limiters on this node.
 #[derive(Default)]
 pub struct Floodgate {
-    /// Addresses never limited: those exempt from the per-address
-    /// connection cap (`--per-address-exempt`, the machine itself unless
-    /// set): rehearsals and the status probe run from there, and a proxy
-    /// that is not a trusted one speaks for everyone behind it.
+    /// Addresses never limited besides the machine's own (loopback, where
+    /// rehearsals, their workers on 127.0.0.x and the status probe run):
+    /// those exempt from the per-address connection cap
+    /// (`--per-address-exempt`), as a proxy that is not a trusted one
+    /// speaks for everyone behind it.
     exempt: Vec<IpAddr>,
     /// Per site: when its limits were read, and its limiters.
     sites: Mutex<HashMap<String, (Instant, Arc<SiteGates>)>>,
@@ -189,7 +190,7 @@ impl Floodgate {
         visitor_id: Option<&str>,
         ip: Option<IpAddr>,
     ) -> Result<()> {
-        if ip.is_some_and(|ip| self.exempt.contains(&ip)) {
+        if ip.is_some_and(|ip| ip.is_loopback() || self.exempt.contains(&ip)) {
             return Ok(());
         }
         let gates = self.site(store, site_id).await;

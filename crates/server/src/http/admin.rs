@@ -4,8 +4,11 @@
 //! Canned responses are also readable by every agent, for `/shortcut`
 //! completion.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -15,9 +18,12 @@ use crate::admin::invitations::{self, AcceptRequest, InviteRequest};
 use crate::admin::{self, AgentChange, GroupChange, GroupView, NewAgentRequest, WidgetSettings};
 use crate::app::AppState;
 use crate::auth::AgentProfile;
+use crate::chat::service::AgentCtx;
 use crate::error::{Error, Result};
+use crate::store::audit::AuditEntry;
 use crate::store::invitations::Invitation;
 use crate::store::{CannedResponse, Group};
+use serde_json::{Value, json};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -39,6 +45,92 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/groups", get(site_groups))
         .route("/api/v1/admin/deliveries", get(deliveries))
         .route("/api/v1/admin/deliveries/{id}/retry", post(retry_delivery))
+        .route("/api/v1/admin/audit", get(audit_log))
+        .route("/api/v1/admin/visitors/{id}/export", get(export_visitor))
+}
+
+/// Everything kept about one visitor of the admin's site, as one JSON
+/// document to download (`privacy`); recorded in the audit log.
+async fn export_visitor(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let document = crate::privacy::export_visitor(state.store.as_ref(), &me.site_id, &id).await?;
+    audit(&state, &me, "visitor.exported", Some(&id), None, None).await;
+    let file = format!(
+        "attachment; filename=\"visitor-{}.json\"",
+        id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "")
+    );
+    let disposition = header::HeaderValue::from_str(&file).unwrap_or(header::HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, header::HeaderValue::from_static("no-store")),
+        ],
+        Json(document),
+    )
+        .into_response())
+}
+
+/// Record an admin action (`audit`).
+pub(super) async fn audit(
+    state: &AppState,
+    me: &AgentCtx,
+    name: &str,
+    target: Option<&str>,
+    before: Option<Value>,
+    after: Option<Value>,
+) {
+    let action = crate::audit::Action { name, target, before, after };
+    crate::audit::record(state.store.as_ref(), me, action).await;
+}
+
+pub(super) fn json_of(value: &impl Serialize) -> Option<Value> {
+    serde_json::to_value(value).ok()
+}
+
+/// The operator's actions (the status page's incidents, components,
+/// maintenances, monitors; sites) are recorded here, around their
+/// handlers: what was asked (the JSON body, secrets redacted) once it
+/// succeeded. Their values before are the status page's own history.
+pub(super) async fn audit_operator(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let operator_route = path.starts_with("/api/v1/status/") || path.starts_with("/api/v1/operator/");
+    if !operator_route || matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let token = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let who = token.and_then(|t| t.strip_prefix("Bearer ")).and_then(|t| state.auth.verify_agent(t.trim()).ok());
+    let Some(claims) = who else { return next.run(req).await };
+    let method = req.method().clone();
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, state.config.max_body_bytes).await else {
+        return Error::TooLarge("the request body is too large".into()).into_response();
+    };
+    let asked: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    if response.status().is_success() {
+        let me = AgentCtx { agent_id: claims.sub, site_id: claims.site, session_id: claims.sid, role: claims.role };
+        audit(&state, &me, &format!("{method} {path}"), Some(&path), None, asked).await;
+    }
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// The site's audit log, newest first (`before`: ms, to page back).
+async fn audit_log(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<Vec<AuditEntry>>> {
+    Ok(Json(crate::audit::page(state.store.as_ref(), &me, q.before, q.limit.unwrap_or(100)).await?))
 }
 
 #[derive(Serialize)]
@@ -73,8 +165,11 @@ async fn rename_site(
     AdminAuth(me): AdminAuth,
     ApiJson(change): ApiJson<SiteChange>,
 ) -> Result<Json<SiteView>> {
+    let before = state.store.site(&me.site_id).await?.map(|s| Value::String(s.name));
     admin::rename_site(state.store.as_ref(), &me, &change.name).await?;
-    site(State(state), AdminAuth(me)).await
+    let view = site(State(state.clone()), AdminAuth(me.clone())).await?;
+    audit(&state, &me, "site.renamed", Some(&me.site_id), before, Some(Value::String(view.name.clone()))).await;
+    Ok(view)
 }
 
 #[derive(Deserialize)]
@@ -91,6 +186,7 @@ async fn change_password(
     ApiJson(change): ApiJson<PasswordChange>,
 ) -> Result<StatusCode> {
     admin::change_own_password(&state.auth, &state.chat, &me, &change.current_password, &change.new_password).await?;
+    audit(&state, &me, "password.changed_own", Some(&me.agent_id), None, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -99,7 +195,10 @@ async fn set_settings(
     AdminAuth(me): AdminAuth,
     ApiJson(settings): ApiJson<WidgetSettings>,
 ) -> Result<Json<WidgetSettings>> {
+    let before = state.store.site(&me.site_id).await?.map(|s| WidgetSettings::from_stored(&s.settings));
     let settings = admin::set_settings(state.store.as_ref(), &me, settings).await?;
+    audit(&state, &me, "settings.changed", Some(&me.site_id), before.as_ref().and_then(json_of), json_of(&settings))
+        .await;
     // New flood limits hold on this node at once (elsewhere within 10 s).
     state.chat.floodgate.forget(&me.site_id);
     Ok(Json(settings))
@@ -114,8 +213,9 @@ async fn create_agent(
     AdminAuth(me): AdminAuth,
     ApiJson(req): ApiJson<NewAgentRequest>,
 ) -> Result<(StatusCode, Json<AgentProfile>)> {
-    let agent = admin::create_agent(&state.auth, state.store.as_ref(), &me, req).await?;
-    Ok((StatusCode::CREATED, Json(agent.into())))
+    let agent: AgentProfile = admin::create_agent(&state.auth, state.store.as_ref(), &me, req).await?.into();
+    audit(&state, &me, "agent.created", Some(&agent.id), None, json_of(&agent)).await;
+    Ok((StatusCode::CREATED, Json(agent)))
 }
 
 /// `202`: the invitation is made and its email queued. The answer is the
@@ -126,6 +226,7 @@ async fn invite(
     ApiJson(req): ApiJson<InviteRequest>,
 ) -> Result<(StatusCode, Json<Invitation>)> {
     let invitation = invitations::invite(state.store.as_ref(), &state.outbox, &me, req).await?;
+    audit(&state, &me, "invitation.sent", Some(&invitation.id), None, json_of(&invitation)).await;
     Ok((StatusCode::ACCEPTED, Json(invitation)))
 }
 
@@ -139,6 +240,7 @@ async fn revoke_invitation(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     invitations::revoke(state.store.as_ref(), &me, &id).await?;
+    audit(&state, &me, "invitation.revoked", Some(&id), None, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -158,7 +260,10 @@ async fn update_group(
     Path(id): Path<String>,
     ApiJson(change): ApiJson<GroupChange>,
 ) -> Result<Json<Group>> {
-    Ok(Json(admin::update_group(state.store.as_ref(), &me, &id, change).await?))
+    let before = state.store.group(&id).await.ok().flatten().filter(|g| g.site_id == me.site_id);
+    let after = admin::update_group(state.store.as_ref(), &me, &id, change).await?;
+    audit(&state, &me, "group.changed", Some(&id), before.as_ref().and_then(json_of), json_of(&after)).await;
+    Ok(Json(after))
 }
 
 #[derive(Deserialize)]
@@ -183,7 +288,11 @@ async fn update_agent(
     Path(id): Path<String>,
     ApiJson(change): ApiJson<AgentChange>,
 ) -> Result<Json<AgentProfile>> {
-    Ok(Json(admin::update_agent(&state.auth, &state.chat, &me, &id, change).await?.into()))
+    let before = state.store.agent(&id).await?.filter(|a| a.site_id == me.site_id).map(AgentProfile::from);
+    let name = if change.password.is_some() { "agent.password_reset" } else { "agent.changed" };
+    let after: AgentProfile = admin::update_agent(&state.auth, &state.chat, &me, &id, change).await?.into();
+    audit(&state, &me, name, Some(&id), before.as_ref().and_then(json_of), json_of(&after)).await;
+    Ok(Json(after))
 }
 
 async fn groups(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<GroupView>>> {
@@ -201,7 +310,9 @@ async fn create_group(
     AdminAuth(me): AdminAuth,
     ApiJson(req): ApiJson<NewGroup>,
 ) -> Result<(StatusCode, Json<Group>)> {
-    Ok((StatusCode::CREATED, Json(admin::create_group(state.store.as_ref(), &me, &req.name).await?)))
+    let group = admin::create_group(state.store.as_ref(), &me, &req.name).await?;
+    audit(&state, &me, "group.created", Some(&group.id), None, json_of(&group)).await;
+    Ok((StatusCode::CREATED, Json(group)))
 }
 
 #[derive(Deserialize)]
@@ -217,6 +328,7 @@ async fn add_member(
     ApiJson(req): ApiJson<NewMember>,
 ) -> Result<StatusCode> {
     admin::add_to_group(state.store.as_ref(), &me, &id, &req.agent_id).await?;
+    audit(&state, &me, "group.member_added", Some(&id), None, Some(json!({"agent_id": req.agent_id}))).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -233,6 +345,7 @@ async fn create_canned(
     ApiJson(req): ApiJson<NewCanned>,
 ) -> Result<(StatusCode, Json<CannedResponse>)> {
     let canned = admin::create_canned(state.store.as_ref(), &me, &req.shortcut, &req.body).await?;
+    audit(&state, &me, "canned.created", Some(&canned.id), None, json_of(&canned)).await;
     Ok((StatusCode::CREATED, Json(canned)))
 }
 
@@ -241,7 +354,9 @@ async fn delete_canned(
     AdminAuth(me): AdminAuth,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
+    let before = state.store.canned_responses(&me.site_id).await?.into_iter().find(|c| c.id == id);
     admin::delete_canned(state.store.as_ref(), &me, &id).await?;
+    audit(&state, &me, "canned.deleted", Some(&id), before.as_ref().and_then(json_of), None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -280,5 +395,6 @@ async fn retry_delivery(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     state.outbox.retry(&me, &id).await?;
+    audit(&state, &me, "delivery.retried", Some(&id), None, None).await;
     Ok(StatusCode::ACCEPTED)
 }

@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::admin::{audit, json_of};
 use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiQuery};
 use crate::abuse::bans::{self, BanRequest};
 use crate::app::AppState;
@@ -42,6 +43,7 @@ async fn ban(
     ApiJson(req): ApiJson<BanRequest>,
 ) -> Result<(StatusCode, Json<BanView>)> {
     let ban = bans::ban(&state.chat, &me, req).await?;
+    audit(&state, &me, "ban.created", Some(&ban.id), None, json_of(&ban)).await;
     Ok((StatusCode::CREATED, Json(ban.into())))
 }
 
@@ -65,5 +67,7 @@ async fn lift(
     AdminAuth(me): AdminAuth,
     Path(id): Path<String>,
 ) -> Result<Json<BanView>> {
-    Ok(Json(bans::lift(&state.chat, &me, &id).await?.into()))
+    let ban = bans::lift(&state.chat, &me, &id).await?;
+    audit(&state, &me, "ban.lifted", Some(&ban.id), None, json_of(&ban)).await;
+    Ok(Json(ban.into()))
 }

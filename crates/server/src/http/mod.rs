@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(laned)
         .merge(status::routes(state.config.status.max_concurrent))
         .fallback(|| async { Error::NotFound("route") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admin::audit_operator))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,

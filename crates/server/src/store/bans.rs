@@ -56,34 +56,31 @@ fn lite(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
+/// A ban from a row of either backend: `$get` is the row's getter
+/// (`get` for rusqlite, `try_get` for sqlx), the columns the same.
+macro_rules! ban_from {
+    ($r:expr, $get:ident) => {
+        Ban {
+            id: $r.$get("id")?,
+            site_id: $r.$get("site_id")?,
+            visitor_id: $r.$get("visitor_id")?,
+            cidr: $r.$get("cidr")?,
+            reason: $r.$get("reason")?,
+            created_by: $r.$get("created_by")?,
+            created_at: $r.$get("created_at")?,
+            expires_at: $r.$get("expires_at")?,
+            lifted_by: $r.$get("lifted_by")?,
+            lifted_at: $r.$get("lifted_at")?,
+        }
+    };
+}
+
 fn sqlite_ban(r: &Row) -> rusqlite::Result<Ban> {
-    Ok(Ban {
-        id: r.get("id")?,
-        site_id: r.get("site_id")?,
-        visitor_id: r.get("visitor_id")?,
-        cidr: r.get("cidr")?,
-        reason: r.get("reason")?,
-        created_by: r.get("created_by")?,
-        created_at: r.get("created_at")?,
-        expires_at: r.get("expires_at")?,
-        lifted_by: r.get("lifted_by")?,
-        lifted_at: r.get("lifted_at")?,
-    })
+    Ok(ban_from!(r, get))
 }
 
 fn pg_ban(r: &PgRow) -> Result<Ban> {
-    Ok(Ban {
-        id: r.try_get("id")?,
-        site_id: r.try_get("site_id")?,
-        visitor_id: r.try_get("visitor_id")?,
-        cidr: r.try_get("cidr")?,
-        reason: r.try_get("reason")?,
-        created_by: r.try_get("created_by")?,
-        created_at: r.try_get("created_at")?,
-        expires_at: r.try_get("expires_at")?,
-        lifted_by: r.try_get("lifted_by")?,
-        lifted_at: r.try_get("lifted_at")?,
-    })
+    Ok(ban_from!(r, try_get))
 }
 
 impl SqliteStore {

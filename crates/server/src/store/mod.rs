@@ -8,6 +8,7 @@
 //! changes the conversation and appends its event under the conversation's
 //! next sequence number in one transaction.
 
+pub mod audit;
 pub mod bans;
 pub mod invitations;
 pub mod missed;
@@ -695,4 +696,11 @@ pub trait Store: Send + Sync + 'static {
     async fn bans_changed_at(&self) -> Result<Option<i64>>;
     /// The address a visitor last opened a session from.
     async fn visitor_ip(&self, visitor_id: &str) -> Result<Option<String>>;
+
+    // ----- the audit log (`audit.rs`) --------------------------------------
+
+    /// Append an entry; nothing changes or deletes one.
+    async fn append_audit(&self, entry: audit::AuditEntry) -> Result<()>;
+    /// A site's entries older than `before` (ms), newest first.
+    async fn audit_log(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<audit::AuditEntry>>;
 }

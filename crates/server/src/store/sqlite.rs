@@ -1139,4 +1139,12 @@ impl Store for SqliteStore {
     async fn visitor_ip(&self, visitor_id: &str) -> Result<Option<String>> {
         self.ban_visitor_ip(visitor_id).await
     }
+
+    async fn append_audit(&self, entry: audit::AuditEntry) -> Result<()> {
+        self.audit_append(entry).await
+    }
+
+    async fn audit_log(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<audit::AuditEntry>> {
+        self.audit_page(site_id, before, limit).await
+    }
 }
