@@ -73,12 +73,15 @@ async fn an_agent_answers_an_offline_message_by_email_once() {
     let (_, site_view) = server.get("/api/v1/admin/site", Some(&boss)).await;
     let mut settings = site_view["settings"].clone();
     settings["reply_to"] = json!("support@shop.example");
+    settings["time_zone"] = json!("America/New_York");
     let put = server.http.put(format!("{}/api/v1/admin/site/settings", server.base)).bearer_auth(&boss);
     assert_eq!(put.json(&settings).send().await.unwrap().status(), 200);
     let (status, _) = server.post(&path, Some(&sam), json!({"client_id": "r2", "body": "Also: 3 days."})).await;
     assert_eq!(status, 201);
     let mail = smtp.receive(1, Duration::from_secs(15)).await.remove(0);
     assert_eq!(header(&mail, "Reply-To"), ["support@shop.example"]);
+    let text = mail["text"].as_str().unwrap();
+    assert!(text.contains(" EST") || text.contains(" EDT"), "times in the site's time zone: {text}");
     // The widget never learns the address.
     let (_, session) = server.post("/api/v1/visitor/session", None, json!({"widget_key": site.widget_key})).await;
     assert_eq!(session["site"]["settings"]["reply_to"], "", "{session}");

@@ -12,7 +12,7 @@ use lettre::message::{Mailbox, MultiPart};
 use minijinja::Environment;
 use serde::{Deserialize, Serialize};
 
-use crate::status::time;
+use jiff::tz::TimeZone;
 
 /// What an offline message's email shows, as queued (`deliveries.payload`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,9 +75,26 @@ pub fn one_line(value: &str, max: usize) -> String {
     line
 }
 
-/// The subject and both parts of an offline message's email. Times are
-/// shown in UTC: sites have no time zone setting yet.
-pub fn render_offline(p: &OfflinePayload, console_url: &str) -> Result<Rendered, String> {
+/// A moment as the site's people read it: "Mar 29, 2026 - 14:05 CEST",
+/// in the site's time zone (`time_zone` in its settings; UTC unless set).
+pub fn local_time(ms: i64, tz: &TimeZone) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(at) => at.to_zoned(tz.clone()).strftime("%b %d, %Y - %H:%M %Z").to_string(),
+        Err(_) => "(unknown time)".into(),
+    }
+}
+
+/// `HH:MM` in the site's time zone (transcript lines).
+pub fn local_clock(ms: i64, tz: &TimeZone) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(at) => at.to_zoned(tz.clone()).strftime("%H:%M").to_string(),
+        Err(_) => "--:--".into(),
+    }
+}
+
+/// The subject and both parts of an offline message's email (times in the
+/// site's time zone).
+pub fn render_offline(p: &OfflinePayload, console_url: &str, tz: &TimeZone) -> Result<Rendered, String> {
     let page_link = web_link(p.page_url.as_deref());
     let ctx = minijinja::context! {
         site_name => p.site_name,
@@ -86,7 +103,7 @@ pub fn render_offline(p: &OfflinePayload, console_url: &str) -> Result<Rendered,
         page_url => p.page_url,
         page_link => page_link,
         body => p.body,
-        sent_at => time::human(p.at),
+        sent_at => local_time(p.at, tz),
         console_url => console_url,
     };
     rendered(offline_subject(p), "offline_message", &ctx)
@@ -138,8 +155,9 @@ pub fn duration_words(ms: i64) -> String {
     }
 }
 
-/// The subject and both parts of a missed chat's email (times in UTC).
-pub fn render_missed(p: &MissedPayload, console_url: &str) -> Result<Rendered, String> {
+/// The subject and both parts of a missed chat's email (times in the
+/// site's time zone).
+pub fn render_missed(p: &MissedPayload, console_url: &str, tz: &TimeZone) -> Result<Rendered, String> {
     let page_link = web_link(p.page_url.as_deref());
     let ctx = minijinja::context! {
         site_name => p.site_name,
@@ -151,7 +169,7 @@ pub fn render_missed(p: &MissedPayload, console_url: &str) -> Result<Rendered, S
         reason => p.reason.as_str(),
         waited => duration_words(p.waited_ms),
         limit => duration_words(p.limit_ms),
-        started_at => time::human(p.started_at),
+        started_at => local_time(p.started_at, tz),
         console_url => console_url,
     };
     rendered(missed_subject(p), "missed_chat", &ctx)
@@ -188,14 +206,14 @@ pub fn invitation_subject(p: &InvitationPayload) -> String {
 
 /// The subject and both parts of an invitation's email; `accept_url` is
 /// its link (unused when the address has an account).
-pub fn render_invitation(p: &InvitationPayload, accept_url: &str) -> Result<Rendered, String> {
+pub fn render_invitation(p: &InvitationPayload, accept_url: &str, tz: &TimeZone) -> Result<Rendered, String> {
     let ctx = minijinja::context! {
         site_name => p.site_name,
         invited_by => p.invited_by,
         role_words => if p.role.is_admin() { "an admin" } else { "an agent" },
         account_exists => p.account_exists,
         accept_url => accept_url,
-        expires => time::human(p.expires_at),
+        expires => local_time(p.expires_at, tz),
     };
     rendered(invitation_subject(p), "invitation", &ctx)
 }
@@ -204,7 +222,7 @@ pub fn render_invitation(p: &InvitationPayload, accept_url: &str) -> Result<Rend
 /// false: joined, transferred, ended).
 #[derive(Debug, Clone, Serialize)]
 pub struct TranscriptLine {
-    /// `HH:MM`, UTC.
+    /// `HH:MM`, in the site's time zone.
     pub at: String,
     pub who: String,
     pub text: String,
@@ -219,12 +237,14 @@ pub fn render_transcript(
     lines: &[TranscriptLine],
     cut: bool,
     console_url: &str,
+    tz: &TimeZone,
 ) -> Result<Rendered, String> {
     let ctx = minijinja::context! {
         site_name => p.site_name,
         visitor_name => visitor_name,
         for_visitor => p.requested_by == "visitor",
-        started_at => time::human(started_at),
+        started_at => local_time(started_at, tz),
+        zone => tz.iana_name().unwrap_or("UTC"),
         lines => lines,
         cut => cut,
         console_url => console_url,
@@ -287,6 +307,18 @@ pub fn build(envelope: &Envelope<'_>, mail: Rendered) -> Result<Message, BuildEr
 mod tests {
     use super::*;
 
+    #[test]
+    fn times_are_in_the_sites_zone_across_a_clock_change() {
+        let oslo = TimeZone::get("Europe/Oslo").unwrap();
+        // 2026-03-29 00:30 and 01:30 UTC: one hour apart, either side of 02:00 CET.
+        let before = 1_774_744_200_000;
+        let after = before + 3_600_000;
+        assert_eq!(local_time(before, &oslo), "Mar 29, 2026 - 01:30 CET");
+        assert_eq!(local_time(after, &oslo), "Mar 29, 2026 - 03:30 CEST");
+        assert_eq!(local_clock(after, &oslo), "03:30");
+        assert_eq!(local_time(before, &TimeZone::UTC), "Mar 29, 2026 - 00:30 UTC");
+    }
+
     fn hostile() -> OfflinePayload {
         OfflinePayload {
             site_name: "Shop <b>".into(),
@@ -301,7 +333,7 @@ mod tests {
 
     #[test]
     fn html_escapes_everything_the_visitor_wrote() {
-        let r = render_offline(&hostile(), "https://chat.example/console#conversation=c1").unwrap();
+        let r = render_offline(&hostile(), "https://chat.example/console#conversation=c1", &TimeZone::UTC).unwrap();
         assert!(!r.html.contains("<script>") && r.html.contains("&lt;script&gt;"), "{}", r.html);
         assert!(!r.html.contains("<img") && !r.html.contains("<b>"), "{}", r.html);
         assert!(!r.html.contains("href=\"javascript:"), "only http(s) pages become links: {}", r.html);
@@ -312,7 +344,7 @@ mod tests {
     #[test]
     fn a_name_cannot_add_a_header() {
         let p = hostile();
-        let r = render_offline(&p, "https://x.example/console").unwrap();
+        let r = render_offline(&p, "https://x.example/console", &TimeZone::UTC).unwrap();
         let envelope = Envelope {
             delivery_id: "d1",
             from: "chat@example.com",
@@ -345,7 +377,7 @@ mod tests {
             started_at: 0,
             at: 75_000,
         };
-        let r = render_missed(&p, "https://x.example/console#conversation=c1").unwrap();
+        let r = render_missed(&p, "https://x.example/console#conversation=c1", &TimeZone::UTC).unwrap();
         assert!(!r.html.contains("<script>") && !r.html.contains("<b>"), "{}", r.html);
         assert!(r.text.contains("left a chat on Shop after 1 min without"), "{}", r.text);
         assert!(r.text.contains("missed after 2 min"), "{}", r.text);
@@ -366,7 +398,7 @@ mod tests {
 
     #[test]
     fn an_invalid_recipient_is_permanent() {
-        let r = render_offline(&hostile(), "u").unwrap();
+        let r = render_offline(&hostile(), "u", &TimeZone::UTC).unwrap();
         let envelope = Envelope {
             delivery_id: "d",
             from: "a@example.com",

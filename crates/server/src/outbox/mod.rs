@@ -347,18 +347,22 @@ impl Outbox {
         smtp: &SmtpConfig,
         d: &Delivery,
     ) -> std::result::Result<(), Failure> {
+        let tz = match self.store.site(&d.site_id).await {
+            Ok(site) => site_time_zone(site.as_ref()),
+            Err(e) => return Err(Failure::Transient(format!("cannot read the site: {e}"))),
+        };
         let (rendered, site_name, reply_to, at) = match d.template.as_str() {
             "offline_message" => {
                 let p: mail::OfflinePayload =
                     serde_json::from_str(&d.payload).map_err(|e| Failure::Invalid(format!("bad payload: {e}")))?;
                 let rendered =
-                    mail::render_offline(&p, &self.console_url(&p.conversation_id)).map_err(Failure::Invalid)?;
+                    mail::render_offline(&p, &self.console_url(&p.conversation_id), &tz).map_err(Failure::Invalid)?;
                 (rendered, p.site_name, p.visitor_email, p.at)
             }
             "transcript" => {
                 let p: transcript::TranscriptPayload =
                     serde_json::from_str(&d.payload).map_err(|e| Failure::Invalid(format!("bad payload: {e}")))?;
-                let rendered = self.render_transcript(&p).await.map_err(|e| match e {
+                let rendered = self.render_transcript(&p, &tz).await.map_err(|e| match e {
                     Error::NotFound(_) => Failure::Invalid("the conversation is gone".into()),
                     e => Failure::Transient(format!("cannot read the transcript: {e}")),
                 })?;
@@ -368,13 +372,13 @@ impl Outbox {
                 let p: mail::MissedPayload =
                     serde_json::from_str(&d.payload).map_err(|e| Failure::Invalid(format!("bad payload: {e}")))?;
                 let rendered =
-                    mail::render_missed(&p, &self.console_url(&p.conversation_id)).map_err(Failure::Invalid)?;
+                    mail::render_missed(&p, &self.console_url(&p.conversation_id), &tz).map_err(Failure::Invalid)?;
                 (rendered, p.site_name, p.visitor_email, p.at)
             }
             reply::TEMPLATE => {
                 let p: reply::ReplyPayload =
                     serde_json::from_str(&d.payload).map_err(|e| Failure::Invalid(format!("bad payload: {e}")))?;
-                let rendered = reply::render(&p).map_err(Failure::Invalid)?;
+                let rendered = reply::render(&p, &tz).map_err(Failure::Invalid)?;
                 (rendered, p.site_name, Some(p.reply_to), p.at)
             }
             "invitation" => {
@@ -392,7 +396,7 @@ impl Outbox {
                     .issue_invitation(&p.invitation_id, p.expires_at)
                     .map_err(|e| Failure::Transient(format!("cannot sign the link: {e}")))?;
                 let accept_url = format!("{}/console#invite={token}", self.public_url);
-                let rendered = mail::render_invitation(&p, &accept_url).map_err(Failure::Invalid)?;
+                let rendered = mail::render_invitation(&p, &accept_url, &tz).map_err(Failure::Invalid)?;
                 (rendered, p.site_name, None, p.at)
             }
             other => return Err(Failure::Invalid(format!("unknown template {other:?}"))),
@@ -422,6 +426,12 @@ impl Outbox {
             }
         }
     }
+}
+
+/// The site's time zone for its emails' times (UTC when unset or unknown).
+fn site_time_zone(site: Option<&Site>) -> jiff::tz::TimeZone {
+    let name = site.map(|s| crate::admin::WidgetSettings::from_stored(&s.settings).time_zone);
+    name.and_then(|n| jiff::tz::TimeZone::get(&n).ok()).unwrap_or(jiff::tz::TimeZone::UTC)
 }
 
 /// Why an attempt failed, which decides whether it is tried again.

@@ -40,14 +40,14 @@ pub fn subject(p: &ReplyPayload) -> String {
     format!("Re: your message to {}", mail::one_line(&p.site_name, 80))
 }
 
-pub fn render(p: &ReplyPayload) -> Result<Rendered, String> {
+pub fn render(p: &ReplyPayload, tz: &jiff::tz::TimeZone) -> Result<Rendered, String> {
     let ctx = minijinja::context! {
         site_name => p.site_name,
         agent_name => p.agent_name,
         visitor_name => p.visitor_name,
         question => p.question,
         body => p.body,
-        sent_at => crate::status::time::human(p.at),
+        sent_at => mail::local_time(p.at, tz),
     };
     mail::rendered(subject(p), TEMPLATE, &ctx)
 }

@@ -5,8 +5,7 @@
 //! conversation and the last event it covers (`up_to_seq`): the
 //! transcript is read from the store and rendered when it is sent, so the
 //! row stays small and holds exactly the conversation as it was when asked
-//! for. Times are UTC (sites have no time zone setting), and the email
-//! says so.
+//! for. Times are in the site's time zone, and the email names it.
 //!
 //! Who may send where: an agent of the conversation's site to any valid
 //! address (once per address and state of the conversation; "Send again"
@@ -129,7 +128,7 @@ impl Outbox {
     }
 
     /// The transcript's email, read from the store now.
-    pub(super) async fn render_transcript(&self, p: &TranscriptPayload) -> Result<Rendered> {
+    pub(super) async fn render_transcript(&self, p: &TranscriptPayload, tz: &jiff::tz::TimeZone) -> Result<Rendered> {
         let conv = self.store.conversation(&p.conversation_id).await?.ok_or(Error::NotFound("conversation"))?;
         let visitor = self.store.visitor(&conv.visitor_id).await?;
         let agents = self.store.agents(&conv.site_id).await?;
@@ -157,11 +156,12 @@ impl Outbox {
                 ("message", AuthorKind::System) => p.site_name.clone(),
                 _ => String::new(),
             };
-            lines.push(mail::TranscriptLine { at: clock(e.created_at), who, text, is_message: e.kind == "message" });
+            let at = mail::local_clock(e.created_at, tz);
+            lines.push(mail::TranscriptLine { at, who, text, is_message: e.kind == "message" });
         }
         let cut = p.up_to_seq > MAX_EVENTS;
         let started = events.first().map(|e| e.created_at).unwrap_or(conv.created_at);
-        mail::render_transcript(p, visitor_name.as_deref(), started, &lines, cut, &self.console_url(&conv.id))
+        mail::render_transcript(p, visitor_name.as_deref(), started, &lines, cut, &self.console_url(&conv.id), tz)
             .map_err(|e| Error::internal(anyhow::anyhow!(e)))
     }
 }
@@ -175,18 +175,15 @@ fn rating_line(data: &serde_json::Value) -> String {
     }
 }
 
-/// `HH:MM` in UTC.
-fn clock(ms: i64) -> String {
-    let s = (ms / 1000).rem_euclid(86_400);
-    format!("{:02}:{:02}", s / 3600, s % 3600 / 60)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_clock_is_utc() {
-        assert_eq!(super::clock(1_700_000_000_000), "22:13");
-        assert_eq!(super::clock(0), "00:00");
+    fn the_clock_reads_in_the_sites_zone() {
+        use crate::outbox::mail::local_clock;
+        assert_eq!(local_clock(1_700_000_000_000, &jiff::tz::TimeZone::UTC), "22:13");
+        assert_eq!(local_clock(0, &jiff::tz::TimeZone::UTC), "00:00");
+        let tokyo = jiff::tz::TimeZone::get("Asia/Tokyo").unwrap();
+        assert_eq!(local_clock(0, &tokyo), "09:00");
     }
 
     #[test]
