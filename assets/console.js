@@ -485,7 +485,8 @@ function appendEvent(e) {
     const side = mine ? "msg me" : e.author.kind === "visitor" ? "msg" : "msg colleague";
     const at = h("time", { datetime: new Date(e.at).toISOString() }, clock(e.at));
     el = h("div", { class: side }, h("span", { class: "who" }, `${who} · `, at, e.by_email ? " · by email" : ""));
-    rich(el, e.body || "");
+    // An erased message is a tombstone: its place, not its words.
+    if (e.erased) el.append(h("em", {}, "(message erased)")); else rich(el, e.body || "");
   } else if (e.type === "assigned") {
     el = h("div", { class: "sys" }, `Assigned to ${e.agent.name}`);
   } else if (e.type === "transferred") {
@@ -556,7 +557,13 @@ async function renderDetails(c) {
       ...row("Last seen", `${ago(v.last_seen)} ago`)));
     box.append(transcriptForm(c.id, v.email));
     box.append(banForm(v.id));
-    if (isAdmin()) box.append(h("button", { type: "button", class: "export", onclick: () => exportVisitor(v.id) }, "Export visitor's data (JSON)"));
+    if (isAdmin()) {
+      box.append(h("button", { type: "button", class: "export", onclick: () => exportVisitor(v.id) }, "Export visitor's data (JSON)"));
+      box.append(h("button", { type: "button", class: "erase", onclick: async () => {
+        if (!confirm("Erase this visitor for good? Their details and every message of their chats are removed; this cannot be undone.")) return;
+        try { await post(`/api/v1/admin/visitors/${encodeURIComponent(v.id)}/erase`, {}); visitors.delete(v.id); toast("Visitor erased"); } catch (e) { toast(e.message); }
+      } }, "Erase visitor's data"));
+    }
     box.append(h("h2", {}, "Past conversations"));
     box.append(h("ul", { class: "list" }, ...past.filter((p) => p.id !== c.id).map((p) => {
       const known = convs.get(p.id);

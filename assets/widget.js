@@ -478,7 +478,7 @@ textarea{resize:none}
           el.classList.remove("pending");
           el.removeAttribute("aria-label");
           log.insertBefore(el, log.querySelector(".pending")); // server order
-        } else line(mine ? "msg me" : "msg them", f.body);
+        } else line(mine ? "msg me" : "msg them", f.erased ? "(message erased)" : f.body);
         if (mine && !conv) conv = f.conv;
         if (f.author.kind === "agent") {
           typing.textContent = "";

@@ -242,6 +242,18 @@ pub enum VisitorCommand {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Erase a visitor for good: their details and their conversations'
+    /// messages (kept as tombstones), and emails naming them. Prints what
+    /// was removed.
+    Erase {
+        /// Site id.
+        #[arg(long)]
+        site: String,
+        /// Visitor id.
+        visitor: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -463,6 +475,33 @@ async fn visitor(command: VisitorCommand) -> anyhow::Result<()> {
             store.close().await;
             let document = document.map_err(|e| anyhow!("{}", detail(&e)))?;
             println!("{}", serde_json::to_string_pretty(&document)?);
+        }
+        VisitorCommand::Erase { site, visitor, data } => {
+            let store = open_store(&data).await?;
+            let erased = holdfast_server::privacy::erase_visitor(store.as_ref(), &site, &visitor).await;
+            let erased = match erased {
+                Ok(erased) => erased,
+                Err(e) => {
+                    store.close().await;
+                    bail!("{}", detail(&e));
+                }
+            };
+            // Audited like an admin's erasure, by "the command line".
+            let entry = holdfast_server::store::audit::AuditEntry {
+                id: holdfast_server::store::new_id(),
+                site_id: site.clone(),
+                at: holdfast_server::store::now_ms(),
+                actor_id: "cli".into(),
+                actor_name: "the command line".into(),
+                action: "visitor.erased".into(),
+                target: Some(visitor.clone()),
+                before: None,
+                after: serde_json::to_value(erased).ok(),
+            };
+            let audited = store.append_audit(entry).await;
+            store.close().await;
+            audited.map_err(|e| anyhow!("erased, but not recorded in the audit log: {}", detail(&e)))?;
+            println!("{}", serde_json::json!({"erased": erased}));
         }
     }
     Ok(())

@@ -2,7 +2,10 @@
 //! admin exports everything kept about a visitor (details, address,
 //! conversations with every event, bans) as one JSON document; agents and
 //! another site's admins cannot; the export is audited; and the operator
-//! gets the same document from the command line.
+//! gets the same document from the command line. Erasure removes the
+//! visitor's details and words for good, leaves tombstones a resuming
+//! client reads without error, drops the email not yet sent, and is
+//! audited.
 
 use std::process::Command;
 
@@ -13,12 +16,18 @@ use crate::outbox::admin;
 use crate::services::{Node, both_stores};
 use crate::support::{Client, TestServer};
 
+/// Email goes to a relay nobody listens on: deliveries stay queued, as
+/// undelivered email does while a relay is down.
+fn dead_relay(c: &mut holdfast_server::config::Config) {
+    c.status.smtp = Some(crate::outbox::relay(crate::outbox::free_port()));
+}
+
 async fn sqlite() -> Node {
-    Node::sqlite(|_| {}).await
+    Node::sqlite(dead_relay).await
 }
 
 async fn postgres() -> Node {
-    Node::postgres(|_| {}).await
+    Node::postgres(dead_relay).await
 }
 
 const HOSTILE_NAME: &str = "<script>alert(1)</script> Eve";
@@ -83,9 +92,89 @@ async fn an_admin_exports_a_visitors_data(node: Node) {
     assert_eq!(log[0]["target"], eve.as_str());
 }
 
-both_stores!(an_admin_exports_a_visitors_data);
+async fn an_admin_erases_a_visitor_for_good(node: Node) {
+    let s = &node.server;
+    let site = s.site().await;
+    admin(s.state.store.as_ref(), &site, "boss@shop.example").await;
+    s.agent(&site, "ann@shop.example", 5).await;
+    let (mut ann, ann_token) = s.online_agent("ann@shop.example").await;
+    let (boss, _) = s.login("boss@shop.example", "password123").await;
+    let other = s.new_site("Other").await;
+    admin(s.state.store.as_ref(), &other, "olga@other.example").await;
+    let (olga, _) = s.login("olga@other.example", "password123").await;
 
-/// `holdfast visitor export` prints the same document from the data dir.
+    // Zoe chats, gives her number, and asks for the transcript by email.
+    let (zoe, token) = s.visitor(&site).await;
+    let update =
+        VisitorUpdate { name: Some("Zoe".into()), email: Some("zoe@example.com".into()), ..Default::default() };
+    s.state.store.update_visitor(&zoe, update).await.unwrap();
+    let mut visitor = Client::connect(s, "/api/v1/visitor/socket", &token, Default::default()).await;
+    let conv = visitor.say(None, "z1", "call me on 555-0100").await["conv"].as_str().unwrap().to_owned();
+    ann.wait_for(|f| f["type"] == "message" && f["conv"] == conv.as_str()).await;
+    assert_eq!(ann.say(Some(&conv), "a1", "Will do, Zoe").await["type"], "ack");
+    let asked = json!({"conv": conv, "to": "zoe@example.com"});
+    let (status, body) = s.post("/api/v1/visitor/transcript", Some(&token), asked).await;
+    assert_eq!(status, 202, "{body}");
+    let (_, hits) = s.get("/api/v1/search?q=555-0100", Some(&ann_token)).await;
+    assert_eq!(hits.as_array().unwrap().len(), 1);
+
+    // Agents and other sites' admins cannot erase her.
+    let path = format!("/api/v1/admin/visitors/{zoe}/erase");
+    assert_eq!(s.post(&path, Some(&ann_token), json!({})).await.0, 403);
+    assert_eq!(s.post(&path, Some(&olga), json!({})).await.0, 404);
+    assert_eq!(s.post("/api/v1/admin/visitors/nobody/erase", Some(&boss), json!({})).await.0, 404);
+
+    let (status, erased) = s.post(&path, Some(&boss), json!({})).await;
+    assert_eq!(status, 200, "{erased}");
+    assert_eq!(erased["erased"]["messages"], 2, "{erased}");
+    assert_eq!(erased["erased"]["deliveries"], 1, "{erased}");
+
+    // Her details are gone; search no longer finds her words.
+    let (_, v) = s.get(&format!("/api/v1/visitors/{zoe}"), Some(&ann_token)).await;
+    for field in ["name", "email", "page_url", "referrer", "user_agent"] {
+        assert!(v[field].is_null(), "{field}: {v}");
+    }
+    let (_, hits) = s.get("/api/v1/search?q=555-0100", Some(&ann_token)).await;
+    assert_eq!(hits, json!([]));
+    let (_, doc) = s.get(&format!("/api/v1/admin/visitors/{zoe}/export"), Some(&boss)).await;
+    assert!(doc["visitor"]["last_ip"].is_null(), "{doc}");
+    let text = doc.to_string();
+    assert!(!text.contains("555-0100") && !text.contains("zoe@example.com") && !text.contains("Will do"), "{text}");
+
+    // The email not yet sent is dropped, its contents gone.
+    let (_, deliveries) = s.get("/api/v1/admin/deliveries", Some(&boss)).await;
+    let mail = deliveries.as_array().unwrap().iter().find(|d| d["template"] == "transcript").expect("the transcript");
+    assert_eq!(mail["status"], "failed", "{mail}");
+    assert_eq!(mail["recipient"], "(erased)", "{mail}");
+
+    // A client resuming with an old cursor gets tombstones, in order, no error.
+    let cursors = std::collections::HashMap::from([(conv.clone(), 0)]);
+    let mut again = Client::connect(s, "/api/v1/visitor/socket", &token, cursors).await;
+    let first = again.wait_for(|f| f["type"] == "message" && f["seq"] == 1).await;
+    assert_eq!((first["erased"].as_bool(), first.get("body")), (Some(true), None), "{first}");
+    let reply = again.wait_for(|f| f["type"] == "message" && f["author"]["kind"] == "agent").await;
+    assert_eq!(reply["erased"], true, "{reply}");
+    let seqs: Vec<i64> = again.events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "gap-free");
+
+    // Erasing again removes nothing more; both are in the audit log.
+    let (status, erased) = s.post(&path, Some(&boss), json!({})).await;
+    assert_eq!((status, &erased["erased"]["messages"]), (200, &json!(0)));
+    let (_, log) = s.get("/api/v1/admin/audit", Some(&boss)).await;
+    assert_eq!((&log[0]["action"], &log[0]["target"]), (&json!("visitor.erased"), &json!(zoe)));
+    let first = log.as_array().unwrap().iter().filter(|e| e["action"] == "visitor.erased").nth(1).unwrap();
+    assert_eq!(first["after"]["messages"], 2, "{first}");
+}
+
+both_stores!(an_admin_exports_a_visitors_data, an_admin_erases_a_visitor_for_good);
+
+/// The real binary, run as the operator would.
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_holdfast")).args(args).output().unwrap()
+}
+
+/// `holdfast visitor export` prints the same document from the data dir;
+/// `holdfast visitor erase` erases, and is audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_exports_a_visitor_from_the_command_line() {
     let s = TestServer::start().await;
@@ -93,22 +182,27 @@ async fn the_operator_exports_a_visitor_from_the_command_line() {
     let site = s.site().await;
     let dir = s.dir.clone();
     let _keep = s.stop().await;
-    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["visitor", "export", "--site", &site.id, &eve, "--data", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let data = dir.to_str().unwrap();
+    let out = cli(&["visitor", "export", "--site", &site.id, &eve, "--data", data]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["visitor"]["id"], eve.as_str());
     assert_eq!(doc["conversations"][0]["events"][0]["body"], "my order 1234 is late");
-    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["visitor", "export", "--site", "no-such-site", &eve, "--data", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = cli(&["visitor", "export", "--site", "no-such-site", &eve, "--data", data]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("visitor not found"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // `holdfast visitor erase` erases; the export then holds tombstones.
+    let out = cli(&["visitor", "erase", "--site", &site.id, &eve, "--data", data]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let erased: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(erased["erased"]["messages"], 2, "{erased}");
+    let out = cli(&["visitor", "export", "--site", &site.id, &eve, "--data", data]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["visitor"]["name"].is_null());
+    assert_eq!(doc["conversations"][0]["events"][0]["data"]["erased"], true, "{doc}");
 }

@@ -5,11 +5,21 @@
 //!
 //! The document: the visitor's details (the address they last came from
 //! included: it is theirs), every conversation with every event, and the
-//! bans naming them. Erasure is not built yet.
+//! bans naming them.
+//!
+//! Erasure removes for good what identifies them or what they said: their
+//! name, email, pages, browser and address, and every message body of
+//! their conversations; the events stay as tombstones (`erased: true`, no
+//! body) so sequence numbers stay gap-free and a client resuming with an
+//! old cursor gets tombstones, not errors; search no longer finds the
+//! messages; emails to them or about their chats lose their contents, and
+//! those not sent yet are dropped. Bans naming them stay (with the network
+//! they name): refusing an abuser is the site's legitimate interest.
 
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::store::erasure::Erased;
 use crate::store::{ConversationFilter, Store, StoredEvent, now_ms};
 
 /// The version of the document's shape.
@@ -66,4 +76,14 @@ pub async fn export_visitor(store: &dyn Store, site_id: &str, visitor_id: &str) 
         "conversations": conversations,
         "bans": bans,
     }))
+}
+
+/// Erase visitor `visitor_id` of site `site_id` (see the module's note).
+pub async fn erase_visitor(store: &dyn Store, site_id: &str, visitor_id: &str) -> Result<Erased> {
+    if visitor_id.len() > 64 {
+        return Err(Error::NotFound("visitor"));
+    }
+    let erased = store.erase_visitor(site_id, visitor_id).await?;
+    metrics::counter!("holdfast_visitors_erased_total").increment(1);
+    Ok(erased)
 }

@@ -47,6 +47,18 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/deliveries/{id}/retry", post(retry_delivery))
         .route("/api/v1/admin/audit", get(audit_log))
         .route("/api/v1/admin/visitors/{id}/export", get(export_visitor))
+        .route("/api/v1/admin/visitors/{id}/erase", post(erase_visitor))
+}
+
+/// Erase a visitor of the admin's site for good (`privacy`); audited.
+async fn erase_visitor(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let erased = crate::privacy::erase_visitor(state.store.as_ref(), &me.site_id, &id).await?;
+    audit(&state, &me, "visitor.erased", Some(&id), None, json_of(&erased)).await;
+    Ok(Json(json!({"erased": erased})))
 }
 
 /// Everything kept about one visitor of the admin's site, as one JSON

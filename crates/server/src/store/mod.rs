@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod bans;
+pub mod erasure;
 pub mod invitations;
 pub mod missed;
 pub mod outbox;
@@ -703,4 +704,11 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entry: audit::AuditEntry) -> Result<()>;
     /// A site's entries older than `before` (ms), newest first.
     async fn audit_log(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<audit::AuditEntry>>;
+
+    // ----- erasure (`erasure.rs`) ------------------------------------------
+
+    /// Erase a visitor of this site for good, in one transaction (their
+    /// details, their conversations' message bodies as tombstones, the
+    /// deliveries naming them); `NotFound` if the site has no such visitor.
+    async fn erase_visitor(&self, site_id: &str, visitor_id: &str) -> Result<erasure::Erased>;
 }

@@ -1254,4 +1254,8 @@ impl Store for PostgresStore {
     async fn audit_log(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<audit::AuditEntry>> {
         self.audit_page(site_id, before, limit).await
     }
+
+    async fn erase_visitor(&self, site_id: &str, visitor_id: &str) -> Result<erasure::Erased> {
+        self.erase(site_id, visitor_id).await
+    }
 }
