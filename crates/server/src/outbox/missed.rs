@@ -135,7 +135,7 @@ impl Outbox {
         Ok(marked)
     }
 
-    /// One email per recipient (the site's active admins, as for an offline
+    /// One email per recipient (`Outbox::lead_recipients`, as for an offline
     /// message) telling of a missed chat.
     fn missed_chat_emails(
         &self,
