@@ -441,7 +441,11 @@ pub(crate) async fn postgres() -> Backend {
     Backend { store: Arc::new(PostgresStore::connect(&db.url, 4).await.unwrap()), _keep: Keep::Db(db) }
 }
 
-both_stores!(an_offline_message_and_its_deliveries_commit_together, deliveries_are_claimed_once_and_recorded);
+both_stores!(
+    an_offline_message_and_its_deliveries_commit_together,
+    deliveries_are_claimed_once_and_recorded,
+    an_email_dropped_while_it_is_being_sent_stays_dropped
+);
 
 fn offline(site: &Site, visitor: &str, group: &str, deliveries: Vec<NewDelivery>) -> OfflineMessage {
     OfflineMessage {
@@ -619,4 +623,26 @@ async fn leads_are_emailed_to_who_wants_them_and_to_the_groups_address() {
     // Cleared, the group's address gets no more.
     let (status, saved) = patch(&boss, json!({"email": ""})).await;
     assert_eq!((status, saved["email"].clone()), (200, Value::Null));
+}
+
+/// An erasure drops a queued email while the deliverer holds it (seen in
+/// CI: the attempt's failure then queued it again). The attempt's outcome
+/// must not bring it back.
+async fn an_email_dropped_while_it_is_being_sent_stays_dropped(b: Backend) {
+    let store = b.store.as_ref();
+    let site = store.create_site("Shop").await.unwrap();
+    let update = VisitorUpdate { email: Some("zoe@example.com".into()), ..Default::default() };
+    let zoe = store.create_visitor(&site.id, update).await.unwrap();
+    let email = NewDelivery { payload: r#"{"body":"call me"}"#.into(), ..delivery(&site.id, "zoe@example.com", "k1") };
+    store.queue_deliveries(vec![email]).await.unwrap();
+    let now = now_ms();
+    let claimed = store.claim_deliveries(now, now + 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    store.erase_visitor(&site.id, &zoe.id).await.unwrap();
+    let retry = Attempt::Failed { error: "SMTP: connection refused".into(), next_at: Some(now + 60_000) };
+    store.record_attempt(&claimed[0].id, retry).await.unwrap();
+    let after = store.deliveries(&site.id, None, 10).await.unwrap().remove(0);
+    assert_eq!(after.status, DeliveryStatus::Failed, "{after:#?}");
+    assert!(after.last_error.as_deref().unwrap().starts_with("dropped"), "{after:#?}");
+    assert_eq!(after.attempts, 1);
 }

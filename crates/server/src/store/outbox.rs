@@ -361,8 +361,9 @@ impl SqliteStore {
                     .execute(params![at, id])?,
                 Attempt::Failed { error, next_at } => c
                     .prepare_cached(
-                        "UPDATE deliveries SET attempts = attempts + 1, last_error = ?1, lease_until = NULL, \
-                     status = CASE WHEN ?2 IS NULL THEN 'failed' ELSE 'queued' END, \
+                        "UPDATE deliveries SET attempts = attempts + 1, lease_until = NULL, \
+                     last_error = CASE WHEN status = 'failed' THEN last_error ELSE ?1 END, \
+                     status = CASE WHEN ?2 IS NULL OR status = 'failed' THEN 'failed' ELSE 'queued' END, \
                      next_at = COALESCE(?2, next_at) WHERE id = ?3",
                     )?
                     .execute(params![error, next_at, id])?,
@@ -511,8 +512,9 @@ impl PostgresStore {
             }
             Attempt::Failed { error, next_at } => {
                 sqlx::query(
-                    "UPDATE deliveries SET attempts = attempts + 1, last_error = $1, lease_until = NULL, \
-                     status = CASE WHEN $2::BIGINT IS NULL THEN 'failed' ELSE 'queued' END, \
+                    "UPDATE deliveries SET attempts = attempts + 1, lease_until = NULL, \
+                     last_error = CASE WHEN status = 'failed' THEN last_error ELSE $1 END, \
+                     status = CASE WHEN $2::BIGINT IS NULL OR status = 'failed' THEN 'failed' ELSE 'queued' END, \
                      next_at = COALESCE($2::BIGINT, next_at) WHERE id = $3",
                 )
                 .bind(error)
