@@ -858,7 +858,19 @@ async function patchAgent(id, change) {
 }
 
 function groupRow(g, list) {
-  const names = g.members.map((id) => (list.find((a) => a.id === id) || {}).name || id).join(", ");
+  // Each member with a button that takes them out of the group.
+  const members = g.members.map((id) => {
+    const name = (list.find((a) => a.id === id) || {}).name || id;
+    const out = h("button", { type: "button", class: "linkish", "aria-label": `Remove ${name} from ${g.name}`, onclick: async () => {
+      try { await api(`/api/v1/admin/groups/${g.id}/members/${encodeURIComponent(id)}`, { method: "DELETE" }); loadAdmin(); } catch (e) { toast(e.message); }
+    } }, "×");
+    return h("span", { class: "member" }, name, " ", out, " ");
+  });
+  const rename = h("button", { type: "button", "aria-label": `Rename ${g.name}`, onclick: async () => {
+    const name = prompt(`New name for ${g.name}`, g.name);
+    if (!name || name === g.name) return;
+    try { await post(`/api/v1/admin/groups/${g.id}`, { name }, "PATCH"); loadAdmin(); } catch (e) { toast(e.message); }
+  } }, "Rename");
   const pickAgent = h("select", { "aria-label": `Agent to add to ${g.name}` }, ...list.filter((a) => !g.members.includes(a.id)).map((a) => h("option", { value: a.id }, a.name)));
   const add = h("button", { type: "button", onclick: async () => {
     if (!pickAgent.value) return;
@@ -869,17 +881,34 @@ function groupRow(g, list) {
     onchange: async (e) => {
       try { await post(`/api/v1/admin/groups/${g.id}`, { email: e.target.value.trim() }, "PATCH"); toast("Saved"); } catch (err) { toast(err.message); }
     } });
-  const li = h("li", {}, h("strong", {}, g.name), g.is_default ? " (default)" : "", `: ${names || "no one"} `, pickAgent, " ", add, " ", address);
+  const li = h("li", {}, h("strong", {}, g.name), g.is_default ? " (default)" : "", ": ", ...(members.length ? members : ["no one "]),
+    pickAgent, " ", add, " ", rename, " ", address);
   li.dataset.group = g.name;
   return li;
 }
 
 async function loadCanned() {
   try { canned = await api("/api/v1/canned"); } catch { return; }
-  $("canned").replaceChildren(...canned.map((c) => h("li", {}, h("strong", {}, "/" + c.shortcut), " " + c.body + " ",
-    isAdmin() ? h("button", { type: "button", "aria-label": `Delete /${c.shortcut}`, onclick: async () => {
+  $("canned").replaceChildren(...canned.map((c) => {
+    const li = h("li", {}, h("strong", {}, "/" + c.shortcut), " " + c.body + " ");
+    li.dataset.shortcut = c.shortcut;
+    if (!isAdmin()) return li;
+    // Edit in place: the shortcut and the text become fields until saved.
+    const edit = h("button", { type: "button", "aria-label": `Edit /${c.shortcut}`, onclick: () => {
+      const shortcut = h("input", { value: c.shortcut, maxLength: 32, required: true, "aria-label": "Shortcut" });
+      const body = h("textarea", { rows: 2, maxLength: 5000, required: true, "aria-label": "Text" });
+      body.value = c.body;
+      li.replaceChildren(h("form", { class: "grid", onsubmit: async (e) => {
+        e.preventDefault();
+        try { await post(`/api/v1/admin/canned/${c.id}`, { shortcut: shortcut.value, body: body.value }, "PATCH"); toast("Saved"); loadCanned(); } catch (err) { toast(err.message); }
+      } }, shortcut, body, h("button", { type: "submit" }, "Save"), h("button", { type: "button", onclick: () => loadCanned() }, "Cancel")));
+    } }, "Edit");
+    const del = h("button", { type: "button", "aria-label": `Delete /${c.shortcut}`, onclick: async () => {
       try { await api(`/api/v1/admin/canned/${c.id}`, { method: "DELETE" }); loadCanned(); } catch (e) { toast(e.message); }
-    } }, "Delete") : null)));
+    } }, "Delete");
+    li.append(edit, " ", del);
+    return li;
+  }));
 }
 
 /** Show one of the views (chat, admin, status, reports) and the tabs to the others. */

@@ -407,3 +407,60 @@ async fn admins_rename_their_site_and_set_passwords_and_agents_change_their_own(
     assert_eq!((status, err["error"]["code"].as_str()), (400, Some("bad_request")), "{err}");
     assert!(logs_in(&server, "ann@example.com", "ann-third-1").await, "a refused change changes nothing");
 }
+
+/// Issue 27: an admin edits a canned response and takes an agent out of a
+/// group; another site's admin can do neither, and bad input is refused.
+#[tokio::test]
+async fn admins_edit_canned_responses_and_take_agents_out_of_groups() {
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    let admin = make_admin(&server, &site, "edit-boss@example.com").await;
+    let other = server.new_site("Other").await;
+    let admin_b = make_admin(&server, &other, "other-boss@example.com").await;
+    let ann = server.agent(&site, "ann-edit@example.com", 5).await;
+
+    let (status, hours) =
+        send(&server, "POST", "/api/v1/admin/canned", &admin, Some(json!({"shortcut": "hours", "body": "9 to 5"})))
+            .await;
+    assert_eq!(status, 201, "{hours}");
+    send(&server, "POST", "/api/v1/admin/canned", &admin, Some(json!({"shortcut": "bye", "body": "Bye!"}))).await;
+    let path = format!("/api/v1/admin/canned/{}", hours["id"].as_str().unwrap());
+    let edit = json!({"shortcut": "/Opening", "body": "  We open at 8.  "});
+    let (status, edited) = send(&server, "PATCH", &path, &admin, Some(edit)).await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!((edited["shortcut"].as_str(), edited["body"].as_str()), (Some("opening"), Some("We open at 8.")));
+    assert_eq!(edited["id"], hours["id"]);
+    let (_, listed) = send(&server, "GET", "/api/v1/canned", &admin, None).await;
+    let shortcuts: Vec<&str> = listed.as_array().unwrap().iter().map(|c| c["shortcut"].as_str().unwrap()).collect();
+    assert_eq!(shortcuts, ["bye", "opening"]);
+    for (body, code) in [
+        (json!({"shortcut": "bye", "body": "x"}), 409),
+        (json!({"shortcut": "no spaces", "body": "x"}), 400),
+        (json!({"shortcut": "ok", "body": " "}), 400),
+        (json!({"shortcut": "ok"}), 400),
+    ] {
+        let (status, err) = send(&server, "PATCH", &path, &admin, Some(body.clone())).await;
+        assert!(status == code || (code == 400 && status == 422), "{body}: {status} {err}");
+    }
+    let (status, _) = send(&server, "PATCH", &path, &admin_b, Some(json!({"shortcut": "mine", "body": "x"}))).await;
+    assert_eq!(status, 404, "another site's response does not exist for B");
+    let (status, _) =
+        send(&server, "PATCH", "/api/v1/admin/canned/nope", &admin, Some(json!({"shortcut": "a", "body": "b"}))).await;
+    assert_eq!(status, 404);
+
+    // Ann is in the default group; out she goes, once.
+    let (_, groups) = send(&server, "GET", "/api/v1/admin/groups", &admin, None).await;
+    let group = groups[0]["id"].as_str().unwrap().to_owned();
+    assert!(groups[0]["members"].as_array().unwrap().iter().any(|m| m == ann.id.as_str()));
+    let member = format!("/api/v1/admin/groups/{group}/members/{}", ann.id);
+    let (status, _) = send(&server, "DELETE", &member, &admin_b, None).await;
+    assert_eq!(status, 404, "not B's group");
+    let (status, _) = send(&server, "DELETE", &member, &admin, None).await;
+    assert_eq!(status, 204);
+    let (status, _) = send(&server, "DELETE", &member, &admin, None).await;
+    assert_eq!(status, 404, "no longer a member");
+    assert!(!server.state.store.group_members(&group).await.unwrap().contains(&ann.id));
+    let (_, log) = send(&server, "GET", "/api/v1/admin/audit", &admin, None).await;
+    let actions: Vec<&str> = log.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert!(actions.contains(&"group.member_removed") && actions.contains(&"canned.changed"), "{actions:?}");
+}

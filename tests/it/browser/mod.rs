@@ -393,6 +393,19 @@ async fn an_operator_creates_an_agent_and_a_site_whose_people_then_log_in() {
     let add = b.el("document.querySelector('#canned-form button')").await;
     b.click(&add).await;
     b.wait_for("return document.querySelector('#canned').textContent.includes('/hours')", LONG).await;
+    // Edited in place to a hostile text, which stays text.
+    b.click_on("document.querySelector('#canned li[data-shortcut=hours] button')").await;
+    b.exec("document.querySelector('#canned textarea').value = ''", vec![]).await;
+    let body = b.el("document.querySelector('#canned textarea')").await;
+    b.type_text(&body, "<img src=x onerror=\"window.pwned=11\"> <b>Open</b> 8 to 6").await;
+    b.click_on("document.querySelector('#canned form button[type=submit]')").await;
+    b.wait_for("return document.querySelector('#canned').textContent.includes('<b>Open</b> 8 to 6')", LONG).await;
+    let markup =
+        b.exec("return document.querySelectorAll('#canned b, #canned img').length + (window.pwned || 0)", vec![]).await;
+    assert_eq!(markup, 0);
+    // Bob leaves the default group: his "×" beside his name.
+    b.click_on("document.querySelector('#groups button[aria-label^=\"Remove Bob\"]')").await;
+    b.wait_for("return !document.querySelector('#groups button[aria-label^=\"Remove Bob\"]')", LONG).await;
 
     // The operator's Sites section: a new site with its first admin; the
     // site's name is text however hostile.

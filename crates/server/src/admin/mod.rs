@@ -471,6 +471,28 @@ const MAX_CANNED_BODY: usize = crate::chat::protocol::MAX_BODY_CHARS;
 
 pub async fn create_canned(store: &dyn Store, admin: &AgentCtx, shortcut: &str, body: &str) -> Result<CannedResponse> {
     require_admin(admin)?;
+    let (shortcut, body) = check_canned(shortcut, body)?;
+    store.create_canned_response(&admin.site_id, &shortcut, body).await
+}
+
+/// Change a canned response of the admin's site.
+pub async fn update_canned(
+    store: &dyn Store,
+    admin: &AgentCtx,
+    id: &str,
+    shortcut: &str,
+    body: &str,
+) -> Result<CannedResponse> {
+    require_admin(admin)?;
+    let (shortcut, body) = check_canned(shortcut, body)?;
+    if id.len() > 64 {
+        return Err(Error::NotFound("canned response"));
+    }
+    store.update_canned_response(&admin.site_id, id, &shortcut, body).await?.ok_or(Error::NotFound("canned response"))
+}
+
+/// A shortcut (lowercase, without its `/`) and a body, checked.
+fn check_canned<'a>(shortcut: &str, body: &'a str) -> Result<(String, &'a str)> {
     let shortcut = shortcut.trim().trim_start_matches('/').to_ascii_lowercase();
     let valid = !shortcut.is_empty()
         && shortcut.len() <= 32
@@ -482,7 +504,18 @@ pub async fn create_canned(store: &dyn Store, admin: &AgentCtx, shortcut: &str, 
     if body.is_empty() || body.chars().count() > MAX_CANNED_BODY {
         return Err(Error::bad_request(format!("body must be 1 to {MAX_CANNED_BODY} characters")));
     }
-    store.create_canned_response(&admin.site_id, &shortcut, body).await
+    Ok((shortcut, body))
+}
+
+/// Take an agent of the admin's site out of one of its groups.
+pub async fn remove_from_group(store: &dyn Store, admin: &AgentCtx, group_id: &str, agent_id: &str) -> Result<()> {
+    require_admin(admin)?;
+    let agent = agent_of_site(store, &admin.site_id, agent_id).await?;
+    let group = group_of_site(store, &admin.site_id, group_id).await?;
+    if !store.remove_agent_from_group(&agent.id, &group.id).await? {
+        return Err(Error::NotFound("member"));
+    }
+    Ok(())
 }
 
 pub async fn delete_canned(store: &dyn Store, admin: &AgentCtx, id: &str) -> Result<()> {

@@ -38,9 +38,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/groups", get(groups).post(create_group))
         .route("/api/v1/admin/groups/{id}", patch(update_group))
         .route("/api/v1/admin/groups/{id}/members", post(add_member))
+        .route("/api/v1/admin/groups/{id}/members/{agent_id}", delete(remove_member))
         .route("/api/v1/me/lead-emails", put(set_lead_emails))
         .route("/api/v1/admin/canned", post(create_canned))
-        .route("/api/v1/admin/canned/{id}", delete(delete_canned))
+        .route("/api/v1/admin/canned/{id}", delete(delete_canned).patch(update_canned))
         .route("/api/v1/canned", get(canned))
         .route("/api/v1/groups", get(site_groups))
         .route("/api/v1/admin/deliveries", get(deliveries))
@@ -342,6 +343,28 @@ async fn add_member(
     admin::add_to_group(state.store.as_ref(), &me, &id, &req.agent_id).await?;
     audit(&state, &me, "group.member_added", Some(&id), None, Some(json!({"agent_id": req.agent_id}))).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_member(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path((id, agent_id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    admin::remove_from_group(state.store.as_ref(), &me, &id, &agent_id).await?;
+    audit(&state, &me, "group.member_removed", Some(&id), Some(json!({"agent_id": agent_id})), None).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn update_canned(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<NewCanned>,
+) -> Result<Json<CannedResponse>> {
+    let before = state.store.canned_responses(&me.site_id).await?.into_iter().find(|c| c.id == id);
+    let after = admin::update_canned(state.store.as_ref(), &me, &id, &req.shortcut, &req.body).await?;
+    audit(&state, &me, "canned.changed", Some(&id), before.as_ref().and_then(json_of), json_of(&after)).await;
+    Ok(Json(after))
 }
 
 #[derive(Deserialize)]

@@ -615,6 +615,17 @@ pub trait Store: Send + Sync + 'static {
     async fn create_canned_response(&self, site_id: &str, shortcut: &str, body: &str) -> Result<CannedResponse>;
     /// Returns whether a response of that site with that id existed.
     async fn delete_canned_response(&self, site_id: &str, id: &str) -> Result<bool>;
+    /// Change a response of that site (validated by the caller); `None`
+    /// if there is none such, `Conflict` if the shortcut is taken.
+    async fn update_canned_response(
+        &self,
+        site_id: &str,
+        id: &str,
+        shortcut: &str,
+        body: &str,
+    ) -> Result<Option<CannedResponse>>;
+    /// Take an agent out of a group; returns whether they were in it.
+    async fn remove_agent_from_group(&self, agent_id: &str, group_id: &str) -> Result<bool>;
 
     // ----- invitations (`invitations.rs`) ----------------------------------
 

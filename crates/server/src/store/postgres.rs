@@ -484,6 +484,16 @@ fn agent_from_row(r: &PgRow) -> Result<Agent> {
     })
 }
 
+fn canned_from_row(r: &PgRow) -> Result<CannedResponse> {
+    Ok(CannedResponse {
+        id: r.try_get("id")?,
+        site_id: r.try_get("site_id")?,
+        shortcut: r.try_get("shortcut")?,
+        body: r.try_get("body")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
 fn group_from_row(r: &PgRow) -> Result<Group> {
     Ok(Group {
         id: r.try_get("id")?,
@@ -1099,17 +1109,7 @@ impl Store for PostgresStore {
             .bind(site_id)
             .fetch_all(self.p().await?)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(CannedResponse {
-                    id: r.try_get("id")?,
-                    site_id: r.try_get("site_id")?,
-                    shortcut: r.try_get("shortcut")?,
-                    body: r.try_get("body")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(canned_from_row).collect()
     }
 
     async fn create_canned_response(&self, site_id: &str, shortcut: &str, body: &str) -> Result<CannedResponse> {
@@ -1141,6 +1141,38 @@ impl Store for PostgresStore {
         let done = sqlx::query("DELETE FROM canned_responses WHERE id = $1 AND site_id = $2")
             .bind(id)
             .bind(site_id)
+            .execute(self.p().await?)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn update_canned_response(
+        &self,
+        site_id: &str,
+        id: &str,
+        shortcut: &str,
+        body: &str,
+    ) -> Result<Option<CannedResponse>> {
+        let row = sqlx::query(
+            "UPDATE canned_responses SET shortcut = $1, body = $2 WHERE id = $3 AND site_id = $4 RETURNING *",
+        )
+        .bind(shortcut)
+        .bind(body)
+        .bind(id)
+        .bind(site_id)
+        .fetch_optional(self.p().await?)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => Error::conflict("that shortcut exists"),
+            e => e.into(),
+        })?;
+        row.as_ref().map(canned_from_row).transpose()
+    }
+
+    async fn remove_agent_from_group(&self, agent_id: &str, group_id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM agent_groups WHERE agent_id = $1 AND group_id = $2")
+            .bind(agent_id)
+            .bind(group_id)
             .execute(self.p().await?)
             .await?;
         Ok(done.rows_affected() > 0)

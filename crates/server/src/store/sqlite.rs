@@ -348,6 +348,16 @@ fn agent_row(r: &Row) -> rusqlite::Result<Agent> {
     })
 }
 
+fn canned_row(r: &Row) -> rusqlite::Result<CannedResponse> {
+    Ok(CannedResponse {
+        id: r.get("id")?,
+        site_id: r.get("site_id")?,
+        shortcut: r.get("shortcut")?,
+        body: r.get("body")?,
+        created_at: r.get("created_at")?,
+    })
+}
+
 fn group_row(r: &Row) -> rusqlite::Result<Group> {
     Ok(Group {
         id: r.get("id")?,
@@ -991,15 +1001,7 @@ impl Store for SqliteStore {
     async fn canned_responses(&self, site_id: &str) -> Result<Vec<CannedResponse>> {
         let site_id = site_id.to_owned();
         self.read(move |c| {
-            all(c, "SELECT * FROM canned_responses WHERE site_id = ?1 ORDER BY shortcut", [&site_id], |r| {
-                Ok(CannedResponse {
-                    id: r.get("id")?,
-                    site_id: r.get("site_id")?,
-                    shortcut: r.get("shortcut")?,
-                    body: r.get("body")?,
-                    created_at: r.get("created_at")?,
-                })
-            })
+            all(c, "SELECT * FROM canned_responses WHERE site_id = ?1 ORDER BY shortcut", [&site_id], canned_row)
         })
         .await
     }
@@ -1034,6 +1036,38 @@ impl Store for SqliteStore {
         let (site_id, id) = (site_id.to_owned(), id.to_owned());
         self.write(move |c| {
             Ok(exec(c, "DELETE FROM canned_responses WHERE id = ?1 AND site_id = ?2", [&id, &site_id])? > 0)
+        })
+        .await
+    }
+
+    async fn update_canned_response(
+        &self,
+        site_id: &str,
+        id: &str,
+        shortcut: &str,
+        body: &str,
+    ) -> Result<Option<CannedResponse>> {
+        let (site_id, id, shortcut, body) = (site_id.to_owned(), id.to_owned(), shortcut.to_owned(), body.to_owned());
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached("UPDATE canned_responses SET shortcut = ?1, body = ?2 WHERE id = ?3 AND site_id = ?4")?
+                .execute(params![shortcut, body, id, site_id]);
+            match changed {
+                Err(e) if violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE) => {
+                    return Err(Error::conflict("that shortcut exists"));
+                }
+                Ok(0) => return Ok(None),
+                other => other?,
+            };
+            one(c, "SELECT * FROM canned_responses WHERE id = ?1", [&id], canned_row)
+        })
+        .await
+    }
+
+    async fn remove_agent_from_group(&self, agent_id: &str, group_id: &str) -> Result<bool> {
+        let (agent_id, group_id) = (agent_id.to_owned(), group_id.to_owned());
+        self.write(move |c| {
+            Ok(exec(c, "DELETE FROM agent_groups WHERE agent_id = ?1 AND group_id = ?2", [&agent_id, &group_id])? > 0)
         })
         .await
     }
