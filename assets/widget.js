@@ -126,8 +126,8 @@ textarea{resize:none}
   const log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": "Messages" });
   const typing = h("div", { class: "typing", "aria-live": "polite" });
   const field = (label, props) => h("label", {}, label, h(props.rows ? "textarea" : "input", props));
-  const prechat = h("form", { class: "prechat", "aria-label": "Before we start", onsubmit: onPrechat },
-    h("div", { class: "sys" }, "Tell us who you are, then start the chat."));
+  const preIntro = h("div", { class: "sys" });
+  const prechat = h("form", { class: "prechat", "aria-label": "Before we start", onsubmit: onPrechat }, preIntro);
   const preName = field("Your name", { name: "name", autocomplete: "name", maxLength: 200 });
   const preEmail = field("Your email", { name: "email", type: "email", autocomplete: "email", maxLength: 254 });
   prechat.append(preName, preEmail, h("button", { class: "send", type: "submit" }, "Start chat"));
@@ -187,8 +187,14 @@ textarea{resize:none}
     composer.hidden = isOffline || needPrechat;
     preName.hidden = p.name === "off";
     preEmail.hidden = p.email === "off";
-    preName.lastChild.required = p.name === "required";
-    preEmail.lastChild.required = p.email === "required";
+    // Each field says whether it is needed; with none needed, the form
+    // says it can be skipped (Start chat with both empty).
+    for (const [el, mode, label] of [[preName, p.name, "Your name"], [preEmail, p.email, "Your email"]]) {
+      el.lastChild.required = mode === "required";
+      el.firstChild.textContent = `${label} (${mode === "required" ? "required" : "optional"})`;
+    }
+    preIntro.textContent = p.name === "required" || p.email === "required"
+      ? "Tell us who you are, then start the chat." : "Tell us who you are if you like, or start the chat right away.";
   }
 
   function toggle(show) {

@@ -91,7 +91,22 @@ async fn a_visitor_chats_from_the_widget_on_another_origin() {
     b.goto(&page.url).await;
 
     open_widget(&b).await;
-    // The pre-chat form comes first (name and email are optional by default).
+    // The pre-chat form comes first (name and email are optional by default,
+    // and it says so: it can be skipped).
+    let labels = b
+        .exec(
+            &format!("return [...{W}.querySelectorAll('.prechat label, .prechat .sys')].map((l) => l.textContent)"),
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        labels,
+        json!([
+            "Tell us who you are if you like, or start the chat right away.",
+            "Your name (optional)",
+            "Your email (optional)"
+        ])
+    );
     let name = b.el(&format!("{W}.querySelector('.prechat input[name=name]')")).await;
     b.type_text(&name, "Vera Visitor").await;
     let start = b.el(&format!("{W}.querySelector('.prechat button')")).await;
@@ -967,4 +982,48 @@ async fn an_admin_sees_every_chat_follows_one_and_takes_it_over() {
     for b in [bob_console, visitor, ada] {
         b.close().await;
     }
+}
+
+/// Issue 27, point 8: a required pre-chat field is marked and holds the
+/// chat back until it is filled; the others say they are optional.
+#[tokio::test]
+async fn the_pre_chat_form_marks_what_is_required() {
+    let _one = ONE_BROWSER_TEST.lock().await;
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    admin(&server, &site, "pre@example.com", Role::Admin).await;
+    let (token, _) = server.login("pre@example.com", "password123").await;
+    let (_, view) = server.get("/api/v1/admin/site", Some(&token)).await;
+    let mut settings = view["settings"].clone();
+    settings["prechat"] = json!({"name": "optional", "email": "required"});
+    let (status, saved) = server.put("/api/v1/admin/site/settings", Some(&token), settings).await;
+    assert_eq!(status, 200, "{saved}");
+    server.agent(&site, "pre-agent@example.com", 5).await;
+    let (_agent, _) = server.online_agent("pre-agent@example.com").await;
+    let page = host_page(&server, &site.widget_key).await;
+    let driver = Driver::start().await;
+    let b = driver.browser(1280, 900).await;
+    b.goto(&page.url).await;
+    open_widget(&b).await;
+    let labels = b
+        .exec(
+            &format!("return [...{W}.querySelectorAll('.prechat label, .prechat .sys')].map((l) => l.textContent)"),
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        labels,
+        json!(["Tell us who you are, then start the chat.", "Your name (optional)", "Your email (required)"])
+    );
+    // Start without the email: the form holds, the composer stays hidden.
+    b.click_on(&format!("{W}.querySelector('.prechat button')")).await;
+    let held = b
+        .exec(&format!("return [{W}.querySelector('.prechat').hidden, {W}.querySelector('.composer').hidden]"), vec![])
+        .await;
+    assert_eq!(held, json!([false, true]));
+    let email = b.el(&format!("{W}.querySelector('.prechat input[name=email]')")).await;
+    b.type_text(&email, "vera@example.com").await;
+    b.click_on(&format!("{W}.querySelector('.prechat button')")).await;
+    b.wait_for(&format!("return !{W}.querySelector('.composer').hidden"), LONG).await;
+    b.close().await;
 }
