@@ -93,12 +93,7 @@ async fn a_visitor_chats_from_the_widget_on_another_origin() {
     open_widget(&b).await;
     // The pre-chat form comes first (name and email are optional by default,
     // and it says so: it can be skipped).
-    let labels = b
-        .exec(
-            &format!("return [...{W}.querySelectorAll('.prechat label, .prechat .sys')].map((l) => l.textContent)"),
-            vec![],
-        )
-        .await;
+    let labels = prechat_texts(&b).await;
     assert_eq!(
         labels,
         json!([
@@ -302,6 +297,15 @@ async fn visitor_and_agent_chat_in_browsers_across_a_server_restart() {
     console.close().await;
     visitor.close().await;
     server.stop().await;
+}
+
+/// The pre-chat form's intro and its labels, in order.
+async fn prechat_texts(b: &Browser) -> serde_json::Value {
+    b.exec(
+        &format!("return [...{W}.querySelectorAll('.prechat label, .prechat .sys')].map((l) => l.textContent)"),
+        vec![],
+    )
+    .await
 }
 
 /// Skip the (optional) pre-chat form by starting the chat without details.
@@ -1005,12 +1009,7 @@ async fn the_pre_chat_form_marks_what_is_required() {
     let b = driver.browser(1280, 900).await;
     b.goto(&page.url).await;
     open_widget(&b).await;
-    let labels = b
-        .exec(
-            &format!("return [...{W}.querySelectorAll('.prechat label, .prechat .sys')].map((l) => l.textContent)"),
-            vec![],
-        )
-        .await;
+    let labels = prechat_texts(&b).await;
     assert_eq!(
         labels,
         json!(["Tell us who you are, then start the chat.", "Your name (optional)", "Your email (required)"])

@@ -136,6 +136,8 @@ pub async fn accept(auth: &Auth, store: &dyn Store, req: AcceptRequest) -> Resul
     }
     let id = auth.tokens.verify_invitation(&req.token).ok_or(Error::NotFound("invitation"))?;
     check_password(&req.password)?;
+    // Checked before the hash so a dead link costs none; the store checks
+    // again in the transaction that makes the agent.
     let invitation = store.invitation(&id).await?.filter(|i| i.open_at(now_ms()));
     if invitation.is_none() {
         return Err(Error::NotFound("invitation"));

@@ -426,8 +426,14 @@ pub struct GroupChange {
     pub email: Option<String>,
 }
 
-/// Rename a group of the admin's site, or set its address.
-pub async fn update_group(store: &dyn Store, admin: &AgentCtx, group_id: &str, change: GroupChange) -> Result<Group> {
+/// Rename a group of the admin's site, or set its address; the group
+/// before and after (for the audit log).
+pub async fn update_group(
+    store: &dyn Store,
+    admin: &AgentCtx,
+    group_id: &str,
+    change: GroupChange,
+) -> Result<(Group, Group)> {
     require_admin(admin)?;
     let group = group_of_site(store, &admin.site_id, group_id).await?;
     let name = change.name.as_deref().map(check_name).transpose()?;
@@ -443,7 +449,8 @@ pub async fn update_group(store: &dyn Store, admin: &AgentCtx, group_id: &str, c
         }
     };
     store.update_group(&group.id, name.as_deref(), email.as_ref().map(|e| e.as_deref())).await?;
-    group_of_site(store, &admin.site_id, group_id).await
+    let after = group_of_site(store, &admin.site_id, group_id).await?;
+    Ok((group, after))
 }
 
 async fn group_of_site(store: &dyn Store, site_id: &str, group_id: &str) -> Result<Group> {

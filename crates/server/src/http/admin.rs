@@ -273,9 +273,8 @@ async fn update_group(
     Path(id): Path<String>,
     ApiJson(change): ApiJson<GroupChange>,
 ) -> Result<Json<Group>> {
-    let before = state.store.group(&id).await.ok().flatten().filter(|g| g.site_id == me.site_id);
-    let after = admin::update_group(state.store.as_ref(), &me, &id, change).await?;
-    audit(&state, &me, "group.changed", Some(&id), before.as_ref().and_then(json_of), json_of(&after)).await;
+    let (before, after) = admin::update_group(state.store.as_ref(), &me, &id, change).await?;
+    audit(&state, &me, "group.changed", Some(&id), json_of(&before), json_of(&after)).await;
     Ok(Json(after))
 }
 

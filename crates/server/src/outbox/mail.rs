@@ -78,17 +78,19 @@ pub fn one_line(value: &str, max: usize) -> String {
 /// A moment as the site's people read it: "Mar 29, 2026 - 14:05 CEST",
 /// in the site's time zone (`time_zone` in its settings; UTC unless set).
 pub fn local_time(ms: i64, tz: &TimeZone) -> String {
-    match jiff::Timestamp::from_millisecond(ms) {
-        Ok(at) => at.to_zoned(tz.clone()).strftime("%b %d, %Y - %H:%M %Z").to_string(),
-        Err(_) => "(unknown time)".into(),
-    }
+    local(ms, tz, "%b %d, %Y - %H:%M %Z", "(unknown time)")
 }
 
 /// `HH:MM` in the site's time zone (transcript lines).
 pub fn local_clock(ms: i64, tz: &TimeZone) -> String {
+    local(ms, tz, "%H:%M", "--:--")
+}
+
+/// `ms` in `tz` formatted by `format`, or `out_of_range`.
+fn local(ms: i64, tz: &TimeZone, format: &str, out_of_range: &str) -> String {
     match jiff::Timestamp::from_millisecond(ms) {
-        Ok(at) => at.to_zoned(tz.clone()).strftime("%H:%M").to_string(),
-        Err(_) => "--:--".into(),
+        Ok(at) => at.to_zoned(tz.clone()).strftime(format).to_string(),
+        Err(_) => out_of_range.into(),
     }
 }
 
