@@ -10,8 +10,10 @@ use std::time::Duration;
 use holdfast_server::admission::LaneLimits;
 use holdfast_server::side::BreakerState;
 use holdfast_server::side::plan::{PlanConfig, PlanService};
+use holdfast_server::store::Role;
 use holdfast_storm::rehearsal::{PlanMode, PlanSwitch, serve_plan_service};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{Client, TestServer};
 
@@ -25,7 +27,13 @@ async fn the_dashboard_is_shed_first_and_logins_still_succeed() {
     for i in 0..8 {
         server.agent(&site, &format!("flood{i}@example.com"), 5).await;
     }
+    server.person(&site, "boss@example.com", "Boss", Role::Admin).await;
     let (token, _) = server.login("flood0@example.com", "password123").await;
+    let (admin, _) = server.login("boss@example.com", "password123").await;
+    // Hold the dashboard lane's only slot: an admin request whose body is
+    // still arriving keeps its permit, so the flood below meets a full lane
+    // however fast the machine answers a search.
+    let mut slow = hold_dashboard_slot(&server, &admin).await;
     let dashboard: Vec<_> = (0..40)
         .map(|_| {
             let (http, url, token) = (server.http.clone(), format!("{}/api/v1/search?q=x", server.base), token.clone());
@@ -46,6 +54,9 @@ async fn the_dashboard_is_shed_first_and_logins_still_succeed() {
             })
         })
         .collect();
+    for l in logins {
+        assert_eq!(l.await.unwrap(), 200, "login is never shed for the dashboard");
+    }
     let mut shed = 0;
     for d in dashboard {
         let res = d.await.unwrap();
@@ -55,14 +66,41 @@ async fn the_dashboard_is_shed_first_and_logins_still_succeed() {
             shed += 1;
         }
     }
-    for l in logins {
-        assert_eq!(l.await.unwrap(), 200, "login is never shed for the dashboard");
-    }
-    assert!(shed > 0, "the flooded dashboard lane shed some requests");
+    assert_eq!(shed, 40, "a full lane sheds at once, and its queue after max_wait");
+    slow.write_all(b"\"}").await.unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "the held request was answered once its body arrived: {answer}");
     let (_, ready) = server.get("/readyz", None).await;
     let dash = ready["lanes"].as_array().unwrap().iter().find(|l| l["lane"] == "dashboard").unwrap().clone();
-    assert!(dash["shed"].as_u64().unwrap() > 0);
+    assert_eq!(dash["shed"].as_u64(), Some(40));
+    let (status, _) = server.get("/api/v1/search?q=x", Some(&token)).await;
+    assert_eq!(status, 200, "the lane serves again once the slot is free");
     server.stop().await;
+}
+
+/// Start an admin request on the dashboard lane and send only part of its
+/// body; the returned connection finishes it.
+async fn hold_dashboard_slot(server: &TestServer, admin: &str) -> tokio::net::TcpStream {
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body_len = br#"{"name":"x"}"#.len();
+    let head = format!(
+        "PATCH /api/v1/admin/groups/nope HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin}\r\n\
+         Content-Type: application/json\r\nContent-Length: {body_len}\r\nConnection: close\r\n\r\n{{\"name\":\"x"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // Wait until the server has read the head and the handler awaits the body.
+    for _ in 0..100 {
+        let (_, ready) = server.get("/readyz", None).await;
+        let lanes = ready["lanes"].as_array().unwrap();
+        let dash = lanes.iter().find(|l| l["lane"] == "dashboard").unwrap();
+        if dash["in_flight"].as_u64() == Some(1) {
+            return conn;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the partial admin request never took the dashboard slot");
 }
 
 #[tokio::test]
