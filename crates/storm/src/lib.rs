@@ -2,7 +2,7 @@
 //! but never linked into the server library.
 //!
 //! `holdfast storm` (this file): rehearsals of the three May 2018 outages,
-//! and of the loss of a cluster node, against a real Holdfast over real
+//! of the loss of a cluster node and of a rolling restart, against a real Holdfast over real
 //! sockets (see `docs/resilience.md`). Each scenario starts a server itself
 //! on a temporary data dir (or uses `--target`), drives clients from
 //! several worker processes, prints live progress on stderr, a table, and
@@ -60,19 +60,17 @@ pub enum StormCommand {
     NodeLoss {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=8))]
         nodes: u16,
-        #[arg(long, default_value_t = 1000)]
-        agents: usize,
-        #[arg(long, default_value_t = 5000)]
-        visitors: usize,
-        /// PostgreSQL server to create the rehearsal's database on (it is
-        /// dropped at the end); the URL's own database is only connected to.
-        #[arg(long, env = "HOLDFAST_DATABASE_URL", hide_env_values = true)]
-        database_url: String,
-        #[arg(long, env = "HOLDFAST_NATS_URL")]
-        nats_url: String,
-        /// Seconds of steady chat before the kill and after recovery.
-        #[arg(long, default_value_t = 5)]
-        phase_s: u64,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// A release rolled over a cluster: starts `--nodes` nodes on a fresh
+    /// database; while agents and visitors chat, drains each node in turn
+    /// (SIGTERM) and starts it again. Nobody logs in again, nothing is lost.
+    RollingRestart {
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=8))]
+        nodes: u16,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Create the storm's agents in a data dir, for `--target` runs.
     Provision {
@@ -81,6 +79,24 @@ pub enum StormCommand {
         #[arg(long, default_value = "./holdfast-data")]
         data: std::path::PathBuf,
     },
+}
+
+/// Where a cluster rehearsal runs.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    #[arg(long, default_value_t = 5000)]
+    pub visitors: usize,
+    /// PostgreSQL server to create the rehearsal's database on (it is
+    /// dropped at the end); the URL's own database is only connected to.
+    #[arg(long, env = "HOLDFAST_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[arg(long, env = "HOLDFAST_NATS_URL")]
+    pub nats_url: String,
+    /// Seconds of steady chat before the fault, between steps, and after.
+    #[arg(long, default_value_t = 5)]
+    pub phase_s: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -107,9 +123,8 @@ pub async fn run(command: StormCommand) -> anyhow::Result<()> {
         StormCommand::Blip { agents, visitors, common } => blip(agents, visitors, &common).await,
         StormCommand::LoginFlood { agents, overload, common } => login_flood(agents, overload, &common).await,
         StormCommand::SideService { common } => side_service(&common).await,
-        StormCommand::NodeLoss { nodes, agents, visitors, database_url, nats_url, phase_s } => {
-            scenarios::node_loss(nodes.into(), agents, visitors, &database_url, &nats_url, phase_s).await
-        }
+        StormCommand::NodeLoss { nodes, cluster } => scenarios::node_loss(nodes.into(), &cluster).await,
+        StormCommand::RollingRestart { nodes, cluster } => scenarios::rolling_restart(nodes.into(), &cluster).await,
         StormCommand::Provision { agents, data } => {
             let site = server::provision(&data, agents).await?;
             println!("provisioned {agents} agents; widget key {}", site.widget_key);

@@ -1,4 +1,5 @@
-//! The three rehearsals of May 2018, and the loss of a cluster node.
+//! The three rehearsals of May 2018, the loss of a cluster node, and a
+//! rolling restart.
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -17,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::client::{ClientReport, Kind, ResumeTiming, connect_ws};
 use super::server::{STORM_PASSWORD, Target};
 use super::worker::{Job, agent_email};
-use super::{Common, finish, percentile};
+use super::{ClusterArgs, Common, finish, percentile};
 use crate::rehearsal::{PlanMode, PlanSwitch, serve_plan_service};
 use holdfast_server::auth::{HashPool, passwords};
 use holdfast_server::store::now_ms;
@@ -227,22 +228,23 @@ pub(crate) fn reports(values: &[Value]) -> Vec<ClientReport> {
     values.iter().filter_map(|v| serde_json::from_value(v["report"].clone()).ok()).collect()
 }
 
-/// Scenario 1: every socket cut at once; everyone resumes.
-pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Result<()> {
-    anyhow::ensure!(agents > 0 && visitors > 0, "--agents and --visitors must be positive");
-    anyhow::ensure!(visitors <= agents * 100, "at most 100 visitors per agent");
-    eprintln!("storm blip: {agents} agents, {visitors} visitors");
-    let target = Target::start(agents, &[], common).await?;
+/// Agents log in and connect, then visitors connect (each writing every
+/// `interval_ms`; agents answer every message), and all start sending.
+/// Agents' workers come first in the returned list.
+async fn chatting_crowd(
+    target: &Target,
+    agents: usize,
+    visitors: usize,
+    interval_ms: u64,
+) -> anyhow::Result<Vec<Worker>> {
     let mut source = 2u8;
-    let mut agent_workers = spawn_workers(&target, Kind::Agent, agents, &mut source, Pace::every(0), true).await?;
+    let mut agent_workers = spawn_workers(target, Kind::Agent, agents, &mut source, Pace::every(0), true).await?;
     anyhow::ensure!(
         wait_connected(&mut agent_workers, "agents logging in", Duration::from_secs(600), false).await,
         "agents did not all connect"
     );
-    // A visitor writes every ~15 s (a brisk live chat); each agent answers
-    // every message. 15,000 visitors make ~2,000 messages/s both ways.
     let mut visitor_workers =
-        spawn_workers(&target, Kind::Visitor, visitors, &mut source, Pace::every(15_000), true).await?;
+        spawn_workers(target, Kind::Visitor, visitors, &mut source, Pace::every(interval_ms), true).await?;
     anyhow::ensure!(
         wait_connected(&mut visitor_workers, "visitors connecting", Duration::from_secs(600), false).await,
         "visitors did not all connect"
@@ -252,6 +254,18 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
         w.command("send_on").await?;
         w.dropped = false;
     }
+    Ok(all)
+}
+
+/// Scenario 1: every socket cut at once; everyone resumes.
+pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Result<()> {
+    anyhow::ensure!(agents > 0 && visitors > 0, "--agents and --visitors must be positive");
+    anyhow::ensure!(visitors <= agents * 100, "at most 100 visitors per agent");
+    eprintln!("storm blip: {agents} agents, {visitors} visitors");
+    let target = Target::start(agents, &[], common).await?;
+    // A visitor writes every ~15 s (a brisk live chat); each agent answers
+    // every message. 15,000 visitors make ~2,000 messages/s both ways.
+    let mut all = chatting_crowd(&target, agents, visitors, 15_000).await?;
     eprintln!("chatting for {} s before the blip", common.phase_s);
     tokio::time::sleep(Duration::from_secs(common.phase_s)).await;
 
@@ -326,43 +340,29 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
 
 /// Scenario 4: a cluster of `nodes` loses one to `kill -9` mid-chat; its
 /// clients move to the others with their credentials and cursors.
-pub async fn node_loss(
-    nodes: usize,
-    agents: usize,
-    visitors: usize,
-    database_url: &str,
-    nats_url: &str,
-    phase_s: u64,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(agents > 0 && visitors > 0, "--agents and --visitors must be positive");
+pub async fn node_loss(nodes: usize, args: &ClusterArgs) -> anyhow::Result<()> {
+    on_a_cluster("node-loss", nodes, args, |cluster| node_loss_on(cluster, args.agents, args.visitors, args.phase_s))
+        .await
+}
+
+/// Start `nodes` nodes on a fresh database (dropped afterwards) with the
+/// scenario's agents provisioned, and run `body` on them.
+async fn on_a_cluster<F, Fut>(scenario: &str, nodes: usize, args: &ClusterArgs, body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Vec<Target>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let (agents, visitors) = (args.agents, args.visitors);
+    anyhow::ensure!(agents >= nodes && visitors >= nodes, "at least one agent and one visitor per node");
     anyhow::ensure!(visitors <= agents * 100, "at most 100 visitors per agent");
-    eprintln!("storm node-loss: {nodes} nodes, {agents} agents, {visitors} visitors");
-    super::server::with_cluster(database_url, nats_url, nodes, agents, |cluster| {
-        node_loss_on(cluster, agents, visitors, phase_s)
-    })
-    .await
+    eprintln!("storm {scenario}: {nodes} nodes, {agents} agents, {visitors} visitors");
+    super::server::with_cluster(&args.database_url, &args.nats_url, nodes, agents, body).await
 }
 
 async fn node_loss_on(mut cluster: Vec<Target>, agents: usize, visitors: usize, phase_s: u64) -> anyhow::Result<()> {
     let nodes = cluster.len();
     eprintln!("nodes: {}", cluster.iter().map(|t| t.base.as_str()).collect::<Vec<_>>().join(" "));
-    let mut source = 2u8;
-    let mut agent_workers = spawn_workers(&cluster[0], Kind::Agent, agents, &mut source, Pace::every(0), true).await?;
-    anyhow::ensure!(
-        wait_connected(&mut agent_workers, "agents logging in", Duration::from_secs(600), false).await,
-        "agents did not all connect"
-    );
-    let mut visitor_workers =
-        spawn_workers(&cluster[0], Kind::Visitor, visitors, &mut source, Pace::every(3000), true).await?;
-    anyhow::ensure!(
-        wait_connected(&mut visitor_workers, "visitors connecting", Duration::from_secs(600), false).await,
-        "visitors did not all connect"
-    );
-    let mut all: Vec<Worker> = agent_workers.into_iter().chain(visitor_workers).collect();
-    for w in all.iter_mut() {
-        w.command("send_on").await?;
-        w.dropped = false;
-    }
+    let mut all = chatting_crowd(&cluster[0], agents, visitors, 3000).await?;
     eprintln!("chatting for {phase_s} s before the node is lost");
     tokio::time::sleep(Duration::from_secs(phase_s)).await;
 
@@ -431,7 +431,111 @@ async fn node_loss_on(mut cluster: Vec<Target>, agents: usize, visitors: usize, 
     Ok(())
 }
 
-/// Messages `senders` had acknowledged that no receiver ever got.
+/// Scenario 5: a release rolled over a cluster. While agents and visitors
+/// chat, each node in turn is drained (SIGTERM: it tells its sockets to
+/// reconnect after a jittered delay of at most `DRAIN_SPREAD`) and started
+/// again on the same address. Nobody may have to log in again.
+pub async fn rolling_restart(nodes: usize, args: &ClusterArgs) -> anyhow::Result<()> {
+    on_a_cluster("rolling-restart", nodes, args, |cluster| {
+        rolling_restart_on(cluster, args.agents, args.visitors, args.phase_s)
+    })
+    .await
+}
+
+/// The longest a drained node asks its sockets to wait before they
+/// reconnect (`chat::session`, `KickReason::Drain`).
+const DRAIN_SPREAD: Duration = Duration::from_secs(5);
+
+async fn rolling_restart_on(
+    mut cluster: Vec<Target>,
+    agents: usize,
+    visitors: usize,
+    phase_s: u64,
+) -> anyhow::Result<()> {
+    let nodes = cluster.len();
+    eprintln!("nodes: {}", cluster.iter().map(|t| t.base.as_str()).collect::<Vec<_>>().join(" "));
+    // Every worker has clients starting on every node (client i starts on
+    // node i mod n), so every drain drops some clients of every worker.
+    let mut all = chatting_crowd(&cluster[0], agents, visitors, 3000).await?;
+    eprintln!("chatting for {phase_s} s before the roll");
+    tokio::time::sleep(Duration::from_secs(phase_s)).await;
+
+    // Hashes are counted per node life: a restarted node starts from zero,
+    // so a node's count is banked just before it is drained.
+    let mut hashes_before = 0.0;
+    for t in &cluster {
+        hashes_before += t.people_hashes().await?;
+    }
+    let mut banked = 0.0;
+    let (mut worst_back, mut worst_drain, mut all_back) = (Duration::ZERO, Duration::ZERO, true);
+    for node in cluster.iter_mut() {
+        banked += node.people_hashes().await?;
+        for w in all.iter_mut() {
+            w.poll();
+            w.dropped = false;
+        }
+        let started = Instant::now();
+        let drained = node.restart_drained().await?;
+        eprintln!("{} drained in {:.2} s and started again", node.base, drained.as_secs_f64());
+        let back = wait_connected(&mut all, "reconnecting", Duration::from_secs(120), true).await;
+        let took = started.elapsed();
+        eprintln!("every client back {:.2} s after the SIGTERM", took.as_secs_f64());
+        all_back &= back;
+        worst_back = worst_back.max(took);
+        worst_drain = worst_drain.max(drained);
+        tokio::time::sleep(Duration::from_secs(phase_s)).await;
+    }
+    for w in all.iter_mut() {
+        w.command("send_off").await?;
+    }
+    // As after a node loss: late is not lost, so wait before counting.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let raw = collect_reports(&mut all).await?;
+    let mut hashes_after = banked;
+    for t in &cluster {
+        hashes_after += t.people_hashes().await?;
+    }
+    let n_agent_workers = agents.div_ceil(PER_WORKER);
+    let (agent_raw, visitor_raw) = raw.split_at(n_agent_workers);
+    let (agent_reports, visitor_reports) = (reports(agent_raw), reports(visitor_raw));
+    let everyone = || agent_reports.iter().chain(&visitor_reports);
+    let (to_agents, to_visitors) =
+        (lost_between(&visitor_reports, &agent_reports), lost_between(&agent_reports, &visitor_reports));
+    let lost = to_agents + to_visitors;
+    let duplicated: u64 = everyone().map(|r| r.duplicated).sum();
+    let logouts: u64 = everyone().map(|r| r.logouts).sum();
+    let messages: usize = everyone().map(|r| r.acked.len()).sum();
+    let resumes: u64 = everyone().map(|r| r.resumes).sum();
+    eprintln!(
+        "{messages} messages acknowledged; {resumes} resumes; lost {to_agents} to agents, {to_visitors} to visitors"
+    );
+    if lost > 0 {
+        let got: HashSet<(&str, i64)> =
+            everyone().flat_map(|r| r.received.iter().map(|(c, s)| (c.as_str(), *s))).collect();
+        let missing: Vec<_> =
+            everyone().flat_map(|r| r.acked.iter()).filter(|(c, s)| !got.contains(&(c.as_str(), *s))).take(5).collect();
+        eprintln!("some acknowledged but never received (conversation, seq): {missing:?}");
+    }
+    if !all_back {
+        eprintln!("warning: not every client was back within 120 s of a drain");
+    }
+    let within = all_back && worst_back <= DRAIN_SPREAD + Duration::from_secs(5);
+    finish(&[
+        ("scenario", "rolling-restart".into()),
+        ("nodes", nodes.to_string()),
+        ("agents", agents.to_string()),
+        ("visitors", visitors.to_string()),
+        ("worst_drain_s", format!("{:.2}", worst_drain.as_secs_f64())),
+        ("worst_back_s", format!("{:.2}", worst_back.as_secs_f64())),
+        ("back_within_drain_plus_5s", within.to_string()),
+        ("password_hashes", format!("{}", (hashes_after - hashes_before).round())),
+        ("logouts", logouts.to_string()),
+        ("lost", lost.to_string()),
+        ("duplicated", duplicated.to_string()),
+    ]);
+    Ok(())
+}
+
 /// (busy, total) CPU time of the whole machine so far, from `/proc/stat`.
 fn machine_cpu() -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
@@ -470,6 +574,7 @@ fn print_resume_timings<'a>(reports: impl Iterator<Item = &'a ClientReport>, cut
     );
 }
 
+/// Messages `senders` had acknowledged that no receiver ever got.
 pub(crate) fn lost_between(senders: &[ClientReport], receivers: &[ClientReport]) -> usize {
     let got: HashSet<(&str, i64)> =
         receivers.iter().flat_map(|r| r.received.iter().map(|(c, s)| (c.as_str(), *s))).collect();

@@ -211,13 +211,21 @@ impl Target {
     /// Start `holdfast serve` with fault injection and `args`, and log in
     /// as the storm admin.
     async fn spawn(args: &[&str], widget_key: String) -> anyhow::Result<Target> {
-        Self::spawn_logged(args, widget_key, Arc::default()).await
+        Self::spawn_logged("127.0.0.1:0", args, widget_key, Arc::default(), None).await
     }
 
-    async fn spawn_logged(args: &[&str], widget_key: String, log: Arc<ServerLog>) -> anyhow::Result<Target> {
+    /// Start it on `listen`; log in as the storm admin unless `admin_token`
+    /// (a restarted node's, still valid) is given.
+    async fn spawn_logged(
+        listen: &str,
+        args: &[&str],
+        widget_key: String,
+        log: Arc<ServerLog>,
+        admin_token: Option<String>,
+    ) -> anyhow::Result<Target> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--fault-injection"])
+            .args(["serve", "--listen", listen, "--fault-injection"])
             // A rehearsal's worker holds up to 15,000 clients on one
             // 127.0.0.x address: no cap per address.
             .args(["--max-connections-per-address", "0"])
@@ -253,7 +261,10 @@ impl Target {
             args: args.iter().map(|a| a.to_string()).collect(),
             log,
         };
-        target.admin_token = target.login("storm-admin@storm.test", STORM_PASSWORD).await?;
+        target.admin_token = match admin_token {
+            Some(token) => token,
+            None => target.login("storm-admin@storm.test", STORM_PASSWORD).await?,
+        };
         Ok(target)
     }
 
@@ -262,11 +273,38 @@ impl Target {
     pub async fn restart_after_kill9(&mut self) -> anyhow::Result<()> {
         self.kill9()?;
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let mut next = Self::spawn_logged(&args, self.widget_key.clone(), self.log.clone()).await?;
+        let mut next =
+            Self::spawn_logged("127.0.0.1:0", &args, self.widget_key.clone(), self.log.clone(), None).await?;
         next._dir = self._dir.take();
         next.nodes = std::mem::take(&mut self.nodes);
         *self = next;
         Ok(())
+    }
+
+    /// Stop the server as an orchestrator does in a rolling restart
+    /// (SIGTERM: it drains, telling its sockets to reconnect), wait for it
+    /// to exit, and start the same release again on the same address and
+    /// data dir. Returns how long the drain took. Its admin token is kept,
+    /// so the restart itself runs no password hash.
+    pub async fn restart_drained(&mut self) -> anyhow::Result<Duration> {
+        let child = self.child.as_mut().ok_or_else(|| anyhow!("not a node this rehearsal started"))?;
+        let pid = libc::pid_t::try_from(child.id()).context("pid")?;
+        let started = std::time::Instant::now();
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped.
+        anyhow::ensure!(unsafe { libc::kill(pid, libc::SIGTERM) } == 0, "cannot signal {pid}");
+        while child.try_wait()?.is_none() {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "{} did not drain within 60 s", self.base);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let drained = started.elapsed();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let (listen, token) = (self.addr.to_string(), self.admin_token.clone());
+        let mut next =
+            Self::spawn_logged(&listen, &args, self.widget_key.clone(), self.log.clone(), Some(token)).await?;
+        next._dir = self._dir.take();
+        next.nodes = std::mem::take(&mut self.nodes);
+        *self = next;
+        Ok(drained)
     }
 
     /// The data dir of a server started here on a temporary one.
