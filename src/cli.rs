@@ -395,7 +395,12 @@ async fn migrate(data: &DataArg) -> anyhow::Result<()> {
             let (before, after) = holdfast_server::store::postgres::migrate(url)
                 .await
                 .map_err(|e| anyhow!("cannot migrate: {}", detail(&e)))?;
+            let known = holdfast_server::store::postgres::known_schema_version();
             match before {
+                Some(v) if v > known => println!(
+                    "PostgreSQL schema is version {v}, newer than this holdfast (version {known}); a newer release \
+                     only added to it since, so this one may serve it"
+                ),
                 Some(v) if v == after => println!("PostgreSQL schema is up to date (version {after})"),
                 Some(v) => println!("PostgreSQL schema migrated from version {v} to {after}"),
                 None => println!("PostgreSQL schema created (version {after})"),

@@ -597,7 +597,7 @@ async fn kill_9_of_a_node_moves_its_clients_to_the_other_with_nothing_lost_or_do
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrate_applies_the_schema_and_serve_refuses_a_newer_one() {
+async fn migrate_applies_the_schema_and_an_older_release_serves_it_until_it_contracts() {
     let db = TestDb::create().await;
     let holdfast = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_holdfast")).args(args).output().expect("run");
     let first = holdfast(&["migrate", "--database-url", &db.url]);
@@ -606,7 +606,9 @@ async fn migrate_applies_the_schema_and_serve_refuses_a_newer_one() {
     let again = holdfast(&["migrate", "--database-url", &db.url]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
 
-    // A newer holdfast migrated this database: this one must not serve it.
+    // A newer release added to this database (an expand migration): this
+    // one still serves it, as a node of the previous release does during
+    // a rolling upgrade.
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
@@ -615,12 +617,34 @@ async fn migrate_applies_the_schema_and_serve_refuses_a_newer_one() {
     .execute(&mut conn)
     .await
     .unwrap();
+    let newer = holdfast(&["migrate", "--database-url", &db.url]);
+    assert!(newer.status.success(), "{}", String::from_utf8_lossy(&newer.stderr));
+    assert!(String::from_utf8_lossy(&newer.stdout).contains("version 9999, newer than this holdfast"));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_string_lossy().into_owned();
-    let refused = holdfast(&["serve", "--listen", "127.0.0.1:0", "--data", &data, "--database-url", &db.url]);
+    let serve = ["serve", "--listen", "127.0.0.1:0", "--data", &data, "--database-url", &db.url];
+    let mut node = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(serve)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(node.stdout.take().unwrap()), &mut banner).unwrap();
+    let base = banner.trim().rsplit(' ').next().unwrap().to_owned();
+    let live = reqwest::get(format!("{base}/livez")).await.unwrap().status().as_u16();
+    assert_eq!(live, 200, "serving a schema that only expanded: {banner}");
+    node.kill().unwrap();
+    node.wait().unwrap();
+
+    // Then it contracted (dropped or changed something this release uses):
+    // this one must not serve it.
+    sqlx::query("UPDATE meta SET value = '9999' WHERE key = 'schema_requires'").execute(&mut conn).await.unwrap();
+    let refused = holdfast(&serve);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("version 9999, newer than this holdfast knows"), "{stderr}");
+    assert!(stderr.contains("needs one that knows version 9999"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     let _ = sqlx::Connection::close(conn).await;
 }

@@ -60,34 +60,84 @@ async fn applied_schema_version(conn: &mut PgConnection) -> Result<Option<i64>> 
     Ok(sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(&mut *conn).await?)
 }
 
-/// Refuse a database whose schema is newer than this build knows: an older
-/// binary must not write to tables it does not understand.
-async fn check_not_newer(conn: &mut PgConnection) -> Result<Option<i64>> {
+/// The `meta` key holding the oldest schema version a binary must know to
+/// serve the database: that of the last *contract* migration.
+const SCHEMA_REQUIRES: &str = "schema_requires";
+
+/// Schema changes follow expand-then-contract, so that a node of the
+/// previous release keeps working while a new release rolls over the
+/// cluster (`docs/deploy.md`). An *expand* migration only adds (a table, a
+/// nullable column or one with a default, an index); the previous
+/// release's statements still run against it. A *contract* migration
+/// takes away or changes what an older release uses (drops or renames,
+/// changes a type, adds a constraint old writers break) and ends by setting
+/// `meta.schema_requires` to its own version.
+///
+/// So a binary may serve a database migrated beyond what it knows when it
+/// knows at least `requires`; otherwise it must not write to tables it does
+/// not understand.
+fn may_serve(applied: i64, requires: i64, known: i64) -> bool {
+    applied <= known || requires <= known
+}
+
+/// The database's `meta.schema_requires` (0 before migration 0023 made it).
+async fn required_schema_version(conn: &mut PgConnection) -> Result<i64> {
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('meta')::text").fetch_one(&mut *conn).await?;
+    if exists.is_none() {
+        return Ok(0);
+    }
+    let value: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+        .bind(SCHEMA_REQUIRES)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Refuse a database this build may not serve (see [`may_serve`]); returns
+/// the version applied.
+async fn check_servable(conn: &mut PgConnection) -> Result<Option<i64>> {
     let applied = applied_schema_version(conn).await?;
     let known = known_schema_version();
     if let Some(v) = applied
         && v > known
     {
-        return Err(Error::Store(anyhow::anyhow!(
-            "the database schema is version {v}, newer than this holdfast knows (version {known}); \
-             upgrade holdfast before serving this database"
-        )));
+        let requires = required_schema_version(conn).await?;
+        if !may_serve(v, requires, known) {
+            return Err(Error::Store(anyhow::anyhow!(
+                "the database schema is version {v}, newer than this holdfast knows (version {known}), and it \
+                 needs one that knows version {requires}; upgrade holdfast before serving this database"
+            )));
+        }
+        tracing::info!(
+            applied = v,
+            known,
+            requires,
+            "the database schema is newer, and only added to what this release uses"
+        );
     }
     Ok(applied)
 }
 
 /// Apply every pending migration to the database at `url` (`holdfast
 /// migrate`); returns (version before, version after). Migrations take an
-/// advisory lock, so nodes starting together apply them once.
+/// advisory lock, so nodes starting together apply them once. A database
+/// a newer release migrated, and which this one may serve, is left as it
+/// is: (its version, its version).
 pub async fn migrate(url: &str) -> Result<(Option<i64>, i64)> {
     let mut conn = connect_options(url)?
         .connect()
         .await
         .map_err(|e| Error::Store(anyhow::anyhow!("cannot connect to the database: {e}")))?;
-    let before = check_not_newer(&mut conn).await?;
-    MIGRATOR.run(&mut conn).await.map_err(|e| Error::Store(anyhow::anyhow!("migration failed: {e}")))?;
+    let before = check_servable(&mut conn).await?;
+    let after = match before {
+        Some(v) if v > known_schema_version() => v,
+        _ => {
+            MIGRATOR.run(&mut conn).await.map_err(|e| Error::Store(anyhow::anyhow!("migration failed: {e}")))?;
+            known_schema_version()
+        }
+    };
     let _ = conn.close().await;
-    Ok((before, known_schema_version()))
+    Ok((before, after))
 }
 
 /// Create an empty database `name` on the server of `url` (rehearsals and
@@ -119,7 +169,8 @@ fn check_database_name(name: &str) -> Result<()> {
 }
 
 impl PostgresStore {
-    /// Connect to `url`, refuse a newer schema, apply pending migrations.
+    /// Connect to `url`, refuse a schema this build may not serve, apply
+    /// pending migrations.
     /// `max_connections` bounds this node's share of the server's connections.
     pub async fn connect(url: &str, max_connections: u32) -> Result<PostgresStore> {
         migrate(url).await?;
@@ -1289,5 +1340,41 @@ impl Store for PostgresStore {
 
     async fn erase_visitor(&self, site_id: &str, visitor_id: &str) -> Result<erasure::Erased> {
         self.erase(site_id, visitor_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The migration that began keeping `schema_requires`.
+    const REQUIRES_SINCE: i64 = 23;
+
+    #[test]
+    fn an_older_binary_serves_a_schema_that_only_expanded() {
+        assert!(may_serve(20, 0, 23), "not newer");
+        assert!(may_serve(25, 23, 23), "newer, but only expand migrations since 23");
+        assert!(!may_serve(25, 25, 23), "migration 25 contracted");
+        assert!(!may_serve(25, 24, 23));
+        assert!(may_serve(25, 25, 25));
+    }
+
+    #[test]
+    fn migrations_that_take_away_say_so() {
+        let contracting = ["DROP ", "RENAME ", " TYPE ", "SET NOT NULL", "ADD CONSTRAINT"];
+        for m in MIGRATOR.iter().filter(|m| m.version >= REQUIRES_SINCE) {
+            let sql = m.sql.as_str().to_uppercase();
+            let marks = sql.contains("'SCHEMA_REQUIRES'") && sql.contains(&format!("'{}'", m.version));
+            if let Some(word) = contracting.iter().find(|w| sql.contains(*w)) {
+                assert!(
+                    marks,
+                    "migration {} has {word:?}: an older release may not run against it, so it must set \
+                     meta.schema_requires to '{}' (docs/deploy.md, expand-then-contract)",
+                    m.version, m.version
+                );
+            }
+        }
+        let first = MIGRATOR.iter().find(|m| m.version == REQUIRES_SINCE).expect("the migration that starts it");
+        assert!(first.sql.as_str().contains("schema_requires"));
     }
 }
