@@ -63,7 +63,7 @@ async fn mark(from: &dyn Bus, to: &Recorder) {
             site_id: String::new(),
             audience: Audience::SiteAgents,
             event: None,
-            payload: Payload::Presence { node_id: MARKER.into(), agents: Vec::new() },
+            payload: Payload::Presence { node_id: MARKER.into(), agents: Vec::new(), dropped: 0 },
         })
         .await;
         let sent = Instant::now();
@@ -150,7 +150,7 @@ async fn nats_bus_heartbeats_and_disconnects_reach_the_others_only() {
         site_id: String::new(),
         audience: Audience::SiteAgents,
         event: None,
-        payload: Payload::Presence { node_id: "node-a".into(), agents: vec!["agent-1".into()] },
+        payload: Payload::Presence { node_id: "node-a".into(), agents: vec!["agent-1".into()], dropped: 3 },
     })
     .await;
     a.publish(Envelope {
@@ -163,7 +163,7 @@ async fn nats_bus_heartbeats_and_disconnects_reach_the_others_only() {
     mark(&a, &sink_b).await;
     let got_b = sink_b.got();
     assert!(
-        matches!(&got_b[0].payload, Payload::Presence { node_id, agents } if node_id == "node-a" && agents == &["agent-1"])
+        matches!(&got_b[0].payload, Payload::Presence { node_id, agents, dropped: 3 } if node_id == "node-a" && agents == &["agent-1"])
     );
     assert!(matches!(&got_b[1].audience, Audience::Session { session_id } if session_id == "sess"));
     // A's own heartbeat would have come back before B's marker.

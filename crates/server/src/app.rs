@@ -256,7 +256,7 @@ fn spawn_heartbeat(chat: Arc<Chat>, node_id: String, beat: std::time::Duration) 
                 }
             }
             let agents = chat.hub.present_agents();
-            let payload = Payload::Presence { node_id: node_id.clone(), agents };
+            let payload = Payload::Presence { node_id: node_id.clone(), agents, dropped: chat.bus.dropped() };
             let beat = Envelope { site_id: String::new(), audience: Audience::SiteAgents, event: None, payload };
             chat.bus.publish(beat).await;
             if !chat.bus.healthy() {
@@ -266,6 +266,8 @@ fn spawn_heartbeat(chat: Arc<Chat>, node_id: String, beat: std::time::Duration) 
             }
             if std::mem::take(&mut bus_was_down) {
                 tracing::info!("bus back: sockets re-read their conversations");
+                chat.hub.request_resync();
+            } else if chat.bus.take_missed() {
                 chat.hub.request_resync();
             }
             let lost = chat.hub.lost_nodes();

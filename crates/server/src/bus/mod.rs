@@ -49,9 +49,10 @@ pub enum Payload {
     /// Close the sockets with this error code (e.g. the session was revoked).
     Disconnect { code: String },
     /// A node's heartbeat: the agents present on it (connected, or gone for
-    /// less than the presence grace). For hubs, not for sockets; only sent
-    /// between nodes of a cluster.
-    Presence { node_id: String, agents: Vec<String> },
+    /// less than the presence grace), and how many envelopes it could not
+    /// send to the others since it started (`Bus::dropped`). For hubs, not
+    /// for sockets; only sent between nodes of a cluster.
+    Presence { node_id: String, agents: Vec<String>, dropped: u64 },
     /// A ban made or lifted (`abuse::bans`): every node's `Bans` applies
     /// it at once. For nodes, not for sockets.
     Ban { ban: crate::store::bans::Ban },
@@ -82,6 +83,18 @@ pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, envelope: Envelope);
     /// Set the sink this node delivers to. Called once at start.
     fn attach(&self, sink: Arc<dyn BusSink>);
+    /// Envelopes this node could not send to the others since it started
+    /// (NATS away, or the send queue full): the others' sockets missed
+    /// them, and re-read the store when they hear the count grow.
+    fn dropped(&self) -> u64 {
+        0
+    }
+    /// Whether this node failed to take in envelopes the others sent since
+    /// the last call (its subscription fell behind): its own sockets must
+    /// re-read the store.
+    fn take_missed(&self) -> bool {
+        false
+    }
     /// Whether the bus is connected, for `/readyz`.
     fn healthy(&self) -> bool {
         true

@@ -9,8 +9,13 @@
 //! (sessions also drop duplicates by seq). Publishing never waits for
 //! NATS: envelopes go through a bounded queue to a sender task, and are
 //! dropped when NATS is down or the queue is full — sockets then fill the
-//! gap from the store (see `chat::session`).
+//! gap from the store (see `chat::session`) when a later event shows it.
+//! For the gaps no later event shows (a conversation's last messages), a
+//! node's heartbeat carries how many envelopes it dropped, and a node whose
+//! subscription fell behind (NATS's slow consumer) notes it: either way
+//! the sockets that missed something re-read the store.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -35,6 +40,16 @@ pub struct NatsBus {
     prefix: String,
     sink: Arc<OnceLock<Arc<dyn BusSink>>>,
     outbox: mpsc::Sender<(String, Bytes)>,
+    /// Envelopes not sent to the others (`Bus::dropped`).
+    dropped: Arc<AtomicU64>,
+    /// The subscription fell behind since the last `take_missed`.
+    missed: Arc<AtomicBool>,
+}
+
+/// Count an envelope the others will not get.
+fn count_drop(dropped: &AtomicU64) {
+    dropped.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("holdfast_bus_dropped_total").increment(1);
 }
 
 /// What travels in front of the frame text: everything but the text.
@@ -51,9 +66,19 @@ struct Meta {
 #[serde(tag = "k", rename_all = "snake_case")]
 enum Kind {
     Frame,
-    Disconnect { code: String },
-    Presence { node_id: String, agents: Vec<String> },
-    Ban { ban: crate::store::bans::Ban },
+    Disconnect {
+        code: String,
+    },
+    Presence {
+        node_id: String,
+        agents: Vec<String>,
+        /// Added after the first release: a heartbeat without it says 0.
+        #[serde(default)]
+        dropped: u64,
+    },
+    Ban {
+        ban: crate::store::bans::Ban,
+    },
 }
 
 /// A subject token from an id: NATS tokens cannot hold `.`, `*`, `>` or spaces.
@@ -66,8 +91,8 @@ fn encode(origin: &str, envelope: &Envelope) -> Result<Bytes> {
     let (kind, text) = match &envelope.payload {
         Payload::Frame { text } => (Kind::Frame, Some(text)),
         Payload::Disconnect { code } => (Kind::Disconnect { code: code.clone() }, None),
-        Payload::Presence { node_id, agents } => {
-            (Kind::Presence { node_id: node_id.clone(), agents: agents.clone() }, None)
+        Payload::Presence { node_id, agents, dropped } => {
+            (Kind::Presence { node_id: node_id.clone(), agents: agents.clone(), dropped: *dropped }, None)
         }
         Payload::Ban { ban } => (Kind::Ban { ban: ban.clone() }, None),
     };
@@ -95,7 +120,7 @@ fn decode(payload: &Bytes) -> Option<(String, Envelope)> {
     let payload = match meta.kind {
         Kind::Frame => Payload::Frame { text: payload.slice(split + 1..) },
         Kind::Disconnect { code } => Payload::Disconnect { code },
-        Kind::Presence { node_id, agents } => Payload::Presence { node_id, agents },
+        Kind::Presence { node_id, agents, dropped } => Payload::Presence { node_id, agents, dropped },
         Kind::Ban { ban } => Payload::Ban { ban },
     };
     Some((meta.origin, Envelope { site_id: meta.site_id, audience: meta.audience, event: meta.event, payload }))
@@ -106,6 +131,8 @@ impl NatsBus {
     /// while NATS is away; `healthy()` says which), subscribe to the
     /// cluster's subjects and start the sender.
     pub async fn connect(url: &str, prefix: &str, node_id: &str) -> Result<NatsBus> {
+        let missed = Arc::new(AtomicBool::new(false));
+        let on_missed = missed.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("holdfast-{node_id}"))
             .retry_on_initial_connect()
@@ -113,11 +140,22 @@ impl NatsBus {
             .ping_interval(Duration::from_secs(5))
             .connection_timeout(Duration::from_secs(2))
             .reconnect_delay_callback(|attempts| Duration::from_millis((100u64 << attempts.min(5)).min(2000)))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("bus: connected to NATS"),
-                    async_nats::Event::Disconnected => tracing::warn!("bus: lost NATS; degraded"),
-                    other => tracing::debug!(event = %other, "bus event"),
+            .event_callback(move |event| {
+                let missed = on_missed.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => tracing::info!("bus: connected to NATS"),
+                        async_nats::Event::Disconnected => tracing::warn!("bus: lost NATS; degraded"),
+                        // The subscription's queue was full: NATS dropped
+                        // envelopes for this node.
+                        async_nats::Event::SlowConsumer(_) => {
+                            metrics::counter!("holdfast_bus_missed_total").increment(1);
+                            if !missed.swap(true, Ordering::Relaxed) {
+                                tracing::warn!("bus: fell behind the other nodes; sockets will re-read the store");
+                            }
+                        }
+                        other => tracing::debug!(event = %other, "bus event"),
+                    }
                 }
             })
             .connect(url)
@@ -131,8 +169,9 @@ impl NatsBus {
             .map_err(|e| Error::internal(anyhow::anyhow!("cannot subscribe on NATS: {e}")))?;
         tokio::spawn(receive(subscriber, node_id.to_owned(), sink.clone()));
         let (outbox, rx) = mpsc::channel(OUTBOX);
-        tokio::spawn(send(client.clone(), rx));
-        Ok(NatsBus { client, node_id: node_id.to_owned(), prefix, sink, outbox })
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(send(client.clone(), rx, dropped.clone()));
+        Ok(NatsBus { client, node_id: node_id.to_owned(), prefix, sink, outbox, dropped, missed })
     }
 
     fn subject(&self, envelope: &Envelope) -> String {
@@ -160,16 +199,16 @@ async fn receive(mut subscriber: async_nats::Subscriber, node_id: String, sink: 
     tracing::error!("bus: the NATS subscription ended");
 }
 
-async fn send(client: async_nats::Client, mut rx: mpsc::Receiver<(String, Bytes)>) {
+async fn send(client: async_nats::Client, mut rx: mpsc::Receiver<(String, Bytes)>, dropped: Arc<AtomicU64>) {
     while let Some((subject, payload)) = rx.recv().await {
         // While disconnected, drop rather than pile up stale envelopes for
         // the reconnect: the store has everything durable.
         if client.connection_state() != async_nats::connection::State::Connected {
-            metrics::counter!("holdfast_bus_dropped_total").increment(1);
+            count_drop(&dropped);
             continue;
         }
         if client.publish(subject, payload).await.is_err() {
-            metrics::counter!("holdfast_bus_dropped_total").increment(1);
+            count_drop(&dropped);
         }
     }
 }
@@ -185,7 +224,7 @@ impl Bus for NatsBus {
             }
         };
         if self.outbox.try_send((self.subject(&envelope), payload)).is_err() {
-            metrics::counter!("holdfast_bus_dropped_total").increment(1);
+            count_drop(&self.dropped);
         }
         // A heartbeat is about this node, for the others.
         if !matches!(envelope.payload, Payload::Presence { .. })
@@ -197,6 +236,14 @@ impl Bus for NatsBus {
 
     fn attach(&self, sink: Arc<dyn BusSink>) {
         let _ = self.sink.set(sink);
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn take_missed(&self) -> bool {
+        self.missed.swap(false, Ordering::Relaxed)
     }
 
     fn healthy(&self) -> bool {

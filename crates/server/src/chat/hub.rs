@@ -107,7 +107,14 @@ struct RemoteNode {
     agents: HashSet<String>,
     /// Its silence was already reported as a loss.
     lost: bool,
+    /// The envelopes it said it dropped, as of the last re-read they caused.
+    dropped: u64,
 }
+
+/// The least time between two re-reads caused by another node's drops: a
+/// node dropping on every beat (overloaded) must not make every socket
+/// read the store every second. Drops in between are caught up at the next.
+const DROP_RESYNC_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Hub {
     index: RwLock<Index>,
@@ -117,6 +124,8 @@ pub struct Hub {
     remote_ttl: Duration,
     /// Bumped when sockets must re-read their conversations from the store.
     resync: watch::Sender<u64>,
+    /// When another node's drops last made sockets re-read.
+    last_drop_resync: std::sync::Mutex<Option<Instant>>,
     /// Woken when this node's set of present agents changed, so the
     /// heartbeat goes out now rather than at the next tick.
     pub presence_dirty: Notify,
@@ -168,6 +177,7 @@ impl Hub {
             remote: RwLock::default(),
             remote_ttl: Duration::from_secs(3),
             resync: watch::channel(0).0,
+            last_drop_resync: std::sync::Mutex::default(),
             presence_dirty: Notify::new(),
             remote_changes: Default::default(),
             remote_presence_changed: Notify::new(),
@@ -258,22 +268,40 @@ impl Hub {
 
     /// Another node's heartbeat. A node heard again after it was counted
     /// as lost (its bus link was cut, not the node) may have committed
-    /// events the others never heard of: sockets re-read the store.
-    pub fn note_remote_presence(&self, node_id: &str, agents: Vec<String>) {
+    /// events the others never heard of, and so may a node whose count of
+    /// dropped envelopes grew: sockets re-read the store.
+    pub fn note_remote_presence(&self, node_id: &str, agents: Vec<String>, dropped: u64) {
         let agents: HashSet<String> = agents.into_iter().collect();
         let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
-        let changed: Vec<String> = match remote.get(node_id) {
+        let previous = remote.get(node_id);
+        let changed: Vec<String> = match previous {
             Some(before) => before.agents.symmetric_difference(&agents).cloned().collect(),
             None => agents.iter().cloned().collect(),
         };
-        let previous = remote.insert(node_id.to_owned(), RemoteNode { heard_at: Instant::now(), agents, lost: false });
+        let was_lost = previous.is_some_and(|n| n.lost);
+        // A restarted node counts from zero again: take its count as it is.
+        let seen = previous.map_or(dropped, |n| if dropped < n.dropped { dropped } else { n.dropped });
+        let mut last_drop_resync = self.last_drop_resync.lock().unwrap_or_else(|p| p.into_inner());
+        let drops_to_read = dropped > seen && last_drop_resync.is_none_or(|t| t.elapsed() >= DROP_RESYNC_EVERY);
+        if drops_to_read {
+            *last_drop_resync = Some(Instant::now());
+        }
+        drop(last_drop_resync);
+        let dropped_seen = if drops_to_read { dropped } else { seen };
+        remote.insert(
+            node_id.to_owned(),
+            RemoteNode { heard_at: Instant::now(), agents, lost: false, dropped: dropped_seen },
+        );
         drop(remote);
         if !changed.is_empty() {
             self.remote_changes.lock().unwrap_or_else(|p| p.into_inner()).extend(changed);
             self.remote_presence_changed.notify_one();
         }
-        if previous.is_some_and(|n| n.lost) {
+        if was_lost {
             tracing::info!(node_id, "a lost node is back: sockets re-read their conversations");
+            self.request_resync();
+        } else if drops_to_read {
+            tracing::warn!(node_id, dropped, "another node dropped envelopes: sockets re-read their conversations");
             self.request_resync();
         }
     }
@@ -392,8 +420,8 @@ impl Hub {
 
 impl BusSink for Hub {
     fn deliver(&self, envelope: Arc<Envelope>) {
-        if let crate::bus::Payload::Presence { node_id, agents } = &envelope.payload {
-            self.note_remote_presence(node_id, agents.clone());
+        if let crate::bus::Payload::Presence { node_id, agents, dropped } = &envelope.payload {
+            self.note_remote_presence(node_id, agents.clone(), *dropped);
             return;
         }
         let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
@@ -423,6 +451,7 @@ impl Hub {
         ix.agent_left_at.values_mut().for_each(earlier);
         let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
         remote.values_mut().for_each(|n| earlier(&mut n.heard_at));
+        self.last_drop_resync.lock().unwrap_or_else(|p| p.into_inner()).as_mut().map(earlier);
     }
 }
 
@@ -492,7 +521,7 @@ mod tests {
             site_id: String::new(),
             audience: Audience::SiteAgents,
             event: None,
-            payload: crate::bus::Payload::Presence { node_id: "n2".into(), agents: vec!["b".into()] },
+            payload: crate::bus::Payload::Presence { node_id: "n2".into(), agents: vec!["b".into()], dropped: 0 },
         }));
         assert!(hub.agent_present("b"));
         assert!(!hub.agent_present("c"));
@@ -506,8 +535,32 @@ mod tests {
         hub.rewind(Duration::from_millis(1000));
         assert!(!hub.agent_present("b"), "gone after ttl + grace");
         resync.mark_unchanged();
-        hub.note_remote_presence("n2", vec!["b".into()]);
+        hub.note_remote_presence("n2", vec!["b".into()], 0);
         assert!(resync.has_changed().unwrap(), "a lost node's return asks sockets to re-read");
         assert!(hub.agent_present("b"));
+    }
+
+    #[tokio::test]
+    async fn another_nodes_drops_make_sockets_re_read_at_most_every_two_seconds() {
+        let hub = Hub::new(Duration::from_millis(1000));
+        let mut resync = hub.resync_requests();
+        hub.note_remote_presence("n2", vec![], 7);
+        assert!(!resync.has_changed().unwrap(), "what it dropped before we heard it was before our sockets");
+        hub.note_remote_presence("n2", vec![], 7);
+        assert!(!resync.has_changed().unwrap(), "no new drops");
+        hub.note_remote_presence("n2", vec![], 9);
+        assert!(resync.has_changed().unwrap(), "it dropped two since");
+        resync.mark_unchanged();
+        hub.note_remote_presence("n2", vec![], 12);
+        assert!(!resync.has_changed().unwrap(), "not again within two seconds");
+        hub.rewind(DROP_RESYNC_EVERY);
+        hub.note_remote_presence("n2", vec![], 12);
+        assert!(resync.has_changed().unwrap(), "the drops held back are read at the next beat");
+        resync.mark_unchanged();
+        hub.rewind(DROP_RESYNC_EVERY);
+        hub.note_remote_presence("n2", vec![], 1);
+        assert!(!resync.has_changed().unwrap(), "a restarted node counts from zero");
+        hub.note_remote_presence("n2", vec![], 2);
+        assert!(resync.has_changed().unwrap());
     }
 }
