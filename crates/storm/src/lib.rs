@@ -88,6 +88,9 @@ pub struct ClusterArgs {
     pub agents: usize,
     #[arg(long, default_value_t = 5000)]
     pub visitors: usize,
+    /// Milliseconds between a visitor's messages (agents answer each one).
+    #[arg(long, default_value_t = 3000)]
+    pub message_every_ms: u64,
     /// PostgreSQL server to create the rehearsal's database on (it is
     /// dropped at the end); the URL's own database is only connected to.
     #[arg(long, env = "HOLDFAST_DATABASE_URL", hide_env_values = true)]
@@ -97,6 +100,10 @@ pub struct ClusterArgs {
     /// Seconds of steady chat before the fault, between steps, and after.
     #[arg(long, default_value_t = 5)]
     pub phase_s: u64,
+    /// Keep the rehearsal's database afterwards (its name is printed), to
+    /// look into what happened.
+    #[arg(long)]
+    pub keep_database: bool,
 }
 
 #[derive(Args, Debug, Clone)]

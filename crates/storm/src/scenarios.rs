@@ -341,8 +341,7 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
 /// Scenario 4: a cluster of `nodes` loses one to `kill -9` mid-chat; its
 /// clients move to the others with their credentials and cursors.
 pub async fn node_loss(nodes: usize, args: &ClusterArgs) -> anyhow::Result<()> {
-    on_a_cluster("node-loss", nodes, args, |cluster| node_loss_on(cluster, args.agents, args.visitors, args.phase_s))
-        .await
+    on_a_cluster("node-loss", nodes, args, |cluster| node_loss_on(cluster, args)).await
 }
 
 /// Start `nodes` nodes on a fresh database (dropped afterwards) with the
@@ -356,13 +355,14 @@ where
     anyhow::ensure!(agents >= nodes && visitors >= nodes, "at least one agent and one visitor per node");
     anyhow::ensure!(visitors <= agents * 100, "at most 100 visitors per agent");
     eprintln!("storm {scenario}: {nodes} nodes, {agents} agents, {visitors} visitors");
-    super::server::with_cluster(&args.database_url, &args.nats_url, nodes, agents, body).await
+    super::server::with_cluster(&args.database_url, &args.nats_url, nodes, agents, args.keep_database, body).await
 }
 
-async fn node_loss_on(mut cluster: Vec<Target>, agents: usize, visitors: usize, phase_s: u64) -> anyhow::Result<()> {
+async fn node_loss_on(mut cluster: Vec<Target>, args: &ClusterArgs) -> anyhow::Result<()> {
+    let (agents, visitors, phase_s) = (args.agents, args.visitors, args.phase_s);
     let nodes = cluster.len();
     eprintln!("nodes: {}", cluster.iter().map(|t| t.base.as_str()).collect::<Vec<_>>().join(" "));
-    let mut all = chatting_crowd(&cluster[0], agents, visitors, 3000).await?;
+    let mut all = chatting_crowd(&cluster[0], agents, visitors, args.message_every_ms).await?;
     eprintln!("chatting for {phase_s} s before the node is lost");
     tokio::time::sleep(Duration::from_secs(phase_s)).await;
 
@@ -436,27 +436,39 @@ async fn node_loss_on(mut cluster: Vec<Target>, agents: usize, visitors: usize, 
 /// reconnect after a jittered delay of at most `DRAIN_SPREAD`) and started
 /// again on the same address. Nobody may have to log in again.
 pub async fn rolling_restart(nodes: usize, args: &ClusterArgs) -> anyhow::Result<()> {
-    on_a_cluster("rolling-restart", nodes, args, |cluster| {
-        rolling_restart_on(cluster, args.agents, args.visitors, args.phase_s)
-    })
-    .await
+    on_a_cluster("rolling-restart", nodes, args, |cluster| rolling_restart_on(cluster, args)).await
+}
+
+/// Counters of what nodes do to keep sockets whole: envelopes the bus
+/// could not send or missed, sockets kicked as too slow, gaps read from
+/// the store, re-reads of whole sockets.
+const DIAGNOSTICS: [&str; 5] = [
+    "holdfast_bus_dropped_total",
+    "holdfast_bus_missed_total",
+    "holdfast_slow_consumers_total",
+    "holdfast_socket_gap_fills_total",
+    "holdfast_socket_resyncs_total",
+];
+
+async fn diagnostics(t: &Target) -> anyhow::Result<[f64; DIAGNOSTICS.len()]> {
+    let mut values = [0.0; DIAGNOSTICS.len()];
+    for (value, name) in values.iter_mut().zip(DIAGNOSTICS) {
+        *value = t.metric(name).await?;
+    }
+    Ok(values)
 }
 
 /// The longest a drained node asks its sockets to wait before they
 /// reconnect (`chat::session`, `KickReason::Drain`).
 const DRAIN_SPREAD: Duration = Duration::from_secs(5);
 
-async fn rolling_restart_on(
-    mut cluster: Vec<Target>,
-    agents: usize,
-    visitors: usize,
-    phase_s: u64,
-) -> anyhow::Result<()> {
+async fn rolling_restart_on(mut cluster: Vec<Target>, args: &ClusterArgs) -> anyhow::Result<()> {
+    let (agents, visitors, phase_s) = (args.agents, args.visitors, args.phase_s);
     let nodes = cluster.len();
     eprintln!("nodes: {}", cluster.iter().map(|t| t.base.as_str()).collect::<Vec<_>>().join(" "));
     // Every worker has clients starting on every node (client i starts on
     // node i mod n), so every drain drops some clients of every worker.
-    let mut all = chatting_crowd(&cluster[0], agents, visitors, 3000).await?;
+    let mut all = chatting_crowd(&cluster[0], agents, visitors, args.message_every_ms).await?;
     eprintln!("chatting for {phase_s} s before the roll");
     tokio::time::sleep(Duration::from_secs(phase_s)).await;
 
@@ -467,9 +479,15 @@ async fn rolling_restart_on(
         hashes_before += t.people_hashes().await?;
     }
     let mut banked = 0.0;
+    // What the nodes did to keep every socket whole, banked per node life
+    // like the hashes: for the diagnosis when something is lost.
+    let mut banked_counts = [0.0; DIAGNOSTICS.len()];
     let (mut worst_back, mut worst_drain, mut all_back) = (Duration::ZERO, Duration::ZERO, true);
     for node in cluster.iter_mut() {
         banked += node.people_hashes().await?;
+        for (sum, value) in banked_counts.iter_mut().zip(diagnostics(node).await?) {
+            *sum += value;
+        }
         for w in all.iter_mut() {
             w.poll();
             w.dropped = false;
@@ -491,10 +509,15 @@ async fn rolling_restart_on(
     // As after a node loss: late is not lost, so wait before counting.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let raw = collect_reports(&mut all).await?;
-    let mut hashes_after = banked;
+    let (mut hashes_after, mut counts) = (banked, banked_counts);
     for t in &cluster {
         hashes_after += t.people_hashes().await?;
+        for (sum, value) in counts.iter_mut().zip(diagnostics(t).await?) {
+            *sum += value;
+        }
     }
+    let counts: Vec<String> = DIAGNOSTICS.iter().zip(counts).map(|(name, n)| format!("{name} {n}")).collect();
+    eprintln!("over all nodes: {}", counts.join(", "));
     let n_agent_workers = agents.div_ceil(PER_WORKER);
     let (agent_raw, visitor_raw) = raw.split_at(n_agent_workers);
     let (agent_reports, visitor_reports) = (reports(agent_raw), reports(visitor_raw));

@@ -26,12 +26,13 @@ pub async fn provision(dir: &Path, agents: usize) -> anyhow::Result<Site> {
 /// provisioning is not what is being measured), then close the store.
 /// Run `body` on a cluster of `nodes` nodes over a fresh database made on
 /// the PostgreSQL server at `server_url`, with `agents` agents provisioned.
-/// The database is dropped afterwards, whatever the outcome.
+/// The database is dropped afterwards, whatever the outcome, unless kept.
 pub async fn with_cluster<T, F, Fut>(
     server_url: &str,
     nats_url: &str,
     nodes: usize,
     agents: usize,
+    keep_database: bool,
     body: F,
 ) -> anyhow::Result<T>
 where
@@ -53,7 +54,9 @@ where
         body(Target::start_cluster(nodes, &db_url, nats_url, &site.widget_key).await?).await
     }
     .await;
-    if let Err(e) = postgres::drop_database(server_url, &db_name).await {
+    if keep_database {
+        eprintln!("kept the database {db_name}");
+    } else if let Err(e) = postgres::drop_database(server_url, &db_name).await {
         eprintln!("warning: could not drop the database {db_name}: {e:?}");
     }
     outcome

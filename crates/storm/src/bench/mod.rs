@@ -256,7 +256,7 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
     let mut figures = Vec::new();
     for n in [1usize, 2] {
         eprintln!("bench relay-cluster: {pairs} pairs on {n} node(s), {seconds} s");
-        let measured = crate::server::with_cluster(database_url, nats_url, n, pairs, |nodes| async move {
+        let measured = crate::server::with_cluster(database_url, nats_url, n, pairs, false, |nodes| async move {
             measure_relay(&nodes, pairs, seconds, None).await
         })
         .await?;
