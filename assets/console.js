@@ -797,6 +797,7 @@ async function loadAdmin() {
     $("s-archive").value = s.transcript_archive;
     $("s-reply-to").value = s.reply_to;
     $("s-tz").value = s.time_zone || "UTC";
+    $("s-retention").value = String(s.retention_days || 0);
     for (const [id, key] of Object.entries(LIMITS)) $(id).value = String(s.visitor_limits[key]);
     $("agents").replaceChildren(...list.map(agentRow));
     // Operators may set a password now; everyone else invites by email.
@@ -1024,6 +1025,7 @@ function wireAdmin() {
       transcript_archive: $("s-archive").value.trim(),
       reply_to: $("s-reply-to").value.trim(),
       time_zone: $("s-tz").value.trim(),
+      retention_days: Number($("s-retention").value),
       visitor_limits: Object.fromEntries(Object.entries(LIMITS).map(([id, key]) => [key, Number($(id).value)])),
     };
     try { await post("/api/v1/admin/site/settings", body, "PUT"); $("settings-status").textContent = "Saved"; } catch (err) { $("settings-status").textContent = err.message; }

@@ -168,6 +168,149 @@ async fn an_admin_erases_a_visitor_for_good(node: Node) {
 
 both_stores!(an_admin_exports_a_visitors_data, an_admin_erases_a_visitor_for_good);
 
+/// Retention runs fast here: a "day" is 400 ms, the job every 100 ms.
+fn quick_retention(c: &mut holdfast_server::config::Config) {
+    dead_relay(c);
+    c.retention.every = std::time::Duration::from_millis(100);
+    c.retention.day = std::time::Duration::from_millis(400);
+    c.retention.batch = 2;
+}
+
+/// A chat that ends: the visitor writes, Ann answers and closes it.
+/// Returns (visitor id, conversation id).
+async fn ended_chat(
+    s: &TestServer,
+    site: &holdfast_server::store::Site,
+    ann: &mut Client,
+    name: &str,
+) -> (String, String) {
+    let (visitor_id, token) = s.visitor(site).await;
+    let update =
+        VisitorUpdate { name: Some(name.into()), email: Some(format!("{name}@example.com")), ..Default::default() };
+    s.state.store.update_visitor(&visitor_id, update).await.unwrap();
+    let mut visitor = Client::connect(s, "/api/v1/visitor/socket", &token, Default::default()).await;
+    let words = format!("{name} here, my number is 555-0199");
+    let conv = visitor.say(None, "v1", &words).await["conv"].as_str().unwrap().to_owned();
+    ann.wait_for(|f| f["type"] == "message" && f["conv"] == conv.as_str()).await;
+    assert_eq!(ann.say(Some(&conv), &format!("a-{name}"), "Thanks, noted").await["type"], "ack");
+    ann.send(json!({"type": "close", "conv": conv})).await;
+    ann.wait_for(|f| f["type"] == "closed" && f["conv"] == conv.as_str()).await;
+    (visitor_id, conv)
+}
+
+async fn bodies(s: &TestServer, token: &str, conv: &str) -> Vec<Value> {
+    let (status, events) = s.get(&format!("/api/v1/conversations/{conv}/events"), Some(token)).await;
+    assert_eq!(status, 200, "{events}");
+    let events = events.as_array().cloned().unwrap_or_else(|| events["events"].as_array().cloned().unwrap());
+    events.iter().filter(|e| e["type"] == "message").map(|e| e.get("body").cloned().unwrap_or(Value::Null)).collect()
+}
+
+async fn a_sites_retention_erases_ended_chats_older_than_its_days(node: Node) {
+    let s = &node.server;
+    let site = s.site().await;
+    admin(s.state.store.as_ref(), &site, "boss@shop.example").await;
+    s.agent(&site, "ann@shop.example", 10).await;
+    let (mut ann, ann_token) = s.online_agent("ann@shop.example").await;
+    let (boss, _) = s.login("boss@shop.example", "password123").await;
+
+    // Three old chats (more than a batch) end; one is still open.
+    let mut old = Vec::new();
+    for name in ["zoe", "yan", "xia"] {
+        old.push(ended_chat(s, &site, &mut ann, name).await);
+    }
+    let (_, open_token) = s.visitor(&site).await;
+    let mut open_visitor = Client::connect(s, "/api/v1/visitor/socket", &open_token, Default::default()).await;
+    let open = open_visitor.say(None, "o1", "still talking").await["conv"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    // A recent one, after the cutoff of two 400 ms days.
+    let (_, recent) = ended_chat(s, &site, &mut ann, "wes").await;
+
+    // Only an admin sets the policy, within bounds; it is audited.
+    let (_, view) = s.get("/api/v1/admin/site", Some(&boss)).await;
+    let mut settings = view["settings"].clone();
+    assert_eq!(settings["retention_days"], 0, "kept for ever unless set");
+    settings["retention_days"] = json!(4000);
+    let put = |token: &str, body: Value| {
+        s.http.put(format!("{}/api/v1/admin/site/settings", s.base)).bearer_auth(token.to_owned()).json(&body).send()
+    };
+    let res = put(&boss, settings.clone()).await.unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    assert!(res.text().await.unwrap().contains("retention_days must be 0"));
+    settings["retention_days"] = json!(2);
+    assert_eq!(put(&ann_token, settings.clone()).await.unwrap().status().as_u16(), 403);
+    assert_eq!(put(&boss, settings.clone()).await.unwrap().status().as_u16(), 200);
+    let (_, log) = s.get("/api/v1/admin/audit", Some(&boss)).await;
+    assert_eq!(log[0]["after"]["retention_days"], 2, "{}", log[0]);
+
+    // The job erases the old chats' words in batches; the rest stay.
+    let start = std::time::Instant::now();
+    loop {
+        let mut erased = 0;
+        for (_, conv) in &old {
+            erased += usize::from(bodies(s, &ann_token, conv).await.iter().all(Value::is_null));
+        }
+        if erased == old.len() {
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "retention never ran: {erased} erased");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for (visitor_id, conv) in &old {
+        assert_eq!(bodies(s, &ann_token, conv).await.len(), 2, "tombstones keep the seqs");
+        let (_, v) = s.get(&format!("/api/v1/visitors/{visitor_id}"), Some(&ann_token)).await;
+        assert!(v["name"].is_null() && v["email"].is_null(), "{v}");
+    }
+    let (_, hits) = s.get("/api/v1/search?q=555-0199", Some(&ann_token)).await;
+    assert_eq!(hits.as_array().unwrap().len(), 1, "only the recent chat is found: {hits}");
+    assert_eq!(
+        bodies(s, &ann_token, &recent).await,
+        [json!("wes here, my number is 555-0199"), json!("Thanks, noted")]
+    );
+    assert_eq!(bodies(s, &ann_token, &open).await, [json!("still talking")], "an open chat is never expired");
+    drop(open_visitor);
+}
+
+async fn another_sites_policy_is_not_this_sites(node: Node) {
+    let s = &node.server;
+    let site = s.site().await;
+    s.agent(&site, "ann@shop.example", 10).await;
+    let (mut ann, ann_token) = s.online_agent("ann@shop.example").await;
+    let (_, kept) = ended_chat(s, &site, &mut ann, "zoe").await;
+    let other = s.new_site("Other").await;
+    admin(s.state.store.as_ref(), &other, "olga@other.example").await;
+    s.agent(&other, "oz@other.example", 10).await;
+    let (mut oz, oz_token) = s.online_agent("oz@other.example").await;
+    let (_, theirs) = ended_chat(s, &other, &mut oz, "yan").await;
+    let (olga, _) = s.login("olga@other.example", "password123").await;
+    let (_, view) = s.get("/api/v1/admin/site", Some(&olga)).await;
+    let mut settings = view["settings"].clone();
+    settings["retention_days"] = json!(1);
+    let res = s.http.put(format!("{}/api/v1/admin/site/settings", s.base)).bearer_auth(&olga).json(&settings);
+    assert_eq!(res.send().await.unwrap().status().as_u16(), 200);
+    // The other site's chat goes once it is a "day" old; this site's,
+    // as old, stays.
+    let start = std::time::Instant::now();
+    while !bodies(s, &oz_token, &theirs).await.iter().all(Value::is_null) {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the other site's policy never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(bodies(s, &ann_token, &kept).await[0], json!("zoe here, my number is 555-0199"));
+}
+
+mod retention {
+    use super::*;
+
+    async fn sqlite() -> Node {
+        Node::sqlite(quick_retention).await
+    }
+
+    async fn postgres() -> Node {
+        Node::postgres(quick_retention).await
+    }
+
+    both_stores!(a_sites_retention_erases_ended_chats_older_than_its_days, another_sites_policy_is_not_this_sites);
+}
+
 /// The real binary, run as the operator would.
 fn cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_holdfast")).args(args).output().unwrap()

@@ -71,6 +71,8 @@ pub struct Config {
     pub status: crate::status::StatusConfig,
     /// How the chat outbox retries deliveries (email over `status.smtp`).
     pub outbox: crate::outbox::OutboxConfig,
+    /// How the lead applies the sites' retention policies.
+    pub retention: crate::privacy::RetentionConfig,
     /// Serve `/demo`, a page that chats as the first site's visitor with
     /// its widget key: for trying Holdfast out, off unless asked for.
     pub demo: bool,
@@ -101,6 +103,7 @@ impl Config {
             fault_injection: false,
             status: crate::status::StatusConfig::default(),
             outbox: crate::outbox::OutboxConfig::default(),
+            retention: crate::privacy::RetentionConfig::default(),
             database_url: None,
             database_max_connections: 16,
             nats_url: None,

@@ -15,11 +15,17 @@
 //! messages; emails to them or about their chats lose their contents, and
 //! those not sent yet are dropped. Bans naming them stay (with the network
 //! they name): refusing an abuser is the site's legitimate interest.
+//!
+//! Retention is erasure on a schedule: a site's admin sets how many days
+//! after a conversation ends its messages are kept (`retention_days`, 0 =
+//! for ever), and the lead's job (`run_retention`) expires what is older,
+//! in small batches (SQL in `store/retention.rs`).
 
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::store::erasure::Erased;
+use crate::store::retention::Expired;
 use crate::store::{ConversationFilter, Store, StoredEvent, now_ms};
 
 /// The version of the document's shape.
@@ -86,4 +92,82 @@ pub async fn erase_visitor(store: &dyn Store, site_id: &str, visitor_id: &str) -
     let erased = store.erase_visitor(site_id, visitor_id).await?;
     metrics::counter!("holdfast_visitors_erased_total").increment(1);
     Ok(erased)
+}
+
+/// How the retention job runs; every field says why.
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// How often the lead applies every site's policy.
+    pub every: std::time::Duration,
+    /// How long a day of the sites' `retention_days` is: 24 hours. Only
+    /// tests shorten it.
+    pub day: std::time::Duration,
+    /// Conversations (and visitors, and deliveries) one transaction
+    /// expires: small, so a chat write waits for one batch at most.
+    pub batch: i64,
+    /// The pause between two batches, which leaves the store to chat.
+    pub pause: std::time::Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            every: std::time::Duration::from_secs(600),
+            day: std::time::Duration::from_secs(24 * 3600),
+            batch: 200,
+            pause: std::time::Duration::from_millis(50),
+        }
+    }
+}
+
+/// Apply every site's retention policy (`WidgetSettings::retention_days`,
+/// 0 = keep for ever) once, batch by batch; returns what it expired.
+/// Conversations that ended more than that many days before `now` lose
+/// their messages and rating comments, visitors last seen before then with
+/// nothing unexpired left lose their details, and deliveries made before
+/// then their contents.
+pub async fn apply_retention(store: &dyn Store, config: &RetentionConfig, now: i64) -> Result<Expired> {
+    let mut total = Expired::default();
+    for site in store.sites().await? {
+        let days = crate::admin::WidgetSettings::from_stored(&site.settings).retention_days;
+        if days == 0 {
+            continue;
+        }
+        let cutoff = now - config.day.as_millis() as i64 * i64::from(days);
+        loop {
+            let batch = store.expire(&site.id, cutoff, now, config.batch).await?;
+            metrics::counter!("holdfast_retention_expired_conversations_total").increment(batch.conversations);
+            metrics::counter!("holdfast_retention_expired_messages_total").increment(batch.messages);
+            metrics::counter!("holdfast_retention_expired_visitors_total").increment(batch.visitors);
+            metrics::counter!("holdfast_retention_expired_deliveries_total").increment(batch.deliveries);
+            total.conversations += batch.conversations;
+            total.messages += batch.messages;
+            total.visitors += batch.visitors;
+            total.deliveries += batch.deliveries;
+            if !batch.full(config.batch) {
+                break;
+            }
+            tokio::time::sleep(config.pause).await;
+        }
+    }
+    Ok(total)
+}
+
+/// The lead's retention job: `apply_retention` every `config.every`.
+pub async fn run_retention(store: std::sync::Arc<dyn Store>, config: RetentionConfig) {
+    loop {
+        match apply_retention(store.as_ref(), &config, now_ms()).await {
+            Ok(done) => {
+                metrics::counter!("holdfast_retention_runs_total").increment(1);
+                if done.conversations + done.visitors + done.deliveries > 0 {
+                    tracing::info!(?done, "retention: expired what the sites' policies no longer keep");
+                }
+            }
+            Err(e) => {
+                metrics::counter!("holdfast_retention_errors_total").increment(1);
+                tracing::warn!(error = %e, "retention: cannot apply the sites' policies; trying again later");
+            }
+        }
+        tokio::time::sleep(config.every).await;
+    }
 }

@@ -57,8 +57,14 @@ pub async fn run(
     let connections = state.connections.clone();
     let probe_site = state.store.sites().await.ok().and_then(|s| s.into_iter().next());
     let probe_base = format!("http://{}", listener.local_addr()?);
-    let _status_jobs =
-        crate::status::start(state.status.clone(), state.store.clone(), state.outbox.clone(), &probe_base, probe_site);
+    let _status_jobs = crate::status::start(
+        state.status.clone(),
+        state.store.clone(),
+        state.outbox.clone(),
+        state.config.retention.clone(),
+        &probe_base,
+        probe_site,
+    );
     let app = crate::http::router(state);
     // `drain` tells connections to finish; every connection task holds a
     // clone of `tasks_rx`, so `tasks.closed()` resolves when all have ended.

@@ -70,6 +70,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("holdfast_breaker_state", Kind::Gauge, "A side service's breaker: 0 closed, 1 open."),
     ("holdfast_bus_dropped_total", Kind::Counter, "Events not sent to the other nodes (bus down or its outbox full)."),
     ("holdfast_bus_malformed_total", Kind::Counter, "Bus messages from other nodes that could not be decoded."),
+    (
+        "holdfast_bus_missed_total",
+        Kind::Counter,
+        "Times this node's bus subscription fell behind and NATS dropped events for it.",
+    ),
     ("holdfast_bus_received_total", Kind::Counter, "Bus messages received from other nodes."),
     ("holdfast_bus_up", Kind::Gauge, "Whether this node's event bus is connected (1) or not (0)."),
     ("holdfast_connections", Kind::Gauge, "Sockets registered with this node's hub, by kind."),
@@ -152,6 +157,20 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("holdfast_tcp_connections_max", Kind::Gauge, "The node's TCP connection limit."),
     ("holdfast_tcp_connections_open", Kind::Gauge, "TCP connections open on this node."),
     ("holdfast_visitors_erased_total", Kind::Counter, "Visitors whose data an admin or the operator erased."),
+    ("holdfast_retention_runs_total", Kind::Counter, "Runs of the retention job that applied every site's policy."),
+    ("holdfast_retention_errors_total", Kind::Counter, "Runs of the retention job that failed (tried again later)."),
+    (
+        "holdfast_retention_expired_conversations_total",
+        Kind::Counter,
+        "Ended conversations whose messages a site's retention policy erased.",
+    ),
+    ("holdfast_retention_expired_messages_total", Kind::Counter, "Message bodies erased by retention policies."),
+    ("holdfast_retention_expired_visitors_total", Kind::Counter, "Visitors whose details retention policies erased."),
+    (
+        "holdfast_retention_expired_deliveries_total",
+        Kind::Counter,
+        "Sent or failed deliveries whose contents retention policies erased.",
+    ),
     (
         "holdfast_visitor_rate_limited_total",
         Kind::Counter,

@@ -4,10 +4,10 @@
 //! admin's Bans section shows the reason as text, and lifting the ban lets
 //! the visitor chat again; the audit log shows both, as text.
 
-use holdfast_server::store::{Role, VisitorUpdate};
+use holdfast_server::store::Role;
 
 use super::webdriver::{Driver, screenshot_path};
-use super::{LONG, ONE_BROWSER_TEST, W, admin, console_go_online, console_login, host_page, open_widget, widget_say};
+use super::{LONG, ONE_BROWSER_TEST, W, admin, console_login, open_widget};
 use crate::support::TestServer;
 
 const HOSTILE_REASON: &str = "<img src=x onerror=\"window.pwned=9\"> <b>spam</b> javascript:window.pwned=10";
@@ -20,23 +20,11 @@ async fn an_agent_bans_from_the_console_and_the_widget_says_only_that_chat_is_un
     let site = server.site().await;
     admin(&server, &site, "ada@example.com", Role::Admin).await;
     server.agent(&site, "ann@example.com", 5).await;
-    let page = host_page(&server, &site.widget_key).await;
     let driver = Driver::start().await;
 
     // Ann is online in her console; a visitor writes from the widget.
-    let console = driver.browser(1280, 900).await;
-    console_login(&console, &server, "ann@example.com", "password123").await;
-    console_go_online(&console).await;
-    let widget = driver.browser(1280, 900).await;
-    widget.goto(&page.url).await;
-    open_widget(&widget).await;
-    widget.click_on(&format!("{W}.querySelector('.prechat button')")).await;
-    widget_say(&widget, "buy cheap watches").await;
-    console.wait_for("return !!document.querySelector('#mine button')", LONG).await;
-    let conv = console.exec("return document.querySelector('#mine button').dataset.conv", vec![]).await;
-    let conv = server.state.store.conversation(conv.as_str().unwrap()).await.unwrap().unwrap();
-    let update = VisitorUpdate { name: Some(HOSTILE_NAME.into()), ..Default::default() };
-    server.state.store.update_visitor(&conv.visitor_id, update).await.unwrap();
+    let super::ConsoleChat { console, widget, page, .. } =
+        super::console_chat(&driver, &server, "ann@example.com", "buy cheap watches", HOSTILE_NAME).await;
 
     // She opens the chat and bans its visitor with a hostile reason.
     console.click_on("document.querySelector('#mine button')").await;

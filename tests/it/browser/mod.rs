@@ -7,6 +7,7 @@
 mod bans;
 mod deliveries;
 mod invitations;
+mod privacy;
 mod ratings;
 mod reports;
 mod transcript;
@@ -156,6 +157,35 @@ async fn console_login(b: &Browser, server: &TestServer, email: &str, password: 
 async fn console_go_online(b: &Browser) {
     let online = b.el("document.querySelector('#availability option[value=online]')").await;
     b.click(&online).await;
+}
+
+/// A chat as the console sees it: the agent `email` is online in one
+/// browser, a visitor says `words` from the widget (on the host page) in
+/// another, and the visitor's name is then set to `name` (a hostile one).
+struct ConsoleChat {
+    console: Browser,
+    widget: Browser,
+    page: HostPage,
+    conv: holdfast_server::store::Conversation,
+}
+
+async fn console_chat(driver: &Driver, server: &TestServer, email: &str, words: &str, name: &str) -> ConsoleChat {
+    let site = server.site().await;
+    let page = host_page(server, &site.widget_key).await;
+    let console = driver.browser(1280, 900).await;
+    console_login(&console, server, email, "password123").await;
+    console_go_online(&console).await;
+    let widget = driver.browser(1280, 900).await;
+    widget.goto(&page.url).await;
+    open_widget(&widget).await;
+    widget.click_on(&format!("{W}.querySelector('.prechat button')")).await;
+    widget_say(&widget, words).await;
+    console.wait_for("return !!document.querySelector('#mine button')", LONG).await;
+    let conv = console.exec("return document.querySelector('#mine button').dataset.conv", vec![]).await;
+    let conv = server.state.store.conversation(conv.as_str().unwrap()).await.unwrap().unwrap();
+    let update = holdfast_server::store::VisitorUpdate { name: Some(name.into()), ..Default::default() };
+    server.state.store.update_visitor(&conv.visitor_id, update).await.unwrap();
+    ConsoleChat { console, widget, page, conv }
 }
 
 /// Texts of the console's conversation log (messages without the author line).

@@ -75,6 +75,10 @@ pub struct WidgetSettings {
     /// How fast one visitor or address may start sessions, conversations
     /// and messages (`abuse::limits`).
     pub visitor_limits: VisitorLimits,
+    /// Days after a conversation ends that its messages are kept; then
+    /// `privacy::run_retention` erases them (0: kept for ever). Never sent
+    /// to the widget.
+    pub retention_days: u32,
 }
 
 impl Default for WidgetSettings {
@@ -90,6 +94,7 @@ impl Default for WidgetSettings {
             reply_to: String::new(),
             time_zone: "UTC".into(),
             visitor_limits: VisitorLimits::default(),
+            retention_days: 0,
         }
     }
 }
@@ -97,6 +102,8 @@ impl Default for WidgetSettings {
 const MAX_GREETING: usize = 500;
 const MAX_ORIGINS: usize = 50;
 const MAX_MISSED_MINUTES: u32 = crate::outbox::missed::MAX_MINUTES;
+/// Ten years.
+const MAX_RETENTION_DAYS: u32 = 3650;
 
 impl WidgetSettings {
     /// The settings stored for a site; a stored value that no longer
@@ -115,6 +122,11 @@ impl WidgetSettings {
         self.greeting = self.greeting.trim().to_owned();
         if self.greeting.chars().count() > MAX_GREETING {
             return Err(Error::bad_request(format!("greeting is longer than {MAX_GREETING} characters")));
+        }
+        if self.retention_days > MAX_RETENTION_DAYS {
+            return Err(Error::bad_request(format!(
+                "retention_days must be 0 (keep for ever) to {MAX_RETENTION_DAYS}"
+            )));
         }
         if !(1..=MAX_MISSED_MINUTES).contains(&self.missed_chat_minutes) {
             return Err(Error::bad_request(format!("missed_chat_minutes must be 1 to {MAX_MISSED_MINUTES}")));

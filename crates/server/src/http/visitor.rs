@@ -96,6 +96,7 @@ async fn session(
     settings.allowed_origins.clear();
     settings.transcript_archive.clear();
     settings.reply_to.clear();
+    settings.retention_days = 0;
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.to_owned());
     let update = VisitorUpdate {
         page_url: clean_field(req.page_url, 2048, "page_url")?,

@@ -655,9 +655,10 @@ pub fn start(
     status: Arc<Status>,
     store: Arc<dyn Store>,
     outbox: Arc<crate::outbox::Outbox>,
+    retention: crate::privacy::RetentionConfig,
     probe_base: &str,
     site: Option<Site>,
 ) -> Jobs {
     let base = status.config.probe_base.clone().unwrap_or_else(|| probe_base.to_owned());
-    Jobs(vec![tokio::spawn(runner::run(status, store, outbox, base, site))])
+    Jobs(vec![tokio::spawn(runner::run(status, store, outbox, retention, base, site))])
 }

@@ -1,5 +1,6 @@
 //! Which process runs the status page's side tasks (monitor checks and
-//! notification delivery) and the chat outbox's deliverer. Every server process sharing a store tries to
+//! notification delivery), the chat outbox's deliverer and the retention
+//! job. Every server process sharing a store tries to
 //! take the store's lead ([`StatusStore::try_lead`]); the one that holds it
 //! points the built-in probes at itself and runs both tasks, the others
 //! wait and try again every `lead_check`. So a cluster checks each monitor
@@ -22,6 +23,7 @@ pub async fn run(
     status: Arc<Status>,
     store: Arc<dyn Store>,
     outbox: Arc<Outbox>,
+    retention: crate::privacy::RetentionConfig,
     probe_base: String,
     site: Option<Site>,
 ) {
@@ -40,6 +42,7 @@ pub async fn run(
                     tokio::spawn(notify::run(status.clone())),
                     tokio::spawn(outbox.clone().run()),
                     tokio::spawn(outbox.clone().watch_chats()),
+                    tokio::spawn(crate::privacy::run_retention(store.clone(), retention.clone())),
                 ]);
                 loop {
                     tokio::time::sleep(status.config.lead_check).await;

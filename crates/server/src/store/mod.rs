@@ -16,6 +16,7 @@ pub mod missed;
 pub mod outbox;
 pub mod postgres;
 pub mod reports;
+pub mod retention;
 mod rules;
 pub mod sqlite;
 mod sqlite_readers;
@@ -722,4 +723,9 @@ pub trait Store: Send + Sync + 'static {
     /// details, their conversations' message bodies as tombstones, the
     /// deliveries naming them); `NotFound` if the site has no such visitor.
     async fn erase_visitor(&self, site_id: &str, visitor_id: &str) -> Result<erasure::Erased>;
+    /// One batch of a site's retention (`store/retention.rs`): at most
+    /// `batch` conversations ended before `cutoff` lose their messages
+    /// (marked expired at `now`), and as many visitors and deliveries
+    /// from before it their details.
+    async fn expire(&self, site_id: &str, cutoff: i64, now: i64, batch: i64) -> Result<retention::Expired>;
 }

@@ -1341,6 +1341,10 @@ impl Store for PostgresStore {
     async fn erase_visitor(&self, site_id: &str, visitor_id: &str) -> Result<erasure::Erased> {
         self.erase(site_id, visitor_id).await
     }
+
+    async fn expire(&self, site_id: &str, cutoff: i64, now: i64, batch: i64) -> Result<retention::Expired> {
+        self.expire(site_id, cutoff, now, batch).await
+    }
 }
 
 #[cfg(test)]

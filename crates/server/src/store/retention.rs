@@ -1,0 +1,98 @@
+//! Retention (`privacy::retention`): a site's conversations closed before a
+//! cutoff lose their message bodies and rating comments (tombstones, as an
+//! erasure leaves: `body` gone, `data` `{"erased":true}`, seqs gap-free),
+//! and are marked `expired_at`; visitors last seen before the cutoff with
+//! no unexpired conversation lose their details; deliveries made before it
+//! lose their contents and recipient. Each call does at most `batch` of
+//! each, in one transaction (on SQLite one `Exec` of the writer), so chat
+//! writes wait for one small batch at most.
+
+use rusqlite::params;
+
+use super::postgres::PostgresStore;
+use super::sqlite::SqliteStore;
+use crate::error::Result;
+
+/// What one batch expired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Expired {
+    pub conversations: u64,
+    pub messages: u64,
+    pub visitors: u64,
+    pub deliveries: u64,
+}
+
+impl Expired {
+    /// Whether the batch was full in any part, so another may find more.
+    pub fn full(&self, batch: i64) -> bool {
+        [self.conversations, self.visitors, self.deliveries].iter().any(|n| *n as i64 >= batch)
+    }
+}
+
+/// A closed chat ends at `closed_at`; an offline message (never taken) at
+/// its creation.
+const CONVERSATIONS: &str = "SELECT id FROM conversations WHERE site_id = $1 AND expired_at IS NULL \
+    AND ((status = 'closed' AND closed_at < $2) OR (status = 'offline' AND created_at < $2)) LIMIT $3";
+const MESSAGES: &str = "UPDATE events SET body = NULL, data = '{\"erased\":true}' \
+    WHERE conversation_id = $1 AND kind = 'message' AND body IS NOT NULL";
+const COMMENT_SQLITE: &str = "UPDATE events SET data = json_remove(data, '$.comment') \
+    WHERE conversation_id = ?1 AND kind = 'rating' AND json_extract(data, '$.comment') IS NOT NULL";
+const COMMENT_POSTGRES: &str = "UPDATE events SET data = (data::jsonb - 'comment')::text \
+    WHERE conversation_id = $1 AND kind = 'rating' AND data::jsonb ? 'comment'";
+const MARK: &str = "UPDATE conversations SET expired_at = $2 WHERE id = $1";
+const VISITORS: &str = "UPDATE visitors SET name = NULL, email = NULL, page_url = NULL, referrer = NULL, \
+    user_agent = NULL, last_ip = NULL WHERE id IN (SELECT v.id FROM visitors v WHERE v.site_id = $1 \
+    AND v.last_seen < $2 AND (v.name IS NOT NULL OR v.email IS NOT NULL OR v.page_url IS NOT NULL \
+    OR v.referrer IS NOT NULL OR v.user_agent IS NOT NULL OR v.last_ip IS NOT NULL) \
+    AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.visitor_id = v.id AND c.expired_at IS NULL) LIMIT $3)";
+const DELIVERIES: &str = "UPDATE deliveries SET payload = '{}', recipient = '(expired)' WHERE id IN \
+    (SELECT id FROM deliveries WHERE site_id = $1 AND created_at < $2 AND status <> 'queued' \
+    AND payload <> '{}' LIMIT $3)";
+
+fn lite(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+impl SqliteStore {
+    pub(super) async fn expire(&self, site_id: &str, cutoff: i64, now: i64, batch: i64) -> Result<Expired> {
+        let site_id = site_id.to_owned();
+        self.write(move |c| {
+            let ids: Vec<String> = c
+                .prepare_cached(&lite(CONVERSATIONS))?
+                .query_map(params![site_id, cutoff, batch], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut out = Expired { conversations: ids.len() as u64, ..Expired::default() };
+            for id in &ids {
+                out.messages += c.prepare_cached(&lite(MESSAGES))?.execute(params![id])? as u64;
+                c.prepare_cached(COMMENT_SQLITE)?.execute(params![id])?;
+                c.prepare_cached(&lite(MARK))?.execute(params![id, now])?;
+            }
+            out.visitors = c.prepare_cached(&lite(VISITORS))?.execute(params![site_id, cutoff, batch])? as u64;
+            out.deliveries = c.prepare_cached(&lite(DELIVERIES))?.execute(params![site_id, cutoff, batch])? as u64;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+impl PostgresStore {
+    pub(super) async fn expire(&self, site_id: &str, cutoff: i64, now: i64, batch: i64) -> Result<Expired> {
+        let mut tx = self.p().await?.begin().await?;
+        let ids: Vec<String> =
+            sqlx::query_scalar(CONVERSATIONS).bind(site_id).bind(cutoff).bind(batch).fetch_all(&mut *tx).await?;
+        let mut out = Expired { conversations: ids.len() as u64, ..Expired::default() };
+        for id in &ids {
+            // Locked like every change to a conversation, so a message
+            // being written to it now is either erased or not yet there.
+            sqlx::query("SELECT id FROM conversations WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *tx).await?;
+            out.messages += sqlx::query(MESSAGES).bind(id).execute(&mut *tx).await?.rows_affected();
+            sqlx::query(COMMENT_POSTGRES).bind(id).execute(&mut *tx).await?;
+            sqlx::query(MARK).bind(id).bind(now).execute(&mut *tx).await?;
+        }
+        let visitors = sqlx::query(VISITORS).bind(site_id).bind(cutoff).bind(batch).execute(&mut *tx).await?;
+        let deliveries = sqlx::query(DELIVERIES).bind(site_id).bind(cutoff).bind(batch).execute(&mut *tx).await?;
+        (out.visitors, out.deliveries) = (visitors.rows_affected(), deliveries.rows_affected());
+        tx.commit().await?;
+        Ok(out)
+    }
+}
