@@ -77,6 +77,12 @@ async fn a_visitor_on_one_node_chats_with_an_agent_on_the_other() {
     let agent = c.b.agent(&site, "bee@example.com", 5).await;
     let (mut agent_sock, _) = c.b.online_agent("bee@example.com").await;
     sees_agent(&c.a, &agent.id).await;
+    // Presence (the heartbeat) and availability (the agent's frame) travel
+    // apart; node A counts the agent online once it has heard both.
+    eventually("node A hears the agent's availability", async || {
+        c.a.state.chat.agents_online(&site.id).await.unwrap_or(false)
+    })
+    .await;
 
     let (mut visitor, _) = visitor_on(&c.a, &site).await;
     assert_eq!(visitor.welcome["agents_online"], true, "node A knows an agent is online on node B");
