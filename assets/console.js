@@ -529,7 +529,8 @@ function renderActions() {
   if (canTransfer) {
     const people = agents.filter((a) => a.id !== c.agent_id).map((a) => h("option", { value: "agent:" + a.id }, `${a.name} (${a.availability})`));
     // Any group's queue; its own is "back to the queue" (never straight back to whoever lets it go).
-    const queues = groups.map((g) => h("option", { value: "group:" + g.id }, g.id === c.group_id ? `Back to the ${g.name} queue` : `${g.name} queue`));
+    const queues = groups.map((g) => h("option", { value: "group:" + g.id, disabled: !!(g.now && !g.now.open) },
+      (g.id === c.group_id ? `Back to the ${g.name} queue` : `${g.name} queue`) + (g.now && !g.now.open ? " (closed)" : "")));
     if (!groups.some((g) => g.id === c.group_id)) queues.push(h("option", { value: "group:" + c.group_id }, "Back to the queue"));
     $("transfer").replaceChildren(h("optgroup", { label: "Agents" }, ...people), h("optgroup", { label: "Groups" }, ...queues));
   }
@@ -808,6 +809,8 @@ async function loadAdmin() {
     await loadInvitations();
     const others = list.filter((a) => a.active && a.id !== me.id && (a.role !== "operator" || isOperator()));
     $("reset-agent").replaceChildren(...others.map((a) => h("option", { value: a.id }, `${a.name} (${a.email})`)));
+    siteHours = s.hours || null;
+    $("site-hours").replaceChildren(hoursEditor("Site", siteHours, (hours) => post("/api/v1/admin/site/hours", hours, "PUT")));
     $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
     await loadCanned();
     await loadBans(list);
@@ -881,10 +884,76 @@ function groupRow(g, list) {
     onchange: async (e) => {
       try { await post(`/api/v1/admin/groups/${g.id}`, { email: e.target.value.trim() }, "PATCH"); toast("Saved"); } catch (err) { toast(err.message); }
     } });
-  const li = h("li", {}, h("strong", {}, g.name), g.is_default ? " (default)" : "", ": ", ...(members.length ? members : ["no one "]),
-    pickAgent, " ", add, " ", rename, " ", address);
+  // Its own hours, or the site's (unticked); saving null gives the site's back.
+  const hours = h("details", {}, h("summary", {}, g.hours ? "Own business hours" : "Business hours: the site's"),
+    hoursEditor(g.name, g.hours || null, (schedule) => post(`/api/v1/admin/groups/${g.id}`, { hours: schedule }, "PATCH")));
+  const li = h("li", {}, h("strong", {}, g.name), g.is_default ? " (default)" : "", " ", openNow(g), ": ", ...(members.length ? members : ["no one "]),
+    pickAgent, " ", add, " ", rename, " ", address, hours);
   li.dataset.group = g.name;
   return li;
+}
+
+// ----- business hours -------------------------------------------------------------------
+/** The site's groups, each open or closed now (every agent sees them). */
+function loadGroups() {
+  api("/api/v1/groups").then((list) => {
+    groups = list;
+    fillAllFilters();
+    if (selected) renderActions();
+    $("groups-now").replaceChildren(...list.map((g) => {
+      const li = h("li", { class: "sub" }, g.name, " ", openNow(g));
+      li.dataset.group = g.name;
+      return li;
+    }));
+  }, () => {});
+}
+
+let siteHours = null;
+const DAYS = [["mon", "Monday"], ["tue", "Tuesday"], ["wed", "Wednesday"], ["thu", "Thursday"], ["fri", "Friday"], ["sat", "Saturday"], ["sun", "Sunday"]];
+
+/** "open until 17:00" or "closed, opens Mon 09:00", in the viewer's locale. */
+function openNow(g) {
+  const n = g.now || { open: true };
+  const at = n.open ? n.closes_at : n.reopens_at;
+  const t = at ? new Date(at).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" }) : "";
+  const text = n.open ? (t ? `open until ${t}` : "open") : (t ? `closed, opens ${t}` : "closed");
+  const el = h("span", { class: n.open ? "open-now" : "closed-now" }, `(${text})`);
+  el.dataset.open = String(n.open);
+  return el;
+}
+
+/** A form for a schedule: a zone, each weekday's intervals, the exceptions. */
+function hoursEditor(label, hours, save) {
+  const on = h("input", { type: "checkbox", checked: !!hours });
+  const tz = h("input", { maxLength: 64, required: true, value: hours ? hours.time_zone : Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC", "aria-label": `${label}: time zone` });
+  const days = DAYS.map(([key, name]) => {
+    const value = hours ? (hours.weekly[key] || []).join(", ") : key === "sat" || key === "sun" ? "" : "09:00-17:00";
+    const input = h("input", { value, placeholder: "closed", "aria-label": `${label}: ${name}` });
+    input.dataset.day = key;
+    return h("label", {}, name, input);
+  });
+  const exceptions = h("textarea", { rows: 3, placeholder: "2026-12-25 closed\n2026-12-24 09:00-12:00", "aria-label": `${label}: exceptions` });
+  exceptions.value = hours ? hours.exceptions.map((e) => `${e.date} ${e.hours.length ? e.hours.join(", ") : "closed"}`).join("\n") : "";
+  const list = (text) => text.split(",").map((x) => x.trim()).filter(Boolean);
+  const form = h("form", { class: "hours", "aria-label": `${label}: business hours`, onsubmit: async (e) => {
+    e.preventDefault();
+    const weekly = Object.fromEntries(days.map((d) => [d.lastChild.dataset.day, list(d.lastChild.value)]));
+    const exc = exceptions.value.split("\n").map((x) => x.trim()).filter(Boolean).map((line) => {
+      const [date, ...rest] = line.split(/\s+/);
+      const text = rest.join(" ");
+      return { date, hours: /^closed$/i.test(text) ? [] : list(text) };
+    });
+    try {
+      await save(on.checked ? { time_zone: tz.value.trim(), weekly, exceptions: exc } : null);
+      toast("Saved");
+      loadAdmin();
+    } catch (err) { toast(err.message); }
+  } },
+  h("label", { class: "check wide" }, on, `${label}: keep business hours`),
+  h("label", {}, "Time zone (IANA)", tz), ...days,
+  h("label", { class: "wide" }, "Exceptions: a date, then its hours or \"closed\", one a line", exceptions),
+  h("button", { type: "submit" }, "Save hours"));
+  return form;
 }
 
 async function loadCanned() {
@@ -1023,6 +1092,8 @@ function wireAdmin() {
       missed_chat_minutes: Number($("s-missed").value),
       transcript_archive: $("s-archive").value.trim(),
       reply_to: $("s-reply-to").value.trim(),
+      // Saved apart (Business hours); kept as loaded.
+      hours: siteHours,
       time_zone: $("s-tz").value.trim(),
       visitor_limits: Object.fromEntries(Object.entries(LIMITS).map(([id, key]) => [key, Number($(id).value)])),
     };
@@ -1086,7 +1157,8 @@ function startApp() {
   loadOffline();
   loadMissed();
   loadCanned();
-  api("/api/v1/groups").then((list) => { groups = list; fillAllFilters(); if (selected) renderActions(); }, () => {});
+  loadGroups();
+  setInterval(() => !document.hidden && loadGroups(), 60000);
   $("all-section").hidden = !isAdmin();
   if (isAdmin()) { loadAll(); setInterval(() => !document.hidden && !$("chat-view").hidden && loadAll(), 10000); }
 }

@@ -22,6 +22,8 @@
   let site = null, agentsOnline = true, conv = null, agentName = "", sock = null, welcomed = false;
   let attempt = 0, timer = 0, pinger = 0, laterMs = null, open = false, typingTimer = 0;
   let myTyping = false, myTypingTimer = 0, audio = null, downSince = 0, transcripts = false;
+  // Business hours: whether the team is in, and when that changes (ms).
+  let hours = { open: true }, hoursTimer = 0;
   // Read receipts: the newest agent message shown, and how far our own
   // `read` events (replayed after a reload too) say we have read.
   let lastAgentSeq = 0, readUpTo = 0, unreadSeqs = [];
@@ -131,8 +133,9 @@ textarea{resize:none}
   const preName = field("Your name", { name: "name", autocomplete: "name", maxLength: 200 });
   const preEmail = field("Your email", { name: "email", type: "email", autocomplete: "email", maxLength: 254 });
   prechat.append(preName, preEmail, h("button", { class: "send", type: "submit" }, "Start chat"));
+  const offIntro = h("div", { class: "sys" });
   const offline = h("form", { class: "offline", "aria-label": "Leave a message", onsubmit: onLeave },
-    h("div", { class: "sys" }, "We're away right now. Leave a message and we'll get back to you by email."),
+    offIntro,
     field("Your name", { name: "name", autocomplete: "name", maxLength: 200 }),
     field("Your email", { name: "email", type: "email", autocomplete: "email", required: true, maxLength: 254 }),
     field("Message", { name: "body", rows: 3, required: true, maxLength: 5000 }),
@@ -180,7 +183,9 @@ textarea{resize:none}
     }
     const p = (site && site.settings && site.settings.prechat) || {};
     const needPrechat = !conv && !saved.prechat && (p.name !== "off" || p.email !== "off");
-    const isOffline = !conv && !agentsOnline && !saved.outbox.some((o) => o.type === "send");
+    const isOffline = !conv && (!agentsOnline || !hours.open) && !saved.outbox.some((o) => o.type === "send");
+    offIntro.textContent = (!hours.open && hours.reopens_at ? `We're closed right now; we're back ${backAt(hours.reopens_at)}. ` : "We're away right now. ")
+      + "Leave a message and we'll get back to you by email.";
     offline.hidden = !isOffline || !!saved.left;
     thanks.hidden = !isOffline || !saved.left;
     prechat.hidden = isOffline || !needPrechat;
@@ -195,6 +200,21 @@ textarea{resize:none}
     }
     preIntro.textContent = p.name === "required" || p.email === "required"
       ? "Tell us who you are, then start the chat." : "Tell us who you are if you like, or start the chat right away.";
+  }
+
+  // When the team is back, in the visitor's own words for time.
+  function backAt(ms) {
+    const d = new Date(ms), soon = ms - Date.now() < 6 * 864e5;
+    const today = d.toDateString() === new Date().toDateString();
+    const opts = today ? { hour: "numeric", minute: "2-digit" } : soon ? { weekday: "long", hour: "numeric", minute: "2-digit" } : { dateStyle: "medium", timeStyle: "short" };
+    return (today ? "at " : "") + new Intl.DateTimeFormat(undefined, opts).format(d);
+  }
+  // Take the hours the server sent, and ask again when they change.
+  function setHours(next) {
+    hours = next || { open: true };
+    clearTimeout(hoursTimer);
+    const at = hours.open ? hours.closes_at : hours.reopens_at;
+    if (at) hoursTimer = setTimeout(() => start(true), Math.min(Math.max(at - Date.now(), 0) + 1000, 2 ** 31 - 1));
   }
 
   function toggle(show) {
@@ -390,7 +410,8 @@ textarea{resize:none}
     setTimeout(() => { if (downSince && Date.now() - downSince >= 900) status("Reconnecting…"); }, 1000);
   }
 
-  async function start() {
+  // `again`: only the hours are wanted (they changed); the socket stays.
+  async function start(again) {
     try {
       const res = await fetch(base + "/api/v1/visitor/session", {
         method: "POST",
@@ -398,6 +419,7 @@ textarea{resize:none}
         body: JSON.stringify({ widget_key: key, visitor_token: saved.token || null, page_url: location.href.slice(0, 2048), referrer: document.referrer.slice(0, 2048) || null }),
       });
       const body = await res.json().catch(() => null);
+      if (again && !res.ok) return;
       if (!res.ok) {
         if (body && body.error && body.error.code === "banned") return refusedForGood();
         const message = (body && body.error && body.error.message) || "HTTP " + res.status;
@@ -409,11 +431,14 @@ textarea{resize:none}
       }
       saved.token = body.visitor_token;
       save();
+      setHours(body.hours);
+      if (again) return site && view();
       agentsOnline = body.agents_online;
       transcripts = !!body.transcripts;
       if (!site) { site = body.site; mount(); }
       connect();
     } catch {
+      if (again) return;
       down();
       schedule(start);
     }
@@ -555,6 +580,8 @@ textarea{resize:none}
       case "error": {
         // Refused for good (too long, empty…): stop resending it.
         if (f.code !== "internal" && f.code !== "unavailable") failed(f.ref, f.message);
+        // Outside business hours: the offline form, saying when we're back.
+        if (f.code === "closed") { hours = { open: false }; view(); start(true); }
         break;
       }
       case "reconnect":

@@ -15,6 +15,7 @@ mod cli;
 mod cluster;
 mod connections;
 mod health;
+mod hours;
 mod invitations;
 mod missed;
 mod outbox;

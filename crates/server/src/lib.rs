@@ -19,6 +19,7 @@
 //! - `store`     — the `Store` trait, SQLite and PostgreSQL implementations; the only SQL.
 //! - `bus`       — the `Bus` trait (event fan-out): in-process, and NATS between nodes.
 //! - `error`     — one error type and its mapping to HTTP status codes.
+//! - `hours`     — business hours: weekly schedules in a time zone, holidays; open at T, next change.
 //! - `json`      — strict JSON: a repeated key is refused.
 //! - `outbox`    — the durable outbox of chat: offline-message emails, the deliverer.
 //! - `reports`   — chats, waits, durations, CSAT and the weekday × hour heatmap, in the site's time zone.
@@ -36,6 +37,7 @@ pub mod bus;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod hours;
 pub mod http;
 pub mod json;
 pub mod outbox;

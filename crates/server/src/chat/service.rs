@@ -24,11 +24,12 @@ use crate::abuse::limits::{Floodgate, Start};
 use crate::admission::Admission;
 use crate::bus::{Audience, Bus, Envelope, Payload};
 use crate::error::{Error, Result};
+use crate::hours::{self, HoursState};
 use crate::outbox::Outbox;
 use crate::outbox::mail::OfflinePayload;
 use crate::store::outbox::OfflineMessage;
 use crate::store::{
-    Applied, Author, Availability, Change, Conversation, ConversationFilter, ConversationStatus, Guard, Role,
+    Applied, Author, Availability, Change, Conversation, ConversationFilter, ConversationStatus, Group, Guard, Role,
     RoutingCandidate, Store, VisitorUpdate,
 };
 
@@ -288,8 +289,13 @@ impl Chat {
         let (conv, is_new) = match self.visitor_open_conversations(v).await?.into_iter().next() {
             Some(c) => (c, false),
             None => {
+                // Outside the landing group's hours no chat starts: the
+                // widget offers its offline form instead.
+                let group = self.default_group(&v.site_id).await?;
+                self.check_open(&v.site_id, &group).await?;
                 self.limit(v, Start::Conversation).await?;
-                (self.start_conversation(v, ConversationStatus::Queued).await?, true)
+                let status = ConversationStatus::Queued;
+                (self.store.create_conversation(&v.site_id, &v.visitor_id, &group.id, status).await?, true)
             }
         };
         let applied = self.sent(self.store.apply(&conv.id, message).await?, "visitor").await;
@@ -313,20 +319,43 @@ impl Chat {
         applied
     }
 
-    async fn start_conversation(&self, v: &VisitorCtx, status: ConversationStatus) -> Result<Conversation> {
-        let group_id = self.default_group(&v.site_id).await?;
-        self.store.create_conversation(&v.site_id, &v.visitor_id, &group_id, status).await
+    /// The group a new conversation of the site lands in.
+    async fn default_group(&self, site_id: &str) -> Result<Group> {
+        let mut groups = self.store.groups(site_id).await?;
+        let at = groups.iter().position(|g| g.is_default).unwrap_or(0);
+        if groups.is_empty() {
+            return Err(Error::internal(anyhow::anyhow!("site {site_id} has no group")));
+        }
+        Ok(groups.swap_remove(at))
     }
 
-    /// The group a new conversation of the site lands in.
-    async fn default_group(&self, site_id: &str) -> Result<String> {
-        let groups = self.store.groups(site_id).await?;
-        let group = groups
-            .iter()
-            .find(|g| g.is_default)
-            .or(groups.first())
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("site {site_id} has no group")))?;
-        Ok(group.id.clone())
+    /// Whether a group of the site is open now under its hours (its own,
+    /// else the site's; none: always open).
+    pub async fn group_hours(&self, site_id: &str, group: &Group) -> Result<HoursState> {
+        let site_hours = match &group.hours {
+            Some(_) => None,
+            None => {
+                let site = self.store.site(site_id).await?.ok_or(Error::NotFound("site"))?;
+                crate::admin::WidgetSettings::from_stored(&site.settings).hours
+            }
+        };
+        let schedule = hours::effective(group.hours.as_ref(), site_hours.as_ref());
+        Ok(hours::state_of(schedule, crate::store::now_ms()))
+    }
+
+    /// The hours of the group where the site's new chats land: what the
+    /// widget shows (the team is in, or back at a time).
+    pub async fn landing_hours(&self, site_id: &str) -> Result<HoursState> {
+        let group = self.default_group(site_id).await?;
+        self.group_hours(site_id, &group).await
+    }
+
+    /// Refuse with `Closed` when the group is outside its hours.
+    async fn check_open(&self, site_id: &str, group: &Group) -> Result<()> {
+        if self.group_hours(site_id, group).await?.open {
+            return Ok(());
+        }
+        Err(Error::Closed(format!("{} is closed now (outside its business hours)", group.name).into()))
     }
 
     /// An offline message: its own conversation, seen by agents later.
@@ -382,7 +411,7 @@ impl Chat {
             id: crate::store::new_id(),
             site_id: v.site_id.clone(),
             visitor_id: v.visitor_id.clone(),
-            group_id: self.default_group(&v.site_id).await?,
+            group_id: self.default_group(&v.site_id).await?.id,
             agent_id: None,
             status: ConversationStatus::Offline,
             last_seq: 0,
@@ -560,6 +589,8 @@ impl Chat {
                     .await?
                     .filter(|g| g.site_id == conv.site_id)
                     .ok_or(Error::NotFound("group"))?;
+                // Nobody would be there to take it: never queue to a closed group.
+                self.check_open(&conv.site_id, &group).await?;
                 // Routed by the drain below, like any queued chat, but never
                 // straight back to the agent who let it go.
                 if let Some(agent) = &conv.agent_id {

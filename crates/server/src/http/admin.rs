@@ -15,11 +15,12 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiQuery};
 use crate::admin::invitations::{self, AcceptRequest, InviteRequest};
-use crate::admin::{self, AgentChange, GroupChange, GroupView, NewAgentRequest, WidgetSettings};
+use crate::admin::{self, AgentChange, GroupChange, GroupNow, GroupView, NewAgentRequest, WidgetSettings};
 use crate::app::AppState;
 use crate::auth::AgentProfile;
 use crate::chat::service::AgentCtx;
 use crate::error::{Error, Result};
+use crate::hours::Schedule;
 use crate::store::audit::AuditEntry;
 use crate::store::invitations::Invitation;
 use crate::store::{CannedResponse, Group};
@@ -30,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/site", get(site).patch(rename_site))
         .route("/api/v1/me/password", post(change_password))
         .route("/api/v1/admin/site/settings", put(set_settings))
+        .route("/api/v1/admin/site/hours", put(set_site_hours))
         .route("/api/v1/admin/agents", get(agents).post(create_agent))
         .route("/api/v1/admin/agents/{id}", patch(update_agent))
         .route("/api/v1/admin/invitations", get(invitations).post(invite))
@@ -217,6 +219,18 @@ async fn set_settings(
     Ok(Json(settings))
 }
 
+/// The site's business hours (a `hours::Schedule`), or `null` for always
+/// open; every other setting stays. Answers the settings.
+async fn set_site_hours(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiJson(hours): ApiJson<Option<Schedule>>,
+) -> Result<Json<WidgetSettings>> {
+    let (before, after) = admin::set_site_hours(state.store.as_ref(), &me, hours).await?;
+    audit(&state, &me, "hours.changed", Some(&me.site_id), json_of(&before.hours), json_of(&after.hours)).await;
+    Ok(Json(after))
+}
+
 async fn agents(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<AgentProfile>>> {
     Ok(Json(state.store.agents(&me.site_id).await?.into_iter().map(Into::into).collect()))
 }
@@ -399,10 +413,10 @@ async fn canned(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Resu
     Ok(Json(state.store.canned_responses(&me.site_id).await?))
 }
 
-/// The site's groups, for every agent (transfers name them); members are
-/// the admin's business.
-async fn site_groups(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<Group>>> {
-    Ok(Json(state.store.groups(&me.site_id).await?))
+/// The site's groups, for every agent (transfers name them), each with
+/// whether it is open now; members are the admin's business.
+async fn site_groups(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<GroupNow>>> {
+    Ok(Json(admin::groups_now(state.store.as_ref(), &me.site_id).await?))
 }
 
 #[derive(Deserialize)]

@@ -19,6 +19,7 @@ use crate::admin::WidgetSettings;
 use crate::app::AppState;
 use crate::chat::service::clean_field;
 use crate::error::{Error, Result};
+use crate::hours::HoursState;
 use crate::store::VisitorUpdate;
 
 pub fn routes() -> Router<AppState> {
@@ -68,6 +69,10 @@ struct SessionResponse {
     visitor_token: String,
     site: SiteInfo,
     agents_online: bool,
+    /// Whether the team is in now (business hours of the group new chats
+    /// land in), and when that changes: outside hours the widget offers
+    /// its offline form and says when the team is back.
+    hours: HoursState,
     /// Whether the widget may offer "Email me this conversation" (email
     /// is configured).
     transcripts: bool,
@@ -96,6 +101,7 @@ async fn session(
     settings.allowed_origins.clear();
     settings.transcript_archive.clear();
     settings.reply_to.clear();
+    settings.hours = None;
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.to_owned());
     let update = VisitorUpdate {
         page_url: clean_field(req.page_url, 2048, "page_url")?,
@@ -130,11 +136,13 @@ async fn session(
     };
     let visitor_token = state.auth.issue_visitor(&visitor_id, &site.id)?;
     let agents_online = state.chat.agents_online(&site.id).await?;
+    let hours = state.chat.landing_hours(&site.id).await?;
     Ok(Json(SessionResponse {
         visitor_id,
         visitor_token,
         site: SiteInfo { id: site.id, name: site.name, settings },
         agents_online,
+        hours,
         transcripts: state.outbox.mail_enabled(),
     }))
 }

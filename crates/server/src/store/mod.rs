@@ -26,7 +26,7 @@ pub mod status_sql;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Values that are both stored and sent on the wire.
 pub use holdfast_protocol::{AuthorKind, Availability, ConversationStatus, Rating};
@@ -221,6 +221,22 @@ pub struct Group {
     pub is_default: bool,
     /// An address that gets the group's leads too (a shared inbox).
     pub email: Option<String>,
+    /// The group's own business hours; `None` keeps the site's
+    /// (`hours::effective`). A stored value that no longer parses reads as
+    /// none.
+    pub hours: Option<crate::hours::Schedule>,
+}
+
+/// A group's hours as stored: JSON text, or NULL (`Some(None)`).
+pub(crate) fn hours_to_stored(hours: Option<Option<&crate::hours::Schedule>>) -> Result<Option<Option<String>>> {
+    hours.map(|h| h.map(serde_json::to_string).transpose().map_err(Error::internal)).transpose()
+}
+
+impl Group {
+    /// The stored JSON of a group's hours, read leniently.
+    pub(crate) fn hours_from_stored(text: Option<String>) -> Option<crate::hours::Schedule> {
+        text.and_then(|t| serde_json::from_str(&t).ok())
+    }
 }
 
 /// An agent as routing sees it: who, how loaded, when last given a chat.
@@ -546,9 +562,15 @@ pub trait Store: Send + Sync + 'static {
     async fn groups(&self, site_id: &str) -> Result<Vec<Group>>;
     async fn group(&self, id: &str) -> Result<Option<Group>>;
     async fn add_agent_to_group(&self, agent_id: &str, group_id: &str) -> Result<()>;
-    /// Rename a group and/or set its address (`Some(None)` clears it);
-    /// `Conflict` when the site has a group of that name.
-    async fn update_group(&self, group_id: &str, name: Option<&str>, email: Option<Option<&str>>) -> Result<()>;
+    /// Rename a group and/or set its address or its hours (`Some(None)`
+    /// clears either); `Conflict` when the site has a group of that name.
+    async fn update_group(
+        &self,
+        group_id: &str,
+        name: Option<&str>,
+        email: Option<Option<&str>>,
+        hours: Option<Option<&crate::hours::Schedule>>,
+    ) -> Result<()>;
 
     /// A new agent, in the site's default group (the status probe in none).
     async fn create_agent(&self, new: NewAgent<'_>) -> Result<Agent>;

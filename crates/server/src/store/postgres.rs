@@ -501,6 +501,7 @@ fn group_from_row(r: &PgRow) -> Result<Group> {
         name: r.try_get("name")?,
         is_default: r.try_get("is_default")?,
         email: r.try_get("email")?,
+        hours: Group::hours_from_stored(r.try_get("hours")?),
     })
 }
 
@@ -669,7 +670,14 @@ impl Store for PostgresStore {
     }
 
     async fn create_group(&self, site_id: &str, name: &str, is_default: bool) -> Result<Group> {
-        let group = Group { id: new_id(), site_id: site_id.to_owned(), name: name.to_owned(), is_default, email: None };
+        let group = Group {
+            id: new_id(),
+            site_id: site_id.to_owned(),
+            name: name.to_owned(),
+            is_default,
+            email: None,
+            hours: None,
+        };
         sqlx::query("INSERT INTO groups (id, site_id, name, is_default, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&group.id)
             .bind(site_id)
@@ -713,7 +721,14 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn update_group(&self, group_id: &str, name: Option<&str>, email: Option<Option<&str>>) -> Result<()> {
+    async fn update_group(
+        &self,
+        group_id: &str,
+        name: Option<&str>,
+        email: Option<Option<&str>>,
+        hours: Option<Option<&crate::hours::Schedule>>,
+    ) -> Result<()> {
+        let hours = super::hours_to_stored(hours)?;
         let mut tx = self.p().await?.begin().await?;
         if let Some(name) = name {
             sqlx::query("UPDATE groups SET name = $1 WHERE id = $2")
@@ -731,6 +746,13 @@ impl Store for PostgresStore {
         if let Some(email) = email {
             sqlx::query("UPDATE groups SET email = $1 WHERE id = $2")
                 .bind(email)
+                .bind(group_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(hours) = hours {
+            sqlx::query("UPDATE groups SET hours = $1 WHERE id = $2")
+                .bind(hours)
                 .bind(group_id)
                 .execute(&mut *tx)
                 .await?;
