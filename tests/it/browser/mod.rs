@@ -6,6 +6,7 @@
 
 mod bans;
 mod deliveries;
+mod hours;
 mod invitations;
 mod ratings;
 mod reports;
