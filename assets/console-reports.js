@@ -5,7 +5,8 @@
 // tab opens. Names and values from the server are set as text only.
 
 const SVG = "http://www.w3.org/2000/svg";
-const DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+// Weekday names the viewer's way (their browser's locale), Monday first.
+const DAYS = Array.from({ length: 7 }, (_, i) => new Intl.DateTimeFormat((navigator.languages || [])[0] || undefined, { weekday: "short", timeZone: "UTC" }).format(Date.UTC(2024, 0, 1 + i)));
 
 /** An SVG element with attributes (never markup). */
 function s(tag, attrs = {}, ...kids) {

@@ -56,11 +56,15 @@ const ago = (ms) => {
   if (s < 86400) return `${Math.round(s / 3600)} h`;
   return `${Math.round(s / 86400)} d`;
 };
-const when = (ms) => new Date(ms).toLocaleString();
+/** Dates and times are written the viewer's way: their browser's locale. */
+const LOCALE = (navigator.languages && navigator.languages[0]) || navigator.language || undefined;
+const fmt = (opts) => { try { return new Intl.DateTimeFormat(LOCALE, opts); } catch { return new Intl.DateTimeFormat(undefined, opts); } };
+const FULL = fmt({ dateStyle: "medium", timeStyle: "short" }), SHORT = fmt({ dateStyle: "short", timeStyle: "short" }), HOUR = fmt({ hour: "2-digit", minute: "2-digit" });
+const when = (ms) => FULL.format(new Date(ms));
 /** A message's time: the hour today, the date and hour before. */
 const clock = (ms) => {
   const d = new Date(ms), today = new Date().toDateString() === d.toDateString();
-  return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : d.toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+  return (today ? HOUR : SHORT).format(d);
 };
 /** A duration: "40 s", "3 min". */
 const span = (ms) => (ms < 60000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60000)} min`);
@@ -798,6 +802,12 @@ async function loadAdmin() {
     $("s-archive").value = s.transcript_archive;
     $("s-reply-to").value = s.reply_to;
     $("s-tz").value = s.time_zone || "UTC";
+    $("s-language").value = s.language || "";
+    $("s-strings").value = Object.entries(s.strings || {}).map(([k, v]) => `${k} = ${v}`).join("\n");
+    // The keys a site may override are those of every language's table.
+    fetch("/widget-i18n/de.json").then((r) => r.json()).then((table) => {
+      $("s-string-keys").textContent = Object.keys(table).filter((k) => !k.startsWith("_")).join(", ");
+    }, () => {});
     for (const [id, key] of Object.entries(LIMITS)) $(id).value = String(s.visitor_limits[key]);
     $("agents").replaceChildren(...list.map(agentRow));
     // Operators may set a password now; everyone else invites by email.
@@ -915,7 +925,7 @@ const DAYS = [["mon", "Monday"], ["tue", "Tuesday"], ["wed", "Wednesday"], ["thu
 function openNow(g) {
   const n = g.now || { open: true };
   const at = n.open ? n.closes_at : n.reopens_at;
-  const t = at ? new Date(at).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" }) : "";
+  const t = at ? fmt({ weekday: "short", hour: "2-digit", minute: "2-digit" }).format(new Date(at)) : "";
   const text = n.open ? (t ? `open until ${t}` : "open") : (t ? `closed, opens ${t}` : "closed");
   const el = h("span", { class: n.open ? "open-now" : "closed-now" }, `(${text})`);
   el.dataset.open = String(n.open);
@@ -1094,6 +1104,11 @@ function wireAdmin() {
       reply_to: $("s-reply-to").value.trim(),
       // Saved apart (Business hours); kept as loaded.
       hours: siteHours,
+      language: $("s-language").value,
+      strings: Object.fromEntries($("s-strings").value.split("\n").map((x) => x.trim()).filter(Boolean).map((line) => {
+        const at = line.indexOf("=");
+        return at < 0 ? [line, ""] : [line.slice(0, at).trim(), line.slice(at + 1).trim()];
+      })),
       time_zone: $("s-tz").value.trim(),
       visitor_limits: Object.fromEntries(Object.entries(LIMITS).map(([id, key]) => [key, Number($(id).value)])),
     };

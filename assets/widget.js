@@ -34,6 +34,19 @@
   // Never resend past the server's idempotency window (docs/protocol.md §5).
   const RESEND_WITHIN_MS = 24 * 60 * 60 * 1000;
   const cursors = {};
+  // ----- words -------------------------------------------------------------
+  // English is built in; the other languages are files of the server's
+  // (/widget-i18n/LANG.json), fetched when the panel first opens, so what a
+  // page loads before that stays small. A site may force a language and
+  // override any string (its settings' `language` and `strings`).
+  // Keep the keys in step with assets/widget-i18n/*.json.
+  const EN = {open: "Open chat", close: "Close chat", open_unread: "Open chat, {0} unread", chat: "Chat", messages: "Messages", before_start: "Before we start", your_name: "Your name", your_email: "Your email", required: "required", optional: "optional", start: "Start chat", intro_required: "Tell us who you are, then start the chat.", intro_optional: "Tell us who you are if you like, or start the chat right away.", leave: "Leave a message", message: "Message", away: "We're away right now.", closed_until: "We're closed right now; we're back {0}.", closed_until_today: "We're closed right now; we're back at {0}.", leave_intro: "Leave a message and we'll get back to you by email.", thanks: "Thanks! Your message was sent; we'll reply by email.", unavailable: "Chat is unavailable.", type_here: "Type a message…", send: "Send", email_me: "Email me this conversation", sending: "Sending…", will_email: "We'll email this conversation to {0}.", no_server: "Could not reach the server; please try again.", comment: "Comment (optional)", anything: "Anything to add? (optional)", how_was: "How was this chat?", good: "Good", bad: "Bad", rate: "Rate this chat", rated: "Thanks for your rating!", sending_msg: "Sending: {0}", not_sent: "Not sent: {0}", too_long_wait: "it waited too long", reconnecting: "Reconnecting…", joined: "{0} joined the chat", an_agent: "An agent", transferring: "You're being transferred to another agent…", ended: "The chat has ended. Write again any time.", queue: "You are number {0} in the queue", typing: "{0} is typing…", agent: "Agent", erased: "(message erased)"};
+  const LANGS = "ar de es fr he it ja nl pl pt sv tr zh".split(" ");
+  let words = EN, langReady = null;
+  const t = (key, ...args) => String(words[key] != null ? words[key] : EN[key]).replace(/\{(\d)\}/g, (_, i) => args[i]);
+  // Elements whose text (or an attribute) is a string of the table.
+  const worded = [];
+  const say = (el, key, attr) => { worded.push([el, key, attr]); return el; };
   const pending = new Map(); // client_id -> message element
   const rateForms = {}; // conv -> its rating form, until rated
 
@@ -90,7 +103,7 @@
 header{background:var(--a);color:var(--t);padding:10px 12px;display:flex;align-items:center;gap:10px}
 .avatar{flex:none;width:32px;height:32px;border-radius:50%;background:rgba(127,127,127,.3);display:grid;place-items:center;font-weight:600}
 .title{font-weight:600}.sub{font-size:12px;opacity:.9}
-.x{margin-left:auto;background:none;border:0;color:var(--t);font-size:22px;cursor:pointer;width:36px;height:36px}
+.x{margin-inline-start:auto;background:none;border:0;color:var(--t);font-size:22px;cursor:pointer;width:36px;height:36px}
 .log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:6px;background:#f8fafc}
 .msg{max-width:80%;padding:8px 10px;border-radius:12px;white-space:pre-wrap;overflow-wrap:anywhere}
 .them{background:#e2e8f0;align-self:flex-start}
@@ -121,34 +134,65 @@ textarea{resize:none}
   path.setAttribute("d", "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z");
   path.setAttribute("fill", "currentColor");
   svg.append(path);
-  const launcher = h("button", { class: "launcher", type: "button", "aria-label": "Open chat", "aria-expanded": "false", "aria-controls": "hf-panel", onclick: () => toggle(!open) }, svg, badge);
+  const launcher = h("button", { class: "launcher", type: "button", "aria-expanded": "false", "aria-controls": "hf-panel", onclick: () => toggle(!open) }, svg, badge);
   const avatar = h("span", { class: "avatar", "aria-hidden": "true" });
   const title = h("div", { class: "title" });
   const sub = h("div", { class: "sub", role: "status" });
-  const log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": "Messages" });
+  const log = say(h("div", { class: "log", role: "log", "aria-live": "polite" }), "messages", "aria-label");
   const typing = h("div", { class: "typing", "aria-live": "polite" });
-  const field = (label, props) => h("label", {}, label, h(props.rows ? "textarea" : "input", props));
+  const field = (key, props) => h("label", {}, say(h("span"), key), h(props.rows ? "textarea" : "input", props));
   const preIntro = h("div", { class: "sys" });
-  const prechat = h("form", { class: "prechat", "aria-label": "Before we start", onsubmit: onPrechat }, preIntro);
-  const preName = field("Your name", { name: "name", autocomplete: "name", maxLength: 200 });
-  const preEmail = field("Your email", { name: "email", type: "email", autocomplete: "email", maxLength: 254 });
-  prechat.append(preName, preEmail, h("button", { class: "send", type: "submit" }, "Start chat"));
+  const prechat = say(h("form", { class: "prechat", onsubmit: onPrechat }, preIntro), "before_start", "aria-label");
+  const preName = field("your_name", { name: "name", autocomplete: "name", maxLength: 200 });
+  const preEmail = field("your_email", { name: "email", type: "email", autocomplete: "email", maxLength: 254 });
+  prechat.append(preName, preEmail, say(h("button", { class: "send", type: "submit" }), "start"));
   const offIntro = h("div", { class: "sys" });
-  const offline = h("form", { class: "offline", "aria-label": "Leave a message", onsubmit: onLeave },
+  const offline = say(h("form", { class: "offline", onsubmit: onLeave },
     offIntro,
-    field("Your name", { name: "name", autocomplete: "name", maxLength: 200 }),
-    field("Your email", { name: "email", type: "email", autocomplete: "email", required: true, maxLength: 254 }),
-    field("Message", { name: "body", rows: 3, required: true, maxLength: 5000 }),
-    h("button", { class: "send", type: "submit" }, "Leave a message"));
-  const thanks = h("div", { class: "sys thanks", hidden: true }, "Thanks! Your message was sent; we'll reply by email.");
+    field("your_name", { name: "name", autocomplete: "name", maxLength: 200 }),
+    field("your_email", { name: "email", type: "email", autocomplete: "email", required: true, maxLength: 254 }),
+    field("message", { name: "body", rows: 3, required: true, maxLength: 5000 }),
+    say(h("button", { class: "send", type: "submit" }), "leave")), "leave", "aria-label");
+  const thanks = say(h("div", { class: "sys thanks", hidden: true }), "thanks");
   // A banned visitor (or address) is told this and nothing more.
-  const unavailable = h("div", { class: "sys unavailable", hidden: true }, "Chat is unavailable.");
+  const unavailable = say(h("div", { class: "sys unavailable", hidden: true }), "unavailable");
   let banned = false;
-  const input = h("textarea", { rows: 2, "aria-label": "Message", placeholder: "Type a message…", maxLength: 5000, onkeydown: onKey, oninput: onTyping });
-  const composer = h("form", { class: "row composer", onsubmit: onSend }, input, h("button", { class: "send", type: "submit" }, "Send"));
-  const panel = h("section", { class: "panel", id: "hf-panel", role: "dialog", "aria-label": "Chat", hidden: true, onkeydown: (e) => e.key === "Escape" && toggle(false) },
-    h("header", {}, avatar, h("div", {}, title, sub), h("button", { class: "x", type: "button", "aria-label": "Close chat", onclick: () => toggle(false) }, "×")),
-    log, typing, prechat, offline, thanks, unavailable, composer);
+  const input = say(say(h("textarea", { rows: 2, maxLength: 5000, onkeydown: onKey, oninput: onTyping }), "message", "aria-label"), "type_here", "placeholder");
+  const composer = h("form", { class: "row composer", onsubmit: onSend }, input, say(h("button", { class: "send", type: "submit" }), "send"));
+  const panel = say(h("section", { class: "panel", id: "hf-panel", role: "dialog", hidden: true, onkeydown: (e) => e.key === "Escape" && toggle(false) },
+    h("header", {}, avatar, h("div", {}, title, sub), say(h("button", { class: "x", type: "button", onclick: () => toggle(false) }, "×"), "close", "aria-label")),
+    log, typing, prechat, offline, thanks, unavailable, composer), "chat", "aria-label");
+
+  /** Put the table's words on the page, in its direction. */
+  function reword() {
+    for (const [el, key, attr] of worded) {
+      if (attr) el.setAttribute(attr, t(key));
+      else el.textContent = t(key);
+    }
+    panel.dir = words._dir === "rtl" ? "rtl" : "ltr";
+    panel.lang = words._lang || "en";
+    if (site) { header(); view(); showUnread(); }
+  }
+  /** The site's forced language, else the browser's, if we ship it. */
+  function language() {
+    const s = (site && site.settings) || {};
+    const wanted = s.language || (navigator.languages && navigator.languages[0]) || navigator.language || "en";
+    const code = String(wanted).toLowerCase().split("-")[0];
+    return LANGS.includes(code) ? code : "en";
+  }
+  /** Fetch the visitor's language once (a second at most), then reword. */
+  function loadWords() {
+    const code = language();
+    const overrides = (site && site.settings && site.settings.strings) || {};
+    langReady = langReady || (code === "en" ? Promise.resolve({}) : Promise.race([
+      fetch(`${base}/widget-i18n/${code}.json`).then((r) => (r.ok ? r.json() : {})).catch(() => ({})),
+      new Promise((ok) => setTimeout(() => ok({}), 1000)),
+    ])).then((table) => {
+      words = { ...EN, ...table, ...overrides, _lang: table._dir ? code : "en", _dir: table._dir };
+      reword();
+    });
+    return langReady;
+  }
 
   function mount() {
     const sheet = new CSSStyleSheet();
@@ -163,13 +207,14 @@ textarea{resize:none}
     host.style.setProperty("--t", ink(accent));
     if (s.position === "left") host.classList.add("left");
     (document.body || document.documentElement).append(host);
-    if (s.greeting) log.append(h("div", { class: "msg them greeting" }, s.greeting));
-    header();
-    view();
+    if (s.greeting) log.append(h("div", { class: "msg them greeting", dir: "auto" }, s.greeting));
+    // English and the site's own words until the panel opens.
+    words = { ...EN, ...(s.strings || {}) };
+    reword();
   }
 
   function header() {
-    title.textContent = agentName || (site && site.name) || "Chat";
+    title.textContent = agentName || (site && site.name) || t("chat");
     avatar.textContent = (agentName || (site && site.name) || "?").trim().charAt(0).toUpperCase();
   }
   function status(text) { sub.textContent = text; }
@@ -184,8 +229,7 @@ textarea{resize:none}
     const p = (site && site.settings && site.settings.prechat) || {};
     const needPrechat = !conv && !saved.prechat && (p.name !== "off" || p.email !== "off");
     const isOffline = !conv && (!agentsOnline || !hours.open) && !saved.outbox.some((o) => o.type === "send");
-    offIntro.textContent = (!hours.open && hours.reopens_at ? `We're closed right now; we're back ${backAt(hours.reopens_at)}. ` : "We're away right now. ")
-      + "Leave a message and we'll get back to you by email.";
+    offIntro.textContent = (!hours.open && hours.reopens_at ? backAt(hours.reopens_at) : t("away")) + " " + t("leave_intro");
     offline.hidden = !isOffline || !!saved.left;
     thanks.hidden = !isOffline || !saved.left;
     prechat.hidden = isOffline || !needPrechat;
@@ -194,20 +238,21 @@ textarea{resize:none}
     preEmail.hidden = p.email === "off";
     // Each field says whether it is needed; with none needed, the form
     // says it can be skipped (Start chat with both empty).
-    for (const [el, mode, label] of [[preName, p.name, "Your name"], [preEmail, p.email, "Your email"]]) {
+    for (const [el, mode, key] of [[preName, p.name, "your_name"], [preEmail, p.email, "your_email"]]) {
       el.lastChild.required = mode === "required";
-      el.firstChild.textContent = `${label} (${mode === "required" ? "required" : "optional"})`;
+      el.firstChild.textContent = `${t(key)} (${t(mode === "required" ? "required" : "optional")})`;
     }
-    preIntro.textContent = p.name === "required" || p.email === "required"
-      ? "Tell us who you are, then start the chat." : "Tell us who you are if you like, or start the chat right away.";
+    preIntro.textContent = t(p.name === "required" || p.email === "required" ? "intro_required" : "intro_optional");
   }
 
-  // When the team is back, in the visitor's own words for time.
+  // When the team is back, in the visitor's language and their clock.
   function backAt(ms) {
     const d = new Date(ms), soon = ms - Date.now() < 6 * 864e5;
     const today = d.toDateString() === new Date().toDateString();
     const opts = today ? { hour: "numeric", minute: "2-digit" } : soon ? { weekday: "long", hour: "numeric", minute: "2-digit" } : { dateStyle: "medium", timeStyle: "short" };
-    return (today ? "at " : "") + new Intl.DateTimeFormat(undefined, opts).format(d);
+    let when;
+    try { when = new Intl.DateTimeFormat(words._lang || "en", opts).format(d); } catch { when = d.toLocaleString(); }
+    return t(today ? "closed_until_today" : "closed_until", when);
   }
   // Take the hours the server sent, and ask again when they change.
   function setHours(next) {
@@ -218,11 +263,13 @@ textarea{resize:none}
   }
 
   function toggle(show) {
+    // The first opening waits (a second at most) for the visitor's words.
+    if (show && !open && langReady === null) { loadWords().then(() => toggle(true)); return; }
     open = show;
     panel.hidden = !show;
     host.classList.toggle("open", show);
     launcher.setAttribute("aria-expanded", String(show));
-    launcher.setAttribute("aria-label", show ? "Close chat" : "Open chat");
+    launcher.setAttribute("aria-label", t(show ? "close" : "open"));
     if (show) {
       unreadSeqs = [];
       showUnread();
@@ -235,7 +282,8 @@ textarea{resize:none}
   }
 
   function line(cls, text) {
-    const el = rich(h("div", { class: cls }), text);
+    // Each message in its own direction (an English line in an Arabic panel).
+    const el = rich(h("div", { class: cls, dir: "auto" }), text);
     // Messages still being sent stay last, after what the server confirmed.
     log.insertBefore(el, cls.includes("pending") ? null : log.querySelector(".pending"));
     log.scrollTop = log.scrollHeight;
@@ -278,26 +326,26 @@ textarea{resize:none}
   // "Email me this conversation", once a chat has ended (the server
   // allows one per state of the conversation).
   function offerTranscript(id) {
-    const to = h("input", { type: "email", name: "email", required: true, maxLength: 254, autocomplete: "email", "aria-label": "Your email" });
+    const to = h("input", { type: "email", name: "email", required: true, maxLength: 254, autocomplete: "email", "aria-label": t("your_email") });
     to.value = (saved.prechat && saved.prechat.email) || "";
     const note = h("div", { class: "sys", role: "status" });
-    const form = h("form", { class: "row transcript", "aria-label": "Email me this conversation", onsubmit: async (e) => {
+    const form = h("form", { class: "row transcript", "aria-label": t("email_me"), onsubmit: async (e) => {
       e.preventDefault();
-      note.textContent = "Sending…";
+      note.textContent = t("sending");
       try {
         const res = await fetch(base + "/api/v1/visitor/transcript", { method: "POST", headers: { "content-type": "application/json", authorization: "Bearer " + saved.token }, body: JSON.stringify({ conv: id, to: to.value.trim() }) });
         const body = await res.json().catch(() => null);
-        note.textContent = res.ok ? "We'll email this conversation to " + to.value.trim() + "." : (body && body.error && body.error.message) || "HTTP " + res.status;
+        note.textContent = res.ok ? t("will_email", to.value.trim()) : (body && body.error && body.error.message) || "HTTP " + res.status;
         if (res.ok) form.remove();
-      } catch { note.textContent = "Could not reach the server; please try again."; }
-    } }, to, h("button", { class: "send", type: "submit" }, "Email me this conversation"));
+      } catch { note.textContent = t("no_server"); }
+    } }, to, h("button", { class: "send", type: "submit" }, t("email_me")));
     log.append(form, note);
     log.scrollTop = log.scrollHeight;
   }
   // Olark's two-point scale: one tap on good or bad, after an optional
   // comment. Sent through the outbox, so a blip loses no rating.
   function offerRating(id) {
-    const comment = h("textarea", { rows: 2, maxLength: 1000, "aria-label": "Comment (optional)", placeholder: "Anything to add? (optional)" });
+    const comment = h("textarea", { rows: 2, maxLength: 1000, "aria-label": t("comment"), placeholder: t("anything") });
     const rate = (rating) => {
       const item = { type: "rate", conv: id, client_id: newId(), rating, at: Date.now() };
       if (comment.value.trim()) item.comment = comment.value.trim();
@@ -307,13 +355,13 @@ textarea{resize:none}
       flush();
     };
     const b = (rating, text) => h("button", { class: "send", type: "button", onclick: () => rate(rating) }, text);
-    rateForms[id] = h("form", { class: "rate", "aria-label": "Rate this chat", onsubmit: (e) => e.preventDefault() },
-      h("div", { class: "sys" }, "How was this chat?"), comment, h("div", { class: "btns" }, b("good", "👍 Good"), b("bad", "👎 Bad")));
+    rateForms[id] = h("form", { class: "rate", "aria-label": t("rate"), onsubmit: (e) => e.preventDefault() },
+      h("div", { class: "sys" }, t("how_was")), comment, h("div", { class: "btns" }, b("good", "👍 " + t("good")), b("bad", "👎 " + t("bad"))));
     log.append(rateForms[id]);
     log.scrollTop = log.scrollHeight;
   }
   function rated(id) {
-    if (rateForms[id]) rateForms[id].replaceWith(h("div", { class: "sys", role: "status" }, "Thanks for your rating!"));
+    if (rateForms[id]) rateForms[id].replaceWith(h("div", { class: "sys", role: "status" }, t("rated")));
     delete rateForms[id];
   }
   function onKey(e) {
@@ -348,7 +396,7 @@ textarea{resize:none}
   function showPending(item) {
     if (pending.has(item.client_id)) return;
     const el = line("msg me pending", item.body);
-    el.setAttribute("aria-label", "Sending: " + item.body);
+    el.setAttribute("aria-label", t("sending_msg", item.body));
     pending.set(item.client_id, el);
   }
 
@@ -357,7 +405,7 @@ textarea{resize:none}
     const n = unreadSeqs.length;
     badge.textContent = String(n);
     badge.hidden = !n;
-    launcher.setAttribute("aria-label", open ? "Close chat" : n ? `Open chat, ${n} unread` : "Open chat");
+    launcher.setAttribute("aria-label", open ? t("close") : n ? t("open_unread", n) : t("open"));
   }
   /** Tell the server what the open panel has shown, once per new message. */
   function markRead() {
@@ -371,7 +419,7 @@ textarea{resize:none}
   function flush() {
     if (replayTo) return;
     const expired = saved.outbox.filter((o) => o.at && Date.now() - o.at > RESEND_WITHIN_MS);
-    for (const item of expired) failed(item.client_id, "it waited too long");
+    for (const item of expired) failed(item.client_id, t("too_long_wait"));
     // `at` is ours, not the protocol's: the server refuses unknown fields.
     for (const item of saved.outbox) frame({ ...item, at: undefined });
   }
@@ -383,7 +431,7 @@ textarea{resize:none}
     save();
     const el = pending.get(clientId);
     if (el) { el.classList.replace("pending", "failed"); el.title = why; }
-    line("sys", "Not sent: " + why);
+    line("sys", t("not_sent", why));
   }
   /** Refused with `banned`: stop connecting, keep nothing to resend, say so. */
   function refusedForGood() {
@@ -407,7 +455,7 @@ textarea{resize:none}
   function down() {
     if (!downSince) downSince = Date.now();
     // Quiet: say nothing for a blip, then a calm note instead of an error.
-    setTimeout(() => { if (downSince && Date.now() - downSince >= 900) status("Reconnecting…"); }, 1000);
+    setTimeout(() => { if (downSince && Date.now() - downSince >= 900) status(t("reconnecting")); }, 1000);
   }
 
   // `again`: only the hours are wanted (they changed); the socket stays.
@@ -509,7 +557,7 @@ textarea{resize:none}
           el.classList.remove("pending");
           el.removeAttribute("aria-label");
           log.insertBefore(el, log.querySelector(".pending")); // server order
-        } else line(mine ? "msg me" : "msg them", f.erased ? "(message erased)" : f.body);
+        } else line(mine ? "msg me" : "msg them", f.erased ? t("erased") : f.body);
         if (mine && !conv) conv = f.conv;
         if (f.author.kind === "agent") {
           typing.textContent = "";
@@ -536,13 +584,13 @@ textarea{resize:none}
         agentName = (f.agent && f.agent.name) || "";
         header();
         status("");
-        line("sys", `${agentName || "An agent"} joined the chat`);
+        line("sys", t("joined", agentName || t("an_agent")));
         break;
       case "transferred":
-        line("sys", "You're being transferred to another agent…");
+        line("sys", t("transferring"));
         break;
       case "closed":
-        line("sys", "The chat has ended. Write again any time.");
+        line("sys", t("ended"));
         if (agentName) offerRating(f.conv);
         if (transcripts) offerTranscript(f.conv);
         if (conv === f.conv) { conv = null; lastAgentSeq = readUpTo = 0; unreadSeqs = []; showUnread(); }
@@ -554,11 +602,11 @@ textarea{resize:none}
         rated(f.conv);
         break;
       case "queue_position":
-        status(`You are number ${f.position} in the queue`);
+        status(t("queue", f.position));
         break;
       case "typing":
         if (f.from.kind === "agent") {
-          typing.textContent = f.on ? `${agentName || "Agent"} is typing…` : "";
+          typing.textContent = f.on ? t("typing", agentName || t("agent")) : "";
           clearTimeout(typingTimer);
           if (f.on) typingTimer = setTimeout(() => (typing.textContent = ""), 8000);
         }

@@ -17,6 +17,7 @@ mod connections;
 mod health;
 mod hours;
 mod invitations;
+mod languages;
 mod missed;
 mod outbox;
 mod privacy;

@@ -25,6 +25,7 @@
 //! - `reports`   — chats, waits, durations, CSAT and the weekday × hour heatmap, in the site's time zone.
 //! - `privacy`   — a person's data: one visitor's everything, exported as one document.
 //! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons.
+//! - `widget_i18n` — the widget's string tables other than English, served on demand.
 //! - `telemetry` — logs and Prometheus metrics.
 
 pub mod abuse;
@@ -49,3 +50,4 @@ pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod widget_i18n;

@@ -10,6 +10,8 @@
 
 pub mod invitations;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::abuse::limits::VisitorLimits;
@@ -81,6 +83,12 @@ pub struct WidgetSettings {
     /// widget offers the offline form. Never sent to the widget as such:
     /// it gets whether the team is in and until when.
     pub hours: Option<Schedule>,
+    /// The widget's language for every visitor (`de`, `ar`…); empty: each
+    /// visitor's browser language, if the widget speaks it, else English.
+    pub language: String,
+    /// The site's own words for any of the widget's strings, by key (the
+    /// keys of `widget_i18n`), in whatever language the widget shows.
+    pub strings: BTreeMap<String, String>,
 }
 
 impl Default for WidgetSettings {
@@ -97,11 +105,15 @@ impl Default for WidgetSettings {
             time_zone: "UTC".into(),
             visitor_limits: VisitorLimits::default(),
             hours: None,
+            language: String::new(),
+            strings: BTreeMap::new(),
         }
     }
 }
 
 const MAX_GREETING: usize = 500;
+/// Longest override of one widget string, in characters.
+const MAX_STRING: usize = 300;
 const MAX_ORIGINS: usize = 50;
 const MAX_MISSED_MINUTES: u32 = crate::outbox::missed::MAX_MINUTES;
 
@@ -152,6 +164,22 @@ impl WidgetSettings {
         }
         self.allowed_origins = origins;
         self.hours = self.hours.map(Schedule::validated).transpose()?;
+        self.language = self.language.trim().to_ascii_lowercase();
+        if !self.language.is_empty() && !crate::widget_i18n::ships(&self.language) {
+            return Err(Error::bad_request(format!("language {:?} is not one the widget speaks", self.language)));
+        }
+        let mut strings = BTreeMap::new();
+        for (key, text) in std::mem::take(&mut self.strings) {
+            if !crate::widget_i18n::keys().contains(&key) {
+                return Err(Error::bad_request(format!("strings: the widget has no string {key:?}")));
+            }
+            let text = text.trim();
+            if text.is_empty() || text.chars().count() > MAX_STRING {
+                return Err(Error::bad_request(format!("strings.{key} must be 1 to {MAX_STRING} characters")));
+            }
+            strings.insert(key, text.to_owned());
+        }
+        self.strings = strings;
         Ok(self)
     }
 
