@@ -822,6 +822,7 @@ async function loadAdmin() {
     siteHours = s.hours || null;
     $("site-hours").replaceChildren(hoursEditor("Site", siteHours, (hours) => post("/api/v1/admin/site/hours", hours, "PUT")));
     $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
+    await loadGreetings(list);
     await loadCanned();
     await loadBans(list);
     await loadAudit();
@@ -901,6 +902,32 @@ function groupRow(g, list) {
     pickAgent, " ", add, " ", rename, " ", address, hours);
   li.dataset.group = g.name;
   return li;
+}
+
+// ----- proactive greetings ----------------------------------------------------------------
+/** The rules with their figures; each can be switched off or deleted. */
+async function loadGreetings(people) {
+  const active = people.filter((a) => a.active && a.role !== "probe");
+  $("gr-from").replaceChildren(h("option", { value: "" }, "The team"), ...active.map((a) => h("option", { value: a.id }, a.name)));
+  const rules = await api("/api/v1/admin/greetings");
+  $("greetings").replaceChildren(...rules.map((r) => {
+    const when = [r.url_pattern && `page ${r.url_pattern}`, r.referrer_pattern && `from ${r.referrer_pattern}`, `after ${r.min_seconds} s`,
+      r.min_pages > 1 && `${r.min_pages}+ pages`, r.visitor !== "any" && `${r.visitor} visitors`].filter(Boolean).join(", ");
+    const from = r.from_agent_id ? (people.find((a) => a.id === r.from_agent_id) || {}).name || "?" : "The team";
+    const input = { name: r.name, enabled: !r.enabled, url_pattern: r.url_pattern, referrer_pattern: r.referrer_pattern, min_seconds: r.min_seconds,
+      min_pages: r.min_pages, visitor: r.visitor, from_agent_id: r.from_agent_id, message: r.message };
+    const toggle = h("button", { type: "button", onclick: async () => {
+      try { await post(`/api/v1/admin/greetings/${encodeURIComponent(r.id)}`, input, "PUT"); loadAdmin(); } catch (e) { toast(e.message); }
+    } }, r.enabled ? "Switch off" : "Switch on");
+    const remove = h("button", { type: "button", onclick: async () => {
+      if (!confirm(`Delete the rule ${r.name}?`)) return;
+      try { await api(`/api/v1/admin/greetings/${encodeURIComponent(r.id)}`, { method: "DELETE" }); loadAdmin(); } catch (e) { toast(e.message); }
+    } }, "Delete");
+    const tr = h("tr", {}, h("td", {}, r.name + (r.enabled ? "" : " (off)")), h("td", {}, when), h("td", {}, from), h("td", {}, r.message),
+      h("td", {}, String(r.shown)), h("td", {}, String(r.started)), h("td", {}, toggle, " ", remove));
+    tr.dataset.greeting = r.name;
+    return tr;
+  }));
 }
 
 // ----- business hours -------------------------------------------------------------------
@@ -1113,6 +1140,12 @@ function wireAdmin() {
       visitor_limits: Object.fromEntries(Object.entries(LIMITS).map(([id, key]) => [key, Number($(id).value)])),
     };
     try { await post("/api/v1/admin/site/settings", body, "PUT"); $("settings-status").textContent = "Saved"; } catch (err) { $("settings-status").textContent = err.message; }
+  };
+  $("greeting-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const rule = { name: $("gr-name").value, url_pattern: $("gr-url").value, referrer_pattern: $("gr-ref").value, min_seconds: Number($("gr-seconds").value),
+      min_pages: Number($("gr-pages").value), visitor: $("gr-visitor").value, from_agent_id: $("gr-from").value || null, message: $("gr-message").value };
+    try { await post("/api/v1/admin/greetings", rule); e.target.reset(); toast("Rule added"); loadAdmin(); } catch (err) { toast(err.message); }
   };
   $("agent-form").onsubmit = async (e) => {
     e.preventDefault();

@@ -94,7 +94,11 @@
 :host{all:initial}
 *{box-sizing:border-box;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:14px;line-height:1.4}
 .launcher{position:fixed;bottom:16px;right:16px;width:56px;height:56px;border-radius:50%;border:0;background:var(--a);color:var(--t);cursor:pointer;box-shadow:0 4px 12px rgba(0,0,0,.25);z-index:2147483000;display:grid;place-items:center}
-:host(.left) .launcher,:host(.left) .panel{right:auto;left:16px}
+:host(.left) .launcher,:host(.left) .panel,:host(.left) .bubble{right:auto;left:16px}
+.bubble{position:fixed;bottom:84px;right:16px;max-width:min(280px,calc(100vw - 32px));padding:10px 32px 10px 12px;background:#fff;color:#111;border-radius:12px;box-shadow:0 6px 20px rgba(0,0,0,.25);z-index:2147483000;cursor:pointer;white-space:pre-wrap;overflow-wrap:anywhere}
+.bubble strong{display:block;font-size:12px;color:#475569}
+.bx{position:absolute;top:2px;right:2px;background:none;border:0;font-size:18px;cursor:pointer;color:#475569;width:28px;height:28px}
+@media (max-width:480px){.bubble{display:none!important}}
 .badge{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;padding:0 5px;border-radius:10px;background:#dc2626;color:#fff;font-size:12px;line-height:20px}
 .panel{position:fixed;bottom:84px;right:16px;width:min(360px,calc(100vw - 16px));height:min(540px,calc(100vh - 100px));display:flex;flex-direction:column;background:#fff;color:#111;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.3);overflow:hidden;z-index:2147483000;animation:pop .15s ease-out}
 @keyframes pop{from{opacity:0;transform:translateY(8px)}}
@@ -194,13 +198,54 @@ textarea{resize:none}
     return langReady;
   }
 
+  // ----- proactive greetings ------------------------------------------------
+  // This visit (this tab, until it closes): pages seen, and whether a
+  // greeting showed (once a visit at most). A visit that is not this
+  // browser's first is a returning visitor's.
+  const visitKey = storeKey + ":visit";
+  let visit = null;
+  try { visit = JSON.parse(sessionStorage.getItem(visitKey)); } catch { /* none */ }
+  if (!visit || !visit.pages) { visit = { pages: 0 }; saved.visits = (saved.visits || 0) + 1; save(); }
+  visit.pages++;
+  const saveVisit = () => { try { sessionStorage.setItem(visitKey, JSON.stringify(visit)); } catch { /* private mode */ } };
+  saveVisit();
+  const pageStart = Date.now();
+  let greeting = null, greetTimer = 0;
+  // `*` stands for anything; an empty pattern matches everything.
+  const glob = (pattern, text) => !pattern || new RegExp("^" + pattern.split("*").map((x) => x.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*") + "$", "i").test(text || "");
+  const bubble = h("div", { class: "bubble", role: "status", hidden: true, onclick: () => toggle(true) });
+  function armGreetings(rules) {
+    clearTimeout(greetTimer);
+    if (visit.greeted || !Array.isArray(rules)) return;
+    const returning = (saved.visits || 1) > 1;
+    const rule = rules.find((r) => glob(r.url_pattern, location.href) && glob(r.referrer_pattern, document.referrer)
+      && visit.pages >= r.min_pages && (r.visitor === "any" || (r.visitor === "returning") === returning));
+    if (rule) greetTimer = setTimeout(() => greet(rule), Math.max(0, rule.min_seconds * 1000 - (Date.now() - pageStart)));
+  }
+  // Only when someone could answer, and never over an open panel or chat.
+  function greet(rule) {
+    if (visit.greeted || conv || open || banned || !agentsOnline || !hours.open) return;
+    visit.greeted = rule.id;
+    saveVisit();
+    greeting = rule;
+    fetch(`${base}/api/v1/visitor/greetings/${encodeURIComponent(rule.id)}/shown`, { method: "POST", headers: { authorization: "Bearer " + saved.token } }).catch(() => {});
+    const from = rule.from || (site && site.name) || "";
+    log.append(h("div", { class: "sys" }, from), h("div", { class: "msg them proactive", dir: "auto" }, rule.message));
+    // A bubble beside the launcher; on a small screen only the badge.
+    const shut = h("button", { class: "bx", type: "button", "aria-label": t("close"), onclick: (e) => { e.stopPropagation(); bubble.hidden = true; } }, "×");
+    bubble.replaceChildren(h("strong", {}, from), h("div", { dir: "auto" }, rule.message), shut);
+    bubble.hidden = false;
+    unreadSeqs.push(0);
+    showUnread();
+  }
+
   function mount() {
     const sheet = new CSSStyleSheet();
     if (sheet.replaceSync && root.adoptedStyleSheets) {
       sheet.replaceSync(css);
       root.adoptedStyleSheets = [sheet];
     } else root.append(h("style", {}, css));
-    root.append(launcher, panel);
+    root.append(launcher, bubble, panel);
     const s = site.settings || {};
     const accent = /^#[0-9a-f]{6}$/i.test(s.color || "") ? s.color : "#2563eb";
     host.style.setProperty("--a", accent);
@@ -267,6 +312,7 @@ textarea{resize:none}
     if (show && !open && langReady === null) { loadWords().then(() => toggle(true)); return; }
     open = show;
     panel.hidden = !show;
+    if (show) bubble.hidden = true;
     host.classList.toggle("open", show);
     launcher.setAttribute("aria-expanded", String(show));
     launcher.setAttribute("aria-label", t(show ? "close" : "open"));
@@ -374,6 +420,8 @@ textarea{resize:none}
     input.value = "";
     setTyping(false);
     const item = { type: "send", client_id: newId(), body, at: Date.now() };
+    // The first answer to a greeting says which rule greeted.
+    if (greeting && !conv) item.greeting = greeting.id;
     saved.outbox.push(item);
     save();
     showPending(item);
@@ -484,6 +532,7 @@ textarea{resize:none}
       agentsOnline = body.agents_online;
       transcripts = !!body.transcripts;
       if (!site) { site = body.site; mount(); }
+      armGreetings(body.greetings);
       connect();
     } catch {
       if (again) return;
@@ -618,7 +667,7 @@ textarea{resize:none}
       case "ack": {
         const i = saved.outbox.findIndex((o) => o.client_id === f.client_id);
         if (i >= 0) {
-          if (saved.outbox[i].type === "send") conv = f.conv;
+          if (saved.outbox[i].type === "send") { conv = f.conv; greeting = null; }
           saved.outbox.splice(i, 1);
           save();
         }

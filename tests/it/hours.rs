@@ -25,11 +25,6 @@ both_stores!(outside_hours_the_widget_is_offered_the_offline_form, hours_are_eac
 
 const DAY_MS: i64 = 86_400_000;
 
-async fn send(s: &TestServer, method: reqwest::Method, path: &str, token: &str, body: Value) -> (u16, Value) {
-    let res = s.http.request(method, format!("{}{path}", s.base)).bearer_auth(token).json(&body).send().await.unwrap();
-    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
-}
-
 /// Today's date in UTC, and the next UTC midnight (ms), once no midnight
 /// is due within the next minute (the test must not straddle one).
 async fn today_utc() -> (String, i64) {
@@ -106,7 +101,7 @@ async fn outside_hours_the_widget_is_offered_the_offline_form(node: Node) {
     // The General group keeps hours of its own, open today: chats start.
     let gid = general["id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/admin/groups/{gid}");
-    let (status, g) = send(s, reqwest::Method::PATCH, &path, &boss, json!({"hours": all_week_but(&[])})).await;
+    let (status, g) = s.call(reqwest::Method::PATCH, &path, &boss, json!({"hours": all_week_but(&[])})).await;
     assert_eq!(status, 200, "{g}");
     assert_eq!(g["hours"]["weekly"]["sun"], json!(["00:00-24:00"]));
     assert_eq!(session(s, &site.widget_key).await["hours"]["open"], true);
@@ -116,12 +111,12 @@ async fn outside_hours_the_widget_is_offered_the_offline_form(node: Node) {
     ann.wait_for(|f| f["type"] == "assigned" && f["conv"] == conv.as_str()).await;
 
     // Sales is closed today: Ann cannot send the chat to its queue.
-    let (status, sales) = send(s, reqwest::Method::POST, "/api/v1/admin/groups", &boss, json!({"name": "Sales"})).await;
+    let (status, sales) = s.call(reqwest::Method::POST, "/api/v1/admin/groups", &boss, json!({"name": "Sales"})).await;
     assert_eq!(status, 201);
     let sales_id = sales["id"].as_str().unwrap();
     let sales_path = format!("/api/v1/admin/groups/{sales_id}");
     let closed = json!({"hours": all_week_but(&[&today])});
-    assert_eq!(send(s, reqwest::Method::PATCH, &sales_path, &boss, closed).await.0, 200);
+    assert_eq!(s.call(reqwest::Method::PATCH, &sales_path, &boss, closed).await.0, 200);
     ann.send(json!({"type": "transfer", "conv": conv, "to_group": sales_id})).await;
     let refused = ann.wait_for(|f| f["type"] == "error").await;
     assert_error(&refused, "closed");
@@ -130,7 +125,7 @@ async fn outside_hours_the_widget_is_offered_the_offline_form(node: Node) {
     assert_eq!(group_named(&admin_groups, "General")["now"]["open"], true, "{admin_groups}");
 
     // `null` gives General the site's hours back; no site hours: open.
-    let (status, g) = send(s, reqwest::Method::PATCH, &path, &boss, json!({"hours": null})).await;
+    let (status, g) = s.call(reqwest::Method::PATCH, &path, &boss, json!({"hours": null})).await;
     assert_eq!((status, g["hours"].clone()), (200, Value::Null), "{g}");
     assert_eq!(session(s, &site.widget_key).await["hours"]["open"], false);
     let (status, settings) = s.put("/api/v1/admin/site/hours", Some(&boss), Value::Null).await;
@@ -166,7 +161,7 @@ async fn hours_are_each_sites_own_and_checked(node: Node) {
     let (_, groups) = s.get("/api/v1/groups", Some(&boss)).await;
     let general = group_named(&groups, "General")["id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/admin/groups/{general}");
-    let (status, body) = send(s, reqwest::Method::PATCH, &path, &olga, json!({"hours": all_week_but(&[&today])})).await;
+    let (status, body) = s.call(reqwest::Method::PATCH, &path, &olga, json!({"hours": all_week_but(&[&today])})).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(session(s, &shop.widget_key).await["hours"]["open"], true);
     let (_, olgas) = s.get("/api/v1/groups", Some(&olga)).await;
@@ -177,7 +172,7 @@ async fn hours_are_each_sites_own_and_checked(node: Node) {
 
     // Agents may not set hours.
     assert_eq!(s.put("/api/v1/admin/site/hours", Some(&al), all_week_but(&[])).await.0, 403);
-    assert_eq!(send(s, reqwest::Method::PATCH, &path, &al, json!({"hours": null})).await.0, 403);
+    assert_eq!(s.call(reqwest::Method::PATCH, &path, &al, json!({"hours": null})).await.0, 403);
 
     // Bad schedules: a clear 400 naming the field, nothing stored.
     let bad = [
@@ -196,7 +191,7 @@ async fn hours_are_each_sites_own_and_checked(node: Node) {
         let (status, answer) = s.put("/api/v1/admin/site/hours", Some(&boss), body.clone()).await;
         assert_eq!(status, 400, "{body} → {answer}");
         assert_eq!(answer["error"]["code"], "bad_request", "{answer}");
-        let (status, answer) = send(s, reqwest::Method::PATCH, &path, &boss, json!({"hours": body})).await;
+        let (status, answer) = s.call(reqwest::Method::PATCH, &path, &boss, json!({"hours": body})).await;
         assert_eq!(status, 400, "{answer}");
     }
     let (_, site_view) = s.get("/api/v1/admin/site", Some(&boss)).await;

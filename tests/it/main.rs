@@ -14,6 +14,7 @@ mod chat;
 mod cli;
 mod cluster;
 mod connections;
+mod greetings;
 mod health;
 mod hours;
 mod invitations;

@@ -6,6 +6,7 @@
 
 mod bans;
 mod deliveries;
+mod greetings;
 mod hours;
 mod invitations;
 mod languages;

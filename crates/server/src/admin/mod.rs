@@ -8,6 +8,7 @@
 //! changes an operator, and only an operator lists and makes sites (the
 //! installation's, not a site's; `http::extract::OperatorAuth`).
 
+pub mod greetings;
 pub mod invitations;
 
 use std::collections::BTreeMap;
@@ -207,7 +208,7 @@ pub fn normalize_origin(origin: &str) -> Option<String> {
     valid.then_some(o)
 }
 
-fn require_admin(admin: &AgentCtx) -> Result<()> {
+pub(crate) fn require_admin(admin: &AgentCtx) -> Result<()> {
     if !admin.role.is_admin() {
         return Err(Error::forbidden("admins only"));
     }

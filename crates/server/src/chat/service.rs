@@ -269,6 +269,7 @@ impl Chat {
         conv_id: Option<&str>,
         client_id: &str,
         body: &str,
+        greeting: Option<&str>,
     ) -> Result<Applied> {
         check_client_id(client_id)?;
         check_body(body)?;
@@ -300,9 +301,28 @@ impl Chat {
         };
         let applied = self.sent(self.store.apply(&conv.id, message).await?, "visitor").await;
         if is_new {
+            if let Some(rule) = greeting {
+                self.record_greeting(&conv, rule).await;
+            }
             self.route(&applied.conversation).await?;
         }
         Ok(applied)
+    }
+
+    /// The visitor started this chat answering a proactive greeting: record
+    /// which rule (one of the site's; anything else is ignored, and a failed
+    /// write is logged: the chat itself stands).
+    async fn record_greeting(&self, conv: &Conversation, rule_id: &str) {
+        let known = match self.store.greetings(&conv.site_id).await {
+            Ok(rules) => rules.iter().any(|r| r.id == rule_id),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the greeting rules");
+                false
+            }
+        };
+        if known && let Err(err) = self.store.greeting_started(&conv.id, rule_id, crate::store::now_ms()).await {
+            tracing::warn!(error = %err, conv = %conv.id, "could not record the greeting that started a chat");
+        }
     }
 
     /// Count what a visitor starts against the site's flood limits.

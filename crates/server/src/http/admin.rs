@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiQuery};
+use crate::admin::greetings::{self, GreetingInput};
 use crate::admin::invitations::{self, AcceptRequest, InviteRequest};
 use crate::admin::{self, AgentChange, GroupChange, GroupNow, GroupView, NewAgentRequest, WidgetSettings};
 use crate::app::AppState;
@@ -22,6 +23,7 @@ use crate::chat::service::AgentCtx;
 use crate::error::{Error, Result};
 use crate::hours::Schedule;
 use crate::store::audit::AuditEntry;
+use crate::store::greetings::GreetingRule;
 use crate::store::invitations::Invitation;
 use crate::store::{CannedResponse, Group};
 use serde_json::{Value, json};
@@ -49,8 +51,48 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/deliveries", get(deliveries))
         .route("/api/v1/admin/deliveries/{id}/retry", post(retry_delivery))
         .route("/api/v1/admin/audit", get(audit_log))
+        .route("/api/v1/admin/greetings", get(greeting_rules).post(create_greeting))
+        .route("/api/v1/admin/greetings/{id}", put(update_greeting).delete(delete_greeting))
         .route("/api/v1/admin/visitors/{id}/export", get(export_visitor))
         .route("/api/v1/admin/visitors/{id}/erase", post(erase_visitor))
+}
+
+/// The site's proactive greeting rules, each with its greetings shown and
+/// chats started.
+async fn greeting_rules(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<GreetingRule>>> {
+    Ok(Json(greetings::list(state.store.as_ref(), &me).await?))
+}
+
+async fn create_greeting(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiJson(input): ApiJson<GreetingInput>,
+) -> Result<(StatusCode, Json<GreetingRule>)> {
+    let rule = greetings::create(state.store.as_ref(), &me, input).await?;
+    audit(&state, &me, "greeting.created", Some(&rule.id), None, json_of(&rule)).await;
+    Ok((StatusCode::CREATED, Json(rule)))
+}
+
+/// Replace a rule (all of it, as when it was made); its counts stay.
+async fn update_greeting(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<GreetingInput>,
+) -> Result<Json<GreetingRule>> {
+    let (before, after) = greetings::update(state.store.as_ref(), &me, &id, input).await?;
+    audit(&state, &me, "greeting.changed", Some(&id), json_of(&before), json_of(&after)).await;
+    Ok(Json(after))
+}
+
+async fn delete_greeting(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let before = greetings::delete(state.store.as_ref(), &me, &id).await?;
+    audit(&state, &me, "greeting.deleted", Some(&id), json_of(&before), None).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Erase a visitor of the admin's site for good (`privacy`); audited.

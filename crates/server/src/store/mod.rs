@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod bans;
 pub mod erasure;
+pub mod greetings;
 pub mod invitations;
 pub mod missed;
 pub mod outbox;
@@ -730,6 +731,20 @@ pub trait Store: Send + Sync + 'static {
     async fn bans_changed_at(&self) -> Result<Option<i64>>;
     /// The address a visitor last opened a session from.
     async fn visitor_ip(&self, visitor_id: &str) -> Result<Option<String>>;
+
+    /// A new greeting rule (`greetings`).
+    async fn create_greeting(&self, rule: greetings::GreetingRule) -> Result<()>;
+    /// A site's greeting rules, oldest first, with their counts.
+    async fn greetings(&self, site_id: &str) -> Result<Vec<greetings::GreetingRule>>;
+    /// Replace a rule's editable fields; false if the site has no such rule.
+    async fn update_greeting(&self, rule: greetings::GreetingRule) -> Result<bool>;
+    async fn delete_greeting(&self, site_id: &str, id: &str) -> Result<bool>;
+    /// Count one greeting shown; false if the site has no such enabled rule.
+    async fn greeting_shown(&self, site_id: &str, id: &str) -> Result<bool>;
+    /// Record that a rule greeted the visitor who started this chat.
+    async fn greeting_started(&self, conversation_id: &str, rule_id: &str, at: i64) -> Result<()>;
+    /// The rule that greeted the visitor who started a chat, if one did.
+    async fn greeting_of(&self, conversation_id: &str) -> Result<Option<String>>;
 
     // ----- the audit log (`audit.rs`) --------------------------------------
 

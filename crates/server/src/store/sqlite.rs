@@ -1188,6 +1188,34 @@ impl Store for SqliteStore {
         self.ban_changed().await
     }
 
+    async fn create_greeting(&self, rule: greetings::GreetingRule) -> Result<()> {
+        self.greeting_insert(rule).await
+    }
+
+    async fn greetings(&self, site_id: &str) -> Result<Vec<greetings::GreetingRule>> {
+        self.greeting_list(site_id).await
+    }
+
+    async fn update_greeting(&self, rule: greetings::GreetingRule) -> Result<bool> {
+        self.greeting_update(rule).await
+    }
+
+    async fn delete_greeting(&self, site_id: &str, id: &str) -> Result<bool> {
+        self.greeting_delete(site_id, id).await
+    }
+
+    async fn greeting_shown(&self, site_id: &str, id: &str) -> Result<bool> {
+        self.greeting_count_shown(site_id, id).await
+    }
+
+    async fn greeting_started(&self, conversation_id: &str, rule_id: &str, at: i64) -> Result<()> {
+        self.greeting_record(conversation_id, rule_id, at).await
+    }
+
+    async fn greeting_of(&self, conversation_id: &str) -> Result<Option<String>> {
+        self.greeting_rule_of(conversation_id).await
+    }
+
     async fn visitor_ip(&self, visitor_id: &str) -> Result<Option<String>> {
         self.ban_visitor_ip(visitor_id).await
     }
