@@ -101,6 +101,20 @@ async fn a_greeting_is_counted_and_the_chat_it_starts_records_it(node: Node) {
     let list = rules(s, &boss).await;
     let counted = list.iter().find(|r| r["id"] == id.as_str()).unwrap();
     assert_eq!((counted["shown"].as_i64(), counted["started"].as_i64()), (Some(1), Some(1)), "{counted}");
+    // The admin's reports show the rule's figures; an agent's do not.
+    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let range = format!("/api/v1/reports?from={}&to={}", today.yesterday().unwrap(), today.tomorrow().unwrap());
+    let (status, report) = s.get(&range, Some(&boss)).await;
+    assert_eq!(status, 200, "{report}");
+    let figures = report["greetings"].as_array().unwrap();
+    let mine = figures.iter().find(|g| g["id"] == id.as_str()).unwrap();
+    assert_eq!(
+        (mine["name"].as_str(), mine["shown"].as_i64(), mine["started"].as_i64()),
+        (Some("Pricing"), Some(1), Some(1))
+    );
+    let (ann_token, _) = s.login("ann@shop.example", "password123").await;
+    let (_, theirs) = s.get(&range, Some(&ann_token)).await;
+    assert_eq!(theirs["greetings"], json!([]), "{theirs}");
 
     // Changed, its counts stay; deleted, it is gone and handed out no more.
     let mut change = pricing(None);

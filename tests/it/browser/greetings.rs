@@ -141,6 +141,20 @@ async fn a_greeting_fires_after_its_seconds_on_a_matching_page_and_not_on_anothe
     assert_eq!(row["name"], XSS, "{row}");
     assert_eq!((row["shown"].as_str(), row["started"].as_str()), (Some("3"), Some("1")), "{row}");
     assert_eq!((row["markup"].as_i64(), row["pwned"].as_i64()), (Some(0), Some(0)), "{row}");
+    // The Reports tab shows the same figures, the name as text.
+    console.click_on("document.querySelector('#reports-tab')").await;
+    console.wait_for("return document.querySelectorAll('#r-greeting-rows tr').length === 1", LONG).await;
+    let report = console
+        .exec(
+            "const r = document.querySelector('#r-greeting-rows tr'); return {name: r.cells[0].textContent, \
+             shown: r.cells[1].textContent, started: r.cells[2].textContent, markup: document.querySelectorAll('#r-greeting-rows img').length, \
+             pwned: window.pwned || 0}",
+            vec![],
+        )
+        .await;
+    assert_eq!(report["name"], XSS, "{report}");
+    assert_eq!((report["shown"].as_str(), report["started"].as_str()), (Some("3"), Some("1")), "{report}");
+    assert_eq!((report["markup"].as_i64(), report["pwned"].as_i64()), (Some(0), Some(0)), "{report}");
     console.close().await;
     agent.close().await;
 }

@@ -364,10 +364,12 @@ impl Chat {
     }
 
     /// The hours of the group where the site's new chats land: what the
-    /// widget shows (the team is in, or back at a time).
-    pub async fn landing_hours(&self, site_id: &str) -> Result<HoursState> {
+    /// widget shows (the team is in, or back at a time). `site_hours` are
+    /// the site's, which the caller has read.
+    pub async fn landing_hours(&self, site_id: &str, site_hours: Option<&hours::Schedule>) -> Result<HoursState> {
         let group = self.default_group(site_id).await?;
-        self.group_hours(site_id, &group).await
+        let schedule = hours::effective(group.hours.as_ref(), site_hours);
+        Ok(hours::state_of(schedule, crate::store::now_ms()))
     }
 
     /// Refuse with `Closed` when the group is outside its hours.

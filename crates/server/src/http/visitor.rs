@@ -109,7 +109,7 @@ async fn session(
     settings.allowed_origins.clear();
     settings.transcript_archive.clear();
     settings.reply_to.clear();
-    settings.hours = None;
+    let site_hours = settings.hours.take();
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.to_owned());
     let update = VisitorUpdate {
         page_url: clean_field(req.page_url, 2048, "page_url")?,
@@ -144,7 +144,7 @@ async fn session(
     };
     let visitor_token = state.auth.issue_visitor(&visitor_id, &site.id)?;
     let agents_online = state.chat.agents_online(&site.id).await?;
-    let hours = state.chat.landing_hours(&site.id).await?;
+    let hours = state.chat.landing_hours(&site.id, site_hours.as_ref()).await?;
     let greetings = if agents_online && hours.open {
         let agents = state.chat.site_agents(&site.id).await?;
         crate::admin::greetings::for_widget(state.store.as_ref(), &site.id, &agents.list).await?
