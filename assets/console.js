@@ -546,14 +546,18 @@ async function renderDetails(c) {
   box.replaceChildren(h("h2", {}, "Visitor"));
   if (!c.visitor_id) return;
   try {
-    const [v, past] = await Promise.all([
+    const [v, past, greeted] = await Promise.all([
       api(`/api/v1/visitors/${c.visitor_id}`),
       api(`/api/v1/conversations?visitor=${encodeURIComponent(c.visitor_id)}&limit=20`),
+      api(`/api/v1/conversations/${encodeURIComponent(c.id)}/greeting`).catch(() => null),
     ]);
     if (selected !== c.id) return;
     visitors.set(v.id, v);
     const row = (k, val) => [h("dt", {}, k), h("dd", {}, val == null || val === "" ? "—" : val)];
+    // The proactive greeting the visitor answered, if one started the chat.
+    const greeting = greeted && (greeted.name ? `${greeted.name}: ${greeted.message}` : "a rule since deleted");
     box.append(h("dl", {},
+      ...(greeted ? row("Greeted by", greeting) : []),
       ...row("Name", v.name), ...row("Email", v.email),
       ...row("Page", v.page_url ? link(v.page_url) : null),
       ...row("Referrer", v.referrer ? link(v.referrer) : null),

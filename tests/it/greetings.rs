@@ -88,6 +88,11 @@ async fn a_greeting_is_counted_and_the_chat_it_starts_records_it(node: Node) {
     let conv = ack["conv"].as_str().unwrap().to_owned();
     agent.wait_for(|f| f["type"] == "assigned" && f["conv"] == conv.as_str()).await;
     assert_eq!(s.state.store.greeting_of(&conv).await.unwrap().as_deref(), Some(id.as_str()));
+    // Ann sees which greeting started the chat.
+    let (ann_token, _) = s.login("ann@shop.example", "password123").await;
+    let (status, greeted) = s.get(&format!("/api/v1/conversations/{conv}/greeting"), Some(&ann_token)).await;
+    assert_eq!(status, 200, "{greeted}");
+    assert_eq!(greeted, json!({"rule_id": id, "name": "Pricing", "message": "Questions about our plans?"}));
     // A later message naming it again changes nothing.
     visitor.send(json!({"type": "send", "client_id": "g2", "body": "hello?", "greeting": id})).await;
     visitor.wait_for(|f| f["type"] == "ack" && f["client_id"] == "g2").await;
@@ -96,7 +101,12 @@ async fn a_greeting_is_counted_and_the_chat_it_starts_records_it(node: Node) {
     foreign.send(json!({"type": "send", "client_id": "f1", "body": "hi", "greeting": id})).await;
     let ack = foreign.wait_for(|f| f["type"] == "ack" || f["type"] == "error").await;
     assert_eq!(ack["type"], "ack", "{ack}");
-    assert_eq!(s.state.store.greeting_of(ack["conv"].as_str().unwrap()).await.unwrap(), None);
+    let foreign_conv = ack["conv"].as_str().unwrap().to_owned();
+    assert_eq!(s.state.store.greeting_of(&foreign_conv).await.unwrap(), None);
+    // Another site's chat is not Ann's to ask about; a visitor may not ask.
+    let path = format!("/api/v1/conversations/{foreign_conv}/greeting");
+    assert_eq!(s.get(&path, Some(&ann_token)).await.0, 404);
+    assert_eq!(s.get(&format!("/api/v1/conversations/{conv}/greeting"), Some(&token)).await.0, 401);
 
     let list = rules(s, &boss).await;
     let counted = list.iter().find(|r| r["id"] == id.as_str()).unwrap();
@@ -112,7 +122,6 @@ async fn a_greeting_is_counted_and_the_chat_it_starts_records_it(node: Node) {
         (mine["name"].as_str(), mine["shown"].as_i64(), mine["started"].as_i64()),
         (Some("Pricing"), Some(1), Some(1))
     );
-    let (ann_token, _) = s.login("ann@shop.example", "password123").await;
     let (_, theirs) = s.get(&range, Some(&ann_token)).await;
     assert_eq!(theirs["greetings"], json!([]), "{theirs}");
 
@@ -131,6 +140,8 @@ async fn a_greeting_is_counted_and_the_chat_it_starts_records_it(node: Node) {
     assert_eq!(status, 204);
     assert_eq!(rules(s, &boss).await.len(), 1);
     assert_eq!(session(s, &site.widget_key).await["greetings"], json!([]));
+    let (_, greeted) = s.get(&format!("/api/v1/conversations/{conv}/greeting"), Some(&ann_token)).await;
+    assert_eq!(greeted, json!({"rule_id": id, "name": null, "message": null}));
     let (_, log) = s.get("/api/v1/admin/audit", Some(&boss)).await;
     for action in ["greeting.created", "greeting.changed", "greeting.deleted"] {
         assert!(log.as_array().unwrap().iter().any(|e| e["action"] == action), "no {action} in {log}");

@@ -3,8 +3,8 @@
 //! another page; once shown, a reload does not show it again (once a
 //! visit); on a phone it never covers the page (only the launcher's
 //! badge). The visitor answers from the bubble: a normal chat, counted as
-//! started by the rule in the admin's figures, with a hostile rule name
-//! and message shown as text.
+//! started by the rule in the admin's figures and named in the chat's
+//! details, with a hostile rule name and message shown as text.
 
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,25 @@ async fn a_greeting_fires_after_its_seconds_on_a_matching_page_and_not_on_anothe
     // The admin's figures, the rule's hostile name as text.
     let console = driver.browser(1280, 1000).await;
     console_login(&console, &server, "ada@example.com", "password123").await;
+    // The chat's details say which greeting started it, as text.
+    let in_list = format!("document.querySelector('#all button[data-conv=\"{conv}\"]')");
+    console.wait_for(&format!("return !!{in_list}"), LONG).await;
+    console.click_on(&in_list).await;
+    console
+        .wait_for(
+            "return [...document.querySelectorAll('#details dt')].some(d => d.textContent === 'Greeted by')",
+            LONG,
+        )
+        .await;
+    let details = console
+        .exec(
+            "const dt = [...document.querySelectorAll('#details dt')].find(d => d.textContent === 'Greeted by'); \
+             return {text: dt.nextElementSibling.textContent, markup: document.querySelectorAll('#details img').length, pwned: window.pwned || 0}",
+            vec![],
+        )
+        .await;
+    assert_eq!(details["text"], format!("{XSS}: {XSS}"), "{details}");
+    assert_eq!((details["markup"].as_i64(), details["pwned"].as_i64()), (Some(0), Some(0)), "{details}");
     console.click_on("document.querySelector('#admin-tab')").await;
     console.wait_for("return document.querySelectorAll('#greetings tr').length === 1", LONG).await;
     let row = console
