@@ -37,7 +37,7 @@ async fn shown(b: &Browser) -> Value {
             "const r = {W}; const p = r.querySelector('.panel'); \
              return {{dir: p.dir, lang: p.lang, leave: r.querySelector('.offline button').textContent, \
              intro: r.querySelector('.offline .sys').textContent, launcher: r.querySelector('.launcher').getAttribute('aria-label'), \
-             placeholder: r.querySelector('.composer textarea').placeholder, start: r.querySelector('.prechat button').textContent, \
+             placeholder: r.querySelector('.composer textarea').placeholder, greeting: r.querySelector('.greeting').textContent, start: r.querySelector('.prechat button').textContent, \
              direction: getComputedStyle(p).direction, markup: r.querySelectorAll('img, b').length, pwned: window.pwned || 0}}"
         ),
         vec![],
@@ -70,6 +70,7 @@ async fn the_widget_speaks_every_shipped_language_and_arabic_and_hebrew_right_to
         assert_eq!(s["launcher"], t["close"], "{lang}: {s}");
         assert_eq!(s["placeholder"], t["type_here"], "{lang}: {s}");
         assert_eq!(s["start"], t["start"], "{lang}: {s}");
+        assert_eq!(s["greeting"], t["greeting"], "{lang}: the default greeting is translated: {s}");
         let intro = s["intro"].as_str().unwrap();
         assert!(intro.starts_with(t["away"].as_str().unwrap()), "{lang}: {s}");
     }
