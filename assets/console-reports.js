@@ -5,7 +5,8 @@
 // tab opens. Names and values from the server are set as text only.
 
 const SVG = "http://www.w3.org/2000/svg";
-const DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+// Weekday names the viewer's way (their browser's locale), Monday first.
+const DAYS = Array.from({ length: 7 }, (_, i) => new Intl.DateTimeFormat((navigator.languages || [])[0] || undefined, { weekday: "short", timeZone: "UTC" }).format(Date.UTC(2024, 0, 1 + i)));
 
 /** An SVG element with attributes (never markup). */
 function s(tag, attrs = {}, ...kids) {
@@ -81,7 +82,11 @@ function view(h, r, csv) {
     h("section", { "aria-labelledby": "r-heat" }, h("h3", { id: "r-heat" }, "When chats start ", csvButton("heatmap")), heatmap(r.heatmap)),
     h("section", { "aria-labelledby": "r-agents" }, h("h3", { id: "r-agents" }, "Agents ", csvButton("agents")), bars(r.agents), table(h, r.agents, "Agent", "r-agent-rows")),
     h("section", { "aria-labelledby": "r-groups" }, h("h3", { id: "r-groups" }, "Groups ", csvButton("groups")), table(h, r.groups, "Group", "r-group-rows")),
-  ];
+    (r.greetings || []).length ? h("section", { "aria-labelledby": "r-greet" }, h("h3", { id: "r-greet" }, "Proactive greetings (since each rule was made)"),
+      h("table", { class: "r-table" }, h("thead", {}, h("tr", {}, h("th", {}, "Rule"), h("th", {}, "Shown"), h("th", {}, "Chats started"), h("th", {}, "Answered"))),
+        h("tbody", { id: "r-greeting-rows" }, ...r.greetings.map((g) => h("tr", {}, h("td", {}, g.name), h("td", {}, String(g.shown)), h("td", {}, String(g.started)),
+          h("td", {}, g.shown ? pct(g.started / g.shown) : "–")))))) : null,
+  ].filter(Boolean);
 }
 
 /** Weekday × hour grid, darker for more chats, with a title per cell. */

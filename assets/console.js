@@ -56,11 +56,15 @@ const ago = (ms) => {
   if (s < 86400) return `${Math.round(s / 3600)} h`;
   return `${Math.round(s / 86400)} d`;
 };
-const when = (ms) => new Date(ms).toLocaleString();
+/** Dates and times are written the viewer's way: their browser's locale. */
+const LOCALE = (navigator.languages && navigator.languages[0]) || navigator.language || undefined;
+const fmt = (opts) => { try { return new Intl.DateTimeFormat(LOCALE, opts); } catch { return new Intl.DateTimeFormat(undefined, opts); } };
+const FULL = fmt({ dateStyle: "medium", timeStyle: "short" }), SHORT = fmt({ dateStyle: "short", timeStyle: "short" }), HOUR = fmt({ hour: "2-digit", minute: "2-digit" });
+const when = (ms) => FULL.format(new Date(ms));
 /** A message's time: the hour today, the date and hour before. */
 const clock = (ms) => {
   const d = new Date(ms), today = new Date().toDateString() === d.toDateString();
-  return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : d.toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+  return (today ? HOUR : SHORT).format(d);
 };
 /** A duration: "40 s", "3 min". */
 const span = (ms) => (ms < 60000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60000)} min`);
@@ -529,7 +533,8 @@ function renderActions() {
   if (canTransfer) {
     const people = agents.filter((a) => a.id !== c.agent_id).map((a) => h("option", { value: "agent:" + a.id }, `${a.name} (${a.availability})`));
     // Any group's queue; its own is "back to the queue" (never straight back to whoever lets it go).
-    const queues = groups.map((g) => h("option", { value: "group:" + g.id }, g.id === c.group_id ? `Back to the ${g.name} queue` : `${g.name} queue`));
+    const queues = groups.map((g) => h("option", { value: "group:" + g.id, disabled: !!(g.now && !g.now.open) },
+      (g.id === c.group_id ? `Back to the ${g.name} queue` : `${g.name} queue`) + (g.now && !g.now.open ? " (closed)" : "")));
     if (!groups.some((g) => g.id === c.group_id)) queues.push(h("option", { value: "group:" + c.group_id }, "Back to the queue"));
     $("transfer").replaceChildren(h("optgroup", { label: "Agents" }, ...people), h("optgroup", { label: "Groups" }, ...queues));
   }
@@ -541,14 +546,18 @@ async function renderDetails(c) {
   box.replaceChildren(h("h2", {}, "Visitor"));
   if (!c.visitor_id) return;
   try {
-    const [v, past] = await Promise.all([
+    const [v, past, greeted] = await Promise.all([
       api(`/api/v1/visitors/${c.visitor_id}`),
       api(`/api/v1/conversations?visitor=${encodeURIComponent(c.visitor_id)}&limit=20`),
+      api(`/api/v1/conversations/${encodeURIComponent(c.id)}/greeting`).catch(() => null),
     ]);
     if (selected !== c.id) return;
     visitors.set(v.id, v);
     const row = (k, val) => [h("dt", {}, k), h("dd", {}, val == null || val === "" ? "—" : val)];
+    // The proactive greeting the visitor answered, if one started the chat.
+    const greeting = greeted && (greeted.name ? `${greeted.name}: ${greeted.message}` : "a rule since deleted");
     box.append(h("dl", {},
+      ...(greeted ? row("Greeted by", greeting) : []),
       ...row("Name", v.name), ...row("Email", v.email),
       ...row("Page", v.page_url ? link(v.page_url) : null),
       ...row("Referrer", v.referrer ? link(v.referrer) : null),
@@ -798,6 +807,12 @@ async function loadAdmin() {
     $("s-reply-to").value = s.reply_to;
     $("s-tz").value = s.time_zone || "UTC";
     $("s-retention").value = String(s.retention_days || 0);
+    $("s-language").value = s.language || "";
+    $("s-strings").value = Object.entries(s.strings || {}).map(([k, v]) => `${k} = ${v}`).join("\n");
+    // The keys a site may override are those of every language's table.
+    fetch("/widget-i18n/de.json").then((r) => r.json()).then((table) => {
+      $("s-string-keys").textContent = Object.keys(table).filter((k) => !k.startsWith("_")).join(", ");
+    }, () => {});
     for (const [id, key] of Object.entries(LIMITS)) $(id).value = String(s.visitor_limits[key]);
     $("agents").replaceChildren(...list.map(agentRow));
     // Operators may set a password now; everyone else invites by email.
@@ -809,7 +824,10 @@ async function loadAdmin() {
     await loadInvitations();
     const others = list.filter((a) => a.active && a.id !== me.id && (a.role !== "operator" || isOperator()));
     $("reset-agent").replaceChildren(...others.map((a) => h("option", { value: a.id }, `${a.name} (${a.email})`)));
+    siteHours = s.hours || null;
+    $("site-hours").replaceChildren(hoursEditor("Site", siteHours, (hours) => post("/api/v1/admin/site/hours", hours, "PUT")));
     $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
+    await loadGreetings(list);
     await loadCanned();
     await loadBans(list);
     await loadAudit();
@@ -882,10 +900,102 @@ function groupRow(g, list) {
     onchange: async (e) => {
       try { await post(`/api/v1/admin/groups/${g.id}`, { email: e.target.value.trim() }, "PATCH"); toast("Saved"); } catch (err) { toast(err.message); }
     } });
-  const li = h("li", {}, h("strong", {}, g.name), g.is_default ? " (default)" : "", ": ", ...(members.length ? members : ["no one "]),
-    pickAgent, " ", add, " ", rename, " ", address);
+  // Its own hours, or the site's (unticked); saving null gives the site's back.
+  const hours = h("details", {}, h("summary", {}, g.hours ? "Own business hours" : "Business hours: the site's"),
+    hoursEditor(g.name, g.hours || null, (schedule) => post(`/api/v1/admin/groups/${g.id}`, { hours: schedule }, "PATCH")));
+  const li = h("li", {}, h("strong", {}, g.name), g.is_default ? " (default)" : "", " ", openNow(g), ": ", ...(members.length ? members : ["no one "]),
+    pickAgent, " ", add, " ", rename, " ", address, hours);
   li.dataset.group = g.name;
   return li;
+}
+
+// ----- proactive greetings ----------------------------------------------------------------
+/** The rules with their figures; each can be switched off or deleted. */
+async function loadGreetings(people) {
+  const active = people.filter((a) => a.active && a.role !== "probe");
+  $("gr-from").replaceChildren(h("option", { value: "" }, "The team"), ...active.map((a) => h("option", { value: a.id }, a.name)));
+  const rules = await api("/api/v1/admin/greetings");
+  $("greetings").replaceChildren(...rules.map((r) => {
+    const when = [r.url_pattern && `page ${r.url_pattern}`, r.referrer_pattern && `from ${r.referrer_pattern}`, `after ${r.min_seconds} s`,
+      r.min_pages > 1 && `${r.min_pages}+ pages`, r.visitor !== "any" && `${r.visitor} visitors`].filter(Boolean).join(", ");
+    const from = r.from_agent_id ? (people.find((a) => a.id === r.from_agent_id) || {}).name || "?" : "The team";
+    const input = { name: r.name, enabled: !r.enabled, url_pattern: r.url_pattern, referrer_pattern: r.referrer_pattern, min_seconds: r.min_seconds,
+      min_pages: r.min_pages, visitor: r.visitor, from_agent_id: r.from_agent_id, message: r.message };
+    const toggle = h("button", { type: "button", onclick: async () => {
+      try { await post(`/api/v1/admin/greetings/${encodeURIComponent(r.id)}`, input, "PUT"); loadAdmin(); } catch (e) { toast(e.message); }
+    } }, r.enabled ? "Switch off" : "Switch on");
+    const remove = h("button", { type: "button", onclick: async () => {
+      if (!confirm(`Delete the rule ${r.name}?`)) return;
+      try { await api(`/api/v1/admin/greetings/${encodeURIComponent(r.id)}`, { method: "DELETE" }); loadAdmin(); } catch (e) { toast(e.message); }
+    } }, "Delete");
+    const tr = h("tr", {}, h("td", {}, r.name + (r.enabled ? "" : " (off)")), h("td", {}, when), h("td", {}, from), h("td", {}, r.message),
+      h("td", {}, String(r.shown)), h("td", {}, String(r.started)), h("td", {}, toggle, " ", remove));
+    tr.dataset.greeting = r.name;
+    return tr;
+  }));
+}
+
+// ----- business hours -------------------------------------------------------------------
+/** The site's groups, each open or closed now (every agent sees them). */
+function loadGroups() {
+  api("/api/v1/groups").then((list) => {
+    groups = list;
+    fillAllFilters();
+    if (selected) renderActions();
+    $("groups-now").replaceChildren(...list.map((g) => {
+      const li = h("li", { class: "sub" }, g.name, " ", openNow(g));
+      li.dataset.group = g.name;
+      return li;
+    }));
+  }, () => {});
+}
+
+let siteHours = null;
+const DAYS = [["mon", "Monday"], ["tue", "Tuesday"], ["wed", "Wednesday"], ["thu", "Thursday"], ["fri", "Friday"], ["sat", "Saturday"], ["sun", "Sunday"]];
+
+/** "open until 17:00" or "closed, opens Mon 09:00", in the viewer's locale. */
+function openNow(g) {
+  const n = g.now || { open: true };
+  const at = n.open ? n.closes_at : n.reopens_at;
+  const t = at ? fmt({ weekday: "short", hour: "2-digit", minute: "2-digit" }).format(new Date(at)) : "";
+  const text = n.open ? (t ? `open until ${t}` : "open") : (t ? `closed, opens ${t}` : "closed");
+  const el = h("span", { class: n.open ? "open-now" : "closed-now" }, `(${text})`);
+  el.dataset.open = String(n.open);
+  return el;
+}
+
+/** A form for a schedule: a zone, each weekday's intervals, the exceptions. */
+function hoursEditor(label, hours, save) {
+  const on = h("input", { type: "checkbox", checked: !!hours });
+  const tz = h("input", { maxLength: 64, required: true, value: hours ? hours.time_zone : Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC", "aria-label": `${label}: time zone` });
+  const days = DAYS.map(([key, name]) => {
+    const value = hours ? (hours.weekly[key] || []).join(", ") : key === "sat" || key === "sun" ? "" : "09:00-17:00";
+    const input = h("input", { value, placeholder: "closed", "aria-label": `${label}: ${name}` });
+    input.dataset.day = key;
+    return h("label", {}, name, input);
+  });
+  const exceptions = h("textarea", { rows: 3, placeholder: "2026-12-25 closed\n2026-12-24 09:00-12:00", "aria-label": `${label}: exceptions` });
+  exceptions.value = hours ? hours.exceptions.map((e) => `${e.date} ${e.hours.length ? e.hours.join(", ") : "closed"}`).join("\n") : "";
+  const list = (text) => text.split(",").map((x) => x.trim()).filter(Boolean);
+  const form = h("form", { class: "hours", "aria-label": `${label}: business hours`, onsubmit: async (e) => {
+    e.preventDefault();
+    const weekly = Object.fromEntries(days.map((d) => [d.lastChild.dataset.day, list(d.lastChild.value)]));
+    const exc = exceptions.value.split("\n").map((x) => x.trim()).filter(Boolean).map((line) => {
+      const [date, ...rest] = line.split(/\s+/);
+      const text = rest.join(" ");
+      return { date, hours: /^closed$/i.test(text) ? [] : list(text) };
+    });
+    try {
+      await save(on.checked ? { time_zone: tz.value.trim(), weekly, exceptions: exc } : null);
+      toast("Saved");
+      loadAdmin();
+    } catch (err) { toast(err.message); }
+  } },
+  h("label", { class: "check wide" }, on, `${label}: keep business hours`),
+  h("label", {}, "Time zone (IANA)", tz), ...days,
+  h("label", { class: "wide" }, "Exceptions: a date, then its hours or \"closed\", one a line", exceptions),
+  h("button", { type: "submit" }, "Save hours"));
+  return form;
 }
 
 async function loadCanned() {
@@ -1024,11 +1134,24 @@ function wireAdmin() {
       missed_chat_minutes: Number($("s-missed").value),
       transcript_archive: $("s-archive").value.trim(),
       reply_to: $("s-reply-to").value.trim(),
+      // Saved apart (Business hours); kept as loaded.
+      hours: siteHours,
+      language: $("s-language").value,
+      strings: Object.fromEntries($("s-strings").value.split("\n").map((x) => x.trim()).filter(Boolean).map((line) => {
+        const at = line.indexOf("=");
+        return at < 0 ? [line, ""] : [line.slice(0, at).trim(), line.slice(at + 1).trim()];
+      })),
       time_zone: $("s-tz").value.trim(),
       retention_days: Number($("s-retention").value),
       visitor_limits: Object.fromEntries(Object.entries(LIMITS).map(([id, key]) => [key, Number($(id).value)])),
     };
     try { await post("/api/v1/admin/site/settings", body, "PUT"); $("settings-status").textContent = "Saved"; } catch (err) { $("settings-status").textContent = err.message; }
+  };
+  $("greeting-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const rule = { name: $("gr-name").value, url_pattern: $("gr-url").value, referrer_pattern: $("gr-ref").value, min_seconds: Number($("gr-seconds").value),
+      min_pages: Number($("gr-pages").value), visitor: $("gr-visitor").value, from_agent_id: $("gr-from").value || null, message: $("gr-message").value };
+    try { await post("/api/v1/admin/greetings", rule); e.target.reset(); toast("Rule added"); loadAdmin(); } catch (err) { toast(err.message); }
   };
   $("agent-form").onsubmit = async (e) => {
     e.preventDefault();
@@ -1088,7 +1211,8 @@ function startApp() {
   loadOffline();
   loadMissed();
   loadCanned();
-  api("/api/v1/groups").then((list) => { groups = list; fillAllFilters(); if (selected) renderActions(); }, () => {});
+  loadGroups();
+  setInterval(() => !document.hidden && loadGroups(), 60000);
   $("all-section").hidden = !isAdmin();
   if (isAdmin()) { loadAll(); setInterval(() => !document.hidden && !$("chat-view").hidden && loadAll(), 10000); }
 }

@@ -22,6 +22,8 @@
   let site = null, agentsOnline = true, conv = null, agentName = "", sock = null, welcomed = false;
   let attempt = 0, timer = 0, pinger = 0, laterMs = null, open = false, typingTimer = 0;
   let myTyping = false, myTypingTimer = 0, audio = null, downSince = 0, transcripts = false;
+  // Business hours: whether the team is in, and when that changes (ms).
+  let hours = { open: true }, hoursTimer = 0;
   // Read receipts: the newest agent message shown, and how far our own
   // `read` events (replayed after a reload too) say we have read.
   let lastAgentSeq = 0, readUpTo = 0, unreadSeqs = [];
@@ -32,6 +34,19 @@
   // Never resend past the server's idempotency window (docs/protocol.md §5).
   const RESEND_WITHIN_MS = 24 * 60 * 60 * 1000;
   const cursors = {};
+  // ----- words -------------------------------------------------------------
+  // English is built in; the other languages are files of the server's
+  // (/widget-i18n/LANG.json), fetched when the panel first opens, so what a
+  // page loads before that stays small. A site may force a language and
+  // override any string (its settings' `language` and `strings`).
+  // Keep the keys in step with assets/widget-i18n/*.json.
+  const EN = {open: "Open chat", close: "Close chat", open_unread: "Open chat, {0} unread", chat: "Chat", messages: "Messages", before_start: "Before we start", your_name: "Your name", your_email: "Your email", required: "required", optional: "optional", start: "Start chat", intro_required: "Tell us who you are, then start the chat.", intro_optional: "Tell us who you are if you like, or start the chat right away.", leave: "Leave a message", message: "Message", away: "We're away right now.", closed_until: "We're closed right now; we're back {0}.", closed_until_today: "We're closed right now; we're back at {0}.", leave_intro: "Leave a message and we'll get back to you by email.", thanks: "Thanks! Your message was sent; we'll reply by email.", unavailable: "Chat is unavailable.", type_here: "Type a message…", send: "Send", email_me: "Email me this conversation", sending: "Sending…", will_email: "We'll email this conversation to {0}.", no_server: "Could not reach the server; please try again.", comment: "Comment (optional)", anything: "Anything to add? (optional)", how_was: "How was this chat?", good: "Good", bad: "Bad", rate: "Rate this chat", rated: "Thanks for your rating!", sending_msg: "Sending: {0}", not_sent: "Not sent: {0}", too_long_wait: "it waited too long", reconnecting: "Reconnecting…", joined: "{0} joined the chat", an_agent: "An agent", transferring: "You're being transferred to another agent…", ended: "The chat has ended. Write again any time.", queue: "You are number {0} in the queue", typing: "{0} is typing…", agent: "Agent", erased: "(message erased)", greeting: "Hi! How can we help?"};
+  const LANGS = "ar de es fr he it ja nl pl pt sv tr zh".split(" ");
+  let words = EN, langReady = null;
+  const t = (key, ...args) => String(words[key] != null ? words[key] : EN[key]).replace(/\{(\d)\}/g, (_, i) => args[i]);
+  // Elements whose text (or an attribute) is a string of the table.
+  const worded = [];
+  const say = (el, key, attr) => { worded.push([el, key, attr]); return el; };
   const pending = new Map(); // client_id -> message element
   const rateForms = {}; // conv -> its rating form, until rated
 
@@ -79,7 +94,11 @@
 :host{all:initial}
 *{box-sizing:border-box;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:14px;line-height:1.4}
 .launcher{position:fixed;bottom:16px;right:16px;width:56px;height:56px;border-radius:50%;border:0;background:var(--a);color:var(--t);cursor:pointer;box-shadow:0 4px 12px rgba(0,0,0,.25);z-index:2147483000;display:grid;place-items:center}
-:host(.left) .launcher,:host(.left) .panel{right:auto;left:16px}
+:host(.left) .launcher,:host(.left) .panel,:host(.left) .bubble{right:auto;left:16px}
+.bubble{position:fixed;bottom:84px;right:16px;max-width:min(280px,calc(100vw - 32px));padding:10px 32px 10px 12px;background:#fff;color:#111;border-radius:12px;box-shadow:0 6px 20px rgba(0,0,0,.25);z-index:2147483000;cursor:pointer;white-space:pre-wrap;overflow-wrap:anywhere}
+.bubble strong{display:block;font-size:12px;color:#475569}
+.bx{position:absolute;top:2px;right:2px;background:none;border:0;font-size:18px;cursor:pointer;color:#475569;width:28px;height:28px}
+@media (max-width:480px){.bubble{display:none!important}}
 .badge{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;padding:0 5px;border-radius:10px;background:#dc2626;color:#fff;font-size:12px;line-height:20px}
 .panel{position:fixed;bottom:84px;right:16px;width:min(360px,calc(100vw - 16px));height:min(540px,calc(100vh - 100px));display:flex;flex-direction:column;background:#fff;color:#111;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.3);overflow:hidden;z-index:2147483000;animation:pop .15s ease-out}
 @keyframes pop{from{opacity:0;transform:translateY(8px)}}
@@ -88,7 +107,7 @@
 header{background:var(--a);color:var(--t);padding:10px 12px;display:flex;align-items:center;gap:10px}
 .avatar{flex:none;width:32px;height:32px;border-radius:50%;background:rgba(127,127,127,.3);display:grid;place-items:center;font-weight:600}
 .title{font-weight:600}.sub{font-size:12px;opacity:.9}
-.x{margin-left:auto;background:none;border:0;color:var(--t);font-size:22px;cursor:pointer;width:36px;height:36px}
+.x{margin-inline-start:auto;background:none;border:0;color:var(--t);font-size:22px;cursor:pointer;width:36px;height:36px}
 .log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:6px;background:#f8fafc}
 .msg{max-width:80%;padding:8px 10px;border-radius:12px;white-space:pre-wrap;overflow-wrap:anywhere}
 .them{background:#e2e8f0;align-self:flex-start}
@@ -119,33 +138,106 @@ textarea{resize:none}
   path.setAttribute("d", "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z");
   path.setAttribute("fill", "currentColor");
   svg.append(path);
-  const launcher = h("button", { class: "launcher", type: "button", "aria-label": "Open chat", "aria-expanded": "false", "aria-controls": "hf-panel", onclick: () => toggle(!open) }, svg, badge);
+  const launcher = h("button", { class: "launcher", type: "button", "aria-expanded": "false", "aria-controls": "hf-panel", onclick: () => toggle(!open) }, svg, badge);
   const avatar = h("span", { class: "avatar", "aria-hidden": "true" });
   const title = h("div", { class: "title" });
   const sub = h("div", { class: "sub", role: "status" });
-  const log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": "Messages" });
+  const log = say(h("div", { class: "log", role: "log", "aria-live": "polite" }), "messages", "aria-label");
   const typing = h("div", { class: "typing", "aria-live": "polite" });
-  const field = (label, props) => h("label", {}, label, h(props.rows ? "textarea" : "input", props));
+  const field = (key, props) => h("label", {}, say(h("span"), key), h(props.rows ? "textarea" : "input", props));
   const preIntro = h("div", { class: "sys" });
-  const prechat = h("form", { class: "prechat", "aria-label": "Before we start", onsubmit: onPrechat }, preIntro);
-  const preName = field("Your name", { name: "name", autocomplete: "name", maxLength: 200 });
-  const preEmail = field("Your email", { name: "email", type: "email", autocomplete: "email", maxLength: 254 });
-  prechat.append(preName, preEmail, h("button", { class: "send", type: "submit" }, "Start chat"));
-  const offline = h("form", { class: "offline", "aria-label": "Leave a message", onsubmit: onLeave },
-    h("div", { class: "sys" }, "We're away right now. Leave a message and we'll get back to you by email."),
-    field("Your name", { name: "name", autocomplete: "name", maxLength: 200 }),
-    field("Your email", { name: "email", type: "email", autocomplete: "email", required: true, maxLength: 254 }),
-    field("Message", { name: "body", rows: 3, required: true, maxLength: 5000 }),
-    h("button", { class: "send", type: "submit" }, "Leave a message"));
-  const thanks = h("div", { class: "sys thanks", hidden: true }, "Thanks! Your message was sent; we'll reply by email.");
+  const prechat = say(h("form", { class: "prechat", onsubmit: onPrechat }, preIntro), "before_start", "aria-label");
+  const preName = field("your_name", { name: "name", autocomplete: "name", maxLength: 200 });
+  const preEmail = field("your_email", { name: "email", type: "email", autocomplete: "email", maxLength: 254 });
+  prechat.append(preName, preEmail, say(h("button", { class: "send", type: "submit" }), "start"));
+  const offIntro = h("div", { class: "sys" });
+  const offline = say(h("form", { class: "offline", onsubmit: onLeave },
+    offIntro,
+    field("your_name", { name: "name", autocomplete: "name", maxLength: 200 }),
+    field("your_email", { name: "email", type: "email", autocomplete: "email", required: true, maxLength: 254 }),
+    field("message", { name: "body", rows: 3, required: true, maxLength: 5000 }),
+    say(h("button", { class: "send", type: "submit" }), "leave")), "leave", "aria-label");
+  const thanks = say(h("div", { class: "sys thanks", hidden: true }), "thanks");
   // A banned visitor (or address) is told this and nothing more.
-  const unavailable = h("div", { class: "sys unavailable", hidden: true }, "Chat is unavailable.");
+  const unavailable = say(h("div", { class: "sys unavailable", hidden: true }), "unavailable");
   let banned = false;
-  const input = h("textarea", { rows: 2, "aria-label": "Message", placeholder: "Type a message…", maxLength: 5000, onkeydown: onKey, oninput: onTyping });
-  const composer = h("form", { class: "row composer", onsubmit: onSend }, input, h("button", { class: "send", type: "submit" }, "Send"));
-  const panel = h("section", { class: "panel", id: "hf-panel", role: "dialog", "aria-label": "Chat", hidden: true, onkeydown: (e) => e.key === "Escape" && toggle(false) },
-    h("header", {}, avatar, h("div", {}, title, sub), h("button", { class: "x", type: "button", "aria-label": "Close chat", onclick: () => toggle(false) }, "×")),
-    log, typing, prechat, offline, thanks, unavailable, composer);
+  const input = say(say(h("textarea", { rows: 2, maxLength: 5000, onkeydown: onKey, oninput: onTyping }), "message", "aria-label"), "type_here", "placeholder");
+  const composer = h("form", { class: "row composer", onsubmit: onSend }, input, say(h("button", { class: "send", type: "submit" }), "send"));
+  const panel = say(h("section", { class: "panel", id: "hf-panel", role: "dialog", hidden: true, onkeydown: (e) => e.key === "Escape" && toggle(false) },
+    h("header", {}, avatar, h("div", {}, title, sub), say(h("button", { class: "x", type: "button", onclick: () => toggle(false) }, "×"), "close", "aria-label")),
+    log, typing, prechat, offline, thanks, unavailable, composer), "chat", "aria-label");
+
+  /** Put the table's words on the page, in its direction. */
+  function reword() {
+    for (const [el, key, attr] of worded) {
+      if (attr) el.setAttribute(attr, t(key));
+      else el.textContent = t(key);
+    }
+    panel.dir = words._dir === "rtl" ? "rtl" : "ltr";
+    panel.lang = words._lang || "en";
+    if (site) { header(); view(); showUnread(); }
+  }
+  /** The site's forced language, else the browser's, if we ship it. */
+  function language() {
+    const s = (site && site.settings) || {};
+    const wanted = s.language || (navigator.languages && navigator.languages[0]) || navigator.language || "en";
+    const code = String(wanted).toLowerCase().split("-")[0];
+    return LANGS.includes(code) ? code : "en";
+  }
+  /** Fetch the visitor's language once (a second at most), then reword. */
+  function loadWords() {
+    const code = language();
+    const overrides = (site && site.settings && site.settings.strings) || {};
+    langReady = langReady || (code === "en" ? Promise.resolve({}) : Promise.race([
+      fetch(`${base}/widget-i18n/${code}.json`).then((r) => (r.ok ? r.json() : {})).catch(() => ({})),
+      new Promise((ok) => setTimeout(() => ok({}), 1000)),
+    ])).then((table) => {
+      words = { ...EN, ...table, ...overrides, _lang: table._dir ? code : "en", _dir: table._dir };
+      reword();
+    });
+    return langReady;
+  }
+
+  // ----- proactive greetings ------------------------------------------------
+  // This visit (this tab, until it closes): pages seen, and whether a
+  // greeting showed (once a visit at most). A visit that is not this
+  // browser's first is a returning visitor's.
+  const visitKey = storeKey + ":visit";
+  let visit = null;
+  try { visit = JSON.parse(sessionStorage.getItem(visitKey)); } catch { /* none */ }
+  if (!visit || !visit.pages) { visit = { pages: 0 }; saved.visits = (saved.visits || 0) + 1; save(); }
+  visit.pages++;
+  const saveVisit = () => { try { sessionStorage.setItem(visitKey, JSON.stringify(visit)); } catch { /* private mode */ } };
+  saveVisit();
+  const pageStart = Date.now();
+  let greeting = null, greetTimer = 0;
+  // `*` stands for anything; an empty pattern matches everything.
+  const glob = (pattern, text) => !pattern || new RegExp("^" + pattern.split("*").map((x) => x.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*") + "$", "i").test(text || "");
+  const bubble = h("div", { class: "bubble", role: "status", hidden: true, onclick: () => toggle(true) });
+  function armGreetings(rules) {
+    clearTimeout(greetTimer);
+    if (visit.greeted || !Array.isArray(rules)) return;
+    const returning = (saved.visits || 1) > 1;
+    const rule = rules.find((r) => glob(r.url_pattern, location.href) && glob(r.referrer_pattern, document.referrer)
+      && visit.pages >= r.min_pages && (r.visitor === "any" || (r.visitor === "returning") === returning));
+    if (rule) greetTimer = setTimeout(() => greet(rule), Math.max(0, rule.min_seconds * 1000 - (Date.now() - pageStart)));
+  }
+  // Only when someone could answer, and never over an open panel or chat.
+  function greet(rule) {
+    if (visit.greeted || conv || open || banned || !agentsOnline || !hours.open) return;
+    visit.greeted = rule.id;
+    saveVisit();
+    greeting = rule;
+    fetch(`${base}/api/v1/visitor/greetings/${encodeURIComponent(rule.id)}/shown`, { method: "POST", headers: { authorization: "Bearer " + saved.token } }).catch(() => {});
+    const from = rule.from || (site && site.name) || "";
+    log.append(h("div", { class: "sys" }, from), h("div", { class: "msg them proactive", dir: "auto" }, rule.message));
+    // A bubble beside the launcher; on a small screen only the badge.
+    const shut = h("button", { class: "bx", type: "button", "aria-label": t("close"), onclick: (e) => { e.stopPropagation(); bubble.hidden = true; } }, "×");
+    bubble.replaceChildren(h("strong", {}, from), h("div", { dir: "auto" }, rule.message), shut);
+    bubble.hidden = false;
+    unreadSeqs.push(0);
+    showUnread();
+  }
 
   function mount() {
     const sheet = new CSSStyleSheet();
@@ -153,20 +245,23 @@ textarea{resize:none}
       sheet.replaceSync(css);
       root.adoptedStyleSheets = [sheet];
     } else root.append(h("style", {}, css));
-    root.append(launcher, panel);
+    root.append(launcher, bubble, panel);
     const s = site.settings || {};
     const accent = /^#[0-9a-f]{6}$/i.test(s.color || "") ? s.color : "#2563eb";
     host.style.setProperty("--a", accent);
     host.style.setProperty("--t", ink(accent));
     if (s.position === "left") host.classList.add("left");
     (document.body || document.documentElement).append(host);
-    if (s.greeting) log.append(h("div", { class: "msg them greeting" }, s.greeting));
-    header();
-    view();
+    // The default greeting speaks the visitor's language; the site's own is its own.
+    if (s.greeting === EN.greeting) log.append(say(h("div", { class: "msg them greeting", dir: "auto" }), "greeting"));
+    else if (s.greeting) log.append(h("div", { class: "msg them greeting", dir: "auto" }, s.greeting));
+    // English and the site's own words until the panel opens.
+    words = { ...EN, ...(s.strings || {}) };
+    reword();
   }
 
   function header() {
-    title.textContent = agentName || (site && site.name) || "Chat";
+    title.textContent = agentName || (site && site.name) || t("chat");
     avatar.textContent = (agentName || (site && site.name) || "?").trim().charAt(0).toUpperCase();
   }
   function status(text) { sub.textContent = text; }
@@ -180,7 +275,8 @@ textarea{resize:none}
     }
     const p = (site && site.settings && site.settings.prechat) || {};
     const needPrechat = !conv && !saved.prechat && (p.name !== "off" || p.email !== "off");
-    const isOffline = !conv && !agentsOnline && !saved.outbox.some((o) => o.type === "send");
+    const isOffline = !conv && (!agentsOnline || !hours.open) && !saved.outbox.some((o) => o.type === "send");
+    offIntro.textContent = (!hours.open && hours.reopens_at ? backAt(hours.reopens_at) : t("away")) + " " + t("leave_intro");
     offline.hidden = !isOffline || !!saved.left;
     thanks.hidden = !isOffline || !saved.left;
     prechat.hidden = isOffline || !needPrechat;
@@ -189,20 +285,39 @@ textarea{resize:none}
     preEmail.hidden = p.email === "off";
     // Each field says whether it is needed; with none needed, the form
     // says it can be skipped (Start chat with both empty).
-    for (const [el, mode, label] of [[preName, p.name, "Your name"], [preEmail, p.email, "Your email"]]) {
+    for (const [el, mode, key] of [[preName, p.name, "your_name"], [preEmail, p.email, "your_email"]]) {
       el.lastChild.required = mode === "required";
-      el.firstChild.textContent = `${label} (${mode === "required" ? "required" : "optional"})`;
+      el.firstChild.textContent = `${t(key)} (${t(mode === "required" ? "required" : "optional")})`;
     }
-    preIntro.textContent = p.name === "required" || p.email === "required"
-      ? "Tell us who you are, then start the chat." : "Tell us who you are if you like, or start the chat right away.";
+    preIntro.textContent = t(p.name === "required" || p.email === "required" ? "intro_required" : "intro_optional");
+  }
+
+  // When the team is back, in the visitor's language and their clock.
+  function backAt(ms) {
+    const d = new Date(ms), soon = ms - Date.now() < 6 * 864e5;
+    const today = d.toDateString() === new Date().toDateString();
+    const opts = today ? { hour: "numeric", minute: "2-digit" } : soon ? { weekday: "long", hour: "numeric", minute: "2-digit" } : { dateStyle: "medium", timeStyle: "short" };
+    let when;
+    try { when = new Intl.DateTimeFormat(words._lang || "en", opts).format(d); } catch { when = d.toLocaleString(); }
+    return t(today ? "closed_until_today" : "closed_until", when);
+  }
+  // Take the hours the server sent, and ask again when they change.
+  function setHours(next) {
+    hours = next || { open: true };
+    clearTimeout(hoursTimer);
+    const at = hours.open ? hours.closes_at : hours.reopens_at;
+    if (at) hoursTimer = setTimeout(() => start(true), Math.min(Math.max(at - Date.now(), 0) + 1000, 2 ** 31 - 1));
   }
 
   function toggle(show) {
+    // The first opening waits (a second at most) for the visitor's words.
+    if (show && !open && langReady === null) { loadWords().then(() => toggle(true)); return; }
     open = show;
     panel.hidden = !show;
+    if (show) bubble.hidden = true;
     host.classList.toggle("open", show);
     launcher.setAttribute("aria-expanded", String(show));
-    launcher.setAttribute("aria-label", show ? "Close chat" : "Open chat");
+    launcher.setAttribute("aria-label", t(show ? "close" : "open"));
     if (show) {
       unreadSeqs = [];
       showUnread();
@@ -215,7 +330,8 @@ textarea{resize:none}
   }
 
   function line(cls, text) {
-    const el = rich(h("div", { class: cls }), text);
+    // Each message in its own direction (an English line in an Arabic panel).
+    const el = rich(h("div", { class: cls, dir: "auto" }), text);
     // Messages still being sent stay last, after what the server confirmed.
     log.insertBefore(el, cls.includes("pending") ? null : log.querySelector(".pending"));
     log.scrollTop = log.scrollHeight;
@@ -258,26 +374,26 @@ textarea{resize:none}
   // "Email me this conversation", once a chat has ended (the server
   // allows one per state of the conversation).
   function offerTranscript(id) {
-    const to = h("input", { type: "email", name: "email", required: true, maxLength: 254, autocomplete: "email", "aria-label": "Your email" });
+    const to = h("input", { type: "email", name: "email", required: true, maxLength: 254, autocomplete: "email", "aria-label": t("your_email") });
     to.value = (saved.prechat && saved.prechat.email) || "";
     const note = h("div", { class: "sys", role: "status" });
-    const form = h("form", { class: "row transcript", "aria-label": "Email me this conversation", onsubmit: async (e) => {
+    const form = h("form", { class: "row transcript", "aria-label": t("email_me"), onsubmit: async (e) => {
       e.preventDefault();
-      note.textContent = "Sending…";
+      note.textContent = t("sending");
       try {
         const res = await fetch(base + "/api/v1/visitor/transcript", { method: "POST", headers: { "content-type": "application/json", authorization: "Bearer " + saved.token }, body: JSON.stringify({ conv: id, to: to.value.trim() }) });
         const body = await res.json().catch(() => null);
-        note.textContent = res.ok ? "We'll email this conversation to " + to.value.trim() + "." : (body && body.error && body.error.message) || "HTTP " + res.status;
+        note.textContent = res.ok ? t("will_email", to.value.trim()) : (body && body.error && body.error.message) || "HTTP " + res.status;
         if (res.ok) form.remove();
-      } catch { note.textContent = "Could not reach the server; please try again."; }
-    } }, to, h("button", { class: "send", type: "submit" }, "Email me this conversation"));
+      } catch { note.textContent = t("no_server"); }
+    } }, to, h("button", { class: "send", type: "submit" }, t("email_me")));
     log.append(form, note);
     log.scrollTop = log.scrollHeight;
   }
   // Olark's two-point scale: one tap on good or bad, after an optional
   // comment. Sent through the outbox, so a blip loses no rating.
   function offerRating(id) {
-    const comment = h("textarea", { rows: 2, maxLength: 1000, "aria-label": "Comment (optional)", placeholder: "Anything to add? (optional)" });
+    const comment = h("textarea", { rows: 2, maxLength: 1000, "aria-label": t("comment"), placeholder: t("anything") });
     const rate = (rating) => {
       const item = { type: "rate", conv: id, client_id: newId(), rating, at: Date.now() };
       if (comment.value.trim()) item.comment = comment.value.trim();
@@ -287,13 +403,13 @@ textarea{resize:none}
       flush();
     };
     const b = (rating, text) => h("button", { class: "send", type: "button", onclick: () => rate(rating) }, text);
-    rateForms[id] = h("form", { class: "rate", "aria-label": "Rate this chat", onsubmit: (e) => e.preventDefault() },
-      h("div", { class: "sys" }, "How was this chat?"), comment, h("div", { class: "btns" }, b("good", "👍 Good"), b("bad", "👎 Bad")));
+    rateForms[id] = h("form", { class: "rate", "aria-label": t("rate"), onsubmit: (e) => e.preventDefault() },
+      h("div", { class: "sys" }, t("how_was")), comment, h("div", { class: "btns" }, b("good", "👍 " + t("good")), b("bad", "👎 " + t("bad"))));
     log.append(rateForms[id]);
     log.scrollTop = log.scrollHeight;
   }
   function rated(id) {
-    if (rateForms[id]) rateForms[id].replaceWith(h("div", { class: "sys", role: "status" }, "Thanks for your rating!"));
+    if (rateForms[id]) rateForms[id].replaceWith(h("div", { class: "sys", role: "status" }, t("rated")));
     delete rateForms[id];
   }
   function onKey(e) {
@@ -306,6 +422,8 @@ textarea{resize:none}
     input.value = "";
     setTyping(false);
     const item = { type: "send", client_id: newId(), body, at: Date.now() };
+    // The first answer to a greeting says which rule greeted.
+    if (greeting && !conv) item.greeting = greeting.id;
     saved.outbox.push(item);
     save();
     showPending(item);
@@ -328,7 +446,7 @@ textarea{resize:none}
   function showPending(item) {
     if (pending.has(item.client_id)) return;
     const el = line("msg me pending", item.body);
-    el.setAttribute("aria-label", "Sending: " + item.body);
+    el.setAttribute("aria-label", t("sending_msg", item.body));
     pending.set(item.client_id, el);
   }
 
@@ -337,7 +455,7 @@ textarea{resize:none}
     const n = unreadSeqs.length;
     badge.textContent = String(n);
     badge.hidden = !n;
-    launcher.setAttribute("aria-label", open ? "Close chat" : n ? `Open chat, ${n} unread` : "Open chat");
+    launcher.setAttribute("aria-label", open ? t("close") : n ? t("open_unread", n) : t("open"));
   }
   /** Tell the server what the open panel has shown, once per new message. */
   function markRead() {
@@ -351,7 +469,7 @@ textarea{resize:none}
   function flush() {
     if (replayTo) return;
     const expired = saved.outbox.filter((o) => o.at && Date.now() - o.at > RESEND_WITHIN_MS);
-    for (const item of expired) failed(item.client_id, "it waited too long");
+    for (const item of expired) failed(item.client_id, t("too_long_wait"));
     // `at` is ours, not the protocol's: the server refuses unknown fields.
     for (const item of saved.outbox) frame({ ...item, at: undefined });
   }
@@ -363,7 +481,7 @@ textarea{resize:none}
     save();
     const el = pending.get(clientId);
     if (el) { el.classList.replace("pending", "failed"); el.title = why; }
-    line("sys", "Not sent: " + why);
+    line("sys", t("not_sent", why));
   }
   /** Refused with `banned`: stop connecting, keep nothing to resend, say so. */
   function refusedForGood() {
@@ -387,10 +505,11 @@ textarea{resize:none}
   function down() {
     if (!downSince) downSince = Date.now();
     // Quiet: say nothing for a blip, then a calm note instead of an error.
-    setTimeout(() => { if (downSince && Date.now() - downSince >= 900) status("Reconnecting…"); }, 1000);
+    setTimeout(() => { if (downSince && Date.now() - downSince >= 900) status(t("reconnecting")); }, 1000);
   }
 
-  async function start() {
+  // `again`: only the hours are wanted (they changed); the socket stays.
+  async function start(again) {
     try {
       const res = await fetch(base + "/api/v1/visitor/session", {
         method: "POST",
@@ -398,6 +517,7 @@ textarea{resize:none}
         body: JSON.stringify({ widget_key: key, visitor_token: saved.token || null, page_url: location.href.slice(0, 2048), referrer: document.referrer.slice(0, 2048) || null }),
       });
       const body = await res.json().catch(() => null);
+      if (again && !res.ok) return;
       if (!res.ok) {
         if (body && body.error && body.error.code === "banned") return refusedForGood();
         const message = (body && body.error && body.error.message) || "HTTP " + res.status;
@@ -409,11 +529,15 @@ textarea{resize:none}
       }
       saved.token = body.visitor_token;
       save();
+      setHours(body.hours);
+      if (again) return site && view();
       agentsOnline = body.agents_online;
       transcripts = !!body.transcripts;
       if (!site) { site = body.site; mount(); }
+      armGreetings(body.greetings);
       connect();
     } catch {
+      if (again) return;
       down();
       schedule(start);
     }
@@ -484,7 +608,7 @@ textarea{resize:none}
           el.classList.remove("pending");
           el.removeAttribute("aria-label");
           log.insertBefore(el, log.querySelector(".pending")); // server order
-        } else line(mine ? "msg me" : "msg them", f.erased ? "(message erased)" : f.body);
+        } else line(mine ? "msg me" : "msg them", f.erased ? t("erased") : f.body);
         if (mine && !conv) conv = f.conv;
         if (f.author.kind === "agent") {
           typing.textContent = "";
@@ -511,13 +635,13 @@ textarea{resize:none}
         agentName = (f.agent && f.agent.name) || "";
         header();
         status("");
-        line("sys", `${agentName || "An agent"} joined the chat`);
+        line("sys", t("joined", agentName || t("an_agent")));
         break;
       case "transferred":
-        line("sys", "You're being transferred to another agent…");
+        line("sys", t("transferring"));
         break;
       case "closed":
-        line("sys", "The chat has ended. Write again any time.");
+        line("sys", t("ended"));
         if (agentName) offerRating(f.conv);
         if (transcripts) offerTranscript(f.conv);
         if (conv === f.conv) { conv = null; lastAgentSeq = readUpTo = 0; unreadSeqs = []; showUnread(); }
@@ -529,11 +653,11 @@ textarea{resize:none}
         rated(f.conv);
         break;
       case "queue_position":
-        status(`You are number ${f.position} in the queue`);
+        status(t("queue", f.position));
         break;
       case "typing":
         if (f.from.kind === "agent") {
-          typing.textContent = f.on ? `${agentName || "Agent"} is typing…` : "";
+          typing.textContent = f.on ? t("typing", agentName || t("agent")) : "";
           clearTimeout(typingTimer);
           if (f.on) typingTimer = setTimeout(() => (typing.textContent = ""), 8000);
         }
@@ -545,7 +669,7 @@ textarea{resize:none}
       case "ack": {
         const i = saved.outbox.findIndex((o) => o.client_id === f.client_id);
         if (i >= 0) {
-          if (saved.outbox[i].type === "send") conv = f.conv;
+          if (saved.outbox[i].type === "send") { conv = f.conv; greeting = null; }
           saved.outbox.splice(i, 1);
           save();
         }
@@ -555,6 +679,8 @@ textarea{resize:none}
       case "error": {
         // Refused for good (too long, empty…): stop resending it.
         if (f.code !== "internal" && f.code !== "unavailable") failed(f.ref, f.message);
+        // Outside business hours: the offline form, saying when we're back.
+        if (f.code === "closed") { hours = { open: false }; view(); start(true); }
         break;
       }
       case "reconnect":

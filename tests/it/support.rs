@@ -140,6 +140,11 @@ impl TestServer {
         self.request(self.http.put(format!("{}{path}", self.base)).json(&body), token).await
     }
 
+    /// Any method with a JSON body and a bearer token.
+    pub async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.request(self.http.request(method, format!("{}{path}", self.base)).json(&body), Some(token)).await
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         self.request(self.http.get(format!("{}{path}", self.base)), token).await
     }

@@ -204,6 +204,10 @@ pub enum ClientFrame {
         conv: Option<String>,
         client_id: String,
         body: String,
+        /// Visitors: the proactive greeting rule this message answers;
+        /// recorded on the chat it starts (ignored otherwise).
+        #[serde(default)]
+        greeting: Option<String>,
     },
     Typing {
         conv: String,

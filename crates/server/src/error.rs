@@ -31,6 +31,10 @@ pub enum Error {
     /// The request conflicts with current state (e.g. the email is taken).
     #[error("{0}")]
     Conflict(Cow<'static, str>),
+    /// Outside business hours (`hours`): no new chat, and no transfer, to a
+    /// group that is closed now. The widget offers its offline form.
+    #[error("{0}")]
+    Closed(Cow<'static, str>),
     /// The body or frame is larger than allowed.
     #[error("{0}")]
     TooLarge(Cow<'static, str>),
@@ -86,6 +90,7 @@ impl Error {
             Error::Banned => "banned",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
+            Error::Closed(_) => "closed",
             Error::TooLarge(_) => "too_large",
             Error::RateLimited(_) => "rate_limited",
             // A store failure is temporary from the client's view: retry.
@@ -101,7 +106,7 @@ impl Error {
             Error::Unauthorized(_) | Error::TokenExpired => 401,
             Error::Forbidden(_) | Error::Banned => 403,
             Error::NotFound(_) => 404,
-            Error::Conflict(_) => 409,
+            Error::Conflict(_) | Error::Closed(_) => 409,
             Error::TooLarge(_) => 413,
             Error::RateLimited(_) => 429,
             Error::Unavailable(_) | Error::Store(_) => 503,

@@ -19,11 +19,13 @@
 //! - `store`     — the `Store` trait, SQLite and PostgreSQL implementations; the only SQL.
 //! - `bus`       — the `Bus` trait (event fan-out): in-process, and NATS between nodes.
 //! - `error`     — one error type and its mapping to HTTP status codes.
+//! - `hours`     — business hours: weekly schedules in a time zone, holidays; open at T, next change.
 //! - `json`      — strict JSON: a repeated key is refused.
 //! - `outbox`    — the durable outbox of chat: offline-message emails, the deliverer.
 //! - `reports`   — chats, waits, durations, CSAT and the weekday × hour heatmap, in the site's time zone.
 //! - `privacy`   — a person's data: one visitor's everything, exported as one document.
 //! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons.
+//! - `widget_i18n` — the widget's string tables other than English, served on demand.
 //! - `telemetry` — logs and Prometheus metrics.
 
 pub mod abuse;
@@ -36,6 +38,7 @@ pub mod bus;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod hours;
 pub mod http;
 pub mod json;
 pub mod outbox;
@@ -47,3 +50,4 @@ pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod widget_i18n;

@@ -162,6 +162,18 @@ pub struct Report {
     /// Chats started, by weekday (0 = Monday) and hour (0–23), in the
     /// site's time zone.
     pub heatmap: Vec<[u32; 24]>,
+    /// Each proactive greeting rule's figures since it was made (admins
+    /// only; not by day: a greeting shown is a count, not a row).
+    pub greetings: Vec<GreetingFigures>,
+}
+
+/// A greeting rule's greetings shown and chats started, all time.
+#[derive(Debug, Clone, Serialize)]
+pub struct GreetingFigures {
+    pub id: String,
+    pub name: String,
+    pub shown: i64,
+    pub started: i64,
 }
 
 /// The report of `facts` (the store's, for `range`), named with the
@@ -201,6 +213,7 @@ pub fn build(range: &DayRange, facts: &[ChatFacts], groups: &[Group], agents: &[
         groups: slices(&|c| Some(&c.group_id), groups.iter().map(|g| (g.id.clone(), g.name.clone())).collect()),
         agents: slices(&|c| c.agent_id.as_deref(), agents.iter().map(|a| (a.id.clone(), a.name.clone())).collect()),
         heatmap,
+        greetings: Vec::new(),
     }
 }
 

@@ -6,7 +6,10 @@
 
 mod bans;
 mod deliveries;
+mod greetings;
+mod hours;
 mod invitations;
+mod languages;
 mod privacy;
 mod ratings;
 mod reports;
@@ -46,6 +49,11 @@ async fn host_page(server: &TestServer, widget_key: &str) -> HostPage {
          <script async src=\"{}/widget.js\" data-site=\"{widget_key}\"></script></body></html>",
         server.base
     );
+    serve_page(html).await
+}
+
+/// Serve one page at `/` of its own `localhost` origin.
+async fn serve_page(html: String) -> HostPage {
     let app = axum::Router::new().route("/", axum::routing::get(move || async move { axum::response::Html(html) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

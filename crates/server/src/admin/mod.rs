@@ -8,7 +8,10 @@
 //! changes an operator, and only an operator lists and makes sites (the
 //! installation's, not a site's; `http::extract::OperatorAuth`).
 
+pub mod greetings;
 pub mod invitations;
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +20,7 @@ use crate::auth::{Auth, MAX_PASSWORD, normalize_email, valid_email};
 use crate::bus::{Audience, Envelope, Payload};
 use crate::chat::service::{AgentCtx, Chat};
 use crate::error::{Error, Result};
+use crate::hours::{self, HoursState, Schedule};
 use crate::store::{Agent, AgentUpdate, CannedResponse, Group, NewAgent, Role, Store, now_ms};
 
 /// Whether a pre-chat field is asked for.
@@ -79,6 +83,17 @@ pub struct WidgetSettings {
     /// `privacy::run_retention` erases them (0: kept for ever). Never sent
     /// to the widget.
     pub retention_days: u32,
+    /// The site's business hours (`hours`), which every group without
+    /// hours of its own keeps; `None`: always open. Outside them the
+    /// widget offers the offline form. Never sent to the widget as such:
+    /// it gets whether the team is in and until when.
+    pub hours: Option<Schedule>,
+    /// The widget's language for every visitor (`de`, `ar`…); empty: each
+    /// visitor's browser language, if the widget speaks it, else English.
+    pub language: String,
+    /// The site's own words for any of the widget's strings, by key (the
+    /// keys of `widget_i18n`), in whatever language the widget shows.
+    pub strings: BTreeMap<String, String>,
 }
 
 impl Default for WidgetSettings {
@@ -95,11 +110,16 @@ impl Default for WidgetSettings {
             time_zone: "UTC".into(),
             visitor_limits: VisitorLimits::default(),
             retention_days: 0,
+            hours: None,
+            language: String::new(),
+            strings: BTreeMap::new(),
         }
     }
 }
 
 const MAX_GREETING: usize = 500;
+/// Longest override of one widget string, in characters.
+const MAX_STRING: usize = 300;
 const MAX_ORIGINS: usize = 50;
 const MAX_MISSED_MINUTES: u32 = crate::outbox::missed::MAX_MINUTES;
 /// Ten years.
@@ -156,6 +176,23 @@ impl WidgetSettings {
             }
         }
         self.allowed_origins = origins;
+        self.hours = self.hours.map(Schedule::validated).transpose()?;
+        self.language = self.language.trim().to_ascii_lowercase();
+        if !self.language.is_empty() && !crate::widget_i18n::ships(&self.language) {
+            return Err(Error::bad_request(format!("language {:?} is not one the widget speaks", self.language)));
+        }
+        let mut strings = BTreeMap::new();
+        for (key, text) in std::mem::take(&mut self.strings) {
+            if !crate::widget_i18n::keys().contains(&key) {
+                return Err(Error::bad_request(format!("strings: the widget has no string {key:?}")));
+            }
+            let text = text.trim();
+            if text.is_empty() || text.chars().count() > MAX_STRING {
+                return Err(Error::bad_request(format!("strings.{key} must be 1 to {MAX_STRING} characters")));
+            }
+            strings.insert(key, text.to_owned());
+        }
+        self.strings = strings;
         Ok(self)
     }
 
@@ -183,7 +220,7 @@ pub fn normalize_origin(origin: &str) -> Option<String> {
     valid.then_some(o)
 }
 
-fn require_admin(admin: &AgentCtx) -> Result<()> {
+pub(crate) fn require_admin(admin: &AgentCtx) -> Result<()> {
     if !admin.role.is_admin() {
         return Err(Error::forbidden("admins only"));
     }
@@ -196,6 +233,22 @@ pub async fn set_settings(store: &dyn Store, admin: &AgentCtx, settings: WidgetS
     let value = serde_json::to_value(&settings).map_err(Error::internal)?;
     store.set_site_settings(&admin.site_id, &value).await?;
     Ok(settings)
+}
+
+/// Set or clear (`None`: always open) the site's business hours, keeping
+/// every other setting; the settings before and after (for the audit log).
+pub async fn set_site_hours(
+    store: &dyn Store,
+    admin: &AgentCtx,
+    hours: Option<Schedule>,
+) -> Result<(WidgetSettings, WidgetSettings)> {
+    require_admin(admin)?;
+    let site = store.site(&admin.site_id).await?.ok_or(Error::NotFound("site"))?;
+    let before = WidgetSettings::from_stored(&site.settings);
+    let after = WidgetSettings { hours: hours.map(Schedule::validated).transpose()?, ..before.clone() };
+    let value = serde_json::to_value(&after).map_err(Error::internal)?;
+    store.set_site_settings(&admin.site_id, &value).await?;
+    Ok((before, after))
 }
 
 /// A new agent as an admin asks for it.
@@ -407,18 +460,43 @@ async fn agent_of_site(store: &dyn Store, site_id: &str, agent_id: &str) -> Resu
 #[derive(Debug, Serialize)]
 pub struct GroupView {
     #[serde(flatten)]
-    pub group: Group,
+    pub group: GroupNow,
     pub members: Vec<String>,
 }
 
 pub async fn groups(store: &dyn Store, admin: &AgentCtx) -> Result<Vec<GroupView>> {
     require_admin(admin)?;
     let mut out = Vec::new();
-    for group in store.groups(&admin.site_id).await? {
-        let members = store.group_members(&group.id).await?;
+    for group in groups_now(store, &admin.site_id).await? {
+        let members = store.group_members(&group.group.id).await?;
         out.push(GroupView { group, members });
     }
     Ok(out)
+}
+
+/// A group with whether it is open now, for the console.
+#[derive(Debug, Serialize)]
+pub struct GroupNow {
+    #[serde(flatten)]
+    pub group: Group,
+    /// Open or closed now under its hours (its own, else the site's),
+    /// and until when.
+    pub now: HoursState,
+}
+
+/// The site's groups, each with whether it is open now.
+pub async fn groups_now(store: &dyn Store, site_id: &str) -> Result<Vec<GroupNow>> {
+    let site = store.site(site_id).await?.ok_or(Error::NotFound("site"))?;
+    let site_hours = WidgetSettings::from_stored(&site.settings).hours;
+    let now = now_ms();
+    let groups = store.groups(site_id).await?;
+    Ok(groups
+        .into_iter()
+        .map(|group| {
+            let state = hours::state_of(hours::effective(group.hours.as_ref(), site_hours.as_ref()), now);
+            GroupNow { group, now: state }
+        })
+        .collect())
 }
 
 pub async fn create_group(store: &dyn Store, admin: &AgentCtx, name: &str) -> Result<Group> {
@@ -436,6 +514,15 @@ pub struct GroupChange {
     /// The group's own address for its leads; `""` clears it.
     #[serde(default)]
     pub email: Option<String>,
+    /// The group's own business hours; `null` clears them (the group
+    /// keeps the site's again), absent leaves them.
+    #[serde(default, deserialize_with = "present")]
+    pub hours: Option<Option<Schedule>>,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Rename a group of the admin's site, or set its address; the group
@@ -460,7 +547,9 @@ pub async fn update_group(
             Some(Some(e))
         }
     };
-    store.update_group(&group.id, name.as_deref(), email.as_ref().map(|e| e.as_deref())).await?;
+    let hours = change.hours.map(|h| h.map(Schedule::validated).transpose()).transpose()?;
+    let hours = hours.as_ref().map(Option::as_ref);
+    store.update_group(&group.id, name.as_deref(), email.as_ref().map(|e| e.as_deref()), hours).await?;
     let after = group_of_site(store, &admin.site_id, group_id).await?;
     Ok((group, after))
 }

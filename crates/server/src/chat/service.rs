@@ -24,11 +24,12 @@ use crate::abuse::limits::{Floodgate, Start};
 use crate::admission::Admission;
 use crate::bus::{Audience, Bus, Envelope, Payload};
 use crate::error::{Error, Result};
+use crate::hours::{self, HoursState};
 use crate::outbox::Outbox;
 use crate::outbox::mail::OfflinePayload;
 use crate::store::outbox::OfflineMessage;
 use crate::store::{
-    Applied, Author, Availability, Change, Conversation, ConversationFilter, ConversationStatus, Guard, Role,
+    Applied, Author, Availability, Change, Conversation, ConversationFilter, ConversationStatus, Group, Guard, Role,
     RoutingCandidate, Store, VisitorUpdate,
 };
 
@@ -268,6 +269,7 @@ impl Chat {
         conv_id: Option<&str>,
         client_id: &str,
         body: &str,
+        greeting: Option<&str>,
     ) -> Result<Applied> {
         check_client_id(client_id)?;
         check_body(body)?;
@@ -288,15 +290,39 @@ impl Chat {
         let (conv, is_new) = match self.visitor_open_conversations(v).await?.into_iter().next() {
             Some(c) => (c, false),
             None => {
+                // Outside the landing group's hours no chat starts: the
+                // widget offers its offline form instead.
+                let group = self.default_group(&v.site_id).await?;
+                self.check_open(&v.site_id, &group).await?;
                 self.limit(v, Start::Conversation).await?;
-                (self.start_conversation(v, ConversationStatus::Queued).await?, true)
+                let status = ConversationStatus::Queued;
+                (self.store.create_conversation(&v.site_id, &v.visitor_id, &group.id, status).await?, true)
             }
         };
         let applied = self.sent(self.store.apply(&conv.id, message).await?, "visitor").await;
         if is_new {
+            if let Some(rule) = greeting {
+                self.record_greeting(&conv, rule).await;
+            }
             self.route(&applied.conversation).await?;
         }
         Ok(applied)
+    }
+
+    /// The visitor started this chat answering a proactive greeting: record
+    /// which rule (one of the site's; anything else is ignored, and a failed
+    /// write is logged: the chat itself stands).
+    async fn record_greeting(&self, conv: &Conversation, rule_id: &str) {
+        let known = match self.store.greetings(&conv.site_id).await {
+            Ok(rules) => rules.iter().any(|r| r.id == rule_id),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the greeting rules");
+                false
+            }
+        };
+        if known && let Err(err) = self.store.greeting_started(&conv.id, rule_id, crate::store::now_ms()).await {
+            tracing::warn!(error = %err, conv = %conv.id, "could not record the greeting that started a chat");
+        }
     }
 
     /// Count what a visitor starts against the site's flood limits.
@@ -313,20 +339,45 @@ impl Chat {
         applied
     }
 
-    async fn start_conversation(&self, v: &VisitorCtx, status: ConversationStatus) -> Result<Conversation> {
-        let group_id = self.default_group(&v.site_id).await?;
-        self.store.create_conversation(&v.site_id, &v.visitor_id, &group_id, status).await
+    /// The group a new conversation of the site lands in.
+    async fn default_group(&self, site_id: &str) -> Result<Group> {
+        let mut groups = self.store.groups(site_id).await?;
+        let at = groups.iter().position(|g| g.is_default).unwrap_or(0);
+        if groups.is_empty() {
+            return Err(Error::internal(anyhow::anyhow!("site {site_id} has no group")));
+        }
+        Ok(groups.swap_remove(at))
     }
 
-    /// The group a new conversation of the site lands in.
-    async fn default_group(&self, site_id: &str) -> Result<String> {
-        let groups = self.store.groups(site_id).await?;
-        let group = groups
-            .iter()
-            .find(|g| g.is_default)
-            .or(groups.first())
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("site {site_id} has no group")))?;
-        Ok(group.id.clone())
+    /// Whether a group of the site is open now under its hours (its own,
+    /// else the site's; none: always open).
+    pub async fn group_hours(&self, site_id: &str, group: &Group) -> Result<HoursState> {
+        let site_hours = match &group.hours {
+            Some(_) => None,
+            None => {
+                let site = self.store.site(site_id).await?.ok_or(Error::NotFound("site"))?;
+                crate::admin::WidgetSettings::from_stored(&site.settings).hours
+            }
+        };
+        let schedule = hours::effective(group.hours.as_ref(), site_hours.as_ref());
+        Ok(hours::state_of(schedule, crate::store::now_ms()))
+    }
+
+    /// The hours of the group where the site's new chats land: what the
+    /// widget shows (the team is in, or back at a time). `site_hours` are
+    /// the site's, which the caller has read.
+    pub async fn landing_hours(&self, site_id: &str, site_hours: Option<&hours::Schedule>) -> Result<HoursState> {
+        let group = self.default_group(site_id).await?;
+        let schedule = hours::effective(group.hours.as_ref(), site_hours);
+        Ok(hours::state_of(schedule, crate::store::now_ms()))
+    }
+
+    /// Refuse with `Closed` when the group is outside its hours.
+    async fn check_open(&self, site_id: &str, group: &Group) -> Result<()> {
+        if self.group_hours(site_id, group).await?.open {
+            return Ok(());
+        }
+        Err(Error::Closed(format!("{} is closed now (outside its business hours)", group.name).into()))
     }
 
     /// An offline message: its own conversation, seen by agents later.
@@ -382,7 +433,7 @@ impl Chat {
             id: crate::store::new_id(),
             site_id: v.site_id.clone(),
             visitor_id: v.visitor_id.clone(),
-            group_id: self.default_group(&v.site_id).await?,
+            group_id: self.default_group(&v.site_id).await?.id,
             agent_id: None,
             status: ConversationStatus::Offline,
             last_seq: 0,
@@ -560,6 +611,8 @@ impl Chat {
                     .await?
                     .filter(|g| g.site_id == conv.site_id)
                     .ok_or(Error::NotFound("group"))?;
+                // Nobody would be there to take it: never queue to a closed group.
+                self.check_open(&conv.site_id, &group).await?;
                 // Routed by the drain below, like any queued chat, but never
                 // straight back to the agent who let it go.
                 if let Some(agent) = &conv.agent_id {

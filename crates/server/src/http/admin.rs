@@ -14,13 +14,16 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiQuery};
+use crate::admin::greetings::{self, GreetingInput};
 use crate::admin::invitations::{self, AcceptRequest, InviteRequest};
-use crate::admin::{self, AgentChange, GroupChange, GroupView, NewAgentRequest, WidgetSettings};
+use crate::admin::{self, AgentChange, GroupChange, GroupNow, GroupView, NewAgentRequest, WidgetSettings};
 use crate::app::AppState;
 use crate::auth::AgentProfile;
 use crate::chat::service::AgentCtx;
 use crate::error::{Error, Result};
+use crate::hours::Schedule;
 use crate::store::audit::AuditEntry;
+use crate::store::greetings::GreetingRule;
 use crate::store::invitations::Invitation;
 use crate::store::{CannedResponse, Group};
 use serde_json::{Value, json};
@@ -30,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/site", get(site).patch(rename_site))
         .route("/api/v1/me/password", post(change_password))
         .route("/api/v1/admin/site/settings", put(set_settings))
+        .route("/api/v1/admin/site/hours", put(set_site_hours))
         .route("/api/v1/admin/agents", get(agents).post(create_agent))
         .route("/api/v1/admin/agents/{id}", patch(update_agent))
         .route("/api/v1/admin/invitations", get(invitations).post(invite))
@@ -47,8 +51,48 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/deliveries", get(deliveries))
         .route("/api/v1/admin/deliveries/{id}/retry", post(retry_delivery))
         .route("/api/v1/admin/audit", get(audit_log))
+        .route("/api/v1/admin/greetings", get(greeting_rules).post(create_greeting))
+        .route("/api/v1/admin/greetings/{id}", put(update_greeting).delete(delete_greeting))
         .route("/api/v1/admin/visitors/{id}/export", get(export_visitor))
         .route("/api/v1/admin/visitors/{id}/erase", post(erase_visitor))
+}
+
+/// The site's proactive greeting rules, each with its greetings shown and
+/// chats started.
+async fn greeting_rules(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<GreetingRule>>> {
+    Ok(Json(greetings::list(state.store.as_ref(), &me).await?))
+}
+
+async fn create_greeting(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiJson(input): ApiJson<GreetingInput>,
+) -> Result<(StatusCode, Json<GreetingRule>)> {
+    let rule = greetings::create(state.store.as_ref(), &me, input).await?;
+    audit(&state, &me, "greeting.created", Some(&rule.id), None, json_of(&rule)).await;
+    Ok((StatusCode::CREATED, Json(rule)))
+}
+
+/// Replace a rule (all of it, as when it was made); its counts stay.
+async fn update_greeting(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<GreetingInput>,
+) -> Result<Json<GreetingRule>> {
+    let (before, after) = greetings::update(state.store.as_ref(), &me, &id, input).await?;
+    audit(&state, &me, "greeting.changed", Some(&id), json_of(&before), json_of(&after)).await;
+    Ok(Json(after))
+}
+
+async fn delete_greeting(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let before = greetings::delete(state.store.as_ref(), &me, &id).await?;
+    audit(&state, &me, "greeting.deleted", Some(&id), json_of(&before), None).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Erase a visitor of the admin's site for good (`privacy`); audited.
@@ -215,6 +259,18 @@ async fn set_settings(
     // New flood limits hold on this node at once (elsewhere within 10 s).
     state.chat.floodgate.forget(&me.site_id);
     Ok(Json(settings))
+}
+
+/// The site's business hours (a `hours::Schedule`), or `null` for always
+/// open; every other setting stays. Answers the settings.
+async fn set_site_hours(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiJson(hours): ApiJson<Option<Schedule>>,
+) -> Result<Json<WidgetSettings>> {
+    let (before, after) = admin::set_site_hours(state.store.as_ref(), &me, hours).await?;
+    audit(&state, &me, "hours.changed", Some(&me.site_id), json_of(&before.hours), json_of(&after.hours)).await;
+    Ok(Json(after))
 }
 
 async fn agents(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<AgentProfile>>> {
@@ -399,10 +455,10 @@ async fn canned(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Resu
     Ok(Json(state.store.canned_responses(&me.site_id).await?))
 }
 
-/// The site's groups, for every agent (transfers name them); members are
-/// the admin's business.
-async fn site_groups(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<Group>>> {
-    Ok(Json(state.store.groups(&me.site_id).await?))
+/// The site's groups, for every agent (transfers name them), each with
+/// whether it is open now; members are the admin's business.
+async fn site_groups(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<GroupNow>>> {
+    Ok(Json(admin::groups_now(state.store.as_ref(), &me.site_id).await?))
 }
 
 #[derive(Deserialize)]

@@ -5,7 +5,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::extract::{AgentAuth, ApiQuery, VisitorAuth};
 use crate::app::AppState;
@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/conversations", get(conversations))
         .route("/api/v1/conversations/{id}", get(conversation))
         .route("/api/v1/conversations/{id}/events", get(events))
+        .route("/api/v1/conversations/{id}/greeting", get(greeting))
         .route("/api/v1/visitors/{id}", get(visitor))
         .route("/api/v1/search", get(search))
 }
@@ -112,6 +113,28 @@ async fn conversation(
     Path(id): Path<String>,
 ) -> Result<Json<ConversationView>> {
     Ok(Json(ConversationView::from(&state.chat.conversation_for(&peer, &id).await?)))
+}
+
+/// The proactive greeting a visitor answered to start a chat.
+#[derive(Serialize)]
+struct GreetedBy {
+    rule_id: String,
+    /// The rule's name and message; `None` once the rule is deleted.
+    name: Option<String>,
+    message: Option<String>,
+}
+
+/// Agents: which greeting started this chat; `null` if none did.
+async fn greeting(
+    State(state): State<AppState>,
+    AgentAuth(me): AgentAuth,
+    Path(id): Path<String>,
+) -> Result<Json<Option<GreetedBy>>> {
+    let conv = state.chat.conversation_for(&Peer::Agent(me), &id).await?;
+    let Some(rule_id) = state.store.greeting_of(&conv.id).await? else { return Ok(Json(None)) };
+    let rule = state.store.greetings(&conv.site_id).await?.into_iter().find(|r| r.id == rule_id);
+    let (name, message) = rule.map(|r| (r.name, r.message)).unzip();
+    Ok(Json(Some(GreetedBy { rule_id, name, message })))
 }
 
 #[derive(Deserialize)]

@@ -61,6 +61,7 @@ pub fn versioned_url(name: &str) -> String {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/widget.js", get(widget))
+        .route("/widget-i18n/{file}", get(widget_words))
         .route("/assets/{name}", get(named))
         .layer(CompressionLayer::new().gzip(true))
 }
@@ -72,6 +73,24 @@ async fn widget(headers: HeaderMap) -> Response {
         Some(a) => serve(a, &headers, "public, max-age=300"),
         None => Error::NotFound("asset").into_response(),
     }
+}
+
+/// The widget's string tables other than English (`widget_i18n`), one a
+/// language, fetched by the widget from customers' pages when its panel
+/// opens: cached briefly and revalidated like `widget.js`, readable from
+/// any origin.
+static WORDS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
+    crate::widget_i18n::TABLES.iter().map(|(code, bytes)| asset(code, "application/json", bytes)).collect()
+});
+
+async fn widget_words(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    let found = file.strip_suffix(".json").and_then(|code| WORDS.iter().find(|a| a.name == code));
+    let Some(a) = found else {
+        return Error::NotFound("language").into_response();
+    };
+    let mut response = serve(a, &headers, "public, max-age=300");
+    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
 }
 
 #[derive(Deserialize)]

@@ -19,6 +19,7 @@ pub fn lane_for(path: &str) -> Lane {
         "/console" | "/console/" => Lane::Critical,
         p if p.starts_with("/api/v1/console/") || p.starts_with("/assets/") => Lane::Critical,
         "/widget.js" => Lane::Chat,
+        p if p.starts_with("/widget-i18n/") => Lane::Chat,
         "/api/v1/canned" => Lane::Dashboard,
         p if p.starts_with("/api/v1/admin/") || p.starts_with("/api/v1/operator/") => Lane::Dashboard,
         "/api/v1/visitor/session" | "/api/v1/visitor/socket" => Lane::Chat,

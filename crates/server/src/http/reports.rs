@@ -49,7 +49,14 @@ async fn report(
         agents.retain(|a| a.id == me.agent_id);
     }
     let groups = state.store.groups(&site.id).await?;
-    let report = reports::build(&range, &facts, &groups, &agents);
+    let mut report = reports::build(&range, &facts, &groups, &agents);
+    if me.role.is_admin() {
+        let rules = state.store.greetings(&site.id).await?;
+        report.greetings = rules
+            .into_iter()
+            .map(|r| reports::GreetingFigures { id: r.id, name: r.name, shown: r.shown, started: r.started })
+            .collect();
+    }
     match q.format.as_deref().unwrap_or("json") {
         "json" => Ok(Json(report).into_response()),
         "csv" => {

@@ -13,16 +13,21 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{ApiJson, ClientIp};
+use super::extract::{ApiJson, ClientIp, VisitorAuth};
 use crate::abuse::limits::Start;
 use crate::admin::WidgetSettings;
+use crate::admin::greetings::WidgetGreeting;
 use crate::app::AppState;
 use crate::chat::service::clean_field;
 use crate::error::{Error, Result};
+use crate::hours::HoursState;
 use crate::store::VisitorUpdate;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/visitor/session", post(session)).layer(middleware::from_fn(cors))
+    Router::new()
+        .route("/api/v1/visitor/session", post(session))
+        .route("/api/v1/visitor/greetings/{id}/shown", post(greeting_shown))
+        .layer(middleware::from_fn(cors))
 }
 
 /// Let pages of any origin call this endpoint and read its answers
@@ -68,6 +73,14 @@ struct SessionResponse {
     visitor_token: String,
     site: SiteInfo,
     agents_online: bool,
+    /// Whether the team is in now (business hours of the group new chats
+    /// land in), and when that changes: outside hours the widget offers
+    /// its offline form and says when the team is back.
+    hours: HoursState,
+    /// The site's proactive greetings (`admin::greetings`), only while an
+    /// agent could answer one (someone online, within hours); the widget
+    /// judges their conditions on the page.
+    greetings: Vec<WidgetGreeting>,
     /// Whether the widget may offer "Email me this conversation" (email
     /// is configured).
     transcripts: bool,
@@ -97,6 +110,7 @@ async fn session(
     settings.transcript_archive.clear();
     settings.reply_to.clear();
     settings.retention_days = 0;
+    let site_hours = settings.hours.take();
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.to_owned());
     let update = VisitorUpdate {
         page_url: clean_field(req.page_url, 2048, "page_url")?,
@@ -131,11 +145,33 @@ async fn session(
     };
     let visitor_token = state.auth.issue_visitor(&visitor_id, &site.id)?;
     let agents_online = state.chat.agents_online(&site.id).await?;
+    let hours = state.chat.landing_hours(&site.id, site_hours.as_ref()).await?;
+    let greetings = if agents_online && hours.open {
+        let agents = state.chat.site_agents(&site.id).await?;
+        crate::admin::greetings::for_widget(state.store.as_ref(), &site.id, &agents.list).await?
+    } else {
+        Vec::new()
+    };
     Ok(Json(SessionResponse {
         visitor_id,
         visitor_token,
         site: SiteInfo { id: site.id, name: site.name, settings },
         agents_online,
+        hours,
+        greetings,
         transcripts: state.outbox.mail_enabled(),
     }))
+}
+
+/// The widget showed a proactive greeting: count it for the rule's
+/// figures. `204`; a rule that is not the site's, or not enabled → `404`.
+async fn greeting_shown(
+    State(state): State<AppState>,
+    VisitorAuth(v): VisitorAuth,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<StatusCode> {
+    if id.len() > 64 || !state.store.greeting_shown(&v.site_id, &id).await? {
+        return Err(Error::NotFound("greeting rule"));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

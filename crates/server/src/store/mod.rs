@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod bans;
 pub mod erasure;
+pub mod greetings;
 pub mod invitations;
 pub mod missed;
 pub mod outbox;
@@ -27,7 +28,7 @@ pub mod status_sql;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Values that are both stored and sent on the wire.
 pub use holdfast_protocol::{AuthorKind, Availability, ConversationStatus, Rating};
@@ -222,6 +223,22 @@ pub struct Group {
     pub is_default: bool,
     /// An address that gets the group's leads too (a shared inbox).
     pub email: Option<String>,
+    /// The group's own business hours; `None` keeps the site's
+    /// (`hours::effective`). A stored value that no longer parses reads as
+    /// none.
+    pub hours: Option<crate::hours::Schedule>,
+}
+
+/// A group's hours as stored: JSON text, or NULL (`Some(None)`).
+pub(crate) fn hours_to_stored(hours: Option<Option<&crate::hours::Schedule>>) -> Result<Option<Option<String>>> {
+    hours.map(|h| h.map(serde_json::to_string).transpose().map_err(Error::internal)).transpose()
+}
+
+impl Group {
+    /// The stored JSON of a group's hours, read leniently.
+    pub(crate) fn hours_from_stored(text: Option<String>) -> Option<crate::hours::Schedule> {
+        text.and_then(|t| serde_json::from_str(&t).ok())
+    }
 }
 
 /// An agent as routing sees it: who, how loaded, when last given a chat.
@@ -547,9 +564,15 @@ pub trait Store: Send + Sync + 'static {
     async fn groups(&self, site_id: &str) -> Result<Vec<Group>>;
     async fn group(&self, id: &str) -> Result<Option<Group>>;
     async fn add_agent_to_group(&self, agent_id: &str, group_id: &str) -> Result<()>;
-    /// Rename a group and/or set its address (`Some(None)` clears it);
-    /// `Conflict` when the site has a group of that name.
-    async fn update_group(&self, group_id: &str, name: Option<&str>, email: Option<Option<&str>>) -> Result<()>;
+    /// Rename a group and/or set its address or its hours (`Some(None)`
+    /// clears either); `Conflict` when the site has a group of that name.
+    async fn update_group(
+        &self,
+        group_id: &str,
+        name: Option<&str>,
+        email: Option<Option<&str>>,
+        hours: Option<Option<&crate::hours::Schedule>>,
+    ) -> Result<()>;
 
     /// A new agent, in the site's default group (the status probe in none).
     async fn create_agent(&self, new: NewAgent<'_>) -> Result<Agent>;
@@ -709,6 +732,20 @@ pub trait Store: Send + Sync + 'static {
     async fn bans_changed_at(&self) -> Result<Option<i64>>;
     /// The address a visitor last opened a session from.
     async fn visitor_ip(&self, visitor_id: &str) -> Result<Option<String>>;
+
+    /// A new greeting rule (`greetings`).
+    async fn create_greeting(&self, rule: greetings::GreetingRule) -> Result<()>;
+    /// A site's greeting rules, oldest first, with their counts.
+    async fn greetings(&self, site_id: &str) -> Result<Vec<greetings::GreetingRule>>;
+    /// Replace a rule's editable fields; false if the site has no such rule.
+    async fn update_greeting(&self, rule: greetings::GreetingRule) -> Result<bool>;
+    async fn delete_greeting(&self, site_id: &str, id: &str) -> Result<bool>;
+    /// Count one greeting shown; false if the site has no such enabled rule.
+    async fn greeting_shown(&self, site_id: &str, id: &str) -> Result<bool>;
+    /// Record that a rule greeted the visitor who started this chat.
+    async fn greeting_started(&self, conversation_id: &str, rule_id: &str, at: i64) -> Result<()>;
+    /// The rule that greeted the visitor who started a chat, if one did.
+    async fn greeting_of(&self, conversation_id: &str) -> Result<Option<String>>;
 
     // ----- the audit log (`audit.rs`) --------------------------------------
 

@@ -552,6 +552,7 @@ fn group_from_row(r: &PgRow) -> Result<Group> {
         name: r.try_get("name")?,
         is_default: r.try_get("is_default")?,
         email: r.try_get("email")?,
+        hours: Group::hours_from_stored(r.try_get("hours")?),
     })
 }
 
@@ -720,7 +721,14 @@ impl Store for PostgresStore {
     }
 
     async fn create_group(&self, site_id: &str, name: &str, is_default: bool) -> Result<Group> {
-        let group = Group { id: new_id(), site_id: site_id.to_owned(), name: name.to_owned(), is_default, email: None };
+        let group = Group {
+            id: new_id(),
+            site_id: site_id.to_owned(),
+            name: name.to_owned(),
+            is_default,
+            email: None,
+            hours: None,
+        };
         sqlx::query("INSERT INTO groups (id, site_id, name, is_default, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&group.id)
             .bind(site_id)
@@ -764,7 +772,14 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn update_group(&self, group_id: &str, name: Option<&str>, email: Option<Option<&str>>) -> Result<()> {
+    async fn update_group(
+        &self,
+        group_id: &str,
+        name: Option<&str>,
+        email: Option<Option<&str>>,
+        hours: Option<Option<&crate::hours::Schedule>>,
+    ) -> Result<()> {
+        let hours = super::hours_to_stored(hours)?;
         let mut tx = self.p().await?.begin().await?;
         if let Some(name) = name {
             sqlx::query("UPDATE groups SET name = $1 WHERE id = $2")
@@ -782,6 +797,13 @@ impl Store for PostgresStore {
         if let Some(email) = email {
             sqlx::query("UPDATE groups SET email = $1 WHERE id = $2")
                 .bind(email)
+                .bind(group_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(hours) = hours {
+            sqlx::query("UPDATE groups SET hours = $1 WHERE id = $2")
+                .bind(hours)
                 .bind(group_id)
                 .execute(&mut *tx)
                 .await?;
@@ -1324,6 +1346,34 @@ impl Store for PostgresStore {
 
     async fn bans_changed_at(&self) -> Result<Option<i64>> {
         self.ban_changed().await
+    }
+
+    async fn create_greeting(&self, rule: greetings::GreetingRule) -> Result<()> {
+        self.greeting_insert(rule).await
+    }
+
+    async fn greetings(&self, site_id: &str) -> Result<Vec<greetings::GreetingRule>> {
+        self.greeting_list(site_id).await
+    }
+
+    async fn update_greeting(&self, rule: greetings::GreetingRule) -> Result<bool> {
+        self.greeting_update(rule).await
+    }
+
+    async fn delete_greeting(&self, site_id: &str, id: &str) -> Result<bool> {
+        self.greeting_delete(site_id, id).await
+    }
+
+    async fn greeting_shown(&self, site_id: &str, id: &str) -> Result<bool> {
+        self.greeting_count_shown(site_id, id).await
+    }
+
+    async fn greeting_started(&self, conversation_id: &str, rule_id: &str, at: i64) -> Result<()> {
+        self.greeting_record(conversation_id, rule_id, at).await
+    }
+
+    async fn greeting_of(&self, conversation_id: &str) -> Result<Option<String>> {
+        self.greeting_rule_of(conversation_id).await
     }
 
     async fn visitor_ip(&self, visitor_id: &str) -> Result<Option<String>> {

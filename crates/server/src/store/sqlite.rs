@@ -365,6 +365,7 @@ fn group_row(r: &Row) -> rusqlite::Result<Group> {
         name: r.get("name")?,
         is_default: r.get::<_, i64>("is_default")? != 0,
         email: r.get("email")?,
+        hours: Group::hours_from_stored(r.get("hours")?),
     })
 }
 
@@ -574,7 +575,14 @@ impl Store for SqliteStore {
     }
 
     async fn create_group(&self, site_id: &str, name: &str, is_default: bool) -> Result<Group> {
-        let group = Group { id: new_id(), site_id: site_id.to_owned(), name: name.to_owned(), is_default, email: None };
+        let group = Group {
+            id: new_id(),
+            site_id: site_id.to_owned(),
+            name: name.to_owned(),
+            is_default,
+            email: None,
+            hours: None,
+        };
         let g = group.clone();
         self.write(move |c| {
             let inserted = c
@@ -615,9 +623,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_group(&self, group_id: &str, name: Option<&str>, email: Option<Option<&str>>) -> Result<()> {
+    async fn update_group(
+        &self,
+        group_id: &str,
+        name: Option<&str>,
+        email: Option<Option<&str>>,
+        hours: Option<Option<&crate::hours::Schedule>>,
+    ) -> Result<()> {
         let (group_id, name) = (group_id.to_owned(), name.map(str::to_owned));
         let email = email.map(|e| e.map(str::to_owned));
+        let hours = hours_to_stored(hours)?;
         self.write(move |c| {
             if let Some(name) = &name {
                 match c.prepare_cached("UPDATE groups SET name = ?1 WHERE id = ?2")?.execute(params![name, group_id]) {
@@ -629,6 +644,9 @@ impl Store for SqliteStore {
             }
             if let Some(email) = &email {
                 exec(c, "UPDATE groups SET email = ?1 WHERE id = ?2", params![email, group_id])?;
+            }
+            if let Some(hours) = &hours {
+                exec(c, "UPDATE groups SET hours = ?1 WHERE id = ?2", params![hours, group_id])?;
             }
             Ok(())
         })
@@ -1168,6 +1186,34 @@ impl Store for SqliteStore {
 
     async fn bans_changed_at(&self) -> Result<Option<i64>> {
         self.ban_changed().await
+    }
+
+    async fn create_greeting(&self, rule: greetings::GreetingRule) -> Result<()> {
+        self.greeting_insert(rule).await
+    }
+
+    async fn greetings(&self, site_id: &str) -> Result<Vec<greetings::GreetingRule>> {
+        self.greeting_list(site_id).await
+    }
+
+    async fn update_greeting(&self, rule: greetings::GreetingRule) -> Result<bool> {
+        self.greeting_update(rule).await
+    }
+
+    async fn delete_greeting(&self, site_id: &str, id: &str) -> Result<bool> {
+        self.greeting_delete(site_id, id).await
+    }
+
+    async fn greeting_shown(&self, site_id: &str, id: &str) -> Result<bool> {
+        self.greeting_count_shown(site_id, id).await
+    }
+
+    async fn greeting_started(&self, conversation_id: &str, rule_id: &str, at: i64) -> Result<()> {
+        self.greeting_record(conversation_id, rule_id, at).await
+    }
+
+    async fn greeting_of(&self, conversation_id: &str) -> Result<Option<String>> {
+        self.greeting_rule_of(conversation_id).await
     }
 
     async fn visitor_ip(&self, visitor_id: &str) -> Result<Option<String>> {
