@@ -811,6 +811,7 @@ async function loadAdmin() {
     $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
     await loadCanned();
     await loadBans(list);
+    await loadApiTokens();
     await loadAudit();
     await loadDeliveries();
     if (isOperator()) await loadSites();
@@ -955,6 +956,24 @@ async function loadBans(people) {
   }));
 }
 
+// The site's API tokens, revoked ones too (every value is text; the secret is shown once, on creation).
+async function loadApiTokens() {
+  const list = await api("/api/v1/admin/api-tokens");
+  $("api-tokens-empty").hidden = list.length > 0;
+  $("api-tokens").replaceChildren(...list.map((t) => {
+    const revoke = t.revoked_at ? null : h("button", { type: "button", "aria-label": `Revoke ${t.name}`, onclick: async () => {
+      if (!confirm(`Revoke the token ${t.name}? Integrations using it stop working at once.`)) return;
+      try { await api(`/api/v1/admin/api-tokens/${encodeURIComponent(t.id)}`, { method: "DELETE" }); toast("Token revoked"); } catch (e) { toast(e.message); }
+      loadApiTokens().catch((e) => toast(e.message));
+    } }, "Revoke");
+    const tr = h("tr", {}, h("td", {}, t.name), h("td", {}, h("code", {}, t.prefix + "…")), h("td", {}, t.scopes.join(", ")),
+      h("td", {}, when(t.created_at)), h("td", {}, t.last_used_at ? when(t.last_used_at) : "never"),
+      h("td", {}, t.revoked_at ? `revoked ${when(t.revoked_at)}` : "active"), h("td", {}, revoke));
+    tr.dataset.token = t.id;
+    return tr;
+  }));
+}
+
 // The site's audit log, a page at a time (every value is text; values as JSON).
 async function loadAudit(before) {
   const page = await api(`/api/v1/admin/audit?limit=100${before ? "&before=" + before : ""}`);
@@ -1013,6 +1032,17 @@ function wireAdmin() {
   $("d-status").onchange = () => loadDeliveries().catch((e) => toast(e.message));
   $("d-reload").onclick = () => loadDeliveries().catch((e) => toast(e.message));
   $("b-reload").onclick = () => loadAdmin();
+  $("token-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const scopes = ["read", "write", "admin"].filter((s) => $(`t-${s}`).checked);
+    try {
+      const made = await post("/api/v1/admin/api-tokens", { name: $("t-name").value, scopes });
+      $("token-secret-value").textContent = made.secret;
+      $("token-secret").hidden = false;
+      $("t-name").value = "";
+      loadApiTokens().catch((err) => toast(err.message));
+    } catch (err) { toast(err.message); }
+  };
   $("copy-snippet").onclick = () => navigator.clipboard && navigator.clipboard.writeText($("snippet").value).then(() => toast("Copied"), () => {});
   $("settings-form").onsubmit = async (e) => {
     e.preventDefault();

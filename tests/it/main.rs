@@ -3,6 +3,7 @@
 //! cluster tests, the machine's PostgreSQL and NATS) and talks to it over
 //! real HTTP and WebSocket connections.
 
+mod api_tokens;
 mod architecture;
 mod audit;
 mod bad_input;

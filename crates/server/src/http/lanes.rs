@@ -46,12 +46,20 @@ pub fn served_from_reserve(path: &str) -> bool {
 
 pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let lane = lane_for(req.uri().path());
+    // An integration is a side service: with an API token, even a chat
+    // route waits in the dashboard lane, never in chat's or login's.
+    let lane = if by_api_token(&req) && matches!(lane, Lane::Critical | Lane::Chat) { Lane::Dashboard } else { lane };
     match state.admission.enter(lane).await {
         // The permit is held until the response is produced (for a socket,
         // until the upgrade; the socket's frames are admitted one by one).
         Ok(_permit) => next.run(req).await,
         Err(err) => err.into_response(),
     }
+}
+
+fn by_api_token(req: &Request) -> bool {
+    let bearer = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    bearer.and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| crate::auth::api_tokens::is_api_token(t.trim()))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! changes the conversation and appends its event under the conversation's
 //! next sequence number in one transaction.
 
+pub mod api_tokens;
 pub mod audit;
 pub mod bans;
 pub mod erasure;
@@ -715,6 +716,20 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entry: audit::AuditEntry) -> Result<()>;
     /// A site's entries older than `before` (ms), newest first.
     async fn audit_log(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<audit::AuditEntry>>;
+
+    // ----- API tokens (`api_tokens.rs`) -------------------------------------
+
+    /// Store a new token under the SHA-256 of its secret (`hash`).
+    async fn create_api_token(&self, token: api_tokens::ApiToken, hash: String) -> Result<()>;
+    /// The token whose secret hashes to `hash`, revoked or not.
+    async fn api_token_by_hash(&self, hash: &str) -> Result<Option<api_tokens::ApiToken>>;
+    /// A site's tokens, revoked ones too, newest first.
+    async fn api_tokens(&self, site_id: &str) -> Result<Vec<api_tokens::ApiToken>>;
+    /// Revoke a token of this site (a revoked one stays as it was); the
+    /// token as it is now, `None` if the site has no such token.
+    async fn revoke_api_token(&self, site_id: &str, id: &str, at: i64) -> Result<Option<api_tokens::ApiToken>>;
+    /// Record that a token was used at `at`.
+    async fn touch_api_token(&self, id: &str, at: i64) -> Result<()>;
 
     // ----- erasure (`erasure.rs`) ------------------------------------------
 

@@ -1287,6 +1287,26 @@ impl Store for PostgresStore {
         self.audit_page(site_id, before, limit).await
     }
 
+    async fn create_api_token(&self, token: api_tokens::ApiToken, hash: String) -> Result<()> {
+        self.api_token_insert(token, hash).await
+    }
+
+    async fn api_token_by_hash(&self, hash: &str) -> Result<Option<api_tokens::ApiToken>> {
+        self.api_token_find(hash).await
+    }
+
+    async fn api_tokens(&self, site_id: &str) -> Result<Vec<api_tokens::ApiToken>> {
+        self.api_token_list(site_id).await
+    }
+
+    async fn revoke_api_token(&self, site_id: &str, id: &str, at: i64) -> Result<Option<api_tokens::ApiToken>> {
+        self.api_token_revoke(site_id, id, at).await
+    }
+
+    async fn touch_api_token(&self, id: &str, at: i64) -> Result<()> {
+        self.api_token_touch(id, at).await
+    }
+
     async fn erase_visitor(&self, site_id: &str, visitor_id: &str) -> Result<erasure::Erased> {
         self.erase(site_id, visitor_id).await
     }
