@@ -38,3 +38,4 @@ mod storm;
 mod support;
 mod transcript;
 mod web;
+mod webhooks;

@@ -152,6 +152,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("holdfast_tcp_connections_max", Kind::Gauge, "The node's TCP connection limit."),
     ("holdfast_tcp_connections_open", Kind::Gauge, "TCP connections open on this node."),
     ("holdfast_visitors_erased_total", Kind::Counter, "Visitors whose data an admin or the operator erased."),
+    ("holdfast_api_token_rate_limited_total", Kind::Counter, "REST requests refused by an API token's rate limit."),
     (
         "holdfast_visitor_rate_limited_total",
         Kind::Counter,

@@ -6,6 +6,7 @@
 
 mod bans;
 mod deliveries;
+mod integrations;
 mod invitations;
 mod ratings;
 mod reports;

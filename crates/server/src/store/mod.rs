@@ -23,6 +23,7 @@ mod sqlite_readers;
 mod sqlite_writer;
 pub mod status;
 pub mod status_sql;
+pub mod webhooks;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -730,6 +731,33 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_api_token(&self, site_id: &str, id: &str, at: i64) -> Result<Option<api_tokens::ApiToken>>;
     /// Record that a token was used at `at`.
     async fn touch_api_token(&self, id: &str, at: i64) -> Result<()>;
+
+    // ----- webhooks (`webhooks.rs`) -----------------------------------------
+
+    async fn create_webhook(&self, endpoint: webhooks::Endpoint) -> Result<()>;
+    /// A site's endpoints, oldest first.
+    async fn webhooks(&self, site_id: &str) -> Result<Vec<webhooks::Endpoint>>;
+    async fn webhook(&self, id: &str) -> Result<Option<webhooks::Endpoint>>;
+    /// Change an endpoint of this site; `None` if it has none such.
+    async fn update_webhook(
+        &self,
+        site_id: &str,
+        id: &str,
+        change: webhooks::EndpointChange,
+    ) -> Result<Option<webhooks::Endpoint>>;
+    /// Record an attempt's outcome on its endpoint: a success clears
+    /// `failing_since`, a failure sets it unless set.
+    async fn webhook_outcome(&self, id: &str, ok: bool, at: i64) -> Result<()>;
+    /// Disable an enabled endpoint failing since `failing_before` or
+    /// earlier, and queue `emails` telling its admins, in one transaction;
+    /// false (nothing queued) if it was not so.
+    async fn disable_webhook(
+        &self,
+        id: &str,
+        failing_before: i64,
+        reason: &str,
+        emails: Vec<outbox::NewDelivery>,
+    ) -> Result<bool>;
 
     // ----- erasure (`erasure.rs`) ------------------------------------------
 

@@ -1202,6 +1202,41 @@ impl Store for SqliteStore {
         self.api_token_touch(id, at).await
     }
 
+    async fn create_webhook(&self, endpoint: webhooks::Endpoint) -> Result<()> {
+        self.hook_insert(endpoint).await
+    }
+
+    async fn webhooks(&self, site_id: &str) -> Result<Vec<webhooks::Endpoint>> {
+        self.hook_list(site_id).await
+    }
+
+    async fn webhook(&self, id: &str) -> Result<Option<webhooks::Endpoint>> {
+        self.hook_get(id).await
+    }
+
+    async fn update_webhook(
+        &self,
+        site_id: &str,
+        id: &str,
+        change: webhooks::EndpointChange,
+    ) -> Result<Option<webhooks::Endpoint>> {
+        self.hook_update(site_id, id, change).await
+    }
+
+    async fn webhook_outcome(&self, id: &str, ok: bool, at: i64) -> Result<()> {
+        self.hook_outcome(id, ok, at).await
+    }
+
+    async fn disable_webhook(
+        &self,
+        id: &str,
+        failing_before: i64,
+        reason: &str,
+        emails: Vec<outbox::NewDelivery>,
+    ) -> Result<bool> {
+        self.hook_disable(id, failing_before, reason, emails).await
+    }
+
     async fn erase_visitor(&self, site_id: &str, visitor_id: &str) -> Result<erasure::Erased> {
         self.erase(site_id, visitor_id).await
     }
