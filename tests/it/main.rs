@@ -16,6 +16,7 @@ mod cli;
 mod cluster;
 mod connections;
 mod health;
+mod integrations_guide;
 mod invitations;
 mod missed;
 mod outbox;
