@@ -489,3 +489,32 @@ async fn a_kill_9_in_the_middle_of_deliveries_loses_none() {
         assert_eq!(distinct, (1..=8).collect::<HashSet<i64>>(), "{conv}: every message");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_chat_is_announced_after_its_message() {
+    let server = TestServer::start_with(|c| {
+        tune(c);
+        // A chat is missed 0.2 s after the visitor's first message.
+        c.outbox.missed_tick = Duration::from_millis(100);
+        c.outbox.missed_minute = Duration::from_millis(100);
+    })
+    .await;
+    let site = server.site().await;
+    let boss = admin_of(&server, &site, "boss@shop.example").await;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let (_, secret) = endpoint(&server, &boss, "CRM", &url, &["conversation.missed", "message.created"]).await;
+    let mut receiver = Receiver::start(port, &secret, 0.0);
+
+    let (_, vtoken) = server.visitor(&site).await;
+    let mut visitor = Client::connect(&server, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await;
+    visitor.send(json!({"type": "send", "client_id": "v1", "body": "anyone?"})).await;
+    let conv = visitor.wait_for(|f| f["type"] == "ack").await["conv"].as_str().unwrap().to_owned();
+    let hooks = receiver.until(Duration::from_secs(20), |got| got.len() >= 2).await;
+    let types: Vec<&str> = hooks.iter().map(|h| h["payload"]["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["message.created", "conversation.missed"], "{hooks:#?}");
+    let missed = &hooks[1]["payload"]["data"];
+    assert_eq!(missed["conversation"]["id"], conv.as_str());
+    assert_eq!(missed["missed"]["reason"], "waited", "{missed:#}");
+    assert!(missed["missed"]["waited_ms"].as_i64().unwrap() >= 200, "{missed:#}");
+}
