@@ -404,7 +404,8 @@ async fn an_endpoint_failing_for_days_is_disabled_and_its_admins_told() {
 // ----- kill -9 ----------------------------------------------------------------
 
 fn spawn_holdfast(dir: &std::path::Path) -> (Proc, String) {
-    spawn_serve(dir, &["--allow-private-webhooks", "--outbox-retry-min-secs", "1", "--outbox-retry-max-secs", "1"])
+    let retry = ["--outbox-retry-min-secs", "1", "--outbox-retry-max-secs", "1"];
+    spawn_serve(dir, &[&retry[..], &["--allow-private-webhooks", "--api-token-rate", "100"]].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
