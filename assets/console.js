@@ -830,6 +830,8 @@ async function loadAdmin() {
     await loadGreetings(list);
     await loadCanned();
     await loadBans(list);
+    await loadApiTokens();
+    await loadWebhooks();
     await loadAudit();
     await loadDeliveries();
     if (isOperator()) await loadSites();
@@ -1066,6 +1068,65 @@ async function loadBans(people) {
   }));
 }
 
+// The site's API tokens, revoked ones too (every value is text; the secret is shown once, on creation).
+async function loadApiTokens() {
+  const list = await api("/api/v1/admin/api-tokens");
+  $("api-tokens-empty").hidden = list.length > 0;
+  $("api-tokens").replaceChildren(...list.map((t) => {
+    const revoke = t.revoked_at ? null : h("button", { type: "button", "aria-label": `Revoke ${t.name}`, onclick: async () => {
+      if (!confirm(`Revoke the token ${t.name}? Integrations using it stop working at once.`)) return;
+      try { await api(`/api/v1/admin/api-tokens/${encodeURIComponent(t.id)}`, { method: "DELETE" }); toast("Token revoked"); } catch (e) { toast(e.message); }
+      loadApiTokens().catch((e) => toast(e.message));
+    } }, "Revoke");
+    const tr = h("tr", {}, h("td", {}, t.name), h("td", {}, h("code", {}, t.prefix + "…")), h("td", {}, t.scopes.join(", ")),
+      h("td", {}, when(t.created_at)), h("td", {}, t.last_used_at ? when(t.last_used_at) : "never"),
+      h("td", {}, t.revoked_at ? `revoked ${when(t.revoked_at)}` : "active"), h("td", {}, revoke));
+    tr.dataset.token = t.id;
+    return tr;
+  }));
+}
+
+// The site's webhook endpoints and, for one, its delivery log (every value is text).
+const WEBHOOK_EVENTS = ["conversation.created", "conversation.assigned", "conversation.closed", "conversation.missed",
+  "message.created", "offline_message.created", "conversation.rated"];
+
+async function loadWebhooks() {
+  const list = await api("/api/v1/admin/webhooks");
+  $("webhooks-empty").hidden = list.length > 0;
+  $("webhooks").replaceChildren(...list.map((w) => {
+    const toggle = h("button", { type: "button", "aria-label": `${w.enabled ? "Disable" : "Enable"} ${w.name}`, onclick: async () => {
+      try { await post(`/api/v1/admin/webhooks/${encodeURIComponent(w.id)}`, { enabled: !w.enabled }, "PATCH"); toast(w.enabled ? "Endpoint disabled" : "Endpoint enabled"); } catch (e) { toast(e.message); }
+      loadWebhooks().catch((e) => toast(e.message));
+    } }, w.enabled ? "Disable" : "Enable");
+    const log = h("button", { type: "button", "aria-label": `Deliveries of ${w.name}`, onclick: () => loadWebhookLog(w).catch((e) => toast(e.message)) }, "Deliveries");
+    const status = w.enabled ? (w.failing_since ? `failing since ${when(w.failing_since)}` : "enabled")
+      : w.disabled_reason ? `disabled ${when(w.disabled_at)}: ${w.disabled_reason}` : "disabled";
+    const tr = h("tr", {}, h("td", {}, w.name), h("td", {}, h("code", {}, w.url)), h("td", {}, w.events.join(", ")),
+      h("td", {}, status), h("td", {}, toggle, " ", log));
+    tr.dataset.webhook = w.id;
+    return tr;
+  }));
+}
+
+async function loadWebhookLog(w) {
+  const list = await api(`/api/v1/admin/webhooks/${encodeURIComponent(w.id)}/deliveries`);
+  $("webhook-log-title").textContent = `Delivery log of ${w.name}`;
+  $("webhook-log-box").hidden = false;
+  $("webhook-log").replaceChildren(...list.map((d) => {
+    const state = d.status === "queued" && d.attempts > 0 ? `queued, next try ${when(d.next_at)}`
+      : d.status === "sent" && d.sent_at ? `sent ${when(d.sent_at)}` : d.status;
+    const again = h("button", { type: "button", onclick: async () => {
+      try { await api(`/api/v1/admin/deliveries/${encodeURIComponent(d.id)}/retry`, { method: "POST" }); toast("Queued to send again"); } catch (e) { toast(e.message); }
+      loadWebhookLog(w).catch((e) => toast(e.message));
+    } }, "Send again");
+    const what = h("td", {}, h("div", {}, d.template), d.preview ? h("div", { class: "sub" }, d.preview) : null);
+    const tr = h("tr", {}, h("td", {}, when(d.created_at)), what, h("td", {}, state), h("td", {}, String(d.attempts)),
+      h("td", {}, d.last_error || "—"), h("td", {}, again));
+    tr.dataset.delivery = d.id;
+    return tr;
+  }));
+}
+
 // The site's audit log, a page at a time (every value is text; values as JSON).
 async function loadAudit(before) {
   const page = await api(`/api/v1/admin/audit?limit=100${before ? "&before=" + before : ""}`);
@@ -1124,6 +1185,29 @@ function wireAdmin() {
   $("d-status").onchange = () => loadDeliveries().catch((e) => toast(e.message));
   $("d-reload").onclick = () => loadDeliveries().catch((e) => toast(e.message));
   $("b-reload").onclick = () => loadAdmin();
+  $("w-events").append(...WEBHOOK_EVENTS.map((name) => h("label", {}, h("input", { type: "checkbox", value: name, checked: name === "conversation.closed" }), " " + name)));
+  $("webhook-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const events = [...$("w-events").querySelectorAll("input:checked")].map((i) => i.value);
+    try {
+      const made = await post("/api/v1/admin/webhooks", { name: $("w-name").value, url: $("w-url").value.trim(), events });
+      $("webhook-secret-value").textContent = made.secret;
+      $("webhook-secret").hidden = false;
+      $("w-name").value = ""; $("w-url").value = "";
+      loadWebhooks().catch((err) => toast(err.message));
+    } catch (err) { toast(err.message); }
+  };
+  $("token-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const scopes = ["read", "write", "admin"].filter((s) => $(`t-${s}`).checked);
+    try {
+      const made = await post("/api/v1/admin/api-tokens", { name: $("t-name").value, scopes });
+      $("token-secret-value").textContent = made.secret;
+      $("token-secret").hidden = false;
+      $("t-name").value = "";
+      loadApiTokens().catch((err) => toast(err.message));
+    } catch (err) { toast(err.message); }
+  };
   $("copy-snippet").onclick = () => navigator.clipboard && navigator.clipboard.writeText($("snippet").value).then(() => toast("Copied"), () => {});
   $("settings-form").onsubmit = async (e) => {
     e.preventDefault();

@@ -176,6 +176,11 @@ pub struct ServeOpts {
     #[arg(long, env = "HOLDFAST_OUTBOX_RETRY_MAX_SECS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub outbox_retry_max_secs: u64,
+    /// REST requests one API token may make per minute on this node (a
+    /// burst of that many, refilled evenly); 0: unlimited.
+    #[arg(long, env = "HOLDFAST_API_TOKEN_RATE", default_value_t = 600,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub api_token_rate: u32,
     /// Enable /api/v1/ops/faults for rehearsals (never in production).
     #[arg(long, env = "HOLDFAST_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
@@ -205,6 +210,7 @@ impl ServeOpts {
         config.outbox.retry_min = std::time::Duration::from_secs(self.outbox_retry_min_secs.max(1));
         config.outbox.retry_max =
             std::time::Duration::from_secs(self.outbox_retry_max_secs.max(self.outbox_retry_min_secs));
+        config.api_token_requests_per_minute = self.api_token_rate;
     }
 }
 

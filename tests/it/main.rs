@@ -3,6 +3,7 @@
 //! cluster tests, the machine's PostgreSQL and NATS) and talks to it over
 //! real HTTP and WebSocket connections.
 
+mod api_tokens;
 mod architecture;
 mod audit;
 mod bad_input;
@@ -17,6 +18,7 @@ mod connections;
 mod greetings;
 mod health;
 mod hours;
+mod integrations_guide;
 mod invitations;
 mod languages;
 mod missed;
@@ -40,3 +42,4 @@ mod storm;
 mod support;
 mod transcript;
 mod web;
+mod webhooks;

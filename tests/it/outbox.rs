@@ -65,9 +65,38 @@ print(json.dumps({"ready": True}), flush=True)
 threading.Event().wait()
 "#;
 
-/// A Python that can import aiosmtpd: on PATH (scripts/test puts its
+/// A Python script that needs `module`, run with `args`: it prints a
+/// JSON line saying it is ready, then one per thing it heard, which come
+/// out of the channel.
+pub(crate) fn python_json_lines(
+    module: &str,
+    script: &str,
+    args: &[String],
+) -> (Child, mpsc::UnboundedReceiver<Value>) {
+    let mut child = Command::new(python_with(module))
+        .args(["-c", script])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start the {module} script: {e}"));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().expect("the script says it is ready").unwrap();
+    assert!(ready.contains("ready"), "{ready}");
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(|l| l.ok()) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// A Python that can import `module`: on PATH (scripts/test puts its
 /// virtualenv first), else that virtualenv itself.
-fn python_with_aiosmtpd() -> String {
+pub(crate) fn python_with(module: &str) -> String {
     let tools = std::env::var("HOLDFAST_TEST_TOOLS_DIR").unwrap_or_else(|_| {
         let cache = std::env::var("XDG_CACHE_HOME")
             .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
@@ -76,7 +105,7 @@ fn python_with_aiosmtpd() -> String {
     let candidates = ["python3".to_owned(), "python".to_owned(), format!("{tools}/venv/bin/python")];
     for python in &candidates {
         let ok = Command::new(python)
-            .args(["-c", "import aiosmtpd"])
+            .args(["-c", &format!("import {module}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -85,7 +114,7 @@ fn python_with_aiosmtpd() -> String {
             return python.clone();
         }
     }
-    panic!("no Python with aiosmtpd (tried {candidates:?}): run the tests with scripts/test, which installs it")
+    panic!("no Python with {module} (tried {candidates:?}): run the tests with scripts/test, which installs it")
 }
 
 pub(crate) struct SmtpServer {
@@ -104,24 +133,7 @@ impl SmtpServer {
     }
 
     fn spawn(args: &[String]) -> SmtpServer {
-        let mut child = Command::new(python_with_aiosmtpd())
-            .args(["-c", SMTP_SERVER])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start aiosmtpd");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = lines.next().expect("aiosmtpd says it is ready").unwrap();
-        assert!(ready.contains("ready"), "{ready}");
-        let (tx, mail) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in lines.map_while(|l| l.ok()) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
+        let (child, mail) = python_json_lines("aiosmtpd", SMTP_SERVER, args);
         SmtpServer { child, mail }
     }
 
@@ -309,7 +321,7 @@ async fn an_admin_sees_and_retries_only_their_own_sites_deliveries() {
 
 // ----- an SMTP outage and a kill -9 -----------------------------------------
 
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -321,9 +333,17 @@ impl Drop for Proc {
 /// The real binary on a free port, mailing through 127.0.0.1:`smtp` and
 /// retrying every second or two.
 fn spawn_holdfast(dir: &std::path::Path, smtp: u16) -> (Proc, String) {
+    let smtp = format!("127.0.0.1:{smtp}");
+    let args = ["--smtp", &smtp, "--smtp-tls", "none", "--smtp-from", "chat@shop.example"];
+    spawn_serve(dir, &[&args[..], &["--outbox-retry-min-secs", "1", "--outbox-retry-max-secs", "2"]].concat())
+}
+
+/// `holdfast serve` on a free port of 127.0.0.1 with `args`, on the data
+/// dir `dir`: the process and its base URL.
+pub(crate) fn spawn_serve(dir: &std::path::Path, args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--smtp", &format!("127.0.0.1:{smtp}"), "--smtp-tls", "none"])
-        .args(["--smtp-from", "chat@shop.example", "--outbox-retry-min-secs", "1", "--outbox-retry-max-secs", "2"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .arg("--data")
         .arg(dir)
         .stdout(Stdio::piped())

@@ -411,3 +411,42 @@ async fn no_answer_shows_a_password_hash_or_a_subscribers_secrets() {
     assert_eq!(listing["subscribers"].as_array().unwrap().len(), 2, "{listing}");
     assert_no_secret("subscribers", &listing, &secrets);
 }
+
+#[tokio::test]
+async fn no_answer_shows_an_api_tokens_or_a_webhooks_secret() {
+    let server = TestServer::start_with(|c| c.status.allow_private_webhooks = true).await;
+    let site = server.site().await;
+    server.person(&site, "boss@shop.example", "Boss", holdfast_server::store::Role::Admin).await;
+    let (boss, _) = server.login("boss@shop.example", "password123").await;
+    let (status, token) =
+        server.post("/api/v1/admin/api-tokens", Some(&boss), json!({"name": "CRM", "scopes": ["read"]})).await;
+    assert_eq!(status, 201, "{token}");
+    let hook = json!({"name": "CRM", "url": "http://127.0.0.1:9/hooks", "events": ["offline_message.created"]});
+    let (status, endpoint) = server.post("/api/v1/admin/webhooks", Some(&boss), hook).await;
+    assert_eq!(status, 201, "{endpoint}");
+    let token_secret = token["secret"].as_str().unwrap().to_owned();
+    let stored = [
+        holdfast_server::auth::tokens::hash_secret(&token_secret),
+        token_secret.clone(),
+        endpoint["secret"].as_str().unwrap().to_owned(),
+    ];
+    // A delivery to the endpoint, so its log has something to show.
+    let (_, vtoken) = server.visitor(&site).await;
+    let mut v = Client::connect(&server, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await;
+    v.send(json!({"type": "leave_message", "client_id": "o1", "body": "hi"})).await;
+    v.wait_for(|f| f["type"] == "ack").await;
+
+    let id = endpoint["id"].as_str().unwrap();
+    for path in [
+        "/api/v1/admin/api-tokens".to_owned(),
+        "/api/v1/admin/webhooks".to_owned(),
+        format!("/api/v1/admin/webhooks/{id}/deliveries"),
+        "/api/v1/admin/deliveries".to_owned(),
+        "/api/v1/admin/audit".to_owned(),
+    ] {
+        let (status, body) = server.get(&path, Some(&boss)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.as_array().is_some_and(|a| !a.is_empty()), "{path} shows something: {body}");
+        assert_no_secret(&path, &body, &stored);
+    }
+}

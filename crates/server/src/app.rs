@@ -10,6 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::abuse::bans::{self, Bans};
 use crate::abuse::limits::Floodgate;
 use crate::admission::Admission;
+use crate::auth::api_tokens::ApiTokens;
 use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::{Auth, HashPool, passwords};
 use crate::bus::{Audience, Bus, BusSink, Envelope, Payload, local::LocalBus, nats::NatsBus};
@@ -49,6 +50,8 @@ pub struct AppState {
     pub status: Arc<Status>,
     /// The chat outbox (offline-message emails), delivered by the lead.
     pub outbox: Arc<Outbox>,
+    /// Integrations' credentials for the REST API, rate-limited per token.
+    pub api_tokens: Arc<ApiTokens>,
     pub metrics: PrometheusHandle,
     pub started: Instant,
 }
@@ -130,7 +133,8 @@ impl AppState {
         let connections = Arc::new(Connections::new(config.connections.clone(), connection_cap_from_fd_limit));
         let max_sockets = config.max_sockets.unwrap_or_else(|| connections.soft_limit());
         let status = Arc::new(Status::open(status_store, config.status.clone(), &listen_url).await?);
-        spawn_housekeeping(login_limiter.clone(), auth.clone(), &status, chat.floodgate.clone());
+        let api_tokens = Arc::new(ApiTokens::new(store.clone(), config.api_token_requests_per_minute));
+        spawn_housekeeping(login_limiter.clone(), auth.clone(), &status, chat.floodgate.clone(), &api_tokens);
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -144,6 +148,7 @@ impl AppState {
             open_sockets: Arc::default(),
             status,
             outbox,
+            api_tokens,
             metrics: crate::telemetry::metrics(),
             started: Instant::now(),
         };
@@ -156,16 +161,24 @@ impl AppState {
 /// partitioned, or its bus was down) within a few seconds.
 const REVOCATION_SYNC: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn spawn_housekeeping(limiter: Arc<LoginLimiter>, auth: Arc<Auth>, status: &Arc<Status>, floodgate: Arc<Floodgate>) {
-    // Holds the status page only while it prunes, so the task ends when the
-    // server's state is gone.
+fn spawn_housekeeping(
+    limiter: Arc<LoginLimiter>,
+    auth: Arc<Auth>,
+    status: &Arc<Status>,
+    floodgate: Arc<Floodgate>,
+    api_tokens: &Arc<ApiTokens>,
+) {
+    // Holds the status page and the tokens (and through them the store)
+    // only while it prunes, so the task ends when the server's state is gone.
     let status = Arc::downgrade(status);
+    let api_tokens = Arc::downgrade(api_tokens);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
-            let Some(status) = status.upgrade() else { return };
+            let (Some(status), Some(api_tokens)) = (status.upgrade(), api_tokens.upgrade()) else { return };
             limiter.prune();
+            api_tokens.prune();
             status.subscribe_limit.prune();
             floodgate.prune();
         }

@@ -53,7 +53,12 @@ pub struct Action<'a> {
 /// failures).
 pub async fn record(store: &dyn Store, who: &AgentCtx, action: Action<'_>) {
     let outcome = async {
-        let actor_name = store.agent(&who.agent_id).await?.map(|a| a.name).unwrap_or_default();
+        let person = store.agent(&who.agent_id).await?.map(|a| a.name).unwrap_or_default();
+        // An integration acts for the admin who made its token: both named.
+        let actor_name = match &who.api_token {
+            Some(token) => format!("{person} (API token \u{201c}{token}\u{201d})"),
+            None => person,
+        };
         let entry = AuditEntry {
             id: new_id(),
             site_id: who.site_id.clone(),

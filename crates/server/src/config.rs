@@ -80,6 +80,9 @@ pub struct Config {
     /// the client (`abuse::client_ip`); from anyone else the header is
     /// ignored and the socket's address is the client's. Empty: nobody's.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// REST requests one API token may make per minute on this node (a
+    /// burst of that many, refilled evenly); 0: unlimited.
+    pub api_token_requests_per_minute: u32,
 }
 
 impl Config {
@@ -112,6 +115,7 @@ impl Config {
             presence_beat: Duration::from_secs(1),
             demo: false,
             trusted_proxies: Vec::new(),
+            api_token_requests_per_minute: 600,
         }
     }
 }

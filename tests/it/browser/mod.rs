@@ -8,6 +8,7 @@ mod bans;
 mod deliveries;
 mod greetings;
 mod hours;
+mod integrations;
 mod invitations;
 mod languages;
 mod privacy;

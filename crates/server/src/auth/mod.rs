@@ -7,6 +7,7 @@
 //! read and no hash. Sessions end only by logout, revocation or their
 //! absolute lifetime, never because infrastructure hiccupped.
 
+pub mod api_tokens;
 pub mod passwords;
 pub mod ratelimit;
 pub mod tokens;

@@ -40,6 +40,10 @@ pub struct AgentCtx {
     pub site_id: String,
     pub session_id: String,
     pub role: Role,
+    /// The API token's name when an integration acts (`auth::api_tokens`)
+    /// rather than the person signed in: `agent_id` is then the token's
+    /// maker and `session_id` empty.
+    pub api_token: Option<String>,
 }
 
 /// An authenticated visitor, as the visitor token says.

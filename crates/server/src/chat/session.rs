@@ -296,7 +296,7 @@ async fn authenticate(
     let peer = match side {
         Side::Agent => {
             let c = auth.verify_agent_lenient(&token, grace).await?;
-            Peer::Agent(AgentCtx { agent_id: c.sub, site_id: c.site, session_id: c.sid, role: c.role })
+            Peer::Agent(AgentCtx { agent_id: c.sub, site_id: c.site, session_id: c.sid, role: c.role, api_token: None })
         }
         Side::Visitor => {
             let c = auth.verify_visitor(&token)?;

@@ -168,7 +168,13 @@ pub(super) async fn audit_operator(State(state): State<AppState>, req: Request, 
     let asked: Option<Value> = serde_json::from_slice(&bytes).ok();
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     if response.status().is_success() {
-        let me = AgentCtx { agent_id: claims.sub, site_id: claims.site, session_id: claims.sid, role: claims.role };
+        let me = AgentCtx {
+            agent_id: claims.sub,
+            site_id: claims.site,
+            session_id: claims.sid,
+            role: claims.role,
+            api_token: None,
+        };
         audit(&state, &me, &format!("{method} {path}"), Some(&path), None, asked).await;
     }
     response

@@ -1,16 +1,17 @@
 //! Extractors that turn bad input into our error shape, not axum's default
 //! plain-text rejections: JSON bodies, bearer tokens for agents, admins,
-//! the operator and visitors.
+//! the operator and visitors, and integrations' API tokens.
 
 use axum::extract::rejection::JsonRejection;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::{StatusCode, header, request::Parts};
+use axum::http::{Method, StatusCode, header, request::Parts};
 use serde::de::DeserializeOwned;
 
 use crate::abuse::client_ip::client_ip;
 use crate::app::AppState;
+use crate::auth::api_tokens::{self, Scope};
 use crate::chat::service::{AgentCtx, VisitorCtx};
 use crate::error::Error;
 use crate::store::Role;
@@ -68,18 +69,38 @@ impl FromRequestParts<AppState> for SessionAuth {
             site_id: claims.site,
             session_id: claims.sid,
             role: claims.role,
+            api_token: None,
         }))
     }
 }
 
-/// An agent (or admin) authenticated by access token; the status probe's
-/// token is refused here, so it can read or change nothing.
+/// An agent (or admin) authenticated by access token, or an integration
+/// by API token (`auth::api_tokens`) with the scope the request needs:
+/// `admin` under `/api/v1/admin/`, else `read` for GET and HEAD, `write`
+/// for the rest. An API token is refused on an agent's own settings
+/// (`/api/v1/me…`): it is no person. The status probe's token is refused
+/// here, so it can read or change nothing.
 pub struct AgentAuth(pub AgentCtx);
 
 impl FromRequestParts<AppState> for AgentAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let presented = bearer(parts)?;
+        if api_tokens::is_api_token(presented) {
+            let path = parts.uri.path();
+            if path == "/api/v1/me" || path.starts_with("/api/v1/me/") {
+                return Err(Error::forbidden("an API token cannot change an agent's own settings"));
+            }
+            let needs = if path.starts_with("/api/v1/admin/") {
+                Scope::Admin
+            } else if matches!(parts.method, Method::GET | Method::HEAD) {
+                Scope::Read
+            } else {
+                Scope::Write
+            };
+            return Ok(AgentAuth(state.api_tokens.authenticate(presented, needs).await?));
+        }
         let SessionAuth(agent) = SessionAuth::from_request_parts(parts, state).await?;
         if agent.role == Role::Probe {
             return Err(Error::forbidden("the status probe account only logs in and connects"));

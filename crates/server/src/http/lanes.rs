@@ -45,14 +45,27 @@ pub fn served_from_reserve(path: &str) -> bool {
     lane_for(path) == Lane::Critical && path != "/api/v1/agent/socket"
 }
 
-pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The lane of a request: its path's, but an integration is a side
+/// service: with an API token, even a chat route waits in the dashboard
+/// lane, never in chat's or login's.
+fn lane_of(req: &Request) -> Lane {
     let lane = lane_for(req.uri().path());
+    if by_api_token(req) && matches!(lane, Lane::Critical | Lane::Chat) { Lane::Dashboard } else { lane }
+}
+
+pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let lane = lane_of(&req);
     match state.admission.enter(lane).await {
         // The permit is held until the response is produced (for a socket,
         // until the upgrade; the socket's frames are admitted one by one).
         Ok(_permit) => next.run(req).await,
         Err(err) => err.into_response(),
     }
+}
+
+fn by_api_token(req: &Request) -> bool {
+    let bearer = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    bearer.and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| crate::auth::api_tokens::is_api_token(t.trim()))
 }
 
 #[cfg(test)]
@@ -71,6 +84,21 @@ mod tests {
         assert_eq!(lane_for("/api/v1/search"), Lane::Dashboard);
         assert_eq!(lane_for("/api/v1/reports"), Lane::Dashboard);
         assert_eq!(lane_for("/metrics"), Lane::Background);
+    }
+
+    #[test]
+    fn an_api_token_waits_in_the_dashboard_lane_at_best() {
+        let req = |path: &str, bearer: &str| {
+            let mut r = Request::new(axum::body::Body::empty());
+            *r.uri_mut() = path.parse().unwrap();
+            r.headers_mut().insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+            r
+        };
+        assert_eq!(lane_of(&req("/api/v1/conversations/abc/events", "eyJ.session")), Lane::Chat);
+        assert_eq!(lane_of(&req("/api/v1/conversations/abc/events", "hf_token")), Lane::Dashboard);
+        assert_eq!(lane_of(&req("/api/v1/bans", "hf_token")), Lane::Dashboard);
+        assert_eq!(lane_of(&req("/api/v1/auth/login", "hf_token")), Lane::Dashboard);
+        assert_eq!(lane_of(&req("/metrics", "hf_token")), Lane::Background, "never raised");
     }
 
     #[test]

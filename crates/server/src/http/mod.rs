@@ -11,6 +11,7 @@ mod demo;
 mod error;
 pub mod extract;
 mod health;
+mod integrations;
 mod lanes;
 mod operator;
 mod ops;
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(assets::routes())
         .merge(console::routes())
         .merge(admin::routes())
+        .merge(integrations::routes())
         .merge(transcript::routes())
         .merge(reports::routes())
         .merge(operator::routes());

@@ -49,6 +49,8 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("offline_reply.txt", include_str!("../../../../assets/mail/offline_reply.txt")),
         ("offline_reply.html", include_str!("../../../../assets/mail/offline_reply.html")),
         ("invitation.html", include_str!("../../../../assets/mail/invitation.html")),
+        ("webhook_disabled.txt", include_str!("../../../../assets/mail/webhook_disabled.txt")),
+        ("webhook_disabled.html", include_str!("../../../../assets/mail/webhook_disabled.html")),
     ] {
         env.add_template(name, source).expect("the built-in mail templates parse");
     }

@@ -104,12 +104,15 @@ impl Outbox {
             } else {
                 Vec::new()
             };
-            let queued = !deliveries.is_empty();
+            let endpoints = self.store.webhooks(&site_id).await?;
+            let hooks = self.missed_hooks(&endpoints, &w.conversation, &missed);
+            let queued = !deliveries.is_empty() || !hooks.is_empty();
             let mark = MissedChat {
                 conversation_id: w.conversation.id.clone(),
                 site_id: site_id.clone(),
                 missed: missed.clone(),
                 deliveries,
+                hooks,
             };
             if !self.store.mark_missed(mark).await? {
                 continue;

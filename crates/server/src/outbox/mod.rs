@@ -16,11 +16,14 @@
 //! - `mail` — the emails: templates, headers, escaping.
 //! - `missed` — the missed-chat rule and its watcher.
 //! - `transcript` — transcripts by email: asked for, archived, rendered.
+//! - `webhooks` — chat webhooks: endpoints, Standard Webhooks signatures,
+//!   sending in order per conversation, disabling an endpoint failing for days.
 
 pub mod mail;
 pub mod missed;
 pub mod reply;
 pub mod transcript;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +63,9 @@ pub struct OutboxConfig {
     /// How long a minute of the sites' `missed_chat_minutes` is: 60 s.
     /// Only tests shorten it, so a "2 minute" wait takes them a second.
     pub missed_minute: Duration,
+    /// How long a webhook endpoint may fail every attempt before it is
+    /// disabled and its site's admins are emailed: 3 days.
+    pub webhook_disable_after: Duration,
 }
 
 impl Default for OutboxConfig {
@@ -72,6 +78,7 @@ impl Default for OutboxConfig {
             tick: Duration::from_secs(1),
             missed_tick: Duration::from_secs(5),
             missed_minute: Duration::from_secs(60),
+            webhook_disable_after: Duration::from_secs(3 * 24 * 3600),
         }
     }
 }
@@ -99,6 +106,9 @@ pub struct Outbox {
     bus: Arc<dyn Bus>,
     /// Signs invitations' links when their email is sent.
     tokens: Tokens,
+    /// Webhooks may go to special addresses (`--allow-private-webhooks`,
+    /// the status page's switch): otherwise the guarded client refuses them.
+    allow_private_webhooks: bool,
 }
 
 /// A delivery as an admin sees it.
@@ -135,6 +145,7 @@ impl Outbox {
             wake: Notify::new(),
             bus,
             tokens,
+            allow_private_webhooks: status.allow_private_webhooks,
         }
     }
 
@@ -269,6 +280,13 @@ impl Outbox {
             }
             None => None,
         };
+        let http = match self.webhook_client() {
+            Ok(http) => Some(http),
+            Err(e) => {
+                tracing::error!(error = %e, "outbox webhooks disabled: no HTTP client");
+                None
+            }
+        };
         if let Err(e) = self.store.release_delivery_leases().await {
             tracing::warn!(error = %e, "outbox: cannot release the previous lead's leases");
         }
@@ -285,7 +303,7 @@ impl Outbox {
                 }
             };
             let full = due.len() as i64 == BATCH;
-            let attempts = due.into_iter().map(|d| self.attempt(mailer.as_ref(), d));
+            let attempts = due.into_iter().map(|d| self.attempt(mailer.as_ref(), http.as_ref(), d));
             futures_util::future::join_all(attempts).await;
             if !full {
                 tokio::select! {
@@ -296,12 +314,26 @@ impl Outbox {
         }
     }
 
-    async fn attempt(&self, mailer: Option<&AsyncSmtpTransport<Tokio1Executor>>, d: Delivery) {
+    /// The client webhooks are sent with: the status page's guarded one.
+    fn webhook_client(&self) -> std::result::Result<reqwest::Client, String> {
+        crate::status::notify::webhook_client(self.allow_private_webhooks, &self.extra_roots, "Holdfast-Webhooks/1")
+    }
+
+    async fn attempt(
+        &self,
+        mailer: Option<&AsyncSmtpTransport<Tokio1Executor>>,
+        http: Option<&reqwest::Client>,
+        d: Delivery,
+    ) {
         let outcome = match (d.kind, mailer, &self.smtp) {
             (DeliveryKind::Email, Some(mailer), Some(smtp)) => self.send_email(mailer, smtp, &d).await,
             (DeliveryKind::Email, _, _) => Err(Failure::Transient("email is not configured".into())),
-            (DeliveryKind::Webhook, _, _) => Err(Failure::Permanent("webhooks are not delivered yet".into())),
+            (DeliveryKind::Webhook, _, _) => self.send_webhook(http, &d).await,
         };
+        // The next delivery of its conversation to its endpoint is due now.
+        if d.kind == DeliveryKind::Webhook && outcome.is_ok() {
+            self.queued();
+        }
         let kind = d.kind.as_str();
         let now = now_ms();
         let attempt = match outcome {
@@ -399,6 +431,13 @@ impl Outbox {
                 let rendered = mail::render_invitation(&p, &accept_url, &tz).map_err(Failure::Invalid)?;
                 (rendered, p.site_name, None, p.at)
             }
+            webhooks::DISABLED_TEMPLATE => {
+                let p: webhooks::DisabledPayload =
+                    serde_json::from_str(&d.payload).map_err(|e| Failure::Invalid(format!("bad payload: {e}")))?;
+                let console = format!("{}/console", self.public_url);
+                let rendered = webhooks::render_disabled(&p, &console, &tz).map_err(Failure::Invalid)?;
+                (rendered, p.site_name, None, p.at)
+            }
             other => return Err(Failure::Invalid(format!("unknown template {other:?}"))),
         };
         let host = reqwest::Url::parse(&self.public_url)
@@ -460,7 +499,22 @@ struct Summary {
 }
 
 fn summary_of(d: &Delivery) -> Option<Summary> {
+    if d.kind == DeliveryKind::Webhook {
+        // The event's type, and the conversation it is about.
+        let body: serde_json::Value = serde_json::from_str(&d.payload).ok()?;
+        let conversation_id = body["data"]["conversation"]["id"].as_str().map(str::to_owned);
+        let text = body["data"]["event"]["body"].as_str().unwrap_or("");
+        return Some(Summary { subject: d.template.clone(), conversation_id, preview: mail::one_line(text, 120) });
+    }
     match d.template.as_str() {
+        webhooks::DISABLED_TEMPLATE => {
+            let p: webhooks::DisabledPayload = serde_json::from_str(&d.payload).ok()?;
+            Some(Summary {
+                subject: webhooks::disabled_subject(&p),
+                preview: mail::one_line(&p.reason, 120),
+                conversation_id: None,
+            })
+        }
         "offline_message" => {
             let p: mail::OfflinePayload = serde_json::from_str(&d.payload).ok()?;
             Some(Summary {

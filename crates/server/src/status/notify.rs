@@ -80,24 +80,34 @@ pub fn check_webhook_url(url: &str, allow_private: bool) -> Result<String> {
     Ok(parsed.to_string())
 }
 
-/// Drain the outbox until the task is dropped: woken by every queued
-/// notification, and at least every `delivery_tick`.
-pub async fn run(status: Arc<Status>) {
-    let allow_private = status.config.allow_private_webhooks;
+/// The client webhooks are sent with: 10 s per attempt, no redirects, and
+/// only public addresses unless `allow_private` (`egress`).
+pub fn webhook_client(
+    allow_private: bool,
+    extra_roots: &ExtraRoots,
+    user_agent: &'static str,
+) -> Result<reqwest::Client, String> {
     let builder = || {
         let builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent("Holdfast-Status/1");
+            .user_agent(user_agent);
         if allow_private { builder } else { egress::guard(builder) }
     };
-    let http = match tls::http_client(builder, &status.config.extra_roots) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "status notifications disabled: no HTTP client");
-            return;
-        }
-    };
+    tls::http_client(builder, extra_roots).map_err(|e| e.to_string())
+}
+
+/// Drain the outbox until the task is dropped: woken by every queued
+/// notification, and at least every `delivery_tick`.
+pub async fn run(status: Arc<Status>) {
+    let http =
+        match webhook_client(status.config.allow_private_webhooks, &status.config.extra_roots, "Holdfast-Status/1") {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "status notifications disabled: no HTTP client");
+                return;
+            }
+        };
     let mailer = match status.config.smtp.as_ref().map(|smtp| mailer(smtp, &status.config.extra_roots)) {
         Some(Err(e)) => {
             tracing::error!(error = %e, "status email disabled");

@@ -41,6 +41,8 @@ pub struct MissedChat {
     pub site_id: String,
     pub missed: Missed,
     pub deliveries: Vec<NewDelivery>,
+    /// Its `conversation.missed` webhooks (`store::webhooks`).
+    pub hooks: Vec<super::webhooks::HookDelivery>,
 }
 
 /// The candidates: created after `?1`, open or closed by their visitor, no
@@ -124,6 +126,9 @@ impl SqliteStore {
             }
             for d in &m.deliveries {
                 super::outbox::sqlite_insert_delivery(c, d)?;
+            }
+            for h in &m.hooks {
+                super::webhooks::sqlite_insert_hook(c, h)?;
             }
             Ok(true)
         })
@@ -232,6 +237,9 @@ impl PostgresStore {
         }
         for d in &m.deliveries {
             super::outbox::pg_insert_delivery(&mut tx, d).await?;
+        }
+        for h in &m.hooks {
+            super::webhooks::pg_insert_hook(&mut tx, h).await?;
         }
         tx.commit().await?;
         Ok(true)

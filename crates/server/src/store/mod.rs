@@ -8,6 +8,7 @@
 //! changes the conversation and appends its event under the conversation's
 //! next sequence number in one transaction.
 
+pub mod api_tokens;
 pub mod audit;
 pub mod bans;
 pub mod erasure;
@@ -24,6 +25,7 @@ mod sqlite_readers;
 mod sqlite_writer;
 pub mod status;
 pub mod status_sql;
+pub mod webhooks;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -753,6 +755,47 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entry: audit::AuditEntry) -> Result<()>;
     /// A site's entries older than `before` (ms), newest first.
     async fn audit_log(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<audit::AuditEntry>>;
+
+    // ----- API tokens (`api_tokens.rs`) -------------------------------------
+
+    /// Store a new token under the SHA-256 of its secret (`hash`).
+    async fn create_api_token(&self, token: api_tokens::ApiToken, hash: String) -> Result<()>;
+    /// The token whose secret hashes to `hash`, revoked or not.
+    async fn api_token_by_hash(&self, hash: &str) -> Result<Option<api_tokens::ApiToken>>;
+    /// A site's tokens, revoked ones too, newest first.
+    async fn api_tokens(&self, site_id: &str) -> Result<Vec<api_tokens::ApiToken>>;
+    /// Revoke a token of this site (a revoked one stays as it was); the
+    /// token as it is now, `None` if the site has no such token.
+    async fn revoke_api_token(&self, site_id: &str, id: &str, at: i64) -> Result<Option<api_tokens::ApiToken>>;
+    /// Record that a token was used at `at`.
+    async fn touch_api_token(&self, id: &str, at: i64) -> Result<()>;
+
+    // ----- webhooks (`webhooks.rs`) -----------------------------------------
+
+    async fn create_webhook(&self, endpoint: webhooks::Endpoint) -> Result<()>;
+    /// A site's endpoints, oldest first.
+    async fn webhooks(&self, site_id: &str) -> Result<Vec<webhooks::Endpoint>>;
+    async fn webhook(&self, id: &str) -> Result<Option<webhooks::Endpoint>>;
+    /// Change an endpoint of this site; `None` if it has none such.
+    async fn update_webhook(
+        &self,
+        site_id: &str,
+        id: &str,
+        change: webhooks::EndpointChange,
+    ) -> Result<Option<webhooks::Endpoint>>;
+    /// Record an attempt's outcome on its endpoint: a success clears
+    /// `failing_since`, a failure sets it unless set.
+    async fn webhook_outcome(&self, id: &str, ok: bool, at: i64) -> Result<()>;
+    /// Disable an enabled endpoint failing since `failing_before` or
+    /// earlier, and queue `emails` telling its admins, in one transaction;
+    /// false (nothing queued) if it was not so.
+    async fn disable_webhook(
+        &self,
+        id: &str,
+        failing_before: i64,
+        reason: &str,
+        emails: Vec<outbox::NewDelivery>,
+    ) -> Result<bool>;
 
     // ----- erasure (`erasure.rs`) ------------------------------------------
 

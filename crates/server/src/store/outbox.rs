@@ -117,6 +117,8 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub sent_at: Option<i64>,
+    /// A webhook's endpoint (`store::webhooks`).
+    pub endpoint_id: Option<String>,
 }
 
 /// A visitor's offline message: its new conversation, the message (its
@@ -154,7 +156,13 @@ impl OfflineMessage {
 
 /// The columns of a delivery; the same names on both backends.
 const COLUMNS: &str = "id, site_id, kind, template, recipient, payload, dedupe_key, status, attempts, next_at, \
-                       give_up_at, lease_until, last_error, created_at, sent_at";
+                       give_up_at, lease_until, last_error, created_at, sent_at, endpoint_id";
+
+/// A queued delivery `d` waits while an earlier one of its endpoint and
+/// conversation (`order_key`) is queued: webhooks go in order.
+const IN_ORDER: &str = "(d.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.order_key = d.order_key \
+                        AND p.status = 'queued' AND (p.position < d.position OR (p.position = d.position \
+                        AND (p.created_at < d.created_at OR (p.created_at = d.created_at AND p.id < d.id))))))";
 
 fn bad(what: &str, value: &str) -> Error {
     Error::Store(anyhow::anyhow!("unexpected {what} in deliveries: {value:?}"))
@@ -184,6 +192,7 @@ fn delivery(
         last_error: text_opt("last_error")?,
         created_at: int("created_at")?,
         sent_at: int_opt("sent_at")?,
+        endpoint_id: text_opt("endpoint_id")?,
     })
 }
 
@@ -208,12 +217,18 @@ fn sqlite_all(conn: &rusqlite::Connection, sql: &str, args: impl rusqlite::Param
 /// Queue a delivery inside the caller's transaction (a writer batch's
 /// savepoint); a second one with the same `dedupe_key` is dropped.
 pub(super) fn sqlite_insert_delivery(c: &rusqlite::Connection, d: &NewDelivery) -> rusqlite::Result<usize> {
-    c.prepare_cached(
-        "INSERT INTO deliveries (id, site_id, kind, template, recipient, payload, dedupe_key, next_at, \
-         give_up_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?8) \
-         ON CONFLICT (dedupe_key) DO NOTHING",
-    )?
-    .execute(params![
+    sqlite_insert_ordered(c, d, None)
+}
+
+/// [`sqlite_insert_delivery`], with a webhook's endpoint (its recipient)
+/// and place among its conversation's (`order`: key and position).
+pub(super) fn sqlite_insert_ordered(
+    c: &rusqlite::Connection,
+    d: &NewDelivery,
+    order: Option<(&str, i64)>,
+) -> rusqlite::Result<usize> {
+    let endpoint = order.map(|_| d.recipient.as_str());
+    c.prepare_cached(&INSERT.replace('$', "?"))?.execute(params![
         d.id,
         d.site_id,
         d.kind.as_str(),
@@ -222,29 +237,45 @@ pub(super) fn sqlite_insert_delivery(c: &rusqlite::Connection, d: &NewDelivery) 
         d.payload,
         d.dedupe_key,
         d.created_at,
-        d.give_up_at
+        d.give_up_at,
+        endpoint,
+        order.map(|o| o.0),
+        order.map(|o| o.1)
     ])
 }
 
+/// Written with `$n` parameters; SQLite reads them as `?n`.
+const INSERT: &str = "INSERT INTO deliveries (id, site_id, kind, template, recipient, payload, dedupe_key, next_at, \
+                      give_up_at, created_at, endpoint_id, order_key, position) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $10, $11, $12) ON CONFLICT (dedupe_key) DO NOTHING";
+
 /// [`sqlite_insert_delivery`] on PostgreSQL, in the caller's transaction.
 pub(super) async fn pg_insert_delivery(tx: &mut sqlx::PgConnection, d: &NewDelivery) -> Result<u64> {
-    Ok(sqlx::query(
-        "INSERT INTO deliveries (id, site_id, kind, template, recipient, payload, dedupe_key, next_at, \
-         give_up_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8) \
-         ON CONFLICT (dedupe_key) DO NOTHING",
-    )
-    .bind(&d.id)
-    .bind(&d.site_id)
-    .bind(d.kind.as_str())
-    .bind(&d.template)
-    .bind(&d.recipient)
-    .bind(&d.payload)
-    .bind(&d.dedupe_key)
-    .bind(d.created_at)
-    .bind(d.give_up_at)
-    .execute(tx)
-    .await?
-    .rows_affected())
+    pg_insert_ordered(tx, d, None).await
+}
+
+/// [`sqlite_insert_ordered`] on PostgreSQL.
+pub(super) async fn pg_insert_ordered(
+    tx: &mut sqlx::PgConnection,
+    d: &NewDelivery,
+    order: Option<(&str, i64)>,
+) -> Result<u64> {
+    Ok(sqlx::query(INSERT)
+        .bind(&d.id)
+        .bind(&d.site_id)
+        .bind(d.kind.as_str())
+        .bind(&d.template)
+        .bind(&d.recipient)
+        .bind(&d.payload)
+        .bind(&d.dedupe_key)
+        .bind(d.created_at)
+        .bind(d.give_up_at)
+        .bind(order.map(|_| d.recipient.as_str()))
+        .bind(order.map(|o| o.0))
+        .bind(order.map(|o| o.1))
+        .execute(tx)
+        .await?
+        .rows_affected())
 }
 
 /// The outcome of an attempt, as recorded.
@@ -301,6 +332,7 @@ impl SqliteStore {
             for d in &m.deliveries {
                 sqlite_insert_delivery(c, d)?;
             }
+            super::webhooks::sqlite_queue_event_hooks(c, &applied.conversation, &applied.event)?;
             Ok(applied)
         })
         .await
@@ -324,8 +356,8 @@ impl SqliteStore {
             let due = sqlite_all(
                 c,
                 &format!(
-                    "SELECT {COLUMNS} FROM deliveries WHERE status = 'queued' AND next_at <= ?1 \
-                     AND (lease_until IS NULL OR lease_until <= ?1) ORDER BY next_at LIMIT ?2"
+                    "SELECT {COLUMNS} FROM deliveries d WHERE status = 'queued' AND next_at <= ?1 \
+                     AND (lease_until IS NULL OR lease_until <= ?1) AND {IN_ORDER} ORDER BY next_at LIMIT ?2"
                 ),
                 params![now, limit],
             )?;
@@ -458,6 +490,7 @@ impl PostgresStore {
         for d in &m.deliveries {
             pg_insert_delivery(&mut tx, d).await?;
         }
+        super::webhooks::pg_queue_event_hooks(&mut tx, &applied.conversation, &applied.event).await?;
         tx.commit().await?;
         Ok(applied)
     }
@@ -476,9 +509,9 @@ impl PostgresStore {
     /// handing over) never take the same row.
     pub(super) async fn outbox_claim(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Delivery>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE deliveries SET lease_until = $2 WHERE id IN (SELECT id FROM deliveries WHERE status = 'queued' \
-             AND next_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_at LIMIT $3 \
-             FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}"
+            "UPDATE deliveries SET lease_until = $2 WHERE id IN (SELECT id FROM deliveries d WHERE status = 'queued' \
+             AND next_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) AND {IN_ORDER} ORDER BY next_at \
+             LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}"
         )))
         .bind(now)
         .bind(lease_until)

@@ -1228,6 +1228,61 @@ impl Store for SqliteStore {
         self.audit_page(site_id, before, limit).await
     }
 
+    async fn create_api_token(&self, token: api_tokens::ApiToken, hash: String) -> Result<()> {
+        self.api_token_insert(token, hash).await
+    }
+
+    async fn api_token_by_hash(&self, hash: &str) -> Result<Option<api_tokens::ApiToken>> {
+        self.api_token_find(hash).await
+    }
+
+    async fn api_tokens(&self, site_id: &str) -> Result<Vec<api_tokens::ApiToken>> {
+        self.api_token_list(site_id).await
+    }
+
+    async fn revoke_api_token(&self, site_id: &str, id: &str, at: i64) -> Result<Option<api_tokens::ApiToken>> {
+        self.api_token_revoke(site_id, id, at).await
+    }
+
+    async fn touch_api_token(&self, id: &str, at: i64) -> Result<()> {
+        self.api_token_touch(id, at).await
+    }
+
+    async fn create_webhook(&self, endpoint: webhooks::Endpoint) -> Result<()> {
+        self.hook_insert(endpoint).await
+    }
+
+    async fn webhooks(&self, site_id: &str) -> Result<Vec<webhooks::Endpoint>> {
+        self.hook_list(site_id).await
+    }
+
+    async fn webhook(&self, id: &str) -> Result<Option<webhooks::Endpoint>> {
+        self.hook_get(id).await
+    }
+
+    async fn update_webhook(
+        &self,
+        site_id: &str,
+        id: &str,
+        change: webhooks::EndpointChange,
+    ) -> Result<Option<webhooks::Endpoint>> {
+        self.hook_update(site_id, id, change).await
+    }
+
+    async fn webhook_outcome(&self, id: &str, ok: bool, at: i64) -> Result<()> {
+        self.hook_outcome(id, ok, at).await
+    }
+
+    async fn disable_webhook(
+        &self,
+        id: &str,
+        failing_before: i64,
+        reason: &str,
+        emails: Vec<outbox::NewDelivery>,
+    ) -> Result<bool> {
+        self.hook_disable(id, failing_before, reason, emails).await
+    }
+
     async fn erase_visitor(&self, site_id: &str, visitor_id: &str) -> Result<erasure::Erased> {
         self.erase(site_id, visitor_id).await
     }

@@ -610,6 +610,7 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
         created_at: now,
     };
     insert_event(conn, &event)?;
+    super::webhooks::sqlite_queue_event_hooks(conn, &next, &event)?;
     if let Change::Reply { email, .. } = &p.change {
         sqlite_insert_delivery(conn, email)?;
     }
@@ -658,6 +659,7 @@ fn append_message(
     };
     insert_event(conn, &event)?;
     cached.conversation.last_seq = event.seq;
+    super::webhooks::sqlite_queue_event_hooks(conn, &cached.conversation, &event)?;
     cached.recent.remember(key, event.seq, limits.window);
     Ok(Ok(Applied { event, conversation: cached.conversation.clone(), previous_agent: None, duplicate: false }))
 }

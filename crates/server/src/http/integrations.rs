@@ -1,0 +1,105 @@
+//! The admin API of integrations: API tokens (`auth::api_tokens`) and
+//! webhook endpoints (`outbox::webhooks`). Every route takes `AdminAuth`,
+//! scoped to the admin's own site; every change is audited. A token's or
+//! an endpoint's secret is in the answer that makes it, and nowhere else.
+//! A webhook delivery is sent again through the outbox's own route
+//! (`POST /api/v1/admin/deliveries/{id}/retry`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, patch};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::admin::{audit, json_of};
+use super::extract::{AdminAuth, ApiJson};
+use crate::app::AppState;
+use crate::auth::api_tokens::NewToken;
+use crate::error::Result;
+use crate::outbox::DeliveryView;
+use crate::outbox::webhooks::{EndpointRequest, EndpointView};
+use crate::store::api_tokens::ApiToken;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/admin/api-tokens", get(tokens).post(create_token))
+        .route("/api/v1/admin/api-tokens/{id}", delete(revoke_token))
+        .route("/api/v1/admin/webhooks", get(webhooks).post(create_webhook))
+        .route("/api/v1/admin/webhooks/{id}", patch(update_webhook))
+        .route("/api/v1/admin/webhooks/{id}/deliveries", get(webhook_deliveries))
+}
+
+async fn webhooks(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<EndpointView>>> {
+    Ok(Json(state.outbox.webhooks(&me).await?))
+}
+
+/// A new endpoint, with its signing secret shown this once.
+#[derive(Serialize)]
+struct CreatedEndpoint {
+    #[serde(flatten)]
+    endpoint: EndpointView,
+    secret: String,
+}
+
+async fn create_webhook(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiJson(req): ApiJson<EndpointRequest>,
+) -> Result<(StatusCode, Json<CreatedEndpoint>)> {
+    let (endpoint, secret) = state.outbox.create_webhook(&me, req).await?;
+    audit(&state, &me, "webhook.created", Some(&endpoint.id), None, json_of(&endpoint)).await;
+    Ok((StatusCode::CREATED, Json(CreatedEndpoint { endpoint, secret })))
+}
+
+/// Rename, point elsewhere, change the events, disable or enable.
+async fn update_webhook(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<EndpointRequest>,
+) -> Result<Json<EndpointView>> {
+    let (before, after) = state.outbox.update_webhook(&me, &id, req).await?;
+    audit(&state, &me, "webhook.changed", Some(&id), json_of(&before), json_of(&after)).await;
+    Ok(Json(after))
+}
+
+/// The endpoint's delivery log, newest first.
+async fn webhook_deliveries(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<DeliveryView>>> {
+    Ok(Json(state.outbox.webhook_deliveries(&me, &id).await?))
+}
+
+async fn tokens(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<ApiToken>>> {
+    Ok(Json(state.api_tokens.list(&me).await?))
+}
+
+/// A new token, with its secret shown this once.
+#[derive(Serialize)]
+struct CreatedToken {
+    #[serde(flatten)]
+    token: ApiToken,
+    secret: String,
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiJson(req): ApiJson<NewToken>,
+) -> Result<(StatusCode, Json<CreatedToken>)> {
+    let (token, secret) = state.api_tokens.create(&me, req).await?;
+    audit(&state, &me, "api_token.created", Some(&token.id), None, json_of(&token)).await;
+    Ok((StatusCode::CREATED, Json(CreatedToken { token, secret })))
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let token = state.api_tokens.revoke(&me, &id).await?;
+    audit(&state, &me, "api_token.revoked", Some(&id), None, json_of(&token)).await;
+    Ok(StatusCode::NO_CONTENT)
+}
