@@ -4,6 +4,7 @@
 //! real HTTP and WebSocket connections.
 
 mod architecture;
+mod attachments;
 mod audit;
 mod bad_input;
 mod bans;

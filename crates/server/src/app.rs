@@ -49,6 +49,8 @@ pub struct AppState {
     pub status: Arc<Status>,
     /// The chat outbox (offline-message emails), delivered by the lead.
     pub outbox: Arc<Outbox>,
+    /// Files and images in chat: uploads, signed links, the cleanup.
+    pub attachments: Arc<crate::attachments::Attachments>,
     pub metrics: PrometheusHandle,
     pub started: Instant,
 }
@@ -131,6 +133,9 @@ impl AppState {
         let max_sockets = config.max_sockets.unwrap_or_else(|| connections.soft_limit());
         let status = Arc::new(Status::open(status_store, config.status.clone(), &listen_url).await?);
         spawn_housekeeping(login_limiter.clone(), auth.clone(), &status, chat.floodgate.clone());
+        let attachments =
+            Arc::new(crate::attachments::Attachments::new(store.clone(), auth.tokens.clone(), &config.data_dir)?);
+        attachments.spawn_cleanup();
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -144,6 +149,7 @@ impl AppState {
             open_sockets: Arc::default(),
             status,
             outbox,
+            attachments,
             metrics: crate::telemetry::metrics(),
             started: Instant::now(),
         };

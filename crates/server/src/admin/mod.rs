@@ -75,6 +75,10 @@ pub struct WidgetSettings {
     /// How fast one visitor or address may start sessions, conversations
     /// and messages (`abuse::limits`).
     pub visitor_limits: VisitorLimits,
+    /// What visitors and agents may attach: largest file and types
+    /// (`attachments`). Sent to the widget, which refuses a file before
+    /// uploading it where it can tell.
+    pub attachments: crate::attachments::AttachmentLimits,
 }
 
 impl Default for WidgetSettings {
@@ -90,6 +94,7 @@ impl Default for WidgetSettings {
             reply_to: String::new(),
             time_zone: "UTC".into(),
             visitor_limits: VisitorLimits::default(),
+            attachments: Default::default(),
         }
     }
 }
@@ -120,6 +125,7 @@ impl WidgetSettings {
             return Err(Error::bad_request(format!("missed_chat_minutes must be 1 to {MAX_MISSED_MINUTES}")));
         }
         self.visitor_limits = self.visitor_limits.validated()?;
+        self.attachments = self.attachments.validated()?;
         self.transcript_archive = self.transcript_archive.trim().to_owned();
         if !self.transcript_archive.is_empty() && !valid_email(&self.transcript_archive) {
             return Err(Error::bad_request("transcript_archive is not a valid email address"));

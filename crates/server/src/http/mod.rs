@@ -4,6 +4,7 @@
 mod admin;
 mod agent;
 mod assets;
+mod attachments;
 mod auth;
 mod bans;
 mod console;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(console::routes())
         .merge(admin::routes())
         .merge(transcript::routes())
+        .merge(attachments::routes())
         .merge(reports::routes())
         .merge(operator::routes());
     // `/demo` only where the operator asked for it (`--demo`).

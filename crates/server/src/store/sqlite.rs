@@ -1185,4 +1185,20 @@ impl Store for SqliteStore {
     async fn erase_visitor(&self, site_id: &str, visitor_id: &str) -> Result<erasure::Erased> {
         self.erase(site_id, visitor_id).await
     }
+
+    async fn put_attachment(&self, attachment: attachments::Attachment, spooled: &Path) -> Result<()> {
+        self.attachment_put(attachment, spooled).await
+    }
+
+    async fn attachment(&self, id: &str) -> Result<Option<attachments::Attachment>> {
+        self.attachment_one(id).await
+    }
+
+    async fn attachment_bytes(&self, sha256: &str) -> Result<attachments::ByteStream> {
+        self.attachment_read(sha256).await
+    }
+
+    async fn drop_orphan_attachments(&self, before: i64) -> Result<usize> {
+        self.attachment_orphans(before).await
+    }
 }

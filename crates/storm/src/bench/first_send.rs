@@ -60,6 +60,7 @@ pub(super) async fn first_send(messages: usize) -> anyhow::Result<()> {
                 author: Author::visitor(&visitor_id),
                 client_id: format!("m{i}"),
                 body: format!("history {i}"),
+                attachments: Vec::new(),
             };
             store.apply(&conv, change)
         });
