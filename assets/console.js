@@ -128,7 +128,7 @@ function sessionEnded() {
 async function api(path, opts = {}) {
   for (let attempt = 0; ; attempt++) {
     const headers = { authorization: "Bearer " + token };
-    if (opts.body) headers["content-type"] = "application/json";
+    if (typeof opts.body === "string") headers["content-type"] = "application/json";
     const r = await fetch(path, { method: opts.method, body: opts.body, headers });
     if (r.status === 401 && attempt === 0) {
       const s = await refresh();
@@ -487,6 +487,7 @@ function appendEvent(e) {
     el = h("div", { class: side }, h("span", { class: "who" }, `${who} · `, at, e.by_email ? " · by email" : ""));
     // An erased message is a tombstone: its place, not its words.
     if (e.erased) el.append(h("em", {}, "(message erased)")); else rich(el, e.body || "");
+    files(el, e.attachments);
   } else if (e.type === "assigned") {
     el = h("div", { class: "sys" }, `Assigned to ${e.agent.name}`);
   } else if (e.type === "transferred") {
@@ -505,6 +506,48 @@ function appendEvent(e) {
 function ratingText(e, who) {
   return `${who} rated the chat ${e.rating === "good" ? "👍 good" : "👎 bad"}`;
 }
+
+// ----- files: thumbnails and links through short-lived signed links -----------
+// The site's limits, as the admin pages last read them (the server checks
+// every upload; this only refuses early what is plainly too large).
+let attachLimits = { max_bytes: 10485760, types: [] };
+const mb = (n) => (n / 1048576).toFixed(1) + " MB";
+
+/** Images as thumbnails opening full size, other files as name + size. */
+function files(el, list) {
+  for (const a of list || []) {
+    const link = h("a", { class: "file", target: "_blank", rel: "noopener noreferrer" }, a.inline ? h("img", { alt: a.name }) : `📎 ${a.name} (${mb(a.size)})`);
+    let at = 0;
+    const fresh = async () => {
+      if (Date.now() - at < 240000) return;
+      at = Date.now();
+      try {
+        link.href = (await post(`/api/v1/attachments/${encodeURIComponent(a.id)}/link`, {})).url;
+        if (a.inline) link.firstChild.src = link.href;
+      } catch { at = 0; }
+    };
+    link.addEventListener("pointerenter", fresh);
+    link.addEventListener("focus", fresh);
+    fresh();
+    el.append(link);
+  }
+}
+
+async function attach(file) {
+  const conv = selected;
+  if (!conv) return;
+  if (file.size > attachLimits.max_bytes) return toast(`Not sent: ${file.name} is larger than ${mb(attachLimits.max_bytes)}`);
+  toast(`Uploading ${file.name}…`);
+  try {
+    const up = await api("/api/v1/attachments?name=" + encodeURIComponent(file.name), { method: "POST", body: file });
+    const frame = { type: "send", conv, client_id: newId(), body: "", attachments: [up.id] };
+    outbox.set(frame.client_id, { frame, at: Date.now() });
+    if (conv === selected) pendingBubble(frame);
+    if (!replaying.has(conv)) send(frame);
+    $("toast").hidden = true;
+  } catch (err) { toast(`Not sent: ${file.name}: ${err.message}`); }
+}
+const attachAll = (list, e) => { if (list && list.length) { if (e) e.preventDefault(); [...list].forEach(attach); } };
 
 function pendingBubble(f) {
   const el = h("div", { class: "msg me pending", "data-client-id": f.client_id }, h("span", { class: "who" }, "You · sending"));
@@ -798,6 +841,9 @@ async function loadAdmin() {
     $("s-reply-to").value = s.reply_to;
     $("s-tz").value = s.time_zone || "UTC";
     for (const [id, key] of Object.entries(LIMITS)) $(id).value = String(s.visitor_limits[key]);
+    attachLimits = s.attachments || attachLimits;
+    $("s-att-max").value = String(attachLimits.max_bytes / 1048576);
+    $("s-att-types").value = attachLimits.types.join("\n");
     $("agents").replaceChildren(...list.map(agentRow));
     // Operators may set a password now; everyone else invites by email.
     $("n-password-label").hidden = !isOperator();
@@ -1025,6 +1071,7 @@ function wireAdmin() {
       reply_to: $("s-reply-to").value.trim(),
       time_zone: $("s-tz").value.trim(),
       visitor_limits: Object.fromEntries(Object.entries(LIMITS).map(([id, key]) => [key, Number($(id).value)])),
+      attachments: { max_bytes: Math.round(Number($("s-att-max").value) * 1048576), types: $("s-att-types").value.split("\n").map((x) => x.trim()).filter(Boolean) },
     };
     try { await post("/api/v1/admin/site/settings", body, "PUT"); $("settings-status").textContent = "Saved"; } catch (err) { $("settings-status").textContent = err.message; }
   };
@@ -1170,6 +1217,11 @@ function wire() {
     if (selected && id) send({ type: "transfer", conv: selected, [kind === "agent" ? "to_agent" : "to_group"]: id });
   };
   $("composer").onsubmit = onSend;
+  $("attach").onclick = () => $("attach-input").click();
+  $("attach-input").onchange = () => { attachAll($("attach-input").files); $("attach-input").value = ""; };
+  $("reply").addEventListener("paste", (e) => attachAll(e.clipboardData && e.clipboardData.files, e));
+  $("log").addEventListener("dragover", (e) => e.preventDefault());
+  $("log").addEventListener("drop", (e) => attachAll(e.dataTransfer.files, e));
   $("email-reply").onsubmit = onEmailReply;
   $("reply").addEventListener("input", onReplyInput);
   $("reply").addEventListener("keydown", onReplyKey);

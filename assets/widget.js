@@ -104,6 +104,7 @@ input,textarea{font:inherit;font-size:16px;padding:8px;border:1px solid #94a3b8;
 textarea{resize:none}
 .send{background:var(--a);color:var(--t);border:0;border-radius:8px;padding:8px 14px;cursor:pointer;font-weight:600}
 .btns{display:flex;gap:6px}.btns .send{flex:1}
+.file{display:block}.msg img{display:block;max-width:100%;max-height:180px;border-radius:6px}.clip{background:none;border:0;font-size:20px;cursor:pointer;padding:6px}
 :focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
 @media (prefers-reduced-motion:reduce){*{transition:none!important;animation:none!important}}`;
 
@@ -142,8 +143,12 @@ textarea{resize:none}
   const unavailable = h("div", { class: "sys unavailable", hidden: true }, "Chat is unavailable.");
   let banned = false;
   const input = h("textarea", { rows: 2, "aria-label": "Message", placeholder: "Type a message…", maxLength: 5000, onkeydown: onKey, oninput: onTyping });
-  const composer = h("form", { class: "row composer", onsubmit: onSend }, input, h("button", { class: "send", type: "submit" }, "Send"));
-  const panel = h("section", { class: "panel", id: "hf-panel", role: "dialog", "aria-label": "Chat", hidden: true, onkeydown: (e) => e.key === "Escape" && toggle(false) },
+  // Files: a picker, a paste into the message, or a drop on the panel.
+  const many = (list, e) => { if (list && list.length) { if (e) e.preventDefault(); [...list].forEach(attach); } };
+  input.addEventListener("paste", (e) => many(e.clipboardData && e.clipboardData.files, e));
+  const picker = h("input", { type: "file", multiple: true, hidden: true, onchange: () => { many(picker.files); picker.value = ""; } });
+  const composer = h("form", { class: "row composer", onsubmit: onSend }, picker, h("button", { class: "clip", type: "button", "aria-label": "Attach a file", onclick: () => picker.click() }, "📎"), input, h("button", { class: "send", type: "submit" }, "Send"));
+  const panel = h("section", { class: "panel", id: "hf-panel", role: "dialog", "aria-label": "Chat", hidden: true, ondragover: (e) => e.preventDefault(), ondrop: (e) => many(e.dataTransfer.files, e), onkeydown: (e) => e.key === "Escape" && toggle(false) },
     h("header", {}, avatar, h("div", {}, title, sub), h("button", { class: "x", type: "button", "aria-label": "Close chat", onclick: () => toggle(false) }, "×")),
     log, typing, prechat, offline, thanks, unavailable, composer);
 
@@ -312,6 +317,48 @@ textarea{resize:none}
     view();
     flush();
   }
+  const mb = (n) => (n < 1048576 ? Math.ceil(n / 1024) + " KB" : (n / 1048576).toFixed(1) + " MB");
+  // Refused before upload where the browser can tell (size, declared
+  // type); the server decides the type from the bytes and says why.
+  async function attach(file) {
+    const lim = site.settings.attachments || {}, max = lim.max_bytes || 10485760, types = lim.types || [];
+    const why = file.size > max ? "it is larger than " + mb(max)
+      : types.length && file.type && !types.some((t) => t === file.type || (t.endsWith("/*") && file.type.startsWith(t.slice(0, -1)))) ? "this type of file is not allowed" : "";
+    if (why) return line("sys", `Not sent: ${file.name}: ${why}`);
+    const el = line("msg me pending", "📎 " + file.name);
+    try {
+      const res = await fetch(base + "/api/v1/visitor/attachments?name=" + encodeURIComponent(file.name), { method: "POST", headers: { authorization: "Bearer " + saved.token }, body: file });
+      const body = await res.json().catch(() => null);
+      if (!res.ok) throw new Error((body && body.error && body.error.message) || "HTTP " + res.status);
+      const item = { type: "send", client_id: newId(), body: "", attachments: [body.id], at: Date.now(), file: file.name };
+      saved.outbox.push(item);
+      save();
+      el.remove();
+      showPending(item);
+      view();
+      flush();
+    } catch (err) { el.remove(); line("sys", `Not sent: ${file.name}: ${err.message}`); }
+  }
+  /** Attachments under a message: images as thumbnails, files as links, through short-lived signed links fetched when shown and refreshed on use. */
+  function files(el, list) {
+    for (const a of list || []) {
+      const link = h("a", { class: "file", target: "_blank", rel: "noopener noreferrer" }, a.inline ? h("img", { alt: a.name }) : `📎 ${a.name} (${mb(a.size)})`);
+      let at = 0;
+      const fresh = async () => {
+        if (Date.now() - at < 240000) return;
+        at = Date.now();
+        try {
+          const res = await fetch(`${base}/api/v1/visitor/attachments/${encodeURIComponent(a.id)}/link`, { method: "POST", headers: { authorization: "Bearer " + saved.token } });
+          if (res.ok) link.href = base + (await res.json()).url;
+          if (a.inline) link.firstChild.src = link.href;
+        } catch { at = 0; }
+      };
+      link.addEventListener("pointerenter", fresh);
+      link.addEventListener("focus", fresh);
+      fresh();
+      el.append(link);
+    }
+  }
   function onTyping() {
     if (!conv) return;
     if (!myTyping) setTyping(true);
@@ -327,8 +374,9 @@ textarea{resize:none}
 
   function showPending(item) {
     if (pending.has(item.client_id)) return;
-    const el = line("msg me pending", item.body);
-    el.setAttribute("aria-label", "Sending: " + item.body);
+    const text = item.file ? "📎 " + item.file : item.body;
+    const el = line("msg me pending", text);
+    el.setAttribute("aria-label", "Sending: " + text);
     pending.set(item.client_id, el);
   }
 
@@ -353,7 +401,7 @@ textarea{resize:none}
     const expired = saved.outbox.filter((o) => o.at && Date.now() - o.at > RESEND_WITHIN_MS);
     for (const item of expired) failed(item.client_id, "it waited too long");
     // `at` is ours, not the protocol's: the server refuses unknown fields.
-    for (const item of saved.outbox) frame({ ...item, at: undefined });
+    for (const item of saved.outbox) frame({ ...item, at: undefined, file: undefined });
   }
   /** Take a frame out of the outbox and show it as not sent. */
   function failed(clientId, why) {
@@ -478,13 +526,16 @@ textarea{resize:none}
       }
       case "message": {
         const mine = f.author.kind === "visitor";
+        let el;
         if (mine && f.client_id && pending.has(f.client_id)) {
-          const el = pending.get(f.client_id);
+          el = pending.get(f.client_id);
           pending.delete(f.client_id);
           el.classList.remove("pending");
           el.removeAttribute("aria-label");
+          if (f.attachments) el.textContent = f.body;
           log.insertBefore(el, log.querySelector(".pending")); // server order
-        } else line(mine ? "msg me" : "msg them", f.erased ? "(message erased)" : f.body);
+        } else el = line(mine ? "msg me" : "msg them", f.erased ? "(message erased)" : f.body);
+        files(el, f.attachments);
         if (mine && !conv) conv = f.conv;
         if (f.author.kind === "agent") {
           typing.textContent = "";
