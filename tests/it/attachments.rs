@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 
+use futures_util::StreamExt;
 use holdfast_server::store::{Role, Site, now_ms};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -142,6 +143,8 @@ async fn raw_upload(s: &TestServer, token: &str, framing: &str, parts: Vec<Vec<u
                 break;
             }
         }
+        // Then stop writing: a body cut short ends here.
+        let _ = sock.shutdown(std::net::Shutdown::Write);
         let mut buf = vec![0u8; 4096];
         let n = sock.read(&mut buf).unwrap_or(0);
         String::from_utf8_lossy(&buf[..n]).into_owned()
@@ -316,6 +319,17 @@ async fn oversized_and_refused_files_get_clear_answers(node: Node) {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"too_large\""), "{answer}");
 
+    // An upload cut off half way (a closed tab, a killed client) leaves
+    // no row and no spool file.
+    let answer = raw_upload(s, &c.visitor_token, "Content-Length: 1000000", vec![vec![1u8; 100_000]]).await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let spool = s.dir.join("attachments").join("tmp");
+    let started = std::time::Instant::now();
+    while std::fs::read_dir(&spool).unwrap().count() > 0 {
+        assert!(started.elapsed() < crate::support::WAIT, "a spool file stayed behind");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
     // The site's own limits, set by its admin.
     s.person(&c.site, "boss@limits.example", "Boss", Role::Admin).await;
     let (boss, _) = s.login("boss@limits.example", "password123").await;
@@ -394,14 +408,50 @@ async fn downloads_need_the_right_to_the_conversation(node: Node) {
     }
     assert_eq!(fetch(s, &format!("/api/v1/attachments/{id}/download")).await.status(), 400);
 
-    // An upload no message takes is dropped by the cleanup; a sent one stays.
+    // An upload no message takes is dropped by the cleanup, with its bytes;
+    // a sent one stays.
     let (_, orphan) = upload(s, VISITOR_UPLOAD, &c.visitor_token, "never-sent.png", png(3000)).await;
     let orphan = orphan["id"].as_str().unwrap().to_owned();
+    let orphan_sha = s.state.store.attachment(&orphan).await.unwrap().unwrap().sha256;
+    // On SQLite a file younger than an hour is spared: make them older.
+    age_files(s);
     let dropped = s.state.store.drop_orphan_attachments(now_ms() + 1).await.unwrap();
-    assert!(dropped >= 2, "the orphans: {dropped}");
+    assert_eq!(dropped, 2, "the two uploads never sent");
     assert!(s.state.store.attachment(&orphan).await.unwrap().is_none());
     assert!(s.state.store.attachment(&id).await.unwrap().is_some());
+    assert_eq!(chunks_left(s, &orphan_sha).await, 0, "the orphan's bytes are gone");
     assert_error(&send(&mut c.visitor, None, "v2", "", &[&orphan]).await, "not_found");
+
+    // An erased visitor's files: no link at once, gone at the next cleanup.
+    let sha = s.state.store.attachment(&id).await.unwrap().unwrap().sha256;
+    let visitor_id = s.state.auth.tokens.verify_visitor(&c.visitor_token).unwrap().sub;
+    s.person(&c.site, "boss@mine.example", "Boss", Role::Admin).await;
+    let (boss, _) = s.login("boss@mine.example", "password123").await;
+    let (status, _) = s.post(&format!("/api/v1/admin/visitors/{visitor_id}/erase"), Some(&boss), json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(link(s, &format!("/api/v1/attachments/{id}/link"), &c.agent_token).await.0, 404);
+    assert_eq!(s.state.store.drop_orphan_attachments(now_ms() - 60_000).await.unwrap(), 1);
+    assert!(s.state.store.attachment(&id).await.unwrap().is_none());
+    assert_eq!(chunks_left(s, &sha).await, 0, "the erased file's bytes are gone");
+}
+
+/// How many chunks of these bytes the store still has.
+async fn chunks_left(s: &TestServer, sha256: &str) -> usize {
+    match s.state.store.attachment_bytes(sha256).await {
+        Ok(bytes) => bytes.count().await,
+        Err(_) => 0,
+    }
+}
+
+/// Date every stored file of a SQLite data dir two hours back.
+fn age_files(s: &TestServer) {
+    let Ok(dirs) = std::fs::read_dir(s.dir.join("attachments")) else { return };
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for dir in dirs.flatten().filter(|d| d.file_name() != "tmp") {
+        for file in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            std::fs::File::options().write(true).open(file.path()).unwrap().set_modified(past).unwrap();
+        }
+    }
 }
 
 both_stores!(

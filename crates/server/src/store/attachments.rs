@@ -71,6 +71,11 @@ const BIND: &str = "UPDATE attachments SET conversation_id = $1 WHERE id = $2 AN
 const ORPHANS: &str = "SELECT id, sha256 FROM attachments WHERE conversation_id IS NULL AND created_at < $1 LIMIT 500";
 const DROP_ONE: &str = "DELETE FROM attachments WHERE id = $1 AND conversation_id IS NULL";
 const NAMED: &str = "SELECT count(*) FROM attachments WHERE sha256 = $1";
+const OTHERS: &str = "SELECT count(*) FROM attachments WHERE sha256 = $1 AND id <> $2";
+/// An erased visitor's files: taken from their conversations and made
+/// orphans at once, for the next cleanup to delete with their bytes.
+pub(super) const ERASE: &str = "UPDATE attachments SET conversation_id = NULL, created_at = 0 WHERE conversation_id IN \
+                                (SELECT id FROM conversations WHERE visitor_id = $1 AND site_id = $2)";
 
 fn lite(sql: &str) -> String {
     sql.replace('$', "?")
@@ -251,26 +256,27 @@ impl SqliteStore {
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
             .await?;
+        // A file written in the last hour is spared (with its row, so the
+        // next run tries again): an upload of the same bytes may be about
+        // to add its row.
+        let fresh = |path: &Path| {
+            std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() < 3600))
+        };
         let mut dropped = 0;
         for (id, sha256) in orphans {
-            let sha = sha256.clone();
-            let (gone, left): (usize, i64) = self
-                .write(move |c| {
-                    let gone = c.prepare_cached(&lite(DROP_ONE))?.execute([id])?;
-                    Ok((gone, c.prepare_cached(&lite(NAMED))?.query_row([sha], |r| r.get(0))?))
-                })
-                .await?;
+            let path = self.blob_path(&sha256)?;
+            let (one, sha) = (id.clone(), sha256.clone());
+            let others: i64 =
+                self.read(move |c| Ok(c.prepare_cached(&lite(OTHERS))?.query_row([sha, one], |r| r.get(0))?)).await?;
+            if others == 0 && fresh(&path) {
+                continue;
+            }
+            let gone = self.write(move |c| Ok(c.prepare_cached(&lite(DROP_ONE))?.execute([id])?)).await?;
             dropped += gone;
-            if left == 0 {
-                let path = self.blob_path(&sha256)?;
-                // Spare a file written in the last hour: an upload of the
-                // same bytes may be about to add its row.
-                let fresh = std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() < 3600));
-                if !fresh {
-                    let _ = std::fs::remove_file(&path);
-                }
+            if others == 0 && gone > 0 && !fresh(&path) {
+                let _ = std::fs::remove_file(&path);
             }
         }
         Ok(dropped)
