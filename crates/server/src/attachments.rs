@@ -43,6 +43,8 @@ pub const LINK_TTL_S: u64 = 300;
 pub const ORPHAN_AFTER_MS: i64 = 24 * 60 * 60 * 1000;
 /// Uploads streaming at once on a node; more wait for none and get a 503.
 const CONCURRENT_UPLOADS: usize = 64;
+/// Most bytes of one upload on their way to the spool file at a time.
+const SPOOL_WRITE: usize = 64 * 1024;
 /// Bytes kept to decide the type.
 const HEAD: usize = 8192;
 /// Longest file name kept, in characters.
@@ -294,6 +296,9 @@ impl Attachments {
         let _permit = self.uploads.clone().try_acquire_owned().map_err(|_| Error::Unavailable(2))?;
         let spool = Spool { path: self.spool_dir.join(new_id()) };
         let mut file = tokio::fs::File::create(&spool.path).await.map_err(Error::internal)?;
+        // tokio copies each write into a buffer of its own (2 MiB by
+        // default) for the blocking pool: keep what one upload holds small.
+        file.set_max_buf_size(SPOOL_WRITE);
         let (mut hash, mut size, mut head) = (Sha256::new(), 0u64, Vec::with_capacity(HEAD));
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| Error::bad_request(format!("the upload broke off: {e}")))?;
