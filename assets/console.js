@@ -508,8 +508,8 @@ function ratingText(e, who) {
 }
 
 // ----- files: thumbnails and links through short-lived signed links -----------
-// The site's limits, as the admin pages last read them (the server checks
-// every upload; this only refuses early what is plainly too large).
+// The site's limits (the server checks every upload; this only refuses
+// early what is plainly too large).
 let attachLimits = { max_bytes: 10485760, types: [] };
 const mb = (n) => (n / 1048576).toFixed(1) + " MB";
 
@@ -537,6 +537,8 @@ async function attach(file) {
   const conv = selected;
   if (!conv) return;
   if (file.size > attachLimits.max_bytes) return toast(`Not sent: ${file.name} is larger than ${mb(attachLimits.max_bytes)}`);
+  const t = file.type, types = attachLimits.types;
+  if (types.length && t && !types.some((x) => x === t || (x.endsWith("/*") && t.startsWith(x.slice(0, -1))))) return toast(`Not sent: ${file.name}: this type of file is not allowed`);
   toast(`Uploading ${file.name}…`);
   try {
     const up = await api("/api/v1/attachments?name=" + encodeURIComponent(file.name), { method: "POST", body: file });
@@ -1133,6 +1135,7 @@ function startApp() {
   loadOffline();
   loadMissed();
   loadCanned();
+  api("/api/v1/attachments/limits").then((l) => { attachLimits = l; }, () => {});
   api("/api/v1/groups").then((list) => { groups = list; fillAllFilters(); if (selected) renderActions(); }, () => {});
   $("all-section").hidden = !isAdmin();
   if (isAdmin()) { loadAll(); setInterval(() => !document.hidden && !$("chat-view").hidden && loadAll(), 10000); }

@@ -330,6 +330,17 @@ async fn oversized_and_refused_files_get_clear_answers(node: Node) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
+    // A spool file a killed server left is removed by the cleanup once it
+    // is an hour old; a younger one (an upload in progress) stays.
+    let (stale, young) = (spool.join("killed-upload"), spool.join("in-progress"));
+    std::fs::write(&stale, b"half a file").unwrap();
+    std::fs::write(&young, b"a third of a file").unwrap();
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options().write(true).open(&stale).unwrap().set_modified(past).unwrap();
+    s.state.attachments.clean_up().await;
+    assert!(!stale.exists() && young.exists());
+    std::fs::remove_file(young).unwrap();
+
     // The site's own limits, set by its admin.
     s.person(&c.site, "boss@limits.example", "Boss", Role::Admin).await;
     let (boss, _) = s.login("boss@limits.example", "password123").await;
@@ -342,6 +353,15 @@ async fn oversized_and_refused_files_get_clear_answers(node: Node) {
     assert_eq!((status, body["error"]["code"].as_str()), (415, Some("unsupported_type")), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("application/pdf"));
     assert_eq!(upload(s, VISITOR_UPLOAD, &c.visitor_token, "a.png", png(900)).await.0, 201);
+    // Agents read their own site's limits (for the console), nobody else's.
+    let (status, limits) = s.get("/api/v1/attachments/limits", Some(&c.agent_token)).await;
+    assert_eq!((status, limits), (200, json!({"max_bytes": 1000, "types": ["image/*"]})));
+    let elsewhere = s.new_site("Unlimited").await;
+    s.agent(&elsewhere, "al@unlimited.example", 5).await;
+    let (al, _) = s.login("al@unlimited.example", "password123").await;
+    let (_, theirs) = s.get("/api/v1/attachments/limits", Some(&al)).await;
+    assert_eq!(theirs["max_bytes"], 10 * 1024 * 1024);
+    assert_eq!(s.get("/api/v1/attachments/limits", Some(&c.visitor_token)).await.0, 401);
     let bad = json!({"attachments": {"max_bytes": 0}});
     let res = s.http.put(format!("{}/api/v1/admin/site/settings", s.base)).bearer_auth(&boss).json(&bad);
     assert_eq!(res.send().await.unwrap().status(), 400);

@@ -385,14 +385,19 @@ impl Attachments {
             loop {
                 tick.tick().await;
                 let Some(me) = me.upgrade() else { return };
-                match me.store.drop_orphan_attachments(now_ms() - ORPHAN_AFTER_MS).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(dropped = n, "dropped uploads no message took"),
-                    Err(err) => tracing::warn!(error = %err, "cannot drop orphaned uploads"),
-                }
-                me.drop_stale_spool();
+                me.clean_up().await;
             }
         });
+    }
+
+    /// One round of the cleanup: orphans, then spool files a crash left.
+    pub async fn clean_up(&self) {
+        match self.store.drop_orphan_attachments(now_ms() - ORPHAN_AFTER_MS).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(dropped = n, "dropped uploads no message took"),
+            Err(err) => tracing::warn!(error = %err, "cannot drop orphaned uploads"),
+        }
+        self.drop_stale_spool();
     }
 
     /// Spool files older than an hour: uploads a crash or kill cut short.

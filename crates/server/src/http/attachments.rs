@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::extract::{AgentAuth, ApiQuery, VisitorAuth};
 use crate::app::AppState;
-use crate::attachments::{Upload, is_inline};
+use crate::attachments::{AttachmentLimits, Upload, is_inline};
 use crate::chat::service::Peer;
 use crate::error::{Error, Result};
 use crate::store::Author;
@@ -25,6 +25,7 @@ use crate::store::attachments::AttachmentRef;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/attachments", post(agent_upload))
+        .route("/api/v1/attachments/limits", get(limits))
         .route("/api/v1/attachments/{id}/link", post(agent_link))
         .route("/api/v1/attachments/{id}/download", get(download))
         .merge(
@@ -67,6 +68,11 @@ async fn upload(
     let request = Upload { site_id, uploader, name: &name, declared };
     let stored = state.attachments.upload(request, Box::pin(body.into_data_stream())).await?;
     Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// The agent's site's limits, for the console to refuse a file early.
+async fn limits(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<AttachmentLimits>> {
+    Ok(Json(state.attachments.limits(&me.site_id).await?))
 }
 
 /// `201` and the attachment as a message will carry it.
