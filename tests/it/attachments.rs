@@ -481,6 +481,33 @@ both_stores!(
     downloads_need_the_right_to_the_conversation,
 );
 
+/// An upload counts against the site's flood limits like a message
+/// (visitors come "from" an address through a trusted proxy here, as
+/// loopback is exempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_count_against_the_flood_limits() {
+    let s = TestServer::start_with(|c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let site = s.new_site("Flood").await;
+    let mut settings = site.settings.clone();
+    settings["visitor_limits"] = json!({"messages_per_visitor_per_minute": 2});
+    s.state.store.set_site_settings(&site.id, &settings).await.unwrap();
+    let (_, token) = s.visitor(&site).await;
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let res = s
+            .http
+            .post(format!("{}{VISITOR_UPLOAD}?name=f{i}.png", s.base))
+            .bearer_auth(&token)
+            .header("x-forwarded-for", "203.0.113.5")
+            .body(png(500 + i))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, [201, 201, 429]);
+}
+
 /// Cluster: a file uploaded through one node is served by the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_uploaded_on_one_node_is_served_by_the_other() {

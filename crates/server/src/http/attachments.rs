@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::{AgentAuth, ApiQuery, VisitorAuth};
+use crate::abuse::limits::Start;
 use crate::app::AppState;
 use crate::attachments::{AttachmentLimits, Upload, is_inline};
 use crate::chat::service::Peer;
@@ -94,6 +95,10 @@ async fn visitor_upload(
     body: Body,
 ) -> Result<(StatusCode, Json<AttachmentRef>)> {
     state.chat.bans.check(&me.site_id, Some(&me.visitor_id), me.ip)?;
+    // An upload counts as a message against the site's flood limits: a
+    // visitor cannot fill the disk faster than they may chat.
+    let store = state.store.as_ref();
+    state.chat.floodgate.admit(store, &me.site_id, Start::Message, Some(&me.visitor_id), me.ip).await?;
     upload(&state, &me.site_id, Author::visitor(&me.visitor_id), query, &headers, body).await
 }
 
