@@ -212,6 +212,13 @@ async fn files_make_the_round_trip_as_durable_messages(node: Node) {
     let (status, events) = s.get(&format!("/api/v1/conversations/{conv}/events"), Some(&c.agent_token)).await;
     assert_eq!(status, 200);
     assert!(events.to_string().contains(&id), "history lists the screenshot: {events}");
+    // Search finds a message by its file's name (and only by a name:
+    // "inline" is a key of every attachment, not a word of any).
+    let (status, hits) = s.get("/api/v1/search?q=SCREENSHOT", Some(&c.agent_token)).await;
+    assert_eq!(status, 200);
+    assert!(hits.to_string().contains(&conv), "{hits}");
+    let (_, none) = s.get("/api/v1/search?q=inline", Some(&c.agent_token)).await;
+    assert!(!none.to_string().contains(&conv), "{none}");
     let _ = c.site;
 }
 

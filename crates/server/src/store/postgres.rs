@@ -1034,7 +1034,9 @@ impl Store for PostgresStore {
         let rows = sqlx::query(
             "SELECT e.conversation_id, e.seq, e.body, e.created_at FROM events e \
              JOIN conversations c ON c.id = e.conversation_id \
-             WHERE c.site_id = $1 AND e.kind = 'message' AND e.body ILIKE $2 ESCAPE '\\' \
+             WHERE c.site_id = $1 AND e.kind = 'message' AND (e.body ILIKE $2 ESCAPE '\\' \
+             OR (e.data LIKE '%\"attachments\"%' AND EXISTS (SELECT 1 FROM \
+             jsonb_array_elements(e.data::jsonb -> 'attachments') a WHERE a->>'name' ILIKE $2 ESCAPE '\\'))) \
              ORDER BY e.created_at DESC LIMIT $3",
         )
         .bind(site_id)

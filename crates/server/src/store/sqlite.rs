@@ -919,7 +919,9 @@ impl Store for SqliteStore {
                 c,
                 "SELECT e.conversation_id, e.seq, e.body, e.created_at FROM events e \
                  JOIN conversations c ON c.id = e.conversation_id \
-                 WHERE c.site_id = ?1 AND e.kind = 'message' AND e.body LIKE ?2 ESCAPE '\\' \
+                 WHERE c.site_id = ?1 AND e.kind = 'message' AND (e.body LIKE ?2 ESCAPE '\\' \
+                 OR (e.data LIKE '%\"attachments\"%' AND EXISTS (SELECT 1 FROM json_each(e.data, '$.attachments') a \
+                 WHERE json_extract(a.value, '$.name') LIKE ?2 ESCAPE '\\'))) \
                  ORDER BY e.created_at DESC LIMIT ?3",
                 params![site_id, pattern, limit.clamp(1, 200)],
                 |r| {
