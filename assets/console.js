@@ -768,7 +768,7 @@ async function search(e) {
     const hits = await api(`/api/v1/search?q=${encodeURIComponent(q)}&limit=50`);
     $("results").replaceChildren(...hits.map((hit) => {
       conv(hit.conversation_id);
-      return item(hit.conversation_id, hit.body.slice(0, 60), when(hit.created_at));
+      return item(hit.conversation_id, hit.body.slice(0, 60) || "📎 " + q, when(hit.created_at));
     }));
     if (!hits.length) $("results").replaceChildren(h("li", { class: "sys" }, "Nothing found"));
   } catch (err) { toast(err.message); }

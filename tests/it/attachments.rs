@@ -457,6 +457,7 @@ async fn downloads_need_the_right_to_the_conversation(node: Node) {
     let (status, _) = s.post(&format!("/api/v1/admin/visitors/{visitor_id}/erase"), Some(&boss), json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(link(s, &format!("/api/v1/attachments/{id}/link"), &c.agent_token).await.0, 404);
+    assert_eq!(fetch(s, &url).await.status(), 404, "a link issued before the erasure opens nothing");
     assert_eq!(s.state.store.drop_orphan_attachments(now_ms() - 60_000).await.unwrap(), 1);
     assert!(s.state.store.attachment(&id).await.unwrap().is_none());
     assert_eq!(chunks_left(s, &sha).await, 0, "the erased file's bytes are gone");

@@ -371,7 +371,9 @@ impl Attachments {
         if self.tokens.verify_attachment(token).as_deref() != Some(id) {
             return Err(Error::Forbidden("this link is invalid or has expired".into()));
         }
-        let attachment = self.store.attachment(id).await?.ok_or(Error::NotFound("attachment"))?;
+        // Still in its conversation (an erasure takes it out at once).
+        let found = self.store.attachment(id).await?.filter(|a| a.conversation_id.is_some());
+        let attachment = found.ok_or(Error::NotFound("attachment"))?;
         let bytes = self.store.attachment_bytes(&attachment.sha256).await?;
         Ok((attachment, bytes))
     }
