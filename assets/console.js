@@ -511,7 +511,7 @@ function ratingText(e, who) {
 // The site's limits (the server checks every upload; this only refuses
 // early what is plainly too large).
 let attachLimits = { max_bytes: 10485760, types: [] };
-const mb = (n) => (n / 1048576).toFixed(1) + " MB";
+const mb = (n) => (n < 1048576 ? Math.ceil(n / 1024) + " KB" : (n / 1048576).toFixed(1) + " MB");
 
 /** Images as thumbnails opening full size, other files as name + size. */
 function files(el, list) {

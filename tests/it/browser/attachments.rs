@@ -16,7 +16,8 @@ const HOSTILE_NAME: &str = "<img src=x onerror=\"window.pwned=1\">\u{202E}fdp.ma
 const PDF: &str = "%PDF-1.4\n% Holdfast manual\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n";
 
 /// Paste a file made in page script into the element `target` (an
-/// expression): `{name, type, text}` or a canvas-drawn PNG when `text` is null.
+/// expression): `{name, type, text}` or a canvas-drawn PNG when `text` is
+/// null. With `"drop": true`, drop it on `target` instead.
 async fn paste(b: &Browser, target: &str, file: Value) -> Value {
     let script = format!(
         "const f = arguments[0]; return (async () => {{
@@ -28,7 +29,9 @@ async fn paste(b: &Browser, target: &str, file: Value) -> Value {
              blob = await new Promise(r => c.toBlob(r, 'image/png'));
            }} else blob = new Blob([f.text], {{ type: f.type }});
            const dt = new DataTransfer(); dt.items.add(new File([blob], f.name, {{ type: f.type }}));
-           {target}.dispatchEvent(new ClipboardEvent('paste', {{ clipboardData: dt, bubbles: true, cancelable: true }}));
+           const event = f.drop ? new DragEvent('drop', {{ dataTransfer: dt, bubbles: true, cancelable: true }})
+             : new ClipboardEvent('paste', {{ clipboardData: dt, bubbles: true, cancelable: true }});
+           {target}.dispatchEvent(event);
            return blob.size;
          }})()"
     );
@@ -103,6 +106,14 @@ async fn a_pasted_screenshot_reaches_the_console_and_a_pdf_the_visitor() {
         .exec("return [window.pwned || 0, document.querySelectorAll('#log .msg b, #log .msg script').length]", vec![])
         .await;
     assert_eq!(console_pwned, json!([0, 0]));
+
+    // A file dropped on the widget's panel reaches the console as a link.
+    let panel = format!("{W}.querySelector('.panel')");
+    paste(&visitor, &panel, json!({"name": "notes.txt", "type": "text/plain", "text": "order 1234", "drop": true}))
+        .await;
+    console
+        .wait_for("return [...document.querySelectorAll('#log .msg .file')].some(a => a.textContent === '📎 notes.txt (1 KB)')", LONG)
+        .await;
 
     // Over the site's limit: refused in the widget, before any upload.
     paste(
