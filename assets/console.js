@@ -132,7 +132,7 @@ function sessionEnded() {
 async function api(path, opts = {}) {
   for (let attempt = 0; ; attempt++) {
     const headers = { authorization: "Bearer " + token };
-    if (opts.body) headers["content-type"] = "application/json";
+    if (typeof opts.body === "string") headers["content-type"] = "application/json";
     const r = await fetch(path, { method: opts.method, body: opts.body, headers });
     if (r.status === 401 && attempt === 0) {
       const s = await refresh();
@@ -491,6 +491,7 @@ function appendEvent(e) {
     el = h("div", { class: side }, h("span", { class: "who" }, `${who} · `, at, e.by_email ? " · by email" : ""));
     // An erased message is a tombstone: its place, not its words.
     if (e.erased) el.append(h("em", {}, "(message erased)")); else rich(el, e.body || "");
+    files(el, e.attachments);
   } else if (e.type === "assigned") {
     el = h("div", { class: "sys" }, `Assigned to ${e.agent.name}`);
   } else if (e.type === "transferred") {
@@ -509,6 +510,50 @@ function appendEvent(e) {
 function ratingText(e, who) {
   return `${who} rated the chat ${e.rating === "good" ? "👍 good" : "👎 bad"}`;
 }
+
+// ----- files: thumbnails and links through short-lived signed links -----------
+// The site's limits (the server checks every upload; this only refuses
+// early what is plainly too large).
+let attachLimits = { max_bytes: 10485760, types: [] };
+const mb = (n) => (n < 1048576 ? Math.ceil(n / 1024) + " KB" : (n / 1048576).toFixed(1) + " MB");
+
+/** Images as thumbnails opening full size, other files as name + size. */
+function files(el, list) {
+  for (const a of list || []) {
+    const link = h("a", { class: "file", target: "_blank", rel: "noopener noreferrer" }, a.inline ? h("img", { alt: a.name }) : `📎 ${a.name} (${mb(a.size)})`);
+    let at = 0;
+    const fresh = async () => {
+      if (Date.now() - at < 240000) return;
+      at = Date.now();
+      try {
+        link.href = (await post(`/api/v1/attachments/${encodeURIComponent(a.id)}/link`, {})).url;
+        if (a.inline) link.firstChild.src = link.href;
+      } catch { at = 0; }
+    };
+    link.addEventListener("pointerenter", fresh);
+    link.addEventListener("focus", fresh);
+    fresh();
+    el.append(link);
+  }
+}
+
+async function attach(file) {
+  const conv = selected;
+  if (!conv) return;
+  if (file.size > attachLimits.max_bytes) return toast(`Not sent: ${file.name} is larger than ${mb(attachLimits.max_bytes)}`);
+  const t = file.type, types = attachLimits.types;
+  if (types.length && t && !types.some((x) => x === t || (x.endsWith("/*") && t.startsWith(x.slice(0, -1))))) return toast(`Not sent: ${file.name}: this type of file is not allowed`);
+  toast(`Uploading ${file.name}…`);
+  try {
+    const up = await api("/api/v1/attachments?name=" + encodeURIComponent(file.name), { method: "POST", body: file });
+    const frame = { type: "send", conv, client_id: newId(), body: "", attachments: [up.id] };
+    outbox.set(frame.client_id, { frame, at: Date.now() });
+    if (conv === selected) pendingBubble(frame);
+    if (!replaying.has(conv)) send(frame);
+    $("toast").hidden = true;
+  } catch (err) { toast(`Not sent: ${file.name}: ${err.message}`); }
+}
+const attachAll = (list, e) => { if (list && list.length) { if (e) e.preventDefault(); [...list].forEach(attach); } };
 
 function pendingBubble(f) {
   const el = h("div", { class: "msg me pending", "data-client-id": f.client_id }, h("span", { class: "who" }, "You · sending"));
@@ -732,7 +777,7 @@ async function search(e) {
     const hits = await api(`/api/v1/search?q=${encodeURIComponent(q)}&limit=50`);
     $("results").replaceChildren(...hits.map((hit) => {
       conv(hit.conversation_id);
-      return item(hit.conversation_id, hit.body.slice(0, 60), when(hit.created_at));
+      return item(hit.conversation_id, hit.body.slice(0, 60) || "📎 " + q, when(hit.created_at));
     }));
     if (!hits.length) $("results").replaceChildren(h("li", { class: "sys" }, "Nothing found"));
   } catch (err) { toast(err.message); }
@@ -814,6 +859,9 @@ async function loadAdmin() {
       $("s-string-keys").textContent = Object.keys(table).filter((k) => !k.startsWith("_")).join(", ");
     }, () => {});
     for (const [id, key] of Object.entries(LIMITS)) $(id).value = String(s.visitor_limits[key]);
+    attachLimits = s.attachments || attachLimits;
+    $("s-att-max").value = String(attachLimits.max_bytes / 1048576);
+    $("s-att-types").value = attachLimits.types.join("\n");
     $("agents").replaceChildren(...list.map(agentRow));
     // Operators may set a password now; everyone else invites by email.
     $("n-password-label").hidden = !isOperator();
@@ -1228,6 +1276,7 @@ function wireAdmin() {
       time_zone: $("s-tz").value.trim(),
       retention_days: Number($("s-retention").value),
       visitor_limits: Object.fromEntries(Object.entries(LIMITS).map(([id, key]) => [key, Number($(id).value)])),
+      attachments: { max_bytes: Math.round(Number($("s-att-max").value) * 1048576), types: $("s-att-types").value.split("\n").map((x) => x.trim()).filter(Boolean) },
     };
     try { await post("/api/v1/admin/site/settings", body, "PUT"); $("settings-status").textContent = "Saved"; } catch (err) { $("settings-status").textContent = err.message; }
   };
@@ -1297,6 +1346,7 @@ function startApp() {
   loadCanned();
   loadGroups();
   setInterval(() => !document.hidden && loadGroups(), 60000);
+  api("/api/v1/attachments/limits").then((l) => { attachLimits = l; }, () => {});
   $("all-section").hidden = !isAdmin();
   if (isAdmin()) { loadAll(); setInterval(() => !document.hidden && !$("chat-view").hidden && loadAll(), 10000); }
 }
@@ -1380,6 +1430,11 @@ function wire() {
     if (selected && id) send({ type: "transfer", conv: selected, [kind === "agent" ? "to_agent" : "to_group"]: id });
   };
   $("composer").onsubmit = onSend;
+  $("attach").onclick = () => $("attach-input").click();
+  $("attach-input").onchange = () => { attachAll($("attach-input").files); $("attach-input").value = ""; };
+  $("reply").addEventListener("paste", (e) => attachAll(e.clipboardData && e.clipboardData.files, e));
+  $("log").addEventListener("dragover", (e) => e.preventDefault());
+  $("log").addEventListener("drop", (e) => attachAll(e.dataTransfer.files, e));
   $("email-reply").onsubmit = onEmailReply;
   $("reply").addEventListener("input", onReplyInput);
   $("reply").addEventListener("keydown", onReplyKey);

@@ -40,7 +40,7 @@
   // page loads before that stays small. A site may force a language and
   // override any string (its settings' `language` and `strings`).
   // Keep the keys in step with assets/widget-i18n/*.json.
-  const EN = {open: "Open chat", close: "Close chat", open_unread: "Open chat, {0} unread", chat: "Chat", messages: "Messages", before_start: "Before we start", your_name: "Your name", your_email: "Your email", required: "required", optional: "optional", start: "Start chat", intro_required: "Tell us who you are, then start the chat.", intro_optional: "Tell us who you are if you like, or start the chat right away.", leave: "Leave a message", message: "Message", away: "We're away right now.", closed_until: "We're closed right now; we're back {0}.", closed_until_today: "We're closed right now; we're back at {0}.", leave_intro: "Leave a message and we'll get back to you by email.", thanks: "Thanks! Your message was sent; we'll reply by email.", unavailable: "Chat is unavailable.", type_here: "Type a message…", send: "Send", email_me: "Email me this conversation", sending: "Sending…", will_email: "We'll email this conversation to {0}.", no_server: "Could not reach the server; please try again.", comment: "Comment (optional)", anything: "Anything to add? (optional)", how_was: "How was this chat?", good: "Good", bad: "Bad", rate: "Rate this chat", rated: "Thanks for your rating!", sending_msg: "Sending: {0}", not_sent: "Not sent: {0}", too_long_wait: "it waited too long", reconnecting: "Reconnecting…", joined: "{0} joined the chat", an_agent: "An agent", transferring: "You're being transferred to another agent…", ended: "The chat has ended. Write again any time.", queue: "You are number {0} in the queue", typing: "{0} is typing…", agent: "Agent", erased: "(message erased)", greeting: "Hi! How can we help?"};
+  const EN = {open: "Open chat", close: "Close chat", open_unread: "Open chat, {0} unread", chat: "Chat", messages: "Messages", before_start: "Before we start", your_name: "Your name", your_email: "Your email", required: "required", optional: "optional", start: "Start chat", intro_required: "Tell us who you are, then start the chat.", intro_optional: "Tell us who you are if you like, or start the chat right away.", leave: "Leave a message", message: "Message", away: "We're away right now.", closed_until: "We're closed right now; we're back {0}.", closed_until_today: "We're closed right now; we're back at {0}.", leave_intro: "Leave a message and we'll get back to you by email.", thanks: "Thanks! Your message was sent; we'll reply by email.", unavailable: "Chat is unavailable.", type_here: "Type a message…", send: "Send", email_me: "Email me this conversation", sending: "Sending…", will_email: "We'll email this conversation to {0}.", no_server: "Could not reach the server; please try again.", comment: "Comment (optional)", anything: "Anything to add? (optional)", how_was: "How was this chat?", good: "Good", bad: "Bad", rate: "Rate this chat", rated: "Thanks for your rating!", sending_msg: "Sending: {0}", not_sent: "Not sent: {0}", too_long_wait: "it waited too long", reconnecting: "Reconnecting…", joined: "{0} joined the chat", an_agent: "An agent", transferring: "You're being transferred to another agent…", ended: "The chat has ended. Write again any time.", queue: "You are number {0} in the queue", typing: "{0} is typing…", agent: "Agent", erased: "(message erased)", greeting: "Hi! How can we help?", attach: "Attach a file", too_large: "it is larger than {0}", type_refused: "this type of file is not allowed"};
   const LANGS = "ar de es fr he it ja nl pl pt sv tr zh".split(" ");
   let words = EN, langReady = null;
   const t = (key, ...args) => String(words[key] != null ? words[key] : EN[key]).replace(/\{(\d)\}/g, (_, i) => args[i]);
@@ -123,6 +123,7 @@ input,textarea{font:inherit;font-size:16px;padding:8px;border:1px solid #94a3b8;
 textarea{resize:none}
 .send{background:var(--a);color:var(--t);border:0;border-radius:8px;padding:8px 14px;cursor:pointer;font-weight:600}
 .btns{display:flex;gap:6px}.btns .send{flex:1}
+.file{display:block}.msg img{display:block;max-width:100%;max-height:180px;border-radius:6px}.clip{background:none;border:0;font-size:20px;cursor:pointer;padding:6px}
 :focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
 @media (prefers-reduced-motion:reduce){*{transition:none!important;animation:none!important}}`;
 
@@ -162,8 +163,13 @@ textarea{resize:none}
   const unavailable = say(h("div", { class: "sys unavailable", hidden: true }), "unavailable");
   let banned = false;
   const input = say(say(h("textarea", { rows: 2, maxLength: 5000, onkeydown: onKey, oninput: onTyping }), "message", "aria-label"), "type_here", "placeholder");
-  const composer = h("form", { class: "row composer", onsubmit: onSend }, input, say(h("button", { class: "send", type: "submit" }), "send"));
-  const panel = say(h("section", { class: "panel", id: "hf-panel", role: "dialog", hidden: true, onkeydown: (e) => e.key === "Escape" && toggle(false) },
+  // Files: a picker, a paste into the message, or a drop on the panel.
+  const many = (list, e) => { if (list && list.length) { if (e) e.preventDefault(); [...list].forEach(attach); } };
+  input.addEventListener("paste", (e) => many(e.clipboardData && e.clipboardData.files, e));
+  const picker = h("input", { type: "file", multiple: true, hidden: true, onchange: () => { many(picker.files); picker.value = ""; } });
+  const clip = say(h("button", { class: "clip", type: "button", onclick: () => picker.click() }, "📎"), "attach", "aria-label");
+  const composer = h("form", { class: "row composer", onsubmit: onSend }, picker, clip, input, say(h("button", { class: "send", type: "submit" }), "send"));
+  const panel = say(h("section", { class: "panel", id: "hf-panel", role: "dialog", hidden: true, ondragover: (e) => e.preventDefault(), ondrop: (e) => many(e.dataTransfer.files, e), onkeydown: (e) => e.key === "Escape" && toggle(false) },
     h("header", {}, avatar, h("div", {}, title, sub), say(h("button", { class: "x", type: "button", onclick: () => toggle(false) }, "×"), "close", "aria-label")),
     log, typing, prechat, offline, thanks, unavailable, composer), "chat", "aria-label");
 
@@ -430,6 +436,48 @@ textarea{resize:none}
     view();
     flush();
   }
+  const mb = (n) => (n < 1048576 ? Math.ceil(n / 1024) + " KB" : (n / 1048576).toFixed(1) + " MB");
+  // Refused before upload where the browser can tell (size, declared
+  // type); the server decides the type from the bytes and says why.
+  async function attach(file) {
+    const lim = site.settings.attachments || {}, max = lim.max_bytes || 10485760, types = lim.types || [];
+    const why = file.size > max ? t("too_large", mb(max))
+      : types.length && file.type && !types.some((k) => k === file.type || (k.endsWith("/*") && file.type.startsWith(k.slice(0, -1)))) ? t("type_refused") : "";
+    if (why) return line("sys", t("not_sent", `${file.name}: ${why}`));
+    const el = line("msg me pending", "📎 " + file.name);
+    try {
+      const res = await fetch(base + "/api/v1/visitor/attachments?name=" + encodeURIComponent(file.name), { method: "POST", headers: { authorization: "Bearer " + saved.token }, body: file });
+      const body = await res.json().catch(() => null);
+      if (!res.ok) throw new Error((body && body.error && body.error.message) || "HTTP " + res.status);
+      const item = { type: "send", client_id: newId(), body: "", attachments: [body.id], at: Date.now(), file: file.name };
+      saved.outbox.push(item);
+      save();
+      el.remove();
+      showPending(item);
+      view();
+      flush();
+    } catch (err) { el.remove(); line("sys", t("not_sent", `${file.name}: ${err.message}`)); }
+  }
+  /** Attachments under a message: images as thumbnails, files as links, through short-lived signed links fetched when shown and refreshed on use. */
+  function files(el, list) {
+    for (const a of list || []) {
+      const link = h("a", { class: "file", target: "_blank", rel: "noopener noreferrer" }, a.inline ? h("img", { alt: a.name }) : `📎 ${a.name} (${mb(a.size)})`);
+      let at = 0;
+      const fresh = async () => {
+        if (Date.now() - at < 240000) return;
+        at = Date.now();
+        try {
+          const res = await fetch(`${base}/api/v1/visitor/attachments/${encodeURIComponent(a.id)}/link`, { method: "POST", headers: { authorization: "Bearer " + saved.token } });
+          if (res.ok) link.href = base + (await res.json()).url;
+          if (a.inline) link.firstChild.src = link.href;
+        } catch { at = 0; }
+      };
+      link.addEventListener("pointerenter", fresh);
+      link.addEventListener("focus", fresh);
+      fresh();
+      el.append(link);
+    }
+  }
   function onTyping() {
     if (!conv) return;
     if (!myTyping) setTyping(true);
@@ -445,8 +493,9 @@ textarea{resize:none}
 
   function showPending(item) {
     if (pending.has(item.client_id)) return;
-    const el = line("msg me pending", item.body);
-    el.setAttribute("aria-label", t("sending_msg", item.body));
+    const text = item.file ? "📎 " + item.file : item.body;
+    const el = line("msg me pending", text);
+    el.setAttribute("aria-label", t("sending_msg", text));
     pending.set(item.client_id, el);
   }
 
@@ -471,7 +520,7 @@ textarea{resize:none}
     const expired = saved.outbox.filter((o) => o.at && Date.now() - o.at > RESEND_WITHIN_MS);
     for (const item of expired) failed(item.client_id, t("too_long_wait"));
     // `at` is ours, not the protocol's: the server refuses unknown fields.
-    for (const item of saved.outbox) frame({ ...item, at: undefined });
+    for (const item of saved.outbox) frame({ ...item, at: undefined, file: undefined });
   }
   /** Take a frame out of the outbox and show it as not sent. */
   function failed(clientId, why) {
@@ -602,13 +651,16 @@ textarea{resize:none}
       }
       case "message": {
         const mine = f.author.kind === "visitor";
+        let el;
         if (mine && f.client_id && pending.has(f.client_id)) {
-          const el = pending.get(f.client_id);
+          el = pending.get(f.client_id);
           pending.delete(f.client_id);
           el.classList.remove("pending");
           el.removeAttribute("aria-label");
+          if (f.attachments) el.textContent = f.body;
           log.insertBefore(el, log.querySelector(".pending")); // server order
-        } else line(mine ? "msg me" : "msg them", f.erased ? t("erased") : f.body);
+        } else el = line(mine ? "msg me" : "msg them", f.erased ? t("erased") : f.body);
+        files(el, f.attachments);
         if (mine && !conv) conv = f.conv;
         if (f.author.kind === "agent") {
           typing.textContent = "";

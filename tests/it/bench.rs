@@ -82,6 +82,16 @@ fn relay_moves_messages_both_ways_with_nothing_lost_or_doubled() {
     assert_eq!(r["duplicated"], "0", "{r:?}");
 }
 
+/// Files stream to disk: 50 uploads of 10 MiB at once (500 MiB in flight)
+/// raise the server's RSS by at most 50 MB.
+#[test]
+fn fifty_uploads_of_ten_mib_at_once_cost_the_server_little_memory() {
+    let r = bench(&["uploads", "--uploads", "50", "--mb", "10"]);
+    assert_eq!((r["scenario"].as_str(), r["failed"].as_str()), ("uploads", "0"), "{r:?}");
+    let growth = figure(&r, "rss_growth_mb");
+    assert!(figure(&r, "server_rss_peak_mb") > 0.0 && growth <= 50.0, "{r:?}");
+}
+
 #[test]
 fn idle_sockets_and_startup_are_measured() {
     let r = bench(&["idle", "--sockets", "200"]);

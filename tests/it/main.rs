@@ -5,6 +5,7 @@
 
 mod api_tokens;
 mod architecture;
+mod attachments;
 mod audit;
 mod bad_input;
 mod bans;

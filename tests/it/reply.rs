@@ -149,7 +149,12 @@ async fn an_answer_and_its_email_commit_together_once(b: Backend) {
     let visitor = store.create_visitor(&site.id, VisitorUpdate::default()).await.unwrap();
     let offline =
         store.create_conversation(&site.id, &visitor.id, &group.id, ConversationStatus::Offline).await.unwrap();
-    let question = Change::Message { author: Author::visitor(&visitor.id), client_id: "q".into(), body: "?".into() };
+    let question = Change::Message {
+        author: Author::visitor(&visitor.id),
+        client_id: "q".into(),
+        body: "?".into(),
+        attachments: vec![],
+    };
     store.apply(&offline.id, question).await.unwrap();
 
     let first = store.apply(&offline.id, answer(&site.id, "agent-1", "r1")).await.unwrap();

@@ -81,7 +81,12 @@ async fn queued_conversation(store: &dyn Store, site: &Site) -> holdfast_server:
 }
 
 fn message(author: Author, client_id: &str) -> Change {
-    Change::Message { author, client_id: client_id.into(), body: format!("body of {client_id}") }
+    Change::Message {
+        author,
+        client_id: client_id.into(),
+        body: format!("body of {client_id}"),
+        attachments: Vec::new(),
+    }
 }
 
 async fn seq_is_gap_free_and_ordered_with_concurrent_writers(s: Backend) {
@@ -392,13 +397,21 @@ async fn search_queue_and_filters(s: Backend) {
     let v = Author::visitor(&first.visitor_id);
     s.a.apply(
         &first.id,
-        Change::Message { author: v.clone(), client_id: "1".into(), body: "Where is my ORDER?".into() },
+        Change::Message {
+            author: v.clone(),
+            client_id: "1".into(),
+            body: "Where is my ORDER?".into(),
+            attachments: vec![],
+        },
     )
     .await
     .unwrap();
-    s.a.apply(&first.id, Change::Message { author: v, client_id: "2".into(), body: "100% sure_of_it".into() })
-        .await
-        .unwrap();
+    s.a.apply(
+        &first.id,
+        Change::Message { author: v, client_id: "2".into(), body: "100% sure_of_it".into(), attachments: vec![] },
+    )
+    .await
+    .unwrap();
     let hits = s.b.search_messages(&site.id, "order", 10).await.unwrap();
     assert_eq!(hits.len(), 1, "case-insensitive");
     assert_eq!(hits[0].conversation_id, first.id);
@@ -559,6 +572,7 @@ async fn the_sqlite_wal_is_checkpointed_beside_the_writer() {
                 author: Author::visitor("v"),
                 client_id: format!("c{chunk}-{i}"),
                 body: "x".repeat(1000),
+                attachments: Vec::new(),
             };
             async move { store.apply(&conv, change).await }
         });

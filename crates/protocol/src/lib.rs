@@ -203,11 +203,18 @@ pub enum ClientFrame {
         #[serde(default)]
         conv: Option<String>,
         client_id: String,
+        /// May be empty when the message carries attachments.
+        #[serde(default)]
         body: String,
         /// Visitors: the proactive greeting rule this message answers;
         /// recorded on the chat it starts (ignored otherwise).
         #[serde(default)]
         greeting: Option<String>,
+        /// Ids of the sender's own uploads (`POST …/attachments`) the
+        /// message carries, at most 10; the event lists them in
+        /// `attachments`.
+        #[serde(default)]
+        attachments: Vec<String>,
     },
     Typing {
         conv: String,
@@ -306,7 +313,7 @@ pub struct EventView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
     /// Kind-specific fields (`agent`, `group`, `previous_agent`, `up_to`,
-    /// `rating`, `score`, `comment`).
+    /// `rating`, `score`, `comment`, a message's `attachments`).
     #[serde(flatten)]
     pub data: serde_json::Map<String, serde_json::Value>,
 }

@@ -52,6 +52,8 @@ pub struct AppState {
     pub outbox: Arc<Outbox>,
     /// Integrations' credentials for the REST API, rate-limited per token.
     pub api_tokens: Arc<ApiTokens>,
+    /// Files and images in chat: uploads, signed links, the cleanup.
+    pub attachments: Arc<crate::attachments::Attachments>,
     pub metrics: PrometheusHandle,
     pub started: Instant,
 }
@@ -135,6 +137,9 @@ impl AppState {
         let status = Arc::new(Status::open(status_store, config.status.clone(), &listen_url).await?);
         let api_tokens = Arc::new(ApiTokens::new(store.clone(), config.api_token_requests_per_minute));
         spawn_housekeeping(login_limiter.clone(), auth.clone(), &status, chat.floodgate.clone(), &api_tokens);
+        let attachments =
+            Arc::new(crate::attachments::Attachments::new(store.clone(), auth.tokens.clone(), &config.data_dir)?);
+        attachments.spawn_cleanup();
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -149,6 +154,7 @@ impl AppState {
             status,
             outbox,
             api_tokens,
+            attachments,
             metrics: crate::telemetry::metrics(),
             started: Instant::now(),
         };

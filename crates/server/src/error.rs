@@ -38,6 +38,10 @@ pub enum Error {
     /// The body or frame is larger than allowed.
     #[error("{0}")]
     TooLarge(Cow<'static, str>),
+    /// The content is of a type not accepted here (an attachment's type,
+    /// decided from its bytes, that the site does not allow).
+    #[error("{0}")]
+    Unsupported(Cow<'static, str>),
     /// Too many attempts; retry after the given number of seconds.
     #[error("too many requests, retry in {0} s")]
     RateLimited(u64),
@@ -92,6 +96,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::Closed(_) => "closed",
             Error::TooLarge(_) => "too_large",
+            Error::Unsupported(_) => "unsupported_type",
             Error::RateLimited(_) => "rate_limited",
             // A store failure is temporary from the client's view: retry.
             Error::Unavailable(_) | Error::Store(_) => "unavailable",
@@ -108,6 +113,7 @@ impl Error {
             Error::NotFound(_) => 404,
             Error::Conflict(_) | Error::Closed(_) => 409,
             Error::TooLarge(_) => 413,
+            Error::Unsupported(_) => 415,
             Error::RateLimited(_) => 429,
             Error::Unavailable(_) | Error::Store(_) => 503,
             Error::Internal(_) | Error::NewerSchema(_) => 500,

@@ -7,6 +7,7 @@
 //! - `config`    — server configuration, one documented field each.
 //! - `admin`     — what admins change: widget settings, agents, groups, canned responses.
 //! - `abuse`     — who is refused chat: bans, flood limits, the client's address.
+//! - `attachments` — files and images in chat: streamed uploads, sniffed types, signed links.
 //! - `app`       — wiring the parts into `AppState`; first-run bootstrap.
 //! - `audit`     — the append-only log of admin actions: who, when, what, before and after.
 //! - `server`    — bind, accept, serve, drain; connection caps, timeouts and the reserve.
@@ -32,6 +33,7 @@ pub mod abuse;
 pub mod admin;
 pub mod admission;
 pub mod app;
+pub mod attachments;
 pub mod audit;
 pub mod auth;
 pub mod bus;

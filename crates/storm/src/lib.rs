@@ -125,6 +125,13 @@ pub struct Common {
     pub phase_s: u64,
 }
 
+impl Common {
+    /// A server this tool starts itself (the benches that take no flags).
+    pub fn local() -> Common {
+        Common { target: None, admin_email: String::new(), admin_password: String::new(), widget_key: None, phase_s: 0 }
+    }
+}
+
 pub async fn run(command: StormCommand) -> anyhow::Result<()> {
     match command {
         StormCommand::Blip { agents, visitors, common } => blip(agents, visitors, &common).await,

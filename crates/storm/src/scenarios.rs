@@ -794,15 +794,7 @@ impl Pair {
         agent
             .send(Message::Text(json!({"type": "set_availability", "availability": "online"}).to_string().into()))
             .await?;
-        let session: Value = target
-            .http
-            .post(format!("{}/api/v1/visitor/session", target.base))
-            .json(&json!({"widget_key": target.widget_key}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let token = session["visitor_token"].as_str().ok_or_else(|| anyhow!("no visitor token"))?;
+        let (_, token) = target.visitor_session().await?;
         let mut visitor = connect_ws(target.addr, source, "/api/v1/visitor/socket").await?;
         visitor.send(Message::Text(json!({"type": "hello", "v": 1, "token": token}).to_string().into())).await?;
         Ok(Pair { agent, visitor, conv: None, n: 0 })

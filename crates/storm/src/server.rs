@@ -359,6 +359,20 @@ impl Target {
         body["access_token"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("login failed ({status}): {body}"))
     }
 
+    /// A new visitor of the site: (visitor id, visitor token).
+    pub async fn visitor_session(&self) -> anyhow::Result<(String, String)> {
+        let session: serde_json::Value = self
+            .http
+            .post(format!("{}/api/v1/visitor/session", self.base))
+            .json(&serde_json::json!({"widget_key": self.widget_key}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let field = |name: &str| session[name].as_str().map(str::to_owned).ok_or_else(|| anyhow!("no {name}"));
+        Ok((field("visitor_id")?, field("visitor_token")?))
+    }
+
     /// A counter or gauge from `/metrics` (summed over labels).
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let text = self.http.get(format!("{}/metrics", self.base)).send().await?.text().await?;

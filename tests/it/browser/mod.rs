@@ -4,6 +4,7 @@
 //! They never skip: without a browser they fail and name `scripts/test`,
 //! which installs one.
 
+mod attachments;
 mod bans;
 mod deliveries;
 mod greetings;

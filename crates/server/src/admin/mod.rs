@@ -94,6 +94,10 @@ pub struct WidgetSettings {
     /// The site's own words for any of the widget's strings, by key (the
     /// keys of `widget_i18n`), in whatever language the widget shows.
     pub strings: BTreeMap<String, String>,
+    /// What visitors and agents may attach: largest file and types
+    /// (`attachments`). Sent to the widget, which refuses a file before
+    /// uploading it where it can tell.
+    pub attachments: crate::attachments::AttachmentLimits,
 }
 
 impl Default for WidgetSettings {
@@ -113,6 +117,7 @@ impl Default for WidgetSettings {
             hours: None,
             language: String::new(),
             strings: BTreeMap::new(),
+            attachments: Default::default(),
         }
     }
 }
@@ -152,6 +157,7 @@ impl WidgetSettings {
             return Err(Error::bad_request(format!("missed_chat_minutes must be 1 to {MAX_MISSED_MINUTES}")));
         }
         self.visitor_limits = self.visitor_limits.validated()?;
+        self.attachments = self.attachments.validated()?;
         self.transcript_archive = self.transcript_archive.trim().to_owned();
         if !self.transcript_archive.is_empty() && !valid_email(&self.transcript_archive) {
             return Err(Error::bad_request("transcript_archive is not a valid email address"));

@@ -62,6 +62,18 @@ pub struct InvitationClaims {
     pub exp: u64,
 }
 
+/// A download link of an attachment: names it, signed, short-lived, so an
+/// `<img>` can load it without a credential of its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentClaims {
+    /// The attachment's id.
+    pub sub: String,
+    /// Always "attachment".
+    pub typ: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
 #[derive(Clone)]
 pub struct Tokens {
     encoding: EncodingKey,
@@ -145,6 +157,28 @@ impl Tokens {
     pub fn verify_invitation(&self, token: &str) -> Option<String> {
         let claims: InvitationClaims = self.decode(token).ok()?;
         (claims.typ == "invitation").then_some(claims.sub)
+    }
+
+    /// The token of an attachment's download link, valid until `expires_at_ms`.
+    pub fn issue_attachment(&self, attachment_id: &str, expires_at_ms: i64) -> Result<String> {
+        let claims = AttachmentClaims {
+            sub: attachment_id.to_owned(),
+            typ: "attachment".into(),
+            iat: now_s(),
+            exp: (expires_at_ms / 1000).max(0) as u64,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(Error::internal)
+    }
+
+    /// The attachment id of a valid, unexpired download token, if it is one.
+    pub fn verify_attachment(&self, token: &str) -> Option<String> {
+        let mut strict = self.validation.clone();
+        strict.leeway = 0;
+        if token.len() > 4096 {
+            return None;
+        }
+        let claims = jsonwebtoken::decode::<AttachmentClaims>(token, &self.decoding, &strict).ok()?.claims;
+        (claims.typ == "attachment").then_some(claims.sub)
     }
 
     pub fn verify_agent(&self, token: &str) -> Result<AgentClaims> {

@@ -138,6 +138,11 @@ pub fn check_body(body: &str) -> Result<()> {
     Ok(())
 }
 
+/// A message's body: it may be empty when the message carries files.
+fn check_message_body(body: &str, attachments: &[String]) -> Result<()> {
+    if attachments.is_empty() || !body.is_empty() { check_body(body) } else { Ok(()) }
+}
+
 /// Optional short text field (name, email, URL): bounded, trimmed, empty → None.
 pub fn clean_field(value: Option<String>, max: usize, what: &str) -> Result<Option<String>> {
     match value {
@@ -274,13 +279,15 @@ impl Chat {
         client_id: &str,
         body: &str,
         greeting: Option<&str>,
+        attachments: &[String],
     ) -> Result<Applied> {
         check_client_id(client_id)?;
-        check_body(body)?;
+        check_message_body(body, attachments)?;
         self.bans.check(&v.site_id, Some(&v.visitor_id), v.ip)?;
         self.limit(v, Start::Message).await?;
         let author = Author::visitor(&v.visitor_id);
-        let message = Change::Message { author, client_id: client_id.into(), body: body.into() };
+        let attachments = crate::attachments::refs_for(self.store.as_ref(), &v.site_id, &author, attachments).await?;
+        let message = Change::Message { author, client_id: client_id.into(), body: body.into(), attachments };
         if let Some(id) = conv_id {
             // The ownership check happens inside the store's transaction:
             // no separate read on the hot path.
@@ -493,9 +500,16 @@ impl Chat {
     }
 
     /// An agent's message, only to a conversation assigned to them.
-    pub async fn agent_send(&self, a: &AgentCtx, conv_id: &str, client_id: &str, body: &str) -> Result<Applied> {
+    pub async fn agent_send(
+        &self,
+        a: &AgentCtx,
+        conv_id: &str,
+        client_id: &str,
+        body: &str,
+        attachments: &[String],
+    ) -> Result<Applied> {
         check_client_id(client_id)?;
-        check_body(body)?;
+        check_message_body(body, attachments)?;
         if conv_id.len() > 64 {
             return Err(Error::NotFound("conversation"));
         }
@@ -503,8 +517,9 @@ impl Chat {
         // A retry whose original was stored before a transfer is refused
         // too; the client still sees its message (by client_id) in the replay.
         let guard = Guard::AssignedAgent { site_id: a.site_id.clone(), agent_id: a.agent_id.clone() };
-        let message =
-            Change::Message { author: Author::agent(&a.agent_id), client_id: client_id.into(), body: body.into() };
+        let author = Author::agent(&a.agent_id);
+        let attachments = crate::attachments::refs_for(self.store.as_ref(), &a.site_id, &author, attachments).await?;
+        let message = Change::Message { author, client_id: client_id.into(), body: body.into(), attachments };
         let applied = self.store.apply_guarded(conv_id, guard, message).await?;
         Ok(self.sent(applied, "agent").await)
     }

@@ -695,13 +695,14 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         match (&self.peer, frame) {
             (_, ClientFrame::Ping {}) => Ok(Some(encode(&ServerFrame::Pong))),
             (_, ClientFrame::Hello { .. }) => Err(Error::bad_request("already said hello")),
-            (Peer::Visitor(v), ClientFrame::Send { conv, client_id, body, greeting }) => {
+            (Peer::Visitor(v), ClientFrame::Send { conv, client_id, body, greeting, attachments }) => {
                 let v = v.clone();
-                Ok(ack(chat.visitor_send(&v, conv.as_deref(), &client_id, &body, greeting.as_deref()).await?))
+                let greeting = greeting.as_deref();
+                Ok(ack(chat.visitor_send(&v, conv.as_deref(), &client_id, &body, greeting, &attachments).await?))
             }
-            (Peer::Agent(a), ClientFrame::Send { conv: Some(conv), client_id, body, .. }) => {
+            (Peer::Agent(a), ClientFrame::Send { conv: Some(conv), client_id, body, attachments, .. }) => {
                 let a = a.clone();
-                Ok(ack(chat.agent_send(&a, &conv, &client_id, &body).await?))
+                Ok(ack(chat.agent_send(&a, &conv, &client_id, &body, &attachments).await?))
             }
             (Peer::Agent(_), ClientFrame::Send { conv: None, .. }) => Err(Error::bad_request("agents must name conv")),
             (peer, ClientFrame::Typing { conv, on }) => {

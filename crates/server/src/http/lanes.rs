@@ -23,6 +23,9 @@ pub fn lane_for(path: &str) -> Lane {
         "/api/v1/canned" => Lane::Dashboard,
         p if p.starts_with("/api/v1/admin/") || p.starts_with("/api/v1/operator/") => Lane::Dashboard,
         "/api/v1/visitor/session" | "/api/v1/visitor/socket" => Lane::Chat,
+        // Files in chat are chat (an upload's stream is bounded per node
+        // by `attachments`, a download's holds no permit once it starts).
+        p if p.starts_with("/api/v1/attachments") || p.starts_with("/api/v1/visitor/attachments") => Lane::Chat,
         // A ban stops abuse in progress: as urgent as chat itself.
         "/api/v1/bans" => Lane::Chat,
         p if p.starts_with("/api/v1/conversations/") && p.ends_with("/events") => Lane::Chat,

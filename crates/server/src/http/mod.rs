@@ -4,6 +4,7 @@
 mod admin;
 mod agent;
 mod assets;
+mod attachments;
 mod auth;
 mod bans;
 mod console;
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(integrations::routes())
         .merge(transcript::routes())
+        .merge(attachments::routes())
         .merge(reports::routes())
         .merge(operator::routes());
     // `/demo` only where the operator asked for it (`--demo`).

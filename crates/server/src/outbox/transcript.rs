@@ -140,7 +140,7 @@ impl Outbox {
         let mut lines = Vec::new();
         for e in events.iter().filter(|e| e.seq <= p.up_to_seq) {
             let text = match e.kind.as_str() {
-                "message" => e.body.clone().unwrap_or_default(),
+                "message" => message_text(e.body.as_deref(), &e.data),
                 "assigned" => format!(
                     "{} joined the chat",
                     e.data.get("agent").and_then(|a| a.get("name")).and_then(|n| n.as_str()).unwrap_or("An agent")
@@ -166,6 +166,21 @@ impl Outbox {
     }
 }
 
+/// A message's words, then a line per file it carries ("[file: NAME,
+/// N KB]": a transcript holds no links, which would expire).
+fn message_text(body: Option<&str>, data: &serde_json::Value) -> String {
+    let mut text = body.unwrap_or_default().to_owned();
+    for file in data.get("attachments").and_then(|a| a.as_array()).into_iter().flatten() {
+        let name = file.get("name").and_then(|n| n.as_str()).unwrap_or("file");
+        let size = file.get("size").and_then(|n| n.as_i64()).unwrap_or(0);
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&format!("[file: {name}, {} KB]", (size + 1023) / 1024));
+    }
+    text
+}
+
 /// "Rated good: “comment”", from a rating event's detail.
 fn rating_line(data: &serde_json::Value) -> String {
     let rating = data.get("rating").and_then(|r| r.as_str()).unwrap_or("?");
@@ -184,6 +199,15 @@ mod tests {
         assert_eq!(local_clock(0, &jiff::tz::TimeZone::UTC), "00:00");
         let tokyo = jiff::tz::TimeZone::get("Asia/Tokyo").unwrap();
         assert_eq!(local_clock(0, &tokyo), "09:00");
+    }
+
+    #[test]
+    fn a_message_lists_its_files_by_name() {
+        let data = serde_json::json!({"attachments": [{"id": "a", "name": "shot.png", "size": 2048, "type": "image/png",
+            "inline": true}, {"id": "b", "name": "<b>x</b>.pdf", "size": 1, "type": "application/pdf", "inline": false}]});
+        assert_eq!(super::message_text(Some("see"), &data), "see\n[file: shot.png, 2 KB]\n[file: <b>x</b>.pdf, 1 KB]");
+        assert_eq!(super::message_text(Some(""), &data).lines().count(), 2);
+        assert_eq!(super::message_text(Some("hi"), &serde_json::json!({})), "hi");
     }
 
     #[test]

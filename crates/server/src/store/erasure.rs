@@ -48,6 +48,7 @@ impl SqliteStore {
             c.prepare_cached(&lite(VISITOR))?.execute(params![visitor_id, site_id])?;
             let messages = c.prepare_cached(&lite(MESSAGES))?.execute(params![visitor_id, site_id])?;
             let deliveries = c.prepare_cached(&lite(DELIVERIES))?.execute(params![visitor_id, site_id, email])?;
+            c.prepare_cached(&lite(super::attachments::ERASE))?.execute(params![visitor_id, site_id])?;
             Ok(Erased { messages: messages as u64, deliveries: deliveries as u64 })
         })
         .await
@@ -64,6 +65,7 @@ impl PostgresStore {
         let messages = sqlx::query(MESSAGES).bind(visitor_id).bind(site_id).execute(&mut *tx).await?.rows_affected();
         let deliveries =
             sqlx::query(DELIVERIES).bind(visitor_id).bind(site_id).bind(email).execute(&mut *tx).await?.rows_affected();
+        sqlx::query(super::attachments::ERASE).bind(visitor_id).bind(site_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(Erased { messages, deliveries })
     }

@@ -9,6 +9,7 @@
 //! next sequence number in one transaction.
 
 pub mod api_tokens;
+pub mod attachments;
 pub mod audit;
 pub mod bans;
 pub mod erasure;
@@ -356,6 +357,10 @@ pub enum Change {
         author: Author,
         client_id: String,
         body: String,
+        /// Uploads the message carries: bound to the conversation in the
+        /// message's transaction (refused if another conversation took
+        /// one), and recorded in the event's `data.attachments`.
+        attachments: Vec<attachments::AttachmentRef>,
     },
     /// Give a conversation to an agent. With `limit`, only if the agent has
     /// fewer active conversations than that (routing); without, always
@@ -808,4 +813,17 @@ pub trait Store: Send + Sync + 'static {
     /// (marked expired at `now`), and as many visitors and deliveries
     /// from before it their details.
     async fn expire(&self, site_id: &str, cutoff: i64, now: i64, batch: i64) -> Result<retention::Expired>;
+
+    // ----- attachments (`attachments.rs`) ----------------------------------
+
+    /// Keep an upload: the bytes of the spooled file (fsync'd, named by
+    /// nothing) under their SHA-256, then its row; durable on return. The
+    /// spooled file is moved or removed.
+    async fn put_attachment(&self, attachment: attachments::Attachment, spooled: &std::path::Path) -> Result<()>;
+    async fn attachment(&self, id: &str) -> Result<Option<attachments::Attachment>>;
+    /// The stored bytes with this SHA-256, a chunk at a time.
+    async fn attachment_bytes(&self, sha256: &str) -> Result<attachments::ByteStream>;
+    /// Drop uploads created before `before` that no message took, and the
+    /// bytes no upload names any more; how many uploads were dropped.
+    async fn drop_orphan_attachments(&self, before: i64) -> Result<usize>;
 }

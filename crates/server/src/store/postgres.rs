@@ -284,14 +284,18 @@ async fn apply_one(
     let mut next = conv.clone();
     let mut previous_agent = None;
     let (kind, author, client_id, body, data) = match change {
-        Change::Message { author, client_id, body } => {
+        Change::Message { author, client_id, body, attachments } => {
             if let Some(event) = earlier_message(conn, conversation_id, author, client_id).await? {
                 return Ok(Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }));
             }
             if let Err(e) = rules::check_message(&conv) {
                 return Ok(Err(e));
             }
-            ("message", author.clone(), Some(client_id.clone()), Some(body.clone()), serde_json::json!({}))
+            if let Err(e) = attachments::bind_pg(conn, conversation_id, attachments).await? {
+                return Ok(Err(e));
+            }
+            let data = attachments::message_data(attachments);
+            ("message", author.clone(), Some(client_id.clone()), Some(body.clone()), data)
         }
         Change::Assign { agent_id, agent_name, by, limit, only_if_unassigned } => {
             if let Err(e) = rules::check_assign(&conv, agent_id, *only_if_unassigned) {
@@ -1104,7 +1108,9 @@ impl Store for PostgresStore {
         let rows = sqlx::query(
             "SELECT e.conversation_id, e.seq, e.body, e.created_at FROM events e \
              JOIN conversations c ON c.id = e.conversation_id \
-             WHERE c.site_id = $1 AND e.kind = 'message' AND e.body ILIKE $2 ESCAPE '\\' \
+             WHERE c.site_id = $1 AND e.kind = 'message' AND (e.body ILIKE $2 ESCAPE '\\' \
+             OR (e.data LIKE '%\"attachments\"%' AND EXISTS (SELECT 1 FROM \
+             jsonb_array_elements(e.data::jsonb -> 'attachments') a WHERE a->>'name' ILIKE $2 ESCAPE '\\'))) \
              ORDER BY e.created_at DESC LIMIT $3",
         )
         .bind(site_id)
@@ -1446,6 +1452,22 @@ impl Store for PostgresStore {
 
     async fn erase_visitor(&self, site_id: &str, visitor_id: &str) -> Result<erasure::Erased> {
         self.erase(site_id, visitor_id).await
+    }
+
+    async fn put_attachment(&self, attachment: attachments::Attachment, spooled: &std::path::Path) -> Result<()> {
+        self.attachment_put(attachment, spooled).await
+    }
+
+    async fn attachment(&self, id: &str) -> Result<Option<attachments::Attachment>> {
+        self.attachment_one(id).await
+    }
+
+    async fn attachment_bytes(&self, sha256: &str) -> Result<attachments::ByteStream> {
+        self.attachment_read(sha256).await
+    }
+
+    async fn drop_orphan_attachments(&self, before: i64) -> Result<usize> {
+        self.attachment_orphans(before).await
     }
 
     async fn expire(&self, site_id: &str, cutoff: i64, now: i64, batch: i64) -> Result<retention::Expired> {

@@ -1,7 +1,8 @@
 //! Retention (`privacy::retention`): a site's conversations closed before a
 //! cutoff lose their message bodies and rating comments (tombstones, as an
 //! erasure leaves: `body` gone, `data` `{"erased":true}`, seqs gap-free),
-//! and are marked `expired_at`; visitors last seen before the cutoff with
+//! and are marked `expired_at`, and their files are unbound (the
+//! attachments' cleanup deletes them); visitors last seen before the cutoff with
 //! no unexpired conversation lose their details; deliveries made before it
 //! lose their contents and recipient. Each call does at most `batch` of
 //! each, in one transaction (on SQLite one `Exec` of the writer), so chat
@@ -40,6 +41,9 @@ const COMMENT_SQLITE: &str = "UPDATE events SET data = json_remove(data, '$.comm
 const COMMENT_POSTGRES: &str = "UPDATE events SET data = (data::jsonb - 'comment')::text \
     WHERE conversation_id = $1 AND kind = 'rating' AND data::jsonb ? 'comment'";
 const MARK: &str = "UPDATE conversations SET expired_at = $2 WHERE id = $1";
+/// Its files: no longer the conversation's (links already issued open
+/// nothing), so the attachments' cleanup deletes them, as after an erasure.
+const FILES: &str = "UPDATE attachments SET conversation_id = NULL, created_at = 0 WHERE conversation_id = $1";
 const VISITORS: &str = "UPDATE visitors SET name = NULL, email = NULL, page_url = NULL, referrer = NULL, \
     user_agent = NULL, last_ip = NULL WHERE id IN (SELECT v.id FROM visitors v WHERE v.site_id = $1 \
     AND v.last_seen < $2 AND (v.name IS NOT NULL OR v.email IS NOT NULL OR v.page_url IS NOT NULL \
@@ -66,6 +70,7 @@ impl SqliteStore {
                 out.messages += c.prepare_cached(&lite(MESSAGES))?.execute(params![id])? as u64;
                 c.prepare_cached(COMMENT_SQLITE)?.execute(params![id])?;
                 c.prepare_cached(&lite(MARK))?.execute(params![id, now])?;
+                c.prepare_cached(&lite(FILES))?.execute(params![id])?;
             }
             out.visitors = c.prepare_cached(&lite(VISITORS))?.execute(params![site_id, cutoff, batch])? as u64;
             out.deliveries = c.prepare_cached(&lite(DELIVERIES))?.execute(params![site_id, cutoff, batch])? as u64;
@@ -88,6 +93,7 @@ impl PostgresStore {
             out.messages += sqlx::query(MESSAGES).bind(id).execute(&mut *tx).await?.rows_affected();
             sqlx::query(COMMENT_POSTGRES).bind(id).execute(&mut *tx).await?;
             sqlx::query(MARK).bind(id).bind(now).execute(&mut *tx).await?;
+            sqlx::query(FILES).bind(id).execute(&mut *tx).await?;
         }
         let visitors = sqlx::query(VISITORS).bind(site_id).bind(cutoff).bind(batch).execute(&mut *tx).await?;
         let deliveries = sqlx::query(DELIVERIES).bind(site_id).bind(cutoff).bind(batch).execute(&mut *tx).await?;

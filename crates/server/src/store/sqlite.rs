@@ -937,7 +937,9 @@ impl Store for SqliteStore {
                 c,
                 "SELECT e.conversation_id, e.seq, e.body, e.created_at FROM events e \
                  JOIN conversations c ON c.id = e.conversation_id \
-                 WHERE c.site_id = ?1 AND e.kind = 'message' AND e.body LIKE ?2 ESCAPE '\\' \
+                 WHERE c.site_id = ?1 AND e.kind = 'message' AND (e.body LIKE ?2 ESCAPE '\\' \
+                 OR (e.data LIKE '%\"attachments\"%' AND EXISTS (SELECT 1 FROM json_each(e.data, '$.attachments') a \
+                 WHERE json_extract(a.value, '$.name') LIKE ?2 ESCAPE '\\'))) \
                  ORDER BY e.created_at DESC LIMIT ?3",
                 params![site_id, pattern, limit.clamp(1, 200)],
                 |r| {
@@ -1285,6 +1287,22 @@ impl Store for SqliteStore {
 
     async fn erase_visitor(&self, site_id: &str, visitor_id: &str) -> Result<erasure::Erased> {
         self.erase(site_id, visitor_id).await
+    }
+
+    async fn put_attachment(&self, attachment: attachments::Attachment, spooled: &Path) -> Result<()> {
+        self.attachment_put(attachment, spooled).await
+    }
+
+    async fn attachment(&self, id: &str) -> Result<Option<attachments::Attachment>> {
+        self.attachment_one(id).await
+    }
+
+    async fn attachment_bytes(&self, sha256: &str) -> Result<attachments::ByteStream> {
+        self.attachment_read(sha256).await
+    }
+
+    async fn drop_orphan_attachments(&self, before: i64) -> Result<usize> {
+        self.attachment_orphans(before).await
     }
 
     async fn expire(&self, site_id: &str, cutoff: i64, now: i64, batch: i64) -> Result<retention::Expired> {

@@ -482,9 +482,10 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
     let conv = &cached.conversation;
     let mut previous_agent = None;
     let (mut next, (kind, author, client_id, body, data)) = match &p.change {
-        Change::Message { author, client_id, body } => {
+        Change::Message { author, client_id, body, attachments } => {
             let known = cached.recent.len();
-            let applied = append_message(conn, cached, limits, key, author, client_id, body, now)?;
+            let message = NewMessage { author, client_id, body, attachments };
+            let applied = append_message(conn, cached, limits, key, message, now)?;
             let held = cached.recent.len();
             cache.keys = cache.keys + held - known;
             return Ok(applied);
@@ -629,21 +630,31 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
 /// caller. The window is searched first, so a retry into a conversation
 /// closed since still gets its original back (as on PostgreSQL).
 #[allow(clippy::too_many_arguments)]
+/// The parts of a `Change::Message`.
+struct NewMessage<'a> {
+    author: &'a Author,
+    client_id: &'a str,
+    body: &'a str,
+    attachments: &'a [super::attachments::AttachmentRef],
+}
+
 fn append_message(
     conn: &Connection,
     cached: &mut Cached,
     limits: Limits,
     key: u32,
-    author: &Author,
-    client_id: &str,
-    body: &str,
+    message: NewMessage<'_>,
     now: i64,
 ) -> rusqlite::Result<Result<Applied>> {
+    let NewMessage { author, client_id, body, attachments } = message;
     let conv = &cached.conversation;
     if let Some(event) = remembered_message(conn, cached, key, author, client_id, now - limits.remember_for_ms)? {
         return Ok(Ok(Applied { event, conversation: conv.clone(), previous_agent: None, duplicate: true }));
     }
     if let Err(refused) = rules::check_message(conv) {
+        return Ok(Err(refused));
+    }
+    if let Err(refused) = super::attachments::bind_sqlite(conn, &conv.id, attachments)? {
         return Ok(Err(refused));
     }
     let event = StoredEvent {
@@ -654,7 +665,7 @@ fn append_message(
         author: author.clone(),
         client_id: Some(client_id.to_owned()),
         body: Some(body.to_owned()),
-        data: serde_json::json!({}),
+        data: super::attachments::message_data(attachments),
         created_at: now,
     };
     insert_event(conn, &event)?;
@@ -814,7 +825,12 @@ mod tests {
         client_id: &str,
         now: i64,
     ) -> Applied {
-        let change = Change::Message { author: author.clone(), client_id: client_id.into(), body: "hi".into() };
+        let change = Change::Message {
+            author: author.clone(),
+            client_id: client_id.into(),
+            body: "hi".into(),
+            attachments: Vec::new(),
+        };
         let p = PendingChange { conversation_id: conv.into(), guard: None, change, reply: oneshot::channel().0 };
         apply_one(conn, cache, &p, now).unwrap().unwrap()
     }

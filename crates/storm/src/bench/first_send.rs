@@ -25,24 +25,8 @@ const HISTORY_CHUNK: usize = 2000;
 pub(super) async fn first_send(messages: usize) -> anyhow::Result<()> {
     anyhow::ensure!(messages >= 2, "--messages must be at least 2");
     eprintln!("bench first-send: a conversation of {messages} messages, then a restart");
-    let common = Common {
-        target: None,
-        admin_email: String::new(),
-        admin_password: String::new(),
-        widget_key: None,
-        phase_s: 0,
-    };
-    let mut target = Target::start(1, &[], &common).await?;
-    let session: Value = target
-        .http
-        .post(format!("{}/api/v1/visitor/session", target.base))
-        .json(&json!({"widget_key": target.widget_key}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = session["visitor_token"].as_str().ok_or_else(|| anyhow!("no visitor token"))?.to_owned();
-    let visitor_id = session["visitor_id"].as_str().ok_or_else(|| anyhow!("no visitor id"))?.to_owned();
+    let mut target = Target::start(1, &[], &Common::local()).await?;
+    let (visitor_id, token) = target.visitor_session().await?;
     let mut ws = visitor(&target, &token, None).await?;
     let first = send(&mut ws, None, "m1").await?;
     let conv = first["conv"].as_str().ok_or_else(|| anyhow!("no conversation in {first}"))?.to_owned();
@@ -60,6 +44,7 @@ pub(super) async fn first_send(messages: usize) -> anyhow::Result<()> {
                 author: Author::visitor(&visitor_id),
                 client_id: format!("m{i}"),
                 body: format!("history {i}"),
+                attachments: Vec::new(),
             };
             store.apply(&conv, change)
         });

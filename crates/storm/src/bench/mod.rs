@@ -10,9 +10,12 @@
 //! - `bench soak` (`soak.rs`): the relay for minutes, a row per interval.
 //! - `bench first-send` (`first_send.rs`): the first message into a long
 //!   conversation after a restart, and retries across `kill -9`.
+//! - `bench uploads` (`uploads.rs`): many file uploads at once; the
+//!   server's RSS growth.
 
 mod first_send;
 mod soak;
+mod uploads;
 
 use std::time::{Duration, Instant};
 
@@ -82,6 +85,14 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Server memory while many visitors upload a file at once.
+    Uploads {
+        #[arg(long, default_value_t = 50)]
+        uploads: usize,
+        /// Size of each file, in MiB.
+        #[arg(long, default_value_t = 10)]
+        mb: usize,
+    },
     /// Memory per idle visitor socket.
     Idle {
         #[arg(long, default_value_t = 15000)]
@@ -123,6 +134,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::FirstSend { messages } => first_send::first_send(messages).await,
         BenchCommand::Idle { sockets, target } => idle(sockets, &target.common()).await,
         BenchCommand::Startup { runs } => startup(runs).await,
+        BenchCommand::Uploads { uploads, mb } => uploads::uploads(uploads, mb).await,
     }
 }
 

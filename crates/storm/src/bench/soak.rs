@@ -43,14 +43,7 @@ pub(super) async fn soak(pairs: usize, seconds: u64, interval_s: u64, rate: Opti
         "bench soak: {pairs} pairs, {intervals} intervals of {interval_s} s, rate {}",
         rate.map_or("max".into(), |r| r.to_string())
     );
-    let common = Common {
-        target: None,
-        admin_email: String::new(),
-        admin_password: String::new(),
-        widget_key: None,
-        phase_s: 0,
-    };
-    let mut target = Target::start(pairs, &[], &common).await?;
+    let mut target = Target::start(pairs, &[], &Common::local()).await?;
     let mut source = 2u8;
     let agents_pace = Pace { tally: true, ..Pace::every(0) };
     let mut workers = spawn_workers(&target, Kind::Agent, pairs, &mut source, agents_pace, true).await?;
