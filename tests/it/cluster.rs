@@ -77,9 +77,10 @@ async fn a_visitor_on_one_node_chats_with_an_agent_on_the_other() {
     let agent = c.b.agent(&site, "bee@example.com", 5).await;
     let (mut agent_sock, _) = c.b.online_agent("bee@example.com").await;
     sees_agent(&c.a, &agent.id).await;
-    // Presence (the heartbeat) and availability (the agent's frame) travel
-    // apart; node A counts the agent online once it has heard both.
-    eventually("node A hears the agent's availability", async || {
+    // Presence (the heartbeat) and availability (read from the store,
+    // cached for up to 2 s) travel apart; node A counts the agent online
+    // once both have reached it.
+    eventually("node A counts the agent online", async || {
         c.a.state.chat.agents_online(&site.id).await.unwrap_or(false)
     })
     .await;
@@ -557,6 +558,11 @@ async fn kill_9_of_a_node_moves_its_clients_to_the_other_with_nothing_lost_or_do
     // Pair Y: agent on the doomed node, visitor on the survivor.
     let (mut agent_x, _) = online_on(&survivor, "x@example.com").await;
     let (mut visitor_x, vtoken_x) = visitor_at(&doomed, &site.widget_key).await;
+    // As the widget does, write once the node says someone is online: the
+    // doomed node hears of agent X (heartbeat, availability) over the bus.
+    if visitor_x.welcome["agents_online"] != true {
+        visitor_x.wait_for(|f| f["type"] == "agents_online" && f["online"] == true).await;
+    }
     let conv_x = visitor_x.say(None, "x0", "x says 0").await["conv"].as_str().unwrap().to_owned();
     visitor_x.wait_for(|f| f["type"] == "assigned").await;
     let (mut agent_y, access_y) = online_on(&doomed, "y@example.com").await;

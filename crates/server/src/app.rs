@@ -238,12 +238,6 @@ fn spawn_ban_sync(chat: &Arc<Chat>) {
 /// `Auth` too (a logout on another node reaches every node), a ban made or
 /// lifted anywhere holds here at once, heartbeats go to the hub's
 /// presence, everything else to sockets.
-/// How an agent's availability frame begins (`ServerFrame::Availability`,
-/// serde writes the tag first): the one frame a node reads on its way to
-/// the sockets, so its own view of who is online follows another node's
-/// change at once instead of at its cache's expiry.
-const AVAILABILITY_FRAME: &[u8] = br#"{"type":"availability""#;
-
 struct NodeSink {
     hub: Arc<Hub>,
     auth: Arc<Auth>,
@@ -255,11 +249,6 @@ impl BusSink for NodeSink {
         if let Payload::Ban { ban } = &envelope.payload {
             self.bans.apply(ban);
             return;
-        }
-        if let (Audience::SiteAgents, Payload::Frame { text }) = (&envelope.audience, &envelope.payload)
-            && text.starts_with(AVAILABILITY_FRAME)
-        {
-            self.hub.note_availability(&envelope.site_id);
         }
         if let (Audience::Session { session_id }, Payload::Disconnect { .. }) = (&envelope.audience, &envelope.payload)
         {
@@ -315,10 +304,6 @@ fn spawn_heartbeat(chat: Arc<Chat>, node_id: String, beat: std::time::Duration) 
 /// node's visitors may need to hear whether anyone is online.
 async fn remote_presence_changed(chat: &Chat) {
     let mut sites = std::collections::HashSet::new();
-    for site_id in chat.hub.take_remote_sites() {
-        chat.agents_changed(&site_id);
-        sites.insert(site_id);
-    }
     for agent_id in chat.hub.take_remote_changes() {
         match chat.store.agent(&agent_id).await {
             Ok(Some(agent)) => {
@@ -370,18 +355,4 @@ async fn bootstrap(store: &dyn Store, node_id: &str) -> Result<Option<FirstRun>>
 pub fn generate_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     (0..20).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::chat::protocol::{AgentView, ServerFrame};
-
-    #[test]
-    fn an_availability_frame_begins_as_the_node_sink_expects() {
-        let frame = ServerFrame::Availability {
-            agent: AgentView { id: "a".into(), name: "Ann".into(), availability: crate::store::Availability::Online },
-        };
-        assert!(serde_json::to_vec(&frame).unwrap().starts_with(AVAILABILITY_FRAME));
-    }
 }

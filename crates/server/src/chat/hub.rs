@@ -132,10 +132,7 @@ pub struct Hub {
     /// Agents whose presence on another node began or ended, not yet acted
     /// on (their queues may now route; visitors may need telling).
     remote_changes: std::sync::Mutex<Vec<String>>,
-    /// Sites where an agent on another node changed availability since
-    /// the last `take_remote_sites`.
-    remote_sites: std::sync::Mutex<HashSet<String>>,
-    /// Woken when `remote_changes` or `remote_sites` gets entries.
+    /// Woken when `remote_changes` gets entries.
     pub remote_presence_changed: Notify,
     next_id: AtomicU64,
     presence_grace: Duration,
@@ -183,7 +180,6 @@ impl Hub {
             last_drop_resync: std::sync::Mutex::default(),
             presence_dirty: Notify::new(),
             remote_changes: Default::default(),
-            remote_sites: Default::default(),
             remote_presence_changed: Notify::new(),
             next_id: AtomicU64::new(1),
             presence_grace,
@@ -344,18 +340,6 @@ impl Hub {
     /// Agents whose presence elsewhere changed since the last call.
     pub fn take_remote_changes(&self) -> Vec<String> {
         std::mem::take(&mut *self.remote_changes.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// An agent of `site_id` changed availability, maybe on another node:
-    /// this node's view of the site's agents must be read again.
-    pub fn note_availability(&self, site_id: &str) {
-        self.remote_sites.lock().unwrap_or_else(|p| p.into_inner()).insert(site_id.to_owned());
-        self.remote_presence_changed.notify_one();
-    }
-
-    /// Sites noted by `note_availability` since the last call.
-    pub fn take_remote_sites(&self) -> HashSet<String> {
-        std::mem::take(&mut *self.remote_sites.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Ask every socket to re-read its conversations from the store.

@@ -714,13 +714,6 @@ impl Chat {
             .await
     }
 
-    /// An agent's availability changed on another node: read the site's
-    /// agents again (`presence_changed` then tells whom it concerns).
-    pub fn agents_changed(&self, site_id: &str) {
-        self.agents_cache.invalidate(site_id);
-        self.site_routing(site_id).forget_candidates(None);
-    }
-
     /// An agent came, went (past the grace period) or changed availability:
     /// visitors may need to know, and queued chats may now be routable.
     /// Coalesced like queue drains: a thousand agents connecting at once
