@@ -56,6 +56,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let hub = state.chat.hub.clone();
+    let bus = state.chat.bus.clone();
     let connections = state.connections.clone();
     let probe_site = state.store.sites().await.ok().and_then(|s| s.into_iter().next());
     let probe_base = format!("http://{}", listener.local_addr()?);
@@ -112,8 +113,13 @@ pub async fn run(
     let _ = drain.send(true);
     drop(tasks_rx);
     tasks.closed().await;
+    bus.flush(DRAIN_FLUSH).await;
     Ok(())
 }
+
+/// How long a draining node waits for the bus to take what it still has
+/// for the other nodes.
+const DRAIN_FLUSH: Duration = Duration::from_secs(2);
 
 /// Errors of one connection that came and went before accept took it;
 /// the listener is fine.

@@ -95,6 +95,13 @@ pub trait Bus: Send + Sync + 'static {
     fn take_missed(&self) -> bool {
         false
     }
+    /// A draining node's last word: hand what is queued for the other
+    /// nodes to the bus before the process ends (bounded by `within`), so
+    /// events committed just before the drain are not lost to their
+    /// sockets on other nodes.
+    async fn flush(&self, within: std::time::Duration) {
+        let _ = within;
+    }
     /// Whether the bus is connected, for `/readyz`.
     fn healthy(&self) -> bool {
         true

@@ -242,6 +242,21 @@ impl Bus for NatsBus {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    async fn flush(&self, within: Duration) {
+        let flushed = async {
+            // The sender task empties the queue, then NATS writes its buffer.
+            while self.outbox.capacity() < self.outbox.max_capacity() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            self.client.flush().await
+        };
+        match tokio::time::timeout(within, flushed).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "bus: could not flush to NATS while draining"),
+            Err(_) => tracing::warn!("bus: NATS did not take the last envelopes while draining"),
+        }
+    }
+
     fn take_missed(&self) -> bool {
         self.missed.swap(false, Ordering::Relaxed)
     }
