@@ -524,9 +524,7 @@ async fn online_on(node: &Node, email: &str) -> (Client, String) {
 }
 
 async fn visitor_at(node: &Node, widget_key: &str) -> (Client, String) {
-    let s = post(&node.base, "/api/v1/visitor/session", json!({"widget_key": widget_key})).await;
-    let token = s["visitor_token"].as_str().unwrap().to_owned();
-    (Client::try_connect(&node.ws_base, "/api/v1/visitor/socket", &token, HashMap::new()).await.unwrap(), token)
+    crate::support::visitor_at(&node.base, widget_key).await
 }
 
 /// Message bodies a client received that start with `prefix`, checking on

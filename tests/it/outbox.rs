@@ -398,18 +398,7 @@ async fn an_smtp_outage_and_a_kill_9_lose_no_email_and_send_none_twice() {
         .await
         .unwrap();
     let boss = login["access_token"].as_str().unwrap().to_owned();
-    let session: Value = http
-        .post(format!("{base}/api/v1/visitor/session"))
-        .json(&json!({"widget_key": site.widget_key}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let vtoken = session["visitor_token"].as_str().unwrap().to_owned();
-    let ws = base.replace("http://", "ws://");
-    let mut visitor = Client::try_connect(&ws, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await.unwrap();
+    let (mut visitor, _) = crate::support::visitor_at(&base, &site.widget_key).await;
     for i in 0..20 {
         visitor
             .send(json!({"type": "leave_message", "client_id": format!("off-{i}"), "body": format!("message {i}")}))

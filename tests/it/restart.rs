@@ -100,18 +100,7 @@ async fn kill_9_loses_no_acknowledged_message() {
         .await
         .unwrap();
     let access = login["access_token"].as_str().unwrap().to_owned();
-    let session: serde_json::Value = http
-        .post(format!("{base}/api/v1/visitor/session"))
-        .json(&json!({"widget_key": site.widget_key}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let vtoken = session["visitor_token"].as_str().unwrap().to_owned();
-    let ws = base.replace("http://", "ws://");
-    let mut visitor = Client::try_connect(&ws, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await.unwrap();
+    let (mut visitor, _) = crate::support::visitor_at(&base, &site.widget_key).await;
     let mut acked = Vec::new();
     for i in 0..200 {
         let ack = visitor.say(None, &format!("k-{i}"), &format!("message {i}")).await;

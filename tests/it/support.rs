@@ -189,6 +189,17 @@ impl TestServer {
     }
 }
 
+/// A new visitor of the site with `widget_key` on the server at `base`
+/// (`http://…`, e.g. a `holdfast serve` child process), connected to its
+/// socket: (the client, the visitor token).
+pub async fn visitor_at(base: &str, widget_key: &str) -> (Client, String) {
+    let res = http().post(format!("{base}/api/v1/visitor/session")).json(&json!({"widget_key": widget_key}));
+    let session: Value = res.send().await.expect("http").json().await.expect("a session");
+    let token = session["visitor_token"].as_str().expect("a visitor token").to_owned();
+    let ws = base.replace("http://", "ws://");
+    (Client::try_connect(&ws, "/api/v1/visitor/socket", &token, HashMap::new()).await.unwrap(), token)
+}
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A protocol client that keeps cursors and every durable event it received.

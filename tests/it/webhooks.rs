@@ -436,21 +436,9 @@ async fn a_kill_9_in_the_middle_of_deliveries_loses_none() {
     // A slow receiver: a delivery is in flight when the server dies.
     let mut receiver = Receiver::start(port, secret, 0.15);
     let (proc1, base) = spawn_holdfast(tmp.path());
-    let http = reqwest::Client::new();
-    let ws = base.replace("http://", "ws://");
     let mut convs = Vec::new();
     for v in 0..3 {
-        let session: Value = http
-            .post(format!("{base}/api/v1/visitor/session"))
-            .json(&json!({"widget_key": site.widget_key}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = session["visitor_token"].as_str().unwrap().to_owned();
-        let mut visitor = Client::try_connect(&ws, "/api/v1/visitor/socket", &token, HashMap::new()).await.unwrap();
+        let (mut visitor, _) = crate::support::visitor_at(&base, &site.widget_key).await;
         for i in 0..8 {
             visitor.send(json!({"type": "send", "client_id": format!("m{v}-{i}"), "body": format!("{v}/{i}")})).await;
             let ack = visitor.wait_for(|f| f["type"] == "ack").await;
