@@ -40,7 +40,7 @@
   // page loads before that stays small. A site may force a language and
   // override any string (its settings' `language` and `strings`).
   // Keep the keys in step with assets/widget-i18n/*.json.
-  const EN = {open: "Open chat", close: "Close chat", open_unread: "Open chat, {0} unread", chat: "Chat", messages: "Messages", before_start: "Before we start", your_name: "Your name", your_email: "Your email", required: "required", optional: "optional", start: "Start chat", intro_required: "Tell us who you are, then start the chat.", intro_optional: "Tell us who you are if you like, or start the chat right away.", leave: "Leave a message", message: "Message", away: "We're away right now.", closed_until: "We're closed right now; we're back {0}.", closed_until_today: "We're closed right now; we're back at {0}.", leave_intro: "Leave a message and we'll get back to you by email.", thanks: "Thanks! Your message was sent; we'll reply by email.", unavailable: "Chat is unavailable.", type_here: "Type a message…", send: "Send", email_me: "Email me this conversation", sending: "Sending…", will_email: "We'll email this conversation to {0}.", no_server: "Could not reach the server; please try again.", comment: "Comment (optional)", anything: "Anything to add? (optional)", how_was: "How was this chat?", good: "Good", bad: "Bad", rate: "Rate this chat", rated: "Thanks for your rating!", sending_msg: "Sending: {0}", not_sent: "Not sent: {0}", too_long_wait: "it waited too long", reconnecting: "Reconnecting…", joined: "{0} joined the chat", an_agent: "An agent", transferring: "You're being transferred to another agent…", ended: "The chat has ended. Write again any time.", queue: "You are number {0} in the queue", typing: "{0} is typing…", agent: "Agent", erased: "(message erased)", greeting: "Hi! How can we help?", attach: "Attach a file", too_large: "it is larger than {0}", type_refused: "this type of file is not allowed"};
+  const EN = {open: "Open chat", close: "Close chat", open_unread: "Open chat, {0} unread", chat: "Chat", messages: "Messages", before_start: "Before we start", your_name: "Your name", your_email: "Your email", required: "required", optional: "optional", start: "Start chat", intro_required: "Tell us who you are, then start the chat.", intro_optional: "Tell us who you are if you like, or start the chat right away.", leave: "Leave a message", message: "Message", away: "We're away right now.", closed_until: "We're closed right now; we're back {0}.", closed_until_today: "We're closed right now; we're back at {0}.", closed_now: "we're closed right now", leave_intro: "Leave a message and we'll get back to you by email.", thanks: "Thanks! Your message was sent; we'll reply by email.", unavailable: "Chat is unavailable.", type_here: "Type a message…", send: "Send", email_me: "Email me this conversation", sending: "Sending…", will_email: "We'll email this conversation to {0}.", no_server: "Could not reach the server; please try again.", comment: "Comment (optional)", anything: "Anything to add? (optional)", how_was: "How was this chat?", good: "Good", bad: "Bad", rate: "Rate this chat", rated: "Thanks for your rating!", sending_msg: "Sending: {0}", not_sent: "Not sent: {0}", too_long_wait: "it waited too long", reconnecting: "Reconnecting…", joined: "{0} joined the chat", an_agent: "An agent", transferring: "You're being transferred to another agent…", ended: "The chat has ended. Write again any time.", queue: "You are number {0} in the queue", typing: "{0} is typing…", agent: "Agent", erased: "(message erased)", greeting: "Hi! How can we help?", attach: "Attach a file", too_large: "it is larger than {0}", type_refused: "this type of file is not allowed"};
   const LANGS = "ar de es fr he it ja nl pl pt sv tr zh".split(" ");
   let words = EN, langReady = null;
   const t = (key, ...args) => String(words[key] != null ? words[key] : EN[key]).replace(/\{(\d)\}/g, (_, i) => args[i]);
@@ -387,7 +387,7 @@ textarea{resize:none}
       e.preventDefault();
       note.textContent = t("sending");
       try {
-        const res = await fetch(base + "/api/v1/visitor/transcript", { method: "POST", headers: { "content-type": "application/json", authorization: "Bearer " + saved.token }, body: JSON.stringify({ conv: id, to: to.value.trim() }) });
+        const res = await fetch(base + "/api/v1/visitor/transcript", { method: "POST", headers: { "content-type": "application/json", authorization: "Bearer " + saved.token }, body: JSON.stringify({ conv: id, to: to.value.trim(), lang: words._lang || "en" }) });
         const body = await res.json().catch(() => null);
         note.textContent = res.ok ? t("will_email", to.value.trim()) : (body && body.error && body.error.message) || "HTTP " + res.status;
         if (res.ok) form.remove();
@@ -730,7 +730,7 @@ textarea{resize:none}
       }
       case "error": {
         // Refused for good (too long, empty…): stop resending it.
-        if (f.code !== "internal" && f.code !== "unavailable") failed(f.ref, f.message);
+        if (f.code !== "internal" && f.code !== "unavailable") failed(f.ref, f.code === "closed" ? t("closed_now") : f.message);
         // Outside business hours: the offline form, saying when we're back.
         if (f.code === "closed") { hours = { open: false }; view(); start(true); }
         break;

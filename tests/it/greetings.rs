@@ -124,6 +124,13 @@ async fn a_greeting_is_counted_and_the_chat_it_starts_records_it(node: Node) {
     );
     let (_, theirs) = s.get(&range, Some(&ann_token)).await;
     assert_eq!(theirs["greetings"], json!([]), "{theirs}");
+    // A report of other days lists the rule with none of today's figures.
+    let past = today.checked_sub(jiff::Span::new().days(10)).unwrap();
+    let before = format!("/api/v1/reports?from={past}&to={}", today.checked_sub(jiff::Span::new().days(3)).unwrap());
+    let (status, old) = s.get(&before, Some(&boss)).await;
+    assert_eq!(status, 200, "{old}");
+    let mine = old["greetings"].as_array().unwrap().iter().find(|g| g["id"] == id.as_str()).unwrap().clone();
+    assert_eq!((mine["shown"].as_i64(), mine["started"].as_i64()), (Some(0), Some(0)), "{old}");
 
     // Changed, its counts stay; deleted, it is gone and handed out no more.
     let mut change = pricing(None);

@@ -28,7 +28,8 @@ use crate::support::{Client, TestServer};
 // ----- a real SMTP server ---------------------------------------------------
 
 /// aiosmtpd behind a few lines of Python: every message received becomes a
-/// JSON line with its envelope, its headers as sent, and its decoded parts.
+/// JSON line with its envelope, its headers as sent, its subject decoded,
+/// and its decoded parts.
 /// Given a second argument, it refuses every recipient with that reply.
 const SMTP_SERVER: &str = r#"
 import email, email.policy, json, sys, threading
@@ -52,6 +53,7 @@ class Handler:
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "headers": [[k, str(v)] for k, v in msg.raw_items()],
+            "subject": str(msg["subject"]) if msg["subject"] is not None else None,
             "content_type": msg.get_content_type(),
             "text": plain.get_content() if plain is not None else None,
             "html": html.get_content() if html is not None else None,

@@ -190,3 +190,73 @@ async fn without_email_a_transcript_is_refused_clearly() {
     ann.close().await;
     visitor.close().await;
 }
+
+#[tokio::test]
+async fn a_visitors_transcript_is_written_in_the_language_of_their_widget() {
+    let port = free_port();
+    let mut smtp = SmtpServer::start(port);
+    let server = TestServer::start_with(|c| c.status.smtp = Some(relay(port))).await;
+    let site = server.site().await;
+    server.agent(&site, "ann@shop.example", 5).await;
+    let (mut ann, _) = server.online_agent("ann@shop.example").await;
+    let origin = Some("https://shop.example");
+    // Each visitor chats, Ann answers, the visitor ends the chat and asks
+    // for theirs.
+    let mut asked = Vec::new();
+    for (lang, to) in
+        [(json!("de"), "de@example.com"), (json!("ar"), "ar@example.com"), (json!("xx"), "xx@example.com")]
+    {
+        let (_, vtoken) = server.visitor(&site).await;
+        let mut visitor = Client::connect(&server, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await;
+        let conv = visitor.say(None, "m1", "<b>hallo</b>").await["conv"].as_str().unwrap().to_owned();
+        ann.wait_for(|f| f["type"] == "assigned" && f["conv"] == conv.as_str()).await;
+        assert_eq!(ann.say(Some(&conv), &format!("r-{to}"), "Gern!").await["type"], "ack");
+        visitor.send(json!({"type": "close", "conv": conv})).await;
+        visitor.wait_for(|f| f["type"] == "closed").await;
+        let too_long = json!({"conv": conv, "to": to, "lang": "x".repeat(17)});
+        let (status, body, _) = post_as(&server, "/api/v1/visitor/transcript", &vtoken, origin, too_long).await;
+        assert_eq!(status, 400, "{body}");
+        let (status, body, _) = post_as(
+            &server,
+            "/api/v1/visitor/transcript",
+            &vtoken,
+            origin,
+            json!({"conv": conv, "to": to, "lang": lang}),
+        )
+        .await;
+        assert_eq!((status, &body), (202, &json!({"queued": true})));
+        asked.push(visitor);
+    }
+    let mail = smtp.receive(3, Duration::from_secs(15)).await;
+
+    let de = find(&mail, "de@example.com");
+    assert_eq!(de["subject"], "Ihr Gespräch mit Demo site");
+    let text = de["text"].as_str().unwrap();
+    assert!(text.starts_with("Ihr Gespräch mit Demo site, begonnen am "), "{text}");
+    assert!(text.contains("Zeiten in der Zeitzone UTC"), "{text}");
+    assert!(text.contains("Besucher: <b>hallo</b>") && text.contains("ann: Gern!"), "{text}");
+    assert!(
+        text.contains("-- ann ist dem Chat beigetreten --") && text.contains("-- Der Chat wurde beendet --"),
+        "{text}"
+    );
+    assert!(text.contains("Sie haben dieses Protokoll im Chat angefordert."), "{text}");
+    // The start is written the German way: day.month.year.
+    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).strftime("%d.%m.%Y").to_string();
+    assert!(text.contains(&format!("begonnen am {today}, ")), "{text}");
+    let html = de["html"].as_str().unwrap();
+    assert!(html.contains(r#"dir="ltr""#) && html.contains("&lt;b&gt;hallo") && !html.contains("<b>"), "{html}");
+
+    let ar = find(&mail, "ar@example.com");
+    assert_eq!(ar["subject"], "محادثتك مع Demo site");
+    let html = ar["html"].as_str().unwrap();
+    assert!(html.contains(r#"dir="rtl""#) && html.contains("انتهت المحادثة"), "{html}");
+
+    // A language Holdfast does not have: English.
+    let xx = find(&mail, "xx@example.com");
+    assert_eq!(xx["subject"], "Your conversation with Demo site");
+    assert!(xx["text"].as_str().unwrap().contains("-- The chat ended --"));
+    ann.close().await;
+    for v in asked {
+        v.close().await;
+    }
+}

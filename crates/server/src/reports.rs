@@ -22,6 +22,7 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::store::greetings::GreetingFigures;
 use crate::store::reports::ChatFacts;
 use crate::store::{Agent, Group};
 
@@ -162,18 +163,9 @@ pub struct Report {
     /// Chats started, by weekday (0 = Monday) and hour (0–23), in the
     /// site's time zone.
     pub heatmap: Vec<[u32; 24]>,
-    /// Each proactive greeting rule's figures since it was made (admins
-    /// only; not by day: a greeting shown is a count, not a row).
+    /// Each proactive greeting rule's greetings shown and chats started
+    /// over the report's days (admins only).
     pub greetings: Vec<GreetingFigures>,
-}
-
-/// A greeting rule's greetings shown and chats started, all time.
-#[derive(Debug, Clone, Serialize)]
-pub struct GreetingFigures {
-    pub id: String,
-    pub name: String,
-    pub shown: i64,
-    pub started: i64,
 }
 
 /// The report of `facts` (the store's, for `range`), named with the

@@ -177,3 +177,58 @@ async fn a_greeting_fires_after_its_seconds_on_a_matching_page_and_not_on_anothe
     console.close().await;
     agent.close().await;
 }
+
+/// The text of the greeting bubble, once one shows.
+async fn greeting_text(b: &Browser) -> String {
+    b.wait_for(&format!("const x = {W}.querySelector('.bubble'); return !!x && !x.hidden"), LONG).await;
+    let text = b.exec(&format!("return {W}.querySelector('.bubble div').textContent"), vec![]).await;
+    text.as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_first_visit_gets_the_new_visitors_greeting_and_a_later_visit_the_returning_ones() {
+    let _one = ONE_BROWSER_TEST.lock().await;
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    admin(&server, &site, "ada@example.com", Role::Admin).await;
+    server.person(&site, "ann@example.com", "Ann", Role::Agent).await;
+    let (ada, _) = server.login("ada@example.com", "password123").await;
+    for (visitor, message) in [("new", "First time here?"), ("returning", "Welcome back!")] {
+        let rule = json!({"name": visitor, "url_pattern": "*/about*", "visitor": visitor, "message": message});
+        let (status, rule) = server.post("/api/v1/admin/greetings", Some(&ada), rule).await;
+        assert_eq!(status, 201, "{rule}");
+    }
+    let (agent, _) = server.online_agent("ann@example.com").await;
+    let shop = shop(&server, &site.widget_key).await;
+    let driver = Driver::start().await;
+    let b = driver.browser(1280, 900).await;
+
+    // This browser's first visit: the new visitor's greeting.
+    b.goto(&format!("{}/about", shop.url)).await;
+    loaded(&b).await;
+    assert_eq!(greeting_text(&b).await, "First time here?");
+    // A later visit (a new tab: this tab's visit forgotten, the browser's
+    // memory kept), then another: the returning visitor's, each time.
+    for _ in 0..2 {
+        b.exec("sessionStorage.clear(); return true", vec![]).await;
+        b.goto(&format!("{}/about", shop.url)).await;
+        loaded(&b).await;
+        assert_eq!(greeting_text(&b).await, "Welcome back!");
+    }
+    b.close().await;
+    // Each showing was counted for its own rule (the widget reports it as
+    // it shows the bubble, so the last may still be on its way).
+    let expected = [(json!("new"), json!(1)), (json!("returning"), json!(2))];
+    let deadline = Instant::now() + LONG;
+    loop {
+        let (_, rules) = server.get("/api/v1/admin/greetings", Some(&ada)).await;
+        let shown: Vec<_> =
+            rules.as_array().unwrap().iter().map(|r| (r["visitor"].clone(), r["shown"].clone())).collect();
+        if shown == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "counted {shown:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.close().await;
+}

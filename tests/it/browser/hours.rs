@@ -2,12 +2,17 @@
 //! console's Admin → Business hours; every agent's console then shows the
 //! group closed (a group with a hostile name stays text), and a visitor
 //! opening the widget, with an agent online, gets the offline form saying
-//! when the team is back instead of the composer.
+//! when the team is back instead of the composer; a visitor who was
+//! already writing is told, in their language, why the message was not
+//! sent.
 
 use holdfast_server::store::Role;
 
 use super::webdriver::{Driver, screenshot_path};
-use super::{LONG, ONE_BROWSER_TEST, W, admin, console_go_online, console_login, host_page, open_widget};
+use super::{
+    LONG, ONE_BROWSER_TEST, W, admin, console_go_online, console_login, host_page, host_page_speaking, open_widget,
+    widget_say,
+};
 use crate::support::TestServer;
 
 const HOSTILE_GROUP: &str = "<img src=x onerror=\"window.pwned=21\"> Sales";
@@ -35,6 +40,15 @@ async fn outside_hours_the_widget_offers_the_offline_form_and_says_when_the_team
     console_login(&console, &server, "ada@example.com", "password123").await;
     console_go_online(&console).await;
     console.wait_for("return document.querySelectorAll('#groups-now li').length === 2", LONG).await;
+
+    // A German visitor's chat is open, ready to write, while Ada is in.
+    let german = host_page_speaking(&server, &site.widget_key, "de-DE").await;
+    let early = driver.browser(1280, 900).await;
+    early.goto(&german.url).await;
+    open_widget(&early).await;
+    early.click_on(&format!("{W}.querySelector('.prechat button')")).await;
+    early.wait_for(&format!("return !{W}.querySelector('.composer').hidden"), LONG).await;
+
     console.click_on("document.querySelector('#admin-tab')").await;
     console.wait_for("return !!document.querySelector('#site-hours form')", LONG).await;
     let form = "document.querySelector('#site-hours form')";
@@ -59,6 +73,16 @@ async fn outside_hours_the_widget_offers_the_offline_form_and_says_when_the_team
     let saved = server.state.store.site(&site.id).await.unwrap().unwrap().settings;
     assert_eq!(saved["hours"]["exceptions"][0]["date"], today.as_str(), "{saved}");
     console.screenshot(&screenshot_path("console-hours.png")).await;
+
+    // The German visitor writes now: refused, saying why in German, and
+    // offered the offline form.
+    widget_say(&early, "Hallo?").await;
+    let refused = format!(
+        "return [...{W}.querySelectorAll('.sys')].some(e => e.textContent === 'Nicht gesendet: wir haben gerade geschlossen') \
+         && !{W}.querySelector('.offline').hidden"
+    );
+    early.wait_for(&refused, LONG).await;
+    early.close().await;
 
     // The chat view lists the groups, closed, with the hostile name as text.
     console.click_on("document.querySelector('#chats-tab')").await;

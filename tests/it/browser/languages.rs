@@ -12,7 +12,7 @@ use holdfast_server::store::Site;
 use serde_json::{Value, json};
 
 use super::webdriver::{Browser, Driver, screenshot_path};
-use super::{LONG, ONE_BROWSER_TEST, W, XSS, host_page, open_widget, widget_say};
+use super::{LONG, ONE_BROWSER_TEST, W, XSS, host_page, host_page_speaking, open_widget, widget_say};
 use crate::support::TestServer;
 
 const LANGUAGES: [&str; 13] = ["ar", "de", "es", "fr", "he", "it", "ja", "nl", "pl", "pt", "sv", "tr", "zh"];
@@ -143,16 +143,4 @@ async fn the_widget_speaks_every_shipped_language_and_arabic_and_hebrew_right_to
     b.screenshot(&screenshot_path("widget-rtl.png")).await;
     b.close().await;
     agent.close().await;
-}
-
-/// A customer's page whose visitor's browser prefers `language`.
-async fn host_page_speaking(server: &TestServer, widget_key: &str, language: &str) -> super::HostPage {
-    let html = format!(
-        "<!doctype html><html><head><title>Shop</title>\
-         <script>Object.defineProperty(navigator, 'languages', {{get: () => ['{language}', 'en']}});\
-         Object.defineProperty(navigator, 'language', {{get: () => '{language}'}});</script></head>\
-         <body><h1>Shop</h1><script async src=\"{}/widget.js\" data-site=\"{widget_key}\"></script></body></html>",
-        server.base
-    );
-    super::serve_page(html).await
 }

@@ -54,6 +54,18 @@ async fn host_page(server: &TestServer, widget_key: &str) -> HostPage {
     serve_page(html).await
 }
 
+/// A customer's page whose visitor's browser prefers `language`.
+async fn host_page_speaking(server: &TestServer, widget_key: &str, language: &str) -> HostPage {
+    let html = format!(
+        "<!doctype html><html><head><title>Shop</title>\
+         <script>Object.defineProperty(navigator, 'languages', {{get: () => ['{language}', 'en']}});\
+         Object.defineProperty(navigator, 'language', {{get: () => '{language}'}});</script></head>\
+         <body><h1>Shop</h1><script async src=\"{}/widget.js\" data-site=\"{widget_key}\"></script></body></html>",
+        server.base
+    );
+    serve_page(html).await
+}
+
 /// Serve one page at `/` of its own `localhost` origin.
 async fn serve_page(html: String) -> HostPage {
     let app = axum::Router::new().route("/", axum::routing::get(move || async move { axum::response::Html(html) }));

@@ -51,11 +51,7 @@ async fn report(
     let groups = state.store.groups(&site.id).await?;
     let mut report = reports::build(&range, &facts, &groups, &agents);
     if me.role.is_admin() {
-        let rules = state.store.greetings(&site.id).await?;
-        report.greetings = rules
-            .into_iter()
-            .map(|r| reports::GreetingFigures { id: r.id, name: r.name, shown: r.shown, started: r.started })
-            .collect();
+        report.greetings = state.store.greeting_figures(&site.id, range.start_ms, range.end_ms).await?;
     }
     match q.format.as_deref().unwrap_or("json") {
         "json" => Ok(Json(report).into_response()),

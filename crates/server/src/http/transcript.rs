@@ -44,14 +44,27 @@ struct VisitorRequest {
     conv: String,
     /// Their address.
     to: String,
+    /// The language the widget speaks (`de`, `ar`…): their copy is
+    /// written in it when Holdfast has it, else in English.
+    #[serde(default)]
+    lang: Option<String>,
 }
 
-async fn send(state: &AppState, peer: Peer, conv_id: &str, to: &str) -> Result<(StatusCode, Json<Value>)> {
+async fn send(
+    state: &AppState,
+    peer: Peer,
+    conv_id: &str,
+    to: &str,
+    lang: Option<&str>,
+) -> Result<(StatusCode, Json<Value>)> {
     if to.len() > 254 {
         return Err(Error::bad_request("to is longer than 254 bytes"));
     }
+    if lang.is_some_and(|l| l.len() > 16) {
+        return Err(Error::bad_request("lang is longer than 16 bytes"));
+    }
     let conv = state.chat.conversation_for(&peer, conv_id).await?;
-    let queued = state.outbox.request_transcript(&peer, &conv, to).await?;
+    let queued = state.outbox.request_transcript(&peer, &conv, to, lang).await?;
     // `queued: false`: the same transcript to the same address was queued
     // before (an admin can send it again from Deliveries).
     Ok((StatusCode::ACCEPTED, Json(json!({"queued": queued}))))
@@ -83,7 +96,7 @@ async fn agent_transcript(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<AgentRequest>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    send(&state, Peer::Agent(me), &id, &req.to).await
+    send(&state, Peer::Agent(me), &id, &req.to, None).await
 }
 
 async fn visitor_transcript(
@@ -91,5 +104,5 @@ async fn visitor_transcript(
     VisitorAuth(me): VisitorAuth,
     ApiJson(req): ApiJson<VisitorRequest>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    send(&state, Peer::Visitor(me), &req.conv, &req.to).await
+    send(&state, Peer::Visitor(me), &req.conv, &req.to, req.lang.as_deref()).await
 }

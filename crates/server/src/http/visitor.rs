@@ -170,7 +170,7 @@ async fn greeting_shown(
     VisitorAuth(v): VisitorAuth,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<StatusCode> {
-    if id.len() > 64 || !state.store.greeting_shown(&v.site_id, &id).await? {
+    if id.len() > 64 || !state.store.greeting_shown(&v.site_id, &id, crate::store::now_ms()).await? {
         return Err(Error::NotFound("greeting rule"));
     }
     Ok(StatusCode::NO_CONTENT)

@@ -4,6 +4,7 @@
 //! that end up in headers are made one line first, so a visitor's name
 //! holding CR/LF cannot add a header.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -233,35 +234,95 @@ pub struct TranscriptLine {
     pub is_message: bool,
 }
 
-/// The subject and both parts of a transcript's email.
-pub fn render_transcript(
-    p: &super::transcript::TranscriptPayload,
-    visitor_name: Option<&str>,
-    started_at: i64,
-    lines: &[TranscriptLine],
-    cut: bool,
-    console_url: &str,
-    tz: &TimeZone,
-) -> Result<Rendered, String> {
-    let ctx = minijinja::context! {
-        site_name => p.site_name,
-        visitor_name => visitor_name,
-        for_visitor => p.requested_by == "visitor",
-        started_at => local_time(started_at, tz),
-        zone => tz.iana_name().unwrap_or("UTC"),
-        lines => lines,
-        cut => cut,
-        console_url => console_url,
-    };
-    rendered(transcript_subject(p, visitor_name), "transcript", &ctx)
+/// The words of a transcript's email in one language: the widget's
+/// languages (`assets/mail/transcript-i18n.json`), so a visitor's copy
+/// reads in the language their widget spoke. `{site}`, `{started}`,
+/// `{zone}` and `{name}` are filled in by `fill`.
+#[derive(Debug, Deserialize)]
+pub struct TranscriptWords {
+    /// `ltr` or `rtl`.
+    pub dir: String,
+    /// How the start is written (jiff's `strftime`).
+    pub date: String,
+    pub subject: String,
+    pub intro: String,
+    pub visitor: String,
+    pub agent: String,
+    pub joined: String,
+    pub an_agent: String,
+    pub transferred: String,
+    pub ended: String,
+    pub rated_good: String,
+    pub rated_bad: String,
+    pub cut: String,
+    pub footer: String,
 }
 
-/// "Your conversation with SITE" for the visitor, "Transcript: chat with
-/// NAME on SITE" for the site's people; one line.
-pub fn transcript_subject(p: &super::transcript::TranscriptPayload, visitor_name: Option<&str>) -> String {
+static TRANSCRIPT_WORDS: LazyLock<BTreeMap<String, TranscriptWords>> = LazyLock::new(|| {
+    serde_json::from_str(include_str!("../../../../assets/mail/transcript-i18n.json"))
+        .expect("the built-in transcript words parse")
+});
+
+/// The transcript's words in `lang` (a widget language code), English
+/// for any other.
+pub fn transcript_words(lang: &str) -> &'static TranscriptWords {
+    TRANSCRIPT_WORDS.get(lang).unwrap_or_else(|| &TRANSCRIPT_WORDS["en"])
+}
+
+/// `template` with each `{key}` replaced by its value.
+pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    values.iter().fold(template.to_owned(), |text, (key, value)| text.replace(&format!("{{{key}}}"), value))
+}
+
+/// The subject and both parts of a transcript's email: the visitor's
+/// copy in `words`' language, the site's people's in English.
+pub struct TranscriptEmail<'a> {
+    pub payload: &'a super::transcript::TranscriptPayload,
+    pub words: &'a TranscriptWords,
+    pub visitor_name: Option<&'a str>,
+    pub started_at: i64,
+    pub lines: &'a [TranscriptLine],
+    pub cut: bool,
+    pub console_url: &'a str,
+}
+
+pub fn render_transcript(email: &TranscriptEmail, tz: &TimeZone) -> Result<Rendered, String> {
+    let (p, words) = (email.payload, email.words);
+    let zone = tz.iana_name().unwrap_or("UTC");
+    let for_visitor = p.requested_by == "visitor";
+    let started =
+        if for_visitor { local(email.started_at, tz, &words.date, "?") } else { local_time(email.started_at, tz) };
+    let site = p.site_name.as_str();
+    let subject = transcript_subject(p, words, email.visitor_name);
+    let ctx = minijinja::context! {
+        title => subject,
+        site_name => site,
+        visitor_name => email.visitor_name,
+        for_visitor => for_visitor,
+        started_at => started,
+        zone => zone,
+        lines => email.lines,
+        cut => email.cut,
+        console_url => email.console_url,
+        dir => words.dir,
+        intro => fill(&words.intro, &[("site", site), ("started", &started), ("zone", zone)]),
+        cut_line => words.cut,
+        footer => fill(&words.footer, &[("site", site)]),
+    };
+    rendered(subject, "transcript", &ctx)
+}
+
+/// The visitor's subject ("Your conversation with SITE", in their
+/// language), or "Transcript: chat with NAME on SITE" for the site's
+/// people; one line.
+pub fn transcript_subject(
+    p: &super::transcript::TranscriptPayload,
+    words: &TranscriptWords,
+    visitor_name: Option<&str>,
+) -> String {
     let site = one_line(&p.site_name, 80);
     if p.requested_by == "visitor" {
-        return format!("Your conversation with {site}");
+        return fill(&words.subject, &[("site", &site)]);
     }
     format!("Transcript: chat with {} on {site}", visitor_words(visitor_name))
 }

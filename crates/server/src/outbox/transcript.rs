@@ -34,6 +34,21 @@ pub struct TranscriptPayload {
     pub requested_by: String,
     /// When it was asked for: the email's `Date`.
     pub at: i64,
+    /// The language the visitor's widget spoke (a code of
+    /// `widget_i18n`), for their copy; absent: English.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
+}
+
+impl TranscriptPayload {
+    /// The words its email is written in: the visitor's language for
+    /// their copy, English for the site's people.
+    pub fn words(&self) -> &'static mail::TranscriptWords {
+        match (self.requested_by.as_str(), self.lang.as_deref()) {
+            ("visitor", Some(lang)) => mail::transcript_words(lang),
+            _ => mail::transcript_words("en"),
+        }
+    }
 }
 
 /// The most events a transcript reads (its first ones; it says when cut).
@@ -42,8 +57,15 @@ const MAX_EVENTS: i64 = 2000;
 impl Outbox {
     /// Queue a transcript of `conv` (which `peer` may see: the caller
     /// checked) to `to`. Returns false when the same transcript to the
-    /// same address was queued already.
-    pub async fn request_transcript(&self, peer: &Peer, conv: &Conversation, to: &str) -> Result<bool> {
+    /// same address was queued already. `lang` is the visitor's widget's
+    /// language (a visitor's copy is written in it; others are English).
+    pub async fn request_transcript(
+        &self,
+        peer: &Peer,
+        conv: &Conversation,
+        to: &str,
+        lang: Option<&str>,
+    ) -> Result<bool> {
         if !self.mail_enabled() {
             return Err(Error::conflict("email is not configured on this server"));
         }
@@ -59,7 +81,13 @@ impl Outbox {
             Peer::Agent(_) => ("agent", format!("transcript:{}:{}:{}", conv.id, conv.last_seq, to.to_lowercase())),
             Peer::Visitor(_) => ("visitor", format!("transcript:{}:{}:visitor", conv.id, conv.last_seq)),
         };
-        let delivery = self.transcript_delivery(&site.id, &site.name, conv, to, requested_by, dedupe_key);
+        let mut delivery = self.transcript_delivery(&site.id, &site.name, conv, to, requested_by, dedupe_key);
+        if let (Peer::Visitor(_), Some(lang)) = (peer, lang.filter(|l| crate::widget_i18n::ships(l))) {
+            let mut payload: TranscriptPayload =
+                serde_json::from_str(&delivery.payload).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+            payload.lang = Some(lang.to_owned());
+            delivery.payload = serde_json::to_string(&payload).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+        }
         let queued = self.store.queue_deliveries(vec![delivery]).await? > 0;
         if queued {
             self.queued();
@@ -83,6 +111,7 @@ impl Outbox {
             up_to_seq: conv.last_seq,
             requested_by: requested_by.to_owned(),
             at: now,
+            lang: None,
         };
         NewDelivery {
             id: new_id(),
@@ -133,25 +162,26 @@ impl Outbox {
         let visitor = self.store.visitor(&conv.visitor_id).await?;
         let agents = self.store.agents(&conv.site_id).await?;
         let events = self.store.events_after(&conv.id, 0, p.up_to_seq.clamp(1, MAX_EVENTS)).await?;
+        let words = p.words();
         let visitor_name = visitor.as_ref().and_then(|v| v.name.clone());
         let agent_name = |id: Option<&str>| {
-            id.and_then(|id| agents.iter().find(|a| a.id == id)).map_or_else(|| "Agent".to_owned(), |a| a.name.clone())
+            id.and_then(|id| agents.iter().find(|a| a.id == id)).map_or_else(|| words.agent.clone(), |a| a.name.clone())
         };
         let mut lines = Vec::new();
         for e in events.iter().filter(|e| e.seq <= p.up_to_seq) {
             let text = match e.kind.as_str() {
                 "message" => message_text(e.body.as_deref(), &e.data),
-                "assigned" => format!(
-                    "{} joined the chat",
-                    e.data.get("agent").and_then(|a| a.get("name")).and_then(|n| n.as_str()).unwrap_or("An agent")
-                ),
-                "transferred" => "The chat was transferred".into(),
-                "closed" => "The chat ended".into(),
-                "rating" => rating_line(&e.data),
+                "assigned" => {
+                    let name = e.data.get("agent").and_then(|a| a.get("name")).and_then(|n| n.as_str());
+                    mail::fill(&words.joined, &[("name", name.unwrap_or(&words.an_agent))])
+                }
+                "transferred" => words.transferred.clone(),
+                "closed" => words.ended.clone(),
+                "rating" => rating_line(&e.data, words),
                 _ => continue,
             };
             let who = match (e.kind.as_str(), e.author.kind) {
-                ("message", AuthorKind::Visitor) => visitor_name.clone().unwrap_or_else(|| "Visitor".into()),
+                ("message", AuthorKind::Visitor) => visitor_name.clone().unwrap_or_else(|| words.visitor.clone()),
                 ("message", AuthorKind::Agent) => agent_name(e.author.id.as_deref()),
                 ("message", AuthorKind::System) => p.site_name.clone(),
                 _ => String::new(),
@@ -159,10 +189,17 @@ impl Outbox {
             let at = mail::local_clock(e.created_at, tz);
             lines.push(mail::TranscriptLine { at, who, text, is_message: e.kind == "message" });
         }
-        let cut = p.up_to_seq > MAX_EVENTS;
-        let started = events.first().map(|e| e.created_at).unwrap_or(conv.created_at);
-        mail::render_transcript(p, visitor_name.as_deref(), started, &lines, cut, &self.console_url(&conv.id), tz)
-            .map_err(|e| Error::internal(anyhow::anyhow!(e)))
+        let console_url = self.console_url(&conv.id);
+        let email = mail::TranscriptEmail {
+            payload: p,
+            words,
+            visitor_name: visitor_name.as_deref(),
+            started_at: events.first().map(|e| e.created_at).unwrap_or(conv.created_at),
+            lines: &lines,
+            cut: p.up_to_seq > MAX_EVENTS,
+            console_url: &console_url,
+        };
+        mail::render_transcript(&email, tz).map_err(|e| Error::internal(anyhow::anyhow!(e)))
     }
 }
 
@@ -181,12 +218,16 @@ fn message_text(body: Option<&str>, data: &serde_json::Value) -> String {
     text
 }
 
-/// "Rated good: “comment”", from a rating event's detail.
-fn rating_line(data: &serde_json::Value) -> String {
-    let rating = data.get("rating").and_then(|r| r.as_str()).unwrap_or("?");
+/// "Rated good – “comment”", from a rating event's detail, in `words`.
+fn rating_line(data: &serde_json::Value, words: &mail::TranscriptWords) -> String {
+    let rated = match data.get("rating").and_then(|r| r.as_str()) {
+        Some("good") => words.rated_good.clone(),
+        Some("bad") => words.rated_bad.clone(),
+        other => format!("Rated {}", other.unwrap_or("?")),
+    };
     match data.get("comment").and_then(|c| c.as_str()) {
-        Some(comment) => format!("Rated {rating}: \u{201c}{comment}\u{201d}"),
-        None => format!("Rated {rating}"),
+        Some(comment) => format!("{rated} \u{2013} \u{201c}{comment}\u{201d}"),
+        None => rated,
     }
 }
 
@@ -212,8 +253,11 @@ mod tests {
 
     #[test]
     fn a_rating_reads_as_a_line() {
+        let en = crate::outbox::mail::transcript_words("en");
         let with = serde_json::json!({"rating": "bad", "score": 1, "comment": "too slow"});
-        assert_eq!(super::rating_line(&with), "Rated bad: \u{201c}too slow\u{201d}");
-        assert_eq!(super::rating_line(&serde_json::json!({"rating": "good", "score": 5})), "Rated good");
+        assert_eq!(super::rating_line(&with, en), "Rated bad \u{2013} \u{201c}too slow\u{201d}");
+        assert_eq!(super::rating_line(&serde_json::json!({"rating": "good", "score": 5}), en), "Rated good");
+        let de = crate::outbox::mail::transcript_words("de");
+        assert_eq!(super::rating_line(&with, de), "Bewertet: schlecht \u{2013} \u{201c}too slow\u{201d}");
     }
 }

@@ -53,9 +53,38 @@ const UPDATE: &str = "UPDATE greeting_rules SET name = $3, enabled = $4, url_pat
                       WHERE id = $1 AND site_id = $2";
 const DELETE: &str = "DELETE FROM greeting_rules WHERE site_id = $1 AND id = $2";
 const SHOWN: &str = "UPDATE greeting_rules SET shown = shown + 1 WHERE site_id = $1 AND id = $2 AND enabled";
+// Run after SHOWN counted: the same greeting in its quarter hour ($3).
+const SHOWN_AT: &str = "INSERT INTO greeting_shown (rule_id, site_id, quarter, shown) VALUES ($2, $1, $3, 1) \
+                        ON CONFLICT (rule_id, quarter) DO UPDATE SET shown = greeting_shown.shown + 1";
+// Each rule of a site with its greetings shown and chats started in
+// [$2, $3) (milliseconds; `greeting_figures`).
+const FIGURES: &str = "SELECT r.id, r.name, \
+                       CAST(COALESCE((SELECT sum(s.shown) FROM greeting_shown s \
+                                      WHERE s.rule_id = r.id AND s.quarter >= $2 AND s.quarter < $3), 0) AS BIGINT), \
+                       (SELECT count(*) FROM greeted_chats g \
+                        WHERE g.rule_id = r.id AND g.created_at >= $2 AND g.created_at < $3) \
+                       FROM greeting_rules r WHERE r.site_id = $1 ORDER BY r.created_at, r.id";
 const GREETED: &str = "INSERT INTO greeted_chats (conversation_id, rule_id, created_at) VALUES ($1, $2, $3) \
                        ON CONFLICT DO NOTHING";
 const GREETED_BY: &str = "SELECT rule_id FROM greeted_chats WHERE conversation_id = $1";
+
+/// A quarter hour's first millisecond: greetings shown are counted per
+/// quarter, the finest step of any time zone's offset, so a report's
+/// days (midnight to midnight in the site's zone) are whole quarters.
+pub fn quarter_of(at_ms: i64) -> i64 {
+    at_ms.div_euclid(QUARTER_MS) * QUARTER_MS
+}
+
+const QUARTER_MS: i64 = 15 * 60 * 1000;
+
+/// A rule's greetings shown and chats started over a report's range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GreetingFigures {
+    pub id: String,
+    pub name: String,
+    pub shown: i64,
+    pub started: i64,
+}
 
 fn lite(sql: &str) -> String {
     sql.replace('$', "?")
@@ -154,9 +183,28 @@ impl SqliteStore {
         self.write(move |c| Ok(c.prepare_cached(&lite(DELETE))?.execute(params![site_id, id])? > 0)).await
     }
 
-    pub(super) async fn greeting_count_shown(&self, site_id: &str, id: &str) -> Result<bool> {
+    pub(super) async fn greeting_count_shown(&self, site_id: &str, id: &str, at: i64) -> Result<bool> {
         let (site_id, id) = (site_id.to_owned(), id.to_owned());
-        self.write(move |c| Ok(c.prepare_cached(&lite(SHOWN))?.execute(params![site_id, id])? > 0)).await
+        self.write(move |c| {
+            if c.prepare_cached(&lite(SHOWN))?.execute(params![site_id, id])? == 0 {
+                return Ok(false);
+            }
+            c.prepare_cached(&lite(SHOWN_AT))?.execute(params![site_id, id, quarter_of(at)])?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub(super) async fn greeting_figures(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<GreetingFigures>> {
+        let site_id = site_id.to_owned();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&lite(FIGURES))?;
+            let rows = stmt.query_map(params![site_id, from, to], |r| {
+                Ok(GreetingFigures { id: r.get(0)?, name: r.get(1)?, shown: r.get(2)?, started: r.get(3)? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     pub(super) async fn greeting_record(&self, conversation_id: &str, rule_id: &str, at: i64) -> Result<()> {
@@ -198,9 +246,28 @@ impl PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
-    pub(super) async fn greeting_count_shown(&self, site_id: &str, id: &str) -> Result<bool> {
-        let done = sqlx::query(SHOWN).bind(site_id).bind(id).execute(self.p().await?).await?;
-        Ok(done.rows_affected() > 0)
+    pub(super) async fn greeting_count_shown(&self, site_id: &str, id: &str, at: i64) -> Result<bool> {
+        let mut tx = self.p().await?.begin().await?;
+        if sqlx::query(SHOWN).bind(site_id).bind(id).execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(SHOWN_AT).bind(site_id).bind(id).bind(quarter_of(at)).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn greeting_figures(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<GreetingFigures>> {
+        let rows = sqlx::query(FIGURES).bind(site_id).bind(from).bind(to).fetch_all(self.p().await?).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GreetingFigures {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    shown: r.try_get(2)?,
+                    started: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
     pub(super) async fn greeting_record(&self, conversation_id: &str, rule_id: &str, at: i64) -> Result<()> {
@@ -210,5 +277,23 @@ impl PostgresStore {
 
     pub(super) async fn greeting_rule_of(&self, conversation_id: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar(GREETED_BY).bind(conversation_id).fetch_optional(self.p().await?).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quarter_of;
+
+    #[test]
+    fn a_day_in_any_zone_is_whole_quarters() {
+        // Midnight in Kolkata (+05:30) and Kathmandu (+05:45) start a quarter,
+        // so a report's day boundary never splits one.
+        for zone in ["Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns", "Europe/Oslo"] {
+            let tz = jiff::tz::TimeZone::get(zone).unwrap();
+            let midnight = jiff::civil::date(2026, 3, 29).to_zoned(tz).unwrap().timestamp().as_millisecond();
+            assert_eq!(quarter_of(midnight), midnight, "{zone}");
+            assert_eq!(quarter_of(midnight - 1), midnight - 15 * 60 * 1000, "{zone}");
+        }
+        assert_eq!(quarter_of(-1), -15 * 60 * 1000);
     }
 }

@@ -747,8 +747,12 @@ pub trait Store: Send + Sync + 'static {
     /// Replace a rule's editable fields; false if the site has no such rule.
     async fn update_greeting(&self, rule: greetings::GreetingRule) -> Result<bool>;
     async fn delete_greeting(&self, site_id: &str, id: &str) -> Result<bool>;
-    /// Count one greeting shown; false if the site has no such enabled rule.
-    async fn greeting_shown(&self, site_id: &str, id: &str) -> Result<bool>;
+    /// Count one greeting shown at `at`; false if the site has no such
+    /// enabled rule.
+    async fn greeting_shown(&self, site_id: &str, id: &str, at: i64) -> Result<bool>;
+    /// Each of a site's rules with its greetings shown and chats started
+    /// in `[from, to)` (milliseconds), oldest rule first.
+    async fn greeting_figures(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<greetings::GreetingFigures>>;
     /// Record that a rule greeted the visitor who started this chat.
     async fn greeting_started(&self, conversation_id: &str, rule_id: &str, at: i64) -> Result<()>;
     /// The rule that greeted the visitor who started a chat, if one did.

@@ -1371,8 +1371,12 @@ impl Store for PostgresStore {
         self.greeting_delete(site_id, id).await
     }
 
-    async fn greeting_shown(&self, site_id: &str, id: &str) -> Result<bool> {
-        self.greeting_count_shown(site_id, id).await
+    async fn greeting_shown(&self, site_id: &str, id: &str, at: i64) -> Result<bool> {
+        self.greeting_count_shown(site_id, id, at).await
+    }
+
+    async fn greeting_figures(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<greetings::GreetingFigures>> {
+        self.greeting_figures(site_id, from, to).await
     }
 
     async fn greeting_started(&self, conversation_id: &str, rule_id: &str, at: i64) -> Result<()> {
