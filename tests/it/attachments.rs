@@ -43,12 +43,12 @@ fn encode(name: &str) -> String {
         .collect()
 }
 
-fn sha(bytes: &[u8]) -> String {
+pub(crate) fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
 /// `len` bytes that sniff as PNG.
-fn png(len: usize) -> Vec<u8> {
+pub(crate) fn png(len: usize) -> Vec<u8> {
     let mut b = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
     b.extend((b.len()..len).map(|i| (i * 7919 % 251) as u8));
     b

@@ -268,10 +268,19 @@ pub struct Attachments {
 }
 
 impl Attachments {
+    /// The attachments of a node whose data directory is `data_dir`. A
+    /// spool file there now is an upload that a stopped or killed process
+    /// left half-written (no upload of this one has begun, and a data
+    /// directory serves one process): it is removed at once.
     pub fn new(store: Arc<dyn Store>, tokens: Tokens, data_dir: &Path) -> Result<Attachments> {
         let spool_dir = data_dir.join("attachments").join("tmp");
         std::fs::create_dir_all(&spool_dir).map_err(Error::internal)?;
-        Ok(Attachments { store, tokens, spool_dir, uploads: Arc::new(Semaphore::new(CONCURRENT_UPLOADS)) })
+        let me = Attachments { store, tokens, spool_dir, uploads: Arc::new(Semaphore::new(CONCURRENT_UPLOADS)) };
+        let left = me.drop_spool_files(|_| true);
+        if left > 0 {
+            tracing::info!(files = left, "removed uploads a previous process left unfinished");
+        }
+        Ok(me)
     }
 
     /// The site's limits.
@@ -392,7 +401,8 @@ impl Attachments {
         });
     }
 
-    /// One round of the cleanup: orphans, then spool files a crash left.
+    /// One round of the cleanup: orphans, then spool files left by hung
+    /// uploads.
     pub async fn clean_up(&self) {
         match self.store.drop_orphan_attachments(now_ms() - ORPHAN_AFTER_MS).await {
             Ok(0) => {}
@@ -402,18 +412,21 @@ impl Attachments {
         self.drop_stale_spool();
     }
 
-    /// Spool files older than an hour: uploads a crash or kill cut short.
+    /// Spool files untouched for an hour: uploads whose connection hung.
     fn drop_stale_spool(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.spool_dir) else { return };
+        self.drop_spool_files(|m| m.modified().is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600)));
+    }
+
+    /// Remove the spool files whose metadata `stale` picks; how many.
+    fn drop_spool_files(&self, stale: impl Fn(&std::fs::Metadata) -> bool) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.spool_dir) else { return 0 };
+        let mut dropped = 0;
         for entry in entries.flatten() {
-            let stale = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600));
-            if stale {
-                let _ = std::fs::remove_file(entry.path());
+            if entry.metadata().is_ok_and(|m| m.is_file() && stale(&m)) && std::fs::remove_file(entry.path()).is_ok() {
+                dropped += 1;
             }
         }
+        dropped
     }
 }
 

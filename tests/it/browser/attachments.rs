@@ -1,8 +1,9 @@
 //! Files in chat, in browsers: the visitor pastes a screenshot into the
 //! widget and the agent sees its thumbnail in the console; the agent
 //! pastes a PDF with a hostile name into the console and the visitor gets
-//! a link to the same bytes, its name shown as text; a file over the
-//! site's limit is refused by the widget before any upload.
+//! a link to the same bytes, its name shown as text; a file dropped on the
+//! widget and one picked from disk with its file picker reach the console;
+//! a file over the site's limit is refused by the widget before any upload.
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -113,6 +114,21 @@ async fn a_pasted_screenshot_reaches_the_console_and_a_pdf_the_visitor() {
         .await;
     console
         .wait_for("return [...document.querySelectorAll('#log .msg .file')].some(a => a.textContent === '📎 notes.txt (1 KB)')", LONG)
+        .await;
+
+    // The visitor picks a file from disk with the widget's file picker
+    // (WebDriver sets the input's file as the dialog would).
+    let disk = tempfile::tempdir().unwrap();
+    let invoice = disk.path().join("invoice.pdf");
+    std::fs::write(&invoice, PDF.replace("manual", "invoice 77")).unwrap();
+    let picker = visitor.el(&format!("{W}.querySelector('input[type=file]')")).await;
+    let attach = visitor
+        .exec(&format!("return {W}.querySelector('button[aria-label=\"Attach a file\"]') !== null"), vec![])
+        .await;
+    assert_eq!(attach, json!(true), "the picker has its button");
+    visitor.type_text(&picker, invoice.to_str().unwrap()).await;
+    console
+        .wait_for("return [...document.querySelectorAll('#log .msg .file')].some(a => a.textContent === '📎 invoice.pdf (1 KB)')", LONG)
         .await;
 
     // Over the site's limit: refused in the widget, before any upload.
