@@ -71,6 +71,25 @@ fn side_service_failure_opens_the_breaker_and_never_makes_the_node_unready() {
 }
 
 #[test]
+fn visitor_flood_is_limited_per_address_and_every_real_visitor_is_served() {
+    let r = storm(&["visitor-flood", "--phase-s", "2"]);
+    let n = |k: &str| r[k].parse::<f64>().unwrap_or_else(|_| panic!("{k}: {r:?}"));
+    assert_eq!(r["scenario"], "visitor-flood");
+    assert_eq!((n("real_visitors"), n("real_visitors_served")), (20.0, 20.0), "{r:?}");
+    assert_eq!(n("flood_other"), 0.0, "no 5xx nor dropped connection for the flood either: {r:?}");
+    // The site's defaults: 60 sessions a minute per address (a burst of
+    // 60, then one a second) and 30 messages a minute per visitor (30,
+    // then one every 2 s). The bounds allow twice the refill over the
+    // flood: its tasks start a little before the flood's clock does.
+    let flood_s = n("flood_s");
+    assert!(n("flood_sessions_limited") > 0.0, "{r:?}");
+    assert!(n("flood_sessions_admitted") <= 60.0 + 2.0 * flood_s + 2.0, "{r:?}");
+    assert!(n("flood_messages_limited") > 0.0, "{r:?}");
+    assert!(n("flood_messages_accepted") <= 30.0 + flood_s + 2.0, "{r:?}");
+    assert!(n("message_p99_flood_ms") > 0.0, "{r:?}");
+}
+
+#[test]
 fn node_loss_every_client_of_the_killed_node_resumes_on_the_other() {
     let r = cluster_storm("node-loss", 2, 20, 100);
     assert_eq!((r["scenario"].as_str(), r["nodes"].as_str()), ("node-loss", "2"));

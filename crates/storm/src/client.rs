@@ -27,15 +27,30 @@ pub type Ws = WebSocketStream<TcpStream>;
 /// Open a WebSocket from a chosen loopback source address (so thousands of
 /// clients do not run out of ephemeral ports), with small buffers.
 pub async fn connect_ws(server: SocketAddr, source: IpAddr, path: &str) -> anyhow::Result<Ws> {
+    connect_ws_for(server, source, path, None).await
+}
+
+/// `connect_ws`, the upgrade saying it is forwarded for `client` (which a
+/// server trusting loopback as its proxy takes as the client's address).
+pub async fn connect_ws_for(
+    server: SocketAddr,
+    source: IpAddr,
+    path: &str,
+    client: Option<IpAddr>,
+) -> anyhow::Result<Ws> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let socket = if server.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.bind(SocketAddr::new(source, 0))?;
     let stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(server)).await??;
     stream.set_nodelay(true)?;
     let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0).max_write_buffer_size(1 << 20);
-    let url = format!("ws://{server}{path}");
+    let mut request = format!("ws://{server}{path}").into_client_request()?;
+    if let Some(client) = client {
+        request.headers_mut().insert("x-forwarded-for", client.to_string().parse()?);
+    }
     let (ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::client_async_with_config(url, stream, Some(config)),
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)),
     )
     .await??;
     Ok(ws)

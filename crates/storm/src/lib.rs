@@ -12,11 +12,13 @@
 //! - `worker`    — one client process, driven by JSON lines on stdio.
 //! - `client`    — a reference protocol client: cursors, full-jitter backoff, outbox resend.
 //! - `scenarios` — the rehearsals.
+//! - `flood`     — `storm visitor-flood`: one address floods the widget's doors.
 //! - `rehearsal` — a stand-in plan service that answers, hangs or fails as told.
 //! - `bench`     — `holdfast bench`: relay throughput, idle sockets, soak, first send.
 
 pub mod bench;
 pub mod client;
+pub(crate) mod flood;
 pub mod rehearsal;
 pub(crate) mod scenarios;
 pub mod server;
@@ -51,6 +53,13 @@ pub enum StormCommand {
     /// The plan service answers, hangs, fails, recovers: login and chat
     /// must not notice.
     SideService {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// One address floods visitor sessions and messages while real
+    /// visitors and an agent chat: the flood is limited per address, the
+    /// real visitors are served, the chat's p99 holds.
+    VisitorFlood {
         #[command(flatten)]
         common: Common,
     },
@@ -137,6 +146,7 @@ pub async fn run(command: StormCommand) -> anyhow::Result<()> {
         StormCommand::Blip { agents, visitors, common } => blip(agents, visitors, &common).await,
         StormCommand::LoginFlood { agents, overload, common } => login_flood(agents, overload, &common).await,
         StormCommand::SideService { common } => side_service(&common).await,
+        StormCommand::VisitorFlood { common } => flood::visitor_flood(&common).await,
         StormCommand::NodeLoss { nodes, cluster } => scenarios::node_loss(nodes.into(), &cluster).await,
         StormCommand::RollingRestart { nodes, cluster } => scenarios::rolling_restart(nodes.into(), &cluster).await,
         StormCommand::Provision { agents, data } => {

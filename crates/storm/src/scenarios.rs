@@ -749,7 +749,7 @@ pub async fn login_flood(agents: usize, overload: usize, common: &Common) -> any
 /// Run `work` on a runtime of `threads` workers in threads of its own, so
 /// load it generates does not queue behind (or delay) this process's other
 /// clients.
-fn on_own_runtime<T: Send + 'static>(
+pub(crate) fn on_own_runtime<T: Send + 'static>(
     name: &str,
     threads: usize,
     work: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
@@ -768,7 +768,7 @@ fn on_own_runtime<T: Send + 'static>(
 }
 
 /// One agent and one visitor in a conversation, for timing messages.
-struct Pair {
+pub(crate) struct Pair {
     agent: super::client::Ws,
     visitor: super::client::Ws,
     conv: Option<String>,
@@ -786,7 +786,7 @@ pub(crate) async fn next_json(ws: &mut super::client::Ws) -> anyhow::Result<Valu
 }
 
 impl Pair {
-    async fn open(target: &Target) -> anyhow::Result<Pair> {
+    pub(crate) async fn open(target: &Target) -> anyhow::Result<Pair> {
         let source = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let access = target.login(&agent_email(0), STORM_PASSWORD).await?;
         let mut agent = connect_ws(target.addr, source, "/api/v1/agent/socket").await?;
@@ -801,7 +801,7 @@ impl Pair {
     }
 
     /// Visitor → agent: milliseconds until the agent has the message.
-    async fn round(&mut self) -> anyhow::Result<f64> {
+    pub(crate) async fn round(&mut self) -> anyhow::Result<f64> {
         self.n += 1;
         let client_id = format!("side-{}", self.n);
         let mut frame = json!({"type": "send", "client_id": client_id, "body": "how is my order?"});
