@@ -852,6 +852,7 @@ async function loadAdmin() {
     $("s-reply-to").value = s.reply_to;
     $("s-tz").value = s.time_zone || "UTC";
     $("s-retention").value = String(s.retention_days || 0);
+    $("s-audit-retention").value = String(s.audit_retention_days || 0);
     $("s-language").value = s.language || "";
     $("s-strings").value = Object.entries(s.strings || {}).map(([k, v]) => `${k} = ${v}`).join("\n");
     // The keys a site may override are those of every language's table.
@@ -1275,6 +1276,7 @@ function wireAdmin() {
       })),
       time_zone: $("s-tz").value.trim(),
       retention_days: Number($("s-retention").value),
+      audit_retention_days: Number($("s-audit-retention").value),
       visitor_limits: Object.fromEntries(Object.entries(LIMITS).map(([id, key]) => [key, Number($(id).value)])),
       attachments: { max_bytes: Math.round(Number($("s-att-max").value) * 1048576), types: $("s-att-types").value.split("\n").map((x) => x.trim()).filter(Boolean) },
     };

@@ -297,6 +297,74 @@ async fn another_sites_policy_is_not_this_sites(node: Node) {
     assert_eq!(bodies(s, &ann_token, &kept).await[0], json!("zoe here, my number is 555-0199"));
 }
 
+/// An entry of `site`'s audit log written `days_ago`, named `action`.
+async fn old_entry(s: &TestServer, site_id: &str, action: &str, days_ago: i64) {
+    let entry = holdfast_server::store::audit::AuditEntry {
+        id: holdfast_server::store::new_id(),
+        site_id: site_id.to_owned(),
+        at: holdfast_server::store::now_ms() - days_ago * 86_400_000,
+        actor_id: "someone".into(),
+        actor_name: "Someone".into(),
+        action: action.into(),
+        target: None,
+        before: None,
+        after: None,
+    };
+    s.state.store.append_audit(entry).await.unwrap();
+}
+
+async fn actions(s: &TestServer, token: &str) -> Vec<String> {
+    let (status, log) = s.get("/api/v1/admin/audit?limit=200", Some(token)).await;
+    assert_eq!(status, 200, "{log}");
+    log.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn the_audit_log_keeps_entries_for_the_sites_days_and_never_under_thirty(node: Node) {
+    let s = &node.server;
+    let site = s.site().await;
+    admin(s.state.store.as_ref(), &site, "boss@shop.example").await;
+    let other = s.new_site("Other").await;
+    admin(s.state.store.as_ref(), &other, "olga@other.example").await;
+    old_entry(s, &site.id, "test.forty_days_ago", 40).await;
+    old_entry(s, &site.id, "test.ten_days_ago", 10).await;
+    old_entry(s, &other.id, "test.theirs_forty_days_ago", 40).await;
+    let (boss, _) = s.login("boss@shop.example", "password123").await;
+    let (olga, _) = s.login("olga@other.example", "password123").await;
+
+    // Kept for ever unless set; under 30 days is refused.
+    let (_, view) = s.get("/api/v1/admin/site", Some(&boss)).await;
+    let mut settings = view["settings"].clone();
+    assert_eq!(settings["audit_retention_days"], 0, "kept for ever unless set");
+    let put = |body: Value| {
+        s.http.put(format!("{}/api/v1/admin/site/settings", s.base)).bearer_auth(boss.clone()).json(&body).send()
+    };
+    for bad in [json!(10), json!(4000), json!("30")] {
+        settings["audit_retention_days"] = bad.clone();
+        let res = put(settings.clone()).await.unwrap();
+        assert_eq!(res.status().as_u16(), 400, "{bad}");
+    }
+    settings["audit_retention_days"] = json!(30);
+    assert_eq!(put(settings.clone()).await.unwrap().status().as_u16(), 200);
+
+    // The job deletes this site's entry older than 30 days. The one of 10
+    // days stays although this test's "day" is 400 ms: the store keeps
+    // every entry 30 real days whatever a policy says.
+    let start = std::time::Instant::now();
+    while actions(s, &boss).await.contains(&"test.forty_days_ago".to_owned()) {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the audit retention never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let kept = actions(s, &boss).await;
+    assert!(kept.contains(&"test.ten_days_ago".to_owned()), "{kept:?}");
+    assert!(kept.contains(&"settings.changed".to_owned()), "the policy's own change is audited: {kept:?}");
+    // Another site's policy (for ever) is its own.
+    assert!(actions(s, &olga).await.contains(&"test.theirs_forty_days_ago".to_owned()));
+    // And the store refuses to delete anything younger, whoever asks.
+    let now = holdfast_server::store::now_ms();
+    assert!(s.state.store.expire_audit(&site.id, now, 100).await.is_err(), "a recent entry was deletable");
+    assert!(actions(s, &boss).await.contains(&"test.ten_days_ago".to_owned()));
+}
+
 mod retention {
     use super::*;
 
@@ -308,7 +376,11 @@ mod retention {
         Node::postgres(quick_retention).await
     }
 
-    both_stores!(a_sites_retention_erases_ended_chats_older_than_its_days, another_sites_policy_is_not_this_sites);
+    both_stores!(
+        a_sites_retention_erases_ended_chats_older_than_its_days,
+        another_sites_policy_is_not_this_sites,
+        the_audit_log_keeps_entries_for_the_sites_days_and_never_under_thirty
+    );
 }
 
 /// The real binary, run as the operator would.

@@ -18,12 +18,15 @@
 //!
 //! Retention is erasure on a schedule: a site's admin sets how many days
 //! after a conversation ends its messages are kept (`retention_days`, 0 =
-//! for ever), and the lead's job (`run_retention`) expires what is older,
-//! in small batches (SQL in `store/retention.rs`).
+//! for ever) and how long its audit log keeps an entry
+//! (`audit_retention_days`, at least 30), and the lead's job
+//! (`run_retention`) expires what is older, in small batches (SQL in
+//! `store/retention.rs` and `store/audit.rs`).
 
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::store::audit::AUDIT_FLOOR_MS;
 use crate::store::erasure::Erased;
 use crate::store::retention::Expired;
 use crate::store::{ConversationFilter, Store, StoredEvent, now_ms};
@@ -129,25 +132,40 @@ impl Default for RetentionConfig {
 pub async fn apply_retention(store: &dyn Store, config: &RetentionConfig, now: i64) -> Result<Expired> {
     let mut total = Expired::default();
     for site in store.sites().await? {
-        let days = crate::admin::WidgetSettings::from_stored(&site.settings).retention_days;
-        if days == 0 {
-            continue;
-        }
-        let cutoff = now - config.day.as_millis() as i64 * i64::from(days);
-        loop {
-            let batch = store.expire(&site.id, cutoff, now, config.batch).await?;
-            metrics::counter!("holdfast_retention_expired_conversations_total").increment(batch.conversations);
-            metrics::counter!("holdfast_retention_expired_messages_total").increment(batch.messages);
-            metrics::counter!("holdfast_retention_expired_visitors_total").increment(batch.visitors);
-            metrics::counter!("holdfast_retention_expired_deliveries_total").increment(batch.deliveries);
-            total.conversations += batch.conversations;
-            total.messages += batch.messages;
-            total.visitors += batch.visitors;
-            total.deliveries += batch.deliveries;
-            if !batch.full(config.batch) {
-                break;
+        let settings = crate::admin::WidgetSettings::from_stored(&site.settings);
+        let day = config.day.as_millis() as i64;
+        if settings.retention_days > 0 {
+            let cutoff = now - day * i64::from(settings.retention_days);
+            loop {
+                let batch = store.expire(&site.id, cutoff, now, config.batch).await?;
+                metrics::counter!("holdfast_retention_expired_conversations_total").increment(batch.conversations);
+                metrics::counter!("holdfast_retention_expired_messages_total").increment(batch.messages);
+                metrics::counter!("holdfast_retention_expired_visitors_total").increment(batch.visitors);
+                metrics::counter!("holdfast_retention_expired_deliveries_total").increment(batch.deliveries);
+                total.conversations += batch.conversations;
+                total.messages += batch.messages;
+                total.visitors += batch.visitors;
+                total.deliveries += batch.deliveries;
+                if !batch.full(config.batch) {
+                    break;
+                }
+                tokio::time::sleep(config.pause).await;
             }
-            tokio::time::sleep(config.pause).await;
+        }
+        if settings.audit_retention_days > 0 {
+            // Never younger than the floor the store holds to (an hour
+            // short of it, so the two clocks never disagree on an entry).
+            let floor = now - AUDIT_FLOOR_MS - 3_600_000;
+            let cutoff = (now - day * i64::from(settings.audit_retention_days)).min(floor);
+            loop {
+                let n = store.expire_audit(&site.id, cutoff, config.batch).await?;
+                metrics::counter!("holdfast_retention_expired_audit_entries_total").increment(n);
+                total.audit_entries += n;
+                if (n as i64) < config.batch {
+                    break;
+                }
+                tokio::time::sleep(config.pause).await;
+            }
         }
     }
     Ok(total)
@@ -159,7 +177,7 @@ pub async fn run_retention(store: std::sync::Arc<dyn Store>, config: RetentionCo
         match apply_retention(store.as_ref(), &config, now_ms()).await {
             Ok(done) => {
                 metrics::counter!("holdfast_retention_runs_total").increment(1);
-                if done.conversations + done.visitors + done.deliveries > 0 {
+                if done.conversations + done.visitors + done.deliveries + done.audit_entries > 0 {
                     tracing::info!(?done, "retention: expired what the sites' policies no longer keep");
                 }
             }

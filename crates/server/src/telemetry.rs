@@ -171,6 +171,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Sent or failed deliveries whose contents retention policies erased.",
     ),
+    (
+        "holdfast_retention_expired_audit_entries_total",
+        Kind::Counter,
+        "Audit log entries deleted once older than their site's audit retention.",
+    ),
     ("holdfast_api_token_rate_limited_total", Kind::Counter, "REST requests refused by an API token's rate limit."),
     (
         "holdfast_visitor_rate_limited_total",

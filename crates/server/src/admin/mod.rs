@@ -83,6 +83,9 @@ pub struct WidgetSettings {
     /// `privacy::run_retention` erases them (0: kept for ever). Never sent
     /// to the widget.
     pub retention_days: u32,
+    /// Days the audit log keeps an entry (0: for ever; else at least
+    /// 30, the floor the store itself holds to). Never sent to the widget.
+    pub audit_retention_days: u32,
     /// The site's business hours (`hours`), which every group without
     /// hours of its own keeps; `None`: always open. Outside them the
     /// widget offers the offline form. Never sent to the widget as such:
@@ -114,6 +117,7 @@ impl Default for WidgetSettings {
             time_zone: "UTC".into(),
             visitor_limits: VisitorLimits::default(),
             retention_days: 0,
+            audit_retention_days: 0,
             hours: None,
             language: String::new(),
             strings: BTreeMap::new(),
@@ -151,6 +155,11 @@ impl WidgetSettings {
         if self.retention_days > MAX_RETENTION_DAYS {
             return Err(Error::bad_request(format!(
                 "retention_days must be 0 (keep for ever) to {MAX_RETENTION_DAYS}"
+            )));
+        }
+        if self.audit_retention_days != 0 && !(30..=MAX_RETENTION_DAYS).contains(&self.audit_retention_days) {
+            return Err(Error::bad_request(format!(
+                "audit_retention_days must be 0 (keep for ever) or 30 to {MAX_RETENTION_DAYS}"
             )));
         }
         if !(1..=MAX_MISSED_MINUTES).contains(&self.missed_chat_minutes) {

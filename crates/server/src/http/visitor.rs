@@ -110,6 +110,7 @@ async fn session(
     settings.transcript_archive.clear();
     settings.reply_to.clear();
     settings.retention_days = 0;
+    settings.audit_retention_days = 0;
     let site_hours = settings.hours.take();
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.to_owned());
     let update = VisitorUpdate {

@@ -1,6 +1,8 @@
 //! The audit log (migrations `sqlite/0019_audit_log.sql`,
 //! `postgres/0013_audit_log.sql`): one row per admin action, never
-//! changed or deleted (the tables' triggers refuse it). What is recorded is
+//! changed, and deleted only by the retention job once older than the
+//! site's `audit_retention_days` and than [`AUDIT_FLOOR_MS`] (the tables'
+//! triggers refuse anything else: `sqlite/0038`, `postgres/0031`). What is recorded is
 //! decided in `audit`; this file holds the record and the SQL of both
 //! backends, one text each (`$n` parameters; SQLite reads them as `?n`).
 
@@ -33,6 +35,12 @@ pub struct AuditEntry {
 
 const INSERT: &str = "INSERT INTO audit_log (id, site_id, at, actor_id, actor_name, action, target, before, after) \
                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+/// No entry younger than this is ever deleted: the triggers refuse it.
+pub const AUDIT_FLOOR_MS: i64 = 30 * 24 * 3600 * 1000;
+
+// Up to $3 of a site's entries older than $2, oldest first.
+const EXPIRE: &str = "DELETE FROM audit_log WHERE id IN \
+                      (SELECT id FROM audit_log WHERE site_id = $1 AND at < $2 ORDER BY at LIMIT $3)";
 const PAGE: &str = "SELECT * FROM audit_log WHERE site_id = $1 AND at < $2 ORDER BY at DESC, id DESC LIMIT $3";
 
 fn lite(sql: &str) -> String {
@@ -100,6 +108,11 @@ impl SqliteStore {
         })
         .await
     }
+
+    pub(super) async fn audit_expire(&self, site_id: &str, before: i64, limit: i64) -> Result<u64> {
+        let site_id = site_id.to_owned();
+        self.write(move |c| Ok(c.prepare_cached(&lite(EXPIRE))?.execute(params![site_id, before, limit])? as u64)).await
+    }
 }
 
 impl PostgresStore {
@@ -122,5 +135,10 @@ impl PostgresStore {
     pub(super) async fn audit_page(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(PAGE).bind(site_id).bind(before).bind(limit).fetch_all(self.p().await?).await?;
         rows.iter().map(pg_entry).collect()
+    }
+
+    pub(super) async fn audit_expire(&self, site_id: &str, before: i64, limit: i64) -> Result<u64> {
+        let done = sqlx::query(EXPIRE).bind(site_id).bind(before).bind(limit).execute(self.p().await?).await?;
+        Ok(done.rows_affected())
     }
 }

@@ -760,10 +760,14 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- the audit log (`audit.rs`) --------------------------------------
 
-    /// Append an entry; nothing changes or deletes one.
+    /// Append an entry; nothing changes one.
     async fn append_audit(&self, entry: audit::AuditEntry) -> Result<()>;
     /// A site's entries older than `before` (ms), newest first.
     async fn audit_log(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<audit::AuditEntry>>;
+    /// Delete up to `limit` of a site's entries older than `before`
+    /// (the retention job's, which keeps `before` below now minus
+    /// `audit::AUDIT_FLOOR_MS`: the store refuses younger ones); how many.
+    async fn expire_audit(&self, site_id: &str, before: i64, limit: i64) -> Result<u64>;
 
     // ----- API tokens (`api_tokens.rs`) -------------------------------------
 

@@ -1399,6 +1399,10 @@ impl Store for PostgresStore {
         self.audit_page(site_id, before, limit).await
     }
 
+    async fn expire_audit(&self, site_id: &str, before: i64, limit: i64) -> Result<u64> {
+        self.audit_expire(site_id, before, limit).await
+    }
+
     async fn create_api_token(&self, token: api_tokens::ApiToken, hash: String) -> Result<()> {
         self.api_token_insert(token, hash).await
     }

@@ -21,6 +21,8 @@ pub struct Expired {
     pub messages: u64,
     pub visitors: u64,
     pub deliveries: u64,
+    /// Audit log entries past the site's `audit_retention_days`.
+    pub audit_entries: u64,
 }
 
 impl Expired {
