@@ -844,6 +844,9 @@ async function loadAdmin() {
     $("s-color").value = s.color;
     $("s-position").value = s.position;
     $("s-greeting").value = s.greeting;
+    $("s-team").value = s.team_name || "";
+    $("s-logo").value = s.logo_url || "";
+    $("s-reply-time").value = s.reply_time || "none";
     $("s-name").value = s.prechat.name;
     $("s-email").value = s.prechat.email;
     $("s-origins").value = s.allowed_origins.join("\n");
@@ -1276,6 +1279,9 @@ function wireAdmin() {
       })),
       time_zone: $("s-tz").value.trim(),
       retention_days: Number($("s-retention").value),
+      team_name: $("s-team").value.trim(),
+      logo_url: $("s-logo").value.trim(),
+      reply_time: $("s-reply-time").value,
       audit_retention_days: Number($("s-audit-retention").value),
       visitor_limits: Object.fromEntries(Object.entries(LIMITS).map(([id, key]) => [key, Number($(id).value)])),
       attachments: { max_bytes: Math.round(Number($("s-att-max").value) * 1048576), types: $("s-att-types").value.split("\n").map((x) => x.trim()).filter(Boolean) },

@@ -40,7 +40,7 @@
   // page loads before that stays small. A site may force a language and
   // override any string (its settings' `language` and `strings`).
   // Keep the keys in step with assets/widget-i18n/*.json.
-  const EN = {open: "Open chat", close: "Close chat", open_unread: "Open chat, {0} unread", chat: "Chat", messages: "Messages", before_start: "Before we start", your_name: "Your name", your_email: "Your email", required: "required", optional: "optional", start: "Start chat", intro_required: "Tell us who you are, then start the chat.", intro_optional: "Tell us who you are if you like, or start the chat right away.", leave: "Leave a message", message: "Message", away: "We're away right now.", closed_until: "We're closed right now; we're back {0}.", closed_until_today: "We're closed right now; we're back at {0}.", closed_now: "we're closed right now", leave_intro: "Leave a message and we'll get back to you by email.", thanks: "Thanks! Your message was sent; we'll reply by email.", unavailable: "Chat is unavailable.", type_here: "Type a message…", send: "Send", email_me: "Email me this conversation", sending: "Sending…", will_email: "We'll email this conversation to {0}.", no_server: "Could not reach the server; please try again.", comment: "Comment (optional)", anything: "Anything to add? (optional)", how_was: "How was this chat?", good: "Good", bad: "Bad", rate: "Rate this chat", rated: "Thanks for your rating!", sending_msg: "Sending: {0}", not_sent: "Not sent: {0}", too_long_wait: "it waited too long", reconnecting: "Reconnecting…", joined: "{0} joined the chat", an_agent: "An agent", transferring: "You're being transferred to another agent…", ended: "The chat has ended. Write again any time.", queue: "You are number {0} in the queue", typing: "{0} is typing…", agent: "Agent", erased: "(message erased)", greeting: "Hi! How can we help?", attach: "Attach a file", too_large: "it is larger than {0}", type_refused: "this type of file is not allowed"};
+  const EN = {open: "Open chat", close: "Close chat", open_unread: "Open chat, {0} unread", chat: "Chat", messages: "Messages", before_start: "Before we start", your_name: "Your name", your_email: "Your email", required: "required", optional: "optional", start: "Start chat", intro_required: "Tell us who you are, then start the chat.", intro_optional: "Tell us who you are if you like, or start the chat right away.", leave: "Leave a message", message: "Message", away: "We're away right now.", closed_until: "We're closed right now; we're back {0}.", closed_until_today: "We're closed right now; we're back at {0}.", closed_now: "we're closed right now", leave_intro: "Leave a message and we'll get back to you by email.", thanks: "Thanks! Your message was sent; we'll reply by email.", unavailable: "Chat is unavailable.", type_here: "Type a message…", send: "Send", email_me: "Email me this conversation", sending: "Sending…", will_email: "We'll email this conversation to {0}.", no_server: "Could not reach the server; please try again.", comment: "Comment (optional)", anything: "Anything to add? (optional)", how_was: "How was this chat?", good: "Good", bad: "Bad", rate: "Rate this chat", rated: "Thanks for your rating!", sending_msg: "Sending: {0}", not_sent: "Not sent: {0}", too_long_wait: "it waited too long", reconnecting: "Reconnecting…", joined: "{0} joined the chat", an_agent: "An agent", transferring: "You're being transferred to another agent…", ended: "The chat has ended. Write again any time.", queue: "You are number {0} in the queue", typing: "{0} is typing…", agent: "Agent", erased: "(message erased)", greeting: "Hi! How can we help?", attach: "Attach a file", replies_minutes: "Typically replies in a few minutes", replies_hours: "Typically replies in a few hours", replies_day: "Typically replies within a day", too_large: "it is larger than {0}", type_refused: "this type of file is not allowed"};
   const LANGS = "ar de es fr he it ja nl pl pt sv tr zh".split(" ");
   let words = EN, langReady = null;
   const t = (key, ...args) => String(words[key] != null ? words[key] : EN[key]).replace(/\{(\d)\}/g, (_, i) => args[i]);
@@ -105,7 +105,7 @@
 @media (max-width:480px){.panel,:host(.left) .panel{inset:0;width:auto;height:auto;border-radius:0;animation:none}:host(.open) .launcher{display:none}}
 [hidden]{display:none!important}
 header{background:var(--a);color:var(--t);padding:10px 12px;display:flex;align-items:center;gap:10px}
-.avatar{flex:none;width:32px;height:32px;border-radius:50%;background:rgba(127,127,127,.3);display:grid;place-items:center;font-weight:600}
+.avatar{flex:none;width:32px;height:32px;border-radius:50%;background:rgba(127,127,127,.3);display:grid;place-items:center;font-weight:600;overflow:hidden}.avatar img{width:100%;height:100%;object-fit:cover}
 .title{font-weight:600}.sub{font-size:12px;opacity:.9}
 .x{margin-inline-start:auto;background:none;border:0;color:var(--t);font-size:22px;cursor:pointer;width:36px;height:36px}
 .log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:6px;background:#f8fafc}
@@ -266,11 +266,22 @@ textarea{resize:none}
     reword();
   }
 
+  // Before an agent joins, the team: its name, its picture, how soon it
+  // typically replies (the site's settings).
   function header() {
-    title.textContent = agentName || (site && site.name) || t("chat");
-    avatar.textContent = (agentName || (site && site.name) || "?").trim().charAt(0).toUpperCase();
+    const s = (site && site.settings) || {};
+    const name = agentName || s.team_name || (site && site.name) || t("chat");
+    title.textContent = name;
+    if (!agentName && s.logo_url) avatar.replaceChildren(h("img", { src: s.logo_url, alt: "" }));
+    else avatar.textContent = (name || "?").trim().charAt(0).toUpperCase();
+    if (!sub.textContent || sub.dataset.idle) status("");
   }
-  function status(text) { sub.textContent = text; }
+  function status(text) {
+    const reply = site && site.settings && site.settings.reply_time;
+    const idle = !text && !agentName && reply && reply !== "none";
+    sub.textContent = idle ? t("replies_" + reply) : text;
+    sub.dataset.idle = idle ? "1" : "";
+  }
 
   // Which form the visitor sees: chat, pre-chat details, or leave a message.
   function view() {

@@ -6,6 +6,7 @@
 
 mod attachments;
 mod bans;
+mod branding;
 mod deliveries;
 mod greetings;
 mod hours;

@@ -33,6 +33,20 @@ pub enum FieldMode {
     Required,
 }
 
+/// How soon the team typically replies, as the widget says it under the
+/// team's name ("Typically replies in a few minutes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyTime {
+    /// Nothing is said.
+    #[default]
+    #[serde(rename = "none")]
+    Unsaid,
+    Minutes,
+    Hours,
+    Day,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Position {
@@ -97,6 +111,14 @@ pub struct WidgetSettings {
     /// The site's own words for any of the widget's strings, by key (the
     /// keys of `widget_i18n`), in whatever language the widget shows.
     pub strings: BTreeMap<String, String>,
+    /// The team's name in the widget's header before an agent joins
+    /// (empty: the site's name).
+    pub team_name: String,
+    /// The team's picture in the widget's header (an `http(s)` URL of an
+    /// image; empty: the name's first letter).
+    pub logo_url: String,
+    /// How soon the team typically replies, said under its name.
+    pub reply_time: ReplyTime,
     /// What visitors and agents may attach: largest file and types
     /// (`attachments`). Sent to the widget, which refuses a file before
     /// uploading it where it can tell.
@@ -122,17 +144,34 @@ impl Default for WidgetSettings {
             language: String::new(),
             strings: BTreeMap::new(),
             attachments: Default::default(),
+            team_name: String::new(),
+            logo_url: String::new(),
+            reply_time: ReplyTime::default(),
         }
     }
 }
 
 const MAX_GREETING: usize = 500;
+const MAX_TEAM_NAME: usize = 60;
+const MAX_URL: usize = 2048;
 /// Longest override of one widget string, in characters.
 const MAX_STRING: usize = 300;
 const MAX_ORIGINS: usize = 50;
 const MAX_MISSED_MINUTES: u32 = crate::outbox::missed::MAX_MINUTES;
 /// Ten years.
 const MAX_RETENTION_DAYS: u32 = 3650;
+
+/// Whether `url` may be the widget's logo: absolute `http(s)` with a
+/// host and no credentials (no `javascript:` or `data:`).
+fn image_url(url: &str) -> bool {
+    url.len() <= MAX_URL
+        && reqwest::Url::parse(url).is_ok_and(|u| {
+            matches!(u.scheme(), "https" | "http")
+                && u.host().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+        })
+}
 
 impl WidgetSettings {
     /// The settings stored for a site; a stored value that no longer
@@ -151,6 +190,18 @@ impl WidgetSettings {
         self.greeting = self.greeting.trim().to_owned();
         if self.greeting.chars().count() > MAX_GREETING {
             return Err(Error::bad_request(format!("greeting is longer than {MAX_GREETING} characters")));
+        }
+        self.team_name = self.team_name.trim().to_owned();
+        if self.team_name.chars().count() > MAX_TEAM_NAME || self.team_name.chars().any(char::is_control) {
+            return Err(Error::bad_request(format!(
+                "team_name must be at most {MAX_TEAM_NAME} characters on one line"
+            )));
+        }
+        self.logo_url = self.logo_url.trim().to_owned();
+        if !self.logo_url.is_empty() && !image_url(&self.logo_url) {
+            return Err(Error::bad_request(format!(
+                "logo_url must be an http or https URL of at most {MAX_URL} bytes, without a user or password"
+            )));
         }
         if self.retention_days > MAX_RETENTION_DAYS {
             return Err(Error::bad_request(format!(
