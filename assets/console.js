@@ -768,19 +768,56 @@ function renderMissed() {
     `${c.missed.reason === "left" ? "left after" : "waited"} ${span(c.missed.waited_ms)} · ${ago(c.missed.missed_at)}`)));
 }
 
-async function search(e) {
-  e.preventDefault();
-  const q = $("search").value.trim();
-  $("results-title").hidden = !q;
-  if (!q) return $("results").replaceChildren();
+// Chat search: all the words (in messages, or the visitor's name or email)
+// with the filters; the box left empty lists past chats. A page at a time.
+let searchNext = null;
+
+function searchParams() {
+  const q = new URLSearchParams({ limit: "25" });
+  const words = $("search").value.trim();
+  if (words) q.set("q", words);
+  for (const [key, id] of [["status", "search-status"], ["agent", "search-agent"], ["group", "search-group"]]) if ($(id).value) q.set(key, $(id).value);
+  // Dates are the agent's own days: from the first day's midnight to the
+  // midnight after the last.
+  if ($("search-from").value) q.set("from", String(new Date(`${$("search-from").value}T00:00`).getTime()));
+  if ($("search-to").value) {
+    const end = new Date(`${$("search-to").value}T00:00`);
+    end.setDate(end.getDate() + 1);
+    q.set("to", String(end.getTime()));
+  }
+  return q;
+}
+
+async function search(e, more = false) {
+  if (e) e.preventDefault();
+  $("search-section").hidden = false;
+  $("results-title").textContent = $("search").value.trim() ? "Search results" : "Past chats";
+  const q = searchParams();
+  if (more && searchNext) q.set("cursor", searchNext);
   try {
-    const hits = await api(`/api/v1/search?q=${encodeURIComponent(q)}&limit=50`);
-    $("results").replaceChildren(...hits.map((hit) => {
-      conv(hit.conversation_id);
-      return item(hit.conversation_id, hit.body.slice(0, 60) || "📎 " + q, when(hit.created_at));
-    }));
-    if (!hits.length) $("results").replaceChildren(h("li", { class: "sys" }, "Nothing found"));
+    const page = await api(`/api/v1/search?${q}`);
+    searchNext = page.next;
+    const items = page.chats.map(resultItem);
+    if (more) $("results").append(...items);
+    else $("results").replaceChildren(...items);
+    if (!more && !page.chats.length) $("results").replaceChildren(h("li", { class: "sys" }, "Nothing found"));
+    $("results-more").hidden = !searchNext;
   } catch (err) { toast(err.message); }
+}
+
+/** One chat found: whose, when, its state and agent, and the words around
+ *  what was found (all as text). */
+function resultItem(hit) {
+  conv(hit.conversation_id, convs.get(hit.conversation_id)?.live ? {}
+    : { visitor_id: hit.visitor_id, group_id: hit.group_id, agent_id: hit.agent_id, status: hit.status });
+  const who = hit.visitor_name || hit.visitor_email || `Visitor ${hit.visitor_id.slice(-4)}`;
+  const li = item(hit.conversation_id, who,
+    `${when(hit.created_at)} · ${hit.status}${hit.agent_name ? " · " + hit.agent_name : ""} · ${hit.group_name}`);
+  const b = li.firstChild;
+  b.classList.add("result");
+  if (hit.visitor_name && hit.visitor_email) b.append(h("span", { class: "email" }, hit.visitor_email));
+  if (hit.snippet) b.append(h("span", { class: "snippet" }, hit.snippet.text || "📎"));
+  return li;
 }
 
 // ----- all chats (admins) -------------------------------------------------------------
@@ -804,6 +841,8 @@ function fillAllFilters() {
   const keep = (id, options) => { const v = $(id).value; $(id).replaceChildren($(id).options[0], ...options); $(id).value = v; };
   keep("all-agent", agents.map((a) => h("option", { value: a.id }, a.name)));
   keep("all-group", groups.map((g) => h("option", { value: g.id }, g.name)));
+  keep("search-agent", agents.map((a) => h("option", { value: a.id }, a.name)));
+  keep("search-group", groups.map((g) => h("option", { value: g.id }, g.name)));
 }
 
 /** A conversation open on screen that is not ours live: follow it by
@@ -1416,6 +1455,8 @@ function wire() {
   $("notify").onclick = () => window.Notification && Notification.requestPermission().then((p) => { $("notify").hidden = p === "granted"; });
   if (window.Notification && Notification.permission === "granted") $("notify").hidden = true;
   $("search-form").onsubmit = search;
+  for (const id of ["search-status", "search-agent", "search-group", "search-from", "search-to"]) $(id).onchange = () => search();
+  $("results-more").onclick = () => search(null, true);
   // Back to the tab: what the open conversation shows is read now.
   document.addEventListener("visibilitychange", () => {
     const c = !document.hidden && convs.get(selected);

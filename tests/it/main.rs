@@ -32,6 +32,7 @@ mod resilience;
 mod restart;
 mod resume;
 mod routing;
+mod search;
 mod security;
 mod services;
 mod status;

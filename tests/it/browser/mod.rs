@@ -15,6 +15,7 @@ mod languages;
 mod privacy;
 mod ratings;
 mod reports;
+mod search;
 mod transcript;
 mod webdriver;
 

@@ -21,6 +21,7 @@ pub mod postgres;
 pub mod reports;
 pub mod retention;
 mod rules;
+pub mod search;
 pub mod sqlite;
 mod sqlite_readers;
 mod sqlite_writer;
@@ -512,15 +513,6 @@ pub(crate) enum FilterArg {
     Int(i64),
 }
 
-/// A message found by transcript search.
-#[derive(Debug, Clone, Serialize)]
-pub struct SearchHit {
-    pub conversation_id: String,
-    pub seq: i64,
-    pub body: String,
-    pub created_at: i64,
-}
-
 /// A reply an agent inserts by typing `/shortcut` in the console.
 #[derive(Debug, Clone, Serialize)]
 pub struct CannedResponse {
@@ -628,8 +620,10 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Events with `seq > after`, in order, at most `limit`.
     async fn events_after(&self, conversation_id: &str, after: i64, limit: i64) -> Result<Vec<StoredEvent>>;
-    /// Messages of a site whose body contains `text` (case-insensitive).
-    async fn search_messages(&self, site_id: &str, text: &str, limit: i64) -> Result<Vec<SearchHit>>;
+    /// The site's chats holding every word (in a message, or the
+    /// visitor's name or email) and passing the filters, newest first
+    /// (`search.rs`).
+    async fn search_chats(&self, site_id: &str, search: search::ChatSearch) -> Result<Vec<search::ChatHit>>;
 
     // ----- admin (the web console) -----------------------------------------
 

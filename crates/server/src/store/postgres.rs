@@ -1103,31 +1103,12 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn search_messages(&self, site_id: &str, text: &str, limit: i64) -> Result<Vec<SearchHit>> {
-        let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-        let rows = sqlx::query(
-            "SELECT e.conversation_id, e.seq, e.body, e.created_at FROM events e \
-             JOIN conversations c ON c.id = e.conversation_id \
-             WHERE c.site_id = $1 AND e.kind = 'message' AND (e.body ILIKE $2 ESCAPE '\\' \
-             OR (e.data LIKE '%\"attachments\"%' AND EXISTS (SELECT 1 FROM \
-             jsonb_array_elements(e.data::jsonb -> 'attachments') a WHERE a->>'name' ILIKE $2 ESCAPE '\\'))) \
-             ORDER BY e.created_at DESC LIMIT $3",
-        )
-        .bind(site_id)
-        .bind(pattern)
-        .bind(limit.clamp(1, 200))
-        .fetch_all(self.p().await?)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SearchHit {
-                    conversation_id: r.try_get("conversation_id")?,
-                    seq: r.try_get("seq")?,
-                    body: r.try_get("body")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+    async fn search_chats(
+        &self,
+        site_id: &str,
+        search: super::search::ChatSearch,
+    ) -> Result<Vec<super::search::ChatHit>> {
+        self.find_chats(site_id, search).await
     }
 
     async fn set_site_settings(&self, site_id: &str, settings: &serde_json::Value) -> Result<()> {

@@ -929,30 +929,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn search_messages(&self, site_id: &str, text: &str, limit: i64) -> Result<Vec<SearchHit>> {
-        let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-        let site_id = site_id.to_owned();
-        self.read(move |c| {
-            all(
-                c,
-                "SELECT e.conversation_id, e.seq, e.body, e.created_at FROM events e \
-                 JOIN conversations c ON c.id = e.conversation_id \
-                 WHERE c.site_id = ?1 AND e.kind = 'message' AND (e.body LIKE ?2 ESCAPE '\\' \
-                 OR (e.data LIKE '%\"attachments\"%' AND EXISTS (SELECT 1 FROM json_each(e.data, '$.attachments') a \
-                 WHERE json_extract(a.value, '$.name') LIKE ?2 ESCAPE '\\'))) \
-                 ORDER BY e.created_at DESC LIMIT ?3",
-                params![site_id, pattern, limit.clamp(1, 200)],
-                |r| {
-                    Ok(SearchHit {
-                        conversation_id: r.get("conversation_id")?,
-                        seq: r.get("seq")?,
-                        body: r.get("body")?,
-                        created_at: r.get("created_at")?,
-                    })
-                },
-            )
-        })
-        .await
+    async fn search_chats(
+        &self,
+        site_id: &str,
+        search: super::search::ChatSearch,
+    ) -> Result<Vec<super::search::ChatHit>> {
+        self.find_chats(site_id, search).await
     }
 
     async fn set_site_settings(&self, site_id: &str, settings: &serde_json::Value) -> Result<()> {
