@@ -326,7 +326,7 @@ function onEvent(f) {
   if (f.seq <= (cursors[f.conv] || 0)) return; // already seen
   cursors[f.conv] = f.seq;
   // Ours, stored, its ack lost with a connection: never resend it.
-  if (f.type === "message" && f.client_id && me && f.author.kind === "agent" && f.author.id === me.id) outbox.delete(f.client_id);
+  if ((f.type === "message" || f.type === "note") && f.client_id && me && f.author.kind === "agent" && f.author.id === me.id) outbox.delete(f.client_id);
   if (replaying.has(f.conv) && f.seq >= replaying.get(f.conv)) {
     replaying.delete(f.conv);
     resend((conv) => conv === f.conv);
@@ -492,6 +492,14 @@ function appendEvent(e) {
     // An erased message is a tombstone: its place, not its words.
     if (e.erased) el.append(h("em", {}, "(message erased)")); else rich(el, e.body || "");
     files(el, e.attachments);
+  } else if (e.type === "note") {
+    // An internal note: agents only, drawn apart from the conversation.
+    const pending = e.client_id && log.querySelector(`[data-client-id="${CSS.escape(e.client_id)}"]`);
+    if (pending) pending.remove();
+    const who = me && e.author.id === me.id ? "You" : agentName(e.author.id);
+    const at = h("time", { datetime: new Date(e.at).toISOString() }, clock(e.at));
+    el = h("div", { class: "msg note" }, h("span", { class: "who" }, `Internal note · ${who} · `, at));
+    if (e.erased) el.append(h("em", {}, "(note erased)")); else rich(el, e.body || "");
   } else if (e.type === "assigned") {
     el = h("div", { class: "sys" }, `Assigned to ${e.agent.name}`);
   } else if (e.type === "transferred") {
@@ -556,7 +564,9 @@ async function attach(file) {
 const attachAll = (list, e) => { if (list && list.length) { if (e) e.preventDefault(); [...list].forEach(attach); } };
 
 function pendingBubble(f) {
-  const el = h("div", { class: "msg me pending", "data-client-id": f.client_id }, h("span", { class: "who" }, "You · sending"));
+  const note = f.type === "note";
+  const el = h("div", { class: note ? "msg note pending" : "msg me pending", "data-client-id": f.client_id },
+    h("span", { class: "who" }, note ? "Internal note · You · sending" : "You · sending"));
   rich(el, f.body);
   $("log").append(el);
   $("log").scrollTop = $("log").scrollHeight;
@@ -570,7 +580,12 @@ function renderActions() {
   // An admin joins a colleague's chat by taking it over (a transfer to themself).
   $("take-over").hidden = !(isAdmin() && c && c.status === "active" && c.agent_id && me && c.agent_id !== me.id);
   $("close").hidden = !open || !(mineActive || isAdmin() || c.status === "queued");
-  $("composer").hidden = !mineActive;
+  // Anyone may leave an internal note in any chat; only its agent replies.
+  $("composer").hidden = !c;
+  if (!mineActive) $("note-mode").checked = true;
+  else if ($("note-mode").disabled) $("note-mode").checked = false; // replies again
+  $("note-mode").disabled = !mineActive;
+  noteMode();
   $("email-reply").hidden = !(c && c.status === "offline");
   const canTransfer = mineActive || (open && isAdmin() && c.agent_id);
   $("transfer-wrap").hidden = !canTransfer;
@@ -677,7 +692,7 @@ function onReplyInput() {
   suggestions = m ? canned.filter((c) => c.shortcut.startsWith(m[1].toLowerCase())) : [];
   suggestAt = suggestions.length ? 0 : -1;
   renderSuggest();
-  if (selected && !myTyping && v) { myTyping = true; send({ type: "typing", conv: selected, on: true }); }
+  if (selected && !myTyping && v && !$("note-mode").checked) { myTyping = true; send({ type: "typing", conv: selected, on: true }); }
   clearTimeout(onReplyInput.t);
   onReplyInput.t = setTimeout(() => { if (myTyping) { myTyping = false; send({ type: "typing", conv: selected, on: false }); } }, 3000);
 }
@@ -709,15 +724,24 @@ function onReplyKey(e) {
   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("composer").requestSubmit(); }
 }
 
+/** The composer as a note's (agents only, drawn apart) or a reply's. */
+function noteMode() {
+  const on = $("note-mode").checked;
+  $("composer").classList.toggle("noting", on);
+  $("reply").placeholder = on ? "Internal note: only agents see it" : "";
+  $("attach").hidden = on;
+}
+
 function onSend(e) {
   e.preventDefault();
   const body = $("reply").value;
   if (!body.trim() || !selected) return;
-  const frame = { type: "send", conv: selected, client_id: newId(), body };
+  const note = $("note-mode").checked;
+  const frame = note ? { type: "note", conv: selected, client_id: newId(), body } : { type: "send", conv: selected, client_id: newId(), body };
   outbox.set(frame.client_id, { frame, at: Date.now() });
   $("reply").value = "";
+  if (myTyping) send({ type: "typing", conv: selected, on: false });
   myTyping = false;
-  send({ type: "typing", conv: selected, on: false });
   pendingBubble(frame);
   if (!replaying.has(selected)) send(frame);
 }
@@ -1471,6 +1495,7 @@ function wire() {
     if (selected && id) send({ type: "transfer", conv: selected, [kind === "agent" ? "to_agent" : "to_group"]: id });
   };
   $("composer").onsubmit = onSend;
+  $("note-mode").onchange = noteMode;
   $("attach").onclick = () => $("attach-input").click();
   $("attach-input").onchange = () => { attachAll($("attach-input").files); $("attach-input").value = ""; };
   $("reply").addEventListener("paste", (e) => attachAll(e.clipboardData && e.clipboardData.files, e));

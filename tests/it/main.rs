@@ -23,6 +23,7 @@ mod integrations_guide;
 mod invitations;
 mod languages;
 mod missed;
+mod notes;
 mod outbox;
 mod privacy;
 mod ratings;

@@ -12,6 +12,7 @@ mod hours;
 mod integrations;
 mod invitations;
 mod languages;
+mod notes;
 mod privacy;
 mod ratings;
 mod reports;

@@ -524,6 +524,52 @@ impl Chat {
         Ok(self.sent(applied, "agent").await)
     }
 
+    /// An agent's internal note in any conversation of their site, whatever
+    /// its status and whoever has it. The conversation's agent hears it
+    /// live (others, the author among them, read it with the history); its
+    /// visitor's sockets are only told to step over its seq
+    /// (`Payload::Unseen`), and never read it from the store.
+    pub async fn agent_note(&self, a: &AgentCtx, conv_id: &str, client_id: &str, body: &str) -> Result<Applied> {
+        check_client_id(client_id)?;
+        check_body(body)?;
+        if conv_id.len() > 64 {
+            return Err(Error::NotFound("conversation"));
+        }
+        let guard = Guard::Site { site_id: a.site_id.clone() };
+        let note = Change::Note { author: Author::agent(&a.agent_id), client_id: client_id.into(), body: body.into() };
+        let applied = self.store.apply_guarded(conv_id, guard, note).await?;
+        if !applied.duplicate {
+            self.publish_note(&applied).await;
+        }
+        Ok(applied)
+    }
+
+    async fn publish_note(&self, applied: &Applied) {
+        let conv = &applied.conversation;
+        let event = Some((conv.id.clone(), applied.event.seq));
+        let text = encode(&EventView::from(&applied.event));
+        // Only sockets that follow the conversation live: a socket given
+        // an event of a conversation new to it replays its whole history.
+        if let Some(agent_id) = conv.agent_id.clone() {
+            self.bus
+                .publish(Envelope {
+                    site_id: conv.site_id.clone(),
+                    audience: Audience::Agent { agent_id },
+                    event: event.clone(),
+                    payload: Payload::Frame { text: text.clone() },
+                })
+                .await;
+        }
+        self.bus
+            .publish(Envelope {
+                site_id: conv.site_id.clone(),
+                audience: Audience::Visitor { visitor_id: conv.visitor_id.clone() },
+                event,
+                payload: Payload::Unseen,
+            })
+            .await;
+    }
+
     /// A visitor rates their own closed conversation, once (a retry with
     /// the same `client_id` gets the original back). The event reaches the
     /// visitor and the agent who had the chat.

@@ -160,7 +160,10 @@ async fn events(
     }
     let conv = state.chat.conversation_for(&peer, &id).await?;
     let events = state.store.events_after(&conv.id, after, q.limit.unwrap_or(500).clamp(1, 1000)).await?;
-    Ok(Json(events.iter().map(EventView::from).collect()))
+    // A visitor never sees an internal note (a page may then hold fewer
+    // events than `limit` without being the last).
+    let seen = |e: &&crate::store::StoredEvent| !(matches!(peer, Peer::Visitor(_)) && e.kind == "note");
+    Ok(Json(events.iter().filter(seen).map(EventView::from).collect()))
 }
 
 async fn visitor(

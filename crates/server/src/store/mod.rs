@@ -336,7 +336,8 @@ pub struct StoredEvent {
     pub conversation_id: String,
     pub seq: i64,
     pub id: String,
-    /// `message`, `assigned`, `transferred`, `closed`, `read`, `rating`.
+    /// `message`, `note` (agents only), `assigned`, `transferred`,
+    /// `closed`, `read`, `rating`.
     pub kind: String,
     pub author: Author,
     pub client_id: Option<String>,
@@ -393,6 +394,14 @@ pub enum Change {
         body: String,
         email: Box<outbox::NewDelivery>,
     },
+    /// An agent's internal note (event kind `note`): for agents only, in
+    /// a conversation of any status. Idempotent on (author, client_id): a
+    /// retry returns the original.
+    Note {
+        author: Author,
+        client_id: String,
+        body: String,
+    },
     /// A read receipt: `reader` has seen everything up to `up_to`.
     Read {
         reader: Author,
@@ -420,6 +429,8 @@ pub enum Guard {
     Visitor { site_id: String, visitor_id: String },
     /// The conversation is of this site and assigned to this agent.
     AssignedAgent { site_id: String, agent_id: String },
+    /// The conversation is of this site (any agent of it may act).
+    Site { site_id: String },
 }
 
 impl Guard {
@@ -435,6 +446,7 @@ impl Guard {
                     Err(crate::error::Error::forbidden("claim the conversation before replying"))
                 }
             }
+            Guard::Site { site_id } if conv.site_id == *site_id => Ok(()),
             // Another site's or visitor's conversation: never reveal it exists.
             _ => Err(crate::error::Error::NotFound("conversation")),
         }

@@ -354,6 +354,12 @@ async fn apply_one(
             }
             rules::reply(author, client_id, body)
         }
+        Change::Note { author, client_id, body } => {
+            if let Some(event) = earlier_message(conn, conversation_id, author, client_id).await? {
+                return Ok(Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }));
+            }
+            rules::note(author, client_id, body)
+        }
         Change::Read { reader, up_to } => {
             if let Err(e) = rules::check_read(&conv, *up_to) {
                 return Ok(Err(e));
