@@ -1016,8 +1016,14 @@ function groupRow(g, list) {
   // Its own hours, or the site's (unticked); saving null gives the site's back.
   const hours = h("details", {}, h("summary", {}, g.hours ? "Own business hours" : "Business hours: the site's"),
     hoursEditor(g.name, g.hours || null, (schedule) => post(`/api/v1/admin/groups/${g.id}`, { hours: schedule }, "PATCH")));
+  // Deleting (not the default group): its chats waiting in its queue move to
+  // the default queue; past chats and reports keep its name.
+  const remove = g.is_default ? null : h("button", { type: "button", class: "danger", "aria-label": `Delete ${g.name}`, onclick: async () => {
+    if (!confirm(`Delete the group ${g.name}? Its members leave it, chats waiting in its queue move to the default queue, and it is no longer offered. Past chats and reports keep its name.`)) return;
+    try { await api(`/api/v1/admin/groups/${g.id}`, { method: "DELETE" }); toast(`${g.name} deleted`); loadAdmin(); loadGroups(); } catch (e) { toast(e.message); }
+  } }, "Delete");
   const li = h("li", {}, h("strong", {}, g.name), g.is_default ? " (default)" : "", " ", openNow(g), ": ", ...(members.length ? members : ["no one "]),
-    pickAgent, " ", add, " ", rename, " ", address, hours);
+    pickAgent, " ", add, " ", rename, remove ? " " : null, remove, " ", address, hours);
   li.dataset.group = g.name;
   return li;
 }

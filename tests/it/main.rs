@@ -17,6 +17,7 @@ mod cli;
 mod cluster;
 mod connections;
 mod greetings;
+mod groups;
 mod health;
 mod hours;
 mod integrations_guide;

@@ -8,6 +8,7 @@ mod attachments;
 mod bans;
 mod deliveries;
 mod greetings;
+mod groups;
 mod hours;
 mod integrations;
 mod invitations;

@@ -353,6 +353,7 @@ impl Chat {
     /// The group a new conversation of the site lands in.
     async fn default_group(&self, site_id: &str) -> Result<Group> {
         let mut groups = self.store.groups(site_id).await?;
+        groups.retain(|g| g.deleted_at.is_none());
         let at = groups.iter().position(|g| g.is_default).unwrap_or(0);
         if groups.is_empty() {
             return Err(Error::internal(anyhow::anyhow!("site {site_id} has no group")));
@@ -676,6 +677,9 @@ impl Chat {
                     .await?
                     .filter(|g| g.site_id == conv.site_id)
                     .ok_or(Error::NotFound("group"))?;
+                // A deleted group's queue is the site's default queue now
+                // ("back to the queue" of a chat that still names it).
+                let group = if group.deleted_at.is_some() { self.default_group(&conv.site_id).await? } else { group };
                 // Nobody would be there to take it: never queue to a closed group.
                 self.check_open(&conv.site_id, &group).await?;
                 // Routed by the drain below, like any queued chat, but never
@@ -692,6 +696,50 @@ impl Chat {
         };
         self.capacity_changed(&conv.site_id).await;
         Ok(applied)
+    }
+
+    /// An admin deletes a group of their site (a soft delete: what names it
+    /// keeps its name). Its members leave it, and the chats queued for it
+    /// move to the site's default queue, each with a `transferred` event,
+    /// then routing runs. Returns the group as it was and the chats moved.
+    pub async fn delete_group(&self, admin: &AgentCtx, group_id: &str) -> Result<(Group, Vec<String>)> {
+        if !admin.role.is_admin() {
+            return Err(Error::forbidden("admins only"));
+        }
+        let group = match group_id.len() <= 64 {
+            true => self.store.group(group_id).await?,
+            false => None,
+        }
+        .filter(|g| g.site_id == admin.site_id && g.deleted_at.is_none())
+        .ok_or(Error::NotFound("group"))?;
+        if !self.store.delete_group(&admin.site_id, &group.id, crate::store::now_ms()).await? {
+            return Err(Error::NotFound("group"));
+        }
+        let default = self.default_group(&admin.site_id).await?;
+        let queued = ConversationFilter {
+            status: Some(ConversationStatus::Queued),
+            group_id: Some(group.id.clone()),
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut moved = Vec::new();
+        // Read after the mark: a transfer to the group from now on goes to
+        // the default queue instead (`transfer`).
+        for conv in self.store.conversations(&admin.site_id, queued).await? {
+            let change = Change::TransferToGroup {
+                group_id: default.id.clone(),
+                group_name: default.name.clone(),
+                by: Author::agent(&admin.agent_id),
+            };
+            match self.apply(&conv.id, change).await {
+                Ok(_) => moved.push(conv.id),
+                // Claimed or closed meanwhile: no longer queued for it.
+                Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.capacity_changed(&admin.site_id).await;
+        Ok((group, moved))
     }
 
     pub async fn close(&self, peer: &Peer, conv_id: &str) -> Result<Applied> {

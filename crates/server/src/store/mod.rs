@@ -231,6 +231,11 @@ pub struct Group {
     /// (`hours::effective`). A stored value that no longer parses reads as
     /// none.
     pub hours: Option<crate::hours::Schedule>,
+    /// When an admin deleted it (`Store::delete_group`): kept for the
+    /// conversations and reports that name it, never listed, offered or
+    /// routed to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
 }
 
 /// A group's hours as stored: JSON text, or NULL (`Some(None)`).
@@ -572,8 +577,14 @@ pub trait Store: Send + Sync + 'static {
     async fn sites(&self) -> Result<Vec<Site>>;
 
     async fn create_group(&self, site_id: &str, name: &str, is_default: bool) -> Result<Group>;
+    /// The site's groups, deleted ones too (`deleted_at`): lists of groups
+    /// to offer leave those out.
     async fn groups(&self, site_id: &str) -> Result<Vec<Group>>;
     async fn group(&self, id: &str) -> Result<Option<Group>>;
+    /// Mark a group of the site deleted at `now` and take its members out
+    /// of it, in one transaction; false if there is no such live group
+    /// (the default group is never deleted: `Conflict`).
+    async fn delete_group(&self, site_id: &str, group_id: &str, now: i64) -> Result<bool>;
     async fn add_agent_to_group(&self, agent_id: &str, group_id: &str) -> Result<()>;
     /// Rename a group and/or set its address or its hours (`Some(None)`
     /// clears either); `Conflict` when the site has a group of that name.

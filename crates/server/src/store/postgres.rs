@@ -564,6 +564,7 @@ fn group_from_row(r: &PgRow) -> Result<Group> {
         is_default: r.try_get("is_default")?,
         email: r.try_get("email")?,
         hours: Group::hours_from_stored(r.try_get("hours")?),
+        deleted_at: r.try_get("deleted_at")?,
     })
 }
 
@@ -739,6 +740,7 @@ impl Store for PostgresStore {
             is_default,
             email: None,
             hours: None,
+            deleted_at: None,
         };
         sqlx::query("INSERT INTO groups (id, site_id, name, is_default, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&group.id)
@@ -772,6 +774,22 @@ impl Store for PostgresStore {
             .await?
             .map(|r| group_from_row(&r))
             .transpose()
+    }
+
+    async fn delete_group(&self, site_id: &str, group_id: &str, now: i64) -> Result<bool> {
+        use super::sqlite::{GROUP_MEMBERS_OUT, GROUP_TO_DELETE, MARK_GROUP_DELETED};
+        let mut tx = self.p().await?.begin().await?;
+        let is_default: Option<bool> =
+            sqlx::query_scalar(GROUP_TO_DELETE).bind(group_id).bind(site_id).fetch_optional(&mut *tx).await?;
+        match is_default {
+            None => return Ok(false),
+            Some(true) => return Err(Error::conflict("the default group cannot be deleted")),
+            Some(false) => {}
+        }
+        sqlx::query(MARK_GROUP_DELETED).bind(group_id).bind(now).execute(&mut *tx).await?;
+        sqlx::query(GROUP_MEMBERS_OUT).bind(group_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn add_agent_to_group(&self, agent_id: &str, group_id: &str) -> Result<()> {
