@@ -326,7 +326,7 @@ function onEvent(f) {
   if (f.seq <= (cursors[f.conv] || 0)) return; // already seen
   cursors[f.conv] = f.seq;
   // Ours, stored, its ack lost with a connection: never resend it.
-  if (f.type === "message" && f.client_id && me && f.author.kind === "agent" && f.author.id === me.id) outbox.delete(f.client_id);
+  if ((f.type === "message" || f.type === "note") && f.client_id && me && f.author.kind === "agent" && f.author.id === me.id) outbox.delete(f.client_id);
   if (replaying.has(f.conv) && f.seq >= replaying.get(f.conv)) {
     replaying.delete(f.conv);
     resend((conv) => conv === f.conv);
@@ -492,6 +492,14 @@ function appendEvent(e) {
     // An erased message is a tombstone: its place, not its words.
     if (e.erased) el.append(h("em", {}, "(message erased)")); else rich(el, e.body || "");
     files(el, e.attachments);
+  } else if (e.type === "note") {
+    // An internal note: agents only, drawn apart from the conversation.
+    const pending = e.client_id && log.querySelector(`[data-client-id="${CSS.escape(e.client_id)}"]`);
+    if (pending) pending.remove();
+    const who = me && e.author.id === me.id ? "You" : agentName(e.author.id);
+    const at = h("time", { datetime: new Date(e.at).toISOString() }, clock(e.at));
+    el = h("div", { class: "msg note" }, h("span", { class: "who" }, `Internal note · ${who} · `, at));
+    if (e.erased) el.append(h("em", {}, "(note erased)")); else rich(el, e.body || "");
   } else if (e.type === "assigned") {
     el = h("div", { class: "sys" }, `Assigned to ${e.agent.name}`);
   } else if (e.type === "transferred") {
@@ -556,7 +564,9 @@ async function attach(file) {
 const attachAll = (list, e) => { if (list && list.length) { if (e) e.preventDefault(); [...list].forEach(attach); } };
 
 function pendingBubble(f) {
-  const el = h("div", { class: "msg me pending", "data-client-id": f.client_id }, h("span", { class: "who" }, "You · sending"));
+  const note = f.type === "note";
+  const el = h("div", { class: note ? "msg note pending" : "msg me pending", "data-client-id": f.client_id },
+    h("span", { class: "who" }, note ? "Internal note · You · sending" : "You · sending"));
   rich(el, f.body);
   $("log").append(el);
   $("log").scrollTop = $("log").scrollHeight;
@@ -570,7 +580,12 @@ function renderActions() {
   // An admin joins a colleague's chat by taking it over (a transfer to themself).
   $("take-over").hidden = !(isAdmin() && c && c.status === "active" && c.agent_id && me && c.agent_id !== me.id);
   $("close").hidden = !open || !(mineActive || isAdmin() || c.status === "queued");
-  $("composer").hidden = !mineActive;
+  // Anyone may leave an internal note in any chat; only its agent replies.
+  $("composer").hidden = !c;
+  if (!mineActive) $("note-mode").checked = true;
+  else if ($("note-mode").disabled) $("note-mode").checked = false; // replies again
+  $("note-mode").disabled = !mineActive;
+  noteMode();
   $("email-reply").hidden = !(c && c.status === "offline");
   const canTransfer = mineActive || (open && isAdmin() && c.agent_id);
   $("transfer-wrap").hidden = !canTransfer;
@@ -677,7 +692,7 @@ function onReplyInput() {
   suggestions = m ? canned.filter((c) => c.shortcut.startsWith(m[1].toLowerCase())) : [];
   suggestAt = suggestions.length ? 0 : -1;
   renderSuggest();
-  if (selected && !myTyping && v) { myTyping = true; send({ type: "typing", conv: selected, on: true }); }
+  if (selected && !myTyping && v && !$("note-mode").checked) { myTyping = true; send({ type: "typing", conv: selected, on: true }); }
   clearTimeout(onReplyInput.t);
   onReplyInput.t = setTimeout(() => { if (myTyping) { myTyping = false; send({ type: "typing", conv: selected, on: false }); } }, 3000);
 }
@@ -709,15 +724,24 @@ function onReplyKey(e) {
   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("composer").requestSubmit(); }
 }
 
+/** The composer as a note's (agents only, drawn apart) or a reply's. */
+function noteMode() {
+  const on = $("note-mode").checked;
+  $("composer").classList.toggle("noting", on);
+  $("reply").placeholder = on ? "Internal note: only agents see it" : "";
+  $("attach").hidden = on;
+}
+
 function onSend(e) {
   e.preventDefault();
   const body = $("reply").value;
   if (!body.trim() || !selected) return;
-  const frame = { type: "send", conv: selected, client_id: newId(), body };
+  const note = $("note-mode").checked;
+  const frame = note ? { type: "note", conv: selected, client_id: newId(), body } : { type: "send", conv: selected, client_id: newId(), body };
   outbox.set(frame.client_id, { frame, at: Date.now() });
   $("reply").value = "";
+  if (myTyping) send({ type: "typing", conv: selected, on: false });
   myTyping = false;
-  send({ type: "typing", conv: selected, on: false });
   pendingBubble(frame);
   if (!replaying.has(selected)) send(frame);
 }
@@ -768,19 +792,56 @@ function renderMissed() {
     `${c.missed.reason === "left" ? "left after" : "waited"} ${span(c.missed.waited_ms)} · ${ago(c.missed.missed_at)}`)));
 }
 
-async function search(e) {
-  e.preventDefault();
-  const q = $("search").value.trim();
-  $("results-title").hidden = !q;
-  if (!q) return $("results").replaceChildren();
+// Chat search: all the words (in messages, or the visitor's name or email)
+// with the filters; the box left empty lists past chats. A page at a time.
+let searchNext = null;
+
+function searchParams() {
+  const q = new URLSearchParams({ limit: "25" });
+  const words = $("search").value.trim();
+  if (words) q.set("q", words);
+  for (const [key, id] of [["status", "search-status"], ["agent", "search-agent"], ["group", "search-group"]]) if ($(id).value) q.set(key, $(id).value);
+  // Dates are the agent's own days: from the first day's midnight to the
+  // midnight after the last.
+  if ($("search-from").value) q.set("from", String(new Date(`${$("search-from").value}T00:00`).getTime()));
+  if ($("search-to").value) {
+    const end = new Date(`${$("search-to").value}T00:00`);
+    end.setDate(end.getDate() + 1);
+    q.set("to", String(end.getTime()));
+  }
+  return q;
+}
+
+async function search(e, more = false) {
+  if (e) e.preventDefault();
+  $("search-section").hidden = false;
+  $("results-title").textContent = $("search").value.trim() ? "Search results" : "Past chats";
+  const q = searchParams();
+  if (more && searchNext) q.set("cursor", searchNext);
   try {
-    const hits = await api(`/api/v1/search?q=${encodeURIComponent(q)}&limit=50`);
-    $("results").replaceChildren(...hits.map((hit) => {
-      conv(hit.conversation_id);
-      return item(hit.conversation_id, hit.body.slice(0, 60) || "📎 " + q, when(hit.created_at));
-    }));
-    if (!hits.length) $("results").replaceChildren(h("li", { class: "sys" }, "Nothing found"));
+    const page = await api(`/api/v1/search?${q}`);
+    searchNext = page.next;
+    const items = page.chats.map(resultItem);
+    if (more) $("results").append(...items);
+    else $("results").replaceChildren(...items);
+    if (!more && !page.chats.length) $("results").replaceChildren(h("li", { class: "sys" }, "Nothing found"));
+    $("results-more").hidden = !searchNext;
   } catch (err) { toast(err.message); }
+}
+
+/** One chat found: whose, when, its state and agent, and the words around
+ *  what was found (all as text). */
+function resultItem(hit) {
+  conv(hit.conversation_id, convs.get(hit.conversation_id)?.live ? {}
+    : { visitor_id: hit.visitor_id, group_id: hit.group_id, agent_id: hit.agent_id, status: hit.status });
+  const who = hit.visitor_name || hit.visitor_email || `Visitor ${hit.visitor_id.slice(-4)}`;
+  const li = item(hit.conversation_id, who,
+    `${when(hit.created_at)} · ${hit.status}${hit.agent_name ? " · " + hit.agent_name : ""} · ${hit.group_name}`);
+  const b = li.firstChild;
+  b.classList.add("result");
+  if (hit.visitor_name && hit.visitor_email) b.append(h("span", { class: "email" }, hit.visitor_email));
+  if (hit.snippet) b.append(h("span", { class: "snippet" }, hit.snippet.text || "📎"));
+  return li;
 }
 
 // ----- all chats (admins) -------------------------------------------------------------
@@ -804,6 +865,8 @@ function fillAllFilters() {
   const keep = (id, options) => { const v = $(id).value; $(id).replaceChildren($(id).options[0], ...options); $(id).value = v; };
   keep("all-agent", agents.map((a) => h("option", { value: a.id }, a.name)));
   keep("all-group", groups.map((g) => h("option", { value: g.id }, g.name)));
+  keep("search-agent", agents.map((a) => h("option", { value: a.id }, a.name)));
+  keep("search-group", groups.map((g) => h("option", { value: g.id }, g.name)));
 }
 
 /** A conversation open on screen that is not ours live: follow it by
@@ -957,8 +1020,14 @@ function groupRow(g, list) {
   // Its own hours, or the site's (unticked); saving null gives the site's back.
   const hours = h("details", {}, h("summary", {}, g.hours ? "Own business hours" : "Business hours: the site's"),
     hoursEditor(g.name, g.hours || null, (schedule) => post(`/api/v1/admin/groups/${g.id}`, { hours: schedule }, "PATCH")));
+  // Deleting (not the default group): its chats waiting in its queue move to
+  // the default queue; past chats and reports keep its name.
+  const remove = g.is_default ? null : h("button", { type: "button", class: "danger", "aria-label": `Delete ${g.name}`, onclick: async () => {
+    if (!confirm(`Delete the group ${g.name}? Its members leave it, chats waiting in its queue move to the default queue, and it is no longer offered. Past chats and reports keep its name.`)) return;
+    try { await api(`/api/v1/admin/groups/${g.id}`, { method: "DELETE" }); toast(`${g.name} deleted`); loadAdmin(); loadGroups(); } catch (e) { toast(e.message); }
+  } }, "Delete");
   const li = h("li", {}, h("strong", {}, g.name), g.is_default ? " (default)" : "", " ", openNow(g), ": ", ...(members.length ? members : ["no one "]),
-    pickAgent, " ", add, " ", rename, " ", address, hours);
+    pickAgent, " ", add, " ", rename, remove ? " " : null, remove, " ", address, hours);
   li.dataset.group = g.name;
   return li;
 }
@@ -1424,6 +1493,8 @@ function wire() {
   $("notify").onclick = () => window.Notification && Notification.requestPermission().then((p) => { $("notify").hidden = p === "granted"; });
   if (window.Notification && Notification.permission === "granted") $("notify").hidden = true;
   $("search-form").onsubmit = search;
+  for (const id of ["search-status", "search-agent", "search-group", "search-from", "search-to"]) $(id).onchange = () => search();
+  $("results-more").onclick = () => search(null, true);
   // Back to the tab: what the open conversation shows is read now.
   document.addEventListener("visibilitychange", () => {
     const c = !document.hidden && convs.get(selected);
@@ -1438,6 +1509,7 @@ function wire() {
     if (selected && id) send({ type: "transfer", conv: selected, [kind === "agent" ? "to_agent" : "to_group"]: id });
   };
   $("composer").onsubmit = onSend;
+  $("note-mode").onchange = noteMode;
   $("attach").onclick = () => $("attach-input").click();
   $("attach-input").onchange = () => { attachAll($("attach-input").files); $("attach-input").value = ""; };
   $("reply").addEventListener("paste", (e) => attachAll(e.clipboardData && e.clipboardData.files, e));

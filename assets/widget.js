@@ -643,6 +643,10 @@ textarea{resize:none}
       }
     }
     switch (f.type) {
+      case "replayed":
+        // The replay ended before `last_seq` (what follows is not for us).
+        if (replayTo && f.conv === replayTo.conv) { replayTo = null; setTimeout(flush); }
+        break;
       case "welcome": {
         welcomed = true;
         attempt = 0;

@@ -161,7 +161,7 @@ async fn an_agent_of_another_site_and_another_visitor_see_nothing() {
     let (_, list) = server.get("/api/v1/conversations", Some(&access_b)).await;
     assert_eq!(list.as_array().unwrap().len(), 0);
     let (_, hits) = server.get("/api/v1/search?q=secret", Some(&access_b)).await;
-    assert_eq!(hits.as_array().unwrap().len(), 0);
+    assert_eq!(hits["chats"].as_array().unwrap().len(), 0);
 
     let mut spy = Client::connect(&server, "/api/v1/agent/socket", &access_b, HashMap::from([(conv.clone(), 0)])).await;
     let e = spy.wait_for(|f| f["type"] == "error").await;

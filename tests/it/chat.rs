@@ -72,7 +72,7 @@ async fn visitor_and_agent_chat_both_ways() {
     // Search finds the message.
     let (status, hits) = server.get("/api/v1/search?q=shipped", Some(&access)).await;
     assert_eq!(status, 200);
-    assert_eq!(hits.as_array().unwrap().len(), 1);
+    assert_eq!(hits["chats"].as_array().unwrap().len(), 1);
 
     // Closing reaches both sides.
     agent.send(json!({"type": "close", "conv": conv})).await;

@@ -116,7 +116,9 @@ async fn an_admin_erases_a_visitor_for_good(node: Node) {
     let (status, body) = s.post("/api/v1/visitor/transcript", Some(&token), asked).await;
     assert_eq!(status, 202, "{body}");
     let (_, hits) = s.get("/api/v1/search?q=555-0100", Some(&ann_token)).await;
-    assert_eq!(hits.as_array().unwrap().len(), 1);
+    assert_eq!(hits["chats"].as_array().unwrap().len(), 1);
+    let (_, by_name) = s.get("/api/v1/search?q=zoe@example.com", Some(&ann_token)).await;
+    assert_eq!(by_name["chats"][0]["conversation_id"], conv.as_str(), "{by_name}");
 
     // Agents and other sites' admins cannot erase her.
     let path = format!("/api/v1/admin/visitors/{zoe}/erase");
@@ -135,7 +137,9 @@ async fn an_admin_erases_a_visitor_for_good(node: Node) {
         assert!(v[field].is_null(), "{field}: {v}");
     }
     let (_, hits) = s.get("/api/v1/search?q=555-0100", Some(&ann_token)).await;
-    assert_eq!(hits, json!([]));
+    assert_eq!(hits["chats"], json!([]));
+    let (_, by_name) = s.get("/api/v1/search?q=zoe@example.com", Some(&ann_token)).await;
+    assert_eq!(by_name["chats"], json!([]), "her address is forgotten by the index too");
     let (_, doc) = s.get(&format!("/api/v1/admin/visitors/{zoe}/export"), Some(&boss)).await;
     assert!(doc["visitor"]["last_ip"].is_null(), "{doc}");
     let text = doc.to_string();
@@ -261,7 +265,7 @@ async fn a_sites_retention_erases_ended_chats_older_than_its_days(node: Node) {
         assert!(v["name"].is_null() && v["email"].is_null(), "{v}");
     }
     let (_, hits) = s.get("/api/v1/search?q=555-0199", Some(&ann_token)).await;
-    assert_eq!(hits.as_array().unwrap().len(), 1, "only the recent chat is found: {hits}");
+    assert_eq!(hits["chats"].as_array().unwrap().len(), 1, "only the recent chat is found: {hits}");
     assert_eq!(
         bodies(s, &ann_token, &recent).await,
         [json!("wes here, my number is 555-0199"), json!("Thanks, noted")]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use holdfast_server::auth::passwords;
 use holdfast_server::error::Error;
 use holdfast_server::store::postgres::PostgresStore;
+use holdfast_server::store::search::ChatSearch;
 use holdfast_server::store::sqlite::SqliteStore;
 use holdfast_server::store::{
     Author, Availability, Change, ConversationFilter, ConversationStatus, FaultMode, Guard, NewAgent, Role, Site,
@@ -412,12 +413,20 @@ async fn search_queue_and_filters(s: Backend) {
     )
     .await
     .unwrap();
-    let hits = s.b.search_messages(&site.id, "order", 10).await.unwrap();
+    let find = |site: &str, q: &str| {
+        let words = q.split_whitespace().map(str::to_owned).collect();
+        let search = ChatSearch { words, limit: 10, ..Default::default() };
+        let (store, site) = (s.b.clone(), site.to_owned());
+        async move { store.search_chats(&site, search).await.unwrap() }
+    };
+    let hits = find(&site.id, "order").await;
     assert_eq!(hits.len(), 1, "case-insensitive");
     assert_eq!(hits[0].conversation_id, first.id);
-    assert_eq!(s.b.search_messages(&site.id, "100%", 10).await.unwrap().len(), 1);
-    assert!(s.b.search_messages(&site.id, "0_%s", 10).await.unwrap().is_empty(), "wildcards are literal");
-    assert!(s.b.search_messages("other", "order", 10).await.unwrap().is_empty());
+    assert_eq!(hits[0].snippet.as_ref().unwrap().text, "Where is my ORDER?");
+    assert_eq!(find(&site.id, "100%").await.len(), 1);
+    assert!(find(&site.id, "0_%s").await.is_empty(), "wildcards are literal");
+    assert!(find(&site.id, "order nowhere").await.is_empty(), "every word");
+    assert!(find("other", "order").await.is_empty());
     let queue: Vec<String> = s.b.queue(&site.id).await.unwrap().into_iter().map(|c| c.id).collect();
     assert_eq!(queue, vec![first.id.clone(), second.id.clone()], "oldest first");
     let mine =

@@ -262,6 +262,14 @@ pub enum ClientFrame {
         #[serde(default)]
         comment: Option<String>,
     },
+    /// Agents: an internal note in a conversation of their site (any
+    /// status, theirs or not). Agents see it; its visitor never does.
+    /// Idempotent by `client_id`, like `send`.
+    Note {
+        conv: String,
+        client_id: String,
+        body: String,
+    },
     /// Visitors: pre-chat details or a page change.
     Identify {
         #[serde(default)]
@@ -289,6 +297,7 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "leave_message",
     "rate",
     "identify",
+    "note",
     "ping",
 ];
 
@@ -417,6 +426,13 @@ pub enum ServerFrame {
         message: String,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
+    },
+    /// Visitors: the welcome's replay of `conv` is over although it ended
+    /// before the welcome's `last_seq` (the events after are internal
+    /// notes, never sent to a visitor). A client waiting for the replay to
+    /// reach `last_seq` stops waiting.
+    Replayed {
+        conv: String,
     },
     Pong,
     /// The server is going away: reconnect (to any node) after `after_ms`.

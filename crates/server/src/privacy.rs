@@ -65,7 +65,10 @@ pub async fn export_visitor(store: &dyn Store, site_id: &str, visitor_id: &str) 
             if let Some(last) = page.last() {
                 after = last.seq;
             }
-            events.extend(page.iter().map(event_json));
+            // Internal notes are the team's words, not the visitor's
+            // data as they gave it: left out of the export (an erasure
+            // still removes them).
+            events.extend(page.iter().filter(|e| e.kind != "note").map(event_json));
             if done {
                 break;
             }

@@ -9,13 +9,16 @@ mod bans;
 mod branding;
 mod deliveries;
 mod greetings;
+mod groups;
 mod hours;
 mod integrations;
 mod invitations;
 mod languages;
+mod notes;
 mod privacy;
 mod ratings;
 mod reports;
+mod search;
 mod transcript;
 mod webdriver;
 
@@ -411,7 +414,9 @@ async fn the_offline_form_reaches_the_admins_and_the_answer_reaches_the_visitor_
 
     // The agent answers by email from the conversation.
     console.wait_for("return !document.querySelector('#email-reply').hidden", LONG).await;
-    assert_eq!(console.exec("return document.querySelector('#composer').hidden", vec![]).await, json!(true));
+    // The composer only takes an internal note here (no reply in the chat).
+    let composer = "const n = document.querySelector('#note-mode'); return [document.querySelector('#composer').hidden, n.checked && n.disabled]";
+    assert_eq!(console.exec(composer, vec![]).await, json!([false, true]));
     let answer = console.el("document.querySelector('#email-reply-body')").await;
     console.type_text(&answer, "We will call you at 3 pm.").await;
     console.click_on("document.querySelector('#email-reply button')").await;
@@ -1013,8 +1018,14 @@ async fn an_admin_sees_every_chat_follows_one_and_takes_it_over() {
     // She follows it as it goes on.
     widget_say(&visitor, "Order 1234").await;
     wait_console_text(&ada, "Order 1234").await;
+    // She may take it over, or leave a note (the composer takes only
+    // notes); nothing else.
     let actions = ada
-        .exec("return ['claim', 'take-over', 'composer'].map(id => document.querySelector('#' + id).hidden)", vec![])
+        .exec(
+            "const n = document.querySelector('#note-mode'); \
+             return ['claim', 'take-over'].map(id => document.querySelector('#' + id).hidden).concat([n.checked && n.disabled])",
+            vec![],
+        )
         .await;
     assert_eq!(actions, json!([true, false, true]), "an admin may take it over; nothing else");
 

@@ -558,6 +558,7 @@ pub async fn groups_now(store: &dyn Store, site_id: &str) -> Result<Vec<GroupNow
     let groups = store.groups(site_id).await?;
     Ok(groups
         .into_iter()
+        .filter(|g| g.deleted_at.is_none())
         .map(|group| {
             let state = hours::state_of(hours::effective(group.hours.as_ref(), site_hours.as_ref()), now);
             GroupNow { group, now: state }
@@ -624,7 +625,12 @@ async fn group_of_site(store: &dyn Store, site_id: &str, group_id: &str) -> Resu
     if group_id.len() > 64 {
         return Err(Error::NotFound("group"));
     }
-    store.group(group_id).await?.filter(|g| g.site_id == site_id).ok_or(Error::NotFound("group"))
+    // A deleted group is no longer the admin's to change.
+    store
+        .group(group_id)
+        .await?
+        .filter(|g| g.site_id == site_id && g.deleted_at.is_none())
+        .ok_or(Error::NotFound("group"))
 }
 
 /// An agent's own choice about the site's lead emails.

@@ -46,6 +46,10 @@ pub enum Audience {
 pub enum Payload {
     /// Send this JSON text frame (encoded once, shared by every socket).
     Frame { text: Bytes },
+    /// A durable event the audience may not see (an internal note, for a
+    /// visitor): the socket moves its cursor past `event` and sends nothing,
+    /// so the next event it may see follows without a gap. Carries no text.
+    Unseen,
     /// Close the sockets with this error code (e.g. the session was revoked).
     Disconnect { code: String },
     /// A node's heartbeat: the agents present on it (connected, or gone for

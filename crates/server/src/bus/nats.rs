@@ -66,6 +66,7 @@ struct Meta {
 #[serde(tag = "k", rename_all = "snake_case")]
 enum Kind {
     Frame,
+    Unseen,
     Disconnect {
         code: String,
     },
@@ -90,6 +91,7 @@ fn token(id: &str) -> String {
 fn encode(origin: &str, envelope: &Envelope) -> Result<Bytes> {
     let (kind, text) = match &envelope.payload {
         Payload::Frame { text } => (Kind::Frame, Some(text)),
+        Payload::Unseen => (Kind::Unseen, None),
         Payload::Disconnect { code } => (Kind::Disconnect { code: code.clone() }, None),
         Payload::Presence { node_id, agents, dropped } => {
             (Kind::Presence { node_id: node_id.clone(), agents: agents.clone(), dropped: *dropped }, None)
@@ -119,6 +121,7 @@ fn decode(payload: &Bytes) -> Option<(String, Envelope)> {
     let meta: Meta = serde_json::from_slice(&payload[..split]).ok()?;
     let payload = match meta.kind {
         Kind::Frame => Payload::Frame { text: payload.slice(split + 1..) },
+        Kind::Unseen => Payload::Unseen,
         Kind::Disconnect { code } => Payload::Disconnect { code },
         Kind::Presence { node_id, agents, dropped } => Payload::Presence { node_id, agents, dropped },
         Kind::Ban { ban } => Payload::Ban { ban },

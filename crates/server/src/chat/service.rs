@@ -353,6 +353,7 @@ impl Chat {
     /// The group a new conversation of the site lands in.
     async fn default_group(&self, site_id: &str) -> Result<Group> {
         let mut groups = self.store.groups(site_id).await?;
+        groups.retain(|g| g.deleted_at.is_none());
         let at = groups.iter().position(|g| g.is_default).unwrap_or(0);
         if groups.is_empty() {
             return Err(Error::internal(anyhow::anyhow!("site {site_id} has no group")));
@@ -524,6 +525,52 @@ impl Chat {
         Ok(self.sent(applied, "agent").await)
     }
 
+    /// An agent's internal note in any conversation of their site, whatever
+    /// its status and whoever has it. The conversation's agent hears it
+    /// live (others, the author among them, read it with the history); its
+    /// visitor's sockets are only told to step over its seq
+    /// (`Payload::Unseen`), and never read it from the store.
+    pub async fn agent_note(&self, a: &AgentCtx, conv_id: &str, client_id: &str, body: &str) -> Result<Applied> {
+        check_client_id(client_id)?;
+        check_body(body)?;
+        if conv_id.len() > 64 {
+            return Err(Error::NotFound("conversation"));
+        }
+        let guard = Guard::Site { site_id: a.site_id.clone() };
+        let note = Change::Note { author: Author::agent(&a.agent_id), client_id: client_id.into(), body: body.into() };
+        let applied = self.store.apply_guarded(conv_id, guard, note).await?;
+        if !applied.duplicate {
+            self.publish_note(&applied).await;
+        }
+        Ok(applied)
+    }
+
+    async fn publish_note(&self, applied: &Applied) {
+        let conv = &applied.conversation;
+        let event = Some((conv.id.clone(), applied.event.seq));
+        let text = encode(&EventView::from(&applied.event));
+        // Only sockets that follow the conversation live: a socket given
+        // an event of a conversation new to it replays its whole history.
+        if let Some(agent_id) = conv.agent_id.clone() {
+            self.bus
+                .publish(Envelope {
+                    site_id: conv.site_id.clone(),
+                    audience: Audience::Agent { agent_id },
+                    event: event.clone(),
+                    payload: Payload::Frame { text: text.clone() },
+                })
+                .await;
+        }
+        self.bus
+            .publish(Envelope {
+                site_id: conv.site_id.clone(),
+                audience: Audience::Visitor { visitor_id: conv.visitor_id.clone() },
+                event,
+                payload: Payload::Unseen,
+            })
+            .await;
+    }
+
     /// A visitor rates their own closed conversation, once (a retry with
     /// the same `client_id` gets the original back). The event reaches the
     /// visitor and the agent who had the chat.
@@ -630,6 +677,9 @@ impl Chat {
                     .await?
                     .filter(|g| g.site_id == conv.site_id)
                     .ok_or(Error::NotFound("group"))?;
+                // A deleted group's queue is the site's default queue now
+                // ("back to the queue" of a chat that still names it).
+                let group = if group.deleted_at.is_some() { self.default_group(&conv.site_id).await? } else { group };
                 // Nobody would be there to take it: never queue to a closed group.
                 self.check_open(&conv.site_id, &group).await?;
                 // Routed by the drain below, like any queued chat, but never
@@ -646,6 +696,50 @@ impl Chat {
         };
         self.capacity_changed(&conv.site_id).await;
         Ok(applied)
+    }
+
+    /// An admin deletes a group of their site (a soft delete: what names it
+    /// keeps its name). Its members leave it, and the chats queued for it
+    /// move to the site's default queue, each with a `transferred` event,
+    /// then routing runs. Returns the group as it was and the chats moved.
+    pub async fn delete_group(&self, admin: &AgentCtx, group_id: &str) -> Result<(Group, Vec<String>)> {
+        if !admin.role.is_admin() {
+            return Err(Error::forbidden("admins only"));
+        }
+        let group = match group_id.len() <= 64 {
+            true => self.store.group(group_id).await?,
+            false => None,
+        }
+        .filter(|g| g.site_id == admin.site_id && g.deleted_at.is_none())
+        .ok_or(Error::NotFound("group"))?;
+        if !self.store.delete_group(&admin.site_id, &group.id, crate::store::now_ms()).await? {
+            return Err(Error::NotFound("group"));
+        }
+        let default = self.default_group(&admin.site_id).await?;
+        let queued = ConversationFilter {
+            status: Some(ConversationStatus::Queued),
+            group_id: Some(group.id.clone()),
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut moved = Vec::new();
+        // Read after the mark: a transfer to the group from now on goes to
+        // the default queue instead (`transfer`).
+        for conv in self.store.conversations(&admin.site_id, queued).await? {
+            let change = Change::TransferToGroup {
+                group_id: default.id.clone(),
+                group_name: default.name.clone(),
+                by: Author::agent(&admin.agent_id),
+            };
+            match self.apply(&conv.id, change).await {
+                Ok(_) => moved.push(conv.id),
+                // Claimed or closed meanwhile: no longer queued for it.
+                Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.capacity_changed(&admin.site_id).await;
+        Ok((group, moved))
     }
 
     pub async fn close(&self, peer: &Peer, conv_id: &str) -> Result<Applied> {

@@ -88,6 +88,9 @@ const RESYNC_SPREAD_MS: u64 = 2000;
 /// Most waiting hub events sent in one write with a frame's answer.
 const MAX_COALESCED: usize = 32;
 
+/// The event kind of an internal note, which visitors never see.
+const NOTE: &str = "note";
+
 /// Events fetched from the store per read when replaying.
 const REPLAY_PAGE: i64 = 500;
 
@@ -112,6 +115,9 @@ struct Session<O> {
     cursors: HashMap<String, i64>,
     /// Live events that arrived ahead of their turn.
     early: Reorder,
+    /// Conversations whose last events read from the store were hidden
+    /// from this socket (a visitor's, after internal notes).
+    hidden_tail: std::collections::HashSet<String>,
     /// When this socket joined the hub: snapshots must be read after it.
     registered_at: tokio::time::Instant,
     write_timeout: Duration,
@@ -313,7 +319,8 @@ fn frame_ref(frame: &ClientFrame) -> Option<String> {
     match frame {
         ClientFrame::Send { client_id, .. }
         | ClientFrame::LeaveMessage { client_id, .. }
-        | ClientFrame::Rate { client_id, .. } => Some(client_id.clone()),
+        | ClientFrame::Rate { client_id, .. }
+        | ClientFrame::Note { client_id, .. } => Some(client_id.clone()),
         ClientFrame::Typing { conv, .. }
         | ClientFrame::Read { conv, .. }
         | ClientFrame::Claim { conv }
@@ -332,6 +339,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             out,
             cursors: HashMap::new(),
             early: Reorder::default(),
+            hidden_tail: Default::default(),
             registered_at: tokio::time::Instant::now(),
             write_timeout,
             corked: false,
@@ -431,6 +439,11 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         for (conv, after, upto) in targets {
             self.cursors.insert(conv.clone(), after);
             self.catch_up(&conv, upto).await?;
+            // The replay stopped short of `last_seq` as the client sees it:
+            // say it is over, or a widget waits for it to go on.
+            if self.hidden_tail.remove(&conv) {
+                self.send(encode(&ServerFrame::Replayed { conv })).await?;
+            }
         }
         // A queued visitor learns their place again at once.
         if let Peer::Visitor(v) = &self.peer
@@ -466,7 +479,14 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                 if event.seq > upto {
                     return Ok(());
                 }
-                self.send(encode(&EventView::from(&event))).await?;
+                // A visitor's cursor passes over what they may not see
+                // (internal notes), so the numbering stays whole for them.
+                if self.hides(&event.kind) {
+                    self.hidden_tail.insert(conv.to_owned());
+                } else {
+                    self.hidden_tail.remove(conv);
+                    self.send(encode(&EventView::from(&event))).await?;
+                }
                 self.cursors.insert(conv.to_owned(), event.seq);
             }
             if done {
@@ -475,11 +495,22 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         }
     }
 
+    /// Whether this socket's side never sees events of `kind`: a visitor
+    /// never sees an internal note.
+    fn hides(&self, kind: &str) -> bool {
+        matches!(self.peer, Peer::Visitor(_)) && kind == NOTE
+    }
+
+    /// Send an event's frame; an unseen event's (empty) is only counted.
+    async fn send_event(&mut self, text: Bytes) -> Result<()> {
+        if text.is_empty() { Ok(()) } else { self.send(text).await }
+    }
+
     /// Send the held early events of `conv` that follow its cursor.
     async fn send_ready(&mut self, conv: &str) -> Result<()> {
         let cursor = self.cursors.get(conv).copied().unwrap_or(0);
         for (seq, text) in self.early.take_ready(conv, cursor) {
-            self.send(text).await?;
+            self.send_event(text).await?;
             self.cursors.insert(conv.to_owned(), seq);
         }
         Ok(())
@@ -533,37 +564,44 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                 Ok(Some(if matches!(err, Error::Banned) { "banned" } else { "session ended" }))
             }
             Payload::Presence { .. } | Payload::Ban { .. } => Ok(None),
-            Payload::Frame { text } => {
-                if let Some((conv, seq)) = &envelope.event {
-                    let known = self.cursors.get(conv).copied();
-                    let last = known.unwrap_or(0);
-                    if *seq <= last {
-                        return Ok(None); // already sent (replay or gap fill)
-                    }
-                    if *seq > last + 1 {
-                        // New to this socket (e.g. just assigned): its history
-                        // is read now. Otherwise ahead of its turn: wait a
-                        // moment for the ones before.
-                        if known.is_none() {
-                            self.catch_up(conv, *seq).await?;
-                            return Ok(None);
-                        }
-                        let now = tokio::time::Instant::now();
-                        if self.early.hold(conv, *seq, text.clone(), now) > MAX_HELD {
-                            metrics::counter!("holdfast_socket_gap_fills_total").increment(1);
-                            self.catch_up(conv, *seq).await?;
-                        }
-                        return Ok(None);
-                    }
-                    self.cursors.insert(conv.clone(), *seq);
-                    self.send(text.clone()).await?;
-                    self.send_ready(conv).await?;
-                    return Ok(None);
-                }
-                self.send(text.clone()).await?;
-                Ok(None)
-            }
+            Payload::Frame { text } => match &envelope.event {
+                Some((conv, seq)) => self.relay_event(conv, *seq, text.clone()).await.map(|_| None),
+                None => self.send(text.clone()).await.map(|_| None),
+            },
+            // Counted like an event whose frame is empty: nothing is written.
+            Payload::Unseen => match &envelope.event {
+                Some((conv, seq)) => self.relay_event(conv, *seq, Bytes::new()).await.map(|_| None),
+                None => Ok(None),
+            },
         }
+    }
+
+    /// A live durable event: sent in its turn, dropped if already sent,
+    /// held for a moment if ahead of its turn. `text` is empty for an
+    /// event this socket may not see, which only moves the cursor.
+    async fn relay_event(&mut self, conv: &str, seq: i64, text: Bytes) -> Result<()> {
+        let known = self.cursors.get(conv).copied();
+        let last = known.unwrap_or(0);
+        if seq <= last {
+            return Ok(()); // already sent (replay or gap fill)
+        }
+        if seq > last + 1 {
+            // New to this socket (e.g. just assigned): its history
+            // is read now. Otherwise ahead of its turn: wait a
+            // moment for the ones before.
+            if known.is_none() {
+                return self.catch_up(conv, seq).await;
+            }
+            let now = tokio::time::Instant::now();
+            if self.early.hold(conv, seq, text, now) > MAX_HELD {
+                metrics::counter!("holdfast_socket_gap_fills_total").increment(1);
+                self.catch_up(conv, seq).await?;
+            }
+            return Ok(());
+        }
+        self.cursors.insert(conv.to_owned(), seq);
+        self.send_event(text).await?;
+        self.send_ready(conv).await
     }
 
     /// The hub kicked this socket: say why (unless it is a cut) and end.
@@ -705,6 +743,10 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                 Ok(ack(chat.agent_send(&a, &conv, &client_id, &body, &attachments).await?))
             }
             (Peer::Agent(_), ClientFrame::Send { conv: None, .. }) => Err(Error::bad_request("agents must name conv")),
+            (Peer::Agent(a), ClientFrame::Note { conv, client_id, body }) => {
+                let a = a.clone();
+                Ok(ack(chat.agent_note(&a, &conv, &client_id, &body).await?))
+            }
             (peer, ClientFrame::Typing { conv, on }) => {
                 let peer = peer.clone();
                 chat.typing(&peer, &conv, on).await.map(|_| None)

@@ -40,7 +40,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/invitations/{id}", delete(revoke_invitation))
         .route("/api/v1/invitations/accept", post(accept_invitation))
         .route("/api/v1/admin/groups", get(groups).post(create_group))
-        .route("/api/v1/admin/groups/{id}", patch(update_group))
+        .route("/api/v1/admin/groups/{id}", patch(update_group).delete(delete_group))
         .route("/api/v1/admin/groups/{id}/members", post(add_member))
         .route("/api/v1/admin/groups/{id}/members/{agent_id}", delete(remove_member))
         .route("/api/v1/me/lead-emails", put(set_lead_emails))
@@ -387,6 +387,19 @@ async fn create_group(
     let group = admin::create_group(state.store.as_ref(), &me, &req.name).await?;
     audit(&state, &me, "group.created", Some(&group.id), None, json_of(&group)).await;
     Ok((StatusCode::CREATED, Json(group)))
+}
+
+/// Delete a group (soft): 204; the chats queued for it moved to the
+/// site's default queue, as the audit entry records.
+async fn delete_group(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let (group, moved) = state.chat.delete_group(&me, &id).await?;
+    let detail = json!({"name": group.name, "moved_conversations": moved});
+    audit(&state, &me, "group.deleted", Some(&group.id), json_of(&group), Some(detail)).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]

@@ -13,7 +13,8 @@ use crate::auth::AgentProfile;
 use crate::chat::protocol::{ConversationView, EventView};
 use crate::chat::service::Peer;
 use crate::error::{Error, Result};
-use crate::store::{ConversationFilter, ConversationStatus, SearchHit, Visitor};
+use crate::store::search::{ChatHit, ChatSearch};
+use crate::store::{ConversationFilter, ConversationStatus, Visitor};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -159,7 +160,10 @@ async fn events(
     }
     let conv = state.chat.conversation_for(&peer, &id).await?;
     let events = state.store.events_after(&conv.id, after, q.limit.unwrap_or(500).clamp(1, 1000)).await?;
-    Ok(Json(events.iter().map(EventView::from).collect()))
+    // A visitor never sees an internal note (a page may then hold fewer
+    // events than `limit` without being the last).
+    let seen = |e: &&crate::store::StoredEvent| !(matches!(peer, Peer::Visitor(_)) && e.kind == "note");
+    Ok(Json(events.iter().filter(seen).map(EventView::from).collect()))
 }
 
 async fn visitor(
@@ -174,20 +178,122 @@ async fn visitor(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SearchQuery {
-    q: String,
+    /// Words, all of which a chat must hold; absent or blank: every chat.
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    /// Chats started at or after this time (Unix ms).
+    #[serde(default)]
+    from: Option<i64>,
+    /// Chats started before this time (Unix ms).
+    #[serde(default)]
+    to: Option<i64>,
+    /// `next` of the previous page.
+    #[serde(default)]
+    cursor: Option<String>,
     #[serde(default)]
     limit: Option<i64>,
 }
 
-/// Transcript search over the site's messages.
+/// A page of chats found; `next` asks for the following one (`null`: the
+/// last page).
+#[derive(Serialize)]
+struct SearchPage {
+    chats: Vec<ChatHit>,
+    next: Option<String>,
+}
+
+/// Words a search may hold, each at most this many bytes.
+const MAX_WORDS: usize = 10;
+const MAX_WORD: usize = 100;
+
+/// The words of a query: split at white space, those without a letter or
+/// digit dropped (the indexes hold none such), duplicates once.
+fn search_words(q: &str) -> Result<Vec<String>> {
+    if q.len() > 200 {
+        return Err(Error::bad_request("q must be at most 200 bytes"));
+    }
+    let mut words: Vec<String> = Vec::new();
+    for word in q.split_whitespace().filter(|w| w.chars().any(char::is_alphanumeric)) {
+        if word.len() > MAX_WORD {
+            return Err(Error::bad_request("a word of q is longer than 100 bytes"));
+        }
+        if !words.iter().any(|w| w.to_lowercase() == word.to_lowercase()) {
+            words.push(word.to_owned());
+        }
+    }
+    if words.len() > MAX_WORDS {
+        return Err(Error::bad_request("q may hold at most 10 words"));
+    }
+    Ok(words)
+}
+
+/// The cursor of the page after `last`: its start and id.
+fn cursor_after(last: &ChatHit) -> String {
+    format!("{}_{}", last.created_at, last.conversation_id)
+}
+
+fn parse_cursor(cursor: &str) -> Result<(i64, String)> {
+    let bad = || Error::bad_request("cursor is not one this endpoint gave");
+    let (at, id) = cursor.split_once('_').ok_or_else(bad)?;
+    let at = at.parse::<i64>().map_err(|_| bad())?;
+    if id.is_empty() || id.len() > 64 {
+        return Err(bad());
+    }
+    Ok((at, id.to_owned()))
+}
+
+/// Chat search over the site: by words (in messages, or the visitor's name
+/// or email) and filters; without words, the list of past chats. Newest
+/// first, a page at a time.
 async fn search(
     State(state): State<AppState>,
     AgentAuth(me): AgentAuth,
     ApiQuery(q): ApiQuery<SearchQuery>,
-) -> Result<Json<Vec<SearchHit>>> {
-    let text = q.q.trim();
-    if text.is_empty() || text.len() > 200 {
-        return Err(Error::bad_request("q must be 1 to 200 bytes"));
+) -> Result<Json<SearchPage>> {
+    let words = search_words(q.q.as_deref().unwrap_or(""))?;
+    if q.q.as_deref().is_some_and(|t| !t.trim().is_empty()) && words.is_empty() {
+        return Err(Error::bad_request("q must hold a word with a letter or a digit"));
     }
-    Ok(Json(state.store.search_messages(&me.site_id, text, q.limit.unwrap_or(50)).await?))
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            ConversationStatus::parse(s)
+                .ok_or_else(|| Error::bad_request("status must be queued, active, closed or offline"))?,
+        ),
+    };
+    let id = |name: &str, v: Option<String>| match v.filter(|v| !v.is_empty()) {
+        Some(v) if v.len() > 64 => Err(Error::bad_request(format!("{name} is not an id"))),
+        v => Ok(v),
+    };
+    if let (Some(from), Some(to)) = (q.from, q.to)
+        && from >= to
+    {
+        return Err(Error::bad_request("from must be before to"));
+    }
+    let limit = q.limit.unwrap_or(25).clamp(1, 100);
+    let search = ChatSearch {
+        words,
+        status,
+        agent_id: id("agent", q.agent)?,
+        group_id: id("group", q.group)?,
+        from: q.from,
+        to: q.to,
+        before: q.cursor.as_deref().map(parse_cursor).transpose()?,
+        // One more than the page, to know whether another follows.
+        limit: limit + 1,
+    };
+    let mut chats = state.store.search_chats(&me.site_id, search).await?;
+    let next = if chats.len() as i64 > limit {
+        chats.truncate(limit as usize);
+        chats.last().map(cursor_after)
+    } else {
+        None
+    };
+    Ok(Json(SearchPage { chats, next }))
 }

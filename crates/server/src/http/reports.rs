@@ -48,7 +48,9 @@ async fn report(
         facts.retain(|c| c.agent_id.as_deref() == Some(me.agent_id.as_str()));
         agents.retain(|a| a.id == me.agent_id);
     }
-    let groups = state.store.groups(&site.id).await?;
+    let mut groups = state.store.groups(&site.id).await?;
+    // A deleted group keeps its row while chats in the range name it.
+    groups.retain(|g| g.deleted_at.is_none() || facts.iter().any(|c| c.group_id == g.id));
     let mut report = reports::build(&range, &facts, &groups, &agents);
     if me.role.is_admin() {
         report.greetings = state.store.greeting_figures(&site.id, range.start_ms, range.end_ms).await?;

@@ -1,5 +1,5 @@
 //! Erasing a visitor (`privacy::erase_visitor`): their details and their
-//! conversations' message bodies go for good, in one transaction; the
+//! conversations' message (and internal note) bodies go for good, in one transaction; the
 //! events stay, as tombstones (`body` gone, `data` `{"erased":true}`), so
 //! sequence numbers stay gap-free and a client resuming with an old cursor
 //! gets tombstones, not errors. Deliveries naming them (an email to their
@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 /// What an erasure removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Erased {
-    /// Message bodies removed.
+    /// Message and internal note bodies removed.
     pub messages: u64,
     /// Deliveries emptied (queued ones also dropped).
     pub deliveries: u64,
@@ -24,7 +24,7 @@ pub struct Erased {
 const EMAIL: &str = "SELECT email FROM visitors WHERE id = $1 AND site_id = $2";
 const VISITOR: &str = "UPDATE visitors SET name = NULL, email = NULL, page_url = NULL, referrer = NULL, \
                        user_agent = NULL, last_ip = NULL WHERE id = $1 AND site_id = $2";
-const MESSAGES: &str = "UPDATE events SET body = NULL, data = '{\"erased\":true}' WHERE kind = 'message' \
+const MESSAGES: &str = "UPDATE events SET body = NULL, data = '{\"erased\":true}' WHERE kind IN ('message', 'note') \
                         AND body IS NOT NULL AND conversation_id IN \
                         (SELECT id FROM conversations WHERE visitor_id = $1 AND site_id = $2)";
 const DELIVERIES: &str = "UPDATE deliveries SET payload = '{}', \

@@ -21,6 +21,7 @@ pub mod postgres;
 pub mod reports;
 pub mod retention;
 mod rules;
+pub mod search;
 pub mod sqlite;
 mod sqlite_readers;
 mod sqlite_writer;
@@ -230,6 +231,11 @@ pub struct Group {
     /// (`hours::effective`). A stored value that no longer parses reads as
     /// none.
     pub hours: Option<crate::hours::Schedule>,
+    /// When an admin deleted it (`Store::delete_group`): kept for the
+    /// conversations and reports that name it, never listed, offered or
+    /// routed to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
 }
 
 /// A group's hours as stored: JSON text, or NULL (`Some(None)`).
@@ -335,7 +341,8 @@ pub struct StoredEvent {
     pub conversation_id: String,
     pub seq: i64,
     pub id: String,
-    /// `message`, `assigned`, `transferred`, `closed`, `read`, `rating`.
+    /// `message`, `note` (agents only), `assigned`, `transferred`,
+    /// `closed`, `read`, `rating`.
     pub kind: String,
     pub author: Author,
     pub client_id: Option<String>,
@@ -392,6 +399,14 @@ pub enum Change {
         body: String,
         email: Box<outbox::NewDelivery>,
     },
+    /// An agent's internal note (event kind `note`): for agents only, in
+    /// a conversation of any status. Idempotent on (author, client_id): a
+    /// retry returns the original.
+    Note {
+        author: Author,
+        client_id: String,
+        body: String,
+    },
     /// A read receipt: `reader` has seen everything up to `up_to`.
     Read {
         reader: Author,
@@ -419,6 +434,8 @@ pub enum Guard {
     Visitor { site_id: String, visitor_id: String },
     /// The conversation is of this site and assigned to this agent.
     AssignedAgent { site_id: String, agent_id: String },
+    /// The conversation is of this site (any agent of it may act).
+    Site { site_id: String },
 }
 
 impl Guard {
@@ -434,6 +451,7 @@ impl Guard {
                     Err(crate::error::Error::forbidden("claim the conversation before replying"))
                 }
             }
+            Guard::Site { site_id } if conv.site_id == *site_id => Ok(()),
             // Another site's or visitor's conversation: never reveal it exists.
             _ => Err(crate::error::Error::NotFound("conversation")),
         }
@@ -512,15 +530,6 @@ pub(crate) enum FilterArg {
     Int(i64),
 }
 
-/// A message found by transcript search.
-#[derive(Debug, Clone, Serialize)]
-pub struct SearchHit {
-    pub conversation_id: String,
-    pub seq: i64,
-    pub body: String,
-    pub created_at: i64,
-}
-
 /// A reply an agent inserts by typing `/shortcut` in the console.
 #[derive(Debug, Clone, Serialize)]
 pub struct CannedResponse {
@@ -568,8 +577,14 @@ pub trait Store: Send + Sync + 'static {
     async fn sites(&self) -> Result<Vec<Site>>;
 
     async fn create_group(&self, site_id: &str, name: &str, is_default: bool) -> Result<Group>;
+    /// The site's groups, deleted ones too (`deleted_at`): lists of groups
+    /// to offer leave those out.
     async fn groups(&self, site_id: &str) -> Result<Vec<Group>>;
     async fn group(&self, id: &str) -> Result<Option<Group>>;
+    /// Mark a group of the site deleted at `now` and take its members out
+    /// of it, in one transaction; false if there is no such live group
+    /// (the default group is never deleted: `Conflict`).
+    async fn delete_group(&self, site_id: &str, group_id: &str, now: i64) -> Result<bool>;
     async fn add_agent_to_group(&self, agent_id: &str, group_id: &str) -> Result<()>;
     /// Rename a group and/or set its address or its hours (`Some(None)`
     /// clears either); `Conflict` when the site has a group of that name.
@@ -628,8 +643,10 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Events with `seq > after`, in order, at most `limit`.
     async fn events_after(&self, conversation_id: &str, after: i64, limit: i64) -> Result<Vec<StoredEvent>>;
-    /// Messages of a site whose body contains `text` (case-insensitive).
-    async fn search_messages(&self, site_id: &str, text: &str, limit: i64) -> Result<Vec<SearchHit>>;
+    /// The site's chats holding every word (in a message, or the
+    /// visitor's name or email) and passing the filters, newest first
+    /// (`search.rs`).
+    async fn search_chats(&self, site_id: &str, search: search::ChatSearch) -> Result<Vec<search::ChatHit>>;
 
     // ----- admin (the web console) -----------------------------------------
 

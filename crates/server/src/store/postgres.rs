@@ -354,6 +354,12 @@ async fn apply_one(
             }
             rules::reply(author, client_id, body)
         }
+        Change::Note { author, client_id, body } => {
+            if let Some(event) = earlier_message(conn, conversation_id, author, client_id).await? {
+                return Ok(Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }));
+            }
+            rules::note(author, client_id, body)
+        }
         Change::Read { reader, up_to } => {
             if let Err(e) = rules::check_read(&conv, *up_to) {
                 return Ok(Err(e));
@@ -558,6 +564,7 @@ fn group_from_row(r: &PgRow) -> Result<Group> {
         is_default: r.try_get("is_default")?,
         email: r.try_get("email")?,
         hours: Group::hours_from_stored(r.try_get("hours")?),
+        deleted_at: r.try_get("deleted_at")?,
     })
 }
 
@@ -733,6 +740,7 @@ impl Store for PostgresStore {
             is_default,
             email: None,
             hours: None,
+            deleted_at: None,
         };
         sqlx::query("INSERT INTO groups (id, site_id, name, is_default, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&group.id)
@@ -766,6 +774,22 @@ impl Store for PostgresStore {
             .await?
             .map(|r| group_from_row(&r))
             .transpose()
+    }
+
+    async fn delete_group(&self, site_id: &str, group_id: &str, now: i64) -> Result<bool> {
+        use super::sqlite::{GROUP_MEMBERS_OUT, GROUP_TO_DELETE, MARK_GROUP_DELETED};
+        let mut tx = self.p().await?.begin().await?;
+        let is_default: Option<bool> =
+            sqlx::query_scalar(GROUP_TO_DELETE).bind(group_id).bind(site_id).fetch_optional(&mut *tx).await?;
+        match is_default {
+            None => return Ok(false),
+            Some(true) => return Err(Error::conflict("the default group cannot be deleted")),
+            Some(false) => {}
+        }
+        sqlx::query(MARK_GROUP_DELETED).bind(group_id).bind(now).execute(&mut *tx).await?;
+        sqlx::query(GROUP_MEMBERS_OUT).bind(group_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn add_agent_to_group(&self, agent_id: &str, group_id: &str) -> Result<()> {
@@ -1103,31 +1127,12 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn search_messages(&self, site_id: &str, text: &str, limit: i64) -> Result<Vec<SearchHit>> {
-        let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-        let rows = sqlx::query(
-            "SELECT e.conversation_id, e.seq, e.body, e.created_at FROM events e \
-             JOIN conversations c ON c.id = e.conversation_id \
-             WHERE c.site_id = $1 AND e.kind = 'message' AND (e.body ILIKE $2 ESCAPE '\\' \
-             OR (e.data LIKE '%\"attachments\"%' AND EXISTS (SELECT 1 FROM \
-             jsonb_array_elements(e.data::jsonb -> 'attachments') a WHERE a->>'name' ILIKE $2 ESCAPE '\\'))) \
-             ORDER BY e.created_at DESC LIMIT $3",
-        )
-        .bind(site_id)
-        .bind(pattern)
-        .bind(limit.clamp(1, 200))
-        .fetch_all(self.p().await?)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SearchHit {
-                    conversation_id: r.try_get("conversation_id")?,
-                    seq: r.try_get("seq")?,
-                    body: r.try_get("body")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+    async fn search_chats(
+        &self,
+        site_id: &str,
+        search: super::search::ChatSearch,
+    ) -> Result<Vec<super::search::ChatHit>> {
+        self.find_chats(site_id, search).await
     }
 
     async fn set_site_settings(&self, site_id: &str, settings: &serde_json::Value) -> Result<()> {

@@ -37,7 +37,7 @@ impl Expired {
 const CONVERSATIONS: &str = "SELECT id FROM conversations WHERE site_id = $1 AND expired_at IS NULL \
     AND ((status = 'closed' AND closed_at < $2) OR (status = 'offline' AND created_at < $2)) LIMIT $3";
 const MESSAGES: &str = "UPDATE events SET body = NULL, data = '{\"erased\":true}' \
-    WHERE conversation_id = $1 AND kind = 'message' AND body IS NOT NULL";
+    WHERE conversation_id = $1 AND kind IN ('message', 'note') AND body IS NOT NULL";
 const COMMENT_SQLITE: &str = "UPDATE events SET data = json_remove(data, '$.comment') \
     WHERE conversation_id = ?1 AND kind = 'rating' AND json_extract(data, '$.comment') IS NOT NULL";
 const COMMENT_POSTGRES: &str = "UPDATE events SET data = (data::jsonb - 'comment')::text \

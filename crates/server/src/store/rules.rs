@@ -111,6 +111,11 @@ pub(crate) fn reply(author: &Author, client_id: &str, body: &str) -> EventParts 
     )
 }
 
+/// The event of an internal note (any status: a note may follow a chat).
+pub(crate) fn note(author: &Author, client_id: &str, body: &str) -> EventParts {
+    ("note", author.clone(), Some(client_id.to_owned()), Some(body.to_owned()), serde_json::json!({}))
+}
+
 /// Whether a message may be added: to an open conversation, or as the one
 /// first message of an offline one.
 pub(crate) fn check_message(conv: &Conversation) -> Result<()> {

@@ -358,6 +358,19 @@ fn canned_row(r: &Row) -> rusqlite::Result<CannedResponse> {
     })
 }
 
+/// Deleting a group, one text for both backends (`$n`; SQLite reads `?n`):
+/// the live group of the site (its `is_default`), its mark, its members out.
+pub(super) const GROUP_TO_DELETE: &str =
+    "SELECT is_default FROM groups WHERE id = $1 AND site_id = $2 AND deleted_at IS NULL FOR UPDATE";
+pub(super) const MARK_GROUP_DELETED: &str = "UPDATE groups SET deleted_at = $2 WHERE id = $1";
+pub(super) const GROUP_MEMBERS_OUT: &str = "DELETE FROM agent_groups WHERE group_id = $1";
+
+/// A statement of both backends as SQLite reads it (`?n`, no row locks:
+/// its one writer already excludes the others).
+fn lite(sql: &str) -> String {
+    sql.replace('$', "?").replace(" FOR UPDATE", "")
+}
+
 fn group_row(r: &Row) -> rusqlite::Result<Group> {
     Ok(Group {
         id: r.get("id")?,
@@ -366,6 +379,7 @@ fn group_row(r: &Row) -> rusqlite::Result<Group> {
         is_default: r.get::<_, i64>("is_default")? != 0,
         email: r.get("email")?,
         hours: Group::hours_from_stored(r.get("hours")?),
+        deleted_at: r.get("deleted_at")?,
     })
 }
 
@@ -582,6 +596,7 @@ impl Store for SqliteStore {
             is_default,
             email: None,
             hours: None,
+            deleted_at: None,
         };
         let g = group.clone();
         self.write(move |c| {
@@ -612,6 +627,24 @@ impl Store for SqliteStore {
     async fn group(&self, id: &str) -> Result<Option<Group>> {
         let id = id.to_owned();
         self.read(move |c| one(c, "SELECT * FROM groups WHERE id = ?1", [&id], group_row)).await
+    }
+
+    async fn delete_group(&self, site_id: &str, group_id: &str, now: i64) -> Result<bool> {
+        let (site_id, group_id) = (site_id.to_owned(), group_id.to_owned());
+        self.write(move |c| {
+            let is_default: Option<bool> =
+                c.prepare_cached(&lite(GROUP_TO_DELETE))?.query_row([&group_id, &site_id], |r| r.get(0)).optional()?;
+            match is_default {
+                None => Ok(false),
+                Some(true) => Err(Error::conflict("the default group cannot be deleted")),
+                Some(false) => {
+                    exec(c, &lite(MARK_GROUP_DELETED), params![group_id, now])?;
+                    exec(c, &lite(GROUP_MEMBERS_OUT), [&group_id])?;
+                    Ok(true)
+                }
+            }
+        })
+        .await
     }
 
     async fn add_agent_to_group(&self, agent_id: &str, group_id: &str) -> Result<()> {
@@ -929,30 +962,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn search_messages(&self, site_id: &str, text: &str, limit: i64) -> Result<Vec<SearchHit>> {
-        let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-        let site_id = site_id.to_owned();
-        self.read(move |c| {
-            all(
-                c,
-                "SELECT e.conversation_id, e.seq, e.body, e.created_at FROM events e \
-                 JOIN conversations c ON c.id = e.conversation_id \
-                 WHERE c.site_id = ?1 AND e.kind = 'message' AND (e.body LIKE ?2 ESCAPE '\\' \
-                 OR (e.data LIKE '%\"attachments\"%' AND EXISTS (SELECT 1 FROM json_each(e.data, '$.attachments') a \
-                 WHERE json_extract(a.value, '$.name') LIKE ?2 ESCAPE '\\'))) \
-                 ORDER BY e.created_at DESC LIMIT ?3",
-                params![site_id, pattern, limit.clamp(1, 200)],
-                |r| {
-                    Ok(SearchHit {
-                        conversation_id: r.get("conversation_id")?,
-                        seq: r.get("seq")?,
-                        body: r.get("body")?,
-                        created_at: r.get("created_at")?,
-                    })
-                },
-            )
-        })
-        .await
+    async fn search_chats(
+        &self,
+        site_id: &str,
+        search: super::search::ChatSearch,
+    ) -> Result<Vec<super::search::ChatHit>> {
+        self.find_chats(site_id, search).await
     }
 
     async fn set_site_settings(&self, site_id: &str, settings: &serde_json::Value) -> Result<()> {

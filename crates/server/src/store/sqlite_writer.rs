@@ -464,6 +464,21 @@ fn run_exec(conn: &Connection, exec: Exec) -> rusqlite::Result<Outcome> {
     Ok(Outcome::Exec(reply))
 }
 
+/// The event `author` stored before with `client_id`, found in the table
+/// (for rare changes; messages look in the window first).
+fn earlier_event(
+    conn: &Connection,
+    id: &str,
+    author: &Author,
+    client_id: &str,
+) -> rusqlite::Result<Option<StoredEvent>> {
+    conn.prepare_cached(
+        "SELECT * FROM events WHERE conversation_id = ?1 AND author_kind = ?2 AND author_id IS ?3 AND client_id = ?4",
+    )?
+    .query_row(params![id, author.kind.as_str(), author.id, client_id], event_row)
+    .optional()
+}
+
 /// Outer `Result`: SQL failure (aborts the batch). Inner: the change's own
 /// outcome.
 fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) -> rusqlite::Result<Result<Applied>> {
@@ -531,20 +546,20 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
         Change::Reply { author, client_id, body, .. } => {
             // Rare (a person answering a lead), so the retry is found in
             // the table rather than the message window.
-            let earlier = conn
-                .prepare_cached(
-                    "SELECT * FROM events WHERE conversation_id = ?1 AND author_kind = ?2 AND author_id IS ?3 \
-                     AND client_id = ?4",
-                )?
-                .query_row(params![id, author.kind.as_str(), author.id, client_id], event_row)
-                .optional()?;
-            if let Some(event) = earlier {
+            if let Some(event) = earlier_event(conn, id, author, client_id)? {
                 return Ok(Ok(Applied { event, conversation: conv.clone(), previous_agent: None, duplicate: true }));
             }
             if let Err(e) = rules::check_reply(conv) {
                 return Ok(Err(e));
             }
             (conv.clone(), rules::reply(author, client_id, body))
+        }
+        Change::Note { author, client_id, body } => {
+            // Found in the table, as a reply's retry is (notes are rare).
+            if let Some(event) = earlier_event(conn, id, author, client_id)? {
+                return Ok(Ok(Applied { event, conversation: conv.clone(), previous_agent: None, duplicate: true }));
+            }
+            (conv.clone(), rules::note(author, client_id, body))
         }
         Change::Read { reader, up_to } => {
             if let Err(e) = rules::check_read(conv, *up_to) {

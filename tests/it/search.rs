@@ -1,0 +1,179 @@
+//! Chat search through `GET /api/v1/search`, on SQLite and PostgreSQL: a
+//! site's chats found by all of a query's words (across messages), by the
+//! visitor's name and email, narrowed by status, agent, group and dates;
+//! without words, the list of past chats a page at a time. Another site's
+//! agent finds nothing of it, and an erased visitor's words are found by
+//! nobody.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::services::TestDb;
+use crate::support::{Client, TestServer};
+
+/// A visitor who gives their name and email, then says `lines`; returns
+/// the conversation, the visitor's id and their socket.
+async fn chat(
+    s: &TestServer,
+    site: &holdfast_server::store::Site,
+    name: &str,
+    lines: &[&str],
+) -> (String, String, Client) {
+    let (visitor_id, token) = s.visitor(site).await;
+    let mut v = Client::connect(s, "/api/v1/visitor/socket", &token, HashMap::new()).await;
+    let email = format!("{}@shop.example", name.split(' ').next().unwrap().to_lowercase());
+    v.send(json!({"type": "identify", "name": name, "email": email})).await;
+    let mut conv: Option<String> = None;
+    for (i, line) in lines.iter().enumerate() {
+        let ack = v.say(conv.as_deref(), &format!("m{i}"), line).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        conv = Some(ack["conv"].as_str().unwrap().to_owned());
+    }
+    (conv.unwrap(), visitor_id, v)
+}
+
+/// The conversation ids of a search's answer, in order.
+async fn found(s: &TestServer, token: &str, query: &str) -> Vec<String> {
+    let (status, page) = s.get(&format!("/api/v1/search?{query}"), Some(token)).await;
+    assert_eq!(status, 200, "{query}: {page}");
+    page["chats"].as_array().unwrap().iter().map(|c| c["conversation_id"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn search_finds_chats_by_words_people_and_filters(s: TestServer) {
+    let site = s.site().await;
+    let other = s.new_site("Other").await;
+    let ann = s.person(&site, "ann@example.com", "Ann", holdfast_server::store::Role::Agent).await;
+    let bob = s.person(&site, "bob@example.com", "Bob", holdfast_server::store::Role::Agent).await;
+    s.person(&site, "boss@example.com", "Boss", holdfast_server::store::Role::Admin).await;
+    s.person(&other, "spy@b.example", "Spy", holdfast_server::store::Role::Agent).await;
+    let (boss, _) = s.login("boss@example.com", "password123").await;
+    let (status, billing) = s.post("/api/v1/admin/groups", Some(&boss), json!({"name": "Billing"})).await;
+    assert_eq!(status, 201, "{billing}");
+    let (mut ann_socket, ann_token) = s.online_agent("ann@example.com").await;
+
+    // Four chats, oldest first. "ship" and "Canada" are both in Nora's, in
+    // two messages; Paul's has only "ship"; Quinn's only "Canada"; Erin's
+    // both, but she is erased below.
+    let (nora, _, _nora_socket) = chat(&s, &site, "Nora Quist", &["Can you ship my order?", "I live in Canada."]).await;
+    let (paul, _, _paul_socket) = chat(&s, &site, "Paul Roe", &["Do you ship on Sundays?"]).await;
+    let (quinn, _, _quinn_socket) = chat(&s, &site, "Quinn Ash", &["Greetings from Canada"]).await;
+    let (erin, erin_id, _erin_socket) = chat(&s, &site, "Erin Moss", &["ship to Canada, my card is 4111"]).await;
+    // Another site's visitor says the same words.
+    let (theirs, _, _their_socket) = chat(&s, &other, "Nora Other", &["ship to Canada"]).await;
+    for conv in [&nora, &paul, &quinn, &erin] {
+        ann_socket.wait_for(|f| f["type"] == "assigned" && f["conv"] == conv.as_str()).await;
+    }
+
+    // Nora's chat is closed, Paul's goes to Bob, Quinn's back to Billing's queue.
+    let (mut bob_socket, _) = s.online_agent("bob@example.com").await;
+    ann_socket.send(json!({"type": "close", "conv": nora})).await;
+    ann_socket.wait_for(|f| f["type"] == "closed" && f["conv"] == nora.as_str()).await;
+    ann_socket.send(json!({"type": "transfer", "conv": paul, "to_agent": bob.id})).await;
+    bob_socket.wait_for(|f| f["type"] == "assigned" && f["conv"] == paul.as_str()).await;
+    ann_socket.send(json!({"type": "transfer", "conv": quinn, "to_group": billing["id"]})).await;
+    ann_socket.wait_for(|f| f["type"] == "transferred" && f["conv"] == quinn.as_str()).await;
+    let (status, erased) = s.post(&format!("/api/v1/admin/visitors/{erin_id}/erase"), Some(&boss), json!({})).await;
+    assert_eq!(status, 200, "{erased}");
+
+    // All words, across messages; newest first; never the erased words.
+    assert_eq!(found(&s, &ann_token, "q=ship%20Canada").await, [nora.as_str()]);
+    assert_eq!(found(&s, &ann_token, "q=ship").await, [paul.as_str(), nora.as_str()]);
+    assert_eq!(found(&s, &ann_token, "q=canada").await, [quinn.as_str(), nora.as_str()]);
+    assert_eq!(found(&s, &ann_token, "q=4111").await, Vec::<String>::new(), "erased words are gone");
+    assert_eq!(found(&s, &ann_token, "q=Erin").await, Vec::<String>::new(), "an erased name is gone");
+    // By the visitor's name and email, and a name word with a message word.
+    assert_eq!(found(&s, &ann_token, "q=Quist").await, [nora.as_str()]);
+    assert_eq!(found(&s, &ann_token, "q=paul@shop.example").await, [paul.as_str()]);
+    assert_eq!(found(&s, &ann_token, "q=Quinn%20canada").await, [quinn.as_str()]);
+    assert_eq!(found(&s, &ann_token, "q=Quinn%20ship").await, Vec::<String>::new());
+
+    // What a result says.
+    let (_, page) = s.get("/api/v1/search?q=ship%20Canada", Some(&ann_token)).await;
+    let hit = &page["chats"][0];
+    assert_eq!(hit["visitor_name"], "Nora Quist", "{hit}");
+    assert_eq!(hit["visitor_email"], "nora@shop.example");
+    assert_eq!(hit["status"], "closed");
+    assert_eq!(hit["agent_id"], ann.id.as_str());
+    assert_eq!(hit["agent_name"], "Ann");
+    assert_eq!(hit["group_name"], "General");
+    assert!(hit["created_at"].as_i64().unwrap() > 0);
+    assert_eq!(hit["snippet"]["text"], "I live in Canada.", "the latest message with a word: {hit}");
+    let (_, events) = s.get(&format!("/api/v1/conversations/{nora}/events"), Some(&ann_token)).await;
+    let canada = events.as_array().unwrap().iter().find(|e| e["body"] == "I live in Canada.").unwrap();
+    assert_eq!(hit["snippet"]["seq"], canada["seq"]);
+    assert_eq!(page["next"], Value::Null);
+
+    // Filters, with words and without.
+    assert_eq!(found(&s, &ann_token, "q=ship&status=closed").await, [nora.as_str()]);
+    assert_eq!(found(&s, &ann_token, &format!("q=ship&agent={}", bob.id)).await, [paul.as_str()]);
+    assert_eq!(found(&s, &ann_token, &format!("group={}", billing["id"].as_str().unwrap())).await, [quinn.as_str()]);
+    assert_eq!(found(&s, &ann_token, "status=queued").await, [quinn.as_str()]);
+    let (_, page) = s.get("/api/v1/search?q=Quinn", Some(&ann_token)).await;
+    assert_eq!(page["chats"][0]["agent_id"], Value::Null);
+    assert_eq!(page["chats"][0]["group_name"], "Billing");
+    let paul_at = {
+        let (_, page) = s.get("/api/v1/search?q=Paul", Some(&ann_token)).await;
+        page["chats"][0]["created_at"].as_i64().unwrap()
+    };
+    assert_eq!(found(&s, &ann_token, &format!("q=ship&to={paul_at}")).await, [nora.as_str()]);
+    assert_eq!(found(&s, &ann_token, &format!("q=ship&from={paul_at}")).await, [paul.as_str()]);
+    assert_eq!(found(&s, &ann_token, &format!("from={}", paul_at + 3_600_000)).await, Vec::<String>::new());
+
+    // The list of past chats, two at a time, newest first.
+    let (_, first) = s.get("/api/v1/search?limit=2", Some(&ann_token)).await;
+    let next = first["next"].as_str().expect("a next page").to_owned();
+    let (_, second) = s.get(&format!("/api/v1/search?limit=2&cursor={next}"), Some(&ann_token)).await;
+    assert_eq!(second["next"], Value::Null, "{second}");
+    let ids: Vec<&str> = [&first, &second]
+        .iter()
+        .flat_map(|p| p["chats"].as_array().unwrap().iter().map(|c| c["conversation_id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ids, [erin.as_str(), quinn.as_str(), paul.as_str(), nora.as_str()]);
+    assert_eq!(second["chats"][1]["snippet"], Value::Null, "no words, no snippet");
+
+    // Another site's agent finds nothing of this site, and this site's
+    // agent nothing of theirs.
+    let (spy, _) = s.login("spy@b.example", "password123").await;
+    assert_eq!(found(&s, &spy, "q=ship").await, [theirs.as_str()]);
+    assert_eq!(found(&s, &spy, "").await, [theirs.as_str()]);
+    assert_eq!(found(&s, &spy, &format!("agent={}", ann.id)).await, Vec::<String>::new());
+    assert_eq!(found(&s, &spy, "q=Quist").await, Vec::<String>::new());
+    assert!(!found(&s, &ann_token, "q=Other").await.contains(&theirs));
+
+    // Bad input gets a clear 400.
+    for query in [
+        "cursor=garbage".to_owned(),
+        "cursor=12_".to_owned(),
+        "status=missing".to_owned(),
+        format!("q={}", "a".repeat(201)),
+        "q=%21%21%21".to_owned(),
+        "from=10&to=5".to_owned(),
+        "q=a%20b%20c%20d%20e%20f%20g%20h%20i%20j%20k".to_owned(),
+        "limit=x".to_owned(),
+        "colour=red".to_owned(),
+    ] {
+        let (status, body) = s.get(&format!("/api/v1/search?{query}"), Some(&ann_token)).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{query}: {body}");
+    }
+    let (status, _) = s.get("/api/v1/search?q=ship", None).await;
+    assert_eq!(status, 401);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_on_sqlite() {
+    search_finds_chats_by_words_people_and_filters(TestServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_on_postgres() {
+    let db = TestDb::create().await;
+    let server = TestServer::start_with(|c| {
+        c.database_url = Some(db.url.clone());
+        c.database_max_connections = 6;
+    })
+    .await;
+    search_finds_chats_by_words_people_and_filters(server).await;
+}
