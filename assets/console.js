@@ -601,6 +601,35 @@ function renderActions() {
   renderHead();
 }
 
+// What moves while you watch a visitor: the page they are on, how long
+// they have been on the site, when they were last seen.
+const liveDetails = (v) => ({
+  "Time on site": `${ago(v.first_seen)} (since ${when(v.first_seen)})`,
+  "Last seen": `${ago(v.last_seen)} ago`,
+});
+
+// Every few seconds, while the console is in view: the queue's waiting
+// times, and the open chat's visitor read again (a new page shows).
+const LIVE_EVERY_MS = 5000;
+async function refreshLive() {
+  if (document.hidden) return;
+  if (queue.length) renderLists();
+  const c = selected && convs.get(selected);
+  if (!c || !c.visitor_id) return;
+  try {
+    const v = await api(`/api/v1/visitors/${c.visitor_id}`);
+    if (selected !== c.id) return;
+    visitors.set(v.id, v);
+    const set = (k, val) => {
+      const dd = [...document.querySelectorAll("#details dd")].find((d) => d.dataset.k === k);
+      if (dd) dd.replaceChildren(val == null || val === "" ? "—" : val);
+    };
+    set("Page", v.page_url ? link(v.page_url) : null);
+    for (const [k, val] of Object.entries(liveDetails(v))) set(k, val);
+  } catch { /* the next round tries again */ }
+}
+setInterval(refreshLive, LIVE_EVERY_MS);
+
 async function renderDetails(c) {
   const box = $("details");
   box.replaceChildren(h("h2", {}, "Visitor"));
@@ -613,7 +642,7 @@ async function renderDetails(c) {
     ]);
     if (selected !== c.id) return;
     visitors.set(v.id, v);
-    const row = (k, val) => [h("dt", {}, k), h("dd", {}, val == null || val === "" ? "—" : val)];
+    const row = (k, val) => [h("dt", {}, k), h("dd", { "data-k": k }, val == null || val === "" ? "—" : val)];
     // The proactive greeting the visitor answered, if one started the chat.
     const greeting = greeted && (greeted.name ? `${greeted.name}: ${greeted.message}` : "a rule since deleted");
     box.append(h("dl", {},
@@ -622,8 +651,7 @@ async function renderDetails(c) {
       ...row("Page", v.page_url ? link(v.page_url) : null),
       ...row("Referrer", v.referrer ? link(v.referrer) : null),
       ...row("Browser", browserName(v.user_agent)),
-      ...row("Time on site", `${ago(v.first_seen)} (since ${when(v.first_seen)})`),
-      ...row("Last seen", `${ago(v.last_seen)} ago`)));
+      ...Object.entries(liveDetails(v)).flatMap(([k, val]) => row(k, val))));
     box.append(transcriptForm(c.id, v.email));
     box.append(banForm(v.id));
     if (isAdmin()) {

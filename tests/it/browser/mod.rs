@@ -8,6 +8,7 @@ mod attachments;
 mod bans;
 mod branding;
 mod deliveries;
+mod details;
 mod greetings;
 mod groups;
 mod hours;
