@@ -69,7 +69,7 @@ impl DayRange {
 }
 
 /// Median and 90th percentile (nearest rank) of some durations.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Spread {
     pub count: usize,
     pub median_ms: Option<i64>,
@@ -88,7 +88,7 @@ impl Spread {
 }
 
 /// The figures of one slice (the site, a group, an agent).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Figures {
     pub chats: usize,
     pub answered: usize,
@@ -143,7 +143,7 @@ impl Figures {
 }
 
 /// A named slice: a group or an agent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Slice {
     pub id: String,
     pub name: String,
@@ -151,7 +151,7 @@ pub struct Slice {
     pub figures: Figures,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Report {
     pub from: String,
     pub to: String,
@@ -168,7 +168,7 @@ pub struct Report {
 }
 
 /// A greeting rule's greetings shown and chats started, all time.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GreetingFigures {
     pub id: String,
     pub name: String,

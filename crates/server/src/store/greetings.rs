@@ -15,7 +15,7 @@ use super::sqlite::SqliteStore;
 use crate::error::Result;
 
 /// One rule as stored, with its counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct GreetingRule {
     pub id: String,
     pub site_id: String,
