@@ -23,6 +23,7 @@ mod integrations_guide;
 mod invitations;
 mod languages;
 mod missed;
+mod openapi;
 mod outbox;
 mod privacy;
 mod ratings;
