@@ -112,10 +112,12 @@ async fn the_document_describes_every_route_and_no_other() {
     s.stop().await;
 }
 
-/// Runs a test tool found on PATH; a missing tool is a failure that says
-/// how to get it.
-async fn run_tool(program: &str, args: &[&str]) -> Output {
-    match tokio::process::Command::new(program).args(args).kill_on_drop(true).output().await {
+/// Runs a test tool found on PATH in `dir` (where it may leave its
+/// files); a missing tool is a failure that says how to get it.
+async fn run_tool(dir: &Path, program: &str, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).current_dir(dir).kill_on_drop(true);
+    match command.output().await {
         Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
             "{program} is not on PATH: run the tests through scripts/test, or install \
@@ -167,17 +169,23 @@ async fn schemathesis_finds_the_live_server_as_documented() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("openapi.json");
     std::fs::write(&file, fetch_document(&s).await.to_string()).unwrap();
-    let validated = run_tool("openapi-spec-validator", &[file.to_str().unwrap()]).await;
+    let validated = run_tool(dir.path(), "openapi-spec-validator", &[file.to_str().unwrap()]).await;
     assert!(validated.status.success(), "openapi-spec-validator refused the document:\n{}", text(&validated));
+
+    // One thing of each kind, so that the operations on `{id}` reach past
+    // 404: Schemathesis reads the ids from `schemathesis.toml` where it runs.
+    let config = things_to_test_on(&s, &admin).await;
+    std::fs::write(dir.path().join("schemathesis.toml"), config).unwrap();
 
     // While a password hash runs, the lower lanes take one request at a
     // time and shed the rest (`admission`, by design): the operations that
     // hash get a run of their own, after the four runs of the others.
     let url = format!("{}/api/v1/openapi.json", s.base);
     let started = Instant::now();
-    let runs = credentials.iter().map(|(who, token)| schemathesis(&url, who, token, Hashing::Without));
+    let runs = credentials.iter().map(|(who, token)| schemathesis(dir.path(), &url, who, token, Hashing::Without));
     let mut results = futures_util::future::join_all(runs).await;
-    results.push(schemathesis(&url, &credentials[0].0, &credentials[0].1, Hashing::Only).await);
+    let (who, token) = &credentials[0];
+    results.push(schemathesis(dir.path(), &url, who, token, Hashing::Only).await);
     let mut failures = Vec::new();
     for (who, output, took) in &results {
         let out = text(output);
@@ -212,7 +220,7 @@ enum Hashing {
 
 /// One Schemathesis run against the live server with `token` as bearer:
 /// (who, its output, how long it took).
-async fn schemathesis(url: &str, who: &str, token: &str, hashing: Hashing) -> (String, Output, Duration) {
+async fn schemathesis(dir: &Path, url: &str, who: &str, token: &str, hashing: Hashing) -> (String, Output, Duration) {
     let header = format!("Authorization: Bearer {token}");
     // The coverage phase (every documented boundary and a wrong value of
     // each) with the admin's token, which reaches past authorization; an
@@ -245,7 +253,55 @@ async fn schemathesis(url: &str, who: &str, token: &str, hashing: Hashing) -> (S
         args.extend(["--exclude-path-regex", "/logout$"]);
     }
     let begun = Instant::now();
-    let output = run_tool("schemathesis", &args).await;
+    let output = run_tool(dir, "schemathesis", &args).await;
     let who = if hashing == Hashing::Only { format!("{who}, hashing operations") } else { who.to_owned() };
     (who, output, begun.elapsed())
+}
+
+/// Makes one thing of each kind an `{id}` names (with the admin's token)
+/// and answers the Schemathesis configuration that hands each id to the
+/// operations on its kind.
+async fn things_to_test_on(s: &TestServer, admin: &str) -> String {
+    let make = |path: &'static str, body: Value| async move {
+        let (status, made) = s.post(path, Some(admin), body).await;
+        assert!(status == 201 || status == 200, "{path}: {status} {made}");
+        made
+    };
+    let canned = make("/api/v1/admin/canned", json!({"shortcut": "hi", "body": "Hello"})).await;
+    let group = make("/api/v1/admin/groups", json!({"name": "Sales"})).await;
+    let agent = make(
+        "/api/v1/admin/agents",
+        json!({"email": "ann@openapi.test", "name": "Ann", "password": "password123", "role": "agent"}),
+    )
+    .await;
+    let greeting = make("/api/v1/admin/greetings", json!({"name": "Hi", "message": "Hello!", "enabled": true})).await;
+    let hook = make(
+        "/api/v1/admin/webhooks",
+        json!({"name": "CRM", "url": "https://crm.example/hook", "events": ["conversation.closed"]}),
+    )
+    .await;
+    // Not a token the runs use: one of them may revoke it.
+    let token = make("/api/v1/admin/api-tokens", json!({"name": "spare", "scopes": ["read"]})).await;
+    let component = make("/api/v1/status/components", json!({"name": "Chat"})).await;
+    let incident = make("/api/v1/status/incidents", json!({"name": "Slow", "message": "Looking"})).await;
+    let (visitor, _) = s.visitor(&s.site().await).await;
+    let ban = make("/api/v1/bans", json!({"visitor_id": visitor, "reason": "spam"})).await;
+    let ids = [
+        ("^/api/v1/admin/canned/", canned["id"].as_str().unwrap()),
+        ("^/api/v1/admin/groups/", group["id"].as_str().unwrap()),
+        ("^/api/v1/admin/agents/", agent["id"].as_str().unwrap()),
+        ("^/api/v1/admin/greetings/", greeting["id"].as_str().unwrap()),
+        ("^/api/v1/admin/webhooks/", hook["id"].as_str().unwrap()),
+        ("^/api/v1/admin/api-tokens/", token["id"].as_str().unwrap()),
+        ("^/api/v1/status/components/", component["component"]["id"].as_str().unwrap()),
+        ("^/api/v1/status/incidents/", incident["incident"]["id"].as_str().unwrap()),
+        ("^/api/v1/admin/bans/", ban["id"].as_str().unwrap()),
+        ("^/api/v1/(admin/)?visitors/", &visitor),
+    ];
+    ids.iter()
+        .map(|(paths, id)| {
+            format!("[[operations]]\ninclude-path-regex = \"{paths}\"\nparameters = {{ id = \"{id}\" }}\n")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
