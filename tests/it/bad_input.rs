@@ -137,6 +137,26 @@ async fn bad_http_bodies_get_json_errors() {
     server.stop().await;
 }
 
+/// A path parameter that does not decode (not UTF-8) gets our error
+/// shape, not the router's plain text.
+#[tokio::test]
+async fn a_path_parameter_that_does_not_decode_gets_a_json_error() {
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    server.person(&site, "boss@bad.test", "Boss", holdfast_server::store::Role::Admin).await;
+    let (token, _) = server.login("boss@bad.test", "password123").await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v1/conversations/%FF"),
+        (reqwest::Method::DELETE, "/api/v1/admin/canned/%FF%FE"),
+        (reqwest::Method::PATCH, "/api/v1/admin/groups/%C3"),
+    ] {
+        let (status, body) = server.call(method, path, &token, json!({"name": "x"})).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{path}: {body}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn an_agent_of_another_site_and_another_visitor_see_nothing() {
     let server = TestServer::start().await;

@@ -25,6 +25,7 @@ mod invitations;
 mod languages;
 mod missed;
 mod notes;
+mod openapi;
 mod outbox;
 mod privacy;
 mod ratings;

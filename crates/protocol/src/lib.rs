@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 
 pub const PROTOCOL_VERSION: u32 = 1;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Availability {
@@ -43,6 +44,7 @@ impl Availability {
 }
 
 /// Why a chat was missed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MissedReason {
@@ -70,6 +72,7 @@ impl MissedReason {
 }
 
 /// The mark on a missed conversation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct Missed {
     pub reason: MissedReason,
@@ -78,6 +81,7 @@ pub struct Missed {
     pub missed_at: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConversationStatus {
@@ -115,6 +119,7 @@ impl ConversationStatus {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthorKind {
@@ -146,6 +151,7 @@ impl AuthorKind {
 /// bad. Stored as a `score` on a 1–5 scale (bad 1, good 5), so a finer
 /// scale can come later without rewriting what is stored, and reports
 /// count "good" as a score of 4 or more.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Rating {
@@ -301,6 +307,7 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "ping",
 ];
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct AuthorView {
     pub kind: AuthorKind,
@@ -308,6 +315,7 @@ pub struct AuthorView {
 }
 
 /// A durable conversation event as clients see it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct EventView {
     #[serde(rename = "type")]
@@ -327,6 +335,7 @@ pub struct EventView {
     pub data: serde_json::Map<String, serde_json::Value>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct ConversationView {
     pub id: String,
@@ -351,6 +360,7 @@ pub struct QueueEntry {
     pub waiting_since: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentView {
     pub id: String,

@@ -51,7 +51,7 @@ const HEAD: usize = 8192;
 const MAX_NAME_CHARS: usize = 200;
 
 /// What a site lets visitors and agents attach (`WidgetSettings::attachments`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttachmentLimits {
     /// Largest file, in bytes (1 to 100 MB).

@@ -42,7 +42,7 @@ const HORIZON_DAYS: i32 = 400;
 /// the end after the start (`24:00` ends at midnight); a night shift is two
 /// intervals, `22:00-24:00` one day and `00:00-06:00` the next, which count
 /// as one stretch open.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// The IANA zone the wall-clock times are in.
@@ -54,7 +54,7 @@ pub struct Schedule {
     pub exceptions: Vec<Exception>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Weekly {
     pub mon: Vec<String>,
@@ -84,7 +84,7 @@ impl Weekly {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Exception {
     /// `YYYY-MM-DD`, a day of the schedule's zone.
@@ -94,7 +94,7 @@ pub struct Exception {
 }
 
 /// Whether a schedule is open at an instant, and when that changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HoursState {
     pub open: bool,
     /// While open: when it closes (Unix ms), if it ever does.

@@ -70,7 +70,7 @@ impl DayRange {
 }
 
 /// Median and 90th percentile (nearest rank) of some durations.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Spread {
     pub count: usize,
     pub median_ms: Option<i64>,
@@ -89,7 +89,7 @@ impl Spread {
 }
 
 /// The figures of one slice (the site, a group, an agent).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Figures {
     pub chats: usize,
     pub answered: usize,
@@ -144,7 +144,7 @@ impl Figures {
 }
 
 /// A named slice: a group or an agent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Slice {
     pub id: String,
     pub name: String,
@@ -152,7 +152,7 @@ pub struct Slice {
     pub figures: Figures,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Report {
     pub from: String,
     pub to: String,

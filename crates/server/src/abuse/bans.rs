@@ -121,7 +121,7 @@ impl Bans {
 }
 
 /// What an agent asks for (`POST /api/v1/bans`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BanRequest {
     /// The visitor to ban (their conversations end).

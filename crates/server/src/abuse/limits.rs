@@ -33,7 +33,7 @@ pub const SETTINGS_TTL: Duration = Duration::from_secs(10);
 
 /// A site's flood limits; 0 turns one off. Stored in the site's settings
 /// (`admin::WidgetSettings::visitor_limits`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct VisitorLimits {
     /// New visitors one address may start per minute (a page load with a

@@ -23,7 +23,7 @@ const MAX_SECONDS: i64 = 3600;
 const MAX_PAGES: i64 = 100;
 
 /// Which visitors a rule greets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VisitorKind {
     #[default]
@@ -43,7 +43,7 @@ impl VisitorKind {
 }
 
 /// A rule as an admin writes it (a new one, or all of one again).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GreetingInput {
     pub name: String,
@@ -156,7 +156,7 @@ async fn one(store: &dyn Store, site_id: &str, id: &str) -> Result<GreetingRule>
 }
 
 /// A rule as the widget gets it: its conditions and what it says, from whom.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WidgetGreeting {
     pub id: String,
     pub url_pattern: String,

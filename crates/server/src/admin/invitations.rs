@@ -28,7 +28,7 @@ pub const INVITATION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 /// The mail template of invitations (`assets/mail/invitation.*`).
 pub const TEMPLATE: &str = "invitation";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteRequest {
     pub email: String,
@@ -119,7 +119,7 @@ pub async fn revoke(store: &dyn Store, admin: &AgentCtx, id: &str) -> Result<()>
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptRequest {
     /// The token of the emailed link.

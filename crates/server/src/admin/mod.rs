@@ -24,7 +24,7 @@ use crate::hours::{self, HoursState, Schedule};
 use crate::store::{Agent, AgentUpdate, CannedResponse, Group, NewAgent, Role, Store, now_ms};
 
 /// Whether a pre-chat field is asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldMode {
     Off,
@@ -35,7 +35,7 @@ pub enum FieldMode {
 
 /// How soon the team typically replies, as the widget says it under the
 /// team's name ("Typically replies in a few minutes").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplyTime {
     /// Nothing is said.
@@ -47,7 +47,7 @@ pub enum ReplyTime {
     Day,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Position {
     Left,
@@ -55,7 +55,7 @@ pub enum Position {
     Right,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Prechat {
     pub name: FieldMode,
@@ -64,7 +64,7 @@ pub struct Prechat {
 
 /// A site's widget settings, as stored in `sites.settings` and sent to the
 /// widget. Unknown fields are refused on input; missing ones get defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct WidgetSettings {
     /// Accent colour, `#rrggbb`.
@@ -318,7 +318,7 @@ pub async fn set_site_hours(
 }
 
 /// A new agent as an admin asks for it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgentRequest {
     pub email: String,
@@ -400,7 +400,7 @@ pub async fn create_agent(auth: &Auth, store: &dyn Store, admin: &AgentCtx, req:
 }
 
 /// Changes an admin may make to an agent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentChange {
     #[serde(default)]
@@ -523,7 +523,7 @@ async fn agent_of_site(store: &dyn Store, site_id: &str, agent_id: &str) -> Resu
 }
 
 /// A group with its members, for the admin page.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GroupView {
     #[serde(flatten)]
     pub group: GroupNow,
@@ -541,7 +541,7 @@ pub async fn groups(store: &dyn Store, admin: &AgentCtx) -> Result<Vec<GroupView
 }
 
 /// A group with whether it is open now, for the console.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GroupNow {
     #[serde(flatten)]
     pub group: Group,
@@ -573,7 +573,7 @@ pub async fn create_group(store: &dyn Store, admin: &AgentCtx, name: &str) -> Re
 }
 
 /// Changes an admin may make to a group.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupChange {
     #[serde(default)]
@@ -716,7 +716,7 @@ fn require_operator(operator: &AgentCtx) -> Result<()> {
 }
 
 /// A site as the operator's list shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SiteSummary {
     pub id: String,
     pub name: String,
@@ -735,14 +735,14 @@ pub async fn sites(store: &dyn Store, operator: &AgentCtx) -> Result<Vec<SiteSum
 }
 
 /// A new site and its first admin, as the operator asks for them.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSiteRequest {
     pub name: String,
     pub admin: NewSiteAdmin,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSiteAdmin {
     pub email: String,

@@ -63,7 +63,7 @@ impl Scope {
 }
 
 /// An admin's request for a token.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub name: String,

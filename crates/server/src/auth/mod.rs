@@ -49,7 +49,7 @@ impl Default for AuthConfig {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Credentials {
     pub access_token: String,
     /// Only on login: the refresh credential. Keep it secret.
@@ -68,7 +68,7 @@ pub struct Credentials {
 /// the store's `Agent` without its password hash. `Agent` is not
 /// `Serialize` at all, so the hash cannot reach JSON by a forgotten
 /// attribute; a field added here is a field every client sees.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AgentProfile {
     pub id: String,
     pub site_id: String,

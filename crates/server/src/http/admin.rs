@@ -5,15 +5,16 @@
 //! completion.
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiQuery};
+use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiPath, ApiQuery};
 use crate::admin::greetings::{self, GreetingInput};
 use crate::admin::invitations::{self, AcceptRequest, InviteRequest};
 use crate::admin::{self, AgentChange, GroupChange, GroupNow, GroupView, NewAgentRequest, WidgetSettings};
@@ -57,12 +58,54 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/visitors/{id}/erase", post(erase_visitor))
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    site,
+    rename_site,
+    change_password,
+    set_settings,
+    set_site_hours,
+    agents,
+    create_agent,
+    update_agent,
+    invitations,
+    invite,
+    revoke_invitation,
+    accept_invitation,
+    groups,
+    create_group,
+    update_group,
+    delete_group,
+    add_member,
+    remove_member,
+    set_lead_emails,
+    create_canned,
+    update_canned,
+    delete_canned,
+    canned,
+    site_groups,
+    deliveries,
+    retry_delivery,
+    audit_log,
+    greeting_rules,
+    create_greeting,
+    update_greeting,
+    delete_greeting,
+    export_visitor,
+    erase_visitor
+))]
+pub(super) struct Api;
+
 /// The site's proactive greeting rules, each with its greetings shown and
 /// chats started.
+#[utoipa::path(get, path = "/api/v1/admin/greetings", tag = "site",
+    responses((status = 200, description = "The rules", body = Vec<GreetingRule>)))]
 async fn greeting_rules(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<GreetingRule>>> {
     Ok(Json(greetings::list(state.store.as_ref(), &me).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/greetings", tag = "site", request_body = GreetingInput,
+    responses((status = 201, description = "Made", body = GreetingRule)))]
 async fn create_greeting(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -74,10 +117,12 @@ async fn create_greeting(
 }
 
 /// Replace a rule (all of it, as when it was made); its counts stay.
+#[utoipa::path(put, path = "/api/v1/admin/greetings/{id}", tag = "site", params(("id" = String, Path)), request_body = GreetingInput,
+    responses((status = 200, description = "Replaced", body = GreetingRule)))]
 async fn update_greeting(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<GreetingInput>,
 ) -> Result<Json<GreetingRule>> {
     let (before, after) = greetings::update(state.store.as_ref(), &me, &id, input).await?;
@@ -85,10 +130,12 @@ async fn update_greeting(
     Ok(Json(after))
 }
 
+#[utoipa::path(delete, path = "/api/v1/admin/greetings/{id}", tag = "site", params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted")))]
 async fn delete_greeting(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode> {
     let before = greetings::delete(state.store.as_ref(), &me, &id).await?;
     audit(&state, &me, "greeting.deleted", Some(&id), json_of(&before), None).await;
@@ -96,22 +143,32 @@ async fn delete_greeting(
 }
 
 /// Erase a visitor of the admin's site for good (`privacy`); audited.
+#[utoipa::path(post, path = "/api/v1/admin/visitors/{id}/erase", tag = "visitors", params(("id" = String, Path)),
+    responses((status = 200, description = "What was erased", body = ErasedVisitor)))]
 async fn erase_visitor(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ErasedVisitor>> {
     let erased = crate::privacy::erase_visitor(state.store.as_ref(), &me.site_id, &id).await?;
     audit(&state, &me, "visitor.erased", Some(&id), None, json_of(&erased)).await;
-    Ok(Json(json!({"erased": erased})))
+    Ok(Json(ErasedVisitor { erased }))
+}
+
+/// What erasing a visitor did.
+#[derive(Serialize, ToSchema)]
+struct ErasedVisitor {
+    erased: crate::store::erasure::Erased,
 }
 
 /// Everything kept about one visitor of the admin's site, as one JSON
 /// document to download (`privacy`); recorded in the audit log.
+#[utoipa::path(get, path = "/api/v1/admin/visitors/{id}/export", tag = "visitors", params(("id" = String, Path)),
+    responses((status = 200, description = "The visitor's data, as a file to download", body = Object)))]
 async fn export_visitor(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response> {
     let document = crate::privacy::export_visitor(state.store.as_ref(), &me.site_id, &id).await?;
     audit(&state, &me, "visitor.exported", Some(&id), None, None).await;
@@ -180,14 +237,18 @@ pub(super) async fn audit_operator(State(state): State<AppState>, req: Request, 
     response
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Entries made before this time (Unix ms), to page back.
     before: Option<i64>,
     limit: Option<i64>,
 }
 
 /// The site's audit log, newest first (`before`: ms, to page back).
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "site", params(AuditQuery),
+    responses((status = 200, description = "Entries, newest first", body = Vec<AuditEntry>)))]
 async fn audit_log(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -196,7 +257,7 @@ async fn audit_log(
     Ok(Json(crate::audit::page(state.store.as_ref(), &me, q.before, q.limit.unwrap_or(100)).await?))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SiteView {
     id: String,
     name: String,
@@ -206,6 +267,9 @@ struct SiteView {
     mail_enabled: bool,
 }
 
+/// The admin's site and its settings.
+#[utoipa::path(get, path = "/api/v1/admin/site", tag = "site",
+    responses((status = 200, description = "The site", body = SiteView)))]
 async fn site(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<SiteView>> {
     let site = state.store.site(&me.site_id).await?.ok_or(Error::NotFound("site"))?;
     Ok(Json(SiteView {
@@ -217,12 +281,15 @@ async fn site(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SiteChange {
     name: String,
 }
 
+/// Rename the site.
+#[utoipa::path(patch, path = "/api/v1/admin/site", tag = "site", request_body = SiteChange,
+    responses((status = 200, description = "The site", body = SiteView)))]
 async fn rename_site(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -235,7 +302,7 @@ async fn rename_site(
     Ok(view)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordChange {
     current_password: String,
@@ -243,6 +310,8 @@ struct PasswordChange {
 }
 
 /// `204`, and every session of the agent ends (this one too).
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "auth", request_body = PasswordChange,
+    security(("access_token" = [])), responses((status = 204, description = "Changed")))]
 async fn change_password(
     State(state): State<AppState>,
     AgentAuth(me): AgentAuth,
@@ -253,6 +322,9 @@ async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Replace the site's settings (the widget's look, texts, limits, ...).
+#[utoipa::path(put, path = "/api/v1/admin/site/settings", tag = "site", request_body = WidgetSettings,
+    responses((status = 200, description = "The settings as kept", body = WidgetSettings)))]
 async fn set_settings(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -269,6 +341,8 @@ async fn set_settings(
 
 /// The site's business hours (a `hours::Schedule`), or `null` for always
 /// open; every other setting stays. Answers the settings.
+#[utoipa::path(put, path = "/api/v1/admin/site/hours", tag = "site", request_body = Option<Schedule>,
+    responses((status = 200, description = "The settings", body = WidgetSettings)))]
 async fn set_site_hours(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -279,10 +353,16 @@ async fn set_site_hours(
     Ok(Json(after))
 }
 
+/// The site's agents, for the admin.
+#[utoipa::path(get, path = "/api/v1/admin/agents", tag = "agents",
+    responses((status = 200, description = "The agents", body = Vec<AgentProfile>)))]
 async fn agents(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<AgentProfile>>> {
     Ok(Json(state.store.agents(&me.site_id).await?.into_iter().map(Into::into).collect()))
 }
 
+/// Make an agent with a password.
+#[utoipa::path(post, path = "/api/v1/admin/agents", tag = "agents", request_body = NewAgentRequest,
+    responses((status = 201, description = "Made", body = AgentProfile)))]
 async fn create_agent(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -295,6 +375,8 @@ async fn create_agent(
 
 /// `202`: the invitation is made and its email queued. The answer is the
 /// same whether or not the address has an account on another site.
+#[utoipa::path(post, path = "/api/v1/admin/invitations", tag = "agents", request_body = InviteRequest,
+    responses((status = 202, description = "Invited", body = Invitation)))]
 async fn invite(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -305,14 +387,20 @@ async fn invite(
     Ok((StatusCode::ACCEPTED, Json(invitation)))
 }
 
+/// The open invitations.
+#[utoipa::path(get, path = "/api/v1/admin/invitations", tag = "agents",
+    responses((status = 200, description = "The invitations", body = Vec<Invitation>)))]
 async fn invitations(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<Invitation>>> {
     Ok(Json(invitations::open(state.store.as_ref(), &me).await?))
 }
 
+/// Revoke an open invitation.
+#[utoipa::path(delete, path = "/api/v1/admin/invitations/{id}", tag = "agents", params(("id" = String, Path)),
+    responses((status = 204, description = "Revoked")))]
 async fn revoke_invitation(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode> {
     invitations::revoke(state.store.as_ref(), &me, &id).await?;
     audit(&state, &me, "invitation.revoked", Some(&id), None, None).await;
@@ -321,6 +409,8 @@ async fn revoke_invitation(
 
 /// No credential but the link's token: `201` and the new agent, who then
 /// logs in with their email and this password.
+#[utoipa::path(post, path = "/api/v1/invitations/accept", tag = "agents", security(()),
+    request_body = AcceptRequest, responses((status = 201, description = "The new agent", body = AgentProfile)))]
 async fn accept_invitation(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<AcceptRequest>,
@@ -329,10 +419,13 @@ async fn accept_invitation(
     Ok((StatusCode::CREATED, Json(agent.into())))
 }
 
+/// Rename a group, set its email or its own hours.
+#[utoipa::path(patch, path = "/api/v1/admin/groups/{id}", tag = "groups", params(("id" = String, Path)), request_body = GroupChange,
+    responses((status = 200, description = "The group", body = Group)))]
 async fn update_group(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(change): ApiJson<GroupChange>,
 ) -> Result<Json<Group>> {
     let (before, after) = admin::update_group(state.store.as_ref(), &me, &id, change).await?;
@@ -340,7 +433,7 @@ async fn update_group(
     Ok(Json(after))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LeadEmails {
     on: bool,
@@ -348,6 +441,8 @@ struct LeadEmails {
 
 /// Any agent: whether the site's lead emails (offline messages, missed
 /// chats) go to them. Answers their profile.
+#[utoipa::path(put, path = "/api/v1/me/lead-emails", tag = "auth", request_body = LeadEmails,
+    security(("access_token" = [])), responses((status = 200, description = "The agent", body = AgentProfile)))]
 async fn set_lead_emails(
     State(state): State<AppState>,
     AgentAuth(me): AgentAuth,
@@ -356,10 +451,13 @@ async fn set_lead_emails(
     Ok(Json(admin::set_own_lead_emails(state.store.as_ref(), &me, choice.on).await?.into()))
 }
 
+/// Rename, change the role, limit or password, deactivate or reactivate.
+#[utoipa::path(patch, path = "/api/v1/admin/agents/{id}", tag = "agents", params(("id" = String, Path)), request_body = AgentChange,
+    responses((status = 200, description = "The agent", body = AgentProfile)))]
 async fn update_agent(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(change): ApiJson<AgentChange>,
 ) -> Result<Json<AgentProfile>> {
     let before = state.store.agent(&id).await?.filter(|a| a.site_id == me.site_id).map(AgentProfile::from);
@@ -369,16 +467,21 @@ async fn update_agent(
     Ok(Json(after))
 }
 
+/// The site's groups with their members.
+#[utoipa::path(get, path = "/api/v1/admin/groups", tag = "groups",
+    responses((status = 200, description = "The groups", body = Vec<GroupView>)))]
 async fn groups(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<GroupView>>> {
     Ok(Json(admin::groups(state.store.as_ref(), &me).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewGroup {
     name: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/groups", tag = "groups", request_body = NewGroup,
+    responses((status = 201, description = "Made", body = Group)))]
 async fn create_group(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -391,10 +494,12 @@ async fn create_group(
 
 /// Delete a group (soft): 204; the chats queued for it moved to the
 /// site's default queue, as the audit entry records.
+#[utoipa::path(delete, path = "/api/v1/admin/groups/{id}", tag = "groups", params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted; its queued chats moved to the default queue")))]
 async fn delete_group(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode> {
     let (group, moved) = state.chat.delete_group(&me, &id).await?;
     let detail = json!({"name": group.name, "moved_conversations": moved});
@@ -402,16 +507,19 @@ async fn delete_group(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewMember {
     agent_id: String,
 }
 
+/// Add an agent of the site to a group.
+#[utoipa::path(post, path = "/api/v1/admin/groups/{id}/members", tag = "groups", params(("id" = String, Path)), request_body = NewMember,
+    responses((status = 204, description = "Added")))]
 async fn add_member(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<NewMember>,
 ) -> Result<StatusCode> {
     admin::add_to_group(state.store.as_ref(), &me, &id, &req.agent_id).await?;
@@ -419,20 +527,26 @@ async fn add_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Take an agent out of a group.
+#[utoipa::path(delete, path = "/api/v1/admin/groups/{id}/members/{agent_id}", tag = "groups",
+    params(("id" = String, Path), ("agent_id" = String, Path)), responses((status = 204, description = "Removed")))]
 async fn remove_member(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path((id, agent_id)): Path<(String, String)>,
+    ApiPath((id, agent_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode> {
     admin::remove_from_group(state.store.as_ref(), &me, &id, &agent_id).await?;
     audit(&state, &me, "group.member_removed", Some(&id), Some(json!({"agent_id": agent_id})), None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Change a canned response.
+#[utoipa::path(patch, path = "/api/v1/admin/canned/{id}", tag = "canned", params(("id" = String, Path)), request_body = NewCanned,
+    responses((status = 200, description = "Changed", body = CannedResponse)))]
 async fn update_canned(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<NewCanned>,
 ) -> Result<Json<CannedResponse>> {
     let before = state.store.canned_responses(&me.site_id).await?.into_iter().find(|c| c.id == id);
@@ -441,13 +555,15 @@ async fn update_canned(
     Ok(Json(after))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewCanned {
     shortcut: String,
     body: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/canned", tag = "canned", request_body = NewCanned,
+    responses((status = 201, description = "Made", body = CannedResponse)))]
 async fn create_canned(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -458,10 +574,13 @@ async fn create_canned(
     Ok((StatusCode::CREATED, Json(canned)))
 }
 
+/// Delete a canned response.
+#[utoipa::path(delete, path = "/api/v1/admin/canned/{id}", tag = "canned", params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted")))]
 async fn delete_canned(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode> {
     let before = state.store.canned_responses(&me.site_id).await?.into_iter().find(|c| c.id == id);
     admin::delete_canned(state.store.as_ref(), &me, &id).await?;
@@ -470,25 +589,33 @@ async fn delete_canned(
 }
 
 /// Every agent of the site may read the canned responses.
+#[utoipa::path(get, path = "/api/v1/canned", tag = "canned",
+    responses((status = 200, description = "The canned responses", body = Vec<CannedResponse>)))]
 async fn canned(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<CannedResponse>>> {
     Ok(Json(state.store.canned_responses(&me.site_id).await?))
 }
 
 /// The site's groups, for every agent (transfers name them), each with
 /// whether it is open now; members are the admin's business.
+#[utoipa::path(get, path = "/api/v1/groups", tag = "groups",
+    responses((status = 200, description = "The groups", body = Vec<GroupNow>)))]
 async fn site_groups(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<GroupNow>>> {
     Ok(Json(admin::groups_now(state.store.as_ref(), &me.site_id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeliveriesQuery {
+    /// `queued`, `sent` or `failed`.
     status: Option<String>,
     limit: Option<i64>,
 }
 
 /// The outbox of the admin's site: queued, sent and failed deliveries with
 /// their attempts and last error.
+#[utoipa::path(get, path = "/api/v1/admin/deliveries", tag = "integrations", params(DeliveriesQuery),
+    responses((status = 200, description = "Deliveries, newest first", body = Vec<crate::outbox::DeliveryView>)))]
 async fn deliveries(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -498,10 +625,12 @@ async fn deliveries(
 }
 
 /// Send a delivery again, now.
+#[utoipa::path(post, path = "/api/v1/admin/deliveries/{id}/retry", tag = "integrations", params(("id" = String, Path)),
+    responses((status = 202, description = "Queued to be sent now")))]
 async fn retry_delivery(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode> {
     state.outbox.retry(&me, &id).await?;
     audit(&state, &me, "delivery.retried", Some(&id), None, None).await;

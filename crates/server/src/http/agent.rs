@@ -1,13 +1,14 @@
 //! The REST side of the console: lists, history, search. Everything is
 //! scoped to the caller's site; ids of another site answer 404.
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{AgentAuth, ApiQuery, VisitorAuth};
+use super::extract::{AgentAuth, ApiPath, ApiQuery, VisitorAuth};
 use crate::app::AppState;
 use crate::auth::AgentProfile;
 use crate::chat::protocol::{ConversationView, EventView};
@@ -27,6 +28,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/search", get(search))
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(agents, conversations, conversation, events, greeting, visitor, search))]
+pub(super) struct Api;
+
 /// Either an agent or a visitor, whichever the bearer token is.
 pub struct PeerAuth(pub Peer);
 
@@ -44,17 +49,25 @@ impl FromRequestParts<AppState> for PeerAuth {
     }
 }
 
+/// The site's agents (every agent may see who else there is).
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
+    responses((status = 200, description = "The agents", body = Vec<AgentProfile>)))]
 async fn agents(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<Vec<AgentProfile>>> {
     Ok(Json(state.store.agents(&me.site_id).await?.into_iter().map(Into::into).collect()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// `queued`, `active`, `closed`, `offline`, or `missed` (missed chats,
+    /// most recently missed first; no other filter but `limit`).
     #[serde(default)]
     status: Option<String>,
+    /// Only the caller's own chats.
     #[serde(default)]
     mine: Option<bool>,
+    /// Of this visitor.
     #[serde(default)]
     visitor: Option<String>,
     /// Assigned to this agent (of the site; `mine` wins).
@@ -63,10 +76,14 @@ struct ListQuery {
     /// Routed through this group.
     #[serde(default)]
     group: Option<String>,
+    /// 1 to 1000 (default 100).
     #[serde(default)]
     limit: Option<i64>,
 }
 
+/// The site's conversations, newest first, filtered.
+#[utoipa::path(get, path = "/api/v1/conversations", tag = "conversations", params(ListQuery),
+    responses((status = 200, description = "The conversations", body = Vec<ConversationView>)))]
 async fn conversations(
     State(state): State<AppState>,
     AgentAuth(me): AgentAuth,
@@ -108,16 +125,20 @@ async fn conversations(
 }
 
 /// One conversation's state (the console learns of some by their events).
+/// A visitor's token opens their own conversations.
+#[utoipa::path(get, path = "/api/v1/conversations/{id}", tag = "conversations", params(("id" = String, Path)),
+    security(("access_token" = []), ("api_token" = []), ("visitor_token" = [])),
+    responses((status = 200, description = "The conversation", body = ConversationView)))]
 async fn conversation(
     State(state): State<AppState>,
     PeerAuth(peer): PeerAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConversationView>> {
     Ok(Json(ConversationView::from(&state.chat.conversation_for(&peer, &id).await?)))
 }
 
 /// The proactive greeting a visitor answered to start a chat.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct GreetedBy {
     rule_id: String,
     /// The rule's name and message; `None` once the rule is deleted.
@@ -126,10 +147,13 @@ struct GreetedBy {
 }
 
 /// Agents: which greeting started this chat; `null` if none did.
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/greeting", tag = "conversations",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The greeting, or `null`", body = Option<GreetedBy>)))]
 async fn greeting(
     State(state): State<AppState>,
     AgentAuth(me): AgentAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Option<GreetedBy>>> {
     let conv = state.chat.conversation_for(&Peer::Agent(me), &id).await?;
     let Some(rule_id) = state.store.greeting_of(&conv.id).await? else { return Ok(Json(None)) };
@@ -138,20 +162,28 @@ async fn greeting(
     Ok(Json(Some(GreetedBy { rule_id, name, message })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// The cursor: events with a greater `seq` (default 0, from the start).
     #[serde(default)]
     after: Option<i64>,
+    /// 1 to 1000 (default 500).
     #[serde(default)]
     limit: Option<i64>,
 }
 
-/// A conversation's events after a cursor (the transcript, paged).
+/// A conversation's events after a cursor (the transcript, paged): page on
+/// with the last `seq` as `after`.
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/events", tag = "conversations",
+    params(("id" = String, Path), EventsQuery),
+    security(("access_token" = []), ("api_token" = []), ("visitor_token" = [])),
+    responses((status = 200, description = "The events, in order", body = Vec<EventView>)))]
 async fn events(
     State(state): State<AppState>,
     PeerAuth(peer): PeerAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<Vec<EventView>>> {
     let after = q.after.unwrap_or(0);
@@ -166,17 +198,21 @@ async fn events(
     Ok(Json(events.iter().filter(seen).map(EventView::from).collect()))
 }
 
+/// A visitor of the site.
+#[utoipa::path(get, path = "/api/v1/visitors/{id}", tag = "visitors", params(("id" = String, Path)),
+    responses((status = 200, description = "The visitor", body = Visitor)))]
 async fn visitor(
     State(state): State<AppState>,
     AgentAuth(me): AgentAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Visitor>> {
     let v = state.store.visitor(&id).await?.filter(|v| v.site_id == me.site_id).ok_or(Error::NotFound("visitor"))?;
     Ok(Json(v))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SearchQuery {
     /// Words, all of which a chat must hold; absent or blank: every chat.
     #[serde(default)]
@@ -202,7 +238,7 @@ struct SearchQuery {
 
 /// A page of chats found; `next` asks for the following one (`null`: the
 /// last page).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SearchPage {
     chats: Vec<ChatHit>,
     next: Option<String>,
@@ -251,6 +287,8 @@ fn parse_cursor(cursor: &str) -> Result<(i64, String)> {
 /// Chat search over the site: by words (in messages, or the visitor's name
 /// or email) and filters; without words, the list of past chats. Newest
 /// first, a page at a time.
+#[utoipa::path(get, path = "/api/v1/search", tag = "conversations", params(SearchQuery),
+    responses((status = 200, description = "A page of chats found", body = SearchPage)))]
 async fn search(
     State(state): State<AppState>,
     AgentAuth(me): AgentAuth,

@@ -8,7 +8,6 @@
 use std::sync::LazyLock;
 
 use axum::Router;
-use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,7 +15,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tower_http::compression::CompressionLayer;
 
-use super::extract::ApiQuery;
+use super::extract::{ApiPath, ApiQuery};
 use crate::app::AppState;
 use crate::error::Error;
 
@@ -83,7 +82,7 @@ static WORDS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
     crate::widget_i18n::TABLES.iter().map(|(code, bytes)| asset(code, "application/json", bytes)).collect()
 });
 
-async fn widget_words(Path(file): Path<String>, headers: HeaderMap) -> Response {
+async fn widget_words(ApiPath(file): ApiPath<String>, headers: HeaderMap) -> Response {
     let found = file.strip_suffix(".json").and_then(|code| WORDS.iter().find(|a| a.name == code));
     let Some(a) = found else {
         return Error::NotFound("language").into_response();
@@ -99,7 +98,7 @@ struct Version {
     v: Option<String>,
 }
 
-async fn named(Path(name): Path<String>, ApiQuery(version): ApiQuery<Version>, headers: HeaderMap) -> Response {
+async fn named(ApiPath(name): ApiPath<String>, ApiQuery(version): ApiQuery<Version>, headers: HeaderMap) -> Response {
     let Some(a) = find(&name) else {
         return Error::NotFound("asset").into_response();
     };

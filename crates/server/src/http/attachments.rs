@@ -5,16 +5,16 @@
 //! upload is read as a stream, never through the JSON body limit.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{AgentAuth, ApiQuery, VisitorAuth};
+use super::extract::{AgentAuth, ApiPath, ApiQuery, VisitorAuth};
 use crate::abuse::limits::Start;
 use crate::app::AppState;
 use crate::attachments::{AttachmentLimits, Upload, is_inline};
@@ -22,6 +22,10 @@ use crate::chat::service::Peer;
 use crate::error::{Error, Result};
 use crate::store::Author;
 use crate::store::attachments::AttachmentRef;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(agent_upload, limits, agent_link, download, visitor_upload, visitor_link))]
+pub(super) struct Api;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -37,8 +41,9 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
     /// The file's name as the client knows it (sanitised by the server).
     #[serde(default)]
@@ -72,11 +77,19 @@ async fn upload(
 }
 
 /// The agent's site's limits, for the console to refuse a file early.
+/// What the site lets agents and visitors attach.
+#[utoipa::path(get, path = "/api/v1/attachments/limits", tag = "attachments",
+    responses((status = 200, description = "The limits", body = AttachmentLimits)))]
 async fn limits(State(state): State<AppState>, AgentAuth(me): AgentAuth) -> Result<Json<AttachmentLimits>> {
     Ok(Json(state.attachments.limits(&me.site_id).await?))
 }
 
 /// `201` and the attachment as a message will carry it.
+/// Upload a file (the raw bytes as the body) to send in a message.
+#[utoipa::path(post, path = "/api/v1/attachments", tag = "attachments", params(UploadQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"),
+    responses(
+        (status = 201, description = "Stored", body = AttachmentRef),
+        (status = 415, description = "A type the site does not accept", body = super::error::ErrorBody)))]
 async fn agent_upload(
     State(state): State<AppState>,
     AgentAuth(me): AgentAuth,
@@ -87,6 +100,11 @@ async fn agent_upload(
     upload(&state, &me.site_id, Author::agent(&me.agent_id), query, &headers, body).await
 }
 
+/// A visitor's upload, as `POST /api/v1/attachments`.
+#[utoipa::path(post, path = "/api/v1/visitor/attachments", tag = "attachments", params(UploadQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"), security(("visitor_token" = [])),
+    responses(
+        (status = 201, description = "Stored", body = AttachmentRef),
+        (status = 415, description = "A type the site does not accept", body = super::error::ErrorBody)))]
 async fn visitor_upload(
     State(state): State<AppState>,
     VisitorAuth(me): VisitorAuth,
@@ -102,32 +120,49 @@ async fn visitor_upload(
     upload(&state, &me.site_id, Author::visitor(&me.visitor_id), query, &headers, body).await
 }
 
-async fn link(state: &AppState, peer: Peer, id: &str) -> Result<Json<Value>> {
+/// A download link, and the file it opens.
+#[derive(Serialize, ToSchema)]
+struct Link {
+    /// A path on this server, with the link's token.
+    url: String,
+    /// When the link stops working (Unix ms).
+    expires_at: i64,
+    attachment: AttachmentRef,
+}
+
+async fn link(state: &AppState, peer: Peer, id: &str) -> Result<Json<Link>> {
     let (attachment, token, expires_at) = state.attachments.link(&state.chat, &peer, id).await?;
     let url = format!("/api/v1/attachments/{}/download?t={token}", attachment.id);
-    Ok(Json(json!({"url": url, "expires_at": expires_at, "attachment": crate::attachments::reference(&attachment)})))
+    Ok(Json(Link { url, expires_at, attachment: crate::attachments::reference(&attachment) }))
 }
 
 /// A short-lived signed link to an attachment of a conversation the
 /// caller may see.
+/// A short-lived download link to a file of a conversation the caller may see.
+#[utoipa::path(post, path = "/api/v1/attachments/{id}/link", tag = "attachments", params(("id" = String, Path)),
+    responses((status = 200, description = "The link", body = Link)))]
 async fn agent_link(
     State(state): State<AppState>,
     AgentAuth(me): AgentAuth,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Link>> {
     link(&state, Peer::Agent(me), &id).await
 }
 
+/// A visitor's link, as `POST /api/v1/attachments/{id}/link`.
+#[utoipa::path(post, path = "/api/v1/visitor/attachments/{id}/link", tag = "attachments", params(("id" = String, Path)), security(("visitor_token" = [])),
+    responses((status = 200, description = "The link", body = Link)))]
 async fn visitor_link(
     State(state): State<AppState>,
     VisitorAuth(me): VisitorAuth,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Link>> {
     link(&state, Peer::Visitor(me), &id).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DownloadQuery {
     /// The link's signed token.
     t: String,
@@ -136,9 +171,14 @@ struct DownloadQuery {
 /// The bytes behind a signed link. Raster images are shown inline;
 /// everything else is a download of `application/octet-stream`, and
 /// neither may be sniffed into something else or run anything.
+/// The file, by a link's token (no bearer: the link is the credential).
+#[utoipa::path(get, path = "/api/v1/attachments/{id}/download", tag = "attachments", security(()),
+    params(("id" = String, Path), DownloadQuery),
+    responses((status = 200, description = "The bytes: an image inline, anything else as an attachment",
+        content_type = "*/*", body = Vec<u8>)))]
 async fn download(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<DownloadQuery>,
 ) -> Result<Response> {
     let (attachment, bytes) = state.attachments.open(&id, &query.t).await?;

@@ -6,7 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ClientIp, SessionAuth};
 use crate::app::AppState;
@@ -23,8 +24,12 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/me", get(me))
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(login, refresh, logout, me))]
+pub(super) struct Api;
+
 /// The login body, shared with the console's cookie login.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LoginRequest {
     pub(super) email: String,
@@ -70,6 +75,10 @@ pub(super) async fn limited_login(
     }
 }
 
+/// Log in with email and password: an access token, a refresh token and
+/// the agent. Rate-limited per account and per address (`429`).
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", security(()), request_body = LoginRequest,
+    responses((status = 200, description = "Signed in", body = Credentials)))]
 async fn login(
     State(state): State<AppState>,
     ClientIp(peer): ClientIp,
@@ -80,7 +89,7 @@ async fn login(
     Ok(Json(creds))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
     refresh_token: String,
@@ -90,21 +99,40 @@ struct RefreshRequest {
     access_token: Option<String>,
 }
 
-async fn refresh(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<RefreshRequest>,
-) -> Result<Json<serde_json::Value>> {
+/// What a refresh answers: new credentials, or, while the store cannot be
+/// asked, the old access token renewed from its own claims.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(super) enum Renewal {
+    Fresh(Credentials),
+    Degraded(DegradedRenewal),
+}
+
+/// An access token renewed without the store (lenient renewal).
+#[derive(Serialize, ToSchema)]
+pub(super) struct DegradedRenewal {
+    pub(super) access_token: String,
+    /// Seconds until it expires.
+    pub(super) expires_in: u64,
+    /// Always `true`: refresh again once the store answers.
+    pub(super) degraded: bool,
+}
+
+/// A new access token for a refresh token.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", security(()), request_body = RefreshRequest,
+    responses((status = 200, description = "Renewed", body = Renewal)))]
+async fn refresh(State(state): State<AppState>, ApiJson(req): ApiJson<RefreshRequest>) -> Result<Json<Renewal>> {
     match state.auth.refresh(&req.refresh_token).await {
-        Ok(creds) => Ok(Json(serde_json::to_value(creds).map_err(Error::internal)?)),
+        Ok(creds) => Ok(Json(Renewal::Fresh(creds))),
         Err(err @ (Error::Store(_) | Error::Unavailable(_))) => {
             // Lenient renewal: infrastructure trouble never logs anyone out.
             let grace = state.config.sessions.renewal_grace;
             let Some(old) = req.access_token.as_deref() else { return Err(err) };
             let claims = state.auth.verify_agent_lenient(old, grace).await.map_err(|_| err)?;
-            Ok(Json(serde_json::json!({
-                "access_token": state.auth.reissue(&claims)?,
-                "expires_in": state.auth.access_ttl().as_secs(),
-                "degraded": true,
+            Ok(Json(Renewal::Degraded(DegradedRenewal {
+                access_token: state.auth.reissue(&claims)?,
+                expires_in: state.auth.access_ttl().as_secs(),
+                degraded: true,
             })))
         }
         Err(err) => Err(err),
@@ -112,6 +140,8 @@ async fn refresh(
 }
 
 /// Ends the session of the access token, and closes its sockets everywhere.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("access_token" = [])),
+    responses((status = 204, description = "Signed out")))]
 async fn logout(State(state): State<AppState>, SessionAuth(agent): SessionAuth) -> Result<StatusCode> {
     state.auth.logout(&agent.session_id).await?;
     state
@@ -127,6 +157,9 @@ async fn logout(State(state): State<AppState>, SessionAuth(agent): SessionAuth) 
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The signed-in agent.
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("access_token" = [])),
+    responses((status = 200, description = "The agent", body = AgentProfile)))]
 async fn me(State(state): State<AppState>, SessionAuth(agent): SessionAuth) -> Result<Json<AgentProfile>> {
     let me = state.store.agent(&agent.agent_id).await?.ok_or_else(|| Error::unauthorized("agent not found"))?;
     Ok(Json(me.into()))

@@ -2,19 +2,24 @@
 //! admins list and lift them (`/api/v1/admin/bans`). The rules, and the
 //! scoping to the caller's site, are `abuse::bans`'s.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::admin::{audit, json_of};
-use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiQuery};
+use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiPath, ApiQuery};
 use crate::abuse::bans::{self, BanRequest};
 use crate::app::AppState;
 use crate::error::Result;
 use crate::store::bans::Ban;
 use crate::store::now_ms;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(ban, list, lift))]
+pub(super) struct Api;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -24,7 +29,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A ban as the API shows it: the stored ban, and whether it holds now.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct BanView {
     #[serde(flatten)]
     ban: Ban,
@@ -37,6 +42,8 @@ impl From<Ban> for BanView {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/bans", tag = "visitors", request_body = BanRequest,
+    responses((status = 201, description = "Banned", body = BanView)))]
 async fn ban(
     State(state): State<AppState>,
     AgentAuth(me): AgentAuth,
@@ -47,12 +54,15 @@ async fn ban(
     Ok((StatusCode::CREATED, Json(ban.into())))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/bans", tag = "visitors", params(ListQuery),
+    responses((status = 200, description = "The bans", body = Vec<BanView>)))]
 async fn list(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -62,10 +72,12 @@ async fn list(
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/bans/{id}/lift", tag = "visitors", params(("id" = String, Path)),
+    responses((status = 200, description = "Lifted", body = BanView)))]
 async fn lift(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<BanView>> {
     let ban = bans::lift(&state.chat, &me, &id).await?;
     audit(&state, &me, "ban.lifted", Some(&ban.id), None, json_of(&ban)).await;

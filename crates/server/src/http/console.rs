@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::assets::versioned_url;
-use super::auth::{LoginRequest, limited_login};
+use super::auth::{DegradedRenewal, LoginRequest, Renewal, limited_login};
 use super::extract::{ApiJson, ClientIp};
 use crate::app::AppState;
 use crate::auth::Credentials;
@@ -36,6 +36,10 @@ pub const CSRF_HEADER: &str = "x-holdfast-csrf";
 
 pub const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
      img-src 'self' data:; media-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(login, refresh, logout))]
+pub(super) struct Api;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -106,6 +110,10 @@ fn named_cookie(headers: &HeaderMap, name: &str, value: &str, max_age_s: u64) ->
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("hf_session=; Max-Age=0"))
 }
 
+/// The console's login: as `POST /api/v1/auth/login`, but the refresh
+/// credential is set as an `HttpOnly` cookie, never in the body.
+#[utoipa::path(post, path = "/api/v1/console/login", tag = "auth", security(()), params(("x-holdfast-csrf" = String, Header, description = "Any value: proves the request is not a cross-site form")),
+    request_body = LoginRequest, responses((status = 200, description = "Signed in", body = Credentials)))]
 async fn login(
     State(state): State<AppState>,
     ClientIp(peer): ClientIp,
@@ -130,11 +138,13 @@ async fn login(
 /// `/api/v1/auth/refresh`, if the store cannot answer, the access token the
 /// page still holds (sent as a bearer token) is renewed from its own claims
 /// within the grace period: infrastructure trouble never logs anyone out.
-async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<serde_json::Value>> {
+#[utoipa::path(post, path = "/api/v1/console/refresh", tag = "auth", security(()), params(("x-holdfast-csrf" = String, Header, description = "Any value: proves the request is not a cross-site form"), ("hf_session" = Option<String>, Cookie, description = "The session cookie login set")),
+    responses((status = 200, description = "Renewed", body = Renewal)))]
+async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Renewal>> {
     check_same_origin(&headers)?;
     let secret = session_cookie(&headers).ok_or_else(|| Error::unauthorized("not logged in"))?;
     match state.auth.refresh(&secret).await {
-        Ok(creds) => Ok(Json(serde_json::to_value(creds).map_err(Error::internal)?)),
+        Ok(creds) => Ok(Json(Renewal::Fresh(creds))),
         Err(err @ (Error::Store(_) | Error::Unavailable(_))) => {
             let old = headers
                 .get(header::AUTHORIZATION)
@@ -143,10 +153,10 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Result<Js
             let Some(old) = old else { return Err(err) };
             let grace = state.config.sessions.renewal_grace;
             let claims = state.auth.verify_agent_lenient(old.trim(), grace).await.map_err(|_| err)?;
-            Ok(Json(serde_json::json!({
-                "access_token": state.auth.reissue(&claims)?,
-                "expires_in": state.auth.access_ttl().as_secs(),
-                "degraded": true,
+            Ok(Json(Renewal::Degraded(DegradedRenewal {
+                access_token: state.auth.reissue(&claims)?,
+                expires_in: state.auth.access_ttl().as_secs(),
+                degraded: true,
             })))
         }
         Err(err) => Err(err),
@@ -154,6 +164,8 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Result<Js
 }
 
 /// Ends the cookie's session, closes its sockets and clears the cookie.
+#[utoipa::path(post, path = "/api/v1/console/logout", tag = "auth", security(()), params(("x-holdfast-csrf" = String, Header, description = "Any value: proves the request is not a cross-site form"), ("hf_session" = Option<String>, Cookie, description = "The session cookie login set")),
+    responses((status = 204, description = "Signed out; the cookie is cleared")))]
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
     check_same_origin(&headers)?;
     if let Some(secret) = session_cookie(&headers)

@@ -5,20 +5,25 @@
 //! A webhook delivery is sent again through the outbox's own route
 //! (`POST /api/v1/admin/deliveries/{id}/retry`).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, patch};
 use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::admin::{audit, json_of};
-use super::extract::{AdminAuth, ApiJson};
+use super::extract::{AdminAuth, ApiJson, ApiPath};
 use crate::app::AppState;
 use crate::auth::api_tokens::NewToken;
 use crate::error::Result;
 use crate::outbox::DeliveryView;
 use crate::outbox::webhooks::{EndpointRequest, EndpointView};
 use crate::store::api_tokens::ApiToken;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(tokens, create_token, revoke_token, webhooks, create_webhook, update_webhook, webhook_deliveries))]
+pub(super) struct Api;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -29,18 +34,23 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/webhooks/{id}/deliveries", get(webhook_deliveries))
 }
 
+/// The site's webhook endpoints.
+#[utoipa::path(get, path = "/api/v1/admin/webhooks", tag = "integrations",
+    responses((status = 200, description = "The endpoints", body = Vec<EndpointView>)))]
 async fn webhooks(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<EndpointView>>> {
     Ok(Json(state.outbox.webhooks(&me).await?))
 }
 
 /// A new endpoint, with its signing secret shown this once.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CreatedEndpoint {
     #[serde(flatten)]
     endpoint: EndpointView,
     secret: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/webhooks", tag = "integrations", request_body = EndpointRequest,
+    responses((status = 201, description = "Made; the secret is shown this once", body = CreatedEndpoint)))]
 async fn create_webhook(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -52,10 +62,12 @@ async fn create_webhook(
 }
 
 /// Rename, point elsewhere, change the events, disable or enable.
+#[utoipa::path(patch, path = "/api/v1/admin/webhooks/{id}", tag = "integrations", params(("id" = String, Path)),
+    request_body = EndpointRequest, responses((status = 200, description = "The endpoint", body = EndpointView)))]
 async fn update_webhook(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<EndpointRequest>,
 ) -> Result<Json<EndpointView>> {
     let (before, after) = state.outbox.update_webhook(&me, &id, req).await?;
@@ -64,26 +76,33 @@ async fn update_webhook(
 }
 
 /// The endpoint's delivery log, newest first.
+#[utoipa::path(get, path = "/api/v1/admin/webhooks/{id}/deliveries", tag = "integrations", params(("id" = String, Path)),
+    responses((status = 200, description = "Deliveries, newest first", body = Vec<DeliveryView>)))]
 async fn webhook_deliveries(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<DeliveryView>>> {
     Ok(Json(state.outbox.webhook_deliveries(&me, &id).await?))
 }
 
+/// The site's API tokens (never their secrets).
+#[utoipa::path(get, path = "/api/v1/admin/api-tokens", tag = "integrations",
+    responses((status = 200, description = "The tokens", body = Vec<ApiToken>)))]
 async fn tokens(State(state): State<AppState>, AdminAuth(me): AdminAuth) -> Result<Json<Vec<ApiToken>>> {
     Ok(Json(state.api_tokens.list(&me).await?))
 }
 
 /// A new token, with its secret shown this once.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CreatedToken {
     #[serde(flatten)]
     token: ApiToken,
     secret: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/api-tokens", tag = "integrations", request_body = NewToken,
+    responses((status = 201, description = "Made; the secret is shown this once", body = CreatedToken)))]
 async fn create_token(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -94,10 +113,13 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(CreatedToken { token, secret })))
 }
 
+/// Revoke a token: it opens nothing from now on.
+#[utoipa::path(delete, path = "/api/v1/admin/api-tokens/{id}", tag = "integrations", params(("id" = String, Path)),
+    responses((status = 204, description = "Revoked")))]
 async fn revoke_token(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode> {
     let token = state.api_tokens.revoke(&me, &id).await?;
     audit(&state, &me, "api_token.revoked", Some(&id), None, json_of(&token)).await;

@@ -14,6 +14,7 @@ pub mod extract;
 mod health;
 mod integrations;
 mod lanes;
+mod openapi;
 mod operator;
 mod ops;
 mod reports;
@@ -31,6 +32,7 @@ use crate::app::AppState;
 use crate::error::Error;
 
 pub use lanes::served_from_reserve;
+pub use openapi::document as openapi_document;
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
@@ -48,7 +50,8 @@ pub fn router(state: AppState) -> Router {
         .merge(transcript::routes())
         .merge(attachments::routes())
         .merge(reports::routes())
-        .merge(operator::routes());
+        .merge(operator::routes())
+        .merge(openapi::routes());
     // `/demo` only where the operator asked for it (`--demo`).
     let chat = if state.config.demo { chat.merge(demo::routes()) } else { chat };
     // `serve --only status`: the status page runs apart from chat.

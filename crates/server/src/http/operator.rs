@@ -6,7 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::extract::{ApiJson, OperatorAuth};
 use crate::admin::{self, NewSiteRequest, SiteSummary};
@@ -14,19 +15,36 @@ use crate::app::AppState;
 use crate::auth::AgentProfile;
 use crate::error::Result;
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(sites, create_site))]
+pub(super) struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/operator/sites", get(sites).post(create_site))
 }
 
+/// Every site of the installation.
+#[utoipa::path(get, path = "/api/v1/operator/sites", tag = "operator",
+    responses((status = 200, description = "The sites", body = Vec<SiteSummary>)))]
 async fn sites(State(state): State<AppState>, OperatorAuth(me): OperatorAuth) -> Result<Json<Vec<SiteSummary>>> {
     Ok(Json(admin::sites(state.store.as_ref(), &me).await?))
 }
 
+/// A new site and its first admin.
+#[utoipa::path(post, path = "/api/v1/operator/sites", tag = "operator", request_body = NewSiteRequest,
+    responses((status = 201, description = "Made", body = NewSite)))]
 async fn create_site(
     State(state): State<AppState>,
     OperatorAuth(me): OperatorAuth,
     ApiJson(req): ApiJson<NewSiteRequest>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<NewSite>)> {
     let (site, admin) = admin::create_site(&state.auth, state.store.as_ref(), &me, req).await?;
-    Ok((StatusCode::CREATED, Json(json!({"site": site, "admin": AgentProfile::from(admin)}))))
+    Ok((StatusCode::CREATED, Json(NewSite { site, admin: admin.into() })))
+}
+
+/// A site just made, and its first admin.
+#[derive(Serialize, ToSchema)]
+struct NewSite {
+    site: SiteSummary,
+    admin: AgentProfile,
 }

@@ -13,11 +13,17 @@ use crate::error::{Error, Result};
 use crate::side::plan::Banners;
 use crate::store::FaultMode;
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(banners))]
+pub(super) struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/banners", get(banners)).route("/api/v1/ops/faults", post(faults))
 }
 
 /// The last known plan banners; never waits for the plan service.
+#[utoipa::path(get, path = "/api/v1/banners", tag = "meta",
+    responses((status = 200, description = "The banners", body = Banners)))]
 async fn banners(State(state): State<AppState>, AgentAuth(_): AgentAuth) -> Json<Banners> {
     Json(state.plan.banners())
 }

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::extract::{AgentAuth, ApiQuery};
 use crate::admin::WidgetSettings;
@@ -15,12 +16,17 @@ use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::reports::{self, DayRange};
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(report))]
+pub(super) struct Api;
+
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/reports", get(report))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ReportQuery {
     /// First day, `YYYY-MM-DD`, in the site's time zone.
     from: String,
@@ -34,6 +40,9 @@ struct ReportQuery {
     table: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/reports", tag = "reports", params(ReportQuery),
+    responses((status = 200, description = "The report (JSON), or one of its tables (CSV)",
+        content((crate::reports::Report = "application/json"), (String = "text/csv")))))]
 async fn report(
     State(state): State<AppState>,
     AgentAuth(me): AgentAuth,

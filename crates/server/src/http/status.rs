@@ -12,7 +12,7 @@
 
 use axum::extract::rejection::FormRejection;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::extract::{ApiJson, ClientIp, OperatorAuth};
+use super::extract::{ApiJson, ApiPath, ClientIp, OperatorAuth};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::status::api::{self, SubscriberView, Summary};
@@ -37,6 +37,25 @@ const API_DOC: &str = include_str!("../../../../docs/status-api.md");
 const PUBLIC_CACHE: &str = "public, max-age=10, stale-while-revalidate=30";
 const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
                         form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    admin_components,
+    create_component,
+    update_component,
+    admin_incidents,
+    admin_incident,
+    open_incident,
+    schedule_maintenance,
+    update_incident,
+    resolve_incident,
+    postmortem,
+    monitors,
+    add_monitor,
+    delete_monitor,
+    subscribers
+))]
+pub(super) struct Api;
 
 pub fn routes(max_concurrent: usize) -> Router<AppState> {
     let public_api = Router::new()
@@ -157,7 +176,7 @@ async fn status_page(State(state): State<AppState>) -> Result<Response> {
     Ok(([(header::CACHE_CONTROL, PUBLIC_CACHE)], Html(html)).into_response())
 }
 
-async fn incident_page(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response> {
+async fn incident_page(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Response> {
     if id.len() > 64 {
         return Err(Error::NotFound("incident"));
     }
@@ -338,7 +357,7 @@ fn parse_time(value: Option<&str>, field: &str) -> Result<Option<i64>> {
         .transpose()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ComponentRequest {
     #[serde(default)]
@@ -367,10 +386,14 @@ impl ComponentRequest {
     }
 }
 
+/// The status page's components (`{"components": [...]}`).
+#[utoipa::path(get, path = "/api/v1/status/components", tag = "status", responses((status = 200, description = "The components", body = Object)))]
 async fn admin_components(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<Value>> {
     Ok(Json(json!({"components": state.status.store.components().await?})))
 }
 
+/// A new component (`{"component": ...}`).
+#[utoipa::path(post, path = "/api/v1/status/components", tag = "status", request_body = ComponentRequest, responses((status = 201, description = "Made", body = Object)))]
 async fn create_component(
     State(state): State<AppState>,
     _operator: OperatorAuth,
@@ -385,10 +408,12 @@ async fn create_component(
     Ok((StatusCode::CREATED, Json(json!({"component": component}))))
 }
 
+/// Change a component (`{"component": ...}`).
+#[utoipa::path(patch, path = "/api/v1/status/components/{id}", tag = "status", params(("id" = String, Path)), request_body = ComponentRequest, responses((status = 200, description = "Changed", body = Object)))]
 async fn update_component(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ComponentRequest>,
 ) -> Result<Json<Value>> {
     let status = parse_enum(req.status.as_deref(), ComponentStatus::parse, "status", ComponentStatus::choices())?;
@@ -399,7 +424,7 @@ async fn update_component(
     Ok(Json(json!({"component": component})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IncidentRequest {
     #[serde(default)]
@@ -449,6 +474,8 @@ async fn incident_json(state: &AppState, incident: &crate::store::status::Incide
     Ok(json!({"incident": s.incident_view(&state.status, incident), "postmortem": incident.postmortem}))
 }
 
+/// Incidents and scheduled maintenances, newest first.
+#[utoipa::path(get, path = "/api/v1/status/incidents", tag = "status", responses((status = 200, description = "The incidents", body = Object)))]
 async fn admin_incidents(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<Value>> {
     let s = Summary::load(&state.status).await?;
     let incidents = state.status.store.incidents(IncidentKind::Incident, false, 200).await?;
@@ -458,15 +485,19 @@ async fn admin_incidents(State(state): State<AppState>, _operator: OperatorAuth)
     Ok(Json(json!({"incidents": view(&incidents), "scheduled_maintenances": view(&maintenances)})))
 }
 
+/// One incident (`{"incident": ..., "postmortem": ...}`).
+#[utoipa::path(get, path = "/api/v1/status/incidents/{id}", tag = "status", params(("id" = String, Path)), responses((status = 200, description = "The incident", body = Object)))]
 async fn admin_incident(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>> {
     let incident = state.status.store.incident(&id).await?.ok_or(Error::NotFound("incident"))?;
     Ok(Json(incident_json(&state, &incident).await?))
 }
 
+/// Open an incident.
+#[utoipa::path(post, path = "/api/v1/status/incidents", tag = "status", request_body = IncidentRequest, responses((status = 201, description = "Opened", body = Object)))]
 async fn open_incident(
     State(state): State<AppState>,
     _operator: OperatorAuth,
@@ -480,6 +511,8 @@ async fn open_incident(
     Ok((StatusCode::CREATED, Json(incident_json(&state, &incident).await?)))
 }
 
+/// Schedule a maintenance.
+#[utoipa::path(post, path = "/api/v1/status/maintenances", tag = "status", request_body = IncidentRequest, responses((status = 201, description = "Scheduled", body = Object)))]
 async fn schedule_maintenance(
     State(state): State<AppState>,
     _operator: OperatorAuth,
@@ -495,10 +528,12 @@ async fn schedule_maintenance(
     Ok((StatusCode::CREATED, Json(incident_json(&state, &incident).await?)))
 }
 
+/// Post an update to an incident.
+#[utoipa::path(post, path = "/api/v1/status/incidents/{id}/updates", tag = "status", params(("id" = String, Path)), request_body = IncidentRequest, responses((status = 200, description = "Updated", body = Object)))]
 async fn update_incident(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<IncidentRequest>,
 ) -> Result<Json<Value>> {
     if req.name.is_some() {
@@ -509,40 +544,44 @@ async fn update_incident(
     Ok(Json(incident_json(&state, &incident).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResolveRequest {
     #[serde(default)]
     message: Option<String>,
 }
 
+/// Resolve an incident.
+#[utoipa::path(post, path = "/api/v1/status/incidents/{id}/resolve", tag = "status", params(("id" = String, Path)), request_body = ResolveRequest, responses((status = 200, description = "Resolved", body = Object)))]
 async fn resolve_incident(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ResolveRequest>,
 ) -> Result<Json<Value>> {
     let incident = state.status.resolve_incident(&id, req.message).await?;
     Ok(Json(incident_json(&state, &incident).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PostmortemRequest {
     body: String,
 }
 
+/// Set an incident's postmortem (Markdown).
+#[utoipa::path(put, path = "/api/v1/status/incidents/{id}/postmortem", tag = "status", params(("id" = String, Path)), request_body = PostmortemRequest, responses((status = 200, description = "Set", body = Object)))]
 async fn postmortem(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<PostmortemRequest>,
 ) -> Result<Json<Value>> {
     let incident = state.status.set_postmortem(&id, &req.body).await?;
     Ok(Json(incident_json(&state, &incident).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MonitorRequest {
     name: String,
@@ -552,10 +591,14 @@ struct MonitorRequest {
     interval_ms: Option<i64>,
 }
 
+/// The monitors (`{"monitors": [...]}`).
+#[utoipa::path(get, path = "/api/v1/status/monitors", tag = "status", responses((status = 200, description = "The monitors", body = Object)))]
 async fn monitors(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<Value>> {
     Ok(Json(json!({"monitors": state.status.store.monitors().await?})))
 }
 
+/// A new monitor of a component (`{"monitor": ...}`).
+#[utoipa::path(post, path = "/api/v1/status/monitors", tag = "status", request_body = MonitorRequest, responses((status = 201, description = "Made", body = Object)))]
 async fn add_monitor(
     State(state): State<AppState>,
     _operator: OperatorAuth,
@@ -566,10 +609,12 @@ async fn add_monitor(
     Ok((StatusCode::CREATED, Json(json!({"monitor": monitor}))))
 }
 
+/// Delete a monitor.
+#[utoipa::path(delete, path = "/api/v1/status/monitors/{id}", tag = "status", params(("id" = String, Path)), responses((status = 204, description = "Deleted")))]
 async fn delete_monitor(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode> {
     if id.len() > 64 {
         return Err(Error::NotFound("monitor"));
@@ -578,6 +623,8 @@ async fn delete_monitor(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The status page's subscribers, without their secrets.
+#[utoipa::path(get, path = "/api/v1/status/subscribers", tag = "status", responses((status = 200, description = "The subscribers", body = Object)))]
 async fn subscribers(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<Value>> {
     let subscribers: Vec<SubscriberView> =
         state.status.store.subscribers().await?.into_iter().map(Into::into).collect();

@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::extract::{ApiJson, ClientIp, VisitorAuth};
+use super::extract::{ApiJson, ApiPath, ClientIp, VisitorAuth};
 use crate::abuse::limits::Start;
 use crate::admin::WidgetSettings;
 use crate::admin::greetings::WidgetGreeting;
@@ -22,6 +23,10 @@ use crate::chat::service::clean_field;
 use crate::error::{Error, Result};
 use crate::hours::HoursState;
 use crate::store::VisitorUpdate;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(session, greeting_shown))]
+pub(super) struct Api;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -54,7 +59,7 @@ pub(super) async fn cors(req: Request, next: Next) -> Response {
     response
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SessionRequest {
     widget_key: String,
@@ -67,7 +72,7 @@ struct SessionRequest {
     referrer: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SessionResponse {
     visitor_id: String,
     visitor_token: String,
@@ -86,13 +91,17 @@ struct SessionResponse {
     transcripts: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SiteInfo {
     id: String,
     name: String,
     settings: WidgetSettings,
 }
 
+/// The widget opens (or resumes) a visitor's session with the site's
+/// widget key.
+#[utoipa::path(post, path = "/api/v1/visitor/session", tag = "visitors", security(()), request_body = SessionRequest,
+    responses((status = 200, description = "The session", body = SessionResponse)))]
 async fn session(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -166,10 +175,13 @@ async fn session(
 
 /// The widget showed a proactive greeting: count it for the rule's
 /// figures. `204`; a rule that is not the site's, or not enabled → `404`.
+/// The widget showed a proactive greeting (counted for the admin).
+#[utoipa::path(post, path = "/api/v1/visitor/greetings/{id}/shown", tag = "visitors", params(("id" = String, Path)), security(("visitor_token" = [])),
+    responses((status = 204, description = "Counted")))]
 async fn greeting_shown(
     State(state): State<AppState>,
     VisitorAuth(v): VisitorAuth,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode> {
     if id.len() > 64 || !state.store.greeting_shown(&v.site_id, &id, crate::store::now_ms()).await? {
         return Err(Error::NotFound("greeting rule"));

@@ -112,7 +112,7 @@ pub struct Outbox {
 }
 
 /// A delivery as an admin sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     #[serde(flatten)]
     pub delivery: Delivery,

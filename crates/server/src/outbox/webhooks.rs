@@ -38,7 +38,7 @@ const SECRET_PREFIX: &str = "whsec_";
 
 /// An endpoint as its site's admins see it: everything but the secret,
 /// which is shown once, when the endpoint is made.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EndpointView {
     pub id: String,
     pub name: String,
@@ -69,7 +69,7 @@ impl From<&Endpoint> for EndpointView {
 }
 
 /// An admin's new endpoint, or a change (every field optional then).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointRequest {
     pub name: Option<String>,
@@ -227,8 +227,12 @@ impl Outbox {
         if wanting.peek().is_none() {
             return Vec::new();
         }
-        let data = serde_json::json!({"site_id": conversation.site_id, "conversation": conversation, "missed": missed});
-        let payload = hook_store::body(kind, missed.missed_at, data);
+        let data = hook_store::MissedData {
+            site_id: conversation.site_id.clone(),
+            conversation: conversation.clone(),
+            missed: missed.clone(),
+        };
+        let payload = hook_store::body(kind, missed.missed_at, &data);
         let position = hook_store::missed_position(conversation.last_seq);
         wanting
             .map(|e| {

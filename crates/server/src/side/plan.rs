@@ -53,7 +53,7 @@ pub struct PlanService {
 }
 
 /// What the console gets: the last banners known, and how fresh they are.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Banners {
     pub banners: serde_json::Value,
     /// Seconds since the banners were fetched; `None` if never.

@@ -15,7 +15,7 @@ use crate::error::Result;
 
 /// A token as stored and as admins see it: its hash is not part of it, so
 /// no view can show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiToken {
     pub id: String,
     pub site_id: String,

@@ -45,7 +45,7 @@ pub struct Attachment {
 
 /// An attachment as a message event carries it (`data.attachments`), and
 /// as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttachmentRef {
     pub id: String,
     pub name: String,

@@ -16,7 +16,7 @@ use super::sqlite::SqliteStore;
 use crate::error::Result;
 
 /// One admin action as stored and shown.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: String,
     pub site_id: String,

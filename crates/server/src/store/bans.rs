@@ -15,7 +15,7 @@ use super::sqlite::SqliteStore;
 use crate::error::Result;
 
 /// One ban as stored. Travels between nodes on the bus, and to admins.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Ban {
     pub id: String,
     pub site_id: String,

@@ -13,7 +13,7 @@ use super::sqlite::SqliteStore;
 use crate::error::{Error, Result};
 
 /// What an erasure removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Erased {
     /// Message and internal note bodies removed.
     pub messages: u64,

@@ -15,7 +15,7 @@ use super::sqlite::SqliteStore;
 use crate::error::Result;
 
 /// One rule as stored, with its counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct GreetingRule {
     pub id: String,
     pub site_id: String,
@@ -78,7 +78,7 @@ pub fn quarter_of(at_ms: i64) -> i64 {
 const QUARTER_MS: i64 = 15 * 60 * 1000;
 
 /// A rule's greetings shown and chats started over a report's range.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct GreetingFigures {
     pub id: String,
     pub name: String,

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 
 /// An invitation as stored and as admins see it (it holds no secret: the
 /// link is signed, never stored).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Invitation {
     pub id: String,
     pub site_id: String,

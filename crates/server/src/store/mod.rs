@@ -118,7 +118,7 @@ pub struct Site {
 
 /// What an agent may do. `admin` and `operator` are both admins of their
 /// site; the operator also runs the installation (the status page, sites).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
@@ -218,7 +218,7 @@ impl NewAgent<'_> {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Group {
     pub id: String,
     pub site_id: String,
@@ -273,7 +273,7 @@ pub struct Session {
     pub revoked_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Visitor {
     pub id: String,
     pub site_id: String,
@@ -301,7 +301,7 @@ pub struct VisitorUpdate {
     pub ip: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Conversation {
     pub id: String,
     pub site_id: String,
@@ -317,7 +317,7 @@ pub struct Conversation {
 }
 
 /// Who did something: a visitor, an agent, or Holdfast itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Author {
     pub kind: AuthorKind,
     pub id: Option<String>,
@@ -335,9 +335,12 @@ impl Author {
     }
 }
 
-/// One durable event of a conversation, as stored.
-#[derive(Debug, Clone)]
+/// One durable event of a conversation, as stored; serialized as a
+/// webhook shows it (`store::webhooks`), without its conversation's id,
+/// which the webhook carries beside it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StoredEvent {
+    #[serde(skip)]
     pub conversation_id: String,
     pub seq: i64,
     pub id: String,
@@ -531,7 +534,7 @@ pub(crate) enum FilterArg {
 }
 
 /// A reply an agent inserts by typing `/shortcut` in the console.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CannedResponse {
     pub id: String,
     pub site_id: String,

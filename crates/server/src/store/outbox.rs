@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 
 /// How a delivery travels. Only email is sent yet; chat webhooks will be
 /// rows of the same table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryKind {
     Email,
@@ -42,7 +42,7 @@ impl DeliveryKind {
 }
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     /// Waiting for its next attempt (`next_at`).
@@ -94,7 +94,7 @@ pub struct NewDelivery {
 }
 
 /// A delivery as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: String,
     pub site_id: String,

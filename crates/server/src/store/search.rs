@@ -40,7 +40,7 @@ pub struct ChatSearch {
 }
 
 /// A chat found, with what the console shows of it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChatHit {
     pub conversation_id: String,
     pub status: ConversationStatus,
@@ -59,7 +59,7 @@ pub struct ChatHit {
     pub snippet: Option<Snippet>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Snippet {
     /// The message's sequence number in its chat.
     pub seq: i64,

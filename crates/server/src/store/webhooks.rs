@@ -9,10 +9,11 @@
 //! (validation, signing, sending, disabling) are in `outbox::webhooks`.
 
 use rusqlite::{OptionalExtension, Row, params};
-use serde_json::{Value, json};
+use serde::Serialize;
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 
+use super::missed::Missed;
 use super::outbox::{DeliveryKind, NewDelivery};
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
@@ -137,19 +138,38 @@ pub fn missed_position(last_seq: i64) -> i64 {
     last_seq * 4 + 2
 }
 
-/// A stored event as a webhook shows it.
-pub fn event_json(e: &StoredEvent) -> Value {
-    json!({
-        "seq": e.seq, "id": e.id, "kind": e.kind,
-        "author": {"kind": e.author.kind.as_str(), "id": e.author.id}, "client_id": e.client_id,
-        "body": e.body, "data": e.data, "created_at": e.created_at,
-    })
+/// What a webhook of a conversation's event carries as `data` (every
+/// event but `conversation.missed`). The OpenAPI document's `webhooks`
+/// describe the bodies from this type's schema.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConversationEventData {
+    pub site_id: String,
+    pub conversation: Conversation,
+    pub event: StoredEvent,
+}
+
+/// What a `conversation.missed` webhook carries as `data`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MissedData {
+    pub site_id: String,
+    pub conversation: Conversation,
+    pub missed: Missed,
 }
 
 /// A webhook's body (Standard Webhooks: `type`, `timestamp`, `data`).
-pub fn body(kind: &str, at_ms: i64, data: Value) -> String {
+#[derive(Serialize)]
+struct Envelope<'a, D> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    timestamp: String,
+    data: D,
+}
+
+/// A webhook's body, as sent (the same bytes on every attempt).
+pub fn body(kind: &str, at_ms: i64, data: impl Serialize) -> String {
     let timestamp = jiff::Timestamp::from_millisecond(at_ms).map(|t| t.to_string()).unwrap_or_default();
-    json!({"type": kind, "timestamp": timestamp, "data": data}).to_string()
+    // Plain structs of strings and numbers: serializing them cannot fail.
+    serde_json::to_string(&Envelope { kind, timestamp, data }).unwrap_or_default()
 }
 
 /// The delivery of `kind` to `endpoint_id`, ordered among the
@@ -197,8 +217,12 @@ fn hooks_for(wanted: &[(String, String)], conversation: &Conversation, event: &S
     }
     let mut out = Vec::new();
     for (kind, position) in kinds {
-        let data = json!({"site_id": conversation.site_id, "conversation": conversation, "event": event_json(event)});
-        let payload = body(kind, event.created_at, data);
+        let data = ConversationEventData {
+            site_id: conversation.site_id.clone(),
+            conversation: conversation.clone(),
+            event: event.clone(),
+        };
+        let payload = body(kind, event.created_at, &data);
         for (endpoint, events) in wanted {
             if events.split_whitespace().any(|e| e == kind) {
                 let key = &event.id;
