@@ -301,8 +301,12 @@ fn spawn_heartbeat(chat: Arc<Chat>, node_id: String, beat: std::time::Duration) 
 
 /// Agents came or went on another node: their sites' queues may route now
 /// (a chat that arrived here before the agent's heartbeat did), and this
-/// node's visitors may need to hear whether anyone is online.
-async fn remote_presence_changed(chat: &Chat) {
+/// node's visitors may need to hear whether anyone is online. An agent's
+/// availability can reach the store a moment after their presence reached
+/// this node, while the site's agent list is served from memory for
+/// `ONLINE_CACHE_TTL`: the sites are looked at again once that has passed,
+/// so visitors here hear of an agent who came online in between.
+async fn remote_presence_changed(chat: &Arc<Chat>) {
     let mut sites = std::collections::HashSet::new();
     for agent_id in chat.hub.take_remote_changes() {
         match chat.store.agent(&agent_id).await {
@@ -313,9 +317,19 @@ async fn remote_presence_changed(chat: &Chat) {
             Err(err) => tracing::warn!(error = %err, "presence: cannot look up an agent"),
         }
     }
-    for site_id in sites {
-        chat.presence_changed(&site_id).await;
+    for site_id in &sites {
+        chat.presence_changed(site_id).await;
     }
+    if sites.is_empty() {
+        return;
+    }
+    let chat = chat.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(crate::chat::service::ONLINE_CACHE_TTL + std::time::Duration::from_millis(100)).await;
+        for site_id in &sites {
+            chat.presence_changed(site_id).await;
+        }
+    });
 }
 
 /// On an empty store: a demo site and its admin, with a generated

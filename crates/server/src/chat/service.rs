@@ -93,8 +93,9 @@ pub struct SiteAgents {
     pub version: Arc<str>,
 }
 
-/// How long "is an agent online for this site" may be served from memory.
-const ONLINE_CACHE_TTL: Duration = Duration::from_secs(2);
+/// How long "is an agent online for this site" (and the site's agent
+/// list) may be served from memory.
+pub const ONLINE_CACHE_TTL: Duration = Duration::from_secs(2);
 
 pub struct Chat {
     pub store: Arc<dyn Store>,
