@@ -269,9 +269,31 @@ pub fn transcript_words(lang: &str) -> &'static TranscriptWords {
     TRANSCRIPT_WORDS.get(lang).unwrap_or_else(|| &TRANSCRIPT_WORDS["en"])
 }
 
-/// `template` with each `{key}` replaced by its value.
+/// `template` with each `{key}` replaced by its value, in one pass: a
+/// value holding `{…}` (a site named `{zone}`) stays as it is.
 pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    values.iter().fold(template.to_owned(), |text, (key, value)| text.replace(&format!("{{{key}}}"), value))
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let known = after.find('}').and_then(|close| {
+            let key = &after[..close];
+            values.iter().find(|(k, _)| *k == key).map(|(_, v)| (*v, close))
+        });
+        match known {
+            Some((value, close)) => {
+                out.push_str(value);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The subject and both parts of a transcript's email: the visitor's
@@ -370,6 +392,23 @@ pub fn build(envelope: &Envelope<'_>, mail: Rendered) -> Result<Message, BuildEr
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn placeholders_are_filled_once_and_values_are_left_alone() {
+        let filled = super::fill("{site}, started {started} ({zone})", &[("site", "{zone} & co"), ("zone", "UTC")]);
+        assert_eq!(filled, "{zone} & co, started {started} (UTC)");
+        assert_eq!(super::fill("{ {x", &[("x", "y")]), "{ {x");
+    }
+
+    #[test]
+    fn every_widget_language_has_transcript_words() {
+        for (code, _) in crate::widget_i18n::TABLES {
+            let words = super::transcript_words(code);
+            let en = super::transcript_words("en");
+            assert_ne!(words.subject, en.subject, "{code} has no transcript words");
+            assert!(words.subject.contains("{site}") && words.intro.contains("{started}"), "{code}");
+        }
+    }
+
     use super::*;
 
     #[test]

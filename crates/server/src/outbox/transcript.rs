@@ -81,13 +81,9 @@ impl Outbox {
             Peer::Agent(_) => ("agent", format!("transcript:{}:{}:{}", conv.id, conv.last_seq, to.to_lowercase())),
             Peer::Visitor(_) => ("visitor", format!("transcript:{}:{}:visitor", conv.id, conv.last_seq)),
         };
-        let mut delivery = self.transcript_delivery(&site.id, &site.name, conv, to, requested_by, dedupe_key);
-        if let (Peer::Visitor(_), Some(lang)) = (peer, lang.filter(|l| crate::widget_i18n::ships(l))) {
-            let mut payload: TranscriptPayload =
-                serde_json::from_str(&delivery.payload).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
-            payload.lang = Some(lang.to_owned());
-            delivery.payload = serde_json::to_string(&payload).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
-        }
+        // Only the visitor's own copy speaks their language.
+        let lang = lang.filter(|l| matches!(peer, Peer::Visitor(_)) && crate::widget_i18n::ships(l));
+        let delivery = self.transcript_delivery(&site.id, &site.name, conv, to, (requested_by, lang), dedupe_key);
         let queued = self.store.queue_deliveries(vec![delivery]).await? > 0;
         if queued {
             self.queued();
@@ -95,13 +91,15 @@ impl Outbox {
         Ok(queued)
     }
 
+    /// The delivery of a transcript: who it is for (`agent`, `visitor`,
+    /// `archive`) and, for a visitor, the language of their copy.
     fn transcript_delivery(
         &self,
         site_id: &str,
         site_name: &str,
         conv: &Conversation,
         to: &str,
-        requested_by: &str,
+        (requested_by, lang): (&str, Option<&str>),
         dedupe_key: String,
     ) -> NewDelivery {
         let now = now_ms();
@@ -111,7 +109,7 @@ impl Outbox {
             up_to_seq: conv.last_seq,
             requested_by: requested_by.to_owned(),
             at: now,
-            lang: None,
+            lang: lang.map(str::to_owned),
         };
         NewDelivery {
             id: new_id(),
@@ -143,7 +141,7 @@ impl Outbox {
                 .filter(|c| c.last_seq > 0)
                 .map(|c| {
                     let key = format!("archive:{}", c.id);
-                    self.transcript_delivery(&site.id, &site.name, c, &archive, "archive", key)
+                    self.transcript_delivery(&site.id, &site.name, c, &archive, ("archive", None), key)
                 })
                 .collect();
             if !deliveries.is_empty() {
