@@ -21,6 +21,7 @@ pub mod postgres;
 pub mod reports;
 pub mod retention;
 mod rules;
+pub mod seed;
 pub mod sqlite;
 mod sqlite_readers;
 mod sqlite_writer;
