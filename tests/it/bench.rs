@@ -124,3 +124,37 @@ fn relay_on_one_node_and_on_two_is_measured_in_one_run() {
     assert_eq!(r["lost"], "0", "{r:?}");
     assert_eq!(r["duplicated"], "0", "{r:?}");
 }
+
+/// `bench reports` at CI size, on SQLite and on PostgreSQL: every event
+/// of the history is written, each window's report answers (an admin's
+/// with chats in it, and an agent's), and the relay's p99 is measured
+/// without and with reports asked in a loop. The figures are printed, not
+/// held to the targets (those belong to the full-size benchmark).
+#[test]
+fn reports_on_a_seeded_history_are_timed_beside_live_chat_on_both_stores() {
+    let db = crate::services::postgres_url();
+    for (store, extra) in [("sqlite", vec![]), ("postgres", vec!["--database-url", db.as_str()])] {
+        let mut args = vec!["reports", "--conversations", "2000", "--events", "20000", "--windows", "2"];
+        args.extend(["--repeats", "2", "--pairs", "2", "--seconds", "2", "--rate", "20"]);
+        args.extend(extra);
+        let r = bench(&args);
+        assert_eq!((r["scenario"].as_str(), r["store"].as_str()), ("reports", store), "{r:?}");
+        assert_eq!((r["conversations"].as_str(), r["events"].as_str()), ("2000", "20000"), "{r:?}");
+        assert_eq!(r["windows"], "2", "{r:?}");
+        assert!(figure(&r, "seed_s") > 0.0 && figure(&r, "chats_per_window") > 0.0, "{r:?}");
+        for who in ["admin", "agent"] {
+            let (median, max) =
+                (figure(&r, &format!("{who}_report_median_ms")), figure(&r, &format!("{who}_report_max_ms")));
+            assert!(median > 0.0 && max >= median, "{who}: {r:?}");
+        }
+        let (quiet, busy) = (figure(&r, "p99_quiet_ms"), figure(&r, "p99_during_reports_ms"));
+        assert!(quiet > 0.0 && busy > 0.0, "{r:?}");
+        // The ratio is of the printed p99s, within their rounding.
+        let ratio = busy / quiet;
+        assert!((figure(&r, "p99_ratio") - ratio).abs() <= 0.01 + (1.0 + ratio) * 0.01 / quiet, "{r:?}");
+        assert!(figure(&r, "reports_during_relay") > 0.0, "{r:?}");
+        for zero in ["lost", "duplicated", "storage_errors"] {
+            assert_eq!(r[zero], "0", "{zero}: {r:?}");
+        }
+    }
+}

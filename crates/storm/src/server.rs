@@ -211,6 +211,13 @@ impl Target {
         Ok(nodes)
     }
 
+    /// Start `holdfast serve` on a store provisioned and filled beforehand
+    /// (`args` name it: `--data`, `--database-url`), and log in as the
+    /// storm admin. The caller keeps the data dir.
+    pub async fn serve(args: &[&str], widget_key: String) -> anyhow::Result<Target> {
+        Self::spawn(args, widget_key).await
+    }
+
     /// Start `holdfast serve` with fault injection and `args`, and log in
     /// as the storm admin.
     async fn spawn(args: &[&str], widget_key: String) -> anyhow::Result<Target> {

@@ -51,10 +51,10 @@ async fn report(
     let site = state.store.site(&me.site_id).await?.ok_or(Error::NotFound("site"))?;
     let time_zone = WidgetSettings::from_stored(&site.settings).time_zone;
     let range = DayRange::parse(&q.from, &q.to, &time_zone)?;
-    let mut facts = state.store.report_facts(&site.id, range.start_ms, range.end_ms).await?;
+    let own = (!me.role.is_admin()).then_some(me.agent_id.as_str());
+    let facts = state.store.report_facts(&site.id, range.start_ms, range.end_ms, own).await?;
     let mut agents = state.store.agents(&site.id).await?;
-    if !me.role.is_admin() {
-        facts.retain(|c| c.agent_id.as_deref() == Some(me.agent_id.as_str()));
+    if own.is_some() {
         agents.retain(|a| a.id == me.agent_id);
     }
     let mut groups = state.store.groups(&site.id).await?;

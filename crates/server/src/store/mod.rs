@@ -22,6 +22,7 @@ pub mod reports;
 pub mod retention;
 mod rules;
 pub mod search;
+pub mod seed;
 pub mod sqlite;
 mod sqlite_readers;
 mod sqlite_writer;
@@ -743,8 +744,15 @@ pub trait Store: Send + Sync + 'static {
     // ----- reports (`reports.rs`) ------------------------------------------
 
     /// What reports need of each conversation of a site created in
-    /// `[from, to)` (ms), oldest first, at most [`reports::MAX_FACTS`].
-    async fn report_facts(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<reports::ChatFacts>>;
+    /// `[from, to)` (ms), only `agent_id`'s if given; in no particular
+    /// order, at most [`reports::MAX_FACTS`].
+    async fn report_facts(
+        &self,
+        site_id: &str,
+        from: i64,
+        to: i64,
+        agent_id: Option<&str>,
+    ) -> Result<Vec<reports::ChatFacts>>;
     // ----- bans (`bans.rs`) ------------------------------------------------
 
     async fn create_ban(&self, ban: bans::Ban) -> Result<()>;

@@ -1336,8 +1336,14 @@ impl Store for PostgresStore {
         self.missed_list(site_id, limit).await
     }
 
-    async fn report_facts(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<super::reports::ChatFacts>> {
-        self.report_facts(site_id, from, to).await
+    async fn report_facts(
+        &self,
+        site_id: &str,
+        from: i64,
+        to: i64,
+        agent_id: Option<&str>,
+    ) -> Result<Vec<super::reports::ChatFacts>> {
+        self.report_facts(site_id, from, to, agent_id).await
     }
 
     async fn create_ban(&self, ban: bans::Ban) -> Result<()> {

@@ -3,9 +3,12 @@
 //! say (first visitor message, first assignment, first agent reply, how
 //! many messages), its rating and whether it was missed. One statement for
 //! both backends: the site's conversations by the `(site_id, created_at)`
-//! index (migrations `sqlite/0017_reports.sql`, `postgres/0011_reports.sql`),
-//! each one's events by the `(conversation_id, seq)` index, the rating
-//! and the missed mark by their primary keys.
+//! index (migrations `sqlite/0017_reports.sql`, `postgres/0011_reports.sql`);
+//! a closed chat's facts from its own row, taken at its close and kept
+//! since by triggers (`sqlite/0035_report_facts.sql`,
+//! `postgres/0028_report_facts.sql`), an open one's from its events by the
+//! `(conversation_id, seq)` index; the rating and the missed mark by their
+//! primary keys.
 
 use rusqlite::params;
 use sqlx::Row as _;
@@ -42,21 +45,32 @@ pub struct ChatFacts {
 /// the range must be narrowed.
 pub const MAX_FACTS: i64 = 500_000;
 
-fn facts_sql(site: &str, from: &str, to: &str, limit: &str) -> String {
+/// The facts of a site's conversations created in a range, only those an
+/// agent had if `agent` (a parameter that may be NULL) is given. In no
+/// particular order: reports sort what they need.
+fn facts_sql(site: &str, from: &str, to: &str, agent: &str, limit: &str) -> String {
+    let range = format!(
+        "c.site_id = {site} AND c.created_at >= {from} AND c.created_at < {to} \
+         AND ({agent} IS NULL OR c.agent_id = {agent})"
+    );
     format!(
-        "SELECT c.id, c.group_id, c.agent_id, c.status, c.offline, c.created_at, c.closed_at, \
-         min(CASE WHEN e.kind = 'message' AND e.author_kind = 'visitor' THEN e.created_at END) AS first_visitor_at, \
-         min(CASE WHEN e.kind = 'assigned' THEN e.created_at END) AS first_assigned_at, \
-         min(CASE WHEN e.kind = 'message' AND e.author_kind = 'agent' THEN e.created_at END) AS first_agent_at, \
-         count(CASE WHEN e.kind = 'message' THEN 1 END) AS messages, \
-         max(r.score) AS score, max(m.missed_at) AS missed_at \
-         FROM conversations c \
-         LEFT JOIN events e ON e.conversation_id = c.id \
-         LEFT JOIN ratings r ON r.conversation_id = c.id \
-         LEFT JOIN missed_chats m ON m.conversation_id = c.id \
-         WHERE c.site_id = {site} AND c.created_at >= {from} AND c.created_at < {to} \
+        "SELECT f.*, r.score, m.missed_at FROM ( \
+         SELECT c.id, c.group_id, c.agent_id, c.status, c.offline, c.created_at, c.closed_at, \
+         c.first_visitor_at, c.first_assigned_at, c.first_agent_at, c.messages \
+         FROM conversations c WHERE {range} AND c.messages IS NOT NULL \
+         UNION ALL \
+         SELECT c.id, c.group_id, c.agent_id, c.status, c.offline, c.created_at, c.closed_at, \
+         min(CASE WHEN e.kind = 'message' AND e.author_kind = 'visitor' THEN e.created_at END), \
+         min(CASE WHEN e.kind = 'assigned' THEN e.created_at END), \
+         min(CASE WHEN e.kind = 'message' AND e.author_kind = 'agent' THEN e.created_at END), \
+         count(CASE WHEN e.kind = 'message' THEN 1 END) \
+         FROM conversations c LEFT JOIN events e ON e.conversation_id = c.id \
+         WHERE {range} AND c.messages IS NULL \
          GROUP BY c.id, c.group_id, c.agent_id, c.status, c.offline, c.created_at, c.closed_at \
-         ORDER BY c.created_at LIMIT {limit}"
+         ) f \
+         LEFT JOIN ratings r ON r.conversation_id = f.id \
+         LEFT JOIN missed_chats m ON m.conversation_id = f.id \
+         LIMIT {limit}"
     )
 }
 
@@ -66,11 +80,17 @@ fn status(value: &str) -> Result<ConversationStatus> {
 }
 
 impl SqliteStore {
-    pub(super) async fn report_facts(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<ChatFacts>> {
-        let site_id = site_id.to_owned();
+    pub(super) async fn report_facts(
+        &self,
+        site_id: &str,
+        from: i64,
+        to: i64,
+        agent_id: Option<&str>,
+    ) -> Result<Vec<ChatFacts>> {
+        let (site_id, agent_id) = (site_id.to_owned(), agent_id.map(str::to_owned));
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(&facts_sql("?1", "?2", "?3", "?4"))?;
-            let mut rows = stmt.query(params![site_id, from, to, MAX_FACTS])?;
+            let mut stmt = c.prepare_cached(&facts_sql("?1", "?2", "?3", "?4", "?5"))?;
+            let mut rows = stmt.query(params![site_id, from, to, agent_id, MAX_FACTS])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 let state: String = r.get("status")?;
@@ -98,11 +118,18 @@ impl SqliteStore {
 }
 
 impl PostgresStore {
-    pub(super) async fn report_facts(&self, site_id: &str, from: i64, to: i64) -> Result<Vec<ChatFacts>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(facts_sql("$1", "$2", "$3", "$4")))
+    pub(super) async fn report_facts(
+        &self,
+        site_id: &str,
+        from: i64,
+        to: i64,
+        agent_id: Option<&str>,
+    ) -> Result<Vec<ChatFacts>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(facts_sql("$1", "$2", "$3", "$4::text", "$5")))
             .bind(site_id)
             .bind(from)
             .bind(to)
+            .bind(agent_id)
             .bind(MAX_FACTS)
             .fetch_all(self.p().await?)
             .await?;

@@ -12,8 +12,11 @@
 //!   conversation after a restart, and retries across `kill -9`.
 //! - `bench uploads` (`uploads.rs`): many file uploads at once; the
 //!   server's RSS growth.
+//! - `bench reports` (`reports.rs`): 30-day reports on a year of history,
+//!   and message latency with and without reports being built.
 
 mod first_send;
+pub mod reports;
 mod soak;
 mod uploads;
 
@@ -93,6 +96,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         mb: usize,
     },
+    /// 30-day reports on a big history written straight into a fresh
+    /// store, and message latency without and with reports in a loop.
+    Reports(reports::Plan),
     /// Memory per idle visitor socket.
     Idle {
         #[arg(long, default_value_t = 15000)]
@@ -135,6 +141,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Idle { sockets, target } => idle(sockets, &target.common()).await,
         BenchCommand::Startup { runs } => startup(runs).await,
         BenchCommand::Uploads { uploads, mb } => uploads::uploads(uploads, mb).await,
+        BenchCommand::Reports(plan) => reports::reports(plan).await,
     }
 }
 
@@ -145,7 +152,7 @@ async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -
         rate.map_or("max".into(), |r| r.to_string())
     );
     let target = Target::start(pairs, &[], common).await?;
-    let f = measure_relay(std::slice::from_ref(&target), pairs, seconds, rate).await?;
+    let f = measure_relay(std::slice::from_ref(&target), pairs, seconds, rate, None).await?;
     let mut rows =
         vec![("scenario", "relay".to_owned()), ("pairs", pairs.to_string()), ("seconds", seconds.to_string())];
     if let Some(r) = rate {
@@ -178,15 +185,20 @@ struct RelayFigures {
     client_cpu_us_per_msg: Option<f64>,
     lost: usize,
     duplicated: u64,
+    /// Every message delivered in the measured time: (sent at, Unix ms;
+    /// latency, ms).
+    samples: Vec<(i64, f64)>,
 }
 
 /// `pairs` visitor–agent pairs chat through `nodes` (clients spread over
 /// them) for `seconds`; the servers' figures are summed over the nodes.
+/// Halfway through the measured time `halfway` (if given) is told the time.
 async fn measure_relay(
     nodes: &[Target],
     pairs: usize,
     seconds: u64,
     rate: Option<u64>,
+    halfway: Option<tokio::sync::oneshot::Sender<i64>>,
 ) -> anyhow::Result<RelayFigures> {
     // A pair is one visitor and one agent: routing (least busy first)
     // gives each agent exactly one of the conversations.
@@ -224,8 +236,14 @@ async fn measure_relay(
     let cpu_from = cpu();
     let client_cpu_from = client_cpu(&workers);
     let mut peak_rss = 0.0f64;
+    let mut halfway = halfway;
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        if started.elapsed() >= Duration::from_secs(seconds) / 2
+            && let Some(tell) = halfway.take()
+        {
+            let _ = tell.send(now_ms());
+        }
         peak_rss = peak_rss.max(nodes.iter().map(|t| t.rss_mb().unwrap_or(0.0)).sum());
         progress(&format!("relay: {:.0}/{seconds} s", started.elapsed().as_secs_f64()));
     }
@@ -240,13 +258,14 @@ async fn measure_relay(
     let raw = collect_reports(&mut workers).await?;
     let (agent_raw, visitor_raw) = raw.split_at(n_agent_workers);
     let (agent_reports, visitor_reports) = (reports(agent_raw), reports(visitor_raw));
-    let mut window: Vec<f64> = agent_reports
+    let samples: Vec<(i64, f64)> = agent_reports
         .iter()
         .chain(&visitor_reports)
         .flat_map(|r| r.latencies.iter())
         .filter(|(sent, _)| (from..to).contains(sent))
-        .map(|(_, ms)| *ms)
+        .copied()
         .collect();
+    let mut window: Vec<f64> = samples.iter().map(|(_, ms)| *ms).collect();
     let secs = (to - from) as f64 / 1000.0;
     let delivered = window.len().max(1) as f64;
     Ok(RelayFigures {
@@ -258,6 +277,7 @@ async fn measure_relay(
         client_cpu_us_per_msg: client_cpu_used.map(|c| c * 1e6 / delivered),
         lost: lost_between(&visitor_reports, &agent_reports) + lost_between(&agent_reports, &visitor_reports),
         duplicated: agent_reports.iter().chain(&visitor_reports).map(|r| r.duplicated).sum(),
+        samples,
     })
 }
 
@@ -269,7 +289,7 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
     for n in [1usize, 2] {
         eprintln!("bench relay-cluster: {pairs} pairs on {n} node(s), {seconds} s");
         let measured = crate::server::with_cluster(database_url, nats_url, n, pairs, false, |nodes| async move {
-            measure_relay(&nodes, pairs, seconds, None).await
+            measure_relay(&nodes, pairs, seconds, None, None).await
         })
         .await?;
         figures.push(measured);

@@ -1,0 +1,586 @@
+//! `holdfast bench reports`: reports on a big history, and live chat
+//! beside them. A year of `--conversations` chats and `--events` events
+//! is written straight into a fresh store (SQLite in a temporary data
+//! dir, or a new PostgreSQL database with `--database-url`) through
+//! `store::seed`, a batch per transaction; then a server in its own
+//! process answers 30-day reports over HTTP (several windows, an admin's
+//! report of the whole site with its groups and agents, and an agent's
+//! own), timed from the client; then the relay runs for twice
+//! `--seconds`, with reports asked for in a loop (one at a time, the
+//! windows in turn) from its halfway point: message latency without and
+//! with reports, in the same run.
+//!
+//! The history: a conversation every `days / conversations` on average,
+//! in time order, each in one of `--groups` groups and (when an agent
+//! had it) with one of the group's agents; 7% missed (a visitor who
+//! waited or left), 8% offline messages, the rest answered (assigned,
+//! a first reply after a wait of seconds to minutes, messages both ways,
+//! read receipts, a close), 35% of those rated (good, bad or 1–5).
+//! A visitor has two conversations. The events are spread so that they
+//! add up to `--events` exactly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::anyhow;
+use clap::Args;
+use holdfast_server::store::postgres::{self, PostgresStore};
+use holdfast_server::store::seed::{SeedBatch, SeedConversation, SeedEvent, SeedVisitor};
+use holdfast_server::store::sqlite::SqliteStore;
+use holdfast_server::store::{Availability, ConversationStatus, Role, Store, new_id, now_ms};
+
+use crate::server::{Target, provision, provision_store};
+use crate::{finish, percentile};
+
+/// Conversations written per transaction.
+const BATCH: usize = 5_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// What `bench reports` is asked for.
+#[derive(Args, Debug, Clone)]
+pub struct Plan {
+    #[arg(long, default_value_t = 1_000_000)]
+    pub conversations: usize,
+    #[arg(long, default_value_t = 10_000_000)]
+    pub events: usize,
+    /// Days the history spans, ending two days ago.
+    #[arg(long, default_value_t = 365)]
+    pub days: i64,
+    #[arg(long, default_value_t = 20)]
+    pub agents: usize,
+    #[arg(long, default_value_t = 4)]
+    pub groups: usize,
+    /// Different 30-day windows asked for, spread over the history.
+    #[arg(long, default_value_t = 6)]
+    pub windows: usize,
+    /// Times each window is asked for (by the admin, and by an agent).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Relay pairs chatting while message latency is measured.
+    #[arg(long, default_value_t = 20)]
+    pub pairs: usize,
+    /// Seconds of each half of the relay (without, then with reports).
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Messages per second the relay offers.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+    /// PostgreSQL server to make a fresh database on (dropped at the end
+    /// unless `--keep`); without it, SQLite in a temporary data dir.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Keep the data dir or database afterwards, and print where it is.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// The store being seeded, whichever it is.
+enum Seeding {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl Seeding {
+    fn store(&self) -> &dyn Store {
+        match self {
+            Seeding::Sqlite(s) => s,
+            Seeding::Postgres(s) => s,
+        }
+    }
+
+    async fn write(&self, batch: SeedBatch) -> anyhow::Result<()> {
+        match self {
+            Seeding::Sqlite(s) => s.seed_history(batch).await,
+            Seeding::Postgres(s) => s.seed_history(batch).await,
+        }
+        .map_err(|e| anyhow!("cannot write the history: {e:?}"))
+    }
+
+    async fn finished(&self) -> anyhow::Result<()> {
+        match self {
+            Seeding::Sqlite(s) => s.seed_finished().await,
+            Seeding::Postgres(s) => s.seed_finished().await,
+        }
+        .map_err(|e| anyhow!("cannot analyze the history: {e:?}"))
+    }
+
+    async fn close(&self) {
+        match self {
+            Seeding::Sqlite(s) => s.close().await,
+            Seeding::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+pub(super) async fn reports(plan: Plan) -> anyhow::Result<()> {
+    anyhow::ensure!(plan.conversations > 0 && plan.days >= 30, "--conversations must be positive, --days at least 30");
+    anyhow::ensure!(plan.events >= 2 * plan.conversations, "--events must be at least twice --conversations");
+    anyhow::ensure!(plan.groups > 0 && plan.windows > 0 && plan.repeats > 0, "--groups, --windows, --repeats > 0");
+    anyhow::ensure!(plan.pairs > 0 && plan.seconds > 0 && plan.rate > 0, "--pairs, --seconds, --rate > 0");
+    let store_name = if plan.database_url.is_some() { "postgres" } else { "sqlite" };
+    eprintln!(
+        "bench reports: {} conversations, {} events over {} days, {store_name}",
+        plan.conversations, plan.events, plan.days
+    );
+    let agents = plan.agents.max(plan.pairs);
+    let dir = tempfile::tempdir()?;
+    let (seeding, widget_key, db) = match &plan.database_url {
+        None => {
+            let site = provision(dir.path(), agents).await?;
+            let store = SqliteStore::open(dir.path()).await.map_err(|e| anyhow!("cannot open the data dir: {e}"))?;
+            (Seeding::Sqlite(store), site.widget_key, None)
+        }
+        Some(server) => {
+            let name = format!("holdfast_bench_{}", new_id().replace('-', ""));
+            let url = postgres::create_database(server, &name)
+                .await
+                .map_err(|e| anyhow!("cannot create a database on {server}: {e:?}"))?;
+            let connect = || async {
+                PostgresStore::connect(&url, 4).await.map_err(|e| anyhow!("cannot connect to {name}: {e:?}"))
+            };
+            let site = provision_store(&connect().await?, agents).await?;
+            (Seeding::Postgres(connect().await?), site.widget_key, Some((server.clone(), name, url)))
+        }
+    };
+    let outcome = seed_and_measure(&plan, seeding, &dir, widget_key, db.as_ref().map(|d| d.2.as_str())).await;
+    if plan.keep {
+        match &db {
+            Some((_, name, _)) => eprintln!("kept the database {name}"),
+            None => eprintln!("kept the data dir {}", dir.keep().display()),
+        }
+    } else if let Some((server, name, _)) = &db
+        && let Err(e) = postgres::drop_database(server, name).await
+    {
+        eprintln!("warning: could not drop the database {name}: {e:?}");
+    }
+    let mut rows = outcome?;
+    rows.insert(0, ("store", store_name.into()));
+    rows.insert(0, ("scenario", "reports".into()));
+    finish(&rows);
+    Ok(())
+}
+
+async fn seed_and_measure(
+    plan: &Plan,
+    seeding: Seeding,
+    dir: &tempfile::TempDir,
+    widget_key: String,
+    database_url: Option<&str>,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let seeding = Arc::new(seeding);
+    let store = seeding.store();
+    let site = store.site_by_widget_key(&widget_key).await.map_err(|e| anyhow!("{e}"))?;
+    let site = site.ok_or_else(|| anyhow!("the provisioned site is gone"))?;
+    let groups = make_groups(store, &site.id, plan.groups).await?;
+
+    let started = Instant::now();
+    let mut history = History::new(plan, &groups);
+    let mut writing = tokio::task::JoinSet::new();
+    let mut written = 0;
+    while written < plan.conversations {
+        let n = BATCH.min(plan.conversations - written);
+        let batch = history.batch(&site.id, n);
+        written += n;
+        // Two batches in flight: the next is made while one is written.
+        while writing.len() >= 2 {
+            writing.join_next().await.ok_or_else(|| anyhow!("no write"))???;
+        }
+        let (seeding, done) = (seeding.clone(), written);
+        writing.spawn(async move { seeding.write(batch).await.map(|()| done) });
+        crate::scenarios::progress(&format!("history: {written} conversations, {} events", history.events_made));
+    }
+    while let Some(done) = writing.join_next().await {
+        done??;
+    }
+    eprintln!();
+    let seed_s = started.elapsed().as_secs_f64();
+    let analyzed = Instant::now();
+    seeding.finished().await?;
+    let analyze_s = analyzed.elapsed().as_secs_f64();
+    anyhow::ensure!(history.events_made == plan.events, "made {} events, not {}", history.events_made, plan.events);
+    eprintln!("history written in {seed_s:.1} s, analyzed in {analyze_s:.1} s");
+
+    // Only the relay's agents stay online: routing must not give its
+    // chats to an agent nobody plays.
+    let relay_agents: Vec<String> = (0..plan.pairs).map(crate::worker::agent_email).collect();
+    for agent in store.agents(&site.id).await.map_err(|e| anyhow!("{e}"))? {
+        if agent.role == Role::Agent && !relay_agents.contains(&agent.email) {
+            store.set_availability(&agent.id, Availability::Offline).await.map_err(|e| anyhow!("{e}"))?;
+        }
+    }
+    seeding.close().await;
+
+    let data = dir.path().to_string_lossy().into_owned();
+    let mut args = vec!["--data", data.as_str()];
+    if let Some(url) = database_url {
+        args.extend(["--database-url", url]);
+    }
+    let target = Target::serve(&args, widget_key).await?;
+    let agent_token = target.login(&crate::worker::agent_email(0), crate::server::STORM_PASSWORD).await?;
+    let windows = windows(plan.days, plan.windows);
+
+    // Reports, timed from the client: an admin's (the site, every group
+    // and agent) and an agent's own, each window `repeats` times.
+    let mut admin_ms = Vec::new();
+    let mut agent_ms = Vec::new();
+    let mut chats = Vec::new();
+    for (from, to) in &windows {
+        for _ in 0..plan.repeats {
+            let (ms, report) = timed_report(&target, &target.admin_token, from, to).await?;
+            anyhow::ensure!(report["groups"].as_array().is_some_and(|g| g.len() == plan.groups), "groups: {report}");
+            chats.push(report["site"]["chats"].as_f64().unwrap_or(0.0));
+            admin_ms.push(ms);
+            agent_ms.push(timed_report(&target, &agent_token, from, to).await?.0);
+        }
+        crate::scenarios::progress(&format!("reports: {from} to {to}"));
+    }
+    eprintln!();
+
+    // Live chat: one relay run of twice `seconds`, reports asked for in
+    // a loop from its halfway point; the p99 of each half.
+    let (halfway, switched) = tokio::sync::oneshot::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let asking = {
+        let (stop, windows) = (stop.clone(), windows.clone());
+        let (http, base, token) = (target.http.clone(), target.base.clone(), target.admin_token.clone());
+        tokio::spawn(async move {
+            let mut times = Vec::new();
+            let Ok(since) = switched.await else { return (i64::MAX, times) };
+            for (from, to) in windows.iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let started = Instant::now();
+                let url = format!("{base}/api/v1/reports?from={from}&to={to}");
+                if http.get(url).bearer_auth(&token).send().await.is_ok_and(|r| r.status().is_success()) {
+                    times.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            (since, times)
+        })
+    };
+    let relay = super::measure_relay(
+        std::slice::from_ref(&target),
+        plan.pairs,
+        2 * plan.seconds,
+        Some(plan.rate),
+        Some(halfway),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let (since, mut during_ms) = asking.await?;
+    let relay = relay?;
+    let (mut quiet, mut busy): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+    for (sent, latency) in &relay.samples {
+        if *sent < since { quiet.push(*latency) } else { busy.push(*latency) }
+    }
+    anyhow::ensure!(!quiet.is_empty() && !busy.is_empty(), "no messages in a half of the relay");
+    let (p99_quiet, p99_busy) = (percentile(&mut quiet, 99.0), percentile(&mut busy, 99.0));
+    let (_, storage_errors, _) = target.log.counts();
+
+    let ms = |v: &mut Vec<f64>, p: f64| format!("{:.1}", percentile(v, p));
+    Ok(vec![
+        ("conversations", plan.conversations.to_string()),
+        ("events", plan.events.to_string()),
+        ("days", plan.days.to_string()),
+        ("seed_s", format!("{seed_s:.1}")),
+        ("seed_rows_per_s", format!("{:.0}", (plan.conversations + plan.events) as f64 / seed_s)),
+        ("analyze_s", format!("{analyze_s:.1}")),
+        ("windows", windows.len().to_string()),
+        ("chats_per_window", format!("{:.0}", percentile(&mut chats, 50.0))),
+        ("admin_report_median_ms", ms(&mut admin_ms, 50.0)),
+        ("admin_report_max_ms", ms(&mut admin_ms, 100.0)),
+        ("agent_report_median_ms", ms(&mut agent_ms, 50.0)),
+        ("agent_report_max_ms", ms(&mut agent_ms, 100.0)),
+        ("relay_pairs", plan.pairs.to_string()),
+        ("relay_rate", plan.rate.to_string()),
+        ("relay_seconds", (2 * plan.seconds).to_string()),
+        ("messages_quiet", quiet.len().to_string()),
+        ("messages_during_reports", busy.len().to_string()),
+        ("p99_quiet_ms", format!("{p99_quiet:.2}")),
+        ("p99_during_reports_ms", format!("{p99_busy:.2}")),
+        ("p99_ratio", format!("{:.2}", p99_busy / p99_quiet.max(0.01))),
+        ("reports_during_relay", during_ms.len().to_string()),
+        ("report_during_relay_median_ms", ms(&mut during_ms, 50.0)),
+        ("lost", relay.lost.to_string()),
+        ("duplicated", relay.duplicated.to_string()),
+        ("storage_errors", storage_errors.to_string()),
+    ])
+}
+
+/// The site's default group and `count - 1` more, each agent in one or two.
+async fn make_groups(store: &dyn Store, site_id: &str, count: usize) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    let fail = |e: holdfast_server::error::Error| anyhow!("{e}");
+    let mut ids: Vec<String> = store.groups(site_id).await.map_err(fail)?.into_iter().map(|g| g.id).collect();
+    ids.truncate(1);
+    for i in 1..count {
+        ids.push(store.create_group(site_id, &format!("Group {i}"), false).await.map_err(fail)?.id);
+    }
+    let agents: Vec<String> = store
+        .agents(site_id)
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .filter(|a| a.role == Role::Agent)
+        .map(|a| a.id)
+        .collect();
+    anyhow::ensure!(!agents.is_empty(), "no agents");
+    let mut groups: Vec<(String, Vec<String>)> = ids.into_iter().map(|id| (id, Vec::new())).collect();
+    // Group g has agents g and g + 1 (modulo), so every agent is in one.
+    for g in 0..groups.len().max(agents.len()) {
+        for agent in [&agents[g % agents.len()], &agents[(g + 1) % agents.len()]] {
+            let (group_id, members) = &mut groups[g % count];
+            if !members.contains(agent) {
+                store.add_agent_to_group(agent, group_id).await.map_err(fail)?;
+                members.push(agent.clone());
+            }
+        }
+    }
+    anyhow::ensure!(groups.iter().all(|(_, members)| !members.is_empty()), "a group without agents");
+    Ok(groups)
+}
+
+/// `count` 30-day windows ending today and every `days / count` days before.
+fn windows(days: i64, count: usize) -> Vec<(String, String)> {
+    let today = now_ms().div_euclid(DAY_MS);
+    let step = ((days - 30) / count.max(1) as i64).max(1);
+    (0..count as i64).map(|k| today - k * step).map(|to| (civil(to - 29), civil(to))).collect()
+}
+
+/// `YYYY-MM-DD` of a day counted from 1970-01-01 (Howard Hinnant's
+/// civil-from-days).
+fn civil(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// One report as JSON, and how long it took to arrive.
+async fn timed_report(target: &Target, token: &str, from: &str, to: &str) -> anyhow::Result<(f64, serde_json::Value)> {
+    let started = Instant::now();
+    let res = target
+        .http
+        .get(format!("{}/api/v1/reports?from={from}&to={to}", target.base))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    let status = res.status();
+    let body: serde_json::Value = res.json().await?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    anyhow::ensure!(status.is_success() && body["site"].is_object(), "report {from}..{to}: {status} {body}");
+    Ok((ms, body))
+}
+
+/// A small, fast, reproducible random source (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        if hi <= lo { lo } else { lo + (self.next() % (hi - lo + 1) as u64) as i64 }
+    }
+
+    /// True with probability `p` percent.
+    fn percent(&mut self, p: u64) -> bool {
+        self.next() % 100 < p
+    }
+}
+
+/// The history, made a batch at a time, in time order.
+struct History<'a> {
+    plan: &'a Plan,
+    groups: &'a [(String, Vec<String>)],
+    rng: Rng,
+    start_ms: i64,
+    made: usize,
+    events_made: usize,
+    visitor: String,
+}
+
+impl<'a> History<'a> {
+    fn new(plan: &'a Plan, groups: &'a [(String, Vec<String>)]) -> History<'a> {
+        // Everything ends at least two days ago (an offline message may
+        // wait a day for its answer).
+        let start_ms = now_ms() - plan.days * DAY_MS - 2 * DAY_MS;
+        History { plan, groups, rng: Rng(0x5EED), start_ms, made: 0, events_made: 0, visitor: String::new() }
+    }
+
+    fn batch(&mut self, site_id: &str, n: usize) -> SeedBatch {
+        let mut batch = SeedBatch { site_id: site_id.to_owned(), ..SeedBatch::default() };
+        for _ in 0..n {
+            let slot = self.plan.days * DAY_MS / self.plan.conversations as i64;
+            let created_at = self.start_ms + self.made as i64 * slot + self.rng.range(0, slot.max(1) - 1);
+            if self.made.is_multiple_of(2) {
+                self.visitor = new_id();
+                batch.visitors.push(SeedVisitor {
+                    id: self.visitor.clone(),
+                    first_seen: created_at,
+                    last_seen: created_at + slot,
+                });
+            }
+            // Events for this one: the rest spread evenly, give or take,
+            // leaving at least two for each conversation still to come.
+            let (left, to_come) =
+                ((self.plan.events - self.events_made) as i64, (self.plan.conversations - self.made) as i64);
+            let mean = left / to_come;
+            let most = left - 2 * (to_come - 1);
+            let n_events = if to_come == 1 { left } else { self.rng.range((mean / 3).max(2), mean * 5 / 3).min(most) };
+            let conversation = self.conversation(created_at, n_events.max(2) as usize);
+            self.events_made += conversation.events.len();
+            batch.conversations.push(conversation);
+            self.made += 1;
+        }
+        batch
+    }
+
+    fn conversation(&mut self, created_at: i64, n: usize) -> SeedConversation {
+        let (group_id, members) = &self.groups[self.rng.range(0, self.groups.len() as i64 - 1) as usize];
+        let agent = members[self.rng.range(0, members.len() as i64 - 1) as usize].clone();
+        let visitor = self.visitor.clone();
+        let mut events = Vec::with_capacity(n);
+        let mut at = created_at;
+        let roll = self.rng.range(0, 99);
+        let mut k = SeedConversation {
+            id: new_id(),
+            visitor_id: visitor.clone(),
+            group_id: group_id.clone(),
+            agent_id: None,
+            status: ConversationStatus::Closed,
+            offline: false,
+            created_at,
+            assigned_at: None,
+            closed_at: None,
+            events: Vec::new(),
+            score: None,
+            missed: None,
+        };
+        let event = |events: &mut Vec<SeedEvent>, at: i64, kind: &'static str, who: &'static str| {
+            let seq = events.len() + 1;
+            let (author_id, body, client_id) = match (kind, who) {
+                ("message", "visitor") => {
+                    (Some(visitor.clone()), Some(format!("question {seq}")), Some(format!("v{seq}")))
+                }
+                ("message", _) => (Some(agent.clone()), Some(format!("answer {seq}")), Some(format!("a{seq}"))),
+                (_, "visitor") => (Some(visitor.clone()), None, None),
+                (_, "agent") => (Some(agent.clone()), None, None),
+                _ => (None, None, None),
+            };
+            let data = match kind {
+                "read" => format!("{{\"up_to\":{}}}", seq - 1),
+                "assigned" => format!("{{\"agent_id\":\"{agent}\"}}"),
+                _ => "{}".to_owned(),
+            };
+            events.push(SeedEvent {
+                id: new_id(),
+                kind,
+                author_kind: who,
+                author_id,
+                client_id,
+                body,
+                data,
+                created_at: at,
+            });
+        };
+        if roll < 8 {
+            // An offline message, answered by email within a day (most),
+            // or still waiting.
+            k.offline = true;
+            for _ in 1..n.max(2) {
+                event(&mut events, at, "message", "visitor");
+                at += self.rng.range(5_000, 60_000);
+            }
+            if self.rng.percent(90) {
+                at += self.rng.range(600_000, DAY_MS);
+                event(&mut events, at, "closed", "agent");
+                k.closed_at = Some(at);
+            } else {
+                event(&mut events, at, "message", "visitor");
+                k.status = ConversationStatus::Offline;
+            }
+        } else if roll < 15 || n < 4 {
+            // Missed: nobody answered; the visitor waited the limit, or left.
+            let left = self.rng.percent(40);
+            for _ in 1..n.max(2) {
+                event(&mut events, at, "message", "visitor");
+                at += self.rng.range(5_000, 40_000);
+            }
+            let waited = if left { self.rng.range(20_000, 110_000) } else { 120_000 };
+            k.missed = Some((if left { "left" } else { "waited" }, waited, created_at + waited));
+            at = at.max(created_at + waited) + self.rng.range(1_000, 300_000);
+            event(&mut events, at, "closed", "visitor");
+            k.closed_at = Some(at);
+        } else {
+            // Answered: assigned, a first reply after a wait, a talk, a close,
+            // and maybe a rating.
+            k.agent_id = Some(agent.clone());
+            let rated = n >= 5 && self.rng.percent(35);
+            let talk = n - 3 - usize::from(rated);
+            event(&mut events, at, "message", "visitor");
+            at += self.rng.range(500, 30_000);
+            event(&mut events, at, "assigned", "system");
+            k.assigned_at = Some(at);
+            // Waits: mostly seconds, a tail of minutes.
+            at += if self.rng.percent(85) { self.rng.range(3_000, 60_000) } else { self.rng.range(60_000, 600_000) };
+            for i in 0..talk {
+                if i > 0 && self.rng.percent(15) {
+                    event(&mut events, at, "read", if i % 2 == 0 { "agent" } else { "visitor" });
+                } else {
+                    event(&mut events, at, "message", if i % 2 == 0 { "agent" } else { "visitor" });
+                }
+                at += self.rng.range(4_000, 90_000);
+            }
+            event(&mut events, at, "closed", "agent");
+            k.closed_at = Some(at);
+            if rated {
+                at += self.rng.range(2_000, 60_000);
+                let score = match self.rng.range(0, 9) {
+                    0..=6 => 5,
+                    7 => 1,
+                    _ => self.rng.range(1, 5),
+                };
+                let rating = if score >= 4 { "good" } else { "bad" };
+                events.push(SeedEvent {
+                    id: new_id(),
+                    kind: "rating",
+                    author_kind: "visitor",
+                    author_id: Some(visitor.clone()),
+                    client_id: Some("rating".into()),
+                    body: None,
+                    data: format!("{{\"rating\":\"{rating}\",\"score\":{score}}}"),
+                    created_at: at,
+                });
+                k.score = Some(score);
+            }
+        }
+        k.events = events;
+        k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_days() {
+        assert_eq!(civil(0), "1970-01-01");
+        assert_eq!(civil(20_541), "2026-03-29");
+        assert_eq!(civil(-1), "1969-12-31");
+    }
+}
