@@ -54,7 +54,9 @@ fn candidates_sql(from: &str, since: &str, limit: &str) -> String {
     let closed_by_visitor = "FROM events e WHERE e.conversation_id = c.id AND e.kind = 'closed' \
                              AND e.author_kind = 'visitor' ORDER BY e.seq DESC LIMIT 1";
     format!(
-        "SELECT c.*, (SELECT e.created_at {visitor_msg}) AS first_visitor_at, \
+        // `waiting_since`, not `first_visitor_at`: the conversation has a
+        // column of that name (the reports' facts), which `c.*` brings.
+        "SELECT c.*, (SELECT e.created_at {visitor_msg}) AS waiting_since, \
          (SELECT e.body {visitor_msg}) AS first_visitor_body, \
          (SELECT e.created_at {closed_by_visitor}) AS closed_by_visitor_at \
          FROM {from} c WHERE c.created_at > {since} AND c.status IN ('queued', 'active', 'closed') \
@@ -94,7 +96,7 @@ impl SqliteStore {
             while let Some(r) = rows.next()? {
                 out.push(ChatWait {
                     conversation: sqlite::conversation_row(r)?,
-                    first_visitor_at: r.get("first_visitor_at")?,
+                    first_visitor_at: r.get("waiting_since")?,
                     first_visitor_body: r.get("first_visitor_body")?,
                     closed_by_visitor_at: r.get("closed_by_visitor_at")?,
                 });
@@ -199,7 +201,7 @@ impl PostgresStore {
             .map(|r| {
                 Ok(ChatWait {
                     conversation: super::postgres::conversation_from_row(r)?,
-                    first_visitor_at: r.try_get("first_visitor_at")?,
+                    first_visitor_at: r.try_get("waiting_since")?,
                     first_visitor_body: r.try_get("first_visitor_body")?,
                     closed_by_visitor_at: r.try_get("closed_by_visitor_at")?,
                 })
