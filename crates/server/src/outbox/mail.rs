@@ -236,8 +236,8 @@ pub struct TranscriptLine {
 
 /// The words of a transcript's email in one language: the widget's
 /// languages (`assets/mail/transcript-i18n.json`), so a visitor's copy
-/// reads in the language their widget spoke. `{site}`, `{started}`,
-/// `{zone}` and `{name}` are filled in by `fill`.
+/// reads in the language their widget spoke. `{{ site }}`, `{{ started }}`,
+/// `{{ zone }}` and `{{ name }}` are filled in by `fill`.
 #[derive(Debug, Deserialize)]
 pub struct TranscriptWords {
     /// `ltr` or `rtl`.
@@ -269,31 +269,11 @@ pub fn transcript_words(lang: &str) -> &'static TranscriptWords {
     TRANSCRIPT_WORDS.get(lang).unwrap_or_else(|| &TRANSCRIPT_WORDS["en"])
 }
 
-/// `template` with each `{key}` replaced by its value, in one pass: a
-/// value holding `{…}` (a site named `{zone}`) stays as it is.
-pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let known = after.find('}').and_then(|close| {
-            let key = &after[..close];
-            values.iter().find(|(k, _)| *k == key).map(|(_, v)| (*v, close))
-        });
-        match known {
-            Some((value, close)) => {
-                out.push_str(value);
-                rest = &after[close + 1..];
-            }
-            None => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+/// One of the words (`{{ site }}` and the like) filled with `values` by
+/// the mail templates' engine, which never reads a value as a template.
+pub fn fill(words: &str, values: &[(&str, &str)]) -> Result<String, String> {
+    let ctx: BTreeMap<&str, &str> = values.iter().copied().collect();
+    TEMPLATES.render_str(words, ctx).map_err(|e| format!("transcript words {words:?}: {e}"))
 }
 
 /// The subject and both parts of a transcript's email: the visitor's
@@ -315,7 +295,7 @@ pub fn render_transcript(email: &TranscriptEmail, tz: &TimeZone) -> Result<Rende
     let started =
         if for_visitor { local(email.started_at, tz, &words.date, "?") } else { local_time(email.started_at, tz) };
     let site = p.site_name.as_str();
-    let subject = transcript_subject(p, words, email.visitor_name);
+    let subject = transcript_subject(p, words, email.visitor_name)?;
     let ctx = minijinja::context! {
         title => subject,
         site_name => site,
@@ -327,9 +307,9 @@ pub fn render_transcript(email: &TranscriptEmail, tz: &TimeZone) -> Result<Rende
         cut => email.cut,
         console_url => email.console_url,
         dir => words.dir,
-        intro => fill(&words.intro, &[("site", site), ("started", &started), ("zone", zone)]),
+        intro => fill(&words.intro, &[("site", site), ("started", &started), ("zone", zone)])?,
         cut_line => words.cut,
-        footer => fill(&words.footer, &[("site", site)]),
+        footer => fill(&words.footer, &[("site", site)])?,
     };
     rendered(subject, "transcript", &ctx)
 }
@@ -341,12 +321,12 @@ pub fn transcript_subject(
     p: &super::transcript::TranscriptPayload,
     words: &TranscriptWords,
     visitor_name: Option<&str>,
-) -> String {
+) -> Result<String, String> {
     let site = one_line(&p.site_name, 80);
     if p.requested_by == "visitor" {
         return fill(&words.subject, &[("site", &site)]);
     }
-    format!("Transcript: chat with {} on {site}", visitor_words(visitor_name))
+    Ok(format!("Transcript: chat with {} on {site}", visitor_words(visitor_name)))
 }
 
 /// Why a message could not be built: the recipient's address is unusable
@@ -394,9 +374,10 @@ pub fn build(envelope: &Envelope<'_>, mail: Rendered) -> Result<Message, BuildEr
 mod tests {
     #[test]
     fn placeholders_are_filled_once_and_values_are_left_alone() {
-        let filled = super::fill("{site}, started {started} ({zone})", &[("site", "{zone} & co"), ("zone", "UTC")]);
-        assert_eq!(filled, "{zone} & co, started {started} (UTC)");
-        assert_eq!(super::fill("{ {x", &[("x", "y")]), "{ {x");
+        let words = "{{ site }}, started {{ started }} ({{ zone }})";
+        let filled = super::fill(words, &[("site", "{{ zone }} & co"), ("started", "T"), ("zone", "UTC")]).unwrap();
+        assert_eq!(filled, "{{ zone }} & co, started T (UTC)");
+        assert_eq!(super::fill("{ {x", &[("x", "y")]).unwrap(), "{ {x");
     }
 
     #[test]
@@ -405,7 +386,9 @@ mod tests {
             let words = super::transcript_words(code);
             let en = super::transcript_words("en");
             assert_ne!(words.subject, en.subject, "{code} has no transcript words");
-            assert!(words.subject.contains("{site}") && words.intro.contains("{started}"), "{code}");
+            assert!(words.subject.contains("{{ site }}") && words.intro.contains("{{ started }}"), "{code}");
+            let filled = super::fill(&words.intro, &[("site", "S"), ("started", "T"), ("zone", "Z")]).unwrap();
+            assert!(filled.contains('S') && !filled.contains("{{"), "{code}: {filled}");
         }
     }
 

@@ -526,7 +526,7 @@ fn summary_of(d: &Delivery) -> Option<Summary> {
         "transcript" => {
             let p: transcript::TranscriptPayload = serde_json::from_str(&d.payload).ok()?;
             Some(Summary {
-                subject: mail::transcript_subject(&p, p.words(), None),
+                subject: mail::transcript_subject(&p, p.words(), None).ok()?,
                 preview: format!("Transcript up to event {}, for the {}", p.up_to_seq, p.requested_by),
                 conversation_id: Some(p.conversation_id),
             })

@@ -172,6 +172,7 @@ impl Outbox {
                 "assigned" => {
                     let name = e.data.get("agent").and_then(|a| a.get("name")).and_then(|n| n.as_str());
                     mail::fill(&words.joined, &[("name", name.unwrap_or(&words.an_agent))])
+                        .map_err(|e| Error::internal(anyhow::anyhow!(e)))?
                 }
                 "transferred" => words.transferred.clone(),
                 "closed" => words.ended.clone(),

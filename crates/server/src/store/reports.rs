@@ -79,6 +79,29 @@ fn status(value: &str) -> Result<ConversationStatus> {
         .ok_or_else(|| Error::Store(anyhow::anyhow!("unexpected status in conversations: {value:?}")))
 }
 
+/// A chat's facts from a row of either backend (`get` or `try_get`).
+macro_rules! facts_from {
+    ($r:expr, $get:ident) => {{
+        let state: String = $r.$get("status")?;
+        let missed_at: Option<i64> = $r.$get("missed_at")?;
+        ChatFacts {
+            conversation_id: $r.$get("id")?,
+            group_id: $r.$get("group_id")?,
+            agent_id: $r.$get("agent_id")?,
+            status: status(&state)?,
+            offline: $r.$get("offline")?,
+            created_at: $r.$get("created_at")?,
+            closed_at: $r.$get("closed_at")?,
+            first_visitor_at: $r.$get("first_visitor_at")?,
+            first_assigned_at: $r.$get("first_assigned_at")?,
+            first_agent_at: $r.$get("first_agent_at")?,
+            messages: $r.$get("messages")?,
+            score: $r.$get("score")?,
+            missed: missed_at.is_some(),
+        }
+    }};
+}
+
 impl SqliteStore {
     pub(super) async fn report_facts(
         &self,
@@ -93,23 +116,7 @@ impl SqliteStore {
             let mut rows = stmt.query(params![site_id, from, to, agent_id, MAX_FACTS])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                let state: String = r.get("status")?;
-                let missed_at: Option<i64> = r.get("missed_at")?;
-                out.push(ChatFacts {
-                    conversation_id: r.get("id")?,
-                    group_id: r.get("group_id")?,
-                    agent_id: r.get("agent_id")?,
-                    status: status(&state)?,
-                    offline: r.get("offline")?,
-                    created_at: r.get("created_at")?,
-                    closed_at: r.get("closed_at")?,
-                    first_visitor_at: r.get("first_visitor_at")?,
-                    first_assigned_at: r.get("first_assigned_at")?,
-                    first_agent_at: r.get("first_agent_at")?,
-                    messages: r.get("messages")?,
-                    score: r.get("score")?,
-                    missed: missed_at.is_some(),
-                });
+                out.push(facts_from!(r, get));
             }
             Ok(out)
         })
@@ -133,26 +140,6 @@ impl PostgresStore {
             .bind(MAX_FACTS)
             .fetch_all(self.p().await?)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get("status")?;
-                let missed_at: Option<i64> = r.try_get("missed_at")?;
-                Ok(ChatFacts {
-                    conversation_id: r.try_get("id")?,
-                    group_id: r.try_get("group_id")?,
-                    agent_id: r.try_get("agent_id")?,
-                    status: status(&state)?,
-                    offline: r.try_get("offline")?,
-                    created_at: r.try_get("created_at")?,
-                    closed_at: r.try_get("closed_at")?,
-                    first_visitor_at: r.try_get("first_visitor_at")?,
-                    first_assigned_at: r.try_get("first_assigned_at")?,
-                    first_agent_at: r.try_get("first_agent_at")?,
-                    messages: r.try_get("messages")?,
-                    score: r.try_get("score")?,
-                    missed: missed_at.is_some(),
-                })
-            })
-            .collect()
+        rows.iter().map(|r| Ok(facts_from!(r, try_get))).collect()
     }
 }
