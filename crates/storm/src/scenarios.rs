@@ -773,7 +773,13 @@ pub(crate) struct Pair {
     visitor: super::client::Ws,
     conv: Option<String>,
     n: u64,
+    /// When the agent last spoke: it only listens, and a socket silent for
+    /// the server's idle timeout (75 s) is closed, so it pings as a console does.
+    agent_spoke: Instant,
 }
+
+/// How often the timing pair's agent pings.
+const PAIR_PING_EVERY: Duration = Duration::from_secs(20);
 
 pub(crate) async fn next_json(ws: &mut super::client::Ws) -> anyhow::Result<Value> {
     loop {
@@ -797,11 +803,15 @@ impl Pair {
         let (_, token) = target.visitor_session().await?;
         let mut visitor = connect_ws(target.addr, source, "/api/v1/visitor/socket").await?;
         visitor.send(Message::Text(json!({"type": "hello", "v": 1, "token": token}).to_string().into())).await?;
-        Ok(Pair { agent, visitor, conv: None, n: 0 })
+        Ok(Pair { agent, visitor, conv: None, n: 0, agent_spoke: Instant::now() })
     }
 
     /// Visitor → agent: milliseconds until the agent has the message.
     pub(crate) async fn round(&mut self) -> anyhow::Result<f64> {
+        if self.agent_spoke.elapsed() >= PAIR_PING_EVERY {
+            self.agent.send(Message::Text(json!({"type": "ping"}).to_string().into())).await?;
+            self.agent_spoke = Instant::now();
+        }
         self.n += 1;
         let client_id = format!("side-{}", self.n);
         let mut frame = json!({"type": "send", "client_id": client_id, "body": "how is my order?"});
