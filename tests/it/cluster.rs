@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use holdfast_server::config::Config;
+use holdfast_server::store::outbox::Scope;
 use holdfast_server::store::status::StatusStore;
 use holdfast_server::store::{ConversationFilter, ConversationStatus, NewAgent, Role, Store, postgres::PostgresStore};
 use reqwest::Method;
@@ -816,11 +817,11 @@ async fn offline_messages_left_on_both_nodes_are_emailed_once_each() {
     assert!(next["text"].as_str().unwrap().contains("lead 10"), "a repeat came before the marker: {next:#}");
     // The marker's outcome is recorded just after the relay took it.
     eventually("every delivery's outcome is recorded", async || {
-        let all = c.a.state.store.deliveries(&site.id, None, 100).await.unwrap();
+        let all = c.a.state.store.deliveries(Scope::site(&site.id), None, 100).await.unwrap();
         all.len() == 11 && all.iter().all(|d| d.sent_at.is_some())
     })
     .await;
-    let sent = c.a.state.store.deliveries(&site.id, None, 100).await.unwrap();
+    let sent = c.a.state.store.deliveries(Scope::site(&site.id), None, 100).await.unwrap();
     assert!(sent.iter().all(|d| d.attempts == 1 && d.sent_at.is_some()), "one attempt each: {sent:#?}");
     convs.push(marker);
     assert_eq!(convs.iter().collect::<std::collections::HashSet<_>>().len(), 11);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use holdfast_server::auth::passwords;
 use holdfast_server::store::invitations::Invitation;
-use holdfast_server::store::outbox::{DeliveryKind, NewDelivery};
+use holdfast_server::store::outbox::{DeliveryKind, NewDelivery, Scope};
 use holdfast_server::store::{NewAgent, Role, Site, new_id, now_ms};
 use serde_json::{Value, json};
 
@@ -252,7 +252,7 @@ fn invitation(site: &Site, by: &str, email: &str, expires_at: i64) -> Invitation
 fn email(site_id: &str, to: &str) -> NewDelivery {
     NewDelivery {
         id: new_id(),
-        site_id: site_id.into(),
+        site_id: Some(site_id.into()),
         kind: DeliveryKind::Email,
         template: "invitation".into(),
         recipient: to.into(),
@@ -283,7 +283,7 @@ async fn an_invitation_and_its_email_commit_together_and_are_accepted_once(b: Ba
 
     let nina = invitation(&site, &boss.id, "nina@example.com", later);
     store.create_invitation(nina.clone(), email(&site.id, "nina@example.com")).await.unwrap();
-    assert_eq!(store.deliveries(&site.id, None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.deliveries(Scope::site(&site.id), None, 10).await.unwrap().len(), 1);
     // A second open invitation for the address, or one for the site's own
     // agent, is refused, and its email with it.
     let again = invitation(&site, &boss.id, "nina@example.com", later);
@@ -294,7 +294,7 @@ async fn an_invitation_and_its_email_commit_together_and_are_accepted_once(b: Ba
     let broken = invitation(&site, &boss.id, "omar@example.com", later);
     assert!(store.create_invitation(broken.clone(), email("no-such-site", "omar@example.com")).await.is_err());
     assert!(store.invitation(&broken.id).await.unwrap().is_none(), "all or nothing");
-    assert_eq!(store.deliveries(&site.id, None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.deliveries(Scope::site(&site.id), None, 10).await.unwrap().len(), 1);
     let open: Vec<String> = store.open_invitations(&site.id).await.unwrap().into_iter().map(|i| i.id).collect();
     assert_eq!(open, std::slice::from_ref(&nina.id));
 

@@ -3,7 +3,8 @@
 //! installs), with both parts, the right headers and hostile input inert;
 //! an SMTP outage and a kill -9 lose no email and send none twice; an
 //! admin sees only their own site's deliveries; the message and its
-//! deliveries commit together on both stores.
+//! deliveries commit together on both stores; the status page's
+//! notifications go through the same outbox, seen by the operator only.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -13,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use holdfast_server::auth::passwords;
 use holdfast_server::status::{SmtpConfig, SmtpTls};
-use holdfast_server::store::outbox::{Attempt, DeliveryKind, DeliveryStatus, NewDelivery, OfflineMessage};
+use holdfast_server::store::outbox::{Attempt, DeliveryKind, DeliveryStatus, NewDelivery, OfflineMessage, Scope};
 use holdfast_server::store::postgres::PostgresStore;
 use holdfast_server::store::sqlite::SqliteStore;
+use holdfast_server::store::status::SubscriberKind;
 use holdfast_server::store::{
     Author, Conversation, ConversationStatus, NewAgent, Role, Site, Store, VisitorUpdate, new_id, now_ms,
 };
@@ -360,6 +362,16 @@ pub(crate) fn spawn_serve(dir: &std::path::Path, args: &[&str]) -> (Proc, String
     (Proc(child), base)
 }
 
+/// `kill -9` of `holdfast`, then the mail server up on `port` and the
+/// binary started again on the same data dir.
+fn kill_9_and_restart_with_smtp(mut holdfast: Proc, dir: &std::path::Path, port: u16) -> (SmtpServer, Proc, String) {
+    holdfast.0.kill().unwrap(); // SIGKILL
+    holdfast.0.wait().unwrap();
+    let smtp = SmtpServer::start(port);
+    let (restarted, base) = spawn_holdfast(dir, port);
+    (smtp, restarted, base)
+}
+
 async fn deliveries(http: &reqwest::Client, base: &str, token: &str) -> Vec<Value> {
     let res = http.get(format!("{base}/api/v1/admin/deliveries?limit=1000")).bearer_auth(token).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
@@ -390,16 +402,7 @@ async fn an_smtp_outage_and_a_kill_9_lose_no_email_and_send_none_twice() {
     let port = free_port(); // the mail server is down
     let (proc1, base) = spawn_holdfast(tmp.path(), port);
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"email": "boss@shop.example", "password": "password123"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let boss = login["access_token"].as_str().unwrap().to_owned();
+    let boss = crate::support::login_at(&base, "boss@shop.example").await;
     let (mut visitor, _) = crate::support::visitor_at(&base, &site.widget_key).await;
     for i in 0..20 {
         visitor
@@ -415,11 +418,7 @@ async fn an_smtp_outage_and_a_kill_9_lose_no_email_and_send_none_twice() {
     let list = deliveries(&http, &base, &boss).await;
     assert!(list[0]["last_error"].as_str().unwrap().starts_with("SMTP"), "{:#}", list[0]);
 
-    let mut p = proc1;
-    p.0.kill().unwrap(); // SIGKILL
-    p.0.wait().unwrap();
-    let mut smtp = SmtpServer::start(port);
-    let (_proc2, base2) = spawn_holdfast(tmp.path(), port);
+    let (mut smtp, _proc2, base2) = kill_9_and_restart_with_smtp(proc1, tmp.path(), port);
 
     let mail = smtp.receive(40, Duration::from_secs(30)).await;
     wait_deliveries(&http, &base2, &boss, |list| list.iter().all(|d| d["status"] == "sent")).await;
@@ -431,6 +430,102 @@ async fn an_smtp_outage_and_a_kill_9_lose_no_email_and_send_none_twice() {
         .collect();
     assert_eq!(bodies.len(), 20, "every message");
     // Everything is recorded as sent: nothing is left to send twice.
+    assert!(smtp.mail.try_recv().is_err(), "no extra email");
+}
+
+/// The status page's notifications go through the same outbox: queued in
+/// the status store with the incident, relayed, retried through an SMTP
+/// outage and a kill -9, each sent once, and listed for the operator (and
+/// for no site's admin).
+#[tokio::test]
+async fn status_notifications_survive_an_smtp_outage_and_a_kill_9_through_the_outbox() {
+    let tmp = tempfile::tempdir().unwrap();
+    let arrange = TestServer::start_in(tmp.path(), |_| {}).await;
+    let site = arrange.site().await;
+    admin(arrange.state.store.as_ref(), &site, "boss@shop.example").await;
+    arrange.person(&site, "op@shop.example", "Operator", Role::Operator).await;
+    let status = &arrange.state.status.store;
+    for reader in ["one@readers.example", "two@readers.example"] {
+        status.add_subscriber(SubscriberKind::Email, reader, None, true).await.unwrap();
+    }
+    arrange.stop().await;
+
+    let port = free_port(); // the mail server is down
+    let (proc1, base) = spawn_holdfast(tmp.path(), port);
+    let http = reqwest::Client::new();
+    let op = crate::support::login_at(&base, "op@shop.example").await;
+    let boss = crate::support::login_at(&base, "boss@shop.example").await;
+    let opened: Value = http
+        .post(format!("{base}/api/v1/status/incidents"))
+        .bearer_auth(&op)
+        .json(&json!({"name": "Widget <b>slow</b>", "components": {"Chat widget": "degraded_performance"},
+                      "message": "Looking into it.\r\nBcc: x@evil.example"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let incident = opened["incident"]["id"].as_str().unwrap_or_else(|| panic!("{opened}")).to_owned();
+    let res = http
+        .post(format!("{base}/api/v1/status/incidents/{incident}/updates"))
+        .bearer_auth(&op)
+        .json(&json!({"status": "identified", "message": "Found it."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    // Two notifications, two readers: four emails, each tried and refused.
+    let ours =
+        |list: &[Value]| -> Vec<Value> { list.iter().filter(|d| d["template"] == "status_email").cloned().collect() };
+    wait_deliveries(&http, &base, &op, |list| {
+        let mine = ours(list);
+        mine.len() == 4 && mine.iter().all(|d| d["status"] == "queued" && d["attempts"].as_i64() >= Some(1))
+    })
+    .await;
+    let list = ours(&deliveries(&http, &base, &op).await);
+    for d in &list {
+        assert!(d["last_error"].as_str().unwrap().starts_with("SMTP"), "{d:#}");
+        assert_eq!(d["site_id"], Value::Null, "the installation's, not a site's: {d:#}");
+        assert!(d["subject"].as_str().unwrap().contains("Widget <b>slow</b>"), "{d:#}");
+    }
+    assert!(ours(&deliveries(&http, &base, &boss).await).is_empty(), "a site's admin sees none of them");
+    let id = list[0]["id"].as_str().unwrap();
+    let retry = |token: &str| {
+        http.post(format!("{base}/api/v1/admin/deliveries/{id}/retry")).bearer_auth(token.to_owned()).send()
+    };
+    assert_eq!(retry(&boss).await.unwrap().status().as_u16(), 404, "nor sends one again");
+    assert_eq!(retry(&op).await.unwrap().status().as_u16(), 202, "the operator does");
+
+    let (mut smtp, _proc2, base2) = kill_9_and_restart_with_smtp(proc1, tmp.path(), port);
+
+    let mail = smtp.receive(4, Duration::from_secs(30)).await;
+    wait_deliveries(&http, &base2, &op, |list| ours(list).iter().all(|d| d["status"] == "sent")).await;
+    let ids: HashSet<String> = mail.iter().map(|m| header(m, "Message-ID").remove(0)).collect();
+    assert_eq!(ids.len(), 4, "each email once");
+    let mut to: Vec<String> = mail.iter().map(|m| header(m, "To").remove(0)).collect();
+    to.sort();
+    assert_eq!(to, ["one@readers.example", "one@readers.example", "two@readers.example", "two@readers.example"]);
+    for m in &mail {
+        assert!(header(m, "Bcc").is_empty(), "no header injected: {m:#}");
+        let text = m["text"].as_str().unwrap();
+        let html = m["html"].as_str().unwrap();
+        assert!(text.contains("Unsubscribe: ") && text.contains("/status/subscribers/unsubscribe?token="), "{text}");
+        assert!(html.contains("Widget &lt;b&gt;slow&lt;") && !html.contains("<b>slow"), "escaped: {html}");
+        assert!(header(m, "From").remove(0).contains("chat@shop.example"), "{m:#}");
+    }
+    // The status store hears the outcome: no subscriber shows an error.
+    let subs: Value = http
+        .get(format!("{base2}/api/v1/status/subscribers"))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(subs.to_string().contains("one@readers.example"), "{subs}");
+    assert!(!subs.to_string().contains("SMTP"), "errors cleared once sent: {subs}");
     assert!(smtp.mail.try_recv().is_err(), "no extra email");
 }
 
@@ -482,7 +577,7 @@ fn offline(site: &Site, visitor: &str, group: &str, deliveries: Vec<NewDelivery>
 fn delivery(site_id: &str, to: &str, key: &str) -> NewDelivery {
     NewDelivery {
         id: new_id(),
-        site_id: site_id.into(),
+        site_id: Some(site_id.into()),
         kind: DeliveryKind::Email,
         template: "offline_message".into(),
         recipient: to.into(),
@@ -514,7 +609,7 @@ async fn an_offline_message_and_its_deliveries_commit_together(b: Backend) {
     let conv = store.conversation(&m.conversation.id).await.unwrap().unwrap();
     assert_eq!((conv.status, conv.last_seq), (ConversationStatus::Offline, 1));
     assert_eq!(store.events_after(&conv.id, 0, 10).await.unwrap().len(), 1);
-    let stored = store.deliveries(&site.id, Some(DeliveryStatus::Queued), 10).await.unwrap();
+    let stored = store.deliveries(Scope::site(&site.id), Some(DeliveryStatus::Queued), 10).await.unwrap();
     assert_eq!(stored.len(), 2, "{stored:#?}");
 
     // A delivery that cannot be stored (an unknown site) takes the
@@ -522,7 +617,7 @@ async fn an_offline_message_and_its_deliveries_commit_together(b: Backend) {
     let broken = offline(&site, &visitor, &group, vec![delivery("no-such-site", "c@example.com", "k3")]);
     assert!(store.leave_message(broken.clone()).await.is_err());
     assert!(store.conversation(&broken.conversation.id).await.unwrap().is_none(), "all or nothing");
-    assert_eq!(store.deliveries(&site.id, None, 10).await.unwrap().len(), 2);
+    assert_eq!(store.deliveries(Scope::site(&site.id), None, 10).await.unwrap().len(), 2);
 }
 
 async fn deliveries_are_claimed_once_and_recorded(b: Backend) {
@@ -549,14 +644,14 @@ async fn deliveries_are_claimed_once_and_recorded(b: Backend) {
     assert_eq!((due.len(), due[0].attempts), (1, 1));
     let error = "SMTP: 550 no such user".to_owned();
     store.record_attempt(&due[0].id, Attempt::Failed { error, next_at: None }).await.unwrap();
-    let failed = store.deliveries(&site.id, Some(DeliveryStatus::Failed), 10).await.unwrap();
+    let failed = store.deliveries(Scope::site(&site.id), Some(DeliveryStatus::Failed), 10).await.unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!((failed[0].attempts, failed[0].last_error.as_deref()), (2, Some("SMTP: 550 no such user")));
 
     // Sending again: only within its own site.
     let other = store.create_site("Other").await.unwrap();
-    assert!(!store.retry_delivery(&other.id, &failed[0].id, now, now + 1).await.unwrap());
-    assert!(store.retry_delivery(&site.id, &failed[0].id, now + 2000, now + 90_000).await.unwrap());
+    assert!(!store.retry_delivery(Scope::site(&other.id), &failed[0].id, now, now + 1).await.unwrap());
+    assert!(store.retry_delivery(Scope::site(&site.id), &failed[0].id, now + 2000, now + 90_000).await.unwrap());
     let due = store.claim_deliveries(now + 2000, now + 62_000, 10).await.unwrap();
     assert_eq!(due.len(), 1, "queued again and due");
 
@@ -652,7 +747,7 @@ async fn an_email_dropped_while_it_is_being_sent_stays_dropped(b: Backend) {
     store.erase_visitor(&site.id, &zoe.id).await.unwrap();
     let retry = Attempt::Failed { error: "SMTP: connection refused".into(), next_at: Some(now + 60_000) };
     store.record_attempt(&claimed[0].id, retry).await.unwrap();
-    let after = store.deliveries(&site.id, None, 10).await.unwrap().remove(0);
+    let after = store.deliveries(Scope::site(&site.id), None, 10).await.unwrap().remove(0);
     assert_eq!(after.status, DeliveryStatus::Failed, "{after:#?}");
     assert!(after.last_error.as_deref().unwrap().starts_with("dropped"), "{after:#?}");
     assert_eq!(after.attempts, 1);

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use holdfast_server::store::outbox::{DeliveryKind, NewDelivery};
+use holdfast_server::store::outbox::{DeliveryKind, NewDelivery, Scope};
 use holdfast_server::store::{Author, Change, ConversationStatus, VisitorUpdate, new_id, now_ms};
 use serde_json::{Value, json};
 
@@ -130,7 +130,7 @@ fn answer(site_id: &str, agent_id: &str, client_id: &str) -> Change {
         body: "We do.".into(),
         email: Box::new(NewDelivery {
             id: new_id(),
-            site_id: site_id.into(),
+            site_id: Some(site_id.into()),
             kind: DeliveryKind::Email,
             template: "offline_reply".into(),
             recipient: "ada@example.com".into(),
@@ -161,12 +161,12 @@ async fn an_answer_and_its_email_commit_together_once(b: Backend) {
     assert_eq!((first.event.seq, first.duplicate, first.event.data["by_email"].as_bool()), (2, false, Some(true)));
     let retry = store.apply(&offline.id, answer(&site.id, "agent-1", "r1")).await.unwrap();
     assert_eq!((retry.event.seq, retry.duplicate), (2, true));
-    assert_eq!(store.deliveries(&site.id, None, 10).await.unwrap().len(), 1, "one email");
+    assert_eq!(store.deliveries(Scope::site(&site.id), None, 10).await.unwrap().len(), 1, "one email");
     assert_eq!(store.events_after(&offline.id, 0, 10).await.unwrap().len(), 2);
 
     // Only an offline message is answered so; the refusal writes nothing.
     let live = store.create_conversation(&site.id, &visitor.id, &group.id, ConversationStatus::Queued).await.unwrap();
     assert!(store.apply(&live.id, answer(&site.id, "agent-1", "r2")).await.is_err());
-    assert_eq!(store.deliveries(&site.id, None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.deliveries(Scope::site(&site.id), None, 10).await.unwrap().len(), 1);
     assert!(store.events_after(&live.id, 0, 10).await.unwrap().is_empty());
 }

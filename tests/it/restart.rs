@@ -92,16 +92,7 @@ async fn kill_9_loses_no_acknowledged_message() {
 
     let (proc1, base) = spawn_binary(tmp.path());
     let http = crate::support::http();
-    let login: serde_json::Value = http
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"email": "k9@example.com", "password": "password123"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = login["access_token"].as_str().unwrap().to_owned();
+    let access = crate::support::login_at(&base, "k9@example.com").await;
     let (mut visitor, _) = crate::support::visitor_at(&base, &site.widget_key).await;
     let mut acked = Vec::new();
     for i in 0..200 {

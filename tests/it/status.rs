@@ -762,7 +762,7 @@ pub(crate) async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> 
 async fn a_webhook_subscriber_gets_a_signed_notification_retried_until_accepted(store: Store) {
     let (server, _tmp) = server_on(store, |c| {
         c.status.allow_private_webhooks = true;
-        c.status.retry_base = Duration::from_millis(100);
+        c.outbox.retry_min = Duration::from_millis(100);
     })
     .await;
     let token = operator(&server).await;

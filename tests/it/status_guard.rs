@@ -25,7 +25,7 @@ async fn server(tune: impl FnOnce(&mut Config)) -> TestServer {
     TestServer::start_with(|c| {
         c.status.self_probe = false;
         c.status.delivery_tick = Duration::from_millis(50);
-        c.status.retry_base = Duration::from_secs(60);
+        c.outbox.retry_min = Duration::from_secs(60);
         c.status.monitor_tick = Duration::from_millis(20);
         c.status.min_interval = Duration::from_millis(10);
         tune(c)

@@ -94,7 +94,7 @@ async fn tls_server(tune: impl FnOnce(&mut Config)) -> TestServer {
         c.status.self_probe = false;
         c.status.allow_private_webhooks = true;
         c.status.allow_private_monitors = true;
-        c.status.retry_base = Duration::from_millis(100);
+        c.outbox.retry_min = Duration::from_millis(100);
         c.status.fail_after = 1;
         c.status.monitor_tick = Duration::from_millis(20);
         c.status.min_interval = Duration::from_millis(10);

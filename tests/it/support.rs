@@ -189,6 +189,15 @@ impl TestServer {
     }
 }
 
+/// An access token for `email` (password `password123`, the tests' own)
+/// from the server at `base` (`http://…`, e.g. a `holdfast serve` child).
+pub async fn login_at(base: &str, email: &str) -> String {
+    let res =
+        http().post(format!("{base}/api/v1/auth/login")).json(&json!({"email": email, "password": "password123"}));
+    let login: Value = res.send().await.expect("http").json().await.expect("a login answer");
+    login["access_token"].as_str().unwrap_or_else(|| panic!("no access token for {email}: {login}")).to_owned()
+}
+
 /// A new visitor of the site with `widget_key` on the server at `base`
 /// (`http://…`, e.g. a `holdfast serve` child process), connected to its
 /// socket: (the client, the visitor token).

@@ -119,6 +119,7 @@ impl AppState {
             auth.tokens.clone(),
             config.outbox.clone(),
             &config.status,
+            status_store.clone(),
             &listen_url,
         ));
         let mut chat = Chat::new(store.clone(), bus, hub, admission.clone(), outbox.clone());

@@ -128,7 +128,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "holdfast_status_deliveries_total",
         Kind::Counter,
-        "Status notifications delivered or failed, by channel and result.",
+        "Status notifications handed to the outbox (outcome relayed); their sending is counted in holdfast_outbox_deliveries_total.",
     ),
     (
         "holdfast_status_runner",

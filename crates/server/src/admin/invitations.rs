@@ -89,7 +89,7 @@ pub async fn invite(store: &dyn Store, outbox: &Outbox, admin: &AgentCtx, req: I
     };
     let delivery = NewDelivery {
         id: new_id(),
-        site_id: admin.site_id.clone(),
+        site_id: Some(admin.site_id.clone()),
         kind: DeliveryKind::Email,
         template: TEMPLATE.into(),
         recipient: email,

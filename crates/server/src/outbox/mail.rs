@@ -52,6 +52,8 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("invitation.html", include_str!("../../../../assets/mail/invitation.html")),
         ("webhook_disabled.txt", include_str!("../../../../assets/mail/webhook_disabled.txt")),
         ("webhook_disabled.html", include_str!("../../../../assets/mail/webhook_disabled.html")),
+        ("status_notice.txt", include_str!("../../../../assets/mail/status_notice.txt")),
+        ("status_notice.html", include_str!("../../../../assets/mail/status_notice.html")),
     ] {
         env.add_template(name, source).expect("the built-in mail templates parse");
     }

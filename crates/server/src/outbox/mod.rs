@@ -15,6 +15,7 @@
 //!
 //! - `mail` — the emails: templates, headers, escaping.
 //! - `missed` — the missed-chat rule and its watcher.
+//! - `status` — the status page's notifications, relayed from its store.
 //! - `transcript` — transcripts by email: asked for, archived, rendered.
 //! - `webhooks` — chat webhooks: endpoints, Standard Webhooks signatures,
 //!   sending in order per conversation, disabling an endpoint failing for days.
@@ -22,6 +23,7 @@
 pub mod mail;
 pub mod missed;
 pub mod reply;
+pub mod status;
 pub mod transcript;
 pub mod webhooks;
 
@@ -37,7 +39,8 @@ use crate::bus::Bus;
 use crate::chat::service::AgentCtx;
 use crate::error::{Error, Result};
 use crate::status::{SmtpConfig, StatusConfig};
-use crate::store::outbox::{Attempt, Delivery, DeliveryKind, DeliveryStatus, NewDelivery};
+use crate::store::outbox::{Attempt, Delivery, DeliveryKind, DeliveryStatus, NewDelivery, Scope};
+use crate::store::status::StatusStore;
 use crate::store::{Agent, Conversation, Site, Store, new_id, now_ms};
 use crate::tls::{self, ExtraRoots};
 
@@ -109,6 +112,11 @@ pub struct Outbox {
     /// Webhooks may go to special addresses (`--allow-private-webhooks`,
     /// the status page's switch): otherwise the guarded client refuses them.
     allow_private_webhooks: bool,
+    /// The status page's store: its subscribers, and the outcomes of its
+    /// notifications (`status`).
+    status_store: Arc<dyn StatusStore>,
+    /// The status page's name: the sender's name on its emails.
+    page_name: String,
 }
 
 /// A delivery as an admin sees it.
@@ -133,6 +141,7 @@ impl Outbox {
         tokens: Tokens,
         config: OutboxConfig,
         status: &StatusConfig,
+        status_store: Arc<dyn StatusStore>,
         listen_url: &str,
     ) -> Outbox {
         let public_url = status.public_url.clone().unwrap_or_else(|| listen_url.to_owned());
@@ -146,6 +155,8 @@ impl Outbox {
             bus,
             tokens,
             allow_private_webhooks: status.allow_private_webhooks,
+            status_store,
+            page_name: status.page_name.clone(),
         }
     }
 
@@ -216,7 +227,7 @@ impl Outbox {
             .iter()
             .map(|to| NewDelivery {
                 id: new_id(),
-                site_id: site_id.to_owned(),
+                site_id: Some(site_id.to_owned()),
                 kind: DeliveryKind::Email,
                 template: template.into(),
                 recipient: to.clone(),
@@ -228,7 +239,8 @@ impl Outbox {
             .collect()
     }
 
-    /// The admin's site's deliveries, newest first (`status` filters).
+    /// The admin's site's deliveries, newest first (`status` filters); the
+    /// operator's list has the status page's notifications too.
     pub async fn list(&self, admin: &AgentCtx, status: Option<&str>, limit: i64) -> Result<Vec<DeliveryView>> {
         let status = match status {
             None | Some("") => None,
@@ -237,7 +249,7 @@ impl Outbox {
             ),
         };
         let limit = if limit <= 0 { 100 } else { limit.min(1000) };
-        let found = self.store.deliveries(&admin.site_id, status, limit).await?;
+        let found = self.store.deliveries(scope(admin), status, limit).await?;
         Ok(found
             .into_iter()
             .map(|delivery| {
@@ -260,7 +272,7 @@ impl Outbox {
         }
         let now = now_ms();
         let give_up_at = now + self.config.retry_window.as_millis() as i64;
-        if !self.store.retry_delivery(&admin.site_id, id, now, give_up_at).await? {
+        if !self.store.retry_delivery(scope(admin), id, now, give_up_at).await? {
             // Another site's, unknown, or being sent this very moment.
             return Err(Error::NotFound("delivery"));
         }
@@ -326,6 +338,7 @@ impl Outbox {
         d: Delivery,
     ) {
         let outcome = match (d.kind, mailer, &self.smtp) {
+            _ if status::is_status(&d) => self.send_status(mailer, http, &d).await,
             (DeliveryKind::Email, Some(mailer), Some(smtp)) => self.send_email(mailer, smtp, &d).await,
             (DeliveryKind::Email, _, _) => Err(Failure::Transient("email is not configured".into())),
             (DeliveryKind::Webhook, _, _) => self.send_webhook(http, &d).await,
@@ -351,6 +364,9 @@ impl Outbox {
                 Attempt::Failed { error, next_at }
             }
         };
+        if status::is_status(&d) {
+            self.report_status(&d, &attempt).await;
+        }
         if let Err(e) = self.store.record_attempt(&d.id, attempt).await {
             tracing::warn!(error = %e, delivery = %d.id, "cannot record a delivery's outcome");
         }
@@ -379,7 +395,11 @@ impl Outbox {
         smtp: &SmtpConfig,
         d: &Delivery,
     ) -> std::result::Result<(), Failure> {
-        let tz = match self.store.site(&d.site_id).await {
+        let site = match &d.site_id {
+            Some(id) => self.store.site(id).await,
+            None => Ok(None),
+        };
+        let tz = match site {
             Ok(site) => site_time_zone(site.as_ref()),
             Err(e) => return Err(Failure::Transient(format!("cannot read the site: {e}"))),
         };
@@ -440,6 +460,22 @@ impl Outbox {
             }
             other => return Err(Failure::Invalid(format!("unknown template {other:?}"))),
         };
+        self.send_rendered(mailer, smtp, d, &site_name, reply_to.as_deref(), at, rendered).await
+    }
+
+    /// Send `rendered` as `d`'s email: From the relay's sender under
+    /// `sender_name`, dated `at`, its Message-ID made from the delivery's id.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_rendered(
+        &self,
+        mailer: &AsyncSmtpTransport<Tokio1Executor>,
+        smtp: &SmtpConfig,
+        d: &Delivery,
+        sender_name: &str,
+        reply_to: Option<&str>,
+        at: i64,
+        rendered: mail::Rendered,
+    ) -> std::result::Result<(), Failure> {
         let host = reqwest::Url::parse(&self.public_url)
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
@@ -447,9 +483,9 @@ impl Outbox {
         let envelope = mail::Envelope {
             delivery_id: &d.id,
             from: &smtp.from,
-            sender_name: &site_name,
+            sender_name,
             to: &d.recipient,
-            reply_to: reply_to.as_deref(),
+            reply_to,
             id_host: &host,
             at,
         };
@@ -465,6 +501,12 @@ impl Outbox {
             }
         }
     }
+}
+
+/// Whose deliveries `admin` sees: their site's, and the installation's
+/// (the status page's) for the operator, who runs the status page.
+fn scope(admin: &AgentCtx) -> Scope<'_> {
+    Scope { site_id: &admin.site_id, installation: admin.role == crate::store::Role::Operator }
 }
 
 /// The site's time zone for its emails' times (UTC when unset or unknown).
@@ -499,6 +541,10 @@ struct Summary {
 }
 
 fn summary_of(d: &Delivery) -> Option<Summary> {
+    if status::is_status(d) {
+        let subject = status::subject_of(d)?;
+        return Some(Summary { preview: mail::one_line(&subject, 120), subject, conversation_id: None });
+    }
     if d.kind == DeliveryKind::Webhook {
         // The event's type, and the conversation it is about.
         let body: serde_json::Value = serde_json::from_str(&d.payload).ok()?;

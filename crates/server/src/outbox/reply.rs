@@ -86,7 +86,7 @@ pub async fn reply_by_email(chat: &Chat, a: &AgentCtx, conv_id: &str, client_id:
     };
     let email = NewDelivery {
         id: new_id(),
-        site_id: conv.site_id.clone(),
+        site_id: Some(conv.site_id.clone()),
         kind: DeliveryKind::Email,
         template: TEMPLATE.into(),
         recipient: to,

@@ -113,7 +113,7 @@ impl Outbox {
         };
         NewDelivery {
             id: new_id(),
-            site_id: site_id.to_owned(),
+            site_id: Some(site_id.to_owned()),
             kind: DeliveryKind::Email,
             template: "transcript".into(),
             recipient: to.to_owned(),

@@ -256,7 +256,7 @@ impl Outbox {
         d: &Delivery,
     ) -> std::result::Result<(), Failure> {
         let endpoint = match self.store.webhook(&d.recipient).await {
-            Ok(Some(e)) if e.site_id == d.site_id => e,
+            Ok(Some(e)) if Some(&e.site_id) == d.site_id.as_ref() => e,
             Ok(_) => return Err(Failure::Invalid("the endpoint was deleted".into())),
             Err(e) => return Err(Failure::Transient(format!("cannot read the endpoint: {e}"))),
         };

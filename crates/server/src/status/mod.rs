@@ -90,13 +90,9 @@ pub struct StatusConfig {
     /// Where the built-in probes reach chat; defaults to the listen address
     /// (set it when running `--only status` apart from chat).
     pub probe_base: Option<String>,
-    /// How often the delivery task looks for due notifications (it is also
-    /// woken on every new one).
+    /// How often the relay looks for notifications to hand to the outbox
+    /// (it is also woken on every new one); the outbox retries them.
     pub delivery_tick: Duration,
-    /// First retry delay of a failed delivery; doubles per attempt.
-    pub retry_base: Duration,
-    /// Attempts before a delivery is given up.
-    pub max_attempts: u32,
     /// Outgoing mail; `None` disables email subscriptions.
     pub smtp: Option<SmtpConfig>,
     /// CA certificates that webhooks, HTTPS monitors and SMTP over TLS trust
@@ -212,8 +208,6 @@ impl Default for StatusConfig {
             store_probe_slow: Duration::from_secs(1),
             probe_base: None,
             delivery_tick: Duration::from_secs(1),
-            retry_base: Duration::from_secs(2),
-            max_attempts: 8,
             smtp: None,
             extra_roots: ExtraRoots::default(),
             allow_private_webhooks: false,

@@ -1,28 +1,29 @@
-//! Delivering notifications to subscribers: a side task that drains the
-//! store's outbox, off every request's path. Webhooks are signed with
-//! HMAC-SHA256 over `"{timestamp}.{raw body}"` (so a captured request cannot
-//! be replayed later with a new timestamp); email goes out over SMTP
-//! (STARTTLS or implicit TLS, with a login, as configured). A failed
-//! delivery is retried with exponential backoff, then given up.
-//! Only the process holding the status page's lead runs this (`runner`),
-//! and each round first claims its deliveries in the store, so a
-//! subscriber hears each notification once however many nodes run.
+//! Status notifications on their way out. The status store writes each
+//! one (`status_deliveries`) with the change that causes it; the relay here
+//! hands it to the chat outbox (`outbox::status`), keyed by its id so a
+//! relay repeated after a crash queues it once, and the outbox sends it
+//! with everything else Holdfast sends: one retry policy, one delivery log,
+//! one place for an operator to send one again. Webhooks are signed with
+//! HMAC-SHA256 over `"{timestamp}.{raw body}"` (so a captured request
+//! cannot be replayed later with a new timestamp); email goes out over SMTP
+//! (STARTTLS or implicit TLS, with a login, as configured).
+//! Only the process holding the status page's lead runs the relay
+//! (`runner`), as it runs the outbox's deliverer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
-use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::{SmtpConfig, SmtpTls, Status, egress};
 use crate::error::{Error, Result};
+use crate::outbox::Outbox;
 use crate::store::now_ms;
-use crate::store::status::{Delivery, SubscriberKind};
 use crate::tls::{self, ExtraRoots};
 
 /// Header with the Unix time (seconds) the webhook was signed at.
@@ -30,14 +31,12 @@ pub const TIMESTAMP_HEADER: &str = "X-Holdfast-Timestamp";
 /// Header with `sha256=` and the hex HMAC of `"{timestamp}.{body}"`.
 pub const SIGNATURE_HEADER: &str = "X-Holdfast-Signature";
 
-/// Deliveries taken from the outbox per round.
-const BATCH: i64 = 32;
-/// The longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(3600);
-/// How long a claimed delivery stays hidden from other claims: longer than
-/// a round of attempts takes (each is bounded by a 10 s timeout), so it is
-/// tried again only if its runner died before recording the outcome.
-const CLAIM_LEASE: Duration = Duration::from_secs(60);
+/// Notifications relayed per round.
+const BATCH: i64 = 64;
+/// How long a claimed notification stays hidden from other claims: a relay
+/// round is two short writes, so this is only ever reached by a relay that
+/// died, whose notifications are then relayed again (once in the outbox).
+const CLAIM_LEASE: Duration = Duration::from_secs(30);
 
 /// An email as queued: subject and plain text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,37 +96,17 @@ pub fn webhook_client(
     tls::http_client(builder, extra_roots).map_err(|e| e.to_string())
 }
 
-/// Drain the outbox until the task is dropped: woken by every queued
-/// notification, and at least every `delivery_tick`.
-pub async fn run(status: Arc<Status>) {
-    let http =
-        match webhook_client(status.config.allow_private_webhooks, &status.config.extra_roots, "Holdfast-Status/1") {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "status notifications disabled: no HTTP client");
-                return;
-            }
-        };
-    let mailer = match status.config.smtp.as_ref().map(|smtp| mailer(smtp, &status.config.extra_roots)) {
-        Some(Err(e)) => {
-            tracing::error!(error = %e, "status email disabled");
-            None
-        }
-        Some(Ok(mailer)) => Some(mailer),
-        None => None,
-    };
+/// Relay notifications into the chat outbox until the task is dropped:
+/// woken by every queued notification, and at least every `delivery_tick`.
+pub async fn relay(status: Arc<Status>, outbox: Arc<Outbox>) {
     loop {
-        let now = now_ms();
-        let due = match status.store.claim_deliveries(now, now + CLAIM_LEASE.as_millis() as i64, BATCH).await {
-            Ok(due) => due,
+        let full = match relay_round(&status, &outbox).await {
+            Ok(relayed) => relayed as i64 == BATCH,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the notification outbox");
-                Vec::new()
+                tracing::warn!(error = %e, "cannot relay status notifications to the outbox");
+                false
             }
         };
-        let full = due.len() as i64 == BATCH;
-        let attempts = due.into_iter().map(|d| deliver(&status, &http, mailer.as_ref(), d));
-        futures_util::future::join_all(attempts).await;
         if !full {
             tokio::select! {
                 _ = status.wake.notified() => {}
@@ -135,6 +114,24 @@ pub async fn run(status: Arc<Status>) {
             }
         }
     }
+}
+
+/// One round: claim, queue in the outbox, mark relayed. A crash between
+/// the last two leaves them claimed; the lease ends, they are claimed again
+/// and the outbox drops the second copy (its `dedupe_key`).
+async fn relay_round(status: &Status, outbox: &Outbox) -> Result<usize> {
+    let now = now_ms();
+    let due = status.store.claim_deliveries(now, now + CLAIM_LEASE.as_millis() as i64, BATCH).await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = due.iter().map(|d| d.id.clone()).collect();
+    let queued = due.iter().map(|d| outbox.status_notification(d, now)).collect();
+    outbox.store.queue_deliveries(queued).await?;
+    status.store.deliveries_relayed(&ids, now_ms()).await?;
+    metrics::counter!("holdfast_status_deliveries_total", "outcome" => "relayed").increment(ids.len() as u64);
+    outbox.queued();
+    Ok(ids.len())
 }
 
 /// The SMTP transport `smtp` describes, trusting the system's roots and
@@ -165,62 +162,28 @@ pub fn mailer(smtp: &SmtpConfig, extra: &ExtraRoots) -> Result<AsyncSmtpTranspor
     Ok(transport.build())
 }
 
-async fn deliver(
-    status: &Status,
+/// POST a notification to a webhook subscriber, signed with its secret,
+/// with its unsubscribe link in the body's `meta`.
+pub async fn post_signed(
     http: &reqwest::Client,
-    mailer: Option<&AsyncSmtpTransport<Tokio1Executor>>,
-    delivery: Delivery,
-) {
-    let unsubscribe = format!("{}/status/subscribers/unsubscribe?token={}", status.base_url, delivery.subscriber.token);
-    let outcome = match delivery.subscriber.kind {
-        SubscriberKind::Webhook => {
-            send_webhook(http, &delivery, &unsubscribe, status.config.allow_private_webhooks).await
-        }
-        SubscriberKind::Email => match (mailer, &status.config.smtp) {
-            (Some(mailer), Some(smtp)) => send_email(mailer, &smtp.from, &delivery, &unsubscribe).await,
-            _ => Err("email is not configured".to_owned()),
-        },
-    };
-    let recorded = match outcome {
-        Ok(()) => {
-            metrics::counter!("holdfast_status_deliveries_total", "outcome" => "delivered").increment(1);
-            status.store.delivery_done(&delivery.id, now_ms()).await
-        }
-        Err(error) => {
-            metrics::counter!("holdfast_status_deliveries_total", "outcome" => "failed").increment(1);
-            let attempt = delivery.attempts as u32 + 1;
-            let next = (attempt < status.config.max_attempts).then(|| {
-                let backoff = status.config.retry_base.saturating_mul(1 << attempt.min(20) >> 1).min(MAX_BACKOFF);
-                now_ms() + backoff.as_millis() as i64
-            });
-            tracing::info!(delivery = %delivery.id, attempt, %error, gave_up = next.is_none(), "notification not delivered");
-            status.store.delivery_failed(&delivery.id, &error, next).await
-        }
-    };
-    if let Err(e) = recorded {
-        tracing::warn!(error = %e, "cannot record a delivery outcome");
-    }
-}
-
-async fn send_webhook(
-    http: &reqwest::Client,
-    delivery: &Delivery,
+    endpoint: &str,
+    secret: &str,
+    payload: &str,
     unsubscribe: &str,
     allow_private: bool,
 ) -> Result<(), String> {
-    let url = reqwest::Url::parse(&delivery.subscriber.target).map_err(|e| format!("bad endpoint: {e}"))?;
+    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("bad endpoint: {e}"))?;
     // An address literal skips the guarded client's resolver: check it here
     // (a subscriber stored before this check existed is refused too).
     if !allow_private && let Err(why) = egress::check_url(&url) {
         return Err(format!("connect failed: {why}"));
     }
-    let mut body: serde_json::Value = serde_json::from_str(&delivery.payload).map_err(|e| e.to_string())?;
+    let mut body: serde_json::Value = serde_json::from_str(payload).map_err(|e| e.to_string())?;
     if let Some(meta) = body.get_mut("meta") {
         meta["unsubscribe"] = serde_json::Value::String(unsubscribe.to_owned());
     }
     let body = body.to_string();
     let timestamp = now_ms() / 1000;
-    let secret = delivery.subscriber.secret.as_deref().unwrap_or("");
     let res = http
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -231,27 +194,6 @@ async fn send_webhook(
         .await
         .map_err(|e| tls::request_failure(&e))?;
     if res.status().is_success() { Ok(()) } else { Err(format!("receiver answered {}", res.status())) }
-}
-
-async fn send_email(
-    mailer: &AsyncSmtpTransport<Tokio1Executor>,
-    from: &str,
-    delivery: &Delivery,
-    unsubscribe: &str,
-) -> Result<(), String> {
-    let email: EmailBody = serde_json::from_str(&delivery.payload).map_err(|e| e.to_string())?;
-    let message = Message::builder()
-        .from(from.parse().map_err(|e| format!("bad From address: {e}"))?)
-        .to(delivery.subscriber.target.parse().map_err(|e| format!("bad address: {e}"))?)
-        .subject(email.subject)
-        .header(ContentType::TEXT_PLAIN)
-        .body(format!("{}\n--\nUnsubscribe: {unsubscribe}\n", email.text))
-        .map_err(|e| e.to_string())?;
-    mailer
-        .send(message)
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("SMTP: {}", tls::tls_failure(&e).unwrap_or(e.to_string())))
 }
 
 #[cfg(test)]

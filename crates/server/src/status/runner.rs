@@ -39,7 +39,7 @@ pub async fn run(
                 }
                 let jobs = Jobs(vec![
                     tokio::spawn(monitor::run(status.clone(), store.clone())),
-                    tokio::spawn(notify::run(status.clone())),
+                    tokio::spawn(notify::relay(status.clone(), outbox.clone())),
                     tokio::spawn(outbox.clone().run()),
                     tokio::spawn(outbox.clone().watch_chats()),
                     tokio::spawn(crate::privacy::run_retention(store.clone(), retention.clone())),

@@ -713,16 +713,16 @@ pub trait Store: Send + Sync + 'static {
     async fn release_delivery_leases(&self) -> Result<()>;
     /// Record an attempt's outcome (and drop the lease).
     async fn record_attempt(&self, id: &str, attempt: outbox::Attempt) -> Result<()>;
-    /// A site's deliveries, newest first.
+    /// The deliveries in `scope`, newest first.
     async fn deliveries(
         &self,
-        site_id: &str,
+        scope: outbox::Scope<'_>,
         status: Option<outbox::DeliveryStatus>,
         limit: i64,
     ) -> Result<Vec<outbox::Delivery>>;
-    /// Queue a delivery of this site again, due at `now`; false if there is
+    /// Queue a delivery in `scope` again, due at `now`; false if there is
     /// none such (or it is being sent right now).
-    async fn retry_delivery(&self, site_id: &str, id: &str, now: i64, give_up_at: i64) -> Result<bool>;
+    async fn retry_delivery(&self, scope: outbox::Scope<'_>, id: &str, now: i64, give_up_at: i64) -> Result<bool>;
     /// Deliveries waiting to be sent, every site.
     async fn queued_deliveries(&self) -> Result<i64>;
 

@@ -76,8 +76,10 @@ impl DeliveryStatus {
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
     pub id: String,
-    /// The site it is of: admins see only their site's deliveries.
-    pub site_id: String,
+    /// The site it is of: admins see only their site's deliveries. `None`
+    /// for the installation's own (the status page's notifications), which
+    /// only the operator sees.
+    pub site_id: Option<String>,
     pub kind: DeliveryKind,
     /// Which message this is (`offline_message`): picks the template.
     pub template: String,
@@ -97,7 +99,8 @@ pub struct NewDelivery {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: String,
-    pub site_id: String,
+    /// `None`: the installation's (a status page notification).
+    pub site_id: Option<String>,
     pub kind: DeliveryKind,
     pub template: String,
     pub recipient: String,
@@ -178,7 +181,7 @@ fn delivery(
     let status = text("status")?;
     Ok(Delivery {
         id: text("id")?,
-        site_id: text("site_id")?,
+        site_id: text_opt("site_id")?,
         kind: DeliveryKind::parse(&kind).ok_or_else(|| bad("kind", &kind))?,
         template: text("template")?,
         recipient: text("recipient")?,
@@ -276,6 +279,22 @@ pub(super) async fn pg_insert_ordered(
         .execute(tx)
         .await?
         .rows_affected())
+}
+
+/// Whose deliveries an admin's list or "send again" reaches: their site's,
+/// and for the operator the installation's too (the status page's
+/// notifications, whose `site_id` is NULL).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub site_id: &'a str,
+    pub installation: bool,
+}
+
+impl<'a> Scope<'a> {
+    /// One site's deliveries only.
+    pub fn site(site_id: &'a str) -> Scope<'a> {
+        Scope { site_id, installation: false }
+    }
 }
 
 /// The outcome of an attempt, as recorded.
@@ -407,34 +426,35 @@ impl SqliteStore {
 
     pub(super) async fn outbox_list(
         &self,
-        site_id: &str,
+        scope: Scope<'_>,
         status: Option<DeliveryStatus>,
         limit: i64,
     ) -> Result<Vec<Delivery>> {
-        let site_id = site_id.to_owned();
+        let (site_id, installation) = (scope.site_id.to_owned(), scope.installation);
         let status = status.map(DeliveryStatus::as_str);
         self.read(move |c| {
             sqlite_all(
                 c,
                 &format!(
-                    "SELECT {COLUMNS} FROM deliveries WHERE site_id = ?1 AND (?2 IS NULL OR status = ?2) \
-                     ORDER BY created_at DESC, id DESC LIMIT ?3"
+                    "SELECT {COLUMNS} FROM deliveries WHERE (site_id = ?1 OR (?4 AND site_id IS NULL)) \
+                     AND (?2 IS NULL OR status = ?2) ORDER BY created_at DESC, id DESC LIMIT ?3"
                 ),
-                params![site_id, status, limit],
+                params![site_id, status, limit, installation],
             )
         })
         .await
     }
 
-    pub(super) async fn outbox_retry(&self, site_id: &str, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
-        let (site_id, id) = (site_id.to_owned(), id.to_owned());
+    pub(super) async fn outbox_retry(&self, scope: Scope<'_>, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
+        let (site_id, installation, id) = (scope.site_id.to_owned(), scope.installation, id.to_owned());
         self.write(move |c| {
             let changed = c
                 .prepare_cached(
                     "UPDATE deliveries SET status = 'queued', next_at = ?1, give_up_at = ?2, lease_until = NULL \
-                     WHERE id = ?3 AND site_id = ?4 AND (status <> 'queued' OR lease_until IS NULL)",
+                     WHERE id = ?3 AND (site_id = ?4 OR (?5 AND site_id IS NULL)) \
+                     AND (status <> 'queued' OR lease_until IS NULL)",
                 )?
-                .execute(params![now, give_up_at, id, site_id])?;
+                .execute(params![now, give_up_at, id, site_id, installation])?;
             Ok(changed > 0)
         })
         .await
@@ -562,31 +582,34 @@ impl PostgresStore {
 
     pub(super) async fn outbox_list(
         &self,
-        site_id: &str,
+        scope: Scope<'_>,
         status: Option<DeliveryStatus>,
         limit: i64,
     ) -> Result<Vec<Delivery>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM deliveries WHERE site_id = $1 AND ($2::TEXT IS NULL OR status = $2) \
-             ORDER BY created_at DESC, id DESC LIMIT $3"
+            "SELECT {COLUMNS} FROM deliveries WHERE (site_id = $1 OR ($4 AND site_id IS NULL)) \
+             AND ($2::TEXT IS NULL OR status = $2) ORDER BY created_at DESC, id DESC LIMIT $3"
         )))
-        .bind(site_id)
+        .bind(scope.site_id)
         .bind(status.map(DeliveryStatus::as_str))
         .bind(limit)
+        .bind(scope.installation)
         .fetch_all(self.p().await?)
         .await?;
         rows.iter().map(pg_row).collect()
     }
 
-    pub(super) async fn outbox_retry(&self, site_id: &str, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
+    pub(super) async fn outbox_retry(&self, scope: Scope<'_>, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE deliveries SET status = 'queued', next_at = $1, give_up_at = $2, lease_until = NULL \
-             WHERE id = $3 AND site_id = $4 AND (status <> 'queued' OR lease_until IS NULL)",
+             WHERE id = $3 AND (site_id = $4 OR ($5 AND site_id IS NULL)) \
+             AND (status <> 'queued' OR lease_until IS NULL)",
         )
         .bind(now)
         .bind(give_up_at)
         .bind(id)
-        .bind(site_id)
+        .bind(scope.site_id)
+        .bind(scope.installation)
         .execute(self.p().await?)
         .await?;
         Ok(done.rows_affected() > 0)

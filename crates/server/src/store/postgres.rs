@@ -1281,15 +1281,15 @@ impl Store for PostgresStore {
 
     async fn deliveries(
         &self,
-        site_id: &str,
+        scope: outbox::Scope<'_>,
         status: Option<outbox::DeliveryStatus>,
         limit: i64,
     ) -> Result<Vec<outbox::Delivery>> {
-        self.outbox_list(site_id, status, limit).await
+        self.outbox_list(scope, status, limit).await
     }
 
-    async fn retry_delivery(&self, site_id: &str, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
-        self.outbox_retry(site_id, id, now, give_up_at).await
+    async fn retry_delivery(&self, scope: outbox::Scope<'_>, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
+        self.outbox_retry(scope, id, now, give_up_at).await
     }
 
     async fn queued_deliveries(&self) -> Result<i64> {

@@ -258,6 +258,8 @@ pub struct Delivery {
     pub subscriber: Subscriber,
     pub payload: String,
     pub attempts: i64,
+    /// When the change that caused it was recorded (Unix ms).
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -330,13 +332,19 @@ pub trait StatusStore: Send + Sync + 'static {
     async fn enqueue_notification(&self, webhook_payload: &str, email_payload: &str) -> Result<usize>;
     /// Queue one message for one subscriber (e.g. the confirmation email).
     async fn enqueue_delivery(&self, subscriber_id: &str, payload: &str) -> Result<()>;
-    /// Take up to `limit` deliveries due at `now` for an attempt. Each one
-    /// taken is hidden from other claims until `lease_until` (or until its
-    /// outcome is recorded), so two runners never send the same one, and one
-    /// whose runner died mid-attempt is tried again when the lease ends.
+    /// Take up to `limit` notifications due at `now` and not yet relayed
+    /// into the chat outbox (`status::notify`). Each one taken is hidden
+    /// from other claims until `lease_until`, so two relays rarely take the
+    /// same one, and one whose relay died is taken again when the lease
+    /// ends (the outbox keys it by its id, so it is queued there once).
     async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Delivery>>;
+    /// These notifications are in the chat outbox now.
+    async fn deliveries_relayed(&self, ids: &[String], at: i64) -> Result<()>;
+    /// One subscriber by id, as the outbox reads it when it sends.
+    async fn subscriber(&self, id: &str) -> Result<Option<Subscriber>>;
+    /// The outbox sent a relayed notification.
     async fn delivery_done(&self, id: &str, at: i64) -> Result<()>;
-    /// Record a failed attempt; `next_at: None` gives up for good.
+    /// An attempt of the outbox failed; `next_at: None`: it gave up.
     async fn delivery_failed(&self, id: &str, error: &str, next_at: Option<i64>) -> Result<()>;
 
     async fn create_monitor(

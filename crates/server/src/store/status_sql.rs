@@ -574,6 +574,21 @@ impl StatusStore for SqlStatusStore {
             .collect()
     }
 
+    async fn deliveries_relayed(&self, ids: &[String], at: i64) -> Result<()> {
+        let ids = serde_json::to_string(ids).map_err(Error::internal)?;
+        self.write().await?.execute(self.dialect().mark_relayed(), &[at.into(), ids.as_str().into()]).await?;
+        Ok(())
+    }
+
+    async fn subscriber(&self, id: &str) -> Result<Option<Subscriber>> {
+        self.read()
+            .await?
+            .fetch_optional("SELECT * FROM status_subscribers WHERE id = $1", &[id.into()])
+            .await?
+            .map(|r| subscriber_from_row(&r))
+            .transpose()
+    }
+
     async fn delivery_done(&self, id: &str, at: i64) -> Result<()> {
         self.write()
             .await?
@@ -741,16 +756,29 @@ impl Dialect {
             Dialect::Sqlite => {
                 "UPDATE status_deliveries SET next_at = $1 WHERE id IN (
                     SELECT id FROM status_deliveries
-                    WHERE delivered_at IS NULL AND failed_at IS NULL AND next_at <= $2
+                    WHERE relayed_at IS NULL AND next_at <= $2
                     ORDER BY next_at LIMIT $3)
                  RETURNING id"
             }
             Dialect::Postgres => {
                 "UPDATE status_deliveries SET next_at = $1 WHERE id IN (
                     SELECT id FROM status_deliveries
-                    WHERE delivered_at IS NULL AND failed_at IS NULL AND next_at <= $2
+                    WHERE relayed_at IS NULL AND next_at <= $2
                     ORDER BY next_at LIMIT $3 FOR UPDATE SKIP LOCKED)
                  RETURNING id"
+            }
+        }
+    }
+
+    /// Mark relayed at `$1` the deliveries whose ids are the JSON array `$2`.
+    fn mark_relayed(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => {
+                "UPDATE status_deliveries SET relayed_at = $1 WHERE id IN (SELECT value FROM json_each($2))"
+            }
+            Dialect::Postgres => {
+                "UPDATE status_deliveries SET relayed_at = $1
+                 WHERE id IN (SELECT value FROM json_array_elements_text($2::json) AS ids (value))"
             }
         }
     }
@@ -760,12 +788,12 @@ impl Dialect {
     fn claimed_deliveries(self) -> &'static str {
         match self {
             Dialect::Sqlite => {
-                "SELECT d.id AS delivery_id, d.payload, d.attempts, s.* FROM status_deliveries d
+                "SELECT d.id AS delivery_id, d.payload, d.attempts, d.created_at AS delivery_created_at, s.* FROM status_deliveries d
                  JOIN status_subscribers s ON s.id = d.subscriber_id
                  WHERE d.id IN (SELECT value FROM json_each($1)) ORDER BY d.created_at, d.id"
             }
             Dialect::Postgres => {
-                "SELECT d.id AS delivery_id, d.payload, d.attempts, s.* FROM status_deliveries d
+                "SELECT d.id AS delivery_id, d.payload, d.attempts, d.created_at AS delivery_created_at, s.* FROM status_deliveries d
                  JOIN status_subscribers s ON s.id = d.subscriber_id
                  WHERE d.id IN (SELECT value FROM json_array_elements_text($1::json) AS ids (value)) ORDER BY d.created_at, d.id"
             }
@@ -1081,6 +1109,7 @@ fn delivery_from_row(r: &Row) -> Result<Delivery> {
         subscriber: subscriber_from_row(r)?,
         payload: r.text("payload")?,
         attempts: r.int("attempts")?,
+        created_at: r.int("delivery_created_at")?,
     })
 }
 

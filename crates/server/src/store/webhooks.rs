@@ -186,7 +186,7 @@ pub fn delivery(
     HookDelivery {
         delivery: NewDelivery {
             id: new_id(),
-            site_id: conversation.site_id.clone(),
+            site_id: Some(conversation.site_id.clone()),
             kind: DeliveryKind::Webhook,
             template: kind.to_owned(),
             recipient: endpoint_id.to_owned(),
