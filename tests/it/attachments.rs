@@ -499,6 +499,7 @@ async fn uploads_count_against_the_flood_limits() {
     let mut settings = site.settings.clone();
     settings["visitor_limits"] = json!({"messages_per_visitor_per_minute": 2});
     s.state.store.set_site_settings(&site.id, &settings).await.unwrap();
+    s.state.chat.site_changed(&site.id).await;
     let (_, token) = s.visitor(&site).await;
     let mut statuses = Vec::new();
     for i in 0..3 {

@@ -47,6 +47,7 @@ async fn a_pasted_screenshot_reaches_the_console_and_a_pdf_the_visitor() {
     let mut settings = site.settings.clone();
     settings["attachments"] = json!({"max_bytes": 200_000, "types": []});
     server.state.store.set_site_settings(&site.id, &settings).await.unwrap();
+    server.state.chat.site_changed(&site.id).await;
     server.agent(&site, "fay@example.com", 5).await;
     let page = host_page(&server, &site.widget_key).await;
     let driver = Driver::start().await;

@@ -27,6 +27,7 @@ async fn set_words(server: &TestServer, site: &Site, language: &str, strings: Va
     settings["language"] = json!(language);
     settings["strings"] = strings;
     server.state.store.set_site_settings(&site.id, &settings).await.unwrap();
+    server.state.chat.site_changed(&site.id).await;
 }
 
 /// What the open widget says: its direction and language, the offline

@@ -58,6 +58,12 @@ impl<T: Clone> Coalesced<T> {
         Ok(value)
     }
 
+    /// Drop what is kept for `key` (a key from outside, such as a widget
+    /// key nobody has, must not stay in memory).
+    pub fn forget(&self, key: &str) {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
     /// What `key` was read from changed: only a read that starts from now
     /// on may answer (including for a read in flight now).
     pub fn invalidate(&self, key: &str) {
@@ -113,6 +119,16 @@ mod tests {
         assert_eq!(cache.get("a", Instant::now(), || async { Ok("a3") }).await.unwrap(), "a3");
         cache.invalidate("a");
         assert_eq!(cache.get("a", long_ago, || async { Ok("a4") }).await.unwrap(), "a4");
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_key_keeps_nothing() {
+        let cache = Coalesced::<&'static str>::default();
+        let long_ago = Instant::now();
+        assert_eq!(cache.get("k", long_ago, || async { Ok("one") }).await.unwrap(), "one");
+        cache.forget("k");
+        assert!(cache.slots.lock().unwrap().is_empty(), "no slot left for the key");
+        assert_eq!(cache.get("k", long_ago, || async { Ok("two") }).await.unwrap(), "two");
     }
 
     #[tokio::test]

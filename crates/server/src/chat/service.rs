@@ -30,7 +30,7 @@ use crate::outbox::mail::OfflinePayload;
 use crate::store::outbox::OfflineMessage;
 use crate::store::{
     Applied, Author, Availability, Change, Conversation, ConversationFilter, ConversationStatus, Group, Guard, Role,
-    RoutingCandidate, Store, VisitorUpdate,
+    RoutingCandidate, Site, Store, VisitorUpdate,
 };
 
 /// An authenticated agent, as the access token says.
@@ -96,6 +96,9 @@ pub struct SiteAgents {
 /// How long "is an agent online for this site" (and the site's agent
 /// list) may be served from memory.
 pub const ONLINE_CACHE_TTL: Duration = Duration::from_secs(2);
+/// How long a session may use a site read by widget key: settings changed
+/// on another node reach new sessions here within it.
+pub const WIDGET_SITE_TTL: Duration = Duration::from_secs(1);
 
 pub struct Chat {
     pub store: Arc<dyn Store>,
@@ -113,6 +116,10 @@ pub struct Chat {
     /// Per-site reads a reconnect storm would otherwise repeat per socket.
     agents_cache: Coalesced<SiteAgents>,
     queue_cache: Coalesced<Arc<Vec<QueueEntry>>>,
+    /// Sites by widget key, as visitor sessions read them: a crowd of
+    /// widgets opening sessions (or a flood of them) reads a site once per
+    /// `WIDGET_SITE_TTL`; an admin's change here is seen at once.
+    widget_sites: Coalesced<Option<Site>>,
     /// Where the emails an offline message causes are queued, in the
     /// message's own transaction.
     pub outbox: Arc<Outbox>,
@@ -178,6 +185,7 @@ impl Chat {
             admission,
             routing: Mutex::default(),
             online_cache: Coalesced::default(),
+            widget_sites: Coalesced::default(),
             online_announced: Mutex::default(),
             agents_cache: Coalesced::default(),
             queue_cache: Coalesced::default(),
@@ -784,6 +792,26 @@ impl Chat {
         self.publish_frame(&a.site_id, Audience::SiteAgents, &frame).await;
         self.presence_changed(&a.site_id).await;
         Ok(())
+    }
+
+    /// The site whose widget key this is, read at most once per
+    /// `WIDGET_SITE_TTL` however many sessions ask.
+    pub async fn site_by_widget_key(&self, widget_key: &str) -> Result<Option<Site>> {
+        let fresh_from =
+            tokio::time::Instant::now().checked_sub(WIDGET_SITE_TTL).unwrap_or_else(tokio::time::Instant::now);
+        let site = self.widget_sites.get(widget_key, fresh_from, || self.store.site_by_widget_key(widget_key)).await?;
+        if site.is_none() {
+            self.widget_sites.forget(widget_key);
+        }
+        Ok(site)
+    }
+
+    /// A site's name or settings changed: new sessions on this node read it
+    /// again.
+    pub async fn site_changed(&self, site_id: &str) {
+        if let Ok(Some(site)) = self.store.site(site_id).await {
+            self.widget_sites.invalidate(&site.widget_key);
+        }
     }
 
     /// The site's active agents with their availability, cached briefly:

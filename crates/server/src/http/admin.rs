@@ -297,6 +297,7 @@ async fn rename_site(
 ) -> Result<Json<SiteView>> {
     let before = state.store.site(&me.site_id).await?.map(|s| Value::String(s.name));
     admin::rename_site(state.store.as_ref(), &me, &change.name).await?;
+    state.chat.site_changed(&me.site_id).await;
     let view = site(State(state.clone()), AdminAuth(me.clone())).await?;
     audit(&state, &me, "site.renamed", Some(&me.site_id), before, Some(Value::String(view.name.clone()))).await;
     Ok(view)
@@ -334,8 +335,10 @@ async fn set_settings(
     let settings = admin::set_settings(state.store.as_ref(), &me, settings).await?;
     audit(&state, &me, "settings.changed", Some(&me.site_id), before.as_ref().and_then(json_of), json_of(&settings))
         .await;
-    // New flood limits hold on this node at once (elsewhere within 10 s).
+    // New flood limits hold on this node at once (elsewhere within 10 s),
+    // new settings for new sessions too (elsewhere within 1 s).
     state.chat.floodgate.forget(&me.site_id);
+    state.chat.site_changed(&me.site_id).await;
     Ok(Json(settings))
 }
 
@@ -349,6 +352,7 @@ async fn set_site_hours(
     ApiJson(hours): ApiJson<Option<Schedule>>,
 ) -> Result<Json<WidgetSettings>> {
     let (before, after) = admin::set_site_hours(state.store.as_ref(), &me, hours).await?;
+    state.chat.site_changed(&me.site_id).await;
     audit(&state, &me, "hours.changed", Some(&me.site_id), json_of(&before.hours), json_of(&after.hours)).await;
     Ok(Json(after))
 }

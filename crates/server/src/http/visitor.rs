@@ -111,7 +111,21 @@ async fn session(
     if req.widget_key.len() > 64 {
         return Err(Error::NotFound("site"));
     }
-    let site = state.store.site_by_widget_key(&req.widget_key).await?.ok_or(Error::NotFound("site"))?;
+    let site = state.chat.site_by_widget_key(&req.widget_key).await?.ok_or(Error::NotFound("site"))?;
+    // A kept token is honoured only for the same site and a visitor that
+    // exists; anything else quietly gets a fresh visitor. A banned visitor
+    // (or address) is refused before anything is written; the token is
+    // checked first in memory, so a banned visitor's retries read nothing.
+    // A new visitor is counted against the site's limits before any other
+    // work, so a flood's refusals cost a cached read and a counter.
+    let claims = match req.visitor_token.as_deref().map(|t| state.auth.verify_visitor(t)) {
+        Some(Ok(claims)) if claims.sub.len() <= 64 && claims.site == site.id => Some(claims),
+        _ => None,
+    };
+    state.chat.bans.check(&site.id, claims.as_ref().map(|c| c.sub.as_str()), Some(ip))?;
+    if claims.is_none() {
+        state.chat.floodgate.admit(state.store.as_ref(), &site.id, Start::Session, None, Some(ip)).await?;
+    }
     let mut settings = WidgetSettings::from_stored(&site.settings);
     settings.check_origin(headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()))?;
     // The widget needs its look, not the list of origins or the addresses.
@@ -129,15 +143,7 @@ async fn session(
         ip: Some(ip.to_string()),
         ..Default::default()
     };
-    // A kept token is honoured only for the same site and a visitor that
-    // exists; anything else quietly gets a fresh visitor. A banned visitor
-    // (or address) is refused before anything is written; the token is
-    // checked first in memory, so a banned visitor's retries read nothing.
-    let claims = match req.visitor_token.as_deref().map(|t| state.auth.verify_visitor(t)) {
-        Some(Ok(claims)) if claims.sub.len() <= 64 && claims.site == site.id => Some(claims),
-        _ => None,
-    };
-    state.chat.bans.check(&site.id, claims.as_ref().map(|c| c.sub.as_str()), Some(ip))?;
+    let kept_token = claims.is_some();
     let known = match claims {
         Some(claims) => state.store.visitor(&claims.sub).await?.filter(|v| v.site_id == site.id),
         None => None,
@@ -148,8 +154,10 @@ async fn session(
             v.id
         }
         None => {
-            let start = Start::Session;
-            state.chat.floodgate.admit(state.store.as_ref(), &site.id, start, None, Some(ip)).await?;
+            // A kept token whose visitor is gone was not counted above.
+            if kept_token {
+                state.chat.floodgate.admit(state.store.as_ref(), &site.id, Start::Session, None, Some(ip)).await?;
+            }
             state.store.create_visitor(&site.id, update).await?.id
         }
     };
