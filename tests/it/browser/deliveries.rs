@@ -2,12 +2,14 @@
 //! (what was queued, sent or failed, attempts, the relay's last answer)
 //! with everything a visitor or a relay wrote shown as text, sends a
 //! failed one again, and sees none of another site's. The "Missed chats"
-//! list shows a hostile name as text too.
+//! list shows a hostile name as text too. The operator also sees the
+//! status page's notifications there.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use holdfast_server::store::Role;
+use holdfast_server::store::status::SubscriberKind;
 use serde_json::{Value, json};
 
 use super::webdriver::{Driver, screenshot_path};
@@ -154,4 +156,55 @@ async fn an_admin_sees_failed_deliveries_as_text_and_sends_one_again() {
     b.close().await;
     olaf.close().await;
     visitor.close().await;
+}
+
+/// The status page's notifications are in the operator's list (their
+/// subjects as text, however hostile the incident's name) and in no site
+/// admin's.
+#[tokio::test]
+async fn the_operator_sees_the_status_pages_notifications_as_text() {
+    let _one = ONE_BROWSER_TEST.lock().await;
+    let port = free_port(); // nothing listens: the emails stay queued
+    let server = TestServer::start_with(|c| {
+        c.status.smtp = Some(relay(port));
+        c.status.self_probe = false;
+    })
+    .await;
+    let site = server.site().await;
+    admin(&server, &site, "olga@example.com", Role::Operator).await;
+    admin(&server, &site, "ada@example.com", Role::Admin).await;
+    let status = &server.state.status.store;
+    status.add_subscriber(SubscriberKind::Email, "reader@example.com", None, true).await.unwrap();
+    let (olga, _) = server.login("olga@example.com", "password123").await;
+    let incident =
+        json!({"name": HOSTILE_NAME, "components": {"Chat widget": "major_outage"}, "message": HOSTILE_BODY});
+    let (code, opened) = server.post("/api/v1/status/incidents", Some(&olga), incident).await;
+    assert_eq!(code, 201, "{opened}");
+    let is_status = |d: &Value| d["template"] == "status_email";
+    wait_deliveries(&server, &olga, |l| l.iter().any(|d| is_status(d) && d["attempts"].as_i64() >= Some(1))).await;
+    let (ada, _) = server.login("ada@example.com", "password123").await;
+    let (_, theirs) = server.get("/api/v1/admin/deliveries", Some(&ada)).await;
+    assert!(!theirs.as_array().unwrap().iter().any(is_status), "a site's admin sees none: {theirs}");
+
+    let driver = Driver::start().await;
+    let b = driver.browser(1280, 900).await;
+    console_login(&b, &server, "olga@example.com", "password123").await;
+    b.click_on("document.querySelector('#admin-tab')").await;
+    b.wait_for("return document.querySelectorAll('#deliveries tr').length >= 1", LONG).await;
+    let shown = b
+        .exec(
+            "const t = document.querySelector('#deliveries'); \
+             return {subjects: [...t.querySelectorAll('tr')].map(r => r.cells[2].firstChild.textContent), \
+             recipients: [...t.querySelectorAll('tr')].map(r => r.cells[1].textContent), \
+             markup: t.querySelectorAll('img, b, script').length, pwned: window.pwned || 0}",
+            vec![],
+        )
+        .await;
+    assert_eq!((shown["markup"].clone(), shown["pwned"].clone()), (json!(0), json!(0)), "{shown}");
+    assert!(
+        shown["subjects"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().contains(HOSTILE_NAME)),
+        "the incident's name, as text: {shown}"
+    );
+    assert!(shown["recipients"].to_string().contains("reader@example.com"), "{shown}");
+    b.close().await;
 }

@@ -542,8 +542,8 @@ struct Summary {
 
 fn summary_of(d: &Delivery) -> Option<Summary> {
     if status::is_status(d) {
-        let subject = status::subject_of(d)?;
-        return Some(Summary { preview: mail::one_line(&subject, 120), subject, conversation_id: None });
+        let (subject, preview) = status::summary_of(d)?;
+        return Some(Summary { subject: mail::one_line(&subject, 200), preview, conversation_id: None });
     }
     if d.kind == DeliveryKind::Webhook {
         // The event's type, and the conversation it is about.

@@ -134,11 +134,18 @@ impl Outbox {
     }
 }
 
-/// What the delivery log shows of a status notification.
-pub(super) fn subject_of(d: &Delivery) -> Option<String> {
+/// What the delivery log shows of a status notification: its subject (an
+/// email's, or the incident's or component's name for a webhook) and a line
+/// saying it is the status page's.
+pub(super) fn summary_of(d: &Delivery) -> Option<(String, String)> {
     let p: StatusPayload = serde_json::from_str(&d.payload).ok()?;
-    match d.kind {
-        DeliveryKind::Email => serde_json::from_str::<EmailBody>(&p.body).ok().map(|e| e.subject),
-        DeliveryKind::Webhook => Some("Status page notification".into()),
-    }
+    let subject = match d.kind {
+        DeliveryKind::Email => serde_json::from_str::<EmailBody>(&p.body).ok()?.subject,
+        DeliveryKind::Webhook => {
+            let body: serde_json::Value = serde_json::from_str(&p.body).ok()?;
+            let about = body["incident"]["name"].as_str().or(body["component"]["name"].as_str()).unwrap_or("");
+            format!("Status page webhook: {about}")
+        }
+    };
+    Some((subject, "The status page's notification to a subscriber".into()))
 }
