@@ -181,6 +181,11 @@ pub struct ServeOpts {
     #[arg(long, env = "HOLDFAST_API_TOKEN_RATE", default_value_t = 600,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub api_token_rate: u32,
+    /// Seconds between two runs of the retention job (the sites'
+    /// `retention_days`), on the node holding the lead.
+    #[arg(long, env = "HOLDFAST_RETENTION_EVERY_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub retention_every_secs: u64,
     /// Enable /api/v1/ops/faults for rehearsals (never in production).
     #[arg(long, env = "HOLDFAST_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
@@ -211,6 +216,7 @@ impl ServeOpts {
         config.outbox.retry_max =
             std::time::Duration::from_secs(self.outbox_retry_max_secs.max(self.outbox_retry_min_secs));
         config.api_token_requests_per_minute = self.api_token_rate;
+        config.retention.every = std::time::Duration::from_secs(self.retention_every_secs);
     }
 }
 

@@ -382,12 +382,7 @@ impl Target {
 
     /// A counter or gauge from `/metrics` (summed over labels).
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let text = self.http.get(format!("{}/metrics", self.base)).send().await?.text().await?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+        metric_at(&self.http, &self.base, name).await
     }
 
     /// Password hashes the server ran for people (not for the status
@@ -433,4 +428,15 @@ pub fn process_cpu_s(pid: u32) -> Option<f64> {
     let utime: f64 = fields.next()?.parse().ok()?;
     let stime: f64 = fields.next()?.parse().ok()?;
     Some((utime + stime) / 100.0)
+}
+
+/// A counter or gauge from the `/metrics` of the server at `base` (summed
+/// over labels), for a task that holds no `Target`.
+pub async fn metric_at(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<f64> {
+    let text = http.get(format!("{base}/metrics")).send().await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
 }

@@ -14,9 +14,12 @@
 //!   server's RSS growth.
 //! - `bench reports` (`reports.rs`): 30-day reports on a year of history,
 //!   and message latency with and without reports being built.
+//! - `bench retention` (`retention.rs`): the retention job erasing a big
+//!   history, and message latency before and while it erases.
 
 mod first_send;
 pub mod reports;
+mod retention;
 mod soak;
 mod uploads;
 
@@ -99,6 +102,8 @@ pub enum BenchCommand {
     /// 30-day reports on a big history written straight into a fresh
     /// store, and message latency without and with reports in a loop.
     Reports(reports::Plan),
+    /// The retention job erasing a big history while the relay runs.
+    Retention(retention::Plan),
     /// Memory per idle visitor socket.
     Idle {
         #[arg(long, default_value_t = 15000)]
@@ -142,6 +147,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Startup { runs } => startup(runs).await,
         BenchCommand::Uploads { uploads, mb } => uploads::uploads(uploads, mb).await,
         BenchCommand::Reports(plan) => reports::reports(plan).await,
+        BenchCommand::Retention(plan) => retention::retention(plan).await,
     }
 }
 

@@ -1,0 +1,273 @@
+//! `holdfast bench retention`: the retention job erasing a big history
+//! while chat goes on. `--conversations` closed chats of `--messages`
+//! messages each, all ended more than `--keep-days` days ago, are written
+//! straight into a fresh store (`store::seed`, a batch per transaction:
+//! SQLite in a temporary data dir, or a new PostgreSQL database with
+//! `--database-url`); then a server in its own process runs the relay for
+//! twice `--seconds`, and at its halfway point the site's admin sets
+//! `retention_days` to `--keep-days` over HTTP. The job (every second
+//! here) starts erasing in its small batches: message latency before and
+//! while it erases, in the same run, with what it erased meanwhile and the
+//! relay's lost and doubled messages.
+
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use clap::Args;
+use holdfast_server::store::postgres::{self, PostgresStore};
+use holdfast_server::store::seed::{SeedBatch, SeedConversation, SeedEvent, SeedVisitor};
+use holdfast_server::store::sqlite::SqliteStore;
+use holdfast_server::store::{Availability, ConversationStatus, Role, Store, new_id, now_ms};
+
+use crate::server::{Target, metric_at, provision, provision_store};
+use crate::{finish, percentile};
+
+/// Conversations written per transaction.
+const BATCH: usize = 5_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// What `bench retention` is asked for.
+#[derive(Args, Debug, Clone)]
+pub struct Plan {
+    /// Closed conversations to erase.
+    #[arg(long, default_value_t = 100_000)]
+    pub conversations: usize,
+    /// Messages in each.
+    #[arg(long, default_value_t = 10)]
+    pub messages: usize,
+    /// The policy set halfway: conversations ended longer ago are erased
+    /// (the history ends a day before that).
+    #[arg(long, default_value_t = 30)]
+    pub keep_days: u32,
+    /// Relay pairs chatting while message latency is measured.
+    #[arg(long, default_value_t = 20)]
+    pub pairs: usize,
+    /// Seconds of each half of the relay (before, then while erasing).
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Messages per second the relay offers.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+    /// PostgreSQL server to make a fresh database on (dropped at the end);
+    /// without it, SQLite in a temporary data dir.
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+pub(super) async fn retention(plan: Plan) -> anyhow::Result<()> {
+    anyhow::ensure!(plan.conversations > 0 && plan.messages > 0, "--conversations and --messages must be positive");
+    anyhow::ensure!(plan.keep_days >= 1, "--keep-days must be at least 1");
+    anyhow::ensure!(plan.pairs > 0 && plan.seconds > 0 && plan.rate > 0, "--pairs, --seconds, --rate > 0");
+    let store_name = if plan.database_url.is_some() { "postgres" } else { "sqlite" };
+    eprintln!(
+        "bench retention: {} conversations of {} messages to erase, {store_name}",
+        plan.conversations, plan.messages
+    );
+    let dir = tempfile::tempdir()?;
+    let outcome = match &plan.database_url {
+        None => {
+            let site = provision(dir.path(), plan.pairs).await?;
+            let store = SqliteStore::open(dir.path()).await.map_err(|e| anyhow!("cannot open the data dir: {e}"))?;
+            seed(&plan, &store, &site.id, |b| store.seed_history(b)).await?;
+            store.seed_finished().await.map_err(|e| anyhow!("{e:?}"))?;
+            store.close().await;
+            let data = dir.path().to_string_lossy().into_owned();
+            measure(&plan, &["--data", &data], site.widget_key).await
+        }
+        Some(server) => {
+            let name = format!("holdfast_bench_{}", new_id().replace('-', ""));
+            let url = postgres::create_database(server, &name)
+                .await
+                .map_err(|e| anyhow!("cannot create a database on {server}: {e:?}"))?;
+            let seeded = async {
+                let store = PostgresStore::connect(&url, 4).await.map_err(|e| anyhow!("{e:?}"))?;
+                let site = provision_store(&store, plan.pairs).await?;
+                let store = PostgresStore::connect(&url, 4).await.map_err(|e| anyhow!("{e:?}"))?;
+                seed(&plan, &store, &site.id, |b| store.seed_history(b)).await?;
+                store.seed_finished().await.map_err(|e| anyhow!("{e:?}"))?;
+                store.close().await;
+                let data = dir.path().to_string_lossy().into_owned();
+                measure(&plan, &["--data", &data, "--database-url", &url], site.widget_key).await
+            };
+            let outcome = seeded.await;
+            if let Err(e) = postgres::drop_database(server, &name).await {
+                eprintln!("warning: could not drop the database {name}: {e:?}");
+            }
+            outcome
+        }
+    };
+    let mut rows = outcome?;
+    rows.insert(0, ("store", store_name.into()));
+    rows.insert(0, ("scenario", "retention".into()));
+    finish(&rows);
+    Ok(())
+}
+
+/// Write the history: closed, answered conversations of `plan.messages`
+/// messages, a visitor each, spread over the year before the cutoff. The
+/// relay's agents stay the only ones online.
+async fn seed<W, Fut>(plan: &Plan, store: &dyn Store, site_id: &str, write: W) -> anyhow::Result<()>
+where
+    W: Fn(SeedBatch) -> Fut,
+    Fut: Future<Output = holdfast_server::error::Result<()>>,
+{
+    let fail = |e: holdfast_server::error::Error| anyhow!("{e:?}");
+    let group = store.groups(site_id).await.map_err(fail)?.into_iter().next().ok_or_else(|| anyhow!("no group"))?;
+    let agent = store
+        .agents(site_id)
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .find(|a| a.role == Role::Agent)
+        .ok_or_else(|| anyhow!("no agent"))?;
+    let end = now_ms() - (i64::from(plan.keep_days) + 1) * DAY_MS;
+    let span = 365 * DAY_MS;
+    let step = span / plan.conversations as i64;
+    let started = Instant::now();
+    let mut made = 0;
+    while made < plan.conversations {
+        let n = BATCH.min(plan.conversations - made);
+        let mut batch = SeedBatch { site_id: site_id.to_owned(), ..SeedBatch::default() };
+        for i in made..made + n {
+            let created_at = end - span + i as i64 * step;
+            let visitor = new_id();
+            batch.visitors.push(SeedVisitor { id: visitor.clone(), first_seen: created_at, last_seen: created_at });
+            batch.conversations.push(conversation(plan.messages, created_at, &group.id, &agent.id, visitor));
+        }
+        write(batch).await.map_err(fail)?;
+        made += n;
+        crate::scenarios::progress(&format!("history: {made} conversations"));
+    }
+    eprintln!();
+    eprintln!("history written in {:.1} s", started.elapsed().as_secs_f64());
+    for a in store.agents(site_id).await.map_err(fail)? {
+        if a.role == Role::Agent {
+            store.set_availability(&a.id, Availability::Offline).await.map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+/// A visitor's question, an assignment, `messages` messages in turn, and a
+/// close, a second apart.
+fn conversation(messages: usize, created_at: i64, group: &str, agent: &str, visitor: String) -> SeedConversation {
+    let mut events = Vec::with_capacity(messages + 2);
+    let mut push = |kind: &'static str, who: &'static str, body: Option<String>| {
+        let seq = events.len() + 1;
+        let author_id = match who {
+            "visitor" => Some(visitor.clone()),
+            "agent" => Some(agent.to_owned()),
+            _ => None,
+        };
+        let data = if kind == "assigned" { format!("{{\"agent_id\":\"{agent}\"}}") } else { "{}".to_owned() };
+        let client_id = body.as_ref().map(|_| format!("c{seq}"));
+        events.push(SeedEvent {
+            id: new_id(),
+            kind,
+            author_kind: who,
+            author_id,
+            client_id,
+            body,
+            data,
+            created_at: created_at + seq as i64 * 1000,
+        });
+    };
+    push("message", "visitor", Some("Hello, is my order on its way to Canada?".into()));
+    push("assigned", "system", None);
+    for i in 1..messages {
+        let who = if i % 2 == 1 { "agent" } else { "visitor" };
+        push("message", who, Some(format!("message {i} of a chat the retention policy will erase")));
+    }
+    push("closed", "agent", None);
+    let closed_at = created_at + events.len() as i64 * 1000;
+    SeedConversation {
+        id: new_id(),
+        visitor_id: visitor,
+        group_id: group.to_owned(),
+        agent_id: Some(agent.to_owned()),
+        status: ConversationStatus::Closed,
+        offline: false,
+        created_at,
+        assigned_at: Some(created_at + 2000),
+        closed_at: Some(closed_at),
+        events,
+        score: None,
+        missed: None,
+    }
+}
+
+/// The relay for twice `seconds` on a server started with `args`; the
+/// policy set halfway.
+async fn measure(plan: &Plan, args: &[&str], widget_key: String) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let mut args = args.to_vec();
+    args.extend(["--retention-every-secs", "1"]);
+    let target = Target::serve(&args, widget_key).await?;
+    let (halfway, switched) = tokio::sync::oneshot::channel();
+    let policy = {
+        let (http, base, token) = (target.http.clone(), target.base.clone(), target.admin_token.clone());
+        let (keep_days, seconds, conversations) = (plan.keep_days, plan.seconds, plan.conversations);
+        tokio::spawn(async move {
+            let since = switched.await.map_err(|_| anyhow!("the relay ended before its halfway point"))?;
+            let site: serde_json::Value =
+                http.get(format!("{base}/api/v1/admin/site")).bearer_auth(&token).send().await?.json().await?;
+            let mut settings = site["settings"].clone();
+            settings["retention_days"] = serde_json::json!(keep_days);
+            let res = http
+                .put(format!("{base}/api/v1/admin/site/settings"))
+                .bearer_auth(&token)
+                .json(&settings)
+                .send()
+                .await?;
+            anyhow::ensure!(res.status().is_success(), "the policy was refused: {}", res.text().await?);
+            // How long the job takes to erase the whole history, if it
+            // does within the relay's second half and its wind-down.
+            let (set_at, mut erase_s) = (Instant::now(), None);
+            while set_at.elapsed() < Duration::from_secs(seconds + 5) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let done = metric_at(&http, &base, "holdfast_retention_expired_conversations_total").await?;
+                if done >= conversations as f64 {
+                    erase_s = Some(set_at.elapsed().as_secs_f64());
+                    break;
+                }
+            }
+            anyhow::Ok((since, erase_s))
+        })
+    };
+    let relay = super::measure_relay(
+        std::slice::from_ref(&target),
+        plan.pairs,
+        2 * plan.seconds,
+        Some(plan.rate),
+        Some(halfway),
+    )
+    .await?;
+    let (since, erase_s) = policy.await??;
+    let erased = target.metric("holdfast_retention_expired_conversations_total").await?;
+    let erased_messages = target.metric("holdfast_retention_expired_messages_total").await?;
+    let (mut before, mut during): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+    for (sent, latency) in &relay.samples {
+        if *sent < since { before.push(*latency) } else { during.push(*latency) }
+    }
+    anyhow::ensure!(!before.is_empty() && !during.is_empty(), "no messages in a half of the relay");
+    anyhow::ensure!(erased > 0.0, "the retention job erased nothing while the relay ran");
+    let (p99_before, p99_during) = (percentile(&mut before, 99.0), percentile(&mut during, 99.0));
+    let (_, storage_errors, _) = target.log.counts();
+    Ok(vec![
+        ("conversations", plan.conversations.to_string()),
+        ("messages_each", plan.messages.to_string()),
+        ("relay_pairs", plan.pairs.to_string()),
+        ("relay_rate", plan.rate.to_string()),
+        ("relay_seconds", (2 * plan.seconds).to_string()),
+        ("erased_conversations", format!("{erased:.0}")),
+        ("erased_messages", format!("{erased_messages:.0}")),
+        ("erased_all_in_s", erase_s.map_or("none".into(), |s| format!("{s:.1}"))),
+        ("messages_before", before.len().to_string()),
+        ("messages_while_erasing", during.len().to_string()),
+        ("p99_before_ms", format!("{p99_before:.2}")),
+        ("p99_while_erasing_ms", format!("{p99_during:.2}")),
+        ("p99_ratio", format!("{:.2}", p99_during / p99_before.max(0.01))),
+        ("lost", relay.lost.to_string()),
+        ("duplicated", relay.duplicated.to_string()),
+        ("storage_errors", storage_errors.to_string()),
+    ])
+}
