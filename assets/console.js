@@ -820,8 +820,8 @@ function renderMissed() {
     `${c.missed.reason === "left" ? "left after" : "waited"} ${span(c.missed.waited_ms)} · ${ago(c.missed.missed_at)}`)));
 }
 
-// Chat search: all the words (in messages, or the visitor's name or email)
-// with the filters; the box left empty lists past chats. A page at a time.
+// Chat search: all the words, each as typed or the start of a longer one
+// (in messages, or the visitor's name or email), with the filters; the box left empty lists past chats. A page at a time.
 let searchNext = null;
 
 function searchParams() {
