@@ -16,6 +16,7 @@ mod integrations;
 mod invitations;
 mod languages;
 mod notes;
+mod phone;
 mod photos;
 mod privacy;
 mod ratings;
