@@ -256,7 +256,7 @@ function onFrame(f) {
       attempt = 0;
       connState(true);
       $("availability").value = f.availability;
-      if (f.agents) { agents = f.agents; fillAllFilters(); }
+      if (f.agents) { agents = f.agents; fillAllFilters(); renderTeam(); }
       agentsVersion = f.agents_version || null;
       setQueue(f.queue || [], false);
       for (const c of f.conversations) {
@@ -282,6 +282,7 @@ function onFrame(f) {
       const i = agents.findIndex((a) => a.id === f.agent.id);
       if (i >= 0) agents[i] = f.agent; else agents.push(f.agent);
       if (me && f.agent.id === me.id) $("availability").value = f.agent.availability;
+      renderTeam();
       renderActions();
       break;
     }
@@ -470,6 +471,41 @@ function renderConversation() {
   for (const e of c.events) appendEvent(e);
   for (const { frame } of outbox.values()) if (frame.conv === c.id) pendingBubble(frame);
   renderActions();
+}
+
+/** An agent's picture: their photo when they have one (only a path of
+ *  ours: the server gives no other), else their name's first letter. */
+function avatar(a, cls = "avatar") {
+  const url = a && a.photo_url;
+  if (typeof url === "string" && url.startsWith("/api/v1/agents/")) return h("span", { class: cls }, h("img", { src: url, alt: "" }));
+  return h("span", { class: cls, "aria-hidden": "true" }, ((a && a.name) || "?").trim().charAt(0).toUpperCase());
+}
+
+/** The site's agents, with their photos and availability (live). */
+function renderTeam() {
+  const order = { online: 0, away: 1, offline: 2 };
+  const list = [...agents].sort((a, b) => (order[a.availability] ?? 3) - (order[b.availability] ?? 3) || a.name.localeCompare(b.name));
+  $("team").replaceChildren(...list.map((a) => {
+    const li = h("li", {}, avatar(a), h("span", { class: "name" }, a.name), h("span", { class: "sub" }, a.availability));
+    li.dataset.agent = a.id;
+    return li;
+  }));
+}
+
+/** Your photo in its dialog, and everywhere it shows. */
+function showOwnPhoto() {
+  $("photo-preview").replaceChildren(...avatar(me).childNodes);
+  $("photo-remove").hidden = !me.photo_url;
+}
+
+async function setOwnPhoto(file) {
+  $("photo-error").textContent = "";
+  try {
+    me = { ...me, ...(file ? await api("/api/v1/me/photo", { method: "PUT", body: file }) : await api("/api/v1/me/photo", { method: "DELETE" })) };
+    showOwnPhoto();
+    toast(file ? "Photo saved" : "Photo removed");
+  } catch (e) { $("photo-error").textContent = e.message; }
+  $("photo-file").value = "";
 }
 
 function agentName(id) {
@@ -820,8 +856,8 @@ function renderMissed() {
     `${c.missed.reason === "left" ? "left after" : "waited"} ${span(c.missed.waited_ms)} · ${ago(c.missed.missed_at)}`)));
 }
 
-// Chat search: all the words (in messages, or the visitor's name or email)
-// with the filters; the box left empty lists past chats. A page at a time.
+// Chat search: all the words, each as typed or the start of a longer one
+// (in messages, or the visitor's name or email), with the filters; the box left empty lists past chats. A page at a time.
 let searchNext = null;
 
 function searchParams() {
@@ -996,7 +1032,12 @@ function agentRow(a) {
     onchange: (e) => patchAgent(a.id, { name: e.target.value }) });
   const limit = h("input", { type: "number", min: "0", max: "100", value: String(a.chat_limit), "aria-label": `Chats at once for ${a.name}`,
     disabled: a.role === "operator" && !isOperator(), onchange: (e) => patchAgent(a.id, { chat_limit: Number(e.target.value) }) });
-  const tr = h("tr", {}, h("td", {}, name), h("td", {}, a.email), h("td", {}, role), h("td", {}, limit), h("td", {}, a.active ? a.availability : "deactivated"), h("td", {}, toggle));
+  // An admin may take down a photo that should not be shown to visitors.
+  const unphoto = a.photo_url ? h("button", { type: "button", "aria-label": `Remove the photo of ${a.name}`, onclick: async () => {
+    if (!confirm(`Remove the photo of ${a.name}?`)) return;
+    try { await api(`/api/v1/admin/agents/${encodeURIComponent(a.id)}/photo`, { method: "DELETE" }); toast("Photo removed"); loadAdmin(); } catch (e) { toast(e.message); }
+  } }, "Remove") : null;
+  const tr = h("tr", {}, h("td", {}, avatar(a), unphoto), h("td", {}, name), h("td", {}, a.email), h("td", {}, role), h("td", {}, limit), h("td", {}, a.active ? a.availability : "deactivated"), h("td", {}, toggle));
   tr.dataset.email = a.email;
   return tr;
 }
@@ -1484,7 +1525,9 @@ function wire() {
     try { await fetch("/api/v1/console/logout", { method: "POST", headers: CSRF }); } catch { /* ignore */ }
     location.reload();
   };
-  $("password-open").onclick = () => { $("pw-error").textContent = ""; $("password-dialog").showModal(); };
+  $("photo-file").onchange = (e) => { if (e.target.files[0]) setOwnPhoto(e.target.files[0]); };
+  $("photo-remove").onclick = () => setOwnPhoto(null);
+  $("password-open").onclick = () => { $("pw-error").textContent = $("photo-error").textContent = ""; showOwnPhoto(); $("password-dialog").showModal(); };
   $("pw-cancel").onclick = () => $("password-dialog").close();
   $("password-form").onsubmit = async (e) => {
     e.preventDefault();

@@ -20,6 +20,10 @@
   const save = () => { try { localStorage.setItem(storeKey, JSON.stringify(saved)); } catch { /* private mode */ } };
 
   let site = null, agentsOnline = true, conv = null, agentName = "", sock = null, welcomed = false;
+  // Agents' photos by agent id, from the `assigned` events (a path of the
+  // server's own, loaded from it), and the photo of the agent in the chat.
+  const faces = {};
+  let agentFace = "";
   let attempt = 0, timer = 0, pinger = 0, laterMs = null, open = false, typingTimer = 0;
   let myTyping = false, myTypingTimer = 0, audio = null, downSince = 0, transcripts = false;
   // Business hours: whether the team is in, and when that changes (ms).
@@ -123,7 +127,7 @@ input,textarea{font:inherit;font-size:16px;padding:8px;border:1px solid #94a3b8;
 textarea{resize:none}
 .send{background:var(--a);color:var(--t);border:0;border-radius:8px;padding:8px 14px;cursor:pointer;font-weight:600}
 .btns{display:flex;gap:6px}.btns .send{flex:1}
-.file{display:block}.msg img{display:block;max-width:100%;max-height:180px;border-radius:6px}.clip{background:none;border:0;font-size:20px;cursor:pointer;padding:6px}
+.file{display:block}.msg img{display:block;max-width:100%;max-height:180px;border-radius:6px}.msg img.face{display:inline-block;width:20px;height:20px;border-radius:50%;object-fit:cover;vertical-align:middle;margin-inline-end:6px}.clip{background:none;border:0;font-size:20px;cursor:pointer;padding:6px}
 :focus-visible{outline:3px solid #f59e0b;outline-offset:2px}
 @media (prefers-reduced-motion:reduce){*{transition:none!important;animation:none!important}}`;
 
@@ -272,7 +276,8 @@ textarea{resize:none}
     const s = (site && site.settings) || {};
     const name = agentName || s.team_name || (site && site.name) || t("chat");
     title.textContent = name;
-    if (!agentName && s.logo_url) avatar.replaceChildren(h("img", { src: s.logo_url, alt: "" }));
+    if (agentName && agentFace) avatar.replaceChildren(h("img", { src: base + agentFace, alt: "" }));
+    else if (!agentName && s.logo_url) avatar.replaceChildren(h("img", { src: s.logo_url, alt: "" }));
     else avatar.textContent = (name || "?").trim().charAt(0).toUpperCase();
     if (!sub.textContent || sub.dataset.idle) status("");
   }
@@ -678,6 +683,7 @@ textarea{resize:none}
         files(el, f.attachments);
         if (mine && !conv) conv = f.conv;
         if (f.author.kind === "agent") {
+          if (faces[f.author.id] && !f.erased) el.prepend(h("img", { class: "face", src: base + faces[f.author.id], alt: "" }));
           typing.textContent = "";
           lastAgentSeq = Math.max(lastAgentSeq, f.seq);
           if (open) markRead();
@@ -700,6 +706,9 @@ textarea{resize:none}
         break;
       case "assigned":
         agentName = (f.agent && f.agent.name) || "";
+        // Only a path of the server's own is loaded (it gives no other).
+        agentFace = f.agent && typeof f.agent.photo_url === "string" && f.agent.photo_url.startsWith("/api/v1/agents/") ? f.agent.photo_url : "";
+        if (f.agent && f.agent.id) faces[f.agent.id] = agentFace;
         header();
         status("");
         line("sys", t("joined", agentName || t("an_agent")));
@@ -712,7 +721,7 @@ textarea{resize:none}
         if (agentName) offerRating(f.conv);
         if (transcripts) offerTranscript(f.conv);
         if (conv === f.conv) { conv = null; lastAgentSeq = readUpTo = 0; unreadSeqs = []; showUnread(); }
-        agentName = "";
+        agentName = agentFace = "";
         header();
         view();
         break;

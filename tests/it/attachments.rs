@@ -31,7 +31,7 @@ async fn postgres() -> Node {
 }
 
 /// `name` as a query value.
-fn encode(name: &str) -> String {
+pub(crate) fn encode(name: &str) -> String {
     name.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -3,7 +3,8 @@
 //! chat waiting in its queue moves to the default queue (its visitor hears
 //! it), the chat an agent has in it goes on, search and reports still name
 //! it, it is no longer listed, changed or offered (a transfer to it lands
-//! in the default queue), and the audit log records it.
+//! in the default queue), and the audit log records it. Its name is free
+//! again for a new group or a rename, while its history keeps the name.
 
 use std::collections::HashMap;
 
@@ -100,13 +101,44 @@ async fn deleting_a_group_moves_its_queue_and_keeps_its_history(s: TestServer) {
     assert_eq!(entry["target"], billing.as_str());
     assert_eq!(entry["after"]["moved_conversations"], json!([waiting]));
     assert_eq!(entry["before"]["name"], "Billing");
+
+    // The name is free again: a new group takes it (names are unique among
+    // live groups only), while the old group's history keeps its own.
+    let (status, new_billing) = s.post("/api/v1/admin/groups", Some(&boss), json!({"name": "Billing"})).await;
+    assert_eq!(status, 201, "{new_billing}");
+    let new_billing = new_billing["id"].as_str().unwrap().to_owned();
+    assert_ne!(new_billing, billing);
+    let (status, body) = s.post("/api/v1/admin/groups", Some(&boss), json!({"name": "Billing"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "two live: {body}");
+    let (_, support) = s.post("/api/v1/admin/groups", Some(&boss), json!({"name": "Support"})).await;
+    let support_path = format!("/api/v1/admin/groups/{}", support["id"].as_str().unwrap());
+    let (status, body) = s.call(reqwest::Method::PATCH, &support_path, &boss, json!({"name": "Billing"})).await;
+    assert_eq!(status, 409, "a rename to a live group's name: {body}");
+    // Deleted again, the name can be taken by a rename too.
+    let (status, _) =
+        s.call(reqwest::Method::DELETE, &format!("/api/v1/admin/groups/{new_billing}"), &boss, Value::Null).await;
+    assert_eq!(status, 204);
+    let (status, body) = s.call(reqwest::Method::PATCH, &support_path, &boss, json!({"name": "Billing"})).await;
+    assert_eq!((status, &body["name"]), (200, &json!("Billing")), "{body}");
+    let (_, groups) = s.get("/api/v1/groups", Some(&boss)).await;
+    let billings: Vec<&Value> = groups.as_array().unwrap().iter().filter(|g| g["name"] == "Billing").collect();
+    assert_eq!(billings.len(), 1, "{groups}");
+    assert_eq!(billings[0]["id"], support["id"]);
+    // The first Billing's chat and the reports still name it.
+    let (_, found) = s.get(&format!("/api/v1/search?group={billing}"), Some(&boss)).await;
+    assert_eq!(found["chats"][0]["group_name"], "Billing", "{found}");
+    assert_eq!(conversation(kept.clone()).await["group_id"], billing.as_str());
+    let (_, report) = s.get(&format!("/api/v1/reports?{query}"), Some(&boss)).await;
+    let old = report["groups"].as_array().unwrap().iter().find(|g| g["id"] == billing.as_str());
+    assert_eq!(old.map(|g| &g["name"]), Some(&json!("Billing")), "{report}");
+    // Another site may use the name, and its admin cannot touch ours.
+    assert_eq!(s.post("/api/v1/admin/groups", Some(&olga), json!({"name": "Billing"})).await.0, 201);
+    assert_eq!(s.call(reqwest::Method::DELETE, &support_path, &olga, Value::Null).await.0, 404);
+    assert_eq!(s.call(reqwest::Method::PATCH, &support_path, &olga, json!({"name": "Mine"})).await.0, 404);
     // A transfer to it ("back to the queue" of Bob's chat) lands in the default queue.
     bob_socket.send(json!({"type": "transfer", "conv": kept, "to_group": billing})).await;
     let back = kept_visitor.wait_for(|f| f["type"] == "transferred" && f["previous_agent"] == bob.id.as_str()).await;
     assert_eq!(back["group"]["id"], general);
-
-    // A new group cannot take the deleted one's name (the row keeps it).
-    assert_eq!(s.post("/api/v1/admin/groups", Some(&boss), json!({"name": "Billing"})).await.0, 409);
     s.stop().await;
 }
 

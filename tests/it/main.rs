@@ -27,6 +27,7 @@ mod missed;
 mod notes;
 mod openapi;
 mod outbox;
+mod photos;
 mod privacy;
 mod ratings;
 mod reply;

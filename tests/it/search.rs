@@ -162,6 +162,80 @@ async fn search_finds_chats_by_words_people_and_filters(s: TestServer) {
     s.stop().await;
 }
 
+/// Each word is the start of a word in the chat, and what is typed is
+/// text: quotes, operators, parentheses, `NEAR`, column filters and colons
+/// are never the index's query syntax. Each hostile query below would find
+/// the chat (or fail) if read as FTS5 or tsquery syntax; read as text it
+/// finds it only when every word's start is there.
+async fn search_matches_word_starts_and_reads_syntax_as_text(s: TestServer) {
+    let site = s.site().await;
+    let other = s.new_site("Other").await;
+    s.person(&site, "ann@example.com", "Ann", holdfast_server::store::Role::Agent).await;
+    s.person(&other, "spy@b.example", "Spy", holdfast_server::store::Role::Agent).await;
+    let (mut ann_socket, ann) = s.online_agent("ann@example.com").await;
+    let (spy, _) = s.login("spy@b.example", "password123").await;
+    let (shipping, _, _v1) =
+        chat(&s, &site, "Dora Vance", &["Is shipping to Canada free?", "It's urgent: back\\slash (really)"]).await;
+    let (other_chat, _, _v2) = chat(&s, &site, "Hugo Lind", &["Where is my shipment?"]).await;
+    let (_, _, _v3) = chat(&s, &other, "Ivo Spy", &["shipping to Canada too"]).await;
+    for conv in [&shipping, &other_chat] {
+        ann_socket.wait_for(|f| f["type"] == "assigned" && f["conv"] == conv.as_str()).await;
+    }
+    let both = [other_chat.as_str(), shipping.as_str()];
+    let only = [shipping.as_str()];
+    let none: [&str; 0] = [];
+    let cases: &[(&str, &[&str])] = &[
+        // Word starts, all words needed, case aside.
+        ("ship", &both),
+        ("SHIPP", &only),
+        ("shipm", &[other_chat.as_str()]),
+        ("ship canad", &only),
+        ("ship canadax", &none),
+        ("shipping canada free", &only),
+        ("dor", &only),
+        ("vanc ship", &only),
+        ("hugo@shop.example", &[other_chat.as_str()]),
+        ("hugo", &[other_chat.as_str()]),
+        // Quotes and operators are text.
+        ("\"ship", &both),
+        ("ship\"", &both),
+        ("\"\"ship\"\"", &both),
+        ("'ship' & canada", &only),
+        ("'ship':* | zzz", &none),
+        ("ship OR zzz", &none),
+        ("zzz OR ship", &none),
+        ("ship NOT canada", &none),
+        ("ship AND canada", &none),
+        ("-canada ship", &only),
+        ("ship*", &both),
+        ("^ship", &both),
+        ("NEAR(ship canada)", &none),
+        ("NEAR(ship", &none),
+        ("(ship) (canada)", &only),
+        ("text:ship", &none),
+        ("{text}:ship", &none),
+        ("ship:*", &both),
+        ("ship:A", &none),
+        ("it's urgent", &only),
+        ("back\\slash", &only),
+        ("back\\", &only),
+        ("\\'ship", &both),
+        ("ship <-> canada", &only),
+        ("!ship", &both),
+        ("ship;DROP TABLE events", &none),
+    ];
+    for (typed, expected) in cases {
+        let query = format!("q={}", crate::attachments::encode(typed));
+        assert_eq!(found(&s, &ann, &query).await, *expected, "{typed:?}");
+        // Another site's chat has the same words; its agent never finds ours.
+        assert!(!found(&s, &spy, &query).await.contains(&shipping), "{typed:?}");
+    }
+    // The snippet of a word start is cut around the word.
+    let (_, page) = s.get("/api/v1/search?q=canad", Some(&ann)).await;
+    assert_eq!(page["chats"][0]["snippet"]["text"], "Is shipping to Canada free?", "{page}");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_on_sqlite() {
     search_finds_chats_by_words_people_and_filters(TestServer::start().await).await;
@@ -176,4 +250,20 @@ async fn search_on_postgres() {
     })
     .await;
     search_finds_chats_by_words_people_and_filters(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_word_starts_on_sqlite() {
+    search_matches_word_starts_and_reads_syntax_as_text(TestServer::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_word_starts_on_postgres() {
+    let db = TestDb::create().await;
+    let server = TestServer::start_with(|c| {
+        c.database_url = Some(db.url.clone());
+        c.database_max_connections = 6;
+    })
+    .await;
+    search_matches_word_starts_and_reads_syntax_as_text(server).await;
 }

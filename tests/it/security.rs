@@ -299,8 +299,19 @@ async fn the_demo_page_is_served_only_when_asked_for_and_never_framed() {
 }
 
 /// Every key an agent has in JSON; a new one must be added here on purpose.
-const AGENT_KEYS: [&str; 10] =
-    ["active", "availability", "chat_limit", "created_at", "email", "id", "lead_emails", "name", "role", "site_id"];
+const AGENT_KEYS: [&str; 11] = [
+    "active",
+    "availability",
+    "chat_limit",
+    "created_at",
+    "email",
+    "id",
+    "lead_emails",
+    "name",
+    "photo_url",
+    "role",
+    "site_id",
+];
 
 /// The keys of `v` and of every object inside it.
 fn all_keys(v: &Value, out: &mut Vec<String>) {

@@ -491,7 +491,7 @@ async fn the_sqlite_probe_role_migration_keeps_agents_and_what_refers_to_them() 
 
     let db = raw_sqlite(dir.path()).await;
     // Later migrations that add columns to the rebuilt table run again after it.
-    sqlx::query("DELETE FROM _sqlx_migrations WHERE version IN (4, 20)").execute(&db).await.unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version IN (4, 20, 40)").execute(&db).await.unwrap();
     db.close().await;
 
     let store = SqliteStore::open(dir.path()).await.unwrap();
@@ -545,7 +545,7 @@ async fn the_sqlite_operator_migration_keeps_agents_and_promotes_the_first_run_a
 
     let db = raw_sqlite(dir.path()).await;
     // Later migrations that add columns to the rebuilt table run again after it.
-    sqlx::query("DELETE FROM _sqlx_migrations WHERE version IN (11, 20)").execute(&db).await.unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version IN (11, 20, 40)").execute(&db).await.unwrap();
     db.close().await;
 
     let store = SqliteStore::open(dir.path()).await.unwrap();

@@ -366,6 +366,9 @@ pub struct AgentView {
     pub id: String,
     pub name: String,
     pub availability: Availability,
+    /// Their photo (a same-origin path, versioned); absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub photo_url: Option<String>,
 }
 
 /// Ephemeral server frames (durable events are [`EventView`]s).

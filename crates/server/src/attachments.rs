@@ -195,9 +195,27 @@ impl<W: Write> Write for Hashing<W> {
 /// most 64 KiB) is held at a time; everything from the scan on is copied
 /// as it is. Returns the copy's SHA-256 and size.
 fn strip_jpeg_metadata(from: &Path, to: &Path) -> std::io::Result<(String, u64)> {
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a well-formed JPEG");
     let mut r = BufReader::new(std::fs::File::open(from)?);
     let mut w = Hashing { inner: BufWriter::new(std::fs::File::create(to)?), hash: Sha256::new(), size: 0 };
+    copy_jpeg_without_metadata(&mut r, &mut w)?;
+    w.flush()?;
+    let Hashing { inner, hash, size } = w;
+    inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok((hex::encode(hash.finalize()), size))
+}
+
+/// A JPEG held in memory (an agent's photo), without its metadata
+/// segments, as [`strip_jpeg_metadata`] copies a file.
+pub fn jpeg_without_metadata(jpeg: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(jpeg.len());
+    copy_jpeg_without_metadata(&mut &*jpeg, &mut out)?;
+    Ok(out)
+}
+
+/// The copy itself: markers and segments from `r` to `w`, APP1 and APP13
+/// left out.
+fn copy_jpeg_without_metadata(r: &mut impl Read, w: &mut impl Write) -> std::io::Result<()> {
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a well-formed JPEG");
     let mut two = [0u8; 2];
     r.read_exact(&mut two)?;
     if two != [0xFF, 0xD8] {
@@ -237,14 +255,11 @@ fn strip_jpeg_metadata(from: &Path, to: &Path) -> std::io::Result<(String, u64)>
         }
         if marker == 0xDA {
             // Start of scan: the rest is image data (and what follows it).
-            std::io::copy(&mut r, &mut w)?;
+            std::io::copy(r, w)?;
             break;
         }
     }
-    w.flush()?;
-    let Hashing { inner, hash, size } = w;
-    inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    Ok((hex::encode(hash.finalize()), size))
+    Ok(())
 }
 
 /// What an upload asks for.

@@ -16,6 +16,8 @@ mod integrations;
 mod invitations;
 mod languages;
 mod notes;
+mod phone;
+mod photos;
 mod privacy;
 mod ratings;
 mod reports;

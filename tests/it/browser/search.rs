@@ -1,5 +1,6 @@
 //! Chat search in the console: an agent finds a chat by a word of a
-//! hostile message and by the visitor's hostile name; both show as text
+//! hostile message (or its start, query syntax typed around it read as
+//! text) and by the visitor's hostile name; both show as text
 //! (no element, no script), with the visitor, the date, the state and the
 //! snippet; the filters narrow it; the box left empty lists past chats.
 
@@ -33,6 +34,20 @@ async fn the_console_finds_chats_and_shows_hostile_names_and_words_as_text() {
     assert!(shown.contains(" · active · ") && shown.contains("General"), "state and group: {shown}");
     let title = console.exec("return document.querySelector('#results-title').textContent", vec![]).await;
     assert_eq!(title, "Search results");
+
+    // By the start of a word, whatever query syntax is typed around it:
+    // quotes and parentheses are text; "OR" and "text" are words the chat
+    // lacks. (Each answer differs from the one before, so each is waited.)
+    for (typed, finds) in [("zzz OR marm", false), ("marm", true), ("text:marm", false), ("\"MARMA\" )(", true)] {
+        console.exec("document.querySelector('#search').value = ''", vec![]).await;
+        console.type_text(&search, &format!("{typed}\u{E007}")).await;
+        let expect = if finds {
+            "document.querySelectorAll('#results .result').length === 1"
+        } else {
+            "document.querySelector('#results').textContent === 'Nothing found'"
+        };
+        console.wait_for(&format!("return {expect}"), LONG).await;
+    }
 
     // By the visitor's name; then a filter that leaves nothing.
     console.exec("document.querySelector('#search').value = ''", vec![]).await;

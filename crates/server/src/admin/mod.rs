@@ -21,7 +21,7 @@ use crate::bus::{Audience, Envelope, Payload};
 use crate::chat::service::{AgentCtx, Chat};
 use crate::error::{Error, Result};
 use crate::hours::{self, HoursState, Schedule};
-use crate::store::{Agent, AgentUpdate, CannedResponse, Group, NewAgent, Role, Store, now_ms};
+use crate::store::{Agent, AgentPhoto, AgentUpdate, CannedResponse, Group, NewAgent, Role, Store, now_ms};
 
 /// Whether a pre-chat field is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
@@ -796,6 +796,57 @@ pub async fn create_site(
     let summary =
         SiteSummary { id: site.id, name: site.name, widget_key: site.widget_key, created_at: site.created_at };
     Ok((summary, admin))
+}
+
+/// The largest agent photo, in bytes: a picture shown at most 64 px wide
+/// needs far less, and every visitor's browser may load it.
+pub const MAX_PHOTO_BYTES: usize = 512 * 1024;
+
+/// An uploaded photo as it is kept: a raster image (PNG, JPEG, GIF or
+/// WebP) by its first bytes, as attachments are typed (`attachments::sniff`,
+/// never a name or a header), a JPEG without its metadata (EXIF with its
+/// GPS position). SVG, HTML and anything else are refused: the photo is
+/// served to every visitor's browser.
+pub fn photo_from_upload(bytes: &[u8]) -> Result<AgentPhoto> {
+    if bytes.is_empty() {
+        return Err(Error::bad_request("the photo is empty"));
+    }
+    if bytes.len() > MAX_PHOTO_BYTES {
+        return Err(Error::TooLarge(format!("a photo may be at most {} KiB", MAX_PHOTO_BYTES / 1024).into()));
+    }
+    let content_type = crate::attachments::sniff(&bytes[..bytes.len().min(8192)]);
+    if !crate::attachments::is_inline(content_type) {
+        return Err(Error::Unsupported(
+            format!("a photo must be a PNG, JPEG, GIF or WebP image, not {content_type}").into(),
+        ));
+    }
+    let bytes = if content_type == "image/jpeg" {
+        crate::attachments::jpeg_without_metadata(bytes).map_err(|_| Error::bad_request("the JPEG image is damaged"))?
+    } else {
+        bytes.to_vec()
+    };
+    Ok(AgentPhoto { content_type: content_type.to_owned(), bytes })
+}
+
+/// Set or remove (`None`) the photo of `agent_id`, which the caller has
+/// checked is of `site_id`; the site's consoles hear it.
+async fn set_photo(chat: &Chat, site_id: &str, agent_id: &str, photo: Option<AgentPhoto>) -> Result<Agent> {
+    chat.store.set_agent_photo(agent_id, photo, now_ms()).await?;
+    chat.agent_photo_changed(site_id, agent_id).await?;
+    agent_of_site(chat.store.as_ref(), site_id, agent_id).await
+}
+
+/// Any agent: set or remove their own photo.
+pub async fn set_own_photo(chat: &Chat, me: &AgentCtx, photo: Option<AgentPhoto>) -> Result<Agent> {
+    set_photo(chat, &me.site_id, &me.agent_id, photo).await
+}
+
+/// An admin: remove the photo of an agent of their site (one that should
+/// not be shown to visitors).
+pub async fn remove_photo(chat: &Chat, admin: &AgentCtx, agent_id: &str) -> Result<Agent> {
+    require_admin(admin)?;
+    let target = agent_of_site(chat.store.as_ref(), &admin.site_id, agent_id).await?;
+    set_photo(chat, &admin.site_id, &target.id, None).await
 }
 
 #[cfg(test)]

@@ -82,11 +82,14 @@ pub struct AgentProfile {
     /// Whether the site's lead emails (offline messages, missed chats)
     /// go to them.
     pub lead_emails: bool,
+    /// Their photo's URL (`GET /api/v1/agents/{id}/photo`); `null`: none.
+    pub photo_url: Option<String>,
 }
 
 impl From<Agent> for AgentProfile {
     fn from(agent: Agent) -> AgentProfile {
         let lead_emails = agent.gets_lead_emails();
+        let photo_url = agent.photo_url();
         let Agent {
             id,
             site_id,
@@ -99,8 +102,21 @@ impl From<Agent> for AgentProfile {
             active,
             created_at,
             lead_emails: _,
+            photo_at: _,
         } = agent;
-        AgentProfile { id, site_id, email, name, role, chat_limit, availability, active, created_at, lead_emails }
+        AgentProfile {
+            id,
+            site_id,
+            email,
+            name,
+            role,
+            chat_limit,
+            availability,
+            active,
+            created_at,
+            lead_emails,
+            photo_url,
+        }
     }
 }
 

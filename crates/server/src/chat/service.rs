@@ -778,8 +778,10 @@ impl Chat {
 
     pub async fn set_availability(&self, a: &AgentCtx, availability: Availability) -> Result<()> {
         let agent = self.store.agent(&a.agent_id).await?.ok_or_else(|| Error::unauthorized("agent not found"))?;
-        let frame =
-            ServerFrame::Availability { agent: AgentView { id: agent.id.clone(), name: agent.name, availability } };
+        let photo_url = agent.photo_url();
+        let frame = ServerFrame::Availability {
+            agent: AgentView { id: agent.id.clone(), name: agent.name, availability, photo_url },
+        };
         if agent.availability == availability {
             // Nothing changed (a client re-asserting after a resume): answer
             // the agent's own sockets only; no write, no site-wide broadcast.
@@ -814,6 +816,18 @@ impl Chat {
         }
     }
 
+    /// An agent's photo changed: every console of the site hears it (an
+    /// `availability` frame with the agent as they are now), and the next
+    /// welcome lists it.
+    pub async fn agent_photo_changed(&self, site_id: &str, agent_id: &str) -> Result<()> {
+        let agent = self.store.agent(agent_id).await?.ok_or(Error::NotFound("agent"))?;
+        self.agents_cache.invalidate(site_id);
+        let photo_url = agent.photo_url();
+        let view = AgentView { id: agent.id, name: agent.name, availability: agent.availability, photo_url };
+        self.publish_frame(site_id, Audience::SiteAgents, &ServerFrame::Availability { agent: view }).await;
+        Ok(())
+    }
+
     /// The site's active agents with their availability, cached briefly:
     /// every agent's welcome carries the list, and a reconnect storm must
     /// not read it thousands of times.
@@ -824,6 +838,7 @@ impl Chat {
             .get(site_id, fresh_from, || async {
                 let agents = self.store.agents(site_id).await?;
                 let views = agents.into_iter().filter(|x| x.active).map(|x| AgentView {
+                    photo_url: x.photo_url(),
                     id: x.id,
                     name: x.name,
                     availability: x.availability,

@@ -214,7 +214,9 @@ async fn visitor(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct SearchQuery {
-    /// Words, all of which a chat must hold; absent or blank: every chat.
+    /// Words, all of which a chat must hold, each as a word or the start of
+    /// one ("ship" finds "shipping"); always text, never query syntax.
+    /// Absent or blank: every chat.
     #[serde(default)]
     q: Option<String>,
     #[serde(default)]

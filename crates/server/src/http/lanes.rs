@@ -26,6 +26,8 @@ pub fn lane_for(path: &str) -> Lane {
         // Files in chat are chat (an upload's stream is bounded per node
         // by `attachments`, a download's holds no permit once it starts).
         p if p.starts_with("/api/v1/attachments") || p.starts_with("/api/v1/visitor/attachments") => Lane::Chat,
+        // Agents' photos show in the widget as the agent joins.
+        p if p.starts_with("/api/v1/agents/") && p.ends_with("/photo") => Lane::Chat,
         // A ban stops abuse in progress: as urgent as chat itself.
         "/api/v1/bans" => Lane::Chat,
         p if p.starts_with("/api/v1/conversations/") && p.ends_with("/events") => Lane::Chat,
@@ -85,6 +87,7 @@ mod tests {
         assert_eq!(lane_for("/api/v1/conversations/abc/events"), Lane::Chat);
         assert_eq!(lane_for("/api/v1/banners"), Lane::Dashboard);
         assert_eq!(lane_for("/api/v1/search"), Lane::Dashboard);
+        assert_eq!(lane_for("/api/v1/agents/abc/photo"), Lane::Chat);
         assert_eq!(lane_for("/api/v1/reports"), Lane::Dashboard);
         assert_eq!(lane_for("/metrics"), Lane::Background);
     }

@@ -17,6 +17,7 @@ mod lanes;
 mod openapi;
 mod operator;
 mod ops;
+mod photos;
 mod reports;
 mod socket;
 mod status;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(integrations::routes())
         .merge(transcript::routes())
         .merge(attachments::routes())
+        .merge(photos::routes())
         .merge(reports::routes())
         .merge(operator::routes())
         .merge(openapi::routes());

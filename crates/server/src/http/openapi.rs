@@ -123,6 +123,7 @@ pub fn document() -> Value {
         super::bans::Api::openapi(),
         super::integrations::Api::openapi(),
         super::attachments::Api::openapi(),
+        super::photos::Api::openapi(),
         super::transcript::Api::openapi(),
         super::visitor::Api::openapi(),
         super::reports::Api::openapi(),

@@ -182,9 +182,30 @@ pub struct Agent {
     /// Their choice about lead emails (offline messages, missed chats);
     /// `None` is the role's default: admins yes, agents no.
     pub lead_emails: Option<bool>,
+    /// When their photo (`agent_photos`) was set; `None`: they have none.
+    /// Versions the photo's URL, so a new one is never a cached old one.
+    pub photo_at: Option<i64>,
+}
+
+/// Where anyone (the widget's visitors too) loads an agent's photo set at
+/// `at`.
+pub fn agent_photo_url(agent_id: &str, at: i64) -> String {
+    format!("/api/v1/agents/{agent_id}/photo?v={at}")
+}
+
+/// An agent's photo as stored: a raster image whose type was sniffed.
+#[derive(Debug, Clone)]
+pub struct AgentPhoto {
+    pub content_type: String,
+    pub bytes: Vec<u8>,
 }
 
 impl Agent {
+    /// Their photo's URL, if they have one.
+    pub fn photo_url(&self) -> Option<String> {
+        self.photo_at.map(|at| agent_photo_url(&self.id, at))
+    }
+
     /// Whether the site's lead emails go to them.
     pub fn gets_lead_emails(&self) -> bool {
         self.active && self.role != Role::Probe && self.lead_emails.unwrap_or(self.role.is_admin())
@@ -215,6 +236,7 @@ impl NewAgent<'_> {
             active: true,
             created_at: now_ms(),
             lead_emails: None,
+            photo_at: None,
         }
     }
 }
@@ -659,6 +681,11 @@ pub trait Store: Send + Sync + 'static {
     /// Rename a site (validated by the caller).
     async fn rename_site(&self, site_id: &str, name: &str) -> Result<()>;
     async fn update_agent(&self, agent_id: &str, update: AgentUpdate) -> Result<()>;
+    /// Set (`Some`) or remove (`None`) an agent's photo at `at`
+    /// (`agents.photo_at` and the bytes, together).
+    async fn set_agent_photo(&self, agent_id: &str, photo: Option<AgentPhoto>, at: i64) -> Result<()>;
+    /// An agent's photo, if they have one.
+    async fn agent_photo(&self, agent_id: &str) -> Result<Option<AgentPhoto>>;
     /// Revoke every live session of an agent; returns the revoked session ids.
     async fn revoke_agent_sessions(&self, agent_id: &str, at: i64) -> Result<Vec<String>>;
     /// Agent ids in a group.

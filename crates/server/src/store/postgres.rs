@@ -303,13 +303,13 @@ async fn apply_one(
             }
             // The agent's row lock serialises every assignment to this
             // agent across nodes, so the count below cannot be stale.
-            let agent_exists: Option<String> = sqlx::query_scalar("SELECT id FROM agents WHERE id = $1 FOR UPDATE")
+            let agent: Option<Option<i64>> = sqlx::query_scalar("SELECT photo_at FROM agents WHERE id = $1 FOR UPDATE")
                 .bind(agent_id)
                 .fetch_optional(&mut *conn)
                 .await?;
-            if agent_exists.is_none() {
+            let Some(photo_at) = agent else {
                 return Ok(Err(Error::NotFound("agent")));
-            }
+            };
             if let Some(limit) = limit {
                 let active: i64 =
                     sqlx::query_scalar("SELECT count(*) FROM conversations WHERE agent_id = $1 AND status = 'active'")
@@ -320,7 +320,7 @@ async fn apply_one(
                     return Ok(Err(Error::conflict("the agent is at their chat limit")));
                 }
             }
-            let (assigned, previous, parts) = rules::assign(&conv, agent_id, agent_name, by, now);
+            let (assigned, previous, parts) = rules::assign(&conv, agent_id, agent_name, photo_at, by, now);
             (next, previous_agent) = (assigned, previous);
             sqlx::query("UPDATE agents SET last_assigned_at = $1 WHERE id = $2")
                 .bind(now)
@@ -543,6 +543,7 @@ fn agent_from_row(r: &PgRow) -> Result<Agent> {
         active: r.try_get("active")?,
         created_at: r.try_get("created_at")?,
         lead_emails: r.try_get("lead_emails")?,
+        photo_at: r.try_get("photo_at")?,
     })
 }
 
@@ -1169,6 +1170,44 @@ impl Store for PostgresStore {
         .execute(self.p().await?)
         .await?;
         Ok(())
+    }
+
+    async fn set_agent_photo(&self, agent_id: &str, photo: Option<AgentPhoto>, at: i64) -> Result<()> {
+        let mut tx = self.p().await?.begin().await?;
+        match photo {
+            Some(p) => {
+                sqlx::query(
+                    "INSERT INTO agent_photos (agent_id, content_type, bytes, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (agent_id) DO UPDATE SET content_type = excluded.content_type, \
+                     bytes = excluded.bytes, updated_at = excluded.updated_at",
+                )
+                .bind(agent_id)
+                .bind(p.content_type)
+                .bind(p.bytes)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE agents SET photo_at = $1 WHERE id = $2")
+                    .bind(at)
+                    .bind(agent_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM agent_photos WHERE agent_id = $1").bind(agent_id).execute(&mut *tx).await?;
+                sqlx::query("UPDATE agents SET photo_at = NULL WHERE id = $1").bind(agent_id).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn agent_photo(&self, agent_id: &str) -> Result<Option<AgentPhoto>> {
+        let row = sqlx::query("SELECT content_type, bytes FROM agent_photos WHERE agent_id = $1")
+            .bind(agent_id)
+            .fetch_optional(self.p().await?)
+            .await?;
+        row.map(|r| Ok(AgentPhoto { content_type: r.try_get("content_type")?, bytes: r.try_get("bytes")? })).transpose()
     }
 
     async fn revoke_agent_sessions(&self, agent_id: &str, at: i64) -> Result<Vec<String>> {

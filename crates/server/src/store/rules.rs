@@ -25,11 +25,14 @@ pub(crate) fn check_assign(conv: &Conversation, agent_id: &str, only_if_unassign
     Ok(())
 }
 
-/// The conversation after assigning it to `agent_id`, and its event.
+/// The conversation after assigning it to `agent_id`, and its event: it
+/// names the agent, with their photo's URL when they have one (`photo_at`),
+/// so the visitor sees who joined.
 pub(crate) fn assign(
     conv: &Conversation,
     agent_id: &str,
     agent_name: &str,
+    photo_at: Option<i64>,
     by: &Author,
     now: i64,
 ) -> (Conversation, Option<String>, EventParts) {
@@ -38,10 +41,11 @@ pub(crate) fn assign(
     next.agent_id = Some(agent_id.to_owned());
     next.status = ConversationStatus::Active;
     next.assigned_at = Some(now);
-    let data = serde_json::json!({
-        "agent": {"id": agent_id, "name": agent_name},
-        "previous_agent": previous_agent,
-    });
+    let mut agent = serde_json::json!({"id": agent_id, "name": agent_name});
+    if let Some(at) = photo_at {
+        agent["photo_url"] = super::agent_photo_url(agent_id, at).into();
+    }
+    let data = serde_json::json!({"agent": agent, "previous_agent": previous_agent});
     (next, previous_agent, ("assigned", by.clone(), None, None, data))
 }
 

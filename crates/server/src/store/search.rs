@@ -5,12 +5,19 @@
 //! Each backend asks its own full-text index (SQLite FTS5, PostgreSQL
 //! `tsvector` with GIN); the rest of the query is written once.
 //!
-//! Words match whole words, case and accents aside (on SQLite; PostgreSQL's
-//! 'simple' configuration keeps accents), and all of them must be in the
-//! chat, not necessarily in one message: "ship Canada" finds a chat where
-//! one message says "ship" and another "Canada". The snippet is cut from
+//! Each word typed is the start of a word in the chat, case and accents
+//! aside (on SQLite; PostgreSQL's 'simple' configuration keeps accents):
+//! "ship" finds "shipping". All of them must be in the chat, not
+//! necessarily in one message: "ship Canada" finds a chat where one
+//! message says "shipped" and another "Canada". The snippet is cut from
 //! the chat's latest message holding any of the words. A tombstone (an
 //! erased or expired message) has no text, so nothing finds it.
+//!
+//! A word typed is always text, never query syntax: each becomes a quoted
+//! term of the index's own query language (FTS5 `"…"*`, tsquery `'…':*`)
+//! with its quotes (and, for tsquery, backslashes) escaped, and is passed
+//! as a parameter; quotes, operators, parentheses, `NEAR`, colons and
+//! column filters inside it are only characters the tokenizer drops.
 
 use rusqlite::{Row, params_from_iter};
 use serde::Serialize;
@@ -67,9 +74,18 @@ pub struct Snippet {
     pub text: String,
 }
 
-/// A word as an FTS5 phrase: quoted, so no word is read as an operator.
-fn fts_phrase(word: &str) -> String {
-    format!("\"{}\"", word.replace('"', "\"\""))
+/// A word as an FTS5 prefix phrase: quoted, so nothing in it is read as
+/// an operator, and starred, so its last token matches any word it starts.
+fn fts_prefix(word: &str) -> String {
+    format!("\"{}\"*", word.replace('"', "\"\""))
+}
+
+/// A word as a tsquery prefix term for `to_tsquery`: one quoted operand
+/// (quotes doubled, backslashes escaped), so nothing in it is an operator;
+/// the parser splits it as it split the indexed text, and `:*` lets each
+/// of its tokens match any word it starts.
+fn tsquery_prefix(word: &str) -> String {
+    format!("'{}':*", word.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// The two dialects' differences: placeholders and the word tests.
@@ -96,9 +112,9 @@ const HAS_WORD_SQLITE: &str = "(c.id IN (SELECT e.conversation_id FROM events e 
     (SELECT rowid FROM message_search WHERE message_search MATCH {w})) OR c.visitor_id IN \
     (SELECT vs.id FROM visitors vs WHERE vs.rowid IN (SELECT rowid FROM visitor_search WHERE visitor_search MATCH {w})))";
 const HAS_WORD_POSTGRES: &str = "(c.id IN (SELECT e.conversation_id FROM events e WHERE e.kind = 'message' \
-    AND e.body IS NOT NULL AND to_tsvector('simple', message_search_text(e.body, e.data)) @@ phraseto_tsquery('simple', {w})) \
+    AND e.body IS NOT NULL AND to_tsvector('simple', message_search_text(e.body, e.data)) @@ to_tsquery('simple', {w})) \
     OR c.visitor_id IN (SELECT vs.id FROM visitors vs WHERE \
-    to_tsvector('simple', coalesce(vs.name, '') || ' ' || coalesce(vs.email, '')) @@ phraseto_tsquery('simple', {w})))";
+    to_tsvector('simple', coalesce(vs.name, '') || ' ' || coalesce(vs.email, '')) @@ to_tsquery('simple', {w})))";
 
 impl ChatSearch {
     fn sql(&self, dialect: Dialect) -> (String, Vec<Arg>) {
@@ -134,8 +150,8 @@ impl ChatSearch {
         }
         for word in &self.words {
             let (test, word) = match dialect {
-                Dialect::Sqlite => (HAS_WORD_SQLITE, fts_phrase(word)),
-                Dialect::Postgres => (HAS_WORD_POSTGRES, word.clone()),
+                Dialect::Sqlite => (HAS_WORD_SQLITE, fts_prefix(word)),
+                Dialect::Postgres => (HAS_WORD_POSTGRES, tsquery_prefix(word)),
             };
             sql += &format!(" AND {}", test.replace("{w}", &mark(&mut args, Arg::Text(word))));
         }
@@ -181,7 +197,7 @@ const SNIPPETS_SQLITE: &str = "SELECT e.conversation_id, max(e.seq) AS seq, e.bo
 const SNIPPETS_POSTGRES: &str = "SELECT DISTINCT ON (e.conversation_id) e.conversation_id, e.seq, e.body FROM events e \
     WHERE e.conversation_id = ANY($1) AND e.kind = 'message' AND e.body IS NOT NULL \
     AND EXISTS (SELECT 1 FROM unnest($2::text[]) w \
-    WHERE to_tsvector('simple', message_search_text(e.body, e.data)) @@ phraseto_tsquery('simple', w)) \
+    WHERE to_tsvector('simple', message_search_text(e.body, e.data)) @@ to_tsquery('simple', w)) \
     ORDER BY e.conversation_id, e.seq DESC";
 
 /// Give each hit its snippet from `(conversation, seq, body)` rows.
@@ -242,7 +258,7 @@ impl SqliteStore {
             if !search.words.is_empty() && !hits.is_empty() {
                 let ids = serde_json::to_string(&hits.iter().map(|h| &h.conversation_id).collect::<Vec<_>>())
                     .unwrap_or_default();
-                let any = search.words.iter().map(|w| fts_phrase(w)).collect::<Vec<_>>().join(" OR ");
+                let any = search.words.iter().map(|w| fts_prefix(w)).collect::<Vec<_>>().join(" OR ");
                 let mut stmt = c.prepare_cached(SNIPPETS_SQLITE)?;
                 let rows = stmt
                     .query_map(rusqlite::params![ids, any], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -271,9 +287,10 @@ impl PostgresStore {
         let mut hits = query.fetch_all(pool).await?.iter().map(pg_hit).collect::<Result<Vec<_>>>()?;
         if !search.words.is_empty() && !hits.is_empty() {
             let ids: Vec<String> = hits.iter().map(|h| h.conversation_id.clone()).collect();
+            let terms: Vec<String> = search.words.iter().map(|w| tsquery_prefix(w)).collect();
             let rows = sqlx::query(SNIPPETS_POSTGRES)
                 .bind(ids)
-                .bind(&search.words)
+                .bind(terms)
                 .fetch_all(pool)
                 .await?
                 .iter()

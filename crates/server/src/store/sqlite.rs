@@ -345,6 +345,7 @@ fn agent_row(r: &Row) -> rusqlite::Result<Agent> {
         active: r.get::<_, i64>("active")? != 0,
         created_at: r.get("created_at")?,
         lead_emails: r.get::<_, Option<i64>>("lead_emails")?.map(|v| v != 0),
+        photo_at: r.get("photo_at")?,
     })
 }
 
@@ -362,6 +363,9 @@ fn canned_row(r: &Row) -> rusqlite::Result<CannedResponse> {
 /// the live group of the site (its `is_default`), its mark, its members out.
 pub(super) const GROUP_TO_DELETE: &str =
     "SELECT is_default FROM groups WHERE id = $1 AND site_id = $2 AND deleted_at IS NULL FOR UPDATE";
+const SET_AGENT_PHOTO_SQLITE: &str = "INSERT INTO agent_photos (agent_id, content_type, bytes, updated_at) \
+    VALUES (?1, ?2, ?3, ?4) ON CONFLICT (agent_id) DO UPDATE SET content_type = excluded.content_type, \
+    bytes = excluded.bytes, updated_at = excluded.updated_at";
 pub(super) const MARK_GROUP_DELETED: &str = "UPDATE groups SET deleted_at = $2 WHERE id = $1";
 pub(super) const GROUP_MEMBERS_OUT: &str = "DELETE FROM agent_groups WHERE group_id = $1";
 
@@ -1008,6 +1012,34 @@ impl Store for SqliteStore {
                 ],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn set_agent_photo(&self, agent_id: &str, photo: Option<AgentPhoto>, at: i64) -> Result<()> {
+        let agent_id = agent_id.to_owned();
+        self.write(move |c| {
+            match photo {
+                Some(p) => {
+                    exec(c, SET_AGENT_PHOTO_SQLITE, params![agent_id, p.content_type, p.bytes, at])?;
+                    exec(c, "UPDATE agents SET photo_at = ?1 WHERE id = ?2", params![at, agent_id])?;
+                }
+                None => {
+                    exec(c, "DELETE FROM agent_photos WHERE agent_id = ?1", [&agent_id])?;
+                    exec(c, "UPDATE agents SET photo_at = NULL WHERE id = ?1", [&agent_id])?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn agent_photo(&self, agent_id: &str) -> Result<Option<AgentPhoto>> {
+        let agent_id = agent_id.to_owned();
+        self.read(move |c| {
+            one(c, "SELECT content_type, bytes FROM agent_photos WHERE agent_id = ?1", [&agent_id], |r| {
+                Ok(AgentPhoto { content_type: r.get(0)?, bytes: r.get(1)? })
+            })
         })
         .await
     }

@@ -509,13 +509,13 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
             if let Err(e) = rules::check_assign(conv, agent_id, *only_if_unassigned) {
                 return Ok(Err(e));
             }
-            let agent_exists: Option<String> = conn
-                .prepare_cached("SELECT id FROM agents WHERE id = ?1")?
+            let agent: Option<Option<i64>> = conn
+                .prepare_cached("SELECT photo_at FROM agents WHERE id = ?1")?
                 .query_row([agent_id], |r| r.get(0))
                 .optional()?;
-            if agent_exists.is_none() {
+            let Some(photo_at) = agent else {
                 return Ok(Err(Error::NotFound("agent")));
-            }
+            };
             if let Some(limit) = limit {
                 let active: i64 = conn
                     .prepare_cached("SELECT count(*) FROM conversations WHERE agent_id = ?1 AND status = 'active'")?
@@ -524,7 +524,7 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
                     return Ok(Err(Error::conflict("the agent is at their chat limit")));
                 }
             }
-            let (assigned, previous, parts) = rules::assign(conv, agent_id, agent_name, by, now);
+            let (assigned, previous, parts) = rules::assign(conv, agent_id, agent_name, photo_at, by, now);
             previous_agent = previous;
             conn.prepare_cached("UPDATE agents SET last_assigned_at = ?1 WHERE id = ?2")?
                 .execute(params![now, agent_id])?;
