@@ -517,10 +517,11 @@ function appendEvent(e) {
   const log = $("log");
   let el;
   if (e.type === "message") {
-    const mine = me && e.author.kind === "agent" && e.author.id === me.id;
-    const pending = e.client_id && log.querySelector(`[data-client-id="${CSS.escape(e.client_id)}"]`);
+    // An integration's message (REST API) is its token's, not its maker's.
+    const mine = !e.integration && me && e.author.kind === "agent" && e.author.id === me.id;
+    const pending = !e.integration && e.client_id && log.querySelector(`[data-client-id="${CSS.escape(e.client_id)}"]`);
     if (pending) pending.remove();
-    const who = e.author.kind === "visitor" ? visitorLabel(e.author.id) : mine ? "You" : agentName(e.author.id);
+    const who = e.integration ? `${e.integration} (integration)` : e.author.kind === "visitor" ? visitorLabel(e.author.id) : mine ? "You" : agentName(e.author.id);
     // A colleague's messages sit on the team's side, marked as theirs.
     const side = mine ? "msg me" : e.author.kind === "visitor" ? "msg" : "msg colleague";
     const at = h("time", { datetime: new Date(e.at).toISOString() }, clock(e.at));

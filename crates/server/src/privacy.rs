@@ -177,6 +177,12 @@ pub async fn apply_retention(store: &dyn Store, config: &RetentionConfig, now: i
 /// The lead's retention job: `apply_retention` every `config.every`.
 pub async fn run_retention(store: std::sync::Arc<dyn Store>, config: RetentionConfig) {
     loop {
+        // Idempotency keys past their 24 hours (`http::idempotency`): no
+        // claim reads them any more; this only reclaims their space.
+        let forget_before = now_ms() - crate::store::idempotency::REMEMBERED_FOR_MS;
+        if let Err(e) = store.forget_idempotency_keys(forget_before).await {
+            tracing::warn!(error = %e, "retention: cannot delete expired idempotency keys; trying again later");
+        }
         match apply_retention(store.as_ref(), &config, now_ms()).await {
             Ok(done) => {
                 metrics::counter!("holdfast_retention_runs_total").increment(1);

@@ -3,12 +3,14 @@
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{AgentAuth, ApiPath, ApiQuery, VisitorAuth};
+use super::page;
 use crate::app::AppState;
 use crate::auth::AgentProfile;
 use crate::chat::protocol::{ConversationView, EventView};
@@ -79,29 +81,34 @@ struct ListQuery {
     /// 1 to 1000 (default 100).
     #[serde(default)]
     limit: Option<i64>,
+    /// The `Next-Cursor` of the previous page (not with `status=missed`).
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
-/// The site's conversations, newest first, filtered.
+/// The site's conversations, newest first, filtered; a page at a time
+/// (`Next-Cursor`, absent on the last page).
 #[utoipa::path(get, path = "/api/v1/conversations", tag = "conversations", params(ListQuery),
-    responses((status = 200, description = "The conversations", body = Vec<ConversationView>)))]
+    responses((status = 200, description = "The conversations", body = Vec<ConversationView>,
+        headers(("Next-Cursor" = String, description = "The next page's `cursor`; absent on the last page")))))]
 async fn conversations(
     State(state): State<AppState>,
     AgentAuth(me): AgentAuth,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<ConversationView>>> {
+) -> Result<Response> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     if q.status.as_deref() == Some("missed") {
         // Missed chats keep their status (a waiting visitor stays queued):
         // a list of its own, most recently missed first.
-        if q.mine.is_some() || q.visitor.is_some() || q.agent.is_some() || q.group.is_some() {
+        if q.mine.is_some() || q.visitor.is_some() || q.agent.is_some() || q.group.is_some() || q.cursor.is_some() {
             return Err(Error::bad_request("status=missed takes no other filter but limit"));
         }
         let list = state.store.missed_chats(&me.site_id, limit).await?;
-        return Ok(Json(
-            list.into_iter()
-                .map(|(c, missed)| ConversationView { missed: Some(missed), ..ConversationView::from(&c) })
-                .collect(),
-        ));
+        let views: Vec<ConversationView> = list
+            .into_iter()
+            .map(|(c, missed)| ConversationView { missed: Some(missed), ..ConversationView::from(&c) })
+            .collect();
+        return Ok(Json(views).into_response());
     }
     let status = match q.status.as_deref() {
         None => None,
@@ -118,10 +125,13 @@ async fn conversations(
         },
         visitor_id: q.visitor.filter(|v| v.len() <= 64),
         group_id: q.group.filter(|g| g.len() <= 64),
-        limit,
+        before: q.cursor.as_deref().map(page::parse_cursor).transpose()?,
+        // One more than the page, to know whether another follows.
+        limit: limit + 1,
     };
     let list = state.store.conversations(&me.site_id, filter).await?;
-    Ok(Json(list.iter().map(ConversationView::from).collect()))
+    let (list, next) = page::split(list, limit, |c| (c.created_at, &c.id));
+    Ok(page::array_page(list.iter().map(ConversationView::from).collect(), next))
 }
 
 /// One conversation's state (the console learns of some by their events).
@@ -271,21 +281,6 @@ fn search_words(q: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
-/// The cursor of the page after `last`: its start and id.
-fn cursor_after(last: &ChatHit) -> String {
-    format!("{}_{}", last.created_at, last.conversation_id)
-}
-
-fn parse_cursor(cursor: &str) -> Result<(i64, String)> {
-    let bad = || Error::bad_request("cursor is not one this endpoint gave");
-    let (at, id) = cursor.split_once('_').ok_or_else(bad)?;
-    let at = at.parse::<i64>().map_err(|_| bad())?;
-    if id.is_empty() || id.len() > 64 {
-        return Err(bad());
-    }
-    Ok((at, id.to_owned()))
-}
-
 /// Chat search over the site: by words (in messages, or the visitor's name
 /// or email) and filters; without words, the list of past chats. Newest
 /// first, a page at a time.
@@ -324,16 +319,11 @@ async fn search(
         group_id: id("group", q.group)?,
         from: q.from,
         to: q.to,
-        before: q.cursor.as_deref().map(parse_cursor).transpose()?,
+        before: q.cursor.as_deref().map(page::parse_cursor).transpose()?,
         // One more than the page, to know whether another follows.
         limit: limit + 1,
     };
-    let mut chats = state.store.search_chats(&me.site_id, search).await?;
-    let next = if chats.len() as i64 > limit {
-        chats.truncate(limit as usize);
-        chats.last().map(cursor_after)
-    } else {
-        None
-    };
+    let found = state.store.search_chats(&me.site_id, search).await?;
+    let (chats, next) = page::split(found, limit, |c| (c.created_at, &c.conversation_id));
     Ok(Json(SearchPage { chats, next }))
 }

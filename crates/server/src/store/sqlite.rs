@@ -1156,13 +1156,12 @@ impl Store for SqliteStore {
         self.outbox_record(id, attempt).await
     }
 
-    async fn deliveries(
+    async fn deliveries_page(
         &self,
         scope: outbox::Scope<'_>,
-        status: Option<outbox::DeliveryStatus>,
-        limit: i64,
+        page: outbox::DeliveryPage,
     ) -> Result<Vec<outbox::Delivery>> {
-        self.outbox_list(scope, status, limit).await
+        self.outbox_list(scope, page).await
     }
 
     async fn retry_delivery(&self, scope: outbox::Scope<'_>, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
@@ -1283,8 +1282,8 @@ impl Store for SqliteStore {
         self.audit_append(entry).await
     }
 
-    async fn audit_log(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<audit::AuditEntry>> {
-        self.audit_page(site_id, before, limit).await
+    async fn audit_log(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<audit::AuditEntry>> {
+        self.audit_page(site_id, after, limit).await
     }
 
     async fn expire_audit(&self, site_id: &str, before: i64, limit: i64) -> Result<u64> {
@@ -1309,6 +1308,31 @@ impl Store for SqliteStore {
 
     async fn touch_api_token(&self, id: &str, at: i64) -> Result<()> {
         self.api_token_touch(id, at).await
+    }
+
+    async fn claim_idempotency_key(&self, claim: idempotency::KeyClaim) -> Result<Option<idempotency::Claimed>> {
+        self.idempotency_claim(claim).await
+    }
+
+    async fn finish_idempotency_key(
+        &self,
+        scope: idempotency::KeyScope,
+        at: i64,
+        answer: idempotency::StoredAnswer,
+    ) -> Result<()> {
+        self.idempotency_finish(scope, at, answer).await
+    }
+
+    async fn release_idempotency_key(&self, scope: idempotency::KeyScope, at: i64) -> Result<()> {
+        self.idempotency_release(scope, at).await
+    }
+
+    async fn forget_idempotency_keys(&self, before: i64) -> Result<u64> {
+        self.idempotency_forget(before).await
+    }
+
+    async fn delete_webhook(&self, site_id: &str, id: &str) -> Result<Option<webhooks::Endpoint>> {
+        self.hook_delete(site_id, id).await
     }
 
     async fn create_webhook(&self, endpoint: webhooks::Endpoint) -> Result<()> {
