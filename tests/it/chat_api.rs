@@ -152,6 +152,8 @@ async fn send_close_transfer_and_visitors(server: TestServer) {
 
     // The visitor's name and email.
     let path = format!("/api/v1/visitors/{visitor_id}");
+    let (_, before) = server.get(&path, Some(&read)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let change = json!({"name": "Ada <script>alert(1)</script>", "email": "ada@example.com"});
     let (status, visitor) = call(&server, "PATCH", &path, &write, change).await;
     assert_eq!(status, 200, "{visitor}");
@@ -161,6 +163,7 @@ async fn send_close_transfer_and_visitors(server: TestServer) {
     );
     let (_, seen) = server.get(&path, Some(&read)).await;
     assert_eq!(seen["email"], "ada@example.com");
+    assert_eq!(seen["last_seen"], before["last_seen"], "an edit is no visit (retention reads last_seen)");
     let (status, visitor) = call(&server, "PATCH", &path, &write, json!({"name": "Ada L."})).await;
     assert_eq!(
         (status, visitor["name"].as_str(), visitor["email"].as_str()),

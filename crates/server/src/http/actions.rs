@@ -153,6 +153,7 @@ async fn update_visitor(
     let update = VisitorUpdate {
         name: clean_field(change.name, 200, "name")?,
         email: clean_field(change.email, 254, "email")?,
+        not_seen: true,
         ..Default::default()
     };
     if update.email.as_deref().is_some_and(|e| !crate::auth::valid_email(e)) {

@@ -323,6 +323,9 @@ pub struct VisitorUpdate {
     /// stored as `visitors.last_ip`, never part of [`Visitor`], so no view
     /// shows it; only an agent's "ban their address too" reads it.
     pub ip: Option<String>,
+    /// An agent's or integration's edit, not the visitor's visit:
+    /// `last_seen` (which retention reads) stays as it was.
+    pub not_seen: bool,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -1027,14 +1027,15 @@ impl Store for PostgresStore {
         sqlx::query(
             "UPDATE visitors SET name = coalesce($1, name), email = coalesce($2, email), \
              page_url = coalesce($3, page_url), referrer = coalesce($4, referrer), \
-             user_agent = coalesce($5, user_agent), last_seen = $6, last_ip = coalesce($8, last_ip) WHERE id = $7",
+             user_agent = coalesce($5, user_agent), last_seen = coalesce($6, last_seen), \
+             last_ip = coalesce($8, last_ip) WHERE id = $7",
         )
         .bind(update.name)
         .bind(update.email)
         .bind(update.page_url)
         .bind(update.referrer)
         .bind(update.user_agent)
-        .bind(now_ms())
+        .bind((!update.not_seen).then(now_ms))
         .bind(id)
         .bind(update.ip)
         .execute(self.p().await?)

@@ -858,7 +858,8 @@ impl Store for SqliteStore {
                 c,
                 "UPDATE visitors SET name = coalesce(?1, name), email = coalesce(?2, email), \
                  page_url = coalesce(?3, page_url), referrer = coalesce(?4, referrer), \
-                 user_agent = coalesce(?5, user_agent), last_seen = ?6, last_ip = coalesce(?8, last_ip) \
+                 user_agent = coalesce(?5, user_agent), last_seen = coalesce(?6, last_seen), \
+                 last_ip = coalesce(?8, last_ip) \
                  WHERE id = ?7",
                 params![
                     update.name,
@@ -866,7 +867,7 @@ impl Store for SqliteStore {
                     update.page_url,
                     update.referrer,
                     update.user_agent,
-                    now_ms(),
+                    (!update.not_seen).then(now_ms),
                     id,
                     update.ip
                 ],
