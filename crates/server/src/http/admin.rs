@@ -165,7 +165,8 @@ struct ErasedVisitor {
 /// Everything kept about one visitor of the admin's site, as one JSON
 /// document to download (`privacy`); recorded in the audit log.
 #[utoipa::path(get, path = "/api/v1/admin/visitors/{id}/export", tag = "visitors", params(("id" = String, Path)),
-    responses((status = 200, description = "The visitor's data, as a file to download", body = Object)))]
+    responses((status = 200, description = "The visitor's data, as a file to download",
+        body = crate::privacy::VisitorExport)))]
 async fn export_visitor(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
