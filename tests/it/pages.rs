@@ -1,5 +1,6 @@
 //! Cursor pagination of the lists that grow, through HTTP on both stores:
-//! conversations, the audit log and the outbox's deliveries are read a page
+//! conversations (missed chats too), bans, the audit log and the outbox's
+//! deliveries are read a page
 //! at a time by `Next-Cursor`, every row exactly once and in order, rows
 //! made in the same millisecond included; the first page without a cursor
 //! is what the list answered before it had pages; a cursor this server did
@@ -155,11 +156,7 @@ async fn lists_page_by_cursor_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_page_by_cursor_on_postgres() {
     let db = TestDb::create().await;
-    let server = TestServer::start_with(|c| {
-        c.database_url = Some(db.url.clone());
-        c.database_max_connections = 6;
-    })
-    .await;
+    let server = on_postgres(&db, no_tuning).await;
     lists_page_by_cursor(server).await;
 }
 
@@ -177,11 +174,85 @@ async fn deliveries_page_by_cursor_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_page_by_cursor_on_postgres() {
     let db = TestDb::create().await;
-    let server = TestServer::start_with(|c| {
-        hooks_wait(c);
+    let server = on_postgres(&db, hooks_wait).await;
+    deliveries_page_by_cursor(server).await;
+}
+
+/// Missed chats and bans, a page at a time.
+async fn missed_chats_and_bans_page_by_cursor(server: TestServer) {
+    let shop = server.site().await;
+    server.person(&shop, "boss@shop.example", "Boss", Role::Admin).await;
+    let (boss, _) = server.login("boss@shop.example", "password123").await;
+    let mut visitors = Vec::new();
+    for i in 0..5 {
+        let (visitor_id, vtoken) = server.visitor(&shop).await;
+        let mut v = Client::connect(&server, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await;
+        v.send(json!({"type": "send", "client_id": "m", "body": format!("anyone? {i}")})).await;
+        v.wait_for(|f| f["type"] == "ack").await;
+        visitors.push((visitor_id, v));
+    }
+    // Nobody answers: every chat waits out the limit and is missed.
+    let started = std::time::Instant::now();
+    let missed = loop {
+        let (_, next, list) = get(&server, "/api/v1/conversations?status=missed", &boss).await;
+        if list.as_array().is_some_and(|l| l.len() == 5) {
+            assert_eq!(next, None);
+            break list;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{list}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let missed: Vec<String> = missed.as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+    let (paged, pages) = every_page(&server, "/api/v1/conversations?status=missed&limit=2", &boss, "id").await;
+    assert_eq!((paged, pages), (missed, 3));
+    let (status, _, body) = get(&server, "/api/v1/conversations?status=missed&cursor=nope", &boss).await;
+    assert_eq!(status, 400, "{body}");
+
+    for (visitor_id, _) in &visitors {
+        let ban = json!({"visitor_id": visitor_id, "reason": "spam"});
+        let (status, body) = server.post("/api/v1/bans", Some(&boss), ban).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (_, next, all) = get(&server, "/api/v1/admin/bans", &boss).await;
+    assert_eq!(next, None);
+    let all: Vec<String> = all.as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(all.len(), 5);
+    let (paged, pages) = every_page(&server, "/api/v1/admin/bans?limit=2", &boss, "id").await;
+    assert_eq!((paged, pages), (all, 3));
+    let other = server.new_site("Other").await;
+    server.person(&other, "boss@other.example", "Other boss", Role::Admin).await;
+    let (stranger, _) = server.login("boss@other.example", "password123").await;
+    let (_, cursor, _) = get(&server, "/api/v1/admin/bans?limit=1", &boss).await;
+    let (_, _, theirs) =
+        get(&server, &format!("/api/v1/admin/bans?cursor={}", urlencoding(&cursor.unwrap())), &stranger).await;
+    assert_eq!(theirs, json!([]));
+}
+
+fn quick_misses(c: &mut holdfast_server::config::Config) {
+    c.outbox.missed_tick = std::time::Duration::from_millis(100);
+    c.outbox.missed_minute = std::time::Duration::from_millis(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_chats_and_bans_page_by_cursor_on_sqlite() {
+    missed_chats_and_bans_page_by_cursor(TestServer::start_with(quick_misses).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_chats_and_bans_page_by_cursor_on_postgres() {
+    let db = TestDb::create().await;
+    let server = on_postgres(&db, quick_misses).await;
+    missed_chats_and_bans_page_by_cursor(server).await;
+}
+
+fn no_tuning(_: &mut holdfast_server::config::Config) {}
+
+/// A server on the PostgreSQL database `db`, tuned by `tune`.
+async fn on_postgres(db: &TestDb, tune: fn(&mut holdfast_server::config::Config)) -> TestServer {
+    TestServer::start_with(|c| {
+        tune(c);
         c.database_url = Some(db.url.clone());
         c.database_max_connections = 6;
     })
-    .await;
-    deliveries_page_by_cursor(server).await;
+    .await
 }

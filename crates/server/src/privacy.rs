@@ -98,8 +98,12 @@ pub async fn export_visitor(store: &dyn Store, site_id: &str, visitor_id: &str) 
         }
         conversations.push(ExportedConversation { conversation, events });
     }
-    let bans: Vec<_> =
-        store.bans(site_id, 1000).await?.into_iter().filter(|b| b.visitor_id.as_deref() == Some(&v.id)).collect();
+    let bans: Vec<_> = store
+        .bans(site_id, (i64::MAX, String::new()), 1000)
+        .await?
+        .into_iter()
+        .filter(|b| b.visitor_id.as_deref() == Some(&v.id))
+        .collect();
     Ok(VisitorExport {
         format: EXPORT_FORMAT,
         exported_at: now_ms(),

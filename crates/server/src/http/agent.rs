@@ -3,7 +3,7 @@
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -81,7 +81,7 @@ struct ListQuery {
     /// 1 to 1000 (default 100).
     #[serde(default)]
     limit: Option<i64>,
-    /// The `Next-Cursor` of the previous page (not with `status=missed`).
+    /// The `Next-Cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
 }
@@ -100,15 +100,17 @@ async fn conversations(
     if q.status.as_deref() == Some("missed") {
         // Missed chats keep their status (a waiting visitor stays queued):
         // a list of its own, most recently missed first.
-        if q.mine.is_some() || q.visitor.is_some() || q.agent.is_some() || q.group.is_some() || q.cursor.is_some() {
-            return Err(Error::bad_request("status=missed takes no other filter but limit"));
+        if q.mine.is_some() || q.visitor.is_some() || q.agent.is_some() || q.group.is_some() {
+            return Err(Error::bad_request("status=missed takes no other filter but limit and cursor"));
         }
-        let list = state.store.missed_chats(&me.site_id, limit).await?;
-        let views: Vec<ConversationView> = list
+        let after = q.cursor.as_deref().map(page::parse_cursor).transpose()?.unwrap_or((i64::MAX, String::new()));
+        let list = state.store.missed_chats(&me.site_id, after, limit + 1).await?;
+        let (list, next) = page::split(list, limit, |(c, missed)| (missed.missed_at, &c.id));
+        let views = list
             .into_iter()
             .map(|(c, missed)| ConversationView { missed: Some(missed), ..ConversationView::from(&c) })
             .collect();
-        return Ok(Json(views).into_response());
+        return Ok(page::array_page::<ConversationView>(views, next));
     }
     let status = match q.status.as_deref() {
         None => None,

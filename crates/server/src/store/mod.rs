@@ -793,8 +793,15 @@ pub trait Store: Send + Sync + 'static {
     /// Closed chats of a site closed after `since` whose archive transcript
     /// (`archive:ID` delivery) is not queued, oldest close first.
     async fn unarchived_closed(&self, site_id: &str, since: i64, limit: i64) -> Result<Vec<Conversation>>;
-    /// A site's missed conversations, most recently missed first.
-    async fn missed_chats(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, missed::Missed)>>;
+    /// A site's missed conversations, most recently missed first, after
+    /// the cursor `(missed_at, conversation id)` (`(i64::MAX, "")`: from
+    /// the start).
+    async fn missed_chats(
+        &self,
+        site_id: &str,
+        after: (i64, String),
+        limit: i64,
+    ) -> Result<Vec<(Conversation, missed::Missed)>>;
 
     // ----- reports (`reports.rs`) ------------------------------------------
 
@@ -811,8 +818,9 @@ pub trait Store: Send + Sync + 'static {
     // ----- bans (`bans.rs`) ------------------------------------------------
 
     async fn create_ban(&self, ban: bans::Ban) -> Result<()>;
-    /// A site's bans, lifted and expired ones too, newest first.
-    async fn bans(&self, site_id: &str, limit: i64) -> Result<Vec<bans::Ban>>;
+    /// A site's bans, lifted and expired ones too, newest first, after the
+    /// cursor `(created_at, id)` (`(i64::MAX, "")`: from the start).
+    async fn bans(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<bans::Ban>>;
     /// Lift a ban of this site (a lifted one stays as it was); the ban as
     /// it is now, `None` if the site has no such ban.
     async fn lift_ban(&self, site_id: &str, id: &str, by: &str, at: i64) -> Result<Option<bans::Ban>>;

@@ -1371,8 +1371,13 @@ impl Store for PostgresStore {
         self.archive_scan(site_id, since, limit).await
     }
 
-    async fn missed_chats(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, missed::Missed)>> {
-        self.missed_list(site_id, limit).await
+    async fn missed_chats(
+        &self,
+        site_id: &str,
+        after: (i64, String),
+        limit: i64,
+    ) -> Result<Vec<(Conversation, missed::Missed)>> {
+        self.missed_list(site_id, after, limit).await
     }
 
     async fn report_facts(
@@ -1389,8 +1394,8 @@ impl Store for PostgresStore {
         self.ban_insert(ban).await
     }
 
-    async fn bans(&self, site_id: &str, limit: i64) -> Result<Vec<bans::Ban>> {
-        self.ban_list(site_id, limit).await
+    async fn bans(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<bans::Ban>> {
+        self.ban_list(site_id, after, limit).await
     }
 
     async fn lift_ban(&self, site_id: &str, id: &str, by: &str, at: i64) -> Result<Option<bans::Ban>> {

@@ -1209,8 +1209,13 @@ impl Store for SqliteStore {
         self.archive_scan(site_id, since, limit).await
     }
 
-    async fn missed_chats(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, missed::Missed)>> {
-        self.missed_list(site_id, limit).await
+    async fn missed_chats(
+        &self,
+        site_id: &str,
+        after: (i64, String),
+        limit: i64,
+    ) -> Result<Vec<(Conversation, missed::Missed)>> {
+        self.missed_list(site_id, after, limit).await
     }
 
     async fn report_facts(
@@ -1227,8 +1232,8 @@ impl Store for SqliteStore {
         self.ban_insert(ban).await
     }
 
-    async fn bans(&self, site_id: &str, limit: i64) -> Result<Vec<bans::Ban>> {
-        self.ban_list(site_id, limit).await
+    async fn bans(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<bans::Ban>> {
+        self.ban_list(site_id, after, limit).await
     }
 
     async fn lift_ban(&self, site_id: &str, id: &str, by: &str, at: i64) -> Result<Option<bans::Ban>> {
