@@ -62,7 +62,27 @@ async fn lists_page_by_cursor(server: TestServer) {
     server.person(&shop, "boss@shop.example", "Boss", Role::Admin).await;
     let (boss, _) = server.login("boss@shop.example", "password123").await;
 
-    // Seven chats.
+    // A chat's events, by `seq`: for the agent and for its visitor.
+    let (_, vtoken) = server.visitor(&shop).await;
+    let mut v = Client::connect(&server, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await;
+    let mut conv = None::<String>;
+    for i in 0..5 {
+        v.send(json!({"type": "send", "conv": conv, "client_id": format!("e{i}"), "body": format!("line {i}")})).await;
+        let ack = v.wait_for(|f| f["type"] == "ack" && f["client_id"] == format!("e{i}").as_str()).await;
+        conv = ack["conv"].as_str().map(str::to_owned);
+    }
+    let conv = conv.unwrap();
+    let events = format!("/api/v1/conversations/{conv}/events?limit=2");
+    for token in [&boss, &vtoken] {
+        let (ids, pages) = every_page(&server, &events, token, "id").await;
+        assert_eq!((ids.len(), pages), (5, 3));
+    }
+    let (status, _, body) = get(&server, &format!("{events}&cursor=2&after=2"), &boss).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = get(&server, &format!("{events}&cursor=two"), &boss).await;
+    assert_eq!(status, 400, "{body}");
+
+    // Seven more chats.
     for i in 0..7 {
         let (_, vtoken) = server.visitor(&shop).await;
         let mut v = Client::connect(&server, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await;
@@ -73,7 +93,7 @@ async fn lists_page_by_cursor(server: TestServer) {
     let (status, next, all) = get(&server, "/api/v1/conversations", &boss).await;
     assert_eq!((status, next), (200, None));
     let all: Vec<String> = all.as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(all.len(), 7);
+    assert_eq!(all.len(), 8);
     let (paged, pages) = every_page(&server, "/api/v1/conversations?limit=3", &boss, "id").await;
     assert_eq!((paged, pages), (all.clone(), 3), "three pages, each chat once, newest first");
     let (paged, _) = every_page(&server, "/api/v1/conversations?limit=2&status=queued", &boss, "id").await;

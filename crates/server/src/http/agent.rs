@@ -184,30 +184,45 @@ struct EventsQuery {
     /// 1 to 1000 (default 500).
     #[serde(default)]
     limit: Option<i64>,
+    /// The `Next-Cursor` of the previous page (the same as `after`; not
+    /// with it).
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
 /// A conversation's events after a cursor (the transcript, paged): page on
-/// with the last `seq` as `after`.
+/// with `Next-Cursor` as `cursor` (or the last `seq` as `after`).
 #[utoipa::path(get, path = "/api/v1/conversations/{id}/events", tag = "conversations",
     params(("id" = String, Path), EventsQuery),
     security(("access_token" = []), ("api_token" = []), ("visitor_token" = [])),
-    responses((status = 200, description = "The events, in order", body = Vec<EventView>)))]
+    responses((status = 200, description = "The events, in order", body = Vec<EventView>,
+        headers(("Next-Cursor" = String, description = "The next page's `cursor`; absent on the last page")))))]
 async fn events(
     State(state): State<AppState>,
     PeerAuth(peer): PeerAuth,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<EventsQuery>,
-) -> Result<Json<Vec<EventView>>> {
-    let after = q.after.unwrap_or(0);
+) -> Result<Response> {
+    let after = match (q.after, q.cursor.as_deref()) {
+        (Some(_), Some(_)) => return Err(Error::bad_request("give after or cursor, not both")),
+        (None, Some(cursor)) => {
+            cursor.parse::<i64>().map_err(|_| Error::bad_request("cursor is not one this endpoint gave"))?
+        }
+        (after, None) => after.unwrap_or(0),
+    };
     if after < 0 {
         return Err(Error::bad_request("after must be >= 0"));
     }
     let conv = state.chat.conversation_for(&peer, &id).await?;
-    let events = state.store.events_after(&conv.id, after, q.limit.unwrap_or(500).clamp(1, 1000)).await?;
+    let limit = q.limit.unwrap_or(500).clamp(1, 1000);
+    let events = state.store.events_after(&conv.id, after, limit).await?;
+    // A full page may have more after it (one more read tells: an empty
+    // page); the cursor is the last seq read, notes included.
+    let next = (events.len() as i64 == limit).then(|| events.last().map(|e| e.seq.to_string())).flatten();
     // A visitor never sees an internal note (a page may then hold fewer
     // events than `limit` without being the last).
     let seen = |e: &&crate::store::StoredEvent| !(matches!(peer, Peer::Visitor(_)) && e.kind == "note");
-    Ok(Json(events.iter().filter(seen).map(EventView::from).collect()))
+    Ok(page::array_page(events.iter().filter(seen).map(EventView::from).collect::<Vec<_>>(), next))
 }
 
 /// A visitor of the site.
