@@ -1290,10 +1290,26 @@ async function loadWebhooks() {
       loadWebhooks().catch((e) => toast(e.message));
     } }, w.enabled ? "Disable" : "Enable");
     const log = h("button", { type: "button", "aria-label": `Deliveries of ${w.name}`, onclick: () => loadWebhookLog(w).catch((e) => toast(e.message)) }, "Deliveries");
+    // A new secret, shown once; the old one signs nothing from now on.
+    const rotate = h("button", { type: "button", "aria-label": `New secret for ${w.name}`, onclick: async () => {
+      if (!confirm(`Make a new signing secret for ${w.name}? The old one stops signing at once: give the receiver the new one.`)) return;
+      try {
+        const made = await post(`/api/v1/admin/webhooks/${encodeURIComponent(w.id)}/rotate-secret`, {});
+        $("webhook-secret-value").textContent = made.secret;
+        $("webhook-secret").hidden = false;
+        toast("New secret made");
+      } catch (e) { toast(e.message); }
+    } }, "New secret");
+    const remove = h("button", { type: "button", "aria-label": `Delete ${w.name}`, onclick: async () => {
+      if (!confirm(`Delete the endpoint ${w.name}? Nothing more is sent to it, and what waits for it is dropped.`)) return;
+      try { await api(`/api/v1/admin/webhooks/${encodeURIComponent(w.id)}`, { method: "DELETE" }); toast("Endpoint deleted"); } catch (e) { toast(e.message); }
+      $("webhook-log-box").hidden = true;
+      loadWebhooks().catch((e) => toast(e.message));
+    } }, "Delete");
     const status = w.enabled ? (w.failing_since ? `failing since ${when(w.failing_since)}` : "enabled")
       : w.disabled_reason ? `disabled ${when(w.disabled_at)}: ${w.disabled_reason}` : "disabled";
     const tr = h("tr", {}, h("td", {}, w.name), h("td", {}, h("code", {}, w.url)), h("td", {}, w.events.join(", ")),
-      h("td", {}, status), h("td", {}, toggle, " ", log));
+      h("td", {}, status), h("td", {}, toggle, " ", log, " ", rotate, " ", remove));
     tr.dataset.webhook = w.id;
     return tr;
   }));
