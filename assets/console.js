@@ -517,10 +517,11 @@ function appendEvent(e) {
   const log = $("log");
   let el;
   if (e.type === "message") {
-    const mine = me && e.author.kind === "agent" && e.author.id === me.id;
-    const pending = e.client_id && log.querySelector(`[data-client-id="${CSS.escape(e.client_id)}"]`);
+    // An integration's message (REST API) is its token's, not its maker's.
+    const mine = !e.integration && me && e.author.kind === "agent" && e.author.id === me.id;
+    const pending = !e.integration && e.client_id && log.querySelector(`[data-client-id="${CSS.escape(e.client_id)}"]`);
     if (pending) pending.remove();
-    const who = e.author.kind === "visitor" ? visitorLabel(e.author.id) : mine ? "You" : agentName(e.author.id);
+    const who = e.integration ? `${e.integration} (integration)` : e.author.kind === "visitor" ? visitorLabel(e.author.id) : mine ? "You" : agentName(e.author.id);
     // A colleague's messages sit on the team's side, marked as theirs.
     const side = mine ? "msg me" : e.author.kind === "visitor" ? "msg" : "msg colleague";
     const at = h("time", { datetime: new Date(e.at).toISOString() }, clock(e.at));
@@ -1289,10 +1290,26 @@ async function loadWebhooks() {
       loadWebhooks().catch((e) => toast(e.message));
     } }, w.enabled ? "Disable" : "Enable");
     const log = h("button", { type: "button", "aria-label": `Deliveries of ${w.name}`, onclick: () => loadWebhookLog(w).catch((e) => toast(e.message)) }, "Deliveries");
+    // A new secret, shown once; the old one signs nothing from now on.
+    const rotate = h("button", { type: "button", "aria-label": `New secret for ${w.name}`, onclick: async () => {
+      if (!confirm(`Make a new signing secret for ${w.name}? The old one stops signing at once: give the receiver the new one.`)) return;
+      try {
+        const made = await post(`/api/v1/admin/webhooks/${encodeURIComponent(w.id)}/rotate-secret`, {});
+        $("webhook-secret-value").textContent = made.secret;
+        $("webhook-secret").hidden = false;
+        toast("New secret made");
+      } catch (e) { toast(e.message); }
+    } }, "New secret");
+    const remove = h("button", { type: "button", "aria-label": `Delete ${w.name}`, onclick: async () => {
+      if (!confirm(`Delete the endpoint ${w.name}? Nothing more is sent to it, and what waits for it is dropped.`)) return;
+      try { await api(`/api/v1/admin/webhooks/${encodeURIComponent(w.id)}`, { method: "DELETE" }); toast("Endpoint deleted"); } catch (e) { toast(e.message); }
+      $("webhook-log-box").hidden = true;
+      loadWebhooks().catch((e) => toast(e.message));
+    } }, "Delete");
     const status = w.enabled ? (w.failing_since ? `failing since ${when(w.failing_since)}` : "enabled")
       : w.disabled_reason ? `disabled ${when(w.disabled_at)}: ${w.disabled_reason}` : "disabled";
     const tr = h("tr", {}, h("td", {}, w.name), h("td", {}, h("code", {}, w.url)), h("td", {}, w.events.join(", ")),
-      h("td", {}, status), h("td", {}, toggle, " ", log));
+      h("td", {}, status), h("td", {}, toggle, " ", log, " ", rotate, " ", remove));
     tr.dataset.webhook = w.id;
     return tr;
   }));

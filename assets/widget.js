@@ -115,6 +115,7 @@ header{background:var(--a);color:var(--t);padding:10px 12px;display:flex;align-i
 .log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:6px;background:#f8fafc}
 .msg{max-width:80%;padding:8px 10px;border-radius:12px;white-space:pre-wrap;overflow-wrap:anywhere}
 .them{background:#e2e8f0;align-self:flex-start}
+.from{display:block;font-size:11px;opacity:.75}
 .me{background:var(--a);color:var(--t);align-self:flex-end}
 .me a{color:var(--t)}
 .pending{opacity:.6}.failed{outline:2px solid #dc2626}
@@ -680,6 +681,8 @@ textarea{resize:none}
           if (f.attachments) el.textContent = f.body;
           log.insertBefore(el, log.querySelector(".pending")); // server order
         } else el = line(mine ? "msg me" : "msg them", f.erased ? t("erased") : f.body);
+        // An integration's message (REST API) says whose it is.
+        if (f.integration) el.prepend(h("span", { class: "from" }, f.integration));
         files(el, f.attachments);
         if (mine && !conv) conv = f.conv;
         if (f.author.kind === "agent") {

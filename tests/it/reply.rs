@@ -154,6 +154,7 @@ async fn an_answer_and_its_email_commit_together_once(b: Backend) {
         client_id: "q".into(),
         body: "?".into(),
         attachments: vec![],
+        integration: None,
     };
     store.apply(&offline.id, question).await.unwrap();
 

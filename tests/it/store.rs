@@ -51,7 +51,61 @@ both_stores!(
     sessions_agents_visitors_and_admin_data_round_trip,
     search_queue_and_filters,
     injected_faults_fail_every_call_until_cleared,
+    idempotency_keys_are_claimed_once_kept_lapse_and_expire,
 );
+
+/// Idempotency keys (`store::idempotency`): of two nodes claiming at once
+/// one wins; the other finds the claim, then the answer; a lapsed claim or
+/// a forgotten key is claimed afresh; a late answer to a lapsed claim is
+/// dropped; expired keys are deleted.
+async fn idempotency_keys_are_claimed_once_kept_lapse_and_expire(s: Backend) {
+    use holdfast_server::store::idempotency::{Claimed, KeyClaim, KeyScope, StoredAnswer};
+    let scope = |key: &str| KeyScope { site_id: "site".into(), principal: "token:t".into(), key: key.into() };
+    let claim = |key: &str, now: i64| KeyClaim {
+        scope: scope(key),
+        fingerprint: "f1".into(),
+        now,
+        forget_before: now - 86_400_000,
+        lapsed_before: now - 60_000,
+    };
+    let t0 = 1_000_000_000_000;
+    let (a, b) = tokio::join!(s.a.claim_idempotency_key(claim("k", t0)), s.b.claim_idempotency_key(claim("k", t0)));
+    let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
+    let ours = [&a, &b].iter().filter(|c| matches!(c, Claimed::Ours { .. })).count();
+    assert_eq!(ours, 1, "{a:?} {b:?}");
+    let Some(Claimed::Taken(running)) = s.b.claim_idempotency_key(claim("k", t0 + 1)).await.unwrap() else {
+        panic!("the key is claimed")
+    };
+    assert_eq!((running.fingerprint.as_str(), running.answer), ("f1", None));
+    let answer = StoredAnswer { status: 201, content_type: Some("application/json".into()), body: b"{}".to_vec() };
+    s.a.finish_idempotency_key(scope("k"), t0, answer.clone()).await.unwrap();
+    let Some(Claimed::Taken(done)) = s.b.claim_idempotency_key(claim("k", t0 + 120_000)).await.unwrap() else {
+        panic!("a kept answer does not lapse")
+    };
+    assert_eq!(done.answer, Some(answer.clone()));
+    // A day later the key is forgotten: claimed afresh.
+    let day = t0 + 86_400_001;
+    assert_eq!(s.b.claim_idempotency_key(claim("k", day)).await.unwrap(), Some(Claimed::Ours { at: day }));
+
+    // A claim with no answer lapses after a minute; the first request's
+    // late answer is then dropped, and its release frees nothing.
+    s.a.claim_idempotency_key(claim("slow", t0)).await.unwrap();
+    let later = t0 + 60_001;
+    assert_eq!(s.b.claim_idempotency_key(claim("slow", later)).await.unwrap(), Some(Claimed::Ours { at: later }));
+    s.a.finish_idempotency_key(scope("slow"), t0, answer.clone()).await.unwrap();
+    s.a.release_idempotency_key(scope("slow"), t0).await.unwrap();
+    let Some(Claimed::Taken(still)) = s.a.claim_idempotency_key(claim("slow", later + 1)).await.unwrap() else {
+        panic!("the second claim holds")
+    };
+    assert_eq!(still.answer, None);
+    s.b.release_idempotency_key(scope("slow"), later).await.unwrap();
+    assert!(matches!(s.a.claim_idempotency_key(claim("slow", later + 2)).await.unwrap(), Some(Claimed::Ours { .. })));
+
+    // Expired keys are deleted; younger ones stay.
+    assert_eq!(s.a.forget_idempotency_keys(later + 1).await.unwrap(), 0, "none older than that");
+    assert_eq!(s.a.forget_idempotency_keys(later + 3).await.unwrap(), 1, "the slow key");
+    assert_eq!(s.a.forget_idempotency_keys(i64::MAX).await.unwrap(), 1);
+}
 
 async fn site_with_agents(store: &dyn Store, n: usize, limit: i64) -> (Site, Vec<String>) {
     let site = store.create_site("Shop").await.unwrap();
@@ -87,6 +141,7 @@ fn message(author: Author, client_id: &str) -> Change {
         client_id: client_id.into(),
         body: format!("body of {client_id}"),
         attachments: Vec::new(),
+        integration: None,
     }
 }
 
@@ -403,13 +458,20 @@ async fn search_queue_and_filters(s: Backend) {
             client_id: "1".into(),
             body: "Where is my ORDER?".into(),
             attachments: vec![],
+            integration: None,
         },
     )
     .await
     .unwrap();
     s.a.apply(
         &first.id,
-        Change::Message { author: v, client_id: "2".into(), body: "100% sure_of_it".into(), attachments: vec![] },
+        Change::Message {
+            author: v,
+            client_id: "2".into(),
+            body: "100% sure_of_it".into(),
+            attachments: vec![],
+            integration: None,
+        },
     )
     .await
     .unwrap();
@@ -582,6 +644,7 @@ async fn the_sqlite_wal_is_checkpointed_beside_the_writer() {
                 client_id: format!("c{chunk}-{i}"),
                 body: "x".repeat(1000),
                 attachments: Vec::new(),
+                integration: None,
             };
             async move { store.apply(&conv, change).await }
         });

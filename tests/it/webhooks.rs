@@ -233,6 +233,16 @@ async fn an_outage_loses_nothing_and_keeps_order(server: TestServer) {
     assert!(again["error"].is_null() && again["payload"]["type"] == "conversation.closed", "{again:#}");
 }
 
+/// A server tuned by `tune` on the PostgreSQL database `db`.
+async fn tuned_on(db: &TestDb) -> TestServer {
+    TestServer::start_with(|c| {
+        tune(c);
+        c.database_url = Some(db.url.clone());
+        c.database_max_connections = 6;
+    })
+    .await
+}
+
 fn tune(c: &mut holdfast_server::config::Config) {
     c.status.allow_private_webhooks = true;
     c.outbox.retry_min = Duration::from_millis(300);
@@ -248,12 +258,7 @@ async fn an_outage_loses_nothing_and_keeps_order_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_loses_nothing_and_keeps_order_on_postgres() {
     let db = TestDb::create().await;
-    let server = TestServer::start_with(|c| {
-        tune(c);
-        c.database_url = Some(db.url.clone());
-        c.database_max_connections = 6;
-    })
-    .await;
+    let server = tuned_on(&db).await;
     an_outage_loses_nothing_and_keeps_order(server).await;
 }
 
@@ -506,4 +511,127 @@ async fn a_missed_chat_is_announced_after_its_message() {
     assert_eq!(missed["conversation"]["id"], conv.as_str());
     assert_eq!(missed["missed"]["reason"], "waited", "{missed:#}");
     assert!(missed["missed"]["waited_ms"].as_i64().unwrap() >= 200, "{missed:#}");
+}
+
+/// A message an integration sends over REST (`POST …/messages`): a
+/// `message.created` like any other.
+async fn integration_says(server: &TestServer, token: &str, conv: &str, body: &str) {
+    let path = format!("/api/v1/conversations/{conv}/messages");
+    let (status, sent) = server.post(&path, Some(token), json!({"body": body})).await;
+    assert_eq!(status, 201, "{sent}");
+}
+
+/// The integration's message with `body`, as one receiver got it.
+async fn arrives(receiver: &mut Receiver, body: &str) -> Value {
+    let got = receiver
+        .until(Duration::from_secs(20), |got| got.iter().any(|h| h["payload"]["data"]["event"]["body"] == body))
+        .await;
+    got.into_iter().find(|h| h["payload"]["data"]["event"]["body"] == body).unwrap()
+}
+
+async fn a_secret_rotates_and_an_endpoint_is_deleted(server: TestServer) {
+    let site = server.site().await;
+    let boss = admin_of(&server, &site, "boss@shop.example").await;
+    let (status, made) =
+        server.post("/api/v1/admin/api-tokens", Some(&boss), json!({"name": "Bot", "scopes": ["write"]})).await;
+    assert_eq!(status, 201, "{made}");
+    let bot = made["secret"].as_str().unwrap().to_owned();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let (id, old) = endpoint(&server, &boss, "CRM", &url, &["message.created"]).await;
+    let (_, vtoken) = server.visitor(&site).await;
+    let mut visitor = Client::connect(&server, "/api/v1/visitor/socket", &vtoken, HashMap::new()).await;
+    visitor.send(json!({"type": "send", "client_id": "v1", "body": "hello"})).await;
+    let conv = visitor.wait_for(|f| f["type"] == "ack").await["conv"].as_str().unwrap().to_owned();
+
+    // An integration's REST message reaches the endpoint, signed.
+    let mut receiver = Receiver::start(port, &old, 0.0);
+    integration_says(&server, &bot, &conv, "first").await;
+    let hook = arrives(&mut receiver, "first").await;
+    assert!(hook["error"].is_null(), "{hook:#}");
+    assert_eq!(hook["payload"]["data"]["event"]["data"]["integration"], "Bot", "{hook:#}");
+
+    // Rotated: a new secret, shown once (a retry under the same key says
+    // so and rotates nothing), signs from now on; the old one no more.
+    let rotate = format!("{}/api/v1/admin/webhooks/{id}/rotate-secret", server.base);
+    let res = server.http.post(&rotate).bearer_auth(&boss).header("idempotency-key", "rot-1").send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let rotated: Value = res.json().await.unwrap();
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("whsec_") && new != old, "{rotated}");
+    assert_eq!(rotated["id"], id.as_str());
+    let res = server.http.post(&rotate).bearer_auth(&boss).header("idempotency-key", "rot-1").send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 409);
+    let again: Value = res.json().await.unwrap();
+    assert!(!again.to_string().contains("whsec_"), "{again}");
+    assert!(again["error"]["message"].as_str().unwrap().contains("secret"), "{again}");
+    integration_says(&server, &bot, &conv, "second").await;
+    // The old secret verifies nothing more.
+    let refused = |h: &Value| h["error"].as_str().is_some_and(|e| e.contains("signature"));
+    let got = receiver.until(Duration::from_secs(20), |got| got.iter().any(refused)).await;
+    assert!(got.iter().all(|h| h["payload"]["data"]["event"]["body"] != "second"), "{got:#?}");
+    drop(receiver);
+    let mut receiver = Receiver::start(port, &new, 0.0);
+    let hook = arrives(&mut receiver, "second").await; // the refused delivery, retried
+    assert!(hook["error"].is_null(), "the new secret verifies: {hook:#}");
+
+    // Another site's admin can neither rotate nor delete it.
+    let other = server.new_site("Other").await;
+    let stranger = admin_of(&server, &other, "boss@other.example").await;
+    let (status, _) =
+        server.post(&format!("/api/v1/admin/webhooks/{id}/rotate-secret"), Some(&stranger), json!({})).await;
+    assert_eq!(status, 404);
+    let (status, body) =
+        server.call(reqwest::Method::DELETE, &format!("/api/v1/admin/webhooks/{id}"), &stranger, json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    let (status, body) =
+        server.call(reqwest::Method::DELETE, "/api/v1/admin/webhooks/nonexistent", &boss, json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+
+    // Deleted while a delivery waits for a receiver that is down: the
+    // delivery ends as failed, and nothing more is queued for it.
+    drop(receiver);
+    integration_says(&server, &bot, &conv, "third").await;
+    let queued = loop {
+        let (_, log) = server.get(&format!("/api/v1/admin/webhooks/{id}/deliveries"), Some(&boss)).await;
+        if let Some(d) = log.as_array().unwrap().iter().find(|d| d["status"] == "queued") {
+            break d["id"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, _) =
+        server.call(reqwest::Method::DELETE, &format!("/api/v1/admin/webhooks/{id}"), &boss, json!({})).await;
+    assert_eq!(status, 204);
+    let (_, list) = server.get("/api/v1/admin/webhooks", Some(&boss)).await;
+    assert_eq!(list, json!([]));
+    let (status, _) = server.get(&format!("/api/v1/admin/webhooks/{id}/deliveries"), Some(&boss)).await;
+    assert_eq!(status, 404);
+    let (_, log) = server.get("/api/v1/admin/deliveries", Some(&boss)).await;
+    let ended = log.as_array().unwrap().iter().find(|d| d["id"] == queued.as_str()).unwrap().clone();
+    assert_eq!(
+        (ended["status"].as_str(), ended["last_error"].as_str()),
+        (Some("failed"), Some("the endpoint was deleted"))
+    );
+    integration_says(&server, &bot, &conv, "fourth").await;
+    let (_, log) = server.get("/api/v1/admin/deliveries?status=queued", Some(&boss)).await;
+    assert_eq!(log, json!([]), "nothing queued for a deleted endpoint");
+    let (status, _) =
+        server.call(reqwest::Method::DELETE, &format!("/api/v1/admin/webhooks/{id}"), &boss, json!({})).await;
+    assert_eq!(status, 404, "gone");
+    let (_, audit) = server.get("/api/v1/admin/audit", Some(&boss)).await;
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"webhook.deleted") && actions.contains(&"webhook.secret_rotated"), "{actions:?}");
+    assert!(!audit.to_string().contains(&new[6..]) && !audit.to_string().contains(&old[6..]), "no secret in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_rotates_and_an_endpoint_is_deleted_on_sqlite() {
+    a_secret_rotates_and_an_endpoint_is_deleted(TestServer::start_with(tune).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_rotates_and_an_endpoint_is_deleted_on_postgres() {
+    let db = TestDb::create().await;
+    let server = tuned_on(&db).await;
+    a_secret_rotates_and_an_endpoint_is_deleted(server).await;
 }

@@ -56,7 +56,7 @@ pub async fn record(store: &dyn Store, who: &AgentCtx, action: Action<'_>) {
         let person = store.agent(&who.agent_id).await?.map(|a| a.name).unwrap_or_default();
         // An integration acts for the admin who made its token: both named.
         let actor_name = match &who.api_token {
-            Some(token) => format!("{person} (API token \u{201c}{token}\u{201d})"),
+            Some(token) => format!("{person} (API token \u{201c}{}\u{201d})", token.name),
             None => person,
         };
         let entry = AuditEntry {
@@ -80,11 +80,18 @@ pub async fn record(store: &dyn Store, who: &AgentCtx, action: Action<'_>) {
 }
 
 /// The site's log, newest first; `before` (ms) pages back.
-pub async fn page(store: &dyn Store, admin: &AgentCtx, before: Option<i64>, limit: i64) -> Result<Vec<AuditEntry>> {
+/// `after` is a cursor `(at, id)`: the entries after it in newest-first
+/// order (`id` `""`: those older than `at`); `None`, from the newest.
+pub async fn page(
+    store: &dyn Store,
+    admin: &AgentCtx,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<AuditEntry>> {
     if !admin.role.is_admin() {
         return Err(crate::error::Error::forbidden("admins only"));
     }
-    store.audit_log(&admin.site_id, before.unwrap_or(i64::MAX), limit.clamp(1, 500)).await
+    store.audit_log(&admin.site_id, after.unwrap_or((i64::MAX, String::new())), limit.clamp(1, 500)).await
 }
 
 #[cfg(test)]

@@ -23,13 +23,13 @@
 //! (`run_retention`) expires what is older, in small batches (SQL in
 //! `store/retention.rs` and `store/audit.rs`).
 
-use serde_json::{Value, json};
-
 use crate::error::{Error, Result};
 use crate::store::audit::AUDIT_FLOOR_MS;
+use crate::store::bans::Ban;
 use crate::store::erasure::Erased;
 use crate::store::retention::Expired;
-use crate::store::{ConversationFilter, Store, StoredEvent, now_ms};
+use crate::store::{Conversation, ConversationFilter, Store, StoredEvent, Visitor, now_ms};
+use serde::Serialize;
 
 /// The version of the document's shape.
 pub const EXPORT_FORMAT: u32 = 1;
@@ -38,17 +38,40 @@ pub const EXPORT_FORMAT: u32 = 1;
 const MAX_CONVERSATIONS: i64 = 1000;
 const EVENT_PAGE: i64 = 500;
 
-fn event_json(e: &StoredEvent) -> Value {
-    json!({
-        "seq": e.seq, "id": e.id, "kind": e.kind,
-        "author": {"kind": e.author.kind, "id": e.author.id},
-        "client_id": e.client_id, "body": e.body, "data": e.data, "created_at": e.created_at,
-    })
+/// Everything kept about one visitor, as one JSON document (its shape is
+/// `EXPORT_FORMAT`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VisitorExport {
+    /// The version of the document's shape.
+    pub format: u32,
+    pub exported_at: i64,
+    pub visitor: ExportedVisitor,
+    /// Newest first, each with its events.
+    pub conversations: Vec<ExportedConversation>,
+    /// The bans that name the visitor.
+    pub bans: Vec<Ban>,
+}
+
+/// The visitor's details, their last address too.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExportedVisitor {
+    #[serde(flatten)]
+    pub visitor: Visitor,
+    /// The address they last opened a session from.
+    pub last_ip: Option<String>,
+}
+
+/// A conversation of the visitor with its events, internal notes left out.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExportedConversation {
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    pub events: Vec<StoredEvent>,
 }
 
 /// Everything about visitor `visitor_id` of site `site_id`; another
 /// site's visitor, or none, is "not found".
-pub async fn export_visitor(store: &dyn Store, site_id: &str, visitor_id: &str) -> Result<Value> {
+pub async fn export_visitor(store: &dyn Store, site_id: &str, visitor_id: &str) -> Result<VisitorExport> {
     if visitor_id.len() > 64 {
         return Err(Error::NotFound("visitor"));
     }
@@ -56,11 +79,11 @@ pub async fn export_visitor(store: &dyn Store, site_id: &str, visitor_id: &str) 
     let last_ip = store.visitor_ip(&v.id).await?;
     let filter = ConversationFilter { visitor_id: Some(v.id.clone()), limit: MAX_CONVERSATIONS, ..Default::default() };
     let mut conversations = Vec::new();
-    for c in store.conversations(site_id, filter).await? {
+    for conversation in store.conversations(site_id, filter).await? {
         let mut events = Vec::new();
         let mut after = 0;
         loop {
-            let page = store.events_after(&c.id, after, EVENT_PAGE).await?;
+            let page = store.events_after(&conversation.id, after, EVENT_PAGE).await?;
             let done = (page.len() as i64) < EVENT_PAGE;
             if let Some(last) = page.last() {
                 after = last.seq;
@@ -68,26 +91,26 @@ pub async fn export_visitor(store: &dyn Store, site_id: &str, visitor_id: &str) 
             // Internal notes are the team's words, not the visitor's
             // data as they gave it: left out of the export (an erasure
             // still removes them).
-            events.extend(page.iter().filter(|e| e.kind != "note").map(event_json));
+            events.extend(page.into_iter().filter(|e| e.kind != "note"));
             if done {
                 break;
             }
         }
-        let mut conv = serde_json::to_value(&c).map_err(Error::internal)?;
-        conv["events"] = Value::Array(events);
-        conversations.push(conv);
+        conversations.push(ExportedConversation { conversation, events });
     }
-    let bans: Vec<_> =
-        store.bans(site_id, 1000).await?.into_iter().filter(|b| b.visitor_id.as_deref() == Some(&v.id)).collect();
-    let mut visitor = serde_json::to_value(&v).map_err(Error::internal)?;
-    visitor["last_ip"] = json!(last_ip);
-    Ok(json!({
-        "format": EXPORT_FORMAT,
-        "exported_at": now_ms(),
-        "visitor": visitor,
-        "conversations": conversations,
-        "bans": bans,
-    }))
+    let bans: Vec<_> = store
+        .bans(site_id, (i64::MAX, String::new()), 1000)
+        .await?
+        .into_iter()
+        .filter(|b| b.visitor_id.as_deref() == Some(&v.id))
+        .collect();
+    Ok(VisitorExport {
+        format: EXPORT_FORMAT,
+        exported_at: now_ms(),
+        visitor: ExportedVisitor { visitor: v, last_ip },
+        conversations,
+        bans,
+    })
 }
 
 /// Erase visitor `visitor_id` of site `site_id` (see the module's note).
@@ -177,6 +200,12 @@ pub async fn apply_retention(store: &dyn Store, config: &RetentionConfig, now: i
 /// The lead's retention job: `apply_retention` every `config.every`.
 pub async fn run_retention(store: std::sync::Arc<dyn Store>, config: RetentionConfig) {
     loop {
+        // Idempotency keys past their 24 hours (`http::idempotency`): no
+        // claim reads them any more; this only reclaims their space.
+        let forget_before = now_ms() - crate::store::idempotency::REMEMBERED_FOR_MS;
+        if let Err(e) = store.forget_idempotency_keys(forget_before).await {
+            tracing::warn!(error = %e, "retention: cannot delete expired idempotency keys; trying again later");
+        }
         match apply_retention(store.as_ref(), &config, now_ms()).await {
             Ok(done) => {
                 metrics::counter!("holdfast_retention_runs_total").increment(1);

@@ -94,6 +94,23 @@ async fn an_admin_manages_tokens_and_webhooks_and_hostile_text_stays_text() {
     b.click_on("document.querySelector('#webhook-form button[type=submit]')").await;
     b.wait_for("return document.querySelector('#webhook-secret-value').textContent.startsWith('whsec_')", LONG).await;
     b.wait_for("return document.querySelectorAll('#webhooks tr').length === 2", LONG).await;
+    let first = b.exec("return document.querySelector('#webhook-secret-value').textContent", vec![]).await;
+
+    // A new secret for it, shown once; then it is deleted.
+    b.exec("window.confirm = (text) => { window.asked = text; return true; }", vec![]).await;
+    let slack = "[...document.querySelectorAll('#webhooks tr')].find(r => r.cells[0].textContent === 'Slack')";
+    b.click_on(&format!("{slack}.cells[4].querySelectorAll('button')[2]")).await;
+    let script = format!(
+        "const s = document.querySelector('#webhook-secret-value').textContent; return s.startsWith('whsec_') && s !== {first}"
+    );
+    b.wait_for(&script, LONG).await;
+    let asked = b.exec("return window.asked", vec![]).await;
+    assert!(asked.as_str().unwrap().contains("Slack"), "{asked}");
+    b.click_on(&format!("{slack}.cells[4].querySelectorAll('button')[3]")).await;
+    b.wait_for("return document.querySelectorAll('#webhooks tr').length === 1", LONG).await;
+    let (_, list) = server.get("/api/v1/admin/webhooks", Some(&ada)).await;
+    assert!(list.as_array().unwrap().iter().all(|w| w["name"] != "Slack"), "{list}");
+
     let token_name = b.el("document.querySelector('#t-name')").await;
     b.type_text(&token_name, "Reports").await;
     b.click_on("document.querySelector('#token-form button[type=submit]')").await;

@@ -12,6 +12,7 @@ mod details;
 mod greetings;
 mod groups;
 mod hours;
+mod integration_messages;
 mod integrations;
 mod invitations;
 mod languages;

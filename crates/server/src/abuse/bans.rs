@@ -245,10 +245,11 @@ async fn announce(chat: &Chat, ban: &Ban) {
         .await;
 }
 
-/// The site's bans, newest first (an admin's list).
-pub async fn list(chat: &Chat, me: &AgentCtx, limit: i64) -> Result<Vec<Ban>> {
+/// The site's bans, newest first (an admin's list), after a page's cursor
+/// `(created_at, id)`, at most `limit` (up to 1,001: a page and one more).
+pub async fn list(chat: &Chat, me: &AgentCtx, after: Option<(i64, String)>, limit: i64) -> Result<Vec<Ban>> {
     admin_only(me)?;
-    chat.store.bans(&me.site_id, limit.clamp(1, 1000)).await
+    chat.store.bans(&me.site_id, after.unwrap_or((i64::MAX, String::new())), limit.clamp(1, 1001)).await
 }
 
 /// An admin lifts a ban of their site; lifting one already lifted changes

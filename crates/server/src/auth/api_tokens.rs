@@ -23,7 +23,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use serde::Deserialize;
 
 use super::tokens::hash_secret;
-use crate::chat::service::AgentCtx;
+use crate::chat::service::{AgentCtx, TokenRef};
 use crate::error::{Error, Result};
 use crate::store::api_tokens::ApiToken;
 use crate::store::{Role, Store, new_id, now_ms};
@@ -180,7 +180,7 @@ impl ApiTokens {
             site_id: token.site_id,
             session_id: String::new(),
             role: if admin { Role::Admin } else { Role::Agent },
-            api_token: Some(token.name),
+            api_token: Some(TokenRef { id: token.id, name: token.name }),
         })
     }
 

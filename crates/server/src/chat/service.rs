@@ -40,10 +40,20 @@ pub struct AgentCtx {
     pub site_id: String,
     pub session_id: String,
     pub role: Role,
-    /// The API token's name when an integration acts (`auth::api_tokens`)
+    /// The API token when an integration acts (`auth::api_tokens`)
     /// rather than the person signed in: `agent_id` is then the token's
     /// maker and `session_id` empty.
-    pub api_token: Option<String>,
+    pub api_token: Option<TokenRef>,
+}
+
+/// The API token an integration acts with.
+#[derive(Debug, Clone)]
+pub struct TokenRef {
+    /// Its id: idempotency keys are remembered per token.
+    pub id: String,
+    /// What its admin called it: the audit log and the integration's
+    /// messages name it.
+    pub name: String,
 }
 
 /// An authenticated visitor, as the visitor token says.
@@ -296,7 +306,8 @@ impl Chat {
         self.limit(v, Start::Message).await?;
         let author = Author::visitor(&v.visitor_id);
         let attachments = crate::attachments::refs_for(self.store.as_ref(), &v.site_id, &author, attachments).await?;
-        let message = Change::Message { author, client_id: client_id.into(), body: body.into(), attachments };
+        let message =
+            Change::Message { author, client_id: client_id.into(), body: body.into(), attachments, integration: None };
         if let Some(id) = conv_id {
             // The ownership check happens inside the store's transaction:
             // no separate read on the hot path.
@@ -529,9 +540,38 @@ impl Chat {
         let guard = Guard::AssignedAgent { site_id: a.site_id.clone(), agent_id: a.agent_id.clone() };
         let author = Author::agent(&a.agent_id);
         let attachments = crate::attachments::refs_for(self.store.as_ref(), &a.site_id, &author, attachments).await?;
-        let message = Change::Message { author, client_id: client_id.into(), body: body.into(), attachments };
+        let message =
+            Change::Message { author, client_id: client_id.into(), body: body.into(), attachments, integration: None };
         let applied = self.store.apply_guarded(conv_id, guard, message).await?;
         Ok(self.sent(applied, "agent").await)
+    }
+
+    /// An integration's message (an API token with `write`), in any open
+    /// conversation of its site, whoever has it: authored by the token's
+    /// maker, with the token's name in `data.integration`, which the widget
+    /// and the console show in place of a person. The same store path as
+    /// an agent's message, so it is durable, sequenced, sent live to the
+    /// conversation's sockets and to webhooks, and a retry with the same
+    /// `client_id` gets the original back.
+    pub async fn integration_send(&self, a: &AgentCtx, conv_id: &str, client_id: &str, body: &str) -> Result<Applied> {
+        let Some(token) = &a.api_token else {
+            return Err(Error::bad_request("only an API token sends as an integration; send as agent"));
+        };
+        check_client_id(client_id)?;
+        check_body(body)?;
+        if conv_id.len() > 64 {
+            return Err(Error::NotFound("conversation"));
+        }
+        let guard = Guard::Site { site_id: a.site_id.clone() };
+        let message = Change::Message {
+            author: Author::agent(&a.agent_id),
+            client_id: client_id.into(),
+            body: body.into(),
+            attachments: Vec::new(),
+            integration: Some(token.name.clone()),
+        };
+        let applied = self.store.apply_guarded(conv_id, guard, message).await?;
+        Ok(self.sent(applied, "integration").await)
     }
 
     /// An agent's internal note in any conversation of their site, whatever
@@ -657,7 +697,7 @@ impl Chat {
         to_group: Option<&str>,
     ) -> Result<Applied> {
         let conv = self.conversation_for(&Peer::Agent(a.clone()), conv_id).await?;
-        if conv.agent_id.as_deref() != Some(&a.agent_id) && !a.role.is_admin() {
+        if conv.agent_id.as_deref() != Some(&a.agent_id) && !a.role.is_admin() && a.api_token.is_none() {
             return Err(Error::forbidden("only the assigned agent or an admin can transfer"));
         }
         let by = Author::agent(&a.agent_id);
@@ -756,6 +796,7 @@ impl Chat {
         if let Peer::Agent(a) = peer
             && conv.agent_id.as_deref() != Some(&a.agent_id)
             && !a.role.is_admin()
+            && a.api_token.is_none()
             && conv.status == ConversationStatus::Active
         {
             return Err(Error::forbidden("only the assigned agent or an admin can close"));

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiPath, ApiQuery};
+use super::page;
 use crate::admin::greetings::{self, GreetingInput};
 use crate::admin::invitations::{self, AcceptRequest, InviteRequest};
 use crate::admin::{self, AgentChange, GroupChange, GroupNow, GroupView, NewAgentRequest, WidgetSettings};
@@ -164,7 +165,8 @@ struct ErasedVisitor {
 /// Everything kept about one visitor of the admin's site, as one JSON
 /// document to download (`privacy`); recorded in the audit log.
 #[utoipa::path(get, path = "/api/v1/admin/visitors/{id}/export", tag = "visitors", params(("id" = String, Path)),
-    responses((status = 200, description = "The visitor's data, as a file to download", body = Object)))]
+    responses((status = 200, description = "The visitor's data, as a file to download",
+        body = crate::privacy::VisitorExport)))]
 async fn export_visitor(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
@@ -241,20 +243,32 @@ pub(super) async fn audit_operator(State(state): State<AppState>, req: Request, 
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct AuditQuery {
-    /// Entries made before this time (Unix ms), to page back.
+    /// Entries made before this time (Unix ms); `cursor` pages exactly.
     before: Option<i64>,
+    /// 1 to 500 (default 100).
     limit: Option<i64>,
+    /// The `Next-Cursor` of the previous page.
+    cursor: Option<String>,
 }
 
-/// The site's audit log, newest first (`before`: ms, to page back).
+/// The site's audit log, newest first, a page at a time (`Next-Cursor`).
 #[utoipa::path(get, path = "/api/v1/admin/audit", tag = "site", params(AuditQuery),
-    responses((status = 200, description = "Entries, newest first", body = Vec<AuditEntry>)))]
+    responses((status = 200, description = "Entries, newest first", body = Vec<AuditEntry>,
+        headers(("Next-Cursor" = String, description = "The next page's `cursor`; absent on the last page")))))]
 async fn audit_log(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
     ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Json<Vec<AuditEntry>>> {
-    Ok(Json(crate::audit::page(state.store.as_ref(), &me, q.before, q.limit.unwrap_or(100)).await?))
+) -> Result<Response> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let after = match (q.cursor.as_deref(), q.before) {
+        (Some(_), Some(_)) => return Err(Error::bad_request("give cursor or before, not both")),
+        (Some(cursor), None) => Some(page::parse_cursor(cursor)?),
+        (None, before) => before.map(|at| (at, String::new())),
+    };
+    let found = crate::audit::page(state.store.as_ref(), &me, after, limit + 1).await?;
+    let (found, next) = page::split(found, limit, |e| (e.at, &e.id));
+    Ok(page::array_page(found, next))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -613,19 +627,27 @@ async fn site_groups(State(state): State<AppState>, AgentAuth(me): AgentAuth) ->
 struct DeliveriesQuery {
     /// `queued`, `sent` or `failed`.
     status: Option<String>,
+    /// 1 to 1000 (default 100).
     limit: Option<i64>,
+    /// The `Next-Cursor` of the previous page.
+    cursor: Option<String>,
 }
 
 /// The outbox of the admin's site: queued, sent and failed deliveries with
-/// their attempts and last error.
+/// their attempts and last error, a page at a time (`Next-Cursor`).
 #[utoipa::path(get, path = "/api/v1/admin/deliveries", tag = "integrations", params(DeliveriesQuery),
-    responses((status = 200, description = "Deliveries, newest first", body = Vec<crate::outbox::DeliveryView>)))]
+    responses((status = 200, description = "Deliveries, newest first", body = Vec<crate::outbox::DeliveryView>,
+        headers(("Next-Cursor" = String, description = "The next page's `cursor`; absent on the last page")))))]
 async fn deliveries(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
-) -> Result<Json<Vec<crate::outbox::DeliveryView>>> {
-    Ok(Json(state.outbox.list(&me, q.status.as_deref(), q.limit.unwrap_or(100)).await?))
+) -> Result<Response> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let before = q.cursor.as_deref().map(page::parse_cursor).transpose()?;
+    let found = state.outbox.list(&me, q.status.as_deref(), None, before, limit + 1).await?;
+    let (found, next) = page::split(found, limit, |d| (d.delivery.created_at, &d.delivery.id));
+    Ok(page::array_page(found, next))
 }
 
 /// Send a delivery again, now.

@@ -3,12 +3,14 @@
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{AgentAuth, ApiPath, ApiQuery, VisitorAuth};
+use super::page;
 use crate::app::AppState;
 use crate::auth::AgentProfile;
 use crate::chat::protocol::{ConversationView, EventView};
@@ -79,29 +81,36 @@ struct ListQuery {
     /// 1 to 1000 (default 100).
     #[serde(default)]
     limit: Option<i64>,
+    /// The `Next-Cursor` of the previous page.
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
-/// The site's conversations, newest first, filtered.
+/// The site's conversations, newest first, filtered; a page at a time
+/// (`Next-Cursor`, absent on the last page).
 #[utoipa::path(get, path = "/api/v1/conversations", tag = "conversations", params(ListQuery),
-    responses((status = 200, description = "The conversations", body = Vec<ConversationView>)))]
+    responses((status = 200, description = "The conversations", body = Vec<ConversationView>,
+        headers(("Next-Cursor" = String, description = "The next page's `cursor`; absent on the last page")))))]
 async fn conversations(
     State(state): State<AppState>,
     AgentAuth(me): AgentAuth,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<ConversationView>>> {
+) -> Result<Response> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     if q.status.as_deref() == Some("missed") {
         // Missed chats keep their status (a waiting visitor stays queued):
         // a list of its own, most recently missed first.
         if q.mine.is_some() || q.visitor.is_some() || q.agent.is_some() || q.group.is_some() {
-            return Err(Error::bad_request("status=missed takes no other filter but limit"));
+            return Err(Error::bad_request("status=missed takes no other filter but limit and cursor"));
         }
-        let list = state.store.missed_chats(&me.site_id, limit).await?;
-        return Ok(Json(
-            list.into_iter()
-                .map(|(c, missed)| ConversationView { missed: Some(missed), ..ConversationView::from(&c) })
-                .collect(),
-        ));
+        let after = q.cursor.as_deref().map(page::parse_cursor).transpose()?.unwrap_or((i64::MAX, String::new()));
+        let list = state.store.missed_chats(&me.site_id, after, limit + 1).await?;
+        let (list, next) = page::split(list, limit, |(c, missed)| (missed.missed_at, &c.id));
+        let views = list
+            .into_iter()
+            .map(|(c, missed)| ConversationView { missed: Some(missed), ..ConversationView::from(&c) })
+            .collect();
+        return Ok(page::array_page::<ConversationView>(views, next));
     }
     let status = match q.status.as_deref() {
         None => None,
@@ -118,10 +127,13 @@ async fn conversations(
         },
         visitor_id: q.visitor.filter(|v| v.len() <= 64),
         group_id: q.group.filter(|g| g.len() <= 64),
-        limit,
+        before: q.cursor.as_deref().map(page::parse_cursor).transpose()?,
+        // One more than the page, to know whether another follows.
+        limit: limit + 1,
     };
     let list = state.store.conversations(&me.site_id, filter).await?;
-    Ok(Json(list.iter().map(ConversationView::from).collect()))
+    let (list, next) = page::split(list, limit, |c| (c.created_at, &c.id));
+    Ok(page::array_page(list.iter().map(ConversationView::from).collect(), next))
 }
 
 /// One conversation's state (the console learns of some by their events).
@@ -172,30 +184,45 @@ struct EventsQuery {
     /// 1 to 1000 (default 500).
     #[serde(default)]
     limit: Option<i64>,
+    /// The `Next-Cursor` of the previous page (the same as `after`; not
+    /// with it).
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
 /// A conversation's events after a cursor (the transcript, paged): page on
-/// with the last `seq` as `after`.
+/// with `Next-Cursor` as `cursor` (or the last `seq` as `after`).
 #[utoipa::path(get, path = "/api/v1/conversations/{id}/events", tag = "conversations",
     params(("id" = String, Path), EventsQuery),
     security(("access_token" = []), ("api_token" = []), ("visitor_token" = [])),
-    responses((status = 200, description = "The events, in order", body = Vec<EventView>)))]
+    responses((status = 200, description = "The events, in order", body = Vec<EventView>,
+        headers(("Next-Cursor" = String, description = "The next page's `cursor`; absent on the last page")))))]
 async fn events(
     State(state): State<AppState>,
     PeerAuth(peer): PeerAuth,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<EventsQuery>,
-) -> Result<Json<Vec<EventView>>> {
-    let after = q.after.unwrap_or(0);
+) -> Result<Response> {
+    let after = match (q.after, q.cursor.as_deref()) {
+        (Some(_), Some(_)) => return Err(Error::bad_request("give after or cursor, not both")),
+        (None, Some(cursor)) => {
+            cursor.parse::<i64>().map_err(|_| Error::bad_request("cursor is not one this endpoint gave"))?
+        }
+        (after, None) => after.unwrap_or(0),
+    };
     if after < 0 {
         return Err(Error::bad_request("after must be >= 0"));
     }
     let conv = state.chat.conversation_for(&peer, &id).await?;
-    let events = state.store.events_after(&conv.id, after, q.limit.unwrap_or(500).clamp(1, 1000)).await?;
+    let limit = q.limit.unwrap_or(500).clamp(1, 1000);
+    let events = state.store.events_after(&conv.id, after, limit).await?;
+    // A full page may have more after it (one more read tells: an empty
+    // page); the cursor is the last seq read, notes included.
+    let next = (events.len() as i64 == limit).then(|| events.last().map(|e| e.seq.to_string())).flatten();
     // A visitor never sees an internal note (a page may then hold fewer
     // events than `limit` without being the last).
     let seen = |e: &&crate::store::StoredEvent| !(matches!(peer, Peer::Visitor(_)) && e.kind == "note");
-    Ok(Json(events.iter().filter(seen).map(EventView::from).collect()))
+    Ok(page::array_page(events.iter().filter(seen).map(EventView::from).collect::<Vec<_>>(), next))
 }
 
 /// A visitor of the site.
@@ -271,21 +298,6 @@ fn search_words(q: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
-/// The cursor of the page after `last`: its start and id.
-fn cursor_after(last: &ChatHit) -> String {
-    format!("{}_{}", last.created_at, last.conversation_id)
-}
-
-fn parse_cursor(cursor: &str) -> Result<(i64, String)> {
-    let bad = || Error::bad_request("cursor is not one this endpoint gave");
-    let (at, id) = cursor.split_once('_').ok_or_else(bad)?;
-    let at = at.parse::<i64>().map_err(|_| bad())?;
-    if id.is_empty() || id.len() > 64 {
-        return Err(bad());
-    }
-    Ok((at, id.to_owned()))
-}
-
 /// Chat search over the site: by words (in messages, or the visitor's name
 /// or email) and filters; without words, the list of past chats. Newest
 /// first, a page at a time.
@@ -324,16 +336,11 @@ async fn search(
         group_id: id("group", q.group)?,
         from: q.from,
         to: q.to,
-        before: q.cursor.as_deref().map(parse_cursor).transpose()?,
+        before: q.cursor.as_deref().map(page::parse_cursor).transpose()?,
         // One more than the page, to know whether another follows.
         limit: limit + 1,
     };
-    let mut chats = state.store.search_chats(&me.site_id, search).await?;
-    let next = if chats.len() as i64 > limit {
-        chats.truncate(limit as usize);
-        chats.last().map(cursor_after)
-    } else {
-        None
-    };
+    let found = state.store.search_chats(&me.site_id, search).await?;
+    let (chats, next) = page::split(found, limit, |c| (c.created_at, &c.conversation_id));
     Ok(Json(SearchPage { chats, next }))
 }

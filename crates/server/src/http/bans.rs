@@ -4,6 +4,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::admin::{audit, json_of};
 use super::extract::{AdminAuth, AgentAuth, ApiJson, ApiPath, ApiQuery};
+use super::page;
 use crate::abuse::bans::{self, BanRequest};
 use crate::app::AppState;
 use crate::error::Result;
@@ -58,18 +60,27 @@ async fn ban(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// 1 to 1000 (default 200).
     limit: Option<i64>,
+    /// The `Next-Cursor` of the previous page.
+    cursor: Option<String>,
 }
 
+/// The site's bans, lifted and expired ones too, newest first, a page at
+/// a time (`Next-Cursor`).
 #[utoipa::path(get, path = "/api/v1/admin/bans", tag = "visitors", params(ListQuery),
-    responses((status = 200, description = "The bans", body = Vec<BanView>)))]
+    responses((status = 200, description = "The bans", body = Vec<BanView>,
+        headers(("Next-Cursor" = String, description = "The next page's `cursor`; absent on the last page")))))]
 async fn list(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<BanView>>> {
-    let list = bans::list(&state.chat, &me, q.limit.unwrap_or(200)).await?;
-    Ok(Json(list.into_iter().map(Into::into).collect()))
+) -> Result<Response> {
+    let limit = q.limit.unwrap_or(200).clamp(1, 1000);
+    let after = q.cursor.as_deref().map(page::parse_cursor).transpose()?;
+    let found = bans::list(&state.chat, &me, after, limit + 1).await?;
+    let (found, next) = page::split(found, limit, |b| (b.created_at, &b.id));
+    Ok(page::array_page(found.into_iter().map(BanView::from).collect(), next))
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/bans/{id}/lift", tag = "visitors", params(("id" = String, Path)),

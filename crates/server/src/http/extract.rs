@@ -82,10 +82,19 @@ impl FromRequestParts<AppState> for SessionAuth {
 /// here, so it can read or change nothing.
 pub struct AgentAuth(pub AgentCtx);
 
+/// An agent or integration a layer before the handler already
+/// authenticated (`http::idempotency`), so a request is checked (and an
+/// API token's rate counted) once.
+#[derive(Clone)]
+pub struct Authenticated(pub AgentCtx);
+
 impl FromRequestParts<AppState> for AgentAuth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(Authenticated(agent)) = parts.extensions.get::<Authenticated>() {
+            return Ok(AgentAuth(agent.clone()));
+        }
         let presented = bearer(parts)?;
         if api_tokens::is_api_token(presented) {
             let path = parts.uri.path();

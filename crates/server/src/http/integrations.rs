@@ -7,13 +7,16 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, patch};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::admin::{audit, json_of};
-use super::extract::{AdminAuth, ApiJson, ApiPath};
+use super::extract::{AdminAuth, ApiJson, ApiPath, ApiQuery};
+use super::idempotency::ShownOnce;
+use super::page;
 use crate::app::AppState;
 use crate::auth::api_tokens::NewToken;
 use crate::error::Result;
@@ -22,7 +25,17 @@ use crate::outbox::webhooks::{EndpointRequest, EndpointView};
 use crate::store::api_tokens::ApiToken;
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(tokens, create_token, revoke_token, webhooks, create_webhook, update_webhook, webhook_deliveries))]
+#[openapi(paths(
+    tokens,
+    create_token,
+    revoke_token,
+    webhooks,
+    create_webhook,
+    update_webhook,
+    delete_webhook,
+    rotate_webhook_secret,
+    webhook_deliveries
+))]
 pub(super) struct Api;
 
 pub fn routes() -> Router<AppState> {
@@ -30,7 +43,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/api-tokens", get(tokens).post(create_token))
         .route("/api/v1/admin/api-tokens/{id}", delete(revoke_token))
         .route("/api/v1/admin/webhooks", get(webhooks).post(create_webhook))
-        .route("/api/v1/admin/webhooks/{id}", patch(update_webhook))
+        .route("/api/v1/admin/webhooks/{id}", patch(update_webhook).delete(delete_webhook))
+        .route("/api/v1/admin/webhooks/{id}/rotate-secret", post(rotate_webhook_secret))
         .route("/api/v1/admin/webhooks/{id}/deliveries", get(webhook_deliveries))
 }
 
@@ -55,10 +69,48 @@ async fn create_webhook(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
     ApiJson(req): ApiJson<EndpointRequest>,
-) -> Result<(StatusCode, Json<CreatedEndpoint>)> {
+) -> Result<Response> {
     let (endpoint, secret) = state.outbox.create_webhook(&me, req).await?;
     audit(&state, &me, "webhook.created", Some(&endpoint.id), None, json_of(&endpoint)).await;
-    Ok((StatusCode::CREATED, Json(CreatedEndpoint { endpoint, secret })))
+    Ok(shown_once(StatusCode::CREATED, CreatedEndpoint { endpoint, secret }))
+}
+
+/// An answer holding a secret shown this once: never kept for a retry
+/// (`http::idempotency`).
+fn shown_once(status: StatusCode, body: impl Serialize) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response.extensions_mut().insert(ShownOnce);
+    response
+}
+
+/// Delete an endpoint: nothing more is sent to it, and what was queued
+/// for it ends as failed (its delivery log stays).
+#[utoipa::path(delete, path = "/api/v1/admin/webhooks/{id}", tag = "integrations", params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted")))]
+async fn delete_webhook(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode> {
+    let gone = state.outbox.delete_webhook(&me, &id).await?;
+    audit(&state, &me, "webhook.deleted", Some(&id), json_of(&gone), None).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new signing secret, shown this once; the old one signs nothing from
+/// now on (no overlap: deliveries the receiver refuses while it changes
+/// over are retried with the new one).
+#[utoipa::path(post, path = "/api/v1/admin/webhooks/{id}/rotate-secret", tag = "integrations",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The new secret, shown this once", body = CreatedEndpoint)))]
+async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    AdminAuth(me): AdminAuth,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response> {
+    let (endpoint, secret) = state.outbox.rotate_webhook_secret(&me, &id).await?;
+    audit(&state, &me, "webhook.secret_rotated", Some(&id), None, None).await;
+    Ok(shown_once(StatusCode::OK, CreatedEndpoint { endpoint, secret }))
 }
 
 /// Rename, point elsewhere, change the events, disable or enable.
@@ -75,15 +127,33 @@ async fn update_webhook(
     Ok(Json(after))
 }
 
-/// The endpoint's delivery log, newest first.
-#[utoipa::path(get, path = "/api/v1/admin/webhooks/{id}/deliveries", tag = "integrations", params(("id" = String, Path)),
-    responses((status = 200, description = "Deliveries, newest first", body = Vec<DeliveryView>)))]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct LogQuery {
+    /// 1 to 1000 (default 100).
+    limit: Option<i64>,
+    /// The `Next-Cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// The endpoint's delivery log, newest first, a page at a time
+/// (`Next-Cursor`).
+#[utoipa::path(get, path = "/api/v1/admin/webhooks/{id}/deliveries", tag = "integrations",
+    params(("id" = String, Path), LogQuery),
+    responses((status = 200, description = "Deliveries, newest first", body = Vec<DeliveryView>,
+        headers(("Next-Cursor" = String, description = "The next page's `cursor`; absent on the last page")))))]
 async fn webhook_deliveries(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Vec<DeliveryView>>> {
-    Ok(Json(state.outbox.webhook_deliveries(&me, &id).await?))
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> Result<Response> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let before = q.cursor.as_deref().map(page::parse_cursor).transpose()?;
+    let found = state.outbox.webhook_deliveries(&me, &id, before, limit + 1).await?;
+    let (found, next) = page::split(found, limit, |d| (d.delivery.created_at, &d.delivery.id));
+    Ok(page::array_page(found, next))
 }
 
 /// The site's API tokens (never their secrets).
@@ -107,10 +177,10 @@ async fn create_token(
     State(state): State<AppState>,
     AdminAuth(me): AdminAuth,
     ApiJson(req): ApiJson<NewToken>,
-) -> Result<(StatusCode, Json<CreatedToken>)> {
+) -> Result<Response> {
     let (token, secret) = state.api_tokens.create(&me, req).await?;
     audit(&state, &me, "api_token.created", Some(&token.id), None, json_of(&token)).await;
-    Ok((StatusCode::CREATED, Json(CreatedToken { token, secret })))
+    Ok(shown_once(StatusCode::CREATED, CreatedToken { token, secret }))
 }
 
 /// Revoke a token: it opens nothing from now on.

@@ -1,6 +1,7 @@
 //! The only module that knows axum: routes, extractors, the socket adapter,
 //! the error-to-response mapping and embedded pages.
 
+mod actions;
 mod admin;
 mod agent;
 mod assets;
@@ -12,11 +13,13 @@ mod demo;
 mod error;
 pub mod extract;
 mod health;
+mod idempotency;
 mod integrations;
 mod lanes;
 mod openapi;
 mod operator;
 mod ops;
+mod page;
 mod photos;
 mod reports;
 mod socket;
@@ -41,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(visitor::routes())
         .merge(agent::routes())
+        .merge(actions::routes())
         .merge(bans::routes())
         .merge(socket::routes())
         .merge(ops::routes())
@@ -54,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         .merge(reports::routes())
         .merge(operator::routes())
         .merge(openapi::routes());
+    // Retried POSTs run once (after admission: a shed request claims no key).
+    let chat = chat.layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::honour));
     // `/demo` only where the operator asked for it (`--demo`).
     let chat = if state.config.demo { chat.merge(demo::routes()) } else { chat };
     // `serve --only status`: the status page runs apart from chat.

@@ -119,6 +119,7 @@ pub fn document() -> Value {
         super::auth::Api::openapi(),
         super::console::Api::openapi(),
         super::agent::Api::openapi(),
+        super::actions::Api::openapi(),
         super::admin::Api::openapi(),
         super::bans::Api::openapi(),
         super::integrations::Api::openapi(),
@@ -137,6 +138,7 @@ pub fn document() -> Value {
     let mut value = serde_json::to_value(&doc).unwrap_or_default();
     value["openapi"] = json!("3.1.0");
     add_error_responses(&mut value);
+    add_idempotency_key(&mut value);
     name_operations(&mut value);
     value["webhooks"] = webhooks();
     value
@@ -178,6 +180,39 @@ fn add_error_responses(doc: &mut Value) {
                     })
                 });
             }
+        }
+    }
+}
+
+/// Documents the `Idempotency-Key` header (`http::idempotency`) on every
+/// POST that honours it: one with a credential, other than a session's
+/// own and the uploads.
+fn add_idempotency_key(doc: &mut Value) {
+    doc["components"]["parameters"]["IdempotencyKey"] = json!({
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": false,
+        "description": "Makes a retry safe: the first request under a key runs, and a retry with the same key and \
+                        the same request (method, path, query, body) gets its answer again (`Idempotent-Replayed: \
+                        true`) for 24 hours; the same key with another request is a 409. Keys are per site and \
+                        per caller (agent, API token or visitor).",
+        "schema": {"type": "string", "minLength": 1, "maxLength": super::idempotency::MAX_KEY,
+                   "pattern": "^[!-~]+$"}
+    });
+    let Some(paths) = doc["paths"].as_object_mut() else { return };
+    for (path, item) in paths.iter_mut() {
+        if super::idempotency::exempt(path) {
+            continue;
+        }
+        let Some(op) = item.get_mut("post") else { continue };
+        let public =
+            op["security"].as_array().is_some_and(|s| s.iter().all(|r| r.as_object().is_some_and(|r| r.is_empty())));
+        if public {
+            continue;
+        }
+        let parameters = op.as_object_mut().map(|o| o.entry("parameters").or_insert_with(|| json!([])));
+        if let Some(Value::Array(list)) = parameters {
+            list.push(json!({"$ref": "#/components/parameters/IdempotencyKey"}));
         }
     }
 }

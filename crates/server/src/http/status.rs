@@ -17,7 +17,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use axum::{Form, Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -25,12 +25,14 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use super::extract::{ApiJson, ApiPath, ClientIp, OperatorAuth};
 use crate::app::AppState;
 use crate::error::{Error, Result};
-use crate::status::api::{self, SubscriberView, Summary};
+use crate::status::api::{self, IncidentView, SubscriberView, Summary};
 use crate::status::page::{self, UPTIME_DAYS, escape};
 use crate::status::time::parse_iso8601;
 use crate::status::{IncidentInput, feed};
 use crate::store::now_ms;
-use crate::store::status::{ComponentFields, ComponentStatus, Impact, IncidentKind, IncidentStatus};
+use crate::store::status::{
+    Component, ComponentFields, ComponentStatus, Impact, IncidentKind, IncidentStatus, Monitor,
+};
 
 const API_DOC: &str = include_str!("../../../../docs/status-api.md");
 /// Public responses may be cached this long by browsers and proxies.
@@ -386,42 +388,54 @@ impl ComponentRequest {
     }
 }
 
-/// The status page's components (`{"components": [...]}`).
-#[utoipa::path(get, path = "/api/v1/status/components", tag = "status", responses((status = 200, description = "The components", body = Object)))]
-async fn admin_components(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<Value>> {
-    Ok(Json(json!({"components": state.status.store.components().await?})))
+/// `{"components": [...]}`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ComponentsAnswer {
+    components: Vec<Component>,
 }
 
-/// A new component (`{"component": ...}`).
-#[utoipa::path(post, path = "/api/v1/status/components", tag = "status", request_body = ComponentRequest, responses((status = 201, description = "Made", body = Object)))]
+/// `{"component": ...}`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ComponentAnswer {
+    component: Component,
+}
+
+/// The status page's components.
+#[utoipa::path(get, path = "/api/v1/status/components", tag = "status", responses((status = 200, description = "The components", body = ComponentsAnswer)))]
+async fn admin_components(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<ComponentsAnswer>> {
+    Ok(Json(ComponentsAnswer { components: state.status.store.components().await? }))
+}
+
+/// A new component.
+#[utoipa::path(post, path = "/api/v1/status/components", tag = "status", request_body = ComponentRequest, responses((status = 201, description = "Made", body = ComponentAnswer)))]
 async fn create_component(
     State(state): State<AppState>,
     _operator: OperatorAuth,
     ApiJson(req): ApiJson<ComponentRequest>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<ComponentAnswer>)> {
     let status = parse_enum(req.status.as_deref(), ComponentStatus::parse, "status", ComponentStatus::choices())?;
     let name = req.name.clone().ok_or_else(|| Error::bad_request("name is required"))?;
     let mut component = state.status.create_component(&name, req.fields()).await?;
     if let Some(s) = status {
         component = state.status.set_component_status(&component.id, s).await?;
     }
-    Ok((StatusCode::CREATED, Json(json!({"component": component}))))
+    Ok((StatusCode::CREATED, Json(ComponentAnswer { component })))
 }
 
-/// Change a component (`{"component": ...}`).
-#[utoipa::path(patch, path = "/api/v1/status/components/{id}", tag = "status", params(("id" = String, Path)), request_body = ComponentRequest, responses((status = 200, description = "Changed", body = Object)))]
+/// Change a component.
+#[utoipa::path(patch, path = "/api/v1/status/components/{id}", tag = "status", params(("id" = String, Path)), request_body = ComponentRequest, responses((status = 200, description = "Changed", body = ComponentAnswer)))]
 async fn update_component(
     State(state): State<AppState>,
     _operator: OperatorAuth,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ComponentRequest>,
-) -> Result<Json<Value>> {
+) -> Result<Json<ComponentAnswer>> {
     let status = parse_enum(req.status.as_deref(), ComponentStatus::parse, "status", ComponentStatus::choices())?;
     let mut component = state.status.update_component(&id, req.fields()).await?;
     if let Some(s) = status {
         component = state.status.set_component_status(&id, s).await?;
     }
-    Ok(Json(json!({"component": component})))
+    Ok(Json(ComponentAnswer { component }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -469,40 +483,54 @@ impl IncidentRequest {
     }
 }
 
-async fn incident_json(state: &AppState, incident: &crate::store::status::Incident) -> Result<Value> {
-    let s = Summary::load(&state.status).await?;
-    Ok(json!({"incident": s.incident_view(&state.status, incident), "postmortem": incident.postmortem}))
+/// One incident or maintenance, and its postmortem (Markdown).
+#[derive(Serialize, utoipa::ToSchema)]
+struct IncidentAnswer {
+    incident: IncidentView,
+    postmortem: Option<String>,
 }
 
 /// Incidents and scheduled maintenances, newest first.
-#[utoipa::path(get, path = "/api/v1/status/incidents", tag = "status", responses((status = 200, description = "The incidents", body = Object)))]
-async fn admin_incidents(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<Value>> {
+#[derive(Serialize, utoipa::ToSchema)]
+struct IncidentsAnswer {
+    incidents: Vec<IncidentView>,
+    scheduled_maintenances: Vec<IncidentView>,
+}
+
+async fn incident_json(state: &AppState, incident: &crate::store::status::Incident) -> Result<IncidentAnswer> {
+    let s = Summary::load(&state.status).await?;
+    Ok(IncidentAnswer { incident: s.incident_view(&state.status, incident), postmortem: incident.postmortem.clone() })
+}
+
+/// Incidents and scheduled maintenances, newest first.
+#[utoipa::path(get, path = "/api/v1/status/incidents", tag = "status", responses((status = 200, description = "The incidents", body = IncidentsAnswer)))]
+async fn admin_incidents(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<IncidentsAnswer>> {
     let s = Summary::load(&state.status).await?;
     let incidents = state.status.store.incidents(IncidentKind::Incident, false, 200).await?;
     let maintenances = state.status.store.incidents(IncidentKind::Maintenance, false, 200).await?;
     let view =
         |l: &[crate::store::status::Incident]| l.iter().map(|i| s.incident_view(&state.status, i)).collect::<Vec<_>>();
-    Ok(Json(json!({"incidents": view(&incidents), "scheduled_maintenances": view(&maintenances)})))
+    Ok(Json(IncidentsAnswer { incidents: view(&incidents), scheduled_maintenances: view(&maintenances) }))
 }
 
 /// One incident (`{"incident": ..., "postmortem": ...}`).
-#[utoipa::path(get, path = "/api/v1/status/incidents/{id}", tag = "status", params(("id" = String, Path)), responses((status = 200, description = "The incident", body = Object)))]
+#[utoipa::path(get, path = "/api/v1/status/incidents/{id}", tag = "status", params(("id" = String, Path)), responses((status = 200, description = "The incident", body = IncidentAnswer)))]
 async fn admin_incident(
     State(state): State<AppState>,
     _operator: OperatorAuth,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<IncidentAnswer>> {
     let incident = state.status.store.incident(&id).await?.ok_or(Error::NotFound("incident"))?;
     Ok(Json(incident_json(&state, &incident).await?))
 }
 
 /// Open an incident.
-#[utoipa::path(post, path = "/api/v1/status/incidents", tag = "status", request_body = IncidentRequest, responses((status = 201, description = "Opened", body = Object)))]
+#[utoipa::path(post, path = "/api/v1/status/incidents", tag = "status", request_body = IncidentRequest, responses((status = 201, description = "Opened", body = IncidentAnswer)))]
 async fn open_incident(
     State(state): State<AppState>,
     _operator: OperatorAuth,
     ApiJson(req): ApiJson<IncidentRequest>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<IncidentAnswer>)> {
     let input = req.input(&state).await?;
     if input.status.is_some_and(|s| s.kind() != IncidentKind::Incident) {
         return Err(Error::bad_request("status must be investigating, identified, monitoring or resolved"));
@@ -512,12 +540,12 @@ async fn open_incident(
 }
 
 /// Schedule a maintenance.
-#[utoipa::path(post, path = "/api/v1/status/maintenances", tag = "status", request_body = IncidentRequest, responses((status = 201, description = "Scheduled", body = Object)))]
+#[utoipa::path(post, path = "/api/v1/status/maintenances", tag = "status", request_body = IncidentRequest, responses((status = 201, description = "Scheduled", body = IncidentAnswer)))]
 async fn schedule_maintenance(
     State(state): State<AppState>,
     _operator: OperatorAuth,
     ApiJson(req): ApiJson<IncidentRequest>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<IncidentAnswer>)> {
     let mut input = req.input(&state).await?;
     match input.status {
         None => input.status = Some(IncidentStatus::Scheduled),
@@ -529,13 +557,13 @@ async fn schedule_maintenance(
 }
 
 /// Post an update to an incident.
-#[utoipa::path(post, path = "/api/v1/status/incidents/{id}/updates", tag = "status", params(("id" = String, Path)), request_body = IncidentRequest, responses((status = 200, description = "Updated", body = Object)))]
+#[utoipa::path(post, path = "/api/v1/status/incidents/{id}/updates", tag = "status", params(("id" = String, Path)), request_body = IncidentRequest, responses((status = 200, description = "Updated", body = IncidentAnswer)))]
 async fn update_incident(
     State(state): State<AppState>,
     _operator: OperatorAuth,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<IncidentRequest>,
-) -> Result<Json<Value>> {
+) -> Result<Json<IncidentAnswer>> {
     if req.name.is_some() {
         return Err(Error::bad_request("name cannot be changed by an update"));
     }
@@ -552,13 +580,13 @@ struct ResolveRequest {
 }
 
 /// Resolve an incident.
-#[utoipa::path(post, path = "/api/v1/status/incidents/{id}/resolve", tag = "status", params(("id" = String, Path)), request_body = ResolveRequest, responses((status = 200, description = "Resolved", body = Object)))]
+#[utoipa::path(post, path = "/api/v1/status/incidents/{id}/resolve", tag = "status", params(("id" = String, Path)), request_body = ResolveRequest, responses((status = 200, description = "Resolved", body = IncidentAnswer)))]
 async fn resolve_incident(
     State(state): State<AppState>,
     _operator: OperatorAuth,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ResolveRequest>,
-) -> Result<Json<Value>> {
+) -> Result<Json<IncidentAnswer>> {
     let incident = state.status.resolve_incident(&id, req.message).await?;
     Ok(Json(incident_json(&state, &incident).await?))
 }
@@ -570,13 +598,13 @@ struct PostmortemRequest {
 }
 
 /// Set an incident's postmortem (Markdown).
-#[utoipa::path(put, path = "/api/v1/status/incidents/{id}/postmortem", tag = "status", params(("id" = String, Path)), request_body = PostmortemRequest, responses((status = 200, description = "Set", body = Object)))]
+#[utoipa::path(put, path = "/api/v1/status/incidents/{id}/postmortem", tag = "status", params(("id" = String, Path)), request_body = PostmortemRequest, responses((status = 200, description = "Set", body = IncidentAnswer)))]
 async fn postmortem(
     State(state): State<AppState>,
     _operator: OperatorAuth,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<PostmortemRequest>,
-) -> Result<Json<Value>> {
+) -> Result<Json<IncidentAnswer>> {
     let incident = state.status.set_postmortem(&id, &req.body).await?;
     Ok(Json(incident_json(&state, &incident).await?))
 }
@@ -591,22 +619,34 @@ struct MonitorRequest {
     interval_ms: Option<i64>,
 }
 
-/// The monitors (`{"monitors": [...]}`).
-#[utoipa::path(get, path = "/api/v1/status/monitors", tag = "status", responses((status = 200, description = "The monitors", body = Object)))]
-async fn monitors(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<Value>> {
-    Ok(Json(json!({"monitors": state.status.store.monitors().await?})))
+/// `{"monitors": [...]}`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct MonitorsAnswer {
+    monitors: Vec<Monitor>,
 }
 
-/// A new monitor of a component (`{"monitor": ...}`).
-#[utoipa::path(post, path = "/api/v1/status/monitors", tag = "status", request_body = MonitorRequest, responses((status = 201, description = "Made", body = Object)))]
+/// `{"monitor": ...}`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct MonitorAnswer {
+    monitor: Monitor,
+}
+
+/// The monitors.
+#[utoipa::path(get, path = "/api/v1/status/monitors", tag = "status", responses((status = 200, description = "The monitors", body = MonitorsAnswer)))]
+async fn monitors(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<MonitorsAnswer>> {
+    Ok(Json(MonitorsAnswer { monitors: state.status.store.monitors().await? }))
+}
+
+/// A new monitor of a component.
+#[utoipa::path(post, path = "/api/v1/status/monitors", tag = "status", request_body = MonitorRequest, responses((status = 201, description = "Made", body = MonitorAnswer)))]
 async fn add_monitor(
     State(state): State<AppState>,
     _operator: OperatorAuth,
     ApiJson(req): ApiJson<MonitorRequest>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<MonitorAnswer>)> {
     let monitor =
         state.status.add_monitor(&req.name, &req.component, &req.url, req.interval_ms.unwrap_or(30_000)).await?;
-    Ok((StatusCode::CREATED, Json(json!({"monitor": monitor}))))
+    Ok((StatusCode::CREATED, Json(MonitorAnswer { monitor })))
 }
 
 /// Delete a monitor.
@@ -623,10 +663,15 @@ async fn delete_monitor(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `{"subscribers": [...]}`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SubscribersAnswer {
+    subscribers: Vec<SubscriberView>,
+}
+
 /// The status page's subscribers, without their secrets.
-#[utoipa::path(get, path = "/api/v1/status/subscribers", tag = "status", responses((status = 200, description = "The subscribers", body = Object)))]
-async fn subscribers(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<Value>> {
-    let subscribers: Vec<SubscriberView> =
-        state.status.store.subscribers().await?.into_iter().map(Into::into).collect();
-    Ok(Json(json!({ "subscribers": subscribers })))
+#[utoipa::path(get, path = "/api/v1/status/subscribers", tag = "status", responses((status = 200, description = "The subscribers", body = SubscribersAnswer)))]
+async fn subscribers(State(state): State<AppState>, _operator: OperatorAuth) -> Result<Json<SubscribersAnswer>> {
+    let subscribers = state.status.store.subscribers().await?.into_iter().map(Into::into).collect();
+    Ok(Json(SubscribersAnswer { subscribers }))
 }

@@ -239,17 +239,27 @@ impl Outbox {
             .collect()
     }
 
-    /// The admin's site's deliveries, newest first (`status` filters); the
+    /// The admin's site's deliveries, newest first (`status` filters;
+    /// `endpoint_id`, only a webhook endpoint's; `before`, a page's
+    /// cursor), at most `limit` (up to 1,001: a page and one more); the
     /// operator's list has the status page's notifications too.
-    pub async fn list(&self, admin: &AgentCtx, status: Option<&str>, limit: i64) -> Result<Vec<DeliveryView>> {
+    pub async fn list(
+        &self,
+        admin: &AgentCtx,
+        status: Option<&str>,
+        endpoint_id: Option<String>,
+        before: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryView>> {
         let status = match status {
             None | Some("") => None,
             Some(s) => Some(
                 DeliveryStatus::parse(s).ok_or_else(|| Error::bad_request("status must be queued, sent or failed"))?,
             ),
         };
-        let limit = if limit <= 0 { 100 } else { limit.min(1000) };
-        let found = self.store.deliveries(scope(admin), status, limit).await?;
+        let limit = if limit <= 0 { 100 } else { limit.min(1001) };
+        let page = crate::store::outbox::DeliveryPage { status, endpoint_id, before, limit };
+        let found = self.store.deliveries_page(scope(admin), page).await?;
         Ok(found
             .into_iter()
             .map(|delivery| {

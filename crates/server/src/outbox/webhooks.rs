@@ -107,6 +107,11 @@ fn check_admin(admin: &AgentCtx) -> Result<()> {
 }
 
 /// The Standard Webhooks signature of one attempt: `v1,` and base64 of
+/// A new secret: `whsec_` and base64 of 32 random bytes.
+fn new_secret() -> String {
+    format!("{SECRET_PREFIX}{}", STANDARD.encode(rand::random::<[u8; 32]>()))
+}
+
 /// HMAC-SHA256 of `id.timestamp.body`, keyed with the secret's bytes.
 pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> std::result::Result<String, String> {
     let key = secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret);
@@ -158,7 +163,7 @@ impl Outbox {
         let name = check_name(req.name.as_deref().unwrap_or(""))?;
         let url = check_webhook_url(req.url.as_deref().unwrap_or(""), self.allow_private_webhooks)?;
         let events = check_events(req.events.as_deref().unwrap_or(&[]))?;
-        let secret = format!("{SECRET_PREFIX}{}", STANDARD.encode(rand::random::<[u8; 32]>()));
+        let secret = new_secret();
         let endpoint = Endpoint {
             id: new_id(),
             site_id: admin.site_id.clone(),
@@ -196,10 +201,34 @@ impl Outbox {
             url: req.url.as_deref().map(|u| check_webhook_url(u, self.allow_private_webhooks)).transpose()?,
             events: req.events.as_deref().map(check_events).transpose()?,
             enabled: req.enabled,
+            secret: None,
         };
         let after =
             self.store.update_webhook(&admin.site_id, id, change).await?.ok_or(Error::NotFound("webhook endpoint"))?;
         Ok((EndpointView::from(&before), EndpointView::from(&after)))
+    }
+
+    /// A new signing secret for an endpoint of the admin's site, shown this
+    /// once. No overlap: the old secret signs nothing from now on (a
+    /// delivery its receiver refuses meanwhile is retried, so none is
+    /// lost). The endpoint's view, and the secret.
+    pub async fn rotate_webhook_secret(&self, admin: &AgentCtx, id: &str) -> Result<(EndpointView, String)> {
+        check_admin(admin)?;
+        self.endpoint_of(admin, id).await?;
+        let secret = new_secret();
+        let change = EndpointChange { secret: Some(secret.clone()), ..Default::default() };
+        let after =
+            self.store.update_webhook(&admin.site_id, id, change).await?.ok_or(Error::NotFound("webhook endpoint"))?;
+        Ok((EndpointView::from(&after), secret))
+    }
+
+    /// Delete an endpoint of the admin's site: nothing more is queued for
+    /// it, and what was queued ends as failed. The endpoint as it was.
+    pub async fn delete_webhook(&self, admin: &AgentCtx, id: &str) -> Result<EndpointView> {
+        check_admin(admin)?;
+        self.endpoint_of(admin, id).await?;
+        let gone = self.store.delete_webhook(&admin.site_id, id).await?.ok_or(Error::NotFound("webhook endpoint"))?;
+        Ok(EndpointView::from(&gone))
     }
 
     async fn endpoint_of(&self, admin: &AgentCtx, id: &str) -> Result<Endpoint> {
@@ -207,12 +236,17 @@ impl Outbox {
         found.filter(|e| e.site_id == admin.site_id).ok_or(Error::NotFound("webhook endpoint"))
     }
 
-    /// The newest deliveries to one endpoint of the admin's site (among
-    /// the site's latest 1,000).
-    pub async fn webhook_deliveries(&self, admin: &AgentCtx, id: &str) -> Result<Vec<super::DeliveryView>> {
+    /// The deliveries to one endpoint of the admin's site, newest first,
+    /// after a page's cursor `before`, at most `limit`.
+    pub async fn webhook_deliveries(
+        &self,
+        admin: &AgentCtx,
+        id: &str,
+        before: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<super::DeliveryView>> {
         self.endpoint_of(admin, id).await?;
-        let all = self.list(admin, None, 1000).await?;
-        Ok(all.into_iter().filter(|d| d.delivery.endpoint_id.as_deref() == Some(id)).take(200).collect())
+        self.list(admin, None, Some(id.to_owned()), before, limit).await
     }
 
     /// The `conversation.missed` deliveries of a missed mark.

@@ -20,7 +20,7 @@ use crate::store::status::{
 
 /// A subscriber in the operator's listing: the stored record without its
 /// link token and webhook secret, which are not here to leak.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SubscriberView {
     pub id: String,
     pub kind: SubscriberKind,
@@ -55,7 +55,7 @@ pub struct StatusView {
     pub description: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ComponentView {
     pub id: String,
     pub name: String,
@@ -73,7 +73,7 @@ pub struct ComponentView {
     pub only_show_if_degraded: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AffectedView {
     pub code: String,
     pub name: String,
@@ -81,7 +81,7 @@ pub struct AffectedView {
     pub new_status: ComponentStatus,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UpdateView {
     pub id: String,
     pub status: IncidentStatus,
@@ -94,13 +94,7 @@ pub struct UpdateView {
     pub deliver_notifications: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Schedule {
-    pub scheduled_for: Option<String>,
-    pub scheduled_until: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IncidentView {
     pub id: String,
     pub name: String,
@@ -116,9 +110,14 @@ pub struct IncidentView {
     /// Newest first.
     pub incident_updates: Vec<UpdateView>,
     pub components: Vec<ComponentView>,
-    /// Maintenances only.
-    #[serde(flatten)]
-    pub schedule: Option<Schedule>,
+    /// Maintenances only (absent on an incident; `null` when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub scheduled_for: Option<Option<String>>,
+    /// Maintenances only (absent on an incident; `null` when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub scheduled_until: Option<Option<String>>,
 }
 
 /// Everything the page shows at one moment; every path is a slice of it.
@@ -231,10 +230,7 @@ impl Summary {
     }
 
     pub fn incident_view(&self, status: &Status, incident: &Incident) -> IncidentView {
-        let schedule = (incident.kind == IncidentKind::Maintenance).then(|| Schedule {
-            scheduled_for: incident.scheduled_for.map(iso8601),
-            scheduled_until: incident.scheduled_until.map(iso8601),
-        });
+        let maintenance = incident.kind == IncidentKind::Maintenance;
         IncidentView {
             id: incident.id.clone(),
             name: incident.name.clone(),
@@ -249,7 +245,8 @@ impl Summary {
             page_id: status.page_id.clone(),
             incident_updates: incident.updates.iter().rev().map(update_view).collect(),
             components: incident.components.iter().filter_map(|id| self.component_view(id)).collect(),
-            schedule,
+            scheduled_for: maintenance.then(|| incident.scheduled_for.map(iso8601)),
+            scheduled_until: maintenance.then(|| incident.scheduled_until.map(iso8601)),
         }
     }
 

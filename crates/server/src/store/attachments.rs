@@ -166,8 +166,15 @@ pub(super) async fn bind_pg(
 }
 
 /// The event data of a message with these attachments.
-pub(super) fn message_data(refs: &[AttachmentRef]) -> serde_json::Value {
-    if refs.is_empty() { serde_json::json!({}) } else { serde_json::json!({ "attachments": refs }) }
+pub(super) fn message_data(refs: &[AttachmentRef], integration: Option<&str>) -> serde_json::Value {
+    let mut data = serde_json::Map::new();
+    if !refs.is_empty() {
+        data.insert("attachments".into(), serde_json::json!(refs));
+    }
+    if let Some(name) = integration {
+        data.insert("integration".into(), serde_json::json!(name));
+    }
+    serde_json::Value::Object(data)
 }
 
 /// A file read from `offset` on, a chunk at a time.

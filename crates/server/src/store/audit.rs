@@ -41,7 +41,10 @@ pub const AUDIT_FLOOR_MS: i64 = 30 * 24 * 3600 * 1000;
 // Up to $3 of a site's entries older than $2, oldest first.
 const EXPIRE: &str = "DELETE FROM audit_log WHERE id IN \
                       (SELECT id FROM audit_log WHERE site_id = $1 AND at < $2 ORDER BY at LIMIT $3)";
-const PAGE: &str = "SELECT * FROM audit_log WHERE site_id = $1 AND at < $2 ORDER BY at DESC, id DESC LIMIT $3";
+/// Entries after a cursor `(at, id)` in newest-first order: older, or as
+/// old with a smaller id (`""` as the id: only older).
+const PAGE: &str = "SELECT * FROM audit_log WHERE site_id = $1 AND (at < $2 OR (at = $2 AND id < $4)) \
+                    ORDER BY at DESC, id DESC LIMIT $3";
 
 fn lite(sql: &str) -> String {
     sql.replace('$', "?")
@@ -99,11 +102,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn audit_page(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+    pub(super) async fn audit_page(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<AuditEntry>> {
         let site_id = site_id.to_owned();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&lite(PAGE))?;
-            let rows = stmt.query_map(params![site_id, before, limit], sqlite_entry)?;
+            let rows = stmt.query_map(params![site_id, after.0, limit, after.1], sqlite_entry)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -132,8 +135,9 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn audit_page(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<AuditEntry>> {
-        let rows = sqlx::query(PAGE).bind(site_id).bind(before).bind(limit).fetch_all(self.p().await?).await?;
+    pub(super) async fn audit_page(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<AuditEntry>> {
+        let rows =
+            sqlx::query(PAGE).bind(site_id).bind(after.0).bind(limit).bind(after.1).fetch_all(self.p().await?).await?;
         rows.iter().map(pg_entry).collect()
     }
 

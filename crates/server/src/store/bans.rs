@@ -43,7 +43,9 @@ impl Ban {
 
 const INSERT: &str = "INSERT INTO bans (id, site_id, visitor_id, cidr, reason, created_by, created_at, expires_at, \
                       changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7)";
-const SITE_BANS: &str = "SELECT * FROM bans WHERE site_id = $1 ORDER BY created_at DESC LIMIT $2";
+/// A site's bans after a cursor `(created_at, id)` in newest-first order.
+const SITE_BANS: &str = "SELECT * FROM bans WHERE site_id = $1 AND (created_at < $3 OR (created_at = $3 AND id < $4)) \
+                         ORDER BY created_at DESC, id DESC LIMIT $2";
 const LIFT: &str = "UPDATE bans SET lifted_by = $1, lifted_at = $2, changed_at = $2 \
                     WHERE site_id = $3 AND id = $4 AND lifted_at IS NULL";
 const ONE: &str = "SELECT * FROM bans WHERE site_id = $1 AND id = $2";
@@ -101,11 +103,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn ban_list(&self, site_id: &str, limit: i64) -> Result<Vec<Ban>> {
+    pub(super) async fn ban_list(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<Ban>> {
         let site_id = site_id.to_owned();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&lite(SITE_BANS))?;
-            let rows = stmt.query_map(params![site_id, limit], sqlite_ban)?;
+            let rows = stmt.query_map(params![site_id, limit, after.0, after.1], sqlite_ban)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -160,8 +162,14 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn ban_list(&self, site_id: &str, limit: i64) -> Result<Vec<Ban>> {
-        let rows = sqlx::query(SITE_BANS).bind(site_id).bind(limit).fetch_all(self.p().await?).await?;
+    pub(super) async fn ban_list(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<Ban>> {
+        let rows = sqlx::query(SITE_BANS)
+            .bind(site_id)
+            .bind(limit)
+            .bind(after.0)
+            .bind(after.1)
+            .fetch_all(self.p().await?)
+            .await?;
         rows.iter().map(pg_ban).collect()
     }
 

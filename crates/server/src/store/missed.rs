@@ -137,15 +137,21 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn missed_list(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, Missed)>> {
+    pub(super) async fn missed_list(
+        &self,
+        site_id: &str,
+        after: (i64, String),
+        limit: i64,
+    ) -> Result<Vec<(Conversation, Missed)>> {
         let site_id = site_id.to_owned();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT c.*, m.reason AS missed_reason, m.waited_ms, m.missed_at FROM missed_chats m \
                  JOIN conversations_with_seq c ON c.id = m.conversation_id \
-                 WHERE m.site_id = ?1 ORDER BY m.missed_at DESC LIMIT ?2",
+                 WHERE m.site_id = ?1 AND (m.missed_at < ?3 OR (m.missed_at = ?3 AND m.conversation_id < ?4)) \
+                 ORDER BY m.missed_at DESC, m.conversation_id DESC LIMIT ?2",
             )?;
-            let mut rows = stmt.query(params![site_id, limit])?;
+            let mut rows = stmt.query(params![site_id, limit, after.0, after.1])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 out.push((sqlite::conversation_row(r)?, sqlite_missed(r)?));
@@ -247,14 +253,22 @@ impl PostgresStore {
         Ok(true)
     }
 
-    pub(super) async fn missed_list(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, Missed)>> {
+    pub(super) async fn missed_list(
+        &self,
+        site_id: &str,
+        after: (i64, String),
+        limit: i64,
+    ) -> Result<Vec<(Conversation, Missed)>> {
         let rows = sqlx::query(
             "SELECT c.*, m.reason AS missed_reason, m.waited_ms, m.missed_at FROM missed_chats m \
              JOIN conversations c ON c.id = m.conversation_id \
-             WHERE m.site_id = $1 ORDER BY m.missed_at DESC LIMIT $2",
+             WHERE m.site_id = $1 AND (m.missed_at < $3 OR (m.missed_at = $3 AND m.conversation_id < $4)) \
+             ORDER BY m.missed_at DESC, m.conversation_id DESC LIMIT $2",
         )
         .bind(site_id)
         .bind(limit)
+        .bind(after.0)
+        .bind(after.1)
         .fetch_all(self.p().await?)
         .await?;
         rows.iter().map(|r| Ok((super::postgres::conversation_from_row(r)?, pg_missed(r)?))).collect()

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod bans;
 pub mod erasure;
 pub mod greetings;
+pub mod idempotency;
 pub mod invitations;
 pub mod missed;
 pub mod outbox;
@@ -322,6 +323,9 @@ pub struct VisitorUpdate {
     /// stored as `visitors.last_ip`, never part of [`Visitor`], so no view
     /// shows it; only an agent's "ban their address too" reads it.
     pub ip: Option<String>,
+    /// An agent's or integration's edit, not the visitor's visit:
+    /// `last_seen` (which retention reads) stays as it was.
+    pub not_seen: bool,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -394,6 +398,10 @@ pub enum Change {
         /// message's transaction (refused if another conversation took
         /// one), and recorded in the event's `data.attachments`.
         attachments: Vec<attachments::AttachmentRef>,
+        /// The API token's name when an integration sends it (the author
+        /// is then the token's maker): recorded in `data.integration`, which
+        /// the widget and the console show in place of a person.
+        integration: Option<String>,
     },
     /// Give a conversation to an agent. With `limit`, only if the agent has
     /// fewer active conversations than that (routing); without, always
@@ -502,6 +510,10 @@ pub struct ConversationFilter {
     pub agent_id: Option<String>,
     pub visitor_id: Option<String>,
     pub group_id: Option<String>,
+    /// A page's cursor `(created_at, id)`: only the conversations after
+    /// it in newest-first order.
+    pub before: Option<(i64, String)>,
+    /// At most 1,001 (a page of 1,000 and one to tell whether more follow).
     pub limit: i64,
 }
 
@@ -520,7 +532,7 @@ impl ConversationFilter {
     /// others follow in `args` order. `mark` is the backend's placeholder;
     /// `from`, the table or view the backend reads conversations from.
     pub(crate) fn sql(&self, from: &str, site_term: &str, mark: &str) -> (String, Vec<FilterArg>) {
-        let limit = if self.limit <= 0 { 100 } else { self.limit.min(1000) };
+        let limit = if self.limit <= 0 { 100 } else { self.limit.min(1001) };
         let mut n = 1;
         let mut next = || {
             n += 1;
@@ -544,7 +556,14 @@ impl ConversationFilter {
             sql += &format!(" AND group_id = {}", next());
             args.push(FilterArg::Text(group_id.clone()));
         }
-        sql += &format!(" ORDER BY created_at DESC LIMIT {}", next());
+        if let Some((at, id)) = &self.before {
+            let (at_mark, id_mark) = (next(), next());
+            sql += &format!(" AND (created_at < {at_mark} OR (created_at = {at_mark} AND id < {id_mark}))");
+            args.push(FilterArg::Int(*at));
+            args.push(FilterArg::Text(id.clone()));
+        }
+        // The id breaks ties, so pages neither skip nor repeat a chat.
+        sql += &format!(" ORDER BY created_at DESC, id DESC LIMIT {}", next());
         args.push(FilterArg::Int(limit));
         (sql, args)
     }
@@ -746,6 +765,15 @@ pub trait Store: Send + Sync + 'static {
         scope: outbox::Scope<'_>,
         status: Option<outbox::DeliveryStatus>,
         limit: i64,
+    ) -> Result<Vec<outbox::Delivery>> {
+        let page = outbox::DeliveryPage { status, endpoint_id: None, before: None, limit };
+        self.deliveries_page(scope, page).await
+    }
+    /// A page of the deliveries in `scope`, newest first (`outbox::DeliveryPage`).
+    async fn deliveries_page(
+        &self,
+        scope: outbox::Scope<'_>,
+        page: outbox::DeliveryPage,
     ) -> Result<Vec<outbox::Delivery>>;
     /// Queue a delivery in `scope` again, due at `now`; false if there is
     /// none such (or it is being sent right now).
@@ -765,8 +793,15 @@ pub trait Store: Send + Sync + 'static {
     /// Closed chats of a site closed after `since` whose archive transcript
     /// (`archive:ID` delivery) is not queued, oldest close first.
     async fn unarchived_closed(&self, site_id: &str, since: i64, limit: i64) -> Result<Vec<Conversation>>;
-    /// A site's missed conversations, most recently missed first.
-    async fn missed_chats(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, missed::Missed)>>;
+    /// A site's missed conversations, most recently missed first, after
+    /// the cursor `(missed_at, conversation id)` (`(i64::MAX, "")`: from
+    /// the start).
+    async fn missed_chats(
+        &self,
+        site_id: &str,
+        after: (i64, String),
+        limit: i64,
+    ) -> Result<Vec<(Conversation, missed::Missed)>>;
 
     // ----- reports (`reports.rs`) ------------------------------------------
 
@@ -783,8 +818,9 @@ pub trait Store: Send + Sync + 'static {
     // ----- bans (`bans.rs`) ------------------------------------------------
 
     async fn create_ban(&self, ban: bans::Ban) -> Result<()>;
-    /// A site's bans, lifted and expired ones too, newest first.
-    async fn bans(&self, site_id: &str, limit: i64) -> Result<Vec<bans::Ban>>;
+    /// A site's bans, lifted and expired ones too, newest first, after the
+    /// cursor `(created_at, id)` (`(i64::MAX, "")`: from the start).
+    async fn bans(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<bans::Ban>>;
     /// Lift a ban of this site (a lifted one stays as it was); the ban as
     /// it is now, `None` if the site has no such ban.
     async fn lift_ban(&self, site_id: &str, id: &str, by: &str, at: i64) -> Result<Option<bans::Ban>>;
@@ -817,8 +853,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Append an entry; nothing changes one.
     async fn append_audit(&self, entry: audit::AuditEntry) -> Result<()>;
-    /// A site's entries older than `before` (ms), newest first.
-    async fn audit_log(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<audit::AuditEntry>>;
+    /// A site's entries after the cursor `(at, id)` in newest-first
+    /// order (older than `at`, or at `at` with a smaller id), newest first.
+    async fn audit_log(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<audit::AuditEntry>>;
     /// Delete up to `limit` of a site's entries older than `before`
     /// (the retention job's, which keeps `before` below now minus
     /// `audit::AUDIT_FLOOR_MS`: the store refuses younger ones); how many.
@@ -838,6 +875,25 @@ pub trait Store: Send + Sync + 'static {
     /// Record that a token was used at `at`.
     async fn touch_api_token(&self, id: &str, at: i64) -> Result<()>;
 
+    // ----- idempotency keys (`idempotency.rs`) ------------------------------
+
+    /// Claim a key for a request: `Ours` if it was free (or forgotten, or
+    /// its claim lapsed), else what another request left; `None` if that
+    /// request let it go between the two reads (claim again).
+    async fn claim_idempotency_key(&self, claim: idempotency::KeyClaim) -> Result<Option<idempotency::Claimed>>;
+    /// Keep the answer of the request that claimed the key at `at`.
+    async fn finish_idempotency_key(
+        &self,
+        scope: idempotency::KeyScope,
+        at: i64,
+        answer: idempotency::StoredAnswer,
+    ) -> Result<()>;
+    /// Let go of a claim made at `at` whose request kept nothing (it
+    /// failed): a retry runs again.
+    async fn release_idempotency_key(&self, scope: idempotency::KeyScope, at: i64) -> Result<()>;
+    /// Delete the keys used before `before`; how many.
+    async fn forget_idempotency_keys(&self, before: i64) -> Result<u64>;
+
     // ----- webhooks (`webhooks.rs`) -----------------------------------------
 
     async fn create_webhook(&self, endpoint: webhooks::Endpoint) -> Result<()>;
@@ -851,6 +907,10 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         change: webhooks::EndpointChange,
     ) -> Result<Option<webhooks::Endpoint>>;
+    /// Delete an endpoint of this site, its queued deliveries ended as
+    /// failed, in one transaction; the endpoint as it was, `None` if the
+    /// site has none such.
+    async fn delete_webhook(&self, site_id: &str, id: &str) -> Result<Option<webhooks::Endpoint>>;
     /// Record an attempt's outcome on its endpoint: a success clears
     /// `failing_since`, a failure sets it unless set.
     async fn webhook_outcome(&self, id: &str, ok: bool, at: i64) -> Result<()>;

@@ -41,6 +41,17 @@ impl DeliveryKind {
     }
 }
 
+/// Which of a site's deliveries to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryPage {
+    pub status: Option<DeliveryStatus>,
+    /// Only a webhook endpoint's.
+    pub endpoint_id: Option<String>,
+    /// A page's cursor `(created_at, id)`: only the deliveries after it.
+    pub before: Option<(i64, String)>,
+    pub limit: i64,
+}
+
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -424,22 +435,20 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn outbox_list(
-        &self,
-        scope: Scope<'_>,
-        status: Option<DeliveryStatus>,
-        limit: i64,
-    ) -> Result<Vec<Delivery>> {
+    pub(super) async fn outbox_list(&self, scope: Scope<'_>, page: DeliveryPage) -> Result<Vec<Delivery>> {
         let (site_id, installation) = (scope.site_id.to_owned(), scope.installation);
-        let status = status.map(DeliveryStatus::as_str);
+        let status = page.status.map(DeliveryStatus::as_str);
+        let (at, id) = page.before.unzip();
         self.read(move |c| {
             sqlite_all(
                 c,
                 &format!(
                     "SELECT {COLUMNS} FROM deliveries WHERE (site_id = ?1 OR (?4 AND site_id IS NULL)) \
-                     AND (?2 IS NULL OR status = ?2) ORDER BY created_at DESC, id DESC LIMIT ?3"
+                     AND (?2 IS NULL OR status = ?2) AND (?5 IS NULL OR endpoint_id = ?5) \
+                     AND (?6 IS NULL OR created_at < ?6 OR (created_at = ?6 AND id < ?7)) \
+                     ORDER BY created_at DESC, id DESC LIMIT ?3"
                 ),
-                params![site_id, status, limit, installation],
+                params![site_id, status, page.limit, installation, page.endpoint_id, at, id],
             )
         })
         .await
@@ -580,20 +589,21 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn outbox_list(
-        &self,
-        scope: Scope<'_>,
-        status: Option<DeliveryStatus>,
-        limit: i64,
-    ) -> Result<Vec<Delivery>> {
+    pub(super) async fn outbox_list(&self, scope: Scope<'_>, page: DeliveryPage) -> Result<Vec<Delivery>> {
+        let (at, id) = page.before.unzip();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM deliveries WHERE (site_id = $1 OR ($4 AND site_id IS NULL)) \
-             AND ($2::TEXT IS NULL OR status = $2) ORDER BY created_at DESC, id DESC LIMIT $3"
+             AND ($2::TEXT IS NULL OR status = $2) AND ($5::TEXT IS NULL OR endpoint_id = $5) \
+             AND ($6::BIGINT IS NULL OR created_at < $6 OR (created_at = $6 AND id < $7)) \
+             ORDER BY created_at DESC, id DESC LIMIT $3"
         )))
         .bind(scope.site_id)
-        .bind(status.map(DeliveryStatus::as_str))
-        .bind(limit)
+        .bind(page.status.map(DeliveryStatus::as_str))
+        .bind(page.limit)
         .bind(scope.installation)
+        .bind(page.endpoint_id)
+        .bind(at)
+        .bind(id)
         .fetch_all(self.p().await?)
         .await?;
         rows.iter().map(pg_row).collect()

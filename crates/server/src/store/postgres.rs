@@ -284,7 +284,7 @@ async fn apply_one(
     let mut next = conv.clone();
     let mut previous_agent = None;
     let (kind, author, client_id, body, data) = match change {
-        Change::Message { author, client_id, body, attachments } => {
+        Change::Message { author, client_id, body, attachments, integration } => {
             if let Some(event) = earlier_message(conn, conversation_id, author, client_id).await? {
                 return Ok(Ok(Applied { event, conversation: conv, previous_agent: None, duplicate: true }));
             }
@@ -294,7 +294,7 @@ async fn apply_one(
             if let Err(e) = attachments::bind_pg(conn, conversation_id, attachments).await? {
                 return Ok(Err(e));
             }
-            let data = attachments::message_data(attachments);
+            let data = attachments::message_data(attachments, integration.as_deref());
             ("message", author.clone(), Some(client_id.clone()), Some(body.clone()), data)
         }
         Change::Assign { agent_id, agent_name, by, limit, only_if_unassigned } => {
@@ -1027,14 +1027,15 @@ impl Store for PostgresStore {
         sqlx::query(
             "UPDATE visitors SET name = coalesce($1, name), email = coalesce($2, email), \
              page_url = coalesce($3, page_url), referrer = coalesce($4, referrer), \
-             user_agent = coalesce($5, user_agent), last_seen = $6, last_ip = coalesce($8, last_ip) WHERE id = $7",
+             user_agent = coalesce($5, user_agent), last_seen = coalesce($6, last_seen), \
+             last_ip = coalesce($8, last_ip) WHERE id = $7",
         )
         .bind(update.name)
         .bind(update.email)
         .bind(update.page_url)
         .bind(update.referrer)
         .bind(update.user_agent)
-        .bind(now_ms())
+        .bind((!update.not_seen).then(now_ms))
         .bind(id)
         .bind(update.ip)
         .execute(self.p().await?)
@@ -1318,13 +1319,12 @@ impl Store for PostgresStore {
         self.outbox_record(id, attempt).await
     }
 
-    async fn deliveries(
+    async fn deliveries_page(
         &self,
         scope: outbox::Scope<'_>,
-        status: Option<outbox::DeliveryStatus>,
-        limit: i64,
+        page: outbox::DeliveryPage,
     ) -> Result<Vec<outbox::Delivery>> {
-        self.outbox_list(scope, status, limit).await
+        self.outbox_list(scope, page).await
     }
 
     async fn retry_delivery(&self, scope: outbox::Scope<'_>, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
@@ -1371,8 +1371,13 @@ impl Store for PostgresStore {
         self.archive_scan(site_id, since, limit).await
     }
 
-    async fn missed_chats(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, missed::Missed)>> {
-        self.missed_list(site_id, limit).await
+    async fn missed_chats(
+        &self,
+        site_id: &str,
+        after: (i64, String),
+        limit: i64,
+    ) -> Result<Vec<(Conversation, missed::Missed)>> {
+        self.missed_list(site_id, after, limit).await
     }
 
     async fn report_facts(
@@ -1389,8 +1394,8 @@ impl Store for PostgresStore {
         self.ban_insert(ban).await
     }
 
-    async fn bans(&self, site_id: &str, limit: i64) -> Result<Vec<bans::Ban>> {
-        self.ban_list(site_id, limit).await
+    async fn bans(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<bans::Ban>> {
+        self.ban_list(site_id, after, limit).await
     }
 
     async fn lift_ban(&self, site_id: &str, id: &str, by: &str, at: i64) -> Result<Option<bans::Ban>> {
@@ -1445,8 +1450,8 @@ impl Store for PostgresStore {
         self.audit_append(entry).await
     }
 
-    async fn audit_log(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<audit::AuditEntry>> {
-        self.audit_page(site_id, before, limit).await
+    async fn audit_log(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<audit::AuditEntry>> {
+        self.audit_page(site_id, after, limit).await
     }
 
     async fn expire_audit(&self, site_id: &str, before: i64, limit: i64) -> Result<u64> {
@@ -1471,6 +1476,31 @@ impl Store for PostgresStore {
 
     async fn touch_api_token(&self, id: &str, at: i64) -> Result<()> {
         self.api_token_touch(id, at).await
+    }
+
+    async fn claim_idempotency_key(&self, claim: idempotency::KeyClaim) -> Result<Option<idempotency::Claimed>> {
+        self.idempotency_claim(claim).await
+    }
+
+    async fn finish_idempotency_key(
+        &self,
+        scope: idempotency::KeyScope,
+        at: i64,
+        answer: idempotency::StoredAnswer,
+    ) -> Result<()> {
+        self.idempotency_finish(scope, at, answer).await
+    }
+
+    async fn release_idempotency_key(&self, scope: idempotency::KeyScope, at: i64) -> Result<()> {
+        self.idempotency_release(scope, at).await
+    }
+
+    async fn forget_idempotency_keys(&self, before: i64) -> Result<u64> {
+        self.idempotency_forget(before).await
+    }
+
+    async fn delete_webhook(&self, site_id: &str, id: &str) -> Result<Option<webhooks::Endpoint>> {
+        self.hook_delete(site_id, id).await
     }
 
     async fn create_webhook(&self, endpoint: webhooks::Endpoint) -> Result<()> {

@@ -858,7 +858,8 @@ impl Store for SqliteStore {
                 c,
                 "UPDATE visitors SET name = coalesce(?1, name), email = coalesce(?2, email), \
                  page_url = coalesce(?3, page_url), referrer = coalesce(?4, referrer), \
-                 user_agent = coalesce(?5, user_agent), last_seen = ?6, last_ip = coalesce(?8, last_ip) \
+                 user_agent = coalesce(?5, user_agent), last_seen = coalesce(?6, last_seen), \
+                 last_ip = coalesce(?8, last_ip) \
                  WHERE id = ?7",
                 params![
                     update.name,
@@ -866,7 +867,7 @@ impl Store for SqliteStore {
                     update.page_url,
                     update.referrer,
                     update.user_agent,
-                    now_ms(),
+                    (!update.not_seen).then(now_ms),
                     id,
                     update.ip
                 ],
@@ -1156,13 +1157,12 @@ impl Store for SqliteStore {
         self.outbox_record(id, attempt).await
     }
 
-    async fn deliveries(
+    async fn deliveries_page(
         &self,
         scope: outbox::Scope<'_>,
-        status: Option<outbox::DeliveryStatus>,
-        limit: i64,
+        page: outbox::DeliveryPage,
     ) -> Result<Vec<outbox::Delivery>> {
-        self.outbox_list(scope, status, limit).await
+        self.outbox_list(scope, page).await
     }
 
     async fn retry_delivery(&self, scope: outbox::Scope<'_>, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
@@ -1209,8 +1209,13 @@ impl Store for SqliteStore {
         self.archive_scan(site_id, since, limit).await
     }
 
-    async fn missed_chats(&self, site_id: &str, limit: i64) -> Result<Vec<(Conversation, missed::Missed)>> {
-        self.missed_list(site_id, limit).await
+    async fn missed_chats(
+        &self,
+        site_id: &str,
+        after: (i64, String),
+        limit: i64,
+    ) -> Result<Vec<(Conversation, missed::Missed)>> {
+        self.missed_list(site_id, after, limit).await
     }
 
     async fn report_facts(
@@ -1227,8 +1232,8 @@ impl Store for SqliteStore {
         self.ban_insert(ban).await
     }
 
-    async fn bans(&self, site_id: &str, limit: i64) -> Result<Vec<bans::Ban>> {
-        self.ban_list(site_id, limit).await
+    async fn bans(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<bans::Ban>> {
+        self.ban_list(site_id, after, limit).await
     }
 
     async fn lift_ban(&self, site_id: &str, id: &str, by: &str, at: i64) -> Result<Option<bans::Ban>> {
@@ -1283,8 +1288,8 @@ impl Store for SqliteStore {
         self.audit_append(entry).await
     }
 
-    async fn audit_log(&self, site_id: &str, before: i64, limit: i64) -> Result<Vec<audit::AuditEntry>> {
-        self.audit_page(site_id, before, limit).await
+    async fn audit_log(&self, site_id: &str, after: (i64, String), limit: i64) -> Result<Vec<audit::AuditEntry>> {
+        self.audit_page(site_id, after, limit).await
     }
 
     async fn expire_audit(&self, site_id: &str, before: i64, limit: i64) -> Result<u64> {
@@ -1309,6 +1314,31 @@ impl Store for SqliteStore {
 
     async fn touch_api_token(&self, id: &str, at: i64) -> Result<()> {
         self.api_token_touch(id, at).await
+    }
+
+    async fn claim_idempotency_key(&self, claim: idempotency::KeyClaim) -> Result<Option<idempotency::Claimed>> {
+        self.idempotency_claim(claim).await
+    }
+
+    async fn finish_idempotency_key(
+        &self,
+        scope: idempotency::KeyScope,
+        at: i64,
+        answer: idempotency::StoredAnswer,
+    ) -> Result<()> {
+        self.idempotency_finish(scope, at, answer).await
+    }
+
+    async fn release_idempotency_key(&self, scope: idempotency::KeyScope, at: i64) -> Result<()> {
+        self.idempotency_release(scope, at).await
+    }
+
+    async fn forget_idempotency_keys(&self, before: i64) -> Result<u64> {
+        self.idempotency_forget(before).await
+    }
+
+    async fn delete_webhook(&self, site_id: &str, id: &str) -> Result<Option<webhooks::Endpoint>> {
+        self.hook_delete(site_id, id).await
     }
 
     async fn create_webhook(&self, endpoint: webhooks::Endpoint) -> Result<()> {

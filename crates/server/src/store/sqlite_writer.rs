@@ -497,9 +497,9 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
     let conv = &cached.conversation;
     let mut previous_agent = None;
     let (mut next, (kind, author, client_id, body, data)) = match &p.change {
-        Change::Message { author, client_id, body, attachments } => {
+        Change::Message { author, client_id, body, attachments, integration } => {
             let known = cached.recent.len();
-            let message = NewMessage { author, client_id, body, attachments };
+            let message = NewMessage { author, client_id, body, attachments, integration: integration.as_deref() };
             let applied = append_message(conn, cached, limits, key, message, now)?;
             let held = cached.recent.len();
             cache.keys = cache.keys + held - known;
@@ -651,6 +651,7 @@ struct NewMessage<'a> {
     client_id: &'a str,
     body: &'a str,
     attachments: &'a [super::attachments::AttachmentRef],
+    integration: Option<&'a str>,
 }
 
 fn append_message(
@@ -661,7 +662,7 @@ fn append_message(
     message: NewMessage<'_>,
     now: i64,
 ) -> rusqlite::Result<Result<Applied>> {
-    let NewMessage { author, client_id, body, attachments } = message;
+    let NewMessage { author, client_id, body, attachments, integration } = message;
     let conv = &cached.conversation;
     if let Some(event) = remembered_message(conn, cached, key, author, client_id, now - limits.remember_for_ms)? {
         return Ok(Ok(Applied { event, conversation: conv.clone(), previous_agent: None, duplicate: true }));
@@ -680,7 +681,7 @@ fn append_message(
         author: author.clone(),
         client_id: Some(client_id.to_owned()),
         body: Some(body.to_owned()),
-        data: super::attachments::message_data(attachments),
+        data: super::attachments::message_data(attachments, integration),
         created_at: now,
     };
     insert_event(conn, &event)?;
@@ -845,6 +846,7 @@ mod tests {
             client_id: client_id.into(),
             body: "hi".into(),
             attachments: Vec::new(),
+            integration: None,
         };
         let p = PendingChange { conversation_id: conv.into(), guard: None, change, reply: oneshot::channel().0 };
         apply_one(conn, cache, &p, now).unwrap().unwrap()

@@ -66,6 +66,9 @@ pub struct EndpointChange {
     /// Enabling clears the failure record; disabling by hand records no
     /// reason.
     pub enabled: Option<bool>,
+    /// A new signing secret (a rotation): it signs every attempt from now
+    /// on, a retry of an older event's delivery too.
+    pub secret: Option<String>,
 }
 
 const INSERT: &str = "INSERT INTO webhook_endpoints (id, site_id, name, url, secret, events, enabled, created_by, \
@@ -75,7 +78,13 @@ const ONE: &str = "SELECT * FROM webhook_endpoints WHERE site_id = $1 AND id = $
 const BY_ID: &str = "SELECT * FROM webhook_endpoints WHERE id = $1";
 const ENABLED: &str = "SELECT id, events FROM webhook_endpoints WHERE site_id = $1 AND enabled = $2";
 const UPDATE: &str = "UPDATE webhook_endpoints SET name = $1, url = $2, events = $3, enabled = $4, \
-                      failing_since = $5, disabled_at = $6, disabled_reason = $7 WHERE site_id = $8 AND id = $9";
+                      failing_since = $5, disabled_at = $6, disabled_reason = $7, secret = $10 \
+                      WHERE site_id = $8 AND id = $9";
+const DELETE: &str = "DELETE FROM webhook_endpoints WHERE site_id = $1 AND id = $2";
+/// A deleted endpoint's queued deliveries end at once, as failed (their
+/// log stays).
+const END_QUEUED: &str = "UPDATE deliveries SET status = 'failed', last_error = 'the endpoint was deleted', \
+                          lease_until = NULL WHERE site_id = $1 AND endpoint_id = $2 AND status = 'queued'";
 const SUCCEEDED: &str = "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1";
 const FAILED: &str = "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2";
 const DISABLE: &str = "UPDATE webhook_endpoints SET enabled = $1, disabled_at = $2, disabled_reason = $3 \
@@ -109,8 +118,24 @@ fn sqlite_endpoint(r: &Row) -> rusqlite::Result<Endpoint> {
     Ok(endpoint_from!(r, get))
 }
 
+/// An endpoint of this site (the writer's connection: no other writes
+/// between this read and what follows it).
+fn sqlite_endpoint_of(c: &rusqlite::Connection, site_id: &str, id: &str) -> Result<Option<Endpoint>> {
+    Ok(c.prepare_cached(&lite(ONE))?.query_row(params![site_id, id], sqlite_endpoint).optional()?)
+}
+
 fn pg_endpoint(r: &PgRow) -> Result<Endpoint> {
     Ok(endpoint_from!(r, try_get))
+}
+
+/// An endpoint of this site, its row locked until `tx` ends.
+async fn pg_locked_endpoint(tx: &mut sqlx::PgConnection, site_id: &str, id: &str) -> Result<Option<Endpoint>> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{ONE} FOR UPDATE")))
+        .bind(site_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    row.map(|r| pg_endpoint(&r)).transpose()
 }
 
 /// The webhook events a conversation's stored event causes, each with its
@@ -337,11 +362,7 @@ impl SqliteStore {
     ) -> Result<Option<Endpoint>> {
         let (site_id, id) = (site_id.to_owned(), id.to_owned());
         self.write(move |c| {
-            let Some(old) =
-                c.prepare_cached(&lite(ONE))?.query_row(params![site_id, id], sqlite_endpoint).optional()?
-            else {
-                return Ok(None);
-            };
+            let Some(old) = sqlite_endpoint_of(c, &site_id, &id)? else { return Ok(None) };
             let new = changed(old, change);
             c.prepare_cached(&lite(UPDATE))?.execute(params![
                 new.name,
@@ -352,9 +373,21 @@ impl SqliteStore {
                 new.disabled_at,
                 new.disabled_reason,
                 site_id,
-                id
+                id,
+                new.secret
             ])?;
             Ok(Some(new))
+        })
+        .await
+    }
+
+    pub(super) async fn hook_delete(&self, site_id: &str, id: &str) -> Result<Option<Endpoint>> {
+        let (site_id, id) = (site_id.to_owned(), id.to_owned());
+        self.write(move |c| {
+            let Some(old) = sqlite_endpoint_of(c, &site_id, &id)? else { return Ok(None) };
+            c.prepare_cached(&lite(DELETE))?.execute(params![site_id, id])?;
+            c.prepare_cached(&lite(END_QUEUED))?.execute(params![site_id, id])?;
+            Ok(Some(old))
         })
         .await
     }
@@ -406,6 +439,9 @@ fn changed(mut e: Endpoint, change: EndpointChange) -> Endpoint {
     if let Some(events) = change.events {
         e.events = events;
     }
+    if let Some(secret) = change.secret {
+        e.secret = secret;
+    }
     match change.enabled {
         Some(true) if !e.enabled => {
             e.enabled = true;
@@ -456,12 +492,7 @@ impl PostgresStore {
         change: EndpointChange,
     ) -> Result<Option<Endpoint>> {
         let mut tx = self.p().await?.begin().await?;
-        let old = sqlx::query(sqlx::AssertSqlSafe(format!("{ONE} FOR UPDATE")))
-            .bind(site_id)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(old) = old.map(|r| pg_endpoint(&r)).transpose()? else { return Ok(None) };
+        let Some(old) = pg_locked_endpoint(&mut tx, site_id, id).await? else { return Ok(None) };
         let new = changed(old, change);
         sqlx::query(UPDATE)
             .bind(&new.name)
@@ -473,10 +504,20 @@ impl PostgresStore {
             .bind(&new.disabled_reason)
             .bind(site_id)
             .bind(id)
+            .bind(&new.secret)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(Some(new))
+    }
+
+    pub(super) async fn hook_delete(&self, site_id: &str, id: &str) -> Result<Option<Endpoint>> {
+        let mut tx = self.p().await?.begin().await?;
+        let Some(old) = pg_locked_endpoint(&mut tx, site_id, id).await? else { return Ok(None) };
+        sqlx::query(DELETE).bind(site_id).bind(id).execute(&mut *tx).await?;
+        sqlx::query(END_QUEUED).bind(site_id).bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some(old))
     }
 
     pub(super) async fn hook_outcome(&self, id: &str, ok: bool, at: i64) -> Result<()> {

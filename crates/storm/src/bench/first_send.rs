@@ -45,6 +45,7 @@ pub(super) async fn first_send(messages: usize) -> anyhow::Result<()> {
                 client_id: format!("m{i}"),
                 body: format!("history {i}"),
                 attachments: Vec::new(),
+                integration: None,
             };
             store.apply(&conv, change)
         });
