@@ -4,7 +4,8 @@
 //! at a time by `Next-Cursor`, every row exactly once and in order, rows
 //! made in the same millisecond included; the first page without a cursor
 //! is what the list answered before it had pages; a cursor this server did
-//! not give is a 400; another site's rows never show.
+//! not give is a 400; another site's rows never show. Conversations are
+//! also listed by the time they started (`from`, `to`).
 
 use std::collections::HashMap;
 
@@ -100,6 +101,26 @@ async fn lists_page_by_cursor(server: TestServer) {
     assert_eq!(paged, all);
     let (_, _, empty) = get(&server, "/api/v1/conversations?limit=2&status=closed", &boss).await;
     assert_eq!(empty, json!([]));
+
+    // A time range (`from` inclusive, `to` exclusive, Unix ms), paged too.
+    let (_, _, listed) = get(&server, "/api/v1/conversations", &boss).await;
+    let started: Vec<(String, i64)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_owned(), c["created_at"].as_i64().unwrap()))
+        .collect();
+    let (from, to) = (started[5].1, started[1].1);
+    let within: Vec<String> =
+        started.iter().filter(|(_, at)| (from..to).contains(at)).map(|(id, _)| id.clone()).collect();
+    assert!(!within.is_empty());
+    let range = format!("/api/v1/conversations?limit=2&from={from}&to={to}");
+    let (paged, _) = every_page(&server, &range, &boss, "id").await;
+    assert_eq!(paged, within, "the chats started in [from, to), newest first");
+    for bad in [format!("from={to}&to={from}"), format!("from={to}&to={to}"), "from=yesterday".to_owned()] {
+        let (status, _, body) = get(&server, &format!("/api/v1/conversations?{bad}"), &boss).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
 
     // The audit log: entries made within the same millisecond page apart
     // without loss (the cursor holds the id, not only the time).

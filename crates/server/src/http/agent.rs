@@ -78,6 +78,12 @@ struct ListQuery {
     /// Routed through this group.
     #[serde(default)]
     group: Option<String>,
+    /// Started at or after this time (Unix ms).
+    #[serde(default)]
+    from: Option<i64>,
+    /// Started before this time (Unix ms).
+    #[serde(default)]
+    to: Option<i64>,
     /// 1 to 1000 (default 100).
     #[serde(default)]
     limit: Option<i64>,
@@ -100,7 +106,13 @@ async fn conversations(
     if q.status.as_deref() == Some("missed") {
         // Missed chats keep their status (a waiting visitor stays queued):
         // a list of its own, most recently missed first.
-        if q.mine.is_some() || q.visitor.is_some() || q.agent.is_some() || q.group.is_some() {
+        if q.mine.is_some()
+            || q.visitor.is_some()
+            || q.agent.is_some()
+            || q.group.is_some()
+            || q.from.is_some()
+            || q.to.is_some()
+        {
             return Err(Error::bad_request("status=missed takes no other filter but limit and cursor"));
         }
         let after = q.cursor.as_deref().map(page::parse_cursor).transpose()?.unwrap_or((i64::MAX, String::new()));
@@ -119,8 +131,11 @@ async fn conversations(
                 .ok_or_else(|| Error::bad_request("status must be queued, active, closed, offline or missed"))?,
         ),
     };
+    check_range(q.from, q.to)?;
     let filter = ConversationFilter {
         status,
+        created_from: q.from,
+        created_to: q.to,
         agent_id: match q.mine {
             Some(true) => Some(me.agent_id.clone()),
             _ => q.agent.filter(|a| a.len() <= 64),
@@ -323,11 +338,7 @@ async fn search(
         Some(v) if v.len() > 64 => Err(Error::bad_request(format!("{name} is not an id"))),
         v => Ok(v),
     };
-    if let (Some(from), Some(to)) = (q.from, q.to)
-        && from >= to
-    {
-        return Err(Error::bad_request("from must be before to"));
-    }
+    check_range(q.from, q.to)?;
     let limit = q.limit.unwrap_or(25).clamp(1, 100);
     let search = ChatSearch {
         words,
@@ -343,4 +354,14 @@ async fn search(
     let found = state.store.search_chats(&me.site_id, search).await?;
     let (chats, next) = page::split(found, limit, |c| (c.created_at, &c.conversation_id));
     Ok(Json(SearchPage { chats, next }))
+}
+
+/// A time range (`from`, `to`, Unix ms) that can hold something.
+fn check_range(from: Option<i64>, to: Option<i64>) -> Result<()> {
+    if let (Some(from), Some(to)) = (from, to)
+        && from >= to
+    {
+        return Err(Error::bad_request("from must be before to"));
+    }
+    Ok(())
 }

@@ -510,6 +510,10 @@ pub struct ConversationFilter {
     pub agent_id: Option<String>,
     pub visitor_id: Option<String>,
     pub group_id: Option<String>,
+    /// Started at or after this time (Unix ms).
+    pub created_from: Option<i64>,
+    /// Started before this time (Unix ms).
+    pub created_to: Option<i64>,
     /// A page's cursor `(created_at, id)`: only the conversations after
     /// it in newest-first order.
     pub before: Option<(i64, String)>,
@@ -555,6 +559,14 @@ impl ConversationFilter {
         if let Some(group_id) = &self.group_id {
             sql += &format!(" AND group_id = {}", next());
             args.push(FilterArg::Text(group_id.clone()));
+        }
+        if let Some(from) = self.created_from {
+            sql += &format!(" AND created_at >= {}", next());
+            args.push(FilterArg::Int(from));
+        }
+        if let Some(to) = self.created_to {
+            sql += &format!(" AND created_at < {}", next());
+            args.push(FilterArg::Int(to));
         }
         if let Some((at, id)) = &self.before {
             let (at_mark, id_mark) = (next(), next());
