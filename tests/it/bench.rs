@@ -173,7 +173,7 @@ fn retention_erases_a_seeded_history_beside_live_chat_on_both_stores() {
         let r = bench(&args);
         assert_eq!((r["scenario"].as_str(), r["store"].as_str()), ("retention", store), "{r:?}");
         let erased = figure(&r, "erased_conversations");
-        assert!(erased >= 1.0 && erased <= 2000.0, "{r:?}");
+        assert!((1.0..=2000.0).contains(&erased), "{r:?}");
         assert_eq!(figure(&r, "erased_messages"), 4.0 * erased, "every message of each: {r:?}");
         // How long it took, when it finished before the run ended.
         assert!(r["erased_all_in_s"] == "none" || figure(&r, "erased_all_in_s") > 0.0, "{r:?}");
