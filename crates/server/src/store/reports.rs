@@ -146,8 +146,15 @@ impl PostgresStore {
         let sql = facts_sql("$1", "$2", "$3", "$4::text");
         let mut rows =
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(site_id).bind(from).bind(to).bind(agent_id).fetch(&mut *tx);
+        let mut read = 0u32;
         while let Some(r) = rows.try_next().await? {
             sink.add(&facts_from!(r, try_get, r.try_get(0)?, r.try_get(1)?));
+            // Rows already received come without a wait, so the loop would
+            // hold its runtime worker for all of them: let chat run between.
+            read = read.wrapping_add(1);
+            if read.is_multiple_of(1024) {
+                tokio::task::yield_now().await;
+            }
         }
         drop(rows);
         tx.commit().await?;
