@@ -395,6 +395,110 @@ async fn a_crafted_week_gives_exact_figures(server: TestServer, db: Option<&Test
     server.stop().await;
 }
 
+/// More chats in one report than a report once read (500,000: the rest
+/// were left out without a word), with their facts on their rows, in a
+/// zone whose offset is not whole hours (Kathmandu, +05:45): every one is
+/// counted, by the admin and by the agent who had them.
+async fn a_history_larger_than_the_old_cap_is_counted_whole(server: TestServer, db: Option<&TestDb>) {
+    const N: i64 = 500_100;
+    const STEP_MS: i64 = 150;
+    let store = server.state.store.clone();
+    let site = server.site().await;
+    crate::outbox::admin(store.as_ref(), &site, "boss@shop.example").await;
+    let ann = server.agent(&site, "ann@shop.example", 5).await;
+    let general = store.groups(&site.id).await.unwrap().into_iter().find(|g| g.is_default).unwrap();
+    let (visitor, _) = server.visitor(&site).await;
+    let (boss, _) = server.login("boss@shop.example", "password123").await;
+    let (ann_token, _) = server.login("ann@shop.example", "password123").await;
+    let (status, body) =
+        server.put("/api/v1/admin/site/settings", Some(&boss), json!({"time_zone": "Asia/Kathmandu"})).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Tuesday 10 March 2026, 00:00 in Kathmandu: a chat every 150 ms for
+    // 20.8 hours. Chat i: offline if i % 10 = 0; unanswered if i % 7 = 0
+    // (and then marked missed); waits 1 s + (i % 1000) × 100 ms; rated if
+    // i % 1000 = 1.
+    let base = utc(2026, 3, 9, 18, 15);
+    let numbers = format!("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {})", N - 1);
+    let at = format!("{base} + i * {STEP_MS}");
+    let sql = format!(
+        "{numbers} INSERT INTO conversations (id, site_id, visitor_id, group_id, agent_id, status, created_at, \
+         closed_at, offline, first_visitor_at, first_assigned_at, first_agent_at, messages) \
+         SELECT 'big-' || i, '{site}', '{visitor}', '{group}', '{agent}', 'closed', {at}, \
+         {at} + 60000 + (i % 500) * 10, i % 10 = 0, {at} + 1000, {at} + 2000, \
+         CASE WHEN i % 7 = 0 THEN NULL ELSE {at} + 2000 + (i % 1000) * 100 END, i % 5 FROM n;\n\
+         {numbers} INSERT INTO ratings (conversation_id, site_id, seq, score, created_at) \
+         SELECT 'big-' || i, '{site}', 1, 1 + (i / 1000) % 5, {at} + 70000 FROM n WHERE i % 1000 = 1;\n\
+         {numbers} INSERT INTO missed_chats (conversation_id, site_id, reason, waited_ms, missed_at) \
+         SELECT 'big-' || i, '{site}', 'waited', 60000, {at} + 60000 FROM n WHERE i % 7 = 0;\n",
+        site = site.id,
+        group = general.id,
+        agent = ann.id,
+    );
+    write_history(&server, db, &sql).await;
+
+    // The same definitions, chat by chat (docs/protocol.md §2.14).
+    let (mut waits, mut responses, mut durations) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut chats, mut missed, mut messages, mut rated, mut good) = (0, 0, 0, 0, 0);
+    let mut tuesday = [0u64; 24];
+    for i in (0..N).filter(|i| i % 10 != 0) {
+        chats += 1;
+        messages += i % 5;
+        if i % 7 == 0 {
+            missed += 1;
+        } else {
+            waits.push(1000 + (i % 1000) * 100);
+            responses.push((i % 1000) * 100);
+        }
+        durations.push(60_000 + (i % 500) * 10);
+        if i % 1000 == 1 {
+            rated += 1;
+            good += i64::from(1 + (i / 1000) % 5 >= 4);
+        }
+        tuesday[(i * STEP_MS / 3_600_000) as usize] += 1;
+    }
+    let rank = |values: &mut Vec<i64>, p: f64| {
+        values.sort_unstable();
+        values[((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1]
+    };
+    let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
+    let expected = json!({
+        "chats": chats, "answered": waits.len(), "missed": missed, "offline": N - chats,
+        "wait": [rank(&mut waits, 0.5), rank(&mut waits, 0.9)],
+        "first_response": [rank(&mut responses, 0.5), rank(&mut responses, 0.9)],
+        "duration": [rank(&mut durations, 0.5), rank(&mut durations, 0.9)],
+        "messages_per_chat": round(messages as f64 / chats as f64, 2),
+        "rated": rated, "rated_good": good, "csat": round(good as f64 / rated as f64, 3),
+    });
+    assert!(chats > 450_000, "{chats}");
+
+    let query = "from=2026-03-10&to=2026-03-10";
+    let all = report(&server, &boss, query).await;
+    assert_eq!(figures(&all["site"]), expected);
+    let row = |table: &str, id: &str| all[table].as_array().unwrap().iter().find(|r| r["id"] == id).cloned().unwrap();
+    assert_eq!(figures(&row("groups", &general.id)), expected);
+    assert_eq!(figures(&row("agents", &ann.id)), expected);
+    let mut heatmap = vec![vec![0u64; 24]; 7];
+    heatmap[1] = tuesday.to_vec();
+    assert_eq!(all["heatmap"], json!(heatmap));
+
+    let own = report(&server, &ann_token, query).await;
+    assert_eq!(figures(&own["site"]), expected);
+    assert_eq!(own["heatmap"], json!(heatmap));
+    server.stop().await;
+}
+
+/// A server on a fresh PostgreSQL database.
+async fn on_postgres() -> (TestServer, TestDb) {
+    let db = TestDb::create().await;
+    let server = TestServer::start_with(|c| {
+        c.database_url = Some(db.url.clone());
+        c.database_max_connections = 6;
+    })
+    .await;
+    (server, db)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_on_sqlite() {
     a_crafted_week_gives_exact_figures(TestServer::start().await, None).await;
@@ -402,11 +506,17 @@ async fn reports_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_on_postgres() {
-    let db = TestDb::create().await;
-    let server = TestServer::start_with(|c| {
-        c.database_url = Some(db.url.clone());
-        c.database_max_connections = 6;
-    })
-    .await;
+    let (server, db) = on_postgres().await;
     a_crafted_week_gives_exact_figures(server, Some(&db)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_history_on_sqlite() {
+    a_history_larger_than_the_old_cap_is_counted_whole(TestServer::start().await, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_history_on_postgres() {
+    let (server, db) = on_postgres().await;
+    a_history_larger_than_the_old_cap_is_counted_whole(server, Some(&db)).await;
 }

@@ -15,7 +15,8 @@
 //! - medians and 90th percentiles are nearest-rank;
 //! - *CSAT*: the share of rated chats rated good (score ≥ 4).
 
-use std::collections::BTreeMap;
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -23,8 +24,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::store::greetings::GreetingFigures;
-use crate::store::reports::ChatFacts;
-use crate::store::{Agent, Group};
+use crate::store::reports::{ChatFacts, FactSink};
+use crate::store::{Agent, Group, Store};
 
 /// Longest range one report covers, in days.
 pub const MAX_DAYS: i64 = 366;
@@ -107,40 +108,161 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn of<'a>(facts: impl Iterator<Item = &'a ChatFacts>) -> Figures {
-        let mut f = Figures::default();
-        let (mut waits, mut responses, mut durations, mut messages) = (Vec::new(), Vec::new(), Vec::new(), 0);
-        for c in facts {
-            if c.offline {
-                f.offline += 1;
-                continue;
-            }
-            f.chats += 1;
-            messages += c.messages;
-            f.missed += usize::from(c.missed);
-            if let Some(reply) = c.first_agent_at {
-                f.answered += 1;
-                waits.push((reply - c.first_visitor_at.unwrap_or(c.created_at)).max(0));
-                if let Some(assigned) = c.first_assigned_at {
-                    responses.push((reply - assigned).max(0));
-                }
-            }
-            if let Some(closed) = c.closed_at {
-                durations.push((closed - c.created_at).max(0));
-            }
-            if let Some(score) = c.score {
-                f.rated += 1;
-                f.rated_good += usize::from(score >= 4);
-            }
+    /// The figures of the chats of some (group, agent) pairs.
+    fn of<'a>(pairs: impl Iterator<Item = &'a PairTally> + Clone) -> Figures {
+        let gather = |values: fn(&PairTally) -> &[i64]| {
+            let all: Vec<i64> = pairs.clone().flat_map(|p| values(p).iter().copied()).collect();
+            Spread::of(all)
+        };
+        let mut f = Figures {
+            wait: gather(|p| &p.waits),
+            first_response: gather(|p| &p.responses),
+            duration: gather(|p| &p.durations),
+            ..Figures::default()
+        };
+        let mut messages = 0;
+        for p in pairs {
+            f.chats += p.chats;
+            f.answered += p.answered;
+            f.missed += p.missed;
+            f.offline += p.offline;
+            f.rated += p.rated;
+            f.rated_good += p.rated_good;
+            messages += p.messages;
         }
-        f.wait = Spread::of(waits);
-        f.first_response = Spread::of(responses);
-        f.duration = Spread::of(durations);
         let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
         f.messages_per_chat = (f.chats > 0).then(|| round(messages as f64 / f.chats as f64, 2));
         f.csat = (f.rated > 0).then(|| round(f.rated_good as f64 / f.rated as f64, 3));
         f
     }
+}
+
+/// What a report keeps of the chats of one (group, agent) pair: counts,
+/// and the durations its medians and percentiles are taken from.
+#[derive(Debug, Default)]
+struct PairTally {
+    chats: usize,
+    answered: usize,
+    missed: usize,
+    offline: usize,
+    messages: i64,
+    rated: usize,
+    rated_good: usize,
+    waits: Vec<i64>,
+    responses: Vec<i64>,
+    durations: Vec<i64>,
+}
+
+/// A quarter hour, the finest step of any time zone's offset in use, so
+/// nearly always all in one local hour.
+const QUARTER_MS: i64 = 15 * 60 * 1000;
+
+/// A report's facts as the store reads them, kept per (group, agent) pair
+/// (a few dozen), so the rows themselves are never held: a year's report
+/// is every chat of the year, with no cap.
+pub struct Tally {
+    tz: TimeZone,
+    /// Ids seen, numbered in order of appearance.
+    groups: HashMap<String, usize>,
+    agents: HashMap<String, usize>,
+    /// By (group number, agent number + 1, or 0 without an agent).
+    pairs: HashMap<(usize, usize), PairTally>,
+    /// Chats started, by weekday (0 = Monday) and hour, in `tz`.
+    heatmap: Vec<[u32; 24]>,
+    /// A quarter hour's weekday and hour in `tz`, when the whole quarter
+    /// is in one local hour; `None` when it is not (an offset of odd
+    /// minutes, as in some zones before 1980): its chats are placed one
+    /// by one.
+    quarters: HashMap<i64, Option<(usize, usize)>>,
+}
+
+impl Tally {
+    pub fn new(range: &DayRange) -> Tally {
+        Tally {
+            tz: range.tz.clone(),
+            groups: HashMap::new(),
+            agents: HashMap::new(),
+            pairs: HashMap::new(),
+            heatmap: vec![[0u32; 24]; 7],
+            quarters: HashMap::new(),
+        }
+    }
+
+    /// Whether a chat in a group with this id was counted.
+    pub fn saw_group(&self, id: &str) -> bool {
+        self.groups.contains_key(id)
+    }
+
+    fn number(ids: &mut HashMap<String, usize>, id: &str) -> usize {
+        match ids.get(id) {
+            Some(&n) => n,
+            None => {
+                let n = ids.len();
+                ids.insert(id.to_owned(), n);
+                n
+            }
+        }
+    }
+
+    /// Count a chat started at `at` (ms) in its local weekday and hour.
+    fn place(&mut self, at: i64) {
+        let tz = &self.tz;
+        let quarter = at.div_euclid(QUARTER_MS);
+        let whole = *self.quarters.entry(quarter).or_insert_with(|| {
+            let start = quarter * QUARTER_MS;
+            let (first, last) = (local(tz, start)?, local(tz, start + QUARTER_MS - 1)?);
+            (first == last).then_some((first.0, first.1))
+        });
+        if let Some((day, hour)) = whole.or_else(|| local(tz, at).map(|(day, hour, _)| (day, hour))) {
+            self.heatmap[day][hour] += 1;
+        }
+    }
+}
+
+/// Weekday (0 = Monday), hour and UTC offset (s) of an instant in `tz`.
+fn local(tz: &TimeZone, at: i64) -> Option<(usize, usize, i32)> {
+    let local = jiff::Timestamp::from_millisecond(at).ok()?.to_zoned(tz.clone());
+    Some((local.weekday().to_monday_zero_offset() as usize, local.hour() as usize, local.offset().seconds()))
+}
+
+impl FactSink for Tally {
+    fn add(&mut self, c: &ChatFacts<'_>) {
+        let group = Tally::number(&mut self.groups, c.group_id);
+        let agent = c.agent_id.map_or(0, |a| Tally::number(&mut self.agents, a) + 1);
+        let p = self.pairs.entry((group, agent)).or_default();
+        if c.offline {
+            p.offline += 1;
+            return;
+        }
+        p.chats += 1;
+        p.messages += c.messages;
+        p.missed += usize::from(c.missed);
+        if let Some(reply) = c.first_agent_at {
+            p.answered += 1;
+            p.waits.push((reply - c.first_visitor_at.unwrap_or(c.created_at)).max(0));
+            if let Some(assigned) = c.first_assigned_at {
+                p.responses.push((reply - assigned).max(0));
+            }
+        }
+        if let Some(closed) = c.closed_at {
+            p.durations.push((closed - c.created_at).max(0));
+        }
+        if let Some(score) = c.score {
+            p.rated += 1;
+            p.rated_good += usize::from(score >= 4);
+        }
+        self.place(c.created_at);
+    }
+}
+
+/// Every fact of a report's range (an agent's own if `agent_id`), as the
+/// store reads them.
+pub async fn tally(store: &dyn Store, site_id: &str, range: &DayRange, agent_id: Option<&str>) -> Result<Tally> {
+    let sink = Box::new(Tally::new(range));
+    let sink: Box<dyn Any> = store.report_facts(site_id, range.start_ms, range.end_ms, agent_id, sink).await?;
+    sink.downcast::<Tally>()
+        .map(|t| *t)
+        .map_err(|_| Error::internal(anyhow::anyhow!("the store gave back another sink")))
 }
 
 /// A named slice: a group or an agent.
@@ -168,43 +290,41 @@ pub struct Report {
     pub greetings: Vec<GreetingFigures>,
 }
 
-/// The report of `facts` (the store's, for `range`), named with the
+/// The report of `tally` (the store's facts, for `range`), named with the
 /// site's groups and agents. Agents without chats are listed too (with
 /// zeros) when given; facts naming an unknown one show its id.
-pub fn build(range: &DayRange, facts: &[ChatFacts], groups: &[Group], agents: &[Agent]) -> Report {
-    let mut heatmap = vec![[0u32; 24]; 7];
-    for c in facts.iter().filter(|c| !c.offline) {
-        if let Ok(ts) = jiff::Timestamp::from_millisecond(c.created_at) {
-            let local = ts.to_zoned(range.tz.clone());
-            let day = local.weekday().to_monday_zero_offset() as usize;
-            heatmap[day][local.hour() as usize] += 1;
-        }
-    }
-    let slices = |key: &dyn Fn(&ChatFacts) -> Option<&str>, names: Vec<(String, String)>| {
-        let mut by: BTreeMap<String, Vec<&ChatFacts>> = names.iter().map(|(id, _)| (id.clone(), Vec::new())).collect();
-        for c in facts {
-            if let Some(k) = key(c) {
-                by.entry(k.to_owned()).or_default().push(c);
-            }
-        }
-        let mut out: Vec<Slice> = by
-            .into_iter()
-            .map(|(id, list)| {
-                let name = names.iter().find(|(i, _)| *i == id).map_or_else(|| id.clone(), |(_, n)| n.clone());
-                Slice { id, name, figures: Figures::of(list.into_iter()) }
-            })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        out
-    };
+pub fn build(range: &DayRange, tally: &Tally, groups: &[Group], agents: &[Agent]) -> Report {
+    let slices =
+        |seen: &HashMap<String, usize>, of: &dyn Fn(&(usize, usize)) -> Option<usize>, names: Vec<(String, String)>| {
+            let mut ids: BTreeMap<String, Option<usize>> = names.iter().map(|(id, _)| (id.clone(), None)).collect();
+            ids.extend(seen.iter().map(|(id, n)| (id.clone(), Some(*n))));
+            let mut out: Vec<Slice> = ids
+                .into_iter()
+                .map(|(id, n)| {
+                    let name = names.iter().find(|(i, _)| *i == id).map_or_else(|| id.clone(), |(_, n)| n.clone());
+                    let pairs = tally.pairs.iter().filter(|(k, _)| n.is_some() && of(k) == n).map(|(_, p)| p);
+                    Slice { id, name, figures: Figures::of(pairs) }
+                })
+                .collect();
+            out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+            out
+        };
     Report {
         from: range.from.to_string(),
         to: range.to.to_string(),
         time_zone: range.tz_name.clone(),
-        site: Figures::of(facts.iter()),
-        groups: slices(&|c| Some(&c.group_id), groups.iter().map(|g| (g.id.clone(), g.name.clone())).collect()),
-        agents: slices(&|c| c.agent_id.as_deref(), agents.iter().map(|a| (a.id.clone(), a.name.clone())).collect()),
-        heatmap,
+        site: Figures::of(tally.pairs.values()),
+        groups: slices(
+            &tally.groups,
+            &|(g, _)| Some(*g),
+            groups.iter().map(|g| (g.id.clone(), g.name.clone())).collect(),
+        ),
+        agents: slices(
+            &tally.agents,
+            &|(_, a)| a.checked_sub(1),
+            agents.iter().map(|a| (a.id.clone(), a.name.clone())).collect(),
+        ),
+        heatmap: tally.heatmap.clone(),
         greetings: Vec::new(),
     }
 }
@@ -295,6 +415,33 @@ mod tests {
         assert!(DayRange::parse("2026-02-30", "2026-03-29", "UTC").is_err());
         assert!(DayRange::parse("2025-01-01", "2026-12-31", "UTC").is_err());
         assert!(DayRange::parse("2026-01-01", "2026-01-02", "Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn the_heatmap_puts_each_chat_in_its_local_hour() {
+        // Quarter-hour offsets, both daylight-saving changes, and offsets
+        // of odd seconds (Monrovia until 7 January 1972: -00:44:30;
+        // Amsterdam in 1937: +00:19:32, then +00:20).
+        for (zone, day) in [
+            ("Asia/Kathmandu", "2026-03-10"),
+            ("Europe/Oslo", "2026-03-29"),
+            ("Europe/Oslo", "2026-10-25"),
+            ("Africa/Monrovia", "1972-01-06"),
+            ("Africa/Monrovia", "1972-01-07"),
+            ("Europe/Amsterdam", "1937-07-01"),
+        ] {
+            let range = DayRange::parse(day, day, zone).unwrap();
+            let mut tally = Tally::new(&range);
+            let mut expected = vec![[0u32; 24]; 7];
+            let mut at = range.start_ms;
+            while at < range.end_ms {
+                tally.place(at);
+                let local = jiff::Timestamp::from_millisecond(at).unwrap().to_zoned(range.tz.clone());
+                expected[local.weekday().to_monday_zero_offset() as usize][local.hour() as usize] += 1;
+                at += 53_311;
+            }
+            assert_eq!(tally.heatmap, expected, "{zone} {day}");
+        }
     }
 
     #[test]

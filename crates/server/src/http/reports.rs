@@ -52,15 +52,15 @@ async fn report(
     let time_zone = WidgetSettings::from_stored(&site.settings).time_zone;
     let range = DayRange::parse(&q.from, &q.to, &time_zone)?;
     let own = (!me.role.is_admin()).then_some(me.agent_id.as_str());
-    let facts = state.store.report_facts(&site.id, range.start_ms, range.end_ms, own).await?;
+    let tally = reports::tally(state.store.as_ref(), &site.id, &range, own).await?;
     let mut agents = state.store.agents(&site.id).await?;
     if own.is_some() {
         agents.retain(|a| a.id == me.agent_id);
     }
     let mut groups = state.store.groups(&site.id).await?;
     // A deleted group keeps its row while chats in the range name it.
-    groups.retain(|g| g.deleted_at.is_none() || facts.iter().any(|c| c.group_id == g.id));
-    let mut report = reports::build(&range, &facts, &groups, &agents);
+    groups.retain(|g| g.deleted_at.is_none() || tally.saw_group(&g.id));
+    let mut report = reports::build(&range, &tally, &groups, &agents);
     if me.role.is_admin() {
         report.greetings = state.store.greeting_figures(&site.id, range.start_ms, range.end_ms).await?;
     }

@@ -818,15 +818,16 @@ pub trait Store: Send + Sync + 'static {
     // ----- reports (`reports.rs`) ------------------------------------------
 
     /// What reports need of each conversation of a site created in
-    /// `[from, to)` (ms), only `agent_id`'s if given; in no particular
-    /// order, at most [`reports::MAX_FACTS`].
+    /// `[from, to)` (ms), only `agent_id`'s if given, each given to `sink`
+    /// as it is read (in no particular order, every one); `sink` back.
     async fn report_facts(
         &self,
         site_id: &str,
         from: i64,
         to: i64,
         agent_id: Option<&str>,
-    ) -> Result<Vec<reports::ChatFacts>>;
+        sink: Box<dyn reports::FactSink>,
+    ) -> Result<Box<dyn reports::FactSink>>;
     // ----- bans (`bans.rs`) ------------------------------------------------
 
     async fn create_ban(&self, ban: bans::Ban) -> Result<()>;

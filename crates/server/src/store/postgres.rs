@@ -149,7 +149,13 @@ pub async fn create_database(url: &str, name: &str) -> Result<String> {
     // `name` was checked to be letters, digits and _ only.
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
     let _ = conn.close().await;
-    Ok(options.database(name).to_url_lossy().to_string())
+    database_url(url, name)
+}
+
+/// The URL of database `name` on the server of `url`.
+pub fn database_url(url: &str, name: &str) -> Result<String> {
+    check_database_name(name)?;
+    Ok(connect_options(url)?.database(name).to_url_lossy().to_string())
 }
 
 /// Drop database `name` on the server of `url`, closing its connections.
@@ -1386,8 +1392,9 @@ impl Store for PostgresStore {
         from: i64,
         to: i64,
         agent_id: Option<&str>,
-    ) -> Result<Vec<super::reports::ChatFacts>> {
-        self.report_facts(site_id, from, to, agent_id).await
+        sink: Box<dyn super::reports::FactSink>,
+    ) -> Result<Box<dyn super::reports::FactSink>> {
+        self.report_facts(site_id, from, to, agent_id, sink).await
     }
 
     async fn create_ban(&self, ban: bans::Ban) -> Result<()> {

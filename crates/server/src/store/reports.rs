@@ -7,26 +7,32 @@
 //! a closed chat's facts from its own row, taken at its close and kept
 //! since by triggers (`sqlite/0035_report_facts.sql`,
 //! `postgres/0028_report_facts.sql`), an open one's from its events by the
-//! `(conversation_id, seq)` index; the rating and the missed mark by their
-//! primary keys.
+//! `(conversation_id, seq)` index; the rating's score and the missed mark
+//! from the row too, kept there by triggers on `ratings` and
+//! `missed_chats` (`sqlite/0042_report_marks.sql`,
+//! `postgres/0035_report_marks.sql`). Each row goes to the report's `FactSink` as it is read,
+//! its ids borrowed from the row: a report holds no rows, and reads all of
+//! them however many.
 
+use std::any::Any;
+
+use futures_util::TryStreamExt as _;
 use rusqlite::params;
+use rusqlite::types::{FromSqlError, ValueRef};
 use sqlx::Row as _;
 
-use super::ConversationStatus;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
-/// One conversation, as reports see it. Times are Unix milliseconds.
+/// One conversation, as reports see it, borrowed from the row being read.
+/// Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChatFacts {
-    pub conversation_id: String,
+pub struct ChatFacts<'a> {
     /// The group it is in now (where it was last routed).
-    pub group_id: String,
+    pub group_id: &'a str,
     /// The agent who had it last (kept after close).
-    pub agent_id: Option<String>,
-    pub status: ConversationStatus,
+    pub agent_id: Option<&'a str>,
     /// Began as an offline message (`leave_message`), not a chat.
     pub offline: bool,
     pub created_at: i64,
@@ -41,65 +47,59 @@ pub struct ChatFacts {
     pub missed: bool,
 }
 
-/// Most conversations one report reads (a year of a busy site); beyond it
-/// the range must be narrowed.
-pub const MAX_FACTS: i64 = 500_000;
+/// Where a report's facts go, one conversation at a time as the store
+/// reads them: a report of a year of a busy site is every one of its
+/// chats, so none is held as a row nor left out (`crate::reports::Tally`).
+pub trait FactSink: Any + Send {
+    fn add(&mut self, chat: &ChatFacts<'_>);
+}
 
 /// The facts of a site's conversations created in a range, only those an
 /// agent had if `agent` (a parameter that may be NULL) is given. In no
-/// particular order: reports sort what they need.
-fn facts_sql(site: &str, from: &str, to: &str, agent: &str, limit: &str) -> String {
+/// particular order; the columns as `ChatFacts`, by position.
+fn facts_sql(site: &str, from: &str, to: &str, agent: &str) -> String {
     let range = format!(
         "c.site_id = {site} AND c.created_at >= {from} AND c.created_at < {to} \
          AND ({agent} IS NULL OR c.agent_id = {agent})"
     );
     format!(
-        "SELECT f.*, r.score, m.missed_at FROM ( \
-         SELECT c.id, c.group_id, c.agent_id, c.status, c.offline, c.created_at, c.closed_at, \
-         c.first_visitor_at, c.first_assigned_at, c.first_agent_at, c.messages \
+        "SELECT c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, c.first_visitor_at, \
+         c.first_assigned_at, c.first_agent_at, c.messages, c.rating_score, c.missed \
          FROM conversations c WHERE {range} AND c.messages IS NOT NULL \
          UNION ALL \
-         SELECT c.id, c.group_id, c.agent_id, c.status, c.offline, c.created_at, c.closed_at, \
+         SELECT c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, \
          min(CASE WHEN e.kind = 'message' AND e.author_kind = 'visitor' THEN e.created_at END), \
          min(CASE WHEN e.kind = 'assigned' THEN e.created_at END), \
          min(CASE WHEN e.kind = 'message' AND e.author_kind = 'agent' THEN e.created_at END), \
-         count(CASE WHEN e.kind = 'message' THEN 1 END) \
+         count(CASE WHEN e.kind = 'message' THEN 1 END), c.rating_score, c.missed \
          FROM conversations c LEFT JOIN events e ON e.conversation_id = c.id \
          WHERE {range} AND c.messages IS NULL \
-         GROUP BY c.id, c.group_id, c.agent_id, c.status, c.offline, c.created_at, c.closed_at \
-         ) f \
-         LEFT JOIN ratings r ON r.conversation_id = f.id \
-         LEFT JOIN missed_chats m ON m.conversation_id = f.id \
-         LIMIT {limit}"
+         GROUP BY c.id, c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, c.rating_score, c.missed"
     )
 }
 
-fn status(value: &str) -> Result<ConversationStatus> {
-    ConversationStatus::parse(value)
-        .ok_or_else(|| Error::Store(anyhow::anyhow!("unexpected status in conversations: {value:?}")))
+/// A row's facts, by position (`facts_sql`), from either backend
+/// (`get` or `try_get`), its two ids borrowed as the backend allows.
+macro_rules! facts_from {
+    ($r:expr, $get:ident, $group:expr, $agent:expr) => {
+        ChatFacts {
+            group_id: $group,
+            agent_id: $agent,
+            offline: $r.$get(2)?,
+            created_at: $r.$get(3)?,
+            closed_at: $r.$get(4)?,
+            first_visitor_at: $r.$get(5)?,
+            first_assigned_at: $r.$get(6)?,
+            first_agent_at: $r.$get(7)?,
+            messages: $r.$get(8)?,
+            score: $r.$get(9)?,
+            missed: $r.$get(10)?,
+        }
+    };
 }
 
-/// A chat's facts from a row of either backend (`get` or `try_get`).
-macro_rules! facts_from {
-    ($r:expr, $get:ident) => {{
-        let state: String = $r.$get("status")?;
-        let missed_at: Option<i64> = $r.$get("missed_at")?;
-        ChatFacts {
-            conversation_id: $r.$get("id")?,
-            group_id: $r.$get("group_id")?,
-            agent_id: $r.$get("agent_id")?,
-            status: status(&state)?,
-            offline: $r.$get("offline")?,
-            created_at: $r.$get("created_at")?,
-            closed_at: $r.$get("closed_at")?,
-            first_visitor_at: $r.$get("first_visitor_at")?,
-            first_assigned_at: $r.$get("first_assigned_at")?,
-            first_agent_at: $r.$get("first_agent_at")?,
-            messages: $r.$get("messages")?,
-            score: $r.$get("score")?,
-            missed: missed_at.is_some(),
-        }
-    }};
+fn lite_text_error(column: usize, value: ValueRef<'_>, e: FromSqlError) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, value.data_type(), Box::new(e))
 }
 
 impl SqliteStore {
@@ -109,16 +109,20 @@ impl SqliteStore {
         from: i64,
         to: i64,
         agent_id: Option<&str>,
-    ) -> Result<Vec<ChatFacts>> {
+        mut sink: Box<dyn FactSink>,
+    ) -> Result<Box<dyn FactSink>> {
         let (site_id, agent_id) = (site_id.to_owned(), agent_id.map(str::to_owned));
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(&facts_sql("?1", "?2", "?3", "?4", "?5"))?;
-            let mut rows = stmt.query(params![site_id, from, to, agent_id, MAX_FACTS])?;
-            let mut out = Vec::new();
+            let mut stmt = c.prepare_cached(&facts_sql("?1", "?2", "?3", "?4"))?;
+            let mut rows = stmt.query(params![site_id, from, to, agent_id])?;
             while let Some(r) = rows.next()? {
-                out.push(facts_from!(r, get));
+                let agent = r.get_ref(1)?;
+                let agent = agent.as_str_or_null().map_err(|e| lite_text_error(1, agent, e))?;
+                let group = r.get_ref(0)?;
+                let group = group.as_str().map_err(|e| lite_text_error(0, group, e))?;
+                sink.add(&facts_from!(r, get, group, agent));
             }
-            Ok(out)
+            Ok(sink)
         })
         .await
     }
@@ -131,15 +135,29 @@ impl PostgresStore {
         from: i64,
         to: i64,
         agent_id: Option<&str>,
-    ) -> Result<Vec<ChatFacts>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(facts_sql("$1", "$2", "$3", "$4::text", "$5")))
-            .bind(site_id)
-            .bind(from)
-            .bind(to)
-            .bind(agent_id)
-            .bind(MAX_FACTS)
-            .fetch_all(self.p().await?)
-            .await?;
-        rows.iter().map(|r| Ok(facts_from!(r, try_get))).collect()
+        mut sink: Box<dyn FactSink>,
+    ) -> Result<Box<dyn FactSink>> {
+        let mut tx = self.p().await?.begin().await?;
+        // A report is one long statement on a server that also carries
+        // live chat: no parallel workers (they would take every core), no
+        // JIT compiling (a tenth of a second of CPU for a plan this plain).
+        sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0").execute(&mut *tx).await?;
+        sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+        let sql = facts_sql("$1", "$2", "$3", "$4::text");
+        let mut rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(site_id).bind(from).bind(to).bind(agent_id).fetch(&mut *tx);
+        let mut read = 0u32;
+        while let Some(r) = rows.try_next().await? {
+            sink.add(&facts_from!(r, try_get, r.try_get(0)?, r.try_get(1)?));
+            // Rows already received come without a wait, so the loop would
+            // hold its runtime worker for all of them: let chat run between.
+            read = read.wrapping_add(1);
+            if read.is_multiple_of(1024) {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(rows);
+        tx.commit().await?;
+        Ok(sink)
     }
 }

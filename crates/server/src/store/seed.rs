@@ -6,11 +6,13 @@
 //! webhook, no email is queued for it).
 //!
 //! Each conversation's facts for reports (`sqlite/0035_report_facts.sql`,
-//! `postgres/0028_report_facts.sql`) come out as the triggers make them:
-//! on SQLite the triggers run; on PostgreSQL, where a trigger per row
-//! would dominate the load, a superuser's batch runs without them
-//! (`session_replication_role = replica`, which also skips the foreign
-//! key checks) and takes the facts of the whole batch in one statement.
+//! `postgres/0028_report_facts.sql`; its rating and missed mark,
+//! `sqlite/0042_report_marks.sql`, `postgres/0035_report_marks.sql`) come
+//! out as the triggers make them: on SQLite the triggers run; on
+//! PostgreSQL, where a trigger per row would dominate the load, a
+//! superuser's batch runs without them (`session_replication_role =
+//! replica`, which also skips the foreign key checks) and takes the facts
+//! of the whole batch in a statement each.
 
 use rusqlite::params;
 
@@ -223,7 +225,7 @@ impl PostgresStore {
              AS r(id, seq, score, created_at)",
         )
         .bind(site)
-        .bind(rated.0)
+        .bind(rated.0.clone())
         .bind(rated.1)
         .bind(rated.2)
         .bind(rated.3)
@@ -261,6 +263,18 @@ impl PostgresStore {
             .bind(k.iter().map(|k| k.id.as_str()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
+            // And the marks `ratings` and `missed_chats` leave on the row.
+            sqlx::query(
+                "UPDATE conversations c SET rating_score = r.score FROM ratings r \
+                 WHERE r.conversation_id = c.id AND c.id = ANY($1)",
+            )
+            .bind(rated.0)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE conversations SET missed = TRUE WHERE id = ANY($1)")
+                .bind(missed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -1224,8 +1224,9 @@ impl Store for SqliteStore {
         from: i64,
         to: i64,
         agent_id: Option<&str>,
-    ) -> Result<Vec<super::reports::ChatFacts>> {
-        self.report_facts(site_id, from, to, agent_id).await
+        sink: Box<dyn super::reports::FactSink>,
+    ) -> Result<Box<dyn super::reports::FactSink>> {
+        self.report_facts(site_id, from, to, agent_id, sink).await
     }
 
     async fn create_ban(&self, ban: bans::Ban) -> Result<()> {

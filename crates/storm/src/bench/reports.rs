@@ -73,6 +73,12 @@ pub struct Plan {
     /// Keep the data dir or database afterwards, and print where it is.
     #[arg(long)]
     pub keep: bool,
+    /// Measure on a history kept by an earlier `--keep` run instead of
+    /// writing one: its data dir, or (with `--database-url`) its database
+    /// name. Kept afterwards; `seed_s` is then 0. The history's days are
+    /// those of the day it was written.
+    #[arg(long, value_name = "DIR_OR_DATABASE")]
+    pub reuse: Option<String>,
 }
 
 /// The store being seeded, whichever it is.
@@ -123,6 +129,13 @@ pub(super) async fn reports(plan: Plan) -> anyhow::Result<()> {
         "bench reports: {} conversations, {} events over {} days, {store_name}",
         plan.conversations, plan.events, plan.days
     );
+    if let Some(kept) = &plan.reuse {
+        let mut rows = measure_kept(&plan, kept).await?;
+        rows.insert(0, ("store", store_name.into()));
+        rows.insert(0, ("scenario", "reports".into()));
+        finish(&rows);
+        return Ok(());
+    }
     let agents = plan.agents.max(plan.pairs);
     let dir = tempfile::tempdir()?;
     let (seeding, widget_key, db) = match &plan.database_url {
@@ -143,7 +156,13 @@ pub(super) async fn reports(plan: Plan) -> anyhow::Result<()> {
             (Seeding::Postgres(connect().await?), site.widget_key, Some((server.clone(), name, url)))
         }
     };
-    let outcome = seed_and_measure(&plan, seeding, &dir, widget_key, db.as_ref().map(|d| d.2.as_str())).await;
+    let outcome = async {
+        let mut rows = seed(&plan, seeding, &widget_key).await?;
+        let url = db.as_ref().map(|d| d.2.as_str());
+        rows.extend(measure(&plan, dir.path(), url, widget_key).await?);
+        anyhow::Ok(rows)
+    }
+    .await;
     if plan.keep {
         match &db {
             Some((_, name, _)) => eprintln!("kept the database {name}"),
@@ -161,16 +180,36 @@ pub(super) async fn reports(plan: Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn seed_and_measure(
-    plan: &Plan,
-    seeding: Seeding,
-    dir: &tempfile::TempDir,
-    widget_key: String,
-    database_url: Option<&str>,
-) -> anyhow::Result<Vec<(&'static str, String)>> {
+/// The history of a site kept by an earlier run, measured as it is.
+async fn measure_kept(plan: &Plan, kept: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
+    // With PostgreSQL the server's data dir holds only its files.
+    let files = tempfile::tempdir()?;
+    let (dir, url) = match &plan.database_url {
+        None => (std::path::Path::new(kept), None),
+        Some(server) => (files.path(), Some(postgres::database_url(server, kept).map_err(|e| anyhow!("{e:?}"))?)),
+    };
+    let store: Box<dyn Store> = match &url {
+        None => Box::new(SqliteStore::open(dir).await.map_err(|e| anyhow!("cannot open {kept}: {e}"))?),
+        Some(url) => Box::new(PostgresStore::connect(url, 2).await.map_err(|e| anyhow!("cannot open {kept}: {e:?}"))?),
+    };
+    let sites = store.sites().await.map_err(|e| anyhow!("{e}"))?;
+    store.close().await;
+    let [site] = sites.as_slice() else { anyhow::bail!("{kept} has {} sites, not one", sites.len()) };
+    let mut rows = vec![
+        ("conversations", plan.conversations.to_string()),
+        ("events", plan.events.to_string()),
+        ("days", plan.days.to_string()),
+        ("reused", "true".to_owned()),
+    ];
+    rows.extend(measure(plan, dir, url.as_deref(), site.widget_key.clone()).await?);
+    Ok(rows)
+}
+
+/// Write the history; its figures.
+async fn seed(plan: &Plan, seeding: Seeding, widget_key: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
     let seeding = Arc::new(seeding);
     let store = seeding.store();
-    let site = store.site_by_widget_key(&widget_key).await.map_err(|e| anyhow!("{e}"))?;
+    let site = store.site_by_widget_key(widget_key).await.map_err(|e| anyhow!("{e}"))?;
     let site = site.ok_or_else(|| anyhow!("the provisioned site is gone"))?;
     let groups = make_groups(store, &site.id, plan.groups).await?;
 
@@ -210,8 +249,25 @@ async fn seed_and_measure(
         }
     }
     seeding.close().await;
+    Ok(vec![
+        ("conversations", plan.conversations.to_string()),
+        ("events", plan.events.to_string()),
+        ("days", plan.days.to_string()),
+        ("seed_s", format!("{seed_s:.1}")),
+        ("seed_rows_per_s", format!("{:.0}", (plan.conversations + plan.events) as f64 / seed_s)),
+        ("analyze_s", format!("{analyze_s:.1}")),
+    ])
+}
 
-    let data = dir.path().to_string_lossy().into_owned();
+/// Reports and live chat on the written history, served from `dir` (and
+/// the database at `database_url`, if any).
+async fn measure(
+    plan: &Plan,
+    dir: &std::path::Path,
+    database_url: Option<&str>,
+    widget_key: String,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let data = dir.to_string_lossy().into_owned();
     let mut args = vec!["--data", data.as_str()];
     if let Some(url) = database_url {
         args.extend(["--database-url", url]);
@@ -281,12 +337,6 @@ async fn seed_and_measure(
 
     let ms = |v: &mut Vec<f64>, p: f64| format!("{:.1}", percentile(v, p));
     Ok(vec![
-        ("conversations", plan.conversations.to_string()),
-        ("events", plan.events.to_string()),
-        ("days", plan.days.to_string()),
-        ("seed_s", format!("{seed_s:.1}")),
-        ("seed_rows_per_s", format!("{:.0}", (plan.conversations + plan.events) as f64 / seed_s)),
-        ("analyze_s", format!("{analyze_s:.1}")),
         ("windows", windows.len().to_string()),
         ("chats_per_window", format!("{:.0}", percentile(&mut chats, 50.0))),
         ("admin_report_median_ms", ms(&mut admin_ms, 50.0)),
