@@ -33,6 +33,22 @@ use crate::server::Target;
 use crate::{Common, finish, percentile};
 use holdfast_server::store::now_ms;
 
+/// The relay that runs beside the work a benchmark measures (`bench
+/// reports`, `bench retention`): its message latency without, then with
+/// that work, in the same run.
+#[derive(Args, Debug, Clone)]
+pub struct BesideRelay {
+    /// Relay pairs chatting while message latency is measured.
+    #[arg(long, default_value_t = 20)]
+    pub pairs: usize,
+    /// Seconds of each half of the relay (without, then with the work).
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Messages per second the relay offers.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Message relay throughput and latency.

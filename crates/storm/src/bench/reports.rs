@@ -57,15 +57,9 @@ pub struct Plan {
     /// Times each window is asked for (by the admin, and by an agent).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Relay pairs chatting while message latency is measured.
-    #[arg(long, default_value_t = 20)]
-    pub pairs: usize,
-    /// Seconds of each half of the relay (without, then with reports).
-    #[arg(long, default_value_t = 20)]
-    pub seconds: u64,
-    /// Messages per second the relay offers.
-    #[arg(long, default_value_t = 200)]
-    pub rate: u64,
+    /// The relay beside the reports (without, then with them).
+    #[command(flatten)]
+    pub relay: super::BesideRelay,
     /// PostgreSQL server to make a fresh database on (dropped at the end
     /// unless `--keep`); without it, SQLite in a temporary data dir.
     #[arg(long)]
@@ -123,7 +117,10 @@ pub(super) async fn reports(plan: Plan) -> anyhow::Result<()> {
     anyhow::ensure!(plan.conversations > 0 && plan.days >= 30, "--conversations must be positive, --days at least 30");
     anyhow::ensure!(plan.events >= 2 * plan.conversations, "--events must be at least twice --conversations");
     anyhow::ensure!(plan.groups > 0 && plan.windows > 0 && plan.repeats > 0, "--groups, --windows, --repeats > 0");
-    anyhow::ensure!(plan.pairs > 0 && plan.seconds > 0 && plan.rate > 0, "--pairs, --seconds, --rate > 0");
+    anyhow::ensure!(
+        plan.relay.pairs > 0 && plan.relay.seconds > 0 && plan.relay.rate > 0,
+        "--pairs, --seconds, --rate > 0"
+    );
     let store_name = if plan.database_url.is_some() { "postgres" } else { "sqlite" };
     eprintln!(
         "bench reports: {} conversations, {} events over {} days, {store_name}",
@@ -136,7 +133,7 @@ pub(super) async fn reports(plan: Plan) -> anyhow::Result<()> {
         finish(&rows);
         return Ok(());
     }
-    let agents = plan.agents.max(plan.pairs);
+    let agents = plan.agents.max(plan.relay.pairs);
     let dir = tempfile::tempdir()?;
     let (seeding, widget_key, db) = match &plan.database_url {
         None => {
@@ -242,7 +239,7 @@ async fn seed(plan: &Plan, seeding: Seeding, widget_key: &str) -> anyhow::Result
 
     // Only the relay's agents stay online: routing must not give its
     // chats to an agent nobody plays.
-    let relay_agents: Vec<String> = (0..plan.pairs).map(crate::worker::agent_email).collect();
+    let relay_agents: Vec<String> = (0..plan.relay.pairs).map(crate::worker::agent_email).collect();
     for agent in store.agents(&site.id).await.map_err(|e| anyhow!("{e}"))? {
         if agent.role == Role::Agent && !relay_agents.contains(&agent.email) {
             store.set_availability(&agent.id, Availability::Offline).await.map_err(|e| anyhow!("{e}"))?;
@@ -318,9 +315,9 @@ async fn measure(
     };
     let relay = super::measure_relay(
         std::slice::from_ref(&target),
-        plan.pairs,
-        2 * plan.seconds,
-        Some(plan.rate),
+        plan.relay.pairs,
+        2 * plan.relay.seconds,
+        Some(plan.relay.rate),
         Some(halfway),
     )
     .await;
@@ -343,9 +340,9 @@ async fn measure(
         ("admin_report_max_ms", ms(&mut admin_ms, 100.0)),
         ("agent_report_median_ms", ms(&mut agent_ms, 50.0)),
         ("agent_report_max_ms", ms(&mut agent_ms, 100.0)),
-        ("relay_pairs", plan.pairs.to_string()),
-        ("relay_rate", plan.rate.to_string()),
-        ("relay_seconds", (2 * plan.seconds).to_string()),
+        ("relay_pairs", plan.relay.pairs.to_string()),
+        ("relay_rate", plan.relay.rate.to_string()),
+        ("relay_seconds", (2 * plan.relay.seconds).to_string()),
         ("messages_quiet", quiet.len().to_string()),
         ("messages_during_reports", busy.len().to_string()),
         ("p99_quiet_ms", format!("{p99_quiet:.2}")),

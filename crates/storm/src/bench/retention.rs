@@ -39,15 +39,9 @@ pub struct Plan {
     /// (the history ends a day before that).
     #[arg(long, default_value_t = 30)]
     pub keep_days: u32,
-    /// Relay pairs chatting while message latency is measured.
-    #[arg(long, default_value_t = 20)]
-    pub pairs: usize,
-    /// Seconds of each half of the relay (before, then while erasing).
-    #[arg(long, default_value_t = 20)]
-    pub seconds: u64,
-    /// Messages per second the relay offers.
-    #[arg(long, default_value_t = 200)]
-    pub rate: u64,
+    /// The relay beside the job (before, then while it erases).
+    #[command(flatten)]
+    pub relay: super::BesideRelay,
     /// PostgreSQL server to make a fresh database on (dropped at the end);
     /// without it, SQLite in a temporary data dir.
     #[arg(long)]
@@ -57,7 +51,10 @@ pub struct Plan {
 pub(super) async fn retention(plan: Plan) -> anyhow::Result<()> {
     anyhow::ensure!(plan.conversations > 0 && plan.messages > 0, "--conversations and --messages must be positive");
     anyhow::ensure!(plan.keep_days >= 1, "--keep-days must be at least 1");
-    anyhow::ensure!(plan.pairs > 0 && plan.seconds > 0 && plan.rate > 0, "--pairs, --seconds, --rate > 0");
+    anyhow::ensure!(
+        plan.relay.pairs > 0 && plan.relay.seconds > 0 && plan.relay.rate > 0,
+        "--pairs, --seconds, --rate > 0"
+    );
     let store_name = if plan.database_url.is_some() { "postgres" } else { "sqlite" };
     eprintln!(
         "bench retention: {} conversations of {} messages to erase, {store_name}",
@@ -66,7 +63,7 @@ pub(super) async fn retention(plan: Plan) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let outcome = match &plan.database_url {
         None => {
-            let site = provision(dir.path(), plan.pairs).await?;
+            let site = provision(dir.path(), plan.relay.pairs).await?;
             let store = SqliteStore::open(dir.path()).await.map_err(|e| anyhow!("cannot open the data dir: {e}"))?;
             seed(&plan, &store, &site.id, |b| store.seed_history(b)).await?;
             store.seed_finished().await.map_err(|e| anyhow!("{e:?}"))?;
@@ -81,7 +78,7 @@ pub(super) async fn retention(plan: Plan) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("cannot create a database on {server}: {e:?}"))?;
             let seeded = async {
                 let store = PostgresStore::connect(&url, 4).await.map_err(|e| anyhow!("{e:?}"))?;
-                let site = provision_store(&store, plan.pairs).await?;
+                let site = provision_store(&store, plan.relay.pairs).await?;
                 let store = PostgresStore::connect(&url, 4).await.map_err(|e| anyhow!("{e:?}"))?;
                 seed(&plan, &store, &site.id, |b| store.seed_history(b)).await?;
                 store.seed_finished().await.map_err(|e| anyhow!("{e:?}"))?;
@@ -205,7 +202,7 @@ async fn measure(plan: &Plan, args: &[&str], widget_key: String) -> anyhow::Resu
     let (halfway, switched) = tokio::sync::oneshot::channel();
     let policy = {
         let (http, base, token) = (target.http.clone(), target.base.clone(), target.admin_token.clone());
-        let (keep_days, seconds, conversations) = (plan.keep_days, plan.seconds, plan.conversations);
+        let (keep_days, seconds, conversations) = (plan.keep_days, plan.relay.seconds, plan.conversations);
         tokio::spawn(async move {
             let since = switched.await.map_err(|_| anyhow!("the relay ended before its halfway point"))?;
             let site: serde_json::Value =
@@ -235,9 +232,9 @@ async fn measure(plan: &Plan, args: &[&str], widget_key: String) -> anyhow::Resu
     };
     let relay = super::measure_relay(
         std::slice::from_ref(&target),
-        plan.pairs,
-        2 * plan.seconds,
-        Some(plan.rate),
+        plan.relay.pairs,
+        2 * plan.relay.seconds,
+        Some(plan.relay.rate),
         Some(halfway),
     )
     .await?;
@@ -255,9 +252,9 @@ async fn measure(plan: &Plan, args: &[&str], widget_key: String) -> anyhow::Resu
     Ok(vec![
         ("conversations", plan.conversations.to_string()),
         ("messages_each", plan.messages.to_string()),
-        ("relay_pairs", plan.pairs.to_string()),
-        ("relay_rate", plan.rate.to_string()),
-        ("relay_seconds", (2 * plan.seconds).to_string()),
+        ("relay_pairs", plan.relay.pairs.to_string()),
+        ("relay_rate", plan.relay.rate.to_string()),
+        ("relay_seconds", (2 * plan.relay.seconds).to_string()),
         ("erased_conversations", format!("{erased:.0}")),
         ("erased_messages", format!("{erased_messages:.0}")),
         ("erased_all_in_s", erase_s.map_or("none".into(), |s| format!("{s:.1}"))),
