@@ -129,14 +129,33 @@ function sessionEnded() {
   $("login-error").textContent = "Your session ended. Please log in again.";
 }
 
+// A busy server sheds a request with 503 (or 429) and `Retry-After`: the
+// console waits that long and asks again, a few times, rather than leave a
+// section blank. A POST is retried only under an `Idempotency-Key`, so a
+// retry never creates a second thing; these paths take no key
+// (`http::idempotency::exempt`), so their POSTs are not retried.
+const BUSY_RETRIES = 4, BUSY_WAIT_MAX_S = 5;
+const UNKEYED = ["/api/v1/auth/", "/api/v1/console/", "/api/v1/me/", "/api/v1/status/"];
+const retriable = (method, path) => method !== "POST" || !UNKEYED.some((p) => path.startsWith(p));
+
 async function api(path, opts = {}) {
-  for (let attempt = 0; ; attempt++) {
+  const method = opts.method || "GET";
+  const key = method === "POST" ? newId() : null;
+  for (let attempt = 0, busy = 0; ; attempt++) {
     const headers = { authorization: "Bearer " + token };
     if (typeof opts.body === "string") headers["content-type"] = "application/json";
-    const r = await fetch(path, { method: opts.method, body: opts.body, headers });
+    if (key) headers["idempotency-key"] = key;
+    const r = await fetch(path, { method, body: opts.body, headers });
     if (r.status === 401 && attempt === 0) {
       const s = await refresh();
       if (s === "ended") { sessionEnded(); throw new Error("session ended"); }
+      continue;
+    }
+    const wait = Number(r.headers.get("retry-after"));
+    if ((r.status === 503 || r.status === 429) && busy < BUSY_RETRIES && wait <= BUSY_WAIT_MAX_S && retriable(method, path)) {
+      busy++;
+      // Spread the retries of many consoles: between half and all of the wait.
+      await new Promise((done) => setTimeout(done, Math.max(wait, 0.2) * (500 + Math.random() * 500)));
       continue;
     }
     if (opts.raw && r.ok) return r.text();
@@ -1007,14 +1026,11 @@ async function loadAdmin() {
     siteHours = s.hours || null;
     $("site-hours").replaceChildren(hoursEditor("Site", siteHours, (hours) => post("/api/v1/admin/site/hours", hours, "PUT")));
     $("groups").replaceChildren(...groups.map((g) => groupRow(g, list)));
-    await loadGreetings(list);
-    await loadCanned();
-    await loadBans(list);
-    await loadApiTokens();
-    await loadWebhooks();
-    await loadAudit();
-    await loadDeliveries();
-    if (isOperator()) await loadSites();
+    // Each section loads on its own: one that fails leaves the others shown.
+    const sections = [() => loadGreetings(list), loadCanned, () => loadBans(list), loadApiTokens, loadWebhooks, loadAudit, loadDeliveries];
+    if (isOperator()) sections.push(loadSites);
+    const failed = (await Promise.allSettled(sections.map((load) => load()))).find((r) => r.status === "rejected");
+    if (failed) toast(failed.reason.message);
   } catch (e) { toast(e.message); }
 }
 

@@ -7,6 +7,7 @@
 mod attachments;
 mod bans;
 mod branding;
+mod busy;
 mod deliveries;
 mod details;
 mod greetings;
