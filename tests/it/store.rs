@@ -42,6 +42,7 @@ async fn postgres() -> Backend {
 both_stores!(
     seq_is_gap_free_and_ordered_with_concurrent_writers,
     a_retried_message_returns_the_original_event,
+    a_burst_of_messages_gets_each_its_own_answer,
     concurrent_routing_assigns_each_conversation_once_within_limits,
     conversation_rules_refuse_what_they_should,
     meta_init_keeps_the_first_value,
@@ -192,6 +193,69 @@ async fn a_retried_message_returns_the_original_event(s: Backend) {
     let other = s.a.apply(&conv.id, message(Author::system(), "c1")).await.unwrap();
     assert!(!other.duplicate);
     assert_eq!(other.event.seq, 2);
+}
+
+/// Many messages at once from both nodes, as a group commit takes them
+/// together: each gets its own answer. A copy sent twice in one burst is
+/// the first's retry; a closed or unknown conversation and another site's
+/// visitor are refused alone; every conversation's seqs stay gap-free.
+async fn a_burst_of_messages_gets_each_its_own_answer(s: Backend) {
+    let (site, _) = site_with_agents(s.a.as_ref(), 0, 1).await;
+    let mut convs = Vec::new();
+    for _ in 0..20 {
+        convs.push(queued_conversation(s.a.as_ref(), &site).await);
+    }
+    let closed = queued_conversation(s.a.as_ref(), &site).await;
+    s.a.apply(&closed.id, Change::Close { by: Author::system() }).await.unwrap();
+    let send = |node: usize, conv: &str, guard: Option<Guard>, author: Author, client_id: String| {
+        let store = if node.is_multiple_of(2) { s.a.clone() } else { s.b.clone() };
+        let conv = conv.to_owned();
+        tokio::spawn(async move {
+            match guard {
+                Some(guard) => store.apply_guarded(&conv, guard, message(author, &client_id)).await,
+                None => store.apply(&conv, message(author, &client_id)).await,
+            }
+        })
+    };
+    let mut sends = Vec::new();
+    for round in 0..5 {
+        for (i, conv) in convs.iter().enumerate() {
+            let guard = Guard::Visitor { site_id: site.id.clone(), visitor_id: conv.visitor_id.clone() };
+            sends.push(send(i, &conv.id, Some(guard), Author::visitor(&conv.visitor_id), format!("r{round}")));
+        }
+    }
+    let first = &convs[0];
+    let twice: Vec<_> =
+        (0..2).map(|_| send(0, &first.id, None, Author::visitor(&first.visitor_id), "same".into())).collect();
+    let late = send(0, &closed.id, None, Author::visitor(&closed.visitor_id), "late".into());
+    let stranger = Guard::Visitor { site_id: "other-site".into(), visitor_id: first.visitor_id.clone() };
+    let stranger = send(0, &first.id, Some(stranger), Author::visitor(&first.visitor_id), "x".into());
+    let nowhere = send(1, "no-such-conv", None, Author::visitor(&first.visitor_id), "y".into());
+
+    for sent in sends {
+        let applied = sent.await.unwrap().unwrap();
+        assert!(!applied.duplicate, "{applied:?}");
+    }
+    let mut copies = Vec::new();
+    for sent in twice {
+        copies.push(sent.await.unwrap().unwrap());
+    }
+    assert_eq!(copies.iter().filter(|a| a.duplicate).count(), 1, "{copies:?}");
+    assert_eq!((copies[0].event.seq, &copies[0].event.id), (copies[1].event.seq, &copies[1].event.id));
+    assert!(matches!(late.await.unwrap(), Err(Error::Conflict(_))));
+    assert!(matches!(stranger.await.unwrap(), Err(Error::NotFound(_))));
+    assert!(matches!(nowhere.await.unwrap(), Err(Error::NotFound(_))));
+    for (i, conv) in convs.iter().enumerate() {
+        let events = s.b.events_after(&conv.id, 0, 100).await.unwrap();
+        let count = if i == 0 { 6 } else { 5 };
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=count).collect::<Vec<i64>>());
+        let mut ids: Vec<_> = events.iter().map(|e| e.client_id.clone().unwrap()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), count as usize, "each message once: {ids:?}");
+        assert_eq!(s.a.conversation(&conv.id).await.unwrap().unwrap().last_seq, count);
+    }
+    assert_eq!(s.a.conversation(&closed.id).await.unwrap().unwrap().last_seq, 1, "only its close");
 }
 
 async fn concurrent_routing_assigns_each_conversation_once_within_limits(s: Backend) {

@@ -19,6 +19,7 @@ pub mod invitations;
 pub mod missed;
 pub mod outbox;
 pub mod postgres;
+mod postgres_writer;
 pub mod reports;
 pub mod retention;
 mod rules;

@@ -9,9 +9,11 @@
 //! last free slot, and a conversation already assigned is refused
 //! (`only_if_unassigned`). Lock order is always conversation, then agent.
 //!
-//! No group commit: PostgreSQL batches concurrent commits' WAL flushes on
-//! its own, and a message is durable (the commit returned) before it is
-//! acknowledged.
+//! Messages take a shortcut: a node's group commit (`postgres_writer`)
+//! stores many conversations' messages in one transaction, under the same
+//! row locks, so `seq` stays gap-free across nodes; every other change
+//! is a transaction of its own (`apply_alone`). Either way a message is
+//! durable (the commit returned) before it is acknowledged.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgPool, Row};
 
+use super::postgres_writer::Writer;
 use super::rules;
 use super::status_sql::SqlStatusStore;
 use super::*;
@@ -37,6 +40,8 @@ pub struct PostgresStore {
     pub(super) pool: PgPool,
     /// Injected failures, for rehearsals and tests of "the store is down".
     faults: Arc<Faults>,
+    /// The group commit of messages.
+    writer: Writer,
 }
 
 /// The newest schema version this build knows.
@@ -187,7 +192,8 @@ impl PostgresStore {
             .connect_with(connect_options(url)?)
             .await
             .map_err(|e| Error::Store(anyhow::anyhow!("cannot connect to the database: {e}")))?;
-        Ok(PostgresStore { pool, faults: Arc::new(Faults::default()) })
+        let writer = Writer::start(pool.clone());
+        Ok(PostgresStore { pool, faults: Arc::new(Faults::default()), writer })
     }
 
     /// The status page's store, on this store's pool.
@@ -204,36 +210,49 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
-    async fn apply_once(&self, conversation_id: &str, guard: Option<&Guard>, change: &Change) -> Result<Applied> {
-        let mut tx = self.pool.begin().await?;
-        match apply_one(&mut tx, conversation_id, guard, change, now_ms()).await? {
-            Ok(applied) => {
-                tx.commit().await?;
-                Ok(applied)
-            }
-            Err(refused) => {
-                tx.rollback().await?;
-                Err(refused)
-            }
+    async fn apply_with(&self, conversation_id: &str, guard: Option<Guard>, change: Change) -> Result<Applied> {
+        self.faults.check().await?;
+        if Writer::takes(&change) {
+            self.writer.apply(conversation_id, guard, change).await
+        } else {
+            apply_alone(&self.pool, conversation_id, guard.as_ref(), &change).await
         }
     }
 }
 
-impl PostgresStore {
-    async fn apply_with(&self, conversation_id: &str, guard: Option<&Guard>, change: Change) -> Result<Applied> {
-        self.faults.check().await?;
-        let mut attempt = 1;
-        loop {
-            match self.apply_once(conversation_id, guard, &change).await {
-                Err(e) if attempt < APPLY_ATTEMPTS && is_retryable(&e) => attempt += 1,
-                other => return other,
-            }
+/// A change in a transaction of its own, retried if PostgreSQL aborted it
+/// as a deadlock or serialization failure.
+pub(super) async fn apply_alone(
+    pool: &PgPool,
+    conversation_id: &str,
+    guard: Option<&Guard>,
+    change: &Change,
+) -> Result<Applied> {
+    let mut attempt = 1;
+    loop {
+        match apply_once(pool, conversation_id, guard, change).await {
+            Err(e) if attempt < APPLY_ATTEMPTS && is_retryable(&e) => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn apply_once(pool: &PgPool, conversation_id: &str, guard: Option<&Guard>, change: &Change) -> Result<Applied> {
+    let mut tx = pool.begin().await?;
+    match apply_one(&mut tx, conversation_id, guard, change, now_ms()).await? {
+        Ok(applied) => {
+            tx.commit().await?;
+            Ok(applied)
+        }
+        Err(refused) => {
+            tx.rollback().await?;
+            Err(refused)
         }
     }
 }
 
 /// Deadlock or serialization failure: PostgreSQL rolled back, retry.
-fn is_retryable(err: &Error) -> bool {
+pub(super) fn is_retryable(err: &Error) -> bool {
     let Error::Store(e) = err else { return false };
     e.downcast_ref::<sqlx::Error>()
         .and_then(|e| e.as_database_error())
@@ -249,18 +268,23 @@ async fn earlier_message(
     author: &Author,
     client_id: &str,
 ) -> Result<Option<StoredEvent>> {
-    sqlx::query(
-        "SELECT * FROM events WHERE conversation_id = $1 AND author_kind = $2 \
-         AND author_id IS NOT DISTINCT FROM $3 AND client_id = $4",
-    )
-    .bind(conversation_id)
-    .bind(author.kind.as_str())
-    .bind(author.id.as_deref())
-    .bind(client_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .map(|row| event_from_row(&row))
-    .transpose()
+    // `=` where the author has an id, so the lookup uses every column of
+    // the unique index, not a scan of all this author kind's events.
+    let sql = if author.id.is_some() {
+        "SELECT * FROM events WHERE conversation_id = $1 AND author_kind = $2 AND author_id = $3 AND client_id = $4"
+    } else {
+        "SELECT * FROM events WHERE conversation_id = $1 AND author_kind = $2 AND author_id IS NULL \
+         AND $3::text IS NULL AND client_id = $4"
+    };
+    sqlx::query(sql)
+        .bind(conversation_id)
+        .bind(author.kind.as_str())
+        .bind(author.id.as_deref())
+        .bind(client_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|row| event_from_row(&row))
+        .transpose()
 }
 
 /// Outer `Result`: SQL failure (the transaction is rolled back). Inner:
@@ -616,7 +640,7 @@ pub(super) fn conversation_from_row(r: &PgRow) -> Result<Conversation> {
     })
 }
 
-fn event_from_row(r: &PgRow) -> Result<StoredEvent> {
+pub(super) fn event_from_row(r: &PgRow) -> Result<StoredEvent> {
     let author_kind: String = r.try_get("author_kind")?;
     let data: String = r.try_get("data")?;
     Ok(StoredEvent {
@@ -1120,7 +1144,7 @@ impl Store for PostgresStore {
     }
 
     async fn apply_guarded(&self, conversation_id: &str, guard: Guard, change: Change) -> Result<Applied> {
-        self.apply_with(conversation_id, Some(&guard), change).await
+        self.apply_with(conversation_id, Some(guard), change).await
     }
 
     async fn events_after(&self, conversation_id: &str, after: i64, limit: i64) -> Result<Vec<StoredEvent>> {

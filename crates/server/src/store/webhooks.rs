@@ -300,16 +300,32 @@ pub(super) async fn pg_queue_event_hooks(
     conversation: &Conversation,
     event: &StoredEvent,
 ) -> Result<()> {
-    if events_of(conversation, event).is_empty() {
-        return Ok(());
-    }
-    let rows = sqlx::query(ENABLED).bind(&conversation.site_id).bind(true).fetch_all(&mut *tx).await?;
-    let wanted = rows
-        .iter()
-        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
-        .collect::<Result<Vec<_>>>()?;
-    for hook in hooks_for(&wanted, conversation, event) {
-        pg_insert_hook(tx, &hook).await?;
+    pg_queue_events_hooks(tx, &[(conversation, event)]).await
+}
+
+/// [`pg_queue_event_hooks`] for the events of a group commit: each site's
+/// endpoints are read once per transaction, not once per event.
+pub(super) async fn pg_queue_events_hooks(
+    tx: &mut sqlx::PgConnection,
+    events: &[(&Conversation, &StoredEvent)],
+) -> Result<()> {
+    let mut wanted_by_site: std::collections::HashMap<&str, Vec<(String, String)>> = Default::default();
+    for &(conversation, event) in events {
+        if events_of(conversation, event).is_empty() {
+            continue;
+        }
+        let site = conversation.site_id.as_str();
+        if !wanted_by_site.contains_key(site) {
+            let rows = sqlx::query(ENABLED).bind(site).bind(true).fetch_all(&mut *tx).await?;
+            let wanted = rows
+                .iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+                .collect::<Result<Vec<_>>>()?;
+            wanted_by_site.insert(site, wanted);
+        }
+        for hook in hooks_for(&wanted_by_site[site], conversation, event) {
+            pg_insert_hook(tx, &hook).await?;
+        }
     }
     Ok(())
 }
