@@ -121,6 +121,13 @@ fn relay_on_one_node_and_on_two_is_measured_in_one_run() {
     let (one, two) = (figure(&r, "one_node_msgs_per_s"), figure(&r, "two_nodes_msgs_per_s"));
     let ratio = two / one.max(1.0);
     assert!((figure(&r, "ratio") - ratio).abs() <= 0.01 + ratio * (1.0 / one + 1.0 / two), "{r:?}");
+    // pgbench ran against the same server, and the half-rate phase moved
+    // messages at about the rate it was given.
+    let pgbench = figure(&r, "pgbench_tps");
+    assert!(pgbench > 0.0, "{r:?}");
+    assert!((figure(&r, "one_node_vs_pgbench") - one / pgbench).abs() <= 0.01 + one / pgbench / 100.0, "{r:?}");
+    assert!(figure(&r, "half_rate_msgs_per_s") > 0.0 && figure(&r, "half_rate_p99_ms") > 0.0, "{r:?}");
+    assert!(figure(&r, "half_rate_msgs_per_s") <= two * 0.5 * 1.5 + 1.0, "{r:?}");
     assert_eq!(r["lost"], "0", "{r:?}");
     assert_eq!(r["duplicated"], "0", "{r:?}");
 }

@@ -18,6 +18,7 @@
 //!   history, and message latency before and while it erases.
 
 mod first_send;
+mod pgbench;
 pub mod reports;
 mod retention;
 mod soak;
@@ -88,7 +89,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         messages: usize,
     },
-    /// The relay on one node and then on two (PostgreSQL + NATS), same run.
+    /// The relay on one node and then on two (PostgreSQL + NATS), same run,
+    /// beside pgbench's one transaction per message, and two nodes' p99 at
+    /// half their peak rate.
     RelayCluster {
         #[arg(long, default_value_t = 200)]
         pairs: usize,
@@ -304,9 +307,13 @@ async fn measure_relay(
 }
 
 /// The relay on a one-node and then a two-node cluster (PostgreSQL + NATS),
-/// in the same run: what a second node buys.
+/// in the same run: what a second node buys. Beside it, what `pgbench`
+/// commits at one transaction per message (the baseline the group commit
+/// is measured against), and the two nodes' p99 at half their peak rate.
 async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url: &str) -> anyhow::Result<()> {
     anyhow::ensure!(pairs > 0 && seconds > 0, "--pairs and --seconds must be positive");
+    eprintln!("bench relay-cluster: pgbench, {} clients, {seconds} s", pgbench::CLIENTS);
+    let pgbench_tps = pgbench::tps(database_url, seconds).await?;
     let mut figures = Vec::new();
     for n in [1usize, 2] {
         eprintln!("bench relay-cluster: {pairs} pairs on {n} node(s), {seconds} s");
@@ -316,18 +323,29 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
         .await?;
         figures.push(measured);
     }
+    let half_rate = (figures[1].msgs_per_s / 2.0).max(1.0) as u64;
+    eprintln!("bench relay-cluster: {pairs} pairs on 2 nodes at {half_rate} msgs/s, {seconds} s");
+    let half = crate::server::with_cluster(database_url, nats_url, 2, pairs, false, |nodes| async move {
+        measure_relay(&nodes, pairs, seconds, Some(half_rate), None).await
+    })
+    .await?;
     let (one, two) = (&figures[0], &figures[1]);
     finish(&[
         ("scenario", "relay-cluster".into()),
         ("pairs", pairs.to_string()),
         ("seconds", seconds.to_string()),
+        ("pgbench_tps", format!("{pgbench_tps:.0}")),
         ("one_node_msgs_per_s", format!("{:.0}", one.msgs_per_s)),
         ("two_nodes_msgs_per_s", format!("{:.0}", two.msgs_per_s)),
         ("ratio", format!("{:.2}", two.msgs_per_s / one.msgs_per_s.max(1.0))),
+        ("one_node_vs_pgbench", format!("{:.2}", one.msgs_per_s / pgbench_tps.max(1.0))),
+        ("two_nodes_vs_pgbench", format!("{:.2}", two.msgs_per_s / pgbench_tps.max(1.0))),
         ("one_node_p99_ms", format!("{:.2}", one.p99_ms)),
         ("two_nodes_p99_ms", format!("{:.2}", two.p99_ms)),
-        ("lost", (one.lost + two.lost).to_string()),
-        ("duplicated", (one.duplicated + two.duplicated).to_string()),
+        ("half_rate_msgs_per_s", format!("{:.0}", half.msgs_per_s)),
+        ("half_rate_p99_ms", format!("{:.2}", half.p99_ms)),
+        ("lost", (one.lost + two.lost + half.lost).to_string()),
+        ("duplicated", (one.duplicated + two.duplicated + half.duplicated).to_string()),
     ]);
     Ok(())
 }
