@@ -25,7 +25,7 @@
 //! - `outbox`    — the durable outbox of chat: offline-message emails, the deliverer.
 //! - `reports`   — chats, waits, durations, CSAT and the weekday × hour heatmap, in the site's time zone.
 //! - `privacy`   — a person's data: one visitor's everything, exported as one document.
-//! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons.
+//! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons (`holdfast-core`'s).
 //! - `widget_i18n` — the widget's string tables other than English, served on demand.
 //! - `telemetry` — logs and Prometheus metrics.
 
@@ -51,5 +51,7 @@ pub mod side;
 pub mod status;
 pub mod store;
 pub mod telemetry;
-pub mod tls;
 pub mod widget_i18n;
+
+/// Outgoing TLS (the `holdfast-core` crate), where the server always had it.
+pub use holdfast_core::tls;

@@ -97,15 +97,8 @@ pub const REMEMBERED_MESSAGES: usize = 1000;
 /// See [`REMEMBERED_MESSAGES`]: 24 hours.
 pub const REMEMBERED_FOR_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// Milliseconds since the Unix epoch, the store's one time format.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// A new UUID v7, as text: time-ordered, so indexes stay append-mostly.
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
+/// The store's one time format (Unix milliseconds) and its ids (UUID v7).
+pub use holdfast_core::{new_id, now_ms};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Site {
