@@ -27,9 +27,13 @@ pub mod seed;
 pub mod sqlite;
 mod sqlite_readers;
 mod sqlite_writer;
-pub mod status;
-pub mod status_sql;
 pub mod webhooks;
+
+/// The status page's records and store (the `holdfast-status` crate's
+/// `store`), where they were before it was a crate.
+pub use holdfast_status::store as status;
+/// The status page's one store over sqlx, for SQLite and PostgreSQL.
+pub use holdfast_status::store::sql as status_sql;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
