@@ -16,7 +16,7 @@
 //! - `auth`      — password hashing pool, tokens, sessions, login rate limits.
 //! - `admission` — priority lanes with their own capacity; shedding with 503.
 //! - `side`      — side services (plan banners) behind timeouts, breakers, caches.
-//! - `status`    — status page, incidents, subscribers, self-monitoring.
+//! - `status`    — the status page (`holdfast-status`, re-exported) and its chat side: probes, runner, relay.
 //! - `store`     — the `Store` trait, SQLite and PostgreSQL implementations; the only SQL.
 //! - `bus`       — the `Bus` trait (event fan-out): in-process, and NATS between nodes.
 //! - `error`     — one error type and its mapping to HTTP status codes.
