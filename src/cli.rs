@@ -429,8 +429,7 @@ async fn migrate(data: &DataArg) -> anyhow::Result<()> {
 
 /// The error chain as one line (the store hides detail from HTTP users; an
 /// operator at the terminal needs it).
-fn detail(err: &holdfast_server::error::Error) -> String {
-    use std::error::Error as _;
+fn detail(err: &(dyn std::error::Error + 'static)) -> String {
     let mut s = err.to_string();
     let mut src = err.source();
     while let Some(e) = src {

@@ -311,11 +311,12 @@ async fn open_status(data: &DataArg, public_url: Option<String>) -> anyhow::Resu
         None => Arc::new(open_sqlite(&data.dir).await?.status_store()),
     };
     let config = StatusConfig { public_url, ..StatusConfig::default() };
-    Status::open(store, config, "http://127.0.0.1:8080").await.map_err(|e| anyhow!("{}", detail(&e)))
+    Status::open(store, config, "http://127.0.0.1:8080").await.map_err(err)
 }
 
-fn err(e: holdfast_server::error::Error) -> anyhow::Error {
-    anyhow!("{}", detail(&e))
+/// A status page's error (or the server's), said as the server says it.
+fn err(e: impl Into<holdfast_server::error::Error>) -> anyhow::Error {
+    anyhow!("{}", detail(&e.into()))
 }
 
 /// `NAME[=STATE]` → (component id, state).
@@ -393,7 +394,7 @@ pub async fn incident(command: IncidentCommand) -> anyhow::Result<()> {
                 page.update_incident(&id, input).await
             }
             .map_err(|e| match e {
-                holdfast_server::error::Error::NotFound(_) => anyhow!("no incident with id {id}"),
+                holdfast_server::status::error::Error::NotFound(_) => anyhow!("no incident with id {id}"),
                 e => err(e),
             })?;
             print_incident(&incident, json)?;
@@ -422,7 +423,7 @@ pub async fn monitor(command: MonitorCommand) -> anyhow::Result<()> {
             let mut page = open_status(&data, None).await?;
             page.config.allow_private_monitors = allow_private_monitors;
             let m = page.add_monitor(&name, &component, &url, interval as i64 * 1000).await.map_err(|e| match e {
-                holdfast_server::error::Error::NotFound(_) => anyhow!("no component named {component:?}"),
+                holdfast_server::status::error::Error::NotFound(_) => anyhow!("no component named {component:?}"),
                 e => err(e),
             })?;
             if json {
@@ -445,7 +446,7 @@ pub async fn monitor(command: MonitorCommand) -> anyhow::Result<()> {
         MonitorCommand::Delete { id, data } => {
             let page = open_status(&data, None).await?;
             page.delete_monitor(&id).await.map_err(|e| match e {
-                holdfast_server::error::Error::NotFound(_) => anyhow!("no monitor with id {id}"),
+                holdfast_server::status::error::Error::NotFound(_) => anyhow!("no monitor with id {id}"),
                 e => err(e),
             })?;
             println!("monitor deleted: {id}");

@@ -3,8 +3,9 @@
 //! dependencies, and the dependencies cannot form a cycle. What is left to
 //! check here is what Cargo cannot see: that the crate graph is the one the
 //! document draws, the boundaries between modules inside the server
-//! library (only `http/` knows axum, only `store/` knows SQL), and that
-//! every metric family has a help text.
+//! library (only `http/` knows axum, only `store/` knows SQL) and inside
+//! the status page (only `store` knows SQL, nothing knows chat or axum),
+//! and that every metric family has a help text.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -46,11 +47,13 @@ fn dependencies(manifest: &str) -> BTreeSet<String> {
 /// tools, nor what only they need.
 #[test]
 fn the_crates_depend_on_each_other_as_documented() {
-    let graph: [(&str, &[&str]); 4] = [
+    let graph: [(&str, &[&str]); 6] = [
         ("Cargo.toml", &["holdfast-server", "holdfast-storm"]),
         ("crates/storm/Cargo.toml", &["holdfast-protocol", "holdfast-server"]),
-        ("crates/server/Cargo.toml", &["holdfast-protocol"]),
+        ("crates/server/Cargo.toml", &["holdfast-core", "holdfast-protocol", "holdfast-status"]),
+        ("crates/status/Cargo.toml", &["holdfast-core"]),
         ("crates/protocol/Cargo.toml", &[]),
+        ("crates/core/Cargo.toml", &[]),
     ];
     for (manifest, allowed) in graph {
         let ours: BTreeSet<String> =
@@ -60,9 +63,40 @@ fn the_crates_depend_on_each_other_as_documented() {
     }
     let server = dependencies("crates/server/Cargo.toml");
     assert!(!server.contains("tempfile"), "the server library depends on tempfile (a tool's need)");
+    // The rule the graph above implies, said on its own: the status page
+    // knows no chat and no HTTP serving; the server adapts it.
+    let status = dependencies("crates/status/Cargo.toml");
+    assert!(!status.contains("holdfast-server"), "the status page depends on the chat server");
+    assert!(!status.contains("axum"), "the status page knows axum: the server's http/status serves it");
     let architecture = std::fs::read_to_string(workspace().join("docs/architecture.md")).unwrap();
-    for name in ["holdfast-protocol", "holdfast-server", "holdfast-storm"] {
+    for name in ["holdfast-core", "holdfast-protocol", "holdfast-server", "holdfast-status", "holdfast-storm"] {
         assert!(architecture.contains(name), "docs/architecture.md does not name {name}");
+    }
+}
+
+/// A crate's source files: (path under its `src/`, text).
+fn modules(crate_dir: &str) -> Vec<(String, String)> {
+    let src = workspace().join(crate_dir).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    assert!(files.len() > 10, "{crate_dir}: only {} source files found", files.len());
+    files
+        .into_iter()
+        .map(|(path, text)| (path.strip_prefix(&src).unwrap().to_string_lossy().into_owned(), text))
+        .collect()
+}
+
+/// A module outside its crate's store: it runs no SQL and, unless it is
+/// `error.rs` (which turns the drivers' errors into the crate's), names no
+/// database driver.
+fn assert_knows_no_sql(module: &str, text: &str) {
+    for sql in ["sqlx::query", "sqlx::raw_sql", "use sqlx", "use rusqlite"] {
+        assert!(!text.contains(sql), "{module} uses {sql}: only store/ knows SQL");
+    }
+    if module != "error.rs" {
+        for driver in ["sqlx::", "rusqlite::"] {
+            assert!(!text.contains(driver), "{module} names {driver}: only store/ knows the drivers");
+        }
     }
 }
 
@@ -72,12 +106,7 @@ fn the_crates_depend_on_each_other_as_documented() {
 /// `error.rs`, which turns the drivers' errors into ours.
 #[test]
 fn inside_the_server_only_http_knows_axum_and_only_store_knows_sql() {
-    let src = workspace().join("crates/server/src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
-    assert!(files.len() > 10);
-    for (path, text) in &files {
-        let module = path.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+    for (module, text) in modules("crates/server") {
         let in_http = module.starts_with("http/") || module == "server.rs";
         if !in_http {
             for axum in ["axum::", "use axum", "crate::http"] {
@@ -85,14 +114,27 @@ fn inside_the_server_only_http_knows_axum_and_only_store_knows_sql() {
             }
         }
         if !module.starts_with("store/") {
-            for sql in ["sqlx::query", "sqlx::raw_sql", "use sqlx", "use rusqlite"] {
-                assert!(!text.contains(sql), "{module} uses {sql}: only store/ knows SQL");
-            }
-            if module != "error.rs" {
-                for driver in ["sqlx::", "rusqlite::"] {
-                    assert!(!text.contains(driver), "{module} names {driver}: only store/ knows the drivers");
-                }
-            }
+            assert_knows_no_sql(&module, &text);
+        }
+    }
+}
+
+/// Inside the status page: `store` (its records and trait, and `store/sql`)
+/// is the only module that runs SQL or names the database driver, but for
+/// `error.rs`, which turns the driver's errors into its own; no module
+/// names axum or the chat server (the server adapts the status page, never
+/// the other way round).
+#[test]
+fn inside_the_status_page_only_store_knows_sql_and_nothing_knows_chat() {
+    for (module, text) in modules("crates/status") {
+        for foreign in ["axum", "holdfast_server", "holdfast_protocol"] {
+            assert!(
+                !text.contains(foreign),
+                "{module} names {foreign}: the status page knows no chat and no HTTP serving"
+            );
+        }
+        if !(module == "store.rs" || module.starts_with("store/")) {
+            assert_knows_no_sql(&module, &text);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use holdfast_server::error::Error;
+use holdfast_server::status::error::Error;
 use holdfast_server::store::now_ms;
 use holdfast_server::store::postgres::PostgresStore;
 use holdfast_server::store::sqlite::SqliteStore;

@@ -147,3 +147,20 @@ impl From<rusqlite::Error> for Error {
         Error::Store(err.into())
     }
 }
+
+/// The status page's error (`holdfast-status`, which knows no HTTP) is
+/// ours variant for variant, with the same text: the mapping to HTTP stays
+/// in one place, here and in `http/error`.
+impl From<holdfast_status::error::Error> for Error {
+    fn from(err: holdfast_status::error::Error) -> Self {
+        use holdfast_status::error::Error as Status;
+        match err {
+            Status::BadRequest(msg) => Error::BadRequest(msg),
+            Status::NotFound(what) => Error::NotFound(what),
+            Status::Conflict(msg) => Error::Conflict(msg),
+            Status::RateLimited(secs) => Error::RateLimited(secs),
+            Status::Store(e) => Error::Store(e),
+            Status::Internal(e) => Error::Internal(e),
+        }
+    }
+}

@@ -16,7 +16,7 @@
 //! - `auth`      — password hashing pool, tokens, sessions, login rate limits.
 //! - `admission` — priority lanes with their own capacity; shedding with 503.
 //! - `side`      — side services (plan banners) behind timeouts, breakers, caches.
-//! - `status`    — status page, incidents, subscribers, self-monitoring.
+//! - `status`    — the status page (`holdfast-status`, re-exported) and its chat side: probes, runner, relay.
 //! - `store`     — the `Store` trait, SQLite and PostgreSQL implementations; the only SQL.
 //! - `bus`       — the `Bus` trait (event fan-out): in-process, and NATS between nodes.
 //! - `error`     — one error type and its mapping to HTTP status codes.
@@ -25,7 +25,7 @@
 //! - `outbox`    — the durable outbox of chat: offline-message emails, the deliverer.
 //! - `reports`   — chats, waits, durations, CSAT and the weekday × hour heatmap, in the site's time zone.
 //! - `privacy`   — a person's data: one visitor's everything, exported as one document.
-//! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons.
+//! - `tls`       — outgoing TLS: system roots plus an extra CA bundle; failure reasons (`holdfast-core`'s).
 //! - `widget_i18n` — the widget's string tables other than English, served on demand.
 //! - `telemetry` — logs and Prometheus metrics.
 
@@ -51,5 +51,7 @@ pub mod side;
 pub mod status;
 pub mod store;
 pub mod telemetry;
-pub mod tls;
 pub mod widget_i18n;
+
+/// Outgoing TLS (the `holdfast-core` crate), where the server always had it.
+pub use holdfast_core::tls;

@@ -1,6 +1,6 @@
 //! The status page's notifications, sent by the outbox like everything
 //! else. The status store writes each one with the change that causes it
-//! (`status_deliveries`); the relay (`status::notify::relay`) queues it here
+//! (`status_deliveries`); the relay (`status::relay`) queues it here
 //! keyed `status:ID`; the outbox sends it with its retries and delivery
 //! log and tells the status store how each attempt went, so the operator's
 //! list of subscribers still says why one is not reached.

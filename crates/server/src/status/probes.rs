@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::monitor::BuiltinProbes;
 use super::{Status, StatusConfig};
 use crate::admin::WidgetSettings;
 use crate::auth::passwords;
@@ -130,8 +131,9 @@ pub async fn install_builtin(status: &Status, store: &dyn Store, probe_base: &st
     Ok(())
 }
 
-/// Whether a monitor target is one of the built-in probes (operators cannot
-/// make these: `monitor::check_target` accepts `http[s]://` and `tcp://` only).
+/// Whether a monitor target is one of the built-in probes that go through
+/// chat (operators cannot make these: `monitor::check_target` accepts
+/// `http[s]://` and `tcp://` only).
 pub fn is_builtin(target: &str) -> bool {
     target.starts_with(VISITOR_SCHEME) || target.starts_with(LOGIN_SCHEME) || target == STORE_TARGET
 }
@@ -367,6 +369,18 @@ impl Probes {
             ));
         }
         Ok(())
+    }
+}
+
+/// How the status page's monitor loop (`holdfast-status`, which knows no
+/// chat) runs these probes.
+impl BuiltinProbes for Probes {
+    fn is_builtin(&self, target: &str) -> bool {
+        is_builtin(target)
+    }
+
+    async fn check(&self, target: &str, timeout: Duration) -> Result<(), String> {
+        Probes::check(self, target, timeout).await
     }
 }
 

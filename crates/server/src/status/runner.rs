@@ -11,9 +11,9 @@
 //! [`StatusStore::try_lead`]: crate::store::status::StatusStore::try_lead
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use super::{Jobs, Status, monitor, notify, probes};
+use super::probes::{self, Probes};
+use super::{Jobs, Status, monitor, relay};
 use crate::outbox::Outbox;
 use crate::store::{Site, Store};
 
@@ -32,14 +32,16 @@ pub async fn run(
         match status.store.try_lead().await {
             Ok(Some(mut lead)) => {
                 tracing::info!("this process runs the status page's monitors and notifications");
-                status.leading.store(true, Ordering::Relaxed);
+                status.set_leading(true);
                 metrics::gauge!("holdfast_status_runner").set(1.0);
                 if let Err(e) = probes::install_builtin(&status, store.as_ref(), &probe_base, site.as_ref()).await {
                     tracing::warn!(error = %e, "cannot install the built-in probes");
                 }
+                let (page, chat) = (status.clone(), store.clone());
+                let builtin = move |http| Probes::new(http, chat, &page);
                 let jobs = Jobs(vec![
-                    tokio::spawn(monitor::run(status.clone(), store.clone())),
-                    tokio::spawn(notify::relay(status.clone(), outbox.clone())),
+                    tokio::spawn(monitor::run(status.clone(), builtin)),
+                    tokio::spawn(relay::relay(status.clone(), outbox.clone())),
                     tokio::spawn(outbox.clone().run()),
                     tokio::spawn(outbox.clone().watch_chats()),
                     tokio::spawn(crate::privacy::run_retention(store.clone(), retention.clone())),
@@ -53,7 +55,7 @@ pub async fn run(
                 // Stop working before letting go, so two never overlap here.
                 drop(jobs);
                 drop(lead);
-                status.leading.store(false, Ordering::Relaxed);
+                status.set_leading(false);
                 metrics::gauge!("holdfast_status_runner").set(0.0);
                 tracing::warn!(
                     "lost the status page's lead (store unreachable?): monitors and notifications stop here"

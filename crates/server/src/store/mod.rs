@@ -28,9 +28,13 @@ pub mod seed;
 pub mod sqlite;
 mod sqlite_readers;
 mod sqlite_writer;
-pub mod status;
-pub mod status_sql;
 pub mod webhooks;
+
+/// The status page's records and store (the `holdfast-status` crate's
+/// `store`), where they were before it was a crate.
+pub use holdfast_status::store as status;
+/// The status page's one store over sqlx, for SQLite and PostgreSQL.
+pub use holdfast_status::store::sql as status_sql;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -98,15 +102,8 @@ pub const REMEMBERED_MESSAGES: usize = 1000;
 /// See [`REMEMBERED_MESSAGES`]: 24 hours.
 pub const REMEMBERED_FOR_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// Milliseconds since the Unix epoch, the store's one time format.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// A new UUID v7, as text: time-ordered, so indexes stay append-mostly.
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
+/// The store's one time format (Unix milliseconds) and its ids (UUID v7).
+pub use holdfast_core::{new_id, now_ms};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Site {

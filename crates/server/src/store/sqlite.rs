@@ -22,13 +22,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite_readers::Readers;
 use super::sqlite_writer::{Exec, Job, PendingChange, Reply};
-use super::status_sql::SqlStatusStore;
+use super::status_sql::{SQLITE_MIGRATOR as STATUS_MIGRATOR, SqlStatusStore};
 use super::*;
 use crate::error::{Error, Result};
 
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
-/// The status page's file, `DATA/status.sqlite`.
-static STATUS_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite-status");
 /// The last chat migration with the status page's tables in the chat file:
 /// an older data dir is migrated up to it, its status rows are copied to
 /// the status file, and only then are they dropped (0012).
@@ -86,7 +84,8 @@ fn violates(e: &rusqlite::Error, code: std::ffi::c_int) -> bool {
 pub struct SqliteStore {
     /// The data dir (the status page's runner lock lives there too).
     dir: PathBuf,
-    /// sqlx pools of the status page's store (`store/status_sql.rs`), on
+    /// sqlx pools of the status page's store (`holdfast-status`'s
+    /// `store::sql`), on
     /// its own file (`STATUS_FILE`): its writes never wait for the chat
     /// writer's lock, which the group commits hold nearly all the time
     /// under load.

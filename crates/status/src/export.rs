@@ -9,8 +9,8 @@ use super::Status;
 use super::api::Summary;
 use super::page::{self, UPTIME_DAYS};
 use crate::error::{Error, Result};
-use crate::store::now_ms;
-use crate::store::status::IncidentKind;
+use crate::store::IncidentKind;
+use holdfast_core::now_ms;
 
 /// Every file of the page as (relative path, contents).
 pub async fn snapshot(status: &Status) -> Result<Vec<(PathBuf, Vec<u8>)>> {

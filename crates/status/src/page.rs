@@ -8,13 +8,13 @@ use std::fmt::Write;
 use super::Status;
 use super::api::{Summary, status_words};
 use super::time::{human, iso8601, short_day};
-use crate::store::status::{Component, ComponentStatus, Incident, IncidentKind, IncidentStatus, UptimeDay};
+use crate::store::{Component, ComponentStatus, Incident, IncidentKind, IncidentStatus, UptimeDay};
 
 /// Days of uptime history shown per component.
 pub const UPTIME_DAYS: i64 = 90;
 
-pub const STYLESHEET: &str = include_str!("../../../../assets/status.css");
-pub const SCRIPT: &str = include_str!("../../../../assets/status.js");
+pub const STYLESHEET: &str = include_str!("../../../assets/status.css");
+pub const SCRIPT: &str = include_str!("../../../assets/status.js");
 
 /// Escape text for HTML element content and double-quoted attributes.
 pub fn escape(s: &str) -> String {

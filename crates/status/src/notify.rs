@@ -1,16 +1,15 @@
 //! Status notifications on their way out. The status store writes each
-//! one (`status_deliveries`) with the change that causes it; the relay here
-//! hands it to the chat outbox (`outbox::status`), keyed by its id so a
-//! relay repeated after a crash queues it once, and the outbox sends it
-//! with everything else Holdfast sends: one retry policy, one delivery log,
-//! one place for an operator to send one again. Webhooks are signed with
-//! HMAC-SHA256 over `"{timestamp}.{raw body}"` (so a captured request
-//! cannot be replayed later with a new timestamp); email goes out over SMTP
-//! (STARTTLS or implicit TLS, with a login, as configured).
-//! Only the process holding the status page's lead runs the relay
-//! (`runner`), as it runs the outbox's deliverer.
+//! one (`status_deliveries`) with the change that causes it; the server's
+//! relay (`holdfast-server`'s `status::relay`) hands it to the chat outbox
+//! (`outbox::status`), keyed by its id so a relay repeated after a crash
+//! queues it once, and the outbox sends it with everything else Holdfast
+//! sends: one retry policy, one delivery log, one place for an operator to
+//! send one again. What is the status page's is here: webhooks are signed
+//! with HMAC-SHA256 over `"{timestamp}.{raw body}"` (so a captured request
+//! cannot be replayed later with a new timestamp) and sent by a guarded
+//! client; email goes out over SMTP (STARTTLS or implicit TLS, with a
+//! login, as configured).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -20,23 +19,16 @@ use lettre::{AsyncSmtpTransport, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::{SmtpConfig, SmtpTls, Status, egress};
+use holdfast_core::now_ms;
+use holdfast_core::tls::{self, ExtraRoots};
+
+use super::{SmtpConfig, SmtpTls, egress};
 use crate::error::{Error, Result};
-use crate::outbox::Outbox;
-use crate::store::now_ms;
-use crate::tls::{self, ExtraRoots};
 
 /// Header with the Unix time (seconds) the webhook was signed at.
 pub const TIMESTAMP_HEADER: &str = "X-Holdfast-Timestamp";
 /// Header with `sha256=` and the hex HMAC of `"{timestamp}.{body}"`.
 pub const SIGNATURE_HEADER: &str = "X-Holdfast-Signature";
-
-/// Notifications relayed per round.
-const BATCH: i64 = 64;
-/// How long a claimed notification stays hidden from other claims: a relay
-/// round is two short writes, so this is only ever reached by a relay that
-/// died, whose notifications are then relayed again (once in the outbox).
-const CLAIM_LEASE: Duration = Duration::from_secs(30);
 
 /// An email as queued: subject and plain text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,44 +86,6 @@ pub fn webhook_client(
         if allow_private { builder } else { egress::guard(builder) }
     };
     tls::http_client(builder, extra_roots).map_err(|e| e.to_string())
-}
-
-/// Relay notifications into the chat outbox until the task is dropped:
-/// woken by every queued notification, and at least every `delivery_tick`.
-pub async fn relay(status: Arc<Status>, outbox: Arc<Outbox>) {
-    loop {
-        let full = match relay_round(&status, &outbox).await {
-            Ok(relayed) => relayed as i64 == BATCH,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot relay status notifications to the outbox");
-                false
-            }
-        };
-        if !full {
-            tokio::select! {
-                _ = status.wake.notified() => {}
-                _ = tokio::time::sleep(status.config.delivery_tick) => {}
-            }
-        }
-    }
-}
-
-/// One round: claim, queue in the outbox, mark relayed. A crash between
-/// the last two leaves them claimed; the lease ends, they are claimed again
-/// and the outbox drops the second copy (its `dedupe_key`).
-async fn relay_round(status: &Status, outbox: &Outbox) -> Result<usize> {
-    let now = now_ms();
-    let due = status.store.claim_deliveries(now, now + CLAIM_LEASE.as_millis() as i64, BATCH).await?;
-    if due.is_empty() {
-        return Ok(0);
-    }
-    let ids: Vec<String> = due.iter().map(|d| d.id.clone()).collect();
-    let queued = due.iter().map(|d| outbox.status_notification(d, now)).collect();
-    outbox.store.queue_deliveries(queued).await?;
-    status.store.deliveries_relayed(&ids, now_ms()).await?;
-    metrics::counter!("holdfast_status_deliveries_total", "outcome" => "relayed").increment(ids.len() as u64);
-    outbox.queued();
-    Ok(ids.len())
 }
 
 /// The SMTP transport `smtp` describes, trusting the system's roots and

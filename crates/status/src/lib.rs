@@ -1,29 +1,33 @@
 //! The status page: components, incidents, maintenances, subscribers and
-//! the monitors that open incidents by themselves. No HTTP here: `http/status`
-//! adapts it, the CLI drives it directly, `export` writes it to files.
+//! the monitors that open incidents by themselves. A crate of its own that
+//! knows nothing of chat: the server (`holdfast-server`) serves it over
+//! HTTP (`http/status`), points the built-in probes at chat, decides which
+//! process runs the monitors and hands notifications to chat's outbox; the
+//! CLI drives it directly; `export` writes it to files.
 //!
+//! - `store`   — the records, the `StatusStore` trait and its one implementation
+//!   over sqlx for SQLite and PostgreSQL (`store::sql`); the only SQL here.
+//! - `error`   — the status page's error, which the server turns into its own.
 //! - `api`     — the objects of the compatible status page API v2 (JSON).
 //! - `page`    — the server-rendered HTML page and per-incident pages.
 //! - `feed`    — Atom and RSS feeds of incident history.
-//! - `notify`  — the delivery side task: signed webhooks and email.
+//! - `notify`  — notifications on their way out: signed webhooks, the SMTP transport.
 //! - `egress`  — which addresses webhooks and monitors may reach (public ones).
 //! - `ratelimit` — how many subscriptions one client address may ask for.
-//! - `monitor` — the check loop (HTTP/TCP and built-in); auto-opened incidents.
-//! - `probes`  — the built-in probes: readiness, visitor, agent login, store.
-//! - `runner`  — which process runs monitors and notify (one per store, with failover).
+//! - `monitor` — the check loop (HTTP/TCP, and the server's built-in probes); auto-opened incidents.
 //! - `export`  — a static copy of page, feeds and JSON.
 //! - `time`    — the time formats shown.
 
 pub mod api;
 pub mod egress;
+pub mod error;
 pub mod export;
 pub mod feed;
 pub mod monitor;
 pub mod notify;
 pub mod page;
-pub mod probes;
 pub mod ratelimit;
-pub mod runner;
+pub mod store;
 pub mod time;
 
 use std::sync::Arc;
@@ -33,12 +37,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
-use crate::store::status::{
+use crate::store::{
     Component, ComponentFields, ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus, IncidentWrite,
     StatusStore, Subscriber, SubscriberKind,
 };
-use crate::store::{Site, Store};
-use crate::tls::ExtraRoots;
+use holdfast_core::tls::ExtraRoots;
 
 /// The components a fresh install shows.
 pub const DEFAULT_COMPONENTS: &[&str] = &["Chat widget", "Agent login", "Agent console", "Website", "Message delivery"];
@@ -229,7 +232,8 @@ pub struct Status {
     pub page_id: String,
     /// Wakes the delivery task when something was queued.
     pub wake: Arc<Notify>,
-    /// Whether this process runs the monitors and deliveries now (`runner`).
+    /// Whether this process runs the monitors and deliveries now (the
+    /// server's `status::runner` sets it).
     leading: AtomicBool,
     /// Subscriptions per client address on the public form and API.
     pub subscribe_limit: ratelimit::SubscribeLimiter,
@@ -321,9 +325,15 @@ impl Status {
     }
 
     /// Whether this process runs the monitors and delivers notifications
-    /// now (one process per store does; see `runner`).
+    /// now (one process per store does; see the server's `status::runner`).
     pub fn is_leading(&self) -> bool {
         self.leading.load(Ordering::Relaxed)
+    }
+
+    /// Say whether this process holds the store's lead now: only the
+    /// server's `status::runner`, which takes and loses it, calls this.
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::Relaxed);
     }
 
     /// A component by id or by (case-insensitive) name.
@@ -544,8 +554,8 @@ impl Status {
         if self.config.smtp.is_none() {
             return Err(Error::bad_request("email subscriptions are not enabled on this page"));
         }
-        let email = crate::auth::normalize_email(email);
-        if !crate::auth::valid_email(&email) {
+        let email = holdfast_core::email::normalize_email(email);
+        if !holdfast_core::email::valid_email(&email) {
             return Err(Error::bad_request("email is not a valid email address"));
         }
         let sub = self.store.add_subscriber(SubscriberKind::Email, &email, None, false).await?;
@@ -586,7 +596,7 @@ impl Status {
         component: &str,
         target: &str,
         interval_ms: i64,
-    ) -> Result<crate::store::status::Monitor> {
+    ) -> Result<store::Monitor> {
         let target = monitor::check_target(target, self.config.allow_private_monitors)?;
         let target = target.as_str();
         let name = clean_text(name, MAX_NAME, "name")?;
@@ -625,34 +635,4 @@ impl Status {
         }
         Ok(())
     }
-}
-
-/// The status page's side tasks (monitors, notification delivery); they
-/// stop when this is dropped.
-pub struct Jobs(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for Jobs {
-    fn drop(&mut self) {
-        for job in &self.0 {
-            job.abort();
-        }
-    }
-}
-
-/// Start the monitors (with the built-in probes pointed at `probe_base`,
-/// visiting as a visitor of `site` and logging in as the probe agent made
-/// there, in the chat `store`), the delivery task and the chat `outbox`'s
-/// deliverer, whenever this process
-/// holds the store's lead (`runner`). Serving never waits for them (the
-/// first start hashes the probe account's password).
-pub fn start(
-    status: Arc<Status>,
-    store: Arc<dyn Store>,
-    outbox: Arc<crate::outbox::Outbox>,
-    retention: crate::privacy::RetentionConfig,
-    probe_base: &str,
-    site: Option<Site>,
-) -> Jobs {
-    let base = status.config.probe_base.clone().unwrap_or_else(|| probe_base.to_owned());
-    Jobs(vec![tokio::spawn(runner::run(status, store, outbox, retention, base, site))])
 }

@@ -37,12 +37,19 @@ use sqlx::query::Query;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Database, Decode, Encode, PgPool, Postgres, Row as _, SqlSafeStr, Sqlite, SqlitePool, Type};
 
-use super::status::{
+use holdfast_core::{new_id, now_ms};
+
+use super::{
     AffectedComponent, Component, ComponentFields, ComponentStatus, Delivery, Impact, Incident, IncidentKind,
     IncidentStatus, IncidentUpdate, IncidentWrite, Lead, Monitor, StatusStore, Subscriber, SubscriberKind, UptimeDay,
 };
-use super::{new_id, now_ms};
 use crate::error::{Error, Result};
+
+/// The status page's schema in its own SQLite file (`DATA/status.sqlite`),
+/// which the server applies when it opens the data dir. On PostgreSQL the
+/// status tables are among the cluster database's migrations
+/// (`migrations/postgres`, the server's).
+pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite-status");
 
 /// The advisory lock whose holder runs the status page's side tasks
 /// ("Hold" in ASCII). Advisory locks belong to one database, so clusters

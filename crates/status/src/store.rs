@@ -1,12 +1,16 @@
 //! The status page's durable state: components, incidents and maintenances
 //! with their updates, subscribers and their delivery outbox, monitors and
-//! the uptime roll-up. [`StatusStore`] is the interface `status/` sees; its
-//! one implementation, for SQLite and PostgreSQL alike, is
-//! `status_sql::SqlStatusStore`.
+//! the uptime roll-up. [`StatusStore`] is the interface the rest of the
+//! crate sees; its one implementation, for SQLite and PostgreSQL alike, is
+//! `sql::SqlStatusStore`. The server opens it on its chat store's data dir
+//! or database (`SqliteStore::status_store`, `PostgresStore::status_store`).
+
+pub mod sql;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use self::sql::SqlStatusStore;
 use crate::error::{Error, Result};
 
 /// A closed set of values stored and shown as snake_case text.

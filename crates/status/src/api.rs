@@ -12,11 +12,11 @@ use sha2::{Digest, Sha256};
 use super::Status;
 use super::time::{date, iso8601};
 use crate::error::Result;
-use crate::store::now_ms;
-use crate::store::status::{
+use crate::store::{
     Component, ComponentStatus, Impact, Incident, IncidentKind, IncidentStatus, IncidentUpdate, Subscriber,
     SubscriberKind,
 };
+use holdfast_core::now_ms;
 
 /// A subscriber in the operator's listing: the stored record without its
 /// link token and webhook secret, which are not here to leak.
@@ -393,7 +393,7 @@ pub fn component_notification(
         "created_at": iso8601(component.updated_at),
         "new_status": component.status,
         "old_status": old,
-        "id": crate::store::new_id(),
+        "id": holdfast_core::new_id(),
         "component_id": component.id,
     });
     body["component"] = json!(

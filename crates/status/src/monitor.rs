@@ -1,6 +1,6 @@
 //! Monitors: operator-defined HTTP and TCP checks plus the built-in probes
-//! of Holdfast itself (`probes`), made over the network as a visitor or an
-//! agent would (a fresh connection per check, so a hung process is seen as
+//! of Holdfast itself (the server's `status::probes`, through
+//! [`BuiltinProbes`]), made over the network as a visitor or an agent would (a fresh connection per check, so a hung process is seen as
 //! down, not silent). An operator's check reaches public addresses only
 //! (`egress`), unless the installation allows private targets
 //! (`--allow-private-monitors`); the built-in probes reach this server
@@ -19,12 +19,25 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::probes::{self, Probes};
+use holdfast_core::{now_ms, tls};
+
 use super::{IncidentInput, Status, egress};
 use crate::error::{Error, Result};
-use crate::store::status::{ComponentStatus, IncidentKind, IncidentStatus, Monitor};
-use crate::store::{Store, now_ms};
-use crate::tls;
+use crate::store::{ComponentStatus, IncidentKind, IncidentStatus, Monitor};
+
+/// The built-in probes that do what a visitor, an agent and a message do,
+/// through chat (the readiness probe is a plain HTTP check, made here).
+/// This crate knows no chat: the server implements them
+/// (`holdfast-server`'s `status::probes`).
+pub trait BuiltinProbes: Send + Sync {
+    /// Whether a built-in monitor's target is one of these rather than a
+    /// URL (operators cannot make these: [`check_target`] accepts
+    /// `http[s]://` and `tcp://` only).
+    fn is_builtin(&self, target: &str) -> bool;
+
+    /// One check; `Err` says why it failed, in words fit for the public page.
+    fn check(&self, target: &str, timeout: Duration) -> impl Future<Output = Result<(), String>> + Send;
+}
 
 /// Check a monitor target: `http[s]://host[:port]/path` or `tcp://host:port`,
 /// with no special address written in it unless `allow_private` (a name is
@@ -73,14 +86,14 @@ struct Clients {
 /// One check; `Err` says why it failed (words fit for the public page).
 async fn check(
     clients: &Clients,
-    probes: &Probes,
+    probes: &impl BuiltinProbes,
     monitor: &Monitor,
     allow_private: bool,
     timeout: Duration,
 ) -> Result<(), String> {
     let target = monitor.target.as_str();
     if monitor.builtin {
-        if probes::is_builtin(target) {
+        if probes.is_builtin(target) {
             return probes.check(target, timeout).await;
         }
         return http_check(&clients.own, target, timeout).await;
@@ -126,9 +139,9 @@ struct ComponentWatch {
     monitoring_since: Option<Instant>,
 }
 
-/// Run the monitors until the task is dropped; the built-in probes reach
-/// the chat store through `store`.
-pub async fn run(status: Arc<Status>, store: Arc<dyn Store>) {
+/// Run the monitors until the task is dropped. `probes` makes the built-in
+/// probes, given the HTTP client of this server's own checks.
+pub async fn run<P: BuiltinProbes>(status: Arc<Status>, probes: impl FnOnce(reqwest::Client) -> P + Send) {
     let allow_private = status.config.allow_private_monitors;
     let builder = |guarded: bool| {
         let builder = reqwest::Client::builder()
@@ -151,7 +164,7 @@ pub async fn run(status: Arc<Status>, store: Arc<dyn Store>) {
             return;
         }
     };
-    let probes = Probes::new(clients.own.clone(), store, &status);
+    let probes = probes(clients.own.clone());
     let mut watches: HashMap<String, Watch> = HashMap::new();
     let mut components: HashMap<String, ComponentWatch> = HashMap::new();
     // Follow incidents this loop opened before a restart.

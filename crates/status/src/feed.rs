@@ -6,7 +6,7 @@ use std::fmt::Write;
 use super::Status;
 use super::page::{escape, status_label};
 use super::time::{human, iso8601, rfc2822};
-use crate::store::status::Incident;
+use crate::store::Incident;
 
 /// The updates of an incident as HTML (escaped again by the feed's XML).
 fn content(incident: &Incident) -> String {
