@@ -140,7 +140,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Status subscriptions refused by the per-address limit.",
     ),
-    ("holdfast_store_batch_size", Kind::Histogram, "Changes committed together in one SQLite transaction."),
+    (
+        "holdfast_store_batch_size",
+        Kind::Histogram,
+        "Changes committed together in one transaction (the SQLite writer's, PostgreSQL's group commit of messages).",
+    ),
+    (
+        "holdfast_store_batches_split_total",
+        Kind::Counter,
+        "PostgreSQL group commits that failed on what one message may cause and were applied one message at a time.",
+    ),
     (
         "holdfast_store_writer_cold_loads_total",
         Kind::Counter,
