@@ -442,7 +442,7 @@ pub async fn rolling_restart(nodes: usize, args: &ClusterArgs) -> anyhow::Result
 /// Counters of what nodes do to keep sockets whole: envelopes the bus
 /// could not send or missed, sockets kicked as too slow, gaps read from
 /// the store, re-reads of whole sockets.
-const DIAGNOSTICS: [&str; 5] = [
+pub const DIAGNOSTICS: [&str; 5] = [
     "holdfast_bus_dropped_total",
     "holdfast_bus_missed_total",
     "holdfast_slow_consumers_total",
@@ -450,7 +450,7 @@ const DIAGNOSTICS: [&str; 5] = [
     "holdfast_socket_resyncs_total",
 ];
 
-async fn diagnostics(t: &Target) -> anyhow::Result<[f64; DIAGNOSTICS.len()]> {
+pub async fn diagnostics(t: &Target) -> anyhow::Result<[f64; DIAGNOSTICS.len()]> {
     let mut values = [0.0; DIAGNOSTICS.len()];
     for (value, name) in values.iter_mut().zip(DIAGNOSTICS) {
         *value = t.metric(name).await?;
