@@ -126,7 +126,9 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>) {
             Err(e) => {
                 tracing::warn!(error = %e, messages = jobs.len(), "a group commit failed");
                 for job in jobs {
-                    let _ = job.answer.send(Err(Error::Store(anyhow::anyhow!("the message was not stored: {e}"))));
+                    // As for a single transaction: if the commit's answer was
+                    // what failed, the client's retry (same client id) finds it.
+                    let _ = job.answer.send(Err(Error::Store(anyhow::anyhow!("the group commit failed: {e}"))));
                 }
             }
         }
