@@ -25,7 +25,7 @@
 //! per transaction, with the usual retries; any other failure (the
 //! database is gone) is every message's answer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
 use sqlx::PgPool;
@@ -170,52 +170,39 @@ async fn commit(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Result<Applied>>> {
     }
     let mut stored = earlier_messages(&mut tx, jobs).await?;
 
-    let mut answers = Vec::with_capacity(jobs.len());
-    let mut fresh: Vec<StoredEvent> = Vec::new();
-    for job in jobs {
-        answers.push(check_and_place(job, &mut conversations, &mut stored, &mut fresh, now));
-    }
+    let answers: Vec<Result<Applied>> =
+        jobs.iter().map(|job| check_and_place(job, &mut conversations, &mut stored, now)).collect();
+    // The new messages, each with its conversation as it stood after it
+    // (what its webhooks show).
+    let fresh: Vec<&Applied> = answers.iter().filter_map(|a| a.as_ref().ok()).filter(|a| !a.duplicate).collect();
     if fresh.is_empty() {
         tx.rollback().await?;
         return Ok(answers);
     }
 
-    let mut moved: Vec<&Conversation> = Vec::new();
-    for event in &fresh {
-        if !moved.iter().any(|c| c.id == event.conversation_id) {
-            moved.push(&conversations[&event.conversation_id]);
-        }
-    }
+    let moved: BTreeSet<&str> = fresh.iter().map(|a| a.event.conversation_id.as_str()).collect();
     sqlx::query(
         "UPDATE conversations c SET last_seq = u.last_seq \
          FROM unnest($1::text[], $2::bigint[]) AS u(id, last_seq) WHERE c.id = u.id",
     )
-    .bind(moved.iter().map(|c| c.id.as_str()).collect::<Vec<_>>())
-    .bind(moved.iter().map(|c| c.last_seq).collect::<Vec<_>>())
+    .bind(moved.iter().copied().collect::<Vec<_>>())
+    .bind(moved.iter().map(|id| conversations[*id].last_seq).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
-    insert_events(&mut tx, &fresh).await?;
-    // Each event's webhooks see its conversation as it stood after it.
-    let after: Vec<Conversation> = answers
-        .iter()
-        .filter_map(|a| a.as_ref().ok())
-        .filter(|a| !a.duplicate)
-        .map(|a| a.conversation.clone())
-        .collect();
-    let hooked: Vec<(&Conversation, &StoredEvent)> = after.iter().zip(&fresh).collect();
+    let events: Vec<&StoredEvent> = fresh.iter().map(|a| &a.event).collect();
+    insert_events(&mut tx, &events).await?;
+    let hooked: Vec<(&Conversation, &StoredEvent)> = fresh.iter().map(|a| (&a.conversation, &a.event)).collect();
     super::webhooks::pg_queue_events_hooks(&mut tx, &hooked).await?;
     tx.commit().await?;
     Ok(answers)
 }
 
 /// One message's answer, against its conversation as the batch's earlier
-/// messages left it; a new message is placed in `fresh` and moves its
-/// conversation's `last_seq`.
+/// messages left it; a new message moves its conversation's `last_seq`.
 fn check_and_place(
     job: &Job,
     conversations: &mut HashMap<String, Conversation>,
     stored: &mut HashMap<RetryKey, StoredEvent>,
-    fresh: &mut Vec<StoredEvent>,
     now: i64,
 ) -> Result<Applied> {
     let Some(conv) = conversations.get_mut(&job.conversation_id) else {
@@ -244,7 +231,6 @@ fn check_and_place(
     };
     // A copy sent twice within one batch: the second is the first's retry.
     stored.insert(key, event.clone());
-    fresh.push(event.clone());
     Ok(Applied { event, conversation: conv.clone(), previous_agent: None, duplicate: false })
 }
 
@@ -273,7 +259,7 @@ async fn earlier_messages(tx: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<H
     Ok(found)
 }
 
-async fn insert_events(tx: &mut sqlx::PgConnection, events: &[StoredEvent]) -> Result<()> {
+async fn insert_events(tx: &mut sqlx::PgConnection, events: &[&StoredEvent]) -> Result<()> {
     sqlx::query(
         "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
