@@ -16,7 +16,7 @@
 //! durable (the commit returned) before it is acknowledged.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,7 +30,7 @@ use super::status_sql::SqlStatusStore;
 use super::*;
 use crate::error::{Error, Result};
 
-static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
+static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| include!(concat!(env!("OUT_DIR"), "/migrations/postgres.rs")));
 
 /// Attempts of a conversation change that PostgreSQL aborted as a deadlock
 /// or serialization failure (both safe to retry: nothing was written).

@@ -10,7 +10,7 @@
 //! store, which is off every hot path.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,7 +26,8 @@ use super::status_sql::{SQLITE_MIGRATOR as STATUS_MIGRATOR, SqlStatusStore};
 use super::*;
 use crate::error::{Error, Result};
 
-pub(super) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
+pub(super) static MIGRATOR: LazyLock<Migrator> =
+    LazyLock::new(|| include!(concat!(env!("OUT_DIR"), "/migrations/sqlite.rs")));
 /// The last chat migration with the status page's tables in the chat file:
 /// an older data dir is migrated up to it, its status rows are copied to
 /// the status file, and only then are they dropped (0012).

@@ -49,7 +49,8 @@ use crate::error::{Error, Result};
 /// which the server applies when it opens the data dir. On PostgreSQL the
 /// status tables are among the cluster database's migrations
 /// (`migrations/postgres`, the server's).
-pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite-status");
+pub static SQLITE_MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> =
+    std::sync::LazyLock::new(|| include!(concat!(env!("OUT_DIR"), "/migrations/sqlite-status.rs")));
 
 /// The advisory lock whose holder runs the status page's side tasks
 /// ("Hold" in ASCII). Advisory locks belong to one database, so clusters
