@@ -177,10 +177,8 @@ async fn a_visitor_chats_from_the_widget_on_another_origin() {
 
 async fn console_login(b: &Browser, server: &TestServer, email: &str, password: &str) {
     b.goto(&format!("{}/console", server.base)).await;
-    let email_input = b.el("document.querySelector('#login:not([hidden]) #email')").await;
-    b.type_text(&email_input, email).await;
-    let pw = b.el("document.querySelector('#password')").await;
-    b.type_text(&pw, &format!("{password}\u{E007}")).await;
+    b.type_on("document.querySelector('#login:not([hidden]) #email')", email).await;
+    b.type_on("document.querySelector('#password')", &format!("{password}\u{E007}")).await;
     b.wait_for("return !document.querySelector('#app').hidden && !document.querySelector('#conn').textContent", LONG)
         .await;
 }

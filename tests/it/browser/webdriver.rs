@@ -161,6 +161,20 @@ impl Browser {
         e.send_keys(text).await.unwrap_or_else(|err| panic!("typing into {}: {err}", e.element_id()));
     }
 
+    /// Find the element a script returns and type into it, finding it again
+    /// if it went stale before the first key (a busy Chromium can still be
+    /// swapping a fresh session's first document when the page is found).
+    pub async fn type_on(&self, expr: &str, text: &str) {
+        let started = Instant::now();
+        loop {
+            match self.el(expr).await.send_keys(text).await {
+                Ok(()) => return,
+                Err(err) if err.is_stale_element_reference() && started.elapsed() < Duration::from_secs(15) => continue,
+                Err(err) => panic!("typing into {expr}: {err}"),
+            }
+        }
+    }
+
     /// Poll a script until it returns something truthy (not null, false,
     /// "" or 0); returns that value. Panics after `timeout` with the script.
     pub async fn wait_for(&self, script: &str, timeout: Duration) -> Value {
