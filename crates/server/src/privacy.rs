@@ -131,12 +131,10 @@ pub struct RetentionConfig {
     /// How long a day of the sites' `retention_days` is: 24 hours. Only
     /// tests shorten it.
     pub day: std::time::Duration,
-    /// Conversations (and visitors, and deliveries) one transaction
-    /// expires: small, so a chat write waits for one batch at most. 25
-    /// chats of 10 messages hold SQLite's writer for a few milliseconds
-    /// (`holdfast bench retention`: p99 1 → 8 ms while erasing, against
-    /// 2 → 32 ms with batches of 200) and still erase about 500 chats a
-    /// second.
+    /// Conversations (and visitors, and deliveries) one call of
+    /// `Store::expire` expires: on PostgreSQL in one transaction, small so
+    /// a chat write waits for one batch at most; on SQLite one per
+    /// background unit of the writer (`store/retention.rs`).
     pub batch: i64,
     /// The pause between two batches, which leaves the store to chat.
     pub pause: std::time::Duration,

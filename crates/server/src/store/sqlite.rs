@@ -157,6 +157,26 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        self.exec(write, Job::Exec).await
+    }
+
+    /// Run `write` as background work of the writer: after every chat write
+    /// waiting, alone, committed without an `fsync` of its own
+    /// (`sqlite_writer`'s module comment). For work that is done again if a
+    /// power cut undoes it (retention).
+    pub(super) async fn write_background<T, F>(&self, write: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.exec(write, Job::Background).await
+    }
+
+    async fn exec<T, F>(&self, write: F, job: fn(Exec) -> Job) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
         self.faults.check().await?;
         let (tx, rx) = oneshot::channel();
         let exec: Exec = Box::new(move |conn| {
@@ -167,7 +187,7 @@ impl SqliteStore {
             });
             (ok, reply)
         });
-        self.to_writer(Job::Exec(exec)).await?;
+        self.to_writer(job(exec)).await?;
         rx.await.map_err(|_| Error::Unavailable(1))?
     }
 

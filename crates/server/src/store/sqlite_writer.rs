@@ -14,12 +14,18 @@
 //! This thread is the only writer of conversations and events in the
 //! process, so it keeps them cached ([`Cache`]): a message costs an insert
 //! and no read.
+//!
+//! Background work (retention) comes as [`Job::Background`]: it waits while
+//! any other job waits, runs in small transactions of its own, and commits
+//! without an `fsync` of its own (the next chat commit's makes it durable;
+//! a power cut before that loses only work the job does again). So a chat
+//! write waits for one small background unit at most, never for its disk.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
@@ -32,6 +38,10 @@ use crate::error::{Error, Result};
 
 /// Most jobs one group commit takes; bounds the latency of a batch.
 const MAX_BATCH: usize = 1024;
+/// How long background work waits for chat to pause before it runs anyway
+/// (one unit, between two batches), so a writer that is never idle still
+/// makes progress on it.
+const BACKGROUND_WAITS_AT_MOST: Duration = Duration::from_millis(500);
 /// Conversations the writer keeps cached; past this, it evicts the least
 /// recently used.
 const MAX_CACHED: usize = 200_000;
@@ -265,6 +275,9 @@ pub(super) type Reply = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 pub(super) enum Job {
     Change(PendingChange),
     Exec(Exec),
+    /// An `Exec` that runs only when nothing else waits (or after
+    /// [`BACKGROUND_WAITS_AT_MOST`]), alone, and commits without `fsync`.
+    Background(Exec),
     /// An `Exec` already run in this batch (its reply waits in the outcomes).
     Ran,
 }
@@ -342,18 +355,42 @@ fn spawn_checkpointer(db: &Path) -> Result<std::sync::mpsc::Sender<()>> {
 }
 
 fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    use tokio::sync::mpsc::error::TryRecvError;
     let mut cache = Cache::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Kept from batch to batch: freeing it (often over 64 KiB) made glibc
     // consolidate its free lists at every commit (seen in the writer's profile).
     let mut spare: Vec<Outcome> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+    let mut background: VecDeque<(Instant, Exec)> = VecDeque::new();
+    loop {
+        // Chat first; background work when nothing else waits.
+        let first = match rx.try_recv() {
+            Ok(job) => job,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => match background.pop_front() {
+                Some((_, exec)) => match run_background(&conn, &mut cache, exec) {
+                    Ok(()) => continue,
+                    Err(e) => break stopped(e),
+                },
+                None => match rx.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                },
+            },
+        };
+        match first {
+            Job::Background(exec) => background.push_back((Instant::now(), exec)),
+            job => batch.push(job),
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
+                Ok(Job::Background(exec)) => background.push_back((Instant::now(), exec)),
                 Ok(p) => batch.push(p),
                 Err(_) => break,
             }
+        }
+        if batch.is_empty() {
+            continue;
         }
         cache.start_batch();
         match apply_batch(&conn, &mut cache, &mut batch, std::mem::take(&mut spare)) {
@@ -390,7 +427,43 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 }
             }
         }
+        if background.front().is_some_and(|(since, _)| since.elapsed() >= BACKGROUND_WAITS_AT_MOST)
+            && let Some((_, exec)) = background.pop_front()
+            && let Err(e) = run_background(&conn, &mut cache, exec)
+        {
+            break stopped(e);
+        }
     }
+}
+
+/// One background unit, in a transaction of its own that commits without
+/// waiting for the disk (WAL with `synchronous = NORMAL`: the database stays
+/// consistent across a power cut, which may undo this unit; the next chat
+/// commit's `fsync` covers it).
+fn run_background(conn: &Connection, cache: &mut Cache, exec: Exec) -> rusqlite::Result<()> {
+    if let Err(e) = conn.execute_batch("PRAGMA synchronous = NORMAL") {
+        tracing::warn!(error = %e, "the writer cannot commit background work without fsync; it waits for the disk");
+    }
+    let mut one = [Job::Exec(exec)];
+    match apply_batch(conn, cache, &mut one, Vec::new()) {
+        Ok(mut outcomes) => match outcomes.pop() {
+            Some(Outcome::Exec(reply)) => reply(Ok(())),
+            _ => tracing::warn!("a background unit ran without an answer"),
+        },
+        Err((e, mut outcomes)) => {
+            if let Some(Outcome::Exec(reply)) = outcomes.pop() {
+                reply(Err(e.to_string()));
+            }
+        }
+    }
+    // Every later commit must be durable before its answer: without FULL
+    // back, the writer stops rather than acknowledge what is not on disk.
+    conn.execute_batch("PRAGMA synchronous = FULL")
+}
+
+/// The writer stops: every later write of the store fails as unavailable.
+fn stopped(e: rusqlite::Error) {
+    tracing::error!(error = %e, "the SQLite writer cannot restore synchronous = FULL and stops");
 }
 
 /// Tell a job's caller how it went, once its batch is over.
@@ -434,7 +507,7 @@ fn apply_batch(
                 *job = Job::Change(p);
                 applied
             }
-            Job::Exec(exec) => run_exec(conn, exec),
+            Job::Exec(exec) | Job::Background(exec) => run_exec(conn, exec),
             Job::Ran => Err(rusqlite::Error::InvalidQuery),
         };
         match ran {
@@ -1001,5 +1074,88 @@ mod tests {
         let plan = plan.join("; ");
         assert!(plan.contains("USING INDEX events_conversation_seq (conversation_id=?)"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "no sort of the conversation's events: {plan}");
+    }
+
+    /// A writer thread on a migrated file in `dir`.
+    fn writer(dir: &tempfile::TempDir) -> mpsc::Sender<Job> {
+        let path = dir.path().join("holdfast.db");
+        let conn = Connection::open(&path).unwrap();
+        for sql in migrations() {
+            conn.execute_batch(sql).unwrap();
+        }
+        drop(conn);
+        spawn(&path).unwrap()
+    }
+
+    /// A write that reports, as it runs, its name and the `synchronous`
+    /// its commit will use (2 = FULL, 1 = NORMAL).
+    fn noting(name: &'static str, ran: &std::sync::mpsc::Sender<(&'static str, i64, Instant)>) -> Exec {
+        let ran = ran.clone();
+        Box::new(move |conn| {
+            let synchronous = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+            ran.send((name, synchronous, Instant::now())).unwrap();
+            (true, Box::new(|_| {}))
+        })
+    }
+
+    /// A write that says it started, then holds the writer for `hold`.
+    fn holding(hold: Duration, started: &std::sync::mpsc::Sender<()>) -> Exec {
+        let started = started.clone();
+        Box::new(move |_| {
+            let _ = started.send(());
+            std::thread::sleep(hold);
+            (true, Box::new(|_| {}))
+        })
+    }
+
+    #[test]
+    fn chat_writes_go_before_background_work_which_commits_without_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let tx = writer(&dir);
+        let (ran, runs) = std::sync::mpsc::channel();
+        let (started, start) = std::sync::mpsc::channel();
+        tx.blocking_send(Job::Exec(holding(Duration::from_millis(200), &started))).unwrap();
+        start.recv().unwrap();
+        // Both wait behind the first: the background job was sent first.
+        tx.blocking_send(Job::Background(noting("background", &ran))).unwrap();
+        tx.blocking_send(Job::Exec(noting("chat", &ran))).unwrap();
+        let first = runs.recv_timeout(Duration::from_secs(10)).unwrap();
+        let second = runs.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((first.0, first.1), ("chat", 2), "chat first, committed with FULL");
+        assert_eq!((second.0, second.1), ("background", 1), "then the background job, with NORMAL");
+        tx.blocking_send(Job::Exec(noting("after", &ran))).unwrap();
+        let after = runs.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((after.0, after.1), ("after", 2), "FULL again for the next chat write");
+    }
+
+    #[test]
+    fn background_work_runs_within_its_bound_when_chat_never_pauses() {
+        let dir = tempfile::tempdir().unwrap();
+        let tx = writer(&dir);
+        let (ran, runs) = std::sync::mpsc::channel();
+        let (started, start) = std::sync::mpsc::channel();
+        // Two chat writes of 20 ms each always wait: each one that starts
+        // sends another, so the writer never finds its queue empty.
+        let hold = Duration::from_millis(20);
+        tx.blocking_send(Job::Exec(holding(hold, &started))).unwrap();
+        tx.blocking_send(Job::Exec(holding(hold, &started))).unwrap();
+        start.recv().unwrap();
+        let queued = Instant::now();
+        tx.blocking_send(Job::Background(noting("background", &ran))).unwrap();
+        let mut chat_writes = 0;
+        let ran_at = loop {
+            if let Ok((_, synchronous, at)) = runs.try_recv() {
+                assert_eq!(synchronous, 1);
+                break at;
+            }
+            start.recv_timeout(Duration::from_secs(10)).unwrap();
+            chat_writes += 1;
+            tx.blocking_send(Job::Exec(holding(hold, &started))).unwrap();
+            assert!(queued.elapsed() < Duration::from_secs(10), "the background job never ran");
+        };
+        let waited = ran_at - queued;
+        assert!(waited >= BACKGROUND_WAITS_AT_MOST - hold, "it waited for chat: {waited:?}, {chat_writes} chat writes");
+        assert!(waited < BACKGROUND_WAITS_AT_MOST + Duration::from_secs(2), "and not for ever: {waited:?}");
+        assert!(chat_writes >= 10, "chat went on meanwhile: {chat_writes}");
     }
 }
