@@ -84,76 +84,70 @@ impl SqliteStore {
     /// Each chat is one background unit of the writer, which runs only
     /// while no chat write waits and commits without an `fsync` of its own:
     /// a chat write waits for one chat's erasure at most, never for a batch
-    /// or its disk.
+    /// or its disk. Visitors and deliveries the same way. Each kind is
+    /// found on a reader (a scan of the site's older rows, which must not
+    /// hold the writer), and each unit checks again before it clears.
     pub(super) async fn expire(&self, site_id: &str, cutoff: i64, now: i64, batch: i64) -> Result<Expired> {
-        let site = site_id.to_owned();
-        let ids: Vec<String> = self
-            .read(move |c| {
-                Ok(c.prepare_cached(&lite(CONVERSATIONS))?
-                    .query_map(params![site, cutoff, batch], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?)
-            })
-            .await?;
         let mut out = Expired::default();
-        for id in ids {
-            let (messages, took) = self
-                .write_background(move |c| {
-                    let began = std::time::Instant::now();
+        for id in self.expirable(lite(CONVERSATIONS), site_id, cutoff, batch).await? {
+            let messages = self
+                .retention_unit(move |c| {
                     // Read on a snapshot a moment ago: one a unit before
                     // this one expired is left as it is.
                     if c.prepare_cached(MARK_UNEXPIRED)?.execute(params![id, now])? == 0 {
-                        return Ok((None, began.elapsed()));
+                        return Ok(None);
                     }
                     let messages = c.prepare_cached(&lite(MESSAGES))?.execute(params![id])?;
                     c.prepare_cached(COMMENT_SQLITE)?.execute(params![id])?;
                     c.prepare_cached(&lite(FILES))?.execute(params![id])?;
-                    Ok((Some(messages as u64), began.elapsed()))
+                    Ok(Some(messages as u64))
                 })
                 .await?;
             if let Some(messages) = messages {
                 out.conversations += 1;
                 out.messages += messages;
             }
-            tokio::time::sleep(took * (100 / WRITER_SHARE_PERCENT - 1)).await;
         }
-        // Visitors and deliveries the same way: found on a reader (a scan
-        // of the site's older rows, which must not hold the writer), then
-        // each one a unit that checks again before it clears.
-        out.visitors = self.expire_each(VISITOR_IDS, VISITOR_ONE, site_id, cutoff, batch).await?;
-        out.deliveries = self.expire_each(DELIVERY_IDS, DELIVERY_ONE, site_id, cutoff, batch).await?;
+        for id in self.expirable(VISITOR_IDS.to_owned(), site_id, cutoff, batch).await? {
+            out.visitors += self
+                .retention_unit(move |c| Ok(c.prepare_cached(VISITOR_ONE)?.execute(params![id, cutoff])?))
+                .await? as u64;
+        }
+        for id in self.expirable(DELIVERY_IDS.to_owned(), site_id, cutoff, batch).await? {
+            out.deliveries += self
+                .retention_unit(move |c| Ok(c.prepare_cached(DELIVERY_ONE)?.execute(params![id, cutoff])?))
+                .await? as u64;
+        }
         Ok(out)
     }
 
-    /// The rows `find` lists (site, cutoff, limit), each cleared by `clear`
-    /// (id, cutoff) in a background unit of its own; how many it cleared.
-    async fn expire_each(
-        &self,
-        find: &'static str,
-        clear: &'static str,
-        site_id: &str,
-        cutoff: i64,
-        batch: i64,
-    ) -> Result<u64> {
+    /// The ids `find` lists (site, cutoff, limit), read on a reader.
+    async fn expirable(&self, find: String, site_id: &str, cutoff: i64, batch: i64) -> Result<Vec<String>> {
         let site = site_id.to_owned();
-        let ids: Vec<String> = self
-            .read(move |c| {
-                Ok(c.prepare_cached(find)?
-                    .query_map(params![site, cutoff, batch], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?)
+        self.read(move |c| {
+            Ok(c.prepare_cached(&find)?
+                .query_map(params![site, cutoff, batch], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// One background unit, then the pause that keeps retention to its
+    /// share of the writer (`WRITER_SHARE_PERCENT`).
+    async fn retention_unit<T, F>(&self, unit: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    {
+        let (out, took) = self
+            .write_background(move |c| {
+                let began = std::time::Instant::now();
+                let out = unit(c)?;
+                Ok((out, began.elapsed()))
             })
             .await?;
-        let mut cleared = 0;
-        for id in ids {
-            let (n, took) = self
-                .write_background(move |c| {
-                    let began = std::time::Instant::now();
-                    Ok((c.prepare_cached(clear)?.execute(params![id, cutoff])?, began.elapsed()))
-                })
-                .await?;
-            cleared += n as u64;
-            tokio::time::sleep(took * (100 / WRITER_SHARE_PERCENT - 1)).await;
-        }
-        Ok(cleared)
+        tokio::time::sleep(took * (100 / WRITER_SHARE_PERCENT - 1)).await;
+        Ok(out)
     }
 }
 
