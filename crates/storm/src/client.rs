@@ -363,6 +363,11 @@ fn client_frame(st: &mut State, conv: Option<&str>) -> (String, String) {
     (client_id, frame)
 }
 
+/// Unix time in microseconds, the send time a message's body carries.
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
 /// A `send` frame's text, serialized straight from borrowed fields (no JSON
 /// tree: the load client should cost what a real one does).
 fn send_frame(conv: Option<&str>, client_id: &str) -> String {
@@ -375,7 +380,8 @@ fn send_frame(conv: Option<&str>, client_id: &str) -> String {
         client_id: &'a str,
         body: &'a str,
     }
-    let body = format!("t={}", now_ms());
+    // Microseconds: a p99 of a few milliseconds is read to a fraction of one.
+    let body = format!("t={}", now_us());
     serde_json::to_string(&Send { kind: "send", conv, client_id, body: &body }).unwrap_or_default()
 }
 
@@ -530,13 +536,14 @@ async fn session(
                         }
                     }
                     if from_other_side {
-                        let sent = frame.body.as_deref().and_then(|b| b.strip_prefix("t=")).and_then(|t| t.parse::<i64>().ok());
+                        let sent_us = frame.body.as_deref().and_then(|b| b.strip_prefix("t=")).and_then(|t| t.parse::<i64>().ok());
+                        let latency_us = sent_us.map(|sent| (now_us() - sent).max(0));
                         match &spec.tally {
-                            Some(tally) => tally.received(conv, seq, sent.map(|sent| (now_ms() - sent).max(0) as u64)),
+                            Some(tally) => tally.received(conv, seq, latency_us.map(|us| us as u64 / 1000)),
                             None => {
                                 st.report.received.push((conv.to_owned(), seq));
-                                if let Some(sent) = sent {
-                                    st.report.latencies.push((sent, (now_ms() - sent) as f64));
+                                if let Some((sent, us)) = sent_us.zip(latency_us) {
+                                    st.report.latencies.push((sent / 1000, us as f64 / 1000.0));
                                 }
                             }
                         }
