@@ -499,6 +499,13 @@ fn apply_batch(
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         return Err((e, outcomes));
     }
+    let mut indexed = match newest_event(conn) {
+        Ok(rowid) => rowid,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err((e, outcomes));
+        }
+    };
     let now = now_ms();
     for job in batch.iter_mut() {
         let ran = match std::mem::replace(job, Job::Ran) {
@@ -507,7 +514,11 @@ fn apply_batch(
                 *job = Job::Change(p);
                 applied
             }
-            Job::Exec(exec) | Job::Background(exec) => run_exec(conn, exec),
+            // An erasure may change a message this commit wrote: it must be
+            // in the index first, for the index to forget its old words.
+            Job::Exec(exec) | Job::Background(exec) => {
+                index_new_messages(conn, &mut indexed).and_then(|()| run_exec(conn, exec))
+            }
             Job::Ran => Err(rusqlite::Error::InvalidQuery),
         };
         match ran {
@@ -519,12 +530,36 @@ fn apply_batch(
             }
         }
     }
-    if let Err(e) = conn.execute_batch("COMMIT") {
+    if let Err(e) = index_new_messages(conn, &mut indexed).and_then(|()| conn.execute_batch("COMMIT")) {
         let _ = conn.execute_batch("ROLLBACK");
         cache.clear();
         return Err((e, outcomes));
     }
     Ok(outcomes)
+}
+
+/// The rowid of the newest event (0 for none): every event a commit writes
+/// gets a higher one, as events are never deleted.
+fn newest_event(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT coalesce(max(rowid), 0) FROM events")?.query_row([], |r| r.get(0))
+}
+
+/// Put the messages written since the event `indexed` into the search
+/// index, in one statement, and move `indexed` to the newest event. Run at
+/// the end of each commit, and before any write but a chat change
+/// (migration 0044: FTS5 writes a segment at every savepoint, so a message
+/// indexed as it was written cost a segment each). A message's words are
+/// its body, then its files' names.
+fn index_new_messages(conn: &Connection, indexed: &mut i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO message_search (rowid, text) \
+         SELECT e.rowid, e.body || coalesce((SELECT ' ' || group_concat(json_extract(a.value, '$.name'), ' ') \
+         FROM json_each(e.data, '$.attachments') a), '') \
+         FROM events e WHERE e.rowid > ?1 AND e.kind = 'message' AND e.body IS NOT NULL",
+    )?
+    .execute([*indexed])?;
+    *indexed = newest_event(conn)?;
+    Ok(())
 }
 
 fn run_exec(conn: &Connection, exec: Exec) -> rusqlite::Result<Outcome> {
@@ -1157,5 +1192,59 @@ mod tests {
         assert!(waited >= BACKGROUND_WAITS_AT_MOST - hold, "it waited for chat: {waited:?}, {chat_writes} chat writes");
         assert!(waited < BACKGROUND_WAITS_AT_MOST + Duration::from_secs(2), "and not for ever: {waited:?}");
         assert!(chat_writes >= 10, "chat went on meanwhile: {chat_writes}");
+    }
+
+    /// A message of the visitor with `body` into `c1`, as a job of a batch.
+    fn message_job(client_id: &str, body: &str) -> Job {
+        let change = Change::Message {
+            author: Author::visitor("v"),
+            client_id: client_id.into(),
+            body: body.into(),
+            attachments: Vec::new(),
+            integration: None,
+        };
+        Job::Change(PendingChange { conversation_id: "c1".into(), guard: None, change, reply: oneshot::channel().0 })
+    }
+
+    /// The seqs in `c1` of the messages the search index finds for `words`.
+    fn found(conn: &Connection, words: &str) -> Vec<i64> {
+        conn.prepare(
+            "SELECT e.seq FROM events e WHERE e.rowid IN \
+             (SELECT rowid FROM message_search WHERE message_search MATCH ?1) ORDER BY e.seq",
+        )
+        .unwrap()
+        .query_map([words], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn a_commits_messages_are_indexed_at_its_end_and_an_erasure_in_it_forgets_them() {
+        let conn = database();
+        let mut cache = Cache::new();
+        let erase_second: Exec = Box::new(|conn| {
+            let erased = conn.execute(
+                "UPDATE events SET body = NULL, data = '{\"erased\":true}' WHERE conversation_id = 'c1' AND seq = 2",
+                [],
+            );
+            (erased == Ok(1), Box::new(|_| {}))
+        });
+        let mut batch = vec![
+            message_job("m1", "apple harbour"),
+            message_job("m2", "banana harbour"),
+            Job::Exec(erase_second),
+            message_job("m3", "cherry harbour"),
+        ];
+        let outcomes = apply_batch(&conn, &mut cache, &mut batch, Vec::new()).map_err(|(e, _)| e).unwrap();
+        assert_eq!(outcomes.len(), 4);
+        assert_eq!(found(&conn, "harbour"), [1, 3], "the erased message is not found, the others are, once each");
+        assert_eq!(found(&conn, "banana"), Vec::<i64>::new());
+        assert_eq!((found(&conn, "apple"), found(&conn, "cherry")), (vec![1], vec![3]));
+        // A later commit indexes only its own messages.
+        let mut next = vec![message_job("m4", "harbour again")];
+        apply_batch(&conn, &mut cache, &mut next, Vec::new()).map_err(|(e, _)| e).unwrap();
+        assert_eq!(found(&conn, "harbour"), [1, 3, 4]);
+        conn.execute("INSERT INTO message_search (message_search) VALUES ('integrity-check')", []).unwrap();
     }
 }
