@@ -89,7 +89,7 @@ class Conn {
       ws.on("error", (e) => (this.welcome ? fail(`${this.name}: ${e.message}`) : reject(e)));
       ws.on("close", (code, reason) => {
         clearInterval(this.pinger);
-        const why = `${this.name}: socket closed by the server (${code} ${reason})`;
+        const why = `${this.name}: socket closed (${code} ${String(reason) || "no reason"})`;
         if (!this.welcome) reject(new Error(why));
         else fail(why);
       });
