@@ -272,6 +272,9 @@ async fn measure(
     let target = Target::serve(&args, widget_key).await?;
     let agent_token = target.login(&crate::worker::agent_email(0), crate::server::STORM_PASSWORD).await?;
     let windows = windows(plan.days, plan.windows);
+    // A history kept by a run from before the relay closed its chats (or
+    // one that failed) may hold some still open.
+    let left_open = close_open_chats(&target).await?;
 
     // Reports, timed from the client: an admin's (the site, every group
     // and agent) and an agent's own, each window `repeats` times.
@@ -324,6 +327,10 @@ async fn measure(
     stop.store(true, Ordering::Relaxed);
     let (since, mut during_ms) = asking.await?;
     let relay = relay?;
+    // The relay's visitors are gone: close their chats, or a run on this
+    // history later would give them back to its agents, who would answer
+    // nobody (counted lost) and carry them as extra load.
+    let closed = close_open_chats(&target).await?;
     let (mut quiet, mut busy): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     for (sent, latency) in &relay.samples {
         if *sent < since { quiet.push(*latency) } else { busy.push(*latency) }
@@ -353,7 +360,29 @@ async fn measure(
         ("lost", relay.lost.to_string()),
         ("duplicated", relay.duplicated.to_string()),
         ("storage_errors", storage_errors.to_string()),
+        ("open_chats_found", left_open.to_string()),
+        ("chats_closed_after", closed.to_string()),
     ])
+}
+
+/// Close every queued and active chat of the site over the REST API, as
+/// its admin would from the console; how many.
+async fn close_open_chats(target: &Target) -> anyhow::Result<usize> {
+    let mut closed = 0;
+    for status in ["active", "queued"] {
+        let url = format!("{}/api/v1/conversations?status={status}&limit=1000", target.base);
+        let res = target.http.get(url).bearer_auth(&target.admin_token).send().await?;
+        anyhow::ensure!(res.status().is_success(), "listing {status} chats: {}", res.status());
+        let list: Vec<serde_json::Value> = res.json().await?;
+        for chat in list {
+            let id = chat["id"].as_str().ok_or_else(|| anyhow!("a chat without an id: {chat}"))?;
+            let url = format!("{}/api/v1/conversations/{id}/close", target.base);
+            let res = target.http.post(url).bearer_auth(&target.admin_token).send().await?;
+            anyhow::ensure!(res.status().is_success(), "closing {id}: {}", res.status());
+            closed += 1;
+        }
+    }
+    Ok(closed)
 }
 
 /// The site's default group and `count - 1` more, each agent in one or two.
