@@ -520,3 +520,55 @@ async fn a_big_history_on_postgres() {
     let (server, db) = on_postgres().await;
     a_history_larger_than_the_old_cap_is_counted_whole(server, Some(&db)).await;
 }
+
+/// The thread names and scheduling policies (Linux's number) of the
+/// threads a report's rows were given to, one entry per row.
+struct Threads(Vec<(String, Option<String>)>);
+
+impl holdfast_server::store::reports::FactSink for Threads {
+    fn add(&mut self, _: &holdfast_server::store::reports::ChatFacts<'_>) {
+        let me = std::thread::current();
+        // `policy : 5` is SCHED_IDLE.
+        let sched = std::fs::read_to_string("/proc/thread-self/sched").ok();
+        let policy = sched.as_deref().and_then(|s| s.lines().find(|l| l.starts_with("policy")));
+        let policy = policy.and_then(|l| l.split(':').nth(1)).map(|p| p.trim().to_owned());
+        self.0.push((me.name().unwrap_or("").to_owned(), policy));
+    }
+}
+
+/// A report's rows are read and tallied on a thread of reports alone, at
+/// the lowest CPU priority (`low_priority`), never on chat's readers or
+/// the runtime's workers.
+async fn a_report_is_tallied_on_the_reports_thread(server: TestServer, db: Option<&TestDb>, thread: &str) {
+    let store = server.state.store.clone();
+    let site = server.site().await;
+    let general = store.groups(&site.id).await.unwrap().into_iter().find(|g| g.is_default).unwrap();
+    let (visitor, _) = server.visitor(&site).await;
+    let at = utc(2026, 3, 10, 12, 0);
+    let sql = format!(
+        "INSERT INTO conversations (id, site_id, visitor_id, group_id, agent_id, status, created_at, closed_at, \
+         offline, first_visitor_at, first_assigned_at, first_agent_at, messages) \
+         VALUES ('low-1', '{site}', '{visitor}', '{group}', NULL, 'closed', {at}, {at} + 60000, FALSE, {at}, NULL, NULL, 1);\n",
+        site = site.id,
+        group = general.id,
+    );
+    write_history(&server, db, &sql).await;
+    let sink = Box::new(Threads(Vec::new()));
+    let sink: Box<dyn std::any::Any> =
+        store.report_facts(&site.id, at - 3_600_000, at + 3_600_000, None, sink).await.unwrap();
+    let seen = sink.downcast::<Threads>().unwrap().0;
+    let linux_idle = cfg!(target_os = "linux").then(|| "5".to_owned());
+    assert_eq!(seen, [(thread.to_owned(), linux_idle)]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_on_sqlite_is_read_on_the_reports_reader() {
+    a_report_is_tallied_on_the_reports_thread(TestServer::start().await, None, "sqlite-reports-0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_on_postgres_is_tallied_on_the_reports_thread() {
+    let (server, db) = on_postgres().await;
+    a_report_is_tallied_on_the_reports_thread(server, Some(&db), "reports-low").await;
+}

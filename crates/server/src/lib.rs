@@ -22,6 +22,7 @@
 //! - `error`     — one error type and its mapping to HTTP status codes.
 //! - `hours`     — business hours: weekly schedules in a time zone, holidays; open at T, next change.
 //! - `json`      — strict JSON: a repeated key is refused.
+//! - `low_priority` — a thread at the lowest CPU priority, for work that must not slow chat (reports).
 //! - `outbox`    — the durable outbox of chat: offline-message emails, the deliverer.
 //! - `reports`   — chats, waits, durations, CSAT and the weekday × hour heatmap, in the site's time zone.
 //! - `privacy`   — a person's data: one visitor's everything, exported as one document.
@@ -43,6 +44,7 @@ pub mod error;
 pub mod hours;
 pub mod http;
 pub mod json;
+pub(crate) mod low_priority;
 pub mod outbox;
 pub mod privacy;
 pub mod reports;

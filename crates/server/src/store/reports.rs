@@ -16,7 +16,6 @@
 
 use std::any::Any;
 
-use futures_util::TryStreamExt as _;
 use rusqlite::params;
 use rusqlite::types::{FromSqlError, ValueRef};
 use sqlx::Row as _;
@@ -112,7 +111,10 @@ impl SqliteStore {
         mut sink: Box<dyn FactSink>,
     ) -> Result<Box<dyn FactSink>> {
         let (site_id, agent_id) = (site_id.to_owned(), agent_id.map(str::to_owned));
-        self.read(move |c| {
+        // On a reader of its own at the lowest CPU priority, rows and
+        // tally both: chat's reads never queue behind a report, and the
+        // report gets only the CPU chat leaves.
+        self.read_report(move |c| {
             let mut stmt = c.prepare_cached(&facts_sql("?1", "?2", "?3", "?4"))?;
             let mut rows = stmt.query(params![site_id, from, to, agent_id])?;
             while let Some(r) = rows.next()? {
@@ -129,6 +131,16 @@ impl SqliteStore {
 }
 
 impl PostgresStore {
+    /// The backend process that runs a report's statement cannot be made
+    /// to yield to chat from here, but it can be made to wait: the rows
+    /// come through a cursor a chunk at a time, and each chunk is tallied
+    /// on the thread of lowest priority (`low_priority`) before the next
+    /// is asked for. So the backend works only in short bursts, each
+    /// after this process found the CPU chat left it; streamed instead,
+    /// it ran the whole statement at once beside chat, its rows piling
+    /// up in socket buffers. (Sleeping between chunks instead, busy a
+    /// third of the time, made a report five to eight times slower, over
+    /// 500 ms, and was no steadier for chat: `docs/benchmarks.md`.)
     pub(super) async fn report_facts(
         &self,
         site_id: &str,
@@ -140,24 +152,39 @@ impl PostgresStore {
         let mut tx = self.p().await?.begin().await?;
         // A report is one long statement on a server that also carries
         // live chat: no parallel workers (they would take every core), no
-        // JIT compiling (a tenth of a second of CPU for a plan this plain).
+        // JIT compiling (a tenth of a second of CPU for a plan this plain),
+        // and planned for reading every row, as it will be.
         sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0").execute(&mut *tx).await?;
         sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
-        let sql = facts_sql("$1", "$2", "$3", "$4::text");
-        let mut rows =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(site_id).bind(from).bind(to).bind(agent_id).fetch(&mut *tx);
-        let mut read = 0u32;
-        while let Some(r) = rows.try_next().await? {
-            sink.add(&facts_from!(r, try_get, r.try_get(0)?, r.try_get(1)?));
-            // Rows already received come without a wait, so the loop would
-            // hold its runtime worker for all of them: let chat run between.
-            read = read.wrapping_add(1);
-            if read.is_multiple_of(1024) {
-                tokio::task::yield_now().await;
+        sqlx::query("SET LOCAL cursor_tuple_fraction = 1.0").execute(&mut *tx).await?;
+        let sql = format!("DECLARE report NO SCROLL CURSOR FOR {}", facts_sql("$1", "$2", "$3", "$4::text"));
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(site_id)
+            .bind(from)
+            .bind(to)
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+        loop {
+            let rows = sqlx::query(FETCH).fetch_all(&mut *tx).await?;
+            let last = rows.len() < CHUNK;
+            sink = crate::low_priority::run(move || {
+                for r in &rows {
+                    sink.add(&facts_from!(r, try_get, r.try_get(0)?, r.try_get(1)?));
+                }
+                Ok(sink)
+            })
+            .await?;
+            if last {
+                break;
             }
         }
-        drop(rows);
         tx.commit().await?;
         Ok(sink)
     }
 }
+
+/// Rows a report's cursor hands over at a time (PostgreSQL): about a
+/// millisecond of the backend's work.
+const CHUNK: usize = 1024;
+const FETCH: &str = "FETCH 1024 FROM report";

@@ -97,6 +97,10 @@ pub struct SqliteStore {
     /// dashboard reads that fill `readers` during a storm never make a
     /// reconnect or a health check wait.
     critical: Readers,
+    /// The reader of reports, at the lowest CPU priority: a report reads
+    /// a whole range of chats and would keep a core from chat
+    /// (`low_priority`). One thread: a report waits for the one before.
+    reports: Readers,
     /// Injected failures, for rehearsals and tests of "the store is down".
     faults: Arc<Faults>,
     /// Queue into the group-commit writer.
@@ -132,8 +136,9 @@ impl SqliteStore {
         let writer = super::sqlite_writer::spawn(&db)?;
         let readers = Readers::spawn(&db, READERS, "sqlite-read")?;
         let critical = Readers::spawn(&db, CRITICAL_READERS, "sqlite-critical")?;
+        let reports = Readers::spawn_lowest(&db, 1, "sqlite-reports")?;
         let faults = Arc::new(Faults::default());
-        Ok(SqliteStore { dir: dir.to_owned(), status_read, status_write, readers, critical, faults, writer })
+        Ok(SqliteStore { dir: dir.to_owned(), status_read, status_write, readers, critical, reports, faults, writer })
     }
 
     /// Hand a job to the group-commit writer.
@@ -208,6 +213,16 @@ impl SqliteStore {
     {
         self.faults.check().await?;
         self.critical.run(read).await
+    }
+
+    /// A report's read, on the reports reader (lowest CPU priority).
+    pub(super) async fn read_report<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.faults.check().await?;
+        self.reports.run(read).await
     }
 
     /// The status page's store, on this data dir's `STATUS_FILE`.

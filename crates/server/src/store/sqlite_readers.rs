@@ -30,6 +30,16 @@ pub(super) struct Readers {
 impl Readers {
     /// Open `threads` read-only connections to `db`, named `name-N`.
     pub(super) fn spawn(db: &Path, threads: usize, name: &str) -> Result<Readers> {
+        Readers::start(db, threads, name, false)
+    }
+
+    /// The same, on threads at the lowest CPU priority
+    /// (`low_priority`): for reads that must take only what chat leaves.
+    pub(super) fn spawn_lowest(db: &Path, threads: usize, name: &str) -> Result<Readers> {
+        Readers::start(db, threads, name, true)
+    }
+
+    fn start(db: &Path, threads: usize, name: &str, lowest: bool) -> Result<Readers> {
         let (jobs, queue) = flume::bounded::<Job>(16 * 1024);
         for i in 0..threads.max(1) {
             let conn = Connection::open_with_flags(
@@ -49,6 +59,9 @@ impl Readers {
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
+                    if lowest {
+                        crate::low_priority::lower_this_thread();
+                    }
                     // Ends when the store (every sender) is dropped.
                     while let Ok(job) = queue.recv() {
                         job(&conn);

@@ -1,0 +1,101 @@
+//! Work that must never slow live chat, on threads at the lowest CPU
+//! priority the kernel has: reports. On SQLite their rows are read and
+//! tallied on a reader of their own at this priority
+//! (`store/sqlite_readers.rs`, `Readers::spawn_lowest`); on PostgreSQL
+//! each chunk of rows is tallied on this module's thread (`run`), and
+//! `http/reports` builds every report there.
+//!
+//! A report reads every chat of its range, tens of thousands of rows, and
+//! keeps a core busy for a tenth of a second; asked for in a loop it keeps
+//! one busy all the time, half of a small machine, and chat's p99 grew
+//! two to four times. A thread of Linux's `SCHED_IDLE` class gets a core
+//! only when no ordinary thread wants it (a sliver otherwise: weight 3
+//! against 1024): the kernel preempts it as soon as one wakes, and places
+//! a woken thread on a core that runs only such threads as if the core
+//! were idle. A report then takes what chat leaves, and is slower only
+//! while chat needs the CPU.
+//!
+//! `nice 19` for the thread alone (`setpriority` on its thread id) was
+//! the other choice, measured against this one: it leaves the report a
+//! share of the core (weight 15), and a woken chat thread does not treat
+//! its core as idle; chat's p99 grew as much as with no change
+//! (`docs/benchmarks.md`).
+//!
+//! The risk of the lowest class is a lock held by such a thread while it
+//! waits for the CPU. What runs here shares almost none with chat: a
+//! report's SQLite reader has its own connection (WAL readers never block
+//! the writer; the one process-wide mutex SQLite may take, for its memory
+//! statistics, is held for a few instructions), and a report's tally and
+//! build touch only their own data.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Run `work` on the one thread of lowest priority this process keeps
+/// for it (started at first use), and wait for its answer. Reports on
+/// PostgreSQL tally their rows there, and every report is built there.
+pub(crate) async fn run<T, F>(work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    static JOBS: OnceLock<std::result::Result<flume::Sender<Job>, String>> = OnceLock::new();
+    let jobs = JOBS.get_or_init(|| {
+        let (jobs, queue) = flume::unbounded::<Job>();
+        std::thread::Builder::new()
+            .name("reports-low".into())
+            .spawn(move || {
+                lower_this_thread();
+                while let Ok(job) = queue.recv() {
+                    job();
+                }
+            })
+            .map(|_| jobs)
+            .map_err(|e| e.to_string())
+    });
+    let jobs = jobs.as_ref().map_err(|e| Error::internal(anyhow::anyhow!("cannot start the reports thread: {e}")))?;
+    let (reply, answer) = oneshot::channel();
+    let job: Job = Box::new(move || {
+        if !reply.is_closed() {
+            let _ = reply.send(work());
+        }
+    });
+    jobs.send(job).map_err(|_| Error::Unavailable(1))?;
+    answer.await.map_err(|_| Error::Unavailable(1))?
+}
+
+/// Put the calling thread at the lowest CPU priority. If that cannot be
+/// done (another OS, a kernel that refuses), say so once at warn and carry
+/// on at the normal priority: reports still work, and may slow chat.
+pub(crate) fn lower_this_thread() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if let Err(e) = lower()
+        && !WARNED.swap(true, Ordering::Relaxed)
+    {
+        tracing::warn!(error = %e, "cannot lower the reports thread's CPU priority; reports may slow live chat");
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn lower() -> std::io::Result<()> {
+    // Linux schedules threads: pid 0 is the calling thread alone, not the
+    // process. A thread may always lower its own class, unprivileged.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system call on the calling thread with a valid pointer.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower() -> std::io::Result<()> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "only on Linux"))
+}
