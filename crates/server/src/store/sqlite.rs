@@ -201,8 +201,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.faults.check().await?;
-        self.readers.run(read).await
+        self.read_on(&self.readers, read).await
     }
 
     /// A read of the critical lane, on its own readers.
@@ -211,8 +210,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.faults.check().await?;
-        self.critical.run(read).await
+        self.read_on(&self.critical, read).await
     }
 
     /// A report's read, on the reports reader (lowest CPU priority).
@@ -221,8 +219,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        self.read_on(&self.reports, read).await
+    }
+
+    /// A read on `lane`'s threads, unless a fault is injected.
+    async fn read_on<T, F>(&self, lane: &Readers, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
         self.faults.check().await?;
-        self.reports.run(read).await
+        lane.run(read).await
     }
 
     /// The status page's store, on this data dir's `STATUS_FILE`.

@@ -517,7 +517,10 @@ fn apply_batch(
             // An erasure may change a message this commit wrote: it must be
             // in the index first, for the index to forget its old words.
             Job::Exec(exec) | Job::Background(exec) => {
-                index_new_messages(conn, &mut indexed).and_then(|()| run_exec(conn, exec))
+                index_new_messages(conn, indexed).and_then(|()| newest_event(conn)).and_then(|newest| {
+                    indexed = newest;
+                    run_exec(conn, exec)
+                })
             }
             Job::Ran => Err(rusqlite::Error::InvalidQuery),
         };
@@ -530,7 +533,7 @@ fn apply_batch(
             }
         }
     }
-    if let Err(e) = index_new_messages(conn, &mut indexed).and_then(|()| conn.execute_batch("COMMIT")) {
+    if let Err(e) = index_new_messages(conn, indexed).and_then(|()| conn.execute_batch("COMMIT")) {
         let _ = conn.execute_batch("ROLLBACK");
         cache.clear();
         return Err((e, outcomes));
@@ -545,20 +548,19 @@ fn newest_event(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// Put the messages written since the event `indexed` into the search
-/// index, in one statement, and move `indexed` to the newest event. Run at
-/// the end of each commit, and before any write but a chat change
+/// index, in one statement. Run at the end of each commit, and before any
+/// write but a chat change
 /// (migration 0044: FTS5 writes a segment at every savepoint, so a message
 /// indexed as it was written cost a segment each). A message's words are
 /// its body, then its files' names.
-fn index_new_messages(conn: &Connection, indexed: &mut i64) -> rusqlite::Result<()> {
+fn index_new_messages(conn: &Connection, indexed: i64) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO message_search (rowid, text) \
          SELECT e.rowid, e.body || coalesce((SELECT ' ' || group_concat(json_extract(a.value, '$.name'), ' ') \
          FROM json_each(e.data, '$.attachments') a), '') \
          FROM events e WHERE e.rowid > ?1 AND e.kind = 'message' AND e.body IS NOT NULL",
     )?
-    .execute([*indexed])?;
-    *indexed = newest_event(conn)?;
+    .execute([indexed])?;
     Ok(())
 }
 
@@ -949,15 +951,19 @@ mod tests {
         client_id: &str,
         now: i64,
     ) -> Applied {
+        apply_one(conn, cache, &pending_message(conv, author, client_id, "hi"), now).unwrap().unwrap()
+    }
+
+    /// A message of `author` with `client_id` and `body` into `conv`, waiting.
+    fn pending_message(conv: &str, author: &Author, client_id: &str, body: &str) -> PendingChange {
         let change = Change::Message {
             author: author.clone(),
             client_id: client_id.into(),
-            body: "hi".into(),
+            body: body.into(),
             attachments: Vec::new(),
             integration: None,
         };
-        let p = PendingChange { conversation_id: conv.into(), guard: None, change, reply: oneshot::channel().0 };
-        apply_one(conn, cache, &p, now).unwrap().unwrap()
+        PendingChange { conversation_id: conv.into(), guard: None, change, reply: oneshot::channel().0 }
     }
 
     fn send(conn: &Connection, cache: &mut Cache, author: &Author, client_id: &str) -> Applied {
@@ -1196,14 +1202,7 @@ mod tests {
 
     /// A message of the visitor with `body` into `c1`, as a job of a batch.
     fn message_job(client_id: &str, body: &str) -> Job {
-        let change = Change::Message {
-            author: Author::visitor("v"),
-            client_id: client_id.into(),
-            body: body.into(),
-            attachments: Vec::new(),
-            integration: None,
-        };
-        Job::Change(PendingChange { conversation_id: "c1".into(), guard: None, change, reply: oneshot::channel().0 })
+        Job::Change(pending_message("c1", &Author::visitor("v"), client_id, body))
     }
 
     /// The seqs in `c1` of the messages the search index finds for `words`.
