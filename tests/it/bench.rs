@@ -135,17 +135,22 @@ fn relay_on_one_node_and_on_two_is_measured_in_one_run() {
 /// `bench reports` at CI size, on SQLite and on PostgreSQL: every event
 /// of the history is written, each window's report answers (an admin's
 /// with chats in it, and an agent's), and the relay's p99 is measured
-/// without and with reports asked in a loop. The figures are printed, not
+/// in turns without and with reports asked in a loop. The figures are printed, not
 /// held to the targets (those belong to the full-size benchmark).
 #[test]
 fn reports_on_a_seeded_history_are_timed_beside_live_chat_on_both_stores() {
     let db = crate::services::postgres_url();
     for (store, extra) in [("sqlite", vec![]), ("postgres", vec!["--database-url", db.as_str()])] {
         let mut args = vec!["reports", "--conversations", "2000", "--events", "20000", "--windows", "2"];
-        args.extend(["--repeats", "2", "--pairs", "2", "--seconds", "2", "--rate", "20"]);
+        args.extend(["--repeats", "2", "--pairs", "2", "--seconds", "2", "--rate", "20", "--turn-ms", "500"]);
         args.extend(extra);
         let r = bench(&args);
         assert_eq!((r["scenario"].as_str(), r["store"].as_str()), ("reports", store), "{r:?}");
+        // Eight turns of half a second, without reports and with them in
+        // turn: about as many messages on each side.
+        assert_eq!(r["turn_ms"], "500", "{r:?}");
+        let (quiet, busy) = (figure(&r, "messages_quiet"), figure(&r, "messages_during_reports"));
+        assert!(quiet > 0.0 && busy > 0.0 && (quiet - busy).abs() <= 0.5 * (quiet + busy), "{r:?}");
         assert_eq!((r["conversations"].as_str(), r["events"].as_str()), ("2000", "20000"), "{r:?}");
         assert_eq!(r["windows"], "2", "{r:?}");
         assert!(figure(&r, "seed_s") > 0.0 && figure(&r, "chats_per_window") > 0.0, "{r:?}");

@@ -220,13 +220,13 @@ struct RelayFigures {
 
 /// `pairs` visitor–agent pairs chat through `nodes` (clients spread over
 /// them) for `seconds`; the servers' figures are summed over the nodes.
-/// Halfway through the measured time `halfway` (if given) is told the time.
+/// `began` (if given) is told when the measured time begins (Unix ms).
 async fn measure_relay(
     nodes: &[Target],
     pairs: usize,
     seconds: u64,
     rate: Option<u64>,
-    halfway: Option<tokio::sync::oneshot::Sender<i64>>,
+    began: Option<tokio::sync::oneshot::Sender<i64>>,
 ) -> anyhow::Result<RelayFigures> {
     // A pair is one visitor and one agent: routing (least busy first)
     // gives each agent exactly one of the conversations.
@@ -261,17 +261,14 @@ async fn measure_relay(
     let client_cpu = |workers: &[Worker]| workers.iter().map(|w| w.cpu_s()).sum::<Option<f64>>();
     let from = now_ms();
     let started = Instant::now();
+    if let Some(tell) = began {
+        let _ = tell.send(from);
+    }
     let cpu_from = cpu();
     let client_cpu_from = client_cpu(&workers);
     let mut peak_rss = 0.0f64;
-    let mut halfway = halfway;
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if started.elapsed() >= Duration::from_secs(seconds) / 2
-            && let Some(tell) = halfway.take()
-        {
-            let _ = tell.send(now_ms());
-        }
         peak_rss = peak_rss.max(nodes.iter().map(|t| t.rss_mb().unwrap_or(0.0)).sum());
         progress(&format!("relay: {:.0}/{seconds} s", started.elapsed().as_secs_f64()));
     }

@@ -6,9 +6,10 @@
 //! process answers 30-day reports over HTTP (several windows, an admin's
 //! report of the whole site with its groups and agents, and an agent's
 //! own), timed from the client; then the relay runs for twice
-//! `--seconds`, with reports asked for in a loop (one at a time, the
-//! windows in turn) from its halfway point: message latency without and
-//! with reports, in the same run.
+//! `--seconds`, in turns of `--turn-ms`: no reports, then reports asked
+//! for in a loop (one at a time, the windows in turn), and so on. Message
+//! latency without and with reports, in the same run and interleaved, so
+//! that what drifts over the run weighs on both alike.
 //!
 //! The history: a conversation every `days / conversations` on average,
 //! in time order, each in one of `--groups` groups and (when an agent
@@ -21,7 +22,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use clap::Args;
@@ -57,9 +58,13 @@ pub struct Plan {
     /// Times each window is asked for (by the admin, and by an agent).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// The relay beside the reports (without, then with them).
+    /// The relay beside the reports: twice `--seconds` in all.
     #[command(flatten)]
     pub relay: super::BesideRelay,
+    /// Length of a turn of the relay: without reports, then with them
+    /// asked for in a loop, and so on.
+    #[arg(long, default_value_t = 2_000)]
+    pub turn_ms: u64,
     /// PostgreSQL server to make a fresh database on (dropped at the end
     /// unless `--keep`); without it, SQLite in a temporary data dir.
     #[arg(long)]
@@ -73,6 +78,15 @@ pub struct Plan {
     /// those of the day it was written.
     #[arg(long, value_name = "DIR_OR_DATABASE")]
     pub reuse: Option<String>,
+}
+
+/// When reports were asked for beside the relay: each turn with reports,
+/// from its start to the end of its last report (Unix ms), and each
+/// report's time.
+#[derive(Default)]
+struct Turns {
+    busy: Vec<(i64, i64)>,
+    report_ms: Vec<f64>,
 }
 
 /// The store being seeded, whichever it is.
@@ -293,27 +307,38 @@ async fn measure(
     }
     eprintln!();
 
-    // Live chat: one relay run of twice `seconds`, reports asked for in
-    // a loop from its halfway point; the p99 of each half.
-    let (halfway, switched) = tokio::sync::oneshot::channel();
+    // Live chat: one relay run of twice `seconds`, in turns of `turn_ms`:
+    // no reports, then reports asked for in a loop, and so on. Turns
+    // rather than halves, so that what drifts over a run (the machine, a
+    // checkpoint of the history) falls on both sides alike.
+    let (began, relay_began) = tokio::sync::oneshot::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let asking = {
-        let (stop, windows) = (stop.clone(), windows.clone());
+        let (stop, windows, turn_ms) = (stop.clone(), windows.clone(), plan.turn_ms as i64);
         let (http, base, token) = (target.http.clone(), target.base.clone(), target.admin_token.clone());
         tokio::spawn(async move {
-            let mut times = Vec::new();
-            let Ok(since) = switched.await else { return (i64::MAX, times) };
-            for (from, to) in windows.iter().cycle() {
+            let mut turns = Turns::default();
+            let Ok(from) = relay_began.await else { return turns };
+            let mut windows = windows.iter().cycle();
+            for turn in 0i64.. {
+                let (start, end) = (from + turn * turn_ms, from + (turn + 1) * turn_ms);
+                if turn % 2 == 1 {
+                    while now_ms() < end && !stop.load(Ordering::Relaxed) {
+                        let Some((from, to)) = windows.next() else { break };
+                        let started = Instant::now();
+                        let url = format!("{base}/api/v1/reports?from={from}&to={to}");
+                        if http.get(url).bearer_auth(&token).send().await.is_ok_and(|r| r.status().is_success()) {
+                            turns.report_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+                        }
+                    }
+                    turns.busy.push((start, now_ms().max(end)));
+                }
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let started = Instant::now();
-                let url = format!("{base}/api/v1/reports?from={from}&to={to}");
-                if http.get(url).bearer_auth(&token).send().await.is_ok_and(|r| r.status().is_success()) {
-                    times.push(started.elapsed().as_secs_f64() * 1000.0);
-                }
+                tokio::time::sleep(Duration::from_millis(end.saturating_sub(now_ms()).max(0) as u64)).await;
             }
-            (since, times)
+            turns
         })
     };
     let relay = super::measure_relay(
@@ -321,21 +346,27 @@ async fn measure(
         plan.relay.pairs,
         2 * plan.relay.seconds,
         Some(plan.relay.rate),
-        Some(halfway),
+        Some(began),
     )
     .await;
     stop.store(true, Ordering::Relaxed);
-    let (since, mut during_ms) = asking.await?;
+    let Turns { busy: busy_spans, report_ms: mut during_ms } = asking.await?;
     let relay = relay?;
     // The relay's visitors are gone: close their chats, or a run on this
     // history later would give them back to its agents, who would answer
     // nobody (counted lost) and carry them as extra load.
     let closed = close_open_chats(&target).await?;
+    // A message sent within a turn with reports, or while the last
+    // report of one was still being answered, was sent during reports.
     let (mut quiet, mut busy): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     for (sent, latency) in &relay.samples {
-        if *sent < since { quiet.push(*latency) } else { busy.push(*latency) }
+        if busy_spans.iter().any(|(start, end)| (*start..*end).contains(sent)) {
+            busy.push(*latency)
+        } else {
+            quiet.push(*latency)
+        }
     }
-    anyhow::ensure!(!quiet.is_empty() && !busy.is_empty(), "no messages in a half of the relay");
+    anyhow::ensure!(!quiet.is_empty() && !busy.is_empty(), "no messages in a turn of the relay");
     let (p99_quiet, p99_busy) = (percentile(&mut quiet, 99.0), percentile(&mut busy, 99.0));
     let (_, storage_errors, _) = target.log.counts();
 
@@ -350,6 +381,7 @@ async fn measure(
         ("relay_pairs", plan.relay.pairs.to_string()),
         ("relay_rate", plan.relay.rate.to_string()),
         ("relay_seconds", (2 * plan.relay.seconds).to_string()),
+        ("turn_ms", plan.turn_ms.to_string()),
         ("messages_quiet", quiet.len().to_string()),
         ("messages_during_reports", busy.len().to_string()),
         ("p99_quiet_ms", format!("{p99_quiet:.2}")),

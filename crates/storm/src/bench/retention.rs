@@ -199,12 +199,14 @@ async fn measure(plan: &Plan, args: &[&str], widget_key: String) -> anyhow::Resu
     let mut args = args.to_vec();
     args.extend(["--retention-every-secs", "1"]);
     let target = Target::serve(&args, widget_key).await?;
-    let (halfway, switched) = tokio::sync::oneshot::channel();
+    let (began, relay_began) = tokio::sync::oneshot::channel();
     let policy = {
         let (http, base, token) = (target.http.clone(), target.base.clone(), target.admin_token.clone());
         let (keep_days, seconds, conversations) = (plan.keep_days, plan.relay.seconds, plan.conversations);
         tokio::spawn(async move {
-            let since = switched.await.map_err(|_| anyhow!("the relay ended before its halfway point"))?;
+            relay_began.await.map_err(|_| anyhow!("the relay ended before it began"))?;
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            let since = now_ms();
             let site: serde_json::Value =
                 http.get(format!("{base}/api/v1/admin/site")).bearer_auth(&token).send().await?.json().await?;
             let mut settings = site["settings"].clone();
@@ -235,7 +237,7 @@ async fn measure(plan: &Plan, args: &[&str], widget_key: String) -> anyhow::Resu
         plan.relay.pairs,
         2 * plan.relay.seconds,
         Some(plan.relay.rate),
-        Some(halfway),
+        Some(began),
     )
     .await?;
     let (since, erase_s) = policy.await??;
