@@ -15,10 +15,12 @@
 //! - `flood`     — `storm visitor-flood`: one address floods the widget's doors.
 //! - `rehearsal` — a stand-in plan service that answers, hangs or fails as told.
 //! - `bench`     — `holdfast bench`: relay throughput, idle sockets, soak, first send.
+//! - `machine`   — what the machine gives beside a bench: steal time, a fixed work's CPU time.
 
 pub mod bench;
 pub mod client;
 pub(crate) mod flood;
+pub(crate) mod machine;
 pub mod rehearsal;
 pub(crate) mod scenarios;
 pub mod server;

@@ -3,6 +3,10 @@
 //! that stops fitting, a file that grows, a pool that starves) shows as a
 //! trend. Clients count into per-worker tallies (`storm::client::Tally`)
 //! instead of listing every message: memory stays flat however long it runs.
+//! Beside each row, what the writer batched (jobs per commit) and what the
+//! machine gave (`machine`: steal time, a fixed work's CPU time), so that a
+//! minute that costs more per message can be told apart from a machine
+//! that ran slower in it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -30,6 +34,12 @@ struct Row {
     warnings: u64,
     /// Status checks run (`holdfast_status_checks_total`) during the interval.
     status_checks: f64,
+    /// Jobs per commit of the SQLite writer (`holdfast_store_batch_size`).
+    batch: Option<f64>,
+    /// The machine: CPU time stolen by the hypervisor (percent), and the
+    /// CPU time of a fixed piece of work (µs, `machine::Probe`).
+    steal_pct: Option<f64>,
+    probe_us: Option<f64>,
     /// Per side, per conversation: the highest seq acknowledged by its end.
     visitor_marks: HashMap<String, i64>,
     agent_marks: HashMap<String, i64>,
@@ -74,6 +84,14 @@ pub(super) async fn soak(pairs: usize, seconds: u64, interval_s: u64, rate: Opti
     let mut cpu_before = target.cpu_s();
     let mut warnings_before = target.log.counts().0;
     let mut checks_before = target.metric("holdfast_status_checks_total").await.unwrap_or(0.0);
+    let batches = async |target: &Target| {
+        let sum = target.metric("holdfast_store_batch_size_sum").await.ok()?;
+        Some((sum, target.metric("holdfast_store_batch_size_count").await.ok()?))
+    };
+    let mut batches_before = batches(&target).await;
+    let mut steal = crate::machine::Steal::start();
+    let probe = crate::machine::Probe::start()?;
+    probe.median_us();
     let mut rows: Vec<Row> = Vec::with_capacity(intervals);
     eprintln!("{}", header());
     for i in 0..intervals {
@@ -95,6 +113,7 @@ pub(super) async fn soak(pairs: usize, seconds: u64, interval_s: u64, rate: Opti
         let cpu = target.cpu_s();
         let warnings = target.log.counts().0;
         let checks = target.metric("holdfast_status_checks_total").await.unwrap_or(checks_before);
+        let batches_now = batches(&target).await;
         let row = Row {
             end_s: elapsed,
             msgs_per_s: received as f64 / span,
@@ -105,10 +124,15 @@ pub(super) async fn soak(pairs: usize, seconds: u64, interval_s: u64, rate: Opti
             duplicated: agents.duplicated + visitors.duplicated,
             warnings: warnings - warnings_before,
             status_checks: checks - checks_before,
+            batch: batches_before
+                .zip(batches_now)
+                .and_then(|((s0, n0), (s1, n1))| (n1 > n0).then(|| (s1 - s0) / (n1 - n0))),
+            steal_pct: steal.percent(),
+            probe_us: probe.median_us(),
             visitor_marks: visitors.acked_up_to,
             agent_marks: agents.acked_up_to,
         };
-        (cpu_before, warnings_before, checks_before) = (cpu, warnings, checks);
+        (cpu_before, warnings_before, checks_before, batches_before) = (cpu, warnings, checks, batches_now);
         eprintln!();
         eprintln!("{}", line(i + 1, &row, None));
         rows.push(row);
@@ -173,7 +197,7 @@ pub(super) async fn soak(pairs: usize, seconds: u64, interval_s: u64, rate: Opti
 
 fn header() -> String {
     format!(
-        "{:>8} {:>7} {:>10} {:>7} {:>8} {:>9} {:>9} {:>6} {:>10} {:>8} {:>6}",
+        "{:>8} {:>7} {:>10} {:>7} {:>8} {:>9} {:>9} {:>6} {:>10} {:>8} {:>6} {:>7} {:>7} {:>9}",
         "interval",
         "end_s",
         "msgs_per_s",
@@ -184,14 +208,17 @@ fn header() -> String {
         "lost",
         "duplicated",
         "warnings",
-        "checks"
+        "checks",
+        "batch",
+        "steal%",
+        "probe_us"
     )
 }
 
 /// A row of the table; `lost` is known only once the run is over.
 fn line(n: usize, r: &Row, lost: Option<usize>) -> String {
     format!(
-        "{:>8} {:>7.0} {:>10.0} {:>7.1} {:>8.1} {:>9.1} {:>9} {:>6} {:>10} {:>8} {:>6.0}",
+        "{:>8} {:>7.0} {:>10.0} {:>7.1} {:>8.1} {:>9.1} {:>9} {:>6} {:>10} {:>8} {:>6.0} {:>7} {:>7} {:>9}",
         n,
         r.end_s,
         r.msgs_per_s,
@@ -203,6 +230,9 @@ fn line(n: usize, r: &Row, lost: Option<usize>) -> String {
         r.duplicated,
         r.warnings,
         r.status_checks,
+        r.batch.map_or("n/a".into(), |b| format!("{b:.1}")),
+        r.steal_pct.map_or("n/a".into(), |s| format!("{s:.1}")),
+        r.probe_us.map_or("n/a".into(), |p| format!("{p:.0}")),
     )
 }
 
