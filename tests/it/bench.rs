@@ -143,8 +143,16 @@ fn reports_on_a_seeded_history_are_timed_beside_live_chat_on_both_stores() {
     for (store, extra) in [("sqlite", vec![]), ("postgres", vec!["--database-url", db.as_str()])] {
         let mut args = vec!["reports", "--conversations", "2000", "--events", "20000", "--windows", "2"];
         args.extend(["--repeats", "2", "--pairs", "2", "--seconds", "2", "--rate", "20", "--turn-ms", "500"]);
+        let dir = tempfile::tempdir().unwrap();
+        let dump = dir.path().join("dump.csv");
+        args.extend(["--dump", dump.to_str().unwrap()]);
         args.extend(extra);
         let r = bench(&args);
+        // The dump holds every message counted and every report asked.
+        let csv = std::fs::read_to_string(&dump).unwrap();
+        let count = |what: &str| csv.lines().filter(|l| l.starts_with(&format!("{what},"))).count() as f64;
+        assert_eq!(count("message"), figure(&r, "messages_quiet") + figure(&r, "messages_during_reports"), "{csv}");
+        assert_eq!(count("report"), figure(&r, "reports_during_relay"), "{csv}");
         assert_eq!((r["scenario"].as_str(), r["store"].as_str()), ("reports", store), "{r:?}");
         // Eight turns of half a second, without reports and with them in
         // turn: about as many messages on each side.

@@ -65,6 +65,11 @@ pub struct Plan {
     /// asked for in a loop, and so on.
     #[arg(long, default_value_t = 2_000)]
     pub turn_ms: u64,
+    /// Write every relayed message (`message,SENT_UNIX_MS,LATENCY_MS`) and
+    /// every report asked for beside it (`report,ASKED_UNIX_MS,ANSWERED_UNIX_MS`)
+    /// to this CSV file, to see where the slow messages fall.
+    #[arg(long, value_name = "FILE")]
+    pub dump: Option<std::path::PathBuf>,
     /// PostgreSQL server to make a fresh database on (dropped at the end
     /// unless `--keep`); without it, SQLite in a temporary data dir.
     #[arg(long)]
@@ -81,11 +86,12 @@ pub struct Plan {
 }
 
 /// When reports were asked for beside the relay: each turn with reports,
-/// from its start to the end of its last report (Unix ms), and each
-/// report's time.
+/// from its start to the end of its last report, and each report asked
+/// for, from its request to its answer (Unix ms), with its time (ms).
 #[derive(Default)]
 struct Turns {
     busy: Vec<(i64, i64)>,
+    reports: Vec<(i64, i64)>,
     report_ms: Vec<f64>,
 }
 
@@ -325,10 +331,11 @@ async fn measure(
                 if turn % 2 == 1 {
                     while now_ms() < end && !stop.load(Ordering::Relaxed) {
                         let Some((from, to)) = windows.next() else { break };
-                        let started = Instant::now();
+                        let (started, asked_at) = (Instant::now(), now_ms());
                         let url = format!("{base}/api/v1/reports?from={from}&to={to}");
                         if http.get(url).bearer_auth(&token).send().await.is_ok_and(|r| r.status().is_success()) {
                             turns.report_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+                            turns.reports.push((asked_at, now_ms()));
                         }
                     }
                     turns.busy.push((start, now_ms().max(end)));
@@ -350,8 +357,11 @@ async fn measure(
     )
     .await;
     stop.store(true, Ordering::Relaxed);
-    let Turns { busy: busy_spans, report_ms: mut during_ms } = asking.await?;
+    let Turns { busy: busy_spans, reports: asked, report_ms: mut during_ms } = asking.await?;
     let relay = relay?;
+    if let Some(path) = &plan.dump {
+        dump(path, &relay.samples, &asked)?;
+    }
     // The relay's visitors are gone: close their chats, or a run on this
     // history later would give them back to its agents, who would answer
     // nobody (counted lost) and carry them as extra load.
@@ -395,6 +405,19 @@ async fn measure(
         ("open_chats_found", left_open.to_string()),
         ("chats_closed_after", closed.to_string()),
     ])
+}
+
+/// The relay's messages and the reports beside them, as `--dump` writes them.
+fn dump(path: &std::path::Path, samples: &[(i64, f64)], reports: &[(i64, i64)]) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut csv = String::from("what,at_unix_ms,value\n");
+    for (sent, latency) in samples {
+        let _ = writeln!(csv, "message,{sent},{latency:.3}");
+    }
+    for (asked, answered) in reports {
+        let _ = writeln!(csv, "report,{asked},{answered}");
+    }
+    std::fs::write(path, csv).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
 }
 
 /// Close every queued and active chat of the site over the REST API, as
