@@ -1,7 +1,8 @@
 //! Work that must never slow live chat, on threads at the lowest CPU
 //! priority the kernel has: reports. On SQLite their rows are read and
 //! tallied on a reader of their own at this priority
-//! (`store/sqlite_readers.rs`, `Readers::spawn_lowest`); on PostgreSQL
+//! (`store/sqlite_readers.rs`, `Readers::spawn_lowest`), which also rests
+//! between chunks of rows (`store/reports.rs`); on PostgreSQL
 //! each chunk of rows is tallied on this module's thread (`run`), and
 //! `http/reports` builds every report there.
 //!
