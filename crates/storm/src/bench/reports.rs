@@ -136,7 +136,10 @@ impl Seeding {
 pub(super) async fn reports(plan: Plan) -> anyhow::Result<()> {
     anyhow::ensure!(plan.conversations > 0 && plan.days >= 30, "--conversations must be positive, --days at least 30");
     anyhow::ensure!(plan.events >= 2 * plan.conversations, "--events must be at least twice --conversations");
-    anyhow::ensure!(plan.groups > 0 && plan.windows > 0 && plan.repeats > 0, "--groups, --windows, --repeats > 0");
+    anyhow::ensure!(
+        plan.groups > 0 && plan.windows > 0 && plan.repeats > 0 && plan.turn_ms > 0,
+        "--groups, --windows, --repeats, --turn-ms > 0"
+    );
     anyhow::ensure!(
         plan.relay.pairs > 0 && plan.relay.seconds > 0 && plan.relay.rate > 0,
         "--pairs, --seconds, --rate > 0"
@@ -330,9 +333,9 @@ async fn measure(
                 let (start, end) = (from + turn * turn_ms, from + (turn + 1) * turn_ms);
                 if turn % 2 == 1 {
                     while now_ms() < end && !stop.load(Ordering::Relaxed) {
-                        let Some((from, to)) = windows.next() else { break };
+                        let Some((first_day, last_day)) = windows.next() else { break };
                         let (started, asked_at) = (Instant::now(), now_ms());
-                        let url = format!("{base}/api/v1/reports?from={from}&to={to}");
+                        let url = format!("{base}/api/v1/reports?from={first_day}&to={last_day}");
                         if http.get(url).bearer_auth(&token).send().await.is_ok_and(|r| r.status().is_success()) {
                             turns.report_ms.push(started.elapsed().as_secs_f64() * 1000.0);
                             turns.reports.push((asked_at, now_ms()));

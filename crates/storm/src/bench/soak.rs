@@ -91,7 +91,6 @@ pub(super) async fn soak(pairs: usize, seconds: u64, interval_s: u64, rate: Opti
     let mut batches_before = batches(&target).await;
     let mut steal = crate::machine::Steal::start();
     let probe = crate::machine::Probe::start()?;
-    probe.median_us();
     let mut rows: Vec<Row> = Vec::with_capacity(intervals);
     eprintln!("{}", header());
     for i in 0..intervals {
