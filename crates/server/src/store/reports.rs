@@ -149,9 +149,10 @@ impl PostgresStore {
     /// is asked for. So the backend works only in short bursts, each
     /// after this process found the CPU chat left it; streamed instead,
     /// it ran the whole statement at once beside chat, its rows piling
-    /// up in socket buffers. (Sleeping between chunks instead, busy a
-    /// third of the time, made a report five to eight times slower, over
-    /// 500 ms, and was no steadier for chat: `docs/benchmarks.md`.)
+    /// up in socket buffers. (Resting between chunks as well, as SQLite's
+    /// reader does, made a month's report three to eight times slower,
+    /// over 500 ms: each chunk is a round trip, a hop to the low thread
+    /// and a timer. `docs/benchmarks.md`.)
     pub(super) async fn report_facts(
         &self,
         site_id: &str,
@@ -176,8 +177,9 @@ impl PostgresStore {
             .bind(agent_id)
             .execute(&mut *tx)
             .await?;
+        let fetch = format!("FETCH {CHUNK} FROM report");
         loop {
-            let rows = sqlx::query(FETCH).fetch_all(&mut *tx).await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(fetch.as_str())).fetch_all(&mut *tx).await?;
             let last = rows.len() < CHUNK;
             sink = crate::low_priority::run(move || {
                 for r in &rows {
@@ -198,4 +200,3 @@ impl PostgresStore {
 /// Rows a report's cursor hands over at a time (PostgreSQL), and rows a
 /// report reads between two rests (SQLite): about a millisecond of work.
 const CHUNK: usize = 1024;
-const FETCH: &str = "FETCH 1024 FROM report";
