@@ -209,13 +209,28 @@ async fn bodies(s: &TestServer, token: &str, conv: &str) -> Vec<Value> {
     events.iter().filter(|e| e["type"] == "message").map(|e| e.get("body").cloned().unwrap_or(Value::Null)).collect()
 }
 
+/// A site with its admin (Boss) and an agent online (Ann).
+struct Shop {
+    site: holdfast_server::store::Site,
+    ann: Client,
+    ann_token: String,
+    boss: String,
+}
+
+impl Shop {
+    async fn open(s: &TestServer) -> Shop {
+        let site = s.site().await;
+        admin(s.state.store.as_ref(), &site, "boss@shop.example").await;
+        s.agent(&site, "ann@shop.example", 10).await;
+        let (ann, ann_token) = s.online_agent("ann@shop.example").await;
+        let (boss, _) = s.login("boss@shop.example", "password123").await;
+        Shop { site, ann, ann_token, boss }
+    }
+}
+
 async fn a_sites_retention_erases_ended_chats_older_than_its_days(node: Node) {
     let s = &node.server;
-    let site = s.site().await;
-    admin(s.state.store.as_ref(), &site, "boss@shop.example").await;
-    s.agent(&site, "ann@shop.example", 10).await;
-    let (mut ann, ann_token) = s.online_agent("ann@shop.example").await;
-    let (boss, _) = s.login("boss@shop.example", "password123").await;
+    let Shop { site, mut ann, ann_token, boss } = Shop::open(s).await;
 
     // Three old chats (more than a batch) end; one is still open.
     let mut old = Vec::new();
@@ -273,6 +288,44 @@ async fn a_sites_retention_erases_ended_chats_older_than_its_days(node: Node) {
     );
     assert_eq!(bodies(s, &ann_token, &open).await, [json!("still talking")], "an open chat is never expired");
     drop(open_visitor);
+}
+
+/// A policy lengthened while the job is catching up takes effect at its
+/// next batch: an admin who set too few days by mistake does not watch
+/// the rest of the history go under the old policy.
+async fn a_policy_lengthened_mid_run_stops_the_erasing_at_the_next_batch(node: Node) {
+    let s = &node.server;
+    let Shop { site, mut ann, ann_token, boss } = Shop::open(s).await;
+    // Six old chats: three batches of two, the job resting 1.5 s between.
+    let mut old = Vec::new();
+    for name in ["zoe", "yan", "xia", "wes", "vic", "uma"] {
+        old.push(ended_chat(s, &site, &mut ann, name).await.1);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let (_, view) = s.get("/api/v1/admin/site", Some(&boss)).await;
+    let mut settings = view["settings"].clone();
+    let mut put = |days: u32| {
+        settings["retention_days"] = json!(days);
+        s.http.put(format!("{}/api/v1/admin/site/settings", s.base)).bearer_auth(&boss).json(&settings).send()
+    };
+    assert_eq!(put(2).await.unwrap().status().as_u16(), 200);
+    let erased = async || {
+        let mut n = 0;
+        for conv in &old {
+            n += usize::from(bodies(s, &ann_token, conv).await.iter().all(Value::is_null));
+        }
+        n
+    };
+    let start = std::time::Instant::now();
+    while erased().await == 0 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "retention never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Lengthened during the first batch's rest: under the old policy the
+    // other two batches would be gone within 3.5 s.
+    assert_eq!(put(3650).await.unwrap().status().as_u16(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+    assert_eq!(erased().await, 2, "only the batch under way when the policy changed");
 }
 
 async fn another_sites_policy_is_not_this_sites(node: Node) {
@@ -386,6 +439,26 @@ mod retention {
         another_sites_policy_is_not_this_sites,
         the_audit_log_keeps_entries_for_the_sites_days_and_never_under_thirty
     );
+}
+
+/// Retention as quick, resting 1.5 s between batches.
+fn resting_retention(c: &mut holdfast_server::config::Config) {
+    quick_retention(c);
+    c.retention.pause = std::time::Duration::from_millis(1500);
+}
+
+mod resting_retention {
+    use super::*;
+
+    async fn sqlite() -> Node {
+        Node::sqlite(resting_retention).await
+    }
+
+    async fn postgres() -> Node {
+        Node::postgres(resting_retention).await
+    }
+
+    both_stores!(a_policy_lengthened_mid_run_stops_the_erasing_at_the_next_batch);
 }
 
 /// The real binary, run as the operator would.

@@ -160,11 +160,14 @@ impl Default for RetentionConfig {
 pub async fn apply_retention(store: &dyn Store, config: &RetentionConfig, now: i64) -> Result<Expired> {
     let mut total = Expired::default();
     for site in store.sites().await? {
-        let settings = crate::admin::WidgetSettings::from_stored(&site.settings);
+        let mut settings = crate::admin::WidgetSettings::from_stored(&site.settings);
         let day = config.day.as_millis() as i64;
         if settings.retention_days > 0 {
-            let cutoff = now - day * i64::from(settings.retention_days);
             loop {
+                // The policy as it is now: an admin who lengthens or turns
+                // off a policy set by mistake stops the erasing at the next
+                // batch, not after hours of catching up under the old one.
+                let cutoff = now - day * i64::from(settings.retention_days);
                 let batch = store.expire(&site.id, cutoff, now, config.batch).await?;
                 metrics::counter!("holdfast_retention_expired_conversations_total").increment(batch.conversations);
                 metrics::counter!("holdfast_retention_expired_messages_total").increment(batch.messages);
@@ -178,6 +181,13 @@ pub async fn apply_retention(store: &dyn Store, config: &RetentionConfig, now: i
                     break;
                 }
                 tokio::time::sleep(config.pause).await;
+                match store.site(&site.id).await? {
+                    Some(now_site) => settings = crate::admin::WidgetSettings::from_stored(&now_site.settings),
+                    None => break,
+                }
+                if settings.retention_days == 0 {
+                    break;
+                }
             }
         }
         if settings.audit_retention_days > 0 {
