@@ -38,19 +38,50 @@ use crate::{Common, finish, percentile};
 use holdfast_server::store::now_ms;
 
 /// The relay that runs beside the work a benchmark measures (`bench
-/// reports`, `bench retention`): its message latency without, then with
-/// that work, in the same run.
+/// reports`, `bench retention`): its message latency without and with
+/// that work, in turns of the same run, so that what drifts over a run
+/// (the machine, a checkpoint of the history) weighs on both alike.
 #[derive(Args, Debug, Clone)]
 pub struct BesideRelay {
     /// Relay pairs chatting while message latency is measured.
     #[arg(long, default_value_t = 20)]
     pub pairs: usize,
-    /// Seconds of each half of the relay (without, then with the work).
+    /// Seconds of the relay without the work, and as many with it: the
+    /// relay runs twice this long.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
     /// Messages per second the relay offers.
     #[arg(long, default_value_t = 200)]
     pub rate: u64,
+    /// Length of a turn of the relay: without the work, then with it, and
+    /// so on.
+    #[arg(long, default_value_t = 2_000)]
+    pub turn_ms: u64,
+}
+
+impl BesideRelay {
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.pairs > 0 && self.seconds > 0 && self.rate > 0 && self.turn_ms > 0,
+            "--pairs, --seconds, --rate and --turn-ms must be positive"
+        );
+        Ok(())
+    }
+
+    /// The relay's messages (sent at, latency) split into those sent
+    /// outside every busy span and those sent within one.
+    fn split(samples: &[(i64, f64)], busy_spans: &[(i64, i64)]) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+        let (mut quiet, mut busy) = (Vec::new(), Vec::new());
+        for (sent, latency) in samples {
+            if busy_spans.iter().any(|(start, end)| (*start..*end).contains(sent)) {
+                busy.push(*latency)
+            } else {
+                quiet.push(*latency)
+            }
+        }
+        anyhow::ensure!(!quiet.is_empty() && !busy.is_empty(), "no messages in a turn of the relay");
+        Ok((quiet, busy))
+    }
 }
 
 #[derive(Subcommand, Debug)]

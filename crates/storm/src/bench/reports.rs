@@ -61,10 +61,6 @@ pub struct Plan {
     /// The relay beside the reports: twice `--seconds` in all.
     #[command(flatten)]
     pub relay: super::BesideRelay,
-    /// Length of a turn of the relay: without reports, then with them
-    /// asked for in a loop, and so on.
-    #[arg(long, default_value_t = 2_000)]
-    pub turn_ms: u64,
     /// Write every relayed message (`message,SENT_UNIX_MS,LATENCY_MS`) and
     /// every report asked for beside it (`report,ASKED_UNIX_MS,ANSWERED_UNIX_MS`)
     /// to this CSV file, to see where the slow messages fall.
@@ -136,14 +132,8 @@ impl Seeding {
 pub(super) async fn reports(plan: Plan) -> anyhow::Result<()> {
     anyhow::ensure!(plan.conversations > 0 && plan.days >= 30, "--conversations must be positive, --days at least 30");
     anyhow::ensure!(plan.events >= 2 * plan.conversations, "--events must be at least twice --conversations");
-    anyhow::ensure!(
-        plan.groups > 0 && plan.windows > 0 && plan.repeats > 0 && plan.turn_ms > 0,
-        "--groups, --windows, --repeats, --turn-ms > 0"
-    );
-    anyhow::ensure!(
-        plan.relay.pairs > 0 && plan.relay.seconds > 0 && plan.relay.rate > 0,
-        "--pairs, --seconds, --rate > 0"
-    );
+    anyhow::ensure!(plan.groups > 0 && plan.windows > 0 && plan.repeats > 0, "--groups, --windows, --repeats > 0");
+    plan.relay.check()?;
     let store_name = if plan.database_url.is_some() { "postgres" } else { "sqlite" };
     eprintln!(
         "bench reports: {} conversations, {} events over {} days, {store_name}",
@@ -323,7 +313,7 @@ async fn measure(
     let (began, relay_began) = tokio::sync::oneshot::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let asking = {
-        let (stop, windows, turn_ms) = (stop.clone(), windows.clone(), plan.turn_ms as i64);
+        let (stop, windows, turn_ms) = (stop.clone(), windows.clone(), plan.relay.turn_ms as i64);
         let (http, base, token) = (target.http.clone(), target.base.clone(), target.admin_token.clone());
         tokio::spawn(async move {
             let mut turns = Turns::default();
@@ -371,15 +361,7 @@ async fn measure(
     let closed = close_open_chats(&target).await?;
     // A message sent within a turn with reports, or while the last
     // report of one was still being answered, was sent during reports.
-    let (mut quiet, mut busy): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
-    for (sent, latency) in &relay.samples {
-        if busy_spans.iter().any(|(start, end)| (*start..*end).contains(sent)) {
-            busy.push(*latency)
-        } else {
-            quiet.push(*latency)
-        }
-    }
-    anyhow::ensure!(!quiet.is_empty() && !busy.is_empty(), "no messages in a turn of the relay");
+    let (mut quiet, mut busy) = super::BesideRelay::split(&relay.samples, &busy_spans)?;
     let (p99_quiet, p99_busy) = (percentile(&mut quiet, 99.0), percentile(&mut busy, 99.0));
     let (_, storage_errors, _) = target.log.counts();
 
@@ -394,7 +376,7 @@ async fn measure(
         ("relay_pairs", plan.relay.pairs.to_string()),
         ("relay_rate", plan.relay.rate.to_string()),
         ("relay_seconds", (2 * plan.relay.seconds).to_string()),
-        ("turn_ms", plan.turn_ms.to_string()),
+        ("turn_ms", plan.relay.turn_ms.to_string()),
         ("messages_quiet", quiet.len().to_string()),
         ("messages_during_reports", busy.len().to_string()),
         ("p99_quiet_ms", format!("{p99_quiet:.2}")),

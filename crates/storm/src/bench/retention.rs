@@ -4,12 +4,16 @@
 //! straight into a fresh store (`store::seed`, a batch per transaction:
 //! SQLite in a temporary data dir, or a new PostgreSQL database with
 //! `--database-url`); then a server in its own process runs the relay for
-//! twice `--seconds`, and at its halfway point the site's admin sets
-//! `retention_days` to `--keep-days` over HTTP. The job (every second
-//! here) starts erasing in its small batches: message latency before and
-//! while it erases, in the same run, with what it erased meanwhile and the
-//! relay's lost and doubled messages.
+//! twice `--seconds`, in turns of `--turn-ms`: the site's policy off, then
+//! set to `--keep-days` by its admin over HTTP, and so on. The job (every
+//! second here) erases in its small batches while the policy is on, and
+//! stops at its next batch once it is off; a turn with the policy lasts
+//! until the job's count of erased chats stops moving. Message latency
+//! without and with the job, interleaved in the same run, with what it
+//! erased meanwhile and the relay's lost and doubled messages.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
@@ -51,10 +55,7 @@ pub struct Plan {
 pub(super) async fn retention(plan: Plan) -> anyhow::Result<()> {
     anyhow::ensure!(plan.conversations > 0 && plan.messages > 0, "--conversations and --messages must be positive");
     anyhow::ensure!(plan.keep_days >= 1, "--keep-days must be at least 1");
-    anyhow::ensure!(
-        plan.relay.pairs > 0 && plan.relay.seconds > 0 && plan.relay.rate > 0,
-        "--pairs, --seconds, --rate > 0"
-    );
+    plan.relay.check()?;
     let store_name = if plan.database_url.is_some() { "postgres" } else { "sqlite" };
     eprintln!(
         "bench retention: {} conversations of {} messages to erase, {store_name}",
@@ -193,43 +194,36 @@ fn conversation(messages: usize, created_at: i64, group: &str, agent: &str, visi
     }
 }
 
-/// The relay for twice `seconds` on a server started with `args`; the
-/// policy set halfway.
+/// The relay for twice `seconds` on a server started with `args`, in
+/// turns: the policy off, then on, and so on.
 async fn measure(plan: &Plan, args: &[&str], widget_key: String) -> anyhow::Result<Vec<(&'static str, String)>> {
     let mut args = args.to_vec();
     args.extend(["--retention-every-secs", "1"]);
     let target = Target::serve(&args, widget_key).await?;
+    let policy = Policy::of(&target).await?;
     let (began, relay_began) = tokio::sync::oneshot::channel();
-    let policy = {
-        let (http, base, token) = (target.http.clone(), target.base.clone(), target.admin_token.clone());
-        let (keep_days, seconds, conversations) = (plan.keep_days, plan.relay.seconds, plan.conversations);
+    let stop = Arc::new(AtomicBool::new(false));
+    let turns = {
+        let (stop, turn_ms, keep_days) = (stop.clone(), plan.relay.turn_ms as i64, plan.keep_days);
         tokio::spawn(async move {
-            relay_began.await.map_err(|_| anyhow!("the relay ended before it began"))?;
-            tokio::time::sleep(Duration::from_secs(seconds)).await;
-            let since = now_ms();
-            let site: serde_json::Value =
-                http.get(format!("{base}/api/v1/admin/site")).bearer_auth(&token).send().await?.json().await?;
-            let mut settings = site["settings"].clone();
-            settings["retention_days"] = serde_json::json!(keep_days);
-            let res = http
-                .put(format!("{base}/api/v1/admin/site/settings"))
-                .bearer_auth(&token)
-                .json(&settings)
-                .send()
-                .await?;
-            anyhow::ensure!(res.status().is_success(), "the policy was refused: {}", res.text().await?);
-            // How long the job takes to erase the whole history, if it
-            // does within the relay's second half and its wind-down.
-            let (set_at, mut erase_s) = (Instant::now(), None);
-            while set_at.elapsed() < Duration::from_secs(seconds + 5) {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let done = metric_at(&http, &base, "holdfast_retention_expired_conversations_total").await?;
-                if done >= conversations as f64 {
-                    erase_s = Some(set_at.elapsed().as_secs_f64());
+            let mut busy = Vec::new();
+            let Ok(from) = relay_began.await else { return anyhow::Ok(busy) };
+            for turn in 0i64.. {
+                let (start, end) = (from + turn * turn_ms, from + (turn + 1) * turn_ms);
+                if stop.load(Ordering::Relaxed) {
                     break;
                 }
+                if turn % 2 == 1 {
+                    policy.set(keep_days).await?;
+                    sleep_until_ms(end).await;
+                    policy.set(0).await?;
+                    // The batch under way when the policy went off still
+                    // ends: the turn lasts until the job stops counting.
+                    busy.push((start, policy.settled(end, end + turn_ms).await?));
+                }
+                sleep_until_ms(end).await;
             }
-            anyhow::Ok((since, erase_s))
+            anyhow::Ok(busy)
         })
     };
     let relay = super::measure_relay(
@@ -239,17 +233,21 @@ async fn measure(plan: &Plan, args: &[&str], widget_key: String) -> anyhow::Resu
         Some(plan.relay.rate),
         Some(began),
     )
-    .await?;
-    let (since, erase_s) = policy.await??;
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let busy_spans = turns.await??;
+    let relay = relay?;
     let erased = target.metric("holdfast_retention_expired_conversations_total").await?;
     let erased_messages = target.metric("holdfast_retention_expired_messages_total").await?;
-    let (mut before, mut during): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
-    for (sent, latency) in &relay.samples {
-        if *sent < since { before.push(*latency) } else { during.push(*latency) }
-    }
-    anyhow::ensure!(!before.is_empty() && !during.is_empty(), "no messages in a half of the relay");
     anyhow::ensure!(erased > 0.0, "the retention job erased nothing while the relay ran");
-    let (p99_before, p99_during) = (percentile(&mut before, 99.0), percentile(&mut during, 99.0));
+    anyhow::ensure!(
+        erased < plan.conversations as f64,
+        "the job erased the whole history before the relay ended: its last turns had nothing to erase; \
+         give more --conversations"
+    );
+    let (mut quiet, mut busy) = super::BesideRelay::split(&relay.samples, &busy_spans)?;
+    let (p99_quiet, p99_busy) = (percentile(&mut quiet, 99.0), percentile(&mut busy, 99.0));
+    let busy_s = busy_spans.iter().map(|(start, end)| end - start).sum::<i64>() as f64 / 1000.0;
     let (_, storage_errors, _) = target.log.counts();
     Ok(vec![
         ("conversations", plan.conversations.to_string()),
@@ -257,16 +255,69 @@ async fn measure(plan: &Plan, args: &[&str], widget_key: String) -> anyhow::Resu
         ("relay_pairs", plan.relay.pairs.to_string()),
         ("relay_rate", plan.relay.rate.to_string()),
         ("relay_seconds", (2 * plan.relay.seconds).to_string()),
+        ("turn_ms", plan.relay.turn_ms.to_string()),
         ("erased_conversations", format!("{erased:.0}")),
         ("erased_messages", format!("{erased_messages:.0}")),
-        ("erased_all_in_s", erase_s.map_or("none".into(), |s| format!("{s:.1}"))),
-        ("messages_before", before.len().to_string()),
-        ("messages_while_erasing", during.len().to_string()),
-        ("p99_before_ms", format!("{p99_before:.2}")),
-        ("p99_while_erasing_ms", format!("{p99_during:.2}")),
-        ("p99_ratio", format!("{:.2}", p99_during / p99_before.max(0.01))),
+        ("erasing_s", format!("{busy_s:.1}")),
+        ("erased_per_s", format!("{:.0}", erased / busy_s.max(0.001))),
+        ("messages_quiet", quiet.len().to_string()),
+        ("messages_while_erasing", busy.len().to_string()),
+        ("p99_quiet_ms", format!("{p99_quiet:.2}")),
+        ("p99_while_erasing_ms", format!("{p99_busy:.2}")),
+        ("p99_ratio", format!("{:.2}", p99_busy / p99_quiet.max(0.01))),
         ("lost", relay.lost.to_string()),
         ("duplicated", relay.duplicated.to_string()),
         ("storage_errors", storage_errors.to_string()),
     ])
+}
+
+/// The site's retention policy, set by its admin over HTTP as in the
+/// console, and the job's count of what it erased.
+struct Policy {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    settings: serde_json::Value,
+}
+
+impl Policy {
+    async fn of(target: &Target) -> anyhow::Result<Policy> {
+        let (http, base, token) = (target.http.clone(), target.base.clone(), target.admin_token.clone());
+        let site: serde_json::Value =
+            http.get(format!("{base}/api/v1/admin/site")).bearer_auth(&token).send().await?.json().await?;
+        Ok(Policy { http, base, token, settings: site["settings"].clone() })
+    }
+
+    /// Keep ended chats `days` (0: for ever).
+    async fn set(&self, days: u32) -> anyhow::Result<()> {
+        let mut settings = self.settings.clone();
+        settings["retention_days"] = serde_json::json!(days);
+        let url = format!("{}/api/v1/admin/site/settings", self.base);
+        let res = self.http.put(url).bearer_auth(&self.token).json(&settings).send().await?;
+        anyhow::ensure!(res.status().is_success(), "the policy was refused: {}", res.text().await?);
+        Ok(())
+    }
+
+    /// When the job last counted an erased batch, from `since` (Unix ms)
+    /// until it has counted none for `SETTLED_MS`, or until `until`.
+    async fn settled(&self, since: i64, until: i64) -> anyhow::Result<i64> {
+        let erased = || metric_at(&self.http, &self.base, "holdfast_retention_expired_conversations_total");
+        let (mut last, mut changed_at) = (erased().await?, since);
+        while now_ms() < until && now_ms() - changed_at < SETTLED_MS {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = erased().await?;
+            if now != last {
+                (last, changed_at) = (now, now_ms());
+            }
+        }
+        Ok(changed_at)
+    }
+}
+
+/// How long the job's count stays still before its erasing is over: more
+/// than a batch of the job takes at its pace (about 0.5 s).
+const SETTLED_MS: i64 = 1_500;
+
+async fn sleep_until_ms(at: i64) {
+    tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64)).await;
 }
