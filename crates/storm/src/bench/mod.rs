@@ -57,6 +57,12 @@ pub struct BesideRelay {
     /// so on.
     #[arg(long, default_value_t = 2_000)]
     pub turn_ms: u64,
+    /// Write every relayed message (`message,SENT_UNIX_MS,LATENCY_MS`) and
+    /// every span of the work beside it (`report` or `erasing`,
+    /// `START_UNIX_MS,END_UNIX_MS`) to this CSV file, to see where the slow
+    /// messages fall.
+    #[arg(long, value_name = "FILE")]
+    pub dump: Option<std::path::PathBuf>,
 }
 
 impl BesideRelay {
@@ -66,6 +72,21 @@ impl BesideRelay {
             "--pairs, --seconds, --rate and --turn-ms must be positive"
         );
         Ok(())
+    }
+
+    /// Write `--dump`, if asked: the relay's messages (sent at, latency)
+    /// and the `spans` of the work, each named `what`.
+    fn dump(&self, samples: &[(i64, f64)], what: &str, spans: &[(i64, i64)]) -> anyhow::Result<()> {
+        use std::fmt::Write as _;
+        let Some(path) = &self.dump else { return Ok(()) };
+        let mut csv = String::from("what,at_unix_ms,value\n");
+        for (sent, latency) in samples {
+            let _ = writeln!(csv, "message,{sent},{latency:.3}");
+        }
+        for (start, end) in spans {
+            let _ = writeln!(csv, "{what},{start},{end}");
+        }
+        std::fs::write(path, csv).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
     }
 
     /// The relay's messages (sent at, latency) split into those sent

@@ -61,11 +61,6 @@ pub struct Plan {
     /// The relay beside the reports: twice `--seconds` in all.
     #[command(flatten)]
     pub relay: super::BesideRelay,
-    /// Write every relayed message (`message,SENT_UNIX_MS,LATENCY_MS`) and
-    /// every report asked for beside it (`report,ASKED_UNIX_MS,ANSWERED_UNIX_MS`)
-    /// to this CSV file, to see where the slow messages fall.
-    #[arg(long, value_name = "FILE")]
-    pub dump: Option<std::path::PathBuf>,
     /// PostgreSQL server to make a fresh database on (dropped at the end
     /// unless `--keep`); without it, SQLite in a temporary data dir.
     #[arg(long)]
@@ -352,9 +347,7 @@ async fn measure(
     stop.store(true, Ordering::Relaxed);
     let Turns { busy: busy_spans, reports: asked, report_ms: mut during_ms } = asking.await?;
     let relay = relay?;
-    if let Some(path) = &plan.dump {
-        dump(path, &relay.samples, &asked)?;
-    }
+    plan.relay.dump(&relay.samples, "report", &asked)?;
     // The relay's visitors are gone: close their chats, or a run on this
     // history later would give them back to its agents, who would answer
     // nobody (counted lost) and carry them as extra load.
@@ -390,19 +383,6 @@ async fn measure(
         ("open_chats_found", left_open.to_string()),
         ("chats_closed_after", closed.to_string()),
     ])
-}
-
-/// The relay's messages and the reports beside them, as `--dump` writes them.
-fn dump(path: &std::path::Path, samples: &[(i64, f64)], reports: &[(i64, i64)]) -> anyhow::Result<()> {
-    use std::fmt::Write as _;
-    let mut csv = String::from("what,at_unix_ms,value\n");
-    for (sent, latency) in samples {
-        let _ = writeln!(csv, "message,{sent},{latency:.3}");
-    }
-    for (asked, answered) in reports {
-        let _ = writeln!(csv, "report,{asked},{answered}");
-    }
-    std::fs::write(path, csv).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
 }
 
 /// Close every queued and active chat of the site over the REST API, as

@@ -245,6 +245,7 @@ async fn measure(plan: &Plan, args: &[&str], widget_key: String) -> anyhow::Resu
         "the job erased the whole history before the relay ended: its last turns had nothing to erase; \
          give more --conversations"
     );
+    plan.relay.dump(&relay.samples, "erasing", &busy_spans)?;
     let (mut quiet, mut busy) = super::BesideRelay::split(&relay.samples, &busy_spans)?;
     let (p99_quiet, p99_busy) = (percentile(&mut quiet, 99.0), percentile(&mut busy, 99.0));
     let busy_s = busy_spans.iter().map(|(start, end)| end - start).sum::<i64>() as f64 / 1000.0;
