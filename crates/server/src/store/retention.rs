@@ -59,9 +59,22 @@ const DELIVERIES: &str = "UPDATE deliveries SET payload = '{}', recipient = '(ex
 /// The share of the SQLite writer's time retention takes at most: after a
 /// chat's erasure took the writer `t`, the next waits `49 t`. Chat's p99
 /// follows the erasing rate (`holdfast bench retention`, 2 ms before): 12
-/// ms unpaced, 5–6 ms at a tenth, 4 ms at a fiftieth, which still erases
-/// about 300,000 chats an hour.
+/// ms unpaced, 5–6 ms at a tenth, 4 ms at a fiftieth. With its search
+/// index merging counted in (`MERGE_MESSAGE_SEARCH`), a fiftieth erases
+/// about 30 chats of ten messages a second, over 100,000 an hour.
 const WRITER_SHARE_PERCENT: u32 = 2;
+
+/// Each unit that takes words out of a search index merges its small
+/// segments too, up to about 64 pages (FTS5's `merge`; the levels with
+/// at least four segments). A unit commits on its own, and each commit
+/// leaves FTS5 a new segment of the words it forgot; left to themselves
+/// they filled a level to FTS5's crisis threshold (16), and the chat
+/// commit that came next merged the whole level: commits of 10–50 ms,
+/// chat's p99 2–3× its figure without the job (`holdfast bench
+/// retention`, 5 December). Done here, the merging counts in the unit's
+/// time and so in the job's share of the writer.
+const MERGE_MESSAGE_SEARCH: &str = "INSERT INTO message_search (message_search, rank) VALUES ('merge', 64)";
+const MERGE_VISITOR_SEARCH: &str = "INSERT INTO visitor_search (visitor_search, rank) VALUES ('merge', 64)";
 
 /// SQLite's visitors and deliveries, found apart and cleared one by one.
 const VISITOR_IDS: &str = "SELECT v.id FROM visitors v WHERE v.site_id = ?1 AND v.last_seen < ?2 \
@@ -100,6 +113,7 @@ impl SqliteStore {
                     let messages = c.prepare_cached(&lite(MESSAGES))?.execute(params![id])?;
                     c.prepare_cached(COMMENT_SQLITE)?.execute(params![id])?;
                     c.prepare_cached(&lite(FILES))?.execute(params![id])?;
+                    c.prepare_cached(MERGE_MESSAGE_SEARCH)?.execute([])?;
                     Ok(Some(messages as u64))
                 })
                 .await?;
@@ -110,7 +124,11 @@ impl SqliteStore {
         }
         for id in self.expirable(VISITOR_IDS.to_owned(), site_id, cutoff, batch).await? {
             out.visitors += self
-                .retention_unit(move |c| Ok(c.prepare_cached(VISITOR_ONE)?.execute(params![id, cutoff])?))
+                .retention_unit(move |c| {
+                    let cleared = c.prepare_cached(VISITOR_ONE)?.execute(params![id, cutoff])?;
+                    c.prepare_cached(MERGE_VISITOR_SEARCH)?.execute([])?;
+                    Ok(cleared)
+                })
                 .await? as u64;
         }
         for id in self.expirable(DELIVERY_IDS.to_owned(), site_id, cutoff, batch).await? {
