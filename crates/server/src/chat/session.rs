@@ -150,7 +150,7 @@ pub async fn run<I, O>(
         Err(_) => Err(Error::bad_request("no hello within the time allowed")),
     };
     let authenticated = match hello {
-        Ok(frame) => authenticate(&chat, &auth, (side, ip), limits.renewal_grace, frame).await,
+        Ok(frame) => Box::pin(authenticate(&chat, &auth, (side, ip), limits.renewal_grace, frame)).await,
         Err(e) => Err(e),
     };
     let (peer, resume) = match authenticated {
@@ -181,7 +181,7 @@ pub async fn run<I, O>(
         let (chat, site_id) = (chat.clone(), site_id.clone());
         tokio::spawn(async move { chat.presence_changed(&site_id).await });
     }
-    let welcome = session.welcome(resume).await;
+    let welcome = Box::pin(session.welcome(resume)).await;
     let welcomed = welcome.is_ok();
     let outcome = match welcome {
         Ok(()) => {
@@ -628,6 +628,9 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
     where
         I: Stream<Item = Inbound> + Unpin + Send,
     {
+        // What a socket does now and then (a frame, a delivery, a resync)
+        // is boxed while it runs: inline, the largest of them sized this
+        // future, and so every idle socket's task (`holdfast bench idle`).
         // Idle means nothing *from the client* (it pings); server traffic
         // does not keep a dead client alive.
         let mut last_heard = tokio::time::Instant::now();
@@ -645,7 +648,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                 biased;
                 envelope = reg.rx.recv() => {
                     let Some(envelope) = envelope else { return Ok("hub closed") };
-                    if let Some(reason) = self.deliver(&envelope).await? {
+                    if let Some(reason) = Box::pin(self.deliver(&envelope)).await? {
                         return Ok(reason);
                     }
                 }
@@ -655,17 +658,17 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                     resync_at.get_or_insert(tokio::time::Instant::now() + jitter);
                 }
                 _ = tokio::time::sleep_until(gap_deadline.unwrap_or(idle_deadline)), if gap_deadline.is_some() => {
-                    self.fill_expired_gaps().await?;
+                    Box::pin(self.fill_expired_gaps()).await?;
                 }
                 _ = tokio::time::sleep_until(resync_deadline), if resync_at.is_some() => {
                     resync_at = None;
-                    self.resync().await?;
+                    Box::pin(self.resync()).await?;
                 }
                 // Without the bus nothing live arrives from other nodes:
                 // read the store instead, so no one waits for NATS to return.
                 _ = bus_check.tick() => {
                     if !self.chat.bus.healthy() {
-                        self.resync().await?;
+                        Box::pin(self.resync()).await?;
                     }
                 }
                 inbound = input.next() => {
@@ -676,7 +679,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                             let err = Error::bad_request("frames must be JSON text");
                             self.send(error_frame(&err, None)).await?;
                         }
-                        Some(Inbound::Text(text)) => self.handle_text(&text).await?,
+                        Some(Inbound::Text(text)) => Box::pin(self.handle_text(&text)).await?,
                     }
                 }
             }
@@ -684,7 +687,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             // just sent (under load: an ack and the sender's own message).
             for _ in 0..MAX_COALESCED {
                 let Ok(envelope) = reg.rx.try_recv() else { break };
-                if let Some(reason) = self.deliver(&envelope).await? {
+                if let Some(reason) = Box::pin(self.deliver(&envelope)).await? {
                     return Ok(reason);
                 }
             }
