@@ -18,6 +18,11 @@ use crate::chat::protocol::MAX_FRAME_BYTES;
 use crate::chat::session::{self, Inbound, Outbound, PeerAddr, Side};
 use crate::error::Error;
 
+/// What a socket reads at once, and the buffer it keeps (it grows for a
+/// bigger frame). Chat frames are a few hundred bytes; every idle socket
+/// holds this much (`holdfast bench idle`).
+const READ_BUFFER: usize = 2 * 1024;
+
 /// Frames above this size are refused by the WebSocket layer itself (the
 /// connection closes with 1009); between `MAX_FRAME_BYTES` and this, the
 /// session answers with an error frame and the connection stays up.
@@ -41,7 +46,7 @@ fn upgrade(state: AppState, ws: WebSocketUpgrade, side: (Side, PeerAddr)) -> Res
         metrics::counter!("holdfast_sockets_refused_total").increment(1);
         return Error::Unavailable(rand::random_range(1..=5)).into_response();
     }
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(4 * 1024)
         .max_message_size(TRANSPORT_MAX_MESSAGE)
         .max_frame_size(TRANSPORT_MAX_MESSAGE)
