@@ -60,7 +60,9 @@ async fn the_guides_example_stores_the_transcript_of_a_closed_chat() {
     );
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "the example never listened");
+        // Python's start and imports took over 10 s once, with the rest of
+        // the suite running on two cores.
+        assert!(started.elapsed() < Duration::from_secs(30), "the example never listened");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Not from Holdfast: refused, nothing stored.
