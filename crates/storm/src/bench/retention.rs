@@ -39,8 +39,8 @@ pub struct Plan {
     /// Messages in each.
     #[arg(long, default_value_t = 10)]
     pub messages: usize,
-    /// The policy set halfway: conversations ended longer ago are erased
-    /// (the history ends a day before that).
+    /// The policy set in the turns with the job: conversations ended longer
+    /// ago are erased (the history ends a day before that).
     #[arg(long, default_value_t = 30)]
     pub keep_days: u32,
     /// The relay beside the job (before, then while it erases).
