@@ -180,7 +180,7 @@ pub async fn apply_retention(store: &dyn Store, config: &RetentionConfig, now: i
                 if !batch.full(config.batch) {
                     break;
                 }
-                tokio::time::sleep(config.pause).await;
+                tokio::time::sleep(config.pause + batch.rest).await;
                 match store.site(&site.id).await? {
                     Some(now_site) => settings = crate::admin::WidgetSettings::from_stored(&now_site.settings),
                     None => break,

@@ -317,10 +317,8 @@ impl Policy {
 
 /// How long the job's count stays still before its erasing is over: more
 /// than a batch of 25 chats takes at the job's pace (0.7–1.1 s). The
-/// count moves when a batch's call returns, after the pause that paces
-/// it: on PostgreSQL up to a second after the batch's writes ended, so a
-/// turn with the policy may end up to a second late, counting messages of
-/// a quiet second as sent while erasing (it flatters the ratio a little).
+/// count moves when a batch's writes are done (on SQLite, after its last
+/// unit's rest, some 25 ms later).
 const SETTLED_MS: i64 = 1_500;
 
 async fn sleep_until_ms(at: i64) {
