@@ -181,10 +181,8 @@ pub async fn apply_retention(store: &dyn Store, config: &RetentionConfig, now: i
                     break;
                 }
                 tokio::time::sleep(config.pause + batch.rest).await;
-                match store.site(&site.id).await? {
-                    Some(now_site) => settings = crate::admin::WidgetSettings::from_stored(&now_site.settings),
-                    None => break,
-                }
+                let Some(now_site) = store.site(&site.id).await? else { break };
+                settings = crate::admin::WidgetSettings::from_stored(&now_site.settings);
                 if settings.retention_days == 0 {
                     break;
                 }

@@ -132,7 +132,9 @@ impl SqliteStore {
             out.visitors += self
                 .retention_unit(move |c| {
                     let cleared = c.prepare_cached(VISITOR_ONE)?.execute(params![id, cutoff])?;
-                    c.prepare_cached(MERGE_VISITOR_SEARCH)?.execute([])?;
+                    if cleared > 0 {
+                        c.prepare_cached(MERGE_VISITOR_SEARCH)?.execute([])?;
+                    }
                     Ok(cleared)
                 })
                 .await? as u64;

@@ -105,6 +105,11 @@ impl BesideRelay {
     }
 }
 
+/// Sleep until the Unix time `at` (ms): a turn's end.
+async fn sleep_until_ms(at: i64) {
+    tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64)).await;
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Message relay throughput and latency.

@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::anyhow;
 use clap::Args;
@@ -331,7 +331,7 @@ async fn measure(
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(end.saturating_sub(now_ms()).max(0) as u64)).await;
+                super::sleep_until_ms(end).await;
             }
             turns
         })

@@ -215,13 +215,13 @@ async fn measure(plan: &Plan, args: &[&str], widget_key: String) -> anyhow::Resu
                 }
                 if turn % 2 == 1 {
                     policy.set(keep_days).await?;
-                    sleep_until_ms(end).await;
+                    super::sleep_until_ms(end).await;
                     policy.set(0).await?;
                     // The batch under way when the policy went off still
                     // ends: the turn lasts until the job stops counting.
                     busy.push((start, policy.settled(end, end + turn_ms).await?));
                 }
-                sleep_until_ms(end).await;
+                super::sleep_until_ms(end).await;
             }
             anyhow::Ok(busy)
         })
@@ -320,7 +320,3 @@ impl Policy {
 /// count moves when a batch's writes are done (on SQLite, after its last
 /// unit's rest, some 25 ms later).
 const SETTLED_MS: i64 = 1_500;
-
-async fn sleep_until_ms(at: i64) {
-    tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64)).await;
-}
