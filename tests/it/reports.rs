@@ -536,23 +536,30 @@ impl holdfast_server::store::reports::FactSink for Threads {
     }
 }
 
+/// One chat of `site`, in its default group, begun and closed on 10 March
+/// 2026 at noon UTC (returned, in ms), written straight into the store.
+async fn one_closed_chat(server: &TestServer, db: Option<&TestDb>, site: &holdfast_server::store::Site) -> i64 {
+    let general = server.state.store.groups(&site.id).await.unwrap().into_iter().find(|g| g.is_default).unwrap();
+    let (visitor, _) = server.visitor(site).await;
+    let at = utc(2026, 3, 10, 12, 0);
+    let sql = format!(
+        "INSERT INTO conversations (id, site_id, visitor_id, group_id, agent_id, status, created_at, closed_at, \
+         offline, first_visitor_at, first_assigned_at, first_agent_at, messages) \
+         VALUES ('one-1', '{site}', '{visitor}', '{group}', NULL, 'closed', {at}, {at} + 60000, FALSE, {at}, NULL, NULL, 1);\n",
+        site = site.id,
+        group = general.id,
+    );
+    write_history(server, db, &sql).await;
+    at
+}
+
 /// A report's rows are read and tallied on a thread of reports alone, at
 /// the lowest CPU priority (`low_priority`), never on chat's readers or
 /// the runtime's workers.
 async fn a_report_is_tallied_on_the_reports_thread(server: TestServer, db: Option<&TestDb>, thread: &str) {
     let store = server.state.store.clone();
     let site = server.site().await;
-    let general = store.groups(&site.id).await.unwrap().into_iter().find(|g| g.is_default).unwrap();
-    let (visitor, _) = server.visitor(&site).await;
-    let at = utc(2026, 3, 10, 12, 0);
-    let sql = format!(
-        "INSERT INTO conversations (id, site_id, visitor_id, group_id, agent_id, status, created_at, closed_at, \
-         offline, first_visitor_at, first_assigned_at, first_agent_at, messages) \
-         VALUES ('low-1', '{site}', '{visitor}', '{group}', NULL, 'closed', {at}, {at} + 60000, FALSE, {at}, NULL, NULL, 1);\n",
-        site = site.id,
-        group = general.id,
-    );
-    write_history(&server, db, &sql).await;
+    let at = one_closed_chat(&server, db, &site).await;
     let sink = Box::new(Threads(Vec::new()));
     let sink: Box<dyn std::any::Any> =
         store.report_facts(&site.id, at - 3_600_000, at + 3_600_000, None, sink).await.unwrap();
@@ -570,5 +577,34 @@ async fn a_report_on_sqlite_is_read_on_the_reports_reader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_on_postgres_is_tallied_on_the_reports_thread() {
     let (server, db) = on_postgres().await;
-    a_report_is_tallied_on_the_reports_thread(server, Some(&db), "reports-low").await;
+    a_report_is_tallied_on_the_reports_thread(server, Some(&db), "reports-pg").await;
+}
+
+/// PostgreSQL's reports keep a connection of their own between reports;
+/// one the database closed in between (a restart, an operator ending it)
+/// costs the next report nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_on_postgres_survives_its_connection_closed_by_the_database() {
+    let (server, db) = on_postgres().await;
+    let store = server.state.store.clone();
+    let site = server.site().await;
+    crate::outbox::admin(store.as_ref(), &site, "boss@shop.example").await;
+    let (token, _) = server.login("boss@shop.example", "password123").await;
+    one_closed_chat(&server, Some(&db), &site).await;
+    let query = "from=2026-03-01&to=2026-03-31";
+    let first = report(&server, &token, query).await;
+    assert_eq!(first["site"]["chats"], 1);
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
+    )
+    .bind(holdfast_server::store::reports::APPLICATION_NAME)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true], "the reports' connection, kept after the first report");
+    let second = report(&server, &token, query).await;
+    assert_eq!(second, first);
+    pool.close().await;
+    server.stop().await;
 }

@@ -3,8 +3,10 @@
 //! tallied on a reader of their own at this priority
 //! (`store/sqlite_readers.rs`, `Readers::spawn_lowest`), which also rests
 //! between chunks of rows (`store/reports.rs`); on PostgreSQL
-//! each chunk of rows is tallied on this module's thread (`run`), and
-//! `http/reports` builds every report there.
+//! they are read, decoded and tallied on a thread of their own at this
+//! priority, on a Tokio runtime and a connection of its own
+//! (`store/reports.rs`, `PgReports`); `http/reports` builds every report
+//! on this module's thread (`run`).
 //!
 //! A report reads every chat of its range, tens of thousands of rows, and
 //! keeps a core busy for a tenth of a second; asked for in a loop it keeps

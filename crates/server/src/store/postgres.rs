@@ -42,6 +42,8 @@ pub struct PostgresStore {
     faults: Arc<Faults>,
     /// The group commit of messages.
     writer: Writer,
+    /// Where reports are read.
+    pub(super) reports: super::reports::PgReports,
 }
 
 /// The newest schema version this build knows.
@@ -185,15 +187,17 @@ impl PostgresStore {
     /// `max_connections` bounds this node's share of the server's connections.
     pub async fn connect(url: &str, max_connections: u32) -> Result<PostgresStore> {
         migrate(url).await?;
+        let options = connect_options(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(connect_options(url)?)
+            .connect_with(options.clone())
             .await
             .map_err(|e| Error::Store(anyhow::anyhow!("cannot connect to the database: {e}")))?;
         let writer = Writer::start(pool.clone());
-        Ok(PostgresStore { pool, faults: Arc::new(Faults::default()), writer })
+        let reports = super::reports::PgReports::new(options);
+        Ok(PostgresStore { pool, faults: Arc::new(Faults::default()), writer, reports })
     }
 
     /// The status page's store, on this store's pool.
@@ -207,6 +211,7 @@ impl PostgresStore {
     }
 
     pub async fn close(&self) {
+        self.reports.close();
         self.pool.close().await;
     }
 

@@ -15,14 +15,16 @@
 //! them however many.
 
 use std::any::Any;
+use std::sync::Mutex;
 
 use rusqlite::params;
 use rusqlite::types::{FromSqlError, ValueRef};
-use sqlx::Row as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One conversation, as reports see it, borrowed from the row being read.
 /// Times are Unix milliseconds.
@@ -142,59 +144,188 @@ impl SqliteStore {
 }
 
 impl PostgresStore {
-    /// The backend process that runs a report's statement cannot be made
-    /// to yield to chat from here, but it can be made to wait: the rows
-    /// come through a cursor a chunk at a time, and each chunk is tallied
-    /// on the thread of lowest priority (`low_priority`) before the next
-    /// is asked for. So the backend works only in short bursts, each
-    /// after this process found the CPU chat left it; streamed instead,
-    /// it ran the whole statement at once beside chat, its rows piling
-    /// up in socket buffers. (Resting between chunks as well, as SQLite's
-    /// reader does, made a month's report three to eight times slower,
-    /// over 500 ms: each chunk is a round trip, a hop to the low thread
-    /// and a timer. `docs/benchmarks.md`.)
+    /// A report on PostgreSQL, on the store's report lane (`PgReports`).
     pub(super) async fn report_facts(
         &self,
         site_id: &str,
         from: i64,
         to: i64,
         agent_id: Option<&str>,
-        mut sink: Box<dyn FactSink>,
+        sink: Box<dyn FactSink>,
     ) -> Result<Box<dyn FactSink>> {
-        let mut tx = self.p().await?.begin().await?;
-        // A report is one long statement on a server that also carries
-        // live chat: no parallel workers (they would take every core), no
-        // JIT compiling (a tenth of a second of CPU for a plan this plain),
-        // and planned for reading every row, as it will be.
-        sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0").execute(&mut *tx).await?;
-        sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
-        sqlx::query("SET LOCAL cursor_tuple_fraction = 1.0").execute(&mut *tx).await?;
-        let sql = format!("DECLARE report NO SCROLL CURSOR FOR {}", facts_sql("$1", "$2", "$3", "$4::text"));
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(site_id)
-            .bind(from)
-            .bind(to)
-            .bind(agent_id)
-            .execute(&mut *tx)
-            .await?;
-        let fetch = format!("FETCH {CHUNK} FROM report");
-        loop {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(fetch.as_str())).fetch_all(&mut *tx).await?;
-            let last = rows.len() < CHUNK;
-            sink = crate::low_priority::run(move || {
-                for r in &rows {
-                    sink.add(&facts_from!(r, try_get, r.try_get(0)?, r.try_get(1)?));
-                }
-                Ok(sink)
-            })
-            .await?;
-            if last {
-                break;
-            }
+        if self.p().await?.is_closed() {
+            return Err(Error::Unavailable(1));
         }
-        tx.commit().await?;
-        Ok(sink)
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job = PgJob { site_id: site_id.to_owned(), from, to, agent_id: agent_id.map(str::to_owned), sink, answer };
+        self.reports.send(job)?;
+        answered.await.map_err(|_| Error::Unavailable(1))?
     }
+}
+
+/// Where PostgreSQL's reports are read: one thread at the lowest CPU
+/// priority (`low_priority`), started at the first report, running a
+/// Tokio runtime of its own on a connection of its own, closed after
+/// `IDLE` without a report. So all of a report's work in this process
+/// takes only the CPU chat leaves: the wire protocol's decoding of every
+/// row as well as the tally. When the rows were fetched on the server's
+/// runtime, their decoding took 13% of a core from chat's threads while
+/// reports were asked in a loop; now none (`docs/benchmarks.md`). The
+/// database's own process still runs the statement at chat's priority,
+/// and that is what chat's p99 feels. Reports are read one at a time, in
+/// the order asked.
+pub(super) struct PgReports {
+    options: Box<PgConnectOptions>,
+    jobs: Mutex<Option<flume::Sender<PgJob>>>,
+}
+
+/// One report for the lane: its range and its sink, and where the sink
+/// goes back once every row is in it.
+struct PgJob {
+    site_id: String,
+    from: i64,
+    to: i64,
+    agent_id: Option<String>,
+    sink: Box<dyn FactSink>,
+    answer: tokio::sync::oneshot::Sender<Result<Box<dyn FactSink>>>,
+}
+
+/// The lane's connection's `application_name`.
+pub const APPLICATION_NAME: &str = "holdfast reports";
+
+/// How long the lane keeps its connection without a report.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl PgReports {
+    pub(super) fn new(options: PgConnectOptions) -> PgReports {
+        // Named, so an operator tells it from chat's in `pg_stat_activity`.
+        PgReports { options: Box::new(options.application_name(APPLICATION_NAME)), jobs: Mutex::new(None) }
+    }
+
+    fn send(&self, job: PgJob) -> Result<()> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if jobs.as_ref().is_none_or(|j| j.is_disconnected()) {
+            *jobs = Some(self.start()?);
+        }
+        let jobs = jobs.as_ref().ok_or(Error::Unavailable(1))?;
+        jobs.send(job).map_err(|_| Error::Unavailable(1))
+    }
+
+    fn start(&self) -> Result<flume::Sender<PgJob>> {
+        let (jobs, queue) = flume::unbounded();
+        let options = *self.options.clone();
+        std::thread::Builder::new()
+            .name("reports-pg".into())
+            .spawn(move || {
+                crate::low_priority::lower_this_thread();
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime.block_on(serve(options, queue)),
+                    Err(e) => tracing::error!(error = %e, "cannot start the reports' runtime"),
+                }
+            })
+            .map_err(|e| Error::internal(anyhow::anyhow!("cannot start the reports thread: {e}")))?;
+        Ok(jobs)
+    }
+
+    /// Stop the lane: the thread ends after the reports already asked for,
+    /// and closes its connection. (A closed store asks for no more.)
+    pub(super) fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// The lane's loop: each report on the connection kept from the last,
+/// or a new one. A connection a report failed on is not kept.
+async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
+    let mut kept: Option<PgConnection> = None;
+    loop {
+        let job = match (&kept, tokio::time::timeout(IDLE, queue.recv_async()).await) {
+            (_, Ok(Ok(job))) => job,
+            (_, Ok(Err(_))) => break,
+            (Some(_), Err(_)) => {
+                if let Some(c) = kept.take() {
+                    let _ = c.close().await;
+                }
+                continue;
+            }
+            (None, Err(_)) => continue,
+        };
+        if job.answer.is_closed() {
+            continue;
+        }
+        // A kept connection the database has since closed (a restart, an
+        // operator's `pg_terminate_backend`) is found out here, not by the
+        // report.
+        let alive = match kept.take() {
+            Some(mut c) => c.ping().await.is_ok().then_some(c),
+            None => None,
+        };
+        let mut conn = match alive {
+            Some(c) => c,
+            None => match options.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = job.answer.send(Err(e.into()));
+                    continue;
+                }
+            },
+        };
+        let PgJob { site_id, from, to, agent_id, sink, answer } = job;
+        let read = read_facts(&mut conn, &site_id, from, to, agent_id.as_deref(), sink, &answer).await;
+        if read.is_ok() {
+            kept = Some(conn);
+        }
+        let _ = answer.send(read);
+    }
+    if let Some(c) = kept {
+        let _ = c.close().await;
+    }
+}
+
+/// A report's rows through a cursor, a chunk at a time, each tallied
+/// before the next is asked for: the backend process that runs the
+/// statement cannot be made to yield to chat from here, but it works
+/// only in short bursts, each after this thread found the CPU chat left
+/// it. Streamed instead, it ran the whole statement at once beside chat,
+/// its rows piling up in socket buffers. (Resting between chunks as
+/// well, as SQLite's reader does, halved the backend's share of a core
+/// and doubled a report's time, and chat's p99 beside reports stayed
+/// where it was.) Given up between chunks when nobody waits for the
+/// answer any more.
+async fn read_facts(
+    conn: &mut PgConnection,
+    site_id: &str,
+    from: i64,
+    to: i64,
+    agent_id: Option<&str>,
+    mut sink: Box<dyn FactSink>,
+    answer: &tokio::sync::oneshot::Sender<Result<Box<dyn FactSink>>>,
+) -> Result<Box<dyn FactSink>> {
+    let mut tx = conn.begin().await?;
+    // A report is one long statement on a server that also carries live
+    // chat: no parallel workers (they would take every core), no JIT
+    // compiling (a tenth of a second of CPU for a plan this plain), and
+    // planned for reading every row, as it will be.
+    sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL cursor_tuple_fraction = 1.0").execute(&mut *tx).await?;
+    let sql = format!("DECLARE report NO SCROLL CURSOR FOR {}", facts_sql("$1", "$2", "$3", "$4::text"));
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(site_id).bind(from).bind(to).bind(agent_id).execute(&mut *tx).await?;
+    let fetch = format!("FETCH {CHUNK} FROM report");
+    loop {
+        if answer.is_closed() {
+            return Err(Error::Unavailable(1));
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(fetch.as_str())).fetch_all(&mut *tx).await?;
+        for r in &rows {
+            sink.add(&facts_from!(r, try_get, r.try_get(0)?, r.try_get(1)?));
+        }
+        if rows.len() < CHUNK {
+            break;
+        }
+    }
+    tx.commit().await?;
+    Ok(sink)
 }
 
 /// Rows a report's cursor hands over at a time (PostgreSQL), and rows a
