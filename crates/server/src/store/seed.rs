@@ -282,9 +282,17 @@ impl PostgresStore {
 
     /// Vacuum and analyze after a bulk load (what autovacuum would do in
     /// time): the planner's statistics, and the visibility map that lets
-    /// an index answer alone.
+    /// an index answer alone. Then a checkpoint, so that the load is on
+    /// disk before anything is measured: without it, the kernel wrote the
+    /// load's dirty pages back some 30 s later, in the middle of a bench's
+    /// relay, and chat's commits waited 100–250 ms for their WAL's fsync
+    /// (`bench retention` on 200,000 chats; `docs/benchmarks.md`). Needs a
+    /// superuser or `pg_checkpoint`; without either, said once and skipped.
     pub async fn seed_finished(&self) -> Result<()> {
         sqlx::query("VACUUM ANALYZE").execute(self.p().await?).await?;
+        if let Err(e) = sqlx::query("CHECKPOINT").execute(self.p().await?).await {
+            tracing::warn!(error = %e, "no checkpoint after the bulk load: the measures may meet its writeback");
+        }
         Ok(())
     }
 }
