@@ -6,8 +6,8 @@
 -- after it grew) planned a visitor's resume as a bitmap AND with every
 -- conversation of the site: in `holdfast storm node-loss` that statement
 -- was half of all the database's work while 3,000 sockets resumed
--- (docs/benchmarks.md). The old indexes are prefixes of the new ones.
+-- (docs/benchmarks.md). The old indexes, prefixes of the new ones, stay
+-- for now: expand only, so a node of the previous release keeps serving
+-- during a roll; a later release may remove them.
 CREATE INDEX conversations_visitor_recent ON conversations(visitor_id, created_at, id);
 CREATE INDEX conversations_agent_recent ON conversations(agent_id, status, created_at, id);
-DROP INDEX conversations_visitor;
-DROP INDEX conversations_agent;
