@@ -46,8 +46,8 @@ use crate::error::{Error, Result};
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Run `work` on the one thread of lowest priority this process keeps
-/// for it (started at first use), and wait for its answer. Reports on
-/// PostgreSQL tally their rows there, and every report is built there.
+/// for it (started at first use), and wait for its answer. Every report
+/// is built there.
 pub(crate) async fn run<T, F>(work: F) -> Result<T>
 where
     T: Send + 'static,
@@ -56,16 +56,13 @@ where
     static JOBS: OnceLock<std::result::Result<flume::Sender<Job>, String>> = OnceLock::new();
     let jobs = JOBS.get_or_init(|| {
         let (jobs, queue) = flume::unbounded::<Job>();
-        std::thread::Builder::new()
-            .name("reports-low".into())
-            .spawn(move || {
-                lower_this_thread();
-                while let Ok(job) = queue.recv() {
-                    job();
-                }
-            })
-            .map(|_| jobs)
-            .map_err(|e| e.to_string())
+        spawn("reports-low", move || {
+            while let Ok(job) = queue.recv() {
+                job();
+            }
+        })
+        .map(|_| jobs)
+        .map_err(|e| e.to_string())
     });
     let jobs = jobs.as_ref().map_err(|e| Error::internal(anyhow::anyhow!("cannot start the reports thread: {e}")))?;
     let (reply, answer) = oneshot::channel();
@@ -76,6 +73,19 @@ where
     });
     jobs.send(job).map_err(|_| Error::Unavailable(1))?;
     answer.await.map_err(|_| Error::Unavailable(1))?
+}
+
+/// Start a thread named `name` that runs `work` at the lowest CPU
+/// priority (`lower_this_thread`).
+pub(crate) fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            lower_this_thread();
+            work()
+        })
+        .map(drop)
+        .map_err(|e| Error::internal(anyhow::anyhow!("cannot start the {name} thread: {e}")))
 }
 
 /// Put the calling thread at the lowest CPU priority. If that cannot be

@@ -202,28 +202,26 @@ impl PgReports {
         PgReports { options: Box::new(options.application_name(APPLICATION_NAME)), jobs: Mutex::new(None) }
     }
 
+    /// Hand `job` to the lane, starting its thread if it is not running
+    /// (the first report, or after a thread that ended).
     fn send(&self, job: PgJob) -> Result<()> {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        if jobs.as_ref().is_none_or(|j| j.is_disconnected()) {
-            *jobs = Some(self.start()?);
-        }
-        let jobs = jobs.as_ref().ok_or(Error::Unavailable(1))?;
+        let mut slot = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let jobs = match &mut *slot {
+            Some(jobs) if !jobs.is_disconnected() => jobs,
+            slot => slot.insert(self.start()?),
+        };
         jobs.send(job).map_err(|_| Error::Unavailable(1))
     }
 
     fn start(&self) -> Result<flume::Sender<PgJob>> {
         let (jobs, queue) = flume::unbounded();
         let options = *self.options.clone();
-        std::thread::Builder::new()
-            .name("reports-pg".into())
-            .spawn(move || {
-                crate::low_priority::lower_this_thread();
-                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(runtime) => runtime.block_on(serve(options, queue)),
-                    Err(e) => tracing::error!(error = %e, "cannot start the reports' runtime"),
-                }
-            })
-            .map_err(|e| Error::internal(anyhow::anyhow!("cannot start the reports thread: {e}")))?;
+        crate::low_priority::spawn("reports-pg", move || {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(serve(options, queue)),
+                Err(e) => tracing::error!(error = %e, "cannot start the reports' runtime"),
+            }
+        })?;
         Ok(jobs)
     }
 
@@ -239,16 +237,15 @@ impl PgReports {
 async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
     let mut kept: Option<PgConnection> = None;
     loop {
-        let job = match (&kept, tokio::time::timeout(IDLE, queue.recv_async()).await) {
-            (_, Ok(Ok(job))) => job,
-            (_, Ok(Err(_))) => break,
-            (Some(_), Err(_)) => {
+        let job = match tokio::time::timeout(IDLE, queue.recv_async()).await {
+            Ok(Ok(job)) => job,
+            Ok(Err(_)) => break,
+            Err(_) => {
                 if let Some(c) = kept.take() {
                     let _ = c.close().await;
                 }
                 continue;
             }
-            (None, Err(_)) => continue,
         };
         if job.answer.is_closed() {
             continue;

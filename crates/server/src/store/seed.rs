@@ -287,7 +287,7 @@ impl PostgresStore {
     /// load's dirty pages back some 30 s later, in the middle of a bench's
     /// relay, and chat's commits waited 100–250 ms for their WAL's fsync
     /// (`bench retention` on 200,000 chats; `docs/benchmarks.md`). Needs a
-    /// superuser or `pg_checkpoint`; without either, said once and skipped.
+    /// superuser or `pg_checkpoint`; without either, a warning and no checkpoint.
     pub async fn seed_finished(&self) -> Result<()> {
         sqlx::query("VACUUM ANALYZE").execute(self.p().await?).await?;
         if let Err(e) = sqlx::query("CHECKPOINT").execute(self.p().await?).await {
