@@ -45,7 +45,8 @@ async fn the_guides_example_stores_the_transcript_of_a_closed_chat() {
     let script = work.path().join("store_transcripts.py");
     std::fs::write(&script, example_script()).unwrap();
     let out = work.path().join("transcripts");
-    let _example = Proc(
+    let log = work.path().join("example.log");
+    let mut example = Proc(
         Command::new(python_with("standardwebhooks"))
             .arg(&script)
             .env("HOLDFAST_URL", &server.base)
@@ -54,15 +55,19 @@ async fn the_guides_example_stores_the_transcript_of_a_closed_chat() {
             .env("PORT", port.to_string())
             .env("OUT_DIR", &out)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("run the example"),
     );
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let said = || std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(exit) = example.0.try_wait().unwrap() {
+            panic!("the example exited ({exit}) before listening:\n{}", said());
+        }
         // Python's start and imports took over 10 s once, with the rest of
         // the suite running on two cores.
-        assert!(started.elapsed() < Duration::from_secs(30), "the example never listened");
+        assert!(started.elapsed() < Duration::from_secs(30), "the example never listened:\n{}", said());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Not from Holdfast: refused, nothing stored.

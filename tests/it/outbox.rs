@@ -169,8 +169,25 @@ pub(crate) fn relay(port: u16) -> SmtpConfig {
     relay
 }
 
+/// A port free on every interface now, for a listener the test starts
+/// next. It is taken below the kernel's ephemeral range (32768 and up on
+/// Linux), where no `:0` listener or outgoing connection of the busy suite
+/// can take it before that listener binds: one did once, and the guide's
+/// example exited on "Address already in use".
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    // Each process of the suite starts elsewhere in the span.
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..SPAN {
+        let port = (FIRST + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// Every value of header `name` (case-insensitive).
