@@ -608,3 +608,133 @@ async fn a_report_on_postgres_survives_its_connection_closed_by_the_database() {
     pool.close().await;
     server.stop().await;
 }
+
+/// On PostgreSQL a report reads the ended days of its range from
+/// summaries the first report made (`store/report_days.rs`): the next
+/// gives the same figures, and a chat of a summarized day rated, or
+/// deleted, afterwards counts in the very next report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summarized_days_follow_their_chats_on_postgres() {
+    let (server, db) = on_postgres().await;
+    let store = server.state.store.clone();
+    let site = server.site().await;
+    crate::outbox::admin(store.as_ref(), &site, "boss@shop.example").await;
+    let ann = server.agent(&site, "ann@shop.example", 5).await;
+    let general = store.groups(&site.id).await.unwrap().into_iter().find(|g| g.is_default).unwrap();
+    let (visitor, _) = server.visitor(&site).await;
+    let (boss, _) = server.login("boss@shop.example", "password123").await;
+    let (status, body) = server.put("/api/v1/admin/site/settings", Some(&boss), json!({"time_zone": "UTC"})).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A chat at 10:00 UTC on each of 2, 3 and 4 March 2026, and one at
+    // 23:00 on 5 March, answered after 20, 40, 60 and 30 s.
+    let answered = |after| [(0, "message", "visitor"), (5, "assigned", "system"), (after, "message", "agent")];
+    let events = [answered(20), answered(40), answered(60), answered(30)];
+    let starts = [utc(2026, 3, 2, 10, 0), utc(2026, 3, 3, 10, 0), utc(2026, 3, 4, 10, 0), utc(2026, 3, 5, 23, 0)];
+    let mut sql = String::new();
+    for (n, (start, events)) in starts.iter().zip(&events).enumerate() {
+        let chat = Crafted {
+            group: &general.id,
+            agent: Some(&ann.id),
+            start: *start,
+            events,
+            closed: Some(120),
+            offline: false,
+            score: None,
+            missed: false,
+        };
+        sql += &sql_of(n, &site.id, &visitor, &chat);
+    }
+    write_history(&server, Some(&db), &sql).await;
+
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let full = || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT day FROM report_days WHERE site_id = $1 AND facts IS NOT NULL ORDER BY day",
+        )
+        .bind(&site.id)
+        .fetch_all(&pool)
+    };
+    let day_of = |ms: i64| ms.div_euclid(86_400_000);
+    let query = "from=2026-03-01&to=2026-03-05";
+    let first = report(&server, &boss, query).await;
+    let wait = |r: &Value| (r["site"]["chats"].clone(), r["site"]["wait"]["p90_ms"].clone());
+    assert_eq!(wait(&first), (json!(4), json!(60_000)));
+    assert_eq!(first["site"]["rated"], 0);
+    let march_1 = day_of(utc(2026, 3, 1, 0, 0));
+    assert_eq!(full().await.unwrap(), (march_1..march_1 + 5).collect::<Vec<_>>(), "every whole day, empty ones too");
+    assert_eq!(report(&server, &boss, query).await, first, "read back from the summaries");
+    let (ann_token, _) = server.login("ann@shop.example", "password123").await;
+    assert_eq!(report(&server, &ann_token, query).await["site"]["chats"], 4, "an agent's own, from the same");
+
+    // 3 March's chat rated late: that day's summary is emptied at once.
+    let rated = format!("crafted-{}-1", site.id);
+    let rate = format!(
+        "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
+         VALUES ('{rated}', 5, '{rated}-5', 'rating', 'visitor', '{visitor}', NULL, NULL, '{{}}', {at});
+         INSERT INTO ratings (conversation_id, site_id, seq, score, created_at) VALUES ('{rated}', '{site}', 5, 5, {at});",
+        at = starts[1] + 200_000,
+        site = site.id,
+    );
+    write_history(&server, Some(&db), &rate).await;
+    assert!(!full().await.unwrap().contains(&day_of(starts[1])));
+    let after = report(&server, &boss, query).await;
+    assert_eq!((after["site"]["rated"].clone(), after["site"]["csat"].clone()), (json!(1), json!(1.0)));
+    assert!(full().await.unwrap().contains(&day_of(starts[1])), "made again");
+
+    // 4 March's chat deleted (as retention erases a chat): gone at once.
+    let gone = format!("crafted-{}-2", site.id);
+    let delete =
+        format!("DELETE FROM events WHERE conversation_id = '{gone}'; DELETE FROM conversations WHERE id = '{gone}';");
+    write_history(&server, Some(&db), &delete).await;
+    let after = report(&server, &boss, query).await;
+    assert_eq!(wait(&after), (json!(3), json!(40_000)), "the waits left: 20, 40 and 30 s");
+    pool.close().await;
+    server.stop().await;
+}
+
+/// An offline message left through the widget's socket has its facts from
+/// the moment it is left (it never closes): today's report counts it, and
+/// its row holds them, so a summary of its day can too.
+async fn an_offline_message_has_its_facts_when_left(server: TestServer, db: Option<&TestDb>) {
+    let store = server.state.store.clone();
+    let site = server.site().await;
+    crate::outbox::admin(store.as_ref(), &site, "boss@shop.example").await;
+    let (boss, _) = server.login("boss@shop.example", "password123").await;
+    let (_, vtoken) = server.visitor(&site).await;
+    let mut visitor =
+        crate::support::Client::connect(&server, "/api/v1/visitor/socket", &vtoken, Default::default()).await;
+    visitor
+        .send(json!({"type": "leave_message", "client_id": "off-1", "email": "ada@example.com", "body": "call me"}))
+        .await;
+    let conv = visitor.wait_for(|f| f["type"] == "ack").await["conv"].as_str().unwrap().to_owned();
+
+    let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let r = report(&server, &boss, &format!("from={today}&to={today}")).await;
+    assert_eq!((r["site"]["offline"].clone(), r["site"]["chats"].clone()), (json!(1), json!(0)));
+    let sql = format!("SELECT messages, first_visitor_at IS NOT NULL FROM conversations WHERE id = '{conv}'");
+    let facts: (i64, bool) = match db {
+        None => {
+            let path = server.dir.join("holdfast.db");
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_one(&mut c).await.unwrap()
+        }
+        Some(db) => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_one(&mut c).await.unwrap()
+        }
+    };
+    assert_eq!(facts, (1, true));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_message_on_sqlite() {
+    an_offline_message_has_its_facts_when_left(TestServer::start().await, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_message_on_postgres() {
+    let (server, db) = on_postgres().await;
+    an_offline_message_has_its_facts_when_left(server, Some(&db)).await;
+}

@@ -16,7 +16,13 @@
 //! - *CSAT*: the share of rated chats rated good (score ≥ 4).
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// Hashed for every chat of a report (its group, agent, pair and quarter
+// hour): with SipHash, std's default, hashing was a third of a report's
+// tally on PostgreSQL (`docs/benchmarks.md`). No key here is chosen by
+// whoever could flood it: ids are the site's, times are whole quarters.
+use foldhash::HashMap;
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -79,13 +85,22 @@ pub struct Spread {
 }
 
 impl Spread {
+    /// Each rank is selected, not sorted for: a month of a busy site is
+    /// some 75,000 values per figure, and sorting them all was most of
+    /// building its report.
     fn of(mut values: Vec<i64>) -> Spread {
-        values.sort_unstable();
-        let rank = |p: f64| {
-            let n = values.len();
-            (n > 0).then(|| values[((p * n as f64).ceil() as usize).clamp(1, n) - 1])
-        };
-        Spread { count: values.len(), median_ms: rank(0.5), p90_ms: rank(0.9) }
+        let n = values.len();
+        // The 1-based nearest rank of `p`, as an index.
+        let rank = |p: f64| ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+        if n == 0 {
+            return Spread::default();
+        }
+        let (p50, p90) = (rank(0.5), rank(0.9));
+        // Everything before the 90th percentile's place is no larger than
+        // it, so the median (at or before it) is selected among those.
+        let (below, &mut p90_ms, _) = values.select_nth_unstable(p90);
+        let median_ms = if p50 == p90 { p90_ms } else { *below.select_nth_unstable(p50).1 };
+        Spread { count: n, median_ms: Some(median_ms), p90_ms: Some(p90_ms) }
     }
 }
 
@@ -180,11 +195,11 @@ impl Tally {
     pub fn new(range: &DayRange) -> Tally {
         Tally {
             tz: range.tz.clone(),
-            groups: HashMap::new(),
-            agents: HashMap::new(),
-            pairs: HashMap::new(),
+            groups: HashMap::default(),
+            agents: HashMap::default(),
+            pairs: HashMap::default(),
             heatmap: vec![[0u32; 24]; 7],
-            quarters: HashMap::new(),
+            quarters: HashMap::default(),
         }
     }
 
@@ -401,6 +416,15 @@ mod tests {
         assert_eq!(Spread::of(vec![]), Spread { count: 0, median_ms: None, p90_ms: None });
         let s = Spread::of((1..=10).collect());
         assert_eq!((s.median_ms, s.p90_ms), (Some(5), Some(9)));
+        // Selected as sorting would give, whatever the order and repeats.
+        for n in 1..60usize {
+            let values: Vec<i64> = (0..n).map(|i| ((i * 7919 + n * 31) % 13) as i64).collect();
+            let mut sorted = values.clone();
+            sorted.sort_unstable();
+            let at = |p: f64| sorted[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+            let s = Spread::of(values);
+            assert_eq!((s.count, s.median_ms, s.p90_ms), (n, Some(at(0.5)), Some(at(0.9))), "{n} values");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod missed;
 pub mod outbox;
 pub mod postgres;
 mod postgres_writer;
+mod report_days;
 pub mod reports;
 pub mod retention;
 mod rules;

@@ -331,8 +331,11 @@ impl SqliteStore {
             let applied = m.applied(now_ms());
             let k = &m.conversation;
             c.prepare_cached(
-                "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at, offline) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
+                // Its facts for reports taken now (`messages` 0; the
+                // message's trigger counts it): an offline message is
+                // whole when left (`sqlite/0046_offline_facts.sql`).
+                "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at, offline, messages) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, 0)",
             )?
             .execute(params![
                 k.id,
@@ -488,8 +491,9 @@ impl PostgresStore {
         let applied = m.applied(now_ms());
         let k = &applied.conversation;
         sqlx::query(
-            "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, last_seq, created_at, offline) \
-             VALUES ($1, $2, $3, $4, $5, 1, $6, TRUE)",
+            // Its facts taken now, as on SQLite (`postgres/0040_offline_facts.sql`).
+            "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, last_seq, created_at, offline, \
+             messages) VALUES ($1, $2, $3, $4, $5, 1, $6, TRUE, 0)",
         )
         .bind(&k.id)
         .bind(&k.site_id)

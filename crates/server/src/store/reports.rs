@@ -4,9 +4,11 @@
 //! many messages), its rating and whether it was missed. One statement for
 //! both backends: the site's conversations by the `(site_id, created_at)`
 //! index (migrations `sqlite/0017_reports.sql`, `postgres/0011_reports.sql`);
-//! a closed chat's facts from its own row, taken at its close and kept
-//! since by triggers (`sqlite/0035_report_facts.sql`,
-//! `postgres/0028_report_facts.sql`), an open one's from its events by the
+//! a closed chat's facts from its own row, taken at its close (an offline
+//! message's when it is left, `sqlite/0046_offline_facts.sql`,
+//! `postgres/0040_offline_facts.sql`) and kept since by triggers
+//! (`sqlite/0035_report_facts.sql`, `postgres/0028_report_facts.sql`),
+//! an open one's from its events by the
 //! `(conversation_id, seq)` index; the rating's score and the missed mark
 //! from the row too, kept there by triggers on `ratings` and
 //! `missed_chats` (`sqlite/0042_report_marks.sql`,
@@ -15,6 +17,7 @@
 //! them however many.
 
 use std::any::Any;
+use std::ops::Range;
 use std::sync::Mutex;
 
 use rusqlite::params;
@@ -23,6 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 
 use super::postgres::PostgresStore;
+use super::report_days::{self, DAY_MS};
 use super::sqlite::SqliteStore;
 use crate::error::{Error, Result};
 
@@ -59,23 +63,38 @@ pub trait FactSink: Any + Send {
 /// agent had if `agent` (a parameter that may be NULL) is given. In no
 /// particular order; the columns as `ChatFacts`, by position.
 fn facts_sql(site: &str, from: &str, to: &str, agent: &str) -> String {
-    let range = format!(
-        "c.site_id = {site} AND c.created_at >= {from} AND c.created_at < {to} \
-         AND ({agent} IS NULL OR c.agent_id = {agent})"
-    );
+    format!("{} UNION ALL {}", closed_sql(site, from, to, agent), open_sql(site, from, to, agent))
+}
+
+/// `facts_sql`'s chats that have their facts on their row: closed ones.
+pub(super) fn closed_sql(site: &str, from: &str, to: &str, agent: &str) -> String {
     format!(
         "SELECT c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, c.first_visitor_at, \
          c.first_assigned_at, c.first_agent_at, c.messages, c.rating_score, c.missed \
-         FROM conversations c WHERE {range} AND c.messages IS NOT NULL \
-         UNION ALL \
-         SELECT c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, \
+         FROM conversations c WHERE {} AND c.messages IS NOT NULL",
+        in_range(site, from, to, agent)
+    )
+}
+
+/// `facts_sql`'s chats whose facts are still in their events: open ones.
+fn open_sql(site: &str, from: &str, to: &str, agent: &str) -> String {
+    format!(
+        "SELECT c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, \
          min(CASE WHEN e.kind = 'message' AND e.author_kind = 'visitor' THEN e.created_at END), \
          min(CASE WHEN e.kind = 'assigned' THEN e.created_at END), \
          min(CASE WHEN e.kind = 'message' AND e.author_kind = 'agent' THEN e.created_at END), \
          count(CASE WHEN e.kind = 'message' THEN 1 END), c.rating_score, c.missed \
          FROM conversations c LEFT JOIN events e ON e.conversation_id = c.id \
-         WHERE {range} AND c.messages IS NULL \
-         GROUP BY c.id, c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, c.rating_score, c.missed"
+         WHERE {} AND c.messages IS NULL \
+         GROUP BY c.id, c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, c.rating_score, c.missed",
+        in_range(site, from, to, agent)
+    )
+}
+
+fn in_range(site: &str, from: &str, to: &str, agent: &str) -> String {
+    format!(
+        "c.site_id = {site} AND c.created_at >= {from} AND c.created_at < {to} \
+         AND ({agent} IS NULL OR c.agent_id = {agent})"
     )
 }
 
@@ -97,6 +116,11 @@ macro_rules! facts_from {
             missed: $r.$get(10)?,
         }
     };
+}
+
+/// A PostgreSQL row's facts, by position (`facts_sql`).
+pub(super) fn pg_facts(r: &sqlx::postgres::PgRow) -> Result<ChatFacts<'_>> {
+    Ok(facts_from!(r, try_get, r.try_get(0)?, r.try_get(1)?))
 }
 
 fn lite_text_error(column: usize, value: ValueRef<'_>, e: FromSqlError) -> rusqlite::Error {
@@ -157,7 +181,8 @@ impl PostgresStore {
             return Err(Error::Unavailable(1));
         }
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let job = PgJob { site_id: site_id.to_owned(), from, to, agent_id: agent_id.map(str::to_owned), sink, answer };
+        let asked = Asked { site_id: site_id.to_owned(), from, to, agent_id: agent_id.map(str::to_owned) };
+        let job = PgJob { asked, sink, answer };
         self.reports.send(job)?;
         answered.await.map_err(|_| Error::Unavailable(1))?
     }
@@ -179,15 +204,21 @@ pub(super) struct PgReports {
     jobs: Mutex<Option<flume::Sender<PgJob>>>,
 }
 
-/// One report for the lane: its range and its sink, and where the sink
-/// goes back once every row is in it.
+/// One report for the lane: what it asks, its sink, and where the sink
+/// goes back once every chat is in it.
 struct PgJob {
+    asked: Asked,
+    sink: Box<dyn FactSink>,
+    answer: tokio::sync::oneshot::Sender<Result<Box<dyn FactSink>>>,
+}
+
+/// A report's chats: a site's, created in `[from, to)` (Unix ms), only
+/// the agent's if given.
+struct Asked {
     site_id: String,
     from: i64,
     to: i64,
     agent_id: Option<String>,
-    sink: Box<dyn FactSink>,
-    answer: tokio::sync::oneshot::Sender<Result<Box<dyn FactSink>>>,
 }
 
 /// The lane's connection's `application_name`.
@@ -236,6 +267,7 @@ impl PgReports {
 /// or a new one. A connection a report failed on is not kept.
 async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
     let mut kept: Option<PgConnection> = None;
+    let mut summaries = report_days::Cache::default();
     loop {
         let job = match tokio::time::timeout(IDLE, queue.recv_async()).await {
             Ok(Ok(job)) => job,
@@ -267,8 +299,8 @@ async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
                 }
             },
         };
-        let PgJob { site_id, from, to, agent_id, sink, answer } = job;
-        let read = read_facts(&mut conn, &site_id, from, to, agent_id.as_deref(), sink, &answer).await;
+        let PgJob { asked, sink, answer } = job;
+        let read = read_facts(&mut conn, &mut summaries, &asked, sink, &answer).await;
         if read.is_ok() {
             kept = Some(conn);
         }
@@ -279,35 +311,112 @@ async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
     }
 }
 
-/// A report's rows through a cursor, a chunk at a time, each tallied
-/// before the next is asked for: the backend process that runs the
-/// statement cannot be made to yield to chat from here, but it works
-/// only in short bursts, each after this thread found the CPU chat left
-/// it. Streamed instead, it ran the whole statement at once beside chat,
-/// its rows piling up in socket buffers. (Resting between chunks as
-/// well, as SQLite's reader does, halved the backend's share of a core
-/// and doubled a report's time, and chat's p99 beside reports stayed
-/// where it was.) Given up between chunks when nobody waits for the
-/// answer any more.
+/// A report's facts: the summaries of the whole days in its range that
+/// have ended (`report_days`, made first where missing), and the chats
+/// of the rest of its range, all in one snapshot. The days summarized
+/// were what a report spent in the database: reading each of a month's
+/// 80,000 chats' rows there raised chat's p99 beside reports to 1.7–1.9x
+/// (`docs/benchmarks.md`). Resting between steps (`Pace`: a day's
+/// summary, a chunk of rows), and given up between chunks when nobody
+/// waits for the answer any more.
 async fn read_facts(
     conn: &mut PgConnection,
-    site_id: &str,
-    from: i64,
-    to: i64,
-    agent_id: Option<&str>,
+    cache: &mut report_days::Cache,
+    asked: &Asked,
     mut sink: Box<dyn FactSink>,
     answer: &tokio::sync::oneshot::Sender<Result<Box<dyn FactSink>>>,
 ) -> Result<Box<dyn FactSink>> {
+    let (site_id, from, to, agent_id) = (asked.site_id.as_str(), asked.from, asked.to, asked.agent_id.as_deref());
+    let days = report_days::summarized_days(from, to, super::now_ms());
+    // Either side of the days (which may be none: then the whole range).
+    let (first, last) = ((days.start * DAY_MS).min(to), (days.end * DAY_MS).min(to));
+    let mut unsummarized = vec![from..first, last..to];
+    // The summaries, in the report's snapshot. Where some are missing,
+    // they are made (each in a transaction of its own) and the snapshot
+    // taken again; a day emptied again since is read as chats.
+    let mut made = false;
+    let (mut tx, summaries) = loop {
+        let mut tx = report_transaction(conn).await?;
+        let summaries = report_days::summaries(&mut tx, cache, site_id, &days).await?;
+        let mut missing = days.clone().filter(|d| !summaries.iter().any(|(s, _)| s == d)).peekable();
+        if made || missing.peek().is_none() {
+            break (tx, summaries);
+        }
+        let missing: Vec<i64> = missing.collect();
+        tx.rollback().await?;
+        for day in missing {
+            report_days::make(conn, cache, site_id, day).await?;
+        }
+        made = true;
+    };
+    let mut pace = crate::low_priority::Pace::start();
+    for day in days {
+        let summary = summaries.iter().find(|(d, _)| *d == day);
+        if !summary.is_some_and(|(_, s)| report_days::tally(s, day, agent_id, sink.as_mut())) {
+            unsummarized.push(day * DAY_MS..(day + 1) * DAY_MS);
+        }
+        pace.breathe().await;
+    }
+    for range in merged(unsummarized) {
+        let sql = closed_sql("$1", "$2", "$3", "$4::text");
+        sink = stream(&mut tx, &sql, asked, range, sink, answer, &mut pace).await?;
+    }
+    let sql = open_sql("$1", "$2", "$3", "$4::text");
+    sink = stream(&mut tx, &sql, asked, from..to, sink, answer, &mut pace).await?;
+    tx.commit().await?;
+    Ok(sink)
+}
+
+/// A report's transaction: one snapshot for all it reads (`report_days`).
+/// A report is one long statement on a server that also carries live
+/// chat: no parallel workers (they would take every core), no JIT
+/// compiling (a tenth of a second of CPU for a plan this plain), and
+/// planned for reading every row, as it will be.
+async fn report_transaction(conn: &mut PgConnection) -> Result<sqlx::Transaction<'_, sqlx::Postgres>> {
     let mut tx = conn.begin().await?;
-    // A report is one long statement on a server that also carries live
-    // chat: no parallel workers (they would take every core), no JIT
-    // compiling (a tenth of a second of CPU for a plan this plain), and
-    // planned for reading every row, as it will be.
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
     sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0").execute(&mut *tx).await?;
     sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
     sqlx::query("SET LOCAL cursor_tuple_fraction = 1.0").execute(&mut *tx).await?;
-    let sql = format!("DECLARE report NO SCROLL CURSOR FOR {}", facts_sql("$1", "$2", "$3", "$4::text"));
-    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(site_id).bind(from).bind(to).bind(agent_id).execute(&mut *tx).await?;
+    Ok(tx)
+}
+
+/// `ranges` sorted, those that touch joined, the empty ones left out.
+fn merged(mut ranges: Vec<Range<i64>>) -> Vec<Range<i64>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<i64>> = Vec::new();
+    for r in ranges.into_iter().filter(|r| !r.is_empty()) {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// The rows of `sql` (parameters: `asked`'s site, `range`, `asked`'s agent) through a
+/// cursor, a chunk at a time, each tallied before the next is asked for:
+/// the backend process that runs the statement cannot be made to yield
+/// to chat from here, but it works only in short bursts, each after this
+/// thread found the CPU chat left it. Streamed instead, it ran the whole
+/// statement at once beside chat, its rows piling up in socket buffers.
+async fn stream(
+    tx: &mut PgConnection,
+    sql: &str,
+    asked: &Asked,
+    range: Range<i64>,
+    mut sink: Box<dyn FactSink>,
+    answer: &tokio::sync::oneshot::Sender<Result<Box<dyn FactSink>>>,
+    pace: &mut crate::low_priority::Pace,
+) -> Result<Box<dyn FactSink>> {
+    let declare = format!("DECLARE report NO SCROLL CURSOR FOR {sql}");
+    sqlx::query(sqlx::AssertSqlSafe(declare))
+        .bind(&asked.site_id)
+        .bind(range.start)
+        .bind(range.end)
+        .bind(&asked.agent_id)
+        .execute(&mut *tx)
+        .await?;
     let fetch = format!("FETCH {CHUNK} FROM report");
     loop {
         if answer.is_closed() {
@@ -315,16 +424,30 @@ async fn read_facts(
         }
         let rows = sqlx::query(sqlx::AssertSqlSafe(fetch.as_str())).fetch_all(&mut *tx).await?;
         for r in &rows {
-            sink.add(&facts_from!(r, try_get, r.try_get(0)?, r.try_get(1)?));
+            sink.add(&pg_facts(r)?);
         }
+        pace.breathe().await;
         if rows.len() < CHUNK {
             break;
         }
     }
-    tx.commit().await?;
+    sqlx::query("CLOSE report").execute(&mut *tx).await?;
     Ok(sink)
 }
 
 /// Rows a report's cursor hands over at a time (PostgreSQL), and rows a
 /// report reads between two rests (SQLite): about a millisecond of work.
 const CHUNK: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::merged;
+
+    #[test]
+    fn ranges_read_as_chats_are_joined_in_order() {
+        assert_eq!(merged(vec![30..40, 0..10, 10..20, 50..50, 15..18]), [0..20, 30..40]);
+        assert_eq!(merged(vec![5..5, 7..7]), []);
+        assert_eq!(merged(vec![0..10, 5..30, 30..31, 31..32]).len(), 1);
+        assert_eq!(merged(vec![0..10, 5..30, 30..31]).pop(), Some(0..31));
+    }
+}
