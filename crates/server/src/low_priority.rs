@@ -74,7 +74,7 @@ where
             while let Ok(job) = queue.recv() {
                 let began = Instant::now();
                 job();
-                std::thread::sleep(began.elapsed() * REST_PER_WORK);
+                std::thread::sleep(rest_after(began.elapsed()));
             }
         })
         .map(|_| jobs)
@@ -101,6 +101,16 @@ where
 /// for reports of 49, 60, 76 and 141 ms (`docs/benchmarks.md`).
 pub(crate) const REST_PER_WORK: u32 = 9;
 
+/// The longest one rest: the next report asked waits for the rest of the
+/// one before, so a long report (a year of a busy site) makes the next
+/// wait at most this long.
+const REST_MOST: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The rest after work that took `worked`.
+fn rest_after(worked: std::time::Duration) -> std::time::Duration {
+    (worked * REST_PER_WORK).min(REST_MOST)
+}
+
 /// Rests for work done in steps on an async runtime: `breathe` after each
 /// step rests once a millisecond of work has added up (a timer's
 /// resolution: shorter rests would round up to it).
@@ -116,7 +126,7 @@ impl Pace {
     pub(crate) async fn breathe(&mut self) {
         let worked = self.since.elapsed();
         if worked >= std::time::Duration::from_millis(1) {
-            tokio::time::sleep(worked * REST_PER_WORK).await;
+            tokio::time::sleep(rest_after(worked)).await;
             self.since = Instant::now();
         }
     }
