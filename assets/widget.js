@@ -620,7 +620,9 @@ textarea{resize:none}
       let f;
       try { f = JSON.parse(m.data); } catch { return; }
       if (f.type === "error" && f.code === "banned") { banned = true; sock = null; ws.close(); return refusedForGood(); }
-      if (f.type === "error" && !welcomed) refused = true;
+      // Only a token the server no longer knows is refused for good; a busy
+      // or storeless node ("unavailable") keeps the visitor and their chat.
+      if (f.type === "error" && !welcomed && (f.code === "unauthorized" || f.code === "token_expired")) refused = true;
       onFrame(f);
     };
     ws.onclose = () => {

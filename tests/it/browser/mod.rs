@@ -18,6 +18,7 @@ mod integrations;
 mod invitations;
 mod languages;
 mod notes;
+mod outage;
 mod phone;
 mod photos;
 mod privacy;
