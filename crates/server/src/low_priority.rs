@@ -92,14 +92,17 @@ where
 }
 
 /// How much longer than it worked low-priority work rests: a report asked
-/// in a loop works a tenth of the time at most. The class of these
+/// in a loop works a twentieth of the time at most. The class of these
 /// threads does not make them yield to other processes (see the module's
 /// doc); this does. Measured with PostgreSQL's reports asked in a loop
 /// beside chat (chat's p99 with reports over without, one run each):
 /// 1.34 resting about a millisecond per day of a report, 1.30 resting as
 /// long as it worked, 1.23 three times as long, 1.10 nine times as long,
-/// for reports of 49, 60, 76 and 141 ms (`docs/benchmarks.md`).
-pub(crate) const REST_PER_WORK: u32 = 9;
+/// for reports of 49, 60, 76 and 141 ms. Nine times read 0.95–1.34 over
+/// ten runs (at the target, 1.2, on average); nineteen times 1.12–1.19 in
+/// three alternated with them, for reports of 215–225 ms, within their
+/// 500 ms (`docs/benchmarks.md`).
+pub(crate) const REST_PER_WORK: u32 = 19;
 
 /// The longest one rest: the next report asked waits for the rest of the
 /// one before, so a long report (a year of a busy site) makes the next
