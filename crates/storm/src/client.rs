@@ -125,6 +125,19 @@ pub struct ResumeTiming {
     pub attempt_ms: f64,
     /// Attempts it took.
     pub attempts: u32,
+    /// Of the attempts before it: why each failed.
+    #[serde(default)]
+    pub failed: Failures,
+}
+
+/// Why attempts to resume failed: no WebSocket (the node was gone, or its
+/// upgrade was refused or timed out), a welcome refused as unavailable,
+/// or the socket closing before any welcome.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub struct Failures {
+    pub connect: u32,
+    pub unavailable: u32,
+    pub dropped: u32,
 }
 
 /// A soak's running totals for all the clients of one worker: what a row
@@ -306,6 +319,7 @@ pub async fn run_client(spec: ClientSpec, controls: Arc<Controls>) -> ClientRepo
     // Since the last drop: when it happened and the attempts made since.
     let mut dropped_at = std::time::Instant::now();
     let mut tries = 0u32;
+    let mut failed = Failures::default();
     while !controls.stop.load(Ordering::Relaxed) {
         let Some(server) = spec.servers.get(node % spec.servers.len().max(1)).copied() else { break };
         tries += 1;
@@ -314,19 +328,21 @@ pub async fn run_client(spec: ClientSpec, controls: Arc<Controls>) -> ClientRepo
             Ok(ws) => ws,
             Err(_) => {
                 // That node is gone (or not there yet): fail over to the next.
+                failed.connect += 1;
                 node += 1;
                 tokio::time::sleep(backoff(attempt, Duration::from_millis(100), Duration::from_secs(5))).await;
                 attempt += 1;
                 continue;
             }
         };
-        let timing = Timing { dropped_at, try_started, tries };
+        let timing = Timing { dropped_at, try_started, tries, failed };
         match session(&spec, &controls, &mut st, ws, first, timing).await {
             Outcome::Refused => {
                 st.report.logouts += 1;
                 break;
             }
             Outcome::Unavailable => {
+                failed.unavailable += 1;
                 tokio::time::sleep(backoff(attempt, Duration::from_millis(250), Duration::from_secs(5))).await;
                 attempt += 1;
             }
@@ -336,6 +352,9 @@ pub async fn run_client(spec: ClientSpec, controls: Arc<Controls>) -> ClientRepo
                     attempt = 0;
                     dropped_at = std::time::Instant::now();
                     tries = 0;
+                    failed = Failures::default();
+                } else {
+                    failed.dropped += 1;
                 }
                 // A whole crowd drops at once: spread the reconnects.
                 let delay =
@@ -390,6 +409,7 @@ struct Timing {
     dropped_at: std::time::Instant,
     try_started: std::time::Instant,
     tries: u32,
+    failed: Failures,
 }
 
 async fn session(
@@ -441,6 +461,7 @@ async fn session(
             to_welcome_ms,
             attempt_ms: ms(timing.try_started),
             attempts: timing.tries,
+            failed: timing.failed,
         });
     }
     if spec.kind == Kind::Agent && welcome.availability.as_deref() != Some("online") {

@@ -386,10 +386,17 @@ async fn node_loss_on(mut cluster: Vec<Target>, args: &ClusterArgs) -> anyhow::R
     // machine: late is not lost, so wait before counting.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let raw = collect_reports(&mut all).await?;
-    let mut hashes_after = 0.0;
+    let (mut hashes_after, mut away) = (0.0, crate::server::TurnedAway::default());
     for t in &mut survivors {
         hashes_after += t.people_hashes().await?;
+        away += t.turned_away().await?;
     }
+    // Why a client's resume took more than one try: the survivors said
+    // they were unavailable.
+    eprintln!(
+        "survivors turned away as unavailable: {} chat-lane requests, {} hellos, {} welcomes",
+        away.upgrades, away.hellos, away.welcomes
+    );
     let n_agent_workers = agents.div_ceil(PER_WORKER);
     let (agent_raw, visitor_raw) = raw.split_at(n_agent_workers);
     let agent_reports = reports(agent_raw);
@@ -412,6 +419,7 @@ async fn node_loss_on(mut cluster: Vec<Target>, args: &ClusterArgs) -> anyhow::R
     let logouts: u64 = agent_reports.iter().chain(&visitor_reports).map(|r| r.logouts).sum();
     let messages: usize = agent_reports.iter().chain(&visitor_reports).map(|r| r.acked.len()).sum();
     eprintln!("{messages} messages acknowledged; {moved} clients had started on the lost node");
+    print_resume_timings(agent_reports.iter().chain(&visitor_reports), killed_at);
     if !recovered {
         eprintln!("warning: not every client was back within 120 s");
     }
@@ -580,12 +588,18 @@ fn print_resume_timings<'a>(reports: impl Iterator<Item = &'a ClientReport>, cut
     let mut total: Vec<f64> = timings.iter().map(|t| t.to_welcome_ms).collect();
     let mut last: Vec<f64> = timings.iter().map(|t| t.attempt_ms).collect();
     let retried = timings.iter().filter(|t| t.attempts > 1).count();
+    // The slowest hundredth: what their failed attempts were.
+    let mut slow = timings.clone();
+    slow.sort_by(|a, b| b.to_welcome_ms.total_cmp(&a.to_welcome_ms));
+    slow.truncate(timings.len().div_ceil(100));
+    let sum = |f: fn(&ResumeTiming) -> u32| slow.iter().map(f).sum::<u32>();
     let most = timings.iter().map(|t| t.attempts).max().unwrap_or(0);
     let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
     eprintln!(
         "resumes: drop seen after the cut p50 {:.0} ms, max {:.0} ms; drop to welcome p50 {:.0} ms, p99 {:.0} ms, \
          max {:.0} ms; last attempt p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {retried} took more than one attempt \
-         (at most {most})",
+         (at most {most}); the slowest {} (from {:.0} ms) failed {} connects, {} welcomes as unavailable, {} \
+         sockets closed before a welcome",
         percentile(&mut seen, 50.0),
         max(&seen),
         percentile(&mut total, 50.0),
@@ -594,6 +608,11 @@ fn print_resume_timings<'a>(reports: impl Iterator<Item = &'a ClientReport>, cut
         percentile(&mut last, 50.0),
         percentile(&mut last, 99.0),
         max(&last),
+        slow.len(),
+        slow.last().map_or(0.0, |t| t.to_welcome_ms),
+        sum(|t| t.failed.connect),
+        sum(|t| t.failed.unavailable),
+        sum(|t| t.failed.dropped),
     );
 }
 

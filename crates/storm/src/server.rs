@@ -385,6 +385,19 @@ impl Target {
         metric_at(&self.http, &self.base, name).await
     }
 
+    /// Sockets this server turned away as unavailable before welcoming
+    /// them: at the hello (admission) and at the welcome (the store).
+    pub async fn turned_away(&self) -> anyhow::Result<TurnedAway> {
+        let ends = "holdfast_socket_ends_total";
+        let unavailable = r#"code="unavailable""#;
+        let labelled = |name, labels| metric_labelled(&self.http, &self.base, name, labels);
+        Ok(TurnedAway {
+            upgrades: labelled("holdfast_lane_shed_total", &[r#"lane="chat""#]).await?,
+            hellos: labelled(ends, &[unavailable, r#"reason="hello refused""#]).await?,
+            welcomes: labelled(ends, &[unavailable, r#"reason="welcome failed""#]).await?,
+        })
+    }
+
     /// Password hashes the server ran for people (not for the status
     /// page's login probe).
     pub async fn people_hashes(&self) -> anyhow::Result<f64> {
@@ -418,6 +431,24 @@ impl Target {
     }
 }
 
+/// What a node turned away as unavailable, by where: requests of the
+/// chat lane shed by admission (a socket's upgrade among them), hellos
+/// shed by admission, welcomes that failed on the store.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TurnedAway {
+    pub upgrades: f64,
+    pub hellos: f64,
+    pub welcomes: f64,
+}
+
+impl std::ops::AddAssign for TurnedAway {
+    fn add_assign(&mut self, other: TurnedAway) {
+        self.upgrades += other.upgrades;
+        self.hellos += other.hellos;
+        self.welcomes += other.welcomes;
+    }
+}
+
 /// CPU seconds (user + system) process `pid` has used so far.
 pub fn process_cpu_s(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -433,10 +464,17 @@ pub fn process_cpu_s(pid: u32) -> Option<f64> {
 /// A counter or gauge from the `/metrics` of the server at `base` (summed
 /// over labels), for a task that holds no `Target`.
 pub async fn metric_at(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<f64> {
+    metric_labelled(http, base, name, &[]).await
+}
+
+/// A counter or gauge summed over its series whose labels include each of
+/// `labels` (`code="unavailable"`).
+pub async fn metric_labelled(http: &reqwest::Client, base: &str, name: &str, labels: &[&str]) -> anyhow::Result<f64> {
     let text = http.get(format!("{base}/metrics")).send().await?.text().await?;
     Ok(text
         .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter(|l| labels.iter().all(|label| l.split_once(' ').is_some_and(|(series, _)| series.contains(label))))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
 }

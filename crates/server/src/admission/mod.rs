@@ -27,7 +27,7 @@ use crate::error::Error;
 pub enum Lane {
     /// Agent login, token refresh, session resume, health checks.
     Critical,
-    /// Messages and visitor connects.
+    /// Messages and new visitors (their sessions; sockets resume in `Critical`).
     Chat,
     /// Reports, search, banners, admin lists.
     Dashboard,

@@ -13,7 +13,13 @@ use crate::app::AppState;
 /// dashboard; the rest is background.
 pub fn lane_for(path: &str) -> Lane {
     match path {
-        "/livez" | "/readyz" | "/api/v1/agent/socket" => Lane::Critical,
+        "/livez" | "/readyz" => Lane::Critical,
+        // Either side's socket: its upgrade carries no credential, and what
+        // follows is a resume (the hello is admitted here too, and a new
+        // visitor was made by the session in the chat lane). Behind chat's
+        // messages, a node taking over a lost one's crowd answered its
+        // upgrades in 1.7 s at the median, or shed them.
+        "/api/v1/agent/socket" | "/api/v1/visitor/socket" => Lane::Critical,
         p if p.starts_with("/api/v1/auth/") => Lane::Critical,
         // The console's login page, its files and its cookie login/refresh.
         "/console" | "/console/" => Lane::Critical,
@@ -22,7 +28,7 @@ pub fn lane_for(path: &str) -> Lane {
         p if p.starts_with("/widget-i18n/") => Lane::Chat,
         "/api/v1/canned" => Lane::Dashboard,
         p if p.starts_with("/api/v1/admin/") || p.starts_with("/api/v1/operator/") => Lane::Dashboard,
-        "/api/v1/visitor/session" | "/api/v1/visitor/socket" => Lane::Chat,
+        "/api/v1/visitor/session" => Lane::Chat,
         // Files in chat are chat (an upload's stream is bounded per node
         // by `attachments`, a download's holds no permit once it starts).
         p if p.starts_with("/api/v1/attachments") || p.starts_with("/api/v1/visitor/attachments") => Lane::Chat,
@@ -44,10 +50,10 @@ pub fn lane_for(path: &str) -> Lane {
 
 /// What a connection let into the reserve (the node is full) is served:
 /// the critical lane's requests, which must answer while the rest is full
-/// (health, login, refresh, the console's login page), but not its socket,
-/// which would hold a reserve slot for hours.
+/// (health, login, refresh, the console's login page), but not its sockets,
+/// which would each hold a reserve slot for hours.
 pub fn served_from_reserve(path: &str) -> bool {
-    lane_for(path) == Lane::Critical && path != "/api/v1/agent/socket"
+    lane_for(path) == Lane::Critical && !path.ends_with("/socket")
 }
 
 /// The lane of a request: its path's, but an integration is a side
@@ -83,7 +89,9 @@ mod tests {
         assert_eq!(lane_for("/api/v1/auth/refresh"), Lane::Critical);
         assert_eq!(lane_for("/api/v1/agent/socket"), Lane::Critical);
         assert_eq!(lane_for("/livez"), Lane::Critical);
-        assert_eq!(lane_for("/api/v1/visitor/socket"), Lane::Chat);
+        assert_eq!(lane_for("/api/v1/visitor/socket"), Lane::Critical);
+        assert_eq!(lane_for("/api/v1/visitor/session"), Lane::Chat);
+        assert!(!served_from_reserve("/api/v1/visitor/socket") && !served_from_reserve("/api/v1/agent/socket"));
         assert_eq!(lane_for("/api/v1/conversations/abc/events"), Lane::Chat);
         assert_eq!(lane_for("/api/v1/banners"), Lane::Dashboard);
         assert_eq!(lane_for("/api/v1/search"), Lane::Dashboard);
