@@ -395,7 +395,7 @@ async fn node_loss_on(mut cluster: Vec<Target>, args: &ClusterArgs) -> anyhow::R
     // they were unavailable.
     eprintln!(
         "survivors turned away as unavailable: {} chat-lane requests, {} hellos, {} welcomes",
-        away.upgrades, away.hellos, away.welcomes
+        away.chat_lane, away.hellos, away.welcomes
     );
     let n_agent_workers = agents.div_ceil(PER_WORKER);
     let (agent_raw, visitor_raw) = raw.split_at(n_agent_workers);

@@ -392,7 +392,7 @@ impl Target {
         let unavailable = r#"code="unavailable""#;
         let labelled = |name, labels| metric_labelled(&self.http, &self.base, name, labels);
         Ok(TurnedAway {
-            upgrades: labelled("holdfast_lane_shed_total", &[r#"lane="chat""#]).await?,
+            chat_lane: labelled("holdfast_lane_shed_total", &[r#"lane="chat""#]).await?,
             hellos: labelled(ends, &[unavailable, r#"reason="hello refused""#]).await?,
             welcomes: labelled(ends, &[unavailable, r#"reason="welcome failed""#]).await?,
         })
@@ -432,18 +432,18 @@ impl Target {
 }
 
 /// What a node turned away as unavailable, by where: requests of the
-/// chat lane shed by admission (a socket's upgrade among them), hellos
+/// chat lane shed by admission (messages, new visitors' sessions), hellos
 /// shed by admission, welcomes that failed on the store.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TurnedAway {
-    pub upgrades: f64,
+    pub chat_lane: f64,
     pub hellos: f64,
     pub welcomes: f64,
 }
 
 impl std::ops::AddAssign for TurnedAway {
     fn add_assign(&mut self, other: TurnedAway) {
-        self.upgrades += other.upgrades;
+        self.chat_lane += other.chat_lane;
         self.hellos += other.hellos;
         self.welcomes += other.welcomes;
     }
