@@ -166,7 +166,9 @@ pub async fn run<I, O>(
     if let Peer::Agent(a) = &peer
         && a.role == Role::Probe
     {
-        return probe_welcome(chat, peer, resume, limits.write_timeout, out).await;
+        // Boxed: inline, this rare path's state (2.5 KB) was in every
+        // socket's task for its whole life (`-Zprint-type-sizes`).
+        return Box::pin(probe_welcome(chat, peer, resume, limits.write_timeout, out)).await;
     }
     let principal = match &peer {
         Peer::Agent(a) => Principal::Agent { agent_id: a.agent_id.clone(), session_id: a.session_id.clone() },
