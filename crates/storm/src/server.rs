@@ -474,7 +474,8 @@ pub async fn metric_labelled(http: &reqwest::Client, base: &str, name: &str, lab
     Ok(text
         .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter(|l| labels.iter().all(|label| l.split_once(' ').is_some_and(|(series, _)| series.contains(label))))
+        // The value follows the last space: a label's value may hold one.
+        .filter(|l| labels.iter().all(|label| l.rsplit_once(' ').is_some_and(|(series, _)| series.contains(label))))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
 }

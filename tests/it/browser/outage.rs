@@ -75,16 +75,11 @@ async fn a_widget_turned_away_while_the_store_is_down_keeps_its_visitor_and_chat
     agent.close().await;
 }
 
-/// Sockets this server turned away at their hello because it was
+/// Sockets this server turned away at their welcome because it was
 /// unavailable, from its `/metrics`.
 async fn welcomes_refused(server: &TestServer) -> f64 {
-    let text = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("holdfast_socket_ends_total{")
-                && l.contains(r#"reason="welcome failed""#)
-                && l.contains(r#"code="unavailable""#)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let labels = [r#"reason="welcome failed""#, r#"code="unavailable""#];
+    holdfast_storm::server::metric_labelled(&server.http, &server.base, "holdfast_socket_ends_total", &labels)
+        .await
+        .unwrap()
 }

@@ -26,7 +26,7 @@
 //!   committed in that snapshot, since each change empties it in its own
 //!   transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -177,13 +177,13 @@ impl Cache {
 
 /// The full summaries of `days` of `site_id`, of this format, in `conn`'s
 /// snapshot, by day: from `cache` where it holds their version, else
-/// read (and kept there).
+/// read (and kept there). A day without one is not in the map.
 pub(super) async fn summaries(
     conn: &mut PgConnection,
     cache: &mut Cache,
     site_id: &str,
     days: &Range<i64>,
-) -> Result<Vec<(i64, Arc<[u8]>)>> {
+) -> Result<BTreeMap<i64, Arc<[u8]>>> {
     // The first byte of each only (stored uncompressed, it is read alone).
     let versions: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT day, version FROM report_days WHERE site_id = $1 AND day >= $2 AND day < $3 \
@@ -195,11 +195,11 @@ pub(super) async fn summaries(
     .bind([FORMAT].as_slice())
     .fetch_all(&mut *conn)
     .await?;
-    let mut found = Vec::with_capacity(versions.len());
+    let mut found = BTreeMap::new();
     let mut unknown = Vec::new();
     for (day, version) in versions {
         match cache.get(site_id, day, version) {
-            Some(summary) => found.push((day, summary)),
+            Some(summary) => _ = found.insert(day, summary),
             None => unknown.push(day),
         }
     }
@@ -212,7 +212,7 @@ pub(super) async fn summaries(
         .fetch_all(&mut *conn)
         .await?;
         for (day, version, summary) in read {
-            found.push((day, cache.put(site_id, day, version, summary)));
+            found.insert(day, cache.put(site_id, day, version, summary));
         }
     }
     Ok(found)

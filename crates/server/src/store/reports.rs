@@ -338,11 +338,10 @@ async fn read_facts(
     let (mut tx, summaries) = loop {
         let mut tx = report_transaction(conn).await?;
         let summaries = report_days::summaries(&mut tx, cache, site_id, &days).await?;
-        let mut missing = days.clone().filter(|d| !summaries.iter().any(|(s, _)| s == d)).peekable();
-        if made || missing.peek().is_none() {
+        let missing: Vec<i64> = days.clone().filter(|d| !summaries.contains_key(d)).collect();
+        if made || missing.is_empty() {
             break (tx, summaries);
         }
-        let missing: Vec<i64> = missing.collect();
         tx.rollback().await?;
         for day in missing {
             report_days::make(conn, cache, site_id, day).await?;
@@ -351,8 +350,7 @@ async fn read_facts(
     };
     let mut pace = crate::low_priority::Pace::start();
     for day in days {
-        let summary = summaries.iter().find(|(d, _)| *d == day);
-        if !summary.is_some_and(|(_, s)| report_days::tally(s, day, agent_id, sink.as_mut())) {
+        if !summaries.get(&day).is_some_and(|s| report_days::tally(s, day, agent_id, sink.as_mut())) {
             unsummarized.push(day * DAY_MS..(day + 1) * DAY_MS);
         }
         pace.breathe().await;
