@@ -105,6 +105,17 @@ impl BesideRelay {
     }
 }
 
+/// Sleep through a turn without the work, from `quiet_from` (Unix ms),
+/// and give the turn with it that follows: `(start, end)`. A turn with
+/// the work lasts until the work stops, which may be past its end (a
+/// report answered slowly, a batch finishing); the quiet turn after it
+/// starts from there, so that an overrun does not eat the other side.
+async fn sleep_through_quiet_turn(quiet_from: i64, turn_ms: i64) -> (i64, i64) {
+    let start = quiet_from + turn_ms;
+    sleep_until_ms(start).await;
+    (start, start + turn_ms)
+}
+
 /// Sleep until the Unix time `at` (ms): a turn's end.
 async fn sleep_until_ms(at: i64) {
     tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64)).await;

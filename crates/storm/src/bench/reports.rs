@@ -74,16 +74,24 @@ pub struct Plan {
     /// those of the day it was written.
     #[arg(long, value_name = "DIR_OR_DATABASE")]
     pub reuse: Option<String>,
+    /// PostgreSQL: empty the summaries of ended days (`report_days`) after
+    /// the reports are timed, so that the relay's first report of each
+    /// window makes its days' summaries again; chat's p99 while they are
+    /// made is printed beside the rest (`p99_during_cold_ms`).
+    #[arg(long, requires = "database_url")]
+    pub cold: bool,
 }
 
 /// When reports were asked for beside the relay: each turn with reports,
 /// from its start to the end of its last report, and each report asked
-/// for, from its request to its answer (Unix ms), with its time (ms).
+/// for, from its request to its answer (Unix ms), with its time (ms);
+/// the first `cold` of them were the first of their window.
 #[derive(Default)]
 struct Turns {
     busy: Vec<(i64, i64)>,
     reports: Vec<(i64, i64)>,
     report_ms: Vec<f64>,
+    cold: usize,
 }
 
 /// The store being seeded, whichever it is.
@@ -280,6 +288,7 @@ async fn measure(
     let target = Target::serve(&args, widget_key).await?;
     let agent_token = target.login(&crate::worker::agent_email(0), crate::server::STORM_PASSWORD).await?;
     let windows = windows(plan.days, plan.windows);
+    anyhow::ensure!(!plan.cold || database_url.is_some(), "--cold is for PostgreSQL's summaries");
     // A history kept by a run from before the relay closed its chats (or
     // one that failed) may hold some still open.
     let left_open = close_open_chats(&target).await?;
@@ -301,6 +310,10 @@ async fn measure(
     }
     eprintln!();
 
+    // As if no report had ever been asked (`--cold`).
+    if let (true, Some(url)) = (plan.cold, database_url) {
+        psql(url, "UPDATE report_days SET facts = NULL, version = NULL").await?;
+    }
     // Live chat: one relay run of twice `seconds`, in turns of `turn_ms`:
     // no reports, then reports asked for in a loop, and so on. Turns
     // rather than halves, so that what drifts over a run (the machine, a
@@ -308,30 +321,29 @@ async fn measure(
     let (began, relay_began) = tokio::sync::oneshot::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let asking = {
-        let (stop, windows, turn_ms) = (stop.clone(), windows.clone(), plan.relay.turn_ms as i64);
+        let (stop, windows, turn_ms, cold) = (stop.clone(), windows.clone(), plan.relay.turn_ms as i64, plan.cold);
         let (http, base, token) = (target.http.clone(), target.base.clone(), target.admin_token.clone());
         tokio::spawn(async move {
-            let mut turns = Turns::default();
+            let mut turns = Turns { cold: if cold { windows.len() } else { 0 }, ..Turns::default() };
             let Ok(from) = relay_began.await else { return turns };
             let mut windows = windows.iter().cycle();
-            for turn in 0i64.. {
-                let (start, end) = (from + turn * turn_ms, from + (turn + 1) * turn_ms);
-                if turn % 2 == 1 {
-                    while now_ms() < end && !stop.load(Ordering::Relaxed) {
-                        let Some((first_day, last_day)) = windows.next() else { break };
-                        let (started, asked_at) = (Instant::now(), now_ms());
-                        let url = format!("{base}/api/v1/reports?from={first_day}&to={last_day}");
-                        if http.get(url).bearer_auth(&token).send().await.is_ok_and(|r| r.status().is_success()) {
-                            turns.report_ms.push(started.elapsed().as_secs_f64() * 1000.0);
-                            turns.reports.push((asked_at, now_ms()));
-                        }
-                    }
-                    turns.busy.push((start, now_ms().max(end)));
-                }
+            let mut quiet_from = from;
+            loop {
+                let (start, end) = super::sleep_through_quiet_turn(quiet_from, turn_ms).await;
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                super::sleep_until_ms(end).await;
+                while now_ms() < end && !stop.load(Ordering::Relaxed) {
+                    let Some((first_day, last_day)) = windows.next() else { break };
+                    let (started, asked_at) = (Instant::now(), now_ms());
+                    let url = format!("{base}/api/v1/reports?from={first_day}&to={last_day}");
+                    if http.get(url).bearer_auth(&token).send().await.is_ok_and(|r| r.status().is_success()) {
+                        turns.report_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+                        turns.reports.push((asked_at, now_ms()));
+                    }
+                }
+                quiet_from = now_ms().max(end);
+                turns.busy.push((start, quiet_from));
             }
             turns
         })
@@ -345,7 +357,7 @@ async fn measure(
     )
     .await;
     stop.store(true, Ordering::Relaxed);
-    let Turns { busy: busy_spans, reports: asked, report_ms: mut during_ms } = asking.await?;
+    let Turns { busy: busy_spans, reports: asked, report_ms: mut during_ms, cold } = asking.await?;
     let relay = relay?;
     plan.relay.dump(&relay.samples, "report", &asked)?;
     // The relay's visitors are gone: close their chats, or a run on this
@@ -357,6 +369,17 @@ async fn measure(
     let (mut quiet, mut busy) = super::BesideRelay::split(&relay.samples, &busy_spans)?;
     let (p99_quiet, p99_busy) = (percentile(&mut quiet, 99.0), percentile(&mut busy, 99.0));
     let (_, storage_errors, _) = target.log.counts();
+    // Messages sent while a report made its window's summaries again.
+    let cold = cold.min(asked.len());
+    let mut while_cold: Vec<f64> = (relay.samples.iter())
+        .filter(|(sent, _)| asked[..cold].iter().any(|(start, end)| (*start..*end).contains(sent)))
+        .map(|(_, latency)| *latency)
+        .collect();
+    let mut cold_ms = during_ms[..cold].to_vec();
+    let summaries = match database_url {
+        Some(url) => summaries_held(url).await?,
+        None => 0,
+    };
 
     let ms = |v: &mut Vec<f64>, p: f64| format!("{:.1}", percentile(v, p));
     Ok(vec![
@@ -377,12 +400,38 @@ async fn measure(
         ("p99_ratio", format!("{:.2}", p99_busy / p99_quiet.max(0.01))),
         ("reports_during_relay", during_ms.len().to_string()),
         ("report_during_relay_median_ms", ms(&mut during_ms, 50.0)),
+        ("cold_reports", cold.to_string()),
+        ("summaries_held_after", summaries.to_string()),
+        ("cold_report_median_ms", ms(&mut cold_ms, 50.0)),
+        ("cold_report_max_ms", ms(&mut cold_ms, 100.0)),
+        ("messages_during_cold", while_cold.len().to_string()),
+        ("p99_during_cold_ms", format!("{:.2}", percentile(&mut while_cold, 99.0))),
+        ("cold_p99_ratio", format!("{:.2}", percentile(&mut while_cold, 99.0) / p99_quiet.max(0.01))),
         ("lost", relay.lost.to_string()),
         ("duplicated", relay.duplicated.to_string()),
         ("storage_errors", storage_errors.to_string()),
         ("open_chats_found", left_open.to_string()),
         ("chats_closed_after", closed.to_string()),
     ])
+}
+
+/// Run `sql` on the PostgreSQL database at `url` with `psql`; what it
+/// printed, unaligned and without headers.
+async fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
+    // Without the options only the server's driver reads (libpq refuses them).
+    let mut url = reqwest::Url::parse(url).map_err(|e| anyhow!("the database URL: {e}"))?;
+    url.set_query(None);
+    let args = ["-qtA", "-v", "ON_ERROR_STOP=1", url.as_str(), "-c", sql];
+    let run = tokio::process::Command::new("psql").args(args).output();
+    let out = run.await.map_err(|e| anyhow!("cannot run psql (Debian: postgresql-client): {e}"))?;
+    anyhow::ensure!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Summaries of ended days the PostgreSQL database at `url` holds.
+async fn summaries_held(url: &str) -> anyhow::Result<usize> {
+    let count = psql(url, "SELECT count(*) FROM report_days WHERE facts IS NOT NULL").await?;
+    count.parse().map_err(|_| anyhow!("psql counted {count:?}"))
 }
 
 /// Close every queued and active chat of the site over the REST API, as

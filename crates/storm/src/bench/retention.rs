@@ -208,20 +208,19 @@ async fn measure(plan: &Plan, args: &[&str], widget_key: String) -> anyhow::Resu
         tokio::spawn(async move {
             let mut busy = Vec::new();
             let Ok(from) = relay_began.await else { return anyhow::Ok(busy) };
-            for turn in 0i64.. {
-                let (start, end) = (from + turn * turn_ms, from + (turn + 1) * turn_ms);
+            let mut quiet_from = from;
+            loop {
+                let (start, end) = super::sleep_through_quiet_turn(quiet_from, turn_ms).await;
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                if turn % 2 == 1 {
-                    policy.set(keep_days).await?;
-                    super::sleep_until_ms(end).await;
-                    policy.set(0).await?;
-                    // The batch under way when the policy went off still
-                    // ends: the turn lasts until the job stops counting.
-                    busy.push((start, policy.settled(end, end + turn_ms).await?));
-                }
+                policy.set(keep_days).await?;
                 super::sleep_until_ms(end).await;
+                policy.set(0).await?;
+                // The batch under way when the policy went off still
+                // ends: the turn lasts until the job stops counting.
+                quiet_from = policy.settled(end, end + turn_ms).await?.max(end);
+                busy.push((start, quiet_from));
             }
             anyhow::Ok(busy)
         })
