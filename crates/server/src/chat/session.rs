@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::future::Either;
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 
 use super::hub::{KickReason, Principal};
 use super::protocol::{
@@ -130,45 +131,95 @@ struct Session<O> {
 /// test drives a session over channels).
 pub type PeerAddr = Option<std::net::IpAddr>;
 
-/// Drive one socket to its end.
-pub async fn run<I, O>(
+/// Drive one socket to its end: `hello`, then the relay.
+///
+/// Every idle socket's task holds this future, so it is laid out with
+/// care (`-Zprint-type-sizes`, `holdfast bench idle`): the handshake owns
+/// the arguments and hands them on with who the client is, so that its
+/// state is gone once it answers and nothing of it stays beside the
+/// relay's; and the relay (`relay`) is built from what it handed on.
+pub fn run<I, O>(
+    chat: Arc<Chat>,
+    auth: Arc<Auth>,
+    side: (Side, PeerAddr),
+    limits: SessionLimits,
+    input: I,
+    out: O,
+) -> impl Future<Output = ()> + Send
+where
+    I: Stream<Item = Inbound> + Unpin + Send,
+    O: Sink<Outbound> + Unpin + Send,
+{
+    handshake(chat, auth, side, limits, input, out).then(|shaken| match shaken {
+        Some(shaken) => Either::Left(relay(shaken)),
+        None => Either::Right(std::future::ready(())),
+    })
+}
+
+/// What the handshake hands the relay.
+struct Shaken<I, O> {
+    chat: Arc<Chat>,
+    peer: Peer,
+    resume: Resume,
+    limits: SessionLimits,
+    input: I,
+    out: O,
+}
+
+/// Read and check `hello`: who the socket is and what it already has,
+/// with the rest of the socket, or `None` once the client was told why
+/// not (or left).
+async fn handshake<I, O>(
     chat: Arc<Chat>,
     auth: Arc<Auth>,
     (side, ip): (Side, PeerAddr),
     limits: SessionLimits,
     mut input: I,
-    out: O,
-) where
+    mut out: O,
+) -> Option<Shaken<I, O>>
+where
     I: Stream<Item = Inbound> + Unpin + Send,
     O: Sink<Outbound> + Unpin + Send,
 {
-    let mut out = out;
     let hello = match tokio::time::timeout(limits.hello_timeout, input.next()).await {
         Ok(Some(Inbound::Text(text))) => parse_frame(&text),
         Ok(Some(Inbound::Other)) => Err(Error::bad_request("frames must be JSON text")),
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(_) => Err(Error::bad_request("no hello within the time allowed")),
     };
     let authenticated = match hello {
         Ok(frame) => Box::pin(authenticate(&chat, &auth, (side, ip), limits.renewal_grace, frame)).await,
         Err(e) => Err(e),
     };
-    let (peer, resume) = match authenticated {
-        Ok(ok) => ok,
+    match authenticated {
+        Ok((peer, resume)) => Some(Shaken { chat, peer, resume, limits, input, out }),
         Err(err) => {
             metrics::counter!("holdfast_socket_ends_total", "reason" => "hello refused", "code" => err.code())
                 .increment(1);
             let _ = out.send(Outbound::Text(error_frame(&err, None))).await;
             let _ = out.send(Outbound::Close("hello refused")).await;
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Register the client with the hub, welcome it, and relay until the
+/// socket ends. A plain function, not an `async fn`: that would keep each
+/// argument twice (as a capture and as the local it is moved into), where
+/// what the task holds from here on is the session, its registration, and
+/// what the relay loop waits on.
+fn relay<I, O>(shaken: Shaken<I, O>) -> impl Future<Output = ()> + Send
+where
+    I: Stream<Item = Inbound> + Unpin + Send,
+    O: Sink<Outbound> + Unpin + Send,
+{
+    let Shaken { chat, peer, resume, limits, mut input, out } = shaken;
     if let Peer::Agent(a) = &peer
         && a.role == Role::Probe
     {
         // Boxed: inline, this rare path's state (2.5 KB) was in every
         // socket's task for its whole life (`-Zprint-type-sizes`).
-        return Box::pin(probe_welcome(chat, peer, resume, limits.write_timeout, out)).await;
+        return Either::Left(Box::pin(probe_welcome(chat, peer, resume, limits.write_timeout, out)));
     }
     let principal = match &peer {
         Peer::Agent(a) => Principal::Agent { agent_id: a.agent_id.clone(), session_id: a.session_id.clone() },
@@ -176,61 +227,64 @@ pub async fn run<I, O>(
     };
     // Register before reading the backlog, so nothing slips in between.
     let mut reg = chat.hub.register(peer.site_id(), principal);
-    let mut session = Session::new(chat.clone(), peer, out, limits.write_timeout);
-    let site_id = session.peer.site_id().to_owned();
-    if matches!(session.peer, Peer::Agent(_)) && !reg.was_present {
-        // Off the resume's path: the welcome does not wait for routing.
-        let (chat, site_id) = (chat.clone(), site_id.clone());
-        tokio::spawn(async move { chat.presence_changed(&site_id).await });
-    }
-    let welcome = Box::pin(session.welcome(resume)).await;
-    let welcomed = welcome.is_ok();
-    let outcome = match welcome {
-        Ok(()) => {
-            // A kick ends the socket at once, whatever it is waiting for (a
-            // write to a slow client, a store read): a cut that waited for
-            // them left a client connected seconds after a blip.
-            let kick = reg.kick.clone();
-            let served = tokio::select! {
-                biased;
-                reason = kick.kicked() => Err(reason),
-                outcome = session.serve(&mut input, &mut reg, &limits) => Ok(outcome),
-            };
-            // Whatever the relay loop held back goes out with what follows.
-            session.corked = false;
-            match served {
-                Ok(outcome) => outcome,
-                Err(reason) => Ok(session.kicked(reason).await),
-            }
+    let was_present = reg.was_present;
+    let mut session = Session::new(chat, peer, out, limits.write_timeout);
+    Either::Right(async move {
+        let chat = session.chat.clone();
+        if matches!(session.peer, Peer::Agent(_)) && !was_present {
+            // Off the resume's path: the welcome does not wait for routing.
+            let (chat, site_id) = (chat.clone(), session.peer.site_id().to_owned());
+            tokio::spawn(async move { chat.presence_changed(&site_id).await });
         }
-        Err(err) => {
-            metrics::counter!("holdfast_socket_ends_total", "reason" => "welcome failed", "code" => err.code())
-                .increment(1);
-            let _ = session.send(error_frame(&err, None)).await;
-            Err(err)
-        }
-    };
-    chat.hub.unregister(reg.id);
-    if let Peer::Agent(a) = &session.peer {
-        // Presence lingers for the grace period; if the agent has not come
-        // back by then, they are gone: re-check the site.
-        let (chat, agent_id) = (chat.clone(), a.agent_id.clone());
-        let grace = chat.hub.presence_grace();
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            if !chat.hub.agent_connected(&agent_id) {
-                chat.presence_changed(&site_id).await;
+        let welcome = Box::pin(session.welcome(resume)).await;
+        let welcomed = welcome.is_ok();
+        let outcome = match welcome {
+            Ok(()) => {
+                // A kick ends the socket at once, whatever it is waiting for (a
+                // write to a slow client, a store read): a cut that waited for
+                // them left a client connected seconds after a blip.
+                let kick = reg.kick.clone();
+                let served = tokio::select! {
+                    biased;
+                    reason = kick.kicked() => Err(reason),
+                    outcome = session.serve(&mut input, &mut reg, &limits) => Ok(outcome),
+                };
+                // Whatever the relay loop held back goes out with what follows.
+                session.corked = false;
+                match served {
+                    Ok(outcome) => outcome,
+                    Err(reason) => Ok(session.kicked(reason).await),
+                }
             }
-        });
-    }
-    let reason = outcome.unwrap_or("error");
-    if welcomed {
-        // Why sockets end, for an operator reading a storm (`cut` is injected).
-        metrics::counter!("holdfast_socket_ends_total", "reason" => reason, "code" => "").increment(1);
-    }
-    if reason != CUT {
-        let _ = session.out.send(Outbound::Close(reason)).await;
-    }
+            Err(err) => {
+                metrics::counter!("holdfast_socket_ends_total", "reason" => "welcome failed", "code" => err.code())
+                    .increment(1);
+                let _ = session.send(error_frame(&err, None)).await;
+                Err(err)
+            }
+        };
+        chat.hub.unregister(reg.id);
+        if let Peer::Agent(a) = &session.peer {
+            // Presence lingers for the grace period; if the agent has not come
+            // back by then, they are gone: re-check the site.
+            let (chat, agent_id, site_id) = (chat.clone(), a.agent_id.clone(), a.site_id.clone());
+            let grace = chat.hub.presence_grace();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                if !chat.hub.agent_connected(&agent_id) {
+                    chat.presence_changed(&site_id).await;
+                }
+            });
+        }
+        let reason = outcome.unwrap_or("error");
+        if welcomed {
+            // Why sockets end, for an operator reading a storm (`cut` is injected).
+            metrics::counter!("holdfast_socket_ends_total", "reason" => reason, "code" => "").increment(1);
+        }
+        if reason != CUT {
+            let _ = session.out.send(Outbound::Close(reason)).await;
+        }
+    })
 }
 
 /// The status page's login probe: the welcome an agent gets, from the same
@@ -639,12 +693,15 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         let mut resync_requests = self.chat.hub.resync_requests();
         // A whole node's sockets asked at once spread their reads.
         let mut resync_at: Option<tokio::time::Instant> = None;
-        let mut bus_check = tokio::time::interval(BUS_DOWN_POLL);
-        bus_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Without the bus nothing live arrives from other nodes: then the
+        // store is read instead, so no one waits for NATS to return.
+        let mut bus_check = tokio::time::Instant::now();
         loop {
             let idle_deadline = last_heard + limits.idle_timeout;
-            let resync_deadline = resync_at.unwrap_or_else(|| idle_deadline + limits.idle_timeout);
             let gap_deadline = self.early.deadline();
+            // One timer for every deadline: each `Sleep` is 112 bytes of
+            // every idle socket's task.
+            let wake = [gap_deadline, resync_at].into_iter().flatten().fold(idle_deadline.min(bus_check), Ord::min);
             self.corked = true;
             tokio::select! {
                 biased;
@@ -654,24 +711,27 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                         return Ok(reason);
                     }
                 }
-                _ = tokio::time::sleep_until(idle_deadline) => return Ok("idle"),
+                () = tokio::time::sleep_until(wake) => {
+                    let now = tokio::time::Instant::now();
+                    if idle_deadline <= now {
+                        return Ok("idle");
+                    }
+                    if gap_deadline.is_some_and(|at| at <= now) {
+                        Box::pin(self.fill_expired_gaps()).await?;
+                    }
+                    if resync_at.is_some_and(|at| at <= now) {
+                        resync_at = None;
+                        Box::pin(self.resync()).await?;
+                    } else if bus_check <= now && !self.chat.bus.healthy() {
+                        Box::pin(self.resync()).await?;
+                    }
+                    if bus_check <= now {
+                        bus_check = now + BUS_DOWN_POLL;
+                    }
+                }
                 Ok(()) = resync_requests.changed() => {
                     let jitter = Duration::from_millis(rand::random_range(0..RESYNC_SPREAD_MS));
                     resync_at.get_or_insert(tokio::time::Instant::now() + jitter);
-                }
-                _ = tokio::time::sleep_until(gap_deadline.unwrap_or(idle_deadline)), if gap_deadline.is_some() => {
-                    Box::pin(self.fill_expired_gaps()).await?;
-                }
-                _ = tokio::time::sleep_until(resync_deadline), if resync_at.is_some() => {
-                    resync_at = None;
-                    Box::pin(self.resync()).await?;
-                }
-                // Without the bus nothing live arrives from other nodes:
-                // read the store instead, so no one waits for NATS to return.
-                _ = bus_check.tick() => {
-                    if !self.chat.bus.healthy() {
-                        Box::pin(self.resync()).await?;
-                    }
                 }
                 inbound = input.next() => {
                     last_heard = tokio::time::Instant::now();
