@@ -701,7 +701,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             let gap_deadline = self.early.deadline();
             // One timer for every deadline: each `Sleep` is 112 bytes of
             // every idle socket's task.
-            let wake = [gap_deadline, resync_at].into_iter().flatten().fold(idle_deadline.min(bus_check), Ord::min);
+            let wake = [gap_deadline, resync_at, Some(bus_check)].into_iter().flatten().fold(idle_deadline, Ord::min);
             self.corked = true;
             tokio::select! {
                 biased;
@@ -719,14 +719,15 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                     if gap_deadline.is_some_and(|at| at <= now) {
                         Box::pin(self.fill_expired_gaps()).await?;
                     }
-                    if resync_at.is_some_and(|at| at <= now) {
-                        resync_at = None;
-                        Box::pin(self.resync()).await?;
-                    } else if bus_check <= now && !self.chat.bus.healthy() {
-                        Box::pin(self.resync()).await?;
-                    }
+                    // A resync asked for and one for a bus that is down read
+                    // the store once.
+                    let asked = resync_at.take_if(|at| *at <= now).is_some();
+                    let bus_down = bus_check <= now && !self.chat.bus.healthy();
                     if bus_check <= now {
                         bus_check = now + BUS_DOWN_POLL;
+                    }
+                    if asked || bus_down {
+                        Box::pin(self.resync()).await?;
                     }
                 }
                 Ok(()) = resync_requests.changed() => {

@@ -92,16 +92,21 @@ impl BesideRelay {
     /// The relay's messages (sent at, latency) split into those sent
     /// outside every busy span and those sent within one.
     fn split(samples: &[(i64, f64)], busy_spans: &[(i64, i64)]) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-        let (mut quiet, mut busy) = (Vec::new(), Vec::new());
-        for (sent, latency) in samples {
-            if busy_spans.iter().any(|(start, end)| (*start..*end).contains(sent)) {
-                busy.push(*latency)
-            } else {
-                quiet.push(*latency)
-            }
-        }
+        let (quiet, busy) = Self::partition(samples, busy_spans);
         anyhow::ensure!(!quiet.is_empty() && !busy.is_empty(), "no messages in a turn of the relay");
         Ok((quiet, busy))
+    }
+
+    /// The latencies of the messages sent outside every span of `spans`,
+    /// and of those sent within one.
+    fn partition(samples: &[(i64, f64)], spans: &[(i64, i64)]) -> (Vec<f64>, Vec<f64>) {
+        let (mut outside, mut within) = (Vec::new(), Vec::new());
+        for (sent, latency) in samples {
+            let side =
+                if spans.iter().any(|(start, end)| (*start..*end).contains(sent)) { &mut within } else { &mut outside };
+            side.push(*latency);
+        }
+        (outside, within)
     }
 }
 

@@ -84,14 +84,12 @@ pub struct Plan {
 
 /// When reports were asked for beside the relay: each turn with reports,
 /// from its start to the end of its last report, and each report asked
-/// for, from its request to its answer (Unix ms), with its time (ms);
-/// the first `cold` of them were the first of their window.
+/// for, from its request to its answer (Unix ms), with its time (ms).
 #[derive(Default)]
 struct Turns {
     busy: Vec<(i64, i64)>,
     reports: Vec<(i64, i64)>,
     report_ms: Vec<f64>,
-    cold: usize,
 }
 
 /// The store being seeded, whichever it is.
@@ -288,7 +286,6 @@ async fn measure(
     let target = Target::serve(&args, widget_key).await?;
     let agent_token = target.login(&crate::worker::agent_email(0), crate::server::STORM_PASSWORD).await?;
     let windows = windows(plan.days, plan.windows);
-    anyhow::ensure!(!plan.cold || database_url.is_some(), "--cold is for PostgreSQL's summaries");
     // A history kept by a run from before the relay closed its chats (or
     // one that failed) may hold some still open.
     let left_open = close_open_chats(&target).await?;
@@ -321,10 +318,10 @@ async fn measure(
     let (began, relay_began) = tokio::sync::oneshot::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let asking = {
-        let (stop, windows, turn_ms, cold) = (stop.clone(), windows.clone(), plan.relay.turn_ms as i64, plan.cold);
+        let (stop, windows, turn_ms) = (stop.clone(), windows.clone(), plan.relay.turn_ms as i64);
         let (http, base, token) = (target.http.clone(), target.base.clone(), target.admin_token.clone());
         tokio::spawn(async move {
-            let mut turns = Turns { cold: if cold { windows.len() } else { 0 }, ..Turns::default() };
+            let mut turns = Turns::default();
             let Ok(from) = relay_began.await else { return turns };
             let mut windows = windows.iter().cycle();
             let mut quiet_from = from;
@@ -357,7 +354,7 @@ async fn measure(
     )
     .await;
     stop.store(true, Ordering::Relaxed);
-    let Turns { busy: busy_spans, reports: asked, report_ms: mut during_ms, cold } = asking.await?;
+    let Turns { busy: busy_spans, reports: asked, report_ms: mut during_ms } = asking.await?;
     let relay = relay?;
     plan.relay.dump(&relay.samples, "report", &asked)?;
     // The relay's visitors are gone: close their chats, or a run on this
@@ -369,12 +366,11 @@ async fn measure(
     let (mut quiet, mut busy) = super::BesideRelay::split(&relay.samples, &busy_spans)?;
     let (p99_quiet, p99_busy) = (percentile(&mut quiet, 99.0), percentile(&mut busy, 99.0));
     let (_, storage_errors, _) = target.log.counts();
-    // Messages sent while a report made its window's summaries again.
-    let cold = cold.min(asked.len());
-    let mut while_cold: Vec<f64> = (relay.samples.iter())
-        .filter(|(sent, _)| asked[..cold].iter().any(|(start, end)| (*start..*end).contains(sent)))
-        .map(|(_, latency)| *latency)
-        .collect();
+    // With `--cold`, the relay's first report of each window made its
+    // summaries again: messages sent meanwhile.
+    let cold = if plan.cold { windows.len().min(asked.len()) } else { 0 };
+    let (_, mut while_cold) = super::BesideRelay::partition(&relay.samples, &asked[..cold]);
+    let p99_cold = percentile(&mut while_cold, 99.0);
     let mut cold_ms = during_ms[..cold].to_vec();
     let summaries = match database_url {
         Some(url) => summaries_held(url).await?,
@@ -405,8 +401,8 @@ async fn measure(
         ("cold_report_median_ms", ms(&mut cold_ms, 50.0)),
         ("cold_report_max_ms", ms(&mut cold_ms, 100.0)),
         ("messages_during_cold", while_cold.len().to_string()),
-        ("p99_during_cold_ms", format!("{:.2}", percentile(&mut while_cold, 99.0))),
-        ("cold_p99_ratio", format!("{:.2}", percentile(&mut while_cold, 99.0) / p99_quiet.max(0.01))),
+        ("p99_during_cold_ms", format!("{p99_cold:.2}")),
+        ("cold_p99_ratio", format!("{:.2}", p99_cold / p99_quiet.max(0.01))),
         ("lost", relay.lost.to_string()),
         ("duplicated", relay.duplicated.to_string()),
         ("storage_errors", storage_errors.to_string()),
