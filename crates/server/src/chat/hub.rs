@@ -13,12 +13,14 @@
 //! ([`Hub::request_resync`]) in case the lost node committed events it
 //! never got to publish.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc, watch};
+use futures_util::task::AtomicWaker;
+use tokio::sync::{Notify, watch};
 
 use crate::bus::{Audience, BusSink, Envelope};
 
@@ -36,9 +38,7 @@ pub enum Principal {
 struct Conn {
     site_id: String,
     principal: Principal,
-    tx: mpsc::Sender<Arc<Envelope>>,
-    /// Woken when the connection must close (too slow, or told to go).
-    kick: Arc<Kick>,
+    mailbox: Arc<Mailbox>,
 }
 
 /// Why a connection is told to go.
@@ -52,26 +52,81 @@ pub enum KickReason {
     Cut = 3,
 }
 
-/// A wake-up with a reason; the first reason set wins.
+/// A connection's bounded queue of envelopes, and its kick: what the hub
+/// leaves for one socket's task, which alone takes from it. Every idle
+/// socket keeps one, so it is one small allocation (about 100 bytes)
+/// with a waker for its task: tokio's `mpsc` channel it replaces was a
+/// 128-byte aligned allocation of about 500 bytes and a first block of 32
+/// slots, 280 more, before any message (`docs/benchmarks.md`, idle
+/// sockets).
 #[derive(Default)]
-pub struct Kick {
-    notify: Notify,
-    reason: AtomicU8,
+pub struct Mailbox {
+    queue: Mutex<VecDeque<Arc<Envelope>>>,
+    /// The socket's task, waiting for an envelope or a kick.
+    waker: AtomicWaker,
+    /// Why it must close (a `KickReason`), or 0; the first reason set wins.
+    kicked: AtomicU8,
 }
 
-impl Kick {
-    fn kick(&self, reason: KickReason) {
-        let _ = self.reason.compare_exchange(0, reason as u8, Ordering::Relaxed, Ordering::Relaxed);
-        self.notify.notify_one();
+/// A queue that grew for a burst gives its memory back once drained
+/// beyond this many slots.
+const KEPT_SLOTS: usize = 8;
+
+impl Mailbox {
+    /// Leave `envelope`, unless `CONNECTION_QUEUE` are already waiting.
+    fn post(&self, envelope: Arc<Envelope>) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.len() >= CONNECTION_QUEUE {
+            return false;
+        }
+        queue.push_back(envelope);
+        drop(queue);
+        self.waker.wake();
+        true
     }
 
-    pub async fn kicked(&self) -> KickReason {
-        self.notify.notified().await;
-        match self.reason.load(Ordering::Relaxed) {
-            2 => KickReason::Drain,
-            3 => KickReason::Cut,
-            _ => KickReason::SlowConsumer,
+    fn kick(&self, reason: KickReason) {
+        let _ = self.kicked.compare_exchange(0, reason as u8, Ordering::Relaxed, Ordering::Relaxed);
+        self.waker.wake();
+    }
+
+    /// The next envelope waiting, if any.
+    pub fn try_recv(&self) -> Option<Arc<Envelope>> {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let envelope = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > KEPT_SLOTS {
+            *queue = VecDeque::new();
         }
+        envelope
+    }
+
+    /// The next envelope, when one is left.
+    pub async fn recv(&self) -> Arc<Envelope> {
+        self.ready(|m| m.try_recv()).await
+    }
+
+    /// Why the connection must close, when it must.
+    pub async fn kicked(&self) -> KickReason {
+        self.ready(|m| match m.kicked.load(Ordering::Relaxed) {
+            0 => None,
+            2 => Some(KickReason::Drain),
+            3 => Some(KickReason::Cut),
+            _ => Some(KickReason::SlowConsumer),
+        })
+        .await
+    }
+
+    /// `take`'s answer once it has one. The waker is registered before
+    /// the second look, so a post or kick between the two is not missed.
+    async fn ready<T>(&self, take: impl Fn(&Self) -> Option<T>) -> T {
+        std::future::poll_fn(|cx| {
+            if let Some(found) = take(self) {
+                return Poll::Ready(found);
+            }
+            self.waker.register(cx.waker());
+            take(self).map_or(Poll::Pending, Poll::Ready)
+        })
+        .await
     }
 }
 
@@ -90,15 +145,14 @@ struct Index {
     agent_left_at: HashMap<String, Instant>,
 }
 
-/// A registered connection: the receiving end of its queue and its kick.
+/// A registered connection: its id, and the mailbox the hub fills.
 pub struct Registration {
     pub id: ConnId,
     /// For an agent: whether they were already present (connected on this
     /// node, or gone for less than the grace period). A resume after a blip
     /// changes nobody's presence.
     pub was_present: bool,
-    pub rx: mpsc::Receiver<Arc<Envelope>>,
-    pub kick: Arc<Kick>,
+    pub mailbox: Arc<Mailbox>,
 }
 
 /// What one other node last said about its agents.
@@ -189,8 +243,7 @@ impl Hub {
 
     pub fn register(&self, site_id: &str, principal: Principal) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
-        let kick = Arc::new(Kick::default());
+        let mailbox = Arc::new(Mailbox::default());
         let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
         let mut was_present = false;
         match &principal {
@@ -213,8 +266,8 @@ impl Hub {
                 metrics::gauge!("holdfast_connections", "kind" => "visitor").increment(1.0);
             }
         }
-        ix.conns.insert(id, Conn { site_id: site_id.to_owned(), principal, tx, kick: kick.clone() });
-        Registration { id, was_present, rx, kick }
+        ix.conns.insert(id, Conn { site_id: site_id.to_owned(), principal, mailbox: mailbox.clone() });
+        Registration { id, was_present, mailbox }
     }
 
     pub fn unregister(&self, id: ConnId) {
@@ -386,7 +439,7 @@ impl Hub {
     fn kick_all(&self, reason: KickReason) -> usize {
         let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
         for conn in ix.conns.values() {
-            conn.kick.kick(reason);
+            conn.mailbox.kick(reason);
         }
         ix.conns.len()
     }
@@ -431,9 +484,9 @@ impl BusSink for Hub {
             if conn.site_id != envelope.site_id {
                 continue;
             }
-            if conn.tx.try_send(envelope.clone()).is_err() {
+            if !conn.mailbox.post(envelope.clone()) {
                 metrics::counter!("holdfast_slow_consumers_total").increment(1);
-                conn.kick.kick(KickReason::SlowConsumer);
+                conn.mailbox.kick(KickReason::SlowConsumer);
             }
         }
     }
@@ -472,19 +525,20 @@ mod tests {
     #[tokio::test]
     async fn delivers_only_to_the_audience_of_the_same_site() {
         let hub = Hub::new(Duration::from_secs(1));
-        let mut a = hub.register("s1", Principal::Agent { agent_id: "a".into(), session_id: "x".into() });
-        let mut v = hub.register("s1", Principal::Visitor { visitor_id: "v".into() });
-        let mut other = hub.register("s2", Principal::Agent { agent_id: "b".into(), session_id: "y".into() });
+        let a = hub.register("s1", Principal::Agent { agent_id: "a".into(), session_id: "x".into() });
+        let v = hub.register("s1", Principal::Visitor { visitor_id: "v".into() });
+        let other = hub.register("s2", Principal::Agent { agent_id: "b".into(), session_id: "y".into() });
 
         hub.deliver(frame("s1", Audience::Conversation { visitor_id: "v".into(), agent_ids: vec!["a".into()] }));
         hub.deliver(frame("s1", Audience::SiteAgents));
         // Addressed to an agent of s2 but stamped s1: must not cross.
         hub.deliver(frame("s1", Audience::Agent { agent_id: "b".into() }));
 
-        assert_eq!(a.rx.try_recv().is_ok() as u8 + a.rx.try_recv().is_ok() as u8, 2);
-        assert!(v.rx.try_recv().is_ok());
-        assert!(v.rx.try_recv().is_err());
-        assert!(other.rx.try_recv().is_err());
+        assert!(a.mailbox.try_recv().is_some() && a.mailbox.try_recv().is_some());
+        assert!(a.mailbox.try_recv().is_none());
+        assert!(v.mailbox.try_recv().is_some());
+        assert!(v.mailbox.try_recv().is_none());
+        assert!(other.mailbox.try_recv().is_none());
     }
 
     #[tokio::test]
@@ -494,8 +548,46 @@ mod tests {
         for _ in 0..CONNECTION_QUEUE + 1 {
             hub.deliver(frame("s", Audience::Visitor { visitor_id: "v".into() }));
         }
-        let reason = tokio::time::timeout(Duration::from_millis(100), reg.kick.kicked()).await.expect("kicked");
+        let reason = tokio::time::timeout(Duration::from_millis(100), reg.mailbox.kicked()).await.expect("kicked");
         assert_eq!(reason, KickReason::SlowConsumer);
+        // What was queued before is still there to deliver, in order.
+        assert_eq!((0..CONNECTION_QUEUE).filter(|_| reg.mailbox.try_recv().is_some()).count(), CONNECTION_QUEUE);
+        assert!(reg.mailbox.try_recv().is_none());
+    }
+
+    /// A task waiting on its mailbox wakes for an envelope left by another
+    /// thread and for a kick, and the first kick's reason holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_socket_wakes_for_each_envelope_and_for_its_kick() {
+        let hub = Arc::new(Hub::new(Duration::from_secs(1)));
+        let reg = hub.register("s", Principal::Visitor { visitor_id: "v".into() });
+        let (sender, mailbox) = (hub.clone(), reg.mailbox.clone());
+        let sent = std::thread::spawn(move || {
+            for _ in 0..10_000 {
+                // Never so far ahead that the socket counts as too slow.
+                while mailbox.queue.lock().unwrap().len() > CONNECTION_QUEUE / 2 {
+                    std::thread::yield_now();
+                }
+                sender.deliver(frame("s", Audience::Visitor { visitor_id: "v".into() }));
+            }
+        });
+        let within = Duration::from_secs(10);
+        for _ in 0..10_000 {
+            tokio::time::timeout(within, reg.mailbox.recv()).await.expect("every envelope wakes the socket");
+        }
+        sent.join().unwrap();
+        assert!(reg.mailbox.try_recv().is_none());
+        assert_eq!(reg.mailbox.kicked.load(Ordering::Relaxed), 0, "never too slow");
+        // Drained after a burst: its memory goes back.
+        assert!(reg.mailbox.queue.lock().unwrap().capacity() <= KEPT_SLOTS);
+        let kicker = hub.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            kicker.drain();
+            kicker.cut_all();
+        });
+        let reason = tokio::time::timeout(within, reg.mailbox.kicked()).await.expect("woken by the kick");
+        assert_eq!(reason, KickReason::Drain);
     }
 
     #[tokio::test]

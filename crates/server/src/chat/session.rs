@@ -226,7 +226,7 @@ where
         Peer::Visitor(v) => Principal::Visitor { visitor_id: v.visitor_id.clone() },
     };
     // Register before reading the backlog, so nothing slips in between.
-    let mut reg = chat.hub.register(peer.site_id(), principal);
+    let reg = chat.hub.register(peer.site_id(), principal);
     let was_present = reg.was_present;
     let mut session = Session::new(chat, peer, out, limits.write_timeout);
     Either::Right(async move {
@@ -243,11 +243,10 @@ where
                 // A kick ends the socket at once, whatever it is waiting for (a
                 // write to a slow client, a store read): a cut that waited for
                 // them left a client connected seconds after a blip.
-                let kick = reg.kick.clone();
                 let served = tokio::select! {
                     biased;
-                    reason = kick.kicked() => Err(reason),
-                    outcome = session.serve(&mut input, &mut reg, &limits) => Ok(outcome),
+                    reason = reg.mailbox.kicked() => Err(reason),
+                    outcome = session.serve(&mut input, &reg, &limits) => Ok(outcome),
                 };
                 // Whatever the relay loop held back goes out with what follows.
                 session.corked = false;
@@ -678,7 +677,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
     async fn serve<I>(
         &mut self,
         input: &mut I,
-        reg: &mut super::hub::Registration,
+        reg: &super::hub::Registration,
         limits: &SessionLimits,
     ) -> Result<&'static str>
     where
@@ -705,8 +704,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             self.corked = true;
             tokio::select! {
                 biased;
-                envelope = reg.rx.recv() => {
-                    let Some(envelope) = envelope else { return Ok("hub closed") };
+                envelope = reg.mailbox.recv() => {
                     if let Some(reason) = Box::pin(self.deliver(&envelope)).await? {
                         return Ok(reason);
                     }
@@ -749,7 +747,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             // Events already waiting leave in the same write as what was
             // just sent (under load: an ack and the sender's own message).
             for _ in 0..MAX_COALESCED {
-                let Ok(envelope) = reg.rx.try_recv() else { break };
+                let Some(envelope) = reg.mailbox.try_recv() else { break };
                 if let Some(reason) = Box::pin(self.deliver(&envelope)).await? {
                     return Ok(reason);
                 }
