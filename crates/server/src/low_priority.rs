@@ -33,7 +33,8 @@
 //! with one of these on the core), and chat's p99 was 2.4x. So this
 //! work also rests, `REST_PER_WORK` times as long as it worked: the
 //! report thread after each report it builds, PostgreSQL's report lane
-//! between steps (`Pace`).
+//! between steps (`Pace`). It rests only while chat is writing
+//! (`chat_live`): on a quiet server there is nothing to make room for.
 //!
 //! `nice 19` for the thread alone (`setpriority` on its thread id) was
 //! the other choice, measured against this one: it leaves the report a
@@ -50,7 +51,7 @@
 //! tally and build touch only their own data.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -74,7 +75,10 @@ where
             while let Ok(job) = queue.recv() {
                 let began = Instant::now();
                 job();
-                std::thread::sleep(rest_after(began.elapsed()));
+                let rest = rest_after(began.elapsed());
+                if !rest.is_zero() {
+                    std::thread::sleep(rest);
+                }
             }
         })
         .map(|_| jobs)
@@ -104,14 +108,48 @@ where
 /// 500 ms (`docs/benchmarks.md`).
 pub(crate) const REST_PER_WORK: u32 = 19;
 
+/// When chat last committed a message in this process (Unix ms), as the
+/// stores' writers stamp it: the rests are for chat's sake, so work done
+/// when chat has written nothing for `CHAT_QUIET_MS` does not rest. A
+/// report on a quiet server answers at once (a month: tens of ms instead
+/// of twenty times as long); beside live chat it still takes a twentieth
+/// of a core at most. Only this process's chat counts: a report on one
+/// node of a cluster does not see the others' (nor does it share their
+/// CPU).
+static CHAT_WROTE_AT: AtomicI64 = AtomicI64::new(i64::MIN);
+
+/// How long after chat's last write work still rests: longer than the
+/// gaps between messages of a site with any chat going on.
+const CHAT_QUIET_MS: i64 = 2_000;
+
+/// Chat committed a message at `now_ms` (called by the stores' writers,
+/// once per commit).
+pub(crate) fn chat_wrote(now_ms: i64) {
+    CHAT_WROTE_AT.store(now_ms, Ordering::Relaxed);
+}
+
+/// Whether chat wrote within `CHAT_QUIET_MS`.
+pub(crate) fn chat_live() -> bool {
+    live_at(CHAT_WROTE_AT.load(Ordering::Relaxed), crate::store::now_ms())
+}
+
+/// Whether chat that last wrote at `wrote_at` is live at `now`.
+fn live_at(wrote_at: i64, now: i64) -> bool {
+    now.saturating_sub(wrote_at) < CHAT_QUIET_MS
+}
+
 /// The longest one rest: the next report asked waits for the rest of the
 /// one before, so a long report (a year of a busy site) makes the next
 /// wait at most this long.
 const REST_MOST: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// The rest after work that took `worked`.
+/// The rest after work that took `worked`: none while chat is quiet.
 fn rest_after(worked: std::time::Duration) -> std::time::Duration {
-    (worked * REST_PER_WORK).min(REST_MOST)
+    rest(worked, chat_live())
+}
+
+fn rest(worked: std::time::Duration, chat_live: bool) -> std::time::Duration {
+    if chat_live { (worked * REST_PER_WORK).min(REST_MOST) } else { std::time::Duration::ZERO }
 }
 
 /// Rests for work done in steps on an async runtime: `breathe` after each
@@ -129,7 +167,11 @@ impl Pace {
     pub(crate) async fn breathe(&mut self) {
         let worked = self.since.elapsed();
         if worked >= std::time::Duration::from_millis(1) {
-            tokio::time::sleep(rest_after(worked)).await;
+            let rest = rest_after(worked);
+            // Not even a zero sleep: the timer would round it up to 1 ms.
+            if !rest.is_zero() {
+                tokio::time::sleep(rest).await;
+            }
             self.since = Instant::now();
         }
     }
@@ -176,4 +218,24 @@ fn lower() -> std::io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn lower() -> std::io::Result<()> {
     Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "only on Linux"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn work_rests_only_while_chat_writes_and_never_past_the_cap() {
+        let ms = Duration::from_millis;
+        assert_eq!(rest(ms(2), true), ms(2) * REST_PER_WORK);
+        assert_eq!(rest(ms(100), true), REST_MOST, "a long report's rest is capped");
+        assert_eq!(rest(ms(100), false), Duration::ZERO);
+        let now = 1_000_000;
+        assert!(live_at(now, now) && live_at(now - CHAT_QUIET_MS + 1, now));
+        assert!(!live_at(now - CHAT_QUIET_MS, now), "quiet for CHAT_QUIET_MS");
+        assert!(!live_at(i64::MIN, now), "chat never wrote");
+        // A clock that went back a little (another thread's stamp).
+        assert!(live_at(now + 5, now));
+    }
 }

@@ -155,6 +155,7 @@ fn retry_key(conversation_id: &str, author_kind: AuthorKind, author_id: &str, cl
 /// wrote nothing. Inner: each message's answer, in order.
 async fn commit(pool: &PgPool, jobs: &[Job]) -> Result<Vec<Result<Applied>>> {
     let now = now_ms();
+    crate::low_priority::chat_wrote(now);
     let mut tx = pool.begin().await?;
     let mut ids: Vec<&str> = jobs.iter().map(|j| j.conversation_id.as_str()).collect();
     ids.sort_unstable();

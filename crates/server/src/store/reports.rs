@@ -139,8 +139,9 @@ impl SqliteStore {
         let (site_id, agent_id) = (site_id.to_owned(), agent_id.map(str::to_owned));
         // On a reader of its own at the lowest CPU priority, rows and
         // tally both: chat's reads never queue behind a report, and the
-        // report gets only the CPU chat leaves. And paced: after each
-        // `CHUNK` rows the reader rests as long as they took. Unpaced,
+        // report gets only the CPU chat leaves. And paced, while chat
+        // writes (`low_priority::chat_live`): after each `CHUNK` rows the
+        // reader rests as long as they took. Unpaced,
         // reports asked back to back doubled chat's p99 even so (another
         // process doing the same reads raised it by half); resting half
         // the time brought it to 1.02–1.12x, for reports twice as long
@@ -152,7 +153,9 @@ impl SqliteStore {
             while let Some(r) = rows.next()? {
                 in_chunk += 1;
                 if in_chunk == CHUNK {
-                    std::thread::sleep(chunk_began.elapsed());
+                    if crate::low_priority::chat_live() {
+                        std::thread::sleep(chunk_began.elapsed());
+                    }
                     (in_chunk, chunk_began) = (0, std::time::Instant::now());
                 }
                 let agent = r.get_ref(1)?;

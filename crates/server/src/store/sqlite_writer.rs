@@ -507,6 +507,9 @@ fn apply_batch(
         }
     };
     let now = now_ms();
+    if batch.iter().any(|job| matches!(job, Job::Change(_))) {
+        crate::low_priority::chat_wrote(now);
+    }
     for job in batch.iter_mut() {
         let ran = match std::mem::replace(job, Job::Ran) {
             Job::Change(p) => {
