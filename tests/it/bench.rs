@@ -128,6 +128,15 @@ fn relay_on_one_node_and_on_two_is_measured_in_one_run() {
     assert!((figure(&r, "one_node_vs_pgbench") - one / pgbench).abs() <= 0.01 + one / pgbench / 100.0, "{r:?}");
     assert!(figure(&r, "half_rate_msgs_per_s") > 0.0 && figure(&r, "half_rate_p99_ms") > 0.0, "{r:?}");
     assert!(figure(&r, "half_rate_msgs_per_s") <= two * 0.5 * 1.5 + 1.0, "{r:?}");
+    // What each phase cost: the machine was busy with it, and its CPU per
+    // message covers at least the servers' own.
+    for n in ["one_node", "two_nodes"] {
+        let busy = figure(&r, &format!("{n}_machine_busy_pct"));
+        assert!(busy > 0.0 && busy <= 100.0, "{r:?}");
+        let (machine, server) =
+            (figure(&r, &format!("{n}_machine_cpu_us_per_msg")), figure(&r, &format!("{n}_server_cpu_us_per_msg")));
+        assert!(server > 0.0 && machine >= server * 0.9, "{r:?}");
+    }
     assert_eq!(r["lost"], "0", "{r:?}");
     assert_eq!(r["duplicated"], "0", "{r:?}");
 }

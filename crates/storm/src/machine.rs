@@ -20,6 +20,17 @@ fn cpu_ticks() -> Option<(u64, u64)> {
     Some((fields.iter().take(8).sum(), steal))
 }
 
+/// The machine's (busy, all) CPU time since boot, in clock ticks (USER_HZ,
+/// 100 a second on Linux), from `/proc/stat`: busy is all but idle and
+/// waiting for I/O.
+pub fn busy_ticks() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+    let total: f64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((total - idle, total))
+}
+
 /// Steal time, interval by interval.
 pub struct Steal {
     last: Option<(u64, u64)>,

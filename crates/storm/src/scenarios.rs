@@ -270,12 +270,14 @@ pub async fn blip(agents: usize, visitors: usize, common: &Common) -> anyhow::Re
     tokio::time::sleep(Duration::from_secs(common.phase_s)).await;
 
     let hashes_before = target.people_hashes().await?;
-    let (server_cpu, machine) = (target.cpu_s(), machine_cpu());
+    let (server_cpu, machine) = (target.cpu_s(), crate::machine::busy_ticks());
     let cut_at = now_ms();
     let cut = target.fault(json!({"cut_sockets": true})).await?;
     eprintln!("blip: the server cut {} sockets", cut["cut"]);
     let recovered = wait_connected(&mut all, "resuming", Duration::from_secs(120), true).await;
-    if let (Some(before), Some(after), Some(m0), Some(m1)) = (server_cpu, target.cpu_s(), machine, machine_cpu()) {
+    if let (Some(before), Some(after), Some(m0), Some(m1)) =
+        (server_cpu, target.cpu_s(), machine, crate::machine::busy_ticks())
+    {
         let secs = (now_ms() - cut_at) as f64 / 1000.0;
         eprintln!(
             "recovery: {secs:.1} s; the server used {:.1} CPU s ({:.2} cores), the whole machine was busy {:.0}%",
@@ -565,15 +567,6 @@ async fn rolling_restart_on(mut cluster: Vec<Target>, args: &ClusterArgs) -> any
         ("duplicated", duplicated.to_string()),
     ]);
     Ok(())
-}
-
-/// (busy, total) CPU time of the whole machine so far, from `/proc/stat`.
-fn machine_cpu() -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
-    let total: f64 = ticks.iter().take(8).sum();
-    let idle = ticks.get(3)? + ticks.get(4)?;
-    Some((total - idle, total))
 }
 
 /// What the resumes cost the clients: time from the drop to the welcome,

@@ -266,8 +266,8 @@ async fn relay(pairs: usize, seconds: u64, rate: Option<u64>, common: &Common) -
         ("server_rss_mb", format!("{:.1}", f.rss_mb)),
         // Server CPU per delivered message: a figure the other processes
         // sharing the cores disturb far less than the rate.
-        ("server_cpu_us_per_msg", f.cpu_us_per_msg.map_or("n/a".into(), |c| format!("{c:.0}"))),
-        ("client_cpu_us_per_msg", f.client_cpu_us_per_msg.map_or("n/a".into(), |c| format!("{c:.0}"))),
+        ("server_cpu_us_per_msg", optional(f.cpu_us_per_msg, 0)),
+        ("client_cpu_us_per_msg", optional(f.client_cpu_us_per_msg, 0)),
         ("lost", f.lost.to_string()),
         ("duplicated", f.duplicated.to_string()),
     ]);
@@ -284,11 +284,21 @@ struct RelayFigures {
     cpu_us_per_msg: Option<f64>,
     /// The same for the load clients' processes together.
     client_cpu_us_per_msg: Option<f64>,
+    /// The whole machine's busy share of its CPU time (percent), and its
+    /// busy CPU time per message delivered (µs): every process, the
+    /// database, NATS and the clients with the servers.
+    machine_busy_pct: Option<f64>,
+    machine_cpu_us_per_msg: Option<f64>,
     lost: usize,
     duplicated: u64,
     /// Every message delivered in the measured time: (sent at, Unix ms;
     /// latency, ms).
     samples: Vec<(i64, f64)>,
+}
+
+/// A figure to `places` decimals, or `n/a` where it could not be read.
+fn optional(figure: Option<f64>, places: usize) -> String {
+    figure.map_or("n/a".into(), |f| format!("{f:.places$}"))
 }
 
 /// `pairs` visitor–agent pairs chat through `nodes` (clients spread over
@@ -339,6 +349,7 @@ async fn measure_relay(
     }
     let cpu_from = cpu();
     let client_cpu_from = client_cpu(&workers);
+    let machine_from = crate::machine::busy_ticks();
     let mut peak_rss = 0.0f64;
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -349,6 +360,7 @@ async fn measure_relay(
     let to = now_ms();
     let cpu_used = cpu_from.zip(cpu()).map(|(a, b)| b - a);
     let client_cpu_used = client_cpu_from.zip(client_cpu(&workers)).map(|(a, b)| b - a);
+    let machine_used = machine_from.zip(crate::machine::busy_ticks()).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
     for w in workers.iter_mut() {
         w.command("send_off").await?;
     }
@@ -377,6 +389,8 @@ async fn measure_relay(
         rss_mb: peak_rss,
         cpu_us_per_msg: cpu_used.map(|c| c * 1e6 / delivered),
         client_cpu_us_per_msg: client_cpu_used.map(|c| c * 1e6 / delivered),
+        machine_busy_pct: machine_used.map(|(busy, all)| 100.0 * busy / all.max(1.0)),
+        machine_cpu_us_per_msg: machine_used.map(|(busy, _)| busy * 1e4 / delivered),
         lost: lost_between(&visitor_reports, &agent_reports) + lost_between(&agent_reports, &visitor_reports),
         duplicated: agent_reports.iter().chain(&visitor_reports).map(|r| r.duplicated).sum(),
         samples,
@@ -429,6 +443,14 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
         ("two_nodes_vs_pgbench", format!("{:.2}", two.msgs_per_s / pgbench_tps.max(1.0))),
         ("one_node_p99_ms", format!("{:.2}", one.p99_ms)),
         ("two_nodes_p99_ms", format!("{:.2}", two.p99_ms)),
+        // Whether the machine bounds the ratio: how busy it was, and what
+        // a message cost it in all (servers, database, NATS, clients).
+        ("one_node_machine_busy_pct", optional(one.machine_busy_pct, 1)),
+        ("two_nodes_machine_busy_pct", optional(two.machine_busy_pct, 1)),
+        ("one_node_machine_cpu_us_per_msg", optional(one.machine_cpu_us_per_msg, 1)),
+        ("two_nodes_machine_cpu_us_per_msg", optional(two.machine_cpu_us_per_msg, 1)),
+        ("one_node_server_cpu_us_per_msg", optional(one.cpu_us_per_msg, 1)),
+        ("two_nodes_server_cpu_us_per_msg", optional(two.cpu_us_per_msg, 1)),
         ("half_rate_msgs_per_s", format!("{:.0}", half.msgs_per_s)),
         ("half_rate_p99_ms", format!("{:.2}", half.p99_ms)),
         // What the two nodes did to keep sockets whole at their peak.

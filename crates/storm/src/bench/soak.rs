@@ -224,14 +224,14 @@ fn line(n: usize, r: &Row, lost: Option<usize>) -> String {
         r.p50_ms,
         r.p99_ms,
         r.rss_mb,
-        r.cpu_us_per_msg.map_or("n/a".into(), |c| format!("{c:.0}")),
+        super::optional(r.cpu_us_per_msg, 0),
         lost.map_or("-".into(), |l| l.to_string()),
         r.duplicated,
         r.warnings,
         r.status_checks,
-        r.batch.map_or("n/a".into(), |b| format!("{b:.1}")),
-        r.steal_pct.map_or("n/a".into(), |s| format!("{s:.1}")),
-        r.probe_us.map_or("n/a".into(), |p| format!("{p:.0}")),
+        super::optional(r.batch, 1),
+        super::optional(r.steal_pct, 1),
+        super::optional(r.probe_us, 0),
     )
 }
 
