@@ -338,6 +338,7 @@ async fn read_facts(
     // they are made (each in a transaction of its own) and the snapshot
     // taken again; a day emptied again since is read as chats.
     let mut made = false;
+    let mut pace = crate::low_priority::Pace::start();
     let (mut tx, summaries) = loop {
         let mut tx = report_transaction(conn).await?;
         let summaries = report_days::summaries(&mut tx, cache, site_id, &days).await?;
@@ -348,10 +349,14 @@ async fn read_facts(
         tx.rollback().await?;
         for day in missing {
             report_days::make(conn, cache, site_id, day).await?;
+            // Between days, outside the day's lock: a month made cold
+            // beside chat rests as the reading of chats does. (Within a
+            // day it cannot: a write to one of its chats waits for the
+            // lock.)
+            pace.breathe().await;
         }
         made = true;
     };
-    let mut pace = crate::low_priority::Pace::start();
     for day in days {
         if !summaries.get(&day).is_some_and(|s| report_days::tally(s, day, agent_id, sink.as_mut())) {
             unsummarized.push(day * DAY_MS..(day + 1) * DAY_MS);
