@@ -108,8 +108,8 @@ where
 /// 500 ms (`docs/benchmarks.md`).
 pub(crate) const REST_PER_WORK: u32 = 19;
 
-/// When chat last committed a message in this process (Unix ms), as the
-/// stores' writers stamp it: the rests are for chat's sake, so work done
+/// When chat last committed in this process (Unix ms): a message, or on
+/// SQLite any change to a conversation, as the stores' writers stamp it: the rests are for chat's sake, so work done
 /// when chat has written nothing for `CHAT_QUIET_MS` does not rest. A
 /// report on a quiet server answers at once (a month: tens of ms instead
 /// of twenty times as long); beside live chat it still takes a twentieth
@@ -122,8 +122,8 @@ static CHAT_WROTE_AT: AtomicI64 = AtomicI64::new(i64::MIN);
 /// gaps between messages of a site with any chat going on.
 const CHAT_QUIET_MS: i64 = 2_000;
 
-/// Chat committed a message at `now_ms` (called by the stores' writers,
-/// once per commit).
+/// Chat committed at `now_ms` (called by the stores' writers, once per
+/// commit of chat's changes).
 pub(crate) fn chat_wrote(now_ms: i64) {
     CHAT_WROTE_AT.store(now_ms, Ordering::Relaxed);
 }
@@ -148,6 +148,7 @@ fn rest_after(worked: std::time::Duration) -> std::time::Duration {
     rest(worked, chat_live())
 }
 
+/// `REST_PER_WORK` times `worked`, at most `REST_MOST`, while chat is live.
 fn rest(worked: std::time::Duration, chat_live: bool) -> std::time::Duration {
     if chat_live { (worked * REST_PER_WORK).min(REST_MOST) } else { std::time::Duration::ZERO }
 }

@@ -550,7 +550,7 @@ mod tests {
         }
         let reason = tokio::time::timeout(Duration::from_millis(100), reg.mailbox.kicked()).await.expect("kicked");
         assert_eq!(reason, KickReason::SlowConsumer);
-        // What was queued before is still there to deliver, in order.
+        // What was queued before the kick is still there to deliver.
         assert_eq!((0..CONNECTION_QUEUE).filter(|_| reg.mailbox.try_recv().is_some()).count(), CONNECTION_QUEUE);
         assert!(reg.mailbox.try_recv().is_none());
     }
