@@ -129,7 +129,7 @@ pub(crate) fn chat_wrote(now_ms: i64) {
 }
 
 /// Whether chat wrote within `CHAT_QUIET_MS`.
-pub(crate) fn chat_live() -> bool {
+fn chat_live() -> bool {
     live_at(CHAT_WROTE_AT.load(Ordering::Relaxed), crate::store::now_ms())
 }
 
@@ -151,6 +151,14 @@ fn rest_after(worked: std::time::Duration) -> std::time::Duration {
 /// `REST_PER_WORK` times `worked`, at most `REST_MOST`, while chat is live.
 fn rest(worked: std::time::Duration, chat_live: bool) -> std::time::Duration {
     if chat_live { (worked * REST_PER_WORK).min(REST_MOST) } else { std::time::Duration::ZERO }
+}
+
+/// Rest on this thread as long as `worked`, while chat is live: SQLite's
+/// report reader between chunks of rows (`store/reports.rs`).
+pub(crate) fn rest_as_long_as(worked: std::time::Duration) {
+    if chat_live() {
+        std::thread::sleep(worked);
+    }
 }
 
 /// Rests for work done in steps on an async runtime: `breathe` after each

@@ -8,27 +8,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The machine's CPU counters since boot: (all time, stolen time), in
-/// clock ticks, from the first line of `/proc/stat`.
-fn cpu_ticks() -> Option<(u64, u64)> {
+/// The machine's CPU counters since boot, in clock ticks (USER_HZ, 100 a
+/// second on Linux), from the first line of `/proc/stat`: user nice system
+/// idle iowait irq softirq steal (the guest times after them are counted in
+/// user and nice already, so left out).
+fn cpu_fields() -> Option<[u64; 8]> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<u64> =
         stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal [guest guest_nice],
-    // the guest times being counted in user and nice already.
-    let steal = *fields.get(7)?;
-    Some((fields.iter().take(8).sum(), steal))
+    fields.get(..8)?.try_into().ok()
 }
 
-/// The machine's (busy, all) CPU time since boot, in clock ticks (USER_HZ,
-/// 100 a second on Linux), from `/proc/stat`: busy is all but idle and
-/// waiting for I/O.
+/// (all time, stolen time), in clock ticks.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let fields = cpu_fields()?;
+    Some((fields.iter().sum(), fields[7]))
+}
+
+/// The machine's (busy, all) CPU time since boot, in clock ticks: busy is
+/// all but idle and waiting for I/O.
 pub fn busy_ticks() -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
-    let total: f64 = ticks.iter().take(8).sum();
-    let idle = ticks.get(3)? + ticks.get(4)?;
-    Some((total - idle, total))
+    let fields = cpu_fields()?;
+    let all: u64 = fields.iter().sum();
+    Some(((all - fields[3] - fields[4]) as f64, all as f64))
 }
 
 /// Steal time, interval by interval.

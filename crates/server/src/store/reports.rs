@@ -140,7 +140,7 @@ impl SqliteStore {
         // On a reader of its own at the lowest CPU priority, rows and
         // tally both: chat's reads never queue behind a report, and the
         // report gets only the CPU chat leaves. And paced, while chat
-        // writes (`low_priority::chat_live`): after each `CHUNK` rows the
+        // writes (`low_priority::rest_as_long_as`): after each `CHUNK` rows the
         // reader rests as long as they took. Unpaced,
         // reports asked back to back doubled chat's p99 even so (another
         // process doing the same reads raised it by half); resting half
@@ -153,9 +153,7 @@ impl SqliteStore {
             while let Some(r) = rows.next()? {
                 in_chunk += 1;
                 if in_chunk == CHUNK {
-                    if crate::low_priority::chat_live() {
-                        std::thread::sleep(chunk_began.elapsed());
-                    }
+                    crate::low_priority::rest_as_long_as(chunk_began.elapsed());
                     (in_chunk, chunk_began) = (0, std::time::Instant::now());
                 }
                 let agent = r.get_ref(1)?;
