@@ -186,6 +186,11 @@ pub struct ServeOpts {
     #[arg(long, env = "HOLDFAST_RETENTION_EVERY_SECS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub retention_every_secs: u64,
+    /// Seconds between two rounds of making reports' summaries of settled
+    /// days (PostgreSQL), on the node holding the lead.
+    #[arg(long, env = "HOLDFAST_REPORT_SUMMARIES_EVERY_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub report_summaries_every_secs: u64,
     /// Enable /api/v1/ops/faults for rehearsals (never in production).
     #[arg(long, env = "HOLDFAST_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
@@ -217,6 +222,7 @@ impl ServeOpts {
             std::time::Duration::from_secs(self.outbox_retry_max_secs.max(self.outbox_retry_min_secs));
         config.api_token_requests_per_minute = self.api_token_rate;
         config.retention.every = std::time::Duration::from_secs(self.retention_every_secs);
+        config.report_summaries.every = std::time::Duration::from_secs(self.report_summaries_every_secs);
     }
 }
 

@@ -11,6 +11,7 @@
 
 use serde_json::{Value, json};
 use sqlx::Connection;
+use std::time::Duration;
 
 use crate::services::TestDb;
 use crate::support::TestServer;
@@ -609,13 +610,18 @@ async fn a_report_on_postgres_survives_its_connection_closed_by_the_database() {
     server.stop().await;
 }
 
-/// On PostgreSQL a report reads the ended days of its range from
-/// summaries the first report made (`store/report_days.rs`): the next
-/// gives the same figures, and a chat of a summarized day rated, or
-/// deleted, afterwards counts in the very next report.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn summarized_days_follow_their_chats_on_postgres() {
-    let (server, db) = on_postgres().await;
+/// What `answered_chats` made: the site, its admin's token, the visitor.
+struct Answered {
+    site: holdfast_server::store::Site,
+    boss: String,
+    visitor: String,
+}
+
+/// On `server`'s site, set to UTC, with an admin (boss) and an agent
+/// (ann): a closed chat of ann's beginning at each of `starts` (ms),
+/// answered after the given seconds, written straight into the store as
+/// `crafted-{site}-{n}`.
+async fn answered_chats(server: &TestServer, db: &TestDb, starts: &[(i64, i64)]) -> Answered {
     let store = server.state.store.clone();
     let site = server.site().await;
     crate::outbox::admin(store.as_ref(), &site, "boss@shop.example").await;
@@ -625,19 +631,14 @@ async fn summarized_days_follow_their_chats_on_postgres() {
     let (boss, _) = server.login("boss@shop.example", "password123").await;
     let (status, body) = server.put("/api/v1/admin/site/settings", Some(&boss), json!({"time_zone": "UTC"})).await;
     assert_eq!(status, 200, "{body}");
-
-    // A chat at 10:00 UTC on each of 2, 3 and 4 March 2026, and one at
-    // 23:00 on 5 March, answered after 20, 40, 60 and 30 s.
-    let answered = |after| [(0, "message", "visitor"), (5, "assigned", "system"), (after, "message", "agent")];
-    let events = [answered(20), answered(40), answered(60), answered(30)];
-    let starts = [utc(2026, 3, 2, 10, 0), utc(2026, 3, 3, 10, 0), utc(2026, 3, 4, 10, 0), utc(2026, 3, 5, 23, 0)];
     let mut sql = String::new();
-    for (n, (start, events)) in starts.iter().zip(&events).enumerate() {
+    for (n, &(start, after)) in starts.iter().enumerate() {
+        let events = [(0, "message", "visitor"), (5, "assigned", "system"), (after, "message", "agent")];
         let chat = Crafted {
             group: &general.id,
             agent: Some(&ann.id),
-            start: *start,
-            events,
+            start,
+            events: &events,
             closed: Some(120),
             offline: false,
             score: None,
@@ -645,7 +646,35 @@ async fn summarized_days_follow_their_chats_on_postgres() {
         };
         sql += &sql_of(n, &site.id, &visitor, &chat);
     }
-    write_history(&server, Some(&db), &sql).await;
+    write_history(server, Some(db), &sql).await;
+    Answered { site, boss, visitor }
+}
+
+/// Rate chat `n` of `answered_chats` 5 (good) at `at`, straight in the store.
+async fn rate_late(server: &TestServer, db: &TestDb, chats: &Answered, n: usize, at: i64) {
+    let (site, visitor) = (&chats.site.id, &chats.visitor);
+    let rated = format!("crafted-{site}-{n}");
+    let rate = format!(
+        "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
+         VALUES ('{rated}', 5, '{rated}-5', 'rating', 'visitor', '{visitor}', NULL, NULL, '{{}}', {at});
+         INSERT INTO ratings (conversation_id, site_id, seq, score, created_at) VALUES ('{rated}', '{site}', 5, 5, {at});",
+    );
+    write_history(server, Some(db), &rate).await;
+}
+
+/// On PostgreSQL a report reads the ended days of its range from
+/// summaries the first report made (`store/report_days.rs`): the next
+/// gives the same figures, and a chat of a summarized day rated, or
+/// deleted, afterwards counts in the very next report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summarized_days_follow_their_chats_on_postgres() {
+    let (server, db) = on_postgres().await;
+    // A chat at 10:00 UTC on each of 2, 3 and 4 March 2026, and one at
+    // 23:00 on 5 March, answered after 20, 40, 60 and 30 s.
+    let starts = [utc(2026, 3, 2, 10, 0), utc(2026, 3, 3, 10, 0), utc(2026, 3, 4, 10, 0), utc(2026, 3, 5, 23, 0)];
+    let chats =
+        answered_chats(&server, &db, &[(starts[0], 20), (starts[1], 40), (starts[2], 60), (starts[3], 30)]).await;
+    let (site, boss) = (&chats.site, &chats.boss);
 
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let full = || {
@@ -657,28 +686,20 @@ async fn summarized_days_follow_their_chats_on_postgres() {
     };
     let day_of = |ms: i64| ms.div_euclid(86_400_000);
     let query = "from=2026-03-01&to=2026-03-05";
-    let first = report(&server, &boss, query).await;
+    let first = report(&server, boss, query).await;
     let wait = |r: &Value| (r["site"]["chats"].clone(), r["site"]["wait"]["p90_ms"].clone());
     assert_eq!(wait(&first), (json!(4), json!(60_000)));
     assert_eq!(first["site"]["rated"], 0);
     let march_1 = day_of(utc(2026, 3, 1, 0, 0));
     assert_eq!(full().await.unwrap(), (march_1..march_1 + 5).collect::<Vec<_>>(), "every whole day, empty ones too");
-    assert_eq!(report(&server, &boss, query).await, first, "read back from the summaries");
+    assert_eq!(report(&server, boss, query).await, first, "read back from the summaries");
     let (ann_token, _) = server.login("ann@shop.example", "password123").await;
     assert_eq!(report(&server, &ann_token, query).await["site"]["chats"], 4, "an agent's own, from the same");
 
     // 3 March's chat rated late: that day's summary is emptied at once.
-    let rated = format!("crafted-{}-1", site.id);
-    let rate = format!(
-        "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
-         VALUES ('{rated}', 5, '{rated}-5', 'rating', 'visitor', '{visitor}', NULL, NULL, '{{}}', {at});
-         INSERT INTO ratings (conversation_id, site_id, seq, score, created_at) VALUES ('{rated}', '{site}', 5, 5, {at});",
-        at = starts[1] + 200_000,
-        site = site.id,
-    );
-    write_history(&server, Some(&db), &rate).await;
+    rate_late(&server, &db, &chats, 1, starts[1] + 200_000).await;
     assert!(!full().await.unwrap().contains(&day_of(starts[1])));
-    let after = report(&server, &boss, query).await;
+    let after = report(&server, boss, query).await;
     assert_eq!((after["site"]["rated"].clone(), after["site"]["csat"].clone()), (json!(1), json!(1.0)));
     assert!(full().await.unwrap().contains(&day_of(starts[1])), "made again");
 
@@ -687,8 +708,69 @@ async fn summarized_days_follow_their_chats_on_postgres() {
     let delete =
         format!("DELETE FROM events WHERE conversation_id = '{gone}'; DELETE FROM conversations WHERE id = '{gone}';");
     write_history(&server, Some(&db), &delete).await;
-    let after = report(&server, &boss, query).await;
+    let after = report(&server, boss, query).await;
     assert_eq!(wait(&after), (json!(3), json!(40_000)), "the waits left: 20, 40 and 30 s");
+    pool.close().await;
+    server.stop().await;
+}
+
+/// On PostgreSQL the node holding the lead makes the summary of every
+/// settled day since a site's first chat, with no report asked
+/// (`reports::keep_summaries`), and makes again one a late change
+/// emptied; a report then reads them as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lead_keeps_every_settled_day_summarized_on_postgres() {
+    let db = TestDb::create().await;
+    let server = TestServer::start_with(|c| {
+        c.database_url = Some(db.url.clone());
+        c.database_max_connections = 6;
+        c.report_summaries.every = Duration::from_millis(200);
+    })
+    .await;
+    // Chats at noon UTC on 2 and 4 March 2026, answered after 20 and 40 s.
+    let starts = [utc(2026, 3, 2, 12, 0), utc(2026, 3, 4, 12, 0)];
+    let chats = answered_chats(&server, &db, &[(starts[0], 20), (starts[1], 40)]).await;
+    let (site, boss) = (&chats.site, &chats.boss);
+
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let full = async || -> Vec<i64> {
+        sqlx::query_scalar("SELECT day FROM report_days WHERE site_id = $1 AND facts IS NOT NULL ORDER BY day")
+            .bind(&site.id)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+    let day_of = |ms: i64| ms.div_euclid(86_400_000);
+    // Every day from the first chat's to the last that ended an hour ago.
+    let settled = || day_of(holdfast_server::store::now_ms() - 3_600_000);
+    let every_day = async || {
+        let wanted: Vec<i64> = (day_of(starts[0])..settled()).collect();
+        let started = std::time::Instant::now();
+        loop {
+            let made = full().await;
+            if made == wanted {
+                return made.len();
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "made {} of {} days", made.len(), wanted.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let days = every_day().await;
+    assert!(days > 250, "2 March 2026 to now: {days} days");
+    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    let metric =
+        |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+    assert!(metric("holdfast_report_summaries_made_total").is_some_and(|n| n >= days as f64), "{metrics}");
+    assert!(metric("holdfast_report_summary_rounds_total").is_some_and(|n| n >= 1.0), "{metrics}");
+
+    // 4 March's chat rated late: the trigger empties its day, the lead
+    // makes it again, and a report reads the rating from it.
+    rate_late(&server, &db, &chats, 1, starts[1] + 200_000).await;
+    every_day().await;
+    let report = report(&server, boss, "from=2026-03-01&to=2026-03-31").await;
+    let site_figures = &report["site"];
+    assert_eq!((site_figures["chats"].clone(), site_figures["wait"]["p90_ms"].clone()), (json!(2), json!(40_000)));
+    assert_eq!((site_figures["rated"].clone(), site_figures["csat"].clone()), (json!(1), json!(1.0)));
     pool.close().await;
     server.stop().await;
 }

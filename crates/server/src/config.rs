@@ -73,6 +73,8 @@ pub struct Config {
     pub outbox: crate::outbox::OutboxConfig,
     /// How the lead applies the sites' retention policies.
     pub retention: crate::privacy::RetentionConfig,
+    /// How often the lead keeps reports' summaries of settled days.
+    pub report_summaries: crate::reports::SummariesConfig,
     /// Serve `/demo`, a page that chats as the first site's visitor with
     /// its widget key: for trying Holdfast out, off unless asked for.
     pub demo: bool,
@@ -107,6 +109,7 @@ impl Config {
             status: crate::status::StatusConfig::default(),
             outbox: crate::outbox::OutboxConfig::default(),
             retention: crate::privacy::RetentionConfig::default(),
+            report_summaries: crate::reports::SummariesConfig::default(),
             database_url: None,
             database_max_connections: 16,
             nats_url: None,

@@ -280,6 +280,46 @@ pub async fn tally(store: &dyn Store, site_id: &str, range: &DayRange, agent_id:
         .map_err(|_| Error::internal(anyhow::anyhow!("the store gave back another sink")))
 }
 
+/// How often the lead keeps the store's report summaries: a round every
+/// `every` (`keep_summaries`). A summary is made within a round of its
+/// day settling, or of a late change emptying it.
+#[derive(Debug, Clone)]
+pub struct SummariesConfig {
+    pub every: std::time::Duration,
+}
+
+impl Default for SummariesConfig {
+    fn default() -> Self {
+        SummariesConfig { every: std::time::Duration::from_secs(300) }
+    }
+}
+
+/// The pause before the next round when a report cut one short.
+const ROUND_AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keep the store's summaries of settled days (`Store::keep_report_summaries`),
+/// on the node that holds the lead, a round every `config.every`, until
+/// dropped (the first `every` after taking the lead): reports then find
+/// a settled day's summary made and answer from it alone.
+pub async fn keep_summaries(store: std::sync::Arc<dyn Store>, config: SummariesConfig) {
+    let mut pause = config.every;
+    loop {
+        tokio::time::sleep(pause).await;
+        pause = match store.keep_report_summaries(crate::store::now_ms()).await {
+            Ok(kept) => {
+                metrics::counter!("holdfast_report_summaries_made_total").increment(kept.made);
+                metrics::gauge!("holdfast_report_summaries_missing").set(kept.left as f64);
+                metrics::counter!("holdfast_report_summary_rounds_total").increment(1);
+                if kept.left > 0 { ROUND_AGAIN } else { config.every }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot keep the reports' summaries; trying again later");
+                config.every
+            }
+        };
+    }
+}
+
 /// A named slice: a group or an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Slice {

@@ -64,7 +64,10 @@ pub async fn run(
         state.status.clone(),
         state.store.clone(),
         state.outbox.clone(),
-        state.config.retention.clone(),
+        crate::status::runner::SideConfig {
+            retention: state.config.retention.clone(),
+            report_summaries: state.config.report_summaries.clone(),
+        },
         &probe_base,
         probe_site,
     );

@@ -17,7 +17,6 @@ pub mod runner;
 use std::sync::Arc;
 
 use crate::outbox::Outbox;
-use crate::privacy::RetentionConfig;
 use crate::store::{Site, Store};
 
 /// The status page's side tasks (monitors, notification delivery); they
@@ -42,10 +41,10 @@ pub fn start(
     status: Arc<Status>,
     store: Arc<dyn Store>,
     outbox: Arc<Outbox>,
-    retention: RetentionConfig,
+    side: runner::SideConfig,
     probe_base: &str,
     site: Option<Site>,
 ) -> Jobs {
     let base = status.config.probe_base.clone().unwrap_or_else(|| probe_base.to_owned());
-    Jobs(vec![tokio::spawn(runner::run(status, store, outbox, retention, base, site))])
+    Jobs(vec![tokio::spawn(runner::run(status, store, outbox, side, base, site))])
 }

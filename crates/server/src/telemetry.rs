@@ -185,6 +185,17 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Audit log entries deleted once older than their site's audit retention.",
     ),
+    (
+        "holdfast_report_summaries_made_total",
+        Kind::Counter,
+        "Summaries of settled days the lead made for reports (PostgreSQL).",
+    ),
+    (
+        "holdfast_report_summaries_missing",
+        Kind::Gauge,
+        "Settled days left without a summary by the lead's last round (a report went first).",
+    ),
+    ("holdfast_report_summary_rounds_total", Kind::Counter, "Rounds of the lead keeping reports' summaries."),
     ("holdfast_api_token_rate_limited_total", Kind::Counter, "REST requests refused by an API token's rate limit."),
     (
         "holdfast_visitor_rate_limited_total",

@@ -1,6 +1,6 @@
 //! Which process runs the status page's side tasks (monitor checks and
-//! notification delivery), the chat outbox's deliverer and the retention
-//! job. Every server process sharing a store tries to
+//! notification delivery), the chat outbox's deliverer, the retention
+//! job and the keeper of reports' summaries. Every server process sharing a store tries to
 //! take the store's lead ([`StatusStore::try_lead`]); the one that holds it
 //! points the built-in probes at itself and runs both tasks, the others
 //! wait and try again every `lead_check`. So a cluster checks each monitor
@@ -17,13 +17,20 @@ use super::{Jobs, Status, monitor, relay};
 use crate::outbox::Outbox;
 use crate::store::{Site, Store};
 
+/// The settings of the lead's jobs that are not the status page's.
+#[derive(Debug, Clone, Default)]
+pub struct SideConfig {
+    pub retention: crate::privacy::RetentionConfig,
+    pub report_summaries: crate::reports::SummariesConfig,
+}
+
 /// Take the lead whenever it is free and run the side tasks while it is
 /// held; stop them at once when it is lost. Runs until dropped.
 pub async fn run(
     status: Arc<Status>,
     store: Arc<dyn Store>,
     outbox: Arc<Outbox>,
-    retention: crate::privacy::RetentionConfig,
+    side: SideConfig,
     probe_base: String,
     site: Option<Site>,
 ) {
@@ -44,7 +51,8 @@ pub async fn run(
                     tokio::spawn(relay::relay(status.clone(), outbox.clone())),
                     tokio::spawn(outbox.clone().run()),
                     tokio::spawn(outbox.clone().watch_chats()),
-                    tokio::spawn(crate::privacy::run_retention(store.clone(), retention.clone())),
+                    tokio::spawn(crate::privacy::run_retention(store.clone(), side.retention.clone())),
+                    tokio::spawn(crate::reports::keep_summaries(store.clone(), side.report_summaries.clone())),
                 ]);
                 loop {
                     tokio::time::sleep(status.config.lead_check).await;

@@ -827,6 +827,10 @@ pub trait Store: Send + Sync + 'static {
         agent_id: Option<&str>,
         sink: Box<dyn reports::FactSink>,
     ) -> Result<Box<dyn reports::FactSink>>;
+    /// Make the summaries of settled days that reports would otherwise
+    /// make when asked (PostgreSQL, `report_days`; SQLite reads its chats'
+    /// rows and keeps none).
+    async fn keep_report_summaries(&self, now: i64) -> Result<reports::SummariesKept>;
     // ----- bans (`bans.rs`) ------------------------------------------------
 
     async fn create_ban(&self, ban: bans::Ban) -> Result<()>;

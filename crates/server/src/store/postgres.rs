@@ -1426,6 +1426,10 @@ impl Store for PostgresStore {
         self.report_facts(site_id, from, to, agent_id, sink).await
     }
 
+    async fn keep_report_summaries(&self, now: i64) -> Result<super::reports::SummariesKept> {
+        self.keep_report_summaries(now).await
+    }
+
     async fn create_ban(&self, ban: bans::Ban) -> Result<()> {
         self.ban_insert(ban).await
     }

@@ -5,9 +5,10 @@
 //! rows; the chats' rows were what the database's own process spent a
 //! core on while reports were asked, and what raised live chat's p99
 //! beside them (`docs/benchmarks.md`). The report lane
-//! (`reports::PgReports`) makes a day's summary the first time a report
-//! needs it, and the migration's triggers empty it whenever one of its
-//! chats changes; an empty summary is made again by the next report. What
+//! (`reports::PgReports`) makes every settled day's summary in the lead's
+//! rounds (`keep`), and a day's the first time a report needs it when no
+//! round has; the migration's triggers empty it whenever one of its
+//! chats changes, and the next round or report makes it again. What
 //! a report reads is exact: the same facts, the same statement
 //! (`reports::closed_sql`), only read once.
 //!
@@ -261,6 +262,62 @@ pub(super) async fn make(conn: &mut PgConnection, cache: &mut Cache, site_id: &s
     tx.commit().await?;
     cache.put(site_id, day, version, summary);
     Ok(())
+}
+
+/// One round of keeping summaries (the lead's `reports::keep_summaries`):
+/// make the missing summary of every settled day of every site, from the
+/// day of its first chat, one day at a time and resting between days
+/// (`Pace`), so that a report seldom finds a day without one: yesterday's
+/// is made within a round of its settling, and one a late change emptied
+/// (a rating, a chat closed after midnight) within a round of that. Made
+/// by reports alone, a month nobody had asked for took some 6 s beside
+/// chat (`docs/benchmarks.md`). Stops making (but goes on counting) as
+/// soon as `report_waiting`: the report goes first, the next round goes on.
+pub(super) async fn keep(
+    conn: &mut PgConnection,
+    cache: &mut Cache,
+    now: i64,
+    report_waiting: impl Fn() -> bool,
+) -> Result<super::reports::SummariesKept> {
+    // The index on (site_id, created_at) gives each first chat.
+    let sites: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT s.id, (SELECT min(c.created_at) FROM conversations c WHERE c.site_id = s.id) FROM sites s ORDER BY s.id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let settled = (now - SETTLED_MS).div_euclid(DAY_MS);
+    let mut kept = super::reports::SummariesKept::default();
+    let mut pace = crate::low_priority::Pace::start();
+    for (site_id, first) in sites {
+        let Some(first) = first else { continue };
+        let days = first.div_euclid(DAY_MS)..settled;
+        if days.is_empty() {
+            continue;
+        }
+        let full: std::collections::HashSet<i64> = sqlx::query_scalar(
+            "SELECT day FROM report_days WHERE site_id = $1 AND day >= $2 AND day < $3 \
+             AND substring(facts FROM 1 FOR 1) = $4",
+        )
+        .bind(&site_id)
+        .bind(days.start)
+        .bind(days.end)
+        .bind([FORMAT].as_slice())
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+        for day in days.filter(|d| !full.contains(d)) {
+            if kept.left > 0 || report_waiting() {
+                kept.left += 1;
+                continue;
+            }
+            make(conn, cache, &site_id, day).await?;
+            kept.made += 1;
+            pace.breathe().await;
+        }
+        pace.breathe().await;
+    }
+    Ok(kept)
 }
 
 /// The summary of `facts`, the chats of `day`.

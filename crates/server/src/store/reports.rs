@@ -183,16 +183,27 @@ impl PostgresStore {
         }
         let (answer, answered) = tokio::sync::oneshot::channel();
         let asked = Asked { site_id: site_id.to_owned(), from, to, agent_id: agent_id.map(str::to_owned) };
-        let job = PgJob { asked, sink, answer };
-        self.reports.send(job)?;
+        self.reports.send(PgJob::Report(ReportJob { asked, sink, answer }))?;
+        answered.await.map_err(|_| Error::Unavailable(1))?
+    }
+
+    /// Make the missing summaries of settled days, on the report lane
+    /// (`report_days::keep`).
+    pub(super) async fn keep_report_summaries(&self, now: i64) -> Result<SummariesKept> {
+        if self.p().await?.is_closed() {
+            return Err(Error::Unavailable(1));
+        }
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.reports.send(PgJob::Keep { now, answer })?;
         answered.await.map_err(|_| Error::Unavailable(1))?
     }
 }
 
-/// Where PostgreSQL's reports are read: one thread at the lowest CPU
-/// priority (`low_priority`), started at the first report, running a
-/// Tokio runtime of its own on a connection of its own, closed after
-/// `IDLE` without a report. So all of a report's work in this process
+/// Where PostgreSQL's reports are read, and the summaries of settled
+/// days made (`report_days`): one thread at the lowest CPU priority
+/// (`low_priority`), started at the first report or round of summaries,
+/// running a Tokio runtime of its own on a connection of its own, closed
+/// after `IDLE` without either. So all of a report's work in this process
 /// takes only the CPU chat leaves: the wire protocol's decoding of every
 /// row as well as the tally. When the rows were fetched on the server's
 /// runtime, their decoding took 13% of a core from chat's threads while
@@ -205,12 +216,49 @@ pub(super) struct PgReports {
     jobs: Mutex<Option<flume::Sender<PgJob>>>,
 }
 
+/// What the lane is asked to do.
+enum PgJob {
+    Report(ReportJob),
+    /// Make the missing summaries of settled days (`report_days::keep`).
+    Keep {
+        now: i64,
+        answer: tokio::sync::oneshot::Sender<Result<SummariesKept>>,
+    },
+}
+
+impl PgJob {
+    /// Nobody waits for the answer any more.
+    fn abandoned(&self) -> bool {
+        match self {
+            PgJob::Report(report) => report.answer.is_closed(),
+            PgJob::Keep { answer, .. } => answer.is_closed(),
+        }
+    }
+
+    fn fail(self, e: Error) {
+        match self {
+            PgJob::Report(report) => _ = report.answer.send(Err(e)),
+            PgJob::Keep { answer, .. } => _ = answer.send(Err(e)),
+        }
+    }
+}
+
 /// One report for the lane: what it asks, its sink, and where the sink
 /// goes back once every chat is in it.
-struct PgJob {
+struct ReportJob {
     asked: Asked,
     sink: Box<dyn FactSink>,
     answer: tokio::sync::oneshot::Sender<Result<Box<dyn FactSink>>>,
+}
+
+/// What one round of `Store::keep_report_summaries` did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SummariesKept {
+    /// Summaries made.
+    pub made: u64,
+    /// Settled days still without one: a report was waiting, and went
+    /// first (the next round makes them).
+    pub left: u64,
 }
 
 /// A report's chats: a site's, created in `[from, to)` (Unix ms), only
@@ -280,12 +328,12 @@ async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
                 continue;
             }
         };
-        if job.answer.is_closed() {
+        if job.abandoned() {
             continue;
         }
         // A kept connection the database has since closed (a restart, an
         // operator's `pg_terminate_backend`) is found out here, not by the
-        // report.
+        // job.
         let alive = match kept.take() {
             Some(mut c) => c.ping().await.is_ok().then_some(c),
             None => None,
@@ -295,17 +343,29 @@ async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
             None => match options.connect().await {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = job.answer.send(Err(e.into()));
+                    job.fail(e.into());
                     continue;
                 }
             },
         };
-        let PgJob { asked, sink, answer } = job;
-        let read = read_facts(&mut conn, &mut summaries, &asked, sink, &answer).await;
-        if read.is_ok() {
-            kept = Some(conn);
+        match job {
+            PgJob::Report(ReportJob { asked, sink, answer }) => {
+                let read = read_facts(&mut conn, &mut summaries, &asked, sink, &answer).await;
+                if read.is_ok() {
+                    kept = Some(conn);
+                }
+                let _ = answer.send(read);
+            }
+            PgJob::Keep { now, answer } => {
+                // Reports go first: the round stops making summaries as
+                // soon as one waits.
+                let kept_days = report_days::keep(&mut conn, &mut summaries, now, || !queue.is_empty()).await;
+                if kept_days.is_ok() {
+                    kept = Some(conn);
+                }
+                let _ = answer.send(kept_days);
+            }
         }
-        let _ = answer.send(read);
     }
     if let Some(c) = kept {
         let _ = c.close().await;

@@ -3,7 +3,8 @@
 //! is written straight into a fresh store (SQLite in a temporary data
 //! dir, or a new PostgreSQL database with `--database-url`) through
 //! `store::seed`, a batch per transaction; then a server in its own
-//! process answers 30-day reports over HTTP (several windows, an admin's
+//! process (on PostgreSQL, once its lead has summarized every settled
+//! day: `summaries_made_s`) answers 30-day reports over HTTP (several windows, an admin's
 //! report of the whole site with its groups and agents, and an agent's
 //! own), timed from the client; then the relay runs for twice
 //! `--seconds`, in turns of `--turn-ms`: no reports, then reports asked
@@ -74,10 +75,12 @@ pub struct Plan {
     /// those of the day it was written.
     #[arg(long, value_name = "DIR_OR_DATABASE")]
     pub reuse: Option<String>,
-    /// PostgreSQL: empty the summaries of ended days (`report_days`) after
-    /// the reports are timed, so that the relay's first report of each
-    /// window makes its days' summaries again; chat's p99 while they are
-    /// made is printed beside the rest (`p99_during_cold_ms`).
+    /// PostgreSQL: empty the summaries of settled days (`report_days`)
+    /// after the reports are timed, as an upgrade from a release without
+    /// them finds a history: the lead makes them all again while the relay
+    /// runs, and reports asked meanwhile make their own days first. How
+    /// long that takes, and chat's p99 and the reports' times meanwhile,
+    /// are printed apart (`backfill_*`); the other figures leave it out.
     #[arg(long, requires = "database_url")]
     pub cold: bool,
 }
@@ -281,9 +284,20 @@ async fn measure(
     let data = dir.to_string_lossy().into_owned();
     let mut args = vec!["--data", data.as_str()];
     if let Some(url) = database_url {
-        args.extend(["--database-url", url]);
+        // The lead's rounds of summaries (`reports::keep_summaries`) a
+        // second apart, not five minutes: every settled day is summarized
+        // before anything is timed, as on a server that has run a while.
+        args.extend(["--database-url", url, "--report-summaries-every-secs", "1"]);
     }
+    let started = Instant::now();
     let target = Target::serve(&args, widget_key).await?;
+    let summaries_made_s = match database_url {
+        Some(_) => {
+            summaries_made(&target).await?;
+            Some(started.elapsed().as_secs_f64())
+        }
+        None => None,
+    };
     let agent_token = target.login(&crate::worker::agent_email(0), crate::server::STORM_PASSWORD).await?;
     let windows = windows(plan.days, plan.windows);
     // A history kept by a run from before the relay closed its chats (or
@@ -307,10 +321,21 @@ async fn measure(
     }
     eprintln!();
 
-    // As if no report had ever been asked (`--cold`).
-    if let (true, Some(url)) = (plan.cold, database_url) {
-        psql(url, "UPDATE report_days SET facts = NULL, version = NULL").await?;
-    }
+    // As if no summary had ever been made (`--cold`): emptied as the
+    // relay's measured time begins, and made again by the lead while it
+    // runs; the span until they all are is watched.
+    let (cold_began, relay_began_cold) = tokio::sync::oneshot::channel();
+    let backfill = match (plan.cold, database_url) {
+        (true, Some(url)) => {
+            let (held, url) = (summaries_held(url).await?, url.to_owned());
+            Some(tokio::spawn(async move {
+                relay_began_cold.await?;
+                psql(&url, "UPDATE report_days SET facts = NULL, version = NULL").await?;
+                watch_backfill(url, held, now_ms()).await
+            }))
+        }
+        _ => None,
+    };
     // Live chat: one relay run of twice `seconds`, in turns of `turn_ms`:
     // no reports, then reports asked for in a loop, and so on. Turns
     // rather than halves, so that what drifts over a run (the machine, a
@@ -323,6 +348,7 @@ async fn measure(
         tokio::spawn(async move {
             let mut turns = Turns::default();
             let Ok(from) = relay_began.await else { return turns };
+            let _ = cold_began.send(());
             let mut windows = windows.iter().cycle();
             let mut quiet_from = from;
             loop {
@@ -354,28 +380,38 @@ async fn measure(
     )
     .await;
     stop.store(true, Ordering::Relaxed);
-    let Turns { busy: busy_spans, reports: asked, report_ms: mut during_ms } = asking.await?;
+    let Turns { busy: busy_spans, reports: asked, report_ms } = asking.await?;
     let relay = relay?;
     plan.relay.dump(&relay.samples, "report", &asked)?;
     // The relay's visitors are gone: close their chats, or a run on this
     // history later would give them back to its agents, who would answer
     // nobody (counted lost) and carry them as extra load.
     let closed = close_open_chats(&target).await?;
+    // With `--cold`, the messages and reports from the emptying until the
+    // lead had made every summary again are counted apart.
+    let backfill = match backfill {
+        Some(watch) => Some(watch.await??),
+        None => None,
+    };
+    let in_backfill =
+        |at: i64| backfill.as_ref().is_some_and(|b| b.emptied_at <= at && b.made_at.is_none_or(|m| at < m));
+    let (samples, backfill_samples): (Vec<_>, Vec<_>) = relay.samples.iter().partition(|(sent, _)| !in_backfill(*sent));
+    let mut backfill_latencies: Vec<f64> = backfill_samples.iter().map(|(_, latency)| *latency).collect();
+    let (mut backfill_reports_ms, mut during_ms): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+    for ((asked_at, _), ms) in asked.iter().zip(report_ms) {
+        if in_backfill(*asked_at) { &mut backfill_reports_ms } else { &mut during_ms }.push(ms);
+    }
     // A message sent within a turn with reports, or while the last
     // report of one was still being answered, was sent during reports.
-    let (mut quiet, mut busy) = super::BesideRelay::split(&relay.samples, &busy_spans)?;
+    let (mut quiet, mut busy) = super::BesideRelay::split(&samples, &busy_spans)?;
     let (p99_quiet, p99_busy) = (percentile(&mut quiet, 99.0), percentile(&mut busy, 99.0));
+    let p99_backfill = percentile(&mut backfill_latencies, 99.0);
     let (_, storage_errors, _) = target.log.counts();
-    // With `--cold`, the relay's first report of each window made its
-    // summaries again: messages sent meanwhile.
-    let cold = if plan.cold { windows.len().min(asked.len()) } else { 0 };
-    let (_, mut while_cold) = super::BesideRelay::partition(&relay.samples, &asked[..cold]);
-    let p99_cold = percentile(&mut while_cold, 99.0);
-    let mut cold_ms = during_ms[..cold].to_vec();
     let summaries = match database_url {
         Some(url) => summaries_held(url).await?,
         None => 0,
     };
+    let backfill_s = backfill.as_ref().and_then(|b| b.made_at.map(|m| (m - b.emptied_at) as f64 / 1000.0));
 
     let ms = |v: &mut Vec<f64>, p: f64| format!("{:.1}", percentile(v, p));
     Ok(vec![
@@ -394,15 +430,17 @@ async fn measure(
         ("p99_quiet_ms", format!("{p99_quiet:.2}")),
         ("p99_during_reports_ms", format!("{p99_busy:.2}")),
         ("p99_ratio", format!("{:.2}", p99_busy / p99_quiet.max(0.01))),
-        ("reports_during_relay", during_ms.len().to_string()),
+        ("reports_during_relay", asked.len().to_string()),
         ("report_during_relay_median_ms", ms(&mut during_ms, 50.0)),
-        ("cold_reports", cold.to_string()),
+        ("summaries_made_s", super::optional(summaries_made_s, 1)),
         ("summaries_held_after", summaries.to_string()),
-        ("cold_report_median_ms", ms(&mut cold_ms, 50.0)),
-        ("cold_report_max_ms", ms(&mut cold_ms, 100.0)),
-        ("messages_during_cold", while_cold.len().to_string()),
-        ("p99_during_cold_ms", format!("{p99_cold:.2}")),
-        ("cold_p99_ratio", format!("{:.2}", p99_cold / p99_quiet.max(0.01))),
+        ("backfill_s", super::optional(backfill_s, 1)),
+        ("messages_during_backfill", backfill_latencies.len().to_string()),
+        ("p99_during_backfill_ms", format!("{p99_backfill:.2}")),
+        ("backfill_p99_ratio", format!("{:.2}", p99_backfill / p99_quiet.max(0.01))),
+        ("reports_during_backfill", backfill_reports_ms.len().to_string()),
+        ("report_during_backfill_median_ms", ms(&mut backfill_reports_ms, 50.0)),
+        ("report_during_backfill_max_ms", ms(&mut backfill_reports_ms, 100.0)),
         ("lost", relay.lost.to_string()),
         ("duplicated", relay.duplicated.to_string()),
         ("storage_errors", storage_errors.to_string()),
@@ -422,6 +460,44 @@ async fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
     let out = run.await.map_err(|e| anyhow!("cannot run psql (Debian: postgresql-client): {e}"))?;
     anyhow::ensure!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Wait until a round of the lead's summaries (the first began after
+/// `target` started) ended with none left to make.
+async fn summaries_made(target: &Target) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let rounds = target.metric("holdfast_report_summary_rounds_total").await?;
+        if rounds >= 1.0 && target.metric("holdfast_report_summaries_missing").await? == 0.0 {
+            return Ok(());
+        }
+        anyhow::ensure!(started.elapsed() < SUMMARIES_WAIT, "the lead made no summaries in {SUMMARIES_WAIT:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The longest wait for the lead to make the history's summaries.
+const SUMMARIES_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The span of `--cold`'s backfill: from the emptying of the summaries
+/// to the moment the database held as many full ones again as before
+/// (Unix ms), if it did before the relay ended.
+struct Backfill {
+    emptied_at: i64,
+    made_at: Option<i64>,
+}
+
+/// Watch the database at `url` until it holds `held` full summaries
+/// again, or `SUMMARIES_WAIT` passed (then `made_at` is `None`).
+async fn watch_backfill(url: String, held: usize, emptied_at: i64) -> anyhow::Result<Backfill> {
+    let started = Instant::now();
+    while started.elapsed() < SUMMARIES_WAIT {
+        if summaries_held(&url).await? >= held {
+            return Ok(Backfill { emptied_at, made_at: Some(now_ms()) });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    Ok(Backfill { emptied_at, made_at: None })
 }
 
 /// Summaries of ended days the PostgreSQL database at `url` holds.
