@@ -189,6 +189,11 @@ pub struct Tally {
     /// minutes, as in some zones before 1980): its chats are placed one
     /// by one.
     quarters: HashMap<i64, Option<(usize, usize)>>,
+    /// The numbers of the ids of the summary being read
+    /// (`FactSink::day_ids`), as groups and as agents, once looked up:
+    /// hashing each chat's ids was a fifth of a report's tally.
+    day_groups: Vec<Option<usize>>,
+    day_agents: Vec<Option<usize>>,
 }
 
 impl Tally {
@@ -200,12 +205,28 @@ impl Tally {
             pairs: HashMap::default(),
             heatmap: vec![[0u32; 24]; 7],
             quarters: HashMap::default(),
+            day_groups: Vec::new(),
+            day_agents: Vec::new(),
         }
     }
 
     /// Whether a chat in a group with this id was counted.
     pub fn saw_group(&self, id: &str) -> bool {
         self.groups.contains_key(id)
+    }
+
+    /// The number of `id`, at `position` among the summary's ids if
+    /// given: looked up in `ids` once a summary.
+    fn number_at(
+        ids: &mut HashMap<String, usize>,
+        day: &mut [Option<usize>],
+        position: Option<u32>,
+        id: &str,
+    ) -> usize {
+        match position.and_then(|p| day.get_mut(p as usize)) {
+            Some(slot) => *slot.get_or_insert_with(|| Tally::number(ids, id)),
+            None => Tally::number(ids, id),
+        }
     }
 
     fn number(ids: &mut HashMap<String, usize>, id: &str) -> usize {
@@ -242,8 +263,9 @@ fn local(tz: &TimeZone, at: i64) -> Option<(usize, usize, i32)> {
 
 impl FactSink for Tally {
     fn add(&mut self, c: &ChatFacts<'_>) {
-        let group = Tally::number(&mut self.groups, c.group_id);
-        let agent = c.agent_id.map_or(0, |a| Tally::number(&mut self.agents, a) + 1);
+        let (group_at, agent_at) = c.named.map_or((None, None), |(g, a)| (Some(g), a));
+        let group = Tally::number_at(&mut self.groups, &mut self.day_groups, group_at, c.group_id);
+        let agent = c.agent_id.map_or(0, |a| Tally::number_at(&mut self.agents, &mut self.day_agents, agent_at, a) + 1);
         let p = self.pairs.entry((group, agent)).or_default();
         if c.offline {
             p.offline += 1;
@@ -267,6 +289,13 @@ impl FactSink for Tally {
             p.rated_good += usize::from(score >= 4);
         }
         self.place(c.created_at);
+    }
+
+    fn day_ids(&mut self, ids: &[&str]) {
+        for day in [&mut self.day_groups, &mut self.day_agents] {
+            day.clear();
+            day.resize(ids.len(), None);
+        }
     }
 }
 

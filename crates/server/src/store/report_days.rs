@@ -95,6 +95,7 @@ pub(super) fn tally(summary: &[u8], day: i64, agent: Option<&str>, sink: &mut dy
         return false;
     }
     let start = day * DAY_MS;
+    sink.day_ids(&ids);
     for c in &chats {
         let agent_id = c.agent.map(|i| ids[i as usize]);
         if agent.is_some_and(|a| agent_id != Some(a)) {
@@ -114,6 +115,7 @@ pub(super) fn tally(summary: &[u8], day: i64, agent: Option<&str>, sink: &mut dy
             messages: c.messages,
             score: c.score,
             missed: c.missed,
+            named: Some((c.group, c.agent)),
         });
     }
     true
@@ -272,12 +274,13 @@ pub(super) async fn make(conn: &mut PgConnection, cache: &mut Cache, site_id: &s
 /// (a rating, a chat closed after midnight) within a round of that. Made
 /// by reports alone, a month nobody had asked for took some 6 s beside
 /// chat (`docs/benchmarks.md`). Stops making (but goes on counting) as
-/// soon as `report_waiting`: the report goes first, the next round goes on.
+/// soon as `stop` says so (a report waits: it goes first, and the next
+/// round goes on).
 pub(super) async fn keep(
     conn: &mut PgConnection,
     cache: &mut Cache,
     now: i64,
-    report_waiting: impl Fn() -> bool,
+    stop: impl Fn() -> bool,
 ) -> Result<super::reports::SummariesKept> {
     // The index on (site_id, created_at) gives each first chat.
     let sites: Vec<(String, Option<i64>)> = sqlx::query_as(
@@ -307,7 +310,7 @@ pub(super) async fn keep(
         .into_iter()
         .collect();
         for day in days.filter(|d| !full.contains(d)) {
-            if kept.left > 0 || report_waiting() {
+            if kept.left > 0 || stop() {
                 kept.left += 1;
                 continue;
             }
@@ -391,13 +394,23 @@ mod tests {
             messages: 7,
             score: agent.map(|_| 4),
             missed: agent.is_none(),
+            named: None,
         }
     }
 
-    struct Kept(Vec<String>);
+    /// Each chat given, as it was encoded (without its positions), and
+    /// its group's and agent's ids as their positions name them.
+    struct Kept(Vec<String>, Vec<String>, Vec<(String, Option<String>)>);
     impl FactSink for Kept {
         fn add(&mut self, chat: &ChatFacts<'_>) {
-            self.0.push(format!("{chat:?}"));
+            self.0.push(format!("{:?}", ChatFacts { named: None, ..chat.clone() }));
+            let (group, agent) = chat.named.unwrap();
+            let id = |i: u32| self.1[i as usize].clone();
+            let named = (id(group), agent.map(id));
+            self.2.push(named);
+        }
+        fn day_ids(&mut self, ids: &[&str]) {
+            self.1 = ids.iter().map(|id| id.to_string()).collect();
         }
     }
 
@@ -412,10 +425,12 @@ mod tests {
             chat("general", Some("ann"), start + 5 * HOUR),
         ];
         let summary = encode(day, &facts).unwrap();
-        let mut all = Kept(Vec::new());
+        let mut all = Kept(Vec::new(), Vec::new(), Vec::new());
         assert!(tally(&summary, day, None, &mut all));
         assert_eq!(all.0, facts.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>());
-        let mut ann = Kept(Vec::new());
+        let named: Vec<_> = facts.iter().map(|f| (f.group_id.to_owned(), f.agent_id.map(str::to_owned))).collect();
+        assert_eq!(all.2, named, "the positions name the chats' own ids");
+        let mut ann = Kept(Vec::new(), Vec::new(), Vec::new());
         assert!(tally(&summary, day, Some("ann"), &mut ann));
         assert_eq!(ann.0, [&facts[0], &facts[3]].map(|f| format!("{f:?}")));
         // Each id once: a day of a busy site is mostly its times.
@@ -450,7 +465,7 @@ mod tests {
         other_format[0] = FORMAT + 1;
         let truncated = &summary[..summary.len() - 3];
         for bad in [&[][..], &other_format, truncated] {
-            let mut sink = Kept(Vec::new());
+            let mut sink = Kept(Vec::new(), Vec::new(), Vec::new());
             assert!(!tally(bad, 7, None, &mut sink));
             assert!(sink.0.is_empty());
         }

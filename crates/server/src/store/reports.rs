@@ -50,6 +50,9 @@ pub struct ChatFacts<'a> {
     /// The rating's score (1–5), if rated.
     pub score: Option<i64>,
     pub missed: bool,
+    /// The positions of `group_id` and `agent_id` in the ids last given
+    /// to `FactSink::day_ids`, for a chat read from a day's summary.
+    pub named: Option<(u32, Option<u32>)>,
 }
 
 /// Where a report's facts go, one conversation at a time as the store
@@ -57,6 +60,11 @@ pub struct ChatFacts<'a> {
 /// chats, so none is held as a row nor left out (`crate::reports::Tally`).
 pub trait FactSink: Any + Send {
     fn add(&mut self, chat: &ChatFacts<'_>);
+
+    /// The ids a day's summary names its chats' groups and agents by
+    /// (`ChatFacts::named`), given before those chats: a sink may look
+    /// each up once here rather than once a chat. Nothing by default.
+    fn day_ids(&mut self, _ids: &[&str]) {}
 }
 
 /// The facts of a site's conversations created in a range, only those an
@@ -114,6 +122,7 @@ macro_rules! facts_from {
             messages: $r.$get(8)?,
             score: $r.$get(9)?,
             missed: $r.$get(10)?,
+            named: None,
         }
     };
 }
@@ -358,8 +367,9 @@ async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
             }
             PgJob::Keep { now, answer } => {
                 // Reports go first: the round stops making summaries as
-                // soon as one waits.
-                let kept_days = report_days::keep(&mut conn, &mut summaries, now, || !queue.is_empty()).await;
+                // soon as one waits, or when the lead that asked is lost.
+                let stop = || !queue.is_empty() || answer.is_closed();
+                let kept_days = report_days::keep(&mut conn, &mut summaries, now, stop).await;
                 if kept_days.is_ok() {
                     kept = Some(conn);
                 }

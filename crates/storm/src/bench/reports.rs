@@ -432,6 +432,7 @@ async fn measure(
         ("p99_ratio", format!("{:.2}", p99_busy / p99_quiet.max(0.01))),
         ("reports_during_relay", asked.len().to_string()),
         ("report_during_relay_median_ms", ms(&mut during_ms, 50.0)),
+        ("report_during_relay_max_ms", ms(&mut during_ms, 100.0)),
         ("summaries_made_s", super::optional(summaries_made_s, 1)),
         ("summaries_held_after", summaries.to_string()),
         ("backfill_s", super::optional(backfill_s, 1)),
