@@ -73,9 +73,9 @@ where
         let (jobs, queue) = flume::unbounded::<Job>();
         spawn("reports-low", move || {
             while let Ok(job) = queue.recv() {
-                let began = Stopwatch::start();
+                let began = Instant::now();
                 job();
-                let rest = rest_after(began.worked());
+                let rest = rest_after(began.elapsed());
                 if !rest.is_zero() {
                     std::thread::sleep(rest);
                 }
@@ -161,63 +161,27 @@ pub(crate) fn rest_as_long_as(worked: std::time::Duration) {
     }
 }
 
-/// Work timed on the thread that does it: the time since it began, less
-/// the time the thread waited for a core meanwhile (Linux's
-/// `/proc/thread-self/schedstat`; elsewhere the whole time). These
-/// threads are of the lowest class: while chat runs they wait, and that
-/// wait is chat's time, not their work. Counted as work, it made the rests
-/// longest exactly when chat was busiest, and a report beside chat slower
-/// than twenty times its work. Time spent waiting for the database still
-/// counts: that is work done for the report. Read on the thread started on.
-pub(crate) struct Stopwatch {
-    began: Instant,
-    waited: Option<std::time::Duration>,
-}
-
-impl Stopwatch {
-    pub(crate) fn start() -> Stopwatch {
-        Stopwatch { began: Instant::now(), waited: waited_for_core() }
-    }
-
-    pub(crate) fn worked(&self) -> std::time::Duration {
-        let wall = self.began.elapsed();
-        match (self.waited, waited_for_core()) {
-            (Some(before), Some(now)) => wall.saturating_sub(now.saturating_sub(before)),
-            _ => wall,
-        }
-    }
-}
-
-/// How long this thread has waited for a core while runnable, where the
-/// kernel says (the second field of `/proc/thread-self/schedstat`, ns).
-fn waited_for_core() -> Option<std::time::Duration> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some(std::time::Duration::from_nanos(ns))
-}
-
 /// Rests for work done in steps on an async runtime: `breathe` after each
 /// step rests once a millisecond of work has added up (a timer's
 /// resolution: shorter rests would round up to it).
-/// On a runtime of one thread (its steps' time is that thread's).
 pub(crate) struct Pace {
-    since: Stopwatch,
+    since: Instant,
 }
 
 impl Pace {
     pub(crate) fn start() -> Pace {
-        Pace { since: Stopwatch::start() }
+        Pace { since: Instant::now() }
     }
 
     pub(crate) async fn breathe(&mut self) {
-        let worked = self.since.worked();
+        let worked = self.since.elapsed();
         if worked >= std::time::Duration::from_millis(1) {
             let rest = rest_after(worked);
             // Not even a zero sleep: the timer would round it up to 1 ms.
             if !rest.is_zero() {
                 tokio::time::sleep(rest).await;
             }
-            self.since = Stopwatch::start();
+            self.since = Instant::now();
         }
     }
 }
@@ -269,40 +233,6 @@ fn lower() -> std::io::Result<()> {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn work_is_timed_without_the_wait_for_a_core_but_with_the_wait_for_the_database() {
-        // Sleeping (as for the database's answer) counts as work.
-        let watch = Stopwatch::start();
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(watch.worked() >= Duration::from_millis(30), "{:?}", watch.worked());
-        // Waiting for a core does not: this thread, of the lowest class,
-        // beside a spinning thread on every core.
-        if cfg!(target_os = "linux") {
-            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let stop = std::sync::Arc::new(AtomicBool::new(false));
-            let spinners: Vec<_> = (0..cores)
-                .map(|_| {
-                    let stop = stop.clone();
-                    std::thread::spawn(move || while !stop.load(Ordering::Relaxed) {})
-                })
-                .collect();
-            let (worked, wall) = std::thread::spawn(|| {
-                lower_this_thread();
-                let (watch, wall) = (Stopwatch::start(), Instant::now());
-                while wall.elapsed() < Duration::from_millis(300) {
-                    std::hint::spin_loop();
-                }
-                (watch.worked(), wall.elapsed())
-            })
-            .join()
-            .unwrap();
-            stop.store(true, Ordering::Relaxed);
-            spinners.into_iter().for_each(|s| s.join().unwrap());
-            assert!(waited_for_core().is_some());
-            assert!(worked < wall / 2, "worked {worked:?} of {wall:?}");
-        }
-    }
 
     #[test]
     fn work_rests_only_while_chat_writes_and_never_past_the_cap() {

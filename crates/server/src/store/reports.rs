@@ -158,12 +158,12 @@ impl SqliteStore {
         self.read_report(move |c| {
             let mut stmt = c.prepare_cached(&facts_sql("?1", "?2", "?3", "?4"))?;
             let mut rows = stmt.query(params![site_id, from, to, agent_id])?;
-            let (mut in_chunk, mut chunk_began) = (0, crate::low_priority::Stopwatch::start());
+            let (mut in_chunk, mut chunk_began) = (0, std::time::Instant::now());
             while let Some(r) = rows.next()? {
                 in_chunk += 1;
                 if in_chunk == CHUNK {
-                    crate::low_priority::rest_as_long_as(chunk_began.worked());
-                    (in_chunk, chunk_began) = (0, crate::low_priority::Stopwatch::start());
+                    crate::low_priority::rest_as_long_as(chunk_began.elapsed());
+                    (in_chunk, chunk_began) = (0, std::time::Instant::now());
                 }
                 let agent = r.get_ref(1)?;
                 let agent = agent.as_str_or_null().map_err(|e| lite_text_error(1, agent, e))?;
