@@ -4,11 +4,12 @@
 //! dir, or a new PostgreSQL database with `--database-url`) through
 //! `store::seed`, a batch per transaction; then a server in its own
 //! process (on PostgreSQL, once its lead has summarized every settled
-//! day: `summaries_made_s`) answers 30-day reports over HTTP (several windows, an admin's
-//! report of the whole site with its groups and agents, and an agent's
-//! own), timed from the client; then the relay runs for twice
-//! `--seconds`, in turns of `--turn-ms`: no reports, then reports asked
-//! for in a loop (one at a time, the windows in turn), and so on. Message
+//! day: `summaries_made_s`) answers 30-day reports over HTTP (several
+//! windows, an admin's report of the whole site with its groups and
+//! agents, and an agent's own), timed from the client; then the relay
+//! runs for twice `--seconds`, in turns of `--turn-ms`: no reports, then
+//! reports asked for in a loop (one at a time, the windows in turn), and
+//! so on. Message
 //! latency without and with reports, in the same run and interleaved, so
 //! that what drifts over the run weighs on both alike.
 //!
