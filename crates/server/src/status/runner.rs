@@ -3,10 +3,11 @@
 //! job and the keeper of reports' summaries. Every server process sharing
 //! a store tries to take the store's lead ([`StatusStore::try_lead`]); the
 //! one that holds it points the built-in probes at itself and runs these
-//! tasks, the others wait and try again every `lead_check`. So a cluster checks each monitor
-//! once and notifies each subscriber once, and when the runner dies
-//! (kill -9 included) another process takes over within a few seconds,
-//! going on from the failure counts and claimed deliveries in the store.
+//! tasks, the others wait and try again every `lead_check`. So a cluster
+//! checks each monitor once and notifies each subscriber once, and when
+//! the runner dies (kill -9 included) another process takes over within a
+//! few seconds, going on from the failure counts and claimed deliveries in
+//! the store.
 //!
 //! [`StatusStore::try_lead`]: crate::store::status::StatusStore::try_lead
 

@@ -178,17 +178,11 @@ impl Cache {
     }
 }
 
-/// The full summaries of `days` of `site_id`, of this format, in `conn`'s
-/// snapshot, by day: from `cache` where it holds their version, else
-/// read (and kept there). A day without one is not in the map.
-pub(super) async fn summaries(
-    conn: &mut PgConnection,
-    cache: &mut Cache,
-    site_id: &str,
-    days: &Range<i64>,
-) -> Result<BTreeMap<i64, Arc<[u8]>>> {
+/// The days within `days` of `site_id` whose summary is full and of this
+/// format, with its version.
+async fn full_days(conn: &mut PgConnection, site_id: &str, days: &Range<i64>) -> Result<Vec<(i64, i64)>> {
     // The first byte of each only (stored uncompressed, it is read alone).
-    let versions: Vec<(i64, i64)> = sqlx::query_as(
+    let full = sqlx::query_as(
         "SELECT day, version FROM report_days WHERE site_id = $1 AND day >= $2 AND day < $3 \
          AND substring(facts FROM 1 FOR 1) = $4",
     )
@@ -198,9 +192,21 @@ pub(super) async fn summaries(
     .bind([FORMAT].as_slice())
     .fetch_all(&mut *conn)
     .await?;
+    Ok(full)
+}
+
+/// The full summaries of `days` of `site_id`, of this format, in `conn`'s
+/// snapshot, by day: from `cache` where it holds their version, else
+/// read (and kept there). A day without one is not in the map.
+pub(super) async fn summaries(
+    conn: &mut PgConnection,
+    cache: &mut Cache,
+    site_id: &str,
+    days: &Range<i64>,
+) -> Result<BTreeMap<i64, Arc<[u8]>>> {
     let mut found = BTreeMap::new();
     let mut unknown = Vec::new();
-    for (day, version) in versions {
+    for (day, version) in full_days(conn, site_id, days).await? {
         match cache.get(site_id, day, version) {
             Some(summary) => _ = found.insert(day, summary),
             None => unknown.push(day),
@@ -297,18 +303,8 @@ pub(super) async fn keep(
         if days.is_empty() {
             continue;
         }
-        let full: std::collections::HashSet<i64> = sqlx::query_scalar(
-            "SELECT day FROM report_days WHERE site_id = $1 AND day >= $2 AND day < $3 \
-             AND substring(facts FROM 1 FOR 1) = $4",
-        )
-        .bind(&site_id)
-        .bind(days.start)
-        .bind(days.end)
-        .bind([FORMAT].as_slice())
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
+        let full: std::collections::HashSet<i64> =
+            full_days(conn, &site_id, &days).await?.into_iter().map(|(day, _)| day).collect();
         for day in days.filter(|d| !full.contains(d)) {
             if kept.left > 0 || stop() {
                 kept.left += 1;
@@ -400,17 +396,22 @@ mod tests {
 
     /// Each chat given, as it was encoded (without its positions), and
     /// its group's and agent's ids as their positions name them.
-    struct Kept(Vec<String>, Vec<String>, Vec<(String, Option<String>)>);
+    #[derive(Default)]
+    struct Kept {
+        chats: Vec<String>,
+        ids: Vec<String>,
+        named: Vec<(String, Option<String>)>,
+    }
     impl FactSink for Kept {
         fn add(&mut self, chat: &ChatFacts<'_>) {
-            self.0.push(format!("{:?}", ChatFacts { named: None, ..chat.clone() }));
+            self.chats.push(format!("{:?}", ChatFacts { named: None, ..chat.clone() }));
             let (group, agent) = chat.named.unwrap();
-            let id = |i: u32| self.1[i as usize].clone();
+            let id = |i: u32| self.ids[i as usize].clone();
             let named = (id(group), agent.map(id));
-            self.2.push(named);
+            self.named.push(named);
         }
         fn day_ids(&mut self, ids: &[&str]) {
-            self.1 = ids.iter().map(|id| id.to_string()).collect();
+            self.ids = ids.iter().map(|id| id.to_string()).collect();
         }
     }
 
@@ -425,14 +426,14 @@ mod tests {
             chat("general", Some("ann"), start + 5 * HOUR),
         ];
         let summary = encode(day, &facts).unwrap();
-        let mut all = Kept(Vec::new(), Vec::new(), Vec::new());
+        let mut all = Kept::default();
         assert!(tally(&summary, day, None, &mut all));
-        assert_eq!(all.0, facts.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>());
+        assert_eq!(all.chats, facts.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>());
         let named: Vec<_> = facts.iter().map(|f| (f.group_id.to_owned(), f.agent_id.map(str::to_owned))).collect();
-        assert_eq!(all.2, named, "the positions name the chats' own ids");
-        let mut ann = Kept(Vec::new(), Vec::new(), Vec::new());
+        assert_eq!(all.named, named, "the positions name the chats' own ids");
+        let mut ann = Kept::default();
         assert!(tally(&summary, day, Some("ann"), &mut ann));
-        assert_eq!(ann.0, [&facts[0], &facts[3]].map(|f| format!("{f:?}")));
+        assert_eq!(ann.chats, [&facts[0], &facts[3]].map(|f| format!("{f:?}")));
         // Each id once: a day of a busy site is mostly its times.
         assert!(summary.len() < 4 * 40, "{} bytes", summary.len());
     }
@@ -465,9 +466,9 @@ mod tests {
         other_format[0] = FORMAT + 1;
         let truncated = &summary[..summary.len() - 3];
         for bad in [&[][..], &other_format, truncated] {
-            let mut sink = Kept(Vec::new(), Vec::new(), Vec::new());
+            let mut sink = Kept::default();
             assert!(!tally(bad, 7, None, &mut sink));
-            assert!(sink.0.is_empty());
+            assert!(sink.chats.is_empty());
         }
     }
 }

@@ -187,23 +187,24 @@ impl PostgresStore {
         agent_id: Option<&str>,
         sink: Box<dyn FactSink>,
     ) -> Result<Box<dyn FactSink>> {
-        if self.p().await?.is_closed() {
-            return Err(Error::Unavailable(1));
-        }
-        let (answer, answered) = tokio::sync::oneshot::channel();
         let asked = Asked { site_id: site_id.to_owned(), from, to, agent_id: agent_id.map(str::to_owned) };
-        self.reports.send(PgJob::Report(ReportJob { asked, sink, answer }))?;
-        answered.await.map_err(|_| Error::Unavailable(1))?
+        self.on_report_lane(|answer| PgJob::Report(ReportJob { asked, sink, answer })).await
     }
 
     /// Make the missing summaries of settled days, on the report lane
     /// (`report_days::keep`).
     pub(super) async fn keep_report_summaries(&self, now: i64) -> Result<SummariesKept> {
+        self.on_report_lane(|answer| PgJob::Keep { now, answer }).await
+    }
+
+    /// Hand the lane the job `job` makes with its answer's sender, and
+    /// wait for the answer (none from a closed store).
+    async fn on_report_lane<T>(&self, job: impl FnOnce(tokio::sync::oneshot::Sender<Result<T>>) -> PgJob) -> Result<T> {
         if self.p().await?.is_closed() {
             return Err(Error::Unavailable(1));
         }
         let (answer, answered) = tokio::sync::oneshot::channel();
-        self.reports.send(PgJob::Keep { now, answer })?;
+        self.reports.send(job(answer))?;
         answered.await.map_err(|_| Error::Unavailable(1))?
     }
 }
