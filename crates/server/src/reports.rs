@@ -129,26 +129,22 @@ impl Figures {
             let all: Vec<i64> = pairs.clone().flat_map(|p| values(p).iter().copied()).collect();
             Spread::of(all)
         };
-        let mut f = Figures {
+        let mut all = PairTally::default();
+        pairs.clone().for_each(|p| all.add_counts(p));
+        let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
+        Figures {
+            chats: all.chats,
+            answered: all.answered,
+            missed: all.missed,
+            offline: all.offline,
             wait: gather(|p| &p.waits),
             first_response: gather(|p| &p.responses),
             duration: gather(|p| &p.durations),
-            ..Figures::default()
-        };
-        let mut messages = 0;
-        for p in pairs {
-            f.chats += p.chats;
-            f.answered += p.answered;
-            f.missed += p.missed;
-            f.offline += p.offline;
-            f.rated += p.rated;
-            f.rated_good += p.rated_good;
-            messages += p.messages;
+            messages_per_chat: (all.chats > 0).then(|| round(all.messages as f64 / all.chats as f64, 2)),
+            rated: all.rated,
+            rated_good: all.rated_good,
+            csat: (all.rated > 0).then(|| round(all.rated_good as f64 / all.rated as f64, 3)),
         }
-        let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
-        f.messages_per_chat = (f.chats > 0).then(|| round(messages as f64 / f.chats as f64, 2));
-        f.csat = (f.rated > 0).then(|| round(f.rated_good as f64 / f.rated as f64, 3));
-        f
     }
 }
 
@@ -168,6 +164,19 @@ struct PairTally {
     durations: Vec<i64>,
 }
 
+impl PairTally {
+    /// Add `other`'s counts (not its durations).
+    fn add_counts(&mut self, other: &PairTally) {
+        self.chats += other.chats;
+        self.answered += other.answered;
+        self.missed += other.missed;
+        self.offline += other.offline;
+        self.messages += other.messages;
+        self.rated += other.rated;
+        self.rated_good += other.rated_good;
+    }
+}
+
 /// A quarter hour, the finest step of any time zone's offset in use, so
 /// nearly always all in one local hour.
 const QUARTER_MS: i64 = 15 * 60 * 1000;
@@ -177,6 +186,8 @@ const QUARTER_MS: i64 = 15 * 60 * 1000;
 /// is every chat of the year, with no cap.
 pub struct Tally {
     tz: TimeZone,
+    /// `tz`'s name: a day's share (`FactSink::share`) depends on it.
+    tz_name: String,
     /// Ids seen, numbered in order of appearance.
     groups: HashMap<String, usize>,
     agents: HashMap<String, usize>,
@@ -198,8 +209,13 @@ pub struct Tally {
 
 impl Tally {
     pub fn new(range: &DayRange) -> Tally {
+        Tally::in_zone(&range.tz, &range.tz_name)
+    }
+
+    fn in_zone(tz: &TimeZone, tz_name: &str) -> Tally {
         Tally {
-            tz: range.tz.clone(),
+            tz: tz.clone(),
+            tz_name: tz_name.to_owned(),
             groups: HashMap::default(),
             agents: HashMap::default(),
             pairs: HashMap::default(),
@@ -296,6 +312,59 @@ impl FactSink for Tally {
             day.clear();
             day.resize(ids.len(), None);
         }
+    }
+
+    fn share(&self) -> Option<(String, Box<dyn FactSink>)> {
+        Some((self.tz_name.clone(), Box::new(Tally::in_zone(&self.tz, &self.tz_name))))
+    }
+
+    fn add_share(&mut self, share: &dyn FactSink) -> bool {
+        let Some(share) = (share as &dyn Any).downcast_ref::<Tally>().filter(|s| s.tz_name == self.tz_name) else {
+            return false;
+        };
+        // The share's numbers of its ids, as this tally's.
+        let numbers = |seen: &HashMap<String, usize>, ours: &mut HashMap<String, usize>| {
+            let mut numbers = vec![0; seen.len()];
+            for (id, &n) in seen {
+                numbers[n] = Tally::number(ours, id);
+            }
+            numbers
+        };
+        let groups = numbers(&share.groups, &mut self.groups);
+        let agents = numbers(&share.agents, &mut self.agents);
+        for (&(group, agent), theirs) in &share.pairs {
+            let agent = agent.checked_sub(1).map_or(0, |a| agents[a] + 1);
+            let p = self.pairs.entry((groups[group], agent)).or_default();
+            p.add_counts(theirs);
+            p.waits.extend_from_slice(&theirs.waits);
+            p.responses.extend_from_slice(&theirs.responses);
+            p.durations.extend_from_slice(&theirs.durations);
+        }
+        for (ours, theirs) in self.heatmap.iter_mut().zip(&share.heatmap) {
+            for (ours, theirs) in ours.iter_mut().zip(theirs) {
+                *ours += theirs;
+            }
+        }
+        true
+    }
+
+    fn keep(&mut self) -> usize {
+        // What only tallying needed.
+        self.quarters = HashMap::default();
+        self.day_groups = Vec::new();
+        self.day_agents = Vec::new();
+        let ids: usize = self.groups.keys().chain(self.agents.keys()).map(|id| id.len() + 32).sum();
+        let pairs: usize = self
+            .pairs
+            .values_mut()
+            .map(|p| {
+                for values in [&mut p.waits, &mut p.responses, &mut p.durations] {
+                    values.shrink_to_fit();
+                }
+                std::mem::size_of::<PairTally>() + 16 + 8 * (p.waits.len() + p.responses.len() + p.durations.len())
+            })
+            .sum();
+        std::mem::size_of::<Tally>() + ids + pairs + 7 * 24 * 4
     }
 }
 
@@ -535,6 +604,54 @@ mod tests {
             }
             assert_eq!(tally.heatmap, expected, "{zone} {day}");
         }
+    }
+
+    /// Days' shares added to a tally make the report that the days'
+    /// chats given one by one make, whatever ids each day names first.
+    #[test]
+    fn a_report_of_shares_is_the_report_of_their_chats() {
+        let range = DayRange::parse("2026-03-28", "2026-03-31", "Europe/Oslo").unwrap();
+        let (groups, agents) = (["general", "sales", "vip"], [Some("ann"), None, Some("bob"), Some("cy")]);
+        let chat = |i: i64| {
+            let created_at = range.start_ms + i * 1_234_567;
+            let answered = i % 5 != 0;
+            ChatFacts {
+                group_id: groups[(i % 3) as usize],
+                agent_id: agents[(i % 4) as usize],
+                offline: i % 11 == 0,
+                created_at,
+                closed_at: (i % 7 != 0).then_some(created_at + 600_000 + i * 1_000),
+                first_visitor_at: Some(created_at + i % 13),
+                first_assigned_at: answered.then_some(created_at + 5_000 + i * 17),
+                first_agent_at: answered.then_some(created_at + 9_000 + i * 31),
+                messages: i % 9,
+                score: (i % 4 == 1).then_some(1 + i % 5),
+                missed: !answered,
+                named: None,
+            }
+        };
+        let chats: Vec<ChatFacts> = (0..250).map(chat).collect();
+        let mut whole = Tally::new(&range);
+        chats.iter().for_each(|c| whole.add(c));
+
+        let mut of_shares = Tally::new(&range);
+        // Days in turn, the later ones first: each names its ids anew.
+        for day in chats.chunks(60).rev() {
+            let (_, mut share) = of_shares.share().unwrap();
+            day.iter().for_each(|c| share.add(c));
+            assert!(share.keep() > 0);
+            assert!(of_shares.add_share(share.as_ref()));
+        }
+        let report = |t: &Tally| serde_json::to_value(build(&range, t, &[], &[])).unwrap();
+        assert_eq!(report(&of_shares), report(&whole));
+        assert_eq!(report(&whole)["site"]["offline"], 23, "the history has a bit of everything");
+
+        // A share of another time zone is not added.
+        let utc = DayRange::parse("2026-03-28", "2026-03-31", "UTC").unwrap();
+        let (key, other) = Tally::new(&utc).share().unwrap();
+        assert_ne!(Some(key), of_shares.share().map(|(key, _)| key));
+        assert!(!of_shares.add_share(other.as_ref()));
+        assert_eq!(report(&of_shares), report(&whole));
     }
 
     #[test]

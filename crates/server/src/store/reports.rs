@@ -65,6 +65,29 @@ pub trait FactSink: Any + Send {
     /// (`ChatFacts::named`), given before those chats: a sink may look
     /// each up once here rather than once a chat. Nothing by default.
     fn day_ids(&mut self, _ids: &[&str]) {}
+
+    /// An empty sink of this one's kind and parameters, for a day's
+    /// share of the report, and the key of those parameters (a time
+    /// zone): a share is kept (`report_days::Cache`) and added to later
+    /// reports' sinks of the same key (`add_share`) instead of the day's
+    /// chats being given again. `None` (the default): this sink takes no
+    /// shares.
+    fn share(&self) -> Option<(String, Box<dyn FactSink>)> {
+        None
+    }
+
+    /// Add `share`, a day's chats given apart to a sink this one's
+    /// `share` made, of the same key. False, and nothing added, if it is
+    /// not such a sink.
+    fn add_share(&mut self, _share: &dyn FactSink) -> bool {
+        false
+    }
+
+    /// Make ready to be kept, as a day's share: give back spare memory,
+    /// and say about how many bytes are left.
+    fn keep(&mut self) -> usize {
+        0
+    }
 }
 
 /// The facts of a site's conversations created in a range, only those an
@@ -427,7 +450,10 @@ async fn read_facts(
         made = true;
     };
     for day in days {
-        if !summaries.get(&day).is_some_and(|s| report_days::tally(s, day, agent_id, sink.as_mut())) {
+        let added = summaries.get(&day).is_some_and(|(version, summary)| {
+            report_days::add_day(cache, site_id, (day, *version), summary, agent_id, sink.as_mut())
+        });
+        if !added {
             unsummarized.push(day * DAY_MS..(day + 1) * DAY_MS);
         }
         pace.breathe().await;
