@@ -714,6 +714,72 @@ async fn summarized_days_follow_their_chats_on_postgres() {
     server.stop().await;
 }
 
+/// On PostgreSQL a report reads an open chat's facts from the events
+/// written since a report last read it (`store/open_chats.rs`): each
+/// report counts the new ones, one with an earlier time among them, an
+/// agent's own report too; and once the chat closes, its row's facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_chat_is_read_from_its_new_events_on_postgres() {
+    let (server, db) = on_postgres().await;
+    let chats = answered_chats(&server, &db, &[]).await;
+    let (site, boss) = (&chats.site, &chats.boss);
+    let store = server.state.store.clone();
+    let ann = store.agents(&site.id).await.unwrap().into_iter().find(|a| a.email == "ann@shop.example").unwrap();
+    let general = store.groups(&site.id).await.unwrap().into_iter().find(|g| g.is_default).unwrap();
+    let start = utc(2026, 3, 2, 10, 0);
+    let events = [(10, "message", "visitor"), (15, "assigned", "system"), (30, "message", "agent")];
+    let open = Crafted {
+        group: &general.id,
+        agent: Some(&ann.id),
+        start,
+        events: &events,
+        closed: None,
+        offline: false,
+        score: None,
+        missed: false,
+    };
+    write_history(&server, Some(&db), &sql_of(0, &site.id, &chats.visitor, &open)).await;
+    let id = format!("crafted-{}-0", site.id);
+    let event = |seq: i64, after_s: i64, kind: &str, author: &str| {
+        format!(
+            "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
+             VALUES ('{id}', {seq}, '{id}-{seq}', '{kind}', '{author}', NULL, NULL, NULL, '{{}}', {});",
+            start + after_s * 1000
+        )
+    };
+    let query = "from=2026-03-01&to=2026-03-07";
+    let figures = |r: &Value| {
+        let site = &r["site"];
+        (site["chats"].clone(), site["wait"]["median_ms"].clone(), site["messages_per_chat"].clone())
+    };
+    assert_eq!(figures(&report(&server, boss, query).await), (json!(1), json!(20_000), json!(2.0)));
+
+    let more = event(4, 40, "message", "visitor") + &event(5, 50, "message", "agent");
+    write_history(&server, Some(&db), &more).await;
+    assert_eq!(figures(&report(&server, boss, query).await), (json!(1), json!(20_000), json!(4.0)));
+    // Written by a node whose clock is behind: the visitor's first now.
+    write_history(&server, Some(&db), &event(6, 5, "message", "visitor")).await;
+    let (ann_token, _) = server.login("ann@shop.example", "password123").await;
+    for token in [boss.as_str(), &ann_token] {
+        assert_eq!(figures(&report(&server, token, query).await), (json!(1), json!(25_000), json!(5.0)));
+    }
+    // Events are never deleted; this one is, to show that what a report
+    // has read is not read again.
+    let gone = format!("DELETE FROM events WHERE conversation_id = '{id}' AND seq = 6;");
+    write_history(&server, Some(&db), &gone).await;
+    assert_eq!(figures(&report(&server, boss, query).await), (json!(1), json!(25_000), json!(5.0)));
+
+    // Closed: the facts taken on its row, from the events it has.
+    let closed_at = start + 120_000;
+    let close = event(7, 120, "closed", "agent")
+        + &format!("UPDATE conversations SET status = 'closed', closed_at = {closed_at} WHERE id = '{id}';");
+    write_history(&server, Some(&db), &close).await;
+    let closed = report(&server, boss, query).await;
+    assert_eq!(figures(&closed), (json!(1), json!(20_000), json!(4.0)));
+    assert_eq!(closed["site"]["duration"]["median_ms"], 120_000);
+    server.stop().await;
+}
+
 /// On PostgreSQL the node holding the lead makes the summary of every
 /// settled day since a site's first chat, with no report asked
 /// (`reports::keep_summaries`), and makes again one a late change

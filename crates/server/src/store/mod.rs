@@ -17,6 +17,7 @@ pub mod greetings;
 pub mod idempotency;
 pub mod invitations;
 pub mod missed;
+mod open_chats;
 pub mod outbox;
 pub mod postgres;
 mod postgres_writer;

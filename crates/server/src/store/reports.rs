@@ -25,6 +25,7 @@ use rusqlite::types::{FromSqlError, ValueRef};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 
+use super::open_chats::OpenChats;
 use super::postgres::PostgresStore;
 use super::report_days::{self, DAY_MS};
 use super::sqlite::SqliteStore;
@@ -110,19 +111,24 @@ pub(super) fn closed_sql(site: &str, from: &str, to: &str, agent: &str) -> Strin
 /// `facts_sql`'s chats whose facts are still in their events: open ones.
 fn open_sql(site: &str, from: &str, to: &str, agent: &str) -> String {
     format!(
-        "SELECT c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, \
-         min(CASE WHEN e.kind = 'message' AND e.author_kind = 'visitor' THEN e.created_at END), \
-         min(CASE WHEN e.kind = 'assigned' THEN e.created_at END), \
-         min(CASE WHEN e.kind = 'message' AND e.author_kind = 'agent' THEN e.created_at END), \
-         count(CASE WHEN e.kind = 'message' THEN 1 END), c.rating_score, c.missed \
-         FROM conversations c LEFT JOIN events e ON e.conversation_id = c.id \
-         WHERE {} AND c.messages IS NULL \
-         GROUP BY c.id, c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, c.rating_score, c.missed",
+        "SELECT {OPEN_FACTS} FROM conversations c LEFT JOIN events e ON e.conversation_id = c.id \
+         WHERE {} AND c.messages IS NULL GROUP BY {OPEN_GROUPED}",
         in_range(site, from, to, agent)
     )
 }
 
-fn in_range(site: &str, from: &str, to: &str, agent: &str) -> String {
+/// An open chat's facts from its events `e` (those joined), as `facts_sql`'s columns.
+pub(super) const OPEN_FACTS: &str = "c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, \
+    min(CASE WHEN e.kind = 'message' AND e.author_kind = 'visitor' THEN e.created_at END), \
+    min(CASE WHEN e.kind = 'assigned' THEN e.created_at END), \
+    min(CASE WHEN e.kind = 'message' AND e.author_kind = 'agent' THEN e.created_at END), \
+    count(CASE WHEN e.kind = 'message' THEN 1 END), c.rating_score, c.missed";
+
+/// What `OPEN_FACTS` is grouped by: one row a chat.
+pub(super) const OPEN_GROUPED: &str =
+    "c.id, c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, c.rating_score, c.missed";
+
+pub(super) fn in_range(site: &str, from: &str, to: &str, agent: &str) -> String {
     format!(
         "c.site_id = {site} AND c.created_at >= {from} AND c.created_at < {to} \
          AND ({agent} IS NULL OR c.agent_id = {agent})"
@@ -350,6 +356,7 @@ impl PgReports {
 async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
     let mut kept: Option<PgConnection> = None;
     let mut summaries = report_days::Cache::default();
+    let mut open = OpenChats::default();
     loop {
         let job = match tokio::time::timeout(IDLE, queue.recv_async()).await {
             Ok(Ok(job)) => job,
@@ -383,7 +390,7 @@ async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
         };
         match job {
             PgJob::Report(ReportJob { asked, sink, answer }) => {
-                let read = read_facts(&mut conn, &mut summaries, &asked, sink, &answer).await;
+                let read = read_facts(&mut conn, (&mut summaries, &mut open), &asked, sink, &answer).await;
                 if read.is_ok() {
                     kept = Some(conn);
                 }
@@ -407,8 +414,9 @@ async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
 }
 
 /// A report's facts: the summaries of the whole days in its range that
-/// have ended (`report_days`, made first where missing), and the chats
-/// of the rest of its range, all in one snapshot. The days summarized
+/// have ended (`report_days`, made first where missing), the closed chats
+/// of the rest of its range, and its open chats (from the events read
+/// since the last report: `open_chats`), all in one snapshot. The days summarized
 /// were what a report spent in the database: reading each of a month's
 /// 80,000 chats' rows there raised chat's p99 beside reports to 1.7–1.9x
 /// (`docs/benchmarks.md`). Resting between steps (`Pace`: a day's
@@ -416,7 +424,7 @@ async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
 /// waits for the answer any more.
 async fn read_facts(
     conn: &mut PgConnection,
-    cache: &mut report_days::Cache,
+    (cache, open): (&mut report_days::Cache, &mut OpenChats),
     asked: &Asked,
     mut sink: Box<dyn FactSink>,
     answer: &tokio::sync::oneshot::Sender<Result<Box<dyn FactSink>>>,
@@ -462,8 +470,8 @@ async fn read_facts(
         let sql = closed_sql("$1", "$2", "$3", "$4::text");
         sink = stream(&mut tx, &sql, asked, range, sink, answer, &mut pace).await?;
     }
-    let sql = open_sql("$1", "$2", "$3", "$4::text");
-    sink = stream(&mut tx, &sql, asked, from..to, sink, answer, &mut pace).await?;
+    open.tally(&mut tx, site_id, (from, to), agent_id, sink.as_mut()).await?;
+    pace.breathe().await;
     tx.commit().await?;
     Ok(sink)
 }
