@@ -174,17 +174,31 @@ impl Pace {
     }
 
     pub(crate) async fn breathe(&mut self) {
+        self.breathe_unless(|| false).await;
+    }
+
+    /// `breathe`, but the rest cut short once `stop` says so (asked every
+    /// `STOP_LOOKS`): the lead's rounds of summaries rest so while a
+    /// report may be waiting behind them for the lane.
+    pub(crate) async fn breathe_unless(&mut self, stop: impl Fn() -> bool) {
         let worked = self.since.elapsed();
         if worked >= std::time::Duration::from_millis(1) {
-            let rest = rest_after(worked);
+            let until = Instant::now() + rest_after(worked);
             // Not even a zero sleep: the timer would round it up to 1 ms.
-            if !rest.is_zero() {
-                tokio::time::sleep(rest).await;
+            loop {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() || stop() {
+                    break;
+                }
+                tokio::time::sleep(left.min(STOP_LOOKS)).await;
             }
             self.since = Instant::now();
         }
     }
 }
+
+/// How often a rest that may be cut short asks whether to stop.
+const STOP_LOOKS: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Start a thread named `name` that runs `work` at the lowest CPU
 /// priority (`lower_this_thread`).
@@ -246,5 +260,21 @@ mod tests {
         assert!(!live_at(i64::MIN, now), "chat never wrote");
         // A clock that went back a little (another thread's stamp).
         assert!(live_at(now + 5, now));
+    }
+
+    #[tokio::test]
+    async fn a_rest_is_cut_short_when_told_to_stop() {
+        chat_wrote(crate::store::now_ms());
+        let mut pace = Pace::start();
+        // Some 5 ms of work: a rest of some 95 ms is due.
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_millis(5) {
+            std::hint::spin_loop();
+        }
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let rested = Instant::now();
+        pace.breathe_unless(|| asked.fetch_add(1, Ordering::Relaxed) >= 1).await;
+        assert_eq!(asked.load(Ordering::Relaxed), 2, "asked before the rest, and after its first slice");
+        assert!(rested.elapsed() < Duration::from_millis(60), "{:?}", rested.elapsed());
     }
 }

@@ -193,7 +193,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "holdfast_report_summaries_missing",
         Kind::Gauge,
-        "Settled days left without a summary by the lead's last round (a report went first).",
+        "Settled days left without a summary by the lead's last round (at least: a report went first).",
     ),
     ("holdfast_report_summary_rounds_total", Kind::Counter, "Rounds of the lead keeping reports' summaries."),
     ("holdfast_api_token_rate_limited_total", Kind::Counter, "REST requests refused by an API token's rate limit."),

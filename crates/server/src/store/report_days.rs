@@ -357,9 +357,10 @@ pub(super) async fn make(conn: &mut PgConnection, cache: &mut Cache, site_id: &s
 /// One round of keeping summaries (the lead's `reports::keep_summaries`):
 /// make the missing summary of every settled day of every site, from the
 /// day of its first chat, one day at a time and resting between days
-/// (`Pace`), so that a report seldom finds a day without one: yesterday's
-/// is made within a round of its settling, and one a late change emptied
-/// (a rating, a chat closed after midnight) within a round of that. Made
+/// (`Pace`, cut short when a report waits), so that a report seldom
+/// finds a day without one: yesterday's is made within a round of its
+/// settling, and one a late change emptied (a rating, a chat closed
+/// after midnight) within a round of that. Made
 /// by reports alone, a month nobody had asked for took some 6 s beside
 /// chat (`docs/benchmarks.md`). Stops making (but goes on counting) as
 /// soon as `stop` says so (a report waits: it goes first, and the next
@@ -385,6 +386,10 @@ pub(super) async fn keep(
         if days.is_empty() {
             continue;
         }
+        // Cut short, the round counts no further: a report waits.
+        if kept.left > 0 && stop() {
+            break;
+        }
         let full: std::collections::HashSet<i64> =
             full_days(conn, &site_id, &days).await?.into_iter().map(|(day, _)| day).collect();
         for day in days.filter(|d| !full.contains(d)) {
@@ -394,9 +399,9 @@ pub(super) async fn keep(
             }
             make(conn, cache, &site_id, day).await?;
             kept.made += 1;
-            pace.breathe().await;
+            pace.breathe_unless(&stop).await;
         }
-        pace.breathe().await;
+        pace.breathe_unless(&stop).await;
     }
     Ok(kept)
 }

@@ -296,7 +296,8 @@ pub struct SummariesKept {
     /// Summaries made.
     pub made: u64,
     /// Settled days still without one: a report was waiting, and went
-    /// first (the next round makes them).
+    /// first (the next round makes them). Counted up to the site where
+    /// the round was cut short: at least this many.
     pub left: u64,
 }
 
