@@ -58,12 +58,18 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 
-type Job = Box<dyn FnOnce() + Send>;
+/// Work for `reports-low`, and how long its asker worked for it before.
+type Job = (Box<dyn FnOnce() + Send>, std::time::Duration);
 
 /// Run `work` on the one thread of lowest priority this process keeps
 /// for it (started at first use), and wait for its answer. Every report
-/// is built there.
-pub(crate) async fn run<T, F>(work: F) -> Result<T>
+/// is built there. The thread rests after it for `work` and for
+/// `worked_before`, what the asker did for it on chat's runtime (a
+/// report's queries of the site, its agents, groups and greetings): a
+/// report's work there and in the database's process is not in the class
+/// of this thread, and of a warm report's work it was a third
+/// (`docs/benchmarks.md`).
+pub(crate) async fn run<T, F>(worked_before: std::time::Duration, work: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
@@ -72,10 +78,10 @@ where
     let jobs = JOBS.get_or_init(|| {
         let (jobs, queue) = flume::unbounded::<Job>();
         spawn("reports-low", move || {
-            while let Ok(job) = queue.recv() {
+            while let Ok((job, worked_before)) = queue.recv() {
                 let began = Instant::now();
                 job();
-                let rest = rest_after(began.elapsed());
+                let rest = rest_after(began.elapsed() + worked_before);
                 if !rest.is_zero() {
                     std::thread::sleep(rest);
                 }
@@ -86,11 +92,14 @@ where
     });
     let jobs = jobs.as_ref().map_err(|e| Error::internal(anyhow::anyhow!("cannot start the reports thread: {e}")))?;
     let (reply, answer) = oneshot::channel();
-    let job: Job = Box::new(move || {
-        if !reply.is_closed() {
-            let _ = reply.send(work());
-        }
-    });
+    let job: Job = (
+        Box::new(move || {
+            if !reply.is_closed() {
+                let _ = reply.send(work());
+            }
+        }),
+        worked_before,
+    );
     jobs.send(job).map_err(|_| Error::Unavailable(1))?;
     answer.await.map_err(|_| Error::Unavailable(1))?
 }
@@ -175,6 +184,16 @@ impl Pace {
 
     pub(crate) async fn breathe(&mut self) {
         self.breathe_unless(|| false).await;
+    }
+
+    /// Rest for all the work since the last rest, however short: at the
+    /// end of a job, so that no part of it goes unrested.
+    pub(crate) async fn settle(&mut self) {
+        let rest = rest_after(self.since.elapsed());
+        if !rest.is_zero() {
+            tokio::time::sleep(rest).await;
+        }
+        self.since = Instant::now();
     }
 
     /// `breathe`, but the rest cut short once `stop` says so (asked every

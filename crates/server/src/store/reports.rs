@@ -372,6 +372,8 @@ async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
         if job.abandoned() {
             continue;
         }
+        // A report's work on the lane, from here (the ping included).
+        let mut pace = crate::low_priority::Pace::start();
         // A kept connection the database has since closed (a restart, an
         // operator's `pg_terminate_backend`) is found out here, not by the
         // job.
@@ -391,11 +393,13 @@ async fn serve(options: PgConnectOptions, queue: flume::Receiver<PgJob>) {
         };
         match job {
             PgJob::Report(ReportJob { asked, sink, answer }) => {
-                let read = read_facts(&mut conn, (&mut summaries, &mut open), &asked, sink, &answer).await;
+                let read = read_facts(&mut conn, (&mut summaries, &mut open), &asked, sink, &answer, &mut pace).await;
                 if read.is_ok() {
                     kept = Some(conn);
                 }
                 let _ = answer.send(read);
+                // What was left unrested of it, before the next job.
+                pace.settle().await;
             }
             PgJob::Keep { now, answer } => {
                 // Reports go first: the round stops making summaries as
@@ -429,6 +433,7 @@ async fn read_facts(
     asked: &Asked,
     mut sink: Box<dyn FactSink>,
     answer: &tokio::sync::oneshot::Sender<Result<Box<dyn FactSink>>>,
+    pace: &mut crate::low_priority::Pace,
 ) -> Result<Box<dyn FactSink>> {
     let (site_id, from, to, agent_id) = (asked.site_id.as_str(), asked.from, asked.to, asked.agent_id.as_deref());
     let days = report_days::summarized_days(from, to, super::now_ms());
@@ -439,7 +444,6 @@ async fn read_facts(
     // they are made (each in a transaction of its own) and the snapshot
     // taken again; a day emptied again since is read as chats.
     let mut made = false;
-    let mut pace = crate::low_priority::Pace::start();
     let (mut tx, summaries) = loop {
         let mut tx = report_transaction(conn).await?;
         let summaries = report_days::summaries(&mut tx, cache, site_id, &days).await?;
@@ -469,7 +473,7 @@ async fn read_facts(
     }
     for range in merged(unsummarized) {
         let sql = closed_sql("$1", "$2", "$3", "$4::text");
-        sink = stream(&mut tx, &sql, asked, range, sink, answer, &mut pace).await?;
+        sink = stream(&mut tx, &sql, asked, range, sink, answer, pace).await?;
     }
     open.tally(&mut tx, site_id, (from, to), agent_id, sink.as_mut()).await?;
     pace.breathe().await;
