@@ -189,30 +189,30 @@ impl Pace {
     /// Rest for all the work since the last rest, however short: at the
     /// end of a job, so that no part of it goes unrested.
     pub(crate) async fn settle(&mut self) {
-        let rest = rest_after(self.since.elapsed());
-        if !rest.is_zero() {
-            tokio::time::sleep(rest).await;
-        }
-        self.since = Instant::now();
+        self.rest(|| false).await;
     }
 
     /// `breathe`, but the rest cut short once `stop` says so (asked every
     /// `STOP_LOOKS`): the lead's rounds of summaries rest so while a
     /// report may be waiting behind them for the lane.
     pub(crate) async fn breathe_unless(&mut self, stop: impl Fn() -> bool) {
-        let worked = self.since.elapsed();
-        if worked >= std::time::Duration::from_millis(1) {
-            let until = Instant::now() + rest_after(worked);
-            // Not even a zero sleep: the timer would round it up to 1 ms.
-            loop {
-                let left = until.saturating_duration_since(Instant::now());
-                if left.is_zero() || stop() {
-                    break;
-                }
-                tokio::time::sleep(left.min(STOP_LOOKS)).await;
-            }
-            self.since = Instant::now();
+        if self.since.elapsed() >= std::time::Duration::from_millis(1) {
+            self.rest(stop).await;
         }
+    }
+
+    /// Rest for the work since the last rest, until `stop` says so.
+    async fn rest(&mut self, stop: impl Fn() -> bool) {
+        let until = Instant::now() + rest_after(self.since.elapsed());
+        loop {
+            // Not even a zero sleep: the timer would round it up to 1 ms.
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || stop() {
+                break;
+            }
+            tokio::time::sleep(left.min(STOP_LOOKS)).await;
+        }
+        self.since = Instant::now();
     }
 }
 

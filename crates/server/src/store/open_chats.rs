@@ -67,7 +67,6 @@ impl Read {
 #[derive(Default)]
 pub(super) struct OpenChats {
     sites: HashMap<String, HashMap<String, Read>>,
-    chats: usize,
 }
 
 /// Open chats kept at most: some 100 bytes each.
@@ -133,10 +132,8 @@ impl OpenChats {
             kept.retain(|id, read| !(from..to).contains(&read.created_at) || open.contains_key(id));
         }
         kept.extend(open);
-        self.chats = self.sites.values().map(HashMap::len).sum();
-        if self.chats > OPEN_MOST {
+        if self.sites.values().map(HashMap::len).sum::<usize>() > OPEN_MOST {
             self.sites.clear();
-            self.chats = 0;
         }
         Ok(())
     }
