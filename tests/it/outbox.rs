@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use holdfast_server::auth::passwords;
 use holdfast_server::status::{SmtpConfig, SmtpTls};
-use holdfast_server::store::outbox::{Attempt, DeliveryKind, DeliveryStatus, NewDelivery, OfflineMessage, Scope};
+use holdfast_server::store::outbox::{
+    Attempt, Delivery, DeliveryKind, DeliveryStatus, NewDelivery, OfflineMessage, Scope,
+};
 use holdfast_server::store::postgres::PostgresStore;
 use holdfast_server::store::sqlite::SqliteStore;
 use holdfast_server::store::status::SubscriberKind;
@@ -567,7 +569,8 @@ pub(crate) async fn postgres() -> Backend {
 both_stores!(
     an_offline_message_and_its_deliveries_commit_together,
     deliveries_are_claimed_once_and_recorded,
-    an_email_dropped_while_it_is_being_sent_stays_dropped
+    an_email_dropped_while_it_is_being_sent_stays_dropped,
+    sending_again_while_it_is_being_sent_stands
 );
 
 fn offline(site: &Site, visitor: &str, group: &str, deliveries: Vec<NewDelivery>) -> OfflineMessage {
@@ -598,11 +601,22 @@ fn delivery(site_id: &str, to: &str, key: &str) -> NewDelivery {
         kind: DeliveryKind::Email,
         template: "offline_message".into(),
         recipient: to.into(),
-        payload: "{}".into(),
+        payload: r#"{"body":"hello"}"#.into(),
         dedupe_key: key.into(),
         created_at: now_ms(),
         give_up_at: now_ms() + 86_400_000,
     }
+}
+
+/// A site's offline message with two emails, both claimed at `now`.
+async fn two_claimed(store: &dyn Store) -> (Site, i64, Vec<Delivery>) {
+    let (site, visitor, group) = arrange(store).await;
+    let emails = vec![delivery(&site.id, "a@example.com", "k1"), delivery(&site.id, "b@example.com", "k2")];
+    store.leave_message(offline(&site, &visitor, &group, emails)).await.unwrap();
+    let now = now_ms();
+    let claimed = store.claim_deliveries(now, now + 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    (site, now, claimed)
 }
 
 async fn arrange(store: &dyn Store) -> (Site, String, String) {
@@ -639,28 +653,21 @@ async fn an_offline_message_and_its_deliveries_commit_together(b: Backend) {
 
 async fn deliveries_are_claimed_once_and_recorded(b: Backend) {
     let store = b.store.as_ref();
-    let (site, visitor, group) = arrange(store).await;
-    let m = offline(
-        &site,
-        &visitor,
-        &group,
-        vec![delivery(&site.id, "a@example.com", "k1"), delivery(&site.id, "b@example.com", "k2")],
-    );
-    store.leave_message(m).await.unwrap();
-    let now = now_ms();
-    let claimed = store.claim_deliveries(now, now + 60_000, 10).await.unwrap();
-    assert_eq!(claimed.len(), 2);
+    let (site, now, claimed) = two_claimed(store).await;
     assert!(store.claim_deliveries(now, now + 60_000, 10).await.unwrap().is_empty(), "leased: claimed once");
     assert_eq!(store.queued_deliveries().await.unwrap(), 2);
 
     store.record_attempt(&claimed[0].id, Attempt::Sent { at: now }).await.unwrap();
     let error = "SMTP: connection refused".to_owned();
-    store.record_attempt(&claimed[1].id, Attempt::Failed { error, next_at: Some(now + 1000) }).await.unwrap();
+    store
+        .record_attempt(&claimed[1].id, Attempt::Failed { error, next_at: Some(now + 1000), due: claimed[1].next_at })
+        .await
+        .unwrap();
     assert!(store.claim_deliveries(now, now + 60_000, 10).await.unwrap().is_empty(), "not due yet");
     let due = store.claim_deliveries(now + 1000, now + 61_000, 10).await.unwrap();
     assert_eq!((due.len(), due[0].attempts), (1, 1));
     let error = "SMTP: 550 no such user".to_owned();
-    store.record_attempt(&due[0].id, Attempt::Failed { error, next_at: None }).await.unwrap();
+    store.record_attempt(&due[0].id, Attempt::Failed { error, next_at: None, due: due[0].next_at }).await.unwrap();
     let failed = store.deliveries(Scope::site(&site.id), Some(DeliveryStatus::Failed), 10).await.unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!((failed[0].attempts, failed[0].last_error.as_deref()), (2, Some("SMTP: 550 no such user")));
@@ -762,10 +769,52 @@ async fn an_email_dropped_while_it_is_being_sent_stays_dropped(b: Backend) {
     let claimed = store.claim_deliveries(now, now + 60_000, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     store.erase_visitor(&site.id, &zoe.id).await.unwrap();
-    let retry = Attempt::Failed { error: "SMTP: connection refused".into(), next_at: Some(now + 60_000) };
+    let error = "SMTP: connection refused".to_owned();
+    let retry = Attempt::Failed { error, next_at: Some(now + 60_000), due: claimed[0].next_at };
     store.record_attempt(&claimed[0].id, retry).await.unwrap();
     let after = store.deliveries(Scope::site(&site.id), None, 10).await.unwrap().remove(0);
     assert_eq!(after.status, DeliveryStatus::Failed, "{after:#?}");
     assert!(after.last_error.as_deref().unwrap().starts_with("dropped"), "{after:#?}");
     assert_eq!(after.attempts, 1);
+    let again = store.retry_delivery(Scope::site(&site.id), &after.id, now + 1, now + 90_000).await.unwrap();
+    assert!(!again, "its content is gone: it is not sent again");
+}
+
+/// An admin's "send again" while the deliverer holds the delivery (seen in
+/// CI: the console said "not found"). It is accepted, the delivery is not
+/// claimed twice at once, and the attempt's failure leaves it queued and
+/// due at once rather than at its backoff, or given up.
+async fn sending_again_while_it_is_being_sent_stands(b: Backend) {
+    let store = b.store.as_ref();
+    let (site, now, claimed) = two_claimed(store).await;
+    for d in &claimed {
+        assert!(store.retry_delivery(Scope::site(&site.id), &d.id, now + 5, now + 90_000).await.unwrap());
+    }
+    assert!(store.claim_deliveries(now + 10, now + 60_000, 10).await.unwrap().is_empty(), "still held");
+
+    // One fails with a backoff, the other for good: both are queued, due now.
+    let (error, later) = ("HTTP: connection refused".to_owned(), Some(now + 600_000));
+    store
+        .record_attempt(&claimed[0].id, Attempt::Failed { error, next_at: later, due: claimed[0].next_at })
+        .await
+        .unwrap();
+    let error = "SMTP: 550 no such user".to_owned();
+    store
+        .record_attempt(&claimed[1].id, Attempt::Failed { error, next_at: None, due: claimed[1].next_at })
+        .await
+        .unwrap();
+    let due = store.claim_deliveries(now + 10, now + 60_000, 10).await.unwrap();
+    assert_eq!(due.len(), 2, "{due:#?}");
+    assert!(due.iter().all(|d| d.attempts == 1 && d.next_at <= now + 10 && d.give_up_at == now + 90_000), "{due:#?}");
+
+    // Without a request meanwhile, the outcome is the attempt's own.
+    let error = "HTTP: connection refused".to_owned();
+    store.record_attempt(&due[0].id, Attempt::Failed { error, next_at: later, due: due[0].next_at }).await.unwrap();
+    let error = "SMTP: 550 no such user".to_owned();
+    store.record_attempt(&due[1].id, Attempt::Failed { error, next_at: None, due: due[1].next_at }).await.unwrap();
+    let all = store.deliveries(Scope::site(&site.id), None, 10).await.unwrap();
+    let of = |id: &str| all.iter().find(|d| d.id == id).unwrap();
+    assert_eq!((of(&due[0].id).status, of(&due[0].id).next_at), (DeliveryStatus::Queued, now + 600_000));
+    assert_eq!(of(&due[1].id).status, DeliveryStatus::Failed);
+    assert!(store.claim_deliveries(now + 10, now + 60_000, 10).await.unwrap().is_empty());
 }

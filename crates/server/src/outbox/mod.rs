@@ -283,7 +283,7 @@ impl Outbox {
         let now = now_ms();
         let give_up_at = now + self.config.retry_window.as_millis() as i64;
         if !self.store.retry_delivery(scope(admin), id, now, give_up_at).await? {
-            // Another site's, unknown, or being sent this very moment.
+            // Another site's, unknown, or its content erased or expired.
             return Err(Error::NotFound("delivery"));
         }
         self.queued();
@@ -371,7 +371,7 @@ impl Outbox {
                 let error = failure.text().to_owned();
                 tracing::info!(delivery = %d.id, attempt = d.attempts + 1, %error, gave_up = next_at.is_none(),
                     "outbox delivery not sent");
-                Attempt::Failed { error, next_at }
+                Attempt::Failed { error, next_at, due: d.next_at }
             }
         };
         if status::is_status(&d) {

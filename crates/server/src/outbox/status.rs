@@ -124,7 +124,7 @@ impl Outbox {
         let Ok(p) = serde_json::from_str::<StatusPayload>(&d.payload) else { return };
         let recorded = match attempt {
             Attempt::Sent { at } => self.status_store.delivery_done(&p.notification_id, *at).await,
-            Attempt::Failed { error, next_at } => {
+            Attempt::Failed { error, next_at, .. } => {
                 self.status_store.delivery_failed(&p.notification_id, error, *next_at).await
             }
         };

@@ -314,11 +314,34 @@ pub enum Attempt {
     Sent {
         at: i64,
     },
-    /// Failed; retried at `next_at`, or given up when `None`.
+    /// Failed; retried at `next_at`, or given up when `None`. `due` is the
+    /// `next_at` the attempt was claimed at: a later one in the row means an
+    /// admin asked to send it again meanwhile, and that request stands.
     Failed {
         error: String,
         next_at: Option<i64>,
+        due: i64,
     },
+}
+
+/// Sending again: queued and due now. One being sent this moment keeps its
+/// lease (it is not sent twice at once) and is due just after the attempt
+/// under way, whose outcome then leaves it queued (`Attempt::Failed`). A
+/// delivery whose content was erased or expired is not sent again.
+const RETRY: &str = "UPDATE deliveries SET status = 'queued', give_up_at = $2, \
+    next_at = CASE WHEN lease_until IS NULL THEN $1 ELSE GREATEST($1, next_at + 1) END \
+    WHERE id = $3 AND (site_id = $4 OR ($5 AND site_id IS NULL)) AND payload <> '{}'";
+
+/// A failed attempt's outcome (`Attempt::Failed`): $1 error, $2 next
+/// attempt or given up (NULL), $3 id, $4 when the attempt was due.
+const FAILED: &str = "UPDATE deliveries SET attempts = attempts + 1, lease_until = NULL, \
+    last_error = CASE WHEN status = 'failed' THEN last_error ELSE $1 END, \
+    status = CASE WHEN status = 'queued' AND next_at > $4 THEN 'queued' \
+                  WHEN $2 IS NULL OR status = 'failed' THEN 'failed' ELSE 'queued' END, \
+    next_at = CASE WHEN next_at > $4 THEN next_at ELSE COALESCE($2, next_at) END WHERE id = $3";
+
+fn lite(sql: &str) -> String {
+    sql.replace('$', "?").replace("GREATEST(", "MAX(")
 }
 
 impl SqliteStore {
@@ -424,14 +447,9 @@ impl SqliteStore {
                      lease_until = NULL WHERE id = ?2",
                     )?
                     .execute(params![at, id])?,
-                Attempt::Failed { error, next_at } => c
-                    .prepare_cached(
-                        "UPDATE deliveries SET attempts = attempts + 1, lease_until = NULL, \
-                     last_error = CASE WHEN status = 'failed' THEN last_error ELSE ?1 END, \
-                     status = CASE WHEN ?2 IS NULL OR status = 'failed' THEN 'failed' ELSE 'queued' END, \
-                     next_at = COALESCE(?2, next_at) WHERE id = ?3",
-                    )?
-                    .execute(params![error, next_at, id])?,
+                Attempt::Failed { error, next_at, due } => {
+                    c.prepare_cached(&lite(FAILED))?.execute(params![error, next_at, id, due])?
+                }
             };
             Ok(())
         })
@@ -460,13 +478,8 @@ impl SqliteStore {
     pub(super) async fn outbox_retry(&self, scope: Scope<'_>, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
         let (site_id, installation, id) = (scope.site_id.to_owned(), scope.installation, id.to_owned());
         self.write(move |c| {
-            let changed = c
-                .prepare_cached(
-                    "UPDATE deliveries SET status = 'queued', next_at = ?1, give_up_at = ?2, lease_until = NULL \
-                     WHERE id = ?3 AND (site_id = ?4 OR (?5 AND site_id IS NULL)) \
-                     AND (status <> 'queued' OR lease_until IS NULL)",
-                )?
-                .execute(params![now, give_up_at, id, site_id, installation])?;
+            let changed =
+                c.prepare_cached(&lite(RETRY))?.execute(params![now, give_up_at, id, site_id, installation])?;
             Ok(changed > 0)
         })
         .await
@@ -576,18 +589,8 @@ impl PostgresStore {
                 .execute(p)
                 .await?
             }
-            Attempt::Failed { error, next_at } => {
-                sqlx::query(
-                    "UPDATE deliveries SET attempts = attempts + 1, lease_until = NULL, \
-                     last_error = CASE WHEN status = 'failed' THEN last_error ELSE $1 END, \
-                     status = CASE WHEN $2::BIGINT IS NULL OR status = 'failed' THEN 'failed' ELSE 'queued' END, \
-                     next_at = COALESCE($2::BIGINT, next_at) WHERE id = $3",
-                )
-                .bind(error)
-                .bind(next_at)
-                .bind(id)
-                .execute(p)
-                .await?
+            Attempt::Failed { error, next_at, due } => {
+                sqlx::query(FAILED).bind(error).bind(next_at).bind(id).bind(due).execute(p).await?
             }
         };
         Ok(())
@@ -614,18 +617,14 @@ impl PostgresStore {
     }
 
     pub(super) async fn outbox_retry(&self, scope: Scope<'_>, id: &str, now: i64, give_up_at: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'queued', next_at = $1, give_up_at = $2, lease_until = NULL \
-             WHERE id = $3 AND (site_id = $4 OR ($5 AND site_id IS NULL)) \
-             AND (status <> 'queued' OR lease_until IS NULL)",
-        )
-        .bind(now)
-        .bind(give_up_at)
-        .bind(id)
-        .bind(scope.site_id)
-        .bind(scope.installation)
-        .execute(self.p().await?)
-        .await?;
+        let done = sqlx::query(RETRY)
+            .bind(now)
+            .bind(give_up_at)
+            .bind(id)
+            .bind(scope.site_id)
+            .bind(scope.installation)
+            .execute(self.p().await?)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
