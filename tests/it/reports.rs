@@ -621,7 +621,7 @@ struct Answered {
 /// (ann): a closed chat of ann's beginning at each of `starts` (ms),
 /// answered after the given seconds, written straight into the store as
 /// `crafted-{site}-{n}`.
-async fn answered_chats(server: &TestServer, db: &TestDb, starts: &[(i64, i64)]) -> Answered {
+async fn answered_chats(server: &TestServer, db: Option<&TestDb>, starts: &[(i64, i64)]) -> Answered {
     let store = server.state.store.clone();
     let site = server.site().await;
     crate::outbox::admin(store.as_ref(), &site, "boss@shop.example").await;
@@ -646,7 +646,7 @@ async fn answered_chats(server: &TestServer, db: &TestDb, starts: &[(i64, i64)])
         };
         sql += &sql_of(n, &site.id, &visitor, &chat);
     }
-    write_history(server, Some(db), &sql).await;
+    write_history(server, db, &sql).await;
     Answered { site, boss, visitor }
 }
 
@@ -673,7 +673,7 @@ async fn summarized_days_follow_their_chats_on_postgres() {
     // 23:00 on 5 March, answered after 20, 40, 60 and 30 s.
     let starts = [utc(2026, 3, 2, 10, 0), utc(2026, 3, 3, 10, 0), utc(2026, 3, 4, 10, 0), utc(2026, 3, 5, 23, 0)];
     let chats =
-        answered_chats(&server, &db, &[(starts[0], 20), (starts[1], 40), (starts[2], 60), (starts[3], 30)]).await;
+        answered_chats(&server, Some(&db), &[(starts[0], 20), (starts[1], 40), (starts[2], 60), (starts[3], 30)]).await;
     let (site, boss) = (&chats.site, &chats.boss);
 
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
@@ -714,14 +714,23 @@ async fn summarized_days_follow_their_chats_on_postgres() {
     server.stop().await;
 }
 
-/// On PostgreSQL a report reads an open chat's facts from the events
-/// written since a report last read it (`store/open_chats.rs`): each
-/// report counts the new ones, one with an earlier time among them, an
-/// agent's own report too; and once the chat closes, its row's facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_chat_is_read_from_its_new_events_on_sqlite() {
+    an_open_chat_is_read_from_its_new_events(TestServer::start().await, None).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_chat_is_read_from_its_new_events_on_postgres() {
     let (server, db) = on_postgres().await;
-    let chats = answered_chats(&server, &db, &[]).await;
+    an_open_chat_is_read_from_its_new_events(server, Some(&db)).await;
+}
+
+/// A report reads an open chat's facts from the events written since a
+/// report last read it (`store/open_chats.rs`): each report counts the
+/// new ones, one with an earlier time among them, an agent's own report
+/// too; and once the chat closes, its row's facts.
+async fn an_open_chat_is_read_from_its_new_events(server: TestServer, db: Option<&TestDb>) {
+    let chats = answered_chats(&server, db, &[]).await;
     let (site, boss) = (&chats.site, &chats.boss);
     let store = server.state.store.clone();
     let ann = store.agents(&site.id).await.unwrap().into_iter().find(|a| a.email == "ann@shop.example").unwrap();
@@ -738,7 +747,7 @@ async fn an_open_chat_is_read_from_its_new_events_on_postgres() {
         score: None,
         missed: false,
     };
-    write_history(&server, Some(&db), &sql_of(0, &site.id, &chats.visitor, &open)).await;
+    write_history(&server, db, &sql_of(0, &site.id, &chats.visitor, &open)).await;
     let id = format!("crafted-{}-0", site.id);
     let event = |seq: i64, after_s: i64, kind: &str, author: &str| {
         format!(
@@ -755,10 +764,10 @@ async fn an_open_chat_is_read_from_its_new_events_on_postgres() {
     assert_eq!(figures(&report(&server, boss, query).await), (json!(1), json!(20_000), json!(2.0)));
 
     let more = event(4, 40, "message", "visitor") + &event(5, 50, "message", "agent");
-    write_history(&server, Some(&db), &more).await;
+    write_history(&server, db, &more).await;
     assert_eq!(figures(&report(&server, boss, query).await), (json!(1), json!(20_000), json!(4.0)));
     // Written by a node whose clock is behind: the visitor's first now.
-    write_history(&server, Some(&db), &event(6, 5, "message", "visitor")).await;
+    write_history(&server, db, &event(6, 5, "message", "visitor")).await;
     let (ann_token, _) = server.login("ann@shop.example", "password123").await;
     for token in [boss.as_str(), &ann_token] {
         assert_eq!(figures(&report(&server, token, query).await), (json!(1), json!(25_000), json!(5.0)));
@@ -766,14 +775,14 @@ async fn an_open_chat_is_read_from_its_new_events_on_postgres() {
     // Events are never deleted; this one is, to show that what a report
     // has read is not read again.
     let gone = format!("DELETE FROM events WHERE conversation_id = '{id}' AND seq = 6;");
-    write_history(&server, Some(&db), &gone).await;
+    write_history(&server, db, &gone).await;
     assert_eq!(figures(&report(&server, boss, query).await), (json!(1), json!(25_000), json!(5.0)));
 
     // Closed: the facts taken on its row, from the events it has.
     let closed_at = start + 120_000;
     let close = event(7, 120, "closed", "agent")
         + &format!("UPDATE conversations SET status = 'closed', closed_at = {closed_at} WHERE id = '{id}';");
-    write_history(&server, Some(&db), &close).await;
+    write_history(&server, db, &close).await;
     let closed = report(&server, boss, query).await;
     assert_eq!(figures(&closed), (json!(1), json!(20_000), json!(4.0)));
     assert_eq!(closed["site"]["duration"]["median_ms"], 120_000);
@@ -795,7 +804,7 @@ async fn the_lead_keeps_every_settled_day_summarized_on_postgres() {
     .await;
     // Chats at noon UTC on 2 and 4 March 2026, answered after 20 and 40 s.
     let starts = [utc(2026, 3, 2, 12, 0), utc(2026, 3, 4, 12, 0)];
-    let chats = answered_chats(&server, &db, &[(starts[0], 20), (starts[1], 40)]).await;
+    let chats = answered_chats(&server, Some(&db), &[(starts[0], 20), (starts[1], 40)]).await;
     let (site, boss) = (&chats.site, &chats.boss);
 
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();

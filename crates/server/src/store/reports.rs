@@ -9,7 +9,8 @@
 //! `postgres/0040_offline_facts.sql`) and kept since by triggers
 //! (`sqlite/0035_report_facts.sql`, `postgres/0028_report_facts.sql`),
 //! an open one's from its events by the
-//! `(conversation_id, seq)` index; the rating's score and the missed mark
+//! `(conversation_id, seq)` index, those written since the last report
+//! only (`open_chats`); the rating's score and the missed mark
 //! from the row too, kept there by triggers on `ratings` and
 //! `missed_chats` (`sqlite/0042_report_marks.sql`,
 //! `postgres/0035_report_marks.sql`). Each row goes to the report's `FactSink` as it is read,
@@ -91,14 +92,11 @@ pub trait FactSink: Any + Send {
     }
 }
 
-/// The facts of a site's conversations created in a range, only those an
-/// agent had if `agent` (a parameter that may be NULL) is given. In no
-/// particular order; the columns as `ChatFacts`, by position.
-fn facts_sql(site: &str, from: &str, to: &str, agent: &str) -> String {
-    format!("{} UNION ALL {}", closed_sql(site, from, to, agent), open_sql(site, from, to, agent))
-}
-
-/// `facts_sql`'s chats that have their facts on their row: closed ones.
+/// The facts of a site's closed conversations created in a range, only
+/// those an agent had if `agent` (a parameter that may be NULL) is given:
+/// those on their row. In no particular order; the columns as
+/// `ChatFacts`, by position. The open ones' are in their events
+/// (`open_chats`).
 pub(super) fn closed_sql(site: &str, from: &str, to: &str, agent: &str) -> String {
     format!(
         "SELECT c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, c.first_visitor_at, \
@@ -108,16 +106,7 @@ pub(super) fn closed_sql(site: &str, from: &str, to: &str, agent: &str) -> Strin
     )
 }
 
-/// `facts_sql`'s chats whose facts are still in their events: open ones.
-fn open_sql(site: &str, from: &str, to: &str, agent: &str) -> String {
-    format!(
-        "SELECT {OPEN_FACTS} FROM conversations c LEFT JOIN events e ON e.conversation_id = c.id \
-         WHERE {} AND c.messages IS NULL GROUP BY {OPEN_GROUPED}",
-        in_range(site, from, to, agent)
-    )
-}
-
-/// An open chat's facts from its events `e` (those joined), as `facts_sql`'s columns.
+/// An open chat's facts from its events `e` (those joined), as `closed_sql`'s columns.
 pub(super) const OPEN_FACTS: &str = "c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, \
     min(CASE WHEN e.kind = 'message' AND e.author_kind = 'visitor' THEN e.created_at END), \
     min(CASE WHEN e.kind = 'assigned' THEN e.created_at END), \
@@ -135,7 +124,7 @@ pub(super) fn in_range(site: &str, from: &str, to: &str, agent: &str) -> String 
     )
 }
 
-/// A row's facts, by position (`facts_sql`), from either backend
+/// A row's facts, by position (`closed_sql`), from either backend
 /// (`get` or `try_get`), its two ids borrowed as the backend allows.
 macro_rules! facts_from {
     ($r:expr, $get:ident, $group:expr, $agent:expr) => {
@@ -156,7 +145,7 @@ macro_rules! facts_from {
     };
 }
 
-/// A PostgreSQL row's facts, by position (`facts_sql`).
+/// A PostgreSQL row's facts, by position (`closed_sql`).
 pub(super) fn pg_facts(r: &sqlx::postgres::PgRow) -> Result<ChatFacts<'_>> {
     Ok(facts_from!(r, try_get, r.try_get(0)?, r.try_get(1)?))
 }
@@ -184,22 +173,32 @@ impl SqliteStore {
         // process doing the same reads raised it by half); resting half
         // the time brought it to 1.02–1.12x, for reports twice as long
         // (a month of 75,000 chats: 60 ms → 135 ms; `docs/benchmarks.md`).
+        let open = self.open_chats.clone();
         self.read_report(move |c| {
-            let mut stmt = c.prepare_cached(&facts_sql("?1", "?2", "?3", "?4"))?;
-            let mut rows = stmt.query(params![site_id, from, to, agent_id])?;
+            // One snapshot: a chat that closes meanwhile is counted once.
+            let snapshot = c.unchecked_transaction()?;
             let (mut in_chunk, mut chunk_began) = (0, std::time::Instant::now());
-            while let Some(r) = rows.next()? {
+            let mut pace = || {
                 in_chunk += 1;
                 if in_chunk == CHUNK {
                     crate::low_priority::rest_as_long_as(chunk_began.elapsed());
                     (in_chunk, chunk_began) = (0, std::time::Instant::now());
                 }
+            };
+            let mut stmt = c.prepare_cached(&closed_sql("?1", "?2", "?3", "?4"))?;
+            let mut rows = stmt.query(params![site_id, from, to, agent_id])?;
+            while let Some(r) = rows.next()? {
+                pace();
                 let agent = r.get_ref(1)?;
                 let agent = agent.as_str_or_null().map_err(|e| lite_text_error(1, agent, e))?;
                 let group = r.get_ref(0)?;
                 let group = group.as_str().map_err(|e| lite_text_error(0, group, e))?;
                 sink.add(&facts_from!(r, get, group, agent));
             }
+            drop(rows);
+            let mut open = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            open.tally_lite(c, &site_id, (from, to), agent_id.as_deref(), sink.as_mut(), pace)?;
+            snapshot.commit()?;
             Ok(sink)
         })
         .await
@@ -475,7 +474,7 @@ async fn read_facts(
         let sql = closed_sql("$1", "$2", "$3", "$4::text");
         sink = stream(&mut tx, &sql, asked, range, sink, answer, pace).await?;
     }
-    open.tally(&mut tx, site_id, (from, to), agent_id, sink.as_mut()).await?;
+    open.tally_pg(&mut tx, site_id, (from, to), agent_id, sink.as_mut()).await?;
     pace.breathe().await;
     tx.commit().await?;
     Ok(sink)

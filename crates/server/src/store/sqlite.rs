@@ -101,6 +101,9 @@ pub struct SqliteStore {
     /// a whole range of chats and would keep a core from chat
     /// (`low_priority`). One thread: a report waits for the one before.
     reports: Readers,
+    /// What reports read of open chats' events (`open_chats`), used by
+    /// the one reports thread.
+    pub(super) open_chats: Arc<std::sync::Mutex<super::open_chats::OpenChats>>,
     /// Injected failures, for rehearsals and tests of "the store is down".
     faults: Arc<Faults>,
     /// Queue into the group-commit writer.
@@ -138,7 +141,18 @@ impl SqliteStore {
         let critical = Readers::spawn(&db, CRITICAL_READERS, "sqlite-critical")?;
         let reports = Readers::spawn_lowest(&db, 1, "sqlite-reports")?;
         let faults = Arc::new(Faults::default());
-        Ok(SqliteStore { dir: dir.to_owned(), status_read, status_write, readers, critical, reports, faults, writer })
+        let open_chats = Arc::default();
+        Ok(SqliteStore {
+            dir: dir.to_owned(),
+            status_read,
+            status_write,
+            readers,
+            critical,
+            reports,
+            open_chats,
+            faults,
+            writer,
+        })
     }
 
     /// Hand a job to the group-commit writer.
