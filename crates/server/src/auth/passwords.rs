@@ -183,8 +183,10 @@ fn run_job(job: Job, counts: &Counts) {
     let _ = job.reply.send(outcome);
 }
 
-/// Each argon2 hash takes 19 MiB from its thread's malloc arena and frees
-/// it; glibc keeps those pages, so a node that hashed twice (its first
+/// Each argon2 hash takes 19 MiB and frees it. The `holdfast` binary's
+/// allocator (mimalloc) gives so large a block back by itself; under
+/// glibc's malloc (this library in another program, and SQLite's own
+/// allocations) the pages stay, and a node that hashed twice (its first
 /// admin, the status probe's login) sat at 42 MB where 23 MB is its own.
 /// Hand them back when the pool runs out of work: during a login flood the
 /// memory stays warm; an isolated login pays its page faults again
