@@ -23,7 +23,7 @@ use rusqlite::{Connection, params};
 use sqlx::Row as _;
 use sqlx::postgres::PgConnection;
 
-use super::reports::{ChatFacts, FactSink, OPEN_FACTS, OPEN_GROUPED, in_range, pg_facts};
+use super::reports::{ChatFacts, FactSink, in_range, pg_facts};
 use crate::error::Result;
 
 /// What was read of one open chat's events.
@@ -114,22 +114,33 @@ impl<'a> Pass<'a> {
     }
 }
 
-/// PostgreSQL: `OPEN_FACTS` of the events after the last one read (`$5`,
-/// `$6`: chats' ids and their last `seq` read), with each chat's id and
-/// its last event's `seq`.
+/// What an open chat's events `e` say (`ChatFacts`' first visitor
+/// message, first assignment, first agent reply, messages), for both
+/// stores; a closed chat has them on its row (`reports::closed_sql`).
+const EVENT_FACTS: &str = "min(CASE WHEN e.kind = 'message' AND e.author_kind = 'visitor' THEN e.created_at END), \
+    min(CASE WHEN e.kind = 'assigned' THEN e.created_at END), \
+    min(CASE WHEN e.kind = 'message' AND e.author_kind = 'agent' THEN e.created_at END), \
+    count(CASE WHEN e.kind = 'message' THEN 1 END)";
+
+/// PostgreSQL: the open chats of a range with `EVENT_FACTS` of the events
+/// after the last one read (`$5`, `$6`: chats' ids and their last `seq`
+/// read), as `closed_sql`'s columns, then each chat's id and its last
+/// event's `seq`.
 fn since_sql() -> String {
     format!(
-        "SELECT {OPEN_FACTS}, c.id, max(e.seq) FROM conversations c \
+        "SELECT c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, {EVENT_FACTS}, \
+         c.rating_score, c.missed, c.id, max(e.seq) FROM conversations c \
          LEFT JOIN unnest($5::text[], $6::bigint[]) AS k(id, seq) ON k.id = c.id \
          LEFT JOIN events e ON e.conversation_id = c.id AND e.seq > coalesce(k.seq, 0) \
-         WHERE {} AND c.messages IS NULL GROUP BY {OPEN_GROUPED}",
+         WHERE {} AND c.messages IS NULL \
+         GROUP BY c.id, c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, c.rating_score, c.missed",
         in_range("$1", "$2", "$3", "$4::text")
     )
 }
 
 /// SQLite: the open chats of a range, each with its row's facts at
-/// `ChatFacts`' positions (those its events give are read by `LITE_SINCE`)
-/// and its id last.
+/// `ChatFacts`' positions (those its events give are read by
+/// `lite_since_sql`) and its id last.
 fn lite_chats_sql() -> String {
     format!(
         "SELECT c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, NULL, NULL, NULL, 0, \
@@ -138,15 +149,13 @@ fn lite_chats_sql() -> String {
     )
 }
 
-/// SQLite: the facts of one chat's events after `seq` ?2 (those of
-/// `OPEN_FACTS`), and the last one's `seq`. A chat at a time by the
-/// `(conversation_id, seq)` index: in-process, a statement is cheaper
-/// than the join PostgreSQL's one round trip needs.
-const LITE_SINCE: &str = "SELECT min(CASE WHEN kind = 'message' AND author_kind = 'visitor' THEN created_at END), \
-    min(CASE WHEN kind = 'assigned' THEN created_at END), \
-    min(CASE WHEN kind = 'message' AND author_kind = 'agent' THEN created_at END), \
-    count(CASE WHEN kind = 'message' THEN 1 END), max(seq) \
-    FROM events WHERE conversation_id = ?1 AND seq > ?2";
+/// SQLite: `EVENT_FACTS` of one chat's events after `seq` ?2, and the
+/// last one's `seq`. A chat at a time by the `(conversation_id, seq)`
+/// index: in-process, a statement is cheaper than the join PostgreSQL's
+/// one round trip needs.
+fn lite_since_sql() -> String {
+    format!("SELECT {EVENT_FACTS}, max(e.seq) FROM events e WHERE e.conversation_id = ?1 AND e.seq > ?2")
+}
 
 impl OpenChats {
     /// A report's pass over `site_id`'s open chats created in `range`.
@@ -204,7 +213,7 @@ impl OpenChats {
     ) -> rusqlite::Result<()> {
         let mut pass = self.pass(site_id, from..to);
         let mut chats = c.prepare_cached(&lite_chats_sql())?;
-        let mut since = c.prepare_cached(LITE_SINCE)?;
+        let mut since = c.prepare_cached(&lite_since_sql())?;
         let mut rows = chats.query(params![site_id, from, to, agent])?;
         while let Some(r) = rows.next()? {
             each();

@@ -106,17 +106,6 @@ pub(super) fn closed_sql(site: &str, from: &str, to: &str, agent: &str) -> Strin
     )
 }
 
-/// An open chat's facts from its events `e` (those joined), as `closed_sql`'s columns.
-pub(super) const OPEN_FACTS: &str = "c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, \
-    min(CASE WHEN e.kind = 'message' AND e.author_kind = 'visitor' THEN e.created_at END), \
-    min(CASE WHEN e.kind = 'assigned' THEN e.created_at END), \
-    min(CASE WHEN e.kind = 'message' AND e.author_kind = 'agent' THEN e.created_at END), \
-    count(CASE WHEN e.kind = 'message' THEN 1 END), c.rating_score, c.missed";
-
-/// What `OPEN_FACTS` is grouped by: one row a chat.
-pub(super) const OPEN_GROUPED: &str =
-    "c.id, c.group_id, c.agent_id, c.offline, c.created_at, c.closed_at, c.rating_score, c.missed";
-
 pub(super) fn in_range(site: &str, from: &str, to: &str, agent: &str) -> String {
     format!(
         "c.site_id = {site} AND c.created_at >= {from} AND c.created_at < {to} \
