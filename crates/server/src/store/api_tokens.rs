@@ -9,6 +9,7 @@ use serde::Serialize;
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 
+use super::lite;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use crate::error::Result;
@@ -39,10 +40,6 @@ const SITE_TOKENS: &str = "SELECT * FROM api_tokens WHERE site_id = $1 ORDER BY 
 const REVOKE: &str = "UPDATE api_tokens SET revoked_at = $1 WHERE site_id = $2 AND id = $3 AND revoked_at IS NULL";
 const ONE: &str = "SELECT * FROM api_tokens WHERE site_id = $1 AND id = $2";
 const TOUCH: &str = "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2";
-
-fn lite(sql: &str) -> String {
-    sql.replace('$', "?")
-}
 
 macro_rules! token_from {
     ($r:expr, $get:ident) => {{

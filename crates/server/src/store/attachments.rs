@@ -18,6 +18,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Acquire, Row as _};
 use tokio::io::AsyncReadExt;
 
+use super::lite;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::{Author, AuthorKind};
@@ -76,10 +77,6 @@ const OTHERS: &str = "SELECT count(*) FROM attachments WHERE sha256 = $1 AND id 
 /// orphans at once, for the next cleanup to delete with their bytes.
 pub(super) const ERASE: &str = "UPDATE attachments SET conversation_id = NULL, created_at = 0 WHERE conversation_id IN \
                                 (SELECT id FROM conversations WHERE visitor_id = $1 AND site_id = $2)";
-
-fn lite(sql: &str) -> String {
-    sql.replace('$', "?")
-}
 
 macro_rules! attachment_from {
     ($r:expr, $get:ident) => {{

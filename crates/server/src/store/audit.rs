@@ -11,6 +11,7 @@ use serde::Serialize;
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 
+use super::lite;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use crate::error::Result;
@@ -45,10 +46,6 @@ const EXPIRE: &str = "DELETE FROM audit_log WHERE id IN \
 /// old with a smaller id (`""` as the id: only older).
 const PAGE: &str = "SELECT * FROM audit_log WHERE site_id = $1 AND (at < $2 OR (at = $2 AND id < $4)) \
                     ORDER BY at DESC, id DESC LIMIT $3";
-
-fn lite(sql: &str) -> String {
-    sql.replace('$', "?")
-}
 
 fn json_text(value: &Option<serde_json::Value>) -> Option<String> {
     value.as_ref().map(|v| v.to_string())

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 
+use super::lite;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use crate::error::Result;
@@ -52,11 +53,6 @@ const ONE: &str = "SELECT * FROM bans WHERE site_id = $1 AND id = $2";
 const ACTIVE: &str = "SELECT * FROM bans WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at > $1)";
 const CHANGED: &str = "SELECT max(changed_at) FROM bans";
 const VISITOR_IP: &str = "SELECT last_ip FROM visitors WHERE id = $1";
-
-/// The SQLite spelling of a statement written with `$n` parameters.
-fn lite(sql: &str) -> String {
-    sql.replace('$', "?")
-}
 
 /// A ban from a row of either backend: `$get` is the row's getter
 /// (`get` for rusqlite, `try_get` for sqlx), the columns the same.

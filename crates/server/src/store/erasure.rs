@@ -8,6 +8,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use super::lite;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use crate::error::{Error, Result};
@@ -33,10 +34,6 @@ const DELIVERIES: &str = "UPDATE deliveries SET payload = '{}', \
     status = CASE WHEN status = 'queued' THEN 'failed' ELSE status END, lease_until = NULL \
     WHERE site_id = $2 AND payload <> '{}' AND (recipient = $3 OR EXISTS (SELECT 1 FROM conversations c \
     WHERE c.visitor_id = $1 AND c.site_id = $2 AND deliveries.payload LIKE '%' || c.id || '%'))";
-
-fn lite(sql: &str) -> String {
-    sql.replace('$', "?")
-}
 
 impl SqliteStore {
     pub(super) async fn erase(&self, site_id: &str, visitor_id: &str) -> Result<Erased> {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 
+use super::lite;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use crate::error::Result;
@@ -84,10 +85,6 @@ pub struct GreetingFigures {
     pub name: String,
     pub shown: i64,
     pub started: i64,
-}
-
-fn lite(sql: &str) -> String {
-    sql.replace('$', "?")
 }
 
 macro_rules! rule_from {

@@ -7,6 +7,7 @@
 use rusqlite::{OptionalExtension, params};
 use sqlx::Row as _;
 
+use super::lite;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use crate::error::Result;
@@ -89,10 +90,6 @@ fn pg_claim_query<'q>(
     at: i64,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(sql).bind(&scope.site_id).bind(&scope.principal).bind(&scope.key).bind(at)
-}
-
-fn lite(sql: &str) -> String {
-    sql.replace('$', "?")
 }
 
 fn record(fingerprint: String, status: Option<i64>, content_type: Option<String>, body: Option<Vec<u8>>) -> KeyRecord {

@@ -188,6 +188,13 @@ pub struct Agent {
     pub photo_at: Option<i64>,
 }
 
+/// A statement written for both backends (`$n` parameters, row locks) as
+/// SQLite reads it: `?n`, and no `FOR UPDATE` (its one writer already
+/// excludes the others).
+pub(super) fn lite(sql: &str) -> String {
+    sql.replace('$', "?").replace(" FOR UPDATE", "")
+}
+
 /// Where anyone (the widget's visitors too) loads an agent's photo set at
 /// `at`.
 pub fn agent_photo_url(agent_id: &str, at: i64) -> String {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 
+use super::lite;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::{Applied, Author, Conversation, StoredEvent, new_id, now_ms};
@@ -329,7 +330,7 @@ pub enum Attempt {
 /// under way, whose outcome then leaves it queued (`Attempt::Failed`). A
 /// delivery whose content was erased or expired is not sent again.
 const RETRY: &str = "UPDATE deliveries SET status = 'queued', give_up_at = $2, \
-    next_at = CASE WHEN lease_until IS NULL THEN $1 ELSE GREATEST($1, next_at + 1) END \
+    next_at = CASE WHEN lease_until IS NULL OR next_at + 1 < $1 THEN $1 ELSE next_at + 1 END \
     WHERE id = $3 AND (site_id = $4 OR ($5 AND site_id IS NULL)) AND payload <> '{}'";
 
 /// A failed attempt's outcome (`Attempt::Failed`): $1 error, $2 next
@@ -339,10 +340,6 @@ const FAILED: &str = "UPDATE deliveries SET attempts = attempts + 1, lease_until
     status = CASE WHEN status = 'queued' AND next_at > $4 THEN 'queued' \
                   WHEN $2 IS NULL OR status = 'failed' THEN 'failed' ELSE 'queued' END, \
     next_at = CASE WHEN next_at > $4 THEN next_at ELSE COALESCE($2, next_at) END WHERE id = $3";
-
-fn lite(sql: &str) -> String {
-    sql.replace('$', "?").replace("GREATEST(", "MAX(")
-}
 
 impl SqliteStore {
     /// The conversation, its first message and its deliveries, in one

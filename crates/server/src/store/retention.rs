@@ -10,6 +10,7 @@
 
 use rusqlite::params;
 
+use super::lite;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use crate::error::Result;
@@ -94,10 +95,6 @@ const DELIVERY_IDS: &str = "SELECT id FROM deliveries WHERE site_id = ?1 AND cre
     AND payload <> '{}' LIMIT ?3";
 const DELIVERY_ONE: &str = "UPDATE deliveries SET payload = '{}', recipient = '(expired)' \
     WHERE id = ?1 AND created_at < ?2 AND status <> 'queued' AND payload <> '{}'";
-
-fn lite(sql: &str) -> String {
-    sql.replace('$', "?")
-}
 
 impl SqliteStore {
     /// Each chat is one background unit of the writer, which runs only

@@ -20,6 +20,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{mpsc, oneshot};
 
+use super::lite;
 use super::sqlite_readers::Readers;
 use super::sqlite_writer::{Exec, Job, PendingChange, Reply};
 use super::status_sql::{SQLITE_MIGRATOR as STATUS_MIGRATOR, SqlStatusStore};
@@ -424,12 +425,6 @@ const SET_AGENT_PHOTO_SQLITE: &str = "INSERT INTO agent_photos (agent_id, conten
     bytes = excluded.bytes, updated_at = excluded.updated_at";
 pub(super) const MARK_GROUP_DELETED: &str = "UPDATE groups SET deleted_at = $2 WHERE id = $1";
 pub(super) const GROUP_MEMBERS_OUT: &str = "DELETE FROM agent_groups WHERE group_id = $1";
-
-/// A statement of both backends as SQLite reads it (`?n`, no row locks:
-/// its one writer already excludes the others).
-fn lite(sql: &str) -> String {
-    sql.replace('$', "?").replace(" FOR UPDATE", "")
-}
 
 fn group_row(r: &Row) -> rusqlite::Result<Group> {
     Ok(Group {

@@ -13,6 +13,7 @@ use serde::Serialize;
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 
+use super::lite;
 use super::missed::Missed;
 use super::outbox::{DeliveryKind, NewDelivery};
 use super::postgres::PostgresStore;
@@ -89,10 +90,6 @@ const SUCCEEDED: &str = "UPDATE webhook_endpoints SET failing_since = NULL WHERE
 const FAILED: &str = "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2";
 const DISABLE: &str = "UPDATE webhook_endpoints SET enabled = $1, disabled_at = $2, disabled_reason = $3 \
                        WHERE id = $4 AND enabled = $5 AND failing_since IS NOT NULL AND failing_since <= $6";
-
-fn lite(sql: &str) -> String {
-    sql.replace('$', "?")
-}
 
 macro_rules! endpoint_from {
     ($r:expr, $get:ident) => {{
