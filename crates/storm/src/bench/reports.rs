@@ -454,14 +454,55 @@ async fn measure(
 /// Run `sql` on the PostgreSQL database at `url` with `psql`; what it
 /// printed, unaligned and without headers.
 async fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
-    // Without the options only the server's driver reads (libpq refuses them).
-    let mut url = reqwest::Url::parse(url).map_err(|e| anyhow!("the database URL: {e}"))?;
-    url.set_query(None);
-    let args = ["-qtA", "-v", "ON_ERROR_STOP=1", url.as_str(), "-c", sql];
-    let run = tokio::process::Command::new("psql").args(args).output();
+    let run = psql_command(url)?.args(["-c", sql]).output();
     let out = run.await.map_err(|e| anyhow!("cannot run psql (Debian: postgresql-client): {e}"))?;
     anyhow::ensure!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// `psql` on the database at `url`, quiet, unaligned, without headers,
+/// stopping at the first error.
+fn psql_command(url: &str) -> anyhow::Result<tokio::process::Command> {
+    // Without the options only the server's driver reads (libpq refuses them).
+    let mut url = reqwest::Url::parse(url).map_err(|e| anyhow!("the database URL: {e}"))?;
+    url.set_query(None);
+    let mut command = tokio::process::Command::new("psql");
+    command.args(["-qtA", "-v", "ON_ERROR_STOP=1", url.as_str()]);
+    Ok(command)
+}
+
+/// One `psql` kept open, asked one statement at a time. The backfill is
+/// watched four times a second: a `psql` started each time (a process,
+/// and a database backend forked for it) cost the chat it watched.
+struct PsqlSession {
+    _child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl PsqlSession {
+    fn open(url: &str) -> anyhow::Result<PsqlSession> {
+        let mut child = psql_command(url)?
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| anyhow!("cannot run psql (Debian: postgresql-client): {e}"))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            anyhow::bail!("psql without its pipes");
+        };
+        let lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+        Ok(PsqlSession { _child: child, stdin, lines })
+    }
+
+    /// The first line `sql` (one statement) prints.
+    async fn line(&mut self, sql: &str) -> anyhow::Result<String> {
+        use tokio::io::AsyncWriteExt as _;
+        self.stdin.write_all(format!("{sql};\n").as_bytes()).await?;
+        self.stdin.flush().await?;
+        let line = self.lines.next_line().await?;
+        line.ok_or_else(|| anyhow!("psql ended (an error: see above) on {sql:?}"))
+    }
 }
 
 /// Wait until a round of the lead's summaries (the first began after
@@ -492,9 +533,11 @@ struct Backfill {
 /// Watch the database at `url` until it holds `held` full summaries
 /// again, or `SUMMARIES_WAIT` passed (then `made_at` is `None`).
 async fn watch_backfill(url: String, held: usize, emptied_at: i64) -> anyhow::Result<Backfill> {
+    let mut session = PsqlSession::open(&url)?;
     let started = Instant::now();
     while started.elapsed() < SUMMARIES_WAIT {
-        if summaries_held(&url).await? >= held {
+        let count = session.line(SUMMARIES_HELD).await?;
+        if count.parse::<usize>().map_err(|_| anyhow!("psql counted {count:?}"))? >= held {
             return Ok(Backfill { emptied_at, made_at: Some(now_ms()) });
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
@@ -504,9 +547,11 @@ async fn watch_backfill(url: String, held: usize, emptied_at: i64) -> anyhow::Re
 
 /// Summaries of ended days the PostgreSQL database at `url` holds.
 async fn summaries_held(url: &str) -> anyhow::Result<usize> {
-    let count = psql(url, "SELECT count(*) FROM report_days WHERE facts IS NOT NULL").await?;
+    let count = psql(url, SUMMARIES_HELD).await?;
     count.parse().map_err(|_| anyhow!("psql counted {count:?}"))
 }
+
+const SUMMARIES_HELD: &str = "SELECT count(*) FROM report_days WHERE facts IS NOT NULL";
 
 /// Close every queued and active chat of the site over the REST API, as
 /// its admin would from the console; how many.
