@@ -113,12 +113,16 @@ printf '%s\n' "${lines[@]}" | awk -v pairs="$pairs" -v seconds="$seconds" -v rou
   { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
     a = v["adapter"]; n[a]++
     cpu[a] += v["server_cpu_us_per_msg"]; rate[a] += v["msgs_per_s"]; p99[a] += v["p99_ms"]
-    dup += v["duplicated"]; if (v["delivered"] + 0 == 0) empty++ }
+    dup += v["duplicated"]; if (v["delivered"] + 0 == 0) empty++
+    # What persisting costs Holdfast: its SQLite writer and checkpointer threads.
+    if (a == "holdfast") { t = split(v["server_threads_us_per_msg"], th, ",")
+      for (j = 1; j <= t; j++) { split(th[j], nt, ":"); if (nt[1] ~ /^sqlite-(writer|checkpoi)/) writing += nt[2] } } }
   END {
     if (!n["holdfast"] || !n["sio"]) exit 1
     h = cpu["holdfast"] / n["holdfast"]; s = cpu["sio"] / n["sio"]
-    printf "summary pairs=%d seconds=%d rounds=%d holdfast_server_cpu_us_per_msg=%.1f sio_server_cpu_us_per_msg=%.1f cpu_ratio_holdfast_over_sio=%.2f holdfast_msgs_per_s=%.0f sio_msgs_per_s=%.0f holdfast_p99_ms=%.1f sio_p99_ms=%.1f duplicated=%d\n",
-      pairs, seconds, rounds, h, s, (s > 0 ? h / s : 0), rate["holdfast"] / n["holdfast"], rate["sio"] / n["sio"],
-      p99["holdfast"] / n["holdfast"], p99["sio"] / n["sio"], dup
+    w = writing / n["holdfast"]
+    printf "summary pairs=%d seconds=%d rounds=%d holdfast_server_cpu_us_per_msg=%.1f sio_server_cpu_us_per_msg=%.1f cpu_ratio_holdfast_over_sio=%.2f holdfast_writing_us_per_msg=%.1f holdfast_rest_us_per_msg=%.1f rest_ratio_over_sio=%.2f holdfast_msgs_per_s=%.0f sio_msgs_per_s=%.0f holdfast_p99_ms=%.1f sio_p99_ms=%.1f duplicated=%d\n",
+      pairs, seconds, rounds, h, s, (s > 0 ? h / s : 0), w, h - w, (s > 0 ? (h - w) / s : 0),
+      rate["holdfast"] / n["holdfast"], rate["sio"] / n["sio"], p99["holdfast"] / n["holdfast"], p99["sio"] / n["sio"], dup
     if (dup > 0 || empty > 0) { print "run-side-by-side: duplicated or undelivered messages (see the lines above)" > "/dev/stderr"; exit 2 }
   }' || exit $?

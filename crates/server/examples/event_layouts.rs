@@ -15,8 +15,11 @@
 //! - `fold-N`: the indexed journal, moved into the clustered tree every N
 //!   commits.
 //!
+//! With `--page-sizes 4096,2048,…` it measures `append+index` (today's
+//! layout) at each page size instead, wall and CPU time per row.
+//!
 //! ```sh
-//! cargo run --release -p holdfast-server --example event_layouts -- [--commits 1000] [--per-commit 130] [--conversations 500]
+//! cargo run --release -p holdfast-server --example event_layouts -- [--commits 1000] [--per-commit 130] [--conversations 500] [--page-sizes 4096,1024]
 //! ```
 
 use std::time::Instant;
@@ -55,8 +58,9 @@ struct Load {
     authors: Vec<String>,
 }
 
-fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
+fn open(path: &std::path::Path, page_size: u32) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
+    conn.execute_batch(&format!("PRAGMA page_size = {page_size};"))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -65536; \
          PRAGMA wal_autocheckpoint = 10000;",
@@ -68,10 +72,11 @@ fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Microseconds of writer time per row for one layout, on a fresh database.
-fn measure(layout: Layout, load: &Load) -> anyhow::Result<f64> {
+/// Microseconds of writer time per row for one layout, on a fresh database
+/// of pages of `page_size` bytes: wall time, and the thread's CPU time.
+fn measure(layout: Layout, load: &Load, page_size: u32) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
-    let conn = open(&dir.path().join("probe.db"))?;
+    let conn = open(&dir.path().join("probe.db"), page_size)?;
     if matches!(layout, Layout::AppendIndexed | Layout::Fold(_)) {
         conn.execute_batch("CREATE UNIQUE INDEX journal_conversation ON journal(conversation_id, seq);")?;
     }
@@ -84,7 +89,7 @@ fn measure(layout: Layout, load: &Load) -> anyhow::Result<f64> {
     let mut seqs = vec![0i64; n];
     let mut order: Vec<usize> = (0..n).collect();
     let mut rows = 0i64;
-    let started = Instant::now();
+    let (started, cpu_started) = (Instant::now(), thread_cpu_us());
     for commit in 1..=load.commits {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         // A batch reaches `per_commit` distinct conversations.
@@ -114,7 +119,16 @@ fn measure(layout: Layout, load: &Load) -> anyhow::Result<f64> {
         }
         conn.execute_batch("COMMIT")?;
     }
-    Ok(started.elapsed().as_secs_f64() * 1e6 / rows as f64)
+    let cpu_us = thread_cpu_us() - cpu_started;
+    Ok((started.elapsed().as_secs_f64() * 1e6 / rows as f64, cpu_us / rows as f64))
+}
+
+/// This thread's CPU time so far, in microseconds.
+fn thread_cpu_us() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3
 }
 
 /// The relay's write pattern, by default as `bench relay --pairs 500` writes it.
@@ -129,21 +143,29 @@ struct Args {
     /// Live conversations.
     #[arg(long, default_value_t = 500)]
     conversations: usize,
+    /// Instead of the layouts, today's (`append+index`) at each of these
+    /// page sizes (bytes, comma-separated): a commit writes a page per
+    /// conversation's index leaf, so the page size is what each costs.
+    #[arg(long, value_delimiter = ',')]
+    page_sizes: Vec<u32>,
 }
 
 fn main() -> anyhow::Result<()> {
-    let Args { commits, per_commit, conversations } = clap::Parser::parse();
+    let Args { commits, per_commit, conversations, page_sizes } = clap::Parser::parse();
     anyhow::ensure!(
         commits > 0 && per_commit > 0 && per_commit <= conversations,
         "need --commits > 0 and 0 < --per-commit <= --conversations"
     );
     let ids = |n: usize| (0..n).map(|_| uuid::Uuid::now_v7().to_string()).collect::<Vec<_>>();
     let load = Load { commits, per_commit, conversations: ids(conversations), authors: ids(conversations) };
+    if !page_sizes.is_empty() {
+        return by_page_size(&load, &page_sizes);
+    }
     let layouts = [Layout::Clustered, Layout::Append, Layout::AppendIndexed, Layout::Fold(10), Layout::Fold(40)];
     let mut totals = vec![0.0; layouts.len()];
     for round in 1..=2 {
         for (i, layout) in layouts.iter().enumerate() {
-            let us = measure(*layout, &load)?;
+            let (us, _) = measure(*layout, &load, 4096)?;
             totals[i] += us / 2.0;
             println!("round={round} layout={} us_per_row={us:.1}", layout.name());
         }
@@ -155,5 +177,21 @@ fn main() -> anyhow::Result<()> {
         .map(|(layout, us)| format!("{}={us:.1}us({:.2}x)", layout.name(), us / baseline))
         .collect();
     println!("scenario=event-layouts commits={commits} per_commit={per_commit} {}", summary.join(" "));
+    Ok(())
+}
+
+/// Today's layout at each page size, in three interleaved rounds.
+fn by_page_size(load: &Load, sizes: &[u32]) -> anyhow::Result<()> {
+    let mut totals = vec![(0.0, 0.0); sizes.len()];
+    for round in 1..=3 {
+        for (i, &size) in sizes.iter().enumerate() {
+            let (wall, cpu) = measure(Layout::AppendIndexed, load, size)?;
+            (totals[i].0, totals[i].1) = (totals[i].0 + wall / 3.0, totals[i].1 + cpu / 3.0);
+            println!("round={round} page_size={size} us_per_row={wall:.1} cpu_us_per_row={cpu:.1}");
+        }
+    }
+    let summary: Vec<String> =
+        sizes.iter().zip(&totals).map(|(size, (wall, cpu))| format!("{size}={wall:.1}us/cpu{cpu:.1}us")).collect();
+    println!("scenario=event-page-sizes per_commit={} {}", load.per_commit, summary.join(" "));
     Ok(())
 }
