@@ -495,13 +495,15 @@ impl PsqlSession {
         Ok(PsqlSession { _child: child, stdin, lines })
     }
 
-    /// The first line `sql` (one statement) prints.
-    async fn line(&mut self, sql: &str) -> anyhow::Result<String> {
+    /// The number `sql`, a query of one row and one column, gives. (A
+    /// statement that printed nothing would leave this waiting.)
+    async fn number(&mut self, sql: &str) -> anyhow::Result<usize> {
         use tokio::io::AsyncWriteExt as _;
         self.stdin.write_all(format!("{sql};\n").as_bytes()).await?;
         self.stdin.flush().await?;
         let line = self.lines.next_line().await?;
-        line.ok_or_else(|| anyhow!("psql ended (an error: see above) on {sql:?}"))
+        let line = line.ok_or_else(|| anyhow!("psql ended (an error: see above) on {sql:?}"))?;
+        line.parse().map_err(|_| anyhow!("psql gave {line:?} for {sql:?}"))
     }
 }
 
@@ -536,8 +538,7 @@ async fn watch_backfill(url: String, held: usize, emptied_at: i64) -> anyhow::Re
     let mut session = PsqlSession::open(&url)?;
     let started = Instant::now();
     while started.elapsed() < SUMMARIES_WAIT {
-        let count = session.line(SUMMARIES_HELD).await?;
-        if count.parse::<usize>().map_err(|_| anyhow!("psql counted {count:?}"))? >= held {
+        if session.number(SUMMARIES_HELD).await? >= held {
             return Ok(Backfill { emptied_at, made_at: Some(now_ms()) });
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
