@@ -832,6 +832,19 @@ async fn the_lead_keeps_every_settled_day_summarized_on_postgres() {
     };
     let days = every_day().await;
     assert!(days > 250, "2 March 2026 to now: {days} days");
+    // Newest first (each day in a transaction of its own, so in the
+    // order of their rows' xmin); the chats' days aside, made again when
+    // a chat of theirs changed.
+    let made_order: Vec<i64> =
+        sqlx::query_scalar("SELECT day FROM report_days WHERE site_id = $1 AND day > $2 ORDER BY xmin::text::bigint")
+            .bind(&site.id)
+            .bind(day_of(starts[1]))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut newest_first = made_order.clone();
+    newest_first.sort_unstable_by(|a, b| b.cmp(a));
+    assert!(made_order.len() > 200 && made_order == newest_first, "made in the order {made_order:?}");
     let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
     let metric =
         |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());

@@ -355,8 +355,8 @@ pub(super) async fn make(conn: &mut PgConnection, cache: &mut Cache, site_id: &s
 }
 
 /// One round of keeping summaries (the lead's `reports::keep_summaries`):
-/// make the missing summary of every settled day of every site, from the
-/// day of its first chat, one day at a time and resting between days
+/// make the missing summary of every settled day of every site, back to
+/// the day of its first chat, newest first, one day at a time and resting between days
 /// (`Pace`, cut short when a report waits), so that a report seldom
 /// finds a day without one: yesterday's is made within a round of its
 /// settling, and one a late change emptied (a rating, a chat closed
@@ -392,7 +392,9 @@ pub(super) async fn keep(
         }
         let full: std::collections::HashSet<i64> =
             full_days(conn, &site_id, &days).await?.into_iter().map(|(day, _)| day).collect();
-        for day in days.filter(|d| !full.contains(d)) {
+        // Newest first: a report of the last weeks, the one most asked
+        // for, finds its days made first after an upgrade.
+        for day in days.rev().filter(|d| !full.contains(d)) {
             if kept.left > 0 || stop() {
                 kept.left += 1;
                 continue;
