@@ -356,8 +356,8 @@ pub(super) async fn make(conn: &mut PgConnection, cache: &mut Cache, site_id: &s
 
 /// One round of keeping summaries (the lead's `reports::keep_summaries`):
 /// make the missing summary of every settled day of every site, back to
-/// the day of its first chat, newest first, one day at a time and resting between days
-/// (`Pace`, cut short when a report waits), so that a report seldom
+/// the day of its first chat, newest first, one day at a time and
+/// resting between days (`Pace`, cut short when a report waits), so that a report seldom
 /// finds a day without one: yesterday's is made within a round of its
 /// settling, and one a late change emptied (a rating, a chat closed
 /// after midnight) within a round of that. Made
