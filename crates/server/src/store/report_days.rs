@@ -357,12 +357,12 @@ pub(super) async fn make(conn: &mut PgConnection, cache: &mut Cache, site_id: &s
 /// One round of keeping summaries (the lead's `reports::keep_summaries`):
 /// make the missing summary of every settled day of every site, back to
 /// the day of its first chat, newest first, one day at a time and
-/// resting between days (`Pace`, cut short when a report waits), so that a report seldom
-/// finds a day without one: yesterday's is made within a round of its
-/// settling, and one a late change emptied (a rating, a chat closed
-/// after midnight) within a round of that. Made
-/// by reports alone, a month nobody had asked for took some 6 s beside
-/// chat (`docs/benchmarks.md`). Stops making (but goes on counting) as
+/// resting between days (`Pace`, cut short when a report waits), so
+/// that a report seldom finds a day without one: yesterday's is made
+/// within a round of its settling, and one a late change emptied (a
+/// rating, a chat closed after midnight) within a round of that. Made by
+/// reports alone, a month nobody had asked for took some 6 s beside chat
+/// (`docs/benchmarks.md`). Stops making (but goes on counting) as
 /// soon as `stop` says so (a report waits: it goes first, and the next
 /// round goes on).
 pub(super) async fn keep(
