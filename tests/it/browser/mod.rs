@@ -1035,7 +1035,14 @@ async fn an_admin_sees_every_chat_follows_one_and_takes_it_over() {
 
     // Taking over: the chat is hers, the visitor hears of it, she replies.
     ada.click_on("document.querySelector('#take-over')").await;
-    ada.wait_for("return !document.querySelector('#composer').hidden", LONG).await;
+    // The composer shows for notes before the transfer lands; the chat is
+    // hers when it offers replies (a reply typed sooner goes as a note).
+    ada.wait_for(
+        "const n = document.querySelector('#note-mode'); \
+         return document.querySelector('#take-over').hidden && !n.disabled && !n.checked",
+        LONG,
+    )
+    .await;
     wait_widget_text(&visitor, "My order is late").await;
     let reply = ada.el("document.querySelector('#reply')").await;
     ada.type_text(&reply, "I have it from here.\u{E007}").await;
