@@ -385,7 +385,8 @@ impl SqliteStore {
             for d in &m.deliveries {
                 sqlite_insert_delivery(c, d)?;
             }
-            super::webhooks::sqlite_queue_event_hooks(c, &applied.conversation, &applied.event)?;
+            let mut sites = super::webhooks::SiteHooks::default();
+            super::webhooks::sqlite_queue_event_hooks(c, &mut sites, &applied.conversation, &applied.event)?;
             Ok(applied)
         })
         .await

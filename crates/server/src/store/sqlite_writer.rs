@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::outbox::sqlite_insert_delivery;
 use super::rules;
 use super::sqlite::{conversation_row, event_row, sql};
+use super::webhooks::SiteHooks;
 use super::*;
 use crate::error::{Error, Result};
 
@@ -507,19 +508,22 @@ fn apply_batch(
         }
     };
     let now = now_ms();
+    let mut sites = SiteHooks::default();
     if batch.iter().any(|job| matches!(job, Job::Change(_))) {
         crate::low_priority::chat_wrote(now);
     }
     for job in batch.iter_mut() {
         let ran = match std::mem::replace(job, Job::Ran) {
             Job::Change(p) => {
-                let applied = apply_one(conn, cache, &p, now).map(Outcome::Change);
+                let applied = apply_one(conn, cache, &mut sites, &p, now).map(Outcome::Change);
                 *job = Job::Change(p);
                 applied
             }
             // An erasure may change a message this commit wrote: it must be
             // in the index first, for the index to forget its old words.
+            // Any write may change a site's webhooks: read them again after.
             Job::Exec(exec) | Job::Background(exec) => {
+                sites.forget();
                 index_new_messages(conn, indexed).and_then(|()| newest_event(conn)).and_then(|newest| {
                     indexed = newest;
                     run_exec(conn, exec)
@@ -594,7 +598,13 @@ fn earlier_event(
 
 /// Outer `Result`: SQL failure (aborts the batch). Inner: the change's own
 /// outcome.
-fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) -> rusqlite::Result<Result<Applied>> {
+fn apply_one(
+    conn: &Connection,
+    cache: &mut Cache,
+    sites: &mut SiteHooks,
+    p: &PendingChange,
+    now: i64,
+) -> rusqlite::Result<Result<Applied>> {
     let id = p.conversation_id.as_str();
     let key = match &p.change {
         Change::Message { author, client_id, .. } => cache.key(author, client_id),
@@ -613,7 +623,7 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
         Change::Message { author, client_id, body, attachments, integration } => {
             let known = cached.recent.len();
             let message = NewMessage { author, client_id, body, attachments, integration: integration.as_deref() };
-            let applied = append_message(conn, cached, limits, key, message, now)?;
+            let applied = append_message(conn, cached, sites, limits, key, message, now)?;
             let held = cached.recent.len();
             cache.keys = cache.keys + held - known;
             return Ok(applied);
@@ -739,7 +749,7 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
         created_at: now,
     };
     insert_event(conn, &event)?;
-    super::webhooks::sqlite_queue_event_hooks(conn, &next, &event)?;
+    super::webhooks::sqlite_queue_event_hooks(conn, sites, &next, &event)?;
     if let Change::Reply { email, .. } = &p.change {
         sqlite_insert_delivery(conn, email)?;
     }
@@ -753,11 +763,6 @@ fn apply_one(conn: &Connection, cache: &mut Cache, p: &PendingChange, now: i64) 
     Ok(Ok(Applied { event, conversation: next, previous_agent, duplicate: false }))
 }
 
-/// The hot path: one insert (the conversation's `last_seq` is its newest
-/// event's, migration 0008), and the conversation cloned once, for the
-/// caller. The window is searched first, so a retry into a conversation
-/// closed since still gets its original back (as on PostgreSQL).
-#[allow(clippy::too_many_arguments)]
 /// The parts of a `Change::Message`.
 struct NewMessage<'a> {
     author: &'a Author,
@@ -767,9 +772,14 @@ struct NewMessage<'a> {
     integration: Option<&'a str>,
 }
 
+/// The hot path: one insert (the conversation's `last_seq` is its newest
+/// event's, migration 0008), and the conversation cloned once, for the
+/// caller. The window is searched first, so a retry into a conversation
+/// closed since still gets its original back (as on PostgreSQL).
 fn append_message(
     conn: &Connection,
     cached: &mut Cached,
+    sites: &mut SiteHooks,
     limits: Limits,
     key: u32,
     message: NewMessage<'_>,
@@ -799,7 +809,7 @@ fn append_message(
     };
     insert_event(conn, &event)?;
     cached.conversation.last_seq = event.seq;
-    super::webhooks::sqlite_queue_event_hooks(conn, &cached.conversation, &event)?;
+    super::webhooks::sqlite_queue_event_hooks(conn, sites, &cached.conversation, &event)?;
     cached.recent.remember(key, event.seq, limits.window);
     Ok(Ok(Applied { event, conversation: cached.conversation.clone(), previous_agent: None, duplicate: false }))
 }
@@ -954,7 +964,8 @@ mod tests {
         client_id: &str,
         now: i64,
     ) -> Applied {
-        apply_one(conn, cache, &pending_message(conv, author, client_id, "hi"), now).unwrap().unwrap()
+        let mut sites = SiteHooks::default();
+        apply_one(conn, cache, &mut sites, &pending_message(conv, author, client_id, "hi"), now).unwrap().unwrap()
     }
 
     /// A message of `author` with `client_id` and `body` into `conv`, waiting.
@@ -1248,5 +1259,40 @@ mod tests {
         apply_batch(&conn, &mut cache, &mut next, Vec::new()).map_err(|(e, _)| e).unwrap();
         assert_eq!(found(&conn, "harbour"), [1, 3, 4]);
         conn.execute("INSERT INTO message_search (message_search) VALUES ('integrity-check')", []).unwrap();
+    }
+
+    /// A write in the batch that runs `sql` and must change one row.
+    fn writing(sql: &'static str) -> Job {
+        Job::Exec(Box::new(move |conn| (conn.execute(sql, []) == Ok(1), Box::new(|_| {}))))
+    }
+
+    #[test]
+    fn a_site_s_webhooks_are_read_once_per_commit_and_again_after_a_write_in_it() {
+        let conn = database();
+        let mut cache = Cache::new();
+        let mut batch = vec![
+            message_job("m1", "before the endpoint"),
+            writing(
+                "INSERT INTO webhook_endpoints (id, site_id, name, url, secret, events, created_by, created_at) \
+                 VALUES ('e1', 's', 'crm', 'https://crm.example.com/hook', 'k', 'message.created', 'a', 0)",
+            ),
+            message_job("m2", "while it is on"),
+            message_job("m3", "while it is on"),
+            writing("UPDATE webhook_endpoints SET enabled = 0 WHERE id = 'e1'"),
+            message_job("m4", "after it is off"),
+        ];
+        let outcomes = apply_batch(&conn, &mut cache, &mut batch, Vec::new()).map_err(|(e, _)| e).unwrap();
+        assert_eq!(outcomes.len(), 6);
+        let seqs: Vec<i64> = conn
+            .prepare(
+                "SELECT e.seq FROM deliveries d JOIN events e ON d.dedupe_key = 'hook:e1:' || e.id || ':message.created' \
+                 WHERE d.kind = 'webhook' ORDER BY e.seq",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(seqs, [2, 3], "only the messages written while the endpoint was on");
     }
 }

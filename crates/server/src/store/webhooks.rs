@@ -233,12 +233,15 @@ pub struct HookDelivery {
 /// The deliveries `event` causes to the site's enabled endpoints that
 /// want them (`wanted`: each endpoint's id and events).
 fn hooks_for(wanted: &[(String, String)], conversation: &Conversation, event: &StoredEvent) -> Vec<HookDelivery> {
-    let kinds = events_of(conversation, event);
-    if kinds.is_empty() || wanted.is_empty() {
+    if wanted.is_empty() {
         return Vec::new();
     }
+    let kinds = events_of(conversation, event);
     let mut out = Vec::new();
     for (kind, position) in kinds {
+        if !wanted.iter().any(|(_, events)| events.split_whitespace().any(|e| e == kind)) {
+            continue;
+        }
         let data = ConversationEventData {
             site_id: conversation.site_id.clone(),
             conversation: conversation.clone(),
@@ -267,25 +270,39 @@ pub(super) async fn pg_insert_hook(tx: &mut sqlx::PgConnection, h: &HookDelivery
     Ok(())
 }
 
-/// The enabled endpoints of a site, in the caller's SQLite transaction.
-fn sqlite_wanted(c: &rusqlite::Connection, site_id: &str) -> rusqlite::Result<Vec<(String, String)>> {
-    let mut stmt = c.prepare_cached(&lite(ENABLED))?;
-    let rows = stmt.query_map(params![site_id, true], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    rows.collect()
+/// Each site's enabled endpoints (id and events), read once per SQLite
+/// group commit rather than once per message, as PostgreSQL's group commit
+/// does ([`pg_queue_events_hooks`]). Good only while nothing else in the
+/// transaction writes endpoints: the writer forgets it before any write
+/// but a chat change, and at every commit.
+#[derive(Debug, Default)]
+pub(super) struct SiteHooks(std::collections::HashMap<String, Vec<(String, String)>>);
+
+impl SiteHooks {
+    pub(super) fn forget(&mut self) {
+        self.0.clear();
+    }
+
+    fn of(&mut self, c: &rusqlite::Connection, site_id: &str) -> rusqlite::Result<&[(String, String)]> {
+        if !self.0.contains_key(site_id) {
+            let mut stmt = c.prepare_cached(&lite(ENABLED))?;
+            let rows = stmt.query_map(params![site_id, true], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            self.0.insert(site_id.to_owned(), rows.collect::<rusqlite::Result<_>>()?);
+        }
+        Ok(&self.0[site_id])
+    }
 }
 
 /// Queue the webhooks a stored event causes, in the caller's SQLite
-/// transaction (the writer's batch).
+/// transaction (the writer's batch), with the endpoints read so far in it.
 pub(super) fn sqlite_queue_event_hooks(
     c: &rusqlite::Connection,
+    sites: &mut SiteHooks,
     conversation: &Conversation,
     event: &StoredEvent,
 ) -> rusqlite::Result<()> {
-    if events_of(conversation, event).is_empty() {
-        return Ok(());
-    }
-    let wanted = sqlite_wanted(c, &conversation.site_id)?;
-    for hook in hooks_for(&wanted, conversation, event) {
+    let wanted = sites.of(c, &conversation.site_id)?;
+    for hook in hooks_for(wanted, conversation, event) {
         sqlite_insert_hook(c, &hook)?;
     }
     Ok(())
