@@ -79,13 +79,16 @@ fn visitor_flood_is_limited_per_address_and_every_real_visitor_is_served() {
     assert_eq!(n("flood_other"), 0.0, "no 5xx nor dropped connection for the flood either: {r:?}");
     // The site's defaults: 60 sessions a minute per address (a burst of
     // 60, then one a second) and 30 messages a minute per visitor (30,
-    // then one every 2 s). The bounds allow twice the refill over the
-    // flood: its tasks start a little before the flood's clock does.
+    // then one every 2 s). `flood_s` is the flood's whole span, its first
+    // task to its last answer, so no more than the burst and the refill
+    // over it get through (and a token at its edge). An earlier clock
+    // that stopped before the requests in flight read 75 admitted sessions
+    // in "6.0 s" on a loaded machine.
     let flood_s = n("flood_s");
     assert!(n("flood_sessions_limited") > 0.0, "{r:?}");
-    assert!(n("flood_sessions_admitted") <= 60.0 + 2.0 * flood_s + 2.0, "{r:?}");
+    assert!(n("flood_sessions_admitted") <= 60.0 + flood_s + 2.0, "{r:?}");
     assert!(n("flood_messages_limited") > 0.0, "{r:?}");
-    assert!(n("flood_messages_accepted") <= 30.0 + flood_s + 2.0, "{r:?}");
+    assert!(n("flood_messages_accepted") <= 30.0 + flood_s / 2.0 + 2.0, "{r:?}");
     assert!(n("message_p99_flood_ms") > 0.0, "{r:?}");
 }
 

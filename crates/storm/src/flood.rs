@@ -175,6 +175,7 @@ pub async fn visitor_flood(common: &Common) -> anyhow::Result<()> {
     let mut baseline = rounds(&mut pair, phase_len).await?;
     let counts = Arc::new(FloodCounts::default());
     let stop = Arc::new(AtomicBool::new(false));
+    let began = Instant::now();
     // The flood runs on a runtime of its own: its load must not queue the
     // timing pair's reads in this process.
     let flood = {
@@ -196,9 +197,11 @@ pub async fn visitor_flood(common: &Common) -> anyhow::Result<()> {
     let mut flooded = rounds(&mut pair, phase_len / 2).await?;
     let served = real_visitors(&target).await;
     flooded.extend(rounds(&mut pair, phase_len.saturating_sub(started.elapsed())).await?);
-    let flood_s = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     flood.await??;
+    // The flood's whole span, from its first task to its last answer: what
+    // the limits refill over (requests in flight when it stops count too).
+    let flood_s = began.elapsed().as_secs_f64();
     let mut after = rounds(&mut pair, phase_len).await?;
 
     let (base_p99, flood_p99, after_p99) =

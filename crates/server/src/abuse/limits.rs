@@ -171,12 +171,15 @@ impl Floodgate {
             Ok(Some(site)) => crate::admin::WidgetSettings::from_stored(&site.settings).visitor_limits,
             _ => known.as_ref().map(|(_, g)| g.limits).unwrap_or_default(),
         };
-        let gates = match known {
-            Some((_, g)) if g.limits == limits => g,
+        // What is there now, not what was there before the read: callers
+        // that met no limiters at once (a flood's first requests) must all
+        // count on the one set, or each would get a burst of its own.
+        let mut sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
+        let gates = match sites.get(site_id) {
+            Some((_, g)) if g.limits == limits => g.clone(),
             _ => Arc::new(SiteGates::new(limits)),
         };
-        let entry = (Instant::now(), gates.clone());
-        self.sites.lock().unwrap_or_else(|p| p.into_inner()).insert(site_id.to_owned(), entry);
+        sites.insert(site_id.to_owned(), (Instant::now(), gates.clone()));
         gates
     }
 
