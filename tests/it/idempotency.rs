@@ -100,7 +100,19 @@ async fn retries_create_once(server: TestServer) {
     v.send(json!({"type": "send", "client_id": "m1", "body": "hello"})).await;
     let conv = v.wait_for(|f| f["type"] == "ack").await["conv"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/conversations/{conv}/messages");
-    let copies = (0..8).map(|_| post(&server, &path, &write, Some("send-1"), json!({"body": "We are on it"})));
+    // A copy told to come back (503, "retry in 1 s": a loaded machine's
+    // admission) does, with the same key, as a client would.
+    let copies = (0..8).map(|_| async {
+        let mut answer = post(&server, &path, &write, Some("send-1"), json!({"body": "We are on it"})).await;
+        for _ in 0..5 {
+            if answer.0 != 503 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            answer = post(&server, &path, &write, Some("send-1"), json!({"body": "We are on it"})).await;
+        }
+        answer
+    });
     let answers = futures_util::future::join_all(copies).await;
     let first = &answers[0].2;
     for (status, _, body) in &answers {
