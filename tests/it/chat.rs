@@ -82,6 +82,33 @@ async fn visitor_and_agent_chat_both_ways() {
     server.stop().await;
 }
 
+/// Once an agent's console shows their new availability, every visitor who
+/// arrives after is told the truth, even while the site's queue is still
+/// being drained for the agent's connect: the brief cache of "anyone
+/// online?" is dropped when the change is made, not by that drain.
+#[tokio::test]
+async fn a_visitor_arriving_after_an_availability_change_is_told_of_it() {
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    let agents_online = || async {
+        let (status, session) =
+            server.post("/api/v1/visitor/session", None, json!({"widget_key": site.widget_key})).await;
+        assert_eq!(status, 200, "{session}");
+        session["agents_online"].clone()
+    };
+    for round in 0..15 {
+        let email = format!("agent{round}@example.com");
+        server.agent(&site, &email, 3).await;
+        // Online the moment the socket is up, as the console does.
+        let (mut agent, _) = server.online_agent(&email).await;
+        assert_eq!(agents_online().await, true, "round {round}, online");
+        agent.send(json!({"type": "set_availability", "availability": "away"})).await;
+        agent.wait_for(|f| f["type"] == "availability" && f["agent"]["availability"] == "away").await;
+        assert_eq!(agents_online().await, false, "round {round}, away");
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_resent_message_is_stored_once_and_acknowledged_with_the_original() {
     let server = TestServer::start().await;

@@ -831,6 +831,9 @@ impl Chat {
         }
         self.store.set_availability(&a.agent_id, availability).await?;
         self.agents_cache.invalidate(&a.site_id);
+        // Before the agent hears the change: a visitor arriving after it
+        // must be told someone is there.
+        self.online_cache.invalidate(&a.site_id);
         self.site_routing(&a.site_id).forget_candidates(None);
         self.publish_frame(&a.site_id, Audience::SiteAgents, &frame).await;
         self.presence_changed(&a.site_id).await;
@@ -898,6 +901,7 @@ impl Chat {
     /// Coalesced like queue drains: a thousand agents connecting at once
     /// cause a few refreshes, not a thousand.
     pub async fn presence_changed(&self, site_id: &str) {
+        self.online_cache.invalidate(site_id);
         self.site_routing(site_id).presence_dirty.store(true, Ordering::Relaxed);
         self.after_queue_change(site_id).await;
     }
