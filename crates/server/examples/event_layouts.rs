@@ -18,8 +18,16 @@
 //! With `--page-sizes 4096,2048,…` it measures `append+index` (today's
 //! layout) at each page size instead, wall and CPU time per row.
 //!
+//! With `--schema` it measures the real schema instead (every migration
+//! in `migrations/sqlite`, and the writer's search index at each commit):
+//! the events' `author_kind` check as an `IN` list, as before migration
+//! 0047 (three values or more build a b-tree for each row checked), or as
+//! comparisons; with the triggers that keep a closed chat's report facts
+//! (any trigger makes each insert keep a statement journal), without
+//! them, or with the writer keeping the facts by a statement of its own.
+//!
 //! ```sh
-//! cargo run --release -p holdfast-server --example event_layouts -- [--commits 1000] [--per-commit 130] [--conversations 500] [--page-sizes 4096,1024]
+//! cargo run --release -p holdfast-server --example event_layouts -- [--commits 1000] [--per-commit 130] [--conversations 500] [--page-sizes 4096,1024] [--schema]
 //! ```
 
 use std::time::Instant;
@@ -85,31 +93,11 @@ fn measure(layout: Layout, load: &Load, page_size: u32) -> anyhow::Result<(f64, 
         "INSERT INTO {table} (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, created_at) \
          VALUES (?1, ?2, ?3, 'message', 'visitor', ?4, ?5, ?6, ?7)"
     );
-    let n = load.conversations.len();
-    let mut seqs = vec![0i64; n];
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rows = 0i64;
+    let mut messages = Messages::new(load);
     let (started, cpu_started) = (Instant::now(), thread_cpu_us());
     for commit in 1..=load.commits {
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        // A batch reaches `per_commit` distinct conversations.
-        for i in 0..load.per_commit {
-            order.swap(i, rand::random_range(i..n));
-        }
-        let mut statement = conn.prepare_cached(&insert)?;
-        for &k in &order[..load.per_commit] {
-            seqs[k] += 1;
-            rows += 1;
-            statement.execute(params![
-                load.conversations[k],
-                seqs[k],
-                uuid::Uuid::now_v7().to_string(),
-                load.authors[k],
-                format!("m{rows}"),
-                format!("t={}", 1_764_000_000_000 + rows),
-                rows,
-            ])?;
-        }
+        messages.insert_commit(&mut conn.prepare_cached(&insert)?, |_, _| Ok(()))?;
         if let Layout::Fold(every) = layout
             && commit % every == 0
         {
@@ -119,8 +107,56 @@ fn measure(layout: Layout, load: &Load, page_size: u32) -> anyhow::Result<(f64, 
         }
         conn.execute_batch("COMMIT")?;
     }
-    let cpu_us = thread_cpu_us() - cpu_started;
-    Ok((started.elapsed().as_secs_f64() * 1e6 / rows as f64, cpu_us / rows as f64))
+    let (cpu_us, rows) = (thread_cpu_us() - cpu_started, messages.rows as f64);
+    Ok((started.elapsed().as_secs_f64() * 1e6 / rows, cpu_us / rows))
+}
+
+/// The relay's messages, commit by commit.
+struct Messages<'a> {
+    load: &'a Load,
+    /// Each conversation's last seq.
+    seqs: Vec<i64>,
+    order: Vec<usize>,
+    /// Messages inserted so far.
+    rows: i64,
+}
+
+impl<'a> Messages<'a> {
+    fn new(load: &'a Load) -> Self {
+        let n = load.conversations.len();
+        Messages { load, seqs: vec![0; n], order: (0..n).collect(), rows: 0 }
+    }
+
+    /// Insert a commit's messages with `statement` (conversation, seq, id,
+    /// author, client id, body, time), each to another of `per_commit`
+    /// conversations, calling `after` with each message's conversation
+    /// and time.
+    fn insert_commit(
+        &mut self,
+        statement: &mut rusqlite::CachedStatement,
+        mut after: impl FnMut(&str, i64) -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()> {
+        let (load, n) = (self.load, self.order.len());
+        for i in 0..load.per_commit {
+            self.order.swap(i, rand::random_range(i..n));
+        }
+        for &k in &self.order[..load.per_commit] {
+            self.seqs[k] += 1;
+            self.rows += 1;
+            let rows = self.rows;
+            statement.execute(params![
+                load.conversations[k],
+                self.seqs[k],
+                uuid::Uuid::now_v7().to_string(),
+                load.authors[k],
+                format!("m{rows}"),
+                format!("t={}", 1_764_000_000_000 + rows),
+                rows,
+            ])?;
+            after(&load.conversations[k], rows)?;
+        }
+        Ok(())
+    }
 }
 
 /// This thread's CPU time so far, in microseconds.
@@ -148,10 +184,13 @@ struct Args {
     /// conversation's index leaf, so the page size is what each costs.
     #[arg(long, value_delimiter = ',')]
     page_sizes: Vec<u32>,
+    /// Instead of the layouts, the real schema and its variants.
+    #[arg(long)]
+    schema: bool,
 }
 
 fn main() -> anyhow::Result<()> {
-    let Args { commits, per_commit, conversations, page_sizes } = clap::Parser::parse();
+    let Args { commits, per_commit, conversations, page_sizes, schema } = clap::Parser::parse();
     anyhow::ensure!(
         commits > 0 && per_commit > 0 && per_commit <= conversations,
         "need --commits > 0 and 0 < --per-commit <= --conversations"
@@ -160,6 +199,9 @@ fn main() -> anyhow::Result<()> {
     let load = Load { commits, per_commit, conversations: ids(conversations), authors: ids(conversations) };
     if !page_sizes.is_empty() {
         return by_page_size(&load, &page_sizes);
+    }
+    if schema {
+        return by_schema(&load);
     }
     let layouts = [Layout::Clustered, Layout::Append, Layout::AppendIndexed, Layout::Fold(10), Layout::Fold(40)];
     let mut totals = vec![0.0; layouts.len()];
@@ -193,5 +235,156 @@ fn by_page_size(load: &Load, sizes: &[u32]) -> anyhow::Result<()> {
     let summary: Vec<String> =
         sizes.iter().zip(&totals).map(|(size, (wall, cpu))| format!("{size}={wall:.1}us/cpu{cpu:.1}us")).collect();
     println!("scenario=event-page-sizes per_commit={} {}", load.per_commit, summary.join(" "));
+    Ok(())
+}
+
+/// The real schema (every migration), and variants of its events' check
+/// and of the triggers that keep a closed chat's report facts.
+#[derive(Clone, Copy, PartialEq)]
+struct Schema {
+    /// The `author_kind` check as an `IN` list, as before migration 0047.
+    check_in_list: bool,
+    facts: Facts,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Facts {
+    /// Kept by the triggers on `events` (today).
+    Triggers,
+    /// Not kept: the triggers dropped.
+    None,
+    /// Kept by a statement of the writer's own after each insert, as the
+    /// trigger keeps them.
+    Writer,
+}
+
+impl Schema {
+    fn name(self) -> String {
+        let check = if self.check_in_list { "check-in-list" } else { "check-compares" };
+        let facts = match self.facts {
+            Facts::Triggers => "fact-triggers",
+            Facts::None => "no-facts",
+            Facts::Writer => "facts-by-writer",
+        };
+        format!("{check}+{facts}")
+    }
+}
+
+const CHECK_IN: &str = "CHECK (author_kind IN ('visitor', 'agent', 'system'))";
+const CHECK_COMPARES: &str = "CHECK (author_kind = 'visitor' OR author_kind = 'agent' OR author_kind = 'system')";
+
+/// A fresh database with every migration of `migrations/sqlite`, in order,
+/// changed as `schema` says, and `load`'s conversations in it.
+fn migrated(path: &std::path::Path, schema: Schema, load: &Load) -> anyhow::Result<Connection> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/sqlite");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    files.sort();
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -65536; \
+         PRAGMA wal_autocheckpoint = 10000;",
+    )?;
+    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "sql")) {
+        conn.execute_batch(&std::fs::read_to_string(file)?)?;
+    }
+    if schema.check_in_list {
+        // The check's text back as it was, as migration 0047 changes it.
+        let version: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        conn.execute_batch("PRAGMA writable_schema = ON")?;
+        conn.execute(
+            "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2) WHERE type = 'table' AND name = 'events'",
+            [CHECK_COMPARES, CHECK_IN],
+        )?;
+        conn.execute_batch(&format!("PRAGMA schema_version = {}; PRAGMA writable_schema = RESET;", version + 1))?;
+        let sql: String = conn.query_row("SELECT sql FROM sqlite_schema WHERE name = 'events'", [], |r| r.get(0))?;
+        anyhow::ensure!(sql.contains(CHECK_IN), "the events' check was not found: {sql}");
+    }
+    if schema.facts != Facts::Triggers {
+        conn.execute_batch("DROP TRIGGER events_facts_kept; DROP TRIGGER events_facts_at_close;")?;
+    }
+    // The conversations' site, visitor and group are not there.
+    conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+    let mut add = conn.prepare(
+        "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at) \
+         VALUES (?1, 's', 'v', 'g', 'active', 0)",
+    )?;
+    for id in &load.conversations {
+        add.execute([id])?;
+    }
+    drop(add);
+    Ok(conn)
+}
+
+/// Microseconds of the writer thread's CPU per row on the real schema
+/// changed as `schema` says: the events' insert as the writer writes it,
+/// and the search index of the commit's messages at its end.
+fn measure_schema(schema: Schema, load: &Load) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let conn = migrated(&dir.path().join("probe.db"), schema, load)?;
+    let mut messages = Messages::new(load);
+    let cpu_started = thread_cpu_us();
+    for _ in 0..load.commits {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let indexed: i64 = conn.query_row("SELECT coalesce(max(rowid), 0) FROM events", [], |r| r.get(0))?;
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
+             VALUES (?1, ?2, ?3, 'message', 'visitor', ?4, ?5, ?6, '{}', ?7)",
+        )?;
+        messages.insert_commit(&mut insert, |conversation, at| {
+            if schema.facts == Facts::Writer {
+                conn.prepare_cached(
+                    "UPDATE conversations SET messages = messages + 1, \
+                     first_visitor_at = min(coalesce(first_visitor_at, ?2), ?2) \
+                     WHERE id = ?1 AND messages IS NOT NULL",
+                )?
+                .execute(params![conversation, at])?;
+            }
+            Ok(())
+        })?;
+        conn.prepare_cached(
+            "INSERT INTO message_search (rowid, text) SELECT rowid, body FROM events \
+             WHERE rowid > ?1 AND kind = 'message' AND body IS NOT NULL",
+        )?
+        .execute([indexed])?;
+        conn.execute_batch("COMMIT")?;
+    }
+    Ok((thread_cpu_us() - cpu_started) / messages.rows as f64)
+}
+
+/// The real schema and its variants, in four interleaved rounds (each
+/// round in the other order from the last).
+fn by_schema(load: &Load) -> anyhow::Result<()> {
+    let schemas = [
+        (true, Facts::Triggers),
+        (false, Facts::Triggers),
+        (true, Facts::None),
+        (false, Facts::None),
+        (false, Facts::Writer),
+    ]
+    .map(|(check_in_list, facts)| Schema { check_in_list, facts });
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); schemas.len()];
+    for round in 1..=4 {
+        let mut order: Vec<usize> = (0..schemas.len()).collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for i in order {
+            let cpu = measure_schema(schemas[i], load)?;
+            runs[i].push(cpu);
+            println!("round={round} schema={} cpu_us_per_row={cpu:.1}", schemas[i].name());
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    let baseline = median(&runs[0]);
+    let summary: Vec<String> = schemas
+        .iter()
+        .zip(&runs)
+        .map(|(s, r)| format!("{}=cpu{:.1}us({:.2}x)", s.name(), median(r), median(r) / baseline))
+        .collect();
+    println!("scenario=event-schema per_commit={} medians {}", load.per_commit, summary.join(" "));
     Ok(())
 }

@@ -945,6 +945,52 @@ mod tests {
         assert!(again.is_err(), "a second event with the same (conversation, seq) is refused");
     }
 
+    /// Migration 0047: the checks every message and chat meets in the
+    /// writer build no b-tree per row, allow exactly what they allowed,
+    /// and a connection opened before the migration reads them again.
+    #[test]
+    fn the_checks_on_the_chat_path_are_comparisons_with_the_same_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let conn = Connection::open(&path).unwrap();
+        for sql in migrations_where(|v| v < 47) {
+            conn.execute_batch(sql).unwrap();
+        }
+        let other = Connection::open(&path).unwrap();
+        let insert_conversation = "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at) \
+             VALUES (?1, 's', 'v', 'g', ?2, 0)";
+        let insert_event = "INSERT INTO events (conversation_id, seq, id, kind, author_kind, created_at) \
+             VALUES ('c', ?1, ?1, 'message', ?2, 0)";
+        let builds_a_b_tree = |c: &Connection, sql: &str| -> bool {
+            let mut explain = c.prepare(&format!("EXPLAIN {sql}")).unwrap();
+            let unbound =
+                rusqlite::params_from_iter(std::iter::repeat_n(rusqlite::types::Null, explain.parameter_count()));
+            let opcodes: Vec<String> = explain.query_map(unbound, |r| r.get(1)).unwrap().map(|r| r.unwrap()).collect();
+            opcodes.iter().any(|op| op == "OpenEphemeral")
+        };
+        assert!(builds_a_b_tree(&other, insert_event), "before 0047 the IN list builds one");
+        for sql in migrations_where(|v| v == 47) {
+            conn.execute_batch(sql).unwrap();
+        }
+        for (c, name) in [(&conn, "the migrating connection"), (&other, "a connection opened before")] {
+            c.execute_batch("PRAGMA foreign_keys = OFF; DELETE FROM events; DELETE FROM conversations;").unwrap();
+            for status in ["queued", "active", "closed", "offline"] {
+                c.execute(insert_conversation, [status, status]).unwrap();
+            }
+            let refused = c.execute(insert_conversation, ["x", "Active"]).unwrap_err();
+            assert!(refused.to_string().contains("CHECK constraint failed"), "{name}: {refused}");
+            for (seq, author) in [(1, "visitor"), (2, "agent"), (3, "system")] {
+                c.execute(insert_event, params![seq, author]).unwrap();
+            }
+            let refused = c.execute(insert_event, params![4, "robot"]).unwrap_err();
+            assert!(refused.to_string().contains("CHECK constraint failed"), "{name}: {refused}");
+            assert!(!builds_a_b_tree(c, insert_event), "{name}: an event's check builds no b-tree");
+            assert!(!builds_a_b_tree(c, insert_conversation), "{name}: a chat's check builds no b-tree");
+        }
+        let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(check, "ok");
+    }
+
     /// Another active conversation, `id`.
     fn add_conversation(conn: &Connection, id: &str) {
         conn.execute(
