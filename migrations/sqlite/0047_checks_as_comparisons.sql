@@ -1,11 +1,10 @@
 -- The checks on `events.author_kind` and `conversations.status` are written
 -- as comparisons instead of `IN` lists. SQLite checks `x IN (a, b, c)`, three
 -- values or more, by building a temporary b-tree of the list for each row it
--- checks: for every stored message, a b-tree opened, filled and freed, and
--- with it the statement journal each insert keeps. The comparisons allow
--- exactly the same values. Measured as the writer writes (130 messages a
--- commit, fsync'd, the real schema): the insert's CPU 0.79–0.89x
--- (`examples/event_layouts.rs --schema`, docs/benchmarks.md).
+-- checks: for every stored message, a b-tree opened, filled and freed. The
+-- comparisons allow exactly the same values. Measured as the writer writes
+-- (130 messages a commit, fsync'd, the real schema): the insert's CPU
+-- 0.79–0.89x (`examples/event_layouts.rs --schema`, docs/benchmarks.md).
 --
 -- A check is not stored in the rows, so the tables are not rebuilt: SQLite's
 -- documented way is to change the table's text in the schema ("Making Other
