@@ -352,7 +352,7 @@ impl SqliteStore {
             let k = &m.conversation;
             c.prepare_cached(
                 // Its facts for reports taken now (`messages` 0; the
-                // message's trigger counts it): an offline message is
+                // message's insert counts it): an offline message is
                 // whole when left (`sqlite/0046_offline_facts.sql`).
                 "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at, offline, messages) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, 0)",
@@ -365,23 +365,8 @@ impl SqliteStore {
                 k.status.as_str(),
                 k.created_at
             ])?;
-            let e = &applied.event;
-            c.prepare_cached(
-                "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, \
-                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                e.conversation_id,
-                e.seq,
-                e.id,
-                e.kind,
-                e.author.kind.as_str(),
-                e.author.id,
-                e.client_id,
-                e.body,
-                e.data.to_string(),
-                e.created_at
-            ])?;
+            // Its message counted in the facts (`messages` 0 above).
+            super::sqlite_writer::insert_event(c, &applied.event, &mut true)?;
             for d in &m.deliveries {
                 sqlite_insert_delivery(c, d)?;
             }

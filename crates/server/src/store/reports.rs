@@ -6,9 +6,11 @@
 //! index (migrations `sqlite/0017_reports.sql`, `postgres/0011_reports.sql`);
 //! a closed chat's facts from its own row, taken at its close (an offline
 //! message's when it is left, `sqlite/0046_offline_facts.sql`,
-//! `postgres/0040_offline_facts.sql`) and kept since by triggers
-//! (`sqlite/0035_report_facts.sql`, `postgres/0028_report_facts.sql`),
-//! an open one's from its events by the
+//! `postgres/0040_offline_facts.sql`) and kept since by each event
+//! (`sqlite/0035_report_facts.sql`, `postgres/0028_report_facts.sql`; on
+//! PostgreSQL by triggers, on SQLite by the writer as it inserts the event,
+//! `sqlite/0048_report_facts_by_the_writer.sql`), an open one's from its
+//! events by the
 //! `(conversation_id, seq)` index, those written since the last report
 //! only (`open_chats`); the rating's score and the missed mark
 //! from the row too, kept there by triggers on `ratings` and

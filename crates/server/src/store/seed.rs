@@ -8,7 +8,8 @@
 //! Each conversation's facts for reports (`sqlite/0035_report_facts.sql`,
 //! `postgres/0028_report_facts.sql`; its rating and missed mark,
 //! `sqlite/0042_report_marks.sql`, `postgres/0035_report_marks.sql`) come
-//! out as the triggers make them: on SQLite the triggers run; on
+//! out as the server makes them: on SQLite taken from the events as the
+//! writer takes them at a close (`sqlite_writer::TAKE_FACTS`); on
 //! PostgreSQL, where a trigger per row would dominate the load, a
 //! superuser's batch runs without them (`session_replication_role =
 //! replica`, which also skips the foreign key checks) and takes the facts
@@ -102,6 +103,7 @@ impl SqliteStore {
                 "INSERT INTO missed_chats (conversation_id, site_id, reason, waited_ms, missed_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
+            let mut take_facts = c.prepare_cached(super::sqlite_writer::TAKE_FACTS)?;
             for k in &batch.conversations {
                 conversation.execute(params![
                     k.id,
@@ -128,6 +130,10 @@ impl SqliteStore {
                         e.data,
                         e.created_at
                     ])?;
+                }
+                // Facts for a chat that closed, or an offline message.
+                if k.offline || k.events.iter().any(|e| e.kind == "closed") {
+                    take_facts.execute([&k.id])?;
                 }
                 if let Some(score) = k.score {
                     let seq = k.rating_seq()?;

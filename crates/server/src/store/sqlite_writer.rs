@@ -102,6 +102,9 @@ struct Cache {
 
 struct Cached {
     conversation: Conversation,
+    /// Whether its facts for reports are taken (its row's `messages` is
+    /// set): they are then kept by each event (`insert_event`).
+    has_facts: bool,
     /// The window, oldest first: its messages' keys, and their seqs.
     recent: Window,
     /// The batch that last used it (least recently used are evicted first).
@@ -222,13 +225,14 @@ impl Cache {
         if !self.conversations.contains_key(id) {
             let found = conn
                 .prepare_cached("SELECT * FROM conversations_with_seq WHERE id = ?1")?
-                .query_row([id], conversation_row)
+                .query_row([id], |r| Ok((conversation_row(r)?, r.get::<_, Option<i64>>("messages")?.is_some())))
                 .optional()?;
-            let Some(conversation) = found else { return Ok(None) };
+            let Some((conversation, has_facts)) = found else { return Ok(None) };
             let recent = self.read_window(conn, id)?;
             self.keys += recent.len();
             metrics::counter!("holdfast_store_writer_cold_loads_total").increment(1);
-            self.conversations.insert(id.to_owned(), Cached { conversation, recent, used: self.batch });
+            let cached = Cached { conversation, has_facts, recent, used: self.batch };
+            self.conversations.insert(id.to_owned(), cached);
         }
         let cached = self.conversations.get_mut(id);
         if let Some(cached) = cached {
@@ -748,7 +752,7 @@ fn apply_one(
         data,
         created_at: now,
     };
-    insert_event(conn, &event)?;
+    insert_event(conn, &event, &mut cached.has_facts)?;
     super::webhooks::sqlite_queue_event_hooks(conn, sites, &next, &event)?;
     if let Change::Reply { email, .. } = &p.change {
         sqlite_insert_delivery(conn, email)?;
@@ -807,7 +811,7 @@ fn append_message(
         data: super::attachments::message_data(attachments, integration),
         created_at: now,
     };
-    insert_event(conn, &event)?;
+    insert_event(conn, &event, &mut cached.has_facts)?;
     cached.conversation.last_seq = event.seq;
     super::webhooks::sqlite_queue_event_hooks(conn, sites, &cached.conversation, &event)?;
     cached.recent.remember(key, event.seq, limits.window);
@@ -841,7 +845,23 @@ fn remembered_message(
     Ok(None)
 }
 
-fn insert_event(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> {
+/// Take the facts for reports of chat ?1 from its events.
+pub(super) const TAKE_FACTS: &str = "UPDATE conversations \
+    SET (first_visitor_at, first_assigned_at, first_agent_at, messages) = ( \
+        SELECT min(CASE WHEN kind = 'message' AND author_kind = 'visitor' THEN created_at END), \
+               min(CASE WHEN kind = 'assigned' THEN created_at END), \
+               min(CASE WHEN kind = 'message' AND author_kind = 'agent' THEN created_at END), \
+               count(CASE WHEN kind = 'message' THEN 1 END) \
+        FROM events WHERE conversation_id = ?1) \
+    WHERE id = ?1";
+
+/// Store `event`, and keep its chat's facts for reports
+/// (`sqlite/0035_report_facts.sql`): taken when the chat closes, then kept
+/// exact by each later message or assignment. `has_facts` is whether the
+/// chat has them (its row's `messages` is set), and is kept too. The
+/// writer keeps them, not triggers on `events`: a trigger made every
+/// insert keep a statement journal (`sqlite/0048_report_facts_by_the_writer.sql`).
+pub(super) fn insert_event(conn: &Connection, event: &StoredEvent, has_facts: &mut bool) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -858,6 +878,32 @@ fn insert_event(conn: &Connection, event: &StoredEvent) -> rusqlite::Result<()> 
         event.data.to_string(),
         event.created_at
     ])?;
+    match event.kind.as_str() {
+        "closed" => {
+            conn.prepare_cached(TAKE_FACTS)?.execute([&event.conversation_id])?;
+            *has_facts = true;
+        }
+        "message" | "assigned" if *has_facts => {
+            let (message, assigned) = (event.kind == "message", event.kind == "assigned");
+            let (visitor, agent) = (event.author.kind == AuthorKind::Visitor, event.author.kind == AuthorKind::Agent);
+            conn.prepare_cached(
+                "UPDATE conversations SET messages = messages + ?2, \
+                 first_visitor_at = CASE WHEN ?3 THEN min(coalesce(first_visitor_at, ?6), ?6) ELSE first_visitor_at END, \
+                 first_assigned_at = CASE WHEN ?4 THEN min(coalesce(first_assigned_at, ?6), ?6) ELSE first_assigned_at END, \
+                 first_agent_at = CASE WHEN ?5 THEN min(coalesce(first_agent_at, ?6), ?6) ELSE first_agent_at END \
+                 WHERE id = ?1 AND messages IS NOT NULL",
+            )?
+            .execute(params![
+                event.conversation_id,
+                i64::from(message),
+                message && visitor,
+                assigned,
+                message && agent,
+                event.created_at
+            ])?;
+        }
+        _ => {}
+    }
     Ok(())
 }
 
@@ -989,6 +1035,74 @@ mod tests {
         }
         let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
         assert_eq!(check, "ok");
+    }
+
+    /// A chat's facts for reports as its row has them: first visitor
+    /// message, first assignment, first agent message, messages (`None`
+    /// while it has none).
+    type Facts = Option<(Option<i64>, Option<i64>, Option<i64>, i64)>;
+
+    fn facts(conn: &Connection, id: &str) -> Facts {
+        conn.query_row(
+            "SELECT first_visitor_at, first_assigned_at, first_agent_at, messages FROM conversations WHERE id = ?1",
+            [id],
+            |r| Ok(r.get::<_, Option<i64>>(3)?.map(|m| (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap(), m))),
+        )
+        .unwrap()
+    }
+
+    /// Facts for reports, kept by the writer (migration 0048): none while
+    /// a chat is open, taken at its close, moved on by a later message or
+    /// assignment, and known to a writer that meets the chat cold.
+    #[test]
+    fn a_chats_report_facts_are_taken_at_its_close_and_kept_after() {
+        let conn = database();
+        let mut cache = Cache::new();
+        let (visitor, agent) = (Author::visitor("v"), Author::agent("a"));
+        send_to(&conn, &mut cache, "c1", &visitor, "m1", 10);
+        send_to(&conn, &mut cache, "c1", &visitor, "m2", 20);
+        send_to(&conn, &mut cache, "c1", &agent, "m3", 30);
+        assert_eq!(facts(&conn, "c1"), None, "an open chat has none: its messages write no row");
+
+        let close = PendingChange {
+            conversation_id: "c1".into(),
+            guard: None,
+            change: Change::Close { by: agent.clone() },
+            reply: oneshot::channel().0,
+        };
+        apply_one(&conn, &mut cache, &mut SiteHooks::default(), &close, 40).unwrap().unwrap();
+        assert_eq!(facts(&conn, "c1"), Some((Some(10), None, Some(30), 3)), "taken from its events at the close");
+
+        // A writer meeting the chat cold knows it has facts, and keeps them.
+        let mut cold = Cache::new();
+        let cached = cold.load(&conn, "c1").unwrap().unwrap();
+        assert!(cached.has_facts);
+        let event = |seq: i64, kind: &str, author: &Author, at: i64| StoredEvent {
+            conversation_id: "c1".into(),
+            seq,
+            id: format!("e{seq}"),
+            kind: kind.into(),
+            author: author.clone(),
+            client_id: Some(format!("k{seq}")),
+            body: (kind == "message").then(|| "hi".into()),
+            data: serde_json::json!({}),
+            created_at: at,
+        };
+        insert_event(&conn, &event(5, "assigned", &Author::system(), 50), &mut cached.has_facts).unwrap();
+        assert_eq!(facts(&conn, "c1"), Some((Some(10), Some(50), Some(30), 3)), "the first assignment");
+        insert_event(&conn, &event(6, "message", &agent, 25), &mut cached.has_facts).unwrap();
+        assert_eq!(facts(&conn, "c1"), Some((Some(10), Some(50), Some(25), 4)), "an earlier agent message");
+        insert_event(&conn, &event(7, "note", &agent, 60), &mut cached.has_facts).unwrap();
+        assert_eq!(facts(&conn, "c1"), Some((Some(10), Some(50), Some(25), 4)), "a note is no message");
+
+        // And a chat without facts gets none from a message.
+        add_conversation(&conn, "c2");
+        let mut has_facts = cold.load(&conn, "c2").unwrap().unwrap().has_facts;
+        assert!(!has_facts);
+        let mut message = event(1, "message", &visitor, 70);
+        message.conversation_id = "c2".into();
+        insert_event(&conn, &message, &mut has_facts).unwrap();
+        assert_eq!(facts(&conn, "c2"), None);
     }
 
     /// Another active conversation, `id`.
