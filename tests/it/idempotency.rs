@@ -102,14 +102,15 @@ async fn retries_create_once(server: TestServer) {
     let path = format!("/api/v1/conversations/{conv}/messages");
     // A copy told to come back (503, "retry in 1 s": a loaded machine's
     // admission) does, with the same key, as a client would.
+    let send = || post(&server, &path, &write, Some("send-1"), json!({"body": "We are on it"}));
     let copies = (0..8).map(|_| async {
-        let mut answer = post(&server, &path, &write, Some("send-1"), json!({"body": "We are on it"})).await;
+        let mut answer = send().await;
         for _ in 0..5 {
             if answer.0 != 503 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            answer = post(&server, &path, &write, Some("send-1"), json!({"body": "We are on it"})).await;
+            answer = send().await;
         }
         answer
     });
