@@ -22,9 +22,11 @@
 //! in `migrations/sqlite`, and the writer's search index at each commit):
 //! the events' `author_kind` check as an `IN` list, as before migration
 //! 0047 (three values or more build a b-tree for each row checked), or as
-//! comparisons; with the triggers that keep a closed chat's report facts
-//! (any trigger makes each insert keep a statement journal), without
-//! them, or with the writer keeping the facts by a statement of its own.
+//! comparisons; with the triggers that kept a closed chat's report facts
+//! before migration 0048 (any trigger makes each insert keep a statement
+//! journal), without them (today, for an open chat), or with the writer
+//! keeping the facts by a statement of its own (today, for a chat that
+//! has them).
 //!
 //! ```sh
 //! cargo run --release -p holdfast-server --example event_layouts -- [--commits 1000] [--per-commit 130] [--conversations 500] [--page-sizes 4096,1024] [--schema]
@@ -249,12 +251,13 @@ struct Schema {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Facts {
-    /// Kept by the triggers on `events` (today).
+    /// Kept by the triggers on `events`, as before migration 0048: made
+    /// again from migration 0035's own text.
     Triggers,
-    /// Not kept: the triggers dropped.
+    /// Nothing more per message: today's writer, for an open chat.
     None,
-    /// Kept by a statement of the writer's own after each insert, as the
-    /// trigger keeps them.
+    /// Kept by a statement of the writer's own after each insert: today's
+    /// writer, for a chat that has facts.
     Writer,
 }
 
@@ -299,8 +302,8 @@ fn migrated(path: &std::path::Path, schema: Schema, load: &Load) -> anyhow::Resu
         let sql: String = conn.query_row("SELECT sql FROM sqlite_schema WHERE name = 'events'", [], |r| r.get(0))?;
         anyhow::ensure!(sql.contains(CHECK_IN), "the events' check was not found: {sql}");
     }
-    if schema.facts != Facts::Triggers {
-        conn.execute_batch("DROP TRIGGER events_facts_kept; DROP TRIGGER events_facts_at_close;")?;
+    if schema.facts == Facts::Triggers {
+        conn.execute_batch(&facts_triggers(&dir)?)?;
     }
     // The conversations' site, visitor and group are not there.
     conn.execute_batch("PRAGMA foreign_keys = OFF")?;
@@ -313,6 +316,18 @@ fn migrated(path: &std::path::Path, schema: Schema, load: &Load) -> anyhow::Resu
     }
     drop(add);
     Ok(conn)
+}
+
+/// The triggers that kept the report facts until migration 0048 dropped
+/// them, as migration 0035 made them.
+fn facts_triggers(migrations: &std::path::Path) -> anyhow::Result<String> {
+    let sql = std::fs::read_to_string(migrations.join("0035_report_facts.sql"))?;
+    let triggers: Vec<&str> = sql
+        .split_inclusive("END;")
+        .filter_map(|part| part.find("CREATE TRIGGER events_facts_").map(|at| &part[at..]))
+        .collect();
+    anyhow::ensure!(triggers.len() == 2, "migration 0035's two triggers were not found");
+    Ok(triggers.concat())
 }
 
 /// Microseconds of the writer thread's CPU per row on the real schema
