@@ -5,6 +5,7 @@
 //! mean one thing to a proxy or log reader and another to the server. Every
 //! client frame and REST body is checked here before it is decoded.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserializer;
@@ -63,9 +64,11 @@ impl<'de> Visitor<'de> for Strict {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        // Frames and bodies have a handful of keys: a vector beats a set.
-        let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        // Frames and bodies have a handful of keys: kept on the stack, and
+        // borrowed from the text, so that checking a frame allocates
+        // nothing (it runs for every message).
+        let mut seen = Keys::default();
+        while let Some(key) = map.next_key_seed(Key)? {
             if seen.contains(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
             }
@@ -73,6 +76,57 @@ impl<'de> Visitor<'de> for Strict {
             seen.push(key);
         }
         Ok(())
+    }
+}
+
+/// An object's keys so far: the first `INLINE` on the stack, any more in a
+/// vector.
+#[derive(Default)]
+struct Keys<'de> {
+    inline: [Option<Cow<'de, str>>; INLINE],
+    more: Vec<Cow<'de, str>>,
+}
+
+const INLINE: usize = 8;
+
+impl<'de> Keys<'de> {
+    fn contains(&self, key: &str) -> bool {
+        self.inline.iter().map_while(Option::as_deref).chain(self.more.iter().map(|k| &**k)).any(|k| k == key)
+    }
+
+    fn push(&mut self, key: Cow<'de, str>) {
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(key),
+            None => self.more.push(key),
+        }
+    }
+}
+
+/// A key as its text spells it: borrowed from the input, or owned when it
+/// holds an escape (then its text is not the key).
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Cow<'de, str>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object's key")
+    }
+
+    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(key))
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(key.to_owned()))
     }
 }
 
@@ -87,6 +141,14 @@ mod tests {
         assert!(refuse_duplicate_keys(r#"{"cursors":{"c1":1,"c1":2}}"#).is_err());
         // Escapes are compared as the keys they spell.
         assert!(refuse_duplicate_keys(r#"{"type":1,"typ\u0065":2}"#).is_err());
+        // Past the keys kept on the stack, against those and the rest.
+        let many = |repeat: &str| {
+            let keys: Vec<String> = (0..2 * INLINE).map(|i| format!("\"k{i}\":{i}")).collect();
+            format!("{{{},\"{repeat}\":0}}", keys.join(","))
+        };
+        assert!(refuse_duplicate_keys(&many("k1")).is_err());
+        assert!(refuse_duplicate_keys(&many(&format!("k{}", INLINE + 3))).is_err());
+        assert!(refuse_duplicate_keys(&many("other")).is_ok());
     }
 
     #[test]

@@ -175,9 +175,31 @@ pub fn clean_field(value: Option<String>, max: usize, what: &str) -> Result<Opti
     }
 }
 
+/// A frame's JSON, in one allocation of its own size. It is written into
+/// this thread's buffer first: `serde_json::to_vec` starts at 128 bytes
+/// and doubles, and a vector with room to spare becomes `Bytes` only with
+/// a second allocation to remember it; an event and an ack (two frames for
+/// each message) took three or four allocations each.
 pub fn encode(frame: &impl serde::Serialize) -> Bytes {
-    Bytes::from(serde_json::to_vec(frame).unwrap_or_else(|_| b"{\"type\":\"error\"}".to_vec()))
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(ENCODE_BUFFER));
+    }
+    BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        let text = match serde_json::to_writer(&mut *buffer, frame) {
+            Ok(()) => Bytes::copy_from_slice(buffer),
+            Err(_) => Bytes::from_static(b"{\"type\":\"error\"}"),
+        };
+        // A rare large frame (a welcome's history) does not stay resident.
+        if buffer.capacity() > 16 * ENCODE_BUFFER {
+            *buffer = Vec::with_capacity(ENCODE_BUFFER);
+        }
+        text
+    })
 }
+
+/// The encoding buffer's size: a message's event frame, with room.
+const ENCODE_BUFFER: usize = 4096;
 
 impl Chat {
     pub fn new(

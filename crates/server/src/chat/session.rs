@@ -654,7 +654,12 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             }
             return Ok(());
         }
-        self.cursors.insert(conv.to_owned(), seq);
+        // The conversation's cursor moves on; its key is allocated only the
+        // first time (this runs for every event every socket relays).
+        match self.cursors.get_mut(conv) {
+            Some(cursor) => *cursor = seq,
+            None => _ = self.cursors.insert(conv.to_owned(), seq),
+        }
         self.send_event(text).await?;
         self.send_ready(conv).await
     }
@@ -761,15 +766,14 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             Ok(f) => f,
             Err(err) => return self.send(error_frame(&err, None)).await,
         };
-        let reference = frame_ref(&frame);
         let admitted = match frame {
             ClientFrame::Ping {} => None,
             _ => match self.chat.admission.enter(Lane::Chat).await {
                 Ok(permit) => Some(permit),
-                Err(err) => return self.send(error_frame(&err, reference)).await,
+                Err(err) => return self.send(error_frame(&err, frame_ref(&frame))).await,
             },
         };
-        let outcome = self.handle(frame).await;
+        let outcome = self.handle(&frame).await;
         drop(admitted);
         match outcome {
             Ok(Some(reply)) => self.send(reply).await,
@@ -778,19 +782,23 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                 if err.is_server_fault() {
                     tracing::error!(error = ?err, "socket frame failed");
                 }
-                self.send(error_frame(&err, reference)).await
+                self.send(error_frame(&err, frame_ref(&frame))).await
             }
         }
     }
 
-    async fn handle(&mut self, frame: ClientFrame) -> Result<Option<Bytes>> {
+    /// The frame's answer. It reads the frame and the peer in place: a
+    /// message copies neither (only the rare frames that hand a field on
+    /// clone it).
+    async fn handle(&mut self, frame: &ClientFrame) -> Result<Option<Bytes>> {
         let chat = self.chat.clone();
+        // The applied change is the caller's to keep: its fields move.
         let ack = |a: Applied| {
             Some(encode(&ServerFrame::Ack {
-                client_id: a.event.client_id.clone().unwrap_or_default(),
-                conv: a.event.conversation_id.clone(),
+                client_id: a.event.client_id.unwrap_or_default(),
+                conv: a.event.conversation_id,
                 seq: a.event.seq,
-                id: a.event.id.clone(),
+                id: a.event.id,
                 duplicate: a.duplicate,
             }))
         };
@@ -798,56 +806,37 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             (_, ClientFrame::Ping {}) => Ok(Some(encode(&ServerFrame::Pong))),
             (_, ClientFrame::Hello { .. }) => Err(Error::bad_request("already said hello")),
             (Peer::Visitor(v), ClientFrame::Send { conv, client_id, body, greeting, attachments }) => {
-                let v = v.clone();
                 let greeting = greeting.as_deref();
-                Ok(ack(chat.visitor_send(&v, conv.as_deref(), &client_id, &body, greeting, &attachments).await?))
+                Ok(ack(chat.visitor_send(v, conv.as_deref(), client_id, body, greeting, attachments).await?))
             }
             (Peer::Agent(a), ClientFrame::Send { conv: Some(conv), client_id, body, attachments, .. }) => {
-                let a = a.clone();
-                Ok(ack(chat.agent_send(&a, &conv, &client_id, &body, &attachments).await?))
+                Ok(ack(chat.agent_send(a, conv, client_id, body, attachments).await?))
             }
             (Peer::Agent(_), ClientFrame::Send { conv: None, .. }) => Err(Error::bad_request("agents must name conv")),
             (Peer::Agent(a), ClientFrame::Note { conv, client_id, body }) => {
-                let a = a.clone();
-                Ok(ack(chat.agent_note(&a, &conv, &client_id, &body).await?))
+                Ok(ack(chat.agent_note(a, conv, client_id, body).await?))
             }
-            (peer, ClientFrame::Typing { conv, on }) => {
-                let peer = peer.clone();
-                chat.typing(&peer, &conv, on).await.map(|_| None)
-            }
-            (peer, ClientFrame::Read { conv, seq }) => {
-                let peer = peer.clone();
-                chat.read(&peer, &conv, seq).await.map(|_| None)
-            }
-            (peer, ClientFrame::Close { conv }) => {
-                let peer = peer.clone();
-                chat.close(&peer, &conv).await.map(|_| None)
-            }
+            (peer, ClientFrame::Typing { conv, on }) => chat.typing(peer, conv, *on).await.map(|_| None),
+            (peer, ClientFrame::Read { conv, seq }) => chat.read(peer, conv, *seq).await.map(|_| None),
+            (peer, ClientFrame::Close { conv }) => chat.close(peer, conv).await.map(|_| None),
             (Peer::Agent(a), ClientFrame::SetAvailability { availability }) => {
-                let a = a.clone();
-                chat.set_availability(&a, availability).await.map(|_| None)
+                chat.set_availability(a, *availability).await.map(|_| None)
             }
-            (Peer::Agent(a), ClientFrame::Claim { conv }) => {
-                let a = a.clone();
-                chat.claim(&a, &conv).await.map(|_| None)
-            }
+            (Peer::Agent(a), ClientFrame::Claim { conv }) => chat.claim(a, conv).await.map(|_| None),
             (Peer::Agent(a), ClientFrame::Transfer { conv, to_agent, to_group }) => {
-                let a = a.clone();
-                chat.transfer(&a, &conv, to_agent.as_deref(), to_group.as_deref()).await.map(|_| None)
+                chat.transfer(a, conv, to_agent.as_deref(), to_group.as_deref()).await.map(|_| None)
             }
             (Peer::Visitor(v), ClientFrame::LeaveMessage { client_id, name, email, body }) => {
-                let v = v.clone();
-                Ok(ack(chat.leave_message(&v, &client_id, name, email, &body).await?))
+                Ok(ack(chat.leave_message(v, client_id, name.clone(), email.clone(), body).await?))
             }
             (Peer::Visitor(v), ClientFrame::Rate { conv, client_id, rating, comment }) => {
-                let v = v.clone();
-                Ok(ack(chat.rate(&v, &conv, &client_id, rating, comment).await?))
+                Ok(ack(chat.rate(v, conv, client_id, *rating, comment.clone()).await?))
             }
             (Peer::Visitor(v), ClientFrame::Identify { name, email, page_url }) => {
                 let update = VisitorUpdate {
-                    name: clean_field(name, 200, "name")?,
-                    email: clean_field(email, 254, "email")?,
-                    page_url: clean_field(page_url, 2048, "page_url")?,
+                    name: clean_field(name.clone(), 200, "name")?,
+                    email: clean_field(email.clone(), 254, "email")?,
+                    page_url: clean_field(page_url.clone(), 2048, "page_url")?,
                     ..Default::default()
                 };
                 if let Some(e) = &update.email
