@@ -6,6 +6,7 @@
 //! client frame and REST body is checked here before it is decoded.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::Deserializer;
@@ -80,24 +81,24 @@ impl<'de> Visitor<'de> for Strict {
 }
 
 /// An object's keys so far: the first `INLINE` on the stack, any more in a
-/// vector.
+/// set, so that a body of thousands of keys is checked in linear time.
 #[derive(Default)]
 struct Keys<'de> {
     inline: [Option<Cow<'de, str>>; INLINE],
-    more: Vec<Cow<'de, str>>,
+    more: HashSet<Cow<'de, str>>,
 }
 
 const INLINE: usize = 8;
 
 impl<'de> Keys<'de> {
     fn contains(&self, key: &str) -> bool {
-        self.inline.iter().map_while(Option::as_deref).chain(self.more.iter().map(|k| &**k)).any(|k| k == key)
+        self.inline.iter().map_while(Option::as_deref).any(|k| k == key) || self.more.contains(key)
     }
 
     fn push(&mut self, key: Cow<'de, str>) {
         match self.inline.iter_mut().find(|slot| slot.is_none()) {
             Some(slot) => *slot = Some(key),
-            None => self.more.push(key),
+            None => _ = self.more.insert(key),
         }
     }
 }
