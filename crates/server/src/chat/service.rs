@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::coalesce::Coalesced;
 use super::hub::Hub;
 use super::protocol::{
-    AgentView, AuthorView, EventView, MAX_BODY_CHARS, MAX_CLIENT_ID, MAX_COMMENT_CHARS, QueueEntry, Rating, ServerFrame,
+    AgentView, AuthorView, MAX_BODY_CHARS, MAX_CLIENT_ID, MAX_COMMENT_CHARS, QueueEntry, Rating, ServerFrame,
 };
 use super::routing;
 use crate::abuse::bans::Bans;
@@ -236,7 +236,7 @@ impl Chat {
         {
             agent_ids.push(prev.clone());
         }
-        let text = encode(&EventView::from(&applied.event));
+        let text = encode(&super::EventFrame(&applied.event));
         self.bus
             .publish(Envelope {
                 site_id: conv.site_id.clone(),
@@ -619,7 +619,7 @@ impl Chat {
     async fn publish_note(&self, applied: &Applied) {
         let conv = &applied.conversation;
         let event = Some((conv.id.clone(), applied.event.seq));
-        let text = encode(&EventView::from(&applied.event));
+        let text = encode(&super::EventFrame(&applied.event));
         // Only sockets that follow the conversation live: a socket given
         // an event of a conversation new to it replays its whole history.
         if let Some(agent_id) = conv.agent_id.clone() {

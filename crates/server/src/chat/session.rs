@@ -19,8 +19,7 @@ use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 
 use super::hub::{KickReason, Principal};
 use super::protocol::{
-    CLIENT_FRAME_TYPES, ClientFrame, ConversationView, EventView, MAX_CURSORS, MAX_FRAME_BYTES, PROTOCOL_VERSION,
-    ServerFrame,
+    CLIENT_FRAME_TYPES, ClientFrame, ConversationView, MAX_CURSORS, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerFrame,
 };
 use super::reorder::{MAX_HELD, Reorder};
 use super::service::{AgentCtx, Chat, Peer, VisitorCtx, clean_field, encode};
@@ -540,7 +539,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                     self.hidden_tail.insert(conv.to_owned());
                 } else {
                     self.hidden_tail.remove(conv);
-                    self.send(encode(&EventView::from(&event))).await?;
+                    self.send(encode(&super::EventFrame(&event))).await?;
                 }
                 self.cursors.insert(conv.to_owned(), event.seq);
             }
