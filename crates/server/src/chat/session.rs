@@ -491,7 +491,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             }
         }
         for (conv, after, upto) in targets {
-            self.cursors.insert(conv.clone(), after);
+            self.set_cursor(&conv, after);
             self.catch_up(&conv, upto).await?;
             // The replay stopped short of `last_seq` as the client sees it:
             // say it is over, or a widget waits for it to go on.
@@ -541,11 +541,20 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                     self.hidden_tail.remove(conv);
                     self.send(encode(&super::EventFrame(&event))).await?;
                 }
-                self.cursors.insert(conv.to_owned(), event.seq);
+                self.set_cursor(conv, event.seq);
             }
             if done {
                 return Ok(());
             }
+        }
+    }
+
+    /// Move this socket's cursor of `conv` to `seq`. Its key is allocated
+    /// only the first time: this runs for every event every socket relays.
+    fn set_cursor(&mut self, conv: &str, seq: i64) {
+        match self.cursors.get_mut(conv) {
+            Some(cursor) => *cursor = seq,
+            None => _ = self.cursors.insert(conv.to_owned(), seq),
         }
     }
 
@@ -565,7 +574,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
         let cursor = self.cursors.get(conv).copied().unwrap_or(0);
         for (seq, text) in self.early.take_ready(conv, cursor) {
             self.send_event(text).await?;
-            self.cursors.insert(conv.to_owned(), seq);
+            self.set_cursor(conv, seq);
         }
         Ok(())
     }
@@ -653,12 +662,7 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             }
             return Ok(());
         }
-        // The conversation's cursor moves on; its key is allocated only the
-        // first time (this runs for every event every socket relays).
-        match self.cursors.get_mut(conv) {
-            Some(cursor) => *cursor = seq,
-            None => _ = self.cursors.insert(conv.to_owned(), seq),
-        }
+        self.set_cursor(conv, seq);
         self.send_event(text).await?;
         self.send_ready(conv).await
     }
