@@ -196,7 +196,7 @@ pub enum ClientFrame {
     Hello {
         v: u32,
         token: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "cursors")]
         cursors: HashMap<String, i64>,
         /// Agents: the `agents_version` of the agent list the client holds;
         /// the welcome leaves the list out if it has not changed.
@@ -288,6 +288,34 @@ pub enum ClientFrame {
     /// A struct variant, not a unit one, so that unknown fields are refused
     /// here too (serde ignores them on a unit variant of a tagged enum).
     Ping {},
+}
+
+/// A hello's cursors, refusing a conversation named twice. Serde refuses a
+/// repeated `type` or field of a frame itself, but a map keeps a repeated
+/// key's last value, where another JSON reader may keep the first: this is
+/// the one map a client frame holds.
+fn cursors<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<HashMap<String, i64>, D::Error> {
+    struct Cursors;
+    impl<'de> serde::de::Visitor<'de> for Cursors {
+        type Value = HashMap<String, i64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of conversation ids and seqs")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut cursors = HashMap::with_capacity(map.size_hint().unwrap_or(0).min(MAX_CURSORS));
+            while let Some(conv) = map.next_key::<String>()? {
+                if cursors.contains_key(&conv) {
+                    return Err(serde::de::Error::custom(format_args!("duplicate key {conv:?}")));
+                }
+                let seq = map.next_value()?;
+                cursors.insert(conv, seq);
+            }
+            Ok(cursors)
+        }
+    }
+    deserializer.deserialize_map(Cursors)
 }
 
 /// Every client frame type, to tell "unknown type" from "malformed".

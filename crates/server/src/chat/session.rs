@@ -32,7 +32,8 @@ use crate::store::{Applied, Role, VisitorUpdate};
 /// What a transport hands the session.
 #[derive(Debug)]
 pub enum Inbound {
-    Text(String),
+    /// A text frame, as the transport read it (UTF-8, which it checked).
+    Text(Bytes),
     /// A frame the protocol does not use (binary); refused with an error.
     Other,
 }
@@ -181,7 +182,7 @@ where
     O: Sink<Outbound> + Unpin + Send,
 {
     let hello = match tokio::time::timeout(limits.hello_timeout, input.next()).await {
-        Ok(Some(Inbound::Text(text))) => parse_frame(&text),
+        Ok(Some(Inbound::Text(text))) => text_of(&text).and_then(parse_frame),
         Ok(Some(Inbound::Other)) => Err(Error::bad_request("frames must be JSON text")),
         Ok(None) => return None,
         Err(_) => Err(Error::bad_request("no hello within the time allowed")),
@@ -300,19 +301,28 @@ where
     let _ = session.out.send(Outbound::Close("probe done")).await;
 }
 
+/// A text frame's text. The transport checked it is UTF-8; checked again
+/// here (a hundred bytes, in nanoseconds) rather than trusted, as the frame
+/// is handed on as bytes, without a copy.
+fn text_of(frame: &Bytes) -> Result<&str> {
+    std::str::from_utf8(frame).map_err(|_| Error::bad_request("frames must be UTF-8 text"))
+}
+
 fn parse_frame(text: &str) -> Result<ClientFrame> {
     if text.len() > MAX_FRAME_BYTES {
         return Err(Error::TooLarge(format!("frames are limited to {MAX_FRAME_BYTES} bytes").into()));
     }
     // A repeated key could mean one frame to us and another to a proxy or
-    // log reader (`{"type":"ping","type":"send",…}`): refused, as is
-    // anything that is not JSON.
+    // log reader (`{"type":"ping","type":"send",…}`), so it is refused.
+    // The one parse of a valid frame does it: serde refuses a repeated
+    // `type` or field, and the protocol's `cursors` a repeated key. A
+    // refused frame goes through the slower path below, which says exactly
+    // what is wrong with it.
+    let refused = match serde_json::from_str::<ClientFrame>(text) {
+        Ok(frame) => return Ok(frame),
+        Err(e) => e,
+    };
     crate::json::refuse_duplicate_keys(text).map_err(|e| Error::bad_request(format!("malformed JSON: {e}")))?;
-    // A valid frame is parsed once more; only a refused one goes through the
-    // slower path below that says exactly what is wrong with it.
-    if let Ok(frame) = serde_json::from_str::<ClientFrame>(text) {
-        return Ok(frame);
-    }
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| Error::bad_request(format!("malformed JSON: {e}")))?;
     let Some(kind) = value.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
@@ -321,7 +331,9 @@ fn parse_frame(text: &str) -> Result<ClientFrame> {
     if !CLIENT_FRAME_TYPES.contains(&kind.as_str()) {
         return Err(Error::bad_request(format!("unknown frame type {kind:?}")));
     }
-    serde_json::from_value(value).map_err(|e| Error::bad_request(format!("invalid {kind} frame: {e}")))
+    // Without its line and column, as a frame is one line.
+    let why = serde_json::from_value::<ClientFrame>(value).err().unwrap_or(refused);
+    Err(Error::bad_request(format!("invalid {kind} frame: {why}")))
 }
 
 /// What a hello says the client already has.
@@ -748,7 +760,10 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
                             let err = Error::bad_request("frames must be JSON text");
                             self.send(error_frame(&err, None)).await?;
                         }
-                        Some(Inbound::Text(text)) => Box::pin(self.handle_text(&text)).await?,
+                        Some(Inbound::Text(text)) => match text_of(&text) {
+                            Ok(text) => Box::pin(self.handle_text(text)).await?,
+                            Err(err) => self.send(error_frame(&err, None)).await?,
+                        },
                     }
                 }
             }
@@ -852,5 +867,75 @@ impl<O: Sink<Outbound> + Unpin + Send> Session<O> {
             (Peer::Agent(_), _) => Err(Error::forbidden("visitors only")),
             (Peer::Visitor(_), _) => Err(Error::forbidden("agents only")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame of every type with every field it may carry.
+    const EVERY_FIELD: &[&str] = &[
+        r#"{"type":"hello","v":1,"token":"t","cursors":{"c1":1,"c2":2},"agents_version":"a"}"#,
+        r#"{"type":"send","conv":"c","client_id":"m","body":"say \"hi\"\n","greeting":"g","attachments":["f"]}"#,
+        r#"{"type":"typing","conv":"c","on":true}"#,
+        r#"{"type":"read","conv":"c","seq":1}"#,
+        r#"{"type":"set_availability","availability":"away"}"#,
+        r#"{"type":"claim","conv":"c"}"#,
+        r#"{"type":"transfer","conv":"c","to_agent":"a","to_group":"g"}"#,
+        r#"{"type":"close","conv":"c"}"#,
+        r#"{"type":"leave_message","client_id":"m","name":"n","email":"e","body":"b"}"#,
+        r#"{"type":"rate","conv":"c","client_id":"m","rating":"good","comment":"x"}"#,
+        r#"{"type":"identify","name":"n","email":"e","page_url":"u"}"#,
+        r#"{"type":"note","conv":"c","client_id":"m","body":"b"}"#,
+        r#"{"type":"ping"}"#,
+    ];
+
+    fn refused(text: &str) -> String {
+        match parse_frame(text) {
+            Ok(frame) => panic!("{text} was read as {frame:?}"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_frame_naming_any_key_twice_is_refused_with_the_key() {
+        let types: Vec<String> = EVERY_FIELD
+            .iter()
+            .map(|text| {
+                let frame: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).unwrap();
+                frame["type"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(types, CLIENT_FRAME_TYPES, "one frame of each type, in the protocol's order");
+        for text in EVERY_FIELD {
+            parse_frame(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let frame: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).unwrap();
+            let open = &text[..text.len() - 1];
+            for (key, value) in &frame {
+                // The same key again, last, with the same value and with another.
+                for again in [value.clone(), serde_json::json!("other")] {
+                    let twice = format!("{open},{}:{again}}}", serde_json::Value::from(key.as_str()));
+                    let why = refused(&twice);
+                    assert!(why.contains(&format!("duplicate key \"{key}\"")), "{twice}: {why}");
+                }
+            }
+        }
+        // Inside the one map a frame holds, and spelled with an escape.
+        let why = refused(r#"{"type":"hello","v":1,"token":"t","cursors":{"c1":1,"c\u0031":2}}"#);
+        assert!(why.contains("duplicate key \"c1\""), "{why}");
+        let why = refused(r#"{"type":"ping","typ\u0065":"send"}"#);
+        assert!(why.contains("duplicate key \"type\""), "{why}");
+    }
+
+    #[test]
+    fn a_refused_frame_says_what_is_wrong_with_it() {
+        assert!(refused("{").contains("malformed JSON"));
+        assert!(refused(r#"{"conv":"c"}"#).contains("a frame needs a string \"type\""));
+        assert!(refused(r#"{"type":"shout"}"#).contains("unknown frame type \"shout\""));
+        let why = refused(r#"{"type":"read","conv":"c","seq":"one"}"#);
+        assert!(why.starts_with("invalid read frame: invalid type"), "{why}");
+        assert!(!why.contains("line 1"), "a frame is one line: {why}");
+        assert!(refused(r#"{"type":"ping","extra":1}"#).contains("unknown field `extra`"));
     }
 }

@@ -71,7 +71,7 @@ fn serve(state: AppState, socket: WebSocket, side: (Side, PeerAddr)) -> impl Fut
         .take_while(|m| future::ready(matches!(m, Ok(msg) if !matches!(msg, Message::Close(_)))))
         .filter_map(|m| {
             future::ready(match m {
-                Ok(Message::Text(t)) => Some(Inbound::Text(t.as_str().to_owned())),
+                Ok(Message::Text(t)) => Some(Inbound::Text(t.into())),
                 Ok(Message::Binary(_)) => Some(Inbound::Other),
                 _ => None, // pings are answered by the transport
             })
