@@ -21,12 +21,13 @@
 //! a power cut before that loses only work the job does again). So a chat
 //! write waits for one small background unit at most, never for its disk.
 
-use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use foldhash::HashMap;
+use foldhash::quality::RandomState;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -172,7 +173,7 @@ impl Cache {
     }
 
     fn with_limits(limits: Limits) -> Self {
-        Cache { conversations: HashMap::new(), keys: 0, batch: 0, limits, hasher: RandomState::new() }
+        Cache { conversations: HashMap::default(), keys: 0, batch: 0, limits, hasher: RandomState::default() }
     }
 
     fn clear(&mut self) {
