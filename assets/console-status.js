@@ -28,7 +28,8 @@ export async function renderStatus(root, ui) {
     api("/api/v1/status/incidents"),
     api("/api/v1/status/monitors"),
   ]);
-  const reload = () => renderStatus(root, ui).catch((e) => ui.toast(e.message));
+  // Whether the page was shown again (a failure is said in the toast).
+  const reload = () => renderStatus(root, ui).then(() => true, (e) => (ui.toast(e.message), false));
   const ctx = { ...ui, components, reload };
   const open = incidents.filter((i) => i.status !== "resolved");
   const upcoming = maintenances.filter((m) => m.status !== "completed");
@@ -52,15 +53,16 @@ function choice(h, pairs, value, props = {}) {
   return select;
 }
 
-/** Run `call`, say so, and show the page again; errors are shown, not thrown. */
+/** Run `call`, show the page again, then say so: what the toast confirms
+ * is on screen. Errors are shown, not thrown. */
 async function act(ctx, call, done) {
   try {
     await call();
-    ctx.toast(done);
-    ctx.reload();
   } catch (e) {
     ctx.toast(e.message);
+    return;
   }
+  if (await ctx.reload()) ctx.toast(done);
 }
 
 function componentTable(ctx) {
