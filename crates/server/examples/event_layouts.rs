@@ -26,7 +26,8 @@
 //! before migration 0048 (any trigger makes each insert keep a statement
 //! journal), without them (today, for an open chat), or with the writer
 //! keeping the facts by a statement of its own (today, for a chat that
-//! has them).
+//! has them); and today's open chat with foreign keys enforced, as the
+//! server's writer runs.
 //!
 //! ```sh
 //! cargo run --release -p holdfast-server --example event_layouts -- [--commits 1000] [--per-commit 130] [--conversations 500] [--page-sizes 4096,1024] [--schema]
@@ -240,13 +241,17 @@ fn by_page_size(load: &Load, sizes: &[u32]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The real schema (every migration), and variants of its events' check
-/// and of the triggers that keep a closed chat's report facts.
+/// The real schema (every migration), and variants of its events' check,
+/// of the triggers that keep a closed chat's report facts, and of foreign
+/// keys.
 #[derive(Clone, Copy, PartialEq)]
 struct Schema {
     /// The `author_kind` check as an `IN` list, as before migration 0047.
     check_in_list: bool,
     facts: Facts,
+    /// `PRAGMA foreign_keys = ON`, as the server's writer runs: each
+    /// event's conversation is looked up in `conversations`.
+    foreign_keys: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -269,7 +274,8 @@ impl Schema {
             Facts::None => "no-facts",
             Facts::Writer => "facts-by-writer",
         };
-        format!("{check}+{facts}")
+        let keys = if self.foreign_keys { "+foreign-keys" } else { "" };
+        format!("{check}+{facts}{keys}")
     }
 }
 
@@ -315,6 +321,9 @@ fn migrated(path: &std::path::Path, schema: Schema, load: &Load) -> anyhow::Resu
         add.execute([id])?;
     }
     drop(add);
+    if schema.foreign_keys {
+        conn.execute_batch("PRAGMA foreign_keys = ON")?;
+    }
     Ok(conn)
 }
 
@@ -370,13 +379,14 @@ fn measure_schema(schema: Schema, load: &Load) -> anyhow::Result<f64> {
 /// round in the other order from the last).
 fn by_schema(load: &Load) -> anyhow::Result<()> {
     let schemas = [
-        (true, Facts::Triggers),
-        (false, Facts::Triggers),
-        (true, Facts::None),
-        (false, Facts::None),
-        (false, Facts::Writer),
+        (true, Facts::Triggers, false),
+        (false, Facts::Triggers, false),
+        (true, Facts::None, false),
+        (false, Facts::None, false),
+        (false, Facts::Writer, false),
+        (false, Facts::None, true),
     ]
-    .map(|(check_in_list, facts)| Schema { check_in_list, facts });
+    .map(|(check_in_list, facts, foreign_keys)| Schema { check_in_list, facts, foreign_keys });
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); schemas.len()];
     for round in 1..=4 {
         let mut order: Vec<usize> = (0..schemas.len()).collect();
