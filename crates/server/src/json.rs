@@ -3,7 +3,10 @@
 //! JSON parsers disagree on a repeated key (serde keeps the last, others
 //! the first), so a frame such as `{"type":"ping","type":"send",…}` could
 //! mean one thing to a proxy or log reader and another to the server. Every
-//! client frame and REST body is checked here before it is decoded.
+//! REST body is checked here before it is decoded. A socket frame is
+//! checked by its one typed parse (serde refuses a repeated tag or field,
+//! and `protocol::ClientFrame`'s one map a repeated key); a refused frame
+//! comes here for the words of its error.
 
 use std::borrow::Cow;
 use std::collections::HashSet;

@@ -163,7 +163,12 @@ impl MessageCounters {
     }
 
     fn of(&self, sender: Sender) -> &metrics::Counter {
-        &self.0[sender as usize]
+        let [visitor, agent, integration] = &self.0;
+        match sender {
+            Sender::Visitor => visitor,
+            Sender::Agent => agent,
+            Sender::Integration => integration,
+        }
     }
 }
 
