@@ -152,22 +152,25 @@ enum Sender {
 /// `holdfast_messages_total` by sender, looked up in the registry once:
 /// the `counter!` macro found a labelled counter by hashing its key, and
 /// copied the key, for every message.
-struct MessageCounters([metrics::Counter; 3]);
+struct MessageCounters {
+    visitor: metrics::Counter,
+    agent: metrics::Counter,
+    integration: metrics::Counter,
+}
 
 impl MessageCounters {
     fn new() -> Self {
         // The recorder first, so that these are its counters.
         crate::telemetry::metrics();
         let counter = |from: &'static str| metrics::counter!("holdfast_messages_total", "from" => from);
-        MessageCounters([counter("visitor"), counter("agent"), counter("integration")])
+        MessageCounters { visitor: counter("visitor"), agent: counter("agent"), integration: counter("integration") }
     }
 
     fn of(&self, sender: Sender) -> &metrics::Counter {
-        let [visitor, agent, integration] = &self.0;
         match sender {
-            Sender::Visitor => visitor,
-            Sender::Agent => agent,
-            Sender::Integration => integration,
+            Sender::Visitor => &self.visitor,
+            Sender::Agent => &self.agent,
+            Sender::Integration => &self.integration,
         }
     }
 }
