@@ -26,8 +26,9 @@
 //! before migration 0048 (any trigger makes each insert keep a statement
 //! journal), without them (today, for an open chat), or with the writer
 //! keeping the facts by a statement of its own (today, for a chat that
-//! has them); and today's open chat with foreign keys enforced, as the
-//! server's writer runs.
+//! has them); today's open chat with foreign keys enforced, as the
+//! server's writer runs; and that one with the search index brought up
+//! to date every N commits instead of at each (or never).
 //!
 //! ```sh
 //! cargo run --release -p holdfast-server --example event_layouts -- [--commits 1000] [--per-commit 130] [--conversations 500] [--page-sizes 4096,1024] [--schema]
@@ -190,10 +191,14 @@ struct Args {
     /// Instead of the layouts, the real schema and its variants.
     #[arg(long)]
     schema: bool,
+    /// With `--schema`: only these variants (names as printed,
+    /// comma-separated), the first being the baseline.
+    #[arg(long, value_delimiter = ',')]
+    variants: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
-    let Args { commits, per_commit, conversations, page_sizes, schema } = clap::Parser::parse();
+    let Args { commits, per_commit, conversations, page_sizes, schema, variants } = clap::Parser::parse();
     anyhow::ensure!(
         commits > 0 && per_commit > 0 && per_commit <= conversations,
         "need --commits > 0 and 0 < --per-commit <= --conversations"
@@ -204,7 +209,7 @@ fn main() -> anyhow::Result<()> {
         return by_page_size(&load, &page_sizes);
     }
     if schema {
-        return by_schema(&load);
+        return by_schema(&load, &variants);
     }
     let layouts = [Layout::Clustered, Layout::Append, Layout::AppendIndexed, Layout::Fold(10), Layout::Fold(40)];
     let mut totals = vec![0.0; layouts.len()];
@@ -252,6 +257,9 @@ struct Schema {
     /// `PRAGMA foreign_keys = ON`, as the server's writer runs: each
     /// event's conversation is looked up in `conversations`.
     foreign_keys: bool,
+    /// The search index is brought up to date every this many commits (at
+    /// each, as the writer has until now; 0: never).
+    index_every: usize,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -275,7 +283,12 @@ impl Schema {
             Facts::Writer => "facts-by-writer",
         };
         let keys = if self.foreign_keys { "+foreign-keys" } else { "" };
-        format!("{check}+{facts}{keys}")
+        let index = match self.index_every {
+            0 => "+no-index".to_string(),
+            1 => String::new(),
+            n => format!("+index-every-{n}"),
+        };
+        format!("{check}+{facts}{keys}{index}")
     }
 }
 
@@ -341,15 +354,16 @@ fn facts_triggers(migrations: &std::path::Path) -> anyhow::Result<String> {
 
 /// Microseconds of the writer thread's CPU per row on the real schema
 /// changed as `schema` says: the events' insert as the writer writes it,
-/// and the search index of the commit's messages at its end.
+/// and the search index of the messages since the last at the end of a
+/// commit, every `index_every` commits.
 fn measure_schema(schema: Schema, load: &Load) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let conn = migrated(&dir.path().join("probe.db"), schema, load)?;
     let mut messages = Messages::new(load);
+    let mut indexed = 0_i64;
     let cpu_started = thread_cpu_us();
-    for _ in 0..load.commits {
+    for commit in 1..=load.commits {
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        let indexed: i64 = conn.query_row("SELECT coalesce(max(rowid), 0) FROM events", [], |r| r.get(0))?;
         let mut insert = conn.prepare_cached(
             "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) \
              VALUES (?1, ?2, ?3, 'message', 'visitor', ?4, ?5, ?6, '{}', ?7)",
@@ -365,11 +379,14 @@ fn measure_schema(schema: Schema, load: &Load) -> anyhow::Result<f64> {
             }
             Ok(())
         })?;
-        conn.prepare_cached(
-            "INSERT INTO message_search (rowid, text) SELECT rowid, body FROM events \
-             WHERE rowid > ?1 AND kind = 'message' AND body IS NOT NULL",
-        )?
-        .execute([indexed])?;
+        if schema.index_every > 0 && (commit % schema.index_every == 0 || commit == load.commits) {
+            conn.prepare_cached(
+                "INSERT INTO message_search (rowid, text) SELECT rowid, body FROM events \
+                 WHERE rowid > ?1 AND kind = 'message' AND body IS NOT NULL",
+            )?
+            .execute([indexed])?;
+            indexed = conn.query_row("SELECT coalesce(max(rowid), 0) FROM events", [], |r| r.get(0))?;
+        }
         conn.execute_batch("COMMIT")?;
     }
     Ok((thread_cpu_us() - cpu_started) / messages.rows as f64)
@@ -377,16 +394,33 @@ fn measure_schema(schema: Schema, load: &Load) -> anyhow::Result<f64> {
 
 /// The real schema and its variants, in four interleaved rounds (each
 /// round in the other order from the last).
-fn by_schema(load: &Load) -> anyhow::Result<()> {
+fn by_schema(load: &Load, only: &[String]) -> anyhow::Result<()> {
     let schemas = [
-        (true, Facts::Triggers, false),
-        (false, Facts::Triggers, false),
-        (true, Facts::None, false),
-        (false, Facts::None, false),
-        (false, Facts::Writer, false),
-        (false, Facts::None, true),
+        (true, Facts::Triggers, false, 1),
+        (false, Facts::Triggers, false, 1),
+        (true, Facts::None, false, 1),
+        (false, Facts::None, false, 1),
+        (false, Facts::Writer, false, 1),
+        (false, Facts::None, true, 1),
+        (false, Facts::None, true, 8),
+        (false, Facts::None, true, 16),
+        (false, Facts::None, true, 64),
+        (false, Facts::None, true, 0),
     ]
-    .map(|(check_in_list, facts, foreign_keys)| Schema { check_in_list, facts, foreign_keys });
+    .map(|(check_in_list, facts, foreign_keys, index_every)| Schema {
+        check_in_list,
+        facts,
+        foreign_keys,
+        index_every,
+    });
+    let schemas: Vec<Schema> = if only.is_empty() {
+        schemas.to_vec()
+    } else {
+        let named = |name: &String| schemas.iter().copied().find(|s| &s.name() == name);
+        only.iter()
+            .map(|name| named(name).ok_or_else(|| anyhow::anyhow!("no variant is named {name}")))
+            .collect::<anyhow::Result<_>>()?
+    };
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); schemas.len()];
     for round in 1..=4 {
         let mut order: Vec<usize> = (0..schemas.len()).collect();
