@@ -56,7 +56,7 @@ async fn search_finds_chats_by_words_people_and_filters(s: TestServer) {
     // two messages; Paul's has only "ship"; Quinn's only "Canada"; Erin's
     // both, but she is erased below.
     let (nora, _, _nora_socket) = chat(&s, &site, "Nora Quist", &["Can you ship my order?", "I live in Canada."]).await;
-    let (paul, _, _paul_socket) = chat(&s, &site, "Paul Roe", &["Do you ship on Sundays?"]).await;
+    let (paul, _, mut paul_socket) = chat(&s, &site, "Paul Roe", &["Do you ship on Sundays?"]).await;
     let (quinn, _, _quinn_socket) = chat(&s, &site, "Quinn Ash", &["Greetings from Canada"]).await;
     let (erin, erin_id, _erin_socket) = chat(&s, &site, "Erin Moss", &["ship to Canada, my card is 4111"]).await;
     // Another site's visitor says the same words.
@@ -87,6 +87,11 @@ async fn search_finds_chats_by_words_people_and_filters(s: TestServer) {
     assert_eq!(found(&s, &ann_token, "q=paul@shop.example").await, [paul.as_str()]);
     assert_eq!(found(&s, &ann_token, "q=Quinn%20canada").await, [quinn.as_str()]);
     assert_eq!(found(&s, &ann_token, "q=Quinn%20ship").await, Vec::<String>::new());
+    // A message is found as soon as it is acknowledged, nothing written
+    // between (SQLite's writer indexes in passes; a search asks for one).
+    let ack = paul_socket.say(Some(&paul), "m-late", "Any news from Zanzibar?").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(found(&s, &ann_token, "q=zanzibar").await, [paul.as_str()]);
 
     // What a result says.
     let (_, page) = s.get("/api/v1/search?q=ship%20Canada", Some(&ann_token)).await;

@@ -241,6 +241,15 @@ pub fn snippet(body: &str, words: &[String]) -> String {
 
 impl SqliteStore {
     pub(super) async fn find_chats(&self, site_id: &str, search: ChatSearch) -> Result<Vec<ChatHit>> {
+        if !search.words.is_empty() {
+            // The writer indexes messages in passes, and makes one before
+            // any write: after this one, every message acknowledged before
+            // the search is in the index. A writer that cannot write now
+            // still lets the search find every message of the last pass.
+            if let Err(e) = self.write(|_| Ok(())).await {
+                tracing::warn!(error = ?e, "searching without the messages since the index's last pass");
+            }
+        }
         let site_id = site_id.to_owned();
         self.read(move |c| {
             let (sql, mut args) = search.sql(Dialect::Sqlite);

@@ -44,6 +44,9 @@ const MAX_BATCH: usize = 1024;
 /// (one unit, between two batches), so a writer that is never idle still
 /// makes progress on it.
 const BACKGROUND_WAITS_AT_MOST: Duration = Duration::from_millis(500);
+/// Writes the search index lets wait before a commit brings it up to date
+/// ([`SearchIndex`]).
+const INDEX_EVERY: usize = 2048;
 /// Conversations the writer keeps cached; past this, it evicts the least
 /// recently used.
 const MAX_CACHED: usize = 200_000;
@@ -314,12 +317,13 @@ pub(super) fn spawn(db: &Path) -> Result<mpsc::Sender<Job>> {
     .map_err(sql)?;
     conn.set_prepared_statement_cache_capacity(64);
     super::sqlite::plan_once(&conn)?;
+    let index = SearchIndex::open(&conn).map_err(sql)?;
     let checkpointer = spawn_checkpointer(db)?;
     let (tx, rx) = mpsc::channel(8192);
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
-            run(conn, rx);
+            run(conn, index, rx);
             // The writer is gone: the checkpointer makes a last pass and stops.
             drop(checkpointer);
         })
@@ -360,7 +364,7 @@ fn spawn_checkpointer(db: &Path) -> Result<std::sync::mpsc::Sender<()>> {
     Ok(stop)
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn run(conn: Connection, mut index: SearchIndex, mut rx: mpsc::Receiver<Job>) {
     use tokio::sync::mpsc::error::TryRecvError;
     let mut cache = Cache::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -374,7 +378,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             Ok(job) => job,
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) => match background.pop_front() {
-                Some((_, exec)) => match run_background(&conn, &mut cache, exec) {
+                Some((_, exec)) => match run_background(&conn, &mut cache, &mut index, exec) {
                     Ok(()) => continue,
                     Err(e) => break stopped(e),
                 },
@@ -399,7 +403,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             continue;
         }
         cache.start_batch();
-        match apply_batch(&conn, &mut cache, &mut batch, std::mem::take(&mut spare)) {
+        match apply_batch(&conn, &mut cache, &mut index, &mut batch, std::mem::take(&mut spare)) {
             Ok(mut outcomes) => {
                 metrics::histogram!("holdfast_store_batch_size").record(batch.len() as f64);
                 for (job, outcome) in batch.drain(..).zip(outcomes.drain(..)) {
@@ -418,7 +422,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                         (Job::Ran, Some(Outcome::Exec(reply))) => reply(Err(err.to_string())),
                         (job, _) => {
                             let mut alone = vec![job];
-                            match apply_batch(&conn, &mut cache, &mut alone, Vec::new()) {
+                            match apply_batch(&conn, &mut cache, &mut index, &mut alone, Vec::new()) {
                                 Ok(mut o) => match o.pop() {
                                     Some(outcome) => answer(alone.remove(0), outcome, Ok(())),
                                     None => fail(alone.remove(0), "no result".into()),
@@ -435,7 +439,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
         }
         if background.front().is_some_and(|(since, _)| since.elapsed() >= BACKGROUND_WAITS_AT_MOST)
             && let Some((_, exec)) = background.pop_front()
-            && let Err(e) = run_background(&conn, &mut cache, exec)
+            && let Err(e) = run_background(&conn, &mut cache, &mut index, exec)
         {
             break stopped(e);
         }
@@ -446,12 +450,12 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
 /// waiting for the disk (WAL with `synchronous = NORMAL`: the database stays
 /// consistent across a power cut, which may undo this unit; the next chat
 /// commit's `fsync` covers it).
-fn run_background(conn: &Connection, cache: &mut Cache, exec: Exec) -> rusqlite::Result<()> {
+fn run_background(conn: &Connection, cache: &mut Cache, index: &mut SearchIndex, exec: Exec) -> rusqlite::Result<()> {
     if let Err(e) = conn.execute_batch("PRAGMA synchronous = NORMAL") {
         tracing::warn!(error = %e, "the writer cannot commit background work without fsync; it waits for the disk");
     }
     let mut one = [Job::Exec(exec)];
-    match apply_batch(conn, cache, &mut one, Vec::new()) {
+    match apply_batch(conn, cache, index, &mut one, Vec::new()) {
         Ok(mut outcomes) => match outcomes.pop() {
             Some(Outcome::Exec(reply)) => reply(Ok(())),
             _ => tracing::warn!("a background unit ran without an answer"),
@@ -497,6 +501,7 @@ fn fail(job: Job, err: String) {
 fn apply_batch(
     conn: &Connection,
     cache: &mut Cache,
+    index: &mut SearchIndex,
     batch: &mut [Job],
     mut outcomes: Vec<Outcome>,
 ) -> std::result::Result<Vec<Outcome>, (rusqlite::Error, Vec<Outcome>)> {
@@ -505,13 +510,8 @@ fn apply_batch(
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         return Err((e, outcomes));
     }
-    let mut indexed = match newest_event(conn) {
-        Ok(rowid) => rowid,
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err((e, outcomes));
-        }
-    };
+    // Where the index stood, for a batch rolled back.
+    let before = *index;
     let now = now_ms();
     let mut sites = SiteHooks::default();
     if batch.iter().any(|job| matches!(job, Job::Change(_))) {
@@ -520,17 +520,18 @@ fn apply_batch(
     for job in batch.iter_mut() {
         let ran = match std::mem::replace(job, Job::Ran) {
             Job::Change(p) => {
+                index.waiting += 1;
                 let applied = apply_one(conn, cache, &mut sites, &p, now).map(Outcome::Change);
                 *job = Job::Change(p);
                 applied
             }
-            // An erasure may change a message this commit wrote: it must be
+            // An erasure may change any message not yet indexed: it must be
             // in the index first, for the index to forget its old words.
             // Any write may change a site's webhooks: read them again after.
             Job::Exec(exec) | Job::Background(exec) => {
                 sites.forget();
-                index_new_messages(conn, indexed).and_then(|()| newest_event(conn)).and_then(|newest| {
-                    indexed = newest;
+                index.catch_up(conn).and_then(|()| {
+                    index.waiting += 1; // it may write messages
                     run_exec(conn, exec)
                 })
             }
@@ -541,16 +542,68 @@ fn apply_batch(
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
                 cache.clear(); // it may hold rows of the rolled-back changes
+                *index = before;
                 return Err((e, outcomes));
             }
         }
     }
-    if let Err(e) = index_new_messages(conn, indexed).and_then(|()| conn.execute_batch("COMMIT")) {
+    let indexed = if index.waiting >= INDEX_EVERY { index.catch_up(conn) } else { Ok(()) };
+    if let Err(e) = indexed.and_then(|()| conn.execute_batch("COMMIT")) {
         let _ = conn.execute_batch("ROLLBACK");
         cache.clear();
+        *index = before;
         return Err((e, outcomes));
     }
     Ok(outcomes)
+}
+
+/// Where the search index stands. Its words are written in passes, each
+/// taking every message written since the last: a pass at every commit
+/// cost FTS5 a segment for each, merged again and again
+/// (`examples/event_layouts.rs`: 0.91x the writer's CPU a message in
+/// passes of 64 commits, at a million rows). A pass runs before any write
+/// but a chat change (an erasure must find the words it takes out), and
+/// at the commit that finds [`INDEX_EVERY`] writes waiting. A search asks
+/// the writer for a write first (`SqliteStore::find_chats`), so it finds
+/// every message acknowledged before it; after a crash, the writer's start
+/// makes the pass the crash left undone.
+#[derive(Debug, Clone, Copy, Default)]
+struct SearchIndex {
+    /// Every event up to this rowid is in the index, or is no message
+    /// with words.
+    indexed: i64,
+    /// Writes since the last pass.
+    waiting: usize,
+}
+
+impl SearchIndex {
+    /// The index of `conn`'s database, brought up to date. Its newest
+    /// message marks the last pass: a pass takes every message since the
+    /// one before, and events are never renumbered, so every message after
+    /// the newest the index holds was written since (one taken out again
+    /// since, erased or deleted, leaves none of its words).
+    fn open(conn: &Connection) -> rusqlite::Result<SearchIndex> {
+        let newest: i64 =
+            conn.query_row("SELECT coalesce(max(id), 0) FROM message_search_docsize", [], |r| r.get(0))?;
+        let mut index = SearchIndex { indexed: newest, waiting: 0 };
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        match index.catch_up(conn).and_then(|()| conn.execute_batch("COMMIT")) {
+            Ok(()) => Ok(index),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// A pass: every message written since the last into the index, in
+    /// the open transaction.
+    fn catch_up(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        index_new_messages(conn, self.indexed)?;
+        self.indexed = newest_event(conn)?;
+        self.waiting = 0;
+        Ok(())
+    }
 }
 
 /// The rowid of the newest event (0 for none): every event a commit writes
@@ -560,10 +613,9 @@ fn newest_event(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// Put the messages written since the event `indexed` into the search
-/// index, in one statement. Run at the end of each commit, and before any
-/// write but a chat change
-/// (migration 0044: FTS5 writes a segment at every savepoint, so a message
-/// indexed as it was written cost a segment each). A message's words are
+/// index, in one statement ([`SearchIndex`]; migration 0044: FTS5 writes
+/// a segment at every savepoint, so a message indexed as it was written
+/// cost a segment each). A message's words are
 /// its body, then its files' names: the same text as migration 0032's
 /// update trigger makes, which must match it to take a message's words
 /// out of the contentless index. A message whose data cannot hold files
@@ -1398,33 +1450,106 @@ mod tests {
         .collect()
     }
 
-    #[test]
-    fn a_commits_messages_are_indexed_at_its_end_and_an_erasure_in_it_forgets_them() {
-        let conn = database();
-        let mut cache = Cache::new();
-        let erase_second: Exec = Box::new(|conn| {
+    /// Erase `c1`'s message `seq`, as a write of a batch.
+    fn erasing(seq: i64) -> Job {
+        Job::Exec(Box::new(move |conn| {
             let erased = conn.execute(
-                "UPDATE events SET body = NULL, data = '{\"erased\":true}' WHERE conversation_id = 'c1' AND seq = 2",
-                [],
+                "UPDATE events SET body = NULL, data = '{\"erased\":true}' WHERE conversation_id = 'c1' AND seq = ?1",
+                [seq],
             );
             (erased == Ok(1), Box::new(|_| {}))
-        });
-        let mut batch = vec![
-            message_job("m1", "apple harbour"),
-            message_job("m2", "banana harbour"),
-            Job::Exec(erase_second),
-            message_job("m3", "cherry harbour"),
-        ];
-        let outcomes = apply_batch(&conn, &mut cache, &mut batch, Vec::new()).map_err(|(e, _)| e).unwrap();
-        assert_eq!(outcomes.len(), 4);
-        assert_eq!(found(&conn, "harbour"), [1, 3], "the erased message is not found, the others are, once each");
-        assert_eq!(found(&conn, "banana"), Vec::<i64>::new());
-        assert_eq!((found(&conn, "apple"), found(&conn, "cherry")), (vec![1], vec![3]));
-        // A later commit indexes only its own messages.
-        let mut next = vec![message_job("m4", "harbour again")];
-        apply_batch(&conn, &mut cache, &mut next, Vec::new()).map_err(|(e, _)| e).unwrap();
-        assert_eq!(found(&conn, "harbour"), [1, 3, 4]);
+        }))
+    }
+
+    fn commit(conn: &Connection, cache: &mut Cache, index: &mut SearchIndex, mut batch: Vec<Job>) {
+        apply_batch(conn, cache, index, &mut batch, Vec::new()).map_err(|(e, _)| e).unwrap();
+    }
+
+    fn index_is_sound(conn: &Connection) {
         conn.execute("INSERT INTO message_search (message_search) VALUES ('integrity-check')", []).unwrap();
+    }
+
+    #[test]
+    fn messages_wait_for_the_index_until_a_write_and_an_erasure_after_them_forgets_them() {
+        let conn = database();
+        let (mut cache, mut index) = (Cache::new(), SearchIndex::default());
+        commit(
+            &conn,
+            &mut cache,
+            &mut index,
+            vec![
+                message_job("m1", "apple harbour"),
+                message_job("m2", "banana harbour"),
+                erasing(2),
+                message_job("m3", "cherry harbour"),
+            ],
+        );
+        // The write made a pass first, so the erasure took the words out.
+        assert_eq!(found(&conn, "harbour"), [1], "the erased message is not found, the one after waits");
+        assert_eq!(found(&conn, "banana"), Vec::<i64>::new());
+        commit(&conn, &mut cache, &mut index, vec![message_job("m4", "harbour again")]);
+        assert_eq!(found(&conn, "harbour"), [1], "chat changes alone make no pass");
+        // A write with nothing to do (as a search asks for) makes one.
+        commit(&conn, &mut cache, &mut index, vec![writing("UPDATE conversations SET group_id = 'g' WHERE id = 'c1'")]);
+        assert_eq!(found(&conn, "harbour"), [1, 3, 4], "each message once");
+        assert_eq!((found(&conn, "apple"), found(&conn, "cherry")), (vec![1], vec![3]));
+        index_is_sound(&conn);
+    }
+
+    #[test]
+    fn the_commit_that_finds_enough_writes_waiting_makes_a_pass() {
+        let conn = database();
+        let (mut cache, mut index) = (Cache::new(), SearchIndex::default());
+        commit(&conn, &mut cache, &mut index, vec![message_job("m1", "first harbour")]);
+        index.waiting = INDEX_EVERY - 2;
+        commit(&conn, &mut cache, &mut index, vec![message_job("m2", "second harbour")]);
+        assert_eq!(found(&conn, "harbour"), Vec::<i64>::new(), "one short");
+        commit(&conn, &mut cache, &mut index, vec![message_job("m3", "third harbour")]);
+        assert_eq!(found(&conn, "harbour"), [1, 2, 3]);
+        assert_eq!(index.waiting, 0);
+        index_is_sound(&conn);
+    }
+
+    #[test]
+    fn a_batch_rolled_back_leaves_the_index_where_it_stood() {
+        let conn = database();
+        let (mut cache, mut index) = (Cache::new(), SearchIndex::default());
+        commit(&conn, &mut cache, &mut index, vec![message_job("m1", "kept harbour")]);
+        let before = (index.indexed, index.waiting);
+        // A write that makes a pass, then fails the whole batch (its
+        // transaction gone, its savepoint cannot be released).
+        let mut failing = vec![
+            message_job("m2", "lost harbour"),
+            Job::Exec(Box::new(|conn| {
+                conn.execute_batch("ROLLBACK").unwrap();
+                (true, Box::new(|_| {}))
+            })),
+        ];
+        assert!(apply_batch(&conn, &mut cache, &mut index, &mut failing, Vec::new()).is_err());
+        assert_eq!((index.indexed, index.waiting), before, "the pass it made was rolled back with it");
+        commit(&conn, &mut cache, &mut index, vec![writing("UPDATE conversations SET group_id = 'g' WHERE id = 'c1'")]);
+        assert_eq!(found(&conn, "harbour"), [1]);
+        index_is_sound(&conn);
+    }
+
+    #[test]
+    fn a_writer_started_after_a_crash_indexes_what_the_last_pass_left_once() {
+        let conn = database();
+        let (mut cache, mut index) = (Cache::new(), SearchIndex::default());
+        commit(&conn, &mut cache, &mut index, vec![message_job("m1", "one harbour"), message_job("m2", "two harbour")]);
+        commit(&conn, &mut cache, &mut index, vec![message_job("m3", "three harbour"), erasing(3)]);
+        // Messages 1 and 2 in the index, 3 erased in it (the newest it
+        // held), then more messages, and a crash before the next pass.
+        commit(&conn, &mut cache, &mut index, vec![message_job("m4", "four harbour"), message_job("m5", "five")]);
+        assert_eq!(found(&conn, "harbour"), [1, 2]);
+        let started = SearchIndex::open(&conn).unwrap();
+        assert_eq!(found(&conn, "harbour"), [1, 2, 4], "what waited is found, once, and the erased is not");
+        assert_eq!(found(&conn, "five"), [5]);
+        assert_eq!(started.indexed, newest_event(&conn).unwrap());
+        // Started again with nothing waiting, it adds nothing.
+        SearchIndex::open(&conn).unwrap();
+        assert_eq!(found(&conn, "harbour"), [1, 2, 4]);
+        index_is_sound(&conn);
     }
 
     /// A write in the batch that runs `sql` and must change one row.
@@ -1447,7 +1572,9 @@ mod tests {
             writing("UPDATE webhook_endpoints SET enabled = 0 WHERE id = 'e1'"),
             message_job("m4", "after it is off"),
         ];
-        let outcomes = apply_batch(&conn, &mut cache, &mut batch, Vec::new()).map_err(|(e, _)| e).unwrap();
+        let outcomes = apply_batch(&conn, &mut cache, &mut SearchIndex::default(), &mut batch, Vec::new())
+            .map_err(|(e, _)| e)
+            .unwrap();
         assert_eq!(outcomes.len(), 6);
         let seqs: Vec<i64> = conn
             .prepare(
