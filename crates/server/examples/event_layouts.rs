@@ -31,7 +31,7 @@
 //! to date every N commits instead of at each (or never).
 //!
 //! ```sh
-//! cargo run --release -p holdfast-server --example event_layouts -- [--commits 1000] [--per-commit 130] [--conversations 500] [--page-sizes 4096,1024] [--schema]
+//! cargo run --release -p holdfast-server --example event_layouts -- [--commits 1000] [--per-commit 130] [--conversations 500] [--page-sizes 4096,1024] [--schema [--variants NAME,…]]
 //! ```
 
 use std::time::Instant;
