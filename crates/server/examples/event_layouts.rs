@@ -26,9 +26,10 @@
 //! before migration 0048 (any trigger makes each insert keep a statement
 //! journal), without them (today, for an open chat), or with the writer
 //! keeping the facts by a statement of its own (today, for a chat that
-//! has them); today's open chat with foreign keys enforced, as the
-//! server's writer runs; and that one with the search index brought up
-//! to date every N commits instead of at each (or never).
+//! has them); an open chat with the events' foreign key enforced, as the
+//! server's writer ran it before migration 0049; and that one with the
+//! search index brought up to date every N commits instead of at each (or
+//! never).
 //!
 //! ```sh
 //! cargo run --release -p holdfast-server --example event_layouts -- [--commits 1000] [--per-commit 130] [--conversations 500] [--page-sizes 4096,1024] [--schema [--variants NAME,…]]
@@ -254,8 +255,9 @@ struct Schema {
     /// The `author_kind` check as an `IN` list, as before migration 0047.
     check_in_list: bool,
     facts: Facts,
-    /// `PRAGMA foreign_keys = ON`, as the server's writer runs: each
-    /// event's conversation is looked up in `conversations`.
+    /// The events' foreign key to `conversations`, as before migration
+    /// 0049, and `PRAGMA foreign_keys = ON`, as the server's writer runs:
+    /// each event's conversation is looked up in `conversations`.
     foreign_keys: bool,
     /// The search index is brought up to date every this many commits (at
     /// each, as the writer has until now; 0: never).
@@ -295,6 +297,24 @@ impl Schema {
 const CHECK_IN: &str = "CHECK (author_kind IN ('visitor', 'agent', 'system'))";
 const CHECK_COMPARES: &str = "CHECK (author_kind = 'visitor' OR author_kind = 'agent' OR author_kind = 'system')";
 
+const WITH_KEY: &str = "conversation_id TEXT NOT NULL REFERENCES conversations(id),";
+const WITHOUT_KEY: &str = "conversation_id TEXT NOT NULL,";
+
+/// Change the events' table's text in the schema from `from` to `to`, as
+/// it was before a migration changed it.
+fn edit_events(conn: &Connection, from: &str, to: &str) -> anyhow::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA writable_schema = ON")?;
+    conn.execute(
+        "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2) WHERE type = 'table' AND name = 'events'",
+        [from, to],
+    )?;
+    conn.execute_batch(&format!("PRAGMA schema_version = {}; PRAGMA writable_schema = RESET;", version + 1))?;
+    let sql: String = conn.query_row("SELECT sql FROM sqlite_schema WHERE name = 'events'", [], |r| r.get(0))?;
+    anyhow::ensure!(sql.contains(to), "the events' text was not changed to {to:?}: {sql}");
+    Ok(())
+}
+
 /// A fresh database with every migration of `migrations/sqlite`, in order,
 /// changed as `schema` says, and `load`'s conversations in it.
 fn migrated(path: &std::path::Path, schema: Schema, load: &Load) -> anyhow::Result<Connection> {
@@ -311,15 +331,11 @@ fn migrated(path: &std::path::Path, schema: Schema, load: &Load) -> anyhow::Resu
     }
     if schema.check_in_list {
         // The check's text back as it was, as migration 0047 changes it.
-        let version: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
-        conn.execute_batch("PRAGMA writable_schema = ON")?;
-        conn.execute(
-            "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2) WHERE type = 'table' AND name = 'events'",
-            [CHECK_COMPARES, CHECK_IN],
-        )?;
-        conn.execute_batch(&format!("PRAGMA schema_version = {}; PRAGMA writable_schema = RESET;", version + 1))?;
-        let sql: String = conn.query_row("SELECT sql FROM sqlite_schema WHERE name = 'events'", [], |r| r.get(0))?;
-        anyhow::ensure!(sql.contains(CHECK_IN), "the events' check was not found: {sql}");
+        edit_events(&conn, CHECK_COMPARES, CHECK_IN)?;
+    }
+    if schema.foreign_keys {
+        // The foreign key back, as migration 0049 takes it out.
+        edit_events(&conn, WITHOUT_KEY, WITH_KEY)?;
     }
     if schema.facts == Facts::Triggers {
         conn.execute_batch(&facts_triggers(&dir)?)?;

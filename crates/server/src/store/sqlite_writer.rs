@@ -1053,18 +1053,25 @@ mod tests {
         assert!(again.is_err(), "a second event with the same (conversation, seq) is refused");
     }
 
+    /// A database file with every migration before `version`, and two
+    /// connections to it: one to run the migration, and one opened before.
+    fn migrated_before(version: i64) -> (tempfile::TempDir, Connection, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let conn = Connection::open(&path).unwrap();
+        for sql in migrations_where(|v| v < version) {
+            conn.execute_batch(sql).unwrap();
+        }
+        let other = Connection::open(&path).unwrap();
+        (dir, conn, other)
+    }
+
     /// Migration 0047: the checks every message and chat meets in the
     /// writer build no b-tree per row, allow exactly what they allowed,
     /// and a connection opened before the migration reads them again.
     #[test]
     fn the_checks_on_the_chat_path_are_comparisons_with_the_same_rules() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("chat.db");
-        let conn = Connection::open(&path).unwrap();
-        for sql in migrations_where(|v| v < 47) {
-            conn.execute_batch(sql).unwrap();
-        }
-        let other = Connection::open(&path).unwrap();
+        let (_dir, conn, other) = migrated_before(47);
         let insert_conversation = "INSERT INTO conversations (id, site_id, visitor_id, group_id, status, created_at) \
              VALUES (?1, 's', 'v', 'g', ?2, 0)";
         let insert_event = "INSERT INTO events (conversation_id, seq, id, kind, author_kind, created_at) \
@@ -1097,6 +1104,58 @@ mod tests {
         }
         let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
         assert_eq!(check, "ok");
+    }
+
+    /// Migration 0049: with foreign keys on, as the writer runs, an event's
+    /// insert no longer looks its conversation up, for the migrating
+    /// connection and one opened before; every other rule of the table
+    /// stands, and so do the foreign keys of the other tables.
+    #[test]
+    fn an_event_no_longer_looks_its_conversation_up() {
+        let (_dir, conn, other) = migrated_before(49);
+        let insert_event = "INSERT INTO events (conversation_id, seq, id, kind, author_kind, created_at) \
+             VALUES (?1, ?2, ?2, 'message', 'visitor', 0)";
+        let checks_a_key = |c: &Connection| -> bool {
+            c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+            let mut explain = c.prepare(&format!("EXPLAIN {insert_event}")).unwrap();
+            // A key not found halts the insert with SQLITE_CONSTRAINT_FOREIGNKEY.
+            let halts: Vec<(String, i32)> = explain
+                .query_map(params![None::<String>, 0], |r| Ok((r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            halts.iter().any(|(op, code)| op == "Halt" && *code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+        };
+        assert!(checks_a_key(&other), "before 0049 the insert checks its conversation");
+        for sql in migrations_where(|v| v == 49) {
+            conn.execute_batch(sql).unwrap();
+        }
+        for (c, name) in [(&conn, "the migrating connection"), (&other, "a connection opened before")] {
+            let keys: i64 =
+                c.query_row("SELECT count(*) FROM pragma_foreign_key_list('events')", [], |r| r.get(0)).unwrap();
+            assert_eq!(keys, 0, "{name}");
+            let kept: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM pragma_foreign_key_list('ratings') WHERE \"table\" = 'conversations'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(kept, 1, "{name}: the other tables keep theirs");
+            // Foreign keys on, as the writer runs: chat `c` does not exist.
+            c.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM events").unwrap();
+            c.execute(insert_event, params!["c", 1]).unwrap();
+            let refused = c.execute(insert_event, params!["c", 1]).unwrap_err();
+            assert!(refused.to_string().contains("UNIQUE constraint failed"), "{name}: {refused}");
+            let refused = c.execute(insert_event, params![None::<String>, 2]).unwrap_err();
+            assert!(refused.to_string().contains("NOT NULL constraint failed"), "{name}: {refused}");
+            // After a statement has run, so that the schema was read again.
+            assert!(!checks_a_key(c), "{name}: an event's insert checks no key");
+        }
+        let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(check, "ok");
+        let keys: i64 = conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(keys, 0, "the other tables' keys still hold");
     }
 
     /// A chat's facts for reports as its row has them: first visitor
