@@ -20,8 +20,10 @@ const INCIDENT_STATES = [
 ];
 const label = (pairs, value) => (pairs.find(([v]) => v === value) || [value, value])[1];
 
-/** Fill `root` with the status page's administration. */
-export async function renderStatus(root, ui) {
+/** Fill `root` with the status page's administration. What was typed in
+ * its forms stays through the render after an action, but in the form
+ * `sent`, which starts empty again. */
+export async function renderStatus(root, ui, sent = null) {
   const { api, h } = ui;
   const [{ components }, { incidents, scheduled_maintenances: maintenances }, { monitors }] = await Promise.all([
     api("/api/v1/status/components"),
@@ -29,10 +31,11 @@ export async function renderStatus(root, ui) {
     api("/api/v1/status/monitors"),
   ]);
   // Whether the page was shown again (a failure is said in the toast).
-  const reload = () => renderStatus(root, ui).then(() => true, (e) => (ui.toast(e.message), false));
+  const reload = (form) => renderStatus(root, ui, form).then(() => true, (e) => (ui.toast(e.message), false));
   const ctx = { ...ui, components, reload };
   const open = incidents.filter((i) => i.status !== "resolved");
   const upcoming = maintenances.filter((m) => m.status !== "completed");
+  const typed = typedFields(root, sent);
   root.replaceChildren(
     h("p", {}, "What visitors read at ", h("a", { href: "/status", target: "_blank", rel: "noopener" }, "/status"), "."),
     section(h, "s-components", "Components", componentTable(ctx), componentForm(ctx)),
@@ -40,6 +43,30 @@ export async function renderStatus(root, ui) {
     section(h, "s-maint", "Maintenances", upcoming.length ? h("ul", { id: "s-upcoming" }, ...upcoming.map((m) => maintenanceItem(ctx, m))) : h("p", {}, "None scheduled."), maintenanceForm(ctx)),
     section(h, "s-monitors", "Monitors", monitorTable(ctx, monitors), monitorForm(ctx)),
   );
+  for (const [key, field] of formFields(root)) {
+    if (!typed.has(key)) continue;
+    const kept = typed.get(key);
+    if (field.type === "checkbox") field.checked = kept;
+    else if (field.tagName !== "SELECT" || [...field.options].some((o) => o.value === kept)) field.value = kept;
+  }
+}
+
+/** The fields of `root`'s forms, keyed by their label (and its count, for
+ * a label met twice). The tables' own controls show the server's state,
+ * not what someone typed, so they are not among them. */
+function formFields(root) {
+  const seen = new Map();
+  return [...root.querySelectorAll("form [aria-label]")].map((field) => {
+    const label = field.getAttribute("aria-label");
+    seen.set(label, (seen.get(label) || 0) + 1);
+    return [`${label}#${seen.get(label)}`, field];
+  });
+}
+
+/** What was typed or ticked in `root`'s forms, but in `sent`'s. */
+function typedFields(root, sent) {
+  const kept = formFields(root).filter(([, field]) => !sent || !sent.contains(field));
+  return new Map(kept.map(([key, field]) => [key, field.type === "checkbox" ? field.checked : field.value]));
 }
 
 function section(h, id, title, ...body) {
@@ -55,14 +82,14 @@ function choice(h, pairs, value, props = {}) {
 
 /** Run `call`, show the page again, then say so: what the toast confirms
  * is on screen. Errors are shown, not thrown. */
-async function act(ctx, call, done) {
+async function act(ctx, call, done, sent = null) {
   try {
     await call();
   } catch (e) {
     ctx.toast(e.message);
     return;
   }
-  if (await ctx.reload()) ctx.toast(done);
+  if (await ctx.reload(sent)) ctx.toast(done);
 }
 
 function componentTable(ctx) {
@@ -86,7 +113,7 @@ function componentForm(ctx) {
   return h("form", { class: "grid", onsubmit: (e) => {
     e.preventDefault();
     const body = { name: name.value, group: group.value.trim() || null };
-    act(ctx, () => ctx.post("/api/v1/status/components", body), "Component added");
+    act(ctx, () => ctx.post("/api/v1/status/components", body), "Component added", e.target);
   } }, h("label", {}, "Name ", name), h("label", {}, "Group ", group), h("button", { type: "submit" }, "Add component"));
 }
 
@@ -111,7 +138,7 @@ function incidentForm(ctx) {
   return h("form", { id: "s-incident-form", onsubmit: (e) => {
     e.preventDefault();
     const body = { name: name.value, status: status.value, message: message.value, components: picks.value() };
-    act(ctx, () => ctx.post("/api/v1/status/incidents", body), "Incident opened");
+    act(ctx, () => ctx.post("/api/v1/status/incidents", body), "Incident opened", e.target);
   } }, h("h3", {}, "Open an incident"), h("div", { class: "grid" }, h("label", {}, "Name ", name), h("label", {}, "State ", status)),
   h("label", {}, "Message ", message), picks.el, h("button", { type: "submit" }, "Open incident"));
 }
@@ -127,7 +154,7 @@ function incidentItem(ctx, incident) {
   const message = h("input", { required: true, maxlength: "5000", "aria-label": `Update to ${incident.name}` });
   const post = h("form", { class: "inline", onsubmit: (e) => {
     e.preventDefault();
-    act(ctx, () => ctx.post(`/api/v1/status/incidents/${incident.id}/updates`, { status: status.value, message: message.value }), "Update posted");
+    act(ctx, () => ctx.post(`/api/v1/status/incidents/${incident.id}/updates`, { status: status.value, message: message.value }), "Update posted", e.target);
   } }, status, " ", message, " ", h("button", { type: "submit" }, "Post update"));
   const resolve = h("button", { type: "button", onclick: () => {
     const words = message.value.trim() || "This incident has been resolved.";
@@ -161,7 +188,7 @@ function maintenanceForm(ctx) {
     // The browser's local time, sent as UTC.
     const body = { name: name.value, message: message.value, components: picks.value(),
       scheduled_for: new Date(from.value).toISOString(), scheduled_until: new Date(until.value).toISOString() };
-    act(ctx, () => ctx.post("/api/v1/status/maintenances", body), "Maintenance scheduled");
+    act(ctx, () => ctx.post("/api/v1/status/maintenances", body), "Maintenance scheduled", e.target);
   } }, h("h3", {}, "Schedule a maintenance"), h("div", { class: "grid" }, h("label", {}, "Name ", name), h("label", {}, "Starts ", from), h("label", {}, "Ends ", until)),
   h("label", {}, "Message ", message), picks.el, h("button", { type: "submit" }, "Schedule"));
 }
@@ -191,6 +218,6 @@ function monitorForm(ctx) {
   return h("form", { id: "s-monitor-form", class: "grid", onsubmit: (e) => {
     e.preventDefault();
     const body = { name: name.value, url: url.value, component: component.value, interval_ms: Number(every.value) * 1000 };
-    act(ctx, () => ctx.post("/api/v1/status/monitors", body), "Monitor added");
+    act(ctx, () => ctx.post("/api/v1/status/monitors", body), "Monitor added", e.target);
   } }, h("label", {}, "Name ", name), h("label", {}, "Target ", url), h("label", {}, "Component ", component), h("label", {}, "Every (s) ", every), h("button", { type: "submit" }, "Add monitor"));
 }

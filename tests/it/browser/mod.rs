@@ -563,6 +563,8 @@ async fn an_operator_runs_the_status_page_from_the_console() {
     b.click_on(&labelled("Incident affects Chat widget")).await;
     b.click_on("document.querySelector('#s-incident-form button[type=submit]')").await;
     b.wait_for("return document.querySelectorAll('#s-open li.incident').length === 1", LONG).await;
+    let sent = b.exec(&format!("return {}.value", labelled("Incident name")), vec![]).await;
+    assert_eq!(sent, "", "the form just sent starts empty");
     let open = public("/api/v2/incidents/unresolved.json").await;
     assert_eq!(open["incidents"][0]["name"], HOSTILE_SITE, "{open}");
     assert_eq!(open["incidents"][0]["status"], "investigating");
@@ -594,7 +596,10 @@ async fn an_operator_runs_the_status_page_from_the_console() {
     let widget = components["components"].as_array().unwrap().iter().find(|c| c["name"] == "Chat widget").unwrap();
     assert_eq!(widget["status"], "operational", "resolving restores the component: {widget}");
 
-    // A component's state set by hand.
+    // A component's state set by hand, while a maintenance is half typed:
+    // what was typed stays through the page's render after the change.
+    let maintenance = b.el(&labelled("Maintenance name")).await;
+    b.type_text(&maintenance, "Database ").await;
     b.exec(
         "const s = document.querySelector('#status-view [aria-label=\"State of Website\"]'); \
          s.value = 'degraded_performance'; s.dispatchEvent(new Event('change')); return 1",
@@ -610,10 +615,12 @@ async fn an_operator_runs_the_status_page_from_the_console() {
     let components = public("/api/v2/components.json").await;
     let website = components["components"].as_array().unwrap().iter().find(|c| c["name"] == "Website").unwrap();
     assert_eq!(website["status"], "degraded_performance", "{website}");
+    let kept = b.exec(&format!("return {}.value", labelled("Maintenance name")), vec![]).await;
+    assert_eq!(kept, "Database ", "a half-typed field outlives another action");
 
     // A maintenance, scheduled in the browser's local time.
     let maintenance = b.el(&labelled("Maintenance name")).await;
-    b.type_text(&maintenance, "Database upgrade").await;
+    b.type_text(&maintenance, "upgrade").await;
     b.exec(
         "document.querySelector('#status-view [aria-label=\"Starts\"]').value = '2031-01-05T10:00'; \
          document.querySelector('#status-view [aria-label=\"Ends\"]').value = '2031-01-05T11:30'; return 1",
@@ -625,6 +632,8 @@ async fn an_operator_runs_the_status_page_from_the_console() {
     b.click_on(&labelled("Maintenance affects Agent login")).await;
     b.click_on("document.querySelector('#s-maint-form button[type=submit]')").await;
     b.wait_for("return document.querySelectorAll('#s-upcoming > li').length === 1", LONG).await;
+    let sent = b.exec(&format!("return {}.value", labelled("Maintenance name")), vec![]).await;
+    assert_eq!(sent, "", "the form just sent starts empty");
     let upcoming = public("/api/v2/scheduled-maintenances/upcoming.json").await;
     let m = &upcoming["scheduled_maintenances"][0];
     assert_eq!(m["name"], "Database upgrade", "{upcoming}");
