@@ -43,12 +43,7 @@ export async function renderStatus(root, ui, sent = null) {
     section(h, "s-maint", "Maintenances", upcoming.length ? h("ul", { id: "s-upcoming" }, ...upcoming.map((m) => maintenanceItem(ctx, m))) : h("p", {}, "None scheduled."), maintenanceForm(ctx)),
     section(h, "s-monitors", "Monitors", monitorTable(ctx, monitors), monitorForm(ctx)),
   );
-  for (const [key, field] of formFields(root)) {
-    if (!typed.has(key)) continue;
-    const kept = typed.get(key);
-    if (field.type === "checkbox") field.checked = kept;
-    else if (field.tagName !== "SELECT" || [...field.options].some((o) => o.value === kept)) field.value = kept;
-  }
+  putBack(root, typed);
 }
 
 /** The fields of `root`'s forms, keyed by their label (and its count, for
@@ -67,6 +62,17 @@ function formFields(root) {
 function typedFields(root, sent) {
   const kept = formFields(root).filter(([, field]) => !sent || !sent.contains(field));
   return new Map(kept.map(([key, field]) => [key, field.type === "checkbox" ? field.checked : field.value]));
+}
+
+/** Put `typed` (from `typedFields`) back into `root`'s new forms; a choice
+ * whose option is gone stays as the server made it. */
+function putBack(root, typed) {
+  for (const [key, field] of formFields(root)) {
+    if (!typed.has(key)) continue;
+    const kept = typed.get(key);
+    if (field.type === "checkbox") field.checked = kept;
+    else if (field.tagName !== "SELECT" || [...field.options].some((o) => o.value === kept)) field.value = kept;
+  }
 }
 
 function section(h, id, title, ...body) {

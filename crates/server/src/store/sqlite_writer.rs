@@ -587,14 +587,11 @@ impl SearchIndex {
             conn.query_row("SELECT coalesce(max(id), 0) FROM message_search_docsize", [], |r| r.get(0))?;
         // What the last run left unindexed is not known: one pass.
         let mut index = SearchIndex { indexed: newest, waiting: 1 };
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        match index.catch_up(conn).and_then(|()| conn.execute_batch("COMMIT")) {
-            Ok(()) => Ok(index),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+        // Rolled back if dropped before its commit.
+        let pass = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+        index.catch_up(&pass)?;
+        pass.commit()?;
+        Ok(index)
     }
 
     /// A pass: every message written since the last into the index, in
@@ -1513,6 +1510,12 @@ mod tests {
         .collect()
     }
 
+    /// A database with chat `c1` (`database`), and a writer's cache and
+    /// search index as at its start.
+    fn fresh_writer() -> (Connection, Cache, SearchIndex) {
+        (database(), Cache::new(), SearchIndex::default())
+    }
+
     /// Erase `c1`'s message `seq`, as a write of a batch.
     fn erasing(seq: i64) -> Job {
         Job::Exec(Box::new(move |conn| {
@@ -1539,8 +1542,7 @@ mod tests {
 
     #[test]
     fn messages_wait_for_the_index_until_a_write_and_an_erasure_after_them_forgets_them() {
-        let conn = database();
-        let (mut cache, mut index) = (Cache::new(), SearchIndex::default());
+        let (conn, mut cache, mut index) = fresh_writer();
         commit(
             &conn,
             &mut cache,
@@ -1566,8 +1568,7 @@ mod tests {
 
     #[test]
     fn the_commit_that_finds_enough_writes_waiting_makes_a_pass() {
-        let conn = database();
-        let (mut cache, mut index) = (Cache::new(), SearchIndex::default());
+        let (conn, mut cache, mut index) = fresh_writer();
         commit(&conn, &mut cache, &mut index, vec![message_job("m1", "first harbour")]);
         index.waiting = INDEX_EVERY - 2;
         commit(&conn, &mut cache, &mut index, vec![message_job("m2", "second harbour")]);
@@ -1580,8 +1581,7 @@ mod tests {
 
     #[test]
     fn a_batch_rolled_back_leaves_the_index_where_it_stood() {
-        let conn = database();
-        let (mut cache, mut index) = (Cache::new(), SearchIndex::default());
+        let (conn, mut cache, mut index) = fresh_writer();
         commit(&conn, &mut cache, &mut index, vec![message_job("m1", "kept harbour")]);
         let before = (index.indexed, index.waiting);
         // A write that makes a pass, then fails the whole batch (its
@@ -1602,8 +1602,7 @@ mod tests {
 
     #[test]
     fn a_writer_started_after_a_crash_indexes_what_the_last_pass_left_once() {
-        let conn = database();
-        let (mut cache, mut index) = (Cache::new(), SearchIndex::default());
+        let (conn, mut cache, mut index) = fresh_writer();
         commit(&conn, &mut cache, &mut index, vec![message_job("m1", "one harbour"), message_job("m2", "two harbour")]);
         commit(&conn, &mut cache, &mut index, vec![message_job("m3", "three harbour"), erasing(3)]);
         // Messages 1 and 2 in the index, 3 erased in it (the newest it
