@@ -151,6 +151,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "PostgreSQL group commits that failed on what one message may cause and were applied one message at a time.",
     ),
     (
+        "holdfast_store_writer_lingered_total",
+        Kind::Counter,
+        "Small batches the busy SQLite writer held up to a millisecond for more changes before committing.",
+    ),
+    (
         "holdfast_store_writer_cold_loads_total",
         Kind::Counter,
         "Conversations the SQLite writer read back into its cache (with their idempotency window).",
