@@ -114,6 +114,13 @@ pub struct ServeOpts {
     /// Seconds between plan service refreshes.
     #[arg(long, env = "HOLDFAST_PLAN_INTERVAL", default_value_t = 30)]
     pub plan_interval: u64,
+    /// Threads that run sockets and requests (the async runtime's workers).
+    /// Default: with SQLite, one per core but one, which the store's writer
+    /// thread keeps busy under load; with PostgreSQL, one per core. Password
+    /// hashing and other blocking work have threads of their own besides
+    /// (`docs/deploy.md`, "Sizing").
+    #[arg(long, env = "HOLDFAST_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
     /// Most sockets this node holds (default: the connections' soft limit,
     /// below the reserve).
     #[arg(long, env = "HOLDFAST_MAX_SOCKETS")]
@@ -194,6 +201,26 @@ pub struct ServeOpts {
     /// Enable /api/v1/ops/faults for rehearsals (never in production).
     #[arg(long, env = "HOLDFAST_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
+}
+
+impl Cli {
+    /// The async runtime's workers for `serve` (`--workers`); `None` for
+    /// tokio's default, one per core, which other commands take.
+    pub fn workers(&self) -> Option<usize> {
+        match &self.command {
+            Command::Serve { opts, data, .. } => match opts.workers {
+                Some(workers) => Some(usize::from(workers)),
+                // Measured on 2 cores: one worker beside the writer spent
+                // 0.96x the CPU a message of two (`docs/benchmarks.md`).
+                None if data.database_url.is_none() => {
+                    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+                    Some(cores.saturating_sub(1).max(1))
+                }
+                None => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 impl ServeOpts {

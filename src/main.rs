@@ -14,7 +14,12 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     // Before any TLS client exists (reqwest, lettre, the storm tools).
     holdfast_server::tls::install_crypto_provider();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(workers) = cli.workers() {
+        runtime.worker_threads(workers);
+    }
+    let runtime = match runtime.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("holdfast: cannot start the runtime: {e}");

@@ -3,13 +3,11 @@
 //! upload leaves no partial file behind.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 
 use serde_json::json;
 
 use crate::attachments::{png, sha};
-use crate::support::{Client, TestServer};
+use crate::support::{Client, TestServer, spawn_binary};
 
 #[tokio::test]
 async fn a_restart_keeps_messages_and_sessions() {
@@ -54,33 +52,6 @@ async fn a_restart_keeps_messages_and_sessions() {
     drop(tmp);
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start the real binary on a free port; returns it and its base URL.
-fn spawn_binary(dir: &std::path::Path) -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn holdfast");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a line").expect("utf-8");
-    let base = first.rsplit(' ').next().unwrap().to_owned();
-    assert!(base.starts_with("http://127.0.0.1:"), "unexpected banner {first:?}");
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), base)
-}
-
 #[tokio::test]
 async fn kill_9_loses_no_acknowledged_message() {
     let tmp = tempfile::tempdir().unwrap();
@@ -90,7 +61,7 @@ async fn kill_9_loses_no_acknowledged_message() {
     arrange.agent(&site, "k9@example.com", 5).await;
     arrange.stop().await;
 
-    let (proc1, base) = spawn_binary(tmp.path());
+    let (proc1, base) = spawn_binary(tmp.path(), &[]);
     let http = crate::support::http();
     let access = crate::support::login_at(&base, "k9@example.com").await;
     let (mut visitor, _) = crate::support::visitor_at(&base, &site.widget_key).await;
@@ -106,7 +77,7 @@ async fn kill_9_loses_no_acknowledged_message() {
     p.0.kill().unwrap();
     p.0.wait().unwrap();
 
-    let (_proc2, base2) = spawn_binary(tmp.path());
+    let (_proc2, base2) = spawn_binary(tmp.path(), &[]);
     let res = http
         .get(format!("{base2}/api/v1/conversations/{conv}/events?limit=1000"))
         .bearer_auth(&access)
@@ -179,7 +150,7 @@ async fn kill_9_in_the_middle_of_an_upload_leaves_no_partial_file() {
     let (spool, stored) = (tmp.path().join("attachments/tmp"), tmp.path().join("attachments"));
 
     // A visitor sends one whole file, then starts a 4 MB upload.
-    let (mut proc1, base) = spawn_binary(tmp.path());
+    let (mut proc1, base) = spawn_binary(tmp.path(), &[]);
     let (mut visitor, token) = crate::support::visitor_at(&base, &site.widget_key).await;
     let whole = png(300_000);
     let id = upload_at(&base, &token, whole.clone()).await;
@@ -210,7 +181,7 @@ async fn kill_9_in_the_middle_of_an_upload_leaves_no_partial_file() {
 
     // Restarted: the half-written file is gone, and every stored file is
     // whole (content-addressed: its name is its bytes' SHA-256).
-    let (_proc2, base2) = spawn_binary(tmp.path());
+    let (_proc2, base2) = spawn_binary(tmp.path(), &[]);
     assert_eq!(files_in(&spool), [], "the partial upload was removed at start");
     let kept: Vec<_> = files_in(&stored).into_iter().filter(|(p, _)| !p.starts_with(&spool)).collect();
     assert_eq!(kept.len(), 1, "{kept:?}");

@@ -367,6 +367,38 @@ impl Client {
 /// A builder for the tests' own HTTP clients. reqwest has no crypto provider
 /// of its own: install the one the binary installs at start, whether or not
 /// this test built a server in process.
+/// The real binary, killed when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start the real binary's `serve` on a free port with the SQLite data in
+/// `dir` and the flags `args`; returns it and its base URL.
+pub fn spawn_binary(dir: &Path, args: &[&str]) -> (Proc, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn holdfast");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    let base = first.rsplit(' ').next().unwrap().to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "unexpected banner {first:?}");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), base)
+}
+
 pub fn http_builder() -> reqwest::ClientBuilder {
     holdfast_server::tls::install_crypto_provider();
     reqwest::Client::builder()

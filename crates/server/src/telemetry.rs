@@ -112,6 +112,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ),
     ("holdfast_queue_waiting", Kind::Gauge, "Conversations waiting in a site's queue."),
     ("holdfast_ratings_total", Kind::Counter, "Post-chat ratings stored, by rating (good, bad)."),
+    (
+        "holdfast_runtime_workers",
+        Kind::Gauge,
+        "Threads of the async runtime that run this node's sockets and requests (serve --workers).",
+    ),
     ("holdfast_routed_total", Kind::Counter, "Conversations assigned by routing, by outcome."),
     ("holdfast_slow_consumers_total", Kind::Counter, "Sockets disconnected because their queue filled."),
     ("holdfast_socket_ends_total", Kind::Counter, "Sockets that ended, by reason."),

@@ -61,6 +61,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("holdfast_sockets", "kind" => "visitor").set(visitors as f64);
     metrics::gauge!("holdfast_tcp_connections_open").set(state.connections.open() as f64);
     metrics::gauge!("holdfast_tcp_connections_max").set(state.connections.max() as f64);
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    metrics::gauge!("holdfast_runtime_workers").set(workers as f64);
     state.metrics.run_upkeep();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
