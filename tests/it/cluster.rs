@@ -544,6 +544,10 @@ async fn kill_9_of_a_node_moves_its_clients_to_the_other_with_nothing_lost_or_do
     let prefix = nats_prefix();
     let doomed = spawn_node(&db.url, &prefix);
     let survivor = spawn_node(&db.url, &prefix);
+    // A PostgreSQL node has no writer thread to leave a core to: one
+    // runtime worker per core (a SQLite node's default is in `cli`).
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    assert_eq!(metric(&survivor, "holdfast_runtime_workers").await, Some(cores));
     let store = PostgresStore::connect(&db.url, 2).await.unwrap();
     let site = store.sites().await.unwrap().remove(0);
     let hash = holdfast_server::auth::passwords::hash_now("password123").unwrap();
@@ -662,7 +666,7 @@ async fn migrate_applies_the_schema_and_an_older_release_serves_it_until_it_cont
 
 /// The value of a metric on a node's `/metrics`, if it shows it.
 async fn metric(node: &Node, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", node.base)).await.ok()?.text().await.ok()?;
+    let text = crate::support::http().get(format!("{}/metrics", node.base)).send().await.ok()?.text().await.ok()?;
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
