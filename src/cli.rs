@@ -114,11 +114,11 @@ pub struct ServeOpts {
     /// Seconds between plan service refreshes.
     #[arg(long, env = "HOLDFAST_PLAN_INTERVAL", default_value_t = 30)]
     pub plan_interval: u64,
-    /// Threads that run sockets and requests (the async runtime's workers).
-    /// Default: with SQLite, one per core but one, which the store's writer
-    /// thread keeps busy under load; with PostgreSQL, one per core. Password
-    /// hashing and other blocking work have threads of their own besides
-    /// (`docs/deploy.md`, "Sizing").
+    /// Threads that run sockets and requests (the async runtime's workers;
+    /// default: one per core). With SQLite, one per core but one leaves the
+    /// store's writer thread a core: less CPU a message, less peak
+    /// throughput (`docs/deploy.md`, "Sizing"). Password hashing and other
+    /// blocking work have threads of their own besides.
     #[arg(long, env = "HOLDFAST_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     /// Most sockets this node holds (default: the connections' soft limit,
@@ -204,20 +204,11 @@ pub struct ServeOpts {
 }
 
 impl Cli {
-    /// The async runtime's workers for `serve` (`--workers`); `None` for
-    /// tokio's default, one per core, which other commands take.
+    /// The async runtime's workers `serve` was given (`--workers`); `None`
+    /// for tokio's default, one per core, which other commands take too.
     pub fn workers(&self) -> Option<usize> {
         match &self.command {
-            Command::Serve { opts, data, .. } => match opts.workers {
-                Some(workers) => Some(usize::from(workers)),
-                // Measured on 2 cores: one worker beside the writer spent
-                // 0.96x the CPU a message of two (`docs/benchmarks.md`).
-                None if data.database_url.is_none() => {
-                    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-                    Some(cores.saturating_sub(1).max(1))
-                }
-                None => None,
-            },
+            Command::Serve { opts, .. } => opts.workers.map(usize::from),
             _ => None,
         }
     }

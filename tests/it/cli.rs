@@ -321,15 +321,14 @@ async fn workers(base: &str) -> usize {
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
-/// With SQLite, `serve` leaves the writer's thread a core: one worker per
-/// core but one, never none; `--workers` (or `HOLDFAST_WORKERS`) says
-/// otherwise.
+/// `serve` runs one worker per core unless `--workers` (or
+/// `HOLDFAST_WORKERS`) says otherwise.
 #[tokio::test]
-async fn with_sqlite_the_workers_leave_the_writer_a_core() {
+async fn the_workers_are_one_per_core_unless_told() {
     let tmp = tempfile::tempdir().unwrap();
     let cores = std::thread::available_parallelism().unwrap().get();
     let (server, base) = crate::support::spawn_binary(tmp.path(), &[]);
-    assert_eq!(workers(&base).await, (cores - 1).max(1), "{cores} cores");
+    assert_eq!(workers(&base).await, cores);
     drop(server);
     let (_server, base) = crate::support::spawn_binary(tmp.path(), &["--workers", "3"]);
     assert_eq!(workers(&base).await, 3);

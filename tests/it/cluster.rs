@@ -544,8 +544,7 @@ async fn kill_9_of_a_node_moves_its_clients_to_the_other_with_nothing_lost_or_do
     let prefix = nats_prefix();
     let doomed = spawn_node(&db.url, &prefix);
     let survivor = spawn_node(&db.url, &prefix);
-    // A PostgreSQL node has no writer thread to leave a core to: one
-    // runtime worker per core (a SQLite node's default is in `cli`).
+    // Unless told otherwise, a node runs one runtime worker per core.
     let cores = std::thread::available_parallelism().unwrap().get() as f64;
     assert_eq!(metric(&survivor, "holdfast_runtime_workers").await, Some(cores));
     let store = PostgresStore::connect(&db.url, 2).await.unwrap();
