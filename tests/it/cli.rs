@@ -262,7 +262,7 @@ async fn one_worker_serves_many_visitors_at_once_and_loses_nothing() {
     arrange.agent(&site, "w1@example.com", 5).await;
     arrange.stop().await;
 
-    let (_server, base) = crate::support::spawn_binary(tmp.path(), &["--workers", "1"]);
+    let (_server, base) = crate::support::spawn_serve(tmp.path(), &["--workers", "1"]);
     let http = crate::support::http();
     assert_eq!(workers(&base).await, 1);
 
@@ -283,22 +283,7 @@ async fn one_worker_serves_many_visitors_at_once_and_loses_nothing() {
     let access = crate::support::login_at(&base, "w1@example.com").await;
     for chat in chats {
         let (conv, acked) = chat.unwrap();
-        let events: serde_json::Value = http
-            .get(format!("{base}/api/v1/conversations/{conv}/events?limit=1000"))
-            .bearer_auth(&access)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let stored: Vec<i64> = events
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["type"] == "message")
-            .map(|e| e["seq"].as_i64().unwrap())
-            .collect();
+        let stored = crate::support::message_seqs(&base, &conv, &access).await;
         assert_eq!(stored, acked, "every acknowledged message stored once, in order");
     }
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
@@ -310,15 +295,13 @@ async fn one_worker_serves_many_visitors_at_once_and_loses_nothing() {
     assert_eq!(stored as usize, VISITORS * MESSAGES, "{metrics}");
     // The writer did hold batches back meanwhile (19–25 of some 80 commits
     // when this was written), so what is checked above went through it.
-    let lingered = metrics.lines().find_map(|l| l.strip_prefix("holdfast_store_writer_lingered_total "));
-    assert!(lingered.is_some_and(|n| n != "0"), "the busy writer waited for fuller batches: {metrics}");
+    let lingered = crate::support::metric(&base, "holdfast_store_writer_lingered_total").await;
+    assert!(lingered.is_some_and(|n| n > 0.0), "the busy writer waited for fuller batches: {metrics}");
 }
 
 /// What `holdfast_runtime_workers` says on the node at `base`.
 async fn workers(base: &str) -> usize {
-    let metrics = crate::support::http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    let line = metrics.lines().find(|l| l.starts_with("holdfast_runtime_workers ")).expect("the gauge");
-    line.rsplit(' ').next().unwrap().parse().unwrap()
+    crate::support::metric(base, "holdfast_runtime_workers").await.expect("the gauge") as usize
 }
 
 /// `serve` runs one worker per core unless `--workers` (or
@@ -327,9 +310,9 @@ async fn workers(base: &str) -> usize {
 async fn the_workers_are_one_per_core_unless_told() {
     let tmp = tempfile::tempdir().unwrap();
     let cores = std::thread::available_parallelism().unwrap().get();
-    let (server, base) = crate::support::spawn_binary(tmp.path(), &[]);
+    let (server, base) = crate::support::spawn_serve(tmp.path(), &[]);
     assert_eq!(workers(&base).await, cores);
     drop(server);
-    let (_server, base) = crate::support::spawn_binary(tmp.path(), &["--workers", "3"]);
+    let (_server, base) = crate::support::spawn_serve(tmp.path(), &["--workers", "3"]);
     assert_eq!(workers(&base).await, 3);
 }

@@ -546,7 +546,7 @@ async fn kill_9_of_a_node_moves_its_clients_to_the_other_with_nothing_lost_or_do
     let survivor = spawn_node(&db.url, &prefix);
     // Unless told otherwise, a node runs one runtime worker per core.
     let cores = std::thread::available_parallelism().unwrap().get() as f64;
-    assert_eq!(metric(&survivor, "holdfast_runtime_workers").await, Some(cores));
+    assert_eq!(crate::support::metric(&survivor.base, "holdfast_runtime_workers").await, Some(cores));
     let store = PostgresStore::connect(&db.url, 2).await.unwrap();
     let site = store.sites().await.unwrap().remove(0);
     let hash = holdfast_server::auth::passwords::hash_now("password123").unwrap();
@@ -663,12 +663,6 @@ async fn migrate_applies_the_schema_and_an_older_release_serves_it_until_it_cont
     let _ = sqlx::Connection::close(conn).await;
 }
 
-/// The value of a metric on a node's `/metrics`, if it shows it.
-async fn metric(node: &Node, name: &str) -> Option<f64> {
-    let text = crate::support::http().get(format!("{}/metrics", node.base)).send().await.ok()?.text().await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 /// Wait (up to `within`) until `check` holds.
 async fn within(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
@@ -716,12 +710,13 @@ async fn kill_9_of_the_status_runner_hands_monitors_and_deliveries_to_the_other_
     within("one node runs the status page", WAIT, async || {
         let mut runs = Vec::new();
         for node in &nodes {
-            runs.push(metric(node, "holdfast_status_runner").await);
+            runs.push(crate::support::metric(&node.base, "holdfast_status_runner").await);
         }
         runs.iter().filter(|r| **r == Some(1.0)).count() == 1 && runs.iter().all(|r| r.is_some())
     })
     .await;
-    let runner = if metric(&nodes[0], "holdfast_status_runner").await == Some(1.0) { 0 } else { 1 };
+    let runner =
+        if crate::support::metric(&nodes[0].base, "holdfast_status_runner").await == Some(1.0) { 0 } else { 1 };
     let other = 1 - runner;
     let (addr, mut inbox) = crate::status::webhook_receiver(0).await;
     admin(&nodes[other], "/api/v2/subscribers.json", json!({"endpoint": format!("http://{addr}/hook")})).await;
@@ -743,7 +738,7 @@ async fn kill_9_of_the_status_runner_hands_monitors_and_deliveries_to_the_other_
     let survivor = nodes.remove(0);
     let killed = Instant::now();
     within("the survivor takes the lead", Duration::from_secs(15), async || {
-        metric(&survivor, "holdfast_status_runner").await == Some(1.0)
+        crate::support::metric(&survivor.base, "holdfast_status_runner").await == Some(1.0)
     })
     .await;
     let takeover = killed.elapsed();

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use holdfast_server::store::Role;
 use serde_json::{Value, json};
 
-use crate::outbox::{Proc, free_port, python_with};
+use crate::outbox::{free_port, python_with};
+use crate::support::Proc;
 use crate::support::{Client, TestServer};
 
 /// The page's one Python block.

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::services::{Keep, TestDb, both_stores};
-use crate::support::{Client, TestServer};
+use crate::support::{Client, Proc, TestServer, spawn_serve};
 
 // ----- a real SMTP server ---------------------------------------------------
 
@@ -344,41 +344,12 @@ async fn an_admin_sees_and_retries_only_their_own_sites_deliveries() {
 
 // ----- an SMTP outage and a kill -9 -----------------------------------------
 
-pub(crate) struct Proc(pub(crate) Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The real binary on a free port, mailing through 127.0.0.1:`smtp` and
 /// retrying every second or two.
 fn spawn_holdfast(dir: &std::path::Path, smtp: u16) -> (Proc, String) {
     let smtp = format!("127.0.0.1:{smtp}");
     let args = ["--smtp", &smtp, "--smtp-tls", "none", "--smtp-from", "chat@shop.example"];
     spawn_serve(dir, &[&args[..], &["--outbox-retry-min-secs", "1", "--outbox-retry-max-secs", "2"]].concat())
-}
-
-/// `holdfast serve` on a free port of 127.0.0.1 with `args`, on the data
-/// dir `dir`: the process and its base URL.
-pub(crate) fn spawn_serve(dir: &std::path::Path, args: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .arg("--data")
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn holdfast");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a line").expect("utf-8");
-    let base = first.rsplit(' ').next().unwrap().to_owned();
-    assert!(base.starts_with("http://127.0.0.1:"), "unexpected banner {first:?}");
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), base)
 }
 
 /// `kill -9` of `holdfast`, then the mail server up on `port` and the

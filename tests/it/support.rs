@@ -377,15 +377,16 @@ impl Drop for Proc {
     }
 }
 
-/// Start the real binary's `serve` on a free port with the SQLite data in
-/// `dir` and the flags `args`; returns it and its base URL.
-pub fn spawn_binary(dir: &Path, args: &[&str]) -> (Proc, String) {
+/// `holdfast serve` on a free port of 127.0.0.1 with `args`, on the data
+/// dir `dir`: the process and its base URL.
+pub fn spawn_serve(dir: &Path, args: &[&str]) -> (Proc, String) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
+        .arg("--data")
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -397,6 +398,29 @@ pub fn spawn_binary(dir: &Path, args: &[&str]) -> (Proc, String) {
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (Proc(child), base)
+}
+
+/// The value of an unlabelled metric on the `/metrics` of the node at
+/// `base`, if it shows it.
+pub async fn metric(base: &str, name: &str) -> Option<f64> {
+    let text = http().get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The seqs of the messages stored in `conv`, read over HTTP from the node
+/// at `base` with `token` (asserting the read is allowed).
+pub async fn message_seqs(base: &str, conv: &str, token: &str) -> Vec<i64> {
+    let url = format!("{base}/api/v1/conversations/{conv}/events?limit=1000");
+    let res = http().get(url).bearer_auth(token).send().await.expect("http");
+    assert_eq!(res.status().as_u16(), 200, "reading {conv}'s events");
+    let events: Value = res.json().await.expect("events");
+    events
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect()
 }
 
 pub fn http_builder() -> reqwest::ClientBuilder {

@@ -15,9 +15,10 @@ use holdfast_server::store::{Role, Site, new_id, now_ms};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::outbox::{Proc, SmtpServer, free_port, python_json_lines, relay, spawn_serve};
+use crate::outbox::{SmtpServer, free_port, python_json_lines, relay};
 use crate::services::TestDb;
 use crate::support::{Client, TestServer};
+use crate::support::{Proc, spawn_serve};
 
 /// A webhook receiver: every request is verified with `standardwebhooks`
 /// and printed as a JSON line; a bad signature is answered 400. With a
