@@ -33,6 +33,24 @@ pub fn busy_ticks() -> Option<(f64, f64)> {
     Some(((all - fields[3] - fields[4]) as f64, all as f64))
 }
 
+/// The CPU time (s) of every running process whose command is one of
+/// `commands`, summed by command, from `/proc/PID/stat`: what the
+/// database's and the bus's processes spent beside a bench's own. A
+/// process that ends between two readings takes its time with it.
+pub fn cpu_s_by_command(commands: &[&str]) -> Option<Vec<f64>> {
+    let mut sums = vec![0.0; commands.len()];
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let command = stat.split_once('(').and_then(|(_, rest)| rest.rsplit_once(')')).map(|(c, _)| c);
+        if let Some(at) = command.and_then(|c| commands.iter().position(|want| *want == c)) {
+            sums[at] += crate::server::stat_cpu_s(&stat).unwrap_or(0.0);
+        }
+    }
+    Some(sums)
+}
+
 /// Steal time, interval by interval.
 pub struct Steal {
     last: Option<(u64, u64)>,

@@ -451,7 +451,11 @@ impl std::ops::AddAssign for TurnedAway {
 
 /// CPU seconds (user + system) process `pid` has used so far.
 pub fn process_cpu_s(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_s(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The CPU time (s) a `/proc/PID/stat` line records.
+pub fn stat_cpu_s(stat: &str) -> Option<f64> {
     // Fields after the parenthesised command name; utime and stime are
     // the 14th and 15th of the line, in USER_HZ (100 on Linux).
     let rest = stat.rsplit_once(')')?.1;

@@ -289,6 +289,9 @@ struct RelayFigures {
     /// database, NATS and the clients with the servers.
     machine_busy_pct: Option<f64>,
     machine_cpu_us_per_msg: Option<f64>,
+    /// The CPU per message delivered of the processes beside the servers
+    /// and clients, by command (`SIDE_COMMANDS`): PostgreSQL's, NATS's.
+    side_cpu_us_per_msg: Option<Vec<f64>>,
     lost: usize,
     duplicated: u64,
     /// Every message delivered in the measured time: (sent at, Unix ms;
@@ -297,9 +300,20 @@ struct RelayFigures {
 }
 
 /// A figure to `places` decimals, or `n/a` where it could not be read.
+impl RelayFigures {
+    /// The CPU per message of the `at`th of `SIDE_COMMANDS`.
+    fn side(&self, at: usize) -> Option<f64> {
+        self.side_cpu_us_per_msg.as_ref()?.get(at).copied()
+    }
+}
+
 fn optional(figure: Option<f64>, places: usize) -> String {
     figure.map_or("n/a".into(), |f| format!("{f:.places$}"))
 }
+
+/// The processes beside a cluster's nodes whose CPU a relay bench reads:
+/// the database's (every backend and its helpers) and the bus's.
+const SIDE_COMMANDS: &[&str] = &["postgres", "nats-server"];
 
 /// `pairs` visitor–agent pairs chat through `nodes` (clients spread over
 /// them) for `seconds`; the servers' figures are summed over the nodes.
@@ -350,6 +364,7 @@ async fn measure_relay(
     let cpu_from = cpu();
     let client_cpu_from = client_cpu(&workers);
     let machine_from = crate::machine::busy_ticks();
+    let side_from = crate::machine::cpu_s_by_command(SIDE_COMMANDS);
     let mut peak_rss = 0.0f64;
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -361,6 +376,9 @@ async fn measure_relay(
     let cpu_used = cpu_from.zip(cpu()).map(|(a, b)| b - a);
     let client_cpu_used = client_cpu_from.zip(client_cpu(&workers)).map(|(a, b)| b - a);
     let machine_used = machine_from.zip(crate::machine::busy_ticks()).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
+    let side_used = side_from
+        .zip(crate::machine::cpu_s_by_command(SIDE_COMMANDS))
+        .map(|(a, b)| a.iter().zip(b).map(|(a, b)| b - a).collect::<Vec<_>>());
     for w in workers.iter_mut() {
         w.command("send_off").await?;
     }
@@ -391,6 +409,7 @@ async fn measure_relay(
         client_cpu_us_per_msg: client_cpu_used.map(|c| c * 1e6 / delivered),
         machine_busy_pct: machine_used.map(|(busy, all)| 100.0 * busy / all.max(1.0)),
         machine_cpu_us_per_msg: machine_used.map(|(busy, _)| busy * 1e4 / delivered),
+        side_cpu_us_per_msg: side_used.map(|used| used.iter().map(|s| s * 1e6 / delivered).collect()),
         lost: lost_between(&visitor_reports, &agent_reports) + lost_between(&agent_reports, &visitor_reports),
         duplicated: agent_reports.iter().chain(&visitor_reports).map(|r| r.duplicated).sum(),
         samples,
@@ -451,6 +470,12 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
         ("two_nodes_machine_cpu_us_per_msg", optional(two.machine_cpu_us_per_msg, 1)),
         ("one_node_server_cpu_us_per_msg", optional(one.cpu_us_per_msg, 1)),
         ("two_nodes_server_cpu_us_per_msg", optional(two.cpu_us_per_msg, 1)),
+        ("one_node_client_cpu_us_per_msg", optional(one.client_cpu_us_per_msg, 1)),
+        ("two_nodes_client_cpu_us_per_msg", optional(two.client_cpu_us_per_msg, 1)),
+        ("one_node_database_cpu_us_per_msg", optional(one.side(0), 1)),
+        ("two_nodes_database_cpu_us_per_msg", optional(two.side(0), 1)),
+        ("one_node_bus_cpu_us_per_msg", optional(one.side(1), 1)),
+        ("two_nodes_bus_cpu_us_per_msg", optional(two.side(1), 1)),
         ("half_rate_msgs_per_s", format!("{:.0}", half.msgs_per_s)),
         ("half_rate_p99_ms", format!("{:.2}", half.p99_ms)),
         // What the two nodes did to keep sockets whole at their peak.
