@@ -44,6 +44,18 @@ pub(crate) struct Crafted<'a> {
     pub(crate) missed: bool,
 }
 
+impl<'a> Crafted<'a> {
+    /// A chat still open: not closed, not offline, unrated, not missed.
+    pub(crate) fn open(
+        group: &'a str,
+        agent: Option<&'a str>,
+        start: i64,
+        events: &'a [(i64, &'a str, &'a str)],
+    ) -> Self {
+        Crafted { group, agent, start, events, closed: None, offline: false, score: None, missed: false }
+    }
+}
+
 /// The SQL that writes `c` (same text for both stores).
 pub(crate) fn sql_of(n: usize, site: &str, visitor: &str, c: &Crafted) -> String {
     let id = format!("crafted-{site}-{n}");
@@ -754,16 +766,7 @@ async fn an_open_chat_is_read_from_its_new_events(server: TestServer, db: Option
     let general = store.groups(&site.id).await.unwrap().into_iter().find(|g| g.is_default).unwrap();
     let start = utc(2026, 3, 2, 10, 0);
     let events = [(10, "message", "visitor"), (15, "assigned", "system"), (30, "message", "agent")];
-    let open = Crafted {
-        group: &general.id,
-        agent: Some(&ann.id),
-        start,
-        events: &events,
-        closed: None,
-        offline: false,
-        score: None,
-        missed: false,
-    };
+    let open = Crafted::open(&general.id, Some(&ann.id), start, &events);
     write_history(&server, db, &sql_of(0, &site.id, &chats.visitor, &open)).await;
     let id = format!("crafted-{}-0", site.id);
     let event = |seq: i64, after_s: i64, kind: &str, author: &str| {
@@ -931,4 +934,74 @@ async fn an_offline_message_on_sqlite() {
 async fn an_offline_message_on_postgres() {
     let (server, db) = on_postgres().await;
     an_offline_message_has_its_facts_when_left(server, Some(&db)).await;
+}
+
+/// PostgreSQL keeps a closed chat's facts with one trigger a statement
+/// (migration 0041), not one a row: a statement of events for chats with
+/// facts and without, one of them closed again in the same statement,
+/// leaves each row's facts as its events give them, and an open chat's
+/// none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_statement_of_many_events_keeps_the_facts_on_postgres() {
+    let (server, db) = on_postgres().await;
+    let start = utc(2026, 3, 2, 10, 0);
+    let chats = answered_chats(&server, Some(&db), &[(start, 20), (start + 3_600_000, 40)]).await;
+    let site = &chats.site.id;
+    let general = server.state.store.groups(site).await.unwrap().into_iter().find(|g| g.is_default).unwrap();
+    let events = [(10, "message", "visitor")];
+    let open = Crafted::open(&general.id, None, start, &events);
+    write_history(&server, Some(&db), &sql_of(2, site, &chats.visitor, &open)).await;
+    let chat = |n: usize| format!("crafted-{site}-{n}");
+    let row = |n: usize, seq: i64, after_s: i64, kind: &str, author: &str| {
+        let body = if kind == "message" { "'again'" } else { "NULL" };
+        format!(
+            "('{}', {seq}, '{}-{seq}', '{kind}', '{author}', NULL, NULL, {body}, '{{}}', {})",
+            chat(n),
+            chat(n),
+            start + after_s * 1000
+        )
+    };
+    // Chat 0 (2 messages, closed): a visitor's message stamped before its
+    // first, and an agent's. Chat 1: a message, then closed again. Chat 2
+    // (open): one more message.
+    let rows = [
+        row(0, 5, -30, "message", "visitor"),
+        row(0, 6, 200, "message", "agent"),
+        row(1, 5, 3_700, "message", "visitor"),
+        row(1, 6, 3_800, "closed", "agent"),
+        row(2, 2, 20, "message", "visitor"),
+    ];
+    let insert = format!(
+        "INSERT INTO events (conversation_id, seq, id, kind, author_kind, author_id, client_id, body, data, created_at) VALUES {};",
+        rows.join(", ")
+    );
+    write_history(&server, Some(&db), &insert).await;
+
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // (id, messages, first visitor message, first assignment, first reply)
+    type Facts = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+    let facts: Vec<Facts> = sqlx::query_as(
+        "SELECT id, messages, first_visitor_at, first_assigned_at, first_agent_at FROM conversations \
+         WHERE site_id = $1 ORDER BY id",
+    )
+    .bind(site)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let from_events: Vec<Facts> = sqlx::query_as(
+        "SELECT c.id, CASE WHEN c.messages IS NOT NULL THEN count(*) FILTER (WHERE e.kind = 'message') END, \
+         min(e.created_at) FILTER (WHERE c.messages IS NOT NULL AND e.kind = 'message' AND e.author_kind = 'visitor'), \
+         min(e.created_at) FILTER (WHERE c.messages IS NOT NULL AND e.kind = 'assigned'), \
+         min(e.created_at) FILTER (WHERE c.messages IS NOT NULL AND e.kind = 'message' AND e.author_kind = 'agent') \
+         FROM conversations c JOIN events e ON e.conversation_id = c.id WHERE c.site_id = $1 GROUP BY c.id ORDER BY c.id",
+    )
+    .bind(site)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(facts, from_events);
+    let messages: Vec<Option<i64>> = facts.iter().map(|f| f.1).collect();
+    assert_eq!(messages, [Some(4), Some(3), None], "{facts:?}");
+    assert_eq!(facts[0].2, Some(start - 30_000), "the earlier visitor's message is the first");
+    server.stop().await;
 }

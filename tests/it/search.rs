@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
+use sqlx::Connection;
 
 use crate::services::TestDb;
 use crate::support::{Client, TestServer};
@@ -271,4 +272,51 @@ async fn search_word_starts_on_postgres() {
     })
     .await;
     search_matches_word_starts_and_reads_syntax_as_text(server).await;
+}
+
+/// Migration 0041 gave PostgreSQL's `message_search_text` (the expression
+/// of the messages' search index) a quick way out for data that names no
+/// files. An index stays exact only if the function gives every row the
+/// text it gave before: compared here with 0025's own expression over
+/// data of every shape a row can hold, escapes and hostile names too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_text_on_postgres_is_what_it_was() {
+    let db = TestDb::create().await;
+    let server = TestServer::start_with(|c| c.database_url = Some(db.url.clone())).await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let before = "coalesce(b, '') || coalesce((SELECT ' ' || string_agg(translate(a ->> 'name', '._-', '   '), ' ') \
+                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof(d::jsonb -> 'attachments') = 'array' \
+                  THEN d::jsonb -> 'attachments' ELSE '[]'::jsonb END) a), '')";
+    let bodies = [None, Some(""), Some("Where is my order?"), Some("<script>alert(1)</script> ' \" \\")];
+    let data = [
+        "{}",
+        r#"{"attachments":[{"id":"f1","name":"invoice_2026-03.final.pdf"},{"name":"photo.png"}]}"#,
+        r#"{"attachments":[]}"#,
+        r#"{"attachments":"invoice.pdf"}"#,
+        r#"{"attachments":[{"nom":"x.pdf"},{"name":null},{"name":7}]}"#,
+        r#"{"\u0061ttachments":[{"name":"escaped.key.txt"}]}"#,
+        r#"{"note":"attachments","other":"\\"}"#,
+        r#"{"attachments":[{"name":"\"quoted\" ünïcødé_名前.txt"}]}"#,
+        r#"{"nested":{"attachments":[{"name":"deeper.pdf"}]}}"#,
+    ];
+    let mut compared = 0;
+    for body in bodies {
+        for d in data {
+            let (old, new): (String, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {before}, message_search_text(b, d) FROM (SELECT $1::text AS b, $2::text AS d) v"
+            )))
+            .bind(body)
+            .bind(d)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            assert_eq!(new, old, "body {body:?}, data {d}");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, bodies.len() * data.len());
+    let named: String =
+        sqlx::query_scalar("SELECT message_search_text('see', $1)").bind(data[1]).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(named, "see invoice 2026 03 final pdf photo png", "files' names are still in the text");
+    server.stop().await;
 }
