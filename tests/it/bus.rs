@@ -132,6 +132,7 @@ async fn nats_bus_delivers_each_envelope_once_on_every_node_in_order() {
     mark(&a, &sink_b).await;
     mark(&b, &sink_a).await;
     assert_eq!(sink_a.texts(), sent, "the publishing node: once each, not again from its echo");
+    assert_eq!(a.echoes(), 0, "NATS does not hand a node its own envelopes back");
     assert_eq!(sink_b.texts(), sent, "the other node: once each, in order, bytes intact");
     let got = sink_b.got()[7].clone();
     assert_eq!(got.event, Some(("conv".into(), 8)));

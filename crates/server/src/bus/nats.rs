@@ -4,9 +4,12 @@
 //! One connection per node. Every envelope is delivered to this node's hub
 //! at once, in `publish`, and sent to the other nodes on the subject
 //! `PREFIX.site.SITE_ID` (presence heartbeats on `PREFIX.node.NODE_ID`).
-//! NATS hands a node its own publishes back; they carry the origin node's
-//! id and are dropped, so each envelope reaches a local socket exactly once
-//! (sessions also drop duplicates by seq). Publishing never waits for
+//! The connection asks NATS not to hand a node its own publishes back
+//! (`no_echo`: NATS routed each of them back to the node that sent it,
+//! which decoded it to drop it); each also carries the origin node's id, and
+//! one of this node's that still came back would be dropped, so each
+//! envelope reaches a local socket exactly once (sessions also drop
+//! duplicates by seq). Publishing never waits for
 //! NATS: envelopes go through a bounded queue to a sender task, and are
 //! dropped when NATS is down or the queue is full — sockets then fill the
 //! gap from the store (see `chat::session`) when a later event shows it.
@@ -33,7 +36,7 @@ const OUTBOX: usize = 16_384;
 
 pub struct NatsBus {
     client: async_nats::Client,
-    /// This node's id: stamped on what it sends, so it can drop its own echo.
+    /// This node's id: stamped on what it sends, so an echo of its own is dropped.
     node_id: String,
     /// Subject prefix: nodes of one cluster share it; clusters sharing a
     /// NATS server must not.
@@ -44,6 +47,8 @@ pub struct NatsBus {
     dropped: Arc<AtomicU64>,
     /// The subscription fell behind since the last `take_missed`.
     missed: Arc<AtomicBool>,
+    /// This node's own envelopes NATS handed back (none, with `no_echo`).
+    echoes: Arc<AtomicU64>,
 }
 
 /// Count an envelope the others will not get.
@@ -138,6 +143,7 @@ impl NatsBus {
         let on_missed = missed.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("holdfast-{node_id}"))
+            .no_echo()
             .retry_on_initial_connect()
             .max_reconnects(None)
             .ping_interval(Duration::from_secs(5))
@@ -170,11 +176,17 @@ impl NatsBus {
             .subscribe(format!("{prefix}.>"))
             .await
             .map_err(|e| Error::internal(anyhow::anyhow!("cannot subscribe on NATS: {e}")))?;
-        tokio::spawn(receive(subscriber, node_id.to_owned(), sink.clone()));
+        let echoes = Arc::new(AtomicU64::new(0));
+        tokio::spawn(receive(subscriber, node_id.to_owned(), sink.clone(), echoes.clone()));
         let (outbox, rx) = mpsc::channel(OUTBOX);
         let dropped = Arc::new(AtomicU64::new(0));
         tokio::spawn(send(client.clone(), rx, dropped.clone()));
-        Ok(NatsBus { client, node_id: node_id.to_owned(), prefix, sink, outbox, dropped, missed })
+        Ok(NatsBus { client, node_id: node_id.to_owned(), prefix, sink, outbox, dropped, missed, echoes })
+    }
+
+    /// How many of this node's own envelopes came back from NATS.
+    pub fn echoes(&self) -> u64 {
+        self.echoes.load(Ordering::Relaxed)
     }
 
     fn subject(&self, envelope: &Envelope) -> String {
@@ -185,13 +197,19 @@ impl NatsBus {
     }
 }
 
-async fn receive(mut subscriber: async_nats::Subscriber, node_id: String, sink: Arc<OnceLock<Arc<dyn BusSink>>>) {
+async fn receive(
+    mut subscriber: async_nats::Subscriber,
+    node_id: String,
+    sink: Arc<OnceLock<Arc<dyn BusSink>>>,
+    echoes: Arc<AtomicU64>,
+) {
     while let Some(message) = subscriber.next().await {
         let Some((origin, envelope)) = decode(&message.payload) else {
             metrics::counter!("holdfast_bus_malformed_total").increment(1);
             continue;
         };
         if origin == node_id {
+            echoes.fetch_add(1, Ordering::Relaxed);
             continue; // already delivered here by `publish`
         }
         metrics::counter!("holdfast_bus_received_total").increment(1);
