@@ -118,6 +118,14 @@ async fn a_visitor_on_one_node_chats_with_an_agent_on_the_other() {
     let seqs: Vec<i64> =
         visitor.events.iter().filter(|e| e["conv"] == conv.as_str()).map(|e| e["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "in order, nothing twice: {seqs:?}");
+
+    // Each node timed what crossed from the other, and has nothing left
+    // queued for it.
+    for node in [&c.a, &c.b] {
+        let timed = crate::support::metric(&node.base, "holdfast_bus_delay_seconds_count").await;
+        assert!(timed.is_some_and(|n| n >= 1.0), "{timed:?}");
+        assert_eq!(crate::support::metric(&node.base, "holdfast_bus_backlog").await, Some(0.0));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

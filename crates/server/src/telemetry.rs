@@ -68,6 +68,12 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("holdfast_breaker_opened_total", Kind::Counter, "Times a side service's circuit breaker opened."),
     ("holdfast_breaker_rejected_total", Kind::Counter, "Calls to a side service refused by its open breaker."),
     ("holdfast_breaker_state", Kind::Gauge, "A side service's breaker: 0 closed, 1 open."),
+    ("holdfast_bus_backlog", Kind::Gauge, "Events queued for the other nodes, not yet handed to the bus."),
+    (
+        "holdfast_bus_delay_seconds",
+        Kind::Histogram,
+        "Time from another node queuing an event for the bus to this node receiving it (by both nodes' clocks), in seconds.",
+    ),
     ("holdfast_bus_dropped_total", Kind::Counter, "Events not sent to the other nodes (bus down or its outbox full)."),
     ("holdfast_bus_malformed_total", Kind::Counter, "Bus messages from other nodes that could not be decoded."),
     (

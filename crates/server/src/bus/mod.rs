@@ -99,6 +99,10 @@ pub trait Bus: Send + Sync + 'static {
     fn take_missed(&self) -> bool {
         false
     }
+    /// Envelopes queued for the other nodes and not yet handed to the bus.
+    fn backlog(&self) -> usize {
+        0
+    }
     /// A draining node's last word: hand what is queued for the other
     /// nodes to the bus before the process ends (bounded by `within`), so
     /// events committed just before the drain are not lost to their

@@ -65,6 +65,11 @@ struct Meta {
     audience: Audience,
     event: Option<(String, i64)>,
     kind: Kind,
+    /// When the origin queued it (Unix ms, its clock): how long the way
+    /// between nodes took (`holdfast_bus_delay_seconds`). Added after the
+    /// first release: an envelope without it is not timed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sent_ms: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -109,6 +114,7 @@ fn encode(origin: &str, envelope: &Envelope) -> Result<Bytes> {
         audience: envelope.audience.clone(),
         event: envelope.event.clone(),
         kind,
+        sent_ms: Some(crate::store::now_ms()),
     };
     let meta = serde_json::to_vec(&meta).map_err(Error::internal)?;
     let mut out = BytesMut::with_capacity(meta.len() + 1 + text.map_or(0, |t| t.len()));
@@ -121,7 +127,8 @@ fn encode(origin: &str, envelope: &Envelope) -> Result<Bytes> {
 }
 
 /// The origin and the envelope; `None` for anything malformed.
-fn decode(payload: &Bytes) -> Option<(String, Envelope)> {
+/// (origin node, when it was queued there (Unix ms), the envelope).
+fn decode(payload: &Bytes) -> Option<(String, Option<i64>, Envelope)> {
     let split = payload.iter().position(|b| *b == b'\n')?;
     let meta: Meta = serde_json::from_slice(&payload[..split]).ok()?;
     let payload = match meta.kind {
@@ -131,7 +138,8 @@ fn decode(payload: &Bytes) -> Option<(String, Envelope)> {
         Kind::Presence { node_id, agents, dropped } => Payload::Presence { node_id, agents, dropped },
         Kind::Ban { ban } => Payload::Ban { ban },
     };
-    Some((meta.origin, Envelope { site_id: meta.site_id, audience: meta.audience, event: meta.event, payload }))
+    let envelope = Envelope { site_id: meta.site_id, audience: meta.audience, event: meta.event, payload };
+    Some((meta.origin, meta.sent_ms, envelope))
 }
 
 impl NatsBus {
@@ -204,7 +212,7 @@ async fn receive(
     echoes: Arc<AtomicU64>,
 ) {
     while let Some(message) = subscriber.next().await {
-        let Some((origin, envelope)) = decode(&message.payload) else {
+        let Some((origin, sent_ms, envelope)) = decode(&message.payload) else {
             metrics::counter!("holdfast_bus_malformed_total").increment(1);
             continue;
         };
@@ -213,6 +221,10 @@ async fn receive(
             continue; // already delivered here by `publish`
         }
         metrics::counter!("holdfast_bus_received_total").increment(1);
+        if let Some(sent_ms) = sent_ms {
+            let delay_ms = (crate::store::now_ms() - sent_ms).max(0);
+            metrics::histogram!("holdfast_bus_delay_seconds").record(delay_ms as f64 / 1000.0);
+        }
         if let Some(sink) = sink.get() {
             sink.deliver(Arc::new(envelope));
         }
@@ -282,6 +294,10 @@ impl Bus for NatsBus {
         self.missed.swap(false, Ordering::Relaxed)
     }
 
+    fn backlog(&self) -> usize {
+        OUTBOX - self.outbox.capacity()
+    }
+
     fn healthy(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
@@ -299,8 +315,14 @@ mod tests {
             event: Some(("c".into(), 7)),
             payload: Payload::Frame { text: Bytes::from_static(b"{\"type\":\"message\",\"body\":\"a\\nb\"}") },
         };
-        let (origin, back) = decode(&encode("node-1", &envelope).unwrap()).unwrap();
+        let before = crate::store::now_ms();
+        let (origin, sent_ms, back) = decode(&encode("node-1", &envelope).unwrap()).unwrap();
         assert_eq!(origin, "node-1");
+        assert!(sent_ms.is_some_and(|at| (before..=crate::store::now_ms()).contains(&at)), "{sent_ms:?}");
+        let older =
+            br#"{"origin":"n","site_id":"s","audience":{"to":"site_agents"},"event":null,"kind":{"k":"unseen"}}"#;
+        let (_, unstamped, _) = decode(&Bytes::from([&older[..], b"\n"].concat())).expect("an older node's envelope");
+        assert_eq!(unstamped, None);
         assert_eq!(back.event, Some(("c".into(), 7)));
         let Payload::Frame { text } = back.payload else { panic!("a frame") };
         assert_eq!(&text[..], b"{\"type\":\"message\",\"body\":\"a\\nb\"}");

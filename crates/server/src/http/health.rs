@@ -56,6 +56,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let store_up = matches!(tokio::time::timeout(Duration::from_millis(300), state.store.ping()).await, Ok(Ok(())));
     metrics::gauge!("holdfast_store_up").set(f64::from(u8::from(store_up)));
     metrics::gauge!("holdfast_bus_up").set(f64::from(u8::from(state.chat.bus.healthy())));
+    metrics::gauge!("holdfast_bus_backlog").set(state.chat.bus.backlog() as f64);
     let (agents, visitors) = state.chat.hub.counts();
     metrics::gauge!("holdfast_sockets", "kind" => "agent").set(agents as f64);
     metrics::gauge!("holdfast_sockets", "kind" => "visitor").set(visitors as f64);

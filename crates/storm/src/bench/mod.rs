@@ -300,6 +300,32 @@ struct RelayFigures {
 }
 
 /// A figure to `places` decimals, or `n/a` where it could not be read.
+/// `holdfast_bus_delay_seconds` summed over a cluster's nodes.
+#[derive(Default)]
+struct BusDelay {
+    sum_s: f64,
+    count: f64,
+    within_1s: f64,
+}
+
+impl BusDelay {
+    async fn add(&mut self, node: &Target) -> anyhow::Result<()> {
+        self.sum_s += node.metric("holdfast_bus_delay_seconds_sum").await?;
+        self.count += node.metric("holdfast_bus_delay_seconds_count").await?;
+        let bucket = "holdfast_bus_delay_seconds_bucket";
+        self.within_1s += crate::server::metric_labelled(&node.http, &node.base, bucket, &["le=\"1\""]).await?;
+        Ok(())
+    }
+
+    fn mean_ms(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| self.sum_s * 1000.0 / self.count)
+    }
+
+    fn over_1s_pct(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| 100.0 * (self.count - self.within_1s) / self.count)
+    }
+}
+
 impl RelayFigures {
     /// The CPU per message of the `at`th of `SIDE_COMMANDS`.
     fn side(&self, at: usize) -> Option<f64> {
@@ -426,22 +452,26 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
     let pgbench_tps = pgbench::tps(database_url, seconds).await?;
     let mut figures = Vec::new();
     let mut kept_whole = [0.0; DIAGNOSTICS.len()];
+    let mut bus_delay = BusDelay::default();
     for n in [1usize, 2] {
         eprintln!("bench relay-cluster: {pairs} pairs on {n} node(s), {seconds} s");
-        let (measured, counters) =
+        let (measured, counters, delay) =
             crate::server::with_cluster(database_url, nats_url, n, pairs, false, |nodes| async move {
                 let measured = measure_relay(&nodes, pairs, seconds, None, None).await?;
                 let mut counters = [0.0; DIAGNOSTICS.len()];
+                let mut delay = BusDelay::default();
                 for node in &nodes {
                     for (sum, value) in counters.iter_mut().zip(diagnostics(node).await?) {
                         *sum += value;
                     }
+                    delay.add(node).await?;
                 }
-                Ok((measured, counters))
+                Ok((measured, counters, delay))
             })
             .await?;
         figures.push(measured);
         kept_whole = counters;
+        bus_delay = delay;
     }
     let half_rate = (figures[1].msgs_per_s / 2.0).max(1.0) as u64;
     eprintln!("bench relay-cluster: {pairs} pairs on 2 nodes at {half_rate} msgs/s, {seconds} s");
@@ -484,6 +514,10 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
         ("two_nodes_slow_consumers", format!("{:.0}", kept_whole[2])),
         ("two_nodes_gap_fills", format!("{:.0}", kept_whole[3])),
         ("two_nodes_resyncs", format!("{:.0}", kept_whole[4])),
+        // How long events took between the two nodes at their peak (the
+        // whole phase, warm-up and settling included).
+        ("two_nodes_bus_delay_mean_ms", optional(bus_delay.mean_ms(), 1)),
+        ("two_nodes_bus_delay_over_1s_pct", optional(bus_delay.over_1s_pct(), 2)),
         ("lost", (one.lost + two.lost + half.lost).to_string()),
         ("duplicated", (one.duplicated + two.duplicated + half.duplicated).to_string()),
     ]);
