@@ -5,12 +5,10 @@
 //! at once, in `publish`, and sent to the other nodes on the subject
 //! `PREFIX.site.SITE_ID` (presence heartbeats on `PREFIX.node.NODE_ID`).
 //! The connection asks NATS not to hand a node its own publishes back
-//! (`no_echo`: NATS routed each of them back to the node that sent it,
-//! which decoded it to drop it); each also carries the origin node's id, and
-//! one of this node's that still came back would be dropped, so each
-//! envelope reaches a local socket exactly once (sessions also drop
-//! duplicates by seq). Publishing never waits for
-//! NATS: envelopes go through a bounded queue to a sender task, and are
+//! (`no_echo`); each also carries the origin node's id, and one that came
+//! back anyway would be dropped, so each envelope reaches a local socket
+//! exactly once (sessions also drop duplicates by seq). Publishing never
+//! waits for NATS: envelopes go through a bounded queue to a sender task, and are
 //! dropped when NATS is down or the queue is full — sockets then fill the
 //! gap from the store (see `chat::session`) when a later event shows it.
 //! For the gaps no later event shows (a conversation's last messages), a
@@ -126,8 +124,8 @@ fn encode(origin: &str, envelope: &Envelope) -> Result<Bytes> {
     Ok(out.freeze())
 }
 
-/// The origin and the envelope; `None` for anything malformed.
-/// (origin node, when it was queued there (Unix ms), the envelope).
+/// The origin node, when it queued the envelope (Unix ms, if it says) and
+/// the envelope; `None` for anything malformed.
 fn decode(payload: &Bytes) -> Option<(String, Option<i64>, Envelope)> {
     let split = payload.iter().position(|b| *b == b'\n')?;
     let meta: Meta = serde_json::from_slice(&payload[..split]).ok()?;

@@ -299,7 +299,6 @@ struct RelayFigures {
     samples: Vec<(i64, f64)>,
 }
 
-/// A figure to `places` decimals, or `n/a` where it could not be read.
 /// `holdfast_bus_delay_seconds` summed over a cluster's nodes.
 #[derive(Default)]
 struct BusDelay {
@@ -333,6 +332,7 @@ impl RelayFigures {
     }
 }
 
+/// A figure to `places` decimals, or `n/a` where it could not be read.
 fn optional(figure: Option<f64>, places: usize) -> String {
     figure.map_or("n/a".into(), |f| format!("{f:.places$}"))
 }
