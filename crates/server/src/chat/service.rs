@@ -1068,11 +1068,16 @@ impl Chat {
             match planner.pick(group, now, site.released_by(&conv.id).as_deref()) {
                 Some(i) => {
                     let pick = &group[i];
+                    // Least busy holds across nodes: the store refuses the
+                    // chat if the agent holds more than this plan counted
+                    // (another node handed them one meanwhile), and the
+                    // chat is planned again against a fresh read. The plan
+                    // counts this chat, and never past the agent's limit.
                     let change = Change::Assign {
                         agent_id: pick.agent_id.clone(),
                         agent_name: pick.name.clone(),
                         by: Author::system(),
-                        limit: Some(pick.chat_limit),
+                        limit: Some(pick.active_chats.min(pick.chat_limit)),
                         only_if_unassigned: true,
                     };
                     plan.push((conv, change));

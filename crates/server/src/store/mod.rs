@@ -411,8 +411,10 @@ pub enum Change {
         integration: Option<String>,
     },
     /// Give a conversation to an agent. With `limit`, only if the agent has
-    /// fewer active conversations than that (routing); without, always
-    /// (a claim or a transfer to a named agent). Fails with `Conflict` if
+    /// fewer active conversations than that (routing passes the count its
+    /// plan gave the agent, this chat included, so a plan made on a stale
+    /// picture fails); without, always (a claim or a transfer to a named
+    /// agent). Fails with `Conflict` if
     /// the conversation is not open, or already has this agent.
     Assign {
         agent_id: String,
