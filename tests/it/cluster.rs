@@ -4,8 +4,7 @@
 //! `kill -9`.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use holdfast_server::config::Config;
@@ -525,19 +524,13 @@ async fn the_status_commands_act_on_the_cluster_database() {
 // ----- the real binary, killed ---------------------------------------------
 
 struct Node {
-    child: Child,
+    /// Killed when the node is dropped (before its data dir goes).
+    _proc: crate::support::Proc,
     base: String,
     ws_base: String,
     /// The node's own data dir (unused in a cluster: everything, the status
     /// page included, is in PostgreSQL).
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn spawn_node(db: &str, prefix: &str) -> Node {
@@ -546,23 +539,14 @@ fn spawn_node(db: &str, prefix: &str) -> Node {
 
 fn spawn_node_with(db: &str, prefix: &str, extra: &[&str]) -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-pool", "6", "--nats-prefix", prefix])
-        .arg("--data")
-        .arg(dir.path())
-        .args(["--database-url", db, "--nats-url", &nats_url()])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start holdfast");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner = lines.next().expect("a banner").expect("stdout");
-    std::thread::spawn(move || for _ in lines {});
-    let base = banner.rsplit(' ').next().unwrap().to_owned();
+    let nats = nats_url();
+    let mut args = vec!["--database-pool", "6", "--nats-prefix", prefix, "--database-url", db, "--nats-url", &nats];
+    args.extend_from_slice(extra);
+    let (proc, base) = crate::support::spawn_serve_with(dir.path(), &args, |c| {
+        c.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+    });
     let ws_base = base.replace("http://", "ws://");
-    Node { child, base, ws_base, _dir: dir }
+    Node { _proc: proc, base, ws_base, _dir: dir }
 }
 
 async fn post(base: &str, path: &str, body: Value) -> Value {
@@ -693,19 +677,10 @@ async fn migrate_applies_the_schema_and_an_older_release_serves_it_until_it_cont
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_string_lossy().into_owned();
     let serve = ["serve", "--listen", "127.0.0.1:0", "--data", &data, "--database-url", &db.url];
-    let mut node = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(serve)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut banner = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(node.stdout.take().unwrap()), &mut banner).unwrap();
-    let base = banner.trim().rsplit(' ').next().unwrap().to_owned();
+    let (node, base) = crate::support::spawn_serve(dir.path(), &["--database-url", &db.url]);
     let live = reqwest::get(format!("{base}/livez")).await.unwrap().status().as_u16();
-    assert_eq!(live, 200, "serving a schema that only expanded: {banner}");
-    node.kill().unwrap();
-    node.wait().unwrap();
+    assert_eq!(live, 200, "serving a schema that only expanded: {base}");
+    drop(node);
 
     // Then it contracted (dropped or changed something this release uses):
     // this one must not serve it.

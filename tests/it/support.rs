@@ -378,19 +378,22 @@ impl Drop for Proc {
 }
 
 /// `holdfast serve` on a free port of 127.0.0.1 with `args`, on the data
-/// dir `dir`: the process and its base URL.
+/// dir `dir`: the process and its base URL. Its log is not shown.
 pub fn spawn_serve(dir: &Path, args: &[&str]) -> (Proc, String) {
+    spawn_serve_with(dir, args, |c| {
+        c.stderr(std::process::Stdio::null());
+    })
+}
+
+/// The same, with the command changed first by `tune` (its environment,
+/// where its log goes).
+pub fn spawn_serve_with(dir: &Path, args: &[&str], tune: impl FnOnce(&mut std::process::Command)) -> (Proc, String) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .arg("--data")
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn holdfast");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+    command.args(["serve", "--listen", "127.0.0.1:0"]).args(args).arg("--data").arg(dir).stdout(Stdio::piped());
+    tune(&mut command);
+    let mut child = command.spawn().expect("spawn holdfast");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().expect("a line").expect("utf-8");
     let base = first.rsplit(' ').next().unwrap().to_owned();

@@ -461,11 +461,8 @@ pub const DIAGNOSTICS: [&str; 5] = [
 ];
 
 pub async fn diagnostics(t: &Target) -> anyhow::Result<[f64; DIAGNOSTICS.len()]> {
-    let mut values = [0.0; DIAGNOSTICS.len()];
-    for (value, name) in values.iter_mut().zip(DIAGNOSTICS) {
-        *value = t.metric(name).await?;
-    }
-    Ok(values)
+    let text = t.metrics_text().await?;
+    Ok(DIAGNOSTICS.map(|name| crate::server::metric_in(&text, name, &[])))
 }
 
 /// The longest a drained node asks its sockets to wait before they

@@ -385,6 +385,12 @@ impl Target {
         metric_at(&self.http, &self.base, name).await
     }
 
+    /// The whole `/metrics` text, to read several figures ([`metric_in`])
+    /// from one request.
+    pub async fn metrics_text(&self) -> anyhow::Result<String> {
+        Ok(self.http.get(format!("{}/metrics", self.base)).send().await?.text().await?)
+    }
+
     /// Sockets this server turned away as unavailable before welcoming
     /// them: at the hello (admission) and at the welcome (the store).
     pub async fn turned_away(&self) -> anyhow::Result<TurnedAway> {
@@ -475,11 +481,16 @@ pub async fn metric_at(http: &reqwest::Client, base: &str, name: &str) -> anyhow
 /// `labels` (`code="unavailable"`).
 pub async fn metric_labelled(http: &reqwest::Client, base: &str, name: &str, labels: &[&str]) -> anyhow::Result<f64> {
     let text = http.get(format!("{base}/metrics")).send().await?.text().await?;
-    Ok(text
-        .lines()
+    Ok(metric_in(&text, name, labels))
+}
+
+/// The same, read from a `/metrics` text already fetched: several figures
+/// from one request.
+pub fn metric_in(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
         // The value follows the last space: a label's value may hold one.
         .filter(|l| labels.iter().all(|label| l.rsplit_once(' ').is_some_and(|(series, _)| series.contains(label))))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+        .sum()
 }

@@ -309,10 +309,11 @@ struct BusDelay {
 
 impl BusDelay {
     async fn add(&mut self, node: &Target) -> anyhow::Result<()> {
-        self.sum_s += node.metric("holdfast_bus_delay_seconds_sum").await?;
-        self.count += node.metric("holdfast_bus_delay_seconds_count").await?;
-        let bucket = "holdfast_bus_delay_seconds_bucket";
-        self.within_1s += crate::server::metric_labelled(&node.http, &node.base, bucket, &["le=\"1\""]).await?;
+        use crate::server::metric_in;
+        let text = node.metrics_text().await?;
+        self.sum_s += metric_in(&text, "holdfast_bus_delay_seconds_sum", &[]);
+        self.count += metric_in(&text, "holdfast_bus_delay_seconds_count", &[]);
+        self.within_1s += metric_in(&text, "holdfast_bus_delay_seconds_bucket", &["le=\"1\""]);
         Ok(())
     }
 
