@@ -424,6 +424,9 @@ async fn measure_relay(
         .filter(|(sent, _)| (from..to).contains(sent))
         .copied()
         .collect();
+    // Where in the phase the tail sits: a p99 that grows with the run's
+    // length is a cost that comes due (a checkpoint, a vacuum), not load.
+    eprintln!("relay: p99 ms by {TIMELINE_STEP_S} s: {}", p99_timeline(&samples, from, to));
     let mut window: Vec<f64> = samples.iter().map(|(_, ms)| *ms).collect();
     let secs = (to - from) as f64 / 1000.0;
     let delivered = window.len().max(1) as f64;
@@ -441,6 +444,22 @@ async fn measure_relay(
         duplicated: agent_reports.iter().chain(&visitor_reports).map(|r| r.duplicated).sum(),
         samples,
     })
+}
+
+const TIMELINE_STEP_S: i64 = 5;
+
+/// The p99 of each `TIMELINE_STEP_S` window of a phase, by when the
+/// message was sent.
+fn p99_timeline(samples: &[(i64, f64)], from: i64, to: i64) -> String {
+    let step = TIMELINE_STEP_S * 1000;
+    let windows = ((to - from + step - 1) / step).max(0) as usize;
+    let mut by_window = vec![Vec::new(); windows];
+    for (sent, ms) in samples {
+        if let Some(w) = by_window.get_mut(((sent - from) / step) as usize) {
+            w.push(*ms);
+        }
+    }
+    by_window.iter_mut().map(|w| format!("{:.0}", percentile(w, 99.0))).collect::<Vec<_>>().join(" ")
 }
 
 /// The relay on a one-node and then a two-node cluster (PostgreSQL + NATS),
@@ -609,4 +628,20 @@ async fn startup(runs: usize) -> anyhow::Result<()> {
         ("ready_max_ms", format!("{:.1}", times.iter().cloned().fold(0.0, f64::max))),
     ]);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::p99_timeline;
+
+    #[test]
+    fn the_timeline_puts_each_message_in_the_window_it_was_sent_in() {
+        // Two 5 s windows and a part: slow messages only in the second.
+        let mut samples: Vec<(i64, f64)> = (0..100).map(|i| (1_000 + i * 40, 10.0)).collect();
+        samples.extend((0..100).map(|i| (6_000 + i * 40, 300.0)));
+        samples.push((11_500, 20.0));
+        samples.push((99_000, 5_000.0)); // after the phase: left out
+        assert_eq!(p99_timeline(&samples, 1_000, 12_000), "10 300 20");
+        assert_eq!(p99_timeline(&[], 1_000, 1_000), "");
+    }
 }
