@@ -320,3 +320,34 @@ async fn the_search_text_on_postgres_is_what_it_was() {
     assert_eq!(named, "see invoice 2026 03 final pdf photo png", "files' names are still in the text");
     server.stop().await;
 }
+
+/// A message's words go into the search index's pending list as it is
+/// stored; each node merges that list into the index a quarter second at a
+/// time, beside its writer, so no commit of chat waits on a merge of
+/// seconds of it (`postgres_writer::merge_search_entries`). The list stays
+/// all but empty, and what was merged is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_index_is_merged_beside_the_writer_on_postgres() {
+    let db = TestDb::create().await;
+    let s = TestServer::start_with(|c| c.database_url = Some(db.url.clone())).await;
+    let site = s.site().await;
+    s.person(&site, "ann@example.com", "Ann", holdfast_server::store::Role::Agent).await;
+    let (ann, _) = s.login("ann@example.com", "password123").await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pgstattuple").execute(&mut conn).await.unwrap();
+    let pending = "SELECT pending_tuples FROM pgstatginindex('events_search')";
+
+    let (conv, _, _socket) = chat(&s, &site, "Nora Quist", &["Where is my parcel?", "It was due on Monday."]).await;
+    // Nothing else inserts or vacuums here (the list's limit is 4 MB).
+    let merged_within = tokio::time::Instant::now();
+    loop {
+        let left: i64 = sqlx::query_scalar(pending).fetch_one(&mut conn).await.unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(merged_within.elapsed() < std::time::Duration::from_secs(10), "{left} entries still pending");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(found(&s, &ann, "q=parcel%20monday").await, vec![conv]);
+    s.stop().await;
+}

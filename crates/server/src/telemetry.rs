@@ -162,6 +162,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "PostgreSQL group commits that failed on what one message may cause and were applied one message at a time.",
     ),
     (
+        "holdfast_store_search_pages_merged_total",
+        Kind::Counter,
+        "Pages of the PostgreSQL message search index's pending list merged beside the writer, not inside a commit.",
+    ),
+    (
         "holdfast_store_writer_lingered_total",
         Kind::Counter,
         "Small batches the busy SQLite writer held up to a millisecond for more changes before committing.",
