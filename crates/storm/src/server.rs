@@ -388,7 +388,7 @@ impl Target {
     /// The whole `/metrics` text, to read several figures ([`metric_in`])
     /// from one request.
     pub async fn metrics_text(&self) -> anyhow::Result<String> {
-        Ok(self.http.get(format!("{}/metrics", self.base)).send().await?.text().await?)
+        metrics_text_at(&self.http, &self.base).await
     }
 
     /// Sockets this server turned away as unavailable before welcoming
@@ -396,19 +396,20 @@ impl Target {
     pub async fn turned_away(&self) -> anyhow::Result<TurnedAway> {
         let ends = "holdfast_socket_ends_total";
         let unavailable = r#"code="unavailable""#;
-        let labelled = |name, labels| metric_labelled(&self.http, &self.base, name, labels);
+        let text = self.metrics_text().await?;
         Ok(TurnedAway {
-            chat_lane: labelled("holdfast_lane_shed_total", &[r#"lane="chat""#]).await?,
-            hellos: labelled(ends, &[unavailable, r#"reason="hello refused""#]).await?,
-            welcomes: labelled(ends, &[unavailable, r#"reason="welcome failed""#]).await?,
+            chat_lane: metric_in(&text, "holdfast_lane_shed_total", &[r#"lane="chat""#]),
+            hellos: metric_in(&text, ends, &[unavailable, r#"reason="hello refused""#]),
+            welcomes: metric_in(&text, ends, &[unavailable, r#"reason="welcome failed""#]),
         })
     }
 
     /// Password hashes the server ran for people (not for the status
     /// page's login probe).
     pub async fn people_hashes(&self) -> anyhow::Result<f64> {
-        let all = self.metric("holdfast_password_hashes_total").await?;
-        Ok(all - self.metric("holdfast_probe_password_hashes_total").await?)
+        let text = self.metrics_text().await?;
+        Ok(metric_in(&text, "holdfast_password_hashes_total", &[])
+            - metric_in(&text, "holdfast_probe_password_hashes_total", &[]))
     }
 
     pub async fn fault(&self, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
@@ -480,12 +481,16 @@ pub async fn metric_at(http: &reqwest::Client, base: &str, name: &str) -> anyhow
 /// A counter or gauge summed over its series whose labels include each of
 /// `labels` (`code="unavailable"`).
 pub async fn metric_labelled(http: &reqwest::Client, base: &str, name: &str, labels: &[&str]) -> anyhow::Result<f64> {
-    let text = http.get(format!("{base}/metrics")).send().await?.text().await?;
-    Ok(metric_in(&text, name, labels))
+    Ok(metric_in(&metrics_text_at(http, base).await?, name, labels))
 }
 
-/// The same, read from a `/metrics` text already fetched: several figures
-/// from one request.
+/// The whole `/metrics` text of the server at `base`.
+async fn metrics_text_at(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    Ok(http.get(format!("{base}/metrics")).send().await?.text().await?)
+}
+
+/// What [`metric_labelled`] reads, from a `/metrics` text already
+/// fetched: several figures from one request.
 pub fn metric_in(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
