@@ -196,3 +196,30 @@ async fn back_to_the_queue_never_goes_straight_back_to_the_agent_who_let_it_go()
     assert_eq!(assigned_agent(&mut v2).await, a.id);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_queue_drain_the_database_refused_is_tried_again_when_it_is_back() {
+    use holdfast_server::store::{Author, Change, FaultMode};
+    let server = TestServer::start().await;
+    let site = server.site().await;
+    let a = server.agent(&site, "a@example.com", 1).await;
+    let (_sock_a, _) = server.online_agent("a@example.com").await;
+    let (mut v1, conv1) = visitor_says(&server, &site, "one").await;
+    assert_eq!(assigned_agent(&mut v1).await, a.id);
+    let (mut v2, _) = visitor_says(&server, &site, "two").await;
+    assert_eq!(v2.wait_for(|f| f["type"] == "queue_position").await["position"], 1);
+
+    // A's first chat ends behind the node's back (as if on another node
+    // whose word was lost), once the node's picture of A has aged out.
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    server.state.store.apply(&conv1, Change::Close { by: Author::system() }).await.unwrap();
+    // The next drain meets a database that is down, and nothing else
+    // happens on this site afterwards.
+    server.state.store.faults().set(FaultMode::Fail);
+    server.state.chat.after_queue_change(&site.id).await;
+    server.state.store.faults().set(FaultMode::Ok);
+
+    // The node drains again by itself: the waiting visitor gets A.
+    assert_eq!(assigned_agent(&mut v2).await, a.id);
+    server.stop().await;
+}

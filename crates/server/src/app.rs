@@ -15,7 +15,7 @@ use crate::auth::ratelimit::LoginLimiter;
 use crate::auth::{Auth, HashPool, passwords};
 use crate::bus::{Audience, Bus, BusSink, Envelope, Payload, local::LocalBus, nats::NatsBus};
 use crate::chat::hub::Hub;
-use crate::chat::service::Chat;
+use crate::chat::service::{Chat, DRAIN_RETRY};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::outbox::Outbox;
@@ -127,6 +127,7 @@ impl AppState {
         chat.floodgate = Arc::new(Floodgate::new(config.connections.per_address_exempt.clone()));
         let chat = Arc::new(chat);
         spawn_ban_sync(&chat);
+        spawn_drain_retry(&chat);
         if config.nats_url.is_some() {
             spawn_heartbeat(chat.clone(), config.node_id.clone(), config.presence_beat);
         }
@@ -231,6 +232,22 @@ fn spawn_ban_sync(chat: &Arc<Chat>) {
                 }
                 Err(_) => {}
             }
+        }
+    });
+}
+
+/// Every [`DRAIN_RETRY`], drain again the queues whose last drain failed:
+/// a visitor queued on a quiet site during a database blip is routed
+/// within a second or so of the database's return, not at the next event.
+fn spawn_drain_retry(chat: &Arc<Chat>) {
+    let chat = Arc::downgrade(chat);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(DRAIN_RETRY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(chat) = chat.upgrade() else { return };
+            chat.retry_failed_drains().await;
         }
     });
 }

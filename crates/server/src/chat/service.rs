@@ -4,7 +4,7 @@
 //! The order is always persist, then publish: a crash in between loses no
 //! data, because sockets fill any gap from the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -119,6 +119,11 @@ pub struct Chat {
     /// Serialises routing per site on this node, so queue drains do not
     /// stampede; correctness does not depend on it (the store re-checks).
     routing: Mutex<HashMap<String, Arc<SiteRouting>>>,
+    /// Sites whose last queue drain failed (the store refused or was
+    /// down): drained again every `DRAIN_RETRY` until one succeeds, so a
+    /// queued visitor is not left waiting for the next event on a quiet
+    /// site.
+    undrained: Mutex<HashSet<String>>,
     /// Whether an agent is online, per site: every visitor connect asks.
     online_cache: Coalesced<bool>,
     /// What visitors were last told of it, per site.
@@ -252,6 +257,7 @@ impl Chat {
             hub,
             admission,
             routing: Mutex::default(),
+            undrained: Mutex::default(),
             online_cache: Coalesced::default(),
             widget_sites: Coalesced::default(),
             online_announced: Mutex::default(),
@@ -993,6 +999,15 @@ impl Chat {
             .await
     }
 
+    /// Drain again each site whose last drain failed. Called every
+    /// `DRAIN_RETRY` by the node.
+    pub async fn retry_failed_drains(&self) {
+        let sites: Vec<String> = self.undrained.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        for site_id in sites {
+            self.after_queue_change(&site_id).await;
+        }
+    }
+
     fn site_routing(&self, site_id: &str) -> Arc<SiteRouting> {
         self.routing.lock().unwrap_or_else(|p| p.into_inner()).entry(site_id.to_owned()).or_default().clone()
     }
@@ -1005,10 +1020,6 @@ impl Chat {
         Ok(())
     }
 
-    /// Route what can be routed from the site's queue, then tell agents the
-    /// queue and each waiting visitor their position. Coalesced per site: if
-    /// a drain is running, it is told to go round once more instead of a
-    /// second drain queuing behind it.
     /// A chat left an agent or was handed to one by a person (close,
     /// transfer, claim): the planned candidates are stale, and queued chats
     /// may now fit somewhere.
@@ -1017,6 +1028,11 @@ impl Chat {
         self.after_queue_change(site_id).await;
     }
 
+    /// Route what can be routed from the site's queue, then tell agents the
+    /// queue and each waiting visitor their position. Coalesced per site: if
+    /// a drain is running, it is told to go round once more instead of a
+    /// second drain queuing behind it. A drain that fails is tried again by
+    /// [`Chat::retry_failed_drains`].
     pub async fn after_queue_change(&self, site_id: &str) {
         let site = self.site_routing(site_id);
         site.dirty.store(true, Ordering::Release);
@@ -1027,8 +1043,15 @@ impl Chat {
                     if site.presence_dirty.swap(false, Ordering::AcqRel) {
                         self.refresh_presence(site_id).await;
                     }
-                    if let Err(err) = self.drain_queue(site_id, &site).await {
-                        tracing::warn!(error = %err, site_id, "queue drain failed");
+                    let drained = self.drain_queue(site_id, &site).await;
+                    let mut undrained = self.undrained.lock().unwrap_or_else(|p| p.into_inner());
+                    match drained {
+                        Ok(()) => drop(undrained.remove(site_id)),
+                        // Said once per outage, not every retry.
+                        Err(err) if undrained.insert(site_id.to_owned()) => {
+                            tracing::warn!(error = %err, site_id, "queue drain failed; trying again")
+                        }
+                        Err(err) => tracing::debug!(error = %err, site_id, "queue drain failed again"),
                     }
                 }
             }
@@ -1096,19 +1119,25 @@ impl Chat {
         let outcomes =
             futures_util::future::join_all(plan.iter().map(|(conv, change)| self.apply(&conv.id, change.clone())))
                 .await;
+        // Every outcome is looked at, whatever failed: the plan counted each
+        // chat on its agent, and a chat that was not handed out must not stay
+        // counted, nor be left out of the queue announced below.
+        let mut failed = None;
         for ((conv, _), outcome) in plan.into_iter().zip(outcomes) {
             match outcome {
                 Ok(_) => {
                     metrics::counter!("holdfast_routed_total").increment(1);
                     site.released.lock().unwrap_or_else(|p| p.into_inner()).remove(&conv.id);
                 }
-                Err(Error::Conflict(_)) => {
-                    // Raced with another router: look again next round.
+                Err(e) => {
                     site.forget_candidates(Some(&conv.group_id));
-                    site.dirty.store(true, Ordering::Release);
+                    match e {
+                        // Raced with another router: look again next round.
+                        Error::Conflict(_) => site.dirty.store(true, Ordering::Release),
+                        e => failed = failed.or(Some(e)),
+                    }
                     waiting.push(conv);
                 }
-                Err(e) => return Err(e),
             }
         }
         waiting.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -1120,7 +1149,7 @@ impl Chat {
         let before = {
             let mut last = site.last_queue.lock().unwrap_or_else(|p| p.into_inner());
             if *last == shape {
-                return Ok(());
+                return failed.map_or(Ok(()), Err);
             }
             std::mem::replace(&mut *last, shape)
         };
@@ -1131,7 +1160,7 @@ impl Chat {
             self.publish_frame(site_id, Audience::Visitor { visitor_id: e.visitor_id.clone() }, &frame).await;
         }
         self.publish_frame(site_id, Audience::SiteAgents, &ServerFrame::Queue { queue: entries }).await;
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// The site's queue as agents see it (for `welcome`), from a read that
@@ -1178,6 +1207,8 @@ struct SiteRouting {
     released: Mutex<HashMap<String, (String, Instant)>>,
 }
 
+/// How often a site whose queue drain failed is drained again.
+pub const DRAIN_RETRY: Duration = Duration::from_secs(1);
 /// How long a group's routing candidates may be planned against.
 const CANDIDATES_TTL: Duration = Duration::from_secs(1);
 /// How long a chat sent back to the queue is kept from the agent who sent
