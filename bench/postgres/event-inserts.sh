@@ -77,27 +77,17 @@ SELECT extract(epoch FROM clock_timestamp()) \g $work/t1
 \! awk '{print \$14 + \$15}' /proc/\$(cat $work/pid)/stat > $work/cpu1
 SQL
 
+# One run on a copy of side $1's template: its CPU and wall time a message.
 measure() {
-    psql -d postgres -qc "DROP DATABASE IF EXISTS hf_ev_run" -qc "CREATE DATABASE hf_ev_run TEMPLATE $1" 2>/dev/null
+    psql -d postgres -qc "DROP DATABASE IF EXISTS hf_ev_run" -qc "CREATE DATABASE hf_ev_run TEMPLATE hf_ev_$1" 2>/dev/null
     psql -d hf_ev_run -q -v ON_ERROR_STOP=1 -f "$work/run.sql" >/dev/null
     local rows=$((batches * 100))
     # CPU in clock ticks (1/100 s), wall in seconds: µs a message.
     awk -v c0="$(cat "$work/cpu0")" -v c1="$(cat "$work/cpu1")" -v t0="$(cat "$work/t0")" -v t1="$(cat "$work/t1")" \
-        -v n="$rows" 'BEGIN { printf "%.1f %.1f\n", (c1 - c0) * 1e4 / n, (t1 - t0) * 1e6 / n }'
+        -v n="$rows" 'BEGIN { printf "%.1f wall_us_per_msg=%.1f\n", (c1 - c0) * 1e4 / n, (t1 - t0) * 1e6 / n }'
 }
 
 echo "bench postgres event-inserts: before (to $before_last) and after ($after), $rounds rounds of $batches commits of 100" >&2
-cpu_before=() cpu_after=()
-for r in $(seq "$rounds"); do
-    # Turn the order each round, so a machine growing slower or faster
-    # does not favour one side.
-    order="before after"; [ $((r % 2)) -eq 0 ] && order="after before"
-    for side in $order; do
-        read -r cpu wall < <(measure "hf_ev_$side")
-        echo "round=$r schema=$side backend_cpu_us_per_msg=$cpu wall_us_per_msg=$wall"
-        if [ "$side" = before ]; then cpu_before+=("$cpu"); else cpu_after+=("$cpu"); fi
-    done
-done
-median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-mb=$(median "${cpu_before[@]}") ma=$(median "${cpu_after[@]}")
-echo "scenario=postgres-event-inserts after=$after rounds=$rounds median_backend_cpu_us_per_msg before=$mb after=$ma ratio=$(awk -v a="$ma" -v b="$mb" 'BEGIN { printf "%.2f", a / b }')"
+. bench/postgres/turns.sh
+in_turns "$rounds" backend_cpu_us_per_msg
+echo "scenario=postgres-event-inserts after=$after rounds=$rounds median_backend_cpu_us_per_msg before=$TURNS_BEFORE after=$TURNS_AFTER ratio=$(turns_ratio 2)"

@@ -184,3 +184,66 @@ async fn missed_chats_on_postgres() {
     .await;
     missed_chats_are_marked_listed_and_mailed(server, &mut smtp).await;
 }
+
+/// On PostgreSQL an open chat's row says when an agent first wrote in it
+/// (`postgres/0042_first_reply_on_open_chats.sql`), and the scan for
+/// missed chats passes over it without reading its events; a row without
+/// it (written by a node of an earlier release) is still looked for in its
+/// events, so an answered chat is never a candidate either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_an_open_chat_says_when_an_agent_first_wrote() {
+    let db = TestDb::create().await;
+    let server = TestServer::start_with(|c| {
+        c.database_url = Some(db.url.clone());
+        c.database_max_connections = 6;
+    })
+    .await;
+    let raw = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let site = server.site().await;
+    server.agent(&site, "ann@shop.example", 5).await;
+    let (mut console, _) = server.online_agent("ann@shop.example").await;
+    let (_, token) = server.visitor(&site).await;
+    let mut visitor = Client::connect(&server, "/api/v1/visitor/socket", &token, HashMap::new()).await;
+    let conv = visitor.say(None, "m1", "hello?").await["conv"].as_str().unwrap().to_owned();
+    console.wait_for(|f| f["type"] == "assigned" && f["conv"] == conv.as_str()).await;
+
+    let since = holdfast_server::store::now_ms() - 3_600_000;
+    let candidates = || async {
+        let waits = server.state.store.missed_candidates(since, 100).await.unwrap();
+        waits.into_iter().map(|w| w.conversation.id).collect::<Vec<_>>()
+    };
+    let row = || async {
+        sqlx::query_as::<_, (Option<i64>, Option<i64>)>(
+            "SELECT first_agent_at, messages FROM conversations WHERE id = $1",
+        )
+        .bind(&conv)
+        .fetch_one(&raw)
+        .await
+        .unwrap()
+    };
+    assert_eq!(candidates().await, std::slice::from_ref(&conv), "unanswered: a candidate");
+    assert_eq!(row().await, (None, None));
+
+    assert_eq!(console.say(Some(&conv), "r1", "Hi!").await["type"], "ack");
+    assert_eq!(console.say(Some(&conv), "r2", "How can I help?").await["type"], "ack");
+    let (first_reply,): (i64,) = sqlx::query_as(
+        "SELECT min(created_at) FROM events WHERE conversation_id = $1 AND kind = 'message' AND author_kind = 'agent'",
+    )
+    .bind(&conv)
+    .fetch_one(&raw)
+    .await
+    .unwrap();
+    assert_eq!(row().await, (Some(first_reply), None), "the first reply's time, and still no facts for reports");
+    assert!(candidates().await.is_empty(), "answered: not a candidate");
+
+    sqlx::query("UPDATE conversations SET first_agent_at = NULL WHERE id = $1")
+        .bind(&conv)
+        .execute(&raw)
+        .await
+        .unwrap();
+    assert!(candidates().await.is_empty(), "answered, though the row does not say so: not a candidate");
+    raw.close().await;
+    console.close().await;
+    visitor.close().await;
+    server.stop().await;
+}

@@ -48,6 +48,13 @@ pub struct MissedChat {
 /// The candidates: created after `?1`, open or closed by their visitor, no
 /// agent message, not yet marked. Oldest first. The same text on both
 /// backends but for the placeholders and the conversation source.
+///
+/// A row whose `first_agent_at` is set was answered, and is passed over
+/// without reading its events: a closed chat's facts on both backends, an
+/// open chat's on PostgreSQL too (`postgres/0042_first_reply_on_open_chats.sql`),
+/// where a planner without statistics read every event of every answered
+/// chat to find its agent message. A row without it is looked for in its
+/// events, as a node of an earlier release may have left it.
 fn candidates_sql(from: &str, since: &str, limit: &str) -> String {
     let visitor_msg = "FROM events e WHERE e.conversation_id = c.id AND e.kind = 'message' \
                        AND e.author_kind = 'visitor' ORDER BY e.seq LIMIT 1";
@@ -61,6 +68,7 @@ fn candidates_sql(from: &str, since: &str, limit: &str) -> String {
          (SELECT e.created_at {closed_by_visitor}) AS closed_by_visitor_at \
          FROM {from} c WHERE c.created_at > {since} AND c.status IN ('queued', 'active', 'closed') \
          AND NOT EXISTS (SELECT 1 FROM missed_chats m WHERE m.conversation_id = c.id) \
+         AND c.first_agent_at IS NULL \
          AND NOT EXISTS (SELECT 1 FROM events e WHERE e.conversation_id = c.id AND e.kind = 'message' \
                          AND e.author_kind = 'agent') \
          AND (c.status <> 'closed' OR EXISTS (SELECT 1 {closed_by_visitor})) \
