@@ -855,3 +855,35 @@ async fn offline_messages_left_on_both_nodes_are_emailed_once_each() {
     convs.push(marker);
     assert_eq!(convs.iter().collect::<std::collections::HashSet<_>>().len(), 11);
 }
+
+/// A node whose database hangs still beats. Hearing of another node's
+/// agent makes a node read the store (which site is theirs) and drain
+/// that site's queue; done in the heartbeat's own loop, a hung database
+/// stopped the beats, and the other nodes counted the node's agents gone
+/// once its beats were overdue (here 0.6 s, plus a grace of 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_database_hangs_still_tells_the_others_its_agents_are_there() {
+    use holdfast_server::store::FaultMode;
+    let c = cluster_with(|c| c.presence_grace = Duration::from_secs(1)).await;
+    let site = c.a.site().await;
+    let ann = c.a.agent(&site, "ann@example.com", 5).await;
+    let bob = c.b.agent(&site, "bob@example.com", 5).await;
+    let (_ann_sock, _) = c.a.online_agent("ann@example.com").await;
+    sees_agent(&c.b, &ann.id).await;
+
+    c.a.state.store.faults().set(FaultMode::Hang);
+    // Bob comes online on node B; node A hears of him, and asks its store.
+    let (_bob_sock, _) = c.b.online_agent("bob@example.com").await;
+    sees_agent(&c.a, &bob.id).await;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert!(
+            c.b.state.chat.hub.agent_present(&ann.id),
+            "node B counted node A's agent gone while A's database hung"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.a.state.store.faults().set(FaultMode::Ok);
+    c.a.stop().await;
+    c.b.stop().await;
+}

@@ -279,7 +279,13 @@ impl BusSink for NodeSink {
 /// Cluster mode: tell the other nodes which agents are present here, every
 /// beat and as soon as that changes; notice lost nodes and a bus that came
 /// back, and have sockets re-read the store then. Ends when the node drains.
+///
+/// What the other nodes' beats change here is handled by a task of its
+/// own: it reads the store and drains queues, and a beat that waited for
+/// them would let a slow database make this node look lost to the others
+/// (three missed beats), its agents absent and every socket re-reading.
 fn spawn_heartbeat(chat: Arc<Chat>, node_id: String, beat: std::time::Duration) {
+    spawn_remote_presence(&chat, beat);
     tokio::spawn(async move {
         let mut bus_was_down = false;
         while !chat.hub.is_draining() {
@@ -287,10 +293,6 @@ fn spawn_heartbeat(chat: Arc<Chat>, node_id: String, beat: std::time::Duration) 
                 _ = tokio::time::sleep(beat) => {}
                 // Coalesce a burst of connects into one beat.
                 _ = chat.hub.presence_dirty.notified() => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-                _ = chat.hub.remote_presence_changed.notified() => {
-                    remote_presence_changed(&chat).await;
-                    continue;
-                }
             }
             let agents = chat.hub.present_agents();
             let payload = Payload::Presence { node_id: node_id.clone(), agents, dropped: chat.bus.dropped() };
@@ -313,6 +315,29 @@ fn spawn_heartbeat(chat: Arc<Chat>, node_id: String, beat: std::time::Duration) 
                 metrics::counter!("holdfast_nodes_lost_total").increment(lost.len() as u64);
                 chat.hub.request_resync();
             }
+        }
+    });
+}
+
+/// Each change of the other nodes' agents, handled as it comes
+/// ([`remote_presence_changed`]). Holds the chat only while it handles
+/// one; looks every `beat` whether the node is gone or draining.
+fn spawn_remote_presence(chat: &Arc<Chat>, beat: std::time::Duration) {
+    let hub = chat.hub.clone();
+    let chat = Arc::downgrade(chat);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hub.remote_presence_changed.notified() => {}
+                _ = tokio::time::sleep(beat) => {
+                    if hub.is_draining() || chat.strong_count() == 0 {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let Some(chat) = chat.upgrade() else { return };
+            remote_presence_changed(&chat).await;
         }
     });
 }
