@@ -1096,14 +1096,15 @@ impl Chat {
                     // (another node handed them one meanwhile), and the
                     // chat is planned again against a fresh read. The plan
                     // counts this chat, and never past the agent's limit.
+                    let level = pick.active_chats.min(pick.chat_limit);
                     let change = Change::Assign {
                         agent_id: pick.agent_id.clone(),
                         agent_name: pick.name.clone(),
                         by: Author::system(),
-                        limit: Some(pick.active_chats.min(pick.chat_limit)),
+                        limit: Some(level),
                         only_if_unassigned: true,
                     };
-                    plan.push((conv, change));
+                    plan.push((conv, change, level));
                 }
                 None => waiting.push(conv),
             }
@@ -1116,27 +1117,50 @@ impl Chat {
                 cached.extend(candidates.into_iter().map(|(g, (at, group, _))| (g, (at, group))));
             }
         }
-        let outcomes =
-            futures_util::future::join_all(plan.iter().map(|(conv, change)| self.apply(&conv.id, change.clone())))
-                .await;
-        // Every outcome is looked at, whatever failed: the plan counted each
-        // chat on its agent, and a chat that was not handed out must not stay
-        // counted, nor be left out of the queue announced below.
+        // The plan is applied level by level: first the chats that give
+        // agents their first chat, then their second, and so on. A pick at a
+        // higher level assumed that every pick below it took; when one did
+        // not (another node had routed that chat, or handed that agent one),
+        // an agent the plan counted busy may still have none, and the picks
+        // above it would give someone a second chat beside them. So they are
+        // not applied; the chats wait for the next drain, planned afresh.
+        // (Two nodes draining one queue read it and their candidates at
+        // different moments, and parted ways exactly so: an agent with two
+        // chats and one with none, docs/benchmarks.md.)
+        plan.sort_by_key(|(_, _, level)| *level);
+        let mut plan = plan.into_iter().peekable();
         let mut failed = None;
-        for ((conv, _), outcome) in plan.into_iter().zip(outcomes) {
-            match outcome {
-                Ok(_) => {
-                    metrics::counter!("holdfast_routed_total").increment(1);
-                    site.released.lock().unwrap_or_else(|p| p.into_inner()).remove(&conv.id);
-                }
-                Err(e) => {
-                    site.forget_candidates(Some(&conv.group_id));
-                    match e {
-                        // Raced with another router: look again next round.
-                        Error::Conflict(_) => site.dirty.store(true, Ordering::Release),
-                        e => failed = failed.or(Some(e)),
+        let mut stale = false;
+        while let Some(level) = plan.peek().map(|(_, _, level)| *level) {
+            let round: Vec<_> = std::iter::from_fn(|| plan.next_if(|(_, _, l)| *l == level)).collect();
+            if stale {
+                waiting.extend(round.into_iter().map(|(conv, _, _)| conv));
+                continue;
+            }
+            let outcomes = futures_util::future::join_all(
+                round.iter().map(|(conv, change, _)| self.apply(&conv.id, change.clone())),
+            )
+            .await;
+            // Every outcome is looked at, whatever failed: the plan counted
+            // each chat on its agent, and a chat that was not handed out
+            // must not stay counted, nor be left out of the queue announced
+            // below.
+            for ((conv, _, _), outcome) in round.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(_) => {
+                        metrics::counter!("holdfast_routed_total").increment(1);
+                        site.released.lock().unwrap_or_else(|p| p.into_inner()).remove(&conv.id);
                     }
-                    waiting.push(conv);
+                    Err(e) => {
+                        site.forget_candidates(Some(&conv.group_id));
+                        stale = true;
+                        match e {
+                            // Raced with another router: look again next round.
+                            Error::Conflict(_) => site.dirty.store(true, Ordering::Release),
+                            e => failed = failed.or(Some(e)),
+                        }
+                        waiting.push(conv);
+                    }
                 }
             }
         }
