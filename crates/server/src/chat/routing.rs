@@ -88,9 +88,64 @@ pub fn anyone_online(candidates: &[RoutingCandidate], present: impl Fn(&str) -> 
     candidates.iter().any(|c| c.availability == Availability::Online && present(&c.agent_id))
 }
 
+/// Apply a drain's picks level by level: first those that give agents
+/// their first chat (`level` 1), then their second, and so on. A pick at a
+/// higher level assumed that every pick below it took; when one did not
+/// (another node had routed that chat, or handed that agent one), an agent
+/// the plan counted busy may still have none, and the picks above would
+/// give someone a second chat beside them. So once a level has a failure,
+/// the levels above are not applied: they come back in the second list,
+/// to be planned afresh. (Two nodes draining one queue read it and their
+/// candidates at different moments, and parted ways exactly so,
+/// docs/benchmarks.md.) A level's picks are applied together, so they
+/// share group commits.
+pub async fn apply_by_level<P, R, E, Fut>(
+    mut plan: Vec<(P, i64)>,
+    apply: impl Fn(&P) -> Fut,
+) -> (Vec<(P, Result<R, E>)>, Vec<P>)
+where
+    Fut: std::future::Future<Output = Result<R, E>>,
+{
+    plan.sort_by_key(|(_, level)| *level);
+    let mut plan = plan.into_iter().peekable();
+    let mut applied = Vec::new();
+    while let Some(level) = plan.peek().map(|(_, level)| *level) {
+        let round: Vec<P> = std::iter::from_fn(|| plan.next_if(|(_, l)| *l == level)).map(|(p, _)| p).collect();
+        let outcomes = futures_util::future::join_all(round.iter().map(&apply)).await;
+        let failed = outcomes.iter().any(Result::is_err);
+        applied.extend(round.into_iter().zip(outcomes));
+        if failed {
+            break;
+        }
+    }
+    (applied, plan.map(|(p, _)| p).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_level_with_a_failed_pick_holds_back_the_levels_above() {
+        // c1..c3 give agents their first chat, c4 and c5 a second, c6 a third.
+        let plan = vec![("c4", 2), ("c1", 1), ("c6", 3), ("c2", 1), ("c5", 2), ("c3", 1)];
+        let tried = std::sync::Mutex::new(Vec::new());
+        let (applied, held) = apply_by_level(plan.clone(), |p: &&str| {
+            tried.lock().unwrap().push(*p);
+            std::future::ready(if *p == "c2" { Err("taken") } else { Ok(()) })
+        })
+        .await;
+        let applied: Vec<(&str, bool)> = applied.into_iter().map(|(p, r)| (p, r.is_ok())).collect();
+        assert_eq!(applied, [("c1", true), ("c2", false), ("c3", true)], "the first level, all of it");
+        assert_eq!(held, ["c4", "c5", "c6"], "the levels above, in order, not tried");
+        assert_eq!(*tried.lock().unwrap(), ["c1", "c2", "c3"]);
+
+        // Nothing fails: every level, lowest first, queue order within one.
+        let (applied, held) = apply_by_level(plan, |_: &&str| std::future::ready(Ok::<(), ()>(()))).await;
+        let order: Vec<&str> = applied.into_iter().map(|(p, _)| p).collect();
+        assert_eq!(order, ["c1", "c2", "c3", "c4", "c5", "c6"]);
+        assert!(held.is_empty());
+    }
 
     fn cand(id: &str, active: i64, limit: i64, last: i64, av: Availability) -> RoutingCandidate {
         RoutingCandidate {

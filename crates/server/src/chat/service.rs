@@ -1104,7 +1104,7 @@ impl Chat {
                         limit: Some(level),
                         only_if_unassigned: true,
                     };
-                    plan.push((conv, change, level));
+                    plan.push(((conv, change), level));
                 }
                 None => waiting.push(conv),
             }
@@ -1117,53 +1117,34 @@ impl Chat {
                 cached.extend(candidates.into_iter().map(|(g, (at, group, _))| (g, (at, group))));
             }
         }
-        // The plan is applied level by level: first the chats that give
-        // agents their first chat, then their second, and so on. A pick at a
-        // higher level assumed that every pick below it took; when one did
-        // not (another node had routed that chat, or handed that agent one),
-        // an agent the plan counted busy may still have none, and the picks
-        // above it would give someone a second chat beside them. So they are
-        // not applied; the chats wait for the next drain, planned afresh.
-        // (Two nodes draining one queue read it and their candidates at
-        // different moments, and parted ways exactly so: an agent with two
-        // chats and one with none, docs/benchmarks.md.)
-        plan.sort_by_key(|(_, _, level)| *level);
-        let mut plan = plan.into_iter().peekable();
+        // Each pick's future owns what it applies, so it borrows no pick.
+        let (applied, held) = routing::apply_by_level(plan, |(conv, change): &(Conversation, Change)| {
+            let (id, change) = (conv.id.clone(), change.clone());
+            async move { self.apply(&id, change).await }
+        })
+        .await;
+        // Every outcome is looked at, whatever failed: the plan counted each
+        // chat on its agent, and a chat that was not handed out must not stay
+        // counted, nor be left out of the queue announced below.
         let mut failed = None;
-        let mut stale = false;
-        while let Some(level) = plan.peek().map(|(_, _, level)| *level) {
-            let round: Vec<_> = std::iter::from_fn(|| plan.next_if(|(_, _, l)| *l == level)).collect();
-            if stale {
-                waiting.extend(round.into_iter().map(|(conv, _, _)| conv));
-                continue;
-            }
-            let outcomes = futures_util::future::join_all(
-                round.iter().map(|(conv, change, _)| self.apply(&conv.id, change.clone())),
-            )
-            .await;
-            // Every outcome is looked at, whatever failed: the plan counted
-            // each chat on its agent, and a chat that was not handed out
-            // must not stay counted, nor be left out of the queue announced
-            // below.
-            for ((conv, _, _), outcome) in round.into_iter().zip(outcomes) {
-                match outcome {
-                    Ok(_) => {
-                        metrics::counter!("holdfast_routed_total").increment(1);
-                        site.released.lock().unwrap_or_else(|p| p.into_inner()).remove(&conv.id);
+        for ((conv, _), outcome) in applied {
+            match outcome {
+                Ok(_) => {
+                    metrics::counter!("holdfast_routed_total").increment(1);
+                    site.released.lock().unwrap_or_else(|p| p.into_inner()).remove(&conv.id);
+                }
+                Err(e) => {
+                    site.forget_candidates(Some(&conv.group_id));
+                    match e {
+                        // Raced with another router: look again next round.
+                        Error::Conflict(_) => site.dirty.store(true, Ordering::Release),
+                        e => failed = failed.or(Some(e)),
                     }
-                    Err(e) => {
-                        site.forget_candidates(Some(&conv.group_id));
-                        stale = true;
-                        match e {
-                            // Raced with another router: look again next round.
-                            Error::Conflict(_) => site.dirty.store(true, Ordering::Release),
-                            e => failed = failed.or(Some(e)),
-                        }
-                        waiting.push(conv);
-                    }
+                    waiting.push(conv);
                 }
             }
         }
+        waiting.extend(held.into_iter().map(|(conv, _)| conv));
         waiting.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         let entries = queue_entries(&waiting);
         // Announce only a queue that changed: a reconnect storm must not
