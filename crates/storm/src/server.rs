@@ -485,7 +485,7 @@ pub async fn metric_labelled(http: &reqwest::Client, base: &str, name: &str, lab
 }
 
 /// The whole `/metrics` text of the server at `base`.
-async fn metrics_text_at(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+pub async fn metrics_text_at(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
     Ok(http.get(format!("{base}/metrics")).send().await?.text().await?)
 }
 
