@@ -92,8 +92,15 @@ fn frame(site: &str, text: &str, event: Option<(&str, i64)>) -> Envelope {
     }
 }
 
+/// A heartbeat's time to live, as a node's three beats of a second.
+const PEER_TTL: Duration = Duration::from_secs(3);
+
 async fn nats_node(prefix: &str, node: &str) -> NatsBus {
-    let bus = NatsBus::connect(&nats_url(), prefix, node).await.expect("NATS is needed for this test");
+    nats_node_hearing_for(prefix, node, PEER_TTL).await
+}
+
+async fn nats_node_hearing_for(prefix: &str, node: &str, peer_ttl: Duration) -> NatsBus {
+    let bus = NatsBus::connect(&nats_url(), prefix, node, peer_ttl).await.expect("NATS is needed for this test");
     let start = Instant::now();
     while !bus.healthy() {
         assert!(start.elapsed() < Duration::from_secs(5), "NATS at {} did not connect", nats_url());
@@ -178,7 +185,7 @@ async fn nats_bus_heartbeats_and_disconnects_reach_the_others_only() {
 async fn nats_bus_without_a_server_is_unhealthy_but_still_delivers_locally() {
     // A port nothing listens on: bind one, note it, close it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let bus = NatsBus::connect(&format!("nats://127.0.0.1:{port}"), &nats_prefix(), "alone").await.unwrap();
+    let bus = NatsBus::connect(&format!("nats://127.0.0.1:{port}"), &nats_prefix(), "alone", PEER_TTL).await.unwrap();
     let sink = Arc::new(Recorder::default());
     bus.attach(sink.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -186,4 +193,94 @@ async fn nats_bus_without_a_server_is_unhealthy_but_still_delivers_locally() {
     // Publishing delivers here before it returns; nothing else can arrive.
     bus.publish(frame("s", "{}", None)).await;
     assert_eq!(sink.texts(), ["{}"], "this node's sockets still hear this node");
+}
+
+/// What a NATS message on a site's subject holds, read as the wire format
+/// is written down in `bus/nats.rs`: a batch's envelopes (magic, then each
+/// behind its big-endian length), or the one envelope it is.
+fn on_the_wire(payload: &[u8]) -> (bool, Vec<String>) {
+    let Some(mut rest) = payload.strip_prefix(b"HFB1\n") else {
+        return (false, vec![String::from_utf8_lossy(payload).into_owned()]);
+    };
+    let mut envelopes = Vec::new();
+    while !rest.is_empty() {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        envelopes.push(String::from_utf8_lossy(&rest[4..4 + len]).into_owned());
+        rest = &rest[4 + len..];
+    }
+    (true, envelopes)
+}
+
+/// Read NATS messages off `wire` until they hold `n` envelopes: how many
+/// messages that took, how many were batches, and the frames' texts.
+async fn read_wire(wire: &mut async_nats::Subscriber, n: usize) -> (usize, usize, Vec<String>) {
+    use futures_util::StreamExt;
+    let (mut messages, mut batches, mut texts) = (0, 0, Vec::new());
+    while texts.len() < n {
+        let message = tokio::time::timeout(Duration::from_secs(5), wire.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {n} envelopes on the wire after 5 s", texts.len()))
+            .expect("the subscription is open");
+        let (batch, envelopes) = on_the_wire(&message.payload);
+        messages += 1;
+        batches += usize::from(batch);
+        // The frame's text follows the envelope's metadata line.
+        texts.extend(envelopes.iter().map(|e| e.split_once('\n').expect("metadata, then the frame").1.to_owned()));
+    }
+    (messages, batches, texts)
+}
+
+/// A node batches the envelopes it finds queued at once, and the other
+/// node reads each once and in order; but not while a node of an earlier
+/// release, whose heartbeat says nothing of batches, is heard.
+#[tokio::test]
+async fn nats_bus_batches_only_while_every_node_it_hears_reads_batches() {
+    let prefix = nats_prefix();
+    let ttl = Duration::from_millis(600);
+    let a = nats_node_hearing_for(&prefix, "node-a", ttl).await;
+    let b = nats_node_hearing_for(&prefix, "node-b", ttl).await;
+    let (sink_a, sink_b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    a.attach(sink_a.clone());
+    b.attach(sink_b.clone());
+    handshake(&a, &sink_a, &b, &sink_b).await;
+    let raw = async_nats::connect(nats_url()).await.expect("NATS is needed for this test");
+    let mut wire = raw.subscribe(format!("{prefix}.site.>")).await.unwrap();
+    raw.flush().await.unwrap();
+    // An older node's heartbeat, as a release before batches wrote it.
+    let older = br#"{"origin":"node-old","site_id":"","audience":{"to":"site_agents"},"event":null,"kind":{"k":"presence","node_id":"node-old","agents":[],"dropped":0}}"#;
+    let beats = {
+        let (raw, subject) = (raw.clone(), format!("{prefix}.node.node-old"));
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                raw.publish(subject.clone(), [&older[..], b"\n"].concat().into()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    // Past A's first heartbeat's life: it has listened, and heard the older node.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let first: Vec<String> = (0..100).map(|i| format!("{{\"n\":{i}}}")).collect();
+    for (i, text) in first.iter().enumerate() {
+        a.publish(frame("site-1", text, Some(("conv", i as i64 + 1)))).await;
+    }
+    let (messages, batches, texts) = read_wire(&mut wire, first.len()).await;
+    assert_eq!((messages, batches), (100, 0), "a message each while an older node is heard");
+    assert_eq!(texts, first);
+    beats.abort();
+    // The older node, silent, is gone after its heartbeat's life.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    mark(&b, &sink_a).await;
+    let second: Vec<String> = (100..200).map(|i| format!("{{\"n\":{i}}}")).collect();
+    for (i, text) in second.iter().enumerate() {
+        a.publish(frame("site-1", text, Some(("conv", i as i64 + 101)))).await;
+    }
+    let (messages, batches, texts) = read_wire(&mut wire, second.len()).await;
+    assert!(batches >= 1 && messages < 100, "{messages} messages, {batches} batches, for 100 envelopes queued at once");
+    assert_eq!(texts, second, "a batch keeps the order");
+    mark(&a, &sink_b).await;
+    assert_eq!(sink_b.texts(), [first, second].concat(), "the other node: each once, in order");
+    // (The older node's heartbeats reached B's hub too, between the frames.)
+    let frames: Vec<_> = sink_b.got().into_iter().filter(|e| matches!(e.payload, Payload::Frame { .. })).collect();
+    assert_eq!(frames[150].event, Some(("conv".into(), 151)));
+    assert_eq!(a.echoes(), 0);
 }

@@ -101,11 +101,13 @@ impl AppState {
         // Revocations outlive restarts: read the ones whose tokens could
         // still be valid before serving anything.
         auth.sync_revocations().await?;
+        // A node's heartbeat lasts three beats, for hubs and for the bus.
+        let remote_ttl = config.presence_beat * 3;
         let mut hub = Hub::new(config.presence_grace);
-        hub.set_remote_ttl(config.presence_beat * 3);
+        hub.set_remote_ttl(remote_ttl);
         let hub = Arc::new(hub);
         let bus: Arc<dyn Bus> = match &config.nats_url {
-            Some(url) => Arc::new(NatsBus::connect(url, &config.nats_prefix, &config.node_id).await?),
+            Some(url) => Arc::new(NatsBus::connect(url, &config.nats_prefix, &config.node_id, remote_ttl).await?),
             None => Arc::new(LocalBus::new()),
         };
         // The bans in force, loaded before anything is served.

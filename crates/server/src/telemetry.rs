@@ -81,7 +81,12 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Times this node's bus subscription fell behind and NATS dropped events for it.",
     ),
-    ("holdfast_bus_received_total", Kind::Counter, "Bus messages received from other nodes."),
+    ("holdfast_bus_received_total", Kind::Counter, "Events received from other nodes (a batch holds several)."),
+    (
+        "holdfast_bus_sent_total",
+        Kind::Counter,
+        "Messages handed to NATS for the other nodes: an event each, or a batch of several.",
+    ),
     ("holdfast_bus_up", Kind::Gauge, "Whether this node's event bus is connected (1) or not (0)."),
     ("holdfast_connections", Kind::Gauge, "Sockets registered with this node's hub, by kind."),
     ("holdfast_hash_pool_abandoned_total", Kind::Counter, "Password hashes dropped because their caller had given up."),

@@ -15,10 +15,19 @@
 //! node's heartbeat carries how many envelopes it dropped, and a node whose
 //! subscription fell behind (NATS's slow consumer) notes it: either way
 //! the sockets that missed something re-read the store.
+//!
+//! What the sender finds queued at once goes out as one NATS message per
+//! subject (a batch: `BATCH_MAGIC`, then each envelope behind its length),
+//! where each envelope used to cost NATS a message of its own. A node of an
+//! earlier release reads a batch as malformed, so a node batches only once
+//! it has listened for a heartbeat's time to live and every node it heard
+//! in that time says, in its heartbeat, that it reads batches (`Peers`).
+//! Heartbeats always go alone, readable by every release.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -32,6 +41,21 @@ use crate::error::{Error, Result};
 /// Envelopes waiting for the sender task before new ones are dropped.
 const OUTBOX: usize = 16_384;
 
+/// In front of a batch: no envelope starts so (each starts with `{`).
+const BATCH_MAGIC: &[u8] = b"HFB1\n";
+
+/// A batch stops growing past this many bytes (NATS's own limit on a
+/// message is 1 MiB by default); an envelope bigger than it goes alone.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// An envelope on its way to NATS.
+struct Outgoing {
+    subject: String,
+    payload: Bytes,
+    /// A heartbeat is not: every release must read it.
+    batchable: bool,
+}
+
 pub struct NatsBus {
     client: async_nats::Client,
     /// This node's id: stamped on what it sends, so an echo of its own is dropped.
@@ -40,7 +64,7 @@ pub struct NatsBus {
     /// NATS server must not.
     prefix: String,
     sink: Arc<OnceLock<Arc<dyn BusSink>>>,
-    outbox: mpsc::Sender<(String, Bytes)>,
+    outbox: mpsc::Sender<Outgoing>,
     /// Envelopes not sent to the others (`Bus::dropped`).
     dropped: Arc<AtomicU64>,
     /// The subscription fell behind since the last `take_missed`.
@@ -49,10 +73,10 @@ pub struct NatsBus {
     echoes: Arc<AtomicU64>,
 }
 
-/// Count an envelope the others will not get.
-fn count_drop(dropped: &AtomicU64) {
-    dropped.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!("holdfast_bus_dropped_total").increment(1);
+/// Count `n` envelopes the others will not get.
+fn count_drop(dropped: &AtomicU64, n: u64) {
+    dropped.fetch_add(n, Ordering::Relaxed);
+    metrics::counter!("holdfast_bus_dropped_total").increment(n);
 }
 
 /// What travels in front of the frame text: everything but the text.
@@ -84,6 +108,10 @@ enum Kind {
         /// Added after the first release: a heartbeat without it says 0.
         #[serde(default)]
         dropped: u64,
+        /// Whether the sender reads batches; a release before them says
+        /// nothing, which reads as no.
+        #[serde(default)]
+        reads_batches: bool,
     },
     Ban {
         ban: crate::store::bans::Ban,
@@ -102,7 +130,8 @@ fn encode(origin: &str, envelope: &Envelope) -> Result<Bytes> {
         Payload::Unseen => (Kind::Unseen, None),
         Payload::Disconnect { code } => (Kind::Disconnect { code: code.clone() }, None),
         Payload::Presence { node_id, agents, dropped } => {
-            (Kind::Presence { node_id: node_id.clone(), agents: agents.clone(), dropped: *dropped }, None)
+            let (node_id, agents, dropped) = (node_id.clone(), agents.clone(), *dropped);
+            (Kind::Presence { node_id, agents, dropped, reads_batches: true }, None)
         }
         Payload::Ban { ban } => (Kind::Ban { ban: ban.clone() }, None),
     };
@@ -124,29 +153,142 @@ fn encode(origin: &str, envelope: &Envelope) -> Result<Bytes> {
     Ok(out.freeze())
 }
 
-/// The origin node, when it queued the envelope (Unix ms, if it says) and
-/// the envelope; `None` for anything malformed.
-fn decode(payload: &Bytes) -> Option<(String, Option<i64>, Envelope)> {
+/// An envelope as it came off the wire.
+struct Received {
+    /// The node that sent it.
+    origin: String,
+    /// When the origin queued it (Unix ms), if it says.
+    sent_ms: Option<i64>,
+    /// For a heartbeat: whether its node reads batches.
+    reads_batches: Option<bool>,
+    envelope: Envelope,
+}
+
+/// One envelope; `None` for anything malformed.
+fn decode(payload: &Bytes) -> Option<Received> {
     let split = payload.iter().position(|b| *b == b'\n')?;
     let meta: Meta = serde_json::from_slice(&payload[..split]).ok()?;
+    let mut reads_batches = None;
     let payload = match meta.kind {
         Kind::Frame => Payload::Frame { text: payload.slice(split + 1..) },
         Kind::Unseen => Payload::Unseen,
         Kind::Disconnect { code } => Payload::Disconnect { code },
-        Kind::Presence { node_id, agents, dropped } => Payload::Presence { node_id, agents, dropped },
+        Kind::Presence { node_id, agents, dropped, reads_batches: reads } => {
+            reads_batches = Some(reads);
+            Payload::Presence { node_id, agents, dropped }
+        }
         Kind::Ban { ban } => Payload::Ban { ban },
     };
     let envelope = Envelope { site_id: meta.site_id, audience: meta.audience, event: meta.event, payload };
-    Some((meta.origin, meta.sent_ms, envelope))
+    Some(Received { origin: meta.origin, sent_ms: meta.sent_ms, reads_batches, envelope })
+}
+
+/// The envelopes in one NATS message: a batch's, in order, or the message
+/// itself; `Err` with those read before a batch turned out malformed.
+fn unbatch(message: &Bytes) -> Result<Vec<Bytes>, Vec<Bytes>> {
+    let Some(mut rest) = message.strip_prefix(BATCH_MAGIC) else { return Ok(vec![message.clone()]) };
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else { return Err(out) };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > tail.len() {
+            return Err(out);
+        }
+        out.push(message.slice_ref(&tail[..len]));
+        rest = &tail[len..];
+    }
+    Ok(out)
+}
+
+/// The NATS messages for what the sender found queued, with how many
+/// envelopes each holds: with `batch`, a subject's batchable envelopes
+/// together (in order, a new batch past `BATCH_BYTES`), placed where the
+/// first of them was; the rest alone, in order. A batch of one is sent as
+/// that envelope, readable by every release.
+fn messages(queued: Vec<Outgoing>, batch: bool) -> Vec<(String, Bytes, usize)> {
+    let mut out: Vec<(String, Vec<Bytes>, usize)> = Vec::new();
+    // The subject's batch still open, by subject: its index in `out`.
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for item in queued {
+        if batch && item.batchable {
+            if let Some(&at) = open.get(&item.subject) {
+                let (_, parts, bytes) = &mut out[at];
+                if *bytes + 4 + item.payload.len() <= BATCH_BYTES {
+                    *bytes += 4 + item.payload.len();
+                    parts.push(item.payload);
+                    continue;
+                }
+            }
+            open.insert(item.subject.clone(), out.len());
+        }
+        let bytes = BATCH_MAGIC.len() + 4 + item.payload.len();
+        out.push((item.subject, vec![item.payload], bytes));
+    }
+    out.into_iter()
+        .map(|(subject, mut parts, bytes)| {
+            if parts.len() == 1 {
+                return (subject, parts.pop().unwrap_or_default(), 1);
+            }
+            let mut joined = BytesMut::with_capacity(bytes);
+            joined.put_slice(BATCH_MAGIC);
+            for part in &parts {
+                joined.put_u32(part.len() as u32);
+                joined.put_slice(part);
+            }
+            (subject, joined.freeze(), parts.len())
+        })
+        .collect()
+}
+
+/// The nodes this one hears and whether each reads batches. A node
+/// batches once it has listened for `ttl` (a heartbeat's time to live: by
+/// then it has heard every live node) and while every node heard within
+/// `ttl` reads them. A node of an earlier release that starts beside
+/// batching nodes can miss what they send until they hear its first
+/// heartbeat (`presence_beat`); `docs/deploy.md` says so.
+struct Peers {
+    ttl: Duration,
+    /// Since when this node has heard the others: its start, or its last
+    /// reconnect to NATS (nodes may have come meanwhile).
+    listening: Mutex<Instant>,
+    heard: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+impl Peers {
+    fn new(ttl: Duration) -> Peers {
+        Peers { ttl, listening: Mutex::new(Instant::now()), heard: Mutex::default() }
+    }
+
+    fn listen_again(&self) {
+        *self.listening.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn note(&self, origin: &str, reads_batches: bool) {
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.insert(origin.to_owned(), (Instant::now(), reads_batches));
+    }
+
+    fn all_read_batches(&self) -> bool {
+        let now = Instant::now();
+        let listening = *self.listening.lock().unwrap_or_else(|p| p.into_inner());
+        if now.duration_since(listening) < self.ttl {
+            return false;
+        }
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
+        heard.values().all(|(_, reads)| *reads)
+    }
 }
 
 impl NatsBus {
     /// Connect to `url` (in the background: a node starts, and stays up,
     /// while NATS is away; `healthy()` says which), subscribe to the
-    /// cluster's subjects and start the sender.
-    pub async fn connect(url: &str, prefix: &str, node_id: &str) -> Result<NatsBus> {
+    /// cluster's subjects and start the sender. `peer_ttl` is how long a
+    /// node's heartbeat lasts (`Hub::set_remote_ttl`): see `Peers`.
+    pub async fn connect(url: &str, prefix: &str, node_id: &str, peer_ttl: Duration) -> Result<NatsBus> {
         let missed = Arc::new(AtomicBool::new(false));
-        let on_missed = missed.clone();
+        let peers = Arc::new(Peers::new(peer_ttl));
+        let (on_missed, on_connect) = (missed.clone(), peers.clone());
         let client = async_nats::ConnectOptions::new()
             .name(format!("holdfast-{node_id}"))
             .no_echo()
@@ -156,10 +298,13 @@ impl NatsBus {
             .connection_timeout(Duration::from_secs(2))
             .reconnect_delay_callback(|attempts| Duration::from_millis((100u64 << attempts.min(5)).min(2000)))
             .event_callback(move |event| {
-                let missed = on_missed.clone();
+                let (missed, peers) = (on_missed.clone(), on_connect.clone());
                 async move {
                     match event {
-                        async_nats::Event::Connected => tracing::info!("bus: connected to NATS"),
+                        async_nats::Event::Connected => {
+                            peers.listen_again();
+                            tracing::info!("bus: connected to NATS");
+                        }
                         async_nats::Event::Disconnected => tracing::warn!("bus: lost NATS; degraded"),
                         // The subscription's queue was full: NATS dropped
                         // envelopes for this node.
@@ -183,10 +328,10 @@ impl NatsBus {
             .await
             .map_err(|e| Error::internal(anyhow::anyhow!("cannot subscribe on NATS: {e}")))?;
         let echoes = Arc::new(AtomicU64::new(0));
-        tokio::spawn(receive(subscriber, node_id.to_owned(), sink.clone(), echoes.clone()));
+        tokio::spawn(receive(subscriber, node_id.to_owned(), sink.clone(), echoes.clone(), peers.clone()));
         let (outbox, rx) = mpsc::channel(OUTBOX);
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(send(client.clone(), rx, dropped.clone()));
+        tokio::spawn(send(client.clone(), rx, dropped.clone(), peers));
         Ok(NatsBus { client, node_id: node_id.to_owned(), prefix, sink, outbox, dropped, missed, echoes })
     }
 
@@ -208,38 +353,69 @@ async fn receive(
     node_id: String,
     sink: Arc<OnceLock<Arc<dyn BusSink>>>,
     echoes: Arc<AtomicU64>,
+    peers: Arc<Peers>,
 ) {
     while let Some(message) = subscriber.next().await {
-        let Some((origin, sent_ms, envelope)) = decode(&message.payload) else {
-            metrics::counter!("holdfast_bus_malformed_total").increment(1);
-            continue;
+        let (parts, whole) = match unbatch(&message.payload) {
+            Ok(parts) => (parts, true),
+            Err(parts) => (parts, false),
         };
-        if origin == node_id {
-            echoes.fetch_add(1, Ordering::Relaxed);
-            continue; // already delivered here by `publish`
+        for part in parts {
+            let Some(received) = decode(&part) else {
+                metrics::counter!("holdfast_bus_malformed_total").increment(1);
+                continue;
+            };
+            if received.origin == node_id {
+                echoes.fetch_add(1, Ordering::Relaxed);
+                continue; // already delivered here by `publish`
+            }
+            if let Some(reads_batches) = received.reads_batches {
+                peers.note(&received.origin, reads_batches);
+            }
+            metrics::counter!("holdfast_bus_received_total").increment(1);
+            if let Some(sent_ms) = received.sent_ms {
+                let delay_ms = (crate::store::now_ms() - sent_ms).max(0);
+                metrics::histogram!("holdfast_bus_delay_seconds").record(delay_ms as f64 / 1000.0);
+            }
+            if let Some(sink) = sink.get() {
+                sink.deliver(Arc::new(received.envelope));
+            }
         }
-        metrics::counter!("holdfast_bus_received_total").increment(1);
-        if let Some(sent_ms) = sent_ms {
-            let delay_ms = (crate::store::now_ms() - sent_ms).max(0);
-            metrics::histogram!("holdfast_bus_delay_seconds").record(delay_ms as f64 / 1000.0);
-        }
-        if let Some(sink) = sink.get() {
-            sink.deliver(Arc::new(envelope));
+        if !whole {
+            metrics::counter!("holdfast_bus_malformed_total").increment(1);
         }
     }
     tracing::error!("bus: the NATS subscription ended");
 }
 
-async fn send(client: async_nats::Client, mut rx: mpsc::Receiver<(String, Bytes)>, dropped: Arc<AtomicU64>) {
-    while let Some((subject, payload)) = rx.recv().await {
+async fn send(
+    client: async_nats::Client,
+    mut rx: mpsc::Receiver<Outgoing>,
+    dropped: Arc<AtomicU64>,
+    peers: Arc<Peers>,
+) {
+    while let Some(first) = rx.recv().await {
+        // The tasks woken by the same commit queue theirs meanwhile.
+        tokio::task::yield_now().await;
+        let mut bytes = first.payload.len();
+        let mut queued = vec![first];
+        while bytes < BATCH_BYTES
+            && let Ok(next) = rx.try_recv()
+        {
+            bytes += next.payload.len();
+            queued.push(next);
+        }
         // While disconnected, drop rather than pile up stale envelopes for
         // the reconnect: the store has everything durable.
         if client.connection_state() != async_nats::connection::State::Connected {
-            count_drop(&dropped);
+            count_drop(&dropped, queued.len() as u64);
             continue;
         }
-        if client.publish(subject, payload).await.is_err() {
-            count_drop(&dropped);
+        for (subject, payload, envelopes) in messages(queued, peers.all_read_batches()) {
+            metrics::counter!("holdfast_bus_sent_total").increment(1);
+            if client.publish(subject, payload).await.is_err() {
+                count_drop(&dropped, envelopes as u64);
+            }
         }
     }
 }
@@ -254,8 +430,9 @@ impl Bus for NatsBus {
                 return;
             }
         };
-        if self.outbox.try_send((self.subject(&envelope), payload)).is_err() {
-            count_drop(&self.dropped);
+        let batchable = !matches!(envelope.payload, Payload::Presence { .. });
+        if self.outbox.try_send(Outgoing { subject: self.subject(&envelope), payload, batchable }).is_err() {
+            count_drop(&self.dropped, 1);
         }
         // A heartbeat is about this node, for the others.
         if !matches!(envelope.payload, Payload::Presence { .. })
@@ -314,18 +491,121 @@ mod tests {
             payload: Payload::Frame { text: Bytes::from_static(b"{\"type\":\"message\",\"body\":\"a\\nb\"}") },
         };
         let before = crate::store::now_ms();
-        let (origin, sent_ms, back) = decode(&encode("node-1", &envelope).unwrap()).unwrap();
-        assert_eq!(origin, "node-1");
+        let Received { origin, sent_ms, reads_batches, envelope: back } =
+            decode(&encode("node-1", &envelope).unwrap()).unwrap();
+        assert_eq!((origin.as_str(), reads_batches), ("node-1", None));
         assert!(sent_ms.is_some_and(|at| (before..=crate::store::now_ms()).contains(&at)), "{sent_ms:?}");
         let older =
             br#"{"origin":"n","site_id":"s","audience":{"to":"site_agents"},"event":null,"kind":{"k":"unseen"}}"#;
-        let (_, unstamped, _) = decode(&Bytes::from([&older[..], b"\n"].concat())).expect("an older node's envelope");
-        assert_eq!(unstamped, None);
+        let older = decode(&Bytes::from([&older[..], b"\n"].concat())).expect("an older node's envelope");
+        assert_eq!(older.sent_ms, None);
         assert_eq!(back.event, Some(("c".into(), 7)));
         let Payload::Frame { text } = back.payload else { panic!("a frame") };
         assert_eq!(&text[..], b"{\"type\":\"message\",\"body\":\"a\\nb\"}");
         assert!(decode(&Bytes::from_static(b"not json\n{}")).is_none());
         assert!(decode(&Bytes::from_static(b"no newline")).is_none());
         assert_eq!(token("a.b*c>d e"), "a_b_c_d_e");
+    }
+
+    fn out(subject: &str, text: &str, batchable: bool) -> Outgoing {
+        Outgoing { subject: subject.into(), payload: Bytes::copy_from_slice(text.as_bytes()), batchable }
+    }
+
+    /// Each NATS message as its subject and the texts of its envelopes.
+    fn read(sent: Vec<(String, Bytes, usize)>) -> Vec<(String, Vec<String>)> {
+        sent.into_iter()
+            .map(|(subject, payload, n)| {
+                let parts = unbatch(&payload).expect("a whole batch");
+                assert_eq!(parts.len(), n, "the count says what the message holds");
+                (subject, parts.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_subjects_envelopes_go_together_in_order_and_heartbeats_alone() {
+        let queued = || {
+            vec![
+                out("s.a", "{1}", true),
+                out("s.b", "{2}", true),
+                out("node.n", "{beat}", false),
+                out("s.a", "{3}", true),
+                out("node.n", "{beat2}", false),
+                out("s.a", "{4}", true),
+            ]
+        };
+        let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            read(messages(queued(), true)),
+            [
+                ("s.a".to_string(), strs(&["{1}", "{3}", "{4}"])),
+                ("s.b".to_string(), strs(&["{2}"])),
+                ("node.n".to_string(), strs(&["{beat}"])),
+                ("node.n".to_string(), strs(&["{beat2}"])),
+            ]
+        );
+        let sent = messages(queued(), true);
+        assert!(sent[0].1.starts_with(BATCH_MAGIC), "three envelopes are a batch");
+        assert_eq!(&sent[1].1[..], b"{2}", "a batch of one is the envelope itself, for every release");
+        let alone = read(messages(queued(), false));
+        assert_eq!(alone.len(), 6, "without batches, a message each");
+        let texts: Vec<String> = alone.into_iter().flat_map(|(_, texts)| texts).collect();
+        assert_eq!(texts, strs(&["{1}", "{2}", "{beat}", "{3}", "{beat2}", "{4}"]));
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_size_and_a_big_envelope_goes_alone() {
+        let big = "x".repeat(BATCH_BYTES);
+        let half = "y".repeat(BATCH_BYTES / 2);
+        let queued = vec![out("s", &half, true), out("s", &half, true), out("s", &big, true), out("s", "{z}", true)];
+        let sent = messages(queued, true);
+        let counts: Vec<usize> = sent.iter().map(|(_, _, n)| *n).collect();
+        assert_eq!(counts, [1, 1, 1, 1], "two halves and their framing do not fit one batch");
+        let small: Vec<Outgoing> = (0..10).map(|i| out("s", &format!("{{{i}}}"), true)).collect();
+        let sent = messages(small, true);
+        assert_eq!(sent.len(), 1);
+        assert!(sent.iter().all(|(_, payload, _)| payload.len() <= BATCH_BYTES));
+    }
+
+    #[test]
+    fn a_cut_batch_gives_what_it_holds_and_says_so() {
+        let sent = messages(vec![out("s", "{1}", true), out("s", "{2}", true)], true);
+        let whole = sent[0].1.clone();
+        let cut = whole.slice(..whole.len() - 1);
+        assert_eq!(unbatch(&cut).expect_err("cut"), [Bytes::from_static(b"{1}")]);
+        let mut lying = BytesMut::from(BATCH_MAGIC);
+        lying.put_u32(u32::MAX);
+        assert!(unbatch(&lying.freeze()).expect_err("too long").is_empty());
+        assert_eq!(unbatch(&Bytes::from_static(b"{x}")).unwrap(), [Bytes::from_static(b"{x}")]);
+    }
+
+    #[test]
+    fn a_node_batches_after_listening_and_while_every_node_heard_reads_batches() {
+        let ttl = Duration::from_millis(200);
+        let peers = Peers::new(ttl);
+        peers.note("new", true);
+        assert!(!peers.all_read_batches(), "not before it has listened for a heartbeat's life");
+        std::thread::sleep(ttl);
+        peers.note("new", true);
+        assert!(peers.all_read_batches());
+        peers.note("old", false);
+        assert!(!peers.all_read_batches(), "a node of an earlier release is heard");
+        std::thread::sleep(ttl);
+        peers.note("new", true);
+        assert!(peers.all_read_batches(), "the older node has not been heard for a heartbeat's life");
+    }
+
+    #[test]
+    fn a_heartbeat_says_its_node_reads_batches_and_an_older_ones_reads_as_no() {
+        let beat = Envelope {
+            site_id: String::new(),
+            audience: Audience::SiteAgents,
+            event: None,
+            payload: Payload::Presence { node_id: "n".into(), agents: vec!["a".into()], dropped: 2 },
+        };
+        assert_eq!(decode(&encode("n", &beat).unwrap()).unwrap().reads_batches, Some(true));
+        let older = br#"{"origin":"o","site_id":"","audience":{"to":"site_agents"},"event":null,"kind":{"k":"presence","node_id":"o","agents":[],"dropped":0}}"#;
+        let older = decode(&Bytes::from([&older[..], b"\n"].concat())).expect("an older heartbeat");
+        assert_eq!(older.reads_batches, Some(false));
     }
 }

@@ -299,22 +299,33 @@ struct RelayFigures {
     samples: Vec<(i64, f64)>,
 }
 
-/// `holdfast_bus_delay_seconds` summed over a cluster's nodes.
+/// `holdfast_bus_delay_seconds` summed over a cluster's nodes, and the
+/// events they received against the NATS messages they sent.
 #[derive(Default)]
-struct BusDelay {
+struct BusFigures {
     sum_s: f64,
     count: f64,
     within_1s: f64,
+    received: f64,
+    sent: f64,
 }
 
-impl BusDelay {
+impl BusFigures {
     async fn add(&mut self, node: &Target) -> anyhow::Result<()> {
         use crate::server::metric_in;
         let text = node.metrics_text().await?;
         self.sum_s += metric_in(&text, "holdfast_bus_delay_seconds_sum", &[]);
         self.count += metric_in(&text, "holdfast_bus_delay_seconds_count", &[]);
         self.within_1s += metric_in(&text, "holdfast_bus_delay_seconds_bucket", &["le=\"1\""]);
+        self.received += metric_in(&text, "holdfast_bus_received_total", &[]);
+        self.sent += metric_in(&text, "holdfast_bus_sent_total", &[]);
         Ok(())
+    }
+
+    /// Events a NATS message carried on average (two nodes: each message
+    /// reaches the one other node): 1 without batches.
+    fn events_per_message(&self) -> Option<f64> {
+        (self.sent > 0.0).then(|| self.received / self.sent)
     }
 
     fn mean_ms(&self) -> Option<f64> {
@@ -472,14 +483,14 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
     let pgbench_tps = pgbench::tps(database_url, seconds).await?;
     let mut figures = Vec::new();
     let mut kept_whole = [0.0; DIAGNOSTICS.len()];
-    let mut bus_delay = BusDelay::default();
+    let mut bus_delay = BusFigures::default();
     for n in [1usize, 2] {
         eprintln!("bench relay-cluster: {pairs} pairs on {n} node(s), {seconds} s");
         let (measured, counters, delay) =
             crate::server::with_cluster(database_url, nats_url, n, pairs, false, |nodes| async move {
                 let measured = measure_relay(&nodes, pairs, seconds, None, None).await?;
                 let mut counters = [0.0; DIAGNOSTICS.len()];
-                let mut delay = BusDelay::default();
+                let mut delay = BusFigures::default();
                 for node in &nodes {
                     for (sum, value) in counters.iter_mut().zip(diagnostics(node).await?) {
                         *sum += value;
@@ -538,6 +549,7 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
         // whole phase, warm-up and settling included).
         ("two_nodes_bus_delay_mean_ms", optional(bus_delay.mean_ms(), 1)),
         ("two_nodes_bus_delay_over_1s_pct", optional(bus_delay.over_1s_pct(), 2)),
+        ("two_nodes_bus_events_per_message", optional(bus_delay.events_per_message(), 1)),
         ("lost", (one.lost + two.lost + half.lost).to_string()),
         ("duplicated", (one.duplicated + two.duplicated + half.duplicated).to_string()),
     ]);
