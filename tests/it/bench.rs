@@ -150,6 +150,9 @@ fn relay_on_one_node_and_on_two_is_measured_in_one_run() {
     // nodes' counters are read one after the other, so a heartbeat or two
     // may be on its way).
     assert!(figure(&r, "two_nodes_bus_events_per_message") >= 0.99, "{r:?}");
+    // Every message went through a node's group commit, one or more a commit.
+    assert!(figure(&r, "one_node_commit_batch_mean") >= 1.0, "{r:?}");
+    assert!(figure(&r, "two_nodes_commit_batch_mean") >= 1.0, "{r:?}");
     assert_eq!(r["lost"], "0", "{r:?}");
     assert_eq!(r["duplicated"], "0", "{r:?}");
 }

@@ -299,18 +299,21 @@ struct RelayFigures {
     samples: Vec<(i64, f64)>,
 }
 
-/// `holdfast_bus_delay_seconds` summed over a cluster's nodes, and the
-/// events they received against the NATS messages they sent.
+/// What a cluster's nodes say of a phase on `/metrics`, summed over them:
+/// `holdfast_bus_delay_seconds`, the events they received against the
+/// NATS messages they sent, and the messages their commits held.
 #[derive(Default)]
-struct BusFigures {
+struct NodeFigures {
     sum_s: f64,
     count: f64,
     within_1s: f64,
     received: f64,
     sent: f64,
+    batched: f64,
+    batches: f64,
 }
 
-impl BusFigures {
+impl NodeFigures {
     async fn add(&mut self, node: &Target) -> anyhow::Result<()> {
         use crate::server::metric_in;
         let text = node.metrics_text().await?;
@@ -319,7 +322,14 @@ impl BusFigures {
         self.within_1s += metric_in(&text, "holdfast_bus_delay_seconds_bucket", &["le=\"1\""]);
         self.received += metric_in(&text, "holdfast_bus_received_total", &[]);
         self.sent += metric_in(&text, "holdfast_bus_sent_total", &[]);
+        self.batched += metric_in(&text, "holdfast_store_batch_size_sum", &[]);
+        self.batches += metric_in(&text, "holdfast_store_batch_size_count", &[]);
         Ok(())
+    }
+
+    /// Messages a group commit held on average.
+    fn batch_mean(&self) -> Option<f64> {
+        (self.batches > 0.0).then(|| self.batched / self.batches)
     }
 
     /// Events a NATS message carried on average (two nodes: each message
@@ -483,26 +493,26 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
     let pgbench_tps = pgbench::tps(database_url, seconds).await?;
     let mut figures = Vec::new();
     let mut kept_whole = [0.0; DIAGNOSTICS.len()];
-    let mut bus_delay = BusFigures::default();
+    let mut said = Vec::new();
     for n in [1usize, 2] {
         eprintln!("bench relay-cluster: {pairs} pairs on {n} node(s), {seconds} s");
-        let (measured, counters, delay) =
+        let (measured, counters, nodes_said) =
             crate::server::with_cluster(database_url, nats_url, n, pairs, false, |nodes| async move {
                 let measured = measure_relay(&nodes, pairs, seconds, None, None).await?;
                 let mut counters = [0.0; DIAGNOSTICS.len()];
-                let mut delay = BusFigures::default();
+                let mut nodes_said = NodeFigures::default();
                 for node in &nodes {
                     for (sum, value) in counters.iter_mut().zip(diagnostics(node).await?) {
                         *sum += value;
                     }
-                    delay.add(node).await?;
+                    nodes_said.add(node).await?;
                 }
-                Ok((measured, counters, delay))
+                Ok((measured, counters, nodes_said))
             })
             .await?;
         figures.push(measured);
         kept_whole = counters;
-        bus_delay = delay;
+        said.push(nodes_said);
     }
     let half_rate = (figures[1].msgs_per_s / 2.0).max(1.0) as u64;
     eprintln!("bench relay-cluster: {pairs} pairs on 2 nodes at {half_rate} msgs/s, {seconds} s");
@@ -511,6 +521,7 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
     })
     .await?;
     let (one, two) = (&figures[0], &figures[1]);
+    let (one_said, two_said) = (&said[0], &said[1]);
     finish(&[
         ("scenario", "relay-cluster".into()),
         ("pairs", pairs.to_string()),
@@ -547,9 +558,12 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
         ("two_nodes_resyncs", format!("{:.0}", kept_whole[4])),
         // How long events took between the two nodes at their peak (the
         // whole phase, warm-up and settling included).
-        ("two_nodes_bus_delay_mean_ms", optional(bus_delay.mean_ms(), 1)),
-        ("two_nodes_bus_delay_over_1s_pct", optional(bus_delay.over_1s_pct(), 2)),
-        ("two_nodes_bus_events_per_message", optional(bus_delay.events_per_message(), 1)),
+        ("two_nodes_bus_delay_mean_ms", optional(two_said.mean_ms(), 1)),
+        ("two_nodes_bus_delay_over_1s_pct", optional(two_said.over_1s_pct(), 2)),
+        ("two_nodes_bus_events_per_message", optional(two_said.events_per_message(), 1)),
+        // What a group commit held: the nodes' batchers split the messages.
+        ("one_node_commit_batch_mean", optional(one_said.batch_mean(), 1)),
+        ("two_nodes_commit_batch_mean", optional(two_said.batch_mean(), 1)),
         ("lost", (one.lost + two.lost + half.lost).to_string()),
         ("duplicated", (one.duplicated + two.duplicated + half.duplicated).to_string()),
     ]);
