@@ -236,7 +236,9 @@ async fn read_wire(wire: &mut async_nats::Subscriber, n: usize) -> (usize, usize
 #[tokio::test]
 async fn nats_bus_batches_only_while_every_node_it_hears_reads_batches() {
     let prefix = nats_prefix();
-    let ttl = Duration::from_millis(600);
+    // Long beside the older node's beats (every 100 ms), so a busy
+    // machine's stall does not make A forget it.
+    let ttl = Duration::from_millis(1500);
     let a = nats_node_hearing_for(&prefix, "node-a", ttl).await;
     let b = nats_node_hearing_for(&prefix, "node-b", ttl).await;
     let (sink_a, sink_b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
