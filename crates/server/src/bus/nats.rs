@@ -168,16 +168,14 @@ struct Received {
 fn decode(payload: &Bytes) -> Option<Received> {
     let split = payload.iter().position(|b| *b == b'\n')?;
     let meta: Meta = serde_json::from_slice(&payload[..split]).ok()?;
-    let mut reads_batches = None;
-    let payload = match meta.kind {
-        Kind::Frame => Payload::Frame { text: payload.slice(split + 1..) },
-        Kind::Unseen => Payload::Unseen,
-        Kind::Disconnect { code } => Payload::Disconnect { code },
-        Kind::Presence { node_id, agents, dropped, reads_batches: reads } => {
-            reads_batches = Some(reads);
-            Payload::Presence { node_id, agents, dropped }
+    let (payload, reads_batches) = match meta.kind {
+        Kind::Frame => (Payload::Frame { text: payload.slice(split + 1..) }, None),
+        Kind::Unseen => (Payload::Unseen, None),
+        Kind::Disconnect { code } => (Payload::Disconnect { code }, None),
+        Kind::Presence { node_id, agents, dropped, reads_batches } => {
+            (Payload::Presence { node_id, agents, dropped }, Some(reads_batches))
         }
-        Kind::Ban { ban } => Payload::Ban { ban },
+        Kind::Ban { ban } => (Payload::Ban { ban }, None),
     };
     let envelope = Envelope { site_id: meta.site_id, audience: meta.audience, event: meta.event, payload };
     Some(Received { origin: meta.origin, sent_ms: meta.sent_ms, reads_batches, envelope })
@@ -248,35 +246,43 @@ fn messages(queued: Vec<Outgoing>, batch: bool) -> Vec<(String, Bytes, usize)> {
 /// heartbeat (`presence_beat`); `docs/deploy.md` says so.
 struct Peers {
     ttl: Duration,
+    heard: Mutex<Heard>,
+}
+
+/// What `Peers` holds under its lock.
+struct Heard {
     /// Since when this node has heard the others: its start, or its last
     /// reconnect to NATS (nodes may have come meanwhile).
-    listening: Mutex<Instant>,
-    heard: Mutex<HashMap<String, (Instant, bool)>>,
+    since: Instant,
+    /// Each node heard: when last, and whether it reads batches.
+    nodes: HashMap<String, (Instant, bool)>,
 }
 
 impl Peers {
     fn new(ttl: Duration) -> Peers {
-        Peers { ttl, listening: Mutex::new(Instant::now()), heard: Mutex::default() }
+        Peers { ttl, heard: Mutex::new(Heard { since: Instant::now(), nodes: HashMap::new() }) }
+    }
+
+    fn heard(&self) -> std::sync::MutexGuard<'_, Heard> {
+        self.heard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn listen_again(&self) {
-        *self.listening.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.heard().since = Instant::now();
     }
 
     fn note(&self, origin: &str, reads_batches: bool) {
-        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
-        heard.insert(origin.to_owned(), (Instant::now(), reads_batches));
+        self.heard().nodes.insert(origin.to_owned(), (Instant::now(), reads_batches));
     }
 
     fn all_read_batches(&self) -> bool {
         let now = Instant::now();
-        let listening = *self.listening.lock().unwrap_or_else(|p| p.into_inner());
-        if now.duration_since(listening) < self.ttl {
+        let mut heard = self.heard();
+        if now.duration_since(heard.since) < self.ttl {
             return false;
         }
-        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
-        heard.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
-        heard.values().all(|(_, reads)| *reads)
+        heard.nodes.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
+        heard.nodes.values().all(|(_, reads)| *reads)
     }
 }
 
