@@ -2,8 +2,10 @@
 //! CPU time the hypervisor kept for others (steal, from `/proc/stat`), and
 //! the CPU time a fixed piece of work takes (`Probe`). When a server's CPU
 //! per message moves while its work does not, these tell whether the
-//! machine moved.
+//! machine moved. And what a benchmark may give a process of it: a share
+//! of the cores (`CpuShare`), to run a node as if on a machine of its own.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,6 +71,77 @@ impl Steal {
         let all = now.0.saturating_sub(total);
         (all > 0).then(|| now.1.saturating_sub(steal) as f64 * 100.0 / all as f64)
     }
+}
+
+/// Where the cgroup v1 `cpu` controller is mounted.
+const CPU_CGROUPS: &str = "/sys/fs/cgroup/cpu";
+
+/// The quota's period, in µs: short, so that a process that used its share
+/// early waits milliseconds for the next, not the default 100 ms.
+const QUOTA_PERIOD_US: u64 = 10_000;
+
+/// A share of the machine's cores for one process and every thread it has
+/// or starts: a cgroup (v1 `cpu` controller) of its own, with a CFS quota
+/// of `cpus` cores. `bench relay-cluster --node-cpus` gives each node one,
+/// so that a second node brings cores of its own, as a second machine
+/// would. When dropped, the process goes back to the group it came from
+/// and the group is removed.
+#[derive(Debug)]
+pub struct CpuShare {
+    dir: PathBuf,
+    pid: u32,
+    home: PathBuf,
+}
+
+impl CpuShare {
+    /// Limit process `pid` to `cpus` cores (at least 0.1: the kernel's
+    /// smallest quota is 1 ms a period). Needs the controller mounted at
+    /// `/sys/fs/cgroup/cpu` and writable, as for root on a cgroup v1 host.
+    pub fn limit(pid: u32, cpus: f64) -> anyhow::Result<CpuShare> {
+        use anyhow::Context as _;
+        anyhow::ensure!(cpus.is_finite() && cpus >= 0.1, "a CPU share must be at least 0.1 cores, not {cpus}");
+        let root = Path::new(CPU_CGROUPS);
+        anyhow::ensure!(
+            root.join("cpu.cfs_quota_us").exists(),
+            "a CPU share needs the cgroup v1 cpu controller at {CPU_CGROUPS} (not found)"
+        );
+        let home = root.join(cpu_cgroup_of(pid).with_context(|| format!("process {pid}'s cpu cgroup"))?);
+        let dir = root.join(format!("holdfast-bench-{}-{pid}", std::process::id()));
+        std::fs::create_dir(&dir).with_context(|| format!("cannot create {} (run as root?)", dir.display()))?;
+        // From here on, dropping the share removes the group.
+        let share = CpuShare { dir, pid, home };
+        let quota = (cpus * QUOTA_PERIOD_US as f64).round() as u64;
+        for (file, value) in
+            [("cpu.cfs_period_us", QUOTA_PERIOD_US), ("cpu.cfs_quota_us", quota), ("cgroup.procs", u64::from(pid))]
+        {
+            let path = share.dir.join(file);
+            std::fs::write(&path, value.to_string()).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(share)
+    }
+}
+
+impl Drop for CpuShare {
+    fn drop(&mut self) {
+        // A process that has ended is gone from the group already.
+        let _ = std::fs::write(self.home.join("cgroup.procs"), self.pid.to_string());
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            eprintln!("warning: could not remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Process `pid`'s group under the `cpu` controller, relative to its root,
+/// from `/proc/PID/cgroup` (a line `N:cpu,cpuacct:/path` or `N:cpu:/path`).
+fn cpu_cgroup_of(pid: u32) -> anyhow::Result<PathBuf> {
+    let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    groups
+        .lines()
+        .find_map(|line| {
+            let (controllers, path) = line.split_once(':')?.1.split_once(':')?;
+            controllers.split(',').any(|c| c == "cpu").then(|| PathBuf::from(path.trim_start_matches('/')))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no cpu controller in /proc/{pid}/cgroup"))
 }
 
 /// A thread that does the same small piece of work four times a second and
@@ -170,6 +243,30 @@ mod tests {
         }
         assert_eq!(at, 0);
         assert!(seen.iter().all(|s| *s));
+    }
+
+    /// A busy process held to a fifth of a core uses about that much, and
+    /// goes back where it was when the share is dropped.
+    #[test]
+    fn a_cpu_share_holds_a_busy_process_to_its_quota_until_dropped() {
+        let mut spinner =
+            std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("spawn a spinner");
+        let pid = spinner.id();
+        let home = cpu_cgroup_of(pid).unwrap();
+        let share = CpuShare::limit(pid, 0.2).unwrap();
+        assert_eq!(cpu_cgroup_of(pid).unwrap(), share.dir.strip_prefix(CPU_CGROUPS).unwrap());
+        let before = crate::server::process_cpu_s(pid).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let used = crate::server::process_cpu_s(pid).unwrap() - before;
+        // 0.4 s allowed in the 2 s; unlimited, it would take up to 2 s.
+        assert!(used > 0.05 && used < 0.6, "the spinner used {used} s of CPU in 2 s");
+        let dir = share.dir.clone();
+        drop(share);
+        assert!(!dir.exists(), "{} is left", dir.display());
+        assert_eq!(cpu_cgroup_of(pid).unwrap(), home);
+        spinner.kill().unwrap();
+        spinner.wait().unwrap();
+        assert!(CpuShare::limit(std::process::id(), 0.05).is_err(), "a share under 0.1 cores is refused");
     }
 
     #[test]

@@ -436,6 +436,13 @@ impl Target {
     pub fn cpu_s(&self) -> Option<f64> {
         process_cpu_s(self.child.as_ref()?.id())
     }
+
+    /// Hold the server process to `cpus` cores until the share is dropped,
+    /// as if it ran on a machine of that size (servers started here only).
+    pub fn limit_cpus(&self, cpus: f64) -> anyhow::Result<crate::machine::CpuShare> {
+        let pid = self.child.as_ref().context("a server not started here cannot be limited")?.id();
+        crate::machine::CpuShare::limit(pid, cpus)
+    }
 }
 
 /// What a node turned away as unavailable, by where: requests of the

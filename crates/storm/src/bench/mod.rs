@@ -179,6 +179,12 @@ pub enum BenchCommand {
         database_url: String,
         #[arg(long, env = "HOLDFAST_NATS_URL")]
         nats_url: String,
+        /// Hold each node to this many cores (a cgroup's CPU quota; root,
+        /// cgroup v1), as if each ran on a machine of its own: a second
+        /// node then brings cores, as in a real cluster. Unset, the nodes
+        /// share the machine with the database, NATS and the clients.
+        #[arg(long, value_name = "CORES")]
+        node_cpus: Option<f64>,
     },
     /// Time from process start to a ready `/readyz` on an existing data dir.
     Startup {
@@ -233,8 +239,8 @@ impl TargetArgs {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Relay { pairs, seconds, rate, target } => relay(pairs, seconds, rate, &target.common()).await,
-        BenchCommand::RelayCluster { pairs, seconds, database_url, nats_url } => {
-            relay_cluster(pairs, seconds, &database_url, &nats_url).await
+        BenchCommand::RelayCluster { pairs, seconds, database_url, nats_url, node_cpus } => {
+            relay_cluster(pairs, seconds, &database_url, &nats_url, node_cpus).await
         }
         BenchCommand::Soak { pairs, seconds, interval_s, rate } => soak::soak(pairs, seconds, interval_s, rate).await,
         BenchCommand::FirstSend { messages } => first_send::first_send(messages).await,
@@ -487,8 +493,18 @@ fn p99_timeline(samples: &[(i64, f64)], from: i64, to: i64) -> String {
 /// in the same run: what a second node buys. Beside it, what `pgbench`
 /// commits at one transaction per message (the baseline the group commit
 /// is measured against), and the two nodes' p99 at half their peak rate.
-async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url: &str) -> anyhow::Result<()> {
+/// With `node_cpus`, every node in every phase is held to that many cores.
+async fn relay_cluster(
+    pairs: usize,
+    seconds: u64,
+    database_url: &str,
+    nats_url: &str,
+    node_cpus: Option<f64>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(pairs > 0 && seconds > 0, "--pairs and --seconds must be positive");
+    let limit = |nodes: &[Target]| -> anyhow::Result<Vec<crate::machine::CpuShare>> {
+        node_cpus.map_or(Ok(Vec::new()), |cpus| nodes.iter().map(|node| node.limit_cpus(cpus)).collect())
+    };
     eprintln!("bench relay-cluster: pgbench, {} clients, {seconds} s", pgbench::CLIENTS);
     let pgbench_tps = pgbench::tps(database_url, seconds).await?;
     let mut figures = Vec::new();
@@ -498,6 +514,7 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
         eprintln!("bench relay-cluster: {pairs} pairs on {n} node(s), {seconds} s");
         let (measured, counters, nodes_said) =
             crate::server::with_cluster(database_url, nats_url, n, pairs, false, |nodes| async move {
+                let _shares = limit(&nodes)?;
                 let measured = measure_relay(&nodes, pairs, seconds, None, None).await?;
                 let mut counters = [0.0; DIAGNOSTICS.len()];
                 let mut nodes_said = NodeFigures::default();
@@ -517,6 +534,7 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
     let half_rate = (figures[1].msgs_per_s / 2.0).max(1.0) as u64;
     eprintln!("bench relay-cluster: {pairs} pairs on 2 nodes at {half_rate} msgs/s, {seconds} s");
     let half = crate::server::with_cluster(database_url, nats_url, 2, pairs, false, |nodes| async move {
+        let _shares = limit(&nodes)?;
         measure_relay(&nodes, pairs, seconds, Some(half_rate), None).await
     })
     .await?;
@@ -526,6 +544,7 @@ async fn relay_cluster(pairs: usize, seconds: u64, database_url: &str, nats_url:
         ("scenario", "relay-cluster".into()),
         ("pairs", pairs.to_string()),
         ("seconds", seconds.to_string()),
+        ("node_cpus", node_cpus.map_or("all".into(), |cpus| format!("{cpus:.2}"))),
         ("pgbench_tps", format!("{pgbench_tps:.0}")),
         ("one_node_msgs_per_s", format!("{:.0}", one.msgs_per_s)),
         ("two_nodes_msgs_per_s", format!("{:.0}", two.msgs_per_s)),
