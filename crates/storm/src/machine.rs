@@ -249,9 +249,17 @@ mod tests {
     /// goes back where it was when the share is dropped.
     #[test]
     fn a_cpu_share_holds_a_busy_process_to_its_quota_until_dropped() {
-        let mut spinner =
-            std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("spawn a spinner");
-        let pid = spinner.id();
+        /// Killed when dropped, so a failed assertion leaves no spinner.
+        struct Spinner(std::process::Child);
+        impl Drop for Spinner {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let spinner =
+            Spinner(std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("a spinner"));
+        let pid = spinner.0.id();
         let home = cpu_cgroup_of(pid).unwrap();
         let share = CpuShare::limit(pid, 0.2).unwrap();
         assert_eq!(cpu_cgroup_of(pid).unwrap(), share.dir.strip_prefix(CPU_CGROUPS).unwrap());
@@ -264,8 +272,7 @@ mod tests {
         drop(share);
         assert!(!dir.exists(), "{} is left", dir.display());
         assert_eq!(cpu_cgroup_of(pid).unwrap(), home);
-        spinner.kill().unwrap();
-        spinner.wait().unwrap();
+        drop(spinner);
         assert!(CpuShare::limit(std::process::id(), 0.05).is_err(), "a share under 0.1 cores is refused");
     }
 
