@@ -275,3 +275,18 @@ fn retention_erases_a_seeded_history_beside_live_chat_on_both_stores() {
         }
     }
 }
+
+/// A share too small for the kernel's quota is refused before anything
+/// runs (the database named here does not exist), with a clear error.
+#[test]
+fn relay_cluster_refuses_a_node_share_under_a_tenth_of_a_core() {
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["bench", "relay-cluster", "--node-cpus", "0.05"])
+        .args(["--database-url", "postgres://postgres@127.0.0.1:1/none", "--nats-url", "nats://127.0.0.1:1"])
+        .output()
+        .expect("run bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("a CPU share must be at least 0.1 cores, not 0.05"), "{stderr}");
+    assert!(!stderr.contains("pgbench"), "it ran before refusing: {stderr}");
+}

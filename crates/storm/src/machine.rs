@@ -94,12 +94,19 @@ pub struct CpuShare {
 }
 
 impl CpuShare {
-    /// Limit process `pid` to `cpus` cores (at least 0.1: the kernel's
-    /// smallest quota is 1 ms a period). Needs the controller mounted at
-    /// `/sys/fs/cgroup/cpu` and writable, as for root on a cgroup v1 host.
+    /// Whether `cpus` can be a share: at least 0.1 cores, the kernel's
+    /// smallest quota being 1 ms a period.
+    pub fn check(cpus: f64) -> anyhow::Result<()> {
+        anyhow::ensure!(cpus.is_finite() && cpus >= 0.1, "a CPU share must be at least 0.1 cores, not {cpus}");
+        Ok(())
+    }
+
+    /// Limit process `pid` to `cpus` cores (see [`CpuShare::check`]). Needs
+    /// the controller mounted at `/sys/fs/cgroup/cpu` and writable, as for
+    /// root on a cgroup v1 host.
     pub fn limit(pid: u32, cpus: f64) -> anyhow::Result<CpuShare> {
         use anyhow::Context as _;
-        anyhow::ensure!(cpus.is_finite() && cpus >= 0.1, "a CPU share must be at least 0.1 cores, not {cpus}");
+        Self::check(cpus)?;
         let root = Path::new(CPU_CGROUPS);
         anyhow::ensure!(
             root.join("cpu.cfs_quota_us").exists(),

@@ -502,6 +502,7 @@ async fn relay_cluster(
     node_cpus: Option<f64>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(pairs > 0 && seconds > 0, "--pairs and --seconds must be positive");
+    node_cpus.map_or(Ok(()), crate::machine::CpuShare::check)?;
     let limit = |nodes: &[Target]| -> anyhow::Result<Vec<crate::machine::CpuShare>> {
         node_cpus.map_or(Ok(Vec::new()), |cpus| nodes.iter().map(|node| node.limit_cpus(cpus)).collect())
     };
