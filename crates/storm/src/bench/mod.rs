@@ -453,7 +453,9 @@ async fn measure_relay(
         .collect();
     // Where in the phase the tail sits: a p99 that grows with the run's
     // length is a cost that comes due (a checkpoint, a vacuum), not load.
-    eprintln!("relay: p99 ms by {TIMELINE_STEP_S} s: {}", p99_timeline(&samples, from, to));
+    let (rates, p99s) = timeline(&samples, from, to);
+    eprintln!("relay: msgs/s by {TIMELINE_STEP_S} s: {rates}");
+    eprintln!("relay: p99 ms by {TIMELINE_STEP_S} s: {p99s}");
     let mut window: Vec<f64> = samples.iter().map(|(_, ms)| *ms).collect();
     let secs = (to - from) as f64 / 1000.0;
     let delivered = window.len().max(1) as f64;
@@ -475,9 +477,10 @@ async fn measure_relay(
 
 const TIMELINE_STEP_S: i64 = 5;
 
-/// The p99 of each `TIMELINE_STEP_S` window of a phase, by when the
-/// message was sent.
-fn p99_timeline(samples: &[(i64, f64)], from: i64, to: i64) -> String {
+/// The rate (messages a second) and the p99 of each `TIMELINE_STEP_S`
+/// window of a phase, by when the message was sent: a rate that falls or
+/// a tail that grows over a long run shows where.
+fn timeline(samples: &[(i64, f64)], from: i64, to: i64) -> (String, String) {
     let step = TIMELINE_STEP_S * 1000;
     let windows = ((to - from + step - 1) / step).max(0) as usize;
     let mut by_window = vec![Vec::new(); windows];
@@ -486,7 +489,14 @@ fn p99_timeline(samples: &[(i64, f64)], from: i64, to: i64) -> String {
             w.push(*ms);
         }
     }
-    by_window.iter_mut().map(|w| format!("{:.0}", percentile(w, 99.0))).collect::<Vec<_>>().join(" ")
+    let rates = by_window.iter().enumerate().map(|(i, w)| {
+        // The last window may be cut short by the phase's end.
+        let span_ms = (to - from - i as i64 * step).min(step).max(1);
+        format!("{:.0}", w.len() as f64 * 1000.0 / span_ms as f64)
+    });
+    let rates = rates.collect::<Vec<_>>().join(" ");
+    let p99s = by_window.iter_mut().map(|w| format!("{:.0}", percentile(w, 99.0))).collect::<Vec<_>>().join(" ");
+    (rates, p99s)
 }
 
 /// The relay on a one-node and then a two-node cluster (PostgreSQL + NATS),
@@ -678,7 +688,7 @@ async fn startup(runs: usize) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::p99_timeline;
+    use super::timeline;
 
     #[test]
     fn the_timeline_puts_each_message_in_the_window_it_was_sent_in() {
@@ -687,7 +697,10 @@ mod tests {
         samples.extend((0..100).map(|i| (6_000 + i * 40, 300.0)));
         samples.push((11_500, 20.0));
         samples.push((99_000, 5_000.0)); // after the phase: left out
-        assert_eq!(p99_timeline(&samples, 1_000, 12_000), "10 300 20");
-        assert_eq!(p99_timeline(&[], 1_000, 1_000), "");
+        let (rates, p99s) = timeline(&samples, 1_000, 12_000);
+        assert_eq!(p99s, "10 300 20");
+        // 100 messages in each 5 s window, one in the last second.
+        assert_eq!(rates, "20 20 1");
+        assert_eq!(timeline(&[], 1_000, 1_000), (String::new(), String::new()));
     }
 }
