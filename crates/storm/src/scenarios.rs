@@ -461,8 +461,12 @@ pub const DIAGNOSTICS: [&str; 5] = [
 ];
 
 pub async fn diagnostics(t: &Target) -> anyhow::Result<[f64; DIAGNOSTICS.len()]> {
-    let text = t.metrics_text().await?;
-    Ok(DIAGNOSTICS.map(|name| crate::server::metric_in(&text, name, &[])))
+    Ok(diagnostics_in(&t.metrics_text().await?))
+}
+
+/// The same, from a `/metrics` text already read.
+pub fn diagnostics_in(metrics: &str) -> [f64; DIAGNOSTICS.len()] {
+    DIAGNOSTICS.map(|name| crate::server::metric_in(metrics, name, &[]))
 }
 
 /// The longest a drained node asks its sockets to wait before they

@@ -30,7 +30,7 @@ use clap::{Args, Subcommand};
 
 use crate::client::Kind;
 use crate::scenarios::{
-    DIAGNOSTICS, Pace, Worker, collect_reports, diagnostics, lost_between, progress, reports, spawn_workers,
+    DIAGNOSTICS, Pace, Worker, collect_reports, diagnostics_in, lost_between, progress, reports, spawn_workers,
     wait_connected,
 };
 use crate::server::Target;
@@ -320,17 +320,16 @@ struct NodeFigures {
 }
 
 impl NodeFigures {
-    async fn add(&mut self, node: &Target) -> anyhow::Result<()> {
+    /// Add a node's figures from its `/metrics` text.
+    fn add(&mut self, text: &str) {
         use crate::server::metric_in;
-        let text = node.metrics_text().await?;
-        self.sum_s += metric_in(&text, "holdfast_bus_delay_seconds_sum", &[]);
-        self.count += metric_in(&text, "holdfast_bus_delay_seconds_count", &[]);
-        self.within_1s += metric_in(&text, "holdfast_bus_delay_seconds_bucket", &["le=\"1\""]);
-        self.received += metric_in(&text, "holdfast_bus_received_total", &[]);
-        self.sent += metric_in(&text, "holdfast_bus_sent_total", &[]);
-        self.batched += metric_in(&text, "holdfast_store_batch_size_sum", &[]);
-        self.batches += metric_in(&text, "holdfast_store_batch_size_count", &[]);
-        Ok(())
+        self.sum_s += metric_in(text, "holdfast_bus_delay_seconds_sum", &[]);
+        self.count += metric_in(text, "holdfast_bus_delay_seconds_count", &[]);
+        self.within_1s += metric_in(text, "holdfast_bus_delay_seconds_bucket", &["le=\"1\""]);
+        self.received += metric_in(text, "holdfast_bus_received_total", &[]);
+        self.sent += metric_in(text, "holdfast_bus_sent_total", &[]);
+        self.batched += metric_in(text, "holdfast_store_batch_size_sum", &[]);
+        self.batches += metric_in(text, "holdfast_store_batch_size_count", &[]);
     }
 
     /// Messages a group commit held on average.
@@ -530,10 +529,11 @@ async fn relay_cluster(
                 let mut counters = [0.0; DIAGNOSTICS.len()];
                 let mut nodes_said = NodeFigures::default();
                 for node in &nodes {
-                    for (sum, value) in counters.iter_mut().zip(diagnostics(node).await?) {
+                    let text = node.metrics_text().await?;
+                    for (sum, value) in counters.iter_mut().zip(diagnostics_in(&text)) {
                         *sum += value;
                     }
-                    nodes_said.add(node).await?;
+                    nodes_said.add(&text);
                 }
                 Ok((measured, counters, nodes_said))
             })
